@@ -1,0 +1,194 @@
+"""The model zoo: embedded models load offline, bad names and folders fail clearly."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import workbench as wb
+from workbench.errors import WorkbenchError
+from workbench.models import _check_manifest, cache_dir, list_models, model_path
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class TestNames:
+    def test_unknown_name_names_the_embedded_models(self):
+        with pytest.raises(WorkbenchError, match="unknown model 'gpt-17'") as e:
+            wb.load_model("gpt-17")
+        assert "smollm2-135m" in str(e.value) and "tiny-reasoner" in str(e.value)
+
+    def test_hub_name_is_refused_fast_unless_allowed(self, monkeypatch):
+        monkeypatch.delenv("WORKBENCH_ALLOW_HUB", raising=False)
+        t0 = time.perf_counter()
+        with pytest.raises(WorkbenchError, match="allow_hub=True"):
+            wb.load_model("HuggingFaceTB/SmolLM2-135M")
+        assert time.perf_counter() - t0 < 2.0
+
+    def test_allowed_hub_name_while_offline_fails_fast(self, monkeypatch):
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        t0 = time.perf_counter()
+        with pytest.raises(WorkbenchError, match="hub is not reachable"):
+            wb.load_model("HuggingFaceTB/SmolLM2-135M", allow_hub=True)
+        assert time.perf_counter() - t0 < 2.0
+
+    def test_env_variable_allows_the_hub(self, monkeypatch):
+        monkeypatch.setenv("WORKBENCH_ALLOW_HUB", "1")
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        with pytest.raises(WorkbenchError, match="not reachable"):
+            wb.load_model("HuggingFaceTB/SmolLM2-135M")
+
+    def test_cuda_without_cuda_is_a_clear_error(self):
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+        with pytest.raises(WorkbenchError, match="CUDA is not available"):
+            wb.load_model("smollm2-135m", device="cuda")
+
+
+class TestFolders:
+    def test_folder_without_config(self, tmp_path):
+        with pytest.raises(WorkbenchError, match="no config.json"):
+            wb.load_model(tmp_path)
+
+    def test_pickle_weights_are_never_loaded(self, tmp_path):
+        (tmp_path / "config.json").write_text("{}")
+        (tmp_path / "pytorch_model.bin").write_bytes(b"not read")
+        with pytest.raises(WorkbenchError, match=r"pickle files are never loaded"):
+            wb.load_model(tmp_path)
+
+    def test_a_file_is_not_a_folder(self, tmp_path):
+        f = tmp_path / "model.safetensors"
+        f.write_bytes(b"x")
+        with pytest.raises(WorkbenchError, match="is a file, not a checkpoint folder"):
+            wb.load_model(f)
+
+    @pytest.mark.slow
+    def test_local_folder_loads_like_the_embedded_model(self, smol):
+        folder = model_path("smollm2-135m")
+        bridge = wb.load_model(folder, device="cpu")
+        ids = torch.tensor([[1, 504, 3458, 314]])
+        with torch.no_grad():
+            assert torch.allclose(bridge(ids), smol(ids), atol=1e-5)
+
+
+class TestCache:
+    def test_cache_dir_follows_the_environment(self, monkeypatch, tmp_path):
+        monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "c"))
+        assert cache_dir() == tmp_path / "c"
+
+    def test_manifest_mismatch_is_reported_with_the_fix(self, tmp_path):
+        (tmp_path / "model.safetensors").write_bytes(b"12345")
+        (tmp_path / "workbench-manifest.json").write_text(
+            json.dumps({"conversion_version": 1, "files": {"model.safetensors": 10}})
+        )
+        with pytest.raises(WorkbenchError, match="corrupt or partly written") as e:
+            _check_manifest(tmp_path)
+        assert "rebuild=True" in str(e.value)
+
+    def test_missing_manifest_means_incomplete(self, tmp_path):
+        with pytest.raises(WorkbenchError, match="incomplete"):
+            _check_manifest(tmp_path)
+
+    @pytest.mark.slow
+    def test_corrupt_weights_with_intact_sizes_fail_clearly(self, smol, tmp_path, monkeypatch):
+        real = model_path("smollm2-135m")
+        monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+        fake = tmp_path / "models" / "smollm2-135m-instruct"
+        shutil.copytree(real, fake, ignore=shutil.ignore_patterns("model.safetensors"))
+        size = (real / "model.safetensors").stat().st_size
+        with open(fake / "model.safetensors", "wb") as f:
+            f.truncate(size)  # right size, all zero bytes: no valid safetensors header
+        assert {m.name: m.cached for m in list_models()}["smollm2-135m"]
+        with pytest.raises(WorkbenchError, match="could not load") as e:
+            wb.load_model("smollm2-135m", device="cpu")
+        assert "rebuild=True" in str(e.value)
+
+    @pytest.mark.slow
+    def test_interrupted_conversion_leaves_nothing_and_rerun_is_identical(self, smol, tmp_path):
+        """Kill a conversion half-way (SIGKILL), then convert again: same bytes as before."""
+        env = {**os.environ, "WORKBENCH_CACHE": str(tmp_path)}
+        code = "from workbench.models import model_path; model_path('smollm2-135m')"
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        models = tmp_path / "models"
+        deadline = time.time() + 120
+        while time.time() < deadline and not (
+            models.exists() and any(p.name.startswith(".tmp-") for p in models.iterdir())
+        ):
+            time.sleep(0.2)
+        time.sleep(2.0)  # well inside the conversion, before the final rename
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        final = models / "smollm2-135m-instruct"
+        assert not final.exists(), "an interrupted conversion must not leave a loadable folder"
+
+        subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
+        _check_manifest(final)
+        leftovers = [p.name for p in models.iterdir() if p.name.startswith(".tmp-")]
+        assert leftovers == [] or all((models / n).is_dir() for n in leftovers)
+        real = model_path("smollm2-135m")
+        assert _sha256(final / "model.safetensors") == _sha256(real / "model.safetensors")
+
+
+class TestListing:
+    def test_lists_both_embedded_models(self):
+        names = [m.name for m in list_models()]
+        assert names[0] == wb.DEFAULT_MODEL == "smollm2-135m"
+        assert "tiny-reasoner" in names
+
+    def test_the_default_model_is_available_offline(self):
+        assert {m.name: m.available for m in list_models()}["smollm2-135m"]
+
+
+@pytest.mark.slow
+class TestParity:
+    """The bridge computes what the Hugging Face model computes (same eager attention)."""
+
+    PROMPTS = [
+        "The capital of France is",
+        "Question: what is 12 + 35? Answer step by step.",
+        "def fibonacci(n):\n    if n < 2:\n        return n",
+    ]
+
+    def test_next_token_logprobs_match_hugging_face(self, smol):
+        from transformers import AutoModelForCausalLM
+
+        hf = AutoModelForCausalLM.from_pretrained(
+            model_path("smollm2-135m"), attn_implementation="eager", use_safetensors=True
+        ).eval()
+        for prompt in self.PROMPTS:
+            ids = smol.tokenizer(prompt, return_tensors="pt")["input_ids"]
+            with torch.no_grad():
+                ours = torch.log_softmax(smol(ids), -1)
+                ref = torch.log_softmax(hf(ids).logits, -1)
+            assert ours.shape == ref.shape == (1, ids.shape[1], 49152)
+            assert (ours - ref).abs().max().item() < 1e-4, prompt
+
+    def test_attention_patterns_are_hooked(self, smol):
+        ids = smol.tokenizer("One two three four", return_tensors="pt")["input_ids"]
+        _, cache = smol.run_with_cache(ids, names_filter=lambda n: n.endswith("hook_pattern"))
+        pattern = cache["pattern", 0]
+        assert pattern.shape == (1, 9, ids.shape[1], ids.shape[1])
+        assert torch.allclose(pattern.sum(-1), torch.ones(1, 9, ids.shape[1]), atol=1e-5)
+        assert torch.all(pattern.triu(1) == 0)

@@ -1,0 +1,109 @@
+"""Traces: generation is reproducible, the prompt/response boundary is exact."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import workbench as wb
+from workbench.errors import WorkbenchError
+from workbench.trace import encode_prompt
+
+PROMPT = "What is 7 + 5? Answer briefly."
+
+
+class TestTraceObject:
+    def test_rejects_inconsistent_fields(self):
+        with pytest.raises(WorkbenchError, match="ids but"):
+            wb.Trace(ids=torch.tensor([1, 2, 3]), tokens=["a"], prompt_len=1, text="")
+        with pytest.raises(WorkbenchError, match="prompt_len=0"):
+            wb.Trace(ids=torch.tensor([1, 2]), tokens=["a", "b"], prompt_len=0, text="")
+        with pytest.raises(WorkbenchError, match="1-D"):
+            wb.Trace(ids=torch.ones(2, 2, dtype=torch.long), tokens=["a"] * 2, prompt_len=1, text="")
+
+    def test_round_trips_through_json(self, tmp_path):
+        t = wb.Trace(
+            ids=torch.tensor([5, 6, 7, 8]), tokens=list("abcd"), prompt_len=2, text="cd", prompt="ab"
+        )
+        back = wb.Trace.load(t.save(tmp_path / "t.json"))
+        assert torch.equal(back.ids, t.ids) and back.tokens == t.tokens
+        assert (back.prompt_len, back.text, back.prompt) == (2, "cd", "ab")
+        assert list(back.response) == [2, 3] and back.response_len == 2
+
+    def test_loading_garbage_is_a_clear_error(self, tmp_path):
+        (tmp_path / "bad.json").write_text("{not json")
+        with pytest.raises(WorkbenchError, match="cannot read a trace"):
+            wb.Trace.load(tmp_path / "bad.json")
+        with pytest.raises(WorkbenchError, match="not a saved trace"):
+            wb.Trace.from_dict({"ids": [1]})
+
+
+@pytest.mark.slow
+class TestGenerate:
+    def test_same_seed_same_trace_and_global_rng_untouched(self, smol):
+        torch.manual_seed(123)
+        before = torch.rand(1)
+        torch.manual_seed(123)
+        a = wb.generate(smol, PROMPT, max_new_tokens=12, temperature=1.0, seed=7)
+        after = torch.rand(1)
+        b = wb.generate(smol, PROMPT, max_new_tokens=12, temperature=1.0, seed=7)
+        assert torch.equal(a.ids, b.ids) and a.text == b.text
+        assert torch.equal(before, after)
+
+    def test_different_seeds_sample_different_traces(self, smol):
+        traces = [
+            wb.generate(smol, PROMPT, max_new_tokens=12, temperature=1.0, seed=s) for s in range(3)
+        ]
+        assert len({tuple(t.response_ids.tolist()) for t in traces}) > 1
+
+    def test_boundary_is_the_chat_prompt(self, smol):
+        t = wb.generate(smol, PROMPT, max_new_tokens=8, temperature=0.0)
+        prompt_ids = encode_prompt(smol, PROMPT)
+        assert t.ids[: t.prompt_len].tolist() == prompt_ids
+        assert "".join(t.tokens[: t.prompt_len]).endswith("<|im_start|>assistant\n")
+        assert PROMPT in "".join(t.tokens[: t.prompt_len])
+        assert 1 <= t.response_len <= 8
+        assert len(t.tokens) == len(t.ids)
+
+    def test_stops_at_end_of_sequence(self, smol):
+        t = wb.generate(smol, "Say hi.", max_new_tokens=64, temperature=0.0)
+        assert t.response_len < 64
+        assert t.ids[-1].item() == smol.tokenizer.eos_token_id
+        assert (t.response_ids[:-1] != smol.tokenizer.eos_token_id).all()
+        assert "<|im_end|>" not in t.text
+
+    def test_raw_prompt_without_chat_template(self, smol):
+        t = wb.generate(smol, "The capital of France is", max_new_tokens=4, temperature=0, chat=False)
+        assert t.ids[: t.prompt_len].tolist() == smol.tokenizer("The capital of France is")["input_ids"]
+        assert "assistant" not in "".join(t.tokens[: t.prompt_len])
+
+    def test_bad_arguments(self, smol):
+        with pytest.raises(WorkbenchError, match="prompt is empty"):
+            wb.generate(smol, "   ", max_new_tokens=4)
+        with pytest.raises(WorkbenchError, match="context holds 8192"):
+            wb.generate(smol, PROMPT, max_new_tokens=10_000)
+        with pytest.raises(WorkbenchError, match="max_new_tokens must be a positive"):
+            wb.generate(smol, PROMPT, max_new_tokens=0)
+        with pytest.raises(WorkbenchError, match="top_p"):
+            wb.generate(smol, PROMPT, max_new_tokens=4, top_p=0)
+
+
+@pytest.mark.slow
+class TestFromText:
+    def test_response_tokens_follow_the_prompt(self, smol):
+        t = wb.Trace.from_text(smol, PROMPT, "7 + 5 = 12. The answer is 12.")
+        assert t.ids[: t.prompt_len].tolist() == encode_prompt(smol, PROMPT)
+        assert "".join(t.response_tokens) == "7 + 5 = 12. The answer is 12."
+        assert t.text == "7 + 5 = 12. The answer is 12."
+
+    def test_matches_a_generated_trace(self, smol):
+        g = wb.generate(smol, PROMPT, max_new_tokens=10, temperature=0.0)
+        t = wb.Trace.from_text(smol, PROMPT, g.text)
+        assert t.prompt_len == g.prompt_len
+        assert t.ids[: t.prompt_len].tolist() == g.ids[: g.prompt_len].tolist()
+
+    def test_empty_response_and_overlong_trace(self, smol):
+        with pytest.raises(WorkbenchError, match="response is empty"):
+            wb.Trace.from_text(smol, PROMPT, "")
+        with pytest.raises(WorkbenchError, match="context holds"):
+            wb.Trace.from_text(smol, PROMPT, "word " * 9000)

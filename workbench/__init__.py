@@ -1,0 +1,26 @@
+"""The workbench: see how a language model reasons through its attention, then use it.
+
+Implements the method of "Attention Illuminates LLM Reasoning: The Preplan-and-Anchor
+Rhythm" (arXiv 2510.13554): head span, local/global heads, WAAD, FAI, preplan and anchor
+tokens, and the RL credit strategies built on them.
+
+    import workbench as wb
+    model = wb.load_model()                     # embedded SmolLM2-135M-Instruct, offline
+    trace = wb.generate(model, "What is 17 * 23?", max_new_tokens=64, seed=0)
+"""
+
+from .errors import WorkbenchError
+from .models import DEFAULT_MODEL, ModelInfo, list_models, load_model
+from .trace import Trace, generate
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "ModelInfo",
+    "Trace",
+    "WorkbenchError",
+    "generate",
+    "list_models",
+    "load_model",
+]
+
+__version__ = "0.1.0"
