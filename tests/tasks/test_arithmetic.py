@@ -1,0 +1,97 @@
+"""Multi-digit addition: scratchpad, verifier, generator and TRL reward."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from workbench.errors import WorkbenchError
+from workbench.tasks import Arithmetic, addition_scratchpad, get_task
+
+PROMPT = "Add: 457+68\n"
+
+
+@pytest.fixture(scope="module")
+def task() -> Arithmetic:
+    return get_task("arithmetic")
+
+
+def test_scratchpad_writes_every_carry() -> None:
+    assert addition_scratchpad(457, 68) == ["7+8+0=15", "5+6+1=12", "4+0+1=5"]
+    assert addition_scratchpad(999, 1) == ["9+1+0=10", "9+0+1=10", "9+0+1=10"]
+    with pytest.raises(WorkbenchError, match="non-negative"):
+        addition_scratchpad(-1, 3)
+
+
+def test_problem_format(task: Arithmetic) -> None:
+    p = task.make_problem((457, 68))
+    assert p.prompt == PROMPT
+    assert p.solution == "7+8+0=15\n5+6+1=12\n4+0+1=5\nAnswer: 525\n"
+    assert p.answer == "525" and p.target == 525
+    assert task.score(p, p.solution) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("name", "completion", "expected"),
+    [
+        ("correct", "Answer: 525", 1.0),
+        ("correct_with_scratchpad", "7+8+0=15\n5+6+1=12\n4+0+1=5\nAnswer: 525\n", 1.0),
+        ("leading_zero", "Answer: 0525", 1.0),
+        ("last_answer_counts", "Answer: 515\nAnswer: 525", 1.0),
+        ("wrong", "Answer: 515", 0.0),
+        ("off_by_carry", "Answer: 425", 0.0),
+        ("expression_not_number", "Answer: 457+68", 0.0),
+        ("negative", "Answer: -525", 0.0),
+        ("separator", "Answer: 5,25", 0.0),
+        ("garbage", "five hundred twenty-five", 0.0),
+        ("empty", "", 0.0),
+        ("huge_number", "Answer: " + "9" * 10_000, 0.0),
+        ("none", None, 0.0),
+        ("int", 525, 0.0),
+    ],
+)
+def test_verifier_cases(task: Arithmetic, name: str, completion: object, expected: float) -> None:
+    start = time.perf_counter()
+    assert task.reward([PROMPT], [completion]) == [expected], name
+    assert time.perf_counter() - start < 1.0
+
+
+def test_reward_plain_and_conversational(task: Arithmetic) -> None:
+    conv = [{"role": "user", "content": PROMPT}]
+    rewards = task.reward(
+        [PROMPT, conv, conv],
+        [
+            "Answer: 525",
+            [{"role": "assistant", "content": "Answer: 525"}],
+            [{"role": "assistant", "content": "Answer: 524"}],
+        ],
+    )
+    assert rewards == [1.0, 1.0, 0.0]
+    assert task.format_reward([PROMPT] * 3, ["Answer: 1", "Answer: x", None]) == [1.0, 0.0, 0.0]
+
+
+def test_generate_deterministic_and_disjoint(task: Arithmetic) -> None:
+    assert task.generate(30, "train", seed=1) == task.generate(30, "train", seed=1)
+    assert task.generate(30, "train", seed=1) != task.generate(30, "train", seed=2)
+    train = task.generate(3000, "train", seed=0)
+    test = task.generate(300, "test", seed=0)
+    key = lambda p: tuple(sorted(p.numbers))  # noqa: E731
+    assert {key(p) for p in train}.isdisjoint({key(p) for p in test})
+    for p in test:
+        assert task.split_of(p.numbers, p.target) == "test"
+        assert task.score(p, p.solution) == 1.0
+        assert all(10 <= x <= 9999 for x in p.numbers)
+
+
+def test_commuted_problem_is_in_the_same_split(task: Arithmetic) -> None:
+    for p in task.generate(50, "test", seed=0):
+        a, b = p.numbers
+        assert task.split_of((b, a), p.target) == "test"
+
+
+def test_bad_config() -> None:
+    with pytest.raises(WorkbenchError, match="digits"):
+        Arithmetic(min_digits=3, max_digits=2)
+    with pytest.raises(WorkbenchError, match="test_fraction"):
+        Arithmetic(test_fraction=1.5)

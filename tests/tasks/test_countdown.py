@@ -1,0 +1,251 @@
+"""Countdown: the verifier on hand-written cases, the generator, and the TRL reward."""
+
+from __future__ import annotations
+
+import time
+from fractions import Fraction
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from workbench.errors import WorkbenchError
+from workbench.tasks import Countdown, Problem, evaluate_expression, get_task, parse_expression
+from workbench.tasks.countdown import check_countdown, solve_countdown
+
+PROMPT = "Countdown: 3 7 25 50 -> 72\n"
+NUMBERS = (3, 7, 25, 50)
+
+
+@pytest.fixture(scope="module")
+def task() -> Countdown:
+    return get_task("countdown")
+
+
+def score(task: Countdown, completion: object, prompt: str = PROMPT) -> float:
+    return task.reward([prompt], [completion])[0]
+
+
+# --------------------------------------------------------------------------- verifier
+@pytest.mark.parametrize(
+    ("name", "completion", "expected"),
+    [
+        ("correct", "Answer: (50+25)-3", 1.0),
+        ("correct_with_scratchpad", "50+25=75\n75-3=72\nAnswer: (50+25)-3\n", 1.0),
+        ("spaces_ignored", "Answer:  ( 50 + 25 ) - 3 ", 1.0),
+        ("not_all_numbers_needed", "Answer: 50+25-3", 1.0),
+        ("last_answer_counts", "Answer: 50+25\nAnswer: 50+25-3\n", 1.0),
+        ("last_answer_wrong", "Answer: 50+25-3\nAnswer: 50+25\n", 0.0),
+        ("wrong_value", "Answer: 50+25-7", 0.0),
+        ("reused_number", "Answer: 25+25+25-3", 0.0),
+        ("number_not_given", "Answer: 8*9", 0.0),
+        ("garbage", "I think the answer is seventy-two", 0.0),
+        ("empty", "", 0.0),
+        ("empty_answer", "Answer:", 0.0),
+        ("unbalanced", "Answer: (50+25-3", 0.0),
+        ("trailing_operator", "Answer: 50+25-3-", 0.0),
+        ("unary_minus", "Answer: -3+75", 0.0),
+        ("power_operator", "Answer: 9**99999", 0.0),
+        ("decimal", "Answer: 72.0", 0.0),
+        ("python_code", "Answer: __import__('os').system('true')", 0.0),
+        ("division_by_zero", "Answer: 50/(7-7)", 0.0),
+        ("division_by_zero_expr", "Answer: 25/(3-3)+72", 0.0),
+    ],
+)
+def test_verifier_cases(task: Countdown, name: str, completion: str, expected: float) -> None:
+    assert score(task, completion) == expected, name
+
+
+def test_division_by_zero_does_not_raise() -> None:
+    assert check_countdown((4, 2, 2), 2, "4/(2-2)") is False
+    assert evaluate_expression(parse_expression("4/(2-2)")) is None
+
+
+def test_non_integer_intermediate_results_are_allowed() -> None:
+    # (7/2)*4 = 14: the documented rule allows exact fractional intermediates.
+    assert check_countdown((7, 2, 4), 14, "(7/2)*4") is True
+    assert check_countdown((7, 2, 4), 14, "7/2*4") is True
+    assert check_countdown((7, 2, 4), 3, "7/2") is False  # 7/2 is not 3 (no truncation)
+
+
+def test_duplicate_given_numbers_may_each_be_used_once() -> None:
+    assert check_countdown((5, 5, 2), 25, "5*5") is True
+    assert check_countdown((5, 2, 3), 25, "5*5") is False
+
+
+@pytest.mark.parametrize(
+    "completion",
+    [
+        "Answer: " + "9" * 10_000,
+        "Answer: 9**99999",
+        "Answer: " + "(" * 5000 + "3" + ")" * 5000,
+        "Answer: " + "+".join(["3"] * 20_000),
+        "x" * 1_000_000 + "\nAnswer: 50+25-3",
+        "Answer: 50+25-3\n" + "y" * 1_000_000,
+    ],
+    ids=["10k_digits", "power", "deep_parens", "long_sum", "huge_prefix", "huge_suffix"],
+)
+def test_enormous_inputs_are_fast_and_never_raise(task: Countdown, completion: str) -> None:
+    start = time.perf_counter()
+    result = score(task, completion)
+    assert time.perf_counter() - start < 2.0
+    assert result in (0.0, 1.0)
+    # Only the suffix case has its answer line within the parsed window.
+    assert result == (1.0 if completion.startswith("Answer: 50+25-3") else 0.0)
+
+
+def test_long_literal_is_capped() -> None:
+    assert parse_expression("1" * 6) == 111111
+    assert parse_expression("1" * 7) is None
+
+
+@pytest.mark.parametrize(
+    "completion",
+    [
+        None,
+        42,
+        3.5,
+        b"Answer: (50+25)-3",
+        ["Answer: (50+25)-3"],
+        {"no": "content"},
+        [{"role": "x"}],
+    ],
+    ids=["none", "int", "float", "bytes", "list_of_str", "bad_dict", "msg_without_content"],
+)
+def test_non_string_input_scores_zero(task: Countdown, completion: object) -> None:
+    assert task.parse(completion) is None
+    assert score(task, completion) == 0.0
+
+
+def test_parse_expression_tree_and_exact_value() -> None:
+    tree = parse_expression("(50+25)-3*2")
+    assert tree == ("-", ("+", 50, 25), ("*", 3, 2))
+    assert evaluate_expression(tree) == Fraction(69)
+    assert evaluate_expression(parse_expression("1/3+1/3+1/3")) == 1
+    assert parse_expression(None) is None
+    assert parse_expression("   ") is None
+
+
+# --------------------------------------------------------------------------- TRL reward
+def test_reward_plain_and_conversational(task: Countdown) -> None:
+    good, bad = "Answer: (50+25)-3\n", "Answer: 50+25\n"
+    conv_prompt = [{"role": "user", "content": PROMPT}]
+    rewards = task.reward(
+        [PROMPT, PROMPT, conv_prompt, conv_prompt],
+        [
+            good,
+            bad,
+            [{"role": "assistant", "content": good}],
+            [{"role": "assistant", "content": bad}],
+        ],
+    )
+    assert rewards == [1.0, 0.0, 1.0, 0.0]
+    assert all(isinstance(r, float) for r in rewards)
+
+
+def test_reward_falls_back_to_dataset_columns(task: Countdown) -> None:
+    rewards = task.reward(
+        ["no problem here", "no problem here"],
+        ["Answer: (50+25)-3", "Answer: 50+25"],
+        numbers=[list(NUMBERS), list(NUMBERS)],
+        target=[72, 72],
+    )
+    assert rewards == [1.0, 0.0]
+    assert task.reward(["no problem here"], ["Answer: (50+25)-3"]) == [0.0]
+
+
+def test_reward_length_mismatch_raises(task: Countdown) -> None:
+    with pytest.raises(WorkbenchError, match="2 prompts but 1 completions"):
+        task.reward([PROMPT, PROMPT], ["Answer: 1"])
+
+
+def test_format_reward(task: Countdown) -> None:
+    completions = ["Answer: 50+25", "Answer: (50+", "no answer line", None]
+    assert task.format_reward([PROMPT] * 4, completions) == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_parse_prompt_roundtrip(task: Countdown) -> None:
+    assert task.parse_prompt(PROMPT) == (NUMBERS, 72)
+    assert task.parse_prompt([{"role": "user", "content": PROMPT}]) == (NUMBERS, 72)
+    assert task.parse_prompt("Countdown: -> 5") is None
+    assert task.parse_prompt(17) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300))
+def test_random_text_never_raises(text: str) -> None:
+    task = Countdown()
+    assert task.reward([PROMPT], [text])[0] in (0.0, 1.0)
+    assert task.reward([PROMPT], ["Answer: " + text])[0] in (0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- generator
+def test_generate_is_deterministic_per_seed(task: Countdown) -> None:
+    a = task.generate(50, split="train", seed=3)
+    b = task.generate(50, split="train", seed=3)
+    c = task.generate(50, split="train", seed=4)
+    assert a == b
+    assert a != c
+
+
+def test_train_and_test_never_overlap(task: Countdown) -> None:
+    train = task.generate(3000, split="train", seed=0)
+    test = task.generate(300, split="test", seed=0)
+    key = lambda p: (tuple(sorted(p.numbers)), p.target)  # noqa: E731
+    assert {key(p) for p in train}.isdisjoint({key(p) for p in test})
+    assert {p.split for p in train} == {"train"} and {p.split for p in test} == {"test"}
+    assert len({key(p) for p in test}) == 300  # distinct within a split
+
+
+def test_reference_solutions_are_correct_and_short(task: Countdown) -> None:
+    for p in task.generate(300, split="test", seed=1):
+        assert isinstance(p, Problem)
+        assert p.prompt == task.format_prompt(p.numbers, p.target)
+        assert p.solution.endswith(f"Answer: {p.answer}\n")
+        assert task.score(p, p.solution) == 1.0
+        assert len(p.numbers) == 3 and all(1 <= x <= 20 for x in p.numbers)
+        assert 1 <= p.target <= 100 and p.target not in p.numbers
+        assert len(p.prompt) + len(p.solution) < 80
+        # every scratchpad line is a true equation
+        for line in p.solution.splitlines()[:-1]:
+            lhs, rhs = line.split("=")
+            assert evaluate_expression(parse_expression(lhs)) == int(rhs)
+
+
+def test_solver_finds_shortest() -> None:
+    assert solve_countdown((3, 7, 25), 28) == (["25+3=28"], "25+3")
+    steps, expr = solve_countdown((11, 3, 12), 96)
+    assert len(steps) == 2 and check_countdown((11, 3, 12), 96, expr)
+    assert solve_countdown((1, 1, 1), 97) is None
+
+
+def test_four_number_variant() -> None:
+    task = Countdown(sizes=(3, 4), max_number=50)
+    problems = task.generate(100, split="train", seed=0)
+    assert {len(p.numbers) for p in problems} == {3, 4}
+    assert all(task.score(p, p.solution) == 1.0 for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"n": -1}, "non-negative"),
+        ({"n": 1, "split": "validation"}, "split"),
+    ],
+)
+def test_generate_bad_arguments(task: Countdown, kwargs: dict, match: str) -> None:
+    with pytest.raises(WorkbenchError, match=match):
+        task.generate(**kwargs)
+
+
+def test_generate_too_many_raises() -> None:
+    with pytest.raises(WorkbenchError, match="distinct"):
+        Countdown(max_number=2, max_target=4).generate(50, split="train", seed=0)
+
+
+def test_registry() -> None:
+    assert isinstance(get_task("Countdown"), Countdown)
+    with pytest.raises(WorkbenchError, match="Unknown task"):
+        get_task("sudoku")
+    with pytest.raises(WorkbenchError, match="sizes"):
+        Countdown(sizes=(1,))

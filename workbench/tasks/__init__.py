@@ -1,0 +1,72 @@
+"""Verifiable reasoning tasks: seeded generators, safe answer parsers and exact rewards.
+
+Two tasks share one interface (`Task`) and one text format (see `workbench.tasks.base`):
+
+- ``"countdown"`` (`Countdown`): reach a target from 3 given numbers with + - * /, each
+  number used at most once — the paper's RL task.
+- ``"arithmetic"`` (`Arithmetic`): multi-digit addition with a column-by-column scratchpad.
+
+Example:
+    >>> from workbench.tasks import get_task
+    >>> task = get_task("countdown")
+    >>> problems = task.generate(4, split="train", seed=0)
+    >>> task.reward([p.prompt for p in problems], [p.solution for p in problems])
+    [1.0, 1.0, 1.0, 1.0]
+
+`get_task` returns the default configuration that the shipped tiny reasoner was trained on;
+construct `Countdown(...)` / `Arithmetic(...)` directly for other sizes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workbench.errors import WorkbenchError
+from workbench.tasks.arithmetic import Arithmetic, addition_scratchpad
+from workbench.tasks.base import ANSWER_PREFIX, Problem, Split, Task, completion_text
+from workbench.tasks.countdown import (
+    Countdown,
+    evaluate_expression,
+    parse_expression,
+    solve_countdown,
+)
+
+__all__ = [
+    "ANSWER_PREFIX",
+    "TASKS",
+    "Arithmetic",
+    "Countdown",
+    "Problem",
+    "Split",
+    "Task",
+    "addition_scratchpad",
+    "completion_text",
+    "evaluate_expression",
+    "get_task",
+    "parse_expression",
+    "solve_countdown",
+]
+
+#: Registered task names and their classes (constructed with default settings).
+TASKS: dict[str, type[Task]] = {"countdown": Countdown, "arithmetic": Arithmetic}
+
+
+def get_task(name: str, **kwargs: Any) -> Task:
+    """A task by registry name.
+
+    Args:
+        name: ``"countdown"`` or ``"arithmetic"`` (case-insensitive).
+        **kwargs: passed to the task's constructor (e.g. ``sizes=(3, 4)`` for Countdown).
+
+    Returns:
+        A new `Task` instance.
+
+    Raises:
+        WorkbenchError: the name is not registered.
+    """
+    key = name.strip().lower() if isinstance(name, str) else name
+    if key not in TASKS:
+        raise WorkbenchError(
+            f"Unknown task {name!r}.", f"Use one of {sorted(TASKS)} (see workbench.tasks.TASKS)."
+        )
+    return TASKS[key](**kwargs)

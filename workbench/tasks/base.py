@@ -1,0 +1,331 @@
+"""Shared base for verifiable reasoning tasks: the `Problem` record and the `Task` interface.
+
+A task knows how to (1) generate seeded problems with reference scratchpad solutions, split
+into disjoint train and test sets by a hash of each problem's canonical form, (2) parse a
+model's completion into a final answer without ever raising, and (3) score a completion
+(1.0 correct, 0.0 otherwise) — also through TRL's reward signature
+`reward(prompts, completions, **kwargs) -> list[float]`.
+
+Text format (the same for every consumer: SFT, evaluation, RL, the attention views):
+
+    prompt     "<Task header>: <problem>\\n"
+    completion "<scratchpad step>\\n" ... "Answer: <final answer>\\n"
+
+The final answer is the text after the *last* line starting with ``Answer:``.
+
+Caveats:
+    - The train/test split is a pure function of the canonical problem (a SHA-256 hash), so it
+      does not depend on the seed or the generation order; `generate` samples until it has `n`
+      distinct problems of the requested split. A problem space smaller than `n` raises.
+    - Completions may be plain strings or TRL conversational lists of
+      ``{"role", "content"}`` dicts; prompts likewise. Anything else scores 0.0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from workbench.errors import WorkbenchError
+
+__all__ = [
+    "ANSWER_PREFIX",
+    "MAX_COMPLETION_CHARS",
+    "MAX_CONSECUTIVE_MISSES",
+    "Problem",
+    "Split",
+    "Task",
+    "completion_text",
+]
+
+Split = Literal["train", "test"]
+
+#: Every completion ends with a line ``Answer: <final answer>``.
+ANSWER_PREFIX = "Answer:"
+
+#: `Task.generate` gives up after this many draws in a row without a new problem.
+MAX_CONSECUTIVE_MISSES = 20000
+
+#: Completions longer than this are cut before parsing (a cap so parsing never hangs).
+MAX_COMPLETION_CHARS = 4096
+
+_ANSWER_LINE = re.compile(r"^[ \t]*Answer:[ \t]*(.*?)[ \t\r]*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One generated problem with its reference solution.
+
+    Attributes:
+        task: the task name (``"countdown"`` or ``"arithmetic"``).
+        prompt: the model input, ending in a newline, e.g. ``"Countdown: 3 7 25 -> 72\\n"``.
+        answer: the reference final answer as text (for Countdown one valid expression, for
+            arithmetic the number), exactly what follows ``Answer: `` in `solution`.
+        solution: the SFT target: scratchpad steps, then ``Answer: <answer>`` and a newline.
+        numbers: the problem's inputs (Countdown: the given numbers; arithmetic: the operands).
+        target: the value to reach (Countdown: the target; arithmetic: the correct result).
+        split: ``"train"`` or ``"test"``, a function of the canonical problem only.
+    """
+
+    task: str
+    prompt: str
+    answer: str
+    solution: str
+    numbers: tuple[int, ...]
+    target: int
+    split: str = "train"
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The problem as a plain dict (one row of a `datasets.Dataset` for TRL).
+
+        Returns:
+            dict with keys task, prompt, answer, solution, numbers (list), target, split, meta.
+        """
+        d = asdict(self)
+        d["numbers"] = list(self.numbers)
+        return d
+
+
+def completion_text(completion: Any) -> str | None:
+    """The text of a completion or prompt in any form TRL passes, or None if unreadable.
+
+    Args:
+        completion: a string, or a conversational list of ``{"role", "content"}`` dicts (the
+            contents of all messages are joined; for a completion that is the assistant turn),
+            or a single such dict.
+
+    Returns:
+        The text, or None for anything else (None, numbers, bytes, malformed messages).
+        Parsers later look only at its first `MAX_COMPLETION_CHARS` characters.
+    """
+    if isinstance(completion, str):
+        text = completion
+    elif isinstance(completion, dict):
+        content = completion.get("content")
+        text = content if isinstance(content, str) else None
+    elif isinstance(completion, list | tuple):
+        parts = []
+        for message in completion:
+            if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+                return None
+            parts.append(message["content"])
+        text = "\n".join(parts)
+    else:
+        text = None
+    return text
+
+
+def last_answer_line(text: str) -> str | None:
+    """The text after the last ``Answer:`` line of `text`, stripped, or None if there is none.
+
+    Args:
+        text: a completion. Only its first `MAX_COMPLETION_CHARS` characters are searched.
+
+    Returns:
+        The final answer text (may be empty string when the line is just ``Answer:``).
+    """
+    text = text[:MAX_COMPLETION_CHARS]
+    matches = _ANSWER_LINE.findall(text)
+    return matches[-1].strip() if matches else None
+
+
+class Task(ABC):
+    """A verifiable reasoning task: seeded generator, safe parser and exact verifier.
+
+    Subclasses implement `_sample` (one random problem from an RNG), `_canonical` (the key the
+    split hashes), `parse` and `_check`. Everything else is shared.
+
+    Attributes:
+        name: registry name.
+        test_fraction: fraction of the canonical problem space assigned to the test split.
+    """
+
+    name: str = "task"
+    prompt_header: str = "Task"
+
+    def __init__(self, test_fraction: float = 0.1):
+        if not 0.0 < test_fraction < 1.0:
+            raise WorkbenchError(
+                f"test_fraction={test_fraction!r} must lie strictly between 0 and 1.",
+                "Pass e.g. test_fraction=0.1.",
+            )
+        self.test_fraction = test_fraction
+
+    # ----------------------------------------------------------------- subclass hooks
+    @abstractmethod
+    def _sample(self, rng: random.Random) -> Problem:
+        """One random problem (split not yet set) from `rng`."""
+
+    @abstractmethod
+    def _canonical(self, numbers: tuple[int, ...], target: int) -> str:
+        """The canonical key of a problem; equal keys mean the same problem."""
+
+    @abstractmethod
+    def parse(self, completion: Any) -> Any:
+        """The final answer in `completion`, or None. Never raises on model output."""
+
+    @abstractmethod
+    def _check(self, numbers: tuple[int, ...], target: int, parsed: Any) -> bool:
+        """Whether a parsed answer (not None) solves the problem."""
+
+    @abstractmethod
+    def parse_prompt(self, prompt: Any) -> tuple[tuple[int, ...], int] | None:
+        """``(numbers, target)`` read back from a prompt in this task's format, or None."""
+
+    # ----------------------------------------------------------------- split and generation
+    def split_of(self, numbers: Sequence[int], target: int) -> Split:
+        """The split a problem belongs to: a hash of its canonical form.
+
+        Args:
+            numbers: the problem's numbers.
+            target: the problem's target.
+
+        Returns:
+            ``"test"`` for a `test_fraction` share of the problem space, else ``"train"``.
+        """
+        key = f"{self.name}|{self._canonical(tuple(numbers), target)}"
+        h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+        return "test" if h / 2**64 < self.test_fraction else "train"
+
+    def generate(self, n: int, split: str = "train", seed: int = 0) -> list[Problem]:
+        """`n` distinct problems of one split, deterministic for a given seed.
+
+        Args:
+            n: how many problems (>= 0).
+            split: ``"train"`` or ``"test"``; the two never share a problem.
+            seed: RNG seed; the same (task settings, n, split, seed) give the same list.
+
+        Returns:
+            A list of `n` `Problem` with `split` set.
+
+        Raises:
+            WorkbenchError: bad `n` or `split`, or too few distinct problems exist.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise WorkbenchError(f"n={n!r} is not a non-negative int.", "Pass e.g. n=100.")
+        if split not in ("train", "test"):
+            raise WorkbenchError(f"split={split!r} is unknown.", 'Use "train" or "test".')
+        rng = random.Random(f"{self.name}|{split}|{seed}")
+        out: list[Problem] = []
+        seen: set[str] = set()
+        misses = 0  # consecutive draws that gave nothing new
+        while len(out) < n:
+            p = self._sample(rng)
+            key = self._canonical(p.numbers, p.target)
+            if key in seen or self.split_of(p.numbers, p.target) != split:
+                misses += 1
+                if misses > MAX_CONSECUTIVE_MISSES:
+                    raise WorkbenchError(
+                        f"Only {len(out)} distinct {split} problems found for {self!r} "
+                        f"({MAX_CONSECUTIVE_MISSES} draws in a row gave nothing new); "
+                        f"asked for {n}.",
+                        "Ask for fewer problems or widen the task's number ranges.",
+                    )
+                continue
+            misses = 0
+            seen.add(key)
+            out.append(_with_split(p, split))
+        return out
+
+    # ----------------------------------------------------------------- scoring
+    def score(self, problem: Problem, completion: Any) -> float:
+        """Score one completion against a problem.
+
+        Args:
+            problem: the problem the completion answers.
+            completion: model output (string or conversational list); anything else is 0.0.
+
+        Returns:
+            1.0 if the final answer is correct, else 0.0.
+        """
+        return self._score(problem.numbers, problem.target, completion)
+
+    def _score(self, numbers: tuple[int, ...], target: int, completion: Any) -> float:
+        parsed = self.parse(completion)
+        if parsed is None:
+            return 0.0
+        try:
+            return 1.0 if self._check(numbers, target, parsed) else 0.0
+        except Exception:  # a verifier must never take a training run down
+            return 0.0
+
+    def reward(
+        self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
+    ) -> list[float]:
+        """Correctness reward with TRL's signature.
+
+        The problem is read back from each prompt (this task's prompt format); when a prompt
+        cannot be read, the dataset columns ``numbers`` and ``target`` in `kwargs` (one entry
+        per completion, as TRL passes them) are used instead.
+
+        Args:
+            prompts: one prompt per completion (string or conversational list).
+            completions: model outputs (string or conversational list).
+            **kwargs: extra dataset columns from TRL; ``numbers``/``target`` are used.
+
+        Returns:
+            One float per completion: 1.0 correct, 0.0 otherwise (also for unreadable input).
+        """
+        if len(prompts) != len(completions):
+            raise WorkbenchError(
+                f"{len(prompts)} prompts but {len(completions)} completions.",
+                "Pass one prompt per completion (TRL repeats each prompt per generation).",
+            )
+        col_numbers = kwargs.get("numbers")
+        col_target = kwargs.get("target")
+        rewards = []
+        for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
+            problem = self.parse_prompt(prompt)
+            if problem is None and col_numbers is not None and col_target is not None:
+                try:
+                    problem = (tuple(int(x) for x in col_numbers[i]), int(col_target[i]))
+                except (TypeError, ValueError, IndexError):
+                    problem = None
+            if problem is None:
+                rewards.append(0.0)
+                continue
+            rewards.append(self._score(problem[0], problem[1], completion))
+        return rewards
+
+    def format_reward(
+        self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
+    ) -> list[float]:
+        """Format-only reward with TRL's signature: 1.0 when the answer line parses.
+
+        Args:
+            prompts: one prompt per completion (unused except for the length check).
+            completions: model outputs (string or conversational list).
+            **kwargs: ignored.
+
+        Returns:
+            One float per completion: 1.0 if `parse` finds a well-formed final answer
+            (right or wrong), 0.0 otherwise.
+        """
+        if len(prompts) != len(completions):
+            raise WorkbenchError(
+                f"{len(prompts)} prompts but {len(completions)} completions.",
+                "Pass one prompt per completion.",
+            )
+        return [0.0 if self.parse(c) is None else 1.0 for c in completions]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _with_split(p: Problem, split: str) -> Problem:
+    return Problem(
+        task=p.task,
+        prompt=p.prompt,
+        answer=p.answer,
+        solution=p.solution,
+        numbers=p.numbers,
+        target=p.target,
+        split=split,
+        meta=p.meta,
+    )

@@ -1,0 +1,441 @@
+"""Countdown: reach a target from a few given numbers with + - * / (the paper's RL task).
+
+Format (one problem)::
+
+    prompt      "Countdown: 3 7 25 -> 72\\n"
+    completion  "25*3=75\\n75-3=72\\n..."      scratchpad: one arithmetic step per line
+                "Answer: (25*3)-3\\n"           the final expression
+
+Rules (this project's, fixed for every consumer):
+    - Each given number may be used **at most once** (the multiset of numbers in the answer
+      must be contained in the multiset of given numbers); not every number must be used.
+    - Only non-negative integer literals, ``+ - * /`` and parentheses; no unary minus, no
+      ``**``, no decimals. Whitespace is ignored.
+    - The value is computed exactly with `fractions.Fraction` and must equal the target.
+      Non-integer *intermediate* results are allowed (``(7/2)*4 = 14`` is valid), as in the
+      paper's eval-based verifier; division by zero makes the answer wrong.
+    - Only the last ``Answer:`` line counts; the scratchpad is not checked.
+
+Safety: model text is never `eval`-ed. The expression is parsed by a small recursive-descent
+parser with caps (`MAX_EXPR_CHARS` characters, `MAX_LITERAL_DIGITS` digits per literal,
+`MAX_DEPTH` nested parentheses); inputs beyond a cap are wrong answers, never a hang.
+
+Caveat: the generator only builds problems whose reference solution keeps every intermediate
+result a positive integer; targets lie in ``[1, max_target]`` and differ from every given
+number. The reference is the *shortest* solution a fixed-order search finds (so the same
+problem always gets the same scratchpad), which may use fewer numbers than the problem has.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from fractions import Fraction
+from typing import Any
+
+from workbench.errors import WorkbenchError
+from workbench.tasks.base import Problem, Task, completion_text, last_answer_line
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_EXPR_CHARS",
+    "MAX_LITERAL_DIGITS",
+    "Countdown",
+    "evaluate_expression",
+    "parse_expression",
+    "solve_countdown",
+]
+
+MAX_EXPR_CHARS = 256
+MAX_LITERAL_DIGITS = 6
+MAX_DEPTH = 32
+
+# A parsed expression: an int literal, or a tuple (op, left, right) of an operator in
+# "+-*/" and two sub-expressions (kept as a plain `tuple` so runtime type checkers accept it).
+Node = int | tuple
+
+_TOKEN = re.compile(r"\s*(?:(\d+)|([-+*/()]))")
+_PROMPT = re.compile(r"Countdown:[ \t]*((?:\d{1,6}[ \t]+){1,7}\d{1,6})[ \t]*->[ \t]*(\d{1,7})")
+
+
+class _ParseError(Exception):
+    pass
+
+
+def _tokenize(text: str) -> list[str]:
+    tokens: list[str] = []
+    pos = 0
+    text = text.rstrip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if m is None:
+            raise _ParseError(f"bad character at {pos}")
+        literal, op = m.group(1), m.group(2)
+        if literal is not None:
+            if len(literal) > MAX_LITERAL_DIGITS:
+                raise _ParseError("literal too long")
+            tokens.append(literal)
+        else:
+            tokens.append(op)
+        pos = m.end()
+    return tokens
+
+
+class _Parser:
+    """expr := term (('+'|'-') term)* ; term := factor (('*'|'/') factor)* ;
+    factor := INT | '(' expr ')'."""
+
+    def __init__(self, tokens: list[str]):
+        self.tokens = tokens
+        self.i = 0
+
+    def peek(self) -> str | None:
+        return self.tokens[self.i] if self.i < len(self.tokens) else None
+
+    def take(self) -> str:
+        tok = self.peek()
+        if tok is None:
+            raise _ParseError("unexpected end")
+        self.i += 1
+        return tok
+
+    def expr(self, depth: int) -> Node:
+        node = self.term(depth)
+        while self.peek() in ("+", "-"):
+            op = self.take()
+            node = (op, node, self.term(depth))
+        return node
+
+    def term(self, depth: int) -> Node:
+        node = self.factor(depth)
+        while self.peek() in ("*", "/"):
+            op = self.take()
+            node = (op, node, self.factor(depth))
+        return node
+
+    def factor(self, depth: int) -> Node:
+        tok = self.take()
+        if tok == "(":
+            if depth >= MAX_DEPTH:
+                raise _ParseError("too deep")
+            node = self.expr(depth + 1)
+            if self.take() != ")":
+                raise _ParseError("expected )")
+            return node
+        if tok.isdigit():
+            return int(tok)
+        raise _ParseError(f"unexpected {tok!r}")
+
+
+def parse_expression(text: Any) -> Node | None:
+    """Parse an arithmetic expression safely (never `eval`).
+
+    Args:
+        text: e.g. ``"(50+25)-3"``. Allowed: non-negative int literals (at most
+            `MAX_LITERAL_DIGITS` digits), ``+ - * /``, parentheses, whitespace.
+
+    Returns:
+        The expression tree (an int, or ``(op, left, right)`` tuples), or None when `text` is
+        not a string, is empty, longer than `MAX_EXPR_CHARS`, nested deeper than `MAX_DEPTH`,
+        or malformed in any way.
+    """
+    if not isinstance(text, str) or not text.strip() or len(text) > MAX_EXPR_CHARS:
+        return None
+    try:
+        parser = _Parser(_tokenize(text))
+        node = parser.expr(0)
+        if parser.peek() is not None:
+            return None
+        return node
+    except (_ParseError, RecursionError):
+        return None
+
+
+def _literals(node: Node) -> list[int]:
+    out: list[int] = []
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, int):
+            out.append(n)
+        else:
+            stack.extend((n[1], n[2]))
+    return out
+
+
+def evaluate_expression(node: Node) -> Fraction | None:
+    """Exact value of a parsed expression.
+
+    Args:
+        node: a tree from `parse_expression`.
+
+    Returns:
+        The value as a `Fraction`, or None on division by zero.
+    """
+    if isinstance(node, int):
+        return Fraction(node)
+    op, left, right = node
+    a = evaluate_expression(left)
+    b = evaluate_expression(right)
+    if a is None or b is None:
+        return None
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if b == 0:
+        return None
+    return a / b
+
+
+def check_countdown(numbers: tuple[int, ...], target: int, expression: Any) -> bool:
+    """Whether `expression` reaches `target` using each of `numbers` at most once.
+
+    Args:
+        numbers: the given numbers (a multiset).
+        target: the value to reach.
+        expression: the answer text (e.g. ``"(50+25)-3"``); anything not parseable is wrong.
+
+    Returns:
+        True if the expression parses, uses a sub-multiset of `numbers`, and equals `target`
+        exactly.
+    """
+    node = parse_expression(expression)
+    if node is None:
+        return False
+    used = Counter(_literals(node))
+    if used - Counter(numbers):  # some literal used more often than given (or not given)
+        return False
+    value = evaluate_expression(node)
+    return value is not None and value == target
+
+
+# --------------------------------------------------------------------------- solver
+_Item = tuple[int, str, bool]  # (value, expression, is_composite)
+
+
+def _steps(items: list[_Item]) -> list[tuple[int, int, str, int]]:
+    """All legal single steps (i, j, op, value) on `items`, in a fixed order.
+
+    Operands are ordered larger first; only positive integer results are produced.
+    """
+    out = []
+    for i in range(len(items)):
+        for j in range(len(items)):
+            if i == j:
+                continue
+            a, b = items[i][0], items[j][0]
+            if a < b or (a == b and i > j):
+                continue
+            out.append((i, j, "+", a + b))
+            if a > b:
+                out.append((i, j, "-", a - b))
+            if b > 1:
+                out.append((i, j, "*", a * b))
+                if a % b == 0:
+                    out.append((i, j, "/", a // b))
+    return out
+
+
+def _wrap(item: _Item) -> str:
+    return f"({item[1]})" if item[2] else item[1]
+
+
+def solve_countdown(
+    numbers: tuple[int, ...], target: int, max_value: int = 10**6
+) -> tuple[list[str], str] | None:
+    """Shortest solution by a deterministic search (fewest steps first, fixed step order).
+
+    Args:
+        numbers: the given numbers.
+        target: the value to reach.
+        max_value: intermediate results above this are pruned.
+
+    Returns:
+        ``(steps, expression)``: scratchpad lines like ``"50+25=75"`` and the final expression
+        like ``"(50+25)-3"``; or None if no solution with positive integer intermediate
+        results exists.
+    """
+    start: list[_Item] = [(v, str(v), False) for v in sorted(numbers, reverse=True)]
+    for depth in range(1, len(numbers)):
+        found = _search(start, target, depth, [], max_value)
+        if found is not None:
+            return found
+    return None
+
+
+def _search(
+    items: list[_Item], target: int, depth: int, steps: list[str], max_value: int
+) -> tuple[list[str], str] | None:
+    if depth == 0:
+        return None
+    for i, j, op, value in _steps(items):
+        if value > max_value:
+            continue
+        expr = f"{_wrap(items[i])}{op}{_wrap(items[j])}"
+        line = f"{items[i][0]}{op}{items[j][0]}={value}"
+        if value == target:
+            return [*steps, line], expr
+        rest = [it for k, it in enumerate(items) if k not in (i, j)]
+        new_items = sorted([*rest, (value, expr, True)], key=lambda it: -it[0])
+        found = _search(new_items, target, depth - 1, [*steps, line], max_value)
+        if found is not None:
+            return found
+    return None
+
+
+# --------------------------------------------------------------------------- task
+class Countdown(Task):
+    """The Countdown task: combine the given numbers with + - * / to reach the target.
+
+    Args:
+        sizes: how many numbers a problem has; one size is drawn uniformly per problem
+            (the paper uses 3 or 4; the tiny reasoner is trained on 3).
+        max_number: given numbers are drawn uniformly from ``1..max_number``.
+        max_target: targets lie in ``1..max_target``.
+        test_fraction: share of the canonical problem space in the test split.
+
+    Example:
+        >>> task = Countdown()
+        >>> p = task.generate(1, split="test", seed=0)[0]
+        >>> task.score(p, p.solution)
+        1.0
+    """
+
+    name = "countdown"
+    prompt_header = "Countdown"
+
+    def __init__(
+        self,
+        sizes: tuple[int, ...] = (3,),
+        max_number: int = 20,
+        max_target: int = 100,
+        test_fraction: float = 0.1,
+    ):
+        super().__init__(test_fraction)
+        if not sizes or any(not isinstance(s, int) or not 2 <= s <= 6 for s in sizes):
+            raise WorkbenchError(
+                f"sizes={sizes!r}: every size must be an int in 2..6.", "Use e.g. sizes=(3, 4)."
+            )
+        if not 2 <= max_number <= 10**4 or not 1 <= max_target <= 10**6:
+            raise WorkbenchError(
+                f"max_number={max_number!r}, max_target={max_target!r} out of range.",
+                "Use 2 <= max_number <= 10000 and 1 <= max_target <= 10**6.",
+            )
+        self.sizes = tuple(sizes)
+        self.max_number = max_number
+        self.max_target = max_target
+
+    def __repr__(self) -> str:
+        return (
+            f"Countdown(sizes={self.sizes}, max_number={self.max_number}, "
+            f"max_target={self.max_target})"
+        )
+
+    def format_prompt(self, numbers: tuple[int, ...], target: int) -> str:
+        """The prompt text for a problem.
+
+        Args:
+            numbers: the given numbers, in display order.
+            target: the target.
+
+        Returns:
+            e.g. ``"Countdown: 3 7 25 -> 72\\n"``.
+        """
+        return f"{self.prompt_header}: {' '.join(map(str, numbers))} -> {target}\n"
+
+    def make_problem(self, numbers: tuple[int, ...], target: int) -> Problem:
+        """A `Problem` (with reference solution and split) for given numbers and target.
+
+        Args:
+            numbers: the given numbers, in display order.
+            target: the target.
+
+        Returns:
+            The problem.
+
+        Raises:
+            WorkbenchError: the target cannot be reached with positive integer steps.
+        """
+        solved = solve_countdown(tuple(numbers), target)
+        if solved is None:
+            raise WorkbenchError(
+                f"Countdown {numbers} -> {target} has no solution with integer steps.",
+                "Pick a reachable target.",
+            )
+        steps, expr = solved
+        return Problem(
+            task=self.name,
+            prompt=self.format_prompt(tuple(numbers), target),
+            answer=expr,
+            solution="".join(f"{s}\n" for s in steps) + f"Answer: {expr}\n",
+            numbers=tuple(numbers),
+            target=target,
+            split=self.split_of(numbers, target),
+        )
+
+    def _sample(self, rng: random.Random) -> Problem:
+        while True:
+            size = rng.choice(self.sizes)
+            numbers = tuple(rng.randint(1, self.max_number) for _ in range(size))
+            values = list(numbers)
+            while len(values) > 1:  # random full combination -> a reachable target
+                i, j = rng.sample(range(len(values)), 2)
+                a, b = max(values[i], values[j]), min(values[i], values[j])
+                ops = (
+                    ["+", "*"] + (["-"] if a > b else []) + (["/"] if b > 1 and a % b == 0 else [])
+                )
+                op = rng.choice(ops)
+                v = {"+": a + b, "-": a - b, "*": a * b, "/": a // max(b, 1)}[op]
+                values = [x for k, x in enumerate(values) if k not in (i, j)] + [v]
+            target = values[0]
+            if not 1 <= target <= self.max_target or target in numbers:
+                continue
+            return self.make_problem(numbers, target)
+
+    def _canonical(self, numbers: tuple[int, ...], target: int) -> str:
+        return f"{','.join(map(str, sorted(numbers)))}->{target}"
+
+    def parse(self, completion: Any) -> str | None:
+        """The final expression of a completion, if it is well-formed.
+
+        Args:
+            completion: model output (string or TRL conversational list).
+
+        Returns:
+            The expression text after the last ``Answer:`` line with whitespace removed, or
+            None when there is no such line or it does not parse as an expression.
+            Never raises.
+        """
+        text = completion_text(completion)
+        if text is None:
+            return None
+        answer = last_answer_line(text)
+        if answer is None or parse_expression(answer) is None:
+            return None
+        return "".join(answer.split())
+
+    def _check(self, numbers: tuple[int, ...], target: int, parsed: Any) -> bool:
+        return check_countdown(numbers, target, parsed)
+
+    def parse_prompt(self, prompt: Any) -> tuple[tuple[int, ...], int] | None:
+        """``(numbers, target)`` read back from a Countdown prompt, or None.
+
+        Args:
+            prompt: prompt text or conversational list; the last ``Countdown: ... -> T``
+                in it is used.
+
+        Returns:
+            The numbers and target, or None if there is no readable problem.
+        """
+        text = completion_text(prompt)
+        if text is None:
+            return None
+        matches = _PROMPT.findall(text[-4096:])
+        if not matches:
+            return None
+        nums, target = matches[-1]
+        return tuple(int(x) for x in nums.split()), int(target)
