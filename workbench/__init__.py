@@ -9,11 +9,33 @@ tokens, and the RL credit strategies built on them.
     trace = wb.generate(model, "What is 17 * 23?", max_new_tokens=64, seed=0)
 """
 
+from .attention import (
+    Analysis,
+    HeadClasses,
+    analyze,
+    analyze_many,
+    delta,
+    fai,
+    head_span,
+    middle_layers,
+    receiver_kurtosis,
+    waad,
+)
 from .errors import WorkbenchError
 from .models import DEFAULT_MODEL, ModelInfo, list_models, load_model
 from .trace import Trace, generate
 
 __all__ = [
+    "Analysis",
+    "HeadClasses",
+    "analyze",
+    "analyze_many",
+    "delta",
+    "fai",
+    "head_span",
+    "middle_layers",
+    "receiver_kurtosis",
+    "waad",
     "DEFAULT_MODEL",
     "ModelInfo",
     "Trace",

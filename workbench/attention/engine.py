@@ -1,0 +1,270 @@
+"""The streaming one-pass reduction: one forward pass, every chosen layer, no stored patterns.
+
+Two paths compute the same `HeadStats` (see `workbench.attention.metrics`):
+
+- ``"exact"``: the bridge's own eager forward, with a forward hook on each chosen layer's
+  ``blocks.{l}.attn.hook_pattern``. The hook reduces the ``[head_index query_pos key_pos]``
+  pattern to per-head vectors and drops it. Memory beyond the model: one layer's pattern
+  (plus the bridge's own scores and ~3 pattern-sized temporaries in the hook) and
+  ``O(layers x heads x T x (max_window + n_cuts))`` for the statistics.
+- ``"tiled"``: for long sequences. Each layer's attention bridge ``forward`` is replaced,
+  for the duration of the pass only, by a function that computes the same eager attention
+  (q/k/v projections, rotary embedding, GQA, ``softmax(q k^T * scale)`` in float32, ``P v``)
+  in tiles of query rows, feeding each tile to the reductions; layers that are not analysed
+  use PyTorch's ``scaled_dot_product_attention``. No ``[head, T, T]`` tensor is ever built:
+  memory is one tile (``heads x tile x T``) plus the statistics. It is supported for plain
+  rotary attention (Llama, Mistral, Qwen2-style: no QK-norm, soft-capping, sinks, sliding
+  window or gating); other architectures fall back to ``"exact"``. The original
+  ``forward`` is restored in a ``finally`` block.
+
+``"auto"`` takes ``"tiled"`` above `TILED_THRESHOLD` tokens when supported. Both paths also
+return next-token entropies from the logits of the same pass (computed in row chunks).
+Hooks other than the workbench's do not fire on the tiled path's attention internals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from ..errors import WorkbenchError
+from .metrics import HeadStats, StatsAccumulator
+
+__all__ = ["TILED_THRESHOLD", "check_model", "collect", "entropy_from_logits", "tiled_supported"]
+
+#: Sequences longer than this use the tiled path under ``path="auto"``.
+TILED_THRESHOLD = 2048
+#: Target size (elements) of one tile of scores, ``heads x tile_rows x T``.
+_TILE_ELEMENTS = 1 << 22
+
+
+def check_model(model: Any) -> None:
+    """Raise a `WorkbenchError` unless `model` is a bridge with attention-pattern hooks."""
+    hook_dict = getattr(model, "hook_dict", None)
+    cfg = getattr(model, "cfg", None)
+    if not isinstance(hook_dict, dict) or cfg is None or not hasattr(cfg, "n_layers"):
+        raise WorkbenchError(
+            f"the model ({type(model).__name__}) has no TransformerLens hooks",
+            "load it with wb.load_model(...) (a TransformerBridge with eager attention)",
+        )
+    if "blocks.0.attn.hook_pattern" not in hook_dict:
+        raise WorkbenchError(
+            "the model has no attention-pattern hooks (blocks.{l}.attn.hook_pattern)",
+            "load it with wb.load_model(...), which switches attention to eager",
+        )
+
+
+def entropy_from_logits(
+    logits: Float[Tensor, "pos d_vocab"], chunk: int = 256
+) -> Float[Tensor, " pos"]:
+    """Entropy (nats) of ``softmax(logits[t])`` for each row, computed in row chunks."""
+    out = torch.empty(logits.shape[0], dtype=torch.float64)
+    for a in range(0, logits.shape[0], chunk):
+        lg = logits[a : a + chunk].double()
+        logp = torch.log_softmax(lg, dim=-1)
+        out[a : a + chunk] = -(logp.exp() * logp).sum(-1).cpu()
+    return out
+
+
+def _entropy(logits: Tensor, n_pos: int, prompt_len: int) -> Tensor:
+    """Entropy of the distribution that produced each response token (row ``t-1``)."""
+    ent = torch.full((n_pos,), float("nan"), dtype=torch.float64)
+    ent[prompt_len:] = entropy_from_logits(logits[0, prompt_len - 1 : n_pos - 1])
+    return ent
+
+
+def _layer_rows(heads: list[tuple[int, int]]) -> dict[int, tuple[slice, list[int]]]:
+    """For each layer: the accumulator rows of its heads and their head indices."""
+    out: dict[int, tuple[slice, list[int]]] = {}
+    i = 0
+    while i < len(heads):
+        layer = heads[i][0]
+        j = i
+        while j < len(heads) and heads[j][0] == layer:
+            j += 1
+        out[layer] = (slice(i, j), [h for _, h in heads[i:j]])
+        i = j
+    return out
+
+
+def _select(pattern: Tensor, head_idx: list[int], n_heads: int) -> Tensor:
+    if head_idx == list(range(n_heads)):
+        return pattern
+    return pattern[:, head_idx]
+
+
+def tiled_supported(model: Any) -> bool:
+    """Whether the tiled path can reproduce this model's attention exactly."""
+    try:
+        attn = model.blocks[0].attn
+        oc = attn.original_component
+    except (AttributeError, IndexError, TypeError):
+        return False
+    cfg = model.cfg
+    if getattr(cfg, "positional_embedding_type", None) != "rotary":
+        return False
+    for name in ("q", "k", "v", "o"):
+        if getattr(attn, name, None) is None or not isinstance(
+            getattr(attn, name).original_component, torch.nn.Linear
+        ):
+            return False
+    if any(
+        getattr(oc, a, None) is not None
+        for a in ("q_norm", "k_norm", "q_layernorm", "sinks", "attn_logit_softcapping")
+    ):
+        return False
+    if getattr(oc, "sliding_window", None) or getattr(cfg, "gated_q_proj", False):
+        return False
+    if any(
+        getattr(cfg, a, False)
+        for a in (
+            "use_split_qkv_input",
+            "use_attn_in",
+            "use_attn_result",
+            "rotary_adjacent_pairs",
+            "rotary_interleaved_cos_sin",
+            "qk_norm_after_rope",
+        )
+    ):
+        return False
+    rope = getattr(getattr(oc, "config", None), "rope_parameters", None)
+    if isinstance(rope, dict) and rope.get("llama_4_scaling_beta") is not None:
+        return False
+    if "gate" in getattr(attn, "_modules", {}):
+        return False
+    return type(attn).__name__ == "PositionEmbeddingsAttentionBridge"
+
+
+def _make_tiled_forward(attn: Any, reduce, n_heads: int, tile_rows: int | None):
+    """A replacement for one attention bridge's forward (see module docstring)."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
+    oc = attn.original_component
+    wq, wk, wv, wo = (getattr(attn, n).original_component for n in ("q", "k", "v", "o"))
+    head_dim = oc.head_dim
+    groups = getattr(oc, "num_key_value_groups", 1)
+    scaling = getattr(oc, "scaling", head_dim**-0.5)
+
+    def forward(*args: Any, **kwargs: Any) -> tuple[Tensor, None]:
+        hs = kwargs.pop("hidden_states") if "hidden_states" in kwargs else args[0]
+        cos, sin = kwargs["position_embeddings"]
+        b, t, _ = hs.shape
+        shape = (b, t, -1, head_dim)
+        q = wq(hs).view(shape).transpose(1, 2)
+        k = wk(hs).view(shape).transpose(1, 2)
+        v = wv(hs).view(shape).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        if reduce is None:
+            out = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, scale=scaling, enable_gqa=groups > 1
+            )
+        else:
+            k = repeat_kv(k, groups)
+            v = repeat_kv(v, groups)
+            out = torch.empty_like(q)
+            rows = tile_rows or max(16, _TILE_ELEMENTS // max(1, n_heads * t))
+            for a in range(0, t, rows):
+                e = min(t, a + rows)
+                scores = torch.matmul(q[:, :, a:e], k[:, :, :e].transpose(-2, -1)) * scaling
+                causal = torch.ones(e - a, e, dtype=torch.bool, device=q.device).tril_(a)
+                scores.masked_fill_(~causal, -math.inf)
+                p = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+                del scores
+                reduce(slice(a, e), p)
+                out[:, :, a:e] = torch.matmul(p, v[:, :, :e])
+                del p
+        out = out.transpose(1, 2).reshape(b, t, -1)
+        return wo(out), None
+
+    return forward
+
+
+@torch.no_grad()
+def collect(
+    model: Any,
+    ids: Int[Tensor, " pos"],
+    prompt_len: int,
+    heads: Sequence[tuple[int, int]],
+    *,
+    max_window: int,
+    cuts: Sequence[int],
+    path: str = "auto",
+    tile_rows: int | None = None,
+) -> tuple[HeadStats, Float[Tensor, " pos"]]:
+    """One forward pass over `ids` that reduces the attention of `heads` to `HeadStats`.
+
+    Args:
+        model: a TransformerBridge (eager attention).
+        ids: ``[pos]`` token ids (prompt + response).
+        prompt_len: first response position.
+        heads: sorted ``(layer, head)`` pairs to reduce.
+        max_window: diagonals to keep (largest WAAD window that can be recomputed).
+        cuts: FAI cut distances to keep (see `metrics.DEFAULT_FAI_CUTS`).
+        path: ``"exact"`` (pattern hooks), ``"tiled"`` (query tiles, no full pattern) or
+            ``"auto"`` (tiled above `TILED_THRESHOLD` tokens when supported).
+        tile_rows: query rows per tile on the tiled path (default: about 4M scores).
+
+    Returns:
+        ``(stats, entropy)``: the statistics (CPU) and ``[pos]`` next-token entropy
+        (entropy of the distribution that produced token ``t``, i.e. logits at row ``t-1``;
+        NaN outside the response).
+    """
+    check_model(model)
+    heads = sorted(heads)
+    n = int(ids.shape[0])
+    if path not in ("auto", "exact", "tiled"):
+        raise WorkbenchError(f"path={path!r} is not a path", 'pass "auto", "exact" or "tiled"')
+    if path == "auto":
+        path = "tiled" if n > TILED_THRESHOLD and tiled_supported(model) else "exact"
+    elif path == "tiled" and not tiled_supported(model):
+        raise WorkbenchError(
+            f"the tiled path does not support this model's attention "
+            f"({type(model.blocks[0].attn).__name__})",
+            'use path="exact" (or "auto")',
+        )
+    device = next(model.parameters()).device
+    n_heads = model.cfg.n_heads
+    acc = StatsAccumulator(list(heads), n, prompt_len, max_window, cuts, device)
+    by_layer = _layer_rows(list(heads))
+    inp = ids.to(device)[None]
+
+    if path == "exact":
+
+        def make_hook(rows: slice, head_idx: list[int]):
+            def hook(pattern: Tensor, hook: Any = None) -> None:
+                acc.add(slice(0, n), _select(pattern, head_idx, n_heads)[0].detach(), rows)
+
+            return hook
+
+        fwd_hooks = [
+            (f"blocks.{layer}.attn.hook_pattern", make_hook(rows, idx))
+            for layer, (rows, idx) in by_layer.items()
+        ]
+        logits = model.run_with_hooks(inp, fwd_hooks=fwd_hooks)
+    else:
+        patched = []
+        try:
+            for layer, block in enumerate(model.blocks):
+                reduce = None
+                if layer in by_layer:
+                    rows, idx = by_layer[layer]
+
+                    def reduce(r: slice, p: Tensor, rows=rows, idx=idx) -> None:
+                        acc.add(r, _select(p, idx, n_heads)[0], rows)
+
+                attn = block.attn
+                attn.__dict__["forward"] = _make_tiled_forward(attn, reduce, n_heads, tile_rows)
+                patched.append(attn)
+            logits = model(inp)
+        finally:
+            for attn in patched:
+                attn.__dict__.pop("forward", None)
+    entropy = _entropy(logits, n, prompt_len)
+    del logits
+    return acc.finish(), entropy

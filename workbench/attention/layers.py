@@ -1,0 +1,132 @@
+"""Layer and head selection: ``"all"``, ``"middle"`` or an explicit list (method.md).
+
+The "middle" selection is the paper's RL default: five layers evenly spaced from
+``floor(L/3)`` to ``floor(2L/3)`` inclusive, rounded to integers, duplicates removed (fewer
+than five when ``L`` is small). Rounding uses Python's ``round`` (half to even), the same
+rule as the project's top-q counting, so 30 layers give ``[10, 12, 15, 18, 20]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..errors import WorkbenchError
+
+__all__ = ["middle_layers", "resolve_heads", "resolve_layers"]
+
+
+def middle_layers(n_layers: int) -> list[int]:
+    """The paper's five middle-third layers for a model with `n_layers` layers.
+
+    Args:
+        n_layers: number of layers ``L`` (>= 1).
+
+    Returns:
+        Sorted distinct layer indices, evenly spaced from ``floor(L/3)`` to
+        ``floor(2L/3)`` inclusive (method.md, "Counting and ties").
+    """
+    if not isinstance(n_layers, int) or n_layers < 1:
+        raise WorkbenchError(
+            f"n_layers must be a positive integer, got {n_layers!r}",
+            "pass the model's layer count, e.g. model.cfg.n_layers",
+        )
+    lo, hi = n_layers // 3, (2 * n_layers) // 3
+    picks = [round(lo + (hi - lo) * i / 4) for i in range(5)]
+    return sorted(set(picks))
+
+
+def resolve_layers(layers: str | int | Sequence[int], n_layers: int) -> list[int]:
+    """Turn a layer selection into a sorted list of distinct layer indices.
+
+    Args:
+        layers: ``"all"``, ``"middle"`` (see `middle_layers`), one index or a list of
+            indices (negative indices count from the end).
+        n_layers: the model's number of layers.
+
+    Returns:
+        Sorted distinct indices in ``0..n_layers-1``.
+    """
+    if isinstance(layers, str):
+        if layers == "all":
+            return list(range(n_layers))
+        if layers == "middle":
+            return middle_layers(n_layers)
+        raise WorkbenchError(
+            f"layers={layers!r} is not a layer selection",
+            'pass "all", "middle" or a list of layer indices',
+        )
+    if isinstance(layers, int):
+        layers = [layers]
+    try:
+        items = list(layers)
+    except TypeError:
+        raise WorkbenchError(
+            f"layers={layers!r} is not a layer selection",
+            'pass "all", "middle" or a list of layer indices',
+        ) from None
+    if not items:
+        raise WorkbenchError("layers is an empty list", 'pass at least one layer, or "all"')
+    out = set()
+    for layer in items:
+        if isinstance(layer, bool) or not isinstance(layer, int):
+            raise WorkbenchError(f"layer {layer!r} is not an integer", "pass layer indices as ints")
+        if not -n_layers <= layer < n_layers:
+            raise WorkbenchError(
+                f"layer {layer} is out of range for a model with {n_layers} layers",
+                f"pick layers in 0..{n_layers - 1}",
+            )
+        out.add(layer % n_layers)
+    return sorted(out)
+
+
+def resolve_heads(
+    layers: list[int],
+    heads: Sequence[tuple[int, int]] | None,
+    n_layers: int,
+    n_heads: int,
+) -> list[tuple[int, int]]:
+    """The analysed heads as sorted ``(layer, head)`` pairs.
+
+    Args:
+        layers: resolved layer indices (from `resolve_layers`).
+        heads: optional restriction to these ``(layer, head)`` pairs; each layer must be
+            among `layers` unless `layers` was ``"all"``. None keeps every head of `layers`.
+        n_layers: the model's number of layers.
+        n_heads: query heads per layer.
+
+    Returns:
+        Sorted distinct ``(layer, head)`` pairs.
+    """
+    if heads is None:
+        return [(layer, h) for layer in layers for h in range(n_heads)]
+    try:
+        items = [tuple(x) for x in heads]
+    except TypeError:
+        raise WorkbenchError(
+            f"heads={heads!r} is not a list of (layer, head) pairs",
+            "pass e.g. heads=[(10, 0), (12, 3)]",
+        ) from None
+    if not items:
+        raise WorkbenchError("heads is an empty list", "pass at least one (layer, head), or None")
+    out = set()
+    allowed = set(layers)
+    for item in items:
+        if len(item) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in item):
+            raise WorkbenchError(
+                f"head {item!r} is not a (layer, head) pair of ints",
+                "pass e.g. heads=[(10, 0), (12, 3)]",
+            )
+        layer, h = item
+        if not 0 <= layer < n_layers or not 0 <= h < n_heads:
+            raise WorkbenchError(
+                f"head {item} is out of range for a model with {n_layers} layers x {n_heads} heads",
+                f"pick layers in 0..{n_layers - 1} and heads in 0..{n_heads - 1}",
+            )
+        if layer not in allowed:
+            raise WorkbenchError(
+                f"head {item} is in layer {layer}, which is not among the selected layers "
+                f"{sorted(allowed)}",
+                'add the layer to `layers` or use layers="all" with `heads`',
+            )
+        out.add((layer, h))
+    return sorted(out)

@@ -1,0 +1,551 @@
+"""Per-head reductions of attention patterns and the metrics built on them (Eq. 7-10).
+
+Everything the workbench computes from attention goes through one small set of per-head,
+per-token reductions, `HeadStats`, so that the metrics can be recomputed for a new window,
+FAI horizon, head quantile or top-q without another forward pass:
+
+- ``rowsum[h, t]   = sum_s A[t, s]``                       (1 up to rounding)
+- ``dist[h, t]     = sum_s A[t, s] * (t - s)``             (row distance; span = its mean)
+- ``band[h, t, d]  = A[t, t - d]`` for ``d < max_window``   (the diagonal band)
+- ``cut_sums[h, c, s] = sum_{t in R, s <= t < s + cuts[c]} A[t, s]`` for response ``s``
+
+With these, for any ``W <= max_window`` (Eq. 9)::
+
+    WAAD_h[t] = sum_{d<W} band[t, d] * d + W * (rowsum[t] - sum_{d<W} band[t, d])
+
+and for any horizon ``(H_lo, H_hi)`` with ``H_lo`` and ``H_hi + 1`` among ``cuts`` (Eq. 10)::
+
+    FAI_h[s] = (cut_sums[H_hi + 1][s] - cut_sums[H_lo][s]) / |T(s)|
+
+WAAD and FAI are linear in the pattern, so the value for a head group (``A_loc`` or
+``A_glob``, plain means over heads) is the mean of the per-head values.
+
+The public functions at the bottom (`head_span`, `waad`, `fai`, `receiver_kurtosis`,
+`delta`) work on raw ``[head_index query_pos key_pos]`` patterns for users who bring their
+own attention. Memory: they reduce the whole pattern at once, so they need about three
+times its size in temporaries; `workbench.attention.engine` streams a model layer by layer
+instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from ..errors import WorkbenchError
+
+__all__ = [
+    "DEFAULT_FAI_CUTS",
+    "HeadStats",
+    "StatsAccumulator",
+    "delta",
+    "fai",
+    "fai_heads",
+    "head_span",
+    "kurtosis",
+    "receiver_kurtosis",
+    "span_heads",
+    "stats_from_pattern",
+    "waad",
+    "waad_heads",
+]
+
+#: FAI horizon bounds kept by default so that `Analysis.with_params` can change the horizon
+#: without a forward pass: any ``H_lo`` in this list and any ``H_hi`` with ``H_hi + 1`` in it
+#: (plus ``H_hi=None``, the end of the response, which is always kept).
+DEFAULT_FAI_CUTS: tuple[int, ...] = (
+    *range(0, 21),
+    25, 30, 40, 50, 51, 65, 76, 101, 129, 151, 201, 257, 301, 401, 501, 513, 1001, 1025,
+)  # fmt: skip
+
+#: Largest WAAD window kept by default (the paper tried 5..20).
+DEFAULT_MAX_WINDOW = 32
+
+
+@dataclass(frozen=True, eq=False)
+class HeadStats:
+    """Per-head, per-token reductions of the attention of one sequence.
+
+    Attributes:
+        heads: the analysed ``(layer, head)`` pairs, one per row of every tensor.
+        n_pos: sequence length ``N``.
+        prompt_len: first response position; the response is ``prompt_len..N-1``.
+        rowsum: ``[head pos]`` row sums of each head's pattern.
+        dist: ``[head pos]`` ``sum_s A[t,s] (t-s)`` (Eq. 7 before the mean).
+        band: ``[head pos band]`` ``A[t, t-d]`` for ``d < max_window`` (0 where ``t-d<0``).
+        cuts: sorted distances ``c`` of `cut_sums`; the last is ``n_pos`` (no limit).
+        cut_sums: ``[head cut response_pos]`` ``sum_{t in R, t - s < c} A[t, s]``.
+    """
+
+    heads: list[tuple[int, int]]
+    n_pos: int
+    prompt_len: int
+    rowsum: Float[Tensor, "head pos"]
+    dist: Float[Tensor, "head pos"]
+    band: Float[Tensor, "head pos band"]
+    cuts: tuple[int, ...]
+    cut_sums: Float[Tensor, "head cut response_pos"]
+
+    @property
+    def max_window(self) -> int:
+        """The largest WAAD window these statistics support."""
+        return int(self.band.shape[-1])
+
+    @property
+    def n_response(self) -> int:
+        """Number of response positions."""
+        return self.n_pos - self.prompt_len
+
+    def select(self, rows: Sequence[int]) -> HeadStats:
+        """The statistics of a subset of heads (row indices into `heads`)."""
+        idx = torch.as_tensor(list(rows), dtype=torch.long)
+        return HeadStats(
+            heads=[self.heads[i] for i in rows],
+            n_pos=self.n_pos,
+            prompt_len=self.prompt_len,
+            rowsum=self.rowsum[idx],
+            dist=self.dist[idx],
+            band=self.band[idx],
+            cuts=self.cuts,
+            cut_sums=self.cut_sums[idx],
+        )
+
+
+def normalise_cuts(cuts: Sequence[int], n_pos: int) -> tuple[int, ...]:
+    """Sorted distinct cut distances clipped to ``1..n_pos`` with ``n_pos`` always present."""
+    out = {min(int(c), n_pos) for c in cuts if int(c) > 0}
+    out.add(n_pos)
+    return tuple(sorted(out))
+
+
+class StatsAccumulator:
+    """Builds a `HeadStats` from tiles of query rows of each head's pattern.
+
+    Call `add` with consecutive or arbitrary tiles ``P[h, rows, keys]`` (each query row
+    exactly once); `finish` returns the statistics. Memory: the outputs plus about three
+    tiles of temporaries during `add`.
+
+    Args:
+        heads: the ``(layer, head)`` pairs; `add` gets their rows in this order.
+        n_pos: sequence length.
+        prompt_len: first response position.
+        max_window: number of diagonals kept in `HeadStats.band`.
+        cuts: cut distances for `HeadStats.cut_sums` (normalised by `normalise_cuts`).
+        device: where the accumulators live.
+    """
+
+    def __init__(
+        self,
+        heads: list[tuple[int, int]],
+        n_pos: int,
+        prompt_len: int,
+        max_window: int,
+        cuts: Sequence[int],
+        device: torch.device | str = "cpu",
+    ):
+        self.heads = list(heads)
+        self.n_pos = n_pos
+        self.prompt_len = prompt_len
+        self.max_window = max_window
+        self.cuts = normalise_cuts(cuts, n_pos)
+        nh, n_r = len(self.heads), n_pos - prompt_len
+        self.device = torch.device(device)
+        self.rowsum = torch.zeros(nh, n_pos, device=device)
+        self.dist = torch.zeros(nh, n_pos, device=device)
+        self.band = torch.zeros(nh, n_pos, max_window, device=device)
+        self.cut_sums = torch.zeros(nh, len(self.cuts), n_r, dtype=torch.float64, device=device)
+        self._cuts_t = torch.tensor(self.cuts, dtype=torch.long, device=device)
+        self._moment_cache: dict[tuple[int, torch.device], Tensor] = {}
+
+    def _moments(self, tk: int, device: torch.device) -> Tensor:
+        """``[tk, 2]``: a column of ones and the key positions (one GEMM gives both sums)."""
+        m = self._moment_cache.get((tk, device))
+        if m is None:
+            m = torch.stack(
+                [
+                    torch.ones(tk, device=device),
+                    torch.arange(tk, device=device, dtype=torch.float32),
+                ],
+                1,
+            )
+            self._moment_cache = {(tk, device): m}
+        return m
+
+    def add(
+        self,
+        rows: slice,
+        pattern: Float[Tensor, "head q_tile k_tile"],
+        head_rows: slice | None = None,
+    ) -> None:
+        """Accumulate one tile.
+
+        Args:
+            rows: the query positions of the tile (``slice(row0, row0 + q_tile)``).
+            pattern: ``[head q_tile k_tile]`` attention of those rows to keys
+                ``0..k_tile-1`` (``k_tile >= row0 + q_tile``; keys beyond the row are 0).
+            head_rows: which rows of the accumulators the heads of `pattern` fill
+                (default: all).
+        """
+        hr = head_rows if head_rows is not None else slice(None)
+        row0, row1 = rows.start, rows.stop
+        tq, tk = pattern.shape[-2], pattern.shape[-1]
+        assert row1 - row0 == tq and tk >= row1, (rows, pattern.shape)
+        dev = pattern.device
+        p = pattern.float()
+        # rowsum[t] = sum_s A[t,s]; dist[t] = sum_s A[t,s] (t-s) = t * rowsum[t] - sum_s A[t,s] s
+        # (one GEMM; the subtraction loses about t * 1e-7 in float32, far below 1e-5 * span).
+        mom = torch.matmul(p, self._moments(tk, dev))
+        rowsum = mom[..., 0]
+        rows_f = torch.arange(row0, row1, device=dev, dtype=torch.float32)
+        self.rowsum[hr, row0:row1] = rowsum.to(self.device)
+        self.dist[hr, row0:row1] = (rows_f * rowsum - mom[..., 1]).to(self.device)
+        # Diagonal band: A[t, t-d].
+        w = self.max_window
+        idx = torch.arange(row0, row1, device=dev)[:, None] - torch.arange(w, device=dev)[None, :]
+        valid = idx >= 0
+        got = p.gather(-1, idx.clamp(min=0).unsqueeze(0).expand(p.shape[0], tq, w))
+        self.band[hr, row0:row1] = (got * valid).to(self.device)
+        # Column sums over response rows, by query distance (FAI numerators).
+        pl = self.prompt_len
+        r0 = max(row0, pl)
+        if r0 < row1 and tk > pl:
+            q = p[:, r0 - row0 :, pl:tk]  # [h, response rows in tile, response cols]
+            csum = q.cumsum(1)
+            cols = torch.arange(pl, tk, device=dev)
+            last = torch.minimum(
+                cols[None, :] + self._cuts_t.to(dev)[:, None] - 1,
+                torch.tensor(row1 - 1, device=dev),
+            )
+            local = last - r0  # [cut, cols]
+            ok = local >= 0
+            g = csum.gather(
+                1, local.clamp(min=0).unsqueeze(0).expand(q.shape[0], -1, -1)
+            )  # [h, cut, cols]
+            self.cut_sums[hr, :, : tk - pl] += (g * ok).to(self.device, torch.float64)
+
+    def finish(self) -> HeadStats:
+        """The accumulated statistics (moved to the CPU)."""
+        return HeadStats(
+            heads=self.heads,
+            n_pos=self.n_pos,
+            prompt_len=self.prompt_len,
+            rowsum=self.rowsum.cpu(),
+            dist=self.dist.cpu(),
+            band=self.band.cpu(),
+            cuts=self.cuts,
+            cut_sums=self.cut_sums.float().cpu(),
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# Metrics from statistics
+# ---------------------------------------------------------------------------------------
+
+
+def span_heads(stats: HeadStats) -> Float[Tensor, " head"]:
+    """Head span (Eq. 7): mean over response rows of ``sum_s A[t,s] (t-s)``, per head."""
+    return stats.dist[:, stats.prompt_len :].double().mean(1)
+
+
+def check_window(window: int, max_window: int | None = None) -> int:
+    """Validate a WAAD window ``W`` (a positive integer, at most `max_window`)."""
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise WorkbenchError(
+            f"window must be a positive integer, got {window!r}", "pass e.g. window=10"
+        )
+    if max_window is not None and window > max_window:
+        raise WorkbenchError(
+            f"window={window} is larger than the {max_window} diagonals kept by this analysis",
+            f"call wb.analyze again with max_window>={window} (or window={window})",
+        )
+    return window
+
+
+def waad_heads(stats: HeadStats, window: int = 10) -> Float[Tensor, "head pos"]:
+    """Per-head WAAD (Eq. 9): ``sum_s A[t,s] min(t-s, W)``; NaN outside the response.
+
+    Args:
+        stats: per-head reductions.
+        window: ``W`` (``1 <= W <= stats.max_window``).
+
+    Returns:
+        ``[head pos]`` float64.
+    """
+    w = check_window(window, stats.max_window)
+    band = stats.band[..., :w].double()
+    d = torch.arange(w, dtype=torch.float64)
+    near = band.sum(-1)
+    out = (band * d).sum(-1) + w * (stats.rowsum.double() - near)
+    out[:, : stats.prompt_len] = float("nan")
+    return out
+
+
+def check_horizon(horizon: tuple[int, int | None]) -> tuple[int, int | None]:
+    """Validate an FAI horizon ``(H_lo, H_hi)``; ``H_hi=None`` runs to the end."""
+    try:
+        lo, hi = horizon
+    except (TypeError, ValueError):
+        raise WorkbenchError(
+            f"fai_horizon must be a pair (H_lo, H_hi), got {horizon!r}",
+            "pass (0, None) for analysis or (10, 100) for the paper's RL setting",
+        ) from None
+    if isinstance(lo, bool) or not isinstance(lo, int) or lo < 0:
+        raise WorkbenchError(
+            f"fai_horizon H_lo must be an integer >= 0, got {lo!r}", "pass e.g. (10, 100)"
+        )
+    if hi is not None and (isinstance(hi, bool) or not isinstance(hi, int) or hi < lo):
+        raise WorkbenchError(
+            f"fai_horizon H_hi must be None or an integer >= H_lo={lo}, got {hi!r}",
+            "pass e.g. (10, 100) or (0, None)",
+        )
+    return lo, hi
+
+
+def _cut_index(stats: HeadStats, c: int, what: str) -> int | None:
+    """Index of cut distance `c` in stats.cuts (None for c <= 0: an all-zero sum)."""
+    if c <= 0:
+        return None
+    c = min(c, stats.n_pos)
+    try:
+        return stats.cuts.index(c)
+    except ValueError:
+        raise WorkbenchError(
+            f"this analysis did not keep the column sums needed for {what}",
+            "call wb.analyze again with this fai_horizon (or add it to fai_cuts)",
+        ) from None
+
+
+def fai_counts(stats: HeadStats, horizon: tuple[int, int | None]) -> Tensor:
+    """``|T(s)|`` for each response position ``s`` (Eq. 10)."""
+    lo, hi = horizon
+    n, pl = stats.n_pos, stats.prompt_len
+    s = torch.arange(pl, n, dtype=torch.long)
+    top = torch.full_like(s, n - 1) if hi is None else torch.clamp(s + hi, max=n - 1)
+    bottom = torch.clamp(s + lo, min=pl)
+    return (top - bottom + 1).clamp(min=0)
+
+
+def fai_heads(
+    stats: HeadStats, horizon: tuple[int, int | None] = (0, None)
+) -> Float[Tensor, "head pos"]:
+    """Per-head FAI (Eq. 10): mean over ``t in T(s)`` of ``A[t, s]``.
+
+    ``T(s) = {t in R : s + H_lo <= t <= min(N-1, s + H_hi)}``. NaN outside the response
+    and where ``T(s)`` is empty.
+
+    Args:
+        stats: per-head reductions.
+        horizon: ``(H_lo, H_hi)``; ``H_hi=None`` runs to the end of the response.
+
+    Returns:
+        ``[head pos]`` float64.
+    """
+    lo, hi = check_horizon(horizon)
+    name = f"fai_horizon={horizon}"
+    i_lo = _cut_index(stats, lo, name)
+    i_hi = _cut_index(stats, stats.n_pos if hi is None else hi + 1, name)
+    cs = stats.cut_sums.double()
+    num = cs[:, i_hi] - (cs[:, i_lo] if i_lo is not None else 0.0)
+    count = fai_counts(stats, (lo, hi)).double()
+    vals = torch.where(count > 0, num / count.clamp(min=1), torch.full_like(num, float("nan")))
+    out = torch.full((len(stats.heads), stats.n_pos), float("nan"), dtype=torch.float64)
+    out[:, stats.prompt_len :] = vals
+    return out
+
+
+def kurtosis(x: Float[Tensor, "head pos"]) -> Float[Tensor, " head"]:
+    """Excess (Fisher) kurtosis ``m4 / m2^2 - 3`` of each row over its non-NaN entries.
+
+    Biased moments (as ``scipy.stats.kurtosis`` by default). NaN for rows with fewer than
+    four values or zero variance.
+    """
+    x = x.double()
+    ok = ~torch.isnan(x)
+    n = ok.sum(-1).double()
+    xz = torch.where(ok, x, 0.0)
+    mean = xz.sum(-1) / n.clamp(min=1)
+    dev = torch.where(ok, x - mean[:, None], 0.0)
+    m2 = (dev**2).sum(-1) / n.clamp(min=1)
+    m4 = (dev**4).sum(-1) / n.clamp(min=1)
+    k = m4 / m2**2 - 3.0
+    bad = (n < 4) | (m2 <= 0)
+    return torch.where(bad, torch.full_like(k, float("nan")), k)
+
+
+# ---------------------------------------------------------------------------------------
+# Public functions on raw patterns
+# ---------------------------------------------------------------------------------------
+
+
+def _as_heads(pattern: Tensor) -> Tensor:
+    if not isinstance(pattern, Tensor) or pattern.ndim not in (2, 3):
+        raise WorkbenchError(
+            f"pattern must be a [head_index query_pos key_pos] or [query_pos key_pos] tensor, "
+            f"got {type(pattern).__name__} of shape {tuple(getattr(pattern, 'shape', ()))}",
+            "pass cache['pattern', layer][0] (drop the batch dimension)",
+        )
+    p = pattern if pattern.ndim == 3 else pattern.unsqueeze(0)
+    if p.shape[-1] != p.shape[-2]:
+        raise WorkbenchError(
+            f"pattern must be square in query_pos and key_pos, got {tuple(p.shape)}",
+            "pass the full causal pattern of one sequence",
+        )
+    return p
+
+
+def _prompt_len(response: Bool[Tensor, " pos"] | int | range, n_pos: int) -> int:
+    """Turn a response mask (a suffix of the sequence), a range or a prompt length into prompt_len."""
+    if isinstance(response, range):
+        if response.step != 1 or response.stop != n_pos or len(response) == 0:
+            raise WorkbenchError(
+                f"response={response} must be a non-empty range ending at {n_pos}",
+                "pass trace.response",
+            )
+        return response.start
+    if isinstance(response, int) and not isinstance(response, bool):
+        pl = response
+    else:
+        mask = torch.as_tensor(response, dtype=torch.bool).flatten()
+        if mask.numel() != n_pos:
+            raise WorkbenchError(
+                f"the response mask has {mask.numel()} entries for a {n_pos}-token pattern",
+                "pass a [pos] boolean mask with one entry per position",
+            )
+        pl = int(n_pos - mask.sum())
+        if not bool(mask[pl:].all()):
+            raise WorkbenchError(
+                "the response mask is not a suffix of the sequence (the response must be "
+                "the last tokens)",
+                "mark positions prompt_len..N-1 as True and the prompt as False",
+            )
+    if not 0 <= pl < n_pos:
+        raise WorkbenchError(
+            f"the response is empty or invalid (prompt_len={pl}, {n_pos} positions)",
+            "mark at least one response position",
+        )
+    return pl
+
+
+def stats_from_pattern(
+    pattern: Float[Tensor, "head_index query_pos key_pos"],
+    response: Bool[Tensor, " pos"] | int | range,
+    *,
+    max_window: int = DEFAULT_MAX_WINDOW,
+    cuts: Sequence[int] = DEFAULT_FAI_CUTS,
+) -> HeadStats:
+    """Reduce a raw pattern to `HeadStats` (heads labelled ``(0, h)``).
+
+    Args:
+        pattern: ``[head_index query_pos key_pos]`` (or one ``[query_pos key_pos]`` map).
+        response: a ``[pos]`` boolean mask of the response (a suffix), a range, or the
+            prompt length.
+        max_window: diagonals to keep for WAAD.
+        cuts: FAI cut distances to keep.
+    """
+    p = _as_heads(pattern)
+    n = p.shape[-1]
+    pl = _prompt_len(response, n)
+    acc = StatsAccumulator([(0, h) for h in range(p.shape[0])], n, pl, max_window, cuts, p.device)
+    acc.add(slice(0, n), p)
+    return acc.finish()
+
+
+def head_span(
+    pattern: Float[Tensor, "head_index query_pos key_pos"],
+    response: Bool[Tensor, " pos"] | int | range,
+) -> Float[Tensor, " head_index"]:
+    """Head span ``d`` (Eq. 7) of each head: mean over response rows ``t`` of
+    ``sum_{s<=t} A[t,s] (t-s)`` (not clipped).
+
+    Args:
+        pattern: ``[head_index query_pos key_pos]`` (or ``[query_pos key_pos]``).
+        response: ``[pos]`` boolean response mask (a suffix), a range, or the prompt length.
+
+    Returns:
+        ``[head_index]`` float64.
+    """
+    return span_heads(stats_from_pattern(pattern, response, max_window=1, cuts=()))
+
+
+def waad(
+    pattern: Float[Tensor, "head_index query_pos key_pos"],
+    response: Bool[Tensor, " pos"] | int | range,
+    window: int = 10,
+) -> Float[Tensor, " pos"]:
+    """WAAD (Eq. 9) of the mean map of the given heads (e.g. the local heads).
+
+    ``WAAD[t] = sum_{s<=t} A[t,s] min(t-s, W)`` for response rows ``t``; NaN elsewhere.
+
+    Args:
+        pattern: ``[head_index query_pos key_pos]``; the heads are averaged (``A_loc``).
+        response: ``[pos]`` boolean response mask (a suffix), a range, or the prompt length.
+        window: ``W >= 1``.
+
+    Returns:
+        ``[pos]`` float64, values in ``[0, W]``.
+    """
+    check_window(window)
+    stats = stats_from_pattern(pattern, response, max_window=window, cuts=())
+    return waad_heads(stats, window).mean(0)
+
+
+def fai(
+    pattern: Float[Tensor, "head_index query_pos key_pos"],
+    response: Bool[Tensor, " pos"] | int | range,
+    horizon: tuple[int, int | None] = (0, None),
+) -> Float[Tensor, " pos"]:
+    """FAI (Eq. 10) of the mean map of the given heads (e.g. the global heads).
+
+    Args:
+        pattern: ``[head_index query_pos key_pos]``; the heads are averaged (``A_glob``).
+        response: ``[pos]`` boolean response mask (a suffix), a range, or the prompt length.
+        horizon: ``(H_lo, H_hi)``; ``H_hi=None`` runs to the end.
+
+    Returns:
+        ``[pos]`` float64 in ``[0, 1]``; NaN outside the response and where ``T(s)`` is empty.
+    """
+    lo, hi = check_horizon(horizon)
+    cuts = [lo, pattern.shape[-1] if hi is None else hi + 1]
+    stats = stats_from_pattern(pattern, response, max_window=1, cuts=cuts)
+    return fai_heads(stats, (lo, hi)).mean(0)
+
+
+def receiver_kurtosis(
+    pattern: Float[Tensor, "head_index query_pos key_pos"],
+    response: Bool[Tensor, " pos"] | int | range,
+    horizon: tuple[int, int | None] = (0, None),
+) -> Float[Tensor, " head_index"]:
+    """Receiver-head score of each head ("Thought Anchors", Bogdan et al. 2025).
+
+    This project's token-level reading: the excess kurtosis, over response positions
+    ``s``, of the attention ``s`` receives from later response positions, i.e. of the
+    head's own FAI vector (Eq. 10, same `horizon`). High kurtosis = a few positions
+    receive most of the attention (a receiver head).
+
+    Returns:
+        ``[head_index]`` float64 (NaN when fewer than four positions are defined).
+    """
+    lo, hi = check_horizon(horizon)
+    cuts = [lo, pattern.shape[-1] if hi is None else hi + 1]
+    stats = stats_from_pattern(pattern, response, max_window=1, cuts=cuts)
+    return kurtosis(fai_heads(stats, (lo, hi)))
+
+
+def delta(waad: Float[Tensor, " pos"]) -> Float[Tensor, " pos"]:
+    """``Delta[t] = |WAAD[t] - WAAD[t+1]|`` (Sec. 5.2); NaN where either is undefined.
+
+    Args:
+        waad: ``[pos]`` WAAD with NaN outside the response.
+
+    Returns:
+        ``[pos]`` float64; the last response token's Delta is NaN.
+    """
+    w = torch.as_tensor(waad).double()
+    out = torch.full_like(w, float("nan"))
+    if w.numel() > 1:
+        out[:-1] = (w[:-1] - w[1:]).abs()  # NaN propagates where either side is NaN
+    return out

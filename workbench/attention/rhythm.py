@@ -1,0 +1,118 @@
+"""Preplan and anchor tokens, locally dominated anchors and their introductions (Sec. 5.2).
+
+Counting and ties follow method.md: "top q" / "bottom q" of ``n`` eligible tokens selects
+``max(1, round(q * n))`` of them (Python's ``round``, half to even), ties broken by the
+lower position. Eligible tokens are response tokens where the metric is defined (not NaN).
+
+This project's choices where the paper is silent (each a parameter):
+
+- ``tau_waad`` defaults to the median WAAD of the response and ``tau_delta`` to the median
+  Delta of the response (``numpy.median``: the mean of the two middle values for an even
+  count);
+- ``k = 3`` (look-back for the preceding Delta peak);
+- ``intro(t)`` is the position ``u`` in ``t-k..t-1`` with the largest Delta (ties: the
+  lower position), over positions where Delta is defined.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from ..errors import WorkbenchError
+
+__all__ = [
+    "check_q",
+    "default_taus",
+    "dominated_anchors",
+    "introductions",
+    "select_count",
+    "top_q",
+]
+
+
+def check_q(q: float, name: str = "top_q") -> float:
+    """Validate a selection fraction in ``(0, 1]``."""
+    if isinstance(q, bool) or not isinstance(q, int | float) or not 0 < q <= 1:
+        raise WorkbenchError(f"{name} must be in (0, 1], got {q!r}", f"pass e.g. {name}=0.4")
+    return float(q)
+
+
+def select_count(q: float, n: int) -> int:
+    """``max(1, round(q * n))`` items out of `n` (0 when there are none)."""
+    return 0 if n == 0 else min(n, max(1, round(q * n)))
+
+
+def top_q(values: Float[Tensor, " pos"], q: float, *, bottom: bool = False) -> list[int]:
+    """Positions of the top (or bottom) `q` of the defined (non-NaN) values.
+
+    Args:
+        values: ``[pos]``, NaN where the token is not eligible.
+        q: fraction in ``(0, 1]``.
+        bottom: select the smallest instead of the largest.
+
+    Returns:
+        Sorted positions; ties are broken by the lower position.
+    """
+    v = torch.as_tensor(values).double().cpu().numpy()
+    pos = np.flatnonzero(~np.isnan(v))
+    m = select_count(q, len(pos))
+    if m == 0:
+        return []
+    key = v[pos] if bottom else -v[pos]
+    order = np.lexsort((pos, key))  # primary: key, secondary: position
+    return sorted(int(p) for p in pos[order[:m]])
+
+
+def default_taus(waad: Float[Tensor, " pos"], delta: Float[Tensor, " pos"]) -> tuple[float, float]:
+    """This project's defaults: the median WAAD and the median Delta of the response."""
+    w = torch.as_tensor(waad).double().numpy()
+    d = torch.as_tensor(delta).double().numpy()
+    w, d = w[~np.isnan(w)], d[~np.isnan(d)]
+    return (
+        float(np.median(w)) if len(w) else float("nan"),
+        float(np.median(d)) if len(d) else float("nan"),
+    )
+
+
+def _lookback(delta: np.ndarray, t: int, k: int) -> list[int]:
+    return [u for u in range(max(0, t - k), t) if not np.isnan(delta[u])]
+
+
+def dominated_anchors(
+    anchors: list[int],
+    waad: Float[Tensor, " pos"],
+    delta: Float[Tensor, " pos"],
+    *,
+    k: int,
+    tau_waad: float,
+    tau_delta: float,
+) -> list[int]:
+    """Locally dominated anchors ``D`` (Sec. 5.2).
+
+    Anchors ``t`` with ``WAAD[t] <= tau_waad`` and ``max_{u in t-k..t-1} Delta[u] >=
+    tau_delta`` (only ``u`` where Delta is defined; none defined means not dominated).
+    """
+    w = torch.as_tensor(waad).double().numpy()
+    d = torch.as_tensor(delta).double().numpy()
+    out = []
+    for t in anchors:
+        back = _lookback(d, t, k)
+        if back and w[t] <= tau_waad and max(d[u] for u in back) >= tau_delta:
+            out.append(t)
+    return out
+
+
+def introductions(dominated: list[int], delta: Float[Tensor, " pos"], *, k: int) -> list[int]:
+    """``I(D) = {intro(t) : t in D}``: for each dominated anchor the position in
+    ``t-k..t-1`` with the largest Delta (ties: the lower position). Sorted, distinct."""
+    d = torch.as_tensor(delta).double().numpy()
+    out = set()
+    for t in dominated:
+        back = _lookback(d, t, k)
+        if back:
+            best = max(back, key=lambda u: (d[u], -u))
+            out.add(best)
+    return sorted(out)
