@@ -1,0 +1,73 @@
+"""Command line: ``python -m workbench.tiny {train,eval}``.
+
+``train [--seed S] [--steps N] [--out DIR]`` trains the tiny reasoner and writes a checkpoint
+folder (default: the shipped `CHECKPOINT_DIR`, replaced atomically). ``eval [--dir DIR]
+[--n N] [--seed S]`` prints greedy held-out accuracy per task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI.
+
+    Args:
+        argv: arguments (default `sys.argv[1:]`).
+
+    Returns:
+        The process exit status.
+    """
+    from workbench.tiny import CHECKPOINT_DIR
+
+    parser = argparse.ArgumentParser(prog="python -m workbench.tiny", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_train = sub.add_parser("train", help="train the tiny reasoner")
+    p_train.add_argument("--seed", type=int, default=0)
+    p_train.add_argument("--steps", type=int, default=None)
+    p_train.add_argument("--batch-size", type=int, default=None)
+    p_train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p_train.add_argument("--out", default=str(CHECKPOINT_DIR))
+    p_eval = sub.add_parser("eval", help="print held-out accuracy per task")
+    p_eval.add_argument("--dir", default=str(CHECKPOINT_DIR))
+    p_eval.add_argument("--n", type=int, default=None, help="problems per task")
+    p_eval.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from workbench.tiny import train as tr
+
+    if args.command == "train":
+        cfg = tr.TrainConfig(seed=args.seed)
+        if args.steps is not None:
+            cfg.steps = args.steps
+        if args.threads is not None:
+            cfg.threads = args.threads
+        if args.batch_size is not None:
+            cfg.batch_size = args.batch_size
+        card = tr.train(cfg, out=args.out)
+        print(json.dumps({k: card[k] for k in ("accuracy", "accuracy_large", "train_wall_time_s")}))
+        return 0
+
+    from workbench.tiny import load
+
+    torch.set_num_threads(2)
+    model, tokenizer = load(args.dir)
+    sample = dict(tr.EVAL_SAMPLE)
+    if args.n is not None:
+        sample["countdown"] = sample["arithmetic"] = args.n
+    if args.seed is not None:
+        sample["seed"] = args.seed
+    result = tr.evaluate(model, tokenizer, sample)
+    for name, acc in result["accuracy"].items():
+        print(f"{name:12s} {acc:7.1%}  (n={result['n'][name]}, split={sample['split']}, greedy)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
