@@ -26,23 +26,23 @@ from .models import DEFAULT_MODEL, ModelInfo, list_models, load_model
 from .trace import Trace, generate
 
 __all__ = [
+    "DEFAULT_MODEL",
     "Analysis",
     "HeadClasses",
+    "ModelInfo",
+    "Trace",
+    "WorkbenchError",
     "analyze",
     "analyze_many",
     "delta",
     "fai",
+    "generate",
     "head_span",
+    "list_models",
+    "load_model",
     "middle_layers",
     "receiver_kurtosis",
     "waad",
-    "DEFAULT_MODEL",
-    "ModelInfo",
-    "Trace",
-    "WorkbenchError",
-    "generate",
-    "list_models",
-    "load_model",
 ]
 
 __version__ = "0.1.0"

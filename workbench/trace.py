@@ -94,8 +94,7 @@ class Trace:
     def __repr__(self) -> str:
         text = self.text if len(self.text) <= 60 else self.text[:57] + "..."
         return (
-            f"Trace(prompt_len={self.prompt_len}, response_len={self.response_len}, "
-            f"text={text!r})"
+            f"Trace(prompt_len={self.prompt_len}, response_len={self.response_len}, text={text!r})"
         )
 
     def to_dict(self) -> dict[str, Any]:

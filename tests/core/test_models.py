@@ -63,7 +63,7 @@ class TestNames:
 
 class TestFolders:
     def test_folder_without_config(self, tmp_path):
-        with pytest.raises(WorkbenchError, match="no config.json"):
+        with pytest.raises(WorkbenchError, match=r"no config\.json"):
             wb.load_model(tmp_path)
 
     def test_pickle_weights_are_never_loaded(self, tmp_path):
@@ -165,11 +165,11 @@ class TestListing:
 class TestParity:
     """The bridge computes what the Hugging Face model computes (same eager attention)."""
 
-    PROMPTS = [
+    PROMPTS = (
         "The capital of France is",
         "Question: what is 12 + 35? Answer step by step.",
         "def fibonacci(n):\n    if n < 2:\n        return n",
-    ]
+    )
 
     def test_next_token_logprobs_match_hugging_face(self, smol):
         from transformers import AutoModelForCausalLM

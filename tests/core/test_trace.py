@@ -19,11 +19,17 @@ class TestTraceObject:
         with pytest.raises(WorkbenchError, match="prompt_len=0"):
             wb.Trace(ids=torch.tensor([1, 2]), tokens=["a", "b"], prompt_len=0, text="")
         with pytest.raises(WorkbenchError, match="1-D"):
-            wb.Trace(ids=torch.ones(2, 2, dtype=torch.long), tokens=["a"] * 2, prompt_len=1, text="")
+            wb.Trace(
+                ids=torch.ones(2, 2, dtype=torch.long), tokens=["a"] * 2, prompt_len=1, text=""
+            )
 
     def test_round_trips_through_json(self, tmp_path):
         t = wb.Trace(
-            ids=torch.tensor([5, 6, 7, 8]), tokens=list("abcd"), prompt_len=2, text="cd", prompt="ab"
+            ids=torch.tensor([5, 6, 7, 8]),
+            tokens=list("abcd"),
+            prompt_len=2,
+            text="cd",
+            prompt="ab",
         )
         back = wb.Trace.load(t.save(tmp_path / "t.json"))
         assert torch.equal(back.ids, t.ids) and back.tokens == t.tokens
@@ -73,8 +79,13 @@ class TestGenerate:
         assert "<|im_end|>" not in t.text
 
     def test_raw_prompt_without_chat_template(self, smol):
-        t = wb.generate(smol, "The capital of France is", max_new_tokens=4, temperature=0, chat=False)
-        assert t.ids[: t.prompt_len].tolist() == smol.tokenizer("The capital of France is")["input_ids"]
+        t = wb.generate(
+            smol, "The capital of France is", max_new_tokens=4, temperature=0, chat=False
+        )
+        assert (
+            t.ids[: t.prompt_len].tolist()
+            == smol.tokenizer("The capital of France is")["input_ids"]
+        )
         assert "assistant" not in "".join(t.tokens[: t.prompt_len])
 
     def test_bad_arguments(self, smol):

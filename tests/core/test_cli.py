@@ -1,0 +1,47 @@
+"""`workbench demo` runs the main job end to end on the default model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_answers_and_says_where_its_output_went(tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench", "demo", "--max-new-tokens", "24", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "answer (" in proc.stdout and str(out.resolve()) in proc.stdout
+    saved = json.loads((out / "trace.json").read_text())
+    assert saved["prompt_len"] < len(saved["ids"]) <= saved["prompt_len"] + 24
+    assert saved["text"].strip() and saved["text"].strip()[:20] in proc.stdout
+
+
+def test_bad_model_name_is_one_line_not_a_traceback(tmp_path):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "workbench",
+            "demo",
+            "--model",
+            "no-such-model",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert "unknown model 'no-such-model'" in proc.stderr
+    assert "Traceback" not in proc.stderr
