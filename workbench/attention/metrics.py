@@ -431,7 +431,7 @@ def _prompt_len(response: Bool[Tensor, " pos"] | int | range, n_pos: int) -> int
 
 
 def stats_from_pattern(
-    pattern: Float[Tensor, "head_index query_pos key_pos"],
+    pattern: Float[Tensor, "*head_index query_pos key_pos"],
     response: Bool[Tensor, " pos"] | int | range,
     *,
     max_window: int = DEFAULT_MAX_WINDOW,
@@ -455,9 +455,9 @@ def stats_from_pattern(
 
 
 def head_span(
-    pattern: Float[Tensor, "head_index query_pos key_pos"],
+    pattern: Float[Tensor, "*head_index query_pos key_pos"],
     response: Bool[Tensor, " pos"] | int | range,
-) -> Float[Tensor, " head_index"]:
+) -> Float[Tensor, " n_heads"]:
     """Head span ``d`` (Eq. 7) of each head: mean over response rows ``t`` of
     ``sum_{s<=t} A[t,s] (t-s)`` (not clipped).
 
@@ -472,7 +472,7 @@ def head_span(
 
 
 def waad(
-    pattern: Float[Tensor, "head_index query_pos key_pos"],
+    pattern: Float[Tensor, "*head_index query_pos key_pos"],
     response: Bool[Tensor, " pos"] | int | range,
     window: int = 10,
 ) -> Float[Tensor, " pos"]:
@@ -494,7 +494,7 @@ def waad(
 
 
 def fai(
-    pattern: Float[Tensor, "head_index query_pos key_pos"],
+    pattern: Float[Tensor, "*head_index query_pos key_pos"],
     response: Bool[Tensor, " pos"] | int | range,
     horizon: tuple[int, int | None] = (0, None),
 ) -> Float[Tensor, " pos"]:
@@ -515,10 +515,10 @@ def fai(
 
 
 def receiver_kurtosis(
-    pattern: Float[Tensor, "head_index query_pos key_pos"],
+    pattern: Float[Tensor, "*head_index query_pos key_pos"],
     response: Bool[Tensor, " pos"] | int | range,
     horizon: tuple[int, int | None] = (0, None),
-) -> Float[Tensor, " head_index"]:
+) -> Float[Tensor, " n_heads"]:
     """Receiver-head score of each head ("Thought Anchors", Bogdan et al. 2025).
 
     This project's token-level reading: the excess kurtosis, over response positions

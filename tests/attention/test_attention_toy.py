@@ -1,0 +1,311 @@
+"""The metrics on hand-computed toy patterns and random patterns (no model needed).
+
+Reads as a spec: each toy case is worked out by hand in the comments (method.md, Eq. 7-10
+and Sec. 5.2); the property tests check ranges, closed forms for uniform attention, the
+effect of moving the prompt/response boundary, and agreement with the loop reference.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import workbench as wb
+from workbench.attention.analysis import Analysis
+from workbench.attention.metrics import stats_from_pattern
+from workbench.attention.reference import reference_from_patterns
+from workbench.attention.rhythm import dominated_anchors, introductions, top_q
+
+NAN = float("nan")
+
+# One head, three tokens, prompt = token 0, response R = {1, 2}.
+TOY = torch.tensor(
+    [
+        [1.0, 0.0, 0.0],
+        [0.5, 0.5, 0.0],
+        [0.2, 0.3, 0.5],
+    ]
+)
+
+
+def close(a, b, tol=1e-12):
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    assert np.array_equal(np.isnan(a), np.isnan(b)), (a, b)
+    ok = ~np.isnan(a)
+    np.testing.assert_allclose(a[ok], b[ok], rtol=0, atol=tol)
+
+
+def test_toy_span():
+    # row 1: 0.5*(1-0) + 0.5*(1-1) = 0.5; row 2: 0.2*2 + 0.3*1 + 0.5*0 = 0.7; mean = 0.6
+    close(wb.head_span(TOY, 1), [0.6], 1e-6)
+
+
+def test_toy_waad_window_clips_distance():
+    # W = 10 (no clipping): row 1 -> 0.5, row 2 -> 0.7; the prompt row is NaN.
+    close(wb.waad(TOY, 1, window=10), [NAN, 0.5, 0.7], 1e-6)
+    # W = 1: distances clip to 1: row 1 -> 0.5*1 = 0.5; row 2 -> 0.2*1 + 0.3*1 = 0.5.
+    close(wb.waad(TOY, 1, window=1), [NAN, 0.5, 0.5], 1e-6)
+
+
+def test_toy_fai_horizons():
+    # (0, None): T(1) = {1, 2}: (A[1,1] + A[2,1]) / 2 = (0.5 + 0.3) / 2 = 0.4;
+    #            T(2) = {2}: A[2,2] = 0.5; position 0 is the prompt: NaN.
+    close(wb.fai(TOY, 1), [NAN, 0.4, 0.5], 1e-6)
+    # (1, None): T(1) = {2}: 0.3; T(2) is empty: NaN (undefined, left out of rankings).
+    close(wb.fai(TOY, 1, horizon=(1, None)), [NAN, 0.3, NAN], 1e-6)
+    # (0, 0): only t = s: the diagonal.
+    close(wb.fai(TOY, 1, horizon=(0, 0)), [NAN, 0.5, 0.5], 1e-6)
+
+
+def test_toy_two_heads_are_averaged():
+    # Head 2 attends to itself only: WAAD 0 everywhere; the mean map halves head 1's WAAD.
+    eye = torch.eye(3)
+    both = torch.stack([TOY, eye])
+    close(wb.waad(both, 1), [NAN, 0.25, 0.35], 1e-6)
+    # FAI of the mean map: s=1: ((0.5+1)/2 + (0.3+0)/2) / 2 = (0.75 + 0.15) / 2 = 0.45
+    close(wb.fai(both, 1), [NAN, 0.45, 0.75], 1e-6)
+    close(wb.head_span(both, 1), [0.6, 0.0], 1e-6)
+
+
+def test_toy_delta_and_response_mask_forms():
+    w = wb.waad(TOY, torch.tensor([False, True, True]))
+    close(wb.delta(w), [NAN, 0.2, NAN], 1e-6)  # |0.5 - 0.7|; the last token has none
+    close(wb.waad(TOY, range(1, 3)), w)
+
+
+def test_top_q_counting_and_ties():
+    # 5 eligible values, q = 0.4 -> round(2.0) = 2 items; ties go to the lower position.
+    v = torch.tensor([NAN, 3.0, 1.0, 3.0, 3.0, 0.5])
+    assert top_q(v, 0.4) == [1, 3]
+    assert top_q(v, 0.4, bottom=True) == [2, 5]
+    # max(1, round(q n)): a tiny q still selects one token; q = 1 selects all.
+    assert top_q(v, 0.01) == [1]
+    assert top_q(v, 1.0) == [1, 2, 3, 4, 5]
+    assert top_q(torch.tensor([NAN, NAN]), 0.4) == []
+
+
+def test_dominated_and_intro_by_hand():
+    # positions 0..5, all response. WAAD and Delta chosen by hand.
+    waad = torch.tensor([5.0, 1.0, 6.0, 2.0, 1.0, 3.0])
+    delta = torch.tensor([4.0, 5.0, 4.0, 1.0, 2.0, NAN])
+    # anchor 3: WAAD 2 <= 2.5 and max Delta over 0..2 is 5 >= 3 -> dominated; intro = 1.
+    # anchor 4: WAAD 1 <= 2.5 and max Delta over 1..3 is 5 -> dominated; intro = 1.
+    # anchor 2: WAAD 6 > 2.5 -> not dominated. anchor 0: no look-back -> not dominated.
+    dom = dominated_anchors([0, 2, 3, 4], waad, delta, k=3, tau_waad=2.5, tau_delta=3.0)
+    assert dom == [3, 4]
+    assert introductions(dom, delta, k=3) == [1]
+    # k = 1: anchor 3 looks at 2 only (Delta 4 >= 3); anchor 4 at 3 only (Delta 1 < 3).
+    dom1 = dominated_anchors([0, 2, 3, 4], waad, delta, k=1, tau_waad=2.5, tau_delta=3.0)
+    assert dom1 == [3]
+    assert introductions(dom1, delta, k=1) == [2]
+    # Ties in Delta pick the lower position.
+    assert introductions([3], torch.tensor([4.0, 4.0, 4.0, 0.0]), k=3) == [0]
+
+
+def test_middle_layers_rule():
+    # floor(30/3)=10 .. floor(60/3)=20, five evenly spaced: 10, 12.5, 15, 17.5, 20 ->
+    # Python round (half to even): 10, 12, 15, 18, 20.
+    assert wb.middle_layers(30) == [10, 12, 15, 18, 20]
+    assert wb.middle_layers(4) == [1, 2]  # 1..2: duplicates removed
+    assert wb.middle_layers(1) == [0]
+
+
+def random_pattern(rng: np.random.Generator, n_heads: int, n: int, temp: float = 2.0):
+    scores = rng.normal(size=(n_heads, n, n)) * temp
+    mask = np.triu(np.ones((n, n), dtype=bool), 1)
+    scores[:, mask] = -np.inf
+    p = np.exp(scores - scores.max(-1, keepdims=True))
+    return torch.tensor(p / p.sum(-1, keepdims=True), dtype=torch.float32)
+
+
+patterns = st.tuples(
+    st.integers(0, 2**31 - 1), st.integers(1, 3), st.integers(2, 12), st.floats(0.1, 4.0)
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(patterns, st.integers(1, 12), st.integers(0, 5), st.sampled_from([None, 0, 3, 20]))
+def test_ranges_and_reference(case, window, lo, hi_extra):
+    seed, nh, n, temp = case
+    rng = np.random.default_rng(seed)
+    p = random_pattern(rng, nh, n, temp)
+    pl = int(rng.integers(1, n))
+    hi = None if hi_extra is None else lo + hi_extra
+    w = wb.waad(p, pl, window=window)
+    f = wb.fai(p, pl, horizon=(lo, hi))
+    resp = w[pl:]
+    assert not torch.isnan(resp).any() and torch.isnan(w[:pl]).all()
+    assert (resp >= -1e-6).all() and (resp <= window + 1e-5).all()  # WAAD in [0, W]
+    fr = f[~torch.isnan(f)]
+    assert (fr >= -1e-7).all() and (fr <= 1 + 1e-6).all()  # FAI in [0, 1]
+    # Against the loop reference, one head at a time (each head is its own group).
+    for h in range(nh):
+        ref = reference_from_patterns(
+            {(0, 0): p[h].double().numpy()},
+            pl,
+            n_layers=1,
+            n_heads=1,
+            window=window,
+            fai_horizon=(lo, hi),
+            head_quantiles=(0.5, 0.5),
+        )
+        close(wb.waad(p[h], pl, window=window), ref["waad"], 1e-5)
+        close(wb.fai(p[h], pl, horizon=(lo, hi)), ref["fai"], 1e-6)
+        close(wb.head_span(p[h], pl), ref["head_span"][0], 1e-5)
+        close(wb.receiver_kurtosis(p[h], pl, horizon=(lo, hi)), ref["receiver_kurtosis"][0], 1e-4)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(2, 40), st.integers(1, 15))
+def test_uniform_attention_closed_forms(n, window):
+    # A[t, s] = 1/(t+1): span row t = t/2; WAAD[t] = sum_{d=0..t} min(d, W) / (t+1);
+    # FAI(0, None)[s] = mean over t in R, t >= s of 1/(t+1).
+    p = torch.tril(torch.ones(n, n)) / torch.arange(1, n + 1)[:, None]
+    pl = max(1, n // 3)
+    ts = np.arange(pl, n)
+    close(wb.head_span(p, pl), [ts.mean() / 2], 1e-5)
+    exp_w = [NAN] * pl + [sum(min(d, window) for d in range(t + 1)) / (t + 1) for t in ts]
+    close(wb.waad(p, pl, window=window), exp_w, 1e-5)
+    exp_f = [NAN] * pl + [np.mean([1 / (t + 1) for t in range(s, n)]) for s in ts]
+    close(wb.fai(p, pl), exp_f, 1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(patterns, st.data())
+def test_moving_the_boundary_changes_only_what_it_should(case, data):
+    # Per-head WAAD of a row does not depend on the boundary; FAI at a response position
+    # s only sums rows t >= s, so it is the same for every boundary <= s. Positions that
+    # leave the response become NaN. The span (a mean over the response rows) may change.
+    seed, nh, n, temp = case
+    if n < 3:
+        return
+    p = random_pattern(np.random.default_rng(seed), nh, n, temp)
+    a = data.draw(st.integers(1, n - 2))
+    b = data.draw(st.integers(a + 1, n - 1))
+    wa, wb_ = wb.waad(p, a), wb.waad(p, b)
+    fa, fb = wb.fai(p, a), wb.fai(p, b)
+    close(wa[b:], wb_[b:], 1e-6)
+    close(fa[b:], fb[b:], 1e-6)
+    assert torch.isnan(wb_[:b]).all() and torch.isnan(fb[:b]).all()
+    assert not torch.isnan(wa[a:b]).any()
+
+
+def toy_analysis(seed: int, n: int = 14, pl: int = 3, nh: int = 6, **params) -> Analysis:
+    rng = np.random.default_rng(seed)
+    p = random_pattern(rng, nh, n)
+    stats = stats_from_pattern(p, pl)
+    ent = torch.full((n,), NAN, dtype=torch.float64)
+    ent[pl:] = torch.tensor(rng.random(n - pl))
+    return Analysis(
+        stats=stats,
+        entropy=ent,
+        tokens=[f"t{i}" for i in range(n)],
+        ids=torch.arange(n),
+        n_layers=1,
+        n_heads=nh,
+        **params,
+    )
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.floats(0.0, 1.0), st.floats(1.1, 3.0), st.floats(0.1, 1.0))
+def test_gamma_takes_only_allowed_values(seed, alpha, g, q):
+    a = toy_analysis(seed, alpha=alpha, top_q=q)
+    prompt = slice(0, a.prompt_len)
+    for s in ["local", "global", "random", "entropy", "bottom-local", "bottom-global"]:
+        gam = a.gamma(s, seed=1, gamma_amp=g).double().numpy()
+        assert set(np.round(gam, 6)) <= {1.0, round(g, 6)}, s
+        assert (gam[prompt] == 1).all()
+        n_amp = int((np.abs(gam - g) < 1e-6).sum())
+        assert n_amp == max(1, round(q * len(a.response))) or s in ("local", "bottom-local")
+    e = g - 1
+    base = [0.0, e, (1 - alpha) * e, alpha * e]
+    allowed = {round(1 + x + y, 5) for x in base[:3] for y in (0.0, alpha * e)}
+    for s in ["coupled", "bottom-coupled"]:
+        gam = a.gamma(s, gamma_amp=g).double().numpy()
+        assert set(np.round(gam, 5)) <= allowed, (s, set(gam), allowed)
+        assert (gam[prompt] == 1).all()
+    assert (a.gamma("none").numpy() == 1).all()
+
+
+def test_analysis_matches_reference_on_toy_heads():
+    a = toy_analysis(3, n=16, pl=4, nh=8, window=4, fai_horizon=(1, 6), top_q=0.3)
+    p = random_pattern(np.random.default_rng(3), 8, 16)  # the same pattern
+    ref = reference_from_patterns(
+        {(0, h): p[h].double().numpy() for h in range(8)},
+        4,
+        n_layers=1,
+        n_heads=8,
+        window=4,
+        fai_horizon=(1, 6),
+        top_q=0.3,
+        entropy=a.entropy.numpy(),
+    )
+    for f in ["head_span", "waad", "fai", "delta", "receiver_kurtosis"]:
+        close(getattr(a, f).numpy(), ref[f], 1e-5)
+    for f in ["local_heads", "global_heads", "preplan", "anchors", "dominated", "intro"]:
+        assert getattr(a, f) == ref[f], f
+    for s in ["local", "global", "coupled", "entropy", "bottom-coupled"]:
+        np.testing.assert_array_equal(a.gamma(s).numpy(), ref["gamma_" + s.replace("-", "_")])
+
+
+def test_with_params_equals_fresh_analysis():
+    a = toy_analysis(5, n=30, pl=5)
+    changes = dict(
+        window=3, fai_horizon=(2, 9), top_q=0.25, k=2, alpha=0.3, head_quantiles=(0.2, 0.4)
+    )
+    b = a.with_params(**changes)
+    c = toy_analysis(5, n=30, pl=5, **changes)
+    for f in ["waad", "fai", "delta", "head_span"]:
+        close(getattr(b, f).numpy(), getattr(c, f).numpy())
+    for f in ["preplan", "anchors", "dominated", "intro", "local_heads", "global_heads"]:
+        assert getattr(b, f) == getattr(c, f)
+    assert b.params["window"] == 3 and a.params["window"] == 10
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(window=0), "window"),
+        (dict(window=64), "max_window"),
+        (dict(fai_horizon=(3, 1)), "H_hi"),
+        (dict(fai_horizon=(-1, None)), "H_lo"),
+        (dict(fai_horizon=(0, 22)), "column sums"),
+        (dict(head_quantiles=(0.6, 0.6)), "sum to more than 1"),
+        (dict(head_quantiles=(0.0, 0.3)), "head_quantiles"),
+        (dict(top_q=0.0), "top_q"),
+        (dict(top_q=1.5), "top_q"),
+        (dict(k=0), "k must"),
+        (dict(alpha=2.0), "alpha"),
+        (dict(layers="all"), "unknown parameters"),
+    ],
+)
+def test_bad_post_processing_parameters(change, match):
+    a = toy_analysis(0, n=40)
+    with pytest.raises(wb.WorkbenchError, match=match):
+        a.with_params(**change)
+
+
+def test_bad_raw_inputs():
+    with pytest.raises(wb.WorkbenchError, match="square"):
+        wb.waad(torch.ones(2, 3, 4), 1)
+    with pytest.raises(wb.WorkbenchError, match="suffix"):
+        wb.waad(TOY, torch.tensor([True, False, True]))
+    with pytest.raises(wb.WorkbenchError, match="empty"):
+        wb.waad(TOY, 3)
+    with pytest.raises(wb.WorkbenchError, match="strategy"):
+        toy_analysis(0).gamma("bogus")
+
+
+def test_frames():
+    a = toy_analysis(1)
+    df = a.to_frame()
+    assert len(df) == a.n_pos and df["anchor"].sum() == len(a.anchors)
+    hf = a.heads_frame()
+    assert len(hf) == 6 and set(hf["cls"]) <= {"local", "global", "middle"}
+    assert math.isclose(df["waad"].iloc[-1], float(a.waad[-1]))
