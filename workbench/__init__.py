@@ -21,6 +21,7 @@ from .attention import (
     receiver_kurtosis,
     waad,
 )
+from .batch import record, run_batch
 from .errors import WorkbenchError
 from .models import DEFAULT_MODEL, ModelInfo, list_models, load_model
 from .trace import Trace, generate
@@ -42,6 +43,8 @@ __all__ = [
     "load_model",
     "middle_layers",
     "receiver_kurtosis",
+    "record",
+    "run_batch",
     "waad",
 ]
 

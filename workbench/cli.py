@@ -2,6 +2,7 @@
 
     workbench models            list the embedded models and whether they are cached
     workbench demo              load the default model, answer a word problem, write outputs
+    workbench batch NB --grid k=v1,v2 --out DIR   papermill over a grid, with an index.csv
 
 Subcommands for batch runs and RL join here as they land.
 """
@@ -71,6 +72,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from .batch import run_batch
+
+    result = run_batch(
+        args.notebook,
+        args.grid or [],
+        args.out,
+        workers=args.workers,
+        timeout=args.timeout,
+        rerun_failed=not args.keep_failed,
+    )
+    n_ok = sum(r["status"] == "ok" for r in result.rows)
+    print(f"{n_ok}/{len(result.rows)} runs succeeded; index: {result.index_path.resolve()}")
+    for r in result.rows:
+        if r["status"] != "ok":
+            print(f"  failed: {r['notebook']}: {r['error']}")
+    return 0 if result.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `workbench` command."""
     parser = argparse.ArgumentParser(
@@ -96,6 +116,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for the outputs (default: ./demo-output)",
     )
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("batch", help="run a parameterised notebook over a grid (papermill)")
+    p.add_argument("notebook", help="notebook with one cell tagged 'parameters'")
+    p.add_argument(
+        "--grid",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="a parameter and its values; repeat for a product grid",
+    )
+    p.add_argument("--out", required=True, help="output folder (index.csv + notebooks)")
+    p.add_argument("--workers", type=int, default=1, help="runs in parallel (default 1)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds allowed per cell")
+    p.add_argument(
+        "--keep-failed", action="store_true", help="do not re-run runs that failed last time"
+    )
+    p.set_defaults(func=_cmd_batch)
     return parser
 
 

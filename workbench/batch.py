@@ -1,0 +1,324 @@
+"""Run a parameterised notebook over a grid of settings with papermill.
+
+    workbench batch notebooks/05_batch.ipynb --grid model=tiny-reasoner,smollm2-135m \\
+        --grid window=5,10 --out runs/grid
+
+Each grid point runs the notebook once (its cell tagged ``parameters`` receives the values)
+and writes ``DIR/<run-id>.ipynb``. Notebooks report key numbers with `record`, which the
+runner collects into ``DIR/index.csv``: one row per run with its parameters, output notebook,
+status, error and recorded numbers.
+
+Nothing is lost: each output notebook is executed under a temporary name and renamed only
+when papermill is done (a failed run keeps its notebook, with the failing cell, for
+debugging); the index is rewritten atomically after every run, so an interrupted batch is
+resumed by running the same command again, which skips runs that already succeeded.
+A failing run does not stop the batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import itertools
+import json
+import os
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._io import atomic_write_text
+from .errors import WorkbenchError
+
+__all__ = ["RECORD_MIME", "BatchResult", "parse_grid", "record", "recorded", "run_batch"]
+
+RECORD_MIME = "application/vnd.workbench.record+json"
+
+
+def record(**values: Any) -> dict[str, Any]:
+    """Record key numbers from inside a notebook, for the batch index.
+
+    Call it in a notebook cell, e.g. ``wb.record(n_anchors=12, mean_waad=3.4)``. It displays
+    nothing visible: the values travel in the cell's output under a private MIME type that
+    `recorded` (and the batch runner) read back. Values must be JSON-serialisable.
+
+    Returns:
+        The recorded values.
+    """
+    try:
+        payload = json.loads(json.dumps(values, default=float))
+    except (TypeError, ValueError) as e:
+        raise WorkbenchError(
+            f"record() needs JSON-serialisable values: {e}", "pass numbers, strings or lists"
+        ) from e
+    with contextlib.suppress(ImportError):
+        from IPython import get_ipython
+        from IPython.display import display
+
+        if get_ipython() is not None:
+            display({RECORD_MIME: payload, "text/plain": ""}, raw=True)
+    return payload
+
+
+def recorded(notebook: str | os.PathLike | Any) -> dict[str, Any]:
+    """The values a notebook recorded with `record` (later calls override earlier ones).
+
+    Args:
+        notebook: a path to an executed notebook, or an `nbformat` notebook node.
+    """
+    import nbformat
+
+    nb = notebook
+    if isinstance(notebook, str | os.PathLike):
+        nb = nbformat.read(os.fspath(notebook), as_version=4)
+    values: dict[str, Any] = {}
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if RECORD_MIME in data:
+                values.update(data[RECORD_MIME])
+    return values
+
+
+def _coerce(text: str) -> Any:
+    """'10' -> 10, '0.5' -> 0.5, 'true' -> True, 'none' -> None, '[1,2]' -> [1, 2]."""
+    low = text.strip().lower()
+    if low in {"true", "false"}:
+        return low == "true"
+    if low in {"none", "null"}:
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if text.strip().startswith(("[", "{")):
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_grid(specs: Iterable[str]) -> list[dict[str, Any]]:
+    """Expand ``key=v1,v2`` specs into the list of parameter dicts of their product.
+
+    Values are coerced (ints, floats, booleans, ``none``, JSON lists in brackets). Use
+    ``;`` instead of ``,`` to separate values that themselves contain commas
+    (``layers=[1,2];[3,4]``).
+    """
+    axes: dict[str, list[Any]] = {}
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier() or not values.strip():
+            raise WorkbenchError(
+                f"bad grid spec {spec!r}",
+                "write it as key=v1,v2 (a Python identifier, '=', then values)",
+            )
+        if key in axes:
+            raise WorkbenchError(f"grid key {key!r} is given twice", "give each key once")
+        parts = values.split(";") if ";" in values else values.split(",")
+        axes[key] = [_coerce(v) for v in parts]
+    if not axes:
+        return [{}]
+    keys = list(axes)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*axes.values())]
+
+
+def _run_id(params: Mapping[str, Any]) -> str:
+    if not params:
+        return "run"
+    readable = "_".join(f"{k}-{v}" for k, v in params.items())
+    readable = "".join(c if c.isalnum() or c in "-_." else "-" for c in readable)[:80]
+    digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{readable}_{digest}"
+
+
+@dataclass
+class BatchResult:
+    """The outcome of `run_batch`: the index as rows, and where it was written."""
+
+    rows: list[dict[str, Any]]
+    index_path: Path
+
+    @property
+    def ok(self) -> bool:
+        """True when every run succeeded."""
+        return all(r["status"] == "ok" for r in self.rows)
+
+    def to_frame(self):
+        """The index as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows)
+
+
+def _read_index(path: Path) -> dict[str, dict[str, Any]]:
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as f:
+        return {row["run_id"]: row for row in csv.DictReader(f)}
+
+
+def _write_index(path: Path, rows: list[dict[str, Any]]) -> None:
+    fields: list[str] = []
+    for row in rows:
+        for k in row:
+            if k not in fields:
+                fields.append(k)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(
+            {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in row.items()}
+        )
+    atomic_write_text(path, buf.getvalue())
+
+
+def _kernel_name(notebook: Path) -> str:
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    # Notebooks written by hand (or nbformat) may carry no kernelspec: use this venv's python3.
+    return nb.metadata.get("kernelspec", {}).get("name") or "python3"
+
+
+def _execute(notebook: Path, out: Path, params: dict[str, Any], timeout: float | None) -> dict:
+    import papermill as pm
+
+    tmp = out.with_name(f".tmp-{out.name}")
+    t0 = time.time()
+    status, error = "ok", ""
+    try:
+        pm.execute_notebook(
+            str(notebook),
+            str(tmp),
+            parameters=params,
+            kernel_name=_kernel_name(notebook),
+            language="python",
+            progress_bar=False,
+            execution_timeout=timeout,
+            cwd=str(notebook.parent),
+        )
+    except Exception as e:  # a failing cell fails this run only, never the batch
+        status = "failed"
+        error = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
+    values: dict[str, Any] = {}
+    if tmp.exists():
+        with contextlib.suppress(Exception):
+            values = recorded(tmp)
+        os.replace(tmp, out)
+    return {"status": status, "error": error, "seconds": round(time.time() - t0, 2), **values}
+
+
+def run_batch(
+    notebook: str | os.PathLike,
+    grid: list[dict[str, Any]] | Iterable[str],
+    out: str | os.PathLike,
+    *,
+    workers: int = 1,
+    timeout: float | None = None,
+    rerun_failed: bool = True,
+    progress: bool = True,
+) -> BatchResult:
+    """Execute `notebook` once per grid point and write ``out/index.csv``.
+
+    Args:
+        notebook: a notebook with one cell tagged ``parameters``.
+        grid: parameter dicts, or ``key=v1,v2`` specs (see `parse_grid`).
+        out: output folder (created); holds one executed notebook per run and the index.
+        workers: runs executed in parallel (each in its own kernel).
+        timeout: seconds allowed per cell (None: no limit).
+        rerun_failed: run again the runs that failed last time (those that succeeded are
+            always skipped).
+        progress: show a progress bar.
+
+    Returns:
+        A `BatchResult` whose rows hold ``run_id``, the parameters, ``notebook`` (the
+        output), ``status`` (``ok`` / ``failed``), ``error``, ``seconds`` and the recorded
+        values.
+    """
+    from tqdm.auto import tqdm
+
+    notebook = Path(notebook)
+    if not notebook.is_file():
+        raise WorkbenchError(f"no notebook at {notebook}", "pass the path of an .ipynb file")
+    _check_parameters_cell(notebook)
+    points = [dict(p) for p in grid] if _is_dicts(grid) else parse_grid(grid)  # type: ignore[arg-type]
+    if workers < 1:
+        raise WorkbenchError(f"workers must be >= 1, got {workers}", "pass workers=1 or more")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    index_path = out / "index.csv"
+    previous = _read_index(index_path)
+
+    rows: dict[str, dict[str, Any]] = {}
+    todo: list[tuple[str, dict[str, Any]]] = []
+    for params in points:
+        run_id = _run_id(params)
+        nb_out = out / f"{run_id}.ipynb"
+        old = previous.get(run_id)
+        if old and nb_out.is_file() and (old["status"] == "ok" or not rerun_failed):
+            rows[run_id] = old
+        else:
+            todo.append((run_id, params))
+
+    def base(run_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        return {"run_id": run_id, **params, "notebook": f"{run_id}.ipynb"}
+
+    def ordered() -> list[dict[str, Any]]:
+        return [rows[r] for r in (_run_id(p) for p in points) if r in rows]
+
+    bar = tqdm(
+        total=len(points), initial=len(points) - len(todo), desc="batch", disable=not progress
+    )
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {
+            pool.submit(_execute, notebook, out / f"{run_id}.ipynb", params, timeout): (
+                run_id,
+                params,
+            )
+            for run_id, params in todo
+        }
+        try:
+            for fut in as_completed(futures):
+                run_id, params = futures[fut]
+                rows[run_id] = {**base(run_id, params), **fut.result()}
+                _write_index(index_path, ordered())
+                bar.set_postfix_str(f"{run_id[:30]}: {rows[run_id]['status']}")
+                bar.update()
+        except KeyboardInterrupt:
+            for f in futures:
+                f.cancel()
+            raise
+        finally:
+            bar.close()
+    result_rows = ordered()
+    _write_index(index_path, result_rows)
+    return BatchResult(rows=result_rows, index_path=index_path)
+
+
+def _is_dicts(grid: Any) -> bool:
+    return isinstance(grid, list) and all(isinstance(g, Mapping) for g in grid)
+
+
+def _check_parameters_cell(notebook: Path) -> None:
+    import nbformat
+
+    try:
+        nb = nbformat.read(str(notebook), as_version=4)
+    except Exception as e:
+        raise WorkbenchError(f"cannot read notebook {notebook}: {e}", "pass a valid .ipynb") from e
+    tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(tagged) != 1:
+        raise WorkbenchError(
+            f"{notebook} has {len(tagged)} cells tagged 'parameters'; a batch needs exactly one",
+            "tag the cell that holds the defaults with 'parameters' (JupyterLab: property "
+            "inspector > cell tags)",
+        )
