@@ -1,0 +1,191 @@
+"""The streaming engine against the loop reference on real models, and bad input.
+
+Short traces and a few layers keep each test to a few seconds on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import workbench as wb
+from workbench.attention import engine
+from workbench.attention.metrics import DEFAULT_FAI_CUTS
+from workbench.attention.reference import reference_analyze
+
+pytestmark = pytest.mark.slow
+
+PROMPT = "What is 17 * 23?"
+RESPONSE = "Let me think. 17 * 23 = 17 * 20 + 17 * 3 = 340 + 51 = 391. So the answer is 391."
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # The test machine's two cores are shared: two OpenMP threads competing with other
+    # processes made a 90-token forward pass 10-20x slower than one thread.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def trace(smol):
+    return wb.Trace.from_text(smol, PROMPT, RESPONSE)
+
+
+def close(a, b, atol=1e-5, rtol=1e-5):
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    assert np.array_equal(np.isnan(a), np.isnan(b))
+    ok = ~np.isnan(a)
+    np.testing.assert_allclose(a[ok], b[ok], atol=atol, rtol=rtol)
+
+
+def assert_matches_reference(a, ref):
+    for f in ["head_span", "waad", "fai", "delta", "entropy"]:
+        close(getattr(a, f).numpy(), ref[f])
+    close(a.receiver_kurtosis.numpy(), ref["receiver_kurtosis"], atol=1e-4, rtol=1e-4)
+    for f in ["local_heads", "global_heads", "preplan", "anchors", "dominated", "intro"]:
+        assert getattr(a, f) == ref[f], f
+    for s in ["local", "global", "coupled", "entropy", "bottom-coupled"]:
+        np.testing.assert_array_equal(
+            a.gamma(s).numpy(), ref["gamma_" + s.replace("-", "_")].astype(np.float32)
+        )
+
+
+@pytest.mark.parametrize("path", ["exact", "tiled"])
+def test_default_model_matches_reference(smol, trace, path):
+    params = dict(window=10, fai_horizon=(0, None), top_q=0.4)
+    a = wb.analyze(smol, trace, layers=[0, 14, 29], path=path, **params)
+    ref = reference_analyze(smol, trace, layers=[0, 14, 29], **params)
+    assert_matches_reference(a, ref)
+
+
+def test_rl_setting_matches_reference(smol, trace):
+    params = dict(window=5, fai_horizon=(10, 100), top_q=0.3, k=2, alpha=0.7)
+    a = wb.analyze(smol, trace, layers="middle", **params)
+    ref = reference_analyze(smol, trace, layers=wb.middle_layers(30), **params)
+    assert_matches_reference(a, ref)
+    # Heads outside the middle layers are not analysed: NaN span.
+    assert torch.isnan(a.head_span[0]).all() and not torch.isnan(a.head_span[10]).any()
+
+
+def test_head_subset_matches_reference(smol, trace):
+    heads = [(3, 0), (3, 4), (7, 1), (7, 2), (7, 8)]
+    a = wb.analyze(smol, trace, layers=[3, 7], heads=heads, head_quantiles=(0.4, 0.4))
+    ref = reference_analyze(smol, trace, layers=[3, 7], heads=heads, head_quantiles=(0.4, 0.4))
+    assert_matches_reference(a, ref)
+    assert a.heads == heads
+
+
+def test_tiled_path_matches_exact_statistics(smol, trace):
+    heads = [(layer, h) for layer in (1, 20) for h in range(9)]
+    kw = dict(max_window=16, cuts=DEFAULT_FAI_CUTS)
+    s1, e1 = engine.collect(smol, trace.ids, trace.prompt_len, heads, path="exact", **kw)
+    s2, e2 = engine.collect(
+        smol, trace.ids, trace.prompt_len, heads, path="tiled", tile_rows=7, **kw
+    )
+    for f in ["rowsum", "dist", "band", "cut_sums"]:
+        close(getattr(s1, f).numpy(), getattr(s2, f).numpy(), atol=1e-5, rtol=1e-5)
+    close(e1.numpy(), e2.numpy())
+    # The bridge's attention forward is restored afterwards.
+    assert "forward" not in smol.blocks[1].attn.__dict__
+
+
+def test_tiny_reasoner_matches_reference(tiny):
+    tr = wb.Trace.from_text(tiny, "12+7=", "12+7=19", chat=False)
+    n = tiny.cfg.n_layers
+    for path in ("exact", "tiled"):
+        a = wb.analyze(tiny, tr, layers="all", path=path, fai_horizon=(1, None))
+        ref = reference_analyze(tiny, tr, layers=list(range(n)), fai_horizon=(1, None))
+        assert_matches_reference(a, ref)
+
+
+def test_with_params_needs_no_forward_pass(smol, trace, monkeypatch):
+    a = wb.analyze(smol, trace, layers=[5, 15])
+
+    def boom(*args, **kwargs):
+        raise AssertionError("a forward pass ran")
+
+    monkeypatch.setattr(engine, "collect", boom)
+    changes = dict(window=20, fai_horizon=(10, 100), head_quantiles=(0.2, 0.3), top_q=0.3)
+    b = a.with_params(**changes)
+    monkeypatch.undo()
+    c = wb.analyze(smol, trace, layers=[5, 15], **changes)
+    for f in ["waad", "fai", "delta", "head_span"]:
+        close(getattr(b, f).numpy(), getattr(c, f).numpy(), atol=1e-12, rtol=0)
+    for f in ["local_heads", "global_heads", "preplan", "anchors", "dominated", "intro"]:
+        assert getattr(b, f) == getattr(c, f)
+
+
+def test_analyze_many_fixed_classes(smol, trace):
+    other = wb.Trace.from_text(smol, "Name a colour.", "Blue, like the sky on a clear day.")
+    out = wb.analyze_many(smol, [trace, other], layers=[2, 12], heads_from="batch", progress=False)
+    mean_span = torch.stack([a.head_span for a in out]).nanmean(0)
+    classes = wb.HeadClasses.from_span(mean_span)
+    for a in out:
+        assert a.local_heads == classes.local_heads and a.global_heads == classes.global_heads
+    again = wb.analyze_many(smol, [other], layers=[2, 12], heads_from=classes, progress=False)
+    assert again[0].global_heads == classes.global_heads
+    close(again[0].fai.numpy(), out[1].fai.numpy(), atol=1e-12, rtol=0)
+    per_seq = wb.analyze(smol, other, layers=[2, 12])
+    assert per_seq.classes.local_heads == per_seq.local_heads
+
+
+def test_frames_and_entropy_alignment(smol, trace):
+    a = wb.analyze(smol, trace, layers=[0])
+    df = a.to_frame()
+    assert list(df["token"]) == trace.tokens
+    assert (
+        df["entropy"][: trace.prompt_len].isna().all()
+        and df["entropy"][trace.prompt_len :].notna().all()
+    )
+    # entropy[t] is the entropy of the distribution that produced token t (logits at t-1).
+    with torch.no_grad():
+        logits = smol(trace.ids[None])[0].double()
+    t = trace.prompt_len + 3
+    p = torch.softmax(logits[t - 1], -1)
+    assert abs(float(-(p * p.log()).sum()) - float(a.entropy[t])) < 1e-6
+    assert len(a.heads_frame()) == 30 * 9
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(layers=[30]), "out of range"),
+        (dict(layers=[-31]), "out of range"),
+        (dict(layers="top"), "not a layer selection"),
+        (dict(layers=[]), "empty"),
+        (dict(layers=[1], heads=[(1, 9)]), "out of range"),
+        (dict(layers=[1], heads=[(2, 0)]), "not among the selected layers"),
+        (dict(window=0), "window"),
+        (dict(window=-3), "window"),
+        (dict(head_quantiles=(0.3, 1.2)), "head_quantiles"),
+        (dict(top_q=0), "top_q"),
+        (dict(fai_horizon=(5, 2)), "H_hi"),
+        (dict(k=-1), "k must"),
+        (dict(path="fast"), "path"),
+    ],
+)
+def test_bad_arguments(smol, trace, kwargs, match, monkeypatch):
+    monkeypatch.setattr(engine, "collect", lambda *a, **k: pytest.fail("ran a forward pass"))
+    kwargs = {"layers": [0], **kwargs}
+    if kwargs.get("path") == "fast":
+        monkeypatch.undo()
+    with pytest.raises(wb.WorkbenchError, match=match):
+        wb.analyze(smol, trace, **kwargs)
+
+
+def test_bad_traces_and_models(smol, trace):
+    empty = wb.Trace(ids=trace.ids, tokens=trace.tokens, prompt_len=len(trace), text="")
+    with pytest.raises(wb.WorkbenchError, match="empty response"):
+        wb.analyze(smol, empty)
+    n = smol.cfg.n_ctx + 1
+    long = wb.Trace(ids=torch.zeros(n, dtype=torch.long), tokens=["a"] * n, prompt_len=5, text="")
+    with pytest.raises(wb.WorkbenchError, match="context"):
+        wb.analyze(smol, long)
+    with pytest.raises(wb.WorkbenchError, match="no TransformerLens hooks"):
+        wb.analyze(smol.original_model, trace)
+    with pytest.raises(wb.WorkbenchError, match="heads_from"):
+        wb.analyze_many(smol, [trace], heads_from="global")
