@@ -1,0 +1,73 @@
+"""Rhythm statistics (Table 2) on hand-made metric vectors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import workbench as wb
+from workbench.attention.analysis import Analysis
+from workbench.attention.metrics import stats_from_pattern
+from workbench.attention.stats import (
+    PeakDetector,
+    entropy_at_waad_peaks,
+    fai_follows_waad,
+    receiver_global_overlap,
+    rhythm_statistics,
+)
+
+NAN = float("nan")
+
+
+def test_peak_detector_rules():
+    x = torch.tensor([NAN, 1.0, 3.0, 2.0, 2.0, 5.0, 5.0, 1.0, NAN])
+    # mean of defined = 19/7 = 2.71: peaks are local maxima >= mean: 2 (3.0) and 5 (first
+    # of the 5.0 plateau); 6 is not (not strictly above its left neighbour).
+    assert PeakDetector()(x) == [2, 5]
+    # radius 2: 2 has 5.0 within two to the right? no (positions 3, 4) -> still a peak.
+    assert PeakDetector(radius=2)(x) == [2, 5]
+    # a high z threshold keeps only the top.
+    assert PeakDetector(min_z=1.0)(x) == [5]
+    with pytest.raises(wb.WorkbenchError, match="radius"):
+        PeakDetector(radius=0)
+
+
+def fake(waad, fai, entropy, receiver_fai) -> Analysis:
+    n = len(waad)
+    p = torch.tril(torch.ones(n, n)) / torch.arange(1, n + 1)[:, None]
+    a = Analysis(
+        stats=stats_from_pattern(p, 1),
+        entropy=torch.tensor(entropy, dtype=torch.float64),
+        tokens=["x"] * n,
+        ids=torch.zeros(n, dtype=torch.long),
+        n_layers=1,
+        n_heads=1,
+    )
+    a.waad = torch.tensor(waad, dtype=torch.float64)
+    a.fai = torch.tensor(fai, dtype=torch.float64)
+    a.receiver_fai = torch.tensor(receiver_fai, dtype=torch.float64)
+    return a
+
+
+def test_statistics_by_hand():
+    #          pos: 0    1    2    3    4    5    6    7
+    waad = [NAN, 0.0, 5.0, 0.0, 0.0, 6.0, 0.0, 0.0]  # peaks 2, 5
+    fai = [NAN, 0.0, 0.0, 4.0, 0.0, 4.0, 0.0, 0.0]  # peaks 3 (follows 2), 5 (coincides)
+    rec = [NAN, 0.0, 0.0, 4.0, 0.0, 0.0, 0.0, 3.0]  # peaks 3, 7: overlap {3} = 1 of 2
+    ent = [NAN, 1.0, 4.0, 1.0, 1.0, 2.0, 1.0, 1.0]  # at peaks: (4 + 2) / 2 = 3; mean 11/7
+    a = fake(waad, fai, ent, rec)
+    e = entropy_at_waad_peaks([a])
+    assert e["n_peaks"] == 2 and math.isclose(e["peak_entropy"], 3.0)
+    assert math.isclose(e["relative_increase"], 3.0 / (11 / 7) - 1)
+    f = fai_follows_waad([a], n_shuffles=50)
+    assert f["share"] == 1.0 and f["n_fai_peaks"] == 2 and 0 <= f["shuffled_share"] < 1
+    assert fai_follows_waad([a], lags=(0,))["share"] == 0.5
+    r = receiver_global_overlap([a], n_shuffles=50)
+    assert r["overlap"] == 0.5 and r["chance"] < 0.5
+    df = rhythm_statistics([a, a], n_shuffles=10)
+    assert len(df) == 3 and np.isfinite(df["value"]).all()
+    with pytest.raises(wb.WorkbenchError, match="non-empty"):
+        rhythm_statistics([])
