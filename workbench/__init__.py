@@ -9,6 +9,7 @@ tokens, and the RL credit strategies built on them.
     trace = wb.generate(model, "What is 17 * 23?", max_new_tokens=64, seed=0)
 """
 
+from . import viz
 from .attention import (
     Analysis,
     HeadClasses,
@@ -25,6 +26,7 @@ from .batch import record, run_batch
 from .errors import WorkbenchError
 from .models import DEFAULT_MODEL, ModelInfo, list_models, load_model
 from .trace import Trace, generate
+from .viz import Workbench, workbench
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -32,6 +34,7 @@ __all__ = [
     "HeadClasses",
     "ModelInfo",
     "Trace",
+    "Workbench",
     "WorkbenchError",
     "analyze",
     "analyze_many",
@@ -45,7 +48,9 @@ __all__ = [
     "receiver_kurtosis",
     "record",
     "run_batch",
+    "viz",
     "waad",
+    "workbench",
 ]
 
 __version__ = "0.1.0"

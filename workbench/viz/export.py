@@ -1,0 +1,71 @@
+"""Save charts offline: PNG and SVG through ``vl-convert-python`` (no browser, no network),
+self-contained HTML with Vega, Vega-Lite and vega-embed inlined (no CDN), and the
+Vega-Lite JSON spec.
+
+    wb.viz.save(chart, "rhythm.png", scale=2)
+    wb.viz.save(chart, "rhythm.html")          # opens offline in any browser
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import altair as alt
+
+from ..errors import WorkbenchError
+
+__all__ = ["FORMATS", "save", "to_html"]
+
+FORMATS = ("png", "svg", "html", "json")
+
+
+def to_html(chart: alt.TopLevelMixin) -> str:
+    """The chart as one self-contained HTML page (the JavaScript libraries are inlined)."""
+    return chart.to_html(inline=True)
+
+
+def save(
+    chart: alt.TopLevelMixin,
+    path: str | os.PathLike,
+    *,
+    format: str | None = None,
+    scale: float = 1.0,
+) -> Path:
+    """Save `chart` to `path`, offline.
+
+    Args:
+        chart: any altair chart (``Chart``, ``LayerChart``, ``VConcatChart``...).
+        path: the file to write; its suffix picks the format unless `format` is given.
+        format: ``"png"``, ``"svg"``, ``"html"`` (self-contained) or ``"json"`` (the spec).
+        scale: pixel scale factor for PNG (2 = sharp on high-DPI screens).
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    fmt = (format or path.suffix.lstrip(".")).lower()
+    if fmt not in FORMATS:
+        raise WorkbenchError(
+            f"cannot save a chart as {fmt or 'a file without a suffix'!r}",
+            f"use a path ending in one of {['.' + f for f in FORMATS]}, or pass format=",
+        )
+    if not isinstance(chart, alt.TopLevelMixin):
+        raise WorkbenchError(
+            f"expected an altair chart, got {type(chart).__name__}",
+            "pass a chart from wb.viz (e.g. wb.viz.rhythm_curves(analysis))",
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "html":
+        path.write_text(to_html(chart), encoding="utf-8")
+    elif fmt == "json":
+        path.write_text(chart.to_json(), encoding="utf-8")
+    else:
+        import vl_convert as vlc
+
+        spec = chart.to_dict(format="vega-lite")
+        if fmt == "png":
+            path.write_bytes(vlc.vegalite_to_png(spec, scale=scale))
+        else:
+            path.write_text(vlc.vegalite_to_svg(spec), encoding="utf-8")
+    return path

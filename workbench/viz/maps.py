@@ -1,0 +1,193 @@
+"""Attention maps for charts: per-head patterns over the response rows, pooled small.
+
+A full ``[query_pos, key_pos]`` map of every head is ``L x H x T^2`` floats (18 GB at 4K
+tokens for SmolLM2); a chart may embed at most 5,000 cells. `attention_maps` runs one
+forward pass with a hook on each needed layer's ``blocks.{l}.attn.hook_pattern`` that keeps
+only the response rows, mean-pools them into ``bin x bin`` blocks at once and drops the
+pattern, so memory is one layer's pattern plus ``heads x max_cells`` floats.
+
+Mean pooling is linear, so the map of a head group (the mean over its heads, method.md
+"Group maps") is the mean of the pooled per-head maps: `AttentionMaps.group` gives the
+local-head, global-head or any other group's map without another forward pass.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from ..errors import WorkbenchError
+
+__all__ = ["AttentionMaps", "attention_maps", "pool", "pool_bin"]
+
+Head = tuple[int, int]
+#: Altair's default row limit: no chart embeds more cells than this.
+MAX_CELLS = 5000
+
+
+def pool_bin(n_rows: int, n_cols: int, max_cells: int = MAX_CELLS) -> int:
+    """The smallest square block size ``b`` with ``ceil(R/b) * ceil(C/b) <= max_cells``."""
+    if n_rows < 1 or n_cols < 1:
+        raise WorkbenchError(f"cannot pool an empty {n_rows} x {n_cols} map", "pass a response")
+    if max_cells < 1:
+        raise WorkbenchError(f"max_cells must be >= 1, got {max_cells}", "pass e.g. 5000")
+    b = max(1, math.floor(math.sqrt(n_rows * n_cols / max_cells)))
+    while math.ceil(n_rows / b) * math.ceil(n_cols / b) > max_cells:
+        b += 1
+    return b
+
+
+def pool(x: Float[Tensor, "*batch row col"], b: int) -> Float[Tensor, "*batch row_bin col_bin"]:
+    """Mean over ``b x b`` blocks; a partial block at the edge is the mean of its real cells."""
+    if b == 1:
+        return x.float()
+    *batch, r, c = x.shape
+    rb, cb = math.ceil(r / b), math.ceil(c / b)
+    padded = x.new_zeros((*batch, rb * b, cb * b), dtype=torch.float32)
+    padded[..., :r, :c] = x
+    sums = padded.reshape(*batch, rb, b, cb, b).sum((-3, -1))
+    ones = torch.zeros(rb * b, cb * b)
+    ones[:r, :c] = 1
+    counts = ones.reshape(rb, b, cb, b).sum((1, 3))
+    return sums / counts
+
+
+@dataclass
+class AttentionMaps:
+    """Pooled attention of some heads over the response rows of one sequence.
+
+    Attributes:
+        heads: the ``(layer, head)`` pairs, one per entry of `maps`.
+        maps: ``[head row_bin col_bin]`` mean attention in each ``bin x bin`` block.
+        bin: the block size (1 = exact, one cell per (query, key) pair).
+        row_start: first query position (the response start); rows run to ``n_pos - 1``.
+        col_start: first key position (0 for all keys, the response start otherwise).
+        n_pos: sequence length.
+        tokens: the token strings of the whole sequence.
+    """
+
+    heads: list[Head]
+    maps: Float[Tensor, "head row_bin col_bin"] = field(repr=False)
+    bin: int
+    row_start: int
+    col_start: int
+    n_pos: int
+    tokens: list[str] = field(repr=False)
+
+    def group(self, heads: Sequence[Head]) -> np.ndarray:
+        """``[row_bin col_bin]``: the mean map of `heads` (a head group, or one head)."""
+        heads = [(int(a), int(b)) for a, b in heads]
+        if not heads:
+            raise WorkbenchError("the head group is empty", "pick at least one head")
+        index = {h: i for i, h in enumerate(self.heads)}
+        missing = [h for h in heads if h not in index]
+        if missing:
+            raise WorkbenchError(
+                f"no map was recorded for heads {missing[:5]}",
+                "compute the maps for these heads: wb.viz.attention_maps(model, trace, heads=...)",
+            )
+        idx = torch.tensor([index[h] for h in heads])
+        return self.maps[idx].mean(0).numpy()
+
+
+def _heads_arg(model: Any, heads: Sequence[Head] | None) -> list[Head]:
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    if heads is None:
+        return [(layer, h) for layer in range(n_layers) for h in range(n_heads)]
+    out = []
+    for item in heads:
+        try:
+            layer, h = (int(v) for v in item)
+        except (TypeError, ValueError):
+            raise WorkbenchError(
+                f"{item!r} is not a (layer, head) pair", "pass heads as [(layer, head), ...]"
+            ) from None
+        if not (0 <= layer < n_layers and 0 <= h < n_heads):
+            raise WorkbenchError(
+                f"head {(layer, h)} is out of range for {n_layers} layers x {n_heads} heads",
+                "pick heads the model has",
+            )
+        out.append((layer, h))
+    if not out:
+        raise WorkbenchError("heads is empty", "pass None for all heads, or some heads")
+    return sorted(set(out))
+
+
+def attention_maps(
+    model: Any,
+    trace: Any,
+    heads: Sequence[Head] | None = None,
+    *,
+    keys: str = "all",
+    max_cells: int = MAX_CELLS,
+) -> AttentionMaps:
+    """Record pooled attention maps of `heads` over the response rows (one forward pass).
+
+    Args:
+        model: a bridge from `wb.load_model`.
+        trace: a `wb.Trace` or a `wb.Analysis` (anything with ``ids``, ``prompt_len``,
+            ``tokens``).
+        heads: ``(layer, head)`` pairs; None = every head. Only their layers are hooked and
+            the pass stops after the last of them.
+        keys: ``"all"`` (key columns over prompt + response, sink included) or
+            ``"response"`` (response keys only: a square map).
+        max_cells: most cells per map; blocks of ``bin x bin`` are averaged to fit.
+
+    Returns:
+        An `AttentionMaps`.
+    """
+    if keys not in ("all", "response"):
+        raise WorkbenchError(f"keys={keys!r} is not a key range", 'pass "all" or "response"')
+    ids = torch.as_tensor(trace.ids).long()
+    n, p = len(ids), int(trace.prompt_len)
+    if p >= n:
+        raise WorkbenchError("the trace has an empty response", "pass a trace with a response")
+    head_list = _heads_arg(model, heads)
+    c0 = 0 if keys == "all" else p
+    b = pool_bin(n - p, n - c0, max_cells)
+    by_layer: dict[int, list[int]] = {}
+    for layer, h in head_list:
+        by_layer.setdefault(layer, []).append(h)
+    out: dict[Head, Tensor] = {}
+
+    def make_hook(layer: int):
+        hs = by_layer[layer]
+
+        def hook(pattern: Tensor, hook: Any = None) -> None:
+            rows = pattern[0, hs, p:n, c0:n].detach().float().cpu()
+            pooled = pool(rows, b)
+            for i, h in enumerate(hs):
+                out[(layer, h)] = pooled[i]
+
+        return hook
+
+    fwd_hooks = [(f"blocks.{layer}.attn.hook_pattern", make_hook(layer)) for layer in by_layer]
+    with torch.no_grad():
+        model.run_with_hooks(
+            ids[None].to(model.cfg.device),
+            fwd_hooks=fwd_hooks,
+            return_type=None,
+            stop_at_layer=max(by_layer) + 1,
+        )
+    missing = [h for h in head_list if h not in out]
+    if missing:
+        raise WorkbenchError(
+            f"the attention-pattern hooks did not fire for heads {missing[:5]}",
+            "load the model with wb.load_model (eager attention)",
+        )
+    return AttentionMaps(
+        heads=head_list,
+        maps=torch.stack([out[h] for h in head_list]),
+        bin=b,
+        row_start=p,
+        col_start=c0,
+        n_pos=n,
+        tokens=list(trace.tokens),
+    )

@@ -1,0 +1,150 @@
+"""One shared look for every chart and panel of the workbench.
+
+Charts take their colours and sizes from here (so a chart looks the same in a panel, in a
+notebook cell and in an exported file); panels build their frames with `card`, `row` and
+`header` so the model, rhythm, ablation and RL tabs line up. `enable_theme` registers and
+turns on the ``"workbench"`` altair theme (fonts, grid, axis and title styling); the
+panels call it, a user can call it for stand-alone charts, and `disable_theme` restores
+altair's default.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import altair as alt
+import ipywidgets as widgets
+
+__all__ = [
+    "ANCHOR",
+    "COLORS",
+    "FONT",
+    "GLOBAL",
+    "LOCAL",
+    "MONO",
+    "PREPLAN",
+    "card",
+    "disable_theme",
+    "enable_theme",
+    "header",
+    "row",
+    "status_html",
+]
+
+#: Local heads, WAAD and everything "preplan" side: warm; global heads, FAI, anchors: cool.
+LOCAL = "#d95f02"
+GLOBAL = "#1b6ca8"
+PREPLAN = "#e6550d"
+ANCHOR = "#08519c"
+ENTROPY = "#6a51a3"
+MUTED = "#9e9e9e"
+MISSING = "#eeeeee"
+COLORS = {
+    "local": LOCAL,
+    "global": GLOBAL,
+    "preplan": PREPLAN,
+    "anchor": ANCHOR,
+    "waad": LOCAL,
+    "fai": GLOBAL,
+    "delta": LOCAL,
+    "entropy": ENTROPY,
+    "middle": MUTED,
+    "missing": MISSING,
+}
+#: Sequential colour schemes: attention maps and metric colouring of text.
+MAP_SCHEME = "greys"
+METRIC_SCHEME = "yelloworangered"
+SPAN_SCHEME = "viridis"
+FONT = "Helvetica, Arial, sans-serif"
+MONO = "'DejaVu Sans Mono', Menlo, Consolas, 'Liberation Mono', monospace"
+#: Default chart width in pixels (fits a JupyterLab output area next to nothing else).
+WIDTH = 640
+THEME = "workbench"
+
+_theme_registered = False
+
+
+def _theme() -> alt.theme.ThemeConfig:
+    return alt.theme.ThemeConfig(
+        {
+            "config": {
+                "font": FONT,
+                "view": {"stroke": None, "continuousWidth": WIDTH, "continuousHeight": 200},
+                "axis": {
+                    "labelFontSize": 11,
+                    "titleFontSize": 12,
+                    "titleFontWeight": "normal",
+                    "gridColor": "#ececec",
+                    "domainColor": "#888888",
+                    "tickColor": "#888888",
+                },
+                "legend": {"labelFontSize": 11, "titleFontSize": 11, "orient": "right"},
+                "title": {"fontSize": 13, "anchor": "start", "fontWeight": "bold"},
+                "header": {"labelFontSize": 12, "titleFontSize": 12},
+            }
+        }
+    )
+
+
+def enable_theme() -> None:
+    """Register (once) and enable the ``"workbench"`` altair theme."""
+    global _theme_registered
+    if not _theme_registered:
+        alt.theme.register(THEME, enable=False)(_theme)
+        _theme_registered = True
+    alt.theme.enable(THEME)
+
+
+def disable_theme() -> None:
+    """Go back to altair's default theme."""
+    alt.theme.enable("default")
+
+
+# -- ipywidgets layout ---------------------------------------------------------------------
+
+_CARD_LAYOUT = {
+    "border": "1px solid #dddddd",
+    "padding": "8px 12px",
+    "margin": "4px 0px",
+    "width": "100%",
+}
+
+
+def header(text: str, level: int = 3) -> widgets.HTML:
+    """A section title in the workbench style."""
+    size = {2: "16px", 3: "14px", 4: "13px"}.get(level, "13px")
+    return widgets.HTML(
+        f"<div style='font-family:{FONT};font-size:{size};font-weight:bold;margin:2px 0'>"
+        f"{_escape(text)}</div>"
+    )
+
+
+def card(title: str | None, *children: widgets.Widget, **layout: Any) -> widgets.VBox:
+    """A framed vertical box with an optional title: the frame of every panel section."""
+    items = ([header(title)] if title else []) + list(children)
+    box = widgets.VBox(items, layout=widgets.Layout(**{**_CARD_LAYOUT, **layout}))
+    box.add_class("wb-card")
+    return box
+
+
+def row(*children: widgets.Widget, **layout: Any) -> widgets.HBox:
+    """A horizontal row of controls that wraps on narrow screens."""
+    return widgets.HBox(
+        list(children),
+        layout=widgets.Layout(**{"flex_flow": "row wrap", "align_items": "center", **layout}),
+    )
+
+
+def status_html(message: str, kind: str = "info") -> str:
+    """HTML for a one-line status message (``kind``: info, busy, ok, error)."""
+    color = {"info": "#555555", "busy": "#8a6d00", "ok": "#1a7f37", "error": "#b00020"}[kind]
+    return (
+        f"<div class='wb-status wb-status-{kind}' style='font-family:{FONT};font-size:12px;"
+        f"color:{color};white-space:pre-wrap'>{_escape(message)}</div>"
+    )
+
+
+def _escape(text: str) -> str:
+    import html
+
+    return html.escape(str(text))
