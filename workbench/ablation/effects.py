@@ -1,0 +1,295 @@
+"""Effects of an intervention on one trace: KL of later predictions, answer log-prob, answer.
+
+Definitions (this project's, documented so numbers are comparable):
+
+- Row ``t`` of the logits predicts token ``t + 1``. The *response rows* are
+  ``prompt_len - 1 .. N - 2`` (the rows that predict response tokens).
+- ``kl[t] = KL(P_clean(. | t) || P_ablated(. | t))`` in nats, float64, on response rows;
+  NaN elsewhere. Rows before the first ablated position are unchanged by construction.
+- ``kl_mean``: mean of ``kl`` over response rows strictly after the *first* ablated
+  position (every row the intervention can reach); ``kl_after_last``: the same after the
+  *last* ablated position (purely downstream; NaN when the last ablated position is the
+  last row); ``kl_max``: the largest of those rows.
+- Answer span (`answer_span`): the tokens after the last ``Answer:`` of the response (the
+  tasks' format), without surrounding whitespace-only and special tokens and ending at the
+  answer line's newline; without an ``Answer:`` line, the last ``n_last`` (default 5)
+  response tokens that are not special tokens. ``logp_*`` is the summed log-probability of
+  the span's tokens under teacher forcing; ``delta_logp = logp_ablated - logp_clean``.
+- Greedy continuation (`greedy_continue`, KV cache, hooks live): from the cut
+  ``last ablated position + 1`` (the original tokens up to and including the last
+  ablated one are kept), ``max_new_tokens`` greedy tokens with and without the
+  intervention; the response text (original tokens up to the cut + the continuation) is
+  scored by the task. The clean continuation is greedy too, so it may differ from a
+  sampled trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from ..errors import WorkbenchError
+from ..trace import Trace
+from .interventions import Intervention, fwd_hooks
+
+__all__ = [
+    "answer_logprob",
+    "answer_span",
+    "greedy_continue",
+    "kl_per_position",
+    "logits_of",
+    "measure",
+]
+
+
+@torch.no_grad()
+def logits_of(
+    model: Any, ids: Tensor, interventions: Sequence[Intervention] = ()
+) -> Float[Tensor, "pos d_vocab"]:
+    """``[pos d_vocab]`` float32 logits of one sequence, under the interventions (if any)."""
+    ids = torch.as_tensor(ids).reshape(1, -1)
+    hooks = fwd_hooks(model, *interventions)
+    logits = model.run_with_hooks(ids, fwd_hooks=hooks) if hooks else model(ids)
+    return logits[0].float().cpu()
+
+
+def kl_per_position(
+    clean: Float[Tensor, "pos d_vocab"],
+    ablated: Float[Tensor, "pos d_vocab"],
+    prompt_len: int,
+    chunk: int = 128,
+) -> Float[Tensor, " pos"]:
+    """``[pos]`` KL(clean || ablated) in nats on response rows, NaN elsewhere (float64)."""
+    n = clean.shape[0]
+    out = torch.full((n,), float("nan"), dtype=torch.float64)
+    lo = max(prompt_len - 1, 0)
+    for a in range(lo, n - 1, chunk):
+        b = min(a + chunk, n - 1)
+        lp = torch.log_softmax(clean[a:b].double(), -1)
+        lq = torch.log_softmax(ablated[a:b].double(), -1)
+        out[a:b] = (lp.exp() * (lp - lq)).sum(-1).clamp_min(0.0)
+    return out
+
+
+def answer_span(
+    trace: Trace,
+    *,
+    prefix: str = "Answer:",
+    n_last: int = 5,
+    special_ids: Sequence[int] = (),
+) -> tuple[list[int], str]:
+    """Positions of the final answer's tokens, and how they were found.
+
+    Args:
+        trace: the trace.
+        prefix: the answer marker (the tasks' ``Answer:``).
+        n_last: fallback count when the response has no marker.
+        special_ids: token ids never part of the answer (eos and the like).
+
+    Returns:
+        ``(positions, kind)``, kind ``"answer"`` (after the marker) or ``"last"``
+        (fallback). Positions may be empty when the marker ends the response.
+    """
+    special = {int(i) for i in special_ids}
+    pl = trace.prompt_len
+    toks = trace.response_tokens
+    ids = [int(i) for i in trace.response_ids]
+    starts = np.cumsum([0] + [len(s) for s in toks])
+    joined = "".join(toks)
+    at = joined.rfind(prefix)
+    if at >= 0:
+        end = at + len(prefix)
+        span: list[int] = []
+        for j, s in enumerate(toks):
+            if starts[j] + len(s) <= end or ids[j] in special:
+                continue
+            if not s.strip():  # whitespace-only
+                if span and "\n" in s:
+                    break
+                continue
+            span.append(pl + j)
+            if "\n" in s:
+                break
+        return span, "answer"
+    keep = [pl + j for j, i in enumerate(ids) if i not in special]
+    return keep[-n_last:], "last"
+
+
+def answer_logprob(logits: Float[Tensor, "pos d_vocab"], ids: Tensor, span: Sequence[int]) -> float:
+    """Summed log-probability of the tokens at `span` (row ``p - 1`` predicts ``p``)."""
+    if not len(span):
+        return float("nan")
+    rows = torch.tensor([p - 1 for p in span])
+    lp = torch.log_softmax(logits[rows].double(), -1)
+    return float(lp[torch.arange(len(span)), torch.as_tensor(ids)[list(span)]].sum())
+
+
+def _eos(model: Any) -> set[int]:
+    """End-of-sequence ids: the tokenizer's and the generation config's."""
+    ids: set[int] = set()
+    tok = getattr(model, "tokenizer", None)
+    if getattr(tok, "eos_token_id", None) is not None:
+        ids.add(int(tok.eos_token_id))
+    gen = getattr(getattr(model, "original_model", None), "generation_config", None)
+    eos = getattr(gen, "eos_token_id", None)
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif eos:
+        ids.update(int(e) for e in eos)
+    return ids
+
+
+@torch.no_grad()
+def greedy_continue(
+    model: Any,
+    prefix: Tensor,
+    *,
+    interventions: Sequence[Intervention] = (),
+    max_new_tokens: int = 32,
+    stop_at_eos: bool = True,
+) -> Tensor:
+    """Greedy tokens after `prefix` (1-D ids), with the interventions' hooks live.
+
+    Decoding runs on ``model.original_model`` with its KV cache; the bridge's hooks fire
+    inside it (the knockout reads query positions from the shapes; residual hooks count
+    positions, see `ResidAblation.fwd_hooks`). Stops after an end-of-sequence token
+    (kept) when `stop_at_eos`.
+
+    Returns:
+        ``[new_pos]`` int64 ids (at most `max_new_tokens`).
+    """
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+        raise WorkbenchError(f"max_new_tokens={max_new_tokens!r}", "pass a non-negative int")
+    prefix = torch.as_tensor(prefix).reshape(-1).long()
+    n_ctx = getattr(model.cfg, "n_ctx", None)
+    if n_ctx is not None:
+        max_new_tokens = min(max_new_tokens, n_ctx - len(prefix))
+    if max_new_tokens <= 0:
+        return torch.zeros(0, dtype=torch.long)
+    hf = model.original_model
+    device = next(hf.parameters()).device
+    eos = _eos(model) if stop_at_eos else set()
+    out: list[int] = []
+    with model.hooks(fwd_hooks=fwd_hooks(model, *interventions, incremental=True)):
+        res = hf(input_ids=prefix[None].to(device), use_cache=True)
+        for i in range(max_new_tokens):
+            nxt = int(res.logits[0, -1].argmax())
+            out.append(nxt)
+            if nxt in eos or i == max_new_tokens - 1:
+                break
+            res = hf(
+                input_ids=torch.tensor([[nxt]], device=device),
+                past_key_values=res.past_key_values,
+                use_cache=True,
+            )
+    return torch.tensor(out, dtype=torch.long)
+
+
+def _after(kl: Tensor, pos: int) -> Tensor:
+    v = kl[pos + 1 :]
+    return v[~torch.isnan(v)]
+
+
+def measure(
+    model: Any,
+    trace: Trace,
+    intervention: Intervention,
+    *,
+    clean_logits: Tensor | None = None,
+    span: tuple[list[int], str] | None = None,
+    task: Any = None,
+    problem: Any = None,
+    max_new_tokens: int = 0,
+    clean_correct: dict[int, float] | None = None,
+) -> dict[str, Any]:
+    """Every effect of one intervention on one trace (see the module docstring).
+
+    Args:
+        model: the bridge.
+        trace: the trace.
+        intervention: a `Knockout` or `ResidAblation` (its positions define first/last).
+        clean_logits: the trace's unablated logits (computed when None).
+        span: a precomputed `answer_span` result.
+        task / problem: a `workbench.tasks.Task` and its `Problem`, to score greedy
+            continuations (only with ``max_new_tokens > 0``).
+        max_new_tokens: continuation length; 0 skips the continuation test.
+        clean_correct: a cache ``{cut: score}`` of clean continuations, filled as it goes.
+
+    Returns:
+        A dict: ``n``, ``first``, ``last``, ``kl`` (``[pos]`` numpy), ``kl_mean``,
+        ``kl_after_last``, ``kl_max``, ``logp_clean``, ``logp_ablated``, ``delta_logp``,
+        ``answer_len``, ``answer_kind``, and with a continuation ``cut``,
+        ``correct_clean``, ``correct_ablated``.
+    """
+    pos = list(intervention.positions)
+    if not pos:
+        raise WorkbenchError("the intervention has no positions", "pass a non-empty target set")
+    if max(pos) >= len(trace):
+        raise WorkbenchError(
+            f"position {max(pos)} is beyond the trace ({len(trace)} tokens)",
+            "use positions of this trace",
+        )
+    if clean_logits is None:
+        clean_logits = logits_of(model, trace.ids)
+    ablated = logits_of(model, trace.ids, [intervention])
+    kl = kl_per_position(clean_logits, ablated, trace.prompt_len)
+    first, last = min(pos), max(pos)
+    after_first, after_last = _after(kl, first), _after(kl, last)
+    if span is None:
+        tok = getattr(model, "tokenizer", None)
+        span = answer_span(trace, special_ids=getattr(tok, "all_special_ids", []) or [])
+    positions, kind = span
+    lp_c = answer_logprob(clean_logits, trace.ids, positions)
+    lp_a = answer_logprob(ablated, trace.ids, positions)
+    row: dict[str, Any] = {
+        "n": len(pos),
+        "first": first,
+        "last": last,
+        "kl": kl.numpy(),
+        "kl_mean": float(after_first.mean()) if len(after_first) else float("nan"),
+        "kl_after_last": float(after_last.mean()) if len(after_last) else float("nan"),
+        "kl_max": float(after_first.max()) if len(after_first) else float("nan"),
+        "logp_clean": lp_c,
+        "logp_ablated": lp_a,
+        "delta_logp": lp_a - lp_c,
+        "answer_len": len(positions),
+        "answer_kind": kind,
+    }
+    if max_new_tokens and task is not None and problem is not None:
+        cut = last + 1
+        cache = {} if clean_correct is None else clean_correct
+        if cut not in cache:
+            cache[cut] = _score_continuation(model, trace, cut, (), max_new_tokens, task, problem)
+        row["cut"] = cut
+        row["correct_clean"] = cache[cut]
+        row["correct_ablated"] = _score_continuation(
+            model, trace, cut, (intervention,), max_new_tokens, task, problem
+        )
+    return row
+
+
+def _score_continuation(
+    model: Any,
+    trace: Trace,
+    cut: int,
+    interventions: Sequence[Intervention],
+    max_new_tokens: int,
+    task: Any,
+    problem: Any,
+) -> float:
+    prefix = trace.ids[:cut]
+    eos = _eos(model)
+    if cut < len(trace) and not (int(trace.ids[cut - 1]) in eos and cut > trace.prompt_len):
+        new = greedy_continue(
+            model, prefix, interventions=interventions, max_new_tokens=max_new_tokens
+        )
+    else:
+        new = torch.zeros(0, dtype=torch.long)
+    ids = torch.cat([prefix[trace.prompt_len :], new])
+    text = model.tokenizer.decode(ids, skip_special_tokens=True)
+    return float(task.score(problem, text))

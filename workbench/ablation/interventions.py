@@ -1,0 +1,397 @@
+"""Interventions as TransformerLens hooks on the bridge: attention knockout, residual ablation.
+
+Both are small frozen records that turn into a ``fwd_hooks`` list for a given model, in
+TransformerLens style, so they compose by concatenation::
+
+    ko = Knockout([41, 57], layers="all")           # later queries may not attend to 41, 57
+    ab = ResidAblation([41], layers=10, mode="zero")
+    logits = model.run_with_hooks(ids, fwd_hooks=ko.fwd_hooks(model) + ab.fwd_hooks(model))
+    with intervene(model, ko, ab):                  # the same, as a context manager
+        logits = model(ids)
+
+Knockout (Geva et al. 2023; method.md, "Ablation conventions"): on
+``blocks.{l}.attn.hook_attn_scores`` ``[batch head_index query_pos key_pos]`` (pre-softmax;
+the bridge has already put its causal mask there, a large negative number above the
+diagonal), the score from every *strictly later* query ``t > s`` to a knocked-out key ``s``
+is set to ``-inf``; the bridge's softmax then renormalises each row over the keys left. A
+knocked-out position still attends to itself and to earlier keys, so its own residual
+stream is untouched in the knocked-out layers; what it can no longer do is pass
+information forward through attention in those layers. Every row keeps at least its own
+position, so no row is all ``-inf``. Query positions are read as ``key_len - query_len +
+i``, so the same hook is right in a full pass and in cached decoding (one query row).
+
+Residual ablation (TransformerLens activation patching): on ``blocks.{l}.hook_resid_pre``
+``[batch pos d_model]`` the vectors at the chosen positions are replaced by zero
+(``"zero"``), by a reference mean vector (``"mean"``, see `resid_mean`), or by the same
+layer's vectors of another trace (``"resample"``, see `resid_cache`). Positions before
+the earliest ablated one are untouched in every layer (causality); the ablated positions
+and everything after can change from layer ``l`` on.
+
+Position 0 (the attention sink) is refused by both unless ``allow_sink=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from ..attention.layers import resolve_layers
+from ..errors import WorkbenchError
+from ..trace import Trace
+
+__all__ = [
+    "Intervention",
+    "Knockout",
+    "ResidAblation",
+    "default_resid_layer",
+    "fwd_hooks",
+    "intervene",
+    "resid_cache",
+    "resid_mean",
+]
+
+Hook = tuple[str, Callable[..., Any]]
+RESID_MODES = ("zero", "mean", "resample")
+
+
+def _check_positions(positions: Iterable[int], allow_sink: bool, what: str) -> tuple[int, ...]:
+    try:
+        items = list(positions)
+    except TypeError:
+        raise WorkbenchError(
+            f"{what} positions must be a list of integers, got {positions!r}",
+            "pass e.g. positions=[12, 30]",
+        ) from None
+    out = set()
+    for p in items:
+        if isinstance(p, bool) or not hasattr(p, "__index__"):
+            raise WorkbenchError(
+                f"{what} position {p!r} is not an integer", "pass positions as ints"
+            )
+        p = int(p.__index__())
+        if p < 0:
+            raise WorkbenchError(
+                f"{what} position {p} is negative", "pass absolute positions (0-based)"
+            )
+        if p == 0 and not allow_sink:
+            raise WorkbenchError(
+                f"{what} would ablate position 0, the attention sink",
+                "leave position 0 out, or pass allow_sink=True if you really mean it",
+            )
+        out.add(p)
+    return tuple(sorted(out))
+
+
+def default_resid_layer(n_layers: int) -> int:
+    """This project's default layer for residual ablation: ``floor(L/3)``.
+
+    The first of the paper's "middle" layers: late enough that the position's token has
+    been read and mixed, early enough that most of the computation comes after.
+    """
+    return n_layers // 3
+
+
+class Intervention:
+    """Base class: anything with ``fwd_hooks(model, incremental=False)`` and a ``label``."""
+
+    positions: tuple[int, ...]
+
+    def fwd_hooks(self, model: Any, *, incremental: bool = False) -> list[Hook]:
+        raise NotImplementedError
+
+    @property
+    def label(self) -> str:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Knockout(Intervention):
+    """Attention knockout of key positions (later queries may not attend to them).
+
+    Attributes:
+        positions: absolute key positions to knock out (position 0 refused unless
+            `allow_sink`).
+        layers: ``"all"``, ``"middle"``, one index or a list of layer indices.
+        heads: None for every head, or a list of head indices (the same in every layer).
+        allow_sink: allow position 0.
+    """
+
+    positions: tuple[int, ...]
+    layers: str | int | Sequence[int] = "all"
+    heads: Sequence[int] | None = None
+    allow_sink: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self, "positions", _check_positions(self.positions, self.allow_sink, "knockout")
+        )
+
+    @property
+    def label(self) -> str:
+        return "knockout"
+
+    def fwd_hooks(self, model: Any, *, incremental: bool = False) -> list[Hook]:
+        """``[(hook_name, fn)]`` on ``blocks.{l}.attn.hook_attn_scores`` for each layer.
+
+        Args:
+            model: the bridge.
+            incremental: unused (the hook reads query positions from the shapes, so it is
+                right under a KV cache too); accepted for a uniform interface.
+        """
+        del incremental
+        layers = resolve_layers(self.layers, model.cfg.n_layers)
+        heads = None if self.heads is None else sorted({int(h) for h in self.heads})
+        if heads is not None and any(not 0 <= h < model.cfg.n_heads for h in heads):
+            raise WorkbenchError(
+                f"knockout heads {heads} out of range for {model.cfg.n_heads} heads",
+                f"pick heads in 0..{model.cfg.n_heads - 1}",
+            )
+        keys = torch.tensor(self.positions, dtype=torch.long)
+
+        def hook(scores: Tensor, hook: Any = None) -> Tensor:
+            if len(keys) == 0:
+                return scores
+            n_q, n_k = scores.shape[-2], scores.shape[-1]
+            k = keys[keys < n_k].to(scores.device)
+            if len(k) == 0:
+                return scores
+            q = torch.arange(n_k - n_q, n_k, device=scores.device)
+            block = torch.zeros(n_q, n_k, dtype=torch.bool, device=scores.device)
+            block[:, k] = q[:, None] > k[None, :]
+            if heads is None:
+                return scores.masked_fill(block, float("-inf"))
+            out = scores.clone()
+            out[:, heads] = out[:, heads].masked_fill(block, float("-inf"))
+            return out
+
+        return [(f"blocks.{layer}.attn.hook_attn_scores", hook) for layer in layers]
+
+
+@dataclass(frozen=True)
+class ResidAblation(Intervention):
+    """Replace the residual stream (``hook_resid_pre``) at chosen positions.
+
+    Attributes:
+        positions: absolute positions to ablate (position 0 refused unless `allow_sink`).
+        layers: layer index (or list); None = `default_resid_layer` (``floor(L/3)``).
+        mode: ``"zero"``, ``"mean"`` or ``"resample"``.
+        reference: for ``"mean"``: ``{layer: [d_model]}`` (from `resid_mean`); for
+            ``"resample"``: ``{layer: [pos d_model]}`` of another trace (from
+            `resid_cache`). A single tensor is used for every layer.
+        source_positions: for ``"resample"``, the source trace's positions to copy from
+            (same length as `positions`); None copies from the same positions.
+        allow_sink: allow position 0.
+    """
+
+    positions: tuple[int, ...]
+    layers: int | Sequence[int] | None = None
+    mode: str = "zero"
+    reference: Any = field(default=None, repr=False)
+    source_positions: Sequence[int] | None = None
+    allow_sink: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in RESID_MODES:
+            raise WorkbenchError(
+                f"residual ablation mode {self.mode!r} is unknown", f"use one of {RESID_MODES}"
+            )
+        if self.source_positions is not None:
+            if len(list(self.source_positions)) != len(list(self.positions)):
+                raise WorkbenchError(
+                    f"{len(list(self.source_positions))} source positions for "
+                    f"{len(list(self.positions))} positions",
+                    "pass one source position per ablated position (same order)",
+                )
+            pairs = sorted(zip(self.positions, self.source_positions, strict=True))
+            object.__setattr__(self, "source_positions", tuple(int(s) for _, s in pairs))
+            object.__setattr__(self, "positions", tuple(int(p) for p, _ in pairs))
+        object.__setattr__(
+            self, "positions", _check_positions(self.positions, self.allow_sink, "ablation")
+        )
+        if self.mode != "zero" and self.reference is None:
+            fix = "resid_mean(model, traces)" if self.mode == "mean" else "resid_cache(model, t)"
+            raise WorkbenchError(
+                f"residual ablation mode {self.mode!r} needs a reference", f"pass reference={fix}"
+            )
+
+    @property
+    def label(self) -> str:
+        return f"resid-{self.mode}"
+
+    def _layers(self, model: Any) -> list[int]:
+        n = model.cfg.n_layers
+        return resolve_layers(default_resid_layer(n) if self.layers is None else self.layers, n)
+
+    def _ref(self, layer: int) -> Tensor:
+        ref = self.reference
+        if isinstance(ref, dict):
+            if layer not in ref:
+                raise WorkbenchError(
+                    f"the reference has no entry for layer {layer} (has {sorted(ref)})",
+                    "build it for the same layers (resid_mean/resid_cache(..., layers=...))",
+                )
+            ref = ref[layer]
+        return torch.as_tensor(ref)
+
+    def fwd_hooks(self, model: Any, *, incremental: bool = False) -> list[Hook]:
+        """``[(hook_name, fn)]`` on ``blocks.{l}.hook_resid_pre`` for each layer.
+
+        Args:
+            model: the bridge.
+            incremental: for cached decoding: the hook counts the positions it has seen
+                and maps each call's rows to absolute positions (a fresh list of hooks is
+                needed per decoding run). Off: every call starts at position 0.
+        """
+        hooks = []
+        pos = torch.tensor(self.positions, dtype=torch.long)
+        d_model = model.cfg.d_model
+        for layer in self._layers(model):
+            if self.mode == "zero":
+                values = None
+            else:
+                ref = self._ref(layer)
+                if self.mode == "mean":
+                    if ref.shape != (d_model,):
+                        raise WorkbenchError(
+                            f"mean reference for layer {layer} has shape {tuple(ref.shape)}",
+                            f"pass a [d_model] = [{d_model}] vector (resid_mean)",
+                        )
+                    values = ref[None, :].expand(len(pos), d_model)
+                else:
+                    src = (
+                        pos
+                        if self.source_positions is None
+                        else torch.tensor(self.source_positions, dtype=torch.long)
+                    )
+                    if ref.ndim != 2 or ref.shape[1] != d_model:
+                        raise WorkbenchError(
+                            f"resample reference for layer {layer} has shape {tuple(ref.shape)}",
+                            "pass [pos d_model] activations of another trace (resid_cache)",
+                        )
+                    if len(src) and int(src.max()) >= ref.shape[0]:
+                        raise WorkbenchError(
+                            f"resample source position {int(src.max())} is beyond the source "
+                            f"trace ({ref.shape[0]} positions)",
+                            "pick a longer source trace or pass source_positions",
+                        )
+                    values = ref[src]
+            hooks.append((f"blocks.{layer}.hook_resid_pre", _resid_hook(pos, values, incremental)))
+        return hooks
+
+
+def _resid_hook(pos: Tensor, values: Tensor | None, incremental: bool) -> Callable[..., Tensor]:
+    state = {"seen": 0}
+
+    def hook(resid: Tensor, hook: Any = None) -> Tensor:
+        n = resid.shape[1]
+        start = state["seen"] if incremental else 0
+        if incremental:
+            state["seen"] += n
+        sel = (pos >= start) & (pos < start + n)
+        if not bool(sel.any()):
+            return resid
+        rows = (pos[sel] - start).to(resid.device)
+        out = resid.clone()
+        if values is None:
+            out[:, rows] = 0.0
+        else:
+            out[:, rows] = values[sel].to(device=resid.device, dtype=resid.dtype)
+        return out
+
+    return hook
+
+
+def fwd_hooks(model: Any, *interventions: Intervention, incremental: bool = False) -> list[Hook]:
+    """Concatenate the hooks of several interventions (applied together)."""
+    hooks: list[Hook] = []
+    for iv in interventions:
+        if not isinstance(iv, Intervention):
+            raise WorkbenchError(
+                f"expected a Knockout or ResidAblation, got {type(iv).__name__}",
+                "build interventions with wb.Knockout(...) / wb.ResidAblation(...)",
+            )
+        hooks.extend(iv.fwd_hooks(model, incremental=incremental))
+    return hooks
+
+
+@contextlib.contextmanager
+def intervene(model: Any, *interventions: Intervention) -> Iterator[Any]:
+    """Context manager: every forward pass of `model` inside runs under the interventions.
+
+    The hooks are also live for ``model.original_model`` calls (the bridge wraps its
+    modules), but the residual hooks assume each call starts at position 0 (no KV cache);
+    `workbench.ablation.effects.greedy_continue` handles cached decoding.
+    """
+    with model.hooks(fwd_hooks=fwd_hooks(model, *interventions)):
+        yield model
+
+
+def _ids(trace_or_ids: Trace | Tensor) -> Tensor:
+    ids = trace_or_ids.ids if isinstance(trace_or_ids, Trace) else torch.as_tensor(trace_or_ids)
+    return ids.reshape(1, -1) if ids.ndim == 1 else ids
+
+
+@torch.no_grad()
+def resid_cache(
+    model: Any, trace: Trace | Tensor, layers: int | Sequence[int] | None = None
+) -> dict[int, Float[Tensor, "pos d_model"]]:
+    """``{layer: [pos d_model]}`` residual stream (``hook_resid_pre``) of one trace.
+
+    The reference for ``ResidAblation(mode="resample")``: run it on another trace.
+    """
+    n = model.cfg.n_layers
+    layer_list = resolve_layers(default_resid_layer(n) if layers is None else layers, n)
+    store: dict[int, Tensor] = {}
+
+    def make(layer: int):
+        def hook(x: Tensor, hook: Any = None) -> None:
+            store[layer] = x[0].detach().float().cpu().clone()
+
+        return hook
+
+    model.run_with_hooks(
+        _ids(trace), fwd_hooks=[(f"blocks.{lay}.hook_resid_pre", make(lay)) for lay in layer_list]
+    )
+    return store
+
+
+@torch.no_grad()
+def resid_mean(
+    model: Any,
+    traces: Sequence[Trace],
+    layers: int | Sequence[int] | None = None,
+    *,
+    where: str = "response",
+) -> dict[int, Float[Tensor, " d_model"]]:
+    """``{layer: [d_model]}`` mean residual stream over a reference set of traces.
+
+    Args:
+        model: the bridge.
+        traces: the reference traces (one forward pass each).
+        layers: layer(s); None = `default_resid_layer`.
+        where: ``"response"`` (response positions only) or ``"all"`` (every position but
+            0, the sink, whose residual norm is atypical).
+    """
+    if where not in ("response", "all"):
+        raise WorkbenchError(f"where={where!r} is unknown", 'use "response" or "all"')
+    traces = list(traces)
+    if not traces:
+        raise WorkbenchError("resid_mean got no traces", "pass at least one reference trace")
+    sums: dict[int, Tensor] = {}
+    count = 0
+    for t in traces:
+        cache = resid_cache(model, t, layers)
+        start = t.prompt_len if where == "response" else 1
+        for layer, x in cache.items():
+            s = x[start:].double().sum(0)
+            sums[layer] = sums.get(layer, 0) + s
+        count += len(t) - start
+    if count == 0:
+        raise WorkbenchError("the reference traces have no positions to average", "pass longer")
+    return {layer: (s / count).float() for layer, s in sums.items()}

@@ -1,0 +1,315 @@
+"""Batch runner: many traces x target sets x interventions -> a tidy DataFrame, and a summary.
+
+`run_ablations` analyses each trace (or takes given analyses), builds the target sets and
+their matched controls (`target_sets`), applies each intervention kind to each set and
+measures the effects (`measure`). One row per (trace, target set, intervention).
+
+`summarize` turns the rows into numbers with intervals: per family and intervention, the
+mean effect of the family's set, of its random controls (averaged over seeds within a
+trace first) and of its low-FAI control, and the paired differences "set minus random" and
+"set minus low-FAI" (computed per trace, then averaged). Intervals are percentile
+bootstrap intervals over traces (resampling traces with replacement, seeded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..attention.analysis import Analysis, analyze
+from ..errors import WorkbenchError
+from ..trace import Trace
+from .effects import answer_span, logits_of, measure
+from .interventions import Knockout, ResidAblation, resid_cache, resid_mean
+from .targets import CONTROLS, FAMILIES, target_sets
+
+__all__ = ["INTERVENTIONS", "METRICS", "bootstrap_ci", "per_position", "run_ablations", "summarize"]
+
+#: Intervention kinds `run_ablations` understands.
+INTERVENTIONS = ("knockout", "resid-zero", "resid-mean", "resid-resample")
+#: Effect columns `summarize` can summarise.
+METRICS = ("kl_mean", "kl_after_last", "kl_max", "delta_logp", "correct_ablated")
+
+_COLUMNS = [
+    "trace",
+    "target",
+    "family",
+    "kind",
+    "seed",
+    "intervention",
+    "n",
+    "first",
+    "last",
+    "kl_mean",
+    "kl_after_last",
+    "kl_max",
+    "logp_clean",
+    "logp_ablated",
+    "delta_logp",
+    "answer_len",
+    "answer_kind",
+    "cut",
+    "correct_clean",
+    "correct_ablated",
+    "prompt_len",
+    "kl_curve",
+]
+
+
+def _check_kinds(kinds: Iterable[str]) -> list[str]:
+    kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+    bad = [k for k in kinds if k not in INTERVENTIONS]
+    if bad or not kinds:
+        raise WorkbenchError(
+            f"unknown interventions {bad or kinds}", f"use some of {INTERVENTIONS}"
+        )
+    return kinds
+
+
+def run_ablations(
+    model: Any,
+    traces: Sequence[Trace],
+    *,
+    analyses: Sequence[Analysis] | None = None,
+    interventions: Iterable[str] = ("knockout",),
+    families: Iterable[str] = FAMILIES,
+    controls: Iterable[str] = CONTROLS,
+    n_random: int = 3,
+    seed: int = 0,
+    size: int | None = None,
+    exclude_answer: bool = True,
+    knockout_layers: str | int | Sequence[int] = "all",
+    resid_layers: int | Sequence[int] | None = None,
+    task: Any = None,
+    problems: Sequence[Any] | None = None,
+    max_new_tokens: int = 0,
+    analyze_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
+):
+    """Ablate every target set and control of every trace; one row per ablation.
+
+    Args:
+        model: the bridge.
+        traces: the traces.
+        analyses: their analyses (None: ``wb.analyze(model, trace, **analyze_kwargs)``).
+        interventions: kinds from `INTERVENTIONS`. ``"resid-mean"`` uses the mean residual
+            over the response positions of all `traces`; ``"resid-resample"`` copies from
+            the next trace in the list (cyclically; positions beyond it are skipped).
+        families / controls / n_random / seed / size: see `target_sets`.
+        exclude_answer: keep the answer span (`answer_span`) out of every target set and
+            control, so the answer log-prob measures influence, not direct damage.
+        knockout_layers: layers for ``"knockout"``.
+        resid_layers: layer(s) for residual ablations (None: ``floor(L/3)``).
+        task / problems: a `workbench.tasks.Task` and one `Problem` per trace, to test
+            whether greedy continuations still reach the right answer.
+        max_new_tokens: continuation length (0: no continuation test).
+        analyze_kwargs: keyword arguments for `wb.analyze`.
+        progress: tqdm progress bar over traces.
+
+    Returns:
+        A pandas DataFrame with columns ``trace, target, family, kind, seed,
+        intervention, n, first, last, kl_mean, kl_after_last, kl_max, logp_clean,
+        logp_ablated, delta_logp, answer_len, answer_kind, cut, correct_clean,
+        correct_ablated, prompt_len, kl_curve`` (``kl_curve``: the ``[pos]`` KL array of
+        `measure`, for `per_position` and the charts).
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    kinds = _check_kinds(interventions)
+    traces = list(traces)
+    if not traces:
+        raise WorkbenchError("run_ablations got no traces", "pass at least one wb.Trace")
+    if analyses is not None and len(list(analyses)) != len(traces):
+        raise WorkbenchError(
+            f"{len(traces)} traces but {len(list(analyses))} analyses",
+            "pass one analysis per trace (same order)",
+        )
+    if problems is not None and len(list(problems)) != len(traces):
+        raise WorkbenchError(
+            f"{len(traces)} traces but {len(list(problems))} problems",
+            "pass one problem per trace (same order)",
+        )
+    if max_new_tokens and (task is None or problems is None):
+        raise WorkbenchError(
+            "max_new_tokens > 0 needs a task and one problem per trace",
+            "pass task=get_task(...) and problems=[...], or max_new_tokens=0",
+        )
+    mean_ref = resid_mean(model, traces, resid_layers) if "resid-mean" in kinds else None
+    special = getattr(model.tokenizer, "all_special_ids", []) or []
+    rows: list[dict[str, Any]] = []
+    for i, tr in enumerate(tqdm(traces, desc="ablate", disable=not progress)):
+        an = analyses[i] if analyses is not None else analyze(model, tr, **(analyze_kwargs or {}))
+        span = answer_span(tr, special_ids=special)
+        sets = target_sets(
+            an,
+            families=families,
+            controls=controls,
+            n_random=n_random,
+            seed=seed,
+            size=size,
+            exclude=span[0] if exclude_answer else (),
+        )
+        clean = logits_of(model, tr.ids)
+        other = None
+        if "resid-resample" in kinds and len(traces) > 1:
+            other = resid_cache(model, traces[(i + 1) % len(traces)], resid_layers)
+        clean_correct: dict[int, float] = {}
+        problem = problems[i] if problems is not None else None
+        for ts in sets:
+            for kind in kinds:
+                iv: Any
+                if kind == "knockout":
+                    iv = Knockout(ts.positions, layers=knockout_layers)
+                elif kind == "resid-zero":
+                    iv = ResidAblation(ts.positions, layers=resid_layers, mode="zero")
+                elif kind == "resid-mean":
+                    iv = ResidAblation(ts.positions, resid_layers, "mean", mean_ref)
+                else:
+                    if other is None:
+                        continue
+                    n_src = next(iter(other.values())).shape[0]
+                    if max(ts.positions) >= n_src:
+                        continue
+                    iv = ResidAblation(ts.positions, resid_layers, "resample", other)
+                m = measure(
+                    model,
+                    tr,
+                    iv,
+                    clean_logits=clean,
+                    span=span,
+                    task=task,
+                    problem=problem,
+                    max_new_tokens=max_new_tokens,
+                    clean_correct=clean_correct,
+                )
+                kl_curve = m.pop("kl")
+                rows.append(
+                    {
+                        "trace": i,
+                        "target": ts.name,
+                        "family": ts.family,
+                        "kind": ts.kind,
+                        "seed": ts.seed,
+                        "intervention": kind,
+                        **m,
+                        "prompt_len": tr.prompt_len,
+                        "kl_curve": kl_curve,
+                    }
+                )
+    return pd.DataFrame(rows, columns=_COLUMNS)
+
+
+def per_position(frame) -> Any:
+    """Long frame of the KL curves: one row per (ablation row, response row ``t``).
+
+    Columns: the identifying columns of `frame` plus ``pos`` (absolute row ``t``),
+    ``offset`` (``t - last``, rows after the last ablated position are ``> 0``) and
+    ``kl``. Only rows where KL is defined (response rows) are kept.
+    """
+    import pandas as pd
+
+    parts = []
+    keys = ["trace", "target", "family", "kind", "seed", "intervention", "first", "last"]
+    for _, r in frame.iterrows():
+        kl = np.asarray(r["kl_curve"], dtype=float)
+        pos = np.flatnonzero(~np.isnan(kl))
+        d = pd.DataFrame({"pos": pos, "kl": kl[pos]})
+        for k in keys:
+            d[k] = r[k]
+        d["offset"] = d["pos"] - r["last"]
+        parts.append(d)
+    if not parts:
+        return pd.DataFrame(columns=[*keys, "pos", "offset", "kl"])
+    return pd.concat(parts, ignore_index=True)[[*keys, "pos", "offset", "kl"]]
+
+
+def bootstrap_ci(
+    values: Sequence[float], *, n_boot: int = 2000, ci: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """``(mean, lo, hi)``: the mean and its percentile bootstrap interval (NaNs dropped).
+
+    With one value the interval is that value; with none, all three are NaN.
+    """
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    if len(v) == 0:
+        return float("nan"), float("nan"), float("nan")
+    est = float(v.mean())
+    if len(v) == 1:
+        return est, est, est
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(v), size=(n_boot, len(v)))
+    means = v[idx].mean(1)
+    a = (1 - ci) / 2
+    lo, hi = np.quantile(means, [a, 1 - a])
+    return est, float(lo), float(hi)
+
+
+def summarize(
+    frame,
+    metric: str = "kl_mean",
+    *,
+    n_boot: int = 2000,
+    ci: float = 0.95,
+    seed: int = 0,
+):
+    """Mean effects with bootstrap intervals, and paired differences against controls.
+
+    Args:
+        frame: a `run_ablations` DataFrame.
+        metric: a column from `METRICS`.
+        n_boot: bootstrap resamples (over traces).
+        ci: interval coverage.
+        seed: bootstrap RNG seed.
+
+    Returns:
+        A DataFrame, one row per (intervention, family, comparison) with columns
+        ``intervention, family, comparison, metric, estimate, lo, hi, n_traces``.
+        ``comparison`` is ``"set"``, ``"random"``, ``"low_fai"``, ``"set - random"`` or
+        ``"set - low_fai"``; per trace the random controls are first averaged over seeds.
+    """
+    import pandas as pd
+
+    if metric not in METRICS:
+        raise WorkbenchError(f"metric {metric!r} is not summarisable", f"use one of {METRICS}")
+    rows = []
+    for (iv, fam), g in frame.groupby(["intervention", "family"], sort=False):
+        per = g.groupby(["trace", "kind"])[metric].mean().unstack("kind")
+        cols: dict[str, Any] = {}
+        for kind, label in (("target", "set"), ("random", "random"), ("low_fai", "low_fai")):
+            if kind in per:
+                cols[label] = per[kind]
+        if "set" in cols and "random" in cols:
+            cols["set - random"] = cols["set"] - cols["random"]
+        if "set" in cols and "low_fai" in cols:
+            cols["set - low_fai"] = cols["set"] - cols["low_fai"]
+        for label, series in cols.items():
+            est, lo, hi = bootstrap_ci(series.to_numpy(), n_boot=n_boot, ci=ci, seed=seed)
+            rows.append(
+                {
+                    "intervention": iv,
+                    "family": fam,
+                    "comparison": label,
+                    "metric": metric,
+                    "estimate": est,
+                    "lo": lo,
+                    "hi": hi,
+                    "n_traces": int(series.notna().sum()),
+                }
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "intervention",
+            "family",
+            "comparison",
+            "metric",
+            "estimate",
+            "lo",
+            "hi",
+            "n_traces",
+        ],
+    )

@@ -1,0 +1,176 @@
+"""Target sets from an `Analysis`, each with matched controls of the same size.
+
+Families (the sets the paper's rhythm names, Sec. 5.2):
+
+- ``"anchors"``: ``T_glob``, the top-q FAI tokens (`Analysis.anchors`);
+- ``"preplan"``: ``T_loc``, the top-q Delta tokens (`Analysis.preplan`);
+- ``"dominated"``: locally dominated anchors ``D`` (`Analysis.dominated`);
+- ``"intro"``: their introduction tokens ``I(D)`` (`Analysis.intro`).
+
+How controls are matched (this project's rules):
+
+- Same count: every control has exactly ``len(family set)`` positions.
+- Same eligible pool: the family's ranking pool, i.e. response positions where its metric
+  is defined (FAI for anchors and dominated anchors; Delta for preplan and intro tokens),
+  never position 0, and, when ``exclude`` is given (e.g. the answer span), without those.
+- ``"random"``: a uniform draw without replacement from the pool, one per seed
+  (``seed, seed + 1, ...``). It may overlap the family set: it is chance, not a complement.
+- ``"low_fai"``: the lowest-FAI positions of the FAI pool, counted and tie-broken by the
+  project's rule (`workbench.attention.rhythm.top_q` with ``bottom=True``, ties to the lower
+  position), the paper's "bottom" control.
+
+``size=m`` replaces the anchor and preplan sets by their top ``m`` (by FAI / Delta, same
+rule): ablating 40% of a response at once mostly measures that 40% is a lot, so a fixed
+small count is often the better experiment. Dominated and intro sets are kept as they are.
+Empty families (no dominated anchors, say) give no target set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..attention.analysis import Analysis
+from ..attention.rhythm import top_q
+from ..errors import WorkbenchError
+
+__all__ = ["CONTROLS", "FAMILIES", "TargetSet", "target_sets"]
+
+FAMILIES = ("anchors", "preplan", "dominated", "intro")
+CONTROLS = ("random", "low_fai")
+
+
+@dataclass(frozen=True)
+class TargetSet:
+    """Positions to ablate, with what they are and what they are matched to.
+
+    Attributes:
+        name: unique label, e.g. ``"anchors"``, ``"random[anchors]#1"``,
+            ``"low_fai[anchors]"``.
+        family: the rhythm set it belongs to or is matched to (``"anchors"``...).
+        kind: ``"target"``, ``"random"`` or ``"low_fai"``.
+        positions: sorted absolute positions.
+        seed: the RNG seed for ``"random"`` controls, else None.
+    """
+
+    name: str
+    family: str
+    kind: str
+    positions: tuple[int, ...]
+    seed: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+
+def _pool(values: torch.Tensor, exclude: set[int]) -> np.ndarray:
+    v = torch.as_tensor(values).double().numpy()
+    pos = np.flatnonzero(~np.isnan(v))
+    return np.array([p for p in pos if p != 0 and p not in exclude], dtype=np.int64)
+
+
+def _masked(values: torch.Tensor, pool: np.ndarray) -> torch.Tensor:
+    out = torch.full_like(torch.as_tensor(values).double(), float("nan"))
+    v = torch.as_tensor(values).double()
+    out[pool] = v[pool]
+    return out
+
+
+def _top(values: torch.Tensor, m: int, *, bottom: bool = False) -> list[int]:
+    """Exactly `m` positions by the project's top-q rule (``q = m / n``)."""
+    n = int((~torch.isnan(values)).sum())
+    if m <= 0 or n == 0:
+        return []
+    if m > n:
+        raise WorkbenchError(
+            f"asked for {m} positions but only {n} are eligible",
+            "use a smaller size (or a longer trace)",
+        )
+    picks = top_q(values, m / n, bottom=bottom)
+    assert len(picks) == m, (len(picks), m)
+    return picks
+
+
+def _check_names(names: Iterable[str], allowed: Sequence[str], what: str) -> list[str]:
+    if isinstance(names, str):
+        names = [names]
+    out = list(names)
+    bad = [n for n in out if n not in allowed]
+    if bad:
+        raise WorkbenchError(f"unknown {what} {bad}", f"use some of {list(allowed)}")
+    return out
+
+
+def target_sets(
+    analysis: Analysis,
+    *,
+    families: Iterable[str] = FAMILIES,
+    controls: Iterable[str] = CONTROLS,
+    n_random: int = 3,
+    seed: int = 0,
+    size: int | None = None,
+    exclude: Iterable[int] = (),
+) -> list[TargetSet]:
+    """Target sets and their matched controls for one analysed trace.
+
+    Args:
+        analysis: the `Analysis` of the trace.
+        families: which rhythm sets (see `FAMILIES`).
+        controls: which controls (see `CONTROLS`); each is built per family.
+        n_random: number of random controls (seeds ``seed .. seed + n_random - 1``).
+        seed: first RNG seed.
+        size: None keeps the analysis's sets; an int takes the top `size` anchors / preplan
+            tokens instead (dominated and intro sets are unchanged).
+        exclude: positions never to target, in targets or controls (e.g. the answer span).
+
+    Returns:
+        For each non-empty family: the family's set, then its controls, in that order.
+        Every control has the family set's size (when the pool is large enough: a
+        `WorkbenchError` says so otherwise).
+    """
+    fams = _check_names(families, FAMILIES, "target families")
+    ctrls = _check_names(controls, CONTROLS, "controls")
+    if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 0:
+        raise WorkbenchError(f"n_random must be >= 0, got {n_random!r}", "pass e.g. n_random=3")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise WorkbenchError(f"size must be a positive int or None, got {size!r}", "e.g. size=4")
+    excl = {int(p) for p in exclude}
+    metric = {"anchors": analysis.fai, "dominated": analysis.fai}
+    metric |= {"preplan": analysis.delta, "intro": analysis.delta}
+    fai_pool = _pool(analysis.fai, excl)
+    out: list[TargetSet] = []
+    for fam in fams:
+        pool = _pool(metric[fam], excl)
+        if size is not None and fam in ("anchors", "preplan"):
+            positions = _top(_masked(metric[fam], pool), min(size, len(pool)))
+        else:
+            positions = [p for p in getattr(analysis, fam) if p not in excl and p != 0]
+        m = len(positions)
+        if m == 0:
+            continue
+        out.append(TargetSet(fam, fam, "target", tuple(sorted(positions))))
+        if "random" in ctrls:
+            if m > len(pool):
+                raise WorkbenchError(
+                    f"{fam}: {m} positions but only {len(pool)} eligible for a random control",
+                    "use a smaller size or fewer exclusions",
+                )
+            for i in range(n_random):
+                rng = np.random.default_rng(seed + i)
+                picks = rng.choice(pool, size=m, replace=False)
+                out.append(
+                    TargetSet(
+                        f"random[{fam}]#{i}",
+                        fam,
+                        "random",
+                        tuple(sorted(int(p) for p in picks)),
+                        seed + i,
+                    )
+                )
+        if "low_fai" in ctrls:
+            low = _top(_masked(analysis.fai, fai_pool), m, bottom=True)
+            out.append(TargetSet(f"low_fai[{fam}]", fam, "low_fai", tuple(low)))
+    return out
