@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import altair as alt
 
@@ -26,7 +27,7 @@ def to_html(chart: alt.TopLevelMixin) -> str:
 
 
 def save(
-    chart: alt.TopLevelMixin,
+    chart: Any,
     path: str | os.PathLike,
     *,
     format: str | None = None,

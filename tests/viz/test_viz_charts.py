@@ -1,0 +1,263 @@
+"""Chart builders on a real analysis of a short trace (SmolLM2): data and encodings.
+
+Each chart's embedded data is checked against the `Analysis` it was built from: the marked
+tokens are exactly the preplan/anchor sets, the coloured values are the metric, the map
+cells are the mean attention of the head group read straight from ``hook_pattern``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import workbench as wb
+from workbench.errors import WorkbenchError
+from workbench.viz import charts
+from workbench.viz.maps import attention_maps
+
+pytestmark = pytest.mark.slow
+
+PROMPT = "What is 17 * 23?"
+RESPONSE = "17 * 23 = 17 * 20 + 17 * 3 = 340 + 51 = 391.\nSo the answer is 391."
+
+
+@pytest.fixture(scope="module")
+def trace(smol):
+    return wb.Trace.from_text(smol, PROMPT, RESPONSE)
+
+
+@pytest.fixture(scope="module")
+def analysis(smol, trace):
+    return wb.analyze(smol, trace)
+
+
+@pytest.fixture(scope="module")
+def maps(smol, trace):
+    return attention_maps(smol, trace)
+
+
+def _layers(chart) -> list[dict]:
+    return chart.to_dict()["layer"]
+
+
+def _rows(spec: dict, chart_dict: dict) -> list[dict]:
+    """The inline rows of a (sub)spec, resolved through the top-level datasets."""
+    return chart_dict["datasets"][spec["data"]["name"]]
+
+
+def _nan_equal(a, b) -> bool:
+    a = np.array([np.nan if v is None else v for v in a], dtype=float)
+    return np.allclose(a, np.asarray(b, dtype=float), equal_nan=True)
+
+
+# -- attention map ---------------------------------------------------------------------------
+
+
+def test_local_map_is_the_mean_local_pattern_over_response_rows(smol, trace, analysis, maps):
+    chart = charts.attention_map(maps, "local", analysis=analysis)
+    d = chart.to_dict()
+    assert d["mark"]["type"] == "rect"
+    enc = d["encoding"]
+    assert (enc["x"]["field"], enc["x2"]["field"], enc["y"]["field"], enc["y2"]["field"]) == (
+        "k0",
+        "k1",
+        "q0",
+        "q1",
+    )
+    assert enc["color"]["field"] == "attention"
+    assert enc["y"]["scale"]["reverse"] is True
+    rows = _rows(d, d)
+    assert maps.bin == 1 and len(rows) <= 5000
+    n, p = len(trace), trace.prompt_len
+    # exact map: one cell per (query in the response, key <= query)
+    assert len(rows) == sum(t + 1 for t in range(p, n))
+    assert {r["q0"] for r in rows} == set(range(p, n))
+    assert all(r["k0"] <= r["q0"] for r in rows)
+    # reference: the local heads' patterns from a plain run_with_cache
+    layers = sorted({layer for layer, _ in analysis.local_heads})
+    _, cache = smol.run_with_cache(
+        trace.ids[None], names_filter=lambda name: name.endswith("attn.hook_pattern")
+    )
+    ref = np.mean(
+        [cache[f"blocks.{lay}.attn.hook_pattern"][0, h].numpy() for lay, h in analysis.local_heads],
+        axis=0,
+    )
+    del cache, layers
+    got = np.array([r["attention"] for r in rows])
+    want = np.array([ref[r["q0"], r["k0"]] for r in rows])
+    assert np.allclose(got, want, atol=1e-5)
+    # hover shows the tokens of exact cells
+    assert {"query", "key"} <= set(rows[0])
+    assert rows[0]["query"] == charts.display_token(trace.tokens[p])
+
+
+def test_one_head_and_global_group_maps(analysis, maps):
+    head = analysis.global_heads[0]
+    one = charts.attention_map(maps, head).to_dict()
+    assert "layer" in one["title"]["text"] and str(head[0]) in one["title"]["text"]
+    glob = charts.attention_map(maps, "global", analysis=analysis).to_dict()
+    assert f"mean of {len(analysis.global_heads)} global heads" in glob["title"]["text"]
+    vals_one = [r["attention"] for r in _rows(one, one)]
+    vals_glob = [r["attention"] for r in _rows(glob, glob)]
+    assert len(vals_one) == len(vals_glob) and not np.allclose(vals_one, vals_glob)
+
+
+def test_maps_pool_to_the_cell_budget_and_keep_the_mass(smol, trace, analysis):
+    small = attention_maps(smol, trace, heads=analysis.local_heads, max_cells=300)
+    assert small.bin > 1
+    d = charts.attention_map(small, "local", analysis=analysis).to_dict()
+    rows = _rows(d, d)
+    assert 0 < len(rows) <= 300
+    assert "blocks averaged" in d["title"]["subtitle"]
+    assert "query" not in rows[0]  # no single token to show for a block
+    # every response row sums to 1 => block means weighted by block sizes sum to R
+    total = sum(r["attention"] * (r["q1"] - r["q0"]) * (r["k1"] - r["k0"]) for r in rows)
+    assert math.isclose(total, len(trace) - trace.prompt_len, rel_tol=1e-4)
+
+
+def test_map_errors_name_the_fix(analysis, maps):
+    with pytest.raises(WorkbenchError, match="needs the analysis"):
+        charts.attention_map(maps, "local")
+    with pytest.raises(WorkbenchError, match="not a head group"):
+        charts.attention_map(maps, "sideways", analysis=analysis)
+
+
+# -- WAAD / FAI curves -----------------------------------------------------------------------
+
+
+def test_curves_mark_preplan_on_waad_and_anchors_on_fai(analysis):
+    chart = charts.rhythm_curves(analysis)
+    d = chart.to_dict()
+    assert len(d["vconcat"]) == 2
+    waad, fai = d["vconcat"]
+    for panel, field in ((waad, "preplan"), (fai, "anchor")):
+        line, points, marks = panel["layer"]
+        assert line["mark"]["type"] == "line" and points["mark"]["type"] == "point"
+        assert marks["mark"]["shape"] == "triangle-up"
+        assert points["encoding"]["x"]["field"] == "t"
+        assert points["encoding"]["y"]["field"] == "value"
+        tips = {t["field"] for t in points["encoding"]["tooltip"]}
+        assert {"label", "pos", "value"} <= tips  # token text on hover
+        rows = _rows(points, d)
+        assert [r["pos"] for r in rows] == list(analysis.response)
+        marked = [r["pos"] for r in _rows(marks, d)]
+        assert marked == (analysis.preplan if field == "preplan" else analysis.anchors)
+    waad_rows = _rows(waad["layer"][1], d)
+    assert _nan_equal([r["value"] for r in waad_rows], analysis.waad[analysis.response].numpy())
+    fai_rows = _rows(fai["layer"][1], d)
+    assert _nan_equal([r["value"] for r in fai_rows], analysis.fai[analysis.response].numpy())
+    assert d["resolve"]["scale"]["x"] == "shared"
+
+
+def test_curves_follow_post_processing_and_entropy_is_optional(analysis):
+    other = analysis.with_params(window=4, top_q=0.2)
+    d = charts.rhythm_curves(other, entropy=True).to_dict()
+    assert len(d["vconcat"]) == 3
+    ent = d["vconcat"][2]
+    assert len(ent["layer"]) == 2  # line and points, nothing marked
+    assert "W = 4" in d["title"]["subtitle"]
+    marked = [r["pos"] for r in _rows(d["vconcat"][0]["layer"][2], d)]
+    assert marked == other.preplan and len(marked) < len(analysis.preplan)
+    waad = [r["value"] for r in _rows(d["vconcat"][0]["layer"][1], d)]
+    assert max(waad) <= 4 + 1e-9  # WAAD lies in [0, W]
+
+
+def test_curves_crop_to_positions(analysis):
+    start = analysis.prompt_len + 5
+    d = charts.rhythm_curves(analysis, positions=range(start, start + 10)).to_dict()
+    rows = _rows(d["vconcat"][0]["layer"][1], d)
+    assert [r["pos"] for r in rows] == list(range(start, start + 10))
+    with pytest.raises(WorkbenchError, match="selects no response token"):
+        charts.rhythm_curves(analysis, positions=range(0, 3))
+
+
+# -- text view -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("metric", ["fai", "waad", "entropy", "gamma"])
+def test_text_view_colours_tokens_by_the_metric(analysis, metric):
+    d = charts.text_view(analysis, metric, line_chars=30).to_dict()
+    background, text, _pre, _anc = d["layer"]
+    assert background["mark"]["type"] == "rect" and text["mark"]["type"] == "text"
+    rows = _rows(background, d)
+    assert [r["pos"] for r in rows] == list(analysis.response)
+    col = charts.METRICS[metric][0]
+    want = analysis.to_frame()[col].to_numpy()[analysis.prompt_len :]
+    assert _nan_equal([r["value"] for r in rows], want)
+    assert background["encoding"]["color"]["condition"]["field"] == "value"
+    assert text["encoding"]["text"]["field"] == "text"
+
+
+def test_text_view_outlines_preplan_and_anchor_tokens(analysis):
+    d = charts.text_view(analysis, "fai", line_chars=30).to_dict()
+    _, _, pre, anc = d["layer"]
+    assert pre["mark"]["filled"] is False and anc["mark"]["filled"] is False
+    assert pre["mark"]["stroke"] != anc["mark"]["stroke"]
+    assert [r["pos"] for r in _rows(pre, d)] == analysis.preplan
+    assert [r["pos"] for r in _rows(anc, d)] == analysis.anchors
+
+
+def test_text_view_wraps_lines_and_breaks_after_newlines(analysis):
+    d = charts.text_view(analysis, "fai", line_chars=30).to_dict()
+    rows = _rows(d["layer"][0], d)
+    assert all(r["x1"] <= 30 or r["x0"] == 0 for r in rows)
+    lines = [r["line"] for r in rows]
+    assert lines == sorted(lines) and lines[-1] >= 2
+    nl = [i for i, r in enumerate(rows) if "↵" in r["label"]]
+    assert nl, "the response has a newline token"
+    assert rows[nl[0] + 1]["x0"] == 0 and rows[nl[0] + 1]["line"] == rows[nl[0]]["line"] + 1
+    assert d["height"] == (lines[-1] + 1) * 20
+    no_outline = charts.text_view(analysis, "delta", outline=False).to_dict()
+    assert len(no_outline["layer"]) == 2
+
+
+def test_text_view_rejects_unknown_metrics(analysis):
+    with pytest.raises(WorkbenchError, match="not a per-token metric"):
+        charts.text_view(analysis, "vibes")
+
+
+# -- head map --------------------------------------------------------------------------------
+
+
+def test_head_map_has_every_head_and_outlines_the_classes(smol, analysis):
+    d = charts.head_map(analysis).to_dict()
+    cells, outline = d["layer"]
+    rows = _rows(cells, d)
+    assert len(rows) == smol.cfg.n_layers * smol.cfg.n_heads
+    assert cells["encoding"]["color"]["condition"]["field"] == "span"
+    span = {(r["layer"], r["head"]): r["span"] for r in rows}
+    assert span[(3, 4)] == pytest.approx(float(analysis.head_span[3, 4]))
+    outlined = {(r["layer"], r["head"]): r["cls"] for r in _rows(outline, d)}
+    assert outlined == {
+        **{h: "local" for h in analysis.local_heads},
+        **{h: "global" for h in analysis.global_heads},
+    }
+    assert outline["encoding"]["stroke"]["field"] == "cls"
+    assert outline["encoding"]["stroke"]["scale"]["domain"] == ["local", "global"]
+
+
+def test_head_map_greys_heads_that_were_not_analysed(smol, trace):
+    a = wb.analyze(smol, trace, layers="middle")
+    d = charts.head_map(a).to_dict()
+    rows = _rows(d["layer"][0], d)
+    missing = [r for r in rows if r["cls"] == "not analysed"]
+    assert len(missing) == (smol.cfg.n_layers - 5) * smol.cfg.n_heads
+    assert all(r["span"] is None for r in missing)
+
+
+def test_every_chart_exports_offline(tmp_path, analysis, maps):
+    built = {
+        "map": charts.attention_map(maps, "global", analysis=analysis),
+        "curves": charts.rhythm_curves(analysis, entropy=True),
+        "text": charts.text_view(analysis),
+        "heads": charts.head_map(analysis),
+    }
+    for name, chart in built.items():
+        svg = wb.viz.save(chart, tmp_path / f"{name}.svg").read_text()
+        assert "<svg" in svg and "</svg>" in svg
+        html = wb.viz.save(chart, tmp_path / f"{name}.html").read_text()
+        assert "<script src=" not in html
+    png = wb.viz.save(built["text"], tmp_path / "text.png").read_bytes()
+    assert png.startswith(b"\x89PNG")

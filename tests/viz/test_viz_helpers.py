@@ -1,0 +1,118 @@
+"""Fast tests of the chart helpers that need no model: pooling, wrapping, export checks."""
+
+from __future__ import annotations
+
+import math
+
+import altair as alt
+import pandas as pd
+import pytest
+import torch
+
+from workbench.errors import WorkbenchError
+from workbench.viz import charts, export, style
+from workbench.viz.maps import MAX_CELLS, pool, pool_bin
+
+
+@pytest.mark.parametrize(
+    ("rows", "cols", "max_cells", "expected"),
+    [
+        pytest.param(10, 20, 5000, 1, id="small-map-is-exact"),
+        pytest.param(50, 100, 5000, 1, id="exactly-at-the-limit"),
+        pytest.param(51, 100, 5000, 2, id="one-row-over-pools-by-2"),
+        pytest.param(512, 600, 5000, 8, id="long-trace"),
+        pytest.param(3, 4000, 100, 40, id="very-wide"),
+    ],
+)
+def test_pool_bin_is_the_smallest_block_that_fits(rows, cols, max_cells, expected):
+    b = pool_bin(rows, cols, max_cells)
+    assert b == expected
+    assert math.ceil(rows / b) * math.ceil(cols / b) <= max_cells
+    if b > 1:
+        assert math.ceil(rows / (b - 1)) * math.ceil(cols / (b - 1)) > max_cells
+
+
+def test_pool_is_the_block_mean_and_handles_partial_blocks():
+    torch.manual_seed(0)
+    x = torch.rand(2, 7, 5)
+    out = pool(x, 3)
+    assert out.shape == (2, 3, 2)
+    assert torch.allclose(out[:, 0, 0], x[:, 0:3, 0:3].mean((1, 2)))
+    assert torch.allclose(out[:, 2, 1], x[:, 6:7, 3:5].mean((1, 2)))  # partial corner block
+    assert torch.allclose(out[:, 1, 1], x[:, 3:6, 3:5].mean((1, 2)))
+    assert torch.equal(pool(x, 1), x)
+
+
+def test_pool_is_linear_so_group_maps_can_be_pooled_per_head():
+    torch.manual_seed(1)
+    x = torch.rand(4, 30, 45)
+    assert torch.allclose(pool(x, 4).mean(0), pool(x.mean(0, keepdim=True), 4)[0], atol=1e-6)
+
+
+def test_pool_bin_rejects_empty_maps():
+    with pytest.raises(WorkbenchError, match="empty"):
+        pool_bin(0, 10)
+
+
+def test_display_token_shows_whitespace_and_never_empty():
+    assert charts.display_token("a\nb") == "a↵b"
+    assert charts.display_token("\t") == "→"
+    assert charts.display_token("") == "∅"
+    assert charts.display_token(" the") == " the"
+
+
+def test_wrap_tokens_breaks_at_width_and_after_newlines():
+    tokens = ["Hello", " world", "!\n", "Next", " line", " is", " here"]
+    labels = [charts.display_token(t) for t in tokens]
+    lay = charts.wrap_tokens(labels, tokens, line_chars=12)
+    assert [line for line, _, _ in lay] == [0, 0, 1, 2, 2, 2, 3]
+    assert lay[0] == (0, 0, 5) and lay[1] == (0, 5, 11)
+    for (_line, x0, x1), label in zip(lay, labels, strict=True):
+        assert x1 - x0 == len(label)
+        assert x1 <= 12 or x0 == 0  # only a token longer than a line may overflow
+    assert lay[3][1] == 0  # the token after a newline starts its line
+
+
+def test_wrap_tokens_rejects_zero_width():
+    with pytest.raises(WorkbenchError, match="line_chars"):
+        charts.wrap_tokens(["a"], ["a"], 0)
+
+
+def _tiny_chart() -> alt.Chart:
+    df = pd.DataFrame({"x": [0, 1, 2], "y": [1.0, 3.0, 2.0]})
+    return alt.Chart(df).mark_line().encode(x="x:Q", y="y:Q")
+
+
+def test_export_writes_png_svg_json_and_self_contained_html(tmp_path):
+    chart = _tiny_chart()
+    png = export.save(chart, tmp_path / "c.png", scale=2)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = export.save(chart, tmp_path / "c.svg").read_text()
+    assert svg.lstrip().startswith("<svg") and "</svg>" in svg
+    spec = export.save(chart, tmp_path / "sub" / "c.json").read_text()
+    assert '"mark"' in spec and "vega-lite" in spec
+    html = export.save(chart, tmp_path / "c.html").read_text()
+    assert "<script src=" not in html  # nothing loaded from elsewhere
+    assert "cdn.jsdelivr" not in html and "unpkg.com" not in html
+    assert "vegaEmbed" in html and len(html) > 500_000  # the libraries are inlined
+    assert export.to_html(chart) == html
+
+
+def test_export_names_the_supported_formats(tmp_path):
+    with pytest.raises(WorkbenchError, match="cannot save a chart as 'pdf'"):
+        export.save(_tiny_chart(), tmp_path / "c.pdf")
+    with pytest.raises(WorkbenchError, match="expected an altair chart"):
+        export.save({"mark": "line"}, tmp_path / "c.svg")
+
+
+def test_theme_registers_and_restores():
+    style.enable_theme()
+    assert alt.theme.active == style.THEME
+    cfg = _tiny_chart().to_dict()["config"]
+    assert cfg["font"] == style.FONT
+    style.disable_theme()
+    assert alt.theme.active == "default"
+
+
+def test_max_cells_is_altairs_row_limit():
+    assert MAX_CELLS == 5000
