@@ -237,7 +237,8 @@ def encode_prompt(model: TransformerBridge, prompt: str, *, chat: bool = True) -
     return list(tokenizer(prompt)["input_ids"])
 
 
-def _eos_ids(model: TransformerBridge) -> list[int]:
+def eos_token_ids(model: TransformerBridge) -> list[int]:
+    """The ids that end a response: the tokenizer's EOS and the generation config's."""
     ids: set[int] = set()
     tokenizer = _tokenizer(model)
     if tokenizer.eos_token_id is not None:
@@ -303,7 +304,7 @@ def generate(
     hf = model.original_model
     device = next(hf.parameters()).device
     input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
-    eos = _eos_ids(model)
+    eos = eos_token_ids(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos or [0])[0]
     sample = temperature > 0
     kwargs: dict[str, Any] = {"do_sample": sample}

@@ -1,0 +1,83 @@
+"""GRPO advantages and the per-token surrogate, on hand-computed cases."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from workbench.rl import grpo_advantages, grpo_loss, token_logps
+
+
+def test_group_normalised_advantages_by_hand():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0])
+    adv = grpo_advantages(rewards, num_generations=4)
+    std = torch.tensor([1.0, 0.0, 0.0, 0.0]).std().item()  # unbiased, as TRL
+    expected = [(1 - 0.25) / (std + 1e-4)] + [(0 - 0.25) / (std + 1e-4)] * 3 + [0.0] * 4
+    assert adv.tolist() == pytest.approx(expected, rel=1e-6)
+    assert grpo_advantages(rewards, 4, "none").tolist() == pytest.approx(
+        [0.75, -0.25, -0.25, -0.25, 0, 0, 0, 0]
+    )
+
+
+def _trl_reference(logps, old, adv, mask, eps, loss_type):
+    """TRL's GRPO loss, written out loop by loop (sequence advantages, no credit)."""
+    B, T = len(logps), len(logps[0])
+    per_seq, total, count = [], 0.0, 0
+    for i in range(B):
+        s, n = 0.0, 0
+        for t in range(T):
+            if not mask[i][t]:
+                continue
+            r = math.exp(logps[i][t] - old[i][t])
+            term = -min(r * adv[i], max(min(r, 1 + eps), 1 - eps) * adv[i])
+            s, n = s + term, n + 1
+        per_seq.append(s / max(n, 1))
+        total, count = total + s, count + n
+    return total / count if loss_type == "dapo" else sum(per_seq) / B
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo"])
+def test_all_ones_gamma_is_plain_grpo(loss_type):
+    g = torch.Generator().manual_seed(0)
+    logps = -torch.rand(3, 5, generator=g) * 3
+    old = logps + 0.3 * torch.randn(3, 5, generator=g)
+    adv = torch.tensor([1.2, -0.7, 0.4])
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    ours = grpo_loss(logps, old, adv, torch.ones(3, 5), mask, epsilon=0.2, loss_type=loss_type)
+    ref = _trl_reference(logps.tolist(), old.tolist(), adv.tolist(), mask.tolist(), 0.2, loss_type)
+    assert ours.item() == pytest.approx(ref, rel=1e-6)
+
+
+def test_gamma_scales_each_tokens_gradient_for_both_signs():
+    logps = torch.zeros(2, 3, requires_grad=True)
+    adv = torch.tensor([2.0, -1.0])
+    gamma = torch.tensor([[1.0, 1.5, 1.0], [1.5, 1.0, 1.25]])
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    grpo_loss(logps, logps.detach(), adv, gamma, mask, loss_type="dapo").backward()
+    # At ratio 1 the surrogate's gradient is -gamma * A / (number of tokens).
+    assert torch.allclose(logps.grad, -gamma * adv[:, None] / 6)
+
+
+def test_gamma_is_detached():
+    gamma = torch.full((1, 2), 1.5, requires_grad=True)
+    logps = torch.zeros(1, 2, requires_grad=True)
+    loss = grpo_loss(logps, logps.detach(), torch.tensor([1.0]), gamma, torch.ones(1, 2).bool())
+    loss.backward()
+    assert gamma.grad is None
+
+
+def test_clipping_stops_the_gradient_beyond_the_trust_region():
+    old = torch.zeros(1, 2)
+    logps = torch.tensor([[0.5, -0.5]], requires_grad=True)  # ratios e^0.5 > 1.2, e^-0.5 < 0.8
+    grpo_loss(logps, old, torch.tensor([1.0]), torch.ones(1, 2), torch.ones(1, 2).bool()).backward()
+    assert logps.grad[0, 0].item() == 0.0  # positive advantage, ratio above 1+eps: clipped
+    assert logps.grad[0, 1].item() != 0.0  # below 1-eps with A > 0: min keeps the ratio term
+
+
+def test_token_logps_matches_log_softmax():
+    logits = torch.randn(2, 4, 7)
+    ids = torch.randint(0, 7, (2, 4))
+    ref = torch.log_softmax(logits, -1).gather(-1, ids[..., None])[..., 0]
+    assert torch.allclose(token_logps(logits, ids), ref, atol=1e-6)

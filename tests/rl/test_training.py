@@ -1,0 +1,164 @@
+"""The native GRPO loop on the tiny reasoner: it learns, logs, checkpoints and resumes exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import workbench as wb
+from workbench.errors import WorkbenchError
+from workbench.rl import GRPOConfig, read_metrics, resume, rollout_gammas, train
+from workbench.tasks import get_task
+from workbench.trace import encode_prompt
+
+pytestmark = pytest.mark.slow
+
+SMALL = dict(
+    model="tiny-reasoner",
+    per_device_train_batch_size=8,
+    num_generations=4,
+    max_completion_length=48,
+    eval_size=8,
+    eval_every=0,
+    save_every=1,
+    learning_rate=5e-5,
+)
+
+
+@pytest.fixture(scope="module")
+def rollout(tiny):
+    """A fixed rollout: 2 prompts x 2 reference-like completions."""
+    task = get_task("countdown")
+    problems = task.generate(2, split="test", seed=3)
+    prompts, completions = [], []
+    for p in problems:
+        ids = encode_prompt(tiny, p.prompt, chat=False)
+        for text in (p.solution, p.solution[: len(p.solution) // 2]):
+            prompts.append(ids)
+            completions.append(tiny.tokenizer(text, add_special_tokens=False)["input_ids"])
+    return prompts, completions
+
+
+class TestCredit:
+    @pytest.mark.parametrize(
+        "strategy", ["none", "local", "global", "coupled", "random", "entropy", "bottom-global"]
+    )
+    def test_shapes_and_values(self, tiny, rollout, strategy):
+        prompts, completions = rollout
+        width = max(len(c) for c in completions) + 3
+        g = rollout_gammas(tiny, prompts, completions, strategy=strategy, pad_to=width)
+        assert g.shape == (4, width) and g.dtype == torch.float32
+        for i, c in enumerate(completions):
+            assert torch.all(g[i, len(c) :] == 1.0), "padding gets weight 1"
+            values = set(torch.unique(g[i, : len(c)]).tolist())
+            if strategy == "none":
+                assert values == {1.0}
+            elif strategy == "coupled":
+                # 1, 1.25 (dominated anchor or intro), 1.5, and overlap sums up to 1.75
+                assert values <= {1.0, 1.25, 1.5, 1.75} and values != {1.0}
+            else:
+                assert values == {1.0, 1.5}
+                n_amp = int((g[i, : len(c)] == 1.5).sum())
+                assert n_amp == max(1, round(0.4 * len(c))) or strategy in (
+                    "global",
+                    "bottom-global",
+                )
+
+    def test_random_control_is_reproducible_per_seed(self, tiny, rollout):
+        prompts, completions = rollout
+        a = rollout_gammas(tiny, prompts, completions, strategy="random", seed=5)
+        b = rollout_gammas(tiny, prompts, completions, strategy="random", seed=5)
+        c = rollout_gammas(tiny, prompts, completions, strategy="random", seed=6)
+        assert torch.equal(a, b) and not torch.equal(a, c)
+
+    def test_credit_uses_the_analysis_of_each_rollout(self, tiny, rollout):
+        prompts, completions = rollout
+        g = rollout_gammas(tiny, prompts, completions, strategy="global", layers="middle")
+        trace = wb.Trace(
+            ids=torch.tensor(prompts[0] + completions[0]),
+            tokens=[""] * (len(prompts[0]) + len(completions[0])),
+            prompt_len=len(prompts[0]),
+            text="",
+        )
+        a = wb.analyze(tiny, trace, layers="middle", fai_horizon=(10, 100))
+        expected = a.gamma("global")[len(prompts[0]) :]
+        assert torch.equal(g[0, : len(completions[0])], expected)
+
+
+def _weights(run):
+    return {k: v.detach().clone() for k, v in run.policy.state_dict().items()}
+
+
+def test_a_short_run_changes_the_weights_and_writes_its_directory(tmp_path):
+    before = {
+        k: v.clone() for k, v in wb.load_model("tiny-reasoner").original_model.state_dict().items()
+    }
+    run = train(
+        GRPOConfig(strategy="coupled", max_steps=2, **SMALL), out=tmp_path / "r", progress=False
+    )
+    assert run.status == "finished" and run.step == 2
+    after = _weights(run)
+    assert any(not torch.equal(before[k], after[k]) for k in before), "weights must move"
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["strategy"] == "coupled"
+    rows = read_metrics(tmp_path / "r")
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert "eval_accuracy" in rows[0] and "eval_accuracy" in rows[-1]
+    assert 1.0 < rows[1]["gamma_mean"] <= 1.75
+    assert (tmp_path / "r" / "checkpoints" / "LATEST").read_text().strip() == "step-000002"
+    assert json.loads((tmp_path / "r" / "status.json").read_text())["status"] == "finished"
+
+
+def test_resume_after_interruption_matches_the_uninterrupted_run(tmp_path):
+    cfg = GRPOConfig(strategy="global", max_steps=3, seed=1, **SMALL)
+    full = train(cfg, out=tmp_path / "full", progress=False)
+
+    def interrupt_at_2(run, row):
+        if row.get("step") == 2:
+            raise KeyboardInterrupt
+
+    part = train(cfg, out=tmp_path / "part", progress=False, callbacks=[interrupt_at_2])
+    assert part.status == "interrupted" and part.step == 2
+    assert json.loads((tmp_path / "part" / "status.json").read_text())["status"] == "interrupted"
+
+    resumed = resume(tmp_path / "part", progress=False)
+    assert resumed.status == "finished" and resumed.step == 3
+    a, b = _weights(full), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights must equal the full run's"
+    strip = ("time_rollout", "time_credit", "time_update", "step_time")
+    rows_a = [
+        {k: v for k, v in r.items() if k not in strip} for r in read_metrics(tmp_path / "full")
+    ]
+    rows_b = [
+        {k: v for k, v in r.items() if k not in strip} for r in read_metrics(tmp_path / "part")
+    ]
+    assert rows_a == rows_b
+
+
+def test_corrupt_checkpoint_is_a_clear_error_and_the_previous_is_kept(tmp_path):
+    run = train(GRPOConfig(max_steps=2, **SMALL), out=tmp_path / "r", progress=False)
+    latest = tmp_path / "r" / "checkpoints" / "step-000002"
+    (latest / "model.safetensors").write_bytes(b"\0" * 100)
+    with pytest.raises(WorkbenchError, match="step-000002 is corrupt") as e:
+        resume(tmp_path / "r", max_steps=3, progress=False)
+    assert "checkpoint='step-000001'" in str(e.value)
+    assert (tmp_path / "r" / "checkpoints" / "step-000001").is_dir()
+    again = resume(tmp_path / "r", checkpoint="step-000001", max_steps=2, progress=False)
+    assert again.step == 2 and run.step == 2
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(WorkbenchError, match="multiple of num_generations"):
+        GRPOConfig(per_device_train_batch_size=6, num_generations=4)
+    with pytest.raises(WorkbenchError, match="unknown strategy 'anchors'"):
+        GRPOConfig(strategy="anchors")
+    with pytest.raises(WorkbenchError, match="unknown GRPO settings"):
+        GRPOConfig.from_dict({"lr": 1e-3})
+
+
+def test_an_existing_run_directory_is_not_overwritten(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(WorkbenchError, match="already holds a run"):
+        train(GRPOConfig(**SMALL), out=tmp_path, progress=False)

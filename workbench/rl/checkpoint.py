@@ -1,0 +1,188 @@
+"""Run directories and checkpoints, written atomically, read back with clear errors.
+
+Layout of a run directory::
+
+    config.json                 the GRPOConfig (written once, at the start)
+    metrics.jsonl               one JSON object per step (and per evaluation)
+    status.json                 {"status": "running" | "finished" | "interrupted", "step": N}
+    checkpoints/step-000010/    model.safetensors, optimizer.safetensors, state.json
+    checkpoints/LATEST          the name of the newest complete checkpoint
+
+Each checkpoint folder is built under a temporary name and renamed into place, and LATEST
+is replaced atomically after it, so a crash never leaves LATEST pointing at a half-written
+checkpoint. Everything is safetensors or JSON: nothing is unpickled on resume. Older
+checkpoints are pruned only after a newer one is complete, keeping ``keep`` of them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from .._io import atomic_dir, atomic_write_json, atomic_write_text
+from ..errors import WorkbenchError
+
+__all__ = [
+    "append_metrics",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "read_metrics",
+    "save_checkpoint",
+]
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+Tensor = torch.Tensor
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    state: dict[str, Any],
+    *,
+    keep: int = 2,
+) -> Path:
+    """Write ``checkpoints/step-NNNNNN`` atomically, point LATEST at it, prune old ones.
+
+    Args:
+        run_dir: the run directory.
+        step: the number of completed optimiser steps.
+        model: the policy (its ``state_dict``; tied weights handled by safetensors).
+        optimizer: the optimiser (state tensors to safetensors, the rest to JSON).
+        state: extra JSON-ready state (step, seeds...).
+        keep: how many checkpoints to keep.
+
+    Returns:
+        The checkpoint folder.
+    """
+    root = Path(run_dir) / "checkpoints"
+    name = f"step-{step:06d}"
+    tensors, meta = _optimizer_tensors(optimizer)
+    with atomic_dir(root / name, overwrite=True) as tmp:
+        save_model(model, str(tmp / "model.safetensors"))
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        atomic_write_json(tmp / "optimizer.json", meta)
+        atomic_write_json(tmp / "state.json", {**state, "step": step})
+    atomic_write_text(root / "LATEST", name + "\n")
+    for old in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return root / name
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoint folders, oldest first (temporary folders are ignored)."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint LATEST names (or the newest folder when LATEST is missing)."""
+    root = Path(run_dir) / "checkpoints"
+    pointer = root / "LATEST"
+    if pointer.is_file():
+        p = root / pointer.read_text().strip()
+        if p.is_dir():
+            return p
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def load_checkpoint(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> dict[str, Any]:
+    """Load a checkpoint into `model` (and `optimizer`); return its saved state.
+
+    Raises:
+        WorkbenchError: when any file is missing or unreadable; the message names the
+            checkpoint and the previous good one to resume from instead.
+    """
+    path = Path(path)
+    try:
+        state = json.loads((path / "state.json").read_text())
+        missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
+        if unexpected or missing:
+            raise ValueError(f"weights do not match the model (missing {missing[:3]})")
+        if optimizer is not None:
+            tensors = load_file(str(path / "optimizer.safetensors"))
+            meta = json.loads((path / "optimizer.json").read_text())
+            sd_state: dict[int, dict[str, Any]] = {}
+            for key, value in tensors.items():
+                pid, name = key.split(".", 1)
+                sd_state.setdefault(int(pid), {})[name] = value
+            for pid, scalars in meta["scalars"].items():
+                sd_state.setdefault(int(pid), {}).update(scalars)
+            optimizer.load_state_dict({"state": sd_state, "param_groups": meta["param_groups"]})
+    except Exception as e:
+        earlier = [p.name for p in list_checkpoints(path.parent) if p.name < path.name]
+        fix = (
+            f"resume from the previous checkpoint: resume(run_dir, checkpoint={earlier[-1]!r})"
+            if earlier
+            else "start the run again (no earlier checkpoint exists)"
+        )
+        raise WorkbenchError(
+            f"checkpoint {path} is corrupt or incomplete ({type(e).__name__}: "
+            f"{(str(e).splitlines() or [''])[0][:200]}); it was left in place",
+            fix,
+        ) from e
+    return state
+
+
+def append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
+    """Append one JSON line to ``metrics.jsonl`` (flushed and fsynced)."""
+    import os
+
+    path = Path(run_dir) / "metrics.jsonl"
+    with open(path, "a") as f:
+        f.write(json.dumps(row, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_metrics(run_dir: Path, *, up_to_step: int | None = None) -> list[dict[str, Any]]:
+    """The rows of ``metrics.jsonl`` (a torn last line, from a crash, is skipped).
+
+    Args:
+        run_dir: the run directory.
+        up_to_step: keep only rows with ``step <= up_to_step``.
+    """
+    path = Path(run_dir) / "metrics.jsonl"
+    rows: list[dict[str, Any]] = []
+    if not path.is_file():
+        return rows
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if up_to_step is None or row.get("step", 0) <= up_to_step:
+            rows.append(row)
+    return rows
+
+
+def rewrite_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
+    """Replace ``metrics.jsonl`` atomically (used on resume to drop rows past the checkpoint)."""
+    atomic_write_text(
+        Path(run_dir) / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+    )

@@ -1,0 +1,93 @@
+"""Per-token credit ``gamma`` for rollouts: the one place both trainers compute it.
+
+The native GRPO loop and `RhythmGRPOTrainer` (TRL) call `rollout_gammas` with the same
+arguments, so for the same rollouts they apply the same weights. Each completion is
+analysed with one extra forward pass of the current policy over prompt + completion on the
+chosen layers (`wb.analyze`), then `Analysis.gamma(strategy)` gives the weights; the
+prompt part is dropped. ``"none"`` needs no forward pass.
+
+Seeds: the ``"random"`` control draws its positions from ``seed + i`` for the i-th rollout,
+so the draw is reproducible and independent of batching.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from ..attention import analyze
+from ..attention.credit import check_strategy
+from ..trace import Trace
+
+__all__ = ["CreditSettings", "rollout_gammas"]
+
+CreditSettings = dict[str, Any]
+
+
+def rollout_gammas(
+    model: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    completion_ids: Sequence[Sequence[int]],
+    *,
+    strategy: str,
+    gamma_amp: float = 1.5,
+    layers: Any = "middle",
+    top_q: float = 0.4,
+    window: int = 10,
+    fai_horizon: tuple[int, int | None] = (10, 100),
+    alpha: float = 0.5,
+    k: int = 3,
+    seed: int = 0,
+    pad_to: int | None = None,
+) -> Float[Tensor, "batch pos"]:
+    """Credit weights for a batch of rollouts, ``[batch, completion_pos]``.
+
+    Args:
+        model: the policy as a TransformerBridge (its current weights are used).
+        prompt_ids: token ids of each rollout's prompt.
+        completion_ids: token ids of each completion (unpadded).
+        strategy: a credit strategy (see `workbench.attention.credit.STRATEGIES`).
+        gamma_amp, layers, top_q, window, fai_horizon, alpha, k: as in `wb.analyze` and
+            `Analysis.gamma` (defaults: the paper's RL settings).
+        seed: base seed of the ``"random"`` control (rollout i uses ``seed + i``).
+        pad_to: width of the result (default: the longest completion); padding is 1.0.
+
+    Returns:
+        ``[batch, pad_to]`` float32 weights; 1.0 past each completion's end.
+    """
+    check_strategy(strategy)
+    width = pad_to if pad_to is not None else max((len(c) for c in completion_ids), default=0)
+    out = torch.ones(len(completion_ids), width, dtype=torch.float32)
+    if strategy == "none":
+        return out
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i, (p, c) in enumerate(zip(prompt_ids, completion_ids, strict=True)):
+                if len(c) == 0:
+                    continue
+                ids = torch.tensor(list(p) + list(c), dtype=torch.long)
+                trace = Trace(ids=ids, tokens=[""] * len(ids), prompt_len=len(p), text="")
+                a = analyze(
+                    model,
+                    trace,
+                    layers=layers,
+                    window=window,
+                    fai_horizon=fai_horizon,
+                    top_q=top_q,
+                    alpha=alpha,
+                    k=k,
+                    max_window=window,
+                    path="exact",
+                )
+                g = a.gamma(strategy, seed=seed + i, gamma_amp=gamma_amp)[len(p) :]
+                n = min(len(g), width)
+                out[i, :n] = g[:n]
+    finally:
+        model.train(was_training)
+    return out

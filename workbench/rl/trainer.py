@@ -1,0 +1,460 @@
+"""The native GRPO loop with rhythm credit: short runs in a notebook, resumable.
+
+One step (method.md, "Credit strategies"):
+
+1. sample ``prompts_per_step`` training problems (seeded by run seed and step) and
+   ``num_generations`` completions for each (seeded likewise);
+2. reward each completion with the task's verifier and normalise within its group;
+3. compute ``gamma`` for every completion with one extra forward pass of the current
+   policy on the credit layers (`rollout_gammas`; skipped for ``"none"``);
+4. minimise the PPO-clip surrogate with per-token advantage ``gamma[t] * A_i``
+   (`grpo_loss`), one group at a time with gradients accumulated, then one AdamW step.
+
+Every random draw of step ``s`` is seeded from ``(seed, s)``, so a run resumed from its
+checkpoint at step ``s`` repeats exactly what the uninterrupted run would have done.
+Ctrl-C (KeyboardInterrupt) in a notebook ends the current step cleanly: the last completed
+step is checkpointed and the run is marked ``interrupted``; `resume` continues it.
+
+Memory: the policy, its AdamW state (2 x parameters), and per group the logits of
+``num_generations x (prompt + completion)`` tokens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._io import atomic_write_json
+from ..errors import WorkbenchError
+from ..models import load_model
+from ..tasks import get_task
+from ..trace import encode_prompt
+from .checkpoint import (
+    append_metrics,
+    latest_checkpoint,
+    load_checkpoint,
+    read_metrics,
+    rewrite_metrics,
+    save_checkpoint,
+)
+from .config import GRPOConfig
+from .credit import rollout_gammas
+from .loss import grpo_advantages, grpo_loss, token_logps
+from .rollout import sample_completions
+
+__all__ = ["GRPORun", "resume", "train"]
+
+#: Training problems drawn once per run; each step samples its prompts from this pool.
+POOL_SIZE = 2000
+#: The held-out problems are the same for every run (seed fixed), so runs compare fairly.
+EVAL_SEED = 1234
+
+
+@contextlib.contextmanager
+def _defer_sigint(flag: threading.Event) -> Iterator[None]:
+    """Hold Ctrl-C during the block (an optimiser step, a checkpoint) and set `flag` instead.
+
+    The loop turns the flag into a KeyboardInterrupt once the step's bookkeeping is done,
+    so the weights, the step counter and the checkpoint always agree.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, lambda *a: flag.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _step_seed(seed: int, step: int) -> int:
+    return (seed * 1_000_003 + step * 7919) % (2**31 - 1)
+
+
+class GRPORun:
+    """One GRPO run: its config, model, optimiser, run directory and metrics.
+
+    Use `train` / `resume` rather than the constructor. Attributes: ``config``,
+    ``run_dir``, ``model`` (the TransformerBridge; ``model.original_model`` is the policy
+    being trained), ``step`` (completed steps), ``metrics`` (list of dicts, one per step,
+    evaluations included as ``eval_accuracy``), ``status``.
+    """
+
+    def __init__(
+        self,
+        config: GRPOConfig,
+        run_dir: str | Path,
+        *,
+        model: Any = None,
+        callbacks: list[Callable[[GRPORun, dict[str, Any]], None]] | None = None,
+        progress: bool = True,
+    ):
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.callbacks = list(callbacks or [])
+        self.progress = progress
+        self.model = model if model is not None else load_model(config.model, device=config.device)
+        self.policy = self.model.original_model
+        self.policy.train()
+        self.optimizer = torch.optim.AdamW(
+            self.policy.parameters(),
+            lr=config.learning_rate,
+            betas=(config.adam_beta1, config.adam_beta2),
+            eps=config.adam_epsilon,
+            weight_decay=config.weight_decay,
+        )
+        self.ref_policy = None
+        if config.beta != 0.0:
+            self.ref_policy = copy.deepcopy(self.policy).eval().requires_grad_(False)
+        self.task = get_task(config.task)
+        self.pool = self.task.generate(POOL_SIZE, split="train", seed=config.seed)
+        self.eval_problems = self.task.generate(config.eval_size, split="test", seed=EVAL_SEED)
+        self.step = 0
+        self.metrics: list[dict[str, Any]] = []
+        self.status = "new"
+        self._stop = threading.Event()
+        self._interrupted = threading.Event()
+        self._prompt_cache: dict[str, list[int]] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        if prompt not in self._prompt_cache:
+            self._prompt_cache[prompt] = encode_prompt(self.model, prompt, chat=self.config.chat)
+        return self._prompt_cache[prompt]
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.model.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def request_stop(self) -> None:
+        """Ask a run in another thread (e.g. the RL panel) to stop after the current step."""
+        self._stop.set()
+
+    def _set_status(self, status: str) -> None:
+        self.status = status
+        atomic_write_json(self.run_dir / "status.json", {"status": status, "step": self.step})
+
+    def _log(self, row: dict[str, Any]) -> None:
+        self.metrics.append(row)
+        append_metrics(self.run_dir, row)
+        for cb in self.callbacks:
+            cb(self, row)
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self) -> float:
+        """Greedy accuracy on the held-out problems (the same set for every run)."""
+        prompts = [self._prompt_ids(p.prompt) for p in self.eval_problems]
+        completions = sample_completions(
+            self.model,
+            prompts,
+            greedy=True,
+            max_new_tokens=self.config.max_completion_length,
+        )
+        scores = [
+            self.task.score(p, self._decode(c))
+            for p, c in zip(self.eval_problems, completions, strict=True)
+        ]
+        return float(sum(scores) / len(scores))
+
+    # ------------------------------------------------------------------ one step
+    def _train_step(self) -> dict[str, Any]:
+        cfg = self.config
+        step = self.step + 1
+        seed = _step_seed(cfg.seed, step)
+        rng = random.Random(seed)
+        problems = [self.pool[rng.randrange(len(self.pool))] for _ in range(cfg.prompts_per_step)]
+        prompts = [self._prompt_ids(p.prompt) for p in problems]
+
+        t0 = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            completions = sample_completions(
+                self.model,
+                prompts,
+                num_generations=cfg.num_generations,
+                max_new_tokens=cfg.max_completion_length,
+                temperature=cfg.temperature,
+                top_p=cfg.top_p,
+            )
+        G = cfg.num_generations
+        rewards = torch.tensor(
+            [self.task.score(problems[i // G], self._decode(c)) for i, c in enumerate(completions)],
+            dtype=torch.float32,
+        )
+        advantages = grpo_advantages(rewards, G, cfg.scale_rewards)
+        t1 = time.perf_counter()
+
+        rollout_prompts = [prompts[i // G] for i in range(len(completions))]
+        width = max(1, max(len(c) for c in completions))
+        gamma = rollout_gammas(
+            self.model,
+            rollout_prompts,
+            completions,
+            strategy=cfg.strategy,
+            gamma_amp=cfg.gamma_amp,
+            layers=cfg.credit_layers,
+            top_q=cfg.top_q,
+            window=cfg.window,
+            fai_horizon=cfg.fai_horizon,
+            alpha=cfg.alpha,
+            k=cfg.k,
+            seed=seed,
+            pad_to=width,
+        )
+        t2 = time.perf_counter()
+
+        loss_value, grad_norm = self._update(prompts, completions, advantages, gamma)
+        t3 = time.perf_counter()
+
+        lengths = torch.tensor([len(c) for c in completions], dtype=torch.float32)
+        mask = torch.arange(width)[None, :] < lengths[:, None]
+        return {
+            "step": step,
+            "reward": float(rewards.mean()),
+            "reward_std": float(rewards.std()),
+            "accuracy": float((rewards == 1.0).float().mean()),
+            "loss": loss_value,
+            "grad_norm": grad_norm,
+            "completion_length": float(lengths.mean()),
+            "gamma_mean": float(gamma[mask].mean()),
+            "gamma_amplified": float((gamma[mask] > 1.0).float().mean()),
+            "time_rollout": t1 - t0,
+            "time_credit": t2 - t1,
+            "time_update": t3 - t2,
+            "step_time": t3 - t0,
+        }
+
+    def _update(
+        self,
+        prompts: list[list[int]],
+        completions: list[list[int]],
+        advantages: torch.Tensor,
+        gamma: torch.Tensor,
+    ) -> tuple[float, float]:
+        cfg = self.config
+        G = cfg.num_generations
+        device = next(self.policy.parameters()).device
+        pad = self.model.tokenizer.pad_token_id or 0
+        n_tokens = float(sum(len(c) for c in completions))
+        normalizer = max(n_tokens, 1.0) if cfg.loss_type == "dapo" else float(len(completions))
+
+        groups = []
+        for g, prompt in enumerate(prompts):
+            rows = completions[g * G : (g + 1) * G]
+            t_max = max(1, max(len(c) for c in rows))
+            # Right padding after a completion cannot change a causal model's earlier logits.
+            ids = torch.full((G, len(prompt) + t_max), pad, dtype=torch.long)
+            mask = torch.zeros(G, t_max, dtype=torch.bool)
+            for r, c in enumerate(rows):
+                ids[r, : len(prompt)] = torch.tensor(prompt)
+                if c:
+                    ids[r, len(prompt) : len(prompt) + len(c)] = torch.tensor(c)
+                    mask[r, : len(c)] = True
+            groups.append((ids.to(device), mask.to(device), len(prompt), slice(g * G, (g + 1) * G)))
+
+        def logps_of(model: torch.nn.Module, ids: torch.Tensor, p_len: int):
+            logits = model(ids).logits[:, p_len - 1 : -1]
+            return token_logps(logits, ids[:, p_len:]), logits
+
+        old: list[torch.Tensor | None] = [None] * len(groups)
+        refs: list[torch.Tensor | None] = [None] * len(groups)
+        with torch.no_grad():
+            for j, (ids, _, p_len, _) in enumerate(groups):
+                if cfg.num_iterations > 1:
+                    old[j] = logps_of(self.policy, ids, p_len)[0]
+                if self.ref_policy is not None:
+                    refs[j] = logps_of(self.ref_policy, ids, p_len)[0]
+
+        total_loss = 0.0
+        grad_norm = 0.0
+        for _ in range(cfg.num_iterations):
+            self.optimizer.zero_grad(set_to_none=True)
+            for j, (ids, mask, p_len, rows) in enumerate(groups):
+                logps, logits = logps_of(self.policy, ids, p_len)
+                entropies = None
+                if cfg.entropy_coef != 0.0:
+                    logp_all = torch.log_softmax(logits.float(), -1)
+                    entropies = -(logp_all.exp() * logp_all).sum(-1)
+                loss = grpo_loss(
+                    logps,
+                    old[j] if old[j] is not None else logps.detach(),
+                    advantages[rows].to(device),
+                    gamma[rows, : mask.shape[1]].to(device),
+                    mask,
+                    epsilon=cfg.epsilon,
+                    epsilon_high=cfg.epsilon_high,
+                    loss_type=cfg.loss_type,
+                    normalizer=normalizer,
+                    ref_logps=refs[j],
+                    beta=cfg.beta,
+                    entropies=entropies,
+                    entropy_coef=cfg.entropy_coef,
+                )
+                loss.backward()
+                total_loss += float(loss.detach())
+            with _defer_sigint(self._interrupted):
+                grad_norm = float(
+                    torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+                )
+                self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total_loss / cfg.num_iterations, grad_norm
+
+    # ------------------------------------------------------------------ the loop
+    def _checkpoint(self) -> None:
+        with _defer_sigint(self._interrupted):
+            save_checkpoint(
+                self.run_dir,
+                self.step,
+                self.policy,
+                self.optimizer,
+                {"seed": self.config.seed},
+                keep=self.config.keep_checkpoints,
+            )
+
+    def train(self, max_steps: int | None = None) -> GRPORun:
+        """Run until ``max_steps`` (default: the config's), evaluating and checkpointing.
+
+        Returns:
+            self, with ``status`` ``"finished"``, ``"interrupted"`` (Ctrl-C) or
+            ``"stopped"`` (`request_stop`).
+        """
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        end = max_steps if max_steps is not None else cfg.max_steps
+        self._set_status("running")
+        bar = tqdm(
+            total=end,
+            initial=self.step,
+            desc=f"GRPO {cfg.strategy}",
+            disable=not self.progress,
+        )
+        try:
+            if self.step == 0 and not self.metrics:
+                self._log({"step": 0, "eval_accuracy": self.evaluate()})
+                self._checkpoint()
+            while self.step < end:
+                if self._stop.is_set():
+                    self._set_status("stopped")
+                    return self
+                row = self._train_step()
+                self.step = row["step"]
+                last = self.step == end
+                if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
+                    row["eval_accuracy"] = self.evaluate()
+                self._log(row)
+                if self.step % cfg.save_every == 0 or last:
+                    self._checkpoint()
+                if self._interrupted.is_set():
+                    raise KeyboardInterrupt
+                bar.update()
+                bar.set_postfix(
+                    reward=f"{row['reward']:.2f}",
+                    acc=f"{row.get('eval_accuracy', math.nan):.2f}",
+                    step_s=f"{row['step_time']:.1f}",
+                )
+        except KeyboardInterrupt:
+            # Weights only change inside the deferred optimiser step, so they match
+            # `self.step` completed steps here: checkpoint them and stop cleanly.
+            self._checkpoint()
+            self._set_status("interrupted")
+            print(
+                f"interrupted after step {self.step}: checkpoint saved; continue with "
+                f"wb.rl.resume({str(self.run_dir)!r})"
+            )
+            return self
+        finally:
+            bar.close()
+        self._set_status("finished")
+        return self
+
+
+def train(
+    config: GRPOConfig | None = None,
+    out: str | Path = "runs/grpo",
+    *,
+    model: Any = None,
+    callbacks: list[Callable[[GRPORun, dict[str, Any]], None]] | None = None,
+    progress: bool = True,
+    **overrides: Any,
+) -> GRPORun:
+    """Start a GRPO run in a new run directory and train it.
+
+    Args:
+        config: the run's settings (default `GRPOConfig()`); `overrides` change fields.
+        out: the run directory; it must not already hold a run (use `resume`).
+        model: an already loaded bridge of ``config.model`` to train in place (optional;
+            it is modified).
+        callbacks: called as ``cb(run, row)`` after every logged row (live charts).
+        progress: show a progress bar.
+
+    Returns:
+        The finished (or interrupted) `GRPORun`.
+    """
+    config = (
+        (config or GRPOConfig()).replace(**overrides) if overrides else (config or GRPOConfig())
+    )
+    run_dir = Path(out)
+    if (run_dir / "config.json").exists():
+        raise WorkbenchError(
+            f"{run_dir} already holds a run",
+            f"continue it with wb.rl.resume({str(run_dir)!r}), or pick another out folder",
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "config.json", config.to_dict())
+    run = GRPORun(config, run_dir, model=model, callbacks=callbacks, progress=progress)
+    return run.train()
+
+
+def resume(
+    run_dir: str | Path,
+    *,
+    checkpoint: str | None = None,
+    max_steps: int | None = None,
+    callbacks: list[Callable[[GRPORun, dict[str, Any]], None]] | None = None,
+    progress: bool = True,
+) -> GRPORun:
+    """Continue a run from its latest (or a named) checkpoint.
+
+    Metrics logged after that checkpoint are dropped and recomputed, so the resumed run's
+    metrics equal an uninterrupted run's.
+
+    Args:
+        run_dir: the run directory.
+        checkpoint: a checkpoint folder name (``"step-000010"``); default LATEST.
+        max_steps: train to this many steps (default: the config's; larger extends a run).
+        callbacks, progress: as in `train`.
+    """
+    import json
+
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise WorkbenchError(
+            f"{run_dir} is not a run directory (no config.json)",
+            "pass the folder a run was started in (train(..., out=DIR))",
+        )
+    config = GRPOConfig.from_dict(json.loads(cfg_path.read_text()))
+    path = run_dir / "checkpoints" / checkpoint if checkpoint else latest_checkpoint(run_dir)
+    if path is None or not path.is_dir():
+        raise WorkbenchError(
+            f"{run_dir} has no checkpoint {checkpoint or ''}".strip(),
+            "start the run again with wb.rl.train",
+        )
+    run = GRPORun(config, run_dir, callbacks=callbacks, progress=progress)
+    state = load_checkpoint(path, run.policy, run.optimizer)
+    run.step = int(state["step"])
+    rows = read_metrics(run_dir, up_to_step=run.step)
+    rewrite_metrics(run_dir, rows)
+    run.metrics = rows
+    return run.train(max_steps)

@@ -1,0 +1,120 @@
+"""Rhythm credit inside TRL: a `trl.GRPOTrainer` whose advantages are per-token.
+
+`RhythmGRPOTrainer` runs wherever TRL runs (accelerate, several GPUs, DeepSpeed), with the
+same credit code as the native loop (`rollout_gammas`). After TRL has generated and scored
+a batch, it replaces the sequence advantages ``A`` of shape ``(B,)`` by ``A[:, None] *
+gamma`` of shape ``(B, T)``, which TRL's loss accepts as they are.
+
+    from workbench.rl import RhythmGRPOTrainer
+    trainer = RhythmGRPOTrainer(model=hf_model, processing_class=tokenizer,
+                                reward_funcs=task.reward, args=trl.GRPOConfig(...),
+                                train_dataset=dataset, strategy="coupled")
+    trainer.train()
+
+Caveats:
+    - TRL logs the advantages before this override; the gamma statistics are logged
+      separately as ``credit/gamma_mean`` and ``credit/amplified_frac``.
+    - The attention pass uses a TransformerBridge over the unwrapped policy (same weights,
+      eager attention), built once and reused; it runs under ``torch.no_grad``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .credit import rollout_gammas
+
+try:
+    from trl import GRPOTrainer
+except ImportError as e:  # pragma: no cover - trl is a dependency
+    raise ImportError("RhythmGRPOTrainer needs TRL: pip install trl") from e
+
+__all__ = ["RhythmGRPOTrainer", "unpad_rollouts"]
+
+
+def unpad_rollouts(
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+) -> tuple[list[list[int]], list[list[int]]]:
+    """TRL's padded batch (prompts left-padded, completions right-padded) as id lists."""
+    prompts = [ids[m.bool()].tolist() for ids, m in zip(prompt_ids, prompt_mask, strict=True)]
+    completions = [
+        ids[m.bool()].tolist() for ids, m in zip(completion_ids, completion_mask, strict=True)
+    ]
+    return prompts, completions
+
+
+class RhythmGRPOTrainer(GRPOTrainer):
+    """`trl.GRPOTrainer` with the paper's per-token credit ``gamma[t] * A_i``.
+
+    Args:
+        *args, **kwargs: as for `trl.GRPOTrainer`.
+        strategy: credit strategy (``"coupled"``, ``"global"``, ``"local"``, ``"random"``,
+            ``"entropy"``, ``"bottom-*"`` or ``"none"``).
+        credit: keyword arguments of `rollout_gammas` (``gamma_amp``, ``layers``,
+            ``top_q``, ``window``, ``fai_horizon``, ``alpha``, ``k``); the paper's RL
+            defaults when omitted.
+        seed: base seed of the ``"random"`` control (step s uses ``seed + 100_000 * s``).
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        strategy: str = "coupled",
+        credit: dict[str, Any] | None = None,
+        seed: int = 0,
+        **kwargs: Any,
+    ):
+        super().__init__(*args, **kwargs)
+        self.strategy = strategy
+        self.credit = dict(credit or {})
+        self.credit_seed = seed
+        self._bridge = None
+        self.last_rollouts: dict[str, Any] | None = None
+
+    def _credit_bridge(self):
+        from transformer_lens.model_bridge import TransformerBridge
+
+        policy = self.accelerator.unwrap_model(self.model)
+        if self._bridge is None or self._bridge.original_model is not policy:
+            self._bridge = TransformerBridge.boot_transformers(
+                getattr(policy.config, "_name_or_path", "policy") or "policy",
+                hf_model=policy,
+                tokenizer=self.processing_class,
+                device=str(next(policy.parameters()).device),
+            )
+        return self._bridge
+
+    def _generate_and_score_completions(self, inputs):
+        out = super()._generate_and_score_completions(inputs)
+        prompts, completions = unpad_rollouts(
+            out["prompt_ids"], out["prompt_mask"], out["completion_ids"], out["completion_mask"]
+        )
+        width = out["completion_ids"].shape[1]
+        if self.strategy == "none":
+            gamma = torch.ones(len(completions), width)
+        else:
+            gamma = rollout_gammas(
+                self._credit_bridge(),
+                prompts,
+                completions,
+                strategy=self.strategy,
+                seed=self.credit_seed + 100_000 * int(self.state.global_step),
+                pad_to=width,
+                **self.credit,
+            )
+        gamma = gamma.to(out["advantages"].device)
+        advantages = out["advantages"]
+        if advantages.dim() == 1:
+            advantages = advantages[:, None]
+        out["advantages"] = advantages * gamma
+        mask = out["completion_mask"].bool()
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode]["credit/gamma_mean"].append(float(gamma[mask].mean()))
+        self._metrics[mode]["credit/amplified_frac"].append(float((gamma[mask] > 1).float().mean()))
+        self.last_rollouts = {"prompts": prompts, "completions": completions, "gamma": gamma.cpu()}
+        return out
