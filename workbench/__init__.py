@@ -9,7 +9,7 @@ tokens, and the RL credit strategies built on them.
     trace = wb.generate(model, "What is 17 * 23?", max_new_tokens=64, seed=0)
 """
 
-from . import viz
+from . import rl, tasks, viz
 from .attention import (
     Analysis,
     HeadClasses,
@@ -47,7 +47,9 @@ __all__ = [
     "middle_layers",
     "receiver_kurtosis",
     "record",
+    "rl",
     "run_batch",
+    "tasks",
     "viz",
     "waad",
     "workbench",

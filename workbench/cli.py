@@ -3,6 +3,7 @@
     workbench models            list the embedded models and whether they are cached
     workbench demo              load the default model, answer a word problem, write outputs
     workbench batch NB --grid k=v1,v2 --out DIR   papermill over a grid, with an index.csv
+    workbench rl --strategy coupled --steps N --out DIR   one GRPO run (--resume DIR continues)
 
 Subcommands for batch runs and RL join here as they land.
 """
@@ -91,6 +92,39 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _cmd_rl(args: argparse.Namespace) -> int:
+    from .rl import GRPOConfig, resume, train
+
+    if args.resume:
+        run = resume(args.resume, max_steps=args.steps)
+    else:
+        if not args.out:
+            raise WorkbenchError("workbench rl needs --out DIR for a new run", "add --out runs/NAME")
+        overrides = {
+            k: v
+            for k, v in {
+                "model": args.model,
+                "task": args.task,
+                "strategy": args.strategy,
+                "max_steps": args.steps,
+                "seed": args.seed,
+                "num_generations": args.num_generations,
+                "per_device_train_batch_size": args.batch_size,
+                "learning_rate": args.learning_rate,
+                "max_completion_length": args.max_completion_length,
+                "eval_every": args.eval_every,
+                "eval_size": args.eval_size,
+            }.items()
+            if v is not None
+        }
+        run = train(GRPOConfig(**overrides), out=args.out)
+    accs = [r["eval_accuracy"] for r in run.metrics if "eval_accuracy" in r]
+    print(f"run {run.run_dir}: {run.status} at step {run.step}")
+    if accs:
+        print(f"held-out accuracy: start {accs[0]:.3f}, end {accs[-1]:.3f}, peak {max(accs):.3f}")
+    return 0 if run.status in ("finished", "interrupted") else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `workbench` command."""
     parser = argparse.ArgumentParser(
@@ -132,6 +166,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-failed", action="store_true", help="do not re-run runs that failed last time"
     )
     p.set_defaults(func=_cmd_batch)
+
+    p = sub.add_parser("rl", help="one GRPO run with rhythm credit (or --resume DIR)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
+    p.add_argument("--out", help="run directory of a new run")
+    p.add_argument("--model", help="model name or folder (default: tiny-reasoner)")
+    p.add_argument("--task", choices=["countdown", "arithmetic"])
+    p.add_argument(
+        "--strategy",
+        help="none, random, entropy, local, global, coupled, bottom-local, bottom-global, "
+        "bottom-coupled",
+    )
+    p.add_argument("--steps", type=int, help="optimiser steps (with --resume: train to this)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--num-generations", type=int)
+    p.add_argument("--batch-size", type=int, help="completions per step (TRL's meaning)")
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--max-completion-length", type=int)
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--eval-size", type=int)
+    p.set_defaults(func=_cmd_rl)
     return parser
 
 

@@ -162,3 +162,20 @@ def test_an_existing_run_directory_is_not_overwritten(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(WorkbenchError, match="already holds a run"):
         train(GRPOConfig(**SMALL), out=tmp_path, progress=False)
+
+
+def test_experiment_runs_each_strategy_and_seed_once(tmp_path):
+    from workbench.rl import run_experiment
+
+    small = {**SMALL, "max_steps": 1}
+    exp = run_experiment(["none", "coupled"], [0, 1], tmp_path, progress=False, **small)
+    assert len(exp.run_dirs()) == 4
+    table = exp.summary()
+    assert set(table["strategy"]) == {"none", "coupled"}
+    assert (table["n_seeds"] == 2).all()
+    assert ((table["final_lo"] <= table["final"]) & (table["final"] <= table["final_hi"])).all()
+    spec = exp.chart().to_dict()
+    assert {layer["mark"]["type"] for layer in spec["layer"]} == {"area", "line"}
+    mtimes = {d: (d / "metrics.jsonl").stat().st_mtime_ns for d in exp.run_dirs()}
+    run_experiment(["none", "coupled"], [0, 1], tmp_path, progress=False, **small)
+    assert all((d / "metrics.jsonl").stat().st_mtime_ns == m for d, m in mtimes.items())

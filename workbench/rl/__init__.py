@@ -11,11 +11,13 @@ the same credit wherever TRL runs.
 from .checkpoint import latest_checkpoint, list_checkpoints, read_metrics
 from .config import GRPOConfig
 from .credit import rollout_gammas
+from .experiment import Experiment, run_experiment
 from .loss import grpo_advantages, grpo_loss, token_logps
 from .rollout import sample_completions
 from .trainer import GRPORun, resume, train
 
 __all__ = [
+    "Experiment",
     "GRPOConfig",
     "GRPORun",
     "RhythmGRPOTrainer",
@@ -26,6 +28,7 @@ __all__ = [
     "read_metrics",
     "resume",
     "rollout_gammas",
+    "run_experiment",
     "sample_completions",
     "token_logps",
     "train",
