@@ -642,8 +642,9 @@ class Workbench(widgets.VBox):
         """Add a panel as a tab. If it has ``set_model``, it gets the current model now and
         every model loaded later."""
         self.panels.append(panel)
+        titles = (*self.tabs.titles, title)  # setting children resets the titles
         self.tabs.children = [*self.tabs.children, panel]
-        self.tabs.titles = (*self.tabs.titles, title)
+        self.tabs.titles = titles
         model = self.model_panel.model
         if _pass_model and model is not None and hasattr(panel, "set_model"):
             panel.set_model(model)

@@ -1,0 +1,227 @@
+"""Panels driven headlessly: set widget values, check the new state, the charts and the
+number of forward passes (counted with a hook on the model's embedding, independent of
+the panel's own bookkeeping)."""
+
+from __future__ import annotations
+
+import altair as alt
+import ipywidgets as widgets
+import pytest
+import torch
+
+import workbench as wb
+from workbench.errors import WorkbenchError
+from workbench.viz import panels
+
+PROMPT = "What is 17 * 23?"
+RESPONSE = "17 * 23 = 17 * 20 + 17 * 3 = 340 + 51 = 391.\nSo the answer is 391."
+
+
+class _Counter:
+    def __init__(self, model):
+        self.n = 0
+        self._handle = model.embed.register_forward_pre_hook(self._hit)
+
+    def _hit(self, module, args):
+        self.n += 1
+
+    def close(self):
+        self._handle.remove()
+
+
+@pytest.fixture
+def passes(smol):
+    c = _Counter(smol)
+    yield c
+    c.close()
+
+
+def _data(jchart, layer_path, d=None):
+    d = d or jchart.chart.to_dict()
+    spec = d
+    for k in layer_path:
+        spec = spec[k]
+    return d["datasets"][spec["data"]["name"]]
+
+
+# -- fast: no model --------------------------------------------------------------------------
+
+
+def test_head_picker_resolves_all_middle_and_custom_layers():
+    p = panels.HeadPicker(30, 9)
+    assert p.layers == list(range(30)) and len(p.heads) == 270
+    assert p.custom_layers.disabled
+    p.mode.value = "middle"
+    assert p.layers == [10, 12, 15, 18, 20]
+    assert p.heads[:2] == [(10, 0), (10, 1)] and len(p.heads) == 45
+    p.mode.value = "custom"
+    assert not p.custom_layers.disabled
+    p.custom_layers.value = (3, 7)
+    p.head_index.value = (0, 8)
+    assert p.heads == [(3, 0), (3, 8), (7, 0), (7, 8)]
+    assert "4 heads" in p.summary.value and "3, 7" in p.summary.value
+
+
+def test_model_panel_loads_with_progress_and_notifies(tmp_path):
+    loaded, seen = [], []
+
+    class Fake:
+        class cfg:
+            n_layers, n_heads = 2, 3
+
+        workbench_name = "fake"
+
+    def loader(name):
+        loaded.append(name)
+        return Fake()
+
+    mp = panels.ModelPanel(loader=loader)
+    mp.on_load(seen.append)
+    assert mp.progress.value == 0 and mp.model is None
+    names = [v for _, v in mp.source.options]
+    assert "smollm2-135m" in names and names[-1] == "__folder__"
+    assert mp.folder.layout.display == "none"
+    mp.source.value = "__folder__"
+    assert mp.folder.layout.display == ""
+    mp.folder.value = str(tmp_path)
+    model = mp.load()
+    assert loaded == [str(tmp_path)] and seen == [model] and mp.model is model
+    assert mp.progress.value == 3 and mp.progress.bar_style == "success"
+    assert "fake: 2 layers x 3 heads" in mp.status.value
+    assert mp.last_error is None
+
+
+def test_model_panel_shows_load_errors_instead_of_raising(tmp_path):
+    mp = panels.ModelPanel()
+    mp.source.value = "__folder__"
+    mp.folder.value = str(tmp_path / "missing")
+    assert mp.load() is None
+    assert isinstance(mp.last_error, WorkbenchError)
+    assert "wb-status-error" in mp.status.value and "Fix:" in mp.status.value
+    assert mp.progress.bar_style == "danger" and not mp.load_button.disabled
+    mp.folder.value = ""
+    mp.load()
+    assert "no folder given" in mp.status.value
+
+
+def test_rhythm_panel_without_model_says_so():
+    r = panels.RhythmPanel(prompt=PROMPT)
+    assert r.run() is None
+    assert "no model is loaded" in r.status.value
+    assert isinstance(r.last_error, WorkbenchError)
+
+
+# -- slow: the real model --------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_rhythm_panel_updates_without_a_new_forward_pass(smol, passes):
+    r = panels.RhythmPanel(smol, prompt=PROMPT, response=RESPONSE)
+    a = r.run()
+    assert r.last_error is None, r.last_error
+    assert passes.n == 2 and r.forward_passes == 2  # analysis pass + attention-map pass
+    assert a is r.analysis and len(a.heads) == 270
+    assert set(r.charts) == {"curves", "text", "map", "heads"}
+    assert all(isinstance(c, alt.JupyterChart) for c in r.charts.values())
+    assert "analysed" in r.status.value
+
+    # post-processing parameters: new analysis, new charts, no forward pass
+    r.window.value = 5
+    assert r.analysis.params["window"] == 5 and r.analysis is not a
+    d = r.charts["curves"].chart.to_dict()
+    assert "W = 5" in d["title"]["subtitle"]
+    marked = [row["pos"] for row in _data(r.charts["curves"], ["vconcat", 0, "layer", 2], d)]
+    assert marked == r.analysis.preplan == a.with_params(window=5).preplan
+    r.h_lo.value = 10
+    r.h_hi.value = 100
+    assert r.analysis.params["fai_horizon"] == (10, 100)
+    assert r.analysis.anchors == a.with_params(window=5, fai_horizon=(10, 100)).anchors
+    outlined = [row["pos"] for row in _data(r.charts["text"], ["layer", 3])]
+    assert outlined == r.analysis.anchors
+    r.q_local.value = 0.2
+    r.q_global.value = 0.1
+    assert len(r.analysis.local_heads) == 54 and len(r.analysis.global_heads) == 27
+    heads_rows = _data(r.charts["heads"], ["layer", 1])
+    assert len(heads_rows) == 54 + 27
+    r.top_q.value = 0.2
+    assert r.analysis.params["top_q"] == 0.2
+    defined = int((~torch.isnan(r.analysis.fai[r.analysis.prompt_len :])).sum())
+    assert len(r.analysis.anchors) == max(1, round(0.2 * defined))
+    assert r.last_error is None
+    assert passes.n == 2
+
+    # heads and layers: re-derived from the kept per-head statistics, still no pass
+    r.picker.mode.value = "middle"
+    assert {layer for layer, _ in r.analysis.heads} == {10, 12, 15, 18, 20}
+    assert len(r.analysis.heads) == 45
+    ref = wb.analyze(smol, r.trace, layers="middle", **r.params)
+    passes.n -= 1  # the reference pass above is ours, not the panel's
+    assert r.analysis.local_heads == ref.local_heads
+    assert r.analysis.anchors == ref.anchors and r.analysis.preplan == ref.preplan
+    assert "local (" in r.picker.classes.value
+    r.picker.mode.value = "custom"
+    r.picker.custom_layers.value = (0, 1)
+    r.picker.head_index.value = (0, 1, 2)
+    assert r.analysis.heads == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+
+    # display-only choices redraw from the same analysis
+    before = r.analysis
+    r.metric.value = "entropy"
+    assert "entropy" in r.charts["text"].chart.to_dict()["title"]["subtitle"]
+    r.entropy.value = True
+    assert len(r.charts["curves"].chart.to_dict()["vconcat"]) == 3
+    r.map_heads.value = (7, 2)
+    assert "layer 7 head 2" in r.charts["map"].chart.to_dict()["title"]["text"]
+    assert r.analysis is before
+    assert r.last_error is None
+    assert passes.n == 2 and r.forward_passes == 2
+
+
+@pytest.mark.slow
+def test_rhythm_panel_reports_an_empty_head_choice(smol):
+    r = panels.RhythmPanel(smol, prompt=PROMPT, response=RESPONSE)
+    r.run()
+    shown = r.analysis
+    r.picker.head_index.value = ()
+    assert isinstance(r.last_error, WorkbenchError)
+    assert "no heads are selected" in r.status.value
+    assert r.analysis is shown  # the last good state stays on screen
+    r.picker.head_index.value = (4,)
+    assert r.last_error is None and len(r.analysis.heads) == 30
+
+
+@pytest.mark.slow
+def test_rhythm_panel_generates_when_no_response_is_pasted(smol):
+    r = panels.RhythmPanel(smol, prompt="2 + 2 =", max_new_tokens=8, temperature=0.0)
+    r.max_new_tokens.value = 8
+    a = r.run()
+    assert r.last_error is None, r.last_error
+    assert 1 <= r.trace.response_len <= 8 and a.prompt_len == r.trace.prompt_len
+    assert r.trace.meta.get("seed", 0) == 0
+
+
+@pytest.mark.slow
+def test_workbench_app_composes_panels_and_passes_models_to_new_tabs(smol):
+    app = wb.workbench(smol, prompt=PROMPT, response=RESPONSE)
+    assert isinstance(app, wb.Workbench) and app.model is smol
+    assert app.tabs.titles == ("Rhythm",) and app.tabs.children[0] is app.rhythm
+    assert app.model_panel.progress.value == 3
+
+    class Extra(widgets.VBox):
+        models: list
+
+        def __init__(self):
+            super().__init__()
+            self.models = []
+
+        def set_model(self, model):
+            self.models.append(model)
+
+    extra = Extra()
+    app.add_tab("Ablation", extra)
+    assert app.tabs.titles == ("Rhythm", "Ablation") and extra.models == [smol]
+    # a model loaded in the model panel reaches every tab
+    app.model_panel._loader = lambda name: smol
+    app.model_panel.load()
+    assert extra.models == [smol, smol] and app.rhythm.model is smol
+    assert app.rhythm.analysis is None  # a new model clears the old charts
