@@ -23,6 +23,16 @@ from workbench.attention.rhythm import dominated_anchors, introductions, top_q
 
 NAN = float("nan")
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Small tensors on two shared cores: one thread avoids OpenMP oversubscription.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # One head, three tokens, prompt = token 0, response R = {1, 2}.
 TOY = torch.tensor(
     [
@@ -212,6 +222,11 @@ def toy_analysis(seed: int, n: int = 14, pl: int = 3, nh: int = 6, **params) -> 
     )
 
 
+def only(values: np.ndarray, allowed: list[float]) -> bool:
+    """Every value is one of `allowed` (up to float32 rounding)."""
+    return bool((np.abs(values[:, None] - np.array(allowed)[None]).min(1) < 1e-6).all())
+
+
 @settings(max_examples=30, deadline=None)
 @given(st.integers(0, 10_000), st.floats(0.0, 1.0), st.floats(1.1, 3.0), st.floats(0.1, 1.0))
 def test_gamma_takes_only_allowed_values(seed, alpha, g, q):
@@ -219,16 +234,16 @@ def test_gamma_takes_only_allowed_values(seed, alpha, g, q):
     prompt = slice(0, a.prompt_len)
     for s in ["local", "global", "random", "entropy", "bottom-local", "bottom-global"]:
         gam = a.gamma(s, seed=1, gamma_amp=g).double().numpy()
-        assert set(np.round(gam, 6)) <= {1.0, round(g, 6)}, s
+        assert only(gam, [1.0, g]), s
         assert (gam[prompt] == 1).all()
         n_amp = int((np.abs(gam - g) < 1e-6).sum())
         assert n_amp == max(1, round(q * len(a.response))) or s in ("local", "bottom-local")
     e = g - 1
     base = [0.0, e, (1 - alpha) * e, alpha * e]
-    allowed = {round(1 + x + y, 5) for x in base[:3] for y in (0.0, alpha * e)}
+    allowed = [1 + x + y for x in base[:3] for y in (0.0, alpha * e)]
     for s in ["coupled", "bottom-coupled"]:
         gam = a.gamma(s, gamma_amp=g).double().numpy()
-        assert set(np.round(gam, 5)) <= allowed, (s, set(gam), allowed)
+        assert only(gam, allowed), (s, set(gam), allowed)
         assert (gam[prompt] == 1).all()
     assert (a.gamma("none").numpy() == 1).all()
 

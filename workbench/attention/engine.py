@@ -39,7 +39,7 @@ from .metrics import HeadStats, StatsAccumulator
 __all__ = ["TILED_THRESHOLD", "check_model", "collect", "entropy_from_logits", "tiled_supported"]
 
 #: Sequences longer than this use the tiled path under ``path="auto"``.
-TILED_THRESHOLD = 2048
+TILED_THRESHOLD = 512
 #: Target size (elements) of one tile of scores, ``heads x tile_rows x T``.
 _TILE_ELEMENTS = 1 << 22
 
@@ -61,7 +61,7 @@ def check_model(model: Any) -> None:
 
 
 def entropy_from_logits(
-    logits: Float[Tensor, "pos d_vocab"], chunk: int = 256
+    logits: Float[Tensor, "pos d_vocab"], chunk: int = 64
 ) -> Float[Tensor, " pos"]:
     """Entropy (nats) of ``softmax(logits[t])`` for each row, computed in row chunks."""
     out = torch.empty(logits.shape[0], dtype=torch.float64)

@@ -157,8 +157,9 @@ class StatsAccumulator:
         self.rowsum = torch.zeros(nh, n_pos, device=device)
         self.dist = torch.zeros(nh, n_pos, device=device)
         self.band = torch.zeros(nh, n_pos, max_window, device=device)
-        self.cut_sums = torch.zeros(nh, len(self.cuts), n_r, dtype=torch.float64, device=device)
+        self.cut_sums = torch.zeros(nh, len(self.cuts), n_r, device=device)
         self._cuts_t = torch.tensor(self.cuts, dtype=torch.long, device=device)
+        self._c_max = max(self.cuts[:-1], default=1)
         self._moment_cache: dict[tuple[int, torch.device], Tensor] = {}
 
     def _moments(self, tk: int, device: torch.device) -> Tensor:
@@ -213,19 +214,22 @@ class StatsAccumulator:
         pl = self.prompt_len
         r0 = max(row0, pl)
         if r0 < row1 and tk > pl:
-            q = p[:, r0 - row0 :, pl:tk]  # [h, response rows in tile, response cols]
-            csum = q.cumsum(1)
-            cols = torch.arange(pl, tk, device=dev)
-            last = torch.minimum(
-                cols[None, :] + self._cuts_t.to(dev)[:, None] - 1,
-                torch.tensor(row1 - 1, device=dev),
-            )
-            local = last - r0  # [cut, cols]
-            ok = local >= 0
-            g = csum.gather(
-                1, local.clamp(min=0).unsqueeze(0).expand(q.shape[0], -1, -1)
-            )  # [h, cut, cols]
-            self.cut_sums[hr, :, : tk - pl] += (g * ok).to(self.device, torch.float64)
+            rows_r = p[:, r0 - row0 :]  # [h, response rows in tile, keys]
+            # The unlimited cut (the last, n_pos) is a plain column sum.
+            self.cut_sums[hr, -1, : tk - pl] += rows_r[:, :, pl:tk].sum(1).to(self.device)
+            if len(self.cuts) > 1:
+                # Finite cuts c: rows r0..min(s + c - 1, row1 - 1) of column s; only columns
+                # s >= r0 - c_max + 1 can receive any, so the prefix sums stay narrow.
+                c_lo = max(pl, r0 - self._c_max + 1)
+                csum = rows_r[:, :, c_lo:tk].cumsum(1)
+                cols = torch.arange(c_lo, tk, device=dev)
+                last = torch.clamp(
+                    cols[None, :] + self._cuts_t.to(dev)[:-1, None] - 1, max=row1 - 1
+                )
+                local = last - r0  # [cut, cols]
+                ok = local >= 0
+                g = csum.gather(1, local.clamp(min=0).unsqueeze(0).expand(p.shape[0], -1, -1))
+                self.cut_sums[hr, :-1, c_lo - pl : tk - pl] += (g * ok).to(self.device)
 
     def finish(self) -> HeadStats:
         """The accumulated statistics (moved to the CPU)."""
@@ -348,8 +352,8 @@ def fai_heads(
     name = f"fai_horizon={horizon}"
     i_lo = _cut_index(stats, lo, name)
     i_hi = _cut_index(stats, stats.n_pos if hi is None else hi + 1, name)
-    cs = stats.cut_sums.double()
-    num = cs[:, i_hi] - (cs[:, i_lo] if i_lo is not None else 0.0)
+    cs = stats.cut_sums
+    num = cs[:, i_hi].double() - (cs[:, i_lo].double() if i_lo is not None else 0.0)
     count = fai_counts(stats, (lo, hi)).double()
     vals = torch.where(count > 0, num / count.clamp(min=1), torch.full_like(num, float("nan")))
     out = torch.full((len(stats.heads), stats.n_pos), float("nan"), dtype=torch.float64)

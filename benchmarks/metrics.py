@@ -1,0 +1,187 @@
+"""Benchmark: the cost of computing the attention metrics, against plain forward passes.
+
+Compares, on the default model (SmolLM2-135M-Instruct, 30 layers x 9 heads), at several
+sequence lengths T:
+
+- ``bridge``:  a plain forward pass of the TransformerBridge (eager attention);
+- ``sdpa``:    a forward pass of the Hugging Face model with its default sdpa attention
+               (the floor: no metric pass can be cheaper);
+- ``naive``:   ``run_with_cache`` of every layer's pattern, then full-matrix metrics
+               (span, WAAD, FAI per head) -- only where it fits in memory;
+- ``analyze``: ``wb.analyze(model, trace, layers="all")`` (path chosen automatically: the
+               hook path up to 2048 tokens, the tiled path above).
+
+Each (configuration, T) runs in its own subprocess, so its peak resident memory
+(``ru_maxrss``, which includes the loaded model) is its own. Times exclude model loading
+and include one small warm-up pass. Usage::
+
+    python benchmarks/metrics.py                      # T = 256, 1024, 4096, 8192
+    python benchmarks/metrics.py --lengths 256 1024   # a subset
+    python benchmarks/metrics.py --quick              # T = 256 only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+CONFIGS = ("sdpa", "bridge", "naive", "analyze")
+#: Largest T for the naive way (at 2048 it needs ~16.5 GB; at 4096 it cannot run in 24 GB).
+NAIVE_MAX = 1024
+#: Largest T for the plain eager bridge forward (its [9, T, T] scores and softmax copies
+#: need ~8 GB more at 8192 than at 4096, on a machine shared with other jobs).
+BRIDGE_MAX = 4096
+
+
+def _child(config: str, n: int, threads: int | None) -> dict:
+    import resource
+
+    import torch
+
+    import workbench as wb
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    ids = torch.randint(100, 40000, (n,))
+    prompt_len = max(1, n // 8)
+    if config == "sdpa":
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(
+            wb.models.model_path("smollm2-135m"), attn_implementation="sdpa", dtype=torch.float32
+        ).eval()
+        assert model.config._attn_implementation == "sdpa"
+
+        def run(x):
+            with torch.no_grad():
+                return model(x[None]).logits
+    else:
+        model = wb.load_model("smollm2-135m", device="cpu")
+        if config == "bridge":
+
+            def run(x):
+                with torch.no_grad():
+                    return model(x[None])
+        elif config == "naive":
+            run = _naive_runner(model)
+        else:
+
+            def run(x):
+                tr = wb.Trace(ids=x, tokens=["x"] * len(x), prompt_len=max(1, len(x) // 8), text="")
+                return wb.analyze(model, tr, layers="all")
+
+    run(ids[:16])  # warm-up
+    t0 = time.perf_counter()
+    out = run(ids)
+    seconds = time.perf_counter() - t0
+    del out
+    rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: KiB
+    return {
+        "config": config,
+        "T": n,
+        "seconds": seconds,
+        "peak_rss_gb": rss_gb,
+        "prompt_len": prompt_len,
+    }
+
+
+def _naive_runner(model):
+    import torch
+
+    def run(x, window: int = 10):
+        n = len(x)
+        pl = max(1, n // 8)
+        names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
+        with torch.no_grad():
+            logits, cache = model.run_with_cache(x[None], names_filter=lambda k: k in names)
+        t = torch.arange(n, dtype=torch.float32)
+        dist = (t[:, None] - t[None, :]).clamp(min=0)
+        clipped = dist.clamp(max=window)
+        count = (n - torch.maximum(t, torch.tensor(float(pl))))[pl:]  # |T(s)| for (0, None)
+        spans, waads, fais = [], [], []
+        for name in names:
+            p = cache[name][0]  # [head, T, T]
+            spans.append((p * dist).sum(-1)[:, pl:].mean(-1))
+            waads.append((p * clipped).sum(-1))
+            fais.append(p[:, pl:, pl:].sum(1) / count)
+        span = torch.stack(spans).flatten()
+        k = max(1, round(0.3 * len(span)))
+        loc = span.argsort()[:k]
+        glob = span.argsort(descending=True)[:k]
+        waad = torch.cat(waads)[loc].mean(0)
+        fai = torch.cat(fais)[glob].mean(0)
+        return logits, waad, fai
+
+    return run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096, 8192])
+    ap.add_argument("--quick", action="store_true", help="T = 256 only")
+    ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads in each child")
+    ap.add_argument("--timeout", type=int, default=900, help="seconds per case")
+    ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--child", nargs=2, metavar=("CONFIG", "T"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print("RESULT " + json.dumps(_child(args.child[0], int(args.child[1]), args.threads)))
+        return
+    lengths = [256] if args.quick else args.lengths
+    results = []
+    for n in lengths:
+        for config in args.configs:
+            if config == "naive" and n > NAIVE_MAX:
+                print(f"T={n:5d} {config:8s} skipped (needs > {NAIVE_MAX} tokens' worth of memory)")
+                continue
+            if config == "bridge" and n > BRIDGE_MAX:
+                print(f"T={n:5d} {config:8s} skipped (full [9, T, T] eager scores; see README)")
+                continue
+            cmd = [sys.executable, __file__, "--child", config, str(n)]
+            if args.threads:
+                cmd += ["--threads", str(args.threads)]
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+            except subprocess.TimeoutExpired:
+                print(f"T={n:5d} {config:8s} timed out after {args.timeout} s")
+                continue
+            line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+            if proc.returncode != 0 or not line:
+                print(f"T={n:5d} {config:8s} failed (rc {proc.returncode}): {proc.stderr[-500:]}")
+                continue
+            r = json.loads(line[0][len("RESULT ") :])
+            results.append(r)
+            print(
+                f"T={n:5d} {config:8s} {r['seconds']:8.2f} s  peak RSS {r['peak_rss_gb']:5.2f} GB",
+                flush=True,
+            )
+    print()
+    print("| T | config | seconds | x bridge | x sdpa | peak RSS (GB) |")
+    print("|---|---|---|---|---|---|")
+    for n in lengths:
+        rows = {r["config"]: r for r in results if r["T"] == n}
+        for config in args.configs:
+            if config not in rows:
+                continue
+            r = rows[config]
+            xb = f"{r['seconds'] / rows['bridge']['seconds']:.2f}" if "bridge" in rows else "-"
+            xs = f"{r['seconds'] / rows['sdpa']['seconds']:.2f}" if "sdpa" in rows else "-"
+            print(f"| {n} | {config} | {r['seconds']:.2f} | {xb} | {xs} | {r['peak_rss_gb']:.2f} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
