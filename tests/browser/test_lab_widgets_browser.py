@@ -1,0 +1,223 @@
+"""The workbench app in a real JupyterLab, in headless Chromium, with no network.
+
+Recipe (design.md): Debian's Chromium driven by Python Playwright; JupyterLab on a free
+loopback port with a token and throw-away config/data/runtime dirs; the notebook is
+written here with nbformat, run with ``notebook:run-all-cells``; every request that is
+not loopback, ``data:`` or ``blob:`` is aborted and recorded. The test asserts that the
+ipywidgets rendered (sliders, dropdowns, buttons), that the altair charts drew SVG marks
+through the offline ``JupyterChart`` widget, and that the kernel printed the analysis.
+Install Chromium with ``.ci/browser-deps``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+CHROMIUM = Path("/usr/lib/chromium/chromium")
+CHROMIUM_ARGS = [
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost",
+]
+ALLOWED_PREFIXES = ("http://127.0.0.1", "http://localhost", "ws://127.0.0.1", "data:", "blob:")
+
+CELLS = [
+    """\
+import os
+os.environ["HF_HUB_OFFLINE"] = "1"
+import workbench as wb
+wb.viz.enable_offline()
+model = wb.load_model()
+app = wb.workbench(
+    model,
+    prompt="What is 17 * 23?",
+    response="17 * 23 = 340 + 51 = 391.\\nSo the answer is 391.",
+)
+app.rhythm.run()
+app""",
+    """\
+r = app.rhythm
+r.window.value = 5  # post-processing only: redrawn from the kept statistics
+print("WB-DONE", type(r.last_error).__name__, r.forward_passes, len(r.analysis.anchors))""",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"jupyter lab exited with {proc.returncode}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
+            if r.status == 200:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"jupyter lab did not answer {url} within {timeout} s")
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """A JupyterLab server on a free loopback port, with a notebook of `CELLS`."""
+    import nbformat
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: run .ci/browser-deps (apt-get install chromium)")
+    pytest.importorskip("playwright.sync_api", reason="install the dev extras (playwright)")
+    root = tmp_path / "root"
+    root.mkdir()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in CELLS]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, root / "wb_app.ipynb")
+    env = dict(os.environ)
+    for var, sub in (
+        ("JUPYTER_CONFIG_DIR", "config"),
+        ("JUPYTER_DATA_DIR", "data"),
+        ("JUPYTER_RUNTIME_DIR", "runtime"),
+        ("IPYTHONDIR", "ipython"),
+        ("JUPYTERLAB_SETTINGS_DIR", "lab-settings"),
+        ("JUPYTERLAB_WORKSPACES_DIR", "lab-workspaces"),
+    ):
+        (tmp_path / sub).mkdir()
+        env[var] = str(tmp_path / sub)
+    env["HF_HUB_OFFLINE"] = "1"
+    env["TRANSFORMERS_OFFLINE"] = "1"
+    env["PYTHONWARNINGS"] = "ignore"
+    port, token = _free_port(), secrets.token_hex(16)
+    jupyter = Path(sys.executable).with_name("jupyter")
+    cmd = [
+        str(jupyter), "lab", "--no-browser", "--allow-root",
+        "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+        "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
+        "--LabApp.extension_manager=readonly",
+    ]  # fmt: skip
+    log = (tmp_path / "lab.log").open("w")
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(f"{base}/api/status?token={token}", proc)
+        yield {"base": base, "token": token, "log": tmp_path / "lab.log"}
+    finally:
+        with contextlib.suppress(OSError):
+            req = urllib.request.Request(f"{base}/api/shutdown?token={token}", method="POST")
+            urllib.request.urlopen(req, timeout=5).close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        log.close()
+
+
+IDLE_KERNEL_JS = """() => {
+  const app = window.jupyterapp;
+  const w = app && app.shell.currentWidget;
+  const s = w && w.sessionContext && w.sessionContext.session;
+  return !!(s && s.kernel && s.kernel.status === 'idle' && w.content && w.content.widgets.length);
+}"""
+
+
+def test_workbench_app_renders_widgets_and_charts_offline(lab):
+    from playwright.sync_api import sync_playwright
+
+    blocked: list[str] = []
+    console_errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+
+            def route(r):
+                url = r.request.url
+                if url.startswith(ALLOWED_PREFIXES):
+                    r.continue_()
+                else:
+                    blocked.append(url)
+                    r.abort()
+
+            context.route("**/*", route)
+            page = context.new_page()
+            page.on(
+                "console",
+                lambda m: console_errors.append(m.text) if m.type == "error" else None,
+            )
+            page.goto(f"{lab['base']}/lab/tree/wb_app.ipynb?token={lab['token']}")
+            page.wait_for_function("() => !!window.jupyterapp", timeout=60_000)
+            page.wait_for_function(IDLE_KERNEL_JS, timeout=90_000)
+            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            done = page.locator(".jp-OutputArea-output", has_text="WB-DONE")
+            done.wait_for(timeout=300_000)
+            page.wait_for_function(
+                "() => document.querySelectorAll('.vega-embed svg.marks').length >= 4",
+                timeout=60_000,
+            )
+            text = done.inner_text()
+            n_sliders = page.locator(".widget-slider").count()
+            n_dropdowns = page.locator(".widget-dropdown").count()
+            n_buttons = page.locator(".widget-button").count()
+            n_svg = page.locator(".vega-embed svg.marks").count()
+            n_marks = page.evaluate(
+                "() => document.querySelectorAll('.vega-embed svg.marks "
+                "path, .vega-embed svg.marks text, .vega-embed svg.marks line').length"
+            )
+            outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
+            status = page.locator(".wb-status-ok").all_inner_texts()
+            errors = page.locator(".jp-OutputArea-output[data-mime-type*='error']").count()
+            # the Python-side window change reached the drawn chart
+            redrawn = page.locator(".vega-embed", has_text="W = 5").count()
+            shot = os.environ.get("WB_BROWSER_SCREENSHOT")
+            if shot:
+                page.screenshot(path=shot, full_page=True)
+        finally:
+            browser.close()
+
+    diag = json.dumps(
+        {
+            "outputs": [o[:1500] for o in outputs],
+            "console": console_errors[-10:],
+            "blocked": blocked[:10],
+        },
+        indent=1,
+    )
+    assert errors == 0, diag
+    assert text.split()[:3] == ["WB-DONE", "NoneType", "2"], diag  # 2 forward passes in all
+    # max tokens, temperature, window, H_lo, local q, global q, top q
+    assert n_sliders >= 7, diag
+    assert n_dropdowns >= 3 and n_buttons >= 2, diag
+    assert n_svg >= 4, diag  # curves, text view, attention map, head map
+    assert n_marks > 100, diag
+    assert redrawn == 1, diag
+    assert any("analysed" in s for s in status), diag
+    assert not blocked, f"requests beyond localhost: {blocked[:10]}"
