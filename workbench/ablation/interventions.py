@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, SupportsIndex
 
 import torch
 from jaxtyping import Float
@@ -60,7 +60,7 @@ Hook = tuple[str, Callable[..., Any]]
 RESID_MODES = ("zero", "mean", "resample")
 
 
-def _check_positions(positions: Iterable[int], allow_sink: bool, what: str) -> tuple[int, ...]:
+def _check_positions(positions: Iterable[SupportsIndex], allow_sink: bool, what: str) -> tuple[int, ...]:
     try:
         items = list(positions)
     except TypeError:
@@ -100,7 +100,7 @@ def default_resid_layer(n_layers: int) -> int:
 class Intervention:
     """Base class: anything with ``fwd_hooks(model, incremental=False)`` and a ``label``."""
 
-    positions: tuple[int, ...]
+    positions: Iterable[SupportsIndex]
 
     def fwd_hooks(self, model: Any, *, incremental: bool = False) -> list[Hook]:
         raise NotImplementedError
@@ -122,7 +122,7 @@ class Knockout(Intervention):
         allow_sink: allow position 0.
     """
 
-    positions: tuple[int, ...]
+    positions: Iterable[SupportsIndex]
     layers: str | int | Sequence[int] = "all"
     heads: Sequence[int] | None = None
     allow_sink: bool = False
@@ -189,7 +189,7 @@ class ResidAblation(Intervention):
         allow_sink: allow position 0.
     """
 
-    positions: tuple[int, ...]
+    positions: Iterable[SupportsIndex]
     layers: int | Sequence[int] | None = None
     mode: str = "zero"
     reference: Any = field(default=None, repr=False)

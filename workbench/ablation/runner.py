@@ -227,7 +227,7 @@ def per_position(frame) -> Any:
 
 
 def bootstrap_ci(
-    values: Sequence[float], *, n_boot: int = 2000, ci: float = 0.95, seed: int = 0
+    values: Any, *, n_boot: int = 2000, ci: float = 0.95, seed: int = 0
 ) -> tuple[float, float, float]:
     """``(mean, lo, hi)``: the mean and its percentile bootstrap interval (NaNs dropped).
 
