@@ -198,8 +198,11 @@ def test_workbench_app_renders_widgets_and_charts_offline(lab):
             # the Python-side window change reached the drawn chart
             redrawn = page.locator(".vega-embed", has_text="W = 5").count()
             shot = os.environ.get("WB_BROWSER_SCREENSHOT")
-            if shot:
-                page.screenshot(path=shot, full_page=True)
+            if shot:  # for a person to look at: the page, then each chart
+                page.screenshot(path=f"{shot}-page.png")
+                embeds = page.locator(".vega-embed")
+                for i in range(embeds.count()):
+                    embeds.nth(i).screenshot(path=f"{shot}-chart{i}.png")
         finally:
             browser.close()
 

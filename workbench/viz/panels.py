@@ -140,16 +140,19 @@ class ModelPanel(Panel):
             label = info.name + ("" if info.available else " (not available)")
             options.append((label, info.name))
         options.append(("local folder…", _FOLDER))
-        self.source = widgets.Dropdown(options=options, description="model")
+        self.source = widgets.Dropdown(
+            options=options, description="model", style=style.DESCRIPTION
+        )
         self.folder = widgets.Text(
             placeholder="/path/to/checkpoint (config.json + *.safetensors)",
             description="folder",
+            style=style.DESCRIPTION,
             layout=widgets.Layout(width="480px", display="none"),
         )
         self.load_button = widgets.Button(
             description="Load", button_style="primary", icon="download"
         )
-        self.progress = widgets.IntProgress(value=0, min=0, max=3, description="", bar_style="")
+        self.progress = widgets.IntProgress(value=0, min=0, max=3, bar_style="")
         self.load_button.on_click(lambda _: self.load())
         self.source.observe(self._on_source, names="value")
         self.children = [
@@ -239,13 +242,18 @@ class HeadPicker(Panel):
     def __init__(self, n_layers: int = 1, n_heads: int = 1):
         super().__init__()
         self.mode = widgets.ToggleButtons(
-            options=["all", "middle", "custom"], value="all", description="layers"
+            options=["all", "middle", "custom"],
+            value="all",
+            description="layers",
+            style=style.DESCRIPTION,
         )
         self.mode.style.button_width = "70px"
         self.custom_layers = widgets.SelectMultiple(
-            options=[], rows=5, description="custom", disabled=True
+            options=[], rows=5, description="custom", style=style.DESCRIPTION, disabled=True
         )
-        self.head_index = widgets.SelectMultiple(options=[], rows=5, description="heads")
+        self.head_index = widgets.SelectMultiple(
+            options=[], rows=5, description="heads", style=style.DESCRIPTION
+        )
         self.summary = widgets.HTML()
         self.classes = widgets.HTML()
         self.mode.observe(self._on_mode, names="value")
@@ -361,48 +369,70 @@ class RhythmPanel(Panel):
         self._busy = False
 
         wide = widgets.Layout(width="98%")
-        self.prompt = widgets.Textarea(value=prompt, description="prompt", rows=2, layout=wide)
+        self.prompt = widgets.Textarea(
+            value=prompt, description="prompt", style=style.DESCRIPTION, rows=2, layout=wide
+        )
         self.response = widgets.Textarea(
             value=response,
             description="response",
+            style=style.DESCRIPTION,
             placeholder="optional: paste a response to analyse it instead of generating",
             rows=2,
             layout=wide,
         )
         self.max_new_tokens = widgets.IntSlider(
-            value=max_new_tokens, min=8, max=1024, step=8, description="max tokens"
+            value=max_new_tokens,
+            min=8,
+            max=1024,
+            step=8,
+            description="max tokens",
+            style=style.DESCRIPTION,
         )
         self.temperature = widgets.FloatSlider(
-            value=temperature, min=0.0, max=1.5, step=0.05, description="temperature"
+            value=temperature,
+            min=0.0,
+            max=1.5,
+            step=0.05,
+            description="temperature",
+            style=style.DESCRIPTION,
         )
         self.seed = widgets.IntText(
-            value=seed, description="seed", layout=widgets.Layout(width="160px")
+            value=seed,
+            description="seed",
+            style=style.DESCRIPTION,
+            layout=widgets.Layout(width="160px"),
         )
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
         self.run_button.on_click(lambda _: self.run())
 
         self.picker = HeadPicker()
-        self.window = widgets.IntSlider(value=10, min=1, max=32, description="window W")
-        self.h_lo = widgets.IntSlider(value=0, min=0, max=20, description="FAI H_lo")
+        self.window = widgets.IntSlider(
+            value=10, min=1, max=32, description="window W", style=style.DESCRIPTION
+        )
+        self.h_lo = widgets.IntSlider(
+            value=0, min=0, max=20, description="FAI H_lo", style=style.DESCRIPTION
+        )
         self.h_hi = widgets.Dropdown(
             options=[("end", None), *[(str(h), h) for h in FAI_HI_CHOICES if h is not None]],
             value=None,
             description="FAI H_hi",
+            style=style.DESCRIPTION,
             layout=widgets.Layout(width="200px"),
         )
         self.q_local = widgets.FloatSlider(
-            value=0.3, min=0.05, max=0.5, step=0.05, description="local q"
+            value=0.3, min=0.05, max=0.5, step=0.05, description="local q", style=style.DESCRIPTION
         )
         self.q_global = widgets.FloatSlider(
-            value=0.3, min=0.05, max=0.5, step=0.05, description="global q"
+            value=0.3, min=0.05, max=0.5, step=0.05, description="global q", style=style.DESCRIPTION
         )
         self.top_q = widgets.FloatSlider(
-            value=0.4, min=0.05, max=1.0, step=0.05, description="top q"
+            value=0.4, min=0.05, max=1.0, step=0.05, description="top q", style=style.DESCRIPTION
         )
         self.metric = widgets.Dropdown(
             options=list(METRICS),
             value="fai",
             description="colour by",
+            style=style.DESCRIPTION,
             layout=widgets.Layout(width="220px"),
         )
         self.entropy = widgets.Checkbox(value=False, description="entropy curve", indent=False)
@@ -410,6 +440,7 @@ class RhythmPanel(Panel):
             options=[("local heads (mean)", "local"), ("global heads (mean)", "global")],
             value="local",
             description="map",
+            style=style.DESCRIPTION,
             layout=widgets.Layout(width="260px"),
         )
         self.summary = widgets.HTML()

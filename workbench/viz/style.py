@@ -110,6 +110,10 @@ _CARD_LAYOUT = {
 }
 
 
+#: ipywidgets ``style`` for every described control: labels are never cut off.
+DESCRIPTION = {"description_width": "initial"}
+
+
 def header(text: str, level: int = 3) -> widgets.HTML:
     """A section title in the workbench style."""
     size = {2: "16px", 3: "14px", 4: "13px"}.get(level, "13px")
