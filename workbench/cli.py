@@ -46,6 +46,18 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _layers_arg(text: str) -> str | list[int]:
+    if text in ("all", "middle"):
+        return text
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise WorkbenchError(
+            f"--layers {text!r} is not 'all', 'middle' or a comma-separated list of layers",
+            "pass e.g. --layers middle or --layers 0,5,10",
+        ) from None
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .models import load_model
     from .trace import generate
@@ -68,8 +80,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(trace.text.strip())
     out.mkdir(parents=True, exist_ok=True)
     trace_path = trace.save(out / "trace.json")
+    from .attention import analyze
+    from .report import write_report
+
+    t2 = time.time()
+    analysis = analyze(model, trace, layers=_layers_arg(args.layers))
+    print(
+        f"\nanalysed {len(analysis.local_heads) + len(analysis.global_heads)} classified heads "
+        f"in {time.time() - t2:.1f} s: {len(analysis.preplan)} preplan tokens, "
+        f"{len(analysis.anchors)} anchors, {len(analysis.dominated)} locally dominated"
+    )
+    top = sorted(analysis.anchors, key=lambda p: -float(analysis.fai[p]))[:8]
+    print("strongest anchors: " + ", ".join(repr(analysis.tokens[p]) for p in top))
+    report = write_report(model, trace, analysis, out)
     print(f"\noutputs: {out.resolve()}")
-    print(f"  trace: {trace_path.resolve()}")
+    print(f"  report: {report.resolve()}  (self-contained HTML, opens offline)")
+    print(f"  charts: {', '.join(sorted(p.name for p in out.glob('*.png')))}")
+    print(f"  trace:  {trace_path.resolve()}")
     return 0
 
 
@@ -99,7 +126,9 @@ def _cmd_rl(args: argparse.Namespace) -> int:
         run = resume(args.resume, max_steps=args.steps)
     else:
         if not args.out:
-            raise WorkbenchError("workbench rl needs --out DIR for a new run", "add --out runs/NAME")
+            raise WorkbenchError(
+                "workbench rl needs --out DIR for a new run", "add --out runs/NAME"
+            )
         overrides = {
             k: v
             for k, v in {
@@ -144,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
+    p.add_argument("--layers", default="all", help="'all', 'middle' or e.g. 0,5,10")
     p.add_argument(
         "--out",
         default=os.environ.get("WORKBENCH_DEMO_OUT", "demo-output"),

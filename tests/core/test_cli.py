@@ -22,6 +22,18 @@ def test_demo_answers_and_says_where_its_output_went(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "answer (" in proc.stdout and str(out.resolve()) in proc.stdout
+    assert "report:" in proc.stdout and "anchors" in proc.stdout
+    page = (out / "report.html").read_text()
+    assert (
+        "<script" in page
+        and "cdn.jsdelivr" not in page
+        and "https://" not in page.split("<script")[0]
+    )
+    assert "vega" in page.lower()
+    for png in ("rhythm.png", "text_fai.png", "local_map.png", "global_map.png", "heads.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["anchors"] and summary["preplan"] and summary["response_tokens"] <= 24
     saved = json.loads((out / "trace.json").read_text())
     assert saved["prompt_len"] < len(saved["ids"]) <= saved["prompt_len"] + 24
     assert saved["text"].strip() and saved["text"].strip()[:20] in proc.stdout

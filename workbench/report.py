@@ -1,0 +1,91 @@
+"""A self-contained report of one analysed trace: HTML (no CDN) and PNG charts.
+
+`write_report` is what ``workbench demo`` ends with. The HTML page inlines Vega, so it
+opens offline in any browser; every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from ._io import atomic_write_bytes, atomic_write_text
+
+__all__ = ["write_report"]
+
+
+def _summary(trace: Any, analysis: Any) -> dict[str, Any]:
+    tokens = analysis.tokens
+
+    def words(positions: list[int]) -> list[str]:
+        return [tokens[p] for p in positions]
+
+    return {
+        "model": trace.meta.get("model"),
+        "prompt_tokens": trace.prompt_len,
+        "response_tokens": trace.response_len,
+        "layers": len({layer for layer, _ in analysis.local_heads + analysis.global_heads}),
+        "local_heads": len(analysis.local_heads),
+        "global_heads": len(analysis.global_heads),
+        "preplan": analysis.preplan,
+        "anchors": analysis.anchors,
+        "dominated": analysis.dominated,
+        "intro": analysis.intro,
+        "preplan_tokens": words(analysis.preplan),
+        "anchor_tokens": words(analysis.anchors),
+    }
+
+
+def write_report(model: Any, trace: Any, analysis: Any, out: str | Path) -> Path:
+    """Write ``report.html``, PNG charts and ``summary.json`` for one analysed trace.
+
+    Args:
+        model: the bridge the trace was analysed with (for the attention maps).
+        trace: the `Trace`.
+        analysis: its `Analysis`.
+        out: output folder (created).
+
+    Returns:
+        The path of ``report.html``.
+    """
+    import altair as alt
+    import vl_convert as vlc
+
+    from . import viz
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    maps = viz.attention_maps(model, trace, heads=analysis.local_heads + analysis.global_heads)
+    charts = {
+        "text_fai": viz.text_view(analysis, "fai"),
+        "rhythm": viz.rhythm_curves(analysis, entropy=True),
+        "local_map": viz.attention_map(maps, "local", analysis=analysis, size=320),
+        "global_map": viz.attention_map(maps, "global", analysis=analysis, size=320),
+        "heads": viz.head_map(analysis),
+    }
+    for name, chart in charts.items():
+        png = vlc.vegalite_to_png(chart.to_dict(format="vega-lite"), scale=1.5)
+        atomic_write_bytes(out / f"{name}.png", png)
+    combined = alt.vconcat(
+        charts["text_fai"],
+        charts["rhythm"],
+        alt.hconcat(charts["local_map"], charts["global_map"]),
+        charts["heads"],
+    )
+    summary = _summary(trace, analysis)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    page = viz.to_html(combined)
+    intro = (
+        "<div style='font-family: sans-serif; max-width: 900px; margin: 16px'>"
+        "<h1>Preplan-and-anchor rhythm</h1>"
+        f"<p><b>Prompt</b>: {html.escape(trace.prompt)}</p>"
+        f"<p><b>Response</b> ({trace.response_len} tokens):</p>"
+        f"<pre style='white-space: pre-wrap'>{html.escape(trace.text)}</pre>"
+        f"<p>{summary['local_heads']} local and {summary['global_heads']} global heads; "
+        f"{len(summary['preplan'])} preplan tokens (orange), {len(summary['anchors'])} anchor "
+        f"tokens (blue), {len(summary['dominated'])} locally dominated anchors.</p></div>"
+    )
+    page = page.replace("<body>", "<body>\n" + intro, 1)
+    return atomic_write_text(out / "report.html", page)
