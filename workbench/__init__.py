@@ -10,6 +10,17 @@ tokens, and the RL credit strategies built on them.
 """
 
 from . import rl, tasks, viz
+from .ablation import (
+    Knockout,
+    ResidAblation,
+    TargetSet,
+    intervene,
+    measure,
+    perturbation_test,
+    run_ablations,
+    summarize,
+    target_sets,
+)
 from .attention import (
     Analysis,
     HeadClasses,
@@ -32,7 +43,10 @@ __all__ = [
     "DEFAULT_MODEL",
     "Analysis",
     "HeadClasses",
+    "Knockout",
     "ModelInfo",
+    "ResidAblation",
+    "TargetSet",
     "Trace",
     "Workbench",
     "WorkbenchError",
@@ -42,13 +56,19 @@ __all__ = [
     "fai",
     "generate",
     "head_span",
+    "intervene",
     "list_models",
     "load_model",
+    "measure",
     "middle_layers",
+    "perturbation_test",
     "receiver_kurtosis",
     "record",
     "rl",
+    "run_ablations",
     "run_batch",
+    "summarize",
+    "target_sets",
     "tasks",
     "viz",
     "waad",

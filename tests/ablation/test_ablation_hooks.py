@@ -131,7 +131,8 @@ def test_knockout_only_blocks_later_queries(toy, trace):
     name = "blocks.0.attn.hook_pattern"
     toy.run_with_hooks(trace.ids[None], fwd_hooks=[(name, capture(store_c, 0))])
     toy.run_with_hooks(
-        trace.ids[None], fwd_hooks=Knockout([k], layers=[0]).fwd_hooks(toy) + [(name, capture(store_k, 0))]
+        trace.ids[None],
+        fwd_hooks=[*Knockout([k], layers=[0]).fwd_hooks(toy), (name, capture(store_k, 0))],
     )
     c, a = store_c[0][0], store_k[0][0]
     torch.testing.assert_close(a[:, : k + 1], c[:, : k + 1])  # rows up to k untouched
@@ -144,7 +145,7 @@ def test_knockout_selected_heads_and_layers(toy, trace):
     store: dict = {}
     name = "blocks.1.attn.hook_pattern"
     ko = Knockout([5], layers=[1], heads=[2])
-    toy.run_with_hooks(trace.ids[None], fwd_hooks=ko.fwd_hooks(toy) + [(name, capture(store, 0))])
+    toy.run_with_hooks(trace.ids[None], fwd_hooks=[*ko.fwd_hooks(toy), (name, capture(store, 0))])
     p = store[0][0]
     assert torch.all(p[2, 6:, 5] == 0)
     assert torch.all(p[[0, 1, 3], 6:, 5] > 0)
@@ -182,9 +183,12 @@ def test_residual_ablation_touches_only_chosen_positions(toy, traces, mode):
     pre, post = f"blocks.{layer}.hook_resid_pre", f"blocks.{layer}.hook_resid_post"
     clean: dict = {}
     abl: dict = {}
-    toy.run_with_hooks(tr.ids[None], fwd_hooks=[(pre, capture(clean, 0)), (post, capture(clean, 1))])
     toy.run_with_hooks(
-        tr.ids[None], fwd_hooks=iv.fwd_hooks(toy) + [(pre, capture(abl, 0)), (post, capture(abl, 1))]
+        tr.ids[None], fwd_hooks=[(pre, capture(clean, 0)), (post, capture(clean, 1))]
+    )
+    toy.run_with_hooks(
+        tr.ids[None],
+        fwd_hooks=[*iv.fwd_hooks(toy), (pre, capture(abl, 0)), (post, capture(abl, 1))],
     )
     others = [p for p in range(len(tr)) if p not in pos]
     torch.testing.assert_close(abl[0][0, others], clean[0][0, others], atol=0, rtol=0)
@@ -323,21 +327,24 @@ def test_batch_runner_and_summary(toy, traces, problems):
     df = run_ablations(
         toy,
         traces,
-        interventions=["knockout", "resid-zero", "resid-mean", "resid-resample"],
+        interventions=["knockout", "resid-zero"],
+        families=["anchors", "preplan"],
         size=3,
         n_random=2,
         task=get_task("countdown"),
         problems=problems,
-        max_new_tokens=4,
+        max_new_tokens=3,
         progress=False,
     )
     assert set(df["trace"]) == {0, 1, 2}
+    assert len(df) == 3 * 2 * 2 * (1 + 2 + 1)  # traces x families x interventions x sets
     assert df.groupby(["trace", "family", "intervention"])["n"].nunique().max() == 1
     assert np.isfinite(df["kl_mean"]).all() and np.isfinite(df["delta_logp"]).all()
     for metric in ["kl_mean", "delta_logp", "correct_ablated"]:
         s = summarize(df, metric, n_boot=200)
         assert set(s["comparison"]) >= {"set", "random", "low_fai", "set - random"}
-        assert (s["lo"] <= s["estimate"] + 1e-12).all() and (s["estimate"] <= s["hi"] + 1e-12).all()
+        assert (s["lo"] <= s["estimate"] + 1e-12).all()
+        assert (s["estimate"] <= s["hi"] + 1e-12).all()
     again = summarize(df, n_boot=200)
     assert again.equals(summarize(df, n_boot=200))  # seeded
     long = per_position(df.head(3))
@@ -346,6 +353,22 @@ def test_batch_runner_and_summary(toy, traces, problems):
         summarize(df, "nope")
     with pytest.raises(wb.WorkbenchError, match="unknown interventions"):
         run_ablations(toy, traces, interventions=["ablate"], progress=False)
+
+
+def test_batch_runner_mean_and_resample(toy, traces):
+    df = run_ablations(
+        toy,
+        traces[:2],
+        interventions=["resid-mean", "resid-resample"],
+        families=["anchors"],
+        controls=["random"],
+        n_random=1,
+        size=2,
+        progress=False,
+    )
+    assert set(df["intervention"]) == {"resid-mean", "resid-resample"}
+    assert np.isfinite(df["kl_mean"]).all()
+    assert df["cut"].isna().all()  # no continuation asked for
 
 
 def test_bootstrap_ci():

@@ -60,7 +60,9 @@ Hook = tuple[str, Callable[..., Any]]
 RESID_MODES = ("zero", "mean", "resample")
 
 
-def _check_positions(positions: Iterable[SupportsIndex], allow_sink: bool, what: str) -> tuple[int, ...]:
+def _check_positions(
+    positions: Iterable[SupportsIndex], allow_sink: bool, what: str
+) -> tuple[int, ...]:
     try:
         items = list(positions)
     except TypeError:
