@@ -108,7 +108,7 @@ def test_with_params_needs_no_forward_pass(smol, trace, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("a forward pass ran")
 
-    monkeypatch.setattr(engine, "collect", boom)
+    monkeypatch.setattr(engine, "collect_many", boom)
     changes = dict(window=20, fai_horizon=(10, 100), head_quantiles=(0.2, 0.3), top_q=0.3)
     b = a.with_params(**changes)
     monkeypatch.undo()
@@ -169,10 +169,8 @@ def test_frames_and_entropy_alignment(smol, trace):
     ],
 )
 def test_bad_arguments(smol, trace, kwargs, match, monkeypatch):
-    monkeypatch.setattr(engine, "collect", lambda *a, **k: pytest.fail("ran a forward pass"))
+    monkeypatch.setattr(engine, "collect_many", lambda *a, **k: pytest.fail("ran a forward pass"))
     kwargs = {"layers": [0], **kwargs}
-    if kwargs.get("path") == "fast":
-        monkeypatch.undo()
     with pytest.raises(wb.WorkbenchError, match=match):
         wb.analyze(smol, trace, **kwargs)
 
@@ -189,3 +187,20 @@ def test_bad_traces_and_models(smol, trace):
         wb.analyze(smol.original_model, trace)
     with pytest.raises(wb.WorkbenchError, match="heads_from"):
         wb.analyze_many(smol, [trace], heads_from="global")
+
+
+@pytest.mark.parametrize("path", ["exact", "tiled"])
+def test_batched_passes_match_single_passes(smol, trace, path):
+    # Right padding: real tokens never attend to the pads after them.
+    other = wb.Trace.from_text(smol, "Name a colour.", "Blue.")
+    kw = dict(layers=[4, 17], path=path)
+    batched = wb.analyze_many(smol, [trace, other], batch_size=2, progress=False, **kw)
+    for a, t in zip(batched, [trace, other], strict=True):
+        b = wb.analyze(smol, t, **kw)
+        for f in ["head_span", "waad", "fai", "delta", "entropy"]:
+            close(getattr(a, f).numpy(), getattr(b, f).numpy())
+        assert a.anchors == b.anchors and a.preplan == b.preplan
+    g = wb.gamma_many(smol, [trace, other], "coupled", layers=[4, 17], batch_size=2)
+    np.testing.assert_array_equal(
+        g[1].numpy(), batched[1].with_params(fai_horizon=(10, 100)).gamma("coupled").numpy()
+    )

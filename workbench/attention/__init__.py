@@ -6,7 +6,7 @@ for the slow reference the tests compare against, and `stats` for the rhythm sta
 of the paper's Table 2.
 """
 
-from .analysis import Analysis, HeadClasses, analyze, analyze_many, classify_heads
+from .analysis import Analysis, HeadClasses, analyze, analyze_many, classify_heads, gamma_many
 from .credit import STRATEGIES
 from .layers import middle_layers, resolve_layers
 from .metrics import HeadStats, delta, fai, head_span, receiver_kurtosis, waad
@@ -22,6 +22,7 @@ __all__ = [
     "classify_heads",
     "delta",
     "fai",
+    "gamma_many",
     "head_span",
     "middle_layers",
     "receiver_kurtosis",

@@ -59,7 +59,7 @@ from .rhythm import (
     top_q as _top_q,
 )
 
-__all__ = ["Analysis", "HeadClasses", "analyze", "analyze_many", "classify_heads"]
+__all__ = ["Analysis", "HeadClasses", "analyze", "analyze_many", "classify_heads", "gamma_many"]
 
 Head = tuple[int, int]
 
@@ -528,8 +528,49 @@ def analyze(
     Returns:
         An `Analysis` (use `Analysis.with_params` to change post-processing parameters).
     """
+    return _analyze_batch(
+        model,
+        [trace],
+        layers=layers,
+        heads=heads,
+        window=window,
+        fai_horizon=fai_horizon,
+        head_quantiles=head_quantiles,
+        top_q=top_q,
+        k=k,
+        alpha=alpha,
+        tau_waad=tau_waad,
+        tau_delta=tau_delta,
+        classes=classes,
+        max_window=max_window,
+        fai_cuts=fai_cuts,
+        path=path,
+    )[0]
+
+
+def _analyze_batch(
+    model: Any,
+    traces: Sequence[Trace],
+    *,
+    layers: str | int | Sequence[int] = "all",
+    heads: Sequence[Head] | None = None,
+    window: int = 10,
+    fai_horizon: tuple[int, int | None] = (0, None),
+    head_quantiles: tuple[float, float] = (0.3, 0.3),
+    top_q: float = 0.4,
+    k: int = 3,
+    alpha: float = 0.5,
+    tau_waad: float | None = None,
+    tau_delta: float | None = None,
+    classes: HeadClasses | None = None,
+    max_window: int | None = None,
+    fai_cuts: Sequence[int] | None = None,
+    path: str = "auto",
+) -> list[Analysis]:
+    """Validate everything, then one batched forward pass (`engine.collect_many`)."""
     engine.check_model(model)
-    _check_trace(model, trace)
+    for trace in traces:
+        _check_trace(model, trace)
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     layer_list = resolve_layers(layers, n_layers)
     head_list = resolve_heads(layer_list, heads, n_layers, n_heads)
@@ -547,28 +588,40 @@ def analyze(
         raise WorkbenchError(
             f"max_window={mw} is smaller than window={window}", "pass max_window >= window"
         )
-    cuts = [*DEFAULT_FAI_CUTS, lo, len(trace) if hi is None else hi + 1, *(fai_cuts or ())]
-    stats, entropy = engine.collect(
-        model, trace.ids, trace.prompt_len, head_list, max_window=mw, cuts=cuts, path=path
+    if path not in ("auto", "exact", "tiled"):
+        raise WorkbenchError(f"path={path!r} is not a path", 'pass "auto", "exact" or "tiled"')
+    cuts = [*DEFAULT_FAI_CUTS, lo, *([] if hi is None else [hi + 1]), *(fai_cuts or ())]
+    pad = getattr(getattr(model, "tokenizer", None), "pad_token_id", None)
+    results = engine.collect_many(
+        model,
+        [(t.ids, t.prompt_len) for t in traces],
+        head_list,
+        max_window=mw,
+        cuts=cuts,
+        path=path,
+        pad_id=int(pad) if pad is not None else 0,
     )
-    return Analysis(
-        stats=stats,
-        entropy=entropy,
-        tokens=trace.tokens,
-        ids=trace.ids,
-        n_layers=n_layers,
-        n_heads=n_heads,
-        window=window,
-        fai_horizon=(lo, hi),
-        head_quantiles=head_quantiles,
-        top_q=top_q,
-        k=k,
-        alpha=alpha,
-        tau_waad=tau_waad,
-        tau_delta=tau_delta,
-        classes=classes,
-        meta={"trace": dict(trace.meta), "layers": layer_list},
-    )
+    return [
+        Analysis(
+            stats=stats,
+            entropy=entropy,
+            tokens=trace.tokens,
+            ids=trace.ids,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            window=window,
+            fai_horizon=(lo, hi),
+            head_quantiles=head_quantiles,
+            top_q=top_q,
+            k=k,
+            alpha=alpha,
+            tau_waad=tau_waad,
+            tau_delta=tau_delta,
+            classes=classes,
+            meta={"trace": dict(trace.meta), "layers": layer_list},
+        )
+        for trace, (stats, entropy) in zip(traces, results, strict=True)
+    ]
 
 
 def analyze_many(
@@ -576,10 +629,11 @@ def analyze_many(
     traces: Sequence[Trace],
     *,
     heads_from: str | HeadClasses | None = None,
+    batch_size: int = 1,
     progress: bool = True,
     **kwargs: Any,
 ) -> list[Analysis]:
-    """`analyze` each trace (one forward pass each), with a progress bar.
+    """`analyze` many traces, with a progress bar, optionally several per forward pass.
 
     Args:
         model: the bridge.
@@ -588,6 +642,9 @@ def analyze_many(
             ``"batch"`` computes one classification from the mean span over all traces
             (no extra forward pass) and applies it to every analysis; a `HeadClasses`
             is used as given.
+        batch_size: traces per forward pass (right-padded; see `engine.collect_many`).
+            Traces are grouped in length order to limit padding; results keep the input
+            order. Memory grows with the batch (logits: ``batch x T x d_vocab``).
         progress: show a ``tqdm.auto`` progress bar.
         **kwargs: any keyword argument of `analyze`.
 
@@ -601,17 +658,76 @@ def analyze_many(
             f"heads_from={heads_from!r} is not a head classification",
             'pass None (per sequence), "batch" or a wb.HeadClasses',
         )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise WorkbenchError(
+            f"batch_size must be a positive integer, got {batch_size!r}", "pass e.g. 8"
+        )
     traces = list(traces)
     if not traces:
         raise WorkbenchError("analyze_many got no traces", "pass a non-empty list of traces")
     if isinstance(heads_from, HeadClasses):
         kwargs["classes"] = heads_from
-    out = [
-        analyze(model, t, **kwargs)
-        for t in tqdm(traces, desc="analyze", disable=not progress, leave=False)
-    ]
+    order = sorted(range(len(traces)), key=lambda i: len(traces[i]))
+    out: list[Analysis | None] = [None] * len(traces)
+    with tqdm(total=len(traces), desc="analyze", disable=not progress, leave=False) as bar:
+        for b in range(0, len(order), batch_size):
+            idx = order[b : b + batch_size]
+            for i, a in zip(
+                idx, _analyze_batch(model, [traces[i] for i in idx], **kwargs), strict=True
+            ):
+                out[i] = a
+            bar.update(len(idx))
+    result = [a for a in out if a is not None]
     if heads_from == "batch":
-        span = torch.stack([a.head_span for a in out]).nanmean(0)
-        classes = HeadClasses.from_span(span, out[0].params["head_quantiles"])
-        out = [a.with_params(classes=classes) for a in out]
-    return out
+        span = torch.stack([a.head_span for a in result]).nanmean(0)
+        classes = HeadClasses.from_span(span, result[0].params["head_quantiles"])
+        result = [a.with_params(classes=classes) for a in result]
+    return result
+
+
+def gamma_many(
+    model: Any,
+    traces: Sequence[Trace],
+    strategy: str = "coupled",
+    *,
+    layers: str | int | Sequence[int] = "middle",
+    fai_horizon: tuple[int, int | None] = (10, 100),
+    seed: int | None = None,
+    gamma_amp: float = 1.5,
+    batch_size: int = 8,
+    progress: bool = False,
+    **kwargs: Any,
+) -> list[Float[Tensor, " pos"]]:
+    """Credit weights for many rollouts (the RL entry point), batched forward passes.
+
+    Defaults are the paper's RL setting: the five middle-third layers and
+    ``fai_horizon=(10, 100)``. Heads are classified per rollout.
+
+    Args:
+        model: the current policy as a bridge (eager attention).
+        traces: prompt + completion of each rollout.
+        strategy: see `Analysis.gamma`.
+        layers / fai_horizon: as in `analyze`.
+        seed: for ``"random"``; rollout ``i`` uses ``seed + i`` (None: unseeded).
+        gamma_amp: the amplification.
+        batch_size: rollouts per forward pass.
+        progress: show a progress bar.
+        **kwargs: other `analyze` parameters (``window``, ``top_q``, ``alpha``...).
+
+    Returns:
+        One ``[pos]`` float32 tensor per trace (1.0 on the prompt).
+    """
+    _credit.check_strategy(strategy)
+    analyses = analyze_many(
+        model,
+        traces,
+        layers=layers,
+        fai_horizon=fai_horizon,
+        batch_size=batch_size,
+        progress=progress,
+        **kwargs,
+    )
+    return [
+        a.gamma(strategy, seed=None if seed is None else seed + i, gamma_amp=gamma_amp)
+        for i, a in enumerate(analyses)
+    ]

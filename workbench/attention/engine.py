@@ -36,7 +36,14 @@ from torch import Tensor
 from ..errors import WorkbenchError
 from .metrics import HeadStats, StatsAccumulator
 
-__all__ = ["TILED_THRESHOLD", "check_model", "collect", "entropy_from_logits", "tiled_supported"]
+__all__ = [
+    "TILED_THRESHOLD",
+    "check_model",
+    "collect",
+    "collect_many",
+    "entropy_from_logits",
+    "tiled_supported",
+]
 
 #: Sequences longer than this use the tiled path under ``path="auto"``.
 TILED_THRESHOLD = 512
@@ -189,7 +196,6 @@ def _make_tiled_forward(
     return forward
 
 
-@torch.no_grad()
 def collect(
     model: Any,
     ids: Int[Tensor, " pos"],
@@ -224,13 +230,55 @@ def collect(
         (entropy of the distribution that produced token ``t``, i.e. logits at row ``t-1``;
         NaN outside the response).
     """
+    return collect_many(
+        model,
+        [(ids, prompt_len)],
+        heads,
+        max_window=max_window,
+        cuts=cuts,
+        path=path,
+        tile_rows=tile_rows,
+        fast_other_layers=fast_other_layers,
+    )[0]
+
+
+@torch.no_grad()
+def collect_many(
+    model: Any,
+    items: Sequence[tuple[Tensor, int]],
+    heads: Sequence[tuple[int, int]],
+    *,
+    max_window: int,
+    cuts: Sequence[int],
+    path: str = "auto",
+    tile_rows: int | None = None,
+    fast_other_layers: bool = False,
+    pad_id: int = 0,
+) -> list[tuple[HeadStats, Tensor]]:
+    """`collect` for several sequences in one batched forward pass.
+
+    The sequences are right-padded to the longest. With causal attention a real token
+    never attends to the padding after it, and position ids are unchanged, so every
+    sequence's statistics equal those of its own pass (up to float rounding of the
+    batched matrix products); no attention mask is needed. Memory grows with the batch:
+    logits are ``batch x T x d_vocab`` floats.
+
+    Args:
+        items: ``(ids, prompt_len)`` pairs.
+        pad_id: the token id used for padding (never attended to).
+        (others): as in `collect`.
+
+    Returns:
+        One ``(stats, entropy)`` per item, in order.
+    """
     check_model(model)
     heads = sorted(heads)
-    n = int(ids.shape[0])
+    lens = [int(ids.shape[0]) for ids, _ in items]
+    t_max = max(lens)
     if path not in ("auto", "exact", "tiled"):
         raise WorkbenchError(f"path={path!r} is not a path", 'pass "auto", "exact" or "tiled"')
     if path == "auto":
-        path = "tiled" if n > TILED_THRESHOLD and tiled_supported(model) else "exact"
+        path = "tiled" if t_max > TILED_THRESHOLD and tiled_supported(model) else "exact"
     elif path == "tiled" and not tiled_supported(model):
         raise WorkbenchError(
             f"the tiled path does not support this model's attention "
@@ -239,15 +287,30 @@ def collect(
         )
     device = next(model.parameters()).device
     n_heads = model.cfg.n_heads
-    acc = StatsAccumulator(list(heads), n, prompt_len, max_window, cuts, device)
+    accs = [
+        StatsAccumulator(list(heads), n, pl, max_window, cuts, device)
+        for n, (_, pl) in zip(lens, items, strict=True)
+    ]
     by_layer = _layer_rows(list(heads))
-    inp = ids.to(device)[None]
+    inp = torch.full((len(items), t_max), pad_id, dtype=torch.long, device=device)
+    for i, (ids, _) in enumerate(items):
+        inp[i, : lens[i]] = ids.to(device)
+
+    def feed(r: slice, p: Tensor, rows: slice, idx: list[int]) -> None:
+        """Hand rows `r` of the batched pattern `p` [batch, head, rows, keys] to each sequence."""
+        sel = _select(p, idx, n_heads)
+        for i, acc in enumerate(accs):
+            n = lens[i]
+            if r.start >= n:
+                continue
+            stop = min(r.stop, n)
+            acc.add(slice(r.start, stop), sel[i, :, : stop - r.start, :stop], rows)
 
     if path == "exact":
 
         def make_hook(rows: slice, head_idx: list[int]):
             def hook(pattern: Tensor, hook: Any = None) -> None:
-                acc.add(slice(0, n), _select(pattern, head_idx, n_heads)[0].detach(), rows)
+                feed(slice(0, t_max), pattern.detach(), rows, head_idx)
 
             return hook
 
@@ -265,17 +328,20 @@ def collect(
                     rows, idx = by_layer[layer]
 
                     def reduce(r: slice, p: Tensor, rows=rows, idx=idx) -> None:
-                        acc.add(r, _select(p, idx, n_heads)[0], rows)
+                        feed(r, p, rows, idx)
 
                 attn = block.attn
                 attn.__dict__["forward"] = _make_tiled_forward(
-                    attn, reduce, n_heads, tile_rows, fast_other_layers
+                    attn, reduce, n_heads * len(items), tile_rows, fast_other_layers
                 )
                 patched.append(attn)
             logits = model(inp)
         finally:
             for attn in patched:
                 attn.__dict__.pop("forward", None)
-    entropy = _entropy(logits, n, prompt_len)
+    out = []
+    for i, acc in enumerate(accs):
+        entropy = _entropy(logits[i : i + 1], lens[i], items[i][1])
+        out.append((acc.finish(), entropy))
     del logits
-    return acc.finish(), entropy
+    return out
