@@ -13,6 +13,7 @@ intervals on "set minus random". `perturbation_test` is the paper's forced-token
     wb.summarize(df, "kl_mean")
 """
 
+from .charts import effect_chart, kl_curve_chart
 from .effects import (
     answer_logprob,
     answer_span,
@@ -31,6 +32,7 @@ from .interventions import (
     resid_cache,
     resid_mean,
 )
+from .panel import AblationPanel
 from .perturb import content_words, jaccard, perturb_position, perturbation_test
 from .runner import INTERVENTIONS, METRICS, bootstrap_ci, per_position, run_ablations, summarize
 from .targets import CONTROLS, FAMILIES, TargetSet, target_sets
@@ -40,6 +42,7 @@ __all__ = [
     "FAMILIES",
     "INTERVENTIONS",
     "METRICS",
+    "AblationPanel",
     "Intervention",
     "Knockout",
     "ResidAblation",
@@ -49,10 +52,12 @@ __all__ = [
     "bootstrap_ci",
     "content_words",
     "default_resid_layer",
+    "effect_chart",
     "fwd_hooks",
     "greedy_continue",
     "intervene",
     "jaccard",
+    "kl_curve_chart",
     "kl_per_position",
     "logits_of",
     "measure",

@@ -13,7 +13,7 @@ bootstrap intervals over traces (resampling traces with replacement, seeded).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,7 @@ _COLUMNS = [
     "correct_clean",
     "correct_ablated",
     "prompt_len",
+    "positions",
     "kl_curve",
 ]
 
@@ -87,6 +88,7 @@ def run_ablations(
     max_new_tokens: int = 0,
     analyze_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
+    callback: Callable[[int, int], None] | None = None,
 ):
     """Ablate every target set and control of every trace; one row per ablation.
 
@@ -107,13 +109,15 @@ def run_ablations(
         max_new_tokens: continuation length (0: no continuation test).
         analyze_kwargs: keyword arguments for `wb.analyze`.
         progress: tqdm progress bar over traces.
+        callback: called as ``callback(done, total)`` after each trace (for panels).
 
     Returns:
         A pandas DataFrame with columns ``trace, target, family, kind, seed,
         intervention, n, first, last, kl_mean, kl_after_last, kl_max, logp_clean,
         logp_ablated, delta_logp, answer_len, answer_kind, cut, correct_clean,
-        correct_ablated, prompt_len, kl_curve`` (``kl_curve``: the ``[pos]`` KL array of
-        `measure`, for `per_position` and the charts).
+        correct_ablated, prompt_len, positions, kl_curve`` (``positions``: the ablated
+        positions; ``kl_curve``: the ``[pos]`` KL array of `measure`, for `per_position`
+        and the charts).
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -196,9 +200,12 @@ def run_ablations(
                         "intervention": kind,
                         **m,
                         "prompt_len": tr.prompt_len,
+                        "positions": ts.positions,
                         "kl_curve": kl_curve,
                     }
                 )
+        if callback is not None:
+            callback(i + 1, len(traces))
     return pd.DataFrame(rows, columns=_COLUMNS)
 
 

@@ -1,0 +1,223 @@
+"""`AblationPanel`: run ablations on task problems and see the effect next to chance.
+
+The panel takes problems from a verifiable task, builds one trace per problem (the
+reference solution as the response, or the model's own greedy answer), analyses each
+trace, ablates the chosen rhythm sets and their matched controls (`run_ablations`) and
+shows the bootstrap summary (`summarize` + `effect_chart`) and the per-position KL of one
+trace (`kl_curve_chart`). Changing the metric, the trace or the family shown costs no
+forward pass; Run recomputes.
+
+Cost: per trace, one analysis pass, one clean pass and one pass per (set, intervention);
+with a continuation test, two greedy continuations per set as well. It is a panel in the
+style of `workbench.viz.panels` (status line, errors shown, never raised): add it to the
+app with ``wb.workbench(model).add_tab(AblationPanel(model))``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets as widgets
+
+from ..errors import WorkbenchError
+from ..viz import style
+from ..viz.panels import Panel, chart_widget
+from .charts import effect_chart, kl_curve_chart
+from .runner import INTERVENTIONS, METRICS, run_ablations, summarize
+from .targets import FAMILIES
+
+__all__ = ["AblationPanel"]
+
+
+class AblationPanel(Panel):
+    """Ablations against matched controls, with intervals, in one panel.
+
+    Args:
+        model: the bridge (or set later with `set_model`).
+        task: ``"countdown"`` or ``"arithmetic"``.
+        n_problems: how many test problems (one trace each).
+
+    Attributes:
+        frame: the last `run_ablations` DataFrame (or None).
+        summary: the last `summarize` DataFrame (or None).
+        traces: the traces of the last run.
+        charts: ``{"effect", "kl"}`` -> ``alt.JupyterChart`` widgets.
+    """
+
+    title = "Ablation"
+
+    def __init__(self, model: Any = None, *, task: str = "countdown", n_problems: int = 4):
+        super().__init__()
+        self.model = model
+        self.frame = None
+        self.summary = None
+        self.traces: list[Any] = []
+        self.charts: dict[str, Any] = {}
+        d = getattr(style, "DESCRIPTION", {})
+        self._ran_intervention = "knockout"
+        self.task = widgets.Dropdown(
+            options=["countdown", "arithmetic"], value=task, description="task", style=d
+        )
+        self.n_problems = widgets.IntSlider(
+            value=n_problems, min=1, max=64, description="problems", style=d
+        )
+        self.source = widgets.Dropdown(
+            options=[("reference solutions", "reference"), ("model's greedy answers", "greedy")],
+            value="reference",
+            description="responses",
+            style=d,
+        )
+        self.intervention = widgets.Dropdown(
+            options=list(INTERVENTIONS), value="knockout", description="intervention", style=d
+        )
+        self.layers = widgets.Dropdown(
+            options=[("all layers", "all"), ("middle layers", "middle")],
+            value="all",
+            description="layers",
+            style=d,
+        )
+        self.families = widgets.SelectMultiple(
+            options=list(FAMILIES), value=("anchors", "preplan"), description="sets", style=d,
+            rows=4,
+        )  # fmt: skip
+        self.size = widgets.IntSlider(
+            value=4, min=0, max=32, description="size (0 = top q)", style=d
+        )
+        self.n_random = widgets.IntSlider(
+            value=3, min=1, max=10, description="random seeds", style=d
+        )
+        self.max_new_tokens = widgets.IntSlider(
+            value=0, min=0, max=128, step=8, description="answer test", style=d
+        )
+        self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
+        self.run_button.on_click(lambda _: self.run())
+        self.progress = widgets.IntProgress(value=0, min=0, max=1)
+        self.metric = widgets.Dropdown(
+            options=list(METRICS), value="kl_mean", description="metric", style=d
+        )
+        self.trace_index = widgets.Dropdown(options=[0], value=0, description="trace", style=d)
+        self.family_shown = widgets.Dropdown(
+            options=list(FAMILIES), value="anchors", description="KL of", style=d
+        )
+        for w in (self.metric, self.trace_index, self.family_shown):
+            w.observe(lambda _: self._guard(self.render), names="value")
+        self.table = widgets.HTML()
+        self.charts_box = widgets.VBox([])
+        self.children = [
+            style.card(
+                "Problems",
+                style.row(self.task, self.n_problems, self.source),
+            ),
+            style.card(
+                "Ablation",
+                style.row(self.intervention, self.layers, self.families),
+                style.row(self.size, self.n_random, self.max_new_tokens),
+                style.row(self.run_button, self.progress, self.status),
+            ),
+            style.card(
+                "Effect against matched controls",
+                style.row(self.metric, self.trace_index, self.family_shown),
+                self.table,
+                self.charts_box,
+            ),
+        ]
+
+    def set_model(self, model: Any) -> None:
+        """Use `model` from now on (clears the last results)."""
+        self.model = model
+        self.frame = self.summary = None
+        self.traces = []
+        self.charts_box.children = []
+        self.charts = {}
+        self.table.value = ""
+        self._say("model set: press Run", "info")
+
+    def _traces(self, task: Any, problems: list[Any]) -> list[Any]:
+        from ..trace import Trace, generate
+
+        if self.source.value == "reference":
+            return [Trace.from_text(self.model, p.prompt, p.solution, chat=False) for p in problems]
+        return [
+            generate(self.model, p.prompt, max_new_tokens=96, temperature=0.0, chat=False)
+            for p in problems
+        ]
+
+    def run(self) -> Any:
+        """Build the traces, run the ablations, summarise and draw."""
+
+        def go() -> Any:
+            from ..attention.analysis import analyze
+            from ..tasks import get_task
+
+            if self.model is None:
+                raise WorkbenchError("no model", "load one in the model panel, or set_model")
+            self.run_button.disabled = True
+            try:
+                task = get_task(self.task.value)
+                problems = task.generate(int(self.n_problems.value), split="test", seed=0)
+                self._say("building traces …", "busy")
+                traces = self._traces(task, problems)
+                self._say("analysing …", "busy")
+                analyses = [analyze(self.model, t) for t in traces]
+                self.progress.max, self.progress.value = len(traces), 0
+                self._say("ablating …", "busy")
+                fams = list(self.families.value) or ["anchors"]
+
+                def tick(done: int, total: int) -> None:
+                    self.progress.value = done
+
+                self._ran_intervention = self.intervention.value
+                self.frame = run_ablations(
+                    self.model,
+                    traces,
+                    analyses=analyses,
+                    interventions=[self.intervention.value],
+                    families=fams,
+                    n_random=int(self.n_random.value),
+                    size=int(self.size.value) or None,
+                    knockout_layers=self.layers.value,
+                    task=task,
+                    problems=problems,
+                    max_new_tokens=int(self.max_new_tokens.value),
+                    progress=False,
+                    callback=tick,
+                )
+            finally:
+                self.run_button.disabled = False
+            self.traces = traces
+            self.trace_index.options = list(range(len(traces)))
+            self.trace_index.value = 0
+            present = [f for f in FAMILIES if f in set(self.frame["family"])]
+            self.family_shown.options = present or list(FAMILIES)
+            if present:
+                self.family_shown.value = present[0]
+            self.render()
+            self._say(f"{len(self.frame)} ablations over {len(traces)} traces", "ok")
+            return self.frame
+
+        return self._guard(go)
+
+    def render(self) -> None:
+        """Redraw the summary table and the charts from the last run (no forward pass)."""
+        if self.frame is None or self.frame.empty:
+            return
+        metric = self.metric.value
+        if metric == "correct_ablated" and self.frame["correct_ablated"].isna().all():
+            raise WorkbenchError(
+                "no greedy answers were computed", "set 'answer test' above 0 and Run again"
+            )
+        self.summary = summarize(self.frame, metric)
+        self.table.value = self.summary.drop(columns=["metric"]).to_html(
+            index=False, float_format=lambda x: f"{x:.4g}", border=0
+        )
+        effect = chart_widget(effect_chart(self.summary))
+        kl = chart_widget(
+            kl_curve_chart(
+                self.frame,
+                trace=int(self.trace_index.value),
+                intervention=self._ran_intervention,
+                family=self.family_shown.value,
+            )
+        )
+        self.charts = {"effect": effect, "kl": kl}
+        self.charts_box.children = [effect, kl]
