@@ -115,7 +115,7 @@ def test_rhythm_panel_without_model_says_so():
 
 
 @pytest.mark.slow
-def test_rhythm_panel_updates_without_a_new_forward_pass(smol, passes):
+def test_rhythm_panel_updates_without_a_new_forward_pass(smol, passes, tmp_path):
     r = panels.RhythmPanel(smol, prompt=PROMPT, response=RESPONSE)
     a = r.run()
     assert r.last_error is None, r.last_error
@@ -126,7 +126,10 @@ def test_rhythm_panel_updates_without_a_new_forward_pass(smol, passes):
     assert "analysed" in r.status.value
 
     # post-processing parameters: new analysis, new charts, no forward pass
+    head_chart, map_chart = r.charts["heads"].chart, r.charts["map"].chart
     r.window.value = 5
+    # the head classes did not change: the map and head map are not rebuilt
+    assert r.charts["heads"].chart is head_chart and r.charts["map"].chart is map_chart
     assert r.analysis.params["window"] == 5 and r.analysis is not a
     d = r.charts["curves"].chart.to_dict()
     assert "W = 5" in d["title"]["subtitle"]
@@ -170,24 +173,36 @@ def test_rhythm_panel_updates_without_a_new_forward_pass(smol, passes):
     assert "entropy" in r.charts["text"].chart.to_dict()["title"]["subtitle"]
     r.entropy.value = True
     assert len(r.charts["curves"].chart.to_dict()["vconcat"]) == 3
+    p = r.analysis.prompt_len
+    r.shown.value = (5, 14)
+    assert [row["pos"] for row in _data(r.charts["text"], ["layer", 0])] == list(
+        range(p + 5, p + 15)
+    )
+    curve_rows = _data(r.charts["curves"], ["vconcat", 0, "layer", 1])
+    assert [row["pos"] for row in curve_rows] == list(range(p + 5, p + 15))
     r.map_heads.value = (7, 2)
     assert "layer 7 head 2" in r.charts["map"].chart.to_dict()["title"]["text"]
     assert r.analysis is before
     assert r.last_error is None
     assert passes.n == 2 and r.forward_passes == 2
 
-
-@pytest.mark.slow
-def test_rhythm_panel_reports_an_empty_head_choice(smol):
-    r = panels.RhythmPanel(smol, prompt=PROMPT, response=RESPONSE)
-    r.run()
+    # a bad choice is reported in the status line; the last good state stays on screen
     shown = r.analysis
     r.picker.head_index.value = ()
     assert isinstance(r.last_error, WorkbenchError)
     assert "no heads are selected" in r.status.value
-    assert r.analysis is shown  # the last good state stays on screen
+    assert r.analysis is shown
+    r.picker.mode.value = "all"
     r.picker.head_index.value = (4,)
     assert r.last_error is None and len(r.analysis.heads) == 30
+
+    # a saved trace is analysed as saved (a new trace: two passes), the view range resets
+    path = r.trace.save(tmp_path / "trace.json")
+    r.trace_file.value = str(path)
+    r.response.value = ""
+    r.run()
+    assert r.last_error is None and r.trace.ids.tolist() == a.ids.tolist()
+    assert passes.n == 4 and r.shown.value == (0, len(a.response) - 1)
 
 
 @pytest.mark.slow

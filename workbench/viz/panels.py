@@ -34,7 +34,7 @@ import ipywidgets as widgets
 from ..errors import WorkbenchError
 from . import style
 from .charts import METRICS, attention_map, head_map, rhythm_curves, text_view
-from .maps import attention_maps
+from .maps import MAX_CELLS, attention_maps
 
 __all__ = [
     "FAI_HI_CHOICES",
@@ -339,6 +339,8 @@ class RhythmPanel(Panel):
 
     Attributes:
         trace: the current `wb.Trace`.
+        shown: the response-index range the curves and the text view show (at most
+            5,000 tokens, a chart's row limit; the map and head map cover everything).
         base: the `Analysis` of every head (from the one forward pass).
         analysis: the `Analysis` shown (the chosen heads and parameters).
         maps: the pooled `AttentionMaps` of every head.
@@ -366,7 +368,7 @@ class RhythmPanel(Panel):
         self.maps = None
         self.forward_passes = 0
         self.charts: dict[str, alt.JupyterChart] = {}
-        self._busy = False
+        self._keys: dict[str, Any] = {}
 
         wide = widgets.Layout(width="98%")
         self.prompt = widgets.Textarea(
@@ -378,6 +380,12 @@ class RhythmPanel(Panel):
             style=style.DESCRIPTION,
             placeholder="optional: paste a response to analyse it instead of generating",
             rows=2,
+            layout=wide,
+        )
+        self.trace_file = widgets.Text(
+            description="trace file",
+            style=style.DESCRIPTION,
+            placeholder="optional: a JSON file written by Trace.save (analysed as saved)",
             layout=wide,
         )
         self.max_new_tokens = widgets.IntSlider(
@@ -407,10 +415,20 @@ class RhythmPanel(Panel):
 
         self.picker = HeadPicker()
         self.window = widgets.IntSlider(
-            value=10, min=1, max=32, description="window W", style=style.DESCRIPTION
+            value=10,
+            min=1,
+            max=32,
+            description="window W",
+            style=style.DESCRIPTION,
+            continuous_update=False,
         )
         self.h_lo = widgets.IntSlider(
-            value=0, min=0, max=20, description="FAI H_lo", style=style.DESCRIPTION
+            value=0,
+            min=0,
+            max=20,
+            description="FAI H_lo",
+            style=style.DESCRIPTION,
+            continuous_update=False,
         )
         self.h_hi = widgets.Dropdown(
             options=[("end", None), *[(str(h), h) for h in FAI_HI_CHOICES if h is not None]],
@@ -420,13 +438,31 @@ class RhythmPanel(Panel):
             layout=widgets.Layout(width="200px"),
         )
         self.q_local = widgets.FloatSlider(
-            value=0.3, min=0.05, max=0.5, step=0.05, description="local q", style=style.DESCRIPTION
+            value=0.3,
+            min=0.05,
+            max=0.5,
+            step=0.05,
+            description="local q",
+            style=style.DESCRIPTION,
+            continuous_update=False,
         )
         self.q_global = widgets.FloatSlider(
-            value=0.3, min=0.05, max=0.5, step=0.05, description="global q", style=style.DESCRIPTION
+            value=0.3,
+            min=0.05,
+            max=0.5,
+            step=0.05,
+            description="global q",
+            style=style.DESCRIPTION,
+            continuous_update=False,
         )
         self.top_q = widgets.FloatSlider(
-            value=0.4, min=0.05, max=1.0, step=0.05, description="top q", style=style.DESCRIPTION
+            value=0.4,
+            min=0.05,
+            max=1.0,
+            step=0.05,
+            description="top q",
+            style=style.DESCRIPTION,
+            continuous_update=False,
         )
         self.metric = widgets.Dropdown(
             options=list(METRICS),
@@ -443,6 +479,15 @@ class RhythmPanel(Panel):
             style=style.DESCRIPTION,
             layout=widgets.Layout(width="260px"),
         )
+        self.shown = widgets.IntRangeSlider(
+            value=(0, 1),
+            min=0,
+            max=1,
+            description="tokens shown",
+            style=style.DESCRIPTION,
+            continuous_update=False,
+            layout=widgets.Layout(width="420px"),
+        )
         self.summary = widgets.HTML()
 
         for w in (
@@ -450,7 +495,7 @@ class RhythmPanel(Panel):
             self.picker.mode, self.picker.custom_layers, self.picker.head_index,
         ):  # fmt: skip
             w.observe(lambda _: self._guard(self.update), names="value")
-        for w in (self.metric, self.entropy, self.map_heads):
+        for w in (self.metric, self.entropy, self.map_heads, self.shown):
             w.observe(lambda _: self._guard(self.render), names="value")
 
         self.charts_box = widgets.VBox([])
@@ -459,6 +504,7 @@ class RhythmPanel(Panel):
                 "Input",
                 self.prompt,
                 self.response,
+                self.trace_file,
                 style.row(self.max_new_tokens, self.temperature, self.seed),
                 style.row(self.run_button, self.status),
             ),
@@ -470,7 +516,7 @@ class RhythmPanel(Panel):
             ),
             style.card(
                 "Rhythm",
-                style.row(self.metric, self.entropy, self.map_heads),
+                style.row(self.metric, self.entropy, self.map_heads, self.shown),
                 self.summary,
                 self.charts_box,
             ),
@@ -511,7 +557,9 @@ class RhythmPanel(Panel):
         }
 
     def run(self) -> Any:
-        """Generate (or take the pasted response), analyse, and draw: one new trace."""
+        """Analyse one new trace and draw it: the saved trace in `trace_file` if given,
+        else the pasted `response` (with `prompt`), else a response generated from
+        `prompt`. Two forward passes (see the module docstring)."""
         return self._guard(self._run)
 
     def _run(self) -> Any:
@@ -521,7 +569,10 @@ class RhythmPanel(Panel):
 
         self.run_button.disabled = True
         try:
-            if self.response.value.strip():
+            if self.trace_file.value.strip():
+                self._say("reading the saved trace …", "busy")
+                trace = Trace.load(self.trace_file.value.strip())
+            elif self.response.value.strip():
                 self._say("tokenising the pasted response …", "busy")
                 trace = Trace.from_text(self.model, self.prompt.value, self.response.value)
             else:
@@ -565,6 +616,14 @@ class RhythmPanel(Panel):
         maps = attention_maps(self.model, trace)
         self.forward_passes += 1
         self.trace, self.base, self.maps = trace, base, maps
+        self.analysis = None  # the range reset below must not redraw the previous trace
+        hi, last = trace.response_len - 1, min(trace.response_len, MAX_CELLS) - 1
+        if hi >= self.shown.max:
+            self.shown.max = hi
+            self.shown.value = (0, last)
+        else:
+            self.shown.value = (0, last)
+            self.shown.max = hi
         self.update()
         self._say(
             f"{trace.response_len} response tokens analysed in {time.perf_counter() - t0:.1f} s "
@@ -608,22 +667,43 @@ class RhythmPanel(Panel):
         a = self.analysis
         if a is None:
             return
-        built = {
-            "curves": rhythm_curves(a, entropy=bool(self.entropy.value)),
-            "text": text_view(a, self.metric.value),
-            "map": attention_map(self.maps, self.map_heads.value, analysis=a),
-            "heads": head_map(a),
+        lo, hi = self.shown.value
+        positions = range(a.prompt_len + lo, a.prompt_len + hi + 1)
+        group = self.map_heads.value
+        heads_key = (tuple(a.heads), tuple(a.local_heads), tuple(a.global_heads))
+        # Each chart is rebuilt only when what it shows changed (building and validating a
+        # spec is most of an update's time).
+        builders = {
+            "curves": (
+                (a, bool(self.entropy.value), positions),
+                lambda: rhythm_curves(a, entropy=bool(self.entropy.value), positions=positions),
+            ),
+            "text": (
+                (a, self.metric.value, positions),
+                lambda: text_view(a, self.metric.value, positions=positions),
+            ),
+            "map": (
+                (self.forward_passes, group, heads_key if isinstance(group, str) else None),
+                lambda: attention_map(self.maps, group, analysis=a),
+            ),
+            "heads": (
+                (self.forward_passes, *heads_key, tuple(a.receiver_heads)),
+                lambda: head_map(a),
+            ),
         }
         if not self.charts:
-            self.charts = {k: chart_widget(c) for k, c in built.items()}
+            self.charts = {k: chart_widget(build()) for k, (_, build) in builders.items()}
+            self._keys = {k: key for k, (key, _) in builders.items()}
             self.charts_box.children = [
                 self.charts["curves"],
                 self.charts["text"],
                 style.row(self.charts["map"], self.charts["heads"], align_items="flex-start"),
             ]
         else:
-            for k, c in built.items():
-                self.charts[k].chart = c
+            for k, (key, build) in builders.items():
+                if self._keys.get(k) != key:
+                    self.charts[k].chart = build()
+                    self._keys[k] = key
         self.summary.value = style.status_html(
             f"preplan {len(a.preplan)}, anchors {len(a.anchors)}, "
             f"locally dominated {len(a.dominated)} of {len(a.response)} response tokens; "
