@@ -116,3 +116,19 @@ def test_theme_registers_and_restores():
 
 def test_max_cells_is_altairs_row_limit():
     assert MAX_CELLS == 5000
+
+
+def test_chart_widgets_are_offline_svg_jupytercharts():
+    from workbench.viz import panels
+
+    w = panels.chart_widget(_tiny_chart())
+    assert isinstance(w, alt.JupyterChart)
+    assert w.embed_options["renderer"] == "svg"
+    assert w.spec["mark"]["type"] == "line"
+    # offline: the Vega bundle is inlined into the widget's module, no CDN import
+    assert "cdn.jsdelivr" not in alt.JupyterChart._esm
+    assert len(alt.JupyterChart._esm) > 100_000
+    assert alt.renderers.active == "jupyter"
+    w.chart = _tiny_chart().mark_point()
+    assert w.spec["mark"]["type"] == "point"
+    style.disable_theme()
