@@ -31,11 +31,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_train.add_argument("--steps", type=int, default=None)
     p_train.add_argument("--batch-size", type=int, default=None)
     p_train.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p_train.add_argument("--rope-theta", type=float, default=None, help="RoPE base")
     p_train.add_argument("--out", default=str(CHECKPOINT_DIR))
     p_eval = sub.add_parser("eval", help="print held-out accuracy per task")
     p_eval.add_argument("--dir", default=str(CHECKPOINT_DIR))
     p_eval.add_argument("--n", type=int, default=None, help="problems per task")
     p_eval.add_argument("--seed", type=int, default=None)
+    p_eval.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
 
     import torch
@@ -46,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = tr.TrainConfig(seed=args.seed)
         if args.steps is not None:
             cfg.steps = args.steps
+        if args.rope_theta is not None:
+            cfg.rope_theta = args.rope_theta
         if args.threads is not None:
             cfg.threads = args.threads
         if args.batch_size is not None:
@@ -56,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from workbench.tiny import load
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     model, tokenizer = load(args.dir)
     sample = dict(tr.EVAL_SAMPLE)
     if args.n is not None:

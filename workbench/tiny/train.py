@@ -74,6 +74,7 @@ class TrainConfig:
         countdown_fraction: share of Countdown problems in the training mix (rest arithmetic).
         pool: distinct training problems generated per task before training.
         d_model / n_layers / n_heads / d_mlp: Llama shape (head dim = d_model / n_heads).
+        rope_theta: RoPE base.
         max_new_tokens: greedy generation budget at evaluation.
         threads: torch CPU threads (1 is faster than 2 when other processes share the two
             cores of the build machine; the shipped run used the value in its card).
@@ -91,6 +92,7 @@ class TrainConfig:
     n_layers: int = 4
     n_heads: int = 8
     d_mlp: int = 512
+    rope_theta: float = 10000.0
     max_new_tokens: int = 64
     threads: int = 1
 
@@ -113,7 +115,7 @@ def make_model(cfg: TrainConfig, vocab_size: int) -> LlamaForCausalLM:
         num_attention_heads=cfg.n_heads,
         num_key_value_heads=cfg.n_heads,
         max_position_embeddings=256,
-        rope_theta=10000.0,
+        rope_theta=cfg.rope_theta,
         rms_norm_eps=1e-5,
         tie_word_embeddings=True,
         bos_token_id=1,
@@ -255,7 +257,7 @@ def head_spans(
     sequence on prompt + completion and then averaged over the sequences.
 
     Args:
-        model: the model (eager attention).
+        model: the model; switched to eager attention for the call if it uses another.
         tokenizer: its tokenizer.
         prompts: prompt texts.
         completions: one completion per prompt (the response R).
@@ -264,6 +266,19 @@ def head_spans(
         Tensor ``[n_layers, n_heads]`` of spans in tokens.
     """
     model.eval()
+    previous = getattr(model.config, "_attn_implementation", "eager")
+    if previous != "eager":  # only eager attention returns the patterns
+        model.set_attn_implementation("eager")
+    try:
+        return _head_spans(model, tokenizer, prompts, completions)
+    finally:
+        if previous != "eager":
+            model.set_attn_implementation(previous)
+
+
+def _head_spans(
+    model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str]
+) -> torch.Tensor:
     total = None
     count = 0
     for prompt, completion in zip(prompts, completions, strict=True):
@@ -439,6 +454,7 @@ def render_card(card: dict[str, Any], completions: dict[str, Any] | None = None)
     head_cols = " | ".join(f"h{h}" for h in range(len(spans[0])))
     examples = ""
     if completions:
+        examples = "\n## Example greedy completions (fixed held-out sample)\n"
         for name, rows in completions.items():
             for prompt, comp, score in rows[:3]:
                 examples += f"\n{name} (score {score}):\n\n```\n{prompt}{comp}\n```\n"
@@ -455,7 +471,8 @@ It is a toy: use it to exercise the method, not to reproduce the paper's numbers
   (d_model {a["d_model"]}, no grouped-query attention), SwiGLU MLP width {a["d_mlp"]},
   RoPE (theta 10000), RMSNorm, tied embeddings, eager attention.
 - Tokenizer: {a["tokenizer"]}, vocabulary {a["vocab_size"]}; `<s>` is prepended to every
-  encoding (position 0 is the attention sink), `</s>` ends each completion. No chat template.
+  encoding (position 0, available as an attention sink), `</s>` ends each completion. No chat
+  template.
 
 ## Format
 Prompts and completions are exactly those of `workbench.tasks`:
@@ -480,8 +497,8 @@ Supervised learning from scratch on reference scratchpads of the *train* split (
 completion tokens only): {c["steps"]} AdamW steps, batch {c["batch_size"]}, peak lr {c["lr"]}
 (warm-up {c["warmup"]} steps, cosine to 10%), weight decay {c["weight_decay"]}, mix
 {c["countdown_fraction"]:.0%} Countdown (3 numbers in 1..20, target 1..100) /
-{1 - c["countdown_fraction"]:.0%} addition (2-4 digits), seed {c["seed"]}, {c["threads"]} CPU
-threads. Wall time: **{card["train_wall_time_s"] / 60:.1f} min** (final loss
+{1 - c["countdown_fraction"]:.0%} addition (2-4 digits), seed {c["seed"]}, CPU threads: {c["threads"]}.
+Wall time: **{card["train_wall_time_s"] / 60:.1f} min** on 2 CPU cores shared with other jobs (final loss
 {card["final_loss"]}). torch {card["versions"]["torch"]}, transformers
 {card["versions"]["transformers"]}.
 
@@ -504,9 +521,12 @@ Mean attention distance in tokens per head over response tokens,
 Most local heads (layer, head, span): {card["most_local_heads"]}.
 Most long-range heads: {card["most_global_heads"]}.
 
+{card.get("notes", "")}
+
 ## Use
 ```python
 from workbench.tiny import CHECKPOINT_DIR, load
+
 model, tokenizer = load()  # AutoModelForCausalLM / AutoTokenizer from CHECKPOINT_DIR
 ```
 {examples}"""
