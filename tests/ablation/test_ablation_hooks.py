@@ -269,6 +269,11 @@ def test_controls_have_the_size_of_their_set(analysis, trace, size):
         m = len(target[0])
         assert [len(s) for s in group] == [m] * len(group)
         assert sum(s.kind == "random" for s in group) == 4
+        n_near = sum(s.kind == "nearby" for s in group)  # needs m free pool positions
+        assert n_near == 4 if size else n_near in (0, 4)
+        for s in group:
+            if s.kind == "nearby":
+                assert not set(s.positions) & set(target[0].positions)
         assert sum(s.kind == "low_fai" for s in group) == 1
         for s in group:
             assert 0 not in s.positions
@@ -328,21 +333,21 @@ def test_batch_runner_and_summary(toy, traces, problems):
         toy,
         traces,
         interventions=["knockout", "resid-zero"],
-        families=["anchors", "preplan"],
+        families=["anchors"],
         size=3,
-        n_random=2,
+        n_random=1,
         task=get_task("countdown"),
         problems=problems,
         max_new_tokens=3,
         progress=False,
     )
     assert set(df["trace"]) == {0, 1, 2}
-    assert len(df) == 3 * 2 * 2 * (1 + 2 + 1)  # traces x families x interventions x sets
+    assert len(df) == 3 * 2 * 4  # traces x interventions x sets
     assert df.groupby(["trace", "family", "intervention"])["n"].nunique().max() == 1
     assert np.isfinite(df["kl_mean"]).all() and np.isfinite(df["delta_logp"]).all()
     for metric in ["kl_mean", "delta_logp", "correct_ablated"]:
         s = summarize(df, metric, n_boot=200)
-        assert set(s["comparison"]) >= {"set", "random", "low_fai", "set - random"}
+        assert set(s["comparison"]) >= {"set", "random", "nearby", "low_fai", "set - nearby"}
         assert (s["lo"] <= s["estimate"] + 1e-12).all()
         assert (s["estimate"] <= s["hi"] + 1e-12).all()
     again = summarize(df, n_boot=200)

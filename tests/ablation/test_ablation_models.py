@@ -97,13 +97,13 @@ def test_effects_are_finite_and_intervals_hold_estimates(model, setup):
     )
     if tiny:
         assert df["correct_ablated"].isin([0.0, 1.0]).all()
-    assert len(df) == len(traces) * 3
+    assert len(df) == len(traces) * 4  # set, random, nearby, low-FAI
     for col in ["kl_mean", "kl_max", "delta_logp", "logp_clean"]:
         assert np.isfinite(df[col]).all(), col
     assert (df["kl_mean"] >= 0).all()
     for metric in ["kl_mean", "delta_logp", *(["correct_ablated"] if tiny else [])]:
         s = summarize(df, metric, n_boot=500, seed=0)
-        assert len(s) == 5
+        assert len(s) == 7
         assert np.isfinite(s[["estimate", "lo", "hi"]].to_numpy()).all()
         assert ((s["lo"] <= s["estimate"]) & (s["estimate"] <= s["hi"])).all()
 

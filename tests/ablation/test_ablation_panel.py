@@ -50,7 +50,7 @@ def frame(toy_model):
     problems = get_task("countdown").generate(2, split="test", seed=0)
     traces = [wb.Trace.from_text(toy_model, p.prompt, p.solution) for p in problems]
     return run_ablations(
-        toy_model, traces, families=["anchors", "preplan"], n_random=2, size=2, progress=False
+        toy_model, traces, families=["anchors", "preplan"], n_random=1, size=2, progress=False
     )
 
 
@@ -78,7 +78,7 @@ def test_panel_runs_and_redraws(toy_model):
     panel.n_random.value = 1
     out = panel.run()
     assert panel.last_error is None, panel.last_error
-    assert out is panel.frame and len(panel.frame) == 2 * 2 * 3
+    assert out is panel.frame and len(panel.frame) == 2 * 2 * 4
     assert set(panel.charts) == {"effect", "kl"}
     assert panel.progress.value == 2
     assert "set - random" in panel.table.value

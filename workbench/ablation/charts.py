@@ -20,7 +20,15 @@ from .runner import per_position
 
 __all__ = ["effect_chart", "kl_curve_chart"]
 
-_ORDER = ["set", "random", "low_fai", "set - random", "set - low_fai"]
+_ORDER = [
+    "set",
+    "random",
+    "nearby",
+    "low_fai",
+    "set - random",
+    "set - nearby",
+    "set - low_fai",
+]
 _FAMILY_COLORS = {
     "anchors": style.ANCHOR,
     "dominated": style.GLOBAL,
@@ -60,7 +68,7 @@ def effect_chart(summary: pd.DataFrame, *, intervention: str | None = None) -> a
     metric = str(d["metric"].iloc[0])
     d["is_difference"] = d["comparison"].str.contains(" - ")
     d["color"] = [
-        _FAMILY_COLORS.get(f, style.MUTED) if c in ("set", "set - random", "set - low_fai")
+        _FAMILY_COLORS.get(f, style.MUTED) if c == "set" or c.startswith("set - ")
         else style.MUTED
         for f, c in zip(d["family"], d["comparison"], strict=True)
     ]  # fmt: skip

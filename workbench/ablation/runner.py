@@ -102,6 +102,7 @@ def run_ablations(
         families / controls / n_random / seed / size: see `target_sets`.
         exclude_answer: keep the answer span (`answer_span`) out of every target set and
             control, so the answer log-prob measures influence, not direct damage.
+            Special tokens (eos) and the last token are always kept out.
         knockout_layers: layers for ``"knockout"``.
         resid_layers: layer(s) for residual ablations (None: ``floor(L/3)``).
         task / problems: a `workbench.tasks.Task` and one `Problem` per trace, to test
@@ -154,7 +155,7 @@ def run_ablations(
             n_random=n_random,
             seed=seed,
             size=size,
-            exclude=span[0] if exclude_answer else (),
+            exclude=_exclusions(tr, span[0] if exclude_answer else [], special),
         )
         clean = logits_of(model, tr.ids)
         other = None
@@ -207,6 +208,17 @@ def run_ablations(
         if callback is not None:
             callback(i + 1, len(traces))
     return pd.DataFrame(rows, columns=_COLUMNS)
+
+
+def _exclusions(trace: Trace, answer: Sequence[int], special: Sequence[int]) -> list[int]:
+    """Positions no target set may use: the answer span, special tokens, the last token.
+
+    The last token has no later query, so ablating it changes nothing by construction.
+    """
+    sp = {int(i) for i in special}
+    out = set(answer) | {len(trace) - 1}
+    out |= {p for p in trace.response if int(trace.ids[p]) in sp}
+    return sorted(out)
 
 
 def per_position(frame) -> Any:
@@ -275,8 +287,9 @@ def summarize(
     Returns:
         A DataFrame, one row per (intervention, family, comparison) with columns
         ``intervention, family, comparison, metric, estimate, lo, hi, n_traces``.
-        ``comparison`` is ``"set"``, ``"random"``, ``"low_fai"``, ``"set - random"`` or
-        ``"set - low_fai"``; per trace the random controls are first averaged over seeds.
+        ``comparison`` is ``"set"``, a control (``"random"``, ``"nearby"``,
+        ``"low_fai"``) or ``"set - <control>"``; per trace the seeded controls are first
+        averaged over seeds.
     """
     import pandas as pd
 
@@ -286,13 +299,12 @@ def summarize(
     for (iv, fam), g in frame.groupby(["intervention", "family"], sort=False):
         per = g.groupby(["trace", "kind"])[metric].mean().unstack("kind")
         cols: dict[str, Any] = {}
-        for kind, label in (("target", "set"), ("random", "random"), ("low_fai", "low_fai")):
+        for kind, label in (("target", "set"), *((c, c) for c in CONTROLS)):
             if kind in per:
                 cols[label] = per[kind]
-        if "set" in cols and "random" in cols:
-            cols["set - random"] = cols["set"] - cols["random"]
-        if "set" in cols and "low_fai" in cols:
-            cols["set - low_fai"] = cols["set"] - cols["low_fai"]
+        for c in CONTROLS:
+            if "set" in cols and c in cols:
+                cols[f"set - {c}"] = cols["set"] - cols[c]
         for label, series in cols.items():
             est, lo, hi = bootstrap_ci(series.to_numpy(), n_boot=n_boot, ci=ci, seed=seed)
             rows.append(

@@ -17,7 +17,16 @@ How controls are matched (this project's rules):
   (``seed, seed + 1, ...``). It may overlap the family set: it is chance, not a complement.
 - ``"low_fai"``: the lowest-FAI positions of the FAI pool, counted and tie-broken by the
   project's rule (`workbench.attention.rhythm.top_q` with ``bottom=True``, ties to the lower
-  position), the paper's "bottom" control.
+  position), the paper's "bottom" control. Caveat: with the analysis default horizon
+  (to the end of the response) the lowest-FAI tokens sit near the end of the response,
+  where little comes after them; their small effects are partly a matter of position.
+- ``"nearby"``: position-matched chance. For each position ``p`` of the set (in order),
+  a uniform draw from the pool positions within ``p - window .. p + window`` that are
+  neither in the set nor drawn already (widening the window until one is free), one draw
+  per seed like ``"random"``. It keeps the set's place in the sequence, which the uniform
+  ``"random"`` control does not (anchors sit earlier than average). It needs as many
+  free pool positions as the set has; when the pool is smaller (top-q sets of a short
+  response with many exclusions) the family gets no nearby control.
 
 ``size=m`` replaces the anchor and preplan sets by their top ``m`` (by FAI / Delta, same
 rule): ablating 40% of a response at once mostly measures that 40% is a lot, so a fixed
@@ -40,7 +49,9 @@ from ..errors import WorkbenchError
 __all__ = ["CONTROLS", "FAMILIES", "TargetSet", "target_sets"]
 
 FAMILIES = ("anchors", "preplan", "dominated", "intro")
-CONTROLS = ("random", "low_fai")
+CONTROLS = ("random", "nearby", "low_fai")
+#: Half-width of the ``"nearby"`` control's window (tokens).
+NEARBY_WINDOW = 5
 
 
 @dataclass(frozen=True)
@@ -51,7 +62,7 @@ class TargetSet:
         name: unique label, e.g. ``"anchors"``, ``"random[anchors]#1"``,
             ``"low_fai[anchors]"``.
         family: the rhythm set it belongs to or is matched to (``"anchors"``...).
-        kind: ``"target"``, ``"random"`` or ``"low_fai"``.
+        kind: ``"target"``, ``"random"``, ``"nearby"`` or ``"low_fai"``.
         positions: sorted absolute positions.
         seed: the RNG seed for ``"random"`` controls, else None.
     """
@@ -94,6 +105,23 @@ def _top(values: torch.Tensor, m: int, *, bottom: bool = False) -> list[int]:
     return picks
 
 
+def _nearby(positions: Sequence[int], pool: np.ndarray, rng: np.random.Generator) -> list[int]:
+    """One free pool position near each of `positions` (see the module docstring)."""
+    taken = set(positions)
+    picks: list[int] = []
+    for p in positions:
+        w = NEARBY_WINDOW
+        while True:
+            near = [int(c) for c in pool if abs(int(c) - p) <= w and int(c) not in taken]
+            if near:
+                c = int(rng.choice(near))
+                taken.add(c)
+                picks.append(c)
+                break
+            w *= 2
+    return picks
+
+
 def _check_names(names: Iterable[str], allowed: Sequence[str], what: str) -> list[str]:
     if isinstance(names, str):
         names = [names]
@@ -120,7 +148,8 @@ def target_sets(
         analysis: the `Analysis` of the trace.
         families: which rhythm sets (see `FAMILIES`).
         controls: which controls (see `CONTROLS`); each is built per family.
-        n_random: number of random controls (seeds ``seed .. seed + n_random - 1``).
+        n_random: number of random and of nearby controls (seeds ``seed .. seed +
+            n_random - 1``).
         seed: first RNG seed.
         size: None keeps the analysis's sets; an int takes the top `size` anchors / preplan
             tokens instead (dominated and intro sets are unchanged).
@@ -169,6 +198,13 @@ def target_sets(
                         tuple(sorted(int(p) for p in picks)),
                         seed + i,
                     )
+                )
+        free = len(set(pool.tolist()) - set(positions))
+        if "nearby" in ctrls and free >= m:
+            for i in range(n_random):
+                picks = _nearby(positions, pool, np.random.default_rng(seed + i))
+                out.append(
+                    TargetSet(f"nearby[{fam}]#{i}", fam, "nearby", tuple(sorted(picks)), seed + i)
                 )
         if "low_fai" in ctrls:
             low = _top(_masked(analysis.fai, fai_pool), m, bottom=True)
