@@ -195,6 +195,17 @@ def test_workbench_app_renders_widgets_and_charts_offline(lab):
             outputs = page.locator(".jp-OutputArea-output").all_inner_texts()
             status = page.locator(".wb-status-ok").all_inner_texts()
             errors = page.locator(".jp-OutputArea-output[data-mime-type*='error']").count()
+            # hovering the WAAD curve shows the nearest token's text next to a rule
+            count_rules = (
+                "() => document.querySelectorAll('.vega-embed .mark-rule.role-mark line').length"
+            )
+            rules_before = page.evaluate(count_rules)
+            curves = page.locator(".vega-embed").first
+            curves.scroll_into_view_if_needed()
+            plot = curves.locator("svg.marks").bounding_box()
+            page.mouse.move(plot["x"] + plot["width"] * 0.3, plot["y"] + plot["height"] * 0.2)
+            page.wait_for_function(f"() => ({count_rules})() > {rules_before}", timeout=10_000)
+            hover_rules = page.evaluate(count_rules) - rules_before
             # the Python-side window change reached the drawn chart
             redrawn = page.locator(".vega-embed", has_text="W = 5").count()
             shot = os.environ.get("WB_BROWSER_SCREENSHOT")
@@ -222,5 +233,7 @@ def test_workbench_app_renders_widgets_and_charts_offline(lab):
     assert n_svg >= 4, diag  # curves, text view, attention map, head map
     assert n_marks > 100, diag
     assert redrawn == 1, diag
+    assert hover_rules >= 1, diag
+    assert not console_errors, diag  # every spec is valid for the real Vega renderer
     assert any("analysed" in s for s in status), diag
     assert not blocked, f"requests beyond localhost: {blocked[:10]}"

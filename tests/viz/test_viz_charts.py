@@ -133,7 +133,13 @@ def test_curves_mark_preplan_on_waad_and_anchors_on_fai(analysis):
     assert len(d["vconcat"]) == 2
     waad, fai = d["vconcat"]
     for panel, field in ((waad, "preplan"), (fai, "anchor")):
-        line, points, marks = panel["layer"]
+        line, points, marks, rule, label = panel["layer"]
+        assert rule["mark"]["type"] == "rule" and label["encoding"]["text"]["field"] == "label"
+        # the nearest token to the pointer drives a rule and its text (params are lifted
+        # to the top level, naming their view)
+        hover = next(p for p in d["params"] if p["views"] == [points["name"]])
+        assert hover["select"]["nearest"] is True and hover["select"]["on"] == "pointerover"
+        assert label["transform"] == [{"filter": {"param": hover["name"], "empty": False}}]
         assert line["mark"]["type"] == "line" and points["mark"]["type"] == "point"
         assert marks["mark"]["shape"] == "triangle-up"
         assert points["encoding"]["x"]["field"] == "t"
@@ -156,7 +162,7 @@ def test_curves_follow_post_processing_and_entropy_is_optional(analysis):
     d = charts.rhythm_curves(other, entropy=True).to_dict()
     assert len(d["vconcat"]) == 3
     ent = d["vconcat"][2]
-    assert len(ent["layer"]) == 2  # line and points, nothing marked
+    assert [lay["mark"]["type"] for lay in ent["layer"]] == ["line", "point", "rule", "text"]
     assert "W = 4" in d["title"]["subtitle"]
     marked = [r["pos"] for r in _rows(d["vconcat"][0]["layer"][2], d)]
     assert marked == other.preplan and len(marked) < len(analysis.preplan)

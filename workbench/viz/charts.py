@@ -249,8 +249,25 @@ def _curve(
     ]
     base = alt.Chart(data)
     line = base.mark_line(color=color, strokeWidth=1.5).encode(x=x, y=alt.Y("value:Q", title=title))
-    points = base.mark_point(color=color, size=18, filled=True, opacity=0.7).encode(
-        x=x, y="value:Q", tooltip=tooltip
+    # The pointer picks the nearest token: a rule and the token's text follow it.
+    hover = alt.selection_point(
+        name=f"hover_{metric}",
+        on="pointerover",
+        nearest=True,
+        fields=["t"],
+        empty=False,
+        clear="pointerout",
+    )
+    points = (
+        base.mark_point(color=color, size=18, filled=True, opacity=0.7)
+        .encode(x=x, y="value:Q", tooltip=tooltip)
+        .add_params(hover)
+    )
+    rule = base.mark_rule(color=style.MUTED).encode(x=x).transform_filter(hover)
+    label = (
+        base.mark_text(align="left", dx=6, dy=-10, fontSize=12, font=style.MONO)
+        .encode(x=x, y="value:Q", text="label:N")
+        .transform_filter(hover)
     )
     layers = [line, points]
     if marks is not None:
@@ -271,7 +288,7 @@ def _curve(
                 ],
             )
         )
-    return alt.layer(*layers).properties(width=width, height=height)
+    return alt.layer(*layers, rule, label).properties(width=width, height=height)
 
 
 def rhythm_curves(
@@ -295,8 +312,9 @@ def rhythm_curves(
         width / height: size of each curve in pixels.
 
     Returns:
-        An ``alt.VConcatChart`` of two (or three) layered charts: a line, hover points and
-        (on WAAD and FAI) the marked tokens, each with its own data (field ``value``).
+        An ``alt.VConcatChart`` of two (or three) layered charts: a line, hover points,
+        (on WAAD and FAI) the marked tokens, then a rule and the token text that follow
+        the pointer; each curve has its own data (field ``value``).
     """
     df = response_frame(analysis, positions)
     parts = [
