@@ -7,14 +7,16 @@ that only post-processes them can change without another forward pass::
     b = a.with_params(window=5, fai_horizon=(10, 100), top_q=0.3, head_quantiles=(0.2, 0.2))
 
 What can change for free: ``window`` up to ``max_window`` (default 32: the diagonal band
-``A[t, t-d], d < max_window`` is kept per head), ``fai_horizon`` whose ``H_lo`` and
-``H_hi + 1`` are among the kept FAI cut distances (`metrics.DEFAULT_FAI_CUTS`: 0..20, 25,
-30, 40, 50, 64, 75, 100, 128, 150, 200, 256, 300, 400, 500, 512, 1000, 1024 and "to the
-end"; pass ``fai_cuts`` to keep more), ``head_quantiles``, a fixed head classification,
-``top_q``, ``k``, ``alpha``, ``tau_waad``, ``tau_delta``. The layers, heads and the
-trace need a new pass. Memory of an `Analysis`: ``4 x heads x T x (max_window + 2 +
-n_cuts)`` bytes (about 17 MB for 270 heads at T = 256; 0.5 GB at T = 8192; lower
-``max_window``/``fai_cuts`` for long traces).
+``A[t, t-d], d < max_window`` is kept per head); ``fai_horizon=(H_lo, H_hi)`` whenever
+``H_lo`` and ``H_hi + 1`` are kept cut distances (column sums of each head over response
+rows with ``t - s < c``; `metrics.DEFAULT_FAI_CUTS` keeps H_lo in 0..21, 25, 30, 40, 50 and
+H_hi in 0..20, 24, 29, 39, 49, 50, 64, 75, 100, 128, 150, 200, 256, 300, 400, 500, 512,
+1000, 1024 or None, plus the horizon the analysis was made with; pass ``fai_cuts`` to keep
+more); ``head_quantiles``, a fixed head classification, ``top_q``, ``k``, ``alpha``,
+``tau_waad``, ``tau_delta``. Anything else (layers, heads, the trace) needs a new pass, and
+an unsupported window or horizon raises a `WorkbenchError` that says so. Memory of an
+`Analysis`: ``4 x heads x T x (max_window + 2 + n_cuts)`` bytes, about 20 MB for 270 heads
+at T = 256 and 0.65 GB at T = 8192 (lower ``max_window``/``fai_cuts`` for long traces).
 """
 
 from __future__ import annotations

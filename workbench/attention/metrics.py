@@ -58,7 +58,7 @@ __all__ = [
 #: without a forward pass: any ``H_lo`` in this list and any ``H_hi`` with ``H_hi + 1`` in it
 #: (plus ``H_hi=None``, the end of the response, which is always kept).
 DEFAULT_FAI_CUTS: tuple[int, ...] = (
-    *range(0, 21),
+    *range(0, 22),
     25, 30, 40, 50, 51, 65, 76, 101, 129, 151, 201, 257, 301, 401, 501, 513, 1001, 1025,
 )  # fmt: skip
 
