@@ -1,0 +1,56 @@
+"""The charts and the rhythm panel on a second architecture: the shipped tiny reasoner
+(4 layers x 8 heads, a character-level tokenizer, so every newline is its own token)."""
+
+from __future__ import annotations
+
+import pytest
+
+import workbench as wb
+from workbench.attention import middle_layers
+from workbench.viz import charts, panels
+from workbench.viz.maps import attention_maps
+
+pytestmark = pytest.mark.slow
+
+PROMPT = "Use 3 5 7 to make 22"
+RESPONSE = "3*5=15\n15+7=22\nanswer: 3*5+7"
+
+
+def test_panel_follows_the_model_shape(tiny):
+    r = panels.RhythmPanel(tiny, prompt=PROMPT, response=RESPONSE)
+    n_layers, n_heads = tiny.cfg.n_layers, tiny.cfg.n_heads
+    assert r.picker.custom_layers.options == tuple(range(n_layers))
+    assert len(r.map_heads.options) == 2 + n_layers * n_heads
+    a = r.run()
+    assert r.last_error is None, r.last_error
+    assert len(a.heads) == n_layers * n_heads and r.forward_passes == 2
+    r.picker.mode.value = "middle"
+    assert sorted({layer for layer, _ in r.analysis.heads}) == middle_layers(n_layers)
+    heads = r.charts["heads"].chart.to_dict()
+    cells = heads["datasets"][heads["layer"][0]["data"]["name"]]
+    assert len(cells) == n_layers * n_heads
+    analysed = {(c["layer"], c["head"]) for c in cells if c["cls"] != "not analysed"}
+    assert analysed == set(r.analysis.heads)
+
+
+def test_text_view_breaks_lines_at_each_newline_token(tiny):
+    trace = wb.Trace.from_text(tiny, PROMPT, RESPONSE)
+    a = wb.analyze(tiny, trace)
+    d = charts.text_view(a, "waad", line_chars=80).to_dict()
+    rows = d["datasets"][d["layer"][0]["data"]["name"]]
+    assert [r["line"] for r in rows][-1] == RESPONSE.count("\n")
+    starts = [r["label"] for r in rows if r["x0"] == 0]
+    assert "".join(starts) == "31a"  # each line starts after a newline
+
+
+def test_response_only_keys_give_a_square_map(tiny):
+    trace = wb.Trace.from_text(tiny, PROMPT, RESPONSE)
+    a = wb.analyze(tiny, trace)
+    maps = attention_maps(tiny, trace, heads=a.global_heads, keys="response")
+    assert maps.col_start == trace.prompt_len and maps.bin == 1
+    d = charts.attention_map(maps, "global", analysis=a).to_dict()
+    rows = d["datasets"][d["data"]["name"]]
+    p, n = trace.prompt_len, len(trace)
+    assert all(p <= r["k0"] <= r["q0"] < n for r in rows)
+    assert len(rows) == (n - p) * (n - p + 1) // 2
+    assert d["width"] == d["height"]
