@@ -142,7 +142,9 @@ def kl_curve_chart(
         alt.Chart(long)
         .mark_line(strokeWidth=1.5, point=False)
         .encode(
-            x=alt.X("pos:Q", title="position (row t predicts token t + 1)"),
+            x=alt.X(
+                "pos:Q", title="position (row t predicts token t + 1)", scale=alt.Scale(zero=False)
+            ),
             y=alt.Y("kl:Q", title="KL(clean ‖ ablated), nats"),
             color=alt.Color("target:N", scale=alt.Scale(domain=names, range=colors)),
             opacity=alt.condition(alt.datum.kind == "target", alt.value(1.0), alt.value(0.5)),
