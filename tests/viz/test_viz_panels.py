@@ -233,8 +233,18 @@ def test_workbench_app_composes_panels_and_passes_models_to_new_tabs(smol):
             self.models.append(model)
 
     extra = Extra()
-    app.add_tab("Ablation", extra)
+    assert app.add_tab("Ablation", extra) is extra
     assert app.tabs.titles == ("Rhythm", "Ablation") and extra.models == [smol]
+
+    class Titled(panels.Panel):
+        title = "RL"
+
+    rl = app.add_tab(Titled())  # titled by the panel; Panel.set_model accepts the model
+    assert app.tabs.titles == ("Rhythm", "Ablation", "RL") and app.tabs.children[2] is rl
+    app.add_tab(widgets.HTML("notes"), "Notes")
+    assert app.tabs.titles[-1] == "Notes"
+    with pytest.raises(WorkbenchError, match="ipywidgets widget"):
+        app.add_tab("Oops", object())
     # a model loaded in the model panel reaches every tab
     app.model_panel._loader = lambda name: smol
     app.model_panel.load()

@@ -734,7 +734,7 @@ class Workbench(widgets.VBox):
         self.rhythm = RhythmPanel(model, **rhythm)
         self.tabs = widgets.Tab(children=[], titles=())
         self.panels: list[widgets.Widget] = []
-        self.add_tab(RhythmPanel.title, self.rhythm, _pass_model=False)
+        self.add_tab(self.rhythm, _pass_model=False)
         self.model_panel.on_load(self._set_model)
         title = widgets.HTML(
             f"<div style='font-family:{style.FONT};font-size:18px;font-weight:bold'>"
@@ -749,9 +749,22 @@ class Workbench(widgets.VBox):
         """The model in use (the model panel's)."""
         return self.model_panel.model
 
-    def add_tab(self, title: str, panel: widgets.Widget, *, _pass_model: bool = True) -> None:
-        """Add a panel as a tab. If it has ``set_model``, it gets the current model now and
-        every model loaded later."""
+    def add_tab(self, panel: Any, title: Any = None, *, _pass_model: bool = True) -> widgets.Widget:
+        """Add a panel as a tab: ``add_tab(panel)`` (titled by ``panel.title``),
+        ``add_tab(panel, "Title")`` or ``add_tab("Title", panel)``. If the panel has
+        ``set_model``, it gets the current model now and every model loaded later.
+
+        Returns:
+            The panel.
+        """
+        if isinstance(panel, str):
+            panel, title = title, panel
+        if not isinstance(panel, widgets.Widget):
+            raise WorkbenchError(
+                f"a tab must be an ipywidgets widget, got {type(panel).__name__}",
+                "pass a panel, e.g. app.add_tab(AblationPanel(model))",
+            )
+        title = str(title or getattr(panel, "title", None) or type(panel).__name__)
         self.panels.append(panel)
         titles = (*self.tabs.titles, title)  # setting children resets the titles
         self.tabs.children = [*self.tabs.children, panel]
@@ -759,6 +772,7 @@ class Workbench(widgets.VBox):
         model = self.model_panel.model
         if _pass_model and model is not None and hasattr(panel, "set_model"):
             panel.set_model(model)
+        return panel
 
     def _set_model(self, model: Any) -> None:
         for panel in self.panels:
