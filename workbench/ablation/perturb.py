@@ -17,7 +17,9 @@ This project's choices (the paper gives no details):
   the same trace (``n_pairs`` per trace), both from the FAI-eligible response positions
   that leave at least `min_after` tokens of the trace after them and whose token is not
   special; "high more disruptive" means its mean Jaccard is strictly lower;
-- positions are picked with `workbench.attention.rhythm.top_q` (ties: lower position).
+- positions are picked with `workbench.attention.rhythm.top_q` (ties: lower position);
+- FAI is the analysis's own (its ``fai_horizon``); with the default horizon (to the end)
+  the last tokens' FAI rests on few rows, which `min_after` keeps out of the ranking.
 """
 
 from __future__ import annotations

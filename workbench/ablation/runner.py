@@ -125,16 +125,18 @@ def run_ablations(
 
     kinds = _check_kinds(interventions)
     traces = list(traces)
+    analyses = None if analyses is None else list(analyses)
+    problems = None if problems is None else list(problems)
     if not traces:
         raise WorkbenchError("run_ablations got no traces", "pass at least one wb.Trace")
-    if analyses is not None and len(list(analyses)) != len(traces):
+    if analyses is not None and len(analyses) != len(traces):
         raise WorkbenchError(
-            f"{len(traces)} traces but {len(list(analyses))} analyses",
+            f"{len(traces)} traces but {len(analyses)} analyses",
             "pass one analysis per trace (same order)",
         )
-    if problems is not None and len(list(problems)) != len(traces):
+    if problems is not None and len(problems) != len(traces):
         raise WorkbenchError(
-            f"{len(traces)} traces but {len(list(problems))} problems",
+            f"{len(traces)} traces but {len(problems)} problems",
             "pass one problem per trace (same order)",
         )
     if max_new_tokens and (task is None or problems is None):
