@@ -25,6 +25,7 @@ from workbench.ablation import (
     logits_of,
     measure,
     per_position,
+    perturb_position,
     perturbation_test,
     resid_cache,
     resid_mean,
@@ -403,3 +404,10 @@ def test_perturbation_test_runs(toy, traces):
     assert (trials["high_fai"] >= trials["low_fai"]).all()
     assert trials[["jaccard_high", "jaccard_low"]].apply(lambda c: c.between(0, 1)).all().all()
     assert 0 <= summary["frac_high_more_disruptive"] <= 1
+    tr = traces[0]
+    r = perturb_position(toy, tr, tr.prompt_len + 1, top_k=3, max_new_tokens=3)
+    orig = int(tr.ids[tr.prompt_len + 1])
+    assert len(r["jaccards"]) == 3 and r["token"] == tr.tokens[tr.prompt_len + 1]
+    assert orig not in [toy.tokenizer.convert_tokens_to_ids(a) for a in r["alternatives"]]
+    with pytest.raises(wb.WorkbenchError, match="not a response position"):
+        perturb_position(toy, tr, 2)

@@ -76,9 +76,12 @@ def test_panel_runs_and_redraws(toy_model):
     panel = AblationPanel(toy_model, n_problems=2)
     panel.size.value = 2
     panel.n_random.value = 1
+    panel.families.value = ("anchors",)
     out = panel.run()
     assert panel.last_error is None, panel.last_error
-    assert out is panel.frame and len(panel.frame) == 2 * 2 * 4
+    assert (
+        out is panel.frame and len(panel.frame) == 2 * 4
+    )  # traces x (set, random, nearby, low-FAI)
     assert set(panel.charts) == {"effect", "kl"}
     assert panel.progress.value == 2
     assert "set - random" in panel.table.value
