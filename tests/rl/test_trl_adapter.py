@@ -39,6 +39,7 @@ def test_two_trl_steps_apply_the_native_credit(tmp_path, tiny):
         learning_rate=5e-5,
         seed=0,
     )
+
     class Probe(RhythmGRPOTrainer):
         """Keeps the policy's weights as they were when the credit was computed."""
 

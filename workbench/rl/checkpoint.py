@@ -135,7 +135,7 @@ def load_checkpoint(
                 sd_state.setdefault(int(pid), {}).update(scalars)
             optimizer.load_state_dict({"state": sd_state, "param_groups": meta["param_groups"]})
     except Exception as e:
-        earlier = [p.name for p in list_checkpoints(path.parent) if p.name < path.name]
+        earlier = [p.name for p in list_checkpoints(path.parent.parent) if p.name < path.name]
         fix = (
             f"resume from the previous checkpoint: resume(run_dir, checkpoint={earlier[-1]!r})"
             if earlier

@@ -105,7 +105,6 @@ class GRPOConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.fai_horizon = tuple(self.fai_horizon)  # JSON round-trips tuples as lists
         self.validate()
 
     @property
@@ -177,6 +176,9 @@ class GRPOConfig:
                 f"unknown GRPO settings {unknown}",
                 f"check the spelling; known settings are {sorted(known)}",
             )
+        d = dict(d)
+        if "fai_horizon" in d:
+            d["fai_horizon"] = tuple(d["fai_horizon"])  # JSON stores it as a list
         return cls(**d)
 
     def replace(self, **changes: Any) -> GRPOConfig:
