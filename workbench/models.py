@@ -31,7 +31,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from ._io import atomic_dir, atomic_write_json
@@ -40,7 +40,16 @@ from .errors import WorkbenchError
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["DEFAULT_MODEL", "ModelInfo", "cache_dir", "list_models", "load_model", "model_path"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "ModelInfo",
+    "bridge_model",
+    "cache_dir",
+    "list_models",
+    "load_hf",
+    "load_model",
+    "model_path",
+]
 
 DEFAULT_MODEL = "smollm2-135m"
 _MANIFEST = "workbench-manifest.json"
@@ -317,11 +326,8 @@ def _check_folder(folder: Path) -> None:
         )
 
 
-def _boot(
-    source: str | Path, device: str, *, local: bool, fix: str | None = None
-) -> TransformerBridge:
+def _load_hf(source: str | Path, device: str, *, local: bool, fix: str | None = None):
     import torch
-    from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = {"local_files_only": True} if local else {}
@@ -336,12 +342,85 @@ def _boot(
             f"could not load a model from {source}: {type(e).__name__}: {first}",
             fix or "check that the folder holds config.json, *.safetensors and tokenizer files",
         ) from e
-    hf_model.eval()
+    return hf_model.to(device).eval(), tokenizer
+
+
+def bridge_model(hf_model: Any, tokenizer: Any, *, name: str = "model") -> TransformerBridge:
+    """Wrap a loaded Hugging Face causal LM as a TransformerBridge (eager attention).
+
+    The bridge wraps the model's modules in place, so afterwards ``hf_model.state_dict()``
+    has the bridge's key names; use `workbench.rl.credit.shadow_bridge` to hook a model
+    that must stay a plain Hugging Face model (one being trained and saved).
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    device = str(next(hf_model.parameters()).device)
     bridge = TransformerBridge.boot_transformers(
-        str(source), hf_model=hf_model, tokenizer=tokenizer, device=device
+        name, hf_model=hf_model, tokenizer=tokenizer, device=device
     )
     bridge.eval()
+    bridge.workbench_name = name
     return bridge
+
+
+def _resolve(
+    name_or_path: str | os.PathLike, *, allow_hub: bool, rebuild: bool
+) -> tuple[str | Path, bool, str | None, str]:
+    """Where a name loads from: ``(source, local, fix_for_load_errors, label)``."""
+    name = os.fspath(name_or_path)
+    if not name.strip():
+        raise _unknown_name(name)
+    if name in _embedded_names():
+        folder = model_path(name, rebuild=rebuild)
+        _check_folder(folder)
+        fix = (
+            f"the cached files are damaged: call load_model({name!r}, rebuild=True) or "
+            f"run `workbench models --rebuild {name}`"
+        )
+        return folder, True, fix, name
+    path = Path(name).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise WorkbenchError(
+                f"{path} is a file, not a checkpoint folder",
+                "pass the folder that holds config.json and the .safetensors weights",
+            )
+        _check_folder(path)
+        return path, True, None, str(path)
+    looks_like_hub = name.count("/") == 1 and not name.startswith((".", "/", "~"))
+    if not looks_like_hub:
+        raise _unknown_name(name)
+    if not _hub_allowed(allow_hub):
+        raise WorkbenchError(
+            f"{name!r} is a hub name, and the workbench does not download models unless asked",
+            f"use an embedded model {_embedded_names()} or a local folder, or allow the hub "
+            "with load_model(..., allow_hub=True) or WORKBENCH_ALLOW_HUB=1",
+        )
+    if not _hub_reachable():
+        raise WorkbenchError(
+            f"cannot download {name!r}: the model hub is not reachable (no network, or "
+            "HF_HUB_OFFLINE=1)",
+            f"connect to the network and unset HF_HUB_OFFLINE, or use an embedded model "
+            f"{_embedded_names()} or a local folder",
+        )
+    return name, False, None, name
+
+
+def load_hf(
+    name_or_path: str | os.PathLike = DEFAULT_MODEL,
+    *,
+    device: str | None = None,
+    allow_hub: bool = False,
+    rebuild: bool = False,
+) -> tuple[Any, Any]:
+    """Load a zoo model as a plain Hugging Face ``(model, tokenizer)`` pair, without hooks.
+
+    Same names, safety rules and errors as `load_model`; use it for a model that will be
+    trained and saved (RL), and `bridge_model` / `load_model` for interpretability.
+    """
+    device = _resolve_device(device)
+    source, local, fix, _ = _resolve(name_or_path, allow_hub=allow_hub, rebuild=rebuild)
+    return _load_hf(source, device, local=local, fix=fix)
 
 
 def load_model(
@@ -370,50 +449,10 @@ def load_model(
             cache, or a hub name while the hub is not allowed or not reachable.
     """
     device = _resolve_device(device)
-    name = os.fspath(name_or_path)
-    if not name.strip():
-        raise _unknown_name(name)
-    if name in _embedded_names():
-        folder = model_path(name, rebuild=rebuild)
-        _check_folder(folder)
-        bridge = _boot(
-            folder,
-            device,
-            local=True,
-            fix=f"the cached files are damaged: call load_model({name!r}, rebuild=True) or "
-            f"run `workbench models --rebuild {name}`",
-        )
-        bridge.workbench_name = name
-        return bridge
-    path = Path(name).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise WorkbenchError(
-                f"{path} is a file, not a checkpoint folder",
-                "pass the folder that holds config.json and the .safetensors weights",
-            )
-        _check_folder(path)
-        bridge = _boot(path, device, local=True)
-        bridge.workbench_name = str(path)
-        return bridge
-    looks_like_hub = name.count("/") == 1 and not name.startswith((".", "/", "~"))
-    if not looks_like_hub:
-        raise _unknown_name(name)
-    if not _hub_allowed(allow_hub):
-        raise WorkbenchError(
-            f"{name!r} is a hub name, and the workbench does not download models unless asked",
-            f"use an embedded model {_embedded_names()} or a local folder, or allow the hub "
-            "with load_model(..., allow_hub=True) or WORKBENCH_ALLOW_HUB=1",
-        )
-    if not _hub_reachable():
-        raise WorkbenchError(
-            f"cannot download {name!r}: the model hub is not reachable (no network, or "
-            "HF_HUB_OFFLINE=1)",
-            f"connect to the network and unset HF_HUB_OFFLINE, or use an embedded model "
-            f"{_embedded_names()} or a local folder",
-        )
-    bridge = _boot(name, device, local=False)
-    bridge.workbench_name = name
+    source, local, fix, label = _resolve(name_or_path, allow_hub=allow_hub, rebuild=rebuild)
+    hf_model, tokenizer = _load_hf(source, device, local=local, fix=fix)
+    bridge = bridge_model(hf_model, tokenizer, name=str(source))
+    bridge.workbench_name = label
     return bridge
 
 

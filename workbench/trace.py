@@ -237,14 +237,12 @@ def encode_prompt(model: TransformerBridge, prompt: str, *, chat: bool = True) -
     return list(tokenizer(prompt)["input_ids"])
 
 
-def eos_token_ids(model: TransformerBridge) -> list[int]:
+def eos_token_ids(tokenizer: Any, hf_model: Any = None) -> list[int]:
     """The ids that end a response: the tokenizer's EOS and the generation config's."""
     ids: set[int] = set()
-    tokenizer = _tokenizer(model)
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))
-    gen = getattr(getattr(model, "original_model", None), "generation_config", None)
-    eos = getattr(gen, "eos_token_id", None)
+    eos = getattr(getattr(hf_model, "generation_config", None), "eos_token_id", None)
     if isinstance(eos, int):
         ids.add(eos)
     elif eos:
@@ -304,7 +302,7 @@ def generate(
     hf = model.original_model
     device = next(hf.parameters()).device
     input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
-    eos = eos_token_ids(model)
+    eos = eos_token_ids(tokenizer, model.original_model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos or [0])[0]
     sample = temperature > 0
     kwargs: dict[str, Any] = {"do_sample": sample}

@@ -92,14 +92,15 @@ def _weights(run):
 
 
 def test_a_short_run_changes_the_weights_and_writes_its_directory(tmp_path):
-    before = {
-        k: v.clone() for k, v in wb.load_model("tiny-reasoner").original_model.state_dict().items()
-    }
+    from workbench.models import load_hf
+
+    before = load_hf("tiny-reasoner")[0].state_dict()
     run = train(
         GRPOConfig(strategy="coupled", max_steps=2, **SMALL), out=tmp_path / "r", progress=False
     )
     assert run.status == "finished" and run.step == 2
     after = _weights(run)
+    assert list(after) == list(before), "the trained policy keeps plain Hugging Face keys"
     assert any(not torch.equal(before[k], after[k]) for k in before), "weights must move"
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
     assert cfg["strategy"] == "coupled"

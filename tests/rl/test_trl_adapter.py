@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from workbench.rl import rollout_gammas
+from workbench.rl.credit import shadow_bridge
 
 pytestmark = pytest.mark.slow
 
@@ -15,7 +16,6 @@ def test_two_trl_steps_apply_the_native_credit(tmp_path, tiny):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig as TRLConfig
 
-    import workbench as wb
     from workbench.models import model_path
     from workbench.rl import RhythmGRPOTrainer
     from workbench.tasks import get_task
@@ -30,7 +30,7 @@ def test_two_trl_steps_apply_the_native_credit(tmp_path, tiny):
         use_cpu=True,
         bf16=False,
         report_to="none",
-        per_device_train_batch_size=4,
+        per_device_train_batch_size=16,
         num_generations=4,
         max_completion_length=40,
         max_steps=2,
@@ -57,6 +57,7 @@ def test_two_trl_steps_apply_the_native_credit(tmp_path, tiny):
         strategy="coupled",
     )
     trainer.train()
+    trained = {k: v.clone() for k, v in policy.state_dict().items()}
     assert trainer.state.global_step == 2
     logged = [h for h in trainer.state.log_history if "credit/gamma_mean" in h]
     assert len(logged) == 2 and all(h["credit/gamma_mean"] > 1.0 for h in logged)
@@ -64,8 +65,10 @@ def test_two_trl_steps_apply_the_native_credit(tmp_path, tiny):
     # For the same rollouts, the native path's credit (unpadded lists, a bridge loaded by
     # the zoo with the trained weights) equals the weights TRL applied.
     last = trainer.last_rollouts
-    bridge = wb.load_model(folder)
-    bridge.original_model.load_state_dict(trainer.weights_at_credit)
+    # The native loop's credit: a shadow bridge over the policy (as GRPORun builds it),
+    # with the weights the policy had when TRL computed its credit.
+    policy.load_state_dict(trainer.weights_at_credit)
+    bridge = shadow_bridge(policy, trainer.processing_class)
     native = rollout_gammas(
         bridge,
         last["prompts"],
@@ -74,4 +77,5 @@ def test_two_trl_steps_apply_the_native_credit(tmp_path, tiny):
         pad_to=last["gamma"].shape[1],
     )
     assert torch.equal(native, last["gamma"])
-    assert any(not torch.equal(before[k], v) for k, v in policy.state_dict().items())
+    assert list(policy.state_dict()) == list(before), "TRL's model keeps plain HF keys"
+    assert any(not torch.equal(before[k], v) for k, v in trained.items()), "weights must move"

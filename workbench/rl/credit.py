@@ -23,9 +23,33 @@ from ..attention import analyze
 from ..attention.credit import check_strategy
 from ..trace import Trace
 
-__all__ = ["CreditSettings", "rollout_gammas"]
+__all__ = ["CreditSettings", "rollout_gammas", "shadow_bridge"]
 
 CreditSettings = dict[str, Any]
+
+
+def shadow_bridge(policy: Any, tokenizer: Any) -> Any:
+    """A TransformerBridge over `policy` that shares its parameters but not its modules.
+
+    A bridge wraps the modules of the model it is given in place (which renames the keys of
+    its ``state_dict``). A policy being trained must stay a plain Hugging Face model that
+    saves and loads normally, so the bridge is built over a structural copy whose
+    parameters and buffers are the policy's own tensors: it always sees the current
+    weights and costs no extra memory.
+    """
+    import copy
+    import itertools
+
+    from ..models import bridge_model
+
+    shared = {id(t): t for t in itertools.chain(policy.parameters(), policy.buffers())}
+    shadow = copy.deepcopy(policy, memo=shared)
+    # The credit pass is inference: whatever the trainer switched on for training
+    # (activation checkpointing) has no business in it.
+    if getattr(shadow, "is_gradient_checkpointing", False):
+        shadow.gradient_checkpointing_disable()
+    name = getattr(policy.config, "_name_or_path", "") or "policy"
+    return bridge_model(shadow, tokenizer, name=name)
 
 
 def rollout_gammas(

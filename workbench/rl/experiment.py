@@ -125,7 +125,6 @@ def run_experiment(
     out: str | Path,
     *,
     config: GRPOConfig | None = None,
-    model_factory: Any = None,
     progress: bool = True,
     **overrides: Any,
 ) -> Experiment:
@@ -136,8 +135,6 @@ def run_experiment(
         seeds: run seeds; each seed gives every strategy the same training problems order.
         out: experiment folder.
         config: base settings (default `GRPOConfig()`); `overrides` change fields.
-        model_factory: optional ``() -> bridge`` giving a fresh model for each run (default:
-            each run loads ``config.model``).
         progress: progress bars.
 
     Returns:
@@ -159,10 +156,9 @@ def run_experiment(
                     resume(run_dir, progress=progress)
                     continue
             cfg = base.replace(strategy=strategy, seed=seed)
-            model = model_factory() if model_factory is not None else None
             if (run_dir / "config.json").exists():
                 # Started but never checkpointed: start it again from scratch.
                 for stale in ("config.json", "metrics.jsonl", "status.json"):
                     (run_dir / stale).unlink(missing_ok=True)
-            train(cfg, out=run_dir, model=model, progress=progress)
+            train(cfg, out=run_dir, progress=progress)
     return Experiment(out)

@@ -30,6 +30,7 @@ def sample_completions(
     top_p: float = 1.0,
     greedy: bool = False,
     batch_limit: int = 64,
+    tokenizer: Any = None,
 ) -> list[list[int]]:
     """Sample `num_generations` completions for each prompt.
 
@@ -37,22 +38,24 @@ def sample_completions(
     global torch RNG: seed it (e.g. under `torch.random.fork_rng`) for reproducibility.
 
     Args:
-        model: a TransformerBridge (``model.original_model`` generates).
+        model: a TransformerBridge (``model.original_model`` generates) or a plain
+            Hugging Face causal LM (then pass `tokenizer`).
         prompt_ids: token ids of each prompt.
         num_generations: completions per prompt.
         max_new_tokens: length cap.
         temperature, top_p: sampling settings (ignored when `greedy`).
         greedy: greedy decoding.
         batch_limit: most sequences generated in one call.
+        tokenizer: the tokenizer (default: ``model.tokenizer``).
 
     Returns:
         ``len(prompt_ids) * num_generations`` token-id lists, prompt-major (the completions
         of prompt 0 first), each ending at its first EOS (included) or at the cap.
     """
-    hf = model.original_model
-    tokenizer = model.tokenizer
+    hf = getattr(model, "original_model", model)
+    tokenizer = tokenizer if tokenizer is not None else model.tokenizer
     device = next(hf.parameters()).device
-    eos = eos_token_ids(model)
+    eos = eos_token_ids(tokenizer, hf)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos or [0])[0]
     rows: list[tuple[int, Sequence[int]]] = [
         (i, p) for i, p in enumerate(prompt_ids) for _ in range(num_generations)

@@ -36,7 +36,7 @@ import torch
 
 from .._io import atomic_write_json
 from ..errors import WorkbenchError
-from ..models import load_model
+from ..models import load_hf
 from ..tasks import get_task
 from ..trace import encode_prompt
 from .checkpoint import (
@@ -48,7 +48,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import GRPOConfig
-from .credit import rollout_gammas
+from .credit import rollout_gammas, shadow_bridge
 from .loss import grpo_advantages, grpo_loss, token_logps
 from .rollout import sample_completions
 
@@ -95,7 +95,6 @@ class GRPORun:
         config: GRPOConfig,
         run_dir: str | Path,
         *,
-        model: Any = None,
         callbacks: list[Callable[[GRPORun, dict[str, Any]], None]] | None = None,
         progress: bool = True,
     ):
@@ -103,9 +102,11 @@ class GRPORun:
         self.run_dir = Path(run_dir)
         self.callbacks = list(callbacks or [])
         self.progress = progress
-        self.model = model if model is not None else load_model(config.model, device=config.device)
-        self.policy = self.model.original_model
+        # The policy stays a plain Hugging Face model (it trains, generates and saves as
+        # usual); the credit pass hooks a shadow bridge that shares its parameters.
+        self.policy, self.tokenizer = load_hf(config.model, device=config.device)
         self.policy.train()
+        self.model = shadow_bridge(self.policy, self.tokenizer)
         self.optimizer = torch.optim.AdamW(
             self.policy.parameters(),
             lr=config.learning_rate,
@@ -133,7 +134,7 @@ class GRPORun:
         return self._prompt_cache[prompt]
 
     def _decode(self, ids: list[int]) -> str:
-        return self.model.tokenizer.decode(ids, skip_special_tokens=True)
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def request_stop(self) -> None:
         """Ask a run in another thread (e.g. the RL panel) to stop after the current step."""
@@ -154,8 +155,9 @@ class GRPORun:
         """Greedy accuracy on the held-out problems (the same set for every run)."""
         prompts = [self._prompt_ids(p.prompt) for p in self.eval_problems]
         completions = sample_completions(
-            self.model,
+            self.policy,
             prompts,
+            tokenizer=self.tokenizer,
             greedy=True,
             max_new_tokens=self.config.max_completion_length,
         )
@@ -178,8 +180,9 @@ class GRPORun:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             completions = sample_completions(
-                self.model,
+                self.policy,
                 prompts,
+                tokenizer=self.tokenizer,
                 num_generations=cfg.num_generations,
                 max_new_tokens=cfg.max_completion_length,
                 temperature=cfg.temperature,
@@ -243,7 +246,7 @@ class GRPORun:
         cfg = self.config
         G = cfg.num_generations
         device = next(self.policy.parameters()).device
-        pad = self.model.tokenizer.pad_token_id or 0
+        pad = self.tokenizer.pad_token_id or 0
         n_tokens = float(sum(len(c) for c in completions))
         normalizer = max(n_tokens, 1.0) if cfg.loss_type == "dapo" else float(len(completions))
 
@@ -383,7 +386,6 @@ def train(
     config: GRPOConfig | None = None,
     out: str | Path = "runs/grpo",
     *,
-    model: Any = None,
     callbacks: list[Callable[[GRPORun, dict[str, Any]], None]] | None = None,
     progress: bool = True,
     **overrides: Any,
@@ -393,8 +395,6 @@ def train(
     Args:
         config: the run's settings (default `GRPOConfig()`); `overrides` change fields.
         out: the run directory; it must not already hold a run (use `resume`).
-        model: an already loaded bridge of ``config.model`` to train in place (optional;
-            it is modified).
         callbacks: called as ``cb(run, row)`` after every logged row (live charts).
         progress: show a progress bar.
 
@@ -412,7 +412,7 @@ def train(
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", config.to_dict())
-    run = GRPORun(config, run_dir, model=model, callbacks=callbacks, progress=progress)
+    run = GRPORun(config, run_dir, callbacks=callbacks, progress=progress)
     return run.train()
 
 

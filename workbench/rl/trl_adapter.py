@@ -14,8 +14,9 @@ gamma`` of shape ``(B, T)``, which TRL's loss accepts as they are.
 Caveats:
     - TRL logs the advantages before this override; the gamma statistics are logged
       separately as ``credit/gamma_mean`` and ``credit/amplified_frac``.
-    - The attention pass uses a TransformerBridge over the unwrapped policy (same weights,
-      eager attention), built once and reused; it runs under ``torch.no_grad``.
+    - The attention pass uses a shadow TransformerBridge (`shadow_bridge`: the unwrapped
+      policy's own parameters, eager attention), built once and reused, under
+      ``torch.no_grad``; TRL's model object itself is left untouched.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .credit import rollout_gammas
+from .credit import rollout_gammas, shadow_bridge
 
 try:
     from trl import GRPOTrainer
@@ -74,19 +75,15 @@ class RhythmGRPOTrainer(GRPOTrainer):
         self.credit = dict(credit or {})
         self.credit_seed = seed
         self._bridge = None
+        self._bridge_of = None
         self.last_rollouts: dict[str, Any] | None = None
 
     def _credit_bridge(self):
-        from transformer_lens.model_bridge import TransformerBridge
-
         policy = self.accelerator.unwrap_model(self.model)
-        if self._bridge is None or self._bridge.original_model is not policy:
-            self._bridge = TransformerBridge.boot_transformers(
-                getattr(policy.config, "_name_or_path", "policy") or "policy",
-                hf_model=policy,
-                tokenizer=self.processing_class,
-                device=str(next(policy.parameters()).device),
-            )
+        if self._bridge is None or self._bridge_of is not policy:
+            # A shadow bridge leaves TRL's model untouched, so its checkpoints stay plain.
+            self._bridge = shadow_bridge(policy, self.processing_class)
+            self._bridge_of = policy
         return self._bridge
 
     def _generate_and_score_completions(self, inputs):
