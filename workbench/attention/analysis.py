@@ -525,7 +525,9 @@ def analyze(
         classes: a fixed `HeadClasses` (e.g. from `analyze_many(..., heads_from="batch")`).
         max_window: keep the diagonal band up to this window (default max(window, 32)).
         fai_cuts: extra FAI cut distances to keep (see `metrics.DEFAULT_FAI_CUTS`).
-        path: ``"auto"``, ``"exact"`` (pattern hooks) or ``"tiled"`` (no full pattern).
+        path: ``"exact"`` (hooks on ``hook_pattern``), ``"tiled"`` (query tiles, never a
+            full pattern) or ``"auto"`` (tiled above 512 tokens when the architecture
+            allows; see `workbench.attention.engine`).
 
     Returns:
         An `Analysis` (use `Analysis.with_params` to change post-processing parameters).

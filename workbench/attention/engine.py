@@ -7,19 +7,27 @@ Two paths compute the same `HeadStats` (see `workbench.attention.metrics`):
   pattern to per-head vectors and drops it. Memory beyond the model: one layer's pattern
   (plus the bridge's own scores and ~3 pattern-sized temporaries in the hook) and
   ``O(layers x heads x T x (max_window + n_cuts))`` for the statistics.
-- ``"tiled"``: for long sequences. Each layer's attention bridge ``forward`` is replaced,
-  for the duration of the pass only, by a function that computes the same eager attention
-  (q/k/v projections, rotary embedding, GQA, ``softmax(q k^T * scale)`` in float32, ``P v``)
-  in tiles of query rows, feeding each tile to the reductions; layers that are not analysed
-  use PyTorch's ``scaled_dot_product_attention``. No ``[head, T, T]`` tensor is ever built:
-  memory is one tile (``heads x tile x T``) plus the statistics. It is supported for plain
-  rotary attention (Llama, Mistral, Qwen2-style: no QK-norm, soft-capping, sinks, sliding
-  window or gating); other architectures fall back to ``"exact"``. The original
-  ``forward`` is restored in a ``finally`` block.
+- ``"tiled"``: no full pattern, ever. Each layer's attention bridge ``forward`` is
+  replaced, for the duration of the pass only, by a function that computes the same eager
+  attention (q/k/v projections, rotary embedding, GQA, ``softmax(q k^T * scale)`` in
+  float32, ``P v``) in tiles of query rows (about 4M scores per tile), feeding each tile to
+  the reductions. Layers that are not analysed use the same tiled computation, or PyTorch's
+  ``scaled_dot_product_attention`` with ``fast_other_layers=True`` (faster, but the residual
+  stream then differs from eager by float rounding). Memory: one tile and its ~3
+  temporaries plus the statistics; the model's own 4-D causal mask (``T x T`` bools) is
+  the only quadratic tensor left. It agrees with ``"exact"`` to float rounding (about
+  1e-7 here) and is faster, because the bridge's own eager forward builds several full
+  ``[batch, head, T, T]`` tensors per layer. It is supported for plain rotary attention
+  (Llama, Mistral, Qwen2-style: no QK-norm, soft-capping, sinks, sliding window or
+  gating); other architectures use ``"exact"``. The original ``forward`` is restored in a
+  ``finally`` block.
 
-``"auto"`` takes ``"tiled"`` above `TILED_THRESHOLD` tokens when supported. Both paths also
-return next-token entropies from the logits of the same pass (computed in row chunks).
-Hooks other than the workbench's do not fire on the tiled path's attention internals.
+``"auto"`` takes ``"tiled"`` above `TILED_THRESHOLD` (512) tokens when supported. Both
+paths also return next-token entropies from the logits of the same pass (computed in row
+chunks; the logits themselves, ``batch x T x d_vocab`` floats, are the largest tensor of a
+long pass). On the tiled path, user hooks on the attention internals (``hook_pattern``,
+``hook_attn_scores``, ``hook_q``...) do not fire: pass ``path="exact"`` to combine an
+analysis with your own attention hooks.
 """
 
 from __future__ import annotations
