@@ -204,3 +204,18 @@ def test_batched_passes_match_single_passes(smol, trace, path):
     np.testing.assert_array_equal(
         g[1].numpy(), batched[1].with_params(fai_horizon=(10, 100)).gamma("coupled").numpy()
     )
+
+
+def test_fast_other_layers_and_support_check(smol, trace):
+    # Layers that are not analysed may use sdpa: the residual stream then differs from eager
+    # attention only by float rounding, so the analysed layer's statistics stay close.
+    heads = [(20, h) for h in range(9)]
+    kw = dict(max_window=8, cuts=(1, 11, 101))
+    s1, _ = engine.collect(smol, trace.ids, trace.prompt_len, heads, path="exact", **kw)
+    s2, _ = engine.collect(
+        smol, trace.ids, trace.prompt_len, heads, path="tiled", fast_other_layers=True, **kw
+    )
+    close(s1.dist.numpy(), s2.dist.numpy(), atol=1e-3, rtol=1e-3)
+    close(s1.cut_sums.numpy(), s2.cut_sums.numpy(), atol=1e-4, rtol=1e-3)
+    assert engine.tiled_supported(smol)
+    assert not engine.tiled_supported(object())
