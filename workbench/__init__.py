@@ -24,6 +24,7 @@ from .ablation import (
 from .attention import (
     Analysis,
     HeadClasses,
+    PeakDetector,
     analyze,
     analyze_many,
     delta,
@@ -32,6 +33,7 @@ from .attention import (
     head_span,
     middle_layers,
     receiver_kurtosis,
+    rhythm_statistics,
     waad,
 )
 from .batch import record, run_batch
@@ -46,6 +48,7 @@ __all__ = [
     "HeadClasses",
     "Knockout",
     "ModelInfo",
+    "PeakDetector",
     "ResidAblation",
     "TargetSet",
     "Trace",
@@ -66,6 +69,7 @@ __all__ = [
     "perturbation_test",
     "receiver_kurtosis",
     "record",
+    "rhythm_statistics",
     "rl",
     "run_ablations",
     "run_batch",

@@ -11,12 +11,14 @@ from .credit import STRATEGIES
 from .layers import middle_layers, resolve_layers
 from .metrics import HeadStats, delta, fai, head_span, receiver_kurtosis, waad
 from .rhythm import top_q
+from .stats import PeakDetector, rhythm_statistics
 
 __all__ = [
     "STRATEGIES",
     "Analysis",
     "HeadClasses",
     "HeadStats",
+    "PeakDetector",
     "analyze",
     "analyze_many",
     "classify_heads",
@@ -27,6 +29,7 @@ __all__ = [
     "middle_layers",
     "receiver_kurtosis",
     "resolve_layers",
+    "rhythm_statistics",
     "top_q",
     "waad",
 ]
