@@ -6,8 +6,8 @@ analysed with one extra forward pass of the current policy over prompt + complet
 chosen layers (`wb.analyze`), then `Analysis.gamma(strategy)` gives the weights; the
 prompt part is dropped. ``"none"`` needs no forward pass.
 
-Seeds: the ``"random"`` control draws its positions from ``seed + i`` for the i-th rollout,
-so the draw is reproducible and independent of batching.
+Seeds: the ``"random"`` control draws its positions from ``seed + k`` for the k-th non-empty
+rollout, so the draw is reproducible and independent of batching.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..attention import analyze
+from ..attention.analysis import gamma_many
 from ..attention.credit import check_strategy
 from ..trace import Trace
 
@@ -67,6 +67,7 @@ def rollout_gammas(
     k: int = 3,
     seed: int = 0,
     pad_to: int | None = None,
+    batch_size: int = 16,
 ) -> Float[Tensor, "batch pos"]:
     """Credit weights for a batch of rollouts, ``[batch, completion_pos]``.
 
@@ -79,6 +80,8 @@ def rollout_gammas(
             `Analysis.gamma` (defaults: the paper's RL settings).
         seed: base seed of the ``"random"`` control (rollout i uses ``seed + i``).
         pad_to: width of the result (default: the longest completion); padding is 1.0.
+        batch_size: rollouts per credit forward pass (`wb.attention.analysis.gamma_many`
+            right-pads them; the weights equal single passes).
 
     Returns:
         ``[batch, pad_to]`` float32 weights; 1.0 past each completion's end.
@@ -88,30 +91,39 @@ def rollout_gammas(
     out = torch.ones(len(completion_ids), width, dtype=torch.float32)
     if strategy == "none":
         return out
+    traces = [
+        Trace(
+            ids=torch.tensor(list(p) + list(c), dtype=torch.long),
+            tokens=[""] * (len(p) + len(c)),
+            prompt_len=len(p),
+            text="",
+        )
+        for p, c in zip(prompt_ids, completion_ids, strict=True)
+    ]
+    keep = [i for i, c in enumerate(completion_ids) if len(c) > 0]
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            for i, (p, c) in enumerate(zip(prompt_ids, completion_ids, strict=True)):
-                if len(c) == 0:
-                    continue
-                ids = torch.tensor(list(p) + list(c), dtype=torch.long)
-                trace = Trace(ids=ids, tokens=[""] * len(ids), prompt_len=len(p), text="")
-                a = analyze(
-                    model,
-                    trace,
-                    layers=layers,
-                    window=window,
-                    fai_horizon=fai_horizon,
-                    top_q=top_q,
-                    alpha=alpha,
-                    k=k,
-                    max_window=window,
-                    path="exact",
-                )
-                g = a.gamma(strategy, seed=seed + i, gamma_amp=gamma_amp)[len(p) :]
-                n = min(len(g), width)
-                out[i, :n] = g[:n]
+            gammas = gamma_many(
+                model,
+                [traces[i] for i in keep],
+                strategy,
+                layers=layers,
+                fai_horizon=fai_horizon,
+                seed=seed,
+                gamma_amp=gamma_amp,
+                batch_size=batch_size,
+                window=window,
+                top_q=top_q,
+                alpha=alpha,
+                k=k,
+                max_window=window,
+            )
     finally:
         model.train(was_training)
+    for i, g in zip(keep, gammas, strict=True):
+        g = g[traces[i].prompt_len :]
+        n = min(len(g), width)
+        out[i, :n] = g[:n]
     return out
