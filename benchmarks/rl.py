@@ -1,0 +1,140 @@
+"""Steps per second of the native GRPO loop against TRL's GRPOTrainer, and the credit share.
+
+    python benchmarks/rl.py                     # 6 steps each, coupled credit
+    python benchmarks/rl.py --steps 10 --threads 2
+
+Both trainers run the tiny reasoner on Countdown with the same batch (completions per step),
+group size, completion length, learning rate and credit strategy. For the native loop the
+script also reports how its step time splits into rollout (sampling + rewards), credit (the
+extra attention pass, `rollout_gammas`) and update (forward + backward + AdamW); the paper's
+credit overhead is 2-3.3% of a step (target here: at most 10%). The first step of each
+trainer is a warm-up and is not timed. One run, printed side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def native(args) -> dict:
+    from workbench.rl import GRPOConfig, train
+
+    cfg = GRPOConfig(
+        model="tiny-reasoner",
+        strategy=args.strategy,
+        max_steps=args.steps + 1,
+        per_device_train_batch_size=args.batch,
+        num_generations=args.generations,
+        max_completion_length=args.length,
+        learning_rate=1e-5,
+        eval_every=0,
+        eval_size=8,
+        save_every=10_000,
+    )
+    with tempfile.TemporaryDirectory() as d:
+        run = train(cfg, out=f"{d}/run", progress=False)
+    rows = [r for r in run.metrics if r.get("step", 0) >= 2]  # step 1 is the warm-up
+    total = sum(r["step_time"] for r in rows)
+    return {
+        "seconds_per_step": total / len(rows),
+        "rollout": sum(r["time_rollout"] for r in rows) / total,
+        "credit": sum(r["time_credit"] for r in rows) / total,
+        "update": sum(r["time_update"] for r in rows) / total,
+        "credit_seconds": statistics.mean(r["time_credit"] for r in rows),
+    }
+
+
+def trl(args) -> dict:
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig as TRLConfig
+
+    from workbench.models import load_hf
+    from workbench.rl import RhythmGRPOTrainer
+    from workbench.tasks import get_task
+
+    task = get_task("countdown")
+    n_prompts = (args.steps + 1) * args.batch // args.generations
+    data = Dataset.from_list([{"prompt": p.prompt} for p in task.generate(n_prompts, seed=0)])
+    policy, tokenizer = load_hf("tiny-reasoner")
+
+    class Clock(TrainerCallback):
+        def __init__(self):
+            self.starts, self.ends = [], []
+
+        def on_step_begin(self, *a, **k):
+            self.starts.append(time.perf_counter())
+
+        def on_step_end(self, *a, **k):
+            self.ends.append(time.perf_counter())
+
+    clock = Clock()
+    with tempfile.TemporaryDirectory() as d:
+        trainer = RhythmGRPOTrainer(
+            model=policy,
+            processing_class=tokenizer,
+            reward_funcs=task.reward,
+            args=TRLConfig(
+                output_dir=d,
+                use_cpu=True,
+                bf16=False,
+                report_to="none",
+                per_device_train_batch_size=args.batch,
+                num_generations=args.generations,
+                max_completion_length=args.length,
+                max_steps=args.steps + 1,
+                learning_rate=1e-5,
+                lr_scheduler_type="constant",
+                save_strategy="no",
+                logging_steps=1,
+                disable_tqdm=True,
+                seed=0,
+            ),
+            train_dataset=data,
+            strategy=args.strategy,
+            callbacks=[clock],
+        )
+        trainer.train()
+    times = [e - s for s, e in zip(clock.starts, clock.ends, strict=False)][1:]
+    return {"seconds_per_step": sum(times) / len(times)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--steps", type=int, default=6, help="timed steps (after one warm-up)")
+    p.add_argument("--batch", type=int, default=32, help="completions per step")
+    p.add_argument("--generations", type=int, default=8)
+    p.add_argument("--length", type=int, default=64, help="max completion tokens")
+    p.add_argument("--strategy", default="coupled")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = p.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(
+        f"tiny reasoner, Countdown, strategy={args.strategy}, {args.batch} completions/step "
+        f"(G={args.generations}), <= {args.length} tokens, {args.steps} timed steps, "
+        f"{torch.get_num_threads()} torch threads"
+    )
+    n = native(args)
+    t = trl(args)
+    print(f"\n{'trainer':<28}{'s/step':>8}{'steps/s':>9}{'x TRL':>8}")
+    for name, r in (("native GRPO loop", n), ("TRL GRPOTrainer (+credit)", t)):
+        sps = r["seconds_per_step"]
+        print(f"{name:<28}{sps:>8.2f}{1 / sps:>9.3f}{t['seconds_per_step'] / sps:>8.2f}")
+    print(
+        f"\nnative step split: rollout {n['rollout']:.1%}, credit {n['credit']:.1%} "
+        f"({n['credit_seconds']:.2f} s), update {n['update']:.1%}  "
+        "(paper: credit 2-3.3% of a step; target <= 10%)"
+    )
+
+
+if __name__ == "__main__":
+    main()
