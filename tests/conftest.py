@@ -12,6 +12,21 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """One torch thread for the whole suite.
+
+    The test machines have two cores; small forward passes gain little from a second
+    OpenMP thread, and two threads competing with any other process (a notebook kernel, a
+    browser, another job) were measured 10-20x slower here than one.
+    """
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="session")

@@ -25,15 +25,6 @@ from workbench.tasks import get_task
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two shared cores: one OpenMP thread is much faster than two competing ones.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def model(request):
     """The tiny reasoner if its checkpoint exists, else the default model."""

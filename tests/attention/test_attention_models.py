@@ -20,16 +20,6 @@ PROMPT = "What is 17 * 23?"
 RESPONSE = "Let me think. 17 * 23 = 17 * 20 + 17 * 3 = 340 + 51 = 391. So the answer is 391."
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The test machine's two cores are shared: two OpenMP threads competing with other
-    # processes made a 90-token forward pass 10-20x slower than one thread.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def trace(smol):
     return wb.Trace.from_text(smol, PROMPT, RESPONSE)

@@ -22,15 +22,6 @@ from workbench.attention.stats import (
 NAN = float("nan")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small tensors on two shared cores: one thread avoids OpenMP oversubscription.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_peak_detector_rules():
     x = torch.tensor([NAN, 1.0, 3.0, 2.0, 2.0, 5.0, 5.0, 1.0, NAN])
     # mean of defined = 19/7 = 2.71: peaks are local maxima >= mean: 2 (3.0) and 5 (first

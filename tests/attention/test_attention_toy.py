@@ -24,15 +24,6 @@ from workbench.attention.rhythm import dominated_anchors, introductions, top_q
 NAN = float("nan")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small tensors on two shared cores: one thread avoids OpenMP oversubscription.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # One head, three tokens, prompt = token 0, response R = {1, 2}.
 TOY = torch.tensor(
     [
