@@ -20,6 +20,7 @@ __all__ = [
     "Experiment",
     "GRPOConfig",
     "GRPORun",
+    "RLPanel",
     "RhythmGRPOTrainer",
     "grpo_advantages",
     "grpo_loss",
@@ -41,4 +42,8 @@ def __getattr__(name: str):
         from . import trl_adapter
 
         return getattr(trl_adapter, name)
+    if name in ("RLPanel", "progress_chart"):
+        from . import panel
+
+        return getattr(panel, name)
     raise AttributeError(f"module 'workbench.rl' has no attribute {name!r}")

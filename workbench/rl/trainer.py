@@ -348,6 +348,7 @@ class GRPORun:
                 self._checkpoint()
             while self.step < end:
                 if self._stop.is_set():
+                    self._checkpoint()
                     self._set_status("stopped")
                     return self
                 row = self._train_step()
