@@ -92,7 +92,7 @@ def trl(args) -> dict:
                 learning_rate=1e-5,
                 lr_scheduler_type="constant",
                 save_strategy="no",
-                logging_steps=1,
+                logging_steps=10_000,
                 disable_tqdm=True,
                 seed=0,
             ),
