@@ -34,7 +34,8 @@ lab: $(STAMP)
 	@TOKEN=$${WORKBENCH_LAB_TOKEN:-$$($(BIN)/python -c "import secrets; print(secrets.token_hex(16))")}; \
 	echo "JupyterLab: http://127.0.0.1:$(PORT)/lab?token=$$TOKEN"; \
 	$(BIN)/jupyter lab --no-browser --ServerApp.ip=127.0.0.1 --ServerApp.port=$(PORT) \
-	  --IdentityProvider.token=$$TOKEN --ServerApp.root_dir=notebooks
+	  --IdentityProvider.token=$$TOKEN --ServerApp.root_dir=notebooks \
+	  $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
