@@ -55,3 +55,15 @@ def test_refuses_to_clobber_without_overwrite(tmp_path):
     (tmp_path / "m").mkdir()
     with pytest.raises(FileExistsError), atomic_dir(tmp_path / "m"):
         pass
+
+
+def test_written_files_and_folders_get_ordinary_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    f = atomic_write_text(tmp_path / "f.txt", "x")
+    with atomic_dir(tmp_path / "d") as tmp:
+        (tmp / "a").write_text("1")
+    assert f.stat().st_mode & 0o777 == 0o666 & ~mask
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o777 & ~mask
