@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._io import atomic_write_bytes, atomic_write_text
+from ._io import atomic_write_text
 
 __all__ = ["write_report"]
 
@@ -51,7 +51,6 @@ def write_report(model: Any, trace: Any, analysis: Any, out: str | Path) -> Path
         The path of ``report.html``.
     """
     import altair as alt
-    import vl_convert as vlc
 
     from . import viz
 
@@ -66,8 +65,7 @@ def write_report(model: Any, trace: Any, analysis: Any, out: str | Path) -> Path
         "heads": viz.head_map(analysis),
     }
     for name, chart in charts.items():
-        png = vlc.vegalite_to_png(chart.to_dict(format="vega-lite"), scale=1.5)
-        atomic_write_bytes(out / f"{name}.png", png)
+        viz.save(chart, out / f"{name}.png", scale=1.5)
     combined = alt.vconcat(
         charts["text_fai"],
         charts["rhythm"],

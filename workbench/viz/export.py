@@ -14,6 +14,7 @@ from typing import Any
 
 import altair as alt
 
+from .._io import atomic_write_bytes, atomic_write_text
 from ..errors import WorkbenchError
 
 __all__ = ["FORMATS", "save", "to_html"]
@@ -56,17 +57,16 @@ def save(
             f"expected an altair chart, got {type(chart).__name__}",
             "pass a chart from wb.viz (e.g. wb.viz.rhythm_curves(analysis))",
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "html":
-        path.write_text(to_html(chart), encoding="utf-8")
+        atomic_write_text(path, to_html(chart))
     elif fmt == "json":
-        path.write_text(chart.to_json(), encoding="utf-8")
+        atomic_write_text(path, chart.to_json())
     else:
         import vl_convert as vlc
 
         spec = chart.to_dict(format="vega-lite")
         if fmt == "png":
-            path.write_bytes(vlc.vegalite_to_png(spec, scale=scale))
+            atomic_write_bytes(path, vlc.vegalite_to_png(spec, scale=scale))
         else:
-            path.write_text(vlc.vegalite_to_svg(spec), encoding="utf-8")
+            atomic_write_text(path, vlc.vegalite_to_svg(spec))
     return path
