@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +29,7 @@ from .errors import WorkbenchError
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["Trace", "encode_prompt", "generate"]
+__all__ = ["Trace", "encode_prompt", "eos_token_ids", "generate", "sample_completions"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -251,6 +253,78 @@ def eos_token_ids(tokenizer: Any, hf_model: Any = None) -> list[int]:
 
 
 @torch.no_grad()
+def sample_completions(
+    model: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    num_generations: int = 1,
+    max_new_tokens: int = 96,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    greedy: bool = False,
+    batch_limit: int = 64,
+    tokenizer: Any = None,
+) -> list[list[int]]:
+    """Sample `num_generations` completions for each prompt.
+
+    Uses the wrapped Hugging Face model's ``generate`` (KV cache; no hooks fire) and the
+    global torch RNG: seed it (e.g. under `torch.random.fork_rng`) for reproducibility.
+
+    Args:
+        model: a TransformerBridge (``model.original_model`` generates) or a plain
+            Hugging Face causal LM (then pass `tokenizer`).
+        prompt_ids: token ids of each prompt.
+        num_generations: completions per prompt.
+        max_new_tokens: length cap.
+        temperature, top_p: sampling settings (ignored when `greedy`).
+        greedy: greedy decoding.
+        batch_limit: most sequences generated in one call.
+        tokenizer: the tokenizer (default: ``model.tokenizer``).
+
+    Returns:
+        ``len(prompt_ids) * num_generations`` token-id lists, prompt-major (the completions
+        of prompt 0 first), each ending at its first EOS (included) or at the cap.
+    """
+    hf = getattr(model, "original_model", model)
+    tokenizer = tokenizer if tokenizer is not None else model.tokenizer
+    device = next(hf.parameters()).device
+    eos = eos_token_ids(tokenizer, hf)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos or [0])[0]
+    rows: list[tuple[int, Sequence[int]]] = [
+        (i, p) for i, p in enumerate(prompt_ids) for _ in range(num_generations)
+    ]
+    by_len: dict[int, list[int]] = defaultdict(list)
+    for r, (_, p) in enumerate(rows):
+        by_len[len(p)].append(r)
+    out: list[list[int]] = [[] for _ in rows]
+    kwargs: dict[str, Any] = {"do_sample": not greedy}
+    if not greedy:
+        kwargs.update(temperature=float(temperature), top_p=float(top_p), top_k=0)
+    was_training = hf.training
+    hf.eval()
+    try:
+        for length in sorted(by_len):
+            members = by_len[length]
+            for start in range(0, len(members), batch_limit):
+                chunk = members[start : start + batch_limit]
+                ids = torch.tensor([list(rows[r][1]) for r in chunk], device=device)
+                gen = hf.generate(
+                    ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=max_new_tokens,
+                    eos_token_id=eos or None,
+                    pad_token_id=pad,
+                    **kwargs,
+                )[:, length:].cpu()
+                for r, seq in zip(chunk, gen.tolist(), strict=True):
+                    cut = next((j + 1 for j, t in enumerate(seq) if t in eos), len(seq))
+                    out[r] = seq[:cut]
+    finally:
+        hf.train(was_training)
+    return out
+
+
+@torch.no_grad()
 def generate(
     model: TransformerBridge,
     prompt: str,
@@ -301,38 +375,22 @@ def generate(
     )
     hf = model.original_model
     device = next(hf.parameters()).device
-    input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
-    eos = eos_token_ids(tokenizer, model.original_model)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos or [0])[0]
-    sample = temperature > 0
-    kwargs: dict[str, Any] = {"do_sample": sample}
-    if sample:
-        kwargs.update(temperature=float(temperature), top_p=float(top_p), top_k=0)
     devices = [device] if device.type == "cuda" else []
-    was_training = hf.training
-    hf.eval()
-    try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            out = hf.generate(
-                input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                max_new_tokens=max_new_tokens,
-                eos_token_id=eos or None,
-                pad_token_id=pad,
-                **kwargs,
-            )
-    finally:
-        hf.train(was_training)
-    new = out[0, len(prompt_ids) :].cpu()
-    if eos:
-        hits = torch.isin(new, torch.tensor(eos)).nonzero()
-        if len(hits):
-            new = new[: int(hits[0]) + 1]
-    if len(new) == 0:
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        completion = sample_completions(
+            model,
+            [prompt_ids],
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            greedy=temperature == 0,
+        )[0]
+    if not completion:
         raise WorkbenchError(  # pragma: no cover - generate always emits one token
             "the model generated no tokens", "raise max_new_tokens"
         )
+    new = torch.tensor(completion, dtype=torch.long)
     ids = torch.cat([torch.tensor(prompt_ids, dtype=torch.long), new.long()])
     return Trace(
         ids=ids,

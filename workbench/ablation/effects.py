@@ -34,7 +34,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..errors import WorkbenchError
-from ..trace import Trace
+from ..trace import Trace, eos_token_ids
 from .interventions import Intervention, fwd_hooks
 
 __all__ = [
@@ -131,17 +131,7 @@ def answer_logprob(logits: Float[Tensor, "pos d_vocab"], ids: Tensor, span: Sequ
 
 def _eos(model: Any) -> set[int]:
     """End-of-sequence ids: the tokenizer's and the generation config's."""
-    ids: set[int] = set()
-    tok = getattr(model, "tokenizer", None)
-    if getattr(tok, "eos_token_id", None) is not None:
-        ids.add(int(tok.eos_token_id))
-    gen = getattr(getattr(model, "original_model", None), "generation_config", None)
-    eos = getattr(gen, "eos_token_id", None)
-    if isinstance(eos, int):
-        ids.add(eos)
-    elif eos:
-        ids.update(int(e) for e in eos)
-    return ids
+    return set(eos_token_ids(model.tokenizer, getattr(model, "original_model", None)))
 
 
 @torch.no_grad()

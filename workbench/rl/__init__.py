@@ -8,12 +8,12 @@ The credit (`rollout_gammas`) is shared with `RhythmGRPOTrainer`, the TRL subcla
 the same credit wherever TRL runs.
 """
 
+from ..trace import sample_completions
 from .checkpoint import latest_checkpoint, list_checkpoints, read_metrics
 from .config import GRPOConfig
 from .credit import rollout_gammas
 from .experiment import Experiment, run_experiment
 from .loss import grpo_advantages, grpo_loss, token_logps
-from .rollout import sample_completions
 from .trainer import GRPORun, resume, train
 
 __all__ = [

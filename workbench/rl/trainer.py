@@ -38,7 +38,7 @@ from .._io import atomic_write_json
 from ..errors import WorkbenchError
 from ..models import load_hf
 from ..tasks import get_task
-from ..trace import encode_prompt
+from ..trace import encode_prompt, sample_completions
 from .checkpoint import (
     append_metrics,
     latest_checkpoint,
@@ -50,7 +50,6 @@ from .checkpoint import (
 from .config import GRPOConfig
 from .credit import rollout_gammas, shadow_bridge
 from .loss import grpo_advantages, grpo_loss, token_logps
-from .rollout import sample_completions
 
 __all__ = ["GRPORun", "resume", "train"]
 
