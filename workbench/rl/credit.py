@@ -46,7 +46,11 @@ def shadow_bridge(policy: Any, tokenizer: Any) -> Any:
     shadow = copy.deepcopy(policy, memo=shared)
     # The credit pass is inference: whatever the trainer switched on for training
     # (activation checkpointing) has no business in it.
-    if getattr(shadow, "is_gradient_checkpointing", False):
+    # (transformers 5 renamed gradient checkpointing to activation checkpointing.)
+    if hasattr(shadow, "is_activation_checkpointing"):
+        if shadow.is_activation_checkpointing:
+            shadow.activation_checkpointing_disable()
+    elif getattr(shadow, "is_gradient_checkpointing", False):
         shadow.gradient_checkpointing_disable()
     name = getattr(policy.config, "_name_or_path", "") or "policy"
     return bridge_model(shadow, tokenizer, name=name)
