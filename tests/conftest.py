@@ -47,3 +47,35 @@ def tiny():
     if not info.available:
         pytest.skip("the tiny reasoner checkpoint is not in workbench/tiny/checkpoint yet")
     return wb.load_model("tiny-reasoner", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def toy_llama(tmp_path_factory):
+    """A 2-layer random Llama (4 query heads sharing 2 key/value heads) with the tiny
+    reasoner's tokenizer, saved as a checkpoint folder and loaded through the zoo: a real
+    model whose numbers are small enough to check closed forms on."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    import workbench as wb
+    from workbench.tiny.tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=160,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=True,
+        attn_implementation="eager",
+    )
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("toy-llama")
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return wb.load_model(str(folder), device="cpu")

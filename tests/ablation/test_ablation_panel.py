@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import altair as alt
 import pytest
-import torch
 
 import workbench as wb
 from workbench.ablation import (
@@ -18,31 +17,8 @@ from workbench.tasks import get_task
 
 
 @pytest.fixture(scope="module")
-def toy_model(tmp_path_factory):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from workbench.tiny.tokenizer import build_tokenizer
-
-    tok = build_tokenizer()
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=160,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-        tie_word_embeddings=True,
-        attn_implementation="eager",
-    )
-    torch.manual_seed(1)
-    folder = tmp_path_factory.mktemp("toy-llama-panel")
-    LlamaForCausalLM(cfg).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return wb.load_model(str(folder), device="cpu")
+def toy_model(toy_llama):
+    return toy_llama
 
 
 @pytest.fixture(scope="module")
