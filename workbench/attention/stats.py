@@ -132,6 +132,24 @@ def _share_following(fai_peaks: list[int], waad_peaks: set[int], lags: Sequence[
     return sum(any((p - lag) in waad_peaks for lag in lags) for p in fai_peaks)
 
 
+def _shuffled_control(rows, score, n_shuffles: int, rng, total: int) -> float:
+    """The chance level of a pooled peak statistic.
+
+    Each shuffle draws, for every trace ``(m, pool, ref)``, ``m`` random positions from
+    ``pool`` and adds ``score(draw, ref)``; the result is the mean over shuffles of that sum
+    divided by `total` (NaN when there is nothing to count).
+    """
+    values = []
+    for _ in range(n_shuffles):
+        h = 0
+        for m, pool, ref in rows:
+            if m:
+                draw = rng.choice(pool, size=min(m, len(pool)), replace=False)
+                h += score([int(x) for x in draw], ref)
+        values.append(h / total if total else float("nan"))
+    return float(np.mean(values)) if values else float("nan")
+
+
 def fai_follows_waad(
     analyses: Sequence[Analysis],
     *,
@@ -157,17 +175,12 @@ def fai_follows_waad(
         hits += _share_following(fp, wp, lags)
         total += len(fp)
         rows.append((len(fp), _defined(a.fai), wp))
-    shuffled = []
-    for _ in range(n_shuffles):
-        h = 0
-        for m, pool, wp in rows:
-            if m:
-                draw = rng.choice(pool, size=min(m, len(pool)), replace=False)
-                h += _share_following([int(x) for x in draw], wp, lags)
-        shuffled.append(h / total if total else float("nan"))
+    shuffled = _shuffled_control(
+        rows, lambda draw, wp: _share_following(draw, wp, lags), n_shuffles, rng, total
+    )
     return {
         "share": hits / total if total else float("nan"),
-        "shuffled_share": float(np.mean(shuffled)) if shuffled else float("nan"),
+        "shuffled_share": shuffled,
         "n_fai_peaks": total,
     }
 
@@ -195,17 +208,12 @@ def receiver_global_overlap(
         inter += len(pg.intersection(pr))
         total += len(pg)
         rows.append((len(pr), _defined(a.receiver_fai), pg))
-    chance = []
-    for _ in range(n_shuffles):
-        h = 0
-        for m, pool, pg in rows:
-            if m:
-                draw = rng.choice(pool, size=min(m, len(pool)), replace=False)
-                h += len(pg.intersection(int(x) for x in draw))
-        chance.append(h / total if total else float("nan"))
+    chance = _shuffled_control(
+        rows, lambda draw, pg: len(pg.intersection(draw)), n_shuffles, rng, total
+    )
     return {
         "overlap": inter / total if total else float("nan"),
-        "chance": float(np.mean(chance)) if chance else float("nan"),
+        "chance": chance,
         "n_global_peaks": total,
     }
 
