@@ -2,8 +2,9 @@
 
     python benchmarks/rl.py                     # 6 steps each, coupled credit
     python benchmarks/rl.py --steps 10 --threads 2
+    python benchmarks/rl.py --model smollm2-135m --batch 8 --length 128 --skip-trl
 
-Both trainers run the tiny reasoner on Countdown with the same batch (completions per step),
+Both trainers run the tiny reasoner (or ``--model``) on Countdown with the same batch (completions per step),
 group size, completion length, learning rate and credit strategy. For the native loop the
 script also reports how its step time splits into rollout (sampling + rewards), credit (the
 extra attention pass, `rollout_gammas`) and update (forward + backward + AdamW); the paper's
@@ -26,7 +27,7 @@ def native(args) -> dict:
     from workbench.rl import GRPOConfig, train
 
     cfg = GRPOConfig(
-        model="tiny-reasoner",
+        model=args.model,
         strategy=args.strategy,
         max_steps=args.steps + 1,
         per_device_train_batch_size=args.batch,
@@ -35,6 +36,7 @@ def native(args) -> dict:
         learning_rate=1e-5,
         eval_every=0,
         eval_size=8,
+        eval_samples=0,
         save_every=10_000,
     )
     with tempfile.TemporaryDirectory() as d:
@@ -62,7 +64,7 @@ def trl(args) -> dict:
     task = get_task("countdown")
     n_prompts = (args.steps + 1) * args.batch // args.generations
     data = Dataset.from_list([{"prompt": p.prompt} for p in task.generate(n_prompts, seed=0)])
-    policy, tokenizer = load_hf("tiny-reasoner")
+    policy, tokenizer = load_hf(args.model)
 
     class Clock(TrainerCallback):
         def __init__(self):
@@ -112,6 +114,8 @@ def main() -> None:
     p.add_argument("--generations", type=int, default=8)
     p.add_argument("--length", type=int, default=64, help="max completion tokens")
     p.add_argument("--strategy", default="coupled")
+    p.add_argument("--model", default="tiny-reasoner", help="model name or folder")
+    p.add_argument("--skip-trl", action="store_true", help="time the native loop only")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = p.parse_args()
     import torch
@@ -119,16 +123,20 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(
-        f"tiny reasoner, Countdown, strategy={args.strategy}, {args.batch} completions/step "
+        f"{args.model}, Countdown, strategy={args.strategy}, {args.batch} completions/step "
         f"(G={args.generations}), <= {args.length} tokens, {args.steps} timed steps, "
         f"{torch.get_num_threads()} torch threads"
     )
     n = native(args)
-    t = trl(args)
+    rows = [("native GRPO loop", n)]
+    if not args.skip_trl:
+        rows.append(("TRL GRPOTrainer (+credit)", trl(args)))
+    ref = rows[-1][1]["seconds_per_step"]
     print(f"\n{'trainer':<28}{'s/step':>8}{'steps/s':>9}{'x TRL':>8}")
-    for name, r in (("native GRPO loop", n), ("TRL GRPOTrainer (+credit)", t)):
+    for name, r in rows:
         sps = r["seconds_per_step"]
-        print(f"{name:<28}{sps:>8.2f}{1 / sps:>9.3f}{t['seconds_per_step'] / sps:>8.2f}")
+        ratio = f"{ref / sps:>8.2f}" if not args.skip_trl else f"{'-':>8}"
+        print(f"{name:<28}{sps:>8.2f}{1 / sps:>9.3f}{ratio}")
     print(
         f"\nnative step split: rollout {n['rollout']:.1%}, credit {n['credit']:.1%} "
         f"({n['credit_seconds']:.2f} s), update {n['update']:.1%}  "

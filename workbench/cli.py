@@ -143,14 +143,20 @@ def _cmd_rl(args: argparse.Namespace) -> int:
                 "max_completion_length": args.max_completion_length,
                 "eval_every": args.eval_every,
                 "eval_size": args.eval_size,
+                "eval_samples": args.eval_samples,
+                "warmup_steps": args.warmup_steps,
             }.items()
             if v is not None
         }
         run = train(GRPOConfig(**overrides), out=args.out)
-    accs = [r["eval_accuracy"] for r in run.metrics if "eval_accuracy" in r]
     print(f"run {run.run_dir}: {run.status} at step {run.step}")
-    if accs:
-        print(f"held-out accuracy: start {accs[0]:.3f}, end {accs[-1]:.3f}, peak {max(accs):.3f}")
+    for key, name in (("eval_accuracy", "greedy"), ("eval_sampled_accuracy", "sampled")):
+        accs = [r[key] for r in run.metrics if key in r]
+        if accs:
+            print(
+                f"held-out accuracy ({name}): start {accs[0]:.3f}, end {accs[-1]:.3f}, "
+                f"peak {max(accs):.3f}"
+            )
     return 0 if run.status in ("finished", "interrupted") else 1
 
 
@@ -215,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-completion-length", type=int)
     p.add_argument("--eval-every", type=int)
     p.add_argument("--eval-size", type=int)
+    p.add_argument("--eval-samples", type=int, help="sampled completions per held-out problem")
+    p.add_argument("--warmup-steps", type=int, help="linear learning-rate warm-up")
     p.set_defaults(func=_cmd_rl)
     return parser
 

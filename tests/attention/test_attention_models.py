@@ -209,3 +209,30 @@ def test_fast_other_layers_and_support_check(smol, trace):
     close(s1.cut_sums.numpy(), s2.cut_sums.numpy(), atol=1e-4, rtol=1e-3)
     assert engine.tiled_supported(smol)
     assert not engine.tiled_supported(object())
+
+
+@pytest.mark.parametrize("path", ["exact", "tiled"])
+def test_without_entropy_the_pass_stops_after_the_last_layer(smol, trace, path):
+    ran = []
+    for name in ["blocks.18.mlp.hook_out", "unembed.hook_out"]:
+        smol.add_hook(name, lambda x, hook: ran.append(hook.name))
+    try:
+        full = wb.analyze(smol, trace, layers=[4, 17], path=path)
+        assert len(ran) == 2, "the full pass runs block 18 and the unembedding"
+        ran.clear()
+        short = wb.analyze(smol, trace, layers=[4, 17], path=path, entropy=False)
+        assert not ran, "blocks after the last analysed layer must not run"
+    finally:
+        smol.reset_hooks()
+    # Everything but the entropy comes from layers <= 17, so it is bit-for-bit the same.
+    for f in ["head_span", "waad", "fai", "delta"]:
+        close(getattr(short, f).numpy(), getattr(full, f).numpy(), atol=0, rtol=0)
+    for s in ["local", "global", "coupled", "bottom-coupled"]:
+        assert torch.equal(short.gamma(s), full.gamma(s))
+    assert torch.isnan(short.entropy).all()
+    with pytest.raises(wb.WorkbenchError, match="no entropies"):
+        short.gamma("entropy")
+    # gamma_many skips the logits for every strategy but "entropy", with the same weights.
+    for s in ["coupled", "entropy"]:
+        g = wb.gamma_many(smol, [trace], s, layers=[4, 17], fai_horizon=(0, None))
+        assert torch.equal(g[0], full.gamma(s))

@@ -57,3 +57,43 @@ def test_bad_model_name_is_one_line_not_a_traceback(tmp_path):
     assert proc.returncode == 2
     assert "unknown model 'no-such-model'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _workbench(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "workbench", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_rl_runs_one_run_and_resume_extends_it(tmp_path):
+    run = tmp_path / "run"
+    small = ["--batch-size", "8", "--num-generations", "4", "--max-completion-length", "40"]
+    proc = _workbench(
+        "rl", "--task", "countdown", "--strategy", "coupled", "--steps", "1", "--seed", "3",
+        "--out", str(run), "--eval-size", "8", "--eval-samples", "2", "--warmup-steps", "2",
+        *small,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "finished at step 1" in proc.stdout
+    assert "held-out accuracy (greedy)" in proc.stdout
+    assert "held-out accuracy (sampled)" in proc.stdout
+    cfg = json.loads((run / "config.json").read_text())
+    assert (cfg["strategy"], cfg["seed"], cfg["warmup_steps"], cfg["eval_samples"]) == (
+        "coupled", 3, 2, 2,
+    )  # fmt: skip
+    proc = _workbench("rl", "--resume", str(run), "--steps", "2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "finished at step 2" in proc.stdout
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [0, 1, 2]
+
+
+def test_rl_without_out_is_a_clear_error():
+    proc = _workbench("rl", "--strategy", "coupled")
+    assert proc.returncode == 2
+    assert "needs --out DIR" in proc.stderr and "Traceback" not in proc.stderr

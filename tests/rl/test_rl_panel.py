@@ -28,8 +28,9 @@ def test_start_runs_in_the_background_and_updates_the_chart(tmp_path):
     assert panel.run.status == "finished" and panel.run.step == 2
     assert [r["step"] for r in panel.rows] == [0, 1, 2]
     data = panel.chart.chart.data
-    assert set(data.series) == {"train reward", "held-out accuracy"}
-    assert len(data[data.series == "held-out accuracy"]) == 3
+    greedy, sampled = "held-out accuracy (greedy)", "held-out accuracy (sampled)"
+    assert set(data.series) == {"train reward", greedy, sampled}
+    assert len(data[data.series == greedy]) == 3 and len(data[data.series == sampled]) == 3
     assert panel.progress.value == 2 and not panel.start_button.disabled
     assert [r["step"] for r in read_metrics(panel.run.run_dir)] == [0, 1, 2]
 

@@ -96,7 +96,9 @@ def test_a_short_run_changes_the_weights_and_writes_its_directory(tmp_path):
 
     before = load_hf("tiny-reasoner")[0].state_dict()
     run = train(
-        GRPOConfig(strategy="coupled", max_steps=2, **SMALL), out=tmp_path / "r", progress=False
+        GRPOConfig(strategy="coupled", max_steps=2, warmup_steps=2, **SMALL),
+        out=tmp_path / "r",
+        progress=False,
     )
     assert run.status == "finished" and run.step == 2
     after = _weights(run)
@@ -107,7 +109,13 @@ def test_a_short_run_changes_the_weights_and_writes_its_directory(tmp_path):
     rows = read_metrics(tmp_path / "r")
     assert [r["step"] for r in rows] == [0, 1, 2]
     assert "eval_accuracy" in rows[0] and "eval_accuracy" in rows[-1]
+    # Sampled accuracy: eval_samples completions per held-out problem, a multiple of 1/32.
+    for r in (rows[0], rows[-1]):
+        assert 0.0 <= r["eval_sampled_accuracy"] <= 1.0
+        assert (r["eval_sampled_accuracy"] * 8 * 4) % 1 == 0
     assert 1.0 < rows[1]["gamma_mean"] <= 1.75
+    lr = SMALL["learning_rate"]
+    assert [r["learning_rate"] for r in rows[1:]] == [lr / 2, lr], "linear warm-up"
     assert (tmp_path / "r" / "checkpoints" / "LATEST").read_text().strip() == "step-000002"
     assert json.loads((tmp_path / "r" / "status.json").read_text())["status"] == "finished"
 
@@ -150,6 +158,13 @@ def test_corrupt_checkpoint_is_a_clear_error_and_the_previous_is_kept(tmp_path):
     assert again.step == 2 and run.step == 2
 
 
+def test_sampled_evaluation_can_be_switched_off(tmp_path):
+    run = train(GRPOConfig(max_steps=1, eval_samples=0, **SMALL), out=tmp_path, progress=False)
+    assert all("eval_sampled_accuracy" not in r for r in run.metrics)
+    with pytest.raises(WorkbenchError, match="eval_samples"):
+        GRPOConfig(eval_samples=-1)
+
+
 def test_bad_settings_are_named():
     with pytest.raises(WorkbenchError, match="multiple of num_generations"):
         GRPOConfig(per_device_train_batch_size=6, num_generations=4)
@@ -173,6 +188,10 @@ def test_experiment_runs_each_strategy_and_seed_once(tmp_path):
     assert len(exp.run_dirs()) == 4
     table = exp.summary()
     assert set(table["strategy"]) == {"none", "coupled"}
+    sampled = exp.summary("eval_sampled_accuracy")
+    assert sampled["start"].between(0, 1).all() and (sampled["n_seeds"] == 2).all()
+    with pytest.raises(WorkbenchError, match="unknown metric"):
+        exp.summary("reward")
     assert (table["n_seeds"] == 2).all()
     assert ((table["final_lo"] <= table["final"]) & (table["final"] <= table["final_hi"])).all()
     spec = exp.chart().to_dict()

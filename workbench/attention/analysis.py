@@ -397,6 +397,11 @@ class Analysis:
             picks = rng.choice(np.arange(self.prompt_len, n), size=m, replace=False)
             return _credit.set_gamma(n, sorted(int(x) for x in picks), g)
         if strategy == "entropy":
+            if bool(torch.isnan(self.entropy[self.prompt_len :]).all()):
+                raise WorkbenchError(
+                    "this analysis has no entropies (it was computed with entropy=False)",
+                    "analyse again with entropy=True (the default)",
+                )
             return _credit.set_gamma(n, _top_q(self.entropy, q), g)
         if strategy == "bottom-local":
             return _credit.set_gamma(n, _top_q(self.delta, q, bottom=True), g)
@@ -505,6 +510,7 @@ def analyze(
     max_window: int | None = None,
     fai_cuts: Sequence[int] | None = None,
     path: str = "auto",
+    entropy: bool = True,
 ) -> Analysis:
     """Analyse one trace with one forward pass (method.md, Eq. 7-10 and Sec. 5.2).
 
@@ -528,6 +534,9 @@ def analyze(
         path: ``"exact"`` (hooks on ``hook_pattern``), ``"tiled"`` (query tiles, never a
             full pattern) or ``"auto"`` (tiled above 512 tokens when the architecture
             allows; see `workbench.attention.engine`).
+        entropy: compute next-token entropies. False stops the forward pass after the
+            last analysed layer (cheaper when the layers are early); ``Analysis.entropy``
+            is then NaN and the ``"entropy"`` strategy is unavailable.
 
     Returns:
         An `Analysis` (use `Analysis.with_params` to change post-processing parameters).
@@ -549,6 +558,7 @@ def analyze(
         max_window=max_window,
         fai_cuts=fai_cuts,
         path=path,
+        entropy=entropy,
     )[0]
 
 
@@ -570,6 +580,7 @@ def _analyze_batch(
     max_window: int | None = None,
     fai_cuts: Sequence[int] | None = None,
     path: str = "auto",
+    entropy: bool = True,
 ) -> list[Analysis]:
     """Validate everything, then one batched forward pass (`engine.collect_many`)."""
     engine.check_model(model)
@@ -604,11 +615,12 @@ def _analyze_batch(
         cuts=cuts,
         path=path,
         pad_id=int(pad) if pad is not None else 0,
+        entropy=entropy,
     )
     return [
         Analysis(
             stats=stats,
-            entropy=entropy,
+            entropy=ent,
             tokens=trace.tokens,
             ids=trace.ids,
             n_layers=n_layers,
@@ -624,7 +636,7 @@ def _analyze_batch(
             classes=classes,
             meta={"trace": dict(trace.meta), "layers": layer_list},
         )
-        for trace, (stats, entropy) in zip(traces, results, strict=True)
+        for trace, (stats, ent) in zip(traces, results, strict=True)
     ]
 
 
@@ -722,6 +734,8 @@ def gamma_many(
         One ``[pos]`` float32 tensor per trace (1.0 on the prompt).
     """
     _credit.check_strategy(strategy)
+    # Only the entropy control reads the logits; the others stop after the last layer.
+    kwargs.setdefault("entropy", strategy == "entropy")
     analyses = analyze_many(
         model,
         traces,

@@ -262,6 +262,7 @@ def collect_many(
     tile_rows: int | None = None,
     fast_other_layers: bool = False,
     pad_id: int = 0,
+    entropy: bool = True,
 ) -> list[tuple[HeadStats, Tensor]]:
     """`collect` for several sequences in one batched forward pass.
 
@@ -274,6 +275,10 @@ def collect_many(
     Args:
         items: ``(ids, prompt_len)`` pairs.
         pad_id: the token id used for padding (never attended to).
+        entropy: compute next-token entropies from the logits. False stops the pass
+            after the last analysed layer (TransformerLens ``stop_at_layer``): the later
+            blocks and the unembedding never run, and the entropies are NaN. The RL
+            credit pass uses this for every strategy but ``"entropy"``.
         (others): as in `collect`.
 
     Returns:
@@ -303,6 +308,10 @@ def collect_many(
     inp = torch.full((len(items), t_max), pad_id, dtype=torch.long, device=device)
     for i, (ids, _) in enumerate(items):
         inp[i, : lens[i]] = ids.to(device)
+    # Blocks from `stop_at_layer` on never run; None runs the whole model.
+    stop_at_layer = None if entropy else max(by_layer) + 1
+    if stop_at_layer is not None and stop_at_layer >= model.cfg.n_layers:
+        stop_at_layer = None
 
     def feed(r: slice, p: Tensor, rows: slice, idx: list[int]) -> None:
         """Hand rows `r` of the batched pattern `p` [batch, head, rows, keys] to each sequence."""
@@ -326,11 +335,11 @@ def collect_many(
             (f"blocks.{layer}.attn.hook_pattern", make_hook(rows, idx))
             for layer, (rows, idx) in by_layer.items()
         ]
-        logits = model.run_with_hooks(inp, fwd_hooks=fwd_hooks)
+        logits = model.run_with_hooks(inp, fwd_hooks=fwd_hooks, stop_at_layer=stop_at_layer)
     else:
         patched = []
         try:
-            for layer, block in enumerate(model.blocks):
+            for layer, block in enumerate(model.blocks[:stop_at_layer]):
                 reduce = None
                 if layer in by_layer:
                     rows, idx = by_layer[layer]
@@ -343,13 +352,16 @@ def collect_many(
                     attn, reduce, n_heads * len(items), tile_rows, fast_other_layers
                 )
                 patched.append(attn)
-            logits = model(inp)
+            logits = model.run_with_hooks(inp, stop_at_layer=stop_at_layer)
         finally:
             for attn in patched:
                 attn.__dict__.pop("forward", None)
     out = []
     for i, acc in enumerate(accs):
-        entropy = _entropy(logits[i : i + 1], lens[i], items[i][1])
-        out.append((acc.finish(), entropy))
+        if entropy:
+            ent = _entropy(logits[i : i + 1], lens[i], items[i][1])
+        else:
+            ent = torch.full((lens[i],), float("nan"), dtype=torch.float64)
+        out.append((acc.finish(), ent))
     del logits
     return out

@@ -9,8 +9,10 @@ for short CPU runs on the tiny reasoner:
 - ``num_generations`` 8 (same as TRL); ``per_device_train_batch_size`` counts completions
   per step as in TRL and must be a multiple of ``num_generations`` (TRL: 8 -> here 32,
   i.e. 4 prompts per step).
-- ``lr_scheduler_type`` is always constant (TRL: linear decay): a run can be extended or
-  resumed without changing the schedule of its first steps.
+- ``lr_scheduler_type`` is always constant after an optional linear warm-up over
+  ``warmup_steps`` (TRL: linear decay): a run can be extended or resumed without changing
+  the schedule of its first steps. Warm-up matters at the learning rates a small model
+  needs: Adam's first steps move every weight by about the full learning rate.
 - ``loss_type`` "dapo" (TRL's default: token-level mean over the batch) or "grpo"
   (per-sequence mean, then mean over sequences); other TRL loss types are not implemented.
 - ``beta`` 0.0 and ``entropy_coef`` 0.0 as in TRL and the paper (no KL, no entropy term);
@@ -48,6 +50,8 @@ class GRPOConfig:
         per_device_train_batch_size: completions per step (a multiple of G).
         learning_rate, adam_beta1, adam_beta2, adam_epsilon, weight_decay, max_grad_norm:
             AdamW and clipping, as in TRL/transformers.
+        warmup_steps: linear learning-rate warm-up from ``learning_rate / warmup_steps``
+            at step 1 to ``learning_rate`` at step ``warmup_steps`` (0: none).
         epsilon, epsilon_high: PPO clip range (``epsilon_high`` None means ``epsilon``).
         beta: KL coefficient against the starting policy (0: no reference model).
         entropy_coef: entropy bonus coefficient.
@@ -59,7 +63,10 @@ class GRPOConfig:
         gamma_amp, credit_layers, top_q, window, fai_horizon, alpha, k: rhythm credit.
         eval_every: evaluate on the held-out split every this many steps (0: only at the
             start and the end).
-        eval_size: held-out problems per evaluation (greedy decoding).
+        eval_size: held-out problems per evaluation.
+        eval_samples: sampled completions per held-out problem (at ``temperature``) for
+            ``eval_sampled_accuracy``, the mean accuracy of the policy being trained;
+            0 skips it. ``eval_accuracy`` is always the greedy accuracy.
         save_every: checkpoint every this many steps (the last step is always saved).
         keep_checkpoints: how many checkpoints to keep (at least 2, so a corrupt latest one
             never leaves the run without a good one).
@@ -79,6 +86,7 @@ class GRPOConfig:
     adam_epsilon: float = 1e-8
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    warmup_steps: int = 0
     epsilon: float = 0.2
     epsilon_high: float | None = None
     beta: float = 0.0
@@ -99,6 +107,7 @@ class GRPOConfig:
     k: int = 3
     eval_every: int = 10
     eval_size: int = 64
+    eval_samples: int = 4
     save_every: int = 10
     keep_checkpoints: int = 2
     device: str | None = "cpu"
@@ -157,6 +166,10 @@ class GRPOConfig:
                 "latest checkpoint still leaves a good one",
                 "use keep_checkpoints=2",
             )
+        if self.warmup_steps < 0:
+            bad(f"warmup_steps must be >= 0, got {self.warmup_steps}", "use e.g. 10 (or 0)")
+        if self.eval_samples < 0:
+            bad(f"eval_samples must be >= 0, got {self.eval_samples}", "use 4 (or 0 to skip)")
         if self.eval_every < 0 or self.save_every < 1:
             bad("eval_every must be >= 0 and save_every >= 1", "use eval_every=10, save_every=10")
 

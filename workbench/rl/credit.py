@@ -53,7 +53,9 @@ def shadow_bridge(policy: Any, tokenizer: Any) -> Any:
     elif getattr(shadow, "is_gradient_checkpointing", False):
         shadow.gradient_checkpointing_disable()
     name = getattr(policy.config, "_name_or_path", "") or "policy"
-    return bridge_model(shadow, tokenizer, name=name)
+    # The shadow's modules are its own, so it stays in eval mode whatever mode the
+    # policy is switched to (toggling a bridge's mode walks thousands of modules).
+    return bridge_model(shadow, tokenizer, name=name).eval()
 
 
 def rollout_gammas(
@@ -71,7 +73,7 @@ def rollout_gammas(
     k: int = 3,
     seed: int = 0,
     pad_to: int | None = None,
-    batch_size: int = 16,
+    batch_size: int = 32,
 ) -> Float[Tensor, "batch pos"]:
     """Credit weights for a batch of rollouts, ``[batch, completion_pos]``.
 
@@ -106,7 +108,8 @@ def rollout_gammas(
     ]
     keep = [i for i, c in enumerate(completion_ids) if len(c) > 0]
     was_training = model.training
-    model.eval()
+    if was_training:
+        model.eval()
     try:
         with torch.no_grad():
             gammas = gamma_many(
@@ -125,7 +128,8 @@ def rollout_gammas(
                 max_window=window,
             )
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     for i, g in zip(keep, gammas, strict=True):
         g = g[traces[i].prompt_len :]
         n = min(len(g), width)

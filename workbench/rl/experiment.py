@@ -4,6 +4,7 @@
                                out="runs/exp", max_steps=40)
     exp.summary()        # start, final and peak held-out accuracy per strategy, with intervals
     exp.chart()          # accuracy against step, one line per strategy, bootstrap band
+    exp.summary("eval_sampled_accuracy")   # the same for the sampled accuracy
 
 Each (strategy, seed) is an ordinary run directory ``out/<strategy>/seed-<seed>``, so the
 experiment is resumable: running the same call again skips finished runs and resumes
@@ -22,7 +23,10 @@ from .checkpoint import read_metrics
 from .config import GRPOConfig
 from .trainer import resume, train
 
-__all__ = ["Experiment", "run_experiment"]
+__all__ = ["METRICS", "Experiment", "run_experiment"]
+
+#: Evaluation metrics of a run (see `GRPORun.evaluate`): greedy and sampled accuracy.
+METRICS = ("eval_accuracy", "eval_sampled_accuracy")
 
 
 class Experiment:
@@ -40,7 +44,8 @@ class Experiment:
         return sorted(p.parent for p in self.out.glob("*/seed-*/config.json"))
 
     def frame(self):
-        """Long table of evaluations: strategy, seed, step, eval_accuracy (pandas)."""
+        """Long table of evaluations (pandas): strategy, seed, step and each of `METRICS`
+        (NaN where a run did not compute it)."""
         import pandas as pd
 
         rows = []
@@ -53,13 +58,28 @@ class Experiment:
                             "strategy": cfg["strategy"],
                             "seed": cfg["seed"],
                             "step": r["step"],
-                            "eval_accuracy": r["eval_accuracy"],
+                            **{m: r.get(m, float("nan")) for m in METRICS},
                         }
                     )
-        return pd.DataFrame(rows, columns=["strategy", "seed", "step", "eval_accuracy"])
+        return pd.DataFrame(rows, columns=["strategy", "seed", "step", *METRICS])
 
-    def summary(self, *, n_boot: int = 2000, ci: float = 0.95):
+    def _metric_frame(self, metric: str):
+        if metric not in METRICS:
+            raise WorkbenchError(f"unknown metric {metric!r}", f"use one of {list(METRICS)}")
+        f = self.frame().dropna(subset=[metric])
+        if f.empty:
+            raise WorkbenchError(
+                f"no run in {self.out} has {metric!r} evaluations",
+                "run the experiment first (sampled accuracy needs eval_samples > 0)",
+            )
+        return f
+
+    def summary(self, metric: str = "eval_accuracy", *, n_boot: int = 2000, ci: float = 0.95):
         """Per strategy: start, final and peak accuracy (mean over seeds, bootstrap interval).
+
+        Args:
+            metric: ``"eval_accuracy"`` (greedy) or ``"eval_sampled_accuracy"``.
+            n_boot, ci: bootstrap resamples and interval level.
 
         Returns:
             A DataFrame with columns ``strategy, n_seeds, start, final, final_lo, final_hi,
@@ -69,10 +89,10 @@ class Experiment:
 
         from ..ablation.runner import bootstrap_ci
 
-        f = self.frame()
+        f = self._metric_frame(metric)
         rows = []
         for strategy, g in f.groupby("strategy", sort=False):
-            per_seed = g.sort_values("step").groupby("seed")["eval_accuracy"]
+            per_seed = g.sort_values("step").groupby("seed")[metric]
             start, final, peak = per_seed.first(), per_seed.last(), per_seed.max()
             fm, flo, fhi = bootstrap_ci(final.tolist(), n_boot=n_boot, ci=ci)
             pm, plo, phi = bootstrap_ci(peak.tolist(), n_boot=n_boot, ci=ci)
@@ -92,16 +112,21 @@ class Experiment:
             )
         return pd.DataFrame(rows).sort_values("final", ascending=False, ignore_index=True)
 
-    def chart(self, *, ci: float = 0.95):
-        """Held-out accuracy against step, one line per strategy, with a bootstrap band."""
+    def chart(self, metric: str = "eval_accuracy", *, ci: float = 0.95):
+        """Held-out accuracy against step, one line per strategy, with a bootstrap band.
+
+        Args:
+            metric: ``"eval_accuracy"`` (greedy) or ``"eval_sampled_accuracy"``.
+            ci: interval level of the band (over seeds).
+        """
         import altair as alt
 
         from ..ablation.runner import bootstrap_ci
 
-        f = self.frame()
+        f = self._metric_frame(metric)
         rows = []
         for (strategy, step), g in f.groupby(["strategy", "step"]):
-            m, lo, hi = bootstrap_ci(g["eval_accuracy"].tolist(), ci=ci)
+            m, lo, hi = bootstrap_ci(g[metric].tolist(), ci=ci)
             rows.append({"strategy": strategy, "step": step, "mean": m, "lo": lo, "hi": hi})
         import pandas as pd
 
@@ -111,7 +136,11 @@ class Experiment:
         )
         band = base.mark_area(opacity=0.2).encode(y="lo:Q", y2="hi:Q")
         line = base.mark_line(point=True).encode(
-            y=alt.Y("mean:Q", title="held-out accuracy", scale=alt.Scale(domain=[0, 1])),
+            y=alt.Y(
+                "mean:Q",
+                title="held-out accuracy" + (" (sampled)" if "sampled" in metric else " (greedy)"),
+                scale=alt.Scale(domain=[0, 1]),
+            ),
             tooltip=["strategy", "step", alt.Tooltip("mean:Q", format=".3f")],
         )
         return (band + line).properties(

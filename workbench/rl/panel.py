@@ -30,17 +30,18 @@ __all__ = ["RLPanel", "progress_chart"]
 
 
 def progress_chart(rows: list[dict[str, Any]]) -> alt.LayerChart:
-    """Reward per step (line) and held-out accuracy at evaluations (points), for one run."""
+    """Reward per step and held-out accuracy (greedy and sampled) at evaluations, one run."""
+    series = {
+        "reward": "train reward",
+        "eval_accuracy": "held-out accuracy (greedy)",
+        "eval_sampled_accuracy": "held-out accuracy (sampled)",
+    }
     data = pd.DataFrame(
         [
-            {"step": r["step"], "value": r["reward"], "series": "train reward"}
+            {"step": r["step"], "value": r[key], "series": name}
+            for key, name in series.items()
             for r in rows
-            if "reward" in r
-        ]
-        + [
-            {"step": r["step"], "value": r["eval_accuracy"], "series": "held-out accuracy"}
-            for r in rows
-            if "eval_accuracy" in r
+            if key in r
         ],
         columns=["step", "value", "series"],
     )

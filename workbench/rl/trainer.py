@@ -86,7 +86,7 @@ class GRPORun:
     Use `train` / `resume` rather than the constructor. Attributes: ``config``,
     ``run_dir``, ``model`` (the TransformerBridge; ``model.original_model`` is the policy
     being trained), ``step`` (completed steps), ``metrics`` (list of dicts, one per step,
-    evaluations included as ``eval_accuracy``), ``status``.
+    evaluations included as ``eval_accuracy`` and ``eval_sampled_accuracy``), ``status``.
     """
 
     def __init__(
@@ -149,22 +149,58 @@ class GRPORun:
         for cb in self.callbacks:
             cb(self, row)
 
+    def _sample(self, prompts: list[list[int]], n: int, seed: int) -> list[list[int]]:
+        """`n` completions per prompt at the training temperature, seeded by `seed` alone."""
+        cfg = self.config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return sample_completions(
+                self.policy,
+                prompts,
+                tokenizer=self.tokenizer,
+                num_generations=n,
+                max_new_tokens=cfg.max_completion_length,
+                temperature=cfg.temperature,
+                top_p=cfg.top_p,
+            )
+
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self) -> float:
-        """Greedy accuracy on the held-out problems (the same set for every run)."""
+    def evaluate(self) -> dict[str, float]:
+        """Accuracy on the held-out problems (the same set for every run).
+
+        Returns:
+            ``{"eval_accuracy": greedy accuracy}``, plus ``"eval_sampled_accuracy"``: the
+            mean accuracy of ``eval_samples`` completions per problem sampled at the
+            training temperature (seeded, so a resumed run repeats it). Greedy accuracy
+            is the policy's mode; the sampled accuracy is what GRPO optimises, and on a
+            small model it moves long before the mode does.
+        """
+        cfg = self.config
         prompts = [self._prompt_ids(p.prompt) for p in self.eval_problems]
-        completions = sample_completions(
-            self.policy,
-            prompts,
-            tokenizer=self.tokenizer,
-            greedy=True,
-            max_new_tokens=self.config.max_completion_length,
-        )
-        scores = [
-            self.task.score(p, self._decode(c))
-            for p, c in zip(self.eval_problems, completions, strict=True)
-        ]
-        return float(sum(scores) / len(scores))
+
+        def accuracy(completions: list[list[int]], n: int) -> float:
+            scores = [
+                self.task.score(self.eval_problems[i // n], self._decode(c))
+                for i, c in enumerate(completions)
+            ]
+            return float(sum(scores) / len(scores))
+
+        out = {
+            "eval_accuracy": accuracy(
+                sample_completions(
+                    self.policy,
+                    prompts,
+                    tokenizer=self.tokenizer,
+                    greedy=True,
+                    max_new_tokens=cfg.max_completion_length,
+                ),
+                1,
+            )
+        }
+        if cfg.eval_samples:
+            sampled = self._sample(prompts, cfg.eval_samples, _step_seed(EVAL_SEED, self.step))
+            out["eval_sampled_accuracy"] = accuracy(sampled, cfg.eval_samples)
+        return out
 
     # ------------------------------------------------------------------ one step
     def _train_step(self) -> dict[str, Any]:
@@ -176,17 +212,7 @@ class GRPORun:
         prompts = [self._prompt_ids(p.prompt) for p in problems]
 
         t0 = time.perf_counter()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            completions = sample_completions(
-                self.policy,
-                prompts,
-                tokenizer=self.tokenizer,
-                num_generations=cfg.num_generations,
-                max_new_tokens=cfg.max_completion_length,
-                temperature=cfg.temperature,
-                top_p=cfg.top_p,
-            )
+        completions = self._sample(prompts, cfg.num_generations, seed)
         G = cfg.num_generations
         rewards = torch.tensor(
             [self.task.score(problems[i // G], self._decode(c)) for i, c in enumerate(completions)],
@@ -214,6 +240,11 @@ class GRPORun:
         )
         t2 = time.perf_counter()
 
+        lr = cfg.learning_rate
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            lr *= step / cfg.warmup_steps
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr  # a function of the step alone, so resume needs no scheduler
         loss_value, grad_norm = self._update(prompts, completions, advantages, gamma)
         t3 = time.perf_counter()
 
@@ -226,6 +257,7 @@ class GRPORun:
             "accuracy": float((rewards == 1.0).float().mean()),
             "loss": loss_value,
             "grad_norm": grad_norm,
+            "learning_rate": lr,
             "completion_length": float(lengths.mean()),
             "gamma_mean": float(gamma[mask].mean()),
             "gamma_amplified": float((gamma[mask] > 1.0).float().mean()),
@@ -343,7 +375,7 @@ class GRPORun:
         )
         try:
             if self.step == 0 and not self.metrics:
-                self._log({"step": 0, "eval_accuracy": self.evaluate()})
+                self._log({"step": 0, **self.evaluate()})
                 self._checkpoint()
             while self.step < end:
                 if self._stop.is_set():
@@ -354,16 +386,19 @@ class GRPORun:
                 self.step = row["step"]
                 last = self.step == end
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
-                    row["eval_accuracy"] = self.evaluate()
+                    row.update(self.evaluate())
                 self._log(row)
                 if self.step % cfg.save_every == 0 or last:
                     self._checkpoint()
                 if self._interrupted.is_set():
                     raise KeyboardInterrupt
                 bar.update()
+                evals = [r for r in self.metrics if "eval_accuracy" in r]
+                latest = evals[-1] if evals else {}
                 bar.set_postfix(
                     reward=f"{row['reward']:.2f}",
-                    acc=f"{row.get('eval_accuracy', math.nan):.2f}",
+                    acc=f"{latest.get('eval_accuracy', math.nan):.2f}",
+                    sampled=f"{latest.get('eval_sampled_accuracy', math.nan):.2f}",
                     step_s=f"{row['step_time']:.1f}",
                 )
         except KeyboardInterrupt:

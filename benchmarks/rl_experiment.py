@@ -1,0 +1,106 @@
+"""The credit-strategy experiment: strategies x seeds of GRPO on the tiny reasoner.
+
+    python benchmarks/rl_experiment.py --out runs/rl-experiment            # the full grid
+    python benchmarks/rl_experiment.py --out /tmp/x --steps 2 --seeds 0    # a smoke run
+
+Each (strategy, seed) is an ordinary run directory (``OUT/<strategy>/seed-<seed>``) run by
+`wb.rl.run_experiment` in its own process (``--workers`` at a time, one torch thread each),
+so the grid is resumable: run the same command again and finished runs are skipped,
+interrupted ones resumed. Runs are queued seed by seed, so a grid cut short still has every
+strategy on the first seeds. At the end it prints the summary tables (greedy and sampled
+held-out accuracy) as Markdown, and writes ``summary.json`` and ``chart-*.png`` into OUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+STRATEGIES = ["none", "random", "entropy", "local", "global", "coupled"]
+
+#: The settings of the reported experiment (benchmarks/README.md); see GRPOConfig.
+SETTINGS = dict(
+    model="tiny-reasoner",
+    task="countdown",
+    per_device_train_batch_size=128,
+    num_generations=8,
+    learning_rate=2e-4,
+    warmup_steps=10,
+    max_completion_length=64,
+    eval_every=20,
+    eval_size=200,
+    eval_samples=4,
+    save_every=20,
+)
+
+
+def _one(strategy: str, seed: int, out: str, settings: dict) -> tuple[str, int, float]:
+    import torch
+
+    torch.set_num_threads(1)
+    from workbench.rl import run_experiment
+
+    t0 = time.perf_counter()
+    run_experiment([strategy], [seed], out, progress=False, **settings)
+    return strategy, seed, time.perf_counter() - t0
+
+
+def markdown(table) -> str:
+    """A DataFrame as a Markdown table (floats to 3 decimals), without extra packages."""
+    cols = list(table.columns)
+    fmt = [(f"{v:.3f}" if isinstance(v, float) else str(v)) for v in table.to_numpy().ravel()]
+    rows = [fmt[i : i + len(cols)] for i in range(0, len(fmt), len(cols))]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="runs/rl-experiment")
+    ap.add_argument("--strategies", nargs="+", default=STRATEGIES)
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--learning-rate", type=float, default=SETTINGS["learning_rate"])
+    args = ap.parse_args(argv)
+
+    settings = {**SETTINGS, "max_steps": args.steps, "learning_rate": args.learning_rate}
+    if args.steps < settings["eval_every"]:
+        settings["eval_every"] = 0
+    jobs = [(s, seed) for seed in args.seeds for s in args.strategies]
+    t0 = time.perf_counter()
+    # A fresh process per run: one torch thread each, nothing shared between runs.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.workers, mp_context=ctx, max_tasks_per_child=1) as pool:
+        futures = [pool.submit(_one, s, seed, args.out, settings) for s, seed in jobs]
+        for i, fut in enumerate(as_completed(futures), 1):
+            strategy, seed, seconds = fut.result()
+            print(f"[{i}/{len(jobs)}] {strategy} seed {seed}: {seconds:.0f} s", flush=True)
+    wall = time.perf_counter() - t0
+
+    from workbench.rl import Experiment
+    from workbench.viz import save
+
+    exp = Experiment(args.out)
+    out = Path(args.out)
+    report = {"settings": settings, "wall_s": wall, "tables": {}}
+    for metric in ("eval_accuracy", "eval_sampled_accuracy"):
+        table = exp.summary(metric)
+        report["tables"][metric] = table.to_dict(orient="records")
+        print(f"\n### {metric} (mean over seeds, 95% bootstrap interval)\n")
+        print(markdown(table))
+        save(exp.chart(metric), out / f"chart-{metric}.png")
+    frame = exp.frame()
+    steps = frame[frame.step > 0].groupby("strategy").size()
+    report["evaluations_per_strategy"] = steps.to_dict()
+    (out / "summary.json").write_text(json.dumps(report, indent=2, default=float))
+    print(f"\nwall time {wall / 60:.1f} min with {args.workers} workers; written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
