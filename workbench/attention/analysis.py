@@ -21,6 +21,7 @@ at T = 256 and 0.65 GB at T = 8192 (lower ``max_window``/``fai_cuts`` for long t
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -251,8 +252,9 @@ class Analysis:
 
     def _grid(self, values: Tensor) -> Tensor:
         out = torch.full((self.n_layers, self.n_heads), float("nan"), dtype=torch.float64)
-        for (layer, h), v in zip(self.heads, values.tolist(), strict=True):
-            out[layer, h] = v
+        if self.heads:
+            layer, head = torch.tensor(self.heads).T
+            out[layer, head] = values.to(torch.float64)
         return out
 
     def _rows(self, heads: Sequence[Head]) -> list[int]:
@@ -291,9 +293,11 @@ class Analysis:
         self.tau_waad = med_w if p["tau_waad"] is None else p["tau_waad"]
         self.tau_delta = med_d if p["tau_delta"] is None else p["tau_delta"]
         self.dominated, self.intro = self._coupled_sets(self.anchors)
+
+    # Receiver heads are computed on first use: the RL credit pass never reads them.
+    @functools.cached_property
+    def _receivers(self) -> tuple[Tensor, list[Head], Tensor]:
         kurt = kurtosis(self.fai_per_head)
-        self.receiver_kurtosis = self._grid(kurt)
-        n_rec = len(self.global_heads)
         order = sorted(
             range(len(self.heads)),
             key=lambda i: (
@@ -301,8 +305,23 @@ class Analysis:
                 self.heads[i],
             ),
         )
-        self.receiver_heads = sorted(self.heads[i] for i in order[:n_rec])
-        self.receiver_fai = self.fai_per_head[self._rows(self.receiver_heads)].mean(0)
+        heads = sorted(self.heads[i] for i in order[: len(self.global_heads)])
+        return self._grid(kurt), heads, self.fai_per_head[self._rows(heads)].mean(0)
+
+    @functools.cached_property
+    def receiver_kurtosis(self) -> Float[Tensor, "layer head_index"]:
+        """Receiver score (kurtosis of each head's FAI), NaN where not analysed."""
+        return self._receivers[0]
+
+    @functools.cached_property
+    def receiver_heads(self) -> list[Head]:
+        """As many heads as `global_heads`, highest receiver kurtosis first (sorted)."""
+        return self._receivers[1]
+
+    @functools.cached_property
+    def receiver_fai(self) -> Float[Tensor, " pos"]:
+        """FAI averaged over the receiver heads."""
+        return self._receivers[2]
 
     def _coupled_sets(self, anchors: list[int]) -> tuple[list[int], list[int]]:
         k = self.params["k"]
