@@ -192,6 +192,16 @@ def test_experiment_runs_each_strategy_and_seed_once(tmp_path):
     assert sampled["start"].between(0, 1).all() and (sampled["n_seeds"] == 2).all()
     with pytest.raises(WorkbenchError, match="unknown metric"):
         exp.summary("reward")
+    # Paired by seed: coupled minus none, from the same runs' final evaluations.
+    frame = exp.frame().sort_values("step")
+    final = frame.groupby(["strategy", "seed"])["eval_sampled_accuracy"].last()
+    paired = exp.paired("eval_sampled_accuracy")
+    assert list(paired["strategy"]) == ["coupled"] and paired["n_pairs"][0] == 2
+    diffs = [final["coupled", s] - final["none", s] for s in (0, 1)]
+    assert paired["diff"][0] == pytest.approx(sum(diffs) / 2)
+    assert paired["wins"][0] == sum(d > 0 for d in diffs)
+    with pytest.raises(WorkbenchError, match="no 'random' runs"):
+        exp.paired(baseline="random")
     assert (table["n_seeds"] == 2).all()
     assert ((table["final_lo"] <= table["final"]) & (table["final"] <= table["final_hi"])).all()
     spec = exp.chart().to_dict()

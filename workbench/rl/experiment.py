@@ -5,6 +5,7 @@
     exp.summary()        # start, final and peak held-out accuracy per strategy, with intervals
     exp.chart()          # accuracy against step, one line per strategy, bootstrap band
     exp.summary("eval_sampled_accuracy")   # the same for the sampled accuracy
+    exp.paired()         # each strategy minus plain GRPO, seed by seed
 
 Each (strategy, seed) is an ordinary run directory ``out/<strategy>/seed-<seed>``, so the
 experiment is resumable: running the same call again skips finished runs and resumes
@@ -111,6 +112,59 @@ class Experiment:
                 }
             )
         return pd.DataFrame(rows).sort_values("final", ascending=False, ignore_index=True)
+
+    def paired(
+        self,
+        metric: str = "eval_accuracy",
+        *,
+        baseline: str = "none",
+        at: str = "final",
+        n_boot: int = 2000,
+        ci: float = 0.95,
+    ):
+        """Each strategy minus `baseline`, paired by seed (same seed: same training problems).
+
+        Args:
+            metric: ``"eval_accuracy"`` (greedy) or ``"eval_sampled_accuracy"``.
+            baseline: the strategy subtracted (default plain GRPO).
+            at: ``"final"`` (last evaluation) or ``"peak"`` (best evaluation) of each run.
+            n_boot, ci: bootstrap resamples and interval level.
+
+        Returns:
+            A DataFrame with columns ``strategy, n_pairs, diff, diff_lo, diff_hi, wins``
+            (``wins``: seeds where the strategy beat the baseline), largest ``diff`` first.
+        """
+        import pandas as pd
+
+        from ..ablation.runner import bootstrap_ci
+
+        if at not in ("final", "peak"):
+            raise WorkbenchError(f"at={at!r}", 'use at="final" or at="peak"')
+        f = self._metric_frame(metric).sort_values("step")
+        per_run = f.groupby(["strategy", "seed"])[metric]
+        value = (per_run.last() if at == "final" else per_run.max()).unstack("strategy")
+        if baseline not in value.columns:
+            raise WorkbenchError(
+                f"the experiment has no {baseline!r} runs",
+                f"pass baseline= one of {sorted(value.columns)}",
+            )
+        rows = []
+        for strategy in value.columns.drop(baseline):
+            d = (value[strategy] - value[baseline]).dropna()
+            m, lo, hi = bootstrap_ci(d.tolist(), n_boot=n_boot, ci=ci)
+            rows.append(
+                {
+                    "strategy": strategy,
+                    "n_pairs": len(d),
+                    "diff": m,
+                    "diff_lo": lo,
+                    "diff_hi": hi,
+                    "wins": int((d > 0).sum()),
+                }
+            )
+        columns = ["strategy", "n_pairs", "diff", "diff_lo", "diff_hi", "wins"]
+        out = pd.DataFrame(rows, columns=columns)
+        return out.sort_values("diff", ascending=False, ignore_index=True)
 
     def chart(self, metric: str = "eval_accuracy", *, ci: float = 0.95):
         """Held-out accuracy against step, one line per strategy, with a bootstrap band.
