@@ -193,7 +193,7 @@ class Experiment:
             y=alt.Y(
                 "mean:Q",
                 title="held-out accuracy" + (" (sampled)" if "sampled" in metric else " (greedy)"),
-                scale=alt.Scale(domain=[0, 1]),
+                scale=alt.Scale(zero=False),  # differences between strategies are small
             ),
             tooltip=["strategy", "step", alt.Tooltip("mean:Q", format=".3f")],
         )
