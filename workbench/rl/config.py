@@ -18,6 +18,11 @@ for short CPU runs on the tiny reasoner:
 - ``beta`` 0.0 and ``entropy_coef`` 0.0 as in TRL and the paper (no KL, no entropy term);
   both are available.
 
+Settings that are known to train the tiny reasoner: ``per_device_train_batch_size=128``,
+``learning_rate=2e-4``, ``warmup_steps=10`` (`benchmarks/rl_experiment.py`): plain GRPO then
+gains about 8 points of sampled held-out accuracy on Countdown in 60 steps. With 32
+completions per step and no warm-up, pilots did not improve (and 1e-3 collapsed).
+
 The rhythm-credit settings (``strategy``, ``gamma_amp``, ``credit_layers``, ``top_q``,
 ``window``, ``fai_horizon``, ``alpha``, ``k``) follow ``shared/method.md``; the defaults are
 the paper's RL settings (middle layers, W = 10, horizon (10, 100), q = 0.4, gamma_amp 1.5).
