@@ -195,7 +195,7 @@ class Experiment:
                 title="held-out accuracy" + (" (sampled)" if "sampled" in metric else " (greedy)"),
                 scale=alt.Scale(zero=False),  # differences between strategies are small
             ),
-            tooltip=["strategy", "step", alt.Tooltip("mean:Q", format=".3f")],
+            tooltip=["strategy:N", "step:Q", alt.Tooltip("mean:Q", format=".3f")],
         )
         return (band + line).properties(
             title="GRPO with rhythm credit: accuracy by strategy", width=420, height=260

@@ -49,7 +49,7 @@ def progress_chart(rows: list[dict[str, Any]]) -> alt.LayerChart:
         x=alt.X("step:Q", title="step"),
         y=alt.Y("value:Q", title="reward / accuracy", scale=alt.Scale(domain=[0, 1])),
         color=alt.Color("series:N", title=None),
-        tooltip=["series", "step", alt.Tooltip("value:Q", format=".3f")],
+        tooltip=["series:N", "step:Q", alt.Tooltip("value:Q", format=".3f")],
     )
     return (base.mark_line() + base.mark_point(filled=True)).properties(width=420, height=220)
 
