@@ -20,6 +20,9 @@ def test_start_runs_in_the_background_and_updates_the_chart(tmp_path):
     panel = RLPanel(out=tmp_path)
     _small(panel)
     panel.strategy.value = "global"
+    panel.learning_rate.value, panel.warmup.value = 1e-4, 2
+    cfg = panel.config()
+    assert (cfg.learning_rate, cfg.warmup_steps, cfg.strategy) == (1e-4, 2, "global")
     thread = panel.start()
     assert panel.start_button.disabled and not panel.stop_button.disabled
     thread.join(timeout=300)

@@ -88,6 +88,12 @@ class RLPanel(Panel):
         self.eval_every = widgets.IntSlider(
             value=5, min=0, max=100, description="eval every", style=d
         )
+        # The tiny reasoner needs a larger rate than TRL's 1e-6 to move in minutes, and a
+        # warm-up (benchmarks/README.md, the RL experiment).
+        self.learning_rate = widgets.FloatLogSlider(
+            value=2e-4, base=10, min=-6, max=-2, readout_format=".0e", description="lr", style=d
+        )
+        self.warmup = widgets.IntSlider(value=5, min=0, max=100, description="warm-up", style=d)
         self.start_button = widgets.Button(description="Start", button_style="primary", icon="play")
         self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
         self.start_button.on_click(lambda _: self._guard(self.start))
@@ -102,7 +108,7 @@ class RLPanel(Panel):
                 "GRPO run",
                 style.row(self.model_name, self.task, self.strategy),
                 style.row(self.steps, self.batch, self.generations),
-                style.row(self.seed, self.eval_every),
+                style.row(self.learning_rate, self.warmup, self.eval_every, self.seed),
                 style.row(self.start_button, self.stop_button, self.progress, self.status),
             ),
             style.card("Live", self.chart),
@@ -118,6 +124,8 @@ class RLPanel(Panel):
             seed=self.seed.value,
             per_device_train_batch_size=self.batch.value,
             num_generations=self.generations.value,
+            learning_rate=self.learning_rate.value,
+            warmup_steps=self.warmup.value,
             eval_every=self.eval_every.value,
             eval_size=32,
             save_every=max(1, self.eval_every.value or self.steps.value),
