@@ -75,6 +75,12 @@ class Experiment:
             )
         return f
 
+    def _per_run(self, metric: str):
+        """``start``, ``final`` and ``peak`` of `metric` for each (strategy, seed) run."""
+        f = self._metric_frame(metric).sort_values("step", kind="stable")
+        per_run = f.groupby(["strategy", "seed"])[metric]
+        return per_run.agg(start="first", final="last", peak="max")
+
     def summary(self, metric: str = "eval_accuracy", *, n_boot: int = 2000, ci: float = 0.95):
         """Per strategy: start, final and peak accuracy (mean over seeds, bootstrap interval).
 
@@ -90,11 +96,9 @@ class Experiment:
 
         from ..ablation.runner import bootstrap_ci
 
-        f = self._metric_frame(metric)
         rows = []
-        for strategy, g in f.groupby("strategy", sort=False):
-            per_seed = g.sort_values("step").groupby("seed")[metric]
-            start, final, peak = per_seed.first(), per_seed.last(), per_seed.max()
+        for strategy, runs in self._per_run(metric).groupby(level="strategy"):
+            start, final, peak = runs["start"], runs["final"], runs["peak"]
             fm, flo, fhi = bootstrap_ci(final.tolist(), n_boot=n_boot, ci=ci)
             pm, plo, phi = bootstrap_ci(peak.tolist(), n_boot=n_boot, ci=ci)
             rows.append(
@@ -140,9 +144,7 @@ class Experiment:
 
         if at not in ("final", "peak"):
             raise WorkbenchError(f"at={at!r}", 'use at="final" or at="peak"')
-        f = self._metric_frame(metric).sort_values("step")
-        per_run = f.groupby(["strategy", "seed"])[metric]
-        value = (per_run.last() if at == "final" else per_run.max()).unstack("strategy")
+        value = self._per_run(metric)[at].unstack("strategy")
         if baseline not in value.columns:
             raise WorkbenchError(
                 f"the experiment has no {baseline!r} runs",

@@ -164,6 +164,12 @@ class GRPORun:
                 top_p=cfg.top_p,
             )
 
+    def _scores(self, problems: list[Any], completions: list[list[int]], n: int) -> list[float]:
+        """The task's reward of each completion; completion ``i`` answers ``problems[i // n]``."""
+        return [
+            self.task.score(problems[i // n], self._decode(c)) for i, c in enumerate(completions)
+        ]
+
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, float]:
         """Accuracy on the held-out problems (the same set for every run).
@@ -179,10 +185,7 @@ class GRPORun:
         prompts = [self._prompt_ids(p.prompt) for p in self.eval_problems]
 
         def accuracy(completions: list[list[int]], n: int) -> float:
-            scores = [
-                self.task.score(self.eval_problems[i // n], self._decode(c))
-                for i, c in enumerate(completions)
-            ]
+            scores = self._scores(self.eval_problems, completions, n)
             return float(sum(scores) / len(scores))
 
         out = {
@@ -214,10 +217,7 @@ class GRPORun:
         t0 = time.perf_counter()
         completions = self._sample(prompts, cfg.num_generations, seed)
         G = cfg.num_generations
-        rewards = torch.tensor(
-            [self.task.score(problems[i // G], self._decode(c)) for i, c in enumerate(completions)],
-            dtype=torch.float32,
-        )
+        rewards = torch.tensor(self._scores(problems, completions, G), dtype=torch.float32)
         advantages = grpo_advantages(rewards, G, cfg.scale_rewards)
         t1 = time.perf_counter()
 
@@ -393,8 +393,7 @@ class GRPORun:
                 if self._interrupted.is_set():
                     raise KeyboardInterrupt
                 bar.update()
-                evals = [r for r in self.metrics if "eval_accuracy" in r]
-                latest = evals[-1] if evals else {}
+                latest = next((r for r in reversed(self.metrics) if "eval_accuracy" in r), {})
                 bar.set_postfix(
                     reward=f"{row['reward']:.2f}",
                     acc=f"{latest.get('eval_accuracy', math.nan):.2f}",

@@ -107,6 +107,17 @@ def response_frame(analysis: Any, positions: Sequence[int] | range | None = None
 # -- attention map ---------------------------------------------------------------------------
 
 
+def _token_tooltip(metric: str) -> list[alt.Tooltip]:
+    """Tooltip of one response token in the per-token charts (`response_frame` columns)."""
+    return [
+        alt.Tooltip("pos:Q", title="position"),
+        alt.Tooltip("label:N", title="token"),
+        alt.Tooltip("value:Q", title=metric, format=".4f"),
+        alt.Tooltip("preplan:N"),
+        alt.Tooltip("anchor:N"),
+    ]
+
+
 def _resolve_group(
     heads: str | Head | Sequence[Head], analysis: Any | None
 ) -> tuple[list[Head], str]:
@@ -240,13 +251,7 @@ def _curve(
         axis=alt.Axis(labels=show_x, ticks=show_x),
         scale=alt.Scale(domain=[int(df["t"].min()), int(df["t"].max())], nice=False),
     )
-    tooltip = [
-        alt.Tooltip("pos:Q", title="position"),
-        alt.Tooltip("label:N", title="token"),
-        alt.Tooltip("value:Q", title=metric, format=".4f"),
-        alt.Tooltip("preplan:N"),
-        alt.Tooltip("anchor:N"),
-    ]
+    tooltip = _token_tooltip(metric)
     base = alt.Chart(data)
     line = base.mark_line(color=color, strokeWidth=1.5).encode(x=x, y=alt.Y("value:Q", title=title))
     # The pointer picks the nearest token: a rule and the token's text follow it.
@@ -402,13 +407,7 @@ def text_view(
     y = alt.Y("y0:Q", scale=y_scale, axis=None)
     keep = ["t", "pos", "label", "value", "line", "x0", "x1", "y0", "y1", "preplan", "anchor"]
     data = df[keep]
-    tooltip = [
-        alt.Tooltip("pos:Q", title="position"),
-        alt.Tooltip("label:N", title="token"),
-        alt.Tooltip("value:Q", title=metric, format=".4f"),
-        alt.Tooltip("preplan:N"),
-        alt.Tooltip("anchor:N"),
-    ]
+    tooltip = _token_tooltip(metric)
     base = alt.Chart(data)
     background = base.mark_rect().encode(
         x=x,
