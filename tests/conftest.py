@@ -49,18 +49,12 @@ def tiny():
     return wb.load_model("tiny-reasoner", device="cpu")
 
 
-@pytest.fixture(scope="session")
-def toy_llama(tmp_path_factory):
-    """A 2-layer random Llama (4 query heads sharing 2 key/value heads) with the tiny
-    reasoner's tokenizer, saved as a checkpoint folder and loaded through the zoo: a real
-    model whose numbers are small enough to check closed forms on."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
+def _save_toy(folder, config_class, model_class, **overrides):
     import workbench as wb
     from workbench.tiny.tokenizer import build_tokenizer
 
     tok = build_tokenizer()
-    cfg = LlamaConfig(
+    settings = dict(
         vocab_size=len(tok),
         hidden_size=32,
         intermediate_size=64,
@@ -71,11 +65,33 @@ def toy_llama(tmp_path_factory):
         bos_token_id=1,
         eos_token_id=2,
         pad_token_id=0,
-        tie_word_embeddings=True,
-        attn_implementation="eager",
     )
     torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("toy-llama")
-    LlamaForCausalLM(cfg).save_pretrained(folder)
+    model_class(config_class(**{**settings, **overrides})).save_pretrained(folder)
     tok.save_pretrained(folder)
     return wb.load_model(str(folder), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def make_toy(tmp_path_factory):
+    """``make_toy(ConfigClass, ModelClass, **overrides)``: a tiny random checkpoint (2
+    layers, 4 query heads sharing 2 key/value heads, d_model 32) of any architecture, with
+    the tiny reasoner's tokenizer, saved as a folder and loaded through the zoo."""
+
+    def make(config_class, model_class, **overrides):
+        folder = tmp_path_factory.mktemp(model_class.__name__)
+        return _save_toy(folder, config_class, model_class, **overrides)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def toy_llama(make_toy):
+    """A 2-layer random Llama (4 query heads sharing 2 key/value heads) with the tiny
+    reasoner's tokenizer, saved as a checkpoint folder and loaded through the zoo: a real
+    model whose numbers are small enough to check closed forms on."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return make_toy(
+        LlamaConfig, LlamaForCausalLM, tie_word_embeddings=True, attn_implementation="eager"
+    )

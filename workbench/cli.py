@@ -60,7 +60,7 @@ def _layers_arg(text: str) -> str | list[int]:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .models import load_model
-    from .trace import generate
+    from .trace import check_not_degenerate, generate
 
     out = Path(args.out)
     t0 = time.time()
@@ -78,6 +78,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     print(f"answer ({trace.response_len} tokens, {time.time() - t1:.1f} s):\n")
     print(trace.text.strip())
+    # A broken sampler must fail here, loudly, not be analysed as if it were reasoning.
+    check_not_degenerate(trace)
     out.mkdir(parents=True, exist_ok=True)
     trace_path = trace.save(out / "trace.json")
     from .attention import analyze

@@ -1,7 +1,9 @@
 """The model zoo: embedded models, local checkpoint folders and (opt-in) hub names.
 
 Every loader returns a TransformerLens `TransformerBridge` with eager attention, so
-`blocks.{l}.attn.hook_pattern` fires and `run_with_cache(names_filter=...)` works.
+`blocks.{l}.attn.hook_pattern` fires and `run_with_cache(names_filter=...)` works. The
+bridge hooks a structural copy of the Hugging Face model; the model itself stays unwrapped
+and is what samples (`sampler`), so no TransformerLens wrapping can change generation.
 
 Embedded models need no network:
 
@@ -29,11 +31,13 @@ import os
 import shutil
 import socket
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from ._compat import check_versions, model_name, structural_copy, without_load_path
 from ._io import atomic_dir, atomic_write_json
 from .errors import WorkbenchError
 
@@ -49,6 +53,7 @@ __all__ = [
     "load_hf",
     "load_model",
     "model_path",
+    "sampler",
 ]
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -56,6 +61,8 @@ _MANIFEST = "workbench-manifest.json"
 _SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Bump when the conversion changes, so stale caches are rebuilt instead of trusted.
 _CONVERSION_VERSION = 1
+# bridge -> the plain Hugging Face model that samples for it (see `bridge_model`).
+_SAMPLERS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -190,9 +197,8 @@ def _convert_smollm(dest: Path, gguf: Path) -> None:
         )
         # The GGUF loader flags the model as quantised; rebuild a plain model so that
         # save/load, training and TransformerLens treat it as ordinary float32 weights.
-        config_dict = quantised.config.to_dict()
+        config_dict = without_load_path(quantised.config.to_dict())
         config_dict.pop("quantization_config", None)
-        config_dict.pop("_name_or_path", None)
         config = AutoConfig.for_model(**config_dict)
         config.dtype = torch.float32
         plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -345,22 +351,69 @@ def _load_hf(source: str | Path, device: str, *, local: bool, fix: str | None = 
     return hf_model.to(device).eval(), tokenizer
 
 
-def bridge_model(hf_model: Any, tokenizer: Any, *, name: str = "model") -> TransformerBridge:
-    """Wrap a loaded Hugging Face causal LM as a TransformerBridge (eager attention).
+def bridge_model(hf_model: Any, tokenizer: Any, *, name: str | None = None) -> TransformerBridge:
+    """Hook a loaded Hugging Face causal LM with a TransformerBridge (eager attention).
 
-    The bridge wraps the model's modules in place, so afterwards ``hf_model.state_dict()``
-    has the bridge's key names; use `workbench.rl.credit.shadow_bridge` to hook a model
-    that must stay a plain Hugging Face model (one being trained and saved).
+    TransformerLens wraps the modules of the model it bridges in place, and a wrapped
+    model's cached ``generate`` is not to be trusted (see `workbench._compat`). So the
+    bridge is built over a structural copy that shares `hf_model`'s parameters and
+    buffers: `hf_model` itself stays a plain Hugging Face model that samples, trains and
+    saves as usual, and the bridge always sees its current weights at no extra memory.
+    `sampler(bridge)` returns `hf_model`; everything in the workbench that samples
+    (`wb.generate`, greedy continuations, RL rollouts) samples on it.
+
+    Args:
+        hf_model: a Hugging Face causal LM (``AutoModelForCausalLM``).
+        tokenizer: its tokenizer.
+        name: the model's name in listings (default: the folder it was loaded from).
+
+    Returns:
+        The bridge, in eval mode.
     """
     from transformer_lens.model_bridge import TransformerBridge
 
+    check_versions()
+    name = name or model_name(hf_model)
     device = str(next(hf_model.parameters()).device)
     bridge = TransformerBridge.boot_transformers(
-        name, hf_model=hf_model, tokenizer=tokenizer, device=device
+        name, hf_model=structural_copy(hf_model), tokenizer=tokenizer, device=device
     )
     bridge.eval()
     bridge.workbench_name = name
+    _SAMPLERS[bridge] = hf_model
     return bridge
+
+
+def sampler(model: Any) -> Any:
+    """The plain Hugging Face model that samples for `model`.
+
+    Args:
+        model: a bridge from `load_model` / `bridge_model`, or a plain Hugging Face
+            causal LM (returned as it is).
+
+    Raises:
+        WorkbenchError: `model` is a TransformerBridge the workbench did not build: its
+            Hugging Face model has been wrapped in place and cannot be trusted to sample.
+    """
+    try:
+        found = _SAMPLERS.get(model)
+    except TypeError:  # not weak-referenceable, so not a bridge
+        found = None
+    if found is not None:
+        return found
+    if hasattr(model, "original_model"):
+        raise WorkbenchError(
+            "this TransformerBridge was not built by the workbench, so its Hugging Face "
+            "model is wrapped in place and its cached generation cannot be trusted",
+            "build it with wb.load_model(...) or workbench.models.bridge_model(hf_model, "
+            "tokenizer), which leave the Hugging Face model unwrapped for sampling",
+        )
+    if not callable(getattr(model, "generate", None)):
+        raise WorkbenchError(
+            f"cannot sample from a {type(model).__name__}",
+            "pass a bridge from wb.load_model or a Hugging Face causal LM",
+        )
+    return model
 
 
 def _resolve(
@@ -418,6 +471,7 @@ def load_hf(
     Same names, safety rules and errors as `load_model`; use it for a model that will be
     trained and saved (RL), and `bridge_model` / `load_model` for interpretability.
     """
+    check_versions()
     device = _resolve_device(device)
     source, local, fix, _ = _resolve(name_or_path, allow_hub=allow_hub, rebuild=rebuild)
     return _load_hf(source, device, local=local, fix=fix)
@@ -451,9 +505,7 @@ def load_model(
     device = _resolve_device(device)
     source, local, fix, label = _resolve(name_or_path, allow_hub=allow_hub, rebuild=rebuild)
     hf_model, tokenizer = _load_hf(source, device, local=local, fix=fix)
-    bridge = bridge_model(hf_model, tokenizer, name=str(source))
-    bridge.workbench_name = label
-    return bridge
+    return bridge_model(hf_model, tokenizer, name=label)
 
 
 def clear_cache(name: str = DEFAULT_MODEL) -> None:

@@ -25,11 +25,20 @@ from jaxtyping import Int
 
 from ._io import atomic_write_json
 from .errors import WorkbenchError
+from .models import sampler
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["Trace", "encode_prompt", "eos_token_ids", "generate", "sample_completions"]
+__all__ = [
+    "Trace",
+    "check_not_degenerate",
+    "degeneracy",
+    "encode_prompt",
+    "eos_token_ids",
+    "generate",
+    "sample_completions",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -267,11 +276,12 @@ def sample_completions(
 ) -> list[list[int]]:
     """Sample `num_generations` completions for each prompt.
 
-    Uses the wrapped Hugging Face model's ``generate`` (KV cache; no hooks fire) and the
-    global torch RNG: seed it (e.g. under `torch.random.fork_rng`) for reproducibility.
+    Uses ``generate`` (KV cache) of the plain Hugging Face model `workbench.models.sampler`
+    returns, never a model TransformerLens has wrapped, so no hooks fire; and the global
+    torch RNG: seed it (e.g. under `torch.random.fork_rng`) for reproducibility.
 
     Args:
-        model: a TransformerBridge (``model.original_model`` generates) or a plain
+        model: a bridge from `wb.load_model` (its `sampler` generates) or a plain
             Hugging Face causal LM (then pass `tokenizer`).
         prompt_ids: token ids of each prompt.
         num_generations: completions per prompt.
@@ -285,8 +295,8 @@ def sample_completions(
         ``len(prompt_ids) * num_generations`` token-id lists, prompt-major (the completions
         of prompt 0 first), each ending at its first EOS (included) or at the cap.
     """
-    hf = getattr(model, "original_model", model)
-    tokenizer = tokenizer if tokenizer is not None else model.tokenizer
+    hf = sampler(model)
+    tokenizer = tokenizer if tokenizer is not None else _tokenizer(model)
     device = next(hf.parameters()).device
     eos = eos_token_ids(tokenizer, hf)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos or [0])[0]
@@ -337,7 +347,8 @@ def generate(
 ) -> Trace:
     """Sample a response and return it as a `Trace`.
 
-    Sampling runs on the wrapped Hugging Face model with its KV cache (no hooks fire), under
+    Sampling runs on the plain Hugging Face model behind the bridge (`sample_completions`:
+    its KV cache, no hooks), under
     a private RNG seeded by `seed`, so the same seed gives the same trace and the global
     torch RNG is untouched. Generation stops at the end-of-sequence token, which is kept
     as the last response token (as in TRL's completion ids).
@@ -373,8 +384,7 @@ def generate(
         len(prompt_ids) + max_new_tokens,
         what=f"a {len(prompt_ids)}-token prompt plus max_new_tokens={max_new_tokens}",
     )
-    hf = model.original_model
-    device = next(hf.parameters()).device
+    device = next(sampler(model).parameters()).device
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
@@ -408,3 +418,47 @@ def generate(
             "chat": chat,
         },
     )
+
+
+def degeneracy(ids: Sequence[int] | torch.Tensor) -> dict[str, float]:
+    """How repetitive a token sequence is.
+
+    Returns:
+        ``{"n": length, "distinct_share": distinct tokens / length, "longest_run": the
+        longest run of one token repeated back to back}``. A coherent answer of SmolLM2
+        to the demo problem (112 tokens) has a distinct share of 0.34 and runs of 1; a
+        sampler that ignores its KV cache produced ``1-----...``: 2 distinct tokens in 160.
+    """
+    seq = [int(i) for i in ids]
+    longest = run = 0
+    for i, t in enumerate(seq):
+        run = run + 1 if i and t == seq[i - 1] else 1
+        longest = max(longest, run)
+    return {
+        "n": len(seq),
+        "distinct_share": len(set(seq)) / len(seq) if seq else 1.0,
+        "longest_run": longest,
+    }
+
+
+def check_not_degenerate(
+    trace: Trace, *, min_tokens: int = 16, min_distinct: float = 0.15, max_run: int = 12
+) -> None:
+    """Raise a `WorkbenchError` when a trace's response looks like a broken sampler's output.
+
+    A response of at least `min_tokens` tokens is degenerate when fewer than
+    `min_distinct` of its tokens are distinct, or one token repeats more than `max_run`
+    times in a row (see `degeneracy`). The demo and the notebooks call this so that a
+    broken sampler fails loudly instead of being analysed as if it were reasoning.
+    """
+    stats = degeneracy(trace.response_ids)
+    if stats["n"] < min_tokens:
+        return
+    if stats["distinct_share"] < min_distinct or stats["longest_run"] > max_run:
+        raise WorkbenchError(
+            f"the model's answer is degenerate ({stats['n']} tokens, "
+            f"{stats['distinct_share']:.0%} distinct, a token repeated "
+            f"{stats['longest_run']} times in a row): {trace.text[:60]!r}",
+            "the sampler is probably broken by an untested dependency version: reinstall "
+            "the locked environment (`make clean-venv && make demo`)",
+        )

@@ -33,7 +33,9 @@ from workbench.ablation import (
     summarize,
     target_sets,
 )
+from workbench.models import sampler
 from workbench.tasks import get_task
+from workbench.trace import eos_token_ids
 
 
 @pytest.fixture(scope="module")
@@ -206,24 +208,28 @@ def test_hooks_compose_and_context_manager_matches(toy, trace):
     torch.testing.assert_close(after, logits_of(toy, trace.ids))
 
 
-@pytest.mark.parametrize("kind", ["knockout", "resid"])
-def test_cached_decoding_equals_full_passes(toy, trace, kind):
-    """Hooks under the KV cache (one query row per step) agree with full forward passes."""
-    iv = Knockout([5, 9, 12]) if kind == "knockout" else ResidAblation([5, 9, 16], layers=1)
-    full = logits_of(toy, trace.ids[:18], [iv])
-    hf = toy.original_model
-    with toy.hooks(fwd_hooks=fwd_hooks(toy, iv, incremental=True)):
-        r = hf(input_ids=trace.ids[None, :15], use_cache=True)
-        outs = [r.logits[0]]
-        for j in range(15, 18):
-            r = hf(input_ids=trace.ids[None, j : j + 1], past_key_values=r.past_key_values)
-            outs.append(r.logits[0])
-    torch.testing.assert_close(torch.cat(outs), full, atol=1e-5, rtol=1e-5)
-    new = greedy_continue(toy, trace.ids[:15], interventions=[iv], max_new_tokens=3)
-    seq = trace.ids[:15]
-    for _ in range(3):
-        seq = torch.cat([seq, logits_of(toy, seq, [iv])[-1].argmax()[None]])
-    assert new.tolist() == seq[15:].tolist()
+@pytest.mark.parametrize("kind", ["clean", "knockout", "resid"])
+def test_greedy_continuation_is_the_argmax_of_full_passes(toy, trace, kind):
+    """Clean continuations (the plain sampler, KV cache) and hooked ones (one full pass per
+    token) both equal the step-by-step argmax of full uncached passes of the bridge."""
+    ivs = {
+        "clean": [],
+        "knockout": [Knockout([5, 9, 12])],
+        "resid": [ResidAblation([5, 9, 14], layers=1)],
+    }[kind]
+    prefix = trace.ids[:15]
+    if ivs:  # the intervention really changes what the model computes
+        assert not torch.allclose(logits_of(toy, prefix, ivs), logits_of(toy, prefix))
+    eos = set(eos_token_ids(toy.tokenizer, sampler(toy)))
+    seq = prefix
+    for _ in range(8):
+        nxt = int(logits_of(toy, seq, ivs)[-1].argmax())
+        seq = torch.cat([seq, torch.tensor([nxt])])
+        if nxt in eos:
+            break
+    for hooked in (None, True):
+        new = greedy_continue(toy, prefix, interventions=ivs, max_new_tokens=8, hooked=hooked)
+        assert new.tolist() == seq[15:].tolist()
 
 
 # -- target sets -----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import workbench as wb
 from workbench.attention import engine
 from workbench.attention.metrics import DEFAULT_FAI_CUTS
 from workbench.attention.reference import reference_analyze
+from workbench.models import sampler
 
 pytestmark = pytest.mark.slow
 
@@ -32,9 +33,21 @@ def close(a, b, atol=1e-5, rtol=1e-5):
     np.testing.assert_allclose(a[ok], b[ok], atol=atol, rtol=rtol)
 
 
+# Entropy is -sum p log p over 49,152 tokens of float32 logits that went through 30 layers;
+# two float32 forward passes (tiled vs eager attention, other CPU kernels) differ by about
+# 1e-6 relative in the logits, which moved entropies of 1-5 nats by up to 5.3e-5 on another
+# CPU. Relative 1e-4 covers that; a real error (a row off by one, a wrong softmax axis, the
+# prompt's rows) moves them by 0.1 nats or more and still fails.
+ENTROPY_TOL = dict(atol=1e-5, rtol=1e-4)
+
+
+def close_metric(field, a, b):
+    close(a, b, **(ENTROPY_TOL if field == "entropy" else {}))
+
+
 def assert_matches_reference(a, ref):
     for f in ["head_span", "waad", "fai", "delta", "entropy"]:
-        close(getattr(a, f).numpy(), ref[f])
+        close_metric(f, getattr(a, f).numpy(), ref[f])
     close(a.receiver_kurtosis.numpy(), ref["receiver_kurtosis"], atol=1e-4, rtol=1e-4)
     for f in ["local_heads", "global_heads", "preplan", "anchors", "dominated", "intro"]:
         assert getattr(a, f) == ref[f], f
@@ -78,7 +91,7 @@ def test_tiled_path_matches_exact_statistics(smol, trace):
     )
     for f in ["rowsum", "dist", "band", "cut_sums"]:
         close(getattr(s1, f).numpy(), getattr(s2, f).numpy(), atol=1e-5, rtol=1e-5)
-    close(e1.numpy(), e2.numpy())
+    close(e1.numpy(), e2.numpy(), **ENTROPY_TOL)
     # The bridge's attention forward is restored afterwards.
     assert "forward" not in smol.blocks[1].attn.__dict__
 
@@ -174,7 +187,7 @@ def test_bad_traces_and_models(smol, trace):
     with pytest.raises(wb.WorkbenchError, match="context"):
         wb.analyze(smol, long)
     with pytest.raises(wb.WorkbenchError, match="no TransformerLens hooks"):
-        wb.analyze(smol.original_model, trace)
+        wb.analyze(sampler(smol), trace)
     with pytest.raises(wb.WorkbenchError, match="heads_from"):
         wb.analyze_many(smol, [trace], heads_from="global")
 
@@ -188,7 +201,7 @@ def test_batched_passes_match_single_passes(smol, trace, path):
     for a, t in zip(batched, [trace, other], strict=True):
         b = wb.analyze(smol, t, **kw)
         for f in ["head_span", "waad", "fai", "delta", "entropy"]:
-            close(getattr(a, f).numpy(), getattr(b, f).numpy())
+            close_metric(f, getattr(a, f).numpy(), getattr(b, f).numpy())
         assert a.anchors == b.anchors and a.preplan == b.preplan
     g = wb.gamma_many(smol, [trace, other], "coupled", layers=[4, 17], batch_size=2)
     np.testing.assert_array_equal(

@@ -118,3 +118,25 @@ class TestFromText:
             wb.Trace.from_text(smol, PROMPT, "")
         with pytest.raises(WorkbenchError, match="context holds"):
             wb.Trace.from_text(smol, PROMPT, "word " * 9000)
+
+
+class TestDegeneracy:
+    def _trace(self, response: list[int]) -> wb.Trace:
+        ids = torch.tensor([1, 2, *response])
+        return wb.Trace(ids=ids, tokens=["x"] * len(ids), prompt_len=2, text="1-----")
+
+    def test_a_repeated_token_is_degenerate(self):
+        broken = [16, *([17] * 40)]  # "1-----...", as a cache-blind sampler wrote it
+        assert wb.trace.degeneracy(broken) == {"n": 41, "distinct_share": 2 / 41, "longest_run": 40}
+        with pytest.raises(WorkbenchError, match="degenerate"):
+            wb.trace.check_not_degenerate(self._trace(broken))
+
+    def test_varied_text_and_short_answers_pass(self):
+        varied = [i % 9 + 10 for i in range(60)]  # 9 distinct tokens, no runs
+        wb.trace.check_not_degenerate(self._trace(varied))
+        wb.trace.check_not_degenerate(self._trace([5] * 10))  # too short to judge
+
+    def test_a_long_run_inside_varied_text_is_degenerate(self):
+        ids = list(range(10, 60)) + [7] * 13
+        with pytest.raises(WorkbenchError, match="13 times in a row"):
+            wb.trace.check_not_degenerate(self._trace(ids))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from workbench.models import bridge_model
 from workbench.rl import rollout_gammas
-from workbench.rl.credit import shadow_bridge
 
 pytestmark = pytest.mark.slow
 
@@ -43,8 +43,8 @@ def test_two_trl_steps_apply_the_native_credit(tmp_path, tiny):
     class Probe(RhythmGRPOTrainer):
         """Keeps the policy's weights as they were when the credit was computed."""
 
-        def _generate_and_score_completions(self, inputs):
-            out = super()._generate_and_score_completions(inputs)
+        def after_scoring(self, out):
+            out = super().after_scoring(out)
             self.weights_at_credit = {k: v.clone() for k, v in policy.state_dict().items()}
             return out
 
@@ -65,10 +65,10 @@ def test_two_trl_steps_apply_the_native_credit(tmp_path, tiny):
     # For the same rollouts, the native path's credit (unpadded lists, a bridge loaded by
     # the zoo with the trained weights) equals the weights TRL applied.
     last = trainer.last_rollouts
-    # The native loop's credit: a shadow bridge over the policy (as GRPORun builds it),
+    # The native loop's credit: a bridge over the policy (as GRPORun builds it),
     # with the weights the policy had when TRL computed its credit.
     policy.load_state_dict(trainer.weights_at_credit)
-    bridge = shadow_bridge(policy, trainer.processing_class)
+    bridge = bridge_model(policy, trainer.processing_class)
     native = rollout_gammas(
         bridge,
         last["prompts"],

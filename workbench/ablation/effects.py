@@ -15,7 +15,7 @@ Definitions (this project's, documented so numbers are comparable):
   answer line's newline; without an ``Answer:`` line, the last ``n_last`` (default 5)
   response tokens that are not special tokens. ``logp_*`` is the summed log-probability of
   the span's tokens under teacher forcing; ``delta_logp = logp_ablated - logp_clean``.
-- Greedy continuation (`greedy_continue`, KV cache, hooks live): from the cut
+- Greedy continuation (`greedy_continue`, one full hooked pass per token): from the cut
   ``last ablated position + 1`` (the original tokens up to and including the last
   ablated one are kept), ``max_new_tokens`` greedy tokens with and without the
   intervention; the response text (original tokens up to the cut + the continuation) is
@@ -34,7 +34,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..errors import WorkbenchError
-from ..trace import Trace, eos_token_ids
+from ..models import sampler
+from ..trace import Trace, eos_token_ids, sample_completions
 from .interventions import Intervention, fwd_hooks
 
 __all__ = [
@@ -131,7 +132,7 @@ def answer_logprob(logits: Float[Tensor, "pos d_vocab"], ids: Tensor, span: Sequ
 
 def _eos(model: Any) -> set[int]:
     """End-of-sequence ids: the tokenizer's and the generation config's."""
-    return set(eos_token_ids(model.tokenizer, getattr(model, "original_model", None)))
+    return set(eos_token_ids(model.tokenizer, sampler(model)))
 
 
 @torch.no_grad()
@@ -142,42 +143,50 @@ def greedy_continue(
     interventions: Sequence[Intervention] = (),
     max_new_tokens: int = 32,
     stop_at_eos: bool = True,
+    hooked: bool | None = None,
 ) -> Tensor:
     """Greedy tokens after `prefix` (1-D ids), with the interventions' hooks live.
 
-    Decoding runs on ``model.original_model`` with its KV cache; the bridge's hooks fire
-    inside it (the knockout reads query positions from the shapes; residual hooks count
-    positions, see `ResidAblation.fwd_hooks`). Stops after an end-of-sequence token
-    (kept) when `stop_at_eos`.
+    Two paths, each exact for what it computes:
+
+    - unhooked (no interventions): the plain Hugging Face model behind the bridge samples
+      greedily with its KV cache (`workbench.trace.sample_completions`), as `wb.generate`
+      does;
+    - hooked (interventions, or ``hooked=True``): one full forward pass of the bridge per
+      new token, with the hooks and no KV cache, so every hook sees the whole sequence
+      from position 0. Exact on every architecture and under any transformers release,
+      at the cost of one full pass per token (O(new tokens x length)).
+
+    Use ``hooked=True`` for a clean continuation that is compared with hooked ones, so
+    both come from the same computation.
 
     Returns:
-        ``[new_pos]`` int64 ids (at most `max_new_tokens`).
+        ``[new_pos]`` int64 ids (at most `max_new_tokens`); stops after an
+        end-of-sequence token (kept) when `stop_at_eos`.
     """
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
         raise WorkbenchError(f"max_new_tokens={max_new_tokens!r}", "pass a non-negative int")
-    prefix = torch.as_tensor(prefix).reshape(-1).long()
+    prefix = torch.as_tensor(prefix).reshape(-1).long().cpu()
     n_ctx = getattr(model.cfg, "n_ctx", None)
     if n_ctx is not None:
         max_new_tokens = min(max_new_tokens, n_ctx - len(prefix))
     if max_new_tokens <= 0:
         return torch.zeros(0, dtype=torch.long)
-    hf = model.original_model
-    device = next(hf.parameters()).device
+    if hooked is None:
+        hooked = bool(interventions)
+    if not hooked and stop_at_eos:
+        new = sample_completions(
+            model, [prefix.tolist()], max_new_tokens=max_new_tokens, greedy=True
+        )
+        return torch.tensor(new[0], dtype=torch.long)
     eos = _eos(model) if stop_at_eos else set()
-    out: list[int] = []
-    with model.hooks(fwd_hooks=fwd_hooks(model, *interventions, incremental=True)):
-        res = hf(input_ids=prefix[None].to(device), use_cache=True)
-        for i in range(max_new_tokens):
-            nxt = int(res.logits[0, -1].argmax())
-            out.append(nxt)
-            if nxt in eos or i == max_new_tokens - 1:
-                break
-            res = hf(
-                input_ids=torch.tensor([[nxt]], device=device),
-                past_key_values=res.past_key_values,
-                use_cache=True,
-            )
-    return torch.tensor(out, dtype=torch.long)
+    seq = prefix
+    for _ in range(max_new_tokens):
+        nxt = int(logits_of(model, seq, interventions)[-1].argmax())
+        seq = torch.cat([seq, torch.tensor([nxt])])
+        if nxt in eos:
+            break
+    return seq[len(prefix) :]
 
 
 def _after(kl: Tensor, pos: int) -> Tensor:
@@ -275,8 +284,9 @@ def _score_continuation(
     prefix = trace.ids[:cut]
     eos = _eos(model)
     if cut < len(trace) and not (int(trace.ids[cut - 1]) in eos and cut > trace.prompt_len):
+        # Clean and ablated continuations come from the same (hooked) computation.
         new = greedy_continue(
-            model, prefix, interventions=interventions, max_new_tokens=max_new_tokens
+            model, prefix, interventions=interventions, max_new_tokens=max_new_tokens, hooked=True
         )
     else:
         new = torch.zeros(0, dtype=torch.long)

@@ -18,7 +18,7 @@ knocked-out position still attends to itself and to earlier keys, so its own res
 stream is untouched in the knocked-out layers; what it can no longer do is pass
 information forward through attention in those layers. Every row keeps at least its own
 position, so no row is all ``-inf``. Query positions are read as ``key_len - query_len +
-i``, so the same hook is right in a full pass and in cached decoding (one query row).
+i``.
 
 Residual ablation (TransformerLens activation patching): on ``blocks.{l}.hook_resid_pre``
 ``[batch pos d_model]`` the vectors at the chosen positions are replaced by zero
@@ -100,11 +100,11 @@ def default_resid_layer(n_layers: int) -> int:
 
 
 class Intervention:
-    """Base class: anything with ``fwd_hooks(model, incremental=False)`` and a ``label``."""
+    """Base class: anything with ``fwd_hooks(model)`` and a ``label``."""
 
     positions: Iterable[SupportsIndex]
 
-    def fwd_hooks(self, model: Any, *, incremental: bool = False) -> list[Hook]:
+    def fwd_hooks(self, model: Any) -> list[Hook]:
         raise NotImplementedError
 
     @property
@@ -138,15 +138,12 @@ class Knockout(Intervention):
     def label(self) -> str:
         return "knockout"
 
-    def fwd_hooks(self, model: Any, *, incremental: bool = False) -> list[Hook]:
+    def fwd_hooks(self, model: Any) -> list[Hook]:
         """``[(hook_name, fn)]`` on ``blocks.{l}.attn.hook_attn_scores`` for each layer.
 
         Args:
             model: the bridge.
-            incremental: unused (the hook reads query positions from the shapes, so it is
-                right under a KV cache too); accepted for a uniform interface.
         """
-        del incremental
         layers = resolve_layers(self.layers, model.cfg.n_layers)
         heads = None if self.heads is None else sorted({int(h) for h in self.heads})
         if heads is not None and any(not 0 <= h < model.cfg.n_heads for h in heads):
@@ -241,14 +238,11 @@ class ResidAblation(Intervention):
             ref = ref[layer]
         return torch.as_tensor(ref)
 
-    def fwd_hooks(self, model: Any, *, incremental: bool = False) -> list[Hook]:
+    def fwd_hooks(self, model: Any) -> list[Hook]:
         """``[(hook_name, fn)]`` on ``blocks.{l}.hook_resid_pre`` for each layer.
 
         Args:
-            model: the bridge.
-            incremental: for cached decoding: the hook counts the positions it has seen
-                and maps each call's rows to absolute positions (a fresh list of hooks is
-                needed per decoding run). Off: every call starts at position 0.
+            model: the bridge (every forward pass starts at position 0: no KV cache).
         """
         hooks = []
         pos = torch.tensor(self.positions, dtype=torch.long)
@@ -283,22 +277,16 @@ class ResidAblation(Intervention):
                             "pick a longer source trace or pass source_positions",
                         )
                     values = ref[src]
-            hooks.append((f"blocks.{layer}.hook_resid_pre", _resid_hook(pos, values, incremental)))
+            hooks.append((f"blocks.{layer}.hook_resid_pre", _resid_hook(pos, values)))
         return hooks
 
 
-def _resid_hook(pos: Tensor, values: Tensor | None, incremental: bool) -> Callable[..., Tensor]:
-    state = {"seen": 0}
-
+def _resid_hook(pos: Tensor, values: Tensor | None) -> Callable[..., Tensor]:
     def hook(resid: Tensor, hook: Any = None) -> Tensor:
-        n = resid.shape[1]
-        start = state["seen"] if incremental else 0
-        if incremental:
-            state["seen"] += n
-        sel = (pos >= start) & (pos < start + n)
+        sel = pos < resid.shape[1]
         if not bool(sel.any()):
             return resid
-        rows = (pos[sel] - start).to(resid.device)
+        rows = pos[sel].to(resid.device)
         out = resid.clone()
         if values is None:
             out[:, rows] = 0.0
@@ -309,7 +297,7 @@ def _resid_hook(pos: Tensor, values: Tensor | None, incremental: bool) -> Callab
     return hook
 
 
-def fwd_hooks(model: Any, *interventions: Intervention, incremental: bool = False) -> list[Hook]:
+def fwd_hooks(model: Any, *interventions: Intervention) -> list[Hook]:
     """Concatenate the hooks of several interventions (applied together)."""
     hooks: list[Hook] = []
     for iv in interventions:
@@ -318,7 +306,7 @@ def fwd_hooks(model: Any, *interventions: Intervention, incremental: bool = Fals
                 f"expected a Knockout or ResidAblation, got {type(iv).__name__}",
                 "build interventions with wb.Knockout(...) / wb.ResidAblation(...)",
             )
-        hooks.extend(iv.fwd_hooks(model, incremental=incremental))
+        hooks.extend(iv.fwd_hooks(model))
     return hooks
 
 
@@ -326,9 +314,8 @@ def fwd_hooks(model: Any, *interventions: Intervention, incremental: bool = Fals
 def intervene(model: Any, *interventions: Intervention) -> Iterator[Any]:
     """Context manager: every forward pass of `model` inside runs under the interventions.
 
-    The hooks are also live for ``model.original_model`` calls (the bridge wraps its
-    modules), but the residual hooks assume each call starts at position 0 (no KV cache);
-    `workbench.ablation.effects.greedy_continue` handles cached decoding.
+    The hooks assume each forward pass starts at position 0 (no KV cache);
+    `workbench.ablation.effects.greedy_continue` decodes under interventions that way.
     """
     with model.hooks(fwd_hooks=fwd_hooks(model, *interventions)):
         yield model

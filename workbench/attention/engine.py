@@ -41,6 +41,13 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from .._compat import (
+    attention_parts,
+    has_sliding_window,
+    is_plain_rotary_attention,
+    llama_rotary,
+    replaced_forwards,
+)
 from ..errors import WorkbenchError
 from .metrics import HeadStats, StatsAccumulator
 
@@ -115,30 +122,27 @@ def _select(pattern: Tensor, head_idx: list[int], n_heads: int) -> Tensor:
 
 
 def tiled_supported(model: Any) -> bool:
-    """Whether the tiled path can reproduce this model's attention exactly."""
+    """Whether the tiled path can reproduce this model's attention exactly.
+
+    It must be plain rotary attention with a full causal mask in *every* layer: no
+    QK-norm, soft-capping, sinks, gating or sliding window (a sliding window, in any layer,
+    needs the model's real mask, which the tiled path does not apply).
+    """
     try:
-        attn = model.blocks[0].attn
-        oc = attn.original_component
+        blocks = list(model.blocks)
+        parts = [attention_parts(b.attn) for b in blocks]
     except (AttributeError, IndexError, TypeError):
         return False
     cfg = model.cfg
-    if getattr(cfg, "positional_embedding_type", None) != "rotary":
+    if not blocks or getattr(cfg, "positional_embedding_type", None) != "rotary":
         return False
-    for name in ("q", "k", "v", "o"):
-        if getattr(attn, name, None) is None or not isinstance(
-            getattr(attn, name).original_component, torch.nn.Linear
-        ):
-            return False
-    if any(
-        getattr(oc, a, None) is not None
-        for a in ("q_norm", "k_norm", "q_layernorm", "sinks", "attn_logit_softcapping")
-    ):
-        return False
-    if getattr(oc, "sliding_window", None) or getattr(cfg, "gated_q_proj", False):
+    hf_config = getattr(getattr(model, "original_model", None), "config", None)
+    if hf_config is None or has_sliding_window(hf_config):
         return False
     if any(
         getattr(cfg, a, False)
         for a in (
+            "gated_q_proj",
             "use_split_qkv_input",
             "use_attn_in",
             "use_attn_result",
@@ -148,22 +152,32 @@ def tiled_supported(model: Any) -> bool:
         )
     ):
         return False
+    return all(_plain_rotary(b.attn, p) for b, p in zip(blocks, parts, strict=True))
+
+
+def _plain_rotary(attn: Any, parts: tuple[Any, ...]) -> bool:
+    oc, *linears = parts
+    if not all(isinstance(m, torch.nn.Linear) for m in linears):
+        return False
+    if any(
+        getattr(oc, a, None) is not None
+        for a in ("q_norm", "k_norm", "q_layernorm", "sinks", "attn_logit_softcapping")
+    ):
+        return False
+    if getattr(oc, "sliding_window", None):
+        return False
     rope = getattr(getattr(oc, "config", None), "rope_parameters", None)
     if isinstance(rope, dict) and rope.get("llama_4_scaling_beta") is not None:
         return False
-    if "gate" in getattr(attn, "_modules", {}):
-        return False
-    return type(attn).__name__ == "PositionEmbeddingsAttentionBridge"
+    return is_plain_rotary_attention(attn)
 
 
 def _make_tiled_forward(
     attn: Any, reduce, n_heads: int, tile_rows: int | None, fast_other_layers: bool
 ):
     """A replacement for one attention bridge's forward (see module docstring)."""
-    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
-
-    oc = attn.original_component
-    wq, wk, wv, wo = (getattr(attn, n).original_component for n in ("q", "k", "v", "o"))
+    apply_rotary_pos_emb, repeat_kv = llama_rotary()
+    oc, wq, wk, wv, wo = attention_parts(attn)
     head_dim = oc.head_dim
     groups = getattr(oc, "num_key_value_groups", 1)
     scaling = getattr(oc, "scaling", head_dim**-0.5)
@@ -337,25 +351,20 @@ def collect_many(
         ]
         logits = model.run_with_hooks(inp, fwd_hooks=fwd_hooks, stop_at_layer=stop_at_layer)
     else:
-        patched = []
-        try:
-            for layer, block in enumerate(model.blocks[:stop_at_layer]):
-                reduce = None
-                if layer in by_layer:
-                    rows, idx = by_layer[layer]
+        forwards = {}
+        for layer, block in enumerate(model.blocks[:stop_at_layer]):
+            reduce = None
+            if layer in by_layer:
+                rows, idx = by_layer[layer]
 
-                    def reduce(r: slice, p: Tensor, rows=rows, idx=idx) -> None:
-                        feed(r, p, rows, idx)
+                def reduce(r: slice, p: Tensor, rows=rows, idx=idx) -> None:
+                    feed(r, p, rows, idx)
 
-                attn = block.attn
-                attn.__dict__["forward"] = _make_tiled_forward(
-                    attn, reduce, n_heads * len(items), tile_rows, fast_other_layers
-                )
-                patched.append(attn)
+            forwards[block.attn] = _make_tiled_forward(
+                block.attn, reduce, n_heads * len(items), tile_rows, fast_other_layers
+            )
+        with replaced_forwards(forwards):
             logits = model.run_with_hooks(inp, stop_at_layer=stop_at_layer)
-        finally:
-            for attn in patched:
-                attn.__dict__.pop("forward", None)
     out = []
     for i, acc in enumerate(accs):
         if entropy:

@@ -23,39 +23,9 @@ from ..attention.analysis import gamma_many
 from ..attention.credit import check_strategy
 from ..trace import Trace
 
-__all__ = ["CreditSettings", "rollout_gammas", "shadow_bridge"]
+__all__ = ["CreditSettings", "rollout_gammas"]
 
 CreditSettings = dict[str, Any]
-
-
-def shadow_bridge(policy: Any, tokenizer: Any) -> Any:
-    """A TransformerBridge over `policy` that shares its parameters but not its modules.
-
-    A bridge wraps the modules of the model it is given in place (which renames the keys of
-    its ``state_dict``). A policy being trained must stay a plain Hugging Face model that
-    saves and loads normally, so the bridge is built over a structural copy whose
-    parameters and buffers are the policy's own tensors: it always sees the current
-    weights and costs no extra memory.
-    """
-    import copy
-    import itertools
-
-    from ..models import bridge_model
-
-    shared = {id(t): t for t in itertools.chain(policy.parameters(), policy.buffers())}
-    shadow = copy.deepcopy(policy, memo=shared)
-    # The credit pass is inference: whatever the trainer switched on for training
-    # (activation checkpointing) has no business in it.
-    # (transformers 5 renamed gradient checkpointing to activation checkpointing.)
-    if hasattr(shadow, "is_activation_checkpointing"):
-        if shadow.is_activation_checkpointing:
-            shadow.activation_checkpointing_disable()
-    elif getattr(shadow, "is_gradient_checkpointing", False):
-        shadow.gradient_checkpointing_disable()
-    name = getattr(policy.config, "_name_or_path", "") or "policy"
-    # The shadow's modules are its own, so it stays in eval mode whatever mode the
-    # policy is switched to (toggling a bridge's mode walks thousands of modules).
-    return bridge_model(shadow, tokenizer, name=name).eval()
 
 
 def rollout_gammas(

@@ -14,9 +14,10 @@ gamma`` of shape ``(B, T)``, which TRL's loss accepts as they are.
 Caveats:
     - TRL logs the advantages before this override; the gamma statistics are logged
       separately as ``credit/gamma_mean`` and ``credit/amplified_frac``.
-    - The attention pass uses a shadow TransformerBridge (`shadow_bridge`: the unwrapped
-      policy's own parameters, eager attention), built once and reused, under
-      ``torch.no_grad``; TRL's model object itself is left untouched.
+    - The attention pass uses a TransformerBridge over a structural copy of the policy
+      (`workbench.models.bridge_model`: the policy's own parameters, eager attention),
+      built once and reused, under ``torch.no_grad``; TRL's model object itself is left
+      untouched, so it samples and saves as a plain model.
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ from typing import Any
 
 import torch
 
-from .credit import rollout_gammas, shadow_bridge
+from .._compat import check_versions, grpo_trainer_base, log_trl_metric
+from ..models import bridge_model
+from .credit import rollout_gammas
 
 try:
-    from trl import GRPOTrainer
+    _GRPOTrainer = grpo_trainer_base()
 except ImportError as e:  # pragma: no cover - trl is a dependency
     raise ImportError("RhythmGRPOTrainer needs TRL: pip install trl") from e
+check_versions()
 
 __all__ = ["RhythmGRPOTrainer", "unpad_rollouts"]
 
@@ -49,7 +53,7 @@ def unpad_rollouts(
     return prompts, completions
 
 
-class RhythmGRPOTrainer(GRPOTrainer):
+class RhythmGRPOTrainer(_GRPOTrainer):
     """`trl.GRPOTrainer` with the paper's per-token credit ``gamma[t] * A_i``.
 
     Args:
@@ -81,13 +85,13 @@ class RhythmGRPOTrainer(GRPOTrainer):
     def _credit_bridge(self):
         policy = self.accelerator.unwrap_model(self.model)
         if self._bridge is None or self._bridge_of is not policy:
-            # A shadow bridge leaves TRL's model untouched, so its checkpoints stay plain.
-            self._bridge = shadow_bridge(policy, self.processing_class)
+            # The bridge hooks a copy: TRL's model stays plain (sampling, checkpoints).
+            self._bridge = bridge_model(policy, self.processing_class)
             self._bridge_of = policy
         return self._bridge
 
-    def _generate_and_score_completions(self, inputs):
-        out = super()._generate_and_score_completions(inputs)
+    def after_scoring(self, out: dict[str, Any]) -> dict[str, Any]:
+        """Replace the sequence advantages ``(B,)`` of a scored batch by ``A[:, None] * gamma``."""
         prompts, completions = unpad_rollouts(
             out["prompt_ids"], out["prompt_mask"], out["completion_ids"], out["completion_mask"]
         )
@@ -110,8 +114,7 @@ class RhythmGRPOTrainer(GRPOTrainer):
             advantages = advantages[:, None]
         out["advantages"] = advantages * gamma
         mask = out["completion_mask"].bool()
-        mode = "train" if self.model.training else "eval"
-        self._metrics[mode]["credit/gamma_mean"].append(float(gamma[mask].mean()))
-        self._metrics[mode]["credit/amplified_frac"].append(float((gamma[mask] > 1).float().mean()))
+        log_trl_metric(self, "credit/gamma_mean", float(gamma[mask].mean()))
+        log_trl_metric(self, "credit/amplified_frac", float((gamma[mask] > 1).float().mean()))
         self.last_rollouts = {"prompts": prompts, "completions": completions, "gamma": gamma.cpu()}
         return out

@@ -1,0 +1,120 @@
+"""Sampling: every path that samples is the argmax of full forward passes, on both models.
+
+The model that samples is the plain Hugging Face model behind the bridge, never one that
+TransformerLens has wrapped in place (whose cached decoding a transformers release broke
+once, silently). Each sampling path is checked, greedily, against step-by-step argmax of
+full uncached forward passes of the bridge that the analysis uses, and each model's first
+20 greedy tokens of a fixed prompt are pinned as golden strings.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import workbench as wb
+from workbench.ablation import greedy_continue, logits_of
+from workbench.cli import DEMO_PROBLEM
+from workbench.models import bridge_model, load_hf, sampler
+from workbench.tasks import get_task
+from workbench.trace import (
+    degeneracy,
+    encode_prompt,
+    eos_token_ids,
+    sample_completions,
+)
+
+pytestmark = pytest.mark.slow
+
+COUNTDOWN = get_task("countdown").generate(1, "test", seed=0)[0].prompt
+# (model fixture, prompt, chat, the first 20 greedy tokens of the response)
+GOLDEN = {
+    "smollm2-135m": (
+        "smol",
+        DEMO_PROBLEM,
+        True,
+        "1. First, calculate the total number of trays of muffins sold: 12 x ",
+    ),
+    "tiny-reasoner": ("tiny", COUNTDOWN, False, "6/2=3\n20+3=24\nAnswer"),
+}
+
+
+def argmax_decode(model, prompt_ids: list[int], n: int) -> list[int]:
+    """The reference: one full uncached forward pass of the bridge per token, argmax."""
+    eos = set(eos_token_ids(model.tokenizer, sampler(model)))
+    seq = torch.tensor(prompt_ids)
+    out: list[int] = []
+    for _ in range(n):
+        nxt = int(logits_of(model, seq)[-1].argmax())
+        out.append(nxt)
+        seq = torch.cat([seq, torch.tensor([nxt])])
+        if nxt in eos:
+            break
+    return out
+
+
+@pytest.fixture(scope="module", params=sorted(GOLDEN))
+def case(request):
+    fixture, prompt, chat, golden = GOLDEN[request.param]
+    model = request.getfixturevalue(fixture)
+    ids = encode_prompt(model, prompt, chat=chat)
+    return model, prompt, chat, golden, ids, argmax_decode(model, ids, 20)
+
+
+def test_generate_is_the_argmax_of_full_passes_and_matches_the_golden_string(case):
+    model, prompt, chat, golden, _, reference = case
+    trace = wb.generate(model, prompt, max_new_tokens=20, temperature=0, chat=chat)
+    assert trace.response_ids.tolist() == reference
+    assert model.tokenizer.decode(trace.response_ids) == golden
+
+
+def test_batched_completions_of_unequal_prompts_are_the_argmax(case):
+    """The RL rollout and evaluation sampler, several prompts of different lengths at once."""
+    model, _, chat, _, ids, reference = case
+    other = encode_prompt(model, "2 + 2 =", chat=chat)
+    out = sample_completions(model, [ids, other, ids], max_new_tokens=20, greedy=True)
+    assert out[0] == reference and out[2] == reference
+    assert out[1] == argmax_decode(model, other, 20)
+
+
+def test_greedy_continuation_is_the_argmax(case):
+    """The perturbation test's continuation, from inside a response."""
+    model, _, _, _, ids, reference = case
+    prefix = ids + reference[:5]
+    new = greedy_continue(model, torch.tensor(prefix), max_new_tokens=15)
+    assert new.tolist() == reference[5:]
+
+
+def test_a_policy_that_was_bridged_still_samples_the_argmax(case):
+    """As in RL: the policy samples after a bridge was built over it for the credit pass."""
+    model, _, _, _, ids, reference = case
+    name = "smollm2-135m" if model.cfg.n_layers == 30 else "tiny-reasoner"
+    policy, tokenizer = load_hf(name, device="cpu")
+    keys = list(policy.state_dict())
+    bridge = bridge_model(policy, tokenizer)
+    assert sampler(bridge) is policy
+    assert list(policy.state_dict()) == keys, "the policy's modules are not wrapped"
+    attn = policy.model.layers[0].self_attn
+    assert type(attn).__module__.startswith("transformers."), type(attn)
+    out = sample_completions(policy, [ids], tokenizer=tokenizer, max_new_tokens=20, greedy=True)
+    assert out[0] == reference
+
+
+def test_demo_answer_is_coherent(smol):
+    """The demo's greedy answer is a real answer, not a broken sampler's repetition."""
+    trace = wb.generate(smol, DEMO_PROBLEM, max_new_tokens=160, temperature=0)
+    stats = degeneracy(trace.response_ids)
+    assert trace.response_len > 40
+    assert stats["distinct_share"] > 0.25 and stats["longest_run"] < 4, stats
+    wb.trace.check_not_degenerate(trace)  # raises on a degenerate answer
+
+
+def test_a_bridge_the_workbench_did_not_build_is_refused_for_sampling(tiny):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    policy, tokenizer = load_hf("tiny-reasoner", device="cpu")
+    foreign = TransformerBridge.boot_transformers("x", hf_model=policy, tokenizer=tokenizer)
+    with pytest.raises(wb.WorkbenchError, match="not built by the workbench"):
+        sampler(foreign)
+    with pytest.raises(wb.WorkbenchError, match="cannot sample from a str"):
+        sampler("tiny-reasoner")
