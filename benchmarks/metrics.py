@@ -13,7 +13,8 @@ sequence lengths T:
 
 Each (configuration, T) runs in its own subprocess, so its peak resident memory
 (``ru_maxrss``, which includes the loaded model) is its own. Times exclude model loading
-and include one small warm-up pass. Usage::
+and include one small warm-up pass. The output starts with the provenance (package
+versions and git commit, `workbench.provenance`), which ``--json`` records too. Usage::
 
     python benchmarks/metrics.py                      # T = 256, 1024, 4096, 8192
     python benchmarks/metrics.py --lengths 256 1024   # a subset
@@ -132,12 +133,18 @@ def main() -> None:
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
     ap.add_argument("--threads", type=int, default=None, help="torch threads in each child")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per case")
-    ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument(
+        "--json", default=None, help='also write {"provenance": ..., "results": [...]} here'
+    )
     ap.add_argument("--child", nargs=2, metavar=("CONFIG", "T"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print("RESULT " + json.dumps(_child(args.child[0], int(args.child[1]), args.threads)))
         return
+    from workbench.provenance import provenance
+
+    prov = provenance()
+    print("provenance " + json.dumps(prov), flush=True)
     lengths = [256] if args.quick else args.lengths
     results = []
     for n in lengths:
@@ -180,7 +187,7 @@ def main() -> None:
             print(f"| {n} | {config} | {r['seconds']:.2f} | {xb} | {xs} | {r['peak_rss_gb']:.2f} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+            json.dump({"provenance": prov, "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,14 @@ group size, completion length, learning rate and credit strategy. For the native
 script also reports how its step time splits into rollout (sampling + rewards), credit (the
 extra attention pass, `rollout_gammas`) and update (forward + backward + AdamW); the paper's
 credit overhead is 2-3.3% of a step (target here: at most 10%). The first step of each
-trainer is a warm-up and is not timed. One run, printed side by side.
+trainer is a warm-up and is not timed. One run, printed side by side, after the provenance
+(package versions and git commit, `workbench.provenance`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import tempfile
@@ -120,6 +122,9 @@ def main() -> None:
     args = p.parse_args()
     import torch
 
+    from workbench.provenance import provenance
+
+    print("provenance " + json.dumps(provenance()), flush=True)
     if args.threads:
         torch.set_num_threads(args.threads)
     print(

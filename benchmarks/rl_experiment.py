@@ -9,6 +9,8 @@ so the grid is resumable: run the same command again and finished runs are skipp
 interrupted ones resumed. Runs are queued seed by seed, so a grid cut short still has every
 strategy on the first seeds. At the end it prints the summary tables (greedy and sampled
 held-out accuracy) as Markdown, and writes ``summary.json`` and ``chart-*.png`` into OUT.
+The output starts with the provenance (package versions and git commit,
+`workbench.provenance`), which ``summary.json`` records too (and each run directory its own).
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--learning-rate", type=float, default=SETTINGS["learning_rate"])
     args = ap.parse_args(argv)
+    from workbench.provenance import provenance
+
+    prov = provenance()
+    print("provenance " + json.dumps(prov), flush=True)
 
     settings = {**SETTINGS, "max_steps": args.steps, "learning_rate": args.learning_rate}
     if args.steps < settings["eval_every"]:
@@ -87,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     exp = Experiment(args.out)
     out = Path(args.out)
-    report = {"settings": settings, "wall_s": wall, "tables": {}}
+    report = {"provenance": prov, "settings": settings, "wall_s": wall, "tables": {}}
     for metric in ("eval_accuracy", "eval_sampled_accuracy"):
         table = exp.summary(metric)
         report["tables"][metric] = table.to_dict(orient="records")

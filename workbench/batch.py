@@ -6,7 +6,8 @@
 Each grid point runs the notebook once (its cell tagged ``parameters`` receives the values)
 and writes ``DIR/<run-id>.ipynb``. Notebooks report key numbers with `record`, which the
 runner collects into ``DIR/index.csv``: one row per run with its parameters, output notebook,
-status, error and recorded numbers.
+status, error, recorded numbers and provenance (package versions and git commit, as JSON;
+see `workbench.provenance`).
 
 Nothing is lost: each output notebook is executed under a temporary name and renamed only
 when papermill is done (a failed run keeps its notebook, with the failing cell, for
@@ -33,6 +34,7 @@ from typing import Any
 
 from ._io import atomic_write_text
 from .errors import WorkbenchError
+from .provenance import provenance
 
 __all__ = ["RECORD_MIME", "BatchResult", "parse_grid", "record", "recorded", "run_batch"]
 
@@ -162,7 +164,12 @@ def _read_index(path: Path) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         return {}
     with open(path, newline="") as f:
-        return {row["run_id"]: row for row in csv.DictReader(f)}
+        rows = {row["run_id"]: row for row in csv.DictReader(f)}
+    for row in rows.values():
+        if row.get("provenance"):  # written as JSON by _write_index
+            with contextlib.suppress(ValueError):
+                row["provenance"] = json.loads(row["provenance"])
+    return rows
 
 
 def _write_index(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -241,8 +248,9 @@ def run_batch(
 
     Returns:
         A `BatchResult` whose rows hold ``run_id``, the parameters, ``notebook`` (the
-        output), ``status`` (``ok`` / ``failed``), ``error``, ``seconds`` and the recorded
-        values.
+        output), ``status`` (``ok`` / ``failed``), ``error``, ``seconds``, the recorded
+        values and ``provenance`` (the `workbench.provenance` dict of the batch process
+        that ran it; a JSON column in the index).
     """
     from tqdm.auto import tqdm
 
@@ -275,6 +283,7 @@ def run_batch(
     def ordered() -> list[dict[str, Any]]:
         return [rows[r] for r in (_run_id(p) for p in points) if r in rows]
 
+    prov = provenance()
     bar = tqdm(
         total=len(points), initial=len(points) - len(todo), desc="batch", disable=not progress
     )
@@ -289,7 +298,7 @@ def run_batch(
         try:
             for fut in as_completed(futures):
                 run_id, params = futures[fut]
-                rows[run_id] = {**base(run_id, params), **fut.result()}
+                rows[run_id] = {**base(run_id, params), **fut.result(), "provenance": prov}
                 _write_index(index_path, ordered())
                 bar.set_postfix_str(f"{run_id[:30]}: {rows[run_id]['status']}")
                 bar.update()

@@ -1,7 +1,8 @@
 """A self-contained report of one analysed trace: HTML (no CDN) and PNG charts.
 
 `write_report` is what ``workbench demo`` ends with. The HTML page inlines Vega, so it
-opens offline in any browser; every file is written atomically.
+opens offline in any browser; every file is written atomically. Both the page and
+``summary.json`` record the package versions and git commit (`workbench.provenance`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ._io import atomic_write_text
+from .provenance import provenance
 
 __all__ = ["write_report"]
 
@@ -35,7 +37,22 @@ def _summary(trace: Any, analysis: Any) -> dict[str, Any]:
         "intro": analysis.intro,
         "preplan_tokens": words(analysis.preplan),
         "anchor_tokens": words(analysis.anchors),
+        "provenance": provenance(),
     }
+
+
+def _provenance_html(prov: dict[str, Any]) -> str:
+    """One small line: ``name version`` for each package, then the commit."""
+    parts = [
+        f"{k} {'not installed' if v is None else v}"
+        for k, v in prov.items()
+        if k not in ("commit", "dirty")
+    ]
+    commit = prov.get("commit") or "unknown"
+    if prov.get("dirty"):
+        commit += " (with uncommitted changes)"
+    parts.append(f"commit {commit}")
+    return f"<p style='color: #666; font-size: small'>{html.escape(', '.join(parts))}</p>"
 
 
 def write_report(model: Any, trace: Any, analysis: Any, out: str | Path) -> Path:
@@ -83,7 +100,8 @@ def write_report(model: Any, trace: Any, analysis: Any, out: str | Path) -> Path
         f"<pre style='white-space: pre-wrap'>{html.escape(trace.text)}</pre>"
         f"<p>{summary['local_heads']} local and {summary['global_heads']} global heads; "
         f"{len(summary['preplan'])} preplan tokens (orange), {len(summary['anchors'])} anchor "
-        f"tokens (blue), {len(summary['dominated'])} locally dominated anchors.</p></div>"
+        f"tokens (blue), {len(summary['dominated'])} locally dominated anchors.</p>"
+        f"{_provenance_html(summary['provenance'])}</div>"
     )
     page = page.replace("<body>", "<body>\n" + intro, 1)
     return atomic_write_text(out / "report.html", page)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 
 import nbformat
 import pytest
 
-from workbench.batch import parse_grid, recorded, run_batch
+import workbench.batch
+from workbench.batch import _read_index, _write_index, parse_grid, recorded, run_batch
 from workbench.errors import WorkbenchError
+from workbench.provenance import provenance
 
 
 def _notebook(path, *, tag=True):
@@ -57,8 +60,17 @@ def test_notebook_without_parameters_cell_is_refused(tmp_path):
         run_batch(nb, ["x=1"], tmp_path / "out", progress=False)
 
 
+def test_index_keeps_each_rows_provenance_as_json(tmp_path):
+    path = tmp_path / "index.csv"
+    old = {**provenance(), "commit": "a" * 40}
+    _write_index(path, [{"run_id": "r1", "x": 1, "status": "ok", "provenance": old}])
+    with open(path) as f:
+        assert json.loads(next(csv.DictReader(f))["provenance"]) == old
+    assert _read_index(path)["r1"]["provenance"] == old
+
+
 @pytest.mark.slow
-def test_grid_with_a_failing_run_then_resume(tmp_path):
+def test_grid_with_a_failing_run_then_resume(tmp_path, monkeypatch):
     nb = _notebook(tmp_path / "nb.ipynb")
     out = tmp_path / "out"
     result = run_batch(nb, ["x=1,2", "fail=false,true"], out, workers=2, progress=False)
@@ -81,14 +93,20 @@ def test_grid_with_a_failing_run_then_resume(tmp_path):
     with open(out / "index.csv") as f:
         index = list(csv.DictReader(f))
     assert [r["status"] for r in index] == [r["status"] for r in result.rows]
+    assert all(json.loads(r["provenance"]) == provenance() for r in index)
 
     ok_nb = out / by[(1, False)]["notebook"]
     failed_nb = out / failed["notebook"]
     ok_mtime, failed_mtime = ok_nb.stat().st_mtime_ns, failed_nb.stat().st_mtime_ns
+    # The rerun happens "after a new commit": skipped rows keep what produced them.
+    later = {**provenance(), "commit": "b" * 40}
+    monkeypatch.setattr(workbench.batch, "provenance", lambda: dict(later))
     again = run_batch(nb, ["x=1,2", "fail=false,true"], out, progress=False)
     assert ok_nb.stat().st_mtime_ns == ok_mtime, "a run that succeeded must be skipped"
     assert failed_nb.stat().st_mtime_ns != failed_mtime, "a failed run is tried again"
     assert [r["status"] for r in again.rows] == [r["status"] for r in result.rows]
+    prov = {r["notebook"]: r["provenance"] for r in again.rows}
+    assert prov[ok_nb.name] == provenance() and prov[failed_nb.name] == later
 
 
 @pytest.mark.slow

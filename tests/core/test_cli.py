@@ -6,8 +6,11 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
+
+from workbench.provenance import provenance
 
 
 @pytest.mark.slow
@@ -34,9 +37,35 @@ def test_demo_answers_and_says_where_its_output_went(tmp_path):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["anchors"] and summary["preplan"] and summary["response_tokens"] <= 24
+    # Same checkout, same environment ("dirty" may flip if files are edited meanwhile).
+    expected = {k: v for k, v in provenance().items() if k != "dirty"}
+    assert {k: v for k, v in summary["provenance"].items() if k != "dirty"} == expected
+    for key in ("torch", "transformers", "transformer-lens", "trl"):
+        assert f"{key} {summary['provenance'][key]}" in page
+    assert f"commit {summary['provenance']['commit'] or 'unknown'}" in page
     saved = json.loads((out / "trace.json").read_text())
     assert saved["prompt_len"] < len(saved["ids"]) <= saved["prompt_len"] + 24
     assert saved["text"].strip() and saved["text"].strip()[:20] in proc.stdout
+
+
+def test_report_summary_and_page_line_record_the_provenance():
+    from workbench.report import _provenance_html, _summary
+
+    trace = SimpleNamespace(meta={"model": "m"}, prompt_len=3, response_len=2)
+    analysis = SimpleNamespace(
+        tokens=["a", "b", "c", "d", "e"],
+        local_heads=[(0, 1)],
+        global_heads=[(1, 0)],
+        preplan=[3],
+        anchors=[4],
+        dominated=[],
+        intro=[],
+    )
+    assert _summary(trace, analysis)["provenance"] == provenance()
+    line = _provenance_html({**provenance(), "trl": None, "commit": "c" * 40, "dirty": True})
+    assert f"torch {provenance()['torch']}" in line and "trl not installed" in line
+    assert f"commit {'c' * 40} (with uncommitted changes)" in line
+    assert "commit unknown" in _provenance_html({"python": "3", "commit": None, "dirty": None})
 
 
 def test_bad_model_name_is_one_line_not_a_traceback(tmp_path):

@@ -9,6 +9,7 @@ import torch
 
 import workbench as wb
 from workbench.errors import WorkbenchError
+from workbench.provenance import provenance
 from workbench.rl import GRPOConfig, read_metrics, resume, rollout_gammas, train
 from workbench.tasks import get_task
 from workbench.trace import encode_prompt
@@ -106,6 +107,8 @@ def test_a_short_run_changes_the_weights_and_writes_its_directory(tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in before), "weights must move"
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
     assert cfg["strategy"] == "coupled"
+    recorded = json.loads((tmp_path / "r" / "provenance.json").read_text())
+    assert recorded == provenance() and recorded["torch"] == torch.__version__
     rows = read_metrics(tmp_path / "r")
     assert [r["step"] for r in rows] == [0, 1, 2]
     assert "eval_accuracy" in rows[0] and "eval_accuracy" in rows[-1]
@@ -131,8 +134,12 @@ def test_resume_after_interruption_matches_the_uninterrupted_run(tmp_path):
     part = train(cfg, out=tmp_path / "part", progress=False, callbacks=[interrupt_at_2])
     assert part.status == "interrupted" and part.step == 2
     assert json.loads((tmp_path / "part" / "status.json").read_text())["status"] == "interrupted"
+    # The provenance of the run is what started it: resume keeps the original file.
+    original = {"python": "0.0.0", "commit": "f" * 40, "note": "written at the start"}
+    (tmp_path / "part" / "provenance.json").write_text(json.dumps(original))
 
     resumed = resume(tmp_path / "part", progress=False)
+    assert json.loads((tmp_path / "part" / "provenance.json").read_text()) == original
     assert resumed.status == "finished" and resumed.step == 3
     a, b = _weights(full), _weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed weights must equal the full run's"

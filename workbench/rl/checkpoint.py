@@ -3,6 +3,8 @@
 Layout of a run directory::
 
     config.json                 the GRPOConfig (written once, at the start)
+    provenance.json             versions and git commit that started the run (see
+                                `workbench.provenance`; written once, kept on resume)
     metrics.jsonl               one JSON object per step (and per evaluation)
     status.json                 {"status": "running" | "finished" | "interrupted", "step": N}
     checkpoints/step-000010/    model.safetensors, optimizer.safetensors, state.json

@@ -36,7 +36,8 @@ import torch
 
 from .._io import atomic_write_json
 from ..errors import WorkbenchError
-from ..models import load_hf
+from ..models import bridge_model, load_hf
+from ..provenance import provenance
 from ..tasks import get_task
 from ..trace import encode_prompt, sample_completions
 from .checkpoint import (
@@ -48,7 +49,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import GRPOConfig
-from .credit import rollout_gammas, shadow_bridge
+from .credit import rollout_gammas
 from .loss import grpo_advantages, grpo_loss, token_logps
 
 __all__ = ["GRPORun", "resume", "train"]
@@ -84,8 +85,8 @@ class GRPORun:
     """One GRPO run: its config, model, optimiser, run directory and metrics.
 
     Use `train` / `resume` rather than the constructor. Attributes: ``config``,
-    ``run_dir``, ``model`` (the TransformerBridge; ``model.original_model`` is the policy
-    being trained), ``step`` (completed steps), ``metrics`` (list of dicts, one per step,
+    ``run_dir``, ``policy`` (the plain Hugging Face model being trained; it samples
+    the rollouts), ``model`` (a TransformerBridge over it for the credit pass), ``step`` (completed steps), ``metrics`` (list of dicts, one per step,
     evaluations included as ``eval_accuracy`` and ``eval_sampled_accuracy``), ``status``.
     """
 
@@ -102,10 +103,10 @@ class GRPORun:
         self.callbacks = list(callbacks or [])
         self.progress = progress
         # The policy stays a plain Hugging Face model (it trains, generates and saves as
-        # usual); the credit pass hooks a shadow bridge that shares its parameters.
+        # usual); the credit pass hooks a bridge over a copy that shares its parameters.
         self.policy, self.tokenizer = load_hf(config.model, device=config.device)
         self.policy.train()
-        self.model = shadow_bridge(self.policy, self.tokenizer)
+        self.model = bridge_model(self.policy, self.tokenizer)
         self.optimizer = torch.optim.AdamW(
             self.policy.parameters(),
             lr=config.learning_rate,
@@ -426,6 +427,9 @@ def train(
 ) -> GRPORun:
     """Start a GRPO run in a new run directory and train it.
 
+    The run directory gets ``config.json`` and ``provenance.json`` (package versions and
+    git commit, see `workbench.provenance`) before the first step.
+
     Args:
         config: the run's settings (default `GRPOConfig()`); `overrides` change fields.
         out: the run directory; it must not already hold a run (use `resume`).
@@ -446,6 +450,7 @@ def train(
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", config.to_dict())
+    atomic_write_json(run_dir / "provenance.json", provenance())
     run = GRPORun(config, run_dir, callbacks=callbacks, progress=progress)
     return run.train()
 
@@ -461,7 +466,8 @@ def resume(
     """Continue a run from its latest (or a named) checkpoint.
 
     Metrics logged after that checkpoint are dropped and recomputed, so the resumed run's
-    metrics equal an uninterrupted run's.
+    metrics equal an uninterrupted run's. The run's ``provenance.json`` (what started it)
+    is left as it is.
 
     Args:
         run_dir: the run directory.
