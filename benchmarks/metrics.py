@@ -8,8 +8,8 @@ sequence lengths T:
                (the floor: no metric pass can be cheaper);
 - ``naive``:   ``run_with_cache`` of every layer's pattern, then full-matrix metrics
                (span, WAAD, FAI per head) -- only where it fits in memory;
-- ``analyze``: ``wb.analyze(model, trace, layers="all")`` (path chosen automatically: the
-               hook path up to 2048 tokens, the tiled path above).
+- ``analyze``: ``wb.analyze(model, trace, layers="all")`` (the tiled path: the workbench's
+               registered attention function, exact eager attention in query tiles).
 
 Each (configuration, T) runs in its own subprocess, so its peak resident memory
 (``ru_maxrss``, which includes the loaded model) is its own. Times exclude model loading

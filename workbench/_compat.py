@@ -20,25 +20,21 @@ What is private here, and why it is used:
   ``generate`` ignores the KV cache, because the attention bridge reads ``past_key_values``
   while transformers now passes ``cache``). `structural_copy` gives the bridge its own
   module tree over the model's own parameters, so the model that samples stays plain.
-  The tiled metric path reads each attention bridge's ``original_component`` and its
-  ``q/k/v/o`` linear layers (`attention_parts`), recognises plain rotary attention by the
-  bridge's class name (`is_plain_rotary_attention`), and swaps a bridge's ``forward`` for
-  the length of one pass (`replaced_forwards`).
-- transformers: Llama's ``apply_rotary_pos_emb`` / ``repeat_kv`` (module-level helpers of
-  ``modeling_llama``), the config's ``_name_or_path`` and ``sliding_window`` /
-  ``layer_types`` fields.
+- transformers: the config's ``_name_or_path`` and ``_attn_implementation`` fields; a
+  model class's ``_supports_attention_backend`` flag; ``masking_utils.sdpa_mask`` and
+  ``integrations.sdpa_attention`` (the workbench's registered attention function gets the
+  boolean mask sdpa gets, and calls sdpa itself for layers it does not analyse).
 - TRL: ``GRPOTrainer._generate_and_score_completions`` (the override point for per-token
   advantages) and ``GRPOTrainer._metrics`` (its metric log).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import itertools
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from .provenance import installed_version as _installed
@@ -46,16 +42,15 @@ from .provenance import installed_version as _installed
 __all__ = [
     "TESTED",
     "UntestedVersionWarning",
-    "attention_parts",
+    "attention_implementation",
     "check_versions",
     "grpo_trainer_base",
-    "has_sliding_window",
-    "is_plain_rotary_attention",
-    "llama_rotary",
     "log_trl_metric",
     "model_name",
-    "replaced_forwards",
+    "register_attention",
+    "sdpa_attention",
     "structural_copy",
+    "supports_attention_interface",
     "untested_versions",
     "without_load_path",
 ]
@@ -122,24 +117,35 @@ def without_load_path(config_dict: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config_dict.items() if k != "_name_or_path"}
 
 
-def has_sliding_window(hf_config: Any) -> bool:
-    """Whether any layer of a Hugging Face config attends through a sliding window."""
-    for cfg in (hf_config, getattr(hf_config, "text_config", None)):
-        if cfg is None:
-            continue
-        if getattr(cfg, "sliding_window", None) and getattr(cfg, "use_sliding_window", True):
-            return True
-        layer_types = getattr(cfg, "layer_types", None) or ()
-        if any(t != "full_attention" for t in layer_types):
-            return True
-    return False
+def attention_implementation(hf_model: Any) -> str | None:
+    """The attention implementation a Hugging Face model runs now (``"sdpa"``, ``"eager"``...)."""
+    return getattr(hf_model.config, "_attn_implementation", None)
 
 
-def llama_rotary() -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """``(apply_rotary_pos_emb, repeat_kv)`` from transformers' Llama implementation."""
-    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+def supports_attention_interface(hf_model: Any) -> bool:
+    """Whether a model class routes its attention through transformers' AttentionInterface."""
+    return bool(getattr(type(hf_model), "_supports_attention_backend", False))
 
-    return apply_rotary_pos_emb, repeat_kv
+
+def register_attention(name: str, function: Callable[..., Any]) -> None:
+    """Register an attention function, and sdpa's boolean mask for it, under `name`.
+
+    The function then receives ``attention_mask`` as sdpa would: a ``[batch, 1, query,
+    key]`` boolean mask (True = attend; sliding windows included), or None where the mask
+    is plain causal.
+    """
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(name, function)
+    AttentionMaskInterface.register(name, sdpa_mask)
+
+
+def sdpa_attention() -> Callable[..., Any]:
+    """transformers' sdpa attention function (``(module, q, k, v, mask, ...) -> (out, None)``)."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    return sdpa_attention_forward
 
 
 def structural_copy(hf_model: Any) -> Any:
@@ -160,40 +166,6 @@ def structural_copy(hf_model: Any) -> Any:
     elif getattr(shadow, "is_gradient_checkpointing", False):
         shadow.gradient_checkpointing_disable()
     return shadow
-
-
-# ---------------------------------------------------------------------------------------
-# TransformerLens
-# ---------------------------------------------------------------------------------------
-
-
-def attention_parts(attn: Any) -> tuple[Any, Any, Any, Any, Any]:
-    """``(hf_attention, q, k, v, o)``: the Hugging Face modules inside an attention bridge.
-
-    Raises AttributeError when the bridge does not have that layout.
-    """
-    return attn.original_component, *(getattr(attn, n).original_component for n in "qkvo")
-
-
-def is_plain_rotary_attention(attn: Any) -> bool:
-    """Whether an attention bridge is TransformerLens's plain rotary attention (no gate)."""
-    return type(attn).__name__ == "PositionEmbeddingsAttentionBridge" and "gate" not in getattr(
-        attn, "_modules", {}
-    )
-
-
-@contextlib.contextmanager
-def replaced_forwards(replacements: dict[Any, Callable[..., Any]]) -> Iterator[None]:
-    """Replace each module's ``forward`` for the duration of the block, then restore it."""
-    done = []
-    try:
-        for module, forward in replacements.items():
-            module.__dict__["forward"] = forward
-            done.append(module)
-        yield
-    finally:
-        for module in done:
-            module.__dict__.pop("forward", None)
 
 
 # ---------------------------------------------------------------------------------------

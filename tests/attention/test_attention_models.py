@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import workbench as wb
+from workbench._compat import attention_implementation
 from workbench.attention import engine
 from workbench.attention.metrics import DEFAULT_FAI_CUTS
 from workbench.attention.reference import reference_analyze
@@ -92,8 +93,8 @@ def test_tiled_path_matches_exact_statistics(smol, trace):
     for f in ["rowsum", "dist", "band", "cut_sums"]:
         close(getattr(s1, f).numpy(), getattr(s2, f).numpy(), atol=1e-5, rtol=1e-5)
     close(e1.numpy(), e2.numpy(), **ENTROPY_TOL)
-    # The bridge's attention forward is restored afterwards.
-    assert "forward" not in smol.blocks[1].attn.__dict__
+    # The plain model is back on its own attention implementation afterwards.
+    assert attention_implementation(sampler(smol)) == "sdpa"
 
 
 def test_tiny_reasoner_matches_reference(tiny):
@@ -227,8 +228,15 @@ def test_fast_other_layers_and_support_check(smol, trace):
 @pytest.mark.parametrize("path", ["exact", "tiled"])
 def test_without_entropy_the_pass_stops_after_the_last_layer(smol, trace, path):
     ran = []
-    for name in ["blocks.18.mlp.hook_out", "unembed.hook_out"]:
-        smol.add_hook(name, lambda x, hook: ran.append(hook.name))
+    # The exact path runs the bridge, the tiled path the plain model behind it.
+    hf = sampler(smol)
+    handles = []
+    if path == "tiled":
+        for module in [hf.model.layers[18], hf.lm_head]:
+            handles.append(module.register_forward_hook(lambda m, i, o: ran.append(m)))
+    else:
+        for name in ["blocks.18.mlp.hook_out", "unembed.hook_out"]:
+            smol.add_hook(name, lambda x, hook: ran.append(hook.name))
     try:
         full = wb.analyze(smol, trace, layers=[4, 17], path=path)
         assert len(ran) == 2, "the full pass runs block 18 and the unembedding"
@@ -237,6 +245,8 @@ def test_without_entropy_the_pass_stops_after_the_last_layer(smol, trace, path):
         assert not ran, "blocks after the last analysed layer must not run"
     finally:
         smol.reset_hooks()
+        for handle in handles:
+            handle.remove()
     # Everything but the entropy comes from layers <= 17, so it is bit-for-bit the same.
     for f in ["head_span", "waad", "fai", "delta"]:
         close(getattr(short, f).numpy(), getattr(full, f).numpy(), atol=0, rtol=0)

@@ -11,7 +11,6 @@ import torch
 
 import workbench
 from workbench import _compat
-from workbench.attention import engine
 from workbench.errors import WorkbenchError
 
 PACKAGE = Path(workbench.__file__).parent
@@ -74,39 +73,33 @@ def test_a_local_build_tag_counts_as_its_release(monkeypatch):
     assert "torch" not in _compat.untested_versions()
 
 
-class TestSlidingWindow:
-    def test_configs(self):
-        from transformers import Gemma2Config, LlamaConfig, MistralConfig, Qwen2Config
+def test_the_registered_attention_function_is_left_behind_by_nothing(toy_llama):
+    """An analysis pass switches the plain model to the workbench's attention function
+    and back, whatever happens inside."""
+    import workbench as wb
+    from workbench.attention import interface
+    from workbench.models import sampler
 
-        assert not _compat.has_sliding_window(LlamaConfig())
-        assert _compat.has_sliding_window(MistralConfig(sliding_window=16))
-        assert not _compat.has_sliding_window(MistralConfig(sliding_window=None))
-        assert not _compat.has_sliding_window(Qwen2Config(use_sliding_window=False))
-        assert _compat.has_sliding_window(
-            Qwen2Config(use_sliding_window=True, sliding_window=16, max_window_layers=1)
-        )
-        assert _compat.has_sliding_window(Gemma2Config())
-
-    def test_the_tiled_path_refuses_a_sliding_window_model(self, make_toy):
-        """The tiled path applies a plain causal mask, so a sliding window must send the
-        analysis to the exact path (it once gave wrong numbers with no warning)."""
-        from transformers import MistralConfig, MistralForCausalLM
-
-        model = make_toy(
-            MistralConfig, MistralForCausalLM, sliding_window=16, max_position_embeddings=256
-        )
-        assert not engine.tiled_supported(model)
-        with pytest.raises(WorkbenchError, match="tiled path does not support"):
-            ids = torch.arange(3, 40)
-            engine.collect(model, ids, 10, [(0, 0)], max_window=4, cuts=(1,), path="tiled")
+    hf = sampler(toy_llama)
+    before = _compat.attention_implementation(hf)
+    ids = torch.arange(3, 40)
+    trace = wb.Trace(ids=ids, tokens=["x"] * len(ids), prompt_len=10, text="")
+    wb.analyze(toy_llama, trace, path="tiled")
+    assert _compat.attention_implementation(hf) == before
+    with pytest.raises(RuntimeError, match="boom"), interface.analysis_pass(hf, {}):
+        assert _compat.attention_implementation(hf) == interface.NAME
+        raise RuntimeError("boom")
+    assert _compat.attention_implementation(hf) == before
+    with pytest.raises(WorkbenchError, match="outside an analysis pass"):
+        interface.attention(hf.model.layers[0].self_attn, *[torch.zeros(1, 4, 2, 8)] * 3, None)
 
 
-def test_seam_helpers_on_a_real_bridge(toy_llama):
-    attn = toy_llama.blocks[0].attn
-    oc, *linears = _compat.attention_parts(attn)
-    assert all(isinstance(m, torch.nn.Linear) for m in linears) and hasattr(oc, "head_dim")
-    assert _compat.is_plain_rotary_attention(attn)
-    assert engine.tiled_supported(toy_llama)
-    with _compat.replaced_forwards({attn: lambda *a, **k: None}):
-        assert "forward" in attn.__dict__
-    assert "forward" not in attn.__dict__
+def test_make_test_latest_lets_the_untested_version_warning_through(fresh_check, monkeypatch):
+    """`make test-latest` runs newer versions on purpose: its -W filter must match the
+    warning's text, or every test would fail on it (warnings are errors in the suite)."""
+    make = (PACKAGE.parent / "Makefile").read_text()
+    prefix = re.search(r'-W "default:([^"]+)"', make).group(1)
+    monkeypatch.setattr(_compat, "_installed", lambda d: "0.0.1")
+    with pytest.warns(_compat.UntestedVersionWarning) as record:
+        _compat.check_versions()
+    assert str(record[0].message).startswith(prefix)

@@ -1,5 +1,5 @@
 """Panels driven headlessly: set widget values, check the new state, the charts and the
-number of forward passes (counted with a hook on the model's embedding, independent of
+number of forward passes (counted with hooks on the models' embeddings, independent of
 the panel's own bookkeeping)."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import torch
 
 import workbench as wb
 from workbench.errors import WorkbenchError
+from workbench.models import sampler
 from workbench.viz import panels
 
 PROMPT = "What is 17 * 23?"
@@ -18,15 +19,20 @@ RESPONSE = "17 * 23 = 17 * 20 + 17 * 3 = 340 + 51 = 391.\nSo the answer is 391."
 
 
 class _Counter:
+    """Forward passes of the bridge and of the plain model behind it (the tiled metric path
+    runs the plain model), counted at their embeddings."""
+
     def __init__(self, model):
         self.n = 0
-        self._handle = model.embed.register_forward_pre_hook(self._hit)
+        embeddings = [model.embed, sampler(model).get_input_embeddings()]
+        self._handles = [m.register_forward_pre_hook(self._hit) for m in embeddings]
 
     def _hit(self, module, args):
         self.n += 1
 
     def close(self):
-        self._handle.remove()
+        for handle in self._handles:
+            handle.remove()
 
 
 @pytest.fixture

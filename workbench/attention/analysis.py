@@ -550,9 +550,10 @@ def analyze(
         classes: a fixed `HeadClasses` (e.g. from `analyze_many(..., heads_from="batch")`).
         max_window: keep the diagonal band up to this window (default max(window, 32)).
         fai_cuts: extra FAI cut distances to keep (see `metrics.DEFAULT_FAI_CUTS`).
-        path: ``"exact"`` (hooks on ``hook_pattern``), ``"tiled"`` (query tiles, never a
-            full pattern) or ``"auto"`` (tiled above 512 tokens when the architecture
-            allows; see `workbench.attention.engine`).
+        path: ``"tiled"`` (the workbench's registered attention function on the plain
+            model, exact, in query tiles, never a full pattern), ``"exact"`` (hooks on the
+            bridge's ``hook_pattern``) or ``"auto"`` (tiled whenever the model supports
+            it; see `workbench.attention.engine`).
         entropy: compute next-token entropies. False stops the forward pass after the
             last analysed layer (cheaper when the layers are early); ``Analysis.entropy``
             is then NaN and the ``"entropy"`` strategy is unavailable.

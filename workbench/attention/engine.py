@@ -2,68 +2,50 @@
 
 Two paths compute the same `HeadStats` (see `workbench.attention.metrics`):
 
+- ``"tiled"``: the plain Hugging Face model behind the bridge runs once with the
+  workbench's registered attention function (`workbench.attention.interface`). Every
+  layer's attention is computed exactly, in tiles of query rows, from the queries and keys
+  the architecture really uses (after rotary embeddings and q/k norms) with the real mask
+  (sliding windows included), the scaling and the soft-cap; each tile of probabilities is
+  reduced and dropped. No ``T x T`` map exists. Every architecture whose attention goes
+  through transformers' AttentionInterface is supported (Llama, Qwen2/3, Mistral, Gemma
+  2/3, Phi-3, GPT-2, GPT-NeoX, OLMo 2, ...); a layer whose attention does not come through
+  raises a clear error, never numbers.
 - ``"exact"``: the bridge's own eager forward, with a forward hook on each chosen layer's
   ``blocks.{l}.attn.hook_pattern``. The hook reduces the ``[head_index query_pos key_pos]``
   pattern to per-head vectors and drops it. Memory beyond the model: one layer's pattern
-  (plus the bridge's own scores and ~3 pattern-sized temporaries in the hook) and
-  ``O(layers x heads x T x (max_window + n_cuts))`` for the statistics.
-- ``"tiled"``: no full pattern, ever. Each layer's attention bridge ``forward`` is
-  replaced, for the duration of the pass only, by a function that computes the same eager
-  attention (q/k/v projections, rotary embedding, GQA, ``softmax(q k^T * scale)`` in
-  float32, ``P v``) in tiles of query rows (about 4M scores per tile), feeding each tile to
-  the reductions. Layers that are not analysed use the same tiled computation, or PyTorch's
-  ``scaled_dot_product_attention`` with ``fast_other_layers=True`` (faster, but the residual
-  stream then differs from eager by float rounding). Memory: one tile and its ~3
-  temporaries plus the statistics; the model's own 4-D causal mask (``T x T`` bools) is
-  the only quadratic tensor left. It agrees with ``"exact"`` to float rounding (about
-  1e-7 here) and is faster, because the bridge's own eager forward builds several full
-  ``[batch, head, T, T]`` tensors per layer. It is supported for plain rotary attention
-  (Llama, Mistral, Qwen2-style: no QK-norm, soft-capping, sinks, sliding window or
-  gating); other architectures use ``"exact"``. The original ``forward`` is restored in a
-  ``finally`` block.
+  (plus the bridge's own scores and ~3 pattern-sized temporaries in the hook). Use it to
+  combine an analysis with your own TransformerLens hooks, which do not fire on the tiled
+  path.
 
-``"auto"`` takes ``"tiled"`` above `TILED_THRESHOLD` (512) tokens when supported. Both
-paths also return next-token entropies from the logits of the same pass (computed in row
-chunks; the logits themselves, ``batch x T x d_vocab`` floats, are the largest tensor of a
-long pass). On the tiled path, user hooks on the attention internals (``hook_pattern``,
-``hook_attn_scores``, ``hook_q``...) do not fire: pass ``path="exact"`` to combine an
-analysis with your own attention hooks.
+``"auto"`` (the default) takes ``"tiled"`` whenever the model supports it. Both paths also
+return next-token entropies from the logits of the same pass (computed in row chunks; the
+logits themselves, ``batch x T x d_vocab`` floats, are the largest tensor of a long pass).
+Memory of the statistics: ``O(layers x heads x T x (max_window + n_cuts))``.
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .._compat import (
-    attention_parts,
-    has_sliding_window,
-    is_plain_rotary_attention,
-    llama_rotary,
-    replaced_forwards,
-)
 from ..errors import WorkbenchError
+from ..models import sampler
+from . import interface
 from .metrics import HeadStats, StatsAccumulator
 
 __all__ = [
-    "TILED_THRESHOLD",
     "check_model",
     "collect",
     "collect_many",
     "entropy_from_logits",
     "tiled_supported",
 ]
-
-#: Sequences longer than this use the tiled path under ``path="auto"``.
-TILED_THRESHOLD = 512
-#: Target size (elements) of one tile of scores, ``heads x tile_rows x T``.
-_TILE_ELEMENTS = 1 << 22
 
 
 def check_model(model: Any) -> None:
@@ -122,100 +104,12 @@ def _select(pattern: Tensor, head_idx: list[int], n_heads: int) -> Tensor:
 
 
 def tiled_supported(model: Any) -> bool:
-    """Whether the tiled path can reproduce this model's attention exactly.
-
-    It must be plain rotary attention with a full causal mask in *every* layer: no
-    QK-norm, soft-capping, sinks, gating or sliding window (a sliding window, in any layer,
-    needs the model's real mask, which the tiled path does not apply).
-    """
+    """Whether the tiled path can analyse this bridge's model (see the module docstring)."""
     try:
-        blocks = list(model.blocks)
-        parts = [attention_parts(b.attn) for b in blocks]
-    except (AttributeError, IndexError, TypeError):
+        hf = sampler(model)
+    except WorkbenchError:
         return False
-    cfg = model.cfg
-    if not blocks or getattr(cfg, "positional_embedding_type", None) != "rotary":
-        return False
-    hf_config = getattr(getattr(model, "original_model", None), "config", None)
-    if hf_config is None or has_sliding_window(hf_config):
-        return False
-    if any(
-        getattr(cfg, a, False)
-        for a in (
-            "gated_q_proj",
-            "use_split_qkv_input",
-            "use_attn_in",
-            "use_attn_result",
-            "rotary_adjacent_pairs",
-            "rotary_interleaved_cos_sin",
-            "qk_norm_after_rope",
-        )
-    ):
-        return False
-    return all(_plain_rotary(b.attn, p) for b, p in zip(blocks, parts, strict=True))
-
-
-def _plain_rotary(attn: Any, parts: tuple[Any, ...]) -> bool:
-    oc, *linears = parts
-    if not all(isinstance(m, torch.nn.Linear) for m in linears):
-        return False
-    if any(
-        getattr(oc, a, None) is not None
-        for a in ("q_norm", "k_norm", "q_layernorm", "sinks", "attn_logit_softcapping")
-    ):
-        return False
-    if getattr(oc, "sliding_window", None):
-        return False
-    rope = getattr(getattr(oc, "config", None), "rope_parameters", None)
-    if isinstance(rope, dict) and rope.get("llama_4_scaling_beta") is not None:
-        return False
-    return is_plain_rotary_attention(attn)
-
-
-def _make_tiled_forward(
-    attn: Any, reduce, n_heads: int, tile_rows: int | None, fast_other_layers: bool
-):
-    """A replacement for one attention bridge's forward (see module docstring)."""
-    apply_rotary_pos_emb, repeat_kv = llama_rotary()
-    oc, wq, wk, wv, wo = attention_parts(attn)
-    head_dim = oc.head_dim
-    groups = getattr(oc, "num_key_value_groups", 1)
-    scaling = getattr(oc, "scaling", head_dim**-0.5)
-
-    def forward(*args: Any, **kwargs: Any) -> tuple[Tensor, None]:
-        hs = kwargs.pop("hidden_states") if "hidden_states" in kwargs else args[0]
-        cos, sin = kwargs["position_embeddings"]
-        b, t, _ = hs.shape
-        shape = (b, t, -1, head_dim)
-        q = wq(hs).view(shape).transpose(1, 2)
-        k = wk(hs).view(shape).transpose(1, 2)
-        v = wv(hs).view(shape).transpose(1, 2)
-        q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        if reduce is None and fast_other_layers:
-            out = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, scale=scaling, enable_gqa=groups > 1
-            )
-        else:
-            k = repeat_kv(k, groups)
-            v = repeat_kv(v, groups)
-            out = torch.empty_like(q)
-            rows = tile_rows or max(16, _TILE_ELEMENTS // max(1, n_heads * t))
-            for a in range(0, t, rows):
-                e = min(t, a + rows)
-                scores = torch.matmul(q[:, :, a:e], k[:, :, :e].transpose(-2, -1)) * scaling
-                # Only the tile's diagonal block has keys after the query.
-                above = torch.ones(e - a, e - a, dtype=torch.bool, device=q.device).triu_(1)
-                scores[..., a:e].masked_fill_(above, -math.inf)
-                p = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-                del scores
-                if reduce is not None:
-                    reduce(slice(a, e), p)
-                out[:, :, a:e] = torch.matmul(p, v[:, :, :e])
-                del p
-        out = out.transpose(1, 2).reshape(b, t, -1)
-        return wo(out), None
-
-    return forward
+    return interface.supported(hf)
 
 
 def collect(
@@ -239,8 +133,9 @@ def collect(
         heads: sorted ``(layer, head)`` pairs to reduce.
         max_window: diagonals to keep (largest WAAD window that can be recomputed).
         cuts: FAI cut distances to keep (see `metrics.DEFAULT_FAI_CUTS`).
-        path: ``"exact"`` (pattern hooks), ``"tiled"`` (query tiles, no full pattern) or
-            ``"auto"`` (tiled above `TILED_THRESHOLD` tokens when supported).
+        path: ``"tiled"`` (the registered attention function, query tiles, no full
+            pattern), ``"exact"`` (TransformerLens pattern hooks) or ``"auto"`` (tiled
+            when the model supports it).
         tile_rows: query rows per tile on the tiled path (default: about 4M scores).
         fast_other_layers: on the tiled path, run layers that are not analysed with
             ``scaled_dot_product_attention`` (faster; the residual stream then differs
@@ -304,12 +199,13 @@ def collect_many(
     t_max = max(lens)
     if path not in ("auto", "exact", "tiled"):
         raise WorkbenchError(f"path={path!r} is not a path", 'pass "auto", "exact" or "tiled"')
-    if path == "auto":
-        path = "tiled" if t_max > TILED_THRESHOLD and tiled_supported(model) else "exact"
+    auto = path == "auto"
+    if auto:
+        path = "tiled" if tiled_supported(model) else "exact"
     elif path == "tiled" and not tiled_supported(model):
         raise WorkbenchError(
-            f"the tiled path does not support this model's attention "
-            f"({type(model.blocks[0].attn).__name__})",
+            f"the tiled path does not support this model: {type(sampler(model)).__name__} "
+            "does not route its attention through transformers' attention interface",
             'use path="exact" (or "auto")',
         )
     device = next(model.parameters()).device
@@ -351,20 +247,34 @@ def collect_many(
         ]
         logits = model.run_with_hooks(inp, fwd_hooks=fwd_hooks, stop_at_layer=stop_at_layer)
     else:
-        forwards = {}
-        for layer, block in enumerate(model.blocks[:stop_at_layer]):
-            reduce = None
-            if layer in by_layer:
-                rows, idx = by_layer[layer]
+        reducers = {}
+        for layer, (rows, idx) in by_layer.items():
 
-                def reduce(r: slice, p: Tensor, rows=rows, idx=idx) -> None:
-                    feed(r, p, rows, idx)
+            def reduce(r: slice, p: Tensor, rows=rows, idx=idx) -> None:
+                feed(r, p, rows, idx)
 
-            forwards[block.attn] = _make_tiled_forward(
-                block.attn, reduce, n_heads * len(items), tile_rows, fast_other_layers
-            )
-        with replaced_forwards(forwards):
-            logits = model.run_with_hooks(inp, stop_at_layer=stop_at_layer)
+            reducers[layer] = reduce
+        hf = sampler(model)
+        stop_after = None if stop_at_layer is None else stop_at_layer - 1
+        logits = None
+        try:
+            with (
+                interface.analysis_pass(
+                    hf, reducers, stop_after=stop_after, tile_rows=tile_rows,
+                    fast_other_layers=fast_other_layers,
+                ),
+                contextlib.suppress(interface.StopPass),  # raised after the last analysed layer
+            ):  # fmt: skip
+                logits = hf(input_ids=inp, use_cache=False).logits
+        except interface.NotRouted:
+            if not auto:
+                raise
+            # Some layer bypasses the attention interface (an unusual config): the bridge's
+            # hooks see every layer.
+            return collect_many(
+                model, items, heads, max_window=max_window, cuts=cuts, path="exact",
+                pad_id=pad_id, entropy=entropy,
+            )  # fmt: skip
     out = []
     for i, acc in enumerate(accs):
         if entropy:

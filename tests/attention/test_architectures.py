@@ -1,0 +1,338 @@
+"""The architecture matrix: every metric against Hugging Face's own eager attention.
+
+For each architecture below, a tiny random checkpoint (2 layers, 4 query heads sharing 2
+key/value heads, d_model 32, the tiny reasoner's character tokenizer) is saved offline by
+conftest's ``make_toy`` and loaded with ``wb.load_model``. The reference is *not* the
+workbench's bridge: the same folder is loaded again with
+``AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager")`` and run with
+``output_attentions=True``; its float64 patterns (every layer and head) go through
+`reference_from_patterns`, and its logits give the entropies. So the reference applies each
+architecture's real attention: sliding-window masks per layer (``layer_types``), logit
+soft-capping, QK-norm, partial rotary, fused projections, absolute positions.
+
+Why: the tiled path once computed wrong numbers silently on sliding-window models (it
+applied a full causal mask), and the bridge's own pattern hooks are only as right as
+TransformerLens's reimplementation of each architecture. Both paths (``"exact"`` and
+``"tiled"``) must give head span, WAAD, FAI, Delta and entropy to 1e-5 (entropy relative
+1e-4), NaNs in the same places, and the same head classes and token sets, with the
+analysis FAI horizon ``(0, None)`` and the RL one ``(10, 100)``.
+
+Each case runs on a trace shorter than 512 tokens but longer than the sliding window (100)
+and one longer than 512 (600), both from seeded random
+token ids with the response starting at 20% of the length. A wrong number or a refusal
+always fails; only a clear `WorkbenchError` from ``wb.load_model`` (TransformerLens cannot
+bridge the architecture) would be recorded as an expected failure.
+
+Weights are drawn with ``initializer_range=0.2`` (not the configs' 0.02) so that attention
+is far from uniform: scores of order one make soft-capping, QK-norm or a wrong scale visible
+at 1e-5 (`test_softcap_changes_the_reference` checks that for soft-capping).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import transformers
+
+import workbench as wb
+from workbench.attention import engine
+from workbench.attention.metrics import DEFAULT_FAI_CUTS
+from workbench.attention.reference import reference_from_patterns
+from workbench.errors import WorkbenchError
+from workbench.models import sampler
+
+pytestmark = pytest.mark.slow
+
+WINDOW = 16  # the sliding window of every case that has one
+LENGTHS = {"short": 100, "long": 600}  # < 512 (but > WINDOW) and > 512 tokens
+HORIZONS = {"analysis": (0, None), "rl": (10, 100)}
+PATHS = ("exact", "tiled")
+COMMON = dict(max_position_embeddings=1024, initializer_range=0.2)
+FULL, SLIDING = "full_attention", "sliding_attention"
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One case of the matrix: a config and model class of transformers, the overrides
+    given to ``make_toy``, and the intended attention type of each of the two layers."""
+
+    id: str
+    config: str
+    model: str
+    layers: tuple[str, str]
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+LLAMA3_ROPE = dict(
+    rope_type="llama3",
+    rope_theta=500000.0,
+    factor=8.0,
+    low_freq_factor=1.0,
+    high_freq_factor=4.0,
+    # Small, so the llama3 frequency scaling changes some of head_dim 8's frequencies.
+    original_max_position_embeddings=64,
+)
+# Gemma scales scores by query_pre_attn_scalar ** -0.5, not head_dim ** -0.5: 16 keeps the two
+# apart (a path using head_dim would fail) while scores stay large enough for the cap to bite.
+GEMMA = dict(head_dim=8, sliding_window=WINDOW, query_pre_attn_scalar=16)
+# GPT-2 and GPT-NeoX have no grouped key/value heads: drop make_toy's num_key_value_heads=2,
+# which their configs would keep as a stray attribute (Hugging Face ignores it; the bridge
+# would read it and reshape keys to 2 heads).
+NO_GQA = {"num_key_value_heads": None}
+
+ARCHS = [
+    Arch(
+        "llama3",
+        "LlamaConfig",
+        "LlamaForCausalLM",
+        (FULL, FULL),
+        dict(rope_parameters=LLAMA3_ROPE, tie_word_embeddings=True),
+    ),
+    Arch(
+        "qwen2-full", "Qwen2Config", "Qwen2ForCausalLM", (FULL, FULL), {"use_sliding_window": False}
+    ),
+    Arch(
+        "qwen2-all-sliding",
+        "Qwen2Config",
+        "Qwen2ForCausalLM",
+        (SLIDING, SLIDING),
+        dict(use_sliding_window=True, sliding_window=WINDOW, max_window_layers=0),
+    ),
+    Arch(
+        "qwen2-full-then-sliding",
+        "Qwen2Config",
+        "Qwen2ForCausalLM",
+        (FULL, SLIDING),
+        dict(use_sliding_window=True, sliding_window=WINDOW, max_window_layers=1),
+    ),
+    Arch("qwen3", "Qwen3Config", "Qwen3ForCausalLM", (FULL, FULL), {"head_dim": 8}),
+    Arch(
+        "mistral-sliding",
+        "MistralConfig",
+        "MistralForCausalLM",
+        (SLIDING, SLIDING),
+        {"sliding_window": WINDOW},
+    ),
+    Arch(
+        "gemma2-softcap",
+        "Gemma2Config",
+        "Gemma2ForCausalLM",
+        (SLIDING, FULL),
+        dict(GEMMA, attn_logit_softcapping=5.0),
+    ),
+    Arch(
+        "gemma2-no-softcap",
+        "Gemma2Config",
+        "Gemma2ForCausalLM",
+        (SLIDING, FULL),
+        dict(GEMMA, attn_logit_softcapping=None),
+    ),
+    Arch(
+        "gemma2-full-then-sliding",
+        "Gemma2Config",
+        "Gemma2ForCausalLM",
+        (FULL, SLIDING),
+        dict(GEMMA, attn_logit_softcapping=5.0, layer_types=[FULL, SLIDING]),
+    ),
+    Arch("gemma3-sliding", "Gemma3TextConfig", "Gemma3ForCausalLM", (SLIDING, SLIDING), GEMMA),
+    Arch(
+        "gemma3-full-then-sliding",
+        "Gemma3TextConfig",
+        "Gemma3ForCausalLM",
+        (FULL, SLIDING),
+        dict(GEMMA, layer_types=[FULL, SLIDING]),
+    ),
+    Arch("phi3", "Phi3Config", "Phi3ForCausalLM", (FULL, FULL)),
+    Arch("gpt2", "GPT2Config", "GPT2LMHeadModel", (FULL, FULL), NO_GQA),
+    Arch("gpt-neox", "GPTNeoXConfig", "GPTNeoXForCausalLM", (FULL, FULL), NO_GQA),
+    Arch("olmo2", "Olmo2Config", "Olmo2ForCausalLM", (FULL, FULL)),
+]
+BY_ID = {a.id: a for a in ARCHS}
+ARCH_IDS = [a.id for a in ARCHS]
+
+
+# --- comparison (as in test_attention_models.py) -------------------------------------------
+
+# Entropy: float32 logits through different attention kernels differ by ~1e-6 relative.
+ENTROPY_TOL = dict(atol=1e-5, rtol=1e-4)
+
+
+def close(field_: str, a, b, atol: float = 1e-5, rtol: float = 1e-5) -> None:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    assert a.shape == b.shape, f"{field_}: shape {a.shape} != {b.shape}"
+    assert np.array_equal(np.isnan(a), np.isnan(b)), f"{field_}: NaNs in different places"
+    ok = ~np.isnan(a)
+    np.testing.assert_allclose(a[ok], b[ok], atol=atol, rtol=rtol, err_msg=field_)
+
+
+def assert_matches_reference(a, ref: dict[str, Any]) -> None:
+    for f in ["head_span", "waad", "fai", "delta", "entropy"]:
+        close(f, getattr(a, f).numpy(), ref[f], **(ENTROPY_TOL if f == "entropy" else {}))
+    close("receiver_kurtosis", a.receiver_kurtosis.numpy(), ref["receiver_kurtosis"], 1e-4, 1e-4)
+    for f in ["local_heads", "global_heads", "preplan", "anchors", "dominated", "intro"]:
+        assert getattr(a, f) == ref[f], f
+
+
+# --- fixtures: one checkpoint per case, one Hugging Face pass per (case, trace) --------------
+
+
+@pytest.fixture(scope="module")
+def toys(make_toy):
+    """``toys(arch_id)``: the bridge of that case's checkpoint, or the `WorkbenchError` that
+    ``wb.load_model`` raised (built once per module)."""
+    cache: dict[str, Any] = {}
+
+    def get(arch_id: str):
+        if arch_id not in cache:
+            arch = BY_ID[arch_id]
+            config_class = getattr(transformers, arch.config)
+            model_class = getattr(transformers, arch.model)
+            try:
+                cache[arch_id] = make_toy(config_class, model_class, **COMMON, **arch.overrides)
+            except WorkbenchError as e:
+                cache[arch_id] = e
+        return cache[arch_id]
+
+    return get
+
+
+def _bridge(toys, arch_id: str):
+    model = toys(arch_id)
+    if isinstance(model, WorkbenchError):
+        pytest.xfail(f"wb.load_model refuses {arch_id}: {model.problem}")
+    return model
+
+
+@pytest.fixture(scope="module")
+def traces():
+    """``{length name: Trace}``: seeded random ids (bos first), prompt = 20% of the length."""
+    from workbench.tiny.tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    gen = torch.Generator().manual_seed(0)
+    out = {}
+    for name, n in LENGTHS.items():
+        ids = torch.randint(4, len(tok), (n,), generator=gen)
+        ids[0] = tok.bos_token_id
+        tokens = tok.convert_ids_to_tokens(ids.tolist())
+        out[name] = wb.Trace(ids=ids, tokens=tokens, prompt_len=n // 5, text="")
+    return out
+
+
+@pytest.fixture(scope="module")
+def hf_runs(toys, traces):
+    """``hf_runs(arch_id, length)``: ``(patterns, entropy)`` from Hugging Face eager attention
+    on that case's folder: ``{(layer, head): [query_pos, key_pos]}`` float64 patterns and the
+    float64 entropy of the distribution that produced each response token (NaN elsewhere)."""
+    cache: dict[tuple[str, str], Any] = {}
+
+    @torch.no_grad()
+    def get(arch_id: str, length: str):
+        key = (arch_id, length)
+        if key not in cache:
+            folder = sampler(_bridge(toys, arch_id)).config._name_or_path
+            hf = transformers.AutoModelForCausalLM.from_pretrained(
+                folder, attn_implementation="eager", dtype=torch.float32
+            ).eval()
+            trace = traces[length]
+            out = hf(trace.ids[None], output_attentions=True)
+            patterns = {
+                (layer, h): att[0, h].double().numpy()
+                for layer, att in enumerate(out.attentions)
+                for h in range(att.shape[1])
+            }
+            n = len(trace)
+            entropy = np.full(n, np.nan)
+            logp = torch.log_softmax(out.logits[0].double(), -1)
+            ent = -(logp.exp() * logp).sum(-1).numpy()
+            entropy[trace.prompt_len :] = ent[trace.prompt_len - 1 : n - 1]
+            cache[key] = (patterns, entropy)
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def references(hf_runs, traces):
+    """``references(arch_id, length, horizon)``: `reference_from_patterns` of the HF run."""
+    cache: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+    def get(arch_id: str, length: str, horizon: str):
+        key = (arch_id, length, horizon)
+        if key not in cache:
+            patterns, entropy = hf_runs(arch_id, length)
+            n_layers = 1 + max(layer for layer, _ in patterns)
+            n_heads = 1 + max(h for _, h in patterns)
+            cache[key] = reference_from_patterns(
+                patterns,
+                traces[length].prompt_len,
+                n_layers=n_layers,
+                n_heads=n_heads,
+                entropy=entropy,
+                window=10,
+                fai_horizon=HORIZONS[horizon],
+            )
+        return cache[key]
+
+    return get
+
+
+# --- the matrix ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("horizon", list(HORIZONS))
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("length", list(LENGTHS))
+@pytest.mark.parametrize("arch_id", ARCH_IDS)
+def test_metrics_match_hf_eager(toys, traces, references, arch_id, length, path, horizon):
+    model = _bridge(toys, arch_id)
+    ref = references(arch_id, length, horizon)
+    a = wb.analyze(
+        model, traces[length], layers="all", path=path, window=10, fai_horizon=HORIZONS[horizon]
+    )
+    assert_matches_reference(a, ref)
+
+
+@pytest.mark.parametrize(
+    "arch_id", [a for a in ARCH_IDS if SLIDING in BY_ID[a].layers or "softcap" in a]
+)
+def test_small_tiles_cross_the_window_exactly(toys, traces, arch_id):
+    """Tiles of 7 query rows cut through every sliding window and every soft-capped row:
+    the tiled path's statistics still equal the exact path's (which matches HF above)."""
+    model = _bridge(toys, arch_id)
+    tr = traces["short"]
+    heads = [(layer, h) for layer in range(2) for h in range(4)]
+    kw = dict(max_window=WINDOW + 4, cuts=DEFAULT_FAI_CUTS)
+    s1, e1 = engine.collect(model, tr.ids, tr.prompt_len, heads, path="exact", **kw)
+    s2, e2 = engine.collect(model, tr.ids, tr.prompt_len, heads, path="tiled", tile_rows=7, **kw)
+    for f in ["rowsum", "dist", "band", "cut_sums"]:
+        close(f, getattr(s1, f).numpy(), getattr(s2, f).numpy())
+    close("entropy", e1.numpy(), e2.numpy(), **ENTROPY_TOL)
+
+
+@pytest.mark.parametrize("arch_id", ARCH_IDS)
+def test_case_has_the_intended_layer_types(toys, hf_runs, arch_id):
+    """The matrix covers what it claims: in Hugging Face's own patterns, a sliding layer
+    gives no weight to keys ``WINDOW`` or more tokens back, and a full layer does."""
+    patterns, _ = hf_runs(arch_id, "short")
+    n = next(iter(patterns.values())).shape[0]
+    far = np.tril(np.ones((n, n), dtype=bool), -WINDOW)  # t - s >= WINDOW
+    for layer, kind in enumerate(BY_ID[arch_id].layers):
+        weight = max(float(patterns[layer, h][far].max()) for h in range(4))
+        if kind == SLIDING:
+            assert weight == 0.0, f"layer {layer} is not sliding"
+        else:
+            assert weight > 1e-3, f"layer {layer} looks sliding"
+
+
+def test_softcap_changes_the_reference(references):
+    """Soft-capping moves the metrics far beyond the tolerance, so a path that ignored it
+    would fail the matrix (same seed, same weights: only the cap differs)."""
+    capped = references("gemma2-softcap", "short", "analysis")
+    plain = references("gemma2-no-softcap", "short", "analysis")
+    for f in ["head_span", "waad", "fai"]:
+        assert np.nanmax(np.abs(capped[f] - plain[f])) > 1e-3, f

@@ -1,0 +1,217 @@
+"""The workbench's attention function, registered with transformers' AttentionInterface.
+
+During an analysis pass the plain Hugging Face model (the one behind the bridge, see
+`workbench.models.sampler`) runs with ``attn_implementation="workbench"``. Its attention
+layers then call `attention` with what every architecture really uses: queries and keys
+after rotary embeddings and q/k norms, the real mask (sliding windows included), the
+scaling, and extras such as the logit soft-cap or attention sinks. `attention` computes
+eager attention exactly, in tiles of query rows, hands each tile of probabilities
+``[batch, head_index, query_tile, key_pos]`` to the pass's reducer for that layer, and
+returns the attention output, so no ``T x T`` map ever exists.
+
+Exactness: each tile is ``softmax(softcap(q k^T * scaling) + mask)`` in float32, the same
+operations, in the same order, as transformers' eager attention; keys after a query are
+skipped (every model here is causal). Memory beyond the model: one tile of scores and
+probabilities (about ``4M`` elements) and the mask transformers builds (None for plain
+causal attention; a ``[batch, 1, T, T]`` boolean mask for sliding windows).
+
+Layers that are not analysed use the same computation, or transformers' sdpa with
+``fast_other_layers=True`` (faster; float rounding then differs from eager).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from .._compat import (
+    attention_implementation,
+    register_attention,
+    sdpa_attention,
+    supports_attention_interface,
+)
+from ..errors import WorkbenchError
+
+__all__ = ["NAME", "NotRouted", "StopPass", "analysis_pass", "attention", "supported"]
+
+#: The name the function is registered under.
+NAME = "workbench"
+#: Target size (elements) of one tile of scores, ``batch x heads x tile_rows x T``.
+TILE_ELEMENTS = 1 << 22
+
+Reducer = Callable[[slice, Float[Tensor, "batch head_index query_pos key_pos"]], None]
+
+
+class StopPass(Exception):
+    """Raised inside the forward pass once the last analysed layer is done."""
+
+
+class NotRouted(WorkbenchError):
+    """An analysed layer's attention never reached the workbench's function."""
+
+
+@dataclass
+class _Pass:
+    reducers: dict[int, Reducer]
+    stop_after: int | None
+    tile_rows: int | None
+    fast_other_layers: bool
+    seen: set[int] = field(default_factory=set)
+
+
+_ACTIVE: contextvars.ContextVar[_Pass | None] = contextvars.ContextVar("workbench_pass")
+_REGISTERED = False
+
+
+def supported(hf_model: Any) -> bool:
+    """Whether `hf_model` routes attention through transformers' AttentionInterface."""
+    return supports_attention_interface(hf_model)
+
+
+def _register() -> None:
+    global _REGISTERED
+    if not _REGISTERED:
+        register_attention(NAME, attention)
+        _REGISTERED = True
+
+
+@contextlib.contextmanager
+def analysis_pass(
+    hf_model: Any,
+    reducers: dict[int, Reducer],
+    *,
+    stop_after: int | None = None,
+    tile_rows: int | None = None,
+    fast_other_layers: bool = False,
+) -> Iterator[None]:
+    """Run `hf_model`'s forward passes inside the block through `attention`.
+
+    Args:
+        hf_model: a plain Hugging Face causal LM (not one wrapped by TransformerLens).
+        reducers: ``{layer: reduce(rows, probs)}``; ``probs`` is ``[batch head_index
+            query_tile key_pos]`` for the query positions ``rows``.
+        stop_after: raise `StopPass` when a later layer's attention is reached (the caller
+            catches it): the rest of the model never runs.
+        tile_rows: query rows per tile (default: about `TILE_ELEMENTS` scores per tile).
+        fast_other_layers: layers without a reducer use sdpa.
+
+    Raises:
+        NotRouted: after the block, if an analysed layer's attention never came through.
+    """
+    _register()
+    run = _Pass(dict(reducers), stop_after, tile_rows, fast_other_layers)
+    previous = attention_implementation(hf_model)
+    was_training = hf_model.training
+    token = _ACTIVE.set(run)
+    hf_model.set_attn_implementation(NAME)
+    hf_model.eval()
+    try:
+        yield
+    finally:
+        hf_model.set_attn_implementation(previous)
+        hf_model.train(was_training)
+        _ACTIVE.reset(token)
+    missing = sorted(set(run.reducers) - run.seen)
+    if missing:
+        raise NotRouted(
+            f"the attention of layer(s) {missing} of {type(hf_model).__name__} did not go "
+            "through transformers' attention interface, so the tiled path cannot analyse it",
+            'use path="exact" (TransformerLens hooks on the bridge)',
+        )
+
+
+def attention(
+    module: Any,
+    query: Float[Tensor, "batch head_index query_pos d_head"],
+    key: Float[Tensor, "batch kv_head key_pos d_head"],
+    value: Float[Tensor, "batch kv_head key_pos d_value"],
+    attention_mask: Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    softcap: float | None = None,
+    s_aux: Tensor | None = None,
+    **kwargs: Any,
+) -> tuple[Float[Tensor, "batch query_pos head_index d_value"], None]:
+    """Exact eager attention in query tiles, feeding the active pass's reducer.
+
+    ``A = softmax(softcap(q k^T * scaling) + mask)`` per head (float32), with key/value
+    heads shared by ``head_index // (heads / kv_heads)`` (grouped-query attention) and,
+    when the model has attention sinks (``s_aux``), one extra logit per head that takes
+    probability mass and is then dropped, as in transformers' eager attention.
+
+    Returns:
+        ``(output [batch query_pos head_index d_value], None)``.
+    """
+    del dropout, kwargs  # analysis passes run in eval mode
+    run = _ACTIVE.get(None)
+    layer = getattr(module, "layer_idx", None)
+    if run is None or layer is None:
+        raise WorkbenchError(
+            f"the workbench's attention function ran outside an analysis pass (layer {layer})",
+            "let workbench.attention.engine run it (wb.analyze), or reload the model",
+        )
+    if run.stop_after is not None and layer > run.stop_after:
+        raise StopPass
+    run.seen.add(layer)
+    reduce = run.reducers.get(layer)
+    if reduce is None and run.fast_other_layers and softcap is None and s_aux is None:
+        return sdpa_attention()(module, query, key, value, attention_mask, scaling=scaling)
+    return _tiled(query, key, value, attention_mask, scaling, softcap, s_aux, reduce, run)
+
+
+def _tiled(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    mask: Tensor | None,
+    scaling: float | None,
+    softcap: float | None,
+    sinks: Tensor | None,
+    reduce: Reducer | None,
+    run: _Pass,
+) -> tuple[Tensor, None]:
+    b, h, tq, d = query.shape
+    kv, tk = key.shape[1], key.shape[2]
+    groups = h // kv
+    scale = d**-0.5 if scaling is None else scaling
+    offset = tk - tq  # absolute position of query row 0
+    out = torch.empty(b, h, tq, value.shape[-1], dtype=value.dtype, device=value.device)
+    rows = run.tile_rows or max(16, TILE_ELEMENTS // max(1, b * h * tk))
+    low = torch.finfo(torch.float32).min
+    for a in range(0, tq, rows):
+        e = min(tq, a + rows)
+        n, end = e - a, offset + e  # keys after the tile's last query are never attended
+        # Grouped-query attention without copying K/V: the g query heads of one key/value
+        # head become g * n rows of one product.
+        q = query[:, :, a:e].reshape(b, kv, groups * n, d)
+        scores = (torch.matmul(q, key[:, :, :end].transpose(-1, -2)) * scale).view(b, h, n, end)
+        scores = scores.float()
+        if softcap is not None:
+            scores = torch.tanh(scores / softcap) * softcap
+        if mask is None:
+            above = torch.ones(n, n, dtype=torch.bool, device=scores.device).triu_(1)
+            scores[..., offset + a : end].masked_fill_(above, low)
+        elif mask.dtype == torch.bool:
+            scores.masked_fill_(~mask[:, :, a:e, :end], low)
+        else:
+            scores = scores + mask[:, :, a:e, :end]
+        if sinks is not None:
+            sink = sinks.float().reshape(1, h, 1, 1).expand(b, h, n, 1)
+            both = torch.cat([scores, sink], dim=-1)
+            probs = torch.softmax(both - both.amax(-1, keepdim=True), dim=-1)[..., :-1]
+        else:
+            probs = torch.softmax(scores, dim=-1)
+        del scores
+        if reduce is not None:
+            reduce(slice(offset + a, end), probs)
+        p = probs.to(value.dtype).reshape(b, kv, groups * n, end)
+        out[:, :, a:e] = torch.matmul(p, value[:, :, :end]).view(b, h, n, -1)
+        del probs, p
+    return out.transpose(1, 2).contiguous(), None
