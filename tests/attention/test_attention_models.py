@@ -227,16 +227,17 @@ def test_fast_other_layers_and_support_check(smol, trace):
 
 @pytest.mark.parametrize("path", ["exact", "tiled"])
 def test_without_entropy_the_pass_stops_after_the_last_layer(smol, trace, path):
-    ran = []
+    ran = set()
     # The exact path runs the bridge, the tiled path the plain model behind it.
     hf = sampler(smol)
     handles = []
     if path == "tiled":
-        for module in [hf.model.layers[18], hf.lm_head]:
-            handles.append(module.register_forward_hook(lambda m, i, o: ran.append(m)))
+        for name, module in [("block 18", hf.model.layers[18]), ("unembed", hf.lm_head)]:
+            hook = lambda m, i, o, name=name: ran.add(name)  # noqa: E731
+            handles.append(module.register_forward_hook(hook))
     else:
         for name in ["blocks.18.mlp.hook_out", "unembed.hook_out"]:
-            smol.add_hook(name, lambda x, hook: ran.append(hook.name))
+            smol.add_hook(name, lambda x, hook: ran.add(hook.name))
     try:
         full = wb.analyze(smol, trace, layers=[4, 17], path=path)
         assert len(ran) == 2, "the full pass runs block 18 and the unembedding"
@@ -259,3 +260,33 @@ def test_without_entropy_the_pass_stops_after_the_last_layer(smol, trace, path):
     for s in ["coupled", "entropy"]:
         g = wb.gamma_many(smol, [trace], s, layers=[4, 17], fai_horizon=(0, None))
         assert torch.equal(g[0], full.gamma(s))
+
+
+def test_a_long_traces_logits_never_exist_all_at_once(smol):
+    """The tiled path lets the output layer run on a few probe rows and computes the
+    entropies from the hidden states in chunks: at T = 32768 the full logits alone would
+    be 6.4 GB."""
+    torch.manual_seed(0)
+    ids = torch.randint(100, 40000, (700,))
+    long = wb.Trace(ids=ids, tokens=["x"] * 700, prompt_len=100, text="")
+    rows = []
+    handle = sampler(smol).lm_head.register_forward_hook(lambda m, i, o: rows.append(o.shape[-2]))
+    try:
+        tiled = wb.analyze(smol, long, layers=[0], path="tiled")
+    finally:
+        handle.remove()
+    # The model's probe rows, the tap's check of them, then 600 response rows in chunks.
+    probe = engine._OutputTap.PROBE
+    assert rows[:2] == [probe, probe] and max(rows) <= 256 and sum(rows[2:]) == 600
+    exact = wb.analyze(smol, long, layers=[0], path="exact")
+    close(tiled.entropy.numpy(), exact.entropy.numpy(), **ENTROPY_TOL)
+
+
+def test_an_unknown_output_transform_falls_back_to_the_models_logits(smol, trace, monkeypatch):
+    """If the model transforms its logits in a way the tap does not reproduce, the probe
+    rows disagree and the entropies come from the model's own logits, never the tap's."""
+    right = wb.analyze(smol, trace, layers=[0], path="tiled")
+    real = engine._OutputTap.logits
+    monkeypatch.setattr(engine._OutputTap, "logits", lambda self, h: 2 * real(self, h))
+    fallback = wb.analyze(smol, trace, layers=[0], path="tiled")
+    close(fallback.entropy.numpy(), right.entropy.numpy(), **ENTROPY_TOL)

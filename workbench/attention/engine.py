@@ -83,6 +83,71 @@ def _entropy(logits: Tensor, n_pos: int, prompt_len: int) -> Tensor:
     return ent
 
 
+class _OutputTap:
+    """Keeps the final hidden states and lets the output layer run on `PROBE` rows only.
+
+    The ``batch x T x d_vocab`` logits (6.4 GB for SmolLM2 at T = 32768) then never exist:
+    entropies are computed from the kept hidden states in row chunks (`logits`). The
+    model's own logits of the probe rows check that `logits` reproduces everything the
+    model does after its output layer (a final soft-cap is known; anything else is
+    detected, and the caller falls back to a plain forward pass for the logits).
+    """
+
+    PROBE = 4
+
+    def __init__(self, hf_model: Any):
+        self.head = hf_model.get_output_embeddings()
+        config = hf_model.config
+        self.cap = getattr(config, "final_logit_softcapping", None)
+        self.hidden: Tensor | None = None
+        self._handle = None
+
+    def __enter__(self) -> _OutputTap:
+        if self.head is not None:
+            self._handle = self.head.register_forward_pre_hook(self._pre)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+
+    def _pre(self, module: Any, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        hidden = args[0] if args else None
+        if self.hidden is not None or not isinstance(hidden, Tensor) or hidden.dim() != 3:
+            return None
+        self.hidden = hidden
+        return (hidden[:, : self.PROBE], *args[1:])
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """The model's final logits for rows of final hidden states (float32)."""
+        out = self.head(hidden).float()
+        if self.cap:
+            out = torch.tanh(out / self.cap) * self.cap
+        return out
+
+    def reproduces(self, model_logits: Tensor | None) -> bool:
+        """Whether `logits` gives the model's own logits for the probe rows."""
+        if self.hidden is None or model_logits is None:
+            return False
+        n = model_logits.shape[1]
+        if n != min(self.PROBE, self.hidden.shape[1]):
+            return False
+        mine = self.logits(self.hidden[:, :n])
+        return torch.allclose(mine, model_logits.float(), rtol=1e-5, atol=1e-5)
+
+    def entropy(self, item: int, n_pos: int, prompt_len: int, chunk: int = 256) -> Tensor:
+        """`_entropy` for one sequence of the batch, from its hidden states."""
+        ent = torch.full((n_pos,), float("nan"), dtype=torch.float64)
+        rows = self.hidden[item, prompt_len - 1 : n_pos - 1]
+        ent[prompt_len:] = torch.cat(
+            [
+                entropy_from_logits(self.logits(rows[a : a + chunk]))
+                for a in range(0, rows.shape[0], chunk)
+            ]
+        )
+        return ent
+
+
 def _layer_rows(heads: list[tuple[int, int]]) -> dict[int, tuple[slice, list[int]]]:
     """For each layer: the accumulator rows of its heads and their head indices."""
     out: dict[int, tuple[slice, list[int]]] = {}
@@ -233,6 +298,7 @@ def collect_many(
             stop = min(r.stop, n)
             acc.add(slice(r.start, stop), sel[i, :, : stop - r.start, :stop], rows)
 
+    tap: Any = None  # the tiled path's `_OutputTap`, when it computes the entropies
     if path == "exact":
 
         def make_hook(rows: slice, head_idx: list[int]):
@@ -257,6 +323,7 @@ def collect_many(
         hf = sampler(model)
         stop_after = None if stop_at_layer is None else stop_at_layer - 1
         logits = None
+        tap = _OutputTap(hf) if entropy else contextlib.nullcontext()
         try:
             with (
                 interface.analysis_pass(
@@ -264,6 +331,7 @@ def collect_many(
                     fast_other_layers=fast_other_layers,
                 ),
                 contextlib.suppress(interface.StopPass),  # raised after the last analysed layer
+                tap,
             ):  # fmt: skip
                 logits = hf(input_ids=inp, use_cache=False).logits
         except interface.NotRouted:
@@ -275,9 +343,17 @@ def collect_many(
                 model, items, heads, max_window=max_window, cuts=cuts, path="exact",
                 pad_id=pad_id, entropy=entropy,
             )  # fmt: skip
+        if entropy and not tap.reproduces(logits):
+            if tap.hidden is not None:
+                # An output transform the tap does not know (its probe rows disagree with the
+                # model's): take the logits from a plain forward pass of the same weights.
+                logits = hf(input_ids=inp, use_cache=False).logits
+            tap = None  # else the output layer was never seen, and full logits came back
     out = []
     for i, acc in enumerate(accs):
-        if entropy:
+        if entropy and isinstance(tap, _OutputTap):
+            ent = tap.entropy(i, lens[i], items[i][1])
+        elif entropy:
             ent = _entropy(logits[i : i + 1], lens[i], items[i][1])
         else:
             ent = torch.full((lens[i],), float("nan"), dtype=torch.float64)
