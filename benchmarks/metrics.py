@@ -9,7 +9,12 @@ sequence lengths T:
 - ``naive``:   ``run_with_cache`` of every layer's pattern, then full-matrix metrics
                (span, WAAD, FAI per head) -- only where it fits in memory;
 - ``analyze``: ``wb.analyze(model, trace, layers="all")`` (the tiled path: the workbench's
-               registered attention function, exact eager attention in query tiles).
+               registered attention function, exact eager attention in query tiles);
+- ``sdpa-middle``: the sdpa forward pass through the RL credit layers only (it stops after
+               the last of the five middle layers, layer 20 of 30);
+- ``credit``:  the RL credit pass, ``wb.gamma_many(model, [trace], "coupled",
+               layers="middle")`` (FAI horizon (10, 100), no entropy, so it stops after
+               layer 20 too). Compare it with ``sdpa-middle``.
 
 Each (configuration, T) runs in its own subprocess, so its peak resident memory
 (``ru_maxrss``, which includes the loaded model) is its own. Times exclude model loading
@@ -24,6 +29,7 @@ versions and git commit, `workbench.provenance`), which ``--json`` records too. 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -33,7 +39,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-CONFIGS = ("sdpa", "bridge", "naive", "analyze")
+CONFIGS = ("sdpa", "bridge", "naive", "analyze", "sdpa-middle", "credit")
 #: Largest T for the naive way (at 2048 it needs ~16.5 GB; at 4096 it cannot run in 24 GB).
 NAIVE_MAX = 1024
 #: Largest T for the plain eager bridge forward (its [9, T, T] scores and softmax copies
@@ -53,17 +59,34 @@ def _child(config: str, n: int, threads: int | None) -> dict:
     torch.manual_seed(0)
     ids = torch.randint(100, 40000, (n,))
     prompt_len = max(1, n // 8)
-    if config == "sdpa":
+    if config in ("sdpa", "sdpa-middle"):
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(
             wb.models.model_path("smollm2-135m"), attn_implementation="sdpa", dtype=torch.float32
         ).eval()
         assert model.config._attn_implementation == "sdpa"
+        if config == "sdpa-middle":
+            # Stop where the credit pass stops: before the block after the last middle layer.
+            after = max(wb.middle_layers(model.config.num_hidden_layers)) + 1
 
-        def run(x):
-            with torch.no_grad():
-                return model(x[None]).logits
+            class Stop(Exception):
+                pass
+
+            def stop(module, args):
+                raise Stop
+
+            model.model.layers[after].register_forward_pre_hook(stop)
+
+            def run(x):
+                with torch.no_grad(), contextlib.suppress(Stop):
+                    model(x[None])
+
+        else:
+
+            def run(x):
+                with torch.no_grad():
+                    return model(x[None]).logits
     else:
         model = wb.load_model("smollm2-135m", device="cpu")
         if config == "bridge":
@@ -73,6 +96,11 @@ def _child(config: str, n: int, threads: int | None) -> dict:
                     return model(x[None])
         elif config == "naive":
             run = _naive_runner(model)
+        elif config == "credit":
+
+            def run(x):
+                tr = wb.Trace(ids=x, tokens=["x"] * len(x), prompt_len=max(1, len(x) // 8), text="")
+                return wb.gamma_many(model, [tr], "coupled", layers="middle")
         else:
 
             def run(x):
@@ -174,6 +202,7 @@ def main() -> None:
                 flush=True,
             )
     print()
+    # "x sdpa": against the sdpa forward of the same layers (sdpa-middle for the credit pass).
     print("| T | config | seconds | x bridge | x sdpa | peak RSS (GB) |")
     print("|---|---|---|---|---|---|")
     for n in lengths:
@@ -183,7 +212,8 @@ def main() -> None:
                 continue
             r = rows[config]
             xb = f"{r['seconds'] / rows['bridge']['seconds']:.2f}" if "bridge" in rows else "-"
-            xs = f"{r['seconds'] / rows['sdpa']['seconds']:.2f}" if "sdpa" in rows else "-"
+            base = "sdpa-middle" if config in ("credit", "sdpa-middle") else "sdpa"
+            xs = f"{r['seconds'] / rows[base]['seconds']:.2f}" if base in rows else "-"
             print(f"| {n} | {config} | {r['seconds']:.2f} | {xb} | {xs} | {r['peak_rss_gb']:.2f} |")
     if args.json:
         with open(args.json, "w") as f:
