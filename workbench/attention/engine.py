@@ -19,8 +19,9 @@ Two paths compute the same `HeadStats` (see `workbench.attention.metrics`):
   path.
 
 ``"auto"`` (the default) takes ``"tiled"`` whenever the model supports it. Both paths also
-return next-token entropies from the logits of the same pass (computed in row chunks; the
-logits themselves, ``batch x T x d_vocab`` floats, are the largest tensor of a long pass).
+return next-token entropies from the same pass. On the tiled path they come from the final
+hidden states in chunks of rows (`_OutputTap`), so the ``batch x T x d_vocab`` logits never
+exist; on the exact path the bridge returns them whole, the largest tensor of a long pass.
 Memory of the statistics: ``O(layers x heads x T x (max_window + n_cuts))``.
 """
 
