@@ -103,3 +103,42 @@ def test_make_test_latest_lets_the_untested_version_warning_through(fresh_check,
     with pytest.warns(_compat.UntestedVersionWarning) as record:
         _compat.check_versions()
     assert str(record[0].message).startswith(prefix)
+
+
+def test_a_layer_that_never_reaches_the_function_is_an_error_not_numbers(toy_llama):
+    from workbench.attention import interface
+    from workbench.models import sampler
+
+    hf = sampler(toy_llama)
+    noop = lambda rows, probs: None  # noqa: E731
+    with (
+        pytest.raises(interface.NotRouted, match=r"(?s)layer\(s\) \[5\].*path=\"exact\""),
+        interface.analysis_pass(hf, {0: noop, 5: noop}),
+    ):
+        hf(input_ids=torch.arange(3, 20)[None])
+
+
+def test_auto_falls_back_to_the_bridge_hooks_when_a_layer_bypasses_the_function(
+    toy_llama, monkeypatch
+):
+    import contextlib
+
+    import workbench as wb
+    from workbench.attention import interface
+
+    ids = torch.arange(3, 40)
+    trace = wb.Trace(ids=ids, tokens=["x"] * len(ids), prompt_len=10, text="")
+    exact = wb.analyze(toy_llama, trace, path="exact")
+    real = interface.analysis_pass
+
+    @contextlib.contextmanager
+    def bypassed(*args, **kwargs):
+        with real(*args, **kwargs):
+            yield
+        raise interface.NotRouted("layer 1 bypassed the attention interface", "use exact")
+
+    monkeypatch.setattr(interface, "analysis_pass", bypassed)
+    with pytest.raises(interface.NotRouted):
+        wb.analyze(toy_llama, trace, path="tiled")
+    auto = wb.analyze(toy_llama, trace)  # falls back to the hooks
+    assert torch.equal(auto.head_span, exact.head_span) and auto.anchors == exact.anchors
