@@ -9,38 +9,84 @@ tokens, and the RL credit strategies built on them.
     trace = wb.generate(model, "What is 17 * 23?", max_new_tokens=64, seed=0)
 """
 
-from . import rl, tasks, viz
-from .ablation import (
-    Knockout,
-    ResidAblation,
-    TargetSet,
-    intervene,
-    measure,
-    perturbation_test,
-    run_ablations,
-    summarize,
-    target_sets,
-)
-from .attention import (
-    Analysis,
-    HeadClasses,
-    PeakDetector,
-    analyze,
-    analyze_many,
-    delta,
-    fai,
-    gamma_many,
-    head_span,
-    middle_layers,
-    receiver_kurtosis,
-    rhythm_statistics,
-    waad,
-)
-from .batch import record, run_batch
-from .errors import WorkbenchError
-from .models import DEFAULT_MODEL, ModelInfo, list_models, load_model
-from .trace import Trace, generate
-from .viz import Workbench, workbench
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# name -> the submodule it comes from. Nothing is imported until first use, so `import
+# workbench` and `workbench models` stay fast and `import workbench.attention` loads
+# neither altair nor ipywidgets (tests/core/test_packaging.py pins both).
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(
+        [
+            "Knockout", "ResidAblation", "TargetSet", "intervene", "measure",
+            "perturbation_test", "run_ablations", "summarize", "target_sets",
+        ],
+        "ablation",
+    ),
+    **dict.fromkeys(
+        [
+            "Analysis", "HeadClasses", "PeakDetector", "analyze", "analyze_many", "delta",
+            "fai", "gamma_many", "head_span", "middle_layers", "receiver_kurtosis",
+            "rhythm_statistics", "waad",
+        ],
+        "attention",
+    ),
+    **dict.fromkeys(["record", "run_batch"], "batch"),
+    "WorkbenchError": "errors",
+    **dict.fromkeys(["DEFAULT_MODEL", "ModelInfo", "list_models", "load_model"], "models"),
+    **dict.fromkeys(["Trace", "generate"], "trace"),
+    **dict.fromkeys(["Workbench", "workbench"], "viz"),
+}  # fmt: skip
+_SUBMODULES = ("ablation", "attention", "batch", "models", "rl", "tasks", "trace", "viz")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY, *_SUBMODULES])
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs see
+    from . import rl, tasks, viz
+    from .ablation import (
+        Knockout,
+        ResidAblation,
+        TargetSet,
+        intervene,
+        measure,
+        perturbation_test,
+        run_ablations,
+        summarize,
+        target_sets,
+    )
+    from .attention import (
+        Analysis,
+        HeadClasses,
+        PeakDetector,
+        analyze,
+        analyze_many,
+        delta,
+        fai,
+        gamma_many,
+        head_span,
+        middle_layers,
+        receiver_kurtosis,
+        rhythm_statistics,
+        waad,
+    )
+    from .batch import record, run_batch
+    from .errors import WorkbenchError
+    from .models import DEFAULT_MODEL, ModelInfo, list_models, load_model
+    from .trace import Trace, generate
+    from .viz import Workbench, workbench
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -104,3 +104,31 @@ def test_cli_entry_points(argv):
         [sys.executable, "-m", "workbench", *argv], capture_output=True, text=True, check=True
     ).stdout
     assert "smollm2-135m" in out if argv == ["models"] else "demo" in out
+
+
+@pytest.mark.parametrize(
+    ("code", "absent"),
+    [
+        ("import workbench", ["torch", "altair", "ipywidgets", "transformers"]),
+        ("import workbench.attention", ["altair", "ipywidgets"]),
+        ("from workbench.cli import main; main(['models'])", ["torch", "transformers"]),
+    ],
+    ids=["package", "attention", "models-command"],
+)
+def test_imports_stay_light(code, absent):
+    """The package imports lazily: `workbench models` needs neither torch nor transformers,
+    and the metric engine loads no plotting or widget library."""
+    probe = f"{code}\nimport sys\nprint(sorted(m for m in {absent!r} if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip().splitlines()[-1] == "[]", out
+
+
+def test_every_public_name_resolves_lazily():
+    import workbench as wb
+
+    for name in [*wb.__all__, *wb._SUBMODULES]:
+        assert getattr(wb, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        wb.nope  # noqa: B018
