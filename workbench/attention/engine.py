@@ -35,6 +35,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from .._compat import supports_attention_interface
 from ..errors import WorkbenchError
 from ..models import sampler
 from . import interface
@@ -77,11 +78,19 @@ def entropy_from_logits(
     return out
 
 
+def _response_entropy(rows: Float[Tensor, " response_pos"], n_pos: int, prompt_len: int) -> Tensor:
+    """``[pos]``: the entropies of rows ``prompt_len-1 .. n_pos-2`` placed at the response
+    tokens they produced (row ``t-1`` produced token ``t``), NaN elsewhere."""
+    ent = torch.full((n_pos,), float("nan"), dtype=torch.float64)
+    ent[prompt_len:] = rows
+    return ent
+
+
 def _entropy(logits: Tensor, n_pos: int, prompt_len: int) -> Tensor:
     """Entropy of the distribution that produced each response token (row ``t-1``)."""
-    ent = torch.full((n_pos,), float("nan"), dtype=torch.float64)
-    ent[prompt_len:] = entropy_from_logits(logits[0, prompt_len - 1 : n_pos - 1])
-    return ent
+    return _response_entropy(
+        entropy_from_logits(logits[0, prompt_len - 1 : n_pos - 1]), n_pos, prompt_len
+    )
 
 
 class _OutputTap:
@@ -138,15 +147,13 @@ class _OutputTap:
 
     def entropy(self, item: int, n_pos: int, prompt_len: int, chunk: int = 256) -> Tensor:
         """`_entropy` for one sequence of the batch, from its hidden states."""
-        ent = torch.full((n_pos,), float("nan"), dtype=torch.float64)
         rows = self.hidden[item, prompt_len - 1 : n_pos - 1]
-        ent[prompt_len:] = torch.cat(
-            [
-                entropy_from_logits(self.logits(rows[a : a + chunk]))
-                for a in range(0, rows.shape[0], chunk)
-            ]
-        )
-        return ent
+        # One chunk's logits at a time: never all of them.
+        per_row = [
+            entropy_from_logits(self.logits(rows[a : a + chunk]))
+            for a in range(0, rows.shape[0], chunk)
+        ]
+        return _response_entropy(torch.cat(per_row), n_pos, prompt_len)
 
 
 def _layer_rows(heads: list[tuple[int, int]]) -> dict[int, tuple[slice, list[int]]]:
@@ -175,7 +182,7 @@ def tiled_supported(model: Any) -> bool:
         hf = sampler(model)
     except WorkbenchError:
         return False
-    return interface.supported(hf)
+    return supports_attention_interface(hf)
 
 
 def collect(

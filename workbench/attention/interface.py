@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,11 +36,10 @@ from .._compat import (
     attention_implementation,
     register_attention,
     sdpa_attention,
-    supports_attention_interface,
 )
 from ..errors import WorkbenchError
 
-__all__ = ["NAME", "NotRouted", "StopPass", "analysis_pass", "attention", "supported"]
+__all__ = ["NAME", "NotRouted", "StopPass", "analysis_pass", "attention"]
 
 #: The name the function is registered under.
 NAME = "workbench"
@@ -67,19 +67,11 @@ class _Pass:
 
 
 _ACTIVE: contextvars.ContextVar[_Pass | None] = contextvars.ContextVar("workbench_pass")
-_REGISTERED = False
 
 
-def supported(hf_model: Any) -> bool:
-    """Whether `hf_model` routes attention through transformers' AttentionInterface."""
-    return supports_attention_interface(hf_model)
-
-
+@functools.cache
 def _register() -> None:
-    global _REGISTERED
-    if not _REGISTERED:
-        register_attention(NAME, attention)
-        _REGISTERED = True
+    register_attention(NAME, attention)
 
 
 @contextlib.contextmanager
