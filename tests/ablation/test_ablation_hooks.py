@@ -246,6 +246,9 @@ def test_controls_have_the_size_of_their_set(analysis, trace, size):
     sets = target_sets(analysis, n_random=4, seed=7, size=size, exclude=span)
     fams = {s.family for s in sets}
     assert {"anchors", "preplan"} <= fams
+    metric = {"anchors": analysis.fai, "dominated": analysis.fai}
+    metric |= {"preplan": analysis.delta, "intro": analysis.delta}
+    n_nearby = {}
     for fam in fams:
         group = [s for s in sets if s.family == fam]
         target = [s for s in group if s.kind == "target"]
@@ -253,8 +256,13 @@ def test_controls_have_the_size_of_their_set(analysis, trace, size):
         m = len(target[0])
         assert [len(s) for s in group] == [m] * len(group)
         assert sum(s.kind == "random" for s in group) == 4
-        n_near = sum(s.kind == "nearby" for s in group)  # needs m free pool positions
-        assert n_near == 4 if size else n_near in (0, 4)
+        # a nearby control per seed exactly when the family's pool (positions where its
+        # metric is defined, not 0, not excluded) has m positions outside the set, else none
+        values = metric[fam].double().numpy()
+        pool = {int(p) for p in np.flatnonzero(~np.isnan(values))} - {0, *span}
+        free = len(pool - set(target[0].positions))
+        n_nearby[fam] = sum(s.kind == "nearby" for s in group)
+        assert n_nearby[fam] == (4 if free >= m else 0), (fam, m, free)
         for s in group:
             if s.kind == "nearby":
                 assert not set(s.positions) & set(target[0].positions)
@@ -266,6 +274,9 @@ def test_controls_have_the_size_of_their_set(analysis, trace, size):
             assert list(s.positions) == sorted(set(s.positions))
     if size is not None:
         assert len(next(s for s in sets if s.name == "anchors")) == size
+        assert set(n_nearby.values()) == {4}  # 3 positions always leave 3 free
+    else:  # this trace's full sets fall on both sides of the rule
+        assert n_nearby["anchors"] == 0 and 4 in n_nearby.values(), n_nearby
     names = [s.name for s in sets]
     assert len(names) == len(set(names))
 
