@@ -26,11 +26,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def native(args) -> dict:
+    from workbench.attention import CreditParams
     from workbench.rl import GRPOConfig, train
 
     cfg = GRPOConfig(
         model=args.model,
-        strategy=args.strategy,
+        credit=CreditParams(strategy=args.strategy),
         max_steps=args.steps + 1,
         per_device_train_batch_size=args.batch,
         num_generations=args.generations,
@@ -59,6 +60,7 @@ def trl(args) -> dict:
     from transformers import TrainerCallback
     from trl import GRPOConfig as TRLConfig
 
+    from workbench.attention import CreditParams
     from workbench.models import load_hf
     from workbench.rl import RhythmGRPOTrainer
     from workbench.tasks import get_task
@@ -101,7 +103,7 @@ def trl(args) -> dict:
                 seed=0,
             ),
             train_dataset=data,
-            strategy=args.strategy,
+            credit=CreditParams(strategy=args.strategy),
             callbacks=[clock],
         )
         trainer.train()

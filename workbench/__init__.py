@@ -25,7 +25,7 @@ _LAZY: dict[str, str] = {
     ),
     **dict.fromkeys(
         [
-            "Analysis", "HeadClasses", "PeakDetector", "analyze", "analyze_many", "delta",
+            "Analysis", "CreditParams", "HeadClasses", "PeakDetector", "RhythmParams", "analyze", "analyze_many", "delta",
             "fai", "gamma_many", "head_span", "middle_layers", "receiver_kurtosis",
             "rhythm_statistics", "waad",
         ],
@@ -69,8 +69,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     )
     from .attention import (
         Analysis,
+        CreditParams,
         HeadClasses,
         PeakDetector,
+        RhythmParams,
         analyze,
         analyze_many,
         delta,
@@ -91,11 +93,13 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
 __all__ = [
     "DEFAULT_MODEL",
     "Analysis",
+    "CreditParams",
     "HeadClasses",
     "Knockout",
     "ModelInfo",
     "PeakDetector",
     "ResidAblation",
+    "RhythmParams",
     "TargetSet",
     "Trace",
     "Workbench",

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from .errors import WorkbenchError
+from .tasks import TASKS
 
 __all__ = ["main"]
 
@@ -124,33 +125,43 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 def _cmd_rl(args: argparse.Namespace) -> int:
     from .rl import GRPOConfig, resume, train
 
+    overrides = {
+        k: v
+        for k, v in {
+            "model": args.model,
+            "task": args.task,
+            "strategy": args.strategy,
+            "max_steps": args.steps,
+            "seed": args.seed,
+            "num_generations": args.num_generations,
+            "per_device_train_batch_size": args.batch_size,
+            "learning_rate": args.learning_rate,
+            "max_completion_length": args.max_completion_length,
+            "eval_every": args.eval_every,
+            "eval_size": args.eval_size,
+            "eval_samples": args.eval_samples,
+            "warmup_steps": args.warmup_steps,
+        }.items()
+        if v is not None
+    }
     if args.resume:
+        ignored = sorted(set(overrides) - {"max_steps"})
+        if ignored or args.out:
+            raise WorkbenchError(
+                f"--resume continues a run with its saved settings, so {ignored or ['--out']} "
+                "cannot change",
+                "pass only --resume DIR (and --steps N to extend it), or start a new run "
+                "with --out",
+            )
+        if args.steps is not None and args.steps < 1:
+            raise WorkbenchError(f"--steps must be at least 1, got {args.steps}", "pass --steps N")
         run = resume(args.resume, max_steps=args.steps)
     else:
         if not args.out:
             raise WorkbenchError(
                 "workbench rl needs --out DIR for a new run", "add --out runs/NAME"
             )
-        overrides = {
-            k: v
-            for k, v in {
-                "model": args.model,
-                "task": args.task,
-                "strategy": args.strategy,
-                "max_steps": args.steps,
-                "seed": args.seed,
-                "num_generations": args.num_generations,
-                "per_device_train_batch_size": args.batch_size,
-                "learning_rate": args.learning_rate,
-                "max_completion_length": args.max_completion_length,
-                "eval_every": args.eval_every,
-                "eval_size": args.eval_size,
-                "eval_samples": args.eval_samples,
-                "warmup_steps": args.warmup_steps,
-            }.items()
-            if v is not None
-        }
-        run = train(GRPOConfig(**overrides), out=args.out)
+        run = train(GRPOConfig().replace(**overrides), out=args.out)
     print(f"run {run.run_dir}: {run.status} at step {run.step}")
     for key, name in (("eval_accuracy", "greedy"), ("eval_sampled_accuracy", "sampled")):
         accs = [r[key] for r in run.metrics if key in r]
@@ -209,11 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
     p.add_argument("--out", help="run directory of a new run")
     p.add_argument("--model", help="model name or folder (default: tiny-reasoner)")
-    p.add_argument("--task", choices=["countdown", "arithmetic"])
+    p.add_argument("--task", choices=sorted(TASKS))
     p.add_argument(
         "--strategy",
-        help="none, random, entropy, local, global, coupled, bottom-local, bottom-global, "
-        "bottom-coupled",
+        help="a credit strategy (workbench.attention.credit.STRATEGIES; an unknown name is "
+        "refused with the list), default none",
     )
     p.add_argument("--steps", type=int, help="optimiser steps (with --resume: train to this)")
     p.add_argument("--seed", type=int)

@@ -9,9 +9,8 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.attention.analysis import Analysis
-from workbench.attention.metrics import stats_from_pattern
 from workbench.attention.stats import (
+    Curves,
     PeakDetector,
     entropy_at_waad_peaks,
     fai_follows_waad,
@@ -35,21 +34,11 @@ def test_peak_detector_rules():
         PeakDetector(radius=0)
 
 
-def fake(waad, fai, entropy, receiver_fai) -> Analysis:
-    n = len(waad)
-    p = torch.tril(torch.ones(n, n)) / torch.arange(1, n + 1)[:, None]
-    a = Analysis(
-        stats=stats_from_pattern(p, 1),
-        entropy=torch.tensor(entropy, dtype=torch.float64),
-        tokens=["x"] * n,
-        ids=torch.zeros(n, dtype=torch.long),
-        n_layers=1,
-        n_heads=1,
-    )
-    a.waad = torch.tensor(waad, dtype=torch.float64)
-    a.fai = torch.tensor(fai, dtype=torch.float64)
-    a.receiver_fai = torch.tensor(receiver_fai, dtype=torch.float64)
-    return a
+def fake(waad, fai, entropy, receiver_fai) -> Curves:
+    def t(x):
+        return torch.tensor(x, dtype=torch.float64)
+
+    return Curves(1, t(waad), t(fai), t(receiver_fai), t(entropy))
 
 
 def test_statistics_by_hand():

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 import workbench as wb
 from workbench.attention.analysis import Analysis
 from workbench.attention.metrics import stats_from_pattern
+from workbench.attention.params import RhythmParams
 from workbench.attention.reference import reference_from_patterns
 from workbench.attention.rhythm import dominated_anchors, introductions, top_q
 
@@ -209,7 +210,7 @@ def toy_analysis(seed: int, n: int = 14, pl: int = 3, nh: int = 6, **params) -> 
         ids=torch.arange(n),
         n_layers=1,
         n_heads=nh,
-        **params,
+        params=RhythmParams(**params),
     )
 
 
@@ -271,7 +272,7 @@ def test_with_params_equals_fresh_analysis():
         close(getattr(b, f).numpy(), getattr(c, f).numpy())
     for f in ["preplan", "anchors", "dominated", "intro", "local_heads", "global_heads"]:
         assert getattr(b, f) == getattr(c, f)
-    assert b.params["window"] == 3 and a.params["window"] == 10
+    assert b.params.window == 3 and a.params.window == 10
 
 
 @pytest.mark.parametrize(
@@ -288,7 +289,7 @@ def test_with_params_equals_fresh_analysis():
         (dict(top_q=1.5), "top_q"),
         (dict(k=0), "k must"),
         (dict(alpha=2.0), "alpha"),
-        (dict(layers="all"), "unknown parameters"),
+        (dict(layers="all"), "no setting"),
     ],
 )
 def test_bad_post_processing_parameters(change, match):

@@ -112,7 +112,7 @@ def test_rl_runs_one_run_and_resume_extends_it(tmp_path):
     assert "held-out accuracy (greedy)" in proc.stdout
     assert "held-out accuracy (sampled)" in proc.stdout
     cfg = json.loads((run / "config.json").read_text())
-    assert (cfg["strategy"], cfg["seed"], cfg["warmup_steps"], cfg["eval_samples"]) == (
+    assert (cfg["credit"]["strategy"], cfg["seed"], cfg["warmup_steps"], cfg["eval_samples"]) == (
         "coupled", 3, 2, 2,
     )  # fmt: skip
     proc = _workbench("rl", "--resume", str(run), "--steps", "2")
@@ -120,6 +120,12 @@ def test_rl_runs_one_run_and_resume_extends_it(tmp_path):
     assert "finished at step 2" in proc.stdout
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [0, 1, 2]
+    # Resuming keeps the saved settings: flags that would change them are refused.
+    proc = _workbench("rl", "--resume", str(run), "--steps", "3", "--strategy", "bogus")
+    assert proc.returncode == 2 and "cannot change" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = _workbench("rl", "--resume", str(run), "--steps", "0")
+    assert proc.returncode == 2 and "--steps must be at least 1" in proc.stderr
 
 
 def test_rl_without_out_is_a_clear_error():

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import workbench as wb
+from workbench.attention import CreditParams
 from workbench.errors import WorkbenchError
 from workbench.provenance import provenance
 from workbench.rl import GRPOConfig, read_metrics, resume, rollout_gammas, train
@@ -49,7 +50,9 @@ class TestCredit:
     def test_shapes_and_values(self, tiny, rollout, strategy):
         prompts, completions = rollout
         width = max(len(c) for c in completions) + 3
-        g = rollout_gammas(tiny, prompts, completions, strategy=strategy, pad_to=width)
+        g = rollout_gammas(
+            tiny, prompts, completions, CreditParams(strategy=strategy), pad_to=width
+        )
         assert g.shape == (4, width) and g.dtype == torch.float32
         for i, c in enumerate(completions):
             assert torch.all(g[i, len(c) :] == 1.0), "padding gets weight 1"
@@ -69,14 +72,16 @@ class TestCredit:
 
     def test_random_control_is_reproducible_per_seed(self, tiny, rollout):
         prompts, completions = rollout
-        a = rollout_gammas(tiny, prompts, completions, strategy="random", seed=5)
-        b = rollout_gammas(tiny, prompts, completions, strategy="random", seed=5)
-        c = rollout_gammas(tiny, prompts, completions, strategy="random", seed=6)
+        a = rollout_gammas(tiny, prompts, completions, CreditParams(strategy="random"), seed=5)
+        b = rollout_gammas(tiny, prompts, completions, CreditParams(strategy="random"), seed=5)
+        c = rollout_gammas(tiny, prompts, completions, CreditParams(strategy="random"), seed=6)
         assert torch.equal(a, b) and not torch.equal(a, c)
 
     def test_credit_uses_the_analysis_of_each_rollout(self, tiny, rollout):
         prompts, completions = rollout
-        g = rollout_gammas(tiny, prompts, completions, strategy="global", layers="middle")
+        g = rollout_gammas(
+            tiny, prompts, completions, CreditParams(strategy="global", layers="middle")
+        )
         trace = wb.Trace(
             ids=torch.tensor(prompts[0] + completions[0]),
             tokens=[""] * (len(prompts[0]) + len(completions[0])),
@@ -97,7 +102,7 @@ def test_a_short_run_changes_the_weights_and_writes_its_directory(tmp_path):
 
     before = load_hf("tiny-reasoner")[0].state_dict()
     run = train(
-        GRPOConfig(strategy="coupled", max_steps=2, warmup_steps=2, **SMALL),
+        GRPOConfig(credit=CreditParams(strategy="coupled"), max_steps=2, warmup_steps=2, **SMALL),
         out=tmp_path / "r",
         progress=False,
     )
@@ -106,7 +111,8 @@ def test_a_short_run_changes_the_weights_and_writes_its_directory(tmp_path):
     assert list(after) == list(before), "the trained policy keeps plain Hugging Face keys"
     assert any(not torch.equal(before[k], after[k]) for k in before), "weights must move"
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
-    assert cfg["strategy"] == "coupled"
+    assert cfg["credit"]["strategy"] == "coupled"
+    assert GRPOConfig.from_dict(cfg) == run.config
     recorded = json.loads((tmp_path / "r" / "provenance.json").read_text())
     assert recorded == provenance() and recorded["torch"] == torch.__version__
     rows = read_metrics(tmp_path / "r")
@@ -124,7 +130,7 @@ def test_a_short_run_changes_the_weights_and_writes_its_directory(tmp_path):
 
 
 def test_resume_after_interruption_matches_the_uninterrupted_run(tmp_path):
-    cfg = GRPOConfig(strategy="global", max_steps=3, seed=1, **SMALL)
+    cfg = GRPOConfig(credit=CreditParams(strategy="global"), max_steps=3, seed=1, **SMALL)
     full = train(cfg, out=tmp_path / "full", progress=False)
 
     def interrupt_at_2(run, row):
@@ -175,8 +181,8 @@ def test_sampled_evaluation_can_be_switched_off(tmp_path):
 def test_bad_settings_are_named():
     with pytest.raises(WorkbenchError, match="multiple of num_generations"):
         GRPOConfig(per_device_train_batch_size=6, num_generations=4)
-    with pytest.raises(WorkbenchError, match="unknown strategy 'anchors'"):
-        GRPOConfig(strategy="anchors")
+    with pytest.raises(WorkbenchError, match="unknown credit strategy 'anchors'"):
+        GRPOConfig().replace(strategy="anchors")
     with pytest.raises(WorkbenchError, match="unknown GRPO settings"):
         GRPOConfig.from_dict({"lr": 1e-3})
 

@@ -16,6 +16,7 @@ def test_two_trl_steps_apply_the_native_credit(tmp_path, tiny):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import GRPOConfig as TRLConfig
 
+    from workbench.attention import CreditParams
     from workbench.models import model_path
     from workbench.rl import RhythmGRPOTrainer
     from workbench.tasks import get_task
@@ -54,7 +55,7 @@ def test_two_trl_steps_apply_the_native_credit(tmp_path, tiny):
         reward_funcs=task.reward,
         args=args,
         train_dataset=dataset,
-        strategy="coupled",
+        credit=CreditParams(strategy="coupled"),
     )
     trainer.train()
     trained = {k: v.clone() for k, v in policy.state_dict().items()}
@@ -73,7 +74,7 @@ def test_two_trl_steps_apply_the_native_credit(tmp_path, tiny):
         bridge,
         last["prompts"],
         last["completions"],
-        strategy="coupled",
+        CreditParams(strategy="coupled"),
         pad_to=last["gamma"].shape[1],
     )
     assert torch.equal(native, last["gamma"])

@@ -20,6 +20,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..errors import WorkbenchError
+from ..tasks import TASKS
 from ..viz import style
 from ..viz.panels import Panel, chart_widget
 from .charts import effect_chart, kl_curve_chart
@@ -56,7 +57,7 @@ class AblationPanel(Panel):
         d = getattr(style, "DESCRIPTION", {})
         self._ran_intervention = "knockout"
         self.task = widgets.Dropdown(
-            options=["countdown", "arithmetic"], value=task, description="task", style=d
+            options=list(TASKS), value=task, description="task", style=d
         )
         self.n_problems = widgets.IntSlider(
             value=n_problems, min=1, max=64, description="problems", style=d
@@ -146,7 +147,7 @@ class AblationPanel(Panel):
         """Build the traces, run the ablations, summarise and draw."""
 
         def go() -> Any:
-            from ..attention.analysis import analyze
+            from ..attention.run import analyze
             from ..tasks import get_task
 
             if self.model is None:

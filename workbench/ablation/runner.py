@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ..attention.analysis import Analysis, analyze
+from ..attention.analysis import Analysis
+from ..attention.run import analyze
 from ..errors import WorkbenchError
 from ..trace import Trace
 from .effects import answer_span, logits_of, measure

@@ -1,10 +1,11 @@
-"""`analyze`: one forward pass -> head classes, WAAD, FAI, rhythm sets and credit weights.
+"""`Analysis`: everything derived from one forward pass over one trace, immutable.
 
-`Analysis` keeps the per-head reductions (`HeadStats`) of the pass, so every parameter
-that only post-processes them can change without another forward pass::
+`Analysis` keeps the per-head reductions (`HeadStats`) of the pass, so every
+`RhythmParams` field, which only post-processes them, can change without another pass::
 
     a = wb.analyze(model, trace)                       # one forward pass
     b = a.with_params(window=5, fai_horizon=(10, 100), top_q=0.3, head_quantiles=(0.2, 0.2))
+    c = a.select_heads([(10, 0), (12, 3), (15, 1)])   # a subset of the analysed heads
 
 What can change for free: ``window`` up to ``max_window`` (default 32: the diagonal band
 ``A[t, t-d], d < max_window`` is kept per head); ``fai_horizon=(H_lo, H_hi)`` whenever
@@ -13,10 +14,14 @@ rows with ``t - s < c``; `metrics.DEFAULT_FAI_CUTS` keeps H_lo in 0..21, 25, 30,
 H_hi in 0..20, 24, 29, 39, 49, 50, 64, 75, 100, 128, 150, 200, 256, 300, 400, 500, 512,
 1000, 1024 or None, plus the horizon the analysis was made with; pass ``fai_cuts`` to keep
 more); ``head_quantiles``, a fixed head classification, ``top_q``, ``k``, ``alpha``,
-``tau_waad``, ``tau_delta``. Anything else (layers, heads, the trace) needs a new pass, and
-an unsupported window or horizon raises a `WorkbenchError` that says so. Memory of an
-`Analysis`: ``4 x heads x T x (max_window + 2 + n_cuts)`` bytes, about 20 MB for 270 heads
-at T = 256 and 0.65 GB at T = 8192 (lower ``max_window``/``fai_cuts`` for long traces).
+``tau_waad``, ``tau_delta``; and the heads, to any subset of those analysed. Anything else
+(more layers or heads, the trace) needs a new pass, and an unsupported window or horizon
+raises a `WorkbenchError` that says so. Memory of an `Analysis`:
+``4 x heads x T x (max_window + 2 + n_cuts)`` bytes, about 20 MB for 270 heads at T = 256
+and 0.65 GB at T = 8192 (lower ``max_window``/``fai_cuts`` for long traces).
+
+An `Analysis` cannot be changed in place (assigning an attribute raises); `with_params` and
+`select_heads` return new ones that share the statistics.
 """
 
 from __future__ import annotations
@@ -24,7 +29,6 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,148 +37,17 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..errors import WorkbenchError
-from ..trace import Trace
 from . import credit as _credit
-from . import engine
-from .layers import resolve_heads, resolve_layers
-from .metrics import (
-    DEFAULT_FAI_CUTS,
-    DEFAULT_MAX_WINDOW,
-    HeadStats,
-    check_horizon,
-    check_window,
-    fai_heads,
-    kurtosis,
-    span_heads,
-    waad_heads,
-)
-from .metrics import (
-    delta as _delta,
-)
-from .rhythm import (
-    check_q,
-    default_taus,
-    dominated_anchors,
-    introductions,
-    select_count,
-)
-from .rhythm import (
-    top_q as _top_q,
-)
+from .heads import Head, HeadClasses, classify_heads
+from .metrics import HeadStats, fai_heads, kurtosis, span_heads, waad_heads
+from .metrics import delta as _delta
+from .params import CreditParams, RhythmParams
+from .rhythm import default_taus, dominated_anchors, introductions, select_count
+from .rhythm import top_q as _top_q
 
-__all__ = ["Analysis", "HeadClasses", "analyze", "analyze_many", "classify_heads", "gamma_many"]
+__all__ = ["Analysis"]
 
-Head = tuple[int, int]
-
-
-def check_quantiles(head_quantiles: tuple[float, float]) -> tuple[float, float]:
-    """Validate ``(q_local, q_global)``: each in (0, 1), summing to at most 1."""
-    try:
-        ql, qg = head_quantiles
-    except (TypeError, ValueError):
-        raise WorkbenchError(
-            f"head_quantiles must be a pair (local, global), got {head_quantiles!r}",
-            "pass e.g. head_quantiles=(0.3, 0.3)",
-        ) from None
-    for q in (ql, qg):
-        if isinstance(q, bool) or not isinstance(q, int | float) or not 0 < q < 1:
-            raise WorkbenchError(
-                f"head_quantiles entries must be in (0, 1), got {head_quantiles!r}",
-                "pass e.g. head_quantiles=(0.3, 0.3)",
-            )
-    if ql + qg > 1 + 1e-12:
-        raise WorkbenchError(
-            f"head_quantiles={head_quantiles} sum to more than 1, so local and global heads "
-            "would overlap",
-            "pass fractions that sum to at most 1, e.g. (0.3, 0.3)",
-        )
-    return float(ql), float(qg)
-
-
-@dataclass(frozen=True)
-class HeadClasses:
-    """A head classification (Eq. 8) that can be fixed and reused across traces.
-
-    Attributes:
-        local_heads: ``(layer, head)`` pairs with the smallest span (``H_loc``).
-        global_heads: ``(layer, head)`` pairs with the largest span (``H_glob``).
-        span: ``[layer head]`` the spans it was computed from (NaN where not analysed).
-        quantiles: ``(q_local, q_global)`` used.
-    """
-
-    local_heads: list[Head]
-    global_heads: list[Head]
-    span: Float[Tensor, "layer head_index"] = field(repr=False)
-    quantiles: tuple[float, float] = (0.3, 0.3)
-
-    @classmethod
-    def from_span(
-        cls,
-        span: Float[Tensor, "layer head_index"],
-        head_quantiles: tuple[float, float] = (0.3, 0.3),
-    ) -> HeadClasses:
-        """Classify the heads with a defined (non-NaN) span: see `classify_heads`."""
-        ql, qg = check_quantiles(head_quantiles)
-        span = torch.as_tensor(span).double()
-        heads = [(int(a), int(b)) for a, b in (~torch.isnan(span)).nonzero().tolist()]
-        if not heads:
-            raise WorkbenchError("the span has no defined entries", "analyse at least one head")
-        vals = [float(span[h]) for h in heads]
-        loc, glob = classify_heads(heads, vals, (ql, qg))
-        return cls(loc, glob, span, (ql, qg))
-
-
-def classify_heads(
-    heads: Sequence[Head], span: Sequence[float], head_quantiles: tuple[float, float]
-) -> tuple[list[Head], list[Head]]:
-    """Local and global heads (Eq. 8) from their spans.
-
-    Bottom ``q_local`` of the heads by span are local, top ``q_global`` are global;
-    counts are ``max(1, round(q * n))``; ties are broken by the lower ``(layer, head)``.
-
-    Returns:
-        ``(local_heads, global_heads)``, each sorted by ``(layer, head)``.
-    """
-    ql, qg = head_quantiles
-    n = len(heads)
-    order_lo = sorted(range(n), key=lambda i: (span[i], heads[i]))
-    order_hi = sorted(range(n), key=lambda i: (-span[i], heads[i]))
-    loc = sorted(heads[i] for i in order_lo[: select_count(ql, n)])
-    glob = sorted(heads[i] for i in order_hi[: select_count(qg, n)])
-    return loc, glob
-
-
-def _check_k(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise WorkbenchError(f"k must be a positive integer, got {k!r}", "pass e.g. k=3")
-    return k
-
-
-def _check_alpha(alpha: float) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0 <= alpha <= 1:
-        raise WorkbenchError(f"alpha must be in [0, 1], got {alpha!r}", "pass e.g. alpha=0.5")
-    return float(alpha)
-
-
-def _check_tau(tau: float | None, name: str) -> float | None:
-    if tau is None:
-        return None
-    if isinstance(tau, bool) or not isinstance(tau, int | float) or math.isnan(tau):
-        raise WorkbenchError(f"{name} must be a number or None, got {tau!r}", f"pass {name}=None")
-    return float(tau)
-
-
-_PARAMS = (
-    "window",
-    "fai_horizon",
-    "head_quantiles",
-    "top_q",
-    "k",
-    "alpha",
-    "tau_waad",
-    "tau_delta",
-    "classes",
-)
+_KEEP: Any = object()  # with_params: keep the classes in effect
 
 
 class Analysis:
@@ -203,7 +76,8 @@ class Analysis:
         receiver_heads: the same number of heads as `global_heads`, highest kurtosis.
         receiver_fai: FAI over the receiver heads.
         stats: the per-head reductions (`HeadStats`) everything is computed from.
-        params: the post-processing parameters in effect.
+        params: the `RhythmParams` in effect.
+        fixed_classes: the fixed `HeadClasses` given, or None (classes per sequence).
     """
 
     def __init__(
@@ -215,17 +89,16 @@ class Analysis:
         ids: Tensor,
         n_layers: int,
         n_heads: int,
-        window: int = 10,
-        fai_horizon: tuple[int, int | None] = (0, None),
-        head_quantiles: tuple[float, float] = (0.3, 0.3),
-        top_q: float = 0.4,
-        k: int = 3,
-        alpha: float = 0.5,
-        tau_waad: float | None = None,
-        tau_delta: float | None = None,
+        params: RhythmParams | None = None,
         classes: HeadClasses | None = None,
         meta: dict[str, Any] | None = None,
     ):
+        params = RhythmParams() if params is None else params
+        if not isinstance(params, RhythmParams):
+            raise WorkbenchError(
+                f"params must be a RhythmParams, got {type(params).__name__}",
+                "pass wb.RhythmParams(...) or keyword settings",
+            )
         self.stats = stats
         self.tokens = list(tokens)
         self.ids = ids
@@ -235,18 +108,21 @@ class Analysis:
         self.response = range(stats.prompt_len, stats.n_pos)
         self.heads: list[Head] = list(stats.heads)
         self.entropy = entropy
-        self.params = {
-            "window": check_window(window, stats.max_window),
-            "fai_horizon": check_horizon(fai_horizon),
-            "head_quantiles": check_quantiles(head_quantiles),
-            "top_q": check_q(top_q),
-            "k": _check_k(k),
-            "alpha": _check_alpha(alpha),
-            "tau_waad": _check_tau(tau_waad, "tau_waad"),
-            "tau_delta": _check_tau(tau_delta, "tau_delta"),
-            "classes": classes,
-        }
+        self.params = params
+        self.fixed_classes = classes
         self._compute()
+        self._frozen = True
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if getattr(self, "_frozen", False):
+            raise AttributeError(
+                f"an Analysis is immutable (tried to set {name!r}); use with_params(...) or "
+                "select_heads(...) for a changed copy"
+            )
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"an Analysis is immutable (tried to delete {name!r})")
 
     # -- construction ---------------------------------------------------------------------
 
@@ -265,10 +141,10 @@ class Analysis:
         p = self.params
         span = span_heads(self.stats)
         self.head_span = self._grid(span)
-        classes: HeadClasses | None = p["classes"]
+        classes = self.fixed_classes
         if classes is None:
             self.local_heads, self.global_heads = classify_heads(
-                self.heads, span.tolist(), p["head_quantiles"]
+                self.heads, span.tolist(), p.head_quantiles
             )
         else:
             missing = sorted(set(classes.local_heads + classes.global_heads) - set(self.heads))
@@ -281,17 +157,17 @@ class Analysis:
                 list(classes.local_heads),
                 list(classes.global_heads),
             )
-        self.waad_per_head = waad_heads(self.stats, p["window"])
-        self.fai_per_head = fai_heads(self.stats, p["fai_horizon"])
+        self.waad_per_head = waad_heads(self.stats, p.window)
+        self.fai_per_head = fai_heads(self.stats, p.fai_horizon)
         self.waad = self.waad_per_head[self._rows(self.local_heads)].mean(0)
         self.fai = self.fai_per_head[self._rows(self.global_heads)].mean(0)
         self.delta = _delta(self.waad)
-        q = p["top_q"]
+        q = p.top_q
         self.preplan = _top_q(self.delta, q)
         self.anchors = _top_q(self.fai, q)
         med_w, med_d = default_taus(self.waad, self.delta)
-        self.tau_waad = med_w if p["tau_waad"] is None else p["tau_waad"]
-        self.tau_delta = med_d if p["tau_delta"] is None else p["tau_delta"]
+        self.tau_waad = med_w if p.tau_waad is None else p.tau_waad
+        self.tau_delta = med_d if p.tau_delta is None else p.tau_delta
         self.dominated, self.intro = self._coupled_sets(self.anchors)
 
     # Receiver heads are computed on first use: the RL credit pass never reads them.
@@ -324,40 +200,83 @@ class Analysis:
         return self._receivers[2]
 
     def _coupled_sets(self, anchors: list[int]) -> tuple[list[int], list[int]]:
-        k = self.params["k"]
+        k = self.params.k
         dom = dominated_anchors(
             anchors, self.waad, self.delta, k=k, tau_waad=self.tau_waad, tau_delta=self.tau_delta
         )
         return dom, introductions(dom, self.delta, k=k)
 
-    def with_params(self, **changes: Any) -> Analysis:
+    def with_params(
+        self, params: RhythmParams | None = None, *, classes: Any = _KEEP, **changes: Any
+    ) -> Analysis:
         """A new `Analysis` from the same forward pass with some parameters changed.
 
         Args:
-            **changes: any of ``window``, ``fai_horizon``, ``head_quantiles``, ``top_q``,
-                ``k``, ``alpha``, ``tau_waad``, ``tau_delta``, ``classes`` (a fixed
-                `HeadClasses`, or None for per-sequence classes). See the module docstring
-                for which windows and horizons are kept.
+            params: a whole `RhythmParams` to use (default: the current one).
+            classes: a fixed `HeadClasses`, or None for per-sequence classes (default:
+                keep what is in effect).
+            **changes: `RhythmParams` fields to change, e.g. ``window=5``. See the module
+                docstring for which windows and horizons are kept.
         """
-        unknown = sorted(set(changes) - set(_PARAMS))
-        if unknown:
+        base = self.params if params is None else params
+        if not isinstance(base, RhythmParams):
             raise WorkbenchError(
-                f"with_params got unknown parameters {unknown}",
-                f"change only {list(_PARAMS)}; layers, heads or the trace need wb.analyze",
+                f"params must be a RhythmParams, got {type(base).__name__}",
+                "pass wb.RhythmParams(...) or keyword settings",
             )
-        params = {**self.params, **changes}
+        return self._copy(
+            self.stats,
+            base.replace(**changes) if changes else base,
+            self.fixed_classes if classes is _KEEP else classes,
+        )
+
+    def select_heads(self, heads: Sequence[Head]) -> Analysis:
+        """A new `Analysis` over a subset of the analysed heads (no forward pass).
+
+        Args:
+            heads: ``(layer, head)`` pairs, each among `heads`.
+
+        Returns:
+            The same trace and parameters, with span, classes, WAAD, FAI and the rhythm
+            sets recomputed from these heads only.
+        """
+        try:
+            wanted = sorted({(int(a), int(b)) for a, b in heads})
+        except (TypeError, ValueError):
+            raise WorkbenchError(
+                f"heads={heads!r} is not a list of (layer, head) pairs",
+                "pass e.g. [(10, 0), (12, 3)]",
+            ) from None
+        missing = sorted(set(wanted) - set(self.heads))
+        if missing or not wanted:
+            raise WorkbenchError(
+                f"select_heads needs analysed heads; not analysed: {missing[:5]}"
+                if missing
+                else "select_heads got no heads",
+                "pick from Analysis.heads, or analyse those layers with wb.analyze",
+            )
+        stats = self.stats.select(self._rows(wanted))
+        meta = {**self.meta, "layers": sorted({layer for layer, _ in wanted})}
+        return self._copy(stats, self.params, self.fixed_classes, meta)
+
+    def _copy(
+        self,
+        stats: HeadStats,
+        params: RhythmParams,
+        classes: HeadClasses | None,
+        meta: dict[str, Any] | None = None,
+    ) -> Analysis:
         return Analysis(
-            stats=self.stats,
+            stats=stats,
             entropy=self.entropy,
             tokens=self.tokens,
             ids=self.ids,
             n_layers=self.n_layers,
             n_heads=self.n_heads,
-            meta=self.meta,
-            **params,
+            params=params,
+            classes=classes,
+            meta=self.meta if meta is None else meta,
         )
-
-    recompute = with_params
 
     # -- views ----------------------------------------------------------------------------
 
@@ -378,7 +297,7 @@ class Analysis:
             list(self.local_heads),
             list(self.global_heads),
             self.head_span,
-            self.params["head_quantiles"],
+            self.params.head_quantiles,
         )
 
     def gamma(
@@ -397,9 +316,8 @@ class Analysis:
             ``[pos]``: 1.0 outside the amplified sets and on the prompt. Coupled bonuses
             add where sets overlap (see `workbench.attention.credit`).
         """
-        _credit.check_strategy(strategy)
-        g = _credit.check_gamma_amp(gamma_amp)
-        n, q, alpha = self.n_pos, self.params["top_q"], self.params["alpha"]
+        g = CreditParams(strategy=strategy, gamma_amp=gamma_amp).gamma_amp  # validated
+        n, q, alpha = self.n_pos, self.params.top_q, self.params.alpha
         if strategy == "none":
             return torch.ones(n, dtype=torch.float32)
         if strategy == "local":
@@ -490,282 +408,3 @@ class Analysis:
             f"global={len(self.global_heads)}, preplan={len(self.preplan)}, "
             f"anchors={len(self.anchors)}, dominated={len(self.dominated)})"
         )
-
-
-def _check_trace(model: Any, trace: Trace) -> None:
-    if not isinstance(trace, Trace):
-        raise WorkbenchError(
-            f"expected a wb.Trace, got {type(trace).__name__}",
-            "build one with wb.generate(model, prompt) or wb.Trace.from_text(model, p, r)",
-        )
-    if trace.response_len == 0:
-        raise WorkbenchError(
-            "the trace has an empty response (prompt_len == len(ids)): nothing to analyse",
-            "generate or pass a response of at least one token",
-        )
-    n_ctx = getattr(model.cfg, "n_ctx", None)
-    if n_ctx is not None and len(trace) > n_ctx:
-        raise WorkbenchError(
-            f"the trace has {len(trace)} tokens but the model's context holds {n_ctx}",
-            "shorten the trace (fewer prompt or response tokens)",
-        )
-
-
-def analyze(
-    model: Any,
-    trace: Trace,
-    *,
-    layers: str | int | Sequence[int] = "all",
-    heads: Sequence[Head] | None = None,
-    window: int = 10,
-    fai_horizon: tuple[int, int | None] = (0, None),
-    head_quantiles: tuple[float, float] = (0.3, 0.3),
-    top_q: float = 0.4,
-    k: int = 3,
-    alpha: float = 0.5,
-    tau_waad: float | None = None,
-    tau_delta: float | None = None,
-    classes: HeadClasses | None = None,
-    max_window: int | None = None,
-    fai_cuts: Sequence[int] | None = None,
-    path: str = "auto",
-    entropy: bool = True,
-) -> Analysis:
-    """Analyse one trace with one forward pass (method.md, Eq. 7-10 and Sec. 5.2).
-
-    Args:
-        model: a TransformerBridge from `wb.load_model` (eager attention hooks).
-        trace: the `Trace` (prompt + response).
-        layers: ``"all"``, ``"middle"`` (five middle-third layers, `middle_layers`) or a
-            list of layer indices.
-        heads: optionally restrict to these ``(layer, head)`` pairs (within `layers`).
-        window: WAAD window ``W`` (Eq. 9).
-        fai_horizon: ``(H_lo, H_hi)`` for FAI (Eq. 10); ``(10, 100)`` is the paper's RL
-            setting, ``(0, None)`` runs to the end of the response.
-        head_quantiles: ``(q_local, q_global)`` fractions of heads by span (Eq. 8).
-        top_q: fraction ``q`` for preplan/anchor sets (Sec. 5.2).
-        k: look-back for locally dominated anchors.
-        alpha: coupled split between a dominated anchor and its introduction.
-        tau_waad / tau_delta: thresholds for ``D``; None = the response's medians.
-        classes: a fixed `HeadClasses` (e.g. from `analyze_many(..., heads_from="batch")`).
-        max_window: keep the diagonal band up to this window (default max(window, 32)).
-        fai_cuts: extra FAI cut distances to keep (see `metrics.DEFAULT_FAI_CUTS`).
-        path: ``"tiled"`` (the workbench's registered attention function on the plain
-            model, exact, in query tiles, never a full pattern), ``"exact"`` (hooks on the
-            bridge's ``hook_pattern``) or ``"auto"`` (tiled whenever the model supports
-            it; see `workbench.attention.engine`).
-        entropy: compute next-token entropies. False stops the forward pass after the
-            last analysed layer (cheaper when the layers are early); ``Analysis.entropy``
-            is then NaN and the ``"entropy"`` strategy is unavailable.
-
-    Returns:
-        An `Analysis` (use `Analysis.with_params` to change post-processing parameters).
-    """
-    return _analyze_batch(
-        model,
-        [trace],
-        layers=layers,
-        heads=heads,
-        window=window,
-        fai_horizon=fai_horizon,
-        head_quantiles=head_quantiles,
-        top_q=top_q,
-        k=k,
-        alpha=alpha,
-        tau_waad=tau_waad,
-        tau_delta=tau_delta,
-        classes=classes,
-        max_window=max_window,
-        fai_cuts=fai_cuts,
-        path=path,
-        entropy=entropy,
-    )[0]
-
-
-def _analyze_batch(
-    model: Any,
-    traces: Sequence[Trace],
-    *,
-    layers: str | int | Sequence[int] = "all",
-    heads: Sequence[Head] | None = None,
-    window: int = 10,
-    fai_horizon: tuple[int, int | None] = (0, None),
-    head_quantiles: tuple[float, float] = (0.3, 0.3),
-    top_q: float = 0.4,
-    k: int = 3,
-    alpha: float = 0.5,
-    tau_waad: float | None = None,
-    tau_delta: float | None = None,
-    classes: HeadClasses | None = None,
-    max_window: int | None = None,
-    fai_cuts: Sequence[int] | None = None,
-    path: str = "auto",
-    entropy: bool = True,
-) -> list[Analysis]:
-    """Validate everything, then one batched forward pass (`engine.collect_many`)."""
-    engine.check_model(model)
-    for trace in traces:
-        _check_trace(model, trace)
-    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    layer_list = resolve_layers(layers, n_layers)
-    head_list = resolve_heads(layer_list, heads, n_layers, n_heads)
-    check_window(window)
-    lo, hi = check_horizon(fai_horizon)
-    check_quantiles(head_quantiles)
-    check_q(top_q)
-    _check_k(k)
-    _check_alpha(alpha)
-    _check_tau(tau_waad, "tau_waad")
-    _check_tau(tau_delta, "tau_delta")
-    mw = max(window, DEFAULT_MAX_WINDOW) if max_window is None else max_window
-    check_window(mw)
-    if mw < window:
-        raise WorkbenchError(
-            f"max_window={mw} is smaller than window={window}", "pass max_window >= window"
-        )
-    if path not in ("auto", "exact", "tiled"):
-        raise WorkbenchError(f"path={path!r} is not a path", 'pass "auto", "exact" or "tiled"')
-    cuts = [*DEFAULT_FAI_CUTS, lo, *([] if hi is None else [hi + 1]), *(fai_cuts or ())]
-    pad = getattr(getattr(model, "tokenizer", None), "pad_token_id", None)
-    results = engine.collect_many(
-        model,
-        [(t.ids, t.prompt_len) for t in traces],
-        head_list,
-        max_window=mw,
-        cuts=cuts,
-        path=path,
-        pad_id=int(pad) if pad is not None else 0,
-        entropy=entropy,
-    )
-    return [
-        Analysis(
-            stats=stats,
-            entropy=ent,
-            tokens=trace.tokens,
-            ids=trace.ids,
-            n_layers=n_layers,
-            n_heads=n_heads,
-            window=window,
-            fai_horizon=(lo, hi),
-            head_quantiles=head_quantiles,
-            top_q=top_q,
-            k=k,
-            alpha=alpha,
-            tau_waad=tau_waad,
-            tau_delta=tau_delta,
-            classes=classes,
-            meta={"trace": dict(trace.meta), "layers": layer_list},
-        )
-        for trace, (stats, ent) in zip(traces, results, strict=True)
-    ]
-
-
-def analyze_many(
-    model: Any,
-    traces: Sequence[Trace],
-    *,
-    heads_from: str | HeadClasses | None = None,
-    batch_size: int = 1,
-    progress: bool = True,
-    **kwargs: Any,
-) -> list[Analysis]:
-    """`analyze` many traces, with a progress bar, optionally several per forward pass.
-
-    Args:
-        model: the bridge.
-        traces: the traces.
-        heads_from: None classifies heads per sequence (the paper's definition);
-            ``"batch"`` computes one classification from the mean span over all traces
-            (no extra forward pass) and applies it to every analysis; a `HeadClasses`
-            is used as given.
-        batch_size: traces per forward pass (right-padded; see `engine.collect_many`).
-            Traces are grouped in length order to limit padding; results keep the input
-            order. Memory grows with the batch (logits: ``batch x T x d_vocab``).
-        progress: show a ``tqdm.auto`` progress bar.
-        **kwargs: any keyword argument of `analyze`.
-
-    Returns:
-        One `Analysis` per trace, in order.
-    """
-    from tqdm.auto import tqdm
-
-    if heads_from is not None and heads_from != "batch" and not isinstance(heads_from, HeadClasses):
-        raise WorkbenchError(
-            f"heads_from={heads_from!r} is not a head classification",
-            'pass None (per sequence), "batch" or a wb.HeadClasses',
-        )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise WorkbenchError(
-            f"batch_size must be a positive integer, got {batch_size!r}", "pass e.g. 8"
-        )
-    traces = list(traces)
-    if not traces:
-        raise WorkbenchError("analyze_many got no traces", "pass a non-empty list of traces")
-    if isinstance(heads_from, HeadClasses):
-        kwargs["classes"] = heads_from
-    order = sorted(range(len(traces)), key=lambda i: len(traces[i]))
-    out: list[Analysis | None] = [None] * len(traces)
-    with tqdm(total=len(traces), desc="analyze", disable=not progress, leave=False) as bar:
-        for b in range(0, len(order), batch_size):
-            idx = order[b : b + batch_size]
-            for i, a in zip(
-                idx, _analyze_batch(model, [traces[i] for i in idx], **kwargs), strict=True
-            ):
-                out[i] = a
-            bar.update(len(idx))
-    result = [a for a in out if a is not None]
-    if heads_from == "batch":
-        span = torch.stack([a.head_span for a in result]).nanmean(0)
-        classes = HeadClasses.from_span(span, result[0].params["head_quantiles"])
-        result = [a.with_params(classes=classes) for a in result]
-    return result
-
-
-def gamma_many(
-    model: Any,
-    traces: Sequence[Trace],
-    strategy: str = "coupled",
-    *,
-    layers: str | int | Sequence[int] = "middle",
-    fai_horizon: tuple[int, int | None] = (10, 100),
-    seed: int | None = None,
-    gamma_amp: float = 1.5,
-    batch_size: int = 8,
-    progress: bool = False,
-    **kwargs: Any,
-) -> list[Float[Tensor, " pos"]]:
-    """Credit weights for many rollouts (the RL entry point), batched forward passes.
-
-    Defaults are the paper's RL setting: the five middle-third layers and
-    ``fai_horizon=(10, 100)``. Heads are classified per rollout.
-
-    Args:
-        model: the current policy as a bridge (eager attention).
-        traces: prompt + completion of each rollout.
-        strategy: see `Analysis.gamma`.
-        layers / fai_horizon: as in `analyze`.
-        seed: for ``"random"``; rollout ``i`` uses ``seed + i`` (None: unseeded).
-        gamma_amp: the amplification.
-        batch_size: rollouts per forward pass.
-        progress: show a progress bar.
-        **kwargs: other `analyze` parameters (``window``, ``top_q``, ``alpha``...).
-
-    Returns:
-        One ``[pos]`` float32 tensor per trace (1.0 on the prompt).
-    """
-    _credit.check_strategy(strategy)
-    # Only the entropy control reads the logits; the others stop after the last layer.
-    kwargs.setdefault("entropy", strategy == "entropy")
-    analyses = analyze_many(
-        model,
-        traces,
-        layers=layers,
-        fai_horizon=fai_horizon,
-        batch_size=batch_size,
-        progress=progress,
-        **kwargs,
-    )
-    return [
-        a.gamma(strategy, seed=None if seed is None else seed + i, gamma_amp=gamma_amp)
-        for i, a in enumerate(analyses)
-    ]

@@ -26,9 +26,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..errors import WorkbenchError
-
-__all__ = ["STRATEGIES", "check_strategy", "coupled_gamma", "set_gamma"]
+__all__ = ["STRATEGIES", "coupled_gamma", "set_gamma"]
 
 STRATEGIES = (
     "none",
@@ -41,27 +39,6 @@ STRATEGIES = (
     "bottom-global",
     "bottom-coupled",
 )
-
-
-def check_strategy(strategy: str) -> str:
-    """Validate a strategy name (see `STRATEGIES`)."""
-    if strategy not in STRATEGIES:
-        raise WorkbenchError(
-            f"unknown credit strategy {strategy!r}", f"use one of {list(STRATEGIES)}"
-        )
-    return strategy
-
-
-def check_gamma_amp(gamma_amp: float) -> float:
-    if (
-        isinstance(gamma_amp, bool)
-        or not isinstance(gamma_amp, int | float)
-        or not np.isfinite(gamma_amp)
-    ):
-        raise WorkbenchError(
-            f"gamma_amp must be a finite number, got {gamma_amp!r}", "pass e.g. 1.5"
-        )
-    return float(gamma_amp)
 
 
 def set_gamma(n_pos: int, positions: list[int], gamma_amp: float = 1.5) -> Float[Tensor, " pos"]:

@@ -36,7 +36,9 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from .. import _validate
 from ..errors import WorkbenchError
+from .params import check_horizon
 
 __all__ = [
     "DEFAULT_FAI_CUTS",
@@ -251,10 +253,7 @@ def span_heads(stats: HeadStats) -> Float[Tensor, " head"]:
 
 def check_window(window: int, max_window: int | None = None) -> int:
     """Validate a WAAD window ``W`` (a positive integer, at most `max_window`)."""
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise WorkbenchError(
-            f"window must be a positive integer, got {window!r}", "pass e.g. window=10"
-        )
+    window = _validate.integer("window", window, minimum=1, example=10)
     if max_window is not None and window > max_window:
         raise WorkbenchError(
             f"window={window} is larger than the {max_window} diagonals kept by this analysis",
@@ -280,27 +279,6 @@ def waad_heads(stats: HeadStats, window: int = 10) -> Float[Tensor, "head pos"]:
     out = (band * d).sum(-1) + w * (stats.rowsum.double() - near)
     out[:, : stats.prompt_len] = float("nan")
     return out
-
-
-def check_horizon(horizon: tuple[int, int | None]) -> tuple[int, int | None]:
-    """Validate an FAI horizon ``(H_lo, H_hi)``; ``H_hi=None`` runs to the end."""
-    try:
-        lo, hi = horizon
-    except (TypeError, ValueError):
-        raise WorkbenchError(
-            f"fai_horizon must be a pair (H_lo, H_hi), got {horizon!r}",
-            "pass (0, None) for analysis or (10, 100) for the paper's RL setting",
-        ) from None
-    if isinstance(lo, bool) or not isinstance(lo, int) or lo < 0:
-        raise WorkbenchError(
-            f"fai_horizon H_lo must be an integer >= 0, got {lo!r}", "pass e.g. (10, 100)"
-        )
-    if hi is not None and (isinstance(hi, bool) or not isinstance(hi, int) or hi < lo):
-        raise WorkbenchError(
-            f"fai_horizon H_hi must be None or an integer >= H_lo={lo}, got {hi!r}",
-            "pass e.g. (10, 100) or (0, None)",
-        )
-    return lo, hi
 
 
 def _cut_index(stats: HeadStats, c: int, what: str) -> int | None:

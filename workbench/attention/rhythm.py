@@ -21,23 +21,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..errors import WorkbenchError
-
 __all__ = [
-    "check_q",
     "default_taus",
     "dominated_anchors",
     "introductions",
     "select_count",
     "top_q",
 ]
-
-
-def check_q(q: float, name: str = "top_q") -> float:
-    """Validate a selection fraction in ``(0, 1]``."""
-    if isinstance(q, bool) or not isinstance(q, int | float) or not 0 < q <= 1:
-        raise WorkbenchError(f"{name} must be in (0, 1], got {q!r}", f"pass e.g. {name}=0.4")
-    return float(q)
 
 
 def select_count(q: float, n: int) -> int:

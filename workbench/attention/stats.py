@@ -38,6 +38,7 @@ from ..errors import WorkbenchError
 from .analysis import Analysis
 
 __all__ = [
+    "Curves",
     "PeakDetector",
     "entropy_at_waad_peaks",
     "fai_follows_waad",
@@ -86,14 +87,34 @@ class PeakDetector:
         return out
 
 
-def _check(analyses: Sequence[Analysis]) -> list[Analysis]:
+@dataclass(frozen=True)
+class Curves:
+    """The per-token curves of one trace that the statistics read (``[pos]`` each, NaN
+    outside the response). `Curves.of` takes them from an `Analysis`; building one by hand
+    states a case directly (the tests do).
+    """
+
+    prompt_len: int
+    waad: Float[Tensor, " pos"]
+    fai: Float[Tensor, " pos"]
+    receiver_fai: Float[Tensor, " pos"]
+    entropy: Float[Tensor, " pos"]
+
+    @classmethod
+    def of(cls, analysis: Analysis) -> Curves:
+        """The curves of an `Analysis`."""
+        a = analysis
+        return cls(a.prompt_len, a.waad, a.fai, a.receiver_fai, a.entropy)
+
+
+def _check(analyses: Sequence[Analysis | Curves]) -> list[Curves]:
     items = list(analyses)
-    if not items or not all(isinstance(a, Analysis) for a in items):
+    if not items or not all(isinstance(a, Analysis | Curves) for a in items):
         raise WorkbenchError(
             "the rhythm statistics need a non-empty list of Analysis objects",
             "pass wb.analyze_many(model, traces)",
         )
-    return items
+    return [Curves.of(a) if isinstance(a, Analysis) else a for a in items]
 
 
 def _defined(x: Tensor) -> np.ndarray:
@@ -101,7 +122,7 @@ def _defined(x: Tensor) -> np.ndarray:
 
 
 def entropy_at_waad_peaks(
-    analyses: Sequence[Analysis], *, detector: Detector | None = None
+    analyses: Sequence[Analysis | Curves], *, detector: Detector | None = None
 ) -> dict[str, float]:
     """Mean next-token entropy at WAAD peaks against the mean over all response tokens.
 
@@ -151,7 +172,7 @@ def _shuffled_control(rows, score, n_shuffles: int, rng, total: int) -> float:
 
 
 def fai_follows_waad(
-    analyses: Sequence[Analysis],
+    analyses: Sequence[Analysis | Curves],
     *,
     detector: Detector | None = None,
     lags: Sequence[int] = (0, 1),
@@ -186,7 +207,7 @@ def fai_follows_waad(
 
 
 def receiver_global_overlap(
-    analyses: Sequence[Analysis],
+    analyses: Sequence[Analysis | Curves],
     *,
     detector: Detector | None = None,
     n_shuffles: int = 200,
@@ -219,7 +240,7 @@ def receiver_global_overlap(
 
 
 def rhythm_statistics(
-    analyses: Sequence[Analysis],
+    analyses: Sequence[Analysis | Curves],
     *,
     detector: Detector | None = None,
     n_shuffles: int = 200,

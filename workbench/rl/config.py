@@ -23,32 +23,43 @@ Settings that are known to train the tiny reasoner: ``per_device_train_batch_siz
 gains about 8 points of sampled held-out accuracy on Countdown in 60 steps. With 32
 completions per step and no warm-up, pilots did not improve (and 1e-3 collapsed).
 
-The rhythm-credit settings (``strategy``, ``gamma_amp``, ``credit_layers``, ``top_q``,
-``window``, ``fai_horizon``, ``alpha``, ``k``) follow ``shared/method.md``; the defaults are
-the paper's RL settings (middle layers, W = 10, horizon (10, 100), q = 0.4, gamma_amp 1.5).
+The rhythm credit is one `CreditParams` (``credit``: strategy, ``gamma_amp``, layers and
+the `RhythmParams`), validated when the config is built, so a bad setting fails before any
+run folder is written. Its defaults are the paper's RL settings (middle layers, W = 10,
+horizon (10, 100), q = 0.4, gamma_amp 1.5) with the strategy ``"none"`` (plain GRPO).
+`GRPOConfig.replace` and `from_dict` also take the credit's fields by name
+(``strategy="coupled"``, ``top_q=0.3``; ``credit_layers`` is the layers), and read run
+folders written before the record existed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, no_type_check
 
-from ..attention.credit import STRATEGIES
+from .. import _validate as v
+from ..attention.params import CreditParams, RhythmParams
 from ..errors import WorkbenchError
 
 __all__ = ["GRPOConfig"]
 
 
-@dataclass
+#: The default credit: the paper's RL settings with no amplification (plain GRPO).
+_PLAIN_GRPO = CreditParams(strategy="none")
+
+
+@no_type_check  # validated by `validate`, with messages that name the fix
+@dataclass(frozen=True)
 class GRPOConfig:
     """Every setting of one GRPO run (saved as ``config.json`` in its run directory).
 
     Attributes:
         model: model name or folder for `wb.load_model` (default: the tiny reasoner).
         task: verifiable task name (``"countdown"`` or ``"arithmetic"``).
-        strategy: credit strategy: ``"none"`` (plain GRPO), ``"random"``, ``"entropy"``,
-            ``"local"``, ``"global"``, ``"coupled"`` or a ``"bottom-*"`` control.
+        credit: the rhythm credit (`CreditParams`); its ``strategy`` is ``"none"`` (plain
+            GRPO), ``"random"``, ``"entropy"``, ``"local"``, ``"global"``, ``"coupled"`` or
+            a ``"bottom-*"`` control. ``config.strategy`` reads it.
         max_steps: optimiser steps.
         seed: seed of everything (problems, sampling, random-credit draws).
         num_generations: completions per prompt (G).
@@ -65,7 +76,6 @@ class GRPOConfig:
         scale_rewards: ``"group"`` (divide by the group's std), ``"batch"`` or ``"none"``.
         max_completion_length, temperature, top_p: sampling.
         chat: apply the chat template to prompts (for instruct models).
-        gamma_amp, credit_layers, top_q, window, fai_horizon, alpha, k: rhythm credit.
         eval_every: evaluate on the held-out split every this many steps (0: only at the
             start and the end).
         eval_size: held-out problems per evaluation.
@@ -80,7 +90,7 @@ class GRPOConfig:
 
     model: str = "tiny-reasoner"
     task: str = "countdown"
-    strategy: str = "none"
+    credit: CreditParams = _PLAIN_GRPO
     max_steps: int = 50
     seed: int = 0
     num_generations: int = 8
@@ -103,23 +113,20 @@ class GRPOConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     chat: bool = False
-    gamma_amp: float = 1.5
-    credit_layers: Any = "middle"
-    top_q: float = 0.4
-    window: int = 10
-    fai_horizon: tuple[int, int | None] = (10, 100)
-    alpha: float = 0.5
-    k: int = 3
     eval_every: int = 10
     eval_size: int = 64
     eval_samples: int = 4
     save_every: int = 10
     keep_checkpoints: int = 2
     device: str | None = "cpu"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
+
+    @property
+    def strategy(self) -> str:
+        """The credit strategy (``credit.strategy``)."""
+        return self.credit.strategy
 
     @property
     def prompts_per_step(self) -> int:
@@ -132,73 +139,120 @@ class GRPOConfig:
         def bad(problem: str, fix: str) -> None:
             raise WorkbenchError(problem, fix)
 
-        if self.strategy not in STRATEGIES:
-            bad(f"unknown strategy {self.strategy!r}", f"use one of {list(STRATEGIES)}")
-        if self.num_generations < 2:
+        # Why each bound: GRPO normalises within groups of >= 2 completions; a corrupt
+        # latest checkpoint must still leave a good one (keep >= 2).
+
+        if not isinstance(self.credit, CreditParams):
             bad(
-                f"num_generations={self.num_generations}: GRPO needs at least 2 completions "
-                "per prompt to normalise rewards within a group",
-                "use num_generations=8 (TRL's default) or at least 2",
+                f"credit must be a CreditParams, got {type(self.credit).__name__}",
+                'pass credit=wb.CreditParams(strategy="coupled"), or strategy="coupled" to '
+                "GRPOConfig.replace",
             )
-        if (
-            self.per_device_train_batch_size < self.num_generations
-            or self.per_device_train_batch_size % self.num_generations
-        ):
+        for name, minimum in _INTEGERS.items():
+            v.integer(name, getattr(self, name), minimum=minimum, example=_DEFAULTS[name])
+        for name, bounds in _NUMBERS.items():
+            v.number(name, getattr(self, name), example=_DEFAULTS[name], **bounds)
+        if self.epsilon_high is not None:
+            v.number("epsilon_high", self.epsilon_high, low=0, low_open=True, example=0.28)
+        if not isinstance(self.chat, bool):
+            bad(f"chat must be True or False, got {self.chat!r}", "pass chat=False")
+        if self.device not in (None, "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            bad(f"device={self.device!r} is not a device", 'pass "cpu", "cuda", "cuda:N" or None')
+        if self.per_device_train_batch_size % self.num_generations:
             bad(
                 f"per_device_train_batch_size={self.per_device_train_batch_size} must be a "
                 f"multiple of num_generations={self.num_generations} (it counts completions, "
                 "as in TRL)",
                 f"use e.g. per_device_train_batch_size={4 * self.num_generations}",
             )
-        for name in ("max_steps", "max_completion_length", "num_iterations", "eval_size"):
-            if int(getattr(self, name)) < 1:
-                bad(f"{name} must be at least 1, got {getattr(self, name)}", f"raise {name}")
-        if self.max_steps < 1:
-            bad("max_steps must be at least 1", "raise max_steps")
-        if self.learning_rate <= 0:
-            bad(f"learning_rate must be positive, got {self.learning_rate}", "use e.g. 1e-5")
-        if not 0 < self.epsilon < 1:
-            bad(f"epsilon must be in (0, 1), got {self.epsilon}", "use 0.2 (TRL's default)")
         if self.loss_type not in ("dapo", "grpo"):
             bad(f"loss_type {self.loss_type!r} is not implemented", "use 'dapo' or 'grpo'")
         if self.scale_rewards not in ("group", "batch", "none"):
             bad(f"scale_rewards {self.scale_rewards!r}", "use 'group', 'batch' or 'none'")
-        if self.temperature <= 0:
-            bad(f"temperature must be > 0 for sampling, got {self.temperature}", "use 1.0")
-        if self.keep_checkpoints < 2:
-            bad(
-                f"keep_checkpoints={self.keep_checkpoints}: keep at least 2 so a corrupt "
-                "latest checkpoint still leaves a good one",
-                "use keep_checkpoints=2",
-            )
-        if self.warmup_steps < 0:
-            bad(f"warmup_steps must be >= 0, got {self.warmup_steps}", "use e.g. 10 (or 0)")
-        if self.eval_samples < 0:
-            bad(f"eval_samples must be >= 0, got {self.eval_samples}", "use 4 (or 0 to skip)")
-        if self.eval_every < 0 or self.save_every < 1:
-            bad("eval_every must be >= 0 and save_every >= 1", "use eval_every=10, save_every=10")
+        for name in ("model", "task"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                bad(
+                    f"{name} must be a non-empty string, got {getattr(self, name)!r}",
+                    f"pass e.g. {name}={_DEFAULTS[name]!r}",
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; `from_dict` inverts it."""
-        d = dataclasses.asdict(self)
-        d["fai_horizon"] = list(self.fai_horizon)
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["credit"] = self.credit.to_dict()
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GRPOConfig:
-        """Build a config from `to_dict` output, refusing unknown keys with a clear error."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        """Build a config from `to_dict` output (or flat credit keys), refusing unknown keys."""
+        return cls().replace(**d)
+
+    def replace(self, **changes: Any) -> GRPOConfig:
+        """A validated copy with some settings changed.
+
+        Besides the fields, takes the credit's by name: ``strategy``, ``gamma_amp``,
+        ``credit_layers`` (the credit's ``layers``) and any `RhythmParams` field; ``credit``
+        may be a `CreditParams` or its ``to_dict`` form.
+        """
+        changes = dict(changes)
+        credit = changes.pop("credit", self.credit)
+        if isinstance(credit, dict):
+            credit = CreditParams.from_dict(credit)
+        flat = {k: changes.pop(k) for k in list(changes) if k in _CREDIT_KEYS}
+        if "credit_layers" in flat:
+            flat["layers"] = flat.pop("credit_layers")
+        if flat:
+            if not isinstance(credit, CreditParams):
+                raise WorkbenchError(
+                    f"credit must be a CreditParams, got {type(credit).__name__}",
+                    'pass credit=wb.CreditParams(strategy="coupled")',
+                )
+            credit = credit.replace(**flat)
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
         if unknown:
             raise WorkbenchError(
                 f"unknown GRPO settings {unknown}",
-                f"check the spelling; known settings are {sorted(known)}",
+                f"check the spelling; known settings are {sorted(known | _CREDIT_KEYS)}",
             )
-        d = dict(d)
-        if "fai_horizon" in d:
-            d["fai_horizon"] = tuple(d["fai_horizon"])  # JSON stores it as a list
-        return cls(**d)
+        return dataclasses.replace(self, credit=credit, **changes)
 
-    def replace(self, **changes: Any) -> GRPOConfig:
-        """A copy with some settings changed (validated)."""
-        return self.from_dict({**self.to_dict(), **changes})
+
+_CREDIT_KEYS = {
+    "strategy",
+    "gamma_amp",
+    "credit_layers",
+    *(f.name for f in dataclasses.fields(RhythmParams)),
+}
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}
+#: Integer settings and their minimum.
+_INTEGERS = {
+    "max_steps": 1,
+    "seed": 0,
+    "num_generations": 2,
+    "per_device_train_batch_size": 2,
+    "warmup_steps": 0,
+    "num_iterations": 1,
+    "max_completion_length": 1,
+    "eval_every": 0,
+    "eval_size": 1,
+    "eval_samples": 0,
+    "save_every": 1,
+    "keep_checkpoints": 2,
+}
+#: Real settings and their bounds.
+_NUMBERS: dict[str, dict[str, Any]] = {
+    "learning_rate": {"low": 0, "low_open": True},
+    "adam_beta1": {"low": 0, "high": 1, "high_open": True},
+    "adam_beta2": {"low": 0, "high": 1, "high_open": True},
+    "adam_epsilon": {"low": 0, "low_open": True},
+    "weight_decay": {"low": 0},
+    "max_grad_norm": {"low": 0, "low_open": True},
+    "epsilon": {"low": 0, "high": 1, "low_open": True, "high_open": True},
+    "beta": {"low": 0},
+    "entropy_coef": {"low": 0},
+    "temperature": {"low": 0, "low_open": True},
+    "top_p": {"low": 0, "high": 1, "low_open": True},
+}

@@ -19,28 +19,19 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..attention.analysis import gamma_many
-from ..attention.credit import check_strategy
+from ..attention.params import CreditParams
+from ..attention.run import gamma_many
 from ..trace import Trace
 
-__all__ = ["CreditSettings", "rollout_gammas"]
-
-CreditSettings = dict[str, Any]
+__all__ = ["rollout_gammas"]
 
 
 def rollout_gammas(
     model: Any,
     prompt_ids: Sequence[Sequence[int]],
     completion_ids: Sequence[Sequence[int]],
+    credit: CreditParams,
     *,
-    strategy: str,
-    gamma_amp: float = 1.5,
-    layers: Any = "middle",
-    top_q: float = 0.4,
-    window: int = 10,
-    fai_horizon: tuple[int, int | None] = (10, 100),
-    alpha: float = 0.5,
-    k: int = 3,
     seed: int = 0,
     pad_to: int | None = None,
     batch_size: int = 32,
@@ -51,21 +42,18 @@ def rollout_gammas(
         model: the policy as a TransformerBridge (its current weights are used).
         prompt_ids: token ids of each rollout's prompt.
         completion_ids: token ids of each completion (unpadded).
-        strategy: a credit strategy (see `workbench.attention.credit.STRATEGIES`).
-        gamma_amp, layers, top_q, window, fai_horizon, alpha, k: as in `wb.analyze` and
-            `Analysis.gamma` (defaults: the paper's RL settings).
+        credit: the `CreditParams` (strategy, amplification, layers, rhythm settings).
         seed: base seed of the ``"random"`` control (rollout i uses ``seed + i``).
         pad_to: width of the result (default: the longest completion); padding is 1.0.
-        batch_size: rollouts per credit forward pass (`wb.attention.analysis.gamma_many`
+        batch_size: rollouts per credit forward pass (`workbench.attention.run.gamma_many`
             right-pads them; the weights equal single passes).
 
     Returns:
         ``[batch, pad_to]`` float32 weights; 1.0 past each completion's end.
     """
-    check_strategy(strategy)
     width = pad_to if pad_to is not None else max((len(c) for c in completion_ids), default=0)
     out = torch.ones(len(completion_ids), width, dtype=torch.float32)
-    if strategy == "none":
+    if credit.strategy == "none":
         return out
     traces = [
         Trace(
@@ -83,19 +71,7 @@ def rollout_gammas(
     try:
         with torch.no_grad():
             gammas = gamma_many(
-                model,
-                [traces[i] for i in keep],
-                strategy,
-                layers=layers,
-                fai_horizon=fai_horizon,
-                seed=seed,
-                gamma_amp=gamma_amp,
-                batch_size=batch_size,
-                window=window,
-                top_q=top_q,
-                alpha=alpha,
-                k=k,
-                max_window=window,
+                model, [traces[i] for i in keep], credit, seed=seed, batch_size=batch_size
             )
     finally:
         if was_training:

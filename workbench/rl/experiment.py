@@ -51,13 +51,13 @@ class Experiment:
 
         rows = []
         for d in self.run_dirs():
-            cfg = json.loads((d / "config.json").read_text())
+            cfg = GRPOConfig.from_dict(json.loads((d / "config.json").read_text()))
             for r in read_metrics(d):
                 if "eval_accuracy" in r:
                     rows.append(
                         {
-                            "strategy": cfg["strategy"],
-                            "seed": cfg["seed"],
+                            "strategy": cfg.strategy,
+                            "seed": cfg.seed,
                             "step": r["step"],
                             **{m: r.get(m, float("nan")) for m in METRICS},
                         }

@@ -21,6 +21,8 @@ import ipywidgets as widgets
 import pandas as pd
 
 from ..attention.credit import STRATEGIES
+from ..attention.params import CreditParams
+from ..tasks import TASKS
 from ..viz import style
 from ..viz.panels import Panel, chart_widget
 from .config import GRPOConfig
@@ -72,7 +74,7 @@ class RLPanel(Panel):
         self.out = Path(out)
         self.model_name = widgets.Text(value=model, description="model", style=d)
         self.task = widgets.Dropdown(
-            options=["countdown", "arithmetic"], value="countdown", description="task", style=d
+            options=list(TASKS), value="countdown", description="task", style=d
         )
         self.strategy = widgets.Dropdown(
             options=list(STRATEGIES), value="coupled", description="strategy", style=d
@@ -119,7 +121,7 @@ class RLPanel(Panel):
         return GRPOConfig(
             model=self.model_name.value,
             task=self.task.value,
-            strategy=self.strategy.value,
+            credit=CreditParams(strategy=self.strategy.value),
             max_steps=self.steps.value,
             seed=self.seed.value,
             per_device_train_batch_size=self.batch.value,

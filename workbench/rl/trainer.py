@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from .._io import atomic_write_json
+from ..attention.layers import resolve_layers
 from ..errors import WorkbenchError
 from ..models import bridge_model, load_hf
 from ..provenance import provenance
@@ -107,6 +108,8 @@ class GRPORun:
         self.policy, self.tokenizer = load_hf(config.model, device=config.device)
         self.policy.train()
         self.model = bridge_model(self.policy, self.tokenizer)
+        if not isinstance(config.credit.layers, str):  # refused here, before any folder
+            resolve_layers(list(config.credit.layers), self.model.cfg.n_layers)
         self.optimizer = torch.optim.AdamW(
             self.policy.parameters(),
             lr=config.learning_rate,
@@ -228,14 +231,7 @@ class GRPORun:
             self.model,
             rollout_prompts,
             completions,
-            strategy=cfg.strategy,
-            gamma_amp=cfg.gamma_amp,
-            layers=cfg.credit_layers,
-            top_q=cfg.top_q,
-            window=cfg.window,
-            fai_horizon=cfg.fai_horizon,
-            alpha=cfg.alpha,
-            k=cfg.k,
+            cfg.credit,
             seed=seed,
             pad_to=width,
         )
@@ -448,10 +444,12 @@ def train(
             f"{run_dir} already holds a run",
             f"continue it with wb.rl.resume({str(run_dir)!r}), or pick another out folder",
         )
+    # Everything that can be refused (settings, model, task, credit layers) is, before
+    # the folder exists.
+    run = GRPORun(config, run_dir, callbacks=callbacks, progress=progress)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", config.to_dict())
     atomic_write_json(run_dir / "provenance.json", provenance())
-    run = GRPORun(config, run_dir, callbacks=callbacks, progress=progress)
     return run.train()
 
 

@@ -8,7 +8,8 @@ gamma`` of shape ``(B, T)``, which TRL's loss accepts as they are.
     from workbench.rl import RhythmGRPOTrainer
     trainer = RhythmGRPOTrainer(model=hf_model, processing_class=tokenizer,
                                 reward_funcs=task.reward, args=trl.GRPOConfig(...),
-                                train_dataset=dataset, strategy="coupled")
+                                train_dataset=dataset,
+                                credit=wb.CreditParams(strategy="coupled"))
     trainer.train()
 
 Caveats:
@@ -27,6 +28,8 @@ from typing import Any
 import torch
 
 from .._compat import check_versions, grpo_trainer_base, log_trl_metric
+from ..attention.params import CreditParams
+from ..errors import WorkbenchError
 from ..models import bridge_model
 from .credit import rollout_gammas
 
@@ -58,25 +61,28 @@ class RhythmGRPOTrainer(_GRPOTrainer):
 
     Args:
         *args, **kwargs: as for `trl.GRPOTrainer`.
-        strategy: credit strategy (``"coupled"``, ``"global"``, ``"local"``, ``"random"``,
-            ``"entropy"``, ``"bottom-*"`` or ``"none"``).
-        credit: keyword arguments of `rollout_gammas` (``gamma_amp``, ``layers``,
-            ``top_q``, ``window``, ``fai_horizon``, ``alpha``, ``k``); the paper's RL
-            defaults when omitted.
+        credit: the `CreditParams` (strategy ``"coupled"``, ``"global"``, ``"local"``,
+            ``"random"``, ``"entropy"``, ``"bottom-*"`` or ``"none"``, amplification,
+            layers, rhythm settings); default ``CreditParams()``, the paper's RL setting
+            with the coupled strategy. The same record as `GRPOConfig.credit`.
         seed: base seed of the ``"random"`` control (step s uses ``seed + 100_000 * s``).
     """
 
     def __init__(
         self,
         *args: Any,
-        strategy: str = "coupled",
-        credit: dict[str, Any] | None = None,
+        credit: CreditParams | None = None,
         seed: int = 0,
         **kwargs: Any,
     ):
+        credit = CreditParams() if credit is None else credit
+        if not isinstance(credit, CreditParams):  # refused before TRL builds anything
+            raise WorkbenchError(
+                f"credit must be a wb.CreditParams, got {type(credit).__name__}",
+                'pass credit=wb.CreditParams(strategy="coupled", gamma_amp=1.5)',
+            )
         super().__init__(*args, **kwargs)
-        self.strategy = strategy
-        self.credit = dict(credit or {})
+        self.credit = credit
         self.credit_seed = seed
         self._bridge = None
         self._bridge_of = None
@@ -96,17 +102,16 @@ class RhythmGRPOTrainer(_GRPOTrainer):
             out["prompt_ids"], out["prompt_mask"], out["completion_ids"], out["completion_mask"]
         )
         width = out["completion_ids"].shape[1]
-        if self.strategy == "none":
+        if self.credit.strategy == "none":
             gamma = torch.ones(len(completions), width)
         else:
             gamma = rollout_gammas(
                 self._credit_bridge(),
                 prompts,
                 completions,
-                strategy=self.strategy,
+                self.credit,
                 seed=self.credit_seed + 100_000 * int(self.state.global_step),
                 pad_to=width,
-                **self.credit,
             )
         gamma = gamma.to(out["advantages"].device)
         advantages = out["advantages"]

@@ -328,11 +328,11 @@ def rhythm_curves(
     ]
     if entropy:
         parts.append(_curve(df, "entropy", None, width=width, height=height, show_x=True))
-    w = analysis.params["window"]
-    lo, hi = analysis.params["fai_horizon"]
+    w = analysis.params.window
+    lo, hi = analysis.params.fai_horizon
     subtitle = (
         f"W = {w}, FAI horizon ({lo}, {'end' if hi is None else hi}), "
-        f"top q = {analysis.params['top_q']}; ▲ orange = preplan, ▲ blue = anchor"
+        f"top q = {analysis.params.top_q}; ▲ orange = preplan, ▲ blue = anchor"
     )
     return alt.vconcat(
         *parts, title=alt.Title("Preplan-and-anchor rhythm", subtitle=subtitle), spacing=6
@@ -530,7 +530,7 @@ def head_map(analysis: Any, *, cell_px: int = 18) -> alt.LayerChart:
             tooltip=tooltip,
         )
     )
-    ql, qg = analysis.params["head_quantiles"]
+    ql, qg = analysis.params.head_quantiles
     subtitle = (
         f"{len(analysis.local_heads)} local (bottom {ql:.0%} by span), "
         f"{len(analysis.global_heads)} global (top {qg:.0%})"

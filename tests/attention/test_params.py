@@ -1,0 +1,116 @@
+"""The parameter records: validated once, frozen, replaced by name, round-tripped."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_attention_toy import toy_analysis
+
+import workbench as wb
+from workbench.attention.params import CreditParams, RhythmParams
+
+
+def test_defaults_are_the_papers_settings():
+    r = RhythmParams()
+    assert (r.window, r.fai_horizon, r.head_quantiles, r.top_q, r.k, r.alpha) == (
+        10, (0, None), (0.3, 0.3), 0.4, 3, 0.5,
+    )  # fmt: skip
+    c = CreditParams()
+    assert (c.strategy, c.gamma_amp, c.layers, c.rhythm.fai_horizon) == (
+        "coupled", 1.5, "middle", (10, 100),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda: RhythmParams(window=0), "window must be at least 1"),
+        (lambda: RhythmParams(window=2.5), "window must be an integer"),
+        (lambda: RhythmParams(window=True), "window must be an integer"),
+        (lambda: RhythmParams(fai_horizon=(5, 2)), "H_hi must be at least 5"),
+        (lambda: RhythmParams(fai_horizon=7), "must be a pair"),
+        (lambda: RhythmParams(head_quantiles=(0.7, 0.7)), "sum to more than 1"),
+        (lambda: RhythmParams(top_q=0), "top_q must be in"),
+        (lambda: RhythmParams(alpha=float("nan")), "alpha must be a finite number"),
+        (lambda: RhythmParams(tau_waad="high"), "tau_waad must be a finite number"),
+        (lambda: CreditParams(strategy="anchors"), "unknown credit strategy 'anchors'"),
+        (lambda: CreditParams(gamma_amp=-2), r"gamma_amp must be in \[1"),
+        (lambda: CreditParams(gamma_amp=0.5), r"gamma_amp must be in \[1"),
+        (lambda: CreditParams(layers=[]), "not a layer selection"),
+        (lambda: CreditParams(layers="first"), "not a layer selection"),
+        (lambda: CreditParams(rhythm={"window": 3}), "rhythm must be a RhythmParams"),
+        (lambda: RhythmParams().replace(windw=3), r"no setting\(s\) \['windw'\]"),
+        (lambda: CreditParams().replace(stratgy="global"), "no setting"),
+    ],
+)
+def test_bad_settings_are_refused_at_construction(build, match):
+    with pytest.raises(wb.WorkbenchError, match=match):
+        build()
+
+
+def test_records_are_frozen_and_replace_returns_validated_copies():
+    r = RhythmParams()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.window = 5
+    r5 = r.replace(window=5)
+    assert (r.window, r5.window) == (10, 5)
+    c = CreditParams().replace(strategy="global", top_q=0.3, layers=[4, 2])
+    assert (c.strategy, c.rhythm.top_q, c.layers) == ("global", 0.3, (4, 2))
+    assert c.rhythm.fai_horizon == (10, 100), "the other rhythm fields are kept"
+
+
+def test_json_round_trip():
+    c = CreditParams(strategy="random", gamma_amp=2.0, layers=[3], rhythm=RhythmParams(k=2))
+    back = CreditParams.from_dict(json.loads(json.dumps(c.to_dict())))
+    assert back == c
+    assert RhythmParams.from_dict(json.loads(json.dumps(RhythmParams().to_dict()))) == (
+        RhythmParams()
+    )
+
+
+def test_an_analysis_is_immutable():
+    a = toy_analysis(1)
+    with pytest.raises(AttributeError, match="immutable"):
+        a.waad = torch.zeros(3)
+    with pytest.raises(AttributeError, match="immutable"):
+        del a.anchors
+    b = a.with_params(window=4)
+    assert a.params.window == 10 and b.params.window == 4 and b.stats is a.stats
+
+
+def test_with_params_takes_a_whole_record_or_keywords():
+    a = toy_analysis(2, n=30, pl=5)
+    p = RhythmParams(window=3, top_q=0.25)
+    b, c = a.with_params(p), a.with_params(window=3, top_q=0.25)
+    assert b.params == c.params == p
+    assert b.anchors == c.anchors and b.preplan == c.preplan
+
+
+def test_select_heads_equals_an_analysis_of_those_heads_only():
+    a = toy_analysis(4, n=30, pl=5, nh=8)
+    keep = [(0, 1), (0, 3), (0, 4), (0, 6), (0, 7)]
+    b = a.select_heads(keep)
+    rows = [a.heads.index(h) for h in keep]
+    fresh = wb.Analysis(
+        stats=a.stats.select(rows),
+        entropy=a.entropy,
+        tokens=a.tokens,
+        ids=a.ids,
+        n_layers=1,
+        n_heads=8,
+    )
+    assert b.heads == keep and b.meta["layers"] == [0]
+    for f in ["waad", "fai", "delta"]:
+        np.testing.assert_array_equal(getattr(b, f).numpy(), getattr(fresh, f).numpy())
+    assert (b.local_heads, b.global_heads, b.anchors) == (
+        fresh.local_heads, fresh.global_heads, fresh.anchors,
+    )  # fmt: skip
+    assert torch.isnan(b.head_span[0, 0]) and not torch.isnan(a.head_span[0, 0])
+    with pytest.raises(wb.WorkbenchError, match="not analysed"):
+        a.select_heads([(0, 9)])
+    with pytest.raises(wb.WorkbenchError, match="no heads"):
+        a.select_heads([])

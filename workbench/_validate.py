@@ -1,0 +1,63 @@
+"""Scalar validators shared by every parameter record and entry point.
+
+Each returns the value normalised (``int`` or ``float``) or raises a `WorkbenchError` that
+names the setting, the bad value and a fix. Booleans are refused where numbers are
+expected (``True`` is an ``int`` in Python, and ``window=True`` is always a mistake).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .errors import WorkbenchError
+
+__all__ = ["integer", "number", "optional_number"]
+
+
+def integer(name: str, value: Any, *, minimum: int | None = None, example: Any = None) -> int:
+    """`value` as an ``int`` that is at least `minimum`.
+
+    Raises:
+        WorkbenchError: `value` is not an integer (bools and floats included) or too small.
+    """
+    fix = f"pass e.g. {name}={example!r}" if example is not None else f"pass an integer {name}"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise WorkbenchError(f"{name} must be an integer, got {value!r}", fix)
+    if minimum is not None and value < minimum:
+        raise WorkbenchError(f"{name} must be at least {minimum}, got {value!r}", fix)
+    return int(value)
+
+
+def number(
+    name: str,
+    value: Any,
+    *,
+    low: float = -math.inf,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+    example: Any = None,
+) -> float:
+    """`value` as a finite ``float`` in the interval from `low` to `high`.
+
+    Args:
+        low, high: the bounds; `low_open` / `high_open` exclude them.
+
+    Raises:
+        WorkbenchError: not a real number, NaN or infinite, or out of range.
+    """
+    fix = f"pass e.g. {name}={example!r}" if example is not None else f"pass a number {name}"
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise WorkbenchError(f"{name} must be a finite number, got {value!r}", fix)
+    below = value <= low if low_open else value < low
+    above = value >= high if high_open else value > high
+    if below or above:
+        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        raise WorkbenchError(f"{name} must be in {lo}{low}, {high}{hi}, got {value!r}", fix)
+    return float(value)
+
+
+def optional_number(name: str, value: Any, **bounds: Any) -> float | None:
+    """None, or `number` with the same arguments."""
+    return None if value is None else number(name, value, **bounds)

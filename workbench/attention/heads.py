@@ -1,0 +1,76 @@
+"""Head classes (Eq. 8): the local and the global heads, by span.
+
+`classify_heads` applies the paper's quantile rule to one set of spans; `HeadClasses`
+holds a classification so it can be fixed and reused across traces (for example one
+computed from the mean span of a batch, `analyze_many(..., heads_from="batch")`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from ..errors import WorkbenchError
+from .params import check_quantiles
+from .rhythm import select_count
+
+__all__ = ["Head", "HeadClasses", "classify_heads"]
+
+Head = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class HeadClasses:
+    """A head classification (Eq. 8) that can be fixed and reused across traces.
+
+    Attributes:
+        local_heads: ``(layer, head)`` pairs with the smallest span (``H_loc``).
+        global_heads: ``(layer, head)`` pairs with the largest span (``H_glob``).
+        span: ``[layer head]`` the spans it was computed from (NaN where not analysed).
+        quantiles: ``(q_local, q_global)`` used.
+    """
+
+    local_heads: list[Head]
+    global_heads: list[Head]
+    span: Float[Tensor, "layer head_index"] = field(repr=False)
+    quantiles: tuple[float, float] = (0.3, 0.3)
+
+    @classmethod
+    def from_span(
+        cls,
+        span: Float[Tensor, "layer head_index"],
+        head_quantiles: tuple[float, float] = (0.3, 0.3),
+    ) -> HeadClasses:
+        """Classify the heads with a defined (non-NaN) span: see `classify_heads`."""
+        ql, qg = check_quantiles(head_quantiles)
+        span = torch.as_tensor(span).double()
+        heads = [(int(a), int(b)) for a, b in (~torch.isnan(span)).nonzero().tolist()]
+        if not heads:
+            raise WorkbenchError("the span has no defined entries", "analyse at least one head")
+        vals = [float(span[h]) for h in heads]
+        loc, glob = classify_heads(heads, vals, (ql, qg))
+        return cls(loc, glob, span, (ql, qg))
+
+
+def classify_heads(
+    heads: Sequence[Head], span: Sequence[float], head_quantiles: tuple[float, float]
+) -> tuple[list[Head], list[Head]]:
+    """Local and global heads (Eq. 8) from their spans.
+
+    Bottom ``q_local`` of the heads by span are local, top ``q_global`` are global;
+    counts are ``max(1, round(q * n))``; ties are broken by the lower ``(layer, head)``.
+
+    Returns:
+        ``(local_heads, global_heads)``, each sorted by ``(layer, head)``.
+    """
+    ql, qg = head_quantiles
+    n = len(heads)
+    order_lo = sorted(range(n), key=lambda i: (span[i], heads[i]))
+    order_hi = sorted(range(n), key=lambda i: (-span[i], heads[i]))
+    loc = sorted(heads[i] for i in order_lo[: select_count(ql, n)])
+    glob = sorted(heads[i] for i in order_hi[: select_count(qg, n)])
+    return loc, glob

@@ -1,0 +1,316 @@
+"""The entry points: `analyze` (one trace), `analyze_many` (many) and `gamma_many` (RL).
+
+Each validates everything before any forward pass, then runs the engine
+(`workbench.attention.engine.collect_many`) once per batch of traces and wraps the
+statistics in `Analysis` objects. The rhythm parameters travel as one `RhythmParams`
+(keyword settings such as ``window=5`` change a copy of it); RL credit as one
+`CreditParams`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from jaxtyping import Float
+from torch import Tensor
+
+from .. import _validate
+from ..errors import WorkbenchError
+from ..trace import Trace
+from . import engine
+from .analysis import Analysis
+from .heads import Head, HeadClasses
+from .layers import resolve_heads, resolve_layers
+from .metrics import DEFAULT_FAI_CUTS, DEFAULT_MAX_WINDOW
+from .params import CreditParams, RhythmParams
+
+__all__ = ["analyze", "analyze_many", "gamma_many"]
+
+PATHS = ("auto", "exact", "tiled")
+
+
+def _check_trace(model: Any, trace: Trace) -> None:
+    if not isinstance(trace, Trace):
+        raise WorkbenchError(
+            f"expected a wb.Trace, got {type(trace).__name__}",
+            "build one with wb.generate(model, prompt) or wb.Trace.from_text(model, p, r)",
+        )
+    if trace.response_len == 0:
+        raise WorkbenchError(
+            "the trace has an empty response (prompt_len == len(ids)): nothing to analyse",
+            "generate or pass a response of at least one token",
+        )
+    n_ctx = getattr(model.cfg, "n_ctx", None)
+    if n_ctx is not None and len(trace) > n_ctx:
+        raise WorkbenchError(
+            f"the trace has {len(trace)} tokens but the model's context holds {n_ctx}",
+            "shorten the trace (fewer prompt or response tokens)",
+        )
+
+
+def _rhythm(params: RhythmParams | None, changes: dict[str, Any]) -> RhythmParams:
+    if params is None:
+        params = RhythmParams()
+    elif not isinstance(params, RhythmParams):
+        raise WorkbenchError(
+            f"params must be a wb.RhythmParams, got {type(params).__name__}",
+            "pass wb.RhythmParams(...) or keyword settings such as window=10",
+        )
+    return params.replace(**changes) if changes else params
+
+
+def analyze(
+    model: Any,
+    trace: Trace,
+    params: RhythmParams | None = None,
+    *,
+    layers: str | int | Sequence[int] = "all",
+    heads: Sequence[Head] | None = None,
+    classes: HeadClasses | None = None,
+    max_window: int | None = None,
+    fai_cuts: Sequence[int] | None = None,
+    path: str = "auto",
+    entropy: bool = True,
+    **changes: Any,
+) -> Analysis:
+    """Analyse one trace with one forward pass (method.md, Eq. 7-10 and Sec. 5.2).
+
+    Args:
+        model: a TransformerBridge from `wb.load_model`.
+        trace: the `Trace` (prompt + response).
+        params: the `RhythmParams` (default ``RhythmParams()``: W = 10, FAI to the end of
+            the response, 30% / 30% head quantiles, q = 0.4, k = 3, alpha = 0.5).
+        layers: ``"all"``, ``"middle"`` (five middle-third layers, `middle_layers`) or a
+            list of layer indices.
+        heads: optionally restrict to these ``(layer, head)`` pairs (within `layers`).
+        classes: a fixed `HeadClasses` (e.g. from `analyze_many(..., heads_from="batch")`).
+        max_window: keep the diagonal band up to this window (default max(window, 32)).
+        fai_cuts: extra FAI cut distances to keep (see `metrics.DEFAULT_FAI_CUTS`).
+        path: ``"tiled"`` (the workbench's registered attention function on the plain
+            model, exact, in query tiles, never a full pattern), ``"exact"`` (hooks on the
+            bridge's ``hook_pattern``) or ``"auto"`` (tiled whenever the model supports
+            it; see `workbench.attention.engine`).
+        entropy: compute next-token entropies. False stops the forward pass after the
+            last analysed layer; ``Analysis.entropy`` is then NaN.
+        **changes: `RhythmParams` fields overriding `params`, e.g. ``window=5``.
+
+    Returns:
+        An `Analysis` (`Analysis.with_params` changes the rhythm parameters for free).
+    """
+    options = dict(
+        layers=layers,
+        heads=heads,
+        classes=classes,
+        max_window=max_window,
+        fai_cuts=fai_cuts,
+        path=path,
+        entropy=entropy,
+    )
+    return _analyze_batch(model, [trace], _rhythm(params, changes), **options)[0]
+
+
+def _analyze_batch(
+    model: Any,
+    traces: Sequence[Trace],
+    params: RhythmParams,
+    *,
+    layers: str | int | Sequence[int] = "all",
+    heads: Sequence[Head] | None = None,
+    classes: HeadClasses | None = None,
+    max_window: int | None = None,
+    fai_cuts: Sequence[int] | None = None,
+    path: str = "auto",
+    entropy: bool = True,
+    default_cuts: bool = True,
+) -> list[Analysis]:
+    """Validate everything, then one batched forward pass (`engine.collect_many`).
+
+    ``default_cuts=False`` keeps only the cuts of ``params.fai_horizon`` and `fai_cuts`
+    (the RL credit pass never changes its horizon afterwards).
+    """
+    engine.check_model(model)
+    for trace in traces:
+        _check_trace(model, trace)
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    layer_list = resolve_layers(layers, n_layers)
+    head_list = resolve_heads(layer_list, heads, n_layers, n_heads)
+    window = params.window
+    mw = max(window, DEFAULT_MAX_WINDOW) if max_window is None else max_window
+    _validate.integer("max_window", mw, minimum=window, example=max(window, DEFAULT_MAX_WINDOW))
+    if path not in PATHS:
+        raise WorkbenchError(f"path={path!r} is not a path", f"pass one of {list(PATHS)}")
+    if classes is not None and not isinstance(classes, HeadClasses):
+        raise WorkbenchError(
+            f"classes must be a wb.HeadClasses or None, got {type(classes).__name__}",
+            "pass e.g. analysis.classes",
+        )
+    lo, hi = params.fai_horizon
+    cuts = [
+        *(DEFAULT_FAI_CUTS if default_cuts else ()),
+        lo,
+        *([] if hi is None else [hi + 1]),
+        *(fai_cuts or ()),
+    ]
+    pad = getattr(getattr(model, "tokenizer", None), "pad_token_id", None)
+    results = engine.collect_many(
+        model,
+        [(t.ids, t.prompt_len) for t in traces],
+        head_list,
+        max_window=mw,
+        cuts=cuts,
+        path=path,
+        pad_id=int(pad) if pad is not None else 0,
+        entropy=entropy,
+    )
+    return [
+        Analysis(
+            stats=stats,
+            entropy=ent,
+            tokens=trace.tokens,
+            ids=trace.ids,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            params=params,
+            classes=classes,
+            meta={"trace": dict(trace.meta), "layers": layer_list},
+        )
+        for trace, (stats, ent) in zip(traces, results, strict=True)
+    ]
+
+
+def analyze_many(
+    model: Any,
+    traces: Sequence[Trace],
+    params: RhythmParams | None = None,
+    *,
+    heads_from: str | HeadClasses | None = None,
+    batch_size: int = 1,
+    progress: bool = True,
+    **kwargs: Any,
+) -> list[Analysis]:
+    """`analyze` many traces, with a progress bar, optionally several per forward pass.
+
+    Args:
+        model: the bridge.
+        traces: the traces.
+        params: the `RhythmParams` (as in `analyze`).
+        heads_from: None classifies heads per sequence (the paper's definition);
+            ``"batch"`` computes one classification from the mean span over all traces
+            (no extra forward pass) and applies it to every analysis; a `HeadClasses`
+            is used as given.
+        batch_size: traces per forward pass (right-padded; see `engine.collect_many`).
+            Traces are grouped in length order to limit padding; results keep the input
+            order. Memory grows with the batch.
+        progress: show a ``tqdm.auto`` progress bar.
+        **kwargs: the other keyword arguments of `analyze` (pass options and
+            `RhythmParams` fields).
+
+    Returns:
+        One `Analysis` per trace, in order.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    if heads_from is not None and heads_from != "batch" and not isinstance(heads_from, HeadClasses):
+        raise WorkbenchError(
+            f"heads_from={heads_from!r} is not a head classification",
+            'pass None (per sequence), "batch" or a wb.HeadClasses',
+        )
+    batch_size = _validate.integer("batch_size", batch_size, minimum=1, example=8)
+    traces = list(traces)
+    if not traces:
+        raise WorkbenchError("analyze_many got no traces", "pass a non-empty list of traces")
+    options = {k: kwargs.pop(k) for k in list(kwargs) if k in _PASS_OPTIONS}
+    params = _rhythm(params, kwargs)
+    if isinstance(heads_from, HeadClasses):
+        options["classes"] = heads_from
+    order = sorted(range(len(traces)), key=lambda i: len(traces[i]))
+    out: list[Analysis | None] = [None] * len(traces)
+    with tqdm(total=len(traces), desc="analyze", disable=not progress, leave=False) as bar:
+        for b in range(0, len(order), batch_size):
+            idx = order[b : b + batch_size]
+            batch = _analyze_batch(model, [traces[i] for i in idx], params, **options)
+            for i, a in zip(idx, batch, strict=True):
+                out[i] = a
+            bar.update(len(idx))
+    result = [a for a in out if a is not None]
+    if heads_from == "batch":
+        span = torch.stack([a.head_span for a in result]).nanmean(0)
+        classes = HeadClasses.from_span(span, params.head_quantiles)
+        result = [a.with_params(classes=classes) for a in result]
+    return result
+
+
+_PASS_OPTIONS = (
+    "layers",
+    "heads",
+    "classes",
+    "max_window",
+    "fai_cuts",
+    "path",
+    "entropy",
+    "default_cuts",
+)
+
+
+def gamma_many(
+    model: Any,
+    traces: Sequence[Trace],
+    credit: CreditParams | str | None = None,
+    *,
+    seed: int | None = None,
+    batch_size: int = 8,
+    progress: bool = False,
+    path: str = "auto",
+    **changes: Any,
+) -> list[Float[Tensor, " pos"]]:
+    """Credit weights for many rollouts (the RL entry point), batched forward passes.
+
+    The default `CreditParams` is the paper's RL setting: the coupled strategy, the five
+    middle-third layers, ``fai_horizon=(10, 100)``, ``gamma_amp=1.5``. Heads are
+    classified per rollout. Only the band and the cuts the credit needs are kept, and
+    the pass stops after the last credit layer unless the strategy reads the entropies.
+
+    Args:
+        model: the current policy as a bridge.
+        traces: prompt + completion of each rollout.
+        credit: a `CreditParams`, or a strategy name (the rest at its defaults).
+        seed: for ``"random"``; rollout ``i`` uses ``seed + i`` (None: unseeded).
+        batch_size: rollouts per forward pass.
+        progress: show a progress bar.
+        path: the engine path (as in `analyze`).
+        **changes: `CreditParams` or `RhythmParams` fields, e.g. ``strategy="global"``,
+            ``layers=[3, 4]`` or ``top_q=0.3``.
+
+    Returns:
+        One ``[pos]`` float32 tensor per trace (1.0 on the prompt).
+    """
+    if isinstance(credit, str):
+        credit = CreditParams(strategy=credit)
+    elif credit is None:
+        credit = CreditParams()
+    elif not isinstance(credit, CreditParams):
+        raise WorkbenchError(
+            f"credit must be a wb.CreditParams or a strategy name, got {type(credit).__name__}",
+            'pass e.g. wb.CreditParams(strategy="coupled")',
+        )
+    credit = credit.replace(**changes) if changes else credit
+    analyses = analyze_many(
+        model,
+        traces,
+        credit.rhythm,
+        layers=credit.layers if isinstance(credit.layers, str) else list(credit.layers),
+        batch_size=batch_size,
+        progress=progress,
+        path=path,
+        max_window=credit.rhythm.window,
+        default_cuts=False,
+        entropy=credit.strategy == "entropy",
+    )
+    return [
+        a.gamma(
+            credit.strategy, seed=None if seed is None else seed + i, gamma_amp=credit.gamma_amp
+        )
+        for i, a in enumerate(analyses)
+    ]
