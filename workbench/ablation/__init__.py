@@ -13,6 +13,7 @@ intervals on "set minus random". `perturbation_test` is the paper's forced-token
     wb.summarize(df, "kl_mean")
 """
 
+from ..intervals import bootstrap_ci
 from .charts import effect_chart, kl_curve_chart
 from .effects import (
     answer_logprob,
@@ -34,7 +35,7 @@ from .interventions import (
 )
 from .panel import AblationPanel
 from .perturb import content_words, jaccard, perturb_position, perturbation_test
-from .runner import INTERVENTIONS, METRICS, bootstrap_ci, per_position, run_ablations, summarize
+from .runner import INTERVENTIONS, METRICS, per_position, run_ablations, summarize
 from .targets import CONTROLS, FAMILIES, TargetSet, target_sets
 
 __all__ = [

@@ -21,12 +21,13 @@ import numpy as np
 from ..attention.analysis import Analysis
 from ..attention.run import analyze
 from ..errors import WorkbenchError
+from ..intervals import bootstrap_ci
 from ..trace import Trace
 from .effects import answer_span, logits_of, measure
 from .interventions import Knockout, ResidAblation, resid_cache, resid_mean
 from .targets import CONTROLS, FAMILIES, target_sets
 
-__all__ = ["INTERVENTIONS", "METRICS", "bootstrap_ci", "per_position", "run_ablations", "summarize"]
+__all__ = ["INTERVENTIONS", "METRICS", "per_position", "run_ablations", "summarize"]
 
 #: Intervention kinds `run_ablations` understands.
 INTERVENTIONS = ("knockout", "resid-zero", "resid-mean", "resid-resample")
@@ -246,28 +247,6 @@ def per_position(frame) -> Any:
     if not parts:
         return pd.DataFrame(columns=[*keys, "pos", "offset", "kl"])
     return pd.concat(parts, ignore_index=True)[[*keys, "pos", "offset", "kl"]]
-
-
-def bootstrap_ci(
-    values: Any, *, n_boot: int = 2000, ci: float = 0.95, seed: int = 0
-) -> tuple[float, float, float]:
-    """``(mean, lo, hi)``: the mean and its percentile bootstrap interval (NaNs dropped).
-
-    With one value the interval is that value; with none, all three are NaN.
-    """
-    v = np.asarray(values, dtype=float)
-    v = v[~np.isnan(v)]
-    if len(v) == 0:
-        return float("nan"), float("nan"), float("nan")
-    est = float(v.mean())
-    if len(v) == 1:
-        return est, est, est
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(v), size=(n_boot, len(v)))
-    means = v[idx].mean(1)
-    a = (1 - ci) / 2
-    lo, hi = np.quantile(means, [a, 1 - a])
-    return est, float(lo), float(hi)
 
 
 def summarize(

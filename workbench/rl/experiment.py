@@ -94,7 +94,7 @@ class Experiment:
         """
         import pandas as pd
 
-        from ..ablation.runner import bootstrap_ci
+        from ..intervals import bootstrap_ci
 
         rows = []
         for strategy, runs in self._per_run(metric).groupby(level="strategy"):
@@ -140,7 +140,7 @@ class Experiment:
         """
         import pandas as pd
 
-        from ..ablation.runner import bootstrap_ci
+        from ..intervals import bootstrap_ci
 
         if at not in ("final", "peak"):
             raise WorkbenchError(f"at={at!r}", 'use at="final" or at="peak"')
@@ -177,7 +177,7 @@ class Experiment:
         """
         import altair as alt
 
-        from ..ablation.runner import bootstrap_ci
+        from ..intervals import bootstrap_ci
 
         f = self._metric_frame(metric)
         rows = []
