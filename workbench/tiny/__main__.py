@@ -42,9 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
-    from workbench.tiny import train as tr
-
     if args.command == "train":
+        from workbench.tiny import train as tr
+
         cfg = tr.TrainConfig(seed=args.seed)
         if args.steps is not None:
             cfg.steps = args.steps
@@ -59,15 +59,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     from workbench.tiny import load
+    from workbench.tiny.evaluation import EVAL_SAMPLE, evaluate
 
     torch.set_num_threads(args.threads)
     model, tokenizer = load(args.dir)
-    sample = dict(tr.EVAL_SAMPLE)
+    sample = dict(EVAL_SAMPLE)
     if args.n is not None:
         sample["countdown"] = sample["arithmetic"] = args.n
     if args.seed is not None:
         sample["seed"] = args.seed
-    result = tr.evaluate(model, tokenizer, sample)
+    result = evaluate(model, tokenizer, sample)
     for name, acc in result["accuracy"].items():
         print(f"{name:12s} {acc:7.1%}  (n={result['n'][name]}, split={sample['split']}, greedy)")
     return 0

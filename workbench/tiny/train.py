@@ -1,30 +1,31 @@
-"""Train, evaluate and describe the tiny reasoner (a 4-layer `LlamaForCausalLM`).
+"""Train the tiny reasoner (a 4-layer `LlamaForCausalLM`) and write its checkpoint.
 
 Recipe: supervised fine-tuning from scratch on the reference scratchpad solutions of the two
 tasks in `workbench.tasks` (train split only), loss on completion tokens (prompt and bos are
-masked with -100), AdamW with linear warm-up and cosine decay, a fixed seed, 2 CPU threads.
-Held-out accuracy is greedy decoding on a fixed sample of the *test* split.
+masked with -100), AdamW with linear warm-up and cosine decay, a fixed seed, a fixed number
+of CPU threads. Held-out accuracy and head spans come from `workbench.tiny.evaluation`, the
+model card from `workbench.tiny.card`.
 
 Every run writes a complete checkpoint folder atomically (`workbench._io.atomic_dir`):
 ``config.json``, ``generation_config.json``, ``model.safetensors``, the tokenizer files,
 ``card.json`` (machine-readable numbers: accuracy, head spans, wall time, versions) and a
 model card ``README.md``.
 
-Caveats:
-    - CPU only, float32. Two runs with the same seed and the same thread count give the same
-      weights on the same machine; other BLAS builds may differ in the last bits.
-    - Greedy evaluation groups prompts by token length, so no padding is ever used and a
-      batched result equals the one-at-a-time result.
+torch's global settings are left as they were: `make_model` and `train` seed and set the
+thread count only inside `torch_settings`, which restores the previous thread count and RNG
+state on exit.
+
+Caveat: CPU only, float32. Two runs with the same seed and the same thread count give the
+same weights on the same machine; other BLAS builds may differ in the last bits.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import platform
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,30 +35,53 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
 from workbench._io import atomic_dir, atomic_write_json, atomic_write_text
-from workbench.errors import WorkbenchError
 from workbench.tasks import Problem, get_task
+from workbench.tiny.card import build_card, render_card
+from workbench.tiny.evaluation import (
+    EVAL_SAMPLE,
+    EVAL_SAMPLE_LARGE,
+    evaluate,
+    generate_completions,
+    head_spans,
+)
 from workbench.tiny.tokenizer import build_tokenizer
 
+# The evaluation and card names are re-exported: `workbench.tiny.train` was their home.
 __all__ = [
     "EVAL_SAMPLE",
+    "EVAL_SAMPLE_LARGE",
     "TrainConfig",
     "evaluate",
     "generate_completions",
     "head_spans",
     "make_model",
+    "render_card",
+    "torch_settings",
     "train",
 ]
 
-#: The fixed held-out sample the model card reports and the tests re-score.
-EVAL_SAMPLE: dict[str, Any] = {"countdown": 100, "arithmetic": 100, "split": "test", "seed": 0}
 
-#: Larger held-out sample for the card's headline numbers.
-EVAL_SAMPLE_LARGE: dict[str, Any] = {
-    "countdown": 500,
-    "arithmetic": 500,
-    "split": "test",
-    "seed": 1,
-}
+@contextmanager
+def torch_settings(seed: int | None = None, threads: int | None = None) -> Iterator[None]:
+    """Seed torch and set its CPU thread count for a block only.
+
+    On exit the previous thread count and the previous RNG state (CPU, and CUDA where
+    present, via `torch.random.fork_rng`) are restored, also when the block raises.
+
+    Args:
+        seed: seed for `torch.manual_seed` inside the block (None: leave the RNG as it is).
+        threads: `torch.set_num_threads` inside the block (None: leave it as it is).
+    """
+    previous_threads = torch.get_num_threads()
+    with torch.random.fork_rng():
+        if seed is not None:
+            torch.manual_seed(seed)
+        if threads is not None:
+            torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous_threads)
 
 
 @dataclass
@@ -100,6 +124,9 @@ class TrainConfig:
 def make_model(cfg: TrainConfig, vocab_size: int) -> LlamaForCausalLM:
     """A freshly initialised tiny Llama (eager attention so attention patterns are exposed).
 
+    The initialisation is seeded with ``cfg.seed`` inside `torch_settings`, so the global
+    torch RNG is left as it was.
+
     Args:
         cfg: the run's shape settings.
         vocab_size: tokenizer size.
@@ -123,8 +150,8 @@ def make_model(cfg: TrainConfig, vocab_size: int) -> LlamaForCausalLM:
         pad_token_id=0,
         attn_implementation="eager",
     )
-    torch.manual_seed(cfg.seed)
-    model = LlamaForCausalLM(config)
+    with torch_settings(seed=cfg.seed):
+        model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(
         bos_token_id=1,
         eos_token_id=2,
@@ -154,149 +181,6 @@ def _batch(
         labels[i, n_prompt : len(ids)] = torch.tensor(ids[n_prompt:])
         mask[i, : len(ids)] = 1
     return input_ids, mask, labels
-
-
-@torch.no_grad()
-def generate_completions(
-    model: Any,
-    tokenizer: Any,
-    prompts: Sequence[str],
-    max_new_tokens: int = 64,
-    batch_size: int = 128,
-) -> list[str]:
-    """Greedy completions, batched by prompt length (no padding, so results are exact).
-
-    Args:
-        model: a causal LM (the tiny reasoner or any HF model with `generate`).
-        tokenizer: its tokenizer.
-        prompts: prompt texts.
-        max_new_tokens: generation budget per prompt.
-        batch_size: most prompts per `generate` call.
-
-    Returns:
-        One decoded completion per prompt (special tokens removed), in input order.
-    """
-    model.eval()
-    encoded = [tokenizer(p)["input_ids"] for p in prompts]
-    by_len: dict[int, list[int]] = {}
-    for i, ids in enumerate(encoded):
-        by_len.setdefault(len(ids), []).append(i)
-    out: list[str] = [""] * len(prompts)
-    for length, idx in sorted(by_len.items()):
-        for start in range(0, len(idx), batch_size):
-            chunk = idx[start : start + batch_size]
-            input_ids = torch.tensor([encoded[i] for i in chunk])
-            gen = model.generate(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            for row, i in enumerate(chunk):
-                out[i] = tokenizer.decode(gen[row, length:], skip_special_tokens=True)
-    return out
-
-
-def evaluate(
-    model: Any,
-    tokenizer: Any,
-    sample: dict[str, Any] | None = None,
-    max_new_tokens: int = 64,
-    return_completions: bool = False,
-) -> dict[str, Any]:
-    """Greedy held-out accuracy per task on a fixed sample.
-
-    Args:
-        model: the model.
-        tokenizer: its tokenizer.
-        sample: ``{"countdown": n, "arithmetic": n, "split": "test", "seed": s}``;
-            default `EVAL_SAMPLE`.
-        max_new_tokens: generation budget.
-        return_completions: also return the prompts and completions per task.
-
-    Returns:
-        ``{"accuracy": {task: float}, "n": {task: int}, "mean_completion_tokens": {task: float}}``
-        (plus ``"completions": {task: [(prompt, completion, score)]}`` when asked).
-    """
-    sample = dict(EVAL_SAMPLE if sample is None else sample)
-    result: dict[str, Any] = {"accuracy": {}, "n": {}, "mean_completion_tokens": {}}
-    if return_completions:
-        result["completions"] = {}
-    for name in ("countdown", "arithmetic"):
-        n = int(sample.get(name, 0))
-        if n <= 0:
-            continue
-        task = get_task(name)
-        problems = task.generate(n, split=sample.get("split", "test"), seed=sample.get("seed", 0))
-        completions = generate_completions(
-            model, tokenizer, [p.prompt for p in problems], max_new_tokens=max_new_tokens
-        )
-        scores = [task.score(p, c) for p, c in zip(problems, completions, strict=True)]
-        result["accuracy"][name] = sum(scores) / n
-        result["n"][name] = n
-        result["mean_completion_tokens"][name] = (
-            sum(len(tokenizer(c, add_special_tokens=False)["input_ids"]) + 1 for c in completions)
-            / n
-        )
-        if return_completions:
-            result["completions"][name] = [
-                (p.prompt, c, s) for p, c, s in zip(problems, completions, scores, strict=True)
-            ]
-    return result
-
-
-@torch.no_grad()
-def head_spans(
-    model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str]
-) -> torch.Tensor:
-    """Mean attention distance per head over response tokens (method.md Eq. 7).
-
-    ``d[l, h] = mean over t in R of sum_{s <= t} A[l, h][t, s] * (t - s)``, computed per
-    sequence on prompt + completion and then averaged over the sequences.
-
-    Args:
-        model: the model; switched to eager attention for the call if it uses another.
-        tokenizer: its tokenizer.
-        prompts: prompt texts.
-        completions: one completion per prompt (the response R).
-
-    Returns:
-        Tensor ``[n_layers, n_heads]`` of spans in tokens.
-    """
-    model.eval()
-    previous = getattr(model.config, "_attn_implementation", "eager")
-    if previous != "eager":  # only eager attention returns the patterns
-        model.set_attn_implementation("eager")
-    try:
-        return _head_spans(model, tokenizer, prompts, completions)
-    finally:
-        if previous != "eager":
-            model.set_attn_implementation(previous)
-
-
-def _head_spans(
-    model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str]
-) -> torch.Tensor:
-    total = None
-    count = 0
-    for prompt, completion in zip(prompts, completions, strict=True):
-        n_prompt = len(tokenizer(prompt)["input_ids"])
-        ids = tokenizer(prompt + completion)["input_ids"] + [tokenizer.eos_token_id]
-        if len(ids) <= n_prompt:
-            continue
-        out = model(input_ids=torch.tensor([ids]), output_attentions=True)
-        pos = torch.arange(len(ids), dtype=torch.float32)
-        dist = (pos[:, None] - pos[None, :]).clamp(min=0)  # [query_pos, key_pos]
-        spans = torch.stack(
-            [(a[0] * dist).sum(-1)[:, n_prompt:].mean(-1) for a in out.attentions]
-        )  # [layer, head]
-        total = spans if total is None else total + spans
-        count += 1
-    if total is None:
-        raise WorkbenchError("No non-empty response to measure spans on.", "Pass completions.")
-    return total / count
 
 
 def _lr_at(step: int, cfg: TrainConfig) -> float:
@@ -332,10 +216,31 @@ def train(
 
     cfg = cfg or TrainConfig()
     out = Path(out) if out is not None else CHECKPOINT_DIR
-    torch.set_num_threads(cfg.threads)
-    tokenizer = build_tokenizer()
-    model = make_model(cfg, len(tokenizer))
+    eval_sample = dict(EVAL_SAMPLE if eval_sample is None else eval_sample)
+    eval_sample_large = dict(EVAL_SAMPLE_LARGE if eval_sample_large is None else eval_sample_large)
+    with torch_settings(seed=cfg.seed, threads=cfg.threads):
+        tokenizer = build_tokenizer()
+        model, losses, train_s = _fit(cfg, tokenizer, progress)
+        small = evaluate(model, tokenizer, eval_sample, cfg.max_new_tokens, return_completions=True)
+        large = evaluate(model, tokenizer, eval_sample_large, cfg.max_new_tokens)
+        cd = small["completions"]["countdown"][:50]
+        spans = head_spans(model, tokenizer, [c[0] for c in cd], [c[1] for c in cd])
+    card = build_card(
+        asdict(cfg), model, train_s, losses, small, large, spans, eval_sample, eval_sample_large
+    )
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / "card.json", card)
+        atomic_write_text(tmp / "README.md", render_card(card, small["completions"]))
+    return card
 
+
+def _fit(
+    cfg: TrainConfig, tokenizer: Any, progress: bool
+) -> tuple[LlamaForCausalLM, list[float], float]:
+    """The training loop: ``(model in eval mode, loss per step, wall time in s)``."""
+    model = make_model(cfg, len(tokenizer))
     t0 = time.time()
     pools = {
         name: [_encode(tokenizer, p) for p in get_task(name).generate(n, "train", seed=cfg.seed)]
@@ -364,181 +269,4 @@ def train(
         losses.append(loss.item())
         if step % 25 == 0:
             bar.set_postfix(loss=f"{sum(losses[-25:]) / len(losses[-25:]):.3f}")
-    train_s = time.time() - t0
-
-    model.eval()
-    eval_sample = dict(EVAL_SAMPLE if eval_sample is None else eval_sample)
-    eval_sample_large = dict(EVAL_SAMPLE_LARGE if eval_sample_large is None else eval_sample_large)
-    small = evaluate(model, tokenizer, eval_sample, cfg.max_new_tokens, return_completions=True)
-    large = evaluate(model, tokenizer, eval_sample_large, cfg.max_new_tokens)
-    cd = small["completions"]["countdown"][:50]
-    spans = head_spans(model, tokenizer, [c[0] for c in cd], [c[1] for c in cd])
-    card = _card(cfg, model, train_s, losses, small, large, spans)
-    card["eval_sample"], card["eval_sample_large"] = eval_sample, eval_sample_large
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        atomic_write_json(tmp / "card.json", card)
-        atomic_write_text(tmp / "README.md", render_card(card, small["completions"]))
-    return card
-
-
-def _card(
-    cfg: TrainConfig,
-    model: Any,
-    train_s: float,
-    losses: list[float],
-    small: dict[str, Any],
-    large: dict[str, Any],
-    spans: torch.Tensor,
-) -> dict[str, Any]:
-    import tokenizers
-    import transformers
-
-    flat = sorted(
-        (float(spans[layer, h]), layer, h)
-        for layer in range(spans.shape[0])
-        for h in range(spans.shape[1])
-    )
-    return {
-        "model": "tiny-reasoner",
-        "architecture": {
-            "class": "LlamaForCausalLM",
-            "n_layers": cfg.n_layers,
-            "n_heads": cfg.n_heads,
-            "d_model": cfg.d_model,
-            "d_head": cfg.d_model // cfg.n_heads,
-            "d_mlp": cfg.d_mlp,
-            "vocab_size": model.config.vocab_size,
-            "n_params": sum(p.numel() for p in model.parameters()),
-            "tokenizer": "character-level (workbench.tiny.tokenizer)",
-        },
-        "train_config": asdict(cfg),
-        "train_wall_time_s": round(train_s, 1),
-        "final_loss": round(sum(losses[-50:]) / max(1, len(losses[-50:])), 4),
-        "eval_sample": EVAL_SAMPLE,
-        "accuracy": small["accuracy"],
-        "eval_sample_large": EVAL_SAMPLE_LARGE,
-        "accuracy_large": large["accuracy"],
-        "mean_completion_tokens": small["mean_completion_tokens"],
-        "head_spans": [[round(float(x), 3) for x in row] for row in spans],
-        "head_spans_measured_on": "greedy completions of the first 50 fixed-sample countdown problems",
-        "most_local_heads": [[layer, h, round(s, 2)] for s, layer, h in flat[:4]],
-        "most_global_heads": [[layer, h, round(s, 2)] for s, layer, h in flat[::-1][:4]],
-        "versions": {
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "tokenizers": tokenizers.__version__,
-            "python": platform.python_version(),
-        },
-    }
-
-
-def render_card(card: dict[str, Any], completions: dict[str, Any] | None = None) -> str:
-    """The model card (Markdown) for a card dict.
-
-    Args:
-        card: the dict `train` returns.
-        completions: optional example completions per task to show.
-
-    Returns:
-        Markdown text.
-    """
-    a = card["architecture"]
-    c = card["train_config"]
-    spans = card["head_spans"]
-    span_rows = "\n".join(
-        f"| {layer} | " + " | ".join(f"{x:.2f}" for x in row) + " |"
-        for layer, row in enumerate(spans)
-    )
-    head_cols = " | ".join(f"h{h}" for h in range(len(spans[0])))
-    examples = ""
-    if completions:
-        examples = "\n## Example greedy completions (fixed held-out sample)\n"
-        for name, rows in completions.items():
-            for prompt, comp, score in rows[:3]:
-                examples += f"\n{name} (score {score}):\n\n```\n{prompt}{comp}\n```\n"
-    return f"""# tiny-reasoner
-
-A {a["n_layers"]}-layer Hugging Face `LlamaForCausalLM` ({a["n_params"]:,} parameters) trained
-from scratch by `python -m workbench.tiny train` to solve the two verifiable tasks of
-`workbench.tasks` with short scratchpads. It exists so every notebook, test and RL run of the
-workbench has a real reasoning model that loads offline in a second and trains on 2 CPU cores.
-It is a toy: use it to exercise the method, not to reproduce the paper's numbers.
-
-## Architecture
-- Llama: {a["n_layers"]} layers, {a["n_heads"]} heads of dimension {a["d_head"]}
-  (d_model {a["d_model"]}, no grouped-query attention), SwiGLU MLP width {a["d_mlp"]},
-  RoPE (theta 10000), RMSNorm, tied embeddings, eager attention.
-- Tokenizer: {a["tokenizer"]}, vocabulary {a["vocab_size"]}; `<s>` is prepended to every
-  encoding (position 0, available as an attention sink), `</s>` ends each completion. No chat
-  template.
-
-## Format
-Prompts and completions are exactly those of `workbench.tasks`:
-
-```
-Countdown: 11 3 12 -> 96
-11-3=8
-12*8=96
-Answer: 12*(11-3)
-```
-
-```
-Add: 917+56
-7+6+0=13
-1+5+1=7
-9+0+0=9
-Answer: 973
-```
-
-## Training recipe
-Supervised learning from scratch on reference scratchpads of the *train* split (loss on
-completion tokens only): {c["steps"]} AdamW steps, batch {c["batch_size"]}, peak lr {c["lr"]}
-(warm-up {c["warmup"]} steps, cosine to 10%), weight decay {c["weight_decay"]}, mix
-{c["countdown_fraction"]:.0%} Countdown (3 numbers in 1..20, target 1..100) /
-{1 - c["countdown_fraction"]:.0%} addition (2-4 digits), seed {c["seed"]}, CPU threads: {c["threads"]}.
-Wall time: **{card["train_wall_time_s"] / 60:.1f} min** on 2 CPU cores shared with other jobs (final loss
-{card["final_loss"]}). torch {card["versions"]["torch"]}, transformers
-{card["versions"]["transformers"]}.
-
-## Held-out accuracy (greedy, test split, never seen in training)
-| task | fixed sample ({card["eval_sample"]["countdown"]} problems, seed {card["eval_sample"]["seed"]}) | larger sample ({card["eval_sample_large"]["countdown"]} problems, seed {card["eval_sample_large"]["seed"]}) | mean completion tokens |
-|---|---|---|---|
-| countdown | {card["accuracy"]["countdown"]:.1%} | {card["accuracy_large"]["countdown"]:.1%} | {card["mean_completion_tokens"]["countdown"]:.1f} |
-| arithmetic | {card["accuracy"]["arithmetic"]:.1%} | {card["accuracy_large"]["arithmetic"]:.1%} | {card["mean_completion_tokens"]["arithmetic"]:.1f} |
-
-The fixed sample is what `tests/tiny/test_tiny_reasoner.py` re-scores against `card.json`.
-
-## Head spans (method.md Eq. 7)
-Mean attention distance in tokens per head over response tokens,
-{card["head_spans_measured_on"]}:
-
-| layer | {head_cols} |
-|---|{"---|" * len(spans[0])}
-{span_rows}
-
-Most local heads (layer, head, span): {card["most_local_heads"]}.
-Most long-range heads: {card["most_global_heads"]}.
-
-{card.get("notes", "")}
-
-## Use
-```python
-from workbench.tiny import CHECKPOINT_DIR, load
-
-model, tokenizer = load()  # AutoModelForCausalLM / AutoTokenizer from CHECKPOINT_DIR
-```
-{examples}"""
-
-
-def load_card(path: str | Path) -> dict[str, Any]:
-    """Read ``card.json`` from a checkpoint folder.
-
-    Args:
-        path: the checkpoint folder.
-
-    Returns:
-        The card dict.
-    """
-    return json.loads((Path(path) / "card.json").read_text())
+    return model.eval(), losses, time.time() - t0
