@@ -28,7 +28,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import socket
 import time
 import weakref
@@ -37,9 +36,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from ._compat import check_versions, model_name, structural_copy, without_load_path
+from . import _compat
+from ._compat import check_versions, structural_copy, without_load_path
 from ._io import atomic_dir, atomic_write_json
 from .errors import WorkbenchError
+from .tiny import CHECKPOINT_DIR as _TINY_DIR
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -52,6 +53,7 @@ __all__ = [
     "list_models",
     "load_hf",
     "load_model",
+    "model_name",
     "model_path",
     "sampler",
 ]
@@ -63,6 +65,8 @@ _SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _CONVERSION_VERSION = 1
 # bridge -> the plain Hugging Face model that samples for it (see `bridge_model`).
 _SAMPLERS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+# bridge -> the name it was loaded under (see `model_name`).
+_NAMES: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -104,10 +108,6 @@ def _smollm_source() -> Path | None:
     return gguf if gguf.is_file() else None
 
 
-def _tiny_dir() -> Path:
-    return Path(__file__).parent / "tiny" / "checkpoint"
-
-
 def _smollm_dir() -> Path:
     return cache_dir() / "models" / "smollm2-135m-instruct"
 
@@ -116,7 +116,7 @@ def list_models() -> list[ModelInfo]:
     """List the embedded models, whether each can load offline and whether it is cached."""
     gguf = _smollm_source()
     smol = _smollm_dir()
-    tiny = _tiny_dir()
+    tiny = _TINY_DIR
     return [
         ModelInfo(
             name="smollm2-135m",
@@ -252,7 +252,7 @@ def model_path(name: str = DEFAULT_MODEL, *, rebuild: bool = False) -> Path:
     if name == "smollm2-135m":
         return _ensure_smollm(rebuild)
     if name == "tiny-reasoner":
-        folder = _tiny_dir()
+        folder = _TINY_DIR
         if not (folder / "config.json").is_file():
             raise WorkbenchError(
                 f"the tiny reasoner checkpoint is missing from {folder}",
@@ -373,15 +373,28 @@ def bridge_model(hf_model: Any, tokenizer: Any, *, name: str | None = None) -> T
     from transformer_lens.model_bridge import TransformerBridge
 
     check_versions()
-    name = name or model_name(hf_model)
+    name = name or _compat.model_name(hf_model)
     device = str(next(hf_model.parameters()).device)
     bridge = TransformerBridge.boot_transformers(
         name, hf_model=structural_copy(hf_model), tokenizer=tokenizer, device=device
     )
     bridge.eval()
-    bridge.workbench_name = name
+    _NAMES[bridge] = name
     _SAMPLERS[bridge] = hf_model
     return bridge
+
+
+def model_name(model: Any) -> str | None:
+    """The name a bridge was loaded under (`load_model`'s name or folder, or `bridge_model`'s
+    `name`), or None for a model the workbench did not build.
+
+    Args:
+        model: any object; a bridge from `load_model` / `bridge_model` has a name.
+    """
+    try:
+        return _NAMES.get(model)
+    except TypeError:  # not weak-referenceable, so not a bridge
+        return None
 
 
 def sampler(model: Any) -> Any:
@@ -496,7 +509,7 @@ def load_model(
 
     Returns:
         The bridge, in eval mode, with ``bridge.cfg`` (``n_layers``, ``n_heads``, ``n_ctx``)
-        and ``bridge.tokenizer``; the embedded name is kept in ``bridge.workbench_name``.
+        and ``bridge.tokenizer``; `model_name(bridge)` gives the name it was loaded under.
 
     Raises:
         WorkbenchError: unknown name, folder without config or safetensors weights, corrupt
@@ -506,9 +519,3 @@ def load_model(
     source, local, fix, label = _resolve(name_or_path, allow_hub=allow_hub, rebuild=rebuild)
     hf_model, tokenizer = _load_hf(source, device, local=local, fix=fix)
     return bridge_model(hf_model, tokenizer, name=label)
-
-
-def clear_cache(name: str = DEFAULT_MODEL) -> None:
-    """Delete an embedded model's converted cache (it is rebuilt on the next load)."""
-    if name == "smollm2-135m":
-        shutil.rmtree(_smollm_dir(), ignore_errors=True)

@@ -25,7 +25,7 @@ from jaxtyping import Int
 
 from ._io import atomic_write_json
 from .errors import WorkbenchError
-from .models import sampler
+from .models import model_name, sampler
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -190,7 +190,7 @@ class Trace:
             prompt_len=len(prompt_ids),
             text=response,
             prompt=prompt,
-            meta={"model": getattr(model, "workbench_name", None), "source": "text"},
+            meta={"model": model_name(model), "source": "text"},
         )
 
 
@@ -409,7 +409,7 @@ def generate(
         text=tokenizer.decode(new, skip_special_tokens=True),
         prompt=prompt,
         meta={
-            "model": getattr(model, "workbench_name", None),
+            "model": model_name(model),
             "source": "generate",
             "max_new_tokens": max_new_tokens,
             "temperature": temperature,

@@ -17,7 +17,14 @@ import torch
 
 import workbench as wb
 from workbench.errors import WorkbenchError
-from workbench.models import _check_manifest, cache_dir, list_models, model_path
+from workbench.models import (
+    _check_manifest,
+    cache_dir,
+    list_models,
+    model_name,
+    model_path,
+    sampler,
+)
 
 
 def _sha256(path: Path) -> str:
@@ -159,6 +166,46 @@ class TestListing:
 
     def test_the_default_model_is_available_offline(self):
         assert {m.name: m.available for m in list_models()}["smollm2-135m"]
+
+    def test_the_tiny_reasoner_has_one_home(self):
+        from workbench.tiny import CHECKPOINT_DIR
+
+        assert model_path("tiny-reasoner") == CHECKPOINT_DIR
+        assert {m.name: m.path for m in list_models()}["tiny-reasoner"] == CHECKPOINT_DIR
+
+
+class TestModelName:
+    """The name a bridge was loaded under lives in a weak registry, not on the bridge."""
+
+    def test_loaded_bridges_are_named(self, tiny):
+        assert model_name(tiny) == "tiny-reasoner"
+        assert not hasattr(tiny, "workbench_name")
+        assert model_name(sampler(tiny)) is None  # the plain model is not the bridge
+
+    def test_traces_record_the_name(self, tiny):
+        prompt = "Add: 12+34\n"
+        from_text = wb.Trace.from_text(tiny, prompt, "2+4=6\n", chat=False)
+        sampled = wb.generate(tiny, prompt, max_new_tokens=2, temperature=0.0, chat=False)
+        assert from_text.meta["model"] == sampled.meta["model"] == "tiny-reasoner"
+
+    def test_other_objects_have_no_name(self):
+        assert model_name(object()) is None
+        assert model_name(1) is None  # not weak-referenceable
+
+    def test_the_registry_does_not_keep_bridges_alive(self):
+        import gc
+        import weakref
+
+        from workbench.models import _NAMES, bridge_model
+        from workbench.tiny import load
+
+        hf_model, tokenizer = load()
+        bridge = bridge_model(hf_model, tokenizer, name="named-here")
+        assert model_name(bridge) == "named-here"
+        ref, before = weakref.ref(bridge), len(_NAMES)
+        del bridge
+        gc.collect()
+        assert ref() is None and len(_NAMES) == before - 1
 
 
 @pytest.mark.slow

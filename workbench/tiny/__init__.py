@@ -1,12 +1,14 @@
 """The tiny reasoner: a 4-layer Llama that solves Countdown and addition with scratchpads.
 
 The trained checkpoint ships inside this package at `CHECKPOINT_DIR` (safetensors, tokenizer,
-``card.json`` with held-out accuracy and head spans, and a model card ``README.md``). Load it
-with `load()` or, as the model zoo does, with ``AutoModelForCausalLM.from_pretrained(
-CHECKPOINT_DIR, use_safetensors=True)`` + ``AutoTokenizer.from_pretrained(CHECKPOINT_DIR)``.
+``card.json`` with held-out accuracy and head spans, and a model card ``README.md``); the
+model zoo (``wb.load_model("tiny-reasoner")``, `workbench.models`) loads it from this same
+folder. `load()` returns the plain Hugging Face pair through the zoo's loader
+(`workbench.models.load_hf`), on CPU with eager attention.
 
 Retrain with ``python -m workbench.tiny train [--seed S] [--steps N] [--out DIR]``; score it
-with ``python -m workbench.tiny eval``.
+with ``python -m workbench.tiny eval``. Modules: `train` (recipe and loop), `evaluation`
+(greedy accuracy, head spans), `card` (``card.json`` and ``README.md``), `tokenizer`.
 
 Caveat: the model only knows the exact text formats of `workbench.tasks` (character-level
 vocabulary, no chat template); other text is out of distribution.
@@ -38,7 +40,7 @@ def load(path: str | Path | None = None) -> tuple[Any, Any]:
     Raises:
         WorkbenchError: the folder has no checkpoint.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from workbench.models import load_hf
 
     path = Path(path) if path is not None else CHECKPOINT_DIR
     if not (path / "model.safetensors").is_file():
@@ -46,8 +48,6 @@ def load(path: str | Path | None = None) -> tuple[Any, Any]:
             f"No tiny-reasoner checkpoint at {path}.",
             "Train one with `python -m workbench.tiny train --out DIR` or pass its folder.",
         )
-    model = AutoModelForCausalLM.from_pretrained(
-        path, use_safetensors=True, attn_implementation="eager"
-    )
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    model, tokenizer = load_hf(path, device="cpu")
+    model.set_attn_implementation("eager")
     return model.eval(), tokenizer

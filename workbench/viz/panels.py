@@ -216,8 +216,10 @@ class ModelPanel(Panel):
 
 
 def _describe(model: Any) -> str:
+    from ..models import model_name
+
     cfg = model.cfg
-    name = getattr(model, "workbench_name", None) or type(model).__name__
+    name = model_name(model) or type(model).__name__
     return f"{name}: {cfg.n_layers} layers x {cfg.n_heads} heads"
 
 
