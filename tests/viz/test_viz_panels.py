@@ -136,14 +136,14 @@ def test_rhythm_panel_updates_without_a_new_forward_pass(smol, passes, tmp_path)
     r.window.value = 5
     # the head classes did not change: the map and head map are not rebuilt
     assert r.charts["heads"].chart is head_chart and r.charts["map"].chart is map_chart
-    assert r.analysis.params["window"] == 5 and r.analysis is not a
+    assert r.analysis.params.window == 5 and r.analysis is not a
     d = r.charts["curves"].chart.to_dict()
     assert "W = 5" in d["title"]["subtitle"]
     marked = [row["pos"] for row in _data(r.charts["curves"], ["vconcat", 0, "layer", 2], d)]
     assert marked == r.analysis.preplan == a.with_params(window=5).preplan
     r.h_lo.value = 10
     r.h_hi.value = 100
-    assert r.analysis.params["fai_horizon"] == (10, 100)
+    assert r.analysis.params.fai_horizon == (10, 100)
     assert r.analysis.anchors == a.with_params(window=5, fai_horizon=(10, 100)).anchors
     outlined = [row["pos"] for row in _data(r.charts["text"], ["layer", 3])]
     assert outlined == r.analysis.anchors
@@ -153,7 +153,7 @@ def test_rhythm_panel_updates_without_a_new_forward_pass(smol, passes, tmp_path)
     heads_rows = _data(r.charts["heads"], ["layer", 1])
     assert len(heads_rows) == 54 + 27
     r.top_q.value = 0.2
-    assert r.analysis.params["top_q"] == 0.2
+    assert r.analysis.params.top_q == 0.2
     defined = int((~torch.isnan(r.analysis.fai[r.analysis.prompt_len :])).sum())
     assert len(r.analysis.anchors) == max(1, round(0.2 * defined))
     assert r.last_error is None
@@ -163,7 +163,7 @@ def test_rhythm_panel_updates_without_a_new_forward_pass(smol, passes, tmp_path)
     r.picker.mode.value = "middle"
     assert {layer for layer, _ in r.analysis.heads} == {10, 12, 15, 18, 20}
     assert len(r.analysis.heads) == 45
-    ref = wb.analyze(smol, r.trace, layers="middle", **r.params)
+    ref = wb.analyze(smol, r.trace, r.params, layers="middle")
     passes.n -= 1  # the reference pass above is ours, not the panel's
     assert r.analysis.local_heads == ref.local_heads
     assert r.analysis.anchors == ref.anchors and r.analysis.preplan == ref.preplan

@@ -31,6 +31,7 @@ from typing import Any
 import altair as alt
 import ipywidgets as widgets
 
+from ..attention.params import RhythmParams
 from ..errors import WorkbenchError
 from . import style
 from .charts import METRICS, attention_map, head_map, rhythm_curves, text_view
@@ -549,14 +550,14 @@ class RhythmPanel(Panel):
         self._say(f"model: {_describe(model)}", "info")
 
     @property
-    def params(self) -> dict[str, Any]:
-        """The post-processing parameters the widgets hold (keywords of `with_params`)."""
-        return {
-            "window": int(self.window.value),
-            "fai_horizon": (int(self.h_lo.value), self.h_hi.value),
-            "head_quantiles": (round(self.q_local.value, 4), round(self.q_global.value, 4)),
-            "top_q": round(self.top_q.value, 4),
-        }
+    def params(self) -> RhythmParams:
+        """The `RhythmParams` the widgets hold (the rest at their defaults)."""
+        return RhythmParams(
+            window=int(self.window.value),
+            fai_horizon=(int(self.h_lo.value), self.h_hi.value),
+            head_quantiles=(round(self.q_local.value, 4), round(self.q_global.value, 4)),
+            top_q=round(self.top_q.value, 4),
+        )
 
     def run(self) -> Any:
         """Analyse one new trace and draw it: the saved trace in `trace_file` if given,
@@ -611,7 +612,7 @@ class RhythmPanel(Panel):
             layers="all",
             max_window=int(self.window.max),
             fai_cuts=[h + 1 for h in FAI_HI_CHOICES if h is not None],
-            **self.params,
+            params=self.params,
         )
         self.forward_passes += 1
         self._say("recording attention maps (one forward pass) …", "busy")
@@ -638,27 +639,12 @@ class RhythmPanel(Panel):
         """Re-derive the analysis for the chosen heads and parameters (no forward pass)."""
         if self.base is None:
             return None
-        from ..attention import Analysis
-
-        base, params = self.base, self.params
         heads = self.picker.heads
         if not heads:
             raise WorkbenchError("no heads are selected", "pick at least one layer and one head")
-        if heads == list(base.heads):
-            analysis = base.with_params(**params)
-        else:
-            index = {h: i for i, h in enumerate(base.heads)}
-            stats = base.stats.select([index[h] for h in heads])
-            analysis = Analysis(
-                stats=stats,
-                entropy=base.entropy,
-                tokens=base.tokens,
-                ids=base.ids,
-                n_layers=base.n_layers,
-                n_heads=base.n_heads,
-                meta={**base.meta, "layers": self.picker.layers},
-                **{**base.params, **params},
-            )
+        analysis = self.base.with_params(self.params)
+        if heads != list(self.base.heads):
+            analysis = analysis.select_heads(heads)
         self.analysis = analysis
         self.picker.show_classes(analysis)
         self.render()
