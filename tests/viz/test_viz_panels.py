@@ -215,10 +215,11 @@ def test_rhythm_panel_updates_without_a_new_forward_pass(smol, passes, tmp_path)
 def test_rhythm_panel_generates_when_no_response_is_pasted(smol):
     r = panels.RhythmPanel(smol, prompt="2 + 2 =", max_new_tokens=8, temperature=0.0)
     r.max_new_tokens.value = 8
+    r.seed.value = 7  # not the default: the trace must record the panel's seed
     a = r.run()
     assert r.last_error is None, r.last_error
     assert 1 <= r.trace.response_len <= 8 and a.prompt_len == r.trace.prompt_len
-    assert r.trace.meta.get("seed", 0) == 0
+    assert r.trace.meta["source"] == "generate" and r.trace.meta["seed"] == 7
 
 
 @pytest.mark.slow
