@@ -1,0 +1,122 @@
+"""`rhythm_curves`: WAAD (local heads) and FAI (global heads) over the response, preplan
+tokens marked on WAAD and anchors on FAI, token text on hover; entropy optionally."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import altair as alt
+import pandas as pd
+
+from . import style
+from .frame import METRICS, response_frame, token_tooltip
+
+__all__ = ["rhythm_curves"]
+
+
+def _curve(
+    df: pd.DataFrame,
+    metric: str,
+    marks: str | None,
+    *,
+    width: int,
+    height: int,
+    show_x: bool,
+) -> alt.LayerChart:
+    col, title = METRICS[metric]
+    color = style.COLORS.get(metric, style.MUTED)
+    data = df[["t", "pos", "label", col, "preplan", "anchor"]].rename(columns={col: "value"})
+    data["metric"] = metric
+    x = alt.X(
+        "t:Q",
+        title="response position" if show_x else None,
+        axis=alt.Axis(labels=show_x, ticks=show_x),
+        scale=alt.Scale(domain=[int(df["t"].min()), int(df["t"].max())], nice=False),
+    )
+    tooltip = token_tooltip(metric)
+    base = alt.Chart(data)
+    line = base.mark_line(color=color, strokeWidth=1.5).encode(x=x, y=alt.Y("value:Q", title=title))
+    # The pointer picks the nearest token: a rule and the token's text follow it.
+    hover = alt.selection_point(
+        name=f"hover_{metric}",
+        on="pointerover",
+        nearest=True,
+        fields=["t"],
+        empty=False,
+        clear="pointerout",
+    )
+    points = (
+        base.mark_point(color=color, size=18, filled=True, opacity=0.7)
+        .encode(x=x, y="value:Q", tooltip=tooltip)
+        .add_params(hover)
+    )
+    rule = base.mark_rule(color=style.MUTED).encode(x=x).transform_filter(hover)
+    label = (
+        base.mark_text(align="left", dx=6, dy=-10, fontSize=12, font=style.MONO)
+        .encode(x=x, y="value:Q", text="label:N")
+        .transform_filter(hover)
+    )
+    layers = [line, points]
+    if marks is not None:
+        mcolor = style.PREPLAN if marks == "preplan" else style.ANCHOR
+        marked = data[data[marks]].reset_index(drop=True)
+        marked["mark"] = marks
+        layers.append(
+            alt.Chart(marked)
+            .mark_point(shape="triangle-up", size=90, filled=True, color=mcolor)
+            .encode(
+                x=x,
+                y="value:Q",
+                tooltip=[
+                    alt.Tooltip("mark:N", title="marked"),
+                    alt.Tooltip("pos:Q", title="position"),
+                    alt.Tooltip("label:N", title="token"),
+                    alt.Tooltip("value:Q", title=metric, format=".4f"),
+                ],
+            )
+        )
+    return alt.layer(*layers, rule, label).properties(width=width, height=height)
+
+
+def rhythm_curves(
+    analysis: Any,
+    *,
+    entropy: bool = False,
+    positions: Sequence[int] | range | None = None,
+    width: int = style.WIDTH,
+    height: int = 140,
+) -> alt.VConcatChart:
+    """WAAD and FAI over the response, stacked with a shared x axis.
+
+    Preplan tokens (top-q Delta, Sec. 5.2) are marked with orange triangles on the WAAD
+    curve, anchors (top-q FAI) with blue triangles on the FAI curve. Hovering a point
+    shows its position, token and value. FAI is NaN (left out) where it is undefined.
+
+    Args:
+        analysis: a `wb.Analysis`.
+        entropy: add token entropy as a third curve.
+        positions: crop to these absolute positions (default: the whole response).
+        width / height: size of each curve in pixels.
+
+    Returns:
+        An ``alt.VConcatChart`` of two (or three) layered charts: a line, hover points,
+        (on WAAD and FAI) the marked tokens, then a rule and the token text that follow
+        the pointer; each curve has its own data (field ``value``).
+    """
+    df = response_frame(analysis, positions)
+    parts = [
+        _curve(df, "waad", "preplan", width=width, height=height, show_x=False),
+        _curve(df, "fai", "anchor", width=width, height=height, show_x=not entropy),
+    ]
+    if entropy:
+        parts.append(_curve(df, "entropy", None, width=width, height=height, show_x=True))
+    w = analysis.params.window
+    lo, hi = analysis.params.fai_horizon
+    subtitle = (
+        f"W = {w}, FAI horizon ({lo}, {'end' if hi is None else hi}), "
+        f"top q = {analysis.params.top_q}; ▲ orange = preplan, ▲ blue = anchor"
+    )
+    return alt.vconcat(
+        *parts, title=alt.Title("Preplan-and-anchor rhythm", subtitle=subtitle), spacing=6
+    ).resolve_scale(x="shared")

@@ -1,0 +1,97 @@
+"""The per-token frame every rhythm chart draws from: `METRICS`, `response_frame`, the
+token label (`display_token`), the ``positions=`` crop and the token tooltip."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import altair as alt
+import pandas as pd
+
+from ..errors import WorkbenchError
+from .maps import MAX_CELLS
+
+__all__ = [
+    "METRICS",
+    "check_metric",
+    "crop_positions",
+    "display_token",
+    "response_frame",
+    "token_tooltip",
+]
+
+Head = tuple[int, int]
+
+#: Per-token metrics a chart can show: name -> (column of `Analysis.to_frame`, title).
+METRICS = {
+    "waad": ("waad", "WAAD (local heads)"),
+    "fai": ("fai", "FAI (global heads)"),
+    "delta": ("delta", "Δ = |WAAD[t] − WAAD[t+1]|"),
+    "entropy": ("entropy", "token entropy (nats)"),
+    "receiver_fai": ("receiver_fai", "FAI (receiver heads)"),
+    "gamma": ("gamma_coupled", "coupled credit γ"),
+}
+
+
+def display_token(token: str) -> str:
+    """A token as shown in charts: newlines as ``↵``, tabs as ``→``, never empty."""
+    s = token.replace("\r", "").replace("\n", "↵").replace("\t", "→")
+    return s if s else "∅"
+
+
+def check_metric(metric: str) -> str:
+    if metric not in METRICS:
+        raise WorkbenchError(
+            f"metric={metric!r} is not a per-token metric", f"pick one of {list(METRICS)}"
+        )
+    return metric
+
+
+def crop_positions(analysis: Any, positions: Sequence[int] | range | None) -> range:
+    resp = analysis.response
+    if positions is None:
+        sel = resp
+    else:
+        try:
+            lo, hi = (int(positions[0]), int(positions[-1]) + 1) if len(positions) else (0, 0)
+        except (TypeError, ValueError, IndexError):
+            raise WorkbenchError(
+                f"positions={positions!r} is not a range of positions",
+                "pass e.g. positions=range(100, 300) (absolute positions)",
+            ) from None
+        sel = range(max(lo, resp.start), min(hi, resp.stop))
+    if len(sel) == 0:
+        raise WorkbenchError(
+            f"positions={positions!r} selects no response token (the response is "
+            f"{resp.start}..{resp.stop - 1})",
+            "pass absolute positions inside the response",
+        )
+    if len(sel) > MAX_CELLS:
+        raise WorkbenchError(
+            f"{len(sel)} response tokens is more than a chart embeds ({MAX_CELLS})",
+            f"crop with positions=range({sel.start}, {sel.start + MAX_CELLS})",
+        )
+    return sel
+
+
+def response_frame(analysis: Any, positions: Sequence[int] | range | None = None) -> pd.DataFrame:
+    """One row per response token: ``t`` (index in the response), ``pos``, ``token``,
+    ``label`` (display text), the metrics of `METRICS` and the flags ``preplan``,
+    ``anchor``, ``dominated``, ``intro``. NaN metrics stay NaN (null in the chart)."""
+    sel = crop_positions(analysis, positions)
+    df = analysis.to_frame().iloc[sel.start : sel.stop].reset_index(drop=True)
+    df.insert(0, "t", df["pos"] - analysis.prompt_len)
+    df.insert(3, "label", [display_token(s) for s in df["token"]])
+    return df
+
+
+def token_tooltip(metric: str) -> list[alt.Tooltip]:
+    """Tooltip of one response token in the per-token charts (`response_frame` columns)."""
+    return [
+        alt.Tooltip("pos:Q", title="position"),
+        alt.Tooltip("label:N", title="token"),
+        alt.Tooltip("value:Q", title=metric, format=".4f"),
+        alt.Tooltip("preplan:N"),
+        alt.Tooltip("anchor:N"),
+    ]
