@@ -12,6 +12,8 @@ tokens, and the RL credit strategies built on them.
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__ as __version__
+
 # name -> the submodule it comes from. Nothing is imported until first use, so `import
 # workbench` and `workbench models` stay fast and `import workbench.attention` loads
 # neither altair nor ipywidgets (tests/core/test_packaging.py pins both).
@@ -35,9 +37,9 @@ _LAZY: dict[str, str] = {
     "WorkbenchError": "errors",
     **dict.fromkeys(["DEFAULT_MODEL", "ModelInfo", "list_models", "load_model"], "models"),
     **dict.fromkeys(["Trace", "generate"], "trace"),
-    **dict.fromkeys(["Workbench", "workbench"], "viz"),
+    **dict.fromkeys(["Workbench", "workbench"], "ui"),
 }  # fmt: skip
-_SUBMODULES = ("ablation", "attention", "batch", "models", "rl", "tasks", "trace", "viz")
+_SUBMODULES = ("ablation", "attention", "batch", "models", "rl", "tasks", "trace", "ui", "viz")
 
 
 def __getattr__(name: str) -> Any:
@@ -55,7 +57,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
-    from . import rl, tasks, viz
+    from . import rl, tasks, ui, viz
     from .ablation import (
         Knockout,
         ResidAblation,
@@ -88,7 +90,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .errors import WorkbenchError
     from .models import DEFAULT_MODEL, ModelInfo, list_models, load_model
     from .trace import Trace, generate
-    from .viz import Workbench, workbench
+    from .ui import Workbench, workbench
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -126,9 +128,9 @@ __all__ = [
     "summarize",
     "target_sets",
     "tasks",
+    "ui",
     "viz",
     "waad",
     "workbench",
 ]
 
-__version__ = "0.1.0"

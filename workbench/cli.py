@@ -146,6 +146,8 @@ def _cmd_rl(args: argparse.Namespace) -> int:
     }
     if args.resume:
         ignored = sorted(set(overrides) - {"max_steps"})
+        if args.config:
+            ignored.append("--config")
         if ignored or args.out:
             raise WorkbenchError(
                 f"--resume continues a run with its saved settings, so {ignored or ['--out']} "
@@ -161,7 +163,18 @@ def _cmd_rl(args: argparse.Namespace) -> int:
             raise WorkbenchError(
                 "workbench rl needs --out DIR for a new run", "add --out runs/NAME"
             )
-        run = train(GRPOConfig().replace(**overrides), out=args.out)
+        base = GRPOConfig()
+        if args.config:
+            import json
+
+            try:
+                base = GRPOConfig.from_dict(json.loads(Path(args.config).read_text()))
+            except (OSError, json.JSONDecodeError) as e:
+                raise WorkbenchError(
+                    f"--config {args.config} could not be read as JSON ({e})",
+                    "pass a config.json written by a run or by GRPOConfig.to_dict()",
+                ) from None
+        run = train(base.replace(**overrides), out=args.out)
     print(f"run {run.run_dir}: {run.status} at step {run.step}")
     for key, name in (("eval_accuracy", "greedy"), ("eval_sampled_accuracy", "sampled")):
         accs = [r[key] for r in run.metrics if key in r]
@@ -219,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rl", help="one GRPO run with rhythm credit (or --resume DIR)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
     p.add_argument("--out", help="run directory of a new run")
+    p.add_argument("--config", metavar="FILE", help="settings from a JSON file (flags override)")
     p.add_argument("--model", help="model name or folder (default: tiny-reasoner)")
     p.add_argument("--task", choices=sorted(TASKS))
     p.add_argument(

@@ -70,7 +70,7 @@ def _commit(root: Path) -> tuple[str | None, bool | None]:
 
 @functools.cache
 def _collect() -> tuple[tuple[str, Any], ...]:
-    from . import __version__
+    from ._version import __version__
 
     sha, dirty = _commit(Path(__file__).resolve().parent.parent)
     return (

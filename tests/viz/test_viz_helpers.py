@@ -162,42 +162,5 @@ def test_use_theme_restores_the_previous_theme_on_error(altair_globals):
     assert alt.theme.active == "dark"
 
 
-def test_building_panels_leaves_altair_globals_alone(altair_globals):
-    from workbench.viz import panels
-
-    panels.RhythmPanel(prompt="2 + 2 =")
-    panels.HeadPicker(4, 2)
-    panels.ModelPanel(loader=lambda name: None)
-    assert (alt.theme.active, alt.renderers.active) == altair_globals
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="panels.chart_widget calls enable_offline(), which enables the workbench theme "
-    "and the jupyter renderer for the whole session (a fix belongs in workbench/viz/panels.py)",
-)
-def test_chart_widgets_leave_altair_globals_alone(altair_globals):
-    from workbench.viz import panels
-
-    panels.chart_widget(_tiny_chart())
-    assert (alt.theme.active, alt.renderers.active) == altair_globals
-
-
 def test_max_cells_is_altairs_row_limit():
     assert MAX_CELLS == 5000
-
-
-def test_chart_widgets_are_offline_svg_jupytercharts(altair_globals):
-    from workbench.viz import panels
-
-    w = panels.chart_widget(_tiny_chart())
-    assert isinstance(w, alt.JupyterChart)
-    assert w.embed_options["renderer"] == "svg"
-    assert w.spec["mark"]["type"] == "line"
-    assert w.spec["config"]["font"] == style.FONT  # in the workbench look
-    # offline: the Vega bundle is inlined into the widget's module, no CDN import
-    assert "cdn.jsdelivr" not in alt.JupyterChart._esm
-    assert len(alt.JupyterChart._esm) > 100_000
-    w.chart = _tiny_chart().mark_point()
-    assert w.spec["mark"]["type"] == "point"
-    assert w.spec["config"]["font"] == style.FONT

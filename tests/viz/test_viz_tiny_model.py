@@ -7,7 +7,8 @@ import pytest
 
 import workbench as wb
 from workbench.attention import middle_layers
-from workbench.viz import charts, panels
+from workbench import ui as panels
+from workbench.viz import charts
 from workbench.viz.maps import attention_maps
 
 pytestmark = pytest.mark.slow

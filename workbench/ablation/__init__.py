@@ -33,7 +33,6 @@ from .interventions import (
     resid_cache,
     resid_mean,
 )
-from .panel import AblationPanel
 from .perturb import content_words, jaccard, perturb_position, perturbation_test
 from .runner import INTERVENTIONS, METRICS, per_position, run_ablations, summarize
 from .targets import CONTROLS, FAMILIES, TargetSet, target_sets
@@ -43,7 +42,6 @@ __all__ = [
     "FAMILIES",
     "INTERVENTIONS",
     "METRICS",
-    "AblationPanel",
     "Intervention",
     "Knockout",
     "ResidAblation",

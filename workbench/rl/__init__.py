@@ -1,7 +1,7 @@
 """Reinforcement learning with rhythm credit: GRPO whose per-token advantage is ``gamma * A``.
 
     import workbench as wb
-    run = wb.rl.train(wb.rl.GRPOConfig(strategy="coupled", max_steps=20), out="runs/coupled")
+    run = wb.rl.train(wb.rl.GRPOConfig(max_steps=20).replace(strategy="coupled"), out="runs/c")
     run = wb.rl.resume("runs/coupled")                 # after an interruption
 
 The credit (`rollout_gammas`) is shared with `RhythmGRPOTrainer`, the TRL subclass that runs
@@ -20,7 +20,6 @@ __all__ = [
     "Experiment",
     "GRPOConfig",
     "GRPORun",
-    "RLPanel",
     "RhythmGRPOTrainer",
     "grpo_advantages",
     "grpo_loss",
@@ -42,8 +41,4 @@ def __getattr__(name: str):
         from . import trl_adapter
 
         return getattr(trl_adapter, name)
-    if name in ("RLPanel", "progress_chart"):
-        from . import panel
-
-        return getattr(panel, name)
     raise AttributeError(f"module 'workbench.rl' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""See the rhythm: altair charts, ipywidgets panels and offline export.
+"""See the rhythm: altair charts and offline export (the panels are in `workbench.ui`).
 
 import workbench as wb
 wb.viz.enable_offline()                   # draw altair charts with no network
@@ -8,7 +8,6 @@ wb.viz.text_view(a, "fai")                # the response coloured by a metric (F
 wb.viz.attention_map(wb.viz.attention_maps(model, trace), "global", analysis=a)
 wb.viz.head_map(a)
 wb.viz.save(chart, "rhythm.png")          # .png .svg .html (self-contained) .json
-wb.workbench(model)                       # the panels as one app
 """
 
 from . import style
@@ -22,35 +21,21 @@ from .charts import (
 )
 from .export import save, to_html
 from .maps import AttentionMaps, attention_maps
-from .panels import (
-    HeadPicker,
-    ModelPanel,
-    Panel,
-    RhythmPanel,
-    Workbench,
-    chart_widget,
-    enable_offline,
-    workbench,
-)
+from .offline import enable_offline
+from .training import progress_chart
 
 __all__ = [
     "METRICS",
     "AttentionMaps",
-    "HeadPicker",
-    "ModelPanel",
-    "Panel",
-    "RhythmPanel",
-    "Workbench",
     "attention_map",
     "attention_maps",
-    "chart_widget",
     "enable_offline",
     "head_map",
+    "progress_chart",
     "response_frame",
     "rhythm_curves",
     "save",
     "style",
     "text_view",
     "to_html",
-    "workbench",
 ]

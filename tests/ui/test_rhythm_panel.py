@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import workbench as wb
+from workbench import ui as panels
 from workbench.errors import WorkbenchError
 from workbench.models import sampler
-from workbench.viz import panels
 
 PROMPT = "What is 17 * 23?"
 RESPONSE = "17 * 23 = 17 * 20 + 17 * 3 = 340 + 51 = 391.\nSo the answer is 391."
@@ -75,8 +75,6 @@ def test_model_panel_loads_with_progress_and_notifies(tmp_path):
         class cfg:
             n_layers, n_heads = 2, 3
 
-        workbench_name = "fake"
-
     def loader(name):
         loaded.append(name)
         return Fake()
@@ -93,7 +91,7 @@ def test_model_panel_loads_with_progress_and_notifies(tmp_path):
     model = mp.load()
     assert loaded == [str(tmp_path)] and seen == [model] and mp.model is model
     assert mp.progress.value == 3 and mp.progress.bar_style == "success"
-    assert "fake: 2 layers x 3 heads" in mp.status.value
+    assert "Fake: 2 layers x 3 heads" in mp.status.value  # unnamed: its type
     assert mp.last_error is None
 
 

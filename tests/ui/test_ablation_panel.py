@@ -11,13 +11,13 @@ import pytest
 
 import workbench as wb
 from workbench.ablation import (
-    AblationPanel,
     effect_chart,
     kl_curve_chart,
     run_ablations,
     summarize,
 )
 from workbench.tasks import get_task
+from workbench.ui import AblationPanel
 from workbench.viz import style
 
 FAMILY_COLOR = {"anchors": style.ANCHOR, "preplan": style.PREPLAN}

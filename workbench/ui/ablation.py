@@ -9,7 +9,7 @@ forward pass; Run recomputes.
 
 Cost: per trace, one analysis pass, one clean pass and one pass per (set, intervention);
 with a continuation test, two greedy continuations per set as well. It is a panel in the
-style of `workbench.viz.panels` (status line, errors shown, never raised): add it to the
+style of `workbench.ui.panel` (status line, errors shown, never raised): add it to the
 app with ``wb.workbench(model).add_tab(AblationPanel(model))``.
 """
 
@@ -19,13 +19,13 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from ..ablation.charts import effect_chart, kl_curve_chart
+from ..ablation.runner import INTERVENTIONS, METRICS, run_ablations, summarize
+from ..ablation.targets import FAMILIES
 from ..errors import WorkbenchError
 from ..tasks import TASKS
-from ..viz import style
-from ..viz.panels import Panel, chart_widget
-from .charts import effect_chart, kl_curve_chart
-from .runner import INTERVENTIONS, METRICS, run_ablations, summarize
-from .targets import FAMILIES
+from . import layout
+from .panel import Panel, chart_widget
 
 __all__ = ["AblationPanel"]
 
@@ -54,11 +54,9 @@ class AblationPanel(Panel):
         self.summary = None
         self.traces: list[Any] = []
         self.charts: dict[str, Any] = {}
-        d = getattr(style, "DESCRIPTION", {})
+        d = layout.DESCRIPTION
         self._ran_intervention = "knockout"
-        self.task = widgets.Dropdown(
-            options=list(TASKS), value=task, description="task", style=d
-        )
+        self.task = widgets.Dropdown(options=list(TASKS), value=task, description="task", style=d)
         self.n_problems = widgets.IntSlider(
             value=n_problems, min=1, max=64, description="problems", style=d
         )
@@ -105,19 +103,19 @@ class AblationPanel(Panel):
         self.table = widgets.HTML()
         self.charts_box = widgets.VBox([])
         self.children = [
-            style.card(
+            layout.card(
                 "Problems",
-                style.row(self.task, self.n_problems, self.source),
+                layout.row(self.task, self.n_problems, self.source),
             ),
-            style.card(
+            layout.card(
                 "Ablation",
-                style.row(self.intervention, self.layers, self.families),
-                style.row(self.size, self.n_random, self.max_new_tokens),
-                style.row(self.run_button, self.progress, self.status),
+                layout.row(self.intervention, self.layers, self.families),
+                layout.row(self.size, self.n_random, self.max_new_tokens),
+                layout.row(self.run_button, self.progress, self.status),
             ),
-            style.card(
+            layout.card(
                 "Effect against matched controls",
-                style.row(self.metric, self.trace_index, self.family_shown),
+                layout.row(self.metric, self.trace_index, self.family_shown),
                 self.table,
                 self.charts_box,
             ),

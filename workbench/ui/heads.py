@@ -1,0 +1,117 @@
+"""`HeadPicker`: layers (all / middle / custom) and heads; marks which came out local or
+global."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ipywidgets as widgets
+
+from ..viz import style
+from . import layout
+from .panel import Panel
+
+__all__ = ["HeadPicker"]
+
+Head = tuple[int, int]
+
+
+class HeadPicker(Panel):
+    """Choose the analysed heads: layers (all / middle / custom) x head indices.
+
+    Args:
+        n_layers / n_heads: the model's shape (updated by `set_model`).
+
+    Attributes:
+        mode: ``"all"``, ``"middle"`` (the paper's five middle-third layers) or ``"custom"``.
+        custom_layers: the layers used in ``"custom"`` mode.
+        head_index: the head indices used in every chosen layer.
+        classes: HTML listing which chosen heads are local / global in the last analysis.
+    """
+
+    title = "Heads"
+
+    def __init__(self, n_layers: int = 1, n_heads: int = 1):
+        super().__init__()
+        self.mode = widgets.ToggleButtons(
+            options=["all", "middle", "custom"],
+            value="all",
+            description="layers",
+            style=layout.DESCRIPTION,
+        )
+        self.mode.style.button_width = "70px"
+        self.custom_layers = widgets.SelectMultiple(
+            options=[], rows=5, description="custom", style=layout.DESCRIPTION, disabled=True
+        )
+        self.head_index = widgets.SelectMultiple(
+            options=[], rows=5, description="heads", style=layout.DESCRIPTION
+        )
+        self.summary = widgets.HTML()
+        self.classes = widgets.HTML()
+        self.mode.observe(self._on_mode, names="value")
+        for w in (self.mode, self.custom_layers, self.head_index):
+            w.observe(lambda _: self._refresh_summary(), names="value")
+        self.children = [
+            layout.row(self.mode, self.custom_layers, self.head_index),
+            self.summary,
+            self.classes,
+        ]
+        self.configure(n_layers, n_heads)
+
+    def configure(self, n_layers: int, n_heads: int) -> None:
+        """Reset the choices for a model with `n_layers` x `n_heads` (all selected)."""
+        self.n_layers, self.n_heads = int(n_layers), int(n_heads)
+        with self.hold_trait_notifications():
+            self.custom_layers.options = list(range(self.n_layers))
+            self.custom_layers.value = tuple(range(self.n_layers))
+            self.head_index.options = list(range(self.n_heads))
+            self.head_index.value = tuple(range(self.n_heads))
+        self.classes.value = ""
+        self._refresh_summary()
+
+    def set_model(self, model: Any) -> None:
+        """Adopt the model's shape."""
+        self.configure(model.cfg.n_layers, model.cfg.n_heads)
+
+    def _on_mode(self, change: dict) -> None:
+        self.custom_layers.disabled = change["new"] != "custom"
+
+    @property
+    def layers(self) -> list[int]:
+        """The chosen layers."""
+        from ..attention import middle_layers
+
+        if self.mode.value == "all":
+            return list(range(self.n_layers))
+        if self.mode.value == "middle":
+            return middle_layers(self.n_layers)
+        return sorted(self.custom_layers.value)
+
+    @property
+    def heads(self) -> list[Head]:
+        """The chosen ``(layer, head)`` pairs."""
+        idx = sorted(self.head_index.value)
+        return [(layer, h) for layer in self.layers for h in idx]
+
+    def _refresh_summary(self) -> None:
+        layers, heads = self.layers, self.heads
+        shown = ", ".join(map(str, layers)) if len(layers) <= 12 else f"{len(layers)} layers"
+        self.summary.value = layout.status_html(
+            f"{len(heads)} heads: layers {shown or '(none)'} x heads "
+            f"{sorted(self.head_index.value) if len(self.head_index.value) < self.n_heads else 'all'}"
+        )
+
+    def show_classes(self, analysis: Any) -> None:
+        """List the local and global heads of `analysis` (compactly)."""
+
+        def fmt(heads: list[Head]) -> str:
+            s = " ".join(f"L{a}H{b}" for a, b in heads[:24])
+            return s + (f" … (+{len(heads) - 24})" if len(heads) > 24 else "")
+
+        self.classes.value = (
+            f"<div style='font-family:{style.FONT};font-size:12px'>"
+            f"<span style='color:{style.LOCAL}'><b>local ({len(analysis.local_heads)})</b>: "
+            f"{fmt(analysis.local_heads)}</span><br>"
+            f"<span style='color:{style.GLOBAL}'><b>global ({len(analysis.global_heads)})</b>: "
+            f"{fmt(analysis.global_heads)}</span></div>"
+        )

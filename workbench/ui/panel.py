@@ -1,0 +1,81 @@
+"""The base of every panel, and the chart widget they draw with.
+
+Widget callbacks never raise: a `WorkbenchError` (or any other error) is shown in the
+panel's status line and kept in ``panel.last_error``.
+
+Charts are shown in ``alt.JupyterChart`` widgets with the Vega bundle inlined (no network)
+and the workbench look applied to each chart (`workbench.viz.style.themed`); building a
+panel changes neither altair's active theme nor its renderer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import altair as alt
+import ipywidgets as widgets
+import traitlets
+
+from ..errors import WorkbenchError
+from ..viz import style
+from . import layout
+
+__all__ = ["Panel", "chart_widget"]
+
+
+class _ThemedChart(alt.JupyterChart):
+    """A JupyterChart that draws every chart it is given in the workbench look."""
+
+    @traitlets.validate("chart")
+    def _themed(self, proposal: Any) -> Any:
+        chart = proposal["value"]
+        return None if chart is None else style.themed(chart)
+
+
+def chart_widget(chart: alt.TopLevelMixin) -> alt.JupyterChart:
+    """An offline ``alt.JupyterChart`` widget (SVG renderer) showing `chart` themed.
+
+    Assigning ``widget.chart = other`` later draws `other` in the same look.
+    """
+    # Inlines Vega into the widget's JavaScript module (JupyterChart widgets only; the
+    # notebook's renderer is untouched). Idempotent.
+    alt.JupyterChart.enable_offline()
+    return _ThemedChart(chart, embed_options={"renderer": "svg", "actions": False})
+
+
+class Panel(widgets.VBox):
+    """Base of the workbench's panels: a titled VBox that reports errors in a status line.
+
+    Subclasses set `title`, build their widgets, and may override `set_model` to receive
+    every model the app loads.
+    """
+
+    title = "Panel"
+
+    def __init__(self, children: Sequence[widgets.Widget] = (), **kwargs: Any):
+        super().__init__(list(children), **kwargs)
+        self.add_class("wb-panel")
+        self.status = widgets.HTML(layout.status_html("", "info"))
+        self.last_error: BaseException | None = None
+
+    def set_model(self, model: Any) -> None:
+        """Receive a newly loaded model (the default ignores it)."""
+
+    def _say(self, message: str, kind: str = "info") -> None:
+        self.status.value = layout.status_html(message, kind)
+
+    def _guard(self, fn: Callable[[], Any]) -> Any:
+        """Run `fn`; show an error in the status line instead of raising from a callback."""
+        try:
+            out = fn()
+        except WorkbenchError as e:
+            self.last_error = e
+            self._say(f"{e.problem}" + (f"\nFix: {e.fix}" if e.fix else ""), "error")
+            return None
+        except Exception as e:  # a callback must not die silently in the log console
+            self.last_error = e
+            self._say(f"{type(e).__name__}: {e}", "error")
+            return None
+        self.last_error = None
+        return out

@@ -1,0 +1,402 @@
+"""`RhythmPanel`: a prompt (generate) or a pasted response, then the four charts of
+`workbench.viz.charts`, redrawn when the heads, the window, the FAI horizon, the head
+quantiles or top-q change.
+
+Forward passes: a new trace costs two passes over it, one `wb.analyze` over every head
+(the per-head reductions) and one `attention_maps` pass (pooled per-head maps). Changing
+heads, layers, window, horizon, quantiles or top-q afterwards costs none: the analysis is
+re-derived from the kept per-head statistics (`Analysis.with_params`,
+`Analysis.select_heads`) and the group maps are means of the pooled maps. Memory: about
+``4 x 270 x T x 60`` bytes of statistics plus ``270 x 5000`` floats of maps for SmolLM2
+(tens of MB at T = 512).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import altair as alt
+import ipywidgets as widgets
+
+from ..attention.params import RhythmParams
+from ..errors import WorkbenchError
+from ..viz.charts import METRICS, attention_map, head_map, rhythm_curves, text_view
+from ..viz.maps import MAX_CELLS, attention_maps
+from . import layout
+from .heads import HeadPicker
+from .model import describe
+from .panel import Panel, chart_widget
+
+__all__ = ["FAI_HI_CHOICES", "RhythmPanel"]
+
+#: H_hi choices of the rhythm panel (None = to the end of the response).
+FAI_HI_CHOICES: tuple[int | None, ...] = (None, 25, 50, 100, 200, 400, 1000)
+
+
+class RhythmPanel(Panel):
+    """Prompt (or pasted response) in, preplan-and-anchor rhythm out.
+
+    Args:
+        model: the bridge to analyse with (or set later with `set_model`).
+        prompt / response: initial text; a non-empty response is analysed as given
+            (`wb.Trace.from_text`) instead of generating.
+        max_new_tokens / temperature / seed: generation settings.
+
+    Attributes:
+        trace: the current `wb.Trace`.
+        shown: the response-index range the curves and the text view show (at most
+            5,000 tokens, a chart's row limit; the map and head map cover everything).
+        base: the `Analysis` of every head (from the one forward pass).
+        analysis: the `Analysis` shown (the chosen heads and parameters).
+        maps: the pooled `AttentionMaps` of every head.
+        charts: ``{"curves", "text", "map", "heads"}`` -> ``alt.JupyterChart`` widgets.
+        forward_passes: forward passes this panel has run.
+    """
+
+    title = "Rhythm"
+
+    def __init__(
+        self,
+        model: Any = None,
+        *,
+        prompt: str = "",
+        response: str = "",
+        max_new_tokens: int = 96,
+        temperature: float = 0.7,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.model = None
+        self.trace = None
+        self.base = None
+        self.analysis = None
+        self.maps = None
+        self.forward_passes = 0
+        self.charts: dict[str, alt.JupyterChart] = {}
+        self._keys: dict[str, Any] = {}
+
+        wide = widgets.Layout(width="98%")
+        self.prompt = widgets.Textarea(
+            value=prompt, description="prompt", style=layout.DESCRIPTION, rows=2, layout=wide
+        )
+        self.response = widgets.Textarea(
+            value=response,
+            description="response",
+            style=layout.DESCRIPTION,
+            placeholder="optional: paste a response to analyse it instead of generating",
+            rows=2,
+            layout=wide,
+        )
+        self.trace_file = widgets.Text(
+            description="trace file",
+            style=layout.DESCRIPTION,
+            placeholder="optional: a JSON file written by Trace.save (analysed as saved)",
+            layout=wide,
+        )
+        self.max_new_tokens = widgets.IntSlider(
+            value=max_new_tokens,
+            min=8,
+            max=1024,
+            step=8,
+            description="max tokens",
+            style=layout.DESCRIPTION,
+        )
+        self.temperature = widgets.FloatSlider(
+            value=temperature,
+            min=0.0,
+            max=1.5,
+            step=0.05,
+            description="temperature",
+            style=layout.DESCRIPTION,
+        )
+        self.seed = widgets.IntText(
+            value=seed,
+            description="seed",
+            style=layout.DESCRIPTION,
+            layout=widgets.Layout(width="160px"),
+        )
+        self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
+        self.run_button.on_click(lambda _: self.run())
+
+        self.picker = HeadPicker()
+        self.window = widgets.IntSlider(
+            value=10,
+            min=1,
+            max=32,
+            description="window W",
+            style=layout.DESCRIPTION,
+            continuous_update=False,
+        )
+        self.h_lo = widgets.IntSlider(
+            value=0,
+            min=0,
+            max=20,
+            description="FAI H_lo",
+            style=layout.DESCRIPTION,
+            continuous_update=False,
+        )
+        self.h_hi = widgets.Dropdown(
+            options=[("end", None), *[(str(h), h) for h in FAI_HI_CHOICES if h is not None]],
+            value=None,
+            description="FAI H_hi",
+            style=layout.DESCRIPTION,
+            layout=widgets.Layout(width="200px"),
+        )
+        self.q_local = widgets.FloatSlider(
+            value=0.3,
+            min=0.05,
+            max=0.5,
+            step=0.05,
+            description="local q",
+            style=layout.DESCRIPTION,
+            continuous_update=False,
+        )
+        self.q_global = widgets.FloatSlider(
+            value=0.3,
+            min=0.05,
+            max=0.5,
+            step=0.05,
+            description="global q",
+            style=layout.DESCRIPTION,
+            continuous_update=False,
+        )
+        self.top_q = widgets.FloatSlider(
+            value=0.4,
+            min=0.05,
+            max=1.0,
+            step=0.05,
+            description="top q",
+            style=layout.DESCRIPTION,
+            continuous_update=False,
+        )
+        self.metric = widgets.Dropdown(
+            options=list(METRICS),
+            value="fai",
+            description="colour by",
+            style=layout.DESCRIPTION,
+            layout=widgets.Layout(width="220px"),
+        )
+        self.entropy = widgets.Checkbox(value=False, description="entropy curve", indent=False)
+        self.map_heads = widgets.Dropdown(
+            options=[("local heads (mean)", "local"), ("global heads (mean)", "global")],
+            value="local",
+            description="map",
+            style=layout.DESCRIPTION,
+            layout=widgets.Layout(width="260px"),
+        )
+        self.shown = widgets.IntRangeSlider(
+            value=(0, 1),
+            min=0,
+            max=1,
+            description="tokens shown",
+            style=layout.DESCRIPTION,
+            continuous_update=False,
+            layout=widgets.Layout(width="420px"),
+        )
+        self.summary = widgets.HTML()
+
+        for w in (
+            self.window, self.h_lo, self.h_hi, self.q_local, self.q_global, self.top_q,
+            self.picker.mode, self.picker.custom_layers, self.picker.head_index,
+        ):  # fmt: skip
+            w.observe(lambda _: self._guard(self.update), names="value")
+        for w in (self.metric, self.entropy, self.map_heads, self.shown):
+            w.observe(lambda _: self._guard(self.render), names="value")
+
+        self.charts_box = widgets.VBox([])
+        self.children = [
+            layout.card(
+                "Input",
+                self.prompt,
+                self.response,
+                self.trace_file,
+                layout.row(self.max_new_tokens, self.temperature, self.seed),
+                layout.row(self.run_button, self.status),
+            ),
+            layout.card(
+                "Heads and parameters",
+                self.picker,
+                layout.row(self.window, self.h_lo, self.h_hi),
+                layout.row(self.q_local, self.q_global, self.top_q),
+            ),
+            layout.card(
+                "Rhythm",
+                layout.row(self.metric, self.entropy, self.map_heads, self.shown),
+                self.summary,
+                self.charts_box,
+            ),
+        ]
+        if model is not None:
+            self.set_model(model)
+
+    # -- state --------------------------------------------------------------------------
+
+    def set_model(self, model: Any) -> None:
+        """Use `model` from now on (clears the current trace and charts)."""
+        self.model = model
+        self.trace = self.base = self.analysis = self.maps = None
+        self.charts_box.children = []
+        self.charts = {}
+        self.summary.value = ""
+        self.picker.set_model(model)
+        self.map_heads.options = [
+            ("local heads (mean)", "local"),
+            ("global heads (mean)", "global"),
+            *[
+                (f"layer {layer} head {h}", (layer, h))
+                for layer in range(model.cfg.n_layers)
+                for h in range(model.cfg.n_heads)
+            ],
+        ]
+        self.map_heads.value = "local"
+        self._say(f"model: {describe(model)}", "info")
+
+    @property
+    def params(self) -> RhythmParams:
+        """The `RhythmParams` the widgets hold (the rest at their defaults)."""
+        return RhythmParams(
+            window=int(self.window.value),
+            fai_horizon=(int(self.h_lo.value), self.h_hi.value),
+            head_quantiles=(round(self.q_local.value, 4), round(self.q_global.value, 4)),
+            top_q=round(self.top_q.value, 4),
+        )
+
+    def run(self) -> Any:
+        """Analyse one new trace and draw it: the saved trace in `trace_file` if given,
+        else the pasted `response` (with `prompt`), else a response generated from
+        `prompt`. Two forward passes (see the module docstring)."""
+        return self._guard(self._run)
+
+    def _run(self) -> Any:
+        if self.model is None:
+            raise WorkbenchError("no model is loaded", "load one in the Model panel first")
+        from ..trace import Trace, generate
+
+        self.run_button.disabled = True
+        try:
+            if self.trace_file.value.strip():
+                self._say("reading the saved trace …", "busy")
+                trace = Trace.load(self.trace_file.value.strip())
+            elif self.response.value.strip():
+                self._say("tokenising the pasted response …", "busy")
+                trace = Trace.from_text(self.model, self.prompt.value, self.response.value)
+            else:
+                if not self.prompt.value.strip():
+                    raise WorkbenchError(
+                        "the prompt is empty", "type a prompt, or paste a response"
+                    )
+                self._say(f"generating up to {self.max_new_tokens.value} tokens …", "busy")
+                trace = generate(
+                    self.model,
+                    self.prompt.value,
+                    max_new_tokens=int(self.max_new_tokens.value),
+                    temperature=float(self.temperature.value),
+                    seed=int(self.seed.value),
+                )
+            return self._set_trace(trace)
+        finally:
+            self.run_button.disabled = False
+
+    def set_trace(self, trace: Any) -> Any:
+        """Analyse an existing `wb.Trace` (two forward passes) and draw it."""
+        return self._guard(lambda: self._set_trace(trace))
+
+    def _set_trace(self, trace: Any) -> Any:
+        from ..attention import analyze
+
+        if self.model is None:
+            raise WorkbenchError("no model is loaded", "load one in the Model panel first")
+        t0 = time.perf_counter()
+        self._say(f"analysing {len(trace)} tokens (every head, one forward pass) …", "busy")
+        base = analyze(
+            self.model,
+            trace,
+            layers="all",
+            max_window=int(self.window.max),
+            fai_cuts=[h + 1 for h in FAI_HI_CHOICES if h is not None],
+            params=self.params,
+        )
+        self.forward_passes += 1
+        self._say("recording attention maps (one forward pass) …", "busy")
+        maps = attention_maps(self.model, trace)
+        self.forward_passes += 1
+        self.trace, self.base, self.maps = trace, base, maps
+        self.analysis = None  # the range reset below must not redraw the previous trace
+        hi, last = trace.response_len - 1, min(trace.response_len, MAX_CELLS) - 1
+        if hi >= self.shown.max:
+            self.shown.max = hi
+            self.shown.value = (0, last)
+        else:
+            self.shown.value = (0, last)
+            self.shown.max = hi
+        self.update()
+        self._say(
+            f"{trace.response_len} response tokens analysed in {time.perf_counter() - t0:.1f} s "
+            f"(2 forward passes; changing heads or parameters needs none)",
+            "ok",
+        )
+        return self.analysis
+
+    def update(self) -> Any:
+        """Re-derive the analysis for the chosen heads and parameters (no forward pass)."""
+        if self.base is None:
+            return None
+        heads = self.picker.heads
+        if not heads:
+            raise WorkbenchError("no heads are selected", "pick at least one layer and one head")
+        analysis = self.base.with_params(self.params)
+        if heads != list(self.base.heads):
+            analysis = analysis.select_heads(heads)
+        self.analysis = analysis
+        self.picker.show_classes(analysis)
+        self.render()
+        return analysis
+
+    def render(self) -> None:
+        """Redraw the charts from the current analysis (no forward pass)."""
+        a = self.analysis
+        if a is None:
+            return
+        lo, hi = self.shown.value
+        positions = range(a.prompt_len + lo, a.prompt_len + hi + 1)
+        group = self.map_heads.value
+        heads_key = (tuple(a.heads), tuple(a.local_heads), tuple(a.global_heads))
+        # Each chart is rebuilt only when what it shows changed (building and validating a
+        # spec is most of an update's time).
+        builders = {
+            "curves": (
+                (a, bool(self.entropy.value), positions),
+                lambda: rhythm_curves(a, entropy=bool(self.entropy.value), positions=positions),
+            ),
+            "text": (
+                (a, self.metric.value, positions),
+                lambda: text_view(a, self.metric.value, positions=positions),
+            ),
+            "map": (
+                (self.forward_passes, group, heads_key if isinstance(group, str) else None),
+                lambda: attention_map(self.maps, group, analysis=a),
+            ),
+            "heads": (
+                (self.forward_passes, *heads_key, tuple(a.receiver_heads)),
+                lambda: head_map(a),
+            ),
+        }
+        if not self.charts:
+            self.charts = {k: chart_widget(build()) for k, (_, build) in builders.items()}
+            self._keys = {k: key for k, (key, _) in builders.items()}
+            self.charts_box.children = [
+                self.charts["curves"],
+                self.charts["text"],
+                layout.row(self.charts["map"], self.charts["heads"], align_items="flex-start"),
+            ]
+        else:
+            for k, (key, build) in builders.items():
+                if self._keys.get(k) != key:
+                    self.charts[k].chart = build()
+                    self._keys[k] = key
+        self.summary.value = layout.status_html(
+            f"preplan {len(a.preplan)}, anchors {len(a.anchors)}, "
+            f"locally dominated {len(a.dominated)} of {len(a.response)} response tokens; "
+            f"{len(a.local_heads)} local / {len(a.global_heads)} global of {len(a.heads)} heads"
+        )

@@ -1,0 +1,260 @@
+"""The RL panel: launch a GRPO run in its own process and watch it live.
+
+    app = wb.workbench()
+    app.add_tab(wb.ui.RLPanel())
+
+Each Start launches ``python -m workbench rl --config FILE --out DIR`` as a child process
+(a `RunJob`), so training never shares the kernel's threads, torch RNG or thread count, and
+the notebook stays usable. The panel reads the run's ``metrics.jsonl`` as it grows: in
+JupyterLab every half second on the kernel's own event loop (widgets are only touched there),
+elsewhere when `RLPanel.poll` or `RLPanel.wait` is called.
+
+Stop sends the run's process SIGINT, at any moment: the trainer finishes the optimiser step
+it is in, checkpoints, and marks the run ``"interrupted"``; `wb.rl.resume(run_dir)`
+continues it. A kernel interrupt reaches the child the same way (same process group).
+Stop acts on the run that is going, never on a finished one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as widgets
+
+from ..attention.credit import STRATEGIES
+from ..attention.params import CreditParams
+from ..rl.config import GRPOConfig
+from ..tasks import TASKS
+from ..viz.training import progress_chart
+from . import layout
+from .panel import Panel, chart_widget
+
+__all__ = ["RLPanel", "RunJob"]
+
+#: Seconds between two reads of a running job's metrics in JupyterLab.
+POLL_SECONDS = 0.5
+
+
+class RunJob:
+    """One GRPO run in a child process, and what has been read of its metrics so far.
+
+    Args:
+        config: the run's settings.
+        run_dir: the run directory (must not hold a run yet).
+        log: file for the child's stdout and stderr.
+    """
+
+    def __init__(self, config: GRPOConfig, run_dir: Path, log: Path):
+        self.config, self.run_dir, self.log = config, Path(run_dir), Path(log)
+        self.settings = self.log.with_suffix(".config.json")
+        self.settings.write_text(json.dumps(config.to_dict(), indent=1))
+        self._offset = 0
+        self.stop_requested = False
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "workbench", "rl", "--config", str(self.settings),
+                 "--out", str(self.run_dir)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")},
+            )  # fmt: skip
+
+    @property
+    def running(self) -> bool:
+        """The child process has not exited."""
+        return self.process.poll() is None
+
+    def new_rows(self) -> list[dict[str, Any]]:
+        """Metric rows logged since the last call (complete lines only)."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        with path.open("rb") as f:
+            f.seek(self._offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1  # a line still being written is read next time
+        self._offset += end
+        return [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+
+    def stop(self) -> None:
+        """Ask the child to stop (SIGINT): it checkpoints after the current step."""
+        if self.running:
+            self.stop_requested = True
+            self.process.send_signal(signal.SIGINT)
+
+    def status(self) -> str:
+        """``"running"``, the run's final status (``"finished"``, ``"interrupted"``...), or
+        ``"not started"`` / ``"failed"`` when the child ended before writing one."""
+        if self.running:
+            return "running"
+        path = self.run_dir / "status.json"
+        if path.is_file():
+            status = json.loads(path.read_text()).get("status", "failed")
+            if status != "running":
+                return status
+        return "not started" if self.stop_requested else "failed"
+
+    def tail(self, n: int = 2000) -> str:
+        """The last `n` characters of the child's output."""
+        return self.log.read_text(errors="replace")[-n:] if self.log.is_file() else ""
+
+
+class RLPanel(Panel):
+    """Configure a short GRPO run, start it in its own process, watch it, stop it.
+
+    Attributes:
+        job: the current `RunJob` (None before the first start).
+        rows: the metric rows of the current job read so far.
+        chart: the live ``alt.JupyterChart``.
+    """
+
+    title = "RL"
+
+    def __init__(self, *, out: str | Path = "runs/panel", model: str = "tiny-reasoner"):
+        super().__init__()
+        d = layout.DESCRIPTION
+        self.out = Path(out)
+        self.model_name = widgets.Text(value=model, description="model", style=d)
+        self.task = widgets.Dropdown(
+            options=list(TASKS), value="countdown", description="task", style=d
+        )
+        self.strategy = widgets.Dropdown(
+            options=list(STRATEGIES), value="coupled", description="strategy", style=d
+        )
+        self.steps = widgets.IntSlider(value=20, min=1, max=500, description="steps", style=d)
+        self.seed = widgets.IntText(value=0, description="seed", style=d)
+        self.batch = widgets.IntSlider(
+            value=16, min=4, max=128, step=4, description="completions/step", style=d
+        )
+        self.generations = widgets.IntSlider(
+            value=4, min=2, max=16, description="group size G", style=d
+        )
+        self.eval_every = widgets.IntSlider(
+            value=5, min=0, max=100, description="eval every", style=d
+        )
+        # The tiny reasoner needs a larger rate than TRL's 1e-6 to move in minutes, and a
+        # warm-up (benchmarks/README.md, the RL experiment).
+        self.learning_rate = widgets.FloatLogSlider(
+            value=2e-4, base=10, min=-6, max=-2, readout_format=".0e", description="lr", style=d
+        )
+        self.warmup = widgets.IntSlider(value=5, min=0, max=100, description="warm-up", style=d)
+        self.start_button = widgets.Button(description="Start", button_style="primary", icon="play")
+        self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
+        self.start_button.on_click(lambda _: self._guard(self.start))
+        self.stop_button.on_click(lambda _: self.stop())
+        self.progress = widgets.IntProgress(value=0, min=0, max=1)
+        self.job: RunJob | None = None
+        self.rows: list[dict[str, Any]] = []
+        self.chart = chart_widget(progress_chart([]))
+        self.children = [
+            layout.card(
+                "GRPO run",
+                layout.row(self.model_name, self.task, self.strategy),
+                layout.row(self.steps, self.batch, self.generations),
+                layout.row(self.learning_rate, self.warmup, self.eval_every, self.seed),
+                layout.row(self.start_button, self.stop_button, self.progress, self.status),
+            ),
+            layout.card("Live", self.chart),
+        ]
+
+    def config(self) -> GRPOConfig:
+        """The settings the widgets describe (validated)."""
+        return GRPOConfig(
+            model=self.model_name.value,
+            task=self.task.value,
+            credit=CreditParams(strategy=self.strategy.value),
+            max_steps=self.steps.value,
+            seed=self.seed.value,
+            per_device_train_batch_size=self.batch.value,
+            num_generations=self.generations.value,
+            learning_rate=self.learning_rate.value,
+            warmup_steps=self.warmup.value,
+            eval_every=self.eval_every.value,
+            eval_size=32,
+            save_every=max(1, self.eval_every.value or self.steps.value),
+        )
+
+    def start(self) -> RunJob:
+        """Start a new run in a child process (returns its `RunJob`)."""
+        if self.job is not None and self.job.running:
+            raise RuntimeError("a run is already going: stop it first")
+        cfg = self.config()
+        name = f"{cfg.strategy}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.rows = []
+        self.progress.max, self.progress.value = cfg.max_steps, 0
+        self.chart.chart = progress_chart([])
+        self.job = RunJob(cfg, self.out / name, self.out / f"{name}.log")
+        self.start_button.disabled, self.stop_button.disabled = True, False
+        self._say(f"starting {cfg.strategy} in {self.job.run_dir} ...")
+        self._schedule(self.job)
+        return self.job
+
+    def stop(self) -> None:
+        """Stop the run that is going (it checkpoints); nothing when none is."""
+        if self.job is not None and self.job.running:
+            self.job.stop()
+            self._say("stopping: the run checkpoints after the step it is in ...")
+
+    def poll(self) -> bool:
+        """Read the current job's new rows into the chart; True while it runs."""
+        job = self.job
+        if job is None:
+            return False
+        running = job.running  # read before the rows, so none logged at the end is missed
+        rows = job.new_rows()
+        if rows:
+            self.rows.extend(rows)
+            self.progress.value = rows[-1]["step"]
+            self.chart.chart = progress_chart(self.rows)
+            acc = [r["eval_accuracy"] for r in self.rows if "eval_accuracy" in r]
+            self._say(
+                f"step {rows[-1]['step']}/{self.progress.max}"
+                + (f", reward {rows[-1]['reward']:.2f}" if "reward" in rows[-1] else "")
+                + (f", held-out accuracy {acc[-1]:.2f}" if acc else "")
+            )
+        if not running:
+            self._finish(job)
+        return running
+
+    def wait(self, timeout: float = 600.0) -> str:
+        """Poll until the current job ends; returns its status."""
+        end = time.monotonic() + timeout
+        while self.poll():
+            if time.monotonic() > end:
+                raise TimeoutError(f"the run did not end within {timeout} s")
+            time.sleep(0.2)
+        return self.job.status() if self.job is not None else "none"
+
+    def _finish(self, job: RunJob) -> None:
+        status = job.status()
+        step = self.rows[-1]["step"] if self.rows else 0
+        if status == "failed":
+            self._say(f"the run failed; its output ends with:\n{job.tail(600)}", "error")
+        elif status == "not started":
+            self._say("stopped before the run's first step", "ok")
+        else:
+            self._say(f"{status} at step {step}; run directory {job.run_dir}", "ok")
+        self.start_button.disabled, self.stop_button.disabled = False, True
+
+    def _schedule(self, job: RunJob) -> None:
+        # In a kernel the event loop is running: poll on it, so widgets are only ever
+        # touched from the kernel's thread. Elsewhere poll()/wait() do it.
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+
+        def tick() -> None:
+            if self.job is job and self.poll():
+                loop.call_later(POLL_SECONDS, tick)
+
+        loop.call_later(POLL_SECONDS, tick)
