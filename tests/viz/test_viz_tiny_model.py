@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 import workbench as wb
-from workbench.attention import middle_layers
 from workbench import ui as panels
+from workbench.attention import middle_layers
 from workbench.viz import charts
 from workbench.viz.maps import attention_maps
 
