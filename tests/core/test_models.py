@@ -18,13 +18,13 @@ import torch
 import workbench as wb
 from workbench.errors import WorkbenchError
 from workbench.models import (
-    _check_manifest,
     cache_dir,
     list_models,
     model_name,
     model_path,
     sampler,
 )
+from workbench.models.cache import check_manifest as _check_manifest
 
 
 def _sha256(path: Path) -> str:
@@ -196,7 +196,8 @@ class TestModelName:
         import gc
         import weakref
 
-        from workbench.models import _NAMES, bridge_model
+        from workbench.models import bridge_model
+        from workbench.models.bridge import _NAMES
         from workbench.tiny import load
 
         hf_model, tokenizer = load()

