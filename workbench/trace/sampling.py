@@ -1,0 +1,224 @@
+"""Sampling from a model: `sample_completions` (length-bucketed batches, no padding, so a
+batched result equals the one-at-a-time result), `greedy_texts` on top of it, `generate`
+(one response as a `Trace`) and the degeneracy checks on a generated response."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..errors import WorkbenchError
+from ..models import model_name, sampler
+from .record import Trace
+from .tokens import check_context, encode_prompt, eos_token_ids, model_tokenizer, token_strings
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+__all__ = ["check_not_degenerate", "degeneracy", "generate", "sample_completions"]
+
+
+@torch.no_grad()
+def sample_completions(
+    model: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    *,
+    num_generations: int = 1,
+    max_new_tokens: int = 96,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    greedy: bool = False,
+    batch_limit: int = 64,
+    tokenizer: Any = None,
+) -> list[list[int]]:
+    """Sample `num_generations` completions for each prompt.
+
+    Uses ``generate`` (KV cache) of the plain Hugging Face model `workbench.models.sampler`
+    returns, never a model TransformerLens has wrapped, so no hooks fire; and the global
+    torch RNG: seed it (e.g. under `torch.random.fork_rng`) for reproducibility.
+
+    Args:
+        model: a bridge from `wb.load_model` (its `sampler` generates) or a plain
+            Hugging Face causal LM (then pass `tokenizer`).
+        prompt_ids: token ids of each prompt.
+        num_generations: completions per prompt.
+        max_new_tokens: length cap.
+        temperature, top_p: sampling settings (ignored when `greedy`).
+        greedy: greedy decoding.
+        batch_limit: most sequences generated in one call.
+        tokenizer: the tokenizer (default: ``model.tokenizer``).
+
+    Returns:
+        ``len(prompt_ids) * num_generations`` token-id lists, prompt-major (the completions
+        of prompt 0 first), each ending at its first EOS (included) or at the cap.
+    """
+    hf = sampler(model)
+    tokenizer = tokenizer if tokenizer is not None else model_tokenizer(model)
+    device = next(hf.parameters()).device
+    eos = eos_token_ids(tokenizer, hf)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos or [0])[0]
+    rows: list[tuple[int, Sequence[int]]] = [
+        (i, p) for i, p in enumerate(prompt_ids) for _ in range(num_generations)
+    ]
+    by_len: dict[int, list[int]] = defaultdict(list)
+    for r, (_, p) in enumerate(rows):
+        by_len[len(p)].append(r)
+    out: list[list[int]] = [[] for _ in rows]
+    kwargs: dict[str, Any] = {"do_sample": not greedy}
+    if not greedy:
+        kwargs.update(temperature=float(temperature), top_p=float(top_p), top_k=0)
+    was_training = hf.training
+    hf.eval()
+    try:
+        for length in sorted(by_len):
+            members = by_len[length]
+            for start in range(0, len(members), batch_limit):
+                chunk = members[start : start + batch_limit]
+                ids = torch.tensor([list(rows[r][1]) for r in chunk], device=device)
+                gen = hf.generate(
+                    ids,
+                    attention_mask=torch.ones_like(ids),
+                    max_new_tokens=max_new_tokens,
+                    eos_token_id=eos or None,
+                    pad_token_id=pad,
+                    **kwargs,
+                )[:, length:].cpu()
+                for r, seq in zip(chunk, gen.tolist(), strict=True):
+                    cut = next((j + 1 for j, t in enumerate(seq) if t in eos), len(seq))
+                    out[r] = seq[:cut]
+    finally:
+        hf.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def generate(
+    model: TransformerBridge,
+    prompt: str,
+    *,
+    max_new_tokens: int = 256,
+    temperature: float = 0.7,
+    top_p: float = 1.0,
+    seed: int = 0,
+    chat: bool = True,
+) -> Trace:
+    """Sample a response and return it as a `Trace`.
+
+    Sampling runs on the plain Hugging Face model behind the bridge (`sample_completions`:
+    its KV cache, no hooks), under
+    a private RNG seeded by `seed`, so the same seed gives the same trace and the global
+    torch RNG is untouched. Generation stops at the end-of-sequence token, which is kept
+    as the last response token (as in TRL's completion ids).
+
+    Args:
+        model: a bridge from `wb.load_model`.
+        prompt: the question; wrapped in the chat template when `chat` and the tokenizer
+            has one.
+        max_new_tokens: at most this many response tokens.
+        temperature: sampling temperature; 0 means greedy decoding.
+        top_p: nucleus sampling mass in (0, 1].
+        seed: RNG seed.
+        chat: apply the chat template.
+
+    Returns:
+        A `Trace` with ``prompt_len`` at the first generated token.
+    """
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise WorkbenchError(
+            f"max_new_tokens must be a positive integer, got {max_new_tokens!r}",
+            "pass e.g. max_new_tokens=128",
+        )
+    if not (isinstance(temperature, int | float) and temperature >= 0):
+        raise WorkbenchError(
+            f"temperature must be >= 0, got {temperature!r}", "pass 0 for greedy or e.g. 0.7"
+        )
+    if not (isinstance(top_p, int | float) and 0 < top_p <= 1):
+        raise WorkbenchError(f"top_p must be in (0, 1], got {top_p!r}", "pass e.g. top_p=0.95")
+    tokenizer = model_tokenizer(model)
+    prompt_ids = encode_prompt(model, prompt, chat=chat)
+    check_context(
+        model,
+        len(prompt_ids) + max_new_tokens,
+        what=f"a {len(prompt_ids)}-token prompt plus max_new_tokens={max_new_tokens}",
+    )
+    device = next(sampler(model).parameters()).device
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        completion = sample_completions(
+            model,
+            [prompt_ids],
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            greedy=temperature == 0,
+        )[0]
+    if not completion:
+        raise WorkbenchError(  # pragma: no cover - generate always emits one token
+            "the model generated no tokens", "raise max_new_tokens"
+        )
+    new = torch.tensor(completion, dtype=torch.long)
+    ids = torch.cat([torch.tensor(prompt_ids, dtype=torch.long), new.long()])
+    return Trace(
+        ids=ids,
+        tokens=token_strings(tokenizer, ids),
+        prompt_len=len(prompt_ids),
+        text=tokenizer.decode(new, skip_special_tokens=True),
+        prompt=prompt,
+        meta={
+            "model": model_name(model),
+            "source": "generate",
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+            "seed": seed,
+            "chat": chat,
+        },
+    )
+
+
+def degeneracy(ids: Sequence[int] | torch.Tensor) -> dict[str, float]:
+    """How repetitive a token sequence is.
+
+    Returns:
+        ``{"n": length, "distinct_share": distinct tokens / length, "longest_run": the
+        longest run of one token repeated back to back}``. A coherent answer of SmolLM2
+        to the demo problem (112 tokens) has a distinct share of 0.34 and runs of 1; a
+        sampler that ignores its KV cache produced ``1-----...``: 2 distinct tokens in 160.
+    """
+    seq = [int(i) for i in ids]
+    longest = run = 0
+    for i, t in enumerate(seq):
+        run = run + 1 if i and t == seq[i - 1] else 1
+        longest = max(longest, run)
+    return {
+        "n": len(seq),
+        "distinct_share": len(set(seq)) / len(seq) if seq else 1.0,
+        "longest_run": longest,
+    }
+
+
+def check_not_degenerate(
+    trace: Trace, *, min_tokens: int = 16, min_distinct: float = 0.15, max_run: int = 12
+) -> None:
+    """Raise a `WorkbenchError` when a trace's response looks like a broken sampler's output.
+
+    A response of at least `min_tokens` tokens is degenerate when fewer than
+    `min_distinct` of its tokens are distinct, or one token repeats more than `max_run`
+    times in a row (see `degeneracy`). The demo and the notebooks call this so that a
+    broken sampler fails loudly instead of being analysed as if it were reasoning.
+    """
+    stats = degeneracy(trace.response_ids)
+    if stats["n"] < min_tokens:
+        return
+    if stats["distinct_share"] < min_distinct or stats["longest_run"] > max_run:
+        raise WorkbenchError(
+            f"the model's answer is degenerate ({stats['n']} tokens, "
+            f"{stats['distinct_share']:.0%} distinct, a token repeated "
+            f"{stats['longest_run']} times in a row): {trace.text[:60]!r}",
+            "the sampler is probably broken by an untested dependency version: reinstall "
+            "the locked environment (`make clean-venv && make demo`)",
+        )

@@ -1,0 +1,82 @@
+"""Prompt encoding and token helpers shared by `Trace.from_text` and generation: the chat
+template (`encode_prompt`), the ids that end a response (`eos_token_ids`), the context check."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ..errors import WorkbenchError
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+__all__ = ["check_context", "encode_prompt", "eos_token_ids", "model_tokenizer", "token_strings"]
+
+
+def model_tokenizer(model: TransformerBridge):
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise WorkbenchError(
+            "the model has no tokenizer",
+            "load it with wb.load_model, or set model.tokenizer",
+        )
+    return tokenizer
+
+
+def _n_ctx(model: TransformerBridge) -> int | None:
+    return getattr(getattr(model, "cfg", None), "n_ctx", None)
+
+
+def check_context(model: TransformerBridge, n: int, *, what: str) -> None:
+    n_ctx = _n_ctx(model)
+    if n_ctx is not None and n > n_ctx:
+        raise WorkbenchError(
+            f"{what} needs {n} tokens but the model's context holds {n_ctx}",
+            "shorten the prompt or lower max_new_tokens",
+        )
+
+
+def token_strings(tokenizer, ids: torch.Tensor) -> list[str]:
+    # Decode one id at a time so each string is readable ("Ġthe" -> " the").
+    return [tokenizer.decode([int(i)]) for i in ids]
+
+
+def encode_prompt(model: TransformerBridge, prompt: str, *, chat: bool = True) -> list[int]:
+    """Token ids of the prompt, in the chat template's user turn when `chat` applies.
+
+    Args:
+        model: the model whose tokenizer to use.
+        prompt: the prompt text (must not be empty).
+        chat: use the tokenizer's chat template (with the assistant header appended) when
+            it has one; tokenizers without a template encode the raw prompt.
+
+    Returns:
+        The prompt's token ids (with the tokenizer's BOS when it adds one).
+    """
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise WorkbenchError(
+            "the prompt is empty",
+            "pass the question or task text the model should answer",
+        )
+    tokenizer = model_tokenizer(model)
+    if chat and getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return list(tokenizer(prompt)["input_ids"])
+
+
+def eos_token_ids(tokenizer: Any, hf_model: Any = None) -> list[int]:
+    """The ids that end a response: the tokenizer's EOS and the generation config's."""
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    eos = getattr(getattr(hf_model, "generation_config", None), "eos_token_id", None)
+    if isinstance(eos, int):
+        ids.add(eos)
+    elif eos:
+        ids.update(int(e) for e in eos)
+    return sorted(ids)
