@@ -15,6 +15,7 @@ import torch
 from workbench.attention.metrics import head_span
 from workbench.errors import WorkbenchError
 from workbench.tasks import get_task
+from workbench.trace import sample_completions
 
 __all__ = [
     "EVAL_SAMPLE",
@@ -46,6 +47,8 @@ def generate_completions(
 ) -> list[str]:
     """Greedy completions, batched by prompt length (no padding, so results are exact).
 
+    The model is put in eval mode while generating and then back in its previous mode.
+
     Args:
         model: a causal LM (the tiny reasoner or any HF model with `generate`).
         tokenizer: its tokenizer.
@@ -56,27 +59,17 @@ def generate_completions(
     Returns:
         One decoded completion per prompt (special tokens removed), in input order.
     """
-    model.eval()
+    # The length-bucketed greedy batching is `sample_completions`' (the RL trainer's too).
     encoded = [tokenizer(p)["input_ids"] for p in prompts]
-    by_len: dict[int, list[int]] = {}
-    for i, ids in enumerate(encoded):
-        by_len.setdefault(len(ids), []).append(i)
-    out: list[str] = [""] * len(prompts)
-    for length, idx in sorted(by_len.items()):
-        for start in range(0, len(idx), batch_size):
-            chunk = idx[start : start + batch_size]
-            input_ids = torch.tensor([encoded[i] for i in chunk])
-            gen = model.generate(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            for row, i in enumerate(chunk):
-                out[i] = tokenizer.decode(gen[row, length:], skip_special_tokens=True)
-    return out
+    completions = sample_completions(
+        model,
+        encoded,
+        greedy=True,
+        max_new_tokens=max_new_tokens,
+        batch_limit=batch_size,
+        tokenizer=tokenizer,
+    )
+    return [tokenizer.decode(ids, skip_special_tokens=True) for ids in completions]
 
 
 def evaluate(
