@@ -229,7 +229,7 @@ def test_four_number_variant() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"n": -1}, "non-negative"),
+        ({"n": -1}, "n must be at least 0"),
         ({"n": 1, "split": "validation"}, "split"),
     ],
 )

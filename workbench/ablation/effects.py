@@ -33,6 +33,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .. import _validate
 from ..errors import WorkbenchError
 from ..models import sampler
 from ..trace import Trace, eos_token_ids, sample_completions
@@ -164,8 +165,7 @@ def greedy_continue(
         ``[new_pos]`` int64 ids (at most `max_new_tokens`); stops after an
         end-of-sequence token (kept) when `stop_at_eos`.
     """
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
-        raise WorkbenchError(f"max_new_tokens={max_new_tokens!r}", "pass a non-negative int")
+    _validate.integer("max_new_tokens", max_new_tokens, minimum=0, example=32)
     prefix = torch.as_tensor(prefix).reshape(-1).long().cpu()
     n_ctx = getattr(model.cfg, "n_ctx", None)
     if n_ctx is not None:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import _validate
 from ..attention.analysis import Analysis
 from ..attention.rhythm import top_q
 from ..errors import WorkbenchError
@@ -188,16 +189,14 @@ def perturb_position(
         ``continuations`` (texts), ``jaccards`` (one per alternative) and ``jaccard``
         (their mean).
     """
-    if isinstance(position, bool) or not isinstance(position, int):
-        raise WorkbenchError(f"position {position!r} is not an int", "pass a response position")
+    _validate.integer("position", position, example=trace.prompt_len)
     if not trace.prompt_len <= position < len(trace):
         raise WorkbenchError(
             f"position {position} is not a response position "
             f"({trace.prompt_len}..{len(trace) - 1})",
             "perturb a token of the response",
         )
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise WorkbenchError(f"top_k must be a positive int, got {top_k!r}", "pass e.g. top_k=3")
+    _validate.integer("top_k", top_k, minimum=1, example=3)
     tok = model.tokenizer
     special = set(getattr(tok, "all_special_ids", []) or [])
     if logits is None:

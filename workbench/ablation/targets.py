@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .. import _validate
 from ..attention.analysis import Analysis
 from ..attention.rhythm import top_q
 from ..errors import WorkbenchError
@@ -162,10 +163,9 @@ def target_sets(
     """
     fams = _check_names(families, FAMILIES, "target families")
     ctrls = _check_names(controls, CONTROLS, "controls")
-    if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 0:
-        raise WorkbenchError(f"n_random must be >= 0, got {n_random!r}", "pass e.g. n_random=3")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise WorkbenchError(f"size must be a positive int or None, got {size!r}", "e.g. size=4")
+    _validate.integer("n_random", n_random, minimum=0, example=3)
+    if size is not None:
+        _validate.integer("size", size, minimum=1, example=4)
     excl = {int(p) for p in exclude}
     metric = {"anchors": analysis.fai, "dominated": analysis.fai}
     metric |= {"preplan": analysis.delta, "intro": analysis.delta}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .. import _validate
 from ..errors import WorkbenchError
 
 __all__ = ["middle_layers", "resolve_heads", "resolve_layers"]
@@ -68,8 +69,7 @@ def resolve_layers(layers: str | int | Sequence[int], n_layers: int) -> list[int
         raise WorkbenchError("layers is an empty list", 'pass at least one layer, or "all"')
     out = set()
     for layer in items:
-        if isinstance(layer, bool) or not isinstance(layer, int):
-            raise WorkbenchError(f"layer {layer!r} is not an integer", "pass layer indices as ints")
+        _validate.integer("layer", layer, example=0)
         if not -n_layers <= layer < n_layers:
             raise WorkbenchError(
                 f"layer {layer} is out of range for a model with {n_layers} layers",

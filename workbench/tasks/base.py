@@ -33,6 +33,8 @@ from typing import Any, Literal
 
 from workbench.errors import WorkbenchError
 
+from .. import _validate
+
 __all__ = [
     "ANSWER_PREFIX",
     "MAX_COMPLETION_CHARS",
@@ -207,8 +209,7 @@ class Task(ABC):
         Raises:
             WorkbenchError: bad `n` or `split`, or too few distinct problems exist.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise WorkbenchError(f"n={n!r} is not a non-negative int.", "Pass e.g. n=100.")
+        _validate.integer("n", n, minimum=0, example=100)
         if split not in ("train", "test"):
             raise WorkbenchError(f"split={split!r} is unknown.", 'Use "train" or "test".')
         rng = random.Random(f"{self.name}|{split}|{seed}")
