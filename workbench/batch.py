@@ -257,8 +257,16 @@ def run_batch(
     notebook = Path(notebook)
     if not notebook.is_file():
         raise WorkbenchError(f"no notebook at {notebook}", "pass the path of an .ipynb file")
-    _check_parameters_cell(notebook)
+    known = _check_parameters_cell(notebook)
     points = [dict(p) for p in grid] if _is_dicts(grid) else parse_grid(grid)  # type: ignore[arg-type]
+    unknown = sorted({k for p in points for k in p} - known)
+    if unknown:
+        # papermill would inject them as new variables the notebook never reads, and the
+        # run would "succeed" with its defaults.
+        raise WorkbenchError(
+            f"{notebook.name} has no parameter(s) {unknown}",
+            f"use the names its 'parameters' cell assigns: {sorted(known)}",
+        )
     if workers < 1:
         raise WorkbenchError(f"workers must be >= 1, got {workers}", "pass workers=1 or more")
     out = Path(out)
@@ -317,7 +325,10 @@ def _is_dicts(grid: Any) -> bool:
     return isinstance(grid, list) and all(isinstance(g, Mapping) for g in grid)
 
 
-def _check_parameters_cell(notebook: Path) -> None:
+def _check_parameters_cell(notebook: Path) -> set[str]:
+    """The names the notebook's one ``parameters`` cell assigns (refused unless exactly one)."""
+    import ast
+
     import nbformat
 
     try:
@@ -331,3 +342,19 @@ def _check_parameters_cell(notebook: Path) -> None:
             "tag the cell that holds the defaults with 'parameters' (JupyterLab: property "
             "inspector > cell tags)",
         )
+    try:
+        tree = ast.parse(tagged[0].source)
+    except SyntaxError as e:
+        raise WorkbenchError(
+            f"the 'parameters' cell of {notebook} is not valid Python ({e.msg}, line {e.lineno})",
+            "fix the cell: it should hold plain assignments such as window = 10",
+        ) from None
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        targets = (
+            node.targets if isinstance(node, ast.Assign)
+            else [node.target] if isinstance(node, ast.AnnAssign | ast.AugAssign) else []
+        )  # fmt: skip
+        for t in targets:
+            names |= {n.id for n in ast.walk(t) if isinstance(n, ast.Name)}
+    return names

@@ -60,6 +60,14 @@ def test_notebook_without_parameters_cell_is_refused(tmp_path):
         run_batch(nb, ["x=1"], tmp_path / "out", progress=False)
 
 
+def test_a_grid_key_the_notebook_does_not_take_is_refused_before_any_run(tmp_path):
+    nb = _notebook(tmp_path / "nb.ipynb")
+    with pytest.raises(WorkbenchError, match=r"has no parameter\(s\) \['bogus'\]") as e:
+        run_batch(nb, ["x=1,2", "bogus=1"], tmp_path / "out", progress=False)
+    assert "['fail', 'x']" in e.value.fix
+    assert not (tmp_path / "out").exists()
+
+
 def test_index_keeps_each_rows_provenance_as_json(tmp_path):
     path = tmp_path / "index.csv"
     old = {**provenance(), "commit": "a" * 40}
