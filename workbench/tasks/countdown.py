@@ -16,9 +16,8 @@ Rules (this project's, fixed for every consumer):
       paper's eval-based verifier; division by zero makes the answer wrong.
     - Only the last ``Answer:`` line counts; the scratchpad is not checked.
 
-Safety: model text is never `eval`-ed. The expression is parsed by a small recursive-descent
-parser with caps (`MAX_EXPR_CHARS` characters, `MAX_LITERAL_DIGITS` digits per literal,
-`MAX_DEPTH` nested parentheses); inputs beyond a cap are wrong answers, never a hang.
+Safety: model text is never `eval`-ed; `workbench.tasks.expressions` parses it with caps
+(inputs beyond a cap are wrong answers, never a hang).
 
 Caveat: the generator only builds problems whose reference solution keeps every intermediate
 result a positive integer; targets lie in ``[1, max_target]`` and differ from every given
@@ -31,11 +30,18 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from fractions import Fraction
 from typing import Any
 
 from workbench.errors import WorkbenchError
 from workbench.tasks.base import Problem, Task, completion_text, last_answer_line
+from workbench.tasks.expressions import (
+    MAX_DEPTH,
+    MAX_EXPR_CHARS,
+    MAX_LITERAL_DIGITS,
+    evaluate_expression,
+    literals,
+    parse_expression,
+)
 
 __all__ = [
     "MAX_DEPTH",
@@ -47,148 +53,7 @@ __all__ = [
     "solve_countdown",
 ]
 
-MAX_EXPR_CHARS = 256
-MAX_LITERAL_DIGITS = 6
-MAX_DEPTH = 32
-
-# A parsed expression: an int literal, or a tuple (op, left, right) of an operator in
-# "+-*/" and two sub-expressions (kept as a plain `tuple` so runtime type checkers accept it).
-Node = int | tuple
-
-_TOKEN = re.compile(r"\s*(?:(\d+)|([-+*/()]))")
 _PROMPT = re.compile(r"Countdown:[ \t]*((?:\d{1,6}[ \t]+){1,7}\d{1,6})[ \t]*->[ \t]*(\d{1,7})")
-
-
-class _ParseError(Exception):
-    pass
-
-
-def _tokenize(text: str) -> list[str]:
-    tokens: list[str] = []
-    pos = 0
-    text = text.rstrip()
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        if m is None:
-            raise _ParseError(f"bad character at {pos}")
-        literal, op = m.group(1), m.group(2)
-        if literal is not None:
-            if len(literal) > MAX_LITERAL_DIGITS:
-                raise _ParseError("literal too long")
-            tokens.append(literal)
-        else:
-            tokens.append(op)
-        pos = m.end()
-    return tokens
-
-
-class _Parser:
-    """expr := term (('+'|'-') term)* ; term := factor (('*'|'/') factor)* ;
-    factor := INT | '(' expr ')'."""
-
-    def __init__(self, tokens: list[str]):
-        self.tokens = tokens
-        self.i = 0
-
-    def peek(self) -> str | None:
-        return self.tokens[self.i] if self.i < len(self.tokens) else None
-
-    def take(self) -> str:
-        tok = self.peek()
-        if tok is None:
-            raise _ParseError("unexpected end")
-        self.i += 1
-        return tok
-
-    def expr(self, depth: int) -> Node:
-        node = self.term(depth)
-        while self.peek() in ("+", "-"):
-            op = self.take()
-            node = (op, node, self.term(depth))
-        return node
-
-    def term(self, depth: int) -> Node:
-        node = self.factor(depth)
-        while self.peek() in ("*", "/"):
-            op = self.take()
-            node = (op, node, self.factor(depth))
-        return node
-
-    def factor(self, depth: int) -> Node:
-        tok = self.take()
-        if tok == "(":
-            if depth >= MAX_DEPTH:
-                raise _ParseError("too deep")
-            node = self.expr(depth + 1)
-            if self.take() != ")":
-                raise _ParseError("expected )")
-            return node
-        if tok.isdigit():
-            return int(tok)
-        raise _ParseError(f"unexpected {tok!r}")
-
-
-def parse_expression(text: Any) -> Node | None:
-    """Parse an arithmetic expression safely (never `eval`).
-
-    Args:
-        text: e.g. ``"(50+25)-3"``. Allowed: non-negative int literals (at most
-            `MAX_LITERAL_DIGITS` digits), ``+ - * /``, parentheses, whitespace.
-
-    Returns:
-        The expression tree (an int, or ``(op, left, right)`` tuples), or None when `text` is
-        not a string, is empty, longer than `MAX_EXPR_CHARS`, nested deeper than `MAX_DEPTH`,
-        or malformed in any way.
-    """
-    if not isinstance(text, str) or not text.strip() or len(text) > MAX_EXPR_CHARS:
-        return None
-    try:
-        parser = _Parser(_tokenize(text))
-        node = parser.expr(0)
-        if parser.peek() is not None:
-            return None
-        return node
-    except (_ParseError, RecursionError):
-        return None
-
-
-def _literals(node: Node) -> list[int]:
-    out: list[int] = []
-    stack = [node]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, int):
-            out.append(n)
-        else:
-            stack.extend((n[1], n[2]))
-    return out
-
-
-def evaluate_expression(node: Node) -> Fraction | None:
-    """Exact value of a parsed expression.
-
-    Args:
-        node: a tree from `parse_expression`.
-
-    Returns:
-        The value as a `Fraction`, or None on division by zero.
-    """
-    if isinstance(node, int):
-        return Fraction(node)
-    op, left, right = node
-    a = evaluate_expression(left)
-    b = evaluate_expression(right)
-    if a is None or b is None:
-        return None
-    if op == "+":
-        return a + b
-    if op == "-":
-        return a - b
-    if op == "*":
-        return a * b
-    if b == 0:
-        return None
-    return a / b
 
 
 def check_countdown(numbers: tuple[int, ...], target: int, expression: Any) -> bool:
@@ -206,7 +71,7 @@ def check_countdown(numbers: tuple[int, ...], target: int, expression: Any) -> b
     node = parse_expression(expression)
     if node is None:
         return False
-    used = Counter(_literals(node))
+    used = Counter(literals(node))
     if used - Counter(numbers):  # some literal used more often than given (or not given)
         return False
     value = evaluate_expression(node)
