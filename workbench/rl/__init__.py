@@ -14,7 +14,8 @@ from .config import GRPOConfig
 from .credit import rollout_gammas
 from .experiment import Experiment, run_experiment
 from .loss import grpo_advantages, grpo_loss, token_logps
-from .trainer import GRPORun, resume, train
+from .runs import resume, train
+from .trainer import GRPORun
 
 __all__ = [
     "Experiment",

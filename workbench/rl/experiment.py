@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import WorkbenchError
 from .checkpoint import read_metrics
 from .config import GRPOConfig
-from .trainer import resume, train
+from .runs import resume, train
 
 __all__ = ["METRICS", "Experiment", "run_experiment"]
 

@@ -1,0 +1,106 @@
+"""Start a GRPO run in a new run directory (`train`), or continue one (`resume`).
+
+A run directory holds ``config.json``, ``provenance.json``, ``status.json``,
+``metrics.jsonl`` and ``checkpoints/``; everything that can be refused (settings, model,
+task, credit layers) is refused before the directory is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .._io import atomic_write_json
+from ..errors import WorkbenchError
+from ..provenance import provenance
+from .checkpoint import latest_checkpoint, load_checkpoint, read_metrics, rewrite_metrics
+from .config import GRPOConfig
+from .trainer import GRPORun
+
+__all__ = ["resume", "train"]
+
+
+def train(
+    config: GRPOConfig | None = None,
+    out: str | Path = "runs/grpo",
+    *,
+    callbacks: list[Callable[[GRPORun, dict[str, Any]], None]] | None = None,
+    progress: bool = True,
+    **overrides: Any,
+) -> GRPORun:
+    """Start a GRPO run in a new run directory and train it.
+
+    The run directory gets ``config.json`` and ``provenance.json`` (package versions and
+    git commit, see `workbench.provenance`) before the first step.
+
+    Args:
+        config: the run's settings (default `GRPOConfig()`); `overrides` change fields.
+        out: the run directory; it must not already hold a run (use `resume`).
+        callbacks: called as ``cb(run, row)`` after every logged row (live charts).
+        progress: show a progress bar.
+
+    Returns:
+        The finished (or interrupted) `GRPORun`.
+    """
+    config = (
+        (config or GRPOConfig()).replace(**overrides) if overrides else (config or GRPOConfig())
+    )
+    run_dir = Path(out)
+    if (run_dir / "config.json").exists():
+        raise WorkbenchError(
+            f"{run_dir} already holds a run",
+            f"continue it with wb.rl.resume({str(run_dir)!r}), or pick another out folder",
+        )
+    # Everything that can be refused (settings, model, task, credit layers) is, before
+    # the folder exists.
+    run = GRPORun(config, run_dir, callbacks=callbacks, progress=progress)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "config.json", config.to_dict())
+    atomic_write_json(run_dir / "provenance.json", provenance())
+    return run.train()
+
+
+def resume(
+    run_dir: str | Path,
+    *,
+    checkpoint: str | None = None,
+    max_steps: int | None = None,
+    callbacks: list[Callable[[GRPORun, dict[str, Any]], None]] | None = None,
+    progress: bool = True,
+) -> GRPORun:
+    """Continue a run from its latest (or a named) checkpoint.
+
+    Metrics logged after that checkpoint are dropped and recomputed, so the resumed run's
+    metrics equal an uninterrupted run's. The run's ``provenance.json`` (what started it)
+    is left as it is.
+
+    Args:
+        run_dir: the run directory.
+        checkpoint: a checkpoint folder name (``"step-000010"``); default LATEST.
+        max_steps: train to this many steps (default: the config's; larger extends a run).
+        callbacks, progress: as in `train`.
+    """
+    import json
+
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.json"
+    if not cfg_path.is_file():
+        raise WorkbenchError(
+            f"{run_dir} is not a run directory (no config.json)",
+            "pass the folder a run was started in (train(..., out=DIR))",
+        )
+    config = GRPOConfig.from_dict(json.loads(cfg_path.read_text()))
+    path = run_dir / "checkpoints" / checkpoint if checkpoint else latest_checkpoint(run_dir)
+    if path is None or not path.is_dir():
+        raise WorkbenchError(
+            f"{run_dir} has no checkpoint {checkpoint or ''}".strip(),
+            "start the run again with wb.rl.train",
+        )
+    run = GRPORun(config, run_dir, callbacks=callbacks, progress=progress)
+    state = load_checkpoint(path, run.policy, run.optimizer)
+    run.step = int(state["step"])
+    rows = read_metrics(run_dir, up_to_step=run.step)
+    rewrite_metrics(run_dir, rows)
+    run.metrics = rows
+    return run.train(max_steps)
