@@ -133,4 +133,3 @@ __all__ = [
     "waad",
     "workbench",
 ]
-

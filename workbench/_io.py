@@ -17,7 +17,39 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_dir", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = [
+    "atomic_dir",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "check_folder",
+    "make_folder",
+]
+
+
+def check_folder(path: Path, what: str) -> None:
+    """Refuse a path that exists as a file where a folder (`what`) is wanted."""
+    from .errors import WorkbenchError
+
+    if path.exists() and not path.is_dir():
+        raise WorkbenchError(
+            f"{str(path)!r} is a file, not {what}", f"pass a folder path for {what}"
+        )
+
+
+def make_folder(path: Path, what: str) -> Path:
+    """Create the folder `path` (and its parents), or say clearly why it cannot be."""
+    from .errors import WorkbenchError
+
+    check_folder(path, what)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WorkbenchError(
+            f"cannot create {what} {path}: {e.strerror or e}",
+            "pass a folder in a place you can write to",
+        ) from None
+    return path
 
 
 def _fsync_dir(path: Path) -> None:

@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._io import atomic_write_text
+from . import _validate
+from ._io import atomic_write_text, make_folder
 from .errors import WorkbenchError
 from .provenance import provenance
 
@@ -267,10 +268,8 @@ def run_batch(
             f"{notebook.name} has no parameter(s) {unknown}",
             f"use the names its 'parameters' cell assigns: {sorted(known)}",
         )
-    if workers < 1:
-        raise WorkbenchError(f"workers must be >= 1, got {workers}", "pass workers=1 or more")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    _validate.integer("workers", workers, minimum=1, example=2)
+    out = make_folder(Path(out), "the batch folder")
     index_path = out / "index.csv"
     previous = _read_index(index_path)
 

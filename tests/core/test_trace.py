@@ -93,7 +93,7 @@ class TestGenerate:
             wb.generate(smol, "   ", max_new_tokens=4)
         with pytest.raises(WorkbenchError, match="context holds 8192"):
             wb.generate(smol, PROMPT, max_new_tokens=10_000)
-        with pytest.raises(WorkbenchError, match="max_new_tokens must be a positive"):
+        with pytest.raises(WorkbenchError, match="max_new_tokens must be at least 1"):
             wb.generate(smol, PROMPT, max_new_tokens=0)
         with pytest.raises(WorkbenchError, match="top_p"):
             wb.generate(smol, PROMPT, max_new_tokens=4, top_p=0)

@@ -37,6 +37,7 @@ from ..attention.rhythm import top_q
 from ..errors import WorkbenchError
 from ..trace import Trace
 from .effects import greedy_continue, logits_of
+from .targets import check_pairs
 
 __all__ = ["STOPWORDS", "content_words", "jaccard", "perturb_position", "perturbation_test"]
 
@@ -268,10 +269,7 @@ def perturbation_test(
     from tqdm.auto import tqdm
 
     traces, analyses = list(traces), list(analyses)
-    if len(traces) != len(analyses):
-        raise WorkbenchError(
-            f"{len(traces)} traces but {len(analyses)} analyses", "pass one analysis per trace"
-        )
+    check_pairs(traces, analyses)
     special = set(getattr(model.tokenizer, "all_special_ids", []) or [])
     rows = []
     for i, (tr, an) in enumerate(

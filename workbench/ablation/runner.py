@@ -25,7 +25,7 @@ from ..intervals import bootstrap_ci
 from ..trace import Trace
 from .effects import answer_span, logits_of, measure
 from .interventions import Knockout, ResidAblation, resid_cache, resid_mean
-from .targets import CONTROLS, FAMILIES, target_sets
+from .targets import CONTROLS, FAMILIES, check_pairs, target_sets
 
 __all__ = ["INTERVENTIONS", "METRICS", "per_position", "run_ablations", "summarize"]
 
@@ -131,11 +131,8 @@ def run_ablations(
     problems = None if problems is None else list(problems)
     if not traces:
         raise WorkbenchError("run_ablations got no traces", "pass at least one wb.Trace")
-    if analyses is not None and len(analyses) != len(traces):
-        raise WorkbenchError(
-            f"{len(traces)} traces but {len(analyses)} analyses",
-            "pass one analysis per trace (same order)",
-        )
+    if analyses is not None:
+        check_pairs(traces, analyses)
     if problems is not None and len(problems) != len(traces):
         raise WorkbenchError(
             f"{len(traces)} traces but {len(problems)} problems",

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,7 +48,13 @@ from ..attention.analysis import Analysis
 from ..attention.rhythm import top_q
 from ..errors import WorkbenchError
 
-__all__ = ["CONTROLS", "FAMILIES", "TargetSet", "target_sets"]
+__all__ = [
+    "CONTROLS",
+    "FAMILIES",
+    "TargetSet",
+    "check_pairs",
+    "target_sets",
+]
 
 FAMILIES = ("anchors", "preplan", "dominated", "intro")
 CONTROLS = ("random", "nearby", "low_fai")
@@ -210,3 +217,26 @@ def target_sets(
             low = _top(_masked(analysis.fai, fai_pool), m, bottom=True)
             out.append(TargetSet(f"low_fai[{fam}]", fam, "low_fai", tuple(low)))
     return out
+
+
+def check_pairs(traces: Sequence[Any], analyses: Sequence[Analysis]) -> None:
+    """Each analysis must be of the trace at the same index (same token ids), so targets
+    are never positions of another trace's prompt or response."""
+    if len(traces) != len(analyses):
+        raise WorkbenchError(
+            f"{len(traces)} traces but {len(analyses)} analyses",
+            "pass one analysis per trace (same order)",
+        )
+    for i, (trace, analysis) in enumerate(zip(traces, analyses, strict=True)):
+        if not isinstance(analysis, Analysis):
+            raise WorkbenchError(
+                f"analyses[{i}] is a {type(analysis).__name__}, not a wb.Analysis",
+                "pass the results of wb.analyze / wb.analyze_many",
+            )
+        if analysis.prompt_len != trace.prompt_len or not torch.equal(analysis.ids, trace.ids):
+            raise WorkbenchError(
+                f"analyses[{i}] is not an analysis of traces[{i}] (different token ids or "
+                "prompt length)",
+                "pass the analyses in the same order as the traces, e.g. "
+                "analyses=wb.analyze_many(model, traces)",
+            )

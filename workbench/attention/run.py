@@ -10,7 +10,7 @@ statistics in `Analysis` objects. The rhythm parameters travel as one `RhythmPar
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, no_type_check
 
 from jaxtyping import Float
 from torch import Tensor
@@ -18,6 +18,7 @@ from torch import Tensor
 from .. import _validate
 from ..errors import WorkbenchError
 from ..trace import Trace
+from ..trace.tokens import check_ids
 from . import engine
 from .analysis import Analysis
 from .heads import Head, HeadClasses
@@ -30,7 +31,7 @@ __all__ = ["analyze", "analyze_many", "gamma_many"]
 PATHS = ("auto", "exact", "tiled")
 
 
-def _check_trace(model: Any, trace: Trace) -> None:
+def _check_trace(model: Any, trace: Any) -> None:
     if not isinstance(trace, Trace):
         raise WorkbenchError(
             f"expected a wb.Trace, got {type(trace).__name__}",
@@ -41,6 +42,7 @@ def _check_trace(model: Any, trace: Trace) -> None:
             "the trace has an empty response (prompt_len == len(ids)): nothing to analyse",
             "generate or pass a response of at least one token",
         )
+    check_ids(model, trace.ids)
     n_ctx = getattr(model.cfg, "n_ctx", None)
     if n_ctx is not None and len(trace) > n_ctx:
         raise WorkbenchError(
@@ -49,7 +51,7 @@ def _check_trace(model: Any, trace: Trace) -> None:
         )
 
 
-def _rhythm(params: RhythmParams | None, changes: dict[str, Any]) -> RhythmParams:
+def _rhythm(params: Any, changes: dict[str, Any]) -> RhythmParams:
     if params is None:
         params = RhythmParams()
     elif not isinstance(params, RhythmParams):
@@ -60,6 +62,7 @@ def _rhythm(params: RhythmParams | None, changes: dict[str, Any]) -> RhythmParam
     return params.replace(**changes) if changes else params
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def analyze(
     model: Any,
     trace: Trace,
@@ -107,6 +110,8 @@ def analyze(
         path=path,
         entropy=entropy,
     )
+    engine.check_model(model)
+    _check_trace(model, trace)
     return _analyze_batch(model, [trace], _rhythm(params, changes), **options)[0]
 
 
@@ -163,6 +168,8 @@ def _analyze_batch(
         pad_id=int(pad) if pad is not None else 0,
         entropy=entropy,
     )
+    for stats, ent in results:
+        _check_finite(stats, ent, entropy)
     return [
         Analysis(
             stats=stats,
@@ -179,6 +186,32 @@ def _analyze_batch(
     ]
 
 
+def _check_finite(stats: Any, ent: Any, entropy: bool) -> None:
+    """Refuse NaN or infinite attention or logits, naming where they first appear
+    (weights changed after loading, or an overflow), instead of all-NaN metrics."""
+    import torch
+
+    bad = ~torch.isfinite(stats.rowsum)
+    if bool(bad.any()):
+        row, pos = (int(x) for x in bad.nonzero()[0])
+        layer, head = stats.heads[row]
+        raise WorkbenchError(
+            f"the attention of layer {layer} head {head} is not finite at position {pos}",
+            "check the model's weights for NaN or infinite values (a diverged training run, "
+            "or weights changed after loading); reload the model",
+        )
+    if entropy:
+        logits_bad = ~torch.isfinite(ent[stats.prompt_len :])
+        if bool(logits_bad.any()):
+            pos = stats.prompt_len + int(logits_bad.nonzero()[0])
+            raise WorkbenchError(
+                f"the model's logits are not finite at position {pos} (next-token entropy "
+                "is undefined there)",
+                "check the model's weights for NaN or infinite values; reload the model",
+            )
+
+
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def analyze_many(
     model: Any,
     traces: Sequence[Trace],
@@ -221,6 +254,9 @@ def analyze_many(
     traces = list(traces)
     if not traces:
         raise WorkbenchError("analyze_many got no traces", "pass a non-empty list of traces")
+    engine.check_model(model)
+    for trace in traces:
+        _check_trace(model, trace)
     options = {k: kwargs.pop(k) for k in list(kwargs) if k in _PASS_OPTIONS}
     params = _rhythm(params, kwargs)
     if isinstance(heads_from, HeadClasses):
@@ -254,6 +290,7 @@ _PASS_OPTIONS = (
 )
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def gamma_many(
     model: Any,
     traces: Sequence[Trace],

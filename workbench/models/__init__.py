@@ -32,7 +32,7 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, no_type_check
 from urllib.parse import urlparse
 
 from .._compat import check_versions
@@ -174,6 +174,15 @@ def _resolve_device(device: str | None) -> str:
 
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda", "mps"):
+        raise WorkbenchError(
+            f"device={device!r} is not a device the workbench runs on",
+            "pass 'cpu', 'cuda', 'cuda:N', 'mps' or None (CUDA when present)",
+        )
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise WorkbenchError(
             f"device {device!r} was asked for but CUDA is not available on this machine",
@@ -207,8 +216,13 @@ def _load_hf(source: str | Path, device: str, *, local: bool, fix: str | None = 
 
     kwargs = {"local_files_only": True} if local else {}
     try:
-        hf_model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=torch.float32, use_safetensors=True, trust_remote_code=False, **kwargs
+        hf_model, info = AutoModelForCausalLM.from_pretrained(
+            source,
+            dtype=torch.float32,
+            use_safetensors=True,
+            trust_remote_code=False,
+            output_loading_info=True,
+            **kwargs,
         )
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, **kwargs)
     except Exception as e:  # safetensors, JSON and config errors all mean "unreadable"
@@ -217,7 +231,57 @@ def _load_hf(source: str | Path, device: str, *, local: bool, fix: str | None = 
             f"could not load a model from {source}: {type(e).__name__}: {first}",
             fix or "check that the folder holds config.json, *.safetensors and tokenizer files",
         ) from e
+    _check_loaded(hf_model, tokenizer, info, source)
     return hf_model.to(device).eval(), tokenizer
+
+
+def _check_loaded(hf_model: Any, tokenizer: Any, info: dict[str, Any], source: Any) -> None:
+    """Strict loading: every weight present and finite, and a tokenizer that fits them.
+
+    transformers fills a missing tensor with random values and only prints a table; a
+    partial checkpoint would then produce fluent-looking nonsense.
+    """
+    import torch
+
+    missing = sorted(info.get("missing_keys") or [])
+    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get(
+        "mismatched_keys"
+    ) or [])  # fmt: skip
+    if missing or mismatched:
+        names = (missing or mismatched)[:4]
+        raise WorkbenchError(
+            f"the checkpoint in {source} is incomplete: {len(missing)} weight(s) missing "
+            f"and {len(mismatched)} of the wrong shape (e.g. {names}); transformers would "
+            "fill them with random values",
+            "save the model again with model.save_pretrained(folder), or point at the "
+            "complete checkpoint",
+        )
+    with torch.no_grad():
+        for name, tensor in [*hf_model.named_parameters(), *hf_model.named_buffers()]:
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                bad = int((~torch.isfinite(tensor)).sum())
+                raise WorkbenchError(
+                    f"the weights in {source} are not finite: {name} holds {bad} NaN or "
+                    "infinite value(s)",
+                    "load an earlier checkpoint; a diverged training run saves NaN weights",
+                )
+    n_embed = hf_model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > n_embed:
+        raise WorkbenchError(
+            f"the tokenizer in {source} has {len(tokenizer)} tokens but the model's embedding "
+            f"holds {n_embed}: they do not belong together",
+            "save the tokenizer the model was trained with into the same folder",
+        )
+
+
+def _check_name(name_or_path: Any) -> None:
+    if not isinstance(name_or_path, str | os.PathLike):
+        raise WorkbenchError(
+            f"expected a model name or a checkpoint folder, got {type(name_or_path).__name__} "
+            f"{name_or_path!r}",
+            f"pass an embedded name {_embedded_names()}, a folder path, or nothing (the "
+            "default model)",
+        )
 
 
 def _resolve(
@@ -263,6 +327,7 @@ def _resolve(
     return name, False, None, name
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def load_hf(
     name_or_path: str | os.PathLike = DEFAULT_MODEL,
     *,
@@ -276,11 +341,13 @@ def load_hf(
     trained and saved (RL), and `bridge_model` / `load_model` for interpretability.
     """
     check_versions()
+    _check_name(name_or_path)
     device = _resolve_device(device)
     source, local, fix, _ = _resolve(name_or_path, allow_hub=allow_hub, rebuild=rebuild)
     return _load_hf(source, device, local=local, fix=fix)
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def load_model(
     name_or_path: str | os.PathLike = DEFAULT_MODEL,
     *,
@@ -306,6 +373,7 @@ def load_model(
         WorkbenchError: unknown name, folder without config or safetensors weights, corrupt
             cache, or a hub name while the hub is not allowed or not reachable.
     """
+    _check_name(name_or_path)
     device = _resolve_device(device)
     source, local, fix, label = _resolve(name_or_path, allow_hub=allow_hub, rebuild=rebuild)
     hf_model, tokenizer = _load_hf(source, device, local=local, fix=fix)

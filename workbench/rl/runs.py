@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write_json
+from .._io import atomic_write_json, check_folder, make_folder
 from ..errors import WorkbenchError
 from ..provenance import provenance
 from .checkpoint import latest_checkpoint, load_checkpoint, read_metrics, rewrite_metrics
@@ -47,7 +47,15 @@ def train(
         (config or GRPOConfig()).replace(**overrides) if overrides else (config or GRPOConfig())
     )
     run_dir = Path(out)
+    check_folder(run_dir, "a run directory")
     if (run_dir / "config.json").exists():
+        if latest_checkpoint(run_dir) is None:
+            raise WorkbenchError(
+                f"{run_dir} holds a run that never reached its first checkpoint (status: "
+                f"{_status(run_dir)}), so there is nothing to continue",
+                f"delete the folder (shutil.rmtree({str(run_dir)!r})) and start again, or "
+                "pick another out folder",
+            )
         raise WorkbenchError(
             f"{run_dir} already holds a run",
             f"continue it with wb.rl.resume({str(run_dir)!r}), or pick another out folder",
@@ -55,7 +63,7 @@ def train(
     # Everything that can be refused (settings, model, task, credit layers) is, before
     # the folder exists.
     run = GRPORun(config, run_dir, callbacks=callbacks, progress=progress)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(run_dir, "a run directory")
     atomic_write_json(run_dir / "config.json", config.to_dict())
     atomic_write_json(run_dir / "provenance.json", provenance())
     return run.train()
@@ -90,12 +98,31 @@ def resume(
             f"{run_dir} is not a run directory (no config.json)",
             "pass the folder a run was started in (train(..., out=DIR))",
         )
-    config = GRPOConfig.from_dict(json.loads(cfg_path.read_text()))
-    path = run_dir / "checkpoints" / checkpoint if checkpoint else latest_checkpoint(run_dir)
-    if path is None or not path.is_dir():
+    try:
+        saved = json.loads(cfg_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise WorkbenchError(
-            f"{run_dir} has no checkpoint {checkpoint or ''}".strip(),
-            "start the run again with wb.rl.train",
+            f"{cfg_path} is not a readable JSON config ({e})",
+            "restore it from a copy, or start the run again in a new folder",
+        ) from None
+    if not isinstance(saved, dict):
+        raise WorkbenchError(
+            f"{cfg_path} holds {type(saved).__name__}, not a config",
+            "restore it from a copy, or start the run again in a new folder",
+        )
+    config = GRPOConfig.from_dict(saved)
+    path = run_dir / "checkpoints" / checkpoint if checkpoint else latest_checkpoint(run_dir)
+    if checkpoint and (path is None or not path.is_dir()):
+        raise WorkbenchError(
+            f"{run_dir} has no checkpoint {checkpoint!r}",
+            f"pick one of wb.rl.list_checkpoints({str(run_dir)!r}), or omit checkpoint=",
+        )
+    if path is None:
+        raise WorkbenchError(
+            f"{run_dir} holds a run that never reached its first checkpoint (status: "
+            f"{_status(run_dir)}), so there is nothing to continue",
+            f"delete the folder (shutil.rmtree({str(run_dir)!r})) and start it again with "
+            "wb.rl.train",
         )
     run = GRPORun(config, run_dir, callbacks=callbacks, progress=progress)
     state = load_checkpoint(path, run.policy, run.optimizer)
@@ -104,3 +131,12 @@ def resume(
     rewrite_metrics(run_dir, rows)
     run.metrics = rows
     return run.train(max_steps)
+
+
+def _status(run_dir: Path) -> str:
+    import json
+
+    try:
+        return str(json.loads((run_dir / "status.json").read_text()).get("status"))
+    except (OSError, ValueError, AttributeError):
+        return "unknown"

@@ -23,14 +23,12 @@ Memory: the policy, its AdamW state (2 x parameters), and per group the logits o
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import random
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ import torch
 
 from .._io import atomic_write_json
 from ..attention.layers import resolve_layers
+from ..errors import WorkbenchError
 from ..models import bridge_model, load_hf
 from ..tasks import get_task
 from ..trace import encode_prompt, sample_completions
@@ -47,6 +46,7 @@ from .checkpoint import (
 )
 from .config import GRPOConfig
 from .credit import rollout_gammas
+from .interrupts import defer_sigint, phase
 from .loss import grpo_advantages, grpo_loss, token_logps
 
 __all__ = ["GRPORun"]
@@ -55,23 +55,6 @@ __all__ = ["GRPORun"]
 POOL_SIZE = 2000
 #: The held-out problems are the same for every run (seed fixed), so runs compare fairly.
 EVAL_SEED = 1234
-
-
-@contextlib.contextmanager
-def _defer_sigint(flag: threading.Event) -> Iterator[None]:
-    """Hold Ctrl-C during the block (an optimiser step, a checkpoint) and set `flag` instead.
-
-    The loop turns the flag into a KeyboardInterrupt once the step's bookkeeping is done,
-    so the weights, the step counter and the checkpoint always agree.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, lambda *a: flag.set())
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _step_seed(seed: int, step: int) -> int:
@@ -215,7 +198,8 @@ class GRPORun:
         prompts = [self._prompt_ids(p.prompt) for p in problems]
 
         t0 = time.perf_counter()
-        completions = self._sample(prompts, cfg.num_generations, seed)
+        with phase("sample", step):
+            completions = self._sample(prompts, cfg.num_generations, seed)
         G = cfg.num_generations
         rewards = torch.tensor(self._scores(problems, completions, G), dtype=torch.float32)
         advantages = grpo_advantages(rewards, G, cfg.scale_rewards)
@@ -223,14 +207,15 @@ class GRPORun:
 
         rollout_prompts = [prompts[i // G] for i in range(len(completions))]
         width = max(1, max(len(c) for c in completions))
-        gamma = rollout_gammas(
-            self.model,
-            rollout_prompts,
-            completions,
-            cfg.credit,
-            seed=seed,
-            pad_to=width,
-        )
+        with phase("credit", step):
+            gamma = rollout_gammas(
+                self.model,
+                rollout_prompts,
+                completions,
+                cfg.credit,
+                seed=seed,
+                pad_to=width,
+            )
         t2 = time.perf_counter()
 
         lr = cfg.learning_rate
@@ -238,7 +223,8 @@ class GRPORun:
             lr *= step / cfg.warmup_steps
         for group in self.optimizer.param_groups:
             group["lr"] = lr  # a function of the step alone, so resume needs no scheduler
-        loss_value, grad_norm = self._update(prompts, completions, advantages, gamma)
+        with phase("update", step):
+            loss_value, grad_norm = self._update(prompts, completions, advantages, gamma)
         t3 = time.perf_counter()
 
         lengths = torch.tensor([len(c) for c in completions], dtype=torch.float32)
@@ -326,9 +312,16 @@ class GRPORun:
                     entropies=entropies,
                     entropy_coef=cfg.entropy_coef,
                 )
+                if not bool(torch.isfinite(loss)):
+                    # Before backward: the weights stay those of the last good step.
+                    raise WorkbenchError(
+                        f"the GRPO loss is not finite at step {self.step + 1} (group {j})",
+                        "lower learning_rate or raise warmup_steps; wb.rl.resume continues "
+                        "from the last checkpoint",
+                    )
                 loss.backward()
                 total_loss += float(loss.detach())
-            with _defer_sigint(self._interrupted):
+            with defer_sigint(self._interrupted):
                 grad_norm = float(
                     torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
                 )
@@ -338,7 +331,7 @@ class GRPORun:
 
     # ------------------------------------------------------------------ the loop
     def _checkpoint(self) -> None:
-        with _defer_sigint(self._interrupted):
+        with defer_sigint(self._interrupted), phase("checkpoint", self.step):
             save_checkpoint(
                 self.run_dir,
                 self.step,
@@ -368,7 +361,9 @@ class GRPORun:
         )
         try:
             if self.step == 0 and not self.metrics:
-                self._log({"step": 0, **self.evaluate()})
+                with phase("evaluate", 0):
+                    row0 = {"step": 0, **self.evaluate()}
+                self._log(row0)
                 self._checkpoint()
             while self.step < end:
                 if self._stop.is_set():
@@ -379,7 +374,8 @@ class GRPORun:
                 self.step = row["step"]
                 last = self.step == end
                 if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
-                    row.update(self.evaluate())
+                    with phase("evaluate", self.step):
+                        row.update(self.evaluate())
                 self._log(row)
                 if self.step % cfg.save_every == 0 or last:
                     self._checkpoint()
@@ -403,6 +399,11 @@ class GRPORun:
                 f"wb.rl.resume({str(self.run_dir)!r})"
             )
             return self
+        except BaseException:
+            # Anything else (an error, SystemExit) leaves the last checkpoint as the state
+            # to resume from; the folder must not claim to be running.
+            self._set_status("failed")
+            raise
         finally:
             bar.close()
         self._set_status("finished")

@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, no_type_check
 
 import torch
 from jaxtyping import Int
@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 __all__ = ["Trace"]
 
 
+# Validated in __post_init__ with messages that name the fix, so the runtime type checker
+# the tests install must not pre-empt them.
+@no_type_check
 @dataclass(frozen=True, eq=False)
 class Trace:
     """Token ids of prompt + response, and where the response starts.
@@ -45,6 +48,13 @@ class Trace:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.ids, torch.Tensor) or self.ids.is_floating_point():
+            raise WorkbenchError(
+                f"Trace.ids must be a 1-D integer torch.Tensor, got {type(self.ids).__name__}"
+                + (f" of {self.ids.dtype}" if isinstance(self.ids, torch.Tensor) else ""),
+                "pass torch.tensor(ids, dtype=torch.long), or build traces with wb.generate "
+                "or wb.Trace.from_text",
+            )
         if self.ids.ndim != 1:
             raise WorkbenchError(
                 f"Trace.ids must be 1-D [pos], got shape {tuple(self.ids.shape)}",
@@ -55,7 +65,16 @@ class Trace:
                 f"Trace has {len(self.ids)} ids but {len(self.tokens)} token strings",
                 "build traces with wb.generate or Trace.from_text",
             )
-        if not 0 < self.prompt_len <= len(self.ids):
+        if len(self.ids) and int(self.ids.min()) < 0:
+            raise WorkbenchError(
+                f"Trace.ids holds a negative token id ({int(self.ids.min())})",
+                "token ids are indices into the vocabulary, >= 0",
+            )
+        if (
+            isinstance(self.prompt_len, bool)
+            or not isinstance(self.prompt_len, int)
+            or not 0 < self.prompt_len <= len(self.ids)
+        ):
             raise WorkbenchError(
                 f"Trace.prompt_len={self.prompt_len} is outside 1..{len(self.ids)}",
                 "the prompt must hold at least one token and end inside the sequence",

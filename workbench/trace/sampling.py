@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, no_type_check
 
 import torch
 
+from .. import _validate
 from ..errors import WorkbenchError
 from ..models import model_name, sampler
 from .record import Trace
@@ -95,6 +96,7 @@ def sample_completions(
 
 
 @torch.no_grad()
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def generate(
     model: TransformerBridge,
     prompt: str,
@@ -126,17 +128,15 @@ def generate(
     Returns:
         A `Trace` with ``prompt_len`` at the first generated token.
     """
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+    _validate.integer("max_new_tokens", max_new_tokens, minimum=1, example=128)
+    _validate.number("temperature", temperature, low=0, example=0.7)
+    _validate.number("top_p", top_p, low=0, high=1, low_open=True, example=0.95)
+    _validate.integer("seed", seed, minimum=0, example=0)
+    if not isinstance(prompt, str) or not prompt.strip():
         raise WorkbenchError(
-            f"max_new_tokens must be a positive integer, got {max_new_tokens!r}",
-            "pass e.g. max_new_tokens=128",
+            f"the prompt is empty or not text ({type(prompt).__name__})",
+            "pass the question or task text the model should answer, as a string",
         )
-    if not (isinstance(temperature, int | float) and temperature >= 0):
-        raise WorkbenchError(
-            f"temperature must be >= 0, got {temperature!r}", "pass 0 for greedy or e.g. 0.7"
-        )
-    if not (isinstance(top_p, int | float) and 0 < top_p <= 1):
-        raise WorkbenchError(f"top_p must be in (0, 1], got {top_p!r}", "pass e.g. top_p=0.95")
     tokenizer = model_tokenizer(model)
     prompt_ids = encode_prompt(model, prompt, chat=chat)
     check_context(

@@ -12,7 +12,14 @@ from ..errors import WorkbenchError
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["check_context", "encode_prompt", "eos_token_ids", "model_tokenizer", "token_strings"]
+__all__ = [
+    "check_context",
+    "check_ids",
+    "encode_prompt",
+    "eos_token_ids",
+    "model_tokenizer",
+    "token_strings",
+]
 
 
 def model_tokenizer(model: TransformerBridge):
@@ -35,6 +42,23 @@ def check_context(model: TransformerBridge, n: int, *, what: str) -> None:
         raise WorkbenchError(
             f"{what} needs {n} tokens but the model's context holds {n_ctx}",
             "shorten the prompt or lower max_new_tokens",
+        )
+
+
+def check_ids(model: TransformerBridge, ids: torch.Tensor, *, what: str = "the trace") -> None:
+    """Refuse token ids the model's vocabulary does not hold (a trace from another
+    tokenizer), naming the first such position, instead of an IndexError deep in torch."""
+    d_vocab = getattr(getattr(model, "cfg", None), "d_vocab", None)
+    if d_vocab is None or len(ids) == 0:
+        return
+    bad = (ids >= d_vocab).nonzero()
+    if len(bad):
+        pos = int(bad[0])
+        raise WorkbenchError(
+            f"{what} holds token id {int(ids[pos])} at position {pos}, but the model's "
+            f"vocabulary has {d_vocab} tokens: it was tokenized for another model",
+            "rebuild it with this model's tokenizer: wb.Trace.from_text(model, prompt, "
+            "response) or wb.generate(model, prompt)",
         )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import altair as alt
 
-from .._io import atomic_write_bytes, atomic_write_text
+from .._io import atomic_write_bytes, atomic_write_text, make_folder
 from ..errors import WorkbenchError
 
 __all__ = ["FORMATS", "save", "to_html"]
@@ -56,6 +56,16 @@ def save(
         raise WorkbenchError(
             f"expected an altair chart, got {type(chart).__name__}",
             "pass a chart from wb.viz (e.g. wb.viz.rhythm_curves(analysis))",
+        )
+    if fmt == "png":
+        from .. import _validate
+
+        _validate.number("scale", scale, low=0, high=16, low_open=True, example=2)
+    make_folder(path.parent, "the chart's folder")
+    if not os.access(path.parent, os.W_OK):
+        raise WorkbenchError(
+            f"cannot save {path.name}: the folder {path.parent} is not writable",
+            "save into a folder you can write to",
         )
     if fmt == "html":
         atomic_write_text(path, to_html(chart))
