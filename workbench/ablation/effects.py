@@ -37,6 +37,7 @@ from .. import _validate
 from ..errors import WorkbenchError
 from ..models import sampler
 from ..trace import Trace, eos_token_ids, sample_completions
+from ..trace.tokens import check_ids
 from .interventions import Intervention, fwd_hooks
 
 __all__ = [
@@ -226,6 +227,7 @@ def measure(
         ``correct_clean``, ``correct_ablated``.
     """
     pos = list(intervention.positions)
+    check_ids(model, trace.ids)
     if not pos:
         raise WorkbenchError("the intervention has no positions", "pass a non-empty target set")
     if max(pos) >= len(trace):

@@ -36,6 +36,7 @@ from ..attention.analysis import Analysis
 from ..attention.rhythm import top_q
 from ..errors import WorkbenchError
 from ..trace import Trace
+from ..trace.tokens import check_ids
 from .effects import greedy_continue, logits_of
 from .targets import check_pairs
 
@@ -190,6 +191,7 @@ def perturb_position(
         ``continuations`` (texts), ``jaccards`` (one per alternative) and ``jaccard``
         (their mean).
     """
+    check_ids(model, trace.ids)
     _validate.integer("position", position, example=trace.prompt_len)
     if not trace.prompt_len <= position < len(trace):
         raise WorkbenchError(

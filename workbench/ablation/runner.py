@@ -23,6 +23,7 @@ from ..attention.run import analyze
 from ..errors import WorkbenchError
 from ..intervals import bootstrap_ci
 from ..trace import Trace
+from ..trace.tokens import check_ids
 from .effects import answer_span, logits_of, measure
 from .interventions import Knockout, ResidAblation, resid_cache, resid_mean
 from .targets import CONTROLS, FAMILIES, check_pairs, target_sets
@@ -131,6 +132,8 @@ def run_ablations(
     problems = None if problems is None else list(problems)
     if not traces:
         raise WorkbenchError("run_ablations got no traces", "pass at least one wb.Trace")
+    for trace in traces:
+        check_ids(model, trace.ids)
     if analyses is not None:
         check_pairs(traces, analyses)
     if problems is not None and len(problems) != len(traces):
