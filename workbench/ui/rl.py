@@ -43,6 +43,13 @@ __all__ = ["RLPanel", "RunJob"]
 POLL_SECONDS = 0.5
 
 
+def _sigint_default() -> None:
+    # A kernel started without job control (nohup, CI, some launchers) ignores SIGINT, and
+    # children inherit that: Stop would then be ignored. The child gets the default
+    # disposition, so Python turns SIGINT into KeyboardInterrupt (the trainer's clean stop).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class RunJob:
     """One GRPO run in a child process, and what has been read of its metrics so far.
 
@@ -64,6 +71,7 @@ class RunJob:
                  "--out", str(self.run_dir)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                preexec_fn=_sigint_default,
                 env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")},
             )  # fmt: skip
 
