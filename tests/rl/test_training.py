@@ -222,3 +222,11 @@ def test_experiment_runs_each_strategy_and_seed_once(tmp_path):
     mtimes = {d: (d / "metrics.jsonl").stat().st_mtime_ns for d in exp.run_dirs()}
     run_experiment(["none", "coupled"], [0, 1], tmp_path, progress=False, **small)
     assert all((d / "metrics.jsonl").stat().st_mtime_ns == m for d, m in mtimes.items())
+
+
+def test_a_bad_credit_setting_fails_before_any_folder_is_written(tmp_path):
+    with pytest.raises(WorkbenchError, match="gamma_amp must be in"):
+        train(GRPOConfig(**SMALL).replace(gamma_amp=-1), out=tmp_path / "a", progress=False)
+    with pytest.raises(WorkbenchError, match="out of range for a model with 4 layers"):
+        train(GRPOConfig(**SMALL).replace(credit_layers=[99]), out=tmp_path / "b", progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -7,6 +7,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from ..attention.layers import resolve_layers
 from ..viz import style
 from . import layout
 from .panel import Panel
@@ -78,14 +79,12 @@ class HeadPicker(Panel):
 
     @property
     def layers(self) -> list[int]:
-        """The chosen layers."""
-        from ..attention import middle_layers
-
-        if self.mode.value == "all":
-            return list(range(self.n_layers))
-        if self.mode.value == "middle":
-            return middle_layers(self.n_layers)
-        return sorted(self.custom_layers.value)
+        """The chosen layers (the same selection rules as ``wb.analyze(layers=...)``)."""
+        if self.mode.value == "custom":
+            if not self.custom_layers.value:
+                return []
+            return resolve_layers(list(self.custom_layers.value), self.n_layers)
+        return resolve_layers(self.mode.value, self.n_layers)
 
     @property
     def heads(self) -> list[Head]:
