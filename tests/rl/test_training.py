@@ -189,8 +189,14 @@ def test_bad_settings_are_named():
 
 def test_an_existing_run_directory_is_not_overwritten(tmp_path):
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(WorkbenchError, match="already holds a run"):
+    with pytest.raises(WorkbenchError, match="holds a run that never reached its first"):
         train(GRPOConfig(**SMALL), out=tmp_path, progress=False)
+    (tmp_path / "checkpoints" / "step-000001").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "LATEST").write_text("step-000001\n")
+    with pytest.raises(WorkbenchError, match="already holds a run") as e:
+        train(GRPOConfig(**SMALL), out=tmp_path, progress=False)
+    assert "wb.rl.resume" in e.value.fix
+    assert (tmp_path / "config.json").read_text() == "{}", "nothing was overwritten"
 
 
 def test_experiment_runs_each_strategy_and_seed_once(tmp_path):
