@@ -297,6 +297,32 @@ def test_metrics_match_hf_eager(toys, traces, references, arch_id, length, path,
     assert_matches_reference(a, ref)
 
 
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("arch_id", ["llama3", "mistral-sliding", "gemma2-softcap", "gpt2"])
+def test_sink_exclusion_matches_the_reference(toys, traces, hf_runs, arch_id, path):
+    """``sink="exclude"``: every metric of A' (first column removed, rows renormalised),
+    against the reference applied to Hugging Face's own eager patterns."""
+    model = _bridge(toys, arch_id)
+    trace = traces["long"]
+    patterns, entropy = hf_runs(arch_id, "long")
+    ref = reference_from_patterns(
+        patterns, trace.prompt_len, n_layers=model.cfg.n_layers, n_heads=model.cfg.n_heads,
+        entropy=entropy, window=10, fai_horizon=(0, None), sink="exclude",
+    )  # fmt: skip
+    a = wb.analyze(model, trace, layers="all", path=path, sink="exclude")
+    assert a.meta["sink"] == "exclude"
+    assert_matches_reference(a, ref)
+    kept = wb.analyze(model, trace, layers="all", path=path)
+    # Sliding-window layers never reach the first token from these response rows: there,
+    # and only there, nothing changes.
+    sees_sink = any(p[trace.prompt_len :, 0].max() > 1e-6 for p in patterns.values())
+    same = np.allclose(kept.head_span.numpy(), a.head_span.numpy(), equal_nan=True)
+    assert same != sees_sink
+    with pytest.raises(WorkbenchError, match="cannot change it"):
+        a.with_params(sink="keep")
+    assert a.with_params(sink="exclude", window=5).params.window == 5
+
+
 @pytest.mark.parametrize(
     "arch_id", [a for a in ARCH_IDS if SLIDING in BY_ID[a].layers or "softcap" in a]
 )

@@ -258,7 +258,7 @@ def test_without_entropy_the_pass_stops_after_the_last_layer(smol, trace, path):
         short.gamma("entropy")
     # gamma_many skips the logits for every strategy but "entropy", with the same weights.
     for s in ["coupled", "entropy"]:
-        g = wb.gamma_many(smol, [trace], s, layers=[4, 17], fai_horizon=(0, None))
+        g = wb.gamma_many(smol, [trace], s, layers=[4, 17], rhythm=full.params)
         assert torch.equal(g[0], full.gamma(s))
 
 

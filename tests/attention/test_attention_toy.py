@@ -155,6 +155,7 @@ def test_ranges_and_reference(case, window, lo, hi_extra):
             window=window,
             fai_horizon=(lo, hi),
             head_quantiles=(0.5, 0.5),
+            fai_min_rows=1,  # wb.fai on raw patterns is the paper's definition
         )
         close(wb.waad(p[h], pl, window=window), ref["waad"], 1e-5)
         close(wb.fai(p[h], pl, horizon=(lo, hi)), ref["fai"], 1e-6)
@@ -210,7 +211,8 @@ def toy_analysis(seed: int, n: int = 14, pl: int = 3, nh: int = 6, **params) -> 
         ids=torch.arange(n),
         n_layers=1,
         n_heads=nh,
-        params=RhythmParams(**params),
+        # The paper's FAI (defined wherever the horizon holds a row) unless a test says.
+        params=RhythmParams(**{"fai_min_rows": 1, **params}),
     )
 
 
@@ -241,18 +243,19 @@ def test_gamma_takes_only_allowed_values(seed, alpha, g, q):
 
 
 def test_analysis_matches_reference_on_toy_heads():
-    a = toy_analysis(3, n=16, pl=4, nh=8, window=4, fai_horizon=(1, 6), top_q=0.3)
+    # fai_min_rows=4: the last four tokens, whose horizons hold 0-3 rows, have no FAI.
+    kw = dict(window=4, fai_horizon=(1, 6), top_q=0.3, fai_min_rows=4)
+    a = toy_analysis(3, n=16, pl=4, nh=8, **kw)
     p = random_pattern(np.random.default_rng(3), 8, 16)  # the same pattern
     ref = reference_from_patterns(
         {(0, h): p[h].double().numpy() for h in range(8)},
         4,
         n_layers=1,
         n_heads=8,
-        window=4,
-        fai_horizon=(1, 6),
-        top_q=0.3,
         entropy=a.entropy.numpy(),
+        **kw,
     )
+    assert np.isnan(ref["fai"][-4:]).all() and not np.isnan(ref["fai"][4:-4]).any()
     for f in ["head_span", "waad", "fai", "delta", "receiver_kurtosis"]:
         close(getattr(a, f).numpy(), ref[f], 1e-5)
     for f in ["local_heads", "global_heads", "preplan", "anchors", "dominated", "intro"]:

@@ -84,7 +84,7 @@ def test_an_analysis_is_immutable():
 
 def test_with_params_takes_a_whole_record_or_keywords():
     a = toy_analysis(2, n=30, pl=5)
-    p = RhythmParams(window=3, top_q=0.25)
+    p = a.params.replace(window=3, top_q=0.25)
     b, c = a.with_params(p), a.with_params(window=3, top_q=0.25)
     assert b.params == c.params == p
     assert b.anchors == c.anchors and b.preplan == c.preplan
@@ -102,6 +102,7 @@ def test_select_heads_equals_an_analysis_of_those_heads_only():
         ids=a.ids,
         n_layers=1,
         n_heads=8,
+        params=a.params,
     )
     assert b.heads == keep and b.meta["layers"] == [0]
     for f in ["waad", "fai", "delta"]:

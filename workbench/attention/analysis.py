@@ -158,7 +158,7 @@ class Analysis:
                 list(classes.global_heads),
             )
         self.waad_per_head = waad_heads(self.stats, p.window)
-        self.fai_per_head = fai_heads(self.stats, p.fai_horizon)
+        self.fai_per_head = fai_heads(self.stats, p.fai_horizon, p.fai_min_rows)
         self.waad = self.waad_per_head[self._rows(self.local_heads)].mean(0)
         self.fai = self.fai_per_head[self._rows(self.global_heads)].mean(0)
         self.delta = _delta(self.waad)
@@ -218,6 +218,12 @@ class Analysis:
             **changes: `RhythmParams` fields to change, e.g. ``window=5``. See the module
                 docstring for which windows and horizons are kept.
         """
+        if "sink" in changes and changes.pop("sink") != self.meta.get("sink", "keep"):
+            raise WorkbenchError(
+                "the sink setting changes every reduction of the forward pass, so "
+                "with_params cannot change it",
+                "analyse again: wb.analyze(model, trace, sink=...)",
+            )
         base = self.params if params is None else params
         if not isinstance(base, RhythmParams):
             raise WorkbenchError(

@@ -196,6 +196,7 @@ def collect(
     path: str = "auto",
     tile_rows: int | None = None,
     fast_other_layers: bool = False,
+    sink: str = "keep",
 ) -> tuple[HeadStats, Float[Tensor, " pos"]]:
     """One forward pass over `ids` that reduces the attention of `heads` to `HeadStats`.
 
@@ -214,6 +215,8 @@ def collect(
             ``scaled_dot_product_attention`` (faster; the residual stream then differs
             from eager attention by float rounding, about 1e-5 relative in later metrics)
             instead of the same tiled eager computation.
+        sink: ``"keep"`` (the paper) or ``"exclude"``: reduce the attention with the first
+            token's column removed and each row renormalised (`reductions.exclude_sink`).
 
     Returns:
         ``(stats, entropy)``: the statistics (CPU) and ``[pos]`` next-token entropy
@@ -229,6 +232,7 @@ def collect(
         path=path,
         tile_rows=tile_rows,
         fast_other_layers=fast_other_layers,
+        sink=sink,
     )[0]
 
 
@@ -245,6 +249,7 @@ def collect_many(
     fast_other_layers: bool = False,
     pad_id: int = 0,
     entropy: bool = True,
+    sink: str = "keep",
 ) -> list[tuple[HeadStats, Tensor]]:
     """`collect` for several sequences in one batched forward pass.
 
@@ -284,7 +289,7 @@ def collect_many(
     device = next(model.parameters()).device
     n_heads = model.cfg.n_heads
     accs = [
-        StatsAccumulator(list(heads), n, pl, max_window, cuts, device)
+        StatsAccumulator(list(heads), n, pl, max_window, cuts, device, sink=sink)
         for n, (_, pl) in zip(lens, items, strict=True)
     ]
     by_layer = _layer_rows(list(heads))
@@ -349,7 +354,7 @@ def collect_many(
             # hooks see every layer.
             return collect_many(
                 model, items, heads, max_window=max_window, cuts=cuts, path="exact",
-                pad_id=pad_id, entropy=entropy,
+                pad_id=pad_id, entropy=entropy, sink=sink,
             )  # fmt: skip
         if entropy and not tap.reproduces(logits):
             if tap.hidden is not None:

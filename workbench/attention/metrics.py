@@ -114,16 +114,18 @@ def fai_counts(stats: HeadStats, horizon: tuple[int, int | None]) -> Tensor:
 
 
 def fai_heads(
-    stats: HeadStats, horizon: tuple[int, int | None] = (0, None)
+    stats: HeadStats, horizon: tuple[int, int | None] = (0, None), min_rows: int = 1
 ) -> Float[Tensor, "head pos"]:
     """Per-head FAI (Eq. 10): mean over ``t in T(s)`` of ``A[t, s]``.
 
     ``T(s) = {t in R : s + H_lo <= t <= min(N-1, s + H_hi)}``. NaN outside the response
-    and where ``T(s)`` is empty.
+    and where ``T(s)`` holds fewer than `min_rows` rows (1: only where it is empty, the
+    paper's definition).
 
     Args:
         stats: per-head reductions.
         horizon: ``(H_lo, H_hi)``; ``H_hi=None`` runs to the end of the response.
+        min_rows: the fewest rows a horizon must hold for FAI to be defined.
 
     Returns:
         ``[head pos]`` float64.
@@ -135,7 +137,8 @@ def fai_heads(
     cs = stats.cut_sums
     num = cs[:, i_hi].double() - (cs[:, i_lo].double() if i_lo is not None else 0.0)
     count = fai_counts(stats, (lo, hi)).double()
-    vals = torch.where(count > 0, num / count.clamp(min=1), torch.full_like(num, float("nan")))
+    ok = count >= max(1, min_rows)
+    vals = torch.where(ok, num / count.clamp(min=1), torch.full_like(num, float("nan")))
     out = torch.full((len(stats.heads), stats.n_pos), float("nan"), dtype=torch.float64)
     out[:, stats.prompt_len :] = vals
     return out

@@ -116,6 +116,13 @@ class RhythmParams:
         k: look-back of locally dominated anchors.
         alpha: coupled split between a dominated anchor and its introduction.
         tau_waad / tau_delta: thresholds of ``D``; None = the response's medians.
+        fai_min_rows: FAI of a token whose horizon holds fewer response rows than this is
+            NaN and stays out of the anchor ranking (the workbench's addition; 1 is the
+            paper's definition). Default 10, the WAAD window: near the end of a response
+            the FAI of a token is a mean over a handful of rows, and on the demo trace
+            (SmolLM2-135M, 112 response tokens) the last ten tokens' FAI averaged 3.8x
+            the rest, so they topped the anchor ranking (``<|im_end|>``, ``.``) for no
+            reason but their position. The RL setting (`CreditParams`) keeps the paper's 1.
     """
 
     window: int = 10
@@ -126,6 +133,7 @@ class RhythmParams:
     alpha: float = 0.5
     tau_waad: float | None = None
     tau_delta: float | None = None
+    fai_min_rows: int = 10
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # normalise in place: the record is frozen
@@ -137,6 +145,7 @@ class RhythmParams:
         set_(self, "alpha", v.number("alpha", self.alpha, low=0, high=1, example=0.5))
         set_(self, "tau_waad", v.optional_number("tau_waad", self.tau_waad, example=None))
         set_(self, "tau_delta", v.optional_number("tau_delta", self.tau_delta, example=None))
+        set_(self, "fai_min_rows", v.integer("fai_min_rows", self.fai_min_rows, minimum=1))
 
     def replace(self, **changes: Any) -> RhythmParams:
         """A validated copy with some fields changed."""
@@ -158,8 +167,9 @@ class RhythmParams:
         return _replace(cls(), d)
 
 
-#: The paper's RL reading of the rhythm: FAI over the horizon (10, 100).
-RL_RHYTHM = RhythmParams(fai_horizon=(10, 100))
+#: The paper's RL reading of the rhythm: FAI over the horizon (10, 100), defined wherever
+#: the horizon holds a row (the paper's definition; the RL experiments were run with it).
+RL_RHYTHM = RhythmParams(fai_horizon=(10, 100), fai_min_rows=1)
 
 
 @no_type_check

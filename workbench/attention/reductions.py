@@ -20,6 +20,11 @@ and for any horizon ``(H_lo, H_hi)`` with ``H_lo`` and ``H_hi + 1`` among ``cuts
 
 WAAD and FAI are linear in the pattern, so the value for a head group (``A_loc`` or
 ``A_glob``, plain means over heads) is the mean of the per-head values.
+
+Attention sink (``sink="exclude"``, the workbench's addition): every reduction is taken of
+``A'[t, s] = A[t, s] / (1 - A[t, 0])`` for ``s >= 1`` and ``A'[t, 0] = 0``, the attention
+with the first token's share removed and each row renormalised. A row that gives the
+first token everything (``A[t, 0] = 1``, e.g. row 0) has no ``A'`` and reduces to zeros.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from torch import Tensor
 __all__ = [
     "DEFAULT_FAI_CUTS",
     "DEFAULT_MAX_WINDOW",
+    "SINKS",
     "HeadStats",
     "StatsAccumulator",
     "normalise_cuts",
@@ -46,6 +52,10 @@ DEFAULT_FAI_CUTS: tuple[int, ...] = (
     *range(0, 22),
     25, 30, 40, 50, 51, 65, 76, 101, 129, 151, 201, 257, 301, 401, 501, 513, 1001, 1025,
 )  # fmt: skip
+
+#: How the first token's attention (the attention sink) is treated: ``"keep"`` is the
+#: paper's definition; ``"exclude"`` removes it and renormalises each row.
+SINKS = ("keep", "exclude")
 
 #: Largest WAAD window kept by default (the paper tried 5..20).
 DEFAULT_MAX_WINDOW = 32
@@ -100,6 +110,17 @@ class HeadStats:
         )
 
 
+def exclude_sink(
+    p: Float[Tensor, "... query_pos key_pos"],
+) -> Float[Tensor, "... query_pos key_pos"]:
+    """``A'[t, s] = A[t, s] / (1 - A[t, 0])`` for ``s >= 1``, ``A'[t, 0] = 0`` (a copy);
+    rows with ``A[t, 0] = 1`` become zeros."""
+    rest = 1.0 - p[..., :1]
+    out = torch.where(rest > 0, p / rest.clamp_min(torch.finfo(p.dtype).tiny), 0.0)
+    out[..., 0] = 0.0
+    return out
+
+
 def normalise_cuts(cuts: Sequence[int], n_pos: int) -> tuple[int, ...]:
     """Sorted distinct cut distances clipped to ``1..n_pos`` with ``n_pos`` always present."""
     out = {min(int(c), n_pos) for c in cuts if int(c) > 0}
@@ -121,6 +142,7 @@ class StatsAccumulator:
         max_window: number of diagonals kept in `HeadStats.band`.
         cuts: cut distances for `HeadStats.cut_sums` (normalised by `normalise_cuts`).
         device: where the accumulators live.
+        sink: ``"keep"`` or ``"exclude"`` (see the module docstring).
     """
 
     def __init__(
@@ -131,7 +153,9 @@ class StatsAccumulator:
         max_window: int,
         cuts: Sequence[int],
         device: torch.device | str = "cpu",
+        sink: str = "keep",
     ):
+        self.sink = sink
         self.heads = list(heads)
         self.n_pos = n_pos
         self.prompt_len = prompt_len
@@ -176,6 +200,8 @@ class StatsAccumulator:
         assert row1 - row0 == tq and tk >= row1, (rows, pattern.shape)
         dev = pattern.device
         p = pattern.float()
+        if self.sink == "exclude":
+            p = exclude_sink(p)
         # rowsum[t] = sum_s A[t,s]; dist[t] = sum_s A[t,s] (t-s) = t * rowsum[t] - sum_s A[t,s] s
         # (the subtraction loses about t * 1e-7 in float32, far below 1e-5 * span).
         rowsum = p.sum(-1)

@@ -46,6 +46,16 @@ def _kurt(x: list[float]) -> float:
     return NAN if m2 <= 0 else m4 / m2**2 - 3.0
 
 
+def _without_sink(a: np.ndarray) -> np.ndarray:
+    out = np.zeros_like(a)
+    for t in range(a.shape[0]):
+        rest = 1.0 - a[t, 0]
+        if rest > 0:
+            for s in range(1, a.shape[1]):
+                out[t, s] = a[t, s] / rest
+    return out
+
+
 def reference_from_patterns(
     patterns: dict[tuple[int, int], np.ndarray],
     prompt_len: int,
@@ -62,6 +72,8 @@ def reference_from_patterns(
     tau_delta: float | None = None,
     entropy: np.ndarray | None = None,
     gamma_amp: float = 1.5,
+    sink: str = "keep",
+    fai_min_rows: int = 10,
 ) -> dict[str, Any]:
     """Every metric from explicit ``[T, T]`` float64 patterns of the analysed heads.
 
@@ -69,6 +81,8 @@ def reference_from_patterns(
         patterns: ``{(layer, head): A}`` with ``A[t, s]`` the attention of query ``t`` to key
             ``s``.
         prompt_len: first response position.
+        sink: ``"exclude"`` first replaces each pattern by ``A'`` (first column zeroed,
+            rows renormalised; rows with no mass left become zeros), element by element.
         (others): as in `workbench.analyze`.
 
     Returns:
@@ -77,6 +91,8 @@ def reference_from_patterns(
     """
     heads = sorted(patterns)
     n = next(iter(patterns.values())).shape[0]
+    if sink == "exclude":
+        patterns = {key: _without_sink(a) for key, a in patterns.items()}
     R = list(range(prompt_len, n))
 
     # Eq. 7: span.
@@ -111,7 +127,7 @@ def reference_from_patterns(
         for s in R:
             upper = n - 1 if hi is None else min(n - 1, s + hi)
             ts = [t for t in R if s + lo <= t <= upper]
-            if ts:
+            if len(ts) >= fai_min_rows:
                 out[s] = sum(a[t, s] for t in ts) / len(ts)
         return out
 

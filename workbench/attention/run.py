@@ -25,6 +25,7 @@ from .heads import Head, HeadClasses
 from .layers import resolve_heads, resolve_layers
 from .metrics import DEFAULT_FAI_CUTS, DEFAULT_MAX_WINDOW
 from .params import CreditParams, RhythmParams
+from .reductions import SINKS
 
 __all__ = ["analyze", "analyze_many", "gamma_many"]
 
@@ -75,6 +76,7 @@ def analyze(
     fai_cuts: Sequence[int] | None = None,
     path: str = "auto",
     entropy: bool = True,
+    sink: str = "keep",
     **changes: Any,
 ) -> Analysis:
     """Analyse one trace with one forward pass (method.md, Eq. 7-10 and Sec. 5.2).
@@ -96,6 +98,11 @@ def analyze(
             it; see `workbench.attention.engine`).
         entropy: compute next-token entropies. False stops the forward pass after the
             last analysed layer; ``Analysis.entropy`` is then NaN.
+        sink: ``"keep"`` (the paper's definition) or ``"exclude"`` (the workbench's
+            addition): every metric is computed from ``A'[t, s] = A[t, s] / (1 - A[t, 0])``
+            for ``s >= 1`` and ``A'[t, 0] = 0``, the attention with the first token (the
+            attention sink, about 29% of each response row on SmolLM2) removed and each
+            row renormalised. Changing it needs a new forward pass.
         **changes: `RhythmParams` fields overriding `params`, e.g. ``window=5``.
 
     Returns:
@@ -109,6 +116,7 @@ def analyze(
         fai_cuts=fai_cuts,
         path=path,
         entropy=entropy,
+        sink=sink,
     )
     engine.check_model(model)
     _check_trace(model, trace)
@@ -128,6 +136,7 @@ def _analyze_batch(
     path: str = "auto",
     entropy: bool = True,
     default_cuts: bool = True,
+    sink: str = "keep",
 ) -> list[Analysis]:
     """Validate everything, then one batched forward pass (`engine.collect_many`).
 
@@ -145,6 +154,11 @@ def _analyze_batch(
     _validate.integer("max_window", mw, minimum=window, example=max(window, DEFAULT_MAX_WINDOW))
     if path not in PATHS:
         raise WorkbenchError(f"path={path!r} is not a path", f"pass one of {list(PATHS)}")
+    if sink not in SINKS:
+        raise WorkbenchError(
+            f"sink={sink!r} is not a sink setting",
+            f'pass one of {list(SINKS)} ("keep" is the paper\'s definition)',
+        )
     if classes is not None and not isinstance(classes, HeadClasses):
         raise WorkbenchError(
             f"classes must be a wb.HeadClasses or None, got {type(classes).__name__}",
@@ -167,6 +181,7 @@ def _analyze_batch(
         path=path,
         pad_id=int(pad) if pad is not None else 0,
         entropy=entropy,
+        sink=sink,
     )
     for stats, ent in results:
         _check_finite(stats, ent, entropy)
@@ -180,7 +195,7 @@ def _analyze_batch(
             n_heads=n_heads,
             params=params,
             classes=classes,
-            meta={"trace": dict(trace.meta), "layers": layer_list},
+            meta={"trace": dict(trace.meta), "layers": layer_list, "sink": sink},
         )
         for trace, (stats, ent) in zip(traces, results, strict=True)
     ]
@@ -287,6 +302,7 @@ _PASS_OPTIONS = (
     "path",
     "entropy",
     "default_cuts",
+    "sink",
 )
 
 
