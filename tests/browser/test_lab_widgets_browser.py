@@ -147,6 +147,22 @@ IDLE_KERNEL_JS = """() => {
 }"""
 
 
+TOOLTIP_SHOWN_JS = """() => {
+  const el = document.getElementById('vg-tooltip-element');
+  return !!(el && el.classList.contains('visible') && el.innerText.trim());
+}"""
+
+TOOLTIP_ROWS_JS = """() => {
+  const el = document.getElementById('vg-tooltip-element');
+  const rows = {};
+  for (const tr of el.querySelectorAll('tr')) {
+    const key = tr.querySelector('.key'), value = tr.querySelector('.value');
+    if (key && value) rows[key.textContent.replace(/:$/, '').trim()] = value.textContent;
+  }
+  return {text: el.innerText, rows};
+}"""
+
+
 def test_workbench_app_renders_widgets_and_charts_offline(lab):
     from playwright.sync_api import sync_playwright
 
@@ -206,6 +222,10 @@ def test_workbench_app_renders_widgets_and_charts_offline(lab):
             page.mouse.move(plot["x"] + plot["width"] * 0.3, plot["y"] + plot["height"] * 0.2)
             page.wait_for_function(f"() => ({count_rules})() > {rules_before}", timeout=10_000)
             hover_rules = page.evaluate(count_rules) - rules_before
+            # ... and the tooltip of the token under the pointer (vega-tooltip's element)
+            page.mouse.move(plot["x"] + plot["width"] * 0.3 + 2, plot["y"] + plot["height"] * 0.2)
+            page.wait_for_function(TOOLTIP_SHOWN_JS, timeout=10_000)
+            tooltip = page.evaluate(TOOLTIP_ROWS_JS)
             # the Python-side window change reached the drawn chart
             redrawn = page.locator(".vega-embed", has_text="W = 5").count()
             shot = os.environ.get("WB_BROWSER_SCREENSHOT")
@@ -234,6 +254,15 @@ def test_workbench_app_renders_widgets_and_charts_offline(lab):
     assert n_marks > 100, diag
     assert redrawn == 1, diag
     assert hover_rules >= 1, diag
+    # the curve tooltip: the token, its response position (the x axis), WAAD, the flags
+    tip, rows = tooltip["text"], tooltip["rows"]
+    assert "undefined" not in tip, tooltip
+    assert {"token", "response position", "waad", "preplan", "anchor"} <= set(rows), tooltip
+    response = "17 * 23 = 340 + 51 = 391.↵So the answer is 391."
+    token = rows["token"].strip()  # spaces are shown as ␣
+    assert token and token.replace("␣", " ") in response, tooltip
+    assert 0 <= int(rows["response position"]) < 40, tooltip  # the response's tokens
+    assert rows["preplan"] in ("true", "false") and rows["anchor"] in ("true", "false"), tooltip
     assert not console_errors, diag  # every spec is valid for the real Vega renderer
     assert any("analysed" in s for s in status), diag
     assert not blocked, f"requests beyond localhost: {blocked[:10]}"

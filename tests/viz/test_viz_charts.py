@@ -7,6 +7,7 @@ cells are the mean attention of the head group read straight from ``hook_pattern
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -47,6 +48,10 @@ def _rows(spec: dict, chart_dict: dict) -> list[dict]:
     return chart_dict["datasets"][spec["data"]["name"]]
 
 
+def json_str(s: str) -> str:
+    return json.dumps(s, ensure_ascii=False)
+
+
 def _nan_equal(a, b) -> bool:
     a = np.array([np.nan if v is None else v for v in a], dtype=float)
     return np.allclose(a, np.asarray(b, dtype=float), equal_nan=True)
@@ -58,8 +63,9 @@ def _nan_equal(a, b) -> bool:
 def test_local_map_is_the_mean_local_pattern_over_response_rows(smol, trace, analysis, maps):
     chart = charts.attention_map(maps, "local", analysis=analysis)
     d = chart.to_dict()
-    assert d["mark"]["type"] == "rect"
-    enc = d["encoding"]
+    cells = d["layer"][0]
+    assert cells["mark"]["type"] == "rect"
+    enc = cells["encoding"]
     assert (enc["x"]["field"], enc["x2"]["field"], enc["y"]["field"], enc["y2"]["field"]) == (
         "k0",
         "k1",
@@ -110,7 +116,7 @@ def test_maps_pool_to_the_cell_budget_and_keep_the_mass(smol, trace, analysis):
     d = charts.attention_map(small, "local", analysis=analysis).to_dict()
     rows = _rows(d, d)
     assert 0 < len(rows) <= 300
-    assert "blocks averaged" in d["title"]["subtitle"]
+    assert "blocks averaged" in " ".join(d["title"]["subtitle"])
     assert "query" not in rows[0]  # no single token to show for a block
     # every response row sums to 1 => block means weighted by block sizes sum to R
     total = sum(r["attention"] * (r["q1"] - r["q0"]) * (r["k1"] - r["k0"]) for r in rows)
@@ -124,6 +130,57 @@ def test_map_errors_name_the_fix(analysis, maps):
         charts.attention_map(maps, "sideways", analysis=analysis)
 
 
+def test_map_colour_scale_is_not_eaten_by_the_sink_column(analysis, maps):
+    d = charts.attention_map(maps, "global", analysis=analysis).to_dict()
+    cells, sink = d["layer"]
+    rows = _rows(d, d)
+    scale = cells["encoding"]["color"]["scale"]
+    assert scale["type"] == "sqrt" and scale["clamp"] is True
+    rest = [r["attention"] for r in rows if r["k0"] > 0]
+    sink_vals = [r["attention"] for r in rows if r["k0"] == 0]
+    assert [r["sink"] for r in rows] == [r["k0"] == 0 for r in rows]
+    lo, hi = scale["domain"]
+    assert lo == 0 and hi == pytest.approx(float(np.quantile(rest, 0.99)))
+    # the global heads' sink takes far more than the clip of the other cells (about 74%
+    # of a row here): without the clip it would own the whole colour range
+    assert np.mean(sink_vals) > 5 * hi and max(rest) < max(sink_vals)
+    # the sink column is outlined (its own layer over key 0, every response row)
+    assert sink["mark"]["type"] == "rect" and sink["mark"]["filled"] is False
+    (outline,) = _rows(sink, d)
+    assert (outline["k0"], outline["k1"]) == (0, 1)
+    assert (outline["q0"], outline["q1"]) == (analysis.prompt_len, len(analysis.tokens))
+    assert outline["share"] == pytest.approx(np.mean(sink_vals))
+    assert "sink" in " ".join(d["title"]["subtitle"]) and "clipped" in " ".join(
+        d["title"]["subtitle"]
+    )
+    # clip_quantile=1 ends the scale at the largest non-sink cell
+    full = charts.attention_map(maps, "global", analysis=analysis, clip_quantile=1.0).to_dict()
+    assert full["layer"][0]["encoding"]["color"]["scale"]["domain"][1] == pytest.approx(max(rest))
+
+
+def test_short_maps_label_their_ticks_with_tokens(smol, trace, analysis, maps):
+    n, p = len(analysis.tokens), analysis.prompt_len
+    assert n - p <= 60 < n  # rows are short, the key axis (the prompt too) is not
+    d = charts.attention_map(maps, "local", analysis=analysis).to_dict()
+    enc = d["layer"][0]["encoding"]
+    y_axis, x_axis = enc["y"]["axis"], enc["x"].get("axis", {})
+    assert y_axis["values"] == [q + 0.5 for q in range(p, n)]
+    assert "labelExpr" in y_axis and "labelExpr" not in x_axis
+    words = [charts.display_token(t) for t in analysis.tokens[p:n]]
+    assert all(json_str(w) in y_axis["labelExpr"] for w in words)
+    # response-only keys: both axes are short, and both show tokens
+    short = attention_maps(smol, trace, keys="response")
+    s = charts.attention_map(short, "local", analysis=analysis).to_dict()
+    enc = s["layer"][0]["encoding"]
+    assert "labelExpr" in enc["x"]["axis"] and "labelExpr" in enc["y"]["axis"]
+    assert len(s["layer"]) == 1  # key 0 is not shown: no sink outline
+    assert "outline" not in " ".join(s["title"]["subtitle"])
+    # pooled maps (blocks of positions) have numeric ticks
+    pooled = attention_maps(smol, trace, max_cells=300)
+    b = charts.attention_map(pooled, "local", analysis=analysis).to_dict()
+    assert "labelExpr" not in b["layer"][0]["encoding"]["y"].get("axis", {})
+
+
 # -- WAAD / FAI curves -----------------------------------------------------------------------
 
 
@@ -133,21 +190,26 @@ def test_curves_mark_preplan_on_waad_and_anchors_on_fai(analysis):
     assert len(d["vconcat"]) == 2
     waad, fai = d["vconcat"]
     for panel, field in ((waad, "preplan"), (fai, "anchor")):
-        line, points, marks, rule, label = panel["layer"]
+        line, points, marks, rule, label, hit = panel["layer"]
         assert rule["mark"]["type"] == "rule" and label["encoding"]["text"]["field"] == "label"
-        # the nearest token to the pointer drives a rule and its text (params are lifted
-        # to the top level, naming their view)
-        hover = next(p for p in d["params"] if p["views"] == [points["name"]])
-        assert hover["select"]["nearest"] is True and hover["select"]["on"] == "pointerover"
+        # the token under the pointer (a band per token) drives a rule and its text
+        # (params are lifted to the top level, naming their view)
+        hover = next(p for p in d["params"] if p["views"] == [hit["name"]])
+        assert hover["select"]["on"] == "pointerover" and hover["select"]["fields"] == ["t"]
+        # not `nearest`: Vega-Lite's voronoi drops nominal tooltip fields ("undefined")
+        assert not hover["select"].get("nearest")
         assert label["transform"] == [{"filter": {"param": hover["name"], "empty": False}}]
         assert line["mark"]["type"] == "line" and points["mark"]["type"] == "point"
         assert marks["mark"]["shape"] == "triangle-up"
         assert points["encoding"]["x"]["field"] == "t"
         assert points["encoding"]["y"]["field"] == "value"
-        tips = {t["field"] for t in points["encoding"]["tooltip"]}
-        assert {"label", "pos", "value"} <= tips  # token text on hover
+        assert hit["mark"]["type"] == "rect" and hit["mark"]["fill"] == "transparent"
+        assert (hit["encoding"]["x"]["field"], hit["encoding"]["x2"]["field"]) == ("t0", "t1")
+        tips = {t["title"]: t["field"] for t in hit["encoding"]["tooltip"]}
+        assert tips["token"] == "tip_token" and tips["response position"] == "t"
         rows = _rows(points, d)
         assert [r["pos"] for r in rows] == list(analysis.response)
+        assert [r["t"] for r in rows] == [p - analysis.prompt_len for p in analysis.response]
         marked = [r["pos"] for r in _rows(marks, d)]
         assert marked == (analysis.preplan if field == "preplan" else analysis.anchors)
     waad_rows = _rows(waad["layer"][1], d)
@@ -157,12 +219,70 @@ def test_curves_mark_preplan_on_waad_and_anchors_on_fai(analysis):
     assert d["resolve"]["scale"]["x"] == "shared"
 
 
+def _tooltip_layers(spec: dict, top: dict, data=None):
+    """(layer spec, its rows) for every (sub)spec of `spec` that encodes a tooltip; a
+    layer without its own data uses its parent's."""
+    data = spec.get("data", data)
+    if "tooltip" in spec.get("encoding", {}):
+        rows = top["datasets"][data["name"]] if data else []
+        yield spec, rows
+    for key in ("layer", "vconcat", "hconcat", "concat"):
+        for sub in spec.get(key, []):
+            yield from _tooltip_layers(sub, top, data)
+
+
+@pytest.mark.parametrize("entropy", [False, True])
+def test_every_tooltip_field_is_a_column_of_its_layers_data(analysis, maps, entropy):
+    built = [
+        charts.rhythm_curves(analysis, entropy=entropy),
+        charts.text_view(analysis),
+        charts.attention_map(maps, "local", analysis=analysis),
+        charts.head_map(analysis),
+    ]
+    n_tips = 0
+    for chart in built:
+        d = chart.to_dict()
+        for spec, rows in _tooltip_layers(d, d):
+            # a layer's transforms could fold or drop columns: none may touch tooltip data
+            assert not [t for t in spec.get("transform", []) if "filter" not in t], spec
+            assert rows, spec
+            for tip in spec["encoding"]["tooltip"]:
+                n_tips += 1
+                assert all(tip["field"] in r for r in rows), (tip, spec.get("mark"))
+    assert n_tips > 20
+
+
+def test_curve_tooltip_shows_the_token_response_position_value_and_flags(analysis):
+    d = charts.rhythm_curves(analysis).to_dict()
+    for panel, metric in zip(d["vconcat"], ("waad", "fai"), strict=True):
+        hit = panel["layer"][-1]
+        tips = [(t["title"], t["field"]) for t in hit["encoding"]["tooltip"]]
+        assert tips[:2] == [("token", "tip_token"), ("response position", "t")]
+        assert (metric, "value_text") in tips
+        assert ("preplan", "preplan") in tips and ("anchor", "anchor") in tips
+        rows = _rows(hit, d)
+        for r in rows:
+            assert r["t"] == r["pos"] - analysis.prompt_len and r["t1"] - r["t0"] == 1
+            assert r["tip_token"] == r["label"].replace(" ", "␣") and r["tip_token"].strip()
+            v = getattr(analysis, metric)[r["pos"]].item()
+            assert r["value_text"] == ("n/a" if math.isnan(v) else f"{v:.4f}")
+    # FAI is NaN at the end of the response: the tooltip says n/a, not a number
+    fai_rows = _rows(d["vconcat"][1]["layer"][-1], d)
+    assert any(r["value_text"] == "n/a" for r in fai_rows)
+
+
 def test_curves_follow_post_processing_and_entropy_is_optional(analysis):
     other = analysis.with_params(window=4, top_q=0.2)
     d = charts.rhythm_curves(other, entropy=True).to_dict()
     assert len(d["vconcat"]) == 3
     ent = d["vconcat"][2]
-    assert [lay["mark"]["type"] for lay in ent["layer"]] == ["line", "point", "rule", "text"]
+    assert [lay["mark"]["type"] for lay in ent["layer"]] == [
+        "line",
+        "point",
+        "rule",
+        "text",
+        "rect",
+    ]
     assert "W = 4" in d["title"]["subtitle"]
     marked = [r["pos"] for r in _rows(d["vconcat"][0]["layer"][2], d)]
     assert marked == other.preplan and len(marked) < len(analysis.preplan)

@@ -9,6 +9,11 @@ re-derived from the kept per-head statistics (`Analysis.with_params`,
 `Analysis.select_heads`) and the group maps are means of the pooled maps. Memory: about
 ``4 x 270 x T x 60`` bytes of statistics plus ``270 x 5000`` floats of maps for SmolLM2
 (tens of MB at T = 512).
+
+The ``sink`` choice ("keep", the paper's attention, or "exclude": the first token's
+column zeroed and each row renormalised, `wb.analyze(..., sink=)`) changes the attention
+every statistic is computed from, so changing it analyses the current trace again (two
+forward passes).
 """
 
 from __future__ import annotations
@@ -136,9 +141,11 @@ class RhythmPanel(Panel):
             style=layout.DESCRIPTION,
             continuous_update=False,
         )
+        # ipywidgets 8 shows a blank box for an option whose value is None: "end" stands
+        # for H_hi = None (to the end of the response), see `params`.
         self.h_hi = widgets.Dropdown(
-            options=[("end", None), *[(str(h), h) for h in FAI_HI_CHOICES if h is not None]],
-            value=None,
+            options=[("end", "end"), *[(str(h), h) for h in FAI_HI_CHOICES if h is not None]],
+            value="end",
             description="FAI H_hi",
             style=layout.DESCRIPTION,
             layout=widgets.Layout(width="200px"),
@@ -169,6 +176,17 @@ class RhythmPanel(Panel):
             description="top q",
             style=layout.DESCRIPTION,
             continuous_update=False,
+        )
+        self.sink = widgets.Dropdown(
+            options=[("keep (paper)", "keep"), ("exclude key 0", "exclude")],
+            value="keep",
+            description="sink",
+            style=layout.DESCRIPTION,
+            layout=widgets.Layout(width="220px"),
+            tooltip=(
+                "keep: the paper's attention; exclude: the first token's column zeroed and "
+                "each row renormalised (a new forward pass)"
+            ),
         )
         self.metric = widgets.Dropdown(
             options=list(METRICS),
@@ -203,6 +221,7 @@ class RhythmPanel(Panel):
             w.observe(lambda _: self._guard(self.update), names="value")
         for w in (self.metric, self.entropy, self.map_heads, self.shown):
             w.observe(lambda _: self._guard(self.render), names="value")
+        self.sink.observe(lambda _: self._guard(self._reanalyse), names="value")
 
         self.charts_box = widgets.VBox([])
         self.children = [
@@ -217,7 +236,7 @@ class RhythmPanel(Panel):
             layout.card(
                 "Heads and parameters",
                 self.picker,
-                layout.row(self.window, self.h_lo, self.h_hi),
+                layout.row(self.window, self.h_lo, self.h_hi, self.sink),
                 layout.row(self.q_local, self.q_global, self.top_q),
             ),
             layout.card(
@@ -257,7 +276,10 @@ class RhythmPanel(Panel):
         """The `RhythmParams` the widgets hold (the rest at their defaults)."""
         return RhythmParams(
             window=int(self.window.value),
-            fai_horizon=(int(self.h_lo.value), self.h_hi.value),
+            fai_horizon=(
+                int(self.h_lo.value),
+                None if self.h_hi.value == "end" else int(self.h_hi.value),
+            ),
             head_quantiles=(round(self.q_local.value, 4), round(self.q_global.value, 4)),
             top_q=round(self.top_q.value, 4),
         )
@@ -316,6 +338,7 @@ class RhythmPanel(Panel):
             max_window=int(self.window.max),
             fai_cuts=[h + 1 for h in FAI_HI_CHOICES if h is not None],
             params=self.params,
+            sink=self.sink.value,
         )
         self.forward_passes += 1
         self._say("recording attention maps (one forward pass) …", "busy")
@@ -337,6 +360,13 @@ class RhythmPanel(Panel):
             "ok",
         )
         return self.analysis
+
+    def _reanalyse(self) -> Any:
+        """The `sink` choice changed: analyse the current trace again (it changes the
+        attention every statistic is computed from, so it needs new forward passes)."""
+        if self.trace is None or self.model is None:
+            return None
+        return self._set_trace(self.trace)
 
     def update(self) -> Any:
         """Re-derive the analysis for the chosen heads and parameters (no forward pass)."""

@@ -10,7 +10,7 @@ import altair as alt
 import pandas as pd
 
 from . import style
-from .frame import METRICS, response_frame, token_tooltip
+from .frame import METRICS, response_frame, token_tooltip, value_text
 
 __all__ = ["rhythm_curves"]
 
@@ -28,27 +28,41 @@ def _curve(
     color = style.COLORS.get(metric, style.MUTED)
     data = df[["t", "pos", "label", col, "preplan", "anchor"]].rename(columns={col: "value"})
     data["metric"] = metric
+    data["value_text"] = value_text(data["value"])
+    data["tip_token"] = data["label"].str.replace(" ", "␣")
+    # Each token owns the band [t - 0.5, t + 0.5] over the whole height: hovering it
+    # selects the token and shows its tooltip.
+    data["t0"], data["t1"] = data["t"] - 0.5, data["t"] + 0.5
+    scale = alt.Scale(domain=[int(df["t"].min()), int(df["t"].max())], nice=False)
     x = alt.X(
         "t:Q",
         title="response position" if show_x else None,
         axis=alt.Axis(labels=show_x, ticks=show_x),
-        scale=alt.Scale(domain=[int(df["t"].min()), int(df["t"].max())], nice=False),
+        scale=scale,
     )
-    tooltip = token_tooltip(metric)
     base = alt.Chart(data)
     line = base.mark_line(color=color, strokeWidth=1.5).encode(x=x, y=alt.Y("value:Q", title=title))
-    # The pointer picks the nearest token: a rule and the token's text follow it.
+    points = base.mark_point(color=color, size=18, filled=True, opacity=0.7).encode(
+        x=x, y="value:Q"
+    )
+    # The pointer picks the token under it: a rule and the token's text follow it.
+    # Not a `nearest` selection: Vega-Lite's voronoi layer for `nearest` reads nominal
+    # tooltip fields from the scene item instead of its datum, so token, preplan and
+    # anchor showed as "undefined".
     hover = alt.selection_point(
         name=f"hover_{metric}",
         on="pointerover",
-        nearest=True,
         fields=["t"],
         empty=False,
         clear="pointerout",
     )
-    points = (
-        base.mark_point(color=color, size=18, filled=True, opacity=0.7)
-        .encode(x=x, y="value:Q", tooltip=tooltip)
+    hit = (
+        base.mark_rect(fill="transparent", stroke=None, clip=True)
+        .encode(
+            x=alt.X("t0:Q", scale=scale),
+            x2="t1:Q",
+            tooltip=token_tooltip(metric, "value_text:N", "tip_token:N"),
+        )
         .add_params(hover)
     )
     rule = base.mark_rule(color=style.MUTED).encode(x=x).transform_filter(hover)
@@ -61,22 +75,12 @@ def _curve(
     if marks is not None:
         mcolor = style.PREPLAN if marks == "preplan" else style.ANCHOR
         marked = data[data[marks]].reset_index(drop=True)
-        marked["mark"] = marks
         layers.append(
             alt.Chart(marked)
             .mark_point(shape="triangle-up", size=90, filled=True, color=mcolor)
-            .encode(
-                x=x,
-                y="value:Q",
-                tooltip=[
-                    alt.Tooltip("mark:N", title="marked"),
-                    alt.Tooltip("pos:Q", title="position"),
-                    alt.Tooltip("label:N", title="token"),
-                    alt.Tooltip("value:Q", title=metric, format=".4f"),
-                ],
-            )
+            .encode(x=x, y="value:Q")
         )
-    return alt.layer(*layers, rule, label).properties(width=width, height=height)
+    return alt.layer(*layers, rule, label, hit).properties(width=width, height=height)
 
 
 def rhythm_curves(
@@ -90,8 +94,9 @@ def rhythm_curves(
     """WAAD and FAI over the response, stacked with a shared x axis.
 
     Preplan tokens (top-q Delta, Sec. 5.2) are marked with orange triangles on the WAAD
-    curve, anchors (top-q FAI) with blue triangles on the FAI curve. Hovering a point
-    shows its position, token and value. FAI is NaN (left out) where it is undefined.
+    curve, anchors (top-q FAI) with blue triangles on the FAI curve. Hovering a token's
+    column shows its text, response position (the x axis), absolute position, value and
+    whether it is preplan / anchor. FAI is NaN (left out) where it is undefined.
 
     Args:
         analysis: a `wb.Analysis`.
@@ -102,7 +107,8 @@ def rhythm_curves(
     Returns:
         An ``alt.VConcatChart`` of two (or three) layered charts: a line, hover points,
         (on WAAD and FAI) the marked tokens, then a rule and the token text that follow
-        the pointer; each curve has its own data (field ``value``).
+        the pointer, and last a transparent band per token that carries the hover
+        selection and the tooltip; each curve has its own data (field ``value``).
     """
     df = response_frame(analysis, positions)
     parts = [

@@ -19,6 +19,7 @@ __all__ = [
     "display_token",
     "response_frame",
     "token_tooltip",
+    "value_text",
 ]
 
 Head = tuple[int, int]
@@ -86,12 +87,24 @@ def response_frame(analysis: Any, positions: Sequence[int] | range | None = None
     return df
 
 
-def token_tooltip(metric: str) -> list[alt.Tooltip]:
-    """Tooltip of one response token in the per-token charts (`response_frame` columns)."""
+def value_text(values: Any) -> list[str]:
+    """Metric values as tooltip text: four decimals, ``n/a`` where the value is NaN."""
+    return [f"{v:.4f}" if pd.notna(v) and abs(v) != float("inf") else "n/a" for v in values]
+
+
+def token_tooltip(metric: str, value: str = "value:Q", token: str = "label:N") -> list[alt.Tooltip]:
+    """Tooltip of one response token in the per-token charts (`response_frame` columns):
+    the token text, its response position ``t`` (the curves' x axis), its absolute
+    position, the metric (field `value`, e.g. ``"value_text:N"`` for text that says
+    ``n/a`` where it is NaN) and the preplan / anchor flags; `token` names the token
+    field (e.g. ``"tip_token:N"``, spaces as ``␣``, which a tooltip would not show). Every field must be a column
+    of the data of the layer that carries it (tests check this on ``to_dict()``)."""
+    fmt = {"format": ".4f"} if value.endswith(":Q") else {}
     return [
-        alt.Tooltip("pos:Q", title="position"),
-        alt.Tooltip("label:N", title="token"),
-        alt.Tooltip("value:Q", title=metric, format=".4f"),
-        alt.Tooltip("preplan:N"),
-        alt.Tooltip("anchor:N"),
+        alt.Tooltip(token, title="token"),
+        alt.Tooltip("t:Q", title="response position"),
+        alt.Tooltip("pos:Q", title="absolute position"),
+        alt.Tooltip(value, title=metric, **fmt),
+        alt.Tooltip("preplan:N", title="preplan"),
+        alt.Tooltip("anchor:N", title="anchor"),
     ]

@@ -4,6 +4,7 @@ sawtooth of local heads and the stripes of global heads, method.md Eq. 9-10) and
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,6 +49,28 @@ def _resolve_group(
     return group, f"mean of {len(group)} heads"
 
 
+#: Colour of the outline that marks the attention sink (key position 0) on the maps.
+SINK_COLOR = "#d62728"
+#: The colour scale of a map ends at this quantile of the non-sink cells (higher saturate).
+CLIP_QUANTILE = 0.99
+#: Maps showing at most this many positions on an axis label its ticks with the tokens.
+TOKEN_TICKS_MAX = 60
+
+
+def _token_axis(tokens: list[str], start: int, stop: int, title: str, **kw: Any) -> alt.Axis:
+    """An axis with one tick per position in ``start..stop-1``, labelled with its token."""
+    labels = json.dumps([display_token(tokens[p]) for p in range(start, stop)], ensure_ascii=False)
+    return alt.Axis(
+        title=title,
+        values=[p + 0.5 for p in range(start, stop)],
+        labelExpr=f"{labels}[floor(datum.value) - {start}]",
+        labelOverlap=False,
+        labelFontSize=9,
+        labelLimit=90,
+        **kw,
+    )
+
+
 def attention_map(
     maps: AttentionMaps,
     heads: str | Head | Sequence[Head] = "local",
@@ -56,13 +79,20 @@ def attention_map(
     title: str | None = None,
     size: int = 420,
     color_scale: str = "sqrt",
-) -> alt.Chart:
+    clip_quantile: float = CLIP_QUANTILE,
+) -> alt.LayerChart:
     """The attention of a head group (or one head) over the response rows.
 
     Rows are query positions (response only, top to bottom), columns are key positions
     (all keys, or the response, as recorded in `maps`). Blocks of ``maps.bin`` positions
     are averaged (so the chart has at most 5,000 cells); cells entirely above the diagonal
     (always zero) are left out.
+
+    The first token is an attention sink (it takes a large share of every row), so the
+    colour scale ends at the `clip_quantile` of the cells *outside* the sink column
+    (higher cells saturate) and the sink column (key position 0) is outlined in red; the
+    subtitle gives the clip value and the sink's mean share. A map that shows at most
+    `TOKEN_TICKS_MAX` positions on an axis labels that axis's ticks with the tokens.
 
     Args:
         maps: pooled per-head maps from `workbench.viz.attention_maps`.
@@ -72,9 +102,14 @@ def attention_map(
         title: chart title (default: which heads).
         size: the larger side in pixels.
         color_scale: altair scale type for attention (``"sqrt"`` shows small weights).
+        clip_quantile: quantile of the non-sink cells where the colour scale ends
+            (``1.0``: their maximum).
 
     Returns:
-        An ``alt.Chart`` of ``rect`` marks, fields ``q0 q1 k0 k1 attention``.
+        An ``alt.LayerChart`` whose data (top level) are the cells, fields ``q0 q1 k0 k1
+        attention sink`` (plus ``query key`` for exact maps): a ``rect`` layer of the
+        cells, then, when key 0 is shown, an outline ``rect`` over the sink column (its
+        own data, field ``share``).
     """
     group, what = _resolve_group(heads, analysis)
     grid = maps.group(group)
@@ -89,7 +124,14 @@ def attention_map(
             if k0 > q1:
                 break
             k1 = min(k0 + b, n) - 1
-            row = {"q0": q0, "q1": q1 + 1, "k0": k0, "k1": k1 + 1, "attention": float(grid[i, j])}
+            row = {
+                "q0": q0,
+                "q1": q1 + 1,
+                "k0": k0,
+                "k1": k1 + 1,
+                "attention": float(grid[i, j]),
+                "sink": k0 == 0,
+            }
             if b == 1:
                 row["query"] = display_token(maps.tokens[q0])
                 row["key"] = display_token(maps.tokens[k0])
@@ -99,6 +141,10 @@ def attention_map(
     w, h = (
         (size, max(60, round(size * n_r / n_c))) if n_c >= n_r else (round(size * n_c / n_r), size)
     )
+    rest = df.loc[~df["sink"], "attention"].to_numpy()
+    vmax = float(np.quantile(rest, clip_quantile)) if len(rest) else 0.0
+    if not vmax > 0:
+        vmax = float(df["attention"].max()) or 1.0
     tooltip = [
         alt.Tooltip("q0:Q", title="query pos" + ("" if b == 1 else " (from)")),
         alt.Tooltip("k0:Q", title="key pos" + ("" if b == 1 else " (from)")),
@@ -106,30 +152,80 @@ def attention_map(
     ]
     if b == 1:
         tooltip += [alt.Tooltip("query:N"), alt.Tooltip("key:N")]
-    subtitle = f"rows: response positions {r0}..{n - 1}; columns: key positions {c0}..{n - 1}" + (
-        "" if b == 1 else f"; {b}x{b} blocks averaged"
+    has_sink = bool(df["sink"].any())
+    cells_of = "the non-sink cells" if has_sink else "the cells"
+    clip = f"colour clipped at q{clip_quantile * 100:g} of {cells_of} ({vmax:.3f})"
+    subtitle = [
+        f"rows: response positions {r0}..{n - 1}; columns: key positions {c0}..{n - 1}"
+        + ("" if b == 1 else f"; {b}x{b} blocks averaged"),
+        clip,
+    ]
+    if has_sink:
+        share = float(df.loc[df["sink"], "attention"].mean())
+        subtitle[-1] += (
+            f"; red outline: the attention sink, key 0"
+            f"{'' if b == 1 else f'..{b - 1}'} (mean {share:.0%} of a row)"
+        )
+    short_x, short_y = b == 1 and n_c <= TOKEN_TICKS_MAX, b == 1 and n_r <= TOKEN_TICKS_MAX
+    x_axis = (
+        _token_axis(maps.tokens, c0, n, "key (token)", labelAngle=-90)
+        if short_x
+        else alt.Axis(title="key position")
     )
-    return (
-        alt.Chart(df, title=alt.Title(title or f"Attention map: {what}", subtitle=subtitle))
+    y_axis = (
+        _token_axis(maps.tokens, r0, n, "query (response token)")
+        if short_y
+        else alt.Axis(title="query position (response)")
+    )
+    x_scale = alt.Scale(domain=[c0, n], nice=False)
+    y_scale = alt.Scale(domain=[r0, n], nice=False, reverse=True)
+    cells = (
+        alt.Chart()
         .mark_rect()
         .encode(
-            x=alt.X("k0:Q", title="key position", scale=alt.Scale(domain=[c0, n], nice=False)),
+            x=alt.X("k0:Q", scale=x_scale, axis=x_axis),
             x2="k1:Q",
-            y=alt.Y(
-                "q0:Q",
-                title="query position (response)",
-                scale=alt.Scale(domain=[r0, n], nice=False, reverse=True),
-            ),
+            y=alt.Y("q0:Q", scale=y_scale, axis=y_axis),
             y2="q1:Q",
             color=alt.Color(
                 "attention:Q",
-                scale=alt.Scale(type=color_scale, scheme=style.MAP_SCHEME, domainMin=0),
-                legend=alt.Legend(title="attention"),
+                scale=alt.Scale(
+                    type=color_scale,
+                    scheme=style.MAP_SCHEME,
+                    domain=[0, vmax],
+                    clamp=True,
+                    nice=False,
+                ),
+                legend=alt.Legend(title=["attention", f"(clipped at {vmax:.3f})"]),
             ),
             tooltip=tooltip,
         )
-        .properties(width=w, height=h)
     )
+    layers = [cells]
+    if has_sink:
+        k1 = int(df.loc[df["sink"], "k1"].iloc[0])
+        sink = pd.DataFrame(
+            [{"k0": 0, "k1": k1, "q0": r0, "q1": n, "share": share, "what": "attention sink"}]
+        )
+        layers.append(
+            alt.Chart(sink)
+            .mark_rect(filled=False, stroke=SINK_COLOR, strokeWidth=2)
+            .encode(
+                x=alt.X("k0:Q", scale=x_scale, axis=x_axis),
+                x2="k1:Q",
+                y=alt.Y("q0:Q", scale=y_scale, axis=y_axis),
+                y2="q1:Q",
+                tooltip=[
+                    alt.Tooltip("what:N", title="key 0"),
+                    alt.Tooltip("share:Q", title="mean attention", format=".3f"),
+                ],
+            )
+        )
+    return alt.layer(
+        *layers,
+        data=df,
+        title=alt.Title(title or f"Attention map: {what}", subtitle=subtitle),
+    ).properties(width=w, height=h)
 
 
 def head_map(analysis: Any, *, cell_px: int = 18) -> alt.LayerChart:
