@@ -37,8 +37,26 @@ def _summary(trace: Any, analysis: Any) -> dict[str, Any]:
         "intro": analysis.intro,
         "preplan_tokens": words(analysis.preplan),
         "anchor_tokens": words(analysis.anchors),
+        "settings": {"sink": analysis.meta.get("sink", "keep"), **analysis.params.to_dict()},
         "provenance": provenance(),
     }
+
+
+def _settings_text(settings: dict[str, Any]) -> str:
+    """The analysis settings in words (what the charts above were computed with)."""
+    sink = (
+        "the first token's attention (the sink) removed and each row renormalised"
+        if settings["sink"] == "exclude"
+        else "the first token's attention kept (the paper's definition)"
+    )
+    lo, hi = settings["fai_horizon"]
+    horizon = f"rows {lo} to {'the end' if hi is None else hi} after the token"
+    return (
+        f"{sink}; WAAD window {settings['window']}; FAI over {horizon}, defined where at "
+        f"least {settings['fai_min_rows']} rows follow; top {settings['top_q']:.0%} of "
+        f"tokens as preplan and anchor sets; heads {settings['head_quantiles'][0]:.0%} local / "
+        f"{settings['head_quantiles'][1]:.0%} global by span."
+    )
 
 
 def _provenance_html(prov: dict[str, Any]) -> str:
@@ -101,6 +119,7 @@ def write_report(model: Any, trace: Any, analysis: Any, out: str | Path) -> Path
         f"<p>{summary['local_heads']} local and {summary['global_heads']} global heads; "
         f"{len(summary['preplan'])} preplan tokens (orange), {len(summary['anchors'])} anchor "
         f"tokens (blue), {len(summary['dominated'])} locally dominated anchors.</p>"
+        f"<p><b>Settings</b>: {html.escape(_settings_text(summary['settings']))}</p>"
         f"{_provenance_html(summary['provenance'])}</div>"
     )
     page = page.replace("<body>", "<body>\n" + intro, 1)

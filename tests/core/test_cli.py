@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import pytest
 
@@ -48,19 +47,26 @@ def test_demo_answers_and_says_where_its_output_went(tmp_path):
     assert saved["text"].strip() and saved["text"].strip()[:20] in proc.stdout
 
 
-def test_report_summary_and_page_line_record_the_provenance():
-    from workbench.report import _provenance_html, _summary
+def test_report_summary_and_page_line_record_the_provenance_and_settings():
+    import torch
 
-    trace = SimpleNamespace(meta={"model": "m"}, prompt_len=3, response_len=2)
-    analysis = SimpleNamespace(
-        tokens=["a", "b", "c", "d", "e"],
-        local_heads=[(0, 1)],
-        global_heads=[(1, 0)],
-        preplan=[3],
-        anchors=[4],
-        dominated=[],
-        intro=[],
-    )
+    import workbench as wb
+    from workbench.attention.metrics import stats_from_pattern
+    from workbench.report import _provenance_html, _settings_text, _summary
+
+    n = 5
+    pattern = torch.tril(torch.ones(2, n, n)) / torch.arange(1, n + 1)[:, None]
+    trace = wb.Trace(ids=torch.arange(n), tokens=list("abcde"), prompt_len=3, text="de")
+    analysis = wb.Analysis(
+        stats=stats_from_pattern(pattern, 3), entropy=torch.full((n,), float("nan")),
+        tokens=trace.tokens, ids=trace.ids, n_layers=1, n_heads=2,
+        params=wb.RhythmParams(fai_min_rows=1), meta={"sink": "exclude"},
+    )  # fmt: skip
+    summary = _summary(trace, analysis)
+    assert summary["settings"]["sink"] == "exclude"
+    assert summary["settings"]["fai_min_rows"] == 1
+    text = _settings_text(summary["settings"])
+    assert "sink) removed" in text and "at least 1 rows" in text and "window 10" in text
     assert _summary(trace, analysis)["provenance"] == provenance()
     line = _provenance_html({**provenance(), "trl": None, "commit": "c" * 40, "dirty": True})
     assert f"torch {provenance()['torch']}" in line and "trl not installed" in line
