@@ -99,12 +99,46 @@ def with_intervals(items, n_boot: int, n_shuffles: int, seed: int = 0) -> dict[s
     return out
 
 
+def perturbation(model, traces, analyses, n_boot: int, seed: int = 0) -> dict:
+    """`wb.perturbation_test` over every trace, with percentile bootstrap intervals over
+    traces (the trials of one trace are resampled together)."""
+    import numpy as np
+
+    import workbench as wb
+
+    trials, _ = wb.perturbation_test(model, traces, analyses, progress=False)
+    by_trace = [g for _, g in trials.groupby("trace")]
+
+    def stats(groups) -> tuple[float, float, float, float]:
+        cols = ["jaccard_high", "jaccard_low", "high_more_disruptive"]
+        t = np.concatenate([g[cols].to_numpy(dtype=float) for g in groups])
+        return t[:, 0].mean(), t[:, 1].mean(), (t[:, 1] - t[:, 0]).mean(), t[:, 2].mean()
+
+    point = stats(by_trace)
+    rng = np.random.default_rng(seed)
+    boots = np.array(
+        [
+            stats([by_trace[i] for i in rng.integers(0, len(by_trace), len(by_trace))])
+            for _ in range(n_boot)
+        ]
+    )
+    lo, hi = np.percentile(boots, [2.5, 97.5], axis=0)
+    keys = ("jaccard_high", "jaccard_low", "difference", "frac_high_more_disruptive")
+    out = {"n_trials": len(trials), "n_traces": len(by_trace)}
+    for i, k in enumerate(keys):
+        out[k], out[k + "_ci"] = float(point[i]), [float(lo[i]), float(hi[i])]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", type=int, default=70)
     parser.add_argument("--max-new-tokens", type=int, default=160)
     parser.add_argument("--boot", type=int, default=500, help="bootstrap resamples")
     parser.add_argument("--layer-boot", type=int, default=100)
+    parser.add_argument(
+        "--no-perturb", action="store_true", help="skip the perturbation test (the slow part)"
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
@@ -142,6 +176,8 @@ def main() -> None:
             ]
             layers[layer] = with_intervals(per, args.layer_boot, n_shuffles=10)
         report[sink] = {"table2": table, "layers": layers}
+        if not args.no_perturb:
+            report[sink]["perturbation"] = perturbation(model, traces, analyses, args.boot)
         print(f"\nsink={sink} ({time.time() - t0:.0f} s); 95% bootstrap over problems "
               f"(n = {len(items)})\n")  # fmt: skip
         print(
@@ -165,6 +201,22 @@ def main() -> None:
                 for k in ("entropy", "fai_follows_waad", "receiver_overlap")
             ]
             print(f"| {layer} | " + " | ".join(cells) + " |")
+        if "perturbation" in report[sink]:
+            r = report[sink]["perturbation"]
+            print(
+                f"\nperturbation test ({r['n_trials']} trials over {r['n_traces']} traces; 95% "
+                "bootstrap over traces):\n"
+            )
+            print("| quantity | value [95% CI] | recorded earlier |")
+            print("|---|---|---|")
+            for key, label, before in (
+                ("jaccard_high", "Jaccard after a high-FAI swap", "0.66"),
+                ("jaccard_low", "Jaccard after a low-FAI swap", "0.70"),
+                ("difference", "low - high (more disruption at high FAI if > 0)", "0.04"),
+                ("frac_high_more_disruptive", "trials where high-FAI disrupts more", "0.44"),
+            ):
+                v, (lo, hi) = r[key], r[key + "_ci"]
+                print(f"| {label} | {v:.3f} [{lo:.3f}, {hi:.3f}] | {before} |")
     if args.json:
         from workbench._io import atomic_write_json
 
