@@ -88,7 +88,8 @@ class TestCredit:
             prompt_len=len(prompts[0]),
             text="",
         )
-        a = wb.analyze(tiny, trace, layers="middle", fai_horizon=(10, 100))
+        a = wb.analyze(tiny, trace, CreditParams().rhythm, layers="middle")
+        assert a.params.fai_horizon == (10, 100) and a.params.fai_min_rows == 1
         expected = a.gamma("global")[len(prompts[0]) :]
         assert torch.equal(g[0, : len(completions[0])], expected)
 
