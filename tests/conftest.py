@@ -95,3 +95,14 @@ def toy_llama(make_toy):
     return make_toy(
         LlamaConfig, LlamaForCausalLM, tie_word_embeddings=True, attn_implementation="eager"
     )
+
+
+@pytest.fixture
+def altair_globals():
+    """Altair's active theme and renderer before the test; restored after it."""
+    import altair as alt
+
+    before = (alt.theme.active, alt.renderers.active)
+    yield before
+    alt.theme.enable(before[0])
+    alt.renderers.enable(before[1])

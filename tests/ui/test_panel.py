@@ -5,19 +5,9 @@ from __future__ import annotations
 
 import altair as alt
 import pandas as pd
-import pytest
 
 from workbench import ui as panels
 from workbench.viz import style
-
-
-@pytest.fixture
-def altair_globals():
-    """Altair's active theme and renderer before the test; restored after it."""
-    before = (alt.theme.active, alt.renderers.active)
-    yield before
-    alt.theme.enable(before[0])
-    alt.renderers.enable(before[1])
 
 
 def _tiny_chart() -> alt.Chart:

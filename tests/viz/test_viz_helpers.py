@@ -105,15 +105,6 @@ def test_export_names_the_supported_formats(tmp_path):
         export.save({"mark": "line"}, tmp_path / "c.svg")
 
 
-@pytest.fixture
-def altair_globals():
-    """Altair's active theme and renderer before the test; restored after it."""
-    before = (alt.theme.active, alt.renderers.active)
-    yield before
-    alt.theme.enable(before[0])
-    alt.renderers.enable(before[1])
-
-
 def test_enable_theme_is_the_explicit_global_switch(altair_globals):
     style.enable_theme()
     assert alt.theme.active == style.THEME

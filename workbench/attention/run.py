@@ -138,14 +138,12 @@ def _analyze_batch(
     default_cuts: bool = True,
     sink: str = "keep",
 ) -> list[Analysis]:
-    """Validate everything, then one batched forward pass (`engine.collect_many`).
+    """Validate the pass options, then one batched forward pass (`engine.collect_many`).
 
-    ``default_cuts=False`` keeps only the cuts of ``params.fai_horizon`` and `fai_cuts`
+    The model and the traces are checked by the callers (`analyze`, `analyze_many`),
+    before this typed signature sees them. ``default_cuts=False`` keeps only the cuts of ``params.fai_horizon`` and `fai_cuts`
     (the RL credit pass never changes its horizon afterwards).
     """
-    engine.check_model(model)
-    for trace in traces:
-        _check_trace(model, trace)
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     layer_list = resolve_layers(layers, n_layers)
     head_list = resolve_heads(layer_list, heads, n_layers, n_heads)

@@ -327,6 +327,16 @@ def _resolve(
     return name, False, None, name
 
 
+def _load_named(
+    name_or_path: Any, device: Any, allow_hub: bool, rebuild: bool
+) -> tuple[Any, Any, str]:
+    """The plain pair `load_hf` and `load_model` both load, and the name it loaded under."""
+    _check_name(name_or_path)
+    device = _resolve_device(device)
+    source, local, fix, label = _resolve(name_or_path, allow_hub=allow_hub, rebuild=rebuild)
+    return (*_load_hf(source, device, local=local, fix=fix), label)
+
+
 @no_type_check  # validates its arguments itself, with messages that name the fix
 def load_hf(
     name_or_path: str | os.PathLike = DEFAULT_MODEL,
@@ -341,10 +351,8 @@ def load_hf(
     trained and saved (RL), and `bridge_model` / `load_model` for interpretability.
     """
     check_versions()
-    _check_name(name_or_path)
-    device = _resolve_device(device)
-    source, local, fix, _ = _resolve(name_or_path, allow_hub=allow_hub, rebuild=rebuild)
-    return _load_hf(source, device, local=local, fix=fix)
+    hf_model, tokenizer, _ = _load_named(name_or_path, device, allow_hub, rebuild)
+    return hf_model, tokenizer
 
 
 @no_type_check  # validates its arguments itself, with messages that name the fix
@@ -373,8 +381,5 @@ def load_model(
         WorkbenchError: unknown name, folder without config or safetensors weights, corrupt
             cache, or a hub name while the hub is not allowed or not reachable.
     """
-    _check_name(name_or_path)
-    device = _resolve_device(device)
-    source, local, fix, label = _resolve(name_or_path, allow_hub=allow_hub, rebuild=rebuild)
-    hf_model, tokenizer = _load_hf(source, device, local=local, fix=fix)
+    hf_model, tokenizer, label = _load_named(name_or_path, device, allow_hub, rebuild)
     return bridge_model(hf_model, tokenizer, name=label)
