@@ -89,6 +89,13 @@ def _child(config: str, n: int, threads: int | None) -> dict:
                     return model(x[None]).logits
     else:
         model = wb.load_model("smollm2-135m", device="cpu")
+        if n > model.cfg.n_ctx:
+            # Beyond the trained context (8192): rotary positions extend, so time and memory
+            # are real, but the attention there is not the model's trained behaviour.
+            print(
+                f"note: T = {n} is beyond the model's context ({model.cfg.n_ctx})", file=sys.stderr
+            )
+            model.cfg.n_ctx = n
         if config == "bridge":
 
             def run(x):

@@ -285,7 +285,7 @@ def test_with_params_equals_fresh_analysis():
         (dict(window=64), "max_window"),
         (dict(fai_horizon=(3, 1)), "H_hi"),
         (dict(fai_horizon=(-1, None)), "H_lo"),
-        (dict(fai_horizon=(0, 22)), "column sums"),
+        (dict(fai_horizon=(0, 35)), "column sums"),
         (dict(head_quantiles=(0.6, 0.6)), "sum to more than 1"),
         (dict(head_quantiles=(0.0, 0.3)), "head_quantiles"),
         (dict(top_q=0.0), "top_q"),

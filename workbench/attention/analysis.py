@@ -10,10 +10,9 @@
 What can change for free: ``window`` up to ``max_window`` (default 32: the diagonal band
 ``A[t, t-d], d < max_window`` is kept per head); ``fai_horizon=(H_lo, H_hi)`` whenever
 ``H_lo`` and ``H_hi + 1`` are kept cut distances (column sums of each head over response
-rows with ``t - s < c``; `metrics.DEFAULT_FAI_CUTS` keeps H_lo in 0..21, 25, 30, 40, 50 and
-H_hi in 0..20, 24, 29, 39, 49, 50, 64, 75, 100, 128, 150, 200, 256, 300, 400, 500, 512,
-1000, 1024 or None, plus the horizon the analysis was made with; pass ``fai_cuts`` to keep
-more); ``head_quantiles``, a fixed head classification, ``top_q``, ``k``, ``alpha``,
+rows with ``t - s < c``; `metrics.DEFAULT_FAI_CUTS` keeps H_lo in 0..32, 51, 101, ... and
+H_hi in 0..31, 50, 100, 200, 400, 500, 1000 or None, plus the horizon the analysis was made
+with; pass ``fai_cuts`` to keep more); ``head_quantiles``, a fixed head classification, ``top_q``, ``k``, ``alpha``,
 ``tau_waad``, ``tau_delta``; and the heads, to any subset of those analysed. Anything else
 (more layers or heads, the trace) needs a new pass, and an unsupported window or horizon
 raises a `WorkbenchError` that says so. Memory of an `Analysis`:

@@ -47,11 +47,11 @@ __all__ = [
 
 #: FAI horizon bounds kept by default so that `Analysis.with_params` can change the horizon
 #: without a forward pass: any ``H_lo`` in this list and any ``H_hi`` with ``H_hi + 1`` in it
-#: (plus ``H_hi=None``, the end of the response, which is always kept).
-DEFAULT_FAI_CUTS: tuple[int, ...] = (
-    *range(0, 22),
-    25, 30, 40, 50, 51, 65, 76, 101, 129, 151, 201, 257, 301, 401, 501, 513, 1001, 1025,
-)  # fmt: skip
+#: (plus ``H_hi=None``, the end of the response, which is always kept). Cuts up to the
+#: band's width (`DEFAULT_MAX_WINDOW`) cost nothing in the pass (they are read off the
+#: band); each longer one costs about ``StatsAccumulator.ROWS`` entries per query row and
+#: head, so only the round horizons 50, 100, 200, 400, 500 and 1000 are kept.
+DEFAULT_FAI_CUTS: tuple[int, ...] = (*range(0, 33), 51, 101, 201, 401, 501, 1001)
 
 #: How the first token's attention (the attention sink) is treated: ``"keep"`` is the
 #: paper's definition; ``"exclude"`` removes it and renormalises each row.
@@ -131,9 +131,17 @@ def normalise_cuts(cuts: Sequence[int], n_pos: int) -> tuple[int, ...]:
 class StatsAccumulator:
     """Builds a `HeadStats` from tiles of query rows of each head's pattern.
 
-    Call `add` with consecutive or arbitrary tiles ``P[h, rows, keys]`` (each query row
-    exactly once); `finish` returns the statistics. Memory: the outputs plus about three
-    tiles of temporaries during `add`.
+    Call `add` with tiles ``P[h, rows, keys]`` in ascending row order for each head (each
+    query row exactly once: the tiled path and the hook path both do); `finish` returns
+    the statistics. `add` reduces ``ROWS`` query rows at a time, so a whole pattern can be
+    passed at once.
+
+    Cost per query row and head, beyond reading the tile: one ``[keys, 2]`` product (row
+    sums and row distances), one column sum (the unlimited FAI cut), a ``max_window``
+    gather (the band) and ``ROWS`` entries per FAI cut longer than ``max_window`` (the
+    rows of a cut's horizon that end inside the tile; the horizon's earlier rows are the
+    running column sum). Cuts up to ``max_window`` are read off the band in `finish`.
+    Memory: the outputs plus about one tile of temporaries.
 
     Args:
         heads: the ``(layer, head)`` pairs; `add` gets their rows in this order.
@@ -144,6 +152,9 @@ class StatsAccumulator:
         device: where the accumulators live.
         sink: ``"keep"`` or ``"exclude"`` (see the module docstring).
     """
+
+    #: Query rows reduced at a time (the staircase of a long cut is ``ROWS x ROWS``).
+    ROWS = 32
 
     def __init__(
         self,
@@ -166,17 +177,22 @@ class StatsAccumulator:
         self.rowsum = torch.zeros(nh, n_pos, device=device)
         self.dist = torch.zeros(nh, n_pos, device=device)
         self.band = torch.zeros(nh, n_pos, max_window, device=device)
+        # The last row is the running column sum over the response rows seen so far; a
+        # finite cut's entry is set once, when the tile holding its horizon's last row comes.
         self.cut_sums = torch.zeros(nh, len(self.cuts), n_r, device=device)
-        self._cuts_t = torch.tensor(self.cuts, dtype=torch.long, device=device)
-        self._c_max = max(self.cuts[:-1], default=1)
-        self._pos_cache: dict[tuple[int, torch.device], Tensor] = {}
+        finite = list(enumerate(self.cuts[:-1]))
+        self._band_cuts = [(i, c) for i, c in finite if c <= max_window]
+        self._long_idx = torch.tensor([i for i, c in finite if c > max_window], dtype=torch.long)
+        self._long = torch.tensor([c for _, c in finite if c > max_window], dtype=torch.long)
+        self._next = [0] * nh
+        self._aux: dict[tuple[int, torch.device], Tensor] = {}
 
     def _positions(self, tk: int, device: torch.device) -> Tensor:
         """``[tk]`` key positions as floats (cached: every layer uses the same tiles)."""
-        m = self._pos_cache.get((tk, device))
+        m = self._aux.get((tk, device))
         if m is None:
             m = torch.arange(tk, device=device, dtype=torch.float32)
-            self._pos_cache = {(tk, device): m}
+            self._aux = {(tk, device): m}
         return m
 
     def add(
@@ -188,7 +204,8 @@ class StatsAccumulator:
         """Accumulate one tile.
 
         Args:
-            rows: the query positions of the tile (``slice(row0, row0 + q_tile)``).
+            rows: the query positions of the tile (``slice(row0, row0 + q_tile)``), the
+                next rows of these heads.
             pattern: ``[head q_tile k_tile]`` attention of those rows to keys
                 ``0..k_tile-1`` (``k_tile >= row0 + q_tile``; keys beyond the row are 0).
             head_rows: which rows of the accumulators the heads of `pattern` fill
@@ -198,46 +215,133 @@ class StatsAccumulator:
         row0, row1 = rows.start, rows.stop
         tq, tk = pattern.shape[-2], pattern.shape[-1]
         assert row1 - row0 == tq and tk >= row1, (rows, pattern.shape)
+        assert set(self._next[hr]) == {row0}, "tiles must come in ascending row order"
+        self._next[hr] = [row1] * len(self._next[hr])
+        chunk = 8 * self.ROWS  # bounds the temporaries when a whole pattern comes at once
+        for a in range(0, tq, chunk):
+            e = min(tq, a + chunk)
+            size = min(self.ROWS, e - a)
+            whole = a + (e - a) // size * size  # sub-tiles of `size` rows, then the rest
+            for lo, hi in ((a, whole), (whole, e)):
+                if hi > lo:
+                    sub = min(size, hi - lo)
+                    self._add(row0 + lo, row0 + hi, pattern[:, lo:hi, : row0 + hi], hr, sub)
+
+    def _add(self, row0: int, row1: int, pattern: Tensor, hr: slice, size: int) -> None:
+        """Reduce rows ``row0..row1-1`` (a multiple of `size` rows) of `hr`'s heads."""
+        tk, m = row1, (row1 - row0) // size
         dev = pattern.device
         p = pattern.float()
-        if self.sink == "exclude":
-            p = exclude_sink(p)
+        h = p.shape[0]
+        pl = self.prompt_len
+        pos = self._positions(tk, dev)
         # rowsum[t] = sum_s A[t,s]; dist[t] = sum_s A[t,s] (t-s) = t * rowsum[t] - sum_s A[t,s] s
         # (the subtraction loses about t * 1e-7 in float32, far below 1e-5 * span).
         rowsum = p.sum(-1)
-        weighted = torch.matmul(p, self._positions(tk, dev))  # sum_s A[t,s] s (a GEMV)
-        rows_f = torch.arange(row0, row1, device=dev, dtype=torch.float32)
+        weighted = torch.matmul(p, pos)  # a GEMV
+        scale = None
+        if self.sink == "exclude":
+            # A'[t,s] = A[t,s] * scale[t] for s >= 1 (and 0 at s = 0), scale = 1 / (1 - A[t,0])
+            # (0 where the first token takes everything); the sink column adds 0 to `weighted`.
+            rest = 1.0 - p[..., 0]
+            scale = torch.where(rest > 0, 1.0 / rest.clamp_min(torch.finfo(p.dtype).tiny), 0.0)
+            rowsum = p[..., 1:].sum(-1) * scale  # not (rowsum - A[t,0]): that cancels
+            weighted = weighted * scale
         self.rowsum[hr, row0:row1] = rowsum.to(self.device)
-        self.dist[hr, row0:row1] = (rows_f * rowsum - weighted).to(self.device)
+        self.dist[hr, row0:row1] = (pos[row0:row1] * rowsum - weighted).to(self.device)
         # Diagonal band: A[t, t-d].
         w = self.max_window
         idx = torch.arange(row0, row1, device=dev)[:, None] - torch.arange(w, device=dev)[None, :]
-        valid = idx >= 0
-        got = p.gather(-1, idx.clamp(min=0).unsqueeze(0).expand(p.shape[0], tq, w))
-        self.band[hr, row0:row1] = (got * valid).to(self.device)
-        # Column sums over response rows, by query distance (FAI numerators).
-        pl = self.prompt_len
-        r0 = max(row0, pl)
-        if r0 < row1 and tk > pl:
-            rows_r = p[:, r0 - row0 :]  # [h, response rows in tile, keys]
-            # The unlimited cut (the last, n_pos) is a plain column sum.
-            self.cut_sums[hr, -1, : tk - pl] += rows_r[:, :, pl:tk].sum(1).to(self.device)
-            if len(self.cuts) > 1:
-                # Finite cuts c: rows r0..min(s + c - 1, row1 - 1) of column s; only columns
-                # s >= r0 - c_max + 1 can receive any, so the prefix sums stay narrow.
-                c_lo = max(pl, r0 - self._c_max + 1)
-                csum = rows_r[:, :, c_lo:tk].cumsum(1)
-                cols = torch.arange(c_lo, tk, device=dev)
-                last = torch.clamp(
-                    cols[None, :] + self._cuts_t.to(dev)[:-1, None] - 1, max=row1 - 1
-                )
-                local = last - r0  # [cut, cols]
-                ok = local >= 0
-                g = csum.gather(1, local.clamp(min=0).unsqueeze(0).expand(p.shape[0], -1, -1))
-                self.cut_sums[hr, :-1, c_lo - pl : tk - pl] += (g * ok).to(self.device)
+        valid = idx >= (0 if scale is None else 1)
+        got = p.gather(-1, idx.clamp(min=0).unsqueeze(0).expand(h, -1, -1)) * valid
+        if scale is not None:
+            got = got * scale[..., None]
+        self.band[hr, row0:row1] = got.to(self.device)
+        if row1 <= pl:
+            return  # prompt rows never reach a response column
+        # Column sums of each sub-tile over the response columns (prompt rows are 0 there).
+        blocks = p.view(h, m, size, tk)
+        weight = (
+            torch.ones(1, 1, 1, size, device=dev) if scale is None else scale.view(h, m, 1, size)
+        )
+        colsub = torch.matmul(weight, blocks)[:, :, 0, pl:]  # [h, sub-tile, response column]
+        if scale is not None and pl == 0:
+            colsub[..., 0] = 0.0  # A'[t, 0] = 0
+        running = self.cut_sums[hr, -1]  # the response rows before this tile
+        if len(self._long):
+            self._long_cuts(row0, size, blocks, scale, colsub, running, hr)
+        running[:, : tk - pl] += colsub.sum(1).to(self.device)
+
+    def _long_cuts(
+        self,
+        row0: int,
+        size: int,
+        blocks: Tensor,
+        scale: Tensor | None,
+        colsub: Tensor,
+        running: Tensor,
+        hr: slice,
+    ) -> None:
+        """Set the cuts longer than the band whose horizons end in these sub-tiles.
+
+        Cut ``c`` of column ``s`` is the column's sum over rows ``s .. s+c-1``: the running
+        sum before the tile, the sums of the earlier sub-tiles, and a staircase in the
+        sub-tile that holds row ``s + c - 1``.
+        """
+        h, m = blocks.shape[:2]
+        dev, pl = blocks.device, self.prompt_len
+        k = torch.arange(size)
+        sub0 = row0 + size * torch.arange(m)  # first row of each sub-tile
+        starts = sub0[:, None] + 1 - self._long[None, :]  # [sub, cut]: horizon ends at sub0
+        w0 = starts.clamp(min=0)  # the window of `size` columns each staircase covers
+        last = (
+            k + (w0 - starts)[..., None]
+        )  # [sub, cut, k]: the horizon's last row, in the sub-tile
+        cols = w0[..., None] + k  # [sub, cut, k]
+        ok = (cols >= (pl if scale is None else max(pl, 1))) & (last < size)
+        if not bool(ok.any()):
+            return
+        first = int(w0.min())
+        sub = torch.arange(m)[:, None].expand_as(w0)
+        # Sliding windows of `size` columns are a view; each (sub-tile, cut) picks one.
+        windows = blocks[..., first:].unfold(3, size, 1)[
+            :, sub, :, w0 - first
+        ]  # [sub, cut, h, i, k]
+        if scale is not None:
+            windows = windows * scale.view(h, m, size).transpose(0, 1)[:, None, :, :, None]
+        stair = k[:, None] <= last[:, :, None, :]  # [sub, cut, i, k]: row i is in the horizon
+        part = (windows * stair[:, :, None].to(dev, windows.dtype)).sum(3)  # [sub, cut, h, k]
+        before = torch.zeros_like(colsub)
+        before[:, 1:] = colsub[:, :-1].cumsum(1)  # earlier sub-tiles of this tile
+        ok_d = ok.to(dev)
+        s_i = cols[ok] - pl
+        sub_i = sub[..., None].expand_as(cols)[ok]
+        vals = before[:, sub_i.to(dev), s_i.to(dev)] + part.permute(2, 0, 1, 3)[:, ok_d]
+        c_i = self._long_idx[None, :, None].expand_as(cols)[ok].to(self.device)
+        s_i = s_i.to(self.device)
+        self.cut_sums[hr, c_i, s_i] = running[:, s_i] + vals.to(self.device)
 
     def finish(self) -> HeadStats:
         """The accumulated statistics (moved to the CPU)."""
+        n, pl, w = self.n_pos, self.prompt_len, self.max_window
+        cut_sums = self.cut_sums
+        total = cut_sums[:, -1]
+        for i, c in zip(self._long_idx.tolist(), self._long.tolist(), strict=True):
+            # Horizons that run past the last row hold the whole column.
+            first = max(n - c + 1, pl)
+            cut_sums[:, i, first - pl :] = total[:, first - pl :]
+        if self._band_cuts:
+            # cut c of column s = sum_{d<c} A[s+d, s] = sum_{d<c} band[s+d, d].
+            s = torch.arange(pl, n, device=self.band.device)
+            d = torch.arange(w, device=self.band.device)
+            t = s[:, None] + d[None, :]
+            inside = t < n
+            t, d = t.clamp(max=n - 1), d[None, :].expand_as(t)
+            for h in range(0, len(self.heads), 32):  # [32, response_pos, w] at a time
+                diag = self.band[h : h + 32, t, d] * inside
+                prefix = diag.cumsum(-1)
+                for i, c in self._band_cuts:
+                    cut_sums[h : h + 32, i] = prefix[..., c - 1]
         return HeadStats(
             heads=self.heads,
             n_pos=self.n_pos,
@@ -246,5 +350,5 @@ class StatsAccumulator:
             dist=self.dist.cpu(),
             band=self.band.cpu(),
             cuts=self.cuts,
-            cut_sums=self.cut_sums.float().cpu(),
+            cut_sums=cut_sums.float().cpu(),
         )

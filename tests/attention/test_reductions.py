@@ -1,0 +1,91 @@
+"""`StatsAccumulator` against the definitions of `HeadStats`, computed by plain loops.
+
+The accumulator never sees a whole pattern at once on the tiled path: it gets tiles of
+query rows, splits them into sub-tiles, reads the short FAI cuts off the diagonal band and
+builds the long ones from running column sums plus a staircase per sub-tile. Whatever the
+tiling, every statistic must equal its definition (reductions.py, module docstring).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.attention.reductions import StatsAccumulator, normalise_cuts
+
+
+def random_pattern(h: int, n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(h, n, n, generator=g, dtype=torch.float64) * 3
+    scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
+    p = torch.softmax(scores, -1)
+    p[0, 3] = 0.0
+    p[0, 3, 0] = 1.0  # a row that gives everything to the first token
+    return p
+
+
+def by_definition(p: torch.Tensor, pl: int, w: int, cuts: tuple[int, ...], sink: str):
+    """The `HeadStats` fields, one entry at a time (float64)."""
+    a = p.clone()
+    if sink == "exclude":
+        for h in range(a.shape[0]):
+            for t in range(a.shape[1]):
+                rest = 1.0 - p[h, t, 0]
+                a[h, t] = p[h, t] / rest if rest > 0 else 0.0
+                a[h, t, 0] = 0.0
+    h, n, _ = a.shape
+    rowsum = a.sum(-1)
+    dist = torch.stack(
+        [(a[:, t, : t + 1] * (t - torch.arange(t + 1))).sum(-1) for t in range(n)], 1
+    )
+    band = torch.zeros(h, n, w, dtype=torch.float64)
+    for t in range(n):
+        for d in range(min(w, t + 1)):
+            band[:, t, d] = a[:, t, t - d]
+    cut_sums = torch.zeros(h, len(cuts), n - pl, dtype=torch.float64)
+    for i, c in enumerate(cuts):
+        for s in range(pl, n):
+            rows = [t for t in range(pl, n) if s <= t < s + c]
+            cut_sums[:, i, s - pl] = a[:, rows, s].sum(-1) if rows else 0.0
+    return rowsum, dist, band, cut_sums
+
+
+@pytest.mark.parametrize("sink", ["keep", "exclude"])
+@pytest.mark.parametrize(
+    "n, pl, w, tile",
+    [
+        (70, 9, 4, 7),  # tiles smaller than a sub-tile
+        (70, 9, 4, 70),  # the whole pattern at once (the hook path)
+        (90, 0, 6, 33),  # no prompt; tiles that are not a multiple of the sub-tile
+        (150, 40, 8, 64),  # long cuts whose horizons start before the tile
+        (40, 39, 4, 5),  # a one-token response
+    ],
+)
+def test_every_statistic_equals_its_definition(n, pl, w, tile, sink):
+    p = random_pattern(3, n, seed=n + pl + tile)
+    # Short cuts (<= w, from the band), long ones, one past the end and the unlimited one.
+    cuts = normalise_cuts((0, 1, 2, w, w + 1, 17, 33, 50, n + 5), n)
+    acc = StatsAccumulator([(0, 0), (0, 1), (0, 2)], n, pl, w, cuts, sink=sink)
+    acc.ROWS = 8  # several sub-tiles per tile, so the staircases meet their edges
+    for a in range(0, n, tile):
+        e = min(n, a + tile)
+        acc.add(slice(a, e), p[:, a:e, :e].float())
+    got = acc.finish()
+    want = by_definition(p, pl, w, got.cuts, sink)
+    for name, value, ref in zip(
+        ("rowsum", "dist", "band", "cut_sums"),
+        (got.rowsum, got.dist, got.band, got.cut_sums),
+        want,
+        strict=True,
+    ):
+        tol = 1e-5 * (n if name == "dist" else 1)
+        np.testing.assert_allclose(value.double().numpy(), ref.numpy(), atol=tol, err_msg=name)
+
+
+def test_tiles_must_come_in_order():
+    p = random_pattern(1, 20, seed=0).float()
+    acc = StatsAccumulator([(0, 0)], 20, 5, 4, (3, 9))
+    acc.add(slice(0, 10), p[:, :10, :10])
+    with pytest.raises(AssertionError, match="ascending"):
+        acc.add(slice(0, 10), p[:, :10, :10])
