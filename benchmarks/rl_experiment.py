@@ -11,6 +11,11 @@ strategy on the first seeds. At the end it prints the summary tables (greedy and
 held-out accuracy) as Markdown, and writes ``summary.json`` and ``chart-*.png`` into OUT.
 The output starts with the provenance (package versions and git commit,
 `workbench.provenance`), which ``summary.json`` records too (and each run directory its own).
+
+Intervals are over seeds, so they are Student-t intervals; each strategy is compared with
+plain GRPO (``none``) by a paired t-test, Holm-adjusted over the strategies (see
+`Experiment.paired`). ``--tables-from CSV`` recomputes the tables from a recorded
+``evaluations.csv`` (for example ``results/rl_experiment/evaluations.csv``) without training.
 """
 
 from __future__ import annotations
@@ -60,6 +65,38 @@ def markdown(table) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+def tables(exp) -> dict:
+    """Print the summary and paired tables of both metrics; return them as records."""
+    out = {}
+    for metric in ("eval_accuracy", "eval_sampled_accuracy"):
+        table = exp.summary(metric)
+        out[metric] = table.to_dict(orient="records")
+        print(f"\n### {metric} (mean over seeds, {table['interval'][0]} interval)\n")
+        print(markdown(table))
+        paired = exp.paired(metric)
+        out[metric + "_paired"] = paired.to_dict(orient="records")
+        print(f"\n{metric}: final minus plain GRPO ('none'), paired by seed; {paired['test'][0]}\n")
+        print(markdown(paired.drop(columns="test")))
+    return out
+
+
+def _recorded(csv: str):
+    from workbench.rl import Experiment
+
+    class Recorded(Experiment):
+        """An experiment read from its recorded evaluations (no run directories)."""
+
+        def frame(self):
+            import pandas as pd
+
+            return pd.read_csv(csv)
+
+    return Recorded(Path(csv).parent)
+
+
+_Recorded = _recorded
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/rl-experiment")
@@ -68,7 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--learning-rate", type=float, default=SETTINGS["learning_rate"])
+    ap.add_argument(
+        "--tables-from", default=None, help="print the tables of a recorded evaluations.csv"
+    )
     args = ap.parse_args(argv)
+    if args.tables_from:
+        tables(_Recorded(args.tables_from))
+        return 0
     from workbench.provenance import provenance
 
     prov = provenance()
@@ -94,16 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     exp = Experiment(args.out)
     out = Path(args.out)
     report = {"provenance": prov, "settings": settings, "wall_s": wall, "tables": {}}
+    report["tables"] = tables(exp)
     for metric in ("eval_accuracy", "eval_sampled_accuracy"):
-        table = exp.summary(metric)
-        report["tables"][metric] = table.to_dict(orient="records")
-        print(f"\n### {metric} (mean over seeds, 95% bootstrap interval)\n")
-        print(markdown(table))
         save(exp.chart(metric), out / f"chart-{metric}.png")
-        paired = exp.paired(metric)
-        report["tables"][metric + "_paired"] = paired.to_dict(orient="records")
-        print(f"\n{metric}: final minus plain GRPO ('none'), paired by seed\n")
-        print(markdown(paired))
     frame = exp.frame()
     steps = frame[frame.step > 0].groupby("strategy").size()
     report["evaluations_per_strategy"] = steps.to_dict()

@@ -1,17 +1,27 @@
-"""Confidence intervals: the one home of the workbench's interval estimates.
+"""Confidence intervals and tests: the one home of the workbench's interval estimates.
 
-`bootstrap_ci` is the percentile bootstrap of a mean. It is meant for many units (traces,
-positions); at a handful of units (for example five RL seeds) percentile intervals are
-too narrow, so use an interval built for small samples there.
+- `bootstrap_ci`: the percentile bootstrap of a mean. For many units (traces, positions,
+  trials); at a handful of units it under-covers (with 5 values its nominal 95% interval
+  holds the mean in about 85% of normal samples).
+- `t_ci` and `paired_t`: Student-t intervals and the paired t-test, exact for normal data
+  at any n, for a few units such as RL seeds.
+- `holm`: Holm's step-down adjustment of p-values for several comparisons (family-wise
+  error at most alpha, no independence assumption).
+
+The Student-t distribution is computed here (regularised incomplete beta by its continued
+fraction, quantiles by bisection), accurate to about 1e-10; tests check it against
+tabulated values. scipy is not a dependency of the workbench.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["bootstrap_ci"]
+__all__ = ["bootstrap_ci", "holm", "paired_t", "t_cdf", "t_ci", "t_quantile"]
 
 
 def bootstrap_ci(
@@ -34,3 +44,98 @@ def bootstrap_ci(
     a = (1 - ci) / 2
     lo, hi = np.quantile(means, [a, 1 - a])
     return est, float(lo), float(hi)
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularised incomplete beta ``I_x(a, b)`` (continued fraction, modified Lentz)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    if x > (a + 1.0) / (a + b + 2.0):
+        return 1.0 - _betainc(b, a, 1.0 - x)  # the fraction converges fast on this side
+    log_front = a * math.log(x) + b * math.log1p(-x) - math.log(a)
+    log_front += math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    f = d
+    for m in range(1, 500):
+        for num in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            f *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return math.exp(log_front) * f
+
+
+def t_cdf(t: float, df: float) -> float:
+    """``P(T <= t)`` for Student's t with `df` degrees of freedom:
+    ``1 - I_x(df/2, 1/2) / 2`` with ``x = df / (df + t^2)`` for ``t >= 0`` (symmetric)."""
+    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t >= 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The `p` quantile of Student's t with `df` degrees of freedom (bisection on `t_cdf`)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    lo, hi = 0.0, 1.0
+    while t_cdf(hi, df) < p:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
+        if hi - lo < 1e-12 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)
+
+
+def t_ci(values: Any, *, ci: float = 0.95) -> tuple[float, float, float]:
+    """``(mean, lo, hi)``: the mean and its Student-t interval ``mean +- t_{n-1} s / sqrt(n)``
+    (NaNs dropped). With one value the interval is that value; with none, all NaN."""
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    if len(v) == 0:
+        return float("nan"), float("nan"), float("nan")
+    est = float(v.mean())
+    if len(v) == 1:
+        return est, est, est
+    half = t_quantile(0.5 + ci / 2.0, len(v) - 1) * float(v.std(ddof=1)) / math.sqrt(len(v))
+    return est, est - half, est + half
+
+
+def paired_t(differences: Any) -> float:
+    """Two-sided p-value of the paired t-test that the mean difference is 0 (NaNs dropped;
+    NaN with fewer than two differences; 1 or 0 when they do not vary)."""
+    d = np.asarray(differences, dtype=float)
+    d = d[~np.isnan(d)]
+    if len(d) < 2:
+        return float("nan")
+    sd = float(d.std(ddof=1))
+    if sd == 0.0:
+        return 1.0 if float(d.mean()) == 0.0 else 0.0
+    t = float(d.mean()) / (sd / math.sqrt(len(d)))
+    return 2.0 * (1.0 - t_cdf(abs(t), len(d) - 1))
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values, in the input order: the ``i``-th smallest becomes
+    ``max_{j<=i} min(1, (m - j) p_(j))`` (NaNs stay NaN and do not count in ``m``)."""
+    p = [float(x) for x in pvalues]
+    ok = [i for i, x in enumerate(p) if not math.isnan(x)]
+    order = sorted(ok, key=lambda i: p[i])
+    out = [float("nan")] * len(p)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p[i]))
+        out[i] = running
+    return out

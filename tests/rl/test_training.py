@@ -220,6 +220,10 @@ def test_experiment_runs_each_strategy_and_seed_once(tmp_path):
     diffs = [final["coupled", s] - final["none", s] for s in (0, 1)]
     assert paired["diff"][0] == pytest.approx(sum(diffs) / 2)
     assert paired["wins"][0] == sum(d > 0 for d in diffs)
+    # One comparison: Holm leaves its p-value as it is; the table says which test it used.
+    assert paired["p_holm"][0] == pytest.approx(paired["p"][0], nan_ok=True)
+    assert "paired t" in paired["test"][0] and "Holm" in paired["test"][0]
+    assert table["interval"].str.contains("t, 1 df").all()
     with pytest.raises(WorkbenchError, match="no 'random' runs"):
         exp.paired(baseline="random")
     assert (table["n_seeds"] == 2).all()

@@ -81,26 +81,30 @@ class Experiment:
         per_run = f.groupby(["strategy", "seed"])[metric]
         return per_run.agg(start="first", final="last", peak="max")
 
-    def summary(self, metric: str = "eval_accuracy", *, n_boot: int = 2000, ci: float = 0.95):
-        """Per strategy: start, final and peak accuracy (mean over seeds, bootstrap interval).
+    def summary(self, metric: str = "eval_accuracy", *, ci: float = 0.95):
+        """Per strategy: start, final and peak accuracy (mean over seeds, t-interval).
+
+        Seeds are few (5-10), so the intervals are Student-t intervals over seeds
+        (`intervals.t_ci`), not percentile bootstraps, which are too narrow at small n.
 
         Args:
             metric: ``"eval_accuracy"`` (greedy) or ``"eval_sampled_accuracy"``.
-            n_boot, ci: bootstrap resamples and interval level.
+            ci: interval level.
 
         Returns:
             A DataFrame with columns ``strategy, n_seeds, start, final, final_lo, final_hi,
-            peak, peak_lo, peak_hi, gain`` (``gain`` = final - start, mean over seeds).
+            peak, peak_lo, peak_hi, gain, interval`` (``gain`` = final - start, mean over
+            seeds; ``interval`` names the interval, e.g. ``"95% t, 4 df"``).
         """
         import pandas as pd
 
-        from ..intervals import bootstrap_ci
+        from ..intervals import t_ci
 
         rows = []
         for strategy, runs in self._per_run(metric).groupby(level="strategy"):
             start, final, peak = runs["start"], runs["final"], runs["peak"]
-            fm, flo, fhi = bootstrap_ci(final.tolist(), n_boot=n_boot, ci=ci)
-            pm, plo, phi = bootstrap_ci(peak.tolist(), n_boot=n_boot, ci=ci)
+            fm, flo, fhi = t_ci(final.tolist(), ci=ci)
+            pm, plo, phi = t_ci(peak.tolist(), ci=ci)
             rows.append(
                 {
                     "strategy": strategy,
@@ -113,6 +117,7 @@ class Experiment:
                     "peak_lo": plo,
                     "peak_hi": phi,
                     "gain": float((final - start).mean()),
+                    "interval": f"{ci:.0%} t, {len(final) - 1} df",
                 }
             )
         return pd.DataFrame(rows).sort_values("final", ascending=False, ignore_index=True)
@@ -123,24 +128,29 @@ class Experiment:
         *,
         baseline: str = "none",
         at: str = "final",
-        n_boot: int = 2000,
         ci: float = 0.95,
     ):
         """Each strategy minus `baseline`, paired by seed (same seed: same training problems).
+
+        The mean difference over seeds gets a Student-t interval and a two-sided paired
+        t-test; the p-values are Holm-adjusted over the strategies compared (``p_holm``),
+        so "the difference is not 0" can be claimed for every strategy with ``p_holm <
+        0.05`` at a family-wise error of 5%. The interval itself is not adjusted.
 
         Args:
             metric: ``"eval_accuracy"`` (greedy) or ``"eval_sampled_accuracy"``.
             baseline: the strategy subtracted (default plain GRPO).
             at: ``"final"`` (last evaluation) or ``"peak"`` (best evaluation) of each run.
-            n_boot, ci: bootstrap resamples and interval level.
+            ci: interval level.
 
         Returns:
-            A DataFrame with columns ``strategy, n_pairs, diff, diff_lo, diff_hi, wins``
-            (``wins``: seeds where the strategy beat the baseline), largest ``diff`` first.
+            A DataFrame with columns ``strategy, n_pairs, diff, diff_lo, diff_hi, p,
+            p_holm, wins, test`` (``wins``: seeds where the strategy beat the baseline),
+            largest ``diff`` first.
         """
         import pandas as pd
 
-        from ..intervals import bootstrap_ci
+        from ..intervals import holm, paired_t, t_ci
 
         if at not in ("final", "peak"):
             raise WorkbenchError(f"at={at!r}", 'use at="final" or at="peak"')
@@ -151,9 +161,10 @@ class Experiment:
                 f"pass baseline= one of {sorted(value.columns)}",
             )
         rows = []
-        for strategy in value.columns.drop(baseline):
+        others = list(value.columns.drop(baseline))
+        for strategy in others:
             d = (value[strategy] - value[baseline]).dropna()
-            m, lo, hi = bootstrap_ci(d.tolist(), n_boot=n_boot, ci=ci)
+            m, lo, hi = t_ci(d.tolist(), ci=ci)
             rows.append(
                 {
                     "strategy": strategy,
@@ -161,15 +172,20 @@ class Experiment:
                     "diff": m,
                     "diff_lo": lo,
                     "diff_hi": hi,
+                    "p": paired_t(d.tolist()),
                     "wins": int((d > 0).sum()),
+                    "test": f"paired t ({ci:.0%} t-interval), Holm over {len(others)}",
                 }
             )
-        columns = ["strategy", "n_pairs", "diff", "diff_lo", "diff_hi", "wins"]
-        out = pd.DataFrame(rows, columns=columns)
+        for row, adjusted in zip(rows, holm([r["p"] for r in rows]), strict=True):
+            row["p_holm"] = adjusted
+        columns = ["strategy", "n_pairs", "diff", "diff_lo", "diff_hi", "p", "p_holm", "wins"]
+        out = pd.DataFrame(rows, columns=[*columns, "test"])
         return out.sort_values("diff", ascending=False, ignore_index=True)
 
     def chart(self, metric: str = "eval_accuracy", *, ci: float = 0.95):
-        """Held-out accuracy against step, one line per strategy, with a bootstrap band.
+        """Held-out accuracy against step, one line per strategy, with a t-interval band
+        over seeds (the number of seeds is in the title).
 
         Args:
             metric: ``"eval_accuracy"`` (greedy) or ``"eval_sampled_accuracy"``.
@@ -177,16 +193,18 @@ class Experiment:
         """
         import altair as alt
 
-        from ..intervals import bootstrap_ci
+        from ..intervals import t_ci
 
         f = self._metric_frame(metric)
         rows = []
         for (strategy, step), g in f.groupby(["strategy", "step"]):
-            m, lo, hi = bootstrap_ci(g[metric].tolist(), ci=ci)
+            m, lo, hi = t_ci(g[metric].tolist(), ci=ci)
             rows.append({"strategy": strategy, "step": step, "mean": m, "lo": lo, "hi": hi})
         import pandas as pd
 
         data = pd.DataFrame(rows)
+        seeds = f.groupby("strategy")["seed"].nunique()
+        n = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}"
         base = alt.Chart(data).encode(
             x=alt.X("step:Q", title="step"), color=alt.Color("strategy:N", title="strategy")
         )
@@ -200,7 +218,12 @@ class Experiment:
             tooltip=["strategy:N", "step:Q", alt.Tooltip("mean:Q", format=".3f")],
         )
         return (band + line).properties(
-            title="GRPO with rhythm credit: accuracy by strategy", width=420, height=260
+            title=alt.TitleParams(
+                "GRPO with rhythm credit: accuracy by strategy",
+                subtitle=f"mean over {n} seeds, band: {ci:.0%} t-interval",
+            ),
+            width=420,
+            height=260,
         )
 
 

@@ -1,0 +1,73 @@
+"""Intervals and tests of `workbench.intervals`: tabulated values, hand-worked cases, and
+the coverage that makes t-intervals (not percentile bootstraps) the right choice at n = 5."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from workbench.intervals import bootstrap_ci, holm, paired_t, t_cdf, t_ci, t_quantile
+
+
+@pytest.mark.parametrize(
+    "p, df, table",
+    [
+        (0.975, 1, 12.706204736),  # standard t tables (and scipy.stats.t.ppf)
+        (0.975, 4, 2.776445105),
+        (0.975, 9, 2.262157163),
+        (0.95, 19, 1.729132812),
+        (0.995, 30, 2.749995654),
+        (0.975, 1000, 1.962339),
+    ],
+)
+def test_t_quantiles_match_the_tables(p, df, table):
+    assert t_quantile(p, df) == pytest.approx(table, abs=1e-6)
+    assert t_quantile(1 - p, df) == pytest.approx(-table, abs=1e-6)
+    assert t_cdf(table, df) == pytest.approx(p, abs=1e-8)
+
+
+def test_t_cdf_closed_forms():
+    # df = 1 is Cauchy: F(t) = 1/2 + atan(t) / pi; df = 2: F(t) = 1/2 + t / (2 sqrt(2 + t^2)).
+    for t in (-3.0, -0.5, 0.0, 0.7, 4.0):
+        assert t_cdf(t, 1) == pytest.approx(0.5 + math.atan(t) / math.pi, abs=1e-12)
+        assert t_cdf(t, 2) == pytest.approx(0.5 + t / (2 * math.sqrt(2 + t * t)), abs=1e-12)
+
+
+def test_t_interval_by_hand():
+    values = [0.1, 0.3, 0.2, 0.4, 0.5]  # mean 0.3, s = sqrt(0.025)
+    m, lo, hi = t_ci(values)
+    half = 2.776445105 * math.sqrt(0.025) / math.sqrt(5)
+    assert (m, lo, hi) == pytest.approx((0.3, 0.3 - half, 0.3 + half), abs=1e-9)
+    assert t_ci([0.4]) == (0.4, 0.4, 0.4)
+    assert all(math.isnan(x) for x in t_ci([]))
+
+
+def test_paired_t_by_hand():
+    d = [1.0, 2.0, 3.0]  # mean 2, s = 1, t = 2 sqrt(3) with 2 df
+    t = 2 * math.sqrt(3)
+    assert paired_t(d) == pytest.approx(1 - t / math.sqrt(2 + t * t), abs=1e-12)
+    assert paired_t([0.0, 0.0]) == 1.0 and paired_t([0.1, 0.1]) == 0.0
+    assert math.isnan(paired_t([1.0]))
+
+
+def test_holm_by_hand():
+    # Sorted 0.01, 0.03, 0.04, 0.2 -> 4 x 0.01, 3 x 0.03, max(0.09, 2 x 0.04), max(., 0.2).
+    assert holm([0.01, 0.04, 0.03, 0.2]) == pytest.approx([0.04, 0.09, 0.09, 0.2])
+    assert holm([0.5, float("nan"), 0.01]) == pytest.approx([0.5, float("nan"), 0.02], nan_ok=True)
+    assert holm([0.6, 0.7]) == [1.0, 1.0]
+
+
+def test_at_five_seeds_t_intervals_cover_and_percentile_bootstraps_do_not():
+    rng = np.random.default_rng(0)
+    n_trials, hits_t, hits_boot = 400, 0, 0
+    for i in range(n_trials):
+        x = rng.normal(0.0, 1.0, size=5)
+        _, lo, hi = t_ci(x)
+        hits_t += lo <= 0.0 <= hi
+        _, lo, hi = bootstrap_ci(x, n_boot=400, seed=i)
+        hits_boot += lo <= 0.0 <= hi
+    # 400 trials: the binomial standard error of a 95% coverage is about 1.1 points.
+    assert 0.92 <= hits_t / n_trials <= 0.98
+    assert hits_boot / n_trials < 0.90
