@@ -24,6 +24,18 @@ import numpy as np
 __all__ = ["bootstrap_ci", "holm", "paired_t", "t_cdf", "t_ci", "t_quantile"]
 
 
+def _values(values: Any) -> tuple[np.ndarray, tuple[float, float, float] | None]:
+    """The non-NaN values, and the interval when it is trivial: all NaN for none, the value
+    itself for one."""
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    if len(v) == 0:
+        return v, (float("nan"),) * 3
+    if len(v) == 1:
+        return v, (float(v[0]),) * 3
+    return v, None
+
+
 def bootstrap_ci(
     values: Any, *, n_boot: int = 2000, ci: float = 0.95, seed: int = 0
 ) -> tuple[float, float, float]:
@@ -31,13 +43,10 @@ def bootstrap_ci(
 
     With one value the interval is that value; with none, all three are NaN.
     """
-    v = np.asarray(values, dtype=float)
-    v = v[~np.isnan(v)]
-    if len(v) == 0:
-        return float("nan"), float("nan"), float("nan")
+    v, trivial = _values(values)
+    if trivial is not None:
+        return trivial
     est = float(v.mean())
-    if len(v) == 1:
-        return est, est, est
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(v), size=(n_boot, len(v)))
     means = v[idx].mean(1)
@@ -102,13 +111,10 @@ def t_quantile(p: float, df: float) -> float:
 def t_ci(values: Any, *, ci: float = 0.95) -> tuple[float, float, float]:
     """``(mean, lo, hi)``: the mean and its Student-t interval ``mean +- t_{n-1} s / sqrt(n)``
     (NaNs dropped). With one value the interval is that value; with none, all NaN."""
-    v = np.asarray(values, dtype=float)
-    v = v[~np.isnan(v)]
-    if len(v) == 0:
-        return float("nan"), float("nan"), float("nan")
+    v, trivial = _values(values)
+    if trivial is not None:
+        return trivial
     est = float(v.mean())
-    if len(v) == 1:
-        return est, est, est
     half = t_quantile(0.5 + ci / 2.0, len(v) - 1) * float(v.std(ddof=1)) / math.sqrt(len(v))
     return est, est - half, est + half
 
