@@ -183,6 +183,74 @@ def _select(pattern: Tensor, head_idx: list[int], n_heads: int) -> Tensor:
     return pattern[:, head_idx]
 
 
+class Collector:
+    """Per-sequence `StatsAccumulator`s fed from the attention of one padded batch.
+
+    Sequence ``i`` occupies positions ``start_i .. start_i + n_i - 1`` of its batch row
+    (``start_i > 0`` when it is left-padded, as in TRL's batches); its statistics use
+    positions relative to ``start_i``. Rotary attention depends only on relative positions,
+    so a left-padded sequence's statistics equal those of its own unpadded pass up to float
+    rounding. `reducers` are the per-layer callbacks of `interface.analysis_pass`; the
+    hook path calls `feed` directly.
+
+    Args:
+        spans: ``(start, n, prompt_len)`` of each sequence in the batch.
+        heads: sorted ``(layer, head)`` pairs to reduce.
+        n_heads: query heads per layer of the model.
+        max_window, cuts, sink: as in `collect`.
+        device: where the accumulators live.
+    """
+
+    def __init__(
+        self,
+        spans: Sequence[tuple[int, int, int]],
+        heads: Sequence[tuple[int, int]],
+        n_heads: int,
+        *,
+        max_window: int,
+        cuts: Sequence[int],
+        device: torch.device | str = "cpu",
+        sink: str = "keep",
+    ):
+        self.spans = [(int(s), int(n), int(pl)) for s, n, pl in spans]
+        self.heads = sorted(heads)
+        self.n_heads = n_heads
+        self.by_layer = _layer_rows(self.heads)
+        self.accs = [
+            StatsAccumulator(list(self.heads), n, pl, max_window, cuts, device, sink=sink)
+            for _, n, pl in self.spans
+        ]
+
+    def feed(self, r: slice, p: Tensor, rows: slice, idx: list[int]) -> None:
+        """Hand query rows `r` of the batched pattern `p` ``[batch, head, rows, keys]`` to
+        each sequence (heads `idx` of one layer, accumulator rows `rows`)."""
+        sel = _select(p.detach(), idx, self.n_heads)
+        for i, (acc, (start, n, _)) in enumerate(zip(self.accs, self.spans, strict=True)):
+            lo, hi = max(r.start, start), min(r.stop, start + n)
+            if lo >= hi:
+                continue
+            acc.add(
+                slice(lo - start, hi - start),
+                sel[i, :, lo - r.start : hi - r.start, start:hi],
+                rows,
+            )
+
+    def reducers(self) -> dict[int, interface.Reducer]:
+        """``{layer: reduce(rows, probs)}`` for `interface.analysis_pass`."""
+        out = {}
+        for layer, (rows, idx) in self.by_layer.items():
+
+            def reduce(r: slice, p: Tensor, rows=rows, idx=idx) -> None:
+                self.feed(r, p, rows, idx)
+
+            out[layer] = reduce
+        return out
+
+    def finish(self) -> list[HeadStats]:
+        """The statistics of each sequence, in order."""
+        return [acc.finish() for acc in self.accs]
+
+
 def tiled_supported(model: Any) -> bool:
     """Whether the tiled path can analyse this bridge's model (see the module docstring)."""
     try:
@@ -294,12 +362,16 @@ def collect_many(
             'use path="exact" (or "auto")',
         )
     device = next(model.parameters()).device
-    n_heads = model.cfg.n_heads
-    accs = [
-        StatsAccumulator(list(heads), n, pl, max_window, cuts, device, sink=sink)
-        for n, (_, pl) in zip(lens, items, strict=True)
-    ]
-    by_layer = _layer_rows(list(heads))
+    collector = Collector(
+        [(0, n, pl) for n, (_, pl) in zip(lens, items, strict=True)],
+        heads,
+        model.cfg.n_heads,
+        max_window=max_window,
+        cuts=cuts,
+        device=device,
+        sink=sink,
+    )
+    by_layer = collector.by_layer
     inp = torch.full((len(items), t_max), pad_id, dtype=torch.long, device=device)
     for i, (ids, _) in enumerate(items):
         inp[i, : lens[i]] = ids.to(device)
@@ -308,22 +380,12 @@ def collect_many(
     if stop_at_layer is not None and stop_at_layer >= model.cfg.n_layers:
         stop_at_layer = None
 
-    def feed(r: slice, p: Tensor, rows: slice, idx: list[int]) -> None:
-        """Hand rows `r` of the batched pattern `p` [batch, head, rows, keys] to each sequence."""
-        sel = _select(p, idx, n_heads)
-        for i, acc in enumerate(accs):
-            n = lens[i]
-            if r.start >= n:
-                continue
-            stop = min(r.stop, n)
-            acc.add(slice(r.start, stop), sel[i, :, : stop - r.start, :stop], rows)
-
     tap: Any = None  # the tiled path's `_OutputTap`, when it computes the entropies
     if path == "exact":
 
         def make_hook(rows: slice, head_idx: list[int]):
             def hook(pattern: Tensor, hook: Any = None) -> None:
-                feed(slice(0, t_max), pattern.detach(), rows, head_idx)
+                collector.feed(slice(0, t_max), pattern, rows, head_idx)
 
             return hook
 
@@ -333,13 +395,7 @@ def collect_many(
         ]
         logits = model.run_with_hooks(inp, fwd_hooks=fwd_hooks, stop_at_layer=stop_at_layer)
     else:
-        reducers = {}
-        for layer, (rows, idx) in by_layer.items():
-
-            def reduce(r: slice, p: Tensor, rows=rows, idx=idx) -> None:
-                feed(r, p, rows, idx)
-
-            reducers[layer] = reduce
+        reducers = collector.reducers()
         hf = sampler(model)
         stop_after = None if stop_at_layer is None else stop_at_layer - 1
         logits = None
@@ -370,13 +426,13 @@ def collect_many(
                 logits = hf(input_ids=inp, use_cache=False).logits
             tap = None  # else the output layer was never seen, and full logits came back
     out = []
-    for i, acc in enumerate(accs):
+    for i, stats in enumerate(collector.finish()):
         if entropy and isinstance(tap, _OutputTap):
             ent = tap.entropy(i, lens[i], items[i][1])
         elif entropy:
             ent = _entropy(logits[i : i + 1], lens[i], items[i][1])
         else:
             ent = torch.full((lens[i],), float("nan"), dtype=torch.float64)
-        out.append((acc.finish(), ent))
+        out.append((stats, ent))
     del logits
     return out

@@ -69,6 +69,7 @@ class _Pass:
     stop_after: int | None
     tile_rows: int | None
     fast_other_layers: bool
+    sdpa_after: int | None = None
     seen: set[int] = field(default_factory=set)
 
 
@@ -88,6 +89,8 @@ def analysis_pass(
     stop_after: int | None = None,
     tile_rows: int | None = None,
     fast_other_layers: bool = False,
+    sdpa_after: int | None = None,
+    train: bool = False,
 ) -> Iterator[None]:
     """Run `hf_model`'s forward passes inside the block through `attention`.
 
@@ -99,17 +102,24 @@ def analysis_pass(
             catches it): the rest of the model never runs.
         tile_rows: query rows per tile (default: about `TILE_ELEMENTS` scores per tile).
         fast_other_layers: layers without a reducer use sdpa.
+        sdpa_after: layers after this one without a reducer use sdpa (a training forward
+            that collects statistics on some layers: the layers before them run the same
+            tiled computation as a standalone analysis pass, the rest run as usual).
+        train: leave the model's mode alone (a training forward; gradients flow through
+            `attention`, and the reducers see detached probabilities). Default: eval mode
+            inside the block.
 
     Raises:
         NotRouted: after the block, if an analysed layer's attention never came through.
     """
     _register()
-    run = _Pass(dict(reducers), stop_after, tile_rows, fast_other_layers)
+    run = _Pass(dict(reducers), stop_after, tile_rows, fast_other_layers, sdpa_after)
     previous = attention_implementation(hf_model)
     was_training = hf_model.training
     token = _ACTIVE.set(run)
     hf_model.set_attn_implementation(NAME)
-    hf_model.eval()
+    if not train:
+        hf_model.eval()
     try:
         yield
     finally:
@@ -147,9 +157,16 @@ def attention(
     Returns:
         ``(output [batch query_pos head_index d_value], None)``.
     """
-    del dropout, kwargs  # analysis passes run in eval mode
+    del kwargs
     run = _ACTIVE.get(None)
     layer = getattr(module, "layer_idx", None)
+    if dropout:  # only a training forward passes it (transformers passes 0.0 in eval mode)
+        raise WorkbenchError(
+            f"the model applies attention dropout ({dropout}) in training, which the "
+            "workbench's attention function does not reproduce",
+            "set the model's attention_dropout to 0 (GRPO fine-tuning normally uses none), "
+            "or compute the credit with a separate pass (fused_credit=False)",
+        )
     if run is None or layer is None:
         raise WorkbenchError(
             f"the workbench's attention function ran outside an analysis pass (layer {layer})",
@@ -159,7 +176,8 @@ def attention(
         raise StopPass
     run.seen.add(layer)
     reduce = run.reducers.get(layer)
-    if reduce is None and run.fast_other_layers and softcap is None and s_aux is None:
+    fast = run.fast_other_layers or (run.sdpa_after is not None and layer > run.sdpa_after)
+    if reduce is None and fast and softcap is None and s_aux is None:
         return sdpa_attention()(module, query, key, value, attention_mask, scaling=scaling)
     return _tiled(query, key, value, attention_mask, scaling, softcap, s_aux, reduce, run)
 

@@ -85,6 +85,9 @@ class GRPOConfig:
         save_every: checkpoint every this many steps (the last step is always saved).
         keep_checkpoints: how many checkpoints to keep (at least 2, so a corrupt latest one
             never leaves the run without a good one).
+        fused_credit: compute the credit inside the first update forward
+            (`workbench.rl.credit.FusedCredit`, no extra forward pass); False uses the
+            standalone pass (`rollout_gammas`). Both give the same weights.
         device: ``"cpu"``, ``"cuda"`` or None (auto).
     """
 
@@ -118,6 +121,7 @@ class GRPOConfig:
     eval_samples: int = 4
     save_every: int = 10
     keep_checkpoints: int = 2
+    fused_credit: bool = True
     device: str | None = "cpu"
 
     def __post_init__(self) -> None:
@@ -154,8 +158,12 @@ class GRPOConfig:
             v.number(name, getattr(self, name), example=_DEFAULTS[name], **bounds)
         if self.epsilon_high is not None:
             v.number("epsilon_high", self.epsilon_high, low=0, low_open=True, example=0.28)
-        if not isinstance(self.chat, bool):
-            bad(f"chat must be True or False, got {self.chat!r}", "pass chat=False")
+        for name in ("chat", "fused_credit"):
+            if not isinstance(getattr(self, name), bool):
+                bad(
+                    f"{name} must be True or False, got {getattr(self, name)!r}",
+                    f"pass {name}={_DEFAULTS[name]}",
+                )
         if self.device not in (None, "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             bad(f"device={self.device!r} is not a device", 'pass "cpu", "cuda", "cuda:N" or None')
         if self.per_device_train_batch_size % self.num_generations:

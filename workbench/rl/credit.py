@@ -1,10 +1,20 @@
 """Per-token credit ``gamma`` for rollouts: the one place both trainers compute it.
 
-The native GRPO loop and `RhythmGRPOTrainer` (TRL) call `rollout_gammas` with the same
-arguments, so for the same rollouts they apply the same weights. Each completion is
-analysed with one extra forward pass of the current policy over prompt + completion on the
-chosen layers (`wb.analyze`), then `Analysis.gamma(strategy)` gives the weights; the
-prompt part is dropped. ``"none"`` needs no forward pass.
+Two ways to the same weights:
+
+- `FusedCredit` (the default in both trainers): the statistics are collected *inside the
+  policy's first update forward* on the rollouts, which uses the weights that sampled them
+  (the paper's separate ``actor_attn`` copy mirrors exactly these). The workbench's
+  attention function runs on the layers up to the last credit layer and reduces the credit
+  layers' attention as it goes; the later layers run sdpa as usual. Gamma is computed,
+  detached, after the forward and before the loss. No extra forward pass.
+- `rollout_gammas`: the standalone reference, one extra no-grad forward pass of the current
+  policy over prompt + completion on the chosen layers (`wb.gamma_many`). Used where the
+  forward cannot be fused (TRL with several iterations per batch, the ``"entropy"``
+  strategy in TRL, attention dropout) and by the tests as the reference.
+
+Both give the weights `Analysis.gamma(strategy)` gives; the prompt part is dropped.
+``"none"`` needs neither.
 
 Seeds: the ``"random"`` control draws its positions from ``seed + k`` for the k-th non-empty
 rollout, so the draw is reproducible and independent of batching.
@@ -19,11 +29,14 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..attention import engine, interface
+from ..attention.analysis import Analysis
+from ..attention.layers import resolve_heads, resolve_layers
 from ..attention.params import CreditParams
 from ..attention.run import gamma_many
 from ..trace import Trace
 
-__all__ = ["rollout_gammas"]
+__all__ = ["FusedCredit", "rollout_gammas"]
 
 
 def rollout_gammas(
@@ -81,3 +94,104 @@ def rollout_gammas(
         n = min(len(g), width)
         out[i, :n] = g[:n]
     return out
+
+
+class FusedCredit:
+    """Collect the credit statistics inside a forward pass the trainer makes anyway.
+
+    Use it around the policy's first update forward on a batch of rollouts::
+
+        fused = FusedCredit(policy, credit, spans, ids)
+        with fused:
+            logits = policy(input_ids).logits          # with gradients, as usual
+        gamma = fused.gammas(width, seed=seed)         # [batch, width], detached
+
+    Args:
+        policy: the plain Hugging Face model being trained (its mode is left alone).
+        credit: the `CreditParams`.
+        spans: ``(start, n, prompt_len)`` of each rollout in the batch rows: its tokens are
+            positions ``start .. start + n - 1`` (``start > 0`` when left-padded), the
+            first ``prompt_len`` of them the prompt.
+        ids: each rollout's ``[n]`` token ids (for the analyses' records).
+
+    The layers up to the last credit layer run the workbench's tiled attention (the same
+    computation as the standalone pass, so the weights equal `rollout_gammas`'s up to the
+    float rounding of batch shapes), with autograd; the later layers run sdpa. The
+    ``"entropy"`` strategy needs the next-token entropies: pass the update's logits to
+    `gammas`.
+    """
+
+    def __init__(
+        self,
+        policy: Any,
+        credit: CreditParams,
+        spans: Sequence[tuple[int, int, int]],
+        ids: Sequence[Tensor],
+    ):
+        cfg = policy.config
+        self.n_layers = int(cfg.num_hidden_layers)
+        self.n_heads = int(cfg.num_attention_heads)
+        self.policy, self.credit, self.spans, self.ids = policy, credit, list(spans), list(ids)
+        self.layers = resolve_layers(
+            credit.layers if isinstance(credit.layers, str) else list(credit.layers),
+            self.n_layers,
+        )
+        lo, hi = credit.rhythm.fai_horizon
+        self.collector = engine.Collector(
+            self.spans,
+            resolve_heads(self.layers, None, self.n_layers, self.n_heads),
+            self.n_heads,
+            max_window=credit.rhythm.window,
+            cuts=[lo, *([] if hi is None else [hi + 1])],
+            device=next(policy.parameters()).device,
+        )
+        self._pass: Any = None
+
+    def __enter__(self) -> FusedCredit:
+        self._pass = interface.analysis_pass(
+            self.policy, self.collector.reducers(), sdpa_after=max(self.layers), train=True
+        )
+        self._pass.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pass.__exit__(*exc)
+
+    def gammas(
+        self, width: int, *, seed: int = 0, logits: Tensor | None = None
+    ) -> Float[Tensor, "batch pos"]:
+        """The completions' weights, ``[batch, width]`` (1.0 past each completion).
+
+        Args:
+            width: columns of the result (the completion width of the batch).
+            seed: base seed of ``"random"`` (the k-th rollout with a completion uses
+                ``seed + k``, as in `rollout_gammas`).
+            logits: ``[batch, width, d_vocab]`` logits of the rows that produced the
+                completion tokens (needed for ``"entropy"`` only).
+        """
+        out = torch.ones(len(self.spans), width, dtype=torch.float32)
+        k = 0
+        for i, stats in enumerate(self.collector.finish()):
+            _, n, pl = self.spans[i]
+            if n <= pl:
+                continue  # an empty completion: no weights, and no seed used (as reference)
+            ent = torch.full((n,), float("nan"), dtype=torch.float64)
+            if self.credit.strategy == "entropy":
+                if logits is None:
+                    raise ValueError('the "entropy" strategy needs the update logits')
+                ent[pl:] = engine.entropy_from_logits(logits[i, : n - pl].detach())
+            analysis = Analysis(
+                stats=stats,
+                entropy=ent,
+                tokens=[""] * n,
+                ids=self.ids[i],
+                n_layers=self.n_layers,
+                n_heads=self.n_heads,
+                params=self.credit.rhythm,
+                meta={"layers": self.layers, "sink": "keep"},
+            )
+            g = analysis.gamma(self.credit.strategy, seed=seed + k, gamma_amp=self.credit.gamma_amp)
+            k += 1
+            c = min(n - pl, width)
+            out[i, :c] = g[pl : pl + c]
+        return out

@@ -5,10 +5,11 @@ One step (method.md, "Credit strategies"):
 1. sample ``prompts_per_step`` training problems (seeded by run seed and step) and
    ``num_generations`` completions for each (seeded likewise);
 2. reward each completion with the task's verifier and normalise within its group;
-3. compute ``gamma`` for every completion with one extra forward pass of the current
-   policy on the credit layers (`rollout_gammas`; skipped for ``"none"``);
-4. minimise the PPO-clip surrogate with per-token advantage ``gamma[t] * A_i``
+3. minimise the PPO-clip surrogate with per-token advantage ``gamma[t] * A_i``
    (`grpo_loss`), one group at a time with gradients accumulated, then one AdamW step.
+   ``gamma`` comes from the first update forward of each group (`FusedCredit`: the
+   weights that sampled the rollouts, no extra pass; skipped for ``"none"``), or, with
+   ``fused_credit=False``, from a standalone pass before the update (`rollout_gammas`).
 
 Every random draw of step ``s`` is seeded from ``(seed, s)``, so a run resumed from its
 checkpoint at step ``s`` repeats exactly what the uninterrupted run would have done.
@@ -45,7 +46,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import GRPOConfig
-from .credit import rollout_gammas
+from .credit import FusedCredit, rollout_gammas
 from .interrupts import defer_sigint, phase
 from .loss import grpo_advantages, grpo_loss, token_logps
 
@@ -207,15 +208,17 @@ class GRPORun:
 
         rollout_prompts = [prompts[i // G] for i in range(len(completions))]
         width = max(1, max(len(c) for c in completions))
-        with phase("credit", step):
-            gamma = rollout_gammas(
-                self.model,
-                rollout_prompts,
-                completions,
-                cfg.credit,
-                seed=seed,
-                pad_to=width,
-            )
+        gamma = None
+        if not cfg.fused_credit or cfg.strategy == "none":
+            with phase("credit", step):
+                gamma = rollout_gammas(
+                    self.model,
+                    rollout_prompts,
+                    completions,
+                    cfg.credit,
+                    seed=seed,
+                    pad_to=width,
+                )
         t2 = time.perf_counter()
 
         lr = cfg.learning_rate
@@ -224,7 +227,9 @@ class GRPORun:
         for group in self.optimizer.param_groups:
             group["lr"] = lr  # a function of the step alone, so resume needs no scheduler
         with phase("update", step):
-            loss_value, grad_norm = self._update(prompts, completions, advantages, gamma)
+            loss_value, grad_norm, gamma, fused_s = self._update(
+                prompts, completions, advantages, gamma, seed
+            )
         t3 = time.perf_counter()
 
         lengths = torch.tensor([len(c) for c in completions], dtype=torch.float32)
@@ -241,8 +246,10 @@ class GRPORun:
             "gamma_mean": float(gamma[mask].mean()),
             "gamma_amplified": float((gamma[mask] > 1.0).float().mean()),
             "time_rollout": t1 - t0,
-            "time_credit": t2 - t1,
-            "time_update": t3 - t2,
+            # Fused: the gamma computation after the first update forwards (the extra
+            # attention work inside them is not separable and counts as update time).
+            "time_credit": t2 - t1 + fused_s,
+            "time_update": t3 - t2 - fused_s,
             "step_time": t3 - t0,
         }
 
@@ -251,8 +258,12 @@ class GRPORun:
         prompts: list[list[int]],
         completions: list[list[int]],
         advantages: torch.Tensor,
-        gamma: torch.Tensor,
-    ) -> tuple[float, float]:
+        gamma: torch.Tensor | None,
+        seed: int,
+    ) -> tuple[float, float, torch.Tensor, float]:
+        """One optimiser step per iteration; returns ``(loss, grad_norm, gamma, seconds
+        spent computing a fused gamma)``. With `gamma` None it is computed inside the first
+        iteration's forward of each group (`FusedCredit`)."""
         cfg = self.config
         G = cfg.num_generations
         device = next(self.policy.parameters()).device
@@ -289,10 +300,33 @@ class GRPORun:
 
         total_loss = 0.0
         grad_norm = 0.0
-        for _ in range(cfg.num_iterations):
+        fused_s = 0.0
+        width = max(1, max(len(c) for c in completions))
+        fused_gamma = torch.ones(len(completions), width) if gamma is None else None
+        n_before = [0]  # completions with tokens before each group ("random" seeds)
+        for g in range(len(groups)):
+            rows = completions[g * G : (g + 1) * G]
+            n_before.append(n_before[-1] + sum(1 for c in rows if c))
+        for it in range(cfg.num_iterations):
             self.optimizer.zero_grad(set_to_none=True)
             for j, (ids, mask, p_len, rows) in enumerate(groups):
-                logps, logits = logps_of(self.policy, ids, p_len)
+                if fused_gamma is not None and it == 0:
+                    lens = mask.sum(1).tolist()
+                    fused = FusedCredit(
+                        self.policy,
+                        cfg.credit,
+                        [(0, p_len + n, p_len) for n in lens],
+                        [ids[r, : p_len + n].cpu() for r, n in enumerate(lens)],
+                    )
+                    with fused:
+                        logps, logits = logps_of(self.policy, ids, p_len)
+                    t_f = time.perf_counter()
+                    part = fused.gammas(mask.shape[1], seed=seed + n_before[j], logits=logits)
+                    fused_gamma[rows, : mask.shape[1]] = part
+                    fused_s += time.perf_counter() - t_f
+                else:
+                    logps, logits = logps_of(self.policy, ids, p_len)
+                group_gamma = (fused_gamma if fused_gamma is not None else gamma)[rows]
                 entropies = None
                 if cfg.entropy_coef != 0.0:
                     logp_all = torch.log_softmax(logits.float(), -1)
@@ -301,7 +335,7 @@ class GRPORun:
                     logps,
                     old[j] if old[j] is not None else logps.detach(),
                     advantages[rows].to(device),
-                    gamma[rows, : mask.shape[1]].to(device),
+                    group_gamma[:, : mask.shape[1]].to(device),
                     mask,
                     epsilon=cfg.epsilon,
                     epsilon_high=cfg.epsilon_high,
@@ -327,7 +361,8 @@ class GRPORun:
                 )
                 self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return total_loss / cfg.num_iterations, grad_norm
+        final = fused_gamma if fused_gamma is not None else gamma
+        return total_loss / cfg.num_iterations, grad_norm, final, fused_s
 
     # ------------------------------------------------------------------ the loop
     def _checkpoint(self) -> None:
