@@ -117,6 +117,11 @@ def analysis_pass(
     previous = attention_implementation(hf_model)
     was_training = hf_model.training
     token = _ACTIVE.set(run)
+    # The modules know their pass too: autograd may recompute a checkpointed layer in
+    # another thread, where the context variable is not set.
+    tagged = [m for m in hf_model.modules() if hasattr(m, "layer_idx")]
+    for m in tagged:
+        m._workbench_pass = run
     hf_model.set_attn_implementation(NAME)
     if not train:
         hf_model.eval()
@@ -124,8 +129,15 @@ def analysis_pass(
         yield
     finally:
         hf_model.set_attn_implementation(previous)
-        hf_model.train(was_training)
+        if not train:  # a training step may change the mode itself; leave that alone
+            hf_model.train(was_training)
+        for m in tagged:
+            m.__dict__.pop("_workbench_pass", None)
         _ACTIVE.reset(token)
+    _check_seen(hf_model, run)
+
+
+def _check_seen(hf_model: Any, run: _Pass) -> None:
     missing = sorted(set(run.reducers) - run.seen)
     if missing:
         raise NotRouted(
@@ -133,6 +145,40 @@ def analysis_pass(
             "through transformers' attention interface, so the tiled path cannot analyse it",
             'use path="exact" (TransformerLens hooks on the bridge)',
         )
+
+
+def active_pass(hf_model: Any) -> _Pass | None:
+    """The pass `hf_model` routes its attention through, if any."""
+    return next(
+        (
+            m.__dict__["_workbench_pass"]
+            for m in hf_model.modules()
+            if "_workbench_pass" in m.__dict__
+        ),
+        None,
+    )
+
+
+@contextlib.contextmanager
+def armed(hf_model: Any, reducers: dict[int, Reducer]) -> Iterator[None]:
+    """Give the reducers to the pass `hf_model` already routes through, for the block.
+
+    For a pass that spans more than the forward to reduce: a training step whose backward
+    recomputes checkpointed layers must run the same attention computation as its forward,
+    so the routing has to outlive the forward, while only that forward feeds reducers.
+    """
+    run = active_pass(hf_model)
+    if run is None:
+        raise WorkbenchError(
+            "the model does not route its attention through the workbench's function",
+            "wrap the step in interface.analysis_pass(model, {}, ...) first",
+        )
+    before, run.reducers, run.seen = run.reducers, dict(reducers), set()
+    try:
+        yield
+    finally:
+        armed_with, run.reducers = run.reducers, before
+    _check_seen(hf_model, _Pass(armed_with, None, None, False, seen=run.seen))
 
 
 def attention(
@@ -158,7 +204,7 @@ def attention(
         ``(output [batch query_pos head_index d_value], None)``.
     """
     del kwargs
-    run = _ACTIVE.get(None)
+    run = getattr(module, "_workbench_pass", None) or _ACTIVE.get(None)
     layer = getattr(module, "layer_idx", None)
     if dropout:  # only a training forward passes it (transformers passes 0.0 in eval mode)
         raise WorkbenchError(

@@ -36,7 +36,7 @@ from ..attention.params import CreditParams
 from ..attention.run import gamma_many
 from ..trace import Trace
 
-__all__ = ["FusedCredit", "rollout_gammas"]
+__all__ = ["FusedCredit", "rollout_gammas", "routing"]
 
 
 def rollout_gammas(
@@ -96,6 +96,21 @@ def rollout_gammas(
     return out
 
 
+def routing(policy: Any, credit: CreditParams, *, reducers: dict | None = None) -> Any:
+    """Route `policy`'s attention through the workbench's function as a fused credit pass
+    does (tiled attention up to the last credit layer, sdpa after), keeping its mode.
+
+    A trainer whose backward recomputes checkpointed layers wraps the whole step in this,
+    so that the recomputation runs the same computation as the forward; `FusedCredit`
+    inside it only arms the reducers for the forward it reduces.
+    """
+    n_layers = int(policy.config.num_hidden_layers)
+    layers = resolve_layers(
+        credit.layers if isinstance(credit.layers, str) else list(credit.layers), n_layers
+    )
+    return interface.analysis_pass(policy, reducers or {}, sdpa_after=max(layers), train=True)
+
+
 class FusedCredit:
     """Collect the credit statistics inside a forward pass the trainer makes anyway.
 
@@ -148,9 +163,11 @@ class FusedCredit:
         self._pass: Any = None
 
     def __enter__(self) -> FusedCredit:
-        self._pass = interface.analysis_pass(
-            self.policy, self.collector.reducers(), sdpa_after=max(self.layers), train=True
-        )
+        if interface.active_pass(self.policy) is not None:
+            # Inside a `routing` scope (a whole training step): only arm its reducers.
+            self._pass = interface.armed(self.policy, self.collector.reducers())
+        else:
+            self._pass = routing(self.policy, self.credit, reducers=self.collector.reducers())
         self._pass.__enter__()
         return self
 

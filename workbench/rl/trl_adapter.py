@@ -1,9 +1,24 @@
 """Rhythm credit inside TRL: a `trl.GRPOTrainer` whose advantages are per-token.
 
 `RhythmGRPOTrainer` runs wherever TRL runs (accelerate, several GPUs, DeepSpeed), with the
-same credit code as the native loop (`rollout_gammas`). After TRL has generated and scored
-a batch, it replaces the sequence advantages ``A`` of shape ``(B,)`` by ``A[:, None] *
-gamma`` of shape ``(B, T)``, which TRL's loss accepts as they are.
+same credit code as the native loop (`workbench.rl.credit`). It replaces the sequence
+advantages ``A`` of shape ``(B,)`` by ``A[:, None] * gamma`` of shape ``(B, T)``, which
+TRL's loss accepts as they are. Where the gamma comes from:
+
+- **fused** (default, when TRL's batch is trained on with the weights that sampled it:
+  ``num_iterations == 1``, ``steps_per_generation == gradient_accumulation_steps``,
+  strategy other than ``"entropy"``): `compute_loss` (TRL's public hook) runs TRL's own
+  loss with the workbench's attention function collecting the credit layers' statistics
+  inside TRL's forward (`FusedCredit`); a forward hook on the policy sets the advantages
+  when the forward returns, before TRL reads them. No extra pass. `training_step` keeps
+  the attention routed through the whole step (`routing`: tiled attention up to the last
+  credit layer, sdpa after, also while sampling), so that TRL's default gradient
+  checkpointing recomputes exactly what the forward computed.
+- **standalone** otherwise: after TRL has scored a batch (`after_scoring`), one extra
+  no-grad pass over a bridge of the policy (`rollout_gammas`).
+
+Under accelerate each process computes the gamma of its own completions; the logged
+statistics are reduced over processes, so they equal a single-process run's.
 
     from workbench.rl import RhythmGRPOTrainer
     trainer = RhythmGRPOTrainer(model=hf_model, processing_class=tokenizer,
@@ -15,10 +30,13 @@ gamma`` of shape ``(B, T)``, which TRL's loss accepts as they are.
 Caveats:
     - TRL logs the advantages before this override; the gamma statistics are logged
       separately as ``credit/gamma_mean`` and ``credit/amplified_frac``.
-    - The attention pass uses a TransformerBridge over a structural copy of the policy
+    - The standalone pass uses a TransformerBridge over a structural copy of the policy
       (`workbench.models.bridge_model`: the policy's own parameters, eager attention),
       built once and reused, under ``torch.no_grad``; TRL's model object itself is left
       untouched, so it samples and saves as a plain model.
+    - TRL left-pads prompts. Rotary attention depends only on relative positions, so the
+      fused statistics of a left-padded rollout equal its unpadded ones up to float
+      rounding; the ``"random"`` control's draws depend on the micro-batch a rollout is in.
 """
 
 from __future__ import annotations
@@ -31,7 +49,7 @@ from .._compat import check_versions, grpo_trainer_base, log_trl_metric
 from ..attention.params import CreditParams
 from ..errors import WorkbenchError
 from ..models import bridge_model
-from .credit import rollout_gammas
+from .credit import FusedCredit, rollout_gammas, routing
 
 try:
     _GRPOTrainer = grpo_trainer_base()
@@ -66,6 +84,9 @@ class RhythmGRPOTrainer(_GRPOTrainer):
             layers, rhythm settings); default ``CreditParams()``, the paper's RL setting
             with the coupled strategy. The same record as `GRPOConfig.credit`.
         seed: base seed of the ``"random"`` control (step s uses ``seed + 100_000 * s``).
+        fused_credit: compute the credit inside TRL's own loss forward where the
+            configuration allows it (see the module docstring); False always uses the
+            standalone pass.
     """
 
     def __init__(
@@ -73,6 +94,7 @@ class RhythmGRPOTrainer(_GRPOTrainer):
         *args: Any,
         credit: CreditParams | None = None,
         seed: int = 0,
+        fused_credit: bool = True,
         **kwargs: Any,
     ):
         credit = CreditParams() if credit is None else credit
@@ -84,6 +106,7 @@ class RhythmGRPOTrainer(_GRPOTrainer):
         super().__init__(*args, **kwargs)
         self.credit = credit
         self.credit_seed = seed
+        self.fused_credit = fused_credit
         self._bridge = None
         self._bridge_of = None
         self.last_rollouts: dict[str, Any] | None = None
@@ -96,8 +119,41 @@ class RhythmGRPOTrainer(_GRPOTrainer):
             self._bridge_of = policy
         return self._bridge
 
+    @property
+    def fuses_credit(self) -> bool:
+        """Whether the credit is computed inside the loss forward (see the module docstring)."""
+        args = self.args
+        return (
+            self.fused_credit
+            and self.credit.strategy not in ("none", "entropy")
+            and self.num_iterations == 1
+            and args.steps_per_generation == args.gradient_accumulation_steps
+        )
+
+    def _seed(self) -> int:
+        return self.credit_seed + 100_000 * int(self.state.global_step)
+
+    def _apply(self, inputs: dict[str, Any], gamma: torch.Tensor, prompts, completions) -> None:
+        """``advantages <- A[:, None] * gamma``, and the gamma statistics logged (reduced over
+        processes, so they do not depend on how the batch is split)."""
+        gamma = gamma.to(inputs["advantages"].device)
+        advantages = inputs["advantages"]
+        if advantages.dim() == 1:
+            advantages = advantages[:, None]
+        inputs["advantages"] = advantages * gamma
+        g = gamma[inputs["completion_mask"].bool()]
+        totals = torch.stack([g.sum(), (g > 1).float().sum(), torch.tensor(float(g.numel()))])
+        totals = self.accelerator.reduce(totals.to(self.accelerator.device), reduction="sum")
+        count = float(totals[2].clamp(min=1.0))
+        log_trl_metric(self, "credit/gamma_mean", float(totals[0]) / count)
+        log_trl_metric(self, "credit/amplified_frac", float(totals[1]) / count)
+        self.last_rollouts = {"prompts": prompts, "completions": completions, "gamma": gamma.cpu()}
+
     def after_scoring(self, out: dict[str, Any]) -> dict[str, Any]:
-        """Replace the sequence advantages ``(B,)`` of a scored batch by ``A[:, None] * gamma``."""
+        """The standalone path: replace the sequence advantages ``(B,)`` of a scored batch by
+        ``A[:, None] * gamma`` (the fused path leaves them to `compute_loss`)."""
+        if self.fuses_credit:
+            return out
         prompts, completions = unpad_rollouts(
             out["prompt_ids"], out["prompt_mask"], out["completion_ids"], out["completion_mask"]
         )
@@ -110,16 +166,48 @@ class RhythmGRPOTrainer(_GRPOTrainer):
                 prompts,
                 completions,
                 self.credit,
-                seed=self.credit_seed + 100_000 * int(self.state.global_step),
+                seed=self._seed(),
                 pad_to=width,
             )
-        gamma = gamma.to(out["advantages"].device)
-        advantages = out["advantages"]
-        if advantages.dim() == 1:
-            advantages = advantages[:, None]
-        out["advantages"] = advantages * gamma
-        mask = out["completion_mask"].bool()
-        log_trl_metric(self, "credit/gamma_mean", float(gamma[mask].mean()))
-        log_trl_metric(self, "credit/amplified_frac", float((gamma[mask] > 1).float().mean()))
-        self.last_rollouts = {"prompts": prompts, "completions": completions, "gamma": gamma.cpu()}
+        self._apply(out, gamma, prompts, completions)
         return out
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """TRL's step; on the fused path inside `routing`, so that a backward that
+        recomputes checkpointed layers (TRL's default) runs the forward's computation."""
+        if not self.fuses_credit:
+            return super().training_step(model, inputs, num_items_in_batch)
+        with routing(self.accelerator.unwrap_model(model), self.credit):
+            return super().training_step(model, inputs, num_items_in_batch)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """TRL's loss; on the fused path with the credit collected inside its forward."""
+        if not self.fuses_credit or "advantages" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        prompt_mask, completion_mask = inputs["prompt_mask"], inputs["completion_mask"]
+        p_width, width = prompt_mask.shape[1], completion_mask.shape[1]
+        starts = (p_width - prompt_mask.sum(1)).tolist()  # TRL left-pads the prompts
+        prompts, completions = unpad_rollouts(
+            inputs["prompt_ids"], prompt_mask, inputs["completion_ids"], completion_mask
+        )
+        spans = [
+            (s, len(p) + len(c), len(p))
+            for s, p, c in zip(starts, prompts, completions, strict=True)
+        ]
+        ids = [
+            torch.tensor(p + c, dtype=torch.long) for p, c in zip(prompts, completions, strict=True)
+        ]
+        policy = self.accelerator.unwrap_model(model)
+        fused = FusedCredit(policy, self.credit, spans, ids)
+        seed = self._seed()
+
+        def set_advantages(module: Any, args: Any, output: Any) -> None:
+            handle.remove()  # once: TRL makes one forward per loss
+            self._apply(inputs, fused.gammas(width, seed=seed), prompts, completions)
+
+        handle = policy.register_forward_hook(set_advantages)
+        try:
+            with fused:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            handle.remove()
