@@ -241,3 +241,19 @@ def test_a_bad_credit_setting_fails_before_any_folder_is_written(tmp_path):
     with pytest.raises(WorkbenchError, match="out of range for a model with 4 layers"):
         train(GRPOConfig(**SMALL).replace(credit_layers=[99]), out=tmp_path / "b", progress=False)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("strategy", ["coupled", "random"])
+def test_fused_and_standalone_credit_train_the_same_run(tmp_path, strategy):
+    """The fused credit (inside the update forward) and the standalone pass give the same
+    gamma, so two steps of training give the same metrics and, to rounding, weights."""
+    cfg = GRPOConfig(credit=CreditParams(strategy=strategy), max_steps=2, **SMALL)
+    fused = train(cfg, out=tmp_path / "fused", progress=False)
+    alone = train(cfg.replace(fused_credit=False), out=tmp_path / "alone", progress=False)
+    same = ("gamma_mean", "gamma_amplified", "reward", "completion_length")
+    for a, b in zip(fused.metrics[1:], alone.metrics[1:], strict=True):
+        assert {k: a[k] for k in same} == {k: b[k] for k in same}
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-7)
+    assert fused.metrics[1]["gamma_amplified"] > 0
+    wa, wb = _weights(fused), _weights(alone)
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)

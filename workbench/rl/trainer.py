@@ -18,8 +18,8 @@ step is checkpointed and the run is marked ``interrupted``; `resume` continues i
 (`train` and `resume`, which start and continue runs in their directories, are in
 `workbench.rl.runs`).
 
-Memory: the policy, its AdamW state (2 x parameters), and per group the logits of
-``num_generations x (prompt + completion)`` tokens.
+Memory: the policy, its AdamW state (2 x parameters), and per update forward the logits of
+a chunk of whole groups (at most `UPDATE_LOGITS` floats, or one group).
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ __all__ = ["GRPORun"]
 
 #: Training problems drawn once per run; each step samples its prompts from this pool.
 POOL_SIZE = 2000
+#: Most logits (rows x tokens x vocabulary) one update forward may hold: 64M floats, 256 MB.
+UPDATE_LOGITS = 1 << 26
 #: The held-out problems are the same for every run (seed fixed), so runs compare fairly.
 EVAL_SEED = 1234
 
@@ -88,6 +90,7 @@ class GRPORun:
         self.policy, self.tokenizer = load_hf(config.model, device=config.device)
         self.policy.train()
         self.model = bridge_model(self.policy, self.tokenizer)
+        self._vocab = int(self.policy.get_output_embeddings().weight.shape[0])
         if not isinstance(config.credit.layers, str):  # refused here, before any folder
             resolve_layers(list(config.credit.layers), self.model.cfg.n_layers)
         self.optimizer = torch.optim.AdamW(
@@ -253,6 +256,42 @@ class GRPORun:
             "step_time": t3 - t0,
         }
 
+    def _chunk(
+        self,
+        prompts: list[list[int]],
+        completions: list[list[int]],
+        start: int,
+        stop: int,
+        device: torch.device,
+    ) -> dict[str, Any]:
+        """Rows ``start..stop-1`` as one right-padded batch: ``ids [rows, T]``, the
+        completion ``targets`` and ``mask`` ``[rows, width]``, each row's prompt and
+        completion lengths, and ``before``: completions with tokens before `start`."""
+        G = self.config.num_generations
+        pad = self.tokenizer.pad_token_id or 0
+        seqs = [prompts[r // G] + completions[r] for r in range(start, stop)]
+        p_len = torch.tensor([len(prompts[r // G]) for r in range(start, stop)])
+        c_len = torch.tensor([len(completions[r]) for r in range(start, stop)])
+        width = max(1, int(c_len.max()))
+        ids = torch.full((stop - start, max(len(x) for x in seqs)), pad, dtype=torch.long)
+        targets = torch.full((stop - start, width), pad, dtype=torch.long)
+        for i, x in enumerate(seqs):
+            ids[i, : len(x)] = torch.tensor(x)
+            targets[i, : int(c_len[i])] = torch.tensor(completions[start + i], dtype=torch.long)
+        mask = torch.arange(width)[None, :] < c_len[:, None]
+        return {
+            "rows": slice(start, stop),
+            "ids": ids.to(device),
+            "targets": targets.to(device),
+            "mask": mask.to(device),
+            "p_len": p_len.to(device),
+            "c_len": c_len,
+            "width": width,
+            "seqs": [torch.tensor(x, dtype=torch.long) for x in seqs],
+            "spans": [(0, len(x), int(p)) for x, p in zip(seqs, p_len, strict=True)],
+            "before": sum(1 for c in completions[:start] if c),
+        }
+
     def _update(
         self,
         prompts: list[list[int]],
@@ -267,65 +306,67 @@ class GRPORun:
         cfg = self.config
         G = cfg.num_generations
         device = next(self.policy.parameters()).device
-        pad = self.tokenizer.pad_token_id or 0
         n_tokens = float(sum(len(c) for c in completions))
         normalizer = max(n_tokens, 1.0) if cfg.loss_type == "dapo" else float(len(completions))
 
-        groups = []
-        for g, prompt in enumerate(prompts):
-            rows = completions[g * G : (g + 1) * G]
-            t_max = max(1, max(len(c) for c in rows))
-            # Right padding after a completion cannot change a causal model's earlier logits.
-            ids = torch.full((G, len(prompt) + t_max), pad, dtype=torch.long)
-            mask = torch.zeros(G, t_max, dtype=torch.bool)
-            for r, c in enumerate(rows):
-                ids[r, : len(prompt)] = torch.tensor(prompt)
-                if c:
-                    ids[r, len(prompt) : len(prompt) + len(c)] = torch.tensor(c)
-                    mask[r, : len(c)] = True
-            groups.append((ids.to(device), mask.to(device), len(prompt), slice(g * G, (g + 1) * G)))
+        # Rows go through the model in chunks of whole groups, as many as fit a budget of
+        # logits (fewer forwards: the per-call overhead dominates small models). Each row is
+        # right-padded, which cannot change a causal model's logits at its own tokens.
+        chunks = []
+        start = 0
+        while start < len(completions):
+            stop = start + G
+            while stop < len(completions):
+                t = max(len(prompts[r // G]) + len(completions[r]) for r in range(start, stop + G))
+                if (stop + G - start) * t * self._vocab > UPDATE_LOGITS:
+                    break
+                stop += G
+            chunks.append(self._chunk(prompts, completions, start, stop, device))
+            start = stop
 
-        def logps_of(model: torch.nn.Module, ids: torch.Tensor, p_len: int):
-            logits = model(ids).logits[:, p_len - 1 : -1]
-            return token_logps(logits, ids[:, p_len:]), logits
+        def logps_of(model: torch.nn.Module, chunk: dict[str, Any]):
+            """Per-token log-probs ``[rows, width]`` of the completions, and their logits."""
+            first = int(chunk["p_len"].min()) - 1  # logits before this are never needed
+            logits = model(chunk["ids"], logits_to_keep=chunk["ids"].shape[1] - first).logits
+            idx = chunk["p_len"][:, None] - 1 - first + torch.arange(chunk["width"], device=device)
+            idx = idx.clamp(max=logits.shape[1] - 1)
+            picked = logits.gather(1, idx[..., None].expand(-1, -1, logits.shape[-1]))
+            return token_logps(picked, chunk["targets"]), picked
 
-        old: list[torch.Tensor | None] = [None] * len(groups)
-        refs: list[torch.Tensor | None] = [None] * len(groups)
+        old: list[torch.Tensor | None] = [None] * len(chunks)
+        refs: list[torch.Tensor | None] = [None] * len(chunks)
         with torch.no_grad():
-            for j, (ids, _, p_len, _) in enumerate(groups):
+            for j, chunk in enumerate(chunks):
                 if cfg.num_iterations > 1:
-                    old[j] = logps_of(self.policy, ids, p_len)[0]
+                    old[j] = logps_of(self.policy, chunk)[0]
                 if self.ref_policy is not None:
-                    refs[j] = logps_of(self.ref_policy, ids, p_len)[0]
+                    refs[j] = logps_of(self.ref_policy, chunk)[0]
 
         total_loss = 0.0
         grad_norm = 0.0
         fused_s = 0.0
         width = max(1, max(len(c) for c in completions))
         fused_gamma = torch.ones(len(completions), width) if gamma is None else None
-        n_before = [0]  # completions with tokens before each group ("random" seeds)
-        for g in range(len(groups)):
-            rows = completions[g * G : (g + 1) * G]
-            n_before.append(n_before[-1] + sum(1 for c in rows if c))
         for it in range(cfg.num_iterations):
             self.optimizer.zero_grad(set_to_none=True)
-            for j, (ids, mask, p_len, rows) in enumerate(groups):
+            for j, chunk in enumerate(chunks):
+                rows, mask = chunk["rows"], chunk["mask"]
                 if fused_gamma is not None and it == 0:
-                    lens = mask.sum(1).tolist()
                     fused = FusedCredit(
                         self.policy,
                         cfg.credit,
-                        [(0, p_len + n, p_len) for n in lens],
-                        [ids[r, : p_len + n].cpu() for r, n in enumerate(lens)],
+                        chunk["spans"],
+                        chunk["seqs"],
                     )
                     with fused:
-                        logps, logits = logps_of(self.policy, ids, p_len)
+                        logps, logits = logps_of(self.policy, chunk)
                     t_f = time.perf_counter()
-                    part = fused.gammas(mask.shape[1], seed=seed + n_before[j], logits=logits)
-                    fused_gamma[rows, : mask.shape[1]] = part
+                    # "random": the k-th completion with tokens uses seed + k, batch-wide.
+                    part = fused.gammas(chunk["width"], seed=seed + chunk["before"], logits=logits)
+                    fused_gamma[rows, : chunk["width"]] = part
                     fused_s += time.perf_counter() - t_f
                 else:
-                    logps, logits = logps_of(self.policy, ids, p_len)
+                    logps, logits = logps_of(self.policy, chunk)
                 group_gamma = (fused_gamma if fused_gamma is not None else gamma)[rows]
                 entropies = None
                 if cfg.entropy_coef != 0.0:
@@ -349,7 +390,8 @@ class GRPORun:
                 if not bool(torch.isfinite(loss)):
                     # Before backward: the weights stay those of the last good step.
                     raise WorkbenchError(
-                        f"the GRPO loss is not finite at step {self.step + 1} (group {j})",
+                        f"the GRPO loss is not finite at step {self.step + 1} (rows "
+                        f"{rows.start}-{rows.stop - 1})",
                         "lower learning_rate or raise warmup_steps; wb.rl.resume continues "
                         "from the last checkpoint",
                     )
