@@ -5,12 +5,16 @@
     python benchmarks/rl.py --model smollm2-135m --batch 8 --length 128 --skip-trl
 
 Both trainers run the tiny reasoner (or ``--model``) on Countdown with the same batch (completions per step),
-group size, completion length, learning rate and credit strategy. For the native loop the
-script also reports how its step time splits into rollout (sampling + rewards), credit (the
-extra attention pass, `rollout_gammas`) and update (forward + backward + AdamW); the paper's
-credit overhead is 2-3.3% of a step (target here: at most 10%). The first step of each
-trainer is a warm-up and is not timed. One run, printed side by side, after the provenance
-(package versions and git commit, `workbench.provenance`).
+group size, completion length, learning rate and credit strategy, with the credit fused
+into the update forward (`workbench.rl.credit.FusedCredit`; ``--standalone`` uses the
+separate pass instead). For the native loop the script reports how its step time splits
+into rollout (sampling + rewards), credit (computing gamma once the forward has reduced the
+attention) and update (forward + backward + AdamW); for TRL, the credit's share of its step.
+``--overhead`` also times plain GRPO (strategy ``none``) and reports the whole cost of the
+credit, attention work inside the forward included: (step - plain step) / step. The paper's
+credit overhead is 2-3.3% of a step. The first step of each trainer is a warm-up and is not
+timed. One run, printed side by side, after the provenance (package versions and git
+commit, `workbench.provenance`).
 """
 
 from __future__ import annotations
@@ -25,13 +29,14 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def native(args) -> dict:
+def native(args, strategy: str) -> dict:
     from workbench.attention import CreditParams
     from workbench.rl import GRPOConfig, train
 
     cfg = GRPOConfig(
         model=args.model,
-        credit=CreditParams(strategy=args.strategy),
+        credit=CreditParams(strategy=strategy),
+        fused_credit=not args.standalone,
         max_steps=args.steps + 1,
         per_device_train_batch_size=args.batch,
         num_generations=args.generations,
@@ -55,7 +60,7 @@ def native(args) -> dict:
     }
 
 
-def trl(args) -> dict:
+def trl(args, strategy: str) -> dict:
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig as TRLConfig
@@ -103,12 +108,18 @@ def trl(args) -> dict:
                 seed=0,
             ),
             train_dataset=data,
-            credit=CreditParams(strategy=args.strategy),
+            credit=CreditParams(strategy=strategy),
+            fused_credit=not args.standalone,
             callbacks=[clock],
         )
         trainer.train()
     times = [e - s for s, e in zip(clock.starts, clock.ends, strict=False)][1:]
-    return {"seconds_per_step": sum(times) / len(times)}
+    credit = trainer.credit_seconds[1:] or [0.0]
+    return {
+        "seconds_per_step": sum(times) / len(times),
+        "credit": sum(credit) / sum(times),
+        "credit_seconds": statistics.mean(credit),
+    }
 
 
 def main() -> None:
@@ -121,6 +132,8 @@ def main() -> None:
     p.add_argument("--model", default="tiny-reasoner", help="model name or folder")
     p.add_argument("--skip-trl", action="store_true", help="time the native loop only")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--standalone", action="store_true", help="the separate credit pass")
+    p.add_argument("--overhead", action="store_true", help="also time plain GRPO (none)")
     args = p.parse_args()
     import torch
 
@@ -134,21 +147,36 @@ def main() -> None:
         f"(G={args.generations}), <= {args.length} tokens, {args.steps} timed steps, "
         f"{torch.get_num_threads()} torch threads"
     )
-    n = native(args)
+    n = native(args, args.strategy)
     rows = [("native GRPO loop", n)]
+    t = None
     if not args.skip_trl:
-        rows.append(("TRL GRPOTrainer (+credit)", trl(args)))
-    ref = rows[-1][1]["seconds_per_step"]
+        t = trl(args, args.strategy)
+        rows.append(("TRL GRPOTrainer (+credit)", t))
+    if args.overhead:
+        rows.append(("native, plain GRPO (none)", native(args, "none")))
+        if not args.skip_trl:
+            rows.append(("TRL, plain GRPO (none)", trl(args, "none")))
+    ref = t["seconds_per_step"] if t else None
     print(f"\n{'trainer':<28}{'s/step':>8}{'steps/s':>9}{'x TRL':>8}")
     for name, r in rows:
         sps = r["seconds_per_step"]
-        ratio = f"{ref / sps:>8.2f}" if not args.skip_trl else f"{'-':>8}"
+        ratio = f"{ref / sps:>8.2f}" if ref else f"{'-':>8}"
         print(f"{name:<28}{sps:>8.2f}{1 / sps:>9.3f}{ratio}")
+    mode = "standalone pass" if args.standalone else "fused"
     print(
-        f"\nnative step split: rollout {n['rollout']:.1%}, credit {n['credit']:.1%} "
-        f"({n['credit_seconds']:.2f} s), update {n['update']:.1%}  "
-        "(paper: credit 2-3.3% of a step; target <= 10%)"
+        f"\nnative step split ({mode}): rollout {n['rollout']:.1%}, credit {n['credit']:.1%} "
+        f"({n['credit_seconds']:.3f} s), update {n['update']:.1%}  (paper: credit 2-3.3%)"
     )
+    if t:
+        print(f"TRL: credit {t['credit']:.1%} of a step ({t['credit_seconds']:.3f} s)")
+    if args.overhead:
+        plain = {name: r["seconds_per_step"] for name, r in rows}
+        for who, full in (("native", n), ("TRL", t)):
+            base = plain.get(f"{who}, plain GRPO (none)")
+            if full and base:
+                cost = (full["seconds_per_step"] - base) / full["seconds_per_step"]
+                print(f"{who}: whole credit cost (step - plain step) / step = {cost:.1%}")
 
 
 if __name__ == "__main__":

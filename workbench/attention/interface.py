@@ -70,6 +70,7 @@ class _Pass:
     tile_rows: int | None
     fast_other_layers: bool
     sdpa_after: int | None = None
+    sdpa_without_grad: bool = False
     seen: set[int] = field(default_factory=set)
 
 
@@ -91,6 +92,7 @@ def analysis_pass(
     fast_other_layers: bool = False,
     sdpa_after: int | None = None,
     train: bool = False,
+    sdpa_without_grad: bool = False,
 ) -> Iterator[None]:
     """Run `hf_model`'s forward passes inside the block through `attention`.
 
@@ -108,12 +110,18 @@ def analysis_pass(
         train: leave the model's mode alone (a training forward; gradients flow through
             `attention`, and the reducers see detached probabilities). Default: eval mode
             inside the block.
+        sdpa_without_grad: while no reducer is armed and gradients are off (sampling, or
+            log-probs under ``no_grad`` inside a routed training step), every layer uses
+            sdpa; with gradients on (the forward, or a checkpointed layer recomputed in the
+            backward) the layers up to `sdpa_after` keep the tiled computation.
 
     Raises:
         NotRouted: after the block, if an analysed layer's attention never came through.
     """
     _register()
-    run = _Pass(dict(reducers), stop_after, tile_rows, fast_other_layers, sdpa_after)
+    run = _Pass(
+        dict(reducers), stop_after, tile_rows, fast_other_layers, sdpa_after, sdpa_without_grad
+    )
     previous = attention_implementation(hf_model)
     was_training = hf_model.training
     token = _ACTIVE.set(run)
@@ -222,7 +230,11 @@ def attention(
         raise StopPass
     run.seen.add(layer)
     reduce = run.reducers.get(layer)
-    fast = run.fast_other_layers or (run.sdpa_after is not None and layer > run.sdpa_after)
+    fast = (
+        run.fast_other_layers
+        or (run.sdpa_after is not None and layer > run.sdpa_after)
+        or (run.sdpa_without_grad and not run.reducers and not torch.is_grad_enabled())
+    )
     if reduce is None and fast and softcap is None and s_aux is None:
         return sdpa_attention()(module, query, key, value, attention_mask, scaling=scaling)
     return _tiled(query, key, value, attention_mask, scaling, softcap, s_aux, reduce, run)

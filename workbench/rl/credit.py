@@ -108,7 +108,9 @@ def routing(policy: Any, credit: CreditParams, *, reducers: dict | None = None) 
     layers = resolve_layers(
         credit.layers if isinstance(credit.layers, str) else list(credit.layers), n_layers
     )
-    return interface.analysis_pass(policy, reducers or {}, sdpa_after=max(layers), train=True)
+    return interface.analysis_pass(
+        policy, reducers or {}, sdpa_after=max(layers), train=True, sdpa_without_grad=True
+    )
 
 
 class FusedCredit:

@@ -41,6 +41,7 @@ Caveats:
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -107,6 +108,8 @@ class RhythmGRPOTrainer(_GRPOTrainer):
         self.credit = credit
         self.credit_seed = seed
         self.fused_credit = fused_credit
+        #: Seconds spent computing gamma, one entry per batch (after the attention work).
+        self.credit_seconds: list[float] = []
         self._bridge = None
         self._bridge_of = None
         self.last_rollouts: dict[str, Any] | None = None
@@ -158,6 +161,7 @@ class RhythmGRPOTrainer(_GRPOTrainer):
             out["prompt_ids"], out["prompt_mask"], out["completion_ids"], out["completion_mask"]
         )
         width = out["completion_ids"].shape[1]
+        t0 = time.perf_counter()
         if self.credit.strategy == "none":
             gamma = torch.ones(len(completions), width)
         else:
@@ -170,6 +174,7 @@ class RhythmGRPOTrainer(_GRPOTrainer):
                 pad_to=width,
             )
         self._apply(out, gamma, prompts, completions)
+        self.credit_seconds.append(time.perf_counter() - t0)
         return out
 
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -203,7 +208,9 @@ class RhythmGRPOTrainer(_GRPOTrainer):
 
         def set_advantages(module: Any, args: Any, output: Any) -> None:
             handle.remove()  # once: TRL makes one forward per loss
+            t0 = time.perf_counter()
             self._apply(inputs, fused.gammas(width, seed=seed), prompts, completions)
+            self.credit_seconds.append(time.perf_counter() - t0)
 
         handle = policy.register_forward_hook(set_advantages)
         try:
