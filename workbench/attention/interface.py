@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,7 +69,7 @@ class _Pass:
     stop_after: int | None
     tile_rows: int | None
     fast_other_layers: bool
-    sdpa_after: int | None = None
+    tiled_layers: frozenset[int] | None = None
     sdpa_without_grad: bool = False
     seen: set[int] = field(default_factory=set)
 
@@ -90,7 +90,7 @@ def analysis_pass(
     stop_after: int | None = None,
     tile_rows: int | None = None,
     fast_other_layers: bool = False,
-    sdpa_after: int | None = None,
+    tiled_layers: Collection[int] | None = None,
     train: bool = False,
     sdpa_without_grad: bool = False,
 ) -> Iterator[None]:
@@ -104,23 +104,29 @@ def analysis_pass(
             catches it): the rest of the model never runs.
         tile_rows: query rows per tile (default: about `TILE_ELEMENTS` scores per tile).
         fast_other_layers: layers without a reducer use sdpa.
-        sdpa_after: layers after this one without a reducer use sdpa (a training forward
-            that collects statistics on some layers: the layers before them run the same
-            tiled computation as a standalone analysis pass, the rest run as usual).
+        tiled_layers: only these layers run the tiled computation, all others sdpa (a
+            training forward that collects statistics on some layers: those layers run
+            exactly as in a standalone analysis pass with ``fast_other_layers``, the rest
+            as usual).
         train: leave the model's mode alone (a training forward; gradients flow through
             `attention`, and the reducers see detached probabilities). Default: eval mode
             inside the block.
         sdpa_without_grad: while no reducer is armed and gradients are off (sampling, or
             log-probs under ``no_grad`` inside a routed training step), every layer uses
             sdpa; with gradients on (the forward, or a checkpointed layer recomputed in the
-            backward) the layers up to `sdpa_after` keep the tiled computation.
+            backward) the `tiled_layers` keep the tiled computation.
 
     Raises:
         NotRouted: after the block, if an analysed layer's attention never came through.
     """
     _register()
     run = _Pass(
-        dict(reducers), stop_after, tile_rows, fast_other_layers, sdpa_after, sdpa_without_grad
+        dict(reducers),
+        stop_after,
+        tile_rows,
+        fast_other_layers,
+        None if tiled_layers is None else frozenset(tiled_layers),
+        sdpa_without_grad,
     )
     previous = attention_implementation(hf_model)
     was_training = hf_model.training
@@ -232,7 +238,7 @@ def attention(
     reduce = run.reducers.get(layer)
     fast = (
         run.fast_other_layers
-        or (run.sdpa_after is not None and layer > run.sdpa_after)
+        or (run.tiled_layers is not None and layer not in run.tiled_layers)
         or (run.sdpa_without_grad and not run.reducers and not torch.is_grad_enabled())
     )
     if reduce is None and fast and softcap is None and s_aux is None:

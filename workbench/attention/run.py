@@ -137,6 +137,7 @@ def _analyze_batch(
     entropy: bool = True,
     default_cuts: bool = True,
     sink: str = "keep",
+    fast_other_layers: bool = False,
 ) -> list[Analysis]:
     """Validate the pass options, then one batched forward pass (`engine.collect_many`).
 
@@ -180,6 +181,7 @@ def _analyze_batch(
         pad_id=int(pad) if pad is not None else 0,
         entropy=entropy,
         sink=sink,
+        fast_other_layers=fast_other_layers,
     )
     for stats, ent in results:
         _check_finite(stats, ent, entropy)
@@ -301,6 +303,7 @@ _PASS_OPTIONS = (
     "entropy",
     "default_cuts",
     "sink",
+    "fast_other_layers",
 )
 
 
@@ -320,8 +323,10 @@ def gamma_many(
 
     The default `CreditParams` is the paper's RL setting: the coupled strategy, the five
     middle-third layers, ``fai_horizon=(10, 100)``, ``gamma_amp=1.5``. Heads are
-    classified per rollout. Only the band and the cuts the credit needs are kept, and
-    the pass stops after the last credit layer unless the strategy reads the entropies.
+    classified per rollout. Only the band and the cuts the credit needs are kept, the
+    layers without credit heads run sdpa (the credit layers' inputs then differ from an
+    all-eager pass by float rounding), and the pass stops after the last credit layer
+    unless the strategy reads the entropies.
 
     Args:
         model: the current policy as a bridge.
@@ -358,6 +363,8 @@ def gamma_many(
         max_window=credit.rhythm.window,
         default_cuts=False,
         entropy=credit.strategy == "entropy",
+        # Layers without credit heads run sdpa: only the residual stream passes through.
+        fast_other_layers=True,
     )
     return [
         a.gamma(

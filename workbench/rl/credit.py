@@ -98,7 +98,7 @@ def rollout_gammas(
 
 def routing(policy: Any, credit: CreditParams, *, reducers: dict | None = None) -> Any:
     """Route `policy`'s attention through the workbench's function as a fused credit pass
-    does (tiled attention up to the last credit layer, sdpa after), keeping its mode.
+    does (tiled attention on the credit layers, sdpa on the others), keeping its mode.
 
     A trainer whose backward recomputes checkpointed layers wraps the whole step in this,
     so that the recomputation runs the same computation as the forward; `FusedCredit`
@@ -109,7 +109,7 @@ def routing(policy: Any, credit: CreditParams, *, reducers: dict | None = None) 
         credit.layers if isinstance(credit.layers, str) else list(credit.layers), n_layers
     )
     return interface.analysis_pass(
-        policy, reducers or {}, sdpa_after=max(layers), train=True, sdpa_without_grad=True
+        policy, reducers or {}, tiled_layers=layers, train=True, sdpa_without_grad=True
     )
 
 
@@ -131,9 +131,10 @@ class FusedCredit:
             first ``prompt_len`` of them the prompt.
         ids: each rollout's ``[n]`` token ids (for the analyses' records).
 
-    The layers up to the last credit layer run the workbench's tiled attention (the same
-    computation as the standalone pass, so the weights equal `rollout_gammas`'s up to the
-    float rounding of batch shapes), with autograd; the later layers run sdpa. The
+    The credit layers run the workbench's tiled attention, with autograd, and the others
+    sdpa: the same computations as the standalone pass (`gamma_many`, which runs the other
+    layers with sdpa too), so the weights equal `rollout_gammas`'s up to the float rounding
+    of batch shapes. The
     ``"entropy"`` strategy needs the next-token entropies: pass the update's logits to
     `gammas`.
     """
