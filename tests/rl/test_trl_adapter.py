@@ -170,7 +170,7 @@ def test_trl_loss_is_the_clipped_surrogate_with_per_token_advantages(tmp_path, t
     trainer.current_gradient_accumulation_steps = 1
     if not fused:
         inputs = trainer.after_scoring(inputs)
-    loss = float(trainer.compute_loss(trainer.model, inputs))
+    loss = float(trainer.compute_loss(trainer.model, inputs).detach())
     assert loss == pytest.approx(by_hand(gamma), rel=1e-4, abs=1e-6)
     assert abs(by_hand(gamma) - by_hand(torch.ones_like(gamma))) > 1e-3, "gamma must matter"
     assert torch.equal(trainer.last_rollouts["gamma"], gamma)
