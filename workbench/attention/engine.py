@@ -325,6 +325,7 @@ def collect_many(
     pad_id: int = 0,
     entropy: bool = True,
     sink: str = "keep",
+    sdpa_outputs: bool = False,
 ) -> list[tuple[HeadStats, Tensor]]:
     """`collect` for several sequences in one batched forward pass.
 
@@ -341,6 +342,9 @@ def collect_many(
             after the last analysed layer (TransformerLens ``stop_at_layer``): the later
             blocks and the unembedding never run, and the entropies are NaN. The RL
             credit pass uses this for every strategy but ``"entropy"``.
+        sdpa_outputs: on the tiled path, every layer's output comes from sdpa and the
+            analysed layers compute their probabilities apart, only to reduce them (the RL
+            credit passes; metrics then differ from an all-eager pass by float rounding).
         (others): as in `collect`.
 
     Returns:
@@ -404,7 +408,7 @@ def collect_many(
             with (
                 interface.analysis_pass(
                     hf, reducers, stop_after=stop_after, tile_rows=tile_rows,
-                    fast_other_layers=fast_other_layers,
+                    fast_other_layers=fast_other_layers, sdpa_outputs=sdpa_outputs,
                 ),
                 contextlib.suppress(interface.StopPass),  # raised after the last analysed layer
                 tap,

@@ -71,6 +71,7 @@ class _Pass:
     fast_other_layers: bool
     tiled_layers: frozenset[int] | None = None
     sdpa_without_grad: bool = False
+    sdpa_outputs: bool = False
     seen: set[int] = field(default_factory=set)
 
 
@@ -93,6 +94,7 @@ def analysis_pass(
     tiled_layers: Collection[int] | None = None,
     train: bool = False,
     sdpa_without_grad: bool = False,
+    sdpa_outputs: bool = False,
 ) -> Iterator[None]:
     """Run `hf_model`'s forward passes inside the block through `attention`.
 
@@ -115,6 +117,10 @@ def analysis_pass(
             log-probs under ``no_grad`` inside a routed training step), every layer uses
             sdpa; with gradients on (the forward, or a checkpointed layer recomputed in the
             backward) the `tiled_layers` keep the tiled computation.
+        sdpa_outputs: every layer's output comes from sdpa (with its fast backward); a
+            layer with a reducer also computes its probabilities in tiles, without
+            gradients, only to reduce them (the RL credit passes: the model computes
+            exactly what it computes without the workbench, plus the reductions).
 
     Raises:
         NotRouted: after the block, if an analysed layer's attention never came through.
@@ -127,6 +133,7 @@ def analysis_pass(
         fast_other_layers,
         None if tiled_layers is None else frozenset(tiled_layers),
         sdpa_without_grad,
+        sdpa_outputs,
     )
     previous = attention_implementation(hf_model)
     was_training = hf_model.training
@@ -241,7 +248,12 @@ def attention(
         or (run.tiled_layers is not None and layer not in run.tiled_layers)
         or (run.sdpa_without_grad and not run.reducers and not torch.is_grad_enabled())
     )
-    if reduce is None and fast and softcap is None and s_aux is None:
+    plain = softcap is None and s_aux is None  # what sdpa can compute
+    if plain and (run.sdpa_outputs or (reduce is None and fast)):
+        if reduce is not None:
+            with torch.no_grad():
+                q, k, v = query.detach(), key.detach(), value.detach()
+                _tiled(q, k, v, attention_mask, scaling, None, None, reduce, run, output=False)
         return sdpa_attention()(module, query, key, value, attention_mask, scaling=scaling)
     return _tiled(query, key, value, attention_mask, scaling, softcap, s_aux, reduce, run)
 
@@ -256,13 +268,16 @@ def _tiled(
     sinks: Tensor | None,
     reduce: Reducer | None,
     run: _Pass,
-) -> tuple[Tensor, None]:
+    output: bool = True,
+) -> tuple[Tensor | None, None]:
     b, h, tq, d = query.shape
     kv, tk = key.shape[1], key.shape[2]
     groups = h // kv
     scale = d**-0.5 if scaling is None else scaling
     offset = tk - tq  # absolute position of query row 0
-    out = torch.empty(b, h, tq, value.shape[-1], dtype=value.dtype, device=value.device)
+    out = None
+    if output:
+        out = torch.empty(b, h, tq, value.shape[-1], dtype=value.dtype, device=value.device)
     fit = TILE_ELEMENTS // max(1, b * h * tk) // TILE_MULTIPLE * TILE_MULTIPLE
     rows = run.tile_rows or min(max(fit, TILE_ROWS[0]), TILE_ROWS[1])
     low = torch.finfo(torch.float32).min
@@ -298,7 +313,8 @@ def _tiled(
         del scores
         if reduce is not None:
             reduce(slice(offset + a, end), probs)
-        p = probs.to(value.dtype).reshape(b, kv, groups * n, end)
-        out[:, :, a:e] = torch.matmul(p, value[:, :, :end]).view(b, h, n, -1)
-        del probs, p
-    return out.transpose(1, 2).contiguous(), None
+        if out is not None:
+            p = probs.to(value.dtype).reshape(b, kv, groups * n, end)
+            out[:, :, a:e] = torch.matmul(p, value[:, :, :end]).view(b, h, n, -1)
+        del probs
+    return (None if out is None else out.transpose(1, 2).contiguous()), None

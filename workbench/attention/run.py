@@ -138,6 +138,7 @@ def _analyze_batch(
     default_cuts: bool = True,
     sink: str = "keep",
     fast_other_layers: bool = False,
+    sdpa_outputs: bool = False,
 ) -> list[Analysis]:
     """Validate the pass options, then one batched forward pass (`engine.collect_many`).
 
@@ -182,6 +183,7 @@ def _analyze_batch(
         entropy=entropy,
         sink=sink,
         fast_other_layers=fast_other_layers,
+        sdpa_outputs=sdpa_outputs,
     )
     for stats, ent in results:
         _check_finite(stats, ent, entropy)
@@ -304,6 +306,7 @@ _PASS_OPTIONS = (
     "default_cuts",
     "sink",
     "fast_other_layers",
+    "sdpa_outputs",
 )
 
 
@@ -323,9 +326,10 @@ def gamma_many(
 
     The default `CreditParams` is the paper's RL setting: the coupled strategy, the five
     middle-third layers, ``fai_horizon=(10, 100)``, ``gamma_amp=1.5``. Heads are
-    classified per rollout. Only the band and the cuts the credit needs are kept, the
-    layers without credit heads run sdpa (the credit layers' inputs then differ from an
-    all-eager pass by float rounding), and the pass stops after the last credit layer
+    classified per rollout. Only the band and the cuts the credit needs are kept; every
+    layer's output comes from sdpa, as in the policy's training forward (the credit layers
+    compute their probabilities apart, only to reduce them; metrics then differ from an
+    all-eager pass by float rounding); and the pass stops after the last credit layer
     unless the strategy reads the entropies.
 
     Args:
@@ -363,8 +367,10 @@ def gamma_many(
         max_window=credit.rhythm.window,
         default_cuts=False,
         entropy=credit.strategy == "entropy",
-        # Layers without credit heads run sdpa: only the residual stream passes through.
+        # As the fused credit inside a training forward: every layer's output from sdpa,
+        # the credit layers' probabilities computed apart, only to be reduced.
         fast_other_layers=True,
+        sdpa_outputs=True,
     )
     return [
         a.gamma(

@@ -98,7 +98,8 @@ def rollout_gammas(
 
 def routing(policy: Any, credit: CreditParams, *, reducers: dict | None = None) -> Any:
     """Route `policy`'s attention through the workbench's function as a fused credit pass
-    does (tiled attention on the credit layers, sdpa on the others), keeping its mode.
+    does (every layer's output from sdpa; the credit layers also reduce their attention
+    probabilities, computed in tiles without gradients), keeping its mode.
 
     A trainer whose backward recomputes checkpointed layers wraps the whole step in this,
     so that the recomputation runs the same computation as the forward; `FusedCredit`
@@ -108,8 +109,9 @@ def routing(policy: Any, credit: CreditParams, *, reducers: dict | None = None) 
     layers = resolve_layers(
         credit.layers if isinstance(credit.layers, str) else list(credit.layers), n_layers
     )
+    del layers  # validated: every layer runs sdpa, the credit layers also reduce
     return interface.analysis_pass(
-        policy, reducers or {}, tiled_layers=layers, train=True, sdpa_without_grad=True
+        policy, reducers or {}, fast_other_layers=True, sdpa_outputs=True, train=True
     )
 
 
@@ -131,10 +133,10 @@ class FusedCredit:
             first ``prompt_len`` of them the prompt.
         ids: each rollout's ``[n]`` token ids (for the analyses' records).
 
-    The credit layers run the workbench's tiled attention, with autograd, and the others
-    sdpa: the same computations as the standalone pass (`gamma_many`, which runs the other
-    layers with sdpa too), so the weights equal `rollout_gammas`'s up to the float rounding
-    of batch shapes. The
+    Every layer's output, and its gradient, comes from sdpa, as in the plain training
+    forward; the credit layers also compute their probabilities in tiles, without
+    gradients, only to reduce them. The standalone pass (`gamma_many`) computes the same,
+    so the weights equal `rollout_gammas`'s up to the float rounding of batch shapes. The
     ``"entropy"`` strategy needs the next-token entropies: pass the update's logits to
     `gammas`.
     """
