@@ -10,10 +10,12 @@ TRL's loss accepts as they are. Where the gamma comes from:
   strategy other than ``"entropy"``): `compute_loss` (TRL's public hook) runs TRL's own
   loss with the workbench's attention function collecting the credit layers' statistics
   inside TRL's forward (`FusedCredit`); a forward hook on the policy sets the advantages
-  when the forward returns, before TRL reads them. No extra pass. `training_step` keeps
-  the attention routed through the whole step (`routing`: tiled attention up to the last
-  credit layer, sdpa after, also while sampling), so that TRL's default gradient
-  checkpointing recomputes exactly what the forward computed.
+  when the forward returns, before TRL reads them. No extra pass: every layer's output
+  and gradient still comes from sdpa; the credit layers also compute their probabilities
+  apart, without gradients, to reduce them. `training_step` keeps the attention routed
+  through the whole step (`routing`), so that TRL's default gradient checkpointing
+  recomputes exactly what the forward computed, whatever attention the model was loaded
+  with.
 - **standalone** otherwise: after TRL has scored a batch (`after_scoring`), one extra
   no-grad pass over a bridge of the policy (`rollout_gammas`).
 
