@@ -319,3 +319,14 @@ def test_frames():
     hf = a.heads_frame()
     assert len(hf) == 6 and set(hf["cls"]) <= {"local", "global", "middle"}
     assert math.isclose(df["waad"].iloc[-1], float(a.waad[-1]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(-1e6, 1e6), min_size=0, max_size=40))
+def test_the_fast_median_is_numpys(values):
+    from workbench.attention.rhythm import _median
+
+    x = np.asarray(values, dtype=np.float64)
+    want = float(np.median(x)) if len(x) else float("nan")
+    got = _median(x)
+    assert (math.isnan(got) and math.isnan(want)) or got == want
