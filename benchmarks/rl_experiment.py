@@ -94,9 +94,6 @@ def _recorded(csv: str):
     return Recorded(Path(csv).parent)
 
 
-_Recorded = _recorded
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/rl-experiment")
@@ -110,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     if args.tables_from:
-        tables(_Recorded(args.tables_from))
+        tables(_recorded(args.tables_from))
         return 0
     from workbench.provenance import provenance
 

@@ -291,7 +291,7 @@ def collect(
             from eager attention by float rounding, about 1e-5 relative in later metrics)
             instead of the same tiled eager computation.
         sink: ``"keep"`` (the paper) or ``"exclude"``: reduce the attention with the first
-            token's column removed and each row renormalised (`reductions.exclude_sink`).
+            token's column removed and each row renormalised (see `workbench.attention.reductions`).
 
     Returns:
         ``(stats, entropy)``: the statistics (CPU) and ``[pos]`` next-token entropy

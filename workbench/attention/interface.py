@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,8 +69,6 @@ class _Pass:
     stop_after: int | None
     tile_rows: int | None
     fast_other_layers: bool
-    tiled_layers: frozenset[int] | None = None
-    sdpa_without_grad: bool = False
     sdpa_outputs: bool = False
     seen: set[int] = field(default_factory=set)
 
@@ -91,9 +89,7 @@ def analysis_pass(
     stop_after: int | None = None,
     tile_rows: int | None = None,
     fast_other_layers: bool = False,
-    tiled_layers: Collection[int] | None = None,
     train: bool = False,
-    sdpa_without_grad: bool = False,
     sdpa_outputs: bool = False,
 ) -> Iterator[None]:
     """Run `hf_model`'s forward passes inside the block through `attention`.
@@ -106,17 +102,9 @@ def analysis_pass(
             catches it): the rest of the model never runs.
         tile_rows: query rows per tile (default: about `TILE_ELEMENTS` scores per tile).
         fast_other_layers: layers without a reducer use sdpa.
-        tiled_layers: only these layers run the tiled computation, all others sdpa (a
-            training forward that collects statistics on some layers: those layers run
-            exactly as in a standalone analysis pass with ``fast_other_layers``, the rest
-            as usual).
         train: leave the model's mode alone (a training forward; gradients flow through
             `attention`, and the reducers see detached probabilities). Default: eval mode
             inside the block.
-        sdpa_without_grad: while no reducer is armed and gradients are off (sampling, or
-            log-probs under ``no_grad`` inside a routed training step), every layer uses
-            sdpa; with gradients on (the forward, or a checkpointed layer recomputed in the
-            backward) the `tiled_layers` keep the tiled computation.
         sdpa_outputs: every layer's output comes from sdpa (with its fast backward); a
             layer with a reducer also computes its probabilities in tiles, without
             gradients, only to reduce them (the RL credit passes: the model computes
@@ -126,15 +114,7 @@ def analysis_pass(
         NotRouted: after the block, if an analysed layer's attention never came through.
     """
     _register()
-    run = _Pass(
-        dict(reducers),
-        stop_after,
-        tile_rows,
-        fast_other_layers,
-        None if tiled_layers is None else frozenset(tiled_layers),
-        sdpa_without_grad,
-        sdpa_outputs,
-    )
+    run = _Pass(dict(reducers), stop_after, tile_rows, fast_other_layers, sdpa_outputs)
     previous = attention_implementation(hf_model)
     was_training = hf_model.training
     token = _ACTIVE.set(run)
@@ -155,11 +135,11 @@ def analysis_pass(
         for m in tagged:
             m.__dict__.pop("_workbench_pass", None)
         _ACTIVE.reset(token)
-    _check_seen(hf_model, run)
+    _check_seen(hf_model, run.reducers, run.seen)
 
 
-def _check_seen(hf_model: Any, run: _Pass) -> None:
-    missing = sorted(set(run.reducers) - run.seen)
+def _check_seen(hf_model: Any, reducers: dict[int, Reducer], seen: set[int]) -> None:
+    missing = sorted(set(reducers) - seen)
     if missing:
         raise NotRouted(
             f"the attention of layer(s) {missing} of {type(hf_model).__name__} did not go "
@@ -199,7 +179,7 @@ def armed(hf_model: Any, reducers: dict[int, Reducer]) -> Iterator[None]:
         yield
     finally:
         armed_with, run.reducers = run.reducers, before
-    _check_seen(hf_model, _Pass(armed_with, None, None, False, seen=run.seen))
+    _check_seen(hf_model, armed_with, run.seen)
 
 
 def attention(
@@ -243,13 +223,8 @@ def attention(
         raise StopPass
     run.seen.add(layer)
     reduce = run.reducers.get(layer)
-    fast = (
-        run.fast_other_layers
-        or (run.tiled_layers is not None and layer not in run.tiled_layers)
-        or (run.sdpa_without_grad and not run.reducers and not torch.is_grad_enabled())
-    )
     plain = softcap is None and s_aux is None  # what sdpa can compute
-    if plain and (run.sdpa_outputs or (reduce is None and fast)):
+    if plain and (run.sdpa_outputs or (reduce is None and run.fast_other_layers)):
         if reduce is not None:
             with torch.no_grad():
                 q, k, v = query.detach(), key.detach(), value.detach()

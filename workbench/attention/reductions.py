@@ -110,17 +110,6 @@ class HeadStats:
         )
 
 
-def exclude_sink(
-    p: Float[Tensor, "... query_pos key_pos"],
-) -> Float[Tensor, "... query_pos key_pos"]:
-    """``A'[t, s] = A[t, s] / (1 - A[t, 0])`` for ``s >= 1``, ``A'[t, 0] = 0`` (a copy);
-    rows with ``A[t, 0] = 1`` become zeros."""
-    rest = 1.0 - p[..., :1]
-    out = torch.where(rest > 0, p / rest.clamp_min(torch.finfo(p.dtype).tiny), 0.0)
-    out[..., 0] = 0.0
-    return out
-
-
 def normalise_cuts(cuts: Sequence[int], n_pos: int) -> tuple[int, ...]:
     """Sorted distinct cut distances clipped to ``1..n_pos`` with ``n_pos`` always present."""
     out = {min(int(c), n_pos) for c in cuts if int(c) > 0}
@@ -136,8 +125,8 @@ class StatsAccumulator:
     the statistics. `add` reduces ``ROWS`` query rows at a time, so a whole pattern can be
     passed at once.
 
-    Cost per query row and head, beyond reading the tile: one ``[keys, 2]`` product (row
-    sums and row distances), one column sum (the unlimited FAI cut), a ``max_window``
+    Cost per query row and head, beyond reading the tile: a row sum and a product with the
+    key positions (row distances), one column sum (the unlimited FAI cut), a ``max_window``
     gather (the band) and ``ROWS`` entries per FAI cut longer than ``max_window`` (the
     rows of a cut's horizon that end inside the tile; the horizon's earlier rows are the
     running column sum). Cuts up to ``max_window`` are read off the band in `finish`.
@@ -294,19 +283,17 @@ class StatsAccumulator:
         sub0 = row0 + size * torch.arange(m)  # first row of each sub-tile
         starts = sub0[:, None] + 1 - self._long[None, :]  # [sub, cut]: horizon ends at sub0
         w0 = starts.clamp(min=0)  # the window of `size` columns each staircase covers
-        last = (
-            k + (w0 - starts)[..., None]
-        )  # [sub, cut, k]: the horizon's last row, in the sub-tile
+        # [sub, cut, k]: the row (in the sub-tile) where the horizon of column k ends.
+        last = k + (w0 - starts)[..., None]
         cols = w0[..., None] + k  # [sub, cut, k]
         ok = (cols >= (pl if scale is None else max(pl, 1))) & (last < size)
         if not bool(ok.any()):
             return
         first = int(w0.min())
         sub = torch.arange(m)[:, None].expand_as(w0)
-        # Sliding windows of `size` columns are a view; each (sub-tile, cut) picks one.
-        windows = blocks[..., first:].unfold(3, size, 1)[
-            :, sub, :, w0 - first
-        ]  # [sub, cut, h, i, k]
+        # Sliding windows of `size` columns are a view; each (sub-tile, cut) picks one:
+        # [sub, cut, h, i, k].
+        windows = blocks[..., first:].unfold(3, size, 1)[:, sub, :, w0 - first]
         if scale is not None:
             windows = windows * scale.view(h, m, size).transpose(0, 1)[:, None, :, :, None]
         stair = k[:, None] <= last[:, :, None, :]  # [sub, cut, i, k]: row i is in the horizon

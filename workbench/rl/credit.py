@@ -4,10 +4,10 @@ Two ways to the same weights:
 
 - `FusedCredit` (the default in both trainers): the statistics are collected *inside the
   policy's first update forward* on the rollouts, which uses the weights that sampled them
-  (the paper's separate ``actor_attn`` copy mirrors exactly these). The workbench's
-  attention function runs on the layers up to the last credit layer and reduces the credit
-  layers' attention as it goes; the later layers run sdpa as usual. Gamma is computed,
-  detached, after the forward and before the loss. No extra forward pass.
+  (the paper's separate ``actor_attn`` copy mirrors exactly these). Every layer's output
+  still comes from sdpa; the credit layers also compute their attention probabilities in
+  tiles, without gradients, and reduce them. Gamma is computed, detached, after the
+  forward and before the loss. No extra forward pass.
 - `rollout_gammas`: the standalone reference, one extra no-grad forward pass of the current
   policy over prompt + completion on the chosen layers (`wb.gamma_many`). Used where the
   forward cannot be fused (TRL with several iterations per batch, the ``"entropy"``
@@ -96,7 +96,7 @@ def rollout_gammas(
     return out
 
 
-def routing(policy: Any, credit: CreditParams, *, reducers: dict | None = None) -> Any:
+def routing(policy: Any, reducers: dict | None = None) -> Any:
     """Route `policy`'s attention through the workbench's function as a fused credit pass
     does (every layer's output from sdpa; the credit layers also reduce their attention
     probabilities, computed in tiles without gradients), keeping its mode.
@@ -105,11 +105,6 @@ def routing(policy: Any, credit: CreditParams, *, reducers: dict | None = None) 
     so that the recomputation runs the same computation as the forward; `FusedCredit`
     inside it only arms the reducers for the forward it reduces.
     """
-    n_layers = int(policy.config.num_hidden_layers)
-    layers = resolve_layers(
-        credit.layers if isinstance(credit.layers, str) else list(credit.layers), n_layers
-    )
-    del layers  # validated: every layer runs sdpa, the credit layers also reduce
     return interface.analysis_pass(
         policy, reducers or {}, fast_other_layers=True, sdpa_outputs=True, train=True
     )
@@ -172,7 +167,7 @@ class FusedCredit:
             # Inside a `routing` scope (a whole training step): only arm its reducers.
             self._pass = interface.armed(self.policy, self.collector.reducers())
         else:
-            self._pass = routing(self.policy, self.credit, reducers=self.collector.reducers())
+            self._pass = routing(self.policy, self.collector.reducers())
         self._pass.__enter__()
         return self
 

@@ -6,9 +6,9 @@ One step (method.md, "Credit strategies"):
    ``num_generations`` completions for each (seeded likewise);
 2. reward each completion with the task's verifier and normalise within its group;
 3. minimise the PPO-clip surrogate with per-token advantage ``gamma[t] * A_i``
-   (`grpo_loss`), one group at a time with gradients accumulated, then one AdamW step.
-   ``gamma`` comes from the first update forward of each group (`FusedCredit`: the
-   weights that sampled the rollouts, no extra pass; skipped for ``"none"``), or, with
+   (`grpo_loss`), a chunk of whole groups at a time with gradients accumulated, then one
+   AdamW step. ``gamma`` comes from the first update forward of each chunk (`FusedCredit`:
+   the weights that sampled the rollouts, no extra pass; skipped for ``"none"``), or, with
    ``fused_credit=False``, from a standalone pass before the update (`rollout_gammas`).
 
 Every random draw of step ``s`` is seeded from ``(seed, s)``, so a run resumed from its
@@ -302,7 +302,7 @@ class GRPORun:
     ) -> tuple[float, float, torch.Tensor, float]:
         """One optimiser step per iteration; returns ``(loss, grad_norm, gamma, seconds
         spent computing a fused gamma)``. With `gamma` None it is computed inside the first
-        iteration's forward of each group (`FusedCredit`)."""
+        iteration's forward of each chunk (`FusedCredit`)."""
         cfg = self.config
         G = cfg.num_generations
         device = next(self.policy.parameters()).device
@@ -345,29 +345,24 @@ class GRPORun:
         total_loss = 0.0
         grad_norm = 0.0
         fused_s = 0.0
-        width = max(1, max(len(c) for c in completions))
-        fused_gamma = torch.ones(len(completions), width) if gamma is None else None
+        fuse = gamma is None
+        if fuse:  # filled chunk by chunk in the first iteration, before each chunk's loss
+            gamma = torch.ones(len(completions), max(1, max(len(c) for c in completions)))
         for it in range(cfg.num_iterations):
             self.optimizer.zero_grad(set_to_none=True)
             for j, chunk in enumerate(chunks):
                 rows, mask = chunk["rows"], chunk["mask"]
-                if fused_gamma is not None and it == 0:
-                    fused = FusedCredit(
-                        self.policy,
-                        cfg.credit,
-                        chunk["spans"],
-                        chunk["seqs"],
-                    )
+                if fuse and it == 0:
+                    fused = FusedCredit(self.policy, cfg.credit, chunk["spans"], chunk["seqs"])
                     with fused:
                         logps, logits = logps_of(self.policy, chunk)
                     t_f = time.perf_counter()
                     # "random": the k-th completion with tokens uses seed + k, batch-wide.
                     part = fused.gammas(chunk["width"], seed=seed + chunk["before"], logits=logits)
-                    fused_gamma[rows, : chunk["width"]] = part
+                    gamma[rows, : chunk["width"]] = part
                     fused_s += time.perf_counter() - t_f
                 else:
                     logps, logits = logps_of(self.policy, chunk)
-                group_gamma = (fused_gamma if fused_gamma is not None else gamma)[rows]
                 entropies = None
                 if cfg.entropy_coef != 0.0:
                     logp_all = torch.log_softmax(logits.float(), -1)
@@ -376,7 +371,7 @@ class GRPORun:
                     logps,
                     old[j] if old[j] is not None else logps.detach(),
                     advantages[rows].to(device),
-                    group_gamma[:, : mask.shape[1]].to(device),
+                    gamma[rows, : mask.shape[1]].to(device),
                     mask,
                     epsilon=cfg.epsilon,
                     epsilon_high=cfg.epsilon_high,
@@ -403,8 +398,7 @@ class GRPORun:
                 )
                 self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        final = fused_gamma if fused_gamma is not None else gamma
-        return total_loss / cfg.num_iterations, grad_norm, final, fused_s
+        return total_loss / cfg.num_iterations, grad_norm, gamma, fused_s
 
     # ------------------------------------------------------------------ the loop
     def _checkpoint(self) -> None:

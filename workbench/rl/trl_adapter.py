@@ -138,10 +138,12 @@ class RhythmGRPOTrainer(_GRPOTrainer):
     def _seed(self) -> int:
         return self.credit_seed + 100_000 * int(self.state.global_step)
 
-    def _apply(self, inputs: dict[str, Any], gamma: torch.Tensor, prompts, completions) -> None:
-        """``advantages <- A[:, None] * gamma``, and the gamma statistics logged (reduced over
-        processes, so they do not depend on how the batch is split)."""
-        gamma = gamma.to(inputs["advantages"].device)
+    def _apply(self, inputs: dict[str, Any], gammas: Any, prompts, completions) -> None:
+        """``advantages <- A[:, None] * gammas()``, timed into `credit_seconds`, and the
+        gamma statistics logged (reduced over processes, so they do not depend on how the
+        batch is split)."""
+        t0 = time.perf_counter()
+        gamma = gammas().to(inputs["advantages"].device)
         advantages = inputs["advantages"]
         if advantages.dim() == 1:
             advantages = advantages[:, None]
@@ -153,6 +155,7 @@ class RhythmGRPOTrainer(_GRPOTrainer):
         log_trl_metric(self, "credit/gamma_mean", float(totals[0]) / count)
         log_trl_metric(self, "credit/amplified_frac", float(totals[1]) / count)
         self.last_rollouts = {"prompts": prompts, "completions": completions, "gamma": gamma.cpu()}
+        self.credit_seconds.append(time.perf_counter() - t0)
 
     def after_scoring(self, out: dict[str, Any]) -> dict[str, Any]:
         """The standalone path: replace the sequence advantages ``(B,)`` of a scored batch by
@@ -163,11 +166,11 @@ class RhythmGRPOTrainer(_GRPOTrainer):
             out["prompt_ids"], out["prompt_mask"], out["completion_ids"], out["completion_mask"]
         )
         width = out["completion_ids"].shape[1]
-        t0 = time.perf_counter()
-        if self.credit.strategy == "none":
-            gamma = torch.ones(len(completions), width)
-        else:
-            gamma = rollout_gammas(
+
+        def gammas() -> torch.Tensor:
+            if self.credit.strategy == "none":
+                return torch.ones(len(completions), width)
+            return rollout_gammas(
                 self._credit_bridge(),
                 prompts,
                 completions,
@@ -175,8 +178,8 @@ class RhythmGRPOTrainer(_GRPOTrainer):
                 seed=self._seed(),
                 pad_to=width,
             )
-        self._apply(out, gamma, prompts, completions)
-        self.credit_seconds.append(time.perf_counter() - t0)
+
+        self._apply(out, gammas, prompts, completions)
         return out
 
     def training_step(self, model, inputs, num_items_in_batch=None):
@@ -184,7 +187,7 @@ class RhythmGRPOTrainer(_GRPOTrainer):
         recomputes checkpointed layers (TRL's default) runs the forward's computation."""
         if not self.fuses_credit:
             return super().training_step(model, inputs, num_items_in_batch)
-        with routing(self.accelerator.unwrap_model(model), self.credit):
+        with routing(self.accelerator.unwrap_model(model)):
             return super().training_step(model, inputs, num_items_in_batch)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -210,9 +213,7 @@ class RhythmGRPOTrainer(_GRPOTrainer):
 
         def set_advantages(module: Any, args: Any, output: Any) -> None:
             handle.remove()  # once: TRL makes one forward per loss
-            t0 = time.perf_counter()
-            self._apply(inputs, fused.gammas(width, seed=seed), prompts, completions)
-            self.credit_seconds.append(time.perf_counter() - t0)
+            self._apply(inputs, lambda: fused.gammas(width, seed=seed), prompts, completions)
 
         handle = policy.register_forward_hook(set_advantages)
         try:

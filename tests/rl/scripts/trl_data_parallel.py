@@ -89,11 +89,12 @@ def main() -> None:
                 out["completion_mask"][j, : len(c)] = 1
             return self.after_scoring(out)
 
-        def _apply(self, inputs, gamma, prompts_, completions_):
-            super()._apply(inputs, gamma, prompts_, completions_)
+        def _apply(self, *args):
+            super()._apply(*args)
+            last = self.last_rollouts  # the rows this rank trained on, and their gamma
             self.seen.append(
                 [{"prompt": p, "completion": c, "gamma": g[: len(c)].tolist()}
-                 for p, c, g in zip(prompts_, completions_, gamma.cpu(), strict=True)]
+                 for p, c, g in zip(last["prompts"], last["completions"], last["gamma"], strict=True)]
             )  # fmt: skip
 
     trainer = FixedBatch(
