@@ -56,7 +56,8 @@ class GRPOConfig:
 
     Attributes:
         model: model name or folder for `wb.load_model` (default: the tiny reasoner).
-        task: verifiable task name (``"countdown"`` or ``"arithmetic"``).
+        task: verifiable task name (``"countdown"``, ``"countdown-search"`` or ``"arithmetic"``;
+            `workbench.tasks.TASKS`).
         credit: the rhythm credit (`CreditParams`); its ``strategy`` is ``"none"`` (plain
             GRPO), ``"random"``, ``"entropy"``, ``"local"``, ``"global"``, ``"coupled"`` or
             a ``"bottom-*"`` control. ``config.strategy`` reads it.

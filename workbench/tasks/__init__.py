@@ -1,9 +1,11 @@
 """Verifiable reasoning tasks: seeded generators, safe answer parsers and exact rewards.
 
-Two tasks share one interface (`Task`) and one text format (see `workbench.tasks.base`):
+Three tasks share one interface (`Task`) and one text format (see `workbench.tasks.base`):
 
 - ``"countdown"`` (`Countdown`): reach a target from 3 given numbers with + - * /, each
   number used at most once — the paper's RL task.
+- ``"countdown-search"`` (`CountdownSearch`): the same problems with a written search
+  (failed attempts, each checked against the target, then the solution) as scratchpad.
 - ``"arithmetic"`` (`Arithmetic`): multi-digit addition with a column-by-column scratchpad.
 
 Example:
@@ -26,6 +28,7 @@ from workbench.tasks.arithmetic import Arithmetic, addition_scratchpad
 from workbench.tasks.base import ANSWER_PREFIX, Problem, Split, Task, completion_text
 from workbench.tasks.countdown import (
     Countdown,
+    CountdownSearch,
     evaluate_expression,
     parse_expression,
     solve_countdown,
@@ -36,6 +39,7 @@ __all__ = [
     "TASKS",
     "Arithmetic",
     "Countdown",
+    "CountdownSearch",
     "Problem",
     "Split",
     "Task",
@@ -48,7 +52,11 @@ __all__ = [
 ]
 
 #: Registered task names and their classes (constructed with default settings).
-TASKS: dict[str, type[Task]] = {"countdown": Countdown, "arithmetic": Arithmetic}
+TASKS: dict[str, type[Task]] = {
+    "countdown": Countdown,
+    "countdown-search": CountdownSearch,
+    "arithmetic": Arithmetic,
+}
 
 
 def get_task(name: str, **kwargs: Any) -> Task:

@@ -150,6 +150,9 @@ class Task(ABC):
 
     name: str = "task"
     prompt_header: str = "Task"
+    #: The name the split hash and the generator's RNG use: tasks that pose the same problems
+    #: with other reference scratchpads share it, so they share splits and problem lists.
+    problem_family: str | None = None
 
     def __init__(self, test_fraction: float = 0.1):
         if not 0.0 < test_fraction < 1.0:
@@ -191,7 +194,7 @@ class Task(ABC):
         Returns:
             ``"test"`` for a `test_fraction` share of the problem space, else ``"train"``.
         """
-        key = f"{self.name}|{self._canonical(tuple(numbers), target)}"
+        key = f"{self.problem_family or self.name}|{self._canonical(tuple(numbers), target)}"
         h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
         return "test" if h / 2**64 < self.test_fraction else "train"
 
@@ -212,7 +215,7 @@ class Task(ABC):
         _validate.integer("n", n, minimum=0, example=100)
         if split not in ("train", "test"):
             raise WorkbenchError(f"split={split!r} is unknown.", 'Use "train" or "test".')
-        rng = random.Random(f"{self.name}|{split}|{seed}")
+        rng = random.Random(f"{self.problem_family or self.name}|{split}|{seed}")
         out: list[Problem] = []
         seen: set[str] = set()
         misses = 0  # consecutive draws that gave nothing new

@@ -27,6 +27,7 @@ problem always gets the same scratchpad), which may use fewer numbers than the p
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from collections import Counter
@@ -48,8 +49,10 @@ __all__ = [
     "MAX_EXPR_CHARS",
     "MAX_LITERAL_DIGITS",
     "Countdown",
+    "CountdownSearch",
     "evaluate_expression",
     "parse_expression",
+    "search_lines",
     "solve_countdown",
 ]
 
@@ -149,6 +152,44 @@ def _search(
         found = _search(new_items, target, depth - 1, [*steps, line], max_value)
         if found is not None:
             return found
+    return None
+
+
+def search_lines(numbers: tuple[int, ...], target: int) -> list[str] | None:
+    """The written search of a 3-number Countdown problem, one line per first step.
+
+    First steps are tried in the solver's fixed order (`_steps`: larger operand first, + - *
+    /, positive integer results only), each distinct step once. A line is the first step and, after a colon, every
+    legal second step on what is left, in the same order; it ends in ``yes`` at the first
+    step that reaches the target (the line stops there) and in ``no`` when none does. A first
+    step that reaches the target ends the search at once (``12*8=96 yes``).
+
+    Args:
+        numbers: the three given numbers.
+        target: the target.
+
+    Returns:
+        The lines, the last one ending in ``yes``; None if no two-step search reaches the
+        target.
+    """
+    items: list[_Item] = [(v, str(v), False) for v in sorted(numbers, reverse=True)]
+    lines: list[str] = []
+    tried: set[str] = set()
+    for i, j, op, value in _steps(items):
+        first = f"{items[i][0]}{op}{items[j][0]}={value}"
+        if first in tried:  # equal given numbers: the same step leaves the same numbers
+            continue
+        tried.add(first)
+        if value == target:
+            return [*lines, f"{first} yes"]
+        rest = [it for k, it in enumerate(items) if k not in (i, j)]
+        left = sorted([*rest, (value, "", True)], key=lambda it: -it[0])
+        seconds = []
+        for a, b, op2, result in _steps(left):
+            seconds.append(f"{left[a][0]}{op2}{left[b][0]}={result}")
+            if result == target:
+                return [*lines, f"{first}: {' '.join(seconds)} yes"]
+        lines.append(f"{first}: {' '.join(seconds)} no")
     return None
 
 
@@ -304,3 +345,114 @@ class Countdown(Task):
             return None
         nums, target = matches[-1]
         return tuple(int(x) for x in nums.split()), int(target)
+
+
+class CountdownSearch(Countdown):
+    """Countdown with a written search: first steps tried in order, each checked, until one works.
+
+    Prompts, parser and verifier are Countdown's, and splits are too (`problem_family` is
+    ``"countdown"``, so a problem is in the same split under both tasks). The reference
+    scratchpad is `search_lines`: one line per first step tried, listing every second step
+    and ending in ``no``, until a line ends in ``yes``; the ``Answer:`` line follows::
+
+        Countdown: 9 7 5 -> 10
+        9+7=16: 16+5=21 16-5=11 16*5=80 no
+        9-7=2: 5+2=7 5-2=3 5*2=10 yes
+        Answer: 5*(9-7)
+
+    The problems are the 3-number Countdown problems (numbers up to 30, targets up to 150,
+    so that enough of them need a search) whose search takes `attempts` lines (default 3 to
+    5), so every trace is a real search of 60-260 characters, 150 on average (= tokens of the
+    tiny models): short chunks of local arithmetic, each closed by a check against the target
+    far back in the prompt. The search is a pure function of the problem, so a model that
+    follows it greedily never repeats itself.
+
+    Args:
+        attempts: inclusive range of search lines a problem's trace must have.
+        max_number, max_target: as in `Countdown` (larger defaults).
+        **kwargs: `Countdown`'s settings (``sizes`` must be ``(3,)``).
+    """
+
+    name = "countdown-search"
+    problem_family = "countdown"
+
+    def __init__(
+        self,
+        attempts: tuple[int, int] = (3, 5),
+        max_number: int = 30,
+        max_target: int = 150,
+        **kwargs: Any,
+    ):
+        super().__init__(max_number=max_number, max_target=max_target, **kwargs)
+        lo, hi = attempts
+        if not 1 <= lo <= hi <= 20 or self.sizes != (3,):
+            raise WorkbenchError(
+                f"attempts={attempts!r}, sizes={self.sizes!r}: the search needs three numbers "
+                "and a range 1 <= lo <= hi <= 20 of lines.",
+                "Use e.g. attempts=(3, 5) and sizes=(3,).",
+            )
+        self.attempts = (lo, hi)
+
+    def __repr__(self) -> str:
+        return super().__repr__().replace("Countdown(", "CountdownSearch(", 1)[:-1] + (
+            f", attempts={self.attempts})"
+        )
+
+    def make_problem(self, numbers: tuple[int, ...], target: int) -> Problem:
+        """Countdown's problem with the written search as its reference solution.
+
+        Args:
+            numbers: the three given numbers, in display order.
+            target: the target.
+
+        Returns:
+            The problem (whatever its number of search lines).
+
+        Raises:
+            WorkbenchError: the target cannot be reached in two steps.
+        """
+        lines = search_lines(tuple(numbers), target) if len(numbers) == 3 else None
+        if lines is None:
+            raise WorkbenchError(
+                f"Countdown {numbers} -> {target} has no two-step solution to search for.",
+                "Pick three numbers and a target reachable in two steps.",
+            )
+        problem = super().make_problem(numbers, target)
+        # The answer is the chain on the last line: the solver's search order is the same.
+        expr = _chain_expression(tuple(numbers), lines[-1])
+        solution = "".join(f"{line}\n" for line in lines) + f"Answer: {expr}\n"
+        return dataclasses.replace(problem, task=self.name, answer=expr, solution=solution)
+
+    def _sample(self, rng: random.Random) -> Problem:
+        while True:
+            problem = super()._sample(rng)
+            n_lines = problem.solution.count("\n") - 1
+            if self.attempts[0] <= n_lines <= self.attempts[1]:
+                return problem
+
+
+def _chain_expression(numbers: tuple[int, ...], line: str) -> str:
+    """The expression of a search line's successful chain (``"5*(9-7)"`` for ``9-7=2: ...
+    5*2=10 yes``)."""
+    steps = line.removesuffix(" yes").replace(":", "").split()
+    first, last = steps[0], steps[-1]
+    m = re.fullmatch(r"(\d+)([-+*/])(\d+)=(\d+)", first)
+    assert m is not None
+    a, op, b, value = m.groups()
+    expr = f"{a}{op}{b}"
+    if len(steps) == 1:
+        return expr
+    m = re.fullmatch(r"(\d+)([-+*/])(\d+)=(\d+)", last)
+    assert m is not None
+    x, op2, y, _ = m.groups()
+    # The first step's value is one operand; the unused given number is the other.
+    if x == value and (y != value or _unused(numbers, a, b) != int(value)):
+        return f"({expr}){op2}{y}"
+    return f"{x}{op2}({expr})"
+
+
+def _unused(numbers: tuple[int, ...], a: str, b: str) -> int:
+    rest = list(numbers)
+    rest.remove(int(a))
+    rest.remove(int(b))
+    return rest[0]
