@@ -159,19 +159,22 @@ class TestCache:
 
 
 class TestListing:
-    def test_lists_both_embedded_models(self):
+    def test_lists_the_embedded_models(self):
         names = [m.name for m in list_models()]
         assert names[0] == wb.DEFAULT_MODEL == "smollm2-135m"
-        assert "tiny-reasoner" in names
+        assert names[1:] == ["tiny-reasoner", "tiny-searcher"]
 
     def test_the_default_model_is_available_offline(self):
         assert {m.name: m.available for m in list_models()}["smollm2-135m"]
 
-    def test_the_tiny_reasoner_has_one_home(self):
-        from workbench.tiny import CHECKPOINT_DIR
+    def test_each_tiny_model_has_one_home(self):
+        from workbench.tiny import CHECKPOINT_DIR, CHECKPOINTS, SEARCHER_DIR
 
-        assert model_path("tiny-reasoner") == CHECKPOINT_DIR
-        assert {m.name: m.path for m in list_models()}["tiny-reasoner"] == CHECKPOINT_DIR
+        assert CHECKPOINTS == {"tiny-reasoner": CHECKPOINT_DIR, "tiny-searcher": SEARCHER_DIR}
+        for name, folder in CHECKPOINTS.items():
+            assert model_path(name) == folder
+            assert {m.name: m.path for m in list_models()}[name] == folder
+            assert {m.name: m.available for m in list_models()}[name]
 
 
 class TestModelName:

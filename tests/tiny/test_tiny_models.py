@@ -1,6 +1,7 @@
-"""The shipped tiny reasoner: files, tokenizer and offline loading; its behaviour re-measured
-against the numbers in its card (held-out accuracy, head spans, README examples); and
-training that is reproducible and leaves torch's global state as it found it."""
+"""The shipped tiny models (the reasoner and the searcher): files, tokenizer and offline
+loading; their behaviour re-measured against the numbers in their cards (held-out accuracy,
+head spans, README examples) and the aims each was trained for; and training that is
+reproducible and leaves torch's global state as it found it."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from safetensors.torch import load_file
 
 from workbench.errors import WorkbenchError
 from workbench.tasks import get_task
-from workbench.tiny import CHECKPOINT_DIR, load
+from workbench.tiny import CHECKPOINTS, load
 from workbench.tiny import train as tr
 from workbench.tiny.card import render_card
 from workbench.tiny.evaluation import evaluate, head_spans
@@ -27,57 +28,82 @@ from workbench.tiny.tokenizer import build_tokenizer
 ACCURACY_TOL = 0.03
 LENGTH_TOL = 1.0
 SPAN_TOL = 0.05
+#: The searcher's mean WAAD inside equations over that on separators, at least (measured
+#: 1.3 on 50 traces: `benchmarks/searcher_rhythm.py`, the model card).
+SAWTOOTH_MIN_RATIO = 1.2
+
+
+MODELS = sorted(CHECKPOINTS)
+
+
+@pytest.fixture(scope="module", params=MODELS)
+def name(request) -> str:
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def card() -> dict:
-    return json.loads((CHECKPOINT_DIR / "card.json").read_text())
+def folder(name):
+    return CHECKPOINTS[name]
 
 
 @pytest.fixture(scope="module")
-def model_and_tokenizer():
+def card(folder) -> dict:
+    return json.loads((folder / "card.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(folder):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     # Exactly how the model zoo loads it (default attention; `head_spans` switches to eager).
-    model = AutoModelForCausalLM.from_pretrained(CHECKPOINT_DIR, use_safetensors=True)
-    tokenizer = AutoTokenizer.from_pretrained(CHECKPOINT_DIR)
+    model = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
     return model.eval(), tokenizer
 
 
 @pytest.fixture(scope="module")
 def fixed_sample(model_and_tokenizer, card) -> dict:
-    """Greedy results of the shipped model on the card's fixed held-out sample (~3 s)."""
+    """Greedy results of the shipped model on the card's fixed held-out sample (~3-20 s)."""
     model, tokenizer = model_and_tokenizer
-    return evaluate(model, tokenizer, card["eval_sample"], return_completions=True)
+    budget = card["train_config"]["max_new_tokens"]
+    return evaluate(model, tokenizer, card["eval_sample"], budget, return_completions=True)
 
 
-def test_checkpoint_files_and_size() -> None:
-    names = {p.name for p in CHECKPOINT_DIR.iterdir()}
+def _tasks(card) -> list[str]:
+    return list(card["train_config"].get("tasks", ("countdown", "arithmetic")))
+
+
+def test_checkpoint_files_and_size(folder) -> None:
+    names = {p.name for p in folder.iterdir()}
     required = {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json"}
     assert required | {"tokenizer_config.json", "card.json", "README.md"} <= names
     assert not {n for n in names if n.endswith((".bin", ".pt", ".pth")) or n.startswith(".tmp")}
-    total = sum(p.stat().st_size for p in CHECKPOINT_DIR.iterdir())
+    total = sum(p.stat().st_size for p in folder.iterdir())
     assert total <= 10 * 2**20
-    assert all(
-        t.dtype == torch.float32 for t in load_file(CHECKPOINT_DIR / "model.safetensors").values()
-    )
+    assert all(t.dtype == torch.float32 for t in load_file(folder / "model.safetensors").values())
 
 
-def test_config_is_plain_llama(card) -> None:
-    config = json.loads((CHECKPOINT_DIR / "config.json").read_text())
-    assert config["model_type"] == "llama"
-    assert config["architectures"] == ["LlamaForCausalLM"]
+def test_config_is_a_plain_hugging_face_family(folder, card, name) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    family = {"tiny-reasoner": "llama", "tiny-searcher": "qwen3"}[name]
+    assert config["model_type"] == family
+    assert config["architectures"] == [card["architecture"]["class"]]
+    if name == "tiny-searcher":  # local by construction in the first two layers
+        assert config["layer_types"] == ["sliding_attention"] * 2 + ["full_attention"] * 2
+        assert config["sliding_window"] == 4
     assert config["num_hidden_layers"] == card["architecture"]["n_layers"] == 4
     assert config["num_attention_heads"] == config["num_key_value_heads"] >= 4
     assert (config["bos_token_id"], config["eos_token_id"], config["pad_token_id"]) == (1, 2, 0)
+    assert config["rope_parameters"]["rope_theta"] == card["train_config"]["rope_theta"]
+    assert card["model"] == name
 
 
-def test_saved_tokenizer_matches_builder() -> None:
+def test_saved_tokenizer_matches_builder(folder, card) -> None:
     from transformers import AutoTokenizer
 
-    saved = AutoTokenizer.from_pretrained(CHECKPOINT_DIR)
+    saved = AutoTokenizer.from_pretrained(folder)
     built = build_tokenizer()
-    problem = get_task("countdown").generate(1, "test", seed=0)[0]
+    problem = get_task(_tasks(card)[0]).generate(1, "test", seed=0)[0]
     text = problem.prompt + problem.solution
     ids = saved(text)["input_ids"]
     assert ids == built(text)["input_ids"]
@@ -90,29 +116,73 @@ def test_saved_tokenizer_matches_builder() -> None:
 def test_load_missing_checkpoint_raises(tmp_path) -> None:
     with pytest.raises(WorkbenchError, match="No tiny-reasoner checkpoint"):
         load(tmp_path)
+    with pytest.raises(WorkbenchError, match="No tiny-searcher checkpoint"):
+        load(tmp_path, name="tiny-searcher")
+    with pytest.raises(WorkbenchError, match="No tiny model 'tiny-x'"):
+        load(name="tiny-x")
 
 
-def test_accuracy_matches_the_card_and_meets_the_aims(fixed_sample, card) -> None:
-    for name in ("countdown", "arithmetic"):
-        assert fixed_sample["n"][name] == card["eval_sample"][name]
-        got, want = fixed_sample["accuracy"][name], card["accuracy"][name]
-        assert abs(got - want) <= ACCURACY_TOL, (name, got, want)
-        got = fixed_sample["mean_completion_tokens"][name]
-        want = card["mean_completion_tokens"][name]
-        assert abs(got - want) <= LENGTH_TOL, (name, got, want)
-    # the aims the model was trained for, on the re-measured numbers
+def test_presets_name_their_tasks_and_refuse_bad_recipes() -> None:
+    searcher = tr.preset("tiny-searcher", steps=5)
+    assert searcher.tasks == ("countdown-search",) and searcher.steps == 5
+    assert searcher.name == "tiny-searcher" and searcher.arch == "qwen3"
+    assert (searcher.sliding_window, searcher.sliding_layers) == (4, (0, 1))
+    assert tr.preset("tiny-reasoner") == tr.TrainConfig()
+    with pytest.raises(WorkbenchError, match="No tiny-model recipe"):
+        tr.preset("tiny-x")
+    with pytest.raises(WorkbenchError, match="must name exactly the tasks"):
+        tr.TrainConfig(tasks=("countdown",))
+    with pytest.raises(WorkbenchError, match="one or two task names"):
+        tr.TrainConfig(tasks=("sudoku",), pool={"sudoku": 3})
+    with pytest.raises(WorkbenchError, match="a window needs arch='qwen3'"):
+        tr.TrainConfig(sliding_window=4, sliding_layers=(0,))
+    with pytest.raises(WorkbenchError, match="layers in range"):
+        tr.TrainConfig(arch="qwen3", sliding_window=4, sliding_layers=(7,))
+    with pytest.raises(WorkbenchError, match="not a tiny-model family"):
+        tr.TrainConfig(arch="gpt2")
+
+
+def test_accuracy_matches_the_card(fixed_sample, card) -> None:
+    for task in _tasks(card):
+        assert fixed_sample["n"][task] == card["eval_sample"][task]
+        got, want = fixed_sample["accuracy"][task], card["accuracy"][task]
+        assert abs(got - want) <= ACCURACY_TOL, (task, got, want)
+        got = fixed_sample["mean_completion_tokens"][task]
+        want = card["mean_completion_tokens"][task]
+        assert abs(got - want) <= LENGTH_TOL, (task, got, want)
+        # completions are in the task format and scored by the task
+        prompt, completion, score = fixed_sample["completions"][task][0]
+        assert "Answer:" in completion
+        assert score == get_task(task).reward([prompt], [completion])[0]
+
+
+def test_the_reasoner_meets_its_aims(model_and_tokenizer, fixed_sample, name) -> None:
+    if name != "tiny-reasoner":
+        pytest.skip("the tiny reasoner's aims")
     assert 0.25 <= fixed_sample["accuracy"]["countdown"] <= 0.9
     assert fixed_sample["accuracy"]["arithmetic"] >= 0.8
     assert fixed_sample["mean_completion_tokens"]["countdown"] < 64
-    # completions are in the task format and scored by the task
-    prompt, completion, score = fixed_sample["completions"]["countdown"][0]
-    assert prompt.startswith("Countdown: ") and "Answer:" in completion
-    assert score == get_task("countdown").reward([prompt], [completion])[0]
+    prompt = fixed_sample["completions"]["countdown"][0][0]
+    assert prompt.startswith("Countdown: ")
+
+
+def test_the_searcher_meets_its_aims(model_and_tokenizer, fixed_sample, card, name) -> None:
+    """Issue 18's aims: 80-200 token traces, held-out accuracy between 30% and 70% (room
+    for RL), the most local head's span under 3 tokens, a written search in the output."""
+    if name != "tiny-searcher":
+        pytest.skip("the tiny searcher's aims")
+    assert 0.3 <= fixed_sample["accuracy"]["countdown-search"] <= 0.7
+    assert 80 <= fixed_sample["mean_completion_tokens"]["countdown-search"] <= 200
+    assert min(min(row) for row in card["head_spans"]) < 3.0
+    assert max(max(row) for row in card["head_spans"]) > 10.0
+    completions = [c for _, c, _ in fixed_sample["completions"]["countdown-search"]]
+    assert sum(" no\n" in c for c in completions) >= 0.9 * len(completions)
+    assert sum(c.count("\n") >= 4 for c in completions) >= 0.9 * len(completions)
 
 
 def test_head_spans_match_the_card(model_and_tokenizer, fixed_sample, card) -> None:
     model, tokenizer = model_and_tokenizer
-    rows = fixed_sample["completions"]["countdown"][:50]  # card["head_spans_measured_on"]
+    rows = fixed_sample["completions"][_tasks(card)[0]][:50]  # card["head_spans_measured_on"]
     spans = head_spans(model, tokenizer, [r[0] for r in rows], [r[1] for r in rows])
     arch = card["architecture"]
     assert spans.shape == (arch["n_layers"], arch["n_heads"]) and spans.dtype == torch.float32
@@ -152,20 +222,21 @@ def test_head_spans_equal_eq7_written_out(model_and_tokenizer) -> None:
     assert model.config._attn_implementation == previous
 
 
-def test_readme_is_the_card_rendered(fixed_sample, card) -> None:
+def test_readme_is_the_card_rendered(folder, fixed_sample, card) -> None:
     """The shipped README is what `render_card` makes of ``card.json`` and the re-generated
     example completions (the first three per task of the fixed sample)."""
-    readme = (CHECKPOINT_DIR / "README.md").read_text()
+    readme = (folder / "README.md").read_text()
     assert render_card(card, fixed_sample["completions"]) == readme
 
 
 @pytest.mark.slow
-def test_transformer_bridge_exposes_patterns(card) -> None:
+def test_transformer_bridge_exposes_patterns(name, folder, card) -> None:
     from transformer_lens.model_bridge import TransformerBridge
 
-    model, tokenizer = load()  # its own copy: the bridge wraps the model's modules in place
+    # its own copy: the bridge wraps the model's modules in place
+    model, tokenizer = load(name=name)
     bridge = TransformerBridge.boot_transformers(
-        str(CHECKPOINT_DIR), hf_model=model, tokenizer=tokenizer, device="cpu"
+        str(folder), hf_model=model, tokenizer=tokenizer, device="cpu"
     )
     text = "Countdown: 3 7 25 -> 28\n25+3=28\nAnswer: 25+3\n"
     tokens = torch.tensor([tokenizer(text)["input_ids"]])
@@ -248,3 +319,58 @@ def test_train_smoke_is_atomic_and_reproducible(tmp_path) -> None:
         )
     model, tokenizer = load(tmp_path / "a")
     assert model.config.num_hidden_layers == 2 and tokenizer.bos_token_id == 1
+
+
+def test_single_task_recipe_trains_and_cards(tmp_path) -> None:
+    cfg = tr.preset(
+        "tiny-searcher",
+        steps=2,
+        batch_size=4,
+        warmup=1,
+        pool={"countdown-search": 8},
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+        d_mlp=64,
+        sliding_layers=(0,),
+        max_new_tokens=8,
+    )
+    small = {"countdown-search": 3, "split": "test", "seed": 0}
+    card = tr.train(
+        cfg, out=tmp_path / "s", progress=False, eval_sample=small, eval_sample_large=small
+    )
+    assert card["model"] == "tiny-searcher"
+    assert set(card["accuracy"]) == {"countdown-search"}
+    assert "countdown-search problems" in card["head_spans_measured_on"]
+    readme = (tmp_path / "s" / "README.md").read_text()
+    assert readme.startswith("# tiny-searcher") and " no\n" in readme  # the search format
+    model, _ = load(tmp_path / "s", name="tiny-searcher")
+    assert type(model).__name__ == "Qwen3ForCausalLM" == card["architecture"]["class"]
+    assert model.config.layer_types == ["sliding_attention", "full_attention"]
+
+
+@pytest.mark.slow
+def test_the_searchers_waad_saws_through_each_equation(fixed_sample, name) -> None:
+    """The rhythm issue 18 asks for, on the searcher's own greedy searches: WAAD over the
+    local heads climbs through each equation of the search (operators, ``=``, continuing
+    digits) and drops at every separator (space, newline), a tooth per step."""
+    if name != "tiny-searcher":
+        pytest.skip("the tiny searcher's rhythm")
+    import workbench as wb
+
+    model = wb.load_model("tiny-searcher")
+    ratios = []
+    for prompt, completion, _ in fixed_sample["completions"]["countdown-search"][:10]:
+        a = wb.analyze(model, wb.Trace.from_text(model, prompt, completion, chat=False))
+        inside, between = [], []
+        for t in a.response:
+            prev = a.tokens[t - 1]
+            if a.tokens[t] in (" ", "\n"):
+                between.append(t)
+            elif a.tokens[t] in "+-*/=" or (a.tokens[t].isdigit() and prev.isdigit()):
+                inside.append(t)
+        assert max(a.head_span[layer].max() for layer in (0, 1)) < 3.0  # the window heads
+        assert set(a.local_heads) <= {(layer, h) for layer in (0, 1) for h in range(8)}
+        ratios.append(float(a.waad[inside].mean() / a.waad[between].mean()))
+    assert sum(ratios) / len(ratios) > SAWTOOTH_MIN_RATIO, ratios
+    assert sum(r > 1.0 for r in ratios) >= 9, ratios

@@ -15,6 +15,8 @@ Embedded models need no network:
   interrupted conversion never leaves a folder that later loads.
 - ``"tiny-reasoner"``: the project's own small Llama trained on the verifiable tasks, shipped
   inside the package (``workbench/tiny/checkpoint``).
+- ``"tiny-searcher"``: its sibling trained on Countdown with a written search (80-200 token
+  traces, sharply local heads), shipped in ``workbench/tiny/searcher``.
 
 Safety: weights load from safetensors only (``use_safetensors=True``); nothing from a user's
 folder is unpickled, and no remote code runs.
@@ -37,7 +39,7 @@ from urllib.parse import urlparse
 
 from .._compat import check_versions
 from ..errors import WorkbenchError
-from ..tiny import CHECKPOINT_DIR as _TINY_DIR
+from ..tiny import CHECKPOINTS as _TINY_DIRS
 from .bridge import bridge_model, model_name, sampler
 from .cache import cache_dir, ensure_smollm, manifest_ok, smollm_dir, smollm_source
 
@@ -86,7 +88,11 @@ def list_models() -> list[ModelInfo]:
     """List the embedded models, whether each can load offline and whether it is cached."""
     gguf = smollm_source()
     smol = smollm_dir()
-    tiny = _TINY_DIR
+    descriptions = {
+        "tiny-reasoner": "the workbench's own tiny Llama trained on Countdown and arithmetic",
+        "tiny-searcher": "the workbench's own tiny Llama trained on Countdown with a written "
+        "search (80-200 token traces)",
+    }
     return [
         ModelInfo(
             name="smollm2-135m",
@@ -96,13 +102,16 @@ def list_models() -> list[ModelInfo]:
             cached=manifest_ok(smol),
             path=smol,
         ),
-        ModelInfo(
-            name="tiny-reasoner",
-            description="the workbench's own tiny Llama trained on Countdown and arithmetic",
-            source="shipped inside the workbench package",
-            available=(tiny / "config.json").is_file(),
-            cached=True,
-            path=tiny,
+        *(
+            ModelInfo(
+                name=name,
+                description=descriptions[name],
+                source="shipped inside the workbench package",
+                available=(folder / "config.json").is_file(),
+                cached=True,
+                path=folder,
+            )
+            for name, folder in _TINY_DIRS.items()
         ),
     ]
 
@@ -120,12 +129,13 @@ def model_path(name: str = DEFAULT_MODEL, *, rebuild: bool = False) -> Path:
     """
     if name == "smollm2-135m":
         return ensure_smollm(rebuild)
-    if name == "tiny-reasoner":
-        folder = _TINY_DIR
+    if name in _TINY_DIRS:
+        folder = _TINY_DIRS[name]
         if not (folder / "config.json").is_file():
             raise WorkbenchError(
-                f"the tiny reasoner checkpoint is missing from {folder}",
-                "reinstall the workbench, or train it with `python -m workbench.tiny train`",
+                f"the {name} checkpoint is missing from {folder}",
+                "reinstall the workbench, or train it with "
+                f"`python -m workbench.tiny train --model {name}`",
             )
         return folder
     raise _unknown_name(name)
@@ -367,7 +377,7 @@ def load_model(
 
     Args:
         name_or_path: an embedded name (``"smollm2-135m"``, the default, or
-            ``"tiny-reasoner"``), a local Hugging Face checkpoint folder, or a hub name
+            ``"tiny-reasoner"``, ``"tiny-searcher"``), a local Hugging Face checkpoint folder, or a hub name
             ``"org/model"`` (only with `allow_hub`).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; None picks CUDA when available.
         allow_hub: allow downloading a hub name (also ``WORKBENCH_ALLOW_HUB=1``).

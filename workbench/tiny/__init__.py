@@ -1,13 +1,21 @@
-"""The tiny reasoner: a 4-layer Llama that solves Countdown and addition with scratchpads.
+"""The tiny models: 4-layer transformers trained from scratch on the verifiable tasks, shipped inside.
 
-The trained checkpoint ships inside this package at `CHECKPOINT_DIR` (safetensors, tokenizer,
-``card.json`` with held-out accuracy and head spans, and a model card ``README.md``); the
-model zoo (``wb.load_model("tiny-reasoner")``, `workbench.models`) loads it from this same
-folder. `load()` returns the plain Hugging Face pair through the zoo's loader
-(`workbench.models.load_hf`), on CPU with eager attention.
+- ``tiny-reasoner`` (`CHECKPOINT_DIR`): Countdown and addition with short scratchpads (about
+  33 tokens), fairly diffuse attention.
+- ``tiny-searcher`` (`SEARCHER_DIR`): a Qwen3 on Countdown with a written search
+  (``countdown-search``: first steps in a fixed order, each with every second step checked
+  against the target; 80-260 tokens). Its first two layers see only the last 4 tokens, so
+  their heads are sharply local and the last two layers' heads global: a reasoner whose
+  traces have a rhythm for credit strategies to act on.
 
-Retrain with ``python -m workbench.tiny train [--seed S] [--steps N] [--out DIR]``; score it
-with ``python -m workbench.tiny eval``. Modules: `train` (recipe and loop), `evaluation`
+Each folder holds safetensors, the tokenizer, ``card.json`` (held-out accuracy, head spans)
+and a model card ``README.md``; the model zoo (``wb.load_model("tiny-searcher")``,
+`workbench.models`) loads them from the same folders. `load()` returns the plain Hugging
+Face pair through the zoo's loader (`workbench.models.load_hf`), on CPU with eager attention.
+
+Retrain with ``python -m workbench.tiny train [--model NAME] [--seed S] [--steps N] [--out
+DIR]`` (one command per model, recipes in `workbench.tiny.train.PRESETS`); score one with
+``python -m workbench.tiny eval [--model NAME]``. Modules: `train` (recipe and loop), `evaluation`
 (greedy accuracy, head spans), `card` (``card.json`` and ``README.md``), `tokenizer`.
 
 Caveat: the model only knows the exact text formats of `workbench.tasks` (character-level
@@ -21,20 +29,25 @@ from typing import Any
 
 from workbench.errors import WorkbenchError
 
-__all__ = ["CHECKPOINT_DIR", "load"]
+__all__ = ["CHECKPOINTS", "CHECKPOINT_DIR", "SEARCHER_DIR", "load"]
 
-#: The shipped checkpoint folder.
+#: The tiny reasoner's shipped checkpoint folder.
 CHECKPOINT_DIR: Path = Path(__file__).resolve().parent / "checkpoint"
+#: The tiny searcher's shipped checkpoint folder.
+SEARCHER_DIR: Path = Path(__file__).resolve().parent / "searcher"
+#: Shipped folder per model name.
+CHECKPOINTS: dict[str, Path] = {"tiny-reasoner": CHECKPOINT_DIR, "tiny-searcher": SEARCHER_DIR}
 
 
-def load(path: str | Path | None = None) -> tuple[Any, Any]:
-    """Load the tiny reasoner offline.
+def load(path: str | Path | None = None, name: str = "tiny-reasoner") -> tuple[Any, Any]:
+    """Load a tiny model offline.
 
     Args:
-        path: checkpoint folder (default `CHECKPOINT_DIR`).
+        path: checkpoint folder (default: the shipped folder of `name`).
+        name: ``"tiny-reasoner"`` or ``"tiny-searcher"`` (used when `path` is None).
 
     Returns:
-        ``(model, tokenizer)``: a `LlamaForCausalLM` in eval mode (float32, CPU, eager
+        ``(model, tokenizer)``: the model (`LlamaForCausalLM` or `Qwen3ForCausalLM`) in eval mode (float32, CPU, eager
         attention) and its `PreTrainedTokenizerFast`.
 
     Raises:
@@ -42,11 +55,14 @@ def load(path: str | Path | None = None) -> tuple[Any, Any]:
     """
     from workbench.models import load_hf
 
-    path = Path(path) if path is not None else CHECKPOINT_DIR
+    if path is None and name not in CHECKPOINTS:
+        raise WorkbenchError(f"No tiny model {name!r}.", f"Use one of {sorted(CHECKPOINTS)}.")
+    path = Path(path) if path is not None else CHECKPOINTS[name]
     if not (path / "model.safetensors").is_file():
         raise WorkbenchError(
-            f"No tiny-reasoner checkpoint at {path}.",
-            "Train one with `python -m workbench.tiny train --out DIR` or pass its folder.",
+            f"No {name} checkpoint at {path}.",
+            f"Train one with `python -m workbench.tiny train --model {name} --out DIR` or "
+            "pass its folder.",
         )
     model, tokenizer = load_hf(path, device="cpu")
     model.set_attn_implementation("eager")

@@ -1,4 +1,4 @@
-"""The tiny reasoner's model card: the machine-readable ``card.json`` dict and its Markdown.
+"""A tiny model's card: the machine-readable ``card.json`` dict and its Markdown.
 
 `build_card` collects the numbers of a finished run (architecture, recipe, held-out
 accuracy, head spans, versions); `render_card` turns that dict into the ``README.md`` that
@@ -44,15 +44,16 @@ def build_card(
     import transformers
 
     c = train_config
+    tasks = list(c.get("tasks", ("countdown", "arithmetic")))
     flat = sorted(
         (float(spans[layer, h]), layer, h)
         for layer in range(spans.shape[0])
         for h in range(spans.shape[1])
     )
     return {
-        "model": "tiny-reasoner",
+        "model": c.get("name", "tiny-reasoner"),
         "architecture": {
-            "class": "LlamaForCausalLM",
+            "class": type(model).__name__,
             "n_layers": c["n_layers"],
             "n_heads": c["n_heads"],
             "d_model": c["d_model"],
@@ -71,7 +72,9 @@ def build_card(
         "accuracy_large": large["accuracy"],
         "mean_completion_tokens": small["mean_completion_tokens"],
         "head_spans": [[round(float(x), 3) for x in row] for row in spans],
-        "head_spans_measured_on": "greedy completions of the first 50 fixed-sample countdown problems",
+        "head_spans_measured_on": (
+            f"greedy completions of the first 50 fixed-sample {tasks[0]} problems"
+        ),
         "most_local_heads": [[layer, h, round(s, 2)] for s, layer, h in flat[:4]],
         "most_global_heads": [[layer, h, round(s, 2)] for s, layer, h in flat[::-1][:4]],
         "versions": {
@@ -107,57 +110,56 @@ def render_card(card: dict[str, Any], completions: dict[str, Any] | None = None)
         for name, rows in completions.items():
             for prompt, comp, score in rows[:3]:
                 examples += f"\n{name} (score {score}):\n\n```\n{prompt}{comp}\n```\n"
-    return f"""# tiny-reasoner
+    name = card["model"]
+    tasks = list(c.get("tasks", ("countdown", "arithmetic")))
+    if len(tasks) == 2:
+        mix = f"mix {c['countdown_fraction']:.0%} {tasks[0]} / {1 - c['countdown_fraction']:.0%} {tasks[1]}"
+    else:
+        mix = f"task {tasks[0]}"
+    formats = "\n\n".join(_format_example(t) for t in tasks)
+    acc_rows = "\n".join(
+        f"| {t} | {card['accuracy'][t]:.1%} | {card['accuracy_large'][t]:.1%} | "
+        f"{card['mean_completion_tokens'][t]:.1f} |"
+        for t in tasks
+    )
+    return f"""# {name}
 
-A {a["n_layers"]}-layer Hugging Face `LlamaForCausalLM` ({a["n_params"]:,} parameters) trained
-from scratch by `python -m workbench.tiny train` to solve the two verifiable tasks of
-`workbench.tasks` with short scratchpads. It exists so every notebook, test and RL run of the
-workbench has a real reasoning model that loads offline in a second and trains on 2 CPU cores.
-It is a toy: use it to exercise the method, not to reproduce the paper's numbers.
+A {a["n_layers"]}-layer Hugging Face `{a["class"]}` ({a["n_params"]:,} parameters) trained
+from scratch by `python -m workbench.tiny train --model {name}` on {_describe(tasks)}. It
+exists so every notebook, test and RL run of the workbench has a real reasoning model that
+loads offline in a second and trains on 2 CPU cores. It is a toy: use it to exercise the
+method, not to reproduce the paper's numbers.
 
 ## Architecture
-- Llama: {a["n_layers"]} layers, {a["n_heads"]} heads of dimension {a["d_head"]}
+- {_family(c)}: {a["n_layers"]} layers, {a["n_heads"]} heads of dimension {a["d_head"]}
   (d_model {a["d_model"]}, no grouped-query attention), SwiGLU MLP width {a["d_mlp"]},
-  RoPE (theta 10000), RMSNorm, tied embeddings, eager attention.
+  RoPE (theta {c["rope_theta"]:g}), RMSNorm, tied embeddings, eager attention.{_windows(c)}
 - Tokenizer: {a["tokenizer"]}, vocabulary {a["vocab_size"]}; `<s>` is prepended to every
   encoding (position 0, available as an attention sink), `</s>` ends each completion. No chat
   template.
 
 ## Format
-Prompts and completions are exactly those of `workbench.tasks`:
+Prompts and completions are exactly those of `workbench.tasks` (reference solutions shown):
 
-```
-Countdown: 11 3 12 -> 96
-11-3=8
-12*8=96
-Answer: 12*(11-3)
-```
-
-```
-Add: 917+56
-7+6+0=13
-1+5+1=7
-9+0+0=9
-Answer: 973
-```
+{formats}
 
 ## Training recipe
 Supervised learning from scratch on reference scratchpads of the *train* split (loss on
 completion tokens only): {c["steps"]} AdamW steps, batch {c["batch_size"]}, peak lr {c["lr"]}
-(warm-up {c["warmup"]} steps, cosine to 10%), weight decay {c["weight_decay"]}, mix
-{c["countdown_fraction"]:.0%} Countdown (3 numbers in 1..20, target 1..100) /
-{1 - c["countdown_fraction"]:.0%} addition (2-4 digits), seed {c["seed"]}, CPU threads: {c["threads"]}.
+(warm-up {c["warmup"]} steps, cosine to 10%), weight decay {c["weight_decay"]},
+{mix}, problem pool {c["pool"]}, seed {c["seed"]}, CPU threads: {c["threads"]}.
 Wall time: **{card["train_wall_time_s"] / 60:.1f} min** on 2 CPU cores shared with other jobs (final loss
 {card["final_loss"]}). torch {card["versions"]["torch"]}, transformers
 {card["versions"]["transformers"]}.
 
 ## Held-out accuracy (greedy, test split, never seen in training)
-| task | fixed sample ({card["eval_sample"]["countdown"]} problems, seed {card["eval_sample"]["seed"]}) | larger sample ({card["eval_sample_large"]["countdown"]} problems, seed {card["eval_sample_large"]["seed"]}) | mean completion tokens |
+| task | fixed sample ({card["eval_sample"][tasks[0]]} problems, seed {card["eval_sample"]["seed"]}) | larger sample ({card["eval_sample_large"][tasks[0]]} problems, seed {card["eval_sample_large"]["seed"]}) | mean completion tokens |
 |---|---|---|---|
-| countdown | {card["accuracy"]["countdown"]:.1%} | {card["accuracy_large"]["countdown"]:.1%} | {card["mean_completion_tokens"]["countdown"]:.1f} |
-| arithmetic | {card["accuracy"]["arithmetic"]:.1%} | {card["accuracy_large"]["arithmetic"]:.1%} | {card["mean_completion_tokens"]["arithmetic"]:.1f} |
+{acc_rows}
 
-The fixed sample is what `tests/tiny/test_tiny_reasoner.py` re-scores against `card.json`.
+Greedy decoding, at most {c["max_new_tokens"]} new tokens.
+
+The fixed sample is what `tests/tiny/test_tiny_models.py` re-scores against `card.json`.
 
 ## Head spans (method.md Eq. 7)
 Mean attention distance in tokens per head over response tokens,
@@ -174,8 +176,46 @@ Most long-range heads: {card["most_global_heads"]}.
 
 ## Use
 ```python
-from workbench.tiny import CHECKPOINT_DIR, load
+import workbench as wb
+from workbench.tiny import load
 
-model, tokenizer = load()  # AutoModelForCausalLM / AutoTokenizer from CHECKPOINT_DIR
+model, tokenizer = load(name="{name}")  # the plain Hugging Face pair
+bridge = wb.load_model("{name}")  # the same weights in the workbench's model zoo
 ```
 {examples}"""
+
+
+_DESCRIPTIONS = {
+    "countdown": "Countdown (3 numbers in 1..20, target 1..100) with its shortest solution",
+    "countdown-search": (
+        "Countdown (3 numbers in 1..30, target 1..150) with a written search: first steps in "
+        "a fixed order, each followed by every second step and checked against the target, "
+        "until one reaches it (3-5 lines)"
+    ),
+    "arithmetic": "addition of 2-4 digit numbers with a column-by-column scratchpad",
+}
+
+
+def _describe(tasks: list[str]) -> str:
+    return "; ".join(_DESCRIPTIONS.get(t, t) for t in tasks)
+
+
+def _format_example(task_name: str) -> str:
+    from workbench.tasks import get_task
+
+    problem = get_task(task_name).generate(1, "train", seed=0)[0]
+    return f"```\n{problem.prompt}{problem.solution}```"
+
+
+def _family(c: dict[str, Any]) -> str:
+    return "Qwen3 (q/k RMSNorm)" if c.get("arch") == "qwen3" else "Llama"
+
+
+def _windows(c: dict[str, Any]) -> str:
+    if not c.get("sliding_layers"):
+        return ""
+    layers = ", ".join(str(i) for i in c["sliding_layers"])
+    return (
+        f"\n- Sliding-window attention in layers {layers}: each query sees only the last "
+        f"{c['sliding_window']} tokens (itself included); the other layers see everything."
+    )

@@ -20,6 +20,7 @@ from workbench.trace import sample_completions
 __all__ = [
     "EVAL_SAMPLE",
     "EVAL_SAMPLE_LARGE",
+    "eval_samples",
     "evaluate",
     "generate_completions",
     "head_spans",
@@ -35,6 +36,22 @@ EVAL_SAMPLE_LARGE: dict[str, Any] = {
     "split": "test",
     "seed": 1,
 }
+
+
+def eval_samples(tasks: Sequence[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fixed and the larger held-out sample of a model trained on `tasks`.
+
+    Args:
+        tasks: task names.
+
+    Returns:
+        ``(small, large)``: 100 test problems per task with seed 0, 500 with seed 1
+        (`EVAL_SAMPLE` and `EVAL_SAMPLE_LARGE` for the tiny reasoner's two tasks).
+    """
+    return (
+        {**{t: 100 for t in tasks}, "split": "test", "seed": 0},
+        {**{t: 500 for t in tasks}, "split": "test", "seed": 1},
+    )
 
 
 @torch.no_grad()
@@ -84,7 +101,7 @@ def evaluate(
     Args:
         model: the model.
         tokenizer: its tokenizer.
-        sample: ``{"countdown": n, "arithmetic": n, "split": "test", "seed": s}``;
+        sample: ``{task: n, ..., "split": "test", "seed": s}`` with `workbench.tasks` names;
             default `EVAL_SAMPLE`.
         max_new_tokens: generation budget.
         return_completions: also return the prompts and completions per task.
@@ -97,7 +114,7 @@ def evaluate(
     result: dict[str, Any] = {"accuracy": {}, "n": {}, "mean_completion_tokens": {}}
     if return_completions:
         result["completions"] = {}
-    for name in ("countdown", "arithmetic"):
+    for name in (k for k in sample if k not in ("split", "seed")):
         n = int(sample.get(name, 0))
         if n <= 0:
             continue

@@ -1,7 +1,9 @@
-"""Train the tiny reasoner (a 4-layer `LlamaForCausalLM`) and write its checkpoint.
+"""Train a tiny model (a 4-layer `LlamaForCausalLM`) and write its checkpoint.
 
-Recipe: supervised fine-tuning from scratch on the reference scratchpad solutions of the two
-tasks in `workbench.tasks` (train split only), loss on completion tokens (prompt and bos are
+Recipe (`PRESETS` holds each shipped model's: the tiny reasoner on Countdown and addition,
+the tiny searcher on Countdown with a written search and a small RoPE base): supervised
+fine-tuning from scratch on the reference scratchpad solutions of its tasks in
+`workbench.tasks` (train split only), loss on completion tokens (prompt and bos are
 masked with -100), AdamW with linear warm-up and cosine decay, a fixed seed, a fixed number
 of CPU threads. Held-out accuracy and head spans come from `workbench.tiny.evaluation`, the
 model card from `workbench.tiny.card`.
@@ -32,14 +34,22 @@ from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+from transformers import (
+    GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
 
 from workbench._io import atomic_dir, atomic_write_json, atomic_write_text
+from workbench.errors import WorkbenchError
 from workbench.tasks import Problem, get_task
 from workbench.tiny.card import build_card, render_card
 from workbench.tiny.evaluation import (
     EVAL_SAMPLE,
     EVAL_SAMPLE_LARGE,
+    eval_samples,
     evaluate,
     generate_completions,
     head_spans,
@@ -50,11 +60,13 @@ from workbench.tiny.tokenizer import build_tokenizer
 __all__ = [
     "EVAL_SAMPLE",
     "EVAL_SAMPLE_LARGE",
+    "PRESETS",
     "TrainConfig",
     "evaluate",
     "generate_completions",
     "head_spans",
     "make_model",
+    "preset",
     "render_card",
     "torch_settings",
     "train",
@@ -89,21 +101,33 @@ class TrainConfig:
     """Everything that determines a training run.
 
     Attributes:
+        name: the model's name (its card and zoo name).
+        tasks: the training tasks (`workbench.tasks` names), one or two.
         seed: RNG seed (data sampling, initialisation, shuffling).
         steps: optimiser steps.
         batch_size: sequences per step.
         lr: peak learning rate (AdamW); linear warm-up for `warmup` steps, cosine to 10%.
         weight_decay: AdamW weight decay.
         warmup: warm-up steps.
-        countdown_fraction: share of Countdown problems in the training mix (rest arithmetic).
+        countdown_fraction: with two tasks, the share of the first in each batch (the rest is
+            the second); unused with one task.
         pool: distinct training problems generated per task before training.
         d_model / n_layers / n_heads / d_mlp: Llama shape (head dim = d_model / n_heads).
         rope_theta: RoPE base.
-        max_new_tokens: greedy generation budget at evaluation.
+        arch: ``"llama"`` (`LlamaForCausalLM`) or ``"qwen3"`` (`Qwen3ForCausalLM`: q/k norms,
+            and per-layer sliding windows).
+        sliding_window: with ``"qwen3"``, the keys a sliding layer sees (the query's own
+            position included), or None for none.
+        sliding_layers: the layers that use the sliding window (the others see everything).
+        max_new_tokens: greedy generation budget at evaluation (also the model's
+            ``generation_config``).
+        max_positions: the model's ``max_position_embeddings``.
         threads: torch CPU threads (1 is faster than 2 when other processes share the two
             cores of the build machine; the shipped run used the value in its card).
     """
 
+    name: str = "tiny-reasoner"
+    tasks: tuple[str, ...] = ("countdown", "arithmetic")
     seed: int = 0
     steps: int = 3000
     batch_size: int = 32
@@ -117,12 +141,89 @@ class TrainConfig:
     n_heads: int = 8
     d_mlp: int = 512
     rope_theta: float = 10000.0
+    arch: str = "llama"
+    sliding_window: int | None = None
+    sliding_layers: tuple[int, ...] = ()
     max_new_tokens: int = 64
+    max_positions: int = 256
     threads: int = 1
 
+    def __post_init__(self) -> None:
+        from workbench.tasks import TASKS
 
-def make_model(cfg: TrainConfig, vocab_size: int) -> LlamaForCausalLM:
-    """A freshly initialised tiny Llama (eager attention so attention patterns are exposed).
+        self.tasks = tuple(self.tasks)
+        if not 1 <= len(self.tasks) <= 2 or any(t not in TASKS for t in self.tasks):
+            raise WorkbenchError(
+                f"tasks={self.tasks!r}: one or two task names are needed.",
+                f"Use names from {sorted(TASKS)}.",
+            )
+        self.sliding_layers = tuple(self.sliding_layers)
+        if self.arch not in ("llama", "qwen3"):
+            raise WorkbenchError(
+                f"arch={self.arch!r} is not a tiny-model family.", "Use llama or qwen3."
+            )
+        sliding = self.sliding_window is not None or self.sliding_layers
+        if sliding and (
+            self.arch != "qwen3"
+            or not isinstance(self.sliding_window, int)
+            or self.sliding_window < 1
+            or not self.sliding_layers
+            or any(not 0 <= i < self.n_layers for i in self.sliding_layers)
+        ):
+            raise WorkbenchError(
+                f"sliding_window={self.sliding_window!r}, sliding_layers={self.sliding_layers!r}"
+                f" (arch {self.arch!r}): a window needs arch='qwen3', a window of at least 1"
+                " and layers in range.",
+                "Use e.g. arch='qwen3', sliding_window=4, sliding_layers=(0, 1).",
+            )
+        if set(self.pool) != set(self.tasks):
+            raise WorkbenchError(
+                f"pool={self.pool!r} must name exactly the tasks {self.tasks!r}.",
+                "Give a pool size per training task.",
+            )
+
+
+#: The shipped models' recipes: ``python -m workbench.tiny train --model NAME`` runs one.
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny-reasoner": {},
+    # Countdown with a written search (80-260 token traces), on Qwen3 (the paper's family)
+    # whose first two layers see only the last 4 tokens: trained with full attention
+    # everywhere, no head of this model size became local (smallest span 20 tokens, also
+    # with RoPE base 100), so the local heads are made by the mask; the evaluation budget
+    # covers the longest reference trace.
+    "tiny-searcher": {
+        "name": "tiny-searcher",
+        "tasks": ("countdown-search",),
+        "pool": {"countdown-search": 6000},
+        "steps": 1200,
+        "arch": "qwen3",
+        "sliding_window": 4,
+        "sliding_layers": (0, 1),
+        "max_new_tokens": 224,
+    },
+}
+
+
+def preset(name: str, **changes: Any) -> TrainConfig:
+    """The recipe of a shipped tiny model, with optional changes.
+
+    Args:
+        name: a key of `PRESETS`.
+        **changes: `TrainConfig` fields to override (e.g. ``steps=10`` for a smoke run).
+
+    Returns:
+        The config.
+
+    Raises:
+        WorkbenchError: unknown name.
+    """
+    if name not in PRESETS:
+        raise WorkbenchError(f"No tiny-model recipe {name!r}.", f"Use one of {sorted(PRESETS)}.")
+    return TrainConfig(**{**PRESETS[name], **changes})
+
+
+def make_model(cfg: TrainConfig, vocab_size: int) -> LlamaForCausalLM | Qwen3ForCausalLM:
+    """A freshly initialised tiny Llama or Qwen3 (eager attention, so patterns are exposed).
 
     The initialisation is seeded with ``cfg.seed`` inside `torch_settings`, so the global
     torch RNG is left as it was.
@@ -134,14 +235,14 @@ def make_model(cfg: TrainConfig, vocab_size: int) -> LlamaForCausalLM:
     Returns:
         The model, in float32 on CPU.
     """
-    config = LlamaConfig(
+    shape = dict(
         vocab_size=vocab_size,
         hidden_size=cfg.d_model,
         intermediate_size=cfg.d_mlp,
         num_hidden_layers=cfg.n_layers,
         num_attention_heads=cfg.n_heads,
         num_key_value_heads=cfg.n_heads,
-        max_position_embeddings=256,
+        max_position_embeddings=cfg.max_positions,
         rope_theta=cfg.rope_theta,
         rms_norm_eps=1e-5,
         tie_word_embeddings=True,
@@ -150,8 +251,24 @@ def make_model(cfg: TrainConfig, vocab_size: int) -> LlamaForCausalLM:
         pad_token_id=0,
         attn_implementation="eager",
     )
+    if cfg.arch == "qwen3":
+        layer_types = [
+            "sliding_attention" if i in cfg.sliding_layers else "full_attention"
+            for i in range(cfg.n_layers)
+        ]
+        config = Qwen3Config(
+            **shape,
+            head_dim=cfg.d_model // cfg.n_heads,
+            use_sliding_window=bool(cfg.sliding_layers),
+            sliding_window=cfg.sliding_window,
+            layer_types=layer_types,
+        )
+        model_class: type = Qwen3ForCausalLM
+    else:
+        config = LlamaConfig(**shape)
+        model_class = LlamaForCausalLM
     with torch_settings(seed=cfg.seed):
-        model = LlamaForCausalLM(config)
+        model = model_class(config)
     model.generation_config = GenerationConfig(
         bos_token_id=1,
         eos_token_id=2,
@@ -202,29 +319,31 @@ def train(
 
     Args:
         cfg: run settings (default `TrainConfig()`).
-        out: checkpoint folder (default `workbench.tiny.CHECKPOINT_DIR`); written atomically,
+        out: checkpoint folder (default: the shipped folder of ``cfg.name``); written atomically,
             so an interrupted run leaves the previous checkpoint untouched.
         overwrite: replace an existing folder.
         progress: show a tqdm progress bar.
-        eval_sample: the fixed held-out sample the card reports (default `EVAL_SAMPLE`).
-        eval_sample_large: the larger held-out sample (default `EVAL_SAMPLE_LARGE`).
+        eval_sample: the fixed held-out sample the card reports (default: 100 test problems
+            per task, seed 0; `eval_samples`).
+        eval_sample_large: the larger held-out sample (default: 500 per task, seed 1).
 
     Returns:
         The card dict (also saved as ``card.json``).
     """
-    from workbench.tiny import CHECKPOINT_DIR
+    from workbench.tiny import CHECKPOINTS
 
     cfg = cfg or TrainConfig()
-    out = Path(out) if out is not None else CHECKPOINT_DIR
-    eval_sample = dict(EVAL_SAMPLE if eval_sample is None else eval_sample)
-    eval_sample_large = dict(EVAL_SAMPLE_LARGE if eval_sample_large is None else eval_sample_large)
+    out = Path(out) if out is not None else CHECKPOINTS[cfg.name]
+    small_default, large_default = eval_samples(cfg.tasks)
+    eval_sample = dict(small_default if eval_sample is None else eval_sample)
+    eval_sample_large = dict(large_default if eval_sample_large is None else eval_sample_large)
     with torch_settings(seed=cfg.seed, threads=cfg.threads):
         tokenizer = build_tokenizer()
         model, losses, train_s = _fit(cfg, tokenizer, progress)
         small = evaluate(model, tokenizer, eval_sample, cfg.max_new_tokens, return_completions=True)
         large = evaluate(model, tokenizer, eval_sample_large, cfg.max_new_tokens)
-        cd = small["completions"]["countdown"][:50]
-        spans = head_spans(model, tokenizer, [c[0] for c in cd], [c[1] for c in cd])
+        rows = small["completions"][cfg.tasks[0]][:50]
+        spans = head_spans(model, tokenizer, [r[0] for r in rows], [r[1] for r in rows])
     card = build_card(
         asdict(cfg), model, train_s, losses, small, large, spans, eval_sample, eval_sample_large
     )
@@ -238,13 +357,13 @@ def train(
 
 def _fit(
     cfg: TrainConfig, tokenizer: Any, progress: bool
-) -> tuple[LlamaForCausalLM, list[float], float]:
+) -> tuple[LlamaForCausalLM | Qwen3ForCausalLM, list[float], float]:
     """The training loop: ``(model in eval mode, loss per step, wall time in s)``."""
     model = make_model(cfg, len(tokenizer))
     t0 = time.time()
     pools = {
         name: [_encode(tokenizer, p) for p in get_task(name).generate(n, "train", seed=cfg.seed)]
-        for name, n in cfg.pool.items()
+        for name, n in ((t, cfg.pool[t]) for t in cfg.tasks)
     }
     rng = random.Random(cfg.seed)
     opt = torch.optim.AdamW(
@@ -252,12 +371,16 @@ def _fit(
     )
     model.train()
     losses: list[float] = []
-    bar = tqdm(range(cfg.steps), desc="tiny-reasoner", disable=not progress)
+    bar = tqdm(range(cfg.steps), desc=cfg.name, disable=not progress)
     for step in bar:
-        n_cd = sum(rng.random() < cfg.countdown_fraction for _ in range(cfg.batch_size))
-        batch = rng.choices(pools["countdown"], k=n_cd) + rng.choices(
-            pools["arithmetic"], k=cfg.batch_size - n_cd
-        )
+        if len(cfg.tasks) == 1:
+            batch = rng.choices(pools[cfg.tasks[0]], k=cfg.batch_size)
+        else:
+            first, second = cfg.tasks
+            n_first = sum(rng.random() < cfg.countdown_fraction for _ in range(cfg.batch_size))
+            batch = rng.choices(pools[first], k=n_first) + rng.choices(
+                pools[second], k=cfg.batch_size - n_first
+            )
         input_ids, mask, labels = _batch(batch, tokenizer.pad_token_id)
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg)

@@ -1,0 +1,149 @@
+"""The tiny searcher's rhythm: WAAD, preplan and anchor tokens on its own greedy searches.
+
+    python benchmarks/searcher_rhythm.py                       # 50 held-out problems
+    python benchmarks/searcher_rhythm.py --model DIR --n 20    # another checkpoint
+
+For the first `--n` problems of the model card's fixed held-out sample, the model writes its
+search greedily; each trace is analysed with the paper's settings (`wb.analyze`, W = 10, all
+layers, sink kept). Printed, with 95% percentile-bootstrap intervals over traces:
+
+- the head spans (min, max; sink kept and excluded);
+- the sawtooth: mean WAAD inside the equations (operators, ``=`` and the digits that
+  continue a number) against the separators between them (spaces and newlines). A ratio
+  above 1 means WAAD climbs through each equation of the search and drops at every step
+  boundary, a tooth per equation;
+- where preplan tokens (top-40% Delta) and anchors (top-40% FAI) fall, against the share of
+  such tokens in the response: line starts, step starts (after a space or a colon), and the
+  ``yes`` / ``no`` checks.
+
+The first trace's WAAD/FAI curves are saved as ``--chart`` (PNG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+from pathlib import Path
+
+
+def _boot(values: list[float], reps: int = 2000, seed: int = 0) -> tuple[float, float]:
+    rng = random.Random(seed)
+    means = sorted(statistics.fmean(rng.choices(values, k=len(values))) for _ in range(reps))
+    return means[int(0.025 * reps)], means[int(0.975 * reps) - 1]
+
+
+def sawtooth(analysis) -> float:
+    """Mean WAAD inside the equations over mean WAAD on the separators (spaces, newlines)."""
+    tokens, start = analysis.tokens, analysis.prompt_len
+    inside, between = [], []
+    for t in analysis.response:
+        prev = tokens[t - 1] if t > start else "\n"
+        if tokens[t] in (" ", "\n"):
+            between.append(float(analysis.waad[t]))
+        elif tokens[t] in "+-*/=" or (tokens[t].isdigit() and prev.isdigit()):
+            inside.append(float(analysis.waad[t]))
+    return statistics.fmean(inside) / statistics.fmean(between)
+
+
+def classify(analysis) -> dict[str, list[int]]:
+    """Response positions by role: line starts, step starts, checks, the rest."""
+    tokens = analysis.tokens
+    start = analysis.prompt_len
+    roles: dict[str, list[int]] = {"line_start": [], "step_start": [], "check": [], "other": []}
+    for t in analysis.response:
+        prev = tokens[t - 1] if t > start else "\n"
+        if prev == "\n":
+            roles["line_start"].append(t)
+        elif prev in (" ", ":") and tokens[t] not in (" ", "y", "n"):
+            roles["step_start"].append(t)
+        elif tokens[t] in ("y", "n") and prev == " ":
+            roles["check"].append(t)
+        else:
+            roles["other"].append(t)
+    return roles
+
+
+def measure(model, problems, completions) -> dict:
+    """The rhythm statistics of a set of greedy searches (see the module docstring)."""
+    import torch
+
+    import workbench as wb
+
+    ratios, spans_min, spans_max, spans_min_x = [], [], [], []
+    share: dict[str, dict[str, list[float]]] = {"preplan": {}, "anchors": {}, "base": {}}
+    analyses = []
+    for p, c in zip(problems, completions, strict=True):
+        trace = wb.Trace.from_text(model, p.prompt, c, chat=False)
+        a = wb.analyze(model, trace)
+        analyses.append(a)
+        x = wb.analyze(model, trace, sink="exclude", entropy=False)
+        spans_min.append(float(torch.nanquantile(a.head_span.flatten(), 0.0)))
+        spans_max.append(float(torch.nanquantile(a.head_span.flatten(), 1.0)))
+        spans_min_x.append(float(torch.nanquantile(x.head_span.flatten(), 0.0)))
+        roles = classify(a)
+        ratios.append(sawtooth(a))
+        n = len(a.response)
+        for role, positions in roles.items():
+            share["base"].setdefault(role, []).append(len(positions) / n)
+            for name, chosen in (("preplan", a.preplan), ("anchors", a.anchors)):
+                hits = len(set(chosen) & set(positions)) / max(1, len(chosen))
+                share[name].setdefault(role, []).append(hits)
+    return {
+        "n_traces": len(analyses),
+        "span_min": statistics.fmean(spans_min),
+        "span_max": statistics.fmean(spans_max),
+        "span_min_sink_excluded": statistics.fmean(spans_min_x),
+        "sawtooth": statistics.fmean(ratios),
+        "sawtooth_ci": _boot(ratios),
+        "sawtooth_min": min(ratios),
+        "share": {k: {r: statistics.fmean(v) for r, v in d.items()} for k, d in share.items()},
+        "analyses": analyses,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="tiny-searcher")
+    ap.add_argument("--n", type=int, default=50)
+    ap.add_argument("--chart", default="benchmarks/results/searcher-rhythm.png")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    import workbench as wb
+    from workbench.models import sampler
+    from workbench.tasks import get_task
+    from workbench.tiny.evaluation import generate_completions
+
+    model = wb.load_model(args.model)
+    hf = sampler(model)
+    task = get_task("countdown-search")
+    problems = task.generate(args.n, "test", seed=0)
+    completions = generate_completions(
+        hf, model.tokenizer, [p.prompt for p in problems], max_new_tokens=224
+    )
+    result = measure(model, problems, completions)
+    analyses = result.pop("analyses")
+    lo, hi = result["sawtooth_ci"]
+    print(json.dumps({k: v for k, v in result.items() if k != "share"}, indent=1))
+    print(f"WAAD inside equations / on separators: {result['sawtooth']:.2f} [{lo:.2f}, {hi:.2f}]")
+    print("share of tokens by role (base = share of the response):")
+    for name, d in result["share"].items():
+        print(f"  {name:8s} " + "  ".join(f"{r} {v:.2f}" for r, v in d.items()))
+    a = analyses[0]
+    print("first trace, preplan tokens in brackets:")
+    print("".join(f"[{tok}]" if t in a.preplan else tok for t, tok in enumerate(a.tokens)))
+    if args.chart:
+        from workbench.viz import rhythm_curves, save
+
+        Path(args.chart).parent.mkdir(parents=True, exist_ok=True)
+        save(rhythm_curves(a), args.chart)
+        print("chart:", args.chart)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
