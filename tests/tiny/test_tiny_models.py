@@ -156,9 +156,8 @@ def test_accuracy_matches_the_card(fixed_sample, card) -> None:
         assert score == get_task(task).reward([prompt], [completion])[0]
 
 
-def test_the_reasoner_meets_its_aims(model_and_tokenizer, fixed_sample, name) -> None:
-    if name != "tiny-reasoner":
-        pytest.skip("the tiny reasoner's aims")
+@pytest.mark.parametrize("name", ["tiny-reasoner"], indirect=True)
+def test_the_reasoner_meets_its_aims(fixed_sample) -> None:
     assert 0.25 <= fixed_sample["accuracy"]["countdown"] <= 0.9
     assert fixed_sample["accuracy"]["arithmetic"] >= 0.8
     assert fixed_sample["mean_completion_tokens"]["countdown"] < 64
@@ -166,11 +165,10 @@ def test_the_reasoner_meets_its_aims(model_and_tokenizer, fixed_sample, name) ->
     assert prompt.startswith("Countdown: ")
 
 
-def test_the_searcher_meets_its_aims(model_and_tokenizer, fixed_sample, card, name) -> None:
+@pytest.mark.parametrize("name", ["tiny-searcher"], indirect=True)
+def test_the_searcher_meets_its_aims(fixed_sample, card) -> None:
     """Issue 18's aims: 80-200 token traces, held-out accuracy between 30% and 70% (room
     for RL), the most local head's span under 3 tokens, a written search in the output."""
-    if name != "tiny-searcher":
-        pytest.skip("the tiny searcher's aims")
     assert 0.3 <= fixed_sample["accuracy"]["countdown-search"] <= 0.7
     assert 80 <= fixed_sample["mean_completion_tokens"]["countdown-search"] <= 200
     assert min(min(row) for row in card["head_spans"]) < 3.0
@@ -350,12 +348,11 @@ def test_single_task_recipe_trains_and_cards(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_the_searchers_waad_saws_through_each_equation(fixed_sample, name) -> None:
+@pytest.mark.parametrize("name", ["tiny-searcher"], indirect=True)
+def test_the_searchers_waad_saws_through_each_equation(fixed_sample) -> None:
     """The rhythm issue 18 asks for, on the searcher's own greedy searches: WAAD over the
     local heads climbs through each equation of the search (operators, ``=``, continuing
     digits) and drops at every separator (space, newline), a tooth per step."""
-    if name != "tiny-searcher":
-        pytest.skip("the tiny searcher's rhythm")
     import workbench as wb
 
     model = wb.load_model("tiny-searcher")
