@@ -27,7 +27,6 @@ problem always gets the same scratchpad), which may use fewer numbers than the p
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import re
 from collections import Counter
@@ -135,6 +134,15 @@ def solve_countdown(
     return None
 
 
+def _apply(items: list[_Item], i: int, j: int, op: str, value: int) -> tuple[str, str, list[_Item]]:
+    """One step on `items`: its scratchpad line (``"50+25=75"``), its expression and the
+    items left (the result joins them as a composite, larger values first)."""
+    expr = f"{_wrap(items[i])}{op}{_wrap(items[j])}"
+    rest = [it for k, it in enumerate(items) if k not in (i, j)]
+    left = sorted([*rest, (value, expr, True)], key=lambda it: -it[0])
+    return f"{items[i][0]}{op}{items[j][0]}={value}", expr, left
+
+
 def _search(
     items: list[_Item], target: int, depth: int, steps: list[str], max_value: int
 ) -> tuple[list[str], str] | None:
@@ -143,12 +151,9 @@ def _search(
     for i, j, op, value in _steps(items):
         if value > max_value:
             continue
-        expr = f"{_wrap(items[i])}{op}{_wrap(items[j])}"
-        line = f"{items[i][0]}{op}{items[j][0]}={value}"
+        line, expr, new_items = _apply(items, i, j, op, value)
         if value == target:
             return [*steps, line], expr
-        rest = [it for k, it in enumerate(items) if k not in (i, j)]
-        new_items = sorted([*rest, (value, expr, True)], key=lambda it: -it[0])
         found = _search(new_items, target, depth - 1, [*steps, line], max_value)
         if found is not None:
             return found
@@ -159,10 +164,11 @@ def search_lines(numbers: tuple[int, ...], target: int) -> list[str] | None:
     """The written search of a 3-number Countdown problem, one line per first step.
 
     First steps are tried in the solver's fixed order (`_steps`: larger operand first, + - *
-    /, positive integer results only), each distinct step once. A line is the first step and, after a colon, every
-    legal second step on what is left, in the same order; it ends in ``yes`` at the first
-    step that reaches the target (the line stops there) and in ``no`` when none does. A first
-    step that reaches the target ends the search at once (``12*8=96 yes``).
+    /, positive integer results only), each distinct step once. A line is the first step and,
+    after a colon, every legal second step on what is left, in the same order; it ends in
+    ``yes`` at the first step that reaches the target (the line stops there) and in ``no``
+    when none does. A first step that reaches the target ends the search at once
+    (``12*8=96 yes``).
 
     Args:
         numbers: the three given numbers.
@@ -172,23 +178,28 @@ def search_lines(numbers: tuple[int, ...], target: int) -> list[str] | None:
         The lines, the last one ending in ``yes``; None if no two-step search reaches the
         target.
     """
+    found = _written_search(numbers, target)
+    return None if found is None else found[0]
+
+
+def _written_search(numbers: tuple[int, ...], target: int) -> tuple[list[str], str] | None:
+    """`search_lines` and the expression of the chain on its last line."""
     items: list[_Item] = [(v, str(v), False) for v in sorted(numbers, reverse=True)]
     lines: list[str] = []
     tried: set[str] = set()
     for i, j, op, value in _steps(items):
-        first = f"{items[i][0]}{op}{items[j][0]}={value}"
+        first, expr, left = _apply(items, i, j, op, value)
         if first in tried:  # equal given numbers: the same step leaves the same numbers
             continue
         tried.add(first)
         if value == target:
-            return [*lines, f"{first} yes"]
-        rest = [it for k, it in enumerate(items) if k not in (i, j)]
-        left = sorted([*rest, (value, "", True)], key=lambda it: -it[0])
+            return [*lines, f"{first} yes"], expr
         seconds = []
         for a, b, op2, result in _steps(left):
-            seconds.append(f"{left[a][0]}{op2}{left[b][0]}={result}")
+            second, chain, _ = _apply(left, a, b, op2, result)
+            seconds.append(second)
             if result == target:
-                return [*lines, f"{first}: {' '.join(seconds)} yes"]
+                return [*lines, f"{first}: {' '.join(seconds)} yes"], chain
         lines.append(f"{first}: {' '.join(seconds)} no")
     return None
 
@@ -272,13 +283,18 @@ class Countdown(Task):
                 f"Countdown {numbers} -> {target} has no solution with integer steps.",
                 "Pick a reachable target.",
             )
-        steps, expr = solved
+        return self._problem(tuple(numbers), target, *solved)
+
+    def _problem(
+        self, numbers: tuple[int, ...], target: int, lines: list[str], expr: str
+    ) -> Problem:
+        """The `Problem` whose reference solution is `lines` then ``Answer: expr``."""
         return Problem(
             task=self.name,
-            prompt=self.format_prompt(tuple(numbers), target),
+            prompt=self.format_prompt(numbers, target),
             answer=expr,
-            solution="".join(f"{s}\n" for s in steps) + f"Answer: {expr}\n",
-            numbers=tuple(numbers),
+            solution="".join(f"{line}\n" for line in lines) + f"Answer: {expr}\n",
+            numbers=numbers,
             target=target,
             split=self.split_of(numbers, target),
         )
@@ -411,17 +427,13 @@ class CountdownSearch(Countdown):
         Raises:
             WorkbenchError: the target cannot be reached in two steps.
         """
-        lines = search_lines(tuple(numbers), target) if len(numbers) == 3 else None
-        if lines is None:
+        found = _written_search(tuple(numbers), target) if len(numbers) == 3 else None
+        if found is None:
             raise WorkbenchError(
                 f"Countdown {numbers} -> {target} has no two-step solution to search for.",
                 "Pick three numbers and a target reachable in two steps.",
             )
-        problem = super().make_problem(numbers, target)
-        # The answer is the chain on the last line: the solver's search order is the same.
-        expr = _chain_expression(tuple(numbers), lines[-1])
-        solution = "".join(f"{line}\n" for line in lines) + f"Answer: {expr}\n"
-        return dataclasses.replace(problem, task=self.name, answer=expr, solution=solution)
+        return self._problem(tuple(numbers), target, *found)
 
     def _sample(self, rng: random.Random) -> Problem:
         while True:
@@ -429,30 +441,3 @@ class CountdownSearch(Countdown):
             n_lines = problem.solution.count("\n") - 1
             if self.attempts[0] <= n_lines <= self.attempts[1]:
                 return problem
-
-
-def _chain_expression(numbers: tuple[int, ...], line: str) -> str:
-    """The expression of a search line's successful chain (``"5*(9-7)"`` for ``9-7=2: ...
-    5*2=10 yes``)."""
-    steps = line.removesuffix(" yes").replace(":", "").split()
-    first, last = steps[0], steps[-1]
-    m = re.fullmatch(r"(\d+)([-+*/])(\d+)=(\d+)", first)
-    assert m is not None
-    a, op, b, value = m.groups()
-    expr = f"{a}{op}{b}"
-    if len(steps) == 1:
-        return expr
-    m = re.fullmatch(r"(\d+)([-+*/])(\d+)=(\d+)", last)
-    assert m is not None
-    x, op2, y, _ = m.groups()
-    # The first step's value is one operand; the unused given number is the other.
-    if x == value and (y != value or _unused(numbers, a, b) != int(value)):
-        return f"({expr}){op2}{y}"
-    return f"{x}{op2}({expr})"
-
-
-def _unused(numbers: tuple[int, ...], a: str, b: str) -> int:
-    rest = list(numbers)
-    rest.remove(int(a))
-    rest.remove(int(b))
-    return rest[0]
