@@ -23,28 +23,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 from pathlib import Path
-
-
-def _boot(values: list[float], reps: int = 2000, seed: int = 0) -> tuple[float, float]:
-    rng = random.Random(seed)
-    means = sorted(statistics.fmean(rng.choices(values, k=len(values))) for _ in range(reps))
-    return means[int(0.025 * reps)], means[int(0.975 * reps) - 1]
-
-
-def sawtooth(analysis) -> float:
-    """Mean WAAD inside the equations over mean WAAD on the separators (spaces, newlines)."""
-    tokens, start = analysis.tokens, analysis.prompt_len
-    inside, between = [], []
-    for t in analysis.response:
-        prev = tokens[t - 1] if t > start else "\n"
-        if tokens[t] in (" ", "\n"):
-            between.append(float(analysis.waad[t]))
-        elif tokens[t] in "+-*/=" or (tokens[t].isdigit() and prev.isdigit()):
-            inside.append(float(analysis.waad[t]))
-    return statistics.fmean(inside) / statistics.fmean(between)
 
 
 def classify(analysis) -> dict[str, list[int]]:
@@ -70,6 +50,8 @@ def measure(model, problems, completions) -> dict:
     import torch
 
     import workbench as wb
+    from workbench.intervals import bootstrap_ci
+    from workbench.tiny.evaluation import waad_sawtooth
 
     ratios, spans_min, spans_max, spans_min_x = [], [], [], []
     share: dict[str, dict[str, list[float]]] = {"preplan": {}, "anchors": {}, "base": {}}
@@ -83,7 +65,7 @@ def measure(model, problems, completions) -> dict:
         spans_max.append(float(torch.nanquantile(a.head_span.flatten(), 1.0)))
         spans_min_x.append(float(torch.nanquantile(x.head_span.flatten(), 0.0)))
         roles = classify(a)
-        ratios.append(sawtooth(a))
+        ratios.append(waad_sawtooth(a))
         n = len(a.response)
         for role, positions in roles.items():
             share["base"].setdefault(role, []).append(len(positions) / n)
@@ -96,7 +78,7 @@ def measure(model, problems, completions) -> dict:
         "span_max": statistics.fmean(spans_max),
         "span_min_sink_excluded": statistics.fmean(spans_min_x),
         "sawtooth": statistics.fmean(ratios),
-        "sawtooth_ci": _boot(ratios),
+        "sawtooth_ci": bootstrap_ci(ratios)[1:],
         "sawtooth_min": min(ratios),
         "share": {k: {r: statistics.fmean(v) for r, v in d.items()} for k, d in share.items()},
         "analyses": analyses,

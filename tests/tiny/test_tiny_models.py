@@ -19,7 +19,7 @@ from workbench.tasks import get_task
 from workbench.tiny import CHECKPOINTS, load
 from workbench.tiny import train as tr
 from workbench.tiny.card import render_card
-from workbench.tiny.evaluation import evaluate, head_spans
+from workbench.tiny.evaluation import evaluate, head_spans, waad_sawtooth
 from workbench.tiny.tokenizer import build_tokenizer
 
 #: Tolerances of the card checks. Greedy decoding is deterministic, but other BLAS builds
@@ -359,15 +359,8 @@ def test_the_searchers_waad_saws_through_each_equation(fixed_sample) -> None:
     ratios = []
     for prompt, completion, _ in fixed_sample["completions"]["countdown-search"][:10]:
         a = wb.analyze(model, wb.Trace.from_text(model, prompt, completion, chat=False))
-        inside, between = [], []
-        for t in a.response:
-            prev = a.tokens[t - 1]
-            if a.tokens[t] in (" ", "\n"):
-                between.append(t)
-            elif a.tokens[t] in "+-*/=" or (a.tokens[t].isdigit() and prev.isdigit()):
-                inside.append(t)
         assert max(a.head_span[layer].max() for layer in (0, 1)) < 3.0  # the window heads
         assert set(a.local_heads) <= {(layer, h) for layer in (0, 1) for h in range(8)}
-        ratios.append(float(a.waad[inside].mean() / a.waad[between].mean()))
+        ratios.append(waad_sawtooth(a))
     assert sum(ratios) / len(ratios) > SAWTOOTH_MIN_RATIO, ratios
     assert sum(r > 1.0 for r in ratios) >= 9, ratios

@@ -24,6 +24,7 @@ __all__ = [
     "evaluate",
     "generate_completions",
     "head_spans",
+    "waad_sawtooth",
 ]
 
 #: The fixed held-out sample the model card reports and the tests re-score.
@@ -187,3 +188,28 @@ def _mean_spans(
     if total is None:
         raise WorkbenchError("No non-empty response to measure spans on.", "Pass completions.")
     return (total / count).float()
+
+
+def waad_sawtooth(analysis: Any) -> float:
+    """How much WAAD climbs inside a written search's equations: a tooth per step.
+
+    ``mean WAAD[t]`` over response tokens inside an equation (operators, ``=`` and digits
+    that continue a number) divided by ``mean WAAD[t]`` over the separators between them
+    (spaces and newlines). Above 1, WAAD rises through each equation and drops at every
+    step boundary.
+
+    Args:
+        analysis: a `wb.Analysis` of a trace in the ``countdown-search`` format.
+
+    Returns:
+        The ratio.
+    """
+    tokens, start = analysis.tokens, analysis.prompt_len
+    inside, between = [], []
+    for t in analysis.response:
+        prev = tokens[t - 1] if t > start else "\n"
+        if tokens[t] in (" ", "\n"):
+            between.append(t)
+        elif tokens[t] in "+-*/=" or (tokens[t].isdigit() and prev.isdigit()):
+            inside.append(t)
+    return float(analysis.waad[inside].mean() / analysis.waad[between].mean())
