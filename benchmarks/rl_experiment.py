@@ -5,7 +5,7 @@
     python benchmarks/rl_experiment.py --out /tmp/x --steps 2 --seeds 0    # a smoke run
 
 Two setups (`SETUPS`): ``searcher`` trains the tiny searcher on Countdown with a written
-search (80-200 token traces, sharply local heads), with the six strategies and the three
+search (166-token traces on average, sliding-window local heads), with the six strategies and the three
 bottom-40% controls over ten seeds; ``reasoner`` is the first experiment, the tiny reasoner
 on short Countdown scratchpads, six strategies over five seeds.
 

@@ -15,8 +15,9 @@ Embedded models need no network:
   interrupted conversion never leaves a folder that later loads.
 - ``"tiny-reasoner"``: the project's own small Llama trained on the verifiable tasks, shipped
   inside the package (``workbench/tiny/checkpoint``).
-- ``"tiny-searcher"``: its sibling trained on Countdown with a written search (80-200 token
-  traces, sharply local heads), shipped in ``workbench/tiny/searcher``.
+- ``"tiny-searcher"``: its sibling, a tiny Qwen3 trained on Countdown with a written search
+  (166-token traces on average; the first two layers' heads see the last 4 tokens), shipped
+  in ``workbench/tiny/searcher``.
 
 Safety: weights load from safetensors only (``use_safetensors=True``); nothing from a user's
 folder is unpickled, and no remote code runs.
@@ -90,8 +91,8 @@ def list_models() -> list[ModelInfo]:
     smol = smollm_dir()
     descriptions = {
         "tiny-reasoner": "the workbench's own tiny Llama trained on Countdown and arithmetic",
-        "tiny-searcher": "the workbench's own tiny Llama trained on Countdown with a written "
-        "search (80-200 token traces)",
+        "tiny-searcher": "the workbench's own tiny Qwen3 trained on Countdown with a written "
+        "search (166-token traces, sliding-window local heads)",
     }
     return [
         ModelInfo(

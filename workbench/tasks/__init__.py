@@ -4,8 +4,9 @@ Three tasks share one interface (`Task`) and one text format (see `workbench.tas
 
 - ``"countdown"`` (`Countdown`): reach a target from 3 given numbers with + - * /, each
   number used at most once — the paper's RL task.
-- ``"countdown-search"`` (`CountdownSearch`): the same problems with a written search
-  (failed attempts, each checked against the target, then the solution) as scratchpad.
+- ``"countdown-search"`` (`CountdownSearch`): Countdown problems that need a search, with
+  the search written out (first steps in a fixed order, each with every second step checked
+  against the target) as scratchpad.
 - ``"arithmetic"`` (`Arithmetic`): multi-digit addition with a column-by-column scratchpad.
 
 Example:

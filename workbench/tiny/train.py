@@ -1,7 +1,8 @@
-"""Train a tiny model (a 4-layer `LlamaForCausalLM`) and write its checkpoint.
+"""Train a tiny model (a 4-layer Llama or Qwen3) and write its checkpoint.
 
-Recipe (`PRESETS` holds each shipped model's: the tiny reasoner on Countdown and addition,
-the tiny searcher on Countdown with a written search and a small RoPE base): supervised
+Recipe (`PRESETS` holds each shipped model's: the tiny reasoner, a Llama, on Countdown and
+addition; the tiny searcher, a Qwen3 whose first two layers have a 4-token sliding window,
+on Countdown with a written search): supervised
 fine-tuning from scratch on the reference scratchpad solutions of its tasks in
 `workbench.tasks` (train split only), loss on completion tokens (prompt and bos are
 masked with -100), AdamW with linear warm-up and cosine decay, a fixed seed, a fixed number
