@@ -4,7 +4,8 @@
   trials); at a handful of units it under-covers (with 5 values its nominal 95% interval
   holds the mean in about 85% of normal samples).
 - `t_ci` and `paired_t`: Student-t intervals and the paired t-test, exact for normal data
-  at any n, for a few units such as RL seeds.
+  at any n, for a few units such as RL seeds (differences that do not vary get the exact
+  sign-flip test's p-value, not the t-test's degenerate 0).
 - `holm`: Holm's step-down adjustment of p-values for several comparisons (family-wise
   error at most alpha, no independence assumption).
 
@@ -121,15 +122,20 @@ def t_ci(values: Any, *, ci: float = 0.95) -> tuple[float, float, float]:
 
 def paired_t(differences: Any) -> float:
     """Two-sided p-value of the paired t-test that the mean difference is 0 (NaNs dropped;
-    NaN with fewer than two differences; 1 or 0 when they do not vary)."""
+    NaN with fewer than two differences).
+
+    When the differences do not vary the t statistic is undefined (0/0 or x/0). Accuracies
+    move in steps, so this happens at small n (two seeds that both lose 0.04), and the
+    t-test's limit p = 0 would claim certainty from two runs. Then the p-value is the exact
+    two-sided sign-flip (randomisation) test's instead: 1 for all-zero differences, and
+    ``2 / 2**n`` for n equal non-zero ones (0.5 at n = 2, 0.002 at n = 10)."""
     d = np.asarray(differences, dtype=float)
     d = d[~np.isnan(d)]
     if len(d) < 2:
         return float("nan")
-    sd = float(d.std(ddof=1))
-    if sd == 0.0:
-        return 1.0 if float(d.mean()) == 0.0 else 0.0
-    t = float(d.mean()) / (sd / math.sqrt(len(d)))
+    if d.max() == d.min():  # not sd == 0: the mean of equal floats can round off them
+        return 1.0 if float(d.mean()) == 0.0 else min(1.0, 2.0 ** (1 - len(d)))
+    t = float(d.mean()) / (float(d.std(ddof=1)) / math.sqrt(len(d)))
     return 2.0 * (1.0 - t_cdf(abs(t), len(d) - 1))
 
 

@@ -48,7 +48,7 @@ def test_paired_t_by_hand():
     d = [1.0, 2.0, 3.0]  # mean 2, s = 1, t = 2 sqrt(3) with 2 df
     t = 2 * math.sqrt(3)
     assert paired_t(d) == pytest.approx(1 - t / math.sqrt(2 + t * t), abs=1e-12)
-    assert paired_t([0.0, 0.0]) == 1.0 and paired_t([0.1, 0.1]) == 0.0
+    assert paired_t([0.0, 0.0]) == 1.0
     assert math.isnan(paired_t([1.0]))
 
 
@@ -71,3 +71,11 @@ def test_at_five_seeds_t_intervals_cover_and_percentile_bootstraps_do_not():
     # 400 trials: the binomial standard error of a 95% coverage is about 1.1 points.
     assert 0.92 <= hits_t / n_trials <= 0.98
     assert hits_boot / n_trials < 0.90
+
+
+def test_paired_t_on_differences_that_do_not_vary_is_the_exact_sign_flip_test():
+    # Two seeds that both lose 0.04: the t statistic is -0.04/0, and its limit p = 0 would
+    # call two runs certain. The sign-flip test: 2 of the 4 sign patterns are as extreme.
+    assert paired_t([-0.04, -0.04]) == 0.5
+    assert paired_t([0.01] * 10) == pytest.approx(2 / 2**10)
+    assert paired_t([0.0, 0.0, 0.0]) == 1.0
