@@ -1,5 +1,5 @@
-"""Sampling from a model: `sample_completions` (length-bucketed batches, no padding, so a
-batched result equals the one-at-a-time result), `greedy_texts` on top of it, `generate`
+"""Sampling from a model: `sample_completions` (the lean decoder of `.decoder` on
+Llama-family models, ``generate`` in length-bucketed batches on the others), `generate`
 (one response as a `Trace`) and the degeneracy checks on a generated response."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import torch
 from .. import _validate
 from ..errors import WorkbenchError
 from ..models import model_name, sampler
+from .decoder import LeanDecoder, unsupported_reason
 from .record import Trace
 from .tokens import check_context, encode_prompt, eos_token_ids, model_tokenizer, token_strings
 
@@ -34,12 +35,26 @@ def sample_completions(
     greedy: bool = False,
     batch_limit: int = 64,
     tokenizer: Any = None,
+    decoder: str = "auto",
 ) -> list[list[int]]:
     """Sample `num_generations` completions for each prompt.
 
-    Uses ``generate`` (KV cache) of the plain Hugging Face model `workbench.models.sampler`
-    returns, never a model TransformerLens has wrapped, so no hooks fire; and the global
-    torch RNG: seed it (e.g. under `torch.random.fork_rng`) for reproducibility.
+    Samples from the plain Hugging Face model `workbench.models.sampler` returns, never a
+    model TransformerLens has wrapped, with the global torch RNG: seed it (e.g. under
+    `torch.random.fork_rng`) for reproducibility. Two decoders, both with a KV cache:
+
+    - ``"lean"`` (`workbench.trace.decoder.LeanDecoder`): Llama, Mistral, Qwen2 and Qwen3
+      models, every prompt length in one left-padded batch; a decode step costs a few dozen
+      tensor operations (2.5-4x faster than ``generate`` on the tiny models);
+    - ``"hf"``: the model's ``generate``, one call per prompt length (no padding).
+
+    ``"auto"`` takes the lean decoder wherever `decoder.unsupported_reason` allows (not on
+    other architectures, hooked models, or generation configs with more than
+    temperature/top-p) and ``generate`` otherwise. On a batch of one prompt length the two
+    draw the same tokens from the same seed; mixed lengths share one batch in the lean
+    decoder, so they consume the RNG in a different order than the bucketed ``generate``.
+    Greedy results of both equal the argmax of full forward passes, prompt by prompt, up to
+    float rounding.
 
     Args:
         model: a bridge from `wb.load_model` (its `sampler` generates) or a plain
@@ -51,11 +66,15 @@ def sample_completions(
         greedy: greedy decoding.
         batch_limit: most sequences generated in one call.
         tokenizer: the tokenizer (default: ``model.tokenizer``).
+        decoder: ``"auto"``, ``"lean"`` (an error names why when the model does not
+            qualify) or ``"hf"``.
 
     Returns:
         ``len(prompt_ids) * num_generations`` token-id lists, prompt-major (the completions
         of prompt 0 first), each ending at its first EOS (included) or at the cap.
     """
+    if decoder not in ("auto", "lean", "hf"):
+        raise WorkbenchError(f"decoder={decoder!r}", 'use decoder="auto", "lean" or "hf"')
     hf = sampler(model)
     tokenizer = tokenizer if tokenizer is not None else model_tokenizer(model)
     device = next(hf.parameters()).device
@@ -64,6 +83,19 @@ def sample_completions(
     rows: list[tuple[int, Sequence[int]]] = [
         (i, p) for i, p in enumerate(prompt_ids) for _ in range(num_generations)
     ]
+    lean = None
+    if decoder != "hf":
+        reason = unsupported_reason(hf)
+        if reason is not None and decoder == "lean":
+            raise WorkbenchError(
+                f"the lean decoder cannot sample for this model: {reason}",
+                'pass decoder="hf" (or "auto") to sample with the model\'s generate',
+            )
+        lean = LeanDecoder(hf) if reason is None else None
+    if lean is not None:
+        return _sample_lean(
+            lean, rows, batch_limit, max_new_tokens, eos, pad, greedy, temperature, top_p
+        )
     by_len: dict[int, list[int]] = defaultdict(list)
     for r, (_, p) in enumerate(rows):
         by_len[len(p)].append(r)
@@ -92,6 +124,36 @@ def sample_completions(
                     out[r] = seq[:cut]
     finally:
         hf.train(was_training)
+    return out
+
+
+def _sample_lean(
+    lean: LeanDecoder,
+    rows: list[tuple[int, Sequence[int]]],
+    batch_limit: int,
+    max_new_tokens: int,
+    eos: list[int],
+    pad: int,
+    greedy: bool,
+    temperature: float,
+    top_p: float,
+) -> list[list[int]]:
+    # Rows sorted by prompt length (stably) so a batch_limit chunk pads little.
+    order = sorted(range(len(rows)), key=lambda r: len(rows[r][1]))
+    out: list[list[int]] = [[] for _ in rows]
+    for start in range(0, len(order), batch_limit):
+        chunk = order[start : start + batch_limit]
+        new = lean.generate(
+            [rows[r][1] for r in chunk],
+            max_new_tokens=max_new_tokens,
+            eos=eos,
+            pad=pad,
+            greedy=greedy,
+            temperature=temperature,
+            top_p=top_p,
+        )
+        for r, seq in zip(chunk, new, strict=True):
+            out[r] = seq
     return out
 
 

@@ -1,0 +1,341 @@
+"""A lean KV-cached decoder for Llama-family models: sampling without `generate`'s overhead.
+
+`LeanDecoder` samples from a plain Hugging Face Llama, Mistral, Qwen2 or Qwen3 causal LM by
+reading its weights (never copying them, so a model being trained samples from its current
+weights) and running its forward as a few dozen tensor operations per token: a static KV
+cache, one left-padded batch for prompts of any lengths, and no per-token Python beyond the
+layer loop. On the tiny models a decode step is several times cheaper than
+``model.generate``'s, which dominates RL rollouts on small models.
+
+It follows Hugging Face's own computation step by step (eager attention, RMSNorm in float32,
+RoPE from the model's ``inv_freq``, logits in float32, `TemperatureLogitsWarper` and
+`TopPLogitsWarper`, ``torch.multinomial`` on the softmax, pad after EOS), so on a batch of
+prompts of one length it draws the same tokens as ``generate`` from the same RNG state, up
+to float rounding (tests check both on tiny random checkpoints of each architecture).
+
+`lean_decoder` says whether a model qualifies and why not: other architectures, RoPE
+scaling, biases or activations it does not implement, or a generation config that asks for
+more than temperature and top-p (repetition penalties, bad words, ...) all fall back to
+``generate`` in `sample_completions`, never to a different distribution.
+
+Memory: the cache holds ``2 * layers * batch * kv_heads * (prompt + max_new_tokens) *
+head_dim`` values in the model's dtype, the same as a static cache in ``generate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor
+
+__all__ = ["LeanDecoder", "lean_decoder", "unsupported_reason"]
+
+#: The model classes whose forward `LeanDecoder` implements (each checked against
+#: Hugging Face's own forward in tests/trace/test_decoder.py).
+SUPPORTED = {
+    "LlamaForCausalLM": "llama",
+    "MistralForCausalLM": "mistral",
+    "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
+}
+
+#: Generation-config fields that do not change the sampled distribution (the sampling
+#: settings themselves are passed explicitly).
+_HARMLESS_GENERATION = {
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "decoder_start_token_id",
+    "do_sample",
+    "temperature",
+    "top_p",
+    "top_k",
+    "max_length",
+    "max_new_tokens",
+    "use_cache",
+    "cache_implementation",
+    "transformers_version",
+    "_from_model_config",
+}
+
+
+#: RoPE types whose frequencies are fixed at load time (the rotary module's ``inv_freq``
+#: and ``attention_scaling``), so one table serves every step; "dynamic" and "longrope"
+#: recompute them from the sequence length.
+_STATIC_ROPE = {"default", "linear", "llama3", "yarn"}
+
+
+def _global_hooks() -> bool:
+    from torch.nn.modules import module
+
+    return bool(module._global_forward_hooks or module._global_forward_pre_hooks)
+
+
+def _changed_generation(gen: Any) -> list[str]:
+    """The generation-config fields set away from their defaults, harmless ones aside."""
+    from transformers import GenerationConfig
+
+    default = GenerationConfig().to_dict()
+    return sorted(
+        k
+        for k, v in gen.to_dict().items()
+        if k not in _HARMLESS_GENERATION
+        and k in default
+        and default[k] != v
+        and (default[k] or v)  # None, False and 0 all mean "off"
+    )
+
+
+def unsupported_reason(hf: Any) -> str | None:
+    """Why `LeanDecoder` cannot sample for the Hugging Face model `hf` (None: it can)."""
+    name = type(hf).__name__
+    if name not in SUPPORTED:
+        return f"{name} is not one of the lean decoder's architectures ({sorted(SUPPORTED)})"
+    cfg = hf.config
+    rope = getattr(cfg, "rope_parameters", None) or {}
+    if rope.get("rope_type", "default") not in _STATIC_ROPE:
+        return f"RoPE type {rope.get('rope_type')!r} (its frequencies change with the length)"
+    if getattr(cfg, "hidden_act", "silu") != "silu":
+        return f"activation {cfg.hidden_act!r} (only silu is implemented)"
+    if getattr(cfg, "mlp_bias", False):
+        return "MLP biases (not implemented)"
+    if getattr(cfg, "_attn_implementation", "eager") not in ("eager", "sdpa"):
+        return f"attention implementation {cfg._attn_implementation!r}"
+    hooked = [n for n, m in hf.named_modules() if m._forward_hooks or m._forward_pre_hooks]
+    if hooked or _global_hooks():
+        return f"forward hooks are attached ({hooked[:3] or 'global'}), which it would skip"
+    gen = getattr(hf, "generation_config", None)
+    extra = [] if gen is None else _changed_generation(gen)
+    if extra:
+        return f"its generation config sets {extra}, which change sampling beyond temperature/top-p"
+    return None
+
+
+def lean_decoder(hf: Any) -> LeanDecoder | None:
+    """A `LeanDecoder` for `hf`, or None when `unsupported_reason(hf)` says it cannot."""
+    return None if unsupported_reason(hf) else LeanDecoder(hf)
+
+
+def _rms(x: torch.Tensor, norm: Any) -> torch.Tensor:
+    # As LlamaRMSNorm: normalise in float32, scale in the input dtype.
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+    return norm.weight * h.to(x.dtype)
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+
+class LeanDecoder:
+    """Batched KV-cached sampling for one Hugging Face Llama-family model (see the module).
+
+    Args:
+        hf: a plain ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM`` or
+            ``Qwen3ForCausalLM`` (`unsupported_reason` must be None).
+    """
+
+    def __init__(self, hf: Any) -> None:
+        reason = unsupported_reason(hf)
+        if reason is not None:
+            raise ValueError(f"the lean decoder cannot sample for this model: {reason}")
+        self.hf = hf
+        cfg = hf.config
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = cfg.num_key_value_heads
+        self.d_head = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
+        layer_types = getattr(cfg, "layer_types", None) or ["full_attention"] * len(hf.model.layers)
+        window = getattr(cfg, "sliding_window", None)
+        self.windows = [window if t == "sliding_attention" else None for t in layer_types]
+        if type(hf).__name__ == "MistralForCausalLM" and not getattr(cfg, "layer_types", None):
+            self.windows = [window] * len(hf.model.layers)
+
+    def _forward(
+        self,
+        ids: Int[Tensor, "batch pos"],
+        cos: Float[Tensor, "batch pos d_head"],
+        sin: Float[Tensor, "batch pos d_head"],
+        masks: list[Float[Tensor, "batch 1 pos key_pos"]],
+        caches: list[tuple[Tensor, Tensor]],
+        start: int,
+    ) -> Float[Tensor, "batch d_vocab"]:
+        """Logits of each row's last slot after writing slots ``start:start+pos`` of `ids`.
+
+        `cos`/`sin` cover those slots; `masks` holds each layer's additive mask (0 where a
+        query slot may read a key slot, the dtype's minimum elsewhere) over key slots
+        ``0:start+pos``; `caches` holds each layer's ``[batch, kv_head, slot, d_head]`` keys
+        and values, written in place."""
+        hf = self.hf
+        m = hf.model
+        b, t = ids.shape
+        x = m.embed_tokens(ids)
+        cos, sin = cos[:, None], sin[:, None]
+        end = start + t
+        g = self.n_heads // self.n_kv
+        for layer, (kc, vc), add, window in zip(m.layers, caches, masks, self.windows, strict=True):
+            attn = layer.self_attn
+            h = _rms(x, layer.input_layernorm)
+            q = F.linear(h, attn.q_proj.weight, attn.q_proj.bias).view(b, t, -1, self.d_head)
+            k = F.linear(h, attn.k_proj.weight, attn.k_proj.bias).view(b, t, -1, self.d_head)
+            v = F.linear(h, attn.v_proj.weight, attn.v_proj.bias).view(b, t, -1, self.d_head)
+            if hasattr(attn, "q_norm"):
+                q, k = _rms(q, attn.q_norm), _rms(k, attn.k_norm)
+            q = _rotate(q.transpose(1, 2), cos, sin)
+            kc[:, :, start:end] = _rotate(k.transpose(1, 2), cos, sin)
+            vc[:, :, start:end] = v.transpose(1, 2)
+            # Grouped heads without repeat_kv's copy: head h reads kv head h // group, so
+            # the queries of one kv head stack as (B, kv, group*T, d_head); the cache views
+            # fold (B, kv) into one batch dimension without a copy.
+            # A sliding layer reads only the slots its window can reach (as Hugging Face's
+            # sliding cache keeps only those).
+            lo = 0 if window is None else max(0, start - window + 1)
+            qg = q.reshape(b, self.n_kv, g * t, self.d_head)
+            w = torch.matmul(qg, kc[:, :, lo:end].transpose(-1, -2)) * attn.scaling
+            w = w.view(b, self.n_kv, g, t, end - lo) + add[:, :, None, :, lo:]
+            w = w.softmax(dim=-1, dtype=torch.float32).to(q.dtype)
+            w = w.view(b, self.n_kv, g * t, end - lo)
+            o = torch.matmul(w, vc[:, :, lo:end]).view(b, self.n_heads, t, self.d_head)
+            x = x + attn.o_proj(o.transpose(1, 2).reshape(b, t, -1))
+            mlp = layer.mlp
+            h = _rms(x, layer.post_attention_layernorm)
+            x = x + mlp.down_proj(F.silu(mlp.gate_proj(h)) * mlp.up_proj(h))
+        last = _rms(x[:, -1], m.norm)
+        return hf.lm_head(last).float()
+
+    def _masks(self, valid: torch.Tensor, start: int, end: int, dtype: torch.dtype) -> list:
+        """Per layer, the additive mask (B, 1, end-start, end) of query slots start:end."""
+        q = torch.arange(start, end, device=valid.device)[:, None]
+        kv = torch.arange(end, device=valid.device)[None, :]
+        causal = (kv <= q)[None] & valid[:, None, :end]
+        low = torch.finfo(dtype).min
+        out, memo = [], {}
+        for window in self.windows:
+            if window not in memo:
+                allowed = causal if window is None else causal & (kv > q - window)[None]
+                memo[window] = torch.zeros(allowed.shape, dtype=dtype, device=valid.device)
+                memo[window].masked_fill_(~allowed, low)
+                memo[window] = memo[window][:, None]
+            out.append(memo[window])
+        return out
+
+    def _start(self, prompts: Sequence[Sequence[int]], total: int, pad: int) -> tuple:
+        """The left-padded ids (B, width), slot validity (B, total), cos/sin (B, total,
+        d_head) and an empty cache per layer for `total` slots."""
+        hf = self.hf
+        device = next(hf.parameters()).device
+        dtype = hf.model.embed_tokens.weight.dtype
+        lengths = torch.tensor([len(p) for p in prompts], device=device)
+        width = int(lengths.max())
+        pads = width - lengths
+        ids = torch.full((len(prompts), width), pad, dtype=torch.long, device=device)
+        for r, p in enumerate(prompts):
+            ids[r, width - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
+        slots = torch.arange(max(total, width), device=device)
+        valid = slots[None, :] >= pads[:, None]
+        positions = (slots[None, :] - pads[:, None]).clamp(min=0)
+        # The model's own rotary module, once for every slot: (B, slots, d_head) each.
+        cos, sin = hf.model.rotary_emb(hf.model.embed_tokens.weight[:1], positions)
+        shape = (len(prompts), self.n_kv, max(total, width), self.d_head)
+        caches = [
+            tuple(torch.zeros(shape, dtype=dtype, device=device) for _ in "kv")
+            for _ in hf.model.layers
+        ]
+        return ids, width, valid, cos, sin, caches
+
+    @torch.no_grad()
+    def next_logits(
+        self, prompts: Sequence[Sequence[int]], pad: int = 0
+    ) -> Float[Tensor, "batch d_vocab"]:
+        """float32 logits ``[batch, d_vocab]`` of the token after each prompt, all prompts
+        in one left-padded forward (what the first sampling step reads)."""
+        ids, width, valid, cos, sin, caches = self._start(prompts, 0, pad)
+        masks = self._masks(valid, 0, width, cos.dtype)
+        was_training = self.hf.training
+        self.hf.eval()
+        try:
+            return self._forward(ids, cos, sin, masks, caches, 0)
+        finally:
+            self.hf.train(was_training)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        max_new_tokens: int,
+        eos: Sequence[int],
+        pad: int,
+        greedy: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+    ) -> list[list[int]]:
+        """Complete every prompt (one row each), sampling from the global torch RNG.
+
+        Args:
+            prompts: token ids, of any lengths (left-padded into one batch; padded slots
+                are masked out of attention and do not shift positions).
+            max_new_tokens: length cap.
+            eos: end-of-sequence ids; a row that emits one is finished and gets `pad`.
+            pad: the id written after a row has finished (and into padded prompt slots).
+            greedy: argmax instead of sampling.
+            temperature, top_p: as `TemperatureLogitsWarper` and `TopPLogitsWarper`.
+
+        Returns:
+            The new tokens of each row, up to and including its first EOS.
+        """
+        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+        hf = self.hf
+        total = max(len(p) for p in prompts) + max_new_tokens
+        ids, width, valid, cos, sin, caches = self._start(prompts, total, pad)
+        device, dtype, b = ids.device, cos.dtype, len(prompts)
+        warpers = []
+        if not greedy:
+            if float(temperature) != 1.0:
+                warpers.append(TemperatureLogitsWarper(float(temperature)))
+            if float(top_p) < 1.0:
+                warpers.append(TopPLogitsWarper(float(top_p)))
+        eos_t = torch.tensor(list(eos), dtype=torch.long, device=device)
+        unfinished = torch.ones(b, dtype=torch.long, device=device)
+        out = torch.full((b, max_new_tokens), pad, dtype=torch.long, device=device)
+        was_training = hf.training
+        hf.eval()
+        try:
+            start, step_ids = 0, ids
+            for t in range(max_new_tokens):
+                end = width + t
+                logits = self._forward(
+                    step_ids,
+                    cos[:, start:end],
+                    sin[:, start:end],
+                    self._masks(valid, start, end, dtype),
+                    caches,
+                    start,
+                )
+                for warp in warpers:
+                    logits = warp(None, logits)
+                if greedy:
+                    nxt = logits.argmax(dim=-1)
+                else:
+                    nxt = torch.multinomial(logits.softmax(dim=-1), num_samples=1).squeeze(1)
+                nxt = nxt * unfinished + pad * (1 - unfinished)
+                out[:, t] = nxt
+                if len(eos_t):
+                    unfinished = unfinished & ~torch.isin(nxt, eos_t)
+                if not bool(unfinished.any()):
+                    out = out[:, : t + 1]
+                    break
+                start, step_ids = end, nxt[:, None]
+        finally:
+            hf.train(was_training)
+        eos_set = {int(e) for e in eos}
+        rows = []
+        for seq in out.tolist():
+            cut = next((j + 1 for j, tok in enumerate(seq) if tok in eos_set), len(seq))
+            rows.append(seq[:cut])
+        return rows
