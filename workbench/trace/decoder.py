@@ -120,6 +120,12 @@ def lean_decoder(hf: Any) -> LeanDecoder | None:
     return None if unsupported_reason(hf) else LeanDecoder(hf)
 
 
+def cut_at_eos(seq: list[int], eos: set[int] | Sequence[int]) -> list[int]:
+    """`seq` up to and including its first EOS (all of it when there is none)."""
+    cut = next((j + 1 for j, tok in enumerate(seq) if tok in eos), len(seq))
+    return seq[:cut]
+
+
 def _rms(x: torch.Tensor, norm: Any) -> torch.Tensor:
     # As LlamaRMSNorm: normalise in float32, scale in the input dtype.
     h = x.float()
@@ -334,8 +340,4 @@ class LeanDecoder:
         finally:
             hf.train(was_training)
         eos_set = {int(e) for e in eos}
-        rows = []
-        for seq in out.tolist():
-            cut = next((j + 1 for j, tok in enumerate(seq) if tok in eos_set), len(seq))
-            rows.append(seq[:cut])
-        return rows
+        return [cut_at_eos(seq, eos_set) for seq in out.tolist()]

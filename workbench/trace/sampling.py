@@ -13,7 +13,7 @@ import torch
 from .. import _validate
 from ..errors import WorkbenchError
 from ..models import model_name, sampler
-from .decoder import LeanDecoder, unsupported_reason
+from .decoder import LeanDecoder, cut_at_eos, unsupported_reason
 from .record import Trace
 from .tokens import check_context, encode_prompt, eos_token_ids, model_tokenizer, token_strings
 
@@ -120,8 +120,7 @@ def sample_completions(
                     **kwargs,
                 )[:, length:].cpu()
                 for r, seq in zip(chunk, gen.tolist(), strict=True):
-                    cut = next((j + 1 for j, t in enumerate(seq) if t in eos), len(seq))
-                    out[r] = seq[:cut]
+                    out[r] = cut_at_eos(seq, eos)
     finally:
         hf.train(was_training)
     return out
