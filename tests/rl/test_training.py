@@ -235,6 +235,41 @@ def test_experiment_runs_each_strategy_and_seed_once(tmp_path):
     assert all((d / "metrics.jsonl").stat().st_mtime_ns == m for d, m in mtimes.items())
 
 
+def test_experiment_called_again_with_more_steps_extends_its_runs(tmp_path):
+    from workbench.rl import run_experiment
+
+    small = {**SMALL, "max_steps": 1, "eval_samples": 0}
+    run_experiment(["none"], [0], tmp_path / "short", progress=False, **small)
+    exp = run_experiment(
+        ["none"], [0], tmp_path / "short", progress=False, **{**small, "max_steps": 2}
+    )
+    run_dir = tmp_path / "short" / "none" / "seed-0"
+    assert json.loads((run_dir / "config.json").read_text())["max_steps"] == 2
+    assert json.loads((run_dir / "status.json").read_text()) == {"status": "finished", "step": 2}
+    assert list(exp.frame()["step"]) == [0, 1, 2], "the extended run evaluates at its new end"
+    # Constant learning rate after warm-up: extending equals starting with the longer length.
+    full = run_experiment(
+        ["none"], [0], tmp_path / "long", progress=False, **{**small, "max_steps": 2}
+    )
+    strip = ("time_rollout", "time_credit", "time_update", "step_time")
+    rows = [
+        [{k: v for k, v in r.items() if k not in strip} for r in read_metrics(d)]
+        for d in (run_dir, tmp_path / "long" / "none" / "seed-0")
+    ]
+    assert [r for r in rows[0] if r["step"] == 2] == [r for r in rows[1] if r["step"] == 2]
+    assert full.summary()["final"][0] == exp.summary()["final"][0]
+    with pytest.raises(WorkbenchError, match="2-step run, longer than the max_steps=1"):
+        run_experiment(["none"], [0], tmp_path / "short", progress=False, **small)
+    with pytest.raises(WorkbenchError, match=r"other settings \(learning_rate\)"):
+        run_experiment(
+            ["none"],
+            [0],
+            tmp_path / "short",
+            progress=False,
+            **{**small, "max_steps": 2, "learning_rate": 1e-2},
+        )
+
+
 def test_a_bad_credit_setting_fails_before_any_folder_is_written(tmp_path):
     with pytest.raises(WorkbenchError, match="gamma_amp must be in"):
         train(GRPOConfig(**SMALL).replace(gamma_amp=-1), out=tmp_path / "a", progress=False)

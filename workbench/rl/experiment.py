@@ -238,6 +238,10 @@ def run_experiment(
 ) -> Experiment:
     """Run every strategy with every seed (skipping finished runs, resuming interrupted ones).
 
+    Calling it again with a larger ``max_steps`` extends every run to that length from its
+    last checkpoint, the final evaluation moving to the new end. Runs started with other
+    settings are refused rather than mixed in.
+
     Args:
         strategies: credit strategies to compare (e.g. ``["none", "random", "coupled"]``).
         seeds: run seeds; each seed gives every strategy the same training problems order.
@@ -255,18 +259,39 @@ def run_experiment(
     for strategy in strategies:
         for seed in seeds:
             run_dir = out / strategy / f"seed-{seed}"
+            cfg = base.replace(strategy=strategy, seed=seed)
             status_file = run_dir / "status.json"
             if status_file.is_file():
-                status = json.loads(status_file.read_text()).get("status")
-                if status == "finished":
+                _check_same_run(run_dir, cfg)
+                done = json.loads(status_file.read_text())
+                if done.get("status") == "finished" and done.get("step") == cfg.max_steps:
                     continue
                 if (run_dir / "checkpoints" / "LATEST").is_file():
-                    resume(run_dir, progress=progress)
+                    resume(run_dir, max_steps=cfg.max_steps, progress=progress)
                     continue
-            cfg = base.replace(strategy=strategy, seed=seed)
             if (run_dir / "config.json").exists():
                 # Started but never checkpointed: start it again from scratch.
                 for stale in ("config.json", "metrics.jsonl", "status.json"):
                     (run_dir / stale).unlink(missing_ok=True)
             train(cfg, out=run_dir, progress=progress)
     return Experiment(out)
+
+
+def _check_same_run(run_dir: Path, cfg: GRPOConfig) -> None:
+    """Refuse to mix settings in one experiment: the run in `run_dir` must have been started
+    with `cfg`, except for a length no longer than ``cfg.max_steps`` (a longer call extends
+    it, see `resume`)."""
+    saved = GRPOConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    if saved.max_steps > cfg.max_steps:
+        raise WorkbenchError(
+            f"{run_dir} holds a {saved.max_steps}-step run, longer than the "
+            f"max_steps={cfg.max_steps} asked for",
+            f"ask for max_steps={saved.max_steps}, or use another out folder",
+        )
+    ours, theirs = cfg.to_dict(), saved.replace(max_steps=cfg.max_steps).to_dict()
+    changed = sorted(k for k in ours if ours[k] != theirs[k])
+    if changed:
+        raise WorkbenchError(
+            f"{run_dir} was run with other settings ({', '.join(changed)}) than this experiment's",
+            "use the settings it was started with (its config.json), or another out folder",
+        )

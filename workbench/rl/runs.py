@@ -86,7 +86,10 @@ def resume(
     Args:
         run_dir: the run directory.
         checkpoint: a checkpoint folder name (``"step-000010"``); default LATEST.
-        max_steps: train to this many steps (default: the config's; larger extends a run).
+        max_steps: train to this many steps (default: the config's). A larger value extends
+            the run, and ``config.json`` then records the new length, so the folder still
+            describes the run it holds. The learning rate is constant after warm-up, so an
+            extended run follows the schedule of one started with the longer length.
         callbacks, progress: as in `train`.
     """
     import json
@@ -124,8 +127,14 @@ def resume(
             f"delete the folder (shutil.rmtree({str(run_dir)!r})) and start it again with "
             "wb.rl.train",
         )
+    extended = max_steps is not None and max_steps > config.max_steps
+    if extended:
+        config = config.replace(max_steps=max_steps)
     run = GRPORun(config, run_dir, callbacks=callbacks, progress=progress)
     state = load_checkpoint(path, run.policy, run.optimizer)
+    if extended:
+        saved["max_steps"] = max_steps
+        atomic_write_json(cfg_path, saved)
     run.step = int(state["step"])
     rows = read_metrics(run_dir, up_to_step=run.step)
     rewrite_metrics(run_dir, rows)
