@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -268,6 +269,22 @@ def test_experiment_called_again_with_more_steps_extends_its_runs(tmp_path):
             progress=False,
             **{**small, "max_steps": 2, "learning_rate": 1e-2},
         )
+
+
+def test_experiment_restarts_a_run_that_never_checkpointed_whatever_its_settings(tmp_path):
+    """A leftover with no checkpoint holds nothing to keep, so it is started again with this
+    experiment's settings rather than refused for differing from them."""
+    from workbench.rl import run_experiment
+
+    small = {**SMALL, "max_steps": 1, "eval_samples": 0}
+    run_experiment(["none"], [0], tmp_path, progress=False, **small)
+    run_dir = tmp_path / "none" / "seed-0"
+    shutil.rmtree(run_dir / "checkpoints")
+    (run_dir / "status.json").write_text(json.dumps({"status": "running", "step": 0}))
+    run_experiment(["none"], [0], tmp_path, progress=False, **{**small, "learning_rate": 1e-2})
+    assert json.loads((run_dir / "config.json").read_text())["learning_rate"] == 1e-2
+    assert json.loads((run_dir / "status.json").read_text()) == {"status": "finished", "step": 1}
+    assert [r["step"] for r in read_metrics(run_dir)] == [0, 1], "no rows of the old run remain"
 
 
 def test_a_bad_credit_setting_fails_before_any_folder_is_written(tmp_path):

@@ -261,14 +261,15 @@ def run_experiment(
             run_dir = out / strategy / f"seed-{seed}"
             cfg = base.replace(strategy=strategy, seed=seed)
             status_file = run_dir / "status.json"
-            if status_file.is_file():
+            # Only a checkpointed run has something to keep (the last step is always saved,
+            # so a finished run has one); anything else is restarted, whatever its settings.
+            if status_file.is_file() and (run_dir / "checkpoints" / "LATEST").is_file():
                 _check_same_run(run_dir, cfg)
                 done = json.loads(status_file.read_text())
                 if done.get("status") == "finished" and done.get("step") == cfg.max_steps:
                     continue
-                if (run_dir / "checkpoints" / "LATEST").is_file():
-                    resume(run_dir, max_steps=cfg.max_steps, progress=progress)
-                    continue
+                resume(run_dir, max_steps=cfg.max_steps, progress=progress)
+                continue
             if (run_dir / "config.json").exists():
                 # Started but never checkpointed: start it again from scratch.
                 for stale in ("config.json", "metrics.jsonl", "status.json"):
