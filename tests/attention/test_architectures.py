@@ -362,3 +362,49 @@ def test_softcap_changes_the_reference(references):
     plain = references("gemma2-no-softcap", "short", "analysis")
     for f in ["head_span", "waad", "fai"]:
         assert np.nanmax(np.abs(capped[f] - plain[f])) > 1e-3, f
+
+
+@pytest.mark.parametrize("arch_id", ARCH_IDS)
+def test_rl_update_forward_with_shared_prompts_matches_full_rows(toys, arch_id):
+    """The native GRPO update runs each group's prompt once and its completions on the
+    repeated KV cache (`workbench.rl.forward`). On every architecture its logits must equal
+    each ``prompt + completion`` row's own forward, and the credit statistics it collects
+    on the response rows must give the metrics of a full pass over each rollout (prompts
+    longer than the sliding window, of two lengths, so the left padding and every window
+    are crossed)."""
+    from workbench.attention.metrics import fai_heads, span_heads, waad_heads
+    from workbench.attention.params import CreditParams
+    from workbench.rl.credit import FusedCredit
+    from workbench.rl.forward import completion_logits, rollout_batch
+
+    bridge = _bridge(toys, arch_id)
+    hf = sampler(bridge)
+    gen = torch.Generator().manual_seed(1)
+    vocab = hf.config.vocab_size
+
+    def ids(n: int) -> list[int]:
+        return torch.randint(4, vocab, (n,), generator=gen).tolist()
+
+    prompts = [ids(30), ids(22)]
+    completions = [ids(n) for n in (40, 25, 0, 33, 40, 12)]
+    batch = rollout_batch(prompts, completions, 3, slice(0, 6))
+    credit = CreditParams(strategy="coupled", layers="all")
+    fused = FusedCredit(hf, credit, batch.spans, batch.seqs, response_rows=True)
+    with torch.no_grad():  # eval mode: GPT-2's toy has attention dropout
+        logits = completion_logits(hf, batch, fused)
+        stats = fused.collector.finish()
+        items = [(s, len(prompts[i // 3])) for i, s in enumerate(batch.seqs)]
+        full = engine.collect_many(
+            bridge, items, fused.collector.heads, max_window=10, cuts=[10, 101],
+            path="tiled", entropy=False, sdpa_outputs=True,
+        )  # fmt: skip
+        for i, c in enumerate(completions):
+            if not c:
+                continue
+            p = prompts[i // 3]
+            want = hf(torch.tensor([p + c])).logits[0, len(p) - 1 : -1]
+            torch.testing.assert_close(logits[i, : len(c)], want, rtol=1e-4, atol=1e-5)
+            got, ref = stats[i], full[i][0]
+            close(f"span {i}", span_heads(got), span_heads(ref))
+            close(f"waad {i}", waad_heads(got), waad_heads(ref))
+            close(f"fai {i}", fai_heads(got, (10, 100)), fai_heads(ref, (10, 100)))

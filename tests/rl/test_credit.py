@@ -14,6 +14,7 @@ from workbench.attention.credit import STRATEGIES
 from workbench.attention.params import CreditParams
 from workbench.models import bridge_model, load_hf
 from workbench.rl.credit import FusedCredit, rollout_gammas
+from workbench.rl.forward import completion_logits, rollout_batch
 from workbench.trace import encode_prompt, sample_completions
 
 pytestmark = pytest.mark.slow
@@ -39,7 +40,8 @@ def rollouts():
 
 
 def fused_gammas(policy, credit, prompts, completions, seed):
-    """The native loop's way: one forward per group with gradients, then `gammas`."""
+    """TRL's way: ``prompt + completion`` rows (here one forward per group) with
+    gradients, then `gammas`."""
     width = max(len(c) for c in completions)
     out, k = torch.ones(len(completions), width), 0
     policy.train()
@@ -61,12 +63,25 @@ def fused_gammas(policy, credit, prompts, completions, seed):
     return out
 
 
+def shared_prompt_gammas(policy, credit, prompts, completions, seed):
+    """The native loop's way: each group's prompt once, the completions on its KV cache,
+    the credit collected on the completion rows (`workbench.rl.forward`)."""
+    batch = rollout_batch(prompts[::4], completions, 4, slice(0, len(completions)))
+    fused = FusedCredit(policy, credit, batch.spans, batch.seqs, response_rows=True)
+    policy.train()
+    logits = completion_logits(policy, batch, fused)
+    assert logits.requires_grad, "the update forward keeps its gradients"
+    return fused.gammas(batch.width, seed=seed, logits=logits)
+
+
+@pytest.mark.parametrize("layout", ["full rows", "shared prompts"])
 @pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s != "none"])
-def test_fused_credit_equals_the_standalone_pass(rollouts, strategy):
+def test_fused_credit_equals_the_standalone_pass(rollouts, strategy, layout):
     policy, bridge, prompts, completions = rollouts
     credit = CreditParams(strategy=strategy)
     reference = rollout_gammas(bridge, prompts, completions, credit, seed=7)
-    fused = fused_gammas(policy, credit, prompts, completions, seed=7)
+    way = fused_gammas if layout == "full rows" else shared_prompt_gammas
+    fused = way(policy, credit, prompts, completions, seed=7)
     assert torch.equal(fused, reference)
     assert (reference[1] == 1.0).all()
     if strategy != "entropy":  # entropy can leave a short rollout without amplified tokens

@@ -199,6 +199,9 @@ class Collector:
         n_heads: query heads per layer of the model.
         max_window, cuts, sink: as in `collect`.
         device: where the accumulators live.
+        response_rows: the pass computes only the response's query rows (each prompt
+            given as a KV cache, its keys still in the batch row): each accumulator then
+            starts at its ``prompt_len`` (see `StatsAccumulator`).
     """
 
     def __init__(
@@ -211,13 +214,23 @@ class Collector:
         cuts: Sequence[int],
         device: torch.device | str = "cpu",
         sink: str = "keep",
+        response_rows: bool = False,
     ):
         self.spans = [(int(s), int(n), int(pl)) for s, n, pl in spans]
         self.heads = sorted(heads)
         self.n_heads = n_heads
         self.by_layer = _layer_rows(self.heads)
         self.accs = [
-            StatsAccumulator(list(self.heads), n, pl, max_window, cuts, device, sink=sink)
+            StatsAccumulator(
+                list(self.heads),
+                n,
+                pl,
+                max_window,
+                cuts,
+                device,
+                sink=sink,
+                first_row=pl if response_rows else 0,
+            )
             for _, n, pl in self.spans
         ]
 

@@ -140,6 +140,10 @@ class StatsAccumulator:
         cuts: cut distances for `HeadStats.cut_sums` (normalised by `normalise_cuts`).
         device: where the accumulators live.
         sink: ``"keep"`` or ``"exclude"`` (see the module docstring).
+        first_row: the first query row `add` will be given: 0, or ``prompt_len`` for a
+            pass that computes only the response rows (the prompt given as a KV cache).
+            Rows before it stay 0 in ``rowsum``, ``dist`` and ``band``; no metric reads
+            them, and prompt rows never reach a response column, so FAI is unchanged.
     """
 
     #: Query rows reduced at a time (the staircase of a long cut is ``ROWS x ROWS``).
@@ -154,7 +158,10 @@ class StatsAccumulator:
         cuts: Sequence[int],
         device: torch.device | str = "cpu",
         sink: str = "keep",
+        first_row: int = 0,
     ):
+        if first_row not in (0, prompt_len):
+            raise ValueError(f"first_row must be 0 or prompt_len ({prompt_len}), not {first_row}")
         self.sink = sink
         self.heads = list(heads)
         self.n_pos = n_pos
@@ -173,7 +180,7 @@ class StatsAccumulator:
         self._band_cuts = [(i, c) for i, c in finite if c <= max_window]
         self._long_idx = torch.tensor([i for i, c in finite if c > max_window], dtype=torch.long)
         self._long = torch.tensor([c for _, c in finite if c > max_window], dtype=torch.long)
-        self._next = [0] * nh
+        self._next = [first_row] * nh
         self._aux: dict[tuple[int, torch.device], Tensor] = {}
 
     def _positions(self, tk: int, device: torch.device) -> Tensor:

@@ -127,6 +127,10 @@ class FusedCredit:
             positions ``start .. start + n - 1`` (``start > 0`` when left-padded), the
             first ``prompt_len`` of them the prompt.
         ids: each rollout's ``[n]`` token ids (for the analyses' records).
+        response_rows: the forward computes only the completions' query rows, each
+            group's prompt coming from a KV cache (`workbench.rl.forward`): the spans are
+            in the frame of the cache's keys (left-padded prompt, then the completion),
+            and only rows from each ``prompt_len`` on are reduced; all the credit needs.
 
     Every layer's output, and its gradient, comes from sdpa, as in the plain training
     forward; the credit layers also compute their probabilities in tiles, without
@@ -142,6 +146,8 @@ class FusedCredit:
         credit: CreditParams,
         spans: Sequence[tuple[int, int, int]],
         ids: Sequence[Tensor],
+        *,
+        response_rows: bool = False,
     ):
         cfg = policy.config
         self.n_layers = int(cfg.num_hidden_layers)
@@ -159,6 +165,7 @@ class FusedCredit:
             max_window=credit.rhythm.window,
             cuts=[lo, *([] if hi is None else [hi + 1])],
             device=next(policy.parameters()).device,
+            response_rows=response_rows,
         )
         self._pass: Any = None
 

@@ -7,7 +7,8 @@ One step (method.md, "Credit strategies"):
 2. reward each completion with the task's verifier and normalise within its group;
 3. minimise the PPO-clip surrogate with per-token advantage ``gamma[t] * A_i``
    (`grpo_loss`), a chunk of whole groups at a time with gradients accumulated, then one
-   AdamW step. ``gamma`` comes from the first update forward of each chunk (`FusedCredit`:
+   AdamW step. Each group's prompt runs once, its completions on the prompt's KV cache
+   (`workbench.rl.forward.completion_logits`). ``gamma`` comes from the first update forward of each chunk (`FusedCredit`:
    the weights that sampled the rollouts, no extra pass; skipped for ``"none"``), or, with
    ``fused_credit=False``, from a standalone pass before the update (`rollout_gammas`).
 
@@ -19,7 +20,8 @@ step is checkpointed and the run is marked ``interrupted``; `resume` continues i
 `workbench.rl.runs`).
 
 Memory: the policy, its AdamW state (2 x parameters), and per update forward the logits of
-a chunk of whole groups (at most `UPDATE_LOGITS` floats, or one group).
+a chunk of whole groups (at most `UPDATE_LOGITS` floats, or one group), and the KV cache of
+its prompts repeated once per completion.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from .checkpoint import (
 )
 from .config import GRPOConfig
 from .credit import FusedCredit, rollout_gammas
+from .forward import RolloutBatch, completion_logits, rollout_batch
 from .interrupts import defer_sigint, phase
 from .loss import grpo_advantages, grpo_loss, token_logps
 
@@ -256,42 +259,6 @@ class GRPORun:
             "step_time": t3 - t0,
         }
 
-    def _chunk(
-        self,
-        prompts: list[list[int]],
-        completions: list[list[int]],
-        start: int,
-        stop: int,
-        device: torch.device,
-    ) -> dict[str, Any]:
-        """Rows ``start..stop-1`` as one right-padded batch: ``ids [rows, T]``, the
-        completion ``targets`` and ``mask`` ``[rows, width]``, each row's prompt and
-        completion lengths, and ``before``: completions with tokens before `start`."""
-        G = self.config.num_generations
-        pad = self.tokenizer.pad_token_id or 0
-        seqs = [prompts[r // G] + completions[r] for r in range(start, stop)]
-        p_len = torch.tensor([len(prompts[r // G]) for r in range(start, stop)])
-        c_len = torch.tensor([len(completions[r]) for r in range(start, stop)])
-        width = max(1, int(c_len.max()))
-        ids = torch.full((stop - start, max(len(x) for x in seqs)), pad, dtype=torch.long)
-        targets = torch.full((stop - start, width), pad, dtype=torch.long)
-        for i, x in enumerate(seqs):
-            ids[i, : len(x)] = torch.tensor(x)
-            targets[i, : int(c_len[i])] = torch.tensor(completions[start + i], dtype=torch.long)
-        mask = torch.arange(width)[None, :] < c_len[:, None]
-        return {
-            "rows": slice(start, stop),
-            "ids": ids.to(device),
-            "targets": targets.to(device),
-            "mask": mask.to(device),
-            "p_len": p_len.to(device),
-            "c_len": c_len,
-            "width": width,
-            "seqs": [torch.tensor(x, dtype=torch.long) for x in seqs],
-            "spans": [(0, len(x), int(p)) for x, p in zip(seqs, p_len, strict=True)],
-            "before": sum(1 for c in completions[:start] if c),
-        }
-
     def _update(
         self,
         prompts: list[list[int]],
@@ -310,28 +277,29 @@ class GRPORun:
         normalizer = max(n_tokens, 1.0) if cfg.loss_type == "dapo" else float(len(completions))
 
         # Rows go through the model in chunks of whole groups, as many as fit a budget of
-        # logits (fewer forwards: the per-call overhead dominates small models). Each row is
-        # right-padded, which cannot change a causal model's logits at its own tokens.
+        # logits (fewer forwards: the per-call overhead dominates small models); each
+        # group's prompt runs once (`completion_logits`).
         chunks = []
+        pad = self.tokenizer.pad_token_id or 0
         start = 0
         while start < len(completions):
             stop = start + G
             while stop < len(completions):
-                t = max(len(prompts[r // G]) + len(completions[r]) for r in range(start, stop + G))
-                if (stop + G - start) * t * self._vocab > UPDATE_LOGITS:
+                t = max(len(completions[r]) for r in range(start, stop + G))
+                if (stop + G - start) * max(t, 1) * self._vocab > UPDATE_LOGITS:
                     break
                 stop += G
-            chunks.append(self._chunk(prompts, completions, start, stop, device))
+            chunks.append(
+                rollout_batch(
+                    prompts, completions, G, slice(start, stop), pad_id=pad, device=device
+                )
+            )
             start = stop
 
-        def logps_of(model: torch.nn.Module, chunk: dict[str, Any]):
+        def logps_of(model: torch.nn.Module, chunk: RolloutBatch, credit: Any = None):
             """Per-token log-probs ``[rows, width]`` of the completions, and their logits."""
-            first = int(chunk["p_len"].min()) - 1  # logits before this are never needed
-            logits = model(chunk["ids"], logits_to_keep=chunk["ids"].shape[1] - first).logits
-            idx = chunk["p_len"][:, None] - 1 - first + torch.arange(chunk["width"], device=device)
-            idx = idx.clamp(max=logits.shape[1] - 1)
-            picked = logits.gather(1, idx[..., None].expand(-1, -1, logits.shape[-1]))
-            return token_logps(picked, chunk["targets"]), picked
+            logits = completion_logits(model, chunk, credit)
+            return token_logps(logits, chunk.targets), logits
 
         old: list[torch.Tensor | None] = [None] * len(chunks)
         refs: list[torch.Tensor | None] = [None] * len(chunks)
@@ -351,15 +319,16 @@ class GRPORun:
         for it in range(cfg.num_iterations):
             self.optimizer.zero_grad(set_to_none=True)
             for j, chunk in enumerate(chunks):
-                rows, mask = chunk["rows"], chunk["mask"]
+                rows, mask = chunk.rows, chunk.mask
                 if fuse and it == 0:
-                    fused = FusedCredit(self.policy, cfg.credit, chunk["spans"], chunk["seqs"])
-                    with fused:
-                        logps, logits = logps_of(self.policy, chunk)
+                    fused = FusedCredit(
+                        self.policy, cfg.credit, chunk.spans, chunk.seqs, response_rows=True
+                    )
+                    logps, logits = logps_of(self.policy, chunk, fused)
                     t_f = time.perf_counter()
                     # "random": the k-th completion with tokens uses seed + k, batch-wide.
-                    part = fused.gammas(chunk["width"], seed=seed + chunk["before"], logits=logits)
-                    gamma[rows, : chunk["width"]] = part
+                    part = fused.gammas(chunk.width, seed=seed + chunk.before, logits=logits)
+                    gamma[rows, : chunk.width] = part
                     fused_s += time.perf_counter() - t_f
                 else:
                     logps, logits = logps_of(self.policy, chunk)
