@@ -248,6 +248,9 @@ def test_experiment_called_again_with_more_steps_extends_its_runs(tmp_path):
     assert json.loads((run_dir / "config.json").read_text())["max_steps"] == 2
     assert json.loads((run_dir / "status.json").read_text()) == {"status": "finished", "step": 2}
     assert list(exp.frame()["step"]) == [0, 1, 2], "the extended run evaluates at its new end"
+    (resumed,) = json.loads((run_dir / "resumes.json").read_text())
+    assert resumed["from_step"] == 1 and resumed["max_steps"] == 2
+    assert resumed["commit"] == json.loads((run_dir / "provenance.json").read_text())["commit"]
     # Constant learning rate after warm-up: extending equals starting with the longer length.
     full = run_experiment(
         ["none"], [0], tmp_path / "long", progress=False, **{**small, "max_steps": 2}

@@ -5,6 +5,8 @@ Layout of a run directory::
     config.json                 the GRPOConfig (written once, at the start)
     provenance.json             versions and git commit that started the run (see
                                 `workbench.provenance`; written once, kept on resume)
+    resumes.json                one record per resume: the step it continued from, the
+                                length it trained to, and its provenance
     metrics.jsonl               one JSON object per step (and per evaluation)
     status.json                 {"status": "running" | "finished" | "interrupted", "step": N}
     checkpoints/step-000010/    model.safetensors, optimizer.safetensors, state.json

@@ -1,8 +1,9 @@
 """Start a GRPO run in a new run directory (`train`), or continue one (`resume`).
 
 A run directory holds ``config.json``, ``provenance.json``, ``status.json``,
-``metrics.jsonl`` and ``checkpoints/``; everything that can be refused (settings, model,
-task, credit layers) is refused before the directory is written.
+``metrics.jsonl``, ``checkpoints/`` and, once resumed, ``resumes.json``; everything that can
+be refused (settings, model, task, credit layers) is refused before the directory is
+written.
 """
 
 from __future__ import annotations
@@ -81,7 +82,9 @@ def resume(
 
     Metrics logged after that checkpoint are dropped and recomputed, so the resumed run's
     metrics equal an uninterrupted run's. The run's ``provenance.json`` (what started it)
-    is left as it is.
+    is left as it is; each resume appends the step it starts from, the length it trains to
+    and the same provenance record (versions, git commit) to ``resumes.json``, so a run
+    continued by other code says so.
 
     Args:
         run_dir: the run directory.
@@ -136,6 +139,10 @@ def resume(
         saved["max_steps"] = max_steps
         atomic_write_json(cfg_path, saved)
     run.step = int(state["step"])
+    history = run_dir / "resumes.json"
+    past = json.loads(history.read_text()) if history.is_file() else []
+    entry = {"from_step": run.step, "max_steps": config.max_steps, **provenance()}
+    atomic_write_json(history, [*past, entry])
     rows = read_metrics(run_dir, up_to_step=run.step)
     rewrite_metrics(run_dir, rows)
     run.metrics = rows
