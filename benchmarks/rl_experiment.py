@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     report["tables"] = tables(exp)
     for metric in ("eval_accuracy", "eval_sampled_accuracy"):
         save(exp.chart(metric), out / f"chart-{metric}.png")
+        if len(exp.frame()["strategy"].unique()) > 1:
+            save(exp.paired_chart(metric), out / f"chart-paired-{metric}.png")
     frame = exp.frame()
     steps = frame[frame.step > 0].groupby("strategy").size()
     report["evaluations_per_strategy"] = steps.to_dict()

@@ -231,6 +231,11 @@ def test_experiment_runs_each_strategy_and_seed_once(tmp_path):
     assert ((table["final_lo"] <= table["final"]) & (table["final"] <= table["final_hi"])).all()
     spec = exp.chart().to_dict()
     assert {layer["mark"]["type"] for layer in spec["layer"]} == {"area", "line"}
+    forest = exp.paired_chart("eval_sampled_accuracy").to_dict()
+    assert "2 seeds" in forest["title"]["subtitle"] and "Holm" in forest["title"]["subtitle"]
+    (row,) = next(iter(forest["datasets"].values()))  # one comparison: coupled - none
+    assert row["diff"] == pytest.approx(paired["diff"][0])
+    assert row["label"] == f"p_Holm {paired['p_holm'][0]:.2f}"
     mtimes = {d: (d / "metrics.jsonl").stat().st_mtime_ns for d in exp.run_dirs()}
     run_experiment(["none", "coupled"], [0, 1], tmp_path, progress=False, **small)
     assert all((d / "metrics.jsonl").stat().st_mtime_ns == m for d, m in mtimes.items())

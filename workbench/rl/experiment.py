@@ -226,6 +226,59 @@ class Experiment:
             height=260,
         )
 
+    def paired_chart(
+        self,
+        metric: str = "eval_accuracy",
+        *,
+        baseline: str = "none",
+        at: str = "final",
+        ci: float = 0.95,
+    ):
+        """Each strategy minus `baseline` (the `paired` table) as a forest plot: the mean
+        paired difference with its t-interval, a rule at 0, and the Holm-adjusted p-value
+        of each row as its label (the number of seeds and the test are in the title).
+
+        Args:
+            metric, baseline, at, ci: as in `paired`.
+        """
+        import altair as alt
+
+        table = self.paired(metric, baseline=baseline, at=at, ci=ci).drop(columns="test")
+        table["label"] = [f"p_Holm {p:.2f}" for p in table["p_holm"]]
+        n = table["n_pairs"]
+        seeds = f"{n.min()}" if n.min() == n.max() else f"{n.min()}-{n.max()}"
+        kind = "sampled" if "sampled" in metric else "greedy"
+        y = alt.Y("strategy:N", sort=list(table["strategy"]), title=None)
+        base = alt.Chart(table).encode(y=y)
+        bars = base.mark_rule(strokeWidth=2).encode(
+            x=alt.X("diff_lo:Q", title=f"{at} accuracy ({kind}) minus {baseline}"), x2="diff_hi:Q"
+        )
+        points = base.mark_point(filled=True, size=60).encode(
+            x="diff:Q",
+            tooltip=[
+                "strategy:N",
+                alt.Tooltip("diff:Q", format="+.3f"),
+                alt.Tooltip("diff_lo:Q", format="+.3f"),
+                alt.Tooltip("diff_hi:Q", format="+.3f"),
+                alt.Tooltip("p:Q", format=".3f"),
+                alt.Tooltip("p_holm:Q", format=".3f"),
+                "wins:Q",
+            ],
+        )
+        labels = base.mark_text(align="left", dx=6, dy=-8, fontSize=10).encode(
+            x="diff_hi:Q", text="label:N"
+        )
+        zero = alt.Chart().mark_rule(strokeDash=[4, 3], color="gray").encode(x=alt.datum(0))
+        return alt.layer(zero, bars, points, labels, data=table).properties(
+            title=alt.TitleParams(
+                f"Credit strategies against {baseline}, paired by seed",
+                subtitle=f"{seeds} seeds; mean difference with {ci:.0%} t-interval; "
+                f"paired t-test, Holm over {len(table)}",
+            ),
+            width=420,
+            height=24 * max(len(table), 2),
+        )
+
 
 def run_experiment(
     strategies: Sequence[str],
