@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from workbench.errors import WorkbenchError
 from workbench.models import load_hf
 from workbench.rl.forward import completion_logits, rollout_batch
 from workbench.rl.loss import token_logps
@@ -57,3 +58,13 @@ def test_shared_prompts_give_the_rows_log_probs_and_gradients():
     for n, q in policy.named_parameters():
         assert float((got[n] - q.grad).norm() / q.grad.norm()) < 1e-4, n
     policy.zero_grad()
+
+
+@pytest.mark.slow
+def test_gradient_checkpointing_is_refused_rather_than_dropping_the_prompts():
+    policy, _ = load_hf("tiny-reasoner", device="cpu")
+    policy.train()
+    policy.gradient_checkpointing_enable()
+    batch = rollout_batch([[5, 6, 7]], [[8, 9], [10]], 2, slice(0, 2))
+    with pytest.raises(WorkbenchError, match="did not keep the prompts' keys"):
+        completion_logits(policy, batch)

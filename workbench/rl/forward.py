@@ -37,6 +37,8 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformers import DynamicCache
 
+from ..errors import WorkbenchError
+
 __all__ = ["RolloutBatch", "completion_logits", "rollout_batch"]
 
 
@@ -155,6 +157,15 @@ def completion_logits(
         use_cache=True,
         logits_to_keep=1,
     ).logits[:, -1]
+    if cache.get_seq_length() != batch.prompt_ids.shape[1]:
+        # Gradient checkpointing turns caching off in a training forward: the completions
+        # would then run without their prompts.
+        raise WorkbenchError(
+            "the model did not keep the prompts' keys and values in its KV cache (gradient "
+            "checkpointing turns the cache off in a training forward)",
+            "turn gradient checkpointing off for the native GRPO loop "
+            "(model.gradient_checkpointing_disable()), or train with wb.rl.RhythmGRPOTrainer",
+        )
     grouped = DynamicCache()
     for i, layer in enumerate(cache.layers):
         grouped.update(layer.keys.repeat_interleave(G, 0), layer.values.repeat_interleave(G, 0), i)

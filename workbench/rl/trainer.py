@@ -8,9 +8,10 @@ One step (method.md, "Credit strategies"):
 3. minimise the PPO-clip surrogate with per-token advantage ``gamma[t] * A_i``
    (`grpo_loss`), a chunk of whole groups at a time with gradients accumulated, then one
    AdamW step. Each group's prompt runs once, its completions on the prompt's KV cache
-   (`workbench.rl.forward.completion_logits`). ``gamma`` comes from the first update forward of each chunk (`FusedCredit`:
-   the weights that sampled the rollouts, no extra pass; skipped for ``"none"``), or, with
-   ``fused_credit=False``, from a standalone pass before the update (`rollout_gammas`).
+   (`workbench.rl.forward.completion_logits`). ``gamma`` comes from the first update
+   forward of each chunk (`FusedCredit`: the weights that sampled the rollouts, no extra
+   pass; skipped for ``"none"``), or, with ``fused_credit=False``, from a standalone pass
+   before the update (`rollout_gammas`).
 
 Every random draw of step ``s`` is seeded from ``(seed, s)``, so a run resumed from its
 checkpoint at step ``s`` repeats exactly what the uninterrupted run would have done.
