@@ -1,10 +1,12 @@
 """A lean KV-cached decoder for Llama-family models: sampling without `generate`'s overhead.
 
 `LeanDecoder` samples from a plain Hugging Face Llama, Mistral, Qwen2 or Qwen3 causal LM by
-reading its weights (never copying them, so a model being trained samples from its current
-weights) and running its forward as a few dozen tensor operations per token: a static KV
-cache, one left-padded batch for prompts of any lengths, and no per-token Python beyond the
-layer loop. On the tiny models a decode step is several times cheaper than
+reading its weights (at the start of every call, so a model being trained samples from its
+current weights) and running its forward as a few dozen tensor operations per token: a
+static KV cache, one left-padded batch for prompts of any lengths, the query/key/value and
+gate/up projections each as one product (their weights concatenated once per call), the
+queries and keys rotated together, the padding mask built once per call, and no per-token
+Python beyond the layer loop. On the tiny models a decode step is several times cheaper than
 ``model.generate``'s, which dominates RL rollouts on small models.
 
 It follows Hugging Face's own computation step by step (eager attention, RMSNorm in float32,
@@ -18,7 +20,8 @@ scaling, biases or activations it does not implement, or a generation config tha
 more than temperature and top-p (repetition penalties, bad words, ...) all fall back to
 ``generate`` in `sample_completions`, never to a different distribution.
 
-Memory: the cache holds ``2 * layers * batch * kv_heads * (prompt + max_new_tokens) *
+Memory: the concatenated projection weights (one copy of the attention and MLP input
+weights per call), and the cache holds ``2 * layers * batch * kv_heads * (prompt + max_new_tokens) *
 head_dim`` values in the model's dtype, the same as a static cache in ``generate``.
 """
 
@@ -35,7 +38,7 @@ from torch import Tensor
 __all__ = ["LeanDecoder", "lean_decoder", "unsupported_reason"]
 
 #: The model classes whose forward `LeanDecoder` implements (each checked against
-#: Hugging Face's own forward in tests/trace/test_decoder.py).
+#: Hugging Face's own forward in tests/core/test_decoder.py).
 SUPPORTED = {
     "LlamaForCausalLM": "llama",
     "MistralForCausalLM": "mistral",
@@ -161,6 +164,25 @@ class LeanDecoder:
         if type(hf).__name__ == "MistralForCausalLM" and not getattr(cfg, "layer_types", None):
             self.windows = [window] * len(hf.model.layers)
 
+    def _weights(self) -> list[tuple[Tensor, Tensor | None, Tensor]]:
+        """Per layer: the query/key/value weight and bias, and the gate/up weight, each
+        concatenated (read now, so a model in training gives its current weights)."""
+        out = []
+        for layer in self.hf.model.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            projs = (attn.q_proj, attn.k_proj, attn.v_proj)
+            bias = None
+            if any(p.bias is not None for p in projs):
+                bias = torch.cat(
+                    [
+                        p.bias if p.bias is not None else p.weight.new_zeros(p.weight.shape[0])
+                        for p in projs
+                    ]
+                )
+            qkv = torch.cat([p.weight for p in projs])
+            out.append((qkv, bias, torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])))
+        return out
+
     def _forward(
         self,
         ids: Int[Tensor, "batch pos"],
@@ -169,31 +191,36 @@ class LeanDecoder:
         masks: list[Float[Tensor, "batch 1 pos key_pos"]],
         caches: list[tuple[Tensor, Tensor]],
         start: int,
+        weights: list[tuple[Tensor, Tensor | None, Tensor]],
     ) -> Float[Tensor, "batch d_vocab"]:
         """Logits of each row's last slot after writing slots ``start:start+pos`` of `ids`.
 
         `cos`/`sin` cover those slots; `masks` holds each layer's additive mask (0 where a
         query slot may read a key slot, the dtype's minimum elsewhere) over key slots
-        ``0:start+pos``; `caches` holds each layer's ``[batch, kv_head, slot, d_head]`` keys
-        and values, written in place."""
+        ``0:start+pos`` (a query dimension of 1 broadcasts); `caches` holds each layer's
+        ``[batch, kv_head, slot, d_head]`` keys and values, written in place; `weights`
+        comes from `_weights`."""
         hf = self.hf
         m = hf.model
         b, t = ids.shape
         x = m.embed_tokens(ids)
         cos, sin = cos[:, None], sin[:, None]
         end = start + t
-        g = self.n_heads // self.n_kv
-        for layer, (kc, vc), add, window in zip(m.layers, caches, masks, self.windows, strict=True):
+        nh, nkv = self.n_heads, self.n_kv
+        g = nh // nkv
+        layers = zip(m.layers, caches, masks, self.windows, weights, strict=True)
+        for layer, (kc, vc), add, window, (w_qkv, b_qkv, w_gu) in layers:
             attn = layer.self_attn
             h = _rms(x, layer.input_layernorm)
-            q = F.linear(h, attn.q_proj.weight, attn.q_proj.bias).view(b, t, -1, self.d_head)
-            k = F.linear(h, attn.k_proj.weight, attn.k_proj.bias).view(b, t, -1, self.d_head)
-            v = F.linear(h, attn.v_proj.weight, attn.v_proj.bias).view(b, t, -1, self.d_head)
+            # [b, head, t, d_head]: the query heads, then the key heads, then the values.
+            qkv = F.linear(h, w_qkv, b_qkv).view(b, t, nh + 2 * nkv, self.d_head).transpose(1, 2)
+            qk = qkv[:, : nh + nkv]
             if hasattr(attn, "q_norm"):
-                q, k = _rms(q, attn.q_norm), _rms(k, attn.k_norm)
-            q = _rotate(q.transpose(1, 2), cos, sin)
-            kc[:, :, start:end] = _rotate(k.transpose(1, 2), cos, sin)
-            vc[:, :, start:end] = v.transpose(1, 2)
+                qk = torch.cat([_rms(qk[:, :nh], attn.q_norm), _rms(qk[:, nh:], attn.k_norm)], 1)
+            qk = _rotate(qk, cos, sin)
+            q = qk[:, :nh]
+            kc[:, :, start:end] = qk[:, nh:]
+            vc[:, :, start:end] = qkv[:, nh + nkv :]
             # Grouped heads without repeat_kv's copy: head h reads kv head h // group, so
             # the queries of one kv head stack as (B, kv, group*T, d_head); the cache views
             # fold (B, kv) into one batch dimension without a copy.
@@ -205,11 +232,10 @@ class LeanDecoder:
             w = w.view(b, self.n_kv, g, t, end - lo) + add[:, :, None, :, lo:]
             w = w.softmax(dim=-1, dtype=torch.float32).to(q.dtype)
             w = w.view(b, self.n_kv, g * t, end - lo)
-            o = torch.matmul(w, vc[:, :, lo:end]).view(b, self.n_heads, t, self.d_head)
+            o = torch.matmul(w, vc[:, :, lo:end]).view(b, nh, t, self.d_head)
             x = x + attn.o_proj(o.transpose(1, 2).reshape(b, t, -1))
-            mlp = layer.mlp
-            h = _rms(x, layer.post_attention_layernorm)
-            x = x + mlp.down_proj(F.silu(mlp.gate_proj(h)) * mlp.up_proj(h))
+            gate, up = F.linear(_rms(x, layer.post_attention_layernorm), w_gu).chunk(2, dim=-1)
+            x = x + layer.mlp.down_proj(F.silu(gate) * up)
         last = _rms(x[:, -1], m.norm)
         return hf.lm_head(last).float()
 
@@ -264,7 +290,7 @@ class LeanDecoder:
         was_training = self.hf.training
         self.hf.eval()
         try:
-            return self._forward(ids, cos, sin, masks, caches, 0)
+            return self._forward(ids, cos, sin, masks, caches, 0, self._weights())
         finally:
             self.hf.train(was_training)
 
@@ -309,19 +335,23 @@ class LeanDecoder:
         eos_t = torch.tensor(list(eos), dtype=torch.long, device=device)
         unfinished = torch.ones(b, dtype=torch.long, device=device)
         out = torch.full((b, max_new_tokens), pad, dtype=torch.long, device=device)
+        weights = self._weights()
+        # One query slot at a time after the prompts: its mask row is the padding mask (every
+        # earlier slot is causal, and a sliding layer reads only its window's slots).
+        pad_mask = torch.zeros(valid.shape, dtype=dtype, device=device)
+        pad_mask = pad_mask.masked_fill_(~valid, torch.finfo(dtype).min)[:, None, None]
         was_training = hf.training
         hf.eval()
         try:
             start, step_ids = 0, ids
             for t in range(max_new_tokens):
                 end = width + t
+                if t == 0:
+                    masks = self._masks(valid, start, end, dtype)
+                else:
+                    masks = [pad_mask[..., :end]] * len(caches)
                 logits = self._forward(
-                    step_ids,
-                    cos[:, start:end],
-                    sin[:, start:end],
-                    self._masks(valid, start, end, dtype),
-                    caches,
-                    start,
+                    step_ids, cos[:, start:end], sin[:, start:end], masks, caches, start, weights
                 )
                 for warp in warpers:
                     logits = warp(None, logits)
