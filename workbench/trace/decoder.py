@@ -20,9 +20,9 @@ scaling, biases or activations it does not implement, or a generation config tha
 more than temperature and top-p (repetition penalties, bad words, ...) all fall back to
 ``generate`` in `sample_completions`, never to a different distribution.
 
-Memory: the concatenated projection weights (one copy of the attention and MLP input
-weights per call), and the cache holds ``2 * layers * batch * kv_heads * (prompt + max_new_tokens) *
-head_dim`` values in the model's dtype, the same as a static cache in ``generate``.
+Memory: one copy of the attention and MLP input weights per call (concatenated), and a
+cache of ``2 * layers * batch * kv_heads * (prompt + max_new_tokens) * head_dim`` values in
+the model's dtype, the same as a static cache in ``generate``.
 """
 
 from __future__ import annotations
