@@ -14,8 +14,9 @@ The logits of completion token ``j`` are the prompt's last row for ``j = 0`` and
 completion's row ``j - 1`` after. Gradients flow through the cache into the prompt rows,
 summed over the group as in the padded forward, so loss and gradients equal those of
 ``prompt + completion`` rows up to float rounding (checked on every architecture of the
-test matrix). On the tiny reasoner (prompts of about 25 tokens, completions of about 35)
-a forward and backward take 0.22 s against 0.37 s for the padded rows.
+test matrix). On the tiny reasoner (32 rollouts, prompts of 26 tokens, completions of
+about 35) a forward and backward take 0.19 s against 0.32 s for the padded rows
+(`benchmarks/update_forward.py`).
 
 The credit (`FusedCredit` with ``response_rows=True``) rides on the completion forward:
 its query rows are exactly the response rows the metrics use, and the prompt's keys are
