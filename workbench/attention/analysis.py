@@ -41,7 +41,7 @@ from .heads import Head, HeadClasses, classify_heads
 from .metrics import HeadStats, fai_heads, kurtosis, span_heads, waad_heads
 from .metrics import delta as _delta
 from .params import CreditParams, RhythmParams
-from .rhythm import default_taus, dominated_anchors, introductions, select_count
+from .rhythm import default_taus, dominated_anchors, introductions
 from .rhythm import top_q as _top_q
 
 __all__ = ["Analysis"]
@@ -322,36 +322,7 @@ class Analysis:
             add where sets overlap (see `workbench.attention.credit`).
         """
         g = CreditParams(strategy=strategy, gamma_amp=gamma_amp).gamma_amp  # validated
-        n, q, alpha = self.n_pos, self.params.top_q, self.params.alpha
-        if strategy == "none":
-            return torch.ones(n, dtype=torch.float32)
-        if strategy == "local":
-            return _credit.set_gamma(n, self.preplan, g)
-        if strategy == "global":
-            return _credit.set_gamma(n, self.anchors, g)
-        if strategy == "coupled":
-            return _credit.coupled_gamma(
-                n, self.anchors, self.dominated, self.intro, gamma_amp=g, alpha=alpha
-            )
-        if strategy == "random":
-            rng = np.random.default_rng(seed)
-            m = select_count(q, len(self.response))
-            picks = rng.choice(np.arange(self.prompt_len, n), size=m, replace=False)
-            return _credit.set_gamma(n, sorted(int(x) for x in picks), g)
-        if strategy == "entropy":
-            if bool(torch.isnan(self.entropy[self.prompt_len :]).all()):
-                raise WorkbenchError(
-                    "this analysis has no entropies (it was computed with entropy=False)",
-                    "analyse again with entropy=True (the default)",
-                )
-            return _credit.set_gamma(n, _top_q(self.entropy, q), g)
-        if strategy == "bottom-local":
-            return _credit.set_gamma(n, _top_q(self.delta, q, bottom=True), g)
-        if strategy == "bottom-global":
-            return _credit.set_gamma(n, _top_q(self.fai, q, bottom=True), g)
-        anchors = _top_q(self.fai, q, bottom=True)  # bottom-coupled
-        dom, intro = self._coupled_sets(anchors)
-        return _credit.coupled_gamma(n, anchors, dom, intro, gamma_amp=g, alpha=alpha)
+        return _credit.gamma_of(self, strategy, seed=seed, gamma_amp=g)
 
     def to_frame(self):
         """One row per token (pandas): position, token, response flag, metrics and sets."""

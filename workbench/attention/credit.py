@@ -21,12 +21,17 @@ amplified sets (and on the prompt). ``gamma_amp = 1.5`` by default.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-__all__ = ["STRATEGIES", "coupled_gamma", "set_gamma"]
+from ..errors import WorkbenchError
+from .rhythm import select_count, top_q
+
+__all__ = ["STRATEGIES", "coupled_gamma", "gamma_of", "set_gamma"]
 
 STRATEGIES = (
     "none",
@@ -67,3 +72,45 @@ def coupled_gamma(
     for t in intro:
         bonus[t] += alpha * g1
     return torch.as_tensor(1.0 + bonus, dtype=torch.float32)
+
+
+def gamma_of(
+    a: Any, strategy: str, *, seed: int | None = None, gamma_amp: float = 1.5
+) -> Float[Tensor, " pos"]:
+    """The weights ``[pos]`` (float32) of `strategy` for one sequence's rhythm.
+
+    Args:
+        a: an `Analysis`, or any record with its fields ``n_pos``, ``prompt_len``,
+            ``params`` (``top_q``, ``alpha``), ``preplan``, ``anchors``, ``dominated``,
+            ``intro``, ``delta``, ``fai``, ``entropy`` and ``_coupled_sets(anchors)``
+            (the batched credit's per-rollout record).
+        strategy, seed, gamma_amp: as in `Analysis.gamma` (validated there).
+    """
+    n, q, alpha, g = a.n_pos, a.params.top_q, a.params.alpha, gamma_amp
+    if strategy == "none":
+        return torch.ones(n, dtype=torch.float32)
+    if strategy == "local":
+        return set_gamma(n, a.preplan, g)
+    if strategy == "global":
+        return set_gamma(n, a.anchors, g)
+    if strategy == "coupled":
+        return coupled_gamma(n, a.anchors, a.dominated, a.intro, gamma_amp=g, alpha=alpha)
+    if strategy == "random":
+        rng = np.random.default_rng(seed)
+        m = select_count(q, n - a.prompt_len)
+        picks = rng.choice(np.arange(a.prompt_len, n), size=m, replace=False)
+        return set_gamma(n, sorted(int(x) for x in picks), g)
+    if strategy == "entropy":
+        if bool(torch.isnan(torch.as_tensor(a.entropy[a.prompt_len :])).all()):
+            raise WorkbenchError(
+                "this analysis has no entropies (it was computed with entropy=False)",
+                "analyse again with entropy=True (the default)",
+            )
+        return set_gamma(n, top_q(a.entropy, q), g)
+    if strategy == "bottom-local":
+        return set_gamma(n, top_q(a.delta, q, bottom=True), g)
+    if strategy == "bottom-global":
+        return set_gamma(n, top_q(a.fai, q, bottom=True), g)
+    anchors = top_q(a.fai, q, bottom=True)  # bottom-coupled
+    dom, intro = a._coupled_sets(anchors)
+    return coupled_gamma(n, anchors, dom, intro, gamma_amp=g, alpha=alpha)

@@ -39,7 +39,7 @@ from .._compat import supports_attention_interface
 from ..errors import WorkbenchError
 from ..models import sampler
 from . import interface
-from .metrics import HeadStats, StatsAccumulator
+from .metrics import HeadStats, StatsAccumulator, normalise_cuts
 
 __all__ = [
     "check_model",
@@ -199,9 +199,6 @@ class Collector:
         n_heads: query heads per layer of the model.
         max_window, cuts, sink: as in `collect`.
         device: where the accumulators live.
-        response_rows: the pass computes only the response's query rows (each prompt
-            given as a KV cache, its keys still in the batch row): each accumulator then
-            starts at its ``prompt_len`` (see `StatsAccumulator`).
     """
 
     def __init__(
@@ -214,23 +211,13 @@ class Collector:
         cuts: Sequence[int],
         device: torch.device | str = "cpu",
         sink: str = "keep",
-        response_rows: bool = False,
     ):
         self.spans = [(int(s), int(n), int(pl)) for s, n, pl in spans]
         self.heads = sorted(heads)
         self.n_heads = n_heads
         self.by_layer = _layer_rows(self.heads)
         self.accs = [
-            StatsAccumulator(
-                list(self.heads),
-                n,
-                pl,
-                max_window,
-                cuts,
-                device,
-                sink=sink,
-                first_row=pl if response_rows else 0,
-            )
+            StatsAccumulator(list(self.heads), n, pl, max_window, cuts, device, sink=sink)
             for _, n, pl in self.spans
         ]
 
@@ -262,6 +249,126 @@ class Collector:
     def finish(self) -> list[HeadStats]:
         """The statistics of each sequence, in order."""
         return [acc.finish() for acc in self.accs]
+
+
+class SharedFrameCollector(Collector):
+    """`Collector` for a batch whose responses all start at one column of the frame, fed
+    only the response rows: the shared-prompt update forward (`workbench.rl.forward`),
+    where each rollout's prompt is left-padded to ``P`` columns of a KV cache and its
+    completion fills rows ``P, P+1, ...``.
+
+    One `StatsAccumulator` reduces every rollout's heads at once, in the frame of the
+    cache (``n_pos`` = ``P`` + the longest completion, ``prompt_len = P``): each layer's
+    tile ``[batch, head_index, rows, keys]`` becomes ``batch x heads`` accumulator rows in
+    one call, instead of one call per rollout. Every statistic is frame-independent: row
+    distances and diagonals are differences of positions, the masked left padding holds no
+    probability, and the response columns are ``P..`` for all. A rollout's query rows past
+    its own end are zeroed before the reduction, so they add nothing to its column sums.
+    `finish` cuts each rollout's statistics out of the common ones (equal to its own
+    `Collector` statistics up to float rounding); `finish_frame` returns the common ones
+    for a batched computation (`workbench.attention.credit.frame_gammas`).
+
+    Args:
+        spans: ``(start, n, prompt_len)`` of each rollout in the frame, with
+            ``start + prompt_len`` the same for all (``P``).
+        heads, n_heads, max_window, cuts, device: as in `Collector`.
+    """
+
+    def __init__(
+        self,
+        spans: Sequence[tuple[int, int, int]],
+        heads: Sequence[tuple[int, int]],
+        n_heads: int,
+        *,
+        max_window: int,
+        cuts: Sequence[int],
+        device: torch.device | str = "cpu",
+    ):
+        self.spans = [(int(s), int(n), int(pl)) for s, n, pl in spans]
+        firsts = {s + pl for s, _, pl in self.spans}
+        if len(firsts) != 1:
+            raise ValueError(f"the responses start at different columns {sorted(firsts)}")
+        self.first = firsts.pop()
+        self.heads = sorted(heads)
+        self.n_heads = n_heads
+        self.by_layer = _layer_rows(self.heads)
+        self.cuts = list(cuts)
+        b = len(self.spans)
+        self.ends = torch.tensor([s + n for s, n, _ in self.spans], dtype=torch.long)
+        self.n_pos = max(self.first, int(self.ends.max()) if b else 0)
+        # Accumulator rows: layer by layer, each layer's block ordered (rollout, head).
+        base = torch.tensor([b * rows.start for rows, _ in self.by_layer.values()])
+        width = torch.tensor([rows.stop - rows.start for rows, _ in self.by_layer.values()])
+        per_layer = [
+            base[j] + torch.arange(b)[:, None] * width[j] + torch.arange(int(width[j]))
+            for j in range(len(base))
+        ]
+        #: ``[batch, head]``: each rollout's accumulator rows, its heads in sorted order.
+        self.rows = torch.cat(per_layer, 1) if per_layer else torch.zeros(b, 0, dtype=torch.long)
+        self.acc = StatsAccumulator(
+            [h for h in self.heads for _ in range(b)],  # labels only; `finish` relabels
+            self.n_pos,
+            self.first,
+            max_window,
+            self.cuts,
+            device,
+            first_row=self.first,
+        )
+        self._valid: dict[tuple[int, int], Tensor] = {}
+
+    def _rows_valid(self, lo: int, hi: int, device: torch.device) -> Tensor:
+        """``[batch, 1, hi-lo, 1]``: 1 where frame row ``t`` is inside its rollout."""
+        key = (lo, hi)
+        if key not in self._valid:
+            t = torch.arange(lo, hi)
+            self._valid = {key: (t[None, :] < self.ends[:, None]).float()[:, None, :, None]}
+        return self._valid[key].to(device)
+
+    def feed(self, r: slice, p: Tensor, rows: slice, idx: list[int]) -> None:
+        """Hand query rows `r` (frame rows ``P..``) of the batched pattern `p` ``[batch,
+        head, rows, keys]`` to the accumulator (heads `idx` of one layer, whose sorted
+        positions are `rows`)."""
+        hi = min(r.stop, self.n_pos)  # rows past the longest completion belong to no one
+        if hi <= r.start:
+            return
+        n = hi - r.start
+        sel = _select(p.detach(), idx, self.n_heads)[:, :, :n, :hi]
+        sel = sel * self._rows_valid(r.start, hi, sel.device)
+        b, h = sel.shape[:2]
+        self.acc.add(
+            slice(r.start, hi),
+            sel.reshape(b * h, n, hi),
+            slice(b * rows.start, b * rows.stop),
+        )
+
+
+    def finish_frame(self) -> tuple[HeadStats, Int[Tensor, "batch head"], Int[Tensor, " batch"]]:
+        """The common statistics, each rollout's rows of them ``[batch, head]``, and each
+        rollout's end column ``[batch]`` (its response is ``P .. end - 1``)."""
+        return self.acc.finish(), self.rows, self.ends
+
+    def finish(self) -> list[HeadStats]:
+        """The statistics of each rollout, in its own frame (positions from its ``start``)."""
+        common, rows, _ = self.finish_frame()
+        out = []
+        for i, (start, n, pl) in enumerate(self.spans):
+            idx, cut = rows[i], slice(start, start + n)
+            cuts = normalise_cuts(self.cuts, n)
+            # A cut at least the rollout's length holds its whole column (the last one).
+            which = [common.cuts.index(c) if c < n else len(common.cuts) - 1 for c in cuts]
+            out.append(
+                HeadStats(
+                    heads=list(self.heads),
+                    n_pos=n,
+                    prompt_len=pl,
+                    rowsum=common.rowsum[idx, cut],
+                    dist=common.dist[idx, cut],
+                    band=common.band[idx, cut],
+                    cuts=cuts,
+                    cut_sums=common.cut_sums[idx][:, which, : n - pl],
+                )
+            )
+        return out
 
 
 def tiled_supported(model: Any) -> bool:

@@ -103,18 +103,25 @@ def _cut_index(stats: HeadStats, c: int, what: str) -> int | None:
         ) from None
 
 
-def fai_counts(stats: HeadStats, horizon: tuple[int, int | None]) -> Tensor:
-    """``|T(s)|`` for each response position ``s`` (Eq. 10)."""
+def fai_counts(
+    stats: HeadStats, horizon: tuple[int, int | None], ends: Tensor | None = None
+) -> Tensor:
+    """``|T(s)|`` for each response position ``s`` (Eq. 10): ``[response_pos]``, or
+    ``[head response_pos]`` with `ends` (see `fai_heads`)."""
     lo, hi = horizon
     n, pl = stats.n_pos, stats.prompt_len
     s = torch.arange(pl, n, dtype=torch.long)
-    top = torch.full_like(s, n - 1) if hi is None else torch.clamp(s + hi, max=n - 1)
+    last = torch.tensor(n - 1) if ends is None else ends[:, None] - 1
+    top = last.expand(*last.shape[:-1], len(s)) if hi is None else torch.minimum(s + hi, last)
     bottom = torch.clamp(s + lo, min=pl)
     return (top - bottom + 1).clamp(min=0)
 
 
 def fai_heads(
-    stats: HeadStats, horizon: tuple[int, int | None] = (0, None), min_rows: int = 1
+    stats: HeadStats,
+    horizon: tuple[int, int | None] = (0, None),
+    min_rows: int = 1,
+    ends: Tensor | None = None,
 ) -> Float[Tensor, "head pos"]:
     """Per-head FAI (Eq. 10): mean over ``t in T(s)`` of ``A[t, s]``.
 
@@ -126,6 +133,10 @@ def fai_heads(
         stats: per-head reductions.
         horizon: ``(H_lo, H_hi)``; ``H_hi=None`` runs to the end of the response.
         min_rows: the fewest rows a horizon must hold for FAI to be defined.
+        ends: ``[head]`` for rows of several sequences in one frame (the batched RL
+            credit, `workbench.attention.batch_credit`): each row's sequence ends at
+            ``ends - 1`` (default: every row at ``n_pos - 1``), and its positions from
+            there on are NaN. Its rows after the end must hold no attention.
 
     Returns:
         ``[head pos]`` float64.
@@ -136,7 +147,7 @@ def fai_heads(
     i_hi = _cut_index(stats, stats.n_pos if hi is None else hi + 1, name)
     cs = stats.cut_sums
     num = cs[:, i_hi].double() - (cs[:, i_lo].double() if i_lo is not None else 0.0)
-    count = fai_counts(stats, (lo, hi)).double()
+    count = fai_counts(stats, (lo, hi), ends).double()
     ok = count >= max(1, min_rows)
     vals = torch.where(ok, num / count.clamp(min=1), torch.full_like(num, float("nan")))
     out = torch.full((len(stats.heads), stats.n_pos), float("nan"), dtype=torch.float64)

@@ -21,6 +21,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+#: A per-token curve: a tensor, or a float64 numpy array (the batched RL credit's).
+Curve = Float[Tensor, " pos"] | Float[np.ndarray, " pos"]
+
 __all__ = [
     "default_taus",
     "dominated_anchors",
@@ -30,12 +33,19 @@ __all__ = [
 ]
 
 
+def _array(x: Curve) -> np.ndarray:
+    """`x` as a float64 numpy array (no copy when it is one already)."""
+    if isinstance(x, np.ndarray):
+        return x.astype(np.float64, copy=False)
+    return torch.as_tensor(x).detach().double().cpu().numpy()
+
+
 def select_count(q: float, n: int) -> int:
     """``max(1, round(q * n))`` items out of `n` (0 when there are none)."""
     return 0 if n == 0 else min(n, max(1, round(q * n)))
 
 
-def top_q(values: Float[Tensor, " pos"], q: float, *, bottom: bool = False) -> list[int]:
+def top_q(values: Curve, q: float, *, bottom: bool = False) -> list[int]:
     """Positions of the top (or bottom) `q` of the defined (non-NaN) values.
 
     Args:
@@ -46,7 +56,7 @@ def top_q(values: Float[Tensor, " pos"], q: float, *, bottom: bool = False) -> l
     Returns:
         Sorted positions; ties are broken by the lower position.
     """
-    v = torch.as_tensor(values).double().cpu().numpy()
+    v = _array(values)
     pos = np.flatnonzero(~np.isnan(v))
     m = select_count(q, len(pos))
     if m == 0:
@@ -56,10 +66,10 @@ def top_q(values: Float[Tensor, " pos"], q: float, *, bottom: bool = False) -> l
     return sorted(int(p) for p in pos[order[:m]])
 
 
-def default_taus(waad: Float[Tensor, " pos"], delta: Float[Tensor, " pos"]) -> tuple[float, float]:
+def default_taus(waad: Curve, delta: Curve) -> tuple[float, float]:
     """This project's defaults: the median WAAD and the median Delta of the response."""
-    w = torch.as_tensor(waad).double().numpy()
-    d = torch.as_tensor(delta).double().numpy()
+    w = _array(waad)
+    d = _array(delta)
     return _median(w[~np.isnan(w)]), _median(d[~np.isnan(d)])
 
 
@@ -79,8 +89,8 @@ def _lookback(delta: np.ndarray, t: int, k: int) -> list[int]:
 
 def dominated_anchors(
     anchors: list[int],
-    waad: Float[Tensor, " pos"],
-    delta: Float[Tensor, " pos"],
+    waad: Curve,
+    delta: Curve,
     *,
     k: int,
     tau_waad: float,
@@ -91,8 +101,8 @@ def dominated_anchors(
     Anchors ``t`` with ``WAAD[t] <= tau_waad`` and ``max_{u in t-k..t-1} Delta[u] >=
     tau_delta`` (only ``u`` where Delta is defined; none defined means not dominated).
     """
-    w = torch.as_tensor(waad).double().numpy()
-    d = torch.as_tensor(delta).double().numpy()
+    w = _array(waad)
+    d = _array(delta)
     out = []
     for t in anchors:
         back = _lookback(d, t, k)
@@ -101,10 +111,10 @@ def dominated_anchors(
     return out
 
 
-def introductions(dominated: list[int], delta: Float[Tensor, " pos"], *, k: int) -> list[int]:
+def introductions(dominated: list[int], delta: Curve, *, k: int) -> list[int]:
     """``I(D) = {intro(t) : t in D}``: for each dominated anchor the position in
     ``t-k..t-1`` with the largest Delta (ties: the lower position). Sorted, distinct."""
-    d = torch.as_tensor(delta).double().numpy()
+    d = _array(delta)
     out = set()
     for t in dominated:
         back = _lookback(d, t, k)

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from ..attention import engine, interface
 from ..attention.analysis import Analysis
+from ..attention.batch_credit import frame_gammas
 from ..attention.layers import resolve_heads, resolve_layers
 from ..attention.params import CreditParams
 from ..attention.run import gamma_many
@@ -158,14 +159,14 @@ class FusedCredit:
             self.n_layers,
         )
         lo, hi = credit.rhythm.fai_horizon
-        self.collector = engine.Collector(
+        kind = engine.SharedFrameCollector if response_rows else engine.Collector
+        self.collector = kind(
             self.spans,
             resolve_heads(self.layers, None, self.n_layers, self.n_heads),
             self.n_heads,
             max_window=credit.rhythm.window,
             cuts=[lo, *([] if hi is None else [hi + 1])],
             device=next(policy.parameters()).device,
-            response_rows=response_rows,
         )
         self._pass: Any = None
 
@@ -193,6 +194,8 @@ class FusedCredit:
             logits: ``[batch, width, d_vocab]`` logits of the rows that produced the
                 completion tokens (needed for ``"entropy"`` only).
         """
+        if isinstance(self.collector, engine.SharedFrameCollector):
+            return self._frame_gammas(width, seed, logits)
         out = torch.ones(len(self.spans), width, dtype=torch.float32)
         k = 0
         for i, stats in enumerate(self.collector.finish()):
@@ -218,4 +221,35 @@ class FusedCredit:
             k += 1
             c = min(n - pl, width)
             out[i, :c] = g[pl : pl + c]
+        return out
+
+    def _frame_gammas(self, width: int, seed: int, logits: Tensor | None) -> Tensor:
+        """`gammas` of a shared-frame batch, its metrics computed batched
+        (`workbench.attention.batch_credit`)."""
+        stats, rows, ends = self.collector.finish_frame()
+        lengths = [n - pl for _, n, pl in self.spans]
+        seeds, k = [], 0
+        for c in lengths:
+            seeds.append(seed + k)
+            k += c > 0  # an empty completion uses no seed (as the reference)
+        entropy = None
+        if self.credit.strategy == "entropy":
+            if logits is None:
+                raise ValueError('the "entropy" strategy needs the update logits')
+            cols = stats.n_pos - stats.prompt_len
+            rows_logits = logits[:, :cols].detach()
+            entropy = engine.entropy_from_logits(rows_logits.flatten(0, 1)).view(len(ends), -1)
+        g = frame_gammas(
+            stats,
+            rows,
+            ends,
+            self.credit.rhythm,
+            self.credit.strategy,
+            gamma_amp=self.credit.gamma_amp,
+            seeds=seeds,
+            entropy=entropy,
+        )
+        out = torch.ones(len(self.spans), width, dtype=torch.float32)
+        c = min(width, g.shape[1])
+        out[:, :c] = g[:, :c]
         return out
