@@ -13,7 +13,7 @@ warm-up) and the median is printed:
 | `rows` | ``prompt + completion`` rows, right-padded (the update before the prompt sharing) |
 | `rows+credit` | the same inside `FusedCredit`, then the gamma post-processing |
 | `shared` | each group's prompt once, completions on its repeated KV cache (`workbench.rl.forward`) |
-| `shared+credit` | the same with `FusedCredit(response_rows=True)`, then the post-processing |
+| `shared+credit` | the same with `FusedCredit`, then the post-processing |
 
 Each is a forward, a backward of the summed completion log-probabilities, and (with
 credit) `FusedCredit.gammas`. "credit in the forward" is ``(shared+credit - shared -
@@ -84,7 +84,7 @@ def timings(policy, prompts, completions, group: int, repeats: int) -> dict[str,
             spans = [(0, len(s), len(prompts[i // group])) for i, s in enumerate(seqs)]
             fused = FusedCredit(policy, credit, spans, [torch.tensor(s) for s in seqs])
         elif with_credit:
-            fused = FusedCredit(policy, credit, batch.spans, batch.seqs, response_rows=True)
+            fused = FusedCredit(policy, credit, batch.spans, batch.seqs)
         policy.zero_grad(set_to_none=True)
         t0 = time.perf_counter()
         logits = rows(fused) if layout == "rows" else completion_logits(policy, batch, fused)

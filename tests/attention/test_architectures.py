@@ -389,7 +389,7 @@ def test_rl_update_forward_with_shared_prompts_matches_full_rows(toys, arch_id):
     completions = [ids(n) for n in (40, 25, 0, 33, 40, 12)]
     batch = rollout_batch(prompts, completions, 3, slice(0, 6))
     credit = CreditParams(strategy="coupled", layers="all")
-    fused = FusedCredit(hf, credit, batch.spans, batch.seqs, response_rows=True)
+    fused = FusedCredit(hf, credit, batch.spans, batch.seqs)
     with torch.no_grad():  # eval mode: GPT-2's toy has attention dropout
         logits = completion_logits(hf, batch, fused)
         stats = fused.collector.finish()

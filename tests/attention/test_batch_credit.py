@@ -35,33 +35,39 @@ def own_pattern(n: int, seed: int) -> torch.Tensor:
     return torch.softmax(scores, -1)
 
 
-def layout(prompts: list[int], completions: list[int], seed: int = 0):
-    """Each rollout's own patterns per analysed layer, and the frame's batched tiles."""
+def layout(prompts: list[int], completions: list[int], seed: int, first: int):
+    """Each rollout's own patterns per analysed layer, and the frame's batched tiles of
+    query rows ``first..`` (``first = P``: the response rows only, as the shared-prompt
+    update computes them; 0: every row, as TRL's forward does)."""
     P, W = max(prompts), max(max(completions), 1)
     g = torch.Generator().manual_seed(seed + 99)
     own, frame = [], {}
     for layer in (0, 2):
-        tile = torch.rand(len(prompts), N_HEADS, W, P + W, generator=g)  # junk past each end
-        tile = (tile * (torch.arange(P + W) <= P + torch.arange(W)[:, None])).float()
+        # junk in the rows past each rollout's end, and in the prompt rows
+        tile = torch.rand(len(prompts), N_HEADS, P + W - first, P + W, generator=g)
+        tile = (tile * (torch.arange(P + W) <= torch.arange(first, P + W)[:, None])).float()
         for i, (p, c) in enumerate(zip(prompts, completions, strict=True)):
             a = own_pattern(p + c, seed=1000 * layer + i + seed)
             own.append((i, layer, a))
-            tile[i, :, :c] = 0.0
-            tile[i, :, :c, P - p : P + c] = a[:, p:]
+            r = slice(P - first, P - first + c)
+            tile[i, :, r] = 0.0
+            tile[i, :, r, P - p : P + c] = a[:, p:]
         frame[layer] = tile
     return P, W, own, frame
 
 
-def collect(prompts, completions, params: RhythmParams, tile_rows: int, seed: int = 0):
-    P, W, own, frame = layout(prompts, completions, seed)
+def collect(prompts, completions, params, tile_rows: int, seed: int = 0, first: int | None = None):
+    P = max(prompts)
+    first = P if first is None else first
+    _, W, own, frame = layout(prompts, completions, seed, first)
     lo, hi = params.fai_horizon
     spans = [(P - p, p + c, p) for p, c in zip(prompts, completions, strict=True)]
     coll = SharedFrameCollector(spans, HEADS, N_HEADS, max_window=params.window, cuts=[lo, hi + 1])
     for layer, tile in frame.items():
         rows, idx = coll.by_layer[layer]
-        for a in range(0, W, tile_rows):  # query tiles, as the attention function feeds them
-            e = min(W, a + tile_rows)
-            coll.feed(slice(P + a, P + e), tile[:, :, a:e, : P + e], rows, idx)
+        for a in range(first, P + W, tile_rows):  # query tiles, as the attention feeds them
+            e = min(P + W, a + tile_rows)
+            coll.feed(slice(a, e), tile[:, :, a - first : e - first, :e], rows, idx)
     refs = []
     for i, (p, c) in enumerate(zip(prompts, completions, strict=True)):
         acc = StatsAccumulator(HEADS, p + c, p, params.window, [lo, hi + 1])
@@ -75,10 +81,12 @@ def collect(prompts, completions, params: RhythmParams, tile_rows: int, seed: in
 PROMPTS, COMPLETIONS = [30, 30, 30, 22, 22, 22, 40, 40, 40], [45, 12, 0, 60, 1, 33, 60, 59, 7]
 
 
+@pytest.mark.parametrize("rows", ["response rows", "every row"])
 @pytest.mark.parametrize("tile_rows", [7, 32, 200])
-def test_the_frame_statistics_are_each_rollouts_own(tile_rows):
+def test_the_frame_statistics_are_each_rollouts_own(tile_rows, rows):
     params = RhythmParams(fai_horizon=(10, 40))
-    coll, refs = collect(PROMPTS, COMPLETIONS, params, tile_rows)
+    first = 0 if rows == "every row" else None
+    coll, refs = collect(PROMPTS, COMPLETIONS, params, tile_rows, first=first)
     for i, (got, ref) in enumerate(zip(coll.finish(), refs, strict=True)):
         assert (got.n_pos, got.prompt_len, got.cuts) == (ref.n_pos, ref.prompt_len, ref.cuts)
         for f in ["rowsum", "dist", "band", "cut_sums"]:

@@ -67,7 +67,7 @@ def shared_prompt_gammas(policy, credit, prompts, completions, seed):
     """The native loop's way: each group's prompt once, the completions on its KV cache,
     the credit collected on the completion rows (`workbench.rl.forward`)."""
     batch = rollout_batch(prompts[::4], completions, 4, slice(0, len(completions)))
-    fused = FusedCredit(policy, credit, batch.spans, batch.seqs, response_rows=True)
+    fused = FusedCredit(policy, credit, batch.spans, batch.seqs)
     policy.train()
     logits = completion_logits(policy, batch, fused)
     assert logits.requires_grad, "the update forward keeps its gradients"

@@ -252,10 +252,11 @@ class Collector:
 
 
 class SharedFrameCollector(Collector):
-    """`Collector` for a batch whose responses all start at one column of the frame, fed
-    only the response rows: the shared-prompt update forward (`workbench.rl.forward`),
-    where each rollout's prompt is left-padded to ``P`` columns of a KV cache and its
-    completion fills rows ``P, P+1, ...``.
+    """`Collector` for a batch whose responses all start at one column ``P`` of the frame:
+    TRL's batches (prompts left-padded to ``P``, completions after them) and the
+    shared-prompt update forward (`workbench.rl.forward`, where the prompts are a KV
+    cache and only the completion rows ``P, P+1, ...`` are computed). Only the response
+    rows are reduced; prompt rows, if the forward computes them, are skipped.
 
     One `StatsAccumulator` reduces every rollout's heads at once, in the frame of the
     cache (``n_pos`` = ``P`` + the longest completion, ``prompt_len = P``): each layer's
@@ -325,22 +326,17 @@ class SharedFrameCollector(Collector):
         return self._valid[key].to(device)
 
     def feed(self, r: slice, p: Tensor, rows: slice, idx: list[int]) -> None:
-        """Hand query rows `r` (frame rows ``P..``) of the batched pattern `p` ``[batch,
-        head, rows, keys]`` to the accumulator (heads `idx` of one layer, whose sorted
-        positions are `rows`)."""
+        """Hand query rows `r` of the batched pattern `p` ``[batch, head, rows, keys]`` to
+        the accumulator (heads `idx` of one layer, whose sorted positions are `rows`)."""
+        lo = max(r.start, self.first)  # prompt rows (a full-row forward) are not needed
         hi = min(r.stop, self.n_pos)  # rows past the longest completion belong to no one
-        if hi <= r.start:
+        if hi <= lo:
             return
-        n = hi - r.start
-        sel = _select(p.detach(), idx, self.n_heads)[:, :, :n, :hi]
-        sel = sel * self._rows_valid(r.start, hi, sel.device)
+        n = hi - lo
+        sel = _select(p.detach(), idx, self.n_heads)[:, :, lo - r.start : hi - r.start, :hi]
+        sel = sel * self._rows_valid(lo, hi, sel.device)
         b, h = sel.shape[:2]
-        self.acc.add(
-            slice(r.start, hi),
-            sel.reshape(b * h, n, hi),
-            slice(b * rows.start, b * rows.stop),
-        )
-
+        self.acc.add(slice(lo, hi), sel.reshape(b * h, n, hi), slice(b * rows.start, b * rows.stop))
 
     def finish_frame(self) -> tuple[HeadStats, Int[Tensor, "batch head"], Int[Tensor, " batch"]]:
         """The common statistics, each rollout's rows of them ``[batch, head]``, and each

@@ -128,10 +128,14 @@ class FusedCredit:
             positions ``start .. start + n - 1`` (``start > 0`` when left-padded), the
             first ``prompt_len`` of them the prompt.
         ids: each rollout's ``[n]`` token ids (for the analyses' records).
-        response_rows: the forward computes only the completions' query rows, each
-            group's prompt coming from a KV cache (`workbench.rl.forward`): the spans are
-            in the frame of the cache's keys (left-padded prompt, then the completion),
-            and only rows from each ``prompt_len`` on are reduced; all the credit needs.
+
+    When every response starts at the same column (``start + prompt_len`` equal: TRL's
+    left-padded prompts, or the native update's shared prompts, `workbench.rl.forward`,
+    whose forward computes only the completions' rows on the prompts' KV cache), the
+    statistics of all rollouts are reduced together and their weights computed batched
+    (`engine.SharedFrameCollector`, `workbench.attention.batch_credit`); only the response
+    rows are reduced, all the credit needs. Otherwise each rollout has its own accumulator
+    and `Analysis`.
 
     Every layer's output, and its gradient, comes from sdpa, as in the plain training
     forward; the credit layers also compute their probabilities in tiles, without
@@ -147,8 +151,6 @@ class FusedCredit:
         credit: CreditParams,
         spans: Sequence[tuple[int, int, int]],
         ids: Sequence[Tensor],
-        *,
-        response_rows: bool = False,
     ):
         cfg = policy.config
         self.n_layers = int(cfg.num_hidden_layers)
@@ -159,7 +161,8 @@ class FusedCredit:
             self.n_layers,
         )
         lo, hi = credit.rhythm.fai_horizon
-        kind = engine.SharedFrameCollector if response_rows else engine.Collector
+        shared = len({s + pl for s, _, pl in self.spans}) == 1
+        kind = engine.SharedFrameCollector if shared else engine.Collector
         self.collector = kind(
             self.spans,
             resolve_heads(self.layers, None, self.n_layers, self.n_heads),

@@ -18,7 +18,7 @@ test matrix). On the tiny reasoner (32 rollouts, prompts of 26 tokens, completio
 about 35) a forward and backward take 0.19 s against 0.32 s for the padded rows
 (`benchmarks/update_forward.py`).
 
-The credit (`FusedCredit` with ``response_rows=True``) rides on the completion forward:
+The credit (`FusedCredit`) rides on the completion forward:
 its query rows are exactly the response rows the metrics use, and the prompt's keys are
 in the cache. `RolloutBatch.spans` are in the frame of the cache's keys.
 
@@ -139,7 +139,7 @@ def completion_logits(
     Args:
         model: a Hugging Face causal language model.
         batch: from `rollout_batch`.
-        credit: a `FusedCredit` built with ``response_rows=True`` on ``batch.spans``: it
+        credit: a `FusedCredit` built on ``batch.spans``: it
             is entered around the completion forward only, whose query rows are the
             responses' (see the module docstring).
     """

@@ -322,9 +322,7 @@ class GRPORun:
             for j, chunk in enumerate(chunks):
                 rows, mask = chunk.rows, chunk.mask
                 if fuse and it == 0:
-                    fused = FusedCredit(
-                        self.policy, cfg.credit, chunk.spans, chunk.seqs, response_rows=True
-                    )
+                    fused = FusedCredit(self.policy, cfg.credit, chunk.spans, chunk.seqs)
                     logps, logits = logps_of(self.policy, chunk, fused)
                     t_f = time.perf_counter()
                     # "random": the k-th completion with tokens uses seed + k, batch-wide.
