@@ -150,3 +150,12 @@ def test_responses_must_start_at_one_column():
         SharedFrameCollector(
             [(0, 10, 4), (1, 10, 4)], HEADS, N_HEADS, max_window=10, cuts=[10, 101]
         )
+
+
+def test_a_batch_of_empty_completions_has_no_weights_to_change():
+    params = RhythmParams(fai_horizon=(10, 100))
+    coll, _ = collect([5, 5, 7], [0, 0, 0], params, 32)
+    stats, rows, ends = coll.finish_frame()
+    got = frame_gammas(stats, rows, ends, params, "coupled", seeds=[0, 1, 2])
+    assert got.shape == (3, 0)
+    assert [s.n_response for s in coll.finish()] == [0, 0, 0]

@@ -5,7 +5,8 @@ reading its weights (at the start of every call, so a model being trained sample
 current weights) and running its forward as a few dozen tensor operations per token: a
 static KV cache, one left-padded batch for prompts of any lengths, the query/key/value and
 gate/up projections each as one product (their weights concatenated once per call), the
-queries and keys rotated together, the padding mask built once per call, and no per-token
+queries and keys rotated together, the padding mask built once per call, each distinct
+prompt prefilled once (its cache then copied to the rows that share it), and no per-token
 Python beyond the layer loop. On the tiny models a decode step is several times cheaper than
 ``model.generate``'s, which dominates RL rollouts on small models.
 
@@ -324,7 +325,13 @@ class LeanDecoder:
 
         hf = self.hf
         total = max(len(p) for p in prompts) + max_new_tokens
-        ids, width, valid, cos, sin, caches = self._start(prompts, total, pad)
+        # Each distinct prompt is prefilled once (GRPO samples G completions of every
+        # prompt); its cache, slots and first logits are then copied to each of its rows.
+        keys = [tuple(int(x) for x in p) for p in prompts]
+        distinct = list(dict.fromkeys(keys))
+        ids, width, valid, cos, sin, caches = self._start(distinct, total, pad)
+        where = {k: i for i, k in enumerate(distinct)}
+        copy = torch.tensor([where[k] for k in keys], device=ids.device)
         device, dtype, b = ids.device, cos.dtype, len(prompts)
         warpers = []
         if not greedy:
@@ -338,8 +345,8 @@ class LeanDecoder:
         weights = self._weights()
         # One query slot at a time after the prompts: its mask row is the padding mask (every
         # earlier slot is causal, and a sliding layer reads only its window's slots).
-        pad_mask = torch.zeros(valid.shape, dtype=dtype, device=device)
-        pad_mask = pad_mask.masked_fill_(~valid, torch.finfo(dtype).min)[:, None, None]
+        pad_mask = torch.zeros((b, valid.shape[1]), dtype=dtype, device=device)
+        pad_mask = pad_mask.masked_fill_(~valid[copy], torch.finfo(dtype).min)[:, None, None]
         was_training = hf.training
         hf.eval()
         try:
@@ -353,6 +360,9 @@ class LeanDecoder:
                 logits = self._forward(
                     step_ids, cos[:, start:end], sin[:, start:end], masks, caches, start, weights
                 )
+                if t == 0 and len(distinct) < b:
+                    logits, cos, sin = logits[copy], cos[copy], sin[copy]
+                    caches = [(k[copy], v[copy]) for k, v in caches]
                 for warp in warpers:
                     logits = warp(None, logits)
                 if greedy:

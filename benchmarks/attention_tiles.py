@@ -1,0 +1,116 @@
+"""One attention layer of SmolLM2's shape: sdpa against the engine's tiled attention with the
+analysis reductions, for several tile shapes, side by side.
+
+    python benchmarks/attention_tiles.py                 # T = 4096 and 8192
+    python benchmarks/attention_tiles.py --lengths 8192 --rows 32 96 160
+
+Random queries, keys and values (9 query heads, 3 key/value heads, d_head 64, batch 1),
+causal. ``sdpa`` is PyTorch's fused attention (the floor). Each tiled configuration runs
+`workbench.attention.interface._tiled` with a `StatsAccumulator` of the analysis defaults
+(window 32, the default FAI cuts) as its reducer:
+
+| config | tiles |
+|---|---|
+| `all heads, R rows` | every head of the layer in one tile of ``R`` query rows (the engine) |
+| `per kv group, R rows` | the ``3`` query heads of one key/value head per tile |
+
+A second line splits one tiled run by operation (cProfile): the two products (q k^T in
+`baddbmm`; the output and the reductions' products in `matmul`), the softmax, and the
+rest of the reductions. One thread; each configuration is timed once after a warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import pstats
+import time
+
+HEADS, KV, D = 9, 3, 64
+
+
+def sdpa(q, k, v) -> None:
+    import torch
+
+    rep = HEADS // KV
+    torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1), is_causal=True
+    )
+
+
+def tiled(q, k, v, rows: int, per_group: bool) -> None:
+    """The engine's tiled attention with the analysis reductions, over all heads at once or
+    one key/value group at a time."""
+    from workbench.attention import interface
+    from workbench.attention.reductions import DEFAULT_FAI_CUTS, StatsAccumulator
+
+    T, group = q.shape[2], HEADS // KV
+    step = group if per_group else HEADS
+    for h0 in range(0, HEADS, step):
+        kv = slice(h0 // group, (h0 + step - 1) // group + 1)
+        acc = StatsAccumulator(
+            [(0, h) for h in range(h0, h0 + step)], T, T // 8, 32, DEFAULT_FAI_CUTS
+        )
+        interface._tiled(
+            q[:, h0 : h0 + step], k[:, kv], v[:, kv], None, None, None, None,
+            lambda r, p, acc=acc: acc.add(r, p[0]),
+            interface._Pass({}, None, rows, False),
+        )  # fmt: skip
+        acc.finish()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lengths", type=int, nargs="+", default=[4096, 8192])
+    ap.add_argument("--rows", type=int, nargs="+", default=[96, 160])
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from workbench.provenance import provenance
+
+    torch.set_num_threads(args.threads)
+    print("provenance " + json.dumps(provenance()), flush=True)
+    for T in args.lengths:
+        g = torch.Generator().manual_seed(0)
+        qkv = (
+            torch.randn(1, HEADS, T, D, generator=g),
+            torch.randn(1, KV, T, D, generator=g),
+            torch.randn(1, KV, T, D, generator=g),
+        )
+        configs = {"sdpa": (sdpa, ())}
+        for r in args.rows:
+            configs[f"all heads, {r} rows"] = (tiled, (r, False))
+            configs[f"per kv group, {r} rows"] = (tiled, (r, True))
+        times = {}
+        for name, (fn, extra) in configs.items():
+            fn(*qkv, *extra)  # warm-up
+            t0 = time.perf_counter()
+            fn(*qkv, *extra)
+            times[name] = time.perf_counter() - t0
+        print(f"\n| T = {T} | seconds | x sdpa |\n|---|---|---|")
+        for name, t in times.items():
+            print(f"| {name} | {t:.3f} | {t / times['sdpa']:.2f} |")
+        prof = cProfile.Profile()
+        prof.enable()
+        tiled(*qkv, args.rows[0], False)
+        prof.disable()
+        own = {f[2]: v[2] for f, v in pstats.Stats(prof).stats.items()}  # tottime by name
+        parts = {
+            n: own.get(k, 0.0)
+            for n, k in [
+                ("q k^T", "<built-in method torch.baddbmm>"),
+                ("output and reduction products", "<built-in method torch.matmul>"),
+                ("softmax", "<built-in method torch.softmax>"),
+            ]
+        }
+        rest = sum(own.values()) - sum(parts.values())
+        split = ", ".join(f"{n} {s:.3f} s" for n, s in parts.items())
+        print(f"\nall heads, {args.rows[0]} rows, by operation: {split}, the rest {rest:.3f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
