@@ -104,6 +104,28 @@ def test_sampled_completions_equal_generate_from_the_same_seed(toy, temperature,
     assert len({tuple(c) for c in out["lean"]}) > 1, "the samples differ between rows"
 
 
+def test_rows_that_finish_early_leave_the_other_rows_draws_unchanged(toy):
+    """With many end tokens the rows stop at different steps, so the lean decoder drops the
+    finished ones from its forward; every row must still draw what ``generate`` draws."""
+    _, hf = toy
+    rows = [p for p in prompts(hf, lengths=(20, 20, 20, 20), seed=4) for _ in range(3)]
+    eos = list(range(3, 3 + hf.config.vocab_size // 6))  # about one token in six ends a row
+    pad = 0
+    torch.manual_seed(5)
+    lean = LeanDecoder(hf).generate(rows, max_new_tokens=30, eos=eos, pad=pad)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        ids = torch.tensor(rows)
+        gen = hf.generate(
+            ids, attention_mask=torch.ones_like(ids), max_new_tokens=30, do_sample=True,
+            top_k=0, eos_token_id=eos, pad_token_id=pad,
+        )[:, 20:]  # fmt: skip
+    want = [wb.trace.decoder.cut_at_eos(seq, set(eos)) for seq in gen.tolist()]
+    assert lean == want
+    lengths = sorted(len(c) for c in lean)
+    assert lengths[len(lengths) // 4] < lengths[-1], "a quarter must finish before the last"
+
+
 def test_other_architectures_fall_back_to_generate_and_lean_says_why(make_toy):
     bridge, hf = _toy(make_toy, "Phi3Config", "Phi3ForCausalLM", {})
     assert "Phi3ForCausalLM is not one of the lean decoder's architectures" in (
