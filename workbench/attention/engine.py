@@ -216,6 +216,12 @@ class Collector:
         self.heads = sorted(heads)
         self.n_heads = n_heads
         self.by_layer = _layer_rows(self.heads)
+        self._accumulate(max_window, list(cuts), device, sink)
+
+    def _accumulate(
+        self, max_window: int, cuts: list[int], device: torch.device | str, sink: str
+    ) -> None:
+        """One accumulator per sequence."""
         self.accs = [
             StatsAccumulator(list(self.heads), n, pl, max_window, cuts, device, sink=sink)
             for _, n, pl in self.spans
@@ -267,33 +273,25 @@ class SharedFrameCollector(Collector):
     its own end are zeroed before the reduction, so they add nothing to its column sums.
     `finish` cuts each rollout's statistics out of the common ones (equal to its own
     `Collector` statistics up to float rounding); `finish_frame` returns the common ones
-    for a batched computation (`workbench.attention.credit.frame_gammas`).
+    for a batched computation (`workbench.attention.batch_credit.frame_gammas`).
 
     Args:
         spans: ``(start, n, prompt_len)`` of each rollout in the frame, with
             ``start + prompt_len`` the same for all (``P``).
-        heads, n_heads, max_window, cuts, device: as in `Collector`.
+        heads, n_heads, max_window, cuts, device: as in `Collector` (``sink="keep"``).
     """
 
-    def __init__(
-        self,
-        spans: Sequence[tuple[int, int, int]],
-        heads: Sequence[tuple[int, int]],
-        n_heads: int,
-        *,
-        max_window: int,
-        cuts: Sequence[int],
-        device: torch.device | str = "cpu",
-    ):
-        self.spans = [(int(s), int(n), int(pl)) for s, n, pl in spans]
+    def _accumulate(
+        self, max_window: int, cuts: list[int], device: torch.device | str, sink: str
+    ) -> None:
+        """One accumulator for every rollout, in the frame of the batch."""
+        if sink != "keep":
+            raise ValueError("the shared frame supports sink='keep' only (the credit's)")
         firsts = {s + pl for s, _, pl in self.spans}
         if len(firsts) != 1:
             raise ValueError(f"the responses start at different columns {sorted(firsts)}")
         self.first = firsts.pop()
-        self.heads = sorted(heads)
-        self.n_heads = n_heads
-        self.by_layer = _layer_rows(self.heads)
-        self.cuts = list(cuts)
+        self.cuts = cuts
         b = len(self.spans)
         self.ends = torch.tensor([s + n for s, n, _ in self.spans], dtype=torch.long)
         self.n_pos = max(self.first, int(self.ends.max()) if b else 0)
