@@ -131,6 +131,43 @@ def test_a_short_run_changes_the_weights_and_writes_its_directory(tmp_path):
     assert json.loads((tmp_path / "r" / "status.json").read_text())["status"] == "finished"
 
 
+@pytest.mark.parametrize("strategy", ["coupled", "random"])
+def test_an_update_in_several_chunks_equals_one_chunk(tmp_path, monkeypatch, strategy):
+    """The update splits its rollouts into chunks of whole groups (`UPDATE_TOKENS`); the
+    loss is normalised over the whole batch and the credit's seeds run batch-wide, so one
+    group per chunk must train the same weights as one chunk for all, up to rounding."""
+    import workbench.rl.trainer as trainer
+
+    chunks: list[slice] = []
+    layout = trainer.rollout_batch
+
+    def counted(*args, **kwargs):
+        batch = layout(*args, **kwargs)
+        chunks.append(batch.rows)
+        return batch
+
+    monkeypatch.setattr(trainer, "rollout_batch", counted)
+    cfg = GRPOConfig(credit=CreditParams(strategy=strategy), max_steps=2, seed=2, **SMALL)
+    whole = train(cfg, out=tmp_path / "whole", progress=False)
+    assert chunks == [slice(0, 8)] * 2
+    monkeypatch.setattr(trainer, "UPDATE_TOKENS", 1)  # one group per chunk
+    split = train(cfg, out=tmp_path / "split", progress=False)
+    assert chunks[2:] == [slice(0, 4), slice(4, 8)] * 2
+    # The loss and its gradient agree to float rounding; AdamW turns rounding in a
+    # near-zero gradient into a step of up to the learning rate, so a few weights differ
+    # by that much and no more.
+    a, b = _weights(whole), _weights(split)
+    for k in a:
+        diff = (b[k] - a[k]).abs()
+        assert float(diff.max()) <= 2 * cfg.learning_rate, k
+        assert float((diff > 1e-6).float().mean()) < 1e-3, k
+    steps = [[r for r in read_metrics(tmp_path / d) if "loss" in r] for d in ("whole", "split")]
+    assert len(steps[0]) == 2
+    for ra, rb in zip(*steps, strict=True):
+        for key in ("gamma_mean", "loss", "grad_norm"):
+            assert rb[key] == pytest.approx(ra[key], rel=1e-5, abs=1e-7), key
+
+
 def test_resume_after_interruption_matches_the_uninterrupted_run(tmp_path):
     cfg = GRPOConfig(credit=CreditParams(strategy="global"), max_steps=3, seed=1, **SMALL)
     full = train(cfg, out=tmp_path / "full", progress=False)
