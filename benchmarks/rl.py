@@ -1,6 +1,6 @@
 """Steps per second of the native GRPO loop against TRL's GRPOTrainer, and the credit share.
 
-    python benchmarks/rl.py                     # 6 steps each, coupled credit
+    python benchmarks/rl.py                     # 20 steps each, coupled credit
     python benchmarks/rl.py --steps 10 --threads 2
     python benchmarks/rl.py --model smollm2-135m --batch 8 --length 128 --skip-trl
 
@@ -124,7 +124,7 @@ def trl(args, strategy: str) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--steps", type=int, default=6, help="timed steps (after one warm-up)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps (after one warm-up)")
     p.add_argument("--batch", type=int, default=32, help="completions per step")
     p.add_argument("--generations", type=int, default=8)
     p.add_argument("--length", type=int, default=64, help="max completion tokens")
