@@ -41,7 +41,7 @@ from .heads import Head, HeadClasses, classify_heads
 from .metrics import HeadStats, fai_heads, kurtosis, span_heads, waad_heads
 from .metrics import delta as _delta
 from .params import CreditParams, RhythmParams
-from .rhythm import default_taus, dominated_anchors, introductions
+from .rhythm import coupled_sets, thresholds
 from .rhythm import top_q as _top_q
 
 __all__ = ["Analysis"]
@@ -164,9 +164,7 @@ class Analysis:
         q = p.top_q
         self.preplan = _top_q(self.delta, q)
         self.anchors = _top_q(self.fai, q)
-        med_w, med_d = default_taus(self.waad, self.delta)
-        self.tau_waad = med_w if p.tau_waad is None else p.tau_waad
-        self.tau_delta = med_d if p.tau_delta is None else p.tau_delta
+        self.tau_waad, self.tau_delta = thresholds(self.waad, self.delta, p.tau_waad, p.tau_delta)
         self.dominated, self.intro = self._coupled_sets(self.anchors)
 
     # Receiver heads are computed on first use: the RL credit pass never reads them.
@@ -199,11 +197,14 @@ class Analysis:
         return self._receivers[2]
 
     def _coupled_sets(self, anchors: list[int]) -> tuple[list[int], list[int]]:
-        k = self.params.k
-        dom = dominated_anchors(
-            anchors, self.waad, self.delta, k=k, tau_waad=self.tau_waad, tau_delta=self.tau_delta
+        return coupled_sets(
+            anchors,
+            self.waad,
+            self.delta,
+            k=self.params.k,
+            tau_waad=self.tau_waad,
+            tau_delta=self.tau_delta,
         )
-        return dom, introductions(dom, self.delta, k=k)
 
     def with_params(
         self, params: RhythmParams | None = None, *, classes: Any = _KEEP, **changes: Any

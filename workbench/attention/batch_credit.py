@@ -28,9 +28,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from .credit import gamma_of
-from .metrics import HeadStats, check_window, fai_heads, waad_heads
+from .metrics import HeadStats, fai_heads, waad_heads
 from .params import RhythmParams
-from .rhythm import default_taus, dominated_anchors, introductions, select_count, top_q
+from .rhythm import coupled_sets, select_count, thresholds, top_q
 
 __all__ = ["frame_gammas"]
 
@@ -54,6 +54,10 @@ class _Rollout:
         return top_q(self.fai, self.params.top_q)
 
     @functools.cached_property
+    def tau(self) -> tuple[float, float]:
+        return thresholds(self.waad, self.delta, self.params.tau_waad, self.params.tau_delta)
+
+    @functools.cached_property
     def _sets(self) -> tuple[list[int], list[int]]:
         return self._coupled_sets(self.anchors)
 
@@ -66,14 +70,10 @@ class _Rollout:
         return self._sets[1]
 
     def _coupled_sets(self, anchors: list[int]) -> tuple[list[int], list[int]]:
-        p = self.params
-        med_w, med_d = default_taus(self.waad, self.delta)
-        tau_w = med_w if p.tau_waad is None else p.tau_waad
-        tau_d = med_d if p.tau_delta is None else p.tau_delta
-        dom = dominated_anchors(
-            anchors, self.waad, self.delta, k=p.k, tau_waad=tau_w, tau_delta=tau_d
+        tau_w, tau_d = self.tau
+        return coupled_sets(
+            anchors, self.waad, self.delta, k=self.params.k, tau_waad=tau_w, tau_delta=tau_d
         )
-        return dom, introductions(dom, self.delta, k=p.k)
 
 
 def _group_mean(per_head: Tensor, pick: Tensor) -> Tensor:
@@ -124,7 +124,7 @@ def frame_gammas(
     ql, qg = params.head_quantiles
     local = span.argsort(dim=-1, stable=True)[:, : select_count(ql, nh)]
     glob = (-span).argsort(dim=-1, stable=True)[:, : select_count(qg, nh)]
-    waad = _group_mean(waad_heads(stats, check_window(params.window))[:, pl:][rows], local)
+    waad = _group_mean(waad_heads(stats, params.window)[:, pl:][rows], local)
     head_ends = torch.empty(stats.rowsum.shape[0], dtype=torch.long)
     head_ends[rows] = ends[:, None].expand(-1, nh)
     per_fai = fai_heads(stats, params.fai_horizon, params.fai_min_rows, ends=head_ends)

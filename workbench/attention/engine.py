@@ -296,11 +296,9 @@ class SharedFrameCollector(Collector):
         self.ends = torch.tensor([s + n for s, n, _ in self.spans], dtype=torch.long)
         self.n_pos = max(self.first, int(self.ends.max()) if b else 0)
         # Accumulator rows: layer by layer, each layer's block ordered (rollout, head).
-        base = torch.tensor([b * rows.start for rows, _ in self.by_layer.values()])
-        width = torch.tensor([rows.stop - rows.start for rows, _ in self.by_layer.values()])
         per_layer = [
-            base[j] + torch.arange(b)[:, None] * width[j] + torch.arange(int(width[j]))
-            for j in range(len(base))
+            b * rows.start + torch.arange(b * (rows.stop - rows.start)).view(b, -1)
+            for rows, _ in self.by_layer.values()
         ]
         #: ``[batch, head]``: each rollout's accumulator rows, its heads in sorted order.
         self.rows = torch.cat(per_layer, 1) if per_layer else torch.zeros(b, 0, dtype=torch.long)

@@ -25,10 +25,12 @@ from torch import Tensor
 Curve = Float[Tensor, " pos"] | Float[np.ndarray, " pos"]
 
 __all__ = [
+    "coupled_sets",
     "default_taus",
     "dominated_anchors",
     "introductions",
     "select_count",
+    "thresholds",
     "top_q",
 ]
 
@@ -122,3 +124,19 @@ def introductions(dominated: list[int], delta: Curve, *, k: int) -> list[int]:
             best = max(back, key=lambda u: (d[u], -u))
             out.add(best)
     return sorted(out)
+
+
+def thresholds(
+    waad: Curve, delta: Curve, tau_waad: float | None, tau_delta: float | None
+) -> tuple[float, float]:
+    """``(tau_waad, tau_delta)`` in effect: the given ones, else `default_taus`."""
+    med_w, med_d = default_taus(waad, delta)
+    return (med_w if tau_waad is None else tau_waad, med_d if tau_delta is None else tau_delta)
+
+
+def coupled_sets(
+    anchors: list[int], waad: Curve, delta: Curve, *, k: int, tau_waad: float, tau_delta: float
+) -> tuple[list[int], list[int]]:
+    """``(D, I(D))`` for `anchors`: `dominated_anchors`, then their `introductions`."""
+    dom = dominated_anchors(anchors, waad, delta, k=k, tau_waad=tau_waad, tau_delta=tau_delta)
+    return dom, introductions(dom, delta, k=k)

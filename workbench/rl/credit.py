@@ -197,18 +197,23 @@ class FusedCredit:
             logits: ``[batch, width, d_vocab]`` logits of the rows that produced the
                 completion tokens (needed for ``"entropy"`` only).
         """
+        if self.credit.strategy == "entropy" and logits is None:
+            raise ValueError('the "entropy" strategy needs the update logits')
+        # The k-th rollout with a completion uses seed + k; an empty one uses none (as the
+        # reference).
+        seeds, k = [], 0
+        for _, n, pl in self.spans:
+            seeds.append(seed + k)
+            k += n > pl
         if isinstance(self.collector, engine.SharedFrameCollector):
-            return self._frame_gammas(width, seed, logits)
+            return self._frame_gammas(width, seeds, logits)
         out = torch.ones(len(self.spans), width, dtype=torch.float32)
-        k = 0
         for i, stats in enumerate(self.collector.finish()):
             _, n, pl = self.spans[i]
             if n <= pl:
-                continue  # an empty completion: no weights, and no seed used (as reference)
+                continue  # an empty completion: no weights
             ent = torch.full((n,), float("nan"), dtype=torch.float64)
             if self.credit.strategy == "entropy":
-                if logits is None:
-                    raise ValueError('the "entropy" strategy needs the update logits')
                 ent[pl:] = engine.entropy_from_logits(logits[i, : n - pl].detach())
             analysis = Analysis(
                 stats=stats,
@@ -220,25 +225,17 @@ class FusedCredit:
                 params=self.credit.rhythm,
                 meta={"layers": self.layers, "sink": "keep"},
             )
-            g = analysis.gamma(self.credit.strategy, seed=seed + k, gamma_amp=self.credit.gamma_amp)
-            k += 1
+            g = analysis.gamma(self.credit.strategy, seed=seeds[i], gamma_amp=self.credit.gamma_amp)
             c = min(n - pl, width)
             out[i, :c] = g[pl : pl + c]
         return out
 
-    def _frame_gammas(self, width: int, seed: int, logits: Tensor | None) -> Tensor:
+    def _frame_gammas(self, width: int, seeds: list[int], logits: Tensor | None) -> Tensor:
         """`gammas` of a shared-frame batch, its metrics computed batched
         (`workbench.attention.batch_credit`)."""
         stats, rows, ends = self.collector.finish_frame()
-        lengths = [n - pl for _, n, pl in self.spans]
-        seeds, k = [], 0
-        for c in lengths:
-            seeds.append(seed + k)
-            k += c > 0  # an empty completion uses no seed (as the reference)
         entropy = None
         if self.credit.strategy == "entropy":
-            if logits is None:
-                raise ValueError('the "entropy" strategy needs the update logits')
             cols = stats.n_pos - stats.prompt_len
             rows_logits = logits[:, :cols].detach()
             entropy = engine.entropy_from_logits(rows_logits.flatten(0, 1)).view(len(ends), -1)
