@@ -24,6 +24,12 @@ versions and git commit, `workbench.provenance`), which ``--json`` records too. 
     python benchmarks/metrics.py                      # T = 256, 1024, 4096, 8192
     python benchmarks/metrics.py --lengths 256 1024   # a subset
     python benchmarks/metrics.py --quick              # T = 256 only
+    python benchmarks/metrics.py --lengths 4096 --configs sdpa analyze --repeats 3
+
+With ``--repeats N`` the whole set of cases runs N times, each round in the same order, so
+the runs a ratio compares are adjacent in time. The table then gives each configuration's
+median seconds, and each ratio as the median of the N per-round ratios with their range:
+on a shared machine one run's ratio moves by 10% or more.
 """
 
 from __future__ import annotations
@@ -168,6 +174,7 @@ def main() -> None:
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
     ap.add_argument("--threads", type=int, default=None, help="torch threads in each child")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per case")
+    ap.add_argument("--repeats", type=int, default=1, help="rounds of every case (see above)")
     ap.add_argument(
         "--json", default=None, help='also write {"provenance": ..., "results": [...]} here'
     )
@@ -182,14 +189,17 @@ def main() -> None:
     print("provenance " + json.dumps(prov), flush=True)
     lengths = [256] if args.quick else args.lengths
     results = []
+    cases = []
     for n in lengths:
         for config in args.configs:
             if config == "naive" and n > NAIVE_MAX:
                 print(f"T={n:5d} {config:8s} skipped (needs > {NAIVE_MAX} tokens' worth of memory)")
-                continue
-            if config == "bridge" and n > BRIDGE_MAX:
+            elif config == "bridge" and n > BRIDGE_MAX:
                 print(f"T={n:5d} {config:8s} skipped (full [9, T, T] eager scores; see README)")
-                continue
+            else:
+                cases.append((n, config))
+    for round_ in range(max(1, args.repeats)):
+        for n, config in cases:
             cmd = [sys.executable, __file__, "--child", config, str(n)]
             if args.threads:
                 cmd += ["--threads", str(args.threads)]
@@ -203,28 +213,55 @@ def main() -> None:
                 print(f"T={n:5d} {config:8s} failed (rc {proc.returncode}): {proc.stderr[-500:]}")
                 continue
             r = json.loads(line[0][len("RESULT ") :])
+            r["round"] = round_
             results.append(r)
             print(
                 f"T={n:5d} {config:8s} {r['seconds']:8.2f} s  peak RSS {r['peak_rss_gb']:5.2f} GB",
                 flush=True,
             )
     print()
+    _table(results, lengths, args.configs)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"provenance": prov, "results": results}, f, indent=1)
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
+
+
+def _ratio(results: list[dict], n: int, config: str, base: str) -> str:
+    """The median over rounds of ``seconds(config) / seconds(base)`` in the same round, with
+    the range when there are several rounds ("-" without `base`)."""
+    got = {r["round"]: r["seconds"] for r in results if r["T"] == n and r["config"] == config}
+    ref = {r["round"]: r["seconds"] for r in results if r["T"] == n and r["config"] == base}
+    ratios = [got[k] / ref[k] for k in got if k in ref]
+    if not ratios:
+        return "-"
+    if len(ratios) == 1:
+        return f"{ratios[0]:.2f}"
+    return f"{_median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
+def _table(results: list[dict], lengths: list[int], configs: list[str]) -> None:
+    """The side-by-side table: median seconds, ratios paired by round, peak RSS."""
     # "x sdpa": against the sdpa forward of the same layers (sdpa-middle for the credit pass).
     print("| T | config | seconds | x bridge | x sdpa | peak RSS (GB) |")
     print("|---|---|---|---|---|---|")
     for n in lengths:
-        rows = {r["config"]: r for r in results if r["T"] == n}
-        for config in args.configs:
-            if config not in rows:
+        for config in configs:
+            runs = [r for r in results if r["T"] == n and r["config"] == config]
+            if not runs:
                 continue
-            r = rows[config]
-            xb = f"{r['seconds'] / rows['bridge']['seconds']:.2f}" if "bridge" in rows else "-"
-            base = "sdpa-middle" if config in ("credit", "sdpa-middle") else "sdpa"
-            xs = f"{r['seconds'] / rows[base]['seconds']:.2f}" if base in rows else "-"
-            print(f"| {n} | {config} | {r['seconds']:.2f} | {xb} | {xs} | {r['peak_rss_gb']:.2f} |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"provenance": prov, "results": results}, f, indent=1)
+            seconds = _median([r["seconds"] for r in runs])
+            rss = max(r["peak_rss_gb"] for r in runs)
+            xb = _ratio(results, n, config, "bridge")
+            xs = _ratio(
+                results, n, config, "sdpa-middle" if config in ("credit", "sdpa-middle") else "sdpa"
+            )
+            print(f"| {n} | {config} | {seconds:.2f} | {xb} | {xs} | {rss:.2f} |")
 
 
 if __name__ == "__main__":

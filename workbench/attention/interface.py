@@ -256,33 +256,51 @@ def _tiled(
     fit = TILE_ELEMENTS // max(1, b * h * tk) // TILE_MULTIPLE * TILE_MULTIPLE
     rows = run.tile_rows or min(max(fit, TILE_ROWS[0]), TILE_ROWS[1])
     low = torch.finfo(torch.float32).min
+    # On the CPU without autograd, every tile's scores become its probabilities in one
+    # reused buffer: the same operations in place (the CPU softmax kernel reads each row
+    # before writing it), so no tile allocates a new ``T``-wide tensor. Measured on one
+    # SmolLM2-shaped layer at T = 4096, one thread: 6-8% faster, bitwise the same results.
+    buffer = None
+    grads = torch.is_grad_enabled() and any(x.requires_grad for x in (query, key, value))
+    if not grads and query.dtype == torch.float32 and query.device.type == "cpu":
+        buffer = torch.empty(b * h * min(rows, tq) * tk, dtype=query.dtype, device=query.device)
     for a in range(0, tq, rows):
         e = min(tq, a + rows)
         n, end = e - a, offset + e  # keys after the tile's last query are never attended
         # Grouped-query attention without copying K/V: the g query heads of one key/value
         # head become g * n rows of one product.
         q = query[:, :, a:e].reshape(b * kv, groups * n, d)
+        keys = key[:, :, :end].flatten(0, 1).transpose(-1, -2)
         # `q k^T * scale` with the scale applied inside the product (BLAS alpha): bitwise
         # the same as multiplying afterwards, without another pass over the scores.
-        unused = torch.empty(1, 1, 1, dtype=q.dtype, device=q.device).expand(
-            b * kv, groups * n, end
-        )
-        keys = key[:, :, :end].flatten(0, 1).transpose(-1, -2)
-        scores = torch.baddbmm(unused, q, keys, beta=0.0, alpha=scale).view(b, h, n, end)
-        scores = scores.float()
-        if softcap is not None:
+        if buffer is not None:
+            scores = buffer[: b * h * n * end].view(b * kv, groups * n, end)
+            torch.baddbmm(scores, q, keys, beta=0.0, alpha=scale, out=scores)
+        else:
+            unused = torch.empty(1, 1, 1, dtype=q.dtype, device=q.device).expand(
+                b * kv, groups * n, end
+            )
+            scores = torch.baddbmm(unused, q, keys, beta=0.0, alpha=scale).float()
+        scores = scores.view(b, h, n, end)
+        if softcap is not None and buffer is not None:
+            scores.div_(softcap).tanh_().mul_(softcap)
+        elif softcap is not None:
             scores = torch.tanh(scores / softcap) * softcap
         if mask is None:
             above = torch.ones(n, n, dtype=torch.bool, device=scores.device).triu_(1)
             scores[..., offset + a : end].masked_fill_(above, low)
         elif mask.dtype == torch.bool:
             scores.masked_fill_(~mask[:, :, a:e, :end], low)
+        elif buffer is not None:
+            scores.add_(mask[:, :, a:e, :end])
         else:
             scores = scores + mask[:, :, a:e, :end]
         if sinks is not None:
             sink = sinks.float().reshape(1, h, 1, 1).expand(b, h, n, 1)
             both = torch.cat([scores, sink], dim=-1)
             probs = torch.softmax(both - both.amax(-1, keepdim=True), dim=-1)[..., :-1]
+        elif buffer is not None:
+            probs = torch.ops.aten._softmax.out(scores, -1, False, out=scores)
         else:
             probs = torch.softmax(scores, dim=-1)
         del scores

@@ -15,8 +15,9 @@ completion's row ``j - 1`` after. Gradients flow through the cache into the prom
 summed over the group as in the padded forward, so loss and gradients equal those of
 ``prompt + completion`` rows up to float rounding (checked on every architecture of the
 test matrix). On the tiny reasoner (32 rollouts, prompts of 26 tokens, completions of
-about 35) a forward and backward take 0.19 s against 0.32 s for the padded rows
-(`benchmarks/update_forward.py`).
+about 35) a forward and backward take about 0.6 times as long as on the padded rows
+(0.19 s against 0.32 s, and 0.15 s against 0.23 s, in two runs of
+`benchmarks/update_forward.py`; its README lists every run).
 
 The credit (`FusedCredit`) rides on the completion forward:
 its query rows are exactly the response rows the metrics use, and the prompt's keys are
