@@ -26,14 +26,15 @@ __all__ = ["bootstrap_ci", "holm", "paired_t", "t_cdf", "t_ci", "t_quantile"]
 
 
 def _values(values: Any) -> tuple[np.ndarray, tuple[float, float, float] | None]:
-    """The non-NaN values, and the interval when it is trivial: all NaN for none, the value
-    itself for one."""
+    """The non-NaN values, and the result when no interval exists: all NaN for none; for one
+    value, that value with NaN bounds (one run says nothing about the spread of runs, and a
+    zero-width interval would claim certainty)."""
     v = np.asarray(values, dtype=float)
     v = v[~np.isnan(v)]
     if len(v) == 0:
         return v, (float("nan"),) * 3
     if len(v) == 1:
-        return v, (float(v[0]),) * 3
+        return v, (float(v[0]), float("nan"), float("nan"))
     return v, None
 
 
@@ -42,7 +43,7 @@ def bootstrap_ci(
 ) -> tuple[float, float, float]:
     """``(mean, lo, hi)``: the mean and its percentile bootstrap interval (NaNs dropped).
 
-    With one value the interval is that value; with none, all three are NaN.
+    With one value the bounds are NaN (no interval); with none, all three are NaN.
     """
     v, trivial = _values(values)
     if trivial is not None:
@@ -111,7 +112,10 @@ def t_quantile(p: float, df: float) -> float:
 
 def t_ci(values: Any, *, ci: float = 0.95) -> tuple[float, float, float]:
     """``(mean, lo, hi)``: the mean and its Student-t interval ``mean +- t_{n-1} s / sqrt(n)``
-    (NaNs dropped). With one value the interval is that value; with none, all NaN."""
+    (NaNs dropped). With one value the bounds are NaN (no interval exists at 0 degrees of
+    freedom); with none, all three are NaN. Values that do not vary give a zero-width
+    interval, the t-interval's own answer; with few runs read it beside `paired_t`, whose
+    p-value then comes from the exact sign-flip test."""
     v, trivial = _values(values)
     if trivial is not None:
         return trivial

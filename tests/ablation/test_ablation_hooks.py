@@ -377,7 +377,8 @@ def test_bootstrap_ci():
     est, lo, hi = bootstrap_ci([1.0, 2.0, 3.0, 10.0], seed=1)
     assert lo <= est <= hi and est == 4.0
     assert bootstrap_ci([1.0, 2.0, 3.0, 10.0], seed=1) == (est, lo, hi)
-    assert bootstrap_ci([5.0]) == (5.0, 5.0, 5.0)
+    est1, lo1, hi1 = bootstrap_ci([5.0])  # one trace: no interval, never a zero-width one
+    assert est1 == 5.0 and np.isnan(lo1) and np.isnan(hi1)
     assert all(np.isnan(bootstrap_ci([float("nan")])))
 
 

@@ -40,7 +40,11 @@ def test_t_interval_by_hand():
     m, lo, hi = t_ci(values)
     half = 2.776445105 * math.sqrt(0.025) / math.sqrt(5)
     assert (m, lo, hi) == pytest.approx((0.3, 0.3 - half, 0.3 + half), abs=1e-9)
-    assert t_ci([0.4]) == (0.4, 0.4, 0.4)
+    # One run: the mean, and no interval (never a zero-width one).
+    m, lo, hi = t_ci([0.4])
+    assert m == 0.4 and math.isnan(lo) and math.isnan(hi)
+    m, lo, hi = bootstrap_ci([0.4])
+    assert m == 0.4 and math.isnan(lo) and math.isnan(hi)
     assert all(math.isnan(x) for x in t_ci([]))
 
 

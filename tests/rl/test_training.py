@@ -12,7 +12,7 @@ import workbench as wb
 from workbench.attention import CreditParams
 from workbench.errors import WorkbenchError
 from workbench.provenance import provenance
-from workbench.rl import GRPOConfig, read_metrics, resume, rollout_gammas, train
+from workbench.rl import Experiment, GRPOConfig, read_metrics, resume, rollout_gammas, train
 from workbench.tasks import get_task
 from workbench.trace import encode_prompt
 
@@ -276,6 +276,17 @@ def test_experiment_runs_each_strategy_and_seed_once(tmp_path):
     mtimes = {d: (d / "metrics.jsonl").stat().st_mtime_ns for d in exp.run_dirs()}
     run_experiment(["none", "coupled"], [0, 1], tmp_path, progress=False, **small)
     assert all((d / "metrics.jsonl").stat().st_mtime_ns == m for d, m in mtimes.items())
+    # One seed: the mean and no interval (never a zero-width one), and the chart says so.
+    one = tmp_path / "one-seed"
+    for strategy in ("none", "coupled"):
+        shutil.copytree(tmp_path / strategy / "seed-0", one / strategy / "seed-0")
+    single = Experiment(one)
+    table = single.summary()
+    assert table["final"].notna().all() and (table["n_seeds"] == 1).all()
+    assert table["final_lo"].isna().all() and table["final_hi"].isna().all()
+    assert (table["interval"] == "none (one seed)").all()
+    assert "one seed: no interval" in single.chart().to_dict()["title"]["subtitle"]
+    assert single.paired()["diff_lo"].isna().all()
 
 
 def test_experiment_called_again_with_more_steps_extends_its_runs(tmp_path):

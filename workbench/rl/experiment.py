@@ -117,7 +117,9 @@ class Experiment:
                     "peak_lo": plo,
                     "peak_hi": phi,
                     "gain": float((final - start).mean()),
-                    "interval": f"{ci:.0%} t, {len(final) - 1} df",
+                    "interval": f"{ci:.0%} t, {len(final) - 1} df"
+                    if len(final) > 1
+                    else "none (one seed)",
                 }
             )
         return pd.DataFrame(rows).sort_values("final", ascending=False, ignore_index=True)
@@ -209,6 +211,12 @@ class Experiment:
             x=alt.X("step:Q", title="step"), color=alt.Color("strategy:N", title="strategy")
         )
         band = base.mark_area(opacity=0.2).encode(y="lo:Q", y2="hi:Q")
+        # One seed has no interval (`t_ci` gives NaN bounds), so no band.
+        subtitle = f"mean over {n} seeds, band: {ci:.0%} t-interval"
+        if seeds.max() == 1:
+            subtitle = "one seed: no interval (run several seeds for a band)"
+        elif seeds.min() == 1:
+            subtitle += " (none where a strategy has one seed)"
         line = base.mark_line(point=True).encode(
             y=alt.Y(
                 "mean:Q",
@@ -220,7 +228,7 @@ class Experiment:
         return (band + line).properties(
             title=alt.TitleParams(
                 "GRPO with rhythm credit: accuracy by strategy",
-                subtitle=f"mean over {n} seeds, band: {ci:.0%} t-interval",
+                subtitle=subtitle,
             ),
             width=420,
             height=260,
