@@ -287,6 +287,8 @@ def test_experiment_runs_each_strategy_and_seed_once(tmp_path):
     assert (table["interval"] == "none (one seed)").all()
     assert "one seed: no interval" in single.chart().to_dict()["title"]["subtitle"]
     assert single.paired()["diff_lo"].isna().all()
+    (row,) = next(iter(single.paired_chart().to_dict()["datasets"].values()))
+    assert row["label"] == "fewer than two seeds: no test"
 
 
 def test_experiment_called_again_with_more_steps_extends_its_runs(tmp_path):

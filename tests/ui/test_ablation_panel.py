@@ -97,6 +97,12 @@ def test_effect_chart(frame):
     with pytest.raises(wb.WorkbenchError, match="no rows"):
         effect_chart(s, intervention="resid-zero")
 
+    # one trace: estimates without intervals (NaN bounds), and the title says so
+    one = summarize(frame[frame["trace"] == frame["trace"].min()], n_boot=100)
+    assert one["estimate"].notna().all() and one[["lo", "hi"]].isna().all().all()
+    title = effect_chart(one).to_dict()["title"]
+    assert title.endswith("(1 trace, 95% intervals); no interval where a comparison has one trace")
+
 
 def _check_kl_chart(chart: alt.LayerChart, frame: pd.DataFrame, trace: int, family: str):
     """The chart's rules are the set's ablated positions, its lines each row's KL curve

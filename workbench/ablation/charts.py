@@ -91,7 +91,10 @@ def effect_chart(summary: pd.DataFrame, *, intervention: str | None = None) -> a
         x="estimate:Q", color=alt.Color("color:N", scale=None)
     )
     zero = base.mark_rule(color="#888888", strokeDash=[3, 3]).encode(x=alt.datum(0))
-    title = f"{iv}: effect by target set ({int(d['n_traces'].max())} traces, 95% intervals)"
+    n = int(d["n_traces"].max())
+    title = f"{iv}: effect by target set ({n} trace{'s' * (n != 1)}, 95% intervals)"
+    if (d["n_traces"] < 2).any():  # `bootstrap_ci` gives one trace NaN bounds: no bar
+        title += "; no interval where a comparison has one trace"
     return (
         alt.layer(zero, bars, points)
         .properties(width=260, height=24 * len(_ORDER))

@@ -15,6 +15,7 @@ interrupted ones. Every run evaluates on the same held-out problems.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -252,7 +253,11 @@ class Experiment:
         import altair as alt
 
         table = self.paired(metric, baseline=baseline, at=at, ci=ci).drop(columns="test")
-        table["label"] = [f"p_Holm {p:.2f}" for p in table["p_holm"]]
+        # One pair has no test (`paired_t` gives NaN) and no interval.
+        table["label"] = [
+            "fewer than two seeds: no test" if math.isnan(p) else f"p_Holm {p:.2f}"
+            for p in table["p_holm"]
+        ]
         n = table["n_pairs"]
         seeds = f"{n.min()}" if n.min() == n.max() else f"{n.min()}-{n.max()}"
         kind = "sampled" if "sampled" in metric else "greedy"
