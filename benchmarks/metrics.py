@@ -38,6 +38,7 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -226,12 +227,6 @@ def main() -> None:
             json.dump({"provenance": prov, "results": results}, f, indent=1)
 
 
-def _median(xs: list[float]) -> float:
-    xs = sorted(xs)
-    mid = len(xs) // 2
-    return xs[mid] if len(xs) % 2 else (xs[mid - 1] + xs[mid]) / 2
-
-
 def _ratio(results: list[dict], n: int, config: str, base: str) -> str:
     """The median over rounds of ``seconds(config) / seconds(base)`` in the same round, with
     the range when there are several rounds ("-" without `base`)."""
@@ -242,7 +237,7 @@ def _ratio(results: list[dict], n: int, config: str, base: str) -> str:
         return "-"
     if len(ratios) == 1:
         return f"{ratios[0]:.2f}"
-    return f"{_median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+    return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
 def _table(results: list[dict], lengths: list[int], configs: list[str]) -> None:
@@ -255,7 +250,7 @@ def _table(results: list[dict], lengths: list[int], configs: list[str]) -> None:
             runs = [r for r in results if r["T"] == n and r["config"] == config]
             if not runs:
                 continue
-            seconds = _median([r["seconds"] for r in runs])
+            seconds = statistics.median([r["seconds"] for r in runs])
             rss = max(r["peak_rss_gb"] for r in runs)
             xb = _ratio(results, n, config, "bridge")
             xs = _ratio(
