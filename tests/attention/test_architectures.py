@@ -408,3 +408,37 @@ def test_rl_update_forward_with_shared_prompts_matches_full_rows(toys, arch_id):
             close(f"span {i}", span_heads(got), span_heads(ref))
             close(f"waad {i}", waad_heads(got), waad_heads(ref))
             close(f"fai {i}", fai_heads(got, (10, 100)), fai_heads(ref, (10, 100)))
+
+
+@pytest.mark.parametrize("length", list(LENGTHS))
+@pytest.mark.parametrize("arch_id", ARCH_IDS)
+def test_credit_band_pass_matches_hf_eager(toys, traces, references, monkeypatch, arch_id, length):
+    """The RL credit pass (`gamma_many`'s options: sdpa outputs, no column sums) computes
+    each plain layer from one flash call and a band of dot products (`interface.Banded`),
+    and soft-capped layers from tiles. Either way every metric of the RL horizon equals the
+    Hugging Face eager reference. FAI to the end of the response is refused with a clear
+    error where the band (101 diagonals) does not span the trace, and exact where it does."""
+    from workbench.attention import interface
+
+    model = _bridge(toys, arch_id)
+    banded = []
+    real = interface._banded
+    monkeypatch.setattr(interface, "_banded", lambda *a: banded.append(1) or real(*a))
+    (a,) = wb.analyze_many(
+        model, [traces[length]], window=10, fai_horizon=(10, 100), layers="all",
+        max_window=10, default_cuts=False, columns=False, fast_other_layers=True,
+        sdpa_outputs=True, progress=False,
+    )  # fmt: skip
+    capped = getattr(sampler(model).config, "attn_logit_softcapping", None) is not None
+    assert len(banded) == (0 if capped else model.cfg.n_layers)
+    ref = references(arch_id, length, "rl")
+    for f in ["head_span", "waad", "fai", "delta"]:
+        close(f, getattr(a, f).numpy(), ref[f])
+    for f in ["local_heads", "global_heads", "preplan", "anchors", "dominated", "intro"]:
+        assert getattr(a, f) == ref[f], f
+    if len(traces[length]) > 101:  # longer than the band
+        with pytest.raises(WorkbenchError, match="did not keep the column sums"):
+            a.with_params(fai_horizon=(0, None))
+    else:  # the band spans the sequence, so it holds the whole column too
+        to_end = a.with_params(fai_horizon=(0, None)).fai.numpy()
+        close("fai to the end", to_end, references(arch_id, length, "analysis")["fai"])

@@ -89,3 +89,36 @@ def test_tiles_must_come_in_order():
     acc.add(slice(0, 10), p[:, :10, :10])
     with pytest.raises(AssertionError, match="ascending"):
         acc.add(slice(0, 10), p[:, :10, :10])
+
+
+@pytest.mark.parametrize("n", [60, 30])
+@pytest.mark.parametrize("feed", ["band", "tiles"])
+def test_an_accumulator_without_columns_reads_every_cut_off_its_band(n, feed):
+    """``columns=False`` (the RL credit): the band widens to the longest cut, each cut is
+    read off it, and the whole column is kept only when the band spans the sequence (n = 30
+    against a band of 33 diagonals). Rows may come as a band (`add_band`, the band path of
+    the attention function) or as tiles (the fallback), with the same result."""
+    pl = 8
+    p = random_pattern(3, n, seed=n)
+    acc = StatsAccumulator([(0, 0), (0, 1), (0, 2)], n, pl, 4, (0, 3, 17, 33), columns=False)
+    assert acc.max_window == min(33, n)
+    want = by_definition(p, pl, acc.max_window, normalise_cuts((3, 17, 33, n), n), "keep")
+    if feed == "band":
+        acc.add_band(slice(0, 20), want[1][:, :20].float(), want[2][:, :20].float())
+        acc.add_band(slice(20, n), want[1][:, 20:].float(), want[2][:, 20:].float())
+    else:
+        acc.add(slice(0, n), p.float())
+    got = acc.finish()
+    whole = n <= 33
+    assert got.cuts == ((3, 17, 30) if whole else (3, 17, 33))
+    cut_sums = want[3] if whole else want[3][:, :-1]
+    np.testing.assert_allclose(got.cut_sums.double().numpy(), cut_sums.numpy(), atol=1e-5)
+    np.testing.assert_allclose(got.band.double().numpy(), want[2].numpy(), atol=1e-6)
+    np.testing.assert_allclose(got.dist.double().numpy(), want[1].numpy(), atol=1e-5 * n)
+    np.testing.assert_allclose(got.rowsum.double().numpy(), want[0].numpy(), atol=1e-5)
+
+
+def test_only_an_accumulator_without_columns_takes_bands():
+    acc = StatsAccumulator([(0, 0)], 20, 5, 4, (3, 9))
+    with pytest.raises(ValueError, match="columns=False"):
+        acc.add_band(slice(0, 20), torch.zeros(1, 20), torch.zeros(1, 20, 9))

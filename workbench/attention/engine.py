@@ -199,6 +199,9 @@ class Collector:
         n_heads: query heads per layer of the model.
         max_window, cuts, sink: as in `collect`.
         device: where the accumulators live.
+        columns: False keeps no column sums beyond the band (`StatsAccumulator`): the
+            reducers then take a layer as its row distances and band where the attention
+            function can compute them without the probabilities (`interface.Banded`).
     """
 
     def __init__(
@@ -211,11 +214,13 @@ class Collector:
         cuts: Sequence[int],
         device: torch.device | str = "cpu",
         sink: str = "keep",
+        columns: bool = True,
     ):
         self.spans = [(int(s), int(n), int(pl)) for s, n, pl in spans]
         self.heads = sorted(heads)
         self.n_heads = n_heads
         self.by_layer = _layer_rows(self.heads)
+        self.columns = columns
         self._accumulate(max_window, list(cuts), device, sink)
 
     def _accumulate(
@@ -223,7 +228,9 @@ class Collector:
     ) -> None:
         """One accumulator per sequence."""
         self.accs = [
-            StatsAccumulator(list(self.heads), n, pl, max_window, cuts, device, sink=sink)
+            StatsAccumulator(
+                list(self.heads), n, pl, max_window, cuts, device, sink=sink, columns=self.columns
+            )
             for _, n, pl in self.spans
         ]
 
@@ -241,15 +248,35 @@ class Collector:
                 rows,
             )
 
+    def feed_band(self, r: slice, dist: Tensor, band: Tensor, rows: slice, idx: list[int]) -> None:
+        """`feed` for rows given as row distances ``[batch, head, rows]`` and diagonal band
+        ``[batch, head, rows, width]`` (`interface.Banded`)."""
+        dist, band = _select(dist, idx, self.n_heads), _select(band, idx, self.n_heads)
+        for i, (acc, (start, n, _)) in enumerate(zip(self.accs, self.spans, strict=True)):
+            lo, hi = max(r.start, start), min(r.stop, start + n)
+            if lo < hi:
+                part = slice(lo - r.start, hi - r.start)
+                acc.add_band(
+                    slice(lo - start, hi - start), dist[i, :, part], band[i, :, part], rows
+                )
+
     def reducers(self) -> dict[int, interface.Reducer]:
-        """``{layer: reduce(rows, probs)}`` for `interface.analysis_pass`."""
-        out = {}
+        """``{layer: reduce(rows, probs)}`` for `interface.analysis_pass` (`interface.Banded`
+        ones when the accumulators keep no column sums beyond the band)."""
+        out: dict[int, interface.Reducer] = {}
         for layer, (rows, idx) in self.by_layer.items():
 
             def reduce(r: slice, p: Tensor, rows=rows, idx=idx) -> None:
                 self.feed(r, p, rows, idx)
 
-            out[layer] = reduce
+            def reduce_band(r: slice, dist: Tensor, band: Tensor, rows=rows, idx=idx) -> None:
+                self.feed_band(r, dist, band, rows, idx)
+
+            if self.columns or not self.accs or self.accs[0].sink != "keep":
+                out[layer] = reduce
+            else:
+                width = max(acc.max_window for acc in self.accs)
+                out[layer] = interface.Banded(reduce, width, reduce_band)
         return out
 
     def finish(self) -> list[HeadStats]:
@@ -285,6 +312,8 @@ class SharedFrameCollector(Collector):
         self, max_window: int, cuts: list[int], device: torch.device | str, sink: str
     ) -> None:
         """One accumulator for every rollout, in the frame of the batch."""
+        if not self.columns:
+            raise ValueError("the shared frame keeps its column sums (columns=True)")
         if sink != "keep":
             raise ValueError("the shared frame supports sink='keep' only (the credit's)")
         firsts = {s + pl for s, _, pl in self.spans}
@@ -438,6 +467,7 @@ def collect_many(
     entropy: bool = True,
     sink: str = "keep",
     sdpa_outputs: bool = False,
+    columns: bool = True,
 ) -> list[tuple[HeadStats, Tensor]]:
     """`collect` for several sequences in one batched forward pass.
 
@@ -457,6 +487,11 @@ def collect_many(
         sdpa_outputs: on the tiled path, every layer's output comes from sdpa and the
             analysed layers compute their probabilities apart, only to reduce them (the RL
             credit passes; metrics then differ from an all-eager pass by float rounding).
+        columns: False keeps no column sums beyond the band (every FAI cut is read off a
+            band as wide as the longest; FAI to the end of the response is then kept only
+            for sequences the band spans). On the CPU the analysed layers then cost one
+            flash attention call and a band of dot products each, instead of tiles of
+            probabilities (`interface.Banded`; the RL credit pass, `gamma_many`).
         (others): as in `collect`.
 
     Returns:
@@ -486,6 +521,7 @@ def collect_many(
         cuts=cuts,
         device=device,
         sink=sink,
+        columns=columns,
     )
     by_layer = collector.by_layer
     inp = torch.full((len(items), t_max), pad_id, dtype=torch.long, device=device)
@@ -533,7 +569,7 @@ def collect_many(
             # hooks see every layer.
             return collect_many(
                 model, items, heads, max_window=max_window, cuts=cuts, path="exact",
-                pad_id=pad_id, entropy=entropy, sink=sink,
+                pad_id=pad_id, entropy=entropy, sink=sink, columns=columns,
             )  # fmt: skip
         if entropy and not tap.reproduces(logits):
             if tap.hidden is not None:

@@ -39,9 +39,11 @@ from torch import Tensor
 __all__ = [
     "DEFAULT_FAI_CUTS",
     "DEFAULT_MAX_WINDOW",
+    "MAX_BAND",
     "SINKS",
     "HeadStats",
     "StatsAccumulator",
+    "banded_horizon",
     "normalise_cuts",
 ]
 
@@ -59,6 +61,16 @@ SINKS = ("keep", "exclude")
 
 #: Largest WAAD window kept by default (the paper tried 5..20).
 DEFAULT_MAX_WINDOW = 32
+
+#: Widest band a pass keeps in place of column sums (``columns=False``): the band costs
+#: about ``4 x width`` bytes per head and position, and ``width`` dot products per row.
+MAX_BAND = 256
+
+
+def banded_horizon(horizon: tuple[int, int | None]) -> bool:
+    """Whether a band can hold the cuts of FAI over `horizon` (a finite ``H_hi`` with
+    ``H_hi + 1 <= MAX_BAND``), so a pass needs no column sums for it."""
+    return horizon[1] is not None and horizon[1] + 1 <= MAX_BAND
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,6 +156,12 @@ class StatsAccumulator:
             pass that computes only the response rows (the prompt given as a KV cache).
             Rows before it stay 0 in ``rowsum``, ``dist`` and ``band``; no metric reads
             them, and prompt rows never reach a response column, so FAI is unchanged.
+        columns: False keeps no column sums beyond the band: ``max_window`` widens to
+            the longest finite cut, every cut is read off the band, and the whole column
+            (the cut ``n_pos``, FAI to the end of the response) is kept only when the
+            band holds it (``n_pos <= max_window``). The rows may then come as a band
+            (`add_band`), which a pass computes without the probabilities (the RL credit,
+            `workbench.attention.interface.Banded`).
     """
 
     #: Query rows reduced at a time (the staircase of a long cut is ``ROWS x ROWS``).
@@ -159,6 +177,7 @@ class StatsAccumulator:
         device: torch.device | str = "cpu",
         sink: str = "keep",
         first_row: int = 0,
+        columns: bool = True,
     ):
         if first_row not in (0, prompt_len):
             raise ValueError(f"first_row must be 0 or prompt_len ({prompt_len}), not {first_row}")
@@ -166,8 +185,13 @@ class StatsAccumulator:
         self.heads = list(heads)
         self.n_pos = n_pos
         self.prompt_len = prompt_len
-        self.max_window = max_window
         self.cuts = normalise_cuts(cuts, n_pos)
+        if not columns:
+            max_window = max([max_window, *(min(int(c), n_pos) for c in cuts)])
+        self.max_window = max_window
+        self.columns = columns
+        #: Whether `finish` keeps the whole column (the cut ``n_pos``).
+        self.whole = columns or n_pos <= max_window
         nh, n_r = len(self.heads), n_pos - prompt_len
         self.device = torch.device(device)
         self.rowsum = torch.zeros(nh, n_pos, device=device)
@@ -178,6 +202,8 @@ class StatsAccumulator:
         self.cut_sums = torch.zeros(nh, len(self.cuts), n_r, device=device)
         finite = list(enumerate(self.cuts[:-1]))
         self._band_cuts = [(i, c) for i, c in finite if c <= max_window]
+        if not columns and self.whole:  # the band holds the whole column too
+            self._band_cuts.append((len(self.cuts) - 1, n_pos))
         self._long_idx = torch.tensor([i for i, c in finite if c > max_window], dtype=torch.long)
         self._long = torch.tensor([c for _, c in finite if c > max_window], dtype=torch.long)
         self._next = [first_row] * nh
@@ -222,6 +248,38 @@ class StatsAccumulator:
                 if hi > lo:
                     sub = min(size, hi - lo)
                     self._add(row0 + lo, row0 + hi, pattern[:, lo:hi, : row0 + hi], hr, sub)
+
+    def add_band(
+        self,
+        rows: slice,
+        dist: Float[Tensor, "head q_tile"],
+        band: Float[Tensor, "head q_tile band"],
+        head_rows: slice | None = None,
+    ) -> None:
+        """Accumulate rows given as their row distances and diagonal band (``sink="keep"``).
+
+        Args:
+            rows: the query positions, the next rows of these heads.
+            dist: ``[head q_tile]`` ``sum_s A[t, s] (t - s)``.
+            band: ``[head q_tile w]`` ``A[t, t-d]`` for ``d < w``, ``w >= max_window``.
+            head_rows: which rows of the accumulators the heads fill (default: all).
+
+        Rows sum to 1 (the band's probabilities are normalised by construction), and the
+        column sums are read off the band in `finish`, so only an accumulator built with
+        ``columns=False`` takes bands.
+        """
+        hr = head_rows if head_rows is not None else slice(None)
+        if self.columns:
+            raise ValueError("add_band needs an accumulator built with columns=False")
+        if self.sink != "keep":
+            raise ValueError("add_band supports sink='keep' only")
+        assert band.shape[-1] >= self.max_window, (band.shape, self.max_window)
+        assert set(self._next[hr]) == {rows.start}, "rows must come in ascending order"
+        self._next[hr] = [rows.stop] * len(self._next[hr])
+        r = slice(rows.start, rows.stop)
+        self.rowsum[hr, r] = 1.0
+        self.dist[hr, r] = dist.float().to(self.device)
+        self.band[hr, r] = band[..., : self.max_window].float().to(self.device)
 
     def _add(self, row0: int, row1: int, pattern: Tensor, hr: slice, size: int) -> None:
         """Reduce rows ``row0..row1-1`` (a multiple of `size` rows) of `hr`'s heads."""
@@ -336,6 +394,9 @@ class StatsAccumulator:
                 prefix = diag.cumsum(-1)
                 for i, c in self._band_cuts:
                     cut_sums[h : h + 32, i] = prefix[..., c - 1]
+        cuts = self.cuts
+        if not self.whole:  # the last row holds only the tiles' column sums, if any
+            cuts, cut_sums = cuts[:-1], cut_sums[:, :-1]
         return HeadStats(
             heads=self.heads,
             n_pos=self.n_pos,
@@ -343,6 +404,6 @@ class StatsAccumulator:
             rowsum=self.rowsum.cpu(),
             dist=self.dist.cpu(),
             band=self.band.cpu(),
-            cuts=self.cuts,
+            cuts=cuts,
             cut_sums=cut_sums.float().cpu(),
         )

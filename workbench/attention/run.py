@@ -25,7 +25,7 @@ from .heads import Head, HeadClasses
 from .layers import resolve_heads, resolve_layers
 from .metrics import DEFAULT_FAI_CUTS, DEFAULT_MAX_WINDOW
 from .params import CreditParams, RhythmParams
-from .reductions import SINKS
+from .reductions import MAX_BAND, SINKS, banded_horizon
 
 __all__ = ["analyze", "analyze_many", "gamma_many"]
 
@@ -139,6 +139,7 @@ def _analyze_batch(
     sink: str = "keep",
     fast_other_layers: bool = False,
     sdpa_outputs: bool = False,
+    columns: bool = True,
 ) -> list[Analysis]:
     """Validate the pass options, then one batched forward pass (`engine.collect_many`).
 
@@ -171,6 +172,14 @@ def _analyze_batch(
         *([] if hi is None else [hi + 1]),
         *(fai_cuts or ()),
     ]
+    if not columns and (hi is None or max([mw, *cuts]) > MAX_BAND):
+        raise WorkbenchError(
+            f"columns=False keeps no column sums, so it needs a finite fai_horizon and cuts "
+            f"of at most {MAX_BAND} (got fai_horizon={params.fai_horizon}, "
+            f"cuts up to {max([mw, *cuts])})",
+            "pass columns=True (the default), or default_cuts=False with a horizon such as "
+            "fai_horizon=(10, 100)",
+        )
     pad = getattr(getattr(model, "tokenizer", None), "pad_token_id", None)
     results = engine.collect_many(
         model,
@@ -184,6 +193,7 @@ def _analyze_batch(
         sink=sink,
         fast_other_layers=fast_other_layers,
         sdpa_outputs=sdpa_outputs,
+        columns=columns,
     )
     for stats, ent in results:
         _check_finite(stats, ent, entropy)
@@ -254,7 +264,11 @@ def analyze_many(
             order. Memory grows with the batch.
         progress: show a ``tqdm.auto`` progress bar.
         **kwargs: the other keyword arguments of `analyze` (pass options and
-            `RhythmParams` fields).
+            `RhythmParams` fields), and ``columns=False`` for a pass that keeps no column
+            sums beyond the diagonal band (with ``default_cuts=False`` and a finite
+            ``fai_horizon``, as `gamma_many`): on the CPU its layers then cost about an
+            sdpa forward each (`engine.collect_many`), and FAI to the end of the response
+            is no longer available.
 
     Returns:
         One `Analysis` per trace, in order.
@@ -307,6 +321,7 @@ _PASS_OPTIONS = (
     "sink",
     "fast_other_layers",
     "sdpa_outputs",
+    "columns",
 )
 
 
@@ -327,10 +342,12 @@ def gamma_many(
     The default `CreditParams` is the paper's RL setting: the coupled strategy, the five
     middle-third layers, ``fai_horizon=(10, 100)``, ``gamma_amp=1.5``. Heads are
     classified per rollout. Only the band and the cuts the credit needs are kept; every
-    layer's output comes from sdpa, as in the policy's training forward (the credit layers
-    compute their probabilities apart, only to reduce them; metrics then differ from an
-    all-eager pass by float rounding); and the pass stops after the last credit layer
-    unless the strategy reads the entropies.
+    layer's output comes from sdpa, as in the policy's training forward, or on the CPU,
+    for a horizon the band holds (``H_hi < 256``), from the same flash kernel with the key
+    positions as an extra value channel (`interface.Banded`: the credit layers then form
+    no tile of probabilities; metrics differ from an all-eager pass by float rounding);
+    and the pass stops after the last credit layer unless the strategy reads the
+    entropies.
 
     Args:
         model: the current policy as a bridge.
@@ -371,6 +388,9 @@ def gamma_many(
         # the credit layers' probabilities computed apart, only to be reduced.
         fast_other_layers=True,
         sdpa_outputs=True,
+        # A finite horizon's cuts are read off a band H_hi + 1 wide, so on the CPU the
+        # credit layers need no tiles of probabilities (`interface.Banded`).
+        columns=not banded_horizon(credit.rhythm.fai_horizon),
     )
     return [
         a.gamma(

@@ -1,0 +1,142 @@
+"""The attention function's band path (`interface.Banded`) against eager attention by hand.
+
+A reducer that needs only row distances and the diagonal band (the RL credit) gets them
+from one flash attention call plus a band of dot products, never from tiles of
+probabilities. Whatever the mask (plain causal, sliding window, a KV cache, left padding
+with rows that see no key) and with grouped key/value heads, the output, the row distances
+``sum_s A[t,s] (t-s)`` and the band ``A[t, t-d]`` must equal their float64 definitions.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workbench.attention import interface
+
+B, H, KV, D = 2, 6, 2, 8
+WIDTH = 12
+
+
+def inputs(tq: int, tk: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, H, tq, D, generator=g) * 2
+    k = torch.randn(B, KV, tk, D, generator=g) * 2
+    v = torch.randn(B, KV, tk, D, generator=g)
+    return q, k, v
+
+
+def eager(q, k, v, keep: torch.Tensor, scale: float):
+    """float64 ``(output [b, tq, h, d], probabilities [b, h, tq, tk])``; rows with no key
+    get zeros."""
+    rep = H // KV
+    kk = k.double().repeat_interleave(rep, 1)
+    vv = v.double().repeat_interleave(rep, 1)
+    s = (q.double() @ kk.transpose(-1, -2)) * scale
+    s = s.masked_fill(~keep, float("-inf"))
+    p = torch.softmax(s, -1).nan_to_num(0.0)
+    return (p @ vv).transpose(1, 2), p
+
+
+def causal(tq: int, tk: int) -> torch.Tensor:
+    return torch.ones(tq, tk, dtype=torch.bool).tril(tk - tq)[None, None]
+
+
+class Spy:
+    """A `Banded` reducer that records what it is handed."""
+
+    def __init__(self):
+        self.tiles, self.bands = [], []
+
+    def reducer(self) -> interface.Banded:
+        return interface.Banded(
+            lambda rows, p: self.tiles.append((rows, p.clone())),
+            WIDTH,
+            lambda rows, dist, band: self.bands.append((rows, dist.clone(), band.clone())),
+        )
+
+
+def check_band(q, k, v, mask, keep, scale=0.3):
+    spy = Spy()
+    out = interface._banded(q, k, v, mask, scale, spy.reducer())
+    want_out, p = eager(q, k, v, keep.expand(B, 1, -1, -1), scale)
+    ((rows, dist, band),) = spy.bands
+    tq, tk = q.shape[2], k.shape[2]
+    assert rows == slice(tk - tq, tk)
+    t = torch.arange(tk - tq, tk, dtype=torch.float64)
+    seen = keep.expand(B, 1, -1, -1).any(-1).expand(B, H, tq)  # rows with a key
+    torch.testing.assert_close(out.double(), want_out, atol=1e-5, rtol=1e-5)
+    want_dist = (p * (t[:, None] - torch.arange(tk, dtype=torch.float64))).sum(-1)
+    torch.testing.assert_close(dist.double()[seen], want_dist[seen], atol=1e-4, rtol=1e-5)
+    want_band = torch.zeros(B, H, tq, WIDTH, dtype=torch.float64)
+    for i in range(tq):
+        for d in range(WIDTH):
+            s = tk - tq + i - d
+            if s >= 0:
+                want_band[:, :, i, d] = p[:, :, i, s]
+    torch.testing.assert_close(band.double(), want_band, atol=1e-6, rtol=1e-5)
+
+
+def test_plain_causal_attention():
+    q, k, v = inputs(40, 40)
+    check_band(q, k, v, None, causal(40, 40))
+
+
+def test_a_kv_cache_offsets_the_causal_mask():
+    """Only the last 15 rows are queries (the prompt a KV cache): the kernel's own causal
+    flag would align them to the first keys, so the band path builds the mask."""
+    q, k, v = inputs(15, 40)
+    check_band(q, k, v, None, causal(15, 40))
+
+
+def test_a_sliding_window_mask_is_honoured():
+    keep = causal(50, 50) & ~torch.ones(50, 50, dtype=torch.bool).tril(-5)[None, None]
+    q, k, v = inputs(50, 50)
+    check_band(q, k, v, keep.expand(B, 1, -1, -1), keep)
+
+
+def test_left_padding_rows_without_keys_give_zeros(monkeypatch):
+    """Sequence 1 starts at position 6: its first rows see no key (no overflow, no NaN),
+    and the mask is converted in several chunks of rows."""
+    monkeypatch.setattr(interface, "_FLASH_ROWS", 7 * B * 30)  # 7 rows a chunk
+    keep = causal(30, 30).expand(B, 1, -1, -1).clone()
+    keep[1, :, :, :6] = False
+    q, k, v = inputs(30, 30)
+    spy = Spy()
+    interface._banded(q, k, v, keep, 0.3, spy.reducer())
+    ((_, dist, band),) = spy.bands
+    assert torch.isfinite(band).all() and torch.isfinite(dist).all()
+    assert (band[1, :, :6] == 0).all()
+    check_band(q, k, v, keep, keep)
+
+
+def test_the_attention_function_routes_by_what_it_can_compute():
+    """Plain attention without gradients takes the band path; soft-capping, or gradients
+    through the inputs, take the tiles (the same reducer's `tiles`)."""
+
+    class Layer(torch.nn.Module):
+        layer_idx = 0
+
+    module = Layer()
+    q, k, v = inputs(20, 20)
+    spy = Spy()
+    run = interface._Pass({0: spy.reducer()}, None, None, False)
+    module._workbench_pass = run
+    with torch.no_grad():
+        out, _ = interface.attention(module, q, k, v, None, scaling=0.3)
+    assert len(spy.bands) == 1 and not spy.tiles
+    torch.testing.assert_close(
+        out.double(), eager(q, k, v, causal(20, 20), 0.3)[0], atol=1e-5, rtol=0
+    )
+    with torch.no_grad():
+        interface.attention(module, q, k, v, None, scaling=0.3, softcap=5.0)
+    assert len(spy.bands) == 1 and spy.tiles
+    spy.tiles.clear()
+    interface.attention(module, q.requires_grad_(), k, v, None, scaling=0.3)
+    assert len(spy.bands) == 1 and spy.tiles
+
+
+@pytest.mark.parametrize("tq", [1, 33])
+def test_single_and_odd_query_rows(tq):
+    q, k, v = inputs(tq, 33, seed=tq)
+    check_band(q, k, v, None, causal(tq, 33))
