@@ -13,6 +13,8 @@ causal. ``sdpa`` is PyTorch's fused attention (the floor). Each tiled configurat
 |---|---|
 | `all heads, R rows` | every head of the layer in one tile of ``R`` query rows (the engine) |
 | `per kv group, R rows` | the ``3`` query heads of one key/value head per tile |
+| `credit, sdpa + tiles` | one RL credit layer as before the band path: sdpa's output, and the probabilities in tiles, reduced for window 10 and the cuts of FAI (10, 100) |
+| `credit, band` | the same layer on the band path (`interface.Banded`): one flash call with a position channel, then a band of 101 diagonals |
 
 A second line splits one tiled run by operation (cProfile): the two products (q k^T in
 `baddbmm`; the output and the reductions' products in `matmul`), the softmax, and the
@@ -60,6 +62,40 @@ def tiled(q, k, v, rows: int, per_group: bool) -> None:
         acc.finish()
 
 
+def _credit_accumulator(T: int, columns: bool):
+    from workbench.attention.reductions import StatsAccumulator
+
+    heads = [(0, h) for h in range(HEADS)]
+    return StatsAccumulator(heads, T, T // 8, 10, (10, 101), columns=columns)
+
+
+def credit_tiles(q, k, v) -> None:
+    """An RL credit layer before the band path: sdpa's output, tiles reduced apart."""
+    from workbench.attention import interface
+
+    acc = _credit_accumulator(q.shape[2], True)
+    run = interface._Pass({}, None, None, True, True)
+    interface._tiled(
+        q, k, v, None, None, None, None, lambda r, p: acc.add(r, p[0]), run, output=False
+    )
+    sdpa(q, k, v)
+    acc.finish()
+
+
+def credit_band(q, k, v) -> None:
+    """An RL credit layer on the band path (`interface.Banded`)."""
+    from workbench.attention import interface
+
+    acc = _credit_accumulator(q.shape[2], False)
+    reduce = interface.Banded(
+        lambda r, p: acc.add(r, p[0]),
+        acc.max_window,
+        lambda r, dist, band: acc.add_band(r, dist[0], band[0]),
+    )
+    interface._banded(q, k, v, None, None, reduce)
+    acc.finish()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lengths", type=int, nargs="+", default=[4096, 8192])
@@ -84,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in args.rows:
             configs[f"all heads, {r} rows"] = (tiled, (r, False))
             configs[f"per kv group, {r} rows"] = (tiled, (r, True))
+        configs["credit, sdpa + tiles"] = (credit_tiles, ())
+        configs["credit, band"] = (credit_band, ())
         times = {}
         for name, (fn, extra) in configs.items():
             fn(*qkv, *extra)  # warm-up
@@ -99,11 +137,16 @@ def main(argv: list[str] | None = None) -> int:
         prof.disable()
         own = {f[2]: v[2] for f, v in pstats.Stats(prof).stats.items()}  # tottime by name
         parts = {
-            n: own.get(k, 0.0)
-            for n, k in [
-                ("q k^T", "<built-in method torch.baddbmm>"),
-                ("output and reduction products", "<built-in method torch.matmul>"),
-                ("softmax", "<built-in method torch.softmax>"),
+            n: sum(own.get(k, 0.0) for k in keys)
+            for n, keys in [
+                ("q k^T", ["<built-in method torch.baddbmm>"]),
+                ("output and reduction products", ["<built-in method torch.matmul>"]),
+                # In place on the CPU, the softmax is `torch.ops.aten._softmax.out`, the
+                # tile loop's only call through torch.ops (cProfile names it so).
+                (
+                    "softmax",
+                    ["<built-in method torch.softmax>", "<built-in method torch._ops.aten.>"],
+                ),
             ]
         }
         rest = sum(own.values()) - sum(parts.values())
