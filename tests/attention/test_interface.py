@@ -82,14 +82,21 @@ def test_plain_causal_attention():
     check_band(q, k, v, None, causal(40, 40))
 
 
-def test_a_kv_cache_offsets_the_causal_mask():
+@pytest.mark.parametrize("chunk", [512, 4])
+def test_a_kv_cache_offsets_the_causal_mask(monkeypatch, chunk):
     """Only the last 15 rows are queries (the prompt a KV cache): the kernel's own causal
-    flag would align them to the first keys, so the band path builds the mask."""
+    flag would align them to the first keys, so the band path builds the mask (in one
+    chunk of rows, or in chunks of 4 that each stop at their last row's key)."""
+    monkeypatch.setattr(interface, "_FLASH_CHUNK", chunk)
     q, k, v = inputs(15, 40)
     check_band(q, k, v, None, causal(15, 40))
 
 
-def test_a_sliding_window_mask_is_honoured():
+@pytest.mark.parametrize("chunk", [512, 8])
+def test_a_sliding_window_mask_is_honoured(monkeypatch, chunk):
+    """In chunks of 8 rows, each chunk runs over only the keys from its first row's window
+    to its last row."""
+    monkeypatch.setattr(interface, "_FLASH_CHUNK", chunk)
     keep = causal(50, 50) & ~torch.ones(50, 50, dtype=torch.bool).tril(-5)[None, None]
     q, k, v = inputs(50, 50)
     check_band(q, k, v, keep.expand(B, 1, -1, -1), keep)

@@ -22,7 +22,10 @@ Two paths compute the same `HeadStats` (see `workbench.attention.metrics`):
 return next-token entropies from the same pass. On the tiled path they come from the final
 hidden states in chunks of rows (`_OutputTap`), so the ``batch x T x d_vocab`` logits never
 exist; on the exact path the bridge returns them whole, the largest tensor of a long pass.
-Memory of the statistics: ``O(layers x heads x T x (max_window + n_cuts))``.
+Memory of the statistics: ``O(layers x heads x T x (max_window + n_cuts))``; a pass that
+keeps no column sums (``columns=False``, the RL credit) keeps a band as wide as its longest
+cut instead, ``O(layers x heads x T x H_hi)``, and on the CPU its layers take the band path
+of `workbench.attention.interface` (no tiles).
 """
 
 from __future__ import annotations

@@ -360,7 +360,9 @@ def _tiled(
     return (None if out is None else out.transpose(1, 2).contiguous()), None
 
 
-_FLASH_ROWS = 1 << 24  # elements of one chunk's float mask in `_flash`
+#: `_flash` with a mask: query rows per chunk, and the most elements of a chunk's float mask.
+_FLASH_CHUNK = 512
+_FLASH_ROWS = 1 << 24
 
 
 def _can_band(query: Tensor, key: Tensor, value: Tensor) -> bool:
@@ -385,7 +387,8 @@ def _flash(
     log-sum-exp of ``q k^T * scale`` over its unmasked keys (0, with a zero output, for a
     row with none). q and k get zero columns up to the value width (a multiple of 8; the
     scale is explicit, so the scores are unchanged). A boolean `mask` becomes the kernel's
-    additive float mask in chunks of query rows (at most `_FLASH_ROWS` elements each).
+    additive float mask in chunks of query rows (`_FLASH_CHUNK` rows, at most `_FLASH_ROWS`
+    elements each), each over only the keys its rows can see.
     """
     b, h, tq, d = query.shape
     kv, tk = key.shape[1], key.shape[2]
@@ -400,17 +403,27 @@ def _flash(
         return out[..., : d + 1], lse
     out = query.new_empty(b, h, tq, d + 1)
     lse = query.new_empty(b, h, tq)
-    rows = max(1, _FLASH_ROWS // max(1, b * tk))
+    rows = max(1, min(_FLASH_CHUNK, _FLASH_ROWS // max(1, b * tk)))
     for a in range(0, tq, rows):
         e = min(tq, a + rows)
+        # Each chunk runs over the keys its rows can see: none after its last row (every
+        # model here is causal) and, with a mask, none before the first key it allows (a
+        # sliding window then costs O(rows x (rows + window)), not O(rows x T)).
+        lo, hi = 0, tk - tq + e
         if mask is None:  # causal, the queries being the last `tq` positions
-            keep = torch.ones(e - a, tk, dtype=torch.bool, device=q.device).tril_(tk - tq + a)
+            keep = torch.ones(e - a, hi, dtype=torch.bool, device=q.device).tril_(tk - tq + a)
             keep = keep[None, None]
         else:
-            keep = mask[:, :, a:e]
+            keep = mask[:, :, a:e, :hi]
+            seen = keep.flatten(0, 2).any(0)
+            if bool(seen.any()):
+                lo = int(seen.to(torch.uint8).argmax())
+                keep = keep[..., lo:]
         additive = torch.zeros(keep.shape, dtype=q.dtype, device=q.device)
         additive.masked_fill_(~keep, float("-inf"))
-        o, lse[:, :, a:e] = flash(q[:, :, a:e], k, v, attn_mask=additive, scale=scale)
+        o, lse[:, :, a:e] = flash(
+            q[:, :, a:e], k[:, :, lo:hi], v[:, :, lo:hi], attn_mask=additive, scale=scale
+        )
         out[:, :, a:e] = o[..., : d + 1]
     return out, lse
 
