@@ -62,7 +62,7 @@ NAME = "workbench"
 #: overhead) and 448-row tiles 15% more at T = 1024 (the tile leaves the cache).
 TILE_ELEMENTS = 1 << 22
 TILE_ROWS = (96, 224)
-#: Tile rows are a multiple of this (the reducers' sub-tile, `StatsAccumulator.ROWS`).
+#: Tile rows are a multiple of this.
 TILE_MULTIPLE = 32
 
 Reducer = Callable[[slice, Float[Tensor, "batch head_index query_pos key_pos"]], None]

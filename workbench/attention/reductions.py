@@ -51,8 +51,9 @@ __all__ = [
 #: without a forward pass: any ``H_lo`` in this list and any ``H_hi`` with ``H_hi + 1`` in it
 #: (plus ``H_hi=None``, the end of the response, which is always kept). Cuts up to the
 #: band's width (`DEFAULT_MAX_WINDOW`) cost nothing in the pass (they are read off the
-#: band); each longer one costs about ``StatsAccumulator.ROWS`` entries per query row and
-#: head, so only the round horizons 50, 100, 200, 400, 500 and 1000 are kept.
+#: band); each longer one costs as many entries per query row and head as the tile has
+#: rows (at most ``StatsAccumulator.ROWS``), so only the round horizons 50, 100, 200, 400,
+#: 500 and 1000 are kept.
 DEFAULT_FAI_CUTS: tuple[int, ...] = (*range(0, 33), 51, 101, 201, 401, 501, 1001)
 
 #: How the first token's attention (the attention sink) is treated: ``"keep"`` is the
@@ -139,9 +140,10 @@ class StatsAccumulator:
 
     Cost per query row and head, beyond reading the tile: a row sum and a product with the
     key positions (row distances), one column sum (the unlimited FAI cut), a ``max_window``
-    gather (the band) and ``ROWS`` entries per FAI cut longer than ``max_window`` (the
-    rows of a cut's horizon that end inside the tile; the horizon's earlier rows are the
-    running column sum). Cuts up to ``max_window`` are read off the band in `finish`.
+    gather (the band) and one entry per tile row for each FAI cut longer than
+    ``max_window`` (the upper triangle of a square block: the rows of a cut's horizon
+    that end inside the tile; the horizon's earlier rows are the running column sum).
+    Cuts up to ``max_window`` are read off the band in `finish`.
     Memory: the outputs plus about one tile of temporaries.
 
     Args:
@@ -164,8 +166,8 @@ class StatsAccumulator:
             `workbench.attention.interface.Banded`).
     """
 
-    #: Query rows reduced at a time (the staircase of a long cut is ``ROWS x ROWS``).
-    ROWS = 32
+    #: Query rows reduced at a time (a long cut's triangle is ``ROWS x ROWS`` per head).
+    ROWS = 256
 
     def __init__(
         self,
@@ -239,15 +241,9 @@ class StatsAccumulator:
         assert row1 - row0 == tq and tk >= row1, (rows, pattern.shape)
         assert set(self._next[hr]) == {row0}, "tiles must come in ascending row order"
         self._next[hr] = [row1] * len(self._next[hr])
-        chunk = 8 * self.ROWS  # bounds the temporaries when a whole pattern comes at once
-        for a in range(0, tq, chunk):
-            e = min(tq, a + chunk)
-            size = min(self.ROWS, e - a)
-            whole = a + (e - a) // size * size  # sub-tiles of `size` rows, then the rest
-            for lo, hi in ((a, whole), (whole, e)):
-                if hi > lo:
-                    sub = min(size, hi - lo)
-                    self._add(row0 + lo, row0 + hi, pattern[:, lo:hi, : row0 + hi], hr, sub)
+        for a in range(0, tq, self.ROWS):  # bounds the temporaries of a whole pattern
+            e = min(tq, a + self.ROWS)
+            self._add(row0 + a, row0 + e, pattern[:, a:e, : row0 + e], hr)
 
     def add_band(
         self,
@@ -281,9 +277,9 @@ class StatsAccumulator:
         self.dist[hr, r] = dist.float().to(self.device)
         self.band[hr, r] = band[..., : self.max_window].float().to(self.device)
 
-    def _add(self, row0: int, row1: int, pattern: Tensor, hr: slice, size: int) -> None:
-        """Reduce rows ``row0..row1-1`` (a multiple of `size` rows) of `hr`'s heads."""
-        tk, m = row1, (row1 - row0) // size
+    def _add(self, row0: int, row1: int, pattern: Tensor, hr: slice) -> None:
+        """Reduce rows ``row0..row1-1`` of `hr`'s heads."""
+        tk = row1
         dev = pattern.device
         p = pattern.float()
         h = p.shape[0]
@@ -313,65 +309,40 @@ class StatsAccumulator:
         self.band[hr, row0:row1] = got.to(self.device)
         if row1 <= pl:
             return  # prompt rows never reach a response column
-        # Column sums of each sub-tile over the response columns (prompt rows are 0 there).
-        blocks = p.view(h, m, size, tk)
-        weight = (
-            torch.ones(1, 1, 1, size, device=dev) if scale is None else scale.view(h, m, 1, size)
-        )
-        colsub = torch.matmul(weight, blocks)[:, :, 0, pl:]  # [h, sub-tile, response column]
-        if scale is not None and pl == 0:
-            colsub[..., 0] = 0.0  # A'[t, 0] = 0
-        running = self.cut_sums[hr, -1]  # the response rows before this tile
+        running = self.cut_sums[hr, -1]  # the response rows before these
         if len(self._long):
-            self._long_cuts(row0, size, blocks, scale, colsub, running, hr)
-        running[:, : tk - pl] += colsub.sum(1).to(self.device)
+            self._long_cuts(row0, p, scale, running, hr)
+        # Column sums over the response columns (prompt rows are 0 there).
+        weight = torch.ones(1, 1, row1 - row0, device=dev) if scale is None else scale[:, None]
+        colsum = torch.matmul(weight, p)[:, 0, pl:]  # [h, response column]
+        if scale is not None and pl == 0:
+            colsum[:, 0] = 0.0  # A'[t, 0] = 0
+        running[:, : tk - pl] += colsum.to(self.device)
 
     def _long_cuts(
-        self,
-        row0: int,
-        size: int,
-        blocks: Tensor,
-        scale: Tensor | None,
-        colsub: Tensor,
-        running: Tensor,
-        hr: slice,
+        self, row0: int, p: Tensor, scale: Tensor | None, running: Tensor, hr: slice
     ) -> None:
-        """Set the cuts longer than the band whose horizons end in these sub-tiles.
+        """Set the cuts longer than the band whose horizons end in rows ``row0..``.
 
-        Cut ``c`` of column ``s`` is the column's sum over rows ``s .. s+c-1``: the running
-        sum before the tile, the sums of the earlier sub-tiles, and a staircase in the
-        sub-tile that holds row ``s + c - 1``.
+        Cut ``c`` of column ``s`` is the column's sum over rows ``s .. s+c-1``. The horizon
+        of column ``s = row0 - c + 1 + i`` ends at row ``row0 + i``: its cut is the running
+        sum before these rows plus ``sum_{j <= i} A[row0 + j, s]``, the column sums of the
+        upper triangle of the ``n x n`` block of these rows and those ``n`` columns.
         """
-        h, m = blocks.shape[:2]
-        dev, pl = blocks.device, self.prompt_len
-        k = torch.arange(size)
-        sub0 = row0 + size * torch.arange(m)  # first row of each sub-tile
-        starts = sub0[:, None] + 1 - self._long[None, :]  # [sub, cut]: horizon ends at sub0
-        w0 = starts.clamp(min=0)  # the window of `size` columns each staircase covers
-        # [sub, cut, k]: the row (in the sub-tile) where the horizon of column k ends.
-        last = k + (w0 - starts)[..., None]
-        cols = w0[..., None] + k  # [sub, cut, k]
-        ok = (cols >= (pl if scale is None else max(pl, 1))) & (last < size)
-        if not bool(ok.any()):
-            return
-        first = int(w0.min())
-        sub = torch.arange(m)[:, None].expand_as(w0)
-        # Sliding windows of `size` columns are a view; each (sub-tile, cut) picks one:
-        # [sub, cut, h, i, k].
-        windows = blocks[..., first:].unfold(3, size, 1)[:, sub, :, w0 - first]
-        if scale is not None:
-            windows = windows * scale.view(h, m, size).transpose(0, 1)[:, None, :, :, None]
-        stair = k[:, None] <= last[:, :, None, :]  # [sub, cut, i, k]: row i is in the horizon
-        part = (windows * stair[:, :, None].to(dev, windows.dtype)).sum(3)  # [sub, cut, h, k]
-        before = torch.zeros_like(colsub)
-        before[:, 1:] = colsub[:, :-1].cumsum(1)  # earlier sub-tiles of this tile
-        ok_d = ok.to(dev)
-        s_i = cols[ok] - pl
-        sub_i = sub[..., None].expand_as(cols)[ok]
-        vals = before[:, sub_i.to(dev), s_i.to(dev)] + part.permute(2, 0, 1, 3)[:, ok_d]
-        c_i = self._long_idx[None, :, None].expand_as(cols)[ok].to(self.device)
-        s_i = s_i.to(self.device)
-        self.cut_sums[hr, c_i, s_i] = running[:, s_i] + vals.to(self.device)
+        n = p.shape[1]
+        dev, pl = p.device, self.prompt_len
+        low = pl if scale is None else max(pl, 1)  # the first column with a cut
+        weighted = p if scale is None else p * scale[..., None]
+        upper = torch.ones(n, n, dtype=torch.bool, device=dev).triu_()  # [j, i]: j <= i
+        for ci, c in zip(self._long_idx.tolist(), self._long.tolist(), strict=True):
+            first = row0 - c + 1  # the column whose horizon ends at row0
+            skip = max(0, low - first)  # columns before `low` (or before 0) have no cut here
+            if skip >= n:
+                continue
+            block = weighted[:, :, first + skip : first + n]  # [h, j, i]
+            part = (block * upper[:, skip:]).sum(1)  # [h, i]
+            cols = slice(first + skip - pl, first + n - pl)  # response columns
+            self.cut_sums[hr, ci, cols] = running[:, cols] + part.to(self.device)
 
     def finish(self) -> HeadStats:
         """The accumulated statistics (moved to the CPU)."""
