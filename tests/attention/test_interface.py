@@ -147,3 +147,33 @@ def test_the_attention_function_routes_by_what_it_can_compute():
 def test_single_and_odd_query_rows(tq):
     q, k, v = inputs(tq, 33, seed=tq)
     check_band(q, k, v, None, causal(tq, 33))
+
+
+@pytest.mark.parametrize("tile", [8, 64])
+def test_tiles_skip_the_keys_a_window_hides_from_every_row(tile):
+    """The tiled path runs each tile over the keys from the first its mask allows; every
+    row that sees a key gets eager attention's probabilities and output. Rows that see no
+    key (left padding, sequence 1's first 6) stay finite rows of probabilities."""
+    keep = causal(40, 40) & ~torch.ones(40, 40, dtype=torch.bool).tril(-5)[None, None]
+    keep = keep.expand(B, 1, -1, -1).clone()
+    keep[1, :, :, :6] = False
+    keep[1, :, :6] = False
+    q, k, v = inputs(40, 40)
+    tiles = []
+    run = interface._Pass({}, None, tile, False)
+    with torch.no_grad():
+        out, _ = interface._tiled(
+            q, k, v, keep, 0.3, None, None, lambda r, p: tiles.append((r, p.clone())), run
+        )
+    rep = H // KV
+    s = (q.double() @ k.double().repeat_interleave(rep, 1).transpose(-1, -2)) * 0.3
+    p = torch.softmax(s.masked_fill(~keep, torch.finfo(torch.float32).min), -1)
+    got = torch.zeros_like(p)
+    for r, probs in tiles:
+        got[:, :, r, : probs.shape[-1]] = probs.double()
+    seen = keep.any(-1).expand(B, H, 40)  # [batch, head, query_pos]: rows with a key
+    torch.testing.assert_close(got[seen], p[seen], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(got[~seen].sum(-1), torch.ones(int((~seen).sum()), dtype=got.dtype))
+    want = (p @ v.double().repeat_interleave(rep, 1)).transpose(1, 2)
+    rows = seen.transpose(1, 2)
+    torch.testing.assert_close(out.double()[rows], want[rows], atol=1e-5, rtol=1e-5)

@@ -314,21 +314,23 @@ def _tiled(
     for a in range(0, tq, rows):
         e = min(tq, a + rows)
         n, end = e - a, offset + e  # keys after the tile's last query are never attended
+        first = _first_key(mask, a, e, end)  # keys before it are masked for every row
+        width = end - first
         # Grouped-query attention without copying K/V: the g query heads of one key/value
         # head become g * n rows of one product.
         q = query[:, :, a:e].reshape(b * kv, groups * n, d)
-        keys = key[:, :, :end].flatten(0, 1).transpose(-1, -2)
+        keys = key[:, :, first:end].flatten(0, 1).transpose(-1, -2)
         # `q k^T * scale` with the scale applied inside the product (BLAS alpha): bitwise
         # the same as multiplying afterwards, without another pass over the scores.
         if buffer is not None:
-            scores = buffer[: b * h * n * end].view(b * kv, groups * n, end)
+            scores = buffer[: b * h * n * width].view(b * kv, groups * n, width)
             torch.baddbmm(scores, q, keys, beta=0.0, alpha=scale, out=scores)
         else:
             unused = torch.empty(1, 1, 1, dtype=q.dtype, device=q.device).expand(
-                b * kv, groups * n, end
+                b * kv, groups * n, width
             )
             scores = torch.baddbmm(unused, q, keys, beta=0.0, alpha=scale).float()
-        scores = scores.view(b, h, n, end)
+        scores = scores.view(b, h, n, width)
         if softcap is not None and buffer is not None:
             scores.div_(softcap).tanh_().mul_(softcap)
         elif softcap is not None:
@@ -337,11 +339,11 @@ def _tiled(
             above = torch.ones(n, n, dtype=torch.bool, device=scores.device).triu_(1)
             scores[..., offset + a : end].masked_fill_(above, low)
         elif mask.dtype == torch.bool:
-            scores.masked_fill_(~mask[:, :, a:e, :end], low)
+            scores.masked_fill_(~mask[:, :, a:e, first:end], low)
         elif buffer is not None:
-            scores.add_(mask[:, :, a:e, :end])
+            scores.add_(mask[:, :, a:e, first:end])
         else:
-            scores = scores + mask[:, :, a:e, :end]
+            scores = scores + mask[:, :, a:e, first:end]
         if sinks is not None:
             sink = sinks.float().reshape(1, h, 1, 1).expand(b, h, n, 1)
             both = torch.cat([scores, sink], dim=-1)
@@ -351,13 +353,31 @@ def _tiled(
         else:
             probs = torch.softmax(scores, dim=-1)
         del scores
-        if reduce is not None:
+        if reduce is not None and first:  # the reducers read keys from 0
+            full = probs.new_zeros(b, h, n, end)
+            full[..., first:] = probs
+            reduce(slice(offset + a, end), full)
+            del full
+        elif reduce is not None:
             reduce(slice(offset + a, end), probs)
         if out is not None:
-            p = probs.to(value.dtype).reshape(b, kv, groups * n, end)
-            out[:, :, a:e] = torch.matmul(p, value[:, :, :end]).view(b, h, n, -1)
+            p = probs.to(value.dtype).reshape(b, kv, groups * n, width)
+            out[:, :, a:e] = torch.matmul(p, value[:, :, first:end]).view(b, h, n, -1)
         del probs
     return (None if out is None else out.transpose(1, 2).contiguous()), None
+
+
+def _first_key(mask: Tensor | None, a: int, e: int, end: int) -> int:
+    """The first key any of query rows ``a..e-1`` may attend, when a boolean mask hides
+    the keys before it from every row (a sliding window): the tile then skips them, and a
+    window of ``W`` costs ``O(rows x (rows + W))`` instead of ``O(rows x T)``. Their
+    probabilities are exactly 0 in eager attention (``exp(min - max)``). A row that sees
+    no key at all (left padding) is uniform over the keys its tile computes, as it was
+    before this skip (keys after the tile were never computed); no statistic reads it."""
+    if mask is None or mask.dtype != torch.bool:
+        return 0
+    seen = mask[:, :, a:e, :end].flatten(0, 2).any(0)
+    return int(seen.to(torch.uint8).argmax()) if bool(seen.any()) else 0
 
 
 #: `_flash` with a mask: query rows per chunk, and the most elements of a chunk's float mask.
