@@ -11,7 +11,8 @@ returns the attention output, so no ``T x T`` map ever exists.
 
 Exactness: each tile is ``softmax(softcap(q k^T * scaling) + mask)`` in float32, the same
 operations, in the same order, as transformers' eager attention; keys after a query are
-skipped (every model here is causal). Memory beyond the model: one tile of scores and
+skipped (every model here is causal), and so are keys a boolean mask hides from every row
+of a tile (a sliding window: `_first_key`). Memory beyond the model: one tile of scores and
 probabilities (about ``4M`` elements) and the mask transformers builds (None for plain
 causal attention; a ``[batch, 1, T, T]`` boolean mask for sliding windows).
 
