@@ -266,6 +266,8 @@ class Collector:
     def reducers(self) -> dict[int, interface.Reducer]:
         """``{layer: reduce(rows, probs)}`` for `interface.analysis_pass` (`interface.Banded`
         ones when the accumulators keep no column sums beyond the band)."""
+        banded = not self.columns and bool(self.accs) and self.accs[0].sink == "keep"
+        width = max(acc.max_window for acc in self.accs) if banded else 0
         out: dict[int, interface.Reducer] = {}
         for layer, (rows, idx) in self.by_layer.items():
 
@@ -275,11 +277,7 @@ class Collector:
             def reduce_band(r: slice, dist: Tensor, band: Tensor, rows=rows, idx=idx) -> None:
                 self.feed_band(r, dist, band, rows, idx)
 
-            if self.columns or not self.accs or self.accs[0].sink != "keep":
-                out[layer] = reduce
-            else:
-                width = max(acc.max_window for acc in self.accs)
-                out[layer] = interface.Banded(reduce, width, reduce_band)
+            out[layer] = interface.Banded(reduce, width, reduce_band) if banded else reduce
         return out
 
     def finish(self) -> list[HeadStats]:

@@ -370,8 +370,9 @@ def _tiled(
 
 def _first_key(mask: Tensor | None, a: int, e: int, end: int) -> int:
     """The first key any of query rows ``a..e-1`` may attend, when a boolean mask hides
-    the keys before it from every row (a sliding window): the tile then skips them, and a
-    window of ``W`` costs ``O(rows x (rows + W))`` instead of ``O(rows x T)``. Their
+    the keys before it from every row (a sliding window): the tile (or `_flash` chunk)
+    then skips them, and a window of ``W`` costs ``O(rows x (rows + W))`` instead of
+    ``O(rows x T)``. Their
     probabilities are exactly 0 in eager attention (``exp(min - max)``). A row that sees
     no key at all (left padding) is uniform over the keys its tile computes, as it was
     before this skip (keys after the tile were never computed); no statistic reads it."""
@@ -430,16 +431,13 @@ def _flash(
         # Each chunk runs over the keys its rows can see: none after its last row (every
         # model here is causal) and, with a mask, none before the first key it allows (a
         # sliding window then costs O(rows x (rows + window)), not O(rows x T)).
-        lo, hi = 0, tk - tq + e
+        hi = tk - tq + e
+        lo = _first_key(mask, a, e, hi)
         if mask is None:  # causal, the queries being the last `tq` positions
             keep = torch.ones(e - a, hi, dtype=torch.bool, device=q.device).tril_(tk - tq + a)
             keep = keep[None, None]
         else:
-            keep = mask[:, :, a:e, :hi]
-            seen = keep.flatten(0, 2).any(0)
-            if bool(seen.any()):
-                lo = int(seen.to(torch.uint8).argmax())
-                keep = keep[..., lo:]
+            keep = mask[:, :, a:e, lo:hi]
         additive = torch.zeros(keep.shape, dtype=q.dtype, device=q.device)
         additive.masked_fill_(~keep, float("-inf"))
         o, lse[:, :, a:e] = flash(

@@ -272,10 +272,9 @@ class StatsAccumulator:
         assert band.shape[-1] >= self.max_window, (band.shape, self.max_window)
         assert set(self._next[hr]) == {rows.start}, "rows must come in ascending order"
         self._next[hr] = [rows.stop] * len(self._next[hr])
-        r = slice(rows.start, rows.stop)
-        self.rowsum[hr, r] = 1.0
-        self.dist[hr, r] = dist.float().to(self.device)
-        self.band[hr, r] = band[..., : self.max_window].float().to(self.device)
+        self.rowsum[hr, rows] = 1.0
+        self.dist[hr, rows] = dist.float().to(self.device)
+        self.band[hr, rows] = band[..., : self.max_window].float().to(self.device)
 
     def _add(self, row0: int, row1: int, pattern: Tensor, hr: slice) -> None:
         """Reduce rows ``row0..row1-1`` of `hr`'s heads."""

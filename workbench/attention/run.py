@@ -172,11 +172,12 @@ def _analyze_batch(
         *([] if hi is None else [hi + 1]),
         *(fai_cuts or ()),
     ]
-    if not columns and (hi is None or max([mw, *cuts]) > MAX_BAND):
+    widest = max([mw, *cuts])
+    if not columns and (not banded_horizon(params.fai_horizon) or widest > MAX_BAND):
         raise WorkbenchError(
             f"columns=False keeps no column sums, so it needs a finite fai_horizon and cuts "
             f"of at most {MAX_BAND} (got fai_horizon={params.fai_horizon}, "
-            f"cuts up to {max([mw, *cuts])})",
+            f"cuts up to {widest})",
             "pass columns=True (the default), or default_cuts=False with a horizon such as "
             "fai_horizon=(10, 100)",
         )
