@@ -198,7 +198,10 @@ class StatsAccumulator:
         self.device = torch.device(device)
         self.rowsum = torch.zeros(nh, n_pos, device=device)
         self.dist = torch.zeros(nh, n_pos, device=device)
-        self.band = torch.zeros(nh, n_pos, max_window, device=device)
+        # `max_window` zero rows after the last position: `finish` reads the cuts along the
+        # band's diagonals as one strided view, which then never leaves the storage.
+        self._band_rows = torch.zeros(nh, n_pos + max_window, max_window, device=device)
+        self.band = self._band_rows[:, :n_pos]
         # The last row is the running column sum over the response rows seen so far; a
         # finite cut's entry is set once, when the tile holding its horizon's last row comes.
         self.cut_sums = torch.zeros(nh, len(self.cuts), n_r, device=device)
@@ -353,15 +356,12 @@ class StatsAccumulator:
             first = max(n - c + 1, pl)
             cut_sums[:, i, first - pl :] = total[:, first - pl :]
         if self._band_cuts:
-            # cut c of column s = sum_{d<c} A[s+d, s] = sum_{d<c} band[s+d, d].
-            s = torch.arange(pl, n, device=self.band.device)
-            d = torch.arange(w, device=self.band.device)
-            t = s[:, None] + d[None, :]
-            inside = t < n
-            t, d = t.clamp(max=n - 1), d[None, :].expand_as(t)
+            # cut c of column s = sum_{d<c} A[s+d, s] = sum_{d<c} band[s+d, d]: element d of
+            # the view's row s is band[s+d, d] (a stride of w + 1), 0 past the last row.
+            rows = self._band_rows
+            diag = rows.as_strided((rows.shape[0], n - pl, w), (rows.stride(0), w, w + 1), pl * w)
             for h in range(0, len(self.heads), 32):  # [32, response_pos, w] at a time
-                diag = self.band[h : h + 32, t, d] * inside
-                prefix = diag.cumsum(-1)
+                prefix = diag[h : h + 32].cumsum(-1)
                 for i, c in self._band_cuts:
                     cut_sums[h : h + 32, i] = prefix[..., c - 1]
         cuts = self.cuts
