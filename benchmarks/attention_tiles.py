@@ -15,6 +15,7 @@ causal. ``sdpa`` is PyTorch's fused attention (the floor). Each tiled configurat
 | `per kv group, R rows` | the ``3`` query heads of one key/value head per tile |
 | `credit, sdpa + tiles` | one RL credit layer as before the band path: sdpa's output, and the probabilities in tiles, reduced for window 10 and the cuts of FAI (10, 100) |
 | `credit, band` | the same layer on the band path (`interface.Banded`): one flash call with a position channel, then a band of 101 diagonals |
+| `analysis, band + 3 heads' columns` | the analysis design #14 proposed (column sums only for the global heads, 30%), as a lower bound on its cost: the band path for every head, then the whole-column sums of 3 heads from tiles of ``exp(q k^T scale - LSE)`` |
 
 A second line splits one tiled run by operation (cProfile): the two products (q k^T in
 `baddbmm`; the output and the reductions' products in `matmul`), the softmax, and the
@@ -96,6 +97,39 @@ def credit_band(q, k, v) -> None:
     acc.finish()
 
 
+def global_columns(q, k, v, heads: int):
+    """The design #14 proposed for the analysis, as a lower bound on its cost: every head
+    on the band path (one flash call with a position channel, then a band of 33 diagonals
+    for WAAD and the short cuts), then the column sums of only `heads` heads (the global
+    heads once classified) from tiles ``exp(q k^T scale - LSE)``. Only the whole-column
+    sum is reduced (no long cuts), so the real design would cost more than this."""
+    import torch
+
+    from workbench.attention import interface
+
+    T, scale, rows = q.shape[2], D**-0.5, 96
+    _, lse = interface._flash(q, k, v, None, scale)
+    interface._band(q, k, lse, None, scale, 33)
+    qh, keys = q[0, :heads], k[0, : -(-heads // (HEADS // KV))]
+    qh = qh.view(keys.shape[0], -1, T, D)  # [kv, group, T, d]: heads of one key/value head
+    colsum = torch.zeros(heads, T)
+    buffer = torch.empty(heads * rows * T)
+    for a in range(0, T, rows):
+        e = min(T, a + rows)
+        n = e - a
+        s = buffer[: heads * n * e].view(keys.shape[0], -1, e)
+        torch.baddbmm(
+            s, qh[:, :, a:e].flatten(1, 2), keys[:, :e].transpose(-1, -2), beta=0.0,
+            alpha=scale, out=s,
+        )  # fmt: skip
+        s = s.view(heads, n, e)
+        s.sub_(lse[0, :heads, a:e, None])
+        s[..., a:e].masked_fill_(torch.ones(n, n, dtype=torch.bool).triu_(1), -torch.inf)
+        s.exp_()
+        colsum[:, :e] += torch.matmul(torch.ones(heads, 1, n), s)[:, 0]
+    return colsum  # [heads, key_pos]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lengths", type=int, nargs="+", default=[4096, 8192])
@@ -122,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             configs[f"per kv group, {r} rows"] = (tiled, (r, True))
         configs["credit, sdpa + tiles"] = (credit_tiles, ())
         configs["credit, band"] = (credit_band, ())
+        configs["analysis, band + 3 heads' columns"] = (global_columns, (3,))
         times = {}
         for name, (fn, extra) in configs.items():
             fn(*qkv, *extra)  # warm-up
