@@ -57,7 +57,7 @@ def tiled(q, k, v, rows: int, per_group: bool) -> None:
         )
         interface._tiled(
             q[:, h0 : h0 + step], k[:, kv], v[:, kv], None, None, None, None,
-            lambda r, p, acc=acc: acc.add(r, p[0]),
+            lambda r, p, k0, acc=acc: acc.add(r, p[0], key0=k0),
             interface._Pass({}, None, rows, False),
         )  # fmt: skip
         acc.finish()
@@ -77,7 +77,16 @@ def credit_tiles(q, k, v) -> None:
     acc = _credit_accumulator(q.shape[2], True)
     run = interface._Pass({}, None, None, True, True)
     interface._tiled(
-        q, k, v, None, None, None, None, lambda r, p: acc.add(r, p[0]), run, output=False
+        q,
+        k,
+        v,
+        None,
+        None,
+        None,
+        None,
+        lambda r, p, k0: acc.add(r, p[0], key0=k0),
+        run,
+        output=False,
     )
     sdpa(q, k, v)
     acc.finish()
@@ -89,7 +98,7 @@ def credit_band(q, k, v) -> None:
 
     acc = _credit_accumulator(q.shape[2], False)
     reduce = interface.Banded(
-        lambda r, p: acc.add(r, p[0]),
+        lambda r, p, k0: acc.add(r, p[0], key0=k0),
         acc.max_window,
         lambda r, dist, band: acc.add_band(r, dist[0], band[0]),
     )

@@ -78,15 +78,8 @@ def collect(prompts, completions, params, tile_rows: int, seed: int = 0, first: 
     return coll, refs
 
 
-PROMPTS, COMPLETIONS = [30, 30, 30, 22, 22, 22, 40, 40, 40], [45, 12, 0, 60, 1, 33, 60, 59, 7]
-
-
-@pytest.mark.parametrize("rows", ["response rows", "every row"])
-@pytest.mark.parametrize("tile_rows", [7, 32, 200])
-def test_the_frame_statistics_are_each_rollouts_own(tile_rows, rows):
-    params = RhythmParams(fai_horizon=(10, 40))
-    first = 0 if rows == "every row" else None
-    coll, refs = collect(PROMPTS, COMPLETIONS, params, tile_rows, first=first)
+def assert_own_statistics(coll: SharedFrameCollector, refs: list) -> None:
+    """Each rollout's statistics cut out of the frame equal its own pass's."""
     for i, (got, ref) in enumerate(zip(coll.finish(), refs, strict=True)):
         assert (got.n_pos, got.prompt_len, got.cuts) == (ref.n_pos, ref.prompt_len, ref.cuts)
         for f in ["rowsum", "dist", "band", "cut_sums"]:
@@ -97,6 +90,38 @@ def test_the_frame_statistics_are_each_rollouts_own(tile_rows, rows):
             torch.testing.assert_close(
                 g[:, rows], r[:, rows], rtol=1e-5, atol=atol, msg=f"{f} of rollout {i}"
             )
+
+
+PROMPTS, COMPLETIONS = [30, 30, 30, 22, 22, 22, 40, 40, 40], [45, 12, 0, 60, 1, 33, 60, 59, 7]
+
+
+@pytest.mark.parametrize("rows", ["response rows", "every row"])
+@pytest.mark.parametrize("tile_rows", [7, 32, 200])
+def test_the_frame_statistics_are_each_rollouts_own(tile_rows, rows):
+    params = RhythmParams(fai_horizon=(10, 40))
+    first = 0 if rows == "every row" else None
+    coll, refs = collect(PROMPTS, COMPLETIONS, params, tile_rows, first=first)
+    assert_own_statistics(coll, refs)
+
+
+@pytest.mark.parametrize("tile_rows", [7, 200])
+def test_tiles_that_skip_keys_no_row_sees_give_the_same_statistics(tile_rows):
+    """Every rollout padded by 5 more columns on the left: the attention's tiles then start
+    at key 5 (`key0`, as the tiled path skips keys its mask hides from every row)."""
+    params = RhythmParams(fai_horizon=(10, 40))
+    pad, P = 5, max(PROMPTS)
+    _, W, _, frame = layout(PROMPTS, COMPLETIONS, 0, P)
+    _, refs = collect(PROMPTS, COMPLETIONS, params, tile_rows)
+    spans = [(pad + P - p, p + c, p) for p, c in zip(PROMPTS, COMPLETIONS, strict=True)]
+    lo, hi = params.fai_horizon
+    coll = SharedFrameCollector(spans, HEADS, N_HEADS, max_window=params.window, cuts=[lo, hi + 1])
+    for layer, tile in frame.items():
+        rows, idx = coll.by_layer[layer]
+        for a in range(P, P + W, tile_rows):
+            e = min(P + W, a + tile_rows)
+            part = tile[:, :, a - P : e - P, :e]  # keys 0.. of the unshifted frame
+            coll.feed(slice(pad + a, pad + e), part, rows, idx, key0=pad)
+    assert_own_statistics(coll, refs)
 
 
 def test_fai_with_ends_is_each_rows_own_fai():

@@ -50,7 +50,7 @@ class Spy:
 
     def reducer(self) -> interface.Banded:
         return interface.Banded(
-            lambda rows, p: self.tiles.append((rows, p.clone())),
+            lambda rows, p, key0: self.tiles.append((rows, p.clone())),
             WIDTH,
             lambda rows, dist, band: self.bands.append((rows, dist.clone(), band.clone())),
         )
@@ -163,14 +163,16 @@ def test_tiles_skip_the_keys_a_window_hides_from_every_row(tile):
     run = interface._Pass({}, None, tile, False)
     with torch.no_grad():
         out, _ = interface._tiled(
-            q, k, v, keep, 0.3, None, None, lambda r, p: tiles.append((r, p.clone())), run
+            q, k, v, keep, 0.3, None, None, lambda r, p, k0: tiles.append((r, p.clone(), k0)), run
         )
     rep = H // KV
     s = (q.double() @ k.double().repeat_interleave(rep, 1).transpose(-1, -2)) * 0.3
     p = torch.softmax(s.masked_fill(~keep, torch.finfo(torch.float32).min), -1)
     got = torch.zeros_like(p)
-    for r, probs in tiles:
-        got[:, :, r, : probs.shape[-1]] = probs.double()
+    # Tiles of 8 rows skip the keys before the window; one tile of 64 starts at key 0.
+    assert any(k0 > 0 for *_, k0 in tiles) == (tile == 8)
+    for r, probs, k0 in tiles:
+        got[:, :, r, k0 : k0 + probs.shape[-1]] = probs.double()
     seen = keep.any(-1).expand(B, H, 40)  # [batch, head, query_pos]: rows with a key
     torch.testing.assert_close(got[seen], p[seen], atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(got[~seen].sum(-1), torch.ones(int((~seen).sum()), dtype=got.dtype))

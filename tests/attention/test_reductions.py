@@ -51,6 +51,19 @@ def by_definition(p: torch.Tensor, pl: int, w: int, cuts: tuple[int, ...], sink:
     return rowsum, dist, band, cut_sums
 
 
+def assert_definitions(got, want, n: int) -> None:
+    """Each `HeadStats` field equals its definition (``dist`` to ``1e-5 n``: float32
+    position products)."""
+    for name, value, ref in zip(
+        ("rowsum", "dist", "band", "cut_sums"),
+        (got.rowsum, got.dist, got.band, got.cut_sums),
+        want,
+        strict=True,
+    ):
+        tol = 1e-5 * (n if name == "dist" else 1)
+        np.testing.assert_allclose(value.double().numpy(), ref.numpy(), atol=tol, err_msg=name)
+
+
 @pytest.mark.parametrize("sink", ["keep", "exclude"])
 @pytest.mark.parametrize(
     "n, pl, w, tile",
@@ -73,14 +86,41 @@ def test_every_statistic_equals_its_definition(n, pl, w, tile, sink):
         acc.add(slice(a, e), p[:, a:e, :e].float())
     got = acc.finish()
     want = by_definition(p, pl, w, got.cuts, sink)
-    for name, value, ref in zip(
-        ("rowsum", "dist", "band", "cut_sums"),
-        (got.rowsum, got.dist, got.band, got.cut_sums),
-        want,
-        strict=True,
-    ):
-        tol = 1e-5 * (n if name == "dist" else 1)
-        np.testing.assert_allclose(value.double().numpy(), ref.numpy(), atol=tol, err_msg=name)
+    assert_definitions(got, want, n)
+
+
+@pytest.mark.parametrize("sink", ["keep", "exclude"])
+@pytest.mark.parametrize(
+    "n, pl, window, tile",
+    [
+        (90, 9, 12, 16),  # long cuts (17, 33, 50) reach past the window
+        (90, 0, 5, 7),  # no prompt: the first token leaves the window early
+        (60, 40, 30, 9),  # a window wider than some tiles
+    ],
+)
+def test_tiles_from_their_first_key_equal_the_definitions(n, pl, window, tile, sink):
+    """A sliding window's tiles come from the first key any of their rows sees (`key0`,
+    what the tiled path skips to); every statistic still equals its definition."""
+    p = random_pattern(3, n, seed=n + window + tile)
+    t = torch.arange(n)
+    p = p.masked_fill((t[None, :] <= t[:, None] - window)[None], 0.0)
+    # The definitions read the float32 pattern the accumulator gets: with sink="exclude",
+    # 1 / (1 - A[t, 0]) would amplify its rounding where A[t, 0] is nearly 1.
+    p = (p / p.sum(-1, keepdim=True)).float().double()
+    cuts = normalise_cuts((0, 1, 2, 8, 9, 17, 33, 50, n + 5), n)
+    # A band of 8 diagonals: wider than the window of 5, so it reaches keys before key0.
+    acc = StatsAccumulator([(0, 0), (0, 1), (0, 2)], n, pl, 8, cuts, sink=sink)
+    acc.ROWS = 8
+    offsets = []
+    for a in range(0, n, tile):
+        e = min(n, a + tile)
+        key0 = max(0, a - window + 1)
+        offsets.append(key0)
+        acc.add(slice(a, e), p[:, a:e, key0:e].float(), key0=key0)
+    assert max(offsets) > 0
+    got = acc.finish()
+    want = by_definition(p, pl, 8, got.cuts, sink)
+    assert_definitions(got, want, n)
 
 
 def test_tiles_must_come_in_order():

@@ -237,18 +237,21 @@ class Collector:
             for _, n, pl in self.spans
         ]
 
-    def feed(self, r: slice, p: Tensor, rows: slice, idx: list[int]) -> None:
-        """Hand query rows `r` of the batched pattern `p` ``[batch, head, rows, keys]`` to
-        each sequence (heads `idx` of one layer, accumulator rows `rows`)."""
+    def feed(self, r: slice, p: Tensor, rows: slice, idx: list[int], key0: int = 0) -> None:
+        """Hand query rows `r` of the batched pattern `p` ``[batch, head, rows, keys]``, over
+        the keys from `key0`, to each sequence (heads `idx` of one layer, accumulator rows
+        `rows`)."""
         sel = _select(p.detach(), idx, self.n_heads)
         for i, (acc, (start, n, _)) in enumerate(zip(self.accs, self.spans, strict=True)):
             lo, hi = max(r.start, start), min(r.stop, start + n)
             if lo >= hi:
                 continue
+            k0 = max(start, key0)  # the sequence's first key in the tile
             acc.add(
                 slice(lo - start, hi - start),
-                sel[i, :, lo - r.start : hi - r.start, start:hi],
+                sel[i, :, lo - r.start : hi - r.start, k0 - key0 : hi - key0],
                 rows,
+                key0=k0 - start,
             )
 
     def feed_band(self, r: slice, dist: Tensor, band: Tensor, rows: slice, idx: list[int]) -> None:
@@ -264,15 +267,15 @@ class Collector:
                 )
 
     def reducers(self) -> dict[int, interface.Reducer]:
-        """``{layer: reduce(rows, probs)}`` for `interface.analysis_pass` (`interface.Banded`
+        """``{layer: reduce(rows, probs, key0)}`` for `interface.analysis_pass` (`interface.Banded`
         ones when the accumulators keep no column sums beyond the band)."""
         banded = not self.columns and bool(self.accs) and self.accs[0].sink == "keep"
         width = max(acc.max_window for acc in self.accs) if banded else 0
         out: dict[int, interface.Reducer] = {}
         for layer, (rows, idx) in self.by_layer.items():
 
-            def reduce(r: slice, p: Tensor, rows=rows, idx=idx) -> None:
-                self.feed(r, p, rows, idx)
+            def reduce(r: slice, p: Tensor, key0: int, rows=rows, idx=idx) -> None:
+                self.feed(r, p, rows, idx, key0)
 
             def reduce_band(r: slice, dist: Tensor, band: Tensor, rows=rows, idx=idx) -> None:
                 self.feed_band(r, dist, band, rows, idx)
@@ -351,18 +354,24 @@ class SharedFrameCollector(Collector):
             self._valid = {key: (t[None, :] < self.ends[:, None]).float()[:, None, :, None]}
         return self._valid[key].to(device)
 
-    def feed(self, r: slice, p: Tensor, rows: slice, idx: list[int]) -> None:
-        """Hand query rows `r` of the batched pattern `p` ``[batch, head, rows, keys]`` to
-        the accumulator (heads `idx` of one layer, whose sorted positions are `rows`)."""
+    def feed(self, r: slice, p: Tensor, rows: slice, idx: list[int], key0: int = 0) -> None:
+        """Hand query rows `r` of the batched pattern `p` ``[batch, head, rows, keys]``, over
+        the keys from `key0`, to the accumulator (heads `idx` of one layer, whose sorted
+        positions are `rows`)."""
         lo = max(r.start, self.first)  # prompt rows (a full-row forward) are not needed
         hi = min(r.stop, self.n_pos)  # rows past the longest completion belong to no one
         if hi <= lo:
             return
         n = hi - lo
-        sel = _select(p.detach(), idx, self.n_heads)[:, :, lo - r.start : hi - r.start, :hi]
-        sel = sel * self._rows_valid(lo, hi, sel.device)
+        sel = _select(p.detach(), idx, self.n_heads)[:, :, lo - r.start : hi - r.start]
+        sel = sel[..., : hi - key0] * self._rows_valid(lo, hi, sel.device)
         b, h = sel.shape[:2]
-        self.acc.add(slice(lo, hi), sel.reshape(b * h, n, hi), slice(b * rows.start, b * rows.stop))
+        self.acc.add(
+            slice(lo, hi),
+            sel.reshape(b * h, n, hi - key0),
+            slice(b * rows.start, b * rows.stop),
+            key0=key0,
+        )
 
     def finish_frame(self) -> tuple[HeadStats, Int[Tensor, "batch head"], Int[Tensor, " batch"]]:
         """The common statistics, each rollout's rows of them ``[batch, head]``, and each

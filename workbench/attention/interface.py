@@ -6,13 +6,15 @@ layers then call `attention` with what every architecture really uses: queries a
 after rotary embeddings and q/k norms, the real mask (sliding windows included), the
 scaling, and extras such as the logit soft-cap or attention sinks. `attention` computes
 eager attention exactly, in tiles of query rows, hands each tile of probabilities
-``[batch, head_index, query_tile, key_pos]`` to the pass's reducer for that layer, and
-returns the attention output, so no ``T x T`` map ever exists.
+``[batch, head_index, query_tile, key_tile]`` (the keys from the first any row of the tile
+sees) to the pass's reducer for that layer, and returns the attention output, so no
+``T x T`` map ever exists.
 
 Exactness: each tile is ``softmax(softcap(q k^T * scaling) + mask)`` in float32, the same
 operations, in the same order, as transformers' eager attention; keys after a query are
 skipped (every model here is causal), and so are keys a boolean mask hides from every row
-of a tile (a sliding window: `_first_key`). Memory beyond the model: one tile of scores and
+of a tile (a sliding window: `_first_key`; the reducers then reduce only the keys the tile
+computed). Memory beyond the model: one tile of scores and
 probabilities (about ``4M`` elements) and the mask transformers builds (None for plain
 causal attention; a ``[batch, 1, T, T]`` boolean mask for sliding windows).
 
@@ -66,7 +68,10 @@ TILE_ROWS = (96, 224)
 #: Tile rows are a multiple of this.
 TILE_MULTIPLE = 32
 
-Reducer = Callable[[slice, Float[Tensor, "batch head_index query_pos key_pos"]], None]
+#: ``reduce(rows, probs, key0)``: the probabilities of query positions ``rows`` to the keys
+#: ``key0 .. key0 + key_pos - 1`` (the keys before `key0` are masked for every row: a
+#: sliding window).
+Reducer = Callable[[slice, Float[Tensor, "batch head_index query_pos key_pos"], int], None]
 BandReduce = Callable[
     [
         slice,
@@ -96,8 +101,8 @@ class Banded:
     width: int
     band: BandReduce
 
-    def __call__(self, rows: slice, probs: Tensor) -> None:
-        self.tiles(rows, probs)
+    def __call__(self, rows: slice, probs: Tensor, key0: int) -> None:
+        self.tiles(rows, probs, key0)
 
 
 class StopPass(Exception):
@@ -141,8 +146,9 @@ def analysis_pass(
 
     Args:
         hf_model: a plain Hugging Face causal LM (not one wrapped by TransformerLens).
-        reducers: ``{layer: reduce(rows, probs)}``; ``probs`` is ``[batch head_index
-            query_tile key_pos]`` for the query positions ``rows``.
+        reducers: ``{layer: reduce(rows, probs, key0)}``; ``probs`` is ``[batch
+            head_index query_tile key_tile]`` for the query positions ``rows`` and the keys
+            from ``key0`` (the keys before it are masked for every row of the tile).
         stop_after: raise `StopPass` when a later layer's attention is reached (the caller
             catches it): the rest of the model never runs.
         tile_rows: query rows per tile (default: about `TILE_ELEMENTS` scores per tile).
@@ -354,13 +360,8 @@ def _tiled(
         else:
             probs = torch.softmax(scores, dim=-1)
         del scores
-        if reduce is not None and first:  # the reducers read keys from 0
-            full = probs.new_zeros(b, h, n, end)
-            full[..., first:] = probs
-            reduce(slice(offset + a, end), full)
-            del full
-        elif reduce is not None:
-            reduce(slice(offset + a, end), probs)
+        if reduce is not None:
+            reduce(slice(offset + a, end), probs, first)
         if out is not None:
             p = probs.to(value.dtype).reshape(b, kv, groups * n, width)
             out[:, :, a:e] = torch.matmul(p, value[:, :, first:end]).view(b, h, n, -1)

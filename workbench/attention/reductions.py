@@ -134,7 +134,9 @@ class StatsAccumulator:
     """Builds a `HeadStats` from tiles of query rows of each head's pattern.
 
     Call `add` with tiles ``P[h, rows, keys]`` in ascending row order for each head (each
-    query row exactly once: the tiled path and the hook path both do); `finish` returns
+    query row exactly once: the tiled path and the hook path both do; a tile may start at
+    a later key, ``key0``, when the keys before it get nothing from its rows, as outside a
+    sliding window); `finish` returns
     the statistics. `add` reduces ``ROWS`` query rows at a time, so a whole pattern can be
     passed at once.
 
@@ -227,6 +229,7 @@ class StatsAccumulator:
         rows: slice,
         pattern: Float[Tensor, "head q_tile k_tile"],
         head_rows: slice | None = None,
+        key0: int = 0,
     ) -> None:
         """Accumulate one tile.
 
@@ -234,19 +237,27 @@ class StatsAccumulator:
             rows: the query positions of the tile (``slice(row0, row0 + q_tile)``), the
                 next rows of these heads.
             pattern: ``[head q_tile k_tile]`` attention of those rows to keys
-                ``0..k_tile-1`` (``k_tile >= row0 + q_tile``; keys beyond the row are 0).
+                ``key0..key0+k_tile-1`` (``key0 + k_tile >= row0 + q_tile``; keys beyond
+                the row are 0).
             head_rows: which rows of the accumulators the heads of `pattern` fill
                 (default: all).
+            key0: the tile's first key (at most ``row0``). The keys before it must have
+                probability 0 in every row of the tile (outside a sliding window); the
+                reductions then cost ``O(k_tile)`` per row, not ``O(row0 + q_tile)``.
         """
         hr = head_rows if head_rows is not None else slice(None)
         row0, row1 = rows.start, rows.stop
         tq, tk = pattern.shape[-2], pattern.shape[-1]
-        assert row1 - row0 == tq and tk >= row1, (rows, pattern.shape)
+        assert row1 - row0 == tq and key0 + tk >= row1 and 0 <= key0 <= row0, (
+            rows,
+            pattern.shape,
+            key0,
+        )
         assert set(self._next[hr]) == {row0}, "tiles must come in ascending row order"
         self._next[hr] = [row1] * len(self._next[hr])
         for a in range(0, tq, self.ROWS):  # bounds the temporaries of a whole pattern
             e = min(tq, a + self.ROWS)
-            self._add(row0 + a, row0 + e, pattern[:, a:e, : row0 + e], hr)
+            self._add(row0 + a, row0 + e, pattern[:, a:e, : row0 + e - key0], hr, key0)
 
     def add_band(
         self,
@@ -279,20 +290,22 @@ class StatsAccumulator:
         self.dist[hr, rows] = dist.float().to(self.device)
         self.band[hr, rows] = band[..., : self.max_window].float().to(self.device)
 
-    def _add(self, row0: int, row1: int, pattern: Tensor, hr: slice) -> None:
-        """Reduce rows ``row0..row1-1`` of `hr`'s heads."""
+    def _add(self, row0: int, row1: int, pattern: Tensor, hr: slice, key0: int) -> None:
+        """Reduce rows ``row0..row1-1`` of `hr`'s heads (their keys ``key0..row1-1``)."""
         tk = row1
         dev = pattern.device
         p = pattern.float()
         h = p.shape[0]
         pl = self.prompt_len
         pos = self._positions(tk, dev)
-        # rowsum[t] = sum_s A[t,s]; dist[t] = sum_s A[t,s] (t-s) = t * rowsum[t] - sum_s A[t,s] s
-        # (the subtraction loses about t * 1e-7 in float32, far below 1e-5 * span).
+        # rowsum[t] = sum_s A[t,s]; dist[t] = sum_s A[t,s] (t-s)
+        #   = (t - key0) rowsum[t] - sum_s A[t,s] (s - key0)
+        # (the subtraction loses about (t - key0) * 1e-7 in float32, far below 1e-5 * span).
         rowsum = p.sum(-1)
-        weighted = torch.matmul(p, pos)  # a GEMV
+        weighted = torch.matmul(p, pos[: tk - key0])  # a GEMV
         scale = None
-        if self.sink == "exclude":
+        # With key0 > 0 the first token gets nothing from these rows: A' = A.
+        if self.sink == "exclude" and key0 == 0:
             # A'[t,s] = A[t,s] * scale[t] for s >= 1 (and 0 at s = 0), scale = 1 / (1 - A[t,0])
             # (0 where the first token takes everything); the sink column adds 0 to `weighted`.
             rest = 1.0 - p[..., 0]
@@ -300,12 +313,12 @@ class StatsAccumulator:
             rowsum = p[..., 1:].sum(-1) * scale  # not (rowsum - A[t,0]): that cancels
             weighted = weighted * scale
         self.rowsum[hr, row0:row1] = rowsum.to(self.device)
-        self.dist[hr, row0:row1] = (pos[row0:row1] * rowsum - weighted).to(self.device)
+        self.dist[hr, row0:row1] = ((pos[row0:row1] - key0) * rowsum - weighted).to(self.device)
         # Diagonal band: A[t, t-d].
         w = self.max_window
         idx = torch.arange(row0, row1, device=dev)[:, None] - torch.arange(w, device=dev)[None, :]
-        valid = idx >= (0 if scale is None else 1)
-        got = p.gather(-1, idx.clamp(min=0).unsqueeze(0).expand(h, -1, -1)) * valid
+        valid = idx >= max(key0, 0 if scale is None else 1)
+        got = p.gather(-1, (idx - key0).clamp(min=0).unsqueeze(0).expand(h, -1, -1)) * valid
         if scale is not None:
             got = got * scale[..., None]
         self.band[hr, row0:row1] = got.to(self.device)
@@ -313,23 +326,31 @@ class StatsAccumulator:
             return  # prompt rows never reach a response column
         running = self.cut_sums[hr, -1]  # the response rows before these
         if len(self._long):
-            self._long_cuts(row0, p, scale, running, hr)
+            self._long_cuts(row0, p, scale, running, hr, key0)
         # Column sums over the response columns (prompt rows are 0 there).
         weight = torch.ones(1, 1, row1 - row0, device=dev) if scale is None else scale[:, None]
-        colsum = torch.matmul(weight, p)[:, 0, pl:]  # [h, response column]
+        first = max(key0, pl)  # the first response column these rows reach
+        colsum = torch.matmul(weight, p)[:, 0, first - key0 :]  # [h, response column]
         if scale is not None and pl == 0:
             colsum[:, 0] = 0.0  # A'[t, 0] = 0
-        running[:, : tk - pl] += colsum.to(self.device)
+        running[:, first - pl : tk - pl] += colsum.to(self.device)
 
     def _long_cuts(
-        self, row0: int, p: Tensor, scale: Tensor | None, running: Tensor, hr: slice
+        self,
+        row0: int,
+        p: Tensor,
+        scale: Tensor | None,
+        running: Tensor,
+        hr: slice,
+        key0: int,
     ) -> None:
         """Set the cuts longer than the band whose horizons end in rows ``row0..``.
 
         Cut ``c`` of column ``s`` is the column's sum over rows ``s .. s+c-1``. The horizon
         of column ``s = row0 - c + 1 + i`` ends at row ``row0 + i``: its cut is the running
         sum before these rows plus ``sum_{j <= i} A[row0 + j, s]``, the column sums of the
-        upper triangle of the ``n x n`` block of these rows and those ``n`` columns.
+        upper triangle of the ``n x n`` block of these rows and those ``n`` columns (0 for
+        the columns before `key0`, which these rows do not reach).
         """
         n = p.shape[1]
         dev, pl = p.device, self.prompt_len
@@ -341,10 +362,14 @@ class StatsAccumulator:
             skip = max(0, low - first)  # columns before `low` (or before 0) have no cut here
             if skip >= n:
                 continue
-            block = weighted[:, :, first + skip : first + n]  # [h, j, i]
-            part = (block * upper[:, skip:]).sum(1)  # [h, i]
             cols = slice(first + skip - pl, first + n - pl)  # response columns
-            self.cut_sums[hr, ci, cols] = running[:, cols] + part.to(self.device)
+            self.cut_sums[hr, ci, cols] = running[:, cols]
+            seen = max(skip, key0 - first)  # the first of them these rows reach
+            if seen >= n:
+                continue
+            block = weighted[:, :, first + seen - key0 : first + n - key0]  # [h, j, i]
+            part = (block * upper[:, seen:]).sum(1)  # [h, i]
+            self.cut_sums[hr, ci, first + seen - pl : first + n - pl] += part.to(self.device)
 
     def finish(self) -> HeadStats:
         """The accumulated statistics (moved to the CPU)."""
