@@ -15,6 +15,8 @@ causal. ``sdpa`` is PyTorch's fused attention (the floor). Each tiled configurat
 | `per kv group, R rows` | the ``3`` query heads of one key/value head per tile |
 | `credit, sdpa + tiles` | one RL credit layer as before the band path: sdpa's output, and the probabilities in tiles, reduced for window 10 and the cuts of FAI (10, 100) |
 | `credit, band` | the same layer on the band path (`interface.Banded`): one flash call with a position channel, then a band of 101 diagonals |
+| `sdpa, window W` | sdpa with a sliding-window mask of ``W`` keys (``--window``, default 512; sdpa computes every key and masks) |
+| `all heads, window W` | the engine's tiles under that mask: each tile runs from the first key its rows see, and so do its reductions |
 | `analysis, band + 3 heads' columns` | the analysis design #14 proposed (column sums only for the global heads, 30%), as a lower bound on its cost: the band path for every head, then the whole-column sums of 3 heads from tiles of ``exp(q k^T scale - LSE)`` |
 
 A second line splits one tiled run by operation (cProfile): the two products (q k^T in
@@ -40,6 +42,39 @@ def sdpa(q, k, v) -> None:
     torch.nn.functional.scaled_dot_product_attention(
         q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1), is_causal=True
     )
+
+
+def window_mask(T: int, window: int):
+    """``[1, 1, T, T]`` boolean sliding-window causal mask (as transformers builds it)."""
+    import torch
+
+    t = torch.arange(T)
+    return ((t[None, :] <= t[:, None]) & (t[None, :] > t[:, None] - window))[None, None]
+
+
+def sdpa_window(q, k, v, window: int) -> None:
+    import torch
+
+    rep = HEADS // KV
+    torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1),
+        attn_mask=window_mask(q.shape[2], window),
+    )  # fmt: skip
+
+
+def tiled_window(q, k, v, window: int) -> None:
+    """The engine's tiled attention with the analysis reductions under a sliding window:
+    each tile runs from the first key its rows see."""
+    from workbench.attention import interface
+    from workbench.attention.reductions import DEFAULT_FAI_CUTS, StatsAccumulator
+
+    T = q.shape[2]
+    acc = StatsAccumulator([(0, h) for h in range(HEADS)], T, T // 8, 32, DEFAULT_FAI_CUTS)
+    interface._tiled(
+        q, k, v, window_mask(T, window), None, None, None,
+        lambda r, p, k0: acc.add(r, p[0], key0=k0), interface._Pass({}, None, None, False),
+    )  # fmt: skip
+    acc.finish()
 
 
 def tiled(q, k, v, rows: int, per_group: bool) -> None:
@@ -144,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lengths", type=int, nargs="+", default=[4096, 8192])
     ap.add_argument("--rows", type=int, nargs="+", default=[96, 160])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--window", type=int, default=512, help="sliding window of the window rows")
     args = ap.parse_args(argv)
 
     import torch
@@ -166,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         configs["credit, sdpa + tiles"] = (credit_tiles, ())
         configs["credit, band"] = (credit_band, ())
         configs["analysis, band + 3 heads' columns"] = (global_columns, (3,))
+        configs[f"sdpa, window {args.window}"] = (sdpa_window, (args.window,))
+        configs[f"all heads, window {args.window}"] = (tiled_window, (args.window,))
         times = {}
         for name, (fn, extra) in configs.items():
             fn(*qkv, *extra)  # warm-up
