@@ -16,7 +16,7 @@ import torch
 from workbench.attention.analysis import Analysis
 from workbench.attention.batch_credit import frame_gammas
 from workbench.attention.credit import STRATEGIES
-from workbench.attention.engine import SharedFrameCollector
+from workbench.attention.engine import Collector, SharedFrameCollector
 from workbench.attention.metrics import fai_heads
 from workbench.attention.params import RhythmParams
 from workbench.attention.reductions import StatsAccumulator
@@ -122,6 +122,38 @@ def test_tiles_that_skip_keys_no_row_sees_give_the_same_statistics(tile_rows):
             part = tile[:, :, a - P : e - P, :e]  # keys 0.. of the unshifted frame
             coll.feed(slice(pad + a, pad + e), part, rows, idx, key0=pad)
     assert_own_statistics(coll, refs)
+
+
+@pytest.mark.parametrize("tile_rows", [5, 16])
+def test_a_left_padded_batch_under_a_window_gives_each_sequences_own_statistics(tile_rows):
+    """`Collector` (one accumulator per sequence) fed a left-padded batch in tiles that
+    start at their first key (a sliding window of 8): each sequence's statistics equal its
+    own pass's, in its own positions."""
+    window, spans = 8, [(0, 40, 9), (6, 34, 5)]  # (start, n, prompt_len)
+    t = torch.arange(40)
+    hidden = t[None, :] <= t[:, None] - window
+    frame = torch.zeros(2, N_HEADS, 40, 40)
+    refs = []
+    for i, (start, n, pl) in enumerate(spans):
+        own = own_pattern(n, seed=i).masked_fill(hidden[:n, :n], 0.0)
+        own = own / own.sum(-1, keepdim=True)
+        frame[i, :, start:, start:] = own
+        frame[i, :, :start] = 1.0 / 40  # padding rows: junk the collector must skip
+        acc = StatsAccumulator([(0, h) for h in range(N_HEADS)], n, pl, 4, [10, 21])
+        acc.add(slice(0, n), own)
+        refs.append(acc.finish())
+    coll = Collector(spans, [(0, h) for h in range(N_HEADS)], N_HEADS, max_window=4, cuts=[10, 21])
+    for a in range(0, 40, tile_rows):
+        e = min(40, a + tile_rows)
+        key0 = max(0, a - window + 1)  # the first key a row of the tile sees
+        coll.feed(
+            slice(a, e), frame[:, :, a:e, key0:e], slice(0, N_HEADS), list(range(N_HEADS)), key0
+        )
+    for i, (got, ref) in enumerate(zip(coll.finish(), refs, strict=True)):
+        for f in ["rowsum", "dist", "band", "cut_sums"]:
+            torch.testing.assert_close(
+                getattr(got, f), getattr(ref, f), rtol=1e-5, atol=5e-5, msg=f"{f} of {i}"
+            )
 
 
 def test_fai_with_ends_is_each_rows_own_fai():
