@@ -363,8 +363,8 @@ class SharedFrameCollector(Collector):
         if hi <= lo:
             return
         n = hi - lo
-        sel = _select(p.detach(), idx, self.n_heads)[:, :, lo - r.start : hi - r.start]
-        sel = sel[..., : hi - key0] * self._rows_valid(lo, hi, sel.device)
+        sel = _select(p.detach(), idx, self.n_heads)[:, :, lo - r.start : hi - r.start, : hi - key0]
+        sel = sel * self._rows_valid(lo, hi, sel.device)
         b, h = sel.shape[:2]
         self.acc.add(
             slice(lo, hi),

@@ -373,8 +373,8 @@ def _first_key(mask: Tensor | None, a: int, e: int, end: int) -> int:
     """The first key any of query rows ``a..e-1`` may attend, when a boolean mask hides
     the keys before it from every row (a sliding window): the tile (or `_flash` chunk)
     then skips them, and a window of ``W`` costs ``O(rows x (rows + W))`` instead of
-    ``O(rows x T)``. Their
-    probabilities are exactly 0 in eager attention (``exp(min - max)``). A row that sees
+    ``O(rows x T)``. Their probabilities are exactly 0 in eager attention
+    (``exp(min - max)``). A row that sees
     no key at all (left padding) is uniform over the keys its tile computes, as it was
     before this skip (keys after the tile were never computed); no statistic reads it."""
     if mask is None or mask.dtype != torch.bool:
