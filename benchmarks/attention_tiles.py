@@ -6,12 +6,14 @@ analysis reductions, for several tile shapes, side by side.
 
 Random queries, keys and values (9 query heads, 3 key/value heads, d_head 64, batch 1),
 causal. ``sdpa`` is PyTorch's fused attention (the floor). Each tiled configuration runs
-`workbench.attention.interface._tiled` with a `StatsAccumulator` of the analysis defaults
-(window 32, the default FAI cuts) as its reducer:
+`workbench.attention.interface._tiled` with the engine's reducer for one sequence (a
+`Collector`, the analysis defaults: window 32, the default FAI cuts). Where the compiled
+kernel (`workbench.attention.kernels`) is available, the tiles use it:
 
 | config | tiles |
 |---|---|
 | `all heads, R rows` | every head of the layer in one tile of ``R`` query rows (the engine) |
+| `all heads, R rows, no kernel` | the same with ``WORKBENCH_KERNELS=0``: PyTorch's softmax and reductions |
 | `per kv group, R rows` | the ``3`` query heads of one key/value head per tile |
 | `credit, sdpa + tiles` | one RL credit layer as before the band path: sdpa's output, and the probabilities in tiles, reduced for window 10 and the cuts of FAI (10, 100) |
 | `credit, band` | the same layer on the band path (`interface.Banded`): one flash call with a position channel, then a band of 101 diagonals |
@@ -61,17 +63,40 @@ def sdpa_window(q, k, v, mask) -> None:
     )
 
 
+def tiled_torch(q, k, v, rows: int) -> None:
+    """`tiled` with the compiled kernel off (``WORKBENCH_KERNELS=0``): PyTorch's softmax,
+    masked fill and reductions, as before the kernel."""
+    import os
+
+    before = os.environ.get("WORKBENCH_KERNELS")
+    os.environ["WORKBENCH_KERNELS"] = "0"
+    try:
+        tiled(q, k, v, rows, False)
+    finally:
+        if before is None:
+            del os.environ["WORKBENCH_KERNELS"]
+        else:
+            os.environ["WORKBENCH_KERNELS"] = before
+
+
+def analysis_collector(T: int, heads: int):
+    """The engine's reducers for one sequence of `T` tokens with the analysis defaults
+    (window 32, the default FAI cuts), for `heads` query heads of layer 0."""
+    from workbench.attention.engine import Collector
+    from workbench.attention.reductions import DEFAULT_FAI_CUTS
+
+    hs = [(0, h) for h in range(heads)]
+    return Collector([(0, T, T // 8)], hs, heads, max_window=32, cuts=DEFAULT_FAI_CUTS)
+
+
 def tiled_window(q, k, v, mask) -> None:
     """The engine's tiled attention with the analysis reductions under a sliding-window
     `mask`: each tile runs from the first key its rows see."""
     from workbench.attention import interface
-    from workbench.attention.reductions import DEFAULT_FAI_CUTS, StatsAccumulator
 
-    T = q.shape[2]
-    acc = StatsAccumulator([(0, h) for h in range(HEADS)], T, T // 8, 32, DEFAULT_FAI_CUTS)
+    acc = analysis_collector(q.shape[2], HEADS)
     interface._tiled(
-        q, k, v, mask, None, None, None,
-        lambda r, p, k0: acc.add(r, p[0], key0=k0), interface._Pass({}, None, None, False),
+        q, k, v, mask, None, None, None, acc.reducers()[0], interface._Pass({}, None, None, False)
     )  # fmt: skip
     acc.finish()
 
@@ -80,19 +105,15 @@ def tiled(q, k, v, rows: int, per_group: bool) -> None:
     """The engine's tiled attention with the analysis reductions, over all heads at once or
     one key/value group at a time."""
     from workbench.attention import interface
-    from workbench.attention.reductions import DEFAULT_FAI_CUTS, StatsAccumulator
 
     T, group = q.shape[2], HEADS // KV
     step = group if per_group else HEADS
     for h0 in range(0, HEADS, step):
         kv = slice(h0 // group, (h0 + step - 1) // group + 1)
-        acc = StatsAccumulator(
-            [(0, h) for h in range(h0, h0 + step)], T, T // 8, 32, DEFAULT_FAI_CUTS
-        )
+        acc = analysis_collector(T, step)
         interface._tiled(
             q[:, h0 : h0 + step], k[:, kv], v[:, kv], None, None, None, None,
-            lambda r, p, k0, acc=acc: acc.add(r, p[0], key0=k0),
-            interface._Pass({}, None, rows, False),
+            acc.reducers()[0], interface._Pass({}, None, rows, False),
         )  # fmt: skip
         acc.finish()
 
@@ -118,7 +139,7 @@ def credit_tiles(q, k, v) -> None:
         None,
         None,
         None,
-        lambda r, p, k0: acc.add(r, p[0], key0=k0),
+        lambda r, p, k0, sums: acc.add(r, p[0], key0=k0),
         run,
         output=False,
     )
@@ -132,7 +153,7 @@ def credit_band(q, k, v) -> None:
 
     acc = _credit_accumulator(q.shape[2], False)
     reduce = interface.Banded(
-        lambda r, p, k0: acc.add(r, p[0], key0=k0),
+        lambda r, p, k0, sums: acc.add(r, p[0], key0=k0),
         acc.max_window,
         lambda r, dist, band: acc.add_band(r, dist[0], band[0]),
     )
@@ -197,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         configs = {"sdpa": (sdpa, ())}
         for r in args.rows:
             configs[f"all heads, {r} rows"] = (tiled, (r, False))
+            configs[f"all heads, {r} rows, no kernel"] = (tiled_torch, (r,))
             configs[f"per kv group, {r} rows"] = (tiled, (r, True))
         configs["credit, sdpa + tiles"] = (credit_tiles, ())
         configs["credit, band"] = (credit_band, ())
@@ -230,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                     "softmax",
                     ["<built-in method torch.softmax>", "<built-in method torch._ops.aten.>"],
                 ),
+                ("the kernel (softmax and sums)", ["_kernel"]),
             ]
         }
         rest = sum(own.values()) - sum(parts.values())

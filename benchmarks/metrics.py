@@ -10,6 +10,9 @@ sequence lengths T:
                (span, WAAD, FAI per head) -- only where it fits in memory;
 - ``analyze``: ``wb.analyze(model, trace, layers="all")`` (the tiled path: the workbench's
                registered attention function, exact eager attention in query tiles);
+- ``analyze-torch``: the same with ``WORKBENCH_KERNELS=0``: the tiles' softmax and row
+               and column sums in PyTorch instead of the compiled kernel
+               (`workbench.attention.kernels`);
 - ``sdpa-middle``: the sdpa forward pass through the RL credit layers only (it stops after
                the last of the five middle layers, layer 20 of 30);
 - ``credit``:  the RL credit pass, ``wb.gamma_many(model, [trace], "coupled",
@@ -46,7 +49,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-CONFIGS = ("sdpa", "bridge", "naive", "analyze", "sdpa-middle", "credit")
+CONFIGS = ("sdpa", "bridge", "naive", "analyze", "analyze-torch", "sdpa-middle", "credit")
 #: Largest T for the naive way (at 2048 it needs ~16.5 GB; at 4096 it cannot run in 24 GB).
 NAIVE_MAX = 1024
 #: Largest T for the plain eager bridge forward (its [9, T, T] scores and softmax copies
@@ -57,6 +60,8 @@ BRIDGE_MAX = 4096
 def _child(config: str, n: int, threads: int | None) -> dict:
     import resource
 
+    if config == "analyze-torch":
+        os.environ["WORKBENCH_KERNELS"] = "0"  # read when the first tile is computed
     import torch
 
     import workbench as wb

@@ -50,7 +50,7 @@ class Spy:
 
     def reducer(self) -> interface.Banded:
         return interface.Banded(
-            lambda rows, p, key0: self.tiles.append((rows, p.clone())),
+            lambda rows, p, key0, sums: self.tiles.append((rows, p.clone())),
             WIDTH,
             lambda rows, dist, band: self.bands.append((rows, dist.clone(), band.clone())),
         )
@@ -163,7 +163,15 @@ def test_tiles_skip_the_keys_a_window_hides_from_every_row(tile):
     run = interface._Pass({}, None, tile, False)
     with torch.no_grad():
         out, _ = interface._tiled(
-            q, k, v, keep, 0.3, None, None, lambda r, p, k0: tiles.append((r, p.clone(), k0)), run
+            q,
+            k,
+            v,
+            keep,
+            0.3,
+            None,
+            None,
+            lambda r, p, k0, sums: tiles.append((r, p.clone(), k0)),
+            run,
         )
     rep = H // KV
     s = (q.double() @ k.double().repeat_interleave(rep, 1).transpose(-1, -2)) * 0.3

@@ -110,7 +110,7 @@ def test_a_layer_that_never_reaches_the_function_is_an_error_not_numbers(toy_lla
     from workbench.models import sampler
 
     hf = sampler(toy_llama)
-    noop = lambda rows, probs, key0: None  # noqa: E731
+    noop = lambda rows, probs, key0, sums: None  # noqa: E731
     with (
         pytest.raises(interface.NotRouted, match=r"(?s)layer\(s\) \[5\].*path=\"exact\""),
         interface.analysis_pass(hf, {0: noop, 5: noop}),

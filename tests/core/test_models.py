@@ -206,6 +206,7 @@ class TestModelName:
         hf_model, tokenizer = load()
         bridge = bridge_model(hf_model, tokenizer, name="named-here")
         assert model_name(bridge) == "named-here"
+        gc.collect()  # earlier tests' unreachable bridges leave the registry first
         ref, before = weakref.ref(bridge), len(_NAMES)
         del bridge
         gc.collect()

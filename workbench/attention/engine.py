@@ -42,6 +42,7 @@ from .._compat import supports_attention_interface
 from ..errors import WorkbenchError
 from ..models import sampler
 from . import interface
+from .kernels import TileSums
 from .metrics import HeadStats, StatsAccumulator, normalise_cuts
 
 __all__ = [
@@ -237,21 +238,39 @@ class Collector:
             for _, n, pl in self.spans
         ]
 
-    def feed(self, r: slice, p: Tensor, rows: slice, idx: list[int], key0: int = 0) -> None:
+    def feed(
+        self,
+        r: slice,
+        p: Tensor,
+        rows: slice,
+        idx: list[int],
+        key0: int = 0,
+        sums: TileSums | None = None,
+    ) -> None:
         """Hand query rows `r` of the batched pattern `p` ``[batch, head, rows, keys]``, over
         the keys from `key0`, to each sequence (heads `idx` of one layer, accumulator rows
-        `rows`)."""
+        `rows`), with the tile's `sums` where the kernel computed them."""
         sel = _select(p.detach(), idx, self.n_heads)
         for i, (acc, (start, n, _)) in enumerate(zip(self.accs, self.spans, strict=True)):
             lo, hi = max(r.start, start), min(r.stop, start + n)
             if lo >= hi:
                 continue
             k0 = max(start, key0)  # the sequence's first key in the tile
+            mine = None
+            if sums is not None and (lo, hi, k0) == (r.start, r.stop, key0):
+                # The tile's sums are this sequence's only when all its rows and keys are.
+                mine = TileSums(
+                    *(
+                        _select(x, idx, self.n_heads)[i]
+                        for x in (sums.rowsum, sums.weighted, sums.colsum)
+                    )
+                )
             acc.add(
                 slice(lo - start, hi - start),
                 sel[i, :, lo - r.start : hi - r.start, k0 - key0 : hi - key0],
                 rows,
                 key0=k0 - start,
+                sums=mine,
             )
 
     def feed_band(self, r: slice, dist: Tensor, band: Tensor, rows: slice, idx: list[int]) -> None:
@@ -267,15 +286,15 @@ class Collector:
                 )
 
     def reducers(self) -> dict[int, interface.Reducer]:
-        """``{layer: reduce(rows, probs, key0)}`` for `interface.analysis_pass` (`interface.Banded`
-        ones when the accumulators keep no column sums beyond the band)."""
+        """``{layer: reduce(rows, probs, key0, sums)}`` for `interface.analysis_pass`
+        (`interface.Banded` ones when the accumulators keep no column sums beyond the band)."""
         banded = not self.columns and bool(self.accs) and self.accs[0].sink == "keep"
         width = max(acc.max_window for acc in self.accs) if banded else 0
         out: dict[int, interface.Reducer] = {}
         for layer, (rows, idx) in self.by_layer.items():
 
-            def reduce(r: slice, p: Tensor, key0: int, rows=rows, idx=idx) -> None:
-                self.feed(r, p, rows, idx, key0)
+            def reduce(r: slice, p: Tensor, key0: int, sums, rows=rows, idx=idx) -> None:
+                self.feed(r, p, rows, idx, key0, sums)
 
             def reduce_band(r: slice, dist: Tensor, band: Tensor, rows=rows, idx=idx) -> None:
                 self.feed_band(r, dist, band, rows, idx)
@@ -354,10 +373,19 @@ class SharedFrameCollector(Collector):
             self._valid = {key: (t[None, :] < self.ends[:, None]).float()[:, None, :, None]}
         return self._valid[key].to(device)
 
-    def feed(self, r: slice, p: Tensor, rows: slice, idx: list[int], key0: int = 0) -> None:
+    def feed(
+        self,
+        r: slice,
+        p: Tensor,
+        rows: slice,
+        idx: list[int],
+        key0: int = 0,
+        sums: TileSums | None = None,
+    ) -> None:
         """Hand query rows `r` of the batched pattern `p` ``[batch, head, rows, keys]``, over
         the keys from `key0`, to the accumulator (heads `idx` of one layer, whose sorted
-        positions are `rows`)."""
+        positions are `rows`). `sums` are not used: rows past a rollout's end are zeroed
+        first, which the tile's sums do not know."""
         lo = max(r.start, self.first)  # prompt rows (a full-row forward) are not needed
         hi = min(r.stop, self.n_pos)  # rows past the longest completion belong to no one
         if hi <= lo:

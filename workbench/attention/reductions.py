@@ -36,6 +36,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .kernels import TileSums
+
 __all__ = [
     "DEFAULT_FAI_CUTS",
     "DEFAULT_MAX_WINDOW",
@@ -230,6 +232,7 @@ class StatsAccumulator:
         pattern: Float[Tensor, "head q_tile k_tile"],
         head_rows: slice | None = None,
         key0: int = 0,
+        sums: TileSums | None = None,
     ) -> None:
         """Accumulate one tile.
 
@@ -244,6 +247,11 @@ class StatsAccumulator:
             key0: the tile's first key (at most ``row0``). The keys before it must have
                 probability 0 in every row of the tile (outside a sliding window); the
                 reductions then cost ``O(k_tile)`` per row, not ``O(row0 + q_tile)``.
+            sums: `pattern`'s row sums ``[head q_tile]``, ``sum_j pattern[h, t, j] j``
+                ``[head q_tile]`` and column sums ``[head k_tile]``
+                (`workbench.attention.kernels.TileSums`, computed by the kernel with the
+                softmax): used in place of the same reductions of `pattern`
+                (``sink="keep"``, at most ``ROWS`` rows).
         """
         hr = head_rows if head_rows is not None else slice(None)
         row0, row1 = rows.start, rows.stop
@@ -255,6 +263,9 @@ class StatsAccumulator:
         )
         assert set(self._next[hr]) == {row0}, "tiles must come in ascending row order"
         self._next[hr] = [row1] * len(self._next[hr])
+        if sums is not None and self.sink == "keep" and tq <= self.ROWS:
+            self._add(row0, row1, pattern[:, :, : row1 - key0], hr, key0, sums)
+            return
         for a in range(0, tq, self.ROWS):  # bounds the temporaries of a whole pattern
             e = min(tq, a + self.ROWS)
             self._add(row0 + a, row0 + e, pattern[:, a:e, : row0 + e - key0], hr, key0)
@@ -290,8 +301,17 @@ class StatsAccumulator:
         self.dist[hr, rows] = dist.float().to(self.device)
         self.band[hr, rows] = band[..., : self.max_window].float().to(self.device)
 
-    def _add(self, row0: int, row1: int, pattern: Tensor, hr: slice, key0: int) -> None:
-        """Reduce rows ``row0..row1-1`` of `hr`'s heads (their keys ``key0..row1-1``)."""
+    def _add(
+        self,
+        row0: int,
+        row1: int,
+        pattern: Tensor,
+        hr: slice,
+        key0: int,
+        sums: TileSums | None = None,
+    ) -> None:
+        """Reduce rows ``row0..row1-1`` of `hr`'s heads (their keys ``key0..row1-1``),
+        taking the row and column sums from `sums` where given (``sink="keep"``)."""
         tk = row1
         dev = pattern.device
         p = pattern.float()
@@ -301,8 +321,11 @@ class StatsAccumulator:
         # rowsum[t] = sum_s A[t,s]; dist[t] = sum_s A[t,s] (t-s)
         #   = (t - key0) rowsum[t] - sum_s A[t,s] (s - key0)
         # (the subtraction loses about (t - key0) * 1e-7 in float32, far below 1e-5 * span).
-        rowsum = p.sum(-1)
-        weighted = torch.matmul(p, pos[: tk - key0])  # a GEMV
+        if sums is None:
+            rowsum = p.sum(-1)
+            weighted = torch.matmul(p, pos[: tk - key0])  # a GEMV
+        else:
+            rowsum, weighted = sums.rowsum.float(), sums.weighted.float()
         scale = None
         # With key0 > 0 the first token gets nothing from these rows: A' = A.
         if self.sink == "exclude" and key0 == 0:
@@ -330,7 +353,10 @@ class StatsAccumulator:
         # Column sums over the response columns (prompt rows are 0 there).
         weight = torch.ones(1, 1, row1 - row0, device=dev) if scale is None else scale[:, None]
         first = max(key0, pl)  # the first response column these rows reach
-        colsum = torch.matmul(weight, p)[:, 0, first - key0 :]  # [h, response column]
+        if sums is None:
+            colsum = torch.matmul(weight, p)[:, 0, first - key0 :]  # [h, response column]
+        else:
+            colsum = sums.colsum[:, first - key0 : tk - key0].float()
         if scale is not None and pl == 0:
             colsum[:, 0] = 0.0  # A'[t, 0] = 0
         running[:, first - pl : tk - pl] += colsum.to(self.device)

@@ -1,0 +1,220 @@
+"""The compiled tile kernel (`workbench.attention.kernels`) against its definitions.
+
+`softmax_stats` turns each row of a tile of scores into its softmax over the row's causal
+limit, in place, and returns the row sums, ``sum_j P[i, j] j`` and the column sums. It must
+equal the float64 definitions for every causal offset; leave rows that see nothing uniform,
+as PyTorch's softmax does; give the same numbers on any number of threads; and leave the
+process's floating-point mode alone. The tiled attention hands the sums to the reducers,
+and the statistics they build must not depend on whether the kernel ran.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.attention import engine, interface, kernels
+from workbench.attention.reductions import DEFAULT_FAI_CUTS
+
+pytestmark = pytest.mark.skipif(
+    not kernels.available(), reason="no C compiler here: the tiled path uses PyTorch"
+)
+
+LOW = torch.finfo(torch.float32).min
+
+
+def definitions(scores: torch.Tensor, diag0: int):
+    """float64 ``(P, rowsum, weighted, colsum)`` of `softmax_stats`, by its docstring."""
+    _, n, width = scores.shape
+    j = torch.arange(width)
+    keep = j[None, :] <= diag0 + torch.arange(n)[:, None]  # [n, width]
+    keep[:, 0] = True  # a row keeps at least its first entry
+    s = scores.double().masked_fill(~keep, float("-inf"))
+    p = torch.softmax(s, -1)
+    return p, p.sum(-1), p @ j.double(), p.sum(1)
+
+
+@pytest.mark.parametrize("diag0", [0, 5, 37, 64, 1000])
+def test_softmax_and_sums_equal_their_definitions(diag0):
+    """Row ``i`` is the softmax of its first ``diag0 + i + 1`` scores, 0 after them."""
+    g = torch.Generator().manual_seed(diag0)
+    scores = torch.randn(6, 24, 64, generator=g) * 4
+    want = definitions(scores, diag0)
+    tile = scores.clone()
+    got = kernels.softmax_stats(tile, diag0)
+    for name, a, b in zip(("P", "rowsum", "weighted", "colsum"), (tile, *got), want, strict=True):
+        torch.testing.assert_close(a.double(), b, atol=2e-6, rtol=1e-6, msg=name)
+    assert (tile == 0).sum() == (want[0] == 0).sum()  # past each row's limit: exactly 0
+
+
+def test_a_row_that_sees_nothing_is_uniform_as_in_pytorch():
+    """Masked with the float minimum everywhere (left padding), a row is uniform: what
+    PyTorch's softmax gives, so the output of such rows does not change."""
+    scores = torch.randn(2, 4, 16)
+    scores[1, 2] = LOW
+    tile = scores.clone()
+    kernels.softmax_stats(tile, 16)
+    torch.testing.assert_close(tile, torch.softmax(scores, -1), atol=1e-6, rtol=1e-6)
+    assert torch.equal(tile[1, 2], torch.full((16,), 1 / 16))
+
+
+def test_threads_give_the_same_numbers():
+    """Groups split over threads are computed independently: bitwise the same."""
+    scores = torch.randn(9, 40, 300)
+    one, two = scores.clone(), scores.clone()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        a = kernels.softmax_stats(one, 250)
+        torch.set_num_threads(3)
+        b = kernels.softmax_stats(two, 250)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_loading_the_kernel_keeps_denormals():
+    """Linked without -ffast-math's startup code, it does not flush denormals to zero for
+    the whole process (which would change every other computation's rounding)."""
+    assert kernels.available()
+    tiny = 1e-40  # below float32's smallest normal number
+    assert (torch.tensor(tiny) * 1.0).item() != 0.0
+    assert np.float32(tiny) * np.float32(1.0) != 0.0
+
+
+def test_off_by_the_environment(monkeypatch):
+    monkeypatch.setenv("WORKBENCH_KERNELS", "0")
+    assert not kernels.available()
+
+
+def test_a_missing_compiler_warns_and_falls_back(monkeypatch, tmp_path):
+    """No compiler: one warning that names the fix, then PyTorch's path."""
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
+    kernels._library.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="kernel is off.*WORKBENCH_KERNELS=0"):
+            assert not kernels.available()
+    finally:
+        kernels._library.cache_clear()
+
+
+def test_the_library_is_built_once_into_the_cache(monkeypatch, tmp_path):
+    """Built into ``kernels/<key>/tiles.so`` under the cache, then loaded from there."""
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    kernels._library.cache_clear()
+    try:
+        assert kernels.available()
+        (lib,) = (tmp_path / "kernels").glob("*/tiles.so")
+        built = lib.stat().st_mtime_ns
+        assert [p.name for p in lib.parent.iterdir()] == ["tiles.so"]  # no partial files
+        kernels._library.cache_clear()
+        assert kernels.available() and lib.stat().st_mtime_ns == built
+    finally:
+        kernels._library.cache_clear()
+
+
+B, H, KV, D = 2, 6, 2, 8
+
+
+def tiles_with_sums(mask, softcap=None, tq=40, rows=16):
+    """What the tiled path hands its reducer: ``[(rows, probs, key0, sums)]``."""
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(B, H, tq, D, generator=g) * 2
+    k = torch.randn(B, KV, tq, D, generator=g) * 2
+    v = torch.randn(B, KV, tq, D, generator=g)
+    seen = []
+    with torch.no_grad():
+        interface._tiled(
+            q, k, v, mask, 0.3, softcap, None,
+            lambda r, p, k0, sums: seen.append((r, p.clone(), k0, sums)),
+            interface._Pass({}, None, rows, False),
+        )  # fmt: skip
+    return seen
+
+
+def window(tq: int, w: int) -> torch.Tensor:
+    t = torch.arange(tq)
+    return ((t[None, :] <= t[:, None]) & (t[None, :] > t[:, None] - w))[None, None]
+
+
+@pytest.mark.parametrize(
+    "mask, softcap",
+    [(None, None), (window(40, 7), None), (None, 5.0)],
+    ids=["causal", "sliding-window", "softcap"],
+)
+def test_the_tiled_path_hands_each_tile_its_own_sums(mask, softcap):
+    """The sums handed with each tile are that tile's: its row sums, its rows' ``sum_j
+    P[t, key0 + j] j`` and its column sums."""
+    seen = tiles_with_sums(mask, softcap)
+    assert len(seen) == 3 and any(k0 > 0 for *_, k0, _ in seen) == (mask is not None)
+    for _, p, _, sums in seen:
+        j = torch.arange(p.shape[-1], dtype=torch.float32)
+        torch.testing.assert_close(sums.rowsum, p.sum(-1))
+        torch.testing.assert_close(sums.weighted, p @ j, atol=1e-4, rtol=1e-6)
+        torch.testing.assert_close(sums.colsum, p.sum(-2))
+
+
+def test_a_float_mask_goes_through_the_kernel_too(monkeypatch):
+    """An additive float mask is added to the scores, then the kernel normalises whole
+    rows: the probabilities PyTorch's softmax gives."""
+    additive = torch.zeros(1, 1, 40, 40).masked_fill(~window(40, 7), LOW)
+    got = tiles_with_sums(additive)
+    monkeypatch.setenv("WORKBENCH_KERNELS", "0")
+    want = tiles_with_sums(additive)
+    for (_, p, _, sums), (_, p_torch, _, none) in zip(got, want, strict=True):
+        assert sums is not None and none is None
+        torch.testing.assert_close(p, p_torch, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(sums.colsum, p.sum(-2))
+
+
+def test_attention_sinks_take_pytorchs_path():
+    """With sinks (an extra logit per head) the tiles are PyTorch's, without sums."""
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, x, 20, D, generator=g) for x in (H, KV, KV))
+    seen = []
+    with torch.no_grad():
+        interface._tiled(
+            q, k, v, None, 0.3, None, torch.zeros(H),
+            lambda r, p, k0, sums: seen.append(sums), interface._Pass({}, None, 8, False),
+        )  # fmt: skip
+    assert seen == [None, None, None]
+
+
+def stats(monkeypatch, kernel: bool, spans, mask=None):
+    """A `Collector`'s statistics of one tiled layer, with or without the kernel."""
+    monkeypatch.setenv("WORKBENCH_KERNELS", "1" if kernel else "0")
+    g = torch.Generator().manual_seed(2)
+    tq = max(s + n for s, n, _ in spans)
+    q = torch.randn(len(spans), H, tq, D, generator=g) * 2
+    k = torch.randn(len(spans), KV, tq, D, generator=g) * 2
+    v = torch.randn(len(spans), KV, tq, D, generator=g)
+    heads = [(0, h) for h in (0, 2, 3, 5)]  # a subset: the collector selects them
+    collector = engine.Collector(spans, heads, H, max_window=8, cuts=(*DEFAULT_FAI_CUTS[:9], 21))
+    with torch.no_grad():
+        interface._tiled(
+            q, k, v, mask, 0.3, None, None, collector.reducers()[0],
+            interface._Pass({}, None, 16, False),
+        )  # fmt: skip
+    return collector.finish()
+
+
+@pytest.mark.parametrize("padded", [False, True], ids=["one-sequence", "left-padded-batch"])
+def test_statistics_do_not_depend_on_the_kernel(monkeypatch, padded):
+    """A `Collector` builds the same statistics from the kernel's sums as from the tiles
+    (a left-padded sequence's tiles hold rows that are not its own, so its sums are
+    recomputed from its rows)."""
+    spans = [(0, 70, 10), (9, 61, 7)] if padded else [(0, 70, 10)]
+    mask = None
+    if padded:
+        keep = window(70, 70).expand(2, 1, -1, -1).clone()
+        keep[1, :, :, :9] = False
+        mask = keep
+    with_kernel = stats(monkeypatch, True, spans, mask)
+    without = stats(monkeypatch, False, spans, mask)
+    for a, b in zip(with_kernel, without, strict=True):
+        for name in ("rowsum", "dist", "band", "cut_sums"):
+            torch.testing.assert_close(
+                getattr(a, name), getattr(b, name), atol=2e-6, rtol=1e-5, msg=name
+            )
