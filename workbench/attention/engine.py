@@ -259,12 +259,7 @@ class Collector:
             mine = None
             if sums is not None and (lo, hi, k0) == (r.start, r.stop, key0):
                 # The tile's sums are this sequence's only when all its rows and keys are.
-                mine = TileSums(
-                    *(
-                        _select(x, idx, self.n_heads)[i]
-                        for x in (sums.rowsum, sums.weighted, sums.colsum)
-                    )
-                )
+                mine = sums.select(i if idx == list(range(self.n_heads)) else (i, idx))
             acc.add(
                 slice(lo - start, hi - start),
                 sel[i, :, lo - r.start : hi - r.start, k0 - key0 : hi - key0],
@@ -290,6 +285,7 @@ class Collector:
         (`interface.Banded` ones when the accumulators keep no column sums beyond the band)."""
         banded = not self.columns and bool(self.accs) and self.accs[0].sink == "keep"
         width = max(acc.max_window for acc in self.accs) if banded else 0
+        fused = self._fused()
         out: dict[int, interface.Reducer] = {}
         for layer, (rows, idx) in self.by_layer.items():
 
@@ -299,8 +295,21 @@ class Collector:
             def reduce_band(r: slice, dist: Tensor, band: Tensor, rows=rows, idx=idx) -> None:
                 self.feed_band(r, dist, band, rows, idx)
 
-            out[layer] = interface.Banded(reduce, width, reduce_band) if banded else reduce
+            if banded:
+                out[layer] = interface.Banded(reduce, width, reduce_band)
+            elif fused is not None:
+                out[layer] = interface.Fused(reduce, *fused)
+            else:
+                out[layer] = reduce
         return out
+
+    def _fused(self) -> tuple[int, tuple[int, ...]] | None:
+        """What the kernel can compute for the accumulator with each tile (the band's width
+        and the long cuts, `interface.Fused`): for one sequence from position 0, whose
+        tiles are all its own (`feed` uses them only then)."""
+        if len(self.spans) != 1 or self.spans[0][0] != 0 or self.accs[0].sink != "keep":
+            return None
+        return self.accs[0].max_window, self.accs[0].long_cuts
 
     def finish(self) -> list[HeadStats]:
         """The statistics of each sequence, in order."""
@@ -400,6 +409,10 @@ class SharedFrameCollector(Collector):
             slice(b * rows.start, b * rows.stop),
             key0=key0,
         )
+
+    def _fused(self) -> None:
+        """The kernel's sums are never used here (see `feed`)."""
+        return None
 
     def finish_frame(self) -> tuple[HeadStats, Int[Tensor, "batch head"], Int[Tensor, " batch"]]:
         """The common statistics, each rollout's rows of them ``[batch, head]``, and each

@@ -56,7 +56,7 @@ from .._compat import (
 from ..errors import WorkbenchError
 from . import kernels
 
-__all__ = ["NAME", "Banded", "NotRouted", "StopPass", "analysis_pass", "attention"]
+__all__ = ["NAME", "Banded", "Fused", "NotRouted", "StopPass", "analysis_pass", "attention"]
 
 #: The name the function is registered under.
 NAME = "workbench"
@@ -105,6 +105,24 @@ class Banded:
     tiles: Reducer
     width: int
     band: BandReduce
+
+    def __call__(
+        self, rows: slice, probs: Tensor, key0: int, sums: kernels.TileSums | None
+    ) -> None:
+        self.tiles(rows, probs, key0, sums)
+
+
+@dataclass(frozen=True)
+class Fused:
+    """A reducer that also takes, from the compiled kernel (`kernels`), each tile's first
+    `width` diagonals and, for each of `cuts`, the column sums of the upper triangle of the
+    square block of columns ``rows.start - cut + 1 ..`` (`kernels.TileSums.band` and
+    ``.tri``): what `StatsAccumulator` reads off every tile of a single sequence. Where
+    the kernel does not run, the tiles go to `tiles` without them."""
+
+    tiles: Reducer
+    width: int
+    cuts: tuple[int, ...]
 
     def __call__(
         self, rows: slice, probs: Tensor, key0: int, sums: kernels.TileSums | None
@@ -364,9 +382,16 @@ def _tiled(
             scores = scores + mask[:, :, a:e, first:end]
         sums = None
         if fused:  # softmax, row sums and column sums in one pass (`kernels`)
-            diag0 = offset + a - first if mask is None else width
-            got = kernels.softmax_stats(scores.view(b * h, n, width), diag0)
-            probs, sums = scores, kernels.TileSums(*(x.view(b, h, *x.shape[1:]) for x in got))
+            diag0 = offset + a - first  # the key of the tile's first query row
+            bw, cuts = (reduce.width, reduce.cuts) if isinstance(reduce, Fused) else (0, ())
+            got = kernels.softmax_stats(
+                scores.view(b * h, n, width),
+                diag0 if mask is None else width,  # a mask is in the scores already
+                diag0,
+                bw,
+                [diag0 - c + 1 for c in cuts],
+            )
+            probs, sums = scores, got.split(b, h)
         elif sinks is not None:
             sink = sinks.float().reshape(1, h, 1, 1).expand(b, h, n, 1)
             both = torch.cat([scores, sink], dim=-1)

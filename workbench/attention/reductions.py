@@ -215,6 +215,8 @@ class StatsAccumulator:
             self._band_cuts.append((len(self.cuts) - 1, n_pos))
         self._long_idx = torch.tensor([i for i, c in finite if c > max_window], dtype=torch.long)
         self._long = torch.tensor([c for _, c in finite if c > max_window], dtype=torch.long)
+        #: The cuts longer than the band, whose triangles `add` reduces per tile.
+        self.long_cuts: tuple[int, ...] = tuple(self._long.tolist())
         self._next = [first_row] * nh
         self._aux: dict[tuple[int, torch.device], Tensor] = {}
 
@@ -247,10 +249,11 @@ class StatsAccumulator:
             key0: the tile's first key (at most ``row0``). The keys before it must have
                 probability 0 in every row of the tile (outside a sliding window); the
                 reductions then cost ``O(k_tile)`` per row, not ``O(row0 + q_tile)``.
-            sums: `pattern`'s row sums ``[head q_tile]``, ``sum_j pattern[h, t, j] j``
-                ``[head q_tile]`` and column sums ``[head k_tile]``
-                (`workbench.attention.kernels.TileSums`, computed by the kernel with the
-                softmax): used in place of the same reductions of `pattern`
+            sums: `pattern`'s sums as the kernel computed them with its softmax
+                (`workbench.attention.kernels.TileSums` with leading dimension ``head``:
+                the row sums, ``sum_j pattern[h, t, j] j``, the column sums and, where
+                given, the band of `max_window` diagonals and the triangles of
+                `long_cuts`), used in place of the same reductions of `pattern`
                 (``sink="keep"``, at most ``ROWS`` rows).
         """
         hr = head_rows if head_rows is not None else slice(None)
@@ -341,7 +344,11 @@ class StatsAccumulator:
         w = self.max_window
         idx = torch.arange(row0, row1, device=dev)[:, None] - torch.arange(w, device=dev)[None, :]
         valid = idx >= max(key0, 0 if scale is None else 1)
-        got = p.gather(-1, (idx - key0).clamp(min=0).unsqueeze(0).expand(h, -1, -1)) * valid
+        if sums is not None and sums.band is not None:
+            got = sums.band[..., :w]
+        else:
+            index = (idx - key0).clamp(min=0).unsqueeze(0).expand(h, -1, -1)
+            got = p.gather(-1, index) * valid
         if scale is not None:
             got = got * scale[..., None]
         self.band[hr, row0:row1] = got.to(self.device)
@@ -349,7 +356,8 @@ class StatsAccumulator:
             return  # prompt rows never reach a response column
         running = self.cut_sums[hr, -1]  # the response rows before these
         if len(self._long):
-            self._long_cuts(row0, p, scale, running, hr, key0)
+            tri = None if sums is None else sums.tri
+            self._long_cuts(row0, p, scale, running, hr, key0, tri)
         # Column sums over the response columns (prompt rows are 0 there).
         weight = torch.ones(1, 1, row1 - row0, device=dev) if scale is None else scale[:, None]
         first = max(key0, pl)  # the first response column these rows reach
@@ -369,6 +377,7 @@ class StatsAccumulator:
         running: Tensor,
         hr: slice,
         key0: int,
+        tri: Tensor | None = None,
     ) -> None:
         """Set the cuts longer than the band whose horizons end in rows ``row0..``.
 
@@ -376,14 +385,17 @@ class StatsAccumulator:
         of column ``s = row0 - c + 1 + i`` ends at row ``row0 + i``: its cut is the running
         sum before these rows plus ``sum_{j <= i} A[row0 + j, s]``, the column sums of the
         upper triangle of the ``n x n`` block of these rows and those ``n`` columns (0 for
-        the columns before `key0`, which these rows do not reach).
+        the columns before `key0`, which these rows do not reach). `tri` ``[h, cut, n]``,
+        where given, holds those column sums (`kernels.TileSums.tri`, ``sink="keep"``).
         """
         n = p.shape[1]
         dev, pl = p.device, self.prompt_len
         low = pl if scale is None else max(pl, 1)  # the first column with a cut
-        weighted = p if scale is None else p * scale[..., None]
-        upper = torch.ones(n, n, dtype=torch.bool, device=dev).triu_()  # [j, i]: j <= i
-        for ci, c in zip(self._long_idx.tolist(), self._long.tolist(), strict=True):
+        if tri is None:
+            weighted = p if scale is None else p * scale[..., None]
+            upper = torch.ones(n, n, dtype=torch.bool, device=dev).triu_()  # [j, i]: j <= i
+        long = zip(self._long_idx.tolist(), self._long.tolist(), strict=True)
+        for ci_long, (ci, c) in enumerate(long):
             first = row0 - c + 1  # the column whose horizon ends at row0
             skip = max(0, low - first)  # columns before `low` (or before 0) have no cut here
             if skip >= n:
@@ -393,8 +405,11 @@ class StatsAccumulator:
             seen = max(skip, key0 - first)  # the first of them these rows reach
             if seen >= n:
                 continue
-            block = weighted[:, :, first + seen - key0 : first + n - key0]  # [h, j, i]
-            part = (block * upper[:, seen:]).sum(1)  # [h, i]
+            if tri is not None:
+                part = tri[:, ci_long, seen:]
+            else:
+                block = weighted[:, :, first + seen - key0 : first + n - key0]  # [h, j, i]
+                part = (block * upper[:, seen:]).sum(1)  # [h, i]
             self.cut_sums[hr, ci, first + seen - pl : first + n - pl] += part.to(self.device)
 
     def finish(self) -> HeadStats:
