@@ -14,7 +14,11 @@ Exactness: each tile is ``softmax(softcap(q k^T * scaling) + mask)`` in float32,
 operations, in the same order, as transformers' eager attention; keys after a query are
 skipped (every model here is causal), and so are keys a boolean mask hides from every row
 of a tile (a sliding window: `_first_key`; the reducers then reduce only the keys the tile
-computed). Memory beyond the model: one tile of scores and
+computed). On the CPU without gradients the softmax is the compiled kernel's
+(`workbench.attention.kernels`: its ``exp`` within 2 ulp of ``expf``, each probability
+within 1.5e-6 of float64, as close as PyTorch's), which hands the reducers the tile's
+row and column sums with it (`kernels.TileSums`); elsewhere, or where no C compiler is
+found, it is PyTorch's. Memory beyond the model: one tile of scores and
 probabilities (about ``4M`` elements) and the mask transformers builds (None for plain
 causal attention; a ``[batch, 1, T, T]`` boolean mask for sliding windows).
 
@@ -88,7 +92,20 @@ BandReduce = Callable[
 
 
 @dataclass(frozen=True)
-class Banded:
+class _Asking:
+    """A reducer that asks the attention function for more than its tiles; it reduces the
+    tiles with `tiles` wherever that cannot be given."""
+
+    tiles: Reducer
+
+    def __call__(
+        self, rows: slice, probs: Tensor, key0: int, sums: kernels.TileSums | None
+    ) -> None:
+        self.tiles(rows, probs, key0, sums)
+
+
+@dataclass(frozen=True)
+class Banded(_Asking):
     """A reducer that needs no more of a layer's attention than its row distances and its
     first `width` diagonals (a pass that keeps no column sums, such as the RL credit).
 
@@ -102,32 +119,20 @@ class Banded:
     (``A[t, t-d]``, 0 where ``t - d < 0`` or masked). Elsewhere the tiles go to `tiles`.
     """
 
-    tiles: Reducer
     width: int
     band: BandReduce
 
-    def __call__(
-        self, rows: slice, probs: Tensor, key0: int, sums: kernels.TileSums | None
-    ) -> None:
-        self.tiles(rows, probs, key0, sums)
-
 
 @dataclass(frozen=True)
-class Fused:
+class Fused(_Asking):
     """A reducer that also takes, from the compiled kernel (`kernels`), each tile's first
     `width` diagonals and, for each of `cuts`, the column sums of the upper triangle of the
     square block of columns ``rows.start - cut + 1 ..`` (`kernels.TileSums.band` and
     ``.tri``): what `StatsAccumulator` reads off every tile of a single sequence. Where
     the kernel does not run, the tiles go to `tiles` without them."""
 
-    tiles: Reducer
     width: int
     cuts: tuple[int, ...]
-
-    def __call__(
-        self, rows: slice, probs: Tensor, key0: int, sums: kernels.TileSums | None
-    ) -> None:
-        self.tiles(rows, probs, key0, sums)
 
 
 class StopPass(Exception):
@@ -341,7 +346,6 @@ def _tiled(
     # before writing it), so no tile allocates a new ``T``-wide tensor. Measured on one
     # SmolLM2-shaped layer at T = 4096, one thread: 6-8% faster, bitwise the same results.
     buffer = None
-    fused = False
     grads = torch.is_grad_enabled() and any(x.requires_grad for x in (query, key, value))
     if not grads and query.dtype == torch.float32 and query.device.type == "cpu":
         buffer = torch.empty(b * h * min(rows, tq) * tk, dtype=query.dtype, device=query.device)
