@@ -181,10 +181,13 @@ def _layer_rows(heads: list[tuple[int, int]]) -> dict[int, tuple[slice, list[int
     return out
 
 
+def _heads(head_idx: list[int], n_heads: int) -> slice | list[int]:
+    """The index of heads `head_idx` of a layer's `n_heads` (a slice, so a view, for all)."""
+    return slice(None) if head_idx == list(range(n_heads)) else head_idx
+
+
 def _select(pattern: Tensor, head_idx: list[int], n_heads: int) -> Tensor:
-    if head_idx == list(range(n_heads)):
-        return pattern
-    return pattern[:, head_idx]
+    return pattern[:, _heads(head_idx, n_heads)]
 
 
 class Collector:
@@ -259,7 +262,7 @@ class Collector:
             mine = None
             if sums is not None and (lo, hi, k0) == (r.start, r.stop, key0):
                 # The tile's sums are this sequence's only when all its rows and keys are.
-                mine = sums.select(i if idx == list(range(self.n_heads)) else (i, idx))
+                mine = sums.select((i, _heads(idx, self.n_heads)))
             acc.add(
                 slice(lo - start, hi - start),
                 sel[i, :, lo - r.start : hi - r.start, k0 - key0 : hi - key0],

@@ -275,7 +275,7 @@ def _library() -> ctypes.CDLL | None:
 def _fallback(reason: str) -> None:
     warnings.warn(
         f"the workbench's compiled attention kernel is off: {reason}. The tiled attention "
-        "uses PyTorch instead (the same numbers, about 10-15% slower at long T). Set "
+        "uses PyTorch instead (the same numbers, 7-14% slower at T = 4096-8192). Set "
         "WORKBENCH_KERNELS=0 to choose that without this warning.",
         RuntimeWarning,
         stacklevel=3,

@@ -213,10 +213,10 @@ class StatsAccumulator:
         self._band_cuts = [(i, c) for i, c in finite if c <= max_window]
         if not columns and self.whole:  # the band holds the whole column too
             self._band_cuts.append((len(self.cuts) - 1, n_pos))
-        self._long_idx = torch.tensor([i for i, c in finite if c > max_window], dtype=torch.long)
-        self._long = torch.tensor([c for _, c in finite if c > max_window], dtype=torch.long)
-        #: The cuts longer than the band, whose triangles `add` reduces per tile.
-        self.long_cuts: tuple[int, ...] = tuple(self._long.tolist())
+        #: The cuts longer than the band, whose triangles `add` reduces per tile, and their
+        #: indices into `cuts`.
+        self.long_cuts: tuple[int, ...] = tuple(c for _, c in finite if c > max_window)
+        self._long_idx = tuple(i for i, c in finite if c > max_window)
         self._next = [first_row] * nh
         self._aux: dict[tuple[int, torch.device], Tensor] = {}
 
@@ -342,11 +342,11 @@ class StatsAccumulator:
         self.dist[hr, row0:row1] = ((pos[row0:row1] - key0) * rowsum - weighted).to(self.device)
         # Diagonal band: A[t, t-d].
         w = self.max_window
-        idx = torch.arange(row0, row1, device=dev)[:, None] - torch.arange(w, device=dev)[None, :]
-        valid = idx >= max(key0, 0 if scale is None else 1)
         if sums is not None and sums.band is not None:
             got = sums.band[..., :w]
         else:
+            idx = torch.arange(row0, row1, device=dev)[:, None] - torch.arange(w, device=dev)
+            valid = idx >= max(key0, 0 if scale is None else 1)
             index = (idx - key0).clamp(min=0).unsqueeze(0).expand(h, -1, -1)
             got = p.gather(-1, index) * valid
         if scale is not None:
@@ -355,7 +355,7 @@ class StatsAccumulator:
         if row1 <= pl:
             return  # prompt rows never reach a response column
         running = self.cut_sums[hr, -1]  # the response rows before these
-        if len(self._long):
+        if self.long_cuts:
             tri = None if sums is None else sums.tri
             self._long_cuts(row0, p, scale, running, hr, key0, tri)
         # Column sums over the response columns (prompt rows are 0 there).
@@ -394,7 +394,7 @@ class StatsAccumulator:
         if tri is None:
             weighted = p if scale is None else p * scale[..., None]
             upper = torch.ones(n, n, dtype=torch.bool, device=dev).triu_()  # [j, i]: j <= i
-        long = zip(self._long_idx.tolist(), self._long.tolist(), strict=True)
+        long = zip(self._long_idx, self.long_cuts, strict=True)
         for ci_long, (ci, c) in enumerate(long):
             first = row0 - c + 1  # the column whose horizon ends at row0
             skip = max(0, low - first)  # columns before `low` (or before 0) have no cut here
@@ -417,7 +417,7 @@ class StatsAccumulator:
         n, pl, w = self.n_pos, self.prompt_len, self.max_window
         cut_sums = self.cut_sums
         total = cut_sums[:, -1]
-        for i, c in zip(self._long_idx.tolist(), self._long.tolist(), strict=True):
+        for i, c in zip(self._long_idx, self.long_cuts, strict=True):
             # Horizons that run past the last row hold the whole column.
             first = max(n - c + 1, pl)
             cut_sums[:, i, first - pl :] = total[:, first - pl :]
