@@ -442,3 +442,38 @@ def test_credit_band_pass_matches_hf_eager(toys, traces, references, monkeypatch
     else:  # the band spans the sequence, so it holds the whole column too
         to_end = a.with_params(fai_horizon=(0, None)).fai.numpy()
         close("fai to the end", to_end, references(arch_id, length, "analysis")["fai"])
+
+
+@pytest.mark.parametrize("horizon", list(HORIZONS))
+@pytest.mark.parametrize("arch_id", ARCH_IDS)
+def test_the_portable_path_matches_hf_eager(
+    toys, traces, references, monkeypatch, arch_id, horizon
+):
+    """Off the CPU (CUDA, MPS) the attention function takes its portable path: tiles with
+    PyTorch's softmax and reductions, no reused buffer, no compiled kernel and no band path
+    (`interface._cpu_fast` is False). Forced here on the CPU, it must match Hugging Face's
+    eager attention as the CPU paths do, both for `wb.analyze` and for the RL credit's
+    options (sdpa outputs, no column sums), on the trace longer than 512 tokens."""
+    from workbench.attention import interface, kernels
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a CPU-only path ran")
+
+    monkeypatch.setattr(interface, "_cpu_fast", lambda *tensors: False)
+    monkeypatch.setattr(interface, "_banded", refused)
+    monkeypatch.setattr(kernels, "softmax_stats", refused)
+    model = _bridge(toys, arch_id)
+    trace, fai_horizon = traces["long"], HORIZONS[horizon]
+    ref = references(arch_id, "long", horizon)
+    a = wb.analyze(model, trace, layers="all", path="tiled", window=10, fai_horizon=fai_horizon)
+    assert_matches_reference(a, ref)
+    if horizon == "rl":
+        (c,) = wb.analyze_many(
+            model, [trace], window=10, fai_horizon=fai_horizon, layers="all", max_window=10,
+            default_cuts=False, columns=False, fast_other_layers=True, sdpa_outputs=True,
+            progress=False,
+        )  # fmt: skip
+        for f in ["head_span", "waad", "fai", "delta"]:
+            close(f, getattr(c, f).numpy(), ref[f])
+        for f in ["local_heads", "global_heads", "preplan", "anchors", "dominated", "intro"]:
+            assert getattr(c, f) == ref[f], f

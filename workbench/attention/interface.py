@@ -346,8 +346,7 @@ def _tiled(
     # before writing it), so no tile allocates a new ``T``-wide tensor. Measured on one
     # SmolLM2-shaped layer at T = 4096, one thread: 6-8% faster, bitwise the same results.
     buffer = None
-    grads = torch.is_grad_enabled() and any(x.requires_grad for x in (query, key, value))
-    if not grads and query.dtype == torch.float32 and query.device.type == "cpu":
+    if _cpu_fast(query, key, value):
         buffer = torch.empty(b * h * min(rows, tq) * tk, dtype=query.dtype, device=query.device)
     fused = buffer is not None and sinks is None and kernels.available()
     for a in range(0, tq, rows):
@@ -433,13 +432,25 @@ _FLASH_CHUNK = 512
 _FLASH_ROWS = 1 << 24
 
 
-def _can_band(query: Tensor, key: Tensor, value: Tensor) -> bool:
-    """Whether `_banded` computes this layer: CPU float32, no gradients, ``d_value == d_head``."""
+def _cpu_fast(query: Tensor, key: Tensor, value: Tensor) -> bool:
+    """Whether the CPU-only paths apply: float32 on the CPU, without gradients. They are
+    the tiles' reused buffer with the compiled kernel (`_tiled`, `kernels`) and the band
+    path (`_banded`, whose flash call is the CPU's). Anywhere else (CUDA, MPS, another
+    dtype, a training forward) the portable path runs: the same tiles with PyTorch's
+    softmax and reductions, and tiles for `Banded` reducers too. The architecture matrix
+    checks that path on the CPU by making this return False."""
     grads = torch.is_grad_enabled() and any(x.requires_grad for x in (query, key, value))
     return (
         not grads
         and query.device.type == "cpu"
         and query.dtype == key.dtype == value.dtype == torch.float32
+    )
+
+
+def _can_band(query: Tensor, key: Tensor, value: Tensor) -> bool:
+    """Whether `_banded` computes this layer: `_cpu_fast` and ``d_value == d_head``."""
+    return (
+        _cpu_fast(query, key, value)
         and query.shape[-1] == key.shape[-1] == value.shape[-1]
         and query.shape[2] > 0
     )
