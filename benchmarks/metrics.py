@@ -28,6 +28,16 @@ versions and git commit, `workbench.provenance`), which ``--json`` records too. 
     python benchmarks/metrics.py --lengths 256 1024   # a subset
     python benchmarks/metrics.py --quick              # T = 256 only
     python benchmarks/metrics.py --lengths 4096 --configs sdpa analyze --repeats 3
+    python benchmarks/metrics.py --device cuda --random-weights --model CONFIG_FOLDER \
+        --lengths 8192 32768 --configs sdpa analyze sdpa-middle credit
+
+``--device cuda`` runs every case on the GPU, synchronising before each clock read, and
+adds each case's peak GPU memory (``torch.cuda.max_memory_allocated``). ``--model`` takes
+a checkpoint folder instead of the embedded model; with ``--random-weights`` only its
+``config.json`` and tokenizer files are read, and the cases time a seeded random model of
+the same shapes (built once, in a temporary folder): the cost of every configuration
+depends on the shapes alone, so a machine without the embedded weights (the GPU machine,
+see benchmarks/README.md) measures the same ratios.
 
 With ``--repeats N`` the whole set of cases runs N times, each round in the same order, so
 the runs a ratio compares are adjacent in time. The table then gives each configuration's
@@ -57,7 +67,7 @@ NAIVE_MAX = 1024
 BRIDGE_MAX = 4096
 
 
-def _child(config: str, n: int, threads: int | None) -> dict:
+def _child(config: str, n: int, threads: int | None, device: str, folder: str | None) -> dict:
     import resource
 
     if config == "analyze-torch":
@@ -69,14 +79,20 @@ def _child(config: str, n: int, threads: int | None) -> dict:
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
+    source = folder or wb.models.model_path("smollm2-135m")
+    cuda = device.startswith("cuda")
     ids = torch.randint(100, 40000, (n,))
     prompt_len = max(1, n // 8)
     if config in ("sdpa", "sdpa-middle"):
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(
-            wb.models.model_path("smollm2-135m"), attn_implementation="sdpa", dtype=torch.float32
-        ).eval()
+        model = (
+            AutoModelForCausalLM.from_pretrained(
+                source, attn_implementation="sdpa", dtype=torch.float32
+            )
+            .to(device)
+            .eval()
+        )
         assert model.config._attn_implementation == "sdpa"
         if config == "sdpa-middle":
             # Stop where the credit pass stops: before the block after the last middle layer.
@@ -92,15 +108,15 @@ def _child(config: str, n: int, threads: int | None) -> dict:
 
             def run(x):
                 with torch.no_grad(), contextlib.suppress(Stop):
-                    model(x[None])
+                    model(x[None].to(device))
 
         else:
 
             def run(x):
                 with torch.no_grad():
-                    return model(x[None]).logits
+                    return model(x[None].to(device)).logits
     else:
-        model = wb.load_model("smollm2-135m", device="cpu")
+        model = wb.load_model(folder or "smollm2-135m", device=device)
         if n > model.cfg.n_ctx:
             # Beyond the trained context (8192): rotary positions extend, so time and memory
             # are real, but the attention there is not the model's trained behaviour.
@@ -112,7 +128,7 @@ def _child(config: str, n: int, threads: int | None) -> dict:
 
             def run(x):
                 with torch.no_grad():
-                    return model(x[None])
+                    return model(x[None].to(device))
         elif config == "naive":
             run = _naive_runner(model)
         elif config == "credit":
@@ -127,18 +143,49 @@ def _child(config: str, n: int, threads: int | None) -> dict:
                 return wb.analyze(model, tr, layers="all")
 
     run(ids[:16])  # warm-up
+    if cuda:  # the clock reads wait for the GPU; the peak is this case's own
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     out = run(ids)
+    if cuda:
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     del out
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux: KiB
-    return {
+    result = {
         "config": config,
         "T": n,
         "seconds": seconds,
         "peak_rss_gb": rss_gb,
         "prompt_len": prompt_len,
+        "device": device,
     }
+    if cuda:
+        result["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 1024**3
+        result["gpu"] = torch.cuda.get_device_name()
+    return result
+
+
+def _random_checkpoint(source: str | None, dest: str) -> str:
+    """A checkpoint folder `dest` with the config and tokenizer files of `source` (a
+    folder; None: the embedded model) and seeded random float32 weights."""
+    import shutil
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    import workbench as wb
+
+    src = Path(source) if source else wb.models.model_path("smollm2-135m")
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(src), dtype=torch.float32)
+    model.save_pretrained(dest)
+    for f in src.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens")) or f.name == "chat_template.jinja":
+            shutil.copy(f, dest)
+    return dest
 
 
 def _naive_runner(model):
@@ -181,14 +228,25 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads in each child")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per case")
     ap.add_argument("--repeats", type=int, default=1, help="rounds of every case (see above)")
+    ap.add_argument("--device", default="cpu", help='"cpu" or "cuda" (see above)')
+    ap.add_argument("--model", default=None, help="a checkpoint folder (default: the embedded)")
+    ap.add_argument(
+        "--random-weights", action="store_true", help="the model's shapes, random weights"
+    )
     ap.add_argument(
         "--json", default=None, help='also write {"provenance": ..., "results": [...]} here'
     )
     ap.add_argument("--child", nargs=2, metavar=("CONFIG", "T"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(_child(args.child[0], int(args.child[1]), args.threads)))
+        got = _child(args.child[0], int(args.child[1]), args.threads, args.device, args.model)
+        print("RESULT " + json.dumps(got))
         return
+    if args.random_weights:
+        import tempfile
+
+        scratch = tempfile.TemporaryDirectory(prefix="metrics-random-")
+        args.model = _random_checkpoint(args.model, scratch.name)
     from workbench.provenance import provenance
 
     prov = provenance()
@@ -206,7 +264,9 @@ def main() -> None:
                 cases.append((n, config))
     for round_ in range(max(1, args.repeats)):
         for n, config in cases:
-            cmd = [sys.executable, __file__, "--child", config, str(n)]
+            cmd = [sys.executable, __file__, "--child", config, str(n), "--device", args.device]
+            if args.model:
+                cmd += ["--model", args.model]
             if args.threads:
                 cmd += ["--threads", str(args.threads)]
             try:
@@ -221,8 +281,10 @@ def main() -> None:
             r = json.loads(line[0][len("RESULT ") :])
             r["round"] = round_
             results.append(r)
+            gpu = f"  peak GPU {r['peak_gpu_gb']:6.2f} GB" if "peak_gpu_gb" in r else ""
             print(
-                f"T={n:5d} {config:8s} {r['seconds']:8.2f} s  peak RSS {r['peak_rss_gb']:5.2f} GB",
+                f"T={n:5d} {config:8s} {r['seconds']:8.2f} s  "
+                f"peak RSS {r['peak_rss_gb']:5.2f} GB{gpu}",
                 flush=True,
             )
     print()
@@ -248,8 +310,11 @@ def _ratio(results: list[dict], n: int, config: str, base: str) -> str:
 def _table(results: list[dict], lengths: list[int], configs: list[str]) -> None:
     """The side-by-side table: median seconds, ratios paired by round, peak RSS."""
     # "x sdpa": against the sdpa forward of the same layers (sdpa-middle for the credit pass).
-    print("| T | config | seconds | x bridge | x sdpa | peak RSS (GB) |")
-    print("|---|---|---|---|---|---|")
+    gpu = any("peak_gpu_gb" in r for r in results)
+    print(
+        "| T | config | seconds | x bridge | x sdpa | peak RSS (GB) |" + (" peak GPU (GB) |" * gpu)
+    )
+    print("|---|---|---|---|---|---|" + ("---|" * gpu))
     for n in lengths:
         for config in configs:
             runs = [r for r in results if r["T"] == n and r["config"] == config]
@@ -257,11 +322,12 @@ def _table(results: list[dict], lengths: list[int], configs: list[str]) -> None:
                 continue
             seconds = statistics.median([r["seconds"] for r in runs])
             rss = max(r["peak_rss_gb"] for r in runs)
+            peak = f" {max(r.get('peak_gpu_gb', 0.0) for r in runs):.2f} |" if gpu else ""
             xb = _ratio(results, n, config, "bridge")
             xs = _ratio(
                 results, n, config, "sdpa-middle" if config in ("credit", "sdpa-middle") else "sdpa"
             )
-            print(f"| {n} | {config} | {seconds:.2f} | {xb} | {xs} | {rss:.2f} |")
+            print(f"| {n} | {config} | {seconds:.2f} | {xb} | {xs} | {rss:.2f} |{peak}")
 
 
 if __name__ == "__main__":

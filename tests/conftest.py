@@ -14,6 +14,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest
 import torch
 
+#: Where the tiny random checkpoints (`make_toy`) run: the CPU, or ``WORKBENCH_TEST_DEVICE``
+#: (``cuda`` in `benchmarks/cuda_check.sh`, which runs the architecture matrix on a GPU;
+#: Hugging Face's reference passes stay on the CPU).
+TOY_DEVICE = os.environ.get("WORKBENCH_TEST_DEVICE", "cpu")
+
 
 @pytest.fixture(autouse=True, scope="session")
 def one_thread():
@@ -69,7 +74,7 @@ def _save_toy(folder, config_class, model_class, **overrides):
     torch.manual_seed(0)
     model_class(config_class(**{**settings, **overrides})).save_pretrained(folder)
     tok.save_pretrained(folder)
-    return wb.load_model(str(folder), device="cpu")
+    return wb.load_model(str(folder), device=TOY_DEVICE)
 
 
 @pytest.fixture(scope="session")

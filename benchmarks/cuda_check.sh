@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The GPU check of the metric engine (issue #14), prepared for a session that is lent a CUDA
+# machine (the `device` tool; nothing in CI needs it).
+#
+#   bash benchmarks/cuda_check.sh bundle   # here: what the GPU machine lacks, into two
+#                                          # ignored folders (.whl: wheels, .gpu: the
+#                                          # default model's config and tokenizer)
+#   then, with the device tool: run(command="bash benchmarks/cuda_check.sh run",
+#                                   carry=[".whl", ".gpu"], timeout_s=590)
+#
+# `run` (there) installs the carried wheels beside the image's PyTorch, then
+#   1. runs the architecture matrix with the toys on the GPU (WORKBENCH_TEST_DEVICE=cuda;
+#      Hugging Face's eager references stay on the CPU): both analysis paths, the credit
+#      options and the portable path, every architecture;
+#   2. times sdpa against wb.analyze and the credit pass at T = 8192 and 32768 on a
+#      SmolLM2-shaped model with random weights (benchmarks/metrics.py --device cuda
+#      --random-weights; the embedded weights are too large to carry, and the cost
+#      depends on the shapes alone).
+# Everything it prints, and metrics.py's JSON, go to $OUT (the files that come back).
+#
+# The GPU image holds PyTorch (CUDA), tokenizers, safetensors, huggingface_hub, accelerate,
+# jaxtyping, pandas, pyarrow and pytest (/work/.library/device/KINDS.md); the wheels are
+# the lock's versions of the rest that an analysis imports. pyarrow (55 MB) is not carried:
+# datasets 5.2 wants pyarrow >= 24, and step 0 prints the image's version.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bundle() {
+    for d in /.whl/ /.gpu/; do
+        grep -qxF "$d" .git/info/exclude 2>/dev/null || echo "$d" >>.git/info/exclude
+    done
+    pin() { grep -m1 "^$1==" lock/requirements.txt | cut -d' ' -f1; }
+    rm -rf .whl .gpu
+    mkdir -p .whl .gpu/smollm2
+    .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+        --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+        --platform manylinux2014_x86_64 -d .whl \
+        "$(pin transformers)" "$(pin transformer-lens)" "$(pin datasets)" "$(pin dill)" \
+        "$(pin multiprocess)" "$(pin beartype)" "$(pin typeguard)" "$(pin fancy-einsum)"
+    model=$(.venv/bin/python -c "import workbench as wb; print(wb.models.model_path())")
+    cp "$model"/config.json "$model"/tokenizer.json "$model"/tokenizer_config.json .gpu/smollm2/
+    du -sh .whl .gpu
+}
+
+run() {
+    out=${OUT:-/tmp/cuda-check}
+    device=${DEVICE:-cuda}       # DEVICE=cpu LENGTHS=256 NO_WHEELS=1: a dry run here
+    lengths=${LENGTHS:-8192 32768}
+    mkdir -p "$out"
+    exec > >(tee "$out/log.txt") 2>&1
+    if [ -z "${NO_WHEELS:-}" ]; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target /tmp/site .whl/*.whl
+    fi
+    export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+    export WORKBENCH_CACHE=/tmp/workbench-cache
+    echo "== 0. the machine"
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+    python3 -c "import torch, transformers, transformer_lens, pyarrow, datasets
+print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())
+print('transformers', transformers.__version__, 'pyarrow', pyarrow.__version__)"
+    echo "== 1. the architecture matrix on the GPU"
+    WORKBENCH_TEST_DEVICE=$device timeout 240 python3 -m pytest -p no:cacheprovider -q -x \
+        tests/attention/test_architectures.py -k "match_hf_eager or portable" || true
+    echo "== 2. ratios at 8K and 32K"
+    # shellcheck disable=SC2086
+    timeout 300 python3 benchmarks/metrics.py --device "$device" --random-weights \
+        --model .gpu/smollm2 --lengths $lengths --timeout 120 \
+        --configs sdpa analyze sdpa-middle credit --json "$out/metrics.json" || true
+}
+
+case "${1:-}" in
+bundle) bundle ;;
+run) run ;;
+*)
+    echo "usage: bash benchmarks/cuda_check.sh bundle|run (see the top of this file)" >&2
+    exit 2
+    ;;
+esac
