@@ -10,6 +10,8 @@ and the statistics they build must not depend on whether the kernel ran.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -45,13 +47,16 @@ def definitions(scores: torch.Tensor, lim0: int, diag0: int, band: int, offsets)
     return p, p.sum(-1), p @ j.double(), p.sum(1), diagonals, tri
 
 
+@pytest.mark.parametrize("rows", [24, 70])  # one work item per group; three, the last short
 @pytest.mark.parametrize("lim0, diag0", [(0, 0), (5, 5), (37, 37), (64, 13), (1000, 40)])
-def test_softmax_and_sums_equal_their_definitions(lim0, diag0):
+def test_softmax_and_sums_equal_their_definitions(lim0, diag0, rows):
     """Row ``i`` is the softmax of its first ``lim0 + i + 1`` scores, 0 after them; the
     band and the triangles are read off it where query row 0 sits at key `diag0`."""
+    assert kernels.PART_ROWS < 70 < 3 * kernels.PART_ROWS
     g = torch.Generator().manual_seed(lim0)
-    scores = torch.randn(6, 24, 64, generator=g) * 4
-    offsets = [diag0 - c + 1 for c in (3, 9, 30) if diag0 - c + 1 + 24 <= 64]
+    width = rows + 40
+    scores = torch.randn(6, rows, width, generator=g) * 4
+    offsets = [diag0 - c + 1 for c in (3, 9, 30) if diag0 - c + 1 + rows <= width]
     want = definitions(scores, lim0, diag0, 7, offsets)
     tile = scores.clone()
     got = kernels.softmax_stats(tile, lim0, diag0, 7, offsets)
@@ -89,19 +94,35 @@ def test_a_row_that_sees_nothing_is_uniform_as_in_pytorch():
 
 
 def test_threads_give_the_same_numbers():
-    """Groups split over threads are computed independently: bitwise the same."""
-    scores = torch.randn(9, 40, 300)
-    one, two = scores.clone(), scores.clone()
+    """Work items (groups x parts of `PART_ROWS` rows) do not depend on the number of
+    threads, and their column sums are added in a fixed order: bitwise the same."""
+    scores = torch.randn(9, 100, 300)
     threads = torch.get_num_threads()
+    tiles, sums = [], []
     try:
-        torch.set_num_threads(1)
-        a = kernels.softmax_stats(one, 250, 250, 5, [0, 100])
-        torch.set_num_threads(3)
-        b = kernels.softmax_stats(two, 250, 250, 5, [0, 100])
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            tiles.append(scores.clone())
+            sums.append(kernels.softmax_stats(tiles[-1], 150, 150, 5, [0, 100]))
     finally:
         torch.set_num_threads(threads)
-    assert torch.equal(one, two)
-    assert all(torch.equal(x, y) for x, y in zip(a._fields(), b._fields(), strict=True))
+    for tile, got in zip(tiles[1:], sums[1:], strict=True):
+        assert torch.equal(tile, tiles[0])
+        assert all(torch.equal(x, y) for x, y in zip(got._fields(), sums[0]._fields(), strict=True))
+
+
+def test_the_kernel_runs_on_pytorchs_openmp_threads():
+    """Where PyTorch's threads are GNU OpenMP's (the Linux wheels), the kernel is built with
+    OpenMP and binds to that same runtime: no second ``libgomp.so.1`` (the compiler's) is
+    loaded, so the kernel's threads are PyTorch's pool and never compete with it. (Other
+    wheels bundle renamed copies, such as sentencepiece's ``libgomp-<hash>.so.1.0.0``,
+    which nothing of the kernel's binds to.)"""
+    runtime = kernels._openmp_runtime()
+    if runtime is None:
+        pytest.skip("PyTorch's threads are not GNU OpenMP's here: the kernel runs on one")
+    assert kernels.threaded()
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    assert {ln.split()[-1] for ln in maps if ln.endswith("/libgomp.so.1")} == {runtime}
 
 
 def test_loading_the_kernel_keeps_denormals():

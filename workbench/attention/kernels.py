@@ -23,12 +23,17 @@ within blocks of 256 entries and float64 across them. It is built without
 Where no compiler is found or the build fails, `available` is False after one warning and
 the tiled path uses PyTorch; set ``WORKBENCH_KERNELS=0`` to choose that path.
 
-Threads: the ``batch x head_index`` rows of a tile are split over
-``torch.get_num_threads()`` Python threads (ctypes releases the GIL during the call).
+Threads: a tile's rows, in items of `PART_ROWS` rows of one ``batch x head_index`` group,
+are shared by ``torch.get_num_threads()`` threads of PyTorch's own OpenMP pool: the kernel
+is built with ``-fopenmp`` where PyTorch's runtime is GNU OpenMP (``libgomp.so.1``, found
+among the process's mapped files; `threaded`), and runs on one thread elsewhere. Each item
+keeps its own column sums, added in a fixed order, so the results are bitwise the same for
+any number of threads.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -39,7 +44,6 @@ import subprocess
 import tempfile
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,71 +87,114 @@ static inline float exp_neg(float x)
    double across blocks. */
 #define BLOCK 256
 
-/* Rows r0..r1-1 of s [R, n, width]: row i of group r becomes its softmax over its first
+/* Rows i0..i1-1 of group r of s [g, n, width]: row i becomes its softmax over its first
    len = min(width, max(1, lim0 + i + 1)) entries, and 0 after them. Writes
-   rowsum[r, i] = sum_j p_j and weighted[r, i] = sum_j p_j j; adds sum_i p_ij to
-   colsum[r, j]. With bw > 0, band[r, i, d] = p[i, diag0 + i - d] (0 where that is < 0),
-   for d < bw. With ncut > 0, tri[r, c, k] = sum_{i <= k} p[i, offs[c] + k] (0 where
-   offs[c] + k < 0), for k < n. */
-void softmax_stats(float *restrict s, int64_t r0, int64_t r1, int64_t n, int64_t width,
-                   int64_t lim0, float *restrict rowsum, float *restrict weighted,
-                   float *restrict colsum, int64_t diag0, int64_t bw, float *restrict band,
-                   int64_t ncut, const int64_t *restrict offs, float *restrict tri)
+   rowsum[r, i] = sum_j p_j and weighted[r, i] = sum_j p_j j; adds sum_i p_ij to cs[j].
+   With bw > 0, band[r, i, d] = p[i, diag0 + i - d] (0 where that is < 0), for d < bw.
+   With ncut > 0, adds to tr[c, k] the rows' share of sum_{i <= k} p[i, offs[c] + k] (0
+   where offs[c] + k < 0), for k < n. */
+static void rows(float *restrict s, int64_t r, int64_t i0, int64_t i1, int64_t n,
+                 int64_t width, int64_t lim0, float *restrict rowsum,
+                 float *restrict weighted, float *restrict cs, int64_t diag0, int64_t bw,
+                 float *restrict band, int64_t ncut, const int64_t *restrict offs,
+                 float *restrict tr)
 {
-    for (int64_t r = r0; r < r1; r++) {
-        float *restrict cs = colsum + r * width;
-        for (int64_t i = 0; i < n; i++) {
-            float *restrict row = s + (r * n + i) * width;
-            int64_t len = lim0 + i + 1;
-            if (len > width) len = width;
-            if (len < 1) len = 1;
-            float m = row[0];
-            #pragma omp simd reduction(max:m)
-            for (int64_t j = 1; j < len; j++) m = row[j] > m ? row[j] : m;
-            double z = 0.0;
-            for (int64_t a = 0; a < len; a += BLOCK) {
-                int64_t e = a + BLOCK < len ? a + BLOCK : len;
-                float part = 0.0f;
-                #pragma omp simd reduction(+:part)
-                for (int64_t j = a; j < e; j++) {
-                    float x = exp_neg(row[j] - m);
-                    row[j] = x;
-                    part += x;
-                }
-                z += part;
+    for (int64_t i = i0; i < i1; i++) {
+        float *restrict row = s + (r * n + i) * width;
+        int64_t len = lim0 + i + 1;
+        if (len > width) len = width;
+        if (len < 1) len = 1;
+        float m = row[0];
+        #pragma omp simd reduction(max:m)
+        for (int64_t j = 1; j < len; j++) m = row[j] > m ? row[j] : m;
+        double z = 0.0;
+        for (int64_t a = 0; a < len; a += BLOCK) {
+            int64_t e = a + BLOCK < len ? a + BLOCK : len;
+            float part = 0.0f;
+            #pragma omp simd reduction(+:part)
+            for (int64_t j = a; j < e; j++) {
+                float x = exp_neg(row[j] - m);
+                row[j] = x;
+                part += x;
             }
-            float inv = (float)(1.0 / z);
-            double rs = 0.0, w = 0.0;
-            for (int64_t a = 0; a < len; a += BLOCK) {
-                int64_t e = a + BLOCK < len ? a + BLOCK : len;
-                float part = 0.0f, moment = 0.0f;
-                #pragma omp simd reduction(+:part, moment)
-                for (int64_t j = a; j < e; j++) {
-                    float p = row[j] * inv;
-                    row[j] = p;
-                    part += p;
-                    moment += p * (float)(int32_t)(j - a);  /* int32: AVX2 converts it */
-                    cs[j] += p;
-                }
-                rs += part;
-                w += moment + (double)a * part;
+            z += part;
+        }
+        float inv = (float)(1.0 / z);
+        double rs = 0.0, w = 0.0;
+        for (int64_t a = 0; a < len; a += BLOCK) {
+            int64_t e = a + BLOCK < len ? a + BLOCK : len;
+            float part = 0.0f, moment = 0.0f;
+            #pragma omp simd reduction(+:part, moment)
+            for (int64_t j = a; j < e; j++) {
+                float p = row[j] * inv;
+                row[j] = p;
+                part += p;
+                moment += p * (float)(int32_t)(j - a);  /* int32: AVX2 converts it */
+                cs[j] += p;
             }
-            if (len < width) memset(row + len, 0, (size_t)(width - len) * sizeof(float));
-            rowsum[r * n + i] = (float)rs;
-            weighted[r * n + i] = (float)w;
-            if (bw > 0) {
-                float *restrict b = band + (r * n + i) * bw;
-                for (int64_t d = 0; d < bw; d++) {
-                    int64_t j = diag0 + i - d;
-                    b[d] = j >= 0 ? row[j] : 0.0f;
-                }
+            rs += part;
+            w += moment + (double)a * part;
+        }
+        if (len < width) memset(row + len, 0, (size_t)(width - len) * sizeof(float));
+        rowsum[r * n + i] = (float)rs;
+        weighted[r * n + i] = (float)w;
+        if (bw > 0) {
+            float *restrict b = band + (r * n + i) * bw;
+            for (int64_t d = 0; d < bw; d++) {
+                int64_t j = diag0 + i - d;
+                b[d] = j >= 0 ? row[j] : 0.0f;
             }
-            for (int64_t c = 0; c < ncut; c++) {
-                float *restrict t = tri + (r * ncut + c) * n;
-                int64_t k0 = i > -offs[c] ? i : -offs[c];
-                const float *restrict src = row + offs[c];
-                for (int64_t k = k0; k < n; k++) t[k] += src[k];
-            }
+        }
+        for (int64_t c = 0; c < ncut; c++) {
+            float *restrict t = tr + c * n;
+            int64_t k0 = i > -offs[c] ? i : -offs[c];
+            const float *restrict src = row + offs[c];
+            for (int64_t k = k0; k < n; k++) t[k] += src[k];
+        }
+    }
+}
+
+int kernel_openmp(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* Every row of s [g, n, width] (see `rows`), in g x parts items of consecutive rows, run
+   on `threads` OpenMP threads where built with OpenMP (the runtime PyTorch loaded). Item
+   (r, part) adds its column sums to colsum[part, r] and its triangles to
+   tri[part, r]; both are then summed into part 0 in the order of the parts, so the
+   results do not depend on the number of threads. */
+void softmax_stats(float *restrict s, int64_t g, int64_t n, int64_t width, int64_t lim0,
+                   float *restrict rowsum, float *restrict weighted,
+                   float *restrict colsum, int64_t diag0, int64_t bw, float *restrict band,
+                   int64_t ncut, const int64_t *restrict offs, float *restrict tri,
+                   int64_t parts, int64_t threads)
+{
+    int64_t step = (n + parts - 1) / parts;
+    #pragma omp parallel for schedule(static) num_threads(threads) if(threads > 1)
+    for (int64_t item = 0; item < g * parts; item++) {
+        int64_t r = item / parts, part = item % parts;
+        int64_t i0 = part * step, i1 = i0 + step < n ? i0 + step : n;
+        rows(s, r, i0, i1, n, width, lim0, rowsum, weighted,
+             colsum + (part * g + r) * width, diag0, bw, band, ncut, offs,
+             ncut ? tri + (part * g + r) * ncut * n : tri);
+    }
+    if (parts < 2) return;
+    #pragma omp parallel for schedule(static) num_threads(threads) if(threads > 1)
+    for (int64_t r = 0; r < g; r++) {
+        for (int64_t part = 1; part < parts; part++) {
+            float *restrict to = colsum + r * width;
+            const float *restrict from = colsum + (part * g + r) * width;
+            #pragma omp simd
+            for (int64_t j = 0; j < width; j++) to[j] += from[j];
+            if (ncut == 0) continue;
+            float *restrict tt = tri + r * ncut * n;
+            const float *restrict tf = tri + (part * g + r) * ncut * n;
+            for (int64_t k = 0; k < ncut * n; k++) tt[k] += tf[k];
         }
     }
 }
@@ -160,8 +207,10 @@ _FLAGS = [
     "-O3", "-march=native", "-fPIC", "-std=gnu99", "-fopenmp-simd",
     "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast",
 ]  # fmt: skip
-#: Rows of a tile at or above which the work is split over threads.
-_SPLIT = 4
+#: Query rows per work item of the kernel: a tile's ``group x ceil(rows / 32)`` items are
+#: what its threads share, and the number of items (so the order of the column sums)
+#: does not depend on the number of threads.
+PART_ROWS = 32
 
 
 @dataclass(frozen=True)
@@ -218,18 +267,40 @@ def _cpu_id() -> str:
     return f"{platform.machine()} {flags}"
 
 
-def _compile(cc: str, folder: Path) -> Path:
-    """Compile and link the kernel in `folder`; returns the shared library."""
+def _openmp_runtime() -> str | None:
+    """The GNU OpenMP runtime PyTorch runs its threads on (``libgomp.so.1``, from the
+    process's mapped files), or None.
+
+    The kernel is built with ``-fopenmp`` only where this is found: its ``libgomp.so.1``
+    then binds to the runtime already loaded, so its threads are PyTorch's own pool. (A
+    second pool would compete with PyTorch's idle threads, which spin for a while after
+    each parallel region: measured here, Python threads splitting a tile got no speedup
+    from a second core while those spun.)"""
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return None
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    found = {ln.split()[-1] for ln in maps.splitlines() if ln.endswith("/libgomp.so.1")}
+    return found.pop() if len(found) == 1 else None
+
+
+def _compile(cc: str, folder: Path, openmp: bool) -> Path:
+    """Compile and link the kernel in `folder`; returns the shared library. With `openmp`
+    it is first built with ``-fopenmp``, then, if that fails, without."""
     src, lib = folder / "tiles.c", folder / "tiles.so"
     src.write_text(_SOURCE)
-    subprocess.run(
-        [cc, *_FLAGS, "-shared", str(src), "-o", str(lib)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    return lib
+
+    def build(*extra: str) -> Path:
+        cmd = [cc, *_FLAGS, *extra, "-shared", str(src), "-o", str(lib)]
+        subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=120)
+        return lib
+
+    if openmp:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            return build("-fopenmp")
+    return build()
 
 
 @functools.cache
@@ -246,14 +317,16 @@ def _library() -> ctypes.CDLL | None:
         ).stdout
     except (OSError, subprocess.SubprocessError) as e:
         return _fallback(f"the C compiler {cc!r} did not run ({e})")
-    key = hashlib.sha256("\0".join([_SOURCE, *_FLAGS, version, _cpu_id()]).encode()).hexdigest()
+    runtime = _openmp_runtime()
+    key = "\0".join([_SOURCE, *_FLAGS, version, _cpu_id(), runtime or "no OpenMP"])
+    key = hashlib.sha256(key.encode()).hexdigest()
     folder = cache_dir() / "kernels" / key[:16]
     lib = folder / "tiles.so"
     if not lib.is_file():
         folder.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
             try:
-                built = _compile(cc, Path(tmp))
+                built = _compile(cc, Path(tmp), runtime is not None)
             except (OSError, subprocess.SubprocessError) as e:
                 why = (getattr(e, "stderr", None) or str(e)).strip()[-500:]
                 return _fallback(f"compiling it with {cc!r} failed: {why}")
@@ -268,7 +341,8 @@ def _library() -> ctypes.CDLL | None:
     fn = dll.softmax_stats
     fn.restype = None
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
-    fn.argtypes = [ptr, *[i64] * 5, *[ptr] * 3, i64, i64, ptr, i64, ptr, ptr]
+    fn.argtypes = [ptr, *[i64] * 4, *[ptr] * 3, i64, i64, ptr, i64, ptr, ptr, i64, i64]
+    dll.kernel_openmp.restype = ctypes.c_int
     return dll
 
 
@@ -288,9 +362,11 @@ def available() -> bool:
     return not _disabled() and _library() is not None
 
 
-@functools.cache
-def _pool(threads: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(threads, thread_name_prefix="workbench-kernel")
+def threaded() -> bool:
+    """Whether the kernel runs on PyTorch's threads (built with OpenMP, see
+    `_openmp_runtime`); if not, each call runs on one thread."""
+    lib = _library()
+    return lib is not None and bool(lib.kernel_openmp())
 
 
 def softmax_stats(
@@ -327,31 +403,24 @@ def softmax_stats(
     assert lib is not None and scores.is_contiguous() and scores.dtype == torch.float32
     g, n, width = scores.shape
     assert all(o + n <= width for o in offsets), (offsets, n, width)
+    parts = -(-n // PART_ROWS)
+    # Column sums and triangles per part, summed into part 0 by the kernel.
+    colsum = scores.new_zeros(parts, g, width)
+    tri = scores.new_zeros(parts, g, len(offsets), n) if len(offsets) else None
     out = TileSums(
         rowsum=scores.new_empty(g, n),
         weighted=scores.new_empty(g, n),
-        colsum=scores.new_zeros(g, width),
+        colsum=colsum[0],
         band=scores.new_empty(g, n, band) if band else None,
-        tri=scores.new_zeros(g, len(offsets), n) if len(offsets) else None,
+        tri=None if tri is None else tri[0],
     )
     offs = torch.tensor(list(offsets) or [0], dtype=torch.int64)
-    args = (
-        n, width, lim0, out.rowsum.data_ptr(), out.weighted.data_ptr(), out.colsum.data_ptr(),
-        diag0, band, 0 if out.band is None else out.band.data_ptr(),
-        len(offsets), offs.data_ptr(), 0 if out.tri is None else out.tri.data_ptr(),
+    _kernel(
+        lib, scores.data_ptr(), g, n, width, lim0, out.rowsum.data_ptr(),
+        out.weighted.data_ptr(), colsum.data_ptr(), diag0, band,
+        0 if out.band is None else out.band.data_ptr(), len(offsets), offs.data_ptr(),
+        0 if tri is None else tri.data_ptr(), parts, torch.get_num_threads(),
     )  # fmt: skip
-    threads = min(torch.get_num_threads(), g)
-    if threads <= 1 or n * width < _SPLIT * 1024:
-        _kernel(lib, scores.data_ptr(), 0, g, *args)
-    else:
-        step = -(-g // threads)
-        pool = _pool(threads)
-        jobs = [
-            pool.submit(_kernel, lib, scores.data_ptr(), a, min(g, a + step), *args)
-            for a in range(0, g, step)
-        ]
-        for job in jobs:
-            job.result()
     return out
 
 
