@@ -79,7 +79,6 @@ def _child(config: str, n: int, threads: int | None, device: str, folder: str | 
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
-    source = folder or wb.models.model_path("smollm2-135m")
     cuda = device.startswith("cuda")
     ids = torch.randint(100, 40000, (n,))
     prompt_len = max(1, n // 8)
@@ -88,7 +87,7 @@ def _child(config: str, n: int, threads: int | None, device: str, folder: str | 
 
         model = (
             AutoModelForCausalLM.from_pretrained(
-                source, attn_implementation="sdpa", dtype=torch.float32
+                folder or wb.models.model_path(), attn_implementation="sdpa", dtype=torch.float32
             )
             .to(device)
             .eval()
@@ -116,7 +115,7 @@ def _child(config: str, n: int, threads: int | None, device: str, folder: str | 
                 with torch.no_grad():
                     return model(x[None].to(device)).logits
     else:
-        model = wb.load_model(folder or "smollm2-135m", device=device)
+        model = wb.load_model(folder or wb.models.DEFAULT_MODEL, device=device)
         if n > model.cfg.n_ctx:
             # Beyond the trained context (8192): rotary positions extend, so time and memory
             # are real, but the attention there is not the model's trained behaviour.
@@ -178,7 +177,7 @@ def _random_checkpoint(source: str | None, dest: str) -> str:
 
     import workbench as wb
 
-    src = Path(source) if source else wb.models.model_path("smollm2-135m")
+    src = Path(source) if source else wb.models.model_path()
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(src), dtype=torch.float32)
     model.save_pretrained(dest)

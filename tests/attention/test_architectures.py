@@ -410,6 +410,26 @@ def test_rl_update_forward_with_shared_prompts_matches_full_rows(toys, arch_id):
             close(f"fai {i}", fai_heads(got, (10, 100)), fai_heads(ref, (10, 100)))
 
 
+def credit_pass(model, trace):
+    """`wb.analyze_many` with the RL credit pass's options (`gamma_many`'s: the FAI horizon
+    (10, 100), sdpa outputs, no column sums)."""
+    (a,) = wb.analyze_many(
+        model, [trace], window=10, fai_horizon=HORIZONS["rl"], layers="all", max_window=10,
+        default_cuts=False, columns=False, fast_other_layers=True, sdpa_outputs=True,
+        progress=False,
+    )  # fmt: skip
+    return a
+
+
+def assert_credit_matches_reference(a, ref: dict[str, Any]) -> None:
+    """What the credit pass keeps (no entropy) equals the reference: the metrics to 1e-5,
+    the head classes and token sets exactly."""
+    for f in ["head_span", "waad", "fai", "delta"]:
+        close(f, getattr(a, f).numpy(), ref[f])
+    for f in ["local_heads", "global_heads", "preplan", "anchors", "dominated", "intro"]:
+        assert getattr(a, f) == ref[f], f
+
+
 @pytest.mark.parametrize("length", list(LENGTHS))
 @pytest.mark.parametrize("arch_id", ARCH_IDS)
 def test_credit_band_pass_matches_hf_eager(toys, traces, references, monkeypatch, arch_id, length):
@@ -424,18 +444,10 @@ def test_credit_band_pass_matches_hf_eager(toys, traces, references, monkeypatch
     banded = []
     real = interface._banded
     monkeypatch.setattr(interface, "_banded", lambda *a: banded.append(1) or real(*a))
-    (a,) = wb.analyze_many(
-        model, [traces[length]], window=10, fai_horizon=(10, 100), layers="all",
-        max_window=10, default_cuts=False, columns=False, fast_other_layers=True,
-        sdpa_outputs=True, progress=False,
-    )  # fmt: skip
+    a = credit_pass(model, traces[length])
     capped = getattr(sampler(model).config, "attn_logit_softcapping", None) is not None
     assert len(banded) == (0 if capped else model.cfg.n_layers)
-    ref = references(arch_id, length, "rl")
-    for f in ["head_span", "waad", "fai", "delta"]:
-        close(f, getattr(a, f).numpy(), ref[f])
-    for f in ["local_heads", "global_heads", "preplan", "anchors", "dominated", "intro"]:
-        assert getattr(a, f) == ref[f], f
+    assert_credit_matches_reference(a, references(arch_id, length, "rl"))
     if len(traces[length]) > 101:  # longer than the band
         with pytest.raises(WorkbenchError, match="did not keep the column sums"):
             a.with_params(fai_horizon=(0, None))
@@ -468,12 +480,4 @@ def test_the_portable_path_matches_hf_eager(
     a = wb.analyze(model, trace, layers="all", path="tiled", window=10, fai_horizon=fai_horizon)
     assert_matches_reference(a, ref)
     if horizon == "rl":
-        (c,) = wb.analyze_many(
-            model, [trace], window=10, fai_horizon=fai_horizon, layers="all", max_window=10,
-            default_cuts=False, columns=False, fast_other_layers=True, sdpa_outputs=True,
-            progress=False,
-        )  # fmt: skip
-        for f in ["head_span", "waad", "fai", "delta"]:
-            close(f, getattr(c, f).numpy(), ref[f])
-        for f in ["local_heads", "global_heads", "preplan", "anchors", "dominated", "intro"]:
-            assert getattr(c, f) == ref[f], f
+        assert_credit_matches_reference(credit_pass(model, trace), ref)
