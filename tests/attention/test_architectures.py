@@ -151,8 +151,84 @@ ARCHS = [
     Arch("gpt-neox", "GPTNeoXConfig", "GPTNeoXForCausalLM", (FULL, FULL), NO_GQA),
     Arch("olmo2", "Olmo2Config", "Olmo2ForCausalLM", (FULL, FULL)),
 ]
-BY_ID = {a.id: a for a in ARCHS}
+
+
+# Beyond the matrix: every other decoder family of transformers that TransformerLens bridges,
+# checked on the long trace only (`test_more_architectures_match_hf_eager`). Each case
+# carries what sets it apart: sliding windows, chunked attention and layers without rotary
+# embeddings (Llama 4, SmolLM3), attention sinks (gpt-oss), multi-query attention, latent
+# attention with a value width other than the key width (DeepSeek-V3), ALiBi (BLOOM, MPT),
+# a scaling other than head_dim ** -0.5 (Granite), mixtures of experts.
+def _moe(**kw: Any) -> dict[str, Any]:
+    return dict(num_experts_per_tok=1, **kw)
+
+
+SLIDING_THEN_FULL = dict(sliding_window=WINDOW, layer_types=[SLIDING, FULL])
+MORE = [
+    Arch("phi", "PhiConfig", "PhiForCausalLM", (FULL, FULL)),
+    Arch("phi3-sliding", "Phi3Config", "Phi3ForCausalLM", (SLIDING, SLIDING),
+         {"sliding_window": WINDOW}),
+    Arch("gptj", "GPTJConfig", "GPTJForCausalLM", (FULL, FULL), dict(NO_GQA, rotary_dim=4)),
+    Arch("gpt-bigcode", "GPTBigCodeConfig", "GPTBigCodeForCausalLM", (FULL, FULL),
+         dict(NO_GQA, multi_query=True)),
+    Arch("falcon-7b", "FalconConfig", "FalconForCausalLM", (FULL, FULL),
+         dict(multi_query=True, new_decoder_architecture=False, parallel_attn=True)),
+    Arch("llama4-chunked-nope", "Llama4TextConfig", "Llama4ForCausalLM", (SLIDING, FULL),
+         dict(head_dim=8, attention_chunk_size=WINDOW, no_rope_layers=[1, 0],
+              intermediate_size_mlp=64, interleave_moe_layer_step=2,
+              **_moe(num_local_experts=2))),
+    Arch("gpt-oss-sinks", "GptOssConfig", "GptOssForCausalLM", (SLIDING, FULL),
+         dict(head_dim=8, **SLIDING_THEN_FULL, **_moe(num_local_experts=2))),
+    Arch("smollm3-nope", "SmolLM3Config", "SmolLM3ForCausalLM", (FULL, FULL),
+         {"no_rope_layers": [1, 0]}),
+    Arch("cohere2", "Cohere2Config", "Cohere2ForCausalLM", (SLIDING, FULL), SLIDING_THEN_FULL),
+    Arch("cohere-qk-norm", "CohereConfig", "CohereForCausalLM", (FULL, FULL),
+         {"use_qk_norm": True}),
+    Arch("qwen3-moe", "Qwen3MoeConfig", "Qwen3MoeForCausalLM", (FULL, FULL),
+         dict(head_dim=8, moe_intermediate_size=32, **_moe(num_experts=2))),
+    Arch("mixtral-sliding", "MixtralConfig", "MixtralForCausalLM", (SLIDING, SLIDING),
+         dict(sliding_window=WINDOW, **_moe(num_local_experts=2))),
+    Arch("olmo3", "Olmo3Config", "Olmo3ForCausalLM", (SLIDING, FULL), SLIDING_THEN_FULL),
+    Arch("exaone4", "Exaone4Config", "Exaone4ForCausalLM", (SLIDING, FULL), SLIDING_THEN_FULL),
+    Arch("starcoder2", "Starcoder2Config", "Starcoder2ForCausalLM", (SLIDING, SLIDING),
+         {"sliding_window": WINDOW}),
+    Arch("granite", "GraniteConfig", "GraniteForCausalLM", (FULL, FULL),
+         {"attention_multiplier": 0.3}),
+    Arch("deepseek-v3-mla", "DeepseekV3Config", "DeepseekV3ForCausalLM", (FULL, FULL),
+         dict(num_key_value_heads=4, q_lora_rank=None, kv_lora_rank=16, qk_rope_head_dim=4,
+              qk_nope_head_dim=8, v_head_dim=8, first_k_dense_replace=2,
+              moe_intermediate_size=32, n_group=1, topk_group=1,
+              **_moe(n_routed_experts=2))),
+    Arch("gemma", "GemmaConfig", "GemmaForCausalLM", (FULL, FULL), {"head_dim": 8}),
+    Arch("opt", "OPTConfig", "OPTForCausalLM", (FULL, FULL),
+         dict(NO_GQA, ffn_dim=64, word_embed_proj_dim=32)),
+    Arch("bloom-alibi", "BloomConfig", "BloomForCausalLM", (FULL, FULL), NO_GQA),
+    Arch("mpt-alibi", "MptConfig", "MptForCausalLM", (FULL, FULL),
+         dict(NO_GQA, d_model=32, n_heads=4, n_layers=2)),
+    Arch("gpt-neo-local", "GPTNeoConfig", "GPTNeoForCausalLM", (FULL, SLIDING),
+         dict(NO_GQA, attention_types=[[["global", "local"], 1]], window_size=WINDOW)),
+    Arch("stablelm", "StableLmConfig", "StableLmForCausalLM", (FULL, FULL),
+         dict(qk_layernorm=True, partial_rotary_factor=0.5)),
+    Arch("qwen2-moe", "Qwen2MoeConfig", "Qwen2MoeForCausalLM", (FULL, FULL),
+         dict(moe_intermediate_size=32, shared_expert_intermediate_size=32,
+              **_moe(num_experts=2))),
+    Arch("olmo", "OlmoConfig", "OlmoForCausalLM", (FULL, FULL)),
+    Arch("olmoe", "OlmoeConfig", "OlmoeForCausalLM", (FULL, FULL), _moe(num_experts=2)),
+    Arch("glm", "GlmConfig", "GlmForCausalLM", (FULL, FULL), {"head_dim": 8}),
+    Arch("glm4", "Glm4Config", "Glm4ForCausalLM", (FULL, FULL), {"head_dim": 8}),
+    Arch("nemotron", "NemotronConfig", "NemotronForCausalLM", (FULL, FULL), {"head_dim": 8}),
+    Arch("seed-oss", "SeedOssConfig", "SeedOssForCausalLM", (FULL, FULL), {"head_dim": 8}),
+    Arch("ernie4.5", "Ernie4_5Config", "Ernie4_5ForCausalLM", (FULL, FULL), {"head_dim": 8}),
+    Arch("bitnet", "BitNetConfig", "BitNetForCausalLM", (FULL, FULL)),
+    Arch("apertus", "ApertusConfig", "ApertusForCausalLM", (FULL, FULL)),
+    Arch("arcee", "ArceeConfig", "ArceeForCausalLM", (FULL, FULL)),
+    Arch("lfm2", "Lfm2Config", "Lfm2ForCausalLM", (FULL, FULL)),
+]  # fmt: skip
+#: Their attention bypasses transformers' attention interface: the exact path only.
+EXACT_ONLY = {"falcon-7b", "bloom-alibi", "mpt-alibi", "gpt-neo-local", "stablelm"}
+BY_ID = {a.id: a for a in ARCHS + MORE}
 ARCH_IDS = [a.id for a in ARCHS]
+MORE_IDS = [a.id for a in MORE]
 
 
 # --- comparison (as in test_attention_models.py) -------------------------------------------
@@ -340,7 +416,7 @@ def test_small_tiles_cross_the_window_exactly(toys, traces, arch_id):
     close("entropy", e1.numpy(), e2.numpy(), **ENTROPY_TOL)
 
 
-@pytest.mark.parametrize("arch_id", ARCH_IDS)
+@pytest.mark.parametrize("arch_id", ARCH_IDS + [a for a in MORE_IDS if SLIDING in BY_ID[a].layers])
 def test_case_has_the_intended_layer_types(toys, hf_runs, arch_id):
     """The matrix covers what it claims: in Hugging Face's own patterns, a sliding layer
     gives no weight to keys ``WINDOW`` or more tokens back, and a full layer does."""
@@ -353,6 +429,112 @@ def test_case_has_the_intended_layer_types(toys, hf_runs, arch_id):
             assert weight == 0.0, f"layer {layer} is not sliding"
         else:
             assert weight > 1e-3, f"layer {layer} looks sliding"
+
+
+@pytest.mark.parametrize("arch_id", MORE_IDS)
+def test_more_architectures_match_hf_eager(toys, traces, references, arch_id):
+    """Every other family: on the trace longer than 512 tokens, each path the model takes
+    (the tiled path where its attention goes through transformers' interface, a clear
+    refusal of it where not, and the exact path) and the RL credit pass equal Hugging
+    Face's eager reference."""
+    model = _bridge(toys, arch_id)
+    trace = traces["long"]
+    ref = references(arch_id, "long", "analysis")
+    assert engine.tiled_supported(model) == (arch_id not in EXACT_ONLY)
+    for path in PATHS:
+        if path == "tiled" and arch_id in EXACT_ONLY:
+            with pytest.raises(WorkbenchError, match="does not route its attention"):
+                wb.analyze(model, trace, path=path)
+            continue
+        assert_matches_reference(wb.analyze(model, trace, path=path, window=10), ref)
+    assert_credit_matches_reference(credit_pass(model, trace), references(arch_id, "long", "rl"))
+
+
+#: Architectures TransformerLens's bridge gets wrong with the locked transformers: each is
+#: refused by ``wb.load_model`` with the failure named, never bridged.
+BRIDGE_FAILURES = {
+    # It has no adapter for these.
+    "ministral": (
+        "MinistralConfig", "MinistralForCausalLM", dict(head_dim=8, **SLIDING_THEN_FULL),
+        "cannot wrap it",
+    ),
+    "persimmon": ("PersimmonConfig", "PersimmonForCausalLM", NO_GQA, "cannot wrap it"),
+    # Its adapter splits the fused projection as if keys and values had one head.
+    "falcon-grouped-kv": (
+        "FalconConfig", "FalconForCausalLM", dict(new_decoder_architecture=True, num_kv_heads=2),
+        "cannot wrap it",
+    ),
+    # Its adapter reads `embed_positions`, which CodeGen's attention no longer has.
+    "codegen": (
+        "CodeGenConfig", "CodeGenForCausalLM", dict(NO_GQA, rotary_dim=4, n_ctx=1024),
+        "fails in a forward pass",
+    ),
+    # Its attention patterns match Hugging Face's, but its logits are off by ~0.1.
+    "falcon-alibi": (
+        "FalconConfig", "FalconForCausalLM",
+        dict(alibi=True, multi_query=True, new_decoder_architecture=False),
+        "computes other logits than the model",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BRIDGE_FAILURES))
+def test_architectures_the_bridge_gets_wrong_are_refused_at_load(make_toy, case):
+    """``wb.load_model`` runs the bridge and the model on a short probe: an architecture
+    TransformerLens cannot wrap, an adapter that fails in its forward pass, and one that
+    computes other logits are refused with a clear error that names the failure."""
+    config, model, overrides, failure = BRIDGE_FAILURES[case]
+    with pytest.raises(WorkbenchError, match=failure) as info:
+        make_toy(getattr(transformers, config), getattr(transformers, model), **COMMON, **overrides)
+    assert model in info.value.problem and "TransformerLens" in info.value.problem
+    assert "Architectures" in info.value.fix
+
+
+HYBRIDS = {
+    # layer types: linear, linear, linear, full attention
+    "qwen3-next": ("Qwen3NextConfig", "Qwen3NextForCausalLM", dict(head_dim=8), [3]),
+    # Mamba layers, with attention in layers 1 and 3
+    "jamba": ("JambaConfig", "JambaForCausalLM", dict(attn_layer_period=2, attn_layer_offset=1), [1, 3]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(HYBRIDS))
+def test_hybrid_models_analyse_their_attention_layers(make_toy, traces, case):
+    """A hybrid model (linear-attention or state-space layers between attention layers)
+    loads; a selection that includes a layer without attention (``"all"``) gets a clear
+    error naming its attention layers; those layers' metrics equal the reference from
+    Hugging Face's eager patterns; the attention maps cover exactly their heads."""
+    config, model_class, overrides, attention = HYBRIDS[case]
+    model = make_toy(
+        getattr(transformers, config), getattr(transformers, model_class),
+        num_hidden_layers=4, **COMMON, **overrides,
+    )  # fmt: skip
+    assert engine.attention_layers(model) == attention
+    trace = traces["long"]
+    with pytest.raises(WorkbenchError, match="have no softmax attention") as info:
+        wb.analyze(model, trace)
+    assert f"layers={attention}" in info.value.fix
+    folder = sampler(model).config._name_or_path
+    hf = transformers.AutoModelForCausalLM.from_pretrained(
+        folder, attn_implementation="eager", dtype=torch.float32
+    ).eval()
+    with torch.no_grad():  # one pattern per attention layer, in order (none for the others)
+        out = hf(trace.ids[None], output_attentions=True, use_cache=False)
+    patterns = {
+        (layer, h): att[0, h].double().numpy()
+        for layer, att in zip(attention, out.attentions, strict=True)
+        for h in range(att.shape[1])
+    }
+    ref = reference_from_patterns(
+        patterns, trace.prompt_len, n_layers=4, n_heads=model.cfg.n_heads, window=10
+    )
+    a = wb.analyze(model, trace, layers=attention, window=10, entropy=False)
+    for f in ["head_span", "waad", "fai", "delta"]:
+        close(f, getattr(a, f).numpy(), ref[f])
+    for f in ["local_heads", "global_heads", "preplan", "anchors"]:
+        assert getattr(a, f) == ref[f], f
+    maps = wb.viz.attention_maps(model, trace)
+    assert {layer for layer, _ in maps.heads} == set(attention)
 
 
 def test_softcap_changes_the_reference(references):

@@ -46,6 +46,8 @@ from .kernels import TileSums
 from .metrics import HeadStats, StatsAccumulator, normalise_cuts
 
 __all__ = [
+    "attention_layers",
+    "check_layers",
     "check_model",
     "collect",
     "collect_many",
@@ -63,11 +65,51 @@ def check_model(model: Any) -> None:
             f"the model ({type(model).__name__}) has no TransformerLens hooks",
             "load it with wb.load_model(...) (a TransformerBridge with eager attention)",
         )
-    if "blocks.0.attn.hook_pattern" not in hook_dict:
+    if not attention_layers(model):
         raise WorkbenchError(
-            "the model has no attention-pattern hooks (blocks.{l}.attn.hook_pattern)",
-            "load it with wb.load_model(...), which switches attention to eager",
+            f"none of the {cfg.n_layers} layers of {_arch(model)} has an attention pattern "
+            "(blocks.{l}.attn.hook_pattern), and every metric of the workbench reads one",
+            "load a model with softmax attention layers through wb.load_model(...)",
         )
+
+
+def attention_layers(model: Any) -> list[int]:
+    """The layers whose attention pattern the bridge exposes (``blocks.{l}.attn.hook_pattern``):
+    every layer, except in hybrid models, whose linear-attention, state-space or
+    convolution layers have none (Qwen3-Next, Jamba)."""
+    hook_dict = getattr(model, "hook_dict", {})
+    return [
+        layer
+        for layer in range(model.cfg.n_layers)
+        if f"blocks.{layer}.attn.hook_pattern" in hook_dict
+    ]
+
+
+def check_layers(model: Any, layers: Sequence[int]) -> None:
+    """Raise a `WorkbenchError` naming the layers of `layers` that have no attention pattern
+    (see `attention_layers`), and the ones to pick instead."""
+    have = attention_layers(model)
+    missing = sorted(set(layers) - set(have))
+    if missing:
+        types = getattr(getattr(_sampled(model), "config", None), "layer_types", None) or []
+        kinds = sorted({str(types[i]) for i in missing if i < len(types)})
+        what = f" ({', '.join(kinds)})" if kinds else ""
+        raise WorkbenchError(
+            f"layer(s) {missing} of {_arch(model)} have no softmax attention{what}, so "
+            "they have no attention pattern to analyse",
+            f"pick among its attention layers, e.g. layers={have}",
+        )
+
+
+def _sampled(model: Any) -> Any:
+    try:
+        return sampler(model)
+    except WorkbenchError:
+        return model
+
+
+def _arch(model: Any) -> str:
+    return type(_sampled(model)).__name__
 
 
 def entropy_from_logits(
@@ -553,6 +595,7 @@ def collect_many(
     """
     check_model(model)
     heads = sorted(heads)
+    check_layers(model, [layer for layer, _ in heads])
     lens = [int(ids.shape[0]) for ids, _ in items]
     t_max = max(lens)
     if path not in ("auto", "exact", "tiled"):

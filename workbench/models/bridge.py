@@ -45,13 +45,75 @@ def bridge_model(hf_model: Any, tokenizer: Any, *, name: str | None = None) -> T
     check_versions()
     name = name or _compat.model_name(hf_model)
     device = str(next(hf_model.parameters()).device)
-    bridge = TransformerBridge.boot_transformers(
-        name, hf_model=structural_copy(hf_model), tokenizer=tokenizer, device=device
-    )
+    arch = type(hf_model).__name__
+    try:
+        bridge = TransformerBridge.boot_transformers(
+            name, hf_model=structural_copy(hf_model), tokenizer=tokenizer, device=device
+        )
+    except Exception as e:  # TransformerLens names no error type for an architecture it lacks
+        raise _unsupported(arch, "cannot wrap it", e) from e
     bridge.eval()
+    _check_bridge(bridge, hf_model, arch)
     _NAMES[bridge] = name
     _SAMPLERS[bridge] = hf_model
     return bridge
+
+
+#: `_check_bridge`'s probe length, and its tolerance on float32 logits (relative to their
+#: largest magnitude): the bridge's eager attention and the model's own kernel differ by
+#: float rounding only (about 1e-6), a mis-wired adapter by the logits' own scale.
+_PROBE_TOKENS = 8
+_PROBE_RTOL = 1e-3
+
+
+def _unsupported(arch: str, what: str, error: BaseException) -> WorkbenchError:
+    from importlib.metadata import version
+
+    detail = " ".join(str(error).split())[:300]
+    return WorkbenchError(
+        f"TransformerLens {version('transformer-lens')}'s bridge {what} for {arch} "
+        f"({type(error).__name__}: {detail}), so no hook, map, metric or intervention of "
+        "the workbench can be trusted on this architecture",
+        "use a checkpoint of an architecture the README lists under 'Architectures', or "
+        "upgrade transformer-lens deliberately (`make lock`, then `make test`) if a newer "
+        "release supports it",
+    )
+
+
+def _check_bridge(bridge: Any, hf_model: Any, arch: str) -> None:
+    """Run the bridge and the model on a short probe and compare their logits.
+
+    Catches, at load time, an adapter that fails on this transformers release (an
+    exception) or that computes another function than the model (float32 logits apart by
+    more than `_PROBE_RTOL` of their scale; other dtypes are only run). Costs two forward
+    passes of `_PROBE_TOKENS` tokens.
+    """
+    import torch
+
+    vocab = int(getattr(hf_model.config, "vocab_size", 0) or 0) or _PROBE_TOKENS
+    device = next(hf_model.parameters()).device
+    ids = (torch.arange(_PROBE_TOKENS, device=device) * 7 + 3)[None] % vocab
+    was_training = hf_model.training
+    hf_model.eval()
+    try:
+        with torch.no_grad():
+            want = hf_model(ids, use_cache=False).logits
+            try:
+                got = bridge(ids, return_type="logits")
+            except Exception as e:
+                raise _unsupported(arch, "fails in a forward pass", e) from e
+    finally:
+        hf_model.train(was_training)
+    if want.dtype != torch.float32:
+        return
+    scale = float(want.abs().max())
+    error = float((got.float() - want).abs().max()) if got.shape == want.shape else float("inf")
+    if not error <= _PROBE_RTOL * max(1.0, scale):
+        raise _unsupported(
+            arch,
+            "computes other logits than the model",
+            ValueError(f"largest difference {error:.3g}, logits up to {scale:.3g}"),
+        )
 
 
 def model_name(model: Any) -> str | None:

@@ -23,6 +23,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..attention.engine import attention_layers, check_layers
 from ..errors import WorkbenchError
 
 __all__ = ["AttentionMaps", "attention_maps", "pool", "pool_bin"]
@@ -99,8 +100,8 @@ class AttentionMaps:
 
 def _heads_arg(model: Any, heads: Sequence[Head] | None) -> list[Head]:
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    if heads is None:
-        return [(layer, h) for layer in range(n_layers) for h in range(n_heads)]
+    if heads is None:  # a hybrid model's attention layers only
+        return [(layer, h) for layer in attention_layers(model) for h in range(n_heads)]
     out = []
     for item in heads:
         try:
@@ -117,6 +118,7 @@ def _heads_arg(model: Any, heads: Sequence[Head] | None) -> list[Head]:
         out.append((layer, h))
     if not out:
         raise WorkbenchError("heads is empty", "pass None for all heads, or some heads")
+    check_layers(model, [layer for layer, _ in out])
     return sorted(set(out))
 
 
@@ -134,8 +136,9 @@ def attention_maps(
         model: a bridge from `wb.load_model`.
         trace: a `wb.Trace` or a `wb.Analysis` (anything with ``ids``, ``prompt_len``,
             ``tokens``).
-        heads: ``(layer, head)`` pairs; None = every head. Only their layers are hooked and
-            the pass stops after the last of them.
+        heads: ``(layer, head)`` pairs; None = every head (of the attention layers only, in
+            a hybrid model). Only their layers are hooked and the pass stops after the last
+            of them.
         keys: ``"all"`` (key columns over prompt + response, sink included) or
             ``"response"`` (response keys only: a square map).
         max_cells: most cells per map; blocks of ``bin x bin`` are averaged to fit.
