@@ -501,9 +501,12 @@ HYBRIDS = {
 @pytest.mark.parametrize("case", list(HYBRIDS))
 def test_hybrid_models_analyse_their_attention_layers(make_toy, traces, case):
     """A hybrid model (linear-attention or state-space layers between attention layers)
-    loads; a selection that includes a layer without attention (``"all"``) gets a clear
-    error naming its attention layers; those layers' metrics equal the reference from
-    Hugging Face's eager patterns; the attention maps cover exactly their heads."""
+    loads; ``"all"`` and ``"middle"`` mean its attention layers (in the analysis and the
+    head picker), and their metrics equal the reference from Hugging Face's eager
+    patterns; a selection that names a layer without attention gets a clear error naming
+    the attention layers; the attention maps cover exactly their heads."""
+    from workbench.ui.heads import HeadPicker
+
     config, model_class, overrides, attention = HYBRIDS[case]
     model = make_toy(
         getattr(transformers, config), getattr(transformers, model_class),
@@ -511,8 +514,8 @@ def test_hybrid_models_analyse_their_attention_layers(make_toy, traces, case):
     )  # fmt: skip
     assert engine.attention_layers(model) == attention
     trace = traces["long"]
-    with pytest.raises(WorkbenchError, match="have no softmax attention") as info:
-        wb.analyze(model, trace)
+    with pytest.raises(WorkbenchError, match=r"layer\(s\) \[0\] .* no softmax attention") as info:
+        wb.analyze(model, trace, layers=[0, attention[-1]])
     assert f"layers={attention}" in info.value.fix
     folder = sampler(model).config._name_or_path
     hf = transformers.AutoModelForCausalLM.from_pretrained(
@@ -528,11 +531,17 @@ def test_hybrid_models_analyse_their_attention_layers(make_toy, traces, case):
     ref = reference_from_patterns(
         patterns, trace.prompt_len, n_layers=4, n_heads=model.cfg.n_heads, window=10
     )
-    a = wb.analyze(model, trace, layers=attention, window=10, entropy=False)
+    a = wb.analyze(model, trace, window=10, entropy=False)
+    assert sorted({layer for layer, _ in a.heads}) == attention
     for f in ["head_span", "waad", "fai", "delta"]:
         close(f, getattr(a, f).numpy(), ref[f])
     for f in ["local_heads", "global_heads", "preplan", "anchors"]:
         assert getattr(a, f) == ref[f], f
+    middle = wb.analyze(model, trace, layers="middle", entropy=False)
+    assert sorted({layer for layer, _ in middle.heads}) == attention  # 1 or 2 of them
+    picker = HeadPicker()
+    picker.set_model(model)
+    assert picker.layers == attention and list(picker.custom_layers.options) == attention
     maps = wb.viz.attention_maps(model, trace)
     assert {layer for layer, _ in maps.heads} == set(attention)
 

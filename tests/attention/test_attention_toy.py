@@ -117,6 +117,18 @@ def test_middle_layers_rule():
     assert wb.middle_layers(1) == [0]
 
 
+def test_a_hybrid_models_all_and_middle_are_its_attention_layers():
+    from workbench.attention import resolve_layers
+
+    # Qwen3-Next's layout: 48 layers, attention in every fourth (3, 7, ..., 47). "middle"
+    # is middle_layers(12) = [4, 5, 6, 7, 8] of those twelve.
+    attention = list(range(3, 48, 4))
+    assert resolve_layers("all", 48, attention) == attention
+    assert resolve_layers("middle", 48, attention) == [19, 23, 27, 31, 35]
+    assert resolve_layers([0, -1], 48, attention) == [0, 47]  # explicit: checked later
+    assert resolve_layers("middle", 30, None) == wb.middle_layers(30)
+
+
 def random_pattern(rng: np.random.Generator, n_heads: int, n: int, temp: float = 2.0):
     scores = rng.normal(size=(n_heads, n, n)) * temp
     mask = np.triu(np.ones((n, n), dtype=bool), 1)

@@ -36,22 +36,30 @@ def middle_layers(n_layers: int) -> list[int]:
     return sorted(set(picks))
 
 
-def resolve_layers(layers: str | int | Sequence[int], n_layers: int) -> list[int]:
+def resolve_layers(
+    layers: str | int | Sequence[int],
+    n_layers: int,
+    attention: Sequence[int] | None = None,
+) -> list[int]:
     """Turn a layer selection into a sorted list of distinct layer indices.
 
     Args:
         layers: ``"all"``, ``"middle"`` (see `middle_layers`), one index or a list of
             indices (negative indices count from the end).
         n_layers: the model's number of layers.
+        attention: the layers that have attention (`engine.attention_layers`; None: all).
+            In a hybrid model ``"all"`` means these, and ``"middle"`` the five middle-third
+            of these (`middle_layers` of their count, indexing into them).
 
     Returns:
         Sorted distinct indices in ``0..n_layers-1``.
     """
     if isinstance(layers, str):
+        have = list(range(n_layers)) if attention is None else sorted(attention)
         if layers == "all":
-            return list(range(n_layers))
+            return have
         if layers == "middle":
-            return middle_layers(n_layers)
+            return [have[i] for i in middle_layers(len(have))] if have else []
         raise WorkbenchError(
             f"layers={layers!r} is not a layer selection",
             'pass "all", "middle" or a list of layer indices',

@@ -87,7 +87,8 @@ def analyze(
         params: the `RhythmParams` (default ``RhythmParams()``: W = 10, FAI to the end of
             the response, 30% / 30% head quantiles, q = 0.4, k = 3, alpha = 0.5).
         layers: ``"all"``, ``"middle"`` (five middle-third layers, `middle_layers`) or a
-            list of layer indices.
+            list of layer indices. In a hybrid model, ``"all"`` and ``"middle"`` count
+            only its attention layers (`engine.attention_layers`).
         heads: optionally restrict to these ``(layer, head)`` pairs (within `layers`).
         classes: a fixed `HeadClasses` (e.g. from `analyze_many(..., heads_from="batch")`).
         max_window: keep the diagonal band up to this window (default max(window, 32)).
@@ -148,7 +149,7 @@ def _analyze_batch(
     (the RL credit pass never changes its horizon afterwards).
     """
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    layer_list = resolve_layers(layers, n_layers)
+    layer_list = resolve_layers(layers, n_layers, engine.attention_layers(model))
     head_list = resolve_heads(layer_list, heads, n_layers, n_heads)
     window = params.window
     mw = max(window, DEFAULT_MAX_WINDOW) if max_window is None else max_window

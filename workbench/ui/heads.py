@@ -3,10 +3,12 @@ global."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import ipywidgets as widgets
 
+from ..attention.engine import attention_layers
 from ..attention.layers import resolve_layers
 from ..viz import style
 from . import layout
@@ -59,12 +61,16 @@ class HeadPicker(Panel):
         ]
         self.configure(n_layers, n_heads)
 
-    def configure(self, n_layers: int, n_heads: int) -> None:
-        """Reset the choices for a model with `n_layers` x `n_heads` (all selected)."""
+    def configure(
+        self, n_layers: int, n_heads: int, attention: Sequence[int] | None = None
+    ) -> None:
+        """Reset the choices for a model with `n_layers` x `n_heads` (all selected), of
+        which only the layers `attention` have attention (a hybrid model; None: all)."""
         self.n_layers, self.n_heads = int(n_layers), int(n_heads)
+        self.attention = list(range(self.n_layers)) if attention is None else list(attention)
         with self.hold_trait_notifications():
-            self.custom_layers.options = list(range(self.n_layers))
-            self.custom_layers.value = tuple(range(self.n_layers))
+            self.custom_layers.options = self.attention
+            self.custom_layers.value = tuple(self.attention)
             self.head_index.options = list(range(self.n_heads))
             self.head_index.value = tuple(range(self.n_heads))
         self.classes.value = ""
@@ -72,7 +78,7 @@ class HeadPicker(Panel):
 
     def set_model(self, model: Any) -> None:
         """Adopt the model's shape."""
-        self.configure(model.cfg.n_layers, model.cfg.n_heads)
+        self.configure(model.cfg.n_layers, model.cfg.n_heads, attention_layers(model))
 
     def _on_mode(self, change: dict) -> None:
         self.custom_layers.disabled = change["new"] != "custom"
@@ -84,7 +90,7 @@ class HeadPicker(Panel):
             if not self.custom_layers.value:
                 return []
             return resolve_layers(list(self.custom_layers.value), self.n_layers)
-        return resolve_layers(self.mode.value, self.n_layers)
+        return resolve_layers(self.mode.value, self.n_layers, self.attention)
 
     @property
     def heads(self) -> list[Head]:
