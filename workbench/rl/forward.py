@@ -41,7 +41,12 @@ from transformers import DynamicCache
 
 from ..errors import WorkbenchError
 
-__all__ = ["RolloutBatch", "completion_logits", "rollout_batch"]
+__all__ = ["RolloutBatch", "check_update_forward", "completion_logits", "rollout_batch"]
+
+#: The ``config.layer_types`` whose layers keep their keys and values in a KV cache, the
+#: only state `completion_logits` can hold and repeat per completion (checked on every
+#: architecture of the test matrix).
+CACHED_LAYER_TYPES = frozenset({"full_attention", "sliding_attention", "chunked_attention"})
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,27 @@ def rollout_batch(
     )
 
 
+def check_update_forward(model: Any) -> None:
+    """Raise a `WorkbenchError` if `model` has layers whose state is not a key/value cache
+    (a hybrid model's linear-attention, state-space or convolution layers: Qwen3-Next,
+    Jamba, ...). `completion_logits` could neither hold nor repeat that state, and
+    transformers would fail deep inside its cache.
+
+    Args:
+        model: a Hugging Face causal language model.
+    """
+    types = getattr(getattr(model, "config", None), "layer_types", None) or []
+    other = sorted({str(t) for t in types} - CACHED_LAYER_TYPES)
+    if other:
+        raise WorkbenchError(
+            f"{type(model).__name__} has {', '.join(other)} layers; the native GRPO loop "
+            "runs each prompt once and repeats its key/value cache for the completions, "
+            "and those layers keep a state that cache cannot hold",
+            "train a model whose every layer is attention; the credit of this one can "
+            "still be computed with wb.gamma_many(model, traces, credit)",
+        )
+
+
 def completion_logits(
     model: Any, batch: RolloutBatch, credit: AbstractContextManager[Any] | None = None
 ) -> Float[Tensor, "batch pos d_vocab"]:
@@ -143,7 +169,12 @@ def completion_logits(
         credit: a `FusedCredit` built on ``batch.spans``: it
             is entered around the completion forward only, whose query rows are the
             responses' (see the module docstring).
+
+    Raises:
+        WorkbenchError: a hybrid model (`check_update_forward`), or one that kept no
+            cache (gradient checkpointing in a training forward).
     """
+    check_update_forward(model)
     G = batch.group_size
     # Real positions 0..p_g-1 for each left-padded prompt (what the unpadded row would use,
     # which matters for absolute position embeddings).

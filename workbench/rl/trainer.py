@@ -50,7 +50,7 @@ from .checkpoint import (
 )
 from .config import GRPOConfig
 from .credit import FusedCredit, rollout_gammas
-from .forward import RolloutBatch, completion_logits, rollout_batch
+from .forward import RolloutBatch, check_update_forward, completion_logits, rollout_batch
 from .interrupts import defer_sigint, phase
 from .loss import grpo_advantages, grpo_loss, token_logps
 
@@ -98,6 +98,7 @@ class GRPORun:
         # usual); the credit pass hooks a bridge over a copy that shares its parameters.
         self.policy, self.tokenizer = load_hf(config.model, device=config.device)
         self.policy.train()
+        check_update_forward(self.policy)  # before any rollout, not at the first update
         self.model = bridge_model(self.policy, self.tokenizer)
         self._vocab = int(self.policy.get_output_embeddings().weight.shape[0])
         if not isinstance(config.credit.layers, str):  # refused here, before any folder
