@@ -51,7 +51,7 @@ def bridge_model(hf_model: Any, tokenizer: Any, *, name: str | None = None) -> T
             name, hf_model=structural_copy(hf_model), tokenizer=tokenizer, device=device
         )
     except Exception as e:  # TransformerLens names no error type for an architecture it lacks
-        raise _unsupported(arch, "cannot wrap it", e) from e
+        raise _unsupported(f"cannot wrap {arch}", e) from e
     bridge.eval()
     _check_bridge(bridge, hf_model, arch)
     _NAMES[bridge] = name
@@ -61,17 +61,17 @@ def bridge_model(hf_model: Any, tokenizer: Any, *, name: str | None = None) -> T
 
 #: `_check_bridge`'s probe length, and its tolerance on float32 logits (relative to their
 #: largest magnitude): the bridge's eager attention and the model's own kernel differ by
-#: float rounding only (about 1e-6), a mis-wired adapter by the logits' own scale.
+#: float rounding only, a mis-wired adapter by the logits' own scale.
 _PROBE_TOKENS = 8
 _PROBE_RTOL = 1e-3
 
 
-def _unsupported(arch: str, what: str, error: BaseException) -> WorkbenchError:
+def _unsupported(what: str, error: BaseException) -> WorkbenchError:
     from importlib.metadata import version
 
     detail = " ".join(str(error).split())[:300]
     return WorkbenchError(
-        f"TransformerLens {version('transformer-lens')}'s bridge {what} for {arch} "
+        f"TransformerLens {version('transformer-lens')}'s bridge {what} "
         f"({type(error).__name__}: {detail}), so no hook, map, metric or intervention of "
         "the workbench can be trusted on this architecture",
         "use a checkpoint of an architecture the README lists under 'Architectures', or "
@@ -101,7 +101,7 @@ def _check_bridge(bridge: Any, hf_model: Any, arch: str) -> None:
             try:
                 got = bridge(ids, return_type="logits")
             except Exception as e:
-                raise _unsupported(arch, "fails in a forward pass", e) from e
+                raise _unsupported(f"fails in a forward pass of {arch}", e) from e
     finally:
         hf_model.train(was_training)
     if want.dtype != torch.float32:
@@ -110,8 +110,7 @@ def _check_bridge(bridge: Any, hf_model: Any, arch: str) -> None:
     error = float((got.float() - want).abs().max()) if got.shape == want.shape else float("inf")
     if not error <= _PROBE_RTOL * max(1.0, scale):
         raise _unsupported(
-            arch,
-            "computes other logits than the model",
+            f"computes other logits than {arch}",
             ValueError(f"largest difference {error:.3g}, logits up to {scale:.3g}"),
         )
 
