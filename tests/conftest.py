@@ -90,6 +90,39 @@ def make_toy(tmp_path_factory):
     return make
 
 
+#: Hybrid toys (`hybrid_toy`), 4 layers each: ``(config, model class, overrides)``.
+HYBRIDS = {
+    # layer types: linear, linear, linear, full attention
+    "qwen3-next": ("Qwen3NextConfig", "Qwen3NextForCausalLM", {"head_dim": 8}),
+    # Mamba layers, with attention in layers 1 and 3
+    "jamba": ("JambaConfig", "JambaForCausalLM", {"attn_layer_period": 2, "attn_layer_offset": 1}),
+}
+
+
+@pytest.fixture(scope="session")
+def hybrid_toy(make_toy):
+    """``hybrid_toy(name)``: a 4-layer random hybrid model of `HYBRIDS` (linear-attention or
+    state-space layers between attention layers), built once per session."""
+    import transformers
+
+    built: dict[str, object] = {}
+
+    def get(name: str):
+        if name not in built:
+            config, model, overrides = HYBRIDS[name]
+            built[name] = make_toy(
+                getattr(transformers, config),
+                getattr(transformers, model),
+                num_hidden_layers=4,
+                max_position_embeddings=1024,
+                initializer_range=0.2,
+                **overrides,
+            )
+        return built[name]
+
+    return get
+
+
 @pytest.fixture(scope="session")
 def toy_llama(make_toy):
     """A 2-layer random Llama (4 query heads sharing 2 key/value heads) with the tiny

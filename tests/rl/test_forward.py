@@ -71,28 +71,14 @@ def test_gradient_checkpointing_is_refused_rather_than_dropping_the_prompts():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    ("config", "model", "overrides"),
-    [
-        ("Qwen3NextConfig", "Qwen3NextForCausalLM", {"head_dim": 8}),
-        ("JambaConfig", "JambaForCausalLM", {"attn_layer_period": 2, "attn_layer_offset": 1}),
-    ],
-)
-def test_hybrid_models_are_refused_by_the_update_forward_with_a_clear_error(
-    make_toy, config, model, overrides
-):
+@pytest.mark.parametrize("case", ["qwen3-next", "jamba"])
+def test_hybrid_models_are_refused_by_the_update_forward_with_a_clear_error(hybrid_toy, case):
     """A hybrid model's linear-attention or state-space layers keep a state that the
     repeated key/value cache cannot hold (transformers failed with an IndexError deep in
     its cache): the update forward refuses them by name, before running anything."""
-    import transformers
-
     from workbench.models import sampler
 
-    bridge = make_toy(
-        getattr(transformers, config), getattr(transformers, model), num_hidden_layers=4,
-        **overrides,
-    )  # fmt: skip
     batch = rollout_batch([[5, 6, 7]], [[1, 2], [3]], 2, slice(0, 2))
     with pytest.raises(WorkbenchError, match="linear_attention layers") as info:
-        completion_logits(sampler(bridge), batch)
+        completion_logits(sampler(hybrid_toy(case)), batch)
     assert "wb.gamma_many" in info.value.fix

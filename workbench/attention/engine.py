@@ -605,7 +605,7 @@ def collect_many(
         path = "tiled" if tiled_supported(model) else "exact"
     elif path == "tiled" and not tiled_supported(model):
         raise WorkbenchError(
-            f"the tiled path does not support this model: {type(sampler(model)).__name__} "
+            f"the tiled path does not support this model: {_arch(model)} "
             "does not route its attention through transformers' attention interface",
             'use path="exact" (or "auto")',
         )
