@@ -11,6 +11,9 @@ WEIGHTS_LOCK := lock/weights.txt
 LATEST := .venv-latest
 PORT   ?= 8888
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test` / `make test-fast` (CI has two cores; 0 runs serially).
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 PIP_INSTALL = pip install --disable-pip-version-check -q
 # Where `make lock` finds the torch 2.13.0+cpu wheel (a folder or a page of links).
 TORCH_WHEELS ?= $(or $(PIP_FIND_LINKS),https://download.pytorch.org/whl/torch/)
@@ -34,10 +37,10 @@ demo: $(STAMP)
 	$(BIN)/workbench demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 # Re-resolve the lock to the newest versions pyproject.toml allows (a deliberate commit:
 # then `make test`, and widen workbench/_compat.py's TESTED ranges if a library moved).

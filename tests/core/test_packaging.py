@@ -35,7 +35,8 @@ def _lock(name: str = "requirements.txt") -> dict[str, str]:
 def _make_n(*args: str, venv: Path) -> list[str]:
     """The commands ``make -n ARGS`` would run with ``VENV=venv`` (comments dropped,
     continuation lines joined), from a clean make environment."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    drop = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PYTEST_ARGS", "TEST_WORKERS")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     out = subprocess.run(
         ["make", "-n", *args, f"VENV={venv}", "PYTHON=python3"],
         cwd=ROOT,
@@ -97,7 +98,9 @@ def test_make_skips_an_installed_venv_and_rebuilds_a_stale_one(tmp_path):
     venv = tmp_path / "v"
     venv.mkdir()
     (venv / ".installed").touch()  # newer than pyproject.toml and the lock: no set-up
-    assert _make_n("test", "PYTEST_ARGS=-x", venv=venv) == [f"{venv}/bin/python -m pytest -x"]
+    assert _make_n("test", "PYTEST_ARGS=-x", "TEST_WORKERS=0", venv=venv) == [
+        f"{venv}/bin/python -m pytest -n 0 --dist worksteal -x"
+    ]
     for changed in ("pyproject.toml", "lock/requirements.txt", "lock/weights.txt"):
         cmds = _make_n("test", "-W", changed, venv=venv)  # as if just edited
         assert cmds[0] == f"rm -rf {venv}" and len(_installs(cmds, venv)) == 3, changed
@@ -215,7 +218,9 @@ def test_every_make_command_in_the_readme_is_a_target(tmp_path):
     venv = tmp_path / "v"
     venv.mkdir()
     (venv / ".installed").touch()
-    assert _make_n("test-fast", venv=venv) == [f'{venv}/bin/python -m pytest -m "not slow"']
+    pytest = f"{venv}/bin/python -m pytest -n 2 --dist worksteal"
+    assert _make_n("test-fast", venv=venv) == [f'{pytest} -m "not slow"']
+    assert _make_n("test", venv=venv) == [pytest]
 
 
 def test_public_api_is_curated():
