@@ -30,6 +30,7 @@ at 1e-5 (`test_softcap_changes_the_reference` checks that for soft-capping).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +44,7 @@ from workbench.attention import engine
 from workbench.attention.metrics import DEFAULT_FAI_CUTS
 from workbench.attention.reference import reference_from_patterns
 from workbench.errors import WorkbenchError
-from workbench.models import sampler
+from workbench.models import bridge_model, sampler
 
 pytestmark = pytest.mark.slow
 
@@ -497,6 +498,22 @@ def test_architectures_the_bridge_gets_wrong_are_refused_at_load(make_toy, case)
         make_toy(getattr(transformers, config), getattr(transformers, model), **COMMON, **overrides)
     assert model in info.value.problem and "TransformerLens" in info.value.problem
     assert "Architectures" in info.value.fix
+
+
+def test_a_half_precision_model_the_bridge_cannot_run_has_float32_as_its_fix(toys):
+    """TransformerLens's OLMo 2 adapter mixes float32 with the model's dtype, so its bridge
+    fails in bfloat16: the refusal names the dtype and says to bridge in float32 (the matrix
+    runs OLMo 2 in float32). A bfloat16 model the bridge runs is accepted."""
+    olmo = _bridge(toys, "olmo2")
+    half = copy.deepcopy(sampler(olmo)).to(torch.bfloat16)
+    with pytest.raises(
+        WorkbenchError, match="fails in a forward pass of Olmo2ForCausalLM "
+    ) as info:
+        bridge_model(half, olmo.tokenizer)
+    assert info.value.problem.endswith("on this architecture in bfloat16")
+    assert "float32" in info.value.fix and "Architectures" not in info.value.fix
+    llama = _bridge(toys, "llama3")
+    bridge_model(copy.deepcopy(sampler(llama)).to(torch.bfloat16), llama.tokenizer)
 
 
 @pytest.mark.parametrize(("case", "attention"), [("qwen3-next", [3]), ("jamba", [1, 3])])

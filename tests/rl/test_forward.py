@@ -61,13 +61,14 @@ def test_shared_prompts_give_the_rows_log_probs_and_gradients():
 
 
 @pytest.mark.slow
-def test_gradient_checkpointing_is_refused_rather_than_dropping_the_prompts():
+def test_activation_checkpointing_is_refused_rather_than_dropping_the_prompts():
     policy, _ = load_hf("tiny-reasoner", device="cpu")
     policy.train()
-    policy.gradient_checkpointing_enable()
+    policy.activation_checkpointing_enable()
     batch = rollout_batch([[5, 6, 7]], [[8, 9], [10]], 2, slice(0, 2))
-    with pytest.raises(WorkbenchError, match="did not keep the prompts' keys"):
+    with pytest.raises(WorkbenchError, match="did not keep the prompts' keys") as info:
         completion_logits(policy, batch)
+    assert "activation_checkpointing_disable()" in info.value.fix
 
 
 @pytest.mark.slow

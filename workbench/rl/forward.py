@@ -191,13 +191,15 @@ def completion_logits(
         logits_to_keep=1,
     ).logits[:, -1]
     if cache.get_seq_length() != batch.prompt_ids.shape[1]:
-        # Gradient checkpointing turns caching off in a training forward: the completions
-        # would then run without their prompts.
+        # Activation (gradient) checkpointing turns caching off in a training forward: the
+        # completions would then run without their prompts.
         raise WorkbenchError(
-            "the model did not keep the prompts' keys and values in its KV cache (gradient "
-            "checkpointing turns the cache off in a training forward)",
-            "turn gradient checkpointing off for the native GRPO loop "
-            "(model.gradient_checkpointing_disable()), or train with wb.rl.RhythmGRPOTrainer",
+            "the model did not keep the prompts' keys and values in its KV cache (activation "
+            "checkpointing, formerly gradient checkpointing, turns the cache off in a "
+            "training forward)",
+            "turn it off for the native GRPO loop (model.activation_checkpointing_disable(), "
+            "formerly gradient_checkpointing_disable()), or train with "
+            "wb.rl.RhythmGRPOTrainer",
         )
     grouped = DynamicCache()
     for i, layer in enumerate(cache.layers):
