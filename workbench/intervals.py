@@ -22,7 +22,17 @@ from typing import Any
 
 import numpy as np
 
+from .errors import WorkbenchError
+
 __all__ = ["bootstrap_ci", "holm", "paired_t", "t_cdf", "t_ci", "t_quantile"]
+
+
+def _check_level(ci: Any) -> None:
+    if isinstance(ci, bool) or not isinstance(ci, (int, float)) or not 0 < ci < 1:
+        raise WorkbenchError(
+            f"ci must be an interval level between 0 and 1, got {ci!r}",
+            "pass e.g. ci=0.95 for a 95% interval",
+        )
 
 
 def _values(values: Any) -> tuple[np.ndarray, tuple[float, float, float] | None]:
@@ -45,6 +55,7 @@ def bootstrap_ci(
 
     With one value the bounds are NaN (no interval); with none, all three are NaN.
     """
+    _check_level(ci)
     v, trivial = _values(values)
     if trivial is not None:
         return trivial
@@ -116,6 +127,7 @@ def t_ci(values: Any, *, ci: float = 0.95) -> tuple[float, float, float]:
     freedom); with none, all three are NaN. Values that do not vary give a zero-width
     interval, the t-interval's own answer; with few runs read it beside `paired_t`, whose
     p-value then comes from the exact sign-flip test."""
+    _check_level(ci)
     v, trivial = _values(values)
     if trivial is not None:
         return trivial

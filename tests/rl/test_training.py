@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import time
 
 import pytest
 import torch
@@ -13,6 +16,8 @@ from workbench.attention import CreditParams
 from workbench.errors import WorkbenchError
 from workbench.provenance import provenance
 from workbench.rl import Experiment, GRPOConfig, read_metrics, resume, rollout_gammas, train
+from workbench.rl import trainer as trainer_module
+from workbench.rl.trainer import GRPORun
 from workbench.tasks import get_task
 from workbench.trace import encode_prompt
 
@@ -198,6 +203,149 @@ def test_resume_after_interruption_matches_the_uninterrupted_run(tmp_path):
     assert rows_a == rows_b
 
 
+STRIP = ("time_rollout", "time_credit", "time_update", "step_time")
+
+
+def _rows(run_dir):
+    return [{k: v for k, v in r.items() if k not in STRIP} for r in read_metrics(run_dir)]
+
+
+@pytest.fixture
+def ctrl_c():
+    """``ctrl_c()`` sends this process a real SIGINT and waits for its KeyboardInterrupt
+    (Python's own handler installed, whatever the test runner set)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def send():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)  # interrupted at once; never reached
+        raise AssertionError("no KeyboardInterrupt arrived")
+
+    yield send
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_in_an_evaluation_keeps_the_steps_row_and_resume_evaluates_it(
+    tmp_path, monkeypatch, ctrl_c
+):
+    """The weights are the step's once its update is done: Ctrl-C in the evaluation that
+    follows checkpoints them with the step's row, and resume evaluates that row, so the
+    metrics equal an uninterrupted run's (the final evaluation was lost before)."""
+    cfg = GRPOConfig(max_steps=2, seed=1, **SMALL)  # evaluates after steps 0 and 2
+    full = train(cfg, out=tmp_path / "full", progress=False)
+    evaluate = GRPORun.evaluate
+
+    def evaluate_interrupted_at_2(self):
+        if self.step == 2:
+            ctrl_c()
+        return evaluate(self)
+
+    monkeypatch.setattr(GRPORun, "evaluate", evaluate_interrupted_at_2)
+    part = train(cfg, out=tmp_path / "part", progress=False)
+    assert part.status == "interrupted" and part.step == 2
+    rows = read_metrics(tmp_path / "part")
+    assert [r["step"] for r in rows] == [0, 1, 2] and "eval_accuracy" not in rows[2]
+    monkeypatch.undo()
+    resumed = resume(tmp_path / "part", progress=False)
+    assert resumed.status == "finished" and _rows(tmp_path / "part") == _rows(tmp_path / "full")
+    a, b = _weights(full), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ctrl_c_between_the_iterations_of_an_update_saves_no_half_updated_weights(
+    tmp_path, monkeypatch, ctrl_c
+):
+    """With num_iterations=2 the weights move twice per step: interrupted between the two,
+    they belong to no step, so nothing is checkpointed under the old step and resume
+    repeats the step from the last checkpoint, equal to an uninterrupted run."""
+    cfg = GRPOConfig(max_steps=1, seed=1, num_iterations=2, entropy_coef=0.01, **SMALL)
+    full = train(cfg, out=tmp_path / "full", progress=False)
+    runs: list[GRPORun] = []
+    forward = trainer_module.completion_logits
+
+    def completion_logits(*args, **kwargs):
+        if runs and runs[0]._ahead:  # the second iteration's forward
+            ctrl_c()
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "completion_logits", completion_logits)
+    part = train(
+        cfg, out=tmp_path / "part", progress=False, callbacks=[lambda r, _: runs.append(r)]
+    )
+    assert part.status == "interrupted" and part.step == 0
+    checkpoints = sorted(p.name for p in (tmp_path / "part" / "checkpoints").iterdir())
+    assert checkpoints == ["LATEST", "step-000000"]
+    with pytest.raises(WorkbenchError, match="partway through step 1's update"):
+        part.train()
+    monkeypatch.undo()
+    resumed = resume(tmp_path / "part", progress=False)
+    a, b = _weights(full), _weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a), "the step-0 checkpoint was not touched"
+    assert _rows(tmp_path / "part") == _rows(tmp_path / "full")
+
+
+def test_a_stop_request_stops_one_train_call_only(tmp_path):
+    def stop_after_1(run, row):
+        if row["step"] == 1:
+            run.request_stop()
+
+    run = train(GRPOConfig(max_steps=2, **SMALL), out=tmp_path, progress=False,
+                callbacks=[stop_after_1])  # fmt: skip
+    assert run.status == "stopped" and run.step == 1
+    run.callbacks.clear()
+    assert run.train().status == "finished" and run.step == 2
+
+
+def test_resuming_from_an_older_checkpoint_sets_the_later_ones_aside(tmp_path):
+    """Going back to step 2 of a 3-step run makes step 2 the latest checkpoint before the
+    first new step: a crash then resumes from step 2 again, never from the abandoned step
+    3 with step 3's row gone (the later checkpoint is kept, renamed)."""
+    cfg = GRPOConfig(max_steps=3, seed=1, **SMALL)
+    train(cfg, out=tmp_path / "full", progress=False)
+    shutil.copytree(tmp_path / "full", tmp_path / "back")
+
+    def crash(run, row):
+        raise RuntimeError("a crash before the first new checkpoint")
+
+    with pytest.raises(RuntimeError, match="a crash"):
+        resume(tmp_path / "back", checkpoint="step-000002", callbacks=[crash], progress=False)
+    root = tmp_path / "back" / "checkpoints"
+    assert (root / "LATEST").read_text().strip() == "step-000002"
+    assert sorted(p.name for p in root.iterdir()) == [
+        "LATEST", "abandoned-step-000003", "step-000002"
+    ]  # fmt: skip
+    resumed = resume(tmp_path / "back", progress=False)
+    assert resumed.step == 3 and _rows(tmp_path / "back") == _rows(tmp_path / "full")
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (("metrics.jsonl", "7\n"), "line 1 of .* is not a metrics row"),
+        (("metrics.jsonl", '{"step": "1"}\n'), "line 1 of .* is not a metrics row"),
+        (("resumes.json", "{not json"), "resumes.json is not a readable list"),
+        (("checkpoints/step-000001/state.json", "[]"), "step-000001 is corrupt"),
+        (("checkpoints/step-000001/state.json", "{}"), "step-000001 is corrupt"),
+    ],
+)
+def test_a_damaged_run_folder_is_a_clear_error(tmp_path, damage, problem):
+    run_dir = tmp_path / "r"
+    train(GRPOConfig(max_steps=1, eval_samples=0, **SMALL), out=run_dir, progress=False)
+    config = (run_dir / "config.json").read_text()
+    name, text = damage
+    (run_dir / name).write_text(text)
+    with pytest.raises(WorkbenchError, match=problem):
+        resume(run_dir, max_steps=2, progress=False)
+    assert (run_dir / "config.json").read_text() == config, "refused before any change"
+
+
+def test_resume_refuses_a_max_steps_that_is_not_a_positive_integer(tmp_path):
+    train(GRPOConfig(max_steps=1, eval_samples=0, **SMALL), out=tmp_path, progress=False)
+    for bad in (0, -1):  # (other types are refused by the type checker under pytest)
+        with pytest.raises(WorkbenchError, match="max_steps must be"):
+            resume(tmp_path, max_steps=bad, progress=False)
+
+
 def test_corrupt_checkpoint_is_a_clear_error_and_the_previous_is_kept(tmp_path):
     run = train(GRPOConfig(max_steps=2, **SMALL), out=tmp_path / "r", progress=False)
     latest = tmp_path / "r" / "checkpoints" / "step-000002"
@@ -289,6 +437,17 @@ def test_experiment_runs_each_strategy_and_seed_once(tmp_path):
     assert single.paired()["diff_lo"].isna().all()
     (row,) = next(iter(single.paired_chart().to_dict()["datasets"].values()))
     assert row["label"] == "fewer than two seeds: no test"
+    # A run cut short after its step-0 evaluation is named, never averaged in as "final".
+    cut = tmp_path / "cut"
+    for strategy in ("none", "coupled"):
+        shutil.copytree(tmp_path / strategy, cut / strategy)
+    metrics = cut / "coupled" / "seed-1" / "metrics.jsonl"
+    metrics.write_text(metrics.read_text().splitlines(keepends=True)[0])
+    for table in (Experiment(cut).summary, Experiment(cut).paired):
+        with pytest.raises(WorkbenchError, match=r"not finished: coupled/seed-1 \(step 0 of 1\)"):
+            table()
+    with pytest.raises(WorkbenchError, match="ci must be an interval level"):
+        exp.summary(ci=95)
 
 
 def test_experiment_called_again_with_more_steps_extends_its_runs(tmp_path):
@@ -302,7 +461,8 @@ def test_experiment_called_again_with_more_steps_extends_its_runs(tmp_path):
     run_dir = tmp_path / "short" / "none" / "seed-0"
     assert json.loads((run_dir / "config.json").read_text())["max_steps"] == 2
     assert json.loads((run_dir / "status.json").read_text()) == {"status": "finished", "step": 2}
-    assert list(exp.frame()["step"]) == [0, 1, 2], "the extended run evaluates at its new end"
+    # The old end (step 1) is not on the new schedule (eval_every=0): only 0 and 2 are.
+    assert list(exp.frame()["step"]) == [0, 2], "the extended run evaluates at its new end"
     (resumed,) = json.loads((run_dir / "resumes.json").read_text())
     assert resumed["from_step"] == 1 and resumed["max_steps"] == 2
     assert resumed["commit"] == json.loads((run_dir / "provenance.json").read_text())["commit"]
@@ -315,7 +475,7 @@ def test_experiment_called_again_with_more_steps_extends_its_runs(tmp_path):
         [{k: v for k, v in r.items() if k not in strip} for r in read_metrics(d)]
         for d in (run_dir, tmp_path / "long" / "none" / "seed-0")
     ]
-    assert [r for r in rows[0] if r["step"] == 2] == [r for r in rows[1] if r["step"] == 2]
+    assert rows[0] == rows[1], "extended, the run's metrics are those of the longer run"
     assert full.summary()["final"][0] == exp.summary()["final"][0]
     with pytest.raises(WorkbenchError, match="2-step run, longer than the max_steps=1"):
         run_experiment(["none"], [0], tmp_path / "short", progress=False, **small)

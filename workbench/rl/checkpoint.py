@@ -125,6 +125,8 @@ def load_checkpoint(
     path = Path(path)
     try:
         state = json.loads((path / "state.json").read_text())
+        if not isinstance(state, dict) or type(state.get("step")) is not int:
+            raise ValueError("state.json names no integer step")
         missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
         if unexpected or missing:
             raise ValueError(f"weights do not match the model (missing {missing[:3]})")
@@ -175,12 +177,18 @@ def read_metrics(run_dir: Path, *, up_to_step: int | None = None) -> list[dict[s
     rows: list[dict[str, Any]] = []
     if not path.is_file():
         return rows
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text().splitlines(), 1):
         try:
             row = json.loads(line)
         except ValueError:
             continue
-        if up_to_step is None or row.get("step", 0) <= up_to_step:
+        if not isinstance(row, dict) or type(row.get("step")) is not int:
+            raise WorkbenchError(
+                f"line {number} of {path} is not a metrics row (a JSON object with an "
+                f"integer step): {line[:80]!r}",
+                "restore the file from a copy, or delete that line",
+            )
+        if up_to_step is None or row["step"] <= up_to_step:
             rows.append(row)
     return rows
 

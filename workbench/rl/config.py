@@ -138,6 +138,17 @@ class GRPOConfig:
         """Prompts sampled per step: ``per_device_train_batch_size / num_generations``."""
         return self.per_device_train_batch_size // self.num_generations
 
+    @property
+    def eval_keys(self) -> tuple[str, ...]:
+        """The metrics an evaluation adds to a step's row (`GRPORun.evaluate`)."""
+        return ("eval_accuracy", "eval_sampled_accuracy")[: 2 if self.eval_samples else 1]
+
+    def evaluates(self, step: int, end: int | None = None) -> bool:
+        """Whether a run ending at `end` (default ``max_steps``) evaluates after `step`:
+        every ``eval_every`` steps, and at its last step."""
+        end = self.max_steps if end is None else end
+        return bool(self.eval_every and step % self.eval_every == 0) or step == end
+
     def validate(self) -> None:
         """Raise a `WorkbenchError` naming the first bad setting and its fix."""
 

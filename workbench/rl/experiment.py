@@ -46,8 +46,8 @@ class Experiment:
         return sorted(p.parent for p in self.out.glob("*/seed-*/config.json"))
 
     def frame(self):
-        """Long table of evaluations (pandas): strategy, seed, step and each of `METRICS`
-        (NaN where a run did not compute it)."""
+        """Long table of evaluations (pandas): strategy, seed, step, the run's
+        ``max_steps`` and each of `METRICS` (NaN where a run did not compute it)."""
         import pandas as pd
 
         rows = []
@@ -60,10 +60,11 @@ class Experiment:
                             "strategy": cfg.strategy,
                             "seed": cfg.seed,
                             "step": r["step"],
+                            "max_steps": cfg.max_steps,
                             **{m: r.get(m, float("nan")) for m in METRICS},
                         }
                     )
-        return pd.DataFrame(rows, columns=["strategy", "seed", "step", *METRICS])
+        return pd.DataFrame(rows, columns=["strategy", "seed", "step", "max_steps", *METRICS])
 
     def _metric_frame(self, metric: str):
         if metric not in METRICS:
@@ -77,10 +78,32 @@ class Experiment:
         return f
 
     def _per_run(self, metric: str):
-        """``start``, ``final`` and ``peak`` of `metric` for each (strategy, seed) run."""
+        """``start``, ``final`` and ``peak`` of `metric` for each (strategy, seed) run.
+
+        Raises:
+            WorkbenchError: a run has not reached its last step (its "final" would be an
+                earlier evaluation), or the runs' lengths differ.
+        """
         f = self._metric_frame(metric).sort_values("step", kind="stable")
-        per_run = f.groupby(["strategy", "seed"])[metric]
-        return per_run.agg(start="first", final="last", peak="max")
+        per_run = f.groupby(["strategy", "seed"])
+        last = per_run["step"].max()
+        ends = per_run["max_steps"].first()
+        short = [f"{s}/seed-{k} (step {last[s, k]} of {ends[s, k]})" for s, k in last.index
+                 if last[s, k] < ends[s, k]]  # fmt: skip
+        if short:
+            raise WorkbenchError(
+                f"{len(short)} run(s) in {self.out} have not finished: {', '.join(short)}; "
+                "their last evaluation is not a final one",
+                "run the same wb.rl.run_experiment call again (it resumes them), or look "
+                "at the runs so far with exp.chart()",
+            )
+        if ends.nunique() > 1:
+            raise WorkbenchError(
+                f"the runs in {self.out} train for different numbers of steps "
+                f"({sorted(set(ends.tolist()))}), so their final accuracies do not compare",
+                "extend the shorter runs to the same max_steps (run_experiment with it)",
+            )
+        return per_run[metric].agg(start="first", final="last", peak="max")
 
     def summary(self, metric: str = "eval_accuracy", *, ci: float = 0.95):
         """Per strategy: start, final and peak accuracy (mean over seeds, t-interval).

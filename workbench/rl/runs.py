@@ -12,10 +12,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write_json, check_folder, make_folder
+from .._io import atomic_write_json, atomic_write_text, check_folder, make_folder
+from .._validate import integer
 from ..errors import WorkbenchError
 from ..provenance import provenance
-from .checkpoint import latest_checkpoint, load_checkpoint, read_metrics, rewrite_metrics
+from .checkpoint import (
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    read_metrics,
+    rewrite_metrics,
+)
 from .config import GRPOConfig
 from .trainer import GRPORun
 
@@ -130,23 +137,67 @@ def resume(
             f"delete the folder (shutil.rmtree({str(run_dir)!r})) and start it again with "
             "wb.rl.train",
         )
-    extended = max_steps is not None and max_steps > config.max_steps
+    if max_steps is not None:
+        max_steps = integer("max_steps", max_steps, minimum=1)
+    old_end = config.max_steps
+    extended = max_steps is not None and max_steps > old_end
     if extended:
         config = config.replace(max_steps=max_steps)
+    history = run_dir / "resumes.json"
+    past = _read_history(history)
     run = GRPORun(config, run_dir, callbacks=callbacks, progress=progress)
     state = load_checkpoint(path, run.policy, run.optimizer)
+    run.step = state["step"]
+    rows = read_metrics(run_dir, up_to_step=run.step)
+    # Everything that can be refused has been: from here the folder changes.
+    if checkpoint:
+        _abandon_later(run_dir, path)
     if extended:
         saved["max_steps"] = max_steps
         atomic_write_json(cfg_path, saved)
-    run.step = int(state["step"])
-    history = run_dir / "resumes.json"
-    past = json.loads(history.read_text()) if history.is_file() else []
     entry = {"from_step": run.step, "max_steps": config.max_steps, **provenance()}
     atomic_write_json(history, [*past, entry])
-    rows = read_metrics(run_dir, up_to_step=run.step)
+    for row in rows:  # the old last step is evaluated only if the new schedule says so
+        if row["step"] == old_end and not config.evaluates(old_end):
+            for key in config.eval_keys:
+                row.pop(key, None)
     rewrite_metrics(run_dir, rows)
     run.metrics = rows
     return run.train(max_steps)
+
+
+def _read_history(path: Path) -> list[Any]:
+    """``resumes.json``'s entries (none when it does not exist yet)."""
+    import json
+
+    if not path.is_file():
+        return []
+    try:
+        past = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        past = e
+    if not isinstance(past, list):
+        raise WorkbenchError(
+            f"{path} is not a readable list of resumes ({past})",
+            "restore it from a copy, or move it aside (it only records past resumes)",
+        )
+    return past
+
+
+def _abandon_later(run_dir: Path, chosen: Path) -> None:
+    """Point LATEST at `chosen` and rename the later checkpoints ``abandoned-step-N`` (kept,
+    but out of `list_checkpoints`, so pruning and a corrupt-checkpoint fallback never mix a
+    discarded future into the resumed run)."""
+    import os
+
+    later = [p for p in list_checkpoints(run_dir) if p.name > chosen.name]
+    atomic_write_text(chosen.parent / "LATEST", chosen.name + "\n")
+    for p in later:
+        target, n = p.with_name(f"abandoned-{p.name}"), 1
+        while target.exists():
+            n += 1
+            target = p.with_name(f"abandoned-{n}-{p.name}")
+        os.replace(p, target)
 
 
 def _status(run_dir: Path) -> str:

@@ -46,6 +46,7 @@ from ..tasks import get_task
 from ..trace import encode_prompt, sample_completions
 from .checkpoint import (
     append_metrics,
+    rewrite_metrics,
     save_checkpoint,
 )
 from .config import GRPOConfig
@@ -121,6 +122,9 @@ class GRPORun:
         self.status = "new"
         self._stop = threading.Event()
         self._interrupted = threading.Event()
+        # True from an update's first optimiser step until `step` counts it: the weights are
+        # then ahead of the step counter and must not be checkpointed under it.
+        self._ahead = False
         self._prompt_cache: dict[str, list[int]] = {}
 
     # ------------------------------------------------------------------ helpers
@@ -141,10 +145,23 @@ class GRPORun:
         atomic_write_json(self.run_dir / "status.json", {"status": status, "step": self.step})
 
     def _log(self, row: dict[str, Any]) -> None:
-        self.metrics.append(row)
-        append_metrics(self.run_dir, row)
+        with defer_sigint(self._interrupted):
+            self.metrics.append(row)
+            append_metrics(self.run_dir, row)
         for cb in self.callbacks:
             cb(self, row)
+
+    def _complete_last_row(self, end: int) -> None:
+        """Evaluate the last logged step if its evaluation is due and missing (Ctrl-C
+        landed in it): the same numbers as uninterrupted, its seeds being the step's."""
+        last = self.metrics[-1] if self.metrics else None
+        if not last or last["step"] != self.step or not self.config.evaluates(self.step, end):
+            return
+        if all(key in last for key in self.config.eval_keys):
+            return
+        with phase("evaluate", self.step):
+            last.update(self.evaluate())
+        rewrite_metrics(self.run_dir, self.metrics)
 
     def _sample(self, prompts: list[list[int]], n: int, seed: int) -> list[list[int]]:
         """`n` completions per prompt at the training temperature, seeded by `seed` alone."""
@@ -374,6 +391,7 @@ class GRPORun:
                     torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
                 )
                 self.optimizer.step()
+                self._ahead = True
         self.optimizer.zero_grad(set_to_none=True)
         return total_loss / cfg.num_iterations, grad_norm, gamma, fused_s
 
@@ -400,6 +418,13 @@ class GRPORun:
 
         cfg = self.config
         end = max_steps if max_steps is not None else cfg.max_steps
+        if self._ahead:
+            raise WorkbenchError(
+                f"this run was interrupted partway through step {self.step + 1}'s update, so "
+                "its weights belong to no step and cannot be trained on",
+                f"continue from the last checkpoint with wb.rl.resume({str(self.run_dir)!r})",
+            )
+        self._interrupted.clear()
         self._set_status("running")
         bar = tqdm(
             total=end,
@@ -413,18 +438,26 @@ class GRPORun:
                     row0 = {"step": 0, **self.evaluate()}
                 self._log(row0)
                 self._checkpoint()
+            self._complete_last_row(end)
             while self.step < end:
                 if self._stop.is_set():
+                    self._stop.clear()  # consumed: a later train() runs on
                     self._checkpoint()
                     self._set_status("stopped")
                     return self
                 row = self._train_step()
-                self.step = row["step"]
+                with defer_sigint(self._interrupted):  # the counter and the weights agree again
+                    self.step, self._ahead = row["step"], False
                 last = self.step == end
-                if (cfg.eval_every and self.step % cfg.eval_every == 0) or last:
-                    with phase("evaluate", self.step):
-                        row.update(self.evaluate())
-                self._log(row)
+                try:
+                    if cfg.evaluates(self.step, end):
+                        with phase("evaluate", self.step):
+                            row.update(self.evaluate())
+                finally:
+                    # Logged even when Ctrl-C lands in the evaluation: the weights are this
+                    # step's and are checkpointed with it, and the next train() evaluates it
+                    # (`_complete_last_row`), so no step's row is lost.
+                    self._log(row)
                 if self.step % cfg.save_every == 0 or last:
                     self._checkpoint()
                 if self._interrupted.is_set():
@@ -438,8 +471,18 @@ class GRPORun:
                     step_s=f"{row['step_time']:.1f}",
                 )
         except KeyboardInterrupt:
-            # Weights only change inside the deferred optimiser step, so they match
-            # `self.step` completed steps here: checkpoint them and stop cleanly.
+            if self._ahead:
+                # Between two optimiser steps of one update (num_iterations > 1): these
+                # weights are no step's, so the last checkpoint stays the one to resume.
+                self._set_status("interrupted")
+                print(
+                    f"interrupted during step {self.step + 1}'s update: its weights are not "
+                    f"saved; wb.rl.resume({str(self.run_dir)!r}) continues from the last "
+                    "checkpoint"
+                )
+                return self
+            # Otherwise the weights are those of `self.step` completed steps (they change
+            # only in the deferred optimiser steps): checkpoint them and stop cleanly.
             self._checkpoint()
             self._set_status("interrupted")
             print(
