@@ -7,12 +7,18 @@ Each grid point runs the notebook once (its cell tagged ``parameters`` receives 
 and writes ``DIR/<run-id>.ipynb``. Notebooks report key numbers with `record`, which the
 runner collects into ``DIR/index.csv``: one row per run with its parameters, output notebook,
 status, error, recorded numbers and provenance (package versions and git commit, as JSON;
-see `workbench.provenance`).
+see `workbench.provenance`). Its cells read as they are (``ok``, ``10``, ``0.5``, ``true``,
+``[1, 2]``) and keep their types: each value is written as JSON, except text, written plain
+unless it would read back as something else (the text ``10`` is written ``"10"``); an empty
+cell is a value that run did not record. The index lists every run in the folder: this
+batch's runs, in grid order, then those of earlier batches into the same folder with other
+grids, as they were.
 
 Nothing is lost: each output notebook is executed under a temporary name and renamed only
 when papermill is done (a failed run keeps its notebook, with the failing cell, for
 debugging); the index is rewritten atomically after every run, so an interrupted batch is
-resumed by running the same command again, which skips runs that already succeeded.
+resumed by running the same command again, which skips runs that already succeeded (and
+returns their rows as read back from the index, with the same types as fresh ones).
 A failing run does not stop the batch.
 """
 
@@ -144,7 +150,7 @@ def _run_id(params: Mapping[str, Any]) -> str:
 
 @dataclass
 class BatchResult:
-    """The outcome of `run_batch`: the index as rows, and where it was written."""
+    """The outcome of `run_batch`: this grid's rows of the index, and where it was written."""
 
     rows: list[dict[str, Any]]
     index_path: Path
@@ -161,15 +167,54 @@ class BatchResult:
         return pd.DataFrame(self.rows)
 
 
+#: Columns that always hold text, written and read as they are (an ok run's error is '').
+_TEXT_COLUMNS = frozenset({"run_id", "notebook", "status", "error"})
+_MISSING = object()
+
+
+def _decode(cell: str) -> Any:
+    """A cell of the index as its value: JSON, else the plain text; '' is no value."""
+    if cell == "":
+        return _MISSING
+    try:
+        return json.loads(cell)
+    except ValueError:
+        pass
+    # Indexes written before values were JSON hold Python's True/False.
+    return {"True": True, "False": False}.get(cell, cell)
+
+
+def _encode(value: Any) -> str:
+    """The cell `_decode` reads back as `value`: plain text when it would, else JSON."""
+    if isinstance(value, str):
+        decoded = _decode(value)
+        if isinstance(decoded, str) and decoded == value:
+            return value
+    return json.dumps(value, default=str)
+
+
 def _read_index(path: Path) -> dict[str, dict[str, Any]]:
+    """The rows of ``index.csv`` by run id, in file order, each value with its type."""
     if not path.is_file():
         return {}
     with open(path, newline="") as f:
-        rows = {row["run_id"]: row for row in csv.DictReader(f)}
-    for row in rows.values():
-        if row.get("provenance"):  # written as JSON by _write_index
-            with contextlib.suppress(ValueError):
-                row["provenance"] = json.loads(row["provenance"])
+        reader = csv.DictReader(f)
+        if reader.fieldnames is not None and "run_id" not in reader.fieldnames:
+            raise WorkbenchError(
+                f"{path} is not a batch index (it has no run_id column)",
+                "pass an output folder of its own, or move that index.csv away",
+            )
+        rows: dict[str, dict[str, Any]] = {}
+        for cells in reader:
+            row: dict[str, Any] = {}
+            for key, cell in cells.items():
+                if key is None or cell is None:  # a line with more or fewer cells
+                    continue
+                value = cell if key in _TEXT_COLUMNS else _decode(cell)
+                if value is not _MISSING:
+                    row[key] = value
+            if "run_id" in row:
+                rows[row["run_id"]] = row
     return rows
 
 
@@ -184,7 +229,10 @@ def _write_index(path: Path, rows: list[dict[str, Any]]) -> None:
     writer.writeheader()
     for row in rows:
         writer.writerow(
-            {k: json.dumps(v) if isinstance(v, list | dict) else v for k, v in row.items()}
+            {
+                k: v if k in _TEXT_COLUMNS and isinstance(v, str) else _encode(v)
+                for k, v in row.items()
+            }
         )
     atomic_write_text(path, buf.getvalue())
 
@@ -248,10 +296,12 @@ def run_batch(
         progress: show a progress bar.
 
     Returns:
-        A `BatchResult` whose rows hold ``run_id``, the parameters, ``notebook`` (the
-        output), ``status`` (``ok`` / ``failed``), ``error``, ``seconds``, the recorded
-        values and ``provenance`` (the `workbench.provenance` dict of the batch process
-        that ran it; a JSON column in the index).
+        A `BatchResult` with one row per grid point, in grid order, holding ``run_id``, the
+        parameters, ``notebook`` (the output), ``status`` (``ok`` / ``failed``), ``error``,
+        ``seconds``, the recorded values and ``provenance`` (the `workbench.provenance` dict
+        of the batch process that ran it; a JSON column in the index). Rows of skipped runs
+        are read back from the index with the same types. The index holds these rows, then
+        the rows of earlier runs into `out` that this grid does not include.
     """
     from tqdm.auto import tqdm
 
@@ -287,8 +337,19 @@ def run_batch(
     def base(run_id: str, params: dict[str, Any]) -> dict[str, Any]:
         return {"run_id": run_id, **params, "notebook": f"{run_id}.ipynb"}
 
+    grid_ids = [_run_id(p) for p in points]
+
     def ordered() -> list[dict[str, Any]]:
-        return [rows[r] for r in (_run_id(p) for p in points) if r in rows]
+        return [rows[r] for r in grid_ids if r in rows]
+
+    def index_rows() -> list[dict[str, Any]]:
+        # This grid's runs (a run still to be redone keeps its previous row until it is),
+        # then every earlier run into this folder that the grid does not include.
+        done = {**previous, **rows}
+        in_grid = set(grid_ids)
+        return [done[r] for r in grid_ids if r in done] + [
+            row for r, row in previous.items() if r not in in_grid
+        ]
 
     prov = provenance()
     bar = tqdm(
@@ -306,7 +367,7 @@ def run_batch(
             for fut in as_completed(futures):
                 run_id, params = futures[fut]
                 rows[run_id] = {**base(run_id, params), **fut.result(), "provenance": prov}
-                _write_index(index_path, ordered())
+                _write_index(index_path, index_rows())
                 bar.set_postfix_str(f"{run_id[:30]}: {rows[run_id]['status']}")
                 bar.update()
         except KeyboardInterrupt:
@@ -315,9 +376,8 @@ def run_batch(
             raise
         finally:
             bar.close()
-    result_rows = ordered()
-    _write_index(index_path, result_rows)
-    return BatchResult(rows=result_rows, index_path=index_path)
+    _write_index(index_path, index_rows())
+    return BatchResult(rows=ordered(), index_path=index_path)
 
 
 def _is_dicts(grid: Any) -> bool:

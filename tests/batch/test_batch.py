@@ -6,6 +6,7 @@ import csv
 import json
 import subprocess
 import sys
+import threading
 
 import nbformat
 import pytest
@@ -77,6 +78,140 @@ def test_index_keeps_each_rows_provenance_as_json(tmp_path):
     assert _read_index(path)["r1"]["provenance"] == old
 
 
+def test_index_reads_back_each_value_with_its_type(tmp_path):
+    path = tmp_path / "index.csv"
+    rows = [
+        {"run_id": "r1", "x": 1, "q": 0.5, "flag": True, "opt": None, "layers": [1, 2],
+         "label": "x1", "notebook": "r1.ipynb", "status": "ok", "error": "", "seconds": 1.25,
+         "nested": {"a": [1, {"b": None}]}, "provenance": provenance()},
+        # strings that would read back as something else, and a value r1 did not record
+        {"run_id": "r2", "x": "1", "q": "0.5", "flag": "True", "opt": "null", "layers": "[1, 2]",
+         "label": "", "notebook": "r2.ipynb", "status": "failed", "error": "1",
+         "seconds": 2.0, "late": float("inf"), "provenance": provenance()},
+    ]  # fmt: skip
+    _write_index(path, rows)
+    back = _read_index(path)
+    assert list(back) == ["r1", "r2"]
+    for row in rows:
+        got = back[row["run_id"]]
+        assert got == row
+        assert {k: type(v) for k, v in got.items()} == {k: type(v) for k, v in row.items()}
+    with open(path) as f:  # still a table a person (or pandas) reads as it is
+        r1 = next(csv.DictReader(f))
+    assert (r1["x"], r1["q"], r1["label"], r1["status"], r1["error"]) == (
+        "1",
+        "0.5",
+        "x1",
+        "ok",
+        "",
+    )
+    assert r1["flag"] == "true" and r1["late"] == ""
+
+
+def test_an_index_written_by_the_previous_version_is_read_with_types(tmp_path):
+    path = tmp_path / "index.csv"
+    prov = json.dumps(provenance()).replace('"', '""')  # as the csv module quotes it
+    path.write_text(
+        "run_id,x,flag,layers,label,notebook,status,error,seconds,double,provenance\n"
+        f'r1,1,True,"[1, 2]",all,r1.ipynb,ok,,0.5,2.5,"{prov}"\n'
+        f'r2,2,False,"[3]",all,r2.ipynb,failed,boom,1.0,,"{prov}"\n'
+    )
+    back = _read_index(path)
+    assert back["r1"] == {
+        "run_id": "r1", "x": 1, "flag": True, "layers": [1, 2], "label": "all",
+        "notebook": "r1.ipynb", "status": "ok", "error": "", "seconds": 0.5, "double": 2.5,
+        "provenance": provenance(),
+    }  # fmt: skip
+    assert back["r2"]["flag"] is False and back["r2"]["error"] == "boom"
+    assert "double" not in back["r2"]  # an empty cell: a value that run did not record
+
+
+def test_an_index_without_run_ids_is_refused_clearly(tmp_path):
+    path = tmp_path / "index.csv"
+    path.write_text("x,status\n1,ok\n")
+    with pytest.raises(WorkbenchError, match="run_id"):
+        _read_index(path)
+
+
+def _fake_execute(calls, *, fail=(), hold=None):
+    """Stands in for papermill: writes the output notebook, records x*2 and x > 1.
+
+    Runs whose x is in `fail` fail; those in `hold` wait for their event first.
+    """
+
+    def execute(notebook, out, params, timeout):
+        x = params["x"]
+        calls.append(x)
+        if hold and x in hold:
+            assert hold[x].wait(10)
+        out.write_text(notebook.read_text())
+        status, error = ("failed", "asked to fail") if x in fail else ("ok", "")
+        return {"status": status, "error": error, "seconds": 0.1, "double": x * 2, "big": x > 1}
+
+    return execute
+
+
+def _index_x(out):
+    with open(out / "index.csv") as f:
+        return [int(r["x"]) for r in csv.DictReader(f)]
+
+
+@pytest.fixture
+def stubbed(tmp_path, monkeypatch):
+    """``(calls, notebook, out)``: papermill stood in for by `_fake_execute`, which records
+    each run's x in `calls`."""
+    calls: list[int] = []
+    monkeypatch.setattr(workbench.batch, "_execute", _fake_execute(calls))
+    return calls, _notebook(tmp_path / "nb.ipynb"), tmp_path / "out"
+
+
+def test_a_resumed_batch_returns_skipped_runs_with_their_types(stubbed):
+    calls, nb, out = stubbed
+    first = run_batch(nb, ["x=1,2"], out, progress=False)
+    again = run_batch(nb, ["x=1,2,3"], out, progress=False)
+    assert calls == [1, 2, 3], "the finished runs are skipped"
+    assert again.rows[:2] == first.rows
+    assert [type(r[k]) for r in again.rows for k in ("x", "double", "big", "seconds")] == [
+        int, int, bool, float] * 3  # fmt: skip
+    frame = again.to_frame()
+    assert frame["double"].sum() == 12 and list(frame[frame["big"]]["x"]) == [2, 3]
+    assert str(frame["x"].dtype) == "int64" and str(frame["big"].dtype) == "bool"
+
+
+def test_a_batch_with_another_grid_keeps_earlier_runs_in_the_index(stubbed):
+    calls, nb, out = stubbed
+    first = run_batch(nb, ["x=1,2"], out, progress=False)
+    other = run_batch(nb, ["x=4,3"], out, progress=False)
+    assert [r["x"] for r in other.rows] == [4, 3]  # the result: this grid's runs
+    assert _index_x(out) == [4, 3, 1, 2]  # the index: them, then the earlier runs
+    assert _read_index(out / "index.csv")[first.rows[0]["run_id"]] == first.rows[0]
+    whole = run_batch(nb, ["x=1,2,3,4"], out, progress=False)
+    assert calls == [1, 2, 4, 3] and whole.ok, "all four had run"
+    assert _index_x(out) == [1, 2, 3, 4]
+
+
+def test_a_failed_run_keeps_its_row_while_it_is_run_again(tmp_path, monkeypatch):
+    nb, out = _notebook(tmp_path / "nb.ipynb"), tmp_path / "out"
+    monkeypatch.setattr(workbench.batch, "_execute", _fake_execute([], fail={1}))
+    run_batch(nb, ["x=1,2"], out, progress=False)
+
+    # x=1 is run again (and passes) next to a new x=3; it ends only once x=3 is indexed.
+    written, first_write = [], threading.Event()
+    write = workbench.batch._write_index
+
+    def spy(path, rows):
+        write(path, rows)
+        written.append([(r["x"], r["status"]) for r in rows])
+        first_write.set()
+
+    monkeypatch.setattr(workbench.batch, "_write_index", spy)
+    monkeypatch.setattr(workbench.batch, "_execute", _fake_execute([], hold={1: first_write}))
+    result = run_batch(nb, ["x=1,3,2"], out, workers=2, progress=False)
+    # Killed at that moment, the batch would leave x=1's failed attempt in the index.
+    assert written[0] == [(1, "failed"), (3, "ok"), (2, "ok")]
+    assert written[-1] == [(1, "ok"), (3, "ok"), (2, "ok")] and result.ok
+
+
 @pytest.mark.slow
 def test_grid_with_a_failing_run_then_resume(tmp_path, monkeypatch):
     nb = _notebook(tmp_path / "nb.ipynb")
@@ -113,6 +248,8 @@ def test_grid_with_a_failing_run_then_resume(tmp_path, monkeypatch):
     assert ok_nb.stat().st_mtime_ns == ok_mtime, "a run that succeeded must be skipped"
     assert failed_nb.stat().st_mtime_ns != failed_mtime, "a failed run is tried again"
     assert [r["status"] for r in again.rows] == [r["status"] for r in result.rows]
+    skipped = [r for r in again.rows if r["status"] == "ok"]
+    assert skipped == [r for r in result.rows if r["status"] == "ok"]  # types included
     prov = {r["notebook"]: r["provenance"] for r in again.rows}
     assert prov[ok_nb.name] == provenance() and prov[failed_nb.name] == later
 
