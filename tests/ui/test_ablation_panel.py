@@ -73,7 +73,7 @@ def test_effect_chart(frame):
     zero, bars, points = spec["spec"]["layer"]
     assert zero["encoding"]["x"] == {"datum": 0}
     assert (bars["encoding"]["x"]["field"], bars["encoding"]["x2"]["field"]) == ("lo", "hi")
-    assert bars["encoding"]["x"]["title"] == "mean KL after the first ablated position (nats)"
+    assert bars["encoding"]["x"]["title"] == "mean KL from the first ablated position on (nats)"
     assert points["encoding"]["x"]["field"] == "estimate"
     assert all(layer["encoding"]["y"]["field"] == "comparison" for layer in (bars, points))
     assert spec["title"] == "knockout: effect by target set (2 traces, 95% intervals)"

@@ -4,8 +4,8 @@ Interventions are TransformerLens hooks on the bridge (`Knockout`, `ResidAblatio
 composed with `intervene` / `fwd_hooks`); `target_sets` builds the rhythm's sets with
 matched controls (same size, same eligible pool); `measure` reads the effects of one
 intervention on one trace (KL of later predictions, answer log-prob, greedy answer);
-`run_ablations` runs a batch into a tidy DataFrame and `summarize` puts bootstrap
-intervals on "set minus random". `perturbation_test` is the paper's forced-token test.
+`run_ablations` runs a batch into a tidy DataFrame and `summarize` puts Student-t
+intervals over traces on "set minus random". `perturbation_test` is the paper's forced-token test.
 
     import workbench as wb
     a = wb.analyze(model, trace)

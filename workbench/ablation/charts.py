@@ -36,16 +36,27 @@ _FAMILY_COLORS = {
     "intro": style.LOCAL,
 }
 _METRIC_TITLES = {
-    "kl_mean": "mean KL after the first ablated position (nats)",
+    "kl_mean": "mean KL from the first ablated position on (nats)",
     "kl_after_last": "mean KL after the last ablated position (nats)",
-    "kl_max": "largest KL after the first ablated position (nats)",
+    "kl_max": "largest KL from the first ablated position on (nats)",
     "delta_logp": "change in answer log-prob (nats)",
     "correct_ablated": "fraction still correct (greedy)",
 }
 
 
+def _level(summary: pd.DataFrame) -> str:
+    """``"95% "``: the summary's interval level(s) as percentages (empty without a ``ci``
+    column, as in summaries from before it was recorded)."""
+    if "ci" not in summary:
+        return ""
+    levels = sorted({float(c) for c in summary["ci"].dropna()})
+    return "".join(f"{round(100 * c, 6):g}% " for c in levels[:1]) + "".join(
+        f"/ {round(100 * c, 6):g}% " for c in levels[1:]
+    )
+
+
 def effect_chart(summary: pd.DataFrame, *, intervention: str | None = None) -> alt.FacetChart:
-    """Effect by target set with bootstrap intervals.
+    """Effect by target set with the summary's intervals (Student-t over traces by default).
 
     Args:
         summary: a `summarize` DataFrame.
@@ -92,8 +103,8 @@ def effect_chart(summary: pd.DataFrame, *, intervention: str | None = None) -> a
     )
     zero = base.mark_rule(color="#888888", strokeDash=[3, 3]).encode(x=alt.datum(0))
     n = int(d["n_traces"].max())
-    title = f"{iv}: effect by target set ({n} trace{'s' * (n != 1)}, 95% intervals)"
-    if (d["n_traces"] < 2).any():  # `bootstrap_ci` gives one trace NaN bounds: no bar
+    title = f"{iv}: effect by target set ({n} trace{'s' * (n != 1)}, {_level(d)}intervals)"
+    if (d["n_traces"] < 2).any():  # one trace has NaN bounds (`t_ci`, `bootstrap_ci`): no bar
         title += "; no interval where a comparison has one trace"
     return (
         alt.layer(zero, bars, points)

@@ -6,10 +6,13 @@ Definitions (this project's, documented so numbers are comparable):
   ``prompt_len - 1 .. N - 2`` (the rows that predict response tokens).
 - ``kl[t] = KL(P_clean(. | t) || P_ablated(. | t))`` in nats, float64, on response rows;
   NaN elsewhere. Rows before the first ablated position are unchanged by construction.
-- ``kl_mean``: mean of ``kl`` over response rows strictly after the *first* ablated
-  position (every row the intervention can reach); ``kl_after_last``: the same after the
-  *last* ablated position (purely downstream; NaN when the last ablated position is the
-  last row); ``kl_max``: the largest of those rows.
+- ``kl_mean``: mean of ``kl`` over the response rows the intervention can reach: for a
+  residual ablation from the *first* ablated position on (its own row, which predicts the
+  next token from the ablated vector, is usually the most affected); for a knockout
+  strictly after it (a knocked-out position still attends to itself and earlier keys, so
+  its own row is unchanged). ``kl_max``: the largest of those rows. ``kl_after_last``:
+  the mean over rows strictly after the *last* ablated position, for both (purely
+  downstream; NaN when the last ablated position is the last row).
 - Answer span (`answer_span`): the tokens after the last ``Answer:`` of the response (the
   tasks' format), without surrounding whitespace-only and special tokens and ending at the
   answer line's newline; without an ``Answer:`` line, the last ``n_last`` (default 5)
@@ -38,7 +41,7 @@ from ..errors import WorkbenchError
 from ..models import sampler
 from ..trace import Trace, eos_token_ids, sample_completions
 from ..trace.tokens import check_ids
-from .interventions import Intervention, fwd_hooks
+from .interventions import Intervention, ResidAblation, fwd_hooks
 
 __all__ = [
     "answer_logprob",
@@ -226,6 +229,12 @@ def measure(
         ``answer_len``, ``answer_kind``, and with a continuation ``cut``,
         ``correct_clean``, ``correct_ablated``.
     """
+    if not isinstance(intervention, Intervention):
+        raise WorkbenchError(
+            f"measure needs an intervention, got {intervention!r}",
+            "pass e.g. Knockout([12, 30]) or ResidAblation([12], mode='zero'); "
+            "run_ablations takes intervention names",
+        )
     pos = list(intervention.positions)
     check_ids(model, trace.ids)
     if not pos:
@@ -240,7 +249,10 @@ def measure(
     ablated = logits_of(model, trace.ids, [intervention])
     kl = kl_per_position(clean_logits, ablated, trace.prompt_len)
     first, last = min(pos), max(pos)
-    after_first, after_last = _after(kl, first), _after(kl, last)
+    # A knockout leaves the first ablated position's own row unchanged; a residual
+    # ablation changes it (see the module docstring).
+    reach_from = first if isinstance(intervention, ResidAblation) else first + 1
+    after_first, after_last = _after(kl, reach_from - 1), _after(kl, last)
     if span is None:
         tok = getattr(model, "tokenizer", None)
         span = answer_span(trace, special_ids=getattr(tok, "all_special_ids", []) or [])

@@ -18,7 +18,11 @@ knocked-out position still attends to itself and to earlier keys, so its own res
 stream is untouched in the knocked-out layers; what it can no longer do is pass
 information forward through attention in those layers. Every row keeps at least its own
 position, so no row is all ``-inf``. Query positions are read as ``key_len - query_len +
-i``.
+i``. Where the bridge delegates attention to the wrapped Hugging Face module (GPT-Neo,
+Jamba), ``hook_attn_scores`` fires after the fact and an edit there is discarded; a
+one-time probe per model finds this and the knockout is refused with a `WorkbenchError`
+(use residual ablation there). In a hybrid model only its attention layers can be knocked
+out (``"all"`` means those).
 
 Residual ablation (TransformerLens activation patching): on ``blocks.{l}.hook_resid_pre``
 ``[batch pos d_model]`` the vectors at the chosen positions are replaced by zero
@@ -33,6 +37,8 @@ Position 0 (the attention sink) is refused by both unless ``allow_sink=True``.
 from __future__ import annotations
 
 import contextlib
+import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, SupportsIndex
@@ -41,6 +47,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..attention.engine import arch_name, attention_layers, check_layers
 from ..attention.layers import resolve_layers
 from ..errors import WorkbenchError
 from ..trace import Trace
@@ -60,17 +67,18 @@ Hook = tuple[str, Callable[..., Any]]
 RESID_MODES = ("zero", "mean", "resample")
 
 
-def _check_positions(
-    positions: Iterable[SupportsIndex], allow_sink: bool, what: str
-) -> tuple[int, ...]:
+def _position_list(positions: Iterable[SupportsIndex], allow_sink: bool, what: str) -> list[int]:
+    """`positions` as a list of non-negative ints, in the given order (repeats kept)."""
     try:
+        if isinstance(positions, (str, bytes)):
+            raise TypeError
         items = list(positions)
     except TypeError:
         raise WorkbenchError(
             f"{what} positions must be a list of integers, got {positions!r}",
             "pass e.g. positions=[12, 30]",
         ) from None
-    out = set()
+    out = []
     for p in items:
         if isinstance(p, bool) or not hasattr(p, "__index__"):
             raise WorkbenchError(
@@ -86,8 +94,14 @@ def _check_positions(
                 f"{what} would ablate position 0, the attention sink",
                 "leave position 0 out, or pass allow_sink=True if you really mean it",
             )
-        out.add(p)
-    return tuple(sorted(out))
+        out.append(p)
+    return out
+
+
+def _check_positions(
+    positions: Iterable[SupportsIndex], allow_sink: bool, what: str
+) -> tuple[int, ...]:
+    return tuple(sorted(set(_position_list(positions, allow_sink, what))))
 
 
 def default_resid_layer(n_layers: int) -> int:
@@ -141,35 +155,108 @@ class Knockout(Intervention):
     def fwd_hooks(self, model: Any) -> list[Hook]:
         """``[(hook_name, fn)]`` on ``blocks.{l}.attn.hook_attn_scores`` for each layer.
 
+        In a hybrid model (Jamba, Qwen3-Next) ``"all"`` and ``"middle"`` mean its attention
+        layers; a layer without softmax attention is refused. So is a model whose bridge
+        cannot apply the edit: where TransformerLens delegates attention to the wrapped
+        Hugging Face module (GPT-Neo, Jamba...), ``hook_attn_scores`` fires after the fact
+        and an edit there would change nothing. A one-time probe per model and layer (one
+        short forward pass) checks that a knocked-out key gets zero attention weight, and
+        a `WorkbenchError` names the architecture rather than every effect reading 0;
+        `ResidAblation` works on every architecture.
+
         Args:
             model: the bridge.
         """
-        layers = resolve_layers(self.layers, model.cfg.n_layers)
+        layers = resolve_layers(self.layers, model.cfg.n_layers, attention=attention_layers(model))
+        check_layers(model, layers)
         heads = None if self.heads is None else sorted({int(h) for h in self.heads})
         if heads is not None and any(not 0 <= h < model.cfg.n_heads for h in heads):
             raise WorkbenchError(
                 f"knockout heads {heads} out of range for {model.cfg.n_heads} heads",
                 f"pick heads in 0..{model.cfg.n_heads - 1}",
             )
-        keys = torch.tensor(self.positions, dtype=torch.long)
-
-        def hook(scores: Tensor, hook: Any = None) -> Tensor:
-            if len(keys) == 0:
-                return scores
-            n_q, n_k = scores.shape[-2], scores.shape[-1]
-            k = keys[keys < n_k].to(scores.device)
-            if len(k) == 0:
-                return scores
-            q = torch.arange(n_k - n_q, n_k, device=scores.device)
-            block = torch.zeros(n_q, n_k, dtype=torch.bool, device=scores.device)
-            block[:, k] = q[:, None] > k[None, :]
-            if heads is None:
-                return scores.masked_fill(block, float("-inf"))
-            out = scores.clone()
-            out[:, heads] = out[:, heads].masked_fill(block, float("-inf"))
-            return out
-
+        _check_knockout_applies(model, layers)
+        hook = _knockout_hook(torch.tensor(self.positions, dtype=torch.long), heads)
         return [(f"blocks.{layer}.attn.hook_attn_scores", hook) for layer in layers]
+
+
+def _knockout_hook(keys: Tensor, heads: list[int] | None) -> Callable[..., Tensor]:
+    def hook(scores: Tensor, hook: Any = None) -> Tensor:
+        if len(keys) == 0:
+            return scores
+        n_q, n_k = scores.shape[-2], scores.shape[-1]
+        if int(keys.max()) >= n_k:
+            raise WorkbenchError(
+                f"knockout position {int(keys.max())} is beyond the sequence ({n_k} tokens)",
+                "use positions of this sequence",
+            )
+        k = keys.to(scores.device)
+        q = torch.arange(n_k - n_q, n_k, device=scores.device)
+        block = torch.zeros(n_q, n_k, dtype=torch.bool, device=scores.device)
+        block[:, k] = q[:, None] > k[None, :]
+        if heads is None:
+            return scores.masked_fill(block, float("-inf"))
+        out = scores.clone()
+        out[:, heads] = out[:, heads].masked_fill(block, float("-inf"))
+        return out
+
+    return hook
+
+
+#: ``{model: {layer: whether a knockout edit reaches the attention weights}}``.
+_KNOCKOUT_PROBES: weakref.WeakKeyDictionary[Any, dict[int, bool]] = weakref.WeakKeyDictionary()
+
+
+@torch.no_grad()
+def _probe_knockout(model: Any, layers: Sequence[int]) -> dict[int, bool]:
+    """Per layer: does a knockout on ``hook_attn_scores`` reach the attention weights?
+
+    One forward pass of 4 tokens knocks key 1 out of queries 2 and 3 in every layer of
+    `layers` and reads ``hook_pattern``: the edit took effect iff those weights are 0 and
+    TransformerLens did not warn that it discarded the edit.
+    """
+    ids = torch.arange(1, 5).reshape(1, -1) % int(model.cfg.d_vocab)
+    seen: dict[int, Tensor] = {}
+
+    def read(layer: int) -> Callable[..., None]:
+        def hook(pattern: Tensor, hook: Any = None) -> None:
+            seen[layer] = pattern[..., 2:, 1].detach().float().cpu()
+
+        return hook
+
+    edit = _knockout_hook(torch.tensor([1]), None)
+    hooks: list[Hook] = []
+    for layer in layers:
+        hooks.append((f"blocks.{layer}.attn.hook_attn_scores", edit))
+        hooks.append((f"blocks.{layer}.attn.hook_pattern", read(layer)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.run_with_hooks(ids, fwd_hooks=hooks)
+    discarded = any("discarded" in str(w.message) for w in caught)
+    return {
+        layer: not discarded and layer in seen and bool((seen[layer] == 0).all())
+        for layer in layers
+    }
+
+
+def _check_knockout_applies(model: Any, layers: Sequence[int]) -> None:
+    """Raise a `WorkbenchError` when the bridge would discard a knockout in `layers`."""
+    try:
+        known = _KNOCKOUT_PROBES.setdefault(model, {})
+    except TypeError:  # not weak-referenceable: probe every time
+        known = {}
+    todo = [layer for layer in layers if layer not in known]
+    if todo:
+        known.update(_probe_knockout(model, todo))
+    bad = [layer for layer in layers if not known[layer]]
+    if bad:
+        raise WorkbenchError(
+            f"attention knockout does not work on {arch_name(model)}: TransformerLens runs its "
+            "attention inside the wrapped Hugging Face module, so an edit of the attention "
+            f"scores (layers {bad}) would be discarded and every effect would read 0",
+            "use ResidAblation (mode='zero', 'mean' or 'resample'), which works on every "
+            "architecture, e.g. run_ablations(..., interventions=['resid-zero'])",
+        )
 
 
 @dataclass(frozen=True)
@@ -200,19 +287,26 @@ class ResidAblation(Intervention):
             raise WorkbenchError(
                 f"residual ablation mode {self.mode!r} is unknown", f"use one of {RESID_MODES}"
             )
-        if self.source_positions is not None:
-            if len(list(self.source_positions)) != len(list(self.positions)):
+        if self.source_positions is None:
+            object.__setattr__(
+                self, "positions", _check_positions(self.positions, self.allow_sink, "ablation")
+            )
+        else:
+            positions = _position_list(self.positions, self.allow_sink, "ablation")
+            sources = _position_list(self.source_positions, True, "resample source")
+            if len(set(positions)) != len(positions):
                 raise WorkbenchError(
-                    f"{len(list(self.source_positions))} source positions for "
-                    f"{len(list(self.positions))} positions",
+                    f"ablation positions {positions} repeat a position, so its source is ambiguous",
+                    "pass each ablated position once, with one source position each",
+                )
+            if len(sources) != len(positions):
+                raise WorkbenchError(
+                    f"{len(sources)} source positions for {len(positions)} positions",
                     "pass one source position per ablated position (same order)",
                 )
-            pairs = sorted(zip(self.positions, self.source_positions, strict=True))
-            object.__setattr__(self, "source_positions", tuple(int(s) for _, s in pairs))
-            object.__setattr__(self, "positions", tuple(int(p) for p, _ in pairs))
-        object.__setattr__(
-            self, "positions", _check_positions(self.positions, self.allow_sink, "ablation")
-        )
+            pairs = sorted(zip(positions, sources, strict=True))
+            object.__setattr__(self, "positions", tuple(p for p, _ in pairs))
+            object.__setattr__(self, "source_positions", tuple(s for _, s in pairs))
         if self.mode != "zero" and self.reference is None:
             fix = "resid_mean(model, traces)" if self.mode == "mean" else "resid_cache(model, t)"
             raise WorkbenchError(
@@ -283,15 +377,20 @@ class ResidAblation(Intervention):
 
 def _resid_hook(pos: Tensor, values: Tensor | None) -> Callable[..., Tensor]:
     def hook(resid: Tensor, hook: Any = None) -> Tensor:
-        sel = pos < resid.shape[1]
-        if not bool(sel.any()):
+        if len(pos) == 0:
             return resid
-        rows = pos[sel].to(resid.device)
+        if int(pos.max()) >= resid.shape[1]:
+            raise WorkbenchError(
+                f"ablation position {int(pos.max())} is beyond the sequence "
+                f"({resid.shape[1]} tokens)",
+                "use positions of this sequence",
+            )
+        rows = pos.to(resid.device)
         out = resid.clone()
         if values is None:
             out[:, rows] = 0.0
         else:
-            out[:, rows] = values[sel].to(device=resid.device, dtype=resid.dtype)
+            out[:, rows] = values.to(device=resid.device, dtype=resid.dtype)
         return out
 
     return hook

@@ -31,6 +31,8 @@ How controls are matched (this project's rules):
 ``size=m`` replaces the anchor and preplan sets by their top ``m`` (by FAI / Delta, same
 rule): ablating 40% of a response at once mostly measures that 40% is a lot, so a fixed
 small count is often the better experiment. Dominated and intro sets are kept as they are.
+``m`` must be smaller than the family's pool (a `WorkbenchError` otherwise): a set that is
+the whole pool leaves no control that could differ from it.
 Empty families (no dominated anchors, say) give no target set.
 """
 
@@ -167,10 +169,21 @@ def target_sets(
         For each non-empty family: the family's set, then its controls, in that order.
         Every control has the family set's size (when the pool is large enough: a
         `WorkbenchError` says so otherwise).
+
+    Raises:
+        WorkbenchError: when `size` is not below a family's pool size (the set would be
+            the whole pool and no control could differ from it), or when a family set is
+            larger than the pool of its random control.
     """
+    if not isinstance(analysis, Analysis):
+        raise WorkbenchError(
+            f"target_sets needs a wb.Analysis, got a {type(analysis).__name__}",
+            "pass wb.analyze(model, trace), not the trace itself",
+        )
     fams = _check_names(families, FAMILIES, "target families")
     ctrls = _check_names(controls, CONTROLS, "controls")
     _validate.integer("n_random", n_random, minimum=0, example=3)
+    _validate.integer("seed", seed, minimum=0, example=0)
     if size is not None:
         _validate.integer("size", size, minimum=1, example=4)
     excl = {int(p) for p in exclude}
@@ -181,7 +194,13 @@ def target_sets(
     for fam in fams:
         pool = _pool(metric[fam], excl)
         if size is not None and fam in ("anchors", "preplan"):
-            positions = _top(_masked(metric[fam], pool), min(size, len(pool)))
+            if size >= len(pool):
+                raise WorkbenchError(
+                    f"{fam}: size={size} but only {len(pool)} positions are eligible, so the "
+                    "set would be the whole pool and every control would equal it",
+                    f"use a size below {len(pool)} (or a longer trace, or fewer exclusions)",
+                )
+            positions = _top(_masked(metric[fam], pool), size)
         else:
             positions = [p for p in getattr(analysis, fam) if p not in excl and p != 0]
         m = len(positions)

@@ -67,7 +67,7 @@ def check_model(model: Any) -> None:
         )
     if not attention_layers(model):
         raise WorkbenchError(
-            f"none of the {cfg.n_layers} layers of {_arch(model)} has an attention pattern "
+            f"none of the {cfg.n_layers} layers of {arch_name(model)} has an attention pattern "
             "(blocks.{l}.attn.hook_pattern), and every metric of the workbench reads one",
             "load a model with softmax attention layers through wb.load_model(...)",
         )
@@ -95,7 +95,7 @@ def check_layers(model: Any, layers: Sequence[int]) -> None:
         kinds = sorted({str(types[i]) for i in missing if i < len(types)})
         what = f" ({', '.join(kinds)})" if kinds else ""
         raise WorkbenchError(
-            f"layer(s) {missing} of {_arch(model)} have no softmax attention{what}, so "
+            f"layer(s) {missing} of {arch_name(model)} have no softmax attention{what}, so "
             "they have no attention pattern to analyse",
             f"pick among its attention layers, e.g. layers={have}",
         )
@@ -108,7 +108,8 @@ def _sampled(model: Any) -> Any:
         return model
 
 
-def _arch(model: Any) -> str:
+def arch_name(model: Any) -> str:
+    """The class name of the Hugging Face model behind `model` (a bridge or a plain model)."""
     return type(_sampled(model)).__name__
 
 
@@ -605,7 +606,7 @@ def collect_many(
         path = "tiled" if tiled_supported(model) else "exact"
     elif path == "tiled" and not tiled_supported(model):
         raise WorkbenchError(
-            f"the tiled path does not support this model: {_arch(model)} "
+            f"the tiled path does not support this model: {arch_name(model)} "
             "does not route its attention through transformers' attention interface",
             'use path="exact" (or "auto")',
         )

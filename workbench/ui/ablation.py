@@ -3,8 +3,8 @@
 The panel takes problems from a verifiable task, builds one trace per problem (the
 reference solution as the response, or the model's own greedy answer), analyses each
 trace, ablates the chosen rhythm sets and their matched controls (`run_ablations`) and
-shows the bootstrap summary (`summarize` + `effect_chart`) and the per-position KL of one
-trace (`kl_curve_chart`). Changing the metric, the trace or the family shown costs no
+shows the summary, with Student-t intervals over traces (`summarize` + `effect_chart`), and
+the per-position KL of one trace (`kl_curve_chart`). Changing the metric, the trace or the family shown costs no
 forward pass; Run recomputes.
 
 Cost: per trace, one analysis pass, one clean pass and one pass per (set, intervention);
