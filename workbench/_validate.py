@@ -8,6 +8,7 @@ expected (``True`` is an ``int`` in Python, and ``window=True`` is always a mist
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any
 
 from .errors import WorkbenchError
@@ -16,17 +17,22 @@ __all__ = ["integer", "number", "optional_number"]
 
 
 def integer(name: str, value: Any, *, minimum: int | None = None, example: Any = None) -> int:
-    """`value` as an ``int`` that is at least `minimum`.
+    """`value` as an ``int`` that is at least `minimum` (NumPy and torch integer scalars,
+    as positions often come, are integers too).
 
     Raises:
         WorkbenchError: `value` is not an integer (bools and floats included) or too small.
     """
     fix = f"pass e.g. {name}={example!r}" if example is not None else f"pass an integer {name}"
-    if isinstance(value, bool) or not isinstance(value, int):
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None:
         raise WorkbenchError(f"{name} must be an integer, got {value!r}", fix)
-    if minimum is not None and value < minimum:
+    if minimum is not None and number < minimum:
         raise WorkbenchError(f"{name} must be at least {minimum}, got {value!r}", fix)
-    return int(value)
+    return number
 
 
 def number(

@@ -1,0 +1,32 @@
+"""The shared scalar validators: what counts as an integer setting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from workbench._validate import integer
+from workbench.errors import WorkbenchError
+
+
+@pytest.mark.parametrize("value", [3, np.int64(3), np.int32(3), torch.tensor(3)])
+def test_integers_include_numpy_and_torch_integer_scalars(value):
+    """Positions often come out of arrays: a NumPy or torch integer is an integer, returned
+    as a plain ``int`` (JSON-ready)."""
+    got = integer("position", value, minimum=0)
+    assert got == 3 and type(got) is int
+
+
+@pytest.mark.parametrize(
+    "value", [True, np.bool_(True), 3.0, np.float64(3), torch.tensor(3.0), "3", None]
+)
+def test_booleans_floats_and_text_are_not_integers(value):
+    with pytest.raises(WorkbenchError, match="position must be an integer") as info:
+        integer("position", value, example=12)
+    assert info.value.fix == "pass e.g. position=12"
+
+
+def test_a_minimum_is_named():
+    with pytest.raises(WorkbenchError, match=r"at least 1, got np.int64\(0\)"):
+        integer("max_steps", np.int64(0), minimum=1)
