@@ -95,3 +95,20 @@ def test_bad_config() -> None:
         Arithmetic(min_digits=3, max_digits=2)
     with pytest.raises(WorkbenchError, match="test_fraction"):
         Arithmetic(test_fraction=1.5)
+
+
+@pytest.mark.parametrize(
+    ("answer", "reward"),
+    [("525999", 0.0), ("525", 1.0)],  # cut inside the line / the line ends at the cap
+)
+def test_an_answer_line_cut_by_the_length_cap_is_not_read(task: Arithmetic, answer, reward):
+    """Only the first MAX_COMPLETION_CHARS characters are parsed. A last Answer line that
+    the cap cuts through must not score by its first part: 'Answer: 525' of 'Answer:
+    525999' would be right; a line that ends exactly at the cap is whole, and counts."""
+    from workbench.tasks.base import MAX_COMPLETION_CHARS
+
+    line = "\nAnswer: 525"
+    completion = "x" * (MAX_COMPLETION_CHARS - len(line)) + f"\nAnswer: {answer}\n"
+    assert len(completion) > MAX_COMPLETION_CHARS
+    assert task.reward([PROMPT], [completion]) == [reward]
+    assert task.score(task.make_problem((457, 68)), completion) == reward

@@ -219,6 +219,15 @@ def test_solver_finds_shortest() -> None:
     assert solve_countdown((1, 1, 1), 97) is None
 
 
+def test_the_solver_is_exact_whatever_the_intermediate_values() -> None:
+    """'No solution' is a claim about every route: 1009*997 - 9000 passes through 1005973,
+    which a fixed pruning bound of 10**6 cut away."""
+    steps, expr = solve_countdown((1009, 997, 9000), 996973)
+    assert check_countdown((1009, 997, 9000), 996973, expr) and len(steps) == 2
+    problem = Countdown(max_number=10000).make_problem((1009, 997, 9000), 996973)
+    assert Countdown(max_number=10000).score(problem, problem.solution) == 1.0
+
+
 def test_four_number_variant() -> None:
     task = Countdown(sizes=(3, 4), max_number=50)
     problems = task.generate(100, split="train", seed=0)
@@ -241,6 +250,19 @@ def test_generate_bad_arguments(task: Countdown, kwargs: dict, match: str) -> No
 def test_generate_too_many_raises() -> None:
     with pytest.raises(WorkbenchError, match="distinct"):
         Countdown(max_number=2, max_target=4).generate(50, split="train", seed=0)
+
+
+def test_each_draw_is_one_attempt_that_generate_counts() -> None:
+    """`_sample` makes one draw and returns None when it is not a valid problem, so a
+    configuration whose draws are (almost) never valid ends in generate's error instead of
+    retrying inside one draw forever (as CountdownSearch(attempts=(13, 20)) did)."""
+    import random
+
+    task = Countdown(sizes=(2,), max_number=2, max_target=1)  # only (2, 2) -> 1 is valid
+    draws = [task._sample(random.Random(i)) for i in range(40)]
+    assert None in draws and {d.target for d in draws if d is not None} == {1}
+    with pytest.raises(WorkbenchError, match="Only 1 distinct"):
+        task.generate(2, split=task.generate(1)[0].split, seed=0)
 
 
 def test_registry() -> None:

@@ -109,6 +109,8 @@ def test_bad_settings_and_unsearchable_problems_raise() -> None:
         CountdownSearch(sizes=(4,))
     with pytest.raises(WorkbenchError, match="attempts"):
         CountdownSearch(attempts=(4, 2))
+    with pytest.raises(WorkbenchError, match="at most 12 first steps"):
+        CountdownSearch(attempts=(13, 20))  # no problem has 13 lines: generate hung
     with pytest.raises(WorkbenchError, match="no two-step solution"):
         CountdownSearch().make_problem((1, 1, 1), 97)
     assert repr(CountdownSearch()).startswith("CountdownSearch(sizes=(3,)")

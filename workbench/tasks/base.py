@@ -65,7 +65,7 @@ class Problem:
 
     Attributes:
         task: the task name (``"countdown"`` or ``"arithmetic"``).
-        prompt: the model input, ending in a newline, e.g. ``"Countdown: 3 7 25 -> 72\\n"``.
+        prompt: the model input, ending in a newline, e.g. ``"Countdown: 3 7 25 -> 82\\n"``.
         answer: the reference final answer as text (for Countdown one valid expression, for
             arithmetic the number), exactly what follows ``Answer: `` in `solution`.
         solution: the SFT target: scratchpad steps, then ``Answer: <answer>`` and a newline.
@@ -127,12 +127,18 @@ def last_answer_line(text: str) -> str | None:
     """The text after the last ``Answer:`` line of `text`, stripped, or None if there is none.
 
     Args:
-        text: a completion. Only its first `MAX_COMPLETION_CHARS` characters are searched.
+        text: a completion. Only its first `MAX_COMPLETION_CHARS` characters are searched,
+            and of those only whole lines: a line the cut runs through is not read (its
+            first part, ``Answer: 52`` of ``Answer: 52599``, could score as right).
 
     Returns:
         The final answer text (may be empty string when the line is just ``Answer:``).
     """
-    text = text[:MAX_COMPLETION_CHARS]
+    if len(text) > MAX_COMPLETION_CHARS:
+        cut = MAX_COMPLETION_CHARS
+        if text[cut] not in "\r\n":  # the cut falls inside a line: drop that line
+            cut = max(text.rfind("\n", 0, cut), text.rfind("\r", 0, cut)) + 1
+        text = text[:cut]
     matches = _ANSWER_LINE.findall(text)
     return matches[-1].strip() if matches else None
 
@@ -164,8 +170,10 @@ class Task(ABC):
 
     # ----------------------------------------------------------------- subclass hooks
     @abstractmethod
-    def _sample(self, rng: random.Random) -> Problem:
-        """One random problem (split not yet set) from `rng`."""
+    def _sample(self, rng: random.Random) -> Problem | None:
+        """One random problem (split not yet set) from `rng`, or None for a draw that gave
+        none (`generate` counts it as a miss: one draw per call, never a loop that could
+        hang on a configuration with no valid problem)."""
 
     @abstractmethod
     def _canonical(self, numbers: tuple[int, ...], target: int) -> str:
@@ -221,8 +229,8 @@ class Task(ABC):
         misses = 0  # consecutive draws that gave nothing new
         while len(out) < n:
             p = self._sample(rng)
-            key = self._canonical(p.numbers, p.target)
-            if key in seen or self.split_of(p.numbers, p.target) != split:
+            key = None if p is None else self._canonical(p.numbers, p.target)
+            if p is None or key in seen or self.split_of(p.numbers, p.target) != split:
                 misses += 1
                 if misses > MAX_CONSECUTIVE_MISSES:
                     raise WorkbenchError(

@@ -2,9 +2,9 @@
 
 Format (one problem)::
 
-    prompt      "Countdown: 3 7 25 -> 72\\n"
-    completion  "25*3=75\\n75-3=72\\n..."      scratchpad: one arithmetic step per line
-                "Answer: (25*3)-3\\n"           the final expression
+    prompt      "Countdown: 3 7 25 -> 82\\n"
+    completion  "25*3=75\\n75+7=82\\n"        scratchpad: one arithmetic step per line
+                "Answer: (25*3)+7\\n"           the final expression
 
 Rules (this project's, fixed for every consumer):
     - Each given number may be used **at most once** (the multiset of numbers in the answer
@@ -27,6 +27,7 @@ problem always gets the same scratchpad), which may use fewer numbers than the p
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections import Counter
@@ -112,20 +113,24 @@ def _wrap(item: _Item) -> str:
 
 
 def solve_countdown(
-    numbers: tuple[int, ...], target: int, max_value: int = 10**6
+    numbers: tuple[int, ...], target: int, max_value: int | None = None
 ) -> tuple[list[str], str] | None:
     """Shortest solution by a deterministic search (fewest steps first, fixed step order).
 
     Args:
         numbers: the given numbers.
         target: the value to reach.
-        max_value: intermediate results above this are pruned.
+        max_value: intermediate results above this are pruned. None (the default) prunes
+            nothing that can be reached, so "no solution" is exact: a value built from
+            numbers ``S`` with + - * / is at most ``prod(s + 1 for s in S) - 1``.
 
     Returns:
         ``(steps, expression)``: scratchpad lines like ``"50+25=75"`` and the final expression
         like ``"(50+25)-3"``; or None if no solution with positive integer intermediate
         results exists.
     """
+    if max_value is None:
+        max_value = math.prod(n + 1 for n in numbers) - 1
     start: list[_Item] = [(v, str(v), False) for v in sorted(numbers, reverse=True)]
     for depth in range(1, len(numbers)):
         found = _search(start, target, depth, [], max_value)
@@ -260,7 +265,7 @@ class Countdown(Task):
             target: the target.
 
         Returns:
-            e.g. ``"Countdown: 3 7 25 -> 72\\n"``.
+            e.g. ``"Countdown: 3 7 25 -> 82\\n"``.
         """
         return f"{self.prompt_header}: {' '.join(map(str, numbers))} -> {target}\n"
 
@@ -299,24 +304,23 @@ class Countdown(Task):
             split=self.split_of(numbers, target),
         )
 
-    def _sample(self, rng: random.Random) -> Problem:
-        while True:
-            size = rng.choice(self.sizes)
-            numbers = tuple(rng.randint(1, self.max_number) for _ in range(size))
-            values = list(numbers)
-            while len(values) > 1:  # random full combination -> a reachable target
-                i, j = rng.sample(range(len(values)), 2)
-                a, b = max(values[i], values[j]), min(values[i], values[j])
-                ops = (
-                    ["+", "*"] + (["-"] if a > b else []) + (["/"] if b > 1 and a % b == 0 else [])
-                )
-                op = rng.choice(ops)
-                v = {"+": a + b, "-": a - b, "*": a * b, "/": a // max(b, 1)}[op]
-                values = [x for k, x in enumerate(values) if k not in (i, j)] + [v]
-            target = values[0]
-            if not 1 <= target <= self.max_target or target in numbers:
-                continue
-            return self.make_problem(numbers, target)
+    def _sample(self, rng: random.Random) -> Problem | None:
+        """One draw: a problem, or None when the drawn target is out of range (a miss that
+        `generate` counts, so an impossible configuration ends in its error, not a hang)."""
+        size = rng.choice(self.sizes)
+        numbers = tuple(rng.randint(1, self.max_number) for _ in range(size))
+        values = list(numbers)
+        while len(values) > 1:  # random full combination -> a reachable target
+            i, j = rng.sample(range(len(values)), 2)
+            a, b = max(values[i], values[j]), min(values[i], values[j])
+            ops = ["+", "*"] + (["-"] if a > b else []) + (["/"] if b > 1 and a % b == 0 else [])
+            op = rng.choice(ops)
+            v = {"+": a + b, "-": a - b, "*": a * b, "/": a // max(b, 1)}[op]
+            values = [x for k, x in enumerate(values) if k not in (i, j)] + [v]
+        target = values[0]
+        if not 1 <= target <= self.max_target or target in numbers:
+            return None
+        return self.make_problem(numbers, target)
 
     def _canonical(self, numbers: tuple[int, ...], target: int) -> str:
         return f"{','.join(map(str, sorted(numbers)))}->{target}"
@@ -401,10 +405,13 @@ class CountdownSearch(Countdown):
     ):
         super().__init__(max_number=max_number, max_target=max_target, **kwargs)
         lo, hi = attempts
-        if not 1 <= lo <= hi <= 20 or self.sizes != (3,):
+        # Three numbers give at most 12 distinct first steps (3 pairs x 4 operations), so
+        # a written search has at most 12 lines.
+        if not 1 <= lo <= hi <= 12 or self.sizes != (3,):
             raise WorkbenchError(
                 f"attempts={attempts!r}, sizes={self.sizes!r}: the search needs three numbers "
-                "and a range 1 <= lo <= hi <= 20 of lines.",
+                "and a range 1 <= lo <= hi <= 12 of lines (three numbers have at most 12 "
+                "first steps).",
                 "Use e.g. attempts=(3, 5) and sizes=(3,).",
             )
         self.attempts = (lo, hi)
@@ -435,9 +442,9 @@ class CountdownSearch(Countdown):
             )
         return self._problem(tuple(numbers), target, *found)
 
-    def _sample(self, rng: random.Random) -> Problem:
-        while True:
-            problem = super()._sample(rng)
-            n_lines = problem.solution.count("\n") - 1
-            if self.attempts[0] <= n_lines <= self.attempts[1]:
-                return problem
+    def _sample(self, rng: random.Random) -> Problem | None:
+        problem = super()._sample(rng)
+        if problem is None:
+            return None
+        n_lines = problem.solution.count("\n") - 1
+        return problem if self.attempts[0] <= n_lines <= self.attempts[1] else None
