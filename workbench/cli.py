@@ -170,13 +170,20 @@ def _cmd_rl(args: argparse.Namespace) -> int:
         if args.config:
             import json
 
+            fix = "pass a config.json written by a run or by GRPOConfig.to_dict()"
             try:
-                base = GRPOConfig.from_dict(json.loads(Path(args.config).read_text()))
-            except (OSError, json.JSONDecodeError) as e:
+                saved = json.loads(Path(args.config).read_text())
+            except (OSError, ValueError) as e:  # ValueError: JSON or UTF-8 decoding
                 raise WorkbenchError(
-                    f"--config {args.config} could not be read as JSON ({e})",
-                    "pass a config.json written by a run or by GRPOConfig.to_dict()",
+                    f"--config {args.config} could not be read as JSON ({e})", fix
                 ) from None
+            if not isinstance(saved, dict):
+                raise WorkbenchError(
+                    f"--config {args.config} holds a JSON {type(saved).__name__}, not a config "
+                    "object",
+                    fix,
+                )
+            base = GRPOConfig.from_dict(saved)
         run = train(base.replace(**overrides), out=args.out)
     print(f"run {run.run_dir}: {run.status} at step {run.step}")
     for key, name in (("eval_accuracy", "greedy"), ("eval_sampled_accuracy", "sampled")):

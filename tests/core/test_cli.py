@@ -138,3 +138,14 @@ def test_rl_without_out_is_a_clear_error():
     proc = _workbench("rl", "--strategy", "coupled")
     assert proc.returncode == 2
     assert "needs --out DIR" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [(b"[1, 2]", "holds a JSON list, not a config object"), (b"\xff\xfe", "could not be read")],
+)
+def test_rl_config_that_is_not_a_json_object_is_a_clear_error(tmp_path, content, problem):
+    (tmp_path / "c.json").write_bytes(content)
+    proc = _workbench("rl", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2, proc.stderr
+    assert problem in proc.stderr and "Traceback" not in proc.stderr

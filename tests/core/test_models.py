@@ -67,6 +67,12 @@ class TestNames:
         with pytest.raises(WorkbenchError, match="CUDA is not available"):
             wb.load_model("smollm2-135m", device="cuda")
 
+    def test_mps_without_mps_is_a_clear_error_before_loading(self):
+        if torch.backends.mps.is_available():
+            pytest.skip("this machine has MPS")
+        with pytest.raises(WorkbenchError, match=r"MPS .* is not available"):
+            wb.load_model("smollm2-135m", device="mps")
+
 
 class TestFolders:
     def test_folder_without_config(self, tmp_path):

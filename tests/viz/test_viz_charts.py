@@ -297,6 +297,11 @@ def test_curves_crop_to_positions(analysis):
     assert [r["pos"] for r in rows] == list(range(start, start + 10))
     with pytest.raises(WorkbenchError, match="selects no response token"):
         charts.rhythm_curves(analysis, positions=range(0, 3))
+    assert charts.rhythm_curves(analysis, positions=[start, start + 1, start + 2]).to_dict()
+    # Not contiguous: it was drawn as the span from its first to its last element.
+    for scattered in ([start + 9, start, start + 4], [start, start + 9, start + 4]):
+        with pytest.raises(WorkbenchError, match="is not a range of positions"):
+            charts.rhythm_curves(analysis, positions=scattered)
 
 
 # -- text view -------------------------------------------------------------------------------

@@ -199,6 +199,12 @@ def _resolve_device(device: str | None) -> str:
             f"device {device!r} was asked for but CUDA is not available on this machine",
             "pass device='cpu' or device=None (picks CUDA when present)",
         )
+    mps = getattr(torch.backends, "mps", None)
+    if parsed.type == "mps" and not (mps is not None and mps.is_available()):
+        raise WorkbenchError(
+            f"device {device!r} was asked for but MPS (Apple's GPU) is not available here",
+            "pass device='cpu' or device=None (picks CUDA when present)",
+        )
     return str(device)
 
 
@@ -324,7 +330,8 @@ def _resolve(
         raise _unknown_name(name)
     if not _hub_allowed(allow_hub):
         raise WorkbenchError(
-            f"{name!r} is a hub name, and the workbench does not download models unless asked",
+            f"{name!r} is a hub name (no folder {name} exists here), and the workbench does "
+            "not download models unless asked",
             f"use an embedded model {_embedded_names()} or a local folder, or allow the hub "
             "with load_model(..., allow_hub=True) or WORKBENCH_ALLOW_HUB=1",
         )

@@ -55,12 +55,21 @@ def crop_positions(analysis: Any, positions: Sequence[int] | range | None) -> ra
         sel = resp
     else:
         try:
-            lo, hi = (int(positions[0]), int(positions[-1]) + 1) if len(positions) else (0, 0)
-        except (TypeError, ValueError, IndexError):
+            items = (
+                list(positions)
+                if isinstance(positions, range) and positions.step == 1
+                else [int(p) for p in positions]
+            )
+        except (TypeError, ValueError):
+            items = None
+        # A chart crops to a contiguous span: a list that is not one would be drawn as
+        # the span from its first to its last element.
+        if items is None or items != list(range(items[0], items[0] + len(items)) if items else []):
             raise WorkbenchError(
                 f"positions={positions!r} is not a range of positions",
-                "pass e.g. positions=range(100, 300) (absolute positions)",
+                "pass e.g. positions=range(100, 300) (absolute positions, contiguous)",
             ) from None
+        lo, hi = (items[0], items[-1] + 1) if items else (0, 0)
         sel = range(max(lo, resp.start), min(hi, resp.stop))
     if len(sel) == 0:
         raise WorkbenchError(
