@@ -24,10 +24,11 @@ import numpy as np
 
 from .errors import WorkbenchError
 
-__all__ = ["bootstrap_ci", "holm", "paired_t", "t_cdf", "t_ci", "t_quantile"]
+__all__ = ["bootstrap_ci", "check_level", "holm", "paired_t", "t_cdf", "t_ci", "t_quantile"]
 
 
-def _check_level(ci: Any) -> None:
+def check_level(ci: Any) -> None:
+    """Raise a `WorkbenchError` unless `ci` is an interval level strictly between 0 and 1."""
     if isinstance(ci, bool) or not isinstance(ci, (int, float)) or not 0 < ci < 1:
         raise WorkbenchError(
             f"ci must be an interval level between 0 and 1, got {ci!r}",
@@ -55,7 +56,7 @@ def bootstrap_ci(
 
     With one value the bounds are NaN (no interval); with none, all three are NaN.
     """
-    _check_level(ci)
+    check_level(ci)
     v, trivial = _values(values)
     if trivial is not None:
         return trivial
@@ -127,7 +128,7 @@ def t_ci(values: Any, *, ci: float = 0.95) -> tuple[float, float, float]:
     freedom); with none, all three are NaN. Values that do not vary give a zero-width
     interval, the t-interval's own answer; with few runs read it beside `paired_t`, whose
     p-value then comes from the exact sign-flip test."""
-    _check_level(ci)
+    check_level(ci)
     v, trivial = _values(values)
     if trivial is not None:
         return trivial

@@ -27,7 +27,7 @@ from .. import _validate
 from ..attention.analysis import Analysis
 from ..attention.run import analyze
 from ..errors import WorkbenchError
-from ..intervals import bootstrap_ci, t_ci
+from ..intervals import bootstrap_ci, check_level, t_ci
 from ..trace import Trace
 from ..trace.tokens import check_ids
 from .effects import answer_span, logits_of, measure
@@ -299,7 +299,7 @@ def summarize(
     if interval not in INTERVALS:
         raise WorkbenchError(f"interval={interval!r} is unknown", f"use one of {INTERVALS}")
     _validate.integer("n_boot", n_boot, minimum=1, example=2000)
-    t_ci([], ci=ci)  # a WorkbenchError for a level outside (0, 1), even with no rows
+    check_level(ci)  # even with no rows to summarise
     rows = []
     for (iv, fam), g in frame.groupby(["intervention", "family"], sort=False):
         per = g.groupby(["trace", "kind"])[metric].mean().unstack("kind")

@@ -45,6 +45,9 @@ from ..errors import WorkbenchError
 __all__ = ["GRPOConfig"]
 
 
+#: The metrics an evaluation adds to a row (`GRPORun.evaluate`): greedy and sampled accuracy.
+EVAL_METRICS = ("eval_accuracy", "eval_sampled_accuracy")
+
 #: The default credit: the paper's RL settings with no amplification (plain GRPO).
 _PLAIN_GRPO = CreditParams(strategy="none")
 
@@ -141,7 +144,7 @@ class GRPOConfig:
     @property
     def eval_keys(self) -> tuple[str, ...]:
         """The metrics an evaluation adds to a step's row (`GRPORun.evaluate`)."""
-        return ("eval_accuracy", "eval_sampled_accuracy")[: 2 if self.eval_samples else 1]
+        return EVAL_METRICS[: 2 if self.eval_samples else 1]
 
     def evaluates(self, step: int, end: int | None = None) -> bool:
         """Whether a run ending at `end` (default ``max_steps``) evaluates after `step`:

@@ -22,13 +22,13 @@ from typing import Any
 
 from ..errors import WorkbenchError
 from .checkpoint import read_metrics
-from .config import GRPOConfig
+from .config import EVAL_METRICS, GRPOConfig
 from .runs import resume, train
 
 __all__ = ["METRICS", "Experiment", "run_experiment"]
 
 #: Evaluation metrics of a run (see `GRPORun.evaluate`): greedy and sampled accuracy.
-METRICS = ("eval_accuracy", "eval_sampled_accuracy")
+METRICS = EVAL_METRICS
 
 
 class Experiment:

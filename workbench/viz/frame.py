@@ -3,6 +3,7 @@ token label (`display_token`), the ``positions=`` crop and the token tooltip."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,7 +65,7 @@ def crop_positions(analysis: Any, positions: Sequence[int] | range | None) -> ra
             items = None
         # A chart crops to a contiguous span: a list that is not one would be drawn as
         # the span from its first to its last element.
-        if items is None or items != list(range(items[0], items[0] + len(items)) if items else []):
+        if items is None or any(b != a + 1 for a, b in itertools.pairwise(items)):
             raise WorkbenchError(
                 f"positions={positions!r} is not a range of positions",
                 "pass e.g. positions=range(100, 300) (absolute positions, contiguous)",
