@@ -9,9 +9,10 @@
 #                                   carry=[".whl", ".gpu"], timeout_s=590)
 #
 # `run` (there) installs the carried wheels beside the image's PyTorch, then
-#   1. runs the architecture matrix with the toys on the GPU (WORKBENCH_TEST_DEVICE=cuda;
+#   1. checks compiled FlexAttention against a dense computation (`flex.ready`), then runs
+#      the architecture matrix with the toys on the GPU (WORKBENCH_TEST_DEVICE=cuda;
 #      Hugging Face's eager references stay on the CPU): both analysis paths, the credit
-#      options and the portable path, every architecture;
+#      band pass (FlexAttention there), the credit options and the portable path;
 #   2. times sdpa against wb.analyze and the credit pass at T = 8192 and 32768 on a
 #      SmolLM2-shaped model with random weights (benchmarks/metrics.py --device cuda
 #      --random-weights; the embedded weights are too large to carry, and the cost
@@ -59,12 +60,18 @@ run() {
     python3 -c "import torch, transformers, transformer_lens, pyarrow, datasets
 print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())
 print('transformers', transformers.__version__, 'pyarrow', pyarrow.__version__)"
-    echo "== 1. the architecture matrix on the GPU"
-    WORKBENCH_TEST_DEVICE=$device timeout 240 python3 -m pytest -p no:cacheprovider -q -x \
-        tests/attention/test_architectures.py -k "match_hf_eager or portable" || true
+    echo "== 1. FlexAttention's check (the credit pass's flash call there), then the matrix"
+    timeout 90 python3 -c "import time, torch
+from workbench.attention import flex
+t = time.perf_counter()
+print('flex.ready:', flex.ready(torch.device('$device'), torch.float32),
+      f'({time.perf_counter() - t:.1f} s, compilation included)')" || true
+    WORKBENCH_TEST_DEVICE=$device timeout 210 python3 -m pytest -p no:cacheprovider -q \
+        --maxfail=5 --durations=5 tests/attention/test_architectures.py \
+        -k "match_hf_eager or portable or credit_band" || true
     echo "== 2. ratios at 8K and 32K"
     # shellcheck disable=SC2086
-    timeout 300 python3 benchmarks/metrics.py --device "$device" --random-weights \
+    timeout 260 python3 benchmarks/metrics.py --device "$device" --random-weights \
         --model .gpu/smollm2 --lengths $lengths --timeout 120 \
         --configs sdpa analyze sdpa-middle credit --json "$out/metrics.json" || true
 }

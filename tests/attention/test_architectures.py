@@ -626,23 +626,35 @@ def assert_credit_matches_reference(a, ref: dict[str, Any]) -> None:
         assert getattr(a, f) == ref[f], f
 
 
+@pytest.mark.parametrize("kernel", ["cpu-flash", "flex"])
 @pytest.mark.parametrize("length", list(LENGTHS))
 @pytest.mark.parametrize("arch_id", ARCH_IDS)
-def test_credit_band_pass_matches_hf_eager(toys, traces, references, monkeypatch, arch_id, length):
+def test_credit_band_pass_matches_hf_eager(
+    toys, traces, references, monkeypatch, arch_id, length, kernel
+):
     """The RL credit pass (`gamma_many`'s options: sdpa outputs, no column sums) computes
     each plain layer from one flash call and a band of dot products (`interface.Banded`),
     and soft-capped layers from tiles. Either way every metric of the RL horizon equals the
     Hugging Face eager reference. FAI to the end of the response is refused with a clear
-    error where the band (101 diagonals) does not span the trace, and exact where it does."""
-    from workbench.attention import interface
+    error where the band (101 diagonals) does not span the trace, and exact where it does.
+    The flash call is the CPU kernel's, or FlexAttention's (CUDA's, here uncompiled), with
+    the mask transformers built for each layer (sliding windows included)."""
+    from workbench.attention import flex, interface
 
     model = _bridge(toys, arch_id)
-    banded = []
-    real = interface._banded
+    banded, flexed = [], []
+    real, real_flex = interface._banded, flex.attention_with_moment
     monkeypatch.setattr(interface, "_banded", lambda *a: banded.append(1) or real(*a))
+    monkeypatch.setattr(flex, "attention_with_moment", lambda *a: flexed.append(1) or real_flex(*a))
+    if kernel == "flex":
+        monkeypatch.setattr(flex, "DEVICES", ("cuda", "cpu"))
+        assert flex.ready(torch.device("cpu"), torch.float32)  # its probe, once, uncounted
+        flexed.clear()
     a = credit_pass(model, traces[length])
     capped = getattr(sampler(model).config, "attn_logit_softcapping", None) is not None
     assert len(banded) == (0 if capped else model.cfg.n_layers)
+    on_cuda = flex.serves(next(sampler(model).parameters()))  # WORKBENCH_TEST_DEVICE=cuda
+    assert len(flexed) == (len(banded) if kernel == "flex" or on_cuda else 0)
     assert_credit_matches_reference(a, references(arch_id, length, "rl"))
     if len(traces[length]) > 101:  # longer than the band
         with pytest.raises(WorkbenchError, match="did not keep the column sums"):

@@ -4,15 +4,19 @@ A reducer that needs only row distances and the diagonal band (the RL credit) ge
 from one flash attention call plus a band of dot products, never from tiles of
 probabilities. Whatever the mask (plain causal, sliding window, a KV cache, left padding
 with rows that see no key) and with grouped key/value heads, the output, the row distances
-``sum_s A[t,s] (t-s)`` and the band ``A[t, t-d]`` must equal their float64 definitions.
+``sum_s A[t,s] (t-s)`` and the band ``A[t, t-d]`` must equal their float64 definitions,
+with either flash kernel: the CPU's, or FlexAttention (CUDA's; run here uncompiled).
 """
 
 from __future__ import annotations
 
+import math
+import warnings
+
 import pytest
 import torch
 
-from workbench.attention import interface
+from workbench.attention import flex, interface
 
 B, H, KV, D = 2, 6, 2, 8
 WIDTH = 12
@@ -56,6 +60,14 @@ class Spy:
         )
 
 
+@pytest.fixture(params=["cpu-flash", "flex"])
+def kernel(request, monkeypatch):
+    """The band path's flash call: the CPU kernel, or FlexAttention (as on CUDA)."""
+    if request.param == "flex":
+        monkeypatch.setattr(flex, "DEVICES", ("cuda", "cpu"))
+    return request.param
+
+
 def check_band(q, k, v, mask, keep, scale=0.3):
     spy = Spy()
     out = interface._banded(q, k, v, mask, scale, spy.reducer())
@@ -77,13 +89,13 @@ def check_band(q, k, v, mask, keep, scale=0.3):
     torch.testing.assert_close(band.double(), want_band, atol=1e-6, rtol=1e-5)
 
 
-def test_plain_causal_attention():
+def test_plain_causal_attention(kernel):
     q, k, v = inputs(40, 40)
     check_band(q, k, v, None, causal(40, 40))
 
 
 @pytest.mark.parametrize("chunk", [512, 4])
-def test_a_kv_cache_offsets_the_causal_mask(monkeypatch, chunk):
+def test_a_kv_cache_offsets_the_causal_mask(kernel, monkeypatch, chunk):
     """Only the last 15 rows are queries (the prompt a KV cache): the kernel's own causal
     flag would align them to the first keys, so the band path builds the mask (in one
     chunk of rows, or in chunks of 4 that each stop at their last row's key)."""
@@ -93,7 +105,7 @@ def test_a_kv_cache_offsets_the_causal_mask(monkeypatch, chunk):
 
 
 @pytest.mark.parametrize("chunk", [512, 8])
-def test_a_sliding_window_mask_is_honoured(monkeypatch, chunk):
+def test_a_sliding_window_mask_is_honoured(kernel, monkeypatch, chunk):
     """In chunks of 8 rows, each chunk runs over only the keys from its first row's window
     to its last row."""
     monkeypatch.setattr(interface, "_FLASH_CHUNK", chunk)
@@ -102,7 +114,7 @@ def test_a_sliding_window_mask_is_honoured(monkeypatch, chunk):
     check_band(q, k, v, keep.expand(B, 1, -1, -1), keep)
 
 
-def test_left_padding_rows_without_keys_give_zeros(monkeypatch):
+def test_left_padding_rows_without_keys_give_zeros(kernel, monkeypatch):
     """Sequence 1 starts at position 6: its first rows see no key (no overflow, no NaN),
     and the mask is converted in several chunks of rows."""
     monkeypatch.setattr(interface, "_FLASH_ROWS", 7 * B * 30)  # 7 rows a chunk
@@ -144,7 +156,7 @@ def test_the_attention_function_routes_by_what_it_can_compute():
 
 
 @pytest.mark.parametrize("tq", [1, 33])
-def test_single_and_odd_query_rows(tq):
+def test_single_and_odd_query_rows(kernel, tq):
     q, k, v = inputs(tq, 33, seed=tq)
     check_band(q, k, v, None, causal(tq, 33))
 
@@ -187,3 +199,42 @@ def test_tiles_skip_the_keys_a_window_hides_from_every_row(tile):
     want = (p @ v.double().repeat_interleave(rep, 1)).transpose(1, 2)
     rows = seen.transpose(1, 2)
     torch.testing.assert_close(out.double()[rows], want[rows], atol=1e-5, rtol=1e-5)
+
+
+def test_flexattention_is_checked_before_its_first_use(monkeypatch):
+    """FlexAttention's compiled kernel never runs in CI, so `flex.ready` compares it with a
+    dense float64 computation first. A kernel that returned its log-sum-exp in base 2 (a
+    wiring error of the kind the check exists for) fails it: one warning names the
+    reason, and the attention function gives the band reducer exact tiles instead."""
+    monkeypatch.setattr(flex, "DEVICES", ("cuda", "cpu"))
+    real = flex.attention_with_moment
+
+    def base_two(*args):
+        out, lse = real(*args)
+        return out, lse / math.log(2)
+
+    flex.ready.cache_clear()
+    try:
+        assert flex.ready(torch.device("cpu"), torch.float32)
+        flex.ready.cache_clear()
+        monkeypatch.setattr(flex, "attention_with_moment", base_two)
+        with pytest.warns(RuntimeWarning, match="log-sum-exp differs .* portable tiles"):
+            assert not flex.ready(torch.device("cpu"), torch.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # once only
+            assert not flex.ready(torch.device("cpu"), torch.float32)
+
+        class Layer(torch.nn.Module):
+            layer_idx = 0
+
+        module, spy = Layer(), Spy()
+        module._workbench_pass = interface._Pass({0: spy.reducer()}, None, None, False)
+        q, k, v = inputs(20, 20)
+        with torch.no_grad():
+            out, _ = interface.attention(module, q, k, v, None, scaling=0.3)
+        assert spy.tiles and not spy.bands
+        torch.testing.assert_close(
+            out.double(), eager(q, k, v, causal(20, 20), 0.3)[0], atol=1e-5, rtol=0
+        )
+    finally:
+        flex.ready.cache_clear()

@@ -33,10 +33,12 @@ positions, ``sum_s A[t, s] s``; the band ``A[t, t-d] = exp(q_t k_{t-d} scaling -
 costs ``width`` dot products per row. Measured on one SmolLM2-shaped layer at T = 8192,
 one thread: 1.16-1.37x sdpa (q and k padded with zeros to the value width costs about
 10% of that; the band about 7%), against 1.85-2.15x for sdpa plus tiles. It applies to
-plain attention (no soft-cap, no sinks) in float32 on the CPU without gradients; anywhere
-else the same reducer gets tiles. Memory: the kernel's own blocks, the padded q, k and v
-(``batch x heads x T x (d_head + 8)`` each), and a float copy of the mask in chunks of
-query rows where one is given.
+plain attention (no soft-cap, no sinks, no mask or a boolean one) in float32 without
+gradients, on the CPU, and on CUDA where compiled FlexAttention passed its check
+(`workbench.attention.flex`: the same output, log-sum-exp and position channel; not yet
+run on a GPU in this project); anywhere else the same reducer gets tiles. Memory: the
+kernel's own blocks, the padded q, k and v (``batch x heads x T x (d_head + 8)`` each),
+and a float copy of the mask in chunks of query rows where one is given.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from .._compat import (
     sdpa_attention,
 )
 from ..errors import WorkbenchError
-from . import kernels
+from . import flex, kernels
 
 __all__ = ["NAME", "Banded", "Fused", "NotRouted", "StopPass", "analysis_pass", "attention"]
 
@@ -109,8 +111,9 @@ class Banded(_Asking):
     """A reducer that needs no more of a layer's attention than its row distances and its
     first `width` diagonals (a pass that keeps no column sums, such as the RL credit).
 
-    Where the attention is plain (no soft-cap, no sinks), float32 on the CPU and computed
-    without gradients, `attention` then never forms a tile of probabilities: one flash
+    Where the attention is plain (no soft-cap, no sinks), float32 on the CPU (or on CUDA,
+    through FlexAttention: `flex`) and computed without gradients, `attention` then never
+    forms a tile of probabilities: one flash
     attention call gives the output, each row's log-sum-exp and, through an extra value
     channel holding the key positions, ``sum_s A[t, s] s``; the band ``A[t, t-d] =
     exp(q_t k_{t-d} scaling - LSE_t)`` costs ``width`` dot products per row. `band` then
@@ -306,7 +309,7 @@ def attention(
     run.seen.add(layer)
     reduce = run.reducers.get(layer)
     plain = softcap is None and s_aux is None  # what sdpa can compute
-    if isinstance(reduce, Banded) and plain and _can_band(query, key, value):
+    if isinstance(reduce, Banded) and plain and _can_band(query, key, value, attention_mask):
         with torch.no_grad():
             return _banded(query, key, value, attention_mask, scaling, reduce), None
     if plain and (run.sdpa_outputs or (reduce is None and run.fast_other_layers)):
@@ -435,10 +438,11 @@ _FLASH_ROWS = 1 << 24
 def _cpu_fast(query: Tensor, key: Tensor, value: Tensor) -> bool:
     """Whether the CPU-only paths apply: float32 on the CPU, without gradients. They are
     the tiles' reused buffer with the compiled kernel (`_tiled`, `kernels`) and the band
-    path (`_banded`, whose flash call is the CPU's). Anywhere else (CUDA, MPS, another
-    dtype, a training forward) the portable path runs: the same tiles with PyTorch's
-    softmax and reductions, and tiles for `Banded` reducers too. The architecture matrix
-    checks that path on the CPU by making this return False."""
+    path with the CPU's flash call (`_banded`; on CUDA it has FlexAttention's, see
+    `_can_band`). Anywhere else (CUDA, MPS, another dtype, a training forward) the
+    portable path runs: the same tiles with PyTorch's softmax and reductions, and tiles
+    for `Banded` reducers where `_can_band` is False. The architecture matrix checks that
+    path on the CPU by making this return False."""
     grads = torch.is_grad_enabled() and any(x.requires_grad for x in (query, key, value))
     return (
         not grads
@@ -447,13 +451,22 @@ def _cpu_fast(query: Tensor, key: Tensor, value: Tensor) -> bool:
     )
 
 
-def _can_band(query: Tensor, key: Tensor, value: Tensor) -> bool:
-    """Whether `_banded` computes this layer: `_cpu_fast` and ``d_value == d_head``."""
-    return (
-        _cpu_fast(query, key, value)
-        and query.shape[-1] == key.shape[-1] == value.shape[-1]
-        and query.shape[2] > 0
-    )
+def _can_band(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> bool:
+    """Whether `_banded` computes this layer: float32 without gradients, ``d_value ==
+    d_head``, no mask or a boolean one, and a flash kernel with the row log-sum-exp for
+    the device: the CPU's (`_cpu_fast`), or FlexAttention where `flex.serves` the device
+    and passed its check there (`flex.ready`)."""
+    shapes = query.shape[-1] == key.shape[-1] == value.shape[-1] and query.shape[2] > 0
+    if not shapes or not (mask is None or mask.dtype == torch.bool):
+        return False
+    if flex.serves(query):
+        grads = torch.is_grad_enabled() and any(x.requires_grad for x in (query, key, value))
+        return (
+            not grads
+            and query.dtype == key.dtype == value.dtype == torch.float32
+            and flex.ready(query.device, query.dtype)
+        )
+    return _cpu_fast(query, key, value)
 
 
 def _flash(
@@ -469,6 +482,8 @@ def _flash(
     additive float mask in chunks of query rows (`_FLASH_CHUNK` rows, at most `_FLASH_ROWS`
     elements each), each over only the keys its rows can see.
     """
+    if flex.serves(query):
+        return flex.attention_with_moment(query, key, value, mask, scale)
     b, h, tq, d = query.shape
     kv, tk = key.shape[1], key.shape[2]
     width = -(-(d + 1) // 8) * 8
