@@ -177,3 +177,24 @@ def test_panel_runs_and_redraws(toy_model):
     panel.set_model(toy_model)
     assert panel.frame is None and panel.charts_box.children == ()
     assert AblationPanel().run() is None  # no model: an error in the status line
+
+
+def test_a_failed_run_leaves_the_last_results_drawable(toy_model):
+    panel = AblationPanel(toy_model, n_problems=2)
+    panel.size.value, panel.n_random.value, panel.families.value = 2, 1, ("anchors",)
+    frame = panel.run()
+    assert panel.last_error is None, panel.last_error
+    panel.intervention.value = "resid-zero"
+    panel.size.value = 32  # more positions than these traces have: refused
+    assert panel.progress.bar_style == "success"
+    assert panel.run() is None and "size=32" in panel.status.value
+    assert panel.progress.bar_style == "danger"  # not left looking like a run under way
+    # the knockout run is still the one shown, and its other trace can be viewed
+    panel.trace_index.value = 1
+    assert panel.last_error is None, panel.last_error
+    assert panel.frame is frame
+    _check_kl_chart(panel.charts["kl"].chart, frame, trace=1, family="anchors")
+    assert "size=32" not in panel.status.value  # the old error went with the redraw
+    panel.families.value = ()  # no sets: refused, not silently "anchors"
+    assert panel.run() is None and "no target sets are selected" in panel.status.value
+    assert panel.frame is frame

@@ -7,6 +7,7 @@ import altair as alt
 import pandas as pd
 
 from workbench import ui as panels
+from workbench.errors import WorkbenchError
 from workbench.viz import style
 
 
@@ -39,3 +40,29 @@ def test_chart_widgets_are_offline_svg_jupytercharts(altair_globals):
     w.chart = _tiny_chart().mark_point()
     assert w.spec["mark"]["type"] == "point"
     assert w.spec["config"]["font"] == style.FONT
+
+
+def test_an_old_error_does_not_stay_beside_a_later_success():
+    """A callback that fails shows its error; the next one that succeeds clears it, even
+    when it says nothing itself (a view change redrawing the last good results)."""
+    p = panels.Panel()
+
+    def fail():
+        raise WorkbenchError("size=32 is too large", "pass a smaller size")
+
+    p._guard(fail)
+    assert "size=32" in p.status.value and p.last_error is not None
+    assert p._guard(lambda: 7) == 7
+    assert "size=32" not in p.status.value and p.last_error is None
+
+
+def test_the_model_panel_shows_the_model_it_was_given(toy_llama):
+    """`ModelPanel(model)` selects the given model's folder (it showed the first embedded
+    name, so pressing Load reloaded another model); a model loaded by name selects it."""
+    from workbench.models import model_name
+
+    folder = model_name(toy_llama)
+    assert folder is not None
+    m = panels.ModelPanel(toy_llama, loader=lambda name: toy_llama)
+    assert (m.target, m.folder.layout.display) == (folder, "")
+    assert "ready" in m.status.value

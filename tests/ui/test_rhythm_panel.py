@@ -295,3 +295,65 @@ def test_sink_choice_reanalyses_the_trace_with_it(smol, passes):
     assert passes.n == 4 and r.forward_passes == 4
     r.sink.value = "keep"
     assert r.analysis.meta.get("sink") == "keep" and passes.n == 6
+
+
+# -- the toy model: bad input and stale state ------------------------------------------------
+
+
+def test_out_of_range_settings_are_refused_not_clamped():
+    # ipywidgets would have clamped these to the sliders' ends without a word
+    with pytest.raises(WorkbenchError, match=r"max_new_tokens=2048 is outside .* 8\.\.1024"):
+        panels.RhythmPanel(max_new_tokens=2048)
+    with pytest.raises(WorkbenchError, match=r"temperature=2\.0 is outside"):
+        wb.workbench(temperature=2.0)
+    r = panels.RhythmPanel(max_new_tokens=1024, temperature=0.0, seed=3)  # the ends are fine
+    assert (r.max_new_tokens.value, r.temperature.value, r.seed.value) == (1024, 0.0, 3)
+    with pytest.raises(WorkbenchError, match="n_problems=200 is outside"):
+        panels.AblationPanel(n_problems=200)
+    with pytest.raises(WorkbenchError, match="task='countdwn' is not a choice") as e:
+        panels.AblationPanel(task="countdwn")
+    assert "countdown" in e.value.fix
+
+
+def test_a_run_with_no_heads_selected_is_refused_before_any_forward_pass(toy_llama):
+    r = panels.RhythmPanel(toy_llama, prompt=PROMPT, response=RESPONSE)
+    first = r.run()
+    assert r.last_error is None, r.last_error
+    r.picker.head_index.value = ()
+    r.response.value = "2 + 3 = 5."
+    assert r.run() is None and "no heads are selected" in r.status.value
+    # nothing was analysed: the trace, analysis and charts on screen still agree
+    assert r.forward_passes == 2 and r.analysis is first and r.trace.text != "2 + 3 = 5."
+
+
+def test_the_head_map_subtitle_follows_the_quantiles_when_the_classes_stay(toy_llama):
+    r = panels.RhythmPanel(toy_llama, prompt=PROMPT, response=RESPONSE)
+    r.run()
+    classes = r.analysis.local_heads
+    r.q_local.value = 0.25  # 8 heads: round(0.25 * 8) == round(0.3 * 8), the same local heads
+    assert r.analysis.local_heads == classes
+    subtitle = r.charts["heads"].chart.to_dict()["title"]["subtitle"]
+    assert "bottom 25% by span" in subtitle
+
+
+def test_a_saved_trace_path_may_start_with_a_tilde(toy_llama, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    trace = wb.Trace.from_text(toy_llama, PROMPT, RESPONSE)
+    trace.save(tmp_path / "trace.json")
+    r = panels.RhythmPanel(toy_llama)
+    r.trace_file.value = "~/trace.json"
+    r.run()
+    assert r.last_error is None, r.last_error
+    assert r.trace.ids.tolist() == trace.ids.tolist()
+
+
+def test_the_map_offers_only_heads_of_attention_layers_in_a_hybrid_model(hybrid_toy):
+    model = hybrid_toy("jamba")  # Mamba layers 0 and 2, attention in layers 1 and 3
+    r = panels.RhythmPanel(model, prompt=PROMPT, response=RESPONSE)
+    single = [v for _, v in r.map_heads.options if isinstance(v, tuple)]
+    assert sorted({layer for layer, _ in single}) == [1, 3]
+    assert len(single) == 2 * model.cfg.n_heads
+    r.run()
+    r.map_heads.value = single[0]
+    assert r.last_error is None, r.last_error
+    assert "layer 1 head 0" in r.charts["map"].chart.to_dict()["title"]["text"]

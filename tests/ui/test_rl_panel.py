@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from workbench.errors import WorkbenchError
 from workbench.rl import read_metrics
 from workbench.ui import RLPanel
 
@@ -97,3 +98,17 @@ def test_bad_settings_show_in_the_status_line(tmp_path):
     panel.start_button.click()
     assert "multiple of num_generations" in panel.status.value
     assert panel.job is None
+
+
+def test_start_while_a_run_is_going_is_refused_with_the_fix(tmp_path):
+    class Going:  # a job whose child is still running
+        running = True
+        run_dir = tmp_path / "going"
+
+    panel = RLPanel(out=tmp_path)
+    panel.job = going = Going()
+    with pytest.raises(WorkbenchError, match="a run is already going") as e:
+        panel.start()
+    assert "Stop" in e.value.fix and panel.job is going
+    panel.start_button.click()  # the button: shown in the status line, not raised
+    assert "a run is already going" in panel.status.value and "Fix:" in panel.status.value

@@ -25,7 +25,7 @@ from ..ablation.targets import FAMILIES
 from ..errors import WorkbenchError
 from ..tasks import TASKS
 from . import layout
-from .panel import Panel, chart_widget
+from .panel import Panel, chart_widget, initial
 
 __all__ = ["AblationPanel"]
 
@@ -56,10 +56,10 @@ class AblationPanel(Panel):
         self.charts: dict[str, Any] = {}
         d = layout.DESCRIPTION
         self._ran_intervention = "knockout"
-        self.task = widgets.Dropdown(options=list(TASKS), value=task, description="task", style=d)
-        self.n_problems = widgets.IntSlider(
-            value=n_problems, min=1, max=64, description="problems", style=d
-        )
+        self.task = widgets.Dropdown(options=list(TASKS), description="task", style=d)
+        self.n_problems = widgets.IntSlider(value=4, min=1, max=64, description="problems", style=d)
+        initial(self.task, "task", task)
+        initial(self.n_problems, "n_problems", n_problems)
         self.source = widgets.Dropdown(
             options=[("reference solutions", "reference"), ("model's greedy answers", "greedy")],
             value="reference",
@@ -150,6 +150,8 @@ class AblationPanel(Panel):
 
             if self.model is None:
                 raise WorkbenchError("no model", "load one in the model panel, or set_model")
+            if not self.families.value:  # refused before any forward pass, not defaulted
+                raise WorkbenchError("no target sets are selected", "pick at least one in 'sets'")
             self.run_button.disabled = True
             try:
                 task = get_task(self.task.value)
@@ -158,19 +160,20 @@ class AblationPanel(Panel):
                 traces = self._traces(task, problems)
                 self._say("analysing …", "busy")
                 analyses = [analyze(self.model, t) for t in traces]
+                fams = list(self.families.value)
                 self.progress.max, self.progress.value = len(traces), 0
+                self.progress.bar_style = ""
                 self._say("ablating …", "busy")
-                fams = list(self.families.value) or ["anchors"]
 
                 def tick(done: int, total: int) -> None:
                     self.progress.value = done
 
-                self._ran_intervention = self.intervention.value
+                intervention = self.intervention.value
                 self.frame = run_ablations(
                     self.model,
                     traces,
                     analyses=analyses,
-                    interventions=[self.intervention.value],
+                    interventions=[intervention],
                     families=fams,
                     n_random=int(self.n_random.value),
                     size=int(self.size.value) or None,
@@ -181,6 +184,13 @@ class AblationPanel(Panel):
                     progress=False,
                     callback=tick,
                 )
+                # Only once it ran: after a failed Run the charts still draw the last
+                # frame, whose rows are of the intervention that made it.
+                self._ran_intervention = intervention
+                self.progress.bar_style = "success"
+            except BaseException:
+                self.progress.bar_style = "danger"  # where it stopped, marked as failed
+                raise
             finally:
                 self.run_button.disabled = False
             self.traces = traces
@@ -191,7 +201,8 @@ class AblationPanel(Panel):
             if present:
                 self.family_shown.value = present[0]
             self.render()
-            self._say(f"{len(self.frame)} ablations over {len(traces)} traces", "ok")
+            n = len(traces)
+            self._say(f"{len(self.frame)} ablations over {n} trace{'s' * (n != 1)}", "ok")
             return self.frame
 
         return self._guard(go)

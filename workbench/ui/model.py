@@ -68,6 +68,15 @@ class ModelPanel(Panel):
             )
         ]
         if model is not None:
+            # The dropdown shows what is loaded, so that Load reloads it, not another.
+            from ..models import model_name
+
+            name = model_name(model)
+            if name in [value for _, value in options]:
+                self.source.value = name
+            elif name is not None:
+                self.source.value = _FOLDER
+                self.folder.value = name
             self.progress.value = 3
             self.progress.bar_style = "success"
             self._say(f"ready: {describe(model)}", "ok")

@@ -17,11 +17,12 @@ import altair as alt
 import ipywidgets as widgets
 import traitlets
 
+from .. import _validate
 from ..errors import WorkbenchError
 from ..viz import style
 from . import layout
 
-__all__ = ["Panel", "chart_widget"]
+__all__ = ["Panel", "chart_widget", "initial"]
 
 
 class _ThemedChart(alt.JupyterChart):
@@ -42,6 +43,37 @@ def chart_widget(chart: alt.TopLevelMixin) -> alt.JupyterChart:
     # notebook's renderer is untouched). Idempotent.
     alt.JupyterChart.enable_offline()
     return _ThemedChart(chart, embed_options={"renderer": "svg", "actions": False})
+
+
+def initial(widget: widgets.ValueWidget, name: str, value: Any) -> Any:
+    """Set `widget` (a slider, a dropdown or a number box) to `value`, a panel's argument
+    called `name`, or refuse it with a `WorkbenchError` naming the range or the choices.
+
+    ipywidgets would clamp a number outside a slider's range to its nearer end without a
+    word (``RhythmPanel(max_new_tokens=2048)`` generated 1024 tokens) and refuse a choice a
+    dropdown does not offer with a bare ``TraitError``.
+
+    Returns:
+        The value set.
+    """
+    if hasattr(widget, "options"):
+        choices = [o[1] if isinstance(o, tuple) else o for o in widget.options]
+        if value not in choices:
+            raise WorkbenchError(f"{name}={value!r} is not a choice", f"pass one of {choices}")
+    else:
+        example = widget.value
+        if isinstance(example, int):
+            value = _validate.integer(name, value, example=example)
+        else:
+            value = _validate.number(name, value, example=example)
+        lo, hi = getattr(widget, "min", None), getattr(widget, "max", None)
+        if lo is not None and hi is not None and not lo <= value <= hi:
+            raise WorkbenchError(
+                f"{name}={value!r} is outside the panel's range {lo}..{hi}",
+                f"pass {name} from {lo} to {hi}",
+            )
+    widget.value = value
+    return value
 
 
 class Panel(widgets.VBox):
@@ -66,7 +98,12 @@ class Panel(widgets.VBox):
         self.status.value = layout.status_html(message, kind)
 
     def _guard(self, fn: Callable[[], Any]) -> Any:
-        """Run `fn`; show an error in the status line instead of raising from a callback."""
+        """Run `fn`; show an error in the status line instead of raising from a callback.
+
+        An error still shown from an earlier call is cleared first, so that it never
+        stands beside the results of a call that succeeded."""
+        if self.last_error is not None:
+            self._say("")
         try:
             out = fn()
         except WorkbenchError as e:

@@ -31,7 +31,7 @@ from ..viz.maps import MAX_CELLS, attention_maps
 from . import layout
 from .heads import HeadPicker
 from .model import describe
-from .panel import Panel, chart_widget
+from .panel import Panel, chart_widget, initial
 
 __all__ = ["FAI_HI_CHOICES", "RhythmPanel"]
 
@@ -100,7 +100,7 @@ class RhythmPanel(Panel):
             layout=wide,
         )
         self.max_new_tokens = widgets.IntSlider(
-            value=max_new_tokens,
+            value=96,
             min=8,
             max=1024,
             step=8,
@@ -108,7 +108,7 @@ class RhythmPanel(Panel):
             style=layout.DESCRIPTION,
         )
         self.temperature = widgets.FloatSlider(
-            value=temperature,
+            value=0.7,
             min=0.0,
             max=1.5,
             step=0.05,
@@ -116,11 +116,14 @@ class RhythmPanel(Panel):
             style=layout.DESCRIPTION,
         )
         self.seed = widgets.IntText(
-            value=seed,
+            value=0,
             description="seed",
             style=layout.DESCRIPTION,
             layout=widgets.Layout(width="160px"),
         )
+        initial(self.max_new_tokens, "max_new_tokens", max_new_tokens)
+        initial(self.temperature, "temperature", temperature)
+        initial(self.seed, "seed", seed)
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
         self.run_button.on_click(lambda _: self.run())
 
@@ -259,12 +262,14 @@ class RhythmPanel(Panel):
         self.charts = {}
         self.summary.value = ""
         self.picker.set_model(model)
+        # Only the heads of attention layers have a map (`attention_maps` records no other
+        # in a hybrid model): a state-space or linear-attention layer is not offered.
         self.map_heads.options = [
             ("local heads (mean)", "local"),
             ("global heads (mean)", "global"),
             *[
                 (f"layer {layer} head {h}", (layer, h))
-                for layer in range(model.cfg.n_layers)
+                for layer in self.picker.attention
                 for h in range(model.cfg.n_heads)
             ],
         ]
@@ -299,7 +304,7 @@ class RhythmPanel(Panel):
         try:
             if self.trace_file.value.strip():
                 self._say("reading the saved trace …", "busy")
-                trace = Trace.load(self.trace_file.value.strip())
+                trace = Trace.load(self.trace_file.value.strip())  # "~/..." expands
             elif self.response.value.strip():
                 self._say("tokenising the pasted response …", "busy")
                 trace = Trace.from_text(self.model, self.prompt.value, self.response.value)
@@ -329,6 +334,10 @@ class RhythmPanel(Panel):
 
         if self.model is None:
             raise WorkbenchError("no model is loaded", "load one in the Model panel first")
+        if not self.picker.heads:
+            # Refused before the two forward passes: `update` would refuse their result and
+            # leave the previous trace's charts on screen under the new trace.
+            raise WorkbenchError("no heads are selected", "pick at least one layer and one head")
         t0 = time.perf_counter()
         self._say(f"analysing {len(trace)} tokens (every head, one forward pass) …", "busy")
         base = analyze(
@@ -408,7 +417,8 @@ class RhythmPanel(Panel):
                 lambda: attention_map(self.maps, group, analysis=a),
             ),
             "heads": (
-                (self.forward_passes, *heads_key, tuple(a.receiver_heads)),
+                # the quantiles are in its subtitle even when the head classes stay the same
+                (self.forward_passes, *heads_key, tuple(a.receiver_heads), a.params.head_quantiles),
                 lambda: head_map(a),
             ),
         }

@@ -31,6 +31,7 @@ import ipywidgets as widgets
 
 from ..attention.credit import STRATEGIES
 from ..attention.params import CreditParams
+from ..errors import WorkbenchError
 from ..rl.config import GRPOConfig
 from ..tasks import TASKS
 from ..viz.training import progress_chart
@@ -193,7 +194,10 @@ class RLPanel(Panel):
     def start(self) -> RunJob:
         """Start a new run in a child process (returns its `RunJob`)."""
         if self.job is not None and self.job.running:
-            raise RuntimeError("a run is already going: stop it first")
+            raise WorkbenchError(
+                f"a run is already going in {self.job.run_dir}",
+                "press Stop (it checkpoints) and start again once it has ended",
+            )
         cfg = self.config()
         name = f"{cfg.strategy}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         self.out.mkdir(parents=True, exist_ok=True)
