@@ -13,7 +13,10 @@ from typing import Any
 
 from .errors import WorkbenchError
 
-__all__ = ["integer", "number", "optional_number"]
+__all__ = ["SEED_MAX", "integer", "number", "optional_number", "seed"]
+
+#: The largest seed every generator here accepts (`torch.manual_seed` takes 64 bits).
+SEED_MAX = 2**63 - 1
 
 
 def integer(name: str, value: Any, *, minimum: int | None = None, example: Any = None) -> int:
@@ -32,6 +35,21 @@ def integer(name: str, value: Any, *, minimum: int | None = None, example: Any =
         raise WorkbenchError(f"{name} must be an integer, got {value!r}", fix)
     if minimum is not None and number < minimum:
         raise WorkbenchError(f"{name} must be at least {minimum}, got {value!r}", fix)
+    return number
+
+
+def seed(name: str, value: Any) -> int:
+    """`value` as a seed: an integer from 0 to `SEED_MAX` (a larger one overflows inside
+    torch, after the work before the draw has been done).
+
+    Raises:
+        WorkbenchError: `value` is not such an integer.
+    """
+    number = integer(name, value, minimum=0, example=0)
+    if number > SEED_MAX:
+        raise WorkbenchError(
+            f"{name}={value!r} is too large for a seed", f"pass {name} from 0 to 2**63 - 1"
+        )
     return number
 
 

@@ -36,6 +36,14 @@ class TestTraceObject:
         assert (back.prompt_len, back.text, back.prompt) == (2, "cd", "ab")
         assert list(back.response) == [2, 3] and back.response_len == 2
 
+    def test_a_path_may_start_with_a_tilde(self, tmp_path, monkeypatch):
+        """``~`` is the home folder for `save` and `load`, as for `wb.load_model`'s folder
+        (it was read as a folder named ``~``)."""
+        monkeypatch.setenv("HOME", str(tmp_path))
+        t = wb.Trace(ids=torch.tensor([5, 6]), tokens=["a", "b"], prompt_len=1, text="b")
+        assert t.save("~/t.json") == tmp_path / "t.json"
+        assert wb.Trace.load("~/t.json").tokens == ["a", "b"]
+
     def test_loading_garbage_is_a_clear_error(self, tmp_path):
         (tmp_path / "bad.json").write_text("{not json")
         with pytest.raises(WorkbenchError, match="cannot read a trace"):

@@ -1,4 +1,4 @@
-"""The shared scalar validators: what counts as an integer setting."""
+"""The shared scalar validators: what counts as an integer setting, and a seed."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from workbench._validate import integer
+from workbench._validate import SEED_MAX, integer, seed
 from workbench.errors import WorkbenchError
 
 
@@ -30,3 +30,15 @@ def test_booleans_floats_and_text_are_not_integers(value):
 def test_a_minimum_is_named():
     with pytest.raises(WorkbenchError, match=r"at least 1, got np.int64\(0\)"):
         integer("max_steps", np.int64(0), minimum=1)
+
+
+def test_a_seed_is_an_integer_torch_can_take():
+    """Up to 2**63 - 1 a seed reaches torch's generators; beyond it torch raised "Overflow
+    when unpacking long long" after the work before the draw (a panel's forward passes)."""
+    assert seed("seed", SEED_MAX) == SEED_MAX
+    torch.Generator().manual_seed(SEED_MAX)
+    with pytest.raises(WorkbenchError, match=r"seed=2\*\*70|too large") as info:
+        seed("seed", 2**70)
+    assert "2**63 - 1" in info.value.fix
+    with pytest.raises(WorkbenchError, match="at least 0"):
+        seed("seed", -1)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 
 import altair as alt
 import pandas as pd
@@ -96,6 +98,22 @@ def test_export_writes_png_svg_json_and_self_contained_html(tmp_path):
     assert "cdn.jsdelivr" not in html and "unpkg.com" not in html
     assert "vegaEmbed" in html and len(html) > 500_000  # the libraries are inlined
     assert export.to_html(chart) == html
+
+
+def test_model_text_in_the_data_cannot_end_the_pages_script():
+    """A token is any text: ``</script>`` (or ``<!--``) in a chart's data used to end the
+    page's script element there, and the rest of the token ran as the page's code. The
+    spec is now written with every ``<`` escaped, and reads back as the same data."""
+    evil = "</script><script>alert(1)</script><!--"
+    chart = alt.Chart(pd.DataFrame({"token": [evil, "x"], "v": [1, 2]})).mark_text()
+    chart = chart.encode(text="token:N", x="v:Q")
+    html = export.to_html(chart)
+    plain = export.to_html(_tiny_chart())
+    assert html.count("</script") == plain.count("</script")  # only the page's own
+    assert "<script>alert" not in html and "<!--" not in html.split("const spec = ")[1]
+    spec = json.loads(re.search(r"const spec = (\{.*?\});\n", html, re.DOTALL).group(1))
+    (rows,) = spec["datasets"].values()
+    assert [r["token"] for r in rows] == [evil, "x"]
 
 
 def test_export_names_the_supported_formats(tmp_path):

@@ -183,7 +183,7 @@ def target_sets(
     fams = _check_names(families, FAMILIES, "target families")
     ctrls = _check_names(controls, CONTROLS, "controls")
     _validate.integer("n_random", n_random, minimum=0, example=3)
-    _validate.integer("seed", seed, minimum=0, example=0)
+    _validate.seed("seed", seed)
     if size is not None:
         _validate.integer("size", size, minimum=1, example=4)
     excl = {int(p) for p in exclude}

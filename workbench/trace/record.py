@@ -139,14 +139,14 @@ class Trace:
             ) from e
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the trace as JSON, atomically."""
-        return atomic_write_json(path, self.to_dict())
+        """Write the trace as JSON, atomically (``~`` is the home folder)."""
+        return atomic_write_json(Path(path).expanduser(), self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Trace:
-        """Read a trace written by `save`."""
+        """Read a trace written by `save` (``~`` is the home folder)."""
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
+            return cls.from_dict(json.loads(Path(path).expanduser().read_text()))
         except (OSError, ValueError) as e:
             if isinstance(e, WorkbenchError):
                 raise

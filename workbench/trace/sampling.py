@@ -192,7 +192,7 @@ def generate(
     _validate.integer("max_new_tokens", max_new_tokens, minimum=1, example=128)
     _validate.number("temperature", temperature, low=0, example=0.7)
     _validate.number("top_p", top_p, low=0, high=1, low_open=True, example=0.95)
-    _validate.integer("seed", seed, minimum=0, example=0)
+    _validate.seed("seed", seed)
     if not isinstance(prompt, str) or not prompt.strip():
         raise WorkbenchError(
             f"the prompt is empty or not text ({type(prompt).__name__})",

@@ -8,6 +8,7 @@ Vega-Lite JSON spec.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,22 @@ __all__ = ["FORMATS", "save", "to_html"]
 FORMATS = ("png", "svg", "html", "json")
 
 
+class _ScriptSafe(json.JSONEncoder):
+    """JSON that can stand inside a ``<script>`` element: every ``<`` (found only inside
+    strings in JSON) becomes ``\\u003c``, the same string to a JSON or JavaScript reader,
+    so a token such as ``</script>`` or ``<!--`` in the data cannot end the element or
+    change how the HTML parser reads it."""
+
+    def encode(self, o: Any) -> str:
+        return super().encode(o).replace("<", "\\u003c")
+
+
 def to_html(chart: alt.TopLevelMixin) -> str:
-    """The chart as one self-contained HTML page (the JavaScript libraries are inlined)."""
-    return chart.to_html(inline=True)
+    """The chart as one self-contained HTML page (the JavaScript libraries are inlined).
+
+    The spec, data included, is written script-safe: text from a model (tokens, a
+    response) is never read by the browser as markup."""
+    return chart.to_html(inline=True, json_kwds={"cls": _ScriptSafe})
 
 
 def save(
