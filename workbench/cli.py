@@ -193,7 +193,12 @@ def _cmd_rl(args: argparse.Namespace) -> int:
                 f"held-out accuracy ({name}): start {accs[0]:.3f}, end {accs[-1]:.3f}, "
                 f"peak {max(accs):.3f}"
             )
-    return 0 if run.status in ("finished", "interrupted") else 1
+    if run.status == "interrupted":
+        # Not a success to a shell loop or a scheduler: the run stopped short. 130 is a
+        # Ctrl-C's exit status; the checkpoint makes it resumable.
+        print(f"resume it with: workbench rl --resume {run.run_dir}")
+        return 130
+    return 0 if run.status == "finished" else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
