@@ -64,6 +64,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .trace import check_not_degenerate, generate
 
     out = Path(args.out)
+    layers = _layers_arg(args.layers)  # a typo fails now, not after loading and generating
     t0 = time.time()
     print(f"loading {args.model} ...", flush=True)
     model = load_model(args.model, device=args.device)
@@ -87,7 +88,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .report import write_report
 
     t2 = time.time()
-    analysis = analyze(model, trace, layers=_layers_arg(args.layers), sink=args.sink)
+    analysis = analyze(model, trace, layers=layers, sink=args.sink)
     print(
         f"\nanalysed {len(analysis.local_heads) + len(analysis.global_heads)} classified heads "
         f"in {time.time() - t2:.1f} s: {len(analysis.preplan)} preplan tokens, "

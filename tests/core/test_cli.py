@@ -96,6 +96,18 @@ def test_bad_model_name_is_one_line_not_a_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_a_bad_layers_flag_fails_before_the_model_loads(tmp_path):
+    """`--layers foo` was read only after loading the model and generating (half a minute
+    on the default model); it is now refused first, so no model is even looked up."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench", "demo", "--model", "no-such-model",
+         "--layers", "foo", "--out", str(tmp_path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "--layers 'foo' is not" in proc.stderr and "loading" not in proc.stdout
+
+
 def _workbench(*args):
     return subprocess.run(
         [sys.executable, "-m", "workbench", *args],
