@@ -45,7 +45,6 @@ __all__ = [
     "attention_implementation",
     "check_versions",
     "grpo_trainer_base",
-    "log_trl_metric",
     "model_name",
     "register_attention",
     "sdpa_attention",
@@ -191,9 +190,3 @@ def grpo_trainer_base() -> type:
             return self.after_scoring(super()._generate_and_score_completions(inputs))
 
     return GRPOTrainerWithScoringHook
-
-
-def log_trl_metric(trainer: Any, name: str, value: float) -> None:
-    """Append `value` to a TRL trainer's metric log (averaged and logged with its own)."""
-    mode = "train" if trainer.model.training else "eval"
-    trainer._metrics[mode][name].append(float(value))

@@ -40,15 +40,25 @@ def run(cmd: list[str], out: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(out.glob("rank-*.json"))]
 
 
-def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, tiny):
+@pytest.mark.parametrize("strategy", ["coupled", "random"])
+def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, tiny, strategy):
+    """With ``"random"``, rank r's k-th rollout of a step draws with seed ``8 r + k`` (the
+    ranks drew the same positions for their k-th rollouts before). Its gammas then differ
+    from the single process's: TRL shuffles each process's rows before its micro-batches,
+    so the single process's k-th rollout is another one (the README's caveat)."""
     one, two = tmp_path / "one", tmp_path / "two"
-    [single] = run([sys.executable, str(SCRIPT), "--out", str(one), "--processes", "1"], one)
+    [single] = run(
+        [sys.executable, str(SCRIPT), "--out", str(one), "--processes", "1",
+         "--strategy", strategy],
+        one,
+    )  # fmt: skip
     accelerate = str(Path(sys.executable).with_name("accelerate"))
     ranks = run(
         [
             accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
             "--mixed_precision", "no", "--dynamo_backend", "no",
             "--main_process_port", str(free_port()), str(SCRIPT), "--out", str(two),
+            "--strategy", strategy,
         ],
         two,
     )  # fmt: skip
@@ -63,6 +73,8 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, tiny):
         )
 
     for step in range(2):
+        if strategy == "random":
+            break
         want = rows(single, step)
         mine = [rows(rank, step) for rank in ranks]
         # Each rank trained on its own half of the global batch, with the credit of
@@ -77,7 +89,8 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, tiny):
         bridge_model(policy, tok),
         [r["prompt"] for r in rows],
         [r["completion"] for r in rows],
-        CreditParams(strategy="coupled"),
+        CreditParams(strategy=strategy),
+        seed=8,  # step 0, after rank 0's 8 rollouts
     )
     for i, r in enumerate(rows):
         assert reference[i, : len(r["completion"])].tolist() == r["gamma"]
@@ -88,5 +101,7 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path, tiny):
 
     for name in ("credit/gamma_mean", "credit/amplified_frac", "loss", "grad_norm"):
         assert len(logged(single, name)) == 2, name
+        if strategy == "random":
+            continue
         for rank in ranks:
             assert logged(rank, name) == pytest.approx(logged(single, name), rel=1e-5), name

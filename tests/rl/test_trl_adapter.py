@@ -174,3 +174,198 @@ def test_trl_loss_is_the_clipped_surrogate_with_per_token_advantages(tmp_path, t
     assert loss == pytest.approx(by_hand(gamma), rel=1e-4, abs=1e-6)
     assert abs(by_hand(gamma) - by_hand(torch.ones_like(gamma))) > 1e-3, "gamma must matter"
     assert torch.equal(trainer.last_rollouts["gamma"], gamma)
+
+
+def _fixed_batch(tok, prompts, completions):
+    """TRL's layout of ``(prompt, completion)`` rows: prompts left-padded, completions
+    right-padded, unit sequence advantages."""
+    n = len(prompts)
+    p_w, c_w = max(map(len, prompts)), max(map(len, completions))
+    pad = tok.pad_token_id or 0
+    batch = {
+        "prompt_ids": torch.full((n, p_w), pad),
+        "prompt_mask": torch.zeros(n, p_w, dtype=torch.long),
+        "completion_ids": torch.full((n, c_w), pad),
+        "completion_mask": torch.zeros(n, c_w, dtype=torch.long),
+        "advantages": torch.linspace(-1.0, 1.0, n),
+    }
+    for i, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+        batch["prompt_ids"][i, p_w - len(p) :] = torch.tensor(p)
+        batch["prompt_mask"][i, p_w - len(p) :] = 1
+        batch["completion_ids"][i, : len(c)] = torch.tensor(c)
+        batch["completion_mask"][i, : len(c)] = 1
+    batch["num_items_in_batch"] = batch["completion_mask"].sum()
+    return batch
+
+
+def _trainer(tmp_path, policy, tok, credit, **args):
+    from datasets import Dataset
+    from trl import GRPOConfig as TRLConfig
+
+    from workbench.rl import RhythmGRPOTrainer
+
+    trainer = RhythmGRPOTrainer(
+        model=policy,
+        processing_class=tok,
+        reward_funcs=lambda completions, **kw: [0.0] * len(completions),
+        args=TRLConfig(**{**TRL_ARGS, **args}, output_dir=str(tmp_path)),
+        train_dataset=Dataset.from_list([{"prompt": "1 2 3"}] * 4),
+        credit=credit,
+    )
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1
+    return trainer
+
+
+def _tiny_rows(tok, widths, seed=0):
+    """Countdown prompts of two lengths with random completions of the given widths."""
+    from workbench.tasks import get_task
+
+    problems = get_task("countdown").generate(2, seed=5)
+    prompts = [tok(p.prompt)["input_ids"] for p in problems]
+    prompts[1] = prompts[1] + tok(" now")["input_ids"]  # a second length: left padding
+    g = torch.Generator().manual_seed(seed)
+    completions = [torch.randint(3, len(tok) - 1, (w,), generator=g).tolist() for w in widths]
+    return [prompts[i % 2] for i in range(len(widths))], completions
+
+
+@pytest.mark.parametrize("arch", ["qwen3-next", "bloom"])
+def test_models_the_fused_pass_cannot_see_fall_back_to_the_standalone_pass(
+    tmp_path, hybrid_toy, make_toy, arch
+):
+    """A hybrid model's linear-attention layers (Qwen3-Next) and a class that computes
+    attention itself (BLOOM) never reach the fused pass: the trainer falls back to the
+    standalone pass, with the same weights as `rollout_gammas`, instead of failing after
+    the first rollouts with ``NotRouted``."""
+    import copy
+
+    import transformers
+
+    from workbench.attention import CreditParams
+    from workbench.models import sampler
+
+    if arch == "qwen3-next":
+        bridge = hybrid_toy(arch)
+    else:
+        bridge = make_toy(
+            transformers.BloomConfig, transformers.BloomForCausalLM, num_key_value_heads=None
+        )
+    tok = bridge.tokenizer
+    policy = copy.deepcopy(sampler(bridge))  # TRL's set-up must not touch the shared toy
+    credit = CreditParams(strategy="coupled", layers="all")
+    trainer = _trainer(tmp_path, policy, tok, credit)
+    assert not trainer.fuses_credit
+
+    prompts, completions = _tiny_rows(tok, [24, 20, 16, 24])
+    inputs = trainer.after_scoring(_fixed_batch(tok, prompts, completions))
+    advantages = inputs["advantages"].clone()
+    trainer.compute_loss(trainer.model, inputs)
+    want = rollout_gammas(bridge_model(policy, tok), prompts, completions, credit, pad_to=24)
+    assert (want > 1).any()
+    assert torch.equal(trainer.last_rollouts["gamma"], want)
+    assert torch.equal(advantages, torch.linspace(-1.0, 1.0, 4)[:, None] * want)
+
+
+def test_random_control_draws_anew_in_each_micro_batch_of_a_step(tmp_path, tiny):
+    """With gradient accumulation the fused credit runs once per micro-batch, all in one
+    step: the k-th rollout of the second micro-batch must not reuse the first's seed (it
+    drew the same positions as the k-th of the first whenever their lengths matched)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from workbench.attention import CreditParams
+    from workbench.models import model_path
+
+    folder = model_path("tiny-reasoner")
+    tok = AutoTokenizer.from_pretrained(folder)
+    policy = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
+    credit = CreditParams(strategy="random")
+    trainer = _trainer(
+        tmp_path, policy, tok, credit, gradient_accumulation_steps=2, per_device_train_batch_size=4
+    )
+    assert trainer.fuses_credit
+    prompts, completions = _tiny_rows(tok, [30, 30, 30, 30])
+    drawn = []
+    for _ in range(2):  # the same rollouts in both micro-batches: only the seed differs
+        trainer.compute_loss(trainer.model, _fixed_batch(tok, prompts, completions))
+        drawn.append(trainer.last_rollouts["gamma"])
+    bridge = bridge_model(policy, tok)
+    for k, seed in enumerate([0, 4]):  # the second micro-batch continues the step's seeds
+        want = rollout_gammas(bridge, prompts, completions, credit, seed=seed, pad_to=30)
+        assert torch.equal(drawn[k], want)
+    assert not torch.equal(drawn[0], drawn[1])
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_logged_gamma_statistics_pool_the_micro_batches(tmp_path, tiny, fused):
+    """``credit/gamma_mean`` and ``credit/amplified_frac`` are means over every completion
+    token credited since the last log, not means of per-micro-batch means (which made a
+    fused run with gradient accumulation log other numbers than a standalone one)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from workbench.attention import CreditParams
+    from workbench.models import model_path
+
+    folder = model_path("tiny-reasoner")
+    tok = AutoTokenizer.from_pretrained(folder)
+    policy = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
+    trainer = _trainer(
+        tmp_path,
+        policy,
+        tok,
+        CreditParams(strategy="coupled"),
+        gradient_accumulation_steps=2,
+        per_device_train_batch_size=4,
+    )
+    trainer.fused_credit = fused
+    gammas = []
+    for widths in ([36, 34, 30, 36], [14, 12, 12, 10]):  # two micro-batches, unequal sizes
+        inputs = _fixed_batch(tok, *_tiny_rows(tok, widths, seed=len(gammas)))
+        if not fused:
+            inputs = trainer.after_scoring(inputs)
+        trainer.compute_loss(trainer.model, inputs)
+        gammas.append(trainer.last_rollouts["gamma"][inputs["completion_mask"].bool()])
+    g = torch.cat(gammas)
+    assert abs(float(gammas[0].mean() - gammas[1].mean())) > 1e-3, "the test needs two means"
+    trainer.log({})
+    logged = trainer.state.log_history[-1]
+    assert logged["credit/gamma_mean"] == pytest.approx(float(g.double().mean()), rel=1e-6)
+    assert logged["credit/amplified_frac"] == pytest.approx(float((g > 1).float().mean()))
+
+
+def test_fused_credit_trains_with_continuous_batching(tmp_path, tiny):
+    """TRL samples inside the training step; with ``use_transformers_continuous_batching``
+    transformers refuses any attention but its own, so the fused step routes the attention
+    only after sampling (it failed with "Implementation workbench is not supported for
+    continuous batching")."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig as TRLConfig
+
+    from workbench.attention import CreditParams
+    from workbench.models import model_path
+    from workbench.rl import RhythmGRPOTrainer
+    from workbench.tasks import get_task
+
+    task = get_task("countdown")
+    folder = model_path("tiny-reasoner")
+    trainer = RhythmGRPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True),
+        processing_class=AutoTokenizer.from_pretrained(folder),
+        reward_funcs=task.reward,
+        args=TRLConfig(
+            **{**TRL_ARGS, "max_completion_length": 16},
+            output_dir=str(tmp_path),
+            max_steps=1,
+            logging_steps=1,
+            save_strategy="no",
+            use_transformers_continuous_batching=True,
+            # a small paged cache: the default one takes most of a minute to allocate
+            transformers_continuous_batching_config={"num_blocks": 16, "max_batch_tokens": 256},
+        ),
+        train_dataset=Dataset.from_list([{"prompt": p.prompt} for p in task.generate(4)]),
+        credit=CreditParams(strategy="coupled"),
+    )
+    assert trainer.fuses_credit
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "credit/gamma_mean" in h]
+    assert len(logged) == 1 and logged[0]["credit/gamma_mean"] > 1.0

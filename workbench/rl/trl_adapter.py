@@ -7,15 +7,16 @@ TRL's loss accepts as they are. Where the gamma comes from:
 
 - **fused** (default, when TRL's batch is trained on with the weights that sampled it:
   ``num_iterations == 1``, ``steps_per_generation == gradient_accumulation_steps``,
-  strategy other than ``"entropy"``): `compute_loss` (TRL's public hook) runs TRL's own
-  loss with the workbench's attention function collecting the credit layers' statistics
-  inside TRL's forward (`FusedCredit`); a forward hook on the policy sets the advantages
-  when the forward returns, before TRL reads them. No extra pass: every layer's output
-  and gradient still comes from sdpa; the credit layers also compute their probabilities
-  apart, without gradients, to reduce them. `training_step` keeps the attention routed
-  through the whole step (`routing`), so that TRL's default gradient checkpointing
-  recomputes exactly what the forward computed, whatever attention the model was loaded
-  with.
+  strategy other than ``"entropy"``, and a model whose every layer computes its attention
+  through transformers' attention interface): `compute_loss` (TRL's public hook) runs
+  TRL's own loss with the workbench's attention function collecting the credit layers'
+  statistics inside TRL's forward (`FusedCredit`); a forward hook on the policy sets the
+  advantages when the forward returns, before TRL reads them. No extra pass: every
+  layer's output and gradient still comes from sdpa; the credit layers also compute their
+  probabilities apart, without gradients, to reduce them. `training_step` keeps the
+  attention routed (`routing`) from the loss forward to the end of the step (not while
+  TRL samples), so that TRL's default gradient checkpointing recomputes exactly what the
+  forward computed, whatever attention the model was loaded with.
 - **standalone** otherwise: after TRL has scored a batch (`after_scoring`), one extra
   no-grad pass over a bridge of the policy (`rollout_gammas`).
 
@@ -43,16 +44,22 @@ Caveats:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
 import torch
 
-from .._compat import check_versions, grpo_trainer_base, log_trl_metric
+from .._compat import (
+    check_versions,
+    grpo_trainer_base,
+    supports_attention_interface,
+)
 from ..attention.params import CreditParams
 from ..errors import WorkbenchError
 from ..models import bridge_model
 from .credit import FusedCredit, rollout_gammas, routing
+from .forward import CACHED_LAYER_TYPES
 
 try:
     _GRPOTrainer = grpo_trainer_base()
@@ -86,7 +93,9 @@ class RhythmGRPOTrainer(_GRPOTrainer):
             ``"random"``, ``"entropy"``, ``"bottom-*"`` or ``"none"``, amplification,
             layers, rhythm settings); default ``CreditParams()``, the paper's RL setting
             with the coupled strategy. The same record as `GRPOConfig.credit`.
-        seed: base seed of the ``"random"`` control (step s uses ``seed + 100_000 * s``).
+        seed: base seed of the ``"random"`` control (step s uses ``seed + 100_000 * s``,
+            plus the number of rollouts already credited in that step: the micro-batches
+            of one step draw independently).
         fused_credit: compute the credit inside TRL's own loss forward where the
             configuration allows it (see the module docstring); False always uses the
             standalone pass.
@@ -114,6 +123,10 @@ class RhythmGRPOTrainer(_GRPOTrainer):
         self.credit_seconds: list[float] = []
         self._bridge = None
         self._bridge_of = None
+        self._seed_step: tuple[bool, int] | None = None
+        self._seed_used = 0
+        self._credit_totals: dict[str, torch.Tensor] = {}
+        self._step_scope: contextlib.ExitStack | None = None
         self.last_rollouts: dict[str, Any] | None = None
 
     def _credit_bridge(self):
@@ -133,15 +146,42 @@ class RhythmGRPOTrainer(_GRPOTrainer):
             and self.credit.strategy not in ("none", "entropy")
             and self.num_iterations == 1
             and args.steps_per_generation == args.gradient_accumulation_steps
+            and self._routes_attention()
         )
 
-    def _seed(self) -> int:
-        return self.credit_seed + 100_000 * int(self.state.global_step)
+    def _routes_attention(self) -> bool:
+        """Whether every layer of the policy computes softmax attention through transformers'
+        attention interface, where the fused pass collects it. A hybrid model's linear-
+        attention, state-space or convolution layers (Qwen3-Next, Jamba, LFM2) and classes
+        that compute attention themselves (Falcon, BLOOM, MPT, GPT-Neo, StableLM) never
+        reach it: the fused pass would fail after the first rollouts (``NotRouted``), while
+        the standalone pass picks their attention layers and hooks the bridge."""
+        policy = self.accelerator.unwrap_model(self.model)
+        types = getattr(getattr(policy, "config", None), "layer_types", None) or []
+        return supports_attention_interface(policy) and {str(t) for t in types} <= set(
+            CACHED_LAYER_TYPES
+        )
+
+    def _seed(self, rollouts: int) -> int:
+        """Base seed of the ``"random"`` draws of the next `rollouts` rollouts.
+
+        ``seed + 100_000 * step``, plus the rollouts credited before these in this step
+        (and mode) over all processes, counting each micro-batch's processes in order: the
+        fused pass runs once per micro-batch on every process, so without the offset the
+        k-th rollout of every micro-batch and process would draw the same positions.
+        """
+        key = (bool(self.model.training), int(self.state.global_step))
+        if key != self._seed_step:
+            self._seed_step, self._seed_used = key, 0
+        n, rank = self.accelerator.num_processes, self.accelerator.process_index
+        seed = self.credit_seed + 100_000 * key[1] + self._seed_used * n + rank * rollouts
+        self._seed_used += rollouts
+        return seed
 
     def _apply(self, inputs: dict[str, Any], gammas: Any, prompts, completions) -> None:
         """``advantages <- A[:, None] * gammas()``, timed into `credit_seconds`, and the
-        gamma statistics logged (reduced over processes, so they do not depend on how the
-        batch is split)."""
+        gamma statistics counted for the next log (reduced over processes and pooled over
+        the tokens since the last log, so they do not depend on how the batch is split)."""
         t0 = time.perf_counter()
         gamma = gammas().to(inputs["advantages"].device)
         advantages = inputs["advantages"]
@@ -151,11 +191,26 @@ class RhythmGRPOTrainer(_GRPOTrainer):
         g = gamma[inputs["completion_mask"].bool()]
         totals = torch.stack([g.sum(), (g > 1).float().sum(), torch.tensor(float(g.numel()))])
         totals = self.accelerator.reduce(totals.to(self.accelerator.device), reduction="sum")
-        count = float(totals[2].clamp(min=1.0))
-        log_trl_metric(self, "credit/gamma_mean", float(totals[0]) / count)
-        log_trl_metric(self, "credit/amplified_frac", float(totals[1]) / count)
+        # Pooled until the next log (`log`): TRL averages its metrics per call, and the
+        # fused path runs once per micro-batch, the standalone one once per generation.
+        mode = "train" if self.model.training else "eval"
+        self._credit_totals[mode] = self._credit_totals.get(mode, 0) + totals.double().cpu()
         self.last_rollouts = {"prompts": prompts, "completions": completions, "gamma": gamma.cpu()}
         self.credit_seconds.append(time.perf_counter() - t0)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """TRL's log, with ``credit/gamma_mean`` and ``credit/amplified_frac`` over every
+        completion token credited since the last log. (TRL's own metric log averages one
+        value per call: with gradient accumulation the fused path's per-micro-batch means
+        would log another number than the standalone path for the same gammas.)"""
+        mode = "train" if self.model.training else "eval"
+        totals = self._credit_totals.pop(mode, None)
+        if totals is not None:
+            prefix = "eval_" if mode == "eval" else ""
+            count = float(totals[2].clamp(min=1.0))
+            logs[f"{prefix}credit/gamma_mean"] = float(totals[0]) / count
+            logs[f"{prefix}credit/amplified_frac"] = float(totals[1]) / count
+        super().log(logs, start_time)
 
     def after_scoring(self, out: dict[str, Any]) -> dict[str, Any]:
         """The standalone path: replace the sequence advantages ``(B,)`` of a scored batch by
@@ -175,7 +230,7 @@ class RhythmGRPOTrainer(_GRPOTrainer):
                 prompts,
                 completions,
                 self.credit,
-                seed=self._seed(),
+                seed=self._seed(len(completions)),
                 pad_to=width,
             )
 
@@ -183,12 +238,20 @@ class RhythmGRPOTrainer(_GRPOTrainer):
         return out
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        """TRL's step; on the fused path inside `routing`, so that a backward that
-        recomputes checkpointed layers (TRL's default) runs the forward's computation."""
+        """TRL's step; on the fused path its loss forward and backward inside `routing`
+        (entered by `compute_loss`, left when the step returns), so that a backward that
+        recomputes checkpointed layers (TRL's default) runs the forward's computation. TRL
+        samples earlier in the step, outside it: with the model's own attention, the only
+        one transformers' continuous batching (``use_transformers_continuous_batching``)
+        accepts."""
         if not self.fuses_credit:
             return super().training_step(model, inputs, num_items_in_batch)
-        with routing(self.accelerator.unwrap_model(model)):
-            return super().training_step(model, inputs, num_items_in_batch)
+        with contextlib.ExitStack() as stack:
+            self._step_scope = stack
+            try:
+                return super().training_step(model, inputs, num_items_in_batch)
+            finally:
+                self._step_scope = None
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """TRL's loss; on the fused path with the credit collected inside its forward."""
@@ -208,8 +271,11 @@ class RhythmGRPOTrainer(_GRPOTrainer):
             torch.tensor(p + c, dtype=torch.long) for p, c in zip(prompts, completions, strict=True)
         ]
         policy = self.accelerator.unwrap_model(model)
+        if self._step_scope is not None:  # in `training_step`: routed until it returns
+            self._step_scope.enter_context(routing(policy))
+            self._step_scope = None
         fused = FusedCredit(policy, self.credit, spans, ids)
-        seed = self._seed()
+        seed = self._seed(len(completions))
 
         def set_advantages(module: Any, args: Any, output: Any) -> None:
             handle.remove()  # once: TRL makes one forward per loss

@@ -2,6 +2,7 @@
 
     accelerate launch --cpu --num_processes 2 trl_data_parallel.py --out DIR   # 2 ranks
     python trl_data_parallel.py --out DIR --processes 1                        # 1 rank
+    (either with --strategy random: the control whose draws are seeded per rollout)
 
 Everything but the sampling is TRL's own step: the credit (fused into TRL's loss forward),
 the loss, the gradient all-reduce and the optimiser. The rollouts are a fixed global batch
@@ -44,6 +45,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--processes", type=int, default=int(os.environ.get("WORLD_SIZE", 1)))
+    ap.add_argument("--strategy", default="coupled")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -117,7 +119,7 @@ def main() -> None:
             seed=0,
         ),
         train_dataset=Dataset.from_list([{"prompt": "x"}] * GLOBAL),
-        credit=CreditParams(strategy="coupled"),
+        credit=CreditParams(strategy=args.strategy),
     )
     assert trainer.fuses_credit
     trainer.train()
