@@ -229,14 +229,15 @@ def _tiny_rows(tok, widths, seed=0):
     return [prompts[i % 2] for i in range(len(widths))], completions
 
 
-@pytest.mark.parametrize("arch", ["qwen3-next", "bloom"])
+@pytest.mark.parametrize("arch", ["qwen3-next", "bloom", "llama-dropout"])
 def test_models_the_fused_pass_cannot_see_fall_back_to_the_standalone_pass(
     tmp_path, hybrid_toy, make_toy, arch
 ):
     """A hybrid model's linear-attention layers (Qwen3-Next) and a class that computes
-    attention itself (BLOOM) never reach the fused pass: the trainer falls back to the
-    standalone pass, with the same weights as `rollout_gammas`, instead of failing after
-    the first rollouts with ``NotRouted``."""
+    attention itself (BLOOM) never reach the fused pass, and attention dropout in the loss
+    forward cannot be reproduced by it (a Llama with ``attention_dropout=0.1``): the
+    trainer falls back to the standalone pass, with the same weights as `rollout_gammas`,
+    instead of failing after the first rollouts (``NotRouted``, or the dropout refusal)."""
     import copy
 
     import transformers
@@ -246,6 +247,10 @@ def test_models_the_fused_pass_cannot_see_fall_back_to_the_standalone_pass(
 
     if arch == "qwen3-next":
         bridge = hybrid_toy(arch)
+    elif arch == "llama-dropout":
+        bridge = make_toy(
+            transformers.LlamaConfig, transformers.LlamaForCausalLM, attention_dropout=0.1
+        )
     else:
         bridge = make_toy(
             transformers.BloomConfig, transformers.BloomForCausalLM, num_key_value_heads=None
@@ -264,6 +269,22 @@ def test_models_the_fused_pass_cannot_see_fall_back_to_the_standalone_pass(
     assert (want > 1).any()
     assert torch.equal(trainer.last_rollouts["gamma"], want)
     assert torch.equal(advantages, torch.linspace(-1.0, 1.0, 4)[:, None] * want)
+
+
+def test_credit_layers_the_model_lacks_are_refused_when_the_trainer_is_built(tmp_path, tiny):
+    """Refused before TRL samples anything (it was refused after the first rollouts)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from workbench.attention import CreditParams
+    from workbench.errors import WorkbenchError
+    from workbench.models import model_path
+
+    folder = model_path("tiny-reasoner")
+    tok = AutoTokenizer.from_pretrained(folder)
+    policy = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
+    n = policy.config.num_hidden_layers
+    with pytest.raises(WorkbenchError, match=f"layer {n} is out of range"):
+        _trainer(tmp_path, policy, tok, CreditParams(strategy="coupled", layers=[0, n]))
 
 
 def test_random_control_draws_anew_in_each_micro_batch_of_a_step(tmp_path, tiny):

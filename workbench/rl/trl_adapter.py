@@ -7,8 +7,8 @@ TRL's loss accepts as they are. Where the gamma comes from:
 
 - **fused** (default, when TRL's batch is trained on with the weights that sampled it:
   ``num_iterations == 1``, ``steps_per_generation == gradient_accumulation_steps``,
-  strategy other than ``"entropy"``, and a model whose every layer computes its attention
-  through transformers' attention interface): `compute_loss` (TRL's public hook) runs
+  strategy other than ``"entropy"``, a model whose every layer computes its attention
+  through transformers' attention interface, and no attention dropout): `compute_loss` (TRL's public hook) runs
   TRL's own loss with the workbench's attention function collecting the credit layers'
   statistics inside TRL's forward (`FusedCredit`); a forward hook on the policy sets the
   advantages when the forward returns, before TRL reads them. No extra pass: every
@@ -55,6 +55,7 @@ from .._compat import (
     grpo_trainer_base,
     supports_attention_interface,
 )
+from ..attention.layers import resolve_layers
 from ..attention.params import CreditParams
 from ..errors import WorkbenchError
 from ..models import bridge_model
@@ -128,6 +129,11 @@ class RhythmGRPOTrainer(_GRPOTrainer):
         self._credit_totals: dict[str, torch.Tensor] = {}
         self._step_scope: contextlib.ExitStack | None = None
         self.last_rollouts: dict[str, Any] | None = None
+        # The credit layers are checked now, not after the first rollouts are sampled.
+        if not isinstance(credit.layers, str):
+            n = getattr(getattr(self._policy(), "config", None), "num_hidden_layers", None)
+            if n is not None:
+                resolve_layers(list(credit.layers), int(n))
 
     def _credit_bridge(self):
         policy = self.accelerator.unwrap_model(self.model)
@@ -147,7 +153,23 @@ class RhythmGRPOTrainer(_GRPOTrainer):
             and self.num_iterations == 1
             and args.steps_per_generation == args.gradient_accumulation_steps
             and self._routes_attention()
+            and not self._attention_dropout()
         )
+
+    def _policy(self) -> Any:
+        return self.accelerator.unwrap_model(self.model)
+
+    def _attention_dropout(self) -> float:
+        """The policy's attention dropout in training (``attention_dropout``, or GPT-2's
+        ``attn_pdrop``, 0.1 in its checkpoints): TRL's loss forward applies it, which the
+        fused pass cannot reproduce, so the credit comes from the standalone pass (an
+        eval-mode pass, without dropout)."""
+        cfg = getattr(self._policy(), "config", None)
+        for name in ("attention_dropout", "attn_pdrop"):
+            value = getattr(cfg, name, None)
+            if isinstance(value, int | float):
+                return float(value)
+        return 0.0
 
     def _routes_attention(self) -> bool:
         """Whether every layer of the policy computes softmax attention through transformers'
@@ -156,7 +178,7 @@ class RhythmGRPOTrainer(_GRPOTrainer):
         that compute attention themselves (Falcon, BLOOM, MPT, GPT-Neo, StableLM) never
         reach it: the fused pass would fail after the first rollouts (``NotRouted``), while
         the standalone pass picks their attention layers and hooks the bridge."""
-        policy = self.accelerator.unwrap_model(self.model)
+        policy = self._policy()
         types = getattr(getattr(policy, "config", None), "layer_types", None) or []
         return supports_attention_interface(policy) and {str(t) for t in types} <= set(
             CACHED_LAYER_TYPES
