@@ -130,13 +130,21 @@ def check_anchors(my_anchors: Callable[[torch.Tensor, float], Any]) -> None:
         ("ties go to the lower position", torch.tensor([nan, 0.5, 0.5, 0.5, 0.1]), 0.5),
         ("NaN is never chosen", torch.tensor([nan, nan, 0.3, nan, 0.2, 0.1, nan]), 0.34),
         ("at least one", torch.tensor([nan, 0.2, 0.1]), 0.01),
+        # 0.3 * 6 = 1.8 rounds to 2: truncating (int(q * n)) would choose 1.
+        ("round, not truncate", torch.tensor([nan, 0.6, 0.1, 0.5, 0.2, 0.3, 0.4]), 0.3),
     ]
     for case, fai, q in cases:
         got = _call(my_anchors, "my_anchors", fai.clone(), q)
-        want = _top_q(fai, q)
-        if sorted(int(x) for x in got) != want:
+        try:
+            chosen = sorted(int(x) for x in got)
+        except (TypeError, ValueError, RuntimeError):
             raise AssertionError(
-                f"my_anchors, {case}: you chose {sorted(int(x) for x in got)}, expected {want}. "
+                f"my_anchors must return a list of positions, got {type(got).__name__}"
+            ) from None
+        want = _top_q(fai, q)
+        if chosen != want:
+            raise AssertionError(
+                f"my_anchors, {case}: you chose {chosen}, expected {want}. "
                 "Hint: pick max(1, round(q * n)) of the n defined values, largest first, ties "
                 "to the lower position"
             )

@@ -60,3 +60,61 @@ def test_statistics_by_hand():
     assert len(df) == 3 and np.isfinite(df["value"]).all()
     with pytest.raises(wb.WorkbenchError, match="non-empty"):
         rhythm_statistics([])
+
+
+def by_hand() -> Curves:
+    nan8 = [NAN, 0.0, 5.0, 0.0, 0.0, 6.0, 0.0, 0.0]
+    return fake(nan8, [NAN, 0.0, 0.0, 4.0, 0.0, 4.0, 0.0, 0.0], [NAN] + [1.0] * 7, nan8)
+
+
+def test_statistics_pool_a_list_of_traces_not_one():
+    with pytest.raises(wb.WorkbenchError, match="got one Curves") as e:
+        rhythm_statistics(by_hand())
+    assert "[analysis]" in e.value.fix
+
+
+def test_entropy_statistics_need_entropies():
+    # analysed with entropy=False: every response entropy is NaN, so the ratio is undefined
+    no_entropy = fake([NAN, 0.0, 5.0, 0.0], [NAN, 0.0, 4.0, 0.0], [NAN] * 4, [NAN, 0.0, 4.0, 0.0])
+    with pytest.raises(wb.WorkbenchError, match="no entropies") as e:
+        entropy_at_waad_peaks([no_entropy])
+    assert "entropy=True" in e.value.fix
+    with pytest.raises(wb.WorkbenchError, match="no entropies"):
+        rhythm_statistics([by_hand(), no_entropy])
+
+
+def test_zero_mean_entropy_gives_nan_not_a_crash():
+    zero = fake([NAN, 0.0, 5.0, 0.0], [NAN, 0.0, 4.0, 0.0], [NAN, 0.0, 0.0, 0.0], [NAN] * 4)
+    assert math.isnan(rhythm_statistics([zero], n_shuffles=2)["value"].iloc[0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(n_shuffles=0), "n_shuffles must be at least 1"),
+        (dict(n_shuffles=2.5), "n_shuffles must be an integer"),
+        (dict(seed=-1), "seed must be at least 0"),
+        (dict(lags=1), "lags must be a list"),
+        (dict(lags=(0, 0.5)), "lag must be an integer"),
+    ],
+)
+def test_bad_control_settings_are_refused_by_name(kwargs, match):
+    with pytest.raises(wb.WorkbenchError, match=match):
+        fai_follows_waad([by_hand()], **kwargs)
+    if "lags" not in kwargs:
+        with pytest.raises(wb.WorkbenchError, match=match):
+            receiver_global_overlap([by_hand()], **kwargs)
+    # a negative lag is a question too: does the FAI peak come just before a WAAD peak?
+    assert fai_follows_waad([by_hand()], lags=(-1,), n_shuffles=2)["share"] == 0.0
+
+
+@pytest.mark.parametrize("min_z", [NAN, math.inf, "1"])
+def test_a_peak_threshold_must_be_a_finite_number(min_z):
+    # with min_z=NaN the threshold compared false everywhere and every local maximum passed
+    with pytest.raises(wb.WorkbenchError, match="min_z"):
+        PeakDetector(min_z=min_z)
+
+
+def test_a_peak_radius_is_not_a_bool():
+    with pytest.raises(wb.WorkbenchError, match="radius"):
+        PeakDetector(radius=True)

@@ -115,3 +115,40 @@ def test_select_heads_equals_an_analysis_of_those_heads_only():
         a.select_heads([(0, 9)])
     with pytest.raises(wb.WorkbenchError, match="no heads"):
         a.select_heads([])
+
+
+def test_a_fixed_classification_is_kept_whole_and_head_quantiles_cannot_silently_skip_it():
+    a = toy_analysis(6, n=30, pl=5, nh=10)
+    # a classification computed elsewhere, e.g. from a batch's mean span (heads_from="batch")
+    span = a.head_span.clone()
+    span[0, :] = torch.arange(10, dtype=torch.float64)
+    fixed = wb.HeadClasses.from_span(span, (0.3, 0.3))
+    b = a.with_params(classes=fixed)
+    assert (b.local_heads, b.global_heads) == (fixed.local_heads, fixed.global_heads)
+    # `classes` returns the fixed record as given: its span and quantiles, not this trace's
+    assert b.classes is fixed
+    # quantiles only choose per-sequence classes: changing them while a fixed classification
+    # is kept would change nothing, so it is refused with the two ways out
+    with pytest.raises(wb.WorkbenchError, match="fixed head classification") as e:
+        b.with_params(head_quantiles=(0.5, 0.5))
+    assert "classes=None" in e.value.fix
+    per_seq = b.with_params(head_quantiles=(0.5, 0.5), classes=None)
+    assert per_seq.local_heads == a.with_params(head_quantiles=(0.5, 0.5)).local_heads
+    refixed = b.with_params(classes=wb.HeadClasses.from_span(span, (0.5, 0.5)))
+    assert len(refixed.local_heads) == 5
+    assert b.with_params(window=4).classes is fixed, "other changes keep the classes"
+
+
+@pytest.mark.parametrize("classes", ["batch", [(0, 1)], {"local_heads": [(0, 1)]}])
+def test_classes_that_are_not_a_head_classification_are_refused(classes):
+    a = toy_analysis(1)
+    with pytest.raises(wb.WorkbenchError, match=r"classes must be a wb\.HeadClasses"):
+        a.with_params(classes=classes)
+
+
+@pytest.mark.parametrize("seed, match", [(-1, "at least 0"), (1.5, "integer"), ("7", "integer")])
+def test_a_bad_random_seed_is_refused_by_name(seed, match):
+    a = toy_analysis(1)
+    with pytest.raises(wb.WorkbenchError, match=f"seed must .*{match}"):
+        a.gamma("random", seed=seed)
+    assert torch.equal(a.gamma("random", seed=3), a.gamma("random", seed=3))

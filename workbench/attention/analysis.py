@@ -28,13 +28,14 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, no_type_check
 
 import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .. import _validate
 from ..errors import WorkbenchError
 from . import credit as _credit
 from .heads import Head, HeadClasses, classify_heads
@@ -47,6 +48,16 @@ from .rhythm import top_q as _top_q
 __all__ = ["Analysis"]
 
 _KEEP: Any = object()  # with_params: keep the classes in effect
+
+
+def _check_classes(classes: Any) -> None:
+    """Refuse anything but a `HeadClasses` or None (a raw AttributeError in `_compute`)."""
+    if classes is not None and not isinstance(classes, HeadClasses):
+        raise WorkbenchError(
+            f"classes must be a wb.HeadClasses or None, got {type(classes).__name__}",
+            "pass e.g. analysis.classes, wb.HeadClasses.from_span(span), or None to "
+            "classify the heads per sequence",
+        )
 
 
 class Analysis:
@@ -98,6 +109,7 @@ class Analysis:
                 f"params must be a RhythmParams, got {type(params).__name__}",
                 "pass wb.RhythmParams(...) or keyword settings",
             )
+        _check_classes(classes)
         self.stats = stats
         self.tokens = list(tokens)
         self.ids = ids
@@ -150,7 +162,8 @@ class Analysis:
             if missing:
                 raise WorkbenchError(
                     f"the fixed head classes use heads that were not analysed: {missing[:5]}",
-                    "analyse the same layers/heads the classes were computed on",
+                    "analyse the same layers/heads the classes were computed on, or pass "
+                    "classes=None (with_params) to classify these heads per sequence",
                 )
             self.local_heads, self.global_heads = (
                 list(classes.local_heads),
@@ -230,11 +243,23 @@ class Analysis:
                 f"params must be a RhythmParams, got {type(base).__name__}",
                 "pass wb.RhythmParams(...) or keyword settings",
             )
-        return self._copy(
-            self.stats,
-            base.replace(**changes) if changes else base,
-            self.fixed_classes if classes is _KEEP else classes,
-        )
+        new = base.replace(**changes) if changes else base
+        fixed = self.fixed_classes if classes is _KEEP else classes
+        _check_classes(fixed)
+        # A fixed classification ignores head_quantiles, so a change of them while it is
+        # kept would change nothing and leave `params` claiming quantiles it did not use.
+        if (
+            classes is _KEEP
+            and fixed is not None
+            and new.head_quantiles != self.params.head_quantiles
+        ):
+            raise WorkbenchError(
+                f"head_quantiles={new.head_quantiles} cannot change a fixed head "
+                f"classification (computed with quantiles {fixed.quantiles})",
+                "pass classes=None to classify per sequence with the new quantiles, or "
+                "classes=wb.HeadClasses.from_span(analysis.fixed_classes.span, quantiles)",
+            )
+        return self._copy(self.stats, new, fixed)
 
     def select_heads(self, heads: Sequence[Head]) -> Analysis:
         """A new `Analysis` over a subset of the analysed heads (no forward pass).
@@ -298,7 +323,10 @@ class Analysis:
 
     @property
     def classes(self) -> HeadClasses:
-        """The head classification in effect, as a reusable `HeadClasses`."""
+        """The head classification in effect, as a reusable `HeadClasses`: the fixed one
+        as given (with the span and quantiles it was computed from), else this sequence's."""
+        if self.fixed_classes is not None:
+            return self.fixed_classes
         return HeadClasses(
             list(self.local_heads),
             list(self.global_heads),
@@ -306,6 +334,7 @@ class Analysis:
             self.params.head_quantiles,
         )
 
+    @no_type_check  # validates its arguments itself, with messages that name the fix
     def gamma(
         self, strategy: str = "coupled", *, seed: int | None = None, gamma_amp: float = 1.5
     ) -> Float[Tensor, " pos"]:
@@ -323,6 +352,8 @@ class Analysis:
             add where sets overlap (see `workbench.attention.credit`).
         """
         g = CreditParams(strategy=strategy, gamma_amp=gamma_amp).gamma_amp  # validated
+        if seed is not None:
+            seed = _validate.seed("seed", seed)
         return _credit.gamma_of(self, strategy, seed=seed, gamma_amp=g)
 
     def to_frame(self):

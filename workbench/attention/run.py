@@ -44,12 +44,80 @@ def _check_trace(model: Any, trace: Any) -> None:
             "generate or pass a response of at least one token",
         )
     check_ids(model, trace.ids)
+    _check_tokenizer(model, trace)
     n_ctx = getattr(model.cfg, "n_ctx", None)
     if n_ctx is not None and len(trace) > n_ctx:
         raise WorkbenchError(
             f"the trace has {len(trace)} tokens but the model's context holds {n_ctx}",
             "shorten the trace (fewer prompt or response tokens)",
         )
+
+
+def _check_tokenizer(model: Any, trace: Trace) -> None:
+    """Refuse a trace tokenized for another model whose ids happen to fit this vocabulary.
+
+    `check_ids` catches ids beyond the vocabulary; a trace of another tokenizer with a
+    larger vocabulary than its ids (the tiny reasoner's ids under SmolLM2) passes it and
+    would be analysed as other tokens than its ``tokens`` show. Only a trace recorded
+    under another model's name is decoded again (a checkpoint of the same tokenizer, a
+    base model and its fine-tune, passes; the RL credit's traces carry no name).
+    """
+    from ..models.bridge import model_name
+    from ..trace.tokens import token_strings
+
+    recorded, name = trace.meta.get("model"), model_name(model)
+    tokenizer = getattr(model, "tokenizer", None)
+    if recorded is None or name is None or recorded == name or tokenizer is None:
+        return
+    mine = token_strings(tokenizer, trace.ids)
+    bad = [i for i, (a, b) in enumerate(zip(mine, trace.tokens, strict=True)) if a != b]
+    if bad:
+        pos = bad[0]
+        raise WorkbenchError(
+            f"the trace was tokenized for {recorded!r}, and the tokenizer of {name!r} reads its "
+            f"ids differently (position {pos}: {trace.tokens[pos]!r} in the trace, "
+            f"{mine[pos]!r} for this model)",
+            "rebuild it with this model's tokenizer: wb.Trace.from_text(model, trace.prompt, "
+            "trace.text), or wb.generate(model, prompt)",
+        )
+
+
+def _check_traces(traces: Any) -> list[Trace]:
+    """`traces` as a non-empty list (one `Trace` or None refused, with the fix)."""
+    if isinstance(traces, Trace) or traces is None or isinstance(traces, str):
+        raise WorkbenchError(
+            f"traces must be a list of wb.Trace, got {type(traces).__name__}",
+            "pass [trace] (or use wb.analyze for one trace)",
+        )
+    try:
+        traces = list(traces)
+    except TypeError:
+        raise WorkbenchError(
+            f"traces must be a list of wb.Trace, got {type(traces).__name__}",
+            "pass a list of traces, e.g. [wb.generate(model, prompt)]",
+        ) from None
+    if not traces:
+        raise WorkbenchError("analyze_many got no traces", "pass a non-empty list of traces")
+    return traces
+
+
+def _check_cuts(fai_cuts: Any) -> list[int]:
+    """Validate `fai_cuts`: cut distances, non-negative integers (``H_lo``, ``H_hi + 1``)."""
+    if fai_cuts is None:
+        return []
+    problem = None
+    if isinstance(fai_cuts, str) or not hasattr(fai_cuts, "__iter__"):
+        problem = f"fai_cuts must be a list of cut distances, got {fai_cuts!r}"
+    else:
+        try:
+            return [_validate.integer("fai_cuts", c, minimum=0) for c in fai_cuts]
+        except WorkbenchError:
+            problem = f"fai_cuts must hold non-negative integers, got {list(fai_cuts)!r}"
+    raise WorkbenchError(
+        problem,
+        "pass cut distances H_lo and H_hi + 1, e.g. fai_cuts=[10, 101] to keep the horizon "
+        "(10, 100)",
+    )
 
 
 def _rhythm(params: Any, changes: dict[str, Any]) -> RhythmParams:
@@ -114,7 +182,7 @@ def analyze(
         heads=heads,
         classes=classes,
         max_window=max_window,
-        fai_cuts=fai_cuts,
+        fai_cuts=_check_cuts(fai_cuts),
         path=path,
         entropy=entropy,
         sink=sink,
@@ -284,13 +352,13 @@ def analyze_many(
             'pass None (per sequence), "batch" or a wb.HeadClasses',
         )
     batch_size = _validate.integer("batch_size", batch_size, minimum=1, example=8)
-    traces = list(traces)
-    if not traces:
-        raise WorkbenchError("analyze_many got no traces", "pass a non-empty list of traces")
+    traces = _check_traces(traces)
     engine.check_model(model)
     for trace in traces:
         _check_trace(model, trace)
     options = {k: kwargs.pop(k) for k in list(kwargs) if k in _PASS_OPTIONS}
+    if "fai_cuts" in options:
+        options["fai_cuts"] = _check_cuts(options["fai_cuts"])
     params = _rhythm(params, kwargs)
     if isinstance(heads_from, HeadClasses):
         options["classes"] = heads_from
@@ -375,6 +443,11 @@ def gamma_many(
             'pass e.g. wb.CreditParams(strategy="coupled")',
         )
     credit = credit.replace(**changes) if changes else credit
+    traces = _check_traces(traces)
+    if seed is not None:
+        # rollout i uses seed + i: checked here, not by numpy after the forward passes
+        seed = _validate.seed("seed", seed)
+        _validate.seed("the last rollout's seed (seed + len(traces) - 1)", seed + len(traces) - 1)
     analyses = analyze_many(
         model,
         traces,

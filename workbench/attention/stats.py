@@ -28,12 +28,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, no_type_check
 
 import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .. import _validate
 from ..errors import WorkbenchError
 from .analysis import Analysis
 
@@ -49,6 +51,8 @@ __all__ = [
 Detector = Callable[[Tensor], list[int]]
 
 
+# The detector checks its own fields with messages that name the fix (see `params`).
+@no_type_check
 @dataclass(frozen=True)
 class PeakDetector:
     """Local maxima above a z-score threshold (see the module docstring).
@@ -62,11 +66,13 @@ class PeakDetector:
     min_z: float = 0.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.radius, int) or self.radius < 1:
+        if isinstance(self.radius, bool) or not isinstance(self.radius, int) or self.radius < 1:
             raise WorkbenchError(
                 f"PeakDetector.radius must be an integer >= 1, got {self.radius!r}",
                 "pass e.g. radius=1",
             )
+        # A NaN threshold would pass every local maximum (no comparison with NaN is true).
+        object.__setattr__(self, "min_z", _validate.number("min_z", self.min_z, example=0.0))
 
     def __call__(self, x: Float[Tensor, " pos"]) -> list[int]:
         v = torch.as_tensor(x).double().numpy()
@@ -107,8 +113,16 @@ class Curves:
         return cls(a.prompt_len, a.waad, a.fai, a.receiver_fai, a.entropy)
 
 
-def _check(analyses: Sequence[Analysis | Curves]) -> list[Curves]:
-    items = list(analyses)
+def _check(analyses: Any) -> list[Curves]:
+    if isinstance(analyses, Analysis | Curves):
+        raise WorkbenchError(
+            f"the rhythm statistics pool a list of traces, got one {type(analyses).__name__}",
+            "pass a list: [analysis], or wb.analyze_many(model, traces)",
+        )
+    try:
+        items = list(analyses)
+    except TypeError:
+        items = []
     if not items or not all(isinstance(a, Analysis | Curves) for a in items):
         raise WorkbenchError(
             "the rhythm statistics need a non-empty list of Analysis objects",
@@ -121,6 +135,7 @@ def _defined(x: Tensor) -> np.ndarray:
     return np.flatnonzero(~np.isnan(torch.as_tensor(x).double().numpy()))
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def entropy_at_waad_peaks(
     analyses: Sequence[Analysis | Curves], *, detector: Detector | None = None
 ) -> dict[str, float]:
@@ -134,8 +149,14 @@ def entropy_at_waad_peaks(
     """
     det = detector or PeakDetector()
     peak, allv = [], []
-    for a in _check(analyses):
+    for i, a in enumerate(_check(analyses)):
         e = a.entropy.double().numpy()
+        if np.isnan(e[a.prompt_len :]).all():
+            raise WorkbenchError(
+                f"trace {i} has no entropies (analysed with entropy=False), so the entropy "
+                "at WAAD peaks is undefined",
+                "analyse with entropy=True (the default)",
+            )
         allv.extend(e[a.prompt_len :].tolist())
         peak.extend(e[det(a.waad)].tolist())
     pe = float(np.mean(peak)) if peak else float("nan")
@@ -151,6 +172,15 @@ def entropy_at_waad_peaks(
 
 def _share_following(fai_peaks: list[int], waad_peaks: set[int], lags: Sequence[int]) -> int:
     return sum(any((p - lag) in waad_peaks for lag in lags) for p in fai_peaks)
+
+
+def _control_options(n_shuffles: Any, seed: Any, lags: Any = (0,)) -> tuple[int, Any, tuple]:
+    """Validate the shuffled control's settings; returns ``(n_shuffles, rng, lags)``."""
+    n = _validate.integer("n_shuffles", n_shuffles, minimum=1, example=200)
+    if isinstance(lags, str) or not hasattr(lags, "__iter__"):
+        raise WorkbenchError(f"lags must be a list of lags, got {lags!r}", "pass e.g. lags=(0, 1)")
+    lags = tuple(_validate.integer("lag", lag, example=1) for lag in lags)
+    return n, np.random.default_rng(_validate.seed("seed", seed)), lags
 
 
 def _shuffled_control(rows, score, n_shuffles: int, rng, total: int) -> float:
@@ -171,6 +201,7 @@ def _shuffled_control(rows, score, n_shuffles: int, rng, total: int) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def fai_follows_waad(
     analyses: Sequence[Analysis | Curves],
     *,
@@ -189,7 +220,7 @@ def fai_follows_waad(
         ``{"share", "shuffled_share", "n_fai_peaks"}`` (paper: 0.525 against 0.369).
     """
     det = detector or PeakDetector()
-    rng = np.random.default_rng(seed)
+    n_shuffles, rng, lags = _control_options(n_shuffles, seed, lags)
     hits, total, rows = 0, 0, []
     for a in _check(analyses):
         fp, wp = det(a.fai), set(det(a.waad))
@@ -206,6 +237,7 @@ def fai_follows_waad(
     }
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def receiver_global_overlap(
     analyses: Sequence[Analysis | Curves],
     *,
@@ -222,7 +254,7 @@ def receiver_global_overlap(
         ``{"overlap", "chance", "n_global_peaks"}`` (paper: 0.608 against 0.224).
     """
     det = detector or PeakDetector()
-    rng = np.random.default_rng(seed)
+    n_shuffles, rng, _ = _control_options(n_shuffles, seed)
     inter, total, rows = 0, 0, []
     for a in _check(analyses):
         pg, pr = set(det(a.fai)), det(a.receiver_fai)
@@ -239,6 +271,7 @@ def receiver_global_overlap(
     }
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def rhythm_statistics(
     analyses: Sequence[Analysis | Curves],
     *,
@@ -261,7 +294,7 @@ def rhythm_statistics(
         [
             {
                 "statistic": "entropy at WAAD peaks / mean entropy",
-                "value": e["peak_entropy"] / e["mean_entropy"],
+                "value": e["relative_increase"] + 1.0,  # NaN, not a ZeroDivisionError
                 "control": 1.0,
                 "paper_value": 1.52,
                 "paper_control": 1.0,

@@ -1,0 +1,81 @@
+"""Bad input to the entry points (`wb.analyze`, `analyze_many`, `gamma_many`): each is
+refused by name, before any forward pass, with the fix."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+import workbench as wb
+from workbench.attention import engine
+
+PROMPT, RESPONSE = "What is 3 + 4?", " 3 plus 4 is 7, so the answer is 7."
+
+
+@pytest.fixture(scope="module")
+def trace(toy_llama):
+    return wb.Trace.from_text(toy_llama, PROMPT, RESPONSE)
+
+
+@pytest.fixture
+def no_pass(monkeypatch):
+    monkeypatch.setattr(engine, "collect_many", lambda *a, **k: pytest.fail("ran a forward pass"))
+
+
+@pytest.mark.parametrize("traces", ["one trace", None, 7])
+def test_many_traces_must_be_a_list(toy_llama, trace, traces, no_pass):
+    traces = trace if traces == "one trace" else traces
+    for run in (wb.analyze_many, wb.gamma_many):
+        with pytest.raises(wb.WorkbenchError, match="traces must be a list") as e:
+            run(toy_llama, traces)
+        assert "[trace]" in e.value.fix or "list of traces" in e.value.fix
+
+
+@pytest.mark.parametrize("fai_cuts", [5, "101", [1.5], [-1], [None]])
+def test_fai_cuts_are_non_negative_integer_distances(toy_llama, trace, fai_cuts, no_pass):
+    # [1.5] was truncated to 1 and [-1] dropped without a word; 5 and "101" crashed
+    with pytest.raises(wb.WorkbenchError, match="fai_cuts must") as e:
+        wb.analyze(toy_llama, trace, fai_cuts=fai_cuts)
+    assert "H_hi + 1" in e.value.fix
+    with pytest.raises(wb.WorkbenchError, match="fai_cuts must"):
+        wb.analyze_many(toy_llama, [trace], fai_cuts=fai_cuts)
+
+
+def test_fai_cuts_keep_the_horizons_they_name(toy_llama, trace):
+    a = wb.analyze(toy_llama, trace, fai_cuts=[3, 8])
+    assert a.with_params(fai_horizon=(3, 7)).params.fai_horizon == (3, 7)
+
+
+@pytest.mark.parametrize(
+    "seed, match",
+    [(-1, "at least 0"), (0.5, "integer"), (2**63 - 1, "last rollout's seed .* too large")],
+)
+def test_gamma_many_checks_the_seed_before_the_pass(toy_llama, trace, seed, match, no_pass):
+    # rollout i uses seed + i, so the last one must be a seed too; numpy raised after the pass
+    with pytest.raises(wb.WorkbenchError, match=match):
+        wb.gamma_many(toy_llama, [trace, trace], "random", seed=seed)
+
+
+def test_gamma_many_takes_any_iterable_of_traces(toy_llama, trace):
+    a, b = wb.gamma_many(toy_llama, (t for t in [trace, trace]), "random", seed=2**63 - 2)
+    assert a.shape == (len(trace),) and not torch.equal(a, b)  # seeds 2**63 - 2 and - 1
+
+
+def test_a_trace_tokenized_for_another_model_is_refused(toy_llama, trace, smol, no_pass):
+    # The toy's tokenizer (the tiny reasoner's) has 81 ids, all inside SmolLM2's 49,152: the
+    # vocabulary check passes, yet SmolLM2 would read other tokens than the trace shows.
+    assert int(trace.ids.max()) < smol.cfg.d_vocab
+    with pytest.raises(wb.WorkbenchError, match="tokenized for") as e:
+        wb.analyze(smol, trace)
+    assert "Trace.from_text" in e.value.fix
+    with pytest.raises(wb.WorkbenchError, match="tokenized for"):
+        wb.gamma_many(smol, [trace])
+
+
+def test_a_trace_of_another_model_with_the_same_tokenizer_is_analysed(make_toy, trace):
+    # another checkpoint (another name) with the same tokenizer: a base model and its
+    # fine-tune, say; the trace's tokens are what this model reads
+    other = make_toy(LlamaConfig, LlamaForCausalLM, num_hidden_layers=1)
+    a = wb.analyze(other, trace, layers=[0])
+    assert a.tokens == trace.tokens and torch.equal(a.ids, trace.ids)
