@@ -45,6 +45,14 @@ def test_fai_cuts_are_non_negative_integer_distances(toy_llama, trace, fai_cuts,
 def test_fai_cuts_keep_the_horizons_they_name(toy_llama, trace):
     a = wb.analyze(toy_llama, trace, fai_cuts=[3, 8])
     assert a.with_params(fai_horizon=(3, 7)).params.fai_horizon == (3, 7)
+    # Without the column sums (the RL credit's pass), a horizon whose cuts were not kept
+    # names the missing cut (the fix said "add it to fai_cuts"; adding H_hi still failed).
+    (a,) = wb.analyze_many(
+        toy_llama, [trace], fai_horizon=(3, 7), columns=False, default_cuts=False, progress=False
+    )
+    with pytest.raises(wb.WorkbenchError, match=r"cut distance 7 \(it kept") as e:
+        a.with_params(fai_horizon=(3, 6))
+    assert "add 7 to fai_cuts" in e.value.fix
 
 
 @pytest.mark.parametrize(

@@ -93,13 +93,15 @@ def _cut_index(stats: HeadStats, c: int, what: str) -> int | None:
     """Index of cut distance `c` in stats.cuts (None for c <= 0: an all-zero sum)."""
     if c <= 0:
         return None
-    c = min(c, stats.n_pos)
+    need = min(c, stats.n_pos)
     try:
-        return stats.cuts.index(c)
+        return stats.cuts.index(need)
     except ValueError:
         raise WorkbenchError(
-            f"this analysis did not keep the column sums needed for {what}",
-            "call wb.analyze again with this fai_horizon (or add it to fai_cuts)",
+            f"this analysis did not keep the column sums needed for {what}: the cut "
+            f"distance {c} (it kept {list(stats.cuts)})",
+            f"call wb.analyze again with this fai_horizon, or add {c} to fai_cuts (a "
+            "horizon (lo, hi) needs the cuts lo and hi + 1)",
         ) from None
 
 
