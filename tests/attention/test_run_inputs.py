@@ -87,3 +87,17 @@ def test_a_trace_of_another_model_with_the_same_tokenizer_is_analysed(make_toy, 
     other = make_toy(LlamaConfig, LlamaForCausalLM, num_hidden_layers=1)
     a = wb.analyze(other, trace, layers=[0])
     assert a.tokens == trace.tokens and torch.equal(a.ids, trace.ids)
+
+
+def test_fixed_classes_and_other_quantiles_or_heads_from_conflict(toy_llama, trace, no_pass):
+    """A fixed classification is used as given: quantiles that differ from its own would
+    be ignored while the analysis claimed them, and ``heads_from`` would overwrite
+    ``classes=`` (both were accepted without a word)."""
+    span = torch.arange(toy_llama.cfg.n_layers * toy_llama.cfg.n_heads, dtype=torch.float64)
+    fixed = wb.HeadClasses.from_span(span.view(toy_llama.cfg.n_layers, -1), (0.3, 0.3))
+    with pytest.raises(wb.WorkbenchError, match=r"head_quantiles=\(0.2, 0.2\) cannot apply"):
+        wb.analyze(toy_llama, trace, classes=fixed, head_quantiles=(0.2, 0.2))
+    with pytest.raises(wb.WorkbenchError, match="cannot apply"):
+        wb.analyze_many(toy_llama, [trace], classes=fixed, head_quantiles=(0.2, 0.2))
+    with pytest.raises(wb.WorkbenchError, match="heads_from and classes both"):
+        wb.analyze_many(toy_llama, [trace], heads_from="batch", classes=fixed)

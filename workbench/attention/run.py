@@ -120,6 +120,20 @@ def _check_cuts(fai_cuts: Any) -> list[int]:
     )
 
 
+def _check_fixed_classes(classes: Any, changes: dict[str, Any]) -> None:
+    """Refuse ``head_quantiles=`` that differ from those of fixed `classes`: the fixed
+    classification is used as given, so the quantiles would be ignored while the
+    analysis's params claimed them (as `Analysis.with_params` refuses)."""
+    q = changes.get("head_quantiles")
+    if isinstance(classes, HeadClasses) and q is not None and tuple(q) != classes.quantiles:
+        raise WorkbenchError(
+            f"head_quantiles={tuple(q)} cannot apply to fixed head classes computed with "
+            f"quantiles {classes.quantiles}",
+            "drop classes= to classify per sequence with these quantiles, or pass "
+            "classes=wb.HeadClasses.from_span(span, head_quantiles)",
+        )
+
+
 def _rhythm(params: Any, changes: dict[str, Any]) -> RhythmParams:
     if params is None:
         params = RhythmParams()
@@ -187,6 +201,7 @@ def analyze(
         entropy=entropy,
         sink=sink,
     )
+    _check_fixed_classes(classes, changes)
     engine.check_model(model)
     _check_trace(model, trace)
     return _analyze_batch(model, [trace], _rhythm(params, changes), **options)[0]
@@ -359,9 +374,15 @@ def analyze_many(
     options = {k: kwargs.pop(k) for k in list(kwargs) if k in _PASS_OPTIONS}
     if "fai_cuts" in options:
         options["fai_cuts"] = _check_cuts(options["fai_cuts"])
-    params = _rhythm(params, kwargs)
+    if heads_from is not None and options.get("classes") is not None:
+        raise WorkbenchError(
+            "heads_from and classes both fix the head classes",
+            'pass one: heads_from (None, "batch" or a wb.HeadClasses) or classes',
+        )
     if isinstance(heads_from, HeadClasses):
         options["classes"] = heads_from
+    _check_fixed_classes(options.get("classes"), kwargs)
+    params = _rhythm(params, kwargs)
     order = sorted(range(len(traces)), key=lambda i: len(traces[i]))
     out: list[Analysis | None] = [None] * len(traces)
     with tqdm(total=len(traces), desc="analyze", disable=not progress, leave=False) as bar:
