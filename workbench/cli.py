@@ -60,11 +60,14 @@ def _layers_arg(text: str) -> str | list[int]:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from ._io import check_folder, make_folder
     from .models import load_model
     from .trace import check_not_degenerate, generate
 
     out = Path(args.out)
-    layers = _layers_arg(args.layers)  # a typo fails now, not after loading and generating
+    # A typo or a file in the way fails now, not after loading and generating.
+    layers = _layers_arg(args.layers)
+    check_folder(out, "the demo's output folder")
     t0 = time.time()
     print(f"loading {args.model} ...", flush=True)
     model = load_model(args.model, device=args.device)
@@ -82,7 +85,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(trace.text.strip())
     # A broken sampler must fail here, loudly, not be analysed as if it were reasoning.
     check_not_degenerate(trace)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out, "the demo's output folder")
     trace_path = trace.save(out / "trace.json")
     from .attention import analyze
     from .report import write_report

@@ -55,7 +55,8 @@ def _commit(root: Path) -> tuple[str | None, bool | None]:
     project's ``.venv``) is not the workbench's tree, so it gives ``(None, None)`` too.
     """
     out = _git(root, "rev-parse", "--show-toplevel", "HEAD")
-    lines = (out or "").split()
+    # One answer per line: the top level may contain spaces ("My Projects/workbench").
+    lines = (out or "").splitlines()
     if len(lines) != 2:
         return None, None
     top, sha = lines

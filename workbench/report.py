@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ._io import atomic_write_text
+from ._io import atomic_write_text, make_folder
 from .provenance import provenance
 
 __all__ = ["write_report"]
@@ -80,17 +80,20 @@ def write_report(model: Any, trace: Any, analysis: Any, out: str | Path) -> Path
         model: the bridge the trace was analysed with (for the attention maps).
         trace: the `Trace`.
         analysis: its `Analysis`.
-        out: output folder (created).
+        out: output folder (created; an existing report in it is replaced file by file).
 
     Returns:
         The path of ``report.html``.
+
+    Raises:
+        WorkbenchError: `out` is a file, or a folder that cannot be created.
     """
     import altair as alt
 
     from . import viz
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # A file in the way, or a place that cannot be written, is named before any chart is drawn.
+    out = make_folder(Path(out), "the report folder")
     maps = viz.attention_maps(model, trace, heads=analysis.local_heads + analysis.global_heads)
     charts = {
         "text_fai": viz.text_view(analysis, "fai"),

@@ -76,6 +76,20 @@ def test_report_summary_and_page_line_record_the_provenance_and_settings():
     assert "commit unknown" in _provenance_html({"python": "3", "commit": None, "dirty": None})
 
 
+def test_report_into_a_file_is_refused_before_anything_is_drawn(tmp_path):
+    from workbench.errors import WorkbenchError
+    from workbench.report import write_report
+
+    in_the_way = tmp_path / "report"
+    in_the_way.write_text("notes")
+    # No model, trace or analysis is needed: the folder is checked first.
+    with pytest.raises(WorkbenchError, match="is a file, not the report folder"):
+        write_report(None, None, None, in_the_way)
+    with pytest.raises(WorkbenchError, match="cannot create the report folder"):
+        write_report(None, None, None, in_the_way / "inside")
+    assert in_the_way.read_text() == "notes"
+
+
 def test_bad_model_name_is_one_line_not_a_traceback(tmp_path):
     proc = subprocess.run(
         [
@@ -106,6 +120,16 @@ def test_a_bad_layers_flag_fails_before_the_model_loads(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2
     assert "--layers 'foo' is not" in proc.stderr and "loading" not in proc.stdout
+
+
+def test_a_demo_output_path_that_is_a_file_fails_before_the_model_loads(tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench", "demo", "--out", str(tmp_path / "taken")],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 2 and "is a file, not the demo's output folder" in proc.stderr
+    assert "loading" not in proc.stdout and "Traceback" not in proc.stderr
 
 
 def _workbench(*args):

@@ -61,6 +61,18 @@ class TestNames:
         with pytest.raises(WorkbenchError, match="not reachable"):
             wb.load_model("HuggingFaceTB/SmolLM2-135M")
 
+    @pytest.mark.parametrize("name", ["x" * 300, "~no-such-user-xyz/model"])
+    def test_a_name_that_cannot_be_a_path_is_an_unknown_name(self, name):
+        # Too long for the file system, or a home folder that does not exist: not a raw
+        # OSError / RuntimeError from the path lookup.
+        with pytest.raises(WorkbenchError, match="unknown model"):
+            wb.load_model(name)
+
+    def test_a_trailing_slash_is_a_mistyped_name_not_a_hub_name(self):
+        with pytest.raises(WorkbenchError, match="unknown model 'tiny-reasoner/'") as e:
+            wb.load_model("tiny-reasoner/")
+        assert "allow_hub" not in e.value.problem
+
     def test_cuda_without_cuda_is_a_clear_error(self):
         if torch.cuda.is_available():
             pytest.skip("this machine has CUDA")
@@ -113,6 +125,32 @@ class TestCache:
         with pytest.raises(WorkbenchError, match="corrupt or partly written") as e:
             _check_manifest(tmp_path)
         assert "rebuild=True" in str(e.value)
+
+    @pytest.mark.parametrize("files", [[], ["model.safetensors"]])
+    def test_a_manifest_whose_files_are_not_sizes_is_corrupt(self, tmp_path, files):
+        (tmp_path / "workbench-manifest.json").write_text(
+            json.dumps({"conversion_version": 1, "files": files})
+        )
+        with pytest.raises(WorkbenchError, match=r"manifest .* is corrupt"):
+            _check_manifest(tmp_path)
+        assert not wb.models.manifest_ok(tmp_path)  # so list_models still lists
+
+    def test_a_cache_that_cannot_be_created_is_named_before_converting(self, tmp_path, monkeypatch):
+        from workbench.models import cache
+
+        in_the_way = tmp_path / "cache"
+        in_the_way.write_text("a file, not a folder")
+        monkeypatch.setenv("WORKBENCH_CACHE", str(in_the_way))
+        monkeypatch.setattr(cache, "smollm_source", lambda: tmp_path / "fake.gguf")
+
+        def convert(dest, gguf):
+            raise AssertionError("the conversion started")
+
+        monkeypatch.setattr(cache, "convert_smollm", convert)
+        with pytest.raises(WorkbenchError, match="cannot create the model cache") as e:
+            model_path("smollm2-135m")
+        assert "WORKBENCH_CACHE" in e.value.fix
+        assert in_the_way.read_text() == "a file, not a folder"
 
     def test_missing_manifest_means_incomplete(self, tmp_path):
         with pytest.raises(WorkbenchError, match="incomplete"):

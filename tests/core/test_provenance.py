@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import platform
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -66,6 +67,27 @@ def test_no_commit_outside_the_top_of_a_work_tree(tmp_path):
         assert prov_mod._commit(ROOT / "workbench") == (None, None)
         sha, dirty = prov_mod._commit(ROOT)
         assert re.fullmatch(r"[0-9a-f]{40}", sha) and isinstance(dirty, bool)
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_commit_of_a_work_tree_whose_path_has_spaces(tmp_path):
+    # "My Projects/workbench" is a common place for a checkout; its commit is still known.
+    top = tmp_path / "My Projects" / "workbench"
+    top.mkdir(parents=True)
+
+    def git(*args):
+        return subprocess.run(
+            ["git", "-C", str(top), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    git("init", "-q")
+    (top / "f.txt").write_text("x")
+    git("add", "f.txt")
+    git("commit", "-qm", "one")
+    assert prov_mod._commit(top) == (git("rev-parse", "HEAD"), False)
 
 
 def test_git_missing_or_failing_gives_none(monkeypatch):

@@ -140,6 +140,40 @@ def test_presets_name_their_tasks_and_refuse_bad_recipes() -> None:
         tr.TrainConfig(arch="qwen3", sliding_window=4, sliding_layers=(7,))
     with pytest.raises(WorkbenchError, match="not a tiny-model family"):
         tr.TrainConfig(arch="gpt2")
+    for key in ("steps", "batch_size", "threads"):  # 0 steps: an untrained checkpoint
+        with pytest.raises(WorkbenchError, match=f"{key}=0: a training run needs"):
+            tr.TrainConfig(**{key: 0})
+
+
+def test_an_unusable_out_is_refused_before_training(tmp_path, monkeypatch) -> None:
+    """A run is thrown away if its folder is found unusable only when it ends."""
+
+    def fit(*args, **kwargs):
+        raise AssertionError("training started")
+
+    monkeypatch.setattr(tr, "_fit", fit)
+    cfg = tr.TrainConfig(steps=1)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    with pytest.raises(WorkbenchError, match="is a file, not a checkpoint folder"):
+        tr.train(cfg, out=notes, progress=False)
+    with pytest.raises(WorkbenchError, match="is a file"):
+        tr.train(cfg, out=notes / "ckpt", progress=False)
+    (tmp_path / "old").mkdir()
+    with pytest.raises(WorkbenchError, match="already exists and overwrite=False"):
+        tr.train(cfg, out=tmp_path / "old", overwrite=False, progress=False)
+    assert notes.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "old"]
+
+
+def test_command_line_bad_input_is_one_message_not_a_traceback(tmp_path, capsys) -> None:
+    from workbench.tiny.__main__ import main
+
+    assert main(["eval", "--dir", str(tmp_path)]) == 2
+    assert main(["train", "--threads", "0", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "error: No tiny-reasoner checkpoint at" in err and "Fix: Train one" in err
+    assert "threads=0" in err and "Traceback" not in err
 
 
 def test_accuracy_matches_the_card(fixed_sample, card) -> None:
@@ -306,7 +340,7 @@ def test_train_smoke_is_atomic_and_reproducible(tmp_path) -> None:
     assert cards[0]["final_loss"] == cards[1]["final_loss"]
     assert cards[0]["train_config"]["threads"] == cfg.threads
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
-    with pytest.raises(FileExistsError):
+    with pytest.raises(WorkbenchError, match="already exists and overwrite=False"):
         tr.train(
             cfg,
             out=tmp_path / "a",

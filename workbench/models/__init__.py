@@ -316,8 +316,12 @@ def _resolve(
             f"run `workbench models --rebuild {name}`"
         )
         return folder, True, fix, name
-    path = Path(name).expanduser()
-    if path.exists():
+    try:
+        path = Path(name).expanduser()
+        exists = path.exists()
+    except (OSError, RuntimeError):  # a name too long for a path, or "~user" with no user
+        exists = False
+    if exists:
         if not path.is_dir():
             raise WorkbenchError(
                 f"{path} is a file, not a checkpoint folder",
@@ -325,7 +329,11 @@ def _resolve(
             )
         _check_folder(path)
         return path, True, None, str(path)
-    looks_like_hub = name.count("/") == 1 and not name.startswith((".", "/", "~"))
+    org, _, repo = name.partition("/")
+    # "org/model" needs both parts: "tiny-reasoner/" is a mistyped name, not a hub repo.
+    looks_like_hub = (
+        name.count("/") == 1 and bool(org) and bool(repo) and not name.startswith((".", "~"))
+    )
     if not looks_like_hub:
         raise _unknown_name(name)
     if not _hub_allowed(allow_hub):

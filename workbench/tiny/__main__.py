@@ -42,8 +42,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_eval.add_argument("--seed", type=int, default=None)
     p_eval.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args(argv)
+    from workbench.errors import WorkbenchError
 
+    # Like `workbench`'s own command line: a bad input is one message and status 2.
+    try:
+        return _run(args)
+    except WorkbenchError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     import torch
+
+    from workbench.tiny import CHECKPOINTS
 
     if args.command == "train":
         from workbench.tiny import train as tr

@@ -25,6 +25,7 @@ same weights on the same machine; other BLAS builds may differ in the last bits.
 from __future__ import annotations
 
 import math
+import os
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -43,7 +44,13 @@ from transformers import (
     Qwen3ForCausalLM,
 )
 
-from workbench._io import atomic_dir, atomic_write_json, atomic_write_text
+from workbench._io import (
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_text,
+    check_folder,
+    make_folder,
+)
 from workbench.errors import WorkbenchError
 from workbench.tasks import Problem, get_task
 from workbench.tiny.card import build_card, render_card
@@ -158,6 +165,15 @@ class TrainConfig:
                 f"tasks={self.tasks!r}: one or two task names are needed.",
                 f"Use names from {sorted(TASKS)}.",
             )
+        for key in ("steps", "batch_size", "threads"):
+            value = getattr(self, key)
+            # 0 steps would write an untrained checkpoint; 0 threads or batch rows fail
+            # deep inside torch.
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise WorkbenchError(
+                    f"{key}={value!r}: a training run needs a whole number of at least 1.",
+                    f"Pass e.g. {key}={getattr(TrainConfig, key)}.",
+                )
         self.sliding_layers = tuple(self.sliding_layers)
         if self.arch not in ("llama", "qwen3"):
             raise WorkbenchError(
@@ -322,7 +338,8 @@ def train(
         cfg: run settings (default `TrainConfig()`).
         out: checkpoint folder (default: the shipped folder of ``cfg.name``); written atomically,
             so an interrupted run leaves the previous checkpoint untouched.
-        overwrite: replace an existing folder.
+        overwrite: replace an existing folder (when False, an existing one is refused
+            before training starts).
         progress: show a tqdm progress bar.
         eval_sample: the fixed held-out sample the card reports (default: 100 test problems
             per task, seed 0; `eval_samples`).
@@ -330,11 +347,16 @@ def train(
 
     Returns:
         The card dict (also saved as ``card.json``).
+
+    Raises:
+        WorkbenchError: `out` is a file, cannot be created, or exists with
+            ``overwrite=False`` (all checked before training).
     """
     from workbench.tiny import CHECKPOINTS
 
     cfg = cfg or TrainConfig()
     out = Path(out) if out is not None else CHECKPOINTS[cfg.name]
+    _check_out(out, overwrite)
     small_default, large_default = eval_samples(cfg.tasks)
     eval_sample = dict(small_default if eval_sample is None else eval_sample)
     eval_sample_large = dict(large_default if eval_sample_large is None else eval_sample_large)
@@ -354,6 +376,26 @@ def train(
         atomic_write_json(tmp / "card.json", card)
         atomic_write_text(tmp / "README.md", render_card(card, small["completions"]))
     return card
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an output the finished run could not be written to, before training starts.
+
+    Found only at the end, it would throw the whole run away (and a file given as `out`
+    would be moved aside and replaced by the checkpoint folder).
+    """
+    check_folder(out, "a checkpoint folder")
+    if out.exists() and not overwrite:
+        raise WorkbenchError(
+            f"the checkpoint folder {out} already exists and overwrite=False.",
+            "Pass another out= folder, or overwrite=True to replace it when the run ends.",
+        )
+    make_folder(out.parent, "the folder that holds the checkpoint")
+    if not os.access(out.parent, os.W_OK):
+        raise WorkbenchError(
+            f"cannot write the checkpoint into {out.parent}: the folder is not writable.",
+            "Pass an out= folder in a place you can write to.",
+        )
 
 
 def _fit(
