@@ -1,7 +1,8 @@
 """A self-contained report of one analysed trace: HTML (no CDN) and PNG charts.
 
 `write_report` is what ``workbench demo`` ends with. The HTML page inlines Vega, so it
-opens offline in any browser; every file is written atomically. Both the page and
+opens offline in any browser; the files are drawn in a staging folder and moved into
+place only once all of them exist, so an earlier report is never left half replaced. Both the page and
 ``summary.json`` record the package versions and git commit (`workbench.provenance`).
 """
 
@@ -9,6 +10,9 @@ from __future__ import annotations
 
 import html
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +84,9 @@ def write_report(model: Any, trace: Any, analysis: Any, out: str | Path) -> Path
         model: the bridge the trace was analysed with (for the attention maps).
         trace: the `Trace`.
         analysis: its `Analysis`.
-        out: output folder (created; an existing report in it is replaced file by file).
+        out: output folder (created). Every file is written first into a temporary
+            folder inside it, then moved into place, ``report.html`` last: a run that
+            fails or is interrupted while drawing leaves an earlier report whole.
 
     Returns:
         The path of ``report.html``.
@@ -88,12 +94,25 @@ def write_report(model: Any, trace: Any, analysis: Any, out: str | Path) -> Path
     Raises:
         WorkbenchError: `out` is a file, or a folder that cannot be created.
     """
+    # A file in the way, or a place that cannot be written, is named before any chart is drawn.
+    out = make_folder(Path(out), "the report folder")
+    stage = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    try:
+        _draw(model, trace, analysis, stage)
+        for name in sorted(p.name for p in stage.iterdir() if p.name != "report.html"):
+            os.replace(stage / name, out / name)
+        os.replace(stage / "report.html", out / "report.html")
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return out / "report.html"
+
+
+def _draw(model: Any, trace: Any, analysis: Any, out: Path) -> None:
+    """The report's files, written into `out` (`write_report`'s staging folder)."""
     import altair as alt
 
     from . import viz
 
-    # A file in the way, or a place that cannot be written, is named before any chart is drawn.
-    out = make_folder(Path(out), "the report folder")
     maps = viz.attention_maps(model, trace, heads=analysis.local_heads + analysis.global_heads)
     charts = {
         "text_fai": viz.text_view(analysis, "fai"),
@@ -126,4 +145,4 @@ def write_report(model: Any, trace: Any, analysis: Any, out: str | Path) -> Path
         f"{_provenance_html(summary['provenance'])}</div>"
     )
     page = page.replace("<body>", "<body>\n" + intro, 1)
-    return atomic_write_text(out / "report.html", page)
+    atomic_write_text(out / "report.html", page)

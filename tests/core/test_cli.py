@@ -90,6 +90,32 @@ def test_report_into_a_file_is_refused_before_anything_is_drawn(tmp_path):
     assert in_the_way.read_text() == "notes"
 
 
+def test_a_report_that_fails_while_drawing_leaves_the_earlier_one_whole(
+    tmp_path, toy_llama, monkeypatch
+):
+    """The charts are drawn into a staging folder and moved into place only once all exist
+    (they replaced the earlier report one by one, so a failure mid-way left new PNGs and
+    summary.json beside the old page)."""
+    import workbench as wb
+    from workbench import viz
+    from workbench.report import write_report
+
+    trace = wb.Trace.from_text(toy_llama, "What is 3 + 4?", " 3 plus 4 is 7.")
+    page = write_report(toy_llama, trace, wb.analyze(toy_llama, trace), tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert {"report.html", "summary.json", "heads.png", "rhythm.png"} <= set(before)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("interrupted while drawing")
+
+    monkeypatch.setattr(viz, "to_html", broken)  # the page comes after the PNGs and summary
+    other = wb.analyze(toy_llama, trace, window=3)
+    with pytest.raises(RuntimeError, match="interrupted while drawing"):
+        write_report(toy_llama, trace, other, tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no staging left
+    assert page == tmp_path / "report.html"
+
+
 def test_bad_model_name_is_one_line_not_a_traceback(tmp_path):
     proc = subprocess.run(
         [
