@@ -2,8 +2,9 @@
 
 `write_report` is what ``workbench demo`` ends with. The HTML page inlines Vega, so it
 opens offline in any browser; the files are drawn in a staging folder and moved into
-place only once all of them exist, so an earlier report is never left half replaced. Both the page and
-``summary.json`` record the package versions and git commit (`workbench.provenance`).
+place only once all of them exist, so an earlier report is never left half replaced.
+Both the page and ``summary.json`` record the package versions and git commit
+(`workbench.provenance`).
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-__all__ = ["DEVICES", "attention_with_moment", "ready"]
+__all__ = ["DEVICES", "attention_with_moment", "ready", "serves", "values_with_positions"]
 
 #: Device types the band path sends to FlexAttention (the tests add ``"cpu"``).
 DEVICES: tuple[str, ...] = ("cuda",)
@@ -53,6 +53,18 @@ PROBE_TOLERANCE = 1e-4
 def serves(query: Tensor) -> bool:
     """Whether the band path sends this tensor's device to FlexAttention."""
     return query.device.type in DEVICES
+
+
+def values_with_positions(
+    value: Float[Tensor, "batch kv_head key_pos d_value"], width: int
+) -> Float[Tensor, "batch kv_head key_pos width"]:
+    """`value`, then a channel holding each key's position ``s``, then zeros up to
+    `width`: attention over it gives ``A v`` and ``sum_s A[t, s] s`` in one call (the band
+    path's flash call on every device, `interface._flash`)."""
+    b, kv, tk, dv = value.shape
+    pos = torch.arange(tk, dtype=value.dtype, device=value.device).view(1, 1, tk, 1)
+    zeros = value.new_zeros(b, kv, tk, width - dv - 1)
+    return torch.cat([value, pos.expand(b, kv, tk, 1), zeros], -1)
 
 
 @functools.cache
@@ -118,11 +130,9 @@ def attention_with_moment(
     ``head_index // (heads / kv_heads)``.
     """
     _, _, aux = _flex()
-    b, h, tq, _ = query.shape
+    h, tq = query.shape[1], query.shape[2]
     kv, tk, dv = key.shape[1], key.shape[2], value.shape[-1]
-    width = -(-(dv + 1) // 16) * 16
-    pos = torch.arange(tk, dtype=value.dtype, device=value.device).view(1, 1, tk, 1)
-    v = torch.cat([value, pos.expand(b, kv, tk, 1), value.new_zeros(b, kv, tk, width - dv - 1)], -1)
+    v = values_with_positions(value, -(-(dv + 1) // 16) * 16)
     blocks = _block_mask(mask, tq, tk, query.device)
     run = _compiled(query.device.type)
     extra = {"return_aux": aux(lse=True)} if aux is not None else {"return_lse": True}

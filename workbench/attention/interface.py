@@ -443,12 +443,13 @@ def _cpu_fast(query: Tensor, key: Tensor, value: Tensor) -> bool:
     portable path runs: the same tiles with PyTorch's softmax and reductions, and tiles
     for `Banded` reducers where `_can_band` is False. The architecture matrix checks that
     path on the CPU by making this return False."""
+    return query.device.type == "cpu" and _float32_no_grad(query, key, value)
+
+
+def _float32_no_grad(query: Tensor, key: Tensor, value: Tensor) -> bool:
+    """float32 inputs, none of which autograd is tracking: what every fast path needs."""
     grads = torch.is_grad_enabled() and any(x.requires_grad for x in (query, key, value))
-    return (
-        not grads
-        and query.device.type == "cpu"
-        and query.dtype == key.dtype == value.dtype == torch.float32
-    )
+    return not grads and query.dtype == key.dtype == value.dtype == torch.float32
 
 
 def _can_band(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> bool:
@@ -460,12 +461,7 @@ def _can_band(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) ->
     if not shapes or not (mask is None or mask.dtype == torch.bool):
         return False
     if flex.serves(query):
-        grads = torch.is_grad_enabled() and any(x.requires_grad for x in (query, key, value))
-        return (
-            not grads
-            and query.dtype == key.dtype == value.dtype == torch.float32
-            and flex.ready(query.device, query.dtype)
-        )
+        return _float32_no_grad(query, key, value) and flex.ready(query.device, query.dtype)
     return _cpu_fast(query, key, value)
 
 
@@ -485,12 +481,11 @@ def _flash(
     if flex.serves(query):
         return flex.attention_with_moment(query, key, value, mask, scale)
     b, h, tq, d = query.shape
-    kv, tk = key.shape[1], key.shape[2]
+    tk = key.shape[2]
     width = -(-(d + 1) // 8) * 8
     q = torch.nn.functional.pad(query, (0, width - d))
     k = torch.nn.functional.pad(key, (0, width - d))
-    pos = torch.arange(tk, dtype=value.dtype, device=value.device).view(1, 1, tk, 1)
-    v = torch.cat([value, pos.expand(b, kv, tk, 1), value.new_zeros(b, kv, tk, width - d - 1)], -1)
+    v = flex.values_with_positions(value, width)
     flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
     if mask is None and tq == tk:
         out, lse = flash(q, k, v, is_causal=True, scale=scale)

@@ -8,15 +8,16 @@ TRL's loss accepts as they are. Where the gamma comes from:
 - **fused** (default, when TRL's batch is trained on with the weights that sampled it:
   ``num_iterations == 1``, ``steps_per_generation == gradient_accumulation_steps``,
   strategy other than ``"entropy"``, a model whose every layer computes its attention
-  through transformers' attention interface, and no attention dropout): `compute_loss` (TRL's public hook) runs
-  TRL's own loss with the workbench's attention function collecting the credit layers'
-  statistics inside TRL's forward (`FusedCredit`); a forward hook on the policy sets the
-  advantages when the forward returns, before TRL reads them. No extra pass: every
-  layer's output and gradient still comes from sdpa; the credit layers also compute their
-  probabilities apart, without gradients, to reduce them. `training_step` keeps the
-  attention routed (`routing`) from the loss forward to the end of the step (not while
-  TRL samples), so that TRL's default gradient checkpointing recomputes exactly what the
-  forward computed, whatever attention the model was loaded with.
+  through transformers' attention interface, and no attention dropout): `compute_loss`
+  (TRL's public hook) runs TRL's own loss with the workbench's attention function
+  collecting the credit layers' statistics inside TRL's forward (`FusedCredit`); a
+  forward hook on the policy sets the advantages when the forward returns, before TRL
+  reads them. No extra pass: every layer's output and gradient still comes from sdpa;
+  the credit layers also compute their probabilities apart, without gradients, to reduce
+  them. `training_step` keeps the attention routed (`routing`) from the loss forward to
+  the end of the step (not while TRL samples), so that TRL's default gradient
+  checkpointing recomputes exactly what the forward computed, whatever attention the
+  model was loaded with.
 - **standalone** otherwise: after TRL has scored a batch (`after_scoring`), one extra
   no-grad pass over a bridge of the policy (`rollout_gammas`).
 
