@@ -27,28 +27,30 @@ __all__ = [
 ]
 
 
-def check_folder(path: Path, what: str) -> None:
+def check_folder(path: Path, what: str, fix: str | None = None) -> None:
     """Refuse a path that exists as a file where a folder (`what`) is wanted."""
     from .errors import WorkbenchError
 
     if path.exists() and not path.is_dir():
         raise WorkbenchError(
-            f"{str(path)!r} is a file, not {what}", f"pass a folder path for {what}"
+            f"{str(path)!r} is a file, not {what}", fix or f"pass a folder path for {what}"
         )
 
 
-def make_folder(path: Path, what: str) -> Path:
-    """Create the folder `path` (and its parents), or say clearly why it cannot be."""
+def make_folder(path: Path, what: str, fix: str | None = None) -> Path:
+    """Create the folder `path` (and its parents) and check that it can be written to, or
+    say clearly why not (`fix`: the remedy to name, by default another folder), before any
+    work whose results would be lost."""
     from .errors import WorkbenchError
 
-    check_folder(path, what)
+    fix = fix or "pass a folder in a place you can write to"
+    check_folder(path, what, fix)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise WorkbenchError(
-            f"cannot create {what} {path}: {e.strerror or e}",
-            "pass a folder in a place you can write to",
-        ) from None
+        raise WorkbenchError(f"cannot create {what} {path}: {e.strerror or e}", fix) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise WorkbenchError(f"cannot write into {what} {path}: it is not writable", fix)
     return path
 
 

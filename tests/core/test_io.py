@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from workbench._io import atomic_dir, atomic_write_json, atomic_write_text
+from workbench._io import atomic_dir, atomic_write_json, atomic_write_text, make_folder
+from workbench.errors import WorkbenchError
 
 
 def test_atomic_text_replaces_whole_file(tmp_path):
@@ -67,3 +70,49 @@ def test_written_files_and_folders_get_ordinary_permissions(tmp_path):
         (tmp / "a").write_text("1")
     assert f.stat().st_mode & 0o777 == 0o666 & ~mask
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o777 & ~mask
+
+
+def _read_only_folder(tmp_path, monkeypatch):
+    """A folder the test process cannot write into. Root writes anywhere, so there the
+    operating system's answer for it is replaced by the one a normal user gets."""
+    import os
+
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.geteuid() == 0:
+        from workbench import _io
+
+        real = os.access
+        monkeypatch.setattr(
+            _io.os, "access", lambda p, mode: False if Path(p) == folder else real(p, mode)
+        )
+    return folder
+
+
+def test_a_folder_that_cannot_be_written_is_refused_with_the_given_fix(tmp_path, monkeypatch):
+    folder = _read_only_folder(tmp_path, monkeypatch)
+    with pytest.raises(WorkbenchError, match="cannot write into the report folder") as e:
+        make_folder(folder, "the report folder")
+    assert "a place you can write to" in e.value.fix
+    with pytest.raises(WorkbenchError, match="is a file, not the cache") as e:
+        make_folder(_a_file(tmp_path), "the cache", fix="set WORKBENCH_CACHE")
+    assert e.value.fix == "set WORKBENCH_CACHE"
+
+
+def test_every_writer_checks_its_folder_before_working(tmp_path, monkeypatch):
+    import altair as alt
+
+    import workbench as wb
+
+    folder = _read_only_folder(tmp_path, monkeypatch)
+    with pytest.raises(WorkbenchError, match="cannot write into the chart's folder"):
+        wb.viz.save(alt.Chart().mark_point(), folder / "chart.json")
+    with pytest.raises(WorkbenchError, match="cannot write into the batch folder"):
+        wb.run_batch(Path(__file__).parents[2] / "notebooks/05_batch.ipynb", [{}], folder)
+
+
+def _a_file(tmp_path):
+    path = tmp_path / "a-file"
+    path.write_text("not a folder")
+    return path

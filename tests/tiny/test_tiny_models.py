@@ -141,7 +141,7 @@ def test_presets_name_their_tasks_and_refuse_bad_recipes() -> None:
     with pytest.raises(WorkbenchError, match="not a tiny-model family"):
         tr.TrainConfig(arch="gpt2")
     for key in ("steps", "batch_size", "threads"):  # 0 steps: an untrained checkpoint
-        with pytest.raises(WorkbenchError, match=f"{key}=0: a training run needs"):
+        with pytest.raises(WorkbenchError, match=f"{key} must be at least 1, got 0"):
             tr.TrainConfig(**{key: 0})
 
 
@@ -338,6 +338,15 @@ def test_train_smoke_is_atomic_and_reproducible(tmp_path) -> None:
     assert json.loads((tmp_path / "a" / "card.json").read_text())["eval_sample"] == small
     assert cards[0]["accuracy"] == cards[1]["accuracy"]
     assert cards[0]["final_loss"] == cards[1]["final_loss"]
+    # the card names the workbench source that trained it
+    from workbench.provenance import provenance
+
+    source = provenance()
+    assert cards[0]["versions"]["commit"] == source["commit"]
+    assert cards[0]["versions"]["workbench"] == source["workbench"]
+    readme = (tmp_path / "a" / "README.md").read_text()
+    assert f"workbench {source['workbench']}" in readme
+    assert source["commit"] is None or source["commit"][:12] in readme
     assert cards[0]["train_config"]["threads"] == cfg.threads
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
     with pytest.raises(WorkbenchError, match="already exists and overwrite=False"):

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from .._compat import without_load_path
-from .._io import atomic_dir, atomic_write_json
+from .._io import atomic_dir, atomic_write_json, make_folder
 from ..errors import WorkbenchError
 
 __all__ = [
@@ -140,18 +140,12 @@ def convert_smollm(dest: Path, gguf: Path) -> None:
 
 def _cache_folder(folder: Path) -> None:
     """Create the cache folder the conversion writes into, or say why it cannot be."""
-    fix = (
+    make_folder(
+        folder,
+        "the model cache folder",
         "set WORKBENCH_CACHE to a folder you can write to (default ~/.cache/workbench), "
-        "or remove the file in the way"
+        "or remove the file in the way",
     )
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise WorkbenchError(
-            f"cannot create the model cache folder {folder}: {e.strerror or e}", fix
-        ) from None
-    if not os.access(folder, os.W_OK):
-        raise WorkbenchError(f"the model cache folder {folder} is not writable", fix)
 
 
 def ensure_smollm(rebuild: bool = False) -> Path:

@@ -43,6 +43,8 @@ def build_card(
     import tokenizers
     import transformers
 
+    from workbench.provenance import provenance
+
     c = train_config
     tasks = list(c.get("tasks", ("countdown", "arithmetic")))
     flat = sorted(
@@ -77,13 +79,25 @@ def build_card(
         ),
         "most_local_heads": [[layer, h, round(s, 2)] for s, layer, h in flat[:4]],
         "most_global_heads": [[layer, h, round(s, 2)] for s, layer, h in flat[::-1][:4]],
+        # The workbench commit that trained it, beside the libraries: the recipe lives in
+        # the code, so a card without it cannot be reproduced.
         "versions": {
+            **provenance(),
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "tokenizers": tokenizers.__version__,
             "python": platform.python_version(),
         },
     }
+
+
+def _source(versions: dict[str, Any]) -> str:
+    """``, workbench 0.x at commit ...`` for cards that record it (cards before it did not)."""
+    if "workbench" not in versions:
+        return ""
+    commit = versions.get("commit")
+    at = f" at commit {commit[:12]}{' (with local changes)' * bool(versions.get('dirty'))}"
+    return f", workbench {versions['workbench']}{at if commit else ''}"
 
 
 def render_card(card: dict[str, Any], completions: dict[str, Any] | None = None) -> str:
@@ -150,7 +164,7 @@ completion tokens only): {c["steps"]} AdamW steps, batch {c["batch_size"]}, peak
 {mix}, problem pool {c["pool"]}, seed {c["seed"]}, CPU threads: {c["threads"]}.
 Wall time: **{card["train_wall_time_s"] / 60:.1f} min** on 2 CPU cores shared with other jobs (final loss
 {card["final_loss"]}). torch {card["versions"]["torch"]}, transformers
-{card["versions"]["transformers"]}.
+{card["versions"]["transformers"]}{_source(card["versions"])}.
 
 ## Held-out accuracy (greedy, test split, never seen in training)
 | task | fixed sample ({card["eval_sample"][tasks[0]]} problems, seed {card["eval_sample"]["seed"]}) | larger sample ({card["eval_sample_large"][tasks[0]]} problems, seed {card["eval_sample_large"]["seed"]}) | mean completion tokens |

@@ -25,7 +25,6 @@ same weights on the same machine; other BLAS builds may differ in the last bits.
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -44,6 +43,7 @@ from transformers import (
     Qwen3ForCausalLM,
 )
 
+from workbench import _validate
 from workbench._io import (
     atomic_dir,
     atomic_write_json,
@@ -166,14 +166,12 @@ class TrainConfig:
                 f"Use names from {sorted(TASKS)}.",
             )
         for key in ("steps", "batch_size", "threads"):
-            value = getattr(self, key)
             # 0 steps would write an untrained checkpoint; 0 threads or batch rows fail
             # deep inside torch.
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise WorkbenchError(
-                    f"{key}={value!r}: a training run needs a whole number of at least 1.",
-                    f"Pass e.g. {key}={getattr(TrainConfig, key)}.",
-                )
+            value = _validate.integer(
+                key, getattr(self, key), minimum=1, example=getattr(TrainConfig, key)
+            )
+            object.__setattr__(self, key, value)
         self.sliding_layers = tuple(self.sliding_layers)
         if self.arch not in ("llama", "qwen3"):
             raise WorkbenchError(
@@ -390,12 +388,11 @@ def _check_out(out: Path, overwrite: bool) -> None:
             f"the checkpoint folder {out} already exists and overwrite=False.",
             "Pass another out= folder, or overwrite=True to replace it when the run ends.",
         )
-    make_folder(out.parent, "the folder that holds the checkpoint")
-    if not os.access(out.parent, os.W_OK):
-        raise WorkbenchError(
-            f"cannot write the checkpoint into {out.parent}: the folder is not writable.",
-            "Pass an out= folder in a place you can write to.",
-        )
+    make_folder(
+        out.parent,
+        "the folder that holds the checkpoint",
+        "pass an out= folder in a place you can write to",
+    )
 
 
 def _fit(

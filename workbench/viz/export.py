@@ -75,12 +75,7 @@ def save(
         from .. import _validate
 
         _validate.number("scale", scale, low=0, high=16, low_open=True, example=2)
-    make_folder(path.parent, "the chart's folder")
-    if not os.access(path.parent, os.W_OK):
-        raise WorkbenchError(
-            f"cannot save {path.name}: the folder {path.parent} is not writable",
-            "save into a folder you can write to",
-        )
+    make_folder(path.parent, "the chart's folder", "save into a folder you can write to")
     if fmt == "html":
         atomic_write_text(path, to_html(chart))
     elif fmt == "json":
