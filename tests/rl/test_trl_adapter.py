@@ -353,6 +353,33 @@ def test_logged_gamma_statistics_pool_the_micro_batches(tmp_path, tiny, fused):
     assert logged["credit/amplified_frac"] == pytest.approx(float((g > 1).float().mean()))
 
 
+def test_gamma_statistics_leave_out_tool_results(tmp_path, tiny):
+    """Tokens a tool inserted into a completion (TRL's ``tool_mask`` 0) are outside TRL's
+    loss; the logged credit statistics leave them out too."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from workbench.attention import CreditParams
+    from workbench.models import model_path
+
+    folder = model_path("tiny-reasoner")
+    tok = AutoTokenizer.from_pretrained(folder)
+    policy = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
+    trainer = _trainer(tmp_path, policy, tok, CreditParams(strategy="coupled"))
+    trainer.fused_credit = False
+    inputs = _fixed_batch(tok, *_tiny_rows(tok, [36, 34, 30, 36]))
+    inputs["tool_mask"] = torch.ones_like(inputs["completion_mask"])
+    inputs["tool_mask"][:, 10:20] = 0  # a tool's answer in the middle of each completion
+    inputs = trainer.after_scoring(inputs)
+    model_tokens = (inputs["completion_mask"] * inputs["tool_mask"]).bool()
+    g = trainer.last_rollouts["gamma"][model_tokens]
+    everything = trainer.last_rollouts["gamma"][inputs["completion_mask"].bool()]
+    assert abs(float(g.mean() - everything.mean())) > 1e-4, "the test needs the tool tokens"
+    trainer.log({})
+    logged = trainer.state.log_history[-1]
+    assert logged["credit/gamma_mean"] == pytest.approx(float(g.double().mean()), rel=1e-6)
+    assert logged["credit/amplified_frac"] == pytest.approx(float((g > 1).float().mean()))
+
+
 def test_fused_credit_trains_with_continuous_batching(tmp_path, tiny):
     """TRL samples inside the training step; with ``use_transformers_continuous_batching``
     transformers refuses any attention but its own, so the fused step routes the attention

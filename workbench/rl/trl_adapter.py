@@ -211,7 +211,10 @@ class RhythmGRPOTrainer(_GRPOTrainer):
         if advantages.dim() == 1:
             advantages = advantages[:, None]
         inputs["advantages"] = advantages * gamma
-        g = gamma[inputs["completion_mask"].bool()]
+        # TRL's loss mask: tool results inserted into a completion (``tool_mask`` 0) get no
+        # gradient, so their gammas are not counted either.
+        mask = inputs["completion_mask"] * inputs.get("tool_mask", 1)
+        g = gamma[mask.bool()]
         totals = torch.stack([g.sum(), (g > 1).float().sum(), torch.tensor(float(g.numel()))])
         totals = self.accelerator.reduce(totals.to(self.accelerator.device), reduction="sum")
         # Pooled until the next log (`log`): TRL averages its metrics per call, and the
