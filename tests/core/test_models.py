@@ -103,6 +103,45 @@ class TestFolders:
         with pytest.raises(WorkbenchError, match="is a file, not a checkpoint folder"):
             wb.load_model(f)
 
+    def test_an_encoder_loaded_as_a_causal_lm_is_refused(self, tmp_path):
+        """A BERT checkpoint loads as ``BertLMHeadModel`` without ``is_decoder`` (transformers
+        only warns): its attention reads future tokens. It loaded, generated and was
+        analysed as if causal; now the load-time probe names it."""
+        from transformers import BertConfig, BertForMaskedLM
+
+        from workbench.tiny.tokenizer import build_tokenizer
+
+        tok = build_tokenizer()
+        config = BertConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=64,
+        )
+        torch.manual_seed(0)
+        BertForMaskedLM(config).save_pretrained(tmp_path)
+        tok.save_pretrained(tmp_path)
+        with pytest.raises(WorkbenchError, match="not a causal language model") as e:
+            wb.load_model(tmp_path, device="cpu")
+        assert "decoder-only" in e.value.fix
+
+    def test_a_checkpoint_that_needs_custom_code_says_so(self, tmp_path):
+        """The fix named the custom code the workbench never runs (it said to check that
+        the folder holds config.json, *.safetensors and tokenizer files, which it did)."""
+        folder = tmp_path / "custom"
+        shutil.copytree(model_path("tiny-reasoner"), folder)
+        config = json.loads((folder / "config.json").read_text())
+        config.update(
+            model_type="my-own-llm",
+            architectures=["MyOwnLLM"],
+            auto_map={"AutoModelForCausalLM": "modeling_my.MyOwnLLM"},
+        )
+        (folder / "config.json").write_text(json.dumps(config))
+        with pytest.raises(WorkbenchError, match=r"custom code \(auto_map\)") as e:
+            wb.load_model(folder, device="cpu")
+        assert "architecture transformers ships" in e.value.fix
+
     @pytest.mark.slow
     def test_local_folder_loads_like_the_embedded_model(self, smol):
         folder = model_path("smollm2-135m")

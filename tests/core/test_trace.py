@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
 
@@ -50,6 +53,99 @@ class TestTraceObject:
             wb.Trace.load(tmp_path / "bad.json")
         with pytest.raises(WorkbenchError, match="not a saved trace"):
             wb.Trace.from_dict({"ids": [1]})
+
+    @pytest.mark.parametrize(
+        "field, value",
+        [
+            ("prompt_len", 2.7),  # was truncated to 2
+            ("prompt_len", True),  # was read as 1
+            ("ids", [5.5, 6.0, 7.0, 8.0]),  # was truncated to [5, 6, 7, 8]
+            ("ids", [True, 6, 7, 8]),
+            ("tokens", "abcd"),  # was split into characters
+            ("text", None),  # loaded, then failed in repr
+            ("meta", "abc"),
+        ],
+    )
+    def test_a_field_of_the_wrong_type_is_refused_not_converted(self, tmp_path, field, value):
+        """A damaged or hand-edited file is refused, never read as another trace."""
+        good = wb.Trace(ids=torch.tensor([5, 6, 7, 8]), tokens=list("abcd"), prompt_len=2, text="")
+        path = tmp_path / "t.json"
+        path.write_text(json.dumps({**good.to_dict(), field: value}))
+        with pytest.raises(WorkbenchError, match=rf"malformed field\(s\) \['{field}'\]"):
+            wb.Trace.load(path)
+
+    def test_an_id_too_large_for_int64_is_a_clear_error(self):
+        d = {"ids": [2**70, 1], "tokens": ["a", "b"], "prompt_len": 1}
+        with pytest.raises(WorkbenchError, match="not a saved trace"):
+            wb.Trace.from_dict(d)
+
+    @pytest.mark.parametrize("n", [np.int64(2), torch.tensor(2)], ids=["numpy", "torch"])
+    def test_an_integer_scalar_is_a_prompt_len(self, tmp_path, n):
+        """A NumPy or torch integer is stored as an int (it was refused as 'outside 1..4')."""
+        t = wb.Trace(ids=torch.tensor([5, 6, 7, 8]), tokens=list("abcd"), prompt_len=n, text="")
+        assert type(t.prompt_len) is int and t.prompt_len == 2
+        assert wb.Trace.load(t.save(tmp_path / "t.json")).prompt_len == 2
+
+    def test_bool_ids_and_non_text_fields_are_refused(self):
+        with pytest.raises(WorkbenchError, match=r"torch\.bool"):
+            wb.Trace(ids=torch.ones(2, dtype=torch.bool), tokens=["a", "b"], prompt_len=1, text="")
+        with pytest.raises(WorkbenchError, match=r"Trace\.text must be a string"):
+            wb.Trace(ids=torch.tensor([1, 2]), tokens=["a", "b"], prompt_len=1, text=None)
+
+    def test_saving_where_it_cannot_is_a_clear_error_and_writes_nothing(self, tmp_path):
+        t = wb.Trace(ids=torch.tensor([5, 6]), tokens=["a", "b"], prompt_len=1, text="b")
+        with pytest.raises(WorkbenchError, match="it is a folder"):
+            t.save(tmp_path)
+        (tmp_path / "a-file").write_text("x")
+        with pytest.raises(WorkbenchError, match="cannot save the trace to"):
+            t.save(tmp_path / "a-file" / "t.json")
+        odd = wb.Trace(
+            ids=torch.tensor([5, 6]), tokens=["a", "b"], prompt_len=1, text="b",
+            meta={"loss": torch.tensor(0.5)},
+        )  # fmt: skip
+        with pytest.raises(WorkbenchError, match="meta holds a value JSON cannot store"):
+            odd.save(tmp_path / "odd.json")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+class TestGenerateArguments:
+    """On the tiny reasoner (fast): arguments are normalised and checked before sampling."""
+
+    def test_numpy_integer_settings_give_a_trace_that_saves(self, tiny, tmp_path):
+        """`meta` records plain ints, so the trace saves (it held NumPy ints, and save failed
+        with 'Object of type int64 is not JSON serializable')."""
+        t = wb.generate(tiny, "12+7=", max_new_tokens=np.int64(4), seed=np.int64(3))
+        assert type(t.meta["seed"]) is int and type(t.meta["max_new_tokens"]) is int
+        back = wb.Trace.load(t.save(tmp_path / "t.json"))
+        assert torch.equal(back.ids, t.ids) and back.meta == t.meta
+        same = wb.generate(tiny, "12+7=", max_new_tokens=4, seed=3)
+        assert torch.equal(same.ids, t.ids)
+
+    @pytest.mark.parametrize("temperature", [1e-45, 1e-300])
+    def test_a_temperature_that_overflows_the_logits_is_a_clear_error(self, tiny, temperature):
+        # It failed inside torch: "probability tensor contains either inf, nan or element < 0".
+        with pytest.raises(WorkbenchError, match="temperature=0 for greedy"):
+            wb.generate(tiny, "12+7=", max_new_tokens=4, temperature=temperature)
+
+    @pytest.mark.parametrize(
+        "prompts, settings, words",
+        [
+            ([[1, 10**6]], {}, "outside the model's vocabulary"),  # was IndexError
+            ([[]], {}, "prompt 0 is empty"),  # was "cannot reshape tensor of 0 elements"
+            ([[1, 5]], {"max_new_tokens": -1}, "max_new_tokens must be at least 1"),
+            ([[1, 5]], {"temperature": 0}, "temperature must be in"),  # transformers' error
+            ([[1, 5]], {"batch_limit": 0}, "batch_limit must be at least 1"),  # range() error
+            ([[1, 5]], {"temperature": 1e-45}, "greedy=True"),  # NaN probabilities in torch
+        ],
+    )
+    @pytest.mark.parametrize("decoder", ["lean", "hf"])
+    def test_bad_sample_completions_arguments_are_named(
+        self, tiny, prompts, settings, words, decoder
+    ):
+        from workbench.trace import sample_completions
+
+        with pytest.raises(WorkbenchError, match=words):
+            sample_completions(tiny, prompts, decoder=decoder, **{"max_new_tokens": 3, **settings})
 
 
 @pytest.mark.slow

@@ -244,12 +244,36 @@ def _load_hf(source: str | Path, device: str, *, local: bool, fix: str | None = 
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, **kwargs)
     except Exception as e:  # safetensors, JSON and config errors all mean "unreadable"
         first = (str(e).splitlines() or [type(e).__name__])[0]
+        if local and _custom_code(source):
+            raise WorkbenchError(
+                f"could not load a model from {source}: its config.json names custom code "
+                "(auto_map) for an architecture transformers does not ship, and the workbench "
+                f"never runs code from a checkpoint ({type(e).__name__}: {first})",
+                "use a checkpoint of an architecture transformers ships (see the README's "
+                "'Architectures'), or one converted to such an architecture",
+            ) from e
         raise WorkbenchError(
             f"could not load a model from {source}: {type(e).__name__}: {first}",
             fix or "check that the folder holds config.json, *.safetensors and tokenizer files",
         ) from e
     _check_loaded(hf_model, tokenizer, info, source)
     return hf_model.to(device).eval(), tokenizer
+
+
+def _custom_code(folder: str | Path) -> bool:
+    """Whether a checkpoint folder's config.json names remote code (``auto_map``) for a
+    model type transformers does not ship (so only that code could load it)."""
+    import json
+
+    from transformers import CONFIG_MAPPING
+
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(config, dict) or not config.get("auto_map"):
+        return False
+    return config.get("model_type") not in CONFIG_MAPPING
 
 
 def _check_loaded(hf_model: Any, tokenizer: Any, info: dict[str, Any], source: Any) -> None:

@@ -112,12 +112,17 @@ def _check_bridge(bridge: Any, hf_model: Any, arch: str) -> None:
     try:
         with torch.no_grad():
             want = hf_model(ids, use_cache=False).logits
+            # The probe with its last token changed: a causal model's earlier logits stay.
+            changed = ids.clone()
+            changed[0, -1] = (changed[0, -1] + 1) % vocab
+            later = hf_model(changed, use_cache=False).logits
             try:
                 got = bridge(ids, return_type="logits")
             except Exception as e:
                 raise _unsupported(f"fails in a forward pass of {arch}", e, dtype) from e
     finally:
         hf_model.train(was_training)
+    _check_causal(want, later, arch)
     if dtype != torch.float32:
         # Half-precision rounding and a mis-wired adapter overlap here: bridge against eager
         # attention in bfloat16 measured up to 1.2% of the logits' scale on GLM-4 (0 on most
@@ -129,6 +134,36 @@ def _check_bridge(bridge: Any, hf_model: Any, arch: str) -> None:
         raise _unsupported(
             f"computes other logits than {arch}",
             ValueError(f"largest difference {error:.3g}, logits up to {scale:.3g}"),
+        )
+
+
+#: `_check_causal`'s tolerance: how much the probe's earlier logits may move, relative to
+#: how much its last logits moved, when only its last token changes. Causal models measured
+#: 0 exactly (same shapes, same kernels); a random BERT loaded as a causal LM, 2.7e-3.
+_CAUSAL_RTOL = 1e-4
+
+
+def _check_causal(want: Any, later: Any, arch: str) -> None:
+    """Refuse a model whose earlier logits depend on a later token (bidirectional).
+
+    `AutoModelForCausalLM` loads an encoder checkpoint (BERT, RoBERTa, ...) as its
+    ``*ForCausalLM`` class without ``is_decoder``, with a warning only: attention then
+    reads future tokens, generation samples nonsense, and every attention metric of the
+    workbench (which assume a causal mask) would be computed on the wrong patterns.
+    `want` and `later` are the probe's logits and those of the probe with its last token
+    changed.
+    """
+    moved = float((want[0, -1].float() - later[0, -1].float()).abs().max())
+    leak = float((want[0, :-1].float() - later[0, :-1].float()).abs().max())
+    scale = float(want.float().abs().max())
+    if leak > _CAUSAL_RTOL * moved and leak > 1e-6 * max(1.0, scale):
+        raise WorkbenchError(
+            f"{arch} is not a causal language model: its logits at earlier positions "
+            f"change (by up to {leak:.3g}) when only a later token changes, so its "
+            "attention reads future tokens (an encoder such as BERT loaded as a causal LM), "
+            "and neither generation nor any attention metric of the workbench is valid on it",
+            "load a decoder-only causal language model (Llama, Qwen, Mistral, GPT-2, ...; "
+            "see the README's 'Architectures')",
         )
 
 

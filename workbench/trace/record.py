@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from operator import index
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, no_type_check
 
@@ -21,6 +22,15 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 __all__ = ["Trace"]
+
+
+def _is_int(value: Any) -> bool:
+    """Whether a JSON value is an integer (``true`` and ``3.0`` are not)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int_list(value: Any) -> bool:
+    return isinstance(value, list) and all(_is_int(v) for v in value)
 
 
 # Validated in __post_init__ with messages that name the fix, so the runtime type checker
@@ -55,6 +65,11 @@ class Trace:
                 "pass torch.tensor(ids, dtype=torch.long), or build traces with wb.generate "
                 "or wb.Trace.from_text",
             )
+        if self.ids.dtype == torch.bool:
+            raise WorkbenchError(
+                "Trace.ids must be integer token ids, got a torch.bool tensor",
+                "pass torch.tensor(ids, dtype=torch.long)",
+            )
         if self.ids.ndim != 1:
             raise WorkbenchError(
                 f"Trace.ids must be 1-D [pos], got shape {tuple(self.ids.shape)}",
@@ -70,15 +85,27 @@ class Trace:
                 f"Trace.ids holds a negative token id ({int(self.ids.min())})",
                 "token ids are indices into the vocabulary, >= 0",
             )
-        if (
-            isinstance(self.prompt_len, bool)
-            or not isinstance(self.prompt_len, int)
-            or not 0 < self.prompt_len <= len(self.ids)
-        ):
+        try:  # NumPy and torch integer scalars are integers too (stored as an int)
+            prompt_len = None if isinstance(self.prompt_len, bool) else index(self.prompt_len)
+        except TypeError:
+            prompt_len = None
+        if prompt_len is None:
             raise WorkbenchError(
-                f"Trace.prompt_len={self.prompt_len} is outside 1..{len(self.ids)}",
+                f"Trace.prompt_len must be an integer, got {self.prompt_len!r}",
+                "pass the number of prompt tokens, e.g. prompt_len=len(prompt_ids)",
+            )
+        object.__setattr__(self, "prompt_len", prompt_len)
+        if not 0 < prompt_len <= len(self.ids):
+            raise WorkbenchError(
+                f"Trace.prompt_len={prompt_len} is outside 1..{len(self.ids)}",
                 "the prompt must hold at least one token and end inside the sequence",
             )
+        for name in ("text", "prompt"):
+            if not isinstance(getattr(self, name), str):
+                raise WorkbenchError(
+                    f"Trace.{name} must be a string, got {type(getattr(self, name)).__name__}",
+                    f"pass the {name} as text ('' when there is none)",
+                )
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -122,25 +149,69 @@ class Trace:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Trace:
-        """Rebuild a trace from `to_dict` output."""
-        try:
-            return cls(
-                ids=torch.tensor(d["ids"], dtype=torch.long),
-                tokens=list(d["tokens"]),
-                prompt_len=int(d["prompt_len"]),
-                text=d.get("text", ""),
-                prompt=d.get("prompt", ""),
-                meta=dict(d.get("meta", {})),
-            )
-        except (KeyError, TypeError) as e:
-            raise WorkbenchError(
-                f"not a saved trace: missing or malformed field {e}",
-                "pass a dict written by Trace.to_dict (or a file written by Trace.save)",
-            ) from e
+        """Rebuild a trace from `to_dict` output.
+
+        Every field must have the type `to_dict` writes (ids a list of integers, tokens a
+        list of strings, prompt_len an integer, text and prompt strings, meta a dict), so
+        a damaged or hand-edited file is refused instead of being read as another trace
+        (``3.7`` truncated to 3, ``true`` read as 1).
+        """
+        fix = "pass a dict written by Trace.to_dict (or a file written by Trace.save)"
+        if not isinstance(d, dict):
+            raise WorkbenchError(f"not a saved trace: expected a dict, got {type(d).__name__}", fix)
+        missing = [k for k in ("ids", "tokens", "prompt_len") if k not in d]
+        if missing:
+            raise WorkbenchError(f"not a saved trace: missing field(s) {missing}", fix)
+        fields = {"text": "", "prompt": "", "meta": {}, **d}
+        tokens = fields["tokens"]
+        checks = {
+            "ids": _int_list(fields["ids"]),
+            "tokens": isinstance(tokens, list) and all(isinstance(t, str) for t in tokens),
+            "prompt_len": _is_int(fields["prompt_len"]),
+            "text": isinstance(fields["text"], str),
+            "prompt": isinstance(fields["prompt"], str),
+            "meta": isinstance(fields["meta"], dict),
+        }
+        wrong = [name for name, ok in checks.items() if not ok]
+        if wrong:
+            raise WorkbenchError(f"not a saved trace: malformed field(s) {wrong}", fix)
+        if any(not 0 <= i < 2**63 for i in fields["ids"]):
+            raise WorkbenchError("not a saved trace: a token id is outside 0..2**63-1", fix)
+        return cls(
+            ids=torch.tensor(fields["ids"], dtype=torch.long),
+            tokens=list(fields["tokens"]),
+            prompt_len=fields["prompt_len"],
+            text=fields["text"],
+            prompt=fields["prompt"],
+            meta=dict(fields["meta"]),
+        )
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the trace as JSON, atomically (``~`` is the home folder)."""
-        return atomic_write_json(Path(path).expanduser(), self.to_dict())
+        """Write the trace as JSON, atomically (``~`` is the home folder).
+
+        Raises:
+            WorkbenchError: `meta` holds a value JSON cannot store, or `path` cannot be
+                written (a folder, under a file, or not writable); nothing is written.
+        """
+        target = Path(path).expanduser()
+        if target.is_dir():
+            raise WorkbenchError(
+                f"cannot save the trace to {target}: it is a folder",
+                f"pass a file path, e.g. {target / 'trace.json'}",
+            )
+        try:
+            return atomic_write_json(target, self.to_dict())
+        except (TypeError, ValueError) as e:  # json.dumps, before anything is written
+            raise WorkbenchError(
+                f"cannot save the trace: its meta holds a value JSON cannot store ({e})",
+                "keep plain numbers, strings, lists and dicts in Trace.meta (e.g. int(seed) "
+                "or tensor.tolist())",
+            ) from None
+        except OSError as e:
+            raise WorkbenchError(
+                f"cannot save the trace to {target}: {e.strerror or e}",
+                "pass a file path in a folder you can write to",
+            ) from None
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Trace:

@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 
 __all__ = ["check_not_degenerate", "degeneracy", "generate", "sample_completions"]
 
+#: The smallest positive temperature `generate` samples with: logits divided by a smaller
+#: one can exceed float32's range (3.4e38; a logit of 14 at temperature 1e-45 does), and
+#: sampling then failed inside torch on a NaN probability. Long before that, sampling is
+#: the argmax, which temperature 0 gives.
+MIN_TEMPERATURE = 1e-30
+
 
 @torch.no_grad()
 def sample_completions(
@@ -75,7 +81,18 @@ def sample_completions(
     """
     if decoder not in ("auto", "lean", "hf"):
         raise WorkbenchError(f"decoder={decoder!r}", 'use decoder="auto", "lean" or "hf"')
+    num_generations = _validate.integer("num_generations", num_generations, minimum=1, example=8)
+    max_new_tokens = _validate.integer("max_new_tokens", max_new_tokens, minimum=1, example=96)
+    batch_limit = _validate.integer("batch_limit", batch_limit, minimum=1, example=64)
+    if not greedy:
+        temperature = _validate.number(
+            "temperature", temperature, low=0, low_open=True, example=1.0
+        )
+        _check_temperature(temperature, "pass greedy=True for greedy decoding")
+        top_p = _validate.number("top_p", top_p, low=0, high=1, low_open=True, example=0.95)
+    prompt_ids = list(prompt_ids)  # checked, then read again: a generator would be spent
     hf = sampler(model)
+    _check_prompt_ids(prompt_ids, hf.get_input_embeddings().num_embeddings)
     tokenizer = tokenizer if tokenizer is not None else model_tokenizer(model)
     device = next(hf.parameters()).device
     eos = eos_token_ids(tokenizer, hf)
@@ -124,6 +141,43 @@ def sample_completions(
     finally:
         hf.train(was_training)
     return out
+
+
+def _check_temperature(temperature: float, greedy: str) -> None:
+    """Refuse a positive temperature below `MIN_TEMPERATURE` (`greedy`: how to ask for the
+    argmax, which is what such a temperature means)."""
+    if 0 < temperature < MIN_TEMPERATURE:
+        raise WorkbenchError(
+            f"temperature={temperature!r} is too close to 0 to sample with: the logits divided by "
+            "it can overflow float32 (sampling then fails on NaN probabilities)",
+            f"{greedy} (what such a temperature means), or a temperature of at least "
+            f"{MIN_TEMPERATURE}",
+        )
+
+
+def _check_prompt_ids(prompt_ids: Any, n_vocab: int) -> None:
+    """Refuse prompts that are not non-empty lists of token ids of the model's vocabulary
+    (they failed deep inside torch: "index out of range in self", "cannot reshape")."""
+    fix = (
+        "pass one list of token ids per prompt, from this model's tokenizer, e.g. "
+        "[encode_prompt(model, text) for text in prompts]"
+    )
+    for i, p in enumerate(prompt_ids):
+        try:
+            ids = [_validate.integer("a token id", t) for t in p]
+        except (TypeError, WorkbenchError):
+            raise WorkbenchError(
+                f"prompt {i} is not a sequence of integer token ids", fix
+            ) from None
+        if not ids:
+            raise WorkbenchError(f"prompt {i} is empty: there is nothing to continue", fix)
+        bad = next((t for t in ids if not 0 <= t < n_vocab), None)
+        if bad is not None:
+            raise WorkbenchError(
+                f"prompt {i} holds token id {bad}, outside the model's vocabulary "
+                f"(0..{n_vocab - 1})",
+                fix,
+            )
 
 
 def _sample_lean(
@@ -189,10 +243,13 @@ def generate(
     Returns:
         A `Trace` with ``prompt_len`` at the first generated token.
     """
-    _validate.integer("max_new_tokens", max_new_tokens, minimum=1, example=128)
-    _validate.number("temperature", temperature, low=0, example=0.7)
-    _validate.number("top_p", top_p, low=0, high=1, low_open=True, example=0.95)
-    _validate.seed("seed", seed)
+    # The normalised values (a NumPy or torch integer seed becomes an int) are what samples
+    # and what `meta` records, so the trace saves as JSON.
+    max_new_tokens = _validate.integer("max_new_tokens", max_new_tokens, minimum=1, example=128)
+    temperature = _validate.number("temperature", temperature, low=0, example=0.7)
+    top_p = _validate.number("top_p", top_p, low=0, high=1, low_open=True, example=0.95)
+    seed = _validate.seed("seed", seed)
+    _check_temperature(temperature, "pass temperature=0 for greedy decoding")
     if not isinstance(prompt, str) or not prompt.strip():
         raise WorkbenchError(
             f"the prompt is empty or not text ({type(prompt).__name__})",
