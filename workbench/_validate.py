@@ -8,6 +8,7 @@ expected (``True`` is an ``int`` in Python, and ``window=True`` is always a mist
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 from typing import Any
 
@@ -72,7 +73,8 @@ def number(
         WorkbenchError: not a real number, NaN or infinite, or out of range.
     """
     fix = f"pass e.g. {name}={example!r}" if example is not None else f"pass a number {name}"
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    # numbers.Real: NumPy scalars too (np.float32 is no float), as values often come
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise WorkbenchError(f"{name} must be a finite number, got {value!r}", fix)
     below = value <= low if low_open else value < low
     above = value >= high if high_open else value > high

@@ -32,6 +32,8 @@ def test_peak_detector_rules():
     assert PeakDetector(min_z=1.0)(x) == [5]
     with pytest.raises(wb.WorkbenchError, match="radius"):
         PeakDetector(radius=0)
+    # an integer read off an array is an integer (it was refused as "must be an integer")
+    assert PeakDetector(radius=np.int64(2)) == PeakDetector(radius=2)
 
 
 def fake(waad, fai, entropy, receiver_fai) -> Curves:

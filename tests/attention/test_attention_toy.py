@@ -342,3 +342,28 @@ def test_the_fast_median_is_numpys(values):
     want = float(np.median(x)) if len(x) else float("nan")
     got = _median(x)
     assert (math.isnan(got) and math.isnan(want)) or got == want
+
+
+def test_a_response_without_any_fai_because_of_fai_min_rows_is_told():
+    """``fai_min_rows`` (default 10) left a short response, or every response under a
+    narrow horizon, without FAI: no anchors, and the global-anchor and coupled credit
+    amplified nothing, without a word. Now a warning names the setting and the fix."""
+    import warnings
+
+    from workbench.attention.metrics import FaiRowsWarning
+
+    short = toy_analysis(2, n=9, pl=3)  # 6 response tokens, fai_min_rows=1: ranked
+    assert short.anchors
+    with pytest.warns(
+        FaiRowsWarning, match=r"fai_min_rows=10 .*RhythmParams\(fai_min_rows=1\)"
+    ) as w:
+        b = short.with_params(fai_min_rows=10)
+    assert w[0].filename == __file__, "the warning names the user's line, not the workbench's"
+    assert torch.isnan(b.fai).all() and b.anchors == [] and (b.gamma("global") == 1).all()
+    long = toy_analysis(2, n=40, pl=3)
+    with pytest.warns(FaiRowsWarning, match=r"fai_horizon=\(3, 7\)"):
+        long.with_params(fai_min_rows=10, fai_horizon=(3, 7))  # at most 5 rows per horizon
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        long.with_params(fai_min_rows=10)  # only the last tokens lose their FAI
+        short.with_params(fai_horizon=(20, None))  # the paper's empty T(s): NaN by definition

@@ -129,7 +129,7 @@ def test_a_fixed_classification_is_kept_whole_and_head_quantiles_cannot_silently
     assert b.classes is fixed
     # quantiles only choose per-sequence classes: changing them while a fixed classification
     # is kept would change nothing, so it is refused with the two ways out
-    with pytest.raises(wb.WorkbenchError, match="fixed head classification") as e:
+    with pytest.raises(wb.WorkbenchError, match="the fixed head classification") as e:
         b.with_params(head_quantiles=(0.5, 0.5))
     assert "classes=None" in e.value.fix
     per_seq = b.with_params(head_quantiles=(0.5, 0.5), classes=None)
@@ -137,6 +137,12 @@ def test_a_fixed_classification_is_kept_whole_and_head_quantiles_cannot_silently
     refixed = b.with_params(classes=wb.HeadClasses.from_span(span, (0.5, 0.5)))
     assert len(refixed.local_heads) == 5
     assert b.with_params(window=4).classes is fixed, "other changes keep the classes"
+    # the params record the quantiles the fixed classes were computed with (they claimed
+    # the defaults), and other quantiles given with new fixed classes are refused
+    other = wb.HeadClasses.from_span(span, (0.2, 0.2))
+    assert a.with_params(classes=other).params.head_quantiles == (0.2, 0.2)
+    with pytest.raises(wb.WorkbenchError, match=r"head_quantiles=\(0.4, 0.4\) cannot apply"):
+        a.with_params(classes=other, head_quantiles=(0.4, 0.4))
 
 
 @pytest.mark.parametrize("classes", ["batch", [(0, 1)], {"local_heads": [(0, 1)]}])
@@ -152,3 +158,26 @@ def test_a_bad_random_seed_is_refused_by_name(seed, match):
     with pytest.raises(wb.WorkbenchError, match=f"seed must .*{match}"):
         a.gamma("random", seed=seed)
     assert torch.equal(a.gamma("random", seed=3), a.gamma("random", seed=3))
+
+
+def test_a_hand_built_head_classification_is_checked():
+    a = toy_analysis(1)
+    span = a.head_span
+    # an empty class made WAAD (or FAI) a mean over no heads: NaN everywhere, no preplan
+    # (or anchor) tokens, without a word
+    for local, glob in [([], [(0, 1)]), ([(0, 1)], [])]:
+        with pytest.raises(wb.WorkbenchError, match="is empty: its WAAD or FAI") as e:
+            wb.HeadClasses(local, glob, span)
+        assert "from_span" in e.value.fix
+    # pairs read back from JSON are lists: a TypeError (unhashable) deep in the analysis
+    listed = wb.HeadClasses([[0, 2], [0, 1]], [[0, np.int64(3)]], span)
+    assert listed.local_heads == [(0, 1), (0, 2)] and listed.global_heads == [(0, 3)]
+    assert a.with_params(classes=listed).local_heads == [(0, 1), (0, 2)]
+    with pytest.raises(wb.WorkbenchError, match="not a list of \\(layer, head\\) pairs"):
+        wb.HeadClasses([(0, 1.5)], [(0, 3)], span)
+    with pytest.raises(wb.WorkbenchError, match="sum to more than 1"):
+        wb.HeadClasses([(0, 1)], [(0, 3)], span, (0.9, 0.9))
+    # a span that is no [layer, head] grid: a ValueError (unpacking) from nonzero()
+    for bad in (torch.ones(6), torch.ones(1, 2, 3)):
+        with pytest.raises(wb.WorkbenchError, match="must be a \\[layer, head\\] grid"):
+            wb.HeadClasses.from_span(bad)

@@ -3,6 +3,7 @@ refused by name, before any forward pass, with the fix."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -43,12 +44,19 @@ def test_fai_cuts_are_non_negative_integer_distances(toy_llama, trace, fai_cuts,
 
 
 def test_fai_cuts_keep_the_horizons_they_name(toy_llama, trace):
-    a = wb.analyze(toy_llama, trace, fai_cuts=[3, 8])
+    # fai_min_rows=1: a horizon of 5 rows holds fewer than the default 10 (FaiRowsWarning)
+    a = wb.analyze(toy_llama, trace, fai_cuts=[3, 8], fai_min_rows=1)
     assert a.with_params(fai_horizon=(3, 7)).params.fai_horizon == (3, 7)
     # Without the column sums (the RL credit's pass), a horizon whose cuts were not kept
     # names the missing cut (the fix said "add it to fai_cuts"; adding H_hi still failed).
     (a,) = wb.analyze_many(
-        toy_llama, [trace], fai_horizon=(3, 7), columns=False, default_cuts=False, progress=False
+        toy_llama,
+        [trace],
+        fai_horizon=(3, 7),
+        fai_min_rows=1,
+        columns=False,
+        default_cuts=False,
+        progress=False,
     )
     with pytest.raises(wb.WorkbenchError, match=r"cut distance 7 \(it kept") as e:
         a.with_params(fai_horizon=(3, 6))
@@ -101,3 +109,43 @@ def test_fixed_classes_and_other_quantiles_or_heads_from_conflict(toy_llama, tra
         wb.analyze_many(toy_llama, [trace], classes=fixed, head_quantiles=(0.2, 0.2))
     with pytest.raises(wb.WorkbenchError, match="heads_from and classes both"):
         wb.analyze_many(toy_llama, [trace], heads_from="batch", classes=fixed)
+
+
+def test_an_analysis_with_fixed_classes_records_their_quantiles(toy_llama, trace):
+    """Its params claimed the default quantiles, which the fixed classes never used."""
+    span = torch.arange(toy_llama.cfg.n_layers * toy_llama.cfg.n_heads, dtype=torch.float64)
+    fixed = wb.HeadClasses.from_span(span.view(toy_llama.cfg.n_layers, -1), (0.2, 0.2))
+    assert wb.analyze(toy_llama, trace, classes=fixed).params.head_quantiles == (0.2, 0.2)
+    (a,) = wb.analyze_many(toy_llama, [trace], heads_from=fixed)
+    assert a.params.head_quantiles == (0.2, 0.2)
+
+
+@pytest.mark.parametrize(
+    "layers, heads",
+    [
+        (np.int64(-1), None),  # one NumPy index was "not a layer selection"
+        (torch.tensor(1), None),  # so was a 0-d tensor
+        (np.array([1, -1]), None),  # NumPy ints were kept: np.int64 in heads and meta
+        (torch.tensor([1]), None),  # "layer(s) [tensor(1)] ... have no softmax attention"
+        ("all", np.array([[1, 0], [1, 2]])),  # "not a (layer, head) pair of ints"
+        ([1], [(np.int64(1), torch.tensor(2)), (1, 0)]),
+    ],
+)
+def test_numpy_and_torch_indices_select_layers_and_heads_as_ints(toy_llama, trace, layers, heads):
+    a = wb.analyze(toy_llama, trace, layers=layers, heads=heads, entropy=False)
+    want = [(1, h) for h in ((0, 2) if heads is not None else range(toy_llama.cfg.n_heads))]
+    assert a.heads == want and a.meta["layers"] == ([0, 1] if isinstance(layers, str) else [1])
+    assert all(type(x) is int for pair in a.heads for x in pair)
+    assert all(type(x) is int for x in a.meta["layers"])
+    # the RL credit's layers take them too
+    (g,) = wb.gamma_many(toy_llama, [trace], layers=layers)
+    assert g.shape == (len(trace),)
+
+
+def test_select_heads_refuses_indices_that_are_not_integers(toy_llama, trace):
+    a = wb.analyze(toy_llama, trace, entropy=False)
+    # (0, 1.7) selected head 1 and (0, True) head 1 without a word
+    for bad in [(0, 1.7), (0, True), ("0", 1)]:
+        with pytest.raises(wb.WorkbenchError, match="not a list of \\(layer, head\\) pairs"):
+            a.select_heads([bad])
+    assert a.select_heads([(np.int64(0), torch.tensor(1))]).heads == [(0, 1)]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from workbench._validate import SEED_MAX, integer, seed
+from workbench._validate import SEED_MAX, integer, number, seed
 from workbench.errors import WorkbenchError
 
 
@@ -42,3 +42,16 @@ def test_a_seed_is_an_integer_torch_can_take():
     assert "2**63 - 1" in info.value.fix
     with pytest.raises(WorkbenchError, match="at least 0"):
         seed("seed", -1)
+
+
+@pytest.mark.parametrize("value", [0.4, np.float32(0.4), np.float64(0.4), np.int64(0)])
+def test_numbers_include_numpy_scalars(value):
+    """A setting read off an array (``np.float32(0.4)``) was "not a finite number"."""
+    got = number("top_q", value, low=0, high=1)
+    assert got == float(value) and type(got) is float
+
+
+@pytest.mark.parametrize("value", [True, np.bool_(True), "0.4", None, float("nan"), np.inf])
+def test_booleans_text_and_non_finite_values_are_not_numbers(value):
+    with pytest.raises(WorkbenchError, match="top_q must be a finite number"):
+        number("top_q", value, example=0.4)

@@ -218,6 +218,10 @@ def test_rhythm_panel_generates_when_no_response_is_pasted(smol):
     assert r.last_error is None, r.last_error
     assert 1 <= r.trace.response_len <= 8 and a.prompt_len == r.trace.prompt_len
     assert r.trace.meta["source"] == "generate" and r.trace.meta["seed"] == 7
+    # 8 tokens hold no FAI at the default fai_min_rows=10: the status line says so, beside
+    # the results (from a callback, a warning would reach only the log console)
+    assert a.anchors == [] and "wb-status-warning" in r.status.value
+    assert "analysed" in r.status.value and "fai_min_rows=10" in r.status.value
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from .analysis import Analysis
 from .credit import STRATEGIES
 from .heads import HeadClasses, classify_heads
 from .layers import middle_layers, resolve_layers
-from .metrics import HeadStats, delta, fai, head_span, receiver_kurtosis, waad
+from .metrics import FaiRowsWarning, HeadStats, delta, fai, head_span, receiver_kurtosis, waad
 from .params import CreditParams, RhythmParams
 from .rhythm import top_q
 from .run import analyze, analyze_many, gamma_many
@@ -21,6 +21,7 @@ __all__ = [
     "STRATEGIES",
     "Analysis",
     "CreditParams",
+    "FaiRowsWarning",
     "HeadClasses",
     "HeadStats",
     "PeakDetector",

@@ -39,6 +39,7 @@ from .. import _validate
 from ..errors import WorkbenchError
 from . import credit as _credit
 from .heads import Head, HeadClasses, classify_heads
+from .layers import head_pairs
 from .metrics import HeadStats, fai_heads, kurtosis, span_heads, waad_heads
 from .metrics import delta as _delta
 from .params import CreditParams, RhythmParams
@@ -119,7 +120,10 @@ class Analysis:
         self.response = range(stats.prompt_len, stats.n_pos)
         self.heads: list[Head] = list(stats.heads)
         self.entropy = entropy
-        self.params = params
+        # Fixed classes carry the quantiles they were computed with; `params` says so
+        # (it claimed the defaults, which were never used).
+        same = classes is None or params.head_quantiles == classes.quantiles
+        self.params = params if same else params.replace(head_quantiles=classes.quantiles)
         self.fixed_classes = classes
         self._compute()
         self._frozen = True
@@ -227,7 +231,8 @@ class Analysis:
         Args:
             params: a whole `RhythmParams` to use (default: the current one).
             classes: a fixed `HeadClasses`, or None for per-sequence classes (default:
-                keep what is in effect).
+                keep what is in effect). Fixed classes keep their own quantiles (the new
+                `params` record them); asking for others with them is refused.
             **changes: `RhythmParams` fields to change, e.g. ``window=5``. See the module
                 docstring for which windows and horizons are kept.
         """
@@ -246,21 +251,11 @@ class Analysis:
         new = base.replace(**changes) if changes else base
         fixed = self.fixed_classes if classes is _KEEP else classes
         _check_classes(fixed)
-        # A fixed classification ignores head_quantiles, so a change of them while it is
-        # kept would change nothing and leave `params` claiming quantiles it did not use.
-        if (
-            classes is _KEEP
-            and fixed is not None
-            and new.head_quantiles != self.params.head_quantiles
-        ):
-            raise WorkbenchError(
-                f"head_quantiles={new.head_quantiles} cannot change a fixed head "
-                f"classification (computed with quantiles {fixed.quantiles})",
-                "pass classes=None to classify per sequence with the new quantiles, or "
-                "classes=wb.HeadClasses.from_span(analysis.fixed_classes.span, quantiles)",
-            )
+        if fixed is not None:  # they carry their own quantiles, which `params` then records
+            fixed.check_quantiles(changes.get("head_quantiles"))
         return self._copy(self.stats, new, fixed)
 
+    @no_type_check  # validates its arguments itself, with messages that name the fix
     def select_heads(self, heads: Sequence[Head]) -> Analysis:
         """A new `Analysis` over a subset of the analysed heads (no forward pass).
 
@@ -271,13 +266,7 @@ class Analysis:
             The same trace and parameters, with span, classes, WAAD, FAI and the rhythm
             sets recomputed from these heads only.
         """
-        try:
-            wanted = sorted({(int(a), int(b)) for a, b in heads})
-        except (TypeError, ValueError):
-            raise WorkbenchError(
-                f"heads={heads!r} is not a list of (layer, head) pairs",
-                "pass e.g. [(10, 0), (12, 3)]",
-            ) from None
+        wanted = head_pairs("heads", heads, "pass e.g. [(10, 0), (12, 3)]")
         missing = sorted(set(wanted) - set(self.heads))
         if missing or not wanted:
             raise WorkbenchError(

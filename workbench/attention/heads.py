@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, no_type_check
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from ..errors import WorkbenchError
+from .layers import head_pairs
 from .params import check_quantiles
 from .rhythm import select_count
 
@@ -23,21 +25,43 @@ __all__ = ["Head", "HeadClasses", "classify_heads"]
 Head = tuple[int, int]
 
 
+# Checks its own fields with messages that name the fix (see `params`).
+@no_type_check
 @dataclass(frozen=True)
 class HeadClasses:
     """A head classification (Eq. 8) that can be fixed and reused across traces.
 
     Attributes:
-        local_heads: ``(layer, head)`` pairs with the smallest span (``H_loc``).
-        global_heads: ``(layer, head)`` pairs with the largest span (``H_glob``).
+        local_heads: ``(layer, head)`` pairs with the smallest span (``H_loc``), at least one.
+        global_heads: ``(layer, head)`` pairs with the largest span (``H_glob``), at least one.
         span: ``[layer head]`` the spans it was computed from (NaN where not analysed).
         quantiles: ``(q_local, q_global)`` used.
+
+    Built by hand, the head lists are normalised to sorted distinct ``(int, int)`` tuples
+    (pairs read back from JSON are lists); an empty list is refused, since WAAD or FAI
+    would then be a mean over no heads (NaN everywhere, no preplan or anchor tokens).
     """
 
     local_heads: list[Head]
     global_heads: list[Head]
     span: Float[Tensor, "layer head_index"] = field(repr=False)
     quantiles: tuple[float, float] = (0.3, 0.3)
+
+    def __post_init__(self) -> None:
+        for name in ("local_heads", "global_heads"):
+            object.__setattr__(self, name, _head_list(name, getattr(self, name)))
+        object.__setattr__(self, "quantiles", check_quantiles(self.quantiles))
+
+    def check_quantiles(self, head_quantiles: Any) -> None:
+        """Refuse `head_quantiles` (None: none asked for) other than those these fixed
+        classes were computed with: they would be ignored while the analysis claimed them."""
+        if head_quantiles is not None and tuple(head_quantiles) != self.quantiles:
+            raise WorkbenchError(
+                f"head_quantiles={tuple(head_quantiles)} cannot apply to the fixed head "
+                f"classification computed with quantiles {self.quantiles}",
+                "pass classes=None to classify per sequence with these quantiles, or "
+                "classes=wb.HeadClasses.from_span(span, head_quantiles)",
+            )
 
     @classmethod
     def from_span(
@@ -48,12 +72,32 @@ class HeadClasses:
         """Classify the heads with a defined (non-NaN) span: see `classify_heads`."""
         ql, qg = check_quantiles(head_quantiles)
         span = torch.as_tensor(span).double()
+        if span.ndim != 2:
+            raise WorkbenchError(
+                f"the span must be a [layer, head] grid, got shape {tuple(span.shape)}",
+                "pass analysis.head_span, or a mean of them (NaN where not analysed)",
+            )
         heads = [(int(a), int(b)) for a, b in (~torch.isnan(span)).nonzero().tolist()]
         if not heads:
             raise WorkbenchError("the span has no defined entries", "analyse at least one head")
         vals = [float(span[h]) for h in heads]
         loc, glob = classify_heads(heads, vals, (ql, qg))
         return cls(loc, glob, span, (ql, qg))
+
+
+def _head_list(name: str, heads: Any) -> list[Head]:
+    """`heads` as sorted distinct ``(layer, head)`` int tuples, at least one."""
+    out = head_pairs(
+        f"HeadClasses.{name}",
+        heads,
+        "pass e.g. [(10, 0), (12, 3)], or build the classes with HeadClasses.from_span",
+    )
+    if not out:
+        raise WorkbenchError(
+            f"HeadClasses.{name} is empty: its WAAD or FAI would be a mean over no heads",
+            "pass at least one (layer, head), or build the classes with HeadClasses.from_span",
+        )
+    return out
 
 
 def classify_heads(

@@ -8,12 +8,46 @@ rule as the project's top-q counting, so 30 layers give ``[10, 12, 15, 18, 20]``
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
+from typing import Any, no_type_check
 
 from .. import _validate
 from ..errors import WorkbenchError
 
-__all__ = ["middle_layers", "resolve_heads", "resolve_layers"]
+__all__ = ["as_index", "head_pairs", "is_index", "middle_layers", "resolve_heads", "resolve_layers"]
+
+
+def as_index(x: object) -> int:
+    """`x` as an ``int``: a Python, NumPy or 0-d torch integer; TypeError for anything else
+    (a float or a bool is no index: ``int(1.7)`` would pick 1 without a word)."""
+    if isinstance(x, bool):
+        raise TypeError(f"{x!r} is not an index")
+    return operator.index(x)
+
+
+def is_index(x: object) -> bool:
+    """Whether `x` is one integer (see `as_index`)."""
+    try:
+        as_index(x)
+    except TypeError:
+        return False
+    return True
+
+
+def head_pairs(name: str, heads: Any, fix: str) -> list[tuple[int, int]]:
+    """`heads` as sorted distinct ``(layer, head)`` int tuples (`as_index`: NumPy and torch
+    integers too; a float or bool is no head, where ``int(1.7)`` would pick head 1).
+
+    Raises:
+        WorkbenchError: `heads` (named `name`, remedied by `fix`) is not such pairs.
+    """
+    try:
+        return sorted({(as_index(a), as_index(b)) for a, b in heads})
+    except (TypeError, ValueError):
+        raise WorkbenchError(
+            f"{name}={heads!r} is not a list of (layer, head) pairs", fix
+        ) from None
 
 
 def middle_layers(n_layers: int) -> list[int]:
@@ -36,6 +70,7 @@ def middle_layers(n_layers: int) -> list[int]:
     return sorted(set(picks))
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def resolve_layers(
     layers: str | int | Sequence[int],
     n_layers: int,
@@ -64,8 +99,8 @@ def resolve_layers(
             f"layers={layers!r} is not a layer selection",
             'pass "all", "middle" or a list of layer indices',
         )
-    if isinstance(layers, int):
-        layers = [layers]
+    if is_index(layers):
+        layers = [layers]  # one index: a Python, NumPy or 0-d torch integer
     try:
         items = list(layers)
     except TypeError:
@@ -76,8 +111,9 @@ def resolve_layers(
     if not items:
         raise WorkbenchError("layers is an empty list", 'pass at least one layer, or "all"')
     out = set()
-    for layer in items:
-        _validate.integer("layer", layer, example=0)
+    for item in items:
+        # As a plain int: a NumPy or torch integer kept its type in the heads and meta.
+        layer = _validate.integer("layer", item, example=0)
         if not -n_layers <= layer < n_layers:
             raise WorkbenchError(
                 f"layer {layer} is out of range for a model with {n_layers} layers",
@@ -87,6 +123,7 @@ def resolve_layers(
     return sorted(out)
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def resolve_heads(
     layers: list[int],
     heads: Sequence[tuple[int, int]] | None,
@@ -119,12 +156,12 @@ def resolve_heads(
     out = set()
     allowed = set(layers)
     for item in items:
-        if len(item) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) for x in item):
+        if len(item) != 2 or not all(is_index(x) for x in item):
             raise WorkbenchError(
                 f"head {item!r} is not a (layer, head) pair of ints",
                 "pass e.g. heads=[(10, 0), (12, 3)]",
             )
-        layer, h = item
+        layer, h = (as_index(x) for x in item)  # NumPy / torch integers as ints
         if not 0 <= layer < n_layers or not 0 <= h < n_heads:
             raise WorkbenchError(
                 f"head {item} is out of range for a model with {n_layers} layers x {n_heads} heads",

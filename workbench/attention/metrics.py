@@ -13,6 +13,8 @@ instead.
 
 from __future__ import annotations
 
+import sys
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -33,6 +35,7 @@ from .reductions import (
 __all__ = [
     "DEFAULT_FAI_CUTS",
     "DEFAULT_MAX_WINDOW",
+    "FaiRowsWarning",
     "HeadStats",
     "StatsAccumulator",
     "delta",
@@ -151,10 +154,44 @@ def fai_heads(
     num = cs[:, i_hi].double() - (cs[:, i_lo].double() if i_lo is not None else 0.0)
     count = fai_counts(stats, (lo, hi), ends).double()
     ok = count >= max(1, min_rows)
+    _warn_no_fai(count, ok, (lo, hi), min_rows)
     vals = torch.where(ok, num / count.clamp(min=1), torch.full_like(num, float("nan")))
     out = torch.full((len(stats.heads), stats.n_pos), float("nan"), dtype=torch.float64)
     out[:, stats.prompt_len :] = vals
     return out
+
+
+class FaiRowsWarning(UserWarning):
+    """FAI is undefined for every response token of a sequence because of ``fai_min_rows``
+    (see `fai_heads`)."""
+
+
+def _warn_no_fai(count: Tensor, ok: Tensor, horizon: tuple[int, int | None], min_rows: int) -> None:
+    """Warn when `min_rows` leaves a sequence (a row of `count`) no token with FAI although
+    its horizons hold rows: without a word it had no anchor tokens, so the global-anchor and
+    coupled credit amplified nothing (a response shorter than `min_rows`, or a horizon
+    narrower). The message names no length, so the default filter shows it once per line.
+
+    The warning names the first frame outside the workbench (and outside the runtime type
+    checker's wrappers around its functions, where one is installed): the user's line, to
+    which the project's filter that makes the workbench's own warnings errors in its tests
+    does not apply."""
+    if min_rows <= 1 or not bool(((count >= 1).any(-1) & ~ok.any(-1)).any()):
+        return
+    inside = ("workbench", "jaxtyping", "beartype")
+    frame, level = sys._getframe(0), 1  # this frame is warnings.warn's stacklevel 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in inside:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(
+        f"FAI is undefined for every token of a response: with fai_horizon={horizon}, no "
+        f"token's horizon holds fai_min_rows={min_rows} response rows (the response is "
+        "shorter, or the horizon narrower), so it has no anchor tokens and the "
+        "global-anchor and coupled credit amplify none of it. Pass "
+        "RhythmParams(fai_min_rows=1) (the paper's definition: FAI wherever the horizon "
+        "holds a row), e.g. analysis.with_params(fai_min_rows=1), to rank its tokens",
+        FaiRowsWarning,
+        stacklevel=level,
+    )
 
 
 def kurtosis(x: Float[Tensor, "head pos"]) -> Float[Tensor, " head"]:

@@ -121,17 +121,10 @@ def _check_cuts(fai_cuts: Any) -> list[int]:
 
 
 def _check_fixed_classes(classes: Any, changes: dict[str, Any]) -> None:
-    """Refuse ``head_quantiles=`` that differ from those of fixed `classes`: the fixed
-    classification is used as given, so the quantiles would be ignored while the
-    analysis's params claimed them (as `Analysis.with_params` refuses)."""
-    q = changes.get("head_quantiles")
-    if isinstance(classes, HeadClasses) and q is not None and tuple(q) != classes.quantiles:
-        raise WorkbenchError(
-            f"head_quantiles={tuple(q)} cannot apply to fixed head classes computed with "
-            f"quantiles {classes.quantiles}",
-            "drop classes= to classify per sequence with these quantiles, or pass "
-            "classes=wb.HeadClasses.from_span(span, head_quantiles)",
-        )
+    """Refuse ``head_quantiles=`` that differ from those of fixed `classes`
+    (`HeadClasses.check_quantiles`)."""
+    if isinstance(classes, HeadClasses):
+        classes.check_quantiles(changes.get("head_quantiles"))
 
 
 def _rhythm(params: Any, changes: dict[str, Any]) -> RhythmParams:
@@ -212,8 +205,8 @@ def _analyze_batch(
     traces: Sequence[Trace],
     params: RhythmParams,
     *,
-    layers: str | int | Sequence[int] = "all",
-    heads: Sequence[Head] | None = None,
+    layers: Any = "all",  # validated by resolve_layers (NumPy and torch integers too)
+    heads: Any = None,  # validated by resolve_heads
     classes: HeadClasses | None = None,
     max_window: int | None = None,
     fai_cuts: Sequence[int] | None = None,

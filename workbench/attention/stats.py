@@ -66,11 +66,8 @@ class PeakDetector:
     min_z: float = 0.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.radius, bool) or not isinstance(self.radius, int) or self.radius < 1:
-            raise WorkbenchError(
-                f"PeakDetector.radius must be an integer >= 1, got {self.radius!r}",
-                "pass e.g. radius=1",
-            )
+        radius = _validate.integer("PeakDetector.radius", self.radius, minimum=1, example=1)
+        object.__setattr__(self, "radius", radius)
         # A NaN threshold would pass every local maximum (no comparison with NaN is true).
         object.__setattr__(self, "min_z", _validate.number("min_z", self.min_z, example=0.0))
 

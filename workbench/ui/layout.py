@@ -50,8 +50,14 @@ def row(*children: widgets.Widget, **layout: Any) -> widgets.HBox:
 
 
 def status_html(message: str, kind: str = "info") -> str:
-    """HTML for a one-line status message (``kind``: info, busy, ok, error)."""
-    color = {"info": "#555555", "busy": "#8a6d00", "ok": "#1a7f37", "error": "#b00020"}[kind]
+    """HTML for a one-line status message (``kind``: info, busy, ok, warning, error)."""
+    color = {
+        "info": "#555555",
+        "busy": "#8a6d00",
+        "ok": "#1a7f37",
+        "warning": "#b35900",
+        "error": "#b00020",
+    }[kind]
     return (
         f"<div class='wb-status wb-status-{kind}' style='font-family:{FONT};font-size:12px;"
         f"color:{color};white-space:pre-wrap'>{_escape(message)}</div>"

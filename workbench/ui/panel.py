@@ -10,6 +10,7 @@ panel changes neither altair's active theme nor its renderer.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -95,24 +96,47 @@ class Panel(widgets.VBox):
         """Receive a newly loaded model (the default ignores it)."""
 
     def _say(self, message: str, kind: str = "info") -> None:
+        self._message = message
         self.status.value = layout.status_html(message, kind)
 
     def _guard(self, fn: Callable[[], Any]) -> Any:
         """Run `fn`; show an error in the status line instead of raising from a callback.
 
         An error still shown from an earlier call is cleared first, so that it never
-        stands beside the results of a call that succeeded."""
+        stands beside the results of a call that succeeded. Warnings of the workbench's
+        own kinds (`FaiRowsWarning`: a response too short for FAI, so no anchors) are added
+        to the status line of a call that succeeded: from a callback they would reach only
+        the log console. Other warnings are passed on as usual."""
         if self.last_error is not None:
             self._say("")
-        try:
-            out = fn()
-        except WorkbenchError as e:
-            self.last_error = e
-            self._say(f"{e.problem}" + (f"\nFix: {e.fix}" if e.fix else ""), "error")
-            return None
-        except Exception as e:  # a callback must not die silently in the log console
-            self.last_error = e
-            self._say(f"{type(e).__name__}: {e}", "error")
-            return None
-        self.last_error = None
+        failed: BaseException | None = None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                out = fn()
+            except Exception as e:  # a callback must not die silently in the log console
+                out, failed = None, e
+        notes = _pass_on(caught)
+        self.last_error = failed
+        if isinstance(failed, WorkbenchError):
+            self._say(f"{failed.problem}" + (f"\nFix: {failed.fix}" if failed.fix else ""), "error")
+        elif failed is not None:
+            self._say(f"{type(failed).__name__}: {failed}", "error")
+        elif notes:
+            self._say(
+                "\n".join([m for m in [getattr(self, "_message", "")] if m] + notes), "warning"
+            )
         return out
+
+
+def _pass_on(caught: list[warnings.WarningMessage]) -> list[str]:
+    """The distinct messages of the workbench's own warning kinds in `caught`; every other
+    warning is issued again, to the filters in force outside the panel's callback."""
+    notes: list[str] = []
+    for w in caught:
+        if w.category.__module__.startswith("workbench."):
+            if str(w.message) not in notes:
+                notes.append(str(w.message))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    return notes
