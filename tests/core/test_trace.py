@@ -223,6 +223,13 @@ class TestFromText:
         with pytest.raises(WorkbenchError, match="context holds"):
             wb.Trace.from_text(smol, PROMPT, "word " * 9000)
 
+    def test_text_that_is_not_a_str_is_named(self, smol):
+        """Both were called "empty"."""
+        with pytest.raises(WorkbenchError, match="the response must be text, got list"):
+            wb.Trace.from_text(smol, PROMPT, [7, 5])
+        with pytest.raises(WorkbenchError, match="the prompt must be text, got NoneType"):
+            wb.Trace.from_text(smol, None, "12")
+
 
 class TestDegeneracy:
     def _trace(self, response: list[int]) -> wb.Trace:

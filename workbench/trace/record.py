@@ -217,7 +217,7 @@ class Trace:
     def load(cls, path: str | os.PathLike) -> Trace:
         """Read a trace written by `save` (``~`` is the home folder)."""
         try:
-            return cls.from_dict(json.loads(Path(path).expanduser().read_text()))
+            return cls.from_dict(json.loads(Path(path).expanduser().read_text(encoding="utf-8")))
         except (OSError, ValueError) as e:
             if isinstance(e, WorkbenchError):
                 raise
@@ -226,6 +226,7 @@ class Trace:
             ) from e
 
     @classmethod
+    @no_type_check  # checks its own arguments, with messages that name the fix
     def from_text(
         cls,
         model: TransformerBridge,
@@ -247,7 +248,12 @@ class Trace:
             tokens.
         """
         tokenizer = model_tokenizer(model)
-        if not isinstance(response, str) or not response.strip():
+        if not isinstance(response, str):
+            raise WorkbenchError(
+                f"the response must be text, got {type(response).__name__}",
+                "pass the response text as a str",
+            )
+        if not response.strip():
             raise WorkbenchError(
                 "the response is empty: there is nothing to analyse",
                 "pass the response text the model produced (or use wb.generate)",

@@ -3,7 +3,7 @@ template (`encode_prompt`), the ids that end a response (`eos_token_ids`), the c
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, no_type_check
 
 import torch
 
@@ -67,6 +67,7 @@ def token_strings(tokenizer, ids: torch.Tensor) -> list[str]:
     return [tokenizer.decode([int(i)]) for i in ids]
 
 
+@no_type_check  # checks its prompt itself, with a message that names the fix
 def encode_prompt(model: TransformerBridge, prompt: str, *, chat: bool = True) -> list[int]:
     """Token ids of the prompt, in the chat template's user turn when `chat` applies.
 
@@ -79,7 +80,12 @@ def encode_prompt(model: TransformerBridge, prompt: str, *, chat: bool = True) -
     Returns:
         The prompt's token ids (with the tokenizer's BOS when it adds one).
     """
-    if not isinstance(prompt, str) or not prompt.strip():
+    if not isinstance(prompt, str):
+        raise WorkbenchError(
+            f"the prompt must be text, got {type(prompt).__name__}",
+            "pass the question or task text as a str",
+        )
+    if not prompt.strip():
         raise WorkbenchError(
             "the prompt is empty",
             "pass the question or task text the model should answer",
