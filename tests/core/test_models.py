@@ -79,6 +79,13 @@ class TestNames:
         with pytest.raises(WorkbenchError, match="CUDA is not available"):
             wb.load_model("smollm2-135m", device="cuda")
 
+    def test_a_cuda_index_beyond_the_gpus_is_a_clear_error_before_loading(self, monkeypatch):
+        # As on a one-GPU machine: "cuda:1" failed in hf_model.to() after the whole load.
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+        with pytest.raises(WorkbenchError, match=r"has 1 CUDA device\(s\)"):
+            wb.load_model("smollm2-135m", device="cuda:1")
+
     def test_mps_without_mps_is_a_clear_error_before_loading(self):
         if torch.backends.mps.is_available():
             pytest.skip("this machine has MPS")

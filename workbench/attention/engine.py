@@ -128,7 +128,7 @@ def entropy_from_logits(
         y = y - y.amax(-1, keepdim=True)
         e = torch.exp(y)
         s = e.sum(-1)
-        out[a : a + chunk] = (s.log() - torch.linalg.vecdot(e, y) / s).double().cpu()
+        out[a : a + chunk] = (s.log() - torch.linalg.vecdot(e, y) / s).cpu().double()
     return out
 
 

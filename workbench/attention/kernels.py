@@ -400,7 +400,8 @@ def softmax_stats(
         `TileSums` with leading dimension ``group``.
     """
     lib = _library()
-    assert lib is not None and scores.is_contiguous() and scores.dtype == torch.float32
+    assert lib is not None and scores.device.type == "cpu", scores.device  # host memory only
+    assert scores.is_contiguous() and scores.dtype == torch.float32
     g, n, width = scores.shape
     assert all(o + n <= width for o in offsets), (offsets, n, width)
     parts = -(-n // PART_ROWS)

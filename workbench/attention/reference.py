@@ -227,7 +227,8 @@ def reference_analyze(
         **params: post-processing parameters as in `workbench.analyze`.
     """
     names = {f"blocks.{layer}.attn.hook_pattern" for layer in layers}
-    logits, cache = model.run_with_cache(trace.ids[None], names_filter=lambda x: x in names)
+    ids = trace.ids[None].to(next(model.parameters()).device)
+    logits, cache = model.run_with_cache(ids, names_filter=lambda x: x in names)
     n_heads = model.cfg.n_heads
     chosen = heads if heads is not None else [(ly, h) for ly in layers for h in range(n_heads)]
     patterns = {

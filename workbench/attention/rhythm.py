@@ -39,7 +39,7 @@ def _array(x: Curve) -> np.ndarray:
     """`x` as a float64 numpy array (no copy when it is one already)."""
     if isinstance(x, np.ndarray):
         return x.astype(np.float64, copy=False)
-    return torch.as_tensor(x).detach().double().cpu().numpy()
+    return torch.as_tensor(x).detach().cpu().double().numpy()
 
 
 def select_count(q: float, n: int) -> int:

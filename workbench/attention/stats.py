@@ -72,7 +72,7 @@ class PeakDetector:
         object.__setattr__(self, "min_z", _validate.number("min_z", self.min_z, example=0.0))
 
     def __call__(self, x: Float[Tensor, " pos"]) -> list[int]:
-        v = torch.as_tensor(x).double().numpy()
+        v = torch.as_tensor(x).cpu().double().numpy()
         ok = ~np.isnan(v)
         if not ok.any():
             return []
@@ -129,7 +129,7 @@ def _check(analyses: Any) -> list[Curves]:
 
 
 def _defined(x: Tensor) -> np.ndarray:
-    return np.flatnonzero(~np.isnan(torch.as_tensor(x).double().numpy()))
+    return np.flatnonzero(~np.isnan(torch.as_tensor(x).cpu().double().numpy()))
 
 
 @no_type_check  # validates its arguments itself, with messages that name the fix
@@ -147,7 +147,7 @@ def entropy_at_waad_peaks(
     det = detector or PeakDetector()
     peak, allv = [], []
     for i, a in enumerate(_check(analyses)):
-        e = a.entropy.double().numpy()
+        e = a.entropy.cpu().double().numpy()
         if np.isnan(e[a.prompt_len :]).all():
             raise WorkbenchError(
                 f"trace {i} has no entropies (analysed with entropy=False), so the entropy "

@@ -194,18 +194,26 @@ def _resolve_device(device: str | None) -> str:
             f"device={device!r} is not a device the workbench runs on",
             "pass 'cpu', 'cuda', 'cuda:N', 'mps' or None (CUDA when present)",
         )
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
+    if parsed.type == "cuda" and not torch.cuda.is_available():
         raise WorkbenchError(
             f"device {device!r} was asked for but CUDA is not available on this machine",
             "pass device='cpu' or device=None (picks CUDA when present)",
         )
+    if parsed.type == "cuda" and parsed.index is not None:
+        count = torch.cuda.device_count()
+        if parsed.index >= count:
+            raise WorkbenchError(
+                f"device {device!r} was asked for but this machine has {count} CUDA "
+                f"device(s) (cuda:0..cuda:{count - 1})",
+                f"pass device='cuda' (the current device) or a 'cuda:N' with N below {count}",
+            )
     mps = getattr(torch.backends, "mps", None)
     if parsed.type == "mps" and not (mps is not None and mps.is_available()):
         raise WorkbenchError(
             f"device {device!r} was asked for but MPS (Apple's GPU) is not available here",
             "pass device='cpu' or device=None (picks CUDA when present)",
         )
-    return str(device)
+    return str(parsed)  # device=0 is 'cuda:0'; '0' would fail later in .to()
 
 
 def _check_folder(folder: Path) -> None:

@@ -215,12 +215,14 @@ class RhythmGRPOTrainer(_GRPOTrainer):
         # gradient, so their gammas are not counted either.
         mask = inputs["completion_mask"] * inputs.get("tool_mask", 1)
         g = gamma[mask.bool()]
-        totals = torch.stack([g.sum(), (g > 1).float().sum(), torch.tensor(float(g.numel()))])
+        totals = torch.stack(
+            [g.sum(), (g > 1).float().sum(), torch.tensor(float(g.numel()), device=g.device)]
+        )
         totals = self.accelerator.reduce(totals.to(self.accelerator.device), reduction="sum")
         # Pooled until the next log (`log`): TRL averages its metrics per call, and the
         # fused path runs once per micro-batch, the standalone one once per generation.
         mode = "train" if self.model.training else "eval"
-        self._credit_totals[mode] = self._credit_totals.get(mode, 0) + totals.double().cpu()
+        self._credit_totals[mode] = self._credit_totals.get(mode, 0) + totals.cpu().double()
         self.last_rollouts = {"prompts": prompts, "completions": completions, "gamma": gamma.cpu()}
         self.credit_seconds.append(time.perf_counter() - t0)
 
