@@ -7,6 +7,8 @@
 #                                          # default model's config and tokenizer)
 #   then, with the device tool: run(command="bash benchmarks/cuda_check.sh run",
 #                                   carry=[".whl", ".gpu"], timeout_s=590)
+#   and, if device time is left: run(command="bash benchmarks/cuda_check.sh smoke",
+#                                    carry=[".whl"], timeout_s=300)
 #
 # `run` (there) installs the carried wheels beside the image's PyTorch, then
 #   1. checks compiled FlexAttention against a dense computation (`flex.ready`), then runs
@@ -17,6 +19,9 @@
 #      SmolLM2-shaped model with random weights (benchmarks/metrics.py --device cuda
 #      --random-weights; the embedded weights are too large to carry, and the cost
 #      depends on the shapes alone).
+# `smoke` runs the user-facing paths on the GPU against the same calls on the CPU with the
+# embedded tiny reasoner (benchmarks/cuda_smoke.py: analysis, credit, a knockout, a
+# residual ablation, one native GRPO step); cuda_check.sh's matrix covers none of them.
 # Everything it prints, and metrics.py's JSON, go to $OUT (the files that come back).
 #
 # The GPU image holds PyTorch (CUDA), tokenizers, safetensors, huggingface_hub, accelerate,
@@ -43,18 +48,28 @@ bundle() {
     du -sh .whl .gpu
 }
 
-run() {
+setup() {
     out=${OUT:-/tmp/cuda-check}
     device=${DEVICE:-cuda}       # DEVICE=cpu LENGTHS=256 NO_WHEELS=1: a dry run here
-    lengths=${LENGTHS:-8192 32768}
     mkdir -p "$out"
-    exec > >(tee "$out/log.txt") 2>&1
-    if [ -z "${NO_WHEELS:-}" ]; then
+    exec > >(tee -a "$out/log.txt") 2>&1
+    if [ -z "${NO_WHEELS:-}" ] && [ ! -d /tmp/site/transformers ]; then
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
             --target /tmp/site .whl/*.whl
     fi
     export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
     export WORKBENCH_CACHE=/tmp/workbench-cache
+}
+
+smoke() {
+    setup
+    echo "== 3. the user-facing paths on $device against the CPU"
+    timeout 280 python3 benchmarks/cuda_smoke.py --device "$device" --json "$out/smoke.json" || true
+}
+
+run() {
+    setup
+    lengths=${LENGTHS:-8192 32768}
     echo "== 0. the machine"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
     python3 -c "import torch, transformers, transformer_lens, pyarrow, datasets
@@ -79,8 +94,9 @@ print('flex.ready:', flex.ready(torch.device('$device'), torch.float32),
 case "${1:-}" in
 bundle) bundle ;;
 run) run ;;
+smoke) smoke ;;
 *)
-    echo "usage: bash benchmarks/cuda_check.sh bundle|run (see the top of this file)" >&2
+    echo "usage: bash benchmarks/cuda_check.sh bundle|run|smoke (see the top of this file)" >&2
     exit 2
     ;;
 esac
