@@ -94,6 +94,22 @@ class TestNames:
 
 
 class TestFolders:
+    def test_a_folder_named_like_an_embedded_model(self, tmp_path, monkeypatch):
+        """A Path loads the folder (it silently loaded the embedded model); the same name
+        as a string still means the embedded model, with a warning naming the way out."""
+        import shutil
+
+        from workbench.models import model_name, model_path
+
+        shutil.copytree(model_path("tiny-reasoner"), tmp_path / "tiny-reasoner")
+        monkeypatch.chdir(tmp_path)
+        folder = wb.load_model(Path("tiny-reasoner"), device="cpu")
+        assert model_name(folder) != "tiny-reasoner"
+        assert Path(model_name(folder)).resolve() == (tmp_path / "tiny-reasoner").resolve()
+        with pytest.warns(UserWarning, match=r"pass './tiny-reasoner' or a Path"):
+            embedded = wb.load_model("tiny-reasoner", device="cpu")
+        assert model_name(embedded) == "tiny-reasoner"
+
     def test_folder_without_config(self, tmp_path):
         with pytest.raises(WorkbenchError, match=r"no config\.json"):
             wb.load_model(tmp_path)

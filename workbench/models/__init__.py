@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, no_type_check
@@ -340,7 +341,16 @@ def _resolve(
     name = os.fspath(name_or_path)
     if not name.strip():
         raise _unknown_name(name)
-    if name in _embedded_names():
+    # A Path is a folder even when its name is an embedded model's; a plain string that
+    # names both loads the embedded model, and says how to load the folder instead.
+    if name in _embedded_names() and not isinstance(name_or_path, os.PathLike):
+        if Path(name).is_dir():
+            warnings.warn(
+                f"load_model({name!r}) loads the embedded model {name!r}, not the folder "
+                f"{name!r} here; pass './{name}' or a Path to load the folder",
+                UserWarning,
+                stacklevel=4,
+            )
         folder = model_path(name, rebuild=rebuild)
         _check_folder(folder)
         fix = (
@@ -360,7 +370,10 @@ def _resolve(
                 "pass the folder that holds config.json and the .safetensors weights",
             )
         _check_folder(path)
-        return path, True, None, str(path)
+        # Named like an embedded model, it keeps a folder's name ("./tiny-reasoner"): traces
+        # record the name, and must not pass for the embedded model's.
+        label = str(path) if str(path) not in _embedded_names() else os.path.join(".", path)
+        return path, True, None, label
     org, _, repo = name.partition("/")
     # "org/model" needs both parts: "tiny-reasoner/" is a mistyped name, not a hub repo.
     looks_like_hub = (
