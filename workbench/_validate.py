@@ -80,7 +80,9 @@ def number(
     above = value >= high if high_open else value > high
     if below or above:
         lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-        raise WorkbenchError(f"{name} must be in {lo}{low}, {high}{hi}, got {value!r}", fix)
+        interval = f"{lo}{low}, {high}{hi}"
+        fix = fix if example is not None else f"pass {name} in {interval}"
+        raise WorkbenchError(f"{name} must be in {interval}, got {value!r}", fix)
     return float(value)
 
 

@@ -106,6 +106,18 @@ def test_a_size_that_fills_the_pool_is_refused_rather_than_clipped(toy_llama, tr
     assert any(s.positions != sets[0].positions for s in sets[1:])
 
 
+def test_a_low_fai_control_that_cannot_match_the_set_is_skipped(toy_llama, trace):
+    """A response with no FAI (too short for fai_min_rows) still has preplan tokens; their
+    low-FAI control was empty, and run_ablations then failed on it."""
+    with pytest.warns(wb.attention.FaiRowsWarning):
+        analysis = wb.analyze(toy_llama, trace, fai_min_rows=len(trace))
+    sets = target_sets(analysis, families=["preplan"], controls=["random", "low_fai"])
+    assert [s.kind for s in sets] == ["target", "random", "random", "random"]
+    assert all(len(s) == len(sets[0]) > 0 for s in sets)
+    rows = wb.run_ablations(toy_llama, [trace], analyses=[analysis], progress=False)
+    assert "low_fai" not in set(rows["kind"]) and "target" in set(rows["kind"])
+
+
 # -- 3. summary intervals --------------------------------------------------------------------
 
 

@@ -55,3 +55,10 @@ def test_numbers_include_numpy_scalars(value):
 def test_booleans_text_and_non_finite_values_are_not_numbers(value):
     with pytest.raises(WorkbenchError, match="top_q must be a finite number"):
         number("top_q", value, example=0.4)
+
+
+def test_a_number_out_of_range_names_the_range_in_its_fix():
+    """Its fix said "pass a number top_q" for a number."""
+    with pytest.raises(WorkbenchError, match=r"top_q must be in \(0, 1\], got 1.5") as e:
+        number("top_q", 1.5, low=0, high=1, low_open=True)
+    assert e.value.fix == "pass top_q in (0, 1]"

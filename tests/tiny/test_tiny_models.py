@@ -173,7 +173,7 @@ def test_command_line_bad_input_is_one_message_not_a_traceback(tmp_path, capsys)
     assert main(["train", "--threads", "0", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "error: No tiny-reasoner checkpoint at" in err and "Fix: Train one" in err
-    assert "threads=0" in err and "Traceback" not in err
+    assert "threads must be at least 1, got 0" in err and "Traceback" not in err
 
 
 def test_accuracy_matches_the_card(fixed_sample, card) -> None:

@@ -17,7 +17,8 @@ How controls are matched (this project's rules):
   (``seed, seed + 1, ...``). It may overlap the family set: it is chance, not a complement.
 - ``"low_fai"``: the lowest-FAI positions of the FAI pool, counted and tie-broken by the
   project's rule (`workbench.attention.rhythm.top_q` with ``bottom=True``, ties to the lower
-  position), the paper's "bottom" control. Caveat: with the analysis default horizon
+  position), the paper's "bottom" control; skipped, as ``"nearby"`` is, where fewer tokens
+  have FAI than the set has positions (a short response has none). Caveat: with the analysis default horizon
   (to the end of the response) the lowest-FAI tokens sit near the end of the response,
   where little comes after them; their small effects are partly a matter of position.
 - ``"nearby"``: position-matched chance. For each position ``p`` of the set (in order),
@@ -232,7 +233,9 @@ def target_sets(
                 out.append(
                     TargetSet(f"nearby[{fam}]#{i}", fam, "nearby", tuple(sorted(picks)), seed + i)
                 )
-        if "low_fai" in ctrls:
+        # Like "nearby": skipped where too few tokens have FAI to match the set's size (a
+        # short response has none); an empty or smaller control would not be a control.
+        if "low_fai" in ctrls and len(fai_pool) >= m:
             low = _top(_masked(analysis.fai, fai_pool), m, bottom=True)
             out.append(TargetSet(f"low_fai[{fam}]", fam, "low_fai", tuple(low)))
     return out

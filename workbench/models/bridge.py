@@ -99,7 +99,9 @@ def _check_bridge(bridge: Any, hf_model: Any, arch: str) -> None:
     Catches, at load time, an adapter that fails on this transformers release (an
     exception; in half precision, the fix is float32) or that computes another function
     than the model (float32 logits apart by more than `_PROBE_RTOL` of their scale; other
-    dtypes are only run). Costs two forward passes of `_PROBE_TOKENS` tokens.
+    dtypes are only run), and a model that is not causal (`_check_causal`: the model is
+    run again with the probe's last token changed). Costs three forward passes of
+    `_PROBE_TOKENS` tokens.
     """
     import torch
 

@@ -4,7 +4,7 @@
   33 tokens), fairly diffuse attention.
 - ``tiny-searcher`` (`SEARCHER_DIR`): a Qwen3 on Countdown with a written search
   (``countdown-search``: first steps in a fixed order, each with every second step checked
-  against the target; 80-260 tokens). Its first two layers see only the last 4 tokens, so
+  against the target; 60-260 tokens). Its first two layers see only the last 4 tokens, so
   their heads are sharply local and the last two layers' heads global: a reasoner whose
   traces have a rhythm for credit strategies to act on.
 

@@ -201,7 +201,7 @@ class TrainConfig:
 #: The shipped models' recipes: ``python -m workbench.tiny train --model NAME`` runs one.
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny-reasoner": {},
-    # Countdown with a written search (80-260 token traces), on Qwen3 (the paper's family)
+    # Countdown with a written search (60-260 token traces), on Qwen3 (the paper's family)
     # whose first two layers see only the last 4 tokens: trained with full attention
     # everywhere, no head of this model size became local (smallest span 20 tokens, also
     # with RoPE base 100), so the local heads are made by the mask; the evaluation budget
