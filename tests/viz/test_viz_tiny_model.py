@@ -55,3 +55,25 @@ def test_response_only_keys_give_a_square_map(tiny):
     assert all(p <= r["k0"] <= r["q0"] < n for r in rows)
     assert len(rows) == (n - p) * (n - p + 1) // 2
     assert d["width"] == d["height"]
+
+
+def test_pooled_map_gives_the_sink_blocks_share_of_a_row(tiny):
+    """A pooled sink cell is a block mean over ``bin`` keys: the share of a row that keys
+    0..bin-1 take is ``bin`` times it, not the block mean itself."""
+    import torch
+
+    trace = wb.Trace.from_text(tiny, PROMPT, RESPONSE * 3)
+    a = wb.analyze(tiny, trace)
+    maps = attention_maps(tiny, trace, heads=a.local_heads, max_cells=100)
+    b, p = maps.bin, trace.prompt_len
+    assert b > 1
+    _, cache = tiny.run_with_cache(
+        torch.as_tensor(trace.ids)[None], names_filter=lambda name: name.endswith("hook_pattern")
+    )
+    pattern = torch.stack([cache["pattern", layer][0, h] for layer, h in a.local_heads]).mean(0)
+    share = float(pattern[p:, :b].sum(-1).mean())
+    d = charts.attention_map(maps, "local", analysis=a).to_dict()
+    (outline,) = d["datasets"][d["layer"][1]["data"]["name"]]
+    assert (outline["k0"], outline["k1"]) == (0, b)
+    assert outline["share"] == pytest.approx(share, rel=1e-4)
+    assert f"key 0..{b - 1} (mean {share:.0%} of a row)" in d["title"]["subtitle"][1]

@@ -57,7 +57,8 @@ def rollout_gammas(
         prompt_ids: token ids of each rollout's prompt.
         completion_ids: token ids of each completion (unpadded).
         credit: the `CreditParams` (strategy, amplification, layers, rhythm settings).
-        seed: base seed of the ``"random"`` control (rollout i uses ``seed + i``).
+        seed: base seed of the ``"random"`` control (the k-th rollout with a non-empty
+            completion uses ``seed + k``; an empty one uses none).
         pad_to: width of the result (default: the longest completion); padding is 1.0.
         batch_size: rollouts per credit forward pass (`workbench.attention.run.gamma_many`
             right-pads them; the weights equal single passes).

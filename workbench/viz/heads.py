@@ -91,7 +91,8 @@ def attention_map(
     The first token is an attention sink (it takes a large share of every row), so the
     colour scale ends at the `clip_quantile` of the cells *outside* the sink column
     (higher cells saturate) and the sink column (key position 0) is outlined in red; the
-    subtitle gives the clip value and the sink's mean share. A map that shows at most
+    subtitle gives the clip value and the mean share of a row that the sink column
+    (key 0, or the first block of keys in a pooled map) takes. A map that shows at most
     `TOKEN_TICKS_MAX` positions on an axis labels that axis's ticks with the tokens.
 
     Args:
@@ -161,7 +162,12 @@ def attention_map(
         clip,
     ]
     if has_sink:
-        share = float(df.loc[df["sink"], "attention"].mean())
+        # A sink cell is the mean over its block; the share of a row that keys k0..k1-1
+        # take is that mean times the block's width, averaged over rows (by block height).
+        sk = df.loc[df["sink"]]
+        heights = sk["q1"] - sk["q0"]
+        row_share = sk["attention"] * (sk["k1"] - sk["k0"])
+        share = float((row_share * heights).sum() / heights.sum())
         subtitle[-1] += (
             f"; red outline: the attention sink, key 0"
             f"{'' if b == 1 else f'..{b - 1}'} (mean {share:.0%} of a row)"
@@ -217,7 +223,7 @@ def attention_map(
                 y2="q1:Q",
                 tooltip=[
                     alt.Tooltip("what:N", title="key 0"),
-                    alt.Tooltip("share:Q", title="mean attention", format=".3f"),
+                    alt.Tooltip("share:Q", title="mean share of a row", format=".3f"),
                 ],
             )
         )
