@@ -20,6 +20,23 @@ __all__ = ["SEED_MAX", "integer", "number", "optional_number", "seed"]
 SEED_MAX = 2**63 - 1
 
 
+def as_index(value: Any) -> int:
+    """`value` as an ``int``: a Python, NumPy or 0-d torch integer; TypeError for anything
+    else (a float or a bool is no index: ``int(1.7)`` would pick 1 without a word)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{value!r} is not an index")
+    return operator.index(value)
+
+
+def is_index(value: Any) -> bool:
+    """Whether `value` is one integer (see `as_index`)."""
+    try:
+        as_index(value)
+    except TypeError:
+        return False
+    return True
+
+
 def integer(name: str, value: Any, *, minimum: int | None = None, example: Any = None) -> int:
     """`value` as an ``int`` that is at least `minimum` (NumPy and torch integer scalars,
     as positions often come, are integers too).
@@ -29,11 +46,9 @@ def integer(name: str, value: Any, *, minimum: int | None = None, example: Any =
     """
     fix = f"pass e.g. {name}={example!r}" if example is not None else f"pass an integer {name}"
     try:
-        number = None if isinstance(value, bool) else operator.index(value)
+        number = as_index(value)
     except TypeError:
-        number = None
-    if number is None:
-        raise WorkbenchError(f"{name} must be an integer, got {value!r}", fix)
+        raise WorkbenchError(f"{name} must be an integer, got {value!r}", fix) from None
     if minimum is not None and number < minimum:
         raise WorkbenchError(f"{name} must be at least {minimum}, got {value!r}", fix)
     return number

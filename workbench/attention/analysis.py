@@ -51,7 +51,7 @@ __all__ = ["Analysis"]
 _KEEP: Any = object()  # with_params: keep the classes in effect
 
 
-def _check_classes(classes: Any) -> None:
+def check_classes(classes: Any) -> None:
     """Refuse anything but a `HeadClasses` or None (a raw AttributeError in `_compute`)."""
     if classes is not None and not isinstance(classes, HeadClasses):
         raise WorkbenchError(
@@ -110,7 +110,7 @@ class Analysis:
                 f"params must be a RhythmParams, got {type(params).__name__}",
                 "pass wb.RhythmParams(...) or keyword settings",
             )
-        _check_classes(classes)
+        check_classes(classes)
         self.stats = stats
         self.tokens = list(tokens)
         self.ids = ids
@@ -250,7 +250,7 @@ class Analysis:
             )
         new = base.replace(**changes) if changes else base
         fixed = self.fixed_classes if classes is _KEEP else classes
-        _check_classes(fixed)
+        check_classes(fixed)
         if fixed is not None:  # they carry their own quantiles, which `params` then records
             fixed.check_quantiles(changes.get("head_quantiles"))
         return self._copy(self.stats, new, fixed)

@@ -8,42 +8,24 @@ rule as the project's top-q counting, so 30 layers give ``[10, 12, 15, 18, 20]``
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 from typing import Any, no_type_check
 
 from .. import _validate
 from ..errors import WorkbenchError
 
-__all__ = ["as_index", "head_pairs", "is_index", "middle_layers", "resolve_heads", "resolve_layers"]
-
-
-def as_index(x: object) -> int:
-    """`x` as an ``int``: a Python, NumPy or 0-d torch integer; TypeError for anything else
-    (a float or a bool is no index: ``int(1.7)`` would pick 1 without a word)."""
-    if isinstance(x, bool):
-        raise TypeError(f"{x!r} is not an index")
-    return operator.index(x)
-
-
-def is_index(x: object) -> bool:
-    """Whether `x` is one integer (see `as_index`)."""
-    try:
-        as_index(x)
-    except TypeError:
-        return False
-    return True
+__all__ = ["head_pairs", "middle_layers", "resolve_heads", "resolve_layers"]
 
 
 def head_pairs(name: str, heads: Any, fix: str) -> list[tuple[int, int]]:
-    """`heads` as sorted distinct ``(layer, head)`` int tuples (`as_index`: NumPy and torch
-    integers too; a float or bool is no head, where ``int(1.7)`` would pick head 1).
+    """`heads` as sorted distinct ``(layer, head)`` int tuples (`_validate.as_index`: NumPy
+    and torch integers too; a float or bool is no head, where ``int(1.7)`` would pick 1).
 
     Raises:
         WorkbenchError: `heads` (named `name`, remedied by `fix`) is not such pairs.
     """
     try:
-        return sorted({(as_index(a), as_index(b)) for a, b in heads})
+        return sorted({(_validate.as_index(a), _validate.as_index(b)) for a, b in heads})
     except (TypeError, ValueError):
         raise WorkbenchError(
             f"{name}={heads!r} is not a list of (layer, head) pairs", fix
@@ -99,7 +81,7 @@ def resolve_layers(
             f"layers={layers!r} is not a layer selection",
             'pass "all", "middle" or a list of layer indices',
         )
-    if is_index(layers):
+    if _validate.is_index(layers):
         layers = [layers]  # one index: a Python, NumPy or 0-d torch integer
     try:
         items = list(layers)
@@ -156,12 +138,12 @@ def resolve_heads(
     out = set()
     allowed = set(layers)
     for item in items:
-        if len(item) != 2 or not all(is_index(x) for x in item):
+        if len(item) != 2 or not all(_validate.is_index(x) for x in item):
             raise WorkbenchError(
                 f"head {item!r} is not a (layer, head) pair of ints",
                 "pass e.g. heads=[(10, 0), (12, 3)]",
             )
-        layer, h = (as_index(x) for x in item)  # NumPy / torch integers as ints
+        layer, h = (_validate.as_index(x) for x in item)  # NumPy / torch integers as ints
         if not 0 <= layer < n_layers or not 0 <= h < n_heads:
             raise WorkbenchError(
                 f"head {item} is out of range for a model with {n_layers} layers x {n_heads} heads",

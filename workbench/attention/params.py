@@ -20,7 +20,6 @@ from typing import Any, no_type_check
 from .. import _validate as v
 from ..errors import WorkbenchError
 from .credit import STRATEGIES
-from .layers import is_index
 
 __all__ = ["CreditParams", "RhythmParams"]
 
@@ -74,7 +73,7 @@ def check_layers(layers: Any) -> str | tuple[int, ...]:
         if layers in ("all", "middle"):
             return layers
     else:
-        items = [layers] if is_index(layers) else layers  # one index (NumPy, torch too)
+        items = [layers] if v.is_index(layers) else layers  # one index (NumPy, torch too)
         try:
             out = tuple(v.integer("layer", x, example=10) for x in items)
         except TypeError:

@@ -20,7 +20,7 @@ from ..errors import WorkbenchError
 from ..trace import Trace
 from ..trace.tokens import check_ids
 from . import engine
-from .analysis import Analysis
+from .analysis import Analysis, check_classes
 from .heads import Head, HeadClasses
 from .layers import resolve_heads, resolve_layers
 from .metrics import DEFAULT_FAI_CUTS, DEFAULT_MAX_WINDOW
@@ -237,11 +237,7 @@ def _analyze_batch(
             f"sink={sink!r} is not a sink setting",
             f'pass one of {list(SINKS)} ("keep" is the paper\'s definition)',
         )
-    if classes is not None and not isinstance(classes, HeadClasses):
-        raise WorkbenchError(
-            f"classes must be a wb.HeadClasses or None, got {type(classes).__name__}",
-            "pass e.g. analysis.classes",
-        )
+    check_classes(classes)
     lo, hi = params.fai_horizon
     cuts = [
         *(DEFAULT_FAI_CUTS if default_cuts else ()),

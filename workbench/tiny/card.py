@@ -7,7 +7,6 @@ ships with the checkpoint.
 
 from __future__ import annotations
 
-import platform
 from typing import Any
 
 import torch
@@ -41,7 +40,6 @@ def build_card(
         A JSON-serialisable dict.
     """
     import tokenizers
-    import transformers
 
     from workbench.provenance import provenance
 
@@ -81,13 +79,7 @@ def build_card(
         "most_global_heads": [[layer, h, round(s, 2)] for s, layer, h in flat[::-1][:4]],
         # The workbench commit that trained it, beside the libraries: the recipe lives in
         # the code, so a card without it cannot be reproduced.
-        "versions": {
-            **provenance(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "tokenizers": tokenizers.__version__,
-            "python": platform.python_version(),
-        },
+        "versions": {**provenance(), "tokenizers": tokenizers.__version__},
     }
 
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from operator import index
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, no_type_check
 
 import torch
 from jaxtyping import Int
 
+from .. import _validate
 from .._io import atomic_write_json
 from ..errors import WorkbenchError
 from ..models import model_name
@@ -85,15 +85,13 @@ class Trace:
                 f"Trace.ids holds a negative token id ({int(self.ids.min())})",
                 "token ids are indices into the vocabulary, >= 0",
             )
-        try:  # NumPy and torch integer scalars are integers too (stored as an int)
-            prompt_len = None if isinstance(self.prompt_len, bool) else index(self.prompt_len)
-        except TypeError:
-            prompt_len = None
-        if prompt_len is None:
+        if not _validate.is_index(self.prompt_len):
             raise WorkbenchError(
                 f"Trace.prompt_len must be an integer, got {self.prompt_len!r}",
                 "pass the number of prompt tokens, e.g. prompt_len=len(prompt_ids)",
             )
+        # NumPy and torch integer scalars are integers too, stored as an int
+        prompt_len = _validate.as_index(self.prompt_len)
         object.__setattr__(self, "prompt_len", prompt_len)
         if not 0 < prompt_len <= len(self.ids):
             raise WorkbenchError(
