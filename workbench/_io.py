@@ -28,12 +28,23 @@ __all__ = [
 
 
 def check_folder(path: Path, what: str, fix: str | None = None) -> None:
-    """Refuse a path that exists as a file where a folder (`what`) is wanted."""
+    """Refuse, without creating anything, a folder (`what`) that could not be written: a
+    path that exists as a file, or whose nearest existing folder (itself or an ancestor)
+    is not writable. For checks before long work whose output would otherwise be lost."""
     from .errors import WorkbenchError
 
     if path.exists() and not path.is_dir():
         raise WorkbenchError(
             f"{str(path)!r} is a file, not {what}", fix or f"pass a folder path for {what}"
+        )
+    base = path.absolute()
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if base.is_dir() and not os.access(base, os.W_OK | os.X_OK):
+        where = "it" if base == path.absolute() else f"{base}"
+        raise WorkbenchError(
+            f"cannot write into {what} {path}: {where} is not writable",
+            fix or "pass a folder in a place you can write to",
         )
 
 

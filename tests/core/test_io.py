@@ -112,6 +112,26 @@ def test_every_writer_checks_its_folder_before_working(tmp_path, monkeypatch):
         wb.run_batch(Path(__file__).parents[2] / "notebooks/05_batch.ipynb", [{}], folder)
 
 
+def test_a_folder_under_a_read_only_one_is_refused_before_anything_is_created(
+    tmp_path, monkeypatch, capsys
+):
+    """The checks made before long work (the demo, a run, a tiny model's training) look at
+    the nearest folder that exists: a new folder inside a read-only one cannot be made."""
+    from workbench._io import check_folder
+    from workbench.cli import main
+
+    folder = _read_only_folder(tmp_path, monkeypatch)
+    with pytest.raises(WorkbenchError, match=f"{folder} is not writable") as e:
+        check_folder(folder / "new" / "deeper", "the demo's output folder")
+    assert "cannot write into the demo's output folder" in str(e.value)
+    check_folder(tmp_path / "new" / "deeper", "the demo's output folder")  # writable: passes
+    assert not (tmp_path / "new").exists()
+    # The demo says so before loading the model (it said so after generating).
+    assert main(["demo", "--model", "no-such-model", "--out", str(folder / "demo")]) == 2
+    out = capsys.readouterr()
+    assert "cannot write into the demo's output folder" in out.err and "loading" not in out.out
+
+
 def _a_file(tmp_path):
     path = tmp_path / "a-file"
     path.write_text("not a folder")

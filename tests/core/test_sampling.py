@@ -118,3 +118,17 @@ def test_a_bridge_the_workbench_did_not_build_is_refused_for_sampling(tiny):
         sampler(foreign)
     with pytest.raises(wb.WorkbenchError, match="cannot sample from a str"):
         sampler("tiny-reasoner")
+
+
+def test_seeded_draws_from_the_seed_alone_and_leaves_the_callers_rng_as_it_was():
+    from workbench.trace.sampling import seeded
+
+    model = torch.nn.Linear(2, 2)
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    with seeded(model, 7):
+        first = torch.rand(3)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    torch.rand(5)  # the caller's draws do not change what the block draws
+    with seeded(model, 7):
+        assert torch.equal(torch.rand(3), first)

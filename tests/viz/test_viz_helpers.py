@@ -61,6 +61,8 @@ def test_display_token_shows_whitespace_and_never_empty():
     assert charts.display_token("\t") == "→"
     assert charts.display_token("") == "∅"
     assert charts.display_token(" the") == " the"
+    # A Windows line end is one newline; a lone carriage return is shown, not hidden.
+    assert charts.display_token("\r\n") == "↵" and charts.display_token("\r") == "␍"
 
 
 def test_wrap_tokens_breaks_at_width_and_after_newlines():
@@ -70,9 +72,22 @@ def test_wrap_tokens_breaks_at_width_and_after_newlines():
     assert [line for line, _, _ in lay] == [0, 0, 1, 2, 2, 2, 3]
     assert lay[0] == (0, 0, 5) and lay[1] == (0, 5, 11)
     for (_line, x0, x1), label in zip(lay, labels, strict=True):
-        assert x1 - x0 == len(label)
+        assert x1 - x0 == charts.cells(label) == len(label)
         assert x1 <= 12 or x0 == 0  # only a token longer than a line may overflow
     assert lay[3][1] == 0  # the token after a newline starts its line
+
+
+def test_wrap_tokens_keeps_paragraph_breaks_and_gives_wide_characters_two_cells():
+    tokens = ["First", ".\n\n", "Then", "\n\n\n\n", "答案", "是", "四十二", "\u0301"]
+    labels = [charts.display_token(t) for t in tokens]
+    lay = charts.wrap_tokens(labels, tokens, line_chars=10)
+    # A blank line after a paragraph break (one, however many newlines).
+    assert [line for line, _, _ in lay] == [0, 0, 2, 2, 4, 4, 5, 5]
+    # Chinese characters take two monospace cells: 四十二 (6 cells) no longer fits after
+    # 答案是 (6 cells), though its 3 characters would.
+    assert lay[4] == (4, 0, 4) and lay[5] == (4, 4, 6) and lay[6] == (5, 0, 6)
+    assert lay[7] == (5, 6, 7)  # a lone combining mark still gets a cell
+    assert charts.cells("é") == 1 and charts.cells("ＡＢ") == 4
 
 
 def test_wrap_tokens_rejects_zero_width():

@@ -38,10 +38,10 @@ from torch import Tensor
 
 from .. import _validate
 from ..errors import WorkbenchError
-from ..models import sampler
+from ..models import model_device, sampler
 from ..trace import Trace, eos_token_ids, sample_completions
 from ..trace.tokens import check_ids
-from .interventions import Intervention, ResidAblation, _model_device, fwd_hooks
+from .interventions import Intervention, ResidAblation, fwd_hooks
 
 __all__ = [
     "answer_logprob",
@@ -58,7 +58,7 @@ def logits_of(
     model: Any, ids: Tensor, interventions: Sequence[Intervention] = ()
 ) -> Float[Tensor, "pos d_vocab"]:
     """``[pos d_vocab]`` float32 logits of one sequence, under the interventions (if any)."""
-    ids = torch.as_tensor(ids).reshape(1, -1).to(_model_device(model))
+    ids = torch.as_tensor(ids).reshape(1, -1).to(model_device(model))
     hooks = fwd_hooks(model, *interventions)
     logits = model.run_with_hooks(ids, fwd_hooks=hooks) if hooks else model(ids)
     return logits[0].float().cpu()

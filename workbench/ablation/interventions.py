@@ -50,6 +50,7 @@ from torch import Tensor
 from ..attention.engine import arch_name, attention_layers, check_layers
 from ..attention.layers import resolve_layers
 from ..errors import WorkbenchError
+from ..models import model_device
 from ..trace import Trace
 
 __all__ = [
@@ -180,13 +181,6 @@ class Knockout(Intervention):
         return [(f"blocks.{layer}.attn.hook_attn_scores", hook) for layer in layers]
 
 
-def _model_device(model: Any) -> torch.device:
-    """Where `model`'s input ids must be: the device of its first parameter. The bridge
-    hands tensor inputs to the Hugging Face model as they are, so a trace's CPU ids would
-    fail in the embedding of a model on CUDA."""
-    return next(model.parameters()).device
-
-
 def _knockout_hook(keys: Tensor, heads: list[int] | None) -> Callable[..., Tensor]:
     def hook(scores: Tensor, hook: Any = None) -> Tensor:
         if len(keys) == 0:
@@ -222,7 +216,7 @@ def _probe_knockout(model: Any, layers: Sequence[int]) -> dict[int, bool]:
     `layers` and reads ``hook_pattern``: the edit took effect iff those weights are 0 and
     TransformerLens did not warn that it discarded the edit.
     """
-    ids = (torch.arange(1, 5).reshape(1, -1) % int(model.cfg.d_vocab)).to(_model_device(model))
+    ids = (torch.arange(1, 5).reshape(1, -1) % int(model.cfg.d_vocab)).to(model_device(model))
     seen: dict[int, Tensor] = {}
 
     def read(layer: int) -> Callable[..., None]:
@@ -451,7 +445,7 @@ def resid_cache(
         return hook
 
     model.run_with_hooks(
-        _ids(trace).to(_model_device(model)),
+        _ids(trace).to(model_device(model)),
         fwd_hooks=[(f"blocks.{lay}.hook_resid_pre", make(lay)) for lay in layer_list],
     )
     return store

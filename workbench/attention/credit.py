@@ -10,8 +10,10 @@ amplified sets (and on the prompt). ``gamma_amp = 1.5`` by default.
   + alpha (gamma_amp-1)[t in I(D)]``. The bonuses **add** where the sets overlap (a token
   in ``I(D)`` that is also an anchor gets both), so the possible values are
   ``1``, ``1+(1-alpha)(g-1)``, ``1+alpha(g-1)``, ``1+(g-1)`` and their sums over overlaps.
-- ``"random"``: the same number of response tokens as ``top_q`` picks, uniformly at random
-  (seeded).
+- ``"random"``: the same fraction ``top_q`` of the response, ``max(1, round(q * R))`` of its
+  ``R`` tokens, uniformly at random (seeded). The metric strategies count only tokens where
+  their metric is defined (FAI has none in the last ``H_lo``), so at short responses random
+  amplifies a few tokens more than "global" (14 against 10 at ``R = 34``).
 - ``"entropy"``: the top ``q`` response tokens by next-token entropy.
 - ``"bottom-local"`` / ``"bottom-global"``: the bottom ``q`` by Delta / by FAI.
 - ``"bottom-coupled"``: the coupled formula with the bottom-``q`` FAI tokens as anchors

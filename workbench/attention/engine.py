@@ -40,7 +40,7 @@ from torch import Tensor
 
 from .._compat import supports_attention_interface
 from ..errors import WorkbenchError
-from ..models import sampler
+from ..models import model_device, sampler
 from . import interface
 from .kernels import TileSums
 from .metrics import HeadStats, StatsAccumulator, normalise_cuts
@@ -610,7 +610,7 @@ def collect_many(
             "does not route its attention through transformers' attention interface",
             'use path="exact" (or "auto")',
         )
-    device = next(model.parameters()).device
+    device = model_device(model)
     collector = Collector(
         [(0, n, pl) for n, (_, pl) in zip(lens, items, strict=True)],
         heads,

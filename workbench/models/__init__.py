@@ -56,6 +56,7 @@ __all__ = [
     "list_models",
     "load_hf",
     "load_model",
+    "model_device",
     "model_name",
     "model_path",
     "sampler",
@@ -215,6 +216,13 @@ def _resolve_device(device: str | None) -> str:
             "pass device='cpu' or device=None (picks CUDA when present)",
         )
     return str(parsed)  # device=0 is 'cuda:0'; '0' would fail later in .to()
+
+
+def model_device(model: Any) -> Any:
+    """Where `model`'s inputs must be (a `torch.device`): the device of its first parameter (a bridge, a
+    Hugging Face model or any `torch.nn.Module`). The bridge hands tensor inputs to the
+    Hugging Face model as they are, so a trace's CPU ids fail on a model on CUDA."""
+    return next(model.parameters()).device
 
 
 def _check_folder(folder: Path) -> None:

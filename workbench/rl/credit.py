@@ -35,6 +35,7 @@ from ..attention.batch_credit import frame_gammas
 from ..attention.layers import resolve_heads, resolve_layers
 from ..attention.params import CreditParams
 from ..attention.run import gamma_many
+from ..models import model_device
 from ..trace import Trace
 
 __all__ = ["FusedCredit", "rollout_gammas", "routing"]
@@ -170,7 +171,7 @@ class FusedCredit:
             self.n_heads,
             max_window=credit.rhythm.window,
             cuts=[lo, *([] if hi is None else [hi + 1])],
-            device=next(policy.parameters()).device,
+            device=model_device(policy),
         )
         self._pass: Any = None
 

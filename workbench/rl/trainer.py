@@ -41,9 +41,10 @@ import torch
 from .._io import atomic_write_json
 from ..attention.layers import resolve_layers
 from ..errors import WorkbenchError
-from ..models import bridge_model, load_hf
+from ..models import bridge_model, load_hf, model_device
 from ..tasks import get_task
 from ..trace import encode_prompt, sample_completions
+from ..trace.sampling import seeded
 from .checkpoint import (
     append_metrics,
     rewrite_metrics,
@@ -166,8 +167,7 @@ class GRPORun:
     def _sample(self, prompts: list[list[int]], n: int, seed: int) -> list[list[int]]:
         """`n` completions per prompt at the training temperature, seeded by `seed` alone."""
         cfg = self.config
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(self.policy, seed):
             return sample_completions(
                 self.policy,
                 prompts,
@@ -296,7 +296,7 @@ class GRPORun:
         iteration's forward of each chunk (`FusedCredit`)."""
         cfg = self.config
         G = cfg.num_generations
-        device = next(self.policy.parameters()).device
+        device = model_device(self.policy)
         n_tokens = float(sum(len(c) for c in completions))
         normalizer = max(n_tokens, 1.0) if cfg.loss_type == "dapo" else float(len(completions))
 

@@ -37,6 +37,8 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ..models import model_device
+
 __all__ = ["LeanDecoder", "lean_decoder", "unsupported_reason"]
 
 #: The model classes whose forward `LeanDecoder` implements (each checked against
@@ -261,7 +263,7 @@ class LeanDecoder:
         """The left-padded ids (B, width), slot validity (B, total), cos/sin (B, total,
         d_head) and an empty cache per layer for `total` slots."""
         hf = self.hf
-        device = next(hf.parameters()).device
+        device = model_device(hf)
         dtype = hf.model.embed_tokens.weight.dtype
         lengths = torch.tensor([len(p) for p in prompts], device=device)
         width = int(lengths.max())

@@ -4,15 +4,16 @@ Llama-family models, ``generate`` in length-bucketed batches on the others), `ge
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, no_type_check
 
 import torch
 
 from .. import _validate
 from ..errors import WorkbenchError
-from ..models import model_name, sampler
+from ..models import model_device, model_name, sampler
 from .decoder import LeanDecoder, cut_at_eos, unsupported_reason
 from .record import Trace
 from .tokens import check_context, encode_prompt, eos_token_ids, model_tokenizer, token_strings
@@ -27,6 +28,17 @@ __all__ = ["check_not_degenerate", "degeneracy", "generate", "sample_completions
 #: sampling then failed inside torch on a NaN probability. Long before that, sampling is
 #: the argmax, which temperature 0 gives.
 MIN_TEMPERATURE = 1e-30
+
+
+@contextlib.contextmanager
+def seeded(model: Any, seed: int) -> Iterator[None]:
+    """Run the block with torch's RNG seeded by `seed` alone, and leave the caller's RNG
+    as it was: the CPU generator and, for a model on CUDA, that device's generator (where
+    sampling draws; `torch.manual_seed` reseeds it too, so it must be restored as well)."""
+    device = model_device(model)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 
 
 @torch.no_grad()
@@ -94,7 +106,7 @@ def sample_completions(
     hf = sampler(model)
     _check_prompt_ids(prompt_ids, hf.get_input_embeddings().num_embeddings)
     tokenizer = tokenizer if tokenizer is not None else model_tokenizer(model)
-    device = next(hf.parameters()).device
+    device = model_device(hf)
     eos = eos_token_ids(tokenizer, hf)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos or [0])[0]
     rows: list[tuple[int, Sequence[int]]] = [
@@ -262,10 +274,7 @@ def generate(
         len(prompt_ids) + max_new_tokens,
         what=f"a {len(prompt_ids)}-token prompt plus max_new_tokens={max_new_tokens}",
     )
-    device = next(sampler(model).parameters()).device
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with seeded(sampler(model), seed):
         completion = sample_completions(
             model,
             [prompt_ids],

@@ -20,11 +20,12 @@ module gathers them under their historical import path.
 from .curves import rhythm_curves
 from .frame import METRICS, display_token, response_frame
 from .heads import attention_map, head_map
-from .text import text_view, wrap_tokens
+from .text import cells, text_view, wrap_tokens
 
 __all__ = [
     "METRICS",
     "attention_map",
+    "cells",
     "display_token",
     "head_map",
     "response_frame",

@@ -37,8 +37,9 @@ METRICS = {
 
 
 def display_token(token: str) -> str:
-    """A token as shown in charts: newlines as ``↵``, tabs as ``→``, never empty."""
-    s = token.replace("\r", "").replace("\n", "↵").replace("\t", "→")
+    """A token as shown in charts: newlines (``\\n``, ``\\r\\n``) as ``↵``, a lone carriage
+    return as ``␍``, tabs as ``→``; ``∅`` for the empty token."""
+    s = token.replace("\r\n", "\n").replace("\r", "␍").replace("\n", "↵").replace("\t", "→")
     return s if s else "∅"
 
 

@@ -4,6 +4,7 @@ Figure 9), preplan tokens outlined in orange and anchors in blue; `wrap_tokens` 
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,23 +14,37 @@ from ..errors import WorkbenchError
 from . import style
 from .frame import METRICS, check_metric, response_frame, token_tooltip
 
-__all__ = ["text_view", "wrap_tokens"]
+__all__ = ["cells", "text_view", "wrap_tokens"]
+
+
+def cells(label: str) -> int:
+    """The width of `label` in monospace cells: two for a wide or full-width character
+    (Chinese, Japanese and Korean text, full-width forms), none for a combining mark, one
+    otherwise; at least one, so every token can be seen and hovered."""
+    n = 0
+    for ch in label:
+        if unicodedata.combining(ch):
+            continue
+        n += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return max(1, n)
 
 
 def wrap_tokens(labels: Sequence[str], tokens: Sequence[str], line_chars: int) -> list[tuple]:
-    """Lay tokens out in lines of at most `line_chars` characters (a token that holds a
-    newline ends its line). Returns ``(line, x0, x1)`` per token, in characters."""
+    """Lay tokens out in lines of at most `line_chars` monospace cells (`cells`). A token
+    that holds a newline ends its line, and one that holds two or more also leaves a blank
+    line, as a paragraph break does in the text. Returns ``(line, x0, x1)`` per token, in
+    cells."""
     if line_chars < 1:
         raise WorkbenchError(f"line_chars must be >= 1, got {line_chars}", "pass e.g. 80")
     out, line, x = [], 0, 0
     for label, tok in zip(labels, tokens, strict=True):
-        w = max(1, len(label))
+        w = cells(label)
         if x > 0 and x + w > line_chars:
             line, x = line + 1, 0
         out.append((line, x, x + w))
         x += w
         if "\n" in tok:
-            line, x = line + 1, 0
+            line, x = line + min(2, tok.count("\n")), 0
     return out
 
 
