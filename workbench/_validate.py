@@ -104,3 +104,22 @@ def number(
 def optional_number(name: str, value: Any, **bounds: Any) -> float | None:
     """None, or `number` with the same arguments."""
     return None if value is None else number(name, value, **bounds)
+
+
+def curve(name: str, values: Any, fix: str) -> Any:
+    """`values` as a 1-D float64 CPU torch tensor (one sequence's per-token values), or a
+    `WorkbenchError` naming `name`, what was given and `fix` (a batch, a scalar or
+    something that is not numbers)."""
+    import torch
+
+    try:
+        v = torch.as_tensor(values).detach().cpu().double()
+    except (TypeError, ValueError, RuntimeError):
+        v = None
+    if v is None or v.ndim != 1:
+        shape = "" if v is None else f" of shape {tuple(v.shape)}"
+        raise WorkbenchError(
+            f"{name} needs a [pos] curve of one sequence, got {type(values).__name__}{shape}",
+            fix,
+        )
+    return v

@@ -280,3 +280,96 @@ def test_positions_beyond_the_sequence_are_an_error_not_a_no_op(toy_llama, trace
 def test_resample_with_one_trace_is_refused(toy_llama, traces):
     with pytest.raises(wb.WorkbenchError, match="at least two traces"):
         run_ablations(toy_llama, traces[:1], interventions=["resid-resample"], progress=False)
+
+
+# -- 6. bad input found by fuzzing: refused, never silently wrong -----------------------------
+
+WRONG_TYPES.update(
+    {
+        # a fraction or a bool picked another head; one int was a raw TypeError
+        "Knockout([5], heads=[1.7])": "not an integer",
+        "Knockout([5], heads=[True])": "not an integer",
+        "Knockout([5], heads=3)": "list of head indices",
+        "Knockout([0], allow_sink='no')": "True or False",
+        # pairs 1.5 ran two trials; a negative count failed inside top_q
+        "wb.ablation.perturbation_test(None, [], [], n_pairs=1.5)": "n_pairs must be an integer",
+        "wb.ablation.default_resid_layer(2.5)": "n_layers must be an integer",
+        "wb.ablation.content_words(None)": "needs text",
+    }
+)
+
+
+def test_a_batch_or_float_ids_are_refused_not_flattened_or_truncated(toy_llama, trace):
+    """A [2 pos] batch was read as one sequence twice as long; float ids were truncated."""
+    with pytest.raises(wb.WorkbenchError, match="one sequence"):
+        logits_of(toy_llama, torch.stack([trace.ids, trace.ids]))
+    with pytest.raises(wb.WorkbenchError, match="one sequence"):
+        resid_cache(toy_llama, torch.stack([trace.ids, trace.ids]))
+    with pytest.raises(wb.WorkbenchError, match="integer token ids"):
+        wb.ablation.greedy_continue(toy_llama, trace.ids[:20].float() + 0.7, max_new_tokens=2)
+    with pytest.raises(wb.WorkbenchError, match="negative token id"):
+        logits_of(toy_llama, torch.tensor([1, -3, 4]))
+    with pytest.raises(wb.WorkbenchError, match="is empty"):
+        logits_of(toy_llama, torch.zeros(0, dtype=torch.long))
+
+
+def test_answer_positions_without_a_prediction_are_refused(toy_llama, trace):
+    """Position 0 read row -1 (the last row) and gave a log-prob of the wrong token."""
+    clean = logits_of(toy_llama, trace.ids)
+    for span in ([0], [-1], [len(trace)]):
+        with pytest.raises(wb.WorkbenchError, match="not in 1"):
+            wb.ablation.answer_logprob(clean, trace.ids, span)
+    with pytest.raises(wb.WorkbenchError, match="not in 1"):
+        measure(toy_llama, trace, Knockout([trace.prompt_len + 2]), span=([0], "answer"))
+    with pytest.raises(wb.WorkbenchError, match="logits of shape"):
+        wb.ablation.answer_logprob(clean[:10], trace.ids, [trace.prompt_len])
+
+
+def test_answer_span_counts_and_prefix_are_checked(trace):
+    """n_last=0 returned the whole response ([-0:]); an empty prefix matched at the end."""
+    for n_last in (0, -2):
+        with pytest.raises(wb.WorkbenchError, match="n_last must be at least 1"):
+            wb.ablation.answer_span(trace, prefix="no such marker", n_last=n_last)
+    with pytest.raises(wb.WorkbenchError, match="non-empty string"):
+        wb.ablation.answer_span(trace, prefix="")
+
+
+def test_kl_settings_are_checked_not_turned_into_nan_rows(toy_llama, trace):
+    """chunk=-1 gave all-NaN KL; a negative prompt_len silently counted prompt rows."""
+    clean = logits_of(toy_llama, trace.ids)
+    kl = wb.ablation.kl_per_position
+    with pytest.raises(wb.WorkbenchError, match="chunk must be at least 1"):
+        kl(clean, clean, trace.prompt_len, chunk=-1)
+    with pytest.raises(wb.WorkbenchError, match="prompt_len must be at least 0"):
+        kl(clean, clean, -5)
+    with pytest.raises(wb.WorkbenchError, match="beyond the"):
+        kl(clean, clean, len(trace) + 1)
+    with pytest.raises(wb.WorkbenchError, match="of one shape"):
+        kl(clean, clean[:10], trace.prompt_len)
+
+
+def test_settings_an_ablation_does_not_read_are_refused(toy_llama, trace):
+    p = trace.prompt_len + 2
+    with pytest.raises(wb.WorkbenchError, match="only read by mode='resample'"):
+        ResidAblation([p], mode="zero", source_positions=[3])
+    with pytest.raises(wb.WorkbenchError, match="reads no reference"):
+        ResidAblation([p], mode="zero", reference={1: torch.zeros(3)})
+    nan = torch.full((toy_llama.cfg.d_model,), float("nan"))
+    with pytest.raises(wb.WorkbenchError, match="NaN or infinite"):
+        logits_of(toy_llama, trace.ids, [ResidAblation([p], mode="mean", reference=nan)])
+    with pytest.raises(wb.WorkbenchError, match="needs a task"):
+        measure(toy_llama, trace, Knockout([p]), max_new_tokens=3)
+    with pytest.raises(wb.WorkbenchError, match="clean_logits of shape"):
+        measure(toy_llama, trace, Knockout([p]), clean_logits=torch.zeros(5, 3))
+
+
+def test_frames_and_summary_settings_are_checked():
+    frame = _paired_frame(np.random.default_rng(0), 3)
+    with pytest.raises(wb.WorkbenchError, match="seed must be at least 0"):
+        summarize(frame, "kl_mean", interval="bootstrap", seed=-1)
+    with pytest.raises(wb.WorkbenchError, match="no column"):
+        summarize(frame.drop(columns="kl_mean"), "kl_mean")
+    with pytest.raises(wb.WorkbenchError, match="not a summarize result"):
+        effect_chart(frame)
+    with pytest.raises(wb.WorkbenchError, match="not a run_ablations result"):
+        wb.ablation.kl_curve_chart(summarize(frame, "kl_mean"))

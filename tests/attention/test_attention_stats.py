@@ -120,3 +120,58 @@ def test_a_peak_threshold_must_be_a_finite_number(min_z):
 def test_a_peak_radius_is_not_a_bool():
     with pytest.raises(wb.WorkbenchError, match="radius"):
         PeakDetector(radius=True)
+
+
+@pytest.mark.parametrize(
+    "detector, match",
+    [
+        ("peaks", "detector must be a callable"),  # raw TypeError
+        (lambda x: [-1], r"not a list of response positions \(1\.\.7\)"),  # the last token
+        (lambda x: [0], "not a list of response positions"),  # a prompt token: NaN
+        (lambda x: [100], "not a list of response positions"),  # IndexError, or counted
+        (lambda x: [1.5], "not a list of response positions"),
+        (lambda x: None, "not a list of response positions"),
+        (lambda x: [True], "not a list of response positions"),
+    ],
+)
+def test_a_bad_detector_is_refused(detector, match):
+    for stat in (entropy_at_waad_peaks, fai_follows_waad, receiver_global_overlap):
+        with pytest.raises(wb.WorkbenchError, match=match) as e:
+            stat([by_hand()], detector=detector)
+        assert e.value.fix
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        # curves of different lengths were read as one trace (numbers, or an IndexError)
+        (lambda c: Curves(1, c.waad[:5], c.fai, c.receiver_fai, c.entropy), "positions"),
+        (lambda c: Curves(1, c.waad, c.fai, c.receiver_fai, c.entropy[:5]), "positions"),
+        (lambda c: Curves(-1, c.waad, c.fai, c.receiver_fai, c.entropy), "at least 0"),
+        (lambda c: Curves(100, c.waad, c.fai, c.receiver_fai, c.entropy), "leaves no response"),
+        (lambda c: Curves(1.5, c.waad, c.fai, c.receiver_fai, c.entropy), "an integer"),
+        (lambda c: Curves(1, c.waad[None], c.fai, c.receiver_fai, c.entropy), "a \\[pos\\]"),
+        (lambda c: Curves(1, None, c.fai, c.receiver_fai, c.entropy), "a \\[pos\\]"),
+    ],
+)
+def test_bad_curves_are_refused(build, match):
+    with pytest.raises(wb.WorkbenchError, match=match) as e:
+        build(by_hand())
+    assert e.value.fix
+
+
+def test_peak_detector_refuses_what_is_no_curve():
+    # inf made the threshold NaN, so every local maximum passed; 2-D/0-d: raw errors
+    with pytest.raises(wb.WorkbenchError, match="infinite"):
+        PeakDetector(min_z=1.0)(torch.tensor([float("inf"), float("-inf"), 1.0, 0.0]))
+    for x in (torch.zeros(2, 3), torch.tensor(3.0), None):
+        with pytest.raises(wb.WorkbenchError, match=r"needs a \[pos\] curve"):
+            PeakDetector()(x)
+
+
+def test_statistics_read_an_iterator_once_and_refuse_empty_lags():
+    # The first statistic spent the iterator; the next said "need a non-empty list".
+    df = rhythm_statistics(iter([by_hand()]), n_shuffles=5)
+    assert df["value"].notna().all()
+    with pytest.raises(wb.WorkbenchError, match="lags is empty"):
+        fai_follows_waad([by_hand()], lags=[])  # share 0 without a word

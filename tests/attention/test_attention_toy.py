@@ -367,3 +367,124 @@ def test_a_response_without_any_fai_because_of_fai_min_rows_is_told():
         warnings.simplefilter("error")
         long.with_params(fai_min_rows=10)  # only the last tokens lose their FAI
         short.with_params(fai_horizon=(20, None))  # the paper's empty T(s): NaN by definition
+
+
+@pytest.mark.parametrize(
+    "pattern, match",
+    [
+        (TOY.long(), "floating-point"),  # an integer map is no attention
+        (TOY.to(torch.complex64), "floating-point"),  # its imaginary part was dropped
+        (torch.zeros(0, 3, 3), "no heads"),  # an AssertionError from the accumulator
+        (torch.full((3, 3), NAN), "NaN or infinite"),  # NaN metrics without a word
+        (-TOY, "negative"),
+        (TOY * 5, "rows that sum to more than 1"),  # WAAD above W, FAI above 1
+        (TOY.T.contiguous(), "above the diagonal"),  # a transposed map: a negative span
+    ],
+)
+def test_raw_patterns_that_are_no_attention_are_refused(pattern, match):
+    for f in (wb.head_span, wb.waad, wb.fai, wb.receiver_kurtosis):
+        with pytest.raises(wb.WorkbenchError, match=match) as e:
+            f(pattern, 1)
+        assert e.value.fix
+
+
+def test_rows_that_give_mass_to_a_learned_sink_are_accepted():
+    """gpt-oss gives part of each row to a learned sink outside the keys, so its patterns'
+    rows sum to less than 1; the metrics are the same sums over the keys there are."""
+    sub = TOY * 0.8
+    close(wb.head_span(sub, 1), 0.8 * wb.head_span(TOY, 1), 1e-6)
+    close(wb.waad(sub, 1, window=10), 0.8 * wb.waad(TOY, 1, window=10), 1e-6)
+
+
+@pytest.mark.parametrize(
+    "response, match",
+    [
+        (None, "response must be"),  # raw TypeErrors
+        ("1", "response must be"),
+        ({}, "response must be"),
+        (1.0, "response must be"),  # read as a one-entry mask
+        (True, "response must be"),
+        (range(-1, 3), "prompt_len=-1"),  # the last query row read as a prompt row
+        ([0, 1, 2], "values other than"),  # positions read as a mask
+        (torch.tensor([0.0, 0.5, 1.0]), "values other than"),
+    ],
+)
+def test_bad_response_arguments_are_refused(response, match):
+    for f in (wb.head_span, wb.waad, wb.fai, wb.receiver_kurtosis):
+        with pytest.raises(wb.WorkbenchError, match=match) as e:
+            f(TOY, response)
+        assert e.value.fix
+
+
+def test_integer_scalars_and_grad_patterns_are_accepted():
+    # A NumPy or torch integer is a prompt length (it was read as a one-entry mask).
+    close(wb.waad(TOY, np.int64(1)), wb.waad(TOY, 1))
+    close(wb.fai(TOY, torch.tensor(1)), wb.fai(TOY, 1))
+    # A pattern that requires grad failed with an in-place autograd error.
+    close(wb.head_span(TOY.clone().requires_grad_(), 1), [0.6], 1e-6)
+
+
+def test_huge_windows_and_horizons_clip_nothing():
+    p = random_pattern(np.random.default_rng(0), 2, 30)
+    # W >= N clips no distance: the same WAAD as W = N (it allocated W diagonals: a
+    # MemoryError, or an overflow, for a huge W).
+    for w in (31, 10**6, 10**30):
+        close(wb.waad(p, 10, window=w), wb.waad(p, 10, window=30), 1e-9)
+    # An H_hi beyond the sequence is the end of the response (2**63 - 1 wrapped around
+    # in int64 and gave NaN everywhere; 10**20 overflowed).
+    for hi in (2**63 - 1, 10**20):
+        close(wb.fai(p, 10, horizon=(0, hi)), wb.fai(p, 10))
+        close(wb.receiver_kurtosis(p, 10, horizon=(0, hi)), wb.receiver_kurtosis(p, 10))
+    assert torch.isnan(wb.fai(p, 10, horizon=(10**20, None))).all()
+    a = toy_analysis(0, n=20)
+    close(a.with_params(fai_horizon=(0, 2**63 - 1)).fai, a.fai)
+    with pytest.warns(wb.attention.metrics.FaiRowsWarning):
+        assert torch.isnan(a.with_params(fai_min_rows=10**20).fai).all()
+
+
+@pytest.mark.parametrize("waad", [None, "abc", torch.zeros(2, 3), torch.tensor(1.0), 5])
+def test_delta_needs_one_curve(waad):
+    # A [2, 3] input gave a [2, 3] result (differences across rows); others raw errors.
+    with pytest.raises(wb.WorkbenchError, match=r"WAAD needs a \[pos\] curve") as e:
+        wb.delta(waad)
+    assert e.value.fix
+
+
+@pytest.mark.parametrize(
+    "values, q, match",
+    [
+        (torch.tensor([1.0, 2.0, 3.0]), 0, r"q must be in \(0, 1\]"),  # chose one anyway
+        (torch.tensor([1.0, 2.0, 3.0]), 1.5, r"q must be in \(0, 1\]"),  # chose all
+        (torch.tensor([1.0, 2.0, 3.0]), -0.5, r"q must be in \(0, 1\]"),
+        (torch.tensor([1.0, 2.0, 3.0]), NAN, "q must be a finite number"),
+        (torch.tensor([1.0, 2.0, 3.0]), True, "q must be a finite number"),
+        (torch.zeros(2, 3), 0.5, r"\[pos\] curve"),  # IndexError
+        (torch.tensor(3.0), 0.5, r"\[pos\] curve"),
+        (None, 0.5, r"\[pos\] curve"),
+    ],
+)
+def test_top_q_refuses_bad_arguments(values, q, match):
+    with pytest.raises(wb.WorkbenchError, match=match) as e:
+        top_q(values, q)
+    assert e.value.fix
+
+
+@pytest.mark.parametrize(
+    "heads, span, quantiles, match",
+    [
+        ([(0, 0), (0, 1)], [1.0], (0.3, 0.3), "one number per head"),  # IndexError
+        ([(0, 0), (0, 1)], [1.0, 2.0, 3.0], (0.3, 0.3), "one number per head"),  # ignored
+        ([(0, 0), (0, 1), (0, 2)], [1.0, NAN, 0.5], (0.3, 0.3), "NaN or infinite"),
+        ([(0, 0), (0, 1)], [1.0, 2.0], (0.9, 0.9), "sum to more than 1"),  # overlapped
+        ([(0, 0), (0, 1)], [1.0, 2.0], (-0.5, 2.0), "head_quantiles must be in"),
+        ([(0, 0), (0, 1)], [1.0, 2.0], 0.3, "must be a pair"),
+        ("ab", [1.0, 2.0], (0.3, 0.3), "not a list of \\(layer, head\\) pairs"),
+        ([(0, 0), (0, 0)], [1.0, 2.0], (0.3, 0.3), "twice"),
+    ],
+)
+def test_classify_heads_refuses_bad_arguments(heads, span, quantiles, match):
+    from workbench.attention import classify_heads
+
+    with pytest.raises(wb.WorkbenchError, match=match) as e:
+        classify_heads(heads, span, quantiles)
+    assert e.value.fix

@@ -181,3 +181,18 @@ def test_a_hand_built_head_classification_is_checked():
     for bad in (torch.ones(6), torch.ones(1, 2, 3)):
         with pytest.raises(wb.WorkbenchError, match="must be a \\[layer, head\\] grid"):
             wb.HeadClasses.from_span(bad)
+
+
+@pytest.mark.parametrize(
+    "span, match",
+    [
+        (None, "must be a \\[layer, head\\] grid, got no tensor"),  # raw RuntimeError
+        ("abc", "must be a \\[layer, head\\] grid, got no tensor"),  # raw TypeError
+        (torch.tensor([[1.0, float("inf")], [2.0, 3.0]]), "infinite"),  # ranked global
+        (torch.tensor([[1.0, float("-inf")], [2.0, 3.0]]), "infinite"),  # ranked local
+    ],
+)
+def test_head_classes_from_span_refuses_bad_spans(span, match):
+    with pytest.raises(wb.WorkbenchError, match=match) as e:
+        wb.HeadClasses.from_span(span)
+    assert e.value.fix

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from workbench.errors import WorkbenchError
 from workbench.rl import grpo_advantages, grpo_loss, token_logps
 
 
@@ -81,3 +82,59 @@ def test_token_logps_matches_log_softmax():
     ids = torch.randint(0, 7, (2, 4))
     ref = torch.log_softmax(logits, -1).gather(-1, ids[..., None])[..., 0]
     assert torch.allclose(token_logps(logits, ids), ref, atol=1e-6)
+
+
+# -- bad input: a WorkbenchError that names the fix, never NaN or a silent broadcast ---------
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ((torch.ones(6), 4), "do not split into groups"),  # was a raw RuntimeError from view
+        ((torch.tensor([1.0, 0.0]), 1), "at least 2"),  # was all NaN (std of one reward)
+        ((torch.tensor([1.0, 0.0]), 2, "Group"), "scale_rewards"),  # was silently "none"
+        ((torch.tensor([1.0, float("nan"), 0.0, 0.0]), 2), "NaN or infinite"),
+        ((torch.ones(2, 3), 3), "1 dimension"),
+    ],
+)
+def test_bad_advantage_input_is_named(args, match):
+    with pytest.raises(WorkbenchError, match=match):
+        grpo_advantages(*args)
+
+
+def _loss_args():
+    logps = -torch.rand(2, 3)
+    return [logps, logps.clone(), torch.tensor([1.0, -1.0]), torch.ones(2, 3)], torch.ones(
+        2, 3, dtype=torch.bool
+    )
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(mask=torch.ones(3, dtype=torch.bool)), "mask must have 2"),  # was broadcast
+        (dict(mask=torch.ones(2, 3)), "boolean"),
+        (dict(advantages=torch.tensor([1.0])), "advantages has shape"),  # was broadcast
+        (dict(gamma=torch.ones(1, 3)), "gamma has shape"),
+        (dict(beta=0.1), "no ref_logps"),  # the KL term was left out silently
+        (dict(entropy_coef=0.1), "no entropies"),
+        (dict(normalizer=0), "normalizer"),  # was NaN
+        (dict(epsilon=-0.1), "epsilon"),
+        (dict(loss_type="bnpo"), "loss_type"),  # was a plain ValueError
+    ],
+)
+def test_bad_loss_input_is_named(change, match):
+    (logps, old, adv, gamma), mask = _loss_args()
+    tensors = dict(logps=logps, old_logps=old, advantages=adv, gamma=gamma, mask=mask)
+    settings = {k: v for k, v in change.items() if k not in tensors}
+    tensors.update({k: v for k, v in change.items() if k in tensors})
+    with pytest.raises(WorkbenchError, match=match):
+        grpo_loss(**tensors, **settings)
+
+
+def test_token_ids_outside_the_vocabulary_are_named():
+    logits = torch.randn(2, 3, 5)
+    with pytest.raises(WorkbenchError, match="outside the 5 logits"):
+        token_logps(logits, torch.full((2, 3), 7))
+    with pytest.raises(WorkbenchError, match="target_ids has shape"):
+        token_logps(logits, torch.zeros(2, 2, dtype=torch.long))

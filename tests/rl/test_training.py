@@ -527,3 +527,35 @@ def test_fused_and_standalone_credit_train_the_same_run(tmp_path, strategy):
     assert fused.metrics[1]["gamma_amplified"] > 0
     wa, wb = _weights(fused), _weights(alone)
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+
+
+def test_numpy_settings_are_stored_as_plain_numbers_and_bad_ones_named():
+    """A NumPy scalar passed validation, then config.json could not be written (after the
+    run folder was made); a seed beyond 64 bits and "cuda:x" failed only inside torch."""
+    import numpy as np
+
+    cfg = GRPOConfig(learning_rate=np.float32(1e-4), max_steps=np.int64(3), seed=torch.tensor(2))
+    assert (type(cfg.learning_rate), type(cfg.max_steps), type(cfg.seed)) == (float, int, int)
+    assert GRPOConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    for kwargs, match in [
+        (dict(seed=2**64), "too large for a seed"),
+        (dict(device="cuda:x"), "not a device"),
+    ]:
+        with pytest.raises(WorkbenchError, match=match):
+            GRPOConfig(**kwargs)
+    with pytest.raises(WorkbenchError, match="needs a dict"):
+        GRPOConfig.from_dict(None)
+
+
+def test_a_latest_pointer_that_names_no_checkpoint_is_not_followed(tmp_path):
+    """An empty LATEST gave the checkpoints folder itself as the latest checkpoint."""
+    from workbench.rl import latest_checkpoint
+
+    root = tmp_path / "checkpoints"
+    (root / "step-000002").mkdir(parents=True)
+    for pointer in ("\n", "..\n", "../..\n"):
+        (root / "LATEST").write_text(pointer)
+        assert latest_checkpoint(tmp_path) == root / "step-000002"
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n')
+    with pytest.raises(WorkbenchError, match="up_to_step must be an integer"):
+        read_metrics(tmp_path, up_to_step=True)  # True read as step 1

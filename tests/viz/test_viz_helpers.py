@@ -188,3 +188,34 @@ def test_use_theme_restores_the_previous_theme_on_error(altair_globals):
 
 def test_max_cells_is_altairs_row_limit():
     assert MAX_CELLS == 5000
+
+
+def test_progress_chart_refuses_rows_it_cannot_chart():
+    from workbench.viz import progress_chart
+
+    assert progress_chart([{"step": 0, "reward": 0.5}, {"step": 1, "eval_accuracy": None}])
+    for rows, match in [
+        (None, "rows must be a list"),  # raw TypeError
+        ("abc", "rows must be a list"),  # an empty chart
+        ({"step": 0, "reward": 0.5}, "rows must be a list"),  # its keys were read as rows
+        ([1, 2], "not a metric row"),
+        ([{"reward": 0.5}], "no step"),  # KeyError
+        ([{"step": 0, "reward": "x"}], "not a number"),  # charted as nothing
+    ]:
+        with pytest.raises(WorkbenchError, match=match) as e:
+            progress_chart(rows)
+        assert e.value.fix
+
+
+def test_export_refuses_bad_paths_formats_and_charts(tmp_path):
+    chart = _tiny_chart()
+    for kw, match in [
+        (dict(path=None), "path must be a file path"),  # raw TypeError
+        (dict(path=tmp_path / "a.png", format=5), "format must be a string"),
+        (dict(path="/proc/chart.json"), "cannot write the chart"),  # FileNotFoundError
+    ]:
+        with pytest.raises(WorkbenchError, match=match) as e:
+            export.save(chart, **kw)
+        assert e.value.fix
+    with pytest.raises(WorkbenchError, match="expected an altair chart"):
+        export.to_html(None)  # AttributeError

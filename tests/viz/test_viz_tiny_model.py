@@ -77,3 +77,44 @@ def test_pooled_map_gives_the_sink_blocks_share_of_a_row(tiny):
     assert (outline["k0"], outline["k1"]) == (0, b)
     assert outline["share"] == pytest.approx(share, rel=1e-4)
     assert f"key 0..{b - 1} (mean {share:.0%} of a row)" in d["title"]["subtitle"][1]
+
+
+def test_bad_chart_arguments_are_refused(tiny):
+    from workbench import viz
+
+    trace = wb.Trace.from_text(tiny, PROMPT, RESPONSE)
+    a = wb.analyze(tiny, trace)
+    maps = attention_maps(tiny, trace, heads=[(0, 0), (0, 1)])
+    p = a.prompt_len
+    cases = [
+        # a float or bool head was truncated to another head without a word
+        (lambda: attention_maps(tiny, trace, heads=[(0.5, 0)]), "not a \\(layer, head\\) pair"),
+        (lambda: attention_maps(tiny, trace, heads=[(True, 0)]), "not a \\(layer, head\\) pair"),
+        (lambda: attention_maps(tiny, trace, heads=5), "not a list of \\(layer, head\\)"),
+        (lambda: attention_maps(tiny, trace, max_cells=5.5), "max_cells must be an integer"),
+        (lambda: attention_maps(tiny, None), "expected a wb.Trace"),  # AttributeError
+        (lambda: attention_maps(None, trace), "expected a model"),
+        (lambda: viz.attention_map(maps, [(0.5, 0)]), "not a \\(layer, head\\) pair"),
+        (lambda: viz.attention_map(maps, (0.0, 1.0)), "not a \\(layer, head\\) pair"),
+        (lambda: viz.attention_map(maps, None), "not a list of \\(layer, head\\)"),
+        (lambda: viz.attention_map(maps, "local", analysis="a"), "expected a wb.Analysis"),
+        (lambda: viz.attention_map(a, (0, 0)), "maps must be an AttentionMaps"),
+        (lambda: viz.attention_map(maps, (0, 0), size=0), "size must be at least 1"),  # width 0
+        (lambda: viz.attention_map(maps, (0, 0), clip_quantile=1.5), "clip_quantile"),
+        (lambda: viz.attention_map(maps, (0, 0), color_scale="bogus"), "not a scale type"),
+        (lambda: viz.head_map(a, cell_px=-5), "cell_px must be at least 1"),  # negative size
+        (lambda: viz.head_map(trace), "expected a wb.Analysis"),  # AttributeError
+        (lambda: viz.rhythm_curves(a, width=0), "width must be at least 1"),
+        (lambda: viz.rhythm_curves(trace), "expected a wb.Analysis"),
+        # 25.5 cropped to 25 without a word; a huge range overflowed listing it
+        (lambda: viz.rhythm_curves(a, positions=[p + 0.5, p + 1.5]), "not a range"),
+        (lambda: viz.text_view(a, line_chars=2.5), "line_chars must be an integer"),
+        (lambda: viz.text_view(a, char_px=0), "char_px must be in"),  # a 0-wide chart
+        (lambda: viz.text_view(a, line_px=-20), "line_px must be at least 1"),
+        (lambda: viz.text_view(None), "expected a wb.Analysis"),
+    ]
+    for build, match in cases:
+        with pytest.raises(wb.WorkbenchError, match=match) as e:
+            build()
+        assert e.value.fix
+    assert len(viz.response_frame(a, range(0, 10**20))) == len(a.response)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from .. import _validate
 from ..errors import WorkbenchError
 from ..viz import style
-from .runner import per_position
+from .runner import SUMMARY_COLUMNS, _check_frame, per_position
 
 __all__ = ["effect_chart", "kl_curve_chart"]
 
@@ -67,8 +68,19 @@ def effect_chart(summary: pd.DataFrame, *, intervention: str | None = None) -> a
         from ``lo`` to ``hi``, a zero rule; differences are drawn in the family colour,
         plain means in grey.
     """
-    if summary is None or len(summary) == 0:
+    if not isinstance(summary, pd.DataFrame):
+        raise WorkbenchError(
+            f"effect_chart needs a summarize table, got a {type(summary).__name__}",
+            "pass wb.summarize(df, metric)",
+        )
+    if len(summary) == 0:
         raise WorkbenchError("the summary is empty", "run run_ablations and summarize first")
+    missing = [c for c in SUMMARY_COLUMNS if c not in summary.columns]
+    if missing:
+        raise WorkbenchError(
+            f"the table has no column(s) {missing}: it is not a summarize result",
+            "pass wb.summarize(df, metric), not the run_ablations frame itself",
+        )
     iv = intervention if intervention is not None else summary["intervention"].iloc[0]
     d = summary[summary["intervention"] == iv].copy()
     if d.empty:
@@ -136,6 +148,8 @@ def kl_curve_chart(
         ``t + 1``) for the set (family colour) and each control (grey), with vertical
         rules at the set's ablated positions.
     """
+    _check_frame(frame, ["trace", "intervention", "family", "kind", "positions"], "kl_curve_chart")
+    _validate.integer("width", width, minimum=1, example=style.WIDTH)
     sel = frame[
         (frame["trace"] == trace)
         & (frame["intervention"] == intervention)

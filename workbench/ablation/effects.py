@@ -28,8 +28,8 @@ Definitions (this project's, documented so numbers are comparable):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, no_type_check
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ from ..errors import WorkbenchError
 from ..models import model_device, sampler
 from ..trace import Trace, eos_token_ids, sample_completions
 from ..trace.tokens import check_ids
-from .interventions import Intervention, ResidAblation, fwd_hooks
+from .interventions import Intervention, ResidAblation, _ids, fwd_hooks
 
 __all__ = [
     "answer_logprob",
@@ -58,12 +58,23 @@ def logits_of(
     model: Any, ids: Tensor, interventions: Sequence[Intervention] = ()
 ) -> Float[Tensor, "pos d_vocab"]:
     """``[pos d_vocab]`` float32 logits of one sequence, under the interventions (if any)."""
-    ids = torch.as_tensor(ids).reshape(1, -1).to(model_device(model))
-    hooks = fwd_hooks(model, *interventions)
+    ids = _ids(model, ids, "the sequence").to(model_device(model))
+    hooks = fwd_hooks(model, *_intervention_list(interventions))
     logits = model.run_with_hooks(ids, fwd_hooks=hooks) if hooks else model(ids)
     return logits[0].float().cpu()
 
 
+def _intervention_list(interventions: Any) -> tuple[Intervention, ...]:
+    """The interventions as a tuple; one bare intervention is refused (it is no list)."""
+    if isinstance(interventions, Intervention) or not isinstance(interventions, Sequence):
+        raise WorkbenchError(
+            f"interventions must be a list, got {interventions!r}",
+            "pass e.g. interventions=[Knockout([12, 30])]",
+        )
+    return tuple(interventions)
+
+
+@no_type_check  # checks its shapes itself, with messages that name the fix
 def kl_per_position(
     clean: Float[Tensor, "pos d_vocab"],
     ablated: Float[Tensor, "pos d_vocab"],
@@ -71,7 +82,21 @@ def kl_per_position(
     chunk: int = 128,
 ) -> Float[Tensor, " pos"]:
     """``[pos]`` KL(clean || ablated) in nats on response rows, NaN elsewhere (float64)."""
+    clean, ablated = torch.as_tensor(clean), torch.as_tensor(ablated)
+    if clean.ndim != 2 or clean.shape != ablated.shape:
+        raise WorkbenchError(
+            f"clean and ablated logits must both be [pos d_vocab] of one shape, got "
+            f"{tuple(clean.shape)} and {tuple(ablated.shape)}",
+            "pass logits_of(model, ids) and logits_of(model, ids, interventions) of one trace",
+        )
     n = clean.shape[0]
+    prompt_len = _validate.integer("prompt_len", prompt_len, minimum=0, example=n // 2)
+    if prompt_len > n:
+        raise WorkbenchError(
+            f"prompt_len={prompt_len} is beyond the {n} rows of the logits",
+            "pass the trace's prompt_len",
+        )
+    chunk = _validate.integer("chunk", chunk, minimum=1, example=128)
     out = torch.full((n,), float("nan"), dtype=torch.float64)
     lo = max(prompt_len - 1, 0)
     for a in range(lo, n - 1, chunk):
@@ -101,7 +126,17 @@ def answer_span(
         ``(positions, kind)``, kind ``"answer"`` (after the marker) or ``"last"``
         (fallback). Positions may be empty when the marker ends the response.
     """
-    special = {int(i) for i in special_ids}
+    if not isinstance(trace, Trace):
+        raise WorkbenchError(
+            f"answer_span needs a wb.Trace, got a {type(trace).__name__}",
+            "pass a trace from wb.generate or wb.Trace.from_text",
+        )
+    if not isinstance(prefix, str) or not prefix:
+        raise WorkbenchError(
+            f"prefix must be a non-empty string, got {prefix!r}", 'pass e.g. prefix="Answer:"'
+        )
+    n_last = _validate.integer("n_last", n_last, minimum=1, example=5)
+    special = _index_list(special_ids, "special_ids")
     pl = trace.prompt_len
     toks = trace.response_tokens
     ids = [int(i) for i in trace.response_ids]
@@ -126,13 +161,48 @@ def answer_span(
     return keep[-n_last:], "last"
 
 
+def _index_list(values: Any, name: str) -> list[int]:
+    """`values` as a list of ints (a fraction or a bool is no index)."""
+    if isinstance(values, Tensor | np.ndarray):
+        values = values.tolist()
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise WorkbenchError(
+            f"{name} must be a list of integers, got {values!r}", f"pass {name} as a list of ints"
+        )
+    out = []
+    for v in values:
+        if not _validate.is_index(v):
+            raise WorkbenchError(f"{name} holds {v!r}, which is not an integer", "pass ints")
+        out.append(_validate.as_index(v))
+    return out
+
+
 def answer_logprob(logits: Float[Tensor, "pos d_vocab"], ids: Tensor, span: Sequence[int]) -> float:
-    """Summed log-probability of the tokens at `span` (row ``p - 1`` predicts ``p``)."""
-    if not len(span):
+    """Summed log-probability of the tokens at `span` (row ``p - 1`` predicts ``p``).
+
+    Raises:
+        WorkbenchError: the logits and ids are of different lengths, or a span position is
+            not in ``1 .. len(ids) - 1`` (position 0 has no row that predicts it).
+    """
+    span = _index_list(span, "span")
+    ids = torch.as_tensor(ids).reshape(-1)
+    if logits.ndim != 2 or logits.shape[0] != len(ids):
+        raise WorkbenchError(
+            f"logits of shape {tuple(logits.shape)} are not [pos d_vocab] of the {len(ids)} ids",
+            "pass the [pos d_vocab] logits of these ids (logits_of(model, ids))",
+        )
+    bad = [p for p in span if not 1 <= p < len(ids)]
+    if bad:
+        raise WorkbenchError(
+            f"span positions {bad} are not in 1..{len(ids) - 1} (position 0 has no "
+            "prediction; the ids end before the others)",
+            "pass positions of this sequence's tokens, e.g. answer_span(trace)[0]",
+        )
+    if not span:
         return float("nan")
     rows = torch.tensor([p - 1 for p in span])
     lp = torch.log_softmax(logits[rows].double(), -1)
-    return float(lp[torch.arange(len(span)), torch.as_tensor(ids)[list(span)]].sum())
+    return float(lp[torch.arange(len(span)), ids[span]].sum())
 
 
 def _eos(model: Any) -> set[int]:
@@ -170,7 +240,11 @@ def greedy_continue(
         end-of-sequence token (kept) when `stop_at_eos`.
     """
     _validate.integer("max_new_tokens", max_new_tokens, minimum=0, example=32)
-    prefix = torch.as_tensor(prefix).reshape(-1).long().cpu()
+    prefix = _ids(model, prefix, "the prefix")[0].cpu()
+    interventions = _intervention_list(interventions)
+    for name, flag in (("stop_at_eos", stop_at_eos), ("hooked", hooked)):
+        if not isinstance(flag, bool) and not (name == "hooked" and flag is None):
+            raise WorkbenchError(f"{name} must be True or False, got {flag!r}", f"pass {name}=True")
     n_ctx = getattr(model.cfg, "n_ctx", None)
     if n_ctx is not None:
         max_new_tokens = min(max_new_tokens, n_ctx - len(prefix))
@@ -235,6 +309,17 @@ def measure(
             "pass e.g. Knockout([12, 30]) or ResidAblation([12], mode='zero'); "
             "run_ablations takes intervention names",
         )
+    if not isinstance(trace, Trace):
+        raise WorkbenchError(
+            f"measure needs a wb.Trace, got a {type(trace).__name__}",
+            "pass a trace from wb.generate or wb.Trace.from_text",
+        )
+    _validate.integer("max_new_tokens", max_new_tokens, minimum=0, example=32)
+    if max_new_tokens and (task is None or problem is None):
+        raise WorkbenchError(
+            "max_new_tokens > 0 scores greedy continuations, which needs a task and its problem",
+            "pass task=get_task(...) and problem=..., or max_new_tokens=0",
+        )
     pos = list(intervention.positions)
     check_ids(model, trace.ids)
     if not pos:
@@ -247,6 +332,12 @@ def measure(
     if clean_logits is None:
         clean_logits = logits_of(model, trace.ids)
     ablated = logits_of(model, trace.ids, [intervention])
+    if tuple(torch.as_tensor(clean_logits).shape) != tuple(ablated.shape):
+        raise WorkbenchError(
+            f"clean_logits of shape {tuple(torch.as_tensor(clean_logits).shape)} are not this "
+            f"trace's [pos d_vocab] = {tuple(ablated.shape)} logits",
+            "pass clean_logits=logits_of(model, trace.ids) of the same trace, or leave it out",
+        )
     kl = kl_per_position(clean_logits, ablated, trace.prompt_len)
     first, last = min(pos), max(pos)
     # A knockout leaves the first ablated position's own row unchanged; a residual
@@ -256,6 +347,11 @@ def measure(
     if span is None:
         tok = getattr(model, "tokenizer", None)
         span = answer_span(trace, special_ids=getattr(tok, "all_special_ids", []) or [])
+    if not isinstance(span, tuple) or len(span) != 2:
+        raise WorkbenchError(
+            f"span must be an answer_span result (positions, kind), got {span!r}",
+            "pass span=answer_span(trace), or leave it out",
+        )
     positions, kind = span
     lp_c = answer_logprob(clean_logits, trace.ids, positions)
     lp_a = answer_logprob(ablated, trace.ids, positions)

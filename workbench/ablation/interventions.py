@@ -47,11 +47,13 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .. import _validate
 from ..attention.engine import arch_name, attention_layers, check_layers
 from ..attention.layers import resolve_layers
 from ..errors import WorkbenchError
 from ..models import model_device
 from ..trace import Trace
+from ..trace.tokens import check_context, check_ids
 
 __all__ = [
     "Intervention",
@@ -105,13 +107,39 @@ def _check_positions(
     return tuple(sorted(set(_position_list(positions, allow_sink, what))))
 
 
+def _check_flag(name: str, value: Any) -> None:
+    """Refuse a flag that is not a bool (``allow_sink="no"`` would read as True)."""
+    if not isinstance(value, bool):
+        raise WorkbenchError(f"{name} must be True or False, got {value!r}", f"pass {name}=True")
+
+
+def _check_heads(heads: Any) -> tuple[int, ...] | None:
+    """None, or the head indices as sorted distinct ints (refusing fractions and bools,
+    which ``int()`` would turn into another head without a word)."""
+    if heads is None:
+        return None
+    if isinstance(heads, (str, bytes)) or not isinstance(heads, Iterable):
+        raise WorkbenchError(
+            f"knockout heads must be None or a list of head indices, got {heads!r}",
+            "pass e.g. heads=[0, 3]",
+        )
+    out = set()
+    for h in heads:
+        if not _validate.is_index(h):
+            raise WorkbenchError(
+                f"knockout head {h!r} is not an integer", "pass head indices as ints"
+            )
+        out.add(_validate.as_index(h))
+    return tuple(sorted(out))
+
+
 def default_resid_layer(n_layers: int) -> int:
     """This project's default layer for residual ablation: ``floor(L/3)``.
 
     The first of the paper's "middle" layers: late enough that the position's token has
     been read and mixed, early enough that most of the computation comes after.
     """
-    return n_layers // 3
+    return _validate.integer("n_layers", n_layers, minimum=1, example=12) // 3
 
 
 class Intervention:
@@ -145,9 +173,11 @@ class Knockout(Intervention):
     allow_sink: bool = False
 
     def __post_init__(self) -> None:
+        _check_flag("allow_sink", self.allow_sink)
         object.__setattr__(
             self, "positions", _check_positions(self.positions, self.allow_sink, "knockout")
         )
+        object.__setattr__(self, "heads", _check_heads(self.heads))
 
     @property
     def label(self) -> str:
@@ -170,7 +200,7 @@ class Knockout(Intervention):
         """
         layers = resolve_layers(self.layers, model.cfg.n_layers, attention=attention_layers(model))
         check_layers(model, layers)
-        heads = None if self.heads is None else sorted({int(h) for h in self.heads})
+        heads = None if self.heads is None else list(self.heads)
         if heads is not None and any(not 0 <= h < model.cfg.n_heads for h in heads):
             raise WorkbenchError(
                 f"knockout heads {heads} out of range for {model.cfg.n_heads} heads",
@@ -284,9 +314,20 @@ class ResidAblation(Intervention):
     allow_sink: bool = False
 
     def __post_init__(self) -> None:
-        if self.mode not in RESID_MODES:
+        if not isinstance(self.mode, str) or self.mode not in RESID_MODES:
             raise WorkbenchError(
                 f"residual ablation mode {self.mode!r} is unknown", f"use one of {RESID_MODES}"
+            )
+        _check_flag("allow_sink", self.allow_sink)
+        if self.source_positions is not None and self.mode != "resample":
+            raise WorkbenchError(
+                f"source_positions are only read by mode='resample', not mode={self.mode!r}",
+                "leave source_positions out, or use mode='resample'",
+            )
+        if self.reference is not None and self.mode == "zero":
+            raise WorkbenchError(
+                "mode='zero' reads no reference, but one was given",
+                "leave reference out, or use mode='mean' / 'resample' to use it",
             )
         if self.source_positions is None:
             object.__setattr__(
@@ -331,7 +372,22 @@ class ResidAblation(Intervention):
                     "build it for the same layers (resid_mean/resid_cache(..., layers=...))",
                 )
             ref = ref[layer]
-        return torch.as_tensor(ref)
+        try:
+            ref = torch.as_tensor(ref)
+        except (TypeError, ValueError, RuntimeError):
+            ref = None
+        if ref is None or ref.dtype == torch.bool or ref.is_complex():
+            raise WorkbenchError(
+                f"the {self.mode} reference for layer {layer} is not a tensor of numbers",
+                "pass resid_mean(model, traces) or resid_cache(model, trace)",
+            )
+        if not bool(torch.isfinite(ref).all()):
+            raise WorkbenchError(
+                f"the {self.mode} reference for layer {layer} holds NaN or infinite values, "
+                "which would make every later prediction NaN",
+                "rebuild it with resid_mean / resid_cache from finite activations",
+            )
+        return ref
 
     def fwd_hooks(self, model: Any) -> list[Hook]:
         """``[(hook_name, fn)]`` on ``blocks.{l}.hook_resid_pre`` for each layer.
@@ -421,9 +477,37 @@ def intervene(model: Any, *interventions: Intervention) -> Iterator[Any]:
         yield model
 
 
-def _ids(trace_or_ids: Trace | Tensor) -> Tensor:
-    ids = trace_or_ids.ids if isinstance(trace_or_ids, Trace) else torch.as_tensor(trace_or_ids)
-    return ids.reshape(1, -1) if ids.ndim == 1 else ids
+def _ids(model: Any, trace_or_ids: Trace | Tensor, what: str = "the sequence") -> Tensor:
+    """``[1 pos]`` int64 ids of one sequence (a `Trace` or 1-D token ids), checked: integer
+    ids the model's vocabulary holds, at least one, within its context. A batch, float ids
+    or another model's ids are a `WorkbenchError` (a batch would be read as one long
+    sequence, a float id truncated to another token)."""
+    fix = "pass a wb.Trace or one sequence of this model's token ids (1-D integers)"
+    if isinstance(trace_or_ids, Trace):
+        ids = trace_or_ids.ids
+    else:
+        try:
+            ids = torch.as_tensor(trace_or_ids)
+        except (TypeError, ValueError, RuntimeError):
+            raise WorkbenchError(
+                f"{what} must be token ids, got a {type(trace_or_ids).__name__}", fix
+            ) from None
+    if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
+        raise WorkbenchError(f"{what} must hold integer token ids, got dtype {ids.dtype}", fix)
+    if ids.ndim == 2 and ids.shape[0] == 1:
+        ids = ids[0]
+    if ids.ndim != 1:
+        raise WorkbenchError(
+            f"{what} must be one sequence of token ids, got shape {tuple(ids.shape)}",
+            "pass one sequence at a time (a 1-D tensor of ids)",
+        )
+    if len(ids) == 0:
+        raise WorkbenchError(f"{what} is empty", "pass at least one token id")
+    if int(ids.min()) < 0:
+        raise WorkbenchError(f"{what} holds a negative token id ({int(ids.min())})", fix)
+    check_ids(model, ids, what=what)
+    check_context(model, len(ids), what=what)
+    return ids.long().reshape(1, -1)
 
 
 @torch.no_grad()
@@ -445,7 +529,7 @@ def resid_cache(
         return hook
 
     model.run_with_hooks(
-        _ids(trace).to(model_device(model)),
+        _ids(model, trace, "the trace").to(model_device(model)),
         fwd_hooks=[(f"blocks.{lay}.hook_resid_pre", make(lay)) for lay in layer_list],
     )
     return store
@@ -470,9 +554,20 @@ def resid_mean(
     """
     if where not in ("response", "all"):
         raise WorkbenchError(f"where={where!r} is unknown", 'use "response" or "all"')
+    if isinstance(traces, Trace) or not isinstance(traces, Iterable):
+        raise WorkbenchError(
+            f"resid_mean needs a list of traces, got a {type(traces).__name__}",
+            "pass e.g. resid_mean(model, [trace_a, trace_b])",
+        )
     traces = list(traces)
     if not traces:
         raise WorkbenchError("resid_mean got no traces", "pass at least one reference trace")
+    for i, t in enumerate(traces):
+        if not isinstance(t, Trace):
+            raise WorkbenchError(
+                f"traces[{i}] is a {type(t).__name__}, not a wb.Trace",
+                "pass traces from wb.generate or wb.Trace.from_text",
+            )
     sums: dict[int, Tensor] = {}
     count = 0
     for t in traces:

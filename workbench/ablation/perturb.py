@@ -25,7 +25,7 @@ This project's choices (the paper gives no details):
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -154,6 +154,11 @@ STOPWORDS = frozenset(
 
 def content_words(text: str) -> set[str]:
     """Lower-cased ``[a-z0-9]+`` words of `text` minus `STOPWORDS`."""
+    if not isinstance(text, str):
+        raise WorkbenchError(
+            f"content_words needs text, got a {type(text).__name__}",
+            "pass a str (decode token ids with model.tokenizer.decode first)",
+        )
     return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if w not in STOPWORDS}
 
 
@@ -191,8 +196,13 @@ def perturb_position(
         ``continuations`` (texts), ``jaccards`` (one per alternative) and ``jaccard``
         (their mean).
     """
+    if not isinstance(trace, Trace):
+        raise WorkbenchError(
+            f"perturb_position needs a wb.Trace, got a {type(trace).__name__}",
+            "pass a trace from wb.generate or wb.Trace.from_text",
+        )
     check_ids(model, trace.ids)
-    _validate.integer("position", position, example=trace.prompt_len)
+    position = _validate.integer("position", position, example=trace.prompt_len)
     if not trace.prompt_len <= position < len(trace):
         raise WorkbenchError(
             f"position {position} is not a response position "
@@ -204,6 +214,14 @@ def perturb_position(
     special = set(getattr(tok, "all_special_ids", []) or [])
     if logits is None:
         logits = logits_of(model, trace.ids[: position + 1])
+    d_vocab = model.cfg.d_vocab
+    shape = tuple(torch.as_tensor(logits).shape)
+    if len(shape) != 2 or shape[0] < position or shape[1] != d_vocab:
+        raise WorkbenchError(
+            f"logits of shape {shape} are not this trace's [pos d_vocab] logits (row "
+            f"{position - 1} and {d_vocab} columns needed)",
+            "pass logits=logits_of(model, trace.ids), or leave it out",
+        )
     orig = int(trace.ids[position])
     order = torch.argsort(logits[position - 1], descending=True).tolist()
     alts = [t for t in order[: top_k + len(special) + 1] if t != orig and t not in special]
@@ -270,8 +288,24 @@ def perturbation_test(
     import pandas as pd
     from tqdm.auto import tqdm
 
+    for name, seq in (("traces", traces), ("analyses", analyses)):
+        if isinstance(seq, Trace | Analysis) or not isinstance(seq, Iterable):
+            raise WorkbenchError(
+                f"perturbation_test needs a list of {name}, got a {type(seq).__name__}",
+                "pass e.g. perturbation_test(model, [trace], [analysis])",
+            )
     traces, analyses = list(traces), list(analyses)
+    for i, tr in enumerate(traces):
+        if not isinstance(tr, Trace):
+            raise WorkbenchError(
+                f"traces[{i}] is a {type(tr).__name__}, not a wb.Trace",
+                "pass traces from wb.generate or wb.Trace.from_text",
+            )
     check_pairs(traces, analyses)
+    _validate.integer("n_pairs", n_pairs, minimum=1, example=1)
+    _validate.integer("top_k", top_k, minimum=1, example=3)
+    _validate.integer("max_new_tokens", max_new_tokens, minimum=0, example=24)
+    _validate.integer("min_after", min_after, minimum=0, example=4)
     special = set(getattr(model.tokenizer, "all_special_ids", []) or [])
     rows = []
     for i, (tr, an) in enumerate(

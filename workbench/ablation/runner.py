@@ -34,6 +34,19 @@ from .effects import answer_span, logits_of, measure
 from .interventions import Knockout, ResidAblation, resid_cache, resid_mean
 from .targets import CONTROLS, FAMILIES, check_pairs, target_sets
 
+#: The columns of a `summarize` table that `effect_chart` reads (it adds the interval's
+#: kind and level).
+SUMMARY_COLUMNS = (
+    "intervention",
+    "family",
+    "comparison",
+    "metric",
+    "estimate",
+    "lo",
+    "hi",
+    "n_traces",
+)
+
 __all__ = ["INTERVENTIONS", "METRICS", "per_position", "run_ablations", "summarize"]
 
 #: Intervention kinds `run_ablations` understands.
@@ -136,13 +149,28 @@ def run_ablations(
     from tqdm.auto import tqdm
 
     kinds = _check_kinds(interventions)
+    if isinstance(traces, Trace) or not isinstance(traces, Iterable):
+        raise WorkbenchError(
+            f"run_ablations needs a list of traces, got a {type(traces).__name__}",
+            "pass e.g. run_ablations(model, [trace])",
+        )
     traces = list(traces)
     analyses = None if analyses is None else list(analyses)
     problems = None if problems is None else list(problems)
     if not traces:
         raise WorkbenchError("run_ablations got no traces", "pass at least one wb.Trace")
-    for trace in traces:
+    for i, trace in enumerate(traces):
+        if not isinstance(trace, Trace):
+            raise WorkbenchError(
+                f"traces[{i}] is a {type(trace).__name__}, not a wb.Trace",
+                "pass traces from wb.generate or wb.Trace.from_text",
+            )
         check_ids(model, trace.ids)
+    _validate.integer("max_new_tokens", max_new_tokens, minimum=0, example=32)
+    if callback is not None and not callable(callback):
+        raise WorkbenchError(
+            f"callback must be callable, got {callback!r}", "pass a function (done, total)"
+        )
     if analyses is not None:
         check_pairs(traces, analyses)
     if problems is not None and len(problems) != len(traces):
@@ -239,6 +267,23 @@ def _exclusions(trace: Trace, answer: Sequence[int], special: Sequence[int]) -> 
     return sorted(out)
 
 
+def _check_frame(frame: Any, columns: Sequence[str], what: str) -> None:
+    """Refuse anything but a `run_ablations` DataFrame with `columns`."""
+    import pandas as pd
+
+    if not isinstance(frame, pd.DataFrame):
+        raise WorkbenchError(
+            f"{what} needs the DataFrame of run_ablations, got a {type(frame).__name__}",
+            "pass df = wb.run_ablations(model, traces, ...)",
+        )
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise WorkbenchError(
+            f"the frame has no column(s) {missing}: it is not a run_ablations result",
+            "pass df = wb.run_ablations(model, traces, ...) (not its summary)",
+        )
+
+
 def per_position(frame) -> Any:
     """Long frame of the KL curves: one row per (ablation row, response row ``t``).
 
@@ -250,6 +295,7 @@ def per_position(frame) -> Any:
 
     parts = []
     keys = ["trace", "target", "family", "kind", "seed", "intervention", "first", "last"]
+    _check_frame(frame, [*keys, "kl_curve"], "per_position")
     for _, r in frame.iterrows():
         kl = np.asarray(r["kl_curve"], dtype=float)
         pos = np.flatnonzero(~np.isnan(kl))
@@ -299,7 +345,9 @@ def summarize(
     if interval not in INTERVALS:
         raise WorkbenchError(f"interval={interval!r} is unknown", f"use one of {INTERVALS}")
     _validate.integer("n_boot", n_boot, minimum=1, example=2000)
+    _validate.seed("seed", seed)
     check_level(ci)  # even with no rows to summarise
+    _check_frame(frame, ["intervention", "family", "trace", "kind", metric], "summarize")
     rows = []
     for (iv, fam), g in frame.groupby(["intervention", "family"], sort=False):
         per = g.groupby(["trace", "kind"])[metric].mean().unstack("kind")
@@ -330,18 +378,4 @@ def summarize(
                     "ci": float(ci),
                 }
             )
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "intervention",
-            "family",
-            "comparison",
-            "metric",
-            "estimate",
-            "lo",
-            "hi",
-            "n_traces",
-            "interval",
-            "ci",
-        ],
-    )
+    return pd.DataFrame(rows, columns=[*SUMMARY_COLUMNS, "interval", "ci"])

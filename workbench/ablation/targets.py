@@ -136,6 +136,10 @@ def _nearby(positions: Sequence[int], pool: np.ndarray, rng: np.random.Generator
 def _check_names(names: Iterable[str], allowed: Sequence[str], what: str) -> list[str]:
     if isinstance(names, str):
         names = [names]
+    if not isinstance(names, Iterable):
+        raise WorkbenchError(
+            f"{what} must be a list of names, got {names!r}", f"use some of {list(allowed)}"
+        )
     out = list(names)
     bad = [n for n in out if n not in allowed]
     if bad:
@@ -187,7 +191,7 @@ def target_sets(
     _validate.seed("seed", seed)
     if size is not None:
         _validate.integer("size", size, minimum=1, example=4)
-    excl = {int(p) for p in exclude}
+    excl = _exclusions(exclude)
     metric = {"anchors": analysis.fai, "dominated": analysis.fai}
     metric |= {"preplan": analysis.delta, "intro": analysis.delta}
     fai_pool = _pool(analysis.fai, excl)
@@ -238,6 +242,23 @@ def target_sets(
         if "low_fai" in ctrls and len(fai_pool) >= m:
             low = _top(_masked(analysis.fai, fai_pool), m, bottom=True)
             out.append(TargetSet(f"low_fai[{fam}]", fam, "low_fai", tuple(low)))
+    return out
+
+
+def _exclusions(exclude: Any) -> set[int]:
+    """`exclude` as a set of ints; a fraction is refused, not truncated to a neighbour."""
+    if isinstance(exclude, (str, bytes)) or not isinstance(exclude, Iterable):
+        raise WorkbenchError(
+            f"exclude must be a list of positions, got {exclude!r}", "pass e.g. exclude=[40, 41]"
+        )
+    out = set()
+    for p in exclude:
+        if not _validate.is_index(p):
+            raise WorkbenchError(
+                f"exclude holds {p!r}, which is not a position (an integer)",
+                "pass positions as ints, e.g. exclude=[40, 41]",
+            )
+        out.add(_validate.as_index(p))
     return out
 
 

@@ -15,6 +15,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .._validate import as_index
 from ..errors import WorkbenchError
 from .layers import head_pairs
 from .params import check_quantiles
@@ -71,10 +72,19 @@ class HeadClasses:
     ) -> HeadClasses:
         """Classify the heads with a defined (non-NaN) span: see `classify_heads`."""
         ql, qg = check_quantiles(head_quantiles)
-        span = torch.as_tensor(span).double()
-        if span.ndim != 2:
+        try:
+            span = torch.as_tensor(span).double()
+        except (TypeError, ValueError, RuntimeError):
+            span = None
+        if span is None or span.ndim != 2:
+            got = "no tensor" if span is None else f"shape {tuple(span.shape)}"
             raise WorkbenchError(
-                f"the span must be a [layer, head] grid, got shape {tuple(span.shape)}",
+                f"the span must be a [layer, head] grid, got {got}",
+                "pass analysis.head_span, or a mean of them (NaN where not analysed)",
+            )
+        if bool(torch.isinf(span).any()):
+            raise WorkbenchError(
+                "the span holds infinite values (a head's span is a finite distance)",
                 "pass analysis.head_span, or a mean of them (NaN where not analysed)",
             )
         heads = [(int(a), int(b)) for a, b in (~torch.isnan(span)).nonzero().tolist()]
@@ -100,6 +110,7 @@ def _head_list(name: str, heads: Any) -> list[Head]:
     return out
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def classify_heads(
     heads: Sequence[Head], span: Sequence[float], head_quantiles: tuple[float, float]
 ) -> tuple[list[Head], list[Head]]:
@@ -111,7 +122,30 @@ def classify_heads(
     Returns:
         ``(local_heads, global_heads)``, each sorted by ``(layer, head)``.
     """
-    ql, qg = head_quantiles
+    ql, qg = check_quantiles(head_quantiles)
+    fix = (
+        "pass the analysed (layer, head) pairs and their spans, one each, e.g. from analysis.heads"
+    )
+    try:
+        heads = [(as_index(a), as_index(b)) for a, b in heads]
+    except (TypeError, ValueError):
+        raise WorkbenchError(f"heads={heads!r} is not a list of (layer, head) pairs", fix) from None
+    if len(set(heads)) != len(heads):
+        raise WorkbenchError("heads lists a (layer, head) pair twice", fix)
+    try:
+        values = torch.as_tensor(span, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        values = None
+    if values is None or values.ndim != 1 or len(values) != len(heads):
+        raise WorkbenchError(
+            f"span must hold one number per head ({len(heads)}), got {span!r}"[:300], fix
+        )
+    if not bool(torch.isfinite(values).all()):
+        raise WorkbenchError(
+            "span holds NaN or infinite values: those heads have no span to rank",
+            "leave out the heads that were not analysed (NaN in analysis.head_span)",
+        )
+    span = values.tolist()
     n = len(heads)
     order_lo = sorted(range(n), key=lambda i: (span[i], heads[i]))
     order_hi = sorted(range(n), key=lambda i: (-span[i], heads[i]))

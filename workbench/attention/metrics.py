@@ -16,7 +16,9 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import Any, no_type_check
 
+import numpy as np
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
@@ -115,6 +117,9 @@ def fai_counts(
     ``[head response_pos]`` with `ends` (see `fai_heads`)."""
     lo, hi = horizon
     n, pl = stats.n_pos, stats.prompt_len
+    # Bounds past the sequence mean the same as N (no row is that far): clamped, they
+    # cannot overflow the int64 arithmetic below (an H_hi near 2**63 wrapped negative).
+    lo, hi = min(lo, n), None if hi is None else min(hi, n)
     s = torch.arange(pl, n, dtype=torch.long)
     last = torch.tensor(n - 1) if ends is None else ends[:, None] - 1
     top = last.expand(*last.shape[:-1], len(s)) if hi is None else torch.minimum(s + hi, last)
@@ -153,7 +158,7 @@ def fai_heads(
     cs = stats.cut_sums
     num = cs[:, i_hi].double() - (cs[:, i_lo].double() if i_lo is not None else 0.0)
     count = fai_counts(stats, (lo, hi), ends).double()
-    ok = count >= max(1, min_rows)
+    ok = count >= max(1, min(min_rows, stats.n_pos + 1))  # no horizon holds N + 1 rows
     _warn_no_fai(count, ok, (lo, hi), min_rows)
     vals = torch.where(ok, num / count.clamp(min=1), torch.full_like(num, float("nan")))
     out = torch.full((len(stats.heads), stats.n_pos), float("nan"), dtype=torch.float64)
@@ -218,7 +223,7 @@ def kurtosis(x: Float[Tensor, "head pos"]) -> Float[Tensor, " head"]:
 # ---------------------------------------------------------------------------------------
 
 
-def _as_heads(pattern: Tensor) -> Tensor:
+def _as_heads(pattern: Any) -> Tensor:
     if not isinstance(pattern, Tensor) or pattern.ndim not in (2, 3):
         raise WorkbenchError(
             f"pattern must be a [head_index query_pos key_pos] or [query_pos key_pos] tensor, "
@@ -231,10 +236,52 @@ def _as_heads(pattern: Tensor) -> Tensor:
             f"pattern must be square in query_pos and key_pos, got {tuple(p.shape)}",
             "pass the full causal pattern of one sequence",
         )
+    if p.shape[0] == 0:
+        raise WorkbenchError(
+            f"pattern has no heads (shape {tuple(p.shape)})", "pass at least one head's pattern"
+        )
+    if not p.dtype.is_floating_point:
+        raise WorkbenchError(
+            f"pattern must hold attention probabilities (a floating-point tensor), got {p.dtype}",
+            "pass the attention pattern after the softmax, e.g. cache['pattern', layer][0]",
+        )
+    p = p.detach()  # the metrics are no part of an autograd graph
+    _check_probabilities(p)
     return p
 
 
-def _prompt_len(response: Bool[Tensor, " pos"] | int | range, n_pos: int) -> int:
+def _check_probabilities(p: Tensor) -> None:
+    """Refuse a pattern that is no causal attention: values that are not finite, negative,
+    above the diagonal (a key after its query: a transposed or bidirectional map) or rows
+    that sum to more than 1 (an unnormalised map). Each would give metrics outside their
+    ranges without a word. Rows may sum to less than 1: a model with learned attention
+    sinks (gpt-oss) gives the rest of a row to a sink outside the keys, and a sink column
+    set to zero by hand leaves the same. Checked a block of rows at a time."""
+    n = p.shape[-1]
+    tol = max(1e-3, 8 * torch.finfo(p.dtype).eps)
+    for r0 in range(0, n, 256):
+        block = p[:, r0 : r0 + 256].float()
+        rows = torch.arange(r0, r0 + block.shape[1], device=p.device)[:, None]
+        after = torch.arange(n, device=p.device)[None, :] > rows
+        problem = None
+        if not bool(torch.isfinite(block).all()):
+            problem = "holds NaN or infinite values"
+        elif bool((block < 0).any()):
+            problem = "holds negative values"
+        elif bool((block * after).ne(0).any()):
+            problem = "has attention above the diagonal (a key after its query)"
+        elif bool((block.sum(-1) - 1 > tol).any()):
+            problem = "has rows that sum to more than 1"
+        if problem is not None:
+            raise WorkbenchError(
+                f"the pattern {problem}: it is not a causal attention pattern "
+                "([head_index query_pos key_pos], rows the softmax probabilities over keys)",
+                "pass the attention probabilities after the softmax (cache['pattern', layer]"
+                "[0], not the scores), indexed [query, key], of a causal model",
+            )
+
+
+def _prompt_len(response: Any, n_pos: int) -> int:
     """Turn a response mask (a suffix of the sequence), a range or a prompt length into prompt_len."""
     if isinstance(response, range):
         if response.step != 1 or response.stop != n_pos or len(response) == 0:
@@ -242,11 +289,25 @@ def _prompt_len(response: Bool[Tensor, " pos"] | int | range, n_pos: int) -> int
                 f"response={response} must be a non-empty range ending at {n_pos}",
                 "pass trace.response",
             )
-        return response.start
-    if isinstance(response, int) and not isinstance(response, bool):
-        pl = response
+        pl = response.start
+    elif getattr(response, "ndim", 0) == 0 and _validate.is_index(response):
+        # a prompt length: a Python, NumPy or 0-d torch integer (not a bool)
+        if getattr(response, "dtype", None) in (torch.bool, np.bool_):
+            raise _bad_response(response)
+        pl = _validate.as_index(response)
     else:
-        mask = torch.as_tensor(response, dtype=torch.bool).flatten()
+        try:
+            values = torch.as_tensor(response)
+        except (TypeError, ValueError, RuntimeError):
+            raise _bad_response(response) from None
+        if values.ndim == 0 or values.dtype.is_complex:
+            raise _bad_response(response)
+        if values.dtype != torch.bool and not bool(((values == 0) | (values == 1)).all()):
+            raise WorkbenchError(
+                "the response mask holds values other than True/False (or 1/0), e.g. positions",
+                "pass a [pos] boolean mask, range(prompt_len, N) or the prompt length",
+            )
+        mask = values.to(torch.bool).flatten()
         if mask.numel() != n_pos:
             raise WorkbenchError(
                 f"the response mask has {mask.numel()} entries for a {n_pos}-token pattern",
@@ -267,6 +328,15 @@ def _prompt_len(response: Bool[Tensor, " pos"] | int | range, n_pos: int) -> int
     return pl
 
 
+def _bad_response(response: object) -> WorkbenchError:
+    return WorkbenchError(
+        f"response must be a [pos] boolean mask, a range or the prompt length (an integer), "
+        f"got {type(response).__name__} {response!r}"[:300],
+        "pass trace.response, a boolean mask of the response, or the prompt length",
+    )
+
+
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def stats_from_pattern(
     pattern: Float[Tensor, "*head_index query_pos key_pos"],
     response: Bool[Tensor, " pos"] | int | range,
@@ -283,7 +353,11 @@ def stats_from_pattern(
         max_window: diagonals to keep for WAAD.
         cuts: FAI cut distances to keep.
     """
-    p = _as_heads(pattern)
+    return _stats(_as_heads(pattern), response, max_window=max_window, cuts=cuts)
+
+
+def _stats(p: Tensor, response: Any, *, max_window: int, cuts: Sequence[int]) -> HeadStats:
+    """`stats_from_pattern` of a pattern `_as_heads` has checked."""
     n = p.shape[-1]
     pl = _prompt_len(response, n)
     acc = StatsAccumulator([(0, h) for h in range(p.shape[0])], n, pl, max_window, cuts, p.device)
@@ -291,6 +365,7 @@ def stats_from_pattern(
     return acc.finish()
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def head_span(
     pattern: Float[Tensor, "*head_index query_pos key_pos"],
     response: Bool[Tensor, " pos"] | int | range,
@@ -308,6 +383,7 @@ def head_span(
     return span_heads(stats_from_pattern(pattern, response, max_window=1, cuts=()))
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def waad(
     pattern: Float[Tensor, "*head_index query_pos key_pos"],
     response: Bool[Tensor, " pos"] | int | range,
@@ -325,11 +401,15 @@ def waad(
     Returns:
         ``[pos]`` float64, values in ``[0, W]``.
     """
-    check_window(window)
-    stats = stats_from_pattern(pattern, response, max_window=window, cuts=())
-    return waad_heads(stats, window).mean(0)
+    window = check_window(window)
+    p = _as_heads(pattern)
+    # No distance reaches N, so any W >= N clips nothing: W = N gives the same WAAD, without
+    # a band of W diagonals (a huge W would not fit in memory, or would amplify rounding).
+    w = min(window, p.shape[-1])
+    return waad_heads(_stats(p, response, max_window=w, cuts=()), w).mean(0)
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def fai(
     pattern: Float[Tensor, "*head_index query_pos key_pos"],
     response: Bool[Tensor, " pos"] | int | range,
@@ -346,11 +426,13 @@ def fai(
         ``[pos]`` float64 in ``[0, 1]``; NaN outside the response and where ``T(s)`` is empty.
     """
     lo, hi = check_horizon(horizon)
-    cuts = [lo, pattern.shape[-1] if hi is None else hi + 1]
-    stats = stats_from_pattern(pattern, response, max_window=1, cuts=cuts)
+    p = _as_heads(pattern)
+    cuts = [lo, p.shape[-1] if hi is None else hi + 1]
+    stats = _stats(p, response, max_window=1, cuts=cuts)
     return fai_heads(stats, (lo, hi)).mean(0)
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def receiver_kurtosis(
     pattern: Float[Tensor, "*head_index query_pos key_pos"],
     response: Bool[Tensor, " pos"] | int | range,
@@ -367,11 +449,13 @@ def receiver_kurtosis(
         ``[head_index]`` float64 (NaN when fewer than four positions are defined).
     """
     lo, hi = check_horizon(horizon)
-    cuts = [lo, pattern.shape[-1] if hi is None else hi + 1]
-    stats = stats_from_pattern(pattern, response, max_window=1, cuts=cuts)
+    p = _as_heads(pattern)
+    cuts = [lo, p.shape[-1] if hi is None else hi + 1]
+    stats = _stats(p, response, max_window=1, cuts=cuts)
     return kurtosis(fai_heads(stats, (lo, hi)))
 
 
+@no_type_check  # validates its argument itself, with a message that names the fix
 def delta(waad: Float[Tensor, " pos"]) -> Float[Tensor, " pos"]:
     """``Delta[t] = |WAAD[t] - WAAD[t+1]|`` (Sec. 5.2); NaN where either is undefined.
 
@@ -381,7 +465,11 @@ def delta(waad: Float[Tensor, " pos"]) -> Float[Tensor, " pos"]:
     Returns:
         ``[pos]`` float64; the last response token's Delta is NaN.
     """
-    w = torch.as_tensor(waad).double()
+    w = _validate.curve(
+        "delta's WAAD",
+        waad,
+        "pass one sequence's WAAD, e.g. wb.waad(pattern, response) or analysis.waad",
+    )
     out = torch.full_like(w, float("nan"))
     if w.numel() > 1:
         out[:-1] = (w[:-1] - w[1:]).abs()  # NaN propagates where either side is NaN

@@ -16,10 +16,14 @@ This project's choices where the paper is silent (each a parameter):
 
 from __future__ import annotations
 
+from typing import Any, no_type_check
+
 import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
+
+from .. import _validate
 
 #: A per-token curve: a tensor, or a float64 numpy array (the batched RL credit's).
 Curve = Float[Tensor, " pos"] | Float[np.ndarray, " pos"]
@@ -35,7 +39,7 @@ __all__ = [
 ]
 
 
-def _array(x: Curve) -> np.ndarray:
+def _array(x: Any) -> np.ndarray:
     """`x` as a float64 numpy array (no copy when it is one already)."""
     if isinstance(x, np.ndarray):
         return x.astype(np.float64, copy=False)
@@ -47,6 +51,7 @@ def select_count(q: float, n: int) -> int:
     return 0 if n == 0 else min(n, max(1, round(q * n)))
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def top_q(values: Curve, q: float, *, bottom: bool = False) -> list[int]:
     """Positions of the top (or bottom) `q` of the defined (non-NaN) values.
 
@@ -58,7 +63,12 @@ def top_q(values: Curve, q: float, *, bottom: bool = False) -> list[int]:
     Returns:
         Sorted positions; ties are broken by the lower position.
     """
-    v = _array(values)
+    q = _validate.number("q", q, low=0, high=1, low_open=True, example=0.4)
+    v = _validate.curve(
+        "top_q",
+        values,
+        "pass one sequence's values, e.g. analysis.fai (NaN where a token is not eligible)",
+    ).numpy()
     pos = np.flatnonzero(~np.isnan(v))
     m = select_count(q, len(pos))
     if m == 0:

@@ -72,7 +72,7 @@ class PeakDetector:
         object.__setattr__(self, "min_z", _validate.number("min_z", self.min_z, example=0.0))
 
     def __call__(self, x: Float[Tensor, " pos"]) -> list[int]:
-        v = torch.as_tensor(x).cpu().double().numpy()
+        v = _curve("the curve", x).numpy()
         ok = ~np.isnan(v)
         if not ok.any():
             return []
@@ -90,11 +90,26 @@ class PeakDetector:
         return out
 
 
+def _curve(name: str, x: Any) -> Tensor:
+    """`x` as a ``[pos]`` float64 CPU tensor, NaN where undefined; refuses anything else and
+    infinite values (a threshold of ``mean + min_z * std`` over them is NaN or infinite, so
+    every local maximum, or none, would pass without a word)."""
+    v = _validate.curve(name, x, "pass one curve, e.g. analysis.waad (NaN outside the response)")
+    if bool(torch.isinf(v).any()):
+        raise WorkbenchError(
+            f"{name} holds infinite values", "pass finite values (NaN where undefined)"
+        )
+    return v
+
+
+# Checks its own fields with messages that name the fix (see `params`).
+@no_type_check
 @dataclass(frozen=True)
 class Curves:
     """The per-token curves of one trace that the statistics read (``[pos]`` each, NaN
     outside the response). `Curves.of` takes them from an `Analysis`; building one by hand
-    states a case directly (the tests do).
+    states a case directly (the tests do). The curves must have one value per position
+    each and ``0 <= prompt_len < pos``; they are stored as float64 CPU tensors.
     """
 
     prompt_len: int
@@ -102,6 +117,26 @@ class Curves:
     fai: Float[Tensor, " pos"]
     receiver_fai: Float[Tensor, " pos"]
     entropy: Float[Tensor, " pos"]
+
+    def __post_init__(self) -> None:
+        n = None
+        for name in ("waad", "fai", "receiver_fai", "entropy"):
+            v = _curve(f"Curves.{name}", getattr(self, name))
+            if n is not None and len(v) != n:
+                raise WorkbenchError(
+                    f"Curves.{name} has {len(v)} positions, Curves.waad {n}: the curves "
+                    "must be of one trace",
+                    "pass the curves of one analysis (Curves.of(analysis))",
+                )
+            n = len(v)
+            object.__setattr__(self, name, v)
+        pl = _validate.integer("Curves.prompt_len", self.prompt_len, minimum=0)
+        if pl >= n:
+            raise WorkbenchError(
+                f"Curves.prompt_len={pl} leaves no response in {n} positions",
+                "pass the first response position (analysis.prompt_len)",
+            )
+        object.__setattr__(self, "prompt_len", pl)
 
     @classmethod
     def of(cls, analysis: Analysis) -> Curves:
@@ -128,6 +163,39 @@ def _check(analyses: Any) -> list[Curves]:
     return [Curves.of(a) if isinstance(a, Analysis) else a for a in items]
 
 
+def _peaks(det: Any, x: Tensor, what: str, prompt_len: int) -> list[int]:
+    """``det(x)``, checked: response positions of `x` (a custom detector's ``-1`` would
+    silently pick the last token, a prompt position count a NaN, a float or bool index
+    fail deep in numpy)."""
+    got = det(x)
+    n = len(x)
+    try:
+        peaks = [_validate.as_index(p) for p in got]
+    except TypeError:
+        peaks = None
+    if peaks is None or not all(prompt_len <= p < n for p in peaks):
+        raise WorkbenchError(
+            f"the detector returned {got!r} for the {what} curve, not a list of response "
+            f"positions ({prompt_len}..{n - 1})"[:300],
+            "pass a detector that maps a [pos] tensor to a list of int positions, e.g. "
+            "wb.PeakDetector()",
+        )
+    return peaks
+
+
+def _detector(detector: Any) -> Detector:
+    """`detector`, or the default `PeakDetector`, checked to be callable."""
+    if detector is None:
+        return PeakDetector()
+    if not callable(detector):
+        raise WorkbenchError(
+            f"detector must be a callable [pos] tensor -> list of positions, got "
+            f"{type(detector).__name__}",
+            "pass e.g. detector=wb.PeakDetector(radius=2), or None for the default",
+        )
+    return detector
+
+
 def _defined(x: Tensor) -> np.ndarray:
     return np.flatnonzero(~np.isnan(torch.as_tensor(x).cpu().double().numpy()))
 
@@ -144,7 +212,7 @@ def entropy_at_waad_peaks(
         ``{"peak_entropy", "mean_entropy", "relative_increase", "n_peaks", "n_tokens"}``;
         ``relative_increase = peak_entropy / mean_entropy - 1`` (paper: about 0.52).
     """
-    det = detector or PeakDetector()
+    det = _detector(detector)
     peak, allv = [], []
     for i, a in enumerate(_check(analyses)):
         e = a.entropy.cpu().double().numpy()
@@ -155,7 +223,7 @@ def entropy_at_waad_peaks(
                 "analyse with entropy=True (the default)",
             )
         allv.extend(e[a.prompt_len :].tolist())
-        peak.extend(e[det(a.waad)].tolist())
+        peak.extend(e[_peaks(det, a.waad, "WAAD", a.prompt_len)].tolist())
     pe = float(np.mean(peak)) if peak else float("nan")
     me = float(np.mean(allv))
     return {
@@ -177,6 +245,10 @@ def _control_options(n_shuffles: Any, seed: Any, lags: Any = (0,)) -> tuple[int,
     if isinstance(lags, str) or not hasattr(lags, "__iter__"):
         raise WorkbenchError(f"lags must be a list of lags, got {lags!r}", "pass e.g. lags=(0, 1)")
     lags = tuple(_validate.integer("lag", lag, example=1) for lag in lags)
+    if not lags:
+        raise WorkbenchError(
+            "lags is empty: no FAI peak could follow a WAAD peak", "pass e.g. lags=(0, 1)"
+        )
     return n, np.random.default_rng(_validate.seed("seed", seed)), lags
 
 
@@ -216,11 +288,12 @@ def fai_follows_waad(
     Returns:
         ``{"share", "shuffled_share", "n_fai_peaks"}`` (paper: 0.525 against 0.369).
     """
-    det = detector or PeakDetector()
+    det = _detector(detector)
     n_shuffles, rng, lags = _control_options(n_shuffles, seed, lags)
     hits, total, rows = 0, 0, []
     for a in _check(analyses):
-        fp, wp = det(a.fai), set(det(a.waad))
+        fp = _peaks(det, a.fai, "FAI", a.prompt_len)
+        wp = set(_peaks(det, a.waad, "WAAD", a.prompt_len))
         hits += _share_following(fp, wp, lags)
         total += len(fp)
         rows.append((len(fp), _defined(a.fai), wp))
@@ -250,11 +323,12 @@ def receiver_global_overlap(
     Returns:
         ``{"overlap", "chance", "n_global_peaks"}`` (paper: 0.608 against 0.224).
     """
-    det = detector or PeakDetector()
+    det = _detector(detector)
     n_shuffles, rng, _ = _control_options(n_shuffles, seed)
     inter, total, rows = 0, 0, []
     for a in _check(analyses):
-        pg, pr = set(det(a.fai)), det(a.receiver_fai)
+        pg = set(_peaks(det, a.fai, "FAI", a.prompt_len))
+        pr = _peaks(det, a.receiver_fai, "receiver FAI", a.prompt_len)
         inter += len(pg.intersection(pr))
         total += len(pg)
         rows.append((len(pr), _defined(a.receiver_fai), pg))
@@ -284,6 +358,7 @@ def rhythm_statistics(
     """
     import pandas as pd
 
+    analyses = _check(analyses)  # once: an iterator would be spent by the first statistic
     e = entropy_at_waad_peaks(analyses, detector=detector)
     f = fai_follows_waad(analyses, detector=detector, n_shuffles=n_shuffles, seed=seed)
     r = receiver_global_overlap(analyses, detector=detector, n_shuffles=n_shuffles, seed=seed)

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from .. import _validate
 from .._io import atomic_dir, atomic_write_json, atomic_write_text
 from ..errors import WorkbenchError
 
@@ -93,23 +94,33 @@ def save_checkpoint(
     return root / name
 
 
+def _run_dir(run_dir: Any) -> Path:
+    """`run_dir` as a Path; anything but a path or str is a `WorkbenchError`."""
+    if not isinstance(run_dir, str | Path) and not hasattr(run_dir, "__fspath__"):
+        raise WorkbenchError(
+            f"a run directory must be a path, got {run_dir!r}", 'pass e.g. "runs/coupled"'
+        )
+    return Path(run_dir)
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
     """Complete checkpoint folders, oldest first (temporary folders are ignored)."""
-    root = Path(run_dir) / "checkpoints"
+    root = _run_dir(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint LATEST names (or the newest folder when LATEST is missing)."""
+    """The checkpoint LATEST names (or the newest folder when LATEST is missing, or names
+    no checkpoint folder: an empty or edited pointer never gives another folder)."""
+    found = list_checkpoints(run_dir)
     root = Path(run_dir) / "checkpoints"
     pointer = root / "LATEST"
     if pointer.is_file():
         p = root / pointer.read_text().strip()
-        if p.is_dir():
+        if p in found:
             return p
-    found = list_checkpoints(run_dir)
     return found[-1] if found else None
 
 
@@ -173,7 +184,9 @@ def read_metrics(run_dir: Path, *, up_to_step: int | None = None) -> list[dict[s
         run_dir: the run directory.
         up_to_step: keep only rows with ``step <= up_to_step``.
     """
-    path = Path(run_dir) / "metrics.jsonl"
+    path = _run_dir(run_dir) / "metrics.jsonl"
+    if up_to_step is not None:
+        up_to_step = _validate.integer("up_to_step", up_to_step, example=10)
     rows: list[dict[str, Any]] = []
     if not path.is_file():
         return rows

@@ -35,6 +35,7 @@ folders written before the record existed.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any, no_type_check
 
@@ -167,19 +168,27 @@ class GRPOConfig:
                 'pass credit=wb.CreditParams(strategy="coupled"), or strategy="coupled" to '
                 "GRPOConfig.replace",
             )
+        # Each value is stored as the plain int or float it was checked as: a NumPy or
+        # torch scalar would pass the check and then fail to be written to config.json.
         for name, minimum in _INTEGERS.items():
-            v.integer(name, getattr(self, name), minimum=minimum, example=_DEFAULTS[name])
+            value = v.integer(name, getattr(self, name), minimum=minimum, example=_DEFAULTS[name])
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "seed", v.seed("seed", self.seed))
         for name, bounds in _NUMBERS.items():
-            v.number(name, getattr(self, name), example=_DEFAULTS[name], **bounds)
+            value = v.number(name, getattr(self, name), example=_DEFAULTS[name], **bounds)
+            object.__setattr__(self, name, value)
         if self.epsilon_high is not None:
-            v.number("epsilon_high", self.epsilon_high, low=0, low_open=True, example=0.28)
+            value = v.number("epsilon_high", self.epsilon_high, low=0, low_open=True, example=0.28)
+            object.__setattr__(self, "epsilon_high", value)
         for name in ("chat", "fused_credit"):
             if not isinstance(getattr(self, name), bool):
                 bad(
                     f"{name} must be True or False, got {getattr(self, name)!r}",
                     f"pass {name}={_DEFAULTS[name]}",
                 )
-        if self.device not in (None, "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+        if self.device not in (None, "cpu", "cuda") and not (
+            isinstance(self.device, str) and re.fullmatch(r"cuda:\d+", self.device)
+        ):
             bad(f"device={self.device!r} is not a device", 'pass "cpu", "cuda", "cuda:N" or None')
         if self.per_device_train_batch_size % self.num_generations:
             bad(
@@ -208,6 +217,11 @@ class GRPOConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GRPOConfig:
         """Build a config from `to_dict` output (or flat credit keys), refusing unknown keys."""
+        if not isinstance(d, dict):
+            raise WorkbenchError(
+                f"GRPOConfig.from_dict needs a dict of settings, got a {type(d).__name__}",
+                "pass the dict of a run's config.json (GRPOConfig.to_dict())",
+            )
         return cls().replace(**d)
 
     def replace(self, **changes: Any) -> GRPOConfig:

@@ -39,6 +39,10 @@ class Experiment:
     """
 
     def __init__(self, out: str | Path):
+        if not isinstance(out, str | Path) and not hasattr(out, "__fspath__"):
+            raise WorkbenchError(
+                f"an experiment folder must be a path, got {out!r}", 'pass e.g. "runs/exp"'
+            )
         self.out = Path(out)
 
     def run_dirs(self) -> list[Path]:

@@ -7,13 +7,45 @@ exactly TRL's GRPO loss (same clipping, same aggregation for ``"dapo"`` and ``"g
 
 from __future__ import annotations
 
+from typing import Any, no_type_check
+
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from .. import _validate
+from ..errors import WorkbenchError
+
 __all__ = ["grpo_advantages", "grpo_loss", "token_logps"]
 
+SCALE_REWARDS = ("group", "batch", "none")
+LOSS_TYPES = ("dapo", "grpo")
 
+
+def _tensor(name: str, value: Any, *, ndim: int) -> Tensor:
+    """`value` as a real tensor of `ndim` dimensions, or a `WorkbenchError`."""
+    if not isinstance(value, Tensor):
+        raise WorkbenchError(
+            f"{name} must be a torch tensor, got a {type(value).__name__}",
+            f"pass {name} as a torch.Tensor",
+        )
+    if value.ndim != ndim:
+        raise WorkbenchError(
+            f"{name} must have {ndim} dimension(s), got shape {tuple(value.shape)}",
+            f"pass {name} with {ndim} dimension(s)",
+        )
+    return value
+
+
+def _same_shape(name: str, value: Tensor, shape: tuple[int, ...], like: str) -> None:
+    if tuple(value.shape) != shape:
+        raise WorkbenchError(
+            f"{name} has shape {tuple(value.shape)} but {like} has {shape}",
+            f"pass {name} for the same completions and positions as {like} (no broadcasting)",
+        )
+
+
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def grpo_advantages(
     rewards: Float[Tensor, " batch"], num_generations: int, scale_rewards: str = "group"
 ) -> Float[Tensor, " batch"]:
@@ -28,7 +60,33 @@ def grpo_advantages(
 
     Returns:
         ``[batch]`` advantages; a group whose rewards are all equal gets zeros.
+
+    Raises:
+        WorkbenchError: the rewards are not a 1-D float tensor of finite values whose
+            length is a multiple of `num_generations` (at least 2), or `scale_rewards` is
+            unknown.
     """
+    rewards = _tensor("rewards", rewards, ndim=1)
+    if not rewards.is_floating_point():
+        raise WorkbenchError(
+            f"rewards must be floating point, got dtype {rewards.dtype}",
+            "pass rewards.float()",
+        )
+    num_generations = _validate.integer("num_generations", num_generations, minimum=2, example=8)
+    if len(rewards) % num_generations:
+        raise WorkbenchError(
+            f"{len(rewards)} rewards do not split into groups of num_generations={num_generations}",
+            "pass one reward per completion, num_generations consecutive completions per prompt",
+        )
+    if scale_rewards not in SCALE_REWARDS:
+        raise WorkbenchError(
+            f"scale_rewards={scale_rewards!r} is unknown", f"use one of {SCALE_REWARDS}"
+        )
+    if not bool(torch.isfinite(rewards).all()):
+        raise WorkbenchError(
+            "rewards hold NaN or infinite values, which would make the advantages NaN",
+            "check the reward function: every completion needs a finite reward",
+        )
     grouped = rewards.view(-1, num_generations)
     mean = grouped.mean(dim=1, keepdim=True)
     adv = (grouped - mean).reshape(-1)
@@ -40,18 +98,40 @@ def grpo_advantages(
     return adv
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def token_logps(
     logits: Float[Tensor, "batch pos d_vocab"], target_ids: Tensor
 ) -> Float[Tensor, "batch pos"]:
     """Log-probability of each target token under `logits` (same positions).
 
     Computed as ``logit[target] - logsumexp(logits)`` to avoid a full log-softmax tensor.
+
+    Raises:
+        WorkbenchError: `target_ids` is not an integer tensor of ``logits.shape[:2]``, or
+            holds an id outside the vocabulary (``0 .. d_vocab - 1``).
     """
+    logits = _tensor("logits", logits, ndim=3)
+    target_ids = _tensor("target_ids", target_ids, ndim=2)
+    _same_shape("target_ids", target_ids, tuple(logits.shape[:2]), "logits[..., 0]")
+    if target_ids.dtype not in (torch.int64, torch.int32):
+        raise WorkbenchError(
+            f"target_ids must be integer token ids, got dtype {target_ids.dtype}",
+            "pass target_ids.long()",
+        )
+    if target_ids.numel():
+        lo, hi = (int(x) for x in torch.aminmax(target_ids))
+        if lo < 0 or hi >= logits.shape[-1]:
+            raise WorkbenchError(
+                f"target_ids hold ids from {lo} to {hi}, outside the {logits.shape[-1]} "
+                "logits of the vocabulary",
+                "pass ids of the model whose logits these are",
+            )
     logits = logits.float()
     picked = logits.gather(-1, target_ids.unsqueeze(-1)).squeeze(-1)
     return picked - torch.logsumexp(logits, dim=-1)
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def grpo_loss(
     logps: Float[Tensor, "batch pos"],
     old_logps: Float[Tensor, "batch pos"],
@@ -90,7 +170,44 @@ def grpo_loss(
 
     Returns:
         The scalar loss.
+
+    Raises:
+        WorkbenchError: a tensor's shape differs from `logps` (``[batch pos]``;
+            `advantages` ``[batch]``), `mask` is not boolean, a setting is out of range,
+            or a penalty coefficient is set without its tensor (``beta`` without
+            `ref_logps`, ``entropy_coef`` without `entropies`).
     """
+    logps = _tensor("logps", logps, ndim=2)
+    shape = tuple(logps.shape)
+    for name, value in (("old_logps", old_logps), ("gamma", gamma), ("mask", mask)):
+        _same_shape(name, _tensor(name, value, ndim=2), shape, "logps")
+    _same_shape(
+        "advantages", _tensor("advantages", advantages, ndim=1), shape[:1], "the batch of logps"
+    )
+    if mask.dtype != torch.bool:
+        raise WorkbenchError(
+            f"mask must be boolean (True on completion tokens), got dtype {mask.dtype}",
+            "pass mask.bool()",
+        )
+    _validate.number("epsilon", epsilon, low=0, high=1, low_open=True, high_open=True,
+                     example=0.2)  # fmt: skip
+    if epsilon_high is not None:
+        _validate.number("epsilon_high", epsilon_high, low=0, low_open=True, example=0.28)
+    if loss_type not in LOSS_TYPES:
+        raise WorkbenchError(f"unknown loss_type {loss_type!r}", f"use one of {LOSS_TYPES}")
+    if normalizer is not None:
+        _validate.number("normalizer", normalizer, low=0, low_open=True, example=1.0)
+    for name, coef, tensor, tensor_name in (
+        ("beta", beta, ref_logps, "ref_logps"),
+        ("entropy_coef", entropy_coef, entropies, "entropies"),
+    ):
+        if _validate.number(name, coef, low=0, example=0.0) != 0.0:
+            if tensor is None:
+                raise WorkbenchError(
+                    f"{name}={coef} but no {tensor_name}: the term would be left out silently",
+                    f"pass {tensor_name}=..., or {name}=0",
+                )
+            _same_shape(tensor_name, _tensor(tensor_name, tensor, ndim=2), shape, "logps")
     eps_high = epsilon if epsilon_high is None else epsilon_high
     m = mask.float()
     adv = gamma.detach() * advantages.detach()[:, None]
@@ -109,4 +226,4 @@ def grpo_loss(
         per_seq = (per_token * m).sum(-1) / m.sum(-1).clamp(min=1.0)
         norm = per_seq.numel() if normalizer is None else normalizer
         return per_seq.sum() / norm
-    raise ValueError(f"unknown loss_type {loss_type!r}")
+    raise AssertionError(loss_type)  # checked above

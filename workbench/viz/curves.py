@@ -4,11 +4,12 @@ tokens marked on WAAD and anchors on FAI, token text on hover; entropy optionall
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, no_type_check
 
 import altair as alt
 import pandas as pd
 
+from .. import _validate
 from . import style
 from .frame import METRICS, response_frame, token_tooltip, value_text
 
@@ -83,6 +84,7 @@ def _curve(
     return alt.layer(*layers, rule, label, hit).properties(width=width, height=height)
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def rhythm_curves(
     analysis: Any,
     *,
@@ -110,6 +112,8 @@ def rhythm_curves(
         the pointer, and last a transparent band per token that carries the hover
         selection and the tooltip; each curve has its own data (field ``value``).
     """
+    width = _validate.integer("width", width, minimum=1, example=style.WIDTH)
+    height = _validate.integer("height", height, minimum=1, example=140)
     df = response_frame(analysis, positions)
     parts = [
         _curve(df, "waad", "preplan", width=width, height=height, show_x=False),

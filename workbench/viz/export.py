@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, no_type_check
 
 import altair as alt
 
@@ -33,14 +33,21 @@ class _ScriptSafe(json.JSONEncoder):
         return super().encode(o).replace("<", "\\u003c")
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def to_html(chart: alt.TopLevelMixin) -> str:
     """The chart as one self-contained HTML page (the JavaScript libraries are inlined).
 
     The spec, data included, is written script-safe: text from a model (tokens, a
     response) is never read by the browser as markup."""
+    if not isinstance(chart, alt.TopLevelMixin):
+        raise WorkbenchError(
+            f"expected an altair chart, got {type(chart).__name__}",
+            "pass a chart from wb.viz (e.g. wb.viz.rhythm_curves(analysis))",
+        )
     return chart.to_html(inline=True, json_kwds={"cls": _ScriptSafe})
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def save(
     chart: Any,
     path: str | os.PathLike,
@@ -59,6 +66,15 @@ def save(
     Returns:
         The path written.
     """
+    if not isinstance(path, str | os.PathLike):
+        raise WorkbenchError(
+            f"path must be a file path, got {type(path).__name__}", 'pass e.g. "rhythm.png"'
+        )
+    if format is not None and not isinstance(format, str):
+        raise WorkbenchError(
+            f"format must be a string, got {type(format).__name__}",
+            f"pass one of {list(FORMATS)}, or None to read it off the path",
+        )
     path = Path(path)
     fmt = (format or path.suffix.lstrip(".")).lower()
     if fmt not in FORMATS:
@@ -77,15 +93,22 @@ def save(
         _validate.number("scale", scale, low=0, high=16, low_open=True, example=2)
     make_folder(path.parent, "the chart's folder", "save into a folder you can write to")
     if fmt == "html":
-        atomic_write_text(path, to_html(chart))
+        data: str | bytes = to_html(chart)
     elif fmt == "json":
-        atomic_write_text(path, chart.to_json())
+        data = chart.to_json()
     else:
         import vl_convert as vlc
 
         spec = chart.to_dict(format="vega-lite")
-        if fmt == "png":
-            atomic_write_bytes(path, vlc.vegalite_to_png(spec, scale=scale))
+        data = vlc.vegalite_to_png(spec, scale=scale) if fmt == "png" else vlc.vegalite_to_svg(spec)
+    try:
+        if isinstance(data, bytes):
+            atomic_write_bytes(path, data)
         else:
-            atomic_write_text(path, vlc.vegalite_to_svg(spec))
+            atomic_write_text(path, data)
+    except OSError as e:
+        raise WorkbenchError(
+            f"cannot write the chart to {path}: {e.strerror or e}",
+            "save into a folder you can write to",
+        ) from None
     return path

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, no_type_check
 
 import altair as alt
 import pandas as pd
 
+from .. import _validate
 from ..errors import WorkbenchError
 from .maps import MAX_CELLS
 
 __all__ = [
     "METRICS",
+    "check_analysis",
     "check_metric",
     "crop_positions",
     "display_token",
@@ -51,19 +53,33 @@ def check_metric(metric: str) -> str:
     return metric
 
 
-def crop_positions(analysis: Any, positions: Sequence[int] | range | None) -> range:
-    resp = analysis.response
+def check_analysis(analysis: Any) -> Any:
+    """Refuse anything but a `wb.Analysis` (a raw AttributeError deep in a chart)."""
+    from ..attention.analysis import Analysis
+
+    if not isinstance(analysis, Analysis):
+        raise WorkbenchError(
+            f"expected a wb.Analysis, got {type(analysis).__name__}",
+            "pass analysis = wb.analyze(model, trace)",
+        )
+    return analysis
+
+
+def crop_positions(analysis: Any, positions: Any) -> range:
+    resp = check_analysis(analysis).response
     if positions is None:
         sel = resp
     else:
-        try:
-            items = (
-                list(positions)
-                if isinstance(positions, range) and positions.step == 1
-                else [int(p) for p in positions]
-            )
-        except (TypeError, ValueError):
-            items = None
+        if isinstance(positions, range) and positions.step == 1:
+            lo, hi = positions.start, max(positions.start, positions.stop)  # not listed
+            items: list[int] | None = []
+        else:
+            try:  # integers only: int(25.5) would crop to 25 without a word
+                items = [_validate.as_index(p) for p in positions]
+            except TypeError:
+                items = None
+            if items is not None:
+                lo, hi = (items[0], items[-1] + 1) if items else (0, 0)
         # A chart crops to a contiguous span: a list that is not one would be drawn as
         # the span from its first to its last element.
         if items is None or any(b != a + 1 for a, b in itertools.pairwise(items)):
@@ -71,8 +87,7 @@ def crop_positions(analysis: Any, positions: Sequence[int] | range | None) -> ra
                 f"positions={positions!r} is not a range of positions",
                 "pass e.g. positions=range(100, 300) (absolute positions, contiguous)",
             ) from None
-        lo, hi = (items[0], items[-1] + 1) if items else (0, 0)
-        sel = range(max(lo, resp.start), min(hi, resp.stop))
+        sel = range(max(lo, resp.start), max(min(hi, resp.stop), resp.start))
     if len(sel) == 0:
         raise WorkbenchError(
             f"positions={positions!r} selects no response token (the response is "
@@ -87,6 +102,7 @@ def crop_positions(analysis: Any, positions: Sequence[int] | range | None) -> ra
     return sel
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def response_frame(analysis: Any, positions: Sequence[int] | range | None = None) -> pd.DataFrame:
     """One row per response token: ``t`` (index in the response), ``pos``, ``token``,
     ``label`` (display text), the metrics of `METRICS` and the flags ``preplan``,

@@ -6,25 +6,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, no_type_check
 
 import altair as alt
 import numpy as np
 import pandas as pd
 
+from .. import _validate
 from ..errors import WorkbenchError
 from . import style
-from .frame import display_token
-from .maps import AttentionMaps
+from .frame import check_analysis, display_token
+from .maps import AttentionMaps, head_list, head_pair
 
 __all__ = ["attention_map", "head_map"]
 
 Head = tuple[int, int]
 
 
-def _resolve_group(
-    heads: str | Head | Sequence[Head], analysis: Any | None
-) -> tuple[list[Head], str]:
+def _resolve_group(heads: Any, analysis: Any | None) -> tuple[list[Head], str]:
     if isinstance(heads, str):
         if heads not in ("local", "global"):
             raise WorkbenchError(
@@ -35,15 +34,13 @@ def _resolve_group(
                 f'heads="{heads}" needs the analysis that classified the heads',
                 "pass analysis=..., or an explicit list: attention_map(maps, [(l, h), ...])",
             )
+        analysis = check_analysis(analysis)
         group = list(analysis.local_heads if heads == "local" else analysis.global_heads)
         return group, f"mean of {len(group)} {heads} heads"
-    if (
-        isinstance(heads, tuple)
-        and len(heads) == 2
-        and all(isinstance(v, int | np.integer) for v in heads)
-    ):
-        return [(int(heads[0]), int(heads[1]))], f"layer {heads[0]} head {heads[1]}"
-    group = [(int(a), int(b)) for a, b in heads]
+    if isinstance(heads, tuple) and len(heads) == 2 and all(_validate.is_index(v) for v in heads):
+        layer, head = head_pair(heads)
+        return [(layer, head)], f"layer {layer} head {head}"
+    group = head_list(heads)
     if len(group) == 1:
         return group, f"layer {group[0][0]} head {group[0][1]}"
     return group, f"mean of {len(group)} heads"
@@ -55,6 +52,8 @@ SINK_COLOR = "#d62728"
 CLIP_QUANTILE = 0.99
 #: Maps showing at most this many positions on an axis label its ticks with the tokens.
 TOKEN_TICKS_MAX = 60
+#: Colour scale types an attention map accepts (Vega-Lite's; e.g. "sqrt", "linear", "log").
+_SCALES = tuple(alt.ScaleType.resolve_references()["enum"])
 
 
 def _token_axis(tokens: list[str], start: int, stop: int, title: str, **kw: Any) -> alt.Axis:
@@ -71,6 +70,7 @@ def _token_axis(tokens: list[str], start: int, stop: int, title: str, **kw: Any)
     )
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def attention_map(
     maps: AttentionMaps,
     heads: str | Head | Sequence[Head] = "local",
@@ -112,6 +112,22 @@ def attention_map(
         cells, then, when key 0 is shown, an outline ``rect`` over the sink column (its
         own data, field ``share``).
     """
+    if not isinstance(maps, AttentionMaps):
+        raise WorkbenchError(
+            f"maps must be an AttentionMaps, got {type(maps).__name__}",
+            "pass maps = wb.viz.attention_maps(model, trace)",
+        )
+    size = _validate.integer("size", size, minimum=1, example=420)
+    clip_quantile = _validate.number("clip_quantile", clip_quantile, low=0, high=1, example=0.99)
+    if color_scale not in _SCALES:
+        raise WorkbenchError(
+            f"color_scale={color_scale!r} is not a scale type",
+            'pass e.g. "sqrt" (the default), "linear" or "log"',
+        )
+    if title is not None and not isinstance(title, str):
+        raise WorkbenchError(
+            f"title must be a string, got {type(title).__name__}", 'pass title="..."'
+        )
     group, what = _resolve_group(heads, analysis)
     grid = maps.group(group)
     b, r0, c0 = maps.bin, maps.row_start, maps.col_start
@@ -234,6 +250,7 @@ def attention_map(
     ).properties(width=w, height=h)
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def head_map(analysis: Any, *, cell_px: int = 18) -> alt.LayerChart:
     """Every (layer, head) of the model coloured by span (Eq. 7), classes outlined.
 
@@ -248,7 +265,8 @@ def head_map(analysis: Any, *, cell_px: int = 18) -> alt.LayerChart:
         An ``alt.LayerChart``: one ``rect`` per head (fields ``layer head span cls``) and an
         outline ``rect`` layer whose data are the local and global heads.
     """
-    hf = analysis.heads_frame()
+    cell_px = _validate.integer("cell_px", cell_px, minimum=1, example=18)
+    hf = check_analysis(analysis).heads_frame()
     hf["cls"] = hf["cls"].fillna("not analysed")
     n_layers, n_heads = analysis.n_layers, analysis.n_heads
     x = alt.X("layer:O", title="layer", axis=alt.Axis(labelAngle=0))

@@ -16,13 +16,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, no_type_check
 
 import numpy as np
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .. import _validate
 from ..attention.engine import attention_layers, check_layers
 from ..errors import WorkbenchError
 
@@ -37,8 +38,7 @@ def pool_bin(n_rows: int, n_cols: int, max_cells: int = MAX_CELLS) -> int:
     """The smallest square block size ``b`` with ``ceil(R/b) * ceil(C/b) <= max_cells``."""
     if n_rows < 1 or n_cols < 1:
         raise WorkbenchError(f"cannot pool an empty {n_rows} x {n_cols} map", "pass a response")
-    if max_cells < 1:
-        raise WorkbenchError(f"max_cells must be >= 1, got {max_cells}", "pass e.g. 5000")
+    max_cells = _validate.integer("max_cells", max_cells, minimum=1, example=MAX_CELLS)
     b = max(1, math.floor(math.sqrt(n_rows * n_cols / max_cells)))
     while math.ceil(n_rows / b) * math.ceil(n_cols / b) > max_cells:
         b += 1
@@ -82,9 +82,9 @@ class AttentionMaps:
     n_pos: int
     tokens: list[str] = field(repr=False)
 
-    def group(self, heads: Sequence[Head]) -> np.ndarray:
+    def group(self, heads: Any) -> np.ndarray:
         """``[row_bin col_bin]``: the mean map of `heads` (a head group, or one head)."""
-        heads = [(int(a), int(b)) for a, b in heads]
+        heads = head_list(heads)
         if not heads:
             raise WorkbenchError("the head group is empty", "pick at least one head")
         index = {h: i for i, h in enumerate(self.heads)}
@@ -98,18 +98,34 @@ class AttentionMaps:
         return self.maps[idx].mean(0).numpy()
 
 
-def _heads_arg(model: Any, heads: Sequence[Head] | None) -> list[Head]:
+def head_pair(item: Any) -> Head:
+    """`item` as a ``(layer, head)`` pair of ints (NumPy and torch integers too; a float,
+    bool or string is no index: ``int(0.5)`` would pick head 0 without a word)."""
+    try:
+        layer, h = item
+        return _validate.as_index(layer), _validate.as_index(h)
+    except (TypeError, ValueError):
+        raise WorkbenchError(
+            f"{item!r} is not a (layer, head) pair", "pass heads as [(layer, head), ...]"
+        ) from None
+
+
+def head_list(heads: Any) -> list[Head]:
+    """`heads` as a list of `head_pair` pairs."""
+    if isinstance(heads, str) or not hasattr(heads, "__iter__"):
+        raise WorkbenchError(
+            f"heads={heads!r} is not a list of (layer, head) pairs",
+            "pass heads as [(layer, head), ...]",
+        )
+    return [head_pair(item) for item in heads]
+
+
+def _heads_arg(model: Any, heads: Any) -> list[Head]:
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     if heads is None:  # a hybrid model's attention layers only
         return [(layer, h) for layer in attention_layers(model) for h in range(n_heads)]
     out = []
-    for item in heads:
-        try:
-            layer, h = (int(v) for v in item)
-        except (TypeError, ValueError):
-            raise WorkbenchError(
-                f"{item!r} is not a (layer, head) pair", "pass heads as [(layer, head), ...]"
-            ) from None
+    for layer, h in head_list(heads):
         if not (0 <= layer < n_layers and 0 <= h < n_heads):
             raise WorkbenchError(
                 f"head {(layer, h)} is out of range for {n_layers} layers x {n_heads} heads",
@@ -122,6 +138,7 @@ def _heads_arg(model: Any, heads: Sequence[Head] | None) -> list[Head]:
     return sorted(set(out))
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def attention_maps(
     model: Any,
     trace: Any,
@@ -148,6 +165,17 @@ def attention_maps(
     """
     if keys not in ("all", "response"):
         raise WorkbenchError(f"keys={keys!r} is not a key range", 'pass "all" or "response"')
+    if not hasattr(getattr(model, "cfg", None), "n_layers"):
+        raise WorkbenchError(
+            f"expected a model from wb.load_model, got {type(model).__name__}",
+            'pass model = wb.load_model("tiny-reasoner") (or another model name)',
+        )
+    if not all(hasattr(trace, name) for name in ("ids", "prompt_len", "tokens")):
+        raise WorkbenchError(
+            f"expected a wb.Trace or a wb.Analysis, got {type(trace).__name__}",
+            "pass a trace from wb.generate or wb.Trace.from_text, or its analysis",
+        )
+    max_cells = _validate.integer("max_cells", max_cells, minimum=1, example=MAX_CELLS)
     ids = torch.as_tensor(trace.ids).long()
     n, p = len(ids), int(trace.prompt_len)
     if p >= n:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import math
 import unicodedata
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, no_type_check
 
 import altair as alt
 
+from .. import _validate
 from ..errors import WorkbenchError
 from . import style
 from .frame import METRICS, check_metric, response_frame, token_tooltip
@@ -48,6 +49,7 @@ def wrap_tokens(labels: Sequence[str], tokens: Sequence[str], line_chars: int) -
     return out
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def text_view(
     analysis: Any,
     metric: str = "fai",
@@ -79,6 +81,9 @@ def text_view(
         preplan and the anchor tokens.
     """
     col, mtitle = METRICS[check_metric(metric)]
+    line_chars = _validate.integer("line_chars", line_chars, minimum=1, example=80)
+    char_px = _validate.number("char_px", char_px, low=0, low_open=True, example=7.4)
+    line_px = _validate.integer("line_px", line_px, minimum=1, example=20)
     df = response_frame(analysis, positions)
     lay = wrap_tokens(list(df["label"]), list(df["token"]), line_chars)
     df["line"] = [a for a, _, _ in lay]
