@@ -540,6 +540,7 @@ def test_numpy_settings_are_stored_as_plain_numbers_and_bad_ones_named():
     for kwargs, match in [
         (dict(seed=2**64), "too large for a seed"),
         (dict(device="cuda:x"), "not a device"),
+        (dict(task="countdwn"), "not a known task"),  # refused only once a run was built
     ]:
         with pytest.raises(WorkbenchError, match=match):
             GRPOConfig(**kwargs)

@@ -503,8 +503,6 @@ def _ids(model: Any, trace_or_ids: Trace | Tensor, what: str = "the sequence") -
         )
     if len(ids) == 0:
         raise WorkbenchError(f"{what} is empty", "pass at least one token id")
-    if int(ids.min()) < 0:
-        raise WorkbenchError(f"{what} holds a negative token id ({int(ids.min())})", fix)
     check_ids(model, ids, what=what)
     check_context(model, len(ids), what=what)
     return ids.long().reshape(1, -1)

@@ -42,6 +42,7 @@ from typing import Any, no_type_check
 from .. import _validate as v
 from ..attention.params import CreditParams, RhythmParams
 from ..errors import WorkbenchError
+from ..tasks import TASKS
 
 __all__ = ["GRPOConfig"]
 
@@ -207,6 +208,8 @@ class GRPOConfig:
                     f"{name} must be a non-empty string, got {getattr(self, name)!r}",
                     f"pass e.g. {name}={_DEFAULTS[name]!r}",
                 )
+        if self.task.strip().lower() not in TASKS:  # get_task's rule, checked before any run
+            bad(f"task {self.task!r} is not a known task", f"use one of {sorted(TASKS)}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; `from_dict` inverts it."""

@@ -64,7 +64,8 @@ def get_task(name: str, **kwargs: Any) -> Task:
     """A task by registry name.
 
     Args:
-        name: ``"countdown"`` or ``"arithmetic"`` (case-insensitive).
+        name: a key of `TASKS`: ``"countdown"``, ``"countdown-search"`` or ``"arithmetic"``
+            (case-insensitive, surrounding spaces ignored).
         **kwargs: passed to the task's constructor (e.g. ``sizes=(3, 4)`` for Countdown).
 
     Returns:

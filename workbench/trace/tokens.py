@@ -46,8 +46,15 @@ def check_context(model: TransformerBridge, n: int, *, what: str) -> None:
 
 
 def check_ids(model: TransformerBridge, ids: torch.Tensor, *, what: str = "the trace") -> None:
-    """Refuse token ids the model's vocabulary does not hold (a trace from another
-    tokenizer), naming the first such position, instead of an IndexError deep in torch."""
+    """Refuse token ids the model's vocabulary does not hold (negative, or a trace from
+    another tokenizer), naming the first such position, instead of an IndexError deep in
+    torch."""
+    if len(ids) and int(ids.min()) < 0:
+        pos = int((ids < 0).nonzero()[0])
+        raise WorkbenchError(
+            f"{what} holds a negative token id ({int(ids[pos])}) at position {pos}",
+            "pass token ids of this model's tokenizer (0 or more)",
+        )
     d_vocab = getattr(getattr(model, "cfg", None), "d_vocab", None)
     if d_vocab is None or len(ids) == 0:
         return
