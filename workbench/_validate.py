@@ -123,3 +123,15 @@ def curve(name: str, values: Any, fix: str) -> Any:
             fix,
         )
     return v
+
+
+def flag(name: str, value: Any, fix: str | None = None) -> bool:
+    """`value` as a ``bool`` (a NumPy bool too), or a `WorkbenchError` naming `name`: a
+    string such as ``"no"`` is truthy and would silently switch the setting on."""
+    import numpy as np
+
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise WorkbenchError(
+        f"{name} must be True or False, got {value!r}", fix or f"pass {name}=True or {name}=False"
+    )

@@ -30,13 +30,14 @@ import hashlib
 import io
 import itertools
 import json
+import math
 import os
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, no_type_check
 
 from . import _validate
 from ._io import atomic_write_text, make_folder
@@ -59,7 +60,7 @@ def record(**values: Any) -> dict[str, Any]:
         The recorded values.
     """
     try:
-        payload = json.loads(json.dumps(values, default=float))
+        payload = json.loads(json.dumps(values, default=_plain))
     except (TypeError, ValueError) as e:
         raise WorkbenchError(
             f"record() needs JSON-serialisable values: {e}", "pass numbers, strings or lists"
@@ -73,6 +74,17 @@ def record(**values: Any) -> dict[str, Any]:
     return payload
 
 
+def _plain(value: Any) -> Any:
+    """A value JSON cannot store as the plain value it stands for: NumPy and torch scalars
+    and arrays by their ``tolist()`` (``np.int64(12)`` stays the int 12; it was recorded
+    as 12.0, and ``np.True_`` as 1.0), anything else as a float (a Decimal, a Fraction)."""
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist) and type(value).__module__.split(".")[0] in ("numpy", "torch"):
+        return tolist()
+    return float(value)
+
+
+@no_type_check  # checks its arguments itself, with messages that name the fix
 def recorded(notebook: str | os.PathLike | Any) -> dict[str, Any]:
     """The values a notebook recorded with `record` (later calls override earlier ones).
 
@@ -83,7 +95,19 @@ def recorded(notebook: str | os.PathLike | Any) -> dict[str, Any]:
 
     nb = notebook
     if isinstance(notebook, str | os.PathLike):
-        nb = nbformat.read(os.fspath(notebook), as_version=4)
+        try:
+            nb = nbformat.read(os.fspath(notebook), as_version=4)
+        except Exception as e:  # missing, a folder, not JSON: raw errors of nbformat
+            raise WorkbenchError(
+                f"cannot read a notebook from {notebook}: {type(e).__name__}: "
+                f"{(str(e).splitlines() or [''])[0][:200]}",
+                "pass the path of an executed .ipynb file (or an nbformat notebook)",
+            ) from None
+    if not isinstance(getattr(nb, "cells", None), list):
+        raise WorkbenchError(
+            f"expected a notebook, got {type(notebook).__name__}",
+            "pass the path of an executed .ipynb file (or an nbformat notebook)",
+        )
     values: dict[str, Any] = {}
     for cell in nb.cells:
         for out in cell.get("outputs", []):
@@ -113,6 +137,7 @@ def _coerce(text: str) -> Any:
     return text
 
 
+@no_type_check  # checks its arguments itself, with messages that name the fix
 def parse_grid(specs: Iterable[str]) -> list[dict[str, Any]]:
     """Expand ``key=v1,v2`` specs into the list of parameter dicts of their product.
 
@@ -120,8 +145,19 @@ def parse_grid(specs: Iterable[str]) -> list[dict[str, Any]]:
     ``;`` instead of ``,`` to separate values that themselves contain commas
     (``layers=[1,2];[3,4]``).
     """
+    if isinstance(specs, str) or not isinstance(specs, Iterable):
+        # one string was read spec by character ("bad grid spec 'x'"), None failed raw
+        raise WorkbenchError(
+            f"grid specs must be a list of 'key=v1,v2' strings, got {specs!r}",
+            "pass a list, e.g. ['window=5,10'] (or a list of parameter dicts to run_batch)",
+        )
     axes: dict[str, list[Any]] = {}
     for spec in specs:
+        if not isinstance(spec, str):
+            raise WorkbenchError(
+                f"bad grid spec {spec!r}: not a string",
+                "write each spec as 'key=v1,v2', or pass a list of parameter dicts",
+            )
         key, sep, values = spec.partition("=")
         key = key.strip()
         if not sep or not key.isidentifier() or not values.strip():
@@ -195,9 +231,24 @@ def _encode(value: Any) -> str:
 
 def _read_index(path: Path) -> dict[str, dict[str, Any]]:
     """The rows of ``index.csv`` by run id, in file order, each value with its type."""
+    if path.exists() and not path.is_file():  # found only when the index was written
+        raise WorkbenchError(
+            f"{path} is not a file, so the batch index cannot be written there",
+            "pass an output folder of its own, or move that index.csv away",
+        )
     if not path.is_file():
         return {}
-    with open(path, newline="") as f:
+    try:
+        return _index_rows(path)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise WorkbenchError(
+            f"{path} is not a batch index ({type(e).__name__}: {e})",
+            "pass an output folder of its own, or move that index.csv away",
+        ) from None
+
+
+def _index_rows(path: Path) -> dict[str, dict[str, Any]]:
+    with open(path, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is not None and "run_id" not in reader.fieldnames:
             raise WorkbenchError(
@@ -273,6 +324,7 @@ def _execute(notebook: Path, out: Path, params: dict[str, Any], timeout: float |
     return {"status": status, "error": error, "seconds": round(time.time() - t0, 2), **values}
 
 
+@no_type_check  # checks its arguments itself, with messages that name the fix
 def run_batch(
     notebook: str | os.PathLike,
     grid: list[dict[str, Any]] | Iterable[str],
@@ -290,7 +342,7 @@ def run_batch(
         grid: parameter dicts, or ``key=v1,v2`` specs (see `parse_grid`).
         out: output folder (created); holds one executed notebook per run and the index.
         workers: runs executed in parallel (each in its own kernel).
-        timeout: seconds allowed per cell (None: no limit).
+        timeout: whole seconds allowed per cell (None: no limit).
         rerun_failed: run again the runs that failed last time (those that succeeded are
             always skipped).
         progress: show a progress bar.
@@ -305,6 +357,12 @@ def run_batch(
     """
     from tqdm.auto import tqdm
 
+    for name, value in (("notebook", notebook), ("out", out)):
+        if not isinstance(value, str | os.PathLike):
+            raise WorkbenchError(
+                f"run_batch needs a path for {name}, got {value!r}",
+                "pass a str or pathlib.Path",
+            )
     notebook = Path(notebook)
     if not notebook.is_file():
         raise WorkbenchError(f"no notebook at {notebook}", "pass the path of an .ipynb file")
@@ -318,7 +376,26 @@ def run_batch(
             f"{notebook.name} has no parameter(s) {unknown}",
             f"use the names its 'parameters' cell assigns: {sorted(known)}",
         )
+    for p in points:
+        try:
+            json.dumps(p)
+        except (TypeError, ValueError) as e:  # a raw TypeError from the run ids before
+            raise WorkbenchError(
+                f"grid point {p!r} holds a value that is not plain JSON ({e})",
+                "pass plain Python values (int(v), float(v), lists, strings), as papermill "
+                "writes them into the notebook's code",
+            ) from None
     _validate.integer("workers", workers, minimum=1, example=2)
+    # papermill (nbclient) takes whole seconds: 2.5, NaN or a string failed every run, each
+    # with the same traitlets error, while the batch itself "succeeded".
+    if timeout is not None:
+        seconds = _validate.number("timeout", timeout, low=0, low_open=True, example=600)
+        if not seconds.is_integer():
+            raise WorkbenchError(
+                f"timeout={timeout!r}: papermill counts whole seconds per cell",
+                f"pass timeout={math.ceil(seconds)} (or None for no limit)",
+            )
+        timeout = int(seconds)
     out = make_folder(Path(out), "the batch folder")
     index_path = out / "index.csv"
     previous = _read_index(index_path)

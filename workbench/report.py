@@ -15,9 +15,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, no_type_check
 
 from ._io import atomic_write_text, make_folder
+from .errors import WorkbenchError
 from .provenance import provenance
 
 __all__ = ["write_report"]
@@ -78,6 +79,7 @@ def _provenance_html(prov: dict[str, Any]) -> str:
     return f"<p style='color: #666; font-size: small'>{html.escape(', '.join(parts))}</p>"
 
 
+@no_type_check  # checks its arguments itself, with messages that name the fix
 def write_report(model: Any, trace: Any, analysis: Any, out: str | Path) -> Path:
     """Write ``report.html``, PNG charts and ``summary.json`` for one analysed trace.
 
@@ -95,6 +97,7 @@ def write_report(model: Any, trace: Any, analysis: Any, out: str | Path) -> Path
     Raises:
         WorkbenchError: `out` is a file, or a folder that cannot be created.
     """
+    _check_inputs(trace, analysis, out)
     # A file in the way, or a place that cannot be written, is named before any chart is drawn.
     out = make_folder(Path(out), "the report folder")
     stage = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
@@ -106,6 +109,36 @@ def write_report(model: Any, trace: Any, analysis: Any, out: str | Path) -> Path
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return out / "report.html"
+
+
+def _check_inputs(trace: Any, analysis: Any, out: Any) -> None:
+    """Refuse what failed deep inside the drawing (None, a wrong type) or drew a report that
+    mixes two traces: an analysis of another trace was drawn with this trace's text."""
+    import torch
+
+    from .attention import Analysis
+    from .trace import Trace
+
+    if not isinstance(out, str | os.PathLike):
+        raise WorkbenchError(
+            f"write_report needs a folder path for out, got {out!r}", "pass a str or pathlib.Path"
+        )
+    if not isinstance(trace, Trace):
+        raise WorkbenchError(
+            f"expected a wb.Trace, got {type(trace).__name__}",
+            "pass the trace the analysis was computed on",
+        )
+    if not isinstance(analysis, Analysis):
+        raise WorkbenchError(
+            f"expected a wb.Analysis, got {type(analysis).__name__}",
+            "pass wb.analyze(model, trace)",
+        )
+    if analysis.prompt_len != trace.prompt_len or not torch.equal(analysis.ids, trace.ids):
+        raise WorkbenchError(
+            "the analysis is not of this trace (different token ids or prompt length), so "
+            "the report would mix two traces",
+            "pass the analysis of this trace: wb.analyze(model, trace)",
+        )
 
 
 def _draw(model: Any, trace: Any, analysis: Any, out: Path) -> None:

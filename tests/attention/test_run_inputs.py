@@ -149,3 +149,45 @@ def test_select_heads_refuses_indices_that_are_not_integers(toy_llama, trace):
         with pytest.raises(wb.WorkbenchError, match="not a list of \\(layer, head\\) pairs"):
             a.select_heads([bad])
     assert a.select_heads([(np.int64(0), torch.tensor(1))]).heads == [(0, 1)]
+
+
+@pytest.mark.parametrize("flag", ["entropy", "columns", "default_cuts", "fast_other_layers"])
+@pytest.mark.parametrize("value", ["no", None, 0])
+def test_switches_must_be_true_or_false(toy_llama, trace, flag, value, no_pass):
+    # entropy="no" computed the entropies and columns=None dropped the column sums: each
+    # acted by its truth value without a word
+    with pytest.raises(wb.WorkbenchError, match=f"{flag} must be True or False") as e:
+        wb.analyze_many(toy_llama, [trace], progress=False, **{flag: value})
+    assert f"{flag}=True" in e.value.fix
+    if flag == "entropy":
+        with pytest.raises(wb.WorkbenchError, match="entropy must be True or False"):
+            wb.analyze(toy_llama, trace, entropy=value)
+    with pytest.raises(wb.WorkbenchError, match="progress must be True or False"):
+        wb.analyze_many(toy_llama, [trace], progress=value)
+    with pytest.raises(wb.WorkbenchError, match="progress must be True or False"):
+        wb.gamma_many(toy_llama, [trace], progress=value)
+
+
+def test_heads_from_an_array_is_refused_by_name(toy_llama, trace, no_pass):
+    # an array's == "batch" has no truth value: a raw ValueError from numpy
+    for heads_from in (np.array([1, 2]), torch.tensor([1, 2]), 3):
+        with pytest.raises(wb.WorkbenchError, match="is not a head classification"):
+            wb.analyze_many(toy_llama, [trace], heads_from=heads_from)
+
+
+@pytest.mark.parametrize("n_layers", [True, 0, 2.0, None, "30"])
+def test_middle_layers_needs_a_layer_count(n_layers):
+    # True counted as one layer ([0])
+    with pytest.raises(wb.WorkbenchError, match="n_layers must be a positive integer"):
+        wb.middle_layers(n_layers)
+    assert wb.middle_layers(np.int64(30)) == wb.middle_layers(30) == [10, 12, 15, 18, 20]
+
+
+@pytest.mark.parametrize("record", [wb.RhythmParams, wb.CreditParams])
+@pytest.mark.parametrize("d", [None, "window=5", [("window", 5)]])
+def test_from_dict_needs_a_dict(record, d):
+    # dict(d): a raw TypeError or ValueError (or, for pairs, a record built from a list)
+    with pytest.raises(wb.WorkbenchError, match=r"from_dict needs a dict") as e:
+        record.from_dict(d)
+    assert "to_dict()" in e.value.fix
+    assert record.from_dict(record().to_dict()) == record()

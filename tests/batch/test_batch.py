@@ -274,3 +274,74 @@ def test_cli_exit_code_and_index(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-1500:]
     assert "1/1 runs succeeded" in proc.stdout and (tmp_path / "o" / "index.csv").is_file()
+
+
+def test_recorded_numpy_and_torch_values_keep_their_types():
+    import numpy as np
+    import torch
+
+    from workbench.batch import record
+
+    # np.int64(12) was recorded as 12.0 and np.True_ as 1.0 (json's default=float)
+    got = record(n=np.int64(12), ok=np.bool_(True), t=torch.tensor(3), v=np.array([1, 2]))
+    assert got == {"n": 12, "ok": True, "t": 3, "v": [1, 2]}
+    assert type(got["n"]) is int and type(got["ok"]) is bool
+    assert record(q=np.float32(0.5)) == {"q": 0.5}
+
+
+def test_recorded_of_what_is_not_a_notebook_is_named(tmp_path):
+    (tmp_path / "a-file").write_text("not json")
+    for bad in (tmp_path / "nope.ipynb", tmp_path / "a-file", tmp_path):
+        with pytest.raises(WorkbenchError, match="cannot read a notebook from"):
+            recorded(bad)  # FileNotFoundError, NotJSONError, IsADirectoryError
+    with pytest.raises(WorkbenchError, match="expected a notebook, got NoneType"):
+        recorded(None)
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"notebook": None}, "needs a path for notebook"),  # TypeError in pathlib
+        ({"out": None}, "needs a path for out"),
+        ({"grid": None}, "grid specs must be a list"),  # 'NoneType' is not iterable
+        ({"grid": "x=1"}, "grid specs must be a list"),  # read char by char: spec 'x'
+        ({"grid": [1]}, "not a string"),  # AttributeError: partition
+        ({"grid": [{"x": {1, 2}}]}, "not plain JSON"),  # TypeError in the run id
+        ({"timeout": 2.5}, "whole seconds"),  # every run failed in traitlets
+        ({"timeout": "10"}, "timeout must be a finite number"),
+        ({"timeout": -1}, "timeout must be in"),
+    ],
+)
+def test_bad_run_batch_arguments_are_named_before_any_run(tmp_path, monkeypatch, changes, words):
+    calls = []
+    monkeypatch.setattr(workbench.batch, "_execute", _fake_execute(calls))
+    args = {"notebook": _notebook(tmp_path / "nb.ipynb"), "grid": ["x=1"], "out": tmp_path / "o"}
+    args.update(changes)
+    with pytest.raises(WorkbenchError, match=words):
+        run_batch(args.pop("notebook"), args.pop("grid"), args.pop("out"), progress=False, **args)
+    assert calls == []
+
+
+def test_a_whole_float_timeout_is_whole_seconds(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(
+        workbench.batch, "_execute", lambda nb, out, params, timeout: seen.append(timeout) or {
+            "status": "ok", "error": "", "seconds": 0.0}
+    )  # fmt: skip
+    run_batch(_notebook(tmp_path / "nb.ipynb"), ["x=1"], tmp_path / "o", timeout=600.0,
+              progress=False)  # fmt: skip
+    assert seen == [600] and type(seen[0]) is int  # the CLI's --timeout is a float
+
+
+def test_an_index_that_cannot_be_read_or_written_is_named_before_any_run(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(workbench.batch, "_execute", _fake_execute(calls))
+    nb = _notebook(tmp_path / "nb.ipynb")
+    (tmp_path / "binary").mkdir()
+    (tmp_path / "binary" / "index.csv").write_bytes(b"\xff\xfe\x00run_id")
+    with pytest.raises(WorkbenchError, match="is not a batch index"):  # UnicodeDecodeError
+        run_batch(nb, ["x=1"], tmp_path / "binary", progress=False)
+    (tmp_path / "folder" / "index.csv").mkdir(parents=True)
+    with pytest.raises(WorkbenchError, match="is not a file"):  # IsADirectoryError, at the end
+        run_batch(nb, ["x=1"], tmp_path / "folder", progress=False)
+    assert calls == []

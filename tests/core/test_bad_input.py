@@ -26,6 +26,7 @@ from workbench.ablation import perturb_position, run_ablations, target_sets
 from workbench.attention import CreditParams, RhythmParams
 from workbench.batch import run_batch
 from workbench.errors import WorkbenchError
+from workbench.report import write_report
 from workbench.rl import GRPOConfig, resume, train
 from workbench.tiny import CHECKPOINT_DIR
 
@@ -284,6 +285,17 @@ CASES = [
      WorkbenchError, "is a file"),
     ("batch workers", lambda c: run_batch(c.notebook, ["x=1"], c.tmp / "b4", workers=0),
      WorkbenchError, "workers must be at least 1"),
+    ("batch grid string", lambda c: run_batch(c.notebook, "x=1", c.tmp / "b5"), WorkbenchError,
+     "grid specs must be a list"),
+    ("batch timeout fraction", lambda c: run_batch(c.notebook, ["x=1"], c.tmp / "b6",
+     timeout=2.5), WorkbenchError, "whole seconds"),
+    # -- report -------------------------------------------------------------------------
+    ("report other trace's analysis", lambda c: write_report(c.model, c.other, c.analysis,
+     c.tmp / "rep1"), WorkbenchError, "the analysis is not of this trace"),
+    ("report not a trace", lambda c: write_report(c.model, None, c.analysis, c.tmp / "rep2"),
+     WorkbenchError, "expected a wb.Trace"),
+    ("report out None", lambda c: write_report(c.model, c.trace, c.analysis, None),
+     WorkbenchError, "needs a folder path"),
     # -- viz ----------------------------------------------------------------------------
     ("viz format", lambda c: viz.save(_chart(c), c.tmp / "x.pdf"), WorkbenchError,
      "cannot save a chart as 'pdf'"),

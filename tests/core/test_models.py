@@ -350,3 +350,22 @@ class TestParity:
         assert pattern.shape == (1, 9, ids.shape[1], ids.shape[1])
         assert torch.allclose(pattern.sum(-1), torch.ones(1, 9, ids.shape[1]), atol=1e-5)
         assert torch.all(pattern.triu(1) == 0)
+
+
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        # allow_hub="no" is truthy: it allowed the download the caller had refused
+        (lambda: wb.load_model("org/model", allow_hub="no"), "allow_hub must be True or False"),
+        (lambda: wb.models.load_hf("org/model", allow_hub=None), "allow_hub must be"),
+        (lambda: wb.load_model("tiny-reasoner", rebuild="no"), "rebuild must be True or False"),
+        (lambda: wb.models.model_path("tiny-reasoner", rebuild="yes"), "rebuild must be"),
+        (lambda: wb.models.model_path(["tiny-reasoner"]), "unknown model"),  # unhashable
+        (lambda: wb.models.model_device(None), "expected a model with weights"),
+        (lambda: wb.models.model_device(torch.nn.ReLU()), "expected a model with weights"),
+        (lambda: wb.models.bridge_model(None, None), "needs a Hugging Face causal LM"),
+    ],
+)
+def test_flags_and_models_of_the_wrong_type_are_named_before_loading(call, words):
+    with pytest.raises(WorkbenchError, match=words):
+        call()

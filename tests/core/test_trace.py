@@ -107,6 +107,31 @@ class TestTraceObject:
             odd.save(tmp_path / "odd.json")
         assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
+    @pytest.mark.parametrize(
+        "changes, words",
+        [
+            ({"tokens": None}, "Trace.tokens must be a list of strings, got NoneType"),  # len()
+            ({"tokens": [1, 2]}, "got a list holding 1"),  # saved a file load refused
+            ({"tokens": "ab"}, "got str"),
+            ({"meta": None}, "Trace.meta must be a dict"),  # to_dict: dict(None)
+            ({"meta": [("a", 1)]}, "Trace.meta must be a dict"),
+        ],
+    )
+    def test_tokens_and_meta_of_the_wrong_type_are_refused(self, changes, words):
+        fields = {"ids": torch.tensor([5, 6]), "tokens": ["a", "b"], "prompt_len": 1, "text": ""}
+        with pytest.raises(WorkbenchError, match=words):
+            wb.Trace(**{**fields, **changes})
+        t = wb.Trace(**{**fields, "tokens": ("a", "b")})  # a tuple is kept as a list
+        assert t.tokens == ["a", "b"] and wb.Trace.from_dict(t.to_dict()).tokens == ["a", "b"]
+
+    @pytest.mark.parametrize("path", [None, 3, ""])
+    def test_a_path_that_is_not_a_path_is_named(self, path):
+        t = wb.Trace(ids=torch.tensor([5, 6]), tokens=["a", "b"], prompt_len=1, text="b")
+        with pytest.raises(WorkbenchError, match=r"Trace\.save needs a file path"):
+            t.save(path)  # was "expected str, bytes or os.PathLike object"
+        with pytest.raises(WorkbenchError, match=r"Trace\.load needs a file path"):
+            wb.Trace.load(path)
+
 
 class TestGenerateArguments:
     """On the tiny reasoner (fast): arguments are normalised and checked before sampling."""
@@ -146,6 +171,29 @@ class TestGenerateArguments:
 
         with pytest.raises(WorkbenchError, match=words):
             sample_completions(tiny, prompts, decoder=decoder, **{"max_new_tokens": 3, **settings})
+
+    @pytest.mark.parametrize(
+        "call, words",
+        [
+            # a truthy string switched the chat template (or greedy decoding) on
+            (lambda m: wb.generate(m, "12+7=", max_new_tokens=2, chat="no"), "chat must be"),
+            (lambda m: wb.generate(m, "12+7=", max_new_tokens=2, chat=None), "chat must be"),
+            (lambda m: encode_prompt(m, "12+7=", chat="no"), "chat must be True or False"),
+            (lambda m: wb.Trace.from_text(m, "12+7=", "19", chat="no"), "chat must be"),
+            (lambda m: wb.trace.sample_completions(m, [[1, 5]], greedy="no"), "greedy must be"),
+            (lambda m: wb.trace.sample_completions(m, None), "prompt_ids must be a list"),
+            (lambda m: wb.trace.eos_token_ids(None), "expected a tokenizer"),
+        ],
+    )
+    def test_flags_and_prompt_lists_of_the_wrong_type_are_named(self, tiny, call, words):
+        with pytest.raises(WorkbenchError, match=words):
+            call(tiny)
+
+    def test_a_numpy_bool_chat_is_recorded_as_a_bool(self, tiny, tmp_path):
+        # meta recorded np.True_, and the trace failed to save
+        t = wb.generate(tiny, "12+7=", max_new_tokens=2, chat=np.bool_(True))
+        assert type(t.meta["chat"]) is bool
+        wb.Trace.load(t.save(tmp_path / "t.json"))
 
 
 @pytest.mark.slow
@@ -251,3 +299,32 @@ class TestDegeneracy:
         ids = list(range(10, 60)) + [7] * 13
         with pytest.raises(WorkbenchError, match="13 times in a row"):
             wb.trace.check_not_degenerate(self._trace(ids))
+
+    @pytest.mark.parametrize(
+        "ids, words",
+        [
+            ([1.5, 1.7, 2.2], "integer token ids"),  # truncated: 1.5 and 1.7 one token
+            (None, "integer token ids"),
+            ("abc", "integer token ids"),
+            (torch.ones(2, 3, dtype=torch.long), "1-D"),
+        ],
+    )
+    def test_degeneracy_of_what_is_not_token_ids_is_named(self, ids, words):
+        with pytest.raises(WorkbenchError, match=words):
+            wb.trace.degeneracy(ids)
+        assert wb.trace.degeneracy(np.array([3, 3, 4]))["longest_run"] == 2
+
+    @pytest.mark.parametrize(
+        "settings, words",
+        [
+            ({"min_distinct": float("nan")}, "min_distinct must be a finite number"),  # off
+            ({"min_tokens": "16"}, "min_tokens must be an integer"),
+            ({"max_run": None}, "max_run must be an integer"),
+        ],
+    )
+    def test_check_settings_are_checked(self, settings, words):
+        varied = [i % 9 + 10 for i in range(60)]
+        with pytest.raises(WorkbenchError, match=words):
+            wb.trace.check_not_degenerate(self._trace(varied), **settings)
+        with pytest.raises(WorkbenchError, match=r"expected a wb\.Trace"):
+            wb.trace.check_not_degenerate(None)

@@ -12,6 +12,7 @@ import torch
 
 from workbench.attention.credit import STRATEGIES
 from workbench.attention.params import CreditParams
+from workbench.errors import WorkbenchError
 from workbench.models import bridge_model, load_hf
 from workbench.rl.credit import FusedCredit, rollout_gammas
 from workbench.rl.forward import completion_logits, rollout_batch
@@ -110,3 +111,70 @@ def test_the_fused_forward_is_the_training_forward(rollouts):
         if n in want:  # float rounding of eager vs sdpa: relative to the gradient's size
             assert float((q.grad - want[n]).norm() / want[n].norm()) < 1e-4, n
     policy.zero_grad()
+
+
+@pytest.fixture(scope="module")
+def short_rollout(toy_llama):
+    ids = toy_llama.tokenizer("What is 3 + 4? 3 plus 4 is 7.")["input_ids"]
+    return toy_llama, ids[:6], ids[6:]
+
+
+def test_rollout_gammas_refuses_bad_rollouts_by_name(short_rollout):
+    bridge, p, c = short_rollout
+    credit = CreditParams(layers=[0, 1])
+    assert rollout_gammas(bridge, [p], [c], credit).shape == (1, len(c))
+    bad = [
+        # a strategy name: AttributeError 'str' object has no attribute 'strategy'
+        (([p], [c], "coupled"), {}, "credit must be a wb.CreditParams"),
+        # zip(strict=True): a raw ValueError
+        (([p, p], [c], credit), {}, "2 prompts for 1 completions"),
+        (([p], None, credit), {}, "must be lists"),
+        # torch.tensor(..., dtype=long) truncated 5.5 to 5 without a word
+        (([p], [[x + 0.5 for x in c]], credit), {}, "completion_ids must hold lists of integer"),
+        (([p], ["abc"], credit), {}, "completion_ids must hold lists of integer"),
+        # a pad_to narrower than a completion cut its weights off without a word
+        (([p], [c], credit), {"pad_to": 3}, "would cut off the longest completion"),
+        (([p], [c], CreditParams(strategy="none")), {"pad_to": 3}, "would cut off"),
+        (([p], [c], credit), {"pad_to": -1}, "pad_to must be at least 0"),  # RuntimeError
+        (([p], [c], credit), {"pad_to": 40.0}, "pad_to must be an integer"),  # TypeError
+    ]
+    for args, kwargs, match in bad:
+        with pytest.raises(WorkbenchError, match=match) as e:
+            rollout_gammas(bridge, *args, **kwargs)
+        assert e.value.fix
+
+
+def test_fused_credit_refuses_bad_credit_and_a_narrow_width(short_rollout):
+    bridge, p, c = short_rollout
+    policy = bridge.original_model if hasattr(bridge, "original_model") else None
+    if policy is None or not hasattr(policy, "config"):
+        pytest.skip("no plain model behind the bridge")
+    spans, ids = [(0, len(p) + len(c), len(p))], [torch.tensor(p + c)]
+    with pytest.raises(WorkbenchError, match=r"credit must be a wb\.CreditParams"):
+        FusedCredit(policy, "coupled", spans, ids)  # AttributeError
+    fused = FusedCredit(policy, CreditParams(layers=[0, 1]), spans, ids)
+    # a width narrower than the completion cut its weights off without a word
+    with pytest.raises(WorkbenchError, match="width=3 would cut off the longest completion"):
+        fused.gammas(3)
+    entropy = FusedCredit(policy, CreditParams(strategy="entropy", layers=[0]), spans, ids)
+    with pytest.raises(WorkbenchError, match="needs the update logits") as e:
+        entropy.gammas(len(c))  # a bare ValueError without a fix
+    assert "logits=" in e.value.fix
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"seed": "x"}, "seed must be an integer"),  # failed after the first rollouts
+        ({"seed": 1.5}, "seed must be an integer"),
+        ({"seed": -1}, "seed must be at least 0"),
+        ({"fused_credit": "no"}, "fused_credit must be True or False"),  # acted as True
+        ({"credit": "coupled"}, "credit must be a wb.CreditParams"),
+    ],
+)
+def test_trl_trainer_checks_its_own_arguments_first(kwargs, match):
+    pytest.importorskip("trl")
+    from workbench.rl import RhythmGRPOTrainer
+
+    with pytest.raises(WorkbenchError, match=match):
+        RhythmGRPOTrainer(**kwargs)  # refused before TRL builds anything

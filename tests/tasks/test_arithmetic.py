@@ -112,3 +112,18 @@ def test_an_answer_line_cut_by_the_length_cap_is_not_read(task: Arithmetic, answ
     assert len(completion) > MAX_COMPLETION_CHARS
     assert task.reward([PROMPT], [completion]) == [reward]
     assert task.score(task.make_problem((457, 68)), completion) == reward
+
+
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        (lambda: Arithmetic(min_digits=2.5), "min_digits must be an integer"),  # randrange
+        (lambda: Arithmetic(max_digits="4"), "max_digits must be an integer"),
+        (lambda: Arithmetic(max_digits=None), "max_digits must be an integer"),
+        (lambda: Arithmetic().make_problem((1.5, 2)), "two integer operands"),  # int('.')
+        (lambda: Arithmetic().make_problem(("1", 2)), "two integer operands"),
+    ],
+)
+def test_bad_settings_and_operands_are_named(call, words) -> None:
+    with pytest.raises(WorkbenchError, match=words):
+        call()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from fractions import Fraction
 
@@ -271,3 +272,48 @@ def test_registry() -> None:
         get_task("sudoku")
     with pytest.raises(WorkbenchError, match="sizes"):
         Countdown(sizes=(1,))
+
+
+@pytest.mark.parametrize(
+    "call, words",
+    [
+        (lambda: get_task(["countdown"]), "Unknown task"),  # was unhashable-list TypeError
+        (lambda: get_task("countdown", bogus=1), "has no setting(s) ['bogus']"),
+        (lambda: get_task("countdown-search", bogus=1), "has no setting(s) ['bogus']"),
+        (lambda: Countdown(sizes=3), "sizes=3"),  # was "'int' object is not iterable"
+        (lambda: Countdown(max_number=20.5), "max_number must be an integer"),  # randrange
+        (lambda: Countdown(max_number="20"), "max_number must be an integer"),
+        (lambda: Countdown(max_target=None), "max_target must be an integer"),
+        (lambda: Countdown(max_target=50.5), "max_target must be an integer"),  # accepted
+        (lambda: Countdown(test_fraction="0.1"), "test_fraction='0.1'"),
+        (lambda: Countdown(test_fraction=None), "test_fraction=None"),
+        (lambda: Countdown().generate(2, seed=1.0), "seed must be an integer"),  # other list
+        (lambda: Countdown().generate(2, seed=None), "seed must be an integer"),
+        (lambda: Countdown().generate(2, seed=True), "seed must be an integer"),
+        (lambda: Countdown().score(None, "Answer: 1"), "needs a Problem"),
+        (lambda: Countdown().score({"numbers": (1, 2)}, "Answer: 1"), "needs a Problem"),
+        (lambda: Countdown().reward(None, None), "prompts must be a list"),
+        (lambda: Countdown().reward("abc", "xyz"), "prompts must be a list"),  # 3 zeros
+        (lambda: Countdown().reward([PROMPT], "Answer: 1"), "completions must be a list"),
+        (lambda: Countdown().reward((p for p in [PROMPT]), ["x"]), "prompts must be a list"),
+        (lambda: Countdown().format_reward("ab", "cd"), "prompts must be a list"),
+        (lambda: Countdown().make_problem(None, 5), "positive integers"),
+        (lambda: Countdown().make_problem((3, 7, 25), 82.0), "target must be an integer"),
+    ],
+)
+def test_bad_arguments_are_named(call, words) -> None:
+    with pytest.raises(WorkbenchError, match=re.escape(words)):
+        call()
+
+
+def test_integer_scalars_are_settings_and_seeds() -> None:
+    import numpy as np
+    import torch
+
+    task = Countdown(sizes=(np.int64(3),), max_number=np.int64(20))
+    assert task.sizes == (3,) and type(task.max_number) is int
+    want = Countdown().generate(3, seed=2)
+    assert task.generate(3, seed=np.int64(2)) == want
+    assert task.generate(3, seed=torch.tensor(2)) == want
+    p = Countdown().make_problem((3, 7, 25), 82)
+    assert Countdown().reward((p.prompt,), [p.solution]) == [1.0]  # tuples are lists too

@@ -114,3 +114,10 @@ def test_bad_settings_and_unsearchable_problems_raise() -> None:
     with pytest.raises(WorkbenchError, match="no two-step solution"):
         CountdownSearch().make_problem((1, 1, 1), 97)
     assert repr(CountdownSearch()).startswith("CountdownSearch(sizes=(3,)")
+
+
+@pytest.mark.parametrize("attempts", [3, (3, 4, 5), (3.5, 5), "35"])
+def test_attempts_that_are_not_an_integer_pair_are_named(attempts) -> None:
+    # 3 and (3, 4, 5) failed unpacking, "35" in a comparison; (3.5, 5) was accepted
+    with pytest.raises(WorkbenchError, match="not a pair of integers"):
+        CountdownSearch(attempts=attempts)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import altair as alt
 import pandas as pd
+import pytest
 
+import workbench as wb
 from workbench import ui as panels
 from workbench.errors import WorkbenchError
 from workbench.viz import style
@@ -66,3 +68,52 @@ def test_the_model_panel_shows_the_model_it_was_given(toy_llama):
     m = panels.ModelPanel(toy_llama, loader=lambda name: toy_llama)
     assert (m.target, m.folder.layout.display) == (folder, "")
     assert "ready" in m.status.value
+
+
+def test_panels_refuse_bad_settings_by_name():
+    bad = [
+        # a bare TraitError from ipywidgets, or None kept to fail at the first Run
+        (lambda: panels.RhythmPanel(prompt=5), "prompt must be a str"),
+        (lambda: panels.RhythmPanel(response=None), "response must be a str"),
+        # a negative or huge seed was taken, to fail only when generating
+        (lambda: panels.RhythmPanel(seed=-1), "seed must be at least 0"),
+        (lambda: panels.RhythmPanel(seed=10**20), "too large for a seed"),
+        # a model name: a raw AttributeError ('str' object has no attribute 'cfg')
+        (lambda: panels.RhythmPanel("tiny-reasoner"), "model must be a loaded model"),
+        (lambda: panels.ModelPanel("tiny-reasoner"), "model must be a loaded model"),
+        (lambda: panels.AblationPanel("tiny-reasoner"), "model must be a loaded model"),
+        (lambda: panels.RhythmPanel().set_model(5), "model must be a loaded model"),
+        (lambda: panels.ModelPanel(loader="tiny-reasoner"), "loader must be a function"),
+        # int() truncated 2.7 and took "4", True or -1 heads; None: a raw TypeError
+        (lambda: panels.HeadPicker(2.7, 4), "n_layers must be an integer"),
+        (lambda: panels.HeadPicker("4", 4), "n_layers must be an integer"),
+        (lambda: panels.HeadPicker(True, 4), "n_layers must be an integer"),
+        (lambda: panels.HeadPicker(None, 4), "n_layers must be an integer"),
+        (lambda: panels.HeadPicker(4, -1), "n_heads must be at least 1"),
+        (lambda: panels.HeadPicker(4, 2).configure(4, 2, [7]), "layer 7 is out of range"),
+        (lambda: panels.HeadPicker(4, 2).configure(4, 2, "ab"), "not a layer selection"),
+        # a raw TypeError from pathlib / a TraitError from ipywidgets
+        (lambda: panels.RLPanel(out=None), "out must be a folder path"),
+        (lambda: panels.RLPanel(model=5), "model must be a str"),
+        (lambda: panels.RLPanel().wait("x"), "timeout must be a finite number"),
+        # a TypeError naming RhythmPanel.__init__
+        (lambda: wb.workbench(foo=1), r"the workbench has no setting\(s\) \['foo'\]"),
+    ]
+    for make, match in bad:
+        with pytest.raises(WorkbenchError, match=match) as e:
+            make()
+        assert e.value.fix
+    picker = panels.HeadPicker(4, 2)
+    picker.configure(4, 2, [])  # a model without attention layers: nothing to pick
+    assert picker.heads == []
+    assert panels.RLPanel().wait(float("inf")) == "none"  # no job: nothing to wait for
+
+
+def test_a_panel_is_added_once():
+    app = wb.workbench()
+    rl = panels.RLPanel()
+    app.add_tab(rl)
+    # a second tab of the same widget: every loaded model was handed to it twice
+    with pytest.raises(WorkbenchError, match="already a tab"):
+        app.add_tab("RL again", rl)
+    assert app.tabs.titles == ("Rhythm", "RL")

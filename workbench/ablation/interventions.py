@@ -107,12 +107,6 @@ def _check_positions(
     return tuple(sorted(set(_position_list(positions, allow_sink, what))))
 
 
-def _check_flag(name: str, value: Any) -> None:
-    """Refuse a flag that is not a bool (``allow_sink="no"`` would read as True)."""
-    if not isinstance(value, bool):
-        raise WorkbenchError(f"{name} must be True or False, got {value!r}", f"pass {name}=True")
-
-
 def _check_heads(heads: Any) -> tuple[int, ...] | None:
     """None, or the head indices as sorted distinct ints (refusing fractions and bools,
     which ``int()`` would turn into another head without a word)."""
@@ -173,7 +167,7 @@ class Knockout(Intervention):
     allow_sink: bool = False
 
     def __post_init__(self) -> None:
-        _check_flag("allow_sink", self.allow_sink)
+        _validate.flag("allow_sink", self.allow_sink)
         object.__setattr__(
             self, "positions", _check_positions(self.positions, self.allow_sink, "knockout")
         )
@@ -318,7 +312,7 @@ class ResidAblation(Intervention):
             raise WorkbenchError(
                 f"residual ablation mode {self.mode!r} is unknown", f"use one of {RESID_MODES}"
             )
-        _check_flag("allow_sink", self.allow_sink)
+        _validate.flag("allow_sink", self.allow_sink)
         if self.source_positions is not None and self.mode != "resample":
             raise WorkbenchError(
                 f"source_positions are only read by mode='resample', not mode={self.mode!r}",

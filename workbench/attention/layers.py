@@ -32,6 +32,7 @@ def head_pairs(name: str, heads: Any, fix: str) -> list[tuple[int, int]]:
         ) from None
 
 
+@no_type_check  # validates its argument itself, with a message that names the fix
 def middle_layers(n_layers: int) -> list[int]:
     """The paper's five middle-third layers for a model with `n_layers` layers.
 
@@ -42,11 +43,13 @@ def middle_layers(n_layers: int) -> list[int]:
         Sorted distinct layer indices, evenly spaced from ``floor(L/3)`` to
         ``floor(2L/3)`` inclusive (method.md, "Counting and ties").
     """
-    if not isinstance(n_layers, int) or n_layers < 1:
+    # `is_index`: a bool is no layer count (``True`` gave [0]); NumPy integers are
+    if not _validate.is_index(n_layers) or _validate.as_index(n_layers) < 1:
         raise WorkbenchError(
             f"n_layers must be a positive integer, got {n_layers!r}",
             "pass the model's layer count, e.g. model.cfg.n_layers",
         )
+    n_layers = _validate.as_index(n_layers)
     lo, hi = n_layers // 3, (2 * n_layers) // 3
     picks = [round(lo + (hi - lo) * i / 4) for i in range(5)]
     return sorted(set(picks))

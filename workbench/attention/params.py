@@ -14,6 +14,7 @@ the FAI horizon (10, 100), ``gamma_amp = 1.5``.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, no_type_check
 
@@ -84,6 +85,16 @@ def check_layers(layers: Any) -> str | tuple[int, ...]:
         f"layers={layers!r} is not a layer selection",
         'pass "all", "middle" or a non-empty list of layer indices',
     )
+
+
+def _mapping(cls: type, d: Any) -> dict[str, Any]:
+    """`d` as a dict for ``cls.from_dict`` (None or a list: a raw TypeError from ``dict``)."""
+    if not isinstance(d, Mapping):
+        raise WorkbenchError(
+            f"{cls.__name__}.from_dict needs a dict, got {type(d).__name__}",
+            f"pass the output of {cls.__name__}.to_dict() (e.g. read back from JSON)",
+        )
+    return dict(d)
 
 
 def _replace(record: Any, changes: dict[str, Any]) -> Any:
@@ -160,7 +171,7 @@ class RhythmParams:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RhythmParams:
         """Build from `to_dict` output (unknown keys refused)."""
-        d = dict(d)
+        d = _mapping(cls, d)
         for key in ("fai_horizon", "head_quantiles"):
             if key in d and isinstance(d[key], list):
                 d[key] = tuple(d[key])
@@ -229,7 +240,7 @@ class CreditParams:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CreditParams:
         """Build from `to_dict` output (unknown keys refused)."""
-        d = dict(d)
+        d = _mapping(cls, d)
         if isinstance(d.get("rhythm"), dict):
             d["rhythm"] = RhythmParams.from_dict(d["rhythm"])
         return cls().replace(**d)

@@ -191,7 +191,7 @@ def analyze(
         max_window=max_window,
         fai_cuts=_check_cuts(fai_cuts),
         path=path,
-        entropy=entropy,
+        entropy=_validate.flag("entropy", entropy),
         sink=sink,
     )
     _check_fixed_classes(classes, changes)
@@ -350,12 +350,15 @@ def analyze_many(
     import torch
     from tqdm.auto import tqdm
 
-    if heads_from is not None and heads_from != "batch" and not isinstance(heads_from, HeadClasses):
+    # A str first: an array's ``== "batch"`` has no truth value (a raw ValueError).
+    from_batch = isinstance(heads_from, str) and heads_from == "batch"
+    if not (heads_from is None or from_batch or isinstance(heads_from, HeadClasses)):
         raise WorkbenchError(
             f"heads_from={heads_from!r} is not a head classification",
             'pass None (per sequence), "batch" or a wb.HeadClasses',
         )
     batch_size = _validate.integer("batch_size", batch_size, minimum=1, example=8)
+    _validate.flag("progress", progress)
     traces = _check_traces(traces)
     engine.check_model(model)
     for trace in traces:
@@ -363,6 +366,9 @@ def analyze_many(
     options = {k: kwargs.pop(k) for k in list(kwargs) if k in _PASS_OPTIONS}
     if "fai_cuts" in options:
         options["fai_cuts"] = _check_cuts(options["fai_cuts"])
+    for name in _FLAGS:
+        if name in options:
+            options[name] = _validate.flag(name, options[name])
     if heads_from is not None and options.get("classes") is not None:
         raise WorkbenchError(
             "heads_from and classes both fix the head classes",
@@ -382,12 +388,15 @@ def analyze_many(
                 out[i] = a
             bar.update(len(idx))
     result = [a for a in out if a is not None]
-    if heads_from == "batch":
+    if from_batch:
         span = torch.stack([a.head_span for a in result]).nanmean(0)
         classes = HeadClasses.from_span(span, params.head_quantiles)
         result = [a.with_params(classes=classes) for a in result]
     return result
 
+
+#: The pass options that are switches (True or False).
+_FLAGS = ("entropy", "default_cuts", "fast_other_layers", "sdpa_outputs", "columns")
 
 _PASS_OPTIONS = (
     "layers",

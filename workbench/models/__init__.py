@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, no_type_check
 from urllib.parse import urlparse
 
+from .. import _validate
 from .._compat import check_versions
 from ..errors import WorkbenchError
 from ..tiny import CHECKPOINTS as _TINY_DIRS
@@ -123,6 +124,7 @@ def _embedded_names() -> list[str]:
     return [m.name for m in list_models()]
 
 
+@no_type_check  # checks its arguments itself, with messages that name the fix
 def model_path(name: str = DEFAULT_MODEL, *, rebuild: bool = False) -> Path:
     """The local folder an embedded model loads from, building it first if needed.
 
@@ -130,6 +132,9 @@ def model_path(name: str = DEFAULT_MODEL, *, rebuild: bool = False) -> Path:
         name: an embedded model name (see `list_models`).
         rebuild: rebuild the converted cache even when it looks complete.
     """
+    rebuild = _validate.flag("rebuild", rebuild)
+    if not isinstance(name, str):  # a list failed as an unhashable dict key
+        raise _unknown_name(name)
     if name == "smollm2-135m":
         return ensure_smollm(rebuild)
     if name in _TINY_DIRS:
@@ -149,7 +154,7 @@ def model_path(name: str = DEFAULT_MODEL, *, rebuild: bool = False) -> Path:
 # ---------------------------------------------------------------------------------------
 
 
-def _unknown_name(name: str) -> WorkbenchError:
+def _unknown_name(name: Any) -> WorkbenchError:
     return WorkbenchError(
         f"unknown model {name!r}: it is not an embedded model, not a local folder, and not a "
         "hub name of the form 'org/model'",
@@ -222,7 +227,14 @@ def model_device(model: Any) -> Any:
     """Where `model`'s inputs must be (a `torch.device`): the device of its first parameter (a bridge, a
     Hugging Face model or any `torch.nn.Module`). The bridge hands tensor inputs to the
     Hugging Face model as they are, so a trace's CPU ids fail on a model on CUDA."""
-    return next(model.parameters()).device
+    parameters = getattr(model, "parameters", None)
+    first = next(parameters(), None) if callable(parameters) else None
+    if first is None:  # an AttributeError or StopIteration from deep inside a caller
+        raise WorkbenchError(
+            f"expected a model with weights, got {type(model).__name__}",
+            "pass a bridge from wb.load_model or a Hugging Face causal LM",
+        )
+    return first.device
 
 
 def _check_folder(folder: Path) -> None:
@@ -406,11 +418,14 @@ def _resolve(
     return name, False, None, name
 
 
+@no_type_check  # checks its arguments itself, with messages that name the fix
 def _load_named(
     name_or_path: Any, device: Any, allow_hub: bool, rebuild: bool
 ) -> tuple[Any, Any, str]:
     """The plain pair `load_hf` and `load_model` both load, and the name it loaded under."""
     _check_name(name_or_path)
+    allow_hub = _validate.flag("allow_hub", allow_hub)
+    rebuild = _validate.flag("rebuild", rebuild)
     device = _resolve_device(device)
     source, local, fix, label = _resolve(name_or_path, allow_hub=allow_hub, rebuild=rebuild)
     return (*_load_hf(source, device, local=local, fix=fix), label)

@@ -43,6 +43,13 @@ def bridge_model(hf_model: Any, tokenizer: Any, *, name: str | None = None) -> T
     from transformer_lens.model_bridge import TransformerBridge
 
     check_versions()
+    if not callable(getattr(hf_model, "parameters", None)) or tokenizer is None:
+        # an AttributeError deep inside the bridge before
+        raise WorkbenchError(
+            f"bridge_model needs a Hugging Face causal LM and its tokenizer, got "
+            f"{type(hf_model).__name__} and {type(tokenizer).__name__}",
+            "pass the pair workbench.models.load_hf(...) returns, or use wb.load_model",
+        )
     name = name or _compat.model_name(hf_model)
     device = str(next(hf_model.parameters()).device)
     arch = type(hf_model).__name__

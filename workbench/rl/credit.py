@@ -23,24 +23,59 @@ rollout, so the draw is reproducible and independent of batching.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, no_type_check
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .. import _validate
 from ..attention import engine, interface
 from ..attention.analysis import Analysis
 from ..attention.batch_credit import frame_gammas
 from ..attention.layers import resolve_heads, resolve_layers
 from ..attention.params import CreditParams
 from ..attention.run import gamma_many
+from ..errors import WorkbenchError
 from ..models import model_device
 from ..trace import Trace
 
 __all__ = ["FusedCredit", "rollout_gammas", "routing"]
 
 
+def _check_credit(credit: Any) -> None:
+    if not isinstance(credit, CreditParams):
+        raise WorkbenchError(
+            f"credit must be a wb.CreditParams, got {type(credit).__name__}",
+            'pass e.g. wb.CreditParams(strategy="coupled")',
+        )
+
+
+def _check_width(name: str, width: Any, longest: int) -> int:
+    """`width` as an int of at least `longest` (a narrower result would cut the weights of
+    the longest completion off without a word)."""
+    width = _validate.integer(name, width, minimum=0, example=max(longest, 1))
+    if width < longest:
+        raise WorkbenchError(
+            f"{name}={width} would cut off the longest completion ({longest} tokens)",
+            f"pass {name} of at least {longest} (the widest completion), or None",
+        )
+    return width
+
+
+def _token_ids(name: str, ids: Any) -> list[int]:
+    """One rollout's token ids as ints (`_validate.as_index`): ``torch.tensor(..., dtype=long)``
+    would truncate a float id without a word."""
+    try:
+        return [_validate.as_index(x) for x in ids]
+    except TypeError:
+        raise WorkbenchError(
+            f"{name} must hold lists of integer token ids, got {ids!r:.80}",
+            "pass each rollout's token ids as a list of ints (or an integer tensor)",
+        ) from None
+
+
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def rollout_gammas(
     model: Any,
     prompt_ids: Sequence[Sequence[int]],
@@ -60,20 +95,34 @@ def rollout_gammas(
         credit: the `CreditParams` (strategy, amplification, layers, rhythm settings).
         seed: base seed of the ``"random"`` control (the k-th rollout with a non-empty
             completion uses ``seed + k``; an empty one uses none).
-        pad_to: width of the result (default: the longest completion); padding is 1.0.
+        pad_to: width of the result, at least the longest completion (default: the
+            longest completion); padding is 1.0.
         batch_size: rollouts per credit forward pass (`workbench.attention.run.gamma_many`
             right-pads them; the weights equal single passes).
 
     Returns:
         ``[batch, pad_to]`` float32 weights; 1.0 past each completion's end.
     """
-    width = pad_to if pad_to is not None else max((len(c) for c in completion_ids), default=0)
+    _check_credit(credit)
+    fix = "pass one list of token ids per rollout in prompt_ids and in completion_ids"
+    try:
+        prompt_ids, completion_ids = list(prompt_ids), list(completion_ids)
+    except TypeError:
+        raise WorkbenchError("prompt_ids and completion_ids must be lists", fix) from None
+    if len(prompt_ids) != len(completion_ids):
+        raise WorkbenchError(
+            f"{len(prompt_ids)} prompts for {len(completion_ids)} completions", fix
+        )
+    prompt_ids = [_token_ids("prompt_ids", p) for p in prompt_ids]
+    completion_ids = [_token_ids("completion_ids", c) for c in completion_ids]
+    longest = max((len(c) for c in completion_ids), default=0)
+    width = longest if pad_to is None else _check_width("pad_to", pad_to, longest)
     out = torch.ones(len(completion_ids), width, dtype=torch.float32)
     if credit.strategy == "none":
         return out
     traces = [
         Trace(
-            ids=torch.tensor(list(p) + list(c), dtype=torch.long),
+            ids=torch.tensor(p + c, dtype=torch.long),
             tokens=[""] * (len(p) + len(c)),
             prompt_len=len(p),
             text="",
@@ -147,6 +196,7 @@ class FusedCredit:
     `gammas`.
     """
 
+    @no_type_check  # validates `credit` itself, with a message that names the fix
     def __init__(
         self,
         policy: Any,
@@ -154,6 +204,7 @@ class FusedCredit:
         spans: Sequence[tuple[int, int, int]],
         ids: Sequence[Tensor],
     ):
+        _check_credit(credit)
         cfg = policy.config
         self.n_layers = int(cfg.num_hidden_layers)
         self.n_heads = int(cfg.num_attention_heads)
@@ -193,14 +244,20 @@ class FusedCredit:
         """The completions' weights, ``[batch, width]`` (1.0 past each completion).
 
         Args:
-            width: columns of the result (the completion width of the batch).
+            width: columns of the result (the completion width of the batch), at least
+                the longest completion.
             seed: base seed of ``"random"`` (the k-th rollout with a completion uses
                 ``seed + k``, as in `rollout_gammas`).
             logits: ``[batch, width, d_vocab]`` logits of the rows that produced the
                 completion tokens (needed for ``"entropy"`` only).
         """
         if self.credit.strategy == "entropy" and logits is None:
-            raise ValueError('the "entropy" strategy needs the update logits')
+            raise WorkbenchError(
+                'the "entropy" strategy needs the update logits',
+                "pass gammas(width, logits=...) with the logits of the completion rows",
+            )
+        longest = max((n - pl for _, n, pl in self.spans), default=0)
+        width = _check_width("width", width, longest)
         # The k-th rollout with a completion uses seed + k; an empty one uses none (as the
         # reference).
         seeds, k = [], 0

@@ -47,10 +47,11 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any
+from typing import Any, no_type_check
 
 import torch
 
+from .. import _validate
 from .._compat import (
     check_versions,
     grpo_trainer_base,
@@ -103,6 +104,7 @@ class RhythmGRPOTrainer(_GRPOTrainer):
             standalone pass.
     """
 
+    @no_type_check  # checks its own arguments, with messages that name the fix
     def __init__(
         self,
         *args: Any,
@@ -117,6 +119,12 @@ class RhythmGRPOTrainer(_GRPOTrainer):
                 f"credit must be a wb.CreditParams, got {type(credit).__name__}",
                 'pass credit=wb.CreditParams(strategy="coupled", gamma_amp=1.5)',
             )
+        # Checked now: a float or str seed failed only after the first rollouts were sampled,
+        # and fused_credit="no" acted as True.
+        seed = _validate.seed("seed", seed)
+        _validate.flag(
+            "fused_credit", fused_credit, "pass fused_credit=True (the default) or False"
+        )
         super().__init__(*args, **kwargs)
         self.credit = credit
         self.credit_seed = seed

@@ -22,7 +22,7 @@ construct `Countdown(...)` / `Arithmetic(...)` directly for other sizes.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, no_type_check
 
 from workbench.errors import WorkbenchError
 from workbench.tasks.arithmetic import Arithmetic, addition_scratchpad
@@ -60,6 +60,7 @@ TASKS: dict[str, type[Task]] = {
 }
 
 
+@no_type_check  # checks its arguments itself, with messages that name the fix
 def get_task(name: str, **kwargs: Any) -> Task:
     """A task by registry name.
 
@@ -74,9 +75,34 @@ def get_task(name: str, **kwargs: Any) -> Task:
     Raises:
         WorkbenchError: the name is not registered.
     """
-    key = name.strip().lower() if isinstance(name, str) else name
+    key = name.strip().lower() if isinstance(name, str) else None
     if key not in TASKS:
         raise WorkbenchError(
             f"Unknown task {name!r}.", f"Use one of {sorted(TASKS)} (see workbench.tasks.TASKS)."
         )
-    return TASKS[key](**kwargs)
+    cls = TASKS[key]
+    unknown = sorted(set(kwargs) - _settings(cls))
+    if unknown:  # the constructor raised a raw TypeError
+        raise WorkbenchError(
+            f"Task {key!r} has no setting(s) {unknown}.",
+            f"Use the settings {cls.__name__} takes: {sorted(_settings(cls))}.",
+        )
+    return cls(**kwargs)
+
+
+def _settings(cls: type) -> set[str]:
+    """The keyword arguments `cls` accepts, following ``**kwargs`` up to the parent's."""
+    import inspect
+
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names |= {
+            p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD or p.kind is p.KEYWORD_ONLY
+        }
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return names - {"self"}

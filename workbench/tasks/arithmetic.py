@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Any
+from typing import Any, no_type_check
 
+from workbench import _validate
 from workbench.errors import WorkbenchError
 from workbench.tasks.base import Problem, Task, completion_text, last_answer_line
 
@@ -75,8 +76,12 @@ class Arithmetic(Task):
     name = "arithmetic"
     prompt_header = "Add"
 
+    @no_type_check  # checks its arguments itself, with messages that name the fix
     def __init__(self, min_digits: int = 2, max_digits: int = 4, test_fraction: float = 0.1):
         super().__init__(test_fraction)
+        # a float failed inside random.randint, a string or None in the comparison
+        min_digits = _validate.integer("min_digits", min_digits, example=2)
+        max_digits = _validate.integer("max_digits", max_digits, example=4)
         if not 1 <= min_digits <= max_digits <= 30:
             raise WorkbenchError(
                 f"min_digits={min_digits!r}, max_digits={max_digits!r} out of range.",
@@ -100,6 +105,7 @@ class Arithmetic(Task):
         """
         return f"{self.prompt_header}: {numbers[0]}+{numbers[1]}\n"
 
+    @no_type_check  # checks its arguments itself, with messages that name the fix
     def make_problem(self, numbers: tuple[int, ...], target: int | None = None) -> Problem:
         """A `Problem` for ``numbers[0] + numbers[1]``.
 
@@ -110,9 +116,12 @@ class Arithmetic(Task):
         Returns:
             The problem, with the column-by-column scratchpad as its solution.
         """
-        if len(numbers) != 2:
-            raise WorkbenchError(f"Need two operands, got {numbers!r}.", "Pass (a, b).")
-        a, b = numbers
+        pair = tuple(numbers) if isinstance(numbers, list | tuple) else ()
+        if len(pair) != 2 or not all(_validate.is_index(x) for x in pair):
+            raise WorkbenchError(
+                f"Need two integer operands, got {numbers!r}.", "Pass (a, b), e.g. (457, 68)."
+            )
+        a, b = (_validate.as_index(x) for x in pair)
         total = a + b
         steps = addition_scratchpad(a, b)
         return Problem(

@@ -29,7 +29,8 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from numbers import Real
+from typing import Any, Literal, no_type_check
 
 from workbench.errors import WorkbenchError
 
@@ -160,8 +161,11 @@ class Task(ABC):
     #: with other reference scratchpads share it, so they share splits and problem lists.
     problem_family: str | None = None
 
+    @no_type_check  # checks its arguments itself, with messages that name the fix
     def __init__(self, test_fraction: float = 0.1):
-        if not 0.0 < test_fraction < 1.0:
+        # a string or None failed in the comparison with a raw TypeError
+        real = not isinstance(test_fraction, bool) and isinstance(test_fraction, Real)
+        if not real or not 0.0 < test_fraction < 1.0:
             raise WorkbenchError(
                 f"test_fraction={test_fraction!r} must lie strictly between 0 and 1.",
                 "Pass e.g. test_fraction=0.1.",
@@ -206,6 +210,7 @@ class Task(ABC):
         h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
         return "test" if h / 2**64 < self.test_fraction else "train"
 
+    @no_type_check  # checks its arguments itself, with messages that name the fix
     def generate(self, n: int, split: str = "train", seed: int = 0) -> list[Problem]:
         """`n` distinct problems of one split, deterministic for a given seed.
 
@@ -221,6 +226,9 @@ class Task(ABC):
             WorkbenchError: bad `n` or `split`, or too few distinct problems exist.
         """
         _validate.integer("n", n, minimum=0, example=100)
+        # The seed enters the RNG as text: 1.0, True or None would silently give other lists
+        # than the integer seed they stand for (NumPy and torch integers are integers).
+        seed = _validate.integer("seed", seed, example=0)
         if split not in ("train", "test"):
             raise WorkbenchError(f"split={split!r} is unknown.", 'Use "train" or "test".')
         rng = random.Random(f"{self.problem_family or self.name}|{split}|{seed}")
@@ -246,6 +254,7 @@ class Task(ABC):
         return out
 
     # ----------------------------------------------------------------- scoring
+    @no_type_check  # checks its arguments itself, with messages that name the fix
     def score(self, problem: Problem, completion: Any) -> float:
         """Score one completion against a problem.
 
@@ -256,6 +265,11 @@ class Task(ABC):
         Returns:
             1.0 if the final answer is correct, else 0.0.
         """
+        if not isinstance(problem, Problem):
+            raise WorkbenchError(
+                f"score() needs a Problem, got {type(problem).__name__}",
+                "pass a problem from task.generate(...) or task.make_problem(...)",
+            )
         return self._score(problem.numbers, problem.target, completion)
 
     def _score(self, numbers: tuple[int, ...], target: int, completion: Any) -> float:
@@ -267,6 +281,7 @@ class Task(ABC):
         except Exception:  # a verifier must never take a training run down
             return 0.0
 
+    @no_type_check  # checks its arguments itself, with messages that name the fix
     def reward(
         self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
     ) -> list[float]:
@@ -284,6 +299,7 @@ class Task(ABC):
         Returns:
             One float per completion: 1.0 correct, 0.0 otherwise (also for unreadable input).
         """
+        _check_columns(prompts, completions)
         if len(prompts) != len(completions):
             raise WorkbenchError(
                 f"{len(prompts)} prompts but {len(completions)} completions.",
@@ -305,6 +321,7 @@ class Task(ABC):
             rewards.append(self._score(problem[0], problem[1], completion))
         return rewards
 
+    @no_type_check  # checks its arguments itself, with messages that name the fix
     def format_reward(
         self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
     ) -> list[float]:
@@ -319,6 +336,7 @@ class Task(ABC):
             One float per completion: 1.0 if `parse` finds a well-formed final answer
             (right or wrong), 0.0 otherwise.
         """
+        _check_columns(prompts, completions)
         if len(prompts) != len(completions):
             raise WorkbenchError(
                 f"{len(prompts)} prompts but {len(completions)} completions.",
@@ -328,6 +346,17 @@ class Task(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def _check_columns(prompts: Any, completions: Any) -> None:
+    """Refuse prompts or completions that are not lists: one string was read as a list of
+    characters (each scored 0.0), None or a generator failed with a raw TypeError."""
+    for name, value in (("prompts", prompts), ("completions", completions)):
+        if isinstance(value, str | bytes | dict) or not hasattr(value, "__len__"):
+            raise WorkbenchError(
+                f"{name} must be a list (one entry per completion), got {type(value).__name__}",
+                "pass lists, e.g. task.reward([prompt], [completion]) for one completion",
+            )
 
 
 def _with_split(p: Problem, split: str) -> Problem:

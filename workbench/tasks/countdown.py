@@ -31,8 +31,9 @@ import math
 import random
 import re
 from collections import Counter
-from typing import Any
+from typing import Any, no_type_check
 
+from workbench import _validate
 from workbench.errors import WorkbenchError
 from workbench.tasks.base import Problem, Task, completion_text, last_answer_line
 from workbench.tasks.expressions import (
@@ -210,6 +211,19 @@ def _written_search(numbers: tuple[int, ...], target: int) -> tuple[list[str], s
 
 
 # --------------------------------------------------------------------------- task
+def _checked_problem(numbers: Any, target: Any) -> tuple[tuple[int, ...], int]:
+    """`make_problem`'s arguments as ``(numbers, target)`` of ints, or a `WorkbenchError`
+    (None failed with a raw TypeError; a float target was searched for and never found)."""
+    given = tuple(numbers) if isinstance(numbers, list | tuple) else ()
+    if not given or not all(_validate.is_index(n) and n >= 1 for n in given):
+        raise WorkbenchError(
+            f"Countdown numbers must be positive integers, got {numbers!r}.",
+            "Pass a tuple of the given numbers, e.g. (3, 7, 25).",
+        )
+    target = _validate.integer("target", target, example=82)
+    return tuple(_validate.as_index(n) for n in given), target
+
+
 class Countdown(Task):
     """The Countdown task: combine the given numbers with + - * / to reach the target.
 
@@ -230,6 +244,7 @@ class Countdown(Task):
     name = "countdown"
     prompt_header = "Countdown"
 
+    @no_type_check  # checks its arguments itself, with messages that name the fix
     def __init__(
         self,
         sizes: tuple[int, ...] = (3,),
@@ -238,16 +253,21 @@ class Countdown(Task):
         test_fraction: float = 0.1,
     ):
         super().__init__(test_fraction)
-        if not sizes or any(not isinstance(s, int) or not 2 <= s <= 6 for s in sizes):
+        # sizes=3 (no tuple) failed with a raw TypeError; NumPy integers are sizes too
+        given = tuple(sizes) if isinstance(sizes, list | tuple) else ()
+        if not given or any(not _validate.is_index(s) or not 2 <= s <= 6 for s in given):
             raise WorkbenchError(
                 f"sizes={sizes!r}: every size must be an int in 2..6.", "Use e.g. sizes=(3, 4)."
             )
+        # A float (20.5) failed inside random.randint, a string or None in the comparison.
+        max_number = _validate.integer("max_number", max_number, example=20)
+        max_target = _validate.integer("max_target", max_target, example=100)
         if not 2 <= max_number <= 10**4 or not 1 <= max_target <= 10**6:
             raise WorkbenchError(
                 f"max_number={max_number!r}, max_target={max_target!r} out of range.",
                 "Use 2 <= max_number <= 10000 and 1 <= max_target <= 10**6.",
             )
-        self.sizes = tuple(sizes)
+        self.sizes = tuple(_validate.as_index(s) for s in given)
         self.max_number = max_number
         self.max_target = max_target
 
@@ -269,6 +289,7 @@ class Countdown(Task):
         """
         return f"{self.prompt_header}: {' '.join(map(str, numbers))} -> {target}\n"
 
+    @no_type_check  # checks its arguments itself, with messages that name the fix
     def make_problem(self, numbers: tuple[int, ...], target: int) -> Problem:
         """A `Problem` (with reference solution and split) for given numbers and target.
 
@@ -282,7 +303,8 @@ class Countdown(Task):
         Raises:
             WorkbenchError: the target cannot be reached with positive integer steps.
         """
-        solved = solve_countdown(tuple(numbers), target)
+        numbers, target = _checked_problem(numbers, target)
+        solved = solve_countdown(numbers, target)
         if solved is None:
             raise WorkbenchError(
                 f"Countdown {numbers} -> {target} has no solution with integer steps.",
@@ -396,6 +418,7 @@ class CountdownSearch(Countdown):
     name = "countdown-search"
     problem_family = "countdown"
 
+    @no_type_check  # checks its arguments itself, with messages that name the fix
     def __init__(
         self,
         attempts: tuple[int, int] = (3, 5),
@@ -404,7 +427,14 @@ class CountdownSearch(Countdown):
         **kwargs: Any,
     ):
         super().__init__(max_number=max_number, max_target=max_target, **kwargs)
-        lo, hi = attempts
+        # attempts=3 or (3.5, 5) failed on unpacking or compared as fractions of a line
+        pair = tuple(attempts) if isinstance(attempts, list | tuple) else ()
+        if len(pair) != 2 or not all(_validate.is_index(a) for a in pair):
+            raise WorkbenchError(
+                f"attempts={attempts!r} is not a pair of integers (lo, hi).",
+                "Use e.g. attempts=(3, 5).",
+            )
+        lo, hi = (_validate.as_index(a) for a in pair)
         # Three numbers give at most 12 distinct first steps (3 pairs x 4 operations), so
         # a written search has at most 12 lines.
         if not 1 <= lo <= hi <= 12 or self.sizes != (3,):
@@ -421,6 +451,7 @@ class CountdownSearch(Countdown):
             f", attempts={self.attempts})"
         )
 
+    @no_type_check  # checks its arguments itself, with messages that name the fix
     def make_problem(self, numbers: tuple[int, ...], target: int) -> Problem:
         """Countdown's problem with the written search as its reference solution.
 
@@ -434,7 +465,8 @@ class CountdownSearch(Countdown):
         Raises:
             WorkbenchError: the target cannot be reached in two steps.
         """
-        found = _written_search(tuple(numbers), target) if len(numbers) == 3 else None
+        numbers, target = _checked_problem(numbers, target)
+        found = _written_search(numbers, target) if len(numbers) == 3 else None
         if found is None:
             raise WorkbenchError(
                 f"Countdown {numbers} -> {target} has no two-step solution to search for.",

@@ -33,6 +33,23 @@ def _int_list(value: Any) -> bool:
     return isinstance(value, list) and all(_is_int(v) for v in value)
 
 
+def _first_non_str(tokens: Any) -> Any:
+    """The first entry of a list or tuple that is not a string, else None."""
+    if isinstance(tokens, list | tuple):
+        return next((t for t in tokens if not isinstance(t, str)), None)
+    return None
+
+
+def _path(path: Any, what: str) -> Path:
+    """`path` as a `Path` (``~`` expanded), or a `WorkbenchError` for anything that is not
+    a str or os.PathLike (it failed with a raw TypeError inside pathlib)."""
+    if not isinstance(path, str | os.PathLike) or not os.fspath(path):
+        raise WorkbenchError(
+            f"{what} needs a file path, got {path!r}", "pass a str or pathlib.Path"
+        )
+    return Path(path).expanduser()
+
+
 # Validated in __post_init__ with messages that name the fix, so the runtime type checker
 # the tests install must not pre-empt them.
 @no_type_check
@@ -74,6 +91,24 @@ class Trace:
             raise WorkbenchError(
                 f"Trace.ids must be 1-D [pos], got shape {tuple(self.ids.shape)}",
                 "pass one sequence; for a batch build one Trace per row",
+            )
+        tokens = self.tokens
+        if not isinstance(tokens, list | tuple) or not all(isinstance(t, str) for t in tokens):
+            # ints were written to disk as tokens, and Trace.load then refused the file
+            got = (
+                f"a {type(tokens).__name__} holding {_first_non_str(tokens)!r}"
+                if isinstance(tokens, list | tuple)
+                else type(tokens).__name__
+            )
+            raise WorkbenchError(
+                f"Trace.tokens must be a list of strings, got {got}",
+                "pass the string of each token, e.g. [tokenizer.decode([i]) for i in ids]",
+            )
+        object.__setattr__(self, "tokens", list(tokens))
+        if not isinstance(self.meta, dict):
+            raise WorkbenchError(
+                f"Trace.meta must be a dict, got {type(self.meta).__name__}",
+                "pass a dict of details (or leave meta out)",
             )
         if len(self.tokens) != len(self.ids):
             raise WorkbenchError(
@@ -191,7 +226,7 @@ class Trace:
             WorkbenchError: `meta` holds a value JSON cannot store, or `path` cannot be
                 written (a folder, under a file, or not writable); nothing is written.
         """
-        target = Path(path).expanduser()
+        target = _path(path, "Trace.save")
         if target.is_dir():
             raise WorkbenchError(
                 f"cannot save the trace to {target}: it is a folder",
@@ -214,8 +249,9 @@ class Trace:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Trace:
         """Read a trace written by `save` (``~`` is the home folder)."""
+        source = _path(path, "Trace.load")
         try:
-            return cls.from_dict(json.loads(Path(path).expanduser().read_text(encoding="utf-8")))
+            return cls.from_dict(json.loads(source.read_text(encoding="utf-8")))
         except (OSError, ValueError) as e:
             if isinstance(e, WorkbenchError):
                 raise

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, no_type_check
 
+import numpy as np
 import torch
 
 from .. import _validate
@@ -16,7 +17,13 @@ from ..errors import WorkbenchError
 from ..models import model_device, model_name, sampler
 from .decoder import LeanDecoder, cut_at_eos, unsupported_reason
 from .record import Trace
-from .tokens import check_context, encode_prompt, eos_token_ids, model_tokenizer, token_strings
+from .tokens import (
+    check_context,
+    encode_prompt,
+    eos_token_ids,
+    model_tokenizer,
+    token_strings,
+)
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -42,6 +49,7 @@ def seeded(model: Any, seed: int) -> Iterator[None]:
 
 
 @torch.no_grad()
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def sample_completions(
     model: Any,
     prompt_ids: Sequence[Sequence[int]],
@@ -96,12 +104,18 @@ def sample_completions(
     num_generations = _validate.integer("num_generations", num_generations, minimum=1, example=8)
     max_new_tokens = _validate.integer("max_new_tokens", max_new_tokens, minimum=1, example=96)
     batch_limit = _validate.integer("batch_limit", batch_limit, minimum=1, example=64)
+    greedy = _validate.flag("greedy", greedy)
     if not greedy:
         temperature = _validate.number(
             "temperature", temperature, low=0, low_open=True, example=1.0
         )
         _check_temperature(temperature, "pass greedy=True for greedy decoding")
         top_p = _validate.number("top_p", top_p, low=0, high=1, low_open=True, example=0.95)
+    if isinstance(prompt_ids, str | bytes) or not isinstance(prompt_ids, Iterable):
+        raise WorkbenchError(
+            f"prompt_ids must be a list of token-id lists, got {type(prompt_ids).__name__}",
+            "pass one list of token ids per prompt, e.g. [encode_prompt(model, text)]",
+        )
     prompt_ids = list(prompt_ids)  # checked, then read again: a generator would be spent
     hf = sampler(model)
     _check_prompt_ids(prompt_ids, hf.get_input_embeddings().num_embeddings)
@@ -261,6 +275,7 @@ def generate(
     temperature = _validate.number("temperature", temperature, low=0, example=0.7)
     top_p = _validate.number("top_p", top_p, low=0, high=1, low_open=True, example=0.95)
     seed = _validate.seed("seed", seed)
+    chat = _validate.flag("chat", chat)  # recorded in meta: a NumPy bool would not save as JSON
     _check_temperature(temperature, "pass temperature=0 for greedy decoding")
     if not isinstance(prompt, str) or not prompt.strip():
         raise WorkbenchError(
@@ -307,6 +322,7 @@ def generate(
     )
 
 
+@no_type_check  # checks its ids itself, with a message that names the fix
 def degeneracy(ids: Sequence[int] | torch.Tensor) -> dict[str, float]:
     """How repetitive a token sequence is.
 
@@ -316,7 +332,7 @@ def degeneracy(ids: Sequence[int] | torch.Tensor) -> dict[str, float]:
         to the demo problem (112 tokens) has a distinct share of 0.34 and runs of 1; a
         sampler that ignores its KV cache produced ``1-----...``: 2 distinct tokens in 160.
     """
-    seq = [int(i) for i in ids]
+    seq = _id_list(ids)
     longest = run = 0
     for i, t in enumerate(seq):
         run = run + 1 if i and t == seq[i - 1] else 1
@@ -328,6 +344,27 @@ def degeneracy(ids: Sequence[int] | torch.Tensor) -> dict[str, float]:
     }
 
 
+def _id_list(ids: Any) -> list[int]:
+    """`ids` as a list of ints, or a `WorkbenchError`: floats were truncated (1.5 and 1.7
+    counted as one token repeated), strings and batches failed with raw errors."""
+    if isinstance(ids, torch.Tensor | np.ndarray) and ids.ndim != 1:
+        raise WorkbenchError(
+            f"degeneracy needs a 1-D sequence of token ids, got shape {tuple(ids.shape)}",
+            "pass one sequence, e.g. trace.response_ids",
+        )
+    try:
+        if isinstance(ids, str | bytes):
+            raise TypeError
+        return [_validate.as_index(i) for i in ids]
+    except TypeError:
+        raise WorkbenchError(
+            f"degeneracy needs a sequence of integer token ids, got {type(ids).__name__}"
+            + (f" {ids!r}"[:60] if isinstance(ids, list | tuple) else ""),
+            "pass token ids, e.g. trace.response_ids",
+        ) from None
+
+
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def check_not_degenerate(
     trace: Trace, *, min_tokens: int = 16, min_distinct: float = 0.15, max_run: int = 12
 ) -> None:
@@ -338,6 +375,16 @@ def check_not_degenerate(
     times in a row (see `degeneracy`). The demo and the notebooks call this so that a
     broken sampler fails loudly instead of being analysed as if it were reasoning.
     """
+    if not isinstance(trace, Trace):
+        raise WorkbenchError(
+            f"expected a wb.Trace, got {type(trace).__name__}",
+            "pass a trace from wb.generate or wb.Trace.from_text",
+        )
+    # A NaN min_distinct never compared true (the check was silently off), a string failed
+    # in the comparison.
+    min_tokens = _validate.integer("min_tokens", min_tokens, minimum=0, example=16)
+    min_distinct = _validate.number("min_distinct", min_distinct, low=0, high=1, example=0.15)
+    max_run = _validate.integer("max_run", max_run, minimum=1, example=12)
     stats = degeneracy(trace.response_ids)
     if stats["n"] < min_tokens:
         return

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, no_type_check
 
 import torch
 
+from .. import _validate
 from ..errors import WorkbenchError
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ def encode_prompt(model: TransformerBridge, prompt: str, *, chat: bool = True) -
     Returns:
         The prompt's token ids (with the tokenizer's BOS when it adds one).
     """
+    chat = _validate.flag("chat", chat)
     if not isinstance(prompt, str):
         raise WorkbenchError(
             f"the prompt must be text, got {type(prompt).__name__}",
@@ -108,6 +110,11 @@ def encode_prompt(model: TransformerBridge, prompt: str, *, chat: bool = True) -
 
 def eos_token_ids(tokenizer: Any, hf_model: Any = None) -> list[int]:
     """The ids that end a response: the tokenizer's EOS and the generation config's."""
+    if not hasattr(tokenizer, "eos_token_id"):
+        raise WorkbenchError(
+            f"expected a tokenizer, got {type(tokenizer).__name__}",
+            "pass the model's tokenizer, e.g. model.tokenizer",
+        )
     ids: set[int] = set()
     if tokenizer.eos_token_id is not None:
         ids.add(int(tokenizer.eos_token_id))

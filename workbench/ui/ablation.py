@@ -25,7 +25,7 @@ from ..ablation.targets import FAMILIES
 from ..errors import WorkbenchError
 from ..tasks import TASKS
 from . import layout
-from .panel import Panel, chart_widget, initial
+from .panel import Panel, chart_widget, check_model, initial
 
 __all__ = ["AblationPanel"]
 
@@ -49,7 +49,7 @@ class AblationPanel(Panel):
 
     def __init__(self, model: Any = None, *, task: str = "countdown", n_problems: int = 4):
         super().__init__()
-        self.model = model
+        self.model = check_model(model)
         self.frame = None
         self.summary = None
         self.traces: list[Any] = []
@@ -123,7 +123,7 @@ class AblationPanel(Panel):
 
     def set_model(self, model: Any) -> None:
         """Use `model` from now on (clears the last results)."""
-        self.model = model
+        self.model = check_model(model)
         self.frame = self.summary = None
         self.traces = []
         self.charts_box.children = []

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, no_type_check
 
 import ipywidgets as widgets
 
@@ -31,9 +31,17 @@ class Workbench(widgets.VBox):
         model_panel / rhythm / tabs: the parts.
     """
 
+    @no_type_check  # checks its arguments itself, with messages that name the fix
     def __init__(
         self, model: Any = None, *, loader: Callable[[str], Any] | None = None, **rhythm: Any
     ):
+        known = ("prompt", "response", "max_new_tokens", "temperature", "seed")
+        unknown = sorted(set(rhythm) - set(known))
+        if unknown:  # a raw TypeError from RhythmPanel named neither this call nor the choices
+            raise WorkbenchError(
+                f"the workbench has no setting(s) {unknown}",
+                f"use only loader and the rhythm panel's {list(known)}",
+            )
         self.model_panel = ModelPanel(model, loader=loader)
         self.rhythm = RhythmPanel(model, **rhythm)
         self.tabs = widgets.Tab(children=[], titles=())
@@ -67,6 +75,11 @@ class Workbench(widgets.VBox):
             raise WorkbenchError(
                 f"a tab must be an ipywidgets widget, got {type(panel).__name__}",
                 "pass a panel, e.g. app.add_tab(AblationPanel(model))",
+            )
+        if any(panel is p for p in self.panels):  # a second tab of it got every model twice
+            raise WorkbenchError(
+                f"this {type(panel).__name__} is already a tab of the workbench",
+                "add each panel once (make another panel for a second tab)",
             )
         title = str(title or getattr(panel, "title", None) or type(panel).__name__)
         self.panels.append(panel)

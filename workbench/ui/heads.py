@@ -4,10 +4,11 @@ global."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, no_type_check
 
 import ipywidgets as widgets
 
+from .. import _validate
 from ..attention.engine import attention_layers
 from ..attention.layers import resolve_layers
 from ..viz import style
@@ -34,6 +35,7 @@ class HeadPicker(Panel):
 
     title = "Heads"
 
+    @no_type_check  # checks its arguments itself, with messages that name the fix
     def __init__(self, n_layers: int = 1, n_heads: int = 1):
         super().__init__()
         self.mode = widgets.ToggleButtons(
@@ -61,13 +63,20 @@ class HeadPicker(Panel):
         ]
         self.configure(n_layers, n_heads)
 
+    @no_type_check  # checks its arguments itself, with messages that name the fix
     def configure(
         self, n_layers: int, n_heads: int, attention: Sequence[int] | None = None
     ) -> None:
         """Reset the choices for a model with `n_layers` x `n_heads` (all selected), of
         which only the layers `attention` have attention (a hybrid model; None: all)."""
-        self.n_layers, self.n_heads = int(n_layers), int(n_heads)
-        self.attention = list(range(self.n_layers)) if attention is None else list(attention)
+        # int() truncated 2.7 and took "4" or True; 0 or -1 heads gave an empty picker
+        self.n_layers = _validate.integer("n_layers", n_layers, minimum=1, example=30)
+        self.n_heads = _validate.integer("n_heads", n_heads, minimum=1, example=9)
+        if attention is None:
+            self.attention = list(range(self.n_layers))
+        else:  # indices of this model's layers, as `engine.attention_layers` gives them
+            empty = isinstance(attention, list | tuple | range) and not attention
+            self.attention = [] if empty else resolve_layers(attention, self.n_layers)
         with self.hold_trait_notifications():
             self.custom_layers.options = self.attention
             self.custom_layers.value = tuple(self.attention)

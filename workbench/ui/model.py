@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, no_type_check
 
 import ipywidgets as widgets
 
 from ..errors import WorkbenchError
 from . import layout
-from .panel import Panel
+from .panel import Panel, check_model
 
 __all__ = ["ModelPanel", "describe"]
 
@@ -33,7 +33,14 @@ class ModelPanel(Panel):
 
     title = "Model"
 
+    @no_type_check  # checks its arguments itself, with messages that name the fix
     def __init__(self, model: Any = None, *, loader: Callable[[str], Any] | None = None):
+        check_model(model)
+        if loader is not None and not callable(loader):
+            raise WorkbenchError(
+                f"loader must be a function name -> model, got {type(loader).__name__}",
+                "pass e.g. loader=wb.load_model, or None (the default)",
+            )
         super().__init__()
         from ..models import list_models
 

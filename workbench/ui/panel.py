@@ -23,7 +23,28 @@ from ..errors import WorkbenchError
 from ..viz import style
 from . import layout
 
-__all__ = ["Panel", "chart_widget", "initial"]
+__all__ = ["Panel", "chart_widget", "check_model", "check_text", "initial"]
+
+
+def check_model(model: Any) -> Any:
+    """`model` if it is None or has a ``cfg`` with ``n_layers`` (a loaded bridge), else a
+    `WorkbenchError`: a name or a plain Hugging Face model failed later, with a raw
+    AttributeError, or only when the panel first used it."""
+    if model is not None and not hasattr(getattr(model, "cfg", None), "n_layers"):
+        raise WorkbenchError(
+            f"model must be a loaded model, got {type(model).__name__}",
+            'load it first: model = wb.load_model("tiny-reasoner") (or None, then load one '
+            "in the Model panel)",
+        )
+    return model
+
+
+def check_text(name: str, value: Any) -> str:
+    """`value` if it is a ``str``, else a `WorkbenchError` (a text box takes only text:
+    ipywidgets raised a bare TraitError for a number, and kept None to fail later)."""
+    if not isinstance(value, str):
+        raise WorkbenchError(f"{name} must be a str, got {value!r}", f'pass {name}="..." (text)')
+    return value
 
 
 class _ThemedChart(alt.JupyterChart):

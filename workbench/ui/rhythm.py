@@ -19,11 +19,12 @@ forward passes).
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, no_type_check
 
 import altair as alt
 import ipywidgets as widgets
 
+from .. import _validate
 from ..attention.params import RhythmParams
 from ..errors import WorkbenchError
 from ..viz.charts import METRICS, attention_map, head_map, rhythm_curves, text_view
@@ -31,7 +32,7 @@ from ..viz.maps import MAX_CELLS, attention_maps
 from . import layout
 from .heads import HeadPicker
 from .model import describe
-from .panel import Panel, chart_widget, initial
+from .panel import Panel, chart_widget, check_model, check_text, initial
 
 __all__ = ["FAI_HI_CHOICES", "RhythmPanel"]
 
@@ -61,6 +62,7 @@ class RhythmPanel(Panel):
 
     title = "Rhythm"
 
+    @no_type_check  # checks its arguments itself, with messages that name the fix
     def __init__(
         self,
         model: Any = None,
@@ -71,6 +73,9 @@ class RhythmPanel(Panel):
         temperature: float = 0.7,
         seed: int = 0,
     ):
+        check_model(model)
+        prompt, response = check_text("prompt", prompt), check_text("response", response)
+        seed = _validate.seed("seed", seed)  # a negative or huge seed failed at generation
         super().__init__()
         self.model = None
         self.trace = None
@@ -256,7 +261,7 @@ class RhythmPanel(Panel):
 
     def set_model(self, model: Any) -> None:
         """Use `model` from now on (clears the current trace and charts)."""
-        self.model = model
+        self.model = check_model(model)
         self.trace = self.base = self.analysis = self.maps = None
         self.charts_box.children = []
         self.charts = {}

@@ -25,10 +25,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, no_type_check
 
 import ipywidgets as widgets
 
+from .. import _validate
 from ..attention.credit import STRATEGIES
 from ..attention.params import CreditParams
 from ..errors import WorkbenchError
@@ -36,7 +37,7 @@ from ..rl.config import GRPOConfig
 from ..tasks import TASKS
 from ..viz.training import progress_chart
 from . import layout
-from .panel import Panel, chart_widget
+from .panel import Panel, chart_widget, check_text
 
 __all__ = ["RLPanel", "RunJob"]
 
@@ -127,7 +128,13 @@ class RLPanel(Panel):
 
     title = "RL"
 
+    @no_type_check  # checks its arguments itself, with messages that name the fix
     def __init__(self, *, out: str | Path = "runs/panel", model: str = "tiny-reasoner"):
+        if not isinstance(out, str | os.PathLike):
+            raise WorkbenchError(
+                f"out must be a folder path, got {out!r}", 'pass e.g. out="runs/panel"'
+            )
+        check_text("model", model)
         super().__init__()
         d = layout.DESCRIPTION
         self.out = Path(out)
@@ -237,8 +244,11 @@ class RLPanel(Panel):
             self._finish(job)
         return running
 
+    @no_type_check  # checks its arguments itself, with messages that name the fix
     def wait(self, timeout: float = 600.0) -> str:
         """Poll until the current job ends; returns its status."""
+        if not (isinstance(timeout, float) and timeout == float("inf")):  # inf: to the end
+            timeout = _validate.number("timeout", timeout, low=0, example=600.0)
         end = time.monotonic() + timeout
         while self.poll():
             if time.monotonic() > end:
