@@ -29,8 +29,8 @@ __all__ = [
 
 def check_folder(path: Path, what: str, fix: str | None = None) -> None:
     """Refuse, without creating anything, a folder (`what`) that could not be written: a
-    path that exists as a file, or whose nearest existing folder (itself or an ancestor)
-    is not writable. For checks before long work whose output would otherwise be lost."""
+    path that exists as a file, one under a file, or one whose nearest existing folder
+    (itself or an ancestor) is not writable. For checks before long work whose output would otherwise be lost."""
     from .errors import WorkbenchError
 
     if path.exists() and not path.is_dir():
@@ -40,6 +40,11 @@ def check_folder(path: Path, what: str, fix: str | None = None) -> None:
     base = path.absolute()
     while not base.exists() and base != base.parent:
         base = base.parent
+    if base.exists() and not base.is_dir():
+        raise WorkbenchError(
+            f"cannot create {what} {path}: {base} is a file",
+            fix or "pass a folder path that is not inside a file",
+        )
     if base.is_dir() and not os.access(base, os.W_OK | os.X_OK):
         where = "it" if base == path.absolute() else f"{base}"
         raise WorkbenchError(

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, no_type_check
 
-from ._io import atomic_write_text, make_folder
+from ._io import atomic_write_text, check_folder, make_folder
 from .errors import WorkbenchError
 from .provenance import provenance
 
@@ -97,8 +97,11 @@ def write_report(model: Any, trace: Any, analysis: Any, out: str | Path) -> Path
     Raises:
         WorkbenchError: `out` is a file, or a folder that cannot be created.
     """
-    _check_inputs(trace, analysis, out)
-    # A file in the way, or a place that cannot be written, is named before any chart is drawn.
+    # A file in the way, or a place that cannot be written, is named before anything else,
+    # and nothing is created until the inputs are checked too.
+    _check_out(out)
+    check_folder(Path(out), "the report folder")
+    _check_inputs(trace, analysis)
     out = make_folder(Path(out), "the report folder")
     stage = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
     try:
@@ -111,7 +114,14 @@ def write_report(model: Any, trace: Any, analysis: Any, out: str | Path) -> Path
     return out / "report.html"
 
 
-def _check_inputs(trace: Any, analysis: Any, out: Any) -> None:
+def _check_out(out: Any) -> None:
+    if not isinstance(out, str | os.PathLike):
+        raise WorkbenchError(
+            f"write_report needs a folder path for out, got {out!r}", "pass a str or pathlib.Path"
+        )
+
+
+def _check_inputs(trace: Any, analysis: Any) -> None:
     """Refuse what failed deep inside the drawing (None, a wrong type) or drew a report that
     mixes two traces: an analysis of another trace was drawn with this trace's text."""
     import torch
@@ -119,10 +129,6 @@ def _check_inputs(trace: Any, analysis: Any, out: Any) -> None:
     from .attention import Analysis
     from .trace import Trace
 
-    if not isinstance(out, str | os.PathLike):
-        raise WorkbenchError(
-            f"write_report needs a folder path for out, got {out!r}", "pass a str or pathlib.Path"
-        )
     if not isinstance(trace, Trace):
         raise WorkbenchError(
             f"expected a wb.Trace, got {type(trace).__name__}",
