@@ -22,8 +22,9 @@ SEED_MAX = 2**63 - 1
 
 def as_index(value: Any) -> int:
     """`value` as an ``int``: a Python, NumPy or 0-d torch integer; TypeError for anything
-    else (a float or a bool is no index: ``int(1.7)`` would pick 1 without a word)."""
-    if isinstance(value, bool):
+    else (a float or a bool is no index: ``int(1.7)`` would pick 1 without a word; nor is a
+    one-element tensor of any other shape, which torch would read as its element)."""
+    if isinstance(value, bool) or getattr(value, "ndim", 0) != 0:
         raise TypeError(f"{value!r} is not an index")
     return operator.index(value)
 
@@ -106,22 +107,27 @@ def optional_number(name: str, value: Any, **bounds: Any) -> float | None:
     return None if value is None else number(name, value, **bounds)
 
 
-def curve(name: str, values: Any, fix: str) -> Any:
-    """`values` as a 1-D float64 CPU torch tensor (one sequence's per-token values), or a
-    `WorkbenchError` naming `name`, what was given and `fix` (a batch, a scalar or
-    something that is not numbers)."""
+def curve(name: str, values: Any, fix: str, ndim: int = 1, want: str | None = None) -> Any:
+    """`values` as a float64 CPU torch tensor of `ndim` dimensions, or a `WorkbenchError`
+    naming `name`, what was given and `fix` (a batch, a scalar or something that is not
+    numbers).
+
+    Args:
+        ndim: the number of dimensions: 1 (the default) is one sequence's per-token values.
+        want: what the tensor is, for the message (default for ``ndim=1``: "a [pos] curve
+            of one sequence"; e.g. "a [layer, head] grid").
+    """
     import torch
 
     try:
         v = torch.as_tensor(values).detach().cpu().double()
     except (TypeError, ValueError, RuntimeError):
         v = None
-    if v is None or v.ndim != 1:
+    if v is None or v.ndim != ndim:
+        if want is None:
+            want = "a [pos] curve of one sequence" if ndim == 1 else f"a {ndim}-D tensor"
         shape = "" if v is None else f" of shape {tuple(v.shape)}"
-        raise WorkbenchError(
-            f"{name} needs a [pos] curve of one sequence, got {type(values).__name__}{shape}",
-            fix,
-        )
+        raise WorkbenchError(f"{name} needs {want}, got {type(values).__name__}{shape}", fix)
     return v
 
 

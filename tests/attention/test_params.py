@@ -11,7 +11,14 @@ import torch
 from test_attention_toy import toy_analysis
 
 import workbench as wb
-from workbench.attention.params import CreditParams, RhythmParams
+from workbench.attention.credit import coupled_gamma
+from workbench.attention.layers import layer_indices, resolve_layers
+from workbench.attention.params import (
+    GAMMA_AMP_MAX,
+    CreditParams,
+    RhythmParams,
+    check_layers,
+)
 
 
 def test_defaults_are_the_papers_settings():
@@ -50,6 +57,65 @@ def test_defaults_are_the_papers_settings():
 def test_bad_settings_are_refused_at_construction(build, match):
     with pytest.raises(wb.WorkbenchError, match=match):
         build()
+
+
+@pytest.mark.parametrize("amp", [1e308, 1e39, GAMMA_AMP_MAX * 1.01])
+def test_a_gamma_amp_whose_weights_overflow_float32_is_refused(amp):
+    """``gamma_amp`` had no upper bound: ``a.gamma(gamma_amp=1e308)`` gave ``inf`` weights."""
+    with pytest.raises(wb.WorkbenchError, match=r"gamma_amp=.* is too large") as e:
+        CreditParams(gamma_amp=amp)
+    assert "1.7e+38" in e.value.fix
+    a = toy_analysis(3, n=30, pl=5)
+    with pytest.raises(wb.WorkbenchError, match="not finite in float32"):
+        a.gamma("coupled", gamma_amp=amp)
+
+
+def test_the_largest_gamma_amp_gives_finite_weights():
+    # the largest weight, 1 + (1 + alpha)(g - 1): an anchor that also introduces one
+    for alpha in (0.0, 0.5, 1.0):
+        a = toy_analysis(3, n=30, pl=5, alpha=alpha)
+        for strategy in ("local", "global", "coupled", "bottom-coupled", "random"):
+            g = a.gamma(strategy, seed=0, gamma_amp=GAMMA_AMP_MAX)
+            assert bool(torch.isfinite(g).all()) and g.max() > 1e38, strategy
+    worst = coupled_gamma(3, [1], [], [1], gamma_amp=GAMMA_AMP_MAX, alpha=1.0)
+    assert bool(torch.isfinite(worst).all())
+
+
+@pytest.mark.parametrize(
+    "layers, match",
+    [
+        (torch.tensor([[1]]), r"has 2 dimensions \(shape \(1, 1\)\)"),  # read as layer 1
+        (np.array([[1, 2]]), r"has 2 dimensions \(shape \(1, 2\)\)"),
+        ({1: 2}, "is a mapping"),  # its keys: layer 1
+        ((1, 1), "lists layer 1 more than once"),  # kept until resolved
+        ([3, np.int64(2), torch.tensor(3)], "lists layer 3 more than once"),
+        ([[1]], "layer must be an integer"),
+        ([], "not a layer selection"),
+    ],
+)
+def test_a_layer_selection_is_flat_and_lists_each_layer_once(layers, match):
+    """``torch.tensor([[1]])`` and ``{1: 2}`` were read as layer 1, and
+    ``CreditParams(layers=(1, 1))`` kept the duplicate; one function normalises explicit
+    layers for the records and for a model's layers (`layers.layer_indices`)."""
+    with pytest.raises(wb.WorkbenchError, match=match) as e:
+        CreditParams(layers=layers)
+    assert e.value.fix
+    with pytest.raises(wb.WorkbenchError, match=match):
+        resolve_layers(layers, 4)
+    with pytest.raises(wb.WorkbenchError, match=match):
+        check_layers(layers)
+
+
+def test_flat_layer_selections_are_plain_ints_in_order():
+    for layers in ([2, -1], (2, -1), np.array([2, -1]), torch.tensor([2, -1])):
+        got = CreditParams(layers=layers).layers
+        assert got == (2, -1) and all(type(x) is int for x in got)
+        assert resolve_layers(layers, 4) == [2, 3]
+    assert CreditParams(layers=torch.tensor(1)).layers == (1,) == layer_indices(np.int64(1))
+    assert CreditParams(layers="middle").layers == "middle"
+    with pytest.raises(wb.WorkbenchError) as e:
+        CreditParams(layers=[4, 2, 4])
+    assert "layers=[2, 4]" in e.value.fix
 
 
 def test_records_are_frozen_and_replace_returns_validated_copies():
@@ -145,6 +211,38 @@ def test_a_fixed_classification_is_kept_whole_and_head_quantiles_cannot_silently
         a.with_params(classes=other, head_quantiles=(0.4, 0.4))
 
 
+def test_a_record_whose_quantiles_fixed_classes_would_drop_is_refused():
+    """``with_params(RhythmParams(head_quantiles=...), classes=fixed)`` kept the fixed
+    classes' quantiles and dropped the record's without a word (only the keyword form was
+    refused). A record asks for quantiles where they differ from the analysis's current
+    ones; where they are the current ones (``a.params.replace(...)``) or the classes' own,
+    nothing is dropped."""
+    a = toy_analysis(6, n=30, pl=5, nh=10)
+    span = a.head_span.clone()
+    span[0, :] = torch.arange(10, dtype=torch.float64)
+    fixed = wb.HeadClasses.from_span(span, (0.2, 0.2))
+    record = a.params.replace(head_quantiles=(0.1, 0.1))
+    with pytest.raises(wb.WorkbenchError, match=r"params.head_quantiles=\(0.1, 0.1\) cannot") as e:
+        a.with_params(record, classes=fixed)
+    assert "classes=None" in e.value.fix and "(0.2, 0.2)" in e.value.fix
+    b = a.with_params(classes=fixed)  # fixed classes kept from here on
+    with pytest.raises(wb.WorkbenchError, match="cannot apply to the fixed head"):
+        b.with_params(record)
+    # the current quantiles, or the classes' own, ask for nothing the classes drop
+    assert a.with_params(a.params.replace(window=4), classes=fixed).params.head_quantiles == (
+        0.2, 0.2,
+    )  # fmt: skip
+    assert b.with_params(b.params.replace(window=4)).classes is fixed
+    assert (
+        a.with_params(a.params.replace(head_quantiles=(0.2, 0.2)), classes=fixed).classes is fixed
+    )
+    # the record's quantiles apply where the classes are per sequence
+    assert b.with_params(record, classes=None).params.head_quantiles == (0.1, 0.1)
+    # a keyword overrides the record's quantiles: it alone is checked
+    c = a.with_params(record, classes=fixed, head_quantiles=(0.2, 0.2))
+    assert c.params.head_quantiles == (0.2, 0.2)
+
+
 @pytest.mark.parametrize("classes", ["batch", [(0, 1)], {"local_heads": [(0, 1)]}])
 def test_classes_that_are_not_a_head_classification_are_refused(classes):
     a = toy_analysis(1)
@@ -179,15 +277,44 @@ def test_a_hand_built_head_classification_is_checked():
         wb.HeadClasses([(0, 1)], [(0, 3)], span, (0.9, 0.9))
     # a span that is no [layer, head] grid: a ValueError (unpacking) from nonzero()
     for bad in (torch.ones(6), torch.ones(1, 2, 3)):
-        with pytest.raises(wb.WorkbenchError, match="must be a \\[layer, head\\] grid"):
+        with pytest.raises(wb.WorkbenchError, match="needs a \\[layer, head\\] grid"):
             wb.HeadClasses.from_span(bad)
 
 
 @pytest.mark.parametrize(
     "span, match",
     [
-        (None, "must be a \\[layer, head\\] grid, got no tensor"),  # raw RuntimeError
-        ("abc", "must be a \\[layer, head\\] grid, got no tensor"),  # raw TypeError
+        ("abc", r"HeadClasses.span needs a \[layer, head\] grid, got str"),
+        (None, r"HeadClasses.span needs a \[layer, head\] grid, got NoneType"),
+        (torch.ones(6), r"grid, got Tensor of shape \(6,\)"),
+        (torch.ones(1, 1, 6), r"grid, got Tensor of shape \(1, 1, 6\)"),
+        (torch.tensor([[1.0, float("inf"), 2.0, 3.0, 4.0, 5.0]]), "infinite values"),
+    ],
+)
+def test_a_hand_built_classification_checks_its_span(span, match):
+    """``HeadClasses(span=...)`` was not checked at all: a string or a 1-D span was kept."""
+    with pytest.raises(wb.WorkbenchError, match=match) as e:
+        wb.HeadClasses([(0, 1)], [(0, 3)], span)
+    assert "head_span" in e.value.fix
+
+
+@pytest.mark.parametrize("local", [[(-1, 1)], [(0, -2)], [(1, 0)], [(0, 6)]])
+def test_a_hand_built_classification_holds_only_heads_of_its_span_grid(local):
+    """A negative layer index was refused only by `with_params` (as a head not analysed),
+    after the record had been built and passed around."""
+    span = toy_analysis(1).head_span  # 1 layer x 6 heads
+    with pytest.raises(wb.WorkbenchError, match="outside the span's grid of 1 layers x 6") as e:
+        wb.HeadClasses(local, [(0, 3)], span)
+    assert "0..0" in e.value.fix and "0..5" in e.value.fix
+    listed = wb.HeadClasses([[0, 5]], [(0, 0)], span.tolist())  # a grid read back from JSON
+    assert listed.span.dtype == torch.float64 and listed.span.shape == (1, 6)
+
+
+@pytest.mark.parametrize(
+    "span, match",
+    [
+        (None, "the span needs a \\[layer, head\\] grid, got NoneType"),  # raw RuntimeError
+        ("abc", "the span needs a \\[layer, head\\] grid, got str"),  # raw TypeError
         (torch.tensor([[1.0, float("inf")], [2.0, 3.0]]), "infinite"),  # ranked global
         (torch.tensor([[1.0, float("-inf")], [2.0, 3.0]]), "infinite"),  # ranked local
     ],

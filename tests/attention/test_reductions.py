@@ -162,3 +162,46 @@ def test_only_an_accumulator_without_columns_takes_bands():
     acc = StatsAccumulator([(0, 0)], 20, 5, 4, (3, 9))
     with pytest.raises(ValueError, match="columns=False"):
         acc.add_band(slice(0, 20), torch.zeros(1, 20), torch.zeros(1, 20, 9))
+
+
+@pytest.mark.parametrize("columns", [True, False])
+def test_a_band_wider_than_the_sequence_is_capped_at_its_length(columns):
+    """``max_window=10**5`` allocated ``heads x (T + 10**5) x 10**5`` floats (120 GB for
+    three heads; a raw allocation error) for diagonals that are all zero beyond T: the band
+    keeps T of them, and equals the band of ``max_window=T``."""
+    n, pl = 20, 5
+    p = random_pattern(3, n, seed=5).float()
+    heads = [(0, 0), (0, 1), (0, 2)]
+    got = []
+    for mw in (10**5, n):
+        acc = StatsAccumulator(heads, n, pl, mw, (0, 3, 8), columns=columns)
+        assert acc.max_window == n
+        acc.add(slice(0, n), p)
+        got.append(acc.finish())
+    huge, exact = got
+    assert huge.max_window == n and huge.cuts == exact.cuts
+    for f in ("rowsum", "dist", "band", "cut_sums"):
+        assert torch.equal(getattr(huge, f), getattr(exact, f)), f
+    # a window past the sequence reads the band as W = T (no distance reaches T)
+    assert huge.window_for(10**5) == n and huge.window_for(7) == 7
+    short = StatsAccumulator(heads, n, pl, 8, (0,)).finish()
+    assert short.window_for(10**5) == 10**5  # a band short of T bounds the window
+
+
+def test_analyze_with_a_window_past_the_trace_equals_the_window_of_its_length(toy_llama):
+    """``wb.analyze(..., max_window=10**5)`` and ``window=10**5`` failed with a raw
+    allocation error; they now give the numbers of ``max_window=T`` / ``window=T``."""
+    import workbench as wb
+
+    trace = wb.Trace.from_text(toy_llama, "What is 3 + 4?", " 3 plus 4 is 7.")
+    n = len(trace.tokens)
+    base = wb.analyze(toy_llama, trace, max_window=n)
+    wide = wb.analyze(toy_llama, trace, max_window=10**5)
+    assert wide.stats.max_window == n
+    for f in ("waad", "fai", "delta", "head_span"):
+        torch.testing.assert_close(getattr(wide, f), getattr(base, f), equal_nan=True)
+    at_t = base.with_params(window=n)
+    for a in (wb.analyze(toy_llama, trace, window=10**5), wide.with_params(window=10**5)):
+        assert a.params.window == 10**5
+        torch.testing.assert_close(a.waad, at_t.waad, equal_nan=True)
+        assert a.preplan == at_t.preplan and a.anchors == at_t.anchors

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from workbench._validate import SEED_MAX, integer, number, seed
+from workbench._validate import SEED_MAX, as_index, curve, integer, is_index, number, seed
 from workbench.errors import WorkbenchError
 
 
@@ -62,3 +62,32 @@ def test_a_number_out_of_range_names_the_range_in_its_fix():
     with pytest.raises(WorkbenchError, match=r"top_q must be in \(0, 1\], got 1.5") as e:
         number("top_q", 1.5, low=0, high=1, low_open=True)
     assert e.value.fix == "pass top_q in (0, 1]"
+
+
+def test_a_curve_has_one_dimension_unless_told():
+    """`curve` checks the dimension count its callers need: 1 by default (one sequence's
+    values), 2 for a ``[layer, head]`` grid (`HeadClasses.from_span`, the same check)."""
+    got = curve("waad", [1, 2, 3], "fix it")
+    assert got.dtype == torch.float64 and got.shape == (3,)
+    with pytest.raises(WorkbenchError, match=r"waad needs a \[pos\] curve of one sequence, got"):
+        curve("waad", [[1.0, 2.0]], "fix it")
+    grid = curve("span", [[1, 2], [3, 4]], "fix it", ndim=2, want="a [layer, head] grid")
+    assert grid.shape == (2, 2) and grid.dtype == torch.float64
+    for bad, got in [([1.0], "list of shape (1,)"), ("abc", "str")]:
+        with pytest.raises(WorkbenchError, match=r"needs a \[layer, head\] grid") as e:
+            curve("span", bad, "fix it", ndim=2, want="a [layer, head] grid")
+        assert str(e.value).split("\n")[0].endswith(got) and e.value.fix == "fix it"
+    with pytest.raises(WorkbenchError, match="needs a 3-D tensor"):
+        curve("x", [1.0], "fix it", ndim=3)
+
+
+@pytest.mark.parametrize("value", [torch.tensor([1]), torch.tensor([[1]]), np.array([1])])
+def test_a_one_element_array_is_no_index(value):
+    """torch reads a one-element tensor of any shape as its element (``operator.index``):
+    ``layers=torch.tensor([[1]])`` was layer 1."""
+    assert not is_index(value)
+    with pytest.raises(TypeError):
+        as_index(value)
+    with pytest.raises(WorkbenchError, match="layer must be an integer"):
+        integer("layer", value)
+    assert as_index(torch.tensor(1)) == as_index(np.array(1)) == as_index(np.int64(1)) == 1

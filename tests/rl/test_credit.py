@@ -178,3 +178,27 @@ def test_trl_trainer_checks_its_own_arguments_first(kwargs, match):
 
     with pytest.raises(WorkbenchError, match=match):
         RhythmGRPOTrainer(**kwargs)  # refused before TRL builds anything
+
+
+def test_a_window_longer_than_the_shared_frame_reads_it_whole():
+    """A pass's band is capped at the sequence (`reductions.StatsAccumulator`), so the
+    shared frame of a batch shorter than the credit window keeps fewer diagonals than the
+    window: its weights are those of ``window = T`` (no distance reaches T), not an error."""
+    from workbench.attention.engine import SharedFrameCollector
+
+    heads, P, comps = [(0, h) for h in range(4)], 5, [6, 3]
+    spans, n = [(0, P + c, P) for c in comps], P + max(comps)
+    scores = torch.randn(2, 4, n, n, generator=torch.Generator().manual_seed(0))
+    probs = torch.softmax(scores.masked_fill(torch.ones(n, n).triu(1).bool(), -torch.inf), -1)
+    out = {}
+    for window in (40, n):
+        # "local": the preplan tokens, read off WAAD
+        credit = CreditParams(strategy="local", layers=[0]).replace(window=window, top_q=0.5)
+        coll = SharedFrameCollector(spans, heads, 4, max_window=window, cuts=[10, 101])
+        rows, idx = coll.by_layer[0]
+        coll.feed(slice(0, n), probs, rows, idx)
+        assert coll.acc.max_window == n
+        fused = FusedCredit.__new__(FusedCredit)  # the collector alone, without a policy
+        fused.credit, fused.spans, fused.collector = credit, spans, coll
+        out[window] = fused.gammas(max(comps), seed=7)
+    assert torch.equal(out[40], out[n]) and bool((out[n] > 1).any())

@@ -8,7 +8,9 @@
     c = a.select_heads([(10, 0), (12, 3), (15, 1)])   # a subset of the analysed heads
 
 What can change for free: ``window`` up to ``max_window`` (default 32: the diagonal band
-``A[t, t-d], d < max_window`` is kept per head); ``fai_horizon=(H_lo, H_hi)`` whenever
+``A[t, t-d], d < max_window`` is kept per head; a ``max_window`` of at least the sequence
+length T keeps all T diagonals, and then any window, a window ``W >= T`` giving the WAAD of
+``W = T``); ``fai_horizon=(H_lo, H_hi)`` whenever
 ``H_lo`` and ``H_hi + 1`` are kept cut distances (column sums of each head over response
 rows with ``t - s < c``; `metrics.DEFAULT_FAI_CUTS` keeps H_lo in 0..32, 51, 101, ... and
 H_hi in 0..31, 50, 100, 200, 400, 500, 1000 or None, plus the horizon the analysis was made
@@ -232,7 +234,10 @@ class Analysis:
             params: a whole `RhythmParams` to use (default: the current one).
             classes: a fixed `HeadClasses`, or None for per-sequence classes (default:
                 keep what is in effect). Fixed classes keep their own quantiles (the new
-                `params` record them); asking for others with them is refused.
+                `params` record them); asking for others with them is refused: a
+                ``head_quantiles=`` keyword other than theirs, or a `params` record whose
+                ``head_quantiles`` differ both from the current ones (``self.params``,
+                so ``a.params.replace(...)`` asks for none) and from theirs.
             **changes: `RhythmParams` fields to change, e.g. ``window=5``. See the module
                 docstring for which windows and horizons are kept.
         """
@@ -252,7 +257,10 @@ class Analysis:
         fixed = self.fixed_classes if classes is _KEEP else classes
         check_classes(fixed)
         if fixed is not None:  # they carry their own quantiles, which `params` then records
-            fixed.check_quantiles(changes.get("head_quantiles"))
+            if "head_quantiles" in changes:
+                fixed.check_quantiles(new.head_quantiles)
+            elif base.head_quantiles != self.params.head_quantiles:  # the record asks
+                fixed.check_quantiles(base.head_quantiles, "params.head_quantiles")
         return self._copy(self.stats, new, fixed)
 
     @no_type_check  # validates its arguments itself, with messages that name the fix

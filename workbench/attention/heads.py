@@ -15,6 +15,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .. import _validate
 from .._validate import as_index
 from ..errors import WorkbenchError
 from .layers import head_pairs
@@ -40,7 +41,9 @@ class HeadClasses:
 
     Built by hand, the head lists are normalised to sorted distinct ``(int, int)`` tuples
     (pairs read back from JSON are lists); an empty list is refused, since WAAD or FAI
-    would then be a mean over no heads (NaN everywhere, no preplan or anchor tokens).
+    would then be a mean over no heads (NaN everywhere, no preplan or anchor tokens), and
+    so is a head outside the span's grid (a negative index included). The span must be a
+    ``[layer, head]`` grid without infinite values (it is kept as float64 on the CPU).
     """
 
     local_heads: list[Head]
@@ -49,19 +52,28 @@ class HeadClasses:
     quantiles: tuple[float, float] = (0.3, 0.3)
 
     def __post_init__(self) -> None:
+        span = _span_grid(self.span, "HeadClasses.span")
+        object.__setattr__(self, "span", span)
         for name in ("local_heads", "global_heads"):
-            object.__setattr__(self, name, _head_list(name, getattr(self, name)))
+            object.__setattr__(self, name, _head_list(name, getattr(self, name), span.shape))
         object.__setattr__(self, "quantiles", check_quantiles(self.quantiles))
 
-    def check_quantiles(self, head_quantiles: Any) -> None:
-        """Refuse `head_quantiles` (None: none asked for) other than those these fixed
-        classes were computed with: they would be ignored while the analysis claimed them."""
+    def check_quantiles(self, head_quantiles: Any, name: str = "head_quantiles") -> None:
+        """Refuse `head_quantiles` (None: none asked for; `name` says where they came from)
+        other than those these fixed classes were computed with: they would be ignored
+        while the analysis claimed them."""
         if head_quantiles is not None and tuple(head_quantiles) != self.quantiles:
+            also = (
+                f", or a record with head_quantiles={self.quantiles} "
+                "(e.g. analysis.params.replace(...))"
+                if name != "head_quantiles"
+                else ""
+            )
             raise WorkbenchError(
-                f"head_quantiles={tuple(head_quantiles)} cannot apply to the fixed head "
+                f"{name}={tuple(head_quantiles)} cannot apply to the fixed head "
                 f"classification computed with quantiles {self.quantiles}",
                 "pass classes=None to classify per sequence with these quantiles, or "
-                "classes=wb.HeadClasses.from_span(span, head_quantiles)",
+                f"classes=wb.HeadClasses.from_span(span, head_quantiles){also}",
             )
 
     @classmethod
@@ -72,21 +84,7 @@ class HeadClasses:
     ) -> HeadClasses:
         """Classify the heads with a defined (non-NaN) span: see `classify_heads`."""
         ql, qg = check_quantiles(head_quantiles)
-        try:
-            span = torch.as_tensor(span).double()
-        except (TypeError, ValueError, RuntimeError):
-            span = None
-        if span is None or span.ndim != 2:
-            got = "no tensor" if span is None else f"shape {tuple(span.shape)}"
-            raise WorkbenchError(
-                f"the span must be a [layer, head] grid, got {got}",
-                "pass analysis.head_span, or a mean of them (NaN where not analysed)",
-            )
-        if bool(torch.isinf(span).any()):
-            raise WorkbenchError(
-                "the span holds infinite values (a head's span is a finite distance)",
-                "pass analysis.head_span, or a mean of them (NaN where not analysed)",
-            )
+        span = _span_grid(span, "the span")
         heads = [(int(a), int(b)) for a, b in (~torch.isnan(span)).nonzero().tolist()]
         if not heads:
             raise WorkbenchError("the span has no defined entries", "analyse at least one head")
@@ -95,17 +93,36 @@ class HeadClasses:
         return cls(loc, glob, span, (ql, qg))
 
 
-def _head_list(name: str, heads: Any) -> list[Head]:
-    """`heads` as sorted distinct ``(layer, head)`` int tuples, at least one."""
-    out = head_pairs(
-        f"HeadClasses.{name}",
-        heads,
-        "pass e.g. [(10, 0), (12, 3)], or build the classes with HeadClasses.from_span",
-    )
+def _span_grid(span: Any, name: str) -> Tensor:
+    """`span` as a ``[layer, head]`` float64 grid (NaN allowed: heads not analysed), or a
+    `WorkbenchError` naming `name`: no grid, or infinite values."""
+    fix = "pass analysis.head_span, or a mean of them (NaN where not analysed)"
+    grid = _validate.curve(name, span, fix, ndim=2, want="a [layer, head] grid")
+    if bool(torch.isinf(grid).any()):
+        raise WorkbenchError(
+            f"{name} holds infinite values (a head's span is a finite distance)", fix
+        )
+    return grid
+
+
+def _head_list(name: str, heads: Any, grid: tuple[int, int]) -> list[Head]:
+    """`heads` as sorted distinct ``(layer, head)`` int tuples, at least one, each inside
+    the span's `grid` (``(n_layers, n_heads)``; a negative index is no head: the analysis
+    looks heads up as given, so ``(-1, 0)`` was refused only by `Analysis.with_params`)."""
+    fix = "pass e.g. [(10, 0), (12, 3)], or build the classes with HeadClasses.from_span"
+    out = head_pairs(f"HeadClasses.{name}", heads, fix)
     if not out:
         raise WorkbenchError(
             f"HeadClasses.{name} is empty: its WAAD or FAI would be a mean over no heads",
             "pass at least one (layer, head), or build the classes with HeadClasses.from_span",
+        )
+    n_layers, n_heads = grid
+    bad = [(a, b) for a, b in out if not (0 <= a < n_layers and 0 <= b < n_heads)]
+    if bad:
+        raise WorkbenchError(
+            f"HeadClasses.{name} holds {bad[:5]}, outside the span's grid of {n_layers} "
+            f"layers x {n_heads} heads (indices count from 0)",
+            f"pick layers in 0..{n_layers - 1} and heads in 0..{n_heads - 1}, as in analysis.heads",
         )
     return out
 

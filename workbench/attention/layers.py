@@ -8,13 +8,61 @@ rule as the project's top-q counting, so 30 layers give ``[10, 12, 15, 18, 20]``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, no_type_check
 
 from .. import _validate
 from ..errors import WorkbenchError
 
-__all__ = ["head_pairs", "middle_layers", "resolve_heads", "resolve_layers"]
+__all__ = ["head_pairs", "layer_indices", "middle_layers", "resolve_heads", "resolve_layers"]
+
+LAYERS_FIX = 'pass "all", "middle" or a list of layer indices, e.g. [10, 12]'
+
+
+@no_type_check  # validates its argument itself, with messages that name the fix
+def layer_indices(layers: Any) -> tuple[int, ...]:
+    """An explicit layer selection as plain ints, in the order given: one integer
+    (`_validate.as_index`: NumPy and 0-d torch integers too) or a flat, non-empty sequence
+    of distinct ones. Negative indices stay as given (`resolve_layers` reads them against
+    a model). `CreditParams` and `resolve_layers` both normalise with it.
+
+    Raises:
+        WorkbenchError: a mapping (``{1: 2}`` iterated as its keys, layer 1), an array or
+            tensor of more than one dimension (``torch.tensor([[1]])`` read as layer 1),
+            no layers, an entry that is not an integer, or a layer listed twice.
+    """
+    if _validate.is_index(layers):
+        return (_validate.as_index(layers),)
+    if isinstance(layers, Mapping):
+        raise WorkbenchError(
+            f"layers={layers!r} is a mapping, not a layer selection (its keys would be "
+            "read as the layers)",
+            LAYERS_FIX,
+        )
+    ndim = getattr(layers, "ndim", 1)
+    if ndim != 1:
+        shape = tuple(getattr(layers, "shape", ()))
+        raise WorkbenchError(
+            f"layers={layers!r} has {ndim} dimensions (shape {shape}), not a layer selection",
+            'pass a flat list of layer indices (e.g. layers.flatten().tolist()), "all" or "middle"',
+        )
+    try:
+        items = [] if isinstance(layers, str | bytes) else list(layers)
+    except TypeError:
+        items = []
+    if not items:
+        raise WorkbenchError(
+            f"layers={layers!r} is empty or not a sequence: not a layer selection", LAYERS_FIX
+        )
+    # As plain ints: a NumPy or torch integer kept its type in the heads and meta.
+    out = tuple(_validate.integer("layer", x, example=0) for x in items)
+    twice = sorted({x for x in out if out.count(x) > 1})
+    if twice:
+        raise WorkbenchError(
+            f"layers={list(out)} lists layer {twice[0]} more than once",
+            f"list each layer once, e.g. layers={sorted(set(out))}",
+        )
+    return out
 
 
 def head_pairs(name: str, heads: Any, fix: str) -> list[tuple[int, int]]:
@@ -65,7 +113,7 @@ def resolve_layers(
 
     Args:
         layers: ``"all"``, ``"middle"`` (see `middle_layers`), one index or a list of
-            indices (negative indices count from the end).
+            distinct indices (`layer_indices`; negative indices count from the end).
         n_layers: the model's number of layers.
         attention: the layers that have attention (`engine.attention_layers`; None: all).
             In a hybrid model ``"all"`` means these, and ``"middle"`` the five middle-third
@@ -80,25 +128,9 @@ def resolve_layers(
             return have
         if layers == "middle":
             return [have[i] for i in middle_layers(len(have))] if have else []
-        raise WorkbenchError(
-            f"layers={layers!r} is not a layer selection",
-            'pass "all", "middle" or a list of layer indices',
-        )
-    if _validate.is_index(layers):
-        layers = [layers]  # one index: a Python, NumPy or 0-d torch integer
-    try:
-        items = list(layers)
-    except TypeError:
-        raise WorkbenchError(
-            f"layers={layers!r} is not a layer selection",
-            'pass "all", "middle" or a list of layer indices',
-        ) from None
-    if not items:
-        raise WorkbenchError("layers is an empty list", 'pass at least one layer, or "all"')
+        raise WorkbenchError(f"layers={layers!r} is not a layer selection", LAYERS_FIX)
     out = set()
-    for item in items:
-        # As a plain int: a NumPy or torch integer kept its type in the heads and meta.
-        layer = _validate.integer("layer", item, example=0)
+    for layer in layer_indices(layers):
         if not -n_layers <= layer < n_layers:
             raise WorkbenchError(
                 f"layer {layer} is out of range for a model with {n_layers} layers",

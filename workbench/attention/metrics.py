@@ -80,12 +80,13 @@ def waad_heads(stats: HeadStats, window: int = 10) -> Float[Tensor, "head pos"]:
 
     Args:
         stats: per-head reductions.
-        window: ``W`` (``1 <= W <= stats.max_window``).
+        window: ``W`` (``1 <= W <= stats.max_window``, or any ``W`` where the band covers
+            the sequence: see `HeadStats.window_for`).
 
     Returns:
         ``[head pos]`` float64.
     """
-    w = check_window(window, stats.max_window)
+    w = check_window(stats.window_for(check_window(window)), stats.max_window)
     band = stats.band[..., :w].double()
     d = torch.arange(w, dtype=torch.float64)
     near = band.sum(-1)

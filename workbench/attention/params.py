@@ -18,13 +18,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, no_type_check
 
+import numpy as np
+
 from .. import _validate as v
 from ..errors import WorkbenchError
 from .credit import STRATEGIES
+from .layers import LAYERS_FIX, layer_indices
 
 __all__ = ["CreditParams", "RhythmParams"]
 
 Horizon = tuple[int, int | None]
+
+#: The largest ``gamma_amp``: the weights are float32 and reach ``1 + (1 + alpha)(g - 1)``
+#: (a coupled anchor that also introduces a dominated one), at most ``2 g - 1``, which stays
+#: finite in float32 up to half its largest value (about 1.7e38). Above it a weight was
+#: ``inf`` (``gamma_amp=1e308``) and the advantages it multiplies with it.
+GAMMA_AMP_MAX = float(np.finfo(np.float32).max) / 2
 
 
 def check_horizon(horizon: Any) -> Horizon:
@@ -65,7 +74,8 @@ def check_quantiles(head_quantiles: Any) -> tuple[float, float]:
 
 
 def check_layers(layers: Any) -> str | tuple[int, ...]:
-    """A layer selection: ``"all"``, ``"middle"`` or non-empty layer indices.
+    """A layer selection: ``"all"``, ``"middle"`` or non-empty distinct layer indices
+    (`workbench.attention.layers.layer_indices`).
 
     Indices are checked against a model's layer count where the model is known
     (`workbench.attention.layers.resolve_layers`).
@@ -73,18 +83,8 @@ def check_layers(layers: Any) -> str | tuple[int, ...]:
     if isinstance(layers, str):
         if layers in ("all", "middle"):
             return layers
-    else:
-        items = [layers] if v.is_index(layers) else layers  # one index (NumPy, torch too)
-        try:
-            out = tuple(v.integer("layer", x, example=10) for x in items)
-        except TypeError:
-            out = ()
-        if out:
-            return out
-    raise WorkbenchError(
-        f"layers={layers!r} is not a layer selection",
-        'pass "all", "middle" or a non-empty list of layer indices',
-    )
+        raise WorkbenchError(f"layers={layers!r} is not a layer selection", LAYERS_FIX)
+    return layer_indices(layers)
 
 
 def _mapping(cls: type, d: Any) -> dict[str, Any]:
@@ -191,7 +191,8 @@ class CreditParams:
     Attributes:
         strategy: one of `workbench.attention.credit.STRATEGIES`.
         gamma_amp: the amplification, at least 1 (1.5 in the paper; 1 gives plain GRPO).
-            Smaller values could make the coupled bonuses sum below zero and flip advantages.
+            Smaller values could make the coupled bonuses sum below zero and flip advantages;
+            values above `GAMMA_AMP_MAX` (about 1.7e38) would make float32 weights infinite.
         layers: the layers analysed: ``"middle"`` (the paper's five middle-third layers),
             ``"all"`` or layer indices.
         rhythm: how preplan and anchor tokens are read (default: the RL horizon (10, 100)).
@@ -211,6 +212,12 @@ class CreditParams:
                 f"unknown credit strategy {self.strategy!r}", f"use one of {list(STRATEGIES)}"
             )
         amp = v.number("gamma_amp", self.gamma_amp, low=1, example=1.5)
+        if amp > GAMMA_AMP_MAX:
+            raise WorkbenchError(
+                f"gamma_amp={self.gamma_amp!r} is too large: the credit weights reach "
+                "2 * gamma_amp - 1, which is not finite in float32",
+                f"pass gamma_amp from 1 to {GAMMA_AMP_MAX:.3g} (1.5 in the paper)",
+            )
         object.__setattr__(self, "gamma_amp", amp)
         object.__setattr__(self, "layers", check_layers(self.layers))
         if not isinstance(self.rhythm, RhythmParams):

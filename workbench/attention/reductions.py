@@ -102,8 +102,18 @@ class HeadStats:
 
     @property
     def max_window(self) -> int:
-        """The largest WAAD window these statistics support."""
+        """The number of diagonals kept. They bound the WAAD window, except where they
+        cover the sequence (``max_window >= n_pos``, as `StatsAccumulator` caps a wider
+        band): any window ``W >= n_pos`` then gives the WAAD of ``W = n_pos``
+        (`window_for`)."""
         return int(self.band.shape[-1])
+
+    def window_for(self, window: int) -> int:
+        """The window to read `band` with for WAAD window `window`: `window` itself, or
+        ``n_pos`` where the band covers the sequence and `window` is longer (no distance
+        reaches ``n_pos``, so the larger window clips nothing more: the same WAAD)."""
+        covers = self.max_window >= self.n_pos
+        return min(window, max(self.n_pos, 1)) if covers else window
 
     @property
     def n_response(self) -> int:
@@ -154,7 +164,8 @@ class StatsAccumulator:
         heads: the ``(layer, head)`` pairs; `add` gets their rows in this order.
         n_pos: sequence length.
         prompt_len: first response position.
-        max_window: number of diagonals kept in `HeadStats.band`.
+        max_window: number of diagonals kept in `HeadStats.band`, at most `n_pos` (the
+            diagonals beyond the sequence are empty; see `HeadStats.max_window`).
         cuts: cut distances for `HeadStats.cut_sums` (normalised by `normalise_cuts`).
         device: where the accumulators live.
         sink: ``"keep"`` or ``"exclude"`` (see the module docstring).
@@ -194,6 +205,10 @@ class StatsAccumulator:
         self.cuts = normalise_cuts(cuts, n_pos)
         if not columns:
             max_window = max([max_window, *(min(int(c), n_pos) for c in cuts)])
+        # Diagonals d >= n_pos hold nothing (t - d < 0 for every row t): a band of n_pos
+        # of them is every WAAD window W >= n_pos (no distance reaches W, so none is
+        # clipped), and a wider one only allocated zeros (max_window=10**5: ~120 GB).
+        max_window = min(max_window, max(n_pos, 1))
         self.max_window = max_window
         self.columns = columns
         #: Whether `finish` keeps the whole column (the cut ``n_pos``).
