@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,41 @@ __all__ = [
     "atomic_write_text",
     "check_folder",
     "make_folder",
+    "non_finite",
 ]
+
+#: The fix `check_folder` and `make_folder` name for a folder that cannot be written.
+WRITABLE_FIX = "pass a folder in a place you can write to"
+
+
+def non_finite(value: Any, where: str) -> str | None:
+    """Where in `value` (a JSON-like tree of dicts, lists and tuples, named `where`) the
+    first NaN or infinite float sits, e.g. ``meta['stats'][2]``; None when there is none.
+
+    JSON has no NaN or Infinity: `json.dumps` writes them as the bare words ``NaN`` and
+    ``Infinity``, which ``JSON.parse`` (JupyterLab, browsers) refuses, so writers that
+    must produce standard JSON check with this first and name the offending entry.
+    """
+    if isinstance(value, float):  # NumPy's float64 is a float too
+        return None if math.isfinite(value) else where
+    if isinstance(value, dict):
+        items: Iterable[tuple[Any, Any]] = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = non_finite(item, f"{where}[{key!r}]")
+        if found is not None:
+            return found
+    return None
 
 
 def check_folder(path: Path, what: str, fix: str | None = None) -> None:
     """Refuse, without creating anything, a folder (`what`) that could not be written: a
     path that exists as a file, one under a file, or one whose nearest existing folder
-    (itself or an ancestor) is not writable. For checks before long work whose output would otherwise be lost."""
+    (itself or an ancestor) is not writable. For checks before long work whose output
+    would otherwise be lost. `fix`: the remedy to name (by default one for each case)."""
     from .errors import WorkbenchError
 
     if path.exists() and not path.is_dir():
@@ -48,25 +77,24 @@ def check_folder(path: Path, what: str, fix: str | None = None) -> None:
     if base.is_dir() and not os.access(base, os.W_OK | os.X_OK):
         where = "it" if base == path.absolute() else f"{base}"
         raise WorkbenchError(
-            f"cannot write into {what} {path}: {where} is not writable",
-            fix or "pass a folder in a place you can write to",
+            f"cannot write into {what} {path}: {where} is not writable", fix or WRITABLE_FIX
         )
 
 
 def make_folder(path: Path, what: str, fix: str | None = None) -> Path:
     """Create the folder `path` (and its parents) and check that it can be written to, or
-    say clearly why not (`fix`: the remedy to name, by default another folder), before any
-    work whose results would be lost."""
+    say clearly why not (`fix`: the remedy to name, by default `check_folder`'s for each
+    case), before any work whose results would be lost."""
     from .errors import WorkbenchError
 
-    fix = fix or "pass a folder in a place you can write to"
     check_folder(path, what, fix)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise WorkbenchError(f"cannot create {what} {path}: {e.strerror or e}", fix) from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise WorkbenchError(f"cannot write into {what} {path}: it is not writable", fix)
+        raise WorkbenchError(
+            f"cannot create {what} {path}: {e.strerror or e}", fix or WRITABLE_FIX
+        ) from None
+    check_folder(path, what, fix)  # it exists now: can it be written into?
     return path
 
 

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, no_type_check
 
 from . import _validate
-from ._io import atomic_write_text, make_folder
+from ._io import atomic_write_text, make_folder, non_finite
 from .errors import WorkbenchError
 from .provenance import provenance
 
@@ -54,17 +54,36 @@ def record(**values: Any) -> dict[str, Any]:
 
     Call it in a notebook cell, e.g. ``wb.record(n_anchors=12, mean_waad=3.4)``. It displays
     nothing visible: the values travel in the cell's output under a private MIME type that
-    `recorded` (and the batch runner) read back. Values must be JSON-serialisable.
+    `recorded` (and the batch runner) read back. Values must be JSON-serialisable, and
+    numbers finite: NaN and infinities would be written into the notebook as the
+    non-standard ``NaN``, which JupyterLab cannot open.
 
     Returns:
         The recorded values.
+
+    Raises:
+        WorkbenchError: a value is not JSON-serialisable or holds NaN or an infinity
+            (naming its key).
     """
-    try:
-        payload = json.loads(json.dumps(values, default=_plain))
-    except (TypeError, ValueError) as e:
-        raise WorkbenchError(
-            f"record() needs JSON-serialisable values: {e}", "pass numbers, strings or lists"
-        ) from e
+    payload: dict[str, Any] = {}
+    for key, value in values.items():
+        try:
+            plain = json.loads(json.dumps(value, default=_plain))
+        except (TypeError, ValueError) as e:
+            raise WorkbenchError(
+                f"record({key}=...) needs a JSON-serialisable value: {e}",
+                "pass numbers, strings or lists",
+            ) from e
+        # After _plain: NumPy and torch NaNs have become floats too.
+        where = non_finite(plain, key)
+        if where is not None:
+            at = "" if where == key else f" (at {where})"
+            raise WorkbenchError(
+                f"record({key}=...) holds a NaN or infinite number{at}, which the notebook's "
+                "JSON cannot store (JupyterLab could not open it)",
+                "record a finite number, or None for a value that does not exist",
+            )
+        payload[key] = plain
     with contextlib.suppress(ImportError):
         from IPython import get_ipython
         from IPython.display import display
@@ -144,6 +163,12 @@ def parse_grid(specs: Iterable[str]) -> list[dict[str, Any]]:
     Values are coerced (ints, floats, booleans, ``none``, JSON lists in brackets). Use
     ``;`` instead of ``,`` to separate values that themselves contain commas
     (``layers=[1,2];[3,4]``).
+
+    An empty list of specs is refused, as `run_batch` refuses an empty grid: it is most
+    likely a mistake (a list filtered to nothing, a command line without ``--grid``),
+    and reading it as one run with the defaults (the product of no axes) would run
+    something nobody asked for. To run the notebook once with its defaults, pass
+    ``[{}]`` to `run_batch`.
     """
     if isinstance(specs, str) or not isinstance(specs, Iterable):
         # one string was read spec by character ("bad grid spec 'x'"), None failed raw
@@ -170,9 +195,15 @@ def parse_grid(specs: Iterable[str]) -> list[dict[str, Any]]:
         parts = values.split(";") if ";" in values else values.split(",")
         axes[key] = [_coerce(v) for v in parts]
     if not axes:
-        return [{}]
+        raise WorkbenchError("the grid is empty: there is no run to make", _EMPTY_GRID_FIX)
     keys = list(axes)
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*axes.values())]
+
+
+_EMPTY_GRID_FIX = (
+    "give at least one grid point: a spec such as 'window=5,10' (--grid on the command "
+    "line), or the list [{}] to run the notebook once with its defaults"
+)
 
 
 def _run_id(params: Mapping[str, Any]) -> str:
@@ -339,7 +370,9 @@ def run_batch(
 
     Args:
         notebook: a notebook with one cell tagged ``parameters``.
-        grid: parameter dicts, or ``key=v1,v2`` specs (see `parse_grid`).
+        grid: parameter dicts, or ``key=v1,v2`` specs (see `parse_grid`); not empty
+            (an empty grid is refused rather than running nothing: ``[{}]`` runs the
+            notebook once with its defaults).
         out: output folder (created); holds one executed notebook per run and the index.
         workers: runs executed in parallel (each in its own kernel).
         timeout: whole seconds allowed per cell (None: no limit).
@@ -368,6 +401,8 @@ def run_batch(
         raise WorkbenchError(f"no notebook at {notebook}", "pass the path of an .ipynb file")
     known = _check_parameters_cell(notebook)
     points = [dict(p) for p in grid] if _is_dicts(grid) else parse_grid(grid)  # type: ignore[arg-type]
+    if not points:  # [] is a list of no dicts: it ran nothing and reported success
+        raise WorkbenchError("the grid is empty: there is no run to make", _EMPTY_GRID_FIX)
     unknown = sorted({k for p in points for k in p} - known)
     if unknown:
         # papermill would inject them as new variables the notebook never reads, and the

@@ -115,7 +115,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
     result = run_batch(
         args.notebook,
-        args.grid or [],
+        args.grid,
         args.out,
         workers=args.workers,
         timeout=args.timeout,
@@ -244,8 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--grid",
         action="append",
+        required=True,
         metavar="KEY=V1,V2",
-        help="a parameter and its values; repeat for a product grid",
+        help="a parameter and its values; repeat for a product grid (at least one)",
     )
     p.add_argument("--out", required=True, help="output folder (index.csv + notebooks)")
     p.add_argument("--workers", type=int, default=1, help="runs in parallel (default 1)")

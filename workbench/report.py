@@ -126,19 +126,11 @@ def _check_inputs(trace: Any, analysis: Any) -> None:
     mixes two traces: an analysis of another trace was drawn with this trace's text."""
     import torch
 
-    from .attention import Analysis
-    from .trace import Trace
+    from .trace import check_trace
+    from .viz.frame import check_analysis
 
-    if not isinstance(trace, Trace):
-        raise WorkbenchError(
-            f"expected a wb.Trace, got {type(trace).__name__}",
-            "pass the trace the analysis was computed on",
-        )
-    if not isinstance(analysis, Analysis):
-        raise WorkbenchError(
-            f"expected a wb.Analysis, got {type(analysis).__name__}",
-            "pass wb.analyze(model, trace)",
-        )
+    check_trace(trace, "pass the trace the analysis was computed on")
+    check_analysis(analysis)
     if analysis.prompt_len != trace.prompt_len or not torch.equal(analysis.ids, trace.ids):
         raise WorkbenchError(
             "the analysis is not of this trace (different token ids or prompt length), so "

@@ -21,7 +21,9 @@ from workbench.ablation import (
     effect_chart,
     logits_of,
     measure,
+    perturb_position,
     resid_cache,
+    resid_mean,
     run_ablations,
     summarize,
     target_sets,
@@ -373,3 +375,47 @@ def test_frames_and_summary_settings_are_checked():
         effect_chart(frame)
     with pytest.raises(wb.WorkbenchError, match="not a run_ablations result"):
         wb.ablation.kl_curve_chart(summarize(frame, "kl_mean"))
+
+
+WRONG_TYPES.update(
+    {
+        # a dict iterated as its keys: {5: 1} knocked out position 5 (heads, layers too)
+        "Knockout({5: 1})": "must be a list, got a dict",
+        "Knockout([5], heads={0: 1})": "must be a list, got a dict",
+        "Knockout([5], layers={1: 2})": "must be a list, got a dict",
+        "ResidAblation({5: 1})": "must be a list, got a dict",
+        "ResidAblation([5], layers={1: 2})": "must be a list, got a dict",
+        # a set's order is not the order written: {5, 10} paired 3 with 10
+        "ResidAblation([3, 7], mode='resample', reference={}, source_positions={5, 10})": (
+            "paired by order"
+        ),
+        "ResidAblation({3, 7}, mode='resample', reference={}, source_positions=[5, 10])": (
+            "paired by order"
+        ),
+    }
+)
+
+
+def test_unordered_positions_are_fine_where_order_does_not_matter():
+    """A set of positions is sorted anyway; only pairing needs an order."""
+    assert Knockout({20, 7}).positions == (7, 20)
+    assert ResidAblation({20, 7}).positions == (7, 20)
+    with pytest.raises(wb.WorkbenchError, match="is not an integer"):
+        Knockout(torch.tensor([3.0, 5.0]))  # a float tensor's __index__: a raw TypeError
+
+
+def test_every_list_of_traces_is_checked_by_one_check(toy_llama, traces):
+    """resid_mean, run_ablations and perturbation_test name the entry that is not a trace,
+    and refuse one trace or None, with one message (`check_traces`)."""
+    for call in (
+        lambda t: resid_mean(toy_llama, t),
+        lambda t: run_ablations(toy_llama, t, progress=False),
+        lambda t: wb.ablation.perturbation_test(toy_llama, t, []),
+    ):
+        with pytest.raises(wb.WorkbenchError, match=r"traces\[1\] is a str, not a wb\.Trace"):
+            call([traces[0], "text"])
+        for single in (traces[0], None):
+            with pytest.raises(wb.WorkbenchError, match=r"traces must be a list of wb\.Trace"):
+                call(single)
+    with pytest.raises(wb.WorkbenchError, match=r"expected a wb\.Trace, got str"):
+        perturb_position(toy_llama, "text", 3)

@@ -191,3 +191,11 @@ def test_from_dict_needs_a_dict(record, d):
         record.from_dict(d)
     assert "to_dict()" in e.value.fix
     assert record.from_dict(record().to_dict()) == record()
+
+
+def test_an_entry_that_is_not_a_trace_is_named_by_its_index(toy_llama, trace, no_pass):
+    for run in (wb.analyze_many, wb.gamma_many):
+        with pytest.raises(wb.WorkbenchError, match=r"traces\[1\] is a NoneType, not a wb\.Trace"):
+            run(toy_llama, [trace, None])
+        with pytest.raises(wb.WorkbenchError, match=f"{run.__name__} got no traces"):
+            run(toy_llama, [])

@@ -345,3 +345,49 @@ def test_an_index_that_cannot_be_read_or_written_is_named_before_any_run(tmp_pat
     with pytest.raises(WorkbenchError, match="is not a file"):  # IsADirectoryError, at the end
         run_batch(nb, ["x=1"], tmp_path / "folder", progress=False)
     assert calls == []
+
+
+@pytest.mark.parametrize(
+    "values, where",
+    [
+        ({"loss": float("nan")}, r"record\(loss=\.\.\.\) holds a NaN"),
+        ({"ok": 1, "acc": float("inf")}, r"record\(acc=\.\.\.\)"),
+        ({"stats": {"a": [1, float("-inf")]}}, r"at stats\['a'\]\[1\]"),
+    ],
+)
+def test_record_refuses_nan_naming_the_key(values, where):
+    """NaN went into the notebook's JSON as the bare word NaN: JupyterLab cannot open it."""
+    import numpy as np
+
+    with pytest.raises(WorkbenchError, match=where) as e:
+        workbench.batch.record(**values)
+    assert "finite" in e.value.fix
+    with pytest.raises(WorkbenchError, match="NaN or infinite"):
+        workbench.batch.record(x=np.float32("nan"))
+    assert workbench.batch.record(x=1.5, y=None) == {"x": 1.5, "y": None}
+
+
+@pytest.mark.parametrize("grid", [[], iter([])])
+def test_an_empty_grid_is_refused_not_run_as_nothing(tmp_path, monkeypatch, grid):
+    """run_batch(grid=[]) ran nothing and reported success (the CLI without --grid too),
+    while parse_grid([]) gave one run with the defaults: both refuse it, naming [{}]."""
+    calls = []
+    monkeypatch.setattr(workbench.batch, "_execute", _fake_execute(calls))
+    with pytest.raises(WorkbenchError, match="the grid is empty") as e:
+        run_batch(_notebook(tmp_path / "nb.ipynb"), grid, tmp_path / "o", progress=False)
+    assert "[{}]" in e.value.fix
+    assert calls == [] and not (tmp_path / "o").exists()
+    with pytest.raises(WorkbenchError, match="the grid is empty"):
+        parse_grid([])
+    monkeypatch.setattr(workbench.batch, "_execute", _record_params(calls))
+    result = run_batch(_notebook(tmp_path / "nb.ipynb"), [{}], tmp_path / "o", progress=False)
+    assert calls == [{}] and result.ok and len(result.rows) == 1, "[{}]: one run, the defaults"
+
+
+def _record_params(calls):
+    def execute(notebook, out, params, timeout):
+        calls.append(params)
+        out.write_text(notebook.read_text())
+        return {"status": "ok", "error": "", "seconds": 0.1}
+
+    return execute

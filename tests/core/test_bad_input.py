@@ -317,6 +317,9 @@ CASES = [
      "bogus"), SystemExit, "2"),
     ("cli batch unknown key", lambda c: _cli("batch", str(c.notebook), "--grid", "bogus=1",
      "--out", str(c.tmp / "b5")), SystemExit, "2"),
+    # without --grid it ran nothing and exited 0; now argparse names the missing flag
+    ("cli batch without grid", lambda c: _cli("batch", str(c.notebook), "--out",
+     str(c.tmp / "b7")), SystemExit, "2"),
     ("cli rl config not json", lambda c: _cli("rl", "--config", str(c.tmp / "a-file"),
      "--out", str(c.tmp / "r10")), SystemExit, "2"),
 ]  # fmt: skip

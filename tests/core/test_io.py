@@ -136,3 +136,22 @@ def _a_file(tmp_path):
     path = tmp_path / "a-file"
     path.write_text("not a folder")
     return path
+
+
+def test_make_folder_names_the_fix_of_each_case_as_check_folder_does(tmp_path):
+    """The default fix is computed in one place (check_folder): make_folder passed its own
+    over every case, so a path that is a file was told to find a writable place."""
+    with pytest.raises(WorkbenchError, match="is a file, not the cache") as e:
+        make_folder(_a_file(tmp_path), "the cache")
+    assert e.value.fix == "pass a folder path for the cache"
+    with pytest.raises(WorkbenchError, match="is a file") as e:
+        make_folder(_a_file(tmp_path) / "under", "the cache")
+    assert e.value.fix == "pass a folder path that is not inside a file"
+
+
+def test_non_finite_names_where_the_first_nan_sits():
+    from workbench._io import non_finite
+
+    assert non_finite({"a": [1, 2.5, "nan"], "b": None}, "meta") is None
+    assert non_finite({"a": [1, float("nan")]}, "meta") == "meta['a'][1]"
+    assert non_finite(float("-inf"), "x") == "x"

@@ -132,3 +132,24 @@ def test_seeded_draws_from_the_seed_alone_and_leaves_the_callers_rng_as_it_was()
     torch.rand(5)  # the caller's draws do not change what the block draws
     with seeded(model, 7):
         assert torch.equal(torch.rand(3), first)
+
+
+def test_sampling_checks_the_context_and_the_number_of_completions_first(tiny):
+    """max_new_tokens=10**20 was a raw OverflowError, and a bridge sampled past its
+    context (wb.generate checked it, sample_completions did not); num_generations=10**12
+    built its list of rows without bound."""
+    from workbench.trace.sampling import MAX_COMPLETIONS, MAX_SEQUENCE
+
+    ids = encode_prompt(tiny, "12+7=", chat=False)
+    for n in (10**20, tiny.cfg.n_ctx):
+        with pytest.raises(wb.WorkbenchError, match="context holds") as e:
+            sample_completions(tiny, [[1], ids], max_new_tokens=n)
+        assert f"a {len(ids)}-token prompt plus max_new_tokens={n}" in str(e.value)
+    plain = sampler(tiny)  # a plain Hugging Face model states no n_ctx
+    with pytest.raises(wb.WorkbenchError, match=f"more than the {MAX_SEQUENCE}"):
+        sample_completions(plain, [ids], max_new_tokens=10**20, tokenizer=tiny.tokenizer)
+    with pytest.raises(wb.WorkbenchError, match=f"more than the {MAX_COMPLETIONS}") as e:
+        sample_completions(tiny, [ids, ids], num_generations=10**12)
+    assert "num_generations" in e.value.fix
+    room = tiny.cfg.n_ctx - len(ids)
+    assert len(sample_completions(tiny, [ids], max_new_tokens=room, greedy=True)[0]) <= room

@@ -328,3 +328,48 @@ class TestDegeneracy:
             wb.trace.check_not_degenerate(self._trace(varied), **settings)
         with pytest.raises(WorkbenchError, match=r"expected a wb\.Trace"):
             wb.trace.check_not_degenerate(None)
+
+
+def _small_trace(**meta):
+    return wb.Trace(ids=torch.tensor([1, 2, 3]), tokens=list("abc"), prompt_len=1, text="c",
+                    meta=meta)  # fmt: skip
+
+
+def test_one_check_says_what_is_not_a_trace():
+    """`check_trace` / `check_traces`: the one check of "is this a wb.Trace" (it was spelt
+    in six places)."""
+    from workbench.trace import check_trace, check_traces
+
+    trace = _small_trace()
+    assert check_trace(trace) is trace
+    with pytest.raises(WorkbenchError, match=r"expected a wb\.Trace, got NoneType") as e:
+        check_trace(None, "pass the trace")
+    assert e.value.fix == "pass the trace"
+    assert check_traces((t for t in [trace]), caller="f") == [trace]
+    with pytest.raises(WorkbenchError, match=r"traces\[1\] is a str, not a wb.Trace"):
+        check_traces([trace, "text"], caller="f")
+    for single in (trace, None, "a", 7):
+        with pytest.raises(WorkbenchError, match=r"f: traces must be a list of wb\.Trace") as e:
+            check_traces(single, caller="f")
+        assert "f(model, [trace])" in e.value.fix
+    with pytest.raises(WorkbenchError, match="f got no traces"):
+        check_traces([], caller="f")
+    assert check_traces([], caller="f", allow_empty=True) == []
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), np.float64("-inf")])
+def test_a_non_finite_meta_value_is_refused_naming_its_key(tmp_path, bad):
+    """NaN was written as the bare word NaN, which JSON.parse (JupyterLab) cannot read."""
+    with pytest.raises(WorkbenchError, match=r"Trace.meta\['loss'\] is a NaN or infinite"):
+        _small_trace(loss=bad)
+    with pytest.raises(WorkbenchError, match=r"Trace.meta\['stats'\]\[1\]"):
+        _small_trace(stats=[0.5, bad])
+    trace = _small_trace(loss=1.0)
+    trace.meta["loss"] = bad  # meta is a dict: changed after construction
+    target = tmp_path / "t.json"
+    with pytest.raises(WorkbenchError, match=r"meta\['loss'\]") as e:
+        trace.save(target)
+    assert "finite" in e.value.fix and not target.exists()
+    trace.meta["loss"] = None
+    trace.save(target)
+    assert json.loads(target.read_text())["meta"] == {"loss": None}

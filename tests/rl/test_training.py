@@ -560,3 +560,16 @@ def test_a_latest_pointer_that_names_no_checkpoint_is_not_followed(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2}\n')
     with pytest.raises(WorkbenchError, match="up_to_step must be an integer"):
         read_metrics(tmp_path, up_to_step=True)  # True read as step 1
+
+
+def test_an_experiment_folder_without_runs_is_named_by_frame_as_by_summary(tmp_path):
+    """frame() of a mistyped folder was an empty table, while summary() raised."""
+    for folder, words in (
+        (tmp_path / "nope", "does not exist"),
+        (tmp_path, "holds no run directory"),
+    ):
+        exp = Experiment(folder)
+        for table in (exp.frame, exp.summary):
+            with pytest.raises(WorkbenchError, match=f"no experiment in .*{words}") as e:
+                table()
+            assert "run_experiment" in e.value.fix

@@ -39,7 +39,7 @@ from torch import Tensor
 from .. import _validate
 from ..errors import WorkbenchError
 from ..models import model_device, sampler
-from ..trace import Trace, eos_token_ids, sample_completions
+from ..trace import Trace, check_trace, eos_token_ids, sample_completions
 from ..trace.tokens import check_ids
 from .interventions import Intervention, ResidAblation, _ids, fwd_hooks
 
@@ -126,11 +126,7 @@ def answer_span(
         ``(positions, kind)``, kind ``"answer"`` (after the marker) or ``"last"``
         (fallback). Positions may be empty when the marker ends the response.
     """
-    if not isinstance(trace, Trace):
-        raise WorkbenchError(
-            f"answer_span needs a wb.Trace, got a {type(trace).__name__}",
-            "pass a trace from wb.generate or wb.Trace.from_text",
-        )
+    check_trace(trace)
     if not isinstance(prefix, str) or not prefix:
         raise WorkbenchError(
             f"prefix must be a non-empty string, got {prefix!r}", 'pass e.g. prefix="Answer:"'
@@ -309,11 +305,7 @@ def measure(
             "pass e.g. Knockout([12, 30]) or ResidAblation([12], mode='zero'); "
             "run_ablations takes intervention names",
         )
-    if not isinstance(trace, Trace):
-        raise WorkbenchError(
-            f"measure needs a wb.Trace, got a {type(trace).__name__}",
-            "pass a trace from wb.generate or wb.Trace.from_text",
-        )
+    check_trace(trace)
     _validate.integer("max_new_tokens", max_new_tokens, minimum=0, example=32)
     if max_new_tokens and (task is None or problem is None):
         raise WorkbenchError(

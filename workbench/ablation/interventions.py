@@ -39,9 +39,9 @@ from __future__ import annotations
 import contextlib
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
-from typing import Any, SupportsIndex
+from typing import Any, SupportsIndex, no_type_check
 
 import torch
 from jaxtyping import Float
@@ -52,7 +52,7 @@ from ..attention.engine import arch_name, attention_layers, check_layers
 from ..attention.layers import resolve_layers
 from ..errors import WorkbenchError
 from ..models import model_device
-from ..trace import Trace
+from ..trace import Trace, check_traces
 from ..trace.tokens import check_context, check_ids
 
 __all__ = [
@@ -71,7 +71,12 @@ RESID_MODES = ("zero", "mean", "resample")
 
 
 def _position_list(positions: Iterable[SupportsIndex], allow_sink: bool, what: str) -> list[int]:
-    """`positions` as a list of non-negative ints, in the given order (repeats kept)."""
+    """`positions` as a list of non-negative ints, in the given order (repeats kept).
+
+    A mapping is refused: iterating it gives its keys, so ``{5: 1}`` was read as position
+    5 without a word.
+    """
+    _refuse_mapping(positions, f"{what} positions", "pass e.g. positions=[12, 30]")
     try:
         if isinstance(positions, (str, bytes)):
             raise TypeError
@@ -83,11 +88,11 @@ def _position_list(positions: Iterable[SupportsIndex], allow_sink: bool, what: s
         ) from None
     out = []
     for p in items:
-        if isinstance(p, bool) or not hasattr(p, "__index__"):
+        if not _validate.is_index(p):  # a float tensor's __index__ raised a raw TypeError
             raise WorkbenchError(
                 f"{what} position {p!r} is not an integer", "pass positions as ints"
             )
-        p = int(p.__index__())
+        p = _validate.as_index(p)
         if p < 0:
             raise WorkbenchError(
                 f"{what} position {p} is negative", "pass absolute positions (0-based)"
@@ -101,6 +106,26 @@ def _position_list(positions: Iterable[SupportsIndex], allow_sink: bool, what: s
     return out
 
 
+def _refuse_mapping(value: Any, what: str, fix: str) -> None:
+    """Refuse a dict (or any mapping) where a list is meant: it iterates as its keys."""
+    if isinstance(value, Mapping):
+        raise WorkbenchError(
+            f"{what} must be a list, got a {type(value).__name__} {value!r}"[:200]
+            + " (its keys would be read as the list)",
+            fix,
+        )
+
+
+def _refuse_unordered(value: Any, what: str) -> None:
+    """Refuse a set where order pairs entries: its order is not the order it was written."""
+    if isinstance(value, Set):
+        raise WorkbenchError(
+            f"{what} are paired by order, but a {type(value).__name__} has no order "
+            f"({value!r} does not iterate in the order written)",
+            "pass positions and source_positions as lists, in matching order",
+        )
+
+
 def _check_positions(
     positions: Iterable[SupportsIndex], allow_sink: bool, what: str
 ) -> tuple[int, ...]:
@@ -112,6 +137,7 @@ def _check_heads(heads: Any) -> tuple[int, ...] | None:
     which ``int()`` would turn into another head without a word)."""
     if heads is None:
         return None
+    _refuse_mapping(heads, "knockout heads", "pass e.g. heads=[0, 3]")
     if isinstance(heads, (str, bytes)) or not isinstance(heads, Iterable):
         raise WorkbenchError(
             f"knockout heads must be None or a list of head indices, got {heads!r}",
@@ -168,6 +194,7 @@ class Knockout(Intervention):
 
     def __post_init__(self) -> None:
         _validate.flag("allow_sink", self.allow_sink)
+        _refuse_mapping(self.layers, "knockout layers", 'pass "all", "middle" or e.g. [0, 3]')
         object.__setattr__(
             self, "positions", _check_positions(self.positions, self.allow_sink, "knockout")
         )
@@ -313,6 +340,7 @@ class ResidAblation(Intervention):
                 f"residual ablation mode {self.mode!r} is unknown", f"use one of {RESID_MODES}"
             )
         _validate.flag("allow_sink", self.allow_sink)
+        _refuse_mapping(self.layers, "ablation layers", "pass one layer index or e.g. [0, 3]")
         if self.source_positions is not None and self.mode != "resample":
             raise WorkbenchError(
                 f"source_positions are only read by mode='resample', not mode={self.mode!r}",
@@ -328,6 +356,8 @@ class ResidAblation(Intervention):
                 self, "positions", _check_positions(self.positions, self.allow_sink, "ablation")
             )
         else:
+            for value in (self.positions, self.source_positions):
+                _refuse_unordered(value, "ablation positions and source_positions")
             positions = _position_list(self.positions, self.allow_sink, "ablation")
             sources = _position_list(self.source_positions, True, "resample source")
             if len(set(positions)) != len(positions):
@@ -528,6 +558,7 @@ def resid_cache(
 
 
 @torch.no_grad()
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def resid_mean(
     model: Any,
     traces: Sequence[Trace],
@@ -546,20 +577,9 @@ def resid_mean(
     """
     if where not in ("response", "all"):
         raise WorkbenchError(f"where={where!r} is unknown", 'use "response" or "all"')
-    if isinstance(traces, Trace) or not isinstance(traces, Iterable):
-        raise WorkbenchError(
-            f"resid_mean needs a list of traces, got a {type(traces).__name__}",
-            "pass e.g. resid_mean(model, [trace_a, trace_b])",
-        )
-    traces = list(traces)
-    if not traces:
-        raise WorkbenchError("resid_mean got no traces", "pass at least one reference trace")
-    for i, t in enumerate(traces):
-        if not isinstance(t, Trace):
-            raise WorkbenchError(
-                f"traces[{i}] is a {type(t).__name__}, not a wb.Trace",
-                "pass traces from wb.generate or wb.Trace.from_text",
-            )
+    traces = check_traces(
+        traces, caller="resid_mean", usage="pass e.g. resid_mean(model, [trace_a, trace_b])"
+    )
     sums: dict[int, Tensor] = {}
     count = 0
     for t in traces:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, no_type_check
 
 import numpy as np
 import torch
@@ -35,7 +35,7 @@ from .. import _validate
 from ..attention.analysis import Analysis
 from ..attention.rhythm import top_q
 from ..errors import WorkbenchError
-from ..trace import Trace
+from ..trace import Trace, check_trace, check_traces
 from ..trace.tokens import check_ids
 from .effects import greedy_continue, logits_of
 from .targets import check_pairs
@@ -171,6 +171,7 @@ def jaccard(a: str, b: str) -> float:
 
 
 @torch.no_grad()
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def perturb_position(
     model: Any,
     trace: Trace,
@@ -196,11 +197,7 @@ def perturb_position(
         ``continuations`` (texts), ``jaccards`` (one per alternative) and ``jaccard``
         (their mean).
     """
-    if not isinstance(trace, Trace):
-        raise WorkbenchError(
-            f"perturb_position needs a wb.Trace, got a {type(trace).__name__}",
-            "pass a trace from wb.generate or wb.Trace.from_text",
-        )
+    check_trace(trace)
     check_ids(model, trace.ids)
     position = _validate.integer("position", position, example=trace.prompt_len)
     if not trace.prompt_len <= position < len(trace):
@@ -256,6 +253,7 @@ def _eligible_fai(analysis: Analysis, trace: Trace, min_after: int, special: set
     return fai
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def perturbation_test(
     model: Any,
     traces: Sequence[Trace],
@@ -288,19 +286,14 @@ def perturbation_test(
     import pandas as pd
     from tqdm.auto import tqdm
 
-    for name, seq in (("traces", traces), ("analyses", analyses)):
-        if isinstance(seq, Trace | Analysis) or not isinstance(seq, Iterable):
-            raise WorkbenchError(
-                f"perturbation_test needs a list of {name}, got a {type(seq).__name__}",
-                "pass e.g. perturbation_test(model, [trace], [analysis])",
-            )
-    traces, analyses = list(traces), list(analyses)
-    for i, tr in enumerate(traces):
-        if not isinstance(tr, Trace):
-            raise WorkbenchError(
-                f"traces[{i}] is a {type(tr).__name__}, not a wb.Trace",
-                "pass traces from wb.generate or wb.Trace.from_text",
-            )
+    usage = "pass e.g. perturbation_test(model, [trace], [analysis])"
+    traces = check_traces(traces, caller="perturbation_test", usage=usage, allow_empty=True)
+    if isinstance(analyses, Trace | Analysis) or not isinstance(analyses, Iterable):
+        raise WorkbenchError(
+            f"perturbation_test needs a list of analyses, got a {type(analyses).__name__}",
+            usage,
+        )
+    analyses = list(analyses)
     check_pairs(traces, analyses)
     _validate.integer("n_pairs", n_pairs, minimum=1, example=1)
     _validate.integer("top_k", top_k, minimum=1, example=3)

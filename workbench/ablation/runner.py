@@ -19,7 +19,7 @@ nominal up to simulation noise).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, no_type_check
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from ..attention.analysis import Analysis
 from ..attention.run import analyze
 from ..errors import WorkbenchError
 from ..intervals import bootstrap_ci, check_level, t_ci
-from ..trace import Trace
+from ..trace import Trace, check_traces
 from ..trace.tokens import check_ids
 from .effects import answer_span, logits_of, measure
 from .interventions import Knockout, ResidAblation, resid_cache, resid_mean
@@ -93,6 +93,7 @@ def _check_kinds(kinds: Iterable[str]) -> list[str]:
     return kinds
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def run_ablations(
     model: Any,
     traces: Sequence[Trace],
@@ -149,22 +150,10 @@ def run_ablations(
     from tqdm.auto import tqdm
 
     kinds = _check_kinds(interventions)
-    if isinstance(traces, Trace) or not isinstance(traces, Iterable):
-        raise WorkbenchError(
-            f"run_ablations needs a list of traces, got a {type(traces).__name__}",
-            "pass e.g. run_ablations(model, [trace])",
-        )
-    traces = list(traces)
+    traces = check_traces(traces, caller="run_ablations")
     analyses = None if analyses is None else list(analyses)
     problems = None if problems is None else list(problems)
-    if not traces:
-        raise WorkbenchError("run_ablations got no traces", "pass at least one wb.Trace")
-    for i, trace in enumerate(traces):
-        if not isinstance(trace, Trace):
-            raise WorkbenchError(
-                f"traces[{i}] is a {type(trace).__name__}, not a wb.Trace",
-                "pass traces from wb.generate or wb.Trace.from_text",
-            )
+    for trace in traces:
         check_ids(model, trace.ids)
     _validate.integer("max_new_tokens", max_new_tokens, minimum=0, example=32)
     if callback is not None and not callable(callback):

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .. import _validate
 from ..errors import WorkbenchError
-from ..trace import Trace
+from ..trace import Trace, check_trace, check_traces
 from ..trace.tokens import check_ids
 from . import engine
 from .analysis import Analysis, check_classes
@@ -30,14 +30,11 @@ from .reductions import MAX_BAND, SINKS, banded_horizon
 __all__ = ["analyze", "analyze_many", "gamma_many"]
 
 PATHS = ("auto", "exact", "tiled")
+TRACE_FIX = "build one with wb.generate(model, prompt) or wb.Trace.from_text(model, p, r)"
 
 
 def _check_trace(model: Any, trace: Any) -> None:
-    if not isinstance(trace, Trace):
-        raise WorkbenchError(
-            f"expected a wb.Trace, got {type(trace).__name__}",
-            "build one with wb.generate(model, prompt) or wb.Trace.from_text(model, p, r)",
-        )
+    check_trace(trace, TRACE_FIX)
     if trace.response_len == 0:
         raise WorkbenchError(
             "the trace has an empty response (prompt_len == len(ids)): nothing to analyse",
@@ -82,23 +79,10 @@ def _check_tokenizer(model: Any, trace: Trace) -> None:
         )
 
 
-def _check_traces(traces: Any) -> list[Trace]:
-    """`traces` as a non-empty list (one `Trace` or None refused, with the fix)."""
-    if isinstance(traces, Trace) or traces is None or isinstance(traces, str):
-        raise WorkbenchError(
-            f"traces must be a list of wb.Trace, got {type(traces).__name__}",
-            "pass [trace] (or use wb.analyze for one trace)",
-        )
-    try:
-        traces = list(traces)
-    except TypeError:
-        raise WorkbenchError(
-            f"traces must be a list of wb.Trace, got {type(traces).__name__}",
-            "pass a list of traces, e.g. [wb.generate(model, prompt)]",
-        ) from None
-    if not traces:
-        raise WorkbenchError("analyze_many got no traces", "pass a non-empty list of traces")
-    return traces
+def _check_traces(traces: Any, caller: str) -> list[Trace]:
+    """`traces` as a non-empty list of traces (one `Trace` or None refused, with the fix)."""
+    usage = "pass [trace] (or use wb.analyze for one trace)" if isinstance(traces, Trace) else None
+    return check_traces(traces, TRACE_FIX, caller=caller, usage=usage)
 
 
 def _check_cuts(fai_cuts: Any) -> list[int]:
@@ -359,7 +343,7 @@ def analyze_many(
         )
     batch_size = _validate.integer("batch_size", batch_size, minimum=1, example=8)
     _validate.flag("progress", progress)
-    traces = _check_traces(traces)
+    traces = _check_traces(traces, "analyze_many")
     engine.check_model(model)
     for trace in traces:
         _check_trace(model, trace)
@@ -462,7 +446,7 @@ def gamma_many(
             'pass e.g. wb.CreditParams(strategy="coupled")',
         )
     credit = credit.replace(**changes) if changes else credit
-    traces = _check_traces(traces)
+    traces = _check_traces(traces, "gamma_many")
     if seed is not None:
         # rollout i uses seed + i: checked here, not by numpy after the forward passes
         seed = _validate.seed("seed", seed)

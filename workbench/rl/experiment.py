@@ -51,9 +51,17 @@ class Experiment:
 
     def frame(self):
         """Long table of evaluations (pandas): strategy, seed, step, the run's
-        ``max_steps`` and each of `METRICS` (NaN where a run did not compute it)."""
+        ``max_steps`` and each of `METRICS` (NaN where a run did not compute it).
+
+        Empty while the runs have not evaluated yet.
+
+        Raises:
+            WorkbenchError: the experiment folder does not exist, or holds no run
+                directory (a mistyped path read as an experiment with no results).
+        """
         import pandas as pd
 
+        self._check_runs()
         rows = []
         for d in self.run_dirs():
             cfg = GRPOConfig.from_dict(json.loads((d / "config.json").read_text()))
@@ -69,6 +77,21 @@ class Experiment:
                         }
                     )
         return pd.DataFrame(rows, columns=["strategy", "seed", "step", "max_steps", *METRICS])
+
+    def _check_runs(self) -> None:
+        fix = (
+            "run the experiment first (wb.rl.run_experiment(strategies, seeds, out=...)), "
+            "or pass the folder it wrote"
+        )
+        if not self.out.is_dir():
+            what = "is not a folder" if self.out.exists() else "does not exist"
+            raise WorkbenchError(f"no experiment in {self.out}: it {what}", fix)
+        if not self.run_dirs():
+            raise WorkbenchError(
+                f"no experiment in {self.out}: it holds no run directory "
+                "(<strategy>/seed-<seed>/config.json)",
+                fix,
+            )
 
     def _metric_frame(self, metric: str):
         if metric not in METRICS:

@@ -13,13 +13,15 @@ The package holds the record (`record`), prompt encoding (`tokens`) and sampling
 (`sampling`); every name is importable from ``workbench.trace``.
 """
 
-from .record import Trace
+from .record import Trace, check_trace, check_traces
 from .sampling import check_not_degenerate, degeneracy, generate, sample_completions
 from .tokens import encode_prompt, eos_token_ids
 
 __all__ = [
     "Trace",
     "check_not_degenerate",
+    "check_trace",
+    "check_traces",
     "degeneracy",
     "encode_prompt",
     "eos_token_ids",

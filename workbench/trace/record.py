@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, no_type_check
@@ -13,7 +14,7 @@ import torch
 from jaxtyping import Int
 
 from .. import _validate
-from .._io import atomic_write_json
+from .._io import atomic_write_json, non_finite
 from ..errors import WorkbenchError
 from ..models import model_name
 from .tokens import check_context, encode_prompt, model_tokenizer, token_strings
@@ -21,7 +22,10 @@ from .tokens import check_context, encode_prompt, model_tokenizer, token_strings
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["Trace"]
+__all__ = ["Trace", "check_trace", "check_traces"]
+
+#: The fix for a value that should have been a trace.
+TRACE_FIX = "pass a trace from wb.generate or wb.Trace.from_text"
 
 
 def _is_int(value: Any) -> bool:
@@ -48,6 +52,55 @@ def _path(path: Any, what: str) -> Path:
             f"{what} needs a file path, got {path!r}", "pass a str or pathlib.Path"
         )
     return Path(path).expanduser()
+
+
+def _check_meta_finite(meta: dict[str, Any]) -> None:
+    found = non_finite(meta, "meta")
+    if found is not None:
+        raise WorkbenchError(
+            f"Trace.{found} is a NaN or infinite number, which JSON cannot store (the saved "
+            "trace would not open in JupyterLab or a browser)",
+            "store a finite number, None, or a string such as 'nan' there",
+        )
+
+
+@no_type_check  # checks its argument itself, so the user's value reaches the message
+def check_trace(value: Any, fix: str = TRACE_FIX) -> Trace:
+    """`value` if it is a `Trace`, else a `WorkbenchError` naming its type, with `fix`."""
+    if not isinstance(value, Trace):
+        raise WorkbenchError(f"expected a wb.Trace, got {type(value).__name__}", fix)
+    return value
+
+
+@no_type_check  # checks its arguments itself, so the user's value reaches the message
+def check_traces(
+    values: Any,
+    fix: str = "pass traces from wb.generate or wb.Trace.from_text",
+    *,
+    caller: str,
+    usage: str | None = None,
+    allow_empty: bool = False,
+) -> list[Trace]:
+    """`values` as a list of traces, or a `WorkbenchError`.
+
+    Refused: one trace, None, a string or anything else that is not a sequence ("`caller`:
+    traces must be a list of wb.Trace", with `usage` as the fix, by default ``pass a list
+    of traces, e.g. caller(model, [trace])``); an empty sequence unless `allow_empty`
+    ("`caller` got no traces"); an entry that is not a trace ("traces[i] is a X, not a
+    wb.Trace", with `fix`).
+    """
+    if isinstance(values, Trace | str | bytes) or not isinstance(values, Iterable):
+        raise WorkbenchError(
+            f"{caller}: traces must be a list of wb.Trace, got a {type(values).__name__}",
+            usage or f"pass a list of traces, e.g. {caller}(model, [trace])",
+        )
+    out = list(values)
+    if not out and not allow_empty:
+        raise WorkbenchError(f"{caller} got no traces", "pass at least one wb.Trace")
+    for i, value in enumerate(out):
+        if not isinstance(value, Trace):
+            raise WorkbenchError(f"traces[{i}] is a {type(value).__name__}, not a wb.Trace", fix)
+    return out
 
 
 # Validated in __post_init__ with messages that name the fix, so the runtime type checker
@@ -110,6 +163,7 @@ class Trace:
                 f"Trace.meta must be a dict, got {type(self.meta).__name__}",
                 "pass a dict of details (or leave meta out)",
             )
+        _check_meta_finite(self.meta)
         if len(self.tokens) != len(self.ids):
             raise WorkbenchError(
                 f"Trace has {len(self.ids)} ids but {len(self.tokens)} token strings",
@@ -223,10 +277,13 @@ class Trace:
         """Write the trace as JSON, atomically (``~`` is the home folder).
 
         Raises:
-            WorkbenchError: `meta` holds a value JSON cannot store, or `path` cannot be
-                written (a folder, under a file, or not writable); nothing is written.
+            WorkbenchError: `meta` holds a value JSON cannot store (NaN and infinities
+                included: they would be written as the non-standard ``NaN``), or `path`
+                cannot be written (a folder, under a file, or not writable); nothing is
+                written.
         """
         target = _path(path, "Trace.save")
+        _check_meta_finite(self.meta)  # meta is a dict: it may have changed since __init__
         if target.is_dir():
             raise WorkbenchError(
                 f"cannot save the trace to {target}: it is a folder",

@@ -16,7 +16,7 @@ from .. import _validate
 from ..errors import WorkbenchError
 from ..models import model_device, model_name, sampler
 from .decoder import LeanDecoder, cut_at_eos, unsupported_reason
-from .record import Trace
+from .record import Trace, check_trace
 from .tokens import (
     check_context,
     encode_prompt,
@@ -35,6 +35,19 @@ __all__ = ["check_not_degenerate", "degeneracy", "generate", "sample_completions
 #: sampling then failed inside torch on a NaN probability. Long before that, sampling is
 #: the argmax, which temperature 0 gives.
 MIN_TEMPERATURE = 1e-30
+
+
+#: The most completions one `sample_completions` call samples (prompts x
+#: num_generations). Each is at least one decode step of a batch of ``batch_limit``: a
+#: million is hours of sampling, and far more than the RL trainer or an evaluation asks
+#: for; ``num_generations=10**12`` built its list of rows without bound before sampling.
+MAX_COMPLETIONS = 1_000_000
+
+#: The longest sequence (prompt + max_new_tokens) sampled from a model that states no
+#: context (a plain Hugging Face model; a bridge's ``cfg.n_ctx`` is checked first, as
+#: `generate` does). A longer one failed allocating its positions and KV cache (a raw
+#: OverflowError from torch at ``max_new_tokens=10**20``, out of memory below that).
+MAX_SEQUENCE = 2**20
 
 
 @contextlib.contextmanager
@@ -86,8 +99,9 @@ def sample_completions(
         model: a bridge from `wb.load_model` (its `sampler` generates) or a plain
             Hugging Face causal LM (then pass `tokenizer`).
         prompt_ids: token ids of each prompt.
-        num_generations: completions per prompt.
-        max_new_tokens: length cap.
+        num_generations: completions per prompt (at most `MAX_COMPLETIONS` in all).
+        max_new_tokens: length cap; the longest prompt plus it must fit the model's
+            context (a bridge's ``cfg.n_ctx``, else `MAX_SEQUENCE` tokens).
         temperature, top_p: sampling settings (ignored when `greedy`).
         greedy: greedy decoding.
         batch_limit: most sequences generated in one call.
@@ -117,8 +131,17 @@ def sample_completions(
             "pass one list of token ids per prompt, e.g. [encode_prompt(model, text)]",
         )
     prompt_ids = list(prompt_ids)  # checked, then read again: a generator would be spent
+    if len(prompt_ids) * num_generations > MAX_COMPLETIONS:
+        raise WorkbenchError(
+            f"{len(prompt_ids)} prompts x num_generations={num_generations} is "
+            f"{len(prompt_ids) * num_generations} completions, more than the "
+            f"{MAX_COMPLETIONS} one call samples",
+            "sample fewer completions per call (split the prompts, or lower num_generations)",
+        )
     hf = sampler(model)
     _check_prompt_ids(prompt_ids, hf.get_input_embeddings().num_embeddings)
+    if prompt_ids:
+        _check_room(model, max(len(p) for p in prompt_ids), max_new_tokens)
     tokenizer = tokenizer if tokenizer is not None else model_tokenizer(model)
     device = model_device(hf)
     eos = eos_token_ids(tokenizer, hf)
@@ -167,6 +190,21 @@ def sample_completions(
     finally:
         hf.train(was_training)
     return out
+
+
+def _check_room(model: Any, prompt_len: int, max_new_tokens: int) -> None:
+    """Refuse a `prompt_len`-token prompt plus `max_new_tokens` that does not fit the
+    model's context (a bridge's ``cfg.n_ctx``), or `MAX_SEQUENCE` for a model that states
+    none, before anything is sampled."""
+    n = prompt_len + max_new_tokens
+    what = f"a {prompt_len}-token prompt plus max_new_tokens={max_new_tokens}"
+    check_context(model, n, what=what)
+    if n > MAX_SEQUENCE:
+        raise WorkbenchError(
+            f"{what} needs {n} tokens, more than the {MAX_SEQUENCE} this workbench samples "
+            "in one sequence",
+            "lower max_new_tokens",
+        )
 
 
 def _check_temperature(temperature: float, greedy: str) -> None:
@@ -284,11 +322,6 @@ def generate(
         )
     tokenizer = model_tokenizer(model)
     prompt_ids = encode_prompt(model, prompt, chat=chat)
-    check_context(
-        model,
-        len(prompt_ids) + max_new_tokens,
-        what=f"a {len(prompt_ids)}-token prompt plus max_new_tokens={max_new_tokens}",
-    )
     with seeded(sampler(model), seed):
         completion = sample_completions(
             model,
@@ -375,11 +408,7 @@ def check_not_degenerate(
     times in a row (see `degeneracy`). The demo and the notebooks call this so that a
     broken sampler fails loudly instead of being analysed as if it were reasoning.
     """
-    if not isinstance(trace, Trace):
-        raise WorkbenchError(
-            f"expected a wb.Trace, got {type(trace).__name__}",
-            "pass a trace from wb.generate or wb.Trace.from_text",
-        )
+    check_trace(trace)
     # A NaN min_distinct never compared true (the check was silently off), a string failed
     # in the comparison.
     min_tokens = _validate.integer("min_tokens", min_tokens, minimum=0, example=16)
