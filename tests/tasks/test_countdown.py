@@ -299,6 +299,9 @@ def test_registry() -> None:
         (lambda: Countdown().format_reward("ab", "cd"), "prompts must be a list"),
         (lambda: Countdown().make_problem(None, 5), "positive integers"),
         (lambda: Countdown().make_problem((3, 7, 25), 82.0), "target must be an integer"),
+        # seven numbers searched for minutes before answering "no solution"
+        (lambda: Countdown().make_problem((2, 3, 5, 7, 11, 13, 17), 999983), "limited to 6"),
+        (lambda: Countdown(sizes=(7,)), "in 2..6"),
     ],
 )
 def test_bad_arguments_are_named(call, words) -> None:

@@ -138,6 +138,18 @@ def test_export_names_the_supported_formats(tmp_path):
         export.save({"mark": "line"}, tmp_path / "c.svg")
 
 
+@pytest.mark.parametrize("suffix", ["svg", "html", "json"])
+def test_export_refuses_a_pixel_scale_for_formats_without_pixels(tmp_path, suffix):
+    """``scale=`` sizes PNG pixels only; it used to be ignored for the other formats, and
+    ``scale=-1`` passed without a word."""
+    with pytest.raises(WorkbenchError, match="applies to PNG only"):
+        export.save(_tiny_chart(), tmp_path / f"c.{suffix}", scale=2)
+    with pytest.raises(WorkbenchError, match="scale"):
+        export.save(_tiny_chart(), tmp_path / f"c.{suffix}", scale=-1)
+    assert not (tmp_path / f"c.{suffix}").exists()
+    assert export.save(_tiny_chart(), tmp_path / f"c.{suffix}", scale=1.0).exists()
+
+
 def test_enable_theme_is_the_explicit_global_switch(altair_globals):
     style.enable_theme()
     assert alt.theme.active == style.THEME

@@ -57,6 +57,10 @@ __all__ = [
     "solve_countdown",
 ]
 
+# The exact search grows about a hundredfold per number: an unreachable target takes about
+# 2 s with six numbers on one core, and minutes with seven.
+MAX_NUMBERS = 6
+
 _PROMPT = re.compile(r"Countdown:[ \t]*((?:\d{1,6}[ \t]+){1,7}\d{1,6})[ \t]*->[ \t]*(\d{1,7})")
 
 
@@ -220,6 +224,12 @@ def _checked_problem(numbers: Any, target: Any) -> tuple[tuple[int, ...], int]:
             f"Countdown numbers must be positive integers, got {numbers!r}.",
             "Pass a tuple of the given numbers, e.g. (3, 7, 25).",
         )
+    if len(given) > MAX_NUMBERS:
+        raise WorkbenchError(
+            f"Countdown with {len(given)} numbers: the exact search is limited to "
+            f"{MAX_NUMBERS} (with seven, an unreachable target takes minutes).",
+            f"Pass at most {MAX_NUMBERS} numbers.",
+        )
     target = _validate.integer("target", target, example=82)
     return tuple(_validate.as_index(n) for n in given), target
 
@@ -255,9 +265,10 @@ class Countdown(Task):
         super().__init__(test_fraction)
         # sizes=3 (no tuple) failed with a raw TypeError; NumPy integers are sizes too
         given = tuple(sizes) if isinstance(sizes, list | tuple) else ()
-        if not given or any(not _validate.is_index(s) or not 2 <= s <= 6 for s in given):
+        if not given or any(not _validate.is_index(s) or not 2 <= s <= MAX_NUMBERS for s in given):
             raise WorkbenchError(
-                f"sizes={sizes!r}: every size must be an int in 2..6.", "Use e.g. sizes=(3, 4)."
+                f"sizes={sizes!r}: every size must be an int in 2..{MAX_NUMBERS}.",
+                "Use e.g. sizes=(3, 4).",
             )
         # A float (20.5) failed inside random.randint, a string or None in the comparison.
         max_number = _validate.integer("max_number", max_number, example=20)

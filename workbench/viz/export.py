@@ -61,7 +61,8 @@ def save(
         chart: any altair chart (``Chart``, ``LayerChart``, ``VConcatChart``...).
         path: the file to write; its suffix picks the format unless `format` is given.
         format: ``"png"``, ``"svg"``, ``"html"`` (self-contained) or ``"json"`` (the spec).
-        scale: pixel scale factor for PNG (2 = sharp on high-DPI screens).
+        scale: pixel scale factor for PNG (2 = sharp on high-DPI screens). The other
+            formats have no pixel size, so for them it must stay 1.
 
     Returns:
         The path written.
@@ -87,10 +88,14 @@ def save(
             f"expected an altair chart, got {type(chart).__name__}",
             "pass a chart from wb.viz (e.g. wb.viz.rhythm_curves(analysis))",
         )
-    if fmt == "png":
-        from .. import _validate
+    from .. import _validate
 
-        _validate.number("scale", scale, low=0, high=16, low_open=True, example=2)
+    _validate.number("scale", scale, low=0, high=16, low_open=True, example=2)
+    if fmt != "png" and scale != 1:
+        raise WorkbenchError(
+            f"scale={scale} applies to PNG only; a {fmt.upper()} chart has no pixel size",
+            "drop scale=, or save to a path ending in .png",
+        )
     make_folder(path.parent, "the chart's folder", "save into a folder you can write to")
     if fmt == "html":
         data: str | bytes = to_html(chart)
