@@ -31,13 +31,23 @@ at 1e-5 (`test_softcap_changes_the_reference` checks that for soft-capping).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 import transformers
+from toy_architectures import (  # tests/toy_architectures.py, shared with the other matrices
+    ARCH_IDS,
+    BY_ID,
+    COMMON,
+    MORE_IDS,
+    NO_GQA,
+    SLIDING,
+    SLIDING_THEN_FULL,
+    WINDOW,
+    build,
+)
 
 import workbench as wb
 from workbench.attention import engine
@@ -48,188 +58,12 @@ from workbench.models import bridge_model, sampler
 
 pytestmark = pytest.mark.slow
 
-WINDOW = 16  # the sliding window of every case that has one
 LENGTHS = {"short": 100, "long": 600}  # < 512 (but > WINDOW) and > 512 tokens
 HORIZONS = {"analysis": (0, None), "rl": (10, 100)}
 PATHS = ("exact", "tiled")
-COMMON = dict(max_position_embeddings=1024, initializer_range=0.2)
-FULL, SLIDING = "full_attention", "sliding_attention"
 
-
-@dataclass(frozen=True)
-class Arch:
-    """One case of the matrix: a config and model class of transformers, the overrides
-    given to ``make_toy``, and the intended attention type of each of the two layers."""
-
-    id: str
-    config: str
-    model: str
-    layers: tuple[str, str]
-    overrides: dict[str, Any] = field(default_factory=dict)
-
-
-LLAMA3_ROPE = dict(
-    rope_type="llama3",
-    rope_theta=500000.0,
-    factor=8.0,
-    low_freq_factor=1.0,
-    high_freq_factor=4.0,
-    # Small, so the llama3 frequency scaling changes some of head_dim 8's frequencies.
-    original_max_position_embeddings=64,
-)
-# Gemma scales scores by query_pre_attn_scalar ** -0.5, not head_dim ** -0.5: 16 keeps the two
-# apart (a path using head_dim would fail) while scores stay large enough for the cap to bite.
-GEMMA = dict(head_dim=8, sliding_window=WINDOW, query_pre_attn_scalar=16)
-# GPT-2 and GPT-NeoX have no grouped key/value heads: drop make_toy's num_key_value_heads=2,
-# which their configs would keep as a stray attribute (Hugging Face ignores it; the bridge
-# would read it and reshape keys to 2 heads).
-NO_GQA = {"num_key_value_heads": None}
-
-ARCHS = [
-    Arch(
-        "llama3",
-        "LlamaConfig",
-        "LlamaForCausalLM",
-        (FULL, FULL),
-        dict(rope_parameters=LLAMA3_ROPE, tie_word_embeddings=True),
-    ),
-    Arch(
-        "qwen2-full", "Qwen2Config", "Qwen2ForCausalLM", (FULL, FULL), {"use_sliding_window": False}
-    ),
-    Arch(
-        "qwen2-all-sliding",
-        "Qwen2Config",
-        "Qwen2ForCausalLM",
-        (SLIDING, SLIDING),
-        dict(use_sliding_window=True, sliding_window=WINDOW, max_window_layers=0),
-    ),
-    Arch(
-        "qwen2-full-then-sliding",
-        "Qwen2Config",
-        "Qwen2ForCausalLM",
-        (FULL, SLIDING),
-        dict(use_sliding_window=True, sliding_window=WINDOW, max_window_layers=1),
-    ),
-    Arch("qwen3", "Qwen3Config", "Qwen3ForCausalLM", (FULL, FULL), {"head_dim": 8}),
-    Arch(
-        "mistral-sliding",
-        "MistralConfig",
-        "MistralForCausalLM",
-        (SLIDING, SLIDING),
-        {"sliding_window": WINDOW},
-    ),
-    Arch(
-        "gemma2-softcap",
-        "Gemma2Config",
-        "Gemma2ForCausalLM",
-        (SLIDING, FULL),
-        dict(GEMMA, attn_logit_softcapping=5.0),
-    ),
-    Arch(
-        "gemma2-no-softcap",
-        "Gemma2Config",
-        "Gemma2ForCausalLM",
-        (SLIDING, FULL),
-        dict(GEMMA, attn_logit_softcapping=None),
-    ),
-    Arch(
-        "gemma2-full-then-sliding",
-        "Gemma2Config",
-        "Gemma2ForCausalLM",
-        (FULL, SLIDING),
-        dict(GEMMA, attn_logit_softcapping=5.0, layer_types=[FULL, SLIDING]),
-    ),
-    Arch("gemma3-sliding", "Gemma3TextConfig", "Gemma3ForCausalLM", (SLIDING, SLIDING), GEMMA),
-    Arch(
-        "gemma3-full-then-sliding",
-        "Gemma3TextConfig",
-        "Gemma3ForCausalLM",
-        (FULL, SLIDING),
-        dict(GEMMA, layer_types=[FULL, SLIDING]),
-    ),
-    Arch("phi3", "Phi3Config", "Phi3ForCausalLM", (FULL, FULL)),
-    Arch("gpt2", "GPT2Config", "GPT2LMHeadModel", (FULL, FULL), NO_GQA),
-    Arch("gpt-neox", "GPTNeoXConfig", "GPTNeoXForCausalLM", (FULL, FULL), NO_GQA),
-    Arch("olmo2", "Olmo2Config", "Olmo2ForCausalLM", (FULL, FULL)),
-]
-
-
-# Beyond the matrix: every other decoder family of transformers that TransformerLens bridges,
-# checked on the long trace only (`test_more_architectures_match_hf_eager`). Each case
-# carries what sets it apart: sliding windows, chunked attention and layers without rotary
-# embeddings (Llama 4, SmolLM3), attention sinks (gpt-oss), multi-query attention, latent
-# attention with a value width other than the key width (DeepSeek-V3), ALiBi (BLOOM, MPT),
-# a scaling other than head_dim ** -0.5 (Granite), mixtures of experts.
-def _moe(**kw: Any) -> dict[str, Any]:
-    return dict(num_experts_per_tok=1, **kw)
-
-
-SLIDING_THEN_FULL = dict(sliding_window=WINDOW, layer_types=[SLIDING, FULL])
-MORE = [
-    Arch("phi", "PhiConfig", "PhiForCausalLM", (FULL, FULL)),
-    Arch("phi3-sliding", "Phi3Config", "Phi3ForCausalLM", (SLIDING, SLIDING),
-         {"sliding_window": WINDOW}),
-    Arch("gptj", "GPTJConfig", "GPTJForCausalLM", (FULL, FULL), dict(NO_GQA, rotary_dim=4)),
-    Arch("gpt-bigcode", "GPTBigCodeConfig", "GPTBigCodeForCausalLM", (FULL, FULL),
-         dict(NO_GQA, multi_query=True)),
-    Arch("falcon-7b", "FalconConfig", "FalconForCausalLM", (FULL, FULL),
-         dict(multi_query=True, new_decoder_architecture=False, parallel_attn=True)),
-    Arch("llama4-chunked-nope", "Llama4TextConfig", "Llama4ForCausalLM", (SLIDING, FULL),
-         dict(head_dim=8, attention_chunk_size=WINDOW, no_rope_layers=[1, 0],
-              intermediate_size_mlp=64, interleave_moe_layer_step=2,
-              **_moe(num_local_experts=2))),
-    Arch("gpt-oss-sinks", "GptOssConfig", "GptOssForCausalLM", (SLIDING, FULL),
-         dict(head_dim=8, **SLIDING_THEN_FULL, **_moe(num_local_experts=2))),
-    Arch("smollm3-nope", "SmolLM3Config", "SmolLM3ForCausalLM", (FULL, FULL),
-         {"no_rope_layers": [1, 0]}),
-    Arch("cohere2", "Cohere2Config", "Cohere2ForCausalLM", (SLIDING, FULL), SLIDING_THEN_FULL),
-    Arch("cohere-qk-norm", "CohereConfig", "CohereForCausalLM", (FULL, FULL),
-         {"use_qk_norm": True}),
-    Arch("qwen3-moe", "Qwen3MoeConfig", "Qwen3MoeForCausalLM", (FULL, FULL),
-         dict(head_dim=8, moe_intermediate_size=32, **_moe(num_experts=2))),
-    Arch("mixtral-sliding", "MixtralConfig", "MixtralForCausalLM", (SLIDING, SLIDING),
-         dict(sliding_window=WINDOW, **_moe(num_local_experts=2))),
-    Arch("olmo3", "Olmo3Config", "Olmo3ForCausalLM", (SLIDING, FULL), SLIDING_THEN_FULL),
-    Arch("exaone4", "Exaone4Config", "Exaone4ForCausalLM", (SLIDING, FULL), SLIDING_THEN_FULL),
-    Arch("starcoder2", "Starcoder2Config", "Starcoder2ForCausalLM", (SLIDING, SLIDING),
-         {"sliding_window": WINDOW}),
-    Arch("granite", "GraniteConfig", "GraniteForCausalLM", (FULL, FULL),
-         {"attention_multiplier": 0.3}),
-    Arch("deepseek-v3-mla", "DeepseekV3Config", "DeepseekV3ForCausalLM", (FULL, FULL),
-         dict(num_key_value_heads=4, q_lora_rank=None, kv_lora_rank=16, qk_rope_head_dim=4,
-              qk_nope_head_dim=8, v_head_dim=8, first_k_dense_replace=2,
-              moe_intermediate_size=32, n_group=1, topk_group=1,
-              **_moe(n_routed_experts=2))),
-    Arch("gemma", "GemmaConfig", "GemmaForCausalLM", (FULL, FULL), {"head_dim": 8}),
-    Arch("opt", "OPTConfig", "OPTForCausalLM", (FULL, FULL),
-         dict(NO_GQA, ffn_dim=64, word_embed_proj_dim=32)),
-    Arch("bloom-alibi", "BloomConfig", "BloomForCausalLM", (FULL, FULL), NO_GQA),
-    Arch("mpt-alibi", "MptConfig", "MptForCausalLM", (FULL, FULL),
-         dict(NO_GQA, d_model=32, n_heads=4, n_layers=2)),
-    Arch("gpt-neo-local", "GPTNeoConfig", "GPTNeoForCausalLM", (FULL, SLIDING),
-         dict(NO_GQA, attention_types=[[["global", "local"], 1]], window_size=WINDOW)),
-    Arch("stablelm", "StableLmConfig", "StableLmForCausalLM", (FULL, FULL),
-         dict(qk_layernorm=True, partial_rotary_factor=0.5)),
-    Arch("qwen2-moe", "Qwen2MoeConfig", "Qwen2MoeForCausalLM", (FULL, FULL),
-         dict(moe_intermediate_size=32, shared_expert_intermediate_size=32,
-              **_moe(num_experts=2))),
-    Arch("olmo", "OlmoConfig", "OlmoForCausalLM", (FULL, FULL)),
-    Arch("olmoe", "OlmoeConfig", "OlmoeForCausalLM", (FULL, FULL), _moe(num_experts=2)),
-    Arch("glm", "GlmConfig", "GlmForCausalLM", (FULL, FULL), {"head_dim": 8}),
-    Arch("glm4", "Glm4Config", "Glm4ForCausalLM", (FULL, FULL), {"head_dim": 8}),
-    Arch("nemotron", "NemotronConfig", "NemotronForCausalLM", (FULL, FULL), {"head_dim": 8}),
-    Arch("seed-oss", "SeedOssConfig", "SeedOssForCausalLM", (FULL, FULL), {"head_dim": 8}),
-    Arch("ernie4.5", "Ernie4_5Config", "Ernie4_5ForCausalLM", (FULL, FULL), {"head_dim": 8}),
-    Arch("bitnet", "BitNetConfig", "BitNetForCausalLM", (FULL, FULL)),
-    Arch("apertus", "ApertusConfig", "ApertusForCausalLM", (FULL, FULL)),
-    Arch("arcee", "ArceeConfig", "ArceeForCausalLM", (FULL, FULL)),
-    Arch("lfm2", "Lfm2Config", "Lfm2ForCausalLM", (FULL, FULL)),
-]  # fmt: skip
 #: Their attention bypasses transformers' attention interface: the exact path only.
 EXACT_ONLY = {"falcon-7b", "bloom-alibi", "mpt-alibi", "gpt-neo-local", "stablelm"}
-BY_ID = {a.id: a for a in ARCHS + MORE}
-ARCH_IDS = [a.id for a in ARCHS]
-MORE_IDS = [a.id for a in MORE]
 
 
 # --- comparison (as in test_attention_models.py) -------------------------------------------
@@ -265,11 +99,8 @@ def toys(make_toy):
 
     def get(arch_id: str):
         if arch_id not in cache:
-            arch = BY_ID[arch_id]
-            config_class = getattr(transformers, arch.config)
-            model_class = getattr(transformers, arch.model)
             try:
-                cache[arch_id] = make_toy(config_class, model_class, **COMMON, **arch.overrides)
+                cache[arch_id] = build(make_toy, arch_id)
             except WorkbenchError as e:
                 cache[arch_id] = e
         return cache[arch_id]

@@ -51,7 +51,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import GRPOConfig
-from .credit import FusedCredit, rollout_gammas
+from .credit import FusedCredit, check_fused_credit, rollout_gammas
 from .forward import RolloutBatch, check_update_forward, completion_logits, rollout_batch
 from .interrupts import defer_sigint, phase
 from .loss import grpo_advantages, grpo_loss, token_logps
@@ -101,6 +101,8 @@ class GRPORun:
         self.policy, self.tokenizer = load_hf(config.model, device=config.device)
         self.policy.train()
         check_update_forward(self.policy)  # before any rollout, not at the first update
+        if config.fused_credit and config.strategy != "none":
+            check_fused_credit(self.policy)  # attention dropout: refused before any folder
         self.model = bridge_model(self.policy, self.tokenizer)
         self._vocab = int(self.policy.get_output_embeddings().weight.shape[0])
         if not isinstance(config.credit.layers, str):  # refused here, before any folder

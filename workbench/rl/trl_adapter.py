@@ -61,7 +61,7 @@ from ..attention.layers import resolve_layers
 from ..attention.params import CreditParams
 from ..errors import WorkbenchError
 from ..models import bridge_model
-from .credit import FusedCredit, rollout_gammas, routing
+from .credit import FusedCredit, attention_dropout, rollout_gammas, routing
 from .forward import CACHED_LAYER_TYPES
 
 try:
@@ -162,23 +162,13 @@ class RhythmGRPOTrainer(_GRPOTrainer):
             and self.num_iterations == 1
             and args.steps_per_generation == args.gradient_accumulation_steps
             and self._routes_attention()
-            and not self._attention_dropout()
+            # TRL's loss forward applies attention dropout, which the fused pass cannot
+            # reproduce: the credit then comes from the standalone (eval-mode) pass.
+            and attention_dropout(self._policy()) is None
         )
 
     def _policy(self) -> Any:
         return self.accelerator.unwrap_model(self.model)
-
-    def _attention_dropout(self) -> float:
-        """The policy's attention dropout in training (``attention_dropout``, or GPT-2's
-        ``attn_pdrop``, 0.1 in its checkpoints): TRL's loss forward applies it, which the
-        fused pass cannot reproduce, so the credit comes from the standalone pass (an
-        eval-mode pass, without dropout)."""
-        cfg = getattr(self._policy(), "config", None)
-        for name in ("attention_dropout", "attn_pdrop"):
-            value = getattr(cfg, name, None)
-            if isinstance(value, int | float):
-                return float(value)
-        return 0.0
 
     def _routes_attention(self) -> bool:
         """Whether every layer of the policy computes softmax attention through transformers'
