@@ -251,3 +251,15 @@ class CreditParams:
         if isinstance(d.get("rhythm"), dict):
             d["rhythm"] = RhythmParams.from_dict(d["rhythm"])
         return cls().replace(**d)
+
+
+def check_credit(
+    credit: Any,
+    fix: str = 'pass e.g. wb.CreditParams(strategy="coupled")',
+    accepted: str = "a wb.CreditParams",
+) -> CreditParams:
+    """`credit` if it is a `CreditParams`, else a `WorkbenchError` naming its type
+    (`accepted`: what the caller takes, for the message), with `fix`."""
+    if not isinstance(credit, CreditParams):
+        raise WorkbenchError(f"credit must be {accepted}, got {type(credit).__name__}", fix)
+    return credit

@@ -24,7 +24,7 @@ from .analysis import Analysis, check_classes
 from .heads import Head, HeadClasses
 from .layers import resolve_heads, resolve_layers
 from .metrics import DEFAULT_FAI_CUTS, DEFAULT_MAX_WINDOW
-from .params import CreditParams, RhythmParams
+from .params import CreditParams, RhythmParams, check_credit
 from .reductions import MAX_BAND, SINKS, banded_horizon
 
 __all__ = ["analyze", "analyze_many", "gamma_many"]
@@ -440,11 +440,8 @@ def gamma_many(
         credit = CreditParams(strategy=credit)
     elif credit is None:
         credit = CreditParams()
-    elif not isinstance(credit, CreditParams):
-        raise WorkbenchError(
-            f"credit must be a wb.CreditParams or a strategy name, got {type(credit).__name__}",
-            'pass e.g. wb.CreditParams(strategy="coupled")',
-        )
+    else:
+        credit = check_credit(credit, accepted="a wb.CreditParams or a strategy name")
     credit = credit.replace(**changes) if changes else credit
     traces = _check_traces(traces, "gamma_many")
     if seed is not None:

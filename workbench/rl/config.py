@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any, no_type_check
 
 from .. import _validate as v
-from ..attention.params import CreditParams, RhythmParams
+from ..attention.params import CreditParams, RhythmParams, check_credit
 from ..errors import WorkbenchError
 from ..tasks import TASKS
 
@@ -163,12 +163,11 @@ class GRPOConfig:
         # Why each bound: GRPO normalises within groups of >= 2 completions; a corrupt
         # latest checkpoint must still leave a good one (keep >= 2).
 
-        if not isinstance(self.credit, CreditParams):
-            bad(
-                f"credit must be a CreditParams, got {type(self.credit).__name__}",
-                'pass credit=wb.CreditParams(strategy="coupled"), or strategy="coupled" to '
-                "GRPOConfig.replace",
-            )
+        check_credit(
+            self.credit,
+            'pass credit=wb.CreditParams(strategy="coupled"), or strategy="coupled" to '
+            "GRPOConfig.replace",
+        )
         # Each value is stored as the plain int or float it was checked as: a NumPy or
         # torch scalar would pass the check and then fail to be written to config.json.
         for name, minimum in _INTEGERS.items():
@@ -242,11 +241,7 @@ class GRPOConfig:
         if "credit_layers" in flat:
             flat["layers"] = flat.pop("credit_layers")
         if flat:
-            if not isinstance(credit, CreditParams):
-                raise WorkbenchError(
-                    f"credit must be a CreditParams, got {type(credit).__name__}",
-                    'pass credit=wb.CreditParams(strategy="coupled")',
-                )
+            credit = check_credit(credit, 'pass credit=wb.CreditParams(strategy="coupled")')
             credit = credit.replace(**flat)
         known = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - known)

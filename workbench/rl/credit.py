@@ -34,7 +34,7 @@ from ..attention import engine, interface
 from ..attention.analysis import Analysis
 from ..attention.batch_credit import frame_gammas
 from ..attention.layers import resolve_heads, resolve_layers
-from ..attention.params import CreditParams
+from ..attention.params import CreditParams, check_credit
 from ..attention.run import gamma_many
 from ..errors import WorkbenchError
 from ..models import model_device
@@ -85,14 +85,6 @@ def check_fused_credit(policy: Any) -> None:
             "the update forward) does not reproduce",
             "pass fused_credit=False (the credit then comes from a separate pass), or "
             f"save the model with {name}=0",
-        )
-
-
-def _check_credit(credit: Any) -> None:
-    if not isinstance(credit, CreditParams):
-        raise WorkbenchError(
-            f"credit must be a wb.CreditParams, got {type(credit).__name__}",
-            'pass e.g. wb.CreditParams(strategy="coupled")',
         )
 
 
@@ -148,7 +140,7 @@ def rollout_gammas(
     Returns:
         ``[batch, pad_to]`` float32 weights; 1.0 past each completion's end.
     """
-    _check_credit(credit)
+    check_credit(credit)
     fix = "pass one list of token ids per rollout in prompt_ids and in completion_ids"
     try:
         prompt_ids, completion_ids = list(prompt_ids), list(completion_ids)
@@ -249,7 +241,7 @@ class FusedCredit:
         spans: Sequence[tuple[int, int, int]],
         ids: Sequence[Tensor],
     ):
-        _check_credit(credit)
+        check_credit(credit)
         cfg = policy.config
         self.n_layers = int(cfg.num_hidden_layers)
         self.n_heads = int(cfg.num_attention_heads)

@@ -58,8 +58,7 @@ from .._compat import (
     supports_attention_interface,
 )
 from ..attention.layers import resolve_layers
-from ..attention.params import CreditParams
-from ..errors import WorkbenchError
+from ..attention.params import CreditParams, check_credit
 from ..models import bridge_model
 from .credit import FusedCredit, attention_dropout, rollout_gammas, routing
 from .forward import CACHED_LAYER_TYPES
@@ -114,11 +113,9 @@ class RhythmGRPOTrainer(_GRPOTrainer):
         **kwargs: Any,
     ):
         credit = CreditParams() if credit is None else credit
-        if not isinstance(credit, CreditParams):  # refused before TRL builds anything
-            raise WorkbenchError(
-                f"credit must be a wb.CreditParams, got {type(credit).__name__}",
-                'pass credit=wb.CreditParams(strategy="coupled", gamma_amp=1.5)',
-            )
+        check_credit(  # refused before TRL builds anything
+            credit, 'pass credit=wb.CreditParams(strategy="coupled", gamma_amp=1.5)'
+        )
         # Checked now: a float or str seed failed only after the first rollouts were sampled,
         # and fused_credit="no" acted as True.
         seed = _validate.seed("seed", seed)
