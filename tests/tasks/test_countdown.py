@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import time
 from fractions import Fraction
@@ -11,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from workbench.errors import WorkbenchError
-from workbench.tasks import Countdown, Problem, evaluate_expression, get_task, parse_expression
+from workbench.tasks import (
+    Countdown,
+    CountdownSearch,
+    Problem,
+    evaluate_expression,
+    get_task,
+    parse_expression,
+)
 from workbench.tasks.countdown import check_countdown, solve_countdown
 
 PROMPT = "Countdown: 3 7 25 50 -> 72\n"
@@ -257,13 +265,31 @@ def test_each_draw_is_one_attempt_that_generate_counts() -> None:
     """`_sample` makes one draw and returns None when it is not a valid problem, so a
     configuration whose draws are (almost) never valid ends in generate's error instead of
     retrying inside one draw forever (as CountdownSearch(attempts=(13, 20)) did)."""
-    import random
-
     task = Countdown(sizes=(2,), max_number=2, max_target=1)  # only (2, 2) -> 1 is valid
-    draws = [task._sample(random.Random(i)) for i in range(40)]
+    split = task.split_of((2, 2), 1)
+    draws = [task._sample(random.Random(i), split) for i in range(40)]
     assert None in draws and {d.target for d in draws if d is not None} == {1}
+    other = "test" if split == "train" else "train"
+    assert all(task._sample(random.Random(i), other) is None for i in range(40))
     with pytest.raises(WorkbenchError, match="Only 1 distinct"):
-        task.generate(2, split=task.generate(1)[0].split, seed=0)
+        task.generate(2, split=split, seed=0)
+
+
+def test_the_search_task_skips_the_other_splits_draws_before_searching_them() -> None:
+    """A draw from the other split is a miss before its written search is built (the
+    search dominated generate's time), and the lists are those of checking afterwards."""
+    task = CountdownSearch()
+    rng = random.Random(0)
+    for _ in range(200):
+        state = rng.getstate()
+        train = task._sample(rng, "train")
+        after = rng.getstate()
+        rng.setstate(state)
+        test = task._sample(rng, "test")
+        assert rng.getstate() == after, "the split asked for does not change the draws"
+        assert train is None or test is None, "one split per draw"
+        for p, split in ((train, "train"), (test, "test")):
+            assert p is None or task.split_of(p.numbers, p.target) == split
 
 
 def test_registry() -> None:

@@ -24,7 +24,7 @@ from typing import Any, no_type_check
 
 from workbench import _validate
 from workbench.errors import WorkbenchError
-from workbench.tasks.base import Problem, Task, completion_text, last_answer_line
+from workbench.tasks.base import Problem, Split, Task, completion_text, last_answer_line
 
 __all__ = ["MAX_ANSWER_DIGITS", "Arithmetic", "addition_scratchpad"]
 
@@ -138,7 +138,7 @@ class Arithmetic(Task):
         d = rng.randint(self.min_digits, self.max_digits)
         return rng.randint(10 ** (d - 1) if d > 1 else 0, 10**d - 1)
 
-    def _sample(self, rng: random.Random) -> Problem:
+    def _sample(self, rng: random.Random, split: Split) -> Problem:
         return self.make_problem((self._operand(rng), self._operand(rng)))
 
     def _canonical(self, numbers: tuple[int, ...], target: int) -> str:

@@ -174,10 +174,12 @@ class Task(ABC):
 
     # ----------------------------------------------------------------- subclass hooks
     @abstractmethod
-    def _sample(self, rng: random.Random) -> Problem | None:
-        """One random problem (split not yet set) from `rng`, or None for a draw that gave
-        none (`generate` counts it as a miss: one draw per call, never a loop that could
-        hang on a configuration with no valid problem)."""
+    def _sample(self, rng: random.Random, split: Split) -> Problem | None:
+        """One random problem from `rng`, or None for a draw that gave none (`generate`
+        counts it as a miss: one draw per call, never a loop that could hang on a
+        configuration with no valid problem). A task whose problems are costly to build may
+        also return None, before building it, for a draw outside `split` (`generate` checks
+        the split of what is returned either way); it must draw from `rng` the same way."""
 
     @abstractmethod
     def _canonical(self, numbers: tuple[int, ...], target: int) -> str:
@@ -236,7 +238,7 @@ class Task(ABC):
         seen: set[str] = set()
         misses = 0  # consecutive draws that gave nothing new
         while len(out) < n:
-            p = self._sample(rng)
+            p = self._sample(rng, split)
             key = None if p is None else self._canonical(p.numbers, p.target)
             if p is None or key in seen or self.split_of(p.numbers, p.target) != split:
                 misses += 1

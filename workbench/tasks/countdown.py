@@ -35,7 +35,7 @@ from typing import Any, no_type_check
 
 from workbench import _validate
 from workbench.errors import WorkbenchError
-from workbench.tasks.base import Problem, Task, completion_text, last_answer_line
+from workbench.tasks.base import Problem, Split, Task, completion_text, last_answer_line
 from workbench.tasks.expressions import (
     MAX_DEPTH,
     MAX_EXPR_CHARS,
@@ -337,9 +337,10 @@ class Countdown(Task):
             split=self.split_of(numbers, target),
         )
 
-    def _sample(self, rng: random.Random) -> Problem | None:
+    def _sample(self, rng: random.Random, split: Split) -> Problem | None:
         """One draw: a problem, or None when the drawn target is out of range (a miss that
-        `generate` counts, so an impossible configuration ends in its error, not a hang)."""
+        `generate` counts, so an impossible configuration ends in its error, not a hang)
+        or the problem is in the other split (known before its solution is searched)."""
         size = rng.choice(self.sizes)
         numbers = tuple(rng.randint(1, self.max_number) for _ in range(size))
         values = list(numbers)
@@ -352,6 +353,8 @@ class Countdown(Task):
             values = [x for k, x in enumerate(values) if k not in (i, j)] + [v]
         target = values[0]
         if not 1 <= target <= self.max_target or target in numbers:
+            return None
+        if self.split_of(numbers, target) != split:
             return None
         return self.make_problem(numbers, target)
 
@@ -485,8 +488,8 @@ class CountdownSearch(Countdown):
             )
         return self._problem(tuple(numbers), target, *found)
 
-    def _sample(self, rng: random.Random) -> Problem | None:
-        problem = super()._sample(rng)
+    def _sample(self, rng: random.Random, split: Split) -> Problem | None:
+        problem = super()._sample(rng, split)
         if problem is None:
             return None
         n_lines = problem.solution.count("\n") - 1
