@@ -234,6 +234,7 @@ WRONG_TYPES = {
 
 _RUN_WRONG_TYPES = """
 import json, sys
+import torch
 import workbench as wb
 from workbench.ablation import Knockout, ResidAblation, measure, target_sets
 out = {}
@@ -382,9 +383,13 @@ WRONG_TYPES.update(
         # a dict iterated as its keys: {5: 1} knocked out position 5 (heads, layers too)
         "Knockout({5: 1})": "must be a list, got a dict",
         "Knockout([5], heads={0: 1})": "must be a list, got a dict",
-        "Knockout([5], layers={1: 2})": "must be a list, got a dict",
+        "Knockout([5], layers={1: 2})": "is a mapping, not a layer selection",
+        "Knockout([5], layers=[1, 1])": "lists layer 1 more than once",
+        "Knockout([5], layers=torch.tensor([[1]]))": "has 2 dimensions",
+        "Knockout([5], layers='first')": "not a layer selection",
         "ResidAblation({5: 1})": "must be a list, got a dict",
-        "ResidAblation([5], layers={1: 2})": "must be a list, got a dict",
+        "ResidAblation([5], layers={1: 2})": "is a mapping, not a layer selection",
+        "ResidAblation([5], layers=(0, 0))": "lists layer 0 more than once",
         # a set's order is not the order written: {5, 10} paired 3 with 10
         "ResidAblation([3, 7], mode='resample', reference={}, source_positions={5, 10})": (
             "paired by order"

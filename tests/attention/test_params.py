@@ -118,6 +118,17 @@ def test_flat_layer_selections_are_plain_ints_in_order():
     assert "layers=[2, 4]" in e.value.fix
 
 
+def test_a_negative_index_may_not_name_a_layer_listed_otherwise():
+    """``[1, -1]`` on two layers is layer 1 twice, refused as ``[1, 1]`` is (it was merged
+    into one layer without a word); the message names both spellings."""
+    with pytest.raises(wb.WorkbenchError, match=r"name layer 1 twice .* \(1 and -1\)") as e:
+        resolve_layers([1, -1], 2)
+    assert "layers=[1]" in e.value.fix
+    with pytest.raises(wb.WorkbenchError, match="name layer 3 twice"):
+        resolve_layers(np.array([-1, 0, 3]), 4)
+    assert resolve_layers([1, -1], 3) == [1, 2]
+
+
 def test_records_are_frozen_and_replace_returns_validated_copies():
     r = RhythmParams()
     with pytest.raises(dataclasses.FrozenInstanceError):

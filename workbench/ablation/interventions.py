@@ -50,6 +50,7 @@ from torch import Tensor
 from .. import _validate
 from ..attention.engine import arch_name, attention_layers, check_layers
 from ..attention.layers import resolve_layers
+from ..attention.params import check_layers as layer_selection
 from ..errors import WorkbenchError
 from ..models import model_device
 from ..trace import Trace, check_traces
@@ -194,7 +195,7 @@ class Knockout(Intervention):
 
     def __post_init__(self) -> None:
         _validate.flag("allow_sink", self.allow_sink)
-        _refuse_mapping(self.layers, "knockout layers", 'pass "all", "middle" or e.g. [0, 3]')
+        object.__setattr__(self, "layers", layer_selection(self.layers))
         object.__setattr__(
             self, "positions", _check_positions(self.positions, self.allow_sink, "knockout")
         )
@@ -340,7 +341,8 @@ class ResidAblation(Intervention):
                 f"residual ablation mode {self.mode!r} is unknown", f"use one of {RESID_MODES}"
             )
         _validate.flag("allow_sink", self.allow_sink)
-        _refuse_mapping(self.layers, "ablation layers", "pass one layer index or e.g. [0, 3]")
+        if self.layers is not None:
+            object.__setattr__(self, "layers", layer_selection(self.layers))
         if self.source_positions is not None and self.mode != "resample":
             raise WorkbenchError(
                 f"source_positions are only read by mode='resample', not mode={self.mode!r}",

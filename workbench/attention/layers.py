@@ -113,7 +113,8 @@ def resolve_layers(
 
     Args:
         layers: ``"all"``, ``"middle"`` (see `middle_layers`), one index or a list of
-            distinct indices (`layer_indices`; negative indices count from the end).
+            distinct indices (`layer_indices`; negative indices count from the end, and
+            may not name a layer listed otherwise).
         n_layers: the model's number of layers.
         attention: the layers that have attention (`engine.attention_layers`; None: all).
             In a hybrid model ``"all"`` means these, and ``"middle"`` the five middle-third
@@ -129,14 +130,21 @@ def resolve_layers(
         if layers == "middle":
             return [have[i] for i in middle_layers(len(have))] if have else []
         raise WorkbenchError(f"layers={layers!r} is not a layer selection", LAYERS_FIX)
-    out = set()
-    for layer in layer_indices(layers):
+    given = layer_indices(layers)
+    out: dict[int, int] = {}  # layer -> the index that named it
+    for layer in given:
         if not -n_layers <= layer < n_layers:
             raise WorkbenchError(
                 f"layer {layer} is out of range for a model with {n_layers} layers",
                 f"pick layers in 0..{n_layers - 1}",
             )
-        out.add(layer % n_layers)
+        if layer % n_layers in out:  # [1, -1] on two layers, as [1, 1] in layer_indices
+            raise WorkbenchError(
+                f"layers={list(given)} name layer {layer % n_layers} twice on a model with "
+                f"{n_layers} layers ({out[layer % n_layers]} and {layer})",
+                f"list each layer once, e.g. layers={sorted({x % n_layers for x in given})}",
+            )
+        out[layer % n_layers] = layer
     return sorted(out)
 
 
