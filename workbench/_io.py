@@ -19,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "as_path",
     "atomic_dir",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
     "check_folder",
+    "json_ready",
+    "json_text",
     "make_folder",
     "non_finite",
 ]
@@ -53,6 +56,43 @@ def non_finite(value: Any, where: str) -> str | None:
         if found is not None:
             return found
     return None
+
+
+def as_path(value: Any, name: str, kind: str, example: str) -> Path:
+    """`value` as a `Path` (``~`` expanded), or a `WorkbenchError` naming `name` (e.g.
+    ``"run_batch's notebook"``) for anything that is not a non-empty str or os.PathLike:
+    None or a number failed with a raw TypeError inside pathlib, and ``""`` named the
+    current folder. `kind`: ``"file"`` or ``"folder"``; `example`: a path to suggest."""
+    from .errors import WorkbenchError
+
+    if not isinstance(value, str | os.PathLike) or not os.fspath(value):
+        raise WorkbenchError(
+            f"{name} must be a {kind} path, got {value!r}"[:200],
+            f"pass a str or pathlib.Path, e.g. {example!r}",
+        )
+    return Path(value).expanduser()
+
+
+def json_ready(value: Any) -> Any:
+    """`value` (a JSON-like tree of dicts, lists and tuples) with every NaN or infinite
+    float replaced by None, so that it is written as JSON's ``null``.
+
+    For measurements, where a missing number is a fact to record (the mean credit of a
+    batch whose completions are all empty): writers of user data refuse them instead
+    (`non_finite`)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value
+
+
+def json_text(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps(obj, **kwargs)`` as standard JSON: NaN and infinities become ``null``
+    (`json_ready`) instead of the bare ``NaN`` that ``JSON.parse``, jq and browsers refuse."""
+    return json.dumps(json_ready(obj), allow_nan=False, **kwargs)
 
 
 def check_folder(path: Path, what: str, fix: str | None = None) -> None:
@@ -140,8 +180,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write `obj` as indented JSON to `path` atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    """Write `obj` as indented, standard JSON (`json_text`) to `path` atomically."""
+    return atomic_write_text(path, json_text(obj, indent=2, sort_keys=True) + "\n")
 
 
 @contextlib.contextmanager

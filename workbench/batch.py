@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, no_type_check
 
 from . import _validate
-from ._io import atomic_write_text, make_folder, non_finite
+from ._io import as_path, atomic_write_text, make_folder, non_finite
 from .errors import WorkbenchError
 from .provenance import provenance
 
@@ -390,13 +390,8 @@ def run_batch(
     """
     from tqdm.auto import tqdm
 
-    for name, value in (("notebook", notebook), ("out", out)):
-        if not isinstance(value, str | os.PathLike):
-            raise WorkbenchError(
-                f"run_batch needs a path for {name}, got {value!r}",
-                "pass a str or pathlib.Path",
-            )
-    notebook = Path(notebook)
+    notebook = as_path(notebook, "run_batch's notebook", "file", "notebooks/01_explore.ipynb")
+    out = as_path(out, "run_batch's out", "folder", "runs/batch")
     if not notebook.is_file():
         raise WorkbenchError(f"no notebook at {notebook}", "pass the path of an .ipynb file")
     known = _check_parameters_cell(notebook)

@@ -10,14 +10,13 @@ Both the page and ``summary.json`` record the package versions and git commit
 from __future__ import annotations
 
 import html
-import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, no_type_check
 
-from ._io import atomic_write_text, check_folder, make_folder
+from ._io import as_path, atomic_write_text, check_folder, json_text, make_folder
 from .errors import WorkbenchError
 from .provenance import provenance
 
@@ -99,10 +98,10 @@ def write_report(model: Any, trace: Any, analysis: Any, out: str | Path) -> Path
     """
     # A file in the way, or a place that cannot be written, is named before anything else,
     # and nothing is created until the inputs are checked too.
-    _check_out(out)
-    check_folder(Path(out), "the report folder")
+    out = as_path(out, "write_report's out", "folder", "report")
+    check_folder(out, "the report folder")
     _check_inputs(trace, analysis)
-    out = make_folder(Path(out), "the report folder")
+    out = make_folder(out, "the report folder")
     stage = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
     try:
         _draw(model, trace, analysis, stage)
@@ -112,13 +111,6 @@ def write_report(model: Any, trace: Any, analysis: Any, out: str | Path) -> Path
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return out / "report.html"
-
-
-def _check_out(out: Any) -> None:
-    if not isinstance(out, str | os.PathLike):
-        raise WorkbenchError(
-            f"write_report needs a folder path for out, got {out!r}", "pass a str or pathlib.Path"
-        )
 
 
 def _check_inputs(trace: Any, analysis: Any) -> None:
@@ -162,7 +154,7 @@ def _draw(model: Any, trace: Any, analysis: Any, out: Path) -> None:
         charts["heads"],
     )
     summary = _summary(trace, analysis)
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / "summary.json", json_text(summary, indent=2) + "\n")
     page = viz.to_html(combined)
     intro = (
         "<div style='font-family: sans-serif; max-width: 900px; margin: 16px'>"

@@ -301,8 +301,8 @@ def test_recorded_of_what_is_not_a_notebook_is_named(tmp_path):
 @pytest.mark.parametrize(
     "changes, words",
     [
-        ({"notebook": None}, "needs a path for notebook"),  # TypeError in pathlib
-        ({"out": None}, "needs a path for out"),
+        ({"notebook": None}, "notebook must be a file path"),  # TypeError in pathlib
+        ({"out": None}, "out must be a folder path"),
         ({"grid": None}, "grid specs must be a list"),  # 'NoneType' is not iterable
         ({"grid": "x=1"}, "grid specs must be a list"),  # read char by char: spec 'x'
         ({"grid": [1]}, "not a string"),  # AttributeError: partition

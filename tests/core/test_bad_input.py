@@ -295,7 +295,7 @@ CASES = [
     ("report not a trace", lambda c: write_report(c.model, None, c.analysis, c.tmp / "rep2"),
      WorkbenchError, "expected a wb.Trace"),
     ("report out None", lambda c: write_report(c.model, c.trace, c.analysis, None),
-     WorkbenchError, "needs a folder path"),
+     WorkbenchError, "write_report's out must be a folder path"),
     # -- viz ----------------------------------------------------------------------------
     ("viz format", lambda c: viz.save(_chart(c), c.tmp / "x.pdf"), WorkbenchError,
      "cannot save a chart as 'pdf'"),

@@ -155,3 +155,64 @@ def test_non_finite_names_where_the_first_nan_sits():
     assert non_finite({"a": [1, 2.5, "nan"], "b": None}, "meta") is None
     assert non_finite({"a": [1, float("nan")]}, "meta") == "meta['a'][1]"
     assert non_finite(float("-inf"), "x") == "x"
+
+
+def test_json_writers_write_nan_and_infinities_as_null_never_as_bare_words(tmp_path):
+    """``NaN`` and ``Infinity`` are not JSON: a metrics row or summary holding them must
+    still open in JupyterLab, browsers and jq, so they are written as ``null``."""
+    import json
+
+    from workbench._io import json_text
+    from workbench.rl.checkpoint import append_metrics, read_metrics, rewrite_metrics
+
+    row = {"step": 1, "gamma_mean": float("nan"), "grad": [1.5, float("inf"), -float("inf")]}
+    assert json_text(row, sort_keys=True) == (
+        '{"gamma_mean": null, "grad": [1.5, null, null], "step": 1}'
+    )
+    strict = {"parse_constant": lambda word: pytest.fail(f"{word} written as a bare word")}
+    p = atomic_write_json(tmp_path / "x.json", {"a": (float("nan"), 2)})
+    assert json.loads(p.read_text(), **strict) == {"a": [None, 2]}
+    append_metrics(tmp_path, row)
+    rewrite_metrics(tmp_path, [row, {**row, "step": 2}])
+    append_metrics(tmp_path, {**row, "step": 3})
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line, **strict)["gamma_mean"] for line in lines] == [None] * 3
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2, 3]
+    assert row["gamma_mean"] != row["gamma_mean"], "the caller's row is left as it was"
+
+
+@pytest.mark.parametrize("value", [None, 3, "", b"x.json"])
+def test_a_path_argument_that_is_not_a_path_is_named_with_an_example(value):
+    """One check serves every writer (Trace.save/load, write_report, run_batch, RLPanel,
+    viz.save): None and numbers failed inside pathlib, and "" named the current folder."""
+    from workbench._io import as_path
+
+    with pytest.raises(WorkbenchError, match="run_batch's out must be a folder path") as e:
+        as_path(value, "run_batch's out", "folder", "runs/batch")
+    assert "e.g. 'runs/batch'" in e.value.fix
+
+
+def test_a_path_argument_is_a_path_with_the_home_folder_expanded():
+    from workbench._io import as_path
+
+    assert as_path("~/runs", "out", "folder", "runs") == Path.home() / "runs"
+    assert as_path(Path("a") / "b.png", "path", "file", "x.png") == Path("a/b.png")
+
+
+def test_every_function_that_takes_a_path_names_a_missing_one():
+    """None failed inside pathlib for train, resume and run_experiment, and "" read the
+    current folder as a run directory; each now names its argument (`as_path`)."""
+    from workbench import rl
+
+    calls = {
+        "train's out": lambda: rl.train(out=None, progress=False),
+        "resume's run_dir": lambda: rl.resume(None),
+        "an experiment's out": lambda: rl.Experiment(None),
+        "run_experiment's out": lambda: rl.run_experiment(
+            out=None, strategies=["none"], seeds=[0], progress=False
+        ),
+        "a run directory": lambda: rl.read_metrics(""),
+    }
+    for name, call in calls.items():
+        with pytest.raises(WorkbenchError, match=f"{name} must be a folder path"):
+            call()

@@ -127,9 +127,9 @@ class TestTraceObject:
     @pytest.mark.parametrize("path", [None, 3, ""])
     def test_a_path_that_is_not_a_path_is_named(self, path):
         t = wb.Trace(ids=torch.tensor([5, 6]), tokens=["a", "b"], prompt_len=1, text="b")
-        with pytest.raises(WorkbenchError, match=r"Trace\.save needs a file path"):
+        with pytest.raises(WorkbenchError, match=r"Trace\.save\'s path must be a file path"):
             t.save(path)  # was "expected str, bytes or os.PathLike object"
-        with pytest.raises(WorkbenchError, match=r"Trace\.load needs a file path"):
+        with pytest.raises(WorkbenchError, match=r"Trace\.load\'s path must be a file path"):
             wb.Trace.load(path)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -573,3 +574,31 @@ def test_an_experiment_folder_without_runs_is_named_by_frame_as_by_summary(tmp_p
             with pytest.raises(WorkbenchError, match=f"no experiment in .*{words}") as e:
                 table()
             assert "run_experiment" in e.value.fix
+
+
+@pytest.mark.parametrize("where", ["loss", "gradient norm"])
+def test_a_diverged_update_is_refused_before_it_moves_the_weights(tmp_path, where):
+    """A NaN loss or an infinite gradient norm stops the run with the fix, and the weights
+    stay those of the last good step: clipping an infinite norm would scale the gradient
+    by 0 and write NaN into every weight."""
+    seen: list[tuple[GRPORun, dict]] = []
+
+    def diverge(run, row):
+        if seen:
+            return
+        seen.append((run, _weights(run)))
+        if where == "loss":  # NaN logits in the update's forward only (sampling has no grad)
+            run.policy.get_output_embeddings().register_forward_hook(
+                lambda m, i, o: o * math.nan if torch.is_grad_enabled() else None
+            )
+        else:
+            next(run.policy.parameters()).register_hook(lambda g: torch.full_like(g, math.inf))
+
+    with pytest.raises(WorkbenchError, match=f"{where} is .*at step 1") as e:
+        train(GRPOConfig(max_steps=1, **SMALL), out=tmp_path, progress=False,
+              callbacks=[diverge])  # fmt: skip
+    assert "lower learning_rate" in str(e.value) and "wb.rl.resume" in str(e.value)
+    run, before = seen[0]
+    after = _weights(run)
+    assert all(torch.equal(before[k], after[k]) for k in before), "no step was taken"
+    assert [r["step"] for r in read_metrics(tmp_path)] == [0]

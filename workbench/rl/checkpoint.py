@@ -29,7 +29,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from .. import _validate
-from .._io import atomic_dir, atomic_write_json, atomic_write_text
+from .._io import as_path, atomic_dir, atomic_write_json, atomic_write_text, json_text
 from ..errors import WorkbenchError
 
 __all__ = [
@@ -96,14 +96,10 @@ def save_checkpoint(
 
 def _run_dir(run_dir: Any) -> Path:
     """`run_dir` as a Path; anything but a path or str is a `WorkbenchError`."""
-    if not isinstance(run_dir, str | Path) and not hasattr(run_dir, "__fspath__"):
-        raise WorkbenchError(
-            f"a run directory must be a path, got {run_dir!r}", 'pass e.g. "runs/coupled"'
-        )
-    return Path(run_dir)
+    return as_path(run_dir, "a run directory", "folder", "runs/coupled")
 
 
-def list_checkpoints(run_dir: Path) -> list[Path]:
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
     """Complete checkpoint folders, oldest first (temporary folders are ignored)."""
     root = _run_dir(run_dir) / "checkpoints"
     if not root.is_dir():
@@ -111,11 +107,11 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-"))
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The checkpoint LATEST names (or the newest folder when LATEST is missing, or names
     no checkpoint folder: an empty or edited pointer never gives another folder)."""
     found = list_checkpoints(run_dir)
-    root = Path(run_dir) / "checkpoints"
+    root = _run_dir(run_dir) / "checkpoints"
     pointer = root / "LATEST"
     if pointer.is_file():
         p = root / pointer.read_text().strip()
@@ -172,12 +168,12 @@ def append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
 
     path = Path(run_dir) / "metrics.jsonl"
     with open(path, "a") as f:
-        f.write(json.dumps(row, sort_keys=True) + "\n")
+        f.write(json_text(row, sort_keys=True) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
 
-def read_metrics(run_dir: Path, *, up_to_step: int | None = None) -> list[dict[str, Any]]:
+def read_metrics(run_dir: str | Path, *, up_to_step: int | None = None) -> list[dict[str, Any]]:
     """The rows of ``metrics.jsonl`` (a torn last line, from a crash, is skipped).
 
     Args:
@@ -209,5 +205,5 @@ def read_metrics(run_dir: Path, *, up_to_step: int | None = None) -> list[dict[s
 def rewrite_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:
     """Replace ``metrics.jsonl`` atomically (used on resume to drop rows past the checkpoint)."""
     atomic_write_text(
-        Path(run_dir) / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows)
+        Path(run_dir) / "metrics.jsonl", "".join(json_text(r, sort_keys=True) + "\n" for r in rows)
     )

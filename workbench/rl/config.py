@@ -92,7 +92,8 @@ class GRPOConfig:
         keep_checkpoints: how many checkpoints to keep (at least 2, so a corrupt latest one
             never leaves the run without a good one).
         fused_credit: compute the credit inside the first update forward
-            (`workbench.rl.credit.FusedCredit`, no extra forward pass); False uses the
+            (`workbench.rl.credit.FusedCredit`, no extra forward pass) where the policy
+            allows it (no attention dropout: `GRPORun.fuses_credit`); False uses the
             standalone pass (`rollout_gammas`). Both give the same weights.
         device: ``"cpu"``, ``"cuda"`` or None (auto).
     """

@@ -43,7 +43,6 @@ from ..trace import Trace
 __all__ = [
     "FusedCredit",
     "attention_dropout",
-    "check_fused_credit",
     "rollout_gammas",
     "routing",
 ]
@@ -56,36 +55,14 @@ _ATTENTION_DROPOUT = ("attention_dropout", "attn_pdrop", "attention_probs_dropou
 def attention_dropout(policy: Any) -> tuple[str, float] | None:
     """The config field and rate of `policy`'s attention dropout in training, or None when
     it applies none (``attention_dropout``, or GPT-2's ``attn_pdrop``, 0.1 in its
-    checkpoints). The fused credit cannot reproduce it (see `check_fused_credit`)."""
+    checkpoints). The fused credit cannot reproduce it, so both trainers then use the
+    standalone pass (`GRPORun.fuses_credit`, `RhythmGRPOTrainer.fuses_credit`)."""
     cfg = getattr(policy, "config", None)
     for name in _ATTENTION_DROPOUT:
         rate = getattr(cfg, name, None)
         if isinstance(rate, int | float) and not isinstance(rate, bool) and rate > 0:
             return name, float(rate)
     return None
-
-
-def check_fused_credit(policy: Any) -> None:
-    """Raise a `WorkbenchError` if `FusedCredit` cannot run in `policy`'s training forward.
-
-    The fused credit computes each layer's attention with the workbench's own function,
-    which does not reproduce attention dropout; a model that applies it in training
-    would fail at its first update, after the run folder was written and a rollout
-    sampled. This names the setting before that.
-
-    Args:
-        policy: a Hugging Face causal language model.
-    """
-    found = attention_dropout(policy)
-    if found is not None:
-        name, rate = found
-        raise WorkbenchError(
-            f"{type(policy).__name__} applies attention dropout in training ({name}="
-            f"{rate}), which the fused credit (the workbench's attention function inside "
-            "the update forward) does not reproduce",
-            "pass fused_credit=False (the credit then comes from a separate pass), or "
-            f"save the model with {name}=0",
-        )
 
 
 def _check_width(name: str, width: Any, longest: int) -> int:

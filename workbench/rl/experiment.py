@@ -18,8 +18,9 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, no_type_check
 
+from .._io import as_path
 from ..errors import WorkbenchError
 from .checkpoint import read_metrics
 from .config import EVAL_METRICS, GRPOConfig
@@ -38,12 +39,9 @@ class Experiment:
         out: the experiment folder (``out/<strategy>/seed-<seed>`` run directories).
     """
 
+    @no_type_check  # validates its arguments itself, with messages that name the fix
     def __init__(self, out: str | Path):
-        if not isinstance(out, str | Path) and not hasattr(out, "__fspath__"):
-            raise WorkbenchError(
-                f"an experiment folder must be a path, got {out!r}", 'pass e.g. "runs/exp"'
-            )
-        self.out = Path(out)
+        self.out = as_path(out, "an experiment's out", "folder", "runs/exp")
 
     def run_dirs(self) -> list[Path]:
         """Every run directory under the experiment folder."""
@@ -343,6 +341,7 @@ class Experiment:
         )
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def run_experiment(
     strategies: Sequence[str],
     seeds: Sequence[int],
@@ -371,7 +370,7 @@ def run_experiment(
     base = (config or GRPOConfig()).replace(**overrides)
     if not strategies or not seeds:
         raise WorkbenchError("an experiment needs at least one strategy and one seed", "pass both")
-    out = Path(out)
+    out = as_path(out, "run_experiment's out", "folder", "runs/exp")
     for strategy in strategies:
         for seed in seeds:
             run_dir = out / strategy / f"seed-{seed}"

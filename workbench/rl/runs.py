@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, no_type_check
 
-from .._io import atomic_write_json, atomic_write_text, check_folder, make_folder
+from .._io import as_path, atomic_write_json, atomic_write_text, check_folder, make_folder
 from .._validate import integer
 from ..errors import WorkbenchError
 from ..provenance import provenance
@@ -29,6 +29,7 @@ from .trainer import GRPORun
 __all__ = ["resume", "train"]
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def train(
     config: GRPOConfig | None = None,
     out: str | Path = "runs/grpo",
@@ -54,7 +55,7 @@ def train(
     config = (
         (config or GRPOConfig()).replace(**overrides) if overrides else (config or GRPOConfig())
     )
-    run_dir = Path(out)
+    run_dir = as_path(out, "train's out", "folder", "runs/grpo")
     check_folder(run_dir, "a run directory")
     if (run_dir / "config.json").exists():
         if latest_checkpoint(run_dir) is None:
@@ -77,6 +78,7 @@ def train(
     return run.train()
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def resume(
     run_dir: str | Path,
     *,
@@ -104,7 +106,7 @@ def resume(
     """
     import json
 
-    run_dir = Path(run_dir)
+    run_dir = as_path(run_dir, "resume's run_dir", "folder", "runs/coupled")
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
         raise WorkbenchError(

@@ -10,8 +10,9 @@ One step (method.md, "Credit strategies"):
    AdamW step. Each group's prompt runs once, its completions on the prompt's KV cache
    (`workbench.rl.forward.completion_logits`). ``gamma`` comes from the first update
    forward of each chunk (`FusedCredit`: the weights that sampled the rollouts, no extra
-   pass; skipped for ``"none"``), or, with ``fused_credit=False``, from a standalone pass
-   before the update (`rollout_gammas`).
+   pass; skipped for ``"none"``), or, with ``fused_credit=False`` or a policy with
+   attention dropout (`GRPORun.fuses_credit`), from a standalone pass before the update
+   (`rollout_gammas`).
 
 Every random draw of step ``s`` is seeded from ``(seed, s)``, so a run resumed from its
 checkpoint at step ``s`` repeats exactly what the uninterrupted run would have done.
@@ -38,7 +39,7 @@ from typing import Any
 
 import torch
 
-from .._io import atomic_write_json
+from .._io import atomic_write_json, json_ready
 from ..attention.layers import resolve_layers
 from ..errors import WorkbenchError
 from ..models import bridge_model, load_hf, model_device
@@ -51,7 +52,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import GRPOConfig
-from .credit import FusedCredit, check_fused_credit, rollout_gammas
+from .credit import FusedCredit, attention_dropout, rollout_gammas
 from .forward import RolloutBatch, check_update_forward, completion_logits, rollout_batch
 from .interrupts import defer_sigint, phase
 from .loss import grpo_advantages, grpo_loss, token_logps
@@ -69,10 +70,18 @@ UPDATE_LOGITS = 1 << 26
 UPDATE_TOKENS = 3072
 #: The held-out problems are the same for every run (seed fixed), so runs compare fairly.
 EVAL_SEED = 1234
+#: Mixed into a step's seed for the update's own draws (dropout), apart from sampling's.
+UPDATE_STREAM = 1
 
 
 def _step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step * 7919) % (2**31 - 1)
+
+
+#: The remedy named when an update diverges (a non-finite loss or gradient norm).
+DIVERGED_FIX = (
+    "lower learning_rate or raise warmup_steps; wb.rl.resume continues from the last checkpoint"
+)
 
 
 class GRPORun:
@@ -101,8 +110,6 @@ class GRPORun:
         self.policy, self.tokenizer = load_hf(config.model, device=config.device)
         self.policy.train()
         check_update_forward(self.policy)  # before any rollout, not at the first update
-        if config.fused_credit and config.strategy != "none":
-            check_fused_credit(self.policy)  # attention dropout: refused before any folder
         self.model = bridge_model(self.policy, self.tokenizer)
         self._vocab = int(self.policy.get_output_embeddings().weight.shape[0])
         if not isinstance(config.credit.layers, str):  # refused here, before any folder
@@ -136,6 +143,18 @@ class GRPORun:
             self._prompt_cache[prompt] = encode_prompt(self.model, prompt, chat=self.config.chat)
         return self._prompt_cache[prompt]
 
+    @property
+    def fuses_credit(self) -> bool:
+        """Whether the credit is computed inside the first update forward (`FusedCredit`):
+        ``fused_credit`` is on, the strategy weighs tokens, and the policy applies no
+        attention dropout in training (GPT-2's checkpoints do, ``attn_pdrop=0.1``), which
+        the fused pass cannot reproduce. Otherwise the standalone pass (`rollout_gammas`)
+        serves, as in the TRL adapter (`RhythmGRPOTrainer.fuses_credit`)."""
+        cfg = self.config
+        return (
+            cfg.fused_credit and cfg.strategy != "none" and attention_dropout(self.policy) is None
+        )
+
     def _decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
@@ -148,6 +167,8 @@ class GRPORun:
         atomic_write_json(self.run_dir / "status.json", {"status": status, "step": self.step})
 
     def _log(self, row: dict[str, Any]) -> None:
+        # As metrics.jsonl will hold it (NaN as None), so a resumed run's rows equal these.
+        row = json_ready(row)
         with defer_sigint(self._interrupted):
             self.metrics.append(row)
             append_metrics(self.run_dir, row)
@@ -241,7 +262,7 @@ class GRPORun:
         rollout_prompts = [prompts[i // G] for i in range(len(completions))]
         width = max(1, max(len(c) for c in completions))
         gamma = None
-        if not cfg.fused_credit or cfg.strategy == "none":
+        if not self.fuses_credit:
             with phase("credit", step):
                 gamma = rollout_gammas(
                     self.model,
@@ -258,7 +279,9 @@ class GRPORun:
             lr *= step / cfg.warmup_steps
         for group in self.optimizer.param_groups:
             group["lr"] = lr  # a function of the step alone, so resume needs no scheduler
-        with phase("update", step):
+        # Seeded too: a policy with dropout draws its masks in the update forward, and a
+        # resumed run must draw the same ones.
+        with phase("update", step), seeded(self.policy, _step_seed(seed, UPDATE_STREAM)):
             loss_value, grad_norm, gamma, fused_s = self._update(
                 prompts, completions, advantages, gamma, seed
             )
@@ -381,10 +404,9 @@ class GRPORun:
                 if not bool(torch.isfinite(loss)):
                     # Before backward: the weights stay those of the last good step.
                     raise WorkbenchError(
-                        f"the GRPO loss is not finite at step {self.step + 1} (rows "
+                        f"the GRPO loss is {float(loss.detach())} at step {self.step + 1} (rows "
                         f"{rows.start}-{rows.stop - 1})",
-                        "lower learning_rate or raise warmup_steps; wb.rl.resume continues "
-                        "from the last checkpoint",
+                        DIVERGED_FIX,
                     )
                 loss.backward()
                 total_loss += float(loss.detach())
@@ -392,6 +414,13 @@ class GRPORun:
                 grad_norm = float(
                     torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
                 )
+                if not math.isfinite(grad_norm):
+                    # Clipping an infinite norm scales by 0 (inf * 0 = NaN): refuse the
+                    # step, so the weights stay those of the last good one.
+                    raise WorkbenchError(
+                        f"the gradient norm is {grad_norm} at step {self.step + 1}",
+                        DIVERGED_FIX,
+                    )
                 self.optimizer.step()
                 self._ahead = True
         self.optimizer.zero_grad(set_to_none=True)

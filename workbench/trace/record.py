@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Int
 
 from .. import _validate
-from .._io import atomic_write_json, non_finite
+from .._io import as_path, atomic_write_json, non_finite
 from ..errors import WorkbenchError
 from ..models import model_name
 from .tokens import check_context, encode_prompt, model_tokenizer, token_strings
@@ -42,16 +42,6 @@ def _first_non_str(tokens: Any) -> Any:
     if isinstance(tokens, list | tuple):
         return next((t for t in tokens if not isinstance(t, str)), None)
     return None
-
-
-def _path(path: Any, what: str) -> Path:
-    """`path` as a `Path` (``~`` expanded), or a `WorkbenchError` for anything that is not
-    a str or os.PathLike (it failed with a raw TypeError inside pathlib)."""
-    if not isinstance(path, str | os.PathLike) or not os.fspath(path):
-        raise WorkbenchError(
-            f"{what} needs a file path, got {path!r}", "pass a str or pathlib.Path"
-        )
-    return Path(path).expanduser()
 
 
 def _check_meta_finite(meta: dict[str, Any]) -> None:
@@ -282,7 +272,7 @@ class Trace:
                 cannot be written (a folder, under a file, or not writable); nothing is
                 written.
         """
-        target = _path(path, "Trace.save")
+        target = as_path(path, "Trace.save's path", "file", "trace.json")
         _check_meta_finite(self.meta)  # meta is a dict: it may have changed since __init__
         if target.is_dir():
             raise WorkbenchError(
@@ -306,7 +296,7 @@ class Trace:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Trace:
         """Read a trace written by `save` (``~`` is the home folder)."""
-        source = _path(path, "Trace.load")
+        source = as_path(path, "Trace.load's path", "file", "trace.json")
         try:
             return cls.from_dict(json.loads(source.read_text(encoding="utf-8")))
         except (OSError, ValueError) as e:

@@ -30,6 +30,7 @@ from typing import Any, no_type_check
 import ipywidgets as widgets
 
 from .. import _validate
+from .._io import as_path
 from ..attention.credit import STRATEGIES
 from ..attention.params import CreditParams
 from ..errors import WorkbenchError
@@ -130,10 +131,7 @@ class RLPanel(Panel):
 
     @no_type_check  # checks its arguments itself, with messages that name the fix
     def __init__(self, *, out: str | Path = "runs/panel", model: str = "tiny-reasoner"):
-        if not isinstance(out, str | os.PathLike):
-            raise WorkbenchError(
-                f"out must be a folder path, got {out!r}", 'pass e.g. out="runs/panel"'
-            )
+        out = as_path(out, "RLPanel's out", "folder", "runs/panel")
         check_text("model", model)
         super().__init__()
         d = layout.DESCRIPTION

@@ -15,7 +15,7 @@ from typing import Any, no_type_check
 
 import altair as alt
 
-from .._io import atomic_write_bytes, atomic_write_text, make_folder
+from .._io import as_path, atomic_write_bytes, atomic_write_text, make_folder
 from ..errors import WorkbenchError
 
 __all__ = ["FORMATS", "save", "to_html"]
@@ -67,16 +67,12 @@ def save(
     Returns:
         The path written.
     """
-    if not isinstance(path, str | os.PathLike):
-        raise WorkbenchError(
-            f"path must be a file path, got {type(path).__name__}", 'pass e.g. "rhythm.png"'
-        )
+    path = as_path(path, "viz.save's path", "file", "rhythm.png")
     if format is not None and not isinstance(format, str):
         raise WorkbenchError(
             f"format must be a string, got {type(format).__name__}",
             f"pass one of {list(FORMATS)}, or None to read it off the path",
         )
-    path = Path(path)
     fmt = (format or path.suffix.lstrip(".")).lower()
     if fmt not in FORMATS:
         raise WorkbenchError(
