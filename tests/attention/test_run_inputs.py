@@ -125,7 +125,7 @@ def test_an_analysis_with_fixed_classes_records_their_quantiles(toy_llama, trace
     [
         (np.int64(-1), None),  # one NumPy index was "not a layer selection"
         (torch.tensor(1), None),  # so was a 0-d tensor
-        (np.array([1, -1]), None),  # NumPy ints were kept: np.int64 in heads and meta
+        (np.array([-1]), None),  # NumPy ints were kept: np.int64 in heads and meta
         (torch.tensor([1]), None),  # "layer(s) [tensor(1)] ... have no softmax attention"
         ("all", np.array([[1, 0], [1, 2]])),  # "not a (layer, head) pair of ints"
         ([1], [(np.int64(1), torch.tensor(2)), (1, 0)]),

@@ -15,7 +15,7 @@ The package holds the record (`record`), prompt encoding (`tokens`) and sampling
 
 from .record import Trace, check_trace, check_traces
 from .sampling import check_not_degenerate, degeneracy, generate, sample_completions
-from .tokens import encode_prompt, eos_token_ids
+from .tokens import encode_prompt, eos_token_ids, token_strings
 
 __all__ = [
     "Trace",
@@ -27,4 +27,5 @@ __all__ = [
     "eos_token_ids",
     "generate",
     "sample_completions",
+    "token_strings",
 ]

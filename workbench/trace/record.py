@@ -145,7 +145,7 @@ class Trace:
             )
             raise WorkbenchError(
                 f"Trace.tokens must be a list of strings, got {got}",
-                "pass the string of each token, e.g. [tokenizer.decode([i]) for i in ids]",
+                "pass the string of each token: wb.trace.token_strings(tokenizer, ids)",
             )
         object.__setattr__(self, "tokens", list(tokens))
         if not isinstance(self.meta, dict):

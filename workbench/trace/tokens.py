@@ -3,6 +3,7 @@ template (`encode_prompt`), the ids that end a response (`eos_token_ids`), the c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, no_type_check
 
 import torch
@@ -70,9 +71,37 @@ def check_ids(model: TransformerBridge, ids: torch.Tensor, *, what: str = "the t
         )
 
 
-def token_strings(tokenizer, ids: torch.Tensor) -> list[str]:
-    # Decode one id at a time so each string is readable ("Ġthe" -> " the").
-    return [tokenizer.decode([int(i)]) for i in ids]
+def token_strings(tokenizer: Any, ids: torch.Tensor | Sequence[int]) -> list[str]:
+    """The text each token adds to the decoded sequence, so that ``"".join(strings)``
+    is ``tokenizer.decode(ids)`` (incremental detokenization, as in transformers'
+    ``TextStreamer``).
+
+    Decoding one id at a time is wrong for two families of tokenizers:
+    - SentencePiece decoders (Llama 2, Mistral, Phi-3) strip the leading space of the first
+      token decoded, so every word came out glued to the last (``"Thecatsat"``);
+    - byte-level pieces of one character (a CJK character, an emoji) each decode to
+      ``"\ufffd"``. The character is now given to the piece that completes it and the
+      pieces before it add ``""`` (charts show the empty token as ``∅``).
+
+    Each token is decoded in a window that starts at the previous token that completed
+    its text, so the cost stays linear in the length. Pieces of a character still
+    incomplete at the end keep what the tokenizer gives them (``"\ufffd"``).
+    """
+    ids = [int(i) for i in ids]
+    out: list[str] = []
+    start = done = 0  # window start; end of the tokens whose text is settled
+    for i in range(len(ids)):
+        before = tokenizer.decode(ids[start:done])
+        text = tokenizer.decode(ids[start : i + 1])
+        if text.endswith("\ufffd") and i + 1 < len(ids):
+            out.append("")  # part of a character that a later piece completes
+        elif text.startswith(before):
+            out.append(text[len(before) :])
+            start, done = done, i + 1
+        else:  # the window's text changed behind it (a cleanup rule): fall back
+            out.append(tokenizer.decode(ids[done : i + 1]))
+            start = done = i + 1
+    return out
 
 
 @no_type_check  # checks its prompt itself, with a message that names the fix
