@@ -20,6 +20,11 @@ debugging); the index is rewritten atomically after every run, so an interrupted
 resumed by running the same command again, which skips runs that already succeeded (and
 returns their rows as read back from the index, with the same types as fresh ones).
 A failing run does not stop the batch.
+
+A notebook that takes an ``out_dir`` parameter gets ``DIR/<run-id>/`` in it (unless the grid
+sets it), so the files each run writes stay with that run. Notebooks run with their own
+folder as the working directory, in the kernel only: the batch process never changes its
+own, so relative paths given to `run_batch` mean what they meant when it was called.
 """
 
 from __future__ import annotations
@@ -44,9 +49,19 @@ from ._io import as_path, atomic_write_text, make_folder, non_finite
 from .errors import WorkbenchError
 from .provenance import provenance
 
-__all__ = ["RECORD_MIME", "BatchResult", "parse_grid", "record", "recorded", "run_batch"]
+__all__ = [
+    "RECORD_MIME",
+    "RUN_FOLDER_PARAMETER",
+    "BatchResult",
+    "parse_grid",
+    "record",
+    "recorded",
+    "run_batch",
+]
 
 RECORD_MIME = "application/vnd.workbench.record+json"
+#: The parameter `run_batch` fills with each run's own folder (``out/<run_id>``).
+RUN_FOLDER_PARAMETER = "out_dir"
 
 
 def record(**values: Any) -> dict[str, Any]:
@@ -342,7 +357,9 @@ def _execute(notebook: Path, out: Path, params: dict[str, Any], timeout: float |
             language="python",
             progress_bar=False,
             execution_timeout=timeout,
-            cwd=str(notebook.parent),
+            # The kernel starts in the notebook's folder. papermill's own cwd= would chdir
+            # the whole process for the run, under the other workers and the index writes.
+            resources={"metadata": {"path": str(notebook.parent)}},
         )
     except Exception as e:  # a failing cell fails this run only, never the batch
         status = "failed"
@@ -374,6 +391,10 @@ def run_batch(
             (an empty grid is refused rather than running nothing: ``[{}]`` runs the
             notebook once with its defaults).
         out: output folder (created); holds one executed notebook per run and the index.
+            A notebook whose parameters include ``out_dir`` (`RUN_FOLDER_PARAMETER`) gets
+            ``out/<run_id>`` there, unless the grid sets it, so that each run's own files
+            land beside its notebook. Notebooks run with their own folder as the working
+            directory (relative paths in parameters are read from there).
         workers: runs executed in parallel (each in its own kernel).
         timeout: whole seconds allowed per cell (None: no limit).
         rerun_failed: run again the runs that failed last time (those that succeeded are
@@ -391,7 +412,8 @@ def run_batch(
     from tqdm.auto import tqdm
 
     notebook = as_path(notebook, "run_batch's notebook", "file", "notebooks/01_explore.ipynb")
-    out = as_path(out, "run_batch's out", "folder", "runs/batch")
+    notebook = notebook.absolute()
+    out = as_path(out, "run_batch's out", "folder", "runs/batch").absolute()
     if not notebook.is_file():
         raise WorkbenchError(f"no notebook at {notebook}", "pass the path of an .ipynb file")
     known = _check_parameters_cell(notebook)
@@ -426,7 +448,7 @@ def run_batch(
                 f"pass timeout={math.ceil(seconds)} (or None for no limit)",
             )
         timeout = int(seconds)
-    out = make_folder(Path(out), "the batch folder")
+    out = make_folder(out, "the batch folder")
     index_path = out / "index.csv"
     previous = _read_index(index_path)
 
@@ -462,9 +484,19 @@ def run_batch(
     bar = tqdm(
         total=len(points), initial=len(points) - len(todo), desc="batch", disable=not progress
     )
+
+    def injected(run_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        # Each run's own files go to its folder under `out`, not to one shared default
+        # beside the notebook that every grid point overwrote.
+        if RUN_FOLDER_PARAMETER in known and RUN_FOLDER_PARAMETER not in params:
+            return {RUN_FOLDER_PARAMETER: str(out / run_id), **params}
+        return params
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {
-            pool.submit(_execute, notebook, out / f"{run_id}.ipynb", params, timeout): (
+            pool.submit(
+                _execute, notebook, out / f"{run_id}.ipynb", injected(run_id, params), timeout
+            ): (
                 run_id,
                 params,
             )

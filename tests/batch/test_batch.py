@@ -391,3 +391,57 @@ def _record_params(calls):
         return {"status": "ok", "error": "", "seconds": 0.1}
 
     return execute
+
+
+def test_runs_write_into_their_own_folders_and_the_batch_never_changes_directory(
+    tmp_path, monkeypatch
+):
+    """papermill's cwd= changed the whole process's directory during each run, so a
+    relative out failed at random with two workers (FileNotFoundError on index.csv); and
+    every run of a notebook with an out_dir default wrote the same files beside it."""
+    import os
+
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('x = 1\nout_dir = "out/default"')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [
+        params,
+        nbformat.v4.new_code_cell(
+            "import os, time\nfrom pathlib import Path\nimport workbench as wb\n"
+            "Path(out_dir).mkdir(parents=True, exist_ok=True)\n"
+            "(Path(out_dir) / 'x.txt').write_text(str(x))\n"
+            "time.sleep(0.5)\nwb.record(cwd=os.getcwd(), out_dir=str(out_dir))"
+        ),
+    ]
+    nbformat.write(nb, str(nbs / "nb.ipynb"))
+    here = tmp_path / "elsewhere"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    seen, stop = set(), threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            seen.add(os.getcwd())
+            stop.wait(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = run_batch(
+            "../nbs/nb.ipynb", ["x=1,2,3"], "runs/g", workers=2, timeout=300, progress=False
+        )
+    finally:
+        stop.set()
+        watcher.join()
+    assert seen == {str(here)}, "the batch process stayed in its directory"
+    assert result.ok and len(result.rows) == 3
+    for row in result.rows:
+        folder = here / "runs" / "g" / row["run_id"]
+        assert row["out_dir"] == str(folder) and row["cwd"] == str(nbs)
+        assert (folder / "x.txt").read_text() == str(row["x"])
+    assert not (nbs / "out").exists()
+    mine = run_batch(nbs / "nb.ipynb", [{"x": 5, "out_dir": str(tmp_path / "mine")}],
+                     tmp_path / "g2", progress=False)  # fmt: skip
+    assert (tmp_path / "mine" / "x.txt").read_text() == "5" and mine.ok
