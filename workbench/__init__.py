@@ -35,6 +35,7 @@ _LAZY: dict[str, str] = {
     ),
     **dict.fromkeys(["record", "run_batch"], "batch"),
     "WorkbenchError": "errors",
+    "UntestedVersionWarning": "_compat",
     **dict.fromkeys(["DEFAULT_MODEL", "ModelInfo", "list_models", "load_model"], "models"),
     **dict.fromkeys(["Trace", "generate"], "trace"),
     **dict.fromkeys(["Workbench", "workbench"], "ui"),
@@ -58,6 +59,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what type checkers and IDEs see
     from . import rl, tasks, ui, viz
+    from ._compat import UntestedVersionWarning
     from .ablation import (
         Knockout,
         ResidAblation,
@@ -104,6 +106,7 @@ __all__ = [
     "RhythmParams",
     "TargetSet",
     "Trace",
+    "UntestedVersionWarning",
     "Workbench",
     "WorkbenchError",
     "analyze",

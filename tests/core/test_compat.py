@@ -57,7 +57,7 @@ def test_an_untested_version_warns_once_with_the_fix(fresh_check, monkeypatch):
     monkeypatch.setattr(
         _compat, "_installed", lambda d: "5.99.0" if d == "transformers" else real(d)
     )
-    with pytest.warns(_compat.UntestedVersionWarning) as record:
+    with pytest.warns(workbench.UntestedVersionWarning) as record:  # the public name
         bad = _compat.check_versions()
         _compat.check_versions()  # cached: no second warning
     assert bad == {"transformers": ("5.99.0", _compat.TESTED["transformers"])}
