@@ -77,9 +77,8 @@ def json_ready(value: Any) -> Any:
     """`value` (a JSON-like tree of dicts, lists and tuples) with every NaN or infinite
     float replaced by None, so that it is written as JSON's ``null``.
 
-    For measurements, where a missing number is a fact to record (the mean credit of a
-    batch whose completions are all empty): writers of user data refuse them instead
-    (`non_finite`)."""
+    For measurements, where a missing number is a fact to record (a mean over an empty
+    selection): writers of user data refuse them instead (`non_finite`)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):

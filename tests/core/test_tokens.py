@@ -7,7 +7,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers
 from transformers import PreTrainedTokenizerFast
 
 import workbench as wb
-from workbench.trace.tokens import token_strings
+from workbench.trace.tokens import UTF8_MAX_BYTES, token_strings
 
 REPLACEMENT = "\ufffd"
 
@@ -82,3 +82,26 @@ def test_a_trace_of_text_with_split_characters_spells_its_response(smol):
     trace = wb.Trace.from_text(smol, "Name the animal.", response)
     assert "".join(trace.response_tokens) == response
     assert REPLACEMENT not in "".join(trace.tokens)
+
+
+def test_bytes_that_never_complete_a_character_cost_no_more_than_whole_tokens(smol):
+    """A broken sampler's run of stray continuation bytes: each piece is held at most
+    four pieces (the longest UTF-8 character), so the decode windows stay short."""
+    tokenizer = smol.tokenizer
+    # GPT-2's byte-to-symbol table: printable bytes stand for themselves, the others
+    # take 256, 257, ... in order; 0x80, a continuation byte, is the 35th of those.
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    symbol = chr(256 + [b for b in range(256) if b not in printable].index(0x80))
+    stray = tokenizer.convert_tokens_to_ids(symbol)
+    ids = [stray] * 2000
+    assert tokenizer.decode(ids[:3]) == REPLACEMENT * 3  # never a character
+    calls = []
+    decode = tokenizer.decode
+
+    class Counting:
+        def decode(self, window):
+            calls.append(len(window))
+            return decode(window)
+
+    got = token_strings(Counting(), ids)
+    assert "".join(got) == decode(ids) and max(calls) <= 2 * UTF8_MAX_BYTES

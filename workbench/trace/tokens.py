@@ -71,6 +71,10 @@ def check_ids(model: TransformerBridge, ids: torch.Tensor, *, what: str = "the t
         )
 
 
+#: The most pieces one character can span: UTF-8 spells a character in at most 4 bytes.
+UTF8_MAX_BYTES = 4
+
+
 def token_strings(tokenizer: Any, ids: torch.Tensor | Sequence[int]) -> list[str]:
     """The text each token adds to the decoded sequence, so that ``"".join(strings)``
     is ``tokenizer.decode(ids)`` (incremental detokenization, as in transformers'
@@ -84,8 +88,10 @@ def token_strings(tokenizer: Any, ids: torch.Tensor | Sequence[int]) -> list[str
       pieces before it add ``""`` (charts show the empty token as ``∅``).
 
     Each token is decoded in a window that starts at the previous token that completed
-    its text, so the cost stays linear in the length. Pieces of a character still
-    incomplete at the end keep what the tokenizer gives them (``"\ufffd"``).
+    its text, so the cost stays linear in the length. A character is held over at most
+    `UTF8_MAX_BYTES` pieces (a longer run of bytes that never completes one, from a broken
+    sampler, would make the windows grow with the length); such bytes, and pieces still
+    incomplete at the end, keep what the tokenizer gives them (``"\ufffd"``).
     """
     ids = [int(i) for i in ids]
     out: list[str] = []
@@ -93,7 +99,7 @@ def token_strings(tokenizer: Any, ids: torch.Tensor | Sequence[int]) -> list[str
     for i in range(len(ids)):
         before = tokenizer.decode(ids[start:done])
         text = tokenizer.decode(ids[start : i + 1])
-        if text.endswith("\ufffd") and i + 1 < len(ids):
+        if text.endswith("\ufffd") and i + 1 < len(ids) and i + 1 - done < UTF8_MAX_BYTES:
             out.append("")  # part of a character that a later piece completes
         elif text.startswith(before):
             out.append(text[len(before) :])
