@@ -115,7 +115,7 @@ def _check_quickstart(values, p, out, request):
         smol, p["prompt"], max_new_tokens=p["max_new_tokens"], temperature=p["temperature"],
         seed=p["seed"],
     )  # fmt: skip
-    a = wb.analyze(smol, trace, layers=p["layers"], window=p["window"])
+    a = wb.analyze(smol, trace, layers=p["layers"], window=p["window"], sink=p["sink"])
     assert values == {
         "response_tokens": trace.response_len,
         "n_anchors": len(a.anchors),
