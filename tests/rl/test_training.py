@@ -417,6 +417,8 @@ def test_experiment_runs_each_strategy_and_seed_once(tmp_path):
     assert ((table["final_lo"] <= table["final"]) & (table["final"] <= table["final_hi"])).all()
     spec = exp.chart().to_dict()
     assert {layer["mark"]["type"] for layer in spec["layer"]} == {"area", "line"}
+    band = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "area")
+    assert band["encoding"]["color"]["legend"] is None, "the lines' colours make the legend"
     forest = exp.paired_chart("eval_sampled_accuracy").to_dict()
     assert "2 seeds" in forest["title"]["subtitle"] and "Holm" in forest["title"]["subtitle"]
     (row,) = next(iter(forest["datasets"].values()))  # one comparison: coupled - none
@@ -602,3 +604,14 @@ def test_a_diverged_update_is_refused_before_it_moves_the_weights(tmp_path, wher
     after = _weights(run)
     assert all(torch.equal(before[k], after[k]) for k in before), "no step was taken"
     assert [r["step"] for r in read_metrics(tmp_path)] == [0]
+
+
+def test_a_constant_accuracy_gets_an_axis_with_room_around_it():
+    """All strategies at 0.5625 for every step gave a zero-width domain: one tick, "1"."""
+    import pandas as pd
+
+    from workbench.rl.experiment import _accuracy_scale
+
+    assert _accuracy_scale(pd.Series([0.5625] * 3)).to_dict() == {"domain": [0.5125, 0.6125]}
+    assert _accuracy_scale(pd.Series([0.99, 0.99])).to_dict() == {"domain": [0.94, 1.0]}
+    assert _accuracy_scale(pd.Series([0.5, 0.6])).to_dict() == {"zero": False}

@@ -32,6 +32,17 @@ __all__ = ["METRICS", "Experiment", "run_experiment"]
 METRICS = EVAL_METRICS
 
 
+def _accuracy_scale(values: Any) -> Any:
+    """An axis that starts where the accuracies are (differences between strategies are
+    small), and spans 0.1 around a constant one (a zero-width domain drew one tick)."""
+    import altair as alt
+
+    lo, hi = float(values.min()), float(values.max())
+    if hi - lo > 1e-9 or math.isnan(lo):
+        return alt.Scale(zero=False)
+    return alt.Scale(domain=[max(0.0, lo - 0.05), min(1.0, hi + 0.05)])
+
+
 class Experiment:
     """The runs of a strategies x seeds comparison, read from its folder.
 
@@ -259,7 +270,10 @@ class Experiment:
         base = alt.Chart(data).encode(
             x=alt.X("step:Q", title="step"), color=alt.Color("strategy:N", title="strategy")
         )
-        band = base.mark_area(opacity=0.2).encode(y="lo:Q", y2="hi:Q")
+        # The legend comes from the lines: the band's faint swatches hid the colours.
+        band = base.mark_area(opacity=0.2).encode(
+            y="lo:Q", y2="hi:Q", color=alt.Color("strategy:N", legend=None)
+        )
         # One seed has no interval (`t_ci` gives NaN bounds), so no band.
         subtitle = f"mean over {n} seeds, band: {ci:.0%} t-interval"
         if seeds.max() == 1:
@@ -270,7 +284,7 @@ class Experiment:
             y=alt.Y(
                 "mean:Q",
                 title="held-out accuracy" + (" (sampled)" if "sampled" in metric else " (greedy)"),
-                scale=alt.Scale(zero=False),  # differences between strategies are small
+                scale=_accuracy_scale(data["mean"]),
             ),
             tooltip=["strategy:N", "step:Q", alt.Tooltip("mean:Q", format=".3f")],
         )
