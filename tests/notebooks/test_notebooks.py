@@ -176,14 +176,14 @@ def _check_batch(values, p, out, request):
     tokens = pd.read_csv(out / "tokens.csv")
     assert values == {
         "n_prompts": 2,  # the built-in prompts
-        "mean_anchors": pytest.approx(summary.anchors.mean(), rel=1e-12),
+        "mean_anchor_fai": pytest.approx(summary.anchor_fai.mean(), rel=1e-12),
         "mean_waad": pytest.approx(summary.mean_waad.mean(), rel=1e-12),
     }
     assert summary.prompt.tolist() == [0, 1]
     assert summary.response_tokens.between(1, p["max_new_tokens"]).all()
     for r in summary.itertuples():
         assert 1 <= r.anchors <= _top_q(r.response_tokens), r
-        assert 0 < r.mean_waad <= p["window"], r
+        assert 0 < r.anchor_fai <= 1 and 0 < r.mean_waad <= p["window"], r
     # tokens.csv: one row per token, the response rows of each prompt as counted above
     per_prompt = tokens[tokens.response].groupby("prompt").size()
     assert per_prompt.tolist() == summary.response_tokens.tolist()
