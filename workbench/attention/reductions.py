@@ -349,9 +349,12 @@ class StatsAccumulator:
         if self.sink == "exclude" and key0 == 0:
             # A'[t,s] = A[t,s] * scale[t] for s >= 1 (and 0 at s = 0), scale = 1 / (1 - A[t,0])
             # (0 where the first token takes everything); the sink column adds 0 to `weighted`.
-            rest = 1.0 - p[..., 0]
+            # The rest summed from the other keys, not 1 - A[t,0]: for a head that gives the
+            # sink nearly everything, that difference is off by up to an ulp of 1 (6e-8 in
+            # float32), a large share of what remains.
+            rest = p[..., 1:].sum(-1)
             scale = torch.where(rest > 0, 1.0 / rest.clamp_min(torch.finfo(p.dtype).tiny), 0.0)
-            rowsum = p[..., 1:].sum(-1) * scale  # not (rowsum - A[t,0]): that cancels
+            rowsum = rest * scale
             weighted = weighted * scale
         self.rowsum[hr, row0:row1] = rowsum.to(self.device)
         self.dist[hr, row0:row1] = ((pos[row0:row1] - key0) * rowsum - weighted).to(self.device)

@@ -49,7 +49,9 @@ def _kurt(x: list[float]) -> float:
 def _without_sink(a: np.ndarray) -> np.ndarray:
     out = np.zeros_like(a)
     for t in range(a.shape[0]):
-        rest = 1.0 - a[t, 0]
+        # = 1 - A[t, 0] for a row that sums to one; summed, it keeps its precision where
+        # the first token takes nearly everything (1 - A[t, 0] is off by an ulp of 1).
+        rest = sum(a[t, s] for s in range(1, a.shape[1]))
         if rest > 0:
             for s in range(1, a.shape[1]):
                 out[t, s] = a[t, s] / rest
