@@ -392,3 +392,23 @@ def test_every_chart_exports_offline(tmp_path, analysis, maps):
         assert "<script src=" not in html
     png = wb.viz.save(built["text"], tmp_path / "text.png").read_bytes()
     assert png.startswith(b"\x89PNG")
+
+
+def test_a_head_that_gives_the_sink_everything_names_its_tiny_clip_value():
+    """Such a head's other cells are about 1e-7: the subtitle said "(0.000)", as if the
+    map were empty, while the colour scale ran to 1e-7."""
+    import torch
+
+    from workbench.viz.maps import AttentionMaps
+
+    n = 8
+    rows = torch.full((n, n), 1e-7).tril()
+    rows[:, 0] = 1.0 - 1e-7 * torch.arange(n)
+    maps = AttentionMaps([(0, 0)], rows[None], 1, 0, 0, n, [f"t{i}" for i in range(n)])
+    spec = charts.attention_map(maps, (0, 0)).to_dict()
+    subtitle = (
+        " ".join(spec["title"]["subtitle"])
+        if isinstance(spec["title"]["subtitle"], list)
+        else spec["title"]["subtitle"]
+    )
+    assert "(1e-07)" in subtitle and "(0.000)" not in subtitle

@@ -171,7 +171,7 @@ def attention_map(
         tooltip += [alt.Tooltip("query:N"), alt.Tooltip("key:N")]
     has_sink = bool(df["sink"].any())
     cells_of = "the non-sink cells" if has_sink else "the cells"
-    clip = f"colour clipped at q{clip_quantile * 100:g} of {cells_of} ({vmax:.3f})"
+    clip = f"colour clipped at q{clip_quantile * 100:g} of {cells_of} ({vmax:.3g})"
     subtitle = [
         f"rows: response positions {r0}..{n - 1}; columns: key positions {c0}..{n - 1}"
         + ("" if b == 1 else f"; {b}x{b} blocks averaged"),
@@ -218,7 +218,7 @@ def attention_map(
                     clamp=True,
                     nice=False,
                 ),
-                legend=alt.Legend(title=["attention", f"(clipped at {vmax:.3f})"]),
+                legend=alt.Legend(title=["attention", f"(clipped at {vmax:.3g})"]),
             ),
             tooltip=tooltip,
         )
