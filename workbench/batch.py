@@ -411,8 +411,9 @@ def run_batch(
     """
     from tqdm.auto import tqdm
 
-    notebook = as_path(notebook, "run_batch's notebook", "file", "notebooks/01_explore.ipynb")
-    notebook = notebook.absolute()
+    notebook = as_path(
+        notebook, "run_batch's notebook", "file", "notebooks/05_batch.ipynb"
+    ).absolute()
     out = as_path(out, "run_batch's out", "folder", "runs/batch").absolute()
     if not notebook.is_file():
         raise WorkbenchError(f"no notebook at {notebook}", "pass the path of an .ipynb file")

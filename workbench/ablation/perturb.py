@@ -36,7 +36,7 @@ from ..attention.analysis import Analysis
 from ..attention.rhythm import top_q
 from ..errors import WorkbenchError
 from ..trace import Trace, check_trace, check_traces
-from ..trace.tokens import check_ids, token_strings
+from ..trace.tokens import UTF8_MAX_BYTES, check_ids, token_strings
 from .effects import greedy_continue, logits_of
 from .targets import check_pairs
 
@@ -237,8 +237,11 @@ def perturb_position(
         "position": position,
         "token": trace.tokens[position],
         "original": original,
-        # Each as it would read after the prefix (a SentencePiece word keeps its space).
-        "alternatives": [token_strings(tok, [*prefix[-4:].tolist(), a])[-1] for a in alts],
+        # Each as it would read after the prefix (a SentencePiece word keeps its space; the
+        # context covers a character the prefix leaves incomplete).
+        "alternatives": [
+            token_strings(tok, [*prefix[-UTF8_MAX_BYTES:].tolist(), a])[-1] for a in alts
+        ],
         "continuations": conts,
         "jaccards": js,
         "jaccard": float(np.mean(js)) if js else float("nan"),

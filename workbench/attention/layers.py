@@ -138,13 +138,14 @@ def resolve_layers(
                 f"layer {layer} is out of range for a model with {n_layers} layers",
                 f"pick layers in 0..{n_layers - 1}",
             )
-        if layer % n_layers in out:  # [1, -1] on two layers, as [1, 1] in layer_indices
+        index = layer % n_layers
+        if index in out:  # [1, -1] on two layers, as [1, 1] in layer_indices
             raise WorkbenchError(
-                f"layers={list(given)} name layer {layer % n_layers} twice on a model with "
-                f"{n_layers} layers ({out[layer % n_layers]} and {layer})",
+                f"layers={list(given)} name layer {index} twice on a model with "
+                f"{n_layers} layers ({out[index]} and {layer})",
                 f"list each layer once, e.g. layers={sorted({x % n_layers for x in given})}",
             )
-        out[layer % n_layers] = layer
+        out[index] = layer
     return sorted(out)
 
 

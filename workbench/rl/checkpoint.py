@@ -95,7 +95,7 @@ def save_checkpoint(
 
 
 def _run_dir(run_dir: Any) -> Path:
-    """`run_dir` as a Path; anything but a path or str is a `WorkbenchError`."""
+    """`run_dir` as a Path (`as_path`: anything but a non-empty path or str is refused)."""
     return as_path(run_dir, "a run directory", "folder", "runs/coupled")
 
 

@@ -135,7 +135,7 @@ class RLPanel(Panel):
         check_text("model", model)
         super().__init__()
         d = layout.DESCRIPTION
-        self.out = Path(out)
+        self.out = out
         self.model_name = widgets.Text(value=model, description="model", style=d)
         self.task = widgets.Dropdown(
             options=list(TASKS), value="countdown", description="task", style=d
