@@ -1,6 +1,6 @@
 """The metrics on hand-computed toy patterns and random patterns (no model needed).
 
-Reads as a spec: each toy case is worked out by hand in the comments (method.md, Eq. 7-10
+Reads as a spec: each toy case is worked out by hand in the comments (Eq. 7-10
 and Sec. 5.2); the property tests check ranges, closed forms for uniform attention, the
 effect of moving the prompt/response boundary, and agreement with the loop reference.
 """

@@ -29,7 +29,7 @@ def test_the_solution_passes(capsys):
 
 
 def test_truncating_the_count_fails():
-    # method.md: max(1, round(q * n)); int(q * n) takes one too few whenever q * n ends in .5+
+    # README, "The method": max(1, round(q * n)); int(q * n) takes one too few whenever q * n ends in .5+
     with pytest.raises(AssertionError, match="round, not truncate"):
         check_anchors(anchors(lambda q, n: max(1, int(q * n))))
 

@@ -9,7 +9,7 @@ TransformerLens style, so they compose by concatenation::
     with intervene(model, ko, ab):                  # the same, as a context manager
         logits = model(ids)
 
-Knockout (Geva et al. 2023; method.md, "Ablation conventions"): on
+Knockout (Geva et al. 2023; README, "The method"): on
 ``blocks.{l}.attn.hook_attn_scores`` ``[batch head_index query_pos key_pos]`` (pre-softmax;
 the bridge has already put its causal mask there, a large negative number above the
 diagonal), the score from every *strictly later* query ``t > s`` to a knocked-out key ``s``

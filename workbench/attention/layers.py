@@ -1,4 +1,4 @@
-"""Layer and head selection: ``"all"``, ``"middle"`` or an explicit list (method.md).
+"""Layer and head selection: ``"all"``, ``"middle"`` or a list (README, "The method").
 
 The "middle" selection is the paper's RL default: five layers evenly spaced from
 ``floor(L/3)`` to ``floor(2L/3)`` inclusive, rounded to integers, duplicates removed (fewer
@@ -89,7 +89,7 @@ def middle_layers(n_layers: int) -> list[int]:
 
     Returns:
         Sorted distinct layer indices, evenly spaced from ``floor(L/3)`` to
-        ``floor(2L/3)`` inclusive (method.md, "Counting and ties").
+        ``floor(2L/3)`` inclusive (README, "The method").
     """
     # `is_index`: a bool is no layer count (``True`` gave [0]); NumPy integers are
     if not _validate.is_index(n_layers) or _validate.as_index(n_layers) < 1:

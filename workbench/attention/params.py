@@ -5,9 +5,9 @@ One frozen record per concept, validated once at construction and passed whole t
 TRL subclass. ``replace(**changes)`` returns a validated copy; unknown names are refused
 with the list of known ones. ``to_dict``/``from_dict`` round-trip through JSON.
 
-Defaults: `RhythmParams()` is the analysis setting of method.md (W = 10, FAI to the end of
-the response, 30% local / 30% global heads, q = 0.4, k = 3, alpha = 0.5, median
-thresholds). `CreditParams()` is the paper's RL setting: the five middle-third layers and
+Defaults: `RhythmParams()` is the paper's analysis setting (README, "The method": W = 10,
+FAI to the end of the response, 30% local / 30% global heads, q = 0.4, k = 3, alpha = 0.5,
+median thresholds). `CreditParams()` is the paper's RL setting: the five middle-third layers and
 the FAI horizon (10, 100), ``gamma_amp = 1.5``.
 """
 
@@ -113,7 +113,7 @@ def _replace(record: Any, changes: dict[str, Any]) -> Any:
 @no_type_check
 @dataclass(frozen=True)
 class RhythmParams:
-    """How the rhythm is read from one forward pass (method.md, Eq. 8-10 and Sec. 5.2).
+    """How the rhythm is read from one forward pass (Eq. 8-10 and Sec. 5.2).
 
     Every field can change after the pass (`Analysis.with_params`), within what the pass
     kept (see `workbench.attention.analysis`).
@@ -186,7 +186,7 @@ RL_RHYTHM = RhythmParams(fai_horizon=(10, 100), fai_min_rows=1)
 @no_type_check
 @dataclass(frozen=True)
 class CreditParams:
-    """Rhythm credit for RL (method.md, Eq. 12-19): which tokens get more advantage.
+    """Rhythm credit for RL (Eq. 12-19): which tokens get more advantage.
 
     Attributes:
         strategy: one of `workbench.attention.credit.STRATEGIES`.

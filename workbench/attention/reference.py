@@ -2,8 +2,8 @@
 
 Used by the tests to check the streaming engine. It materialises every chosen layer's full
 pattern with ``run_with_cache(names_filter=...)`` (``layers x heads x T^2`` floats: keep
-traces short) and computes each quantity exactly as method.md states it, one token at a
-time, without sharing any code with the fast path:
+traces short) and computes each quantity exactly as the README ("The method") states it,
+one token at a time, without sharing any code with the fast path:
 
 - span (Eq. 7), local/global heads (Eq. 8) with the counting and tie rules,
 - WAAD (Eq. 9) of ``A_loc`` (the mean map of the local heads),

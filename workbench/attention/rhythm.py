@@ -1,8 +1,8 @@
 """Preplan and anchor tokens, locally dominated anchors and their introductions (Sec. 5.2).
 
-Counting and ties follow method.md: "top q" / "bottom q" of ``n`` eligible tokens selects
-``max(1, round(q * n))`` of them (Python's ``round``, half to even), ties broken by the
-lower position. Eligible tokens are response tokens where the metric is defined (not NaN).
+Counting and ties follow the README ("The method"): "top q" / "bottom q" of ``n`` eligible
+tokens selects ``max(1, round(q * n))`` of them (Python's ``round``, half to even), ties
+broken by the lower position. Eligible tokens are response tokens where the metric is defined (not NaN).
 
 This project's choices where the paper is silent (each a parameter):
 

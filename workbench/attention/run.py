@@ -138,7 +138,7 @@ def analyze(
     sink: str = "keep",
     **changes: Any,
 ) -> Analysis:
-    """Analyse one trace with one forward pass (method.md, Eq. 7-10 and Sec. 5.2).
+    """Analyse one trace with one forward pass (Eq. 7-10 and Sec. 5.2).
 
     Args:
         model: a TransformerBridge from `wb.load_model`.

@@ -1,4 +1,4 @@
-"""GRPO advantages and the PPO-clip surrogate with per-token credit (method.md, Eq. 12-19).
+"""GRPO advantages and the PPO-clip surrogate with per-token credit (Eq. 12-19).
 
 The paper replaces GRPO's per-token advantage ``A_i`` by ``gamma[t] * A_i``; gamma is
 detached and applies to positive and negative advantages alike. With gamma all ones this is

@@ -1,6 +1,6 @@
 """The native GRPO loop with rhythm credit: short runs in a notebook, resumable.
 
-One step (method.md, "Credit strategies"):
+One step (Eq. 12-19):
 
 1. sample ``prompts_per_step`` training problems (seeded by run seed and step) and
    ``num_generations`` completions for each (seeded likewise);

@@ -167,7 +167,7 @@ Greedy decoding, at most {c["max_new_tokens"]} new tokens.
 
 The fixed sample is what `tests/tiny/test_tiny_models.py` re-scores against `card.json`.
 
-## Head spans (method.md Eq. 7)
+## Head spans (Eq. 7)
 Mean attention distance in tokens per head over response tokens,
 {card["head_spans_measured_on"]}:
 

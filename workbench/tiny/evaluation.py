@@ -2,7 +2,7 @@
 
 Greedy evaluation groups prompts by token length, so no padding is ever used and a batched
 result equals the one-at-a-time result. Head spans are those of the analysis engine
-(`workbench.attention.metrics.head_span`, method.md Eq. 7), averaged over sequences.
+(`workbench.attention.metrics.head_span`, Eq. 7 of the paper), averaged over sequences.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def evaluate(
 def head_spans(
     model: Any, tokenizer: Any, prompts: Sequence[str], completions: Sequence[str]
 ) -> torch.Tensor:
-    """Mean attention distance per head over response tokens (method.md Eq. 7).
+    """Mean attention distance per head over response tokens (Eq. 7 of the paper).
 
     Each sequence (prompt + completion + eos) is measured with the engine's
     `workbench.attention.metrics.head_span`; the spans are then averaged over sequences.

@@ -1,7 +1,7 @@
 """Altair chart builders for the preplan-and-anchor rhythm (each returns an altair chart).
 
 - `attention_map`: a head group's (or one head's) attention over the response rows, the
-  sawtooth of local heads and the vertical stripes of global heads (method.md, Eq. 9-10).
+  sawtooth of local heads and the vertical stripes of global heads (Eq. 9-10).
 - `rhythm_curves`: WAAD (local heads) and FAI (global heads) over the response, preplan
   tokens marked on WAAD and anchors on FAI, token text on hover; entropy optionally.
 - `text_view`: the response as text, each token coloured by a metric (the paper's

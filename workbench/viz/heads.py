@@ -1,5 +1,5 @@
 """Charts of heads: `attention_map` (a head group's attention over the response rows, the
-sawtooth of local heads and the stripes of global heads, method.md Eq. 9-10) and `head_map`
+sawtooth of local heads and the stripes of global heads, Eq. 9-10) and `head_map`
 (every (layer, head) coloured by span, local and global heads outlined)."""
 
 from __future__ import annotations

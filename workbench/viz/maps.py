@@ -6,8 +6,8 @@ forward pass with a hook on each needed layer's ``blocks.{l}.attn.hook_pattern``
 only the response rows, mean-pools them into ``bin x bin`` blocks at once and drops the
 pattern, so memory is one layer's pattern plus ``heads x max_cells`` floats.
 
-Mean pooling is linear, so the map of a head group (the mean over its heads, method.md
-"Group maps") is the mean of the pooled per-head maps: `AttentionMaps.group` gives the
+Mean pooling is linear, so the map of a head group (the mean over its heads,
+Eq. 8) is the mean of the pooled per-head maps: `AttentionMaps.group` gives the
 local-head, global-head or any other group's map without another forward pass.
 """
 
