@@ -20,6 +20,16 @@ What is private here, and why it is used:
   ``generate`` ignores the KV cache, because the attention bridge reads ``past_key_values``
   while transformers now passes ``cache``). `structural_copy` gives the bridge its own
   module tree over the model's own parameters, so the model that samples stays plain.
+  Its boot also replaces the tokenizer it is given: it reloads it from the folder (or hub
+  name) in ``init_kwargs["name_or_path"]`` with ``add_bos_token=True``, and fills a missing
+  EOS with ``"<|endoftext|>"``. That changed how prompts encode (a BOS the checkpoint's
+  own tokenizer does not add), lost in-memory edits (a chat template, added tokens), and
+  failed for a tokenizer built in memory or a moved folder. `bridge_tokenizer` hands it a
+  copy that it leaves as it is; `set_bridge_tokenizer` then puts the caller's tokenizer
+  back through the private ``_tokenizer`` (the public setter would run that boot step
+  again, and reset ``cfg.d_vocab`` to the tokenizer's size). `suspended_hooks` takes the
+  temporary hooks of a ``model.hooks()`` context out of PyTorch's private hook table of
+  each ``HookPoint`` (TransformerLens keeps no public way to pause them) for a probe pass.
 - transformers: the config's ``_name_or_path`` and ``_attn_implementation`` fields; a
   model class's ``_supports_attention_backend`` flag; ``masking_utils.sdpa_mask`` and
   ``integrations.sdpa_attention`` (the workbench's registered attention function gets the
@@ -30,11 +40,12 @@ What is private here, and why it is used:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import itertools
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .provenance import installed_version as _installed
@@ -43,13 +54,16 @@ __all__ = [
     "TESTED",
     "UntestedVersionWarning",
     "attention_implementation",
+    "bridge_tokenizer",
     "check_versions",
     "grpo_trainer_base",
     "model_name",
     "register_attention",
     "sdpa_attention",
+    "set_bridge_tokenizer",
     "structural_copy",
     "supports_attention_interface",
+    "suspended_hooks",
     "untested_versions",
     "without_load_path",
 ]
@@ -165,6 +179,67 @@ def structural_copy(hf_model: Any) -> Any:
     elif getattr(shadow, "is_gradient_checkpointing", False):
         shadow.gradient_checkpointing_disable()
     return shadow
+
+
+def bridge_tokenizer(tokenizer: Any) -> Any:
+    """A deep copy of `tokenizer` for TransformerLens's boot to normalise in place.
+
+    ``transformer_lens.utilities.get_tokenizer_with_bos`` returns a tokenizer unchanged
+    when its ``init_kwargs`` say ``add_bos_token`` (and reloads it from
+    ``init_kwargs["name_or_path"]`` otherwise); the copy says so, so nothing is reloaded
+    and the boot's other edits (a padding side, placeholder special tokens) stay on the
+    copy. The copy encodes exactly as `tokenizer` does, so the BOS/EOS behaviour the boot
+    detects on it (``cfg.tokenizer_prepends_bos``) is the caller's.
+    """
+    copied = copy.deepcopy(tokenizer)
+    kwargs = dict(getattr(copied, "init_kwargs", None) or {})
+    kwargs["add_bos_token"] = True
+    kwargs.setdefault("name_or_path", getattr(copied, "name_or_path", "") or "")
+    copied.init_kwargs = kwargs
+    return copied
+
+
+def set_bridge_tokenizer(bridge: Any, tokenizer: Any) -> None:
+    """Make `tokenizer` the bridge's, leaving ``bridge.cfg`` (vocabulary size, BOS/EOS
+    flags) as the boot set it from the `bridge_tokenizer` copy."""
+    bridge._tokenizer = tokenizer
+
+
+def _hook_points(model: Any) -> list[Any]:
+    """The model's distinct ``HookPoint`` modules."""
+    from transformer_lens.hook_points import HookPoint
+
+    points = model.hook_points() if hasattr(model, "hook_points") else model.modules()
+    seen: dict[int, Any] = {}
+    for hp in points:
+        if isinstance(hp, HookPoint):
+            seen.setdefault(id(hp), hp)
+    return list(seen.values())
+
+
+@contextlib.contextmanager
+def suspended_hooks(model: Any) -> Iterator[None]:
+    """Suspend the model's temporary forward hooks (those of ``model.hooks()`` contexts such
+    as `intervene`, or added with ``add_hook``) for the duration; permanent hooks stay.
+
+    Each hook point keeps its ``fwd_hooks`` handles; only PyTorch's hook table of the
+    module is emptied of the temporary ones and restored afterwards, in its original order,
+    so the caller's hooks are neither lost nor re-ordered, even if the body raises.
+    """
+    saved: list[tuple[Any, dict[int, Any]]] = []
+    try:
+        for hp in _hook_points(model):
+            live = {h.hook.id for h in getattr(hp, "fwd_hooks", []) if not h.is_permanent}
+            table = hp._forward_hooks
+            if live & table.keys():
+                saved.append((hp, dict(table)))
+                for key in live & table.keys():
+                    del table[key]
+        yield
+    finally:
+        for hp, table in saved:
+            hp._forward_hooks.clear()
+            hp._forward_hooks.update(table)
 
 
 # ---------------------------------------------------------------------------------------

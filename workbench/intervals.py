@@ -17,11 +17,13 @@ tabulated values. scipy is not a dependency of the workbench.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, no_type_check
 
 import numpy as np
 
+from . import _validate
 from .errors import WorkbenchError
 
 __all__ = ["bootstrap_ci", "check_level", "holm", "paired_t", "t_cdf", "t_ci", "t_quantile"]
@@ -39,8 +41,35 @@ def check_level(ci: Any) -> None:
 def _values(values: Any) -> tuple[np.ndarray, tuple[float, float, float] | None]:
     """The non-NaN values, and the result when no interval exists: all NaN for none; for one
     value, that value with NaN bounds (one run says nothing about the spread of runs, and a
-    zero-width interval would claim certainty)."""
-    v = np.asarray(values, dtype=float)
+    zero-width interval would claim certainty).
+
+    None entries of a list count as missing, like NaN.
+
+    Raises:
+        WorkbenchError: `values` is not a 1-D sequence of numbers (None, a string, a
+            scalar, a table), which ``np.asarray`` would turn into a NaN, a number or a
+            flattened mean without a word.
+    """
+    fix = "pass a list or 1-D array of numbers, e.g. t_ci([0.1, 0.3, 0.2])"
+    if values is None or isinstance(values, (str, bytes)):
+        raise WorkbenchError(f"the values must be a 1-D list of numbers, got {values!r}", fix)
+    try:
+        v = np.asarray(values)
+    except (TypeError, ValueError):
+        v = None
+    if v is not None and v.ndim == 1 and v.dtype == object:  # numbers with None as missing
+        ok = all(x is None or isinstance(x, numbers.Real) for x in v)
+        v = np.array([np.nan if x is None else x for x in v], dtype=float) if ok else None
+    numeric = v is not None and (np.issubdtype(v.dtype, np.number) or v.dtype == np.bool_)
+    if v is None or v.ndim != 1 or not (v.size == 0 or numeric):
+        if v is None or v.ndim == 0:
+            what = repr(values)[:80]
+        else:
+            what = f"a {type(values).__name__} of shape {v.shape} and dtype {v.dtype}"
+        raise WorkbenchError(f"the values must be a 1-D list of numbers, got {what}", fix)
+    if np.issubdtype(v.dtype, np.complexfloating):
+        raise WorkbenchError("the values must be real numbers, got complex ones", fix)
+    v = v.astype(float)
     v = v[~np.isnan(v)]
     if len(v) == 0:
         return v, (float("nan"),) * 3
@@ -49,14 +78,20 @@ def _values(values: Any) -> tuple[np.ndarray, tuple[float, float, float] | None]
     return v, None
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def bootstrap_ci(
     values: Any, *, n_boot: int = 2000, ci: float = 0.95, seed: int = 0
 ) -> tuple[float, float, float]:
-    """``(mean, lo, hi)``: the mean and its percentile bootstrap interval (NaNs dropped).
+    """``(mean, lo, hi)``: the mean and its percentile bootstrap interval.
 
-    With one value the bounds are NaN (no interval); with none, all three are NaN.
+    `values` must be a 1-D list or array of numbers (a `WorkbenchError` otherwise). NaN
+    values count as missing and are dropped before anything is computed. With one value
+    the bounds are NaN (no interval); with none, all three are NaN. `n_boot` is a positive
+    integer, `seed` a valid seed (`WorkbenchError` otherwise). None entries count as NaN.
     """
     check_level(ci)
+    _validate.integer("n_boot", n_boot, minimum=1, example=2000)
+    _validate.seed("seed", seed)
     v, trivial = _values(values)
     if trivial is not None:
         return trivial
@@ -122,12 +157,18 @@ def t_quantile(p: float, df: float) -> float:
     return 0.5 * (lo + hi)
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def t_ci(values: Any, *, ci: float = 0.95) -> tuple[float, float, float]:
-    """``(mean, lo, hi)``: the mean and its Student-t interval ``mean +- t_{n-1} s / sqrt(n)``
-    (NaNs dropped). With one value the bounds are NaN (no interval exists at 0 degrees of
-    freedom); with none, all three are NaN. Values that do not vary give a zero-width
-    interval, the t-interval's own answer; with few runs read it beside `paired_t`, whose
-    p-value then comes from the exact sign-flip test."""
+    """``(mean, lo, hi)``: the mean and its Student-t interval ``mean +- t_{n-1} s / sqrt(n)``.
+
+    `values` must be a 1-D list or array of numbers (a `WorkbenchError` otherwise: None, a
+    string or a scalar has no interval). NaN values (and None entries) count as missing:
+    they are dropped and ``n`` is the number of the others (a run whose metric is
+    undefined does not pull the mean). With one value the bounds are NaN (no interval
+    exists at 0 degrees of freedom); with none (all NaN, or empty), all three are NaN.
+    Infinite values are kept (the mean is then infinite, the bounds NaN). Values that do
+    not vary give a zero-width interval, the t-interval's own answer; with few runs read
+    it beside `paired_t`, whose p-value then comes from the exact sign-flip test."""
     check_level(ci)
     v, trivial = _values(values)
     if trivial is not None:

@@ -18,6 +18,7 @@ import workbench as wb
 from workbench.ablation import (
     Knockout,
     ResidAblation,
+    answer_span,
     effect_chart,
     logits_of,
     measure,
@@ -28,7 +29,9 @@ from workbench.ablation import (
     summarize,
     target_sets,
 )
-from workbench.intervals import t_ci
+from workbench.ablation.runner import _exclusions
+from workbench.attention import FaiRowsWarning
+from workbench.intervals import bootstrap_ci, t_ci
 from workbench.tasks import get_task
 
 
@@ -298,6 +301,12 @@ WRONG_TYPES.update(
         "wb.ablation.perturbation_test(None, [], [], n_pairs=1.5)": "n_pairs must be an integer",
         "wb.ablation.default_resid_layer(2.5)": "n_layers must be an integer",
         "wb.ablation.content_words(None)": "needs text",
+        # an empty list knocked out no head; None, a string or a fraction was no error
+        "Knockout([5], heads=[])": "empty list",
+        "wb.intervals.t_ci(None)": "1-D list of numbers",
+        "wb.intervals.t_ci('5')": "1-D list of numbers",
+        "wb.intervals.bootstrap_ci([1.0, 2.0], n_boot=0)": "n_boot must be at least 1",
+        "wb.intervals.bootstrap_ci([1.0, 2.0], n_boot=2.5)": "n_boot must be an integer",
     }
 )
 
@@ -424,3 +433,264 @@ def test_every_list_of_traces_is_checked_by_one_check(toy_llama, traces):
                 call(single)
     with pytest.raises(wb.WorkbenchError, match=r"expected a wb\.Trace, got str"):
         perturb_position(toy_llama, "text", 3)
+
+
+# -- 7. controls compare like with like; bad input found by the ablation audit ---------------
+
+
+def _tied(analysis):
+    """A copy of `analysis` whose FAI is the same (1.0) wherever it is defined."""
+    import copy
+
+    tied = copy.copy(analysis)
+    fai = analysis.fai.clone()
+    fai[~torch.isnan(fai)] = 1.0
+    object.__setattr__(tied, "fai", fai)
+    return tied
+
+
+def test_a_low_fai_control_never_shares_a_position_with_its_set(toy_llama, trace):
+    """Preplan and intro tokens often have low FAI, and with tied FAI the lowest-FAI
+    positions are the top ones: the control then measured (part of) the set itself."""
+    analysis = wb.analyze(toy_llama, trace, fai_min_rows=1)
+    for an, size in ((analysis, None), (analysis, 3), (_tied(analysis), 3)):
+        sets = target_sets(an, controls=["low_fai"], size=size)
+        fai_pool = {int(p) for p in torch.nonzero(~torch.isnan(an.fai)).flatten()} - {0}
+        for s in sets:
+            if s.kind == "target":
+                target = set(s.positions)
+                continue
+            assert len(s) == len(target) and not set(s.positions) & target, (s, target)
+            lowest = sorted(fai_pool - target, key=lambda p: (float(an.fai[p]), p))
+            assert list(s.positions) == sorted(lowest[: len(target)])
+        assert "low_fai[anchors]" in {s.name for s in sets}
+
+
+def test_a_knockout_inside_an_intervene_context_is_probed_without_its_hooks(toy_llama, trace):
+    """The one-time knockout probe (4 tokens) ran under the context's hooks, whose positions
+    lie beyond it: "ablation position 30 is beyond the sequence (4 tokens)"."""
+    from workbench.ablation import intervene
+    from workbench.ablation.interventions import _KNOCKOUT_PROBES
+
+    resid, ko = ResidAblation([10], layers=0), Knockout([12], layers=[1])
+    both = logits_of(toy_llama, trace.ids, [resid, ko])
+    _KNOCKOUT_PROBES.pop(toy_llama, None)  # the probe runs again, inside the context
+    with intervene(toy_llama, resid):
+        inside = logits_of(toy_llama, trace.ids, [ko])
+        still = logits_of(toy_llama, trace.ids)  # the context's hook is still live
+    assert torch.allclose(inside, both, atol=1e-5)
+    assert torch.allclose(still, logits_of(toy_llama, trace.ids, [resid]), atol=1e-5)
+    assert not toy_llama.hook_dict["blocks.0.hook_resid_pre"].fwd_hooks  # and gone after
+
+
+def test_traces_tokenized_for_another_model_are_refused_by_the_ablation_entry_points(
+    toy_llama, smol, trace
+):
+    """The toy's ids all fit SmolLM2's vocabulary, but SmolLM2 reads other tokens."""
+    analysis = wb.analyze(toy_llama, trace)
+    p = trace.prompt_len + 2
+    calls = [
+        lambda: run_ablations(smol, [trace], analyses=[analysis], progress=False),
+        lambda: measure(smol, trace, Knockout([p])),
+        lambda: wb.ablation.perturbation_test(smol, [trace], [analysis], progress=False),
+        lambda: perturb_position(smol, trace, p),
+    ]
+    for call in calls:
+        with pytest.raises(wb.WorkbenchError, match="tokenized for") as e:
+            call()
+        assert "Trace.from_text" in e.value.fix
+
+
+def test_resampling_from_a_duplicate_trace_is_refused(toy_llama, traces):
+    """A trace resampled from its own copy measured exactly 0 with zero-width intervals."""
+    a, b = traces
+    with pytest.raises(wb.WorkbenchError, match=r"traces\[1\] and traces\[2\] have the same"):
+        run_ablations(toy_llama, [a, b, b], interventions=["resid-resample"], progress=False)
+
+
+def _excluded(model, trace):
+    """The positions run_ablations keeps out of every set (answer, special, last token)."""
+    special = model.tokenizer.all_special_ids
+    return _exclusions(trace, answer_span(trace, special_ids=special)[0], special)
+
+
+def test_resample_skips_a_family_together_with_its_controls_and_says_so(toy_llama, traces):
+    """Sets beyond the source trace were skipped one by one and silently, so a family's set
+    and control means came from different traces."""
+    long = traces[0]
+    short = wb.Trace.from_text(toy_llama, long.prompt, long.text[: len(long.text) * 2 // 5])
+    kw = dict(families=["anchors", "preplan"], controls=["random"], n_random=3)
+    with pytest.warns(UserWarning, match="resid-resample skipped") as caught:
+        df = run_ablations(
+            toy_llama, [long, short], interventions=["resid-resample"], progress=False, **kw
+        )
+    # what should be skipped, from the sets themselves (trace i draws from seed + 3 i)
+    n_family = n_control = 0
+    for i, (tr, source) in enumerate(((long, short), (short, long))):
+        sets = target_sets(
+            wb.analyze(toy_llama, tr), **kw, seed=3 * i, exclude=_excluded(toy_llama, tr)
+        )
+        got = set(df.loc[df["trace"] == i, "target"])
+        for fam in kw["families"]:
+            group = [s for s in sets if s.family == fam]
+            if not group:
+                continue
+            fits = max(group[0].positions) < len(source)
+            n_family += not fits
+            for s in group:
+                ok = fits and max(s.positions) < len(source)
+                n_control += fits and not ok
+                assert (s.name in got) == ok, (i, s.name)
+    # the long trace's preplan set reaches beyond the short trace; its anchors do not, but
+    # some of their controls do
+    assert n_family >= 1 and n_control >= 1, (n_family, n_control)
+    message = str(caught[0].message)
+    assert f"skipped {n_family} (trace, family)" in message
+    assert f"and {n_control} further control" in message
+    assert len([w for w in caught if "resid-resample" in str(w.message)]) == 1
+
+
+def test_a_size_skips_families_with_no_eligible_positions_and_names_the_trace(toy_llama, traces):
+    """An empty pool said "use a size below 0"; a too-large size did not say which trace."""
+    short = wb.Trace.from_text(toy_llama, traces[0].prompt, "7")
+    with pytest.warns(FaiRowsWarning):
+        empty = wb.analyze(toy_llama, short)
+    assert target_sets(empty, families=["anchors"], size=2) == []
+    assert target_sets(empty, families=["anchors"]) == []  # as without a size
+    too_big = r"traces\[1\]: anchors: size=1000"
+    with pytest.raises(wb.WorkbenchError, match=too_big) as e, pytest.warns(FaiRowsWarning):
+        run_ablations(toy_llama, [short, traces[0]], families=["anchors"], size=1000)
+    assert "size below" in e.value.fix
+
+
+def test_random_controls_draw_with_other_seeds_on_every_trace(toy_llama, traces):
+    """The same seeds on every trace correlated the controls across traces, while the
+    interval over traces assumes independent ones."""
+    df = run_ablations(
+        toy_llama, traces, families=["anchors"], controls=["random"], n_random=2, seed=5,
+        size=2, progress=False,
+    )  # fmt: skip
+    random = df[df["kind"] == "random"]
+    assert sorted(random.loc[random["trace"] == 0, "seed"]) == [5, 6]
+    assert sorted(random.loc[random["trace"] == 1, "seed"]) == [7, 8]
+    for i, tr in enumerate(traces):
+        sets = target_sets(
+            wb.analyze(toy_llama, tr), families=["anchors"], controls=["random"], n_random=2,
+            seed=5 + 2 * i, size=2, exclude=_excluded(toy_llama, tr),
+        )  # fmt: skip
+        rows = random[random["trace"] == i]
+        for s in sets[1:]:
+            assert rows.loc[rows["target"] == s.name, "positions"].item() == s.positions
+            assert rows.loc[rows["target"] == s.name, "seed"].item() == s.seed
+    again = run_ablations(
+        toy_llama, traces, families=["anchors"], controls=["random"], n_random=2, seed=5,
+        size=2, progress=False,
+    )  # fmt: skip
+    assert again["positions"].tolist() == df["positions"].tolist()  # repeatable
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(interventions=None), "interventions must be a list of names"),
+        (dict(analyses="one"), "needs a list of analyses"),
+        (dict(exclude_answer="no"), "exclude_answer must be True or False"),
+        (dict(analyses="pair", analyze_kwargs={"fai_min_rows": 1}), "would be ignored"),
+        (dict(seed=2**63 - 2, n_random=3), "too large"),
+        (dict(task="countdown"), "max_new_tokens=0 runs none"),
+        (dict(problems=[None, None]), "max_new_tokens=0 runs none"),
+    ],
+)
+def test_run_ablations_refuses_settings_it_would_misread(toy_llama, traces, kwargs, match):
+    """None and one Analysis were raw TypeErrors; analyze_kwargs beside analyses and a
+    string flag were silently ignored or misread; a seed too large for the last trace's
+    controls failed after the work before it; a task or problems without a continuation
+    length turned the continuation test off without a word."""
+    analysis = wb.analyze(toy_llama, traces[0])
+    if kwargs.get("analyses") == "one":
+        kwargs["analyses"] = analysis
+    elif kwargs.get("analyses") == "pair":
+        kwargs["analyses"] = [analysis, wb.analyze(toy_llama, traces[1])]
+    with pytest.raises(wb.WorkbenchError, match=match):
+        run_ablations(toy_llama, traces, progress=False, **kwargs)
+
+
+def test_an_empty_heads_list_is_refused_not_a_no_op(toy_llama, trace):
+    with pytest.raises(wb.WorkbenchError, match="empty list") as e:
+        Knockout([5], heads=[])
+    assert "heads=None" in e.value.fix
+    every = logits_of(toy_llama, trace.ids, [Knockout([5])])  # None: every head
+    assert torch.equal(every, logits_of(toy_llama, trace.ids, [Knockout([5], heads=[0, 1, 2, 3])]))
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: t_ci(None), "1-D list of numbers"),
+        (lambda: t_ci("5"), "1-D list of numbers"),
+        (lambda: t_ci(5.0), "1-D list of numbers"),
+        (lambda: t_ci([[1.0, 2.0], [3.0, 4.0]]), "1-D list of numbers"),
+        (lambda: bootstrap_ci([1.0, 2.0], n_boot=0), "n_boot must be at least 1"),
+        (lambda: bootstrap_ci([1.0, 2.0], n_boot=2.5), "n_boot must be an int"),
+        (lambda: bootstrap_ci(None), "1-D list of numbers"),
+    ],
+)
+def test_interval_inputs_are_checked(call, match):
+    with pytest.raises(wb.WorkbenchError, match=match):
+        call()
+
+
+def test_intervals_take_one_list_of_numbers_and_drop_nan_values_as_missing():
+    assert t_ci([1.0, float("nan"), 3.0]) == t_ci([1.0, 3.0])
+    assert bootstrap_ci([1.0, float("nan"), 3.0]) == bootstrap_ci([1.0, 3.0])
+    assert np.isnan(t_ci([float("nan")] * 3)).all()
+    with pytest.raises(wb.WorkbenchError, match="1-D list of numbers"):
+        t_ci(np.array(5.0))  # one number has no interval; it read as (5.0, nan, nan)
+
+
+def test_a_metric_the_frame_has_no_values_of_is_refused(toy_llama, trace):
+    """correct_ablated without continuations summarised to all-NaN rows with n_traces 0."""
+    df = run_ablations(toy_llama, [trace], families=["anchors"], n_random=1, progress=False)
+    assert len(df) and df["correct_ablated"].isna().all()
+    with pytest.raises(wb.WorkbenchError, match="no values of 'correct_ablated'") as e:
+        summarize(df, "correct_ablated")
+    assert "max_new_tokens" in e.value.fix and "task" in e.value.fix
+    assert len(summarize(df, "kl_mean"))
+
+
+def test_perturb_position_needs_one_row_of_logits_per_token(toy_llama, trace):
+    clean = logits_of(toy_llama, trace.ids)
+    p = trace.prompt_len + 1
+    for logits in (torch.cat([clean, clean[-1:]]), clean[: p + 1]):
+        with pytest.raises(wb.WorkbenchError, match="not this trace's"):
+            perturb_position(toy_llama, trace, p, logits=logits, max_new_tokens=1)
+    assert perturb_position(toy_llama, trace, p, logits=clean, max_new_tokens=1)["jaccards"]
+
+
+def test_a_residual_ablation_with_a_reference_hashes_and_compares_by_that_reference(
+    toy_llama, traces
+):
+    ref = resid_mean(toy_llama, traces, layers=1)
+    a = ResidAblation([7], layers=1, mode="mean", reference=ref)
+    assert a == ResidAblation([7], layers=1, mode="mean", reference=ref)
+    assert hash(a) == hash(ResidAblation([7], layers=1, mode="mean", reference=ref))
+    copy = {k: v.clone() for k, v in ref.items()}  # another reference, maybe changed later
+    assert a != ResidAblation([7], layers=1, mode="mean", reference=copy)
+    assert a != ResidAblation([8], layers=1, mode="mean", reference=ref)
+    assert len({a, ResidAblation([7], layers=1, mode="mean", reference=ref)}) == 1
+
+
+def test_exclude_as_a_mapping_is_refused_not_read_as_its_keys(toy_llama, trace):
+    analysis = wb.analyze(toy_llama, trace)
+    with pytest.raises(wb.WorkbenchError, match="keys would be read"):
+        target_sets(analysis, exclude={trace.prompt_len + 1: 1})
+
+
+def test_a_perturbation_pair_never_pairs_a_position_with_itself(toy_llama, trace):
+    """With tied FAI the top and the bottom positions were the same ones."""
+    analysis = _tied(wb.analyze(toy_llama, trace, fai_min_rows=1))
+    trials, _ = wb.ablation.perturbation_test(
+        toy_llama, [trace], [analysis], n_pairs=2, top_k=1, max_new_tokens=1, progress=False
+    )
+    assert len(trials) == 2
+    assert not set(trials["high_pos"]) & set(trials["low_pos"])

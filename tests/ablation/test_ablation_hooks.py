@@ -268,7 +268,14 @@ def test_controls_have_the_size_of_their_set(analysis, trace, size):
         for s in group:
             if s.kind == "nearby":
                 assert not set(s.positions) & set(target[0].positions)
-        assert sum(s.kind == "low_fai" for s in group) == 1
+        # a low-FAI control exactly when the FAI pool has m positions outside the set; it
+        # never shares a position with the set it is compared with
+        fai = analysis.fai.double().numpy()
+        fai_free = {int(p) for p in np.flatnonzero(~np.isnan(fai))} - {0, *span}
+        fai_free -= set(target[0].positions)
+        low = [s for s in group if s.kind == "low_fai"]
+        assert len(low) == (1 if len(fai_free) >= m else 0), (fam, m, len(fai_free))
+        assert all(set(s.positions) <= fai_free for s in low)
         for s in group:
             assert 0 not in s.positions
             assert not set(s.positions) & set(span)

@@ -66,7 +66,12 @@ def ctx(tiny, tmp_path_factory) -> Ctx:
             tmp, "nan", lambda t: {k: v.fill_(float("nan")) if k == nan_key else v for k, v in t.items()}
         ),
         "tokenizer": _damaged(tmp, "tokenizer", None),
+        "extra": _damaged(tmp, "extra", None),
     }  # fmt: skip
+    # Weights of more layers than the config names: transformers would drop the last ones.
+    config = json.loads((broken["extra"] / "config.json").read_text())
+    config["num_hidden_layers"] -= 1
+    (broken["extra"] / "config.json").write_text(json.dumps(config))
     # A tokenizer from a model with a larger vocabulary than these weights.
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         (broken["tokenizer"] / name).unlink(missing_ok=True)
@@ -131,6 +136,8 @@ CASES = [
      WorkbenchError, "CUDA is not available"),
     ("load missing layer", lambda c: wb.load_model(c.broken["missing"]), WorkbenchError,
      "weight(s) missing"),
+    ("load unused weights", lambda c: wb.load_model(c.broken["extra"]), WorkbenchError,
+     "its config.json has no place for"),
     ("load NaN weights", lambda c: wb.load_model(c.broken["nan"]), WorkbenchError,
      "model.layers.1.mlp.up_proj.weight holds"),
     ("load foreign tokenizer", lambda c: wb.load_model(c.broken["tokenizer"]), WorkbenchError,

@@ -26,6 +26,8 @@ PRIVATE = [
     r"_generate_and_score_completions",
     r"\._metrics\b",
     r"AttentionBridge\b",
+    r"\._tokenizer\b",
+    r"get_tokenizer_with_bos|init_kwargs",
 ]
 
 

@@ -55,6 +55,32 @@ class TestNames:
             wb.load_model("HuggingFaceTB/SmolLM2-135M", allow_hub=True)
         assert time.perf_counter() - t0 < 2.0
 
+    def test_a_hanging_name_lookup_still_fails_fast(self, monkeypatch):
+        import socket
+
+        def slow_resolver(*args, **kwargs):  # a resolver that holds the lookup
+            time.sleep(20)
+            raise OSError("timed out")
+
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(socket, "getaddrinfo", slow_resolver)
+        t0 = time.perf_counter()
+        with pytest.raises(WorkbenchError, match="hub is not reachable"):
+            wb.load_model("HuggingFaceTB/SmolLM2-135M", allow_hub=True)
+        assert time.perf_counter() - t0 < 3.0
+
+    @pytest.mark.parametrize("value", ["1", "ON", "yes", "True"])
+    def test_every_offline_spelling_skips_the_network(self, monkeypatch, value):
+        import socket
+
+        def resolver(*args, **kwargs):
+            raise AssertionError("the network was tried although HF_HUB_OFFLINE is set")
+
+        monkeypatch.setenv("HF_HUB_OFFLINE", value)
+        monkeypatch.setattr(socket, "getaddrinfo", resolver)
+        with pytest.raises(WorkbenchError, match="hub is not reachable"):
+            wb.load_model("HuggingFaceTB/SmolLM2-135M", allow_hub=True)
+
     def test_env_variable_allows_the_hub(self, monkeypatch):
         monkeypatch.setenv("WORKBENCH_ALLOW_HUB", "1")
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -317,6 +343,74 @@ class TestModelName:
         del bridge
         gc.collect()
         assert ref() is None and len(_NAMES) == before - 1
+
+
+class TestTokenizer:
+    """The bridge encodes with the checkpoint's own tokenizer, the one the plain model
+    samples and trains with; TransformerLens's ``to_tokens`` keeps its BOS convention."""
+
+    def test_prompts_encode_as_the_checkpoints_tokenizer_does(self, smol):
+        from transformers import AutoTokenizer
+
+        own = AutoTokenizer.from_pretrained(model_path("smollm2-135m"))
+        prompt = "Tom has 3 boxes of 12 pens."
+        trace = wb.Trace.from_text(smol, prompt, " 29 are left.", chat=False)
+        assert trace.ids[: trace.prompt_len].tolist() == own(prompt)["input_ids"]
+        assert trace.tokens[0] == "Tom"  # no BOS that SmolLM2's tokenizer does not add
+        bos = own.convert_tokens_to_ids(own.bos_token)
+        assert smol.to_tokens(prompt)[0, 0] == bos  # TransformerLens's convention, kept
+        assert smol.to_tokens(prompt, prepend_bos=False)[0].tolist() == own(prompt)["input_ids"]
+
+    def test_the_callers_tokenizer_is_the_bridges_with_its_edits(self):
+        from workbench.models import bridge_model
+        from workbench.tiny import load
+
+        hf_model, tokenizer = load()
+        tokenizer.chat_template = "{% for m in messages %}Q: {{ m['content'] }}\n{% endfor %}A:"
+        bridge = bridge_model(hf_model, tokenizer)
+        assert bridge.tokenizer is tokenizer
+        trace = wb.Trace.from_text(bridge, "12+7=", "19")
+        assert "".join(trace.tokens[: trace.prompt_len]) == "Q: 12+7=\nA:"  # the edit applies
+
+    def test_a_tokenizer_whose_folder_is_gone_still_bridges(self, tmp_path):
+        from transformers import AutoTokenizer
+
+        from workbench.models import bridge_model
+        from workbench.tiny import load
+
+        hf_model, _ = load()
+        shutil.copytree(model_path("tiny-reasoner"), tmp_path / "gone")
+        tokenizer = AutoTokenizer.from_pretrained(tmp_path / "gone")
+        shutil.rmtree(tmp_path / "gone")  # TransformerLens used to reload it from here
+        assert bridge_model(hf_model, tokenizer).tokenizer is tokenizer
+
+    def test_a_tokenizer_without_eos_gets_none_and_samples_to_the_cap(self):
+        from workbench.models import bridge_model
+        from workbench.tiny import load
+
+        hf_model, tokenizer = load()
+        tokenizer.eos_token = None
+        hf_model.generation_config.eos_token_id = None
+        bridge = bridge_model(hf_model, tokenizer)
+        assert bridge.tokenizer.eos_token is None  # not "<|endoftext|>", read as <unk>
+        trace = wb.generate(bridge, "12+7=", max_new_tokens=12, seed=3, chat=False)
+        assert trace.response_len == 12
+
+    def test_sampling_under_live_hooks_is_refused(self, tiny):
+        from workbench.models import live_hooks
+
+        trace = wb.Trace.from_text(tiny, "12+7=", "12+7=19", chat=False)
+        with wb.intervene(tiny, wb.ResidAblation([2], layers=0)):
+            assert live_hooks(tiny)
+            with pytest.raises(WorkbenchError, match="would ignore them"):
+                wb.generate(tiny, "12+7=", max_new_tokens=4, chat=False)
+            # decoding under the hooks is what greedy_continue is for
+            hooked = wb.ablation.greedy_continue(tiny, trace.ids[:3], max_new_tokens=4)
+        assert not live_hooks(tiny)
+        ablated = wb.ablation.greedy_continue(
+            tiny, trace.ids[:3], interventions=[wb.ResidAblation([2], layers=0)], max_new_tokens=4
+        )
+        assert torch.equal(hooked, ablated)
 
 
 @pytest.mark.slow

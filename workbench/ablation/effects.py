@@ -38,9 +38,9 @@ from torch import Tensor
 
 from .. import _validate
 from ..errors import WorkbenchError
-from ..models import model_device, sampler
+from ..models import live_hooks, model_device, sampler
 from ..trace import Trace, check_trace, eos_token_ids, sample_completions
-from ..trace.tokens import check_ids
+from ..trace.tokens import check_ids, check_tokenizer
 from .interventions import Intervention, ResidAblation, _ids, fwd_hooks
 
 __all__ = [
@@ -220,10 +220,11 @@ def greedy_continue(
 
     Two paths, each exact for what it computes:
 
-    - unhooked (no interventions): the plain Hugging Face model behind the bridge samples
+    - unhooked (no interventions, and no hooks live on the bridge): the plain Hugging Face model behind the bridge samples
       greedily with its KV cache (`workbench.trace.sample_completions`), as `wb.generate`
       does;
-    - hooked (interventions, or ``hooked=True``): one full forward pass of the bridge per
+    - hooked (interventions, hooks live on the bridge such as inside `intervene`, or
+      ``hooked=True``): one full forward pass of the bridge per
       new token, with the hooks and no KV cache, so every hook sees the whole sequence
       from position 0. Exact on every architecture and under any transformers release,
       at the cost of one full pass per token (O(new tokens x length)).
@@ -246,8 +247,8 @@ def greedy_continue(
         max_new_tokens = min(max_new_tokens, n_ctx - len(prefix))
     if max_new_tokens <= 0:
         return torch.zeros(0, dtype=torch.long)
-    if hooked is None:
-        hooked = bool(interventions)
+    if hooked is None:  # hooks live on the bridge (wb.intervene) need the hooked path too
+        hooked = bool(interventions) or bool(live_hooks(model))
     if not hooked and stop_at_eos:
         new = sample_completions(
             model, [prefix.tolist()], max_new_tokens=max_new_tokens, greedy=True
@@ -314,6 +315,7 @@ def measure(
         )
     pos = list(intervention.positions)
     check_ids(model, trace.ids)
+    check_tokenizer(model, trace)
     if not pos:
         raise WorkbenchError("the intervention has no positions", "pass a non-empty target set")
     if max(pos) >= len(trace):

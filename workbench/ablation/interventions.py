@@ -47,7 +47,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .. import _validate
+from .. import _compat, _validate
 from ..attention.engine import arch_name, attention_layers, check_layers
 from ..attention.layers import resolve_layers
 from ..attention.params import check_layers as layer_selection
@@ -151,6 +151,11 @@ def _check_heads(heads: Any) -> tuple[int, ...] | None:
                 f"knockout head {h!r} is not an integer", "pass head indices as ints"
             )
         out.add(_validate.as_index(h))
+    if not out:  # an empty list would knock out no head: a silent no-op
+        raise WorkbenchError(
+            "knockout heads is an empty list, so the knockout would change nothing",
+            "pass heads=None for every head, or a list of head indices, e.g. heads=[0, 3]",
+        )
     return tuple(sorted(out))
 
 
@@ -184,7 +189,8 @@ class Knockout(Intervention):
         positions: absolute key positions to knock out (position 0 refused unless
             `allow_sink`).
         layers: ``"all"``, ``"middle"``, one index or a list of layer indices.
-        heads: None for every head, or a list of head indices (the same in every layer).
+        heads: None for every head, or a non-empty list of head indices (the same in every
+            layer).
         allow_sink: allow position 0.
     """
 
@@ -266,7 +272,9 @@ def _probe_knockout(model: Any, layers: Sequence[int]) -> dict[int, bool]:
 
     One forward pass of 4 tokens knocks key 1 out of queries 2 and 3 in every layer of
     `layers` and reads ``hook_pattern``: the edit took effect iff those weights are 0 and
-    TransformerLens did not warn that it discarded the edit.
+    TransformerLens did not warn that it discarded the edit. The pass runs without the
+    hooks already live on the model (an `intervene` context's), which were made for the
+    caller's sequence, not for these 4 tokens (`workbench._compat.suspended_hooks`).
     """
     ids = (torch.arange(1, 5).reshape(1, -1) % int(model.cfg.d_vocab)).to(model_device(model))
     seen: dict[int, Tensor] = {}
@@ -282,7 +290,7 @@ def _probe_knockout(model: Any, layers: Sequence[int]) -> dict[int, bool]:
     for layer in layers:
         hooks.append((f"blocks.{layer}.attn.hook_attn_scores", edit))
         hooks.append((f"blocks.{layer}.attn.hook_pattern", read(layer)))
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, _compat.suspended_hooks(model):
         warnings.simplefilter("always")
         model.run_with_hooks(ids, fwd_hooks=hooks)
     discarded = any("discarded" in str(w.message) for w in caught)
@@ -312,7 +320,7 @@ def _check_knockout_applies(model: Any, layers: Sequence[int]) -> None:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ResidAblation(Intervention):
     """Replace the residual stream (``hook_resid_pre``) at chosen positions.
 
@@ -326,6 +334,11 @@ class ResidAblation(Intervention):
         source_positions: for ``"resample"``, the source trace's positions to copy from
             (same length as `positions`); None copies from the same positions.
         allow_sink: allow position 0.
+
+    Two ablations are equal when their positions, layers, mode, source positions and
+    `allow_sink` are, and they share the same `reference` object (tensors have no single
+    truth value to compare by, and a copy may have been changed); the hash agrees, so an
+    ablation can be a dict key or a set member whatever its reference holds.
     """
 
     positions: Iterable[SupportsIndex]
@@ -380,6 +393,17 @@ class ResidAblation(Intervention):
             raise WorkbenchError(
                 f"residual ablation mode {self.mode!r} needs a reference", f"pass reference={fix}"
             )
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.positions, self.layers, self.mode, self.source_positions, self.allow_sink)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ResidAblation):
+            return NotImplemented
+        return self._key() == other._key() and self.reference is other.reference
+
+    def __hash__(self) -> int:
+        return hash((self._key(), id(self.reference)))
 
     @property
     def label(self) -> str:

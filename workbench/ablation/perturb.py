@@ -17,7 +17,9 @@ This project's choices (the paper gives no details):
   the same trace (``n_pairs`` per trace), both from the FAI-eligible response positions
   that leave at least `min_after` tokens of the trace after them and whose token is not
   special; "high more disruptive" means its mean Jaccard is strictly lower;
-- positions are picked with `workbench.attention.rhythm.top_q` (ties: lower position);
+- positions are picked with `workbench.attention.rhythm.top_q` (ties: lower position), the
+  low ones from the positions not picked as high, so the two of a pair always differ (with
+  tied FAI the same position could otherwise be both);
 - FAI is the analysis's own (its ``fai_horizon``); with the default horizon (to the end)
   the last tokens' FAI rests on few rows, which `min_after` keeps out of the ranking.
 """
@@ -25,7 +27,7 @@ This project's choices (the paper gives no details):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, no_type_check
 
 import numpy as np
@@ -36,9 +38,9 @@ from ..attention.analysis import Analysis
 from ..attention.rhythm import top_q
 from ..errors import WorkbenchError
 from ..trace import Trace, check_trace, check_traces
-from ..trace.tokens import UTF8_MAX_BYTES, check_ids, token_strings
+from ..trace.tokens import UTF8_MAX_BYTES, check_ids, check_tokenizer, token_strings
 from .effects import greedy_continue, logits_of
-from .targets import check_pairs
+from .targets import analysis_list, check_pairs
 
 __all__ = ["STOPWORDS", "content_words", "jaccard", "perturb_position", "perturbation_test"]
 
@@ -189,7 +191,8 @@ def perturb_position(
         position: a response position (``prompt_len <= position < len(trace)``).
         top_k: number of alternative tokens.
         max_new_tokens: continuation length after the forced token.
-        logits: the trace's clean ``[pos d_vocab]`` logits (computed when None).
+        logits: the trace's clean ``[pos d_vocab]`` logits, exactly one row per token of
+            the trace (computed when None).
 
     Returns:
         A dict: ``position``, ``token`` (original), ``original`` (greedy continuation
@@ -199,6 +202,7 @@ def perturb_position(
     """
     check_trace(trace)
     check_ids(model, trace.ids)
+    check_tokenizer(model, trace)
     position = _validate.integer("position", position, example=trace.prompt_len)
     if not trace.prompt_len <= position < len(trace):
         raise WorkbenchError(
@@ -209,16 +213,17 @@ def perturb_position(
     _validate.integer("top_k", top_k, minimum=1, example=3)
     tok = model.tokenizer
     special = set(getattr(tok, "all_special_ids", []) or [])
+    d_vocab = model.cfg.d_vocab
     if logits is None:
         logits = logits_of(model, trace.ids[: position + 1])
-    d_vocab = model.cfg.d_vocab
-    shape = tuple(torch.as_tensor(logits).shape)
-    if len(shape) != 2 or shape[0] < position or shape[1] != d_vocab:
-        raise WorkbenchError(
-            f"logits of shape {shape} are not this trace's [pos d_vocab] logits (row "
-            f"{position - 1} and {d_vocab} columns needed)",
-            "pass logits=logits_of(model, trace.ids), or leave it out",
-        )
+    else:  # one row per token of the trace: fewer or more rows are another sequence's
+        shape = tuple(torch.as_tensor(logits).shape)
+        if shape != (len(trace), d_vocab):
+            raise WorkbenchError(
+                f"logits of shape {shape} are not this trace's [pos d_vocab] = "
+                f"{(len(trace), d_vocab)} logits",
+                "pass logits=logits_of(model, trace.ids), or leave it out",
+            )
     orig = int(trace.ids[position])
     order = torch.argsort(logits[position - 1], descending=True).tolist()
     alts = [t for t in order[: top_k + len(special) + 1] if t != orig and t not in special]
@@ -292,13 +297,11 @@ def perturbation_test(
 
     usage = "pass e.g. perturbation_test(model, [trace], [analysis])"
     traces = check_traces(traces, caller="perturbation_test", usage=usage, allow_empty=True)
-    if isinstance(analyses, Trace | Analysis) or not isinstance(analyses, Iterable):
-        raise WorkbenchError(
-            f"perturbation_test needs a list of analyses, got a {type(analyses).__name__}",
-            usage,
-        )
-    analyses = list(analyses)
+    analyses = analysis_list(analyses, "perturbation_test", usage)
     check_pairs(traces, analyses)
+    for trace in traces:
+        check_ids(model, trace.ids)
+        check_tokenizer(model, trace)
     _validate.integer("n_pairs", n_pairs, minimum=1, example=1)
     _validate.integer("top_k", top_k, minimum=1, example=3)
     _validate.integer("max_new_tokens", max_new_tokens, minimum=0, example=24)
@@ -314,7 +317,11 @@ def perturbation_test(
         if m == 0:
             continue
         hi = sorted(top_q(fai, m / n_ok), key=lambda p: (-float(fai[p]), p))
-        lo = sorted(top_q(fai, m / n_ok, bottom=True), key=lambda p: (float(fai[p]), p))
+        # The low positions come from the others: with tied FAI the same position could
+        # otherwise be both the high and the low one of a pair (m <= n_ok // 2 leaves enough).
+        rest = fai.clone()
+        rest[hi] = float("nan")
+        lo = sorted(top_q(rest, m / (n_ok - m), bottom=True), key=lambda p: (float(fai[p]), p))
         logits = logits_of(model, tr.ids)
         for j, (ph, pl) in enumerate(zip(hi, lo, strict=True)):
             rh = perturb_position(

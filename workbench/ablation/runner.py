@@ -1,8 +1,10 @@
 """Batch runner: many traces x target sets x interventions -> a tidy DataFrame, and a summary.
 
 `run_ablations` analyses each trace (or takes given analyses), builds the target sets and
-their matched controls (`target_sets`), applies each intervention kind to each set and
-measures the effects (`measure`). One row per (trace, target set, intervention).
+their matched controls (`target_sets`; each trace's random and nearby controls draw with
+their own seeds, ``seed + i * n_random`` on for trace ``i``, so the draws of different
+traces are independent and a run is repeatable), applies each intervention kind to each
+set and measures the effects (`measure`). One row per (trace, target set, intervention).
 
 `summarize` turns the rows into numbers with intervals: per family and intervention, the
 mean effect of the family's set, of its random controls (averaged over seeds within a
@@ -18,10 +20,12 @@ nominal up to simulation noise).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, no_type_check
 
 import numpy as np
+import torch
 
 from .. import _validate
 from ..attention.analysis import Analysis
@@ -29,10 +33,17 @@ from ..attention.run import analyze
 from ..errors import WorkbenchError
 from ..intervals import bootstrap_ci, check_level, t_ci
 from ..trace import Trace, check_traces
-from ..trace.tokens import check_ids
+from ..trace.tokens import check_ids, check_tokenizer
 from .effects import answer_span, logits_of, measure
 from .interventions import Knockout, ResidAblation, resid_cache, resid_mean
-from .targets import CONTROLS, FAMILIES, check_pairs, target_sets
+from .targets import (
+    CONTROLS,
+    FAMILIES,
+    _check_names,
+    analysis_list,
+    check_pairs,
+    target_sets,
+)
 
 #: The columns of a `summarize` table that `effect_chart` reads (it adds the interval's
 #: kind and level).
@@ -83,7 +94,12 @@ _COLUMNS = [
 ]
 
 
-def _check_kinds(kinds: Iterable[str]) -> list[str]:
+def _check_kinds(kinds: Any) -> list[str]:
+    if not isinstance(kinds, str | Iterable):
+        raise WorkbenchError(
+            f"interventions must be a list of names, got {kinds!r}",
+            f"pass some of {INTERVENTIONS}, e.g. interventions=['knockout']",
+        )
     kinds = [kinds] if isinstance(kinds, str) else list(kinds)
     bad = [k for k in kinds if k not in INTERVENTIONS]
     if bad or not kinds:
@@ -123,18 +139,29 @@ def run_ablations(
         analyses: their analyses (None: ``wb.analyze(model, trace, **analyze_kwargs)``).
         interventions: kinds from `INTERVENTIONS`. ``"resid-mean"`` uses the mean residual
             over the response positions of all `traces`; ``"resid-resample"`` copies from
-            the next trace in the list (cyclically; positions beyond it are skipped), so
-            it needs at least two traces.
-        families / controls / n_random / seed / size: see `target_sets`.
+            the next trace in the list (cyclically), so it needs at least two traces, and
+            no trace may have the same token ids as the next (copying a trace's own
+            activations changes nothing). Where a family's set reaches beyond the next
+            trace, that trace's whole family (set and controls) is skipped for
+            resampling, so set and control means come from the same traces; a control
+            that reaches beyond it while its set does not is skipped alone. One warning
+            per call counts what was skipped.
+        families / controls / n_random / size: see `target_sets`.
+        seed: the first RNG seed of the controls. Trace ``i`` draws its controls with
+            seeds from ``seed + i * n_random`` on (``seed + i * n_random + k`` for the
+            ``k``-th random and nearby control), so draws differ between traces (the
+            summary's interval treats traces as independent) and a run is repeatable;
+            the ``seed`` column holds the seed each control used.
         exclude_answer: keep the answer span (`answer_span`) out of every target set and
             control, so the answer log-prob measures influence, not direct damage.
             Special tokens (eos) and the last token are always kept out.
         knockout_layers: layers for ``"knockout"``.
         resid_layers: layer(s) for residual ablations (None: ``floor(L/3)``).
         task / problems: a `workbench.tasks.Task` and one `Problem` per trace, to test
-            whether greedy continuations still reach the right answer.
+            whether greedy continuations still reach the right answer (only with
+            ``max_new_tokens > 0``, which needs them; with 0 they are refused).
         max_new_tokens: continuation length (0: no continuation test).
-        analyze_kwargs: keyword arguments for `wb.analyze`.
+        analyze_kwargs: keyword arguments for `wb.analyze` (only without `analyses`).
         progress: tqdm progress bar over traces.
         callback: called as ``callback(done, total)`` after each trace (for panels).
 
@@ -151,11 +178,31 @@ def run_ablations(
 
     kinds = _check_kinds(interventions)
     traces = check_traces(traces, caller="run_ablations")
-    analyses = None if analyses is None else list(analyses)
+    usage = "pass analyses=wb.analyze_many(model, traces), one per trace, or leave it out"
+    analyses = None if analyses is None else analysis_list(analyses, "run_ablations", usage)
     problems = None if problems is None else list(problems)
     for trace in traces:
         check_ids(model, trace.ids)
+        check_tokenizer(model, trace)
     _validate.integer("max_new_tokens", max_new_tokens, minimum=0, example=32)
+    _validate.flag("exclude_answer", exclude_answer)
+    n_random = _validate.integer("n_random", n_random, minimum=0, example=3)
+    seed = _validate.seed("seed", seed)
+    families = _check_names(families, FAMILIES, "target families")  # before any trace's
+    controls = _check_names(controls, CONTROLS, "controls")  # sets, so no trace is named
+    if seed + (len(traces) - 1) * n_random > _validate.SEED_MAX:
+        raise WorkbenchError(
+            f"seed={seed} is too large: the last trace's controls would draw with seed "
+            f"{seed + (len(traces) - 1) * n_random} (seed + i * n_random), beyond 2**63 - 1",
+            "pass a smaller seed",
+        )
+    if analyses is not None and analyze_kwargs is not None:
+        raise WorkbenchError(
+            "analyze_kwargs are for the analyses run_ablations computes, but analyses were "
+            "given, so they would be ignored",
+            "pass analyze_kwargs to wb.analyze_many when computing the analyses, or leave "
+            "analyses out",
+        )
     if callback is not None and not callable(callback):
         raise WorkbenchError(
             f"callback must be callable, got {callback!r}", "pass a function (done, total)"
@@ -167,6 +214,12 @@ def run_ablations(
             f"{len(traces)} traces but {len(problems)} problems",
             "pass one problem per trace (same order)",
         )
+    if not max_new_tokens and (task is not None or problems is not None):
+        raise WorkbenchError(
+            "a task and problems score greedy continuations, but max_new_tokens=0 runs none",
+            "pass max_new_tokens > 0 (e.g. 32) for the continuation test, or leave task and "
+            "problems out",
+        )
     if max_new_tokens and (task is None or problems is None):
         raise WorkbenchError(
             "max_new_tokens > 0 needs a task and one problem per trace",
@@ -177,25 +230,54 @@ def run_ablations(
             "resid-resample copies activations from another trace, but run_ablations got one trace",
             "pass at least two traces, or another intervention (e.g. 'resid-mean')",
         )
+    if "resid-resample" in kinds:
+        same = sorted(
+            {
+                tuple(sorted((i, (i + 1) % len(traces))))
+                for i in range(len(traces))
+                if torch.equal(traces[i].ids, traces[(i + 1) % len(traces)].ids)
+            }
+        )
+        if same:
+            pairs = ", ".join(f"traces[{i}] and traces[{j}]" for i, j in same)
+            raise WorkbenchError(
+                f"resid-resample copies each trace's activations from the next trace, but "
+                f"{pairs} have the same token ids, so the copy would change nothing and "
+                "every effect would read 0",
+                "pass distinct traces (drop the duplicates), or another intervention "
+                "(e.g. 'resid-mean')",
+            )
     mean_ref = resid_mean(model, traces, resid_layers) if "resid-mean" in kinds else None
     special = getattr(model.tokenizer, "all_special_ids", []) or []
     rows: list[dict[str, Any]] = []
+    skipped_families = skipped_controls = 0
     for i, tr in enumerate(tqdm(traces, desc="ablate", disable=not progress)):
         an = analyses[i] if analyses is not None else analyze(model, tr, **(analyze_kwargs or {}))
         span = answer_span(tr, special_ids=special)
-        sets = target_sets(
-            an,
-            families=families,
-            controls=controls,
-            n_random=n_random,
-            seed=seed,
-            size=size,
-            exclude=_exclusions(tr, span[0] if exclude_answer else [], special),
-        )
+        try:
+            sets = target_sets(
+                an,
+                families=families,
+                controls=controls,
+                n_random=n_random,
+                seed=seed + i * n_random,  # per trace: independent draws, still repeatable
+                size=size,
+                exclude=_exclusions(tr, span[0] if exclude_answer else [], special),
+            )
+        except WorkbenchError as e:
+            raise WorkbenchError(f"traces[{i}]: {e.problem}", e.fix) from None
         clean = logits_of(model, tr.ids)
         other = None
-        if "resid-resample" in kinds and len(traces) > 1:
-            other = resid_cache(model, traces[(i + 1) % len(traces)], resid_layers)
+        resample_ok: dict[str, bool] = {}  # family -> its set can be resampled on this trace
+        if "resid-resample" in kinds:
+            source = traces[(i + 1) % len(traces)]
+            other = resid_cache(model, source, resid_layers)
+            for ts in sets:
+                if ts.kind == "target":
+                    resample_ok[ts.family] = max(ts.positions) < len(source)
+                    skipped_families += not resample_ok[ts.family]
+                elif resample_ok[ts.family] and max(ts.positions) >= len(source):
+                    skipped_controls += 1
         clean_correct: dict[int, float] = {}
         problem = problems[i] if problems is not None else None
         for ts in sets:
@@ -208,11 +290,9 @@ def run_ablations(
                 elif kind == "resid-mean":
                     iv = ResidAblation(ts.positions, resid_layers, "mean", mean_ref)
                 else:
-                    if other is None:
-                        continue
                     n_src = next(iter(other.values())).shape[0]
-                    if max(ts.positions) >= n_src:
-                        continue
+                    if not resample_ok[ts.family] or max(ts.positions) >= n_src:
+                        continue  # counted above; warned once below
                     iv = ResidAblation(ts.positions, resid_layers, "resample", other)
                 m = measure(
                     model,
@@ -242,6 +322,15 @@ def run_ablations(
                 )
         if callback is not None:
             callback(i + 1, len(traces))
+    if skipped_families or skipped_controls:
+        warnings.warn(
+            f"resid-resample skipped {skipped_families} (trace, family) pair(s) whose set "
+            "reaches beyond the next trace (set and controls both left out, so set and "
+            f"control means come from the same traces) and {skipped_controls} further "
+            "control(s) that reach beyond it; pass source traces at least as long as the "
+            "traces they follow to resample every set",
+            stacklevel=2,
+        )
     return pd.DataFrame(rows, columns=_COLUMNS)
 
 
@@ -311,7 +400,9 @@ def summarize(
 
     Args:
         frame: a `run_ablations` DataFrame.
-        metric: a column from `METRICS`.
+        metric: a column from `METRICS` that holds values (``correct_ablated`` only has
+            them where `run_ablations` ran continuations: task, problems and
+            ``max_new_tokens > 0``; a frame without any is a `WorkbenchError`).
         interval: ``"t"`` (default): Student-t intervals over traces (`t_ci`), which hold
             their coverage at few traces; ``"bootstrap"``: percentile bootstrap intervals
             over traces (`bootstrap_ci`, resampling traces with replacement), too narrow
@@ -337,6 +428,18 @@ def summarize(
     _validate.seed("seed", seed)
     check_level(ci)  # even with no rows to summarise
     _check_frame(frame, ["intervention", "family", "trace", "kind", metric], "summarize")
+    if len(frame) and not frame[metric].notna().any():
+        how = (
+            "correct_ablated is measured by greedy continuations: run "
+            "wb.run_ablations(..., task=get_task(...), problems=[...], max_new_tokens=32)"
+            if metric == "correct_ablated"
+            else "summarise another metric, e.g. metric='kl_mean'"
+        )
+        raise WorkbenchError(
+            f"the frame has no values of {metric!r} (every row is NaN), so there is nothing "
+            "to summarise",
+            how,
+        )
     rows = []
     for (iv, fam), g in frame.groupby(["intervention", "family"], sort=False):
         per = g.groupby(["trace", "kind"])[metric].mean().unstack("kind")

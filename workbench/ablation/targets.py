@@ -15,10 +15,13 @@ How controls are matched (this project's rules):
   never position 0, and, when ``exclude`` is given (e.g. the answer span), without those.
 - ``"random"``: a uniform draw without replacement from the pool, one per seed
   (``seed, seed + 1, ...``). It may overlap the family set: it is chance, not a complement.
-- ``"low_fai"``: the lowest-FAI positions of the FAI pool, counted and tie-broken by the
-  project's rule (`workbench.attention.rhythm.top_q` with ``bottom=True``, ties to the lower
-  position), the paper's "bottom" control; skipped, as ``"nearby"`` is, where fewer tokens
-  have FAI than the set has positions (a short response has none). Caveat: with the analysis default horizon
+- ``"low_fai"``: the lowest-FAI positions of the FAI pool minus the family set (disjoint
+  from the set, so a preplan or intro token, or an anchor whose FAI ties the lowest, is
+  never its own control), counted and tie-broken by the project's rule
+  (`workbench.attention.rhythm.top_q` with ``bottom=True``, ties to the lower position), the
+  paper's "bottom" control; skipped, as ``"nearby"`` is, where fewer positions outside the
+  set have FAI than the set has positions (a short response has none). Caveat: with the
+  analysis default horizon
   (to the end of the response) the lowest-FAI tokens sit near the end of the response,
   where little comes after them; their small effects are partly a matter of position.
 - ``"nearby"``: position-matched chance. For each position ``p`` of the set (in order),
@@ -33,8 +36,9 @@ How controls are matched (this project's rules):
 rule): ablating 40% of a response at once mostly measures that 40% is a lot, so a fixed
 small count is often the better experiment. Dominated and intro sets are kept as they are.
 ``m`` must be smaller than the family's pool (a `WorkbenchError` otherwise): a set that is
-the whole pool leaves no control that could differ from it.
-Empty families (no dominated anchors, say) give no target set.
+the whole pool leaves no control that could differ from it. A family whose pool is empty
+(a response too short for any token to have FAI, say) gives no target set, with or without
+``size``, as do empty families (no dominated anchors, say).
 """
 
 from __future__ import annotations
@@ -50,11 +54,13 @@ from .. import _validate
 from ..attention.analysis import Analysis
 from ..attention.rhythm import top_q
 from ..errors import WorkbenchError
+from .interventions import _refuse_mapping
 
 __all__ = [
     "CONTROLS",
     "FAMILIES",
     "TargetSet",
+    "analysis_list",
     "check_pairs",
     "target_sets",
 ]
@@ -167,8 +173,10 @@ def target_sets(
             n_random - 1``).
         seed: first RNG seed.
         size: None keeps the analysis's sets; an int takes the top `size` anchors / preplan
-            tokens instead (dominated and intro sets are unchanged).
-        exclude: positions never to target, in targets or controls (e.g. the answer span).
+            tokens instead (dominated and intro sets are unchanged; a family with an empty
+            pool is skipped).
+        exclude: positions never to target, in targets or controls (e.g. the answer span);
+            a list, not a mapping (a dict would be read as its keys).
 
     Returns:
         For each non-empty family: the family's set, then its controls, in that order.
@@ -176,9 +184,9 @@ def target_sets(
         `WorkbenchError` says so otherwise).
 
     Raises:
-        WorkbenchError: when `size` is not below a family's pool size (the set would be
-            the whole pool and no control could differ from it), or when a family set is
-            larger than the pool of its random control.
+        WorkbenchError: when `size` is not below the size of a family's non-empty pool (the
+            set would be the whole pool and no control could differ from it), or when a
+            family set is larger than the pool of its random control.
     """
     if not isinstance(analysis, Analysis):
         raise WorkbenchError(
@@ -199,6 +207,8 @@ def target_sets(
     for fam in fams:
         pool = _pool(metric[fam], excl)
         if size is not None and fam in ("anchors", "preplan"):
+            if len(pool) == 0:  # nothing eligible: no set, as with size=None
+                continue
             if size >= len(pool):
                 raise WorkbenchError(
                     f"{fam}: size={size} but only {len(pool)} positions are eligible, so the "
@@ -237,16 +247,22 @@ def target_sets(
                 out.append(
                     TargetSet(f"nearby[{fam}]#{i}", fam, "nearby", tuple(sorted(picks)), seed + i)
                 )
-        # Like "nearby": skipped where too few tokens have FAI to match the set's size (a
-        # short response has none); an empty or smaller control would not be a control.
-        if "low_fai" in ctrls and len(fai_pool) >= m:
-            low = _top(_masked(analysis.fai, fai_pool), m, bottom=True)
+        # Drawn from outside the set (a control that shares positions with its set would
+        # measure the set itself). Like "nearby": skipped where too few such tokens have
+        # FAI to match the set's size (a short response has none); an empty or smaller
+        # control would not be a control.
+        in_set = set(positions)
+        low_pool = np.array([p for p in fai_pool if int(p) not in in_set], dtype=np.int64)
+        if "low_fai" in ctrls and len(low_pool) >= m:
+            low = _top(_masked(analysis.fai, low_pool), m, bottom=True)
             out.append(TargetSet(f"low_fai[{fam}]", fam, "low_fai", tuple(low)))
     return out
 
 
 def _exclusions(exclude: Any) -> set[int]:
-    """`exclude` as a set of ints; a fraction is refused, not truncated to a neighbour."""
+    """`exclude` as a set of ints; a fraction is refused, not truncated to a neighbour, and a
+    mapping is refused, not read as its keys."""
+    _refuse_mapping(exclude, "exclude", "pass e.g. exclude=[40, 41]")
     if isinstance(exclude, (str, bytes)) or not isinstance(exclude, Iterable):
         raise WorkbenchError(
             f"exclude must be a list of positions, got {exclude!r}", "pass e.g. exclude=[40, 41]"
@@ -260,6 +276,18 @@ def _exclusions(exclude: Any) -> set[int]:
             )
         out.add(_validate.as_index(p))
     return out
+
+
+def analysis_list(analyses: Any, caller: str, usage: str) -> list[Analysis]:
+    """`analyses` as a list; one `Analysis` (or a `Trace`) where a list is meant is refused
+    with the fix, not iterated into a raw TypeError."""
+    from ..trace import Trace
+
+    if isinstance(analyses, Trace | Analysis) or not isinstance(analyses, Iterable):
+        raise WorkbenchError(
+            f"{caller} needs a list of analyses, got a {type(analyses).__name__}", usage
+        )
+    return list(analyses)
 
 
 def check_pairs(traces: Sequence[Any], analyses: Sequence[Analysis]) -> None:

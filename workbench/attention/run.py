@@ -18,7 +18,7 @@ from torch import Tensor
 from .. import _validate
 from ..errors import WorkbenchError
 from ..trace import Trace, check_trace, check_traces
-from ..trace.tokens import check_ids
+from ..trace.tokens import check_ids, check_tokenizer
 from . import engine
 from .analysis import Analysis, check_classes
 from .heads import Head, HeadClasses
@@ -41,41 +41,12 @@ def _check_trace(model: Any, trace: Any) -> None:
             "generate or pass a response of at least one token",
         )
     check_ids(model, trace.ids)
-    _check_tokenizer(model, trace)
+    check_tokenizer(model, trace)
     n_ctx = getattr(model.cfg, "n_ctx", None)
     if n_ctx is not None and len(trace) > n_ctx:
         raise WorkbenchError(
             f"the trace has {len(trace)} tokens but the model's context holds {n_ctx}",
             "shorten the trace (fewer prompt or response tokens)",
-        )
-
-
-def _check_tokenizer(model: Any, trace: Trace) -> None:
-    """Refuse a trace tokenized for another model whose ids happen to fit this vocabulary.
-
-    `check_ids` catches ids beyond the vocabulary; a trace of another tokenizer with a
-    larger vocabulary than its ids (the tiny reasoner's ids under SmolLM2) passes it and
-    would be analysed as other tokens than its ``tokens`` show. Only a trace recorded
-    under another model's name is decoded again (a checkpoint of the same tokenizer, a
-    base model and its fine-tune, passes; the RL credit's traces carry no name).
-    """
-    from ..models.bridge import model_name
-    from ..trace.tokens import token_strings
-
-    recorded, name = trace.meta.get("model"), model_name(model)
-    tokenizer = getattr(model, "tokenizer", None)
-    if recorded is None or name is None or recorded == name or tokenizer is None:
-        return
-    mine = token_strings(tokenizer, trace.ids)
-    bad = [i for i, (a, b) in enumerate(zip(mine, trace.tokens, strict=True)) if a != b]
-    if bad:
-        pos = bad[0]
-        raise WorkbenchError(
-            f"the trace was tokenized for {recorded!r}, and the tokenizer of {name!r} reads its "
-            f"ids differently (position {pos}: {trace.tokens[pos]!r} in the trace, "
-            f"{mine[pos]!r} for this model)",
-            "rebuild it with this model's tokenizer: wb.Trace.from_text(model, trace.prompt, "
-            "trace.text), or wb.generate(model, prompt)",
         )
 
 

@@ -31,8 +31,10 @@ the TransformerLens bridge with its sampler registry (`bridge`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +45,7 @@ from .. import _validate
 from .._compat import check_versions
 from ..errors import WorkbenchError
 from ..tiny import CHECKPOINTS as _TINY_DIRS
-from .bridge import bridge_model, model_name, sampler
+from .bridge import bridge_model, live_hooks, model_name, sampler
 from .cache import cache_dir, ensure_smollm, manifest_ok, smollm_dir, smollm_source
 
 if TYPE_CHECKING:
@@ -55,6 +57,7 @@ __all__ = [
     "bridge_model",
     "cache_dir",
     "list_models",
+    "live_hooks",
     "load_hf",
     "load_model",
     "model_device",
@@ -169,8 +172,10 @@ def _hub_allowed(allow_hub: bool) -> bool:
 
 
 def _hub_reachable(timeout: float = 1.5) -> bool:
-    """Whether the hub endpoint answers a TCP connect within `timeout` seconds."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes"}:
+    """Whether the hub endpoint answers a TCP connect within `timeout` seconds, name
+    lookup included (``create_connection``'s timeout does not cover the lookup, which a
+    slow resolver can hold for half a minute)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
         return False
     try:
         from huggingface_hub import constants
@@ -180,11 +185,26 @@ def _hub_reachable(timeout: float = 1.5) -> bool:
         return False
     url = urlparse(endpoint)
     port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname, port), timeout=timeout):
-            return True
-    except OSError:
+    found: list[Any] = []
+
+    def lookup() -> None:
+        with contextlib.suppress(OSError, UnicodeError):
+            found.extend(socket.getaddrinfo(url.hostname, port, type=socket.SOCK_STREAM))
+
+    worker = threading.Thread(target=lookup, daemon=True)  # left behind if it hangs
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
         return False
+    for family, kind, proto, _, address in found[:2]:
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(timeout)
+                sock.connect(address)
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _resolve_device(device: str | None) -> str:
@@ -325,6 +345,16 @@ def _check_loaded(hf_model: Any, tokenizer: Any, info: dict[str, Any], source: A
             "fill them with random values",
             "save the model again with model.save_pretrained(folder), or point at the "
             "complete checkpoint",
+        )
+    unexpected = sorted(info.get("unexpected_keys") or [])
+    if unexpected:
+        # transformers drops weights its config has no place for (a config edited to
+        # fewer layers, a renamed module) and runs without them: other logits, no error.
+        raise WorkbenchError(
+            f"the checkpoint in {source} holds {len(unexpected)} weight(s) its config.json "
+            f"has no place for (e.g. {unexpected[:4]}), so config and weights disagree",
+            "use the config.json saved with these weights (num_hidden_layers, the "
+            "architecture), or save the model again with model.save_pretrained(folder)",
         )
     with torch.no_grad():
         for name, tensor in [*hf_model.named_parameters(), *hf_model.named_buffers()]:

@@ -13,7 +13,7 @@ from ..errors import WorkbenchError
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["bridge_model", "model_name", "sampler"]
+__all__ = ["bridge_model", "live_hooks", "model_name", "sampler"]
 
 # bridge -> the plain Hugging Face model that samples for it (see `bridge_model`).
 _SAMPLERS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
@@ -55,15 +55,35 @@ def bridge_model(hf_model: Any, tokenizer: Any, *, name: str | None = None) -> T
     arch = type(hf_model).__name__
     try:
         bridge = TransformerBridge.boot_transformers(
-            name, hf_model=structural_copy(hf_model), tokenizer=tokenizer, device=device
+            name,
+            hf_model=structural_copy(hf_model),
+            tokenizer=_compat.bridge_tokenizer(tokenizer),
+            device=device,
         )
     except Exception as e:  # TransformerLens names no error type for an architecture it lacks
         raise _unsupported(f"cannot wrap {arch}", e) from e
+    _keep_tokenizer(bridge, tokenizer)
     bridge.eval()
     _check_bridge(bridge, hf_model, arch)
     _NAMES[bridge] = name
     _SAMPLERS[bridge] = hf_model
     return bridge
+
+
+def _keep_tokenizer(bridge: Any, tokenizer: Any) -> None:
+    """Give the bridge the caller's tokenizer, so prompts encode as the checkpoint's do.
+
+    TransformerLens's boot normalised a copy (`_compat.bridge_tokenizer`) and recorded on
+    ``bridge.cfg`` whether it prepends a BOS, which its own ``to_tokens`` reads to add one
+    (its convention, ``cfg.default_prepend_bos``). The workbench encodes with the tokenizer
+    itself: a trace holds the ids the model sees in use, the same as the plain model's
+    (`load_hf`, RL), with no BOS the checkpoint does not add. The one edit kept from the
+    boot: a tokenizer without a padding token pads with its EOS, as TransformerLens and
+    TRL do, so ``to_tokens`` can batch.
+    """
+    if getattr(tokenizer, "pad_token", None) is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    _compat.set_bridge_tokenizer(bridge, tokenizer)
 
 
 #: `_check_bridge`'s probe length, and its tolerance on float32 logits (relative to their
@@ -187,6 +207,24 @@ def model_name(model: Any) -> str | None:
         return _NAMES.get(model)
     except TypeError:  # not weak-referenceable, so not a bridge
         return None
+
+
+def live_hooks(model: Any) -> list[str]:
+    """The names of `model`'s hook points that hold a hook now (``[]`` for a plain model).
+
+    Hooks added by ``model.hooks(...)``, ``wb.intervene`` or ``add_hook`` run in the
+    bridge's forward passes only: the plain model that samples (`sampler`) never sees
+    them.
+    """
+    hook_dict = getattr(model, "hook_dict", None)
+    if not isinstance(hook_dict, dict):
+        return []
+    names: dict[int, str] = {}  # one name per hook point: TransformerLens lists aliases
+    for name in sorted(hook_dict):
+        point = hook_dict[name]
+        if getattr(point, "fwd_hooks", None) or getattr(point, "bwd_hooks", None):
+            names.setdefault(id(point), name)
+    return sorted(names.values())
 
 
 def sampler(model: Any) -> Any:

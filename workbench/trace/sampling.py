@@ -14,7 +14,7 @@ import torch
 
 from .. import _validate
 from ..errors import WorkbenchError
-from ..models import model_device, model_name, sampler
+from ..models import live_hooks, model_device, model_name, sampler
 from .decoder import LeanDecoder, cut_at_eos, unsupported_reason
 from .record import Trace, check_trace
 from .tokens import (
@@ -139,6 +139,15 @@ def sample_completions(
             "sample fewer completions per call (split the prompts, or lower num_generations)",
         )
     hf = sampler(model)
+    hooked = live_hooks(model)
+    if hooked:
+        raise WorkbenchError(
+            f"{len(hooked)} hook(s) are live on this bridge (e.g. {hooked[0]}, from "
+            "wb.intervene or model.hooks), but sampling runs on the plain Hugging Face "
+            "model behind it, which would ignore them",
+            "sample outside the with block, or decode under the hooks with "
+            "wb.ablation.greedy_continue(model, prefix, interventions=[...])",
+        )
     _check_prompt_ids(prompt_ids, hf.get_input_embeddings().num_embeddings)
     if prompt_ids:
         _check_room(model, max(len(p) for p in prompt_ids), max_new_tokens)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 __all__ = [
     "check_context",
     "check_ids",
+    "check_tokenizer",
     "encode_prompt",
     "eos_token_ids",
     "model_tokenizer",
@@ -141,6 +142,35 @@ def encode_prompt(model: TransformerBridge, prompt: str, *, chat: bool = True) -
         )
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
     return list(tokenizer(prompt)["input_ids"])
+
+
+def check_tokenizer(model: Any, trace: Any) -> None:
+    """Refuse a trace tokenized for another model whose ids happen to fit this vocabulary.
+
+    `check_ids` catches ids beyond the vocabulary; a trace of another tokenizer with a
+    larger vocabulary than its ids (the tiny reasoner's ids under SmolLM2) passes it and
+    would be analysed (or ablated) as other tokens than its ``tokens`` show. Only a trace
+    recorded under another model's name is decoded again (a checkpoint of the same
+    tokenizer, a base model and its fine-tune, passes; the RL credit's traces carry no
+    name).
+    """
+    from ..models.bridge import model_name
+
+    recorded, name = trace.meta.get("model"), model_name(model)
+    tokenizer = getattr(model, "tokenizer", None)
+    if recorded is None or name is None or recorded == name or tokenizer is None:
+        return
+    mine = token_strings(tokenizer, trace.ids)
+    bad = [i for i, (a, b) in enumerate(zip(mine, trace.tokens, strict=True)) if a != b]
+    if bad:
+        pos = bad[0]
+        raise WorkbenchError(
+            f"the trace was tokenized for {recorded!r}, and the tokenizer of {name!r} reads its "
+            f"ids differently (position {pos}: {trace.tokens[pos]!r} in the trace, "
+            f"{mine[pos]!r} for this model)",
+            "rebuild it with this model's tokenizer: wb.Trace.from_text(model, trace.prompt, "
+            "trace.text), or wb.generate(model, prompt)",
+        )
 
 
 def eos_token_ids(tokenizer: Any, hf_model: Any = None) -> list[int]:

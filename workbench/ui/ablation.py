@@ -169,6 +169,7 @@ class AblationPanel(Panel):
                     self.progress.value = done
 
                 intervention = self.intervention.value
+                n_new = int(self.max_new_tokens.value)
                 self.frame = run_ablations(
                     self.model,
                     traces,
@@ -178,9 +179,10 @@ class AblationPanel(Panel):
                     n_random=int(self.n_random.value),
                     size=int(self.size.value) or None,
                     knockout_layers=self.layers.value,
-                    task=task,
-                    problems=problems,
-                    max_new_tokens=int(self.max_new_tokens.value),
+                    # the continuation test scores against the problems; 0 runs none
+                    task=task if n_new else None,
+                    problems=problems if n_new else None,
+                    max_new_tokens=n_new,
                     progress=False,
                     callback=tick,
                 )
