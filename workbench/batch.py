@@ -38,7 +38,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -342,6 +342,24 @@ def _kernel_name(notebook: Path) -> str:
     return nb.metadata.get("kernelspec", {}).get("name") or "python3"
 
 
+@contextlib.contextmanager
+def _papermill_cwd() -> Iterator[None]:
+    """Hold papermill's local-file directory at the current one for the whole batch.
+
+    Every ``execute_notebook`` saves the module-wide directory of papermill's local file
+    handler, sets it to ``os.getcwd()`` and restores what it saved, and every write it makes
+    does ``os.chdir`` there and back. Runs on several threads interleave those saves and
+    restores, so one run could restore a directory another had saved (left over from an
+    earlier batch, before the caller changed directory) while that other run was still
+    writing: the whole process then moved to the old directory for each write, under the
+    other threads. Set once here, every run saves and restores the same directory.
+    """
+    from papermill.iorw import local_file_io_cwd
+
+    with local_file_io_cwd(os.getcwd()):
+        yield
+
+
 def _execute(notebook: Path, out: Path, params: dict[str, Any], timeout: float | None) -> dict:
     import papermill as pm
 
@@ -493,7 +511,7 @@ def run_batch(
             return {RUN_FOLDER_PARAMETER: str(out / run_id), **params}
         return params
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with _papermill_cwd(), ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {
             pool.submit(
                 _execute, notebook, out / f"{run_id}.ipynb", injected(run_id, params), timeout

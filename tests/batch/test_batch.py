@@ -412,7 +412,7 @@ def test_runs_write_into_their_own_folders_and_the_batch_never_changes_directory
             "import os, time\nfrom pathlib import Path\nimport workbench as wb\n"
             "Path(out_dir).mkdir(parents=True, exist_ok=True)\n"
             "(Path(out_dir) / 'x.txt').write_text(str(x))\n"
-            "time.sleep(0.5)\nwb.record(cwd=os.getcwd(), out_dir=str(out_dir))"
+            "time.sleep(0.4 * x)\nwb.record(cwd=os.getcwd(), out_dir=str(out_dir))"
         ),
     ]
     nbformat.write(nb, str(nbs / "nb.ipynb"))
@@ -426,6 +426,21 @@ def test_runs_write_into_their_own_folders_and_the_batch_never_changes_directory
             seen.add(os.getcwd())
             stop.wait(0.005)
 
+    # papermill keeps one module-wide directory for its file writes, and chdirs there for
+    # each; runs on two threads used to leave an earlier batch's directory behind in it.
+    from papermill.iorw import papermill_io
+
+    handler = papermill_io.get_handler("local")
+    left_over = handler.cwd(str(tmp_path))  # as an earlier batch, before the chdir, left it
+    moves: list[str] = []
+    real_chdir = os.chdir
+
+    def chdir(path):
+        if os.path.abspath(path) != str(here):
+            moves.append(os.fspath(path))
+        real_chdir(path)
+
+    monkeypatch.setattr(os, "chdir", chdir)
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
@@ -435,6 +450,9 @@ def test_runs_write_into_their_own_folders_and_the_batch_never_changes_directory
     finally:
         stop.set()
         watcher.join()
+        monkeypatch.setattr(os, "chdir", real_chdir)
+        handler.cwd(left_over)
+    assert not moves, f"the batch moved the process to {moves}"
     assert seen == {str(here)}, "the batch process stayed in its directory"
     assert result.ok and len(result.rows) == 3
     for row in result.rows:
