@@ -106,6 +106,44 @@ def test_tiny_reasoner_matches_reference(tiny):
         assert_matches_reference(a, ref)
 
 
+@pytest.mark.parametrize("path", ["exact", "tiled"])
+def test_beyond_a_sliding_window_fai_is_exactly_zero_and_ranks_no_receiver(path):
+    """Layers 0 and 1 of tiny-searcher see the last 4 tokens only, so with H_lo = 10 their
+    FAI is 0. Two float32 prefix sums of a column differ by rounding all the same, and
+    that noise (of either sign, about 1e-8) gave those heads a receiver kurtosis: they
+    were picked as receiver heads, and FAI on layer 1 alone ranked its anchors by it."""
+    model = wb.load_model("tiny-searcher")
+    trace = wb.Trace.from_text(
+        model,
+        "What is 7 + 5? Think step by step.",
+        "7 + 5 = 12. So the answer is 12. Let me check: 12 - 5 = 7, yes. Answer: 12",
+    )
+    a = wb.analyze(model, trace, path=path, fai_horizon=(10, 100))
+    window = [i for i, (layer, _) in enumerate(a.heads) if layer < 2]
+    assert len(window) == 16
+    assert (a.fai_per_head[window][:, trace.prompt_len :].nan_to_num() == 0).all()
+    assert torch.isnan(a.receiver_kurtosis[:2]).all()
+    ref = reference_analyze(model, trace, layers=[0, 1, 2, 3], fai_horizon=(10, 100))
+    score = ref["receiver_kurtosis"]
+    ranked = sorted((h for h in a.heads if not np.isnan(score[h])), key=lambda h: (-score[h], h))
+    assert a.receiver_heads == sorted(ranked[: len(a.global_heads)])
+    one = wb.analyze(model, trace, path=path, layers=[1], fai_horizon=(10, 100), fai_min_rows=1)
+    ref1 = reference_analyze(model, trace, layers=[1], fai_horizon=(10, 100), fai_min_rows=1)
+    assert one.anchors == ref1["anchors"]  # all FAI 0: the ties go to the lower positions
+
+
+def test_heads_without_a_receiver_score_are_no_receivers(tiny):
+    """A 3-token horizon leaves every kurtosis undefined; the receivers were then the first
+    heads in (layer, head) order, and receiver_fai their mean."""
+    tr = wb.Trace.from_text(tiny, "12+7=", "12+7=19", chat=False)
+    a = wb.analyze(tiny, tr, fai_horizon=(0, None), fai_min_rows=1)
+    b = a.with_params(fai_horizon=(len(tr) - 4, None))
+    assert torch.isnan(b.receiver_kurtosis).all()
+    assert b.receiver_heads == [] and torch.isnan(b.receiver_fai).all()
+    assert not b.heads_frame()["receiver"].any()
+    assert len(a.receiver_heads) == len(a.global_heads)  # with scores, as many as before
+
+
 def test_with_params_needs_no_forward_pass(smol, trace, monkeypatch):
     a = wb.analyze(smol, trace, layers=[5, 15])
 

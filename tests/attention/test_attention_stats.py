@@ -152,6 +152,8 @@ def test_a_bad_detector_is_refused(detector, match):
         (lambda c: Curves(1.5, c.waad, c.fai, c.receiver_fai, c.entropy), "an integer"),
         (lambda c: Curves(1, c.waad[None], c.fai, c.receiver_fai, c.entropy), "a \\[pos\\]"),
         (lambda c: Curves(1, None, c.fai, c.receiver_fai, c.entropy), "a \\[pos\\]"),
+        # a prompt value entered the peak thresholds, or failed as the detector's fault
+        (lambda c: Curves(2, c.waad, c.fai, c.receiver_fai, c.entropy), "before prompt_len=2"),
     ],
 )
 def test_bad_curves_are_refused(build, match):

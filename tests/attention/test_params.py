@@ -321,6 +321,14 @@ def test_a_hand_built_classification_holds_only_heads_of_its_span_grid(local):
     assert listed.span.dtype == torch.float64 and listed.span.shape == (1, 6)
 
 
+def test_a_hand_built_classification_never_puts_a_head_in_both_classes():
+    """WAAD and FAI then read the same head: accepted, while `check_quantiles` refused
+    quantiles whose classes would overlap."""
+    span = toy_analysis(1).head_span
+    with pytest.raises(wb.WorkbenchError, match=r"heads \[\(0, 1\)\] are both local and global"):
+        wb.HeadClasses([(0, 1), (0, 2)], [(0, 1), (0, 5)], span)
+
+
 @pytest.mark.parametrize(
     "span, match",
     [

@@ -109,6 +109,12 @@ def test_fixed_classes_and_other_quantiles_or_heads_from_conflict(toy_llama, tra
         wb.analyze_many(toy_llama, [trace], classes=fixed, head_quantiles=(0.2, 0.2))
     with pytest.raises(wb.WorkbenchError, match="heads_from and classes both"):
         wb.analyze_many(toy_llama, [trace], heads_from="batch", classes=fixed)
+    # a record's own quantiles were replaced by the classes' without a word
+    record = wb.RhythmParams(head_quantiles=(0.1, 0.1))
+    with pytest.raises(wb.WorkbenchError, match=r"params.head_quantiles=\(0.1, 0.1\)"):
+        wb.analyze(toy_llama, trace, record, classes=fixed)
+    with pytest.raises(wb.WorkbenchError, match=r"params.head_quantiles=\(0.1, 0.1\)"):
+        wb.analyze_many(toy_llama, [trace], record, heads_from=fixed)
 
 
 def test_an_analysis_with_fixed_classes_records_their_quantiles(toy_llama, trace):

@@ -190,14 +190,14 @@ class Analysis:
     @functools.cached_property
     def _receivers(self) -> tuple[Tensor, list[Head], Tensor]:
         kurt = kurtosis(self.fai_per_head)
-        order = sorted(
-            range(len(self.heads)),
-            key=lambda i: (
-                -(kurt[i].item() if not math.isnan(kurt[i]) else -math.inf),
-                self.heads[i],
-            ),
-        )
+        # A head without a score (its FAI constant, or defined at fewer than four tokens) is
+        # no receiver: ranked last, it was picked whenever too few heads had one.
+        scored = [i for i in range(len(self.heads)) if not math.isnan(kurt[i])]
+        order = sorted(scored, key=lambda i: (-kurt[i].item(), self.heads[i]))
         heads = sorted(self.heads[i] for i in order[: len(self.global_heads)])
+        if not heads:
+            nan = torch.full((self.n_pos,), float("nan"), dtype=self.fai_per_head.dtype)
+            return self._grid(kurt), heads, nan
         return self._grid(kurt), heads, self.fai_per_head[self._rows(heads)].mean(0)
 
     @functools.cached_property
@@ -207,7 +207,9 @@ class Analysis:
 
     @functools.cached_property
     def receiver_heads(self) -> list[Head]:
-        """As many heads as `global_heads`, highest receiver kurtosis first (sorted)."""
+        """As many heads as `global_heads` (fewer where fewer heads have a receiver score:
+        a head whose FAI is constant, or defined at fewer than four tokens, has none), those
+        of highest receiver kurtosis, sorted."""
         return self._receivers[1]
 
     @functools.cached_property

@@ -41,9 +41,10 @@ class HeadClasses:
 
     Built by hand, the head lists are normalised to sorted distinct ``(int, int)`` tuples
     (pairs read back from JSON are lists); an empty list is refused, since WAAD or FAI
-    would then be a mean over no heads (NaN everywhere, no preplan or anchor tokens), and
-    so is a head outside the span's grid (a negative index included). The span must be a
-    ``[layer, head]`` grid without infinite values (it is kept as float64 on the CPU).
+    would then be a mean over no heads (NaN everywhere, no preplan or anchor tokens), so
+    is a head in both lists, and so is a head outside the span's grid (a negative index
+    included). The span must be a ``[layer, head]`` grid without infinite values (it is
+    kept as float64 on the CPU).
     """
 
     local_heads: list[Head]
@@ -56,6 +57,12 @@ class HeadClasses:
         object.__setattr__(self, "span", span)
         for name in ("local_heads", "global_heads"):
             object.__setattr__(self, name, _head_list(name, getattr(self, name), span.shape))
+        both = sorted(set(self.local_heads) & set(self.global_heads))
+        if both:  # WAAD and FAI would read the same heads
+            raise WorkbenchError(
+                f"heads {both[:4]} are both local and global",
+                "pass disjoint lists, or classes=wb.HeadClasses.from_span(span)",
+            )
         object.__setattr__(self, "quantiles", check_quantiles(self.quantiles))
 
     def check_quantiles(self, head_quantiles: Any, name: str = "head_quantiles") -> None:

@@ -128,6 +128,12 @@ def fai_counts(
     return (top - bottom + 1).clamp(min=0)
 
 
+#: How many ulps of a column's cut sum `fai_heads` reads as rounding when it subtracts two of
+#: them (a horizon that starts after its token, ``H_lo > 0``): the band's prefix sums are
+#: float32 scans whose order of additions differs between cuts.
+FAI_ROUNDING = 16
+
+
 def fai_heads(
     stats: HeadStats,
     horizon: tuple[int, int | None] = (0, None),
@@ -157,7 +163,15 @@ def fai_heads(
     i_lo = _cut_index(stats, lo, name)
     i_hi = _cut_index(stats, stats.n_pos if hi is None else hi + 1, name)
     cs = stats.cut_sums
-    num = cs[:, i_hi].double() - (cs[:, i_lo].double() if i_lo is not None else 0.0)
+    num = cs[:, i_hi].double()
+    if i_lo is not None:
+        # Two float32 prefix sums of one column differ by rounding (a few ulps of the sum)
+        # even where every row between the cuts gives the column exactly 0 (beyond a sliding
+        # window); that noise, of either sign, ranked heads by receiver kurtosis and tokens
+        # by FAI. Attention is never negative: within the rounding of the sums it is 0.
+        num = num - cs[:, i_lo].double()
+        noise = FAI_ROUNDING * torch.finfo(cs.dtype).eps * cs[:, i_hi].double().abs()
+        num = torch.where(num > noise, num, torch.zeros_like(num))
     count = fai_counts(stats, (lo, hi), ends).double()
     ok = count >= max(1, min(min_rows, stats.n_pos + 1))  # no horizon holds N + 1 rows
     _warn_no_fai(count, ok, (lo, hi), min_rows)

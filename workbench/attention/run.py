@@ -75,11 +75,20 @@ def _check_cuts(fai_cuts: Any) -> list[int]:
     )
 
 
-def _check_fixed_classes(classes: Any, changes: dict[str, Any]) -> None:
-    """Refuse ``head_quantiles=`` that differ from those of fixed `classes`
-    (`HeadClasses.check_quantiles`)."""
-    if isinstance(classes, HeadClasses):
-        classes.check_quantiles(changes.get("head_quantiles"))
+def _check_fixed_classes(classes: Any, changes: dict[str, Any], params: Any = None) -> None:
+    """Refuse ``head_quantiles=``, or a `params` record's quantiles other than the default,
+    that differ from those of fixed `classes` (`HeadClasses.check_quantiles`): the classes
+    would replace them while the analysis claimed them (as `Analysis.with_params` refuses)."""
+    if not isinstance(classes, HeadClasses):
+        return
+    if "head_quantiles" in changes:
+        classes.check_quantiles(changes["head_quantiles"])
+    elif isinstance(params, RhythmParams) and params.head_quantiles != DEFAULT_QUANTILES:
+        classes.check_quantiles(params.head_quantiles, "params.head_quantiles")
+
+
+#: The quantiles a record has unless it asks for others.
+DEFAULT_QUANTILES = RhythmParams().head_quantiles
 
 
 def _rhythm(params: Any, changes: dict[str, Any]) -> RhythmParams:
@@ -149,7 +158,7 @@ def analyze(
         entropy=_validate.flag("entropy", entropy),
         sink=sink,
     )
-    _check_fixed_classes(classes, changes)
+    _check_fixed_classes(classes, changes, params)
     engine.check_model(model)
     _check_trace(model, trace)
     return _analyze_batch(model, [trace], _rhythm(params, changes), **options)[0]
@@ -331,7 +340,7 @@ def analyze_many(
         )
     if isinstance(heads_from, HeadClasses):
         options["classes"] = heads_from
-    _check_fixed_classes(options.get("classes"), kwargs)
+    _check_fixed_classes(options.get("classes"), kwargs, params)
     params = _rhythm(params, kwargs)
     order = sorted(range(len(traces)), key=lambda i: len(traces[i]))
     out: list[Analysis | None] = [None] * len(traces)

@@ -109,7 +109,8 @@ class Curves:
     """The per-token curves of one trace that the statistics read (``[pos]`` each, NaN
     outside the response). `Curves.of` takes them from an `Analysis`; building one by hand
     states a case directly (the tests do). The curves must have one value per position
-    each and ``0 <= prompt_len < pos``; they are stored as float64 CPU tensors.
+    each, NaN before ``prompt_len``, and ``0 <= prompt_len < pos``; they are stored as
+    float64 CPU tensors.
     """
 
     prompt_len: int
@@ -136,6 +137,15 @@ class Curves:
                 f"Curves.prompt_len={pl} leaves no response in {n} positions",
                 "pass the first response position (analysis.prompt_len)",
             )
+        for name in ("waad", "fai", "receiver_fai", "entropy"):
+            if not bool(torch.isnan(getattr(self, name)[:pl]).all()):
+                # a prompt value would enter the peak thresholds (mean + z * std) unseen
+                raise WorkbenchError(
+                    f"Curves.{name} has values before prompt_len={pl}, but the statistics "
+                    "read response tokens only",
+                    "set the prompt positions to NaN (as an Analysis's curves are), or pass "
+                    "Curves.of(analysis)",
+                )
         object.__setattr__(self, "prompt_len", pl)
 
     @classmethod
