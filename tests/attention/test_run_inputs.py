@@ -117,6 +117,18 @@ def test_fixed_classes_and_other_quantiles_or_heads_from_conflict(toy_llama, tra
         wb.analyze_many(toy_llama, [trace], record, heads_from=fixed)
 
 
+def test_fixed_classes_of_another_model_are_refused(toy_llama, trace):
+    """Classes over another model's (layer, head) grid were used wherever their heads
+    happened to exist in this one."""
+    span = torch.arange(30 * 9, dtype=torch.float64).view(30, 9)  # SmolLM2's grid
+    other = wb.HeadClasses([(0, 0), (0, 1)], [(1, 2), (1, 3)], span)
+    shape = (toy_llama.cfg.n_layers, toy_llama.cfg.n_heads)
+    with pytest.raises(wb.WorkbenchError, match=rf"{shape[0]} layers x {shape[1]} heads"):
+        wb.analyze(toy_llama, trace, classes=other)
+    with pytest.raises(wb.WorkbenchError, match="another model's"):
+        wb.analyze_many(toy_llama, [trace], heads_from=other)
+
+
 def test_an_analysis_with_fixed_classes_records_their_quantiles(toy_llama, trace):
     """Its params claimed the default quantiles, which the fixed classes never used."""
     span = torch.arange(toy_llama.cfg.n_layers * toy_llama.cfg.n_heads, dtype=torch.float64)

@@ -202,6 +202,15 @@ def _analyze_batch(
             f'pass one of {list(SINKS)} ("keep" is the paper\'s definition)',
         )
     check_classes(classes)
+    grid = (int(model.cfg.n_layers), int(model.cfg.n_heads))
+    if classes is not None and tuple(classes.span.shape) != grid:
+        # another model's classes: heads that happen to exist here would be read as them
+        raise WorkbenchError(
+            f"the fixed classes span a {tuple(classes.span.shape)} (layer, head) grid, but "
+            f"this model has {grid[0]} layers x {grid[1]} heads: they are another model's",
+            "classify this model's heads (classes=None, or heads_from='batch'), or pass "
+            "classes computed on it",
+        )
     lo, hi = params.fai_horizon
     cuts = [
         *(DEFAULT_FAI_CUTS if default_cuts else ()),
