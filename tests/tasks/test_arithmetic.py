@@ -127,3 +127,27 @@ def test_an_answer_line_cut_by_the_length_cap_is_not_read(task: Arithmetic, answ
 def test_bad_settings_and_operands_are_named(call, words) -> None:
     with pytest.raises(WorkbenchError, match=words):
         call()
+
+
+def test_an_operand_is_never_read_as_the_first_digits_of_a_longer_one(task: Arithmetic):
+    """A 31-digit operand was read as its first 30 digits: a wrong sum scored 1."""
+    b = 10**30 + 7
+    prompt = f"Add: 5+{b}\n"
+    assert task.parse_prompt(prompt) is None
+    assert task.reward([prompt], [f"Answer: {5 + b // 10}"]) == [0.0]
+
+
+@pytest.mark.parametrize(
+    ("numbers", "target", "match"),
+    [
+        ((10**30, 1), None, "at most 30 digits"),  # its reward read another problem
+        ((-5, 3), None, "non-negative"),
+        ((457, 68), 500, "is not 457\\+68"),  # the target was ignored without a word
+    ],
+)
+def test_make_problem_refuses_what_the_prompt_cannot_state(
+    task: Arithmetic, numbers, target, match
+):
+    with pytest.raises(WorkbenchError, match=match):
+        task.make_problem(numbers, target)
+    assert task.make_problem((457, 68), 525).target == 525

@@ -346,3 +346,63 @@ def test_integer_scalars_are_settings_and_seeds() -> None:
     assert task.generate(3, seed=torch.tensor(2)) == want
     p = Countdown().make_problem((3, 7, 25), 82)
     assert Countdown().reward((p.prompt,), [p.solution]) == [1.0]  # tuples are lists too
+
+
+def test_a_prompt_is_never_read_as_the_first_digits_of_a_longer_number(task: Countdown) -> None:
+    """'-> 10000000' was read as the target 1000000: a wrong answer to it scored 1."""
+    prompt = "Countdown: 1000 1000 10 -> 10000000\n"
+    assert task.parse_prompt(prompt) is None
+    assert task.reward([prompt], ["Answer: 1000*1000"]) == [0.0]
+    cols = {"numbers": [[1000, 1000, 10]], "target": [10000000]}
+    assert task.reward([prompt], ["Answer: 1000*1000*10"], **cols) == [1.0]
+
+
+@pytest.mark.parametrize(
+    ("numbers", "target", "match"),
+    [
+        ((1000000, 2), 1000002, "more than 6 digits"),  # its own reference scored 0
+        ((3, 7, 25), 10**7, "more than 7 digits"),  # the reward read another target
+        ((3, 7, 25), 7, "the target is one of the numbers"),  # was "no solution"
+        ((3, 7, 25), -4, "at least 1"),  # a negative target never reads back
+    ],
+)
+def test_make_problem_refuses_problems_its_own_format_cannot_state(
+    task: Countdown, numbers, target, match
+) -> None:
+    with pytest.raises(WorkbenchError, match=match):
+        task.make_problem(numbers, target)
+
+
+def test_a_problem_is_scored_only_by_its_own_task(task: Countdown) -> None:
+    """An arithmetic problem's numbers read as Countdown's: 'Answer: 457+68' scored 1."""
+    sum_problem = get_task("arithmetic").make_problem((457, 68))
+    with pytest.raises(WorkbenchError, match="'arithmetic' problem"):
+        task.score(sum_problem, "Answer: 457+68")
+    search = get_task("countdown-search")  # the same problems with another scratchpad
+    problem = task.make_problem((3, 7, 25), 82)
+    assert search.score(problem, "Answer: (25*3)+7") == 1.0
+
+
+def test_reward_columns_must_be_whole_numbers(task: Countdown) -> None:
+    """int(82.7) read the target 82, and a float number 3.9 the number 3."""
+    for numbers, target in (([3, 7, 25], 82.7), ([3.9, 7, 25], 82)):
+        assert task.reward(["?"], ["Answer: (25*3)+7"], numbers=[numbers], target=[target]) == [0.0]
+
+
+@pytest.mark.parametrize("newline", ["\r\n", "\r"])
+def test_a_carriage_return_ends_a_line_for_the_answer_as_for_the_cut(
+    task: Countdown, newline
+) -> None:
+    completion = f"25*3=75{newline}75+7=82{newline}Answer: (25*3)+7{newline}"
+    assert task.reward(["Countdown: 3 7 25 -> 82\n"], [completion]) == [1.0]
+
+
+def test_the_expression_helpers_name_a_mistake() -> None:
+    with pytest.raises(WorkbenchError, match="parse it first"):
+        evaluate_expression("(25*3)+7")
+    assert evaluate_expression(parse_expression("2+")) is None  # text that does not parse
+    assert evaluate_expression(parse_expression("(25*3)+7")) == 82
+    with pytest.raises(WorkbenchError, match="positive integers"):
+        solve_countdown("3 7 25", 82)
+    with pytest.raises(WorkbenchError, match="at most 6"):
+        solve_countdown((1, 2, 3, 4, 5, 6, 7), 5000)

@@ -26,11 +26,17 @@ from workbench import _validate
 from workbench.errors import WorkbenchError
 from workbench.tasks.base import Problem, Split, Task, completion_text, last_answer_line
 
-__all__ = ["MAX_ANSWER_DIGITS", "Arithmetic", "addition_scratchpad"]
+__all__ = ["MAX_ANSWER_DIGITS", "MAX_OPERAND_DIGITS", "Arithmetic", "addition_scratchpad"]
 
 MAX_ANSWER_DIGITS = 32
 
-_PROMPT = re.compile(r"Add:[ \t]*(\d{1,30})[ \t]*\+[ \t]*(\d{1,30})")
+#: The most digits an operand may have (the prompt format reads up to this many).
+MAX_OPERAND_DIGITS = 30
+
+# `(?!\d)`: a longer operand is no prompt of this task, not its first digits.
+_PROMPT = re.compile(
+    rf"Add:[ \t]*(\d{{1,{MAX_OPERAND_DIGITS}}})[ \t]*\+[ \t]*(\d{{1,{MAX_OPERAND_DIGITS}}})(?!\d)"
+)
 _ANSWER = re.compile(rf"\d{{1,{MAX_ANSWER_DIGITS}}}")
 
 
@@ -111,7 +117,7 @@ class Arithmetic(Task):
 
         Args:
             numbers: the two non-negative operands.
-            target: unused (it is the sum); kept for a uniform signature.
+            target: None, or the sum itself (kept for a uniform signature).
 
         Returns:
             The problem, with the column-by-column scratchpad as its solution.
@@ -122,7 +128,20 @@ class Arithmetic(Task):
                 f"Need two integer operands, got {numbers!r}.", "Pass (a, b), e.g. (457, 68)."
             )
         a, b = (_validate.as_index(x) for x in pair)
+        if min(a, b) < 0 or max(a, b) >= 10**MAX_OPERAND_DIGITS:
+            # the prompt format reads non-negative operands of at most 30 digits back: the
+            # reward would read another problem (or none) from this one's prompt
+            raise WorkbenchError(
+                f"Operands must be non-negative with at most {MAX_OPERAND_DIGITS} digits, got "
+                f"({a}, {b}).",
+                f"Pass operands in 0..{10**MAX_OPERAND_DIGITS - 1}.",
+            )
         total = a + b
+        if target is not None and target != total:
+            raise WorkbenchError(
+                f"target={target!r} is not {a}+{b} = {total}; an addition's target is its sum.",
+                "Leave target out.",
+            )
         steps = addition_scratchpad(a, b)
         return Problem(
             task=self.name,

@@ -135,13 +135,25 @@ def last_answer_line(text: str) -> str | None:
     Returns:
         The final answer text (may be empty string when the line is just ``Answer:``).
     """
+    # One line break for the cut and the pattern alike: a lone "\r" ended a line for the
+    # cut but not for the pattern, so "Answer: 525\r99" read as 525 only when cut there.
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
     if len(text) > MAX_COMPLETION_CHARS:
         cut = MAX_COMPLETION_CHARS
-        if text[cut] not in "\r\n":  # the cut falls inside a line: drop that line
-            cut = max(text.rfind("\n", 0, cut), text.rfind("\r", 0, cut)) + 1
+        if text[cut] != "\n":  # the cut falls inside a line: drop that line
+            cut = text.rfind("\n", 0, cut) + 1
         text = text[:cut]
     matches = _ANSWER_LINE.findall(text)
     return matches[-1].strip() if matches else None
+
+
+def _same_problems(task: Task) -> set[str]:
+    """The registered tasks whose problems `task` scores: those of its problem family
+    (Countdown and its written search pose the same problems)."""
+    from . import TASKS
+
+    family = task.problem_family or task.name
+    return {name for name, cls in TASKS.items() if (cls.problem_family or name) == family}
 
 
 class Task(ABC):
@@ -266,11 +278,21 @@ class Task(ABC):
 
         Returns:
             1.0 if the final answer is correct, else 0.0.
+
+        Raises:
+            WorkbenchError: `problem` is not a `Problem`, or another task's (its numbers
+                would be read as this task's: a Countdown target as a sum).
         """
         if not isinstance(problem, Problem):
             raise WorkbenchError(
                 f"score() needs a Problem, got {type(problem).__name__}",
                 "pass a problem from task.generate(...) or task.make_problem(...)",
+            )
+        if problem.task != self.name and problem.task not in _same_problems(self):
+            # another task's numbers mean something else (Countdown's target is no sum)
+            raise WorkbenchError(
+                f"the problem is a {problem.task!r} problem, and this is the {self.name!r} task",
+                f"score it with get_task({problem.task!r}), the task that made it",
             )
         return self._score(problem.numbers, problem.target, completion)
 
@@ -313,8 +335,9 @@ class Task(ABC):
         for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
             problem = self.parse_prompt(prompt)
             if problem is None and col_numbers is not None and col_target is not None:
-                try:
-                    problem = (tuple(int(x) for x in col_numbers[i]), int(col_target[i]))
+                try:  # whole numbers only: int(82.7) would read another target
+                    numbers = tuple(_validate.as_index(x) for x in col_numbers[i])
+                    problem = (numbers, _validate.as_index(col_target[i]))
                 except (TypeError, ValueError, IndexError):
                     problem = None
             if problem is None:

@@ -49,6 +49,7 @@ __all__ = [
     "MAX_DEPTH",
     "MAX_EXPR_CHARS",
     "MAX_LITERAL_DIGITS",
+    "MAX_TARGET_DIGITS",
     "Countdown",
     "CountdownSearch",
     "evaluate_expression",
@@ -61,7 +62,14 @@ __all__ = [
 # 2 s with six numbers on one core, and minutes with seven.
 MAX_NUMBERS = 6
 
-_PROMPT = re.compile(r"Countdown:[ \t]*((?:\d{1,6}[ \t]+){1,7}\d{1,6})[ \t]*->[ \t]*(\d{1,7})")
+#: The most digits a target may have (the prompt format reads up to this many).
+MAX_TARGET_DIGITS = 7
+
+# `(?!\d)`: a longer number is no prompt of this task, not its first digits.
+_PROMPT = re.compile(
+    rf"Countdown:[ \t]*((?:\d{{1,{MAX_LITERAL_DIGITS}}}[ \t]+){{1,7}}\d{{1,{MAX_LITERAL_DIGITS}}})"
+    rf"[ \t]*->[ \t]*(\d{{1,{MAX_TARGET_DIGITS}}})(?!\d)"
+)
 
 
 def check_countdown(numbers: tuple[int, ...], target: int, expression: Any) -> bool:
@@ -117,6 +125,7 @@ def _wrap(item: _Item) -> str:
     return f"({item[1]})" if item[2] else item[1]
 
 
+@no_type_check  # checks its arguments itself, with messages that name the fix
 def solve_countdown(
     numbers: tuple[int, ...], target: int, max_value: int | None = None
 ) -> tuple[list[str], str] | None:
@@ -134,6 +143,10 @@ def solve_countdown(
         like ``"(50+25)-3"``; or None if no solution with positive integer intermediate
         results exists.
     """
+    numbers = _checked_numbers(numbers)
+    target = _validate.integer("target", target, example=82)
+    if max_value is not None:
+        max_value = _validate.integer("max_value", max_value, minimum=1, example=1000)
     if max_value is None:
         max_value = math.prod(n + 1 for n in numbers) - 1
     start: list[_Item] = [(v, str(v), False) for v in sorted(numbers, reverse=True)]
@@ -215,9 +228,9 @@ def _written_search(numbers: tuple[int, ...], target: int) -> tuple[list[str], s
 
 
 # --------------------------------------------------------------------------- task
-def _checked_problem(numbers: Any, target: Any) -> tuple[tuple[int, ...], int]:
-    """`make_problem`'s arguments as ``(numbers, target)`` of ints, or a `WorkbenchError`
-    (None failed with a raw TypeError; a float target was searched for and never found)."""
+def _checked_numbers(numbers: Any) -> tuple[int, ...]:
+    """Countdown's given numbers as a tuple of positive ints, at most `MAX_NUMBERS` of them
+    (a string failed with a raw TypeError; seven numbers searched for minutes)."""
     given = tuple(numbers) if isinstance(numbers, list | tuple) else ()
     if not given or not all(_validate.is_index(n) and n >= 1 for n in given):
         raise WorkbenchError(
@@ -230,8 +243,35 @@ def _checked_problem(numbers: Any, target: Any) -> tuple[tuple[int, ...], int]:
             f"{MAX_NUMBERS} (with seven, an unreachable target takes minutes).",
             f"Pass at most {MAX_NUMBERS} numbers.",
         )
-    target = _validate.integer("target", target, example=82)
-    return tuple(_validate.as_index(n) for n in given), target
+    return tuple(_validate.as_index(n) for n in given)
+
+
+def _checked_problem(numbers: Any, target: Any) -> tuple[tuple[int, ...], int]:
+    """`make_problem`'s arguments as ``(numbers, target)`` of ints, or a `WorkbenchError`
+    (None failed with a raw TypeError; a float target was searched for and never found)."""
+    given = _checked_numbers(numbers)
+    big = [n for n in given if n >= 10**MAX_LITERAL_DIGITS]
+    if big:  # the verifier reads numbers of at most MAX_LITERAL_DIGITS digits
+        raise WorkbenchError(
+            f"Countdown number(s) {big} have more than {MAX_LITERAL_DIGITS} digits, which an "
+            "answer may not write, so even the reference solution would score 0.",
+            f"Pass numbers below {10**MAX_LITERAL_DIGITS}.",
+        )
+    target = _validate.integer("target", target, minimum=1, example=82)
+    if target >= 10**MAX_TARGET_DIGITS:
+        raise WorkbenchError(
+            f"Countdown target {target} has more than {MAX_TARGET_DIGITS} digits, more than "
+            "the prompt format reads back (the reward would read another target).",
+            f"Pass a target below {10**MAX_TARGET_DIGITS}.",
+        )
+    numbers = given
+    if target in numbers:
+        raise WorkbenchError(
+            f"Countdown {numbers} -> {target}: the target is one of the numbers, so "
+            f"'Answer: {target}' solves it without a step.",
+            "Pick a target that needs at least one step.",
+        )
+    return numbers, target
 
 
 class Countdown(Task):

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
-from typing import Any
+from typing import Any, no_type_check
+
+from workbench.errors import WorkbenchError
 
 __all__ = [
     "MAX_DEPTH",
@@ -138,20 +140,53 @@ def literals(node: Node) -> list[int]:
     return out
 
 
-def evaluate_expression(node: Node) -> Fraction | None:
+@no_type_check  # checks its argument itself, with a message that names the fix
+def evaluate_expression(node: Node | None) -> Fraction | None:
     """Exact value of a parsed expression.
 
     Args:
-        node: a tree from `parse_expression`.
+        node: a tree from `parse_expression` (None, its result for text that does not
+            parse, gives None).
 
     Returns:
-        The value as a `Fraction`, or None on division by zero.
+        The value as a `Fraction`, or None on division by zero or for None.
+
+    Raises:
+        WorkbenchError: `node` is text (parse it first) or no expression tree.
     """
+    if node is None:
+        return None
+    if isinstance(node, str | bytes):
+        raise WorkbenchError(
+            f"evaluate_expression takes a parsed expression, got the text {node!r}"[:200],
+            "parse it first: evaluate_expression(parse_expression(text))",
+        )
+    if not _is_tree(node):
+        raise WorkbenchError(
+            f"evaluate_expression takes a tree from parse_expression, got {node!r}"[:200],
+            "pass parse_expression(text)",
+        )
+    return _evaluate(node)
+
+
+def _is_tree(node: Any) -> bool:
+    if isinstance(node, int) and not isinstance(node, bool):
+        return True
+    return (
+        isinstance(node, tuple)
+        and len(node) == 3
+        and node[0] in ("+", "-", "*", "/")
+        and _is_tree(node[1])
+        and _is_tree(node[2])
+    )
+
+
+def _evaluate(node: Node) -> Fraction | None:
     if isinstance(node, int):
         return Fraction(node)
     op, left, right = node
-    a = evaluate_expression(left)
-    b = evaluate_expression(right)
+    a = _evaluate(left)
+    b = _evaluate(right)
     if a is None or b is None:
         return None
     if op == "+":
