@@ -151,3 +151,10 @@ def test_make_problem_refuses_what_the_prompt_cannot_state(
     with pytest.raises(WorkbenchError, match=match):
         task.make_problem(numbers, target)
     assert task.make_problem((457, 68), 525).target == 525
+
+
+def test_the_answer_is_plain_ascii_digits_as_documented(task: Arithmetic):
+    """Fullwidth and Arabic-Indic digits were read as the numbers they stand for."""
+    assert task.reward([PROMPT], ["Answer: \uff15\uff12\uff15"]) == [0.0]  # fullwidth 525
+    assert task.reward([PROMPT], ["Answer: \u0665\u0662\u0665"]) == [0.0]  # Arabic-Indic 525
+    assert task.reward([PROMPT], ["Answer: 525"]) == [1.0]

@@ -33,11 +33,11 @@ MAX_ANSWER_DIGITS = 32
 #: The most digits an operand may have (the prompt format reads up to this many).
 MAX_OPERAND_DIGITS = 30
 
-# `(?!\d)`: a longer operand is no prompt of this task, not its first digits.
+# `(?![0-9])`: a longer operand is no prompt of this task, not its first digits.
 _PROMPT = re.compile(
-    rf"Add:[ \t]*(\d{{1,{MAX_OPERAND_DIGITS}}})[ \t]*\+[ \t]*(\d{{1,{MAX_OPERAND_DIGITS}}})(?!\d)"
+    rf"Add:[ \t]*([0-9]{{1,{MAX_OPERAND_DIGITS}}})[ \t]*\+[ \t]*([0-9]{{1,{MAX_OPERAND_DIGITS}}})(?![0-9])"
 )
-_ANSWER = re.compile(rf"\d{{1,{MAX_ANSWER_DIGITS}}}")
+_ANSWER = re.compile(rf"[0-9]{{1,{MAX_ANSWER_DIGITS}}}")
 
 
 def addition_scratchpad(a: int, b: int) -> list[str]:

@@ -65,10 +65,10 @@ MAX_NUMBERS = 6
 #: The most digits a target may have (the prompt format reads up to this many).
 MAX_TARGET_DIGITS = 7
 
-# `(?!\d)`: a longer number is no prompt of this task, not its first digits.
+# `(?![0-9])`: a longer number is no prompt of this task, not its first digits.
 _PROMPT = re.compile(
-    rf"Countdown:[ \t]*((?:\d{{1,{MAX_LITERAL_DIGITS}}}[ \t]+){{1,7}}\d{{1,{MAX_LITERAL_DIGITS}}})"
-    rf"[ \t]*->[ \t]*(\d{{1,{MAX_TARGET_DIGITS}}})(?!\d)"
+    rf"Countdown:[ \t]*((?:[0-9]{{1,{MAX_LITERAL_DIGITS}}}[ \t]+){{1,7}}[0-9]{{1,{MAX_LITERAL_DIGITS}}})"
+    rf"[ \t]*->[ \t]*([0-9]{{1,{MAX_TARGET_DIGITS}}})(?![0-9])"
 )
 
 

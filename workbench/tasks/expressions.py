@@ -32,7 +32,7 @@ MAX_DEPTH = 32
 # "+-*/" and two sub-expressions (kept as a plain `tuple` so runtime type checkers accept it).
 Node = int | tuple
 
-_TOKEN = re.compile(r"\s*(?:(\d+)|([-+*/()]))")
+_TOKEN = re.compile(r"\s*(?:([0-9]+)|([-+*/()]))")
 
 
 class _ParseError(Exception):
