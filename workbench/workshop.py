@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
 from .attention import fai as _fai
@@ -135,13 +136,26 @@ def check_anchors(my_anchors: Callable[[torch.Tensor, float], Any]) -> None:
     ]
     for case, fai, q in cases:
         got = _call(my_anchors, "my_anchors", fai.clone(), q)
+        if getattr(got, "dtype", None) in (torch.bool, np.bool_) or (
+            isinstance(got, list | tuple) and any(isinstance(x, bool) for x in got)
+        ):
+            raise AssertionError(
+                "my_anchors must return the chosen positions (e.g. [2, 4]), not a mask of "
+                "True/False per position"
+            )
         try:
-            chosen = sorted(int(x) for x in got)
+            given = [int(x) for x in got]
         except (TypeError, ValueError, RuntimeError):
             raise AssertionError(
                 f"my_anchors must return a list of positions, got {type(got).__name__}"
             ) from None
         want = _top_q(fai, q)
+        if sorted(given) == want and given != want:
+            raise AssertionError(
+                f"my_anchors, {case}: you chose the right positions, but return them sorted "
+                f"({want}, not {given})"
+            )
+        chosen = sorted(given)
         if chosen != want:
             raise AssertionError(
                 f"my_anchors, {case}: you chose {chosen}, expected {want}. "

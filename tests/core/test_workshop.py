@@ -44,3 +44,23 @@ def test_an_answer_that_is_not_a_list_of_positions_fails_with_a_message(returned
 def test_a_tensor_of_positions_is_a_list_of_positions(capsys):
     check_anchors(lambda fai, q: torch.tensor(anchors(lambda q, n: max(1, round(q * n)))(fai, q)))
     assert "all" in capsys.readouterr().out
+
+
+def test_a_mask_or_unsorted_positions_fail_with_what_to_change():
+    """A True/False mask was read as positions 0 and 1 ("you chose [0, 0, 1, ...]"), and
+    unsorted positions passed although the exercise asks for them sorted."""
+    right = anchors(lambda q, n: max(1, round(q * n)))
+
+    def mask(fai, q):
+        chosen = set(right(fai, q))
+        return torch.tensor([i in chosen for i in range(len(fai))])
+
+    with pytest.raises(AssertionError, match="not a mask"):
+        check_anchors(mask)
+
+    def unsorted(fai, q):
+        got = right(fai, q)
+        return got[::-1] if len(got) > 1 else got
+
+    with pytest.raises(AssertionError, match="return them sorted"):
+        check_anchors(unsorted)
