@@ -109,10 +109,10 @@ def tables(exp) -> dict:
         out[metric] = table.to_dict(orient="records")
         print(f"\n### {metric} (mean over seeds, {table['interval'][0]} interval)\n")
         print(markdown(table))
+        if set(table["strategy"]) <= {"none"}:  # plain GRPO alone (a pilot): nothing to pair
+            continue
         paired = exp.paired(metric)
         out[metric + "_paired"] = paired.to_dict(orient="records")
-        if paired.empty:  # plain GRPO alone (a pilot): nothing to pair
-            continue
         print(f"\n{metric}: final minus plain GRPO ('none'), paired by seed; {paired['test'][0]}\n")
         print(markdown(paired.drop(columns="test")))
     return out
@@ -127,7 +127,10 @@ def _recorded(csv: str):
         def frame(self):
             import pandas as pd
 
-            return pd.read_csv(csv)
+            frame = pd.read_csv(csv)
+            if "max_steps" not in frame:  # recorded before runs kept their length: all
+                frame["max_steps"] = frame["step"].max()  # ran to the last step recorded
+            return frame
 
     return Recorded(Path(csv).parent)
 

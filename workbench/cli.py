@@ -132,32 +132,29 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 def _cmd_rl(args: argparse.Namespace) -> int:
     from .rl import GRPOConfig, resume, train
 
-    overrides = {
-        k: v
-        for k, v in {
-            "model": args.model,
-            "task": args.task,
-            "strategy": args.strategy,
-            "max_steps": args.steps,
-            "seed": args.seed,
-            "num_generations": args.num_generations,
-            "per_device_train_batch_size": args.batch_size,
-            "learning_rate": args.learning_rate,
-            "max_completion_length": args.max_completion_length,
-            "eval_every": args.eval_every,
-            "eval_size": args.eval_size,
-            "eval_samples": args.eval_samples,
-            "warmup_steps": args.warmup_steps,
-        }.items()
-        if v is not None
+    # config field -> the flag that sets it
+    flags = {
+        "model": ("--model", args.model),
+        "task": ("--task", args.task),
+        "strategy": ("--strategy", args.strategy),
+        "max_steps": ("--steps", args.steps),
+        "seed": ("--seed", args.seed),
+        "num_generations": ("--num-generations", args.num_generations),
+        "per_device_train_batch_size": ("--batch-size", args.batch_size),
+        "learning_rate": ("--learning-rate", args.learning_rate),
+        "max_completion_length": ("--max-completion-length", args.max_completion_length),
+        "eval_every": ("--eval-every", args.eval_every),
+        "eval_size": ("--eval-size", args.eval_size),
+        "eval_samples": ("--eval-samples", args.eval_samples),
+        "warmup_steps": ("--warmup-steps", args.warmup_steps),
     }
+    overrides = {k: v for k, (_, v) in flags.items() if v is not None}
     if args.resume:
-        ignored = sorted(set(overrides) - {"max_steps"})
-        if args.config:
-            ignored.append("--config")
-        if ignored or args.out:
+        ignored = sorted(flags[k][0] for k in set(overrides) - {"max_steps"})
+        ignored += ["--config"] * bool(args.config) + ["--out"] * bool(args.out)
+        if ignored:
             raise WorkbenchError(
-                f"--resume continues a run with its saved settings, so {ignored or ['--out']} "
+                f"--resume continues a run with its saved settings, so {', '.join(ignored)} "
                 "cannot change",
                 "pass only --resume DIR (and --steps N to extend it), or start a new run "
                 "with --out",
@@ -267,7 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="a credit strategy (workbench.attention.credit.STRATEGIES; an unknown name is "
         "refused with the list), default none",
     )
-    p.add_argument("--steps", type=int, help="optimiser steps (with --resume: train to this)")
+    p.add_argument(
+        "--steps", type=int, help="optimiser steps (with --resume: extend the run to this many)"
+    )
     p.add_argument("--seed", type=int)
     p.add_argument("--num-generations", type=int)
     p.add_argument("--batch-size", type=int, help="completions per step (TRL's meaning)")

@@ -26,7 +26,17 @@ import numpy as np
 from . import _validate
 from .errors import WorkbenchError
 
-__all__ = ["bootstrap_ci", "check_level", "holm", "paired_t", "t_cdf", "t_ci", "t_quantile"]
+__all__ = [
+    "SIGN_FLIP_MAX",
+    "bootstrap_ci",
+    "check_level",
+    "holm",
+    "paired_p",
+    "paired_t",
+    "t_cdf",
+    "t_ci",
+    "t_quantile",
+]
 
 
 def check_level(ci: Any) -> None:
@@ -178,6 +188,39 @@ def t_ci(values: Any, *, ci: float = 0.95) -> tuple[float, float, float]:
     return est, est - half, est + half
 
 
+#: Up to this many pairs, `paired_p` is the exact sign-flip test (``2**n`` sign patterns).
+SIGN_FLIP_MAX = 16
+
+
+@no_type_check  # validates its arguments itself, with messages that name the fix
+def paired_p(differences: Any) -> tuple[float, str]:
+    """Two-sided p-value that the mean of paired `differences` is 0, and the test's name.
+
+    Up to `SIGN_FLIP_MAX` differences (NaNs dropped), the exact sign-flip (randomisation)
+    test: the share of the ``2**n`` sign patterns whose mean is at least as far from 0 as
+    the observed one. It needs no normality, so it holds at the few seeds RL comparisons
+    have, where the t-test's tail rests on a normality that two or three runs cannot
+    show, and where float rounding of differences that are equal on paper (0.7 - 0.5 and
+    0.5 - 0.3) left the t statistic a near-zero spread and p = 0. Its smallest p-value is
+    ``2 / 2**n`` (0.5 at two seeds). Means within 1e-9 of the scale count as equal, so
+    such rounding never decides. Above that, the paired t-test (`paired_t`).
+
+    Returns:
+        ``(p, test)``: NaN with fewer than two differences; `test` is ``"sign-flip"``
+        or ``"t"``.
+    """
+    d, _ = _values(differences)
+    if len(d) < 2:
+        return float("nan"), "sign-flip"
+    if len(d) > SIGN_FLIP_MAX:
+        return paired_t(d), "t"
+    signs = 1 - 2 * ((np.arange(2 ** len(d))[:, None] >> np.arange(len(d))) & 1)
+    means = np.abs((signs * d).mean(1))
+    observed = abs(float(d.mean()))
+    tol = 1e-9 * max(float(np.abs(d).max()), 1e-300)
+    return float((means >= observed - tol).mean()), "sign-flip"
+
+
 def paired_t(differences: Any) -> float:
     """Two-sided p-value of the paired t-test that the mean difference is 0 (NaNs dropped;
     NaN with fewer than two differences).
@@ -187,20 +230,37 @@ def paired_t(differences: Any) -> float:
     t-test's limit p = 0 would claim certainty from two runs. Then the p-value is the exact
     two-sided sign-flip (randomisation) test's instead: 1 for all-zero differences, and
     ``2 / 2**n`` for n equal non-zero ones (0.5 at n = 2, 0.002 at n = 10)."""
-    d = np.asarray(differences, dtype=float)
-    d = d[~np.isnan(d)]
+    d, _ = _values(differences)
     if len(d) < 2:
         return float("nan")
-    if d.max() == d.min():  # not sd == 0: the mean of equal floats can round off them
+    # Equal up to rounding, not only as floats: 0.7 - 0.5 and 0.5 - 0.3 differ in the last
+    # bit, which left the t statistic a near-zero spread and p = 0.
+    if float(d.max() - d.min()) <= 1e-9 * max(float(np.abs(d).max()), 1e-300):
         return 1.0 if float(d.mean()) == 0.0 else min(1.0, 2.0 ** (1 - len(d)))
     t = float(d.mean()) / (float(d.std(ddof=1)) / math.sqrt(len(d)))
     return 2.0 * (1.0 - t_cdf(abs(t), len(d) - 1))
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def holm(pvalues: Sequence[float]) -> list[float]:
     """Holm-adjusted p-values, in the input order: the ``i``-th smallest becomes
-    ``max_{j<=i} min(1, (m - j) p_(j))`` (NaNs stay NaN and do not count in ``m``)."""
-    p = [float(x) for x in pvalues]
+    ``max_{j<=i} min(1, (m - j) p_(j))`` (NaNs stay NaN and do not count in ``m``).
+
+    Raises:
+        WorkbenchError: `pvalues` is not a 1-D list of numbers, or one lies outside [0, 1].
+    """
+    if pvalues is None or isinstance(pvalues, str | bytes):
+        raise WorkbenchError(
+            f"holm needs a list of p-values, got {pvalues!r}", "pass e.g. holm([0.01, 0.2])"
+        )
+    _values(pvalues)  # a 1-D list of numbers (None entries as NaN)
+    p = [float("nan") if x is None else float(x) for x in pvalues]
+    bad = [x for x in p if not math.isnan(x) and not 0.0 <= x <= 1.0]
+    if bad:
+        raise WorkbenchError(
+            f"holm got {bad[:3]}, which are no p-values (outside [0, 1])",
+            "pass p-values, e.g. holm([0.01, 0.2])",
+        )
     ok = [i for i, x in enumerate(p) if not math.isnan(x)]
     order = sorted(ok, key=lambda i: p[i])
     out = [float("nan")] * len(p)

@@ -194,6 +194,12 @@ def test_rl_runs_one_run_and_resume_extends_it(tmp_path):
     proc = _workbench("rl", "--resume", str(run), "--steps", "3", "--strategy", "bogus")
     assert proc.returncode == 2 and "cannot change" in proc.stderr
     assert "Traceback" not in proc.stderr
+    # named by their flags (it said ['per_device_train_batch_size']), --out among them
+    proc = _workbench("rl", "--resume", str(run), "--batch-size", "4", "--out", str(run))
+    assert proc.returncode == 2 and "--batch-size, --out cannot change" in proc.stderr
+    # a shorter --steps finished the run at that step and left config.json longer
+    proc = _workbench("rl", "--resume", str(run), "--steps", "1")
+    assert proc.returncode == 2 and "shorter than the run's 2 steps" in proc.stderr
     proc = _workbench("rl", "--resume", str(run), "--steps", "0")
     assert proc.returncode == 2 and "--steps must be at least 1" in proc.stderr
 

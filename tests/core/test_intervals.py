@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from workbench.intervals import bootstrap_ci, holm, paired_t, t_cdf, t_ci, t_quantile
+from workbench.errors import WorkbenchError
+from workbench.intervals import bootstrap_ci, holm, paired_p, paired_t, t_cdf, t_ci, t_quantile
 
 
 @pytest.mark.parametrize(
@@ -81,3 +82,46 @@ def test_paired_t_on_differences_that_do_not_vary_is_the_exact_sign_flip_test():
     assert paired_t([-0.04, -0.04]) == 0.5
     assert paired_t([0.01] * 10) == pytest.approx(2 / 2**10)
     assert paired_t([0.0, 0.0, 0.0]) == 1.0
+
+
+def _sign_flip_by_brute_force(d):
+    import itertools
+
+    observed = abs(sum(d)) / len(d)
+    flips = list(itertools.product((1, -1), repeat=len(d)))
+    extreme = sum(abs(sum(s * x for s, x in zip(signs, d, strict=True))) / len(d) >= observed - 1e-12
+                  for signs in flips)  # fmt: skip
+    return extreme / len(flips)
+
+
+@pytest.mark.parametrize(
+    "d", [[1.0, -1.0, 2.0, 3.0, 4.0], [0.1, 0.3], [0.2, -0.1, 0.05], [0.04] * 6, [0.0, 0.0]]
+)
+def test_the_paired_p_value_at_few_seeds_is_the_exact_sign_flip_test(d):
+    p, test = paired_p(d)
+    assert test == "sign-flip" and p == pytest.approx(_sign_flip_by_brute_force(d))
+
+
+def test_rounding_of_differences_equal_on_paper_never_decides_the_p_value():
+    """0.7 - 0.5 and 0.5 - 0.3 differ in the last bit: the t statistic then had a spread of
+    1e-17 and p = 0 from two seeds."""
+    d = [0.7 - 0.5, 0.5 - 0.3]
+    assert d[0] != d[1]
+    assert paired_t(d) == 0.5 and paired_p(d) == (0.5, "sign-flip")
+    assert paired_p([0.1] * 20)[1] == "t"  # above SIGN_FLIP_MAX pairs, the t-test
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: holm(None), "list of p-values"),
+        (lambda: holm("abc"), "list of p-values"),
+        (lambda: holm([1.5, -0.2]), "no p-values"),
+        (lambda: paired_t("abc"), "1-D list of numbers"),
+        (lambda: paired_p(None), "1-D list of numbers"),
+    ],
+)
+def test_the_tests_refuse_what_is_no_list_of_numbers(call, match):
+    """paired_t(None) was NaN without a word; holm([1.5, -0.2]) gave [1.0, 0.0]."""
+    with pytest.raises(WorkbenchError, match=match):
+        call()

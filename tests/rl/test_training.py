@@ -409,7 +409,7 @@ def test_experiment_runs_each_strategy_and_seed_once(tmp_path):
     assert paired["wins"][0] == sum(d > 0 for d in diffs)
     # One comparison: Holm leaves its p-value as it is; the table says which test it used.
     assert paired["p_holm"][0] == pytest.approx(paired["p"][0], nan_ok=True)
-    assert "paired t" in paired["test"][0] and "Holm" in paired["test"][0]
+    assert "paired sign-flip test" in paired["test"][0] and "Holm over 1" in paired["test"][0]
     assert table["interval"].str.contains("t, 1 df").all()
     with pytest.raises(WorkbenchError, match="no 'random' runs"):
         exp.paired(baseline="random")
@@ -451,6 +451,40 @@ def test_experiment_runs_each_strategy_and_seed_once(tmp_path):
             table()
     with pytest.raises(WorkbenchError, match="ci must be an interval level"):
         exp.summary(ci=95)
+    for table in (exp.paired, exp.paired_chart):  # ci=2 was accepted
+        with pytest.raises(WorkbenchError, match="ci must be an interval level"):
+            table(ci=2)
+
+    # Runs that would have been compared without a word are named instead.
+    def copy(name):
+        folder = tmp_path / name
+        for strategy in ("none", "coupled"):
+            shutil.copytree(tmp_path / strategy, folder / strategy)
+        return folder
+
+    moved = copy("moved")  # an old copy of a run: read as a second coupled seed 0
+    shutil.copytree(moved / "coupled" / "seed-0", moved / "coupled-old" / "seed-0")
+    with pytest.raises(WorkbenchError, match="belongs in coupled/seed-0"):
+        Experiment(moved).summary()
+    failed = copy("failed")  # a run with no evaluation: the others looked like all seeds
+    (failed / "coupled" / "seed-1" / "metrics.jsonl").unlink()
+    with pytest.raises(WorkbenchError, match=r"no 'eval_accuracy' evaluation: coupled/seed-1"):
+        Experiment(failed).paired()
+    other = copy("other")  # another task or model, compared as the same experiment
+    config = json.loads((other / "coupled" / "seed-1" / "config.json").read_text())
+    (other / "coupled" / "seed-1" / "config.json").write_text(
+        json.dumps({**config, "eval_size": config["eval_size"] + 1})
+    )
+    with pytest.raises(WorkbenchError, match=r"other settings \(eval_size\)"):
+        Experiment(other).summary()
+    torn = copy("torn")
+    (torn / "none" / "seed-0" / "config.json").write_text('{"model": ')
+    with pytest.raises(WorkbenchError, match="is not a readable JSON config"):
+        Experiment(torn).frame()
+    alone = tmp_path / "alone"
+    shutil.copytree(tmp_path / "none", alone / "none")
+    with pytest.raises(WorkbenchError, match="holds only 'none' runs"):
+        Experiment(alone).paired()
 
 
 def test_experiment_called_again_with_more_steps_extends_its_runs(tmp_path):
@@ -482,6 +516,14 @@ def test_experiment_called_again_with_more_steps_extends_its_runs(tmp_path):
     assert full.summary()["final"][0] == exp.summary()["final"][0]
     with pytest.raises(WorkbenchError, match="2-step run, longer than the max_steps=1"):
         run_experiment(["none"], [0], tmp_path / "short", progress=False, **small)
+    # resume shortened it: "finished" at step 1 of a 2-step config, with an extra evaluation
+    with pytest.raises(WorkbenchError, match="shorter than the run's 2 steps"):
+        resume(run_dir, max_steps=1, progress=False)
+    with pytest.raises(WorkbenchError, match="strategies must be a list"):
+        run_experiment("none", [0], tmp_path / "x", progress=False, **small)
+    with pytest.raises(WorkbenchError, match="unknown credit strategy 'bogus'"):
+        run_experiment(["none", "bogus"], [0], tmp_path / "late", progress=False, **small)
+    assert not (tmp_path / "late").exists(), "refused before the first run trained"
     with pytest.raises(WorkbenchError, match=r"other settings \(learning_rate\)"):
         run_experiment(
             ["none"],

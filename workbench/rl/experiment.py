@@ -14,7 +14,6 @@ interrupted ones. Every run evaluates on the same held-out problems.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,9 +21,10 @@ from typing import Any, no_type_check
 
 from .._io import as_path
 from ..errors import WorkbenchError
+from ..intervals import check_level
 from .checkpoint import read_metrics
 from .config import EVAL_METRICS, GRPOConfig
-from .runs import resume, train
+from .runs import read_json, resume, train
 
 __all__ = ["METRICS", "Experiment", "run_experiment"]
 
@@ -72,8 +72,7 @@ class Experiment:
 
         self._check_runs()
         rows = []
-        for d in self.run_dirs():
-            cfg = GRPOConfig.from_dict(json.loads((d / "config.json").read_text()))
+        for d, cfg in self._configs():
             for r in read_metrics(d):
                 if "eval_accuracy" in r:
                     rows.append(
@@ -86,6 +85,39 @@ class Experiment:
                         }
                     )
         return pd.DataFrame(rows, columns=["strategy", "seed", "step", "max_steps", *METRICS])
+
+    def _configs(self) -> list[tuple[Path, GRPOConfig]]:
+        """Each run directory with its config, checked: the folder is the config's
+        ``<strategy>/seed-<seed>`` (a copy such as ``coupled-old/seed-0`` was read as a second
+        coupled run of seed 0), and every run has the settings of the others but its
+        strategy, seed and length (a run of another model or task was compared as if it
+        were the same experiment)."""
+        fix = "read the experiment's own folder; move other runs out of it"
+        out: list[tuple[Path, GRPOConfig]] = []
+        for d in self.run_dirs():
+            saved = read_json(d / "config.json", "a readable JSON config", fix)
+            cfg = GRPOConfig.from_dict(saved)
+            if (d.parent.name, d.name) != (cfg.strategy, f"seed-{cfg.seed}"):
+                raise WorkbenchError(
+                    f"{d} holds a {cfg.strategy!r} run of seed {cfg.seed}, which belongs in "
+                    f"{cfg.strategy}/seed-{cfg.seed}",
+                    fix,
+                )
+            out.append((d, cfg))
+        if out:
+            ref_dir, ref = out[0]
+            mine = ref.to_dict()
+            for d, cfg in out[1:]:
+                same = {"strategy": ref.strategy, "seed": ref.seed, "max_steps": ref.max_steps}
+                theirs = cfg.replace(**same).to_dict()
+                changed = sorted(k for k in mine if mine[k] != theirs.get(k))
+                if changed:
+                    raise WorkbenchError(
+                        f"{d} was run with other settings ({', '.join(changed)}) than "
+                        f"{ref_dir}, so their accuracies do not compare",
+                        fix,
+                    )
+        return out
 
     def _check_runs(self) -> None:
         fix = (
@@ -121,6 +153,16 @@ class Experiment:
                 earlier evaluation), or the runs' lengths differ.
         """
         f = self._metric_frame(metric).sort_values("step", kind="stable")
+        have = set(zip(f["strategy"], f["seed"], strict=True))
+        missing = [f"{c.strategy}/seed-{c.seed}" for _, c in self._configs()
+                   if (c.strategy, c.seed) not in have]  # fmt: skip
+        if missing:  # a failed run left out without a word made the rest look like all seeds
+            raise WorkbenchError(
+                f"{len(missing)} run(s) in {self.out} have no {metric!r} evaluation: "
+                f"{', '.join(missing)}",
+                "run the same wb.rl.run_experiment call again (it restarts them), or move "
+                "those folders out of the experiment",
+            )
         per_run = f.groupby(["strategy", "seed"])
         last = per_run["step"].max()
         ends = per_run["max_steps"].first()
@@ -160,6 +202,7 @@ class Experiment:
 
         from ..intervals import t_ci
 
+        check_level(ci)
         rows = []
         for strategy, runs in self._per_run(metric).groupby(level="strategy"):
             start, final, peak = runs["start"], runs["final"], runs["peak"]
@@ -194,8 +237,11 @@ class Experiment:
     ):
         """Each strategy minus `baseline`, paired by seed (same seed: same training problems).
 
-        The mean difference over seeds gets a Student-t interval and a two-sided paired
-        t-test; the p-values are Holm-adjusted over the strategies compared (``p_holm``),
+        The mean difference over seeds gets a Student-t interval and a two-sided p-value,
+        from the exact sign-flip test up to 16 seeds and the paired t-test above
+        (`workbench.intervals.paired_p`; the ``test`` column names it): the t-test's tail
+        at two or three seeds rests on a normality they cannot show. The p-values are
+        Holm-adjusted over the strategies that have one (``p_holm``),
         so "the difference is not 0" can be claimed for every strategy with ``p_holm <
         0.05`` at a family-wise error of 5%. The interval itself is not adjusted.
 
@@ -212,21 +258,28 @@ class Experiment:
         """
         import pandas as pd
 
-        from ..intervals import holm, paired_t, t_ci
+        from ..intervals import holm, paired_p, t_ci
 
         if at not in ("final", "peak"):
             raise WorkbenchError(f"at={at!r}", 'use at="final" or at="peak"')
+        check_level(ci)
         value = self._per_run(metric)[at].unstack("strategy")
         if baseline not in value.columns:
             raise WorkbenchError(
                 f"the experiment has no {baseline!r} runs",
                 f"pass baseline= one of {sorted(value.columns)}",
             )
-        rows = []
         others = list(value.columns.drop(baseline))
+        if not others:
+            raise WorkbenchError(
+                f"the experiment holds only {baseline!r} runs, so nothing compares with them",
+                "run other strategies too (run_experiment([..., 'coupled'], ...))",
+            )
+        rows = []
         for strategy in others:
             d = (value[strategy] - value[baseline]).dropna()
             m, lo, hi = t_ci(d.tolist(), ci=ci)
+            p, test = paired_p(d.tolist())
             rows.append(
                 {
                     "strategy": strategy,
@@ -234,13 +287,16 @@ class Experiment:
                     "diff": m,
                     "diff_lo": lo,
                     "diff_hi": hi,
-                    "p": paired_t(d.tolist()),
+                    "p": p,
                     "wins": int((d > 0).sum()),
-                    "test": f"paired t ({ci:.0%} t-interval), Holm over {len(others)}",
+                    "test": f"paired {test} test, {ci:.0%} t-interval",
                 }
             )
-        for row, adjusted in zip(rows, holm([r["p"] for r in rows]), strict=True):
-            row["p_holm"] = adjusted
+        adjusted = holm([r["p"] for r in rows])
+        family = sum(not math.isnan(p) for p in adjusted)  # a row without a test is no member
+        for row, p_holm in zip(rows, adjusted, strict=True):
+            row["p_holm"] = p_holm
+            row["test"] += f", Holm over {family}"
         columns = ["strategy", "n_pairs", "diff", "diff_lo", "diff_hi", "p", "p_holm", "wins"]
         out = pd.DataFrame(rows, columns=[*columns, "test"])
         return out.sort_values("diff", ascending=False, ignore_index=True)
@@ -314,8 +370,11 @@ class Experiment:
         """
         import altair as alt
 
-        table = self.paired(metric, baseline=baseline, at=at, ci=ci).drop(columns="test")
-        # One pair has no test (`paired_t` gives NaN) and no interval.
+        paired = self.paired(metric, baseline=baseline, at=at, ci=ci)
+        tests = sorted({t.split(",")[0].removeprefix("paired ") for t in paired["test"]})
+        family = int(paired["p_holm"].notna().sum())
+        table = paired.drop(columns="test")
+        # One pair has no test (`paired_p` gives NaN) and no interval.
         table["label"] = [
             "fewer than two seeds: no test" if math.isnan(p) else f"p_Holm {p:.2f}"
             for p in table["p_holm"]
@@ -348,7 +407,7 @@ class Experiment:
             title=alt.TitleParams(
                 f"Credit strategies against {baseline}, paired by seed",
                 subtitle=f"{seeds} seeds; mean difference with {ci:.0%} t-interval; "
-                f"paired t-test, Holm over {len(table)}",
+                f"paired {' / '.join(tests)}, Holm over {family}",
             ),
             width=420,
             height=24 * max(len(table), 2),
@@ -382,28 +441,40 @@ def run_experiment(
         The `Experiment` (see `Experiment.summary` and `Experiment.chart`).
     """
     base = (config or GRPOConfig()).replace(**overrides)
+    for name, value, example in (("strategies", strategies, '["none", "coupled"]'),
+                                 ("seeds", seeds, "[0, 1, 2]")):  # fmt: skip
+        if isinstance(value, str | bytes) or not isinstance(value, Sequence):
+            raise WorkbenchError(
+                f"{name} must be a list, got {value!r}"[:200], f"pass e.g. {name}={example}"
+            )
     if not strategies or not seeds:
         raise WorkbenchError("an experiment needs at least one strategy and one seed", "pass both")
+    if len(set(map(repr, strategies))) < len(strategies) or len(set(map(repr, seeds))) < len(seeds):
+        raise WorkbenchError(
+            f"strategies {list(strategies)} or seeds {list(seeds)} repeat an entry",
+            "list each strategy and each seed once",
+        )
     out = as_path(out, "run_experiment's out", "folder", "runs/exp")
-    for strategy in strategies:
-        for seed in seeds:
-            run_dir = out / strategy / f"seed-{seed}"
-            cfg = base.replace(strategy=strategy, seed=seed)
-            status_file = run_dir / "status.json"
-            # Only a checkpointed run has something to keep (the last step is always saved,
-            # so a finished run has one); anything else is restarted, whatever its settings.
-            if status_file.is_file() and (run_dir / "checkpoints" / "LATEST").is_file():
-                _check_same_run(run_dir, cfg)
-                done = json.loads(status_file.read_text())
-                if done.get("status") == "finished" and done.get("step") == cfg.max_steps:
-                    continue
-                resume(run_dir, max_steps=cfg.max_steps, progress=progress)
+    # Every run's settings are checked before the first trains: a bad strategy or seed
+    # was refused only after the runs before it had trained.
+    grid = [base.replace(strategy=s, seed=k) for s in strategies for k in seeds]
+    for cfg in grid:
+        run_dir = out / cfg.strategy / f"seed-{cfg.seed}"
+        status_file = run_dir / "status.json"
+        # Only a checkpointed run has something to keep (the last step is always saved,
+        # so a finished run has one); anything else is restarted, whatever its settings.
+        if status_file.is_file() and (run_dir / "checkpoints" / "LATEST").is_file():
+            _check_same_run(run_dir, cfg)
+            done = read_json(status_file, "a run status", "start the run again")
+            if done.get("status") == "finished" and done.get("step") == cfg.max_steps:
                 continue
-            if (run_dir / "config.json").exists():
-                # Started but never checkpointed: start it again from scratch.
-                for stale in ("config.json", "metrics.jsonl", "status.json"):
-                    (run_dir / stale).unlink(missing_ok=True)
-            train(cfg, out=run_dir, progress=progress)
+            resume(run_dir, max_steps=cfg.max_steps, progress=progress)
+            continue
+        if (run_dir / "config.json").exists():
+            # Started but never checkpointed: start it again from scratch.
+            for stale in ("config.json", "metrics.jsonl", "status.json"):
+                (run_dir / stale).unlink(missing_ok=True)
+        train(cfg, out=run_dir, progress=progress)
     return Experiment(out)
 
 
@@ -411,7 +482,13 @@ def _check_same_run(run_dir: Path, cfg: GRPOConfig) -> None:
     """Refuse to mix settings in one experiment: the run in `run_dir` must have been started
     with `cfg`, except for a length no longer than ``cfg.max_steps`` (a longer call extends
     it, see `resume`)."""
-    saved = GRPOConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    saved = GRPOConfig.from_dict(
+        read_json(
+            run_dir / "config.json",
+            "a readable JSON config",
+            "restore it, or use another out folder",
+        )
+    )
     if saved.max_steps > cfg.max_steps:
         raise WorkbenchError(
             f"{run_dir} holds a {saved.max_steps}-step run, longer than the "

@@ -104,7 +104,6 @@ def resume(
             extended run follows the schedule of one started with the longer length.
         callbacks, progress: as in `train`.
     """
-    import json
 
     run_dir = as_path(run_dir, "resume's run_dir", "folder", "runs/coupled")
     cfg_path = run_dir / "config.json"
@@ -113,18 +112,11 @@ def resume(
             f"{run_dir} is not a run directory (no config.json)",
             "pass the folder a run was started in (train(..., out=DIR))",
         )
-    try:
-        saved = json.loads(cfg_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise WorkbenchError(
-            f"{cfg_path} is not a readable JSON config ({e})",
-            "restore it from a copy, or start the run again in a new folder",
-        ) from None
-    if not isinstance(saved, dict):
-        raise WorkbenchError(
-            f"{cfg_path} holds {type(saved).__name__}, not a config",
-            "restore it from a copy, or start the run again in a new folder",
-        )
+    saved = read_json(
+        cfg_path,
+        "a readable JSON config",
+        "restore it from a copy, or start the run again in a new folder",
+    )
     config = GRPOConfig.from_dict(saved)
     path = run_dir / "checkpoints" / checkpoint if checkpoint else latest_checkpoint(run_dir)
     if checkpoint and (path is None or not path.is_dir()):
@@ -142,6 +134,15 @@ def resume(
     if max_steps is not None:
         max_steps = integer("max_steps", max_steps, minimum=1)
     old_end = config.max_steps
+    if max_steps is not None and max_steps < old_end:
+        # it trained to max_steps, wrote "finished" and left config.json at the longer
+        # length, with an evaluation at a step the full schedule has none
+        raise WorkbenchError(
+            f"max_steps={max_steps} is shorter than the run's {old_end} steps: resume "
+            "finishes or extends a run, it does not shorten one",
+            f"leave max_steps out (or pass one of at least {old_end}); the earlier steps' "
+            f"weights are in wb.rl.list_checkpoints({str(run_dir)!r})",
+        )
     extended = max_steps is not None and max_steps > old_end
     if extended:
         config = config.replace(max_steps=max_steps)
@@ -166,6 +167,20 @@ def resume(
     rewrite_metrics(run_dir, rows)
     run.metrics = rows
     return run.train(max_steps)
+
+
+def read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
+    """The JSON object in `path`, or a `WorkbenchError` naming the file (a torn or hand-edited
+    file failed with a raw JSONDecodeError)."""
+    import json
+
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise WorkbenchError(f"{path} is not {what} ({e})", fix) from None
+    if not isinstance(value, dict):
+        raise WorkbenchError(f"{path} holds {type(value).__name__}, not {what}", fix)
+    return value
 
 
 def _read_history(path: Path) -> list[Any]:
