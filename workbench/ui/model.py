@@ -101,7 +101,12 @@ class ModelPanel(Panel):
         return self.folder.value.strip() if self.source.value == _FOLDER else self.source.value
 
     def load(self) -> Any:
-        """Load the selected model (progress 0 -> 3), then notify the listeners."""
+        """Load the selected model (progress 0 -> 3), then notify the listeners.
+
+        What the loader returns is checked first (`check_model`); if a listener (a panel)
+        then refuses the model, the previous model is given back to every listener and
+        kept as `model`, and the error is shown. (With no previous model there is nothing
+        to give back: the new one stays `model`, with the panels that took it.)"""
 
         def go() -> Any:
             target = self.target
@@ -119,10 +124,15 @@ class ModelPanel(Panel):
                     from ..models import load_model
 
                     model = load_model(target)
+                try:
+                    check_model(model)
+                except WorkbenchError:
+                    raise WorkbenchError(
+                        f"loading {target} gave a {type(model).__name__}, not a loaded model",
+                        "make the loader return a model as wb.load_model does",
+                    ) from None
                 self.progress.value = 2
-                self.model = model
-                for cb in self._listeners:
-                    cb(model)
+                self._notify(model, target)
             except BaseException:
                 self.progress.bar_style = "danger"
                 raise
@@ -134,6 +144,35 @@ class ModelPanel(Panel):
             return model
 
         return self._guard(go)
+
+    def _notify(self, model: Any, target: str) -> None:
+        """Make `model` the model and hand it to every listener; if one refuses it, hand
+        the previous model back to every listener and raise a `WorkbenchError`."""
+        previous = self.model
+        self.model = model
+        try:
+            for cb in self._listeners:
+                cb(model)
+        except Exception as e:
+            problem = f"a panel refused {target}: {type(e).__name__}: {e}"
+            if previous is None:  # nothing to give back
+                raise WorkbenchError(
+                    problem,
+                    f"{describe(model)} is loaded, but not in that panel; fix the panel "
+                    "or load another model",
+                ) from e
+            self.model = previous
+            unrestored = []
+            for cb in self._listeners:
+                try:
+                    cb(previous)
+                except Exception as again:
+                    unrestored.append(f"{type(again).__name__}: {again}")
+            if unrestored:
+                problem += f" (and the previous model too: {unrestored[0]})"
+            raise WorkbenchError(
+                problem, f"{describe(previous)} is still in use; load another model"
+            ) from e
 
 
 def describe(model: Any) -> str:

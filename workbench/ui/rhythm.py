@@ -12,8 +12,8 @@ re-derived from the kept per-head statistics (`Analysis.with_params`,
 
 The ``sink`` choice ("keep", the paper's attention, or "exclude": the first token's
 column zeroed and each row renormalised, `wb.analyze(..., sink=)`) changes the attention
-every statistic is computed from, so changing it analyses the current trace again (two
-forward passes).
+every statistic is computed from (and the attention map shows it too), so changing it
+analyses the current trace again (two forward passes).
 """
 
 from __future__ import annotations
@@ -229,7 +229,11 @@ class RhythmPanel(Panel):
             w.observe(lambda _: self._guard(self.update), names="value")
         for w in (self.metric, self.entropy, self.map_heads, self.shown):
             w.observe(lambda _: self._guard(self.render), names="value")
-        self.sink.observe(lambda _: self._guard(self._reanalyse), names="value")
+        self._sink_restoring = False  # set while `_reanalyse` puts the dropdown back
+        self.sink.observe(
+            lambda _: None if self._sink_restoring else self._guard(self._reanalyse),
+            names="value",
+        )
 
         self.charts_box = widgets.VBox([])
         self.children = [
@@ -336,7 +340,19 @@ class RhythmPanel(Panel):
 
     def _set_trace(self, trace: Any) -> Any:
         from ..attention import analyze
+        from ..attention.analysis import Analysis
+        from ..trace import Trace
 
+        if isinstance(trace, Analysis):
+            raise WorkbenchError(
+                "set_trace takes a wb.Trace, got a wb.Analysis",
+                "pass the trace the analysis came from: panel.set_trace(trace)",
+            )
+        if not isinstance(trace, Trace):
+            raise WorkbenchError(
+                f"set_trace takes a wb.Trace, got {type(trace).__name__}",
+                "pass a trace from wb.generate or wb.Trace.from_text (or Trace.load)",
+            )
         if self.model is None:
             raise WorkbenchError("no model is loaded", "load one in the Model panel first")
         if not self.picker.heads:
@@ -356,7 +372,7 @@ class RhythmPanel(Panel):
         )
         self.forward_passes += 1
         self._say("recording attention maps (one forward pass) …", "busy")
-        maps = attention_maps(self.model, trace)
+        maps = attention_maps(self.model, trace, sink=self.sink.value)
         self.forward_passes += 1
         self.trace, self.base, self.maps = trace, base, maps
         self.analysis = None  # the range reset below must not redraw the previous trace
@@ -377,10 +393,23 @@ class RhythmPanel(Panel):
 
     def _reanalyse(self) -> Any:
         """The `sink` choice changed: analyse the current trace again (it changes the
-        attention every statistic is computed from, so it needs new forward passes)."""
+        attention every statistic is computed from, so it needs new forward passes).
+
+        If that fails, the dropdown is put back to the sink of the analysis still shown
+        (without analysing again) and the error is raised."""
         if self.trace is None or self.model is None:
             return None
-        return self._set_trace(self.trace)
+        try:
+            return self._set_trace(self.trace)
+        except Exception:
+            shown = self.base.meta.get("sink", "keep") if self.base is not None else None
+            if shown is not None and self.sink.value != shown:
+                self._sink_restoring = True
+                try:
+                    self.sink.value = shown
+                finally:
+                    self._sink_restoring = False
+            raise
 
     def update(self) -> Any:
         """Re-derive the analysis for the chosen heads and parameters (no forward pass)."""

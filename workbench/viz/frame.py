@@ -45,8 +45,9 @@ def display_token(token: str) -> str:
     return s if s else "∅"
 
 
-def check_metric(metric: str) -> str:
-    if metric not in METRICS:
+def check_metric(metric: Any) -> str:
+    """`metric` if it is a name in `METRICS`, else a `WorkbenchError` naming the choices."""
+    if not isinstance(metric, str) or metric not in METRICS:
         raise WorkbenchError(
             f"metric={metric!r} is not a per-token metric", f"pick one of {list(METRICS)}"
         )

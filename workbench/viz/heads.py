@@ -23,7 +23,25 @@ __all__ = ["attention_map", "head_map"]
 Head = tuple[int, int]
 
 
-def _resolve_group(heads: Any, analysis: Any | None) -> tuple[list[Head], str]:
+def _check_same_trace(maps: AttentionMaps, analysis: Any) -> None:
+    """Refuse an analysis of another trace than `maps` (its head classes would be drawn
+    over attention they were not computed from, without a word)."""
+    same = analysis.n_pos == maps.n_pos and analysis.prompt_len == maps.row_start
+    if same and maps.ids is not None:
+        same = [int(i) for i in analysis.ids] == list(maps.ids)
+    elif same:
+        same = list(analysis.tokens) == list(maps.tokens)
+    if not same:
+        raise WorkbenchError(
+            f"the maps ({maps.n_pos} positions, response from {maps.row_start}) and the "
+            f"analysis ({analysis.n_pos} positions, response from {analysis.prompt_len}) "
+            "are of different traces",
+            "record the maps of the same trace: "
+            "attention_map(wb.viz.attention_maps(model, trace), ..., analysis=wb.analyze(model, trace))",
+        )
+
+
+def _resolve_group(heads: Any, analysis: Any | None, maps: AttentionMaps) -> tuple[list[Head], str]:
     if isinstance(heads, str):
         if heads not in ("local", "global"):
             raise WorkbenchError(
@@ -35,6 +53,7 @@ def _resolve_group(heads: Any, analysis: Any | None) -> tuple[list[Head], str]:
                 "pass analysis=..., or an explicit list: attention_map(maps, [(l, h), ...])",
             )
         analysis = check_analysis(analysis)
+        _check_same_trace(maps, analysis)
         group = list(analysis.local_heads if heads == "local" else analysis.global_heads)
         return group, f"mean of {len(group)} {heads} heads"
     if isinstance(heads, tuple) and len(heads) == 2 and all(_validate.is_index(v) for v in heads):
@@ -52,8 +71,9 @@ SINK_COLOR = "#d62728"
 CLIP_QUANTILE = 0.99
 #: Maps showing at most this many positions on an axis label its ticks with the tokens.
 TOKEN_TICKS_MAX = 60
-#: Colour scale types an attention map accepts (Vega-Lite's; e.g. "sqrt", "linear", "log").
-_SCALES = tuple(alt.ScaleType.resolve_references()["enum"])
+#: Colour scale types an attention map accepts: the continuous ones that map a number to a
+#: colour (Vega-Lite's other types are for time, bins or categories).
+SCALES = ("linear", "sqrt", "pow", "log", "symlog")
 
 
 def _token_axis(tokens: list[str], start: int, stop: int, title: str, **kw: Any) -> alt.Axis:
@@ -94,23 +114,28 @@ def attention_map(
     subtitle gives the clip value and the mean share of a row that the sink column
     (key 0, or the first block of keys in a pooled map) takes. A map that shows at most
     `TOKEN_TICKS_MAX` positions on an axis labels that axis's ticks with the tokens.
+    Maps recorded with ``sink="exclude"`` have a zero key-0 column: it is neither outlined
+    nor left out of the clip, and the subtitle says the sink was excluded.
 
     Args:
         maps: pooled per-head maps from `workbench.viz.attention_maps`.
         heads: ``"local"`` / ``"global"`` (the analysis's head classes; needs
             `analysis`), one ``(layer, head)``, or a list of heads (their mean).
-        analysis: the `Analysis` whose head classes ``"local"``/``"global"`` refer to.
+        analysis: the `Analysis` whose head classes ``"local"``/``"global"`` refer to;
+            it must be of the trace the maps were recorded from.
         title: chart title (default: which heads).
         size: the larger side in pixels.
-        color_scale: altair scale type for attention (``"sqrt"`` shows small weights).
-        clip_quantile: quantile of the non-sink cells where the colour scale ends
-            (``1.0``: their maximum).
+        color_scale: scale type for attention, one of `SCALES` (``"sqrt"`` shows small
+            weights). ``"log"`` starts at the smallest positive cell shown and draws
+            cells of exactly 0 grey.
+        clip_quantile: quantile of the non-sink cells (all cells with the sink excluded)
+            where the colour scale ends (``1.0``: their maximum).
 
     Returns:
         An ``alt.LayerChart`` whose data (top level) are the cells, fields ``q0 q1 k0 k1
         attention sink`` (plus ``query key`` for exact maps): a ``rect`` layer of the
-        cells, then, when key 0 is shown, an outline ``rect`` over the sink column (its
-        own data, field ``share``).
+        cells, then, when key 0 is shown and the sink kept, an outline ``rect`` over the
+        sink column (its own data, field ``share``).
     """
     if not isinstance(maps, AttentionMaps):
         raise WorkbenchError(
@@ -119,16 +144,16 @@ def attention_map(
         )
     size = _validate.integer("size", size, minimum=1, example=420)
     clip_quantile = _validate.number("clip_quantile", clip_quantile, low=0, high=1, example=0.99)
-    if color_scale not in _SCALES:
+    if not isinstance(color_scale, str) or color_scale not in SCALES:
         raise WorkbenchError(
-            f"color_scale={color_scale!r} is not a scale type",
-            'pass e.g. "sqrt" (the default), "linear" or "log"',
+            f"color_scale={color_scale!r} is not a scale type for a colour of a number",
+            f'pass one of {list(SCALES)} ("sqrt" is the default)',
         )
     if title is not None and not isinstance(title, str):
         raise WorkbenchError(
             f"title must be a string, got {type(title).__name__}", 'pass title="..."'
         )
-    group, what = _resolve_group(heads, analysis)
+    group, what = _resolve_group(heads, analysis, maps)
     grid = maps.group(group)
     b, r0, c0 = maps.bin, maps.row_start, maps.col_start
     n = maps.n_pos
@@ -158,10 +183,22 @@ def attention_map(
     w, h = (
         (size, max(60, round(size * n_r / n_c))) if n_c >= n_r else (round(size * n_c / n_r), size)
     )
-    rest = df.loc[~df["sink"], "attention"].to_numpy()
+    # With the sink excluded, key 0 holds zeros: its column is no sink to clip around.
+    has_sink = bool(df["sink"].any()) and maps.sink == "keep"
+    rest = (df.loc[~df["sink"], "attention"] if has_sink else df["attention"]).to_numpy()
     vmax = float(np.quantile(rest, clip_quantile)) if len(rest) else 0.0
     if not vmax > 0:
         vmax = float(df["attention"].max()) or 1.0
+    # A log scale has no 0: its domain starts at the smallest positive cell (below the
+    # clip value), and cells of exactly 0 are drawn grey (`style.MISSING`).
+    vmin = 0.0
+    n_zero = 0
+    if color_scale == "log":
+        positive = df.loc[df["attention"] > 0, "attention"]
+        vmin = float(positive.min()) if len(positive) else vmax / 10
+        if not vmin < vmax:
+            vmin = vmax / 10
+        n_zero = int((df["attention"] <= 0).sum())
     tooltip = [
         alt.Tooltip("q0:Q", title="query pos" + ("" if b == 1 else " (from)")),
         alt.Tooltip("k0:Q", title="key pos" + ("" if b == 1 else " (from)")),
@@ -169,9 +206,10 @@ def attention_map(
     ]
     if b == 1:
         tooltip += [alt.Tooltip("query:N"), alt.Tooltip("key:N")]
-    has_sink = bool(df["sink"].any())
     cells_of = "the non-sink cells" if has_sink else "the cells"
     clip = f"colour clipped at q{clip_quantile * 100:g} of {cells_of} ({vmax:.3g})"
+    if color_scale == "log":
+        clip += f"; log scale from {vmin:.3g}" + ("; grey: 0" if n_zero else "")
     subtitle = [
         f"rows: response positions {r0}..{n - 1}; columns: key positions {c0}..{n - 1}"
         + ("" if b == 1 else f"; {b}x{b} blocks averaged"),
@@ -188,6 +226,8 @@ def attention_map(
             f"; red outline: the attention sink, key 0"
             f"{'' if b == 1 else f'..{b - 1}'} (mean {share:.0%} of a row)"
         )
+    elif maps.sink == "exclude":
+        subtitle[-1] += "; the attention sink (key 0) excluded, each row renormalised"
     short_x, short_y = b == 1 and n_c <= TOKEN_TICKS_MAX, b == 1 and n_r <= TOKEN_TICKS_MAX
     x_axis = (
         _token_axis(maps.tokens, c0, n, "key (token)", labelAngle=-90)
@@ -201,6 +241,19 @@ def attention_map(
     )
     x_scale = alt.Scale(domain=[c0, n], nice=False)
     y_scale = alt.Scale(domain=[r0, n], nice=False, reverse=True)
+    color = alt.Color(
+        "attention:Q",
+        scale=alt.Scale(
+            type=color_scale,
+            scheme=style.MAP_SCHEME,
+            domain=[vmin, vmax],
+            clamp=True,
+            nice=False,
+        ),
+        legend=alt.Legend(title=["attention", f"(clipped at {vmax:.3g})"]),
+    )
+    if n_zero:
+        color = alt.condition("datum.attention > 0", color, alt.value(style.MISSING))
     cells = (
         alt.Chart()
         .mark_rect()
@@ -209,17 +262,7 @@ def attention_map(
             x2="k1:Q",
             y=alt.Y("q0:Q", scale=y_scale, axis=y_axis),
             y2="q1:Q",
-            color=alt.Color(
-                "attention:Q",
-                scale=alt.Scale(
-                    type=color_scale,
-                    scheme=style.MAP_SCHEME,
-                    domain=[0, vmax],
-                    clamp=True,
-                    nice=False,
-                ),
-                legend=alt.Legend(title=["attention", f"(clipped at {vmax:.3g})"]),
-            ),
+            color=color,
             tooltip=tooltip,
         )
     )

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from .. import _validate
 from ..attention.engine import attention_layers, check_layers
+from ..attention.reductions import SINKS
 from ..errors import WorkbenchError
 
 __all__ = ["AttentionMaps", "attention_maps", "pool", "pool_bin"]
@@ -72,6 +73,10 @@ class AttentionMaps:
         col_start: first key position (0 for all keys, the response start otherwise).
         n_pos: sequence length.
         tokens: the token strings of the whole sequence.
+        ids: the token ids of the whole sequence (None if not recorded), so that a chart
+            can tell whether an `Analysis` is of the same trace.
+        sink: ``"keep"`` (the attention as the model computed it) or ``"exclude"`` (key 0
+            zeroed and each row renormalised before pooling, see `attention_maps`).
     """
 
     heads: list[Head]
@@ -81,6 +86,8 @@ class AttentionMaps:
     col_start: int
     n_pos: int
     tokens: list[str] = field(repr=False)
+    ids: list[int] | None = field(default=None, repr=False)
+    sink: str = "keep"
 
     def group(self, heads: Any) -> np.ndarray:
         """``[row_bin col_bin]``: the mean map of `heads` (a head group, or one head)."""
@@ -146,6 +153,7 @@ def attention_maps(
     *,
     keys: str = "all",
     max_cells: int = MAX_CELLS,
+    sink: str = "keep",
 ) -> AttentionMaps:
     """Record pooled attention maps of `heads` over the response rows (one forward pass).
 
@@ -159,12 +167,21 @@ def attention_maps(
         keys: ``"all"`` (key columns over prompt + response, sink included) or
             ``"response"`` (response keys only: a square map).
         max_cells: most cells per map; blocks of ``bin x bin`` are averaged to fit.
+        sink: ``"keep"`` (the attention as computed) or ``"exclude"``: before pooling, the
+            first token's column is zeroed and each response row is divided by the sum of
+            its other keys (``wb.analyze(..., sink="exclude")``'s attention); a row that
+            gives key 0 everything becomes zeros. With ``keys="response"`` the rows are
+            still renormalised over every key but 0 (prompt keys included).
 
     Returns:
         An `AttentionMaps`.
     """
     if keys not in ("all", "response"):
         raise WorkbenchError(f"keys={keys!r} is not a key range", 'pass "all" or "response"')
+    if not isinstance(sink, str) or sink not in SINKS:
+        raise WorkbenchError(
+            f"sink={sink!r} is not a sink setting", f"pass one of {list(SINKS)} (default keep)"
+        )
     if not hasattr(getattr(model, "cfg", None), "n_layers"):
         raise WorkbenchError(
             f"expected a model from wb.load_model, got {type(model).__name__}",
@@ -192,7 +209,17 @@ def attention_maps(
         hs = by_layer[layer]
 
         def hook(pattern: Tensor, hook: Any = None) -> None:
-            rows = pattern[0, hs, p:n, c0:n].detach().float().cpu()
+            rows = pattern[0, hs, p:n, :n].detach().float()
+            if sink == "exclude":
+                # The rest summed from the other keys, not 1 - A[t, 0]: for a head that gives
+                # the sink nearly everything that difference is off by an ulp of 1.
+                rest = rows[..., 1:].sum(-1, keepdim=True)
+                scale = torch.where(
+                    rest > 0, 1.0 / rest.clamp_min(torch.finfo(rest.dtype).tiny), 0.0
+                )
+                rows = rows * scale
+                rows[..., 0] = 0.0
+            rows = rows[..., c0:n].cpu()
             pooled = pool(rows, b)
             for i, h in enumerate(hs):
                 out[(layer, h)] = pooled[i]
@@ -221,4 +248,6 @@ def attention_maps(
         col_start=c0,
         n_pos=n,
         tokens=list(trace.tokens),
+        ids=[int(i) for i in ids],
+        sink=sink,
     )

@@ -1,0 +1,109 @@
+"""Panels on the shipped tiny models: `set_trace` of something that is not a trace, a failed
+sink change, a model that the loader or a panel refuses, and the map of an excluded sink."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import workbench as wb
+from workbench import ui as panels
+from workbench.errors import WorkbenchError
+from workbench.models import model_name
+from workbench.viz.maps import attention_maps
+
+pytestmark = pytest.mark.slow
+
+PROMPT = "Use 3 5 7 to make 22"
+RESPONSE = "3*5=15\n15+7=22\nanswer: 3*5+7"
+
+
+@pytest.fixture
+def panel(tiny):
+    r = panels.RhythmPanel(tiny, prompt=PROMPT, response=RESPONSE)
+    r.run()
+    assert r.last_error is None and r.analysis is not None
+    return r
+
+
+@pytest.mark.parametrize("what", ["analysis", None])
+def test_set_trace_of_something_else_names_the_fix(panel, what):
+    trace, shown = panel.trace, panel.analysis
+    arg = panel.analysis if what == "analysis" else None
+    panel.set_trace(arg)
+    err = panel.last_error
+    assert isinstance(err, WorkbenchError), repr(err)
+    assert "wb.Trace" in err.problem
+    if what == "analysis":
+        assert "the trace the analysis came from" in err.fix
+    assert panel.trace is trace and panel.analysis is shown
+
+
+def test_a_failed_sink_change_puts_the_dropdown_back(panel):
+    passes = panel.forward_passes
+    panel.picker.mode.value = "custom"
+    panel.picker.custom_layers.value = ()
+    assert isinstance(panel.last_error, WorkbenchError)
+    panel.sink.value = "exclude"
+    assert isinstance(panel.last_error, WorkbenchError)
+    assert "no heads" in panel.last_error.problem  # the sink change's error, still shown
+    assert panel.sink.value == "keep" == panel.base.meta["sink"]
+    assert panel.forward_passes == passes  # putting it back did not analyse again
+    panel.picker.custom_layers.value = (0, 1, 2, 3)
+    assert panel.last_error is None
+    assert panel.sink.value == panel.analysis.meta["sink"] == "keep"
+
+
+def test_the_panel_map_of_an_excluded_sink_is_recorded_without_it(tiny, panel):
+    panel.sink.value = "exclude"
+    assert panel.last_error is None and panel.analysis.meta["sink"] == "exclude"
+    want = attention_maps(tiny, panel.trace, sink="exclude")
+    assert panel.maps.sink == "exclude"
+    torch.testing.assert_close(panel.maps.maps, want.maps)
+    d = panel.charts["map"].chart.to_dict()
+    assert "of a row" not in d["title"]["subtitle"][-1]
+    assert "excluded" in d["title"]["subtitle"][-1]
+
+
+def test_a_loader_result_that_is_no_model_changes_nothing(tiny):
+    app = wb.workbench(tiny, loader=lambda name: {"name": name}, prompt=PROMPT, response=RESPONSE)
+    app.rhythm.run()
+    trace = app.rhythm.trace
+    app.model_panel.load()
+    err = app.model_panel.last_error
+    assert isinstance(err, WorkbenchError) and "not a loaded model" in err.problem
+    assert app.model is tiny and app.rhythm.model is tiny and app.rhythm.trace is trace
+
+
+class _Refuses(panels.Panel):
+    title = "Refuses"
+    armed = False
+
+    def set_model(self, model):
+        if self.armed and model_name(model) == "tiny-searcher":
+            raise RuntimeError("this panel takes no searcher")
+        self.model = model
+
+
+class _Takes(panels.Panel):
+    title = "Takes"
+    model = None
+
+    def set_model(self, model):
+        self.model = model
+
+
+def test_a_model_a_panel_refuses_leaves_the_previous_one_everywhere(tiny):
+    app = wb.workbench(tiny, loader=wb.load_model)
+    refuses, takes = _Refuses(), _Takes()
+    app.add_tab(refuses)
+    app.add_tab(takes)
+    refuses.armed = True
+    app.model_panel.source.value = "tiny-searcher"
+    app.model_panel.load()
+    err = app.model_panel.last_error
+    assert isinstance(err, WorkbenchError) and "takes no searcher" in err.problem
+    assert "tiny-reasoner" in err.fix
+    assert "takes no searcher" in app.model_panel.status.value
+    assert app.model is tiny
+    assert app.rhythm.model is tiny and refuses.model is tiny and takes.model is tiny
