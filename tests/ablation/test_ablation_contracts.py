@@ -535,10 +535,11 @@ def test_resample_skips_a_family_together_with_its_controls_and_says_so(toy_llam
             group = [s for s in sets if s.family == fam]
             if not group:
                 continue
-            fits = max(group[0].positions) < len(source)
+            shift = source.prompt_len - tr.prompt_len  # the responses aligned at their start
+            fits = max(group[0].positions) + shift < len(source)
             n_family += not fits
             for s in group:
-                ok = fits and max(s.positions) < len(source)
+                ok = fits and max(s.positions) + shift < len(source)
                 n_control += fits and not ok
                 assert (s.name in got) == ok, (i, s.name)
     # the long trace's preplan set reaches beyond the short trace; its anchors do not, but
@@ -548,6 +549,27 @@ def test_resample_skips_a_family_together_with_its_controls_and_says_so(toy_llam
     assert f"skipped {n_family} (trace, family)" in message
     assert f"and {n_control} further control" in message
     assert len([w for w in caught if "resid-resample" in str(w.message)]) == 1
+
+
+def test_resampling_aligns_the_responses_at_their_start(toy_llama, traces):
+    """A response token got the residual at the same absolute position of the next trace,
+    which is a prompt token there when that trace's prompt is longer."""
+    first = traces[0]
+    longer = wb.Trace.from_text(toy_llama, first.prompt + " Think it through.", first.text)
+    shift = longer.prompt_len - first.prompt_len
+    assert shift > 0
+    df = run_ablations(
+        toy_llama, [first, longer], interventions=["resid-resample"], families=["anchors"],
+        controls=[], progress=False,
+    )  # fmt: skip
+    row = df[(df["trace"] == 0) & (df["kind"] == "target")].iloc[0]
+    source = resid_cache(toy_llama, longer)
+    aligned = ResidAblation(
+        list(row["positions"]), None, "resample", source, [p + shift for p in row["positions"]]
+    )
+    same = ResidAblation(list(row["positions"]), None, "resample", source)
+    assert row["kl_mean"] == pytest.approx(measure(toy_llama, first, aligned)["kl_mean"])
+    assert row["kl_mean"] != pytest.approx(measure(toy_llama, first, same)["kl_mean"])
 
 
 def test_a_size_skips_families_with_no_eligible_positions_and_names_the_trace(toy_llama, traces):

@@ -141,8 +141,11 @@ def run_ablations(
             over the response positions of all `traces`; ``"resid-resample"`` copies from
             the next trace in the list (cyclically), so it needs at least two traces, and
             no trace may have the same token ids as the next (copying a trace's own
-            activations changes nothing). Where a family's set reaches beyond the next
-            trace, that trace's whole family (set and controls) is skipped for
+            activations changes nothing). The copy is aligned at the response start: the
+            ``k``-th response token gets the residual of the next trace's ``k``-th
+            response token, so a response position never gets a prompt token's residual
+            when the prompts differ in length. Where a family's set reaches beyond the
+            next trace's response, that trace's whole family (set and controls) is skipped for
             resampling, so set and control means come from the same traces; a control
             that reaches beyond it while its set does not is skipped alone. One warning
             per call counts what was skipped.
@@ -269,14 +272,17 @@ def run_ablations(
         clean = logits_of(model, tr.ids)
         other = None
         resample_ok: dict[str, bool] = {}  # family -> its set can be resampled on this trace
+        shift = 0  # source position - position: the two responses aligned at their start
         if "resid-resample" in kinds:
             source = traces[(i + 1) % len(traces)]
             other = resid_cache(model, source, resid_layers)
+            shift = source.prompt_len - tr.prompt_len
             for ts in sets:
+                fits = max(ts.positions) + shift < len(source)
                 if ts.kind == "target":
-                    resample_ok[ts.family] = max(ts.positions) < len(source)
-                    skipped_families += not resample_ok[ts.family]
-                elif resample_ok[ts.family] and max(ts.positions) >= len(source):
+                    resample_ok[ts.family] = fits
+                    skipped_families += not fits
+                elif resample_ok[ts.family] and not fits:
                     skipped_controls += 1
         clean_correct: dict[int, float] = {}
         problem = problems[i] if problems is not None else None
@@ -291,9 +297,10 @@ def run_ablations(
                     iv = ResidAblation(ts.positions, resid_layers, "mean", mean_ref)
                 else:
                     n_src = next(iter(other.values())).shape[0]
-                    if not resample_ok[ts.family] or max(ts.positions) >= n_src:
+                    if not resample_ok[ts.family] or max(ts.positions) + shift >= n_src:
                         continue  # counted above; warned once below
-                    iv = ResidAblation(ts.positions, resid_layers, "resample", other)
+                    sources = [p + shift for p in ts.positions]
+                    iv = ResidAblation(ts.positions, resid_layers, "resample", other, sources)
                 m = measure(
                     model,
                     tr,
@@ -325,10 +332,10 @@ def run_ablations(
     if skipped_families or skipped_controls:
         warnings.warn(
             f"resid-resample skipped {skipped_families} (trace, family) pair(s) whose set "
-            "reaches beyond the next trace (set and controls both left out, so set and "
+            "reaches beyond the next trace's response (set and controls both left out, so set and "
             f"control means come from the same traces) and {skipped_controls} further "
-            "control(s) that reach beyond it; pass source traces at least as long as the "
-            "traces they follow to resample every set",
+            "control(s) that reach beyond it; pass traces whose responses are at least as "
+            "long as those of the traces they follow to resample every set",
             stacklevel=2,
         )
     return pd.DataFrame(rows, columns=_COLUMNS)
