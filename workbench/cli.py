@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import _validate
 from .errors import WorkbenchError
 from .tasks import TASKS
 
@@ -50,13 +51,16 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _layers_arg(text: str) -> str | list[int]:
     if text in ("all", "middle"):
         return text
+    fix = "pass e.g. --layers middle or --layers 0,5,10"
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
+        layers = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
+        layers = None
+    if not layers:  # "" or "," named no layer, and was found out only after generating
         raise WorkbenchError(
-            f"--layers {text!r} is not 'all', 'middle' or a comma-separated list of layers",
-            "pass e.g. --layers middle or --layers 0,5,10",
-        ) from None
+            f"--layers {text!r} is not 'all', 'middle' or a comma-separated list of layers", fix
+        )
+    return layers
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -68,6 +72,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     # A typo or a file in the way fails now, not after loading and generating.
     layers = _layers_arg(args.layers)
     check_folder(out, "the demo's output folder")
+    _validate.integer("--max-new-tokens", args.max_new_tokens, minimum=1, example=128)
+    _validate.number("--temperature", args.temperature, low=0, example=0.7)
     t0 = time.time()
     print(f"loading {args.model} ...", flush=True)
     model = load_model(args.model, device=args.device)

@@ -136,16 +136,26 @@ def test_bad_model_name_is_one_line_not_a_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_a_bad_layers_flag_fails_before_the_model_loads(tmp_path):
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--layers", "foo"], "--layers 'foo' is not"),
+        (["--layers", ","], "--layers ',' is not"),  # no layer: found out after generating
+        (["--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),
+        (["--temperature", "-1"], "--temperature"),
+    ],
+)
+def test_a_bad_demo_flag_fails_before_the_model_loads(tmp_path, flags, words):
     """`--layers foo` was read only after loading the model and generating (half a minute
-    on the default model); it is now refused first, so no model is even looked up."""
+    on the default model), and the length and temperature after loading it; they are now
+    refused first, so no model is even looked up."""
     proc = subprocess.run(
         [sys.executable, "-m", "workbench", "demo", "--model", "no-such-model",
-         "--layers", "foo", "--out", str(tmp_path)],
+         *flags, "--out", str(tmp_path)],
         capture_output=True, text=True,
     )  # fmt: skip
-    assert proc.returncode == 2
-    assert "--layers 'foo' is not" in proc.stderr and "loading" not in proc.stdout
+    assert proc.returncode == 2, proc.stderr
+    assert words in proc.stderr and "loading" not in proc.stdout
 
 
 def test_a_demo_output_path_that_is_a_file_fails_before_the_model_loads(tmp_path):
