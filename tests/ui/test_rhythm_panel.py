@@ -150,6 +150,15 @@ def test_rhythm_panel_updates_without_a_new_forward_pass(smol, passes, tmp_path)
     assert len(r.analysis.local_heads) == 54 and len(r.analysis.global_heads) == 27
     heads_rows = _data(r.charts["heads"], ["layer", 1])
     assert len(heads_rows) == 54 + 27
+    r.fai_min_rows.value = 1  # the control the short-response warning asks for
+    assert r.analysis.params.fai_min_rows == 1
+    assert (
+        r.analysis.anchors
+        == a.with_params(
+            window=5, fai_horizon=(10, 100), head_quantiles=(0.2, 0.1), fai_min_rows=1
+        ).anchors
+    )
+    r.fai_min_rows.value = 10
     r.top_q.value = 0.2
     assert r.analysis.params.top_q == 0.2
     defined = int((~torch.isnan(r.analysis.fai[r.analysis.prompt_len :])).sum())

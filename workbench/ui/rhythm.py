@@ -185,6 +185,16 @@ class RhythmPanel(Panel):
             style=layout.DESCRIPTION,
             continuous_update=False,
         )
+        # The FaiRowsWarning of a short response names fai_min_rows: this is where it is.
+        self.fai_min_rows = widgets.IntSlider(
+            value=RhythmParams().fai_min_rows,
+            min=1,
+            max=50,
+            description="FAI min rows",
+            style=layout.DESCRIPTION,
+            continuous_update=False,
+            tooltip="the fewest horizon rows an FAI value needs (1: the paper's definition)",
+        )
         self.sink = widgets.Dropdown(
             options=[("keep (paper)", "keep"), ("exclude key 0", "exclude")],
             value="keep",
@@ -224,7 +234,7 @@ class RhythmPanel(Panel):
 
         for w in (
             self.window, self.h_lo, self.h_hi, self.q_local, self.q_global, self.top_q,
-            self.picker.mode, self.picker.custom_layers, self.picker.head_index,
+            self.fai_min_rows, self.picker.mode, self.picker.custom_layers, self.picker.head_index,
         ):  # fmt: skip
             w.observe(lambda _: self._guard(self.update), names="value")
         for w in (self.metric, self.entropy, self.map_heads, self.shown):
@@ -249,7 +259,7 @@ class RhythmPanel(Panel):
                 "Heads and parameters",
                 self.picker,
                 layout.row(self.window, self.h_lo, self.h_hi, self.sink),
-                layout.row(self.q_local, self.q_global, self.top_q),
+                layout.row(self.q_local, self.q_global, self.top_q, self.fai_min_rows),
             ),
             layout.card(
                 "Rhythm",
@@ -296,6 +306,7 @@ class RhythmPanel(Panel):
             ),
             head_quantiles=(round(self.q_local.value, 4), round(self.q_global.value, 4)),
             top_q=round(self.top_q.value, 4),
+            fai_min_rows=int(self.fai_min_rows.value),
         )
 
     def run(self) -> Any:
