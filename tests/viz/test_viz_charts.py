@@ -184,6 +184,18 @@ def test_short_maps_label_their_ticks_with_tokens(smol, trace, analysis, maps):
 # -- WAAD / FAI curves -----------------------------------------------------------------------
 
 
+def test_two_curve_charts_side_by_side_keep_their_own_pointer(analysis):
+    """Both charts named their selection "hover_waad"; altair merged the two (with a
+    warning), so the pointer over one chart moved the rule of the other."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the merge warned
+        d = (charts.rhythm_curves(analysis) | charts.rhythm_curves(analysis)).to_dict()
+    names = [p["name"] for p in d["params"] if p.get("select", {}).get("on") == "pointerover"]
+    assert len(names) == 4 == len(set(names))  # WAAD and FAI, in each chart
+
+
 def test_curves_mark_preplan_on_waad_and_anchors_on_fai(analysis):
     chart = charts.rhythm_curves(analysis)
     d = chart.to_dict()

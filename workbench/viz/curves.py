@@ -3,6 +3,7 @@ tokens marked on WAAD and anchors on FAI, token text on hover; entropy optionall
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any, no_type_check
 
@@ -14,6 +15,9 @@ from . import style
 from .frame import METRICS, response_frame, token_tooltip, value_text
 
 __all__ = ["rhythm_curves"]
+
+#: Numbers the charts' pointer selections, so that charts shown together keep their own.
+_HOVERS = itertools.count()
 
 
 def _curve(
@@ -50,8 +54,10 @@ def _curve(
     # Not a `nearest` selection: Vega-Lite's voronoi layer for `nearest` reads nominal
     # tooltip fields from the scene item instead of its datum, so token, preplan and
     # anchor showed as "undefined".
+    # A name of its own: two charts side by side (`a | b`) shared one "hover_waad", which
+    # altair merged, so the pointer over one chart moved the rule of the other.
     hover = alt.selection_point(
-        name=f"hover_{metric}",
+        name=f"hover_{metric}_{next(_HOVERS)}",
         on="pointerover",
         fields=["t"],
         empty=False,
