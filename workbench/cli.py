@@ -64,11 +64,11 @@ def _layers_arg(text: str) -> str | list[int]:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ._io import check_folder, make_folder
+    from ._io import as_path, check_folder, make_folder
     from .models import load_model
     from .trace import check_not_degenerate, generate
 
-    out = Path(args.out)
+    out = as_path(args.out, "the demo's --out", "folder", "demo-output")  # "~" expanded
     # A typo or a file in the way fails now, not after loading and generating.
     layers = _layers_arg(args.layers)
     check_folder(out, "the demo's output folder")
@@ -78,6 +78,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"loading {args.model} ...", flush=True)
     model = load_model(args.model, device=args.device)
     print(f"loaded in {time.time() - t0:.1f} s", flush=True)
+    if layers not in ("all", "middle"):  # --layers 0,99 failed only after generating
+        from .attention.engine import check_layers
+        from .attention.layers import resolve_layers
+
+        check_layers(model, resolve_layers(layers, model.cfg.n_layers))
     print(f"\nproblem: {args.prompt}\n", flush=True)
     t1 = time.time()
     trace = generate(
@@ -91,8 +96,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(trace.text.strip())
     # A broken sampler must fail here, loudly, not be analysed as if it were reasoning.
     check_not_degenerate(trace)
-    make_folder(out, "the demo's output folder")
-    trace_path = trace.save(out / "trace.json")
     from .attention import analyze
     from .report import write_report
 
@@ -108,6 +111,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .report import _settings_text
 
     print(f"settings: {_settings_text({'sink': args.sink, **analysis.params.to_dict()})}")
+    # Written once the analysis has run: a failure before leaves an earlier run's outputs
+    # as they were, never a new trace beside an old report.
+    make_folder(out, "the demo's output folder")
+    trace_path = trace.save(out / "trace.json")
     report = write_report(model, trace, analysis, out)
     print(f"\noutputs: {out.resolve()}")
     print(f"  report: {report.resolve()}  (self-contained HTML, opens offline)")

@@ -79,6 +79,27 @@ def _provenance_html(prov: dict[str, Any]) -> str:
 
 
 @no_type_check  # checks its arguments itself, with messages that name the fix
+def _into_body(page: str, html_text: str) -> str:
+    """`page` with `html_text` at the start of its body.
+
+    The body is the first ``<body>`` outside a ``<script>``: the inlined vega-embed
+    library holds a ``"<body>"`` of its own in a string, and the text put there (the
+    prompt, the response, the settings) was never shown, while a backtick in a response
+    broke that script and with it every chart. A browser ends a script at its first
+    ``</script>``, so that is where each script's span ends here too.
+    """
+    import re
+
+    scripts = [m.span() for m in re.finditer(r"<script\b.*?</script\s*>", page, re.S | re.I)]
+    for m in re.finditer(r"<body\b[^>]*>", page, re.I):
+        if not any(a <= m.start() < b for a, b in scripts):
+            return page[: m.end()] + "\n" + html_text + page[m.end() :]
+    raise WorkbenchError(  # pragma: no cover - altair's page always has a body
+        "the chart's HTML page has no <body> outside its scripts",
+        "report this with the installed altair version",
+    )
+
+
 def write_report(model: Any, trace: Any, analysis: Any, out: str | Path) -> Path:
     """Write ``report.html``, PNG charts and ``summary.json`` for one analysed trace.
 
@@ -168,5 +189,5 @@ def _draw(model: Any, trace: Any, analysis: Any, out: Path) -> None:
         f"<p><b>Settings</b>: {html.escape(_settings_text(summary['settings']))}</p>"
         f"{_provenance_html(summary['provenance'])}</div>"
     )
-    page = page.replace("<body>", "<body>\n" + intro, 1)
+    page = _into_body(page, intro)
     atomic_write_text(out / "report.html", page)

@@ -149,6 +149,16 @@ def test_json_round_trip():
     )
 
 
+def test_a_credit_record_saved_without_some_rhythm_keys_reads_them_as_the_rl_defaults():
+    """A config saved before fai_min_rows existed resumed with the analysis default 10
+    instead of the credit's 1; a partial rhythm lost the horizon (10, 100)."""
+    old = CreditParams().to_dict()
+    del old["rhythm"]["fai_min_rows"]
+    assert CreditParams.from_dict(old) == CreditParams()
+    partial = CreditParams.from_dict({"rhythm": {"top_q": 0.3}}).rhythm
+    assert partial == CreditParams().rhythm.replace(top_q=0.3)
+
+
 def test_an_analysis_is_immutable():
     a = toy_analysis(1)
     with pytest.raises(AttributeError, match="immutable"):

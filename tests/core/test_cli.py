@@ -34,6 +34,14 @@ def test_demo_answers_and_says_where_its_output_went(tmp_path):
         and "https://" not in page.split("<script")[0]
     )
     assert "vega" in page.lower()
+    # The prompt, the response and the settings are in the page's body, not in a string
+    # of the inlined library's script (where they were never shown, and a backtick in a
+    # response broke the script and every chart).
+    import re
+
+    scripts = [m.span() for m in re.finditer(r"<script\b.*?</script\s*>", page, re.S | re.I)]
+    intro = page.index("<b>Prompt</b>")
+    assert not any(a <= intro < b for a, b in scripts)
     for png in ("rhythm.png", "text_fai.png", "local_map.png", "global_map.png", "heads.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((out / "summary.json").read_text())
@@ -176,6 +184,30 @@ def _workbench(*args):
         env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
         timeout=600,
     )
+
+
+@pytest.mark.slow
+def test_the_demo_expands_a_tilde_and_writes_nothing_before_its_analysis_runs(tmp_path):
+    """`--out ~/d` made a folder named '~' in the current one; `--layers 0,99` was found
+    out only at the analysis, after a new trace.json had replaced the old run's."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)}
+    common = ["--model", "tiny-reasoner", "--prompt", "Add: 12+34", "--max-new-tokens", "8"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench", "demo", *common, "--out", "~/d"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "d"
+    assert (out / "report.html").is_file() and not (tmp_path / "~").exists()
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench", "demo", *common, "--seed", "5", "--layers", "0,99",
+         "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "layer 99 is out of range" in proc.stderr
+    assert "answer (" not in proc.stdout, "refused before generating"
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 
 @pytest.mark.slow

@@ -54,6 +54,22 @@ class TestTraceObject:
         with pytest.raises(WorkbenchError, match="not a saved trace"):
             wb.Trace.from_dict({"ids": [1]})
 
+    def test_a_file_whose_fields_disagree_is_named_in_the_error(self, tmp_path):
+        """Ids and tokens of different lengths, or a prompt_len out of range, gave the
+        record's message without the file it came from."""
+        t = wb.Trace(ids=torch.tensor([5, 6, 7]), tokens=list("abc"), prompt_len=1, text="bc")
+        path = t.save(tmp_path / "t.json")
+        for change in ({"tokens": ["a", "b"]}, {"prompt_len": 9}):
+            path.write_text(json.dumps({**json.loads(path.read_text()), **change}))
+            with pytest.raises(WorkbenchError, match=r"cannot read a trace from .*t\.json"):
+                wb.Trace.load(path)
+
+    @pytest.mark.parametrize("meta", [{1: "a"}, {True: 1}, {"sampling": {None: 2}}])
+    def test_meta_keys_must_be_strings(self, meta):
+        """JSON keys are strings: {1: "a"} came back as {"1": "a"}, {True: 1} as {"true": 1}."""
+        with pytest.raises(WorkbenchError, match="not strings"):
+            wb.Trace(ids=torch.tensor([5, 6]), tokens=["a", "b"], prompt_len=1, text="b", meta=meta)
+
     @pytest.mark.parametrize(
         "field, value",
         [

@@ -373,6 +373,10 @@ def test_bad_settings_are_named():
         GRPOConfig().replace(strategy="anchors")
     with pytest.raises(WorkbenchError, match="unknown GRPO settings"):
         GRPOConfig.from_dict({"lr": 1e-3})
+    # runs from before the credit record saved an empty "extra", which was refused
+    assert GRPOConfig.from_dict({**GRPOConfig().to_dict(), "extra": {}}) == GRPOConfig()
+    with pytest.raises(WorkbenchError, match="unknown GRPO settings"):
+        GRPOConfig.from_dict({**GRPOConfig().to_dict(), "extra": {"a": 1}})
 
 
 def test_an_existing_run_directory_is_not_overwritten(tmp_path):

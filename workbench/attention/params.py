@@ -249,7 +249,9 @@ class CreditParams:
         """Build from `to_dict` output (unknown keys refused)."""
         d = _mapping(cls, d)
         if isinstance(d.get("rhythm"), dict):
-            d["rhythm"] = RhythmParams.from_dict(d["rhythm"])
+            # Missing keys take the credit's own defaults (RL_RHYTHM), not the analysis
+            # ones: a config saved before `fai_min_rows` existed resumed with 10, not 1.
+            d["rhythm"] = _replace(cls().rhythm, d["rhythm"])
         return cls().replace(**d)
 
 

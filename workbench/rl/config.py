@@ -225,6 +225,8 @@ class GRPOConfig:
                 f"GRPOConfig.from_dict needs a dict of settings, got a {type(d).__name__}",
                 "pass the dict of a run's config.json (GRPOConfig.to_dict())",
             )
+        if d.get("extra") == {}:  # written by runs from before the credit record: empty
+            d = {k: v for k, v in d.items() if k != "extra"}
         return cls().replace(**d)
 
     def replace(self, **changes: Any) -> GRPOConfig:

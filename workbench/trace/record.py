@@ -44,7 +44,14 @@ def _first_non_str(tokens: Any) -> Any:
     return None
 
 
-def _check_meta_finite(meta: dict[str, Any]) -> None:
+def _check_meta_finite(meta: dict[Any, Any]) -> None:
+    keys = _non_string_keys(meta, "meta")
+    if keys:  # JSON keys are strings: {1: "a"} came back as {"1": "a"}, {True: 1} as {"true": 1}
+        raise WorkbenchError(
+            f"Trace.meta has key(s) that are not strings ({', '.join(keys[:3])}), which a "
+            "saved trace would read back as other keys",
+            "use string keys in Trace.meta, e.g. {'seed': 0}",
+        )
     found = non_finite(meta, "meta")
     if found is not None:
         raise WorkbenchError(
@@ -91,6 +98,20 @@ def check_traces(
         if not isinstance(value, Trace):
             raise WorkbenchError(f"traces[{i}] is a {type(value).__name__}, not a wb.Trace", fix)
     return out
+
+
+def _non_string_keys(value: Any, where: str) -> list[str]:
+    """Where `value` (nested dicts and lists) holds a dict key that is not a string."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                found.append(f"{where}[{k!r}]")
+            found += _non_string_keys(v, f"{where}[{k!r}]")
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            found += _non_string_keys(v, f"{where}[{i}]")
+    return found
 
 
 # Validated in __post_init__ with messages that name the fix, so the runtime type checker
@@ -299,11 +320,14 @@ class Trace:
         source = as_path(path, "Trace.load's path", "file", "trace.json")
         try:
             return cls.from_dict(json.loads(source.read_text(encoding="utf-8")))
-        except (OSError, ValueError) as e:
-            if isinstance(e, WorkbenchError):
-                raise
+        except WorkbenchError as e:  # a file whose fields disagree: name the file too
             raise WorkbenchError(
-                f"cannot read a trace from {path}: {e}", "pass a file written by Trace.save"
+                f"cannot read a trace from {source}: {e.problem}",
+                "pass a file written by Trace.save (this one was changed or cut short)",
+            ) from None
+        except (OSError, ValueError) as e:
+            raise WorkbenchError(
+                f"cannot read a trace from {source}: {e}", "pass a file written by Trace.save"
             ) from e
 
     @classmethod
