@@ -54,6 +54,30 @@ def test_overwrite_keeps_the_old_folder_until_the_new_one_is_complete(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
 
 
+def test_a_failed_move_of_the_new_folder_puts_the_old_one_back(tmp_path, monkeypatch):
+    """The old folder was moved aside, the new one failed to move in (a full disk, a
+    permission), and `path` was left missing, its contents under a hidden name."""
+    import os
+
+    target = tmp_path / "model"
+    with atomic_dir(target) as tmp:
+        (tmp / "old").write_text("old")
+    real_replace, calls = os.replace, []
+
+    def replace(src, dst):  # the second move of an overwrite fails
+        calls.append((src, dst))
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="No space"), atomic_dir(target, overwrite=True) as tmp:
+        (tmp / "new").write_text("new")
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert [p.name for p in target.iterdir()] == ["old"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
 def test_refuses_to_clobber_without_overwrite(tmp_path):
     (tmp_path / "m").mkdir()
     with pytest.raises(FileExistsError), atomic_dir(tmp_path / "m"):
