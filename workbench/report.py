@@ -78,7 +78,6 @@ def _provenance_html(prov: dict[str, Any]) -> str:
     return f"<p style='color: #666; font-size: small'>{html.escape(', '.join(parts))}</p>"
 
 
-@no_type_check  # checks its arguments itself, with messages that name the fix
 def _into_body(page: str, html_text: str) -> str:
     """`page` with `html_text` at the start of its body.
 
@@ -100,6 +99,7 @@ def _into_body(page: str, html_text: str) -> str:
     )
 
 
+@no_type_check  # checks its arguments itself, with messages that name the fix
 def write_report(model: Any, trace: Any, analysis: Any, out: str | Path) -> Path:
     """Write ``report.html``, PNG charts and ``summary.json`` for one analysed trace.
 
