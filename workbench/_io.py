@@ -2,8 +2,10 @@
 
 A writer works in a temporary sibling (same filesystem, so the final `os.replace` is an
 atomic rename) and only a completed write is moved into place. Readers therefore see either
-the old content or the new, never a torn file; an interrupted writer leaves only a
-`.tmp-*` sibling that later writers ignore and clean up.
+the old content or the new, never a torn file. A writer interrupted by an exception removes
+its temporary sibling; one killed outright (``kill -9``, a power cut) leaves a hidden
+``.tmp-*`` sibling behind, which later writers ignore and do not remove (it could be another
+process's write in progress): delete such files by hand once no writer runs.
 """
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ How controls are matched (this project's rules):
   (`workbench.attention.rhythm.top_q` with ``bottom=True``, ties to the lower position), the
   paper's "bottom" control; skipped, as ``"nearby"`` is, where fewer positions outside the
   set have FAI than the set has positions (a short response has none). Caveat: with the
-  analysis default horizon
-  (to the end of the response) the lowest-FAI tokens sit near the end of the response,
-  where little comes after them; their small effects are partly a matter of position.
+  analysis default horizon (to the end of the response) the lowest-FAI tokens sit near the
+  end of the response, where little comes after them; their small effects are partly a
+  matter of position.
 - ``"nearby"``: position-matched chance. For each position ``p`` of the set (in order),
   a uniform draw from the pool positions within ``p - window .. p + window`` that are
   neither in the set nor drawn already (widening the window until one is free), one draw
