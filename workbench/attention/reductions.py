@@ -36,6 +36,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..errors import WorkbenchError
 from .kernels import TileSums
 
 __all__ = [
@@ -46,7 +47,9 @@ __all__ = [
     "HeadStats",
     "StatsAccumulator",
     "banded_horizon",
+    "check_sink",
     "normalise_cuts",
+    "sink_scale",
 ]
 
 #: FAI horizon bounds kept by default so that `Analysis.with_params` can change the horizon
@@ -61,6 +64,28 @@ DEFAULT_FAI_CUTS: tuple[int, ...] = (*range(0, 33), 51, 101, 201, 401, 501, 1001
 #: How the first token's attention (the attention sink) is treated: ``"keep"`` is the
 #: paper's definition; ``"exclude"`` removes it and renormalises each row.
 SINKS = ("keep", "exclude")
+
+
+def check_sink(sink: object) -> str:
+    """`sink` if it is one of `SINKS`, else a `WorkbenchError` naming them."""
+    if not isinstance(sink, str) or sink not in SINKS:
+        raise WorkbenchError(
+            f"sink={sink!r} is not a sink setting",
+            f'pass one of {list(SINKS)} ("keep" is the paper\'s definition)',
+        )
+    return sink
+
+
+def sink_scale(rest: Tensor) -> Tensor:
+    """Each row's factor for ``sink="exclude"``, ``1 / rest`` (0 where the first token takes
+    everything), from ``rest[t] = sum_{s >= 1} A[t, s]``, of any shape.
+
+    Pass the rest summed from the other keys, not ``1 - A[t, 0]``: for a head that gives
+    the sink nearly everything, that difference is off by up to an ulp of 1 (6e-8 in
+    float32), a large share of what remains.
+    """
+    return torch.where(rest > 0, 1.0 / rest.clamp_min(torch.finfo(rest.dtype).tiny), 0.0)
+
 
 #: Largest WAAD window kept by default (the paper tried 5..20).
 DEFAULT_MAX_WINDOW = 32
@@ -347,13 +372,10 @@ class StatsAccumulator:
         scale = None
         # With key0 > 0 the first token gets nothing from these rows: A' = A.
         if self.sink == "exclude" and key0 == 0:
-            # A'[t,s] = A[t,s] * scale[t] for s >= 1 (and 0 at s = 0), scale = 1 / (1 - A[t,0])
-            # (0 where the first token takes everything); the sink column adds 0 to `weighted`.
-            # The rest summed from the other keys, not 1 - A[t,0]: for a head that gives the
-            # sink nearly everything, that difference is off by up to an ulp of 1 (6e-8 in
-            # float32), a large share of what remains.
+            # A'[t,s] = A[t,s] * scale[t] for s >= 1 (and 0 at s = 0), with `sink_scale`;
+            # the sink column adds 0 to `weighted`.
             rest = p[..., 1:].sum(-1)
-            scale = torch.where(rest > 0, 1.0 / rest.clamp_min(torch.finfo(p.dtype).tiny), 0.0)
+            scale = sink_scale(rest)
             rowsum = rest * scale
             weighted = weighted * scale
         self.rowsum[hr, row0:row1] = rowsum.to(self.device)

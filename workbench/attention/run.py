@@ -18,14 +18,14 @@ from torch import Tensor
 from .. import _validate
 from ..errors import WorkbenchError
 from ..trace import Trace, check_trace, check_traces
-from ..trace.tokens import check_ids, check_tokenizer
+from ..trace.tokens import check_trace_tokens
 from . import engine
 from .analysis import Analysis, check_classes
 from .heads import Head, HeadClasses
 from .layers import resolve_heads, resolve_layers
 from .metrics import DEFAULT_FAI_CUTS, DEFAULT_MAX_WINDOW
 from .params import CreditParams, RhythmParams, check_credit
-from .reductions import MAX_BAND, SINKS, banded_horizon
+from .reductions import MAX_BAND, banded_horizon, check_sink
 
 __all__ = ["analyze", "analyze_many", "gamma_many"]
 
@@ -40,8 +40,7 @@ def _check_trace(model: Any, trace: Any) -> None:
             "the trace has an empty response (prompt_len == len(ids)): nothing to analyse",
             "generate or pass a response of at least one token",
         )
-    check_ids(model, trace.ids)
-    check_tokenizer(model, trace)
+    check_trace_tokens(model, trace)
     n_ctx = getattr(model.cfg, "n_ctx", None)
     if n_ctx is not None and len(trace) > n_ctx:
         raise WorkbenchError(
@@ -196,11 +195,7 @@ def _analyze_batch(
     _validate.integer("max_window", mw, minimum=window, example=max(window, DEFAULT_MAX_WINDOW))
     if path not in PATHS:
         raise WorkbenchError(f"path={path!r} is not a path", f"pass one of {list(PATHS)}")
-    if sink not in SINKS:
-        raise WorkbenchError(
-            f"sink={sink!r} is not a sink setting",
-            f'pass one of {list(SINKS)} ("keep" is the paper\'s definition)',
-        )
+    check_sink(sink)
     check_classes(classes)
     grid = (int(model.cfg.n_layers), int(model.cfg.n_heads))
     if classes is not None and tuple(classes.span.shape) != grid:

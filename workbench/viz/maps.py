@@ -25,7 +25,7 @@ from torch import Tensor
 
 from .. import _validate
 from ..attention.engine import attention_layers, check_layers
-from ..attention.reductions import SINKS
+from ..attention.reductions import check_sink, sink_scale
 from ..errors import WorkbenchError
 
 __all__ = ["AttentionMaps", "attention_maps", "pool", "pool_bin"]
@@ -178,10 +178,7 @@ def attention_maps(
     """
     if keys not in ("all", "response"):
         raise WorkbenchError(f"keys={keys!r} is not a key range", 'pass "all" or "response"')
-    if not isinstance(sink, str) or sink not in SINKS:
-        raise WorkbenchError(
-            f"sink={sink!r} is not a sink setting", f"pass one of {list(SINKS)} (default keep)"
-        )
+    check_sink(sink)
     if not hasattr(getattr(model, "cfg", None), "n_layers"):
         raise WorkbenchError(
             f"expected a model from wb.load_model, got {type(model).__name__}",
@@ -209,17 +206,13 @@ def attention_maps(
         hs = by_layer[layer]
 
         def hook(pattern: Tensor, hook: Any = None) -> None:
-            rows = pattern[0, hs, p:n, :n].detach().float()
-            if sink == "exclude":
-                # The rest summed from the other keys, not 1 - A[t, 0]: for a head that gives
-                # the sink nearly everything that difference is off by an ulp of 1.
-                rest = rows[..., 1:].sum(-1, keepdim=True)
-                scale = torch.where(
-                    rest > 0, 1.0 / rest.clamp_min(torch.finfo(rest.dtype).tiny), 0.0
-                )
-                rows = rows * scale
-                rows[..., 0] = 0.0
-            rows = rows[..., c0:n].cpu()
+            rows = pattern[0, hs, p:n, c0:n].detach().float()
+            if sink == "exclude":  # the scale reads every key but 0, prompt keys included
+                rest = pattern[0, hs, p:n, 1:n].float().sum(-1)
+                rows = rows * sink_scale(rest)[..., None]
+                if c0 == 0:
+                    rows[..., 0] = 0.0
+            rows = rows.cpu()
             pooled = pool(rows, b)
             for i, h in enumerate(hs):
                 out[(layer, h)] = pooled[i]
