@@ -40,7 +40,7 @@ from .. import _validate
 from ..errors import WorkbenchError
 from ..models import live_hooks, model_device, sampler
 from ..trace import Trace, check_trace, eos_token_ids, sample_completions
-from ..trace.tokens import check_ids, check_tokenizer
+from ..trace.tokens import check_trace_tokens
 from .interventions import Intervention, ResidAblation, _ids, fwd_hooks
 
 __all__ = [
@@ -314,8 +314,7 @@ def measure(
             "pass task=get_task(...) and problem=..., or max_new_tokens=0",
         )
     pos = list(intervention.positions)
-    check_ids(model, trace.ids)
-    check_tokenizer(model, trace)
+    check_trace_tokens(model, trace)
     if not pos:
         raise WorkbenchError("the intervention has no positions", "pass a non-empty target set")
     if max(pos) >= len(trace):

@@ -38,7 +38,7 @@ from ..attention.analysis import Analysis
 from ..attention.rhythm import top_q
 from ..errors import WorkbenchError
 from ..trace import Trace, check_trace, check_traces
-from ..trace.tokens import UTF8_MAX_BYTES, check_ids, check_tokenizer, token_strings
+from ..trace.tokens import UTF8_MAX_BYTES, check_trace_tokens, token_strings
 from .effects import greedy_continue, logits_of
 from .targets import analysis_list, check_pairs
 
@@ -201,8 +201,7 @@ def perturb_position(
         (their mean).
     """
     check_trace(trace)
-    check_ids(model, trace.ids)
-    check_tokenizer(model, trace)
+    check_trace_tokens(model, trace)
     position = _validate.integer("position", position, example=trace.prompt_len)
     if not trace.prompt_len <= position < len(trace):
         raise WorkbenchError(
@@ -300,8 +299,7 @@ def perturbation_test(
     analyses = analysis_list(analyses, "perturbation_test", usage)
     check_pairs(traces, analyses)
     for trace in traces:
-        check_ids(model, trace.ids)
-        check_tokenizer(model, trace)
+        check_trace_tokens(model, trace)
     _validate.integer("n_pairs", n_pairs, minimum=1, example=1)
     _validate.integer("top_k", top_k, minimum=1, example=3)
     _validate.integer("max_new_tokens", max_new_tokens, minimum=0, example=24)

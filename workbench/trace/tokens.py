@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 __all__ = [
     "check_context",
     "check_ids",
-    "check_tokenizer",
+    "check_trace_tokens",
     "encode_prompt",
     "eos_token_ids",
     "model_tokenizer",
@@ -144,17 +144,19 @@ def encode_prompt(model: TransformerBridge, prompt: str, *, chat: bool = True) -
     return list(tokenizer(prompt)["input_ids"])
 
 
-def check_tokenizer(model: Any, trace: Any) -> None:
-    """Refuse a trace tokenized for another model whose ids happen to fit this vocabulary.
+def check_trace_tokens(model: Any, trace: Any) -> None:
+    """Refuse a trace whose ids are not this model's tokens: ids beyond its vocabulary
+    (`check_ids`), or a trace tokenized for another model whose ids happen to fit it.
 
-    `check_ids` catches ids beyond the vocabulary; a trace of another tokenizer with a
-    larger vocabulary than its ids (the tiny reasoner's ids under SmolLM2) passes it and
-    would be analysed (or ablated) as other tokens than its ``tokens`` show. Only a trace
-    recorded under another model's name is decoded again (a checkpoint of the same
-    tokenizer, a base model and its fine-tune, passes; the RL credit's traces carry no
-    name).
+    A trace of another tokenizer with a larger vocabulary than its ids (the tiny reasoner's
+    ids under SmolLM2) passes `check_ids` and would be analysed (or ablated) as other
+    tokens than its ``tokens`` show. Only a trace recorded under another model's name is
+    decoded again (a checkpoint of the same tokenizer, a base model and its fine-tune,
+    passes; the RL credit's traces carry no name).
     """
     from ..models.bridge import model_name
+
+    check_ids(model, trace.ids)
 
     recorded, name = trace.meta.get("model"), model_name(model)
     tokenizer = getattr(model, "tokenizer", None)
