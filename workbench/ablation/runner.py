@@ -33,7 +33,7 @@ from ..attention.run import analyze
 from ..errors import WorkbenchError
 from ..intervals import bootstrap_ci, check_level, t_ci
 from ..trace import Trace, check_traces
-from ..trace.tokens import check_ids, check_tokenizer
+from ..trace.tokens import check_trace_tokens
 from .effects import answer_span, logits_of, measure
 from .interventions import Knockout, ResidAblation, resid_cache, resid_mean
 from .targets import (
@@ -185,8 +185,7 @@ def run_ablations(
     analyses = None if analyses is None else analysis_list(analyses, "run_ablations", usage)
     problems = None if problems is None else list(problems)
     for trace in traces:
-        check_ids(model, trace.ids)
-        check_tokenizer(model, trace)
+        check_trace_tokens(model, trace)
     _validate.integer("max_new_tokens", max_new_tokens, minimum=0, example=32)
     _validate.flag("exclude_answer", exclude_answer)
     n_random = _validate.integer("n_random", n_random, minimum=0, example=3)
@@ -271,19 +270,21 @@ def run_ablations(
             raise WorkbenchError(f"traces[{i}]: {e.problem}", e.fix) from None
         clean = logits_of(model, tr.ids)
         other = None
-        resample_ok: dict[str, bool] = {}  # family -> its set can be resampled on this trace
+        resampled: dict[str, bool] = {}  # set name -> it is resampled on this trace
         shift = 0  # source position - position: the two responses aligned at their start
         if "resid-resample" in kinds:
             source = traces[(i + 1) % len(traces)]
             other = resid_cache(model, source, resid_layers)
             shift = source.prompt_len - tr.prompt_len
-            for ts in sets:
+            family_fits: dict[str, bool] = {}
+            for ts in sets:  # the family's set comes first, then its controls
                 fits = max(ts.positions) + shift < len(source)
                 if ts.kind == "target":
-                    resample_ok[ts.family] = fits
+                    family_fits[ts.family] = fits
                     skipped_families += not fits
-                elif resample_ok[ts.family] and not fits:
+                elif family_fits[ts.family] and not fits:
                     skipped_controls += 1
+                resampled[ts.name] = family_fits[ts.family] and fits
         clean_correct: dict[int, float] = {}
         problem = problems[i] if problems is not None else None
         for ts in sets:
@@ -296,8 +297,7 @@ def run_ablations(
                 elif kind == "resid-mean":
                     iv = ResidAblation(ts.positions, resid_layers, "mean", mean_ref)
                 else:
-                    n_src = next(iter(other.values())).shape[0]
-                    if not resample_ok[ts.family] or max(ts.positions) + shift >= n_src:
+                    if not resampled[ts.name]:
                         continue  # counted above; warned once below
                     sources = [p + shift for p in ts.positions]
                     iv = ResidAblation(ts.positions, resid_layers, "resample", other, sources)
