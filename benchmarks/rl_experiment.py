@@ -124,7 +124,10 @@ def _recorded(csv: str):
     class Recorded(Experiment):
         """An experiment read from its recorded evaluations (no run directories)."""
 
-        def frame(self):
+        def _configs(self):
+            return []  # no run folders: every run is in the recorded table
+
+        def _frame(self, configs):
             import pandas as pd
 
             frame = pd.read_csv(csv)

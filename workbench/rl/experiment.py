@@ -68,11 +68,14 @@ class Experiment:
             WorkbenchError: the experiment folder does not exist, or holds no run
                 directory (a mistyped path read as an experiment with no results).
         """
+        return self._frame(self._configs())
+
+    def _frame(self, configs: list[tuple[Path, GRPOConfig]]):
+        """`frame` of the runs `_configs` gave."""
         import pandas as pd
 
-        self._check_runs()
         rows = []
-        for d, cfg in self._configs():
+        for d, cfg in configs:
             for r in read_metrics(d):
                 if "eval_accuracy" in r:
                     rows.append(
@@ -92,6 +95,7 @@ class Experiment:
         coupled run of seed 0), and every run has the settings of the others but its
         strategy, seed and length (a run of another model or task was compared as if it
         were the same experiment)."""
+        self._check_runs()
         fix = "read the experiment's own folder; move other runs out of it"
         out: list[tuple[Path, GRPOConfig]] = []
         for d in self.run_dirs():
@@ -106,11 +110,8 @@ class Experiment:
             out.append((d, cfg))
         if out:
             ref_dir, ref = out[0]
-            mine = ref.to_dict()
             for d, cfg in out[1:]:
-                same = {"strategy": ref.strategy, "seed": ref.seed, "max_steps": ref.max_steps}
-                theirs = cfg.replace(**same).to_dict()
-                changed = sorted(k for k in mine if mine[k] != theirs.get(k))
+                changed = _changed_settings(ref, cfg, "strategy", "seed", "max_steps")
                 if changed:
                     raise WorkbenchError(
                         f"{d} was run with other settings ({', '.join(changed)}) than "
@@ -134,10 +135,10 @@ class Experiment:
                 fix,
             )
 
-    def _metric_frame(self, metric: str):
+    def _metric_frame(self, metric: str, configs: list[tuple[Path, GRPOConfig]] | None = None):
         if metric not in METRICS:
             raise WorkbenchError(f"unknown metric {metric!r}", f"use one of {list(METRICS)}")
-        f = self.frame().dropna(subset=[metric])
+        f = self._frame(self._configs() if configs is None else configs).dropna(subset=[metric])
         if f.empty:
             raise WorkbenchError(
                 f"no run in {self.out} has {metric!r} evaluations",
@@ -152,9 +153,10 @@ class Experiment:
             WorkbenchError: a run has not reached its last step (its "final" would be an
                 earlier evaluation), or the runs' lengths differ.
         """
-        f = self._metric_frame(metric).sort_values("step", kind="stable")
+        configs = self._configs()  # read once: the frame and the check below share them
+        f = self._metric_frame(metric, configs).sort_values("step", kind="stable")
         have = set(zip(f["strategy"], f["seed"], strict=True))
-        missing = [f"{c.strategy}/seed-{c.seed}" for _, c in self._configs()
+        missing = [f"{c.strategy}/seed-{c.seed}" for _, c in configs
                    if (c.strategy, c.seed) not in have]  # fmt: skip
         if missing:  # a failed run left out without a word made the rest look like all seeds
             raise WorkbenchError(
@@ -495,10 +497,17 @@ def _check_same_run(run_dir: Path, cfg: GRPOConfig) -> None:
             f"max_steps={cfg.max_steps} asked for",
             f"ask for max_steps={saved.max_steps}, or use another out folder",
         )
-    ours, theirs = cfg.to_dict(), saved.replace(max_steps=cfg.max_steps).to_dict()
-    changed = sorted(k for k in ours if ours[k] != theirs[k])
+    changed = _changed_settings(cfg, saved, "max_steps")
     if changed:
         raise WorkbenchError(
             f"{run_dir} was run with other settings ({', '.join(changed)}) than this experiment's",
             "use the settings it was started with (its config.json), or another out folder",
         )
+
+
+def _changed_settings(ours: GRPOConfig, theirs: GRPOConfig, *aligned: str) -> list[str]:
+    """The settings (`GRPOConfig.to_dict` keys) in which `theirs` differs from `ours`,
+    leaving out the fields named in `aligned` (a run's strategy, seed or length)."""
+    mine = ours.to_dict()
+    other = theirs.replace(**{name: getattr(ours, name) for name in aligned}).to_dict()
+    return sorted(k for k in mine if mine[k] != other[k])
