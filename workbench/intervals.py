@@ -217,8 +217,14 @@ def paired_p(differences: Any) -> tuple[float, str]:
     signs = 1 - 2 * ((np.arange(2 ** len(d))[:, None] >> np.arange(len(d))) & 1)
     means = np.abs((signs * d).mean(1))
     observed = abs(float(d.mean()))
-    tol = 1e-9 * max(float(np.abs(d).max()), 1e-300)
-    return float((means >= observed - tol).mean()), "sign-flip"
+    return float((means >= observed - _rounding(d)).mean()), "sign-flip"
+
+
+def _rounding(d: np.ndarray) -> float:
+    """How far apart values of `d` may lie and still count as equal: 1e-9 of their scale,
+    well above the rounding of differences of accuracies (0.7 - 0.5 and 0.5 - 0.3 differ
+    in the last bit), well below any difference a run can make."""
+    return 1e-9 * max(float(np.abs(d).max()), 1e-300)
 
 
 def paired_t(differences: Any) -> float:
@@ -235,7 +241,7 @@ def paired_t(differences: Any) -> float:
         return float("nan")
     # Equal up to rounding, not only as floats: 0.7 - 0.5 and 0.5 - 0.3 differ in the last
     # bit, which left the t statistic a near-zero spread and p = 0.
-    if float(d.max() - d.min()) <= 1e-9 * max(float(np.abs(d).max()), 1e-300):
+    if float(d.max() - d.min()) <= _rounding(d):
         return 1.0 if float(d.mean()) == 0.0 else min(1.0, 2.0 ** (1 - len(d)))
     t = float(d.mean()) / (float(d.std(ddof=1)) / math.sqrt(len(d)))
     return 2.0 * (1.0 - t_cdf(abs(t), len(d) - 1))

@@ -44,7 +44,7 @@ def _first_non_str(tokens: Any) -> Any:
     return None
 
 
-def _check_meta_finite(meta: dict[Any, Any]) -> None:
+def _check_meta(meta: dict[Any, Any]) -> None:
     keys = _non_string_keys(meta, "meta")
     if keys:  # JSON keys are strings: {1: "a"} came back as {"1": "a"}, {True: 1} as {"true": 1}
         raise WorkbenchError(
@@ -174,7 +174,7 @@ class Trace:
                 f"Trace.meta must be a dict, got {type(self.meta).__name__}",
                 "pass a dict of details (or leave meta out)",
             )
-        _check_meta_finite(self.meta)
+        _check_meta(self.meta)
         if len(self.tokens) != len(self.ids):
             raise WorkbenchError(
                 f"Trace has {len(self.ids)} ids but {len(self.tokens)} token strings",
@@ -294,7 +294,7 @@ class Trace:
                 written.
         """
         target = as_path(path, "Trace.save's path", "file", "trace.json")
-        _check_meta_finite(self.meta)  # meta is a dict: it may have changed since __init__
+        _check_meta(self.meta)  # meta is a dict: it may have changed since __init__
         if target.is_dir():
             raise WorkbenchError(
                 f"cannot save the trace to {target}: it is a folder",
