@@ -155,8 +155,11 @@ def _umask() -> int:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` atomically (temporary sibling, fsync, rename)."""
+    """Write `data` to `path` atomically (temporary sibling, fsync, rename). A symbolic link
+    at `path` is written through: its target gets the data and the link stays."""
     path = Path(path)
+    if path.is_symlink():  # the rename would replace the link itself with a plain file
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
     # mkstemp creates 0600; give the file the permissions a plain open() would.

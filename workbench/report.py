@@ -33,7 +33,10 @@ def _summary(trace: Any, analysis: Any) -> dict[str, Any]:
         "model": trace.meta.get("model"),
         "prompt_tokens": trace.prompt_len,
         "response_tokens": trace.response_len,
-        "layers": len({layer for layer, _ in analysis.local_heads + analysis.global_heads}),
+        # The analysed layers themselves (it was a count of the layers with classified heads).
+        "layers": [
+            int(x) for x in analysis.meta.get("layers") or sorted({h[0] for h in analysis.heads})
+        ],
         "local_heads": len(analysis.local_heads),
         "global_heads": len(analysis.global_heads),
         "preplan": analysis.preplan,

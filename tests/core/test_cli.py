@@ -73,6 +73,7 @@ def test_report_summary_and_page_line_record_the_provenance_and_settings():
         params=wb.RhythmParams(fai_min_rows=1), meta={"sink": "exclude"},
     )  # fmt: skip
     summary = _summary(trace, analysis)
+    assert summary["layers"] == [0]  # the analysed layers (it was a count)
     assert summary["settings"]["sink"] == "exclude"
     assert summary["settings"]["fai_min_rows"] == 1
     text = _settings_text(summary["settings"])

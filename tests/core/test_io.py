@@ -22,6 +22,17 @@ def test_atomic_json_is_sorted_and_readable(tmp_path):
     assert p.read_text().index('"a"') < p.read_text().index('"b"')
 
 
+def test_writing_through_a_symbolic_link_keeps_the_link(tmp_path):
+    """The rename replaced a link (say, latest.json -> runs/7/trace.json) by a plain file."""
+    target = tmp_path / "runs" / "trace.json"
+    target.parent.mkdir()
+    target.write_text("old")
+    link = tmp_path / "latest.json"
+    link.symlink_to(target)
+    atomic_write_text(link, "new")
+    assert link.is_symlink() and target.read_text() == "new" and link.read_text() == "new"
+
+
 def test_interrupted_folder_is_never_visible(tmp_path):
     target = tmp_path / "model"
     with pytest.raises(KeyboardInterrupt), atomic_dir(target) as tmp:

@@ -95,6 +95,38 @@ class TestTraceObject:
         with pytest.raises(WorkbenchError, match="not a saved trace"):
             wb.Trace.from_dict(d)
 
+    def test_a_saved_trace_names_its_format_and_old_files_without_one_still_load(self, tmp_path):
+        good = wb.Trace(ids=torch.tensor([5, 6, 7]), tokens=list("abc"), prompt_len=1, text="c")
+        saved = json.loads(good.save(tmp_path / "t.json").read_text())
+        assert saved["format"] == "workbench-trace/1"
+        del saved["format"]  # a file from before the field
+        assert wb.Trace.from_dict(saved).tokens == list("abc")
+
+    @pytest.mark.parametrize(
+        "changes, words",
+        [
+            ({"format": "workbench-trace/2"}, "has format 'workbench-trace/2'"),
+            ({"logprobs": [0.1, 0.2, 0.3]}, r"unknown field\(s\) \['logprobs'\]"),
+        ],
+    )
+    def test_a_later_format_or_an_unknown_field_is_refused_not_dropped(
+        self, tmp_path, changes, words
+    ):
+        """A field this version does not know was read and dropped without a word."""
+        good = wb.Trace(ids=torch.tensor([5, 6, 7]), tokens=list("abc"), prompt_len=1, text="c")
+        path = tmp_path / "t.json"
+        path.write_text(json.dumps({**good.to_dict(), **changes}))
+        with pytest.raises(WorkbenchError, match=words):
+            wb.Trace.load(path)
+
+    @pytest.mark.parametrize("dtype", [torch.int32, torch.uint8, torch.int16])
+    def test_ids_are_int64_whatever_integer_type_they_came_in(self, tmp_path, dtype):
+        """The docstring promises int64; int32 ids stayed int32 until a save and load."""
+        t = wb.Trace(ids=torch.tensor([5, 6, 7], dtype=dtype), tokens=list("abc"), prompt_len=1,
+                     text="c")  # fmt: skip
+        assert t.ids.dtype == torch.long
+        assert torch.equal(wb.Trace.load(t.save(tmp_path / "t.json")).ids, t.ids)
+
     @pytest.mark.parametrize("n", [np.int64(2), torch.tensor(2)], ids=["numpy", "torch"])
     def test_an_integer_scalar_is_a_prompt_len(self, tmp_path, n):
         """A NumPy or torch integer is stored as an int (it was refused as 'outside 1..4')."""

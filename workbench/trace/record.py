@@ -114,6 +114,10 @@ def _non_string_keys(value: Any, where: str) -> list[str]:
     return found
 
 
+TRACE_FORMAT = "workbench-trace/1"  # written by Trace.to_dict; from_dict refuses others
+_TRACE_FIELDS = frozenset({"format", "ids", "tokens", "prompt_len", "text", "prompt", "meta"})
+
+
 # Validated in __post_init__ with messages that name the fix, so the runtime type checker
 # the tests install must not pre-empt them.
 @no_type_check
@@ -156,6 +160,9 @@ class Trace:
                 f"Trace.ids must be 1-D [pos], got shape {tuple(self.ids.shape)}",
                 "pass one sequence; for a batch build one Trace per row",
             )
+        # int64 on the CPU, as documented: int32 ids came back from Trace.load as int64, and
+        # a CUDA tensor would reach the tokenizer and the saved file as such.
+        object.__setattr__(self, "ids", self.ids.detach().to("cpu", torch.long))
         tokens = self.tokens
         if not isinstance(tokens, list | tuple) or not all(isinstance(t, str) for t in tokens):
             # ints were written to disk as tokens, and Trace.load then refused the file
@@ -235,8 +242,10 @@ class Trace:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (ids as a list); `Trace.from_dict` inverts it."""
+        """A JSON-ready dict (ids as a list), with the file format's version under
+        ``"format"``; `Trace.from_dict` inverts it."""
         return {
+            "format": TRACE_FORMAT,
             "ids": [int(i) for i in self.ids],
             "tokens": list(self.tokens),
             "prompt_len": self.prompt_len,
@@ -260,6 +269,20 @@ class Trace:
         missing = [k for k in ("ids", "tokens", "prompt_len") if k not in d]
         if missing:
             raise WorkbenchError(f"not a saved trace: missing field(s) {missing}", fix)
+        # Files from before the format field have none; a later format may mean something
+        # else by the same fields, and a field this version does not know would be dropped.
+        version = d.get("format", TRACE_FORMAT)
+        if version != TRACE_FORMAT:
+            raise WorkbenchError(
+                f"the saved trace has format {version!r}; this workbench reads {TRACE_FORMAT!r}",
+                "read it with the workbench version that wrote it (upgrade this one)",
+            )
+        unknown = sorted(str(k) for k in d if k not in _TRACE_FIELDS)
+        if unknown:
+            raise WorkbenchError(
+                f"not a saved trace: unknown field(s) {unknown}, which would be dropped",
+                "keep extra details in the trace's meta dict (Trace(..., meta={...}))",
+            )
         fields = {"text": "", "prompt": "", "meta": {}, **d}
         tokens = fields["tokens"]
         checks = {
