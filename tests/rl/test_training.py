@@ -324,6 +324,8 @@ def test_resuming_from_an_older_checkpoint_sets_the_later_ones_aside(tmp_path):
     [
         (("metrics.jsonl", "7\n"), "line 1 of .* is not a metrics row"),
         (("metrics.jsonl", '{"step": "1"}\n'), "line 1 of .* is not a metrics row"),
+        # a hand-edited value reached pandas in the experiment tables (a raw TypeError)
+        (("metrics.jsonl", '{"step": 1, "accuracy": "0.5?"}\n'), "holds 'accuracy' = '0.5\\?'"),
         (("resumes.json", "{not json"), "resumes.json is not a readable list"),
         (("checkpoints/step-000001/state.json", "[]"), "step-000001 is corrupt"),
         (("checkpoints/step-000001/state.json", "{}"), "step-000001 is corrupt"),

@@ -10,6 +10,7 @@ import workbench as wb
 from workbench import ui as panels
 from workbench.errors import WorkbenchError
 from workbench.models import model_name
+from workbench.viz.charts import text_view
 from workbench.viz.maps import attention_maps
 
 pytestmark = pytest.mark.slow
@@ -63,6 +64,19 @@ def test_the_panel_map_of_an_excluded_sink_is_recorded_without_it(tiny, panel):
     d = panel.charts["map"].chart.to_dict()
     assert "of a row" not in d["title"]["subtitle"][-1]
     assert "excluded" in d["title"]["subtitle"][-1]
+
+
+def test_a_sink_change_keeps_the_tokens_shown(panel):
+    """Changing the sink analyses the same trace again; it reset the user's crop to the
+    whole response."""
+    panel.shown.value = (2, 5)
+    panel.sink.value = "exclude"
+    assert panel.last_error is None and panel.analysis.meta["sink"] == "exclude"
+    assert panel.shown.value == (2, 5)
+    p = panel.trace.prompt_len
+    want = text_view(panel.analysis, panel.metric.value, positions=range(p + 2, p + 6))
+    shown = {k: v for k, v in panel.charts["text"].chart.to_dict().items() if k != "config"}
+    assert shown == {k: v for k, v in want.to_dict().items() if k != "config"}  # (the theme)
 
 
 def test_a_loader_result_that_is_no_model_changes_nothing(tiny):

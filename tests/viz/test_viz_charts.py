@@ -424,3 +424,17 @@ def test_a_head_that_gives_the_sink_everything_names_its_tiny_clip_value():
         else spec["title"]["subtitle"]
     )
     assert "(1e-07)" in subtitle and "(0.000)" not in subtitle
+
+
+def test_a_head_the_maps_lack_is_named_with_the_heads_they_hold():
+    """`attention_map(maps, (7, 0))` for a 2-layer model told the user to record maps for
+    a head the model does not have."""
+    import torch
+
+    from workbench.viz.maps import AttentionMaps
+
+    n = 4
+    maps = AttentionMaps([(0, 0), (1, 2)], torch.ones(2, n, n).tril(), 1, 0, 0, n, list("abcd"))
+    with pytest.raises(WorkbenchError, match=r"(?s)\[\(7, 0\)\] \(these maps hold 2 heads of layers "
+                       r"\[0, 1\], head indices below 3\).*pick a recorded head"):  # fmt: skip
+        charts.attention_map(maps, (7, 0))

@@ -197,6 +197,17 @@ def read_metrics(run_dir: str | Path, *, up_to_step: int | None = None) -> list[
                 f"integer step): {line[:80]!r}",
                 "restore the file from a copy, or delete that line",
             )
+        # Every value the trainer logs is a number (None for NaN): a hand-edited text value
+        # failed later, deep inside pandas, in the tables and charts that read it.
+        odd = next(
+            ((k, v) for k, v in row.items() if v is not None and type(v) not in (int, float)),
+            None,
+        )
+        if odd is not None:
+            raise WorkbenchError(
+                f"line {number} of {path} holds {odd[0]!r} = {odd[1]!r}, not a number",
+                "restore the file from a copy, or correct or delete that line",
+            )
         if up_to_step is None or row["step"] <= up_to_step:
             rows.append(row)
     return rows

@@ -349,7 +349,7 @@ class RhythmPanel(Panel):
         """Analyse an existing `wb.Trace` (two forward passes) and draw it."""
         return self._guard(lambda: self._set_trace(trace))
 
-    def _set_trace(self, trace: Any) -> Any:
+    def _set_trace(self, trace: Any, *, keep_shown: bool = False) -> Any:
         from ..attention import analyze
         from ..attention.analysis import Analysis
         from ..trace import Trace
@@ -388,7 +388,9 @@ class RhythmPanel(Panel):
         self.trace, self.base, self.maps = trace, base, maps
         self.analysis = None  # the range reset below must not redraw the previous trace
         hi, last = trace.response_len - 1, min(trace.response_len, MAX_CELLS) - 1
-        if hi >= self.shown.max:
+        if keep_shown:  # the same trace again (a sink change): the user's crop still fits
+            pass
+        elif hi >= self.shown.max:
             self.shown.max = hi
             self.shown.value = (0, last)
         else:
@@ -411,7 +413,7 @@ class RhythmPanel(Panel):
         if self.trace is None or self.model is None:
             return None
         try:
-            return self._set_trace(self.trace)
+            return self._set_trace(self.trace, keep_shown=True)
         except Exception:
             shown = self.base.meta.get("sink", "keep") if self.base is not None else None
             if shown is not None and self.sink.value != shown:

@@ -97,9 +97,14 @@ class AttentionMaps:
         index = {h: i for i, h in enumerate(self.heads)}
         missing = [h for h in heads if h not in index]
         if missing:
+            layers = sorted({layer for layer, _ in self.heads})
+            per_layer = 1 + max((h for _, h in self.heads), default=-1)
             raise WorkbenchError(
-                f"no map was recorded for heads {missing[:5]}",
-                "compute the maps for these heads: wb.viz.attention_maps(model, trace, heads=...)",
+                f"no map was recorded for heads {missing[:5]} (these maps hold "
+                f"{len(self.heads)} heads of layers {layers[:8]}{'...' if len(layers) > 8 else ''}"
+                f", head indices below {per_layer})",
+                "pick a recorded head, or, if the model has these heads, compute their maps: "
+                "wb.viz.attention_maps(model, trace, heads=...)",
             )
         idx = torch.tensor([index[h] for h in heads])
         return self.maps[idx].mean(0).numpy()
