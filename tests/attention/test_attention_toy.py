@@ -64,6 +64,29 @@ def test_toy_fai_horizons():
     close(wb.fai(TOY, 1, horizon=(0, 0)), [NAN, 0.5, 0.5], 1e-6)
 
 
+def test_toy_fai_min_rows_matches_an_analysis():
+    # T(1) = {1, 2} holds 2 rows, T(2) = {2} one: min_rows=2 leaves only s = 1 defined.
+    close(wb.fai(TOY, 1, min_rows=2), [NAN, 0.4, NAN], 1e-6)
+    # The raw functions had no min_rows: they disagreed with an Analysis (fai_min_rows=10
+    # by default) on the same heads, receiver kurtosis included.
+    rng = np.random.default_rng(0)
+    p = random_pattern(rng, 2, 30, 1.0)
+    a = Analysis(
+        stats=stats_from_pattern(p, 3), entropy=torch.full((30,), NAN), tokens=["t"] * 30,
+        ids=torch.zeros(30, dtype=torch.long), n_layers=1, n_heads=2,
+        params=RhythmParams(head_quantiles=(0.5, 0.5), fai_min_rows=10),
+    )  # fmt: skip
+    glob = p[[h for _, h in a.global_heads]]
+    close(wb.fai(glob, 3, min_rows=10), a.fai, 1e-6)
+    assert torch.isnan(wb.fai(glob, 3, min_rows=10)).sum() > torch.isnan(wb.fai(glob, 3)).sum()
+    close(wb.receiver_kurtosis(p, 3, min_rows=10), a.receiver_kurtosis[0], 1e-6)
+
+
+def test_a_numpy_pattern_is_read_as_a_tensor():
+    close(wb.waad(TOY.numpy(), 1, window=10), [NAN, 0.5, 0.7], 1e-6)
+    close(wb.fai(TOY.numpy().astype(np.float64), 1), [NAN, 0.4, 0.5], 1e-6)
+
+
 def test_toy_two_heads_are_averaged():
     # Head 2 attends to itself only: WAAD 0 everywhere; the mean map halves head 1's WAAD.
     eye = torch.eye(3)

@@ -38,7 +38,7 @@ from torch import Tensor
 
 from .. import _validate
 from ..errors import WorkbenchError
-from ..models import live_hooks, model_device, sampler
+from ..models import eval_mode, live_hooks, model_device, sampler
 from ..trace import Trace, check_trace, eos_token_ids, sample_completions
 from ..trace.tokens import check_trace_tokens
 from .interventions import Intervention, ResidAblation, _ids, fwd_hooks
@@ -60,7 +60,8 @@ def logits_of(
     """``[pos d_vocab]`` float32 logits of one sequence, under the interventions (if any)."""
     ids = _ids(model, ids, "the sequence").to(model_device(model))
     hooks = fwd_hooks(model, *_intervention_list(interventions))
-    logits = model.run_with_hooks(ids, fwd_hooks=hooks) if hooks else model(ids)
+    with eval_mode(model):  # no dropout: an effect is a difference of two of these passes
+        logits = model.run_with_hooks(ids, fwd_hooks=hooks) if hooks else model(ids)
     return logits[0].float().cpu()
 
 

@@ -52,7 +52,7 @@ from ..attention.engine import arch_name, attention_layers, check_layers
 from ..attention.layers import resolve_layers
 from ..attention.params import check_layers as layer_selection
 from ..errors import WorkbenchError
-from ..models import model_device
+from ..models import eval_mode, model_device
 from ..trace import Trace, check_traces
 from ..trace.tokens import check_context, check_ids
 
@@ -290,7 +290,11 @@ def _probe_knockout(model: Any, layers: Sequence[int]) -> dict[int, bool]:
     for layer in layers:
         hooks.append((f"blocks.{layer}.attn.hook_attn_scores", edit))
         hooks.append((f"blocks.{layer}.attn.hook_pattern", read(layer)))
-    with warnings.catch_warnings(record=True) as caught, _compat.suspended_hooks(model):
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        _compat.suspended_hooks(model),
+        eval_mode(model),
+    ):
         warnings.simplefilter("always")
         model.run_with_hooks(ids, fwd_hooks=hooks)
     discarded = any("discarded" in str(w.message) for w in caught)
@@ -576,10 +580,11 @@ def resid_cache(
 
         return hook
 
-    model.run_with_hooks(
-        _ids(model, trace, "the trace").to(model_device(model)),
-        fwd_hooks=[(f"blocks.{lay}.hook_resid_pre", make(lay)) for lay in layer_list],
-    )
+    with eval_mode(model):
+        model.run_with_hooks(
+            _ids(model, trace, "the trace").to(model_device(model)),
+            fwd_hooks=[(f"blocks.{lay}.hook_resid_pre", make(lay)) for lay in layer_list],
+        )
     return store
 
 

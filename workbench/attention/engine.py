@@ -40,7 +40,7 @@ from torch import Tensor
 
 from .._compat import supports_attention_interface
 from ..errors import WorkbenchError
-from ..models import model_device, sampler
+from ..models import eval_mode, model_device, sampler
 from . import interface
 from .kernels import TileSums
 from .metrics import HeadStats, StatsAccumulator, normalise_cuts
@@ -643,7 +643,8 @@ def collect_many(
             (f"blocks.{layer}.attn.hook_pattern", make_hook(rows, idx))
             for layer, (rows, idx) in by_layer.items()
         ]
-        logits = model.run_with_hooks(inp, fwd_hooks=fwd_hooks, stop_at_layer=stop_at_layer)
+        with eval_mode(model):  # as the tiled path's pass: no dropout on the pattern
+            logits = model.run_with_hooks(inp, fwd_hooks=fwd_hooks, stop_at_layer=stop_at_layer)
     else:
         reducers = collector.reducers()
         hf = sampler(model)

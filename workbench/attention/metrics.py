@@ -239,11 +239,17 @@ def kurtosis(x: Float[Tensor, "head pos"]) -> Float[Tensor, " head"]:
 
 
 def _as_heads(pattern: Any) -> Tensor:
+    if isinstance(pattern, np.ndarray) and pattern.dtype.kind == "f":
+        pattern = torch.from_numpy(pattern)  # a pattern saved or computed with NumPy
     if not isinstance(pattern, Tensor) or pattern.ndim not in (2, 3):
+        shape = tuple(getattr(pattern, "shape", ()))
         raise WorkbenchError(
             f"pattern must be a [head_index query_pos key_pos] or [query_pos key_pos] tensor, "
-            f"got {type(pattern).__name__} of shape {tuple(getattr(pattern, 'shape', ()))}",
-            "pass cache['pattern', layer][0] (drop the batch dimension)",
+            f"got {type(pattern).__name__} of shape {shape}",
+            "pass cache['pattern', layer][0] (drop the batch dimension)"
+            if len(shape) == 4
+            else "pass the attention of one sequence: cache['pattern', layer][0], or a "
+            "[query_pos key_pos] map of one head",
         )
     p = pattern if pattern.ndim == 3 else pattern.unsqueeze(0)
     if p.shape[-1] != p.shape[-2]:
@@ -429,6 +435,7 @@ def fai(
     pattern: Float[Tensor, "*head_index query_pos key_pos"],
     response: Bool[Tensor, " pos"] | int | range,
     horizon: tuple[int, int | None] = (0, None),
+    min_rows: int = 1,
 ) -> Float[Tensor, " pos"]:
     """FAI (Eq. 10) of the mean map of the given heads (e.g. the global heads).
 
@@ -436,15 +443,20 @@ def fai(
         pattern: ``[head_index query_pos key_pos]``; the heads are averaged (``A_glob``).
         response: ``[pos]`` boolean response mask (a suffix), a range, or the prompt length.
         horizon: ``(H_lo, H_hi)``; ``H_hi=None`` runs to the end.
+        min_rows: the fewest rows ``T(s)`` must hold for FAI to be defined. 1 is the
+            paper's definition; `wb.analyze` defaults to ``RhythmParams().fai_min_rows``
+            (10), so pass ``min_rows=a.params.fai_min_rows`` to match an `Analysis`.
 
     Returns:
-        ``[pos]`` float64 in ``[0, 1]``; NaN outside the response and where ``T(s)`` is empty.
+        ``[pos]`` float64 in ``[0, 1]``; NaN outside the response and where ``T(s)`` holds
+        fewer than `min_rows` rows.
     """
     lo, hi = check_horizon(horizon)
+    min_rows = _validate.integer("min_rows", min_rows, minimum=1, example=10)
     p = _as_heads(pattern)
     cuts = [lo, p.shape[-1] if hi is None else hi + 1]
     stats = _stats(p, response, max_window=1, cuts=cuts)
-    return fai_heads(stats, (lo, hi)).mean(0)
+    return fai_heads(stats, (lo, hi), min_rows).mean(0)
 
 
 @no_type_check  # validates its arguments itself, with messages that name the fix
@@ -452,6 +464,7 @@ def receiver_kurtosis(
     pattern: Float[Tensor, "*head_index query_pos key_pos"],
     response: Bool[Tensor, " pos"] | int | range,
     horizon: tuple[int, int | None] = (0, None),
+    min_rows: int = 1,
 ) -> Float[Tensor, " n_heads"]:
     """Receiver-head score of each head ("Thought Anchors", Bogdan et al. 2025).
 
@@ -460,14 +473,19 @@ def receiver_kurtosis(
     head's own FAI vector (Eq. 10, same `horizon`). High kurtosis = a few positions
     receive most of the attention (a receiver head).
 
+    Args:
+        pattern, response, horizon, min_rows: as in `fai` (``min_rows=a.params.fai_min_rows``
+            matches an `Analysis`'s receiver scores).
+
     Returns:
         ``[head_index]`` float64 (NaN when fewer than four positions are defined).
     """
     lo, hi = check_horizon(horizon)
+    min_rows = _validate.integer("min_rows", min_rows, minimum=1, example=10)
     p = _as_heads(pattern)
     cuts = [lo, p.shape[-1] if hi is None else hi + 1]
     stats = _stats(p, response, max_window=1, cuts=cuts)
-    return kurtosis(fai_heads(stats, (lo, hi)))
+    return kurtosis(fai_heads(stats, (lo, hi), min_rows))
 
 
 @no_type_check  # validates its argument itself, with a message that names the fix

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..models import eval_mode
+
 __all__ = ["reference_analyze", "reference_from_patterns"]
 
 NAN = float("nan")
@@ -230,7 +232,8 @@ def reference_analyze(
     """
     names = {f"blocks.{layer}.attn.hook_pattern" for layer in layers}
     ids = trace.ids[None].to(next(model.parameters()).device)
-    logits, cache = model.run_with_cache(ids, names_filter=lambda x: x in names)
+    with eval_mode(model):
+        logits, cache = model.run_with_cache(ids, names_filter=lambda x: x in names)
     n_heads = model.cfg.n_heads
     chosen = heads if heads is not None else [(ly, h) for ly in layers for h in range(n_heads)]
     patterns = {

@@ -3,7 +3,9 @@ for each bridge, the plain model that samples for it (`sampler`) and its name (`
 
 from __future__ import annotations
 
+import contextlib
 import weakref
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .. import _compat
@@ -13,7 +15,7 @@ from ..errors import WorkbenchError
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["bridge_model", "live_hooks", "model_name", "sampler"]
+__all__ = ["bridge_model", "eval_mode", "live_hooks", "model_name", "sampler"]
 
 # bridge -> the plain Hugging Face model that samples for it (see `bridge_model`).
 _SAMPLERS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
@@ -225,6 +227,31 @@ def live_hooks(model: Any) -> list[str]:
         if getattr(point, "fwd_hooks", None) or getattr(point, "bwd_hooks", None):
             names.setdefault(id(point), name)
     return sorted(names.values())
+
+
+@contextlib.contextmanager
+def eval_mode(model: Any) -> Iterator[None]:
+    """`model` in eval mode for the block; each of its modules gets its own mode back after.
+
+    Every measuring forward pass (the analysis, its reference, attention maps, ablation
+    effects) runs in it: a model left in train mode (after fine-tuning through the bridge,
+    say) applies dropout to the attention, and the numbers change from call to call (on a
+    GPT-2 checkpoint, ``attn_pdrop=0.1``, WAAD moved by up to 0.9 of its 0..10 range).
+    """
+    # The bridge's modules leave out some of its Hugging Face model's own (GPT-2's
+    # embedding dropout, `transformer.drop`): both are set.
+    found: dict[int, Any] = {}
+    for root in (model, getattr(model, "original_model", None)):
+        if hasattr(root, "modules"):
+            found.update((id(m), m) for m in root.modules())
+    modes = [(m, m.training) for m in found.values()]
+    for m, _ in modes:
+        m.training = False  # what .eval() sets, without its recursion over shared children
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 def sampler(model: Any) -> Any:

@@ -27,6 +27,7 @@ from .. import _validate
 from ..attention.engine import attention_layers, check_layers
 from ..attention.reductions import check_sink, sink_scale
 from ..errors import WorkbenchError
+from ..models import eval_mode
 
 __all__ = ["AttentionMaps", "attention_maps", "pool", "pool_bin"]
 
@@ -225,7 +226,7 @@ def attention_maps(
         return hook
 
     fwd_hooks = [(f"blocks.{layer}.attn.hook_pattern", make_hook(layer)) for layer in by_layer]
-    with torch.no_grad():
+    with torch.no_grad(), eval_mode(model):
         model.run_with_hooks(
             ids[None].to(model.cfg.device),
             fwd_hooks=fwd_hooks,
