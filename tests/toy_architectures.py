@@ -188,10 +188,26 @@ MORE = [
     Arch("apertus", "ApertusConfig", "ApertusForCausalLM", (FULL, FULL)),
     Arch("arcee", "ArceeConfig", "ArceeForCausalLM", (FULL, FULL)),
     Arch("lfm2", "Lfm2Config", "Lfm2ForCausalLM", (FULL, FULL)),
+    # How Gemma 3 4B-27B checkpoints come: a vision tower beside the text model. Its boot
+    # loaded an image processor that pip-installed torchvision; the workbench reads text.
+    Arch("gemma3-multimodal", "gemma3_multimodal", "Gemma3ForConditionalGeneration",
+         (SLIDING, FULL), dict(GEMMA, **SLIDING_THEN_FULL)),
 ]  # fmt: skip
 BY_ID = {a.id: a for a in ARCHS + MORE}
 ARCH_IDS = [a.id for a in ARCHS]
 MORE_IDS = [a.id for a in MORE]
+
+
+def gemma3_multimodal(**text: Any) -> Any:
+    """A Gemma 3 image-text config: `text` (make_toy's settings and the case's overrides)
+    is its text model's, beside a one-layer vision tower."""
+    ids = {k: text[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in text}
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                  num_attention_heads=4, image_size=28, patch_size=14)  # fmt: skip
+    return transformers.Gemma3Config(
+        text_config=text, vision_config=vision, mm_tokens_per_image=1, image_token_index=3,
+        boi_token_index=1, eoi_token_index=2, **ids,
+    )  # fmt: skip
 
 
 def build(make_toy: Any, arch_id: str, **extra: Any) -> Any:
@@ -199,7 +215,7 @@ def build(make_toy: Any, arch_id: str, **extra: Any) -> Any:
     (`extra`: further config overrides, e.g. ``attn_pdrop=0.0``)."""
     arch = BY_ID[arch_id]
     return make_toy(
-        getattr(transformers, arch.config),
+        globals()[arch.config] if arch.config in globals() else getattr(transformers, arch.config),
         getattr(transformers, arch.model),
         **COMMON,
         **arch.overrides,

@@ -30,6 +30,11 @@ What is private here, and why it is used:
   again, and reset ``cfg.d_vocab`` to the tokenizer's size). `suspended_hooks` takes the
   temporary hooks of a ``model.hooks()`` context out of PyTorch's private hook table of
   each ``HookPoint`` (TransformerLens keeps no public way to pause them) for a probe pass.
+  For a multimodal checkpoint (Gemma 3's ``Gemma3ForConditionalGeneration``) the boot
+  loads an image or audio processor and, when that needs torchvision, runs ``pip install
+  torchvision`` in the user's environment, which replaced the locked CPU torch 2.13 with
+  a CUDA torch 2.14 in a test here. The workbench reads text only: `quiet_boot` turns the
+  private ``load_modality_processor`` of the boot's module off for the boot.
 - transformers: the config's ``_name_or_path`` and ``_attn_implementation`` fields; a
   model class's ``_supports_attention_backend`` flag; ``masking_utils.sdpa_mask`` and
   ``integrations.sdpa_attention`` (the workbench's registered attention function gets the
@@ -58,6 +63,7 @@ __all__ = [
     "check_versions",
     "grpo_trainer_base",
     "model_name",
+    "quiet_boot",
     "register_attention",
     "sdpa_attention",
     "set_bridge_tokenizer",
@@ -179,6 +185,29 @@ def structural_copy(hf_model: Any) -> Any:
     elif getattr(shadow, "is_gradient_checkpointing", False):
         shadow.gradient_checkpointing_disable()
     return shadow
+
+
+_BOOT_MODULE = "transformer_lens.model_bridge.sources.transformers.source"
+
+
+@contextlib.contextmanager
+def quiet_boot() -> Iterator[None]:
+    """TransformerLens's boot without its modality processor, so it never installs a
+    package (see the module docstring); restored after the block."""
+    import importlib
+
+    try:
+        source = importlib.import_module(_BOOT_MODULE)
+    except ImportError:  # moved: nothing to turn off (tests/core/test_compat.py notices)
+        yield
+        return
+    previous = source.__dict__.get("load_modality_processor")
+    source.load_modality_processor = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            source.load_modality_processor = previous
 
 
 def bridge_tokenizer(tokenizer: Any) -> Any:

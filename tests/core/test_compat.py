@@ -28,6 +28,7 @@ PRIVATE = [
     r"AttentionBridge\b",
     r"\._tokenizer\b",
     r"get_tokenizer_with_bos|init_kwargs",
+    r"load_modality_processor",
 ]
 
 
@@ -144,3 +145,26 @@ def test_auto_falls_back_to_the_bridge_hooks_when_a_layer_bypasses_the_function(
         wb.analyze(toy_llama, trace, path="tiled")
     auto = wb.analyze(toy_llama, trace)  # falls back to the hooks
     assert torch.equal(auto.head_span, exact.head_span) and auto.anchors == exact.anchors
+
+
+def test_bridging_a_multimodal_checkpoint_installs_nothing(make_toy, monkeypatch):
+    """TransformerLens's boot loads an image processor for Gemma 3's image-text model and,
+    lacking torchvision, ran `pip install torchvision`: here it replaced the locked CPU
+    torch with a CUDA build. The workbench reads text and needs no processor."""
+    import importlib
+    import subprocess
+
+    from toy_architectures import build
+
+    def no_install(cmd, *args, **kwargs):
+        pytest.fail(f"a package manager ran: {cmd}")
+
+    for name in ("check_call", "check_output", "run", "Popen", "call"):
+        monkeypatch.setattr(subprocess, name, no_install)
+    source = importlib.import_module(_compat._BOOT_MODULE)
+    assert callable(source.load_modality_processor)  # still there to turn off
+    model = build(make_toy, "gemma3-multimodal")
+    assert model.cfg.n_layers == 2 and getattr(model, "processor", None) is None
+    assert source.load_modality_processor is not None and "lambda" not in repr(
+        source.load_modality_processor
+    )  # put back after the boot

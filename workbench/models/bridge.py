@@ -56,12 +56,13 @@ def bridge_model(hf_model: Any, tokenizer: Any, *, name: str | None = None) -> T
     device = str(next(hf_model.parameters()).device)
     arch = type(hf_model).__name__
     try:
-        bridge = TransformerBridge.boot_transformers(
-            name,
-            hf_model=structural_copy(hf_model),
-            tokenizer=_compat.bridge_tokenizer(tokenizer),
-            device=device,
-        )
+        with _compat.quiet_boot():  # no processor: it could pip-install torchvision
+            bridge = TransformerBridge.boot_transformers(
+                name,
+                hf_model=structural_copy(hf_model),
+                tokenizer=_compat.bridge_tokenizer(tokenizer),
+                device=device,
+            )
     except Exception as e:  # TransformerLens names no error type for an architecture it lacks
         raise _unsupported(f"cannot wrap {arch}", e) from e
     _keep_tokenizer(bridge, tokenizer)
