@@ -191,6 +191,63 @@ class TestFolders:
             wb.load_model(folder, device="cpu")
         assert "architecture transformers ships" in e.value.fix
 
+    @pytest.mark.parametrize(
+        "edit, problem, fix",
+        [
+            # bitsandbytes and GPTQ asked to pip-install their library (and the fix said to
+            # check the files); FP8 loaded without a word.
+            ({"quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": True}},
+             r"is quantized \(bitsandbytes\)", "unquantized"),
+            ({"quantization_config": {"quant_method": "fp8", "activation_scheme": "dynamic"}},
+             r"is quantized \(fp8\)", "unquantized"),
+            # transformers' "Unrecognized configuration class ... AutoModelForCausalLM"
+            ({"model_type": "t5"}, "'t5' checkpoint has no causal language model",
+             "decoder-only causal LM"),
+            ({"model_type": "qwen2_vl"}, "'qwen2_vl' checkpoint has no causal language model",
+             "decoder-only causal LM"),
+            ({"model_type": "frobnicator"}, "'frobnicator' is unknown to transformers 5",
+             "upgrade of the lock"),
+            ({"model_type": None}, "names no model_type", "restore config.json"),
+        ],
+        ids=["bitsandbytes", "fp8", "t5", "qwen2-vl", "unknown", "no-type"],
+    )  # fmt: skip
+    def test_a_config_the_workbench_cannot_load_is_named_before_loading(
+        self, tmp_path, monkeypatch, edit, problem, fix
+    ):
+        import transformers
+
+        folder = tmp_path / "edited"
+        shutil.copytree(model_path("tiny-reasoner"), folder)
+        config = json.loads((folder / "config.json").read_text())
+        config.update(edit)
+        (folder / "config.json").write_text(json.dumps(config))
+        monkeypatch.setattr(
+            transformers.AutoModelForCausalLM, "from_pretrained",
+            lambda *a, **k: pytest.fail("loaded the weights"),
+        )  # fmt: skip
+        with pytest.raises(WorkbenchError, match=problem) as e:
+            wb.load_model(folder, device="cpu")
+        assert fix in e.value.fix
+
+    def test_a_folder_without_tokenizer_files_says_so_before_the_weights(
+        self, tmp_path, monkeypatch
+    ):
+        """It said "Couldn't instantiate the backend tokenizer from one of: " (the message's
+        first line only), after loading the weights."""
+        import transformers
+
+        folder = tmp_path / "no-tokenizer"
+        shutil.copytree(model_path("tiny-reasoner"), folder)
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            (folder / name).unlink()
+        monkeypatch.setattr(
+            transformers.AutoModelForCausalLM, "from_pretrained",
+            lambda *a, **k: pytest.fail("loaded the weights"),
+        )  # fmt: skip
+        with pytest.raises(WorkbenchError, match="could not load the tokenizer from") as e:
+            wb.load_model(folder, device="cpu")
+        assert "tokenizer.save_pretrained(folder)" in e.value.fix
+
     @pytest.mark.slow
     def test_local_folder_loads_like_the_embedded_model(self, smol):
         folder = model_path("smollm2-135m")

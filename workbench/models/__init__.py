@@ -275,6 +275,61 @@ def _check_folder(folder: Path) -> None:
             "convert the checkpoint once with `AutoModelForCausalLM.from_pretrained(folder)"
             ".save_pretrained(folder, safe_serialization=True)` in a trusted environment",
         )
+    _check_config(folder)
+
+
+def _check_config(folder: Path) -> None:
+    """What config.json says that transformers' own errors would only half say (or, for
+    FP8 weights, not say at all): a quantized checkpoint, an architecture this transformers
+    does not know, or one without a causal-LM class."""
+    import json
+
+    import transformers
+    from transformers import CONFIG_MAPPING, MODEL_FOR_CAUSAL_LM_MAPPING
+
+    path = folder / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise WorkbenchError(
+            f"cannot read {path}: {e}", "restore config.json from the checkpoint"
+        ) from None
+    if not isinstance(config, dict):
+        raise WorkbenchError(
+            f"{path} holds a {type(config).__name__}, not a model config",
+            "restore config.json from the checkpoint",
+        )
+    quant = config.get("quantization_config")
+    if quant:
+        method = quant.get("quant_method", "unnamed") if isinstance(quant, dict) else quant
+        raise WorkbenchError(
+            f"the checkpoint in {folder} is quantized ({method}); the workbench measures "
+            "attention on float weights and does not load quantized ones",
+            "use the model's unquantized (bf16 or fp32) checkpoint",
+        )
+    model_type = config.get("model_type")
+    version = transformers.__version__
+    if not isinstance(model_type, str) or not model_type:
+        raise WorkbenchError(
+            f"{path} names no model_type, so no architecture can be chosen",
+            "restore config.json from the checkpoint (save_pretrained writes model_type)",
+        )
+    if model_type not in CONFIG_MAPPING:
+        if config.get("auto_map"):
+            return  # custom code: `_load_hf` names what it would run
+        raise WorkbenchError(
+            f"the checkpoint's model_type {model_type!r} is unknown to transformers "
+            f"{version}, the locked version",
+            "use a checkpoint of an architecture this transformers ships (the README's "
+            "'Architectures'); a newer one needs a deliberate upgrade of the lock "
+            "(`make lock`, then `make test`)",
+        )
+    if CONFIG_MAPPING[model_type] not in MODEL_FOR_CAUSAL_LM_MAPPING:
+        raise WorkbenchError(
+            f"a {model_type!r} checkpoint has no causal language model in transformers "
+            f"{version} (an encoder-decoder, encoder or vision-language model)",
+            "load a decoder-only causal LM (the README's 'Architectures' lists them)",
+        )
 
 
 def _load_hf(source: str | Path, device: str, *, local: bool, fix: str | None = None):
@@ -282,6 +337,16 @@ def _load_hf(source: str | Path, device: str, *, local: bool, fix: str | None = 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     kwargs = {"local_files_only": True} if local else {}
+    try:  # first: it takes a moment, where the weights may take a minute
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, **kwargs)
+    except Exception as e:
+        raise WorkbenchError(
+            f"could not load the tokenizer from {source}: {type(e).__name__}: "
+            + " ".join(str(e).split())[:300],
+            "the folder needs the checkpoint's tokenizer files (tokenizer.json, or "
+            "tokenizer.model / vocab.json with tokenizer_config.json): save them with "
+            "tokenizer.save_pretrained(folder)",
+        ) from e
     try:
         hf_model, info = AutoModelForCausalLM.from_pretrained(
             source,
@@ -291,7 +356,6 @@ def _load_hf(source: str | Path, device: str, *, local: bool, fix: str | None = 
             output_loading_info=True,
             **kwargs,
         )
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, **kwargs)
     except Exception as e:  # safetensors, JSON and config errors all mean "unreadable"
         first = (str(e).splitlines() or [type(e).__name__])[0]
         if local and _custom_code(source):
@@ -334,6 +398,16 @@ def _check_loaded(hf_model: Any, tokenizer: Any, info: dict[str, Any], source: A
     """
     import torch
 
+    quant = getattr(hf_model.config, "quantization_config", None)
+    if quant:  # a hub download (a folder's config.json is read before loading)
+        method = getattr(quant, "quant_method", None) or (
+            quant.get("quant_method") if isinstance(quant, dict) else None
+        )
+        raise WorkbenchError(
+            f"the checkpoint {source} is quantized ({method or 'unnamed'}); the workbench "
+            "measures attention on float weights and does not load quantized ones",
+            "use the model's unquantized (bf16 or fp32) checkpoint",
+        )
     missing = sorted(info.get("missing_keys") or [])
     mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get(
         "mismatched_keys"
