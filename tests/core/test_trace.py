@@ -237,6 +237,21 @@ class TestGenerateArguments:
         with pytest.raises(WorkbenchError, match=words):
             call(tiny)
 
+    def test_chat_is_recorded_as_the_prompt_was_encoded(self, tiny, smol):
+        """chat=True on a tokenizer without a template (the tiny models') encodes the raw
+        prompt, and the trace said chat: True; rebuilding it as told then differed."""
+        for model, template in ((tiny, False), (smol, True)):
+            made = wb.generate(model, "12+7=", max_new_tokens=2, chat=True)
+            pasted = wb.Trace.from_text(model, "12+7=", "19", chat=True)
+            assert made.meta["chat"] is template and pasted.meta["chat"] is template
+            assert wb.Trace.from_text(model, "12+7=", "19", chat=False).meta["chat"] is False
+
+    def test_a_pasted_trace_too_long_for_the_model_names_what_to_shorten(self, tiny):
+        # it said "lower max_new_tokens", an argument from_text does not have
+        with pytest.raises(WorkbenchError, match="context holds") as e:
+            wb.Trace.from_text(tiny, "1+2=", "3 " * 400)
+        assert e.value.fix == "shorten the prompt or the response"
+
     def test_a_numpy_bool_chat_is_recorded_as_a_bool(self, tiny, tmp_path):
         # meta recorded np.True_, and the trace failed to save
         t = wb.generate(tiny, "12+7=", max_new_tokens=2, chat=np.bool_(True))

@@ -558,7 +558,7 @@ def _ids(model: Any, trace_or_ids: Trace | Tensor, what: str = "the sequence") -
     if len(ids) == 0:
         raise WorkbenchError(f"{what} is empty", "pass at least one token id")
     check_ids(model, ids, what=what)
-    check_context(model, len(ids), what=what)
+    check_context(model, len(ids), what=what, fix="pass a sequence the model's context holds")
     return ids.long().reshape(1, -1)
 
 

@@ -17,7 +17,13 @@ from .. import _validate
 from .._io import as_path, atomic_write_json, non_finite
 from ..errors import WorkbenchError
 from ..models import model_name
-from .tokens import check_context, encode_prompt, model_tokenizer, token_strings
+from .tokens import (
+    applies_chat_template,
+    check_context,
+    encode_prompt,
+    model_tokenizer,
+    token_strings,
+)
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -389,12 +395,16 @@ class Trace:
         prompt_ids = encode_prompt(model, prompt, chat=chat)
         response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
         ids = torch.tensor(list(prompt_ids) + list(response_ids), dtype=torch.long)
-        check_context(model, len(ids), what="the trace")
+        check_context(model, len(ids), what="the trace", fix="shorten the prompt or the response")
         return cls(
             ids=ids,
             tokens=token_strings(tokenizer, ids),
             prompt_len=len(prompt_ids),
             text=response,
             prompt=prompt,
-            meta={"model": model_name(model), "source": "text"},
+            meta={
+                "model": model_name(model),
+                "source": "text",
+                "chat": applies_chat_template(model, chat),
+            },
         )

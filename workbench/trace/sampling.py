@@ -18,6 +18,7 @@ from ..models import live_hooks, model_device, model_name, sampler
 from .decoder import LeanDecoder, cut_at_eos, unsupported_reason
 from .record import Trace, check_trace
 from .tokens import (
+    applies_chat_template,
     check_context,
     encode_prompt,
     eos_token_ids,
@@ -359,7 +360,7 @@ def generate(
             "temperature": temperature,
             "top_p": top_p,
             "seed": seed,
-            "chat": chat,
+            "chat": applies_chat_template(model, chat),  # as encoded: False without a template
         },
     )
 

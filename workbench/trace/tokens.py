@@ -39,13 +39,24 @@ def _n_ctx(model: TransformerBridge) -> int | None:
     return getattr(getattr(model, "cfg", None), "n_ctx", None)
 
 
-def check_context(model: TransformerBridge, n: int, *, what: str) -> None:
+def check_context(
+    model: TransformerBridge,
+    n: int,
+    *,
+    what: str,
+    fix: str = "shorten the prompt or lower max_new_tokens",
+) -> None:
+    """Refuse `n` tokens (`what`) beyond the model's context, with the caller's `fix`."""
     n_ctx = _n_ctx(model)
     if n_ctx is not None and n > n_ctx:
-        raise WorkbenchError(
-            f"{what} needs {n} tokens but the model's context holds {n_ctx}",
-            "shorten the prompt or lower max_new_tokens",
-        )
+        raise WorkbenchError(f"{what} needs {n} tokens but the model's context holds {n_ctx}", fix)
+
+
+def applies_chat_template(model: TransformerBridge, chat: bool) -> bool:
+    """Whether `encode_prompt(model, ..., chat=chat)` wraps the prompt in a chat template
+    (the tokenizer's; one without a template encodes the raw prompt): what a trace's
+    ``meta["chat"]`` records, so it is rebuilt as it was encoded."""
+    return bool(chat) and bool(getattr(model_tokenizer(model), "chat_template", None))
 
 
 def check_ids(model: TransformerBridge, ids: torch.Tensor, *, what: str = "the trace") -> None:
@@ -136,7 +147,7 @@ def encode_prompt(model: TransformerBridge, prompt: str, *, chat: bool = True) -
             "pass the question or task text the model should answer",
         )
     tokenizer = model_tokenizer(model)
-    if chat and getattr(tokenizer, "chat_template", None):
+    if applies_chat_template(model, chat):
         text = tokenizer.apply_chat_template(
             [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
         )
@@ -171,7 +182,8 @@ def check_trace_tokens(model: Any, trace: Any) -> None:
             f"ids differently (position {pos}: {trace.tokens[pos]!r} in the trace, "
             f"{mine[pos]!r} for this model)",
             "rebuild it with this model's tokenizer: wb.Trace.from_text(model, trace.prompt, "
-            "trace.text), or wb.generate(model, prompt)",
+            f"trace.text, chat={bool(trace.meta.get('chat', True))}), or "
+            "wb.generate(model, prompt)",
         )
 
 
