@@ -218,3 +218,9 @@ def test_an_entry_that_is_not_a_trace_is_named_by_its_index(toy_llama, trace, no
             run(toy_llama, [trace, None])
         with pytest.raises(wb.WorkbenchError, match=f"{run.__name__} got no traces"):
             run(toy_llama, [])
+
+
+def test_a_negative_head_pair_says_pairs_count_from_zero(toy_llama, trace, no_pass):
+    # layers=-1 counts from the end; heads=[(0, -1)] was "out of range" with no reason
+    with pytest.raises(wb.WorkbenchError, match="head pairs count from 0, not from the end"):
+        wb.analyze(toy_llama, trace, heads=[(0, -1)])

@@ -189,8 +189,11 @@ def resolve_heads(
             )
         layer, h = (_validate.as_index(x) for x in item)  # NumPy / torch integers as ints
         if not 0 <= layer < n_layers or not 0 <= h < n_heads:
+            # `layers=-1` counts from the end; a head pair does not (a head is named once,
+            # as the maps, classes and frames name it)
             raise WorkbenchError(
-                f"head {item} is out of range for a model with {n_layers} layers x {n_heads} heads",
+                f"head {item} is out of range for a model with {n_layers} layers x {n_heads} heads"
+                + (" (head pairs count from 0, not from the end)" if min(layer, h) < 0 else ""),
                 f"pick layers in 0..{n_layers - 1} and heads in 0..{n_heads - 1}",
             )
         if layer not in allowed:
