@@ -49,6 +49,7 @@ import contextlib
 import copy
 import functools
 import itertools
+import types
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -178,6 +179,14 @@ def structural_copy(hf_model: Any) -> Any:
     """
     shared = {id(t): t for t in itertools.chain(hf_model.parameters(), hf_model.buffers())}
     shadow = copy.deepcopy(hf_model, memo=shared)
+    # A bound method set on a module instance patches its behaviour: TRL's fused LM head
+    # (`trl.trainer.utils.add_fused_lm_head`) sets `model.forward` to one whose closure
+    # calls the *original* model's forward, so the copy ran the original's unhooked
+    # modules and the bridge's pattern hooks never fired (all-zero attention). The copy
+    # takes its class's forward. (accelerate's device hooks are partials: they stay.)
+    for module in shadow.modules():
+        if isinstance(module.__dict__.get("forward"), types.MethodType):
+            del module.__dict__["forward"]
     # transformers 5 renamed gradient checkpointing to activation checkpointing.
     if hasattr(shadow, "is_activation_checkpointing"):
         if shadow.is_activation_checkpointing:

@@ -168,3 +168,39 @@ def test_bridging_a_multimodal_checkpoint_installs_nothing(make_toy, monkeypatch
     assert source.load_modality_processor is not None and "lambda" not in repr(
         source.load_modality_processor
     )  # put back after the boot
+
+
+def test_a_model_whose_forward_trl_patched_is_bridged_with_its_own_forward(make_toy):
+    """TRL's GRPOTrainer replaces the policy's `forward` (its fused LM head) with a closure
+    over the original model's forward; the bridge's structural copy ran the original's
+    modules, its pattern hooks never fired, and GPT-Neo's credit came from all-zero
+    attention (WAAD 0.0 against 6.6) under TRL."""
+    from toy_architectures import build
+    from trl.trainer.utils import add_fused_lm_head
+
+    import workbench as wb
+    from workbench.models import bridge_model, sampler
+
+    plain = build(make_toy, "gpt-neo-local")  # takes the exact path (hooks), as under TRL
+    hf, tok = sampler(plain), plain.tokenizer
+    ids = torch.randint(4, len(tok), (40,), generator=torch.Generator().manual_seed(0))
+    trace = wb.Trace(ids=ids, tokens=tok.convert_ids_to_tokens(ids.tolist()), prompt_len=8,
+                     text="")  # fmt: skip
+    want = wb.analyze(plain, trace, path="exact")
+    add_fused_lm_head(hf)
+    got = wb.analyze(bridge_model(hf, tok), trace, path="exact")
+    torch.testing.assert_close(got.waad, want.waad, equal_nan=True)
+    assert float(got.waad.nan_to_num().abs().max()) > 0
+    assert got.anchors == want.anchors
+
+
+def test_the_exact_path_refuses_a_pass_whose_pattern_hooks_never_fired(toy_llama, monkeypatch):
+    """Whatever makes the hooks miss a layer, its statistics would be zeros: refused."""
+    import workbench as wb
+
+    trace = wb.Trace.from_text(toy_llama, "What is 3 + 4?", " 3 plus 4 is 7.")
+    monkeypatch.setattr(
+        toy_llama, "run_with_hooks", lambda inp, fwd_hooks, stop_at_layer=None: toy_llama(inp)
+    )
+    with pytest.raises(WorkbenchError, match=r"hooks of layer\(s\) \[0, 1\] never fired"):
+        wb.analyze(toy_llama, trace, path="exact")

@@ -632,19 +632,29 @@ def collect_many(
 
     tap: Any = None  # the tiled path's `_OutputTap`, when it computes the entropies
     if path == "exact":
+        fired: set[int] = set()
 
-        def make_hook(rows: slice, head_idx: list[int]):
+        def make_hook(layer: int, rows: slice, head_idx: list[int]):
             def hook(pattern: Tensor, hook: Any = None) -> None:
+                fired.add(layer)
                 collector.feed(slice(0, t_max), pattern, rows, head_idx)
 
             return hook
 
         fwd_hooks = [
-            (f"blocks.{layer}.attn.hook_pattern", make_hook(rows, idx))
+            (f"blocks.{layer}.attn.hook_pattern", make_hook(layer, rows, idx))
             for layer, (rows, idx) in by_layer.items()
         ]
         with eval_mode(model):  # as the tiled path's pass: no dropout on the pattern
             logits = model.run_with_hooks(inp, fwd_hooks=fwd_hooks, stop_at_layer=stop_at_layer)
+        silent = sorted(set(by_layer) - fired)
+        if silent:  # the statistics of those layers would be all zero, and look like numbers
+            raise WorkbenchError(
+                f"the attention-pattern hooks of layer(s) {silent[:8]} never fired in the "
+                f"forward pass of {arch_name(model)}, so their attention was never seen",
+                "bridge the model with wb.load_model or wb.models.bridge_model from its "
+                "unpatched class (a model whose forward was replaced runs other modules)",
+            )
     else:
         reducers = collector.reducers()
         hf = sampler(model)
