@@ -11,6 +11,7 @@ Subcommands for batch runs and RL join here as they land.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -305,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("workbench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `workbench models | head`: the reader left, as for any CLI
+        with contextlib.suppress(OSError):  # no second traceback when Python flushes stdout
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

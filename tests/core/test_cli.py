@@ -287,3 +287,16 @@ def test_an_interrupted_rl_run_exits_130_and_says_how_to_resume(tmp_path):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted at step" in out and f"--resume {run}" in out
+
+
+def test_a_closed_pipe_ends_the_listing_quietly():
+    """`workbench models | head -1` ended with a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    # `true` has left before the listing is written (importing takes longer), every time
+    proc = subprocess.run(
+        f"{sys.executable} -m workbench models | true; echo ${{PIPESTATUS[0]}}",
+        shell=True, executable="/bin/bash", capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "Traceback" not in proc.stderr and proc.stdout.split() == ["141"], proc.stderr

@@ -663,3 +663,17 @@ def test_a_constant_accuracy_gets_an_axis_with_room_around_it():
     assert _accuracy_scale(pd.Series([0.5625] * 3)).to_dict() == {"domain": [0.5125, 0.6125]}
     assert _accuracy_scale(pd.Series([0.99, 0.99])).to_dict() == {"domain": [0.94, 1.0]}
     assert _accuracy_scale(pd.Series([0.5, 0.6])).to_dict() == {"zero": False}
+
+
+def test_resuming_a_finished_run_records_no_continuation(tmp_path):
+    """`wb.rl.resume` of a finished run (as the README's Train block does) trains nothing;
+    it added a resumes.json entry every time."""
+    run_dir = tmp_path / "r"
+    train(GRPOConfig(max_steps=1, eval_samples=0, **SMALL), out=run_dir, progress=False)
+    metrics = (run_dir / "metrics.jsonl").read_text()
+    for _ in range(2):
+        assert resume(run_dir, progress=False).step == 1
+    assert not (run_dir / "resumes.json").exists()
+    assert (run_dir / "metrics.jsonl").read_text() == metrics
+    resume(run_dir, max_steps=2, progress=False)  # an extension is a continuation
+    assert [r["from_step"] for r in json.loads((run_dir / "resumes.json").read_text())] == [1]

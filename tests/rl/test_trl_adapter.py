@@ -287,6 +287,21 @@ def test_credit_layers_the_model_lacks_are_refused_when_the_trainer_is_built(tmp
         _trainer(tmp_path, policy, tok, CreditParams(strategy="coupled", layers=[0, n]))
 
 
+def test_a_tokenizer_of_another_model_is_refused_when_the_trainer_is_built(tmp_path, smol):
+    """SmolLM2's tokenizer with the tiny reasoner built fine, then TRL's generate failed with
+    a raw IndexError inside torch's embedding."""
+    from transformers import AutoModelForCausalLM
+
+    from workbench.attention import CreditParams
+    from workbench.errors import WorkbenchError
+    from workbench.models import model_path
+
+    policy = AutoModelForCausalLM.from_pretrained(model_path("tiny-reasoner"))
+    with pytest.raises(WorkbenchError, match="holds 49152 tokens but the model embeds") as e:
+        _trainer(tmp_path, policy, smol.tokenizer, CreditParams(strategy="coupled"))
+    assert "tokenizer saved with the model" in e.value.fix
+
+
 def test_random_control_draws_anew_in_each_micro_batch_of_a_step(tmp_path, tiny):
     """With gradient accumulation the fused credit runs once per micro-batch, all in one
     step: the k-th rollout of the second micro-batch must not reuse the first's seed (it

@@ -91,9 +91,10 @@ def resume(
 
     Metrics logged after that checkpoint are dropped and recomputed, so the resumed run's
     metrics equal an uninterrupted run's. The run's ``provenance.json`` (what started it)
-    is left as it is; each resume appends the step it starts from, the length it trains to
-    and the same provenance record (versions, git commit) to ``resumes.json``, so a run
-    continued by other code says so.
+    is left as it is; each resume that continues it (trains a step, or evaluates a step
+    whose evaluation was interrupted) appends the step it starts from, the length it trains
+    to and the same provenance record (versions, git commit) to ``resumes.json``, so a run
+    continued by other code says so. Resuming a finished run changes nothing.
 
     Args:
         run_dir: the run directory.
@@ -158,8 +159,15 @@ def resume(
     if extended:
         saved["max_steps"] = max_steps
         atomic_write_json(cfg_path, saved)
-    entry = {"from_step": run.step, "max_steps": config.max_steps, **provenance()}
-    atomic_write_json(history, [*past, entry])
+    last = rows[-1] if rows else {}
+    unevaluated = (
+        bool(last)
+        and config.evaluates(last["step"], config.max_steps)
+        and any(key not in last for key in config.eval_keys)
+    )
+    if run.step < config.max_steps or unevaluated:  # a finished run resumed: nothing to record
+        entry = {"from_step": run.step, "max_steps": config.max_steps, **provenance()}
+        atomic_write_json(history, [*past, entry])
     for row in rows:  # the old last step is evaluated only if the new schedule says so
         if row["step"] == old_end and not config.evaluates(old_end):
             for key in config.eval_keys:

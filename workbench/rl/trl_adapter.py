@@ -59,6 +59,7 @@ from .._compat import (
 )
 from ..attention.layers import resolve_layers
 from ..attention.params import CreditParams, check_credit
+from ..errors import WorkbenchError
 from ..models import bridge_model
 from .credit import FusedCredit, attention_dropout, rollout_gammas, routing
 from .forward import CACHED_LAYER_TYPES
@@ -135,6 +136,18 @@ class RhythmGRPOTrainer(_GRPOTrainer):
         self._credit_totals: dict[str, torch.Tensor] = {}
         self._step_scope: contextlib.ExitStack | None = None
         self.last_rollouts: dict[str, Any] | None = None
+        # A tokenizer of another model sampled ids beyond the embedding: a raw IndexError
+        # inside TRL's generate, after the trainer was built.
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        embed = getattr(self._policy(), "get_input_embeddings", lambda: None)()
+        rows = getattr(embed, "num_embeddings", None)
+        if rows is not None and hasattr(tokenizer, "__len__") and len(tokenizer) > rows:
+            raise WorkbenchError(
+                f"the processing_class holds {len(tokenizer)} tokens but the model embeds "
+                f"{rows}: it is not this model's tokenizer",
+                "pass the tokenizer saved with the model: "
+                "AutoTokenizer.from_pretrained(<the model's folder>)",
+            )
         # The credit layers are checked now, not after the first rollouts are sampled.
         if not isinstance(credit.layers, str):
             n = getattr(getattr(self._policy(), "config", None), "num_hidden_layers", None)

@@ -1,6 +1,8 @@
 """Two TRL steps of `RhythmGRPOTrainer` on a fixed global batch, in one or several processes.
 
-    accelerate launch --cpu --num_processes 2 trl_data_parallel.py --out DIR   # 2 ranks
+    accelerate launch --multi_gpu --num_processes 2 --mixed_precision no \
+        trl_data_parallel.py --out DIR       # 2 ranks (over gloo on a machine without GPUs;
+                                             # `--cpu --num_processes 2` runs one process)
     python trl_data_parallel.py --out DIR --processes 1                        # 1 rank
     (either with --strategy random: the control whose draws are seeded per rollout)
 
