@@ -246,6 +246,32 @@ class TestGenerateArguments:
             assert made.meta["chat"] is template and pasted.meta["chat"] is template
             assert wb.Trace.from_text(model, "12+7=", "19", chat=False).meta["chat"] is False
 
+    def test_chat_template_kwargs_reach_the_template_and_the_record(self, tiny, monkeypatch):
+        """Qwen3's `enable_thinking=False` had no way in (a raw TypeError from generate)."""
+        template = (
+            "{% for m in messages %}Q: {{ m['content'] }}\n{% endfor %}"
+            "{% if enable_thinking is defined and not enable_thinking %}no think {% endif %}A:"
+        )
+        monkeypatch.setattr(tiny.tokenizer, "chat_template", template)
+        off = {"enable_thinking": False}
+        made = wb.generate(tiny, "12+7=", max_new_tokens=2, chat_template_kwargs=off)
+        pasted = wb.Trace.from_text(tiny, "12+7=", "19", chat_template_kwargs=off)
+        plain = wb.Trace.from_text(tiny, "12+7=", "19")
+        for t in (made, pasted):
+            assert "no think" in "".join(t.tokens[: t.prompt_len])
+            assert t.meta["chat_template_kwargs"] == off
+        assert "no think" not in "".join(plain.tokens[: plain.prompt_len])
+        assert "chat_template_kwargs" not in plain.meta
+        assert (
+            "chat_template_kwargs"
+            not in wb.Trace.from_text(
+                tiny, "12+7=", "19", chat=False, chat_template_kwargs=off
+            ).meta
+        )  # not applied, not recorded
+        for bad, words in (([1], "must be a dict"), ({"f": print}, r"\['f'\] is a")):
+            with pytest.raises(WorkbenchError, match=words):
+                wb.generate(tiny, "12+7=", max_new_tokens=2, chat_template_kwargs=bad)
+
     def test_a_pasted_trace_too_long_for_the_model_names_what_to_shorten(self, tiny):
         # it said "lower max_new_tokens", an argument from_text does not have
         with pytest.raises(WorkbenchError, match="context holds") as e:

@@ -169,7 +169,8 @@ def test_fused_credit_refuses_bad_credit_and_a_narrow_width(short_rollout):
         ({"seed": 1.5}, "seed must be an integer"),
         ({"seed": -1}, "seed must be at least 0"),
         ({"fused_credit": "no"}, "fused_credit must be True or False"),  # acted as True
-        ({"credit": "coupled"}, "credit must be a wb.CreditParams"),
+        ({"credit": 7}, "credit must be a wb.CreditParams or a strategy name"),
+        ({"credit": "bogus"}, "unknown credit strategy 'bogus'"),
     ],
 )
 def test_trl_trainer_checks_its_own_arguments_first(kwargs, match):

@@ -302,6 +302,18 @@ def test_a_tokenizer_of_another_model_is_refused_when_the_trainer_is_built(tmp_p
     assert "tokenizer saved with the model" in e.value.fix
 
 
+def test_a_strategy_name_is_the_credit_record_with_that_strategy(tmp_path, tiny):
+    """As `wb.gamma_many` takes it (the trainer refused "coupled" as not a CreditParams)."""
+    from transformers import AutoModelForCausalLM
+
+    from workbench.attention import CreditParams
+    from workbench.models import model_path
+
+    policy = AutoModelForCausalLM.from_pretrained(model_path("tiny-reasoner"))
+    trainer = _trainer(tmp_path, policy, tiny.tokenizer, "global")
+    assert trainer.credit == CreditParams(strategy="global")
+
+
 def test_random_control_draws_anew_in_each_micro_batch_of_a_step(tmp_path, tiny):
     """With gradient accumulation the fused credit runs once per micro-batch, all in one
     step: the k-th rollout of the second micro-batch must not reuse the first's seed (it

@@ -255,6 +255,18 @@ class CreditParams:
         return cls().replace(**d)
 
 
+def as_credit(
+    credit: Any, fix: str = 'pass e.g. wb.CreditParams(strategy="coupled")'
+) -> CreditParams:
+    """`credit` as a `CreditParams`: a strategy name is ``CreditParams(strategy=name)`` and
+    None the default record; anything else must be one (`check_credit`)."""
+    if isinstance(credit, str):
+        return CreditParams(strategy=credit)
+    if credit is None:
+        return CreditParams()
+    return check_credit(credit, fix, accepted="a wb.CreditParams or a strategy name")
+
+
 def check_credit(
     credit: Any,
     fix: str = 'pass e.g. wb.CreditParams(strategy="coupled")',

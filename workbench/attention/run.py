@@ -24,7 +24,7 @@ from .analysis import Analysis, check_classes
 from .heads import Head, HeadClasses
 from .layers import resolve_heads, resolve_layers
 from .metrics import DEFAULT_FAI_CUTS, DEFAULT_MAX_WINDOW
-from .params import CreditParams, RhythmParams, check_credit
+from .params import CreditParams, RhythmParams, as_credit
 from .reductions import MAX_BAND, banded_horizon, check_sink
 
 __all__ = ["analyze", "analyze_many", "gamma_many"]
@@ -420,12 +420,7 @@ def gamma_many(
     Returns:
         One ``[pos]`` float32 tensor per trace (1.0 on the prompt).
     """
-    if isinstance(credit, str):
-        credit = CreditParams(strategy=credit)
-    elif credit is None:
-        credit = CreditParams()
-    else:
-        credit = check_credit(credit, accepted="a wb.CreditParams or a strategy name")
+    credit = as_credit(credit)
     credit = credit.replace(**changes) if changes else credit
     traces = _check_traces(traces, "gamma_many")
     if seed is not None:

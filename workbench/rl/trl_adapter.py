@@ -58,7 +58,7 @@ from .._compat import (
     supports_attention_interface,
 )
 from ..attention.layers import resolve_layers
-from ..attention.params import CreditParams, check_credit
+from ..attention.params import CreditParams, as_credit
 from ..errors import WorkbenchError
 from ..models import bridge_model
 from .credit import FusedCredit, attention_dropout, rollout_gammas, routing
@@ -94,8 +94,9 @@ class RhythmGRPOTrainer(_GRPOTrainer):
         *args, **kwargs: as for `trl.GRPOTrainer`.
         credit: the `CreditParams` (strategy ``"coupled"``, ``"global"``, ``"local"``,
             ``"random"``, ``"entropy"``, ``"bottom-*"`` or ``"none"``, amplification,
-            layers, rhythm settings); default ``CreditParams()``, the paper's RL setting
-            with the coupled strategy. The same record as `GRPOConfig.credit`.
+            layers, rhythm settings), or a strategy name for that record's defaults;
+            default ``CreditParams()``, the paper's RL setting with the coupled strategy.
+            The same record as `GRPOConfig.credit`.
         seed: base seed of the ``"random"`` control (step s uses ``seed + 100_000 * s``,
             plus the number of rollouts already credited in that step: the micro-batches
             of one step draw independently).
@@ -108,13 +109,12 @@ class RhythmGRPOTrainer(_GRPOTrainer):
     def __init__(
         self,
         *args: Any,
-        credit: CreditParams | None = None,
+        credit: CreditParams | str | None = None,
         seed: int = 0,
         fused_credit: bool = True,
         **kwargs: Any,
     ):
-        credit = CreditParams() if credit is None else credit
-        check_credit(  # refused before TRL builds anything
+        credit = as_credit(  # refused before TRL builds anything
             credit, 'pass credit=wb.CreditParams(strategy="coupled", gamma_amp=1.5)'
         )
         # Checked now: a float or str seed failed only after the first rollouts were sampled,

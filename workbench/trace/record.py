@@ -20,8 +20,10 @@ from ..models import model_name
 from .tokens import (
     applies_chat_template,
     check_context,
+    check_template_kwargs,
     encode_prompt,
     model_tokenizer,
+    template_meta,
     token_strings,
 )
 
@@ -368,6 +370,7 @@ class Trace:
         response: str,
         *,
         chat: bool = True,
+        chat_template_kwargs: dict[str, Any] | None = None,
     ) -> Trace:
         """Build a trace from a prompt and a response written elsewhere, without generating.
 
@@ -376,6 +379,8 @@ class Trace:
             prompt: the user's prompt.
             response: the model's (or anyone's) response text.
             chat: wrap the prompt in the chat template when the tokenizer has one.
+            chat_template_kwargs: further template variables, as for `wb.generate` (give
+                the ones the response was generated with).
 
         Returns:
             A `Trace` whose response tokens are ``tokenizer(response)`` without special
@@ -392,7 +397,8 @@ class Trace:
                 "the response is empty: there is nothing to analyse",
                 "pass the response text the model produced (or use wb.generate)",
             )
-        prompt_ids = encode_prompt(model, prompt, chat=chat)
+        template_kwargs = check_template_kwargs(chat_template_kwargs)
+        prompt_ids = encode_prompt(model, prompt, chat=chat, chat_template_kwargs=template_kwargs)
         response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
         ids = torch.tensor(list(prompt_ids) + list(response_ids), dtype=torch.long)
         check_context(model, len(ids), what="the trace", fix="shorten the prompt or the response")
@@ -406,5 +412,6 @@ class Trace:
                 "model": model_name(model),
                 "source": "text",
                 "chat": applies_chat_template(model, chat),
+                **template_meta(model, chat, template_kwargs),
             },
         )

@@ -20,9 +20,11 @@ from .record import Trace, check_trace
 from .tokens import (
     applies_chat_template,
     check_context,
+    check_template_kwargs,
     encode_prompt,
     eos_token_ids,
     model_tokenizer,
+    template_meta,
     token_strings,
 )
 
@@ -295,6 +297,7 @@ def generate(
     top_p: float = 1.0,
     seed: int = 0,
     chat: bool = True,
+    chat_template_kwargs: dict[str, Any] | None = None,
 ) -> Trace:
     """Sample a response and return it as a `Trace`.
 
@@ -313,6 +316,8 @@ def generate(
         top_p: nucleus sampling mass in (0, 1].
         seed: RNG seed.
         chat: apply the chat template.
+        chat_template_kwargs: further template variables (e.g. ``{"enable_thinking":
+            False}`` for Qwen3), recorded in the trace's meta when the template applies.
 
     Returns:
         A `Trace` with ``prompt_len`` at the first generated token.
@@ -331,7 +336,8 @@ def generate(
             "pass the question or task text the model should answer, as a string",
         )
     tokenizer = model_tokenizer(model)
-    prompt_ids = encode_prompt(model, prompt, chat=chat)
+    template_kwargs = check_template_kwargs(chat_template_kwargs)
+    prompt_ids = encode_prompt(model, prompt, chat=chat, chat_template_kwargs=template_kwargs)
     with seeded(sampler(model), seed):
         completion = sample_completions(
             model,
@@ -361,6 +367,7 @@ def generate(
             "top_p": top_p,
             "seed": seed,
             "chat": applies_chat_template(model, chat),  # as encoded: False without a template
+            **template_meta(model, chat, template_kwargs),
         },
     )
 

@@ -122,8 +122,43 @@ def token_strings(tokenizer: Any, ids: torch.Tensor | Sequence[int]) -> list[str
     return out
 
 
+def check_template_kwargs(value: Any) -> dict[str, Any] | None:
+    """`chat_template_kwargs` as a plain dict of JSON values (it is recorded in a trace's
+    meta), or None; anything else is refused with the fix."""
+    if value is None:
+        return None
+    fix = "pass e.g. chat_template_kwargs={'enable_thinking': False} (Qwen3's switch)"
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise WorkbenchError(
+            f"chat_template_kwargs must be a dict with string keys, got {value!r}", fix
+        )
+    plain = (str, int, float, bool, type(None))
+    odd = [k for k, v in value.items() if not isinstance(v, plain)]
+    if odd:
+        raise WorkbenchError(
+            f"chat_template_kwargs[{odd[0]!r}] is a {type(value[odd[0]]).__name__}: the "
+            "trace records these settings, so they must be strings, numbers, booleans or None",
+            fix,
+        )
+    return dict(value)
+
+
+def template_meta(model: TransformerBridge, chat: bool, kwargs: dict[str, Any] | None) -> dict:
+    """What a trace's meta records of `kwargs`: ``{"chat_template_kwargs": kwargs}`` when
+    they were given and the template applied, else nothing."""
+    if kwargs and applies_chat_template(model, chat):
+        return {"chat_template_kwargs": dict(kwargs)}
+    return {}
+
+
 @no_type_check  # checks its prompt itself, with a message that names the fix
-def encode_prompt(model: TransformerBridge, prompt: str, *, chat: bool = True) -> list[int]:
+def encode_prompt(
+    model: TransformerBridge,
+    prompt: str,
+    *,
+    chat: bool = True,
+    chat_template_kwargs: dict[str, Any] | None = None,
+) -> list[int]:
     """Token ids of the prompt, in the chat template's user turn when `chat` applies.
 
     Args:
@@ -131,11 +166,15 @@ def encode_prompt(model: TransformerBridge, prompt: str, *, chat: bool = True) -
         prompt: the prompt text (must not be empty).
         chat: use the tokenizer's chat template (with the assistant header appended) when
             it has one; tokenizers without a template encode the raw prompt.
+        chat_template_kwargs: further variables for the template, passed to
+            ``tokenizer.apply_chat_template`` (e.g. ``{"enable_thinking": False}`` for
+            Qwen3); they apply only where the template is used.
 
     Returns:
         The prompt's token ids (with the tokenizer's BOS when it adds one).
     """
     chat = _validate.flag("chat", chat)
+    template_kwargs = check_template_kwargs(chat_template_kwargs) or {}
     if not isinstance(prompt, str):
         raise WorkbenchError(
             f"the prompt must be text, got {type(prompt).__name__}",
@@ -149,7 +188,10 @@ def encode_prompt(model: TransformerBridge, prompt: str, *, chat: bool = True) -
     tokenizer = model_tokenizer(model)
     if applies_chat_template(model, chat):
         text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            [{"role": "user", "content": prompt}],
+            tokenize=False,
+            add_generation_prompt=True,
+            **template_kwargs,
         )
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
     return list(tokenizer(prompt)["input_ids"])
@@ -177,12 +219,14 @@ def check_trace_tokens(model: Any, trace: Any) -> None:
     bad = [i for i, (a, b) in enumerate(zip(mine, trace.tokens, strict=True)) if a != b]
     if bad:
         pos = bad[0]
+        kwargs = trace.meta.get("chat_template_kwargs")
+        extra = f", chat_template_kwargs={kwargs!r}" if kwargs else ""
         raise WorkbenchError(
             f"the trace was tokenized for {recorded!r}, and the tokenizer of {name!r} reads its "
             f"ids differently (position {pos}: {trace.tokens[pos]!r} in the trace, "
             f"{mine[pos]!r} for this model)",
             "rebuild it with this model's tokenizer: wb.Trace.from_text(model, trace.prompt, "
-            f"trace.text, chat={bool(trace.meta.get('chat', True))}), or "
+            f"trace.text, chat={bool(trace.meta.get('chat', True))}{extra}), or "
             "wb.generate(model, prompt)",
         )
 
