@@ -6,8 +6,20 @@
 - `t_ci` and `paired_t`: Student-t intervals and the paired t-test, exact for normal data
   at any n, for a few units such as RL seeds (differences that do not vary get the exact
   sign-flip test's p-value, not the t-test's degenerate 0).
+- `wilson_ci`: Wilson's score interval of a proportion, for 0/1 outcomes (an ablated
+  continuation still correct), where the t-interval covered 14-67% at 3-5 traces (often
+  as [1, 1]) and Wilson's holds near nominal.
 - `holm`: Holm's step-down adjustment of p-values for several comparisons (family-wise
   error at most alpha, no independence assumption).
+
+Values that do not vary (all equal, up to rounding) get NaN bounds from `t_ci` and
+`bootstrap_ci`: their zero-width interval claimed a certainty a few runs cannot give (two
+seeds that both score 0.0625 are not an exact mean; under no difference, 10.6% of 2-seed
+paired intervals excluded 0 that way, against 5%). Coverage measured by simulation (10,000
+replications): `t_ci` holds 94.7-95.1% for normal data at every n, 96% for t(3) data, but
+82-86% for skewed (lognormal) values at 3-20 units and 89-92% for skewed differences
+(KL effects); `bootstrap_ci` under-covers below about 30 units (75% at 3, 84% at 5, 90% at
+10, 93% at 20 for normal data).
 
 The Student-t distribution is computed here (regularised incomplete beta by its continued
 fraction, quantiles by bisection), accurate to about 1e-10; tests check it against
@@ -36,6 +48,7 @@ __all__ = [
     "t_cdf",
     "t_ci",
     "t_quantile",
+    "wilson_ci",
 ]
 
 
@@ -95,9 +108,11 @@ def bootstrap_ci(
     """``(mean, lo, hi)``: the mean and its percentile bootstrap interval.
 
     `values` must be a 1-D list or array of numbers (a `WorkbenchError` otherwise). NaN
-    values count as missing and are dropped before anything is computed. With one value
-    the bounds are NaN (no interval); with none, all three are NaN. `n_boot` is a positive
-    integer, `seed` a valid seed (`WorkbenchError` otherwise). None entries count as NaN.
+    values count as missing and are dropped before anything is computed. With one value,
+    or values that do not vary, the bounds are NaN (no interval); with none, all three are
+    NaN. `n_boot` is a positive integer, `seed` a valid seed (`WorkbenchError` otherwise).
+    None entries count as NaN. It under-covers below about 30 values (see the module
+    docstring).
     """
     check_level(ci)
     _validate.integer("n_boot", n_boot, minimum=1, example=2000)
@@ -106,6 +121,8 @@ def bootstrap_ci(
     if trivial is not None:
         return trivial
     est = float(v.mean())
+    if _no_spread(v):
+        return est, math.nan, math.nan
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(v), size=(n_boot, len(v)))
     means = v[idx].mean(1)
@@ -177,15 +194,62 @@ def t_ci(values: Any, *, ci: float = 0.95) -> tuple[float, float, float]:
     undefined does not pull the mean). With one value the bounds are NaN (no interval
     exists at 0 degrees of freedom); with none (all NaN, or empty), all three are NaN.
     Infinite values are kept (the mean is then infinite, the bounds NaN). Values that do
-    not vary give a zero-width interval, the t-interval's own answer; with few runs read
-    it beside `paired_t`, whose p-value then comes from the exact sign-flip test."""
+    not vary (equal up to rounding) give NaN bounds: the t-interval's own answer there,
+    zero width, would claim certainty from a few runs; read such a mean beside
+    `paired_p`, whose exact test still says what the runs can show."""
     check_level(ci)
     v, trivial = _values(values)
     if trivial is not None:
         return trivial
     est = float(v.mean())
+    if _no_spread(v) or not np.isfinite(v).all():
+        return est, math.nan, math.nan
     half = t_quantile(0.5 + ci / 2.0, len(v) - 1) * float(v.std(ddof=1)) / math.sqrt(len(v))
     return est, est - half, est + half
+
+
+def _no_spread(v: np.ndarray) -> bool:
+    """Whether the values (two or more, finite) are all equal up to `_rounding`."""
+    finite = v[np.isfinite(v)]
+    return len(finite) == len(v) and float(v.max() - v.min()) <= _rounding(v)
+
+
+@no_type_check  # validates its arguments itself, with messages that name the fix
+def wilson_ci(values: Any, *, ci: float = 0.95) -> tuple[float, float, float]:
+    """``(p, lo, hi)``: the share of 1s among 0/1 `values` and its Wilson score interval,
+    ``(p + z^2/2n +- z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)`` with ``z`` the normal
+    quantile of `ci` (NaNs dropped; all NaN with none).
+
+    Unlike the t-interval it stays inside [0, 1] and has width when every outcome agrees
+    (four correct of four: [0.51, 1.0] at 95%).
+
+    Raises:
+        WorkbenchError: a value other than 0, 1 or NaN.
+    """
+    check_level(ci)
+    v, _ = _values(values)
+    if len(v) == 0:
+        return math.nan, math.nan, math.nan
+    if not np.isin(v, (0.0, 1.0)).all():
+        raise WorkbenchError(
+            f"wilson_ci needs 0/1 outcomes, got {sorted(set(v.tolist()) - {0.0, 1.0})[:3]}",
+            "pass a list of 0s and 1s (or use t_ci for a mean of other values)",
+        )
+    n, p = len(v), float(v.mean())
+    z = _normal_quantile(0.5 + ci / 2.0)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    # At p = 0 or 1 a bound equals p exactly; the float sum may miss it by an ulp.
+    return p, min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
+
+
+def _normal_quantile(p: float) -> float:
+    """The standard normal's `p` quantile (bisection on ``erf``, to 1e-12)."""
+    lo, hi = -40.0, 40.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if 0.5 * math.erfc(-mid / math.sqrt(2)) < p else (lo, mid)
+    return 0.5 * (lo + hi)
 
 
 #: Up to this many pairs, `paired_p` is the exact sign-flip test (``2**n`` sign patterns).
@@ -194,11 +258,14 @@ SIGN_FLIP_MAX = 16
 
 @no_type_check  # validates its arguments itself, with messages that name the fix
 def paired_p(differences: Any) -> tuple[float, str]:
-    """Two-sided p-value that the mean of paired `differences` is 0, and the test's name.
+    """Two-sided p-value of no difference between paired runs, and the test's name.
 
     Up to `SIGN_FLIP_MAX` differences (NaNs dropped), the exact sign-flip (randomisation)
     test: the share of the ``2**n`` sign patterns whose mean is at least as far from 0 as
-    the observed one. It needs no normality, so it holds at the few seeds RL comparisons
+    the observed one. Its null is that the differences are symmetric about 0 (the two
+    strategies exchangeable within a seed, which is what "no difference" means for RL
+    seeds); for skewed differences whose mean is 0 but whose median is not it rejects
+    more often (15% at 10 pairs in simulation). It needs no normality, so it holds at the few seeds RL comparisons
     have, where the t-test's tail rests on a normality that two or three runs cannot
     show, and where float rounding of differences that are equal on paper (0.7 - 0.5 and
     0.5 - 0.3) left the t statistic a near-zero spread and p = 0. Its smallest p-value is

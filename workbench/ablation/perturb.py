@@ -288,8 +288,12 @@ def perturbation_test(
         ``(trials, summary)``: a DataFrame with one row per trial (``trace``, ``pair``,
         ``high_pos``, ``low_pos``, ``high_fai``, ``low_fai``, ``jaccard_high``,
         ``jaccard_low``, ``high_more_disruptive``) and a dict with ``jaccard_high``,
-        ``jaccard_low`` (means over trials), ``frac_high_more_disruptive`` and
-        ``n_trials``, next to the paper's numbers (``paper_*``).
+        ``jaccard_low`` (means over trials), ``frac_high_more_disruptive`` (ties count
+        as not), ``n_trials``, ``n_traces``, ``n_ties``, and the per-trace difference
+        ``disruption_diff`` = mean over traces of ``jaccard_low - jaccard_high`` with its
+        t-interval (``disruption_lo``, ``disruption_hi``) and p-value (``disruption_p``,
+        the exact sign-flip test over traces up to 16, ``disruption_test`` names it),
+        next to the paper's numbers (``paper_*``), which are bare means.
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -362,8 +366,31 @@ def perturbation_test(
             float(trials["high_more_disruptive"].mean()) if len(trials) else float("nan")
         ),
         "n_trials": len(trials),
+        **_uncertainty(trials),
         "paper_jaccard_high": 0.534,
         "paper_jaccard_low": 0.631,
         "paper_frac_high_more_disruptive": 0.87,
     }
     return trials, summary
+
+
+def _uncertainty(trials: Any) -> dict[str, Any]:
+    """What the trial means can and cannot show: ties (counted as "not more disruptive"),
+    and the per-trace difference ``jaccard_low - jaccard_high`` (positive: the high-FAI
+    token disrupts more) with a t-interval and the exact sign-flip p-value over traces
+    (the trials of one trace share it, so the trace is the unit)."""
+    from ..intervals import paired_p, t_ci
+
+    per_trace = (trials["jaccard_low"] - trials["jaccard_high"]).groupby(trials["trace"]).mean()
+    diff, lo, hi = t_ci(per_trace.tolist())
+    p, test = paired_p(per_trace.tolist())
+    return {
+        "n_traces": int(per_trace.size),
+        "n_ties": int((trials["jaccard_high"] == trials["jaccard_low"]).sum()),
+        "disruption_diff": diff,
+        "disruption_lo": lo,
+        "disruption_hi": hi,
+        "disruption_p": p,
+        "disruption_test": f"per-trace mean of jaccard_low - jaccard_high, 95% t-interval, "
+        f"paired {test} test over traces",
+    }

@@ -199,10 +199,7 @@ def read_metrics(run_dir: str | Path, *, up_to_step: int | None = None) -> list[
             )
         # Every value the trainer logs is a number (None for NaN): a hand-edited text value
         # failed later, deep inside pandas, in the tables and charts that read it.
-        odd = next(
-            ((k, v) for k, v in row.items() if v is not None and type(v) not in (int, float)),
-            None,
-        )
+        odd = next(((k, v) for k, v in row.items() if not _numeric(v)), None)
         if odd is not None:
             raise WorkbenchError(
                 f"line {number} of {path} holds {odd[0]!r} = {odd[1]!r}, not a number",
@@ -211,6 +208,13 @@ def read_metrics(run_dir: str | Path, *, up_to_step: int | None = None) -> list[
         if up_to_step is None or row["step"] <= up_to_step:
             rows.append(row)
     return rows
+
+
+def _numeric(value: Any) -> bool:
+    """A logged value: a number, None (NaN as JSON writes it), or a list of those."""
+    if isinstance(value, list):
+        return all(_numeric(v) and not isinstance(v, list) for v in value)
+    return value is None or type(value) in (int, float)
 
 
 def rewrite_metrics(run_dir: Path, rows: list[dict[str, Any]]) -> None:

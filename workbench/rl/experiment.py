@@ -3,7 +3,7 @@
     exp = wb.rl.run_experiment(["none", "random", "coupled"], seeds=[0, 1, 2],
                                out="runs/exp", max_steps=40)
     exp.summary()        # start, final and peak held-out accuracy per strategy, with intervals
-    exp.chart()          # accuracy against step, one line per strategy, bootstrap band
+    exp.chart()          # accuracy against step, one line per strategy, t-interval band
     exp.summary("eval_sampled_accuracy")   # the same for the sampled accuracy
     exp.paired()         # each strategy minus plain GRPO, seed by seed
 
@@ -41,6 +41,13 @@ def _accuracy_scale(values: Any) -> Any:
     if hi - lo > 1e-9 or math.isnan(lo):
         return alt.Scale(zero=False)
     return alt.Scale(domain=[max(0.0, lo - 0.05), min(1.0, hi + 0.05)])
+
+
+def _clipped(interval: tuple[float, float, float], low: float) -> tuple[float, float, float]:
+    """`interval` with its bounds clipped to ``[low, 1]``: an accuracy (``low=0``) or a
+    difference of two (``low=-1``) cannot leave it (NaN bounds stay NaN)."""
+    m, lo, hi = interval
+    return m, min(max(lo, low), 1.0), max(min(hi, 1.0), low)
 
 
 class Experiment:
@@ -188,8 +195,11 @@ class Experiment:
     def summary(self, metric: str = "eval_accuracy", *, ci: float = 0.95):
         """Per strategy: start, final and peak accuracy (mean over seeds, t-interval).
 
-        Seeds are few (5-10), so the intervals are Student-t intervals over seeds
+        Seeds are few (3-10), so the intervals are Student-t intervals over seeds
         (`intervals.t_ci`), not percentile bootstraps, which are too narrow at small n.
+        They are clipped to [0, 1], the range of an accuracy (at 3 seeds of an accuracy
+        near 0.1, 79% of raw t-intervals reached below 0); seeds that all score the same
+        get NaN bounds (`t_ci`).
 
         Args:
             metric: ``"eval_accuracy"`` (greedy) or ``"eval_sampled_accuracy"``.
@@ -208,8 +218,8 @@ class Experiment:
         rows = []
         for strategy, runs in self._per_run(metric).groupby(level="strategy"):
             start, final, peak = runs["start"], runs["final"], runs["peak"]
-            fm, flo, fhi = t_ci(final.tolist(), ci=ci)
-            pm, plo, phi = t_ci(peak.tolist(), ci=ci)
+            fm, flo, fhi = _clipped(t_ci(final.tolist(), ci=ci), 0.0)
+            pm, plo, phi = _clipped(t_ci(peak.tolist(), ci=ci), 0.0)
             rows.append(
                 {
                     "strategy": strategy,
@@ -245,7 +255,12 @@ class Experiment:
         at two or three seeds rests on a normality they cannot show. The p-values are
         Holm-adjusted over the strategies that have one (``p_holm``),
         so "the difference is not 0" can be claimed for every strategy with ``p_holm <
-        0.05`` at a family-wise error of 5%. The interval itself is not adjusted.
+        0.05`` at a family-wise error of 5%. The interval itself is not adjusted, and is
+        clipped to [-1, 1]. ``p_min`` is the smallest p-value the test can give at that
+        number of seeds (``2 / 2**n`` for the sign-flip test: 0.25 at 3 seeds, 0.0625 at
+        5), so no ``p_holm`` can go below ``p_min`` times the number of strategies: a
+        grid whose ``p_min`` is that large cannot show a difference at 5%, whatever the
+        effect (8 strategies need at least 9 seeds).
 
         Args:
             metric: ``"eval_accuracy"`` (greedy) or ``"eval_sampled_accuracy"``.
@@ -255,8 +270,8 @@ class Experiment:
 
         Returns:
             A DataFrame with columns ``strategy, n_pairs, diff, diff_lo, diff_hi, p,
-            p_holm, wins, test`` (``wins``: seeds where the strategy beat the baseline),
-            largest ``diff`` first.
+            p_holm, p_min, wins, test`` (``wins``: seeds where the strategy beat the
+            baseline), largest ``diff`` first.
         """
         import pandas as pd
 
@@ -280,7 +295,7 @@ class Experiment:
         rows = []
         for strategy in others:
             d = (value[strategy] - value[baseline]).dropna()
-            m, lo, hi = t_ci(d.tolist(), ci=ci)
+            m, lo, hi = _clipped(t_ci(d.tolist(), ci=ci), -1.0)
             p, test = paired_p(d.tolist())
             rows.append(
                 {
@@ -290,6 +305,9 @@ class Experiment:
                     "diff_lo": lo,
                     "diff_hi": hi,
                     "p": p,
+                    "p_min": (2.0 ** (1 - len(d)) if test == "sign-flip" else 0.0)
+                    if len(d) >= 2
+                    else math.nan,
                     "wins": int((d > 0).sum()),
                     "test": f"paired {test} test, {ci:.0%} t-interval",
                 }
@@ -299,7 +317,9 @@ class Experiment:
         for row, p_holm in zip(rows, adjusted, strict=True):
             row["p_holm"] = p_holm
             row["test"] += f", Holm over {family}"
-        columns = ["strategy", "n_pairs", "diff", "diff_lo", "diff_hi", "p", "p_holm", "wins"]
+        columns = [
+            "strategy", "n_pairs", "diff", "diff_lo", "diff_hi", "p", "p_holm", "p_min", "wins"
+        ]  # fmt: skip
         out = pd.DataFrame(rows, columns=[*columns, "test"])
         return out.sort_values("diff", ascending=False, ignore_index=True)
 
@@ -318,7 +338,7 @@ class Experiment:
         f = self._metric_frame(metric)
         rows = []
         for (strategy, step), g in f.groupby(["strategy", "step"]):
-            m, lo, hi = t_ci(g[metric].tolist(), ci=ci)
+            m, lo, hi = _clipped(t_ci(g[metric].tolist(), ci=ci), 0.0)
             rows.append({"strategy": strategy, "step": step, "mean": m, "lo": lo, "hi": hi})
         import pandas as pd
 
