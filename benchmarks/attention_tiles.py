@@ -34,6 +34,8 @@ import json
 import pstats
 import time
 
+import _args
+
 HEADS, KV, D = 9, 3, 64
 
 
@@ -196,10 +198,15 @@ def global_columns(q, k, v, heads: int):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--lengths", type=int, nargs="+", default=[4096, 8192])
-    ap.add_argument("--rows", type=int, nargs="+", default=[96, 160])
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--window", type=int, default=512, help="sliding window of the window rows")
+    ap.add_argument("--lengths", type=_args.positive_int, nargs="+", default=[4096, 8192])
+    ap.add_argument("--rows", type=_args.positive_int, nargs="+", default=[96, 160])
+    ap.add_argument("--threads", type=_args.positive_int, default=1)
+    ap.add_argument(
+        "--window",
+        type=_args.positive_int,
+        default=512,
+        help="sliding window of the window rows",
+    )
     args = ap.parse_args(argv)
 
     import torch
@@ -262,4 +269,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_args.entry(main))

@@ -72,9 +72,17 @@ run() {
     lengths=${LENGTHS:-8192 32768}
     echo "== 0. the machine"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-    python3 -c "import torch, transformers, transformer_lens, pyarrow, datasets
-print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())
-print('transformers', transformers.__version__, 'pyarrow', pyarrow.__version__)"
+    # Each import on its own, reported and not fatal: a missing or too old package (pyarrow
+    # for datasets, regex for transformers' tokenizers) is named here, and the steps run.
+    python3 -c "import importlib
+for name in ('torch', 'transformers', 'transformer_lens', 'regex', 'pyarrow', 'datasets'):
+    try:
+        m = importlib.import_module(name)
+        print(name, getattr(m, '__version__', '?'))
+    except Exception as e:
+        print(name, 'FAILED:', type(e).__name__, str(e)[:200])
+import torch
+print('cuda', torch.version.cuda, torch.cuda.is_available())" || true
     echo "== 1. FlexAttention's check (the credit pass's flash call there), then the matrix"
     timeout 90 python3 -c "import time, torch
 from workbench.attention import flex

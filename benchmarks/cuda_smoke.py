@@ -5,7 +5,10 @@ the embedded tiny reasoner is loaded on the CPU and on `--device`, and each path
 both with the same trace and seeds. Analysis and credit go through the engine's CUDA
 code (FlexAttention where it passed its check, the portable tiles elsewhere); the
 knockout and the residual ablation through TransformerLens hooks; one native GRPO step
-through sampling, the credit pass and the update. Each check prints PASS or FAIL with
+through sampling, the credit pass and the update (32 completions in 8 groups of 4, seed 1:
+groups with mixed rewards, so the step must have a finite loss and a nonzero gradient; a
+step whose every group is uniform has zero advantages and would pass with a broken update).
+Each check prints PASS or FAIL with
 the largest difference, and a failure does not stop the others. Exit status: the number
 of failed checks.
 
@@ -16,7 +19,7 @@ of failed checks.
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import sys
 import tempfile
 import time
@@ -24,9 +27,11 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+import _args
 import torch
 
 import workbench as wb
+from workbench._io import atomic_write_json
 
 #: The GPU's float32 kernels differ from the CPU's in rounding only (TF32 is off).
 TOLERANCE = 1e-3
@@ -45,6 +50,7 @@ def main() -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
+    json_path = _args.output_file(args.json, "--json")  # before any work
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     results: dict[str, dict[str, Any]] = {}
@@ -60,6 +66,8 @@ def main() -> int:
             results[name] = {"ok": False, "error": f"{type(e).__name__}: {e}"}
             print(f"FAIL {name}: {type(e).__name__}: {e}", flush=True)
             traceback.print_exc(limit=4)
+        if json_path is not None:  # after each check: a run cut short keeps those done
+            atomic_write_json(json_path, {"device": args.device, "results": results})
 
     cpu = wb.load_model("tiny-reasoner", device="cpu")
     dev = wb.load_model("tiny-reasoner", device=args.device)
@@ -106,29 +114,37 @@ def main() -> int:
             config = wb.rl.GRPOConfig(
                 credit=wb.CreditParams(strategy="coupled"),
                 max_steps=1,
+                seed=1,
                 num_generations=4,
-                per_device_train_batch_size=8,
+                per_device_train_batch_size=32,
                 eval_every=0,
                 eval_size=4,
                 device=args.device,
             )
             run = wb.rl.train(config, out=f"{out}/run", progress=False)
             metrics = run.metrics[-1]
-            print("  step metrics:", {k: metrics[k] for k in sorted(metrics)[:8]})
+            keys = ("accuracy", "reward_std", "loss", "grad_norm", "gamma_mean")
+            print("  step metrics:", {k: metrics.get(k) for k in keys})
             assert run.step == 1 and metrics["gamma_mean"] >= 1.0, metrics
+            assert math.isfinite(metrics["loss"]), f"loss {metrics['loss']}"
+            # Mixed rewards within a group (reward_std > 0 over the batch is necessary):
+            # a zero gradient means the update did not reach the weights.
+            assert metrics["reward_std"] > 0, f"uniform rewards, not a test: {metrics}"
+            assert metrics["grad_norm"] > 0 and math.isfinite(metrics["grad_norm"]), (
+                f"grad_norm {metrics['grad_norm']} (loss {metrics['loss']})"
+            )
 
     check("analysis (engine, all heads)", analysis)
     check("credit (gamma_many, coupled)", credit)
     check("knockout (TransformerLens hooks)", knockout)
     check("residual ablation", resid)
     check("one native GRPO step", grpo_step)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": args.device, "results": results}, f, indent=1, default=str)
+    if json_path is not None:
+        atomic_write_json(json_path, {"device": args.device, "results": results})
     failed = sum(not r["ok"] for r in results.values())
     print(f"{len(results) - failed} passed, {failed} failed")
     return failed
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_args.entry(main))

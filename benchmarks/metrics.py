@@ -44,7 +44,12 @@ see benchmarks/README.md) measures the same ratios.
 With ``--repeats N`` the whole set of cases runs N times, each round in the same order, so
 the runs a ratio compares are adjacent in time. The table then gives each configuration's
 median seconds, and each ratio as the median of the N per-round ratios with their range:
-on a shared machine one run's ratio moves by 10% or more.
+on a shared machine one run's ratio moves by 10% or more. The ``x bridge`` ratio is given
+for whole-model passes only (``-`` for ``sdpa-middle`` and ``credit``, which stop at layer 20).
+
+``--json`` is checked before any work and rewritten (atomically) after each case, so a run
+cut short keeps the cases done; it lists the failed cases under ``failed``. The exit status
+is 1 when any case failed or timed out.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+import _args
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -225,30 +232,41 @@ def _naive_runner(model):
     return run
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096, 8192])
+    ap.add_argument(
+        "--lengths", type=_args.positive_int, nargs="+", default=[256, 1024, 4096, 8192]
+    )
     ap.add_argument("--quick", action="store_true", help="T = 256 only")
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads in each child")
-    ap.add_argument("--timeout", type=int, default=900, help="seconds per case")
-    ap.add_argument("--repeats", type=int, default=1, help="rounds of every case (see above)")
+    ap.add_argument(
+        "--threads", type=_args.positive_int, default=None, help="torch threads in each child"
+    )
+    ap.add_argument("--timeout", type=_args.positive_int, default=900, help="seconds per case")
+    ap.add_argument(
+        "--repeats", type=_args.positive_int, default=1, help="rounds of every case (see above)"
+    )
     ap.add_argument("--device", default="cpu", help='"cpu" or "cuda" (see above)')
     ap.add_argument("--model", default=None, help="a checkpoint folder (default: the embedded)")
     ap.add_argument(
         "--random-weights", action="store_true", help="the model's shapes, random weights"
     )
     ap.add_argument(
-        "--json", default=None, help='also write {"provenance": ..., "results": [...]} here'
+        "--json",
+        default=None,
+        help='also write {"provenance": ..., "results": [...]} here (rewritten after each case)',
     )
     ap.add_argument("--child", nargs=2, metavar=("CONFIG", "T"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         got = _child(args.child[0], int(args.child[1]), args.threads, args.device, args.model)
         print("RESULT " + json.dumps(got))
-        return
+        return 0
+    from workbench._io import atomic_write_json
+
+    json_path = _args.output_file(args.json, "--json")  # before any work
     if args.random_weights:
         import tempfile
 
@@ -259,17 +277,28 @@ def main() -> None:
     prov = provenance()
     print("provenance " + json.dumps(prov), flush=True)
     lengths = [256] if args.quick else args.lengths
-    results = []
+    results: list[dict] = []
+    failures: list[dict] = []
     cases = []
+    w = max(len(c) for c in args.configs)  # the progress lines' config column
+
+    def write() -> None:  # after each case: a run cut short keeps the cases done
+        if json_path is not None:
+            atomic_write_json(
+                json_path, {"provenance": prov, "results": results, "failed": failures}
+            )
+
     for n in lengths:
         for config in args.configs:
             if config == "naive" and n > NAIVE_MAX:
-                print(f"T={n:5d} {config:8s} skipped (needs > {NAIVE_MAX} tokens' worth of memory)")
+                print(
+                    f"T={n:5d} {config:{w}s} skipped (needs > {NAIVE_MAX} tokens' worth of memory)"
+                )
             elif config == "bridge" and n > BRIDGE_MAX:
-                print(f"T={n:5d} {config:8s} skipped (full [9, T, T] eager scores; see README)")
+                print(f"T={n:5d} {config:{w}s} skipped (full [9, T, T] eager scores; see README)")
             else:
                 cases.append((n, config))
-    for round_ in range(max(1, args.repeats)):
+    for round_ in range(args.repeats):
         for n, config in cases:
             cmd = [sys.executable, __file__, "--child", config, str(n), "--device", args.device]
             if args.model:
@@ -279,26 +308,37 @@ def main() -> None:
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
             except subprocess.TimeoutExpired:
-                print(f"T={n:5d} {config:8s} timed out after {args.timeout} s")
+                print(f"T={n:5d} {config:{w}s} timed out after {args.timeout} s", flush=True)
+                failures.append({"config": config, "T": n, "round": round_, "why": "timeout"})
+                write()
                 continue
             line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
             if proc.returncode != 0 or not line:
-                print(f"T={n:5d} {config:8s} failed (rc {proc.returncode}): {proc.stderr[-500:]}")
+                print(
+                    f"T={n:5d} {config:{w}s} failed (rc {proc.returncode}): {proc.stderr[-500:]}",
+                    flush=True,
+                )
+                why = f"rc {proc.returncode}: {proc.stderr[-500:]}"
+                failures.append({"config": config, "T": n, "round": round_, "why": why})
+                write()
                 continue
             r = json.loads(line[0][len("RESULT ") :])
             r["round"] = round_
             results.append(r)
+            write()
             gpu = f"  peak GPU {r['peak_gpu_gb']:6.2f} GB" if "peak_gpu_gb" in r else ""
             print(
-                f"T={n:5d} {config:8s} {r['seconds']:8.2f} s  "
+                f"T={n:5d} {config:{w}s} {r['seconds']:8.2f} s  "
                 f"peak RSS {r['peak_rss_gb']:5.2f} GB{gpu}",
                 flush=True,
             )
     print()
     _table(results, lengths, args.configs)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"provenance": prov, "results": results}, f, indent=1)
+    write()
+    if failures:
+        print(f"\n{len(failures)} of {len(cases) * args.repeats} cases failed", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _ratio(results: list[dict], n: int, config: str, base: str) -> str:
@@ -330,12 +370,12 @@ def _table(results: list[dict], lengths: list[int], configs: list[str]) -> None:
             seconds = statistics.median([r["seconds"] for r in runs])
             rss = max(r["peak_rss_gb"] for r in runs)
             peak = f" {max(r.get('peak_gpu_gb', 0.0) for r in runs):.2f} |" if gpu else ""
-            xb = _ratio(results, n, config, "bridge")
-            xs = _ratio(
-                results, n, config, "sdpa-middle" if config in ("credit", "sdpa-middle") else "sdpa"
-            )
+            # The bridge is a whole-model forward: no ratio for the middle-layer passes.
+            middle = config in ("credit", "sdpa-middle")
+            xb = "-" if middle else _ratio(results, n, config, "bridge")
+            xs = _ratio(results, n, config, "sdpa-middle" if middle else "sdpa")
             print(f"| {n} | {config} | {seconds:.2f} | {xb} | {xs} | {rss:.2f} |{peak}")
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(_args.entry(main))

@@ -26,6 +26,8 @@ import statistics
 import tempfile
 import time
 
+import _args
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -122,16 +124,20 @@ def trl(args, strategy: str) -> dict:
     }
 
 
-def main() -> None:
+def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--steps", type=int, default=20, help="timed steps (after one warm-up)")
-    p.add_argument("--batch", type=int, default=32, help="completions per step")
-    p.add_argument("--generations", type=int, default=8)
-    p.add_argument("--length", type=int, default=64, help="max completion tokens")
+    p.add_argument(
+        "--steps", type=_args.positive_int, default=20, help="timed steps (after one warm-up)"
+    )
+    p.add_argument("--batch", type=_args.positive_int, default=32, help="completions per step")
+    p.add_argument("--generations", type=_args.positive_int, default=8)
+    p.add_argument("--length", type=_args.positive_int, default=64, help="max completion tokens")
     p.add_argument("--strategy", default="coupled")
     p.add_argument("--model", default="tiny-reasoner", help="model name or folder")
     p.add_argument("--skip-trl", action="store_true", help="time the native loop only")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument(
+        "--threads", type=_args.positive_int, default=None, help="torch threads (default: torch's)"
+    )
     p.add_argument("--standalone", action="store_true", help="the separate credit pass")
     p.add_argument("--overhead", action="store_true", help="also time plain GRPO (none)")
     args = p.parse_args()
@@ -177,7 +183,8 @@ def main() -> None:
             if full and base:
                 cost = (full["seconds_per_step"] - base) / full["seconds_per_step"]
                 print(f"{who}: whole credit cost (step - plain step) / step = {cost:.1%}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(_args.entry(main))

@@ -2,6 +2,7 @@
 
     python benchmarks/searcher_rhythm.py                       # 50 held-out problems
     python benchmarks/searcher_rhythm.py --model DIR --n 20    # another checkpoint
+    python benchmarks/searcher_rhythm.py --chart benchmarks/results/searcher-rhythm.png
 
 For the first `--n` problems of the model card's fixed held-out sample, the model writes its
 search greedily; each trace is analysed with the paper's settings (`wb.analyze`, W = 10, all
@@ -16,7 +17,8 @@ layers, sink kept). Printed, with 95% percentile-bootstrap intervals over traces
   such tokens in the response: line starts, step starts (after a space or a colon), and the
   ``yes`` / ``no`` checks.
 
-The first trace's WAAD/FAI curves are saved as ``--chart`` (PNG).
+With ``--chart PATH`` the first trace's WAAD/FAI curves are saved there (PNG); without it
+no chart is written (the recorded figure is ``benchmarks/results/searcher-rhythm.png``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-from pathlib import Path
+
+import _args
 
 
 def classify(analysis) -> dict[str, list[int]]:
@@ -88,10 +91,11 @@ def measure(model, problems, completions) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="tiny-searcher")
-    ap.add_argument("--n", type=int, default=50)
-    ap.add_argument("--chart", default="benchmarks/results/searcher-rhythm.png")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--n", type=_args.positive_int, default=50, help="problems")
+    ap.add_argument("--chart", default=None, help="save the first trace's curves here (PNG)")
+    ap.add_argument("--threads", type=_args.positive_int, default=1)
     args = ap.parse_args(argv)
+    chart = _args.output_file(args.chart, "--chart")  # before any work
     import torch
 
     torch.set_num_threads(args.threads)
@@ -118,14 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     a = analyses[0]
     print("first trace, preplan tokens in brackets:")
     print("".join(f"[{tok}]" if t in a.preplan else tok for t, tok in enumerate(a.tokens)))
-    if args.chart:
+    if chart is not None:
         from workbench.viz import rhythm_curves, save
 
-        Path(args.chart).parent.mkdir(parents=True, exist_ok=True)
-        save(rhythm_curves(a), args.chart)
-        print("chart:", args.chart)
+        save(rhythm_curves(a), chart)
+        print("chart:", chart)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_args.entry(main))

@@ -21,6 +21,8 @@ import collections
 import json
 import os
 
+import _args
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 #: Rows closer than this to a key do not count towards its sink score.
@@ -53,13 +55,28 @@ def head_scores(model, trace) -> tuple:
     return torch.stack(firsts), torch.stack(others), torch.stack(where)
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--traces", default=None, help="a folder of trace-*.json (table2.py --traces)")
-    ap.add_argument("--json", default=None)
+    ap.add_argument(
+        "--traces",
+        type=_args.existing_dir,
+        default=None,
+        help="a folder of trace-*.json (table2.py --traces)",
+    )
+    ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args()
 
     from pathlib import Path
+
+    from workbench.errors import WorkbenchError
+
+    json_path = _args.output_file(args.json, "--json")  # before any work
+    paths = sorted(Path(args.traces).glob("trace-*.json")) if args.traces else []
+    if args.traces and not paths:
+        raise WorkbenchError(
+            f"no trace-*.json in the folder {args.traces!r}",
+            "pass the folder of table2.py --traces (or leave --traces out for the demo trace)",
+        )
 
     import torch
     from tqdm.auto import tqdm
@@ -72,7 +89,7 @@ def main() -> None:
     print("provenance:", json.dumps(prov))
     model = wb.load_model()
     if args.traces:
-        traces = [wb.Trace.load(p) for p in sorted(Path(args.traces).glob("trace-*.json"))]
+        traces = [wb.Trace.load(p) for p in paths]
     else:
         traces = [wb.generate(model, DEMO_PROBLEM, max_new_tokens=160, temperature=0.0)]
     firsts, others, tokens = [], [], collections.Counter()
@@ -118,11 +135,12 @@ def main() -> None:
     print("keys most often the strongest other key (> 10%):")
     for key, count in report["top_other_tokens"]:
         print(f"  {count:4d} heads: {key}")
-    if args.json:
+    if json_path is not None:
         from workbench._io import atomic_write_json
 
-        atomic_write_json(args.json, report)
+        atomic_write_json(json_path, report)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(_args.entry(main))

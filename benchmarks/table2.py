@@ -27,7 +27,12 @@ import os
 import random
 import time
 
+import _args
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+#: The sampling temperature of the responses.
+TEMPERATURE = 0.7
 
 #: The paper's Table 2 values (Qwen3-4B): (value, random baseline).
 PAPER = {
@@ -99,14 +104,17 @@ def with_intervals(items, n_boot: int, n_shuffles: int, seed: int = 0) -> dict[s
     return out
 
 
-def perturbation(model, traces, analyses, n_boot: int, seed: int = 0) -> dict:
+def perturbation(model, traces, analyses, n_boot: int, seed: int = 0) -> dict | None:
     """`wb.perturbation_test` over every trace, with percentile bootstrap intervals over
-    traces (the trials of one trace are resampled together)."""
+    traces (the trials of one trace are resampled together); None when no trace gave a
+    trial (responses too short to swap a high- and a low-FAI token)."""
     import numpy as np
 
     import workbench as wb
 
     trials, _ = wb.perturbation_test(model, traces, analyses, progress=False)
+    if len(trials) == 0:
+        return None
     by_trace = [g for _, g in trials.groupby("trace")]
 
     def stats(groups) -> tuple[float, float, float, float]:
@@ -130,24 +138,33 @@ def perturbation(model, traces, analyses, n_boot: int, seed: int = 0) -> dict:
     return out
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--problems", type=int, default=70)
-    parser.add_argument("--max-new-tokens", type=int, default=160)
-    parser.add_argument("--boot", type=int, default=500, help="bootstrap resamples")
-    parser.add_argument("--layer-boot", type=int, default=100)
+    parser.add_argument("--problems", type=_args.positive_int, default=70)
+    parser.add_argument("--max-new-tokens", type=_args.positive_int, default=160)
+    parser.add_argument("--boot", type=_args.positive_int, default=500, help="bootstrap resamples")
+    parser.add_argument("--layer-boot", type=_args.positive_int, default=100)
     parser.add_argument(
         "--no-perturb", action="store_true", help="skip the perturbation test (the slow part)"
     )
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=_args.positive_int, default=None)
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument(
         "--traces",
         default=None,
-        help="a folder to keep the generated traces in (reused when it holds them: the "
-        "generation is most of the time, about 20 minutes for 70 problems on 2 CPU cores)",
+        help="a folder to keep the generated traces in (reused when it holds them and they "
+        "were made with this run's problem, --max-new-tokens, temperature and seed, "
+        "regenerated otherwise: the generation is most of the time, about 20 minutes for "
+        "70 problems on 2 CPU cores)",
     )
     args = parser.parse_args()
+    from pathlib import Path
+
+    from workbench._io import make_folder
+
+    # Before any work: where the results and the traces go can be written.
+    json_path = _args.output_file(args.json, "--json")
+    folder = make_folder(Path(args.traces), "--traces") if args.traces else None
 
     import torch
 
@@ -161,22 +178,29 @@ def main() -> None:
     print("provenance:", json.dumps(prov))
     model = wb.load_model()
     t0 = time.time()
-    from pathlib import Path
-
     from tqdm.auto import tqdm
 
-    folder = Path(args.traces) if args.traces else None
     traces = []
+    reused = regenerated = 0
     for i, p in enumerate(tqdm(problems(args.problems), desc="generate")):
         path = folder / f"trace-{i:03d}.json" if folder else None
+        asked = {"max_new_tokens": args.max_new_tokens, "temperature": TEMPERATURE, "seed": i}
         if path is not None and path.is_file():
-            traces.append(wb.Trace.load(path))
-            continue
-        t = wb.generate(model, p, max_new_tokens=args.max_new_tokens, temperature=0.7, seed=i)
+            kept = wb.Trace.load(path)
+            if kept.prompt == p and all(kept.meta.get(k) == v for k, v in asked.items()):
+                traces.append(kept)
+                reused += 1
+                continue
+            regenerated += 1  # made for another problem or settings: made again below
+        t = wb.generate(model, p, **asked)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            t.save(path)
+            t.save(path)  # atomic: replaces a kept trace only once written
         traces.append(t)
+    if folder is not None:
+        print(
+            f"traces in {folder}: {reused} reused, {regenerated} regenerated (made with another "
+            f"problem or settings), {len(traces) - reused - regenerated} new"
+        )
     print(f"{len(traces)} traces, mean {sum(t.response_len for t in traces) / len(traces):.0f} "
           f"response tokens, generated in {time.time() - t0:.0f} s")  # fmt: skip
     report = {"provenance": prov, "problems": args.problems, "paper": PAPER}
@@ -195,7 +219,11 @@ def main() -> None:
             layers[layer] = with_intervals(per, args.layer_boot, n_shuffles=10)
         report[sink] = {"table2": table, "layers": layers}
         if not args.no_perturb:
-            report[sink]["perturbation"] = perturbation(model, traces, analyses, args.boot)
+            got = perturbation(model, traces, analyses, args.boot)
+            if got is None:
+                print("\nperturbation test: no trials (the responses are too short)")
+            else:
+                report[sink]["perturbation"] = got
         print(f"\nsink={sink} ({time.time() - t0:.0f} s); 95% bootstrap over problems "
               f"(n = {len(items)})\n")  # fmt: skip
         print(
@@ -225,21 +253,22 @@ def main() -> None:
                 f"\nperturbation test ({r['n_trials']} trials over {r['n_traces']} traces; 95% "
                 "bootstrap over traces):\n"
             )
-            print("| quantity | value [95% CI] | recorded earlier |")
-            print("|---|---|---|")
-            for key, label, before in (
-                ("jaccard_high", "Jaccard after a high-FAI swap", "0.66"),
-                ("jaccard_low", "Jaccard after a low-FAI swap", "0.70"),
-                ("difference", "low - high (more disruption at high FAI if > 0)", "0.04"),
-                ("frac_high_more_disruptive", "trials where high-FAI disrupts more", "0.44"),
+            print("| quantity | value [95% CI] |")
+            print("|---|---|")
+            for key, label in (
+                ("jaccard_high", "Jaccard after a high-FAI swap"),
+                ("jaccard_low", "Jaccard after a low-FAI swap"),
+                ("difference", "low - high (more disruption at high FAI if > 0)"),
+                ("frac_high_more_disruptive", "trials where high-FAI disrupts more"),
             ):
                 v, (lo, hi) = r[key], r[key + "_ci"]
-                print(f"| {label} | {v:.3f} [{lo:.3f}, {hi:.3f}] | {before} |")
-    if args.json:
+                print(f"| {label} | {v:.3f} [{lo:.3f}, {hi:.3f}] |")
+    if json_path is not None:
         from workbench._io import atomic_write_json
 
-        atomic_write_json(args.json, report)
+        atomic_write_json(json_path, report)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(_args.entry(main))

@@ -30,6 +30,8 @@ import statistics
 import time
 from contextlib import nullcontext
 
+import _args
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -114,12 +116,26 @@ def timings(policy, prompts, completions, group: int, repeats: int) -> dict[str,
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="tiny-reasoner")
-    ap.add_argument("--batch", type=int, nargs="+", default=[32, 128], help="completions")
-    ap.add_argument("--generations", type=int, default=8)
-    ap.add_argument("--length", type=int, default=64, help="most completion tokens")
-    ap.add_argument("--repeats", type=int, default=6)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--batch",
+        type=_args.positive_int,
+        nargs="+",
+        default=[32, 128],
+        help="completions (a multiple of --generations)",
+    )
+    ap.add_argument("--generations", type=_args.positive_int, default=8)
+    ap.add_argument("--length", type=_args.positive_int, default=64, help="most completion tokens")
+    ap.add_argument(
+        "--repeats", type=_args.at_least(2), default=6, help="runs of each (the first a warm-up)"
+    )
+    ap.add_argument("--threads", type=_args.positive_int, default=1)
     args = ap.parse_args(argv)
+    odd = [b for b in args.batch if b % args.generations]
+    if odd:
+        ap.error(
+            f"--batch {odd} is not a multiple of --generations {args.generations}: each "
+            "prompt is sampled --generations times"
+        )
 
     import torch
 
@@ -135,10 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     for b in args.batch:
         policy, prompts, completions = rollouts(args.model, b, args.generations, args.length)
         t = timings(policy, prompts, completions, args.generations, args.repeats)
-        mean_len = sum(len(c) for c in completions) / len(completions)
+        n = len(completions)  # the completions sampled (prompts x --generations)
+        mean_len = sum(len(c) for c in completions) / n
         inside = t["shared+credit"] - t["shared"] - t["post-processing"]
         print(
-            f"| {b} x {mean_len:.0f} tokens (prompts {len(prompts[0])}) | {t['rows']:.3f} s | "
+            f"| {n} x {mean_len:.0f} tokens (prompts {len(prompts[0])}) | {t['rows']:.3f} s | "
             f"{t['rows+credit']:.3f} s | {t['shared']:.3f} s | {t['shared+credit']:.3f} s | "
             f"**{t['rows'] / t['shared']:.2f}x** | {t['post-processing']:.3f} s | "
             f"{inside:.3f} s |",
@@ -148,4 +165,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(_args.entry(main))

@@ -1,0 +1,58 @@
+"""The benchmark scripts as a user starts them: each explains itself, and a bad argument
+stops it at once with one clear line and exit status 2 (a zero length reached torch and
+died of SIGFPE; --steps 0 ran the default 60 steps; most others were tracebacks)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_"))
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    return subprocess.run(
+        [sys.executable, str(BENCH / args[0]), *args[1:]],
+        capture_output=True, text=True, cwd=cwd, env=env, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_benchmark_script_explains_itself(script, tmp_path):
+    proc = _run(script, "--help", cwd=tmp_path)
+    assert proc.returncode == 0 and "usage:" in proc.stdout, proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["attention_tiles.py", "--lengths", "0"], "must be at least 1, got 0"),
+        (["metrics.py", "--repeats", "-2"], "must be at least 1, got -2"),
+        (["rl.py", "--steps", "0"], "must be at least 1, got 0"),
+        (["rl_experiment.py", "--steps", "0"], "must be at least 1, got 0"),
+        (["update_forward.py", "--repeats", "1"], "must be at least 2, got 1"),
+        (["sinks.py", "--traces", "no-such-folder"], "does not exist"),
+        (["table2.py", "--problems", "0"], "must be at least 1, got 0"),
+        (["searcher_rhythm.py", "--n", "0"], "must be at least 1, got 0"),
+    ],
+)
+def test_a_bad_argument_is_one_clear_line(args, words, tmp_path):
+    proc = _run(*args, cwd=tmp_path)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert words in proc.stderr and "Traceback" not in proc.stderr
+    assert not any(tmp_path.iterdir()), "nothing was written"
+
+
+@pytest.mark.slow
+def test_an_unwritable_json_is_refused_before_any_work(tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    proc = _run("metrics.py", "--lengths", "16", "--json", "a-file/m.json", cwd=tmp_path)
+    assert proc.returncode == 2 and "error:" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "sdpa" not in proc.stdout  # no case ran
