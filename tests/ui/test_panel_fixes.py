@@ -121,3 +121,55 @@ def test_a_model_a_panel_refuses_leaves_the_previous_one_everywhere(tiny):
     assert "takes no searcher" in app.model_panel.status.value
     assert app.model is tiny
     assert app.rhythm.model is tiny and refuses.model is tiny and takes.model is tiny
+
+
+def test_a_run_without_answers_shows_its_results_under_kl(tiny):
+    """With the metric on correct_ablated, a Run with 'answer test' 0 worked but was
+    reported as failed, under the previous run's table."""
+    abl = panels.AblationPanel(tiny, n_problems=2)
+    abl.max_new_tokens.value = 8
+    abl.run()
+    abl.metric.value = "correct_ablated"
+    abl.intervention.value, abl.max_new_tokens.value = "resid-zero", 0
+    abl.run()
+    assert abl.last_error is None and abl.metric.value == "kl_mean"
+    assert set(abl.summary["intervention"]) == {"resid-zero"}
+    assert "showing kl_mean" in abl.status.value
+
+
+def test_the_status_names_the_source_and_comes_back_after_an_error(tiny, tmp_path):
+    r = panels.RhythmPanel(tiny, prompt=PROMPT, response=RESPONSE)
+    r.run()
+    assert "(from the pasted response)" in r.status.value
+    # A saved trace wins over the pasted response: the status says it was the file.
+    wb.Trace.from_text(tiny, PROMPT, "3*5=15").save(tmp_path / "t.json")
+    r.trace_file.value = str(tmp_path / "t.json")
+    r.run()
+    assert f"(from the trace file {tmp_path / 't.json'})" in r.status.value
+    shown = r.status.value
+    r.picker.mode.value = "custom"
+    r.picker.custom_layers.value = ()
+    assert "no heads" in r.status.value
+    r.picker.custom_layers.value = (0, 1)
+    assert r.last_error is None and r.status.value == shown  # it went blank
+
+
+def test_the_rl_tab_trains_the_model_the_model_panel_loaded(tiny, tmp_path):
+    app = wb.workbench(tiny)
+    rl = app.add_tab(panels.RLPanel(out=tmp_path))
+    app.model_panel.source.value = "tiny-searcher"
+    app.model_panel.load()
+    assert rl.config().model == "tiny-searcher" == model_name(app.model)
+
+
+def test_an_empty_live_chart_has_its_series_and_a_drawable_size():
+    """Before the first row the legend's empty domain sized the SVG 1.8e308 (console
+    errors in the browser, no axis)."""
+    import vl_convert as vlc
+
+    from workbench.viz.style import themed
+    from workbench.viz.training import SERIES, progress_chart
+
+    spec = themed(progress_chart([])).to_dict()
+    assert spec["layer"][0]["encoding"]["color"]["scale"]["domain"] == list(SERIES.values())
+    assert "e+308" not in vlc.vegalite_to_svg(spec)

@@ -202,9 +202,18 @@ class AblationPanel(Panel):
             self.family_shown.options = present or list(FAMILIES)
             if present:
                 self.family_shown.value = present[0]
+            note = ""
+            if (
+                self.metric.value == "correct_ablated"
+                and self.frame["correct_ablated"].isna().all()
+            ):
+                # This run computed no greedy answers: the table and charts show KL, and
+                # say so (the run that worked was reported as failed, under the old table).
+                self.metric.value = "kl_mean"
+                note = " (no greedy answers with 'answer test' 0: showing kl_mean)"
             self.render()
             n = len(traces)
-            self._say(f"{len(self.frame)} ablations over {n} trace{'s' * (n != 1)}", "ok")
+            self._say(f"{len(self.frame)} ablations over {n} trace{'s' * (n != 1)}{note}", "ok")
             return self.frame
 
         return self._guard(go)

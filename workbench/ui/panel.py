@@ -118,6 +118,8 @@ class Panel(widgets.VBox):
 
     def _say(self, message: str, kind: str = "info") -> None:
         self._message = message
+        if kind == "ok":
+            self._last_ok = message  # what the shown results are, once an error is cleared
         self.status.value = layout.status_html(message, kind)
 
     def _guard(self, fn: Callable[[], Any]) -> Any:
@@ -128,8 +130,9 @@ class Panel(widgets.VBox):
         own kinds (`FaiRowsWarning`: a response too short for FAI, so no anchors) are added
         to the status line of a call that succeeded: from a callback they would reach only
         the log console. Other warnings are passed on as usual."""
-        if self.last_error is not None:
-            self._say("")
+        if self.last_error is not None:  # the results on screen are still the last success's
+            last = getattr(self, "_last_ok", "")
+            self._say(last, "ok" if last else "info")
         failed: BaseException | None = None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -324,11 +324,14 @@ class RhythmPanel(Panel):
         try:
             if self.trace_file.value.strip():
                 self._say("reading the saved trace …", "busy")
+                source = f"the trace file {self.trace_file.value.strip()}"
                 trace = Trace.load(self.trace_file.value.strip())  # "~/..." expands
             elif self.response.value.strip():
                 self._say("tokenising the pasted response …", "busy")
+                source = "the pasted response"
                 trace = Trace.from_text(self.model, self.prompt.value, self.response.value)
             else:
+                source = "a generated response"
                 if not self.prompt.value.strip():
                     raise WorkbenchError(
                         "the prompt is empty", "type a prompt, or paste a response"
@@ -341,7 +344,10 @@ class RhythmPanel(Panel):
                     temperature=float(self.temperature.value),
                     seed=int(self.seed.value),
                 )
-            return self._set_trace(trace)
+            out = self._set_trace(trace)
+            # The trace file wins over a pasted response (the docstring's order): say which.
+            self._say(f"{self._message} (from {source})", "ok")
+            return out
         finally:
             self.run_button.disabled = False
 

@@ -179,6 +179,15 @@ class RLPanel(Panel):
             layout.card("Live", self.chart),
         ]
 
+    def set_model(self, model: Any) -> None:
+        """Train the model the Model panel loaded: its name (or folder) goes into the
+        "model" field (the run's child process loads it by that name)."""
+        from ..models import model_name
+
+        name = model_name(model)
+        if name:
+            self.model_name.value = name
+
     def config(self) -> GRPOConfig:
         """The settings the widgets describe (validated)."""
         return GRPOConfig(
@@ -206,6 +215,10 @@ class RLPanel(Panel):
         cfg = self.config()
         name = f"{cfg.strategy}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         self.out.mkdir(parents=True, exist_ok=True)
+        stem, k = name, 1
+        while (self.out / name).exists() or (self.out / f"{name}.log").exists():
+            k += 1  # two starts in one second shared a folder and overwrote the first log
+            name = f"{stem}-{k}"
         self.rows = []
         self.progress.max, self.progress.value = cfg.max_steps, 0
         self.chart.chart = progress_chart([])

@@ -60,7 +60,9 @@ def progress_chart(rows: list[dict[str, Any]]) -> alt.LayerChart:
     base = alt.Chart(data).encode(
         x=alt.X("step:Q", title="step"),
         y=alt.Y("value:Q", title="reward / accuracy", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("series:N", title=None),
+        # A fixed domain: the same colour per series in every run, and an empty chart (a
+        # run not yet logged) drew an invalid SVG (an empty legend sized 1.8e308).
+        color=alt.Color("series:N", title=None, scale=alt.Scale(domain=list(SERIES.values()))),
         tooltip=["series:N", "step:Q", alt.Tooltip("value:Q", format=".3f")],
     )
     return (base.mark_line() + base.mark_point(filled=True)).properties(width=420, height=220)
