@@ -20,8 +20,13 @@ Defaults ``radius=1, min_z=0.0``: local maxima above the response mean. Every fu
 ``detector=``, any callable ``[pos] tensor -> list[int]``.
 
 Shuffled controls draw, for each trace, the same number of positions uniformly without
-replacement from the positions where the metric is defined, ``n_shuffles`` times (seeded),
-and report the mean.
+replacement from the positions where the metric is defined, ``n_shuffles`` times (seeded:
+the same inputs and seed give the same numbers), and report the mean of the pooled share.
+That mean estimates the share's exact expectation under random positions; its Monte Carlo
+standard error is at most ``0.5 / sqrt(n_shuffles * n_peaks)`` (0.0008 at the default 200
+shuffles and 2,000 peaks, 0.016 for one trace with 5 peaks). Random positions may be
+adjacent where two peaks may not; that leaves the expected share unchanged. No interval
+or p-value is given here: `benchmarks/table2.py` bootstraps over traces.
 """
 
 from __future__ import annotations
@@ -174,10 +179,13 @@ def _check(analyses: Any) -> list[Curves]:
 
 
 def _peaks(det: Any, x: Tensor, what: str, prompt_len: int) -> list[int]:
-    """``det(x)``, checked: response positions of `x` (a custom detector's ``-1`` would
-    silently pick the last token, a prompt position count a NaN, a float or bool index
-    fail deep in numpy)."""
-    got = det(x)
+    """``det(x)``, checked: distinct response positions where `x` is defined (a custom
+    detector's ``-1`` would silently pick the last token, a prompt position or one in
+    FAI's undefined tail count a NaN, a repeated position count twice, a float or bool
+    index fail deep in numpy). The detector gets a copy: one that fills NaN in place
+    changed the trace's curves, and with them every later statistic and the controls'
+    pool of defined positions."""
+    got = det(x.clone())
     n = len(x)
     try:
         peaks = [_validate.as_index(p) for p in got]
@@ -190,6 +198,19 @@ def _peaks(det: Any, x: Tensor, what: str, prompt_len: int) -> list[int]:
             "pass a detector that maps a [pos] tensor to a list of int positions, e.g. "
             "wb.PeakDetector()",
         )
+    undefined = [p for p in peaks if bool(torch.isnan(x[p]))]
+    if undefined:
+        raise WorkbenchError(
+            f"the detector returned positions where the {what} curve is undefined (NaN): "
+            f"{undefined[:10]}",
+            "pass a detector that skips NaN positions (e.g. wb.PeakDetector()); NaN marks "
+            "tokens without a value, such as FAI's last tokens",
+        )
+    if len(set(peaks)) != len(peaks):
+        raise WorkbenchError(
+            f"the detector returned a position twice for the {what} curve: {got!r}"[:300],
+            "pass a detector that returns each peak once (e.g. wb.PeakDetector())",
+        )
     return peaks
 
 
@@ -197,6 +218,14 @@ def _detector(detector: Any) -> Detector:
     """`detector`, or the default `PeakDetector`, checked to be callable."""
     if detector is None:
         return PeakDetector()
+    if isinstance(detector, type):
+        # the class is callable: it was called with the curve as its radius
+        raise WorkbenchError(
+            f"detector is the class {detector.__name__}, not a detector",
+            f"pass an instance, e.g. detector=wb.{detector.__name__}()"
+            if detector is PeakDetector
+            else "pass an instance of it, or e.g. detector=wb.PeakDetector()",
+        )
     if not callable(detector):
         raise WorkbenchError(
             f"detector must be a callable [pos] tensor -> list of positions, got "
@@ -216,7 +245,13 @@ def entropy_at_waad_peaks(
 ) -> dict[str, float]:
     """Mean next-token entropy at WAAD peaks against the mean over all response tokens.
 
-    Pooled over all traces (every token counts once).
+    ``peak_entropy = mean of H[t] over the WAAD peaks t of every trace`` and
+    ``mean_entropy = mean of H[t] over the response tokens t of every trace``: pooled over
+    all traces (every token counts once, so long responses weigh more). ``H[t]`` is
+    `Analysis.entropy`: the entropy of the distribution token ``t`` was drawn from (logits
+    at row ``t - 1``), while ``WAAD[t]`` reads attention row ``t``; the paper does not say
+    which of the two it pairs. The control is the mean over all tokens, which is the
+    expected mean over as many random positions (no shuffles are needed).
 
     Returns:
         ``{"peak_entropy", "mean_entropy", "relative_increase", "n_peaks", "n_tokens"}``;
@@ -231,6 +266,14 @@ def entropy_at_waad_peaks(
                 f"trace {i} has no entropies (analysed with entropy=False), so the entropy "
                 "at WAAD peaks is undefined",
                 "analyse with entropy=True (the default)",
+            )
+        gaps = np.flatnonzero(np.isnan(e[a.prompt_len :])) + a.prompt_len
+        if len(gaps):
+            # one NaN made both means NaN without a word
+            raise WorkbenchError(
+                f"trace {i} has no entropy at response positions {gaps[:10].tolist()}, so "
+                "the mean entropies are undefined",
+                "pass an entropy for every response token (Curves.of(analysis) has one)",
             )
         allv.extend(e[a.prompt_len :].tolist())
         peak.extend(e[_peaks(det, a.waad, "WAAD", a.prompt_len)].tolist())
@@ -292,8 +335,10 @@ def fai_follows_waad(
     """Share of FAI peaks ``p`` with a WAAD peak at ``p - lag`` for some lag in `lags`.
 
     ``lags=(0, 1)``: the FAI peak coincides with or immediately follows a WAAD peak.
-    The control replaces each trace's FAI peaks by as many positions drawn at random from
-    the positions where FAI is defined.
+    ``share = (FAI peaks with such a WAAD peak) / (FAI peaks)``, both summed over all
+    traces (pooled: every FAI peak counts once). The control replaces each trace's FAI
+    peaks by as many positions drawn at random from the positions where FAI is defined
+    (its last tokens are not; see the module docstring on the control's precision).
 
     Returns:
         ``{"share", "shuffled_share", "n_fai_peaks"}`` (paper: 0.525 against 0.369).
@@ -327,16 +372,28 @@ def receiver_global_overlap(
 ) -> dict[str, float]:
     """Overlap of FAI peaks on receiver heads with FAI peaks on global heads.
 
-    ``overlap = |P_receiver ∩ P_global| / |P_global|`` pooled over traces; the control
-    draws ``|P_receiver|`` random defined positions per trace instead.
+    ``overlap = sum_i |P_receiver,i ∩ P_global,i| / sum_i |P_global,i|``, pooled over the
+    traces ``i`` (every global-head FAI peak counts once, so long responses weigh more);
+    the control draws ``|P_receiver,i|`` random positions per trace from those where the
+    receiver FAI is defined instead.
+
+    A trace without receiver heads (its receiver FAI NaN everywhere: every head's FAI is
+    constant or defined at fewer than four tokens, as in a response of 10-12 tokens under
+    the default ``fai_min_rows=10``) has nothing to overlap, so it is left out of the
+    pool and counted in ``n_traces_without_receivers`` (its global peaks in the
+    denominator would pull both the overlap and the chance level down).
 
     Returns:
-        ``{"overlap", "chance", "n_global_peaks"}`` (paper: 0.608 against 0.224).
+        ``{"overlap", "chance", "n_global_peaks", "n_traces_without_receivers"}`` (paper:
+        0.608 against 0.224); NaN when no trace has a global-head FAI peak and receivers.
     """
     det = _detector(detector)
     n_shuffles, rng, _ = _control_options(n_shuffles, seed)
-    inter, total, rows = 0, 0, []
+    inter, total, rows, skipped = 0, 0, [], 0
     for a in _check(analyses):
+        if not len(_defined(a.receiver_fai)):
+            skipped += 1
+            continue
         pg = set(_peaks(det, a.fai, "FAI", a.prompt_len))
         pr = _peaks(det, a.receiver_fai, "receiver FAI", a.prompt_len)
         inter += len(pg.intersection(pr))
@@ -349,6 +406,7 @@ def receiver_global_overlap(
         "overlap": inter / total if total else float("nan"),
         "chance": chance,
         "n_global_peaks": total,
+        "n_traces_without_receivers": skipped,
     }
 
 
