@@ -203,3 +203,48 @@ def test_a_window_longer_than_the_shared_frame_reads_it_whole():
         fused.credit, fused.spans, fused.collector = credit, spans, coll
         out[window] = fused.gammas(max(comps), seed=7)
     assert torch.equal(out[40], out[n]) and bool((out[n] > 1).any())
+
+
+@pytest.mark.parametrize(
+    ("config", "model", "field", "settings"),
+    [
+        # Phi-2's checkpoint: resid_pdrop 0.1 (nn.Dropout modules), no attention dropout
+        ("PhiConfig", "PhiForCausalLM", "resid_pdrop", {"attention_dropout": 0.0}),
+        # OPT's checkpoints: dropout 0.1 on the hidden states, applied functionally
+        ("OPTConfig", "OPTForCausalLM", "dropout", {"attention_dropout": 0.0, "ffn_dim": 64}),
+        # attention dropout, as before
+        ("LlamaConfig", "LlamaForCausalLM", "attention_dropout", {}),
+    ],
+)
+def test_any_dropout_that_reaches_the_attention_keeps_the_credit_standalone(
+    config, model, field, settings
+):
+    """Dropout on the hidden states changes the attention of every later layer in a
+    training forward as much as attention dropout does (on a 3-layer Phi with
+    resid_pdrop 0.3 the fused coupled weights differed from the standalone pass at 9 of
+    160 tokens, and from one call to the next): both trainers must take the standalone
+    pass for it (`attention_dropout` is what they ask), and fuse a policy without any."""
+    import transformers
+
+    from workbench.rl.credit import attention_dropout
+
+    base = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                num_attention_heads=2, max_position_embeddings=32, **settings)  # fmt: skip
+    cls, model_cls = getattr(transformers, config), getattr(transformers, model)
+    off = {f: 0.0 for f in ("resid_pdrop", "embd_pdrop", "dropout", "attention_dropout")}
+    plain = model_cls(cls(**{**base, **off}))
+    assert attention_dropout(plain) is None, "no dropout: the fused pass serves"
+    policy = model_cls(cls(**{**base, **off, field: 0.1}))
+    assert attention_dropout(policy) == (field, 0.1)
+    # A dropout module no config field names (a custom or patched model)
+    plain.model.extra_dropout = torch.nn.Dropout(0.2)
+    assert attention_dropout(plain) == ("model.extra_dropout", 0.2)
+    # Built by hand on such a policy in train mode, the fused pass refuses by name (it
+    # collected dropped-out statistics without a word); in eval mode it has none to fear.
+    spans, ids = [(0, 8, 3)], [torch.arange(8)]
+    fused = FusedCredit(policy.train(), CreditParams(layers=[0]), spans, ids)
+    with pytest.raises(WorkbenchError, match=f"dropout in training \\({field}=0.1\\)") as e:
+        fused.__enter__()
+    assert "standalone pass" in e.value.fix
+    with FusedCredit(policy.eval(), CreditParams(layers=[0]), spans, ids):
+        policy(torch.arange(8)[None])

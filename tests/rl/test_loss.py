@@ -77,6 +77,38 @@ def test_clipping_stops_the_gradient_beyond_the_trust_region():
     assert logps.grad[0, 1].item() != 0.0  # below 1-eps with A > 0: min keeps the ratio term
 
 
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo"])
+def test_padding_reaches_neither_the_loss_nor_its_gradient(loss_type):
+    """Off the mask, the tensors may hold anything (a NaN old log-prob of padding, a -inf
+    log-prob of a padded target): the loss and its gradient are those of the completion
+    tokens alone. (``NaN * 0`` made the whole loss NaN.)"""
+    g = torch.Generator().manual_seed(1)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]], dtype=torch.bool)
+    clean = {
+        "logps": -torch.rand(3, 4, generator=g) * 3,
+        "old": -torch.rand(3, 4, generator=g) * 3,
+        "gamma": 1 + torch.rand(3, 4, generator=g),
+        "ref": -torch.rand(3, 4, generator=g) * 3,
+        "ent": torch.rand(3, 4, generator=g),
+    }
+    adv = torch.tensor([1.2, -0.7, -0.4])
+    losses, grads = [], []
+    for junk in (0.0, float("nan"), float("-inf"), float("inf")):
+        t = {k: torch.where(mask, v, junk) for k, v in clean.items()}
+        logps = t["logps"].requires_grad_()
+        loss = grpo_loss(
+            logps, t["old"], adv, t["gamma"], mask, loss_type=loss_type,
+            ref_logps=t["ref"], beta=0.04, entropies=t["ent"], entropy_coef=0.01,
+        )  # fmt: skip
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(logps.grad)
+    assert all(math.isfinite(x) for x in losses), losses
+    assert losses == [losses[0]] * 4
+    for grad in grads:
+        assert torch.equal(grad, grads[0]) and (grad[~mask] == 0).all()
+
+
 def test_token_logps_matches_log_softmax():
     logits = torch.randn(2, 4, 7)
     ids = torch.randint(0, 7, (2, 4))

@@ -331,16 +331,48 @@ def test_random_control_draws_anew_in_each_micro_batch_of_a_step(tmp_path, tiny)
         tmp_path, policy, tok, credit, gradient_accumulation_steps=2, per_device_train_batch_size=4
     )
     assert trainer.fuses_credit
+    # the control's seed is TRL's own unless given, so a sweep over args.seed draws anew
+    assert trainer.credit_seed == trainer.args.seed == 42
     prompts, completions = _tiny_rows(tok, [30, 30, 30, 30])
     drawn = []
     for _ in range(2):  # the same rollouts in both micro-batches: only the seed differs
         trainer.compute_loss(trainer.model, _fixed_batch(tok, prompts, completions))
         drawn.append(trainer.last_rollouts["gamma"])
     bridge = bridge_model(policy, tok)
-    for k, seed in enumerate([0, 4]):  # the second micro-batch continues the step's seeds
+    for k, seed in enumerate([42, 46]):  # the second micro-batch continues the step's seeds
         want = rollout_gammas(bridge, prompts, completions, credit, seed=seed, pad_to=30)
         assert torch.equal(drawn[k], want)
     assert not torch.equal(drawn[0], drawn[1])
+
+
+def test_the_random_controls_seed_follows_trl_unless_given(tmp_path, tiny):
+    """A TRL seed sweep of the random control draws other tokens in each run (the
+    control's seed was a fixed 0 whatever args.seed said); an explicit seed wins."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig as TRLConfig
+
+    from workbench.attention import CreditParams
+    from workbench.models import model_path
+    from workbench.rl import RhythmGRPOTrainer
+
+    folder = model_path("tiny-reasoner")
+    tok = AutoTokenizer.from_pretrained(folder)
+    policy = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
+
+    def trainer(**kwargs):
+        return RhythmGRPOTrainer(
+            model=policy,
+            processing_class=tok,
+            reward_funcs=lambda completions, **kw: [0.0] * len(completions),
+            args=TRLConfig(**{**TRL_ARGS, "seed": 7}, output_dir=str(tmp_path)),
+            train_dataset=Dataset.from_list([{"prompt": "1 2 3"}] * 4),
+            credit=CreditParams(strategy="random"),
+            **kwargs,
+        )
+
+    assert trainer().credit_seed == 7
+    assert trainer(seed=3).credit_seed == 3
 
 
 @pytest.mark.parametrize("fused", [True, False])

@@ -51,17 +51,52 @@ __all__ = [
 #: Config fields that hold a model's attention-dropout rate (Llama-style, GPT-2/Phi, BERT).
 _ATTENTION_DROPOUT = ("attention_dropout", "attn_pdrop", "attention_probs_dropout_prob")
 
+#: Config fields of dropout (or layer drop) on the hidden states in training, applied
+#: functionally by some architectures (OPT's ``dropout``, Falcon's ``hidden_dropout``), so
+#: that no ``nn.Dropout`` module shows it: Phi/GPT-2/GPT-J/CodeGen, MPT, GPT-NeoX/StableLM/
+#: BLOOM/Falcon, BioGPT, Starcoder2, OPT/XGLM. Classifier and summary heads are no part of
+#: the causal LM's forward and are left out.
+_HIDDEN_DROPOUT = (
+    "resid_pdrop",
+    "embd_pdrop",
+    "emb_pdrop",
+    "hidden_dropout",
+    "hidden_dropout_prob",
+    "residual_dropout",
+    "embedding_dropout",
+    "dropout",
+    "activation_dropout",
+    "layerdrop",
+)
+
+
+def _rate(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
+
 
 def attention_dropout(policy: Any) -> tuple[str, float] | None:
-    """The config field and rate of `policy`'s attention dropout in training, or None when
-    it applies none (``attention_dropout``, or GPT-2's ``attn_pdrop``, 0.1 in its
-    checkpoints). The fused credit cannot reproduce it, so both trainers then use the
-    standalone pass (`GRPORun.fuses_credit`, `RhythmGRPOTrainer.fuses_credit`)."""
+    """The config field (or module) and rate of the dropout `policy` applies in training
+    that reaches its attention, or None when it applies none: attention dropout
+    (``attention_dropout``, or GPT-2's ``attn_pdrop``, 0.1 in its checkpoints), and dropout
+    on the hidden states that feed the attention (Phi-2's ``resid_pdrop`` 0.1, OPT's
+    ``dropout`` 0.1, or any ``nn.Dropout`` module with a positive rate). In a training
+    forward either makes the attention probabilities differ from call to call and from
+    the eval-mode standalone pass, and the fused credit cannot reproduce them, so both
+    trainers then use the standalone pass (`GRPORun.fuses_credit`,
+    `RhythmGRPOTrainer.fuses_credit`)."""
     cfg = getattr(policy, "config", None)
-    for name in _ATTENTION_DROPOUT:
-        rate = getattr(cfg, name, None)
-        if isinstance(rate, int | float) and not isinstance(rate, bool) and rate > 0:
-            return name, float(rate)
+    for name in (*_ATTENTION_DROPOUT, *_HIDDEN_DROPOUT):
+        rate = _rate(getattr(cfg, name, None))
+        if rate is not None:
+            return name, rate
+    modules = getattr(policy, "named_modules", None)
+    for name, module in modules() if callable(modules) else ():
+        if isinstance(module, torch.nn.Dropout):
+            rate = _rate(module.p)
+            if rate is not None:
+                return name, rate
     return None
 
 
@@ -207,7 +242,9 @@ class FusedCredit:
     gradients, only to reduce them. The standalone pass (`gamma_many`) computes the same,
     so the weights equal `rollout_gammas`'s up to the float rounding of batch shapes. The
     ``"entropy"`` strategy needs the next-token entropies: pass the update's logits to
-    `gammas`.
+    `gammas`. A policy in train mode that applies dropout reaching the attention
+    (`attention_dropout`) is refused on entering: its statistics would change from call to
+    call; both trainers use the standalone pass for it.
     """
 
     @no_type_check  # validates `credit` itself, with a message that names the fix
@@ -241,6 +278,18 @@ class FusedCredit:
         self._pass: Any = None
 
     def __enter__(self) -> FusedCredit:
+        found = attention_dropout(self.policy) if self.policy.training else None
+        if found is not None:
+            # Attention dropout fails inside the attention function; dropout on the hidden
+            # states would pass unseen, the statistics changing from call to call.
+            raise WorkbenchError(
+                f"the policy applies dropout in training ({found[0]}={found[1]}): the "
+                "attention the fused credit would collect in this forward changes from call "
+                "to call and differs from the standalone (eval-mode) pass",
+                "compute the credit with the standalone pass (rollout_gammas; "
+                "fused_credit=False), run this forward in eval mode, or set the model's "
+                "dropout to 0",
+            )
         if interface.active_pass(self.policy) is not None:
             # Inside a `routing` scope (a whole training step): only arm its reducers.
             self._pass = interface.armed(self.policy, self.collector.reducers())

@@ -51,6 +51,11 @@ def grpo_advantages(
 ) -> Float[Tensor, " batch"]:
     """Group-normalised advantages ``A_i = (r_i - mean_group r) / (std r + 1e-4)``.
 
+    ``std`` is the sample standard deviation (Bessel's correction, ``G - 1`` in the
+    denominator: ``torch.std``'s default, as TRL's ``nanstd``), and ``1e-4`` is TRL's guard
+    against a zero spread. With ``G = 2`` and rewards 1 and 0 the advantages are about
+    +-0.707, not +-1 (the population std, 0.5, would give +-1).
+
     Args:
         rewards: one reward per completion, groups of `num_generations` consecutive
             completions share a prompt.
@@ -159,7 +164,8 @@ def grpo_loss(
         old_logps: the same under the policy that sampled them (no grad).
         advantages: ``[batch]`` sequence advantages.
         gamma: ``[batch pos]`` credit weights (detached here).
-        mask: ``[batch pos]`` True on real completion tokens.
+        mask: ``[batch pos]`` True on real completion tokens; the other positions
+            (padding) reach neither the loss nor its gradient, whatever they hold.
         epsilon, epsilon_high: clip range.
         loss_type: ``"dapo"``: sum over tokens / `normalizer` (default: the number of
             tokens); ``"grpo"``: mean over each sequence's tokens, then sum / `normalizer`
@@ -210,15 +216,23 @@ def grpo_loss(
             _same_shape(tensor_name, _tensor(tensor_name, tensor, ndim=2), shape, "logps")
     eps_high = epsilon if epsilon_high is None else epsilon_high
     m = mask.float()
-    adv = gamma.detach() * advantages.detach()[:, None]
-    ratio = torch.exp(logps - old_logps.detach())
+
+    def real(x: Tensor) -> Tensor:
+        """`x` on the completion tokens, 0 off the mask: padding may hold anything (NaN
+        or -inf log-probs of a padded target), and ``NaN * 0`` is NaN in the sum and in
+        the gradient."""
+        return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+    logps = real(logps)
+    adv = real(gamma.detach()) * advantages.detach()[:, None]
+    ratio = torch.exp(logps - real(old_logps.detach()))
     clipped = torch.clamp(ratio, 1 - epsilon, 1 + eps_high)
     per_token = -torch.min(ratio * adv, clipped * adv)
     if beta != 0.0 and ref_logps is not None:
-        diff = ref_logps.detach() - logps
+        diff = real(ref_logps.detach()) - logps
         per_token = per_token + beta * (torch.exp(diff) - diff - 1)
     if entropy_coef != 0.0 and entropies is not None:
-        per_token = per_token - entropy_coef * entropies
+        per_token = per_token - entropy_coef * real(entropies)
     if loss_type == "dapo":
         norm = m.sum().clamp(min=1.0) if normalizer is None else normalizer
         return (per_token * m).sum() / norm

@@ -11,7 +11,7 @@ One step (Eq. 12-19):
    (`workbench.rl.forward.completion_logits`). ``gamma`` comes from the first update
    forward of each chunk (`FusedCredit`: the weights that sampled the rollouts, no extra
    pass; skipped for ``"none"``), or, with ``fused_credit=False`` or a policy with
-   attention dropout (`GRPORun.fuses_credit`), from a standalone pass before the update
+   dropout reaching the attention (`GRPORun.fuses_credit`), from a standalone pass before the update
    (`rollout_gammas`).
 
 Every random draw of step ``s`` is seeded from ``(seed, s)``, so a run resumed from its
@@ -147,8 +147,9 @@ class GRPORun:
     def fuses_credit(self) -> bool:
         """Whether the credit is computed inside the first update forward (`FusedCredit`):
         ``fused_credit`` is on, the strategy weighs tokens, and the policy applies no
-        attention dropout in training (GPT-2's checkpoints do, ``attn_pdrop=0.1``), which
-        the fused pass cannot reproduce. Otherwise the standalone pass (`rollout_gammas`)
+        dropout that reaches the attention in training (`attention_dropout`: GPT-2's
+        checkpoints have ``attn_pdrop=0.1``, Phi-2's ``resid_pdrop=0.1``), which the fused
+        pass cannot reproduce. Otherwise the standalone pass (`rollout_gammas`)
         serves, as in the TRL adapter (`RhythmGRPOTrainer.fuses_credit`)."""
         cfg = self.config
         return (

@@ -8,7 +8,7 @@ TRL's loss accepts as they are. Where the gamma comes from:
 - **fused** (default, when TRL's batch is trained on with the weights that sampled it:
   ``num_iterations == 1``, ``steps_per_generation == gradient_accumulation_steps``,
   strategy other than ``"entropy"``, a model whose every layer computes its attention
-  through transformers' attention interface, and no attention dropout): `compute_loss`
+  through transformers' attention interface, and no dropout reaching the attention): `compute_loss`
   (TRL's public hook) runs TRL's own loss with the workbench's attention function
   collecting the credit layers' statistics inside TRL's forward (`FusedCredit`); a
   forward hook on the policy sets the advantages when the forward returns, before TRL
@@ -99,7 +99,8 @@ class RhythmGRPOTrainer(_GRPOTrainer):
             The same record as `GRPOConfig.credit`.
         seed: base seed of the ``"random"`` control (step s uses ``seed + 100_000 * s``,
             plus the number of rollouts already credited in that step: the micro-batches
-            of one step draw independently).
+            of one step draw independently); default ``args.seed``, TRL's seed, so a sweep
+            over TRL seeds draws other random tokens in each run.
         fused_credit: compute the credit inside TRL's own loss forward where the
             configuration allows it (see the module docstring); False always uses the
             standalone pass.
@@ -110,7 +111,7 @@ class RhythmGRPOTrainer(_GRPOTrainer):
         self,
         *args: Any,
         credit: CreditParams | str | None = None,
-        seed: int = 0,
+        seed: int | None = None,
         fused_credit: bool = True,
         **kwargs: Any,
     ):
@@ -119,13 +120,16 @@ class RhythmGRPOTrainer(_GRPOTrainer):
         )
         # Checked now: a float or str seed failed only after the first rollouts were sampled,
         # and fused_credit="no" acted as True.
-        seed = _validate.seed("seed", seed)
+        if seed is not None:
+            seed = _validate.seed("seed", seed)
         _validate.flag(
             "fused_credit", fused_credit, "pass fused_credit=True (the default) or False"
         )
         super().__init__(*args, **kwargs)
         self.credit = credit
-        self.credit_seed = seed
+        # TRL's seed unless given: a fixed 0 drew the same random tokens in every run of a
+        # sweep over args.seed.
+        self.credit_seed = self.args.seed if seed is None else seed
         self.fused_credit = fused_credit
         #: Seconds spent computing gamma, one entry per batch (after the attention work).
         self.credit_seconds: list[float] = []
@@ -172,7 +176,7 @@ class RhythmGRPOTrainer(_GRPOTrainer):
             and self.num_iterations == 1
             and args.steps_per_generation == args.gradient_accumulation_steps
             and self._routes_attention()
-            # TRL's loss forward applies attention dropout, which the fused pass cannot
+            # TRL's loss forward applies dropout (`attention_dropout`), which the fused pass cannot
             # reproduce: the credit then comes from the standalone (eval-mode) pass.
             and attention_dropout(self._policy()) is None
         )
