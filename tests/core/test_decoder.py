@@ -163,3 +163,35 @@ def test_a_hooked_model_or_a_penalising_generation_config_samples_with_generate(
 def test_an_unknown_decoder_is_refused(toy_llama):
     with pytest.raises(wb.WorkbenchError, match='use decoder="auto", "lean" or "hf"'):
         sample_completions(toy_llama, [[3, 4]], max_new_tokens=2, decoder="fast")
+
+
+@pytest.mark.parametrize(
+    "temperature,top_p", [(1.0, 1.0), (2.0, 1.0), (0.5, 1.0), (1.0, 0.7), (2.0, 0.8)]
+)
+def test_the_sampled_distribution_is_the_tempered_nucleus_of_hand_made_logits(
+    toy_llama, temperature, top_p
+):
+    """Closed form, independent of Hugging Face's warpers: next-token probabilities
+    0.5/0.3/0.15/0.05 become softmax(logits / T), cut to the smallest head of the sorted
+    distribution whose mass reaches top_p, renormalised (4000 draws, within 4 standard
+    errors; tokens outside the four are never drawn)."""
+    hf = sampler(toy_llama)
+    lean = LeanDecoder(hf)
+    vocab = hf.config.vocab_size
+    base = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()
+    logits = torch.full((vocab,), -1e9)
+    logits[10:14] = base
+    lean._forward = lambda ids, *args, **kwargs: logits.expand(ids.shape[0], vocab).clone()
+    n = 4000
+    torch.manual_seed(0)
+    out = lean.generate(
+        [[1, 5]] * n, max_new_tokens=1, eos=[2], pad=0, temperature=temperature, top_p=top_p
+    )
+    counts = torch.bincount(torch.tensor([o[0] for o in out]), minlength=vocab).float()
+    assert counts[10:14].sum() == n
+    p = torch.softmax(base / temperature, -1)  # already in descending order
+    keep = int((p.cumsum(0) < top_p - 1e-6).sum()) + 1
+    want = torch.zeros(4)
+    want[:keep] = p[:keep] / p[:keep].sum()
+    se = (want * (1 - want) / n).sqrt().clamp(min=1e-3)
+    assert ((counts[10:14] / n - want).abs() <= 4 * se).all(), (counts[10:14] / n, want)

@@ -23,6 +23,7 @@ from workbench.trace import (
     eos_token_ids,
     sample_completions,
 )
+from workbench.trace.decoder import unsupported_reason
 
 pytestmark = pytest.mark.slow
 
@@ -153,3 +154,108 @@ def test_sampling_checks_the_context_and_the_number_of_completions_first(tiny):
     assert "num_generations" in e.value.fix
     room = tiny.cfg.n_ctx - len(ids)
     assert len(sample_completions(tiny, [ids], max_new_tokens=room, greedy=True)[0]) <= room
+
+
+def test_a_plain_model_is_held_to_the_context_its_config_states(tiny):
+    """A plain Hugging Face model has no ``cfg.n_ctx``: its config's max_position_embeddings
+    is its context. A plain GPT-2 failed past its positions with a raw IndexError, and a
+    RoPE model (the tiny reasoner, 256 positions) sampled 5000 tokens without a word."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    ids = encode_prompt(tiny, "12+7=", chat=False)
+    plain = sampler(tiny)
+    room = plain.config.max_position_embeddings - len(ids)
+    with pytest.raises(wb.WorkbenchError, match="context holds 256") as e:
+        sample_completions(plain, [ids], max_new_tokens=room + 1, tokenizer=tiny.tokenizer)
+    assert "max_new_tokens" in e.value.fix
+    out = sample_completions(plain, [ids], max_new_tokens=room, tokenizer=tiny.tokenizer)
+    assert len(out[0]) <= room
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=len(tiny.tokenizer), n_positions=32, n_embd=16, n_layer=1, n_head=2
+    )
+    gpt2 = GPT2LMHeadModel(config).eval()
+    with pytest.raises(wb.WorkbenchError, match="context holds 32"):
+        sample_completions(gpt2, [ids], max_new_tokens=60, greedy=True, tokenizer=tiny.tokenizer)
+
+
+def test_temperature_zero_asks_the_sampler_for_greedy_by_name(tiny):
+    """generate's temperature=0 is greedy; sample_completions says greedy=True is how."""
+    with pytest.raises(wb.WorkbenchError, match="asks for greedy decoding") as e:
+        sample_completions(tiny, [[1, 5]], max_new_tokens=2, temperature=0)
+    assert "greedy=True" in e.value.fix
+    with pytest.raises(wb.WorkbenchError, match=r"temperature must be in \[0"):
+        sample_completions(tiny, [[1, 5]], max_new_tokens=2, temperature=-0.5)
+    assert sample_completions(tiny, [[1, 5]], max_new_tokens=2, temperature=0, greedy=True)
+
+
+@pytest.mark.parametrize("decoder", ["auto", "hf"])
+def test_a_generation_config_asking_for_dicts_or_stop_strings_gives_ids_or_the_fix(tiny, decoder):
+    """return_dict_in_generate=True made generate return a dict (slicing it was a raw
+    TypeError), num_return_sequences=2 failed in generate (a raw ValueError; the sampler's
+    num_generations says how many), and stop strings made generate fail for want of a
+    tokenizer (a raw ValueError)."""
+    config = sampler(tiny).generation_config
+    ids = encode_prompt(tiny, "12+7=", chat=False)
+    want = sample_completions(tiny, [ids], max_new_tokens=8, greedy=True, decoder="hf")
+    for field, value in [("return_dict_in_generate", True), ("num_return_sequences", 2)]:
+        before = getattr(config, field)
+        setattr(config, field, value)
+        try:
+            got = sample_completions(tiny, [ids], max_new_tokens=8, greedy=True, decoder=decoder)
+            torch.manual_seed(0)
+            two = sample_completions(tiny, [ids], num_generations=2, max_new_tokens=8)
+        finally:
+            setattr(config, field, before)
+        assert got == want, field
+        assert len(two) == 2, field
+    before = config.stop_strings
+    config.stop_strings = ["\n"]
+    try:
+        with pytest.raises(wb.WorkbenchError, match="stop_strings") as e:
+            sample_completions(tiny, [ids], max_new_tokens=8, greedy=True, decoder=decoder)
+    finally:
+        config.stop_strings = before
+    assert unsupported_reason(sampler(tiny)) is None, "the config is as it was"
+    assert "generation_config.stop_strings = None" in e.value.fix
+
+
+@pytest.mark.parametrize("decoder", ["lean", "hf"])
+def test_prompts_given_as_iterators_or_tensors_sample_as_lists(tiny, decoder):
+    """Each prompt is read once: an iterator was spent by the argument check and then failed
+    on its length (a raw TypeError)."""
+    ids = encode_prompt(tiny, "12+7=", chat=False)
+    want = sample_completions(tiny, [ids], max_new_tokens=6, greedy=True, decoder=decoder)
+    for given in (iter(ids), torch.tensor(ids), tuple(ids)):
+        got = sample_completions(tiny, [given], max_new_tokens=6, greedy=True, decoder=decoder)
+        assert got == want
+
+
+@pytest.mark.parametrize("decoder", ["auto", "hf"])
+def test_a_generation_config_with_beams_still_samples_and_takes_the_argmax(tiny, decoder):
+    """num_beams=3 in the model's generation config made greedy=True run beam search on the
+    generate path (not the argmax the docstring promises) and sampling return the best of
+    three beams; both decoders now ignore it and agree. Settings that change nothing
+    (repetition_penalty 1.0, output_scores) keep the lean decoder."""
+    config = sampler(tiny).generation_config
+    ids = encode_prompt(tiny, "12+7=", chat=False)
+    want = argmax_decode(tiny, ids, 12)
+    lean = sample_completions(tiny, [ids], max_new_tokens=12, greedy=True, decoder="lean")
+    torch.manual_seed(0)
+    drawn = sample_completions(tiny, [ids], num_generations=3, max_new_tokens=12, decoder="lean")
+    before = {k: getattr(config, k) for k in ("num_beams", "repetition_penalty", "output_scores")}
+    config.num_beams = 3
+    try:
+        got = sample_completions(tiny, [ids], max_new_tokens=12, greedy=True, decoder=decoder)
+        torch.manual_seed(0)
+        again = sample_completions(
+            tiny, [ids], num_generations=3, max_new_tokens=12, decoder=decoder
+        )
+        config.repetition_penalty, config.output_scores = 1.0, True
+        assert unsupported_reason(sampler(tiny)) is None
+    finally:
+        for k, v in before.items():
+            setattr(config, k, v)
+    assert got == lean
+    assert got[0] == want[: len(got[0])]
+    assert again == drawn

@@ -67,6 +67,27 @@ _HARMLESS_GENERATION = {
     "cache_implementation",
     "transformers_version",
     "_from_model_config",
+    # `sample_completions` sets these for ``generate`` too (one sequence per row as ids,
+    # no beams, no extra outputs), so both decoders draw alike whatever the config says.
+    "return_dict_in_generate",
+    "num_return_sequences",
+    "num_beams",
+    "num_beam_groups",
+    "length_penalty",
+    "early_stopping",
+    "output_scores",
+    "output_logits",
+    "output_attentions",
+    "output_hidden_states",
+}
+
+#: Values of generation-config fields that leave the distribution as it is (a config that
+#: writes ``repetition_penalty: 1.0`` out changes nothing).
+_NEUTRAL_GENERATION = {
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "typical_p": 1.0,
+    "diversity_penalty": 0.0,
 }
 
 
@@ -94,6 +115,7 @@ def _changed_generation(gen: Any) -> list[str]:
         and k in default
         and default[k] != v
         and (default[k] or v)  # None, False and 0 all mean "off"
+        and _NEUTRAL_GENERATION.get(k, object()) != v
     )
 
 

@@ -5,6 +5,7 @@ Llama-family models, ``generate`` in length-bucketed batches on the others), `ge
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, no_type_check
@@ -47,9 +48,10 @@ MIN_TEMPERATURE = 1e-30
 MAX_COMPLETIONS = 1_000_000
 
 #: The longest sequence (prompt + max_new_tokens) sampled from a model that states no
-#: context (a plain Hugging Face model; a bridge's ``cfg.n_ctx`` is checked first, as
-#: `generate` does). A longer one failed allocating its positions and KV cache (a raw
-#: OverflowError from torch at ``max_new_tokens=10**20``, out of memory below that).
+#: context (a bridge's ``cfg.n_ctx`` is checked first, as `generate` does, and a plain
+#: Hugging Face model's ``config.max_position_embeddings`` after this). A longer one failed
+#: allocating its positions and KV cache (a raw OverflowError from torch at
+#: ``max_new_tokens=10**20``, out of memory below that).
 MAX_SEQUENCE = 2**20
 
 
@@ -104,7 +106,8 @@ def sample_completions(
         prompt_ids: token ids of each prompt.
         num_generations: completions per prompt (at most `MAX_COMPLETIONS` in all).
         max_new_tokens: length cap; the longest prompt plus it must fit the model's
-            context (a bridge's ``cfg.n_ctx``, else `MAX_SEQUENCE` tokens).
+            context (a bridge's ``cfg.n_ctx``, a plain model's
+            ``config.max_position_embeddings``, and at most `MAX_SEQUENCE` tokens).
         temperature, top_p: sampling settings (ignored when `greedy`).
         greedy: greedy decoding.
         batch_limit: most sequences generated in one call.
@@ -123,9 +126,13 @@ def sample_completions(
     batch_limit = _validate.integer("batch_limit", batch_limit, minimum=1, example=64)
     greedy = _validate.flag("greedy", greedy)
     if not greedy:
-        temperature = _validate.number(
-            "temperature", temperature, low=0, low_open=True, example=1.0
-        )
+        temperature = _validate.number("temperature", temperature, low=0, example=1.0)
+        if temperature == 0:  # what generate's temperature=0 means, asked of the sampler
+            raise WorkbenchError(
+                "temperature must be in (0, inf) to sample, got 0: temperature=0 asks for "
+                "greedy decoding, which sample_completions does with greedy=True",
+                "pass greedy=True, or a temperature above 0 (e.g. temperature=1.0)",
+            )
         _check_temperature(temperature, "pass greedy=True for greedy decoding")
         top_p = _validate.number("top_p", top_p, low=0, high=1, low_open=True, example=0.95)
     if isinstance(prompt_ids, str | bytes) or not isinstance(prompt_ids, Iterable):
@@ -151,9 +158,10 @@ def sample_completions(
             "sample outside the with block, or decode under the hooks with "
             "wb.ablation.greedy_continue(model, prefix, interventions=[...])",
         )
-    _check_prompt_ids(prompt_ids, hf.get_input_embeddings().num_embeddings)
+    prompt_ids = _check_prompt_ids(prompt_ids, hf.get_input_embeddings().num_embeddings)
     if prompt_ids:
-        _check_room(model, max(len(p) for p in prompt_ids), max_new_tokens)
+        _check_room(model, max(len(p) for p in prompt_ids), max_new_tokens, hf)
+    _check_generation_config(hf)
     tokenizer = tokenizer if tokenizer is not None else model_tokenizer(model)
     device = model_device(hf)
     eos = eos_token_ids(tokenizer, hf)
@@ -178,9 +186,32 @@ def sample_completions(
     for r, (_, p) in enumerate(rows):
         by_len[len(p)].append(r)
     out: list[list[int]] = [[] for _ in rows]
-    kwargs: dict[str, Any] = {"do_sample": not greedy}
+    settings: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "eos_token_id": eos or None,
+        "pad_token_id": pad,
+        "do_sample": not greedy,
+        # The ids of one completion per row, even where the model's generation config asks
+        # for a dict of outputs (slicing that failed with a raw TypeError) or for several
+        # sequences per prompt (num_generations says how many here; generate failed with a
+        # raw ValueError). Set on a copy of the config: generate validates the model's own
+        # config before it applies keyword arguments.
+        "return_dict_in_generate": False,
+        "num_return_sequences": 1,
+        # Sampling draws from the policy and greedy is the argmax: a config's beam search
+        # ran instead of either without a word (and beam sampling returns the best beam,
+        # not a draw, which RL's log-probs would treat as one).
+        "num_beams": 1,
+        "num_beam_groups": 1,
+        # Outputs the ids do not need (the model's forward computed them at every step).
+        "output_scores": False,
+        "output_logits": False,
+        "output_attentions": False,
+        "output_hidden_states": False,
+    }
     if not greedy:
-        kwargs.update(temperature=float(temperature), top_p=float(top_p), top_k=0)
+        settings.update(temperature=float(temperature), top_p=float(top_p), top_k=0)
+    config = _generation_config(hf, settings)
     was_training = hf.training
     hf.eval()
     try:
@@ -190,12 +221,7 @@ def sample_completions(
                 chunk = members[start : start + batch_limit]
                 ids = torch.tensor([list(rows[r][1]) for r in chunk], device=device)
                 gen = hf.generate(
-                    ids,
-                    attention_mask=torch.ones_like(ids),
-                    max_new_tokens=max_new_tokens,
-                    eos_token_id=eos or None,
-                    pad_token_id=pad,
-                    **kwargs,
+                    ids, attention_mask=torch.ones_like(ids), generation_config=config
                 )[:, length:].cpu()
                 for r, seq in zip(chunk, gen.tolist(), strict=True):
                     out[r] = cut_at_eos(seq, eos)
@@ -204,10 +230,23 @@ def sample_completions(
     return out
 
 
-def _check_room(model: Any, prompt_len: int, max_new_tokens: int) -> None:
+def _generation_config(hf: Any, settings: dict[str, Any]) -> Any:
+    """A copy of `hf`'s generation config (the defaults when it has none) with `settings`."""
+    from transformers import GenerationConfig
+
+    base = getattr(hf, "generation_config", None)
+    config = copy.deepcopy(base) if base is not None else GenerationConfig()
+    for key, value in settings.items():
+        setattr(config, key, value)
+    return config
+
+
+def _check_room(model: Any, prompt_len: int, max_new_tokens: int, hf: Any = None) -> None:
     """Refuse a `prompt_len`-token prompt plus `max_new_tokens` that does not fit the
-    model's context (a bridge's ``cfg.n_ctx``), or `MAX_SEQUENCE` for a model that states
-    none, before anything is sampled."""
+    model's context (a bridge's ``cfg.n_ctx``), `MAX_SEQUENCE`, or, for a plain Hugging
+    Face model `hf` with no ``cfg``, its config's ``max_position_embeddings``, before
+    anything is sampled (a plain GPT-2 failed past its positions with a raw IndexError, and
+    a RoPE model sampled past its context without a word)."""
     n = prompt_len + max_new_tokens
     what = f"a {prompt_len}-token prompt plus max_new_tokens={max_new_tokens}"
     check_context(model, n, what=what)
@@ -216,6 +255,28 @@ def _check_room(model: Any, prompt_len: int, max_new_tokens: int) -> None:
             f"{what} needs {n} tokens, more than the {MAX_SEQUENCE} this workbench samples "
             "in one sequence",
             "lower max_new_tokens",
+        )
+    if getattr(getattr(model, "cfg", None), "n_ctx", None) is None:
+        limit = getattr(getattr(hf, "config", None), "max_position_embeddings", None)
+        if _validate.is_index(limit) and n > limit:
+            raise WorkbenchError(
+                f"{what} needs {n} tokens but the model's context holds {limit} (its "
+                "config's max_position_embeddings)",
+                "shorten the prompt or lower max_new_tokens",
+            )
+
+
+def _check_generation_config(hf: Any) -> None:
+    """Refuse a generation config with stop strings: ``generate`` needs the tokenizer to
+    honour them (it failed with a raw ValueError), and the completions end at EOS only."""
+    stops = getattr(getattr(hf, "generation_config", None), "stop_strings", None)
+    if stops:
+        raise WorkbenchError(
+            f"the model's generation config sets stop_strings={stops!r}, which sampling "
+            "here does not honour (completions end at the first EOS or at max_new_tokens)",
+            "clear them before sampling: model.generation_config.stop_strings = None (for "
+            "a bridge, on workbench.models.sampler(model)), and cut the text at the stop "
+            "string afterwards",
         )
 
 
@@ -231,9 +292,12 @@ def _check_temperature(temperature: float, greedy: str) -> None:
         )
 
 
-def _check_prompt_ids(prompt_ids: Any, n_vocab: int) -> None:
-    """Refuse prompts that are not non-empty lists of token ids of the model's vocabulary
-    (they failed deep inside torch: "index out of range in self", "cannot reshape")."""
+def _check_prompt_ids(prompt_ids: Any, n_vocab: int) -> list[list[int]]:
+    """The prompts as lists of ints, or a `WorkbenchError` for prompts that are not
+    non-empty lists of token ids of the model's vocabulary (they failed deep inside torch:
+    "index out of range in self", "cannot reshape"; a prompt given as an iterator was spent
+    by the check and then failed on its length)."""
+    out = []
     fix = (
         "pass one list of token ids per prompt, from this model's tokenizer, e.g. "
         "[encode_prompt(model, text) for text in prompts]"
@@ -254,6 +318,8 @@ def _check_prompt_ids(prompt_ids: Any, n_vocab: int) -> None:
                 f"(0..{n_vocab - 1})",
                 fix,
             )
+        out.append(ids)
+    return out
 
 
 def _sample_lean(
@@ -379,7 +445,7 @@ def degeneracy(ids: Sequence[int] | torch.Tensor) -> dict[str, float]:
     Returns:
         ``{"n": length, "distinct_share": distinct tokens / length, "longest_run": the
         longest run of one token repeated back to back}``. A coherent answer of SmolLM2
-        to the demo problem (112 tokens) has a distinct share of 0.34 and runs of 1; a
+        to the demo problem (112 tokens) has a distinct share of 0.34 and runs of at most 2; a
         sampler that ignores its KV cache produced ``1-----...``: 2 distinct tokens in 160.
     """
     seq = _id_list(ids)
