@@ -145,6 +145,20 @@ def test_presets_name_their_tasks_and_refuse_bad_recipes() -> None:
             tr.TrainConfig(**{key: 0})
 
 
+def test_each_preset_is_the_recipe_its_card_records(name, card) -> None:
+    """``python -m workbench.tiny train --model NAME`` is the shipped run: the searcher's
+    preset trained on 1 CPU thread, its card on 2, and the thread count changes the weights."""
+    recipe = tr.preset(name).__dict__
+    recorded = card["train_config"]  # older cards lack fields added since, at their defaults
+    differ = {
+        k: (v, recipe[k])
+        for k, v in recorded.items()
+        if (list(v) if isinstance(v, list | tuple) else v)
+        != (list(recipe[k]) if isinstance(recipe[k], list | tuple) else recipe[k])
+    }
+    assert differ == {}
+
+
 def test_an_unusable_out_is_refused_before_training(tmp_path, monkeypatch) -> None:
     """A run is thrown away if its folder is found unusable only when it ends."""
 
@@ -174,6 +188,84 @@ def test_command_line_bad_input_is_one_message_not_a_traceback(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "error: No tiny-reasoner checkpoint at" in err and "Fix: Train one" in err
     assert "threads must be at least 1, got 0" in err and "Traceback" not in err
+
+
+def test_the_shipped_checkpoint_is_replaced_only_by_its_own_recipe(capsys) -> None:
+    """`train --steps 10` without --out replaced the tiny reasoner that every notebook and
+    test loads; settings off the recipe now need --out (checked before any training)."""
+    from workbench.tiny import CHECKPOINTS
+    from workbench.tiny.__main__ import main
+
+    shipped = (CHECKPOINTS["tiny-reasoner"] / "model.safetensors").stat().st_mtime_ns
+    assert main(["train", "--steps", "10"]) == 2
+    assert main(["train", "--model", "tiny-searcher", "--seed", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "(--steps) differ from tiny-reasoner's recipe" in err
+    assert "(--seed) differ from tiny-searcher's recipe" in err
+    assert "pass --out DIR" in err and "Traceback" not in err
+    assert (CHECKPOINTS["tiny-reasoner"] / "model.safetensors").stat().st_mtime_ns == shipped
+
+
+def test_a_recipe_that_cannot_train_is_refused() -> None:
+    """A RoPE base <= 0 or NaN trained on NaN losses and then failed in the head spans with
+    a message about attention patterns; a learning rate <= 0 wrote an untrained model."""
+    for key, value in [("rope_theta", -1.0), ("rope_theta", float("nan")), ("lr", 0.0)]:
+        with pytest.raises(WorkbenchError, match=key):
+            tr.TrainConfig(**{key: value})
+    with pytest.raises(WorkbenchError, match="countdown_fraction"):
+        tr.TrainConfig(countdown_fraction=1.5)
+    for seed in (-1, 2**64):  # overflowed in torch; -1 drew seed 1's problems
+        with pytest.raises(WorkbenchError, match="seed"):
+            tr.TrainConfig(seed=seed)
+
+
+def test_command_line_eval_refuses_bad_counts_before_loading(capsys, monkeypatch) -> None:
+    """``eval --n 0`` printed nothing with status 0; ``--threads 0`` was a torch traceback."""
+    import workbench.tiny
+    from workbench.tiny.__main__ import main
+
+    monkeypatch.setattr(workbench.tiny, "load", lambda *a, **k: pytest.fail("loaded"))
+    assert main(["eval", "--n", "0"]) == 2
+    assert main(["eval", "--n", "-5"]) == 2
+    assert main(["eval", "--threads", "0"]) == 2
+    assert main(["eval", "--seed", "-3"]) == 2
+    err = capsys.readouterr().err
+    assert "--seed must be at least 0, got -3" in err
+    assert "--n must be at least 1, got 0" in err and "--n must be at least 1, got -5" in err
+    assert "--threads must be at least 1, got 0" in err and "Traceback" not in err
+
+
+def test_command_line_eval_scores_a_folder_on_its_cards_tasks(capsys) -> None:
+    """``eval --dir <a searcher checkpoint>`` scored it on the reasoner's tasks (0%)."""
+    from workbench.tiny.__main__ import main
+
+    searcher = str(CHECKPOINTS["tiny-searcher"])
+    assert main(["eval", "--dir", searcher, "--n", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("countdown-search") and "(n=2," in out and "arithmetic" not in out
+    assert main(["eval", "--dir", searcher, "--model", "tiny-reasoner"]) == 2
+    assert "the checkpoint in" in capsys.readouterr().err
+    # the reasoner's card predates the recorded task list: its default tasks are used
+    assert main(["eval", "--dir", str(CHECKPOINTS["tiny-reasoner"]), "--n", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("countdown ") and "arithmetic" in out
+
+
+def test_paths_with_a_tilde_are_the_home_folder(tmp_path, monkeypatch) -> None:
+    """``load("~/ckpt")`` looked for a folder named "~" in the current one, and
+    ``train(out="~/ckpt")`` wrote its checkpoint there."""
+    import shutil
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(CHECKPOINTS["tiny-reasoner"], tmp_path / "ckpt")
+    model, _ = load("~/ckpt")
+    assert model.config.num_hidden_layers == 4
+    (tmp_path / "taken").write_text("a file")
+    monkeypatch.setattr(tr, "_fit", lambda *a: pytest.fail("trained"))
+    with pytest.raises(WorkbenchError, match="is a file"):  # checked before training
+        tr.train(tr.TrainConfig(steps=1), out="~/taken", progress=False)
+    assert not (tmp_path / "~").exists()
 
 
 def test_accuracy_matches_the_card(fixed_sample, card) -> None:

