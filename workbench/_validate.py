@@ -95,7 +95,9 @@ def number(
     below = value <= low if low_open else value < low
     above = value >= high if high_open else value > high
     if below or above:
-        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        # an infinite bound is never in the interval (infinite values are refused above)
+        lo = "(" if low_open or math.isinf(low) else "["
+        hi = ")" if high_open or math.isinf(high) else "]"
         interval = f"{lo}{low}, {high}{hi}"
         fix = fix if example is not None else f"pass {name} in {interval}"
         raise WorkbenchError(f"{name} must be in {interval}, got {value!r}", fix)

@@ -91,3 +91,11 @@ def test_a_one_element_array_is_no_index(value):
     with pytest.raises(WorkbenchError, match="layer must be an integer"):
         integer("layer", value)
     assert as_index(torch.tensor(1)) == as_index(np.array(1)) == as_index(np.int64(1)) == 1
+
+
+def test_an_unbounded_side_reads_as_open():
+    """ "[0, inf]" said infinity was allowed, which the same check refuses."""
+    with pytest.raises(WorkbenchError, match=r"temperature must be in \[0, inf\), got -1"):
+        number("temperature", -1, low=0)
+    with pytest.raises(WorkbenchError, match=r"shift must be in \(-inf, 0\], got 2"):
+        number("shift", 2, high=0)
