@@ -122,9 +122,13 @@ def curve(name: str, values: Any, fix: str, ndim: int = 1, want: str | None = No
     import torch
 
     try:
-        v = torch.as_tensor(values).detach().cpu().double()
+        v = torch.as_tensor(values).detach().cpu()
     except (TypeError, ValueError, RuntimeError):
         v = None
+    if v is not None and v.is_complex():
+        # they lost their imaginary part with only torch's warning
+        raise WorkbenchError(f"{name} holds complex numbers (dtype {v.dtype})", fix)
+    v = None if v is None else v.double()
     if v is None or v.ndim != ndim:
         if want is None:
             want = "a [pos] curve of one sequence" if ndim == 1 else f"a {ndim}-D tensor"

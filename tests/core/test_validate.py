@@ -99,3 +99,9 @@ def test_an_unbounded_side_reads_as_open():
         number("temperature", -1, low=0)
     with pytest.raises(WorkbenchError, match=r"shift must be in \(-inf, 0\], got 2"):
         number("shift", 2, high=0)
+
+
+def test_complex_values_are_not_a_curve():
+    """They were cast to their real part with only torch's warning."""
+    with pytest.raises(WorkbenchError, match="waad holds complex numbers"):
+        curve("waad", torch.tensor([1 + 2j, 3 + 0j]), "fix it")
