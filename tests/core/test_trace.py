@@ -194,6 +194,15 @@ class TestGenerateArguments:
         same = wb.generate(tiny, "12+7=", max_new_tokens=4, seed=3)
         assert torch.equal(same.ids, t.ids)
 
+    def test_the_default_length_fits_the_models_context(self, tiny):
+        """256 new tokens by default failed on the tiny models for any prompt (their context
+        is 256 tokens); the default is what the context leaves, at most 256."""
+        t = wb.generate(tiny, "12+7=", temperature=0)
+        assert t.meta["max_new_tokens"] == tiny.cfg.n_ctx - t.prompt_len < 256
+        assert len(t.ids) <= tiny.cfg.n_ctx
+        with pytest.raises(WorkbenchError, match="context holds 256"):
+            wb.generate(tiny, "1 " * 300, chat=False)  # a prompt that fills the context
+
     @pytest.mark.parametrize("temperature", [1e-45, 1e-300])
     def test_a_temperature_that_overflows_the_logits_is_a_clear_error(self, tiny, temperature):
         # It failed inside torch: "probability tensor contains either inf, nan or element < 0".

@@ -318,6 +318,12 @@ class Trace:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the trace as JSON, atomically (``~`` is the home folder).
 
+        Args:
+            path: the file to write (e.g. ``"trace.json"``); `Trace.load` reads it back.
+
+        Returns:
+            The path written, with ``~`` expanded.
+
         Raises:
             WorkbenchError: `meta` holds a value JSON cannot store (NaN and infinities
                 included: they would be written as the non-standard ``NaN``), or `path`
@@ -347,7 +353,17 @@ class Trace:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Trace:
-        """Read a trace written by `save` (``~`` is the home folder)."""
+        """Read a trace written by `save` (``~`` is the home folder).
+
+        Args:
+            path: a file written by `Trace.save`.
+
+        Returns:
+            The `Trace` as saved (JSON keeps no tuples: those in `meta` come back as lists).
+
+        Raises:
+            WorkbenchError: the file is missing or unreadable, or is not a saved trace.
+        """
         source = as_path(path, "Trace.load's path", "file", "trace.json")
         try:
             return cls.from_dict(json.loads(source.read_text(encoding="utf-8")))

@@ -22,6 +22,7 @@ from .tokens import (
     applies_chat_template,
     check_context,
     check_template_kwargs,
+    context_length,
     encode_prompt,
     eos_token_ids,
     model_tokenizer,
@@ -53,6 +54,9 @@ MAX_COMPLETIONS = 1_000_000
 #: allocating its positions and KV cache (a raw OverflowError from torch at
 #: ``max_new_tokens=10**20``, out of memory below that).
 MAX_SEQUENCE = 2**20
+
+#: `generate`'s response length when none is given and the context leaves room for it.
+DEFAULT_NEW_TOKENS = 256
 
 
 @contextlib.contextmanager
@@ -358,7 +362,7 @@ def generate(
     model: TransformerBridge,
     prompt: str,
     *,
-    max_new_tokens: int = 256,
+    max_new_tokens: int | None = None,
     temperature: float = 0.7,
     top_p: float = 1.0,
     seed: int = 0,
@@ -377,7 +381,9 @@ def generate(
         model: a bridge from `wb.load_model`.
         prompt: the question; wrapped in the chat template when `chat` and the tokenizer
             has one.
-        max_new_tokens: at most this many response tokens.
+        max_new_tokens: at most this many response tokens; default `DEFAULT_NEW_TOKENS`
+            (256), or what the model's context leaves after the prompt when that is less
+            (the tiny models hold 256 tokens in all). The trace's meta records the value.
         temperature: sampling temperature; 0 means greedy decoding.
         top_p: nucleus sampling mass in (0, 1].
         seed: RNG seed.
@@ -390,7 +396,8 @@ def generate(
     """
     # The normalised values (a NumPy or torch integer seed becomes an int) are what samples
     # and what `meta` records, so the trace saves as JSON.
-    max_new_tokens = _validate.integer("max_new_tokens", max_new_tokens, minimum=1, example=128)
+    if max_new_tokens is not None:
+        max_new_tokens = _validate.integer("max_new_tokens", max_new_tokens, minimum=1, example=128)
     temperature = _validate.number("temperature", temperature, low=0, example=0.7)
     top_p = _validate.number("top_p", top_p, low=0, high=1, low_open=True, example=0.95)
     seed = _validate.seed("seed", seed)
@@ -404,6 +411,12 @@ def generate(
     tokenizer = model_tokenizer(model)
     template_kwargs = check_template_kwargs(chat_template_kwargs)
     prompt_ids = encode_prompt(model, prompt, chat=chat, chat_template_kwargs=template_kwargs)
+    if max_new_tokens is None:
+        # The default fits the context (256 new tokens failed on the tiny models for any
+        # prompt); a prompt that fills it is still refused by `sample_completions`.
+        n_ctx = context_length(model)
+        room = DEFAULT_NEW_TOKENS if n_ctx is None else n_ctx - len(prompt_ids)
+        max_new_tokens = max(1, min(DEFAULT_NEW_TOKENS, room))
     with seeded(sampler(model), seed):
         completion = sample_completions(
             model,

@@ -18,6 +18,7 @@ __all__ = [
     "check_context",
     "check_ids",
     "check_trace_tokens",
+    "context_length",
     "encode_prompt",
     "eos_token_ids",
     "model_tokenizer",
@@ -35,7 +36,9 @@ def model_tokenizer(model: TransformerBridge):
     return tokenizer
 
 
-def _n_ctx(model: TransformerBridge) -> int | None:
+def context_length(model: TransformerBridge) -> int | None:
+    """The most tokens `model` takes in one sequence (a bridge's ``cfg.n_ctx``), or None
+    when it states none."""
     return getattr(getattr(model, "cfg", None), "n_ctx", None)
 
 
@@ -47,7 +50,7 @@ def check_context(
     fix: str = "shorten the prompt or lower max_new_tokens",
 ) -> None:
     """Refuse `n` tokens (`what`) beyond the model's context, with the caller's `fix`."""
-    n_ctx = _n_ctx(model)
+    n_ctx = context_length(model)
     if n_ctx is not None and n > n_ctx:
         raise WorkbenchError(f"{what} needs {n} tokens but the model's context holds {n_ctx}", fix)
 
