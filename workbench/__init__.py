@@ -53,8 +53,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+# This module's own helpers, not the workbench's API: kept out of tab completion.
+_HELPERS = frozenset({"Any", "TYPE_CHECKING", "importlib"})
+
+
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY, *_SUBMODULES])
+    return sorted({*globals(), *_LAZY, *_SUBMODULES} - _HELPERS)
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see

@@ -417,7 +417,8 @@ def run_batch(
         timeout: whole seconds allowed per cell (None: no limit).
         rerun_failed: run again the runs that failed last time (those that succeeded are
             always skipped).
-        progress: show a progress bar.
+        progress: show a ``tqdm.auto`` progress bar (in a notebook or a terminal; none
+            where stderr is not a terminal, as in a log file).
 
     Returns:
         A `BatchResult` with one row per grid point, in grid order, holding ``run_id``, the
@@ -427,7 +428,7 @@ def run_batch(
         are read back from the index with the same types. The index holds these rows, then
         the rows of earlier runs into `out` that this grid does not include.
     """
-    from tqdm.auto import tqdm
+    from ._progress import progress_bar
 
     notebook = as_path(
         notebook, "run_batch's notebook", "file", "notebooks/05_batch.ipynb"
@@ -500,8 +501,8 @@ def run_batch(
         ]
 
     prov = provenance()
-    bar = tqdm(
-        total=len(points), initial=len(points) - len(todo), desc="batch", disable=not progress
+    bar = progress_bar(
+        total=len(points), initial=len(points) - len(todo), desc="batch", progress=progress
     )
 
     def injected(run_id: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -22,3 +22,32 @@ class WorkbenchError(ValueError):
         self.problem = problem
         self.fix = fix
         super().__init__(problem if fix is None else f"{problem}\nFix: {fix}")
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython's hook for how a notebook shows this error: the problem and the fix
+        first, then the usual traceback (which ends with them again).
+
+        A notebook prints a traceback top down, every frame of the workbench's own checks
+        before the message at the bottom, so the message was the last thing a user read.
+        Outside IPython (a script, pytest) tracebacks are Python's own.
+        """
+        import traceback
+
+        etype, tb = type(self), self.__traceback__
+        try:
+            from IPython import get_ipython
+
+            formatter = getattr(get_ipython(), "InteractiveTB", None)
+        except ImportError:
+            formatter = None
+        if formatter is None:
+            return [
+                *traceback.format_exception_only(etype, self),
+                "\n",
+                *traceback.format_exception(etype, self, tb),
+            ]
+        body = formatter.structured_traceback(etype, self, tb)
+        if getattr(formatter, "mode", None) == "Minimal":  # %xmode Minimal: the message alone
+            return body
+        head = formatter.get_exception_only(etype, self)  # its last line ends in a newline
+        return [*head, *body]

@@ -27,6 +27,7 @@ This project's choices (the paper gives no details):
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from typing import Any, no_type_check
 
@@ -35,6 +36,7 @@ import torch
 
 from .. import _validate
 from ..attention.analysis import Analysis
+from ..attention.engine import check_model
 from ..attention.rhythm import top_q
 from ..errors import WorkbenchError
 from ..trace import Trace, check_trace, check_traces
@@ -200,6 +202,7 @@ def perturb_position(
         ``continuations`` (texts), ``jaccards`` (one per alternative) and ``jaccard``
         (their mean).
     """
+    check_model(model)
     check_trace(trace)
     check_trace_tokens(model, trace)
     position = _validate.integer("position", position, example=trace.prompt_len)
@@ -210,19 +213,29 @@ def perturb_position(
             "perturb a token of the response",
         )
     _validate.integer("top_k", top_k, minimum=1, example=3)
+    # No new token leaves both continuations empty: every alternative would read as a tie.
+    _validate.integer("max_new_tokens", max_new_tokens, minimum=1, example=32)
     tok = model.tokenizer
     special = set(getattr(tok, "all_special_ids", []) or [])
     d_vocab = model.cfg.d_vocab
     if logits is None:
         logits = logits_of(model, trace.ids[: position + 1])
     else:  # one row per token of the trace: fewer or more rows are another sequence's
-        shape = tuple(torch.as_tensor(logits).shape)
+        logits = torch.as_tensor(logits)  # a NumPy array reached torch.argsort raw
+        shape = tuple(logits.shape)
         if shape != (len(trace), d_vocab):
             raise WorkbenchError(
                 f"logits of shape {shape} are not this trace's [pos d_vocab] = "
                 f"{(len(trace), d_vocab)} logits",
                 "pass logits=logits_of(model, trace.ids), or leave it out",
             )
+    if torch.isnan(logits[position - 1]).any():  # NaN sorts anywhere: arbitrary alternatives
+        raise WorkbenchError(
+            f"the logits before position {position} (row {position - 1}) hold NaN, so they "
+            "rank no alternative tokens",
+            "pass logits=logits_of(model, trace.ids) of a model whose forward pass is finite, "
+            "or leave it out",
+        )
     orig = int(trace.ids[position])
     order = torch.argsort(logits[position - 1], descending=True).tolist()
     alts = [t for t in order[: top_k + len(special) + 1] if t != orig and t not in special]
@@ -302,14 +315,18 @@ def perturbation_test(
     traces = check_traces(traces, caller="perturbation_test", usage=usage, allow_empty=True)
     analyses = analysis_list(analyses, "perturbation_test", usage)
     check_pairs(traces, analyses)
+    if traces:  # None (or a model name) met a raw AttributeError further on
+        check_model(model)
     for trace in traces:
         check_trace_tokens(model, trace)
     _validate.integer("n_pairs", n_pairs, minimum=1, example=1)
     _validate.integer("top_k", top_k, minimum=1, example=3)
-    _validate.integer("max_new_tokens", max_new_tokens, minimum=0, example=24)
+    # 0 new tokens made every trial a tie (both continuations empty, Jaccard 1.0).
+    _validate.integer("max_new_tokens", max_new_tokens, minimum=1, example=24)
     _validate.integer("min_after", min_after, minimum=0, example=4)
+    progress = _validate.flag("progress", progress)
     special = set(getattr(model.tokenizer, "all_special_ids", []) or [])
-    rows = []
+    rows, skipped = [], []
     for i, (tr, an) in enumerate(
         tqdm(list(zip(traces, analyses, strict=True)), desc="perturb", disable=not progress)
     ):
@@ -317,6 +334,7 @@ def perturbation_test(
         n_ok = int((~torch.isnan(fai)).sum())
         m = min(n_pairs, n_ok // 2)
         if m == 0:
+            skipped.append(i)
             continue
         hi = sorted(top_q(fai, m / n_ok), key=lambda p: (-float(fai[p]), p))
         # The low positions come from the others: with tied FAI the same position could
@@ -345,6 +363,15 @@ def perturbation_test(
                     "high_more_disruptive": bool(rh["jaccard"] < rl["jaccard"]),
                 }
             )
+    if skipped:  # they left the summary's means (all NaN when none was left) without a word
+        warnings.warn(
+            f"perturbation_test left out {len(skipped)} of {len(traces)} trace(s) "
+            f"(traces {skipped[:10]}{' ...' if len(skipped) > 10 else ''}): each has fewer than "
+            f"two response positions with a defined FAI, a non-special token and at least "
+            f"min_after={min_after} tokens after it; pass longer traces, a smaller min_after, "
+            "or analyses with a smaller fai_min_rows (analysis.with_params(fai_min_rows=1))",
+            stacklevel=2,
+        )
     trials = pd.DataFrame(
         rows,
         columns=[

@@ -166,7 +166,8 @@ def run_ablations(
             ``max_new_tokens > 0``, which needs them; with 0 they are refused).
         max_new_tokens: continuation length (0: no continuation test).
         analyze_kwargs: keyword arguments for `wb.analyze` (only without `analyses`).
-        progress: tqdm progress bar over traces.
+        progress: a ``tqdm.auto`` progress bar over traces, in a notebook or a terminal;
+            none when stderr is not a terminal (a log file: tqdm wrote a line per trace).
         callback: called as ``callback(done, total)`` after each trace (for panels).
 
     Returns:
@@ -178,7 +179,8 @@ def run_ablations(
         and the charts).
     """
     import pandas as pd
-    from tqdm.auto import tqdm
+
+    from .._progress import progress_bar
 
     kinds = _check_kinds(interventions)
     traces = check_traces(traces, caller="run_ablations")
@@ -189,6 +191,7 @@ def run_ablations(
         check_trace_tokens(model, trace)
     _validate.integer("max_new_tokens", max_new_tokens, minimum=0, example=32)
     _validate.flag("exclude_answer", exclude_answer)
+    progress = _validate.flag("progress", progress)
     n_random = _validate.integer("n_random", n_random, minimum=0, example=3)
     seed = _validate.seed("seed", seed)
     families = _check_names(families, FAMILIES, "target families")  # before any trace's
@@ -254,7 +257,7 @@ def run_ablations(
     special = getattr(model.tokenizer, "all_special_ids", []) or []
     rows: list[dict[str, Any]] = []
     skipped_families = skipped_controls = 0
-    for i, tr in enumerate(tqdm(traces, desc="ablate", disable=not progress)):
+    for i, tr in enumerate(progress_bar(traces, desc="ablate", progress=progress)):
         an = analyses[i] if analyses is not None else analyze(model, tr, **(analyze_kwargs or {}))
         span = answer_span(tr, special_ids=special)
         try:

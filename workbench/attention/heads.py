@@ -89,7 +89,17 @@ class HeadClasses:
         span: Float[Tensor, "layer head_index"],
         head_quantiles: tuple[float, float] = (0.3, 0.3),
     ) -> HeadClasses:
-        """Classify the heads with a defined (non-NaN) span: see `classify_heads`."""
+        """Classify the heads with a defined (non-NaN) span: see `classify_heads`.
+
+        Args:
+            span: ``[layer head_index]`` head spans (Eq. 7), e.g. ``analysis.head_span`` or
+                a mean of several; NaN marks a head not analysed, which is left out.
+            head_quantiles: ``(q_local, q_global)``: the bottom ``q_local`` of the heads by
+                span are local, the top ``q_global`` global (Eq. 8; the paper's 30% / 30%).
+
+        Returns:
+            The `HeadClasses`, keeping `span` (as float64) and the quantiles.
+        """
         ql, qg = check_quantiles(head_quantiles)
         span = _span_grid(span, "the span")
         heads = [(int(a), int(b)) for a, b in (~torch.isnan(span)).nonzero().tolist()]

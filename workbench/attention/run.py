@@ -304,7 +304,8 @@ def analyze_many(
         batch_size: traces per forward pass (right-padded; see `engine.collect_many`).
             Traces are grouped in length order to limit padding; results keep the input
             order. Memory grows with the batch.
-        progress: show a ``tqdm.auto`` progress bar.
+        progress: show a ``tqdm.auto`` progress bar (in a notebook or a terminal; none
+            where stderr is not a terminal, as in a log file).
         **kwargs: the other keyword arguments of `analyze` (pass options and
             `RhythmParams` fields), and ``columns=False`` for a pass that keeps no column
             sums beyond the diagonal band (with ``default_cuts=False`` and a finite
@@ -316,7 +317,8 @@ def analyze_many(
         One `Analysis` per trace, in order.
     """
     import torch
-    from tqdm.auto import tqdm
+
+    from .._progress import progress_bar
 
     # A str first: an array's ``== "batch"`` has no truth value (a raw ValueError).
     from_batch = isinstance(heads_from, str) and heads_from == "batch"
@@ -348,7 +350,7 @@ def analyze_many(
     params = _rhythm(params, kwargs)
     order = sorted(range(len(traces)), key=lambda i: len(traces[i]))
     out: list[Analysis | None] = [None] * len(traces)
-    with tqdm(total=len(traces), desc="analyze", disable=not progress, leave=False) as bar:
+    with progress_bar(total=len(traces), desc="analyze", progress=progress, leave=False) as bar:
         for b in range(0, len(order), batch_size):
             idx = order[b : b + batch_size]
             batch = _analyze_batch(model, [traces[i] for i in idx], params, **options)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, no_type_check
 
+from .. import _validate
 from .._io import as_path
 from ..errors import WorkbenchError
 from ..intervals import check_level
@@ -60,6 +61,22 @@ class Experiment:
     @no_type_check  # validates its arguments itself, with messages that name the fix
     def __init__(self, out: str | Path):
         self.out = as_path(out, "an experiment's out", "folder", "runs/exp")
+
+    def __repr__(self) -> str:
+        """The folder and what it holds, from the run folders' names alone (no file is
+        read, nothing raises): a notebook cell ending in an experiment shows this."""
+        try:
+            runs = [(d.parent.name, d.name.removeprefix("seed-")) for d in self.run_dirs()]
+        except OSError:
+            runs = []
+        if not runs:
+            return f"Experiment({str(self.out)!r}, no runs yet)"
+        strategies = sorted({s for s, _ in runs})
+        seeds = sorted({k for _, k in runs}, key=lambda k: (len(k), k))
+        return (
+            f"Experiment({str(self.out)!r}, {len(runs)} runs: strategies {strategies}, "
+            f"seeds [{', '.join(seeds)}])"
+        )
 
     def run_dirs(self) -> list[Path]:
         """Every run directory under the experiment folder."""
@@ -462,6 +479,7 @@ def run_experiment(
     Returns:
         The `Experiment` (see `Experiment.summary` and `Experiment.chart`).
     """
+    progress = _validate.flag("progress", progress)  # "no" is truthy: bars would show
     base = (config or GRPOConfig()).replace(**overrides)
     for name, value, example in (("strategies", strategies, '["none", "coupled"]'),
                                  ("seeds", seeds, "[0, 1, 2]")):  # fmt: skip

@@ -446,7 +446,7 @@ class GRPORun:
             self, with ``status`` ``"finished"``, ``"interrupted"`` (Ctrl-C) or
             ``"stopped"`` (`request_stop`).
         """
-        from tqdm.auto import tqdm
+        from .._progress import progress_bar
 
         cfg = self.config
         end = max_steps if max_steps is not None else cfg.max_steps
@@ -458,11 +458,12 @@ class GRPORun:
             )
         self._interrupted.clear()
         self._set_status("running")
-        bar = tqdm(
+        bar = progress_bar(
             total=end,
             initial=self.step,
-            desc=f"GRPO {cfg.strategy}",
-            disable=not self.progress,
+            # the seed too: an experiment's runs of one strategy showed identical bars
+            desc=f"GRPO {cfg.strategy} seed {cfg.seed}",
+            progress=self.progress,
         )
         try:
             if self.step == 0 and not self.metrics:

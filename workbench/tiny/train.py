@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 from transformers import (
     GenerationConfig,
     LlamaConfig,
@@ -52,6 +51,7 @@ from workbench._io import (
     check_folder,
     make_folder,
 )
+from workbench._progress import progress_bar
 from workbench.errors import WorkbenchError
 from workbench.tasks import Problem, get_task
 from workbench.tiny.card import build_card, render_card
@@ -353,7 +353,8 @@ def train(
             so an interrupted run leaves the previous checkpoint untouched.
         overwrite: replace an existing folder (when False, an existing one is refused
             before training starts).
-        progress: show a tqdm progress bar.
+        progress: show a ``tqdm.auto`` progress bar (in a notebook or a terminal; none
+            where stderr is not a terminal, as in a log file).
         eval_sample: the fixed held-out sample the card reports (default: 100 test problems
             per task, seed 0; `eval_samples`).
         eval_sample_large: the larger held-out sample (default: 500 per task, seed 1).
@@ -431,7 +432,7 @@ def _fit(
     )
     model.train()
     losses: list[float] = []
-    bar = tqdm(range(cfg.steps), desc=cfg.name, disable=not progress)
+    bar = progress_bar(range(cfg.steps), desc=cfg.name, progress=progress)
     for step in bar:
         if len(cfg.tasks) == 1:
             batch = rng.choices(pools[cfg.tasks[0]], k=cfg.batch_size)

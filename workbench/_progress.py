@@ -1,0 +1,22 @@
+"""Progress bars on long work: `tqdm.auto`, a widget in a notebook and a bar on a terminal.
+
+A bar the caller turned off is off, and so is one whose stderr is not a terminal (tqdm's
+``disable=None``): in a log file (a batch job, ``nohup``, CI) tqdm wrote a new line at every
+update, about 300 for a 300-step GRPO run. A notebook's widget ignores that test, so a
+notebook always shows its bars.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["progress_bar"]
+
+
+def progress_bar(iterable: Iterable[Any] | None = None, *, progress: bool, **kwargs: Any) -> Any:
+    """``tqdm.auto.tqdm(iterable, **kwargs)``, shown when `progress` is True and the output
+    is a notebook or a terminal; ``kwargs`` are tqdm's (``total``, ``desc``, ...)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, disable=None if progress else True, **kwargs)
