@@ -2,9 +2,10 @@
 
 At a response position ``p``: take the top-``k`` alternatives to the trace's token at
 ``p`` (the most likely tokens of the distribution that produced it, row ``p - 1``,
-skipping the original token and special tokens), force each one at ``p``, continue
-greedily for ``max_new_tokens`` and compare the continuation with the greedy
-continuation after the original token by the Jaccard overlap of their content words.
+skipping the original token and the tokenizer's ``all_special_ids``), force each one at
+``p``, continue greedily for ``max_new_tokens`` and compare the continuation with the
+greedy continuation after the original token by the Jaccard overlap of their content
+words.
 A low overlap means the choice at ``p`` steered what followed. The paper (Sec. 5,
 GSM8K, Qwen3-4B-Base) finds high-FAI positions more disruptive (Jaccard 0.534) than
 low-FAI positions (0.631), in 87% of trials.
@@ -16,12 +17,19 @@ This project's choices (the paper gives no details):
 - a trial pairs the ``i``-th highest-FAI position with the ``i``-th lowest-FAI position of
   the same trace (``n_pairs`` per trace), both from the FAI-eligible response positions
   that leave at least `min_after` tokens of the trace after them and whose token is not
-  special; "high more disruptive" means its mean Jaccard is strictly lower;
+  special; "high more disruptive" means its mean Jaccard is lower by more than `TIE`
+  (closer means are a tie, counted as not more disruptive and in ``n_ties``);
 - positions are picked with `workbench.attention.rhythm.top_q` (ties: lower position), the
   low ones from the positions not picked as high, so the two of a pair always differ (with
   tied FAI the same position could otherwise be both);
-- FAI is the analysis's own (its ``fai_horizon``); with the default horizon (to the end)
-  the last tokens' FAI rests on few rows, which `min_after` keeps out of the ranking.
+- FAI is the analysis's own (its ``fai_horizon`` and ``fai_min_rows``); with the default
+  horizon (to the end) the last tokens' FAI rests on few rows, which the analysis's
+  ``fai_min_rows`` (10 by default) already leaves undefined, and `min_after` with
+  ``fai_min_rows=1``;
+- the alternatives are deterministic (the top-``k`` of the logits, no sampling), and so is
+  the whole test; a continuation stops after an end-of-sequence token or at the model's
+  context (``n_ctx``), whichever comes first;
+- a trace with fewer than two eligible positions gives no trial; a warning names it.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import numpy as np
 import torch
 
 from .. import _validate
+from .._progress import progress_bar
 from ..attention.analysis import Analysis
 from ..attention.engine import check_model
 from ..attention.rhythm import top_q
@@ -44,7 +53,11 @@ from ..trace.tokens import UTF8_MAX_BYTES, check_trace_tokens, token_strings
 from .effects import greedy_continue, logits_of
 from .targets import analysis_list, check_pairs
 
-__all__ = ["STOPWORDS", "content_words", "jaccard", "perturb_position", "perturbation_test"]
+__all__ = ["STOPWORDS", "TIE", "content_words", "jaccard", "perturb_position", "perturbation_test"]
+
+# Mean Jaccards closer than this are a tie: the mean of [1, 1, 1/3] and of [1/3, 1, 1]
+# differ in the last bit, and that rounding decided "more disruptive" and hid the tie.
+TIE = 1e-9
 
 STOPWORDS = frozenset(
     [
@@ -295,21 +308,21 @@ def perturbation_test(
         top_k: alternatives per position.
         max_new_tokens: continuation length.
         min_after: a position needs at least this many trace tokens after it.
-        progress: tqdm progress bar.
+        progress: a progress bar (shown in a notebook or a terminal, never in a log file).
 
     Returns:
         ``(trials, summary)``: a DataFrame with one row per trial (``trace``, ``pair``,
         ``high_pos``, ``low_pos``, ``high_fai``, ``low_fai``, ``jaccard_high``,
         ``jaccard_low``, ``high_more_disruptive``) and a dict with ``jaccard_high``,
-        ``jaccard_low`` (means over trials), ``frac_high_more_disruptive`` (ties count
-        as not), ``n_trials``, ``n_traces``, ``n_ties``, and the per-trace difference
-        ``disruption_diff`` = mean over traces of ``jaccard_low - jaccard_high`` with its
-        t-interval (``disruption_lo``, ``disruption_hi``) and p-value (``disruption_p``,
-        the exact sign-flip test over traces up to 16, ``disruption_test`` names it),
-        next to the paper's numbers (``paper_*``), which are bare means.
+        ``jaccard_low`` (means over trials), ``frac_high_more_disruptive`` (ties, means
+        within `TIE`, count as not), ``n_trials``, ``n_traces`` (those that gave a
+        trial), ``n_ties``, and the per-trace difference ``disruption_diff`` = mean over
+        traces of ``jaccard_low - jaccard_high`` with its t-interval (``disruption_lo``,
+        ``disruption_hi``) and p-value (``disruption_p``, the exact sign-flip test over
+        traces up to 16, the paired t-test above; ``disruption_test`` names it), next to
+        the paper's numbers (``paper_*``), which are bare means.
     """
     import pandas as pd
-    from tqdm.auto import tqdm
 
     usage = "pass e.g. perturbation_test(model, [trace], [analysis])"
     traces = check_traces(traces, caller="perturbation_test", usage=usage, allow_empty=True)
@@ -328,7 +341,7 @@ def perturbation_test(
     special = set(getattr(model.tokenizer, "all_special_ids", []) or [])
     rows, skipped = [], []
     for i, (tr, an) in enumerate(
-        tqdm(list(zip(traces, analyses, strict=True)), desc="perturb", disable=not progress)
+        progress_bar(list(zip(traces, analyses, strict=True)), desc="perturb", progress=progress)
     ):
         fai = _eligible_fai(an, tr, min_after, special)
         n_ok = int((~torch.isnan(fai)).sum())
@@ -360,7 +373,7 @@ def perturbation_test(
                     "low_fai": float(fai[pl]),
                     "jaccard_high": rh["jaccard"],
                     "jaccard_low": rl["jaccard"],
-                    "high_more_disruptive": bool(rh["jaccard"] < rl["jaccard"]),
+                    "high_more_disruptive": bool(rh["jaccard"] < rl["jaccard"] - TIE),
                 }
             )
     if skipped:  # they left the summary's means (all NaN when none was left) without a word
@@ -413,7 +426,7 @@ def _uncertainty(trials: Any) -> dict[str, Any]:
     p, test = paired_p(per_trace.tolist())
     return {
         "n_traces": int(per_trace.size),
-        "n_ties": int((trials["jaccard_high"] == trials["jaccard_low"]).sum()),
+        "n_ties": int(((trials["jaccard_high"] - trials["jaccard_low"]).abs() <= TIE).sum()),
         "disruption_diff": diff,
         "disruption_lo": lo,
         "disruption_hi": hi,
