@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["progress_bar"]
+__all__ = ["bars_shown", "progress_bar"]
 
 
 def progress_bar(iterable: Iterable[Any] | None = None, *, progress: bool, **kwargs: Any) -> Any:
@@ -20,3 +20,22 @@ def progress_bar(iterable: Iterable[Any] | None = None, *, progress: bool, **kwa
     from tqdm.auto import tqdm
 
     return tqdm(iterable, disable=None if progress else True, **kwargs)
+
+
+def bars_shown() -> bool:
+    """Whether a bar of `progress_bar(progress=True)` would show now: in a notebook
+    (tqdm.auto's widget), or where stderr is a terminal (tqdm's ``disable=None`` test). For
+    other libraries' bars (transformers' "Loading weights") under the same rule."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    if any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__):
+        return True
+    isatty = getattr(sys.stderr, "isatty", None)
+    if isatty is None:
+        return True
+    try:
+        return bool(isatty())
+    except Exception:  # a closed or odd stream: write nothing to it
+        return False

@@ -62,6 +62,9 @@ __all__ = [
 RECORD_MIME = "application/vnd.workbench.record+json"
 #: The parameter `run_batch` fills with each run's own folder (``out/<run_id>``).
 RUN_FOLDER_PARAMETER = "out_dir"
+#: The index columns `run_batch` writes about each run; `record` refuses them as keys (a
+#: recorded ``status`` replaced the run's, so a run that succeeded counted as failed).
+RUNNER_COLUMNS = ("run_id", "notebook", "status", "error", "seconds", "provenance")
 
 
 def record(**values: Any) -> dict[str, Any]:
@@ -73,13 +76,29 @@ def record(**values: Any) -> dict[str, Any]:
     numbers finite: NaN and infinities would be written into the notebook as the
     non-standard ``NaN``, which JupyterLab cannot open.
 
+    Args:
+        **values: one index column per keyword, ``name=value``: a JSON value (numbers,
+            strings, booleans, None, lists and dicts of them; NumPy and torch scalars and
+            arrays become plain numbers and lists, other numbers floats) whose numbers are
+            finite. The names
+            of the columns `run_batch` writes itself (`RUNNER_COLUMNS`: ``run_id``,
+            ``notebook``, ``status``, ``error``, ``seconds``, ``provenance``) are refused.
+            A later call with the same name overrides the earlier value.
+
     Returns:
         The recorded values.
 
     Raises:
-        WorkbenchError: a value is not JSON-serialisable or holds NaN or an infinity
-            (naming its key).
+        WorkbenchError: a value is not JSON-serialisable or holds NaN or an infinity, or
+            a name is one of `RUNNER_COLUMNS` (naming its key).
     """
+    taken = [key for key in values if key in RUNNER_COLUMNS]
+    if taken:
+        raise WorkbenchError(
+            f"record({taken[0]}=...) would replace the batch index's own {taken[0]!r} "
+            f"column (run_batch writes {', '.join(RUNNER_COLUMNS)})",
+            f"record it under another name, e.g. record(my_{taken[0]}=...)",
+        )
     payload: dict[str, Any] = {}
     for key, value in values.items():
         try:
@@ -237,6 +256,20 @@ class BatchResult:
     rows: list[dict[str, Any]]
     index_path: Path
 
+    def __repr__(self) -> str:
+        """A summary (runs, how many succeeded and failed, the index): the dataclass's own
+        repr printed every row, 7k characters for 50 runs. The rows are in ``rows`` and
+        `to_frame`."""
+        try:
+            ok = sum(1 for r in self.rows if r.get("status") == "ok")
+            runs = len(self.rows)
+            return (
+                f"BatchResult({runs} run{'s' * (runs != 1)}, {ok} ok, {runs - ok} failed, "
+                f"index={str(self.index_path)!r})"
+            )
+        except Exception:
+            return f"<BatchResult at {id(self):#x}>"
+
     @property
     def ok(self) -> bool:
         """True when every run succeeded."""
@@ -360,6 +393,19 @@ def _papermill_cwd() -> Iterator[None]:
         yield
 
 
+def _error_text(e: BaseException) -> str:
+    """The index's one-line ``error`` of a failed run: the notebook's exception as
+    ``Name: message`` (papermill's ``ename`` and ``evalue``), else the last line of `e`. The
+    last line of papermill's traceback alone was only ``Fix: ...`` for a `WorkbenchError`,
+    whose problem comes first."""
+    ename, evalue = getattr(e, "ename", None), getattr(e, "evalue", None)
+    if isinstance(ename, str) and ename and isinstance(evalue, str):
+        text = f"{ename}: {evalue}" if evalue.strip() else ename
+    else:
+        text = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+    return " ".join(text.split())[:300]
+
+
 def _execute(notebook: Path, out: Path, params: dict[str, Any], timeout: float | None) -> dict:
     import papermill as pm
 
@@ -381,13 +427,15 @@ def _execute(notebook: Path, out: Path, params: dict[str, Any], timeout: float |
         )
     except Exception as e:  # a failing cell fails this run only, never the batch
         status = "failed"
-        error = (str(e).strip().splitlines() or [type(e).__name__])[-1][:300]
+        error = _error_text(e)
     values: dict[str, Any] = {}
     if tmp.exists():
         with contextlib.suppress(Exception):
             values = recorded(tmp)
         os.replace(tmp, out)
-    return {"status": status, "error": error, "seconds": round(time.time() - t0, 2), **values}
+    row = {"status": status, "error": error, "seconds": round(time.time() - t0, 2)}
+    # the runner's own columns stand (a kernel with an older workbench could record them)
+    return {**row, **{k: v for k, v in values.items() if k not in RUNNER_COLUMNS}}
 
 
 @no_type_check  # checks its arguments itself, with messages that name the fix

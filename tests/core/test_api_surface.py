@@ -172,3 +172,133 @@ def test_what_a_cell_shows_is_short_and_fast(tiny, tiny_trace):
         assert "tensor(" not in text, type(obj).__name__
     assert repr(long).startswith(f"Trace(prompt_len={long.prompt_len}, response_len=")
     assert repr(analysis).startswith("Analysis(prompt_len=")
+
+
+def test_a_grpo_run_shows_its_folder_strategy_seed_and_steps(tmp_path):
+    """A cell ending in ``wb.rl.train(...)`` showed ``<workbench.rl.trainer.GRPORun object
+    at 0x...>``; it shows one line, read from the run's attributes (no file)."""
+    from workbench.rl import GRPOConfig
+    from workbench.rl.trainer import GRPORun
+
+    folder = tmp_path / "run"
+    run = GRPORun(GRPOConfig(model="tiny-reasoner", max_steps=3, seed=2), folder, progress=False)
+    assert repr(run) == f"GRPORun({str(folder)!r}, strategy='none', seed=2, step 0/3, new)"
+    assert not folder.exists()  # nothing read or written
+    run.step, run.status = 3, "finished"
+    assert repr(run).endswith("step 3/3, finished)")
+    # a run whose constructor failed partway (no attributes yet) still shows, never raises
+    assert repr(GRPORun.__new__(GRPORun)).startswith("GRPORun(")
+
+
+def test_head_stats_show_a_summary_not_their_tensors(tiny, tiny_trace):
+    """``analysis.stats`` printed every tensor: 28,363 characters for a 28-token trace."""
+    analysis = wb.analyze(tiny, tiny_trace)
+    stats = analysis.stats
+    text = repr(stats)
+    assert len(text) < 400 and "tensor(" not in text, text
+    n_layers = tiny.cfg.n_layers
+    assert text.startswith(
+        f"HeadStats(heads={len(stats.heads)} in {n_layers} layers, n_pos={stats.n_pos}, "
+        f"prompt_len={stats.prompt_len}, max_window={stats.max_window}, cuts=["
+    )
+    assert f"band={list(stats.band.shape)}" in text
+    assert f"cut_sums={list(stats.cut_sums.shape)}" in text
+    # equality stays the dataclass's (eq=False: identity), the fields unchanged
+    assert stats == stats and stats != stats.select(range(len(stats.heads)))
+
+
+def test_a_batch_result_shows_counts_and_its_index(tmp_path):
+    """The dataclass repr printed every index row: 7,408 characters for 50 runs."""
+    from workbench.batch import BatchResult
+
+    rows = [
+        {"run_id": f"r{i}", "x": i, "status": "failed" if i % 25 == 0 else "ok", "error": ""}
+        for i in range(50)
+    ]
+    index = tmp_path / "out" / "index.csv"
+    result = BatchResult(rows, index)
+    assert repr(result) == f"BatchResult(50 runs, 48 ok, 2 failed, index={str(index)!r})"
+    assert repr(BatchResult(rows[1:2], index)).startswith("BatchResult(1 run, 1 ok, 0 failed")
+    assert result.rows == rows and result == BatchResult(list(rows), index)
+
+
+def test_loading_a_model_writes_no_transformers_bar_to_a_log(monkeypatch):
+    """transformers' "Loading weights: 100%|...|" bar was written on every load, also to a
+    log file. The workbench's rule: a bar on a terminal (and in a notebook), none in a log;
+    the caller's transformers setting comes back after the load, whatever it was."""
+    from transformers.utils import logging as hf_logging
+
+    from workbench.models import load_hf
+
+    was = hf_logging.is_progress_bar_enabled()
+    try:
+        hf_logging.enable_progress_bar()
+        log = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", log)
+        load_hf("tiny-reasoner", device="cpu")
+        assert "Loading weights" not in log.getvalue()
+        assert hf_logging.is_progress_bar_enabled()
+        terminal = _Terminal()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        load_hf("tiny-reasoner", device="cpu")
+        assert "Loading weights" in terminal.getvalue()
+        hf_logging.disable_progress_bar()  # the caller's own choice is kept
+        terminal = _Terminal()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        load_hf("tiny-reasoner", device="cpu")
+        assert "Loading weights" not in terminal.getvalue()
+        assert not hf_logging.is_progress_bar_enabled()
+    finally:
+        (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()
+
+
+def test_record_refuses_the_names_of_the_batch_index_own_columns():
+    """``wb.record(status="converged")`` replaced the run's status in the index: the run
+    counted as failed (``BatchResult.ok`` False) and the next run_batch ran it again."""
+    from workbench.batch import RUNNER_COLUMNS
+
+    for name in RUNNER_COLUMNS:
+        with pytest.raises(wb.WorkbenchError, match=f"own '{name}' column"):
+            wb.record(**{name: 1})
+    assert wb.record(my_status="converged", x2=2) == {"my_status": "converged", "x2": 2}
+
+
+def test_a_failed_run_index_row_names_the_problem(tmp_path, monkeypatch):
+    """The index's ``error`` held the last line of papermill's traceback, which for a
+    `WorkbenchError` raised in the notebook was only its ``Fix: ...`` line; and a value
+    recorded under a runner column (by a kernel with an older workbench) replaced it."""
+    import nbformat
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    from workbench.batch import RECORD_MIME, _execute
+
+    def execute_notebook(source, out, **kwargs):
+        nb = nbformat.v4.new_notebook()
+        cell = nbformat.v4.new_code_cell("wb.record(...)")
+        cell.outputs = [
+            nbformat.v4.new_output(
+                "display_data", data={RECORD_MIME: {"status": "converged", "x2": 2}}
+            )
+        ]
+        nb.cells = [cell]
+        nbformat.write(nb, out)
+        raise PapermillExecutionError(
+            1,
+            2,
+            "wb.analyze(...)",
+            "WorkbenchError",
+            "window must be at least 1\nFix: pass 10",
+            [
+                "WorkbenchError: window must be at least 1",
+                "Fix: pass 10",
+                "Traceback ...",
+                "Fix: pass 10",
+            ],
+        )
+
+    monkeypatch.setattr(pm, "execute_notebook", execute_notebook)
+    nbformat.write(nbformat.v4.new_notebook(), tmp_path / "nb.ipynb")
+    row = _execute(tmp_path / "nb.ipynb", tmp_path / "run.ipynb", {}, None)
+    assert row["status"] == "failed" and row["x2"] == 2
+    assert row["error"] == "WorkbenchError: window must be at least 1 Fix: pass 10"

@@ -526,6 +526,19 @@ def intervene(model: Any, *interventions: Intervention) -> Iterator[Any]:
 
     The hooks assume each forward pass starts at position 0 (no KV cache);
     `workbench.ablation.effects.greedy_continue` decodes under interventions that way.
+
+    Args:
+        model: the TransformerBridge (`wb.load_model`) to run under the interventions.
+        *interventions: `Knockout` and `ResidAblation` objects, applied together; none at
+            all runs the model unchanged. Anything else is a `WorkbenchError`, raised
+            before any hook is added.
+
+    Returns:
+        A context manager that yields `model` itself with the interventions' hooks added;
+        they are removed on leaving the ``with`` block, also when it raises.
+
+    Example:
+        ``with wb.intervene(model, wb.Knockout(positions=[5])) as m: logits = m(trace.ids[None])``
     """
     with model.hooks(fwd_hooks=fwd_hooks(model, *interventions)):
         yield model

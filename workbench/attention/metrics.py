@@ -390,7 +390,7 @@ def _stats(p: Tensor, response: Any, *, max_window: int, cuts: Sequence[int]) ->
 def head_span(
     pattern: Float[Tensor, "*head_index query_pos key_pos"],
     response: Bool[Tensor, " pos"] | int | range,
-) -> Float[Tensor, " n_heads"]:
+) -> Float[Tensor, " head_index"]:
     """Head span ``d`` (Eq. 7) of each head: mean over response rows ``t`` of
     ``sum_{s<=t} A[t,s] (t-s)`` (not clipped).
 
@@ -439,6 +439,12 @@ def fai(
 ) -> Float[Tensor, " pos"]:
     """FAI (Eq. 10) of the mean map of the given heads (e.g. the global heads).
 
+    ``FAI[s] = mean over t in T(s) of A[t, s]``, with
+    ``T(s) = {t in R : s + H_lo <= t <= min(N-1, s + H_hi)}`` (``R`` the response rows,
+    ``A`` the heads' mean map ``A_glob``): the attention position ``s`` receives from the
+    response rows ``H_lo..H_hi`` tokens later. NaN where ``T(s)`` is empty (the last
+    ``H_lo`` tokens) or holds fewer than `min_rows` rows.
+
     Args:
         pattern: ``[head_index query_pos key_pos]``; the heads are averaged (``A_glob``).
         response: ``[pos]`` boolean response mask (a suffix), a range, or the prompt length.
@@ -465,7 +471,7 @@ def receiver_kurtosis(
     response: Bool[Tensor, " pos"] | int | range,
     horizon: tuple[int, int | None] = (0, None),
     min_rows: int = 1,
-) -> Float[Tensor, " n_heads"]:
+) -> Float[Tensor, " head_index"]:
     """Receiver-head score of each head ("Thought Anchors", Bogdan et al. 2025).
 
     This project's token-level reading: the excess kurtosis, over response positions

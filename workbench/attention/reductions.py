@@ -125,6 +125,26 @@ class HeadStats:
     cuts: tuple[int, ...]
     cut_sums: Float[Tensor, "head cut response_pos"]
 
+    def __repr__(self) -> str:
+        """A summary (the tensors' shapes, not their values): a cell ending in
+        ``analysis.stats`` printed every tensor, 28k characters for a 28-token trace."""
+        try:
+            n_layers = len({layer for layer, _ in self.heads})
+            shapes = ", ".join(
+                f"{name}={list(getattr(self, name).shape)}"
+                for name in ("rowsum", "dist", "band", "cut_sums")
+            )
+            cuts = [str(c) for c in self.cuts]
+            if len(cuts) > 8:
+                cuts = [*cuts[:4], "...", *cuts[-2:]]
+            return (
+                f"HeadStats(heads={len(self.heads)} in {n_layers} layers, n_pos={self.n_pos}, "
+                f"prompt_len={self.prompt_len}, max_window={self.max_window}, "
+                f"cuts=[{', '.join(cuts)}], {shapes})"
+            )
+        except Exception:
+            return f"<HeadStats at {id(self):#x}>"
+
     @property
     def max_window(self) -> int:
         """The number of diagonals kept. They bound the WAAD window, except where they

@@ -420,6 +420,18 @@ def rhythm_statistics(
 ):
     """All three statistics as a pandas frame next to the paper's values (Table 2).
 
+    Args:
+        analyses: the traces to pool: a non-empty list of `Analysis` (e.g.
+            ``wb.analyze_many(model, traces)``) or `Curves`; one `Analysis` on its own is
+            refused (pass ``[analysis]``).
+        detector: the peak detector, any callable ``[pos] tensor -> list[int]`` of
+            response positions; None is the default `PeakDetector` (``radius=1,
+            min_z=0.0``).
+        n_shuffles: shuffles of the random-position controls of `fai_follows_waad` and
+            `receiver_global_overlap` (at least 1; see the module docstring on their
+            precision). The entropy statistic needs none.
+        seed: seed of those shuffles: the same inputs and seed give the same frame.
+
     Returns:
         A DataFrame with columns ``statistic``, ``value``, ``control``, ``paper_value``,
         ``paper_control``.

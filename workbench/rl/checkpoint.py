@@ -100,7 +100,15 @@ def _run_dir(run_dir: Any) -> Path:
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Complete checkpoint folders, oldest first (temporary folders are ignored)."""
+    """Complete checkpoint folders, oldest first (temporary folders are ignored).
+
+    Args:
+        run_dir: a run directory (as `wb.rl.train` wrote it); its checkpoints are in
+            ``run_dir/checkpoints/step-NNNNNN``.
+
+    Returns:
+        The ``step-NNNNNN`` folders, sorted by step; empty when the run has none yet.
+    """
     root = _run_dir(run_dir) / "checkpoints"
     if not root.is_dir():
         return []
@@ -109,7 +117,15 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The checkpoint LATEST names (or the newest folder when LATEST is missing, or names
-    no checkpoint folder: an empty or edited pointer never gives another folder)."""
+    no checkpoint folder: an empty or edited pointer never gives another folder).
+
+    Args:
+        run_dir: a run directory (as `wb.rl.train` wrote it).
+
+    Returns:
+        The ``run_dir/checkpoints/step-NNNNNN`` folder to resume from, or None when the
+        run has no checkpoint.
+    """
     found = list_checkpoints(run_dir)
     root = _run_dir(run_dir) / "checkpoints"
     pointer = root / "LATEST"

@@ -101,6 +101,19 @@ class GRPORun:
         callbacks: list[Callable[[GRPORun, dict[str, Any]], None]] | None = None,
         progress: bool = True,
     ):
+        """Load the policy, build the optimiser and draw the problems; nothing is written
+        to `run_dir` yet (`train` and `resume` write it).
+
+        Args:
+            config: the run's settings (`GRPOConfig`).
+            run_dir: the run directory its metrics, status and checkpoints go to.
+            callbacks: each called as ``cb(run, row)`` after every logged metrics row (the
+                step-0 evaluation, then every step; ``row`` as ``metrics.jsonl`` holds
+                it), e.g. to update a live chart. An exception in one ends `train` with
+                status ``"failed"``; the last checkpoint stays the state to resume from.
+            progress: show a progress bar during `train` (in a notebook or on a terminal;
+                none where stderr is not a terminal, as in a log file).
+        """
         self.config = config
         self.run_dir = Path(run_dir)
         self.callbacks = list(callbacks or [])
@@ -136,6 +149,24 @@ class GRPORun:
         # then ahead of the step counter and must not be checkpointed under it.
         self._ahead = False
         self._prompt_cache: dict[str, list[int]] = {}
+
+    def __repr__(self) -> str:
+        """One line for a notebook cell: folder, strategy, seed, steps done and status.
+
+        Read from attributes only (no file), and never raises: a run whose constructor
+        failed partway still shows what it has."""
+        try:
+            cfg = getattr(self, "config", None)
+            parts = [repr(str(getattr(self, "run_dir", "?")))]
+            if cfg is not None:
+                parts += [f"strategy={cfg.strategy!r}", f"seed={cfg.seed}"]
+                parts.append(f"step {getattr(self, 'step', '?')}/{cfg.max_steps}")
+            else:
+                parts.append(f"step {getattr(self, 'step', '?')}")
+            parts.append(str(getattr(self, "status", "?")))
+            return f"GRPORun({', '.join(parts)})"
+        except Exception:
+            return f"<GRPORun at {id(self):#x}>"
 
     # ------------------------------------------------------------------ helpers
     def _prompt_ids(self, prompt: str) -> list[int]:

@@ -47,6 +47,10 @@ __all__ = [
 ]
 
 Split = Literal["train", "test"]
+"""A problem's split, ``"train"`` or ``"test"``: a pure function of the problem
+(`Task.split_of`, a hash of its canonical form), so the two never share a problem
+whatever the seed. `Task.generate` takes one, and every `Problem` records its own.
+"""
 
 #: Every completion ends with a line ``Answer: <final answer>``.
 ANSWER_PREFIX = "Answer:"
