@@ -111,6 +111,15 @@ def token_logps(
 
     Computed as ``logit[target] - logsumexp(logits)`` to avoid a full log-softmax tensor.
 
+    Args:
+        logits: ``[batch pos d_vocab]`` logits; row ``t`` scores the token at ``t`` (shift
+            a model's output by one first: its row ``t`` predicts token ``t + 1``). Any
+            float dtype; computed in float32.
+        target_ids: ``[batch pos]`` integer token ids, one per row of `logits`.
+
+    Returns:
+        ``[batch pos]`` float32 log-probabilities ``log softmax(logits)[target]``.
+
     Raises:
         WorkbenchError: `target_ids` is not an integer tensor of ``logits.shape[:2]``, or
             holds an id outside the vocabulary (``0 .. d_vocab - 1``).
