@@ -33,6 +33,23 @@ class _ScriptSafe(json.JSONEncoder):
         return super().encode(o).replace("<", "\\u003c")
 
 
+#: C0 control characters but tab, newline and carriage return: vl-convert aborts the whole
+#: process (a Rust panic that cannot unwind, the kernel dies) on text holding one.
+_CONTROLS = {c: chr(0x2400 + c) for c in range(0x20) if chr(c) not in "\t\n\r"}
+
+
+def _drawable(spec: Any) -> Any:
+    """`spec` with every control character in its strings replaced by its control picture
+    (``\\x0c`` -> ``␌``), so that text from a model can be drawn to PNG or SVG."""
+    if isinstance(spec, str):
+        return spec.translate(_CONTROLS)
+    if isinstance(spec, dict):
+        return {k: _drawable(v) for k, v in spec.items()}
+    if isinstance(spec, list):
+        return [_drawable(v) for v in spec]
+    return spec
+
+
 @no_type_check  # validates its arguments itself, with messages that name the fix
 def to_html(chart: alt.TopLevelMixin) -> str:
     """The chart as one self-contained HTML page (the JavaScript libraries are inlined).
@@ -61,6 +78,9 @@ def save(
         chart: any altair chart (``Chart``, ``LayerChart``, ``VConcatChart``...).
         path: the file to write; its suffix picks the format unless `format` is given.
         format: ``"png"``, ``"svg"``, ``"html"`` (self-contained) or ``"json"`` (the spec).
+            PNG and SVG are drawn by vl-convert, which cannot draw control characters
+            (``\\x00``..``\\x1f`` but tab, newline and carriage return): any in the chart's
+            text is drawn as its control picture (``\\x0c`` as ``␌``).
         scale: pixel scale factor for PNG (2 = sharp on high-DPI screens). The other
             formats have no pixel size, so for them it must stay 1.
 
@@ -100,7 +120,7 @@ def save(
     else:
         import vl_convert as vlc
 
-        spec = chart.to_dict(format="vega-lite")
+        spec = _drawable(chart.to_dict(format="vega-lite"))
         data = vlc.vegalite_to_png(spec, scale=scale) if fmt == "png" else vlc.vegalite_to_svg(spec)
     try:
         if isinstance(data, bytes):

@@ -38,10 +38,18 @@ METRICS = {
 }
 
 
+#: The other C0 control characters and DEL as their Unicode control pictures (U+2400..).
+_CONTROL_PICTURES = {c: chr(0x2400 + c) for c in range(0x20)} | {0x7F: "\u2421"}
+
+
 def display_token(token: str) -> str:
     """A token as shown in charts: newlines (``\\n``, ``\\r\\n``) as ``↵``, a lone carriage
-    return as ``␍``, tabs as ``→``; ``∅`` for the empty token."""
+    return as ``␍``, tabs as ``→``, any other control character (``\\x00``..``\\x1f``,
+    ``\\x7f``: form feed, escape, NUL...) as its control picture (``␌``, ``␛``, ``␀``, which
+    can be seen and which the PNG/SVG exporter can draw: it aborts the process on the raw
+    character); ``∅`` for the empty token."""
     s = token.replace("\r\n", "\n").replace("\r", "␍").replace("\n", "↵").replace("\t", "→")
+    s = s.translate(_CONTROL_PICTURES)
     return s if s else "∅"
 
 

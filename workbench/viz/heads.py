@@ -16,7 +16,7 @@ from .. import _validate
 from ..errors import WorkbenchError
 from . import style
 from .frame import check_analysis, display_token
-from .maps import AttentionMaps, head_list, head_pair
+from .maps import MAX_CELLS, AttentionMaps, head_list, head_pair, pool_bin
 
 __all__ = ["attention_map", "head_map"]
 
@@ -79,6 +79,9 @@ SCALES = ("linear", "sqrt", "pow", "log", "symlog")
 def _token_axis(tokens: list[str], start: int, stop: int, title: str, **kw: Any) -> alt.Axis:
     """An axis with one tick per position in ``start..stop-1``, labelled with its token."""
     labels = json.dumps([display_token(tokens[p]) for p in range(start, stop)], ensure_ascii=False)
+    # A JSON string may hold U+2028 / U+2029 raw, a Vega expression's string may not (they
+    # end its line: the whole chart fails to parse).
+    labels = labels.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
     return alt.Axis(
         title=title,
         values=[p + 0.5 for p in range(start, stop)],
@@ -88,6 +91,29 @@ def _token_axis(tokens: list[str], start: int, stop: int, title: str, **kw: Any)
         labelLimit=90,
         **kw,
     )
+
+
+def _fit(grid: np.ndarray, b: int, r0: int, c0: int, n: int) -> tuple[np.ndarray, int]:
+    """`grid` (blocks of ``b`` positions, rows from `r0`, columns from `c0`, to ``n - 1``)
+    pooled further, if it has more than `MAX_CELLS` cells, into blocks of ``b * f``
+    positions: exactly the map that `attention_maps` would record with that block size
+    (each block the mean of its real cells; the edge blocks, which hold fewer positions,
+    are weighted by how many they hold). Returns the grid and its block size."""
+    n_r, n_c = grid.shape
+    f = pool_bin(n_r, n_c, MAX_CELLS)
+    if f == 1:
+        return grid, b
+    rows = np.minimum(b, n - r0 - b * np.arange(n_r)).astype(np.float64)
+    cols = np.minimum(b, n - c0 - b * np.arange(n_c)).astype(np.float64)
+    weight = rows[:, None] * cols[None, :]
+    rb, cb = -(-n_r // f), -(-n_c // f)
+    sums = np.zeros((rb * f, cb * f))
+    counts = np.zeros((rb * f, cb * f))
+    sums[:n_r, :n_c] = grid * weight
+    counts[:n_r, :n_c] = weight
+    sums = sums.reshape(rb, f, cb, f).sum((1, 3))
+    counts = counts.reshape(rb, f, cb, f).sum((1, 3))
+    return sums / counts, b * f
 
 
 @no_type_check  # validates its arguments itself, with messages that name the fix
@@ -106,7 +132,10 @@ def attention_map(
     Rows are query positions (response only, top to bottom), columns are key positions
     (all keys, or the response, as recorded in `maps`). Blocks of ``maps.bin`` positions
     are averaged (so the chart has at most 5,000 cells); cells entirely above the diagonal
-    (always zero) are left out.
+    (always zero) are left out. Maps recorded with ``max_cells`` above 5,000 (more cells
+    than a chart embeds: altair refuses more) are pooled further into blocks of a multiple
+    of ``maps.bin`` positions, the map a recording with that block size gives, and the
+    subtitle says so.
 
     The first token is an attention sink (it takes a large share of every row), so the
     colour scale ends at the `clip_quantile` of the cells *outside* the sink column
@@ -154,9 +183,9 @@ def attention_map(
             f"title must be a string, got {type(title).__name__}", 'pass title="..."'
         )
     group, what = _resolve_group(heads, analysis, maps)
-    grid = maps.group(group)
     b, r0, c0 = maps.bin, maps.row_start, maps.col_start
     n = maps.n_pos
+    grid, b = _fit(maps.group(group), b, r0, c0, n)
     rows = []
     for i in range(grid.shape[0]):
         q0 = r0 + i * b
@@ -212,7 +241,8 @@ def attention_map(
         clip += f"; log scale from {vmin:.3g}" + ("; grey: 0" if n_zero else "")
     subtitle = [
         f"rows: response positions {r0}..{n - 1}; columns: key positions {c0}..{n - 1}"
-        + ("" if b == 1 else f"; {b}x{b} blocks averaged"),
+        + ("" if b == 1 else f"; {b}x{b} blocks averaged")
+        + ("" if b == maps.bin else f" (recorded {maps.bin}x{maps.bin}, pooled to fit a chart)"),
         clip,
     ]
     if has_sink:

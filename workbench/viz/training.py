@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Mapping
 from typing import Any, no_type_check
 
 import altair as alt
+import numpy as np
 import pandas as pd
 
 from ..errors import WorkbenchError
+from .maps import MAX_CELLS
 
 __all__ = ["progress_chart"]
 
@@ -45,6 +48,10 @@ def _check_rows(rows: Any) -> list[Mapping[str, Any]]:
 def progress_chart(rows: list[dict[str, Any]]) -> alt.LayerChart:
     """Reward per step and held-out accuracy (greedy and sampled) at evaluations, one run.
 
+    A run of more steps than a chart embeds (5,000 points, altair's limit) has its train
+    reward averaged over each ``k`` consecutive steps, drawn at their mean step; the
+    title says so and gives ``k``. The evaluations are drawn as they are.
+
     Args:
         rows: metric rows as logged in a run's ``metrics.jsonl``.
     """
@@ -57,6 +64,7 @@ def progress_chart(rows: list[dict[str, Any]]) -> alt.LayerChart:
         ],
         columns=["step", "value", "series"],
     )
+    data, title = _fit(data)
     base = alt.Chart(data).encode(
         x=alt.X("step:Q", title="step"),
         y=alt.Y("value:Q", title="reward / accuracy", scale=alt.Scale(domain=[0, 1])),
@@ -65,4 +73,36 @@ def progress_chart(rows: list[dict[str, Any]]) -> alt.LayerChart:
         color=alt.Color("series:N", title=None, scale=alt.Scale(domain=list(SERIES.values()))),
         tooltip=["series:N", "step:Q", alt.Tooltip("value:Q", format=".3f")],
     )
-    return (base.mark_line() + base.mark_point(filled=True)).properties(width=420, height=220)
+    chart = (base.mark_line() + base.mark_point(filled=True)).properties(width=420, height=220)
+    return chart if title is None else chart.properties(title=title)
+
+
+def _fit(data: pd.DataFrame) -> tuple[pd.DataFrame, Any]:
+    """`data` as it fits a chart (`MAX_CELLS` rows, altair's limit): a run of more steps has
+    its train reward averaged over each `k` consecutive logged steps (drawn at their mean
+    step); the evaluations are kept as they are. Returns the rows and a title that says so
+    (None when nothing was averaged)."""
+    if len(data) <= MAX_CELLS:
+        return data, None
+    is_reward = data["series"] == SERIES["reward"]
+    reward, evals = data[is_reward].sort_values("step", kind="stable"), data[~is_reward]
+    room = MAX_CELLS - len(evals)
+    if room < 1:
+        raise WorkbenchError(
+            f"{len(evals)} evaluations are more points than a chart embeds ({MAX_CELLS})",
+            "chart every k-th evaluation: progress_chart(rows[::k])",
+        )
+    k = math.ceil(len(reward) / room)
+    chunk = np.arange(len(reward)) // k
+    reward = (
+        reward.groupby(chunk)
+        .agg(step=("step", "mean"), value=("value", "mean"))
+        .assign(series=SERIES["reward"])
+    )
+    title = alt.Title(
+        f"train reward: mean of each {k} consecutive steps",
+        subtitle=f"{len(chunk)} steps logged; a chart embeds at most {MAX_CELLS:,} points",
+        fontSize=12,
+        fontWeight="normal",
+    )
+    return pd.concat([reward, evals], ignore_index=True), title
