@@ -11,7 +11,9 @@ and a hint. An exercise left as ``raise NotImplementedError`` fails with a remin
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -52,19 +54,31 @@ def _as_vector(x: Any, n: int, name: str) -> torch.Tensor:
     return v
 
 
-def _compare(got: torch.Tensor, want: torch.Tensor, name: str, case: str, hint: str) -> None:
+def _compare(
+    got: torch.Tensor,
+    want: torch.Tensor,
+    name: str,
+    case: str,
+    hint: str,
+    *,
+    prompt_len: int = 0,
+    nan_hint: Callable[[int, bool], str] | None = None,
+) -> None:
+    """Raise with the first position where `got` and `want` differ. `nan_hint(t, undefined)`
+    says why response position ``t`` is (``undefined``) or is not NaN."""
     nan_got, nan_want = torch.isnan(got), torch.isnan(want)
     if not torch.equal(nan_got, nan_want):
         t = int((nan_got != nan_want).nonzero()[0])
+        if t < prompt_len:
+            why = f"position {t} is in the prompt (prompt_len = {prompt_len}): return NaN there"
+        elif nan_hint is not None:
+            why = nan_hint(t, bool(nan_want[t]))
+        else:
+            why = "every position needs a number"
         raise AssertionError(
             f"{name}, {case}: position {t} should be "
             f"{'NaN (undefined)' if nan_want[t] else 'a number'}, got {got[t].item()}. "
-            "Hint: metrics are defined on response positions only"
-            + (
-                " and FAI is undefined where no later query falls in the horizon"
-                if "fai" in name
-                else ""
-            )
+            f"Hint: {why}"
         )
     ok = torch.allclose(got[~nan_want], want[~nan_want], atol=1e-6)
     if not ok:
@@ -92,8 +106,30 @@ def check_waad(my_waad: Callable[[torch.Tensor, int, int], Any]) -> None:
     for case, A, pl, w in cases:
         got = _as_vector(_call(my_waad, "my_waad", A.clone(), pl, w), A.shape[0], "my_waad")
         want = _waad(A, pl, window=w)
-        _compare(got, want, "my_waad", case, "WAAD[t] = sum over s <= t of A[t, s] * min(t - s, W)")
+        _compare(
+            got,
+            want,
+            "my_waad",
+            case,
+            "WAAD[t] = sum over s <= t of A[t, s] * min(t - s, W)",
+            prompt_len=pl,
+            nan_hint=partial(_waad_nan_hint, n=A.shape[0], pl=pl),
+        )
     print(f"check_waad: all {len(cases)} cases pass")
+
+
+def _waad_nan_hint(t: int, undefined: bool, *, n: int, pl: int) -> str:
+    return f"positions {pl}..{n - 1} are the response, and each response row has a WAAD"
+
+
+def _fai_nan_hint(s: int, undefined: bool, *, lo: int, hi: int | None, n: int, pl: int) -> str:
+    if undefined:
+        return (
+            f"T({s}) is empty: it would start at t = {s} + {lo}, past the last position "
+            f"{n - 1}, so FAI[{s}] is undefined: NaN, not 0"
+        )
+    first, last = max(pl, s + lo), n - 1 if hi is None else min(n - 1, s + hi)
+    return f"T({s}) holds the queries {first}..{last} (both ends of the horizon count)"
 
 
 def check_fai(my_fai: Callable[[torch.Tensor, int, int, int | None], Any]) -> None:
@@ -119,6 +155,8 @@ def check_fai(my_fai: Callable[[torch.Tensor, int, int, int | None], Any]) -> No
             "my_fai",
             case,
             "FAI[s] = mean over response queries t with s + H_lo <= t <= s + H_hi of A[t, s]",
+            prompt_len=pl,
+            nan_hint=partial(_fai_nan_hint, lo=lo, hi=hi, n=A.shape[0], pl=pl),
         )
     print(f"check_fai: all {len(cases)} cases pass")
 
@@ -144,18 +182,45 @@ def check_anchors(my_anchors: Callable[[torch.Tensor, float], Any]) -> None:
                 "True/False per position"
             )
         try:
-            given = [int(x) for x in got]
+            values = [float(x) for x in got]
         except (TypeError, ValueError, RuntimeError):
             raise AssertionError(
                 f"my_anchors must return a list of positions, got {type(got).__name__}"
             ) from None
+        if not all(math.isfinite(v) for v in values):
+            raise AssertionError(f"my_anchors must return a list of positions, got {values}")
+        if not all(v.is_integer() for v in values):
+            raise AssertionError(
+                f"my_anchors must return positions (whole numbers such as 2 or 4), got "
+                f"{[round(v, 3) for v in values]}: the FAI values instead of their positions?"
+            )
+        given = [int(v) for v in values]
+        undefined = [p for p in given if 0 <= p < len(fai) and math.isnan(fai[p])]
+        if undefined:
+            raise AssertionError(
+                f"my_anchors, {case}: you chose position {undefined[0]}, where FAI is NaN "
+                "(undefined): only the defined values take part"
+            )
         want = _top_q(fai, q)
+        defined = torch.isnan(fai).logical_not().nonzero().flatten()
+        if sorted(given) != want and sorted(given) == _top_q(fai[defined], q):
+            raise AssertionError(
+                f"my_anchors, {case}: you chose {sorted(given)}, expected {want}: these are "
+                "indices into the defined (non-NaN) values; return positions in the whole "
+                "fai vector"
+            )
         if sorted(given) == want and given != want:
             raise AssertionError(
                 f"my_anchors, {case}: you chose the right positions, but return them sorted "
                 f"({want}, not {given})"
             )
         chosen = sorted(given)
+        if len(chosen) != len(want):
+            n = len(defined)
+            raise AssertionError(
+                f"my_anchors, {case}: you chose {len(chosen)} position(s), expected {len(want)} "
+                f"(q = {q} of the n = {n} defined values). Hint: max(1, round(q * n)) positions"
+            )
         if chosen != want:
             raise AssertionError(
                 f"my_anchors, {case}: you chose {chosen}, expected {want}. "
@@ -172,6 +237,8 @@ def check_gamma(my_gamma: Callable[..., Any]) -> None:
         ("no dominated anchors", 8, [2, 5], [], [], 1.5, 0.5),
         ("one dominated anchor and its intro", 8, [3, 6], [6], [4], 1.5, 0.5),
         ("intro that is also an anchor", 10, [2, 4, 7], [7], [4], 2.0, 0.25),
+        # intro(6) = 5 is itself dominated: (1 - alpha)(g-1) + alpha(g-1) there
+        ("intro that is itself in D", 9, [3, 5, 6], [5, 6], [4, 5], 2.0, 0.25),
     ]
     for case, n, anc, dom, intro, g, alpha in cases:
         got = _as_vector(
@@ -185,6 +252,7 @@ def check_gamma(my_gamma: Callable[..., Any]) -> None:
             want,
             "my_gamma",
             case,
-            "1 + (g-1) on anchors not in D, (1-alpha)(g-1) on D, + alpha(g-1) on I(D)",
+            "1 + (g-1) on anchors not in D, 1 + (1-alpha)(g-1) on D, plus alpha(g-1) on "
+            "I(D); bonuses add where sets overlap",
         )
     print(f"check_gamma: all {len(cases)} cases pass")

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from workbench.workshop import check_anchors
+from workbench.workshop import check_anchors, check_fai, check_gamma, check_waad
 
 
 def anchors(count):
@@ -64,3 +64,158 @@ def test_a_mask_or_unsorted_positions_fail_with_what_to_change():
 
     with pytest.raises(AssertionError, match="return them sorted"):
         check_anchors(unsorted)
+
+
+# The solutions notebook's answers, and the mistakes learners make with each exercise: every
+# mistake must fail its check, with a message that points at what to change.
+
+
+def waad(dist=lambda t, s, w: min(t - s, w), first=lambda pl: pl, fill=float("nan")):
+    def my_waad(A, prompt_len, window):
+        n = A.shape[0]
+        out = torch.full((n,), fill, dtype=torch.float64)
+        for t in range(first(prompt_len), n):
+            out[t] = sum(A[t, s].item() * dist(t, s, window) for s in range(t + 1))
+        return out
+
+    return my_waad
+
+
+def fai(
+    lo_ok=lambda t, s, lo: t >= s + lo,
+    hi_end=lambda s, hi, n: n if hi is None else s + hi + 1,
+    first=lambda pl: pl,
+    empty=float("nan"),
+):
+    def my_fai(A, prompt_len, h_lo, h_hi):
+        n = A.shape[0]
+        out = torch.full((n,), float("nan"), dtype=torch.float64)
+        for s in range(first(prompt_len), n):
+            ts = [
+                t
+                for t in range(max(prompt_len, s), min(n, hi_end(s, h_hi, n)))
+                if lo_ok(t, s, h_lo)
+            ]
+            out[s] = sum(A[t, s].item() for t in ts) / len(ts) if ts else empty
+        return out
+
+    return my_fai
+
+
+def gamma(overlap=lambda old, bonus: old + bonus, skip_intro_in_dom=False, alpha_of=lambda a: a):
+    def my_gamma(n_pos, anchors, dominated, intro, gamma_amp, alpha):
+        a, g1 = alpha_of(alpha), gamma_amp - 1
+        out = torch.ones(n_pos, dtype=torch.float64)
+        for t in anchors:
+            out[t] = overlap(out[t], (1 - a) * g1 if t in dominated else g1)
+        for t in intro:
+            if not (skip_intro_in_dom and t in dominated):
+                out[t] = overlap(out[t], a * g1)
+        return out
+
+    return my_gamma
+
+
+def test_the_solutions_pass(capsys):
+    check_waad(waad())
+    check_fai(fai())
+    check_gamma(gamma())
+    assert capsys.readouterr().out.count("cases pass") == 3
+
+
+@pytest.mark.parametrize(
+    ("mistake", "message"),
+    [
+        (waad(dist=lambda t, s, w: t - s), "min\\(t - s, W\\)"),  # no clip
+        (waad(dist=lambda t, s, w: t - s if t - s < w else 0), "min\\(t - s, W\\)"),  # cut off
+        (waad(dist=lambda t, s, w: min(t - s, w - 1)), "min\\(t - s, W\\)"),
+        (waad(first=lambda pl: 0), "position 0 is in the prompt \\(prompt_len = 1\\)"),
+        (waad(fill=0.0), "position 0 is in the prompt"),
+        (waad(first=lambda pl: pl + 1), "positions 1..3 are the response"),
+    ],
+)
+def test_waad_mistakes_fail_with_a_hint(mistake, message):
+    with pytest.raises(AssertionError, match=message):
+        check_waad(mistake)
+
+
+@pytest.mark.parametrize(
+    ("mistake", "message"),
+    [
+        # horizon off by one at the lower end: T(4) = {4} in a 5-token map, horizon (0, end)
+        (fai(lo_ok=lambda t, s, lo: t > s + lo), "T\\(4\\) holds the queries 4..4 \\(both ends"),
+        (
+            fai(lo_ok=lambda t, s, lo: t >= s + lo - 1),
+            "T\\(18\\) is empty: it would start at t = 18 \\+ 2",
+        ),
+        # ... and at the upper end
+        (fai(hi_end=lambda s, hi, n: n if hi is None else s + hi), "s \\+ H_lo <= t <= s \\+ H_hi"),
+        (
+            fai(hi_end=lambda s, hi, n: n if hi is None else s + hi + 2),
+            "s \\+ H_lo <= t <= s \\+ H_hi",
+        ),
+        (fai(hi_end=lambda s, hi, n: n - 1 if hi is None else s + hi + 1), "T\\(4\\) holds"),
+        # an empty T(s) is NaN, not 0
+        (fai(empty=0.0), "T\\(18\\) is empty: .* NaN, not 0"),
+        (fai(first=lambda pl: 0), "position 0 is in the prompt"),
+    ],
+)
+def test_fai_mistakes_fail_with_a_hint(mistake, message):
+    with pytest.raises(AssertionError, match=message):
+        check_fai(mistake)
+
+
+RIGHT = anchors(lambda q, n: max(1, round(q * n)))
+
+
+def bottom_q(fai, q):
+    return RIGHT(-fai, q)
+
+
+def all_counted(fai, q):  # q of every position, NaN ones included: 0.34 * 7 -> 2
+    return RIGHT(fai, q * len(fai) / int((~torch.isnan(fai)).sum()))
+
+
+def fai_values(fai, q):  # the FAI values of the anchors instead of their positions
+    return [fai[i].item() for i in RIGHT(fai, q)]
+
+
+def filtered(fai, q):  # positions in fai[~isnan(fai)], not in fai
+    v = fai[~torch.isnan(fai)]
+    return sorted(torch.topk(v, max(1, round(q * len(v)))).indices.tolist())
+
+
+def nan_kept(fai, q):  # torch.topk ranks NaN above every number
+    m = max(1, round(q * int((~torch.isnan(fai)).sum())))
+    return sorted(torch.topk(fai, m).indices.tolist())
+
+
+@pytest.mark.parametrize(
+    ("mistake", "message"),
+    [
+        (bottom_q, "largest first"),
+        (all_counted, r"expected 1 \(q = 0\.34 of the n = 3 defined"),
+        (fai_values, "the FAI values instead of their positions"),
+        (filtered, r"indices into the defined \(non-NaN\) values"),
+        (nan_kept, "you chose position 0, where FAI is NaN"),
+    ],
+)
+def test_anchor_mistakes_fail_with_a_hint(mistake, message):
+    with pytest.raises(AssertionError, match=message):
+        check_anchors(mistake)
+
+
+@pytest.mark.parametrize(
+    ("mistake", "message"),
+    [
+        (gamma(overlap=lambda old, bonus: 1 + bonus), "bonuses add where sets overlap"),
+        (gamma(overlap=lambda old, bonus: max(old, 1 + bonus)), "bonuses add"),
+        (gamma(overlap=lambda old, bonus: old * (1 + bonus)), "intro that is also an anchor"),
+        (gamma(alpha_of=lambda a: 1 - a), "at position 4 you computed 2.750000"),
+        # an introduction token that is itself a dominated anchor takes both bonuses
+        (gamma(skip_intro_in_dom=True), "intro that is itself in D: at position 5"),
+    ],
+)
+def test_gamma_mistakes_fail_with_a_hint(mistake, message):
+    with pytest.raises(AssertionError, match=message):
+        check_gamma(mistake)
