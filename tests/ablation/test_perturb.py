@@ -94,6 +94,15 @@ def test_the_test_is_the_protocol_written_out_by_hand(tiny, setup):
     assert summary["frac_high_more_disruptive"] == pytest.approx(
         (trials["jaccard_high"] < trials["jaccard_low"]).mean()
     )
+    # Where the two kinds of position sit in their responses, which the pairs do not match:
+    for kind in ("high", "low"):
+        depth = [
+            (getattr(r, f"{kind}_pos") - traces[r.trace].prompt_len)
+            / (len(traces[r.trace]) - traces[r.trace].prompt_len)
+            for r in trials.itertuples()
+        ]
+        np.testing.assert_allclose(trials[f"{kind}_depth"], depth)
+        assert summary[f"depth_{kind}"] == pytest.approx(np.mean(depth))
     # The same call again gives the same frame: nothing in the protocol is random.
     again, _ = perturbation_test(tiny, traces, analyses, progress=False, **kw)
     assert again.equals(trials)

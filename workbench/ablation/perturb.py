@@ -312,10 +312,14 @@ def perturbation_test(
 
     Returns:
         ``(trials, summary)``: a DataFrame with one row per trial (``trace``, ``pair``,
-        ``high_pos``, ``low_pos``, ``high_fai``, ``low_fai``, ``jaccard_high``,
-        ``jaccard_low``, ``high_more_disruptive``) and a dict with ``jaccard_high``,
-        ``jaccard_low`` (means over trials), ``frac_high_more_disruptive`` (ties, means
-        within `TIE`, count as not), ``n_trials``, ``n_traces`` (those that gave a
+        ``high_pos``, ``low_pos``, ``high_fai``, ``low_fai``, ``high_depth``,
+        ``low_depth``, ``jaccard_high``, ``jaccard_low``, ``high_more_disruptive``) and a
+        dict with ``jaccard_high``, ``jaccard_low`` (means over trials),
+        ``frac_high_more_disruptive`` (ties, means within `TIE`, count as not),
+        ``n_trials``, ``depth_high`` and ``depth_low`` (the mean depth of the two kinds of
+        position in their responses, ``(p - prompt_len) / response length``: the pairs
+        are not matched on it, so a difference in disruption can partly be one of depth,
+        an earlier token leaving more of the response to change), ``n_traces`` (those that gave a
         trial), ``n_ties``, and the per-trace difference ``disruption_diff`` = mean over
         traces of ``jaccard_low - jaccard_high`` with its t-interval (``disruption_lo``,
         ``disruption_hi``) and p-value (``disruption_p``, the exact sign-flip test over
@@ -356,6 +360,7 @@ def perturbation_test(
         rest[hi] = float("nan")
         lo = sorted(top_q(rest, m / (n_ok - m), bottom=True), key=lambda p: (float(fai[p]), p))
         logits = logits_of(model, tr.ids)
+        n_resp = len(tr) - tr.prompt_len
         for j, (ph, pl) in enumerate(zip(hi, lo, strict=True)):
             rh = perturb_position(
                 model, tr, ph, top_k=top_k, max_new_tokens=max_new_tokens, logits=logits
@@ -371,6 +376,8 @@ def perturbation_test(
                     "low_pos": pl,
                     "high_fai": float(fai[ph]),
                     "low_fai": float(fai[pl]),
+                    "high_depth": (ph - tr.prompt_len) / n_resp,
+                    "low_depth": (pl - tr.prompt_len) / n_resp,
                     "jaccard_high": rh["jaccard"],
                     "jaccard_low": rl["jaccard"],
                     "high_more_disruptive": bool(rh["jaccard"] < rl["jaccard"] - TIE),
@@ -394,6 +401,8 @@ def perturbation_test(
             "low_pos",
             "high_fai",
             "low_fai",
+            "high_depth",
+            "low_depth",
             "jaccard_high",
             "jaccard_low",
             "high_more_disruptive",
@@ -406,6 +415,8 @@ def perturbation_test(
             float(trials["high_more_disruptive"].mean()) if len(trials) else float("nan")
         ),
         "n_trials": len(trials),
+        "depth_high": float(trials["high_depth"].mean()) if len(trials) else float("nan"),
+        "depth_low": float(trials["low_depth"].mean()) if len(trials) else float("nan"),
         **_uncertainty(trials),
         "paper_jaccard_high": 0.534,
         "paper_jaccard_low": 0.631,
