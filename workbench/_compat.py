@@ -40,7 +40,9 @@ What is private here, and why it is used:
   ``integrations.sdpa_attention`` (the workbench's registered attention function gets the
   boolean mask sdpa gets, and calls sdpa itself for layers it does not analyse).
 - TRL: ``GRPOTrainer._generate_and_score_completions`` (the override point for per-token
-  advantages) and ``GRPOTrainer._metrics`` (its metric log).
+  advantages) and ``GRPOTrainer._metrics`` (its metric log); transformers'
+  ``Trainer._save_checkpoint``, ``_get_output_dir`` and ``_load_optimizer_and_scheduler``
+  (where a checkpoint is written and read back: the workbench keeps its own state there).
 """
 
 from __future__ import annotations
@@ -287,19 +289,48 @@ def suspended_hooks(model: Any) -> Iterator[None]:
 
 @functools.cache
 def grpo_trainer_base() -> type:
-    """`trl.GRPOTrainer` with one overridable step, ``after_scoring(batch) -> batch``.
+    """`trl.GRPOTrainer` with three overridable steps: ``after_scoring(batch) -> batch``,
+    ``save_extra_state(folder)`` and ``load_extra_state(checkpoint)``.
 
     TRL has no public hook between scoring a batch and forming the loss; its private
     ``_generate_and_score_completions`` is that point (its output's ``"advantages"`` may be
-    ``(B,)`` or ``(B, T)``: the loss accepts both).
+    ``(B,)`` or ``(B, T)``: the loss accepts both). Nor has transformers' Trainer one for a
+    subclass's own state in a checkpoint: ``save_extra_state`` runs (on the process that
+    saves) with the checkpoint folder before the Trainer writes its files there, its
+    ``trainer_state.json`` last, so a folder that holds that file holds the extra state
+    too; ``load_extra_state`` runs with the folder a run resumes from, after the optimizer
+    and scheduler are restored, or with None for a run that starts afresh.
     """
+    import os
+
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
     from trl import GRPOTrainer
 
     class GRPOTrainerWithScoringHook(GRPOTrainer):
         def after_scoring(self, batch: dict[str, Any]) -> dict[str, Any]:
             return batch
 
+        def save_extra_state(self, folder: str) -> None:
+            pass
+
+        def load_extra_state(self, checkpoint: str | None) -> None:
+            pass
+
         def _generate_and_score_completions(self, inputs):
             return self.after_scoring(super()._generate_and_score_completions(inputs))
+
+        def _save_checkpoint(self, model, trial):
+            if self.args.should_save:
+                folder = os.path.join(
+                    self._get_output_dir(trial=trial),
+                    f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}",
+                )
+                os.makedirs(folder, exist_ok=True)
+                self.save_extra_state(folder)
+            super()._save_checkpoint(model, trial)
+
+        def _load_optimizer_and_scheduler(self, checkpoint):
+            super()._load_optimizer_and_scheduler(checkpoint)
+            self.load_extra_state(checkpoint)
 
     return GRPOTrainerWithScoringHook

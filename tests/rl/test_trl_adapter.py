@@ -476,3 +476,131 @@ def test_fused_credit_trains_with_continuous_batching(tmp_path, tiny):
     trainer.train()
     logged = [h for h in trainer.state.log_history if "credit/gamma_mean" in h]
     assert len(logged) == 1 and logged[0]["credit/gamma_mean"] > 1.0
+
+
+def test_a_resumed_run_logs_and_trains_as_one_never_interrupted(tmp_path, tiny):
+    """Stopped at a checkpoint between two logs (``save_steps=2``, ``logging_steps=3``)
+    and resumed with ``train(resume_from_checkpoint=...)``: the same weights, the same
+    ``"random"``-control seeds (keyed on the global step), and the same ``credit/*`` row.
+    The gamma statistics pooled before the checkpoint were lost, so the resumed row covered
+    only the step after it (TRL's own metrics, pooled in memory, still are)."""
+    import os
+
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig as TRLConfig
+
+    from workbench.attention import CreditParams
+    from workbench.models import model_path
+    from workbench.rl import RhythmGRPOTrainer
+    from workbench.rl.trl_adapter import CREDIT_STATE
+    from workbench.tasks import get_task
+
+    folder = model_path("tiny-reasoner")
+    prompts = [{"prompt": p.prompt} for p in get_task("countdown").generate(12, seed=0)]
+
+    class StopAt2(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            control.should_training_stop = state.global_step >= 2
+
+    def trainer(out, callbacks=()):
+        t = RhythmGRPOTrainer(
+            model=AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True),
+            processing_class=AutoTokenizer.from_pretrained(folder),
+            # rewards that differ within a group, so that the weights move
+            reward_funcs=lambda completions, **kw: [float(len(set(c))) for c in completions],
+            args=TRLConfig(
+                **{**TRL_ARGS, "max_completion_length": 16},
+                output_dir=str(out),
+                max_steps=3,
+                logging_steps=3,
+                save_strategy="steps",
+                save_steps=2,
+                learning_rate=5e-4,
+                seed=0,
+            ),
+            train_dataset=Dataset.from_list(prompts),
+            credit=CreditParams(strategy="coupled"),
+            callbacks=list(callbacks),
+        )
+        seed = t._seed
+        t.seeds = []
+        t._seed = lambda n: t.seeds.append(seed(n)) or t.seeds[-1]
+        return t
+
+    whole = trainer(tmp_path / "whole")
+    whole.train()
+    first = trainer(tmp_path / "cut", [StopAt2()])
+    first.train()
+    checkpoint = tmp_path / "cut" / "checkpoint-2"
+    assert (checkpoint / CREDIT_STATE).exists()
+    assert not [f for f in os.listdir(checkpoint) if f.endswith(".tmp")]
+    rest = trainer(tmp_path / "cut")
+    rest.train(resume_from_checkpoint=str(checkpoint))
+
+    assert whole.seeds == first.seeds + rest.seeds == [0, 100_000, 200_000]
+    want, got = whole.model.state_dict(), rest.model.state_dict()
+    assert max(float((want[k] - got[k]).abs().max()) for k in want) == 0.0
+    assert any(not torch.equal(want[k], first.model.state_dict()[k]) for k in want)
+
+    def credit_rows(t):
+        return [
+            {k: v for k, v in h.items() if k.startswith("credit/") or k == "step"}
+            for h in t.state.log_history
+            if "credit/gamma_mean" in h
+        ]
+
+    assert credit_rows(whole) == credit_rows(rest) and len(credit_rows(rest)) == 1
+
+
+def test_resuming_the_same_trainer_after_an_interrupt_draws_the_steps_seeds_anew(tmp_path, tiny):
+    """Interrupted (KeyboardInterrupt in a notebook) after the first micro-batch of a step
+    past the last checkpoint, then resumed from it in the same object: the resumed step's
+    micro-batches draw the step's own ``"random"`` seeds from the start (they continued the
+    interrupted step's count, 200_004 and 200_008 instead of 200_000 and 200_004)."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig as TRLConfig
+
+    from workbench.attention import CreditParams
+    from workbench.models import model_path
+    from workbench.rl import RhythmGRPOTrainer
+    from workbench.tasks import get_task
+
+    folder = model_path("tiny-reasoner")
+
+    class Interrupt(TrainerCallback):
+        armed = True
+
+        def on_substep_end(self, args, state, control, **kwargs):
+            if self.armed and state.global_step == 2:
+                self.armed = False
+                raise KeyboardInterrupt
+
+    trainer = RhythmGRPOTrainer(
+        model=AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True),
+        processing_class=AutoTokenizer.from_pretrained(folder),
+        reward_funcs=lambda completions, **kw: [float(len(set(c))) for c in completions],
+        args=TRLConfig(
+            **{**TRL_ARGS, "max_completion_length": 16, "per_device_train_batch_size": 4},
+            gradient_accumulation_steps=2,
+            output_dir=str(tmp_path),
+            max_steps=3,
+            save_strategy="steps",
+            save_steps=2,
+            seed=0,
+        ),
+        train_dataset=Dataset.from_list(
+            [{"prompt": p.prompt} for p in get_task("countdown").generate(12, seed=0)]
+        ),
+        credit=CreditParams(strategy="random"),
+        callbacks=[Interrupt()],
+    )
+    seed, seeds = trainer._seed, []
+    trainer._seed = lambda n: seeds.append(seed(n)) or seeds[-1]
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    assert seeds == [0, 4, 100_000, 100_004, 200_000]
+    seeds.clear()
+    trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    assert seeds == [200_000, 200_004]

@@ -46,6 +46,8 @@ Caveats:
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import time
 from typing import Any, no_type_check
 
@@ -57,6 +59,7 @@ from .._compat import (
     grpo_trainer_base,
     supports_attention_interface,
 )
+from .._io import atomic_write_json
 from ..attention.layers import resolve_layers
 from ..attention.params import CreditParams, as_credit
 from ..errors import WorkbenchError
@@ -71,6 +74,10 @@ except ImportError as e:  # pragma: no cover - trl is a dependency
 check_versions()
 
 __all__ = ["RhythmGRPOTrainer", "unpad_rollouts"]
+
+#: The workbench's file in each TRL checkpoint folder: the gamma statistics pooled since
+#: the last log, so that a resumed run logs the same ``credit/*`` row.
+CREDIT_STATE = "workbench_credit_state.json"
 
 
 def unpad_rollouts(
@@ -251,6 +258,32 @@ class RhythmGRPOTrainer(_GRPOTrainer):
             logs[f"{prefix}credit/gamma_mean"] = float(totals[0]) / count
             logs[f"{prefix}credit/amplified_frac"] = float(totals[1]) / count
         super().log(logs, start_time)
+
+    def save_extra_state(self, folder: str) -> None:
+        """The gamma statistics pooled since the last log (`CREDIT_STATE`), written
+        atomically into the checkpoint `folder` before TRL's files: a checkpoint saved
+        between two logs (``save_steps`` not a multiple of ``logging_steps``) lost them,
+        and the resumed run's next ``credit/*`` row covered only the steps after it."""
+        totals = self._credit_totals.get("train")
+        state = {"train_totals": None if totals is None else [float(t) for t in totals]}
+        atomic_write_json(os.path.join(folder, CREDIT_STATE), state)
+
+    def load_extra_state(self, checkpoint: str | None) -> None:
+        """On resuming from `checkpoint`, the pooled gamma statistics of `save_extra_state`
+        restored (a checkpoint without the file, from TRL's own trainer, pools nothing).
+        What a run interrupted in this trainer object left counted is dropped: its
+        statistics of the steps after the checkpoint (logged twice) and the ``"random"``
+        seeds it had used in the step it stopped in (the resumed step drew other tokens)."""
+        if checkpoint is None:
+            return
+        self._seed_step, self._seed_used = None, 0
+        path = os.path.join(checkpoint, CREDIT_STATE)
+        self._credit_totals.pop("train", None)
+        if os.path.exists(path):
+            with open(path) as f:
+                totals = json.load(f).get("train_totals")
+            if totals is not None:
+                self._credit_totals["train"] = torch.tensor(totals, dtype=torch.float64)
 
     def after_scoring(self, out: dict[str, Any]) -> dict[str, Any]:
         """The standalone path: replace the sequence advantages ``(B,)`` of a scored batch by
