@@ -259,3 +259,24 @@ def test_a_generation_config_with_beams_still_samples_and_takes_the_argmax(tiny,
     assert got == lean
     assert got[0] == want[: len(got[0])]
     assert again == drawn
+
+
+@pytest.mark.parametrize("decoder", ["lean", "hf"])
+def test_on_token_is_called_once_per_decoding_step(tiny, decoder):
+    """What wb.generate's progress bar counts: one call per new token of the batch (200
+    tokens of SmolLM2 took 10 s with nothing on screen)."""
+    ids = encode_prompt(tiny, "12+7=", chat=False)
+    steps = []
+    out = sample_completions(
+        tiny,
+        [ids],
+        max_new_tokens=12,
+        greedy=True,
+        decoder=decoder,
+        on_token=lambda: steps.append(1),
+    )
+    assert len(steps) == len(out[0]) > 0
+    with pytest.raises(wb.WorkbenchError, match="progress must be True or False"):
+        wb.generate(tiny, "12+7=", max_new_tokens=2, progress="no")
+    quiet = wb.generate(tiny, "12+7=", max_new_tokens=4, temperature=0, progress=False)
+    assert torch.equal(quiet.ids, wb.generate(tiny, "12+7=", max_new_tokens=4, temperature=0).ids)

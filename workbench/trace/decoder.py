@@ -29,7 +29,7 @@ the model's dtype, the same as a static cache in ``generate``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -331,6 +331,7 @@ class LeanDecoder:
         greedy: bool = False,
         temperature: float = 1.0,
         top_p: float = 1.0,
+        on_token: Callable[[], None] | None = None,
     ) -> list[list[int]]:
         """Complete every prompt (one row each), sampling from the global torch RNG.
 
@@ -342,6 +343,8 @@ class LeanDecoder:
             pad: the id written after a row has finished (and into padded prompt slots).
             greedy: argmax instead of sampling.
             temperature, top_p: as `TemperatureLogitsWarper` and `TopPLogitsWarper`.
+            on_token: called after each decoding step (one new token in every row), e.g.
+                to advance a progress bar.
 
         Returns:
             The new tokens of each row, up to and including its first EOS.
@@ -405,6 +408,8 @@ class LeanDecoder:
                     nxt = torch.multinomial(logits.softmax(dim=-1), num_samples=1).squeeze(1)
                 nxt = nxt * unfinished + pad * (1 - unfinished)
                 out[:, t] = nxt
+                if on_token is not None:
+                    on_token()
                 if len(eos_t):
                     unfinished = unfinished & ~torch.isin(nxt, eos_t)
                 if not bool(unfinished.any()):
