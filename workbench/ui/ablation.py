@@ -137,7 +137,9 @@ class AblationPanel(Panel):
         if self.source.value == "reference":
             return [Trace.from_text(self.model, p.prompt, p.solution, chat=False) for p in problems]
         return [
-            generate(self.model, p.prompt, max_new_tokens=96, temperature=0.0, chat=False)
+            generate(
+                self.model, p.prompt, max_new_tokens=96, temperature=0.0, chat=False, progress=False
+            )
             for p in problems
         ]
 

@@ -343,6 +343,7 @@ class RhythmPanel(Panel):
                     max_new_tokens=int(self.max_new_tokens.value),
                     temperature=float(self.temperature.value),
                     seed=int(self.seed.value),
+                    progress=False,  # the status line says it is generating
                 )
             out = self._set_trace(trace)
             # The trace file wins over a pasted response (the docstring's order): say which.
