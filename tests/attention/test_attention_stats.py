@@ -60,6 +60,12 @@ def test_statistics_by_hand():
     assert r["overlap"] == 0.5 and r["chance"] < 0.5
     df = rhythm_statistics([a, a], n_shuffles=10)
     assert len(df) == 3 and np.isfinite(df["value"]).all()
+    # what each value counts over, beside it (two copies of the trace: twice the peaks)
+    assert df["n"].tolist() == [
+        entropy_at_waad_peaks([a, a])["n_peaks"],
+        2 * f["n_fai_peaks"],
+        receiver_global_overlap([a, a], n_shuffles=10)["n_global_peaks"],
+    ]
     with pytest.raises(wb.WorkbenchError, match="non-empty"):
         rhythm_statistics([])
 
