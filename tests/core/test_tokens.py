@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 from tokenizers import Tokenizer, decoders, models, normalizers
 from transformers import PreTrainedTokenizerFast
@@ -105,3 +107,17 @@ def test_bytes_that_never_complete_a_character_cost_no_more_than_whole_tokens(sm
 
     got = token_strings(Counting(), ids)
     assert "".join(got) == decode(ids) and max(calls) <= 2 * UTF8_MAX_BYTES
+
+
+def test_text_the_tokenizer_cannot_encode_is_named_not_dropped(tiny, smol):
+    """The tiny models' character tokenizer turned a tab or an accented letter into <unk>
+    without a word (it decodes to nothing); the unknown token written out is not counted,
+    nor a GPT-2-style tokenizer's special token typed into the text."""
+    with pytest.warns(UserWarning, match=r"2 token\(s\) of the prompt are the tokenizer's unk"):
+        wb.Trace.from_text(tiny, "12+7=\tcafé", "19", chat=False)
+    with pytest.warns(UserWarning, match=r"1 token\(s\) of the response"):
+        wb.Trace.from_text(tiny, "12+7=", "19 <unk>\r", chat=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        wb.Trace.from_text(tiny, "12+7=", "19 <unk>", chat=False)
+        wb.Trace.from_text(smol, "What is café? \t", "It is a café <|endoftext|>")

@@ -25,6 +25,7 @@ from .tokens import (
     model_tokenizer,
     template_meta,
     token_strings,
+    warn_unknown,
 )
 
 if TYPE_CHECKING:
@@ -416,6 +417,7 @@ class Trace:
         template_kwargs = check_template_kwargs(chat_template_kwargs)
         prompt_ids = encode_prompt(model, prompt, chat=chat, chat_template_kwargs=template_kwargs)
         response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+        warn_unknown(tokenizer, response, response_ids, "response")
         ids = torch.tensor(list(prompt_ids) + list(response_ids), dtype=torch.long)
         check_context(model, len(ids), what="the trace", fix="shorten the prompt or the response")
         return cls(

@@ -3,6 +3,7 @@ template (`encode_prompt`), the ids that end a response (`eos_token_ids`), the c
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, no_type_check
 
@@ -23,6 +24,7 @@ __all__ = [
     "eos_token_ids",
     "model_tokenizer",
     "token_strings",
+    "warn_unknown",
 ]
 
 
@@ -196,8 +198,31 @@ def encode_prompt(
             add_generation_prompt=True,
             **template_kwargs,
         )
-        return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    return list(tokenizer(prompt)["input_ids"])
+        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    else:
+        text, ids = prompt, list(tokenizer(prompt)["input_ids"])
+    warn_unknown(tokenizer, text, ids, "prompt")
+    return ids
+
+
+def warn_unknown(tokenizer: Any, text: str, ids: Sequence[int], what: str) -> None:
+    """Warn when `ids`, the encoding of `text`, hold the tokenizer's unknown token for
+    characters it cannot encode (a tab or an accented letter for the tiny models'
+    character tokenizer): they became ``<unk>`` without a word and decode to nothing. The
+    unknown token written out in `text` itself is not counted."""
+    unk, name = getattr(tokenizer, "unk_token_id", None), getattr(tokenizer, "unk_token", None)
+    if unk is None:
+        return
+    n = sum(1 for i in ids if i == unk) - (text.count(name) if isinstance(name, str) else 0)
+    if n > 0:
+        warnings.warn(
+            f"{n} token(s) of the {what} are the tokenizer's unknown token {name!r}: "
+            "characters it cannot encode, which the model and the metrics see as that one "
+            "token and which decode to nothing; rewrite them with characters the tokenizer "
+            "knows (the tiny models know ASCII letters, digits, space, newline and "
+            "+ - * / ( ) = > : . , ? !)",
+            stacklevel=3,
+        )
 
 
 def check_trace_tokens(model: Any, trace: Any) -> None:
