@@ -196,6 +196,8 @@ def test_workbench_cache_may_hold_a_tilde_or_a_relative_path(tmp_path, monkeypat
     monkeypatch.delenv("WORKBENCH_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache.cache_dir() == tmp_path / "xdg" / "workbench"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/xdg")  # invalid by the XDG spec: ignored
+    assert cache.cache_dir() == tmp_path / "home" / ".cache" / "workbench"
 
 
 def test_a_file_system_without_locks_converts_unlocked_and_keeps_others_folders(

