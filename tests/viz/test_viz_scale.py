@@ -59,6 +59,9 @@ def test_a_map_recorded_finer_than_a_chart_embeds_is_pooled_further_exactly(n, p
         i, j = (cell["q0"] - p) // expected_bin, cell["k0"] // expected_bin
         assert cell["q1"] - cell["q0"] == min(expected_bin, n - cell["q0"])
         assert cell["attention"] == pytest.approx(float(coarse[i, j]), rel=1e-5, abs=1e-9)
+        # the tooltip names the block's whole range (its start alone read as one position)
+        assert cell["queries"] == f"{cell['q0']}-{cell['q1'] - 1}"
+        assert cell["keys"] == f"{cell['k0']}-{cell['k1'] - 1}"
     subtitle = " ".join(spec["title"]["subtitle"])
     assert f"{expected_bin}x{expected_bin} blocks averaged" in subtitle
     assert f"recorded {b}x{b}, pooled to fit a chart" in subtitle

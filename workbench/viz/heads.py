@@ -206,6 +206,9 @@ def attention_map(
             if b == 1:
                 row["query"] = display_token(maps.tokens[q0])
                 row["key"] = display_token(maps.tokens[k0])
+            else:  # the block's whole range: its start alone read as one position
+                row["queries"] = f"{q0}-{q1}"
+                row["keys"] = f"{k0}-{k1}"
             rows.append(row)
     df = pd.DataFrame(rows)
     n_r, n_c = n - r0, n - c0
@@ -228,10 +231,16 @@ def attention_map(
         if not vmin < vmax:
             vmin = vmax / 10
         n_zero = int((df["attention"] <= 0).sum())
-    tooltip = [
-        alt.Tooltip("q0:Q", title="query pos" + ("" if b == 1 else " (from)")),
-        alt.Tooltip("k0:Q", title="key pos" + ("" if b == 1 else " (from)")),
-        alt.Tooltip("attention:Q", format=".4f"),
+    tooltip = (
+        [alt.Tooltip("q0:Q", title="query pos"), alt.Tooltip("k0:Q", title="key pos")]
+        if b == 1
+        else [alt.Tooltip("queries:N", title="query pos"), alt.Tooltip("keys:N", title="key pos")]
+    ) + [
+        alt.Tooltip(
+            "attention:Q",
+            format=".4f",
+            title="attention" if b == 1 else "mean attention",
+        )
     ]
     if b == 1:
         tooltip += [alt.Tooltip("query:N"), alt.Tooltip("key:N")]
