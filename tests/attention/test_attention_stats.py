@@ -68,6 +68,9 @@ def test_statistics_by_hand():
     ]
     with pytest.raises(wb.WorkbenchError, match="non-empty"):
         rhythm_statistics([])
+    # the item that is not an analysis is named (a trace passed by mistake)
+    with pytest.raises(wb.WorkbenchError, match="item 1 is a dict"):
+        rhythm_statistics([a, {"waad": []}])
 
 
 def by_hand() -> Curves:

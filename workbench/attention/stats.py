@@ -170,10 +170,18 @@ def _check(analyses: Any) -> list[Curves]:
         items = list(analyses)
     except TypeError:
         items = []
-    if not items or not all(isinstance(a, Analysis | Curves) for a in items):
+    if not items:
         raise WorkbenchError(
             "the rhythm statistics need a non-empty list of Analysis objects",
             "pass wb.analyze_many(model, traces)",
+        )
+    wrong = [i for i, a in enumerate(items) if not isinstance(a, Analysis | Curves)]
+    if wrong:
+        raise WorkbenchError(
+            f"the rhythm statistics need a non-empty list of Analysis objects, but item "
+            f"{wrong[0]} is a {type(items[wrong[0]]).__name__}"
+            + (f" ({len(wrong)} items are not analyses)" if len(wrong) > 1 else ""),
+            "pass wb.analyze_many(model, traces), or [wb.analyze(model, t) for t in traces]",
         )
     return [Curves.of(a) if isinstance(a, Analysis) else a for a in items]
 
