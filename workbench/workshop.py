@@ -19,12 +19,22 @@ from typing import Any
 import numpy as np
 import torch
 
+from .attention import delta as _delta
 from .attention import fai as _fai
 from .attention import waad as _waad
 from .attention.credit import coupled_gamma
+from .attention.rhythm import coupled_sets as _coupled_sets
+from .attention.rhythm import default_taus as _default_taus
 from .attention.rhythm import top_q as _top_q
 
-__all__ = ["check_anchors", "check_fai", "check_gamma", "check_waad", "random_pattern"]
+__all__ = [
+    "check_anchors",
+    "check_dominated",
+    "check_fai",
+    "check_gamma",
+    "check_waad",
+    "random_pattern",
+]
 
 
 def random_pattern(n: int, seed: int = 0, *, sharp: float = 2.0) -> torch.Tensor:
@@ -256,3 +266,162 @@ def check_gamma(my_gamma: Callable[..., Any]) -> None:
             "I(D); bonuses add where sets overlap",
         )
     print(f"check_gamma: all {len(cases)} cases pass")
+
+
+def _pair_of_positions(got: Any) -> tuple[list[int], list[int]]:
+    """`got` as ``(D, intro)``: two lists of whole-number positions, or an AssertionError."""
+    what = "my_dominated must return two lists of positions, (dominated, intro)"
+    if not isinstance(got, list | tuple) or len(got) != 2:
+        raise AssertionError(f"{what}, got {type(got).__name__}")
+    out = []
+    for part, name in zip(got, ("dominated", "intro"), strict=True):
+        if getattr(part, "dtype", None) in (torch.bool, np.bool_):
+            raise AssertionError(f"{what}: {name} is a True/False mask, not positions")
+        try:
+            values = [float(x) for x in part]
+        except (TypeError, ValueError, RuntimeError):
+            raise AssertionError(f"{what}: {name} is a {type(part).__name__}") from None
+        if not all(math.isfinite(v) and v.is_integer() for v in values):
+            raise AssertionError(
+                f"{what}: {name} holds {[round(v, 3) for v in values]}, not positions "
+                "(whole numbers such as 2 or 4)"
+            )
+        out.append([int(v) for v in values])
+    return out[0], out[1]
+
+
+# (case, response WAAD, prompt_len, anchors, k, hint). Each case was chosen so that one kind of
+# mistake fails it while the mistakes the later cases catch still pass it, so the hint names the
+# rule that was missed (a random case closes). The hand-made values are multiples of 1/4, exact
+# in binary, so ties and equalities with the medians are exact.
+_MEDIANS = (
+    "tau_waad and tau_delta are medians over the response only: WAAD at positions "
+    "prompt_len..T-1, Delta where it is defined (not at the last token); of an even count, "
+    "the mean of the two middle values (torch.median takes the lower one)"
+)
+_WINDOW = "the look-back window holds the k positions before t, t-k..t-1: not t itself"
+_DOMINATED_CASES = [
+    (
+        "only anchors can be dominated",
+        [0.75, 2.0, 0.5, 1.25, 1.75, 0.25, 0.0, 1.75, 1.0, 2.0],
+        2,
+        [5, 6, 9, 11],
+        3,
+        "D is a subset of the anchors, and I(D) holds the introductions of the anchors in D only",
+    ),
+    (
+        "the look-back window",
+        [0.25, 1.75, 1.25, 1.5, 1.75, 0.25, 1.0, 1.75, 1.5, 0.75],
+        2,
+        [2, 3, 5, 10],
+        3,
+        _WINDOW,
+    ),
+    (
+        "Delta looks forward",
+        [0.75, 0.75, 1.0, 0.0, 1.25, 0.25, 1.75, 1.25, 0.75, 1.25],
+        2,
+        [3, 4, 5, 6],
+        3,
+        "Delta[t] = |WAAD[t] - WAAD[t+1]|: the change to the next token, never negative",
+    ),
+    (
+        "which position introduces an anchor",
+        [0.0, 0.25, 0.75, 1.5, 0.25, 1.25, 1.0, 0.25, 1.75, 0.25],
+        2,
+        [2, 3, 5, 11],
+        3,
+        "intro(t) is the u in t-k..t-1 with the largest Delta (not the first one over "
+        "tau_delta, nor the nearest); on a tie, the lower position",
+    ),
+    (
+        "equal to a threshold",
+        [0.5, 0.25, 0.0, 0.25, 0.0, 0.25, 0.75, 1.0, 0.25, 0.25],
+        2,
+        [5, 8, 9, 10],
+        3,
+        "equality counts on both sides: WAAD[t] <= tau_waad and max Delta >= tau_delta",
+    ),
+    (
+        "tau_waad, a median over the response",
+        [2.0, 1.75, 1.5, 0.5, 0.75, 0.5, 2.0, 1.5, 0.0, 0.25],
+        3,
+        [3, 5, 7, 9],
+        3,
+        _MEDIANS,
+    ),
+    (
+        "tau_delta, a median over the defined Delta",
+        [0.5, 1.0, 2.0, 0.75, 1.0, 0.75, 1.25, 0.5, 1.5],
+        2,
+        [3, 4, 6, 10],
+        3,
+        _MEDIANS,
+    ),
+    (
+        "windows that reach into the prompt",
+        [1.0, 2.0, 1.0, 2.0, 1.25, 0.0, 1.5, 1.25, 0.0],
+        1,
+        [1, 3, 6, 7],
+        3,
+        "Delta is undefined (NaN) before the response, at prompt_len - 1 and at the last "
+        "token: the max and intro(t) look at the defined Delta in the window only, and the "
+        "window stops at position 0 (a negative index wraps around to the end)",
+    ),
+    (
+        "two anchors with the same introduction",
+        [1.75, 2.0, 2.0, 1.75, 1.5, 0.5, 0.75, 0.5, 2.0],
+        2,
+        [2, 7, 8, 9],
+        3,
+        "I(D) is a set: a position that introduces two anchors appears once",
+    ),
+    (
+        "k = 2",
+        [1.0, 1.5, 1.0, 1.5, 2.0, 1.5, 1.25, 2.0, 1.5, 0.75],
+        2,
+        [2, 6, 7, 9],
+        2,
+        _WINDOW,
+    ),
+    (
+        "random WAAD",
+        (torch.rand(30, generator=torch.Generator().manual_seed(5), dtype=torch.float64) * 10)
+        .round(decimals=3)
+        .tolist(),
+        4,
+        [4, 6, 9, 12, 13, 17, 18, 21, 22, 25, 27, 30, 33],
+        3,
+        "D: the anchors t with WAAD[t] <= tau_waad and max Delta over t-k..t-1 >= tau_delta; "
+        "I(D): the intro of each",
+    ),
+]
+
+
+def check_dominated(my_dominated: Callable[..., Any]) -> None:
+    """Check ``my_dominated(waad, prompt_len, anchors, k) -> (dominated, intro)``: the
+    locally dominated anchors D and their introductions I(D) (Sec. 5.2, with this project's
+    medians and tie rule; `workbench.attention.rhythm`)."""
+    for case, values, pl, anc, k, hint in _DOMINATED_CASES:
+        waad = torch.tensor([math.nan] * pl + values, dtype=torch.float64)
+        d = _delta(waad)
+        tw, td = _default_taus(waad, d)
+        want_d, want_i = _coupled_sets(anc, waad, d, k=k, tau_waad=tw, tau_delta=td)
+        got = _call(my_dominated, "my_dominated", waad.clone(), pl, list(anc), k)
+        got_d, got_i = _pair_of_positions(got)
+        where = (
+            f"my_dominated, {case} (prompt_len = {pl}, anchors = {anc}, k = {k}; "
+            f"tau_waad = {tw:g}, tau_delta = {td:g})"
+        )
+        for name, g, w in (("dominated", got_d, want_d), ("intro", got_i, want_i)):
+            if g == w:
+                continue
+            if sorted(g) == w:
+                raise AssertionError(f"{where}: return {name} sorted ({w}, not {g})")
+            if len(set(g)) < len(g):
+                each = "I(D) is a set" if name == "intro" else "D holds anchors"
+                raise AssertionError(
+                    f"{where}: {name} = {g} repeats a position: {each}, each position once"
+                )
+            raise AssertionError(f"{where}: {name} should be {w}, you returned {g}. Hint: {hint}")
+    print(f"check_dominated: all {len(_DOMINATED_CASES)} cases pass")

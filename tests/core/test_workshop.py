@@ -4,11 +4,18 @@ a right answer passes, a wrong answer fails with a message that says why."""
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 import torch
 
-from workbench.workshop import check_anchors, check_fai, check_gamma, check_waad
+from workbench.workshop import (
+    check_anchors,
+    check_dominated,
+    check_fai,
+    check_gamma,
+    check_waad,
+)
 
 
 def anchors(count):
@@ -219,3 +226,136 @@ def test_anchor_mistakes_fail_with_a_hint(mistake, message):
 def test_gamma_mistakes_fail_with_a_hint(mistake, message):
     with pytest.raises(AssertionError, match=message):
         check_gamma(mistake)
+
+
+def dominated(
+    window=lambda t, k: range(max(0, t - k), t),
+    waad_ok=lambda w, tau: w <= tau,
+    delta_ok=lambda d, tau: d >= tau,
+    pick=lambda back, delta, tau: max(back, key=lambda u: (delta[u], -u)),
+    forward=lambda w, t: abs(w[t] - w[t + 1]),
+    waad_for_median=lambda w, pl: w[pl:],
+    delta_for_median=lambda delta, pl: [x for x in delta[pl:] if not math.isnan(x)],
+    median=statistics.median,
+    skip_nan=True,
+    candidates=lambda anchors, pl, n: anchors,
+    intro_of_every_anchor=False,
+    as_set=True,
+    fixed_k=None,
+):
+    """A learner's `my_dominated`; the defaults are the solutions notebook's answer."""
+
+    def my_dominated(waad, prompt_len, anchors, k):
+        k = fixed_k or k
+        w = [float(x) for x in waad]
+        n = len(w)
+        delta = [forward(w, t) if prompt_len <= t < n - 1 else math.nan for t in range(n)]
+        tau_waad = median(waad_for_median(w, prompt_len))
+        tau_delta = median(delta_for_median(delta, prompt_len))
+        dom, intro = [], []
+        for t in candidates(anchors, prompt_len, n):
+            back = [u for u in window(t, k) if not (skip_nan and math.isnan(delta[u]))]
+            if not back:
+                continue
+            # torch's max, like the builtin max over a list that starts with NaN, gives NaN
+            ok = waad_ok(w[t], tau_waad) and delta_ok(
+                torch.tensor([delta[u] for u in back]).max().item(), tau_delta
+            )
+            if ok:
+                dom.append(t)
+            if ok or intro_of_every_anchor:
+                intro.append(pick(back, delta, tau_delta))
+        return sorted(dom), sorted(set(intro)) if as_set else intro
+
+    return my_dominated
+
+
+def test_the_dominated_solution_passes(capsys):
+    check_dominated(dominated())
+    assert "check_dominated: all" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("mistake", "message"),
+    [
+        # D is computed over the anchors, and I(D) over D
+        (dominated(candidates=lambda a, pl, n: range(pl, n)), "D is a subset of the anchors"),
+        (dominated(intro_of_every_anchor=True), "anchors in D only"),
+        # the window t-k..t-1 holds neither t nor more than k positions
+        (dominated(window=lambda t, k: range(max(0, t - k + 1), t + 1)), "not t itself"),
+        (dominated(window=lambda t, k: range(max(0, t - k), t + 1)), "not t itself"),
+        (dominated(window=lambda t, k: range(max(0, t - k - 1), t)), "k = 2 .*t-k..t-1"),
+        (dominated(fixed_k=3), "k = 2 .*t-k..t-1"),
+        # Delta[t] = |WAAD[t] - WAAD[t+1]|
+        (
+            dominated(forward=lambda w, t: abs(w[t] - w[t - 1]) if t else math.nan),
+            "Delta looks forward",
+        ),
+        (dominated(forward=lambda w, t: w[t] - w[t + 1]), "never negative"),
+        # intro(t): the largest Delta, ties to the lower position
+        (dominated(pick=lambda back, d, tau: max(back, key=lambda u: (d[u], u))), "on a tie"),
+        (dominated(pick=lambda back, d, tau: back[-1]), "nor the nearest"),
+        (
+            dominated(pick=lambda back, d, tau: next(u for u in back if d[u] >= tau)),
+            "not the first one over tau_delta",
+        ),
+        # equality counts on both sides
+        (dominated(waad_ok=lambda w, tau: w < tau), "equal to a threshold.*equality counts"),
+        (dominated(delta_ok=lambda d, tau: d > tau), "equal to a threshold.*equality counts"),
+        # the medians are over the response only
+        (
+            dominated(waad_for_median=lambda w, pl: [0.0] * pl + w[pl:]),
+            "tau_waad, a median over the response.*prompt_len..T-1",
+        ),
+        (
+            dominated(delta_for_median=lambda d, pl: [0.0 if math.isnan(x) else x for x in d[pl:]]),
+            "tau_delta, a median over the defined Delta.*not at the last token",
+        ),
+        # torch.median (and nanmedian) takes the lower middle value of an even count
+        (
+            dominated(median=lambda xs: torch.tensor(xs).median().item()),
+            "tau_delta, a median .*the mean of the two middle values",
+        ),
+        # windows that reach into the prompt, or past position 0
+        (dominated(skip_nan=False), "reach into the prompt.*defined Delta in the window only"),
+        (dominated(window=lambda t, k: range(t - k, t)), "negative index wraps around"),
+        # I(D) is a set
+        (dominated(as_set=False), "repeats a position: I\\(D\\) is a set"),
+    ],
+)
+def test_dominated_mistakes_fail_with_a_hint(mistake, message):
+    with pytest.raises(AssertionError, match=message):
+        check_dominated(mistake)
+
+
+@pytest.mark.parametrize(
+    ("returned", "message"),
+    [
+        (None, "must return two lists of positions"),
+        (([2], [1], [0]), "must return two lists of positions"),
+        (([0.5], []), "not positions"),
+        ((torch.tensor([True, False]), []), "mask"),
+    ],
+)
+def test_a_dominated_answer_of_the_wrong_shape_fails_with_a_message(returned, message):
+    with pytest.raises(AssertionError, match=message):
+        check_dominated(lambda waad, prompt_len, anchors, k: returned)
+
+
+def test_unsorted_dominated_anchors_fail_with_what_to_change():
+    right = dominated()
+
+    def unsorted(waad, prompt_len, anchors, k):
+        dom, intro = right(waad, prompt_len, anchors, k)
+        return dom[::-1], intro
+
+    with pytest.raises(AssertionError, match="return dominated sorted"):
+        check_dominated(unsorted)
+
+
+def test_an_unfinished_dominated_exercise_asks_for_code():
+    def my_dominated(waad, prompt_len, anchors, k):
+        raise NotImplementedError
+
+    with pytest.raises(AssertionError, match="my_dominated is not implemented yet"):
+        check_dominated(my_dominated)
