@@ -123,7 +123,9 @@ def convert_smollm(dest: Path, gguf: Path) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    print(f"workbench: converting {gguf.name} to float32 safetensors in {dest} (once, about a minute)")
+    print(
+        f"workbench: converting {gguf.name} to float32 safetensors in {dest} (once, about a minute)"
+    )
     hf_logging.enable_progress_bar()
     t0 = time.time()
     with atomic_dir(dest, overwrite=True) as tmp:
