@@ -71,13 +71,7 @@ def smollm_dir() -> Path:
 def manifest_ok(folder: Path, gguf: Path | None = None) -> bool:
     """Whether `folder` is a complete conversion, and of `gguf` as installed now when given
     (`check_source`): a stale one would be rebuilt on the next load, so it is not cached."""
-    try:
-        check_manifest(folder)
-        if gguf is not None:
-            check_source(folder, gguf)
-    except WorkbenchError:
-        return False
-    return True
+    return _why_unusable(folder, gguf) is None
 
 
 def check_manifest(folder: Path) -> None:

@@ -130,7 +130,7 @@ def _eval_recipe(model: str | None, folder: str | None) -> tuple[str, tuple[str,
     from pathlib import Path
 
     from workbench.errors import WorkbenchError
-    from workbench.tiny.train import preset
+    from workbench.tiny.train import TrainConfig, preset
 
     card_file = Path(folder).expanduser() / "card.json" if folder is not None else None
     if card_file is None or not card_file.is_file():
@@ -141,8 +141,8 @@ def _eval_recipe(model: str | None, folder: str | None) -> tuple[str, tuple[str,
         name = card["model"]
         recipe = card["train_config"]
         # Cards from before a field was recorded hold its default (`workbench.tiny.card`).
-        tasks = tuple(recipe.get("tasks", ("countdown", "arithmetic")))
-        budget = int(recipe.get("max_new_tokens", 64))
+        tasks = tuple(recipe.get("tasks", TrainConfig.tasks))
+        budget = int(recipe.get("max_new_tokens", TrainConfig.max_new_tokens))
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise WorkbenchError(
             f"cannot read the model card {card_file} ({type(e).__name__}: {e})",

@@ -267,7 +267,7 @@ def _check_room(model: Any, prompt_len: int, max_new_tokens: int, hf: Any = None
             "in one sequence",
             "lower max_new_tokens",
         )
-    if getattr(getattr(model, "cfg", None), "n_ctx", None) is None:
+    if context_length(model) is None:
         limit = getattr(getattr(hf, "config", None), "max_position_embeddings", None)
         if _validate.is_index(limit) and n > limit:
             raise WorkbenchError(

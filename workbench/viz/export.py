@@ -17,6 +17,7 @@ import altair as alt
 
 from .._io import as_path, atomic_write_bytes, atomic_write_text, make_folder
 from ..errors import WorkbenchError
+from .frame import CONTROL_PICTURES
 
 __all__ = ["FORMATS", "save", "to_html"]
 
@@ -35,7 +36,7 @@ class _ScriptSafe(json.JSONEncoder):
 
 #: C0 control characters but tab, newline and carriage return: vl-convert aborts the whole
 #: process (a Rust panic that cannot unwind, the kernel dies) on text holding one.
-_CONTROLS = {c: chr(0x2400 + c) for c in range(0x20) if chr(c) not in "\t\n\r"}
+_CONTROLS = {c: p for c, p in CONTROL_PICTURES.items() if c < 0x20 and chr(c) not in "\t\n\r"}
 
 
 def _drawable(spec: Any) -> Any:

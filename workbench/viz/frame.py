@@ -38,8 +38,8 @@ METRICS = {
 }
 
 
-#: The other C0 control characters and DEL as their Unicode control pictures (U+2400..).
-_CONTROL_PICTURES = {c: chr(0x2400 + c) for c in range(0x20)} | {0x7F: "\u2421"}
+#: The C0 control characters and DEL as their Unicode control pictures (U+2400..).
+CONTROL_PICTURES = {c: chr(0x2400 + c) for c in range(0x20)} | {0x7F: "\u2421"}
 
 
 def display_token(token: str) -> str:
@@ -49,7 +49,7 @@ def display_token(token: str) -> str:
     can be seen and which the PNG/SVG exporter can draw: it aborts the process on the raw
     character); ``∅`` for the empty token."""
     s = token.replace("\r\n", "\n").replace("\r", "␍").replace("\n", "↵").replace("\t", "→")
-    s = s.translate(_CONTROL_PICTURES)
+    s = s.translate(CONTROL_PICTURES)
     return s if s else "∅"
 
 
