@@ -39,6 +39,8 @@ What is private here, and why it is used:
   model class's ``_supports_attention_backend`` flag; ``masking_utils.sdpa_mask`` and
   ``integrations.sdpa_attention`` (the workbench's registered attention function gets the
   boolean mask sdpa gets, and calls sdpa itself for layers it does not analyse).
+- huggingface_hub: ``utils.tqdm.progress_bar_states`` (its per-group bar settings, put
+  back after transformers' bars are switched off for a load).
 - TRL: ``GRPOTrainer._generate_and_score_completions`` (the override point for per-token
   advantages) and ``GRPOTrainer._metrics`` (its metric log); transformers'
   ``Trainer._save_checkpoint``, ``_get_output_dir`` and ``_load_optimizer_and_scheduler``
@@ -280,6 +282,39 @@ def suspended_hooks(model: Any) -> Iterator[None]:
         for hp, table in saved:
             hp._forward_hooks.clear()
             hp._forward_hooks.update(table)
+
+
+@contextlib.contextmanager
+def loading_bars() -> Iterator[None]:
+    """transformers' bars ("Loading weights", a GGUF conversion, a hub download) under the
+    workbench's rule: shown in a notebook or on a terminal, none in a log file (transformers
+    shows them wherever stderr goes). Off only while loading; a caller's
+    ``transformers.utils.logging.disable_progress_bar()`` is kept either way."""
+    from huggingface_hub import constants as hub_constants
+    from huggingface_hub.utils import tqdm as hub_tqdm
+    from transformers.utils import logging as hf_logging
+
+    from ._progress import bars_shown
+
+    hide = (
+        hf_logging.is_progress_bar_enabled()
+        and hub_constants.HF_HUB_DISABLE_PROGRESS_BARS is not False  # =0: bars asked for
+        and not bars_shown()
+    )
+    if not hide:
+        yield
+        return
+    # transformers switches the hub's bars too; the hub's own settings (per group) come back
+    hub_states = dict(getattr(hub_tqdm, "progress_bar_states", {}))
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+        states = getattr(hub_tqdm, "progress_bar_states", None)
+        if isinstance(states, dict):
+            states.clear()
+            states.update(hub_states)
 
 
 # ---------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ PRIVATE = [
     r"get_tokenizer_with_bos|init_kwargs",
     r"load_modality_processor",
     r"_save_checkpoint|_load_optimizer_and_scheduler|_get_output_dir",
+    r"progress_bar_states",
 ]
 
 

@@ -36,14 +36,13 @@ import os
 import socket
 import threading
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, no_type_check
 from urllib.parse import urlparse
 
 from .. import _validate
-from .._compat import check_versions
+from .._compat import check_versions, loading_bars
 from ..errors import WorkbenchError
 from ..tiny import CHECKPOINTS as _TINY_DIRS
 from .bridge import bridge_model, eval_mode, live_hooks, model_name, sampler
@@ -533,42 +532,9 @@ def _load_named(
     allow_hub = _validate.flag("allow_hub", allow_hub)
     rebuild = _validate.flag("rebuild", rebuild)
     device = _resolve_device(device)
-    with _loading_bars():
+    with loading_bars():
         source, local, fix, label = _resolve(name_or_path, allow_hub=allow_hub, rebuild=rebuild)
         return (*_load_hf(source, device, local=local, fix=fix), label)
-
-
-@contextlib.contextmanager
-def _loading_bars() -> Iterator[None]:
-    """transformers' bars ("Loading weights", a GGUF conversion, a hub download) under the
-    workbench's rule: shown in a notebook or on a terminal, none in a log file (transformers
-    shows them wherever stderr goes). Off only while loading; a caller's
-    ``transformers.utils.logging.disable_progress_bar()`` is kept either way."""
-    from huggingface_hub import constants as hub_constants
-    from huggingface_hub.utils import tqdm as hub_tqdm
-    from transformers.utils import logging as hf_logging
-
-    from .._progress import bars_shown
-
-    hide = (
-        hf_logging.is_progress_bar_enabled()
-        and hub_constants.HF_HUB_DISABLE_PROGRESS_BARS is not False  # =0: bars asked for
-        and not bars_shown()
-    )
-    if not hide:
-        yield
-        return
-    # transformers switches the hub's bars too; the hub's own settings (per group) come back
-    hub_states = dict(getattr(hub_tqdm, "progress_bar_states", {}))
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.enable_progress_bar()
-        states = getattr(hub_tqdm, "progress_bar_states", None)
-        if isinstance(states, dict):
-            states.clear()
-            states.update(hub_states)
 
 
 @no_type_check  # validates its arguments itself, with messages that name the fix
