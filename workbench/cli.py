@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,24 @@ DEMO_PROBLEM = (
     "in the morning and 25 in the afternoon. How many muffins are left? "
     "Think step by step, then give the final answer."
 )
+DEMO_ANSWER = 41  # 12 * 8 - 30 - 25
+
+
+def _demo_verdict(text: str) -> str:
+    """One line comparing the last number of the demo's answer with `DEMO_ANSWER`: the
+    default model (135M parameters) is often wrong, which a user should not have to work
+    out, nor take for a broken install."""
+    numbers = re.findall(r"-?\d+(?:,\d{3})*(?:\.\d+)?", text)
+    last = numbers[-1].replace(",", "") if numbers else None
+    if last is not None and float(last) == DEMO_ANSWER:
+        return (
+            f"check: the correct answer is {DEMO_ANSWER}; the model's last number is {last}: right."
+        )
+    said = " gave no number" if last is None else f"'s last number is {last}: wrong"
+    return (
+        f"check: the correct answer is {DEMO_ANSWER}; the model{said}. "
+        "Small models often are wrong; the analysis reads how the model reasoned, right or wrong."
+    )
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -95,6 +114,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     print(f"answer ({trace.response_len} tokens, {time.time() - t1:.1f} s):\n")
     print(trace.text.strip())
+    if args.prompt == DEMO_PROBLEM:
+        print(f"\n{_demo_verdict(trace.text)}")
     # A broken sampler must fail here, loudly, not be analysed as if it were reasoning.
     check_not_degenerate(trace)
     from .attention import analyze

@@ -27,6 +27,7 @@ def test_demo_answers_and_says_where_its_output_went(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "answer (" in proc.stdout and str(out.resolve()) in proc.stdout
     assert "report:" in proc.stdout and "anchors" in proc.stdout
+    assert "check: the correct answer is 41; the model" in proc.stdout
     page = (out / "report.html").read_text()
     assert (
         "<script" in page
@@ -55,6 +56,26 @@ def test_demo_answers_and_says_where_its_output_went(tmp_path):
     saved = json.loads((out / "trace.json").read_text())
     assert saved["prompt_len"] < len(saved["ids"]) <= saved["prompt_len"] + 24
     assert saved["text"].strip() and saved["text"].strip()[:20] in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("answer", "verdict"),
+    [
+        ("So, there are 0 muffins left.", "last number is 0: wrong. Small models"),
+        ("96 - 30 - 25 = 41\n\nThe answer is 41.", "last number is 41: right."),
+        ("1,041 muffins", "last number is 1041: wrong"),
+        ("1. First, calculate", "last number is 1: wrong"),
+        ("Let me think", "the model gave no number. Small models"),
+    ],
+)
+def test_the_demo_says_whether_its_built_in_problem_was_answered_right(answer, verdict):
+    # The default model often answers the muffin problem wrong; the demo says so, with the
+    # right answer, rather than leave a user to take a wrong answer for a broken install.
+    from workbench.cli import DEMO_ANSWER, _demo_verdict
+
+    line = _demo_verdict(answer)
+    assert DEMO_ANSWER == 12 * 8 - 30 - 25
+    assert line.startswith("check: the correct answer is 41; ") and verdict in line
 
 
 def test_report_summary_and_page_line_record_the_provenance_and_settings():
