@@ -2,7 +2,8 @@
 # Each creates .venv when it is missing and installs exactly the locked versions
 # (lock/requirements.txt, hashes checked); a second run skips that. A changed lock rebuilds
 # the venv from scratch, so it never holds anything the lock does not name.
-PYTHON ?= python3
+# The lock is for CPython 3.11 (lock/check_python.py): python3.11 when it runs, else python3.
+PYTHON ?= $(shell python3.11 -c "" >/dev/null 2>&1 && echo python3.11 || echo python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -24,6 +25,8 @@ export TOKENIZERS_PARALLELISM ?= false
 .PHONY: demo test test-fast test-latest lock lab lint format models bench clean-venv
 
 $(STAMP): pyproject.toml $(LOCK) $(WEIGHTS_LOCK)
+	# Another Python or platform would fail inside pip with "ResolutionImpossible"; say why first.
+	$(PYTHON) lock/check_python.py
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
 	# Every package at its locked version and hash, torch as the CPU wheel; nothing resolved here.

