@@ -174,6 +174,8 @@ class Intervention:
     positions: Iterable[SupportsIndex]
 
     def fwd_hooks(self, model: Any) -> list[Hook]:
+        """The ``[(hook_name, fn)]`` pairs that apply this intervention to `model` (a
+        bridge), in TransformerLens's ``run_with_hooks(fwd_hooks=...)`` form."""
         raise NotImplementedError
 
     @property

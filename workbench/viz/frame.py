@@ -115,7 +115,17 @@ def crop_positions(analysis: Any, positions: Any) -> range:
 def response_frame(analysis: Any, positions: Sequence[int] | range | None = None) -> pd.DataFrame:
     """One row per response token: ``t`` (index in the response), ``pos``, ``token``,
     ``label`` (display text), the metrics of `METRICS` and the flags ``preplan``,
-    ``anchor``, ``dominated``, ``intro``. NaN metrics stay NaN (null in the chart)."""
+    ``anchor``, ``dominated``, ``intro``. NaN metrics stay NaN (null in the chart).
+
+    Args:
+        analysis: an `Analysis`.
+        positions: absolute positions to keep (a ``range`` or consecutive indices),
+            clipped to the response, as the charts' ``positions=``; None keeps the whole
+            response (at most `MAX_CELLS` tokens either way).
+
+    Returns:
+        A `pandas.DataFrame` with one row per kept position, in order.
+    """
     sel = crop_positions(analysis, positions)
     df = analysis.to_frame().iloc[sel.start : sel.stop].reset_index(drop=True)
     df.insert(0, "t", df["pos"] - analysis.prompt_len)
