@@ -224,3 +224,42 @@ def test_a_negative_head_pair_says_pairs_count_from_zero(toy_llama, trace, no_pa
     # layers=-1 counts from the end; heads=[(0, -1)] was "out of range" with no reason
     with pytest.raises(wb.WorkbenchError, match="head pairs count from 0, not from the end"):
         wb.analyze(toy_llama, trace, heads=[(0, -1)])
+
+
+@pytest.fixture(scope="module")
+def long_context(make_toy):
+    return make_toy(LlamaConfig, LlamaForCausalLM, max_position_embeddings=1 << 18)
+
+
+def _long_trace(n: int) -> wb.Trace:
+    ids = torch.full((n,), 5)
+    ids[0] = 1
+    return wb.Trace(ids=ids, tokens=["a"] * n, prompt_len=8, text="")
+
+
+def test_an_exact_pass_that_cannot_fit_is_refused_with_the_length_that_fits(long_context):
+    # 131,072 tokens: one layer's pattern is 275 GB. The bridge's forward failed inside
+    # torch's allocator, or, a little under the free memory, the process was killed.
+    with pytest.raises(wb.WorkbenchError) as err:
+        wb.analyze(long_context, _long_trace(1 << 17), path="exact")
+    text = str(err.value)
+    assert 'the exact path at T = 131,072 tokens (path="exact") needs at least' in text
+    assert 'use path="tiled"' in text and "use a shorter trace (about" in text
+    fits = int(text.split("(about ")[1].split(" tokens fit")[0].replace(",", ""))
+    assert 1000 < fits < 1 << 17
+
+
+def test_a_model_only_the_exact_path_reads_is_told_to_shorten_the_trace(make_toy):
+    from transformers import BloomConfig, BloomForCausalLM
+
+    # BLOOM's attention bypasses transformers' attention interface; ALiBi has no position
+    # limit but the one its config states.
+    bloom = make_toy(
+        BloomConfig, BloomForCausalLM, num_key_value_heads=None, max_position_embeddings=1 << 18
+    )
+    assert not engine.tiled_supported(bloom)
+    with pytest.raises(wb.WorkbenchError) as err:
+        wb.analyze(bloom, _long_trace(1 << 17))
+    text = str(err.value)
+    assert "only the exact path reads it: use a shorter trace (about" in text
+    assert 'path="tiled"' not in text

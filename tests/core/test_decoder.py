@@ -195,3 +195,22 @@ def test_the_sampled_distribution_is_the_tempered_nucleus_of_hand_made_logits(
     want[:keep] = p[:keep] / p[:keep].sum()
     se = (want * (1 - want) / n).sqrt().clamp(min=1e-3)
     assert ((counts[10:14] / n - want).abs() <= 4 * se).all(), (counts[10:14] / n, want)
+
+
+def test_a_batch_whose_kv_cache_cannot_fit_is_refused_before_it_is_allocated(make_toy):
+    # 4,096 rows of a million tokens: 1.3 TB of cache. The cache was allocated whole, and a
+    # cache a little under the free memory let the process be killed part-way (a dead
+    # notebook kernel); this one failed with a raw allocator error from inside the decoder.
+    import transformers
+
+    toy = make_toy(
+        transformers.LlamaConfig, transformers.LlamaForCausalLM, max_position_embeddings=1 << 21
+    )
+    with pytest.raises(wb.WorkbenchError) as err:
+        sample_completions(
+            toy, [[1, 5, 6]], num_generations=4096, batch_limit=4096, max_new_tokens=1_000_000,
+            decoder="lean",
+        )  # fmt: skip
+    text = str(err.value)
+    assert "sampling 4096 row(s) of up to 1,000,003 tokens (its KV cache) needs at least" in text
+    assert "batch_limit" in text and "max_new_tokens=1000000" in text

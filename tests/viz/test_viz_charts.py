@@ -130,6 +130,22 @@ def test_map_errors_name_the_fix(analysis, maps):
         charts.attention_map(maps, "sideways", analysis=analysis)
 
 
+def test_maps_that_cannot_fit_in_memory_are_refused_before_the_pass(make_toy):
+    # Each hooked layer's [head, T, T] pattern exists whole in the bridge's forward: at
+    # 131,072 tokens 275 GB, where the process was killed (a dead notebook kernel).
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    toy = make_toy(LlamaConfig, LlamaForCausalLM, max_position_embeddings=1 << 18)
+    ids = torch.full((1 << 17,), 5)
+    trace = wb.Trace(ids=ids, tokens=["a"] * len(ids), prompt_len=8, text="")
+    with pytest.raises(WorkbenchError) as err:
+        attention_maps(toy, trace, [(0, 0)])
+    text = str(err.value)
+    assert "attention maps of a 131,072-token trace" in text and "GB is free" in text
+    assert "use a shorter trace (about" in text
+
+
 def test_map_colour_scale_is_not_eaten_by_the_sink_column(analysis, maps):
     d = charts.attention_map(maps, "global", analysis=analysis).to_dict()
     cells, sink = d["layer"]

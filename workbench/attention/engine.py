@@ -14,7 +14,9 @@ Two paths compute the same `HeadStats` (see `workbench.attention.metrics`):
 - ``"exact"``: the bridge's own eager forward, with a forward hook on each chosen layer's
   ``blocks.{l}.attn.hook_pattern``. The hook reduces the ``[head_index query_pos key_pos]``
   pattern to per-head vectors and drops it. Memory beyond the model: one layer's pattern
-  (plus the bridge's own scores and ~3 pattern-sized temporaries in the hook). Use it to
+  (plus the bridge's own scores and ~3 pattern-sized temporaries in the hook); a pass whose
+  pattern and logits alone exceed the free memory is refused first
+  (`check_pattern_memory`). Use it to
   combine an analysis with your own TransformerLens hooks, which do not fire on the tiled
   path.
 
@@ -49,6 +51,7 @@ __all__ = [
     "attention_layers",
     "check_layers",
     "check_model",
+    "check_pattern_memory",
     "collect",
     "collect_many",
     "entropy_from_logits",
@@ -489,6 +492,39 @@ class SharedFrameCollector(Collector):
         return out
 
 
+def check_pattern_memory(
+    model: Any, batch: int, n_pos: int, *, logits: bool, what: str, fix: str
+) -> None:
+    """Refuse a pass through the bridge's eager attention that cannot fit in memory.
+
+    Such a pass holds at least one layer's ``[batch head_index query_pos key_pos]`` pattern
+    and, when the last layer runs, the ``[batch pos d_vocab]`` logits (measured on SmolLM2
+    at T = 2048 and 4096: the logits plus 1.5 patterns), so ``need = batch x heads x T^2 +
+    batch x T x d_vocab`` elements is a lower bound: a pass that might fit is never refused.
+
+    Args:
+        model: the bridge.
+        batch, n_pos: the input's shape.
+        logits: whether the pass computes the full logits.
+        what: the pass, as the error's subject.
+        fix: the fix; ``{shorter}`` in it becomes "analyse a shorter trace (about N tokens
+            fit)", N solving ``need(N) = free memory``.
+    """
+    from .._memory import available_bytes, check_fits
+
+    device = model_device(model)
+    size = next(model.parameters()).element_size()
+    per_pattern = batch * model.cfg.n_heads * size
+    per_logits = batch * model.cfg.d_vocab * size if logits else 0
+    need = per_pattern * n_pos * n_pos + per_logits * n_pos
+    have = available_bytes(device)
+    if have is None or need <= have:
+        return
+    fits = int((-per_logits + (per_logits**2 + 4 * per_pattern * have) ** 0.5) / (2 * per_pattern))
+    shorter = f"use a shorter trace (about {fits:,} tokens fit)"
+    check_fits(need, device, what, fix.format(shorter=shorter))
+
+
 def tiled_supported(model: Any) -> bool:
     """Whether the tiled path can analyse this bridge's model (see the module docstring)."""
     try:
@@ -632,6 +668,18 @@ def collect_many(
 
     tap: Any = None  # the tiled path's `_OutputTap`, when it computes the entropies
     if path == "exact":
+        check_pattern_memory(
+            model,
+            len(items),
+            t_max,
+            logits=stop_at_layer is None,
+            what=f'the exact path at T = {t_max:,} tokens (path="exact")',
+            # auto: the tiled path, whose memory grows linearly, cannot read this model
+            fix=f"{arch_name(model)}'s attention does not go through transformers' attention "
+            "interface, so only the exact path reads it: {shorter}"
+            if auto
+            else 'use path="tiled" (or "auto"; its memory grows linearly), or {shorter}',
+        )
         fired: set[int] = set()
 
         def make_hook(layer: int, rows: slice, head_idx: list[int]):

@@ -24,7 +24,9 @@ more than temperature and top-p (repetition penalties, bad words, ...) all fall 
 
 Memory: one copy of the attention and MLP input weights per call (concatenated), and a
 cache of ``2 * layers * batch * kv_heads * (prompt + max_new_tokens) * head_dim`` values in
-the model's dtype, the same as a static cache in ``generate``.
+the model's dtype, the same as a static cache in ``generate``, reserved at the start: a
+batch whose cache does not fit in the free memory is refused then, with its size
+(`workbench._memory.check_fits`), rather than killing the process part-way.
 """
 
 from __future__ import annotations
@@ -281,6 +283,23 @@ class LeanDecoder:
             out.append(memo[window])
         return out
 
+    def _check_memory(self, rows: int, total: int, max_new_tokens: int) -> None:
+        """Refuse a batch whose cache cannot fit, before any of it is allocated: ``2 x
+        layers x rows x kv_heads x total x d_head`` values in the model's dtype, and the
+        rotary ``cos``/``sin`` of ``rows x total x d_head`` each."""
+        from .._memory import check_fits
+
+        weight = self.hf.model.embed_tokens.weight
+        cache = 2 * len(self.hf.model.layers) * rows * self.n_kv * total * self.d_head
+        need = (cache + 2 * rows * total * self.d_head) * weight.element_size()
+        check_fits(
+            need,
+            weight.device,
+            f"sampling {rows} row(s) of up to {total:,} tokens (its KV cache)",
+            f"sample fewer rows at once (batch_limit in sample_completions, a smaller batch "
+            f"in RL) or fewer new tokens (max_new_tokens={max_new_tokens})",
+        )
+
     def _start(self, prompts: Sequence[Sequence[int]], total: int, pad: int) -> tuple:
         """The left-padded ids (B, width), slot validity (B, total), cos/sin (B, total,
         d_head) and an empty cache per layer for `total` slots."""
@@ -353,6 +372,7 @@ class LeanDecoder:
 
         hf = self.hf
         total = max(len(p) for p in prompts) + max_new_tokens
+        self._check_memory(len(prompts), total, max_new_tokens)
         # Each distinct prompt is prefilled once (GRPO samples G completions of every
         # prompt); its cache, slots and first logits are then copied to each of its rows.
         keys = [tuple(int(x) for x in p) for p in prompts]

@@ -24,7 +24,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .. import _validate
-from ..attention.engine import attention_layers, check_layers
+from ..attention.engine import attention_layers, check_layers, check_pattern_memory
 from ..attention.reductions import check_sink, sink_scale
 from ..errors import WorkbenchError
 from ..models import eval_mode
@@ -226,6 +226,14 @@ def attention_maps(
         return hook
 
     fwd_hooks = [(f"blocks.{layer}.attn.hook_pattern", make_hook(layer)) for layer in by_layer]
+    check_pattern_memory(
+        model,
+        1,
+        n,
+        logits=False,
+        what=f"attention maps of a {n:,}-token trace (each hooked layer's full pattern)",
+        fix="{shorter}; the analysis itself (wb.analyze) needs no map",
+    )
     with torch.no_grad(), eval_mode(model):
         model.run_with_hooks(
             ids[None].to(model.cfg.device),
