@@ -100,6 +100,21 @@ def test_knockout_on_a_hybrid_names_its_attention_layers_or_refuses(hybrid_toy):
 # -- 2. a fixed-size set leaves room for its controls ----------------------------------------
 
 
+def test_an_ablation_pass_that_cannot_fit_in_memory_is_refused_first(make_toy):
+    # The bridge's eager forward holds each layer's [head, T, T] scores and pattern: at
+    # 131,072 tokens 275 GB each, where the process was killed part-way.
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    toy = make_toy(LlamaConfig, LlamaForCausalLM, max_position_embeddings=1 << 18)
+    ids = torch.full((1 << 17,), 5)
+    trace = wb.Trace(ids=ids, tokens=["a"] * len(ids), prompt_len=8, text="")
+    with pytest.raises(wb.WorkbenchError) as err:
+        wb.measure(toy, trace, wb.Knockout([9, 10], layers=[0]))
+    text = str(err.value)
+    assert "a forward pass of 131,072 tokens through the bridge" in text
+    assert "use a shorter trace (about" in text
+
+
 def test_a_size_that_fills_the_pool_is_refused_rather_than_clipped(toy_llama, trace):
     analysis = wb.analyze(toy_llama, trace, fai_min_rows=1)
     pool = int((~torch.isnan(analysis.fai)).sum()) - int(not torch.isnan(analysis.fai[0]))

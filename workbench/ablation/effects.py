@@ -37,6 +37,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .. import _validate
+from ..attention.engine import check_pattern_memory
 from ..errors import WorkbenchError
 from ..models import eval_mode, live_hooks, model_device, sampler
 from ..trace import Trace, check_trace, eos_token_ids, sample_completions
@@ -60,6 +61,14 @@ def logits_of(
     """``[pos d_vocab]`` float32 logits of one sequence, under the interventions (if any)."""
     ids = _ids(model, ids, "the sequence").to(model_device(model))
     hooks = fwd_hooks(model, *_intervention_list(interventions))
+    check_pattern_memory(
+        model,
+        1,
+        len(ids[0]),
+        logits=True,
+        what=f"a forward pass of {len(ids[0]):,} tokens through the bridge (eager attention)",
+        fix="{shorter}",
+    )
     with eval_mode(model):  # no dropout: an effect is a difference of two of these passes
         logits = model.run_with_hooks(ids, fwd_hooks=hooks) if hooks else model(ids)
     return logits[0].float().cpu()
