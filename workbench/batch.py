@@ -19,7 +19,10 @@ when papermill is done (a failed run keeps its notebook, with the failing cell, 
 debugging); the index is rewritten atomically after every run, so an interrupted batch is
 resumed by running the same command again, which skips runs that already succeeded (and
 returns their rows as read back from the index, with the same types as fresh ones).
-A failing run does not stop the batch.
+A failing run does not stop the batch. Ctrl-C does, at once: the running notebooks'
+kernels get a Ctrl-C of their own (an RL run saves a checkpoint) and are killed if still
+running 20 seconds later (or at a second Ctrl-C); a run stopped so leaves no row and no
+notebook, and is run again by the same command (even with ``rerun_failed=False``).
 
 A notebook that takes an ``out_dir`` parameter gets ``DIR/<run-id>/`` in it (unless the grid
 sets it), so the files each run writes stay with that run. Notebooks run with their own
@@ -194,9 +197,10 @@ def _coerce(text: str) -> Any:
 def parse_grid(specs: Iterable[str]) -> list[dict[str, Any]]:
     """Expand ``key=v1,v2`` specs into the list of parameter dicts of their product.
 
-    Values are coerced (ints, floats, booleans, ``none``, JSON lists in brackets). Use
-    ``;`` instead of ``,`` to separate values that themselves contain commas
-    (``layers=[1,2];[3,4]``).
+    Values are coerced (ints, floats, booleans, ``none``, JSON lists in brackets). Commas
+    inside brackets belong to the value: ``seeds=[0,1],[2,3]`` is two values and
+    ``strategies=["none","coupled"]`` one. Use ``;`` instead of ``,`` to separate values
+    that themselves hold commas outside brackets (``label=a,b;c``).
 
     An empty list of specs is refused, as `run_batch` refuses an empty grid: it is most
     likely a mistake (a list filtered to nothing, a command line without ``--grid``),
@@ -226,12 +230,34 @@ def parse_grid(specs: Iterable[str]) -> list[dict[str, Any]]:
             )
         if key in axes:
             raise WorkbenchError(f"grid key {key!r} is given twice", "give each key once")
-        parts = values.split(";") if ";" in values else values.split(",")
+        parts = values.split(";") if ";" in values else _split_commas(values)
+        if any(not part.strip() for part in parts):
+            # 'x=1,,2' or a trailing ';' ran a grid point with the empty string
+            raise WorkbenchError(
+                f"bad grid spec {spec!r}: it has an empty value",
+                "separate the values with single commas (or semicolons), none empty",
+            )
         axes[key] = [_coerce(v) for v in parts]
     if not axes:
         raise WorkbenchError("the grid is empty: there is no run to make", _EMPTY_GRID_FIX)
     keys = list(axes)
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*axes.values())]
+
+
+def _split_commas(values: str) -> list[str]:
+    """`values` split at the commas outside brackets: ``[1,2],[3]`` is two values, and
+    ``["none","coupled"]`` one (split at every comma, it was the two values ``["none"``
+    and ``"coupled"]``, and a list could not be given as one value)."""
+    parts, depth, start = [], 0, 0
+    for i, c in enumerate(values):
+        if c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth = max(depth - 1, 0)
+        elif c == "," and depth == 0:
+            parts.append(values[start:i])
+            start = i + 1
+    return [*parts, values[start:]]
 
 
 _EMPTY_GRID_FIX = (
@@ -406,12 +432,64 @@ def _error_text(e: BaseException) -> str:
     return " ".join(text.split())[:300]
 
 
+class _Flight:
+    """A run in flight: the kernels its papermill started, and whether the batch is
+    stopping it (Ctrl-C). The batch thread signals the kernels; the run's own thread
+    then reports it as `_INTERRUPTED` rather than as a run that failed."""
+
+    def __init__(self) -> None:
+        self.kernels: list[Any] = []
+        self.stopped = False
+        self.signalled = False
+        self._sent: set[tuple[int, int]] = set()
+
+    def manager_class(self) -> type:
+        """A kernel manager class (for papermill) that adds each kernel it makes here."""
+        from jupyter_client.manager import AsyncKernelManager
+
+        kernels = self.kernels
+
+        class BatchKernelManager(AsyncKernelManager):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                kernels.append(self)
+
+        return BatchKernelManager
+
+    def signal(self, signum: int) -> None:
+        """Send `signum` (once) to each kernel started so far, and its process group."""
+        for km in list(self.kernels):
+            provisioner = getattr(km, "provisioner", None)
+            process = getattr(provisioner, "process", None)
+            if process is None or (id(km), signum) in self._sent:
+                continue
+            self._sent.add((id(km), signum))
+            self.signalled = True
+            # OSError: it has just ended; ValueError: a signal Windows cannot send
+            with contextlib.suppress(OSError, ValueError):
+                pgid = getattr(provisioner, "pgid", None)
+                if pgid and hasattr(os, "killpg"):
+                    os.killpg(pgid, signum)
+                else:
+                    process.send_signal(signum)
+
+
+#: The runs in flight, by output notebook (`_execute` adds and removes them).
+_FLIGHTS: dict[Path, _Flight] = {}
+#: What `_execute` returns for a run the batch stopped: it has no row and no notebook.
+_INTERRUPTED = "interrupted"
+#: Seconds a run stopped by Ctrl-C has to end after its kernel's own Ctrl-C (an RL run
+#: saves its checkpoint) before the kernel is killed.
+_STOP_GRACE_S = 20.0
+
+
 def _execute(notebook: Path, out: Path, params: dict[str, Any], timeout: float | None) -> dict:
     import papermill as pm
 
     tmp = out.with_name(f".tmp-{out.name}")
     t0 = time.time()
     status, error = "ok", ""
+    flight = _FLIGHTS[out] = _Flight()
     try:
         pm.execute_notebook(
             str(notebook),
@@ -424,10 +502,20 @@ def _execute(notebook: Path, out: Path, params: dict[str, Any], timeout: float |
             # The kernel starts in the notebook's folder. papermill's own cwd= would chdir
             # the whole process for the run, under the other workers and the index writes.
             resources={"metadata": {"path": str(notebook.parent)}},
+            kernel_manager_class=flight.manager_class(),
         )
     except Exception as e:  # a failing cell fails this run only, never the batch
         status = "failed"
         error = _error_text(e)
+    finally:
+        _FLIGHTS.pop(out, None)
+    if flight.stopped and (status != "ok" or flight.signalled):
+        # Stopped by the batch's Ctrl-C, not failed: no notebook and no row, so that
+        # running the batch again runs it again (even with rerun_failed=False). A run
+        # that ends "ok" after its kernel's Ctrl-C counts too: code may catch it and go
+        # on (wb.rl.train returns the interrupted run), so its results may be partial.
+        tmp.unlink(missing_ok=True)
+        return {"status": _INTERRUPTED}
     values: dict[str, Any] = {}
     if tmp.exists():
         with contextlib.suppress(Exception):
@@ -464,7 +552,7 @@ def run_batch(
         workers: runs executed in parallel (each in its own kernel).
         timeout: whole seconds allowed per cell (None: no limit).
         rerun_failed: run again the runs that failed last time (those that succeeded are
-            always skipped).
+            always skipped; those stopped by Ctrl-C always run again).
         progress: show a ``tqdm.auto`` progress bar (in a notebook or a terminal; none
             where stderr is not a terminal, as in a log file).
 
@@ -475,6 +563,11 @@ def run_batch(
         of the batch process that ran it; a JSON column in the index). Rows of skipped runs
         are read back from the index with the same types. The index holds these rows, then
         the rows of earlier runs into `out` that this grid does not include.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C, once the running notebooks are stopped (their kernels
+            get a Ctrl-C, then are killed after 20 seconds or a second Ctrl-C) and the
+            index holds every run that ended before.
     """
     from ._progress import progress_bar
 
@@ -570,21 +663,71 @@ def run_batch(
             )
             for run_id, params in todo
         }
+        indexed: set[Any] = set()
+
+        def index(fut: Any) -> None:
+            indexed.add(fut)
+            run_id, params = futures[fut]
+            result = fut.result()
+            if result["status"] == _INTERRUPTED:
+                return
+            rows[run_id] = {**base(run_id, params), **result, "provenance": prov}
+            _write_index(index_path, index_rows())
+            bar.set_postfix_str(f"{run_id[:30]}: {rows[run_id]['status']}")
+            bar.update()
+
         try:
             for fut in as_completed(futures):
-                run_id, params = futures[fut]
-                rows[run_id] = {**base(run_id, params), **fut.result(), "provenance": prov}
-                _write_index(index_path, index_rows())
-                bar.set_postfix_str(f"{run_id[:30]}: {rows[run_id]['status']}")
-                bar.update()
+                index(fut)
         except KeyboardInterrupt:
+            # Ctrl-C stops the batch now: the pool's exit waited for the runs in flight to
+            # end (an RL run: hours), then dropped their rows, so they ran again next time.
             for f in futures:
                 f.cancel()
+            _stop_runs(
+                [f for f in futures if not f.cancelled()], [out / f"{r}.ipynb" for r, _ in todo]
+            )
+            for fut in futures:
+                if fut.done() and not fut.cancelled() and fut not in indexed:
+                    index(fut)  # ended before it could be stopped: it counts
+            if index_rows():  # an index of no rows has no run_id column to read back
+                _write_index(index_path, index_rows())
             raise
         finally:
             bar.close()
     _write_index(index_path, index_rows())
     return BatchResult(rows=ordered(), index_path=index_path)
+
+
+def _stop_runs(running: list[Any], outs: list[Path]) -> None:
+    """Stop the runs in flight after a Ctrl-C: their kernels get a Ctrl-C of their own
+    (code such as an RL run stops cleanly), then, after `_STOP_GRACE_S` or a second
+    Ctrl-C, are killed; returns once every run's thread has ended."""
+    import signal
+    import sys
+    from concurrent.futures import wait
+
+    flights = [f for f in (_FLIGHTS.get(o) for o in outs) if f is not None]
+    for flight in flights:
+        flight.stopped = True
+    if [f for f in running if not f.done()]:
+        print(
+            "batch: stopping the running notebook(s); Ctrl-C again to kill them now",
+            file=sys.stderr,
+            flush=True,
+        )
+    kill = getattr(signal, "SIGKILL", signal.SIGTERM)
+    signum, deadline = signal.SIGINT, time.monotonic() + _STOP_GRACE_S
+    while [f for f in running if not f.done()]:
+        try:
+            if time.monotonic() > deadline:
+                signum = kill
+            for flight in [f for f in (_FLIGHTS.get(o) for o in outs) if f is not None]:
+                flight.stopped = True  # one that started meanwhile
+                flight.signal(signum)
+            wait(running, timeout=0.2)
+        except KeyboardInterrupt:
+            signum = kill
 
 
 def _is_dicts(grid: Any) -> bool:

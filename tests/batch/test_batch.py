@@ -32,6 +32,16 @@ def _notebook(path, *, tag=True):
     return path
 
 
+def _two_cell_notebook(path, parameters, body):
+    """A notebook of a ``parameters`` cell and one more cell, written to `path`."""
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(parameters)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nbformat.write(nb, str(path))
+    return path
+
+
 class TestGrid:
     def test_product_of_axes_with_coercion(self):
         grid = parse_grid(["model=a,b", "window=5,10", "flag=true"])
@@ -44,6 +54,21 @@ class TestGrid:
             {"layers": [1, 2], "q": 0.4},
             {"layers": [3], "q": 0.4},
         ]
+
+    def test_commas_inside_brackets_belong_to_the_value(self):
+        """``strategies=["none","coupled"]`` was split at its comma into the two runs
+        ``'["none"'`` and ``'"coupled"]'``, and a list holding commas could not be given
+        as a grid's one value at all (a trailing ';' added a run with '')."""
+        assert parse_grid(['strategies=["none","coupled"]', "seeds=[0,1],[2,3]"]) == [
+            {"strategies": ["none", "coupled"], "seeds": [0, 1]},
+            {"strategies": ["none", "coupled"], "seeds": [2, 3]},
+        ]
+        assert parse_grid(['m={"a":1,"b":2},{"a":3}']) == [{"m": {"a": 1, "b": 2}}, {"m": {"a": 3}}]
+
+    @pytest.mark.parametrize("spec", ["x=1,,2", "x=1,", "s=[1];", "s=;[1]"])
+    def test_an_empty_value_is_refused_not_run_as_the_empty_string(self, spec):
+        with pytest.raises(WorkbenchError, match="empty value"):
+            parse_grid([spec])
 
     @pytest.mark.parametrize("spec", ["novalue=", "=1,2", "bad key=1", "x"])
     def test_bad_specs_are_named(self, spec):
@@ -403,19 +428,14 @@ def test_runs_write_into_their_own_folders_and_the_batch_never_changes_directory
 
     nbs = tmp_path / "nbs"
     nbs.mkdir()
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell('x = 1\nout_dir = "out/default"')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [
-        params,
-        nbformat.v4.new_code_cell(
-            "import os, time\nfrom pathlib import Path\nimport workbench as wb\n"
-            "Path(out_dir).mkdir(parents=True, exist_ok=True)\n"
-            "(Path(out_dir) / 'x.txt').write_text(str(x))\n"
-            "time.sleep(0.4 * x)\nwb.record(cwd=os.getcwd(), out_dir=str(out_dir))"
-        ),
-    ]
-    nbformat.write(nb, str(nbs / "nb.ipynb"))
+    _two_cell_notebook(
+        nbs / "nb.ipynb",
+        'x = 1\nout_dir = "out/default"',
+        "import os, time\nfrom pathlib import Path\nimport workbench as wb\n"
+        "Path(out_dir).mkdir(parents=True, exist_ok=True)\n"
+        "(Path(out_dir) / 'x.txt').write_text(str(x))\n"
+        "time.sleep(0.4 * x)\nwb.record(cwd=os.getcwd(), out_dir=str(out_dir))",
+    )
     here = tmp_path / "elsewhere"
     here.mkdir()
     monkeypatch.chdir(here)
@@ -463,3 +483,78 @@ def test_runs_write_into_their_own_folders_and_the_batch_never_changes_directory
     mine = run_batch(nbs / "nb.ipynb", [{"x": 5, "out_dir": str(tmp_path / "mine")}],
                      tmp_path / "g2", progress=False)  # fmt: skip
     assert (tmp_path / "mine" / "x.txt").read_text() == "5" and mine.ok
+
+
+def _sleeping_notebook(path):
+    """A notebook whose run sleeps while ``hold`` exists beside it (after writing
+    ``started-<x>``); its kernel's Ctrl-C stops it (``mode="plain"``), is ignored
+    (``"stubborn"``) or caught, the run going on to the end (``"swallow"``, as
+    `wb.rl.train` returns the run it interrupted)."""
+    return _two_cell_notebook(
+        path,
+        "x = 1\nmode = 'plain'",
+        "import signal, time\nfrom pathlib import Path\nimport workbench as wb\n"
+        "if mode == 'stubborn':\n    signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "Path(f'started-{x}').write_text('')\n"
+        "t0 = time.time()\n"
+        "try:\n"
+        "    while Path('hold').exists() and time.time() - t0 < 40:\n"
+        "        time.sleep(0.1)\n"
+        "except KeyboardInterrupt:\n"
+        "    if mode != 'swallow':\n        raise\n"
+        "wb.record(done=x)",
+    )
+
+
+def _interrupt_when(path):
+    """SIGINT this process (Ctrl-C) once `path` exists."""
+    import os
+    import signal
+    import time
+
+    def wait():
+        t0 = time.monotonic()
+        while not path.exists() and time.monotonic() - t0 < 60:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=wait, daemon=True).start()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("mode", "earlier"), [("plain", True), ("stubborn", False), ("swallow", True)]
+)
+def test_ctrl_c_stops_the_running_notebooks_and_the_rerun_redoes_them(
+    tmp_path, monkeypatch, mode, earlier
+):
+    """Ctrl-C waited for the runs in flight to end (an RL run: hours; a second Ctrl-C did
+    not help) and then dropped their rows. Now their kernels get a Ctrl-C, and are killed
+    after a grace (a kernel that ignores it); an interrupted run leaves no row, notebook or
+    temporary file, and the same batch run again redoes it, even with rerun_failed=False."""
+    import time
+
+    monkeypatch.setattr(workbench.batch, "_STOP_GRACE_S", 2.0, raising=False)
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    nb = _sleeping_notebook(nbs / "nb.ipynb")
+    out = tmp_path / "out"
+    grid = [{"x": 1, "mode": mode}, {"x": 2, "mode": mode}]
+    if earlier:
+        run_batch(nb, grid[:1], out, progress=False)  # x=1 done; x=2 is held
+    else:
+        grid = grid[1:]  # the batch is stopped before any run ended
+    (nbs / "hold").write_text("")
+    _interrupt_when(nbs / "started-2")
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(nb, grid, out, progress=False, timeout=120)
+    assert time.monotonic() - t0 < 25, "Ctrl-C stopped the batch without waiting for the run"
+    names = sorted(p.name for p in out.iterdir())
+    assert [n for n in names if n.endswith(".ipynb") or n.startswith(".")] == [
+        f"{workbench.batch._run_id(grid[0])}.ipynb"
+    ][: int(earlier)], "no notebook, whole or partial, of the interrupted run"
+    assert [r["x"] for r in _read_index(out / "index.csv").values()] == [1][: int(earlier)]
+    (nbs / "hold").unlink()
+    again = run_batch(nb, grid, out, progress=False, rerun_failed=False)
+    assert again.ok and [r.get("done") for r in again.rows] == [1, 2][-len(grid) :]

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -289,23 +287,15 @@ def test_rl_config_that_is_not_a_json_object_is_a_clear_error(tmp_path, content,
 def test_an_interrupted_rl_run_exits_130_and_says_how_to_resume(tmp_path):
     """Ctrl-C stops `workbench rl` cleanly at a checkpoint, but the run did not finish, so
     the exit status is 130 (it was 0: a shell loop or a scheduler took it for done)."""
+    from processes import interrupt_after_first_step, start  # tests/processes.py
+
     run = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "workbench", "rl", "--task", "countdown", "--steps", "50",
-         "--out", str(run), "--batch-size", "8", "--num-generations", "4",
-         "--max-completion-length", "40", "--eval-size", "8", "--eval-samples", "2"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
-        # a test runner started without job control may pass SIGINT on ignored
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    proc = start(
+        ["-m", "workbench", "rl", "--task", "countdown", "--steps", "50", "--out", str(run),
+         "--batch-size", "8", "--num-generations", "4", "--max-completion-length", "40",
+         "--eval-size", "8", "--eval-samples", "2"]
     )  # fmt: skip
-    metrics = run / "metrics.jsonl"
-    deadline = time.monotonic() + 300
-    while not (metrics.exists() and metrics.read_text().strip()) and proc.poll() is None:
-        assert time.monotonic() < deadline, "no step was logged"
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=300)
+    out, err = interrupt_after_first_step(proc, run / "metrics.jsonl")
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted at step" in out and f"--resume {run}" in out
 

@@ -683,3 +683,24 @@ def test_resuming_a_finished_run_records_no_continuation(tmp_path):
     assert (run_dir / "metrics.jsonl").read_text() == metrics
     resume(run_dir, max_steps=2, progress=False)  # an extension is a continuation
     assert [r["from_step"] for r in json.loads((run_dir / "resumes.json").read_text())] == [1]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_whole_experiment_at_the_run_in_progress(tmp_path):
+    """Ctrl-C in `run_experiment` checkpoints the run in progress and stops: the runs after
+    it trained to the end regardless (a notebook's Interrupt was needed once per run)."""
+    from processes import interrupt_after_first_step, start  # tests/processes.py
+
+    settings = {**SMALL, "max_steps": 40}
+    script = (
+        "import workbench as wb\n"
+        f"wb.rl.run_experiment(['none', 'coupled'], [0], {str(tmp_path)!r}, progress=False,"
+        f" **{settings!r})\n"
+    )
+    proc = start(["-c", script])
+    out, err = interrupt_after_first_step(proc, tmp_path / "none" / "seed-0" / "metrics.jsonl")
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err, err[-2000:]
+    assert "experiment stopped" in out
+    status = json.loads((tmp_path / "none" / "seed-0" / "status.json").read_text())
+    assert status["status"] == "interrupted" and status["step"] < 40
+    assert not (tmp_path / "coupled").exists(), "the next strategy must not start"

@@ -467,7 +467,9 @@ def run_experiment(
 
     Calling it again with a larger ``max_steps`` extends every run to that length from its
     last checkpoint, the final evaluation moving to the new end. Runs started with other
-    settings are refused rather than mixed in.
+    settings are refused rather than mixed in. Ctrl-C (a notebook's Interrupt) checkpoints
+    the run in progress and stops the experiment (KeyboardInterrupt); calling it again
+    continues where it stopped.
 
     Args:
         strategies: credit strategies to compare (e.g. ``["none", "random", "coupled"]``).
@@ -508,13 +510,19 @@ def run_experiment(
             done = read_json(status_file, "a run status", "start the run again")
             if done.get("status") == "finished" and done.get("step") == cfg.max_steps:
                 continue
-            resume(run_dir, max_steps=cfg.max_steps, progress=progress)
-            continue
-        if (run_dir / "config.json").exists():
-            # Started but never checkpointed: start it again from scratch.
-            for stale in ("config.json", "metrics.jsonl", "status.json"):
-                (run_dir / stale).unlink(missing_ok=True)
-        train(cfg, out=run_dir, progress=progress)
+            run = resume(run_dir, max_steps=cfg.max_steps, progress=progress)
+        else:
+            if (run_dir / "config.json").exists():
+                # Started but never checkpointed: start it again from scratch.
+                for stale in ("config.json", "metrics.jsonl", "status.json"):
+                    (run_dir / stale).unlink(missing_ok=True)
+            run = train(cfg, out=run_dir, progress=progress)
+        if run.status == "interrupted":
+            # Ctrl-C stops the experiment, not one run: `train` catches it to checkpoint
+            # the run, and the loop went on to train every other strategy and seed (a
+            # notebook's Interrupt had to be pressed once per run).
+            print(f"experiment stopped; run_experiment(..., out={str(out)!r}) again continues it")
+            raise KeyboardInterrupt
     return Experiment(out)
 
 
