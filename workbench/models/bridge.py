@@ -102,7 +102,11 @@ def _unsupported(what: str, error: BaseException, dtype: Any = None) -> Workbenc
 
     import torch
 
-    detail = " ".join(str(error).split())[:300]
+    detail = " ".join(str(error).split())
+    if detail.startswith("Could not determine supported architecture"):
+        # its message goes on to list ~100 adapters, cut mid-name at 300 characters
+        detail = "it has no adapter for this architecture"
+    detail = detail[:300]
     if dtype is None or dtype == torch.float32:
         where, fix = (
             "this architecture",
