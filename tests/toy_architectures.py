@@ -129,6 +129,10 @@ def _moe(**kw: Any) -> dict[str, Any]:
 
 
 SLIDING_THEN_FULL = dict(sliding_window=WINDOW, layer_types=[SLIDING, FULL])
+# Chunked attention in layer 0, a NoPE layer 1, and a mixture of experts.
+LLAMA4 = dict(head_dim=8, attention_chunk_size=WINDOW, no_rope_layers=[1, 0],
+              intermediate_size_mlp=64, interleave_moe_layer_step=2,
+              **_moe(num_local_experts=2))  # fmt: skip
 MORE = [
     Arch("phi", "PhiConfig", "PhiForCausalLM", (FULL, FULL)),
     Arch("phi3-sliding", "Phi3Config", "Phi3ForCausalLM", (SLIDING, SLIDING),
@@ -139,9 +143,7 @@ MORE = [
     Arch("falcon-7b", "FalconConfig", "FalconForCausalLM", (FULL, FULL),
          dict(multi_query=True, new_decoder_architecture=False, parallel_attn=True)),
     Arch("llama4-chunked-nope", "Llama4TextConfig", "Llama4ForCausalLM", (SLIDING, FULL),
-         dict(head_dim=8, attention_chunk_size=WINDOW, no_rope_layers=[1, 0],
-              intermediate_size_mlp=64, interleave_moe_layer_step=2,
-              **_moe(num_local_experts=2))),
+         LLAMA4),
     Arch("gpt-oss-sinks", "GptOssConfig", "GptOssForCausalLM", (SLIDING, FULL),
          dict(head_dim=8, **SLIDING_THEN_FULL, **_moe(num_local_experts=2))),
     Arch("smollm3-nope", "SmolLM3Config", "SmolLM3ForCausalLM", (FULL, FULL),
@@ -192,6 +194,11 @@ MORE = [
     # loaded an image processor that pip-installed torchvision; the workbench reads text.
     Arch("gemma3-multimodal", "gemma3_multimodal", "Gemma3ForConditionalGeneration",
          (SLIDING, FULL), dict(GEMMA, **SLIDING_THEN_FULL)),
+    # How Llama 4 (Scout, Maverick) comes: loaded as its text model, Llama4ForCausalLM,
+    # whose config has no place for the vision tower's weights (refused as "config and
+    # weights disagree" before).
+    Arch("llama4-multimodal", "llama4_multimodal", "Llama4ForConditionalGeneration",
+         (SLIDING, FULL), LLAMA4),
 ]  # fmt: skip
 BY_ID = {a.id: a for a in ARCHS + MORE}
 ARCH_IDS = [a.id for a in ARCHS]
@@ -207,6 +214,19 @@ def gemma3_multimodal(**text: Any) -> Any:
     return transformers.Gemma3Config(
         text_config=text, vision_config=vision, mm_tokens_per_image=1, image_token_index=3,
         boi_token_index=1, eoi_token_index=2, **ids,
+    )  # fmt: skip
+
+
+def llama4_multimodal(**text: Any) -> Any:
+    """A Llama 4 image-text config: `text` is its text model's, beside a one-layer vision
+    tower and its projector."""
+    ids = {k: text[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if k in text}
+    vision = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                  intermediate_size=64, vision_output_dim=32, image_size=28, patch_size=14,
+                  projector_input_dim=32, projector_output_dim=32)  # fmt: skip
+    return transformers.Llama4Config(
+        text_config=text, vision_config=vision, image_token_index=3, boi_token_index=1,
+        eoi_token_index=2, **ids,
     )  # fmt: skip
 
 
