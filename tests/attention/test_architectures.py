@@ -333,6 +333,19 @@ def test_architectures_the_bridge_gets_wrong_are_refused_at_load(make_toy, case)
         assert "(ValueError: it has no adapter for this architecture)" in info.value.problem
 
 
+def test_a_config_that_misstates_the_head_count_is_refused_at_load(make_toy):
+    """JetMoE's attention computes num_key_value_heads x num_experts_per_tok heads; a
+    config.json stating another num_attention_heads (4 against 2 x 1) loaded, and every
+    analysis then failed with a raw shape error deep in the reductions."""
+    with pytest.raises(WorkbenchError) as info:
+        make_toy(
+            transformers.JetMoeConfig, transformers.JetMoeForCausalLM, **COMMON,
+            kv_channels=8, num_local_experts=2, num_experts_per_tok=1,
+        )  # fmt: skip
+    assert "computes [2] head(s) per layer, but its config gives 4" in info.value.problem
+    assert "num_experts_per_tok" in info.value.fix
+
+
 def test_a_half_precision_model_the_bridge_cannot_run_has_float32_as_its_fix(toys):
     """TransformerLens's OLMo 2 adapter mixes float32 with the model's dtype, so its bridge
     fails in bfloat16: the refusal names the dtype and says to bridge in float32 (the matrix

@@ -134,7 +134,8 @@ def _check_bridge(bridge: Any, hf_model: Any, arch: str) -> None:
     exception; in half precision, the fix is float32) or that computes another function
     than the model (float32 logits apart by more than `_PROBE_RTOL` of their scale; other
     dtypes are only run), and a model that is not causal (`_check_causal`: the model is
-    run again with the probe's last token changed). Costs three forward passes of
+    run again with the probe's last token changed), and one whose attention computes
+    another number of heads than its config states. Costs three forward passes of
     `_PROBE_TOKENS` tokens.
     """
     import torch
@@ -152,12 +153,32 @@ def _check_bridge(bridge: Any, hf_model: Any, arch: str) -> None:
             changed = ids.clone()
             changed[0, -1] = (changed[0, -1] + 1) % vocab
             later = hf_model(changed, use_cache=False).logits
+            heads: set[int] = set()  # what each attention layer's pattern holds
+
+            def look(pattern: Any, hook: Any = None) -> None:
+                heads.add(int(pattern.shape[1]))
+
             try:
-                got = bridge(ids, return_type="logits")
+                got = bridge.run_with_hooks(
+                    ids,
+                    return_type="logits",
+                    fwd_hooks=[(lambda name: name.endswith(".attn.hook_pattern"), look)],
+                )
             except Exception as e:
                 raise _unsupported(f"fails in a forward pass of {arch}", e, dtype) from e
     finally:
         hf_model.train(was_training)
+    if heads - {bridge.cfg.n_heads}:
+        # Every head index (classes, maps, knockouts) counts to cfg.n_heads; a pattern of
+        # another width failed deep in the analysis with a shape error.
+        raise WorkbenchError(
+            f"{arch}'s attention computes {sorted(heads)} head(s) per layer, but its config "
+            f"gives {bridge.cfg.n_heads} (num_attention_heads), the count every head index of "
+            "the workbench follows",
+            "correct the checkpoint's config.json: num_attention_heads must be the number of "
+            "heads its attention computes (for JetMoE, num_key_value_heads x "
+            "num_experts_per_tok)",
+        )
     _check_causal(want, later, arch)
     if dtype != torch.float32:
         # Half-precision rounding and a mis-wired adapter overlap here: bridge against eager
