@@ -333,6 +333,27 @@ def test_architectures_the_bridge_gets_wrong_are_refused_at_load(make_toy, case)
         assert "(ValueError: it has no adapter for this architecture)" in info.value.problem
 
 
+@pytest.mark.parametrize(
+    ("config", "model", "overrides"),
+    [
+        ("MambaConfig", "MambaForCausalLM", dict(state_size=4)),  # no attention at all
+        # Attention in layers 1 and 3, which TransformerLens's adapter does not hook.
+        ("Zamba2Config", "Zamba2ForCausalLM", dict(num_hidden_layers=4,
+          layers_block_type=["mamba", "hybrid"] * 2, n_mamba_heads=8, mamba_headdim=8,
+          mamba_d_state=16, adapter_rank=8, attention_head_dim=8, chunk_size=16)),
+    ],
+)  # fmt: skip
+def test_a_model_with_no_attention_pattern_to_read_is_refused_by_name(
+    make_toy, config, model, overrides
+):
+    bridge = make_toy(getattr(transformers, config), getattr(transformers, model), **overrides)
+    trace = wb.Trace(ids=torch.arange(1, 30), tokens=["a"] * 29, prompt_len=5, text="")
+    with pytest.raises(WorkbenchError) as info:
+        wb.analyze(bridge, trace)
+    assert f"of {model} exposes an attention pattern" in info.value.problem
+    assert "Architectures" in info.value.fix
+
+
 def test_a_config_that_misstates_the_head_count_is_refused_at_load(make_toy):
     """JetMoE's attention computes num_key_value_heads x num_experts_per_tok heads; a
     config.json stating another num_attention_heads (4 against 2 x 1) loaded, and every

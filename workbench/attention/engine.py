@@ -70,9 +70,13 @@ def check_model(model: Any) -> None:
         )
     if not attention_layers(model):
         raise WorkbenchError(
-            f"none of the {cfg.n_layers} layers of {arch_name(model)} has an attention pattern "
-            "(blocks.{l}.attn.hook_pattern), and every metric of the workbench reads one",
-            "load a model with softmax attention layers through wb.load_model(...)",
+            f"none of the {cfg.n_layers} layers of {arch_name(model)} exposes an attention "
+            "pattern (blocks.{l}.attn.hook_pattern), and every metric of the workbench reads "
+            "one: the model has no softmax attention (a state-space or recurrent model such "
+            "as Mamba or RWKV), or TransformerLens's adapter for it does not hook the "
+            "attention it has (NemotronH, Zamba2, RecurrentGemma)",
+            "load a model of an architecture the README lists under 'Architectures', through "
+            "wb.load_model(...)",
         )
 
 
