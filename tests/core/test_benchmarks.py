@@ -4,6 +4,7 @@ died of SIGFPE; --steps 0 ran the default 60 steps; most others were tracebacks)
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,8 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 SCRIPTS = sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_"))
 
 
-def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+def _run(*args: str, cwd: Path, **more_env: str) -> subprocess.CompletedProcess:
+    env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", **more_env}
     return subprocess.run(
         [sys.executable, str(BENCH / args[0]), *args[1:]],
         capture_output=True, text=True, cwd=cwd, env=env, timeout=120,
@@ -41,6 +42,8 @@ def test_every_benchmark_script_explains_itself(script, tmp_path):
         (["sinks.py", "--traces", "no-such-folder"], "does not exist"),
         (["table2.py", "--problems", "0"], "must be at least 1, got 0"),
         (["searcher_rhythm.py", "--n", "0"], "must be at least 1, got 0"),
+        (["architectures.py", "--lengths", "8"], "must be at least 20, got 8"),
+        (["architectures.py", "--types", "llama,no_such"], "'no_such' is not a causal LM type"),
     ],
 )
 def test_a_bad_argument_is_one_clear_line(args, words, tmp_path):
@@ -56,3 +59,44 @@ def test_an_unwritable_json_is_refused_before_any_work(tmp_path):
     proc = _run("metrics.py", "--lengths", "16", "--json", "a-file/m.json", cwd=tmp_path)
     assert proc.returncode == 2 and "error:" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "sdpa" not in proc.stdout  # no case ran
+
+
+@pytest.mark.slow
+def test_the_architecture_sweep_judges_each_type_against_hf_eager(tmp_path):
+    """`architectures.py` on two types: Llama's toy matches Hugging Face's eager attention
+    on both paths, Mamba (no attention) is refused clearly; neither is WRONG or RAW, so the
+    exit status is 0, and --json holds both results."""
+    args = ("--types", "llama,mamba", "--lengths", "40", "--json", "out/arch.json")
+    scratch = tmp_path / "scratch"  # where the toys' temporary folders go
+    scratch.mkdir()
+    proc = _run("architectures.py", *args, cwd=tmp_path, TMPDIR=str(scratch))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    got = json.loads((tmp_path / "out" / "arch.json").read_text())
+    results = {r["type"]: r for r in got["results"]}
+    assert results["llama"]["result"] == "MATCH", results["llama"]
+    assert set(results["llama"]["runs"]) == {"40 tiled", "40 exact"}
+    assert results["mamba"]["result"] == "REFUSED", results["mamba"]
+    assert got["counts"]["MATCH"] == 1 and got["counts"]["REFUSED"] == 1
+    assert "| llama | LlamaForCausalLM | MATCH |" in proc.stdout
+    assert not any(scratch.iterdir()), "the toys' folders are removed"
+
+
+def test_a_type_gets_one_result_from_its_runs(monkeypatch):
+    """Any raw exception, then any wrong number, decides the type (and the exit status 1);
+    matches with every tiled run refused are MATCH-EXACT-ONLY; any other mix of matches
+    and refusals, or a run without a reference, cannot be judged."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    judge = __import__("architectures")._judge
+
+    def result(tiled: str, exact: str) -> str:
+        runs = {"40 tiled": {"result": tiled, "detail": ""}}
+        runs["40 exact"] = {"result": exact, "detail": ""}
+        return judge(runs, lambda result, detail, **more: result)
+
+    assert result("MATCH", "MATCH") == "MATCH"
+    assert result("REFUSED", "MATCH") == "MATCH-EXACT-ONLY"
+    assert result("REFUSED", "REFUSED") == "REFUSED"
+    assert result("MATCH", "REFUSED") == "CANNOT-JUDGE"
+    assert result("UNJUDGED", "UNJUDGED") == "CANNOT-JUDGE"
+    assert result("WRONG", "MATCH") == "WRONG"
+    assert result("WRONG", "RAW") == "RAW"
