@@ -452,6 +452,20 @@ def test_experiment_runs_each_strategy_and_seed_once(tmp_path):
     assert single.paired()["diff_lo"].isna().all()
     (row,) = next(iter(single.paired_chart().to_dict()["datasets"].values()))
     assert row["label"] == "fewer than two seeds: no test"
+    # A batch over seeds writes one experiment folder per grid point: read together, their
+    # runs pool into the two-seed comparison (it was "holds no run directory").
+    batch = tmp_path / "batch"
+    for seed in (0, 1):
+        for strategy in ("none", "coupled"):
+            run = f"{strategy}/seed-{seed}"
+            shutil.copytree(tmp_path / run, batch / f"seeds=[{seed}]" / run)
+    pooled = Experiment(batch)
+    assert len(pooled.run_dirs()) == 4 and "4 runs" in repr(pooled)
+    assert pooled.summary().equals(exp.summary()) and pooled.paired().equals(exp.paired())
+    shutil.copytree(tmp_path / "none" / "seed-0", batch / "again" / "none" / "seed-0")
+    with pytest.raises(WorkbenchError, match="are both 'none' runs of seed 0") as e:
+        Experiment(batch).summary()
+    assert "--grid 'seeds=[0],[1],[2]'" in e.value.fix
     # A run cut short after its step-0 evaluation is named, never averaged in as "final".
     cut = tmp_path / "cut"
     for strategy in ("none", "coupled"):

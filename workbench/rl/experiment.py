@@ -55,7 +55,9 @@ class Experiment:
     """The runs of a strategies x seeds comparison, read from its folder.
 
     Args:
-        out: the experiment folder (``out/<strategy>/seed-<seed>`` run directories).
+        out: the experiment folder (``out/<strategy>/seed-<seed>`` run directories), or a
+            folder of such folders (a batch of an RL notebook over seeds), whose runs are
+            pooled: each strategy and seed once, every run with the same other settings.
     """
 
     @no_type_check  # validates its arguments itself, with messages that name the fix
@@ -79,8 +81,14 @@ class Experiment:
         )
 
     def run_dirs(self) -> list[Path]:
-        """Every run directory under the experiment folder."""
-        return sorted(p.parent for p in self.out.glob("*/seed-*/config.json"))
+        """Every run directory under the experiment folder: ``<strategy>/seed-<k>``, or,
+        where there is none, ``<name>/<strategy>/seed-<k>`` of every subfolder, as a batch
+        of an RL notebook writes them (``wb.run_batch`` over seeds: one experiment folder
+        per grid point, pooled here into one comparison)."""
+        runs = sorted(p.parent for p in self.out.glob("*/seed-*/config.json"))
+        if not runs:
+            runs = sorted(p.parent for p in self.out.glob("*/*/seed-*/config.json"))
+        return runs
 
     def frame(self):
         """Long table of evaluations (pandas): strategy, seed, step, the run's
@@ -132,6 +140,16 @@ class Experiment:
                     fix,
                 )
             out.append((d, cfg))
+        seen: dict[tuple[str, int], Path] = {}
+        for d, cfg in out:  # pooled from several folders, a run could be counted twice
+            if (cfg.strategy, cfg.seed) in seen:
+                raise WorkbenchError(
+                    f"{seen[cfg.strategy, cfg.seed]} and {d} are both {cfg.strategy!r} runs "
+                    f"of seed {cfg.seed}, which would count as two seeds",
+                    "give each folder other seeds (a batch over seeds: --grid "
+                    "'seeds=[0],[1],[2]'), or read one folder at a time",
+                )
+            seen[cfg.strategy, cfg.seed] = d
         if out:
             ref_dir, ref = out[0]
             for d, cfg in out[1:]:
