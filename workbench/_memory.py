@@ -11,12 +11,13 @@ cannot fit is refused with its size and a fix, and one that might fit is never r
 
 Free memory: on the CPU, the kernel's ``MemAvailable`` plus free swap, capped by the
 process's memory cgroup (v1 or v2: its limit less its working set, i.e. usage less inactive
-file pages, as container runtimes count it); on CUDA, the device's free memory plus what torch's caching
-allocator holds unused. Elsewhere (other systems, MPS) nothing is checked.
+file pages, as container runtimes count it); on CUDA, the device's free memory plus what
+torch's caching allocator holds unused. Elsewhere (other systems, MPS) nothing is checked.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ def available_bytes(device: Any) -> int | None:
     return min(room) if room else None
 
 
-def check_fits(need: int, device: Any, what: str, fix: str) -> None:
+def check_fits(need: int, device: Any, what: str, fix: str | Callable[[int], str]) -> None:
     """Refuse `what` when `need` bytes (a lower bound) exceed what `device` has free.
 
     Args:
@@ -115,7 +116,8 @@ def check_fits(need: int, device: Any, what: str, fix: str) -> None:
         device: where it allocates.
         what: the operation and its size, as the error's subject ("sampling 64 rows of
             8,192 tokens").
-        fix: what to change.
+        fix: what to change, or a function of the free bytes that says it (only called
+            when the operation is refused).
 
     Raises:
         WorkbenchError: naming both sizes and `fix`.
@@ -126,5 +128,5 @@ def check_fits(need: int, device: Any, what: str, fix: str) -> None:
             f"{what} needs at least {need / 1e9:.1f} GB at once, and {have / 1e9:.1f} GB is "
             f"free on {torch.device(device)} (the process would be killed part-way, a "
             "notebook's kernel with it)",
-            fix,
+            fix(have) if callable(fix) else fix,
         )

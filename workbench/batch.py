@@ -707,10 +707,7 @@ def _stop_runs(running: list[Any], outs: list[Path]) -> None:
     import sys
     from concurrent.futures import wait
 
-    flights = [f for f in (_FLIGHTS.get(o) for o in outs) if f is not None]
-    for flight in flights:
-        flight.stopped = True
-    if [f for f in running if not f.done()]:
+    if not all(f.done() for f in running):
         print(
             "batch: stopping the running notebook(s); Ctrl-C again to kill them now",
             file=sys.stderr,
@@ -718,12 +715,13 @@ def _stop_runs(running: list[Any], outs: list[Path]) -> None:
         )
     kill = getattr(signal, "SIGKILL", signal.SIGTERM)
     signum, deadline = signal.SIGINT, time.monotonic() + _STOP_GRACE_S
-    while [f for f in running if not f.done()]:
+    while not all(f.done() for f in running):
         try:
             if time.monotonic() > deadline:
                 signum = kill
+            # Read each round: a run that started meanwhile is stopped too.
             for flight in [f for f in (_FLIGHTS.get(o) for o in outs) if f is not None]:
-                flight.stopped = True  # one that started meanwhile
+                flight.stopped = True
                 flight.signal(signum)
             wait(running, timeout=0.2)
         except KeyboardInterrupt:

@@ -511,22 +511,22 @@ def check_pattern_memory(
         batch, n_pos: the input's shape.
         logits: whether the pass computes the full logits.
         what: the pass, as the error's subject.
-        fix: the fix; ``{shorter}`` in it becomes "analyse a shorter trace (about N tokens
+        fix: the fix; ``{shorter}`` in it becomes "use a shorter trace (about N tokens
             fit)", N solving ``need(N) = free memory``.
     """
-    from .._memory import available_bytes, check_fits
+    from .._memory import check_fits
 
-    device = model_device(model)
     size = next(model.parameters()).element_size()
     per_pattern = batch * model.cfg.n_heads * size
     per_logits = batch * model.cfg.d_vocab * size if logits else 0
+
+    def shorter(have: int) -> str:  # the longest T with per_pattern T^2 + per_logits T <= have
+        root = (per_logits**2 + 4 * per_pattern * have) ** 0.5
+        fits = int((root - per_logits) / (2 * per_pattern))
+        return fix.format(shorter=f"use a shorter trace (about {fits:,} tokens fit)")
+
     need = per_pattern * n_pos * n_pos + per_logits * n_pos
-    have = available_bytes(device)
-    if have is None or need <= have:
-        return
-    fits = int((-per_logits + (per_logits**2 + 4 * per_pattern * have) ** 0.5) / (2 * per_pattern))
-    shorter = f"use a shorter trace (about {fits:,} tokens fit)"
-    check_fits(need, device, what, fix.format(shorter=shorter))
+    check_fits(need, model_device(model), what, shorter)
 
 
 def tiled_supported(model: Any) -> bool:
