@@ -5,7 +5,9 @@ atomic rename) and only a completed write is moved into place. Readers therefore
 the old content or the new, never a torn file. A writer interrupted by an exception removes
 its temporary sibling; one killed outright (``kill -9``, a power cut) leaves a hidden
 ``.tmp-*`` sibling behind, which later writers ignore and do not remove (it could be another
-process's write in progress): delete such files by hand once no writer runs.
+process's write in progress). A folder written by one process at a time (a run directory,
+a batch folder, the model cache) is guarded by `exclusive`, and its owner removes such
+leftovers under that lock (`remove_leftovers`), when no other writer can be running.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import json
 import math
 import os
 import shutil
+import socket
 import tempfile
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +31,12 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "check_folder",
+    "exclusive",
     "json_ready",
     "json_text",
     "make_folder",
     "non_finite",
+    "remove_leftovers",
 ]
 
 #: The fix `check_folder` and `make_folder` name for a folder that cannot be written.
@@ -219,3 +225,78 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def exclusive(
+    lock: str | os.PathLike,
+    *,
+    busy: Callable[[str], BaseException] | None = None,
+    waiting: str = "another process holds it",
+) -> Iterator[bool]:
+    """Hold an exclusive lock on the file `lock` (created) for the block, so that one process
+    at a time writes what it guards.
+
+    The lock is ``flock``'s: the kernel releases it when its holder ends, however it ends
+    (``kill -9`` included), so a lock is never stale and nothing needs cleaning up after a
+    crash. While held, the file records its holder (``process P on HOST since T``) for the
+    messages of those refused or kept waiting. Two opens in one process exclude each other
+    too.
+
+    Args:
+        lock: the lock file; its folder must exist.
+        busy: when another holds the lock, raise ``busy(holder)`` at once (holder: the
+            record above). None: print ``workbench: <waiting> (<holder>); waiting for it``
+            and wait.
+        waiting: what the wait message says is going on.
+
+    Yields:
+        Whether the lock is held: False without ``fcntl`` (Windows) or on a file system
+        without locks (some network mounts), where the block runs unguarded.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield False
+        return
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            if busy is not None:
+                raise busy(holder) from None
+            print(f"workbench: {waiting} ({holder}); waiting for it", flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except OSError:  # a file system without locks: the block runs unguarded
+            yield False
+            return
+        try:
+            f.seek(0)
+            f.truncate()
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            f.write(f"process {os.getpid()} on {socket.gethostname()} since {stamp}\n")
+            f.flush()
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def remove_leftovers(folder: Path, *names: str) -> list[Path]:
+    """Remove the temporary siblings that killed writers left in `folder`: `atomic_dir`'s
+    and `atomic_write_bytes`' (``.tmp-<name>-*``, ``.old-<name>-*``) for each of `names`
+    (every name when none is given). Call it only under `exclusive`'s lock on `folder`,
+    when no write into it can be in progress. Returns what was removed."""
+    kinds = (".tmp", ".old")
+    patterns = [f"{k}-{n}-*" for n in names for k in kinds] if names else [f"{k}-*" for k in kinds]
+    removed = []
+    for pattern in patterns:
+        for p in sorted(folder.glob(pattern)):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+            removed.append(p)
+    return removed

@@ -22,7 +22,10 @@ returns their rows as read back from the index, with the same types as fresh one
 A failing run does not stop the batch. Ctrl-C does, at once: the running notebooks'
 kernels get a Ctrl-C of their own (an RL run saves a checkpoint) and are killed if still
 running 20 seconds later (or at a second Ctrl-C); a run stopped so leaves no row and no
-notebook, and is run again by the same command (even with ``rerun_failed=False``).
+notebook, and is run again by the same command (even with ``rerun_failed=False``). A
+batch killed outright (``kill -9``) leaves its runs' temporary ``.tmp-*`` notebooks, which
+the next batch into the folder removes. One batch at a time writes into a folder
+(``DIR/.batch.lock``); a second is refused while the first runs.
 
 A notebook that takes an ``out_dir`` parameter gets ``DIR/<run-id>/`` in it (unless the grid
 sets it), so the files each run writes stay with that run. Notebooks run with their own
@@ -48,7 +51,7 @@ from pathlib import Path
 from typing import Any, no_type_check
 
 from . import _validate
-from ._io import as_path, atomic_write_text, make_folder, non_finite
+from ._io import as_path, atomic_write_text, exclusive, make_folder, non_finite, remove_leftovers
 from .errors import WorkbenchError
 from .provenance import provenance
 
@@ -474,6 +477,18 @@ class _Flight:
                     process.send_signal(signum)
 
 
+def _busy_batch(out: Path) -> Any:
+    def busy(holder: str) -> WorkbenchError:
+        return WorkbenchError(
+            f"another batch is running into {out} ({holder}): two batches writing one "
+            "index would drop each other's rows",
+            "wait for it to end, or run the grids as one batch (workers=N runs them in "
+            "parallel), or write into another out folder",
+        )
+
+    return busy
+
+
 #: The runs in flight, by output notebook (`_execute` adds and removes them).
 _FLIGHTS: dict[Path, _Flight] = {}
 #: What `_execute` returns for a run the batch stopped: it has no row and no notebook.
@@ -548,7 +563,9 @@ def run_batch(
             A notebook whose parameters include ``out_dir`` (`RUN_FOLDER_PARAMETER`) gets
             ``out/<run_id>`` there, unless the grid sets it, so that each run's own files
             land beside its notebook. Notebooks run with their own folder as the working
-            directory (relative paths in parameters are read from there).
+            directory (relative paths in parameters are read from there). One batch at a
+            time writes into a folder: another batch into it is refused while this one
+            runs (its ``.batch.lock``).
         workers: runs executed in parallel (each in its own kernel).
         timeout: whole seconds allowed per cell (None: no limit).
         rerun_failed: run again the runs that failed last time (those that succeeded are
@@ -610,93 +627,96 @@ def run_batch(
             )
         timeout = int(seconds)
     out = make_folder(out, "the batch folder")
-    index_path = out / "index.csv"
-    previous = _read_index(index_path)
+    with exclusive(out / ".batch.lock", busy=_busy_batch(out)):
+        # Left by a batch killed outright: its runs' temporary notebooks and index writes.
+        remove_leftovers(out)
+        index_path = out / "index.csv"
+        previous = _read_index(index_path)
 
-    rows: dict[str, dict[str, Any]] = {}
-    todo: list[tuple[str, dict[str, Any]]] = []
-    for params in points:
-        run_id = _run_id(params)
-        nb_out = out / f"{run_id}.ipynb"
-        old = previous.get(run_id)
-        if old and nb_out.is_file() and (old["status"] == "ok" or not rerun_failed):
-            rows[run_id] = old
-        else:
-            todo.append((run_id, params))
+        rows: dict[str, dict[str, Any]] = {}
+        todo: list[tuple[str, dict[str, Any]]] = []
+        for params in points:
+            run_id = _run_id(params)
+            nb_out = out / f"{run_id}.ipynb"
+            old = previous.get(run_id)
+            if old and nb_out.is_file() and (old["status"] == "ok" or not rerun_failed):
+                rows[run_id] = old
+            else:
+                todo.append((run_id, params))
 
-    def base(run_id: str, params: dict[str, Any]) -> dict[str, Any]:
-        return {"run_id": run_id, **params, "notebook": f"{run_id}.ipynb"}
+        def base(run_id: str, params: dict[str, Any]) -> dict[str, Any]:
+            return {"run_id": run_id, **params, "notebook": f"{run_id}.ipynb"}
 
-    grid_ids = [_run_id(p) for p in points]
+        grid_ids = [_run_id(p) for p in points]
 
-    def ordered() -> list[dict[str, Any]]:
-        return [rows[r] for r in grid_ids if r in rows]
+        def ordered() -> list[dict[str, Any]]:
+            return [rows[r] for r in grid_ids if r in rows]
 
-    def index_rows() -> list[dict[str, Any]]:
-        # This grid's runs (a run still to be redone keeps its previous row until it is),
-        # then every earlier run into this folder that the grid does not include.
-        done = {**previous, **rows}
-        in_grid = set(grid_ids)
-        return [done[r] for r in grid_ids if r in done] + [
-            row for r, row in previous.items() if r not in in_grid
-        ]
+        def index_rows() -> list[dict[str, Any]]:
+            # This grid's runs (a run still to be redone keeps its previous row until it is),
+            # then every earlier run into this folder that the grid does not include.
+            done = {**previous, **rows}
+            in_grid = set(grid_ids)
+            return [done[r] for r in grid_ids if r in done] + [
+                row for r, row in previous.items() if r not in in_grid
+            ]
 
-    prov = provenance()
-    bar = progress_bar(
-        total=len(points), initial=len(points) - len(todo), desc="batch", progress=progress
-    )
+        prov = provenance()
+        bar = progress_bar(
+            total=len(points), initial=len(points) - len(todo), desc="batch", progress=progress
+        )
 
-    def injected(run_id: str, params: dict[str, Any]) -> dict[str, Any]:
-        # Each run's own files go to its folder under `out`, not to one shared default
-        # beside the notebook that every grid point overwrote.
-        if RUN_FOLDER_PARAMETER in known and RUN_FOLDER_PARAMETER not in params:
-            return {RUN_FOLDER_PARAMETER: str(out / run_id), **params}
-        return params
+        def injected(run_id: str, params: dict[str, Any]) -> dict[str, Any]:
+            # Each run's own files go to its folder under `out`, not to one shared default
+            # beside the notebook that every grid point overwrote.
+            if RUN_FOLDER_PARAMETER in known and RUN_FOLDER_PARAMETER not in params:
+                return {RUN_FOLDER_PARAMETER: str(out / run_id), **params}
+            return params
 
-    with _papermill_cwd(), ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {
-            pool.submit(
-                _execute, notebook, out / f"{run_id}.ipynb", injected(run_id, params), timeout
-            ): (
-                run_id,
-                params,
-            )
-            for run_id, params in todo
-        }
-        indexed: set[Any] = set()
+        with _papermill_cwd(), ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {
+                pool.submit(
+                    _execute, notebook, out / f"{run_id}.ipynb", injected(run_id, params), timeout
+                ): (
+                    run_id,
+                    params,
+                )
+                for run_id, params in todo
+            }
+            indexed: set[Any] = set()
 
-        def index(fut: Any) -> None:
-            indexed.add(fut)
-            run_id, params = futures[fut]
-            result = fut.result()
-            if result["status"] == _INTERRUPTED:
-                return
-            rows[run_id] = {**base(run_id, params), **result, "provenance": prov}
-            _write_index(index_path, index_rows())
-            bar.set_postfix_str(f"{run_id[:30]}: {rows[run_id]['status']}")
-            bar.update()
-
-        try:
-            for fut in as_completed(futures):
-                index(fut)
-        except KeyboardInterrupt:
-            # Ctrl-C stops the batch now: the pool's exit waited for the runs in flight to
-            # end (an RL run: hours), then dropped their rows, so they ran again next time.
-            for f in futures:
-                f.cancel()
-            _stop_runs(
-                [f for f in futures if not f.cancelled()], [out / f"{r}.ipynb" for r, _ in todo]
-            )
-            for fut in futures:
-                if fut.done() and not fut.cancelled() and fut not in indexed:
-                    index(fut)  # ended before it could be stopped: it counts
-            if index_rows():  # an index of no rows has no run_id column to read back
+            def index(fut: Any) -> None:
+                indexed.add(fut)
+                run_id, params = futures[fut]
+                result = fut.result()
+                if result["status"] == _INTERRUPTED:
+                    return
+                rows[run_id] = {**base(run_id, params), **result, "provenance": prov}
                 _write_index(index_path, index_rows())
-            raise
-        finally:
-            bar.close()
-    _write_index(index_path, index_rows())
-    return BatchResult(rows=ordered(), index_path=index_path)
+                bar.set_postfix_str(f"{run_id[:30]}: {rows[run_id]['status']}")
+                bar.update()
+
+            try:
+                for fut in as_completed(futures):
+                    index(fut)
+            except KeyboardInterrupt:
+                # Ctrl-C stops the batch now: the pool's exit waited for the runs in flight to
+                # end (an RL run: hours), then dropped their rows, so they ran again next time.
+                for f in futures:
+                    f.cancel()
+                _stop_runs(
+                    [f for f in futures if not f.cancelled()], [out / f"{r}.ipynb" for r, _ in todo]
+                )
+                for fut in futures:
+                    if fut.done() and not fut.cancelled() and fut not in indexed:
+                        index(fut)  # ended before it could be stopped: it counts
+                if index_rows():  # an index of no rows has no run_id column to read back
+                    _write_index(index_path, index_rows())
+                raise
+            finally:
+                bar.close()
+        _write_index(index_path, index_rows())
+        return BatchResult(rows=ordered(), index_path=index_path)
 
 
 def _stop_runs(running: list[Any], outs: list[Path]) -> None:

@@ -562,10 +562,51 @@ def test_ctrl_c_stops_the_running_notebooks_and_the_rerun_redoes_them(
         signal.signal(signal.SIGINT, before)
     assert time.monotonic() - t0 < 25, "Ctrl-C stopped the batch without waiting for the run"
     names = sorted(p.name for p in out.iterdir())
-    assert [n for n in names if n.endswith(".ipynb") or n.startswith(".")] == [
+    assert [n for n in names if n.endswith(".ipynb") or n.startswith(".tmp")] == [
         f"{workbench.batch._run_id(grid[0])}.ipynb"
     ][: int(earlier)], "no notebook, whole or partial, of the interrupted run"
     assert [r["x"] for r in _read_index(out / "index.csv").values()] == [1][: int(earlier)]
     (nbs / "hold").unlink()
     again = run_batch(nb, grid, out, progress=False, rerun_failed=False)
     assert again.ok and [r.get("done") for r in again.rows] == [1, 2][-len(grid) :]
+
+
+@pytest.mark.slow
+def test_a_second_batch_into_a_running_batchs_folder_is_refused_then_cleans_up_after_it(
+    tmp_path,
+):
+    """Two batches into one folder each rewrote the index from what they had read at their
+    start, so the later one dropped the other's rows; and a batch killed outright left its
+    runs' ``.tmp-*`` notebooks for good. Now a second batch is refused while the first
+    runs, naming it, and the next batch after it removes what it left."""
+    import os
+    import signal
+    import time
+
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    nb = _sleeping_notebook(nbs / "nb.ipynb")
+    (nbs / "hold").write_text("")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "workbench", "batch", str(nb), "--grid", "x=7", "--out",
+           str(out)]  # fmt: skip
+    first = subprocess.Popen(cmd, start_new_session=True, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (nbs / "started-7").exists():  # its kernel is running the notebook
+            assert first.poll() is None, first.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        with pytest.raises(WorkbenchError, match=f"another batch is running into {out}") as e:
+            run_batch(nb, [{"x": 8}], out, progress=False)
+        assert f"process {first.pid} on " in str(e.value) and "workers" in e.value.fix
+        assert not (out / "index.csv").exists() and not (nbs / "started-8").exists()
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the batch and its kernel, outright
+        first.wait()
+    left = [p.name for p in out.iterdir() if p.name.startswith(".tmp-")]
+    assert left, "the killed batch left its run's temporary notebook"
+    (nbs / "hold").unlink()
+    result = run_batch(nb, [{"x": 8}], out, progress=False)  # another grid point
+    assert result.ok and [r["done"] for r in result.rows] == [8]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp-")]

@@ -1,12 +1,24 @@
-"""Atomic writes: an interrupted writer never leaves a torn file or folder."""
+"""Atomic writes: an interrupted writer never leaves a torn file or folder; a folder one
+process writes at a time is locked, and its owner removes what killed writers left."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from workbench._io import atomic_dir, atomic_write_json, atomic_write_text, make_folder
+from workbench._io import (
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_text,
+    exclusive,
+    make_folder,
+    remove_leftovers,
+)
 from workbench.errors import WorkbenchError
 
 
@@ -251,3 +263,77 @@ def test_every_function_that_takes_a_path_names_a_missing_one():
     for name, call in calls.items():
         with pytest.raises(WorkbenchError, match=f"{name} must be a folder path"):
             call()
+
+
+def _hold_in_child(lock: Path, seconds: float) -> subprocess.Popen:
+    """A child process that holds `lock` (via `exclusive`) for `seconds`, once it prints."""
+    code = (
+        "import sys, time; from workbench._io import exclusive\n"
+        f"with exclusive({str(lock)!r}):\n"
+        "    print('held', flush=True); time.sleep(float(sys.argv[1]))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(seconds)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_held_lock_refuses_another_process_with_its_holder_named(tmp_path):
+    lock = tmp_path / ".lock"
+    proc = _hold_in_child(lock, 30)
+    try:
+        refuse = lambda who: WorkbenchError(f"held by {who}", "wait")  # noqa: E731
+        with (
+            pytest.raises(WorkbenchError, match=rf"held by process {proc.pid} on "),
+            exclusive(lock, busy=refuse),
+        ):
+            pytest.fail("the block ran while another process held the lock")
+    finally:
+        proc.kill()
+        proc.wait()
+    # The kernel releases a killed holder's lock: nothing stale remains to clean up.
+    with exclusive(lock, busy=lambda who: WorkbenchError(who, "")) as held:
+        assert held
+        assert f"process {os.getpid()} on " in lock.read_text()
+
+
+def test_without_busy_a_lock_waits_for_its_holder_and_says_so(tmp_path, capsys):
+    lock = tmp_path / ".lock"
+    proc = _hold_in_child(lock, 1.5)
+    t0 = time.monotonic()
+    with exclusive(lock, waiting="another process converts") as held:
+        waited = time.monotonic() - t0
+        assert held
+    proc.wait()
+    assert waited > 1.0  # the holder slept 1.5 s after taking it
+    out = capsys.readouterr().out
+    assert f"another process converts (process {proc.pid} on " in out and "waiting" in out
+
+
+def test_two_opens_in_one_process_exclude_each_other(tmp_path):
+    lock = tmp_path / ".lock"
+    with (
+        exclusive(lock),
+        pytest.raises(RuntimeError, match="busy"),
+        exclusive(lock, busy=lambda who: RuntimeError("busy")),
+    ):
+        pytest.fail("the block ran while this process held the lock")
+
+
+def test_leftovers_of_killed_writes_are_removed_and_nothing_else(tmp_path):
+    (tmp_path / ".tmp-step-000003-k1ll3d").mkdir()
+    (tmp_path / ".tmp-step-000003-k1ll3d" / "model.safetensors").write_bytes(b"half")
+    (tmp_path / ".old-step-000002-4242").mkdir()
+    (tmp_path / ".tmp-metrics.jsonl-x7").write_text("{")
+    (tmp_path / ".tmp-run-a.ipynb").write_text("{}")
+    keep = ["step-000002", "metrics.jsonl", "tmp-notes.txt", ".lock"]
+    for name in keep:
+        (tmp_path / name).write_text("kept")
+    removed = remove_leftovers(tmp_path)
+    assert len(removed) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
+    (tmp_path / ".tmp-a-1").mkdir()
+    (tmp_path / ".tmp-b-1").mkdir()
+    assert remove_leftovers(tmp_path, "a") == [tmp_path / ".tmp-a-1"]
+    assert (tmp_path / ".tmp-b-1").is_dir()

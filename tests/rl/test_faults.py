@@ -1,6 +1,7 @@
 """Faults lose nothing: an RL run killed with SIGKILL ten times, in sampling, the update, a
-checkpoint write and an evaluation, resumes to the same metrics as a run never killed, and
-a batch grid killed mid-run keeps a valid index and reruns only what is missing.
+checkpoint write and an evaluation, resumes to the same metrics as a run never killed; a
+run in training is refused to every other process; and a batch grid killed mid-run keeps
+a valid index and reruns only what is missing.
 
 The runs are real child processes (``python -m workbench rl`` / ``workbench batch``). The
 trainer marks the start and end of each phase in ``WORKBENCH_PHASE_LOG``; the test waits
@@ -9,6 +10,7 @@ for the start of the chosen phase and kills the process at once.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -17,12 +19,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import nbformat
 import pytest
 
+from workbench.errors import WorkbenchError
 from workbench.rl import GRPOConfig, latest_checkpoint, read_metrics, resume, train
 
 pytestmark = pytest.mark.slow
@@ -112,6 +116,71 @@ def test_sigkill_at_ten_moments_then_resume_equals_an_uninterrupted_run(tmp_path
     )
     status = json.loads((run_dir / "status.json").read_text())
     assert status == {"status": "finished", "step": CONFIG["max_steps"]}
+    # What the kills inside checkpoint writes left (a partial model and optimizer each)
+    # was removed by the next process to hold the run's lock.
+    left = [p for p in run_dir.rglob("*") if p.name.startswith((".tmp-", ".old-"))]
+    assert not left, left
+
+
+def test_a_run_being_trained_is_refused_to_every_other_process_and_thread(tmp_path):
+    """Two processes training one run directory interleaved their metrics (92 rows for
+    60 steps, measured) and pruned checkpoints the other was loading, whose error then
+    told the user to start the run again. Now `resume` and `run_experiment` are refused
+    while another process trains it, naming that process, and change nothing; status.json
+    tells how far the running run has got."""
+    from workbench.rl import run_experiment
+    from workbench.rl.checkpoint import run_lock
+
+    cfg = GRPOConfig().replace(**{**CONFIG, "max_steps": 400, "save_every": 1000, "eval_every": 0})
+    (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
+    run_dir = tmp_path / "exp" / "coupled" / "seed-0"
+    proc = _launch(["--config", str(tmp_path / "config.json"), "--out", str(run_dir)],
+                   tmp_path / "phases.log")  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        status = {}
+        while status.get("step", 0) < 2:  # updated after every step while it runs
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline
+            with contextlib.suppress(OSError, ValueError):
+                status = json.loads((run_dir / "status.json").read_text())
+            time.sleep(0.05)
+        assert status["status"] == "running"
+        before = sorted(p.name for p in run_dir.iterdir())
+        for attempt in (
+            lambda: resume(run_dir, progress=False),
+            lambda: run_experiment(["coupled"], [0], tmp_path / "exp", config=cfg, progress=False),
+        ):
+            with pytest.raises(WorkbenchError, match=f"being trained by process {proc.pid} on"):
+                attempt()
+        assert proc.poll() is None, "the refused calls must not have disturbed the run"
+        assert sorted(p.name for p in run_dir.iterdir()) == before
+        assert (run_dir / "config.json").is_file() and (run_dir / "checkpoints").is_dir()
+    finally:
+        proc.send_signal(signal.SIGINT)  # it checkpoints and stops
+        _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err.decode()[-2000:]  # the shell's code for Ctrl-C
+    final = json.loads((run_dir / "status.json").read_text())
+    assert final["status"] == "interrupted"
+    steps = [row["step"] for row in read_metrics(run_dir)]
+    assert steps == list(range(final["step"] + 1)), "one row per step, in order"
+    # Its lock went with it: this thread can hold it now, and another thread cannot.
+    with run_lock(run_dir):
+        errors = []
+        other = threading.Thread(target=lambda: errors.append(_try_lock(run_dir)))
+        other.start()
+        other.join()
+        assert errors and "being trained by process" in errors[0]
+
+
+def _try_lock(run_dir: Path) -> str:
+    from workbench.rl.checkpoint import run_lock
+
+    try:
+        with run_lock(run_dir):
+            return "held"
+    except WorkbenchError as e:
+        return str(e)
 
 
 def _slow_notebook(path: Path) -> Path:

@@ -11,18 +11,15 @@ uses the first's folder); the lock holder removes what a killed conversion left 
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import importlib.util
 import json
 import os
-import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from .._compat import without_load_path
-from .._io import atomic_dir, atomic_write_json, make_folder
+from .._io import atomic_dir, atomic_write_json, exclusive, make_folder, remove_leftovers
 from ..errors import WorkbenchError
 
 __all__ = [
@@ -198,41 +195,6 @@ def _why_unusable(folder: Path, gguf: Path | None) -> str | None:
     return None
 
 
-@contextlib.contextmanager
-def _conversion_lock(dest: Path) -> Iterator[bool]:
-    """Hold an exclusive lock for converting into `dest` (a ``.lock`` file beside it), so
-    that concurrent processes convert once; yields whether the lock is held (not without
-    `fcntl`, on Windows, nor on a file system without locks)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield False
-        return
-    lock = dest.with_name(f".{dest.name}.lock")
-    with open(lock, "a") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"workbench: another process is converting into {dest}; waiting for it")
-            fcntl.flock(f, fcntl.LOCK_EX)
-        except OSError:  # a file system without locks (some network mounts): convert unlocked
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _remove_leftovers(dest: Path) -> None:
-    """Remove the temporary folders of conversions that were killed (``kill -9``, a full
-    disk): up to 540 MB each. Call only under `_conversion_lock`, when no conversion runs."""
-    for pattern in (f".tmp-{dest.name}-*", f".old-{dest.name}-*"):  # `atomic_dir`'s names
-        for p in dest.parent.glob(pattern):
-            print(f"workbench: removing {p}, left by an interrupted conversion")
-            shutil.rmtree(p, ignore_errors=True)
-
-
 def ensure_smollm(rebuild: bool = False) -> Path:
     dest = smollm_dir()
     gguf = smollm_source()
@@ -253,7 +215,8 @@ def ensure_smollm(rebuild: bool = False) -> Path:
             raise
         why = _why_unusable(dest, gguf)
         raise WorkbenchError(f"{why}, and it cannot be rebuilt: {e.problem}", e.fix) from None
-    with _conversion_lock(dest) as locked:
+    lock = dest.with_name(f".{dest.name}.lock")
+    with exclusive(lock, waiting=f"another process is converting into {dest}") as locked:
         # Another process may have converted while this one waited for the lock.
         why = None if rebuild or not dest.exists() else _why_unusable(dest, gguf)
         if not rebuild and dest.exists() and why is None:
@@ -261,7 +224,8 @@ def ensure_smollm(rebuild: bool = False) -> Path:
         if why is not None:
             print(f"workbench: {why}; rebuilding it")
         if locked:  # else a `.tmp-` folder may be another process's conversion
-            _remove_leftovers(dest)
+            for p in remove_leftovers(dest.parent, dest.name):  # up to 540 MB each
+                print(f"workbench: removed {p}, left by an interrupted conversion")
         convert_smollm(dest, gguf)
         check_manifest(dest)
     return dest

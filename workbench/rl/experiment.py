@@ -23,7 +23,7 @@ from .. import _validate
 from .._io import as_path
 from ..errors import WorkbenchError
 from ..intervals import check_level
-from .checkpoint import read_metrics
+from .checkpoint import read_metrics, run_lock
 from .config import EVAL_METRICS, GRPOConfig
 from .runs import read_json, resume, train
 
@@ -529,11 +529,14 @@ def run_experiment(
             if done.get("status") == "finished" and done.get("step") == cfg.max_steps:
                 continue
             run = resume(run_dir, max_steps=cfg.max_steps, progress=progress)
-        else:
-            if (run_dir / "config.json").exists():
-                # Started but never checkpointed: start it again from scratch.
+        elif (run_dir / "config.json").exists():
+            # Started but never checkpointed: start it again from scratch, unless another
+            # process is training it (its lock refuses this one before anything is removed).
+            with run_lock(run_dir):
                 for stale in ("config.json", "metrics.jsonl", "status.json"):
                     (run_dir / stale).unlink(missing_ok=True)
+                run = train(cfg, out=run_dir, progress=progress)
+        else:
             run = train(cfg, out=run_dir, progress=progress)
         if run.status == "interrupted":
             # Ctrl-C stops the experiment, not one run: `train` catches it to checkpoint

@@ -22,6 +22,7 @@ from .checkpoint import (
     load_checkpoint,
     read_metrics,
     rewrite_metrics,
+    run_lock,
 )
 from .config import GRPOConfig
 from .trainer import GRPORun
@@ -73,9 +74,15 @@ def train(
     # the folder exists.
     run = GRPORun(config, run_dir, callbacks=callbacks, progress=progress)
     make_folder(run_dir, "a run directory")
-    atomic_write_json(run_dir / "config.json", config.to_dict())
-    atomic_write_json(run_dir / "provenance.json", provenance())
-    return run.train()
+    with run_lock(run_dir):
+        if (run_dir / "config.json").exists():  # started by another process meanwhile
+            raise WorkbenchError(
+                f"{run_dir} already holds a run (started while this one loaded its model)",
+                f"continue it with wb.rl.resume({str(run_dir)!r}), or pick another out folder",
+            )
+        atomic_write_json(run_dir / "config.json", config.to_dict())
+        atomic_write_json(run_dir / "provenance.json", provenance())
+        return run.train()
 
 
 @no_type_check  # validates its arguments itself, with messages that name the fix
@@ -113,6 +120,18 @@ def resume(
             f"{run_dir} is not a run directory (no config.json)",
             "pass the folder a run was started in (train(..., out=DIR))",
         )
+    with run_lock(run_dir):  # before the model loads: a run in training is refused at once
+        return _resume(run_dir, checkpoint, max_steps, callbacks, progress)
+
+
+def _resume(
+    run_dir: Path,
+    checkpoint: str | None,
+    max_steps: int | None,
+    callbacks: list[Callable[[GRPORun, dict[str, Any]], None]] | None,
+    progress: bool,
+) -> GRPORun:
+    cfg_path = run_dir / "config.json"
     saved = read_json(
         cfg_path,
         "a readable JSON config",

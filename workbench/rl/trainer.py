@@ -49,6 +49,7 @@ from ..trace.sampling import seeded
 from .checkpoint import (
     append_metrics,
     rewrite_metrics,
+    run_lock,
     save_checkpoint,
 )
 from .config import GRPOConfig
@@ -473,10 +474,17 @@ class GRPORun:
     def train(self, max_steps: int | None = None) -> GRPORun:
         """Run until ``max_steps`` (default: the config's), evaluating and checkpointing.
 
+        The run directory (which must exist) is locked while it trains (`run_lock`):
+        another process training it at the same time is refused.
+
         Returns:
             self, with ``status`` ``"finished"``, ``"interrupted"`` (Ctrl-C) or
             ``"stopped"`` (`request_stop`).
         """
+        with run_lock(self.run_dir):
+            return self._train(max_steps)
+
+    def _train(self, max_steps: int | None) -> GRPORun:
         from .._progress import progress_bar
 
         cfg = self.config
@@ -524,6 +532,8 @@ class GRPORun:
                     self._log(row)
                 if self.step % cfg.save_every == 0 or last:
                     self._checkpoint()
+                if not last:  # so that status.json tells how far a running run has got
+                    self._set_status("running")
                 if self._interrupted.is_set():
                     raise KeyboardInterrupt
                 bar.update()
