@@ -249,7 +249,7 @@ def test_an_exact_pass_that_cannot_fit_is_refused_with_the_length_that_fits(long
     assert 1000 < fits < 1 << 17
 
 
-def test_a_model_only_the_exact_path_reads_is_told_to_shorten_the_trace(make_toy):
+def _bloom(make_toy):
     from transformers import BloomConfig, BloomForCausalLM
 
     # BLOOM's attention bypasses transformers' attention interface; ALiBi has no position
@@ -258,8 +258,37 @@ def test_a_model_only_the_exact_path_reads_is_told_to_shorten_the_trace(make_toy
         BloomConfig, BloomForCausalLM, num_key_value_heads=None, max_position_embeddings=1 << 18
     )
     assert not engine.tiled_supported(bloom)
+    return bloom
+
+
+def _llama_with_a_bypassing_layer(make_toy):
+    # Layer 1 keeps its own copy of the config, asking for eager attention, as an unusual
+    # config can: "auto" finds that its attention never reaches the interface.
+    import copy
+
+    toy = make_toy(LlamaConfig, LlamaForCausalLM, max_position_embeddings=1 << 18)
+    attn = wb.models.sampler(toy).model.layers[1].self_attn
+    attn.config = copy.copy(attn.config)
+    attn.config._attn_implementation = "eager"
+    return toy
+
+
+@pytest.mark.parametrize(
+    ("build", "why"),
+    [
+        (_bloom, "BloomForCausalLM (its attention does not go through"),
+        (_llama_with_a_bypassing_layer, "LlamaForCausalLM (a layer of it bypasses"),
+    ],
+)
+def test_a_model_only_the_exact_path_reads_is_told_to_shorten_the_trace(make_toy, build, why):
+    """Its memory refusal told the user to take the tiled path, which cannot read it. With
+    a layer that bypasses the interface, the tiled pass ran its tiled layers (111 s here)
+    and then failed inside torch's allocator on that layer's 275 GB pattern; the layers
+    are now probed on two tokens first."""
+    model = build(make_toy)
     with pytest.raises(wb.WorkbenchError) as err:
-        wb.analyze(bloom, _long_trace(1 << 17))
+        wb.analyze(model, _long_trace(1 << 17))
     text = str(err.value)
-    assert "only the exact path reads it: use a shorter trace (about" in text
+    assert f"only the exact path reads {why}" in text
+    assert "interface): use a shorter trace (about" in text
     assert 'path="tiled"' not in text

@@ -197,20 +197,37 @@ def test_the_sampled_distribution_is_the_tempered_nucleus_of_hand_made_logits(
     assert ((counts[10:14] / n - want).abs() <= 4 * se).all(), (counts[10:14] / n, want)
 
 
-def test_a_batch_whose_kv_cache_cannot_fit_is_refused_before_it_is_allocated(make_toy):
-    # 4,096 rows of a million tokens: 1.3 TB of cache. The cache was allocated whole, and a
-    # cache a little under the free memory let the process be killed part-way (a dead
-    # notebook kernel); this one failed with a raw allocator error from inside the decoder.
+@pytest.mark.parametrize(
+    ("config", "model", "overrides", "decoder"),
+    [
+        ("LlamaConfig", "LlamaForCausalLM", {}, "lean"),
+        # the model's own generate, for every architecture the lean decoder does not take
+        ("GPT2Config", "GPT2LMHeadModel", {"n_positions": 100_100, "num_key_value_heads": 4}, "hf"),
+        # layers alternate sliding (window 16, a bounded cache) and full attention
+        ("Gemma2Config", "Gemma2ForCausalLM", {"sliding_window": 16}, "hf"),
+    ],
+)
+def test_a_batch_whose_kv_cache_cannot_fit_is_refused_before_it_is_allocated(
+    make_toy, config, model, overrides, decoder
+):
+    """4,096 rows of 100,003 tokens: at least 52 GB of cache on the Llama and GPT-2 toys,
+    and 1.7 TB on Gemma 2's full layers alone. The lean decoder allocated its cache whole,
+    and a cache a little under the free memory let the process be killed part-way (a dead
+    notebook kernel); the model's own generate grew its cache until that happened, after
+    a long wait."""
     import transformers
 
     toy = make_toy(
-        transformers.LlamaConfig, transformers.LlamaForCausalLM, max_position_embeddings=1 << 21
+        getattr(transformers, config),
+        getattr(transformers, model),
+        max_position_embeddings=100_100,
+        **overrides,
     )
     with pytest.raises(wb.WorkbenchError) as err:
         sample_completions(
-            toy, [[1, 5, 6]], num_generations=4096, batch_limit=4096, max_new_tokens=1_000_000,
-            decoder="lean",
+            toy, [[1, 5, 6]], num_generations=4096, batch_limit=4096, max_new_tokens=100_000,
+            decoder=decoder,
         )  # fmt: skip
     text = str(err.value)
-    assert "sampling 4096 row(s) of up to 1,000,003 tokens (its KV cache) needs at least" in text
-    assert "batch_limit" in text and "max_new_tokens=1000000" in text
+    assert "sampling 4096 row(s) of up to 100,003 tokens (its KV cache) needs at least" in text
+    assert "batch_limit" in text and "max_new_tokens=100000" in text

@@ -516,9 +516,8 @@ def check_pattern_memory(
     """
     from .._memory import check_fits
 
-    size = next(model.parameters()).element_size()
-    per_pattern = batch * model.cfg.n_heads * size
-    per_logits = batch * model.cfg.d_vocab * size if logits else 0
+    per_pattern = _pattern_bytes(model, batch)
+    per_logits = batch * model.cfg.d_vocab * next(model.parameters()).element_size() * logits
 
     def shorter(have: int) -> str:  # the longest T with per_pattern T^2 + per_logits T <= have
         root = (per_logits**2 + 4 * per_pattern * have) ** 0.5
@@ -527,6 +526,24 @@ def check_pattern_memory(
 
     need = per_pattern * n_pos * n_pos + per_logits * n_pos
     check_fits(need, model_device(model), what, shorter)
+
+
+#: Why only the exact path reads a model whose tiled pass a layer does not go through.
+_BYPASSED = "a layer of it bypasses transformers' attention interface"
+
+
+def _patterns_fit(model: Any, batch: int, n_pos: int) -> bool:
+    """Whether one layer's ``[batch head_index query_pos key_pos]`` pattern fits in the free
+    memory (unknown: assumed to)."""
+    from .._memory import available_bytes
+
+    have = available_bytes(model_device(model))
+    return have is None or _pattern_bytes(model, batch) * n_pos * n_pos <= have
+
+
+def _pattern_bytes(model: Any, batch: int) -> int:
+    """Bytes of one layer's pattern per query and key position: ``batch x heads x size``."""
+    return batch * model.cfg.n_heads * next(model.parameters()).element_size()
 
 
 def tiled_supported(model: Any) -> bool:
@@ -605,6 +622,7 @@ def collect_many(
     sink: str = "keep",
     sdpa_outputs: bool = False,
     columns: bool = True,
+    only_exact: str | None = None,
 ) -> list[tuple[HeadStats, Tensor]]:
     """`collect` for several sequences in one batched forward pass.
 
@@ -629,6 +647,8 @@ def collect_many(
             for sequences the band spans). On the CPU the analysed layers then cost one
             flash attention call and a band of dot products each, instead of tiles of
             probabilities (`interface.Banded`; the RL credit pass, `gamma_many`).
+        only_exact: why only the exact path can read this model, for the message that
+            refuses a pass too large for memory (set by ``"auto"``'s own fallback).
         (others): as in `collect`.
 
     Returns:
@@ -644,6 +664,15 @@ def collect_many(
     auto = path == "auto"
     if auto:
         path = "tiled" if tiled_supported(model) else "exact"
+        if path == "exact":
+            only_exact = "its attention does not go through transformers' attention interface"
+        elif not _patterns_fit(model, len(items), t_max) and not interface.routes_every_layer(
+            sampler(model), sorted({layer for layer, _ in heads})
+        ):
+            # A layer that bypasses the interface would compute its whole pattern eagerly
+            # inside the tiled pass (a raw allocator error, or the process killed, after
+            # the tiled layers before it had run): the exact path's check refuses it.
+            path, only_exact = "exact", _BYPASSED
     elif path == "tiled" and not tiled_supported(model):
         raise WorkbenchError(
             f"the tiled path does not support this model: {arch_name(model)} "
@@ -678,10 +707,9 @@ def collect_many(
             t_max,
             logits=stop_at_layer is None,
             what=f'the exact path at T = {t_max:,} tokens (path="exact")',
-            # auto: the tiled path, whose memory grows linearly, cannot read this model
-            fix=f"{arch_name(model)}'s attention does not go through transformers' attention "
-            "interface, so only the exact path reads it: {shorter}"
-            if auto
+            # the tiled path, whose memory grows linearly, cannot read this model
+            fix=f"only the exact path reads {arch_name(model)} ({only_exact}): {{shorter}}"
+            if only_exact
             else 'use path="tiled" (or "auto"; its memory grows linearly), or {shorter}',
         )
         fired: set[int] = set()
@@ -731,6 +759,7 @@ def collect_many(
             return collect_many(
                 model, items, heads, max_window=max_window, cuts=cuts, path="exact",
                 pad_id=pad_id, entropy=entropy, sink=sink, columns=columns,
+                only_exact=_BYPASSED,
             )  # fmt: skip
         if entropy and not tap.reproduces(logits):
             if tap.hidden is not None:

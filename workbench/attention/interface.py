@@ -233,6 +233,30 @@ def _check_seen(hf_model: Any, reducers: dict[int, Reducer], seen: set[int]) -> 
         )
 
 
+def routes_every_layer(hf_model: Any, layers: list[int]) -> bool:
+    """Whether the attention of every layer in `layers` comes through `attention`, found
+    with a forward pass of two tokens up to the last of them (milliseconds). A layer that
+    bypasses the interface computes its full ``[batch head_index query_pos key_pos]``
+    pattern eagerly inside a tiled pass, so a caller asks this before a pass whose
+    patterns cannot fit in memory."""
+    device = next(hf_model.parameters()).device
+    ids = torch.zeros((1, 2), dtype=torch.long, device=device)
+    try:
+        with (
+            torch.no_grad(),
+            analysis_pass(hf_model, {layer: _ignore for layer in layers}, stop_after=max(layers)),
+            contextlib.suppress(StopPass),
+        ):
+            hf_model(input_ids=ids, use_cache=False)
+    except NotRouted:
+        return False
+    return True
+
+
+def _ignore(*_: Any) -> None:
+    """A reducer that keeps nothing (`routes_every_layer`)."""
+
+
 def active_pass(hf_model: Any) -> _Pass | None:
     """The pass `hf_model` routes its attention through, if any."""
     return next(

@@ -169,6 +169,21 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
+def check_cache_fits(need: int, device: Any, rows: int, total: int, max_new_tokens: int) -> None:
+    """Refuse sampling `rows` rows of up to `total` tokens whose KV cache needs `need`
+    bytes on `device` when they are not free (`workbench._memory.check_fits`), naming
+    the two ways to need less."""
+    from .._memory import check_fits
+
+    check_fits(
+        need,
+        device,
+        f"sampling {rows} row(s) of up to {total:,} tokens (its KV cache)",
+        f"sample fewer rows at once (batch_limit in sample_completions, a smaller batch "
+        f"in RL) or fewer new tokens (max_new_tokens={max_new_tokens})",
+    )
+
+
 class LeanDecoder:
     """Batched KV-cached sampling for one Hugging Face Llama-family model (see the module).
 
@@ -287,18 +302,10 @@ class LeanDecoder:
         """Refuse a batch whose cache cannot fit, before any of it is allocated: ``2 x
         layers x rows x kv_heads x total x d_head`` values in the model's dtype, and the
         rotary ``cos``/``sin`` of ``rows x total x d_head`` each."""
-        from .._memory import check_fits
-
         weight = self.hf.model.embed_tokens.weight
         cache = 2 * len(self.hf.model.layers) * rows * self.n_kv * total * self.d_head
         need = (cache + 2 * rows * total * self.d_head) * weight.element_size()
-        check_fits(
-            need,
-            weight.device,
-            f"sampling {rows} row(s) of up to {total:,} tokens (its KV cache)",
-            f"sample fewer rows at once (batch_limit in sample_completions, a smaller batch "
-            f"in RL) or fewer new tokens (max_new_tokens={max_new_tokens})",
-        )
+        check_cache_fits(need, weight.device, rows, total, max_new_tokens)
 
     def _start(self, prompts: Sequence[Sequence[int]], total: int, pad: int) -> tuple:
         """The left-padded ids (B, width), slot validity (B, total), cos/sin (B, total,

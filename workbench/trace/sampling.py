@@ -17,7 +17,7 @@ from .. import _validate
 from .._progress import progress_bar
 from ..errors import WorkbenchError
 from ..models import live_hooks, model_device, model_name, sampler
-from .decoder import LeanDecoder, cut_at_eos, unsupported_reason
+from .decoder import LeanDecoder, check_cache_fits, cut_at_eos, unsupported_reason
 from .record import Trace, check_trace
 from .tokens import (
     applies_chat_template,
@@ -227,6 +227,7 @@ def sample_completions(
             members = by_len[length]
             for start in range(0, len(members), batch_limit):
                 chunk = members[start : start + batch_limit]
+                _check_hf_memory(hf, len(chunk), length + max_new_tokens, max_new_tokens)
                 ids = torch.tensor([list(rows[r][1]) for r in chunk], device=device)
                 gen = hf.generate(
                     ids,
@@ -275,6 +276,35 @@ def _check_room(model: Any, prompt_len: int, max_new_tokens: int, hf: Any = None
                 "config's max_position_embeddings)",
                 "shorten the prompt or lower max_new_tokens",
             )
+
+
+def _check_hf_memory(hf: Any, rows: int, total: int, max_new_tokens: int) -> None:
+    """Refuse a `generate` call whose KV cache cannot fit, before it starts (the cache grew
+    until the process was killed part-way, a dead notebook kernel after a long wait).
+
+    The cache needs at least ``2 x rows x kv_heads x d_head x sum_l n_l`` values in the
+    model's dtype, where a full-attention layer holds ``n_l = total`` positions, a sliding
+    layer ``min(total, window)``, and a layer of another kind (a state-space mixer) none.
+    A lower bound, so nothing that might fit is refused; a config that does not say its
+    shapes is not checked."""
+    cfg = hf.config.get_text_config() if hasattr(hf.config, "get_text_config") else hf.config
+    heads = getattr(cfg, "num_attention_heads", None)
+    kv = getattr(cfg, "num_key_value_heads", None) or heads
+    layers = getattr(cfg, "num_hidden_layers", None)
+    d_head = getattr(cfg, "head_dim", None)
+    if not d_head and _validate.is_index(heads) and heads:
+        d_head = getattr(cfg, "hidden_size", 0) // heads
+    if not all(_validate.is_index(v) and v > 0 for v in (kv, layers, d_head)):
+        return
+    window = getattr(cfg, "sliding_window", None)
+    window = window if _validate.is_index(window) and window > 0 else None
+    types = getattr(cfg, "layer_types", None) or ["full_attention"] * layers
+    held = {"full_attention": total, "sliding_attention": min(total, window or total)}
+    if window and not getattr(cfg, "layer_types", None):
+        held["full_attention"] = min(total, window)  # a window on every layer (Mistral)
+    positions = sum(held.get(t, 0) for t in types)
+    need = 2 * rows * kv * d_head * positions * next(hf.parameters()).element_size()
+    check_cache_fits(need, model_device(hf), rows, total, max_new_tokens)
 
 
 def _check_generation_config(hf: Any) -> None:
