@@ -283,13 +283,12 @@ def exclusive(
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def remove_leftovers(folder: Path, *names: str) -> list[Path]:
-    """Remove the temporary siblings that killed writers left in `folder`: `atomic_dir`'s
-    and `atomic_write_bytes`' (``.tmp-<name>-*``, ``.old-<name>-*``) for each of `names`
-    (every name when none is given). Call it only under `exclusive`'s lock on `folder`,
-    when no write into it can be in progress. Returns what was removed."""
-    kinds = (".tmp", ".old")
-    patterns = [f"{k}-{n}-*" for n in names for k in kinds] if names else [f"{k}-*" for k in kinds]
+def remove_leftovers(folder: Path, *patterns: str) -> list[Path]:
+    """Remove what killed writers left in `folder`: the entries matching the glob
+    `patterns` (default ``.tmp-*`` and ``.old-*``, the temporary siblings of `atomic_dir`
+    and `atomic_write_bytes`). Call it only under the `exclusive` lock of whatever writes
+    those names, when none of them can be a write in progress. Returns what was removed."""
+    patterns = patterns or (".tmp-*", ".old-*")
     removed = []
     for pattern in patterns:
         for p in sorted(folder.glob(pattern)):

@@ -628,8 +628,9 @@ def run_batch(
         timeout = int(seconds)
     out = make_folder(out, "the batch folder")
     with exclusive(out / ".batch.lock", busy=_busy_batch(out)):
-        # Left by a batch killed outright: its runs' temporary notebooks and index writes.
-        remove_leftovers(out)
+        # Left by a batch killed outright: its runs' temporary notebooks and index writes
+        # (only the batch's own names: other programs may write into the same folder).
+        remove_leftovers(out, ".tmp-*.ipynb", ".tmp-index.csv-*")
         index_path = out / "index.csv"
         previous = _read_index(index_path)
 

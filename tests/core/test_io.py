@@ -334,6 +334,6 @@ def test_leftovers_of_killed_writes_are_removed_and_nothing_else(tmp_path):
     assert len(removed) == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
     (tmp_path / ".tmp-a-1").mkdir()
-    (tmp_path / ".tmp-b-1").mkdir()
-    assert remove_leftovers(tmp_path, "a") == [tmp_path / ".tmp-a-1"]
-    assert (tmp_path / ".tmp-b-1").is_dir()
+    (tmp_path / ".tmp-b.ipynb").write_text("{}")
+    assert remove_leftovers(tmp_path, ".tmp-a-*", ".tmp-x-*") == [tmp_path / ".tmp-a-1"]
+    assert (tmp_path / ".tmp-b.ipynb").is_file()

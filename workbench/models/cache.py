@@ -224,7 +224,8 @@ def ensure_smollm(rebuild: bool = False) -> Path:
         if why is not None:
             print(f"workbench: {why}; rebuilding it")
         if locked:  # else a `.tmp-` folder may be another process's conversion
-            for p in remove_leftovers(dest.parent, dest.name):  # up to 540 MB each
+            # `atomic_dir`'s names for this folder: up to 540 MB each
+            for p in remove_leftovers(dest.parent, f".tmp-{dest.name}-*", f".old-{dest.name}-*"):
                 print(f"workbench: removed {p}, left by an interrupted conversion")
         convert_smollm(dest, gguf)
         check_manifest(dest)
