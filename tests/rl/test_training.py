@@ -439,6 +439,21 @@ def test_experiment_runs_each_strategy_and_seed_once(tmp_path):
     mtimes = {d: (d / "metrics.jsonl").stat().st_mtime_ns for d in exp.run_dirs()}
     run_experiment(["none", "coupled"], [0, 1], tmp_path, progress=False, **small)
     assert all((d / "metrics.jsonl").stat().st_mtime_ns == m for d, m in mtimes.items())
+    # The experiment returned holds the runs asked for: seed 1's runs, written into the
+    # same folder by another call (another notebook of a batch), are not counted in.
+    mine = run_experiment(["none", "coupled"], [0], tmp_path, progress=False, **small)
+    assert [d.relative_to(tmp_path).as_posix() for d in mine.run_dirs()] == [
+        "coupled/seed-0",
+        "none/seed-0",
+    ]
+    assert (mine.summary()["n_seeds"] == 1).all() and "2 runs" in repr(mine)
+    only = Experiment(tmp_path, strategies=["coupled"], seeds=[1])
+    assert [d.relative_to(tmp_path).as_posix() for d in only.run_dirs()] == ["coupled/seed-1"]
+    for bad, match in ((dict(seeds=1), "seeds must be a list"),
+                       (dict(strategies="none"), "strategies must be a list of names"),
+                       (dict(strategies=[None]), "must be names")):  # fmt: skip
+        with pytest.raises(WorkbenchError, match=match):
+            Experiment(tmp_path, **bad)
     # One seed: the mean and no interval (never a zero-width one), and the chart says so.
     one = tmp_path / "one-seed"
     for strategy in ("none", "coupled"):

@@ -58,11 +58,22 @@ class Experiment:
         out: the experiment folder (``out/<strategy>/seed-<seed>`` run directories), or a
             folder of such folders (a batch of an RL notebook over seeds), whose runs are
             pooled: each strategy and seed once, every run with the same other settings.
+        strategies, seeds: only these runs of the folder (default: all). `run_experiment`
+            returns the runs it was asked for, so that runs of other seeds written into
+            the same folder (by another notebook of a batch) are not counted in.
     """
 
     @no_type_check  # validates its arguments itself, with messages that name the fix
-    def __init__(self, out: str | Path):
+    def __init__(
+        self,
+        out: str | Path,
+        *,
+        strategies: Sequence[str] | None = None,
+        seeds: Sequence[int] | None = None,
+    ):
         self.out = as_path(out, "an experiment's out", "folder", "runs/exp")
+        self.strategies = None if strategies is None else _names(strategies)
+        self.seeds = None if seeds is None else _seeds(seeds)
 
     def __repr__(self) -> str:
         """The folder and what it holds, from the run folders' names alone (no file is
@@ -88,6 +99,10 @@ class Experiment:
         runs = sorted(p.parent for p in self.out.glob("*/seed-*/config.json"))
         if not runs:
             runs = sorted(p.parent for p in self.out.glob("*/*/seed-*/config.json"))
+        if self.strategies is not None:
+            runs = [d for d in runs if d.parent.name in self.strategies]
+        if self.seeds is not None:
+            runs = [d for d in runs if d.name in {f"seed-{k}" for k in self.seeds}]
         return runs
 
     def frame(self):
@@ -497,7 +512,8 @@ def run_experiment(
         progress: progress bars.
 
     Returns:
-        The `Experiment` (see `Experiment.summary` and `Experiment.chart`).
+        The `Experiment` of these runs (see `Experiment.summary` and `Experiment.chart`);
+        other runs in `out` are left out of it.
     """
     progress = _validate.flag("progress", progress)  # "no" is truthy: bars would show
     base = (config or GRPOConfig()).replace(**overrides)
@@ -544,7 +560,27 @@ def run_experiment(
             # notebook's Interrupt had to be pressed once per run).
             print(f"experiment stopped; run_experiment(..., out={str(out)!r}) again continues it")
             raise KeyboardInterrupt
-    return Experiment(out)
+    return Experiment(out, strategies=[c.strategy for c in grid], seeds=[c.seed for c in grid])
+
+
+def _names(strategies: Any) -> tuple[str, ...]:
+    if isinstance(strategies, str | bytes) or not isinstance(strategies, Sequence):
+        raise WorkbenchError(
+            f"strategies must be a list of names, got {strategies!r}"[:200],
+            'pass e.g. strategies=["none", "coupled"]',
+        )
+    if not all(isinstance(s, str) for s in strategies):
+        raise WorkbenchError(
+            f"strategies must be names (strings), got {list(strategies)!r}"[:200],
+            'pass e.g. strategies=["none", "coupled"]',
+        )
+    return tuple(strategies)
+
+
+def _seeds(seeds: Any) -> tuple[int, ...]:
+    if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence):
+        raise WorkbenchError(f"seeds must be a list, got {seeds!r}"[:200], "pass e.g. seeds=[0, 1]")
+    return tuple(_validate.seed("seed", k) for k in seeds)
 
 
 def _check_same_run(run_dir: Path, cfg: GRPOConfig) -> None:
