@@ -131,7 +131,11 @@ def test_a_run_being_trained_is_refused_to_every_other_process_and_thread(tmp_pa
     from workbench.rl import run_experiment
     from workbench.rl.checkpoint import run_lock
 
-    cfg = GRPOConfig().replace(**{**CONFIG, "max_steps": 400, "save_every": 1000, "eval_every": 0})
+    # A run that never ends by itself (Ctrl-C ends it below): 400 steps ended before the
+    # checks did in a full CI run.
+    cfg = GRPOConfig().replace(
+        **{**CONFIG, "max_steps": 10**5, "save_every": 10**5, "eval_every": 0}
+    )
     (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
     run_dir = tmp_path / "exp" / "coupled" / "seed-0"
     proc = _launch(["--config", str(tmp_path / "config.json"), "--out", str(run_dir)],
