@@ -733,3 +733,17 @@ def test_ctrl_c_stops_the_whole_experiment_at_the_run_in_progress(tmp_path):
     status = json.loads((tmp_path / "none" / "seed-0" / "status.json").read_text())
     assert status["status"] == "interrupted" and status["step"] < 40
     assert not (tmp_path / "coupled").exists(), "the next strategy must not start"
+
+
+def test_a_run_directory_that_cannot_be_written_is_named_before_its_lock(tmp_path, monkeypatch):
+    """The lock file is the first thing `resume` writes; a read-only run directory failed
+    there with a raw PermissionError."""
+    from workbench.rl.checkpoint import run_lock
+
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)
+    with (
+        pytest.raises(WorkbenchError, match="cannot write into the run directory"),
+        run_lock(tmp_path),
+    ):
+        pytest.fail("the block ran")
+    assert not (tmp_path / ".lock").exists()

@@ -46,6 +46,7 @@ from .._io import (
     atomic_dir,
     atomic_write_json,
     atomic_write_text,
+    check_folder,
     exclusive,
     json_text,
     remove_leftovers,
@@ -98,6 +99,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
             f"wb.rl.resume({str(run_dir)!r}) then continues it. Or train in another folder",
         )
 
+    check_folder(run_dir, "the run directory")  # a read-only one, named before the lock
     with exclusive(run_dir / ".lock", busy=busy):
         _HELD[key] = 1
         try:
