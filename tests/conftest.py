@@ -94,6 +94,8 @@ def make_toy(tmp_path_factory):
 HYBRIDS = {
     # layer types: linear, linear, linear, full attention
     "qwen3-next": ("Qwen3NextConfig", "Qwen3NextForCausalLM", {"head_dim": 8}),
+    # the same layout; its class does not declare the attention interface, but uses it
+    "qwen3.5": ("Qwen3_5TextConfig", "Qwen3_5ForCausalLM", {"head_dim": 8}),
     # Mamba layers, with attention in layers 1 and 3
     "jamba": ("JambaConfig", "JambaForCausalLM", {"attn_layer_period": 2, "attn_layer_offset": 1}),
 }

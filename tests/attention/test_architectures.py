@@ -63,7 +63,7 @@ HORIZONS = {"analysis": (0, None), "rl": (10, 100)}
 PATHS = ("exact", "tiled")
 
 #: Their attention bypasses transformers' attention interface: the exact path only.
-EXACT_ONLY = {"falcon-7b", "bloom-alibi", "mpt-alibi", "gpt-neo-local", "stablelm"}
+EXACT_ONLY = {"falcon-7b", "bloom-alibi", "mpt-alibi", "gpt-neo-local"}
 
 
 # --- comparison (as in test_attention_models.py) -------------------------------------------
@@ -383,7 +383,9 @@ def test_a_half_precision_model_the_bridge_cannot_run_has_float32_as_its_fix(toy
     bridge_model(copy.deepcopy(sampler(llama)).to(torch.bfloat16), llama.tokenizer)
 
 
-@pytest.mark.parametrize(("case", "attention"), [("qwen3-next", [3]), ("jamba", [1, 3])])
+@pytest.mark.parametrize(
+    ("case", "attention"), [("qwen3-next", [3]), ("qwen3.5", [3]), ("jamba", [1, 3])]
+)
 def test_hybrid_models_analyse_their_attention_layers(hybrid_toy, traces, case, attention):
     """A hybrid model (linear-attention or state-space layers between attention layers)
     loads; ``"all"`` and ``"middle"`` mean its attention layers (in the analysis and the
@@ -416,6 +418,45 @@ def test_hybrid_models_analyse_their_attention_layers(hybrid_toy, traces, case, 
     assert picker.layers == attention and list(picker.custom_layers.options) == attention
     maps = wb.viz.attention_maps(model, trace)
     assert {layer for layer, _ in maps.heads} == set(attention)
+
+
+def test_a_class_that_uses_the_interface_undeclared_takes_the_tiled_path_once_checked(
+    hybrid_toy, traces, monkeypatch
+):
+    """Qwen3.5's class does not declare transformers' attention interface, so it was
+    analysed on the exact path only ([head, T, T] per layer: slow and memory-bound on long
+    traces), though its attention goes through the interface. A check on 64 tokens now
+    finds that the tiled pass reproduces its eager attention; where it does not (here the
+    model's eager attention is made to differ), the model stays on the exact path."""
+    import copy
+
+    from transformers.models.qwen3_5 import modeling_qwen3_5
+
+    model = hybrid_toy("qwen3.5")
+    hf = sampler(model)
+    assert not type(hf)._supports_attention_backend and engine.tiled_supported(model)
+    trace = traces["long"]
+    patterns, _ = eager_run(model, trace)
+    ref = reference_from_patterns(
+        patterns, trace.prompt_len, n_layers=4, n_heads=model.cfg.n_heads, window=10
+    )
+    for path in PATHS:
+        a = wb.analyze(model, trace, path=path, window=10, entropy=False)
+        for f in ["head_span", "waad", "fai", "delta"]:
+            close(f"{path} {f}", getattr(a, f).numpy(), ref[f])
+
+    eager = modeling_qwen3_5.eager_attention_forward
+
+    def other(module, query, *args, **kwargs):  # eager attention with sharper scores
+        return eager(module, 1.5 * query, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_qwen3_5, "eager_attention_forward", other)
+    other_hf = copy.deepcopy(hf)
+    del other_hf.__dict__["_workbench_reproduces_eager"]  # the answer kept for `hf`
+    fresh = bridge_model(other_hf, model.tokenizer)
+    assert not engine.tiled_supported(fresh)
+    with pytest.raises(WorkbenchError, match="does not route its attention"):
+        wb.analyze(fresh, trace, path="tiled")
 
 
 def test_softcap_changes_the_reference(references):

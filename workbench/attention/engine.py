@@ -9,8 +9,10 @@ Two paths compute the same `HeadStats` (see `workbench.attention.metrics`):
   (sliding windows included), the scaling and the soft-cap; each tile of probabilities is
   reduced and dropped. No ``T x T`` map exists. Every architecture whose attention goes
   through transformers' AttentionInterface is supported (Llama, Qwen2/3, Mistral, Gemma
-  2/3, Phi-3, GPT-2, GPT-NeoX, OLMo 2, ...); a layer whose attention does not come through
-  raises a clear error, never numbers.
+  2/3, Phi-3, GPT-2, GPT-NeoX, OLMo 2, ...), and so is one whose class does not declare
+  the interface but uses it (Qwen3.5, OLMo-hybrid, Bamba, Falcon-H1, StableLM), once a
+  check on 64 tokens finds that the tiled pass reproduces its eager attention; a layer
+  whose attention does not come through raises a clear error, never numbers.
 - ``"exact"``: the bridge's own eager forward, with a forward hook on each chosen layer's
   ``blocks.{l}.attn.hook_pattern``. The hook reduces the ``[head_index query_pos key_pos]``
   pattern to per-head vectors and drops it. Memory beyond the model: one layer's pattern
@@ -547,12 +549,17 @@ def _pattern_bytes(model: Any, batch: int) -> int:
 
 
 def tiled_supported(model: Any) -> bool:
-    """Whether the tiled path can analyse this bridge's model (see the module docstring)."""
+    """Whether the tiled path can analyse this bridge's model (see the module docstring):
+    its class declares transformers' attention interface, or, for one that does not, a
+    check on 64 tokens finds that it uses the interface all the same and that the tiled
+    pass reproduces its eager attention (`interface.reproduces_eager`, once per model)."""
     try:
         hf = sampler(model)
     except WorkbenchError:
         return False
-    return supports_attention_interface(hf)
+    return supports_attention_interface(hf) or interface.reproduces_eager(
+        hf, attention_layers(model)
+    )
 
 
 def collect(

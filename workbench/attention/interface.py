@@ -254,7 +254,47 @@ def routes_every_layer(hf_model: Any, layers: list[int]) -> bool:
 
 
 def _ignore(*_: Any) -> None:
-    """A reducer that keeps nothing (`routes_every_layer`)."""
+    """A reducer that keeps nothing (`routes_every_layer`, `reproduces_eager`)."""
+
+
+def reproduces_eager(hf_model: Any, layers: list[int], n_pos: int = 64) -> bool:
+    """Whether `attention` computes this model's attention as its own eager attention does,
+    for a model class that does not declare transformers' attention interface
+    (``_supports_attention_backend``) but may use it all the same (Qwen3.5, OLMo-hybrid,
+    Bamba, Falcon-H1 and StableLM do; BLOOM, Falcon, MPT, GPT-1 and XGLM do not).
+
+    Checked once per model (the answer is kept on it) with `n_pos` fixed random tokens:
+    every layer in `layers` must reach `attention`, and the logits of that pass must equal
+    those of the model's eager attention, to 1e-4 of their largest magnitude in float32
+    (1e-2 in a 16-bit dtype, whose eager attention rounds its probabilities). A class that
+    declares the interface is not checked: the architecture matrix covers those.
+    """
+    known = hf_model.__dict__.get("_workbench_reproduces_eager")
+    if known is not None:
+        return known
+    ok = bool(layers) and routes_every_layer(hf_model, layers)
+    if ok:
+        vocab = hf_model.get_input_embeddings().weight.shape[0]
+        device = next(hf_model.parameters()).device
+        limit = getattr(hf_model.config.get_text_config(), "max_position_embeddings", None)
+        n_pos = min(n_pos, limit) if isinstance(limit, int) and limit > 1 else n_pos
+        ids = torch.randint(0, vocab, (1, n_pos), generator=torch.Generator().manual_seed(0))
+        ids = ids.to(device)
+        previous, was_training = attention_implementation(hf_model), hf_model.training
+        try:
+            with torch.no_grad():
+                with analysis_pass(hf_model, {layer: _ignore for layer in layers}):
+                    ours = hf_model(input_ids=ids, use_cache=False).logits.double()
+                hf_model.set_attn_implementation("eager")
+                hf_model.eval()
+                theirs = hf_model(input_ids=ids, use_cache=False).logits.double()
+        finally:
+            hf_model.set_attn_implementation(previous)
+            hf_model.train(was_training)
+        tol = 1e-4 if next(hf_model.parameters()).dtype == torch.float32 else 1e-2
+        ok = bool(((ours - theirs).abs().max() <= tol * theirs.abs().max()).item())
+    hf_model.__dict__["_workbench_reproduces_eager"] = ok
+    return ok
 
 
 def active_pass(hf_model: Any) -> _Pass | None:
