@@ -51,6 +51,9 @@ def _launch(args: list[str], phase_log: Path) -> subprocess.Popen:
         env={**ENV, "WORKBENCH_PHASE_LOG": str(phase_log)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        # A test run started without job control (CI) passes SIGINT on ignored: Ctrl-C
+        # below would then not stop the child.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -162,7 +165,12 @@ def test_a_run_being_trained_is_refused_to_every_other_process_and_thread(tmp_pa
         assert (run_dir / "config.json").is_file() and (run_dir / "checkpoints").is_dir()
     finally:
         proc.send_signal(signal.SIGINT)  # it checkpoints and stops
-        _, err = proc.communicate(timeout=300)
+        try:
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # never left training (its run has no end of its own)
+            proc.wait()
+            raise
     assert proc.returncode == 130, err.decode()[-2000:]  # the shell's code for Ctrl-C
     final = json.loads((run_dir / "status.json").read_text())
     assert final["status"] == "interrupted"

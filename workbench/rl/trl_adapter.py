@@ -195,9 +195,12 @@ class RhythmGRPOTrainer(_GRPOTrainer):
         """Whether every layer of the policy computes softmax attention through transformers'
         attention interface, where the fused pass collects it. A hybrid model's linear-
         attention, state-space or convolution layers (Qwen3-Next, Jamba, LFM2) and classes
-        that compute attention themselves (Falcon, BLOOM, MPT, GPT-Neo, StableLM) never
-        reach it: the fused pass would fail after the first rollouts (``NotRouted``), while
-        the standalone pass picks their attention layers and hooks the bridge."""
+        that compute attention themselves (Falcon, BLOOM, MPT, GPT-Neo) never reach it: the
+        fused pass would fail after the first rollouts (``NotRouted``), while the standalone
+        pass picks their attention layers. A class that uses the interface without
+        declaring it (StableLM) takes the standalone pass too: the check that the tiled
+        pass reproduces its eager attention (`interface.reproduces_eager`) runs a forward
+        of its own, which is not made inside TRL's distributed step."""
         policy = self._policy()
         types = getattr(getattr(policy, "config", None), "layer_types", None) or []
         return supports_attention_interface(policy) and {str(t) for t in types} <= set(
