@@ -292,3 +292,12 @@ def test_a_model_only_the_exact_path_reads_is_told_to_shorten_the_trace(make_toy
     assert f"only the exact path reads {why}" in text
     assert "interface): use a shorter trace (about" in text
     assert 'path="tiled"' not in text
+
+
+def test_the_tiled_path_asked_for_a_bypassing_layer_it_cannot_hold_is_refused_first(make_toy):
+    """path="tiled" ran the tiled layers, then failed inside torch's allocator on the
+    bypassing layer's pattern."""
+    model = _llama_with_a_bypassing_layer(make_toy)
+    with pytest.raises(wb.WorkbenchError, match="the tiled path cannot analyse") as err:
+        wb.analyze(model, _long_trace(1 << 17), path="tiled")
+    assert "a layer of it bypasses" in str(err.value) and 'path="auto"' in err.value.fix

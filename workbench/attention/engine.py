@@ -673,19 +673,28 @@ def collect_many(
         path = "tiled" if tiled_supported(model) else "exact"
         if path == "exact":
             only_exact = "its attention does not go through transformers' attention interface"
-        elif not _patterns_fit(model, len(items), t_max) and not interface.routes_every_layer(
-            sampler(model), sorted({layer for layer, _ in heads})
-        ):
-            # A layer that bypasses the interface would compute its whole pattern eagerly
-            # inside the tiled pass (a raw allocator error, or the process killed, after
-            # the tiled layers before it had run): the exact path's check refuses it.
-            path, only_exact = "exact", _BYPASSED
     elif path == "tiled" and not tiled_supported(model):
         raise WorkbenchError(
             f"the tiled path does not support this model: {arch_name(model)} "
             "does not route its attention through transformers' attention interface",
             'use path="exact" (or "auto")',
         )
+    if (
+        path == "tiled"
+        and not _patterns_fit(model, len(items), t_max)
+        and not interface.routes_every_layer(sampler(model), sorted({ly for ly, _ in heads}))
+    ):
+        # A layer that bypasses the interface would compute its whole pattern eagerly
+        # inside the tiled pass (a raw allocator error, or the process killed, after the
+        # tiled layers before it had run): "auto" takes the exact path, whose check
+        # refuses it with the length that fits.
+        if not auto:
+            raise WorkbenchError(
+                f"the tiled path cannot analyse {arch_name(model)} at T = {t_max:,}: "
+                f"{_BYPASSED}, and would compute that layer's whole pattern",
+                'use path="auto" (it says how long a trace fits) or a shorter trace',
+            )
+        path, only_exact = "exact", _BYPASSED
     device = model_device(model)
     collector = Collector(
         [(0, n, pl) for n, (_, pl) in zip(lens, items, strict=True)],
