@@ -169,6 +169,19 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
+def layer_windows(cfg: Any, n_layers: int) -> list[int | None]:
+    """The keys each layer's attention reads, as a config states them: ``sliding_window``
+    on the layers its ``layer_types`` call ``"sliding_attention"``, and on every layer of a
+    config with a window and no layer types (Mistral); None (the whole sequence) elsewhere.
+    Layers of other kinds (linear attention, state-space) get None too: check their types
+    apart."""
+    window = getattr(cfg, "sliding_window", None)
+    types = getattr(cfg, "layer_types", None)
+    if not types:
+        return [window] * n_layers
+    return [window if t == "sliding_attention" else None for t in types]
+
+
 def check_cache_fits(need: int, device: Any, rows: int, total: int, max_new_tokens: int) -> None:
     """Refuse sampling `rows` rows of up to `total` tokens whose KV cache needs `need`
     bytes on `device` when they are not free (`workbench._memory.check_fits`), naming
@@ -201,11 +214,7 @@ class LeanDecoder:
         self.n_heads = cfg.num_attention_heads
         self.n_kv = cfg.num_key_value_heads
         self.d_head = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
-        layer_types = getattr(cfg, "layer_types", None) or ["full_attention"] * len(hf.model.layers)
-        window = getattr(cfg, "sliding_window", None)
-        self.windows = [window if t == "sliding_attention" else None for t in layer_types]
-        if type(hf).__name__ == "MistralForCausalLM" and not getattr(cfg, "layer_types", None):
-            self.windows = [window] * len(hf.model.layers)
+        self.windows = layer_windows(cfg, len(hf.model.layers))
 
     def _weights(self) -> list[tuple[Tensor, Tensor | None, Tensor]]:
         """Per layer: the query/key/value weight and bias, and the gate/up weight, each

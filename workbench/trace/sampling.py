@@ -17,7 +17,13 @@ from .. import _validate
 from .._progress import progress_bar
 from ..errors import WorkbenchError
 from ..models import live_hooks, model_device, model_name, sampler
-from .decoder import LeanDecoder, check_cache_fits, cut_at_eos, unsupported_reason
+from .decoder import (
+    LeanDecoder,
+    check_cache_fits,
+    cut_at_eos,
+    layer_windows,
+    unsupported_reason,
+)
 from .record import Trace, check_trace
 from .tokens import (
     applies_chat_template,
@@ -296,13 +302,13 @@ def _check_hf_memory(hf: Any, rows: int, total: int, max_new_tokens: int) -> Non
         d_head = getattr(cfg, "hidden_size", 0) // heads
     if not all(_validate.is_index(v) and v > 0 for v in (kv, layers, d_head)):
         return
-    window = getattr(cfg, "sliding_window", None)
-    window = window if _validate.is_index(window) and window > 0 else None
     types = getattr(cfg, "layer_types", None) or ["full_attention"] * layers
-    held = {"full_attention": total, "sliding_attention": min(total, window or total)}
-    if window and not getattr(cfg, "layer_types", None):
-        held["full_attention"] = min(total, window)  # a window on every layer (Mistral)
-    positions = sum(held.get(t, 0) for t in types)
+    windows = layer_windows(cfg, layers)
+    positions = sum(
+        min(total, w) if _validate.is_index(w) and w > 0 else total
+        for t, w in zip(types, windows, strict=True)
+        if t in ("full_attention", "sliding_attention")
+    )
     need = 2 * rows * kv * d_head * positions * next(hf.parameters()).element_size()
     check_cache_fits(need, model_device(hf), rows, total, max_new_tokens)
 
