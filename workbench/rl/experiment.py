@@ -517,12 +517,8 @@ def run_experiment(
     """
     progress = _validate.flag("progress", progress)  # "no" is truthy: bars would show
     base = (config or GRPOConfig()).replace(**overrides)
-    for name, value, example in (("strategies", strategies, '["none", "coupled"]'),
-                                 ("seeds", seeds, "[0, 1, 2]")):  # fmt: skip
-        if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-            raise WorkbenchError(
-                f"{name} must be a list, got {value!r}"[:200], f"pass e.g. {name}={example}"
-            )
+    _a_list("strategies", strategies)
+    _a_list("seeds", seeds)
     if not strategies or not seeds:
         raise WorkbenchError("an experiment needs at least one strategy and one seed", "pass both")
     if len(set(map(repr, strategies))) < len(strategies) or len(set(map(repr, seeds))) < len(seeds):
@@ -563,23 +559,31 @@ def run_experiment(
     return Experiment(out, strategies=[c.strategy for c in grid], seeds=[c.seed for c in grid])
 
 
-def _names(strategies: Any) -> tuple[str, ...]:
-    if isinstance(strategies, str | bytes) or not isinstance(strategies, Sequence):
+#: What `_a_list` names as an example of each list.
+_EXAMPLES = {"strategies": '["none", "coupled"]', "seeds": "[0, 1, 2]"}
+
+
+def _a_list(name: str, value: Any, of: str = "") -> None:
+    """Refuse `value` (the argument `name`) unless it is a list (a string is not)."""
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
         raise WorkbenchError(
-            f"strategies must be a list of names, got {strategies!r}"[:200],
-            'pass e.g. strategies=["none", "coupled"]',
+            f"{name} must be a list{of}, got {value!r}"[:200],
+            f"pass e.g. {name}={_EXAMPLES[name]}",
         )
+
+
+def _names(strategies: Any) -> tuple[str, ...]:
+    _a_list("strategies", strategies, " of names")
     if not all(isinstance(s, str) for s in strategies):
         raise WorkbenchError(
             f"strategies must be names (strings), got {list(strategies)!r}"[:200],
-            'pass e.g. strategies=["none", "coupled"]',
+            f"pass e.g. strategies={_EXAMPLES['strategies']}",
         )
     return tuple(strategies)
 
 
 def _seeds(seeds: Any) -> tuple[int, ...]:
-    if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence):
-        raise WorkbenchError(f"seeds must be a list, got {seeds!r}"[:200], "pass e.g. seeds=[0, 1]")
+    _a_list("seeds", seeds)
     return tuple(_validate.seed("seed", k) for k in seeds)
 
 
