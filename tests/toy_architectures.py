@@ -133,7 +133,16 @@ SLIDING_THEN_FULL = dict(sliding_window=WINDOW, layer_types=[SLIDING, FULL])
 LLAMA4 = dict(head_dim=8, attention_chunk_size=WINDOW, no_rope_layers=[1, 0],
               intermediate_size_mlp=64, interleave_moe_layer_step=2,
               **_moe(num_local_experts=2))  # fmt: skip
+# Qwen's recipe for 131,072 tokens: max_position_embeddings stays at the pretrained length
+# (256 here, under the long trace's 600) and YaRN stretches it fourfold.
+QWEN_YARN = dict(
+    max_position_embeddings=256,
+    rope_parameters=dict(
+        rope_type="yarn", rope_theta=10000.0, factor=4.0, original_max_position_embeddings=256
+    ),
+)
 MORE = [
+    Arch("qwen2-yarn", "Qwen2Config", "Qwen2ForCausalLM", (FULL, FULL), QWEN_YARN),
     Arch("phi", "PhiConfig", "PhiForCausalLM", (FULL, FULL)),
     Arch("phi3-sliding", "Phi3Config", "Phi3ForCausalLM", (SLIDING, SLIDING),
          {"sliding_window": WINDOW}),
@@ -237,7 +246,5 @@ def build(make_toy: Any, arch_id: str, **extra: Any) -> Any:
     return make_toy(
         globals()[arch.config] if arch.config in globals() else getattr(transformers, arch.config),
         getattr(transformers, arch.model),
-        **COMMON,
-        **arch.overrides,
-        **extra,
+        **{**COMMON, **arch.overrides, **extra},
     )

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from toy_architectures import LLAMA3_ROPE  # tests/toy_architectures.py
 
 import workbench as wb
 from workbench.errors import WorkbenchError
 from workbench.models import (
     cache_dir,
+    context_of,
     list_models,
     model_name,
     model_path,
@@ -520,3 +522,76 @@ class TestParity:
 def test_flags_and_models_of_the_wrong_type_are_named_before_loading(call, words):
     with pytest.raises(WorkbenchError, match=words):
         call()
+
+
+YARN = dict(rope_type="yarn", rope_theta=1e6, factor=4.0, original_max_position_embeddings=32768)
+
+
+@pytest.mark.parametrize(
+    "config, settings, context",
+    [
+        # Qwen's recipe: 32,768 pretrained positions, stretched fourfold by YaRN
+        ("Qwen2Config", dict(max_position_embeddings=32768, rope_parameters=YARN), 131072),
+        # a YaRN config whose max_position_embeddings already states more
+        ("Qwen2Config", dict(max_position_embeddings=200_000, rope_parameters=YARN), 200_000),
+        # dynamic NTK stretches the configured length itself
+        (
+            "LlamaConfig",
+            dict(
+                max_position_embeddings=4096,
+                rope_parameters=dict(rope_type="dynamic", factor=2.0, rope_theta=1e4),
+            ),
+            8192,
+        ),
+        # Llama 3.1 and Phi-3's longrope state the stretched length already
+        (
+            "LlamaConfig",
+            dict(
+                max_position_embeddings=131072,
+                rope_parameters=dict(LLAMA3_ROPE, original_max_position_embeddings=8192),
+            ),
+            131072,
+        ),
+        # linear scaling: Gemma 3 states its stretched length; per-type rotary parameters
+        ("Gemma3TextConfig", dict(max_position_embeddings=131072), 131072),
+        ("Qwen2Config", dict(max_position_embeddings=4096), 4096),
+        ("GPT2Config", dict(n_positions=1024), 1024),  # n_positions, under another name
+    ],
+)
+def test_the_context_is_the_configured_length_stretched_by_yarn_or_dynamic_rope(
+    config, settings, context
+):
+    import transformers
+
+    assert context_of(getattr(transformers, config)(**settings)) == context
+
+
+def test_a_yarn_model_samples_and_is_analysed_beyond_its_pretrained_length(make_toy, tiny):
+    """A YaRN checkpoint was held to its pretrained max_position_embeddings: the bridge
+    (TransformerLens reads that field alone) refused its traces beyond it, and so did the
+    plain model's sampler. Both now take the stretched context, and no more."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from workbench.trace.sampling import sample_completions
+    from workbench.trace.tokens import encode_prompt
+
+    rope = dict(YARN, original_max_position_embeddings=64)
+    model = make_toy(Qwen2Config, Qwen2ForCausalLM, max_position_embeddings=64,
+                     rope_parameters=rope)  # fmt: skip
+    assert model.cfg.n_ctx == 256
+    ids = encode_prompt(model, "12+7=", chat=False)
+
+    def trace(n: int) -> wb.Trace:
+        ids = torch.randint(4, 60, (n,), generator=torch.Generator().manual_seed(0))
+        tokens = wb.trace.token_strings(model.tokenizer, ids)
+        return wb.Trace(ids=ids, tokens=tokens, prompt_len=10, text="")
+
+    assert wb.analyze(model, trace(200)).waad.shape[-1] == 200
+    plain = sampler(model)
+    out = sample_completions(plain, [ids], max_new_tokens=100, greedy=True,
+                             tokenizer=model.tokenizer)  # fmt: skip
+    assert len(out[0]) <= 100  # refused before
+    with pytest.raises(WorkbenchError, match="context holds 256"):
+        sample_completions(plain, [ids], max_new_tokens=256, tokenizer=model.tokenizer)
+    with pytest.raises(WorkbenchError, match="context holds 256"):
+        wb.analyze(model, trace(300))

@@ -18,7 +18,7 @@ from torch import Tensor
 from .. import _validate
 from ..errors import WorkbenchError
 from ..trace import Trace, check_trace, check_traces
-from ..trace.tokens import check_trace_tokens
+from ..trace.tokens import check_context, check_trace_tokens
 from . import engine
 from .analysis import Analysis, check_classes
 from .heads import Head, HeadClasses
@@ -41,12 +41,12 @@ def _check_trace(model: Any, trace: Any) -> None:
             "generate or pass a response of at least one token",
         )
     check_trace_tokens(model, trace)
-    n_ctx = getattr(model.cfg, "n_ctx", None)
-    if n_ctx is not None and len(trace) > n_ctx:
-        raise WorkbenchError(
-            f"the trace has {len(trace)} tokens but the model's context holds {n_ctx}",
-            "shorten the trace (fewer prompt or response tokens)",
-        )
+    check_context(
+        model,
+        len(trace),
+        what="the trace",
+        fix="shorten the trace (fewer prompt or response tokens)",
+    )
 
 
 def _check_traces(traces: Any, caller: str) -> list[Trace]:

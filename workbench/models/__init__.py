@@ -45,7 +45,7 @@ from .. import _validate
 from .._compat import check_versions, loading_bars
 from ..errors import WorkbenchError
 from ..tiny import CHECKPOINTS as _TINY_DIRS
-from .bridge import bridge_model, eval_mode, live_hooks, model_name, sampler
+from .bridge import bridge_model, context_of, eval_mode, live_hooks, model_name, sampler
 from .cache import cache_dir, ensure_smollm, manifest_ok, smollm_dir, smollm_source
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ __all__ = [
     "ModelInfo",
     "bridge_model",
     "cache_dir",
+    "context_of",
     "eval_mode",
     "list_models",
     "live_hooks",

@@ -4,6 +4,7 @@ for each bridge, the plain model that samples for it (`sampler`) and its name (`
 from __future__ import annotations
 
 import contextlib
+import math
 import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -15,7 +16,7 @@ from ..errors import WorkbenchError
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["bridge_model", "eval_mode", "live_hooks", "model_name", "sampler"]
+__all__ = ["bridge_model", "context_of", "eval_mode", "live_hooks", "model_name", "sampler"]
 
 # bridge -> the plain Hugging Face model that samples for it (see `bridge_model`).
 _SAMPLERS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
@@ -66,11 +67,58 @@ def bridge_model(hf_model: Any, tokenizer: Any, *, name: str | None = None) -> T
     except Exception as e:  # TransformerLens names no error type for an architecture it lacks
         raise _unsupported(f"cannot wrap {arch}", e) from e
     _keep_tokenizer(bridge, tokenizer)
+    context = context_of(hf_model.config)
+    if context is not None and context > (getattr(bridge.cfg, "n_ctx", None) or 0):
+        # TransformerLens reads max_position_embeddings alone: a YaRN checkpoint's traces
+        # beyond it were refused.
+        bridge.cfg.n_ctx = context
     bridge.eval()
     _check_bridge(bridge, hf_model, arch)
     _NAMES[bridge] = name
     _SAMPLERS[bridge] = hf_model
     return bridge
+
+
+#: RoPE types that stretch the positions a model was trained on by their ``factor``
+#: (`context_of`). "linear" is left out: its checkpoints (Gemma 3) state the stretched
+#: length in ``max_position_embeddings`` already, as "llama3" and "longrope" ones do.
+_STRETCHING_ROPE = ("yarn", "dynamic")
+
+
+def context_of(config: Any) -> int | None:
+    """The most positions a Hugging Face model with `config` takes, or None when its config
+    states none: ``max_position_embeddings``, or, for a RoPE scaled by YaRN or dynamic
+    NTK, ``factor x original_max_position_embeddings`` where that is more (the context such
+    a scaling is made for; Qwen's YaRN configs keep ``max_position_embeddings`` at the
+    pretrained 32,768 and add ``factor`` 4 for 131,072). With rotary parameters per layer
+    type (Gemma 3), the smallest over the types.
+
+    Args:
+        config: the model's config (a multimodal one is read through its text config).
+    """
+    if hasattr(config, "get_text_config"):
+        config = config.get_text_config()
+    base = getattr(config, "max_position_embeddings", None)
+    if not isinstance(base, int) or isinstance(base, bool) or base < 1:
+        return None
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None)
+    if not isinstance(rope, dict):
+        return base
+    per_type = [p for p in rope.values() if isinstance(p, dict)] or [rope]
+    return min(_stretched(p, base) for p in per_type)
+
+
+def _stretched(rope: dict, base: int) -> int:
+    """`context_of` for one set of rotary parameters."""
+    factor = rope.get("factor")
+    if rope.get("rope_type", rope.get("type")) not in _STRETCHING_ROPE:
+        return base
+    if not isinstance(factor, (int, float)) or isinstance(factor, bool):
+        return base
+    if not 1 < factor < math.inf:
+        return base
+    original = rope.get("original_max_position_embeddings") or base
+    return max(base, int(factor * original))
 
 
 def _keep_tokenizer(bridge: Any, tokenizer: Any) -> None:

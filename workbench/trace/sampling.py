@@ -16,7 +16,7 @@ import torch
 from .. import _validate
 from .._progress import progress_bar
 from ..errors import WorkbenchError
-from ..models import live_hooks, model_device, model_name, sampler
+from ..models import context_of, live_hooks, model_device, model_name, sampler
 from .decoder import (
     LeanDecoder,
     check_cache_fits,
@@ -57,7 +57,7 @@ MAX_COMPLETIONS = 1_000_000
 
 #: The longest sequence (prompt + max_new_tokens) sampled from a model that states no
 #: context (a bridge's ``cfg.n_ctx`` is checked first, as `generate` does, and a plain
-#: Hugging Face model's ``config.max_position_embeddings`` after this). A longer one failed
+#: Hugging Face model's context, `context_of`, after this). A longer one failed
 #: allocating its positions and KV cache (a raw OverflowError from torch at
 #: ``max_new_tokens=10**20``, out of memory below that).
 MAX_SEQUENCE = 2**20
@@ -118,8 +118,8 @@ def sample_completions(
         prompt_ids: token ids of each prompt.
         num_generations: completions per prompt (at most `MAX_COMPLETIONS` in all).
         max_new_tokens: length cap; the longest prompt plus it must fit the model's
-            context (a bridge's ``cfg.n_ctx``, a plain model's
-            ``config.max_position_embeddings``, and at most `MAX_SEQUENCE` tokens).
+            context (a bridge's ``cfg.n_ctx``, a plain model's `context_of` its config,
+            and at most `MAX_SEQUENCE` tokens).
         temperature, top_p: sampling settings (ignored when `greedy`).
         greedy: greedy decoding.
         batch_limit: most sequences generated in one call.
@@ -262,7 +262,7 @@ def _generation_config(hf: Any, settings: dict[str, Any]) -> Any:
 def _check_room(model: Any, prompt_len: int, max_new_tokens: int, hf: Any = None) -> None:
     """Refuse a `prompt_len`-token prompt plus `max_new_tokens` that does not fit the
     model's context (a bridge's ``cfg.n_ctx``), `MAX_SEQUENCE`, or, for a plain Hugging
-    Face model `hf` with no ``cfg``, its config's ``max_position_embeddings``, before
+    Face model `hf` with no ``cfg``, its config's context (`context_of`), before
     anything is sampled (a plain GPT-2 failed past its positions with a raw IndexError, and
     a RoPE model sampled past its context without a word)."""
     n = prompt_len + max_new_tokens
@@ -274,12 +274,13 @@ def _check_room(model: Any, prompt_len: int, max_new_tokens: int, hf: Any = None
             "in one sequence",
             "lower max_new_tokens",
         )
-    if context_length(model) is None:
-        limit = getattr(getattr(hf, "config", None), "max_position_embeddings", None)
-        if _validate.is_index(limit) and n > limit:
+    config = getattr(hf, "config", None)
+    if context_length(model) is None and config is not None:
+        limit = context_of(config)
+        if limit is not None and n > limit:
             raise WorkbenchError(
                 f"{what} needs {n} tokens but the model's context holds {limit} (its "
-                "config's max_position_embeddings)",
+                "config's max_position_embeddings, stretched by a YaRN or dynamic RoPE)",
                 "shorten the prompt or lower max_new_tokens",
             )
 
