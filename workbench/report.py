@@ -124,7 +124,7 @@ def write_report(model: Any, trace: Any, analysis: Any, out: str | Path) -> Path
     # and nothing is created until the inputs are checked too.
     out = as_path(out, "write_report's out", "folder", "report")
     check_folder(out, "the report folder")
-    _check_inputs(trace, analysis)
+    _check_inputs(model, trace, analysis)
     out = make_folder(out, "the report folder")
     stage = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
     try:
@@ -137,15 +137,18 @@ def write_report(model: Any, trace: Any, analysis: Any, out: str | Path) -> Path
     return out / "report.html"
 
 
-def _check_inputs(trace: Any, analysis: Any) -> None:
+def _check_inputs(model: Any, trace: Any, analysis: Any) -> None:
     """Refuse what failed deep inside the drawing (None, a wrong type) or drew a report that
-    mixes two traces: an analysis of another trace was drawn with this trace's text."""
+    mixes two traces (an analysis of another trace drawn with this trace's text) or two
+    models (another model's attention maps beside the analysis)."""
     import torch
 
     from .trace import check_trace
+    from .trace.tokens import check_trace_tokens
     from .viz.frame import check_analysis
 
     check_trace(trace, "pass the trace the analysis was computed on")
+    check_trace_tokens(model, trace)
     check_analysis(analysis)
     if analysis.prompt_len != trace.prompt_len or not torch.equal(analysis.ids, trace.ids):
         raise WorkbenchError(

@@ -123,3 +123,41 @@ def test_attention_maps_refuse_an_unknown_sink(tiny, trace):
 def test_text_view_refuses_a_metric_that_is_not_a_string(analysis):
     with pytest.raises(WorkbenchError, match="not a per-token metric"):
         charts.text_view(analysis, ["fai"])
+
+
+def test_maps_and_reports_refuse_another_models_trace(tiny, smol, trace, analysis, tmp_path):
+    """Another model's trace failed inside torch's embedding (ids beyond the vocabulary), or
+    was drawn without a word: SmolLM2's attention over the tiny reasoner's ids, and a
+    report that put those maps beside the tiny reasoner's analysis."""
+    from workbench.report import write_report
+
+    smol_trace = wb.Trace.from_text(smol, "What is 2+2?", "2+2 is 4.")
+    with pytest.raises(
+        WorkbenchError, match="vocabulary has 81 tokens: it was tokenized for another"
+    ):
+        attention_maps(tiny, smol_trace)
+    for of in (trace, analysis):
+        with pytest.raises(WorkbenchError, match="tokenized for 'tiny-reasoner'"):
+            attention_maps(smol, of)
+    with pytest.raises(WorkbenchError, match="tokenized for 'tiny-reasoner'"):
+        write_report(smol, trace, analysis, tmp_path / "mixed")
+    assert not (tmp_path / "mixed").exists()  # refused before the folder was made
+
+
+def test_entropy_charts_of_an_analysis_without_entropies_are_refused(tiny, trace):
+    """An analysis made with entropy=False drew an empty entropy panel and an uncoloured
+    text view without a word; a flag given as a string ("no", truthy) switched it on."""
+    from workbench import viz
+
+    bare = wb.analyze(tiny, trace, entropy=False)
+    with pytest.raises(WorkbenchError, match=r"no entropies .* no entropy curve") as e:
+        viz.rhythm_curves(bare, entropy=True)
+    assert "entropy=True" in e.value.fix
+    with pytest.raises(WorkbenchError, match="no entropies"):
+        viz.text_view(bare, "entropy")
+    viz.rhythm_curves(bare)  # WAAD and FAI need no entropies
+    viz.text_view(bare, "fai")
+    with pytest.raises(WorkbenchError, match="entropy must be True or False, got 'no'"):
+        viz.rhythm_curves(bare, entropy="no")
+    with pytest.raises(WorkbenchError, match="outline must be True or False"):
+        viz.text_view(bare, outline="no")

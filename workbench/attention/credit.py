@@ -30,8 +30,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ..errors import WorkbenchError
-from .rhythm import select_count, top_q
+from .rhythm import check_entropy, select_count, top_q
 
 __all__ = ["STRATEGIES", "coupled_gamma", "gamma_of", "set_gamma"]
 
@@ -103,11 +102,7 @@ def gamma_of(
         picks = rng.choice(np.arange(a.prompt_len, n), size=m, replace=False)
         return set_gamma(n, sorted(int(x) for x in picks), g)
     if strategy == "entropy":
-        if bool(torch.isnan(torch.as_tensor(a.entropy[a.prompt_len :])).all()):
-            raise WorkbenchError(
-                "this analysis has no entropies (it was computed with entropy=False)",
-                "analyse again with entropy=True (the default)",
-            )
+        check_entropy(a)
         return set_gamma(n, top_q(a.entropy, q), g)
     if strategy == "bottom-local":
         return set_gamma(n, top_q(a.delta, q, bottom=True), g)

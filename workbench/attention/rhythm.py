@@ -24,11 +24,31 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .. import _validate
+from ..errors import WorkbenchError
 
 #: A per-token curve: a tensor, or a float64 numpy array (the batched RL credit's).
 Curve = Float[Tensor, " pos"] | Float[np.ndarray, " pos"]
 
+
+def check_entropy(curves: Any, what: str = "this analysis", consequence: str = "") -> None:
+    """Refuse curves analysed with ``entropy=False`` (every response entropy NaN) where
+    entropies are needed: the entropy credit, the entropy at WAAD peaks, an entropy curve
+    or colouring (the charts were drawn empty without a word).
+
+    Args:
+        curves: a `wb.Analysis` (anything with ``entropy [pos]`` and ``prompt_len``).
+        what: how the message names it (``"trace 3"``).
+        consequence: appended to the problem (``", so ... is undefined"``).
+    """
+    if bool(torch.isnan(torch.as_tensor(curves.entropy[curves.prompt_len :])).all()):
+        raise WorkbenchError(
+            f"{what} has no entropies (it was analysed with entropy=False){consequence}",
+            "analyse again with entropy=True (the default)",
+        )
+
+
 __all__ = [
+    "check_entropy",
     "coupled_sets",
     "default_taus",
     "dominated_anchors",

@@ -43,6 +43,7 @@ from torch import Tensor
 from .. import _validate
 from ..errors import WorkbenchError
 from .analysis import Analysis
+from .rhythm import check_entropy
 
 __all__ = [
     "Curves",
@@ -268,13 +269,8 @@ def entropy_at_waad_peaks(
     det = _detector(detector)
     peak, allv = [], []
     for i, a in enumerate(_check(analyses)):
+        check_entropy(a, f"trace {i}", ", so the entropy at WAAD peaks is undefined")
         e = a.entropy.cpu().double().numpy()
-        if np.isnan(e[a.prompt_len :]).all():
-            raise WorkbenchError(
-                f"trace {i} has no entropies (analysed with entropy=False), so the entropy "
-                "at WAAD peaks is undefined",
-                "analyse with entropy=True (the default)",
-            )
         gaps = np.flatnonzero(np.isnan(e[a.prompt_len :])) + a.prompt_len
         if len(gaps):
             # one NaN made both means NaN without a word

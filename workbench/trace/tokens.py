@@ -233,13 +233,16 @@ def check_trace_tokens(model: Any, trace: Any) -> None:
     ids under SmolLM2) passes `check_ids` and would be analysed (or ablated) as other
     tokens than its ``tokens`` show. Only a trace recorded under another model's name is
     decoded again (a checkpoint of the same tokenizer, a base model and its fine-tune,
-    passes; the RL credit's traces carry no name).
+    passes; the RL credit's traces carry no name). `trace` may be a `wb.Analysis` too.
     """
     from ..models.bridge import model_name
 
     check_ids(model, trace.ids)
 
-    recorded, name = trace.meta.get("model"), model_name(model)
+    meta = getattr(trace, "meta", None) or {}
+    if isinstance(meta.get("trace"), dict):  # a `wb.Analysis` keeps its trace's meta there
+        meta = meta["trace"]
+    recorded, name = meta.get("model"), model_name(model)
     tokenizer = getattr(model, "tokenizer", None)
     if recorded is None or name is None or recorded == name or tokenizer is None:
         return
@@ -247,14 +250,14 @@ def check_trace_tokens(model: Any, trace: Any) -> None:
     bad = [i for i, (a, b) in enumerate(zip(mine, trace.tokens, strict=True)) if a != b]
     if bad:
         pos = bad[0]
-        kwargs = trace.meta.get("chat_template_kwargs")
+        kwargs = meta.get("chat_template_kwargs")
         extra = f", chat_template_kwargs={kwargs!r}" if kwargs else ""
         raise WorkbenchError(
             f"the trace was tokenized for {recorded!r}, and the tokenizer of {name!r} reads its "
             f"ids differently (position {pos}: {trace.tokens[pos]!r} in the trace, "
             f"{mine[pos]!r} for this model)",
             "rebuild it with this model's tokenizer: wb.Trace.from_text(model, trace.prompt, "
-            f"trace.text, chat={bool(trace.meta.get('chat', True))}{extra}), or "
+            f"trace.text, chat={bool(meta.get('chat', True))}{extra}), or "
             "wb.generate(model, prompt)",
         )
 

@@ -11,6 +11,7 @@ import altair as alt
 import pandas as pd
 
 from .. import _validate
+from ..attention.rhythm import check_entropy
 from . import style
 from .frame import METRICS, response_frame, token_tooltip, value_text
 
@@ -120,7 +121,10 @@ def rhythm_curves(
     """
     width = _validate.integer("width", width, minimum=1, example=style.WIDTH)
     height = _validate.integer("height", height, minimum=1, example=140)
+    entropy = _validate.flag("entropy", entropy)
     df = response_frame(analysis, positions)
+    if entropy:
+        check_entropy(analysis, consequence=", so it has no entropy curve")
     parts = [
         _curve(df, "waad", "preplan", width=width, height=height, show_x=False),
         _curve(df, "fai", "anchor", width=width, height=height, show_x=not entropy),

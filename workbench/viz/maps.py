@@ -28,6 +28,7 @@ from ..attention.engine import attention_layers, check_layers, check_pattern_mem
 from ..attention.reductions import check_sink, sink_scale
 from ..errors import WorkbenchError
 from ..models import eval_mode
+from ..trace.tokens import check_context, check_trace_tokens
 
 __all__ = ["AttentionMaps", "attention_maps", "pool", "pool_bin"]
 
@@ -200,6 +201,10 @@ def attention_maps(
     n, p = len(ids), int(trace.prompt_len)
     if p >= n:
         raise WorkbenchError("the trace has an empty response", "pass a trace with a response")
+    # Another model's trace failed inside the embedding, or drew this model's attention
+    # over other tokens than the trace shows.
+    check_trace_tokens(model, trace)
+    check_context(model, n, what="the trace", fix="shorten the trace")
     head_list = _heads_arg(model, heads)
     c0 = 0 if keys == "all" else p
     b = pool_bin(n - p, n - c0, max_cells)

@@ -11,6 +11,7 @@ from typing import Any, no_type_check
 import altair as alt
 
 from .. import _validate
+from ..attention.rhythm import check_entropy
 from ..errors import WorkbenchError
 from . import style
 from .frame import METRICS, check_metric, response_frame, token_tooltip
@@ -84,7 +85,10 @@ def text_view(
     line_chars = _validate.integer("line_chars", line_chars, minimum=1, example=80)
     char_px = _validate.number("char_px", char_px, low=0, low_open=True, example=7.4)
     line_px = _validate.integer("line_px", line_px, minimum=1, example=20)
+    outline = _validate.flag("outline", outline)
     df = response_frame(analysis, positions)
+    if col == "entropy":
+        check_entropy(analysis, consequence=", so there is nothing to colour the text by")
     lay = wrap_tokens(list(df["label"]), list(df["token"]), line_chars)
     df["line"] = [a for a, _, _ in lay]
     df["x0"] = [b for _, b, _ in lay]
