@@ -265,6 +265,20 @@ def test_every_function_that_takes_a_path_names_a_missing_one():
             call()
 
 
+def test_a_run_folder_that_does_not_exist_is_no_run_with_no_rows(tmp_path):
+    """read_metrics returned [] for a mistyped folder, the same as for a run that has
+    logged nothing yet, and a chart of it was silently empty."""
+    from workbench import rl
+
+    with pytest.raises(WorkbenchError, match="it does not exist") as e:
+        rl.read_metrics(tmp_path / "typo")
+    assert "wb.rl.train" in e.value.fix
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(WorkbenchError, match="it is not a folder"):
+        rl.read_metrics(tmp_path / "file")
+    assert rl.read_metrics(tmp_path) == []  # a run folder before its first row
+
+
 def _hold_in_child(lock: Path, seconds: float) -> subprocess.Popen:
     """A child process that holds `lock` (via `exclusive`) for `seconds`, once it prints."""
     code = (

@@ -591,7 +591,8 @@ def test_a_yarn_model_samples_and_is_analysed_beyond_its_pretrained_length(make_
     out = sample_completions(plain, [ids], max_new_tokens=100, greedy=True,
                              tokenizer=model.tokenizer)  # fmt: skip
     assert len(out[0]) <= 100  # refused before
-    with pytest.raises(WorkbenchError, match="context holds 256"):
+    with pytest.raises(WorkbenchError, match="context holds 256") as e:
         sample_completions(plain, [ids], max_new_tokens=256, tokenizer=model.tokenizer)
+    assert "max_position_embeddings stretched by its RoPE scaling" in str(e.value)
     with pytest.raises(WorkbenchError, match="context holds 256"):
         wb.analyze(model, trace(300))

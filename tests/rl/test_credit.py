@@ -144,6 +144,15 @@ def test_rollout_gammas_refuses_bad_rollouts_by_name(short_rollout):
         assert e.value.fix
 
 
+def test_rollouts_that_all_ended_at_once_get_weights_of_one(short_rollout):
+    """A batch whose every completion is empty (EOS first) stopped training: "gamma_many got
+    no traces", naming a function the caller never called."""
+    bridge, p, _ = short_rollout
+    credit = CreditParams(strategy="coupled", layers=[0, 1])
+    assert rollout_gammas(bridge, [p, p], [[], []], credit).shape == (2, 0)
+    assert torch.equal(rollout_gammas(bridge, [p], [[]], credit, pad_to=3), torch.ones(1, 3))
+
+
 def test_fused_credit_refuses_bad_credit_and_a_narrow_width(short_rollout):
     bridge, p, c = short_rollout
     policy = bridge.original_model if hasattr(bridge, "original_model") else None

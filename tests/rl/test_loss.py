@@ -153,6 +153,12 @@ def _loss_args():
         (dict(normalizer=0), "normalizer"),  # was NaN
         (dict(epsilon=-0.1), "epsilon"),
         (dict(loss_type="bnpo"), "loss_type"),  # was a plain ValueError
+        # a credit built from an FAI curve (NaN where undefined): the loss was NaN
+        (
+            dict(gamma=torch.tensor([[1.0, float("nan"), 1.0], [1.0, 1.0, 1.0]])),
+            "gamma holds NaN or infinite values on completion tokens",
+        ),
+        (dict(advantages=torch.tensor([float("inf"), 1.0])), "advantages holds NaN"),
     ],
 )
 def test_bad_loss_input_is_named(change, match):

@@ -599,6 +599,31 @@ def test_a_bad_credit_setting_fails_before_any_folder_is_written(tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_a_config_given_as_a_dict_is_named_with_its_conversion(tmp_path):
+    """A run's config.json, read as a dict and passed on, failed as a raw AttributeError."""
+    with pytest.raises(WorkbenchError, match=r"must be a wb\.rl\.GRPOConfig, got a dict") as e:
+        train({"max_steps": 1}, out=tmp_path / "a", progress=False)
+    assert "GRPOConfig.from_dict" in e.value.fix
+    assert not (tmp_path / "a").exists()
+
+
+def test_a_completion_length_the_context_cannot_hold_fails_before_any_folder_is_written(
+    tmp_path,
+):
+    """The first rollout refused it, after the folder was made: a run that never reached a
+    checkpoint, which the same command with a fixed length then refused, and a fix naming
+    generate's max_new_tokens, not the config's field."""
+    with pytest.raises(WorkbenchError, match="max_completion_length=300 does not fit") as e:
+        train(GRPOConfig(**SMALL).replace(max_completion_length=300), out=tmp_path / "a",
+              progress=False)  # fmt: skip
+    room = int(e.value.fix.rsplit(" ", 1)[-1])
+    assert "--max-completion-length" in e.value.fix and 0 < room < 256
+    assert not (tmp_path / "a").exists()
+    GRPORun(GRPOConfig(**SMALL).replace(max_completion_length=room), tmp_path / "a")
+    with pytest.raises(WorkbenchError, match="does not fit"):
+        GRPORun(GRPOConfig(**SMALL).replace(max_completion_length=room + 1), tmp_path / "a")
+
+
 @pytest.mark.parametrize("strategy", ["coupled", "random"])
 def test_fused_and_standalone_credit_train_the_same_run(tmp_path, strategy):
     """The fused credit (inside the update forward) and the standalone pass give the same

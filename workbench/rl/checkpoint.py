@@ -264,8 +264,22 @@ def read_metrics(run_dir: str | Path, *, up_to_step: int | None = None) -> list[
     Args:
         run_dir: the run directory.
         up_to_step: keep only rows with ``step <= up_to_step``.
+
+    Returns:
+        The rows, oldest first; none for a run that has logged none yet.
+
+    Raises:
+        WorkbenchError: `run_dir` is not a folder (a mistyped path read as a run with no
+            rows, and charted as an empty one).
     """
-    path = _run_dir(run_dir) / "metrics.jsonl"
+    run_dir = _run_dir(run_dir)
+    if not run_dir.is_dir():
+        what = "is not a folder" if run_dir.exists() else "does not exist"
+        raise WorkbenchError(
+            f"no run in {run_dir}: it {what}",
+            "pass the folder a run was started in (wb.rl.train(..., out=DIR))",
+        )
+    path = run_dir / "metrics.jsonl"
     if up_to_step is not None:
         up_to_step = _validate.integer("up_to_step", up_to_step, example=10)
     rows: list[dict[str, Any]] = []

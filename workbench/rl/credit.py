@@ -179,6 +179,8 @@ def rollout_gammas(
         for p, c in zip(prompt_ids, completion_ids, strict=True)
     ]
     keep = [i for i, c in enumerate(completion_ids) if len(c) > 0]
+    if not keep:  # every rollout ended at once (EOS first): no token to weigh, no pass
+        return out
     was_training = model.training
     if was_training:
         model.eval()

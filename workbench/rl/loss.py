@@ -190,7 +190,8 @@ def grpo_loss(
         WorkbenchError: a tensor's shape differs from `logps` (``[batch pos]``;
             `advantages` ``[batch]``), `mask` is not boolean, a setting is out of range,
             or a penalty coefficient is set without its tensor (``beta`` without
-            `ref_logps`, ``entropy_coef`` without `entropies`).
+            `ref_logps`, ``entropy_coef`` without `entropies`), or `gamma` (on the mask)
+            or `advantages` hold NaN or infinite values.
     """
     logps = _tensor("logps", logps, ndim=2)
     shape = tuple(logps.shape)
@@ -223,6 +224,16 @@ def grpo_loss(
                     f"pass {tensor_name}=..., or {name}=0",
                 )
             _same_shape(tensor_name, _tensor(tensor_name, tensor, ndim=2), shape, "logps")
+    for name, value in (("gamma", gamma[mask]), ("advantages", advantages)):
+        # A credit built from a metric curve (FAI is NaN where undefined) made the loss NaN
+        # without a word, where NaN rewards are refused (`grpo_advantages`).
+        if not bool(torch.isfinite(value.detach()).all()):
+            raise WorkbenchError(
+                f"{name} holds NaN or infinite values on completion tokens, which would make "
+                "the loss NaN",
+                "build the credit weights with wb.gamma_many or analysis.gamma(...) (finite, 1 "
+                "where no token is credited), or replace the NaN: torch.nan_to_num(gamma, 1.0)",
+            )
     eps_high = epsilon if epsilon_high is None else epsilon_high
     m = mask.float()
 

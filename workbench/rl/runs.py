@@ -53,6 +53,13 @@ def train(
     Returns:
         The finished (or interrupted) `GRPORun`.
     """
+    if config is not None and not isinstance(config, GRPOConfig):
+        # A dict read from a run's config.json failed as a raw AttributeError in the trainer.
+        raise WorkbenchError(
+            f"train's config must be a wb.rl.GRPOConfig, got a {type(config).__name__}",
+            "pass GRPOConfig.from_dict(d) for a dict d (a run's config.json), or its "
+            "fields as keywords: train(out=..., max_steps=10)",
+        )
     config = (
         (config or GRPOConfig()).replace(**overrides) if overrides else (config or GRPOConfig())
     )

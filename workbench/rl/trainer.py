@@ -46,6 +46,7 @@ from ..models import bridge_model, load_hf, model_device
 from ..tasks import get_task
 from ..trace import encode_prompt, sample_completions
 from ..trace.sampling import seeded
+from ..trace.tokens import context_length
 from .checkpoint import (
     append_metrics,
     rewrite_metrics,
@@ -141,6 +142,8 @@ class GRPORun:
         self.task = get_task(config.task)
         self.pool = self.task.generate(POOL_SIZE, split="train", seed=config.seed)
         self.eval_problems = self.task.generate(config.eval_size, split="test", seed=EVAL_SEED)
+        self._prompt_cache: dict[str, list[int]] = {}
+        self._check_room()
         self.step = 0
         self.metrics: list[dict[str, Any]] = []
         self.status = "new"
@@ -149,7 +152,6 @@ class GRPORun:
         # True from an update's first optimiser step until `step` counts it: the weights are
         # then ahead of the step counter and must not be checkpointed under it.
         self._ahead = False
-        self._prompt_cache: dict[str, list[int]] = {}
 
     def __repr__(self) -> str:
         """One line for a notebook cell: folder, strategy, seed, steps done and status.
@@ -170,6 +172,26 @@ class GRPORun:
             return f"<GRPORun at {id(self):#x}>"
 
     # ------------------------------------------------------------------ helpers
+    def _check_room(self) -> None:
+        """Refuse a `max_completion_length` that the longest prompt of the task leaves no
+        room for in the model's context, before any run folder exists (the first rollout
+        failed, leaving a folder that never reached a checkpoint, with a fix that named
+        `generate`'s ``max_new_tokens``)."""
+        limit = context_length(self.model)
+        if limit is None:
+            return
+        cfg = self.config
+        problems = [*self.pool, *self.eval_problems]
+        longest = max(len(self._prompt_ids(p.prompt)) for p in problems) if problems else 0
+        if longest + cfg.max_completion_length > limit:
+            raise WorkbenchError(
+                f"max_completion_length={cfg.max_completion_length} does not fit: the longest "
+                f"prompt of task {cfg.task!r} has {longest} tokens, and the context of model "
+                f"{cfg.model!r} holds {limit}",
+                f"lower max_completion_length (--max-completion-length) to at most "
+                f"{max(0, limit - longest)}",
+            )
+
     def _prompt_ids(self, prompt: str) -> list[int]:
         if prompt not in self._prompt_cache:
             self._prompt_cache[prompt] = encode_prompt(self.model, prompt, chat=self.config.chat)

@@ -278,9 +278,13 @@ def _check_room(model: Any, prompt_len: int, max_new_tokens: int, hf: Any = None
     if context_length(model) is None and config is not None:
         limit = context_of(config)
         if limit is not None and n > limit:
+            text = config.get_text_config() if hasattr(config, "get_text_config") else config
+            source = "max_position_embeddings"
+            if limit != text.max_position_embeddings:
+                source += " stretched by its RoPE scaling"
             raise WorkbenchError(
                 f"{what} needs {n} tokens but the model's context holds {limit} (its "
-                "config's max_position_embeddings, stretched by a YaRN or dynamic RoPE)",
+                f"config's {source})",
                 "shorten the prompt or lower max_new_tokens",
             )
 
