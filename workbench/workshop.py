@@ -14,11 +14,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, no_type_check
 
 import numpy as np
 import torch
 
+from . import _validate
 from .attention import delta as _delta
 from .attention import fai as _fai
 from .attention import waad as _waad
@@ -26,6 +27,7 @@ from .attention.credit import coupled_gamma
 from .attention.rhythm import coupled_sets as _coupled_sets
 from .attention.rhythm import default_taus as _default_taus
 from .attention.rhythm import top_q as _top_q
+from .errors import WorkbenchError
 
 __all__ = [
     "check_anchors",
@@ -37,15 +39,39 @@ __all__ = [
 ]
 
 
+@no_type_check  # validates its arguments itself, with messages that name the fix
 def random_pattern(n: int, seed: int = 0, *, sharp: float = 2.0) -> torch.Tensor:
-    """A random causal attention map ``[query_pos key_pos]`` whose rows sum to 1."""
+    """A random causal attention map ``[query_pos key_pos]`` whose rows sum to 1.
+
+    Args:
+        n: the number of positions (at least 1).
+        seed: the random seed (0 to 2**63 - 1).
+        sharp: how peaked the rows are (the scores' standard deviation; 0: uniform rows).
+
+    Raises:
+        WorkbenchError: `n` or `seed` is not such an integer, or `sharp` is negative, NaN,
+            infinite or so large that the scores overflow.
+    """
+    n = _validate.integer("n", n, minimum=1, example=12)
+    seed = _validate.seed("seed", seed)
+    sharp = _validate.number("sharp", sharp, low=0.0, example=2.0)
     g = torch.Generator().manual_seed(seed)
     scores = torch.randn(n, n, generator=g, dtype=torch.float64) * sharp
+    if not bool(torch.isfinite(scores).all()):  # softmax of an infinite score is NaN
+        raise WorkbenchError(
+            f"sharp={sharp!r} is so large that the scores overflow", "pass e.g. sharp=2.0"
+        )
     scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
     return torch.softmax(scores, dim=-1)
 
 
+@no_type_check  # a learner's mistake (not a function) is its AssertionError, not beartype's
 def _call(fn: Callable, name: str, *args: Any) -> Any:
+    if not callable(fn):
+        raise AssertionError(
+            f"{name} must be your function, got a value of type {type(fn).__name__}. Hint: "
+            f"pass your function itself, {name}, not {name}(...)"
+        )
     try:
         return fn(*args)
     except NotImplementedError:
@@ -100,6 +126,7 @@ def _compare(
         )
 
 
+@no_type_check  # a learner's value that is no function gets a hint (`_call`)
 def check_waad(my_waad: Callable[[torch.Tensor, int, int], Any]) -> None:
     """Check ``my_waad(A_loc, prompt_len, window) -> [pos]`` against Eq. 9."""
     cases = [
@@ -142,6 +169,7 @@ def _fai_nan_hint(s: int, undefined: bool, *, lo: int, hi: int | None, n: int, p
     return f"T({s}) holds the queries {first}..{last} (both ends of the horizon count)"
 
 
+@no_type_check  # a learner's value that is no function gets a hint (`_call`)
 def check_fai(my_fai: Callable[[torch.Tensor, int, int, int | None], Any]) -> None:
     """Check ``my_fai(A_glob, prompt_len, h_lo, h_hi) -> [pos]`` against Eq. 10."""
     cases = [
@@ -171,6 +199,7 @@ def check_fai(my_fai: Callable[[torch.Tensor, int, int, int | None], Any]) -> No
     print(f"check_fai: all {len(cases)} cases pass")
 
 
+@no_type_check  # a learner's value that is no function gets a hint (`_call`)
 def check_anchors(my_anchors: Callable[[torch.Tensor, float], Any]) -> None:
     """Check ``my_anchors(fai, q) -> sorted positions``: top q of the defined values."""
     nan = float("nan")
@@ -240,6 +269,7 @@ def check_anchors(my_anchors: Callable[[torch.Tensor, float], Any]) -> None:
     print(f"check_anchors: all {len(cases)} cases pass")
 
 
+@no_type_check  # a learner's value that is no function gets a hint (`_call`)
 def check_gamma(my_gamma: Callable[..., Any]) -> None:
     """Check ``my_gamma(n_pos, anchors, dominated, intro, gamma_amp, alpha) -> [pos]``
     (coupled credit, Eq. 16-19; bonuses add where sets overlap)."""
@@ -398,6 +428,7 @@ _DOMINATED_CASES = [
 ]
 
 
+@no_type_check  # a learner's value that is no function gets a hint (`_call`)
 def check_dominated(my_dominated: Callable[..., Any]) -> None:
     """Check ``my_dominated(waad, prompt_len, anchors, k) -> (dominated, intro)``: the
     locally dominated anchors D and their introductions I(D) (Sec. 5.2, with this project's

@@ -9,12 +9,14 @@ import statistics
 import pytest
 import torch
 
+from workbench.errors import WorkbenchError
 from workbench.workshop import (
     check_anchors,
     check_dominated,
     check_fai,
     check_gamma,
     check_waad,
+    random_pattern,
 )
 
 
@@ -359,3 +361,52 @@ def test_an_unfinished_dominated_exercise_asks_for_code():
 
     with pytest.raises(AssertionError, match="my_dominated is not implemented yet"):
         check_dominated(my_dominated)
+
+
+def waad_result():
+    """What a learner gets from calling their function instead of passing it."""
+    from workbench.attention import waad as waad_of
+
+    return waad_of(random_pattern(6), 2)
+
+
+@pytest.mark.parametrize(
+    ("check", "name"),
+    [
+        (check_waad, "my_waad"),
+        (check_fai, "my_fai"),
+        (check_anchors, "my_anchors"),
+        (check_gamma, "my_gamma"),
+        (check_dominated, "my_dominated"),
+    ],
+)
+def test_passing_a_result_instead_of_the_function_fails_with_a_hint(check, name):
+    """``check_waad(wb.waad(A, 2))`` (a result, not the function) was a raw TypeError
+    "'Tensor' object is not callable" from inside the check."""
+    with pytest.raises(AssertionError, match="must be your function, got a value of type Tensor"):
+        check(waad_result())
+    with pytest.raises(AssertionError, match=rf"pass your function itself, {name}, not {name}"):
+        check(None)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(n=-1), "n must be at least 1"),
+        (dict(n=0), "n must be at least 1"),
+        (dict(n=3.5), "n must be an integer"),
+        (dict(n=5, seed=-1), "seed must be at least 0"),
+        (dict(n=5, seed=1.5), "seed must be an integer"),
+        (dict(n=5, sharp=float("nan")), "sharp must be a finite number"),
+        (dict(n=5, sharp=float("inf")), "sharp must be a finite number"),
+        (dict(n=5, sharp=-1.0), r"sharp must be in \[0.0, inf\)"),
+        (dict(n=5, sharp=1e308), "so large that the scores overflow"),
+    ],
+)
+def test_random_pattern_refuses_arguments_that_make_no_attention_map(kwargs, message):
+    """A NaN or overflowing sharpness returned a map of NaN without a word, a negative one
+    and a negative seed were taken, and a negative or fractional size was a raw torch
+    error."""
+    with pytest.raises(WorkbenchError, match=message) as e:
+        random_pattern(**kwargs)
+    assert e.value.fix.startswith("pass e.g.")

@@ -38,10 +38,10 @@ from torch import Tensor
 
 from .. import _validate
 from ..attention.engine import check_pattern_memory
+from ..attention.run import check_analysable
 from ..errors import WorkbenchError
 from ..models import eval_mode, live_hooks, model_device, sampler
 from ..trace import Trace, check_trace, eos_token_ids, sample_completions
-from ..trace.tokens import check_trace_tokens
 from .interventions import Intervention, ResidAblation, _ids, fwd_hooks
 
 __all__ = [
@@ -279,6 +279,7 @@ def _after(kl: Tensor, pos: int) -> Tensor:
     return v[~torch.isnan(v)]
 
 
+@no_type_check  # validates its arguments itself (clean_logits may be any array of numbers)
 def measure(
     model: Any,
     trace: Trace,
@@ -297,7 +298,8 @@ def measure(
         model: the bridge.
         trace: the trace.
         intervention: a `Knockout` or `ResidAblation` (its positions define first/last).
-        clean_logits: the trace's unablated logits (computed when None).
+        clean_logits: the trace's unablated ``[pos d_vocab]`` logits, a tensor or any
+            array of finite numbers (computed when None).
         span: a precomputed `answer_span` result.
         task / problem: a `workbench.tasks.Task` and its `Problem`, to score greedy
             continuations (only with ``max_new_tokens > 0``).
@@ -316,7 +318,9 @@ def measure(
             "pass e.g. Knockout([12, 30]) or ResidAblation([12], mode='zero'); "
             "run_ablations takes intervention names",
         )
-    check_trace(trace)
+    # a Trace with a response (no rows to measure, every metric NaN, otherwise), of this
+    # model's tokens and within its context: the checks `wb.analyze` makes
+    check_analysable(model, trace)
     _validate.integer("max_new_tokens", max_new_tokens, minimum=0, example=32)
     if max_new_tokens and (task is None or problem is None):
         raise WorkbenchError(
@@ -324,7 +328,6 @@ def measure(
             "pass task=get_task(...) and problem=..., or max_new_tokens=0",
         )
     pos = list(intervention.positions)
-    check_trace_tokens(model, trace)
     if not pos:
         raise WorkbenchError("the intervention has no positions", "pass a non-empty target set")
     if max(pos) >= len(trace):
@@ -334,10 +337,12 @@ def measure(
         )
     if clean_logits is None:
         clean_logits = logits_of(model, trace.ids)
+    else:
+        clean_logits = _clean_logits(clean_logits)
     ablated = logits_of(model, trace.ids, [intervention])
-    if tuple(torch.as_tensor(clean_logits).shape) != tuple(ablated.shape):
+    if tuple(clean_logits.shape) != tuple(ablated.shape):
         raise WorkbenchError(
-            f"clean_logits of shape {tuple(torch.as_tensor(clean_logits).shape)} are not this "
+            f"clean_logits of shape {tuple(clean_logits.shape)} are not this "
             f"trace's [pos d_vocab] = {tuple(ablated.shape)} logits",
             "pass clean_logits=logits_of(model, trace.ids) of the same trace, or leave it out",
         )
@@ -383,6 +388,29 @@ def measure(
             model, trace, cut, (intervention,), max_new_tokens, task, problem
         )
     return row
+
+
+def _clean_logits(values: Any) -> Tensor:
+    """The given clean logits as a CPU tensor (an array or nested list of numbers converted,
+    as `kl_per_position` converts them), or a `WorkbenchError`: they are not float numbers,
+    or some are NaN or infinite (every KL and log-prob would read NaN)."""
+    fix = "pass clean_logits=logits_of(model, trace.ids) of the same trace, or leave it out"
+    try:
+        v = torch.as_tensor(values).detach().cpu()
+    except (TypeError, ValueError, RuntimeError):
+        v = None
+    if v is None or not v.is_floating_point():
+        what = type(values).__name__ if v is None else f"{type(values).__name__} of {v.dtype}"
+        raise WorkbenchError(f"clean_logits must be an array of float logits, got {what}", fix)
+    finite = torch.isfinite(v)
+    if not bool(finite.all()):
+        bad = int((~finite).sum())
+        raise WorkbenchError(
+            f"clean_logits hold {bad:,} NaN or infinite value(s) of {v.numel():,}: every KL "
+            "and log-prob would read NaN",
+            fix,
+        )
+    return v
 
 
 def _score_continuation(

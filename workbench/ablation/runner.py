@@ -22,7 +22,7 @@ covers 82-90% below 20 traces). 0/1 outcomes get Wilson's interval (`summarize`)
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, no_type_check
 
 import numpy as np
@@ -108,6 +108,24 @@ def _check_kinds(kinds: Any) -> list[str]:
             f"unknown interventions {bad or kinds}", f"use some of {INTERVENTIONS}"
         )
     return kinds
+
+
+def _check_analyze_kwargs(kwargs: Any) -> None:
+    """Refuse `analyze_kwargs` that ``wb.analyze(model, trace, **kwargs)`` cannot take (not
+    a mapping, a key that is no name, or the model or trace it already gets), before any
+    work rather than at the first trace's analysis."""
+    fix = "pass a dict of wb.analyze settings, e.g. analyze_kwargs={'window': 5}"
+    if not isinstance(kwargs, Mapping | None):
+        raise WorkbenchError(
+            f"analyze_kwargs must be a dict of wb.analyze settings, got {kwargs!r}", fix
+        )
+    bad = [k for k in kwargs or {} if not isinstance(k, str) or k in ("model", "trace")]
+    if bad:
+        raise WorkbenchError(
+            f"analyze_kwargs holds {bad}, which wb.analyze takes no setting of "
+            "(run_ablations passes the model and each trace itself)",
+            fix,
+        )
 
 
 @no_type_check  # validates its arguments itself, with messages that name the fix
@@ -196,6 +214,12 @@ def run_ablations(
     seed = _validate.seed("seed", seed)
     families = _check_names(families, FAMILIES, "target families")  # before any trace's
     controls = _check_names(controls, CONTROLS, "controls")  # sets, so no trace is named
+    if not families:  # no set, so no row: an empty frame (as interventions=[] is refused)
+        raise WorkbenchError(
+            "families=[] names no target family, so run_ablations would ablate nothing",
+            f"pass some of {list(FAMILIES)}, e.g. families=['anchors'], or leave it out for all",
+        )
+    _check_analyze_kwargs(analyze_kwargs)
     if seed + (len(traces) - 1) * n_random > _validate.SEED_MAX:
         raise WorkbenchError(
             f"seed={seed} is too large: the last trace's controls would draw with seed "

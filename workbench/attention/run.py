@@ -27,13 +27,15 @@ from .metrics import DEFAULT_FAI_CUTS, DEFAULT_MAX_WINDOW
 from .params import CreditParams, RhythmParams, as_credit
 from .reductions import MAX_BAND, banded_horizon, check_sink
 
-__all__ = ["analyze", "analyze_many", "gamma_many"]
+__all__ = ["analyze", "analyze_many", "check_analysable", "gamma_many"]
 
 PATHS = ("auto", "exact", "tiled")
 TRACE_FIX = "build one with wb.generate(model, prompt) or wb.Trace.from_text(model, p, r)"
 
 
-def _check_trace(model: Any, trace: Any) -> None:
+def check_analysable(model: Any, trace: Any) -> None:
+    """Refuse what `analyze` cannot read `model` on: no `wb.Trace`, an empty response (no
+    rows: every metric would be NaN), another model's tokens, or more than its context."""
     check_trace(trace, TRACE_FIX)
     if trace.response_len == 0:
         raise WorkbenchError(
@@ -159,7 +161,7 @@ def analyze(
     )
     _check_fixed_classes(classes, changes, params)
     engine.check_model(model)
-    _check_trace(model, trace)
+    check_analysable(model, trace)
     return _analyze_batch(model, [trace], _rhythm(params, changes), **options)[0]
 
 
@@ -332,7 +334,7 @@ def analyze_many(
     traces = _check_traces(traces, "analyze_many")
     engine.check_model(model)
     for trace in traces:
-        _check_trace(model, trace)
+        check_analysable(model, trace)
     options = {k: kwargs.pop(k) for k in list(kwargs) if k in _PASS_OPTIONS}
     if "fai_cuts" in options:
         options["fai_cuts"] = _check_cuts(options["fai_cuts"])
