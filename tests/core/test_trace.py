@@ -70,6 +70,13 @@ class TestTraceObject:
         with pytest.raises(WorkbenchError, match="not strings"):
             wb.Trace(ids=torch.tensor([5, 6]), tokens=["a", "b"], prompt_len=1, text="b", meta=meta)
 
+    def test_meta_that_holds_itself_is_refused(self):
+        """A raw RecursionError from the key check."""
+        loop: dict = {}
+        loop["self"] = loop
+        with pytest.raises(WorkbenchError, match=r"Trace\.meta holds itself"):
+            wb.Trace(ids=torch.tensor([5, 6]), tokens=["a", "b"], prompt_len=1, text="b", meta=loop)
+
     @pytest.mark.parametrize(
         "field, value",
         [

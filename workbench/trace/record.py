@@ -54,7 +54,13 @@ def _first_non_str(tokens: Any) -> Any:
 
 
 def _check_meta(meta: dict[Any, Any]) -> None:
-    keys = _non_string_keys(meta, "meta")
+    try:
+        keys = _non_string_keys(meta, "meta")
+    except RecursionError:  # a dict or list that holds itself
+        raise WorkbenchError(
+            "Trace.meta holds itself (or is nested too deeply), which JSON cannot store",
+            "store plain values in Trace.meta: strings, numbers, lists and dicts of them",
+        ) from None
     if keys:  # JSON keys are strings: {1: "a"} came back as {"1": "a"}, {True: 1} as {"true": 1}
         raise WorkbenchError(
             f"Trace.meta has key(s) that are not strings ({', '.join(keys[:3])}), which a "
