@@ -215,10 +215,14 @@ def test_metrics_match_hf_eager(toys, traces, references, arch_id, length, path,
 
 
 @pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize("arch_id", ["llama3", "mistral-sliding", "gemma2-softcap", "gpt2"])
+@pytest.mark.parametrize(
+    "arch_id", ["llama3", "mistral-sliding", "gemma2-softcap", "gpt2", "gpt-oss-sinks"]
+)
 def test_sink_exclusion_matches_the_reference(toys, traces, hf_runs, arch_id, path):
     """``sink="exclude"``: every metric of A' (first column removed, rows renormalised),
-    against the reference applied to Hugging Face's own eager patterns."""
+    against the reference applied to Hugging Face's own eager patterns. gpt-oss's rows give
+    a learned sink logit a share, so they do not sum to 1: the tiled path left the rows of
+    its tiles past the first token's column unscaled (WAAD off by 0.15)."""
     model = _bridge(toys, arch_id)
     trace = traces["long"]
     patterns, entropy = hf_runs(arch_id, "long")

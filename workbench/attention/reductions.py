@@ -25,6 +25,10 @@ Attention sink (``sink="exclude"``, the workbench's addition): every reduction i
 ``A'[t, s] = A[t, s] / (1 - A[t, 0])`` for ``s >= 1`` and ``A'[t, 0] = 0``, the attention
 with the first token's share removed and each row renormalised. A row that gives the
 first token everything (``A[t, 0] = 1``, e.g. row 0) has no ``A'`` and reduces to zeros.
+The divisor is computed as ``sum_{s >= 1} A[t, s]`` (`sink_scale`), which equals
+``1 - A[t, 0]`` where rows sum to 1. Where they do not (gpt-oss: a learned sink logit
+outside the sequence takes a share of each row), each row is still renormalised to 1 over
+its keys ``s >= 1``, as the sink's name says: on every path and every tile alike.
 """
 
 from __future__ import annotations
@@ -390,11 +394,13 @@ class StatsAccumulator:
         else:
             rowsum, weighted = sums.rowsum.float(), sums.weighted.float()
         scale = None
-        # With key0 > 0 the first token gets nothing from these rows: A' = A.
-        if self.sink == "exclude" and key0 == 0:
+        if self.sink == "exclude":
             # A'[t,s] = A[t,s] * scale[t] for s >= 1 (and 0 at s = 0), with `sink_scale`;
-            # the sink column adds 0 to `weighted`.
-            rest = p[..., 1:].sum(-1)
+            # the sink column adds 0 to `weighted`. With key0 > 0 these rows give the first
+            # token nothing, and their rest is the whole row: 1, or less where a learned sink
+            # logit (gpt-oss) takes a share (taken as 1, such rows were left unscaled, so a
+            # row's value depended on where its tile started).
+            rest = p[..., 1:].sum(-1) if key0 == 0 else rowsum
             scale = sink_scale(rest)
             rowsum = rest * scale
             weighted = weighted * scale
@@ -425,7 +431,7 @@ class StatsAccumulator:
             colsum = torch.matmul(weight, p)[:, 0, first - key0 :]  # [h, response column]
         else:
             colsum = sums.colsum[:, first - key0 : tk - key0].float()
-        if scale is not None and pl == 0:
+        if scale is not None and pl == 0 and key0 == 0:
             colsum[:, 0] = 0.0  # A'[t, 0] = 0
         running[:, first - pl : tk - pl] += colsum.to(self.device)
 
