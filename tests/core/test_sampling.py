@@ -280,3 +280,26 @@ def test_on_token_is_called_once_per_decoding_step(tiny, decoder):
         wb.generate(tiny, "12+7=", max_new_tokens=2, progress="no")
     quiet = wb.generate(tiny, "12+7=", max_new_tokens=4, temperature=0, progress=False)
     assert torch.equal(quiet.ids, wb.generate(tiny, "12+7=", max_new_tokens=4, temperature=0).ids)
+
+
+def test_an_answer_that_ends_early_closes_its_bar_complete(tiny, monkeypatch):
+    """generate's bar counts up to max_new_tokens; an answer that ended at its EOS before
+    that closed the bar short of its total, which a notebook draws red (failed) and leaves
+    on screen."""
+    import io
+
+    from tqdm import tqdm
+
+    from workbench.trace import sampling
+
+    bars = []
+
+    def bar(**kwargs):
+        kwargs.pop("progress")
+        bars.append(tqdm(file=io.StringIO(), **kwargs))
+        return bars[-1]
+
+    monkeypatch.setattr(sampling, "progress_bar", bar)
+    trace = wb.generate(tiny, "12+7=", max_new_tokens=200, temperature=0, chat=False)
+    assert trace.response_len < 200  # it ended at its EOS
+    assert bars[0].n == bars[0].total == trace.response_len

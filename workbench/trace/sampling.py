@@ -505,6 +505,9 @@ def generate(
             greedy=temperature == 0,
             on_token=bar.update,
         )[0]
+        # An answer that ended before max_new_tokens (its EOS) is complete: a notebook draws a
+        # bar closed short of its total red, as failed, and leaves it on screen.
+        bar.total = bar.n
     if not completion:
         raise WorkbenchError(  # pragma: no cover - generate always emits one token
             "the model generated no tokens", "raise max_new_tokens"
