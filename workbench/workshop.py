@@ -210,6 +210,8 @@ def check_anchors(my_anchors: Callable[[torch.Tensor, float], Any]) -> None:
         ("at least one", torch.tensor([nan, 0.2, 0.1]), 0.01),
         # 0.3 * 6 = 1.8 rounds to 2: truncating (int(q * n)) would choose 1.
         ("round, not truncate", torch.tensor([nan, 0.6, 0.1, 0.5, 0.2, 0.3, 0.4]), 0.3),
+        # 0.5 * 5 = 2.5 rounds to 2 (Python's round, half to even); half up would choose 3.
+        ("halves round to even", torch.tensor([nan, 0.9, 0.1, 0.5, 0.3, 0.7]), 0.5),
     ]
     for case, fai, q in cases:
         got = _call(my_anchors, "my_anchors", fai.clone(), q)

@@ -442,8 +442,10 @@ def fai(
     ``FAI[s] = mean over t in T(s) of A[t, s]``, with
     ``T(s) = {t in R : s + H_lo <= t <= min(N-1, s + H_hi)}`` (``R`` the response rows,
     ``A`` the heads' mean map ``A_glob``): the attention position ``s`` receives from the
-    response rows ``H_lo..H_hi`` tokens later. NaN where ``T(s)`` is empty (the last
-    ``H_lo`` tokens) or holds fewer than `min_rows` rows.
+    response rows ``H_lo..H_hi`` tokens later, for each response position ``s``. NaN on
+    the prompt positions (FAI ranks response tokens, though ``T(s)`` of a prompt position
+    may hold rows), where ``T(s)`` is empty (the last ``H_lo`` tokens), and where it holds
+    fewer than `min_rows` rows.
 
     Args:
         pattern: ``[head_index query_pos key_pos]``; the heads are averaged (``A_glob``).
