@@ -424,6 +424,10 @@ def per_position(frame) -> Any:
 
 #: Metrics whose per-trace value is a 0/1 outcome (seeded controls average to fractions).
 BINARY = ("correct_ablated",)
+#: Metrics that cannot be negative (a KL divergence): `summarize` raises a lower bound
+#: below 0 of their means to 0 (a t-interval of a few skewed values reached -0.06), which
+#: leaves every true mean it covered covered.
+NON_NEGATIVE = ("kl_mean", "kl_after_last", "kl_max")
 
 
 def summarize(
@@ -449,7 +453,8 @@ def summarize(
             too narrow below about 30 traces. Either way a row of a `BINARY` metric whose
             per-trace values are all 0 or 1 (``correct_ablated`` of the set) is a proportion and gets Wilson's
             score interval (`wilson_ci`; ``interval`` says ``"wilson"``), and values that
-            do not vary get NaN bounds.
+            do not vary get NaN bounds. A lower bound below 0 of a KL mean (`NON_NEGATIVE`)
+            is raised to 0; differences keep theirs.
         n_boot: bootstrap resamples (``interval="bootstrap"`` only).
         ci: interval level, between 0 and 1.
         seed: bootstrap RNG seed (``interval="bootstrap"`` only).
@@ -508,6 +513,8 @@ def summarize(
                 est, lo, hi = t_ci(values, ci=ci)
             else:
                 est, lo, hi = bootstrap_ci(values, n_boot=n_boot, ci=ci, seed=seed)
+            if metric in NON_NEGATIVE and not label.startswith("set - ") and lo < 0:
+                lo = 0.0
             rows.append(
                 {
                     "intervention": iv,
