@@ -30,6 +30,18 @@ from ..errors import WorkbenchError
 Curve = Float[Tensor, " pos"] | Float[np.ndarray, " pos"]
 
 
+__all__ = [
+    "check_entropy",
+    "coupled_sets",
+    "default_taus",
+    "dominated_anchors",
+    "introductions",
+    "select_count",
+    "thresholds",
+    "top_q",
+]
+
+
 def check_entropy(curves: Any, what: str = "this analysis", consequence: str = "") -> None:
     """Refuse curves analysed with ``entropy=False`` (every response entropy NaN) where
     entropies are needed: the entropy credit, the entropy at WAAD peaks, an entropy curve
@@ -45,18 +57,6 @@ def check_entropy(curves: Any, what: str = "this analysis", consequence: str = "
             f"{what} has no entropies (it was analysed with entropy=False){consequence}",
             "analyse again with entropy=True (the default)",
         )
-
-
-__all__ = [
-    "check_entropy",
-    "coupled_sets",
-    "default_taus",
-    "dominated_anchors",
-    "introductions",
-    "select_count",
-    "thresholds",
-    "top_q",
-]
 
 
 def _array(x: Any) -> np.ndarray:
