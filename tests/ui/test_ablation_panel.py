@@ -174,8 +174,13 @@ def test_panel_runs_and_redraws(toy_model):
     assert set(panel.summary["metric"]) == {"delta_logp"}
     panel.metric.value = "correct_ablated"  # no answer test was run: shown, not raised
     assert isinstance(panel.last_error, wb.WorkbenchError)
+    # the dropdown names what the table still shows (it stayed on correct_ablated)
+    assert panel.metric.value == "delta_logp" == panel.summary["metric"].iloc[0]
     panel.set_model(toy_model)
     assert panel.frame is None and panel.charts_box.children == ()
+    # nothing of the last run is left: its full green bar, its error
+    assert panel.progress.value == 0 and panel.progress.bar_style == ""
+    assert panel.last_error is None
     assert AblationPanel().run() is None  # no model: an error in the status line
 
 

@@ -370,3 +370,18 @@ def test_the_map_offers_only_heads_of_attention_layers_in_a_hybrid_model(hybrid_
     r.map_heads.value = single[0]
     assert r.last_error is None, r.last_error
     assert "layer 1 head 0" in r.charts["map"].chart.to_dict()["title"]["text"]
+
+
+def test_a_warning_goes_when_the_settings_that_caused_it_are_undone(toy_llama):
+    """The FAI warning of a narrow horizon stayed in the status line after the horizon was
+    set back (beside charts with anchors), and each new warning was added under the old."""
+    r = panels.RhythmPanel(toy_llama, prompt=PROMPT, response=RESPONSE)
+    r.run()
+    assert r.last_error is None and "wb-status-warning" not in r.status.value
+    r.h_lo.value, r.h_hi.value = 20, 25
+    assert "undefined for every token" in r.status.value
+    r.fai_min_rows.value = 15  # another warning: shown alone, not under the first
+    assert r.status.value.count("undefined for every token") == 1
+    r.h_lo.value, r.h_hi.value, r.fai_min_rows.value = 0, "end", 1
+    assert r.analysis.anchors and "undefined" not in r.status.value
+    assert "wb-status-warning" not in r.status.value

@@ -129,6 +129,8 @@ class AblationPanel(Panel):
         self.charts_box.children = []
         self.charts = {}
         self.table.value = ""
+        self.progress.value, self.progress.bar_style = 0, ""  # the last run's bar went too
+        self.last_error = None
         self._say("model set: press Run", "info")
 
     def _traces(self, task: Any, problems: list[Any]) -> list[Any]:
@@ -226,6 +228,11 @@ class AblationPanel(Panel):
             return
         metric = self.metric.value
         if metric == "correct_ablated" and self.frame["correct_ablated"].isna().all():
+            # The dropdown goes back to what the table and charts still show (it named a
+            # metric they did not draw).
+            self.metric.value = (
+                "kl_mean" if self.summary is None else self.summary["metric"].iloc[0]
+            )
             raise WorkbenchError(
                 "no greedy answers were computed", "set 'answer test' above 0 and Run again"
             )

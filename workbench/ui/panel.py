@@ -129,10 +129,14 @@ class Panel(widgets.VBox):
         stands beside the results of a call that succeeded. Warnings of the workbench's
         own kinds (`FaiRowsWarning`: a response too short for FAI, so no anchors) are added
         to the status line of a call that succeeded: from a callback they would reach only
-        the log console. Other warnings are passed on as usual."""
-        if self.last_error is not None:  # the results on screen are still the last success's
+        the log console, until the next call. Other warnings are passed on as usual."""
+        # The results on screen are still the last success's: an error, or the warnings of
+        # an earlier call (they outlived the settings that caused them, and piled up), give
+        # way to its message.
+        if self.last_error is not None or getattr(self, "_warned", False):
             last = getattr(self, "_last_ok", "")
             self._say(last, "ok" if last else "info")
+        self._warned = False
         failed: BaseException | None = None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -150,6 +154,7 @@ class Panel(widgets.VBox):
             self._say(
                 "\n".join([m for m in [getattr(self, "_message", "")] if m] + notes), "warning"
             )
+            self._warned = True
         return out
 
 
