@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+import workbench as wb
 from workbench.errors import WorkbenchError
 from workbench.rl import read_metrics
 from workbench.ui import RLPanel
@@ -82,6 +83,11 @@ def test_stop_during_training_checkpoints_the_last_completed_step(tmp_path):
     panel = RLPanel(out=tmp_path)
     _small(panel, steps=50)
     job = panel.start()
+    # Another model loaded meanwhile (the app's model panel): the field went on to name it
+    # beside the old model's run. It names the running model until the run ends.
+    panel.set_model(wb.load_model("tiny-searcher"))
+    assert panel.model_name.value == job.config.model == "tiny-reasoner"
+    assert "the next run trains it" in panel.status.value
     while panel.poll() and not any(r["step"] >= 1 for r in panel.rows):
         pass
     panel.stop()
@@ -89,6 +95,7 @@ def test_stop_during_training_checkpoints_the_last_completed_step(tmp_path):
     step = int((job.run_dir / "checkpoints" / "LATEST").read_text().strip().split("-")[1])
     assert step == read_metrics(job.run_dir)[-1]["step"] >= 1
     assert "interrupted at step" in panel.status.value
+    assert panel.model_name.value == "tiny-searcher"
 
 
 def test_bad_settings_show_in_the_status_line(tmp_path):

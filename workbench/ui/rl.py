@@ -185,8 +185,17 @@ class RLPanel(Panel):
         from ..models import model_name
 
         name = model_name(model)
-        if name:
-            self.model_name.value = name
+        if not name:
+            return
+        if self.job is not None and self.job.running:
+            # The field names the model the running job trains (it showed the new model
+            # beside the old one's run); the new one takes it when that run ends.
+            self._next_model = name
+            self._say(
+                f"{name} is loaded: the next run trains it; this one goes on with {self.job.config.model}"
+            )
+            return
+        self.model_name.value = name
 
     def config(self) -> GRPOConfig:
         """The settings the widgets describe (validated)."""
@@ -277,6 +286,8 @@ class RLPanel(Panel):
         else:
             self._say(f"{status} at step {step}; run directory {job.run_dir}", "ok")
         self.start_button.disabled, self.stop_button.disabled = False, True
+        if getattr(self, "_next_model", None):
+            self.model_name.value, self._next_model = self._next_model, None
 
     def _schedule(self, job: RunJob) -> None:
         # In a kernel the event loop is running: poll on it, so widgets are only ever
