@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import workbench as wb
@@ -167,6 +167,9 @@ patterns = st.tuples(
 
 @settings(max_examples=40, deadline=None)
 @given(patterns, st.integers(1, 12), st.integers(0, 5), st.sampled_from([None, 0, 3, 20]))
+# A column whose attention after H_lo is below float32's rounding of its cut sums (FAI read 0
+# against 1.3e-6 when the raw-pattern reductions were float32).
+@example(case=(563, 2, 9, 3.5), window=1, lo=3, hi_extra=None)
 def test_ranges_and_reference(case, window, lo, hi_extra):
     seed, nh, n, temp = case
     rng = np.random.default_rng(seed)

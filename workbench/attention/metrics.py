@@ -381,7 +381,10 @@ def _stats(p: Tensor, response: Any, *, max_window: int, cuts: Sequence[int]) ->
     """`stats_from_pattern` of a pattern `_as_heads` has checked."""
     n = p.shape[-1]
     pl = _prompt_len(response, n)
-    acc = StatsAccumulator([(0, h) for h in range(p.shape[0])], n, pl, max_window, cuts, p.device)
+    acc = StatsAccumulator(
+        [(0, h) for h in range(p.shape[0])], n, pl, max_window, cuts, p.device,
+        dtype=torch.float64,
+    )  # fmt: skip
     acc.add(slice(0, n), p)
     return acc.finish()
 

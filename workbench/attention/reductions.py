@@ -218,6 +218,10 @@ class StatsAccumulator:
         cuts: cut distances for `HeadStats.cut_sums` (normalised by `normalise_cuts`).
         device: where the accumulators live.
         sink: ``"keep"`` or ``"exclude"`` (see the module docstring).
+        dtype: of the tiles' arithmetic and the accumulators. float32 serves the engine's
+            passes; the raw-pattern functions (`metrics.stats_from_pattern`) take float64,
+            so FAI over a horizon that starts after its token (the difference of two of a
+            column's cut sums) keeps attention far below float32's rounding of the sums.
         first_row: the first query row `add` will be given: 0, or ``prompt_len`` for a
             pass that computes only the response rows (the prompt given as a KV cache).
             Rows before it stay 0 in ``rowsum``, ``dist`` and ``band``; no metric reads
@@ -244,10 +248,12 @@ class StatsAccumulator:
         sink: str = "keep",
         first_row: int = 0,
         columns: bool = True,
+        dtype: torch.dtype = torch.float32,
     ):
         if first_row not in (0, prompt_len):
             raise ValueError(f"first_row must be 0 or prompt_len ({prompt_len}), not {first_row}")
         self.sink = sink
+        self.dtype = dtype
         self.heads = list(heads)
         self.n_pos = n_pos
         self.prompt_len = prompt_len
@@ -264,15 +270,17 @@ class StatsAccumulator:
         self.whole = columns or n_pos <= max_window
         nh, n_r = len(self.heads), n_pos - prompt_len
         self.device = torch.device(device)
-        self.rowsum = torch.zeros(nh, n_pos, device=device)
-        self.dist = torch.zeros(nh, n_pos, device=device)
+        self.rowsum = torch.zeros(nh, n_pos, device=device, dtype=dtype)
+        self.dist = torch.zeros(nh, n_pos, device=device, dtype=dtype)
         # `max_window` zero rows after the last position: `finish` reads the cuts along the
         # band's diagonals as one strided view, which then never leaves the storage.
-        self._band_rows = torch.zeros(nh, n_pos + max_window, max_window, device=device)
+        self._band_rows = torch.zeros(
+            nh, n_pos + max_window, max_window, device=device, dtype=dtype
+        )
         self.band = self._band_rows[:, :n_pos]
         # The last row is the running column sum over the response rows seen so far; a
         # finite cut's entry is set once, when the tile holding its horizon's last row comes.
-        self.cut_sums = torch.zeros(nh, len(self.cuts), n_r, device=device)
+        self.cut_sums = torch.zeros(nh, len(self.cuts), n_r, device=device, dtype=dtype)
         finite = list(enumerate(self.cuts[:-1]))
         self._band_cuts = [(i, c) for i, c in finite if c <= max_window]
         if not columns and self.whole:  # the band holds the whole column too
@@ -288,7 +296,7 @@ class StatsAccumulator:
         """``[tk]`` key positions as floats (cached: every layer uses the same tiles)."""
         m = self._aux.get((tk, device))
         if m is None:
-            m = torch.arange(tk, device=device, dtype=torch.float32)
+            m = torch.arange(tk, device=device, dtype=self.dtype)
             self._aux = {(tk, device): m}
         return m
 
@@ -365,8 +373,8 @@ class StatsAccumulator:
         assert set(self._next[hr]) == {rows.start}, "rows must come in ascending order"
         self._next[hr] = [rows.stop] * len(self._next[hr])
         self.rowsum[hr, rows] = 1.0
-        self.dist[hr, rows] = dist.float().to(self.device)
-        self.band[hr, rows] = band[..., : self.max_window].float().to(self.device)
+        self.dist[hr, rows] = dist.to(self.device, self.dtype)
+        self.band[hr, rows] = band[..., : self.max_window].to(self.device, self.dtype)
 
     def _add(
         self,
@@ -381,7 +389,7 @@ class StatsAccumulator:
         taking the row and column sums from `sums` where given (``sink="keep"``)."""
         tk = row1
         dev = pattern.device
-        p = pattern.float()
+        p = pattern.to(self.dtype)
         h = p.shape[0]
         pl = self.prompt_len
         pos = self._positions(tk, dev)
@@ -392,7 +400,7 @@ class StatsAccumulator:
             rowsum = p.sum(-1)
             weighted = torch.matmul(p, pos[: tk - key0])  # a GEMV
         else:
-            rowsum, weighted = sums.rowsum.float(), sums.weighted.float()
+            rowsum, weighted = sums.rowsum.to(self.dtype), sums.weighted.to(self.dtype)
         scale = None
         if self.sink == "exclude":
             # A'[t,s] = A[t,s] * scale[t] for s >= 1 (and 0 at s = 0), with `sink_scale`;
@@ -425,12 +433,16 @@ class StatsAccumulator:
             tri = None if sums is None else sums.tri
             self._long_cuts(row0, p, scale, running, hr, key0, tri)
         # Column sums over the response columns (prompt rows are 0 there).
-        weight = torch.ones(1, 1, row1 - row0, device=dev) if scale is None else scale[:, None]
+        weight = (
+            torch.ones(1, 1, row1 - row0, device=dev, dtype=self.dtype)
+            if scale is None
+            else scale[:, None]
+        )
         first = max(key0, pl)  # the first response column these rows reach
         if sums is None:
             colsum = torch.matmul(weight, p)[:, 0, first - key0 :]  # [h, response column]
         else:
-            colsum = sums.colsum[:, first - key0 : tk - key0].float()
+            colsum = sums.colsum[:, first - key0 : tk - key0].to(self.dtype)
         if scale is not None and pl == 0 and key0 == 0:
             colsum[:, 0] = 0.0  # A'[t, 0] = 0
         running[:, first - pl : tk - pl] += colsum.to(self.device)
@@ -507,5 +519,5 @@ class StatsAccumulator:
             dist=self.dist.cpu(),
             band=self.band.cpu(),
             cuts=cuts,
-            cut_sums=cut_sums.float().cpu(),
+            cut_sums=cut_sums.cpu(),
         )
