@@ -43,6 +43,7 @@ __all__ = [
     "bootstrap_ci",
     "check_level",
     "holm",
+    "level_label",
     "paired_p",
     "paired_t",
     "t_cdf",
@@ -50,6 +51,12 @@ __all__ = [
     "t_quantile",
     "wilson_ci",
 ]
+
+
+def level_label(ci: float) -> str:
+    """An interval level as a percentage, as precise as it was given (``0.995`` is
+    ``"99.5%"``; ``f"{ci:.0%}"`` wrote ``"100%"``)."""
+    return f"{100 * ci:.10g}%"
 
 
 def check_level(ci: Any) -> None:
@@ -316,8 +323,9 @@ def paired_t(differences: Any) -> float:
 
 @no_type_check  # validates its arguments itself, with messages that name the fix
 def holm(pvalues: Sequence[float]) -> list[float]:
-    """Holm-adjusted p-values, in the input order: the ``i``-th smallest becomes
-    ``max_{j<=i} min(1, (m - j) p_(j))`` (NaNs stay NaN and do not count in ``m``).
+    """Holm-adjusted p-values, in the input order: the ``i``-th smallest (``i = 1..m``)
+    becomes ``max_{j<=i} min(1, (m - j + 1) p_(j))`` (NaNs stay NaN and do not count in
+    ``m``): ``holm([.01, .02, .03]) == [.03, .04, .04]``.
 
     Raises:
         WorkbenchError: `pvalues` is not a 1-D list of numbers, or one lies outside [0, 1].
