@@ -735,6 +735,51 @@ def test_exclude_as_a_mapping_is_refused_not_read_as_its_keys(toy_llama, trace):
     analysis = wb.analyze(toy_llama, trace)
     with pytest.raises(wb.WorkbenchError, match="keys would be read"):
         target_sets(analysis, exclude={trace.prompt_len + 1: 1})
+    # a negative position matched nothing, so it excluded nothing (Knockout refuses it)
+    with pytest.raises(wb.WorkbenchError, match="negative position -31"):
+        target_sets(analysis, exclude=[-31])
+
+
+def _outcomes(metric, set_values, random_values):
+    """A `run_ablations`-shaped frame of one family: per trace the set's value and two
+    seeded random controls' values."""
+    rows = []
+    for i, (v, rs) in enumerate(zip(set_values, random_values, strict=True)):
+        rows.append(dict(trace=i, kind="target", seed=None, value=v))
+        rows += [dict(trace=i, kind="random", seed=s, value=r) for s, r in enumerate(rs)]
+    df = pd.DataFrame(rows).rename(columns={"value": metric})
+    df["intervention"], df["family"] = "knockout", "anchors"
+    return df
+
+
+@pytest.mark.parametrize(
+    "metric, low, high",
+    [("correct_ablated", 0.0, 1.0), ("delta_correct", -1.0, 1.0), ("kl_mean", 0.0, None)],
+)
+def test_interval_bounds_stay_within_the_values_a_metric_can_take(metric, low, high):
+    """Three traces whose random controls average to 1, 1 and 0.5: a t-interval of
+    [-0.72, 2.38] for a proportion; its difference from a set of 0s reached -2.38."""
+    top = 1.0 if high is None else high
+    df = _outcomes(metric, [low] * 3, [[top, top], [top, top], [top, (top + low) / 2]])
+    s = summarize(df, metric).set_index("comparison")
+    width = None if high is None else high - low
+    for label in ("random", "set - random"):
+        lo, hi = s.loc[label, ["lo", "hi"]]
+        assert lo <= s.loc[label, "estimate"] <= hi
+        if label == "random":
+            assert lo >= low and (high is None or hi <= high), (label, lo, hi)
+        elif width is not None:  # a difference of two values in [low, high]
+            assert -width <= lo and hi <= width, (label, lo, hi)
+    if high is not None:  # the unclipped t-interval went past the range: clipping was needed
+        ref = t_ci([top, top, (top + low) / 2])
+        assert ref[2] > high and s.loc["random", "hi"] == high
+
+
+def test_continuation_metrics_without_continuations_are_refused_by_name(toy_llama, trace):
+    df = run_ablations(toy_llama, [trace], families=["anchors"], n_random=1, progress=False)
+    with pytest.raises(wb.WorkbenchError, match="no values of 'delta_correct'") as e:
+        summarize(df, "delta_correct")
+    assert "max_new_tokens" in e.value.fix
 
 
 def test_a_perturbation_pair_never_pairs_a_position_with_itself(toy_llama, trace):

@@ -97,6 +97,8 @@ def test_effects_are_finite_and_intervals_hold_estimates(model, setup, is_tiny):
     )
     if tiny:
         assert df["correct_ablated"].isin([0.0, 1.0]).all()
+        # each ablated answer against the clean one from the same cut
+        assert (df["delta_correct"] == df["correct_ablated"] - df["correct_clean"]).all()
     assert len(df) == len(traces) * 4  # set, random, nearby, low-FAI
     for col in ["kl_mean", "kl_max", "delta_logp", "logp_clean"]:
         assert np.isfinite(df[col]).all(), col
@@ -111,7 +113,8 @@ def test_effects_are_finite_and_intervals_hold_estimates(model, setup, is_tiny):
     assert len(targets) == len(traces)
     assert (targets["kl_mean"] > 0.1).all(), targets[["trace", "positions", "kl_mean"]]
     assert (targets["kl_max"] > 1.0).all(), targets[["trace", "positions", "kl_max"]]
-    for metric in ["kl_mean", "delta_logp", *(["correct_ablated"] if tiny else [])]:
+    continuations = ["correct_ablated", "delta_correct"] if tiny else []
+    for metric in ["kl_mean", "delta_logp", *continuations]:
         s = summarize(df, metric, n_boot=500, seed=0)
         assert len(s) == 7 and np.isfinite(s["estimate"]).all()
         # Bounds are NaN only where the per-trace values do not vary (outcomes that agree)
@@ -122,6 +125,9 @@ def test_effects_are_finite_and_intervals_hold_estimates(model, setup, is_tiny):
         if metric == "correct_ablated":  # the set's outcomes are a proportion: Wilson
             assert (s.loc[s["comparison"] == "set", "interval"] == "wilson").all()
             assert s.loc[s["interval"] == "wilson", ["lo", "hi"]].notna().all().all()
+        elif metric == "delta_correct":  # often 0 on every trace: no spread, no bounds
+            assert s["estimate"].between(-1, 1).all()
+            assert (bounded["lo"] >= -2).all() and (bounded["hi"] <= 2).all()
         else:
             assert len(bounded) == len(s)
 

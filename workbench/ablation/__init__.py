@@ -34,10 +34,18 @@ from .interventions import (
     resid_mean,
 )
 from .perturb import content_words, jaccard, perturb_position, perturbation_test
-from .runner import INTERVENTIONS, METRICS, per_position, run_ablations, summarize
+from .runner import (
+    CONTINUATION_METRICS,
+    INTERVENTIONS,
+    METRICS,
+    per_position,
+    run_ablations,
+    summarize,
+)
 from .targets import CONTROLS, FAMILIES, TargetSet, target_sets
 
 __all__ = [
+    "CONTINUATION_METRICS",
     "CONTROLS",
     "FAMILIES",
     "INTERVENTIONS",

@@ -42,6 +42,7 @@ _METRIC_TITLES = {
     "kl_max": "largest KL from the first ablated position on (nats)",
     "delta_logp": "change in answer log-prob (nats)",
     "correct_ablated": "fraction still correct (greedy)",
+    "delta_correct": "change in greedy correctness (ablated - clean)",
 }
 
 

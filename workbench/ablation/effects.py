@@ -23,7 +23,11 @@ Definitions (this project's, documented so numbers are comparable):
   ablated one are kept), ``max_new_tokens`` greedy tokens with and without the
   intervention; the response text (original tokens up to the cut + the continuation) is
   scored by the task. The clean continuation is greedy too, so it may differ from a
-  sampled trace.
+  sampled trace. ``delta_correct = correct_ablated - correct_clean`` compares each
+  ablated answer with the clean one from its own cut: sets and controls end at different
+  positions, and the clean greedy answer from an early cut can be wrong where a later
+  cut's is right, so ``correct_ablated`` alone, compared across them, measured where the
+  continuation started as much as the ablation.
 """
 
 from __future__ import annotations
@@ -310,7 +314,7 @@ def measure(
         A dict: ``n``, ``first``, ``last``, ``kl`` (``[pos]`` numpy), ``kl_mean``,
         ``kl_after_last``, ``kl_max``, ``logp_clean``, ``logp_ablated``, ``delta_logp``,
         ``answer_len``, ``answer_kind``, and with a continuation ``cut``,
-        ``correct_clean``, ``correct_ablated``.
+        ``correct_clean``, ``correct_ablated``, ``delta_correct``.
     """
     if not isinstance(intervention, Intervention):
         raise WorkbenchError(
@@ -387,6 +391,7 @@ def measure(
         row["correct_ablated"] = _score_continuation(
             model, trace, cut, (intervention,), max_new_tokens, task, problem
         )
+        row["delta_correct"] = row["correct_ablated"] - row["correct_clean"]
     return row
 
 

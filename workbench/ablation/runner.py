@@ -15,12 +15,14 @@ experiment tables make for few seeds: at the handful of traces used in practice 
 percentile bootstrap is too narrow (a nominal 95% interval covered a true zero difference
 in 74% of simulated 3-trace runs and 82% of 5-trace runs; the t interval in 94%, as
 nominal up to simulation noise, for normal values; for skewed ones such as KL effects it
-covers 82-90% below 20 traces). 0/1 outcomes get Wilson's interval (`summarize`).
+covers 82-90% below 20 traces when lognormal with sigma 1, 69-76% with sigma 1.5: the
+more skewed, the less). 0/1 outcomes get Wilson's interval (`summarize`).
 ``interval="bootstrap"`` gives the percentile bootstrap over traces instead.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, no_type_check
@@ -59,14 +61,25 @@ SUMMARY_COLUMNS = (
     "n_traces",
 )
 
-__all__ = ["INTERVENTIONS", "METRICS", "per_position", "run_ablations", "summarize"]
+__all__ = [
+    "CONTINUATION_METRICS",
+    "INTERVENTIONS",
+    "METRICS",
+    "per_position",
+    "run_ablations",
+    "summarize",
+]
 
 #: Intervention kinds `run_ablations` understands.
 INTERVENTIONS = ("knockout", "resid-zero", "resid-mean", "resid-resample")
 #: Interval kinds `summarize` offers.
 INTERVALS = ("t", "bootstrap")
 #: Effect columns `summarize` can summarise.
-METRICS = ("kl_mean", "kl_after_last", "kl_max", "delta_logp", "correct_ablated")
+METRICS = (
+    "kl_mean", "kl_after_last", "kl_max", "delta_logp", "correct_ablated", "delta_correct"
+)  # fmt: skip
+#: The metrics of greedy continuations (NaN unless `run_ablations` ran them).
+CONTINUATION_METRICS = ("correct_ablated", "delta_correct")
 
 _COLUMNS = [
     "trace",
@@ -89,6 +102,7 @@ _COLUMNS = [
     "cut",
     "correct_clean",
     "correct_ablated",
+    "delta_correct",
     "prompt_len",
     "positions",
     "kl_curve",
@@ -192,7 +206,7 @@ def run_ablations(
         A pandas DataFrame with columns ``trace, target, family, kind, seed,
         intervention, n, first, last, kl_mean, kl_after_last, kl_max, logp_clean,
         logp_ablated, delta_logp, answer_len, answer_kind, cut, correct_clean,
-        correct_ablated, prompt_len, positions, kl_curve`` (``positions``: the ablated
+        correct_ablated, delta_correct, prompt_len, positions, kl_curve`` (``positions``: the ablated
         positions; ``kl_curve``: the ``[pos]`` KL array of `measure`, for `per_position`
         and the charts).
     """
@@ -424,10 +438,26 @@ def per_position(frame) -> Any:
 
 #: Metrics whose per-trace value is a 0/1 outcome (seeded controls average to fractions).
 BINARY = ("correct_ablated",)
-#: Metrics that cannot be negative (a KL divergence): `summarize` raises a lower bound
-#: below 0 of their means to 0 (a t-interval of a few skewed values reached -0.06), which
-#: leaves every true mean it covered covered.
-NON_NEGATIVE = ("kl_mean", "kl_after_last", "kl_max")
+#: The values a metric can take, where bounded: `summarize` clips an interval's bounds to
+#: them (a difference of two such values to ``(lo - hi, hi - lo)``). A t-interval of a few
+#: skewed KL means reached -0.06, and of 0/1 outcomes averaged over seeds 1.21; a clipped
+#: interval covers every true value the unclipped one covered.
+RANGES = {
+    "kl_mean": (0.0, math.inf),
+    "kl_after_last": (0.0, math.inf),
+    "kl_max": (0.0, math.inf),
+    "correct_ablated": (0.0, 1.0),
+    "delta_correct": (-1.0, 1.0),
+}
+
+
+def _clip(metric: str, difference: bool, lo: float, hi: float) -> tuple[float, float]:
+    """Interval bounds clipped to the values `metric` (or a difference of two) can take."""
+    a, b = RANGES.get(metric, (-math.inf, math.inf))
+    if difference:
+        a, b = a - b, b - a
+    # NaN bounds (no interval) stay NaN: min/max with NaN first returns it
+    return (lo if math.isnan(lo) else max(lo, a)), (hi if math.isnan(hi) else min(hi, b))
 
 
 def summarize(
@@ -448,13 +478,14 @@ def summarize(
             ``max_new_tokens > 0``; a frame without any is a `WorkbenchError`).
         interval: ``"t"`` (default): Student-t intervals over traces (`t_ci`), which hold
             their coverage at few traces for roughly symmetric values (82-90% for skewed
-            ones such as KL below 20 traces); ``"bootstrap"``: percentile bootstrap
+            ones such as KL below 20 traces, lognormal sigma 1; 69-76% at sigma 1.5); ``"bootstrap"``: percentile bootstrap
             intervals over traces (`bootstrap_ci`, resampling traces with replacement),
             too narrow below about 30 traces. Either way a row of a `BINARY` metric whose
             per-trace values are all 0 or 1 (``correct_ablated`` of the set) is a proportion and gets Wilson's
             score interval (`wilson_ci`; ``interval`` says ``"wilson"``), and values that
-            do not vary get NaN bounds. A lower bound below 0 of a KL mean (`NON_NEGATIVE`)
-            is raised to 0; differences keep theirs.
+            do not vary get NaN bounds. Bounds are clipped to the values the metric (or a
+            difference of two) can take (`RANGES`: a KL mean's lower bound at 0, a
+            proportion's at 0 and 1, its differences at -1 and 1).
         n_boot: bootstrap resamples (``interval="bootstrap"`` only).
         ci: interval level, between 0 and 1.
         seed: bootstrap RNG seed (``interval="bootstrap"`` only).
@@ -465,6 +496,14 @@ def summarize(
         ci``. ``comparison`` is ``"set"``, a control (``"random"``, ``"nearby"``,
         ``"low_fai"``) or ``"set - <control>"``; per trace the seeded controls are first
         averaged over seeds. With one trace the bounds are NaN (no interval).
+
+    Compare answers between a set and its controls with ``delta_correct``, not
+    ``correct_ablated``: each continuation starts after its own last ablated position, so
+    sets and controls start at different places, and the clean greedy answer alone can
+    differ between them (on four countdown traces of the tiny reasoner, "set - random" of
+    ``correct_ablated`` read -0.75, interval [-1, -0.29], of which -0.5 was the clean
+    answers' own difference; ``delta_correct`` read -0.25, [-1.28, 0.78]). A later cut also
+    leaves less to regenerate; the ``nearby`` control is the one matched for position.
     """
     import pandas as pd
 
@@ -478,9 +517,9 @@ def summarize(
     _check_frame(frame, ["intervention", "family", "trace", "kind", metric], "summarize")
     if len(frame) and not frame[metric].notna().any():
         how = (
-            "correct_ablated is measured by greedy continuations: run "
+            f"{metric} is measured by greedy continuations: run "
             "wb.run_ablations(..., task=get_task(...), problems=[...], max_new_tokens=32)"
-            if metric == "correct_ablated"
+            if metric in CONTINUATION_METRICS
             else "summarise another metric, e.g. metric='kl_mean'"
         )
         raise WorkbenchError(
@@ -513,8 +552,7 @@ def summarize(
                 est, lo, hi = t_ci(values, ci=ci)
             else:
                 est, lo, hi = bootstrap_ci(values, n_boot=n_boot, ci=ci, seed=seed)
-            if metric in NON_NEGATIVE and not label.startswith("set - ") and lo < 0:
-                lo = 0.0
+            lo, hi = _clip(metric, label.startswith("set - "), lo, hi)
             rows.append(
                 {
                     "intervention": iv,

@@ -274,7 +274,12 @@ def _exclusions(exclude: Any) -> set[int]:
                 f"exclude holds {p!r}, which is not a position (an integer)",
                 "pass positions as ints, e.g. exclude=[40, 41]",
             )
-        out.add(_validate.as_index(p))
+        p = _validate.as_index(p)
+        if p < 0:  # never matched a position, so it excluded nothing (Knockout refuses it)
+            raise WorkbenchError(
+                f"exclude holds the negative position {p}", "pass absolute positions (0-based)"
+            )
+        out.add(p)
     return out
 
 

@@ -20,7 +20,13 @@ from typing import Any
 import ipywidgets as widgets
 
 from ..ablation.charts import effect_chart, kl_curve_chart
-from ..ablation.runner import INTERVENTIONS, METRICS, run_ablations, summarize
+from ..ablation.runner import (
+    CONTINUATION_METRICS,
+    INTERVENTIONS,
+    METRICS,
+    run_ablations,
+    summarize,
+)
 from ..ablation.targets import FAMILIES
 from ..errors import WorkbenchError
 from ..tasks import TASKS
@@ -208,8 +214,8 @@ class AblationPanel(Panel):
                 self.family_shown.value = present[0]
             note = ""
             if (
-                self.metric.value == "correct_ablated"
-                and self.frame["correct_ablated"].isna().all()
+                self.metric.value in CONTINUATION_METRICS
+                and self.frame[self.metric.value].isna().all()
             ):
                 # This run computed no greedy answers: the table and charts show KL, and
                 # say so (the run that worked was reported as failed, under the old table).
@@ -227,7 +233,7 @@ class AblationPanel(Panel):
         if self.frame is None or self.frame.empty:
             return
         metric = self.metric.value
-        if metric == "correct_ablated" and self.frame["correct_ablated"].isna().all():
+        if metric in CONTINUATION_METRICS and self.frame[metric].isna().all():
             # The dropdown goes back to what the table and charts still show (it named a
             # metric they did not draw).
             self.metric.value = (
