@@ -143,6 +143,7 @@ def _check_inputs(model: Any, trace: Any, analysis: Any) -> None:
     models (another model's attention maps beside the analysis)."""
     import torch
 
+    from .models.bridge import check_same_model, model_name
     from .trace import check_trace
     from .trace.tokens import check_trace_tokens
     from .viz.frame import check_analysis
@@ -156,6 +157,12 @@ def _check_inputs(model: Any, trace: Any, analysis: Any) -> None:
             "the report would mix two traces",
             "pass the analysis of this trace: wb.analyze(model, trace)",
         )
+    check_same_model(
+        analysis.meta.get("model"),
+        model_name(model),
+        "the analysis",
+        "pass this model's analysis of the trace: wb.analyze(model, trace)",
+    )
 
 
 def _draw(model: Any, trace: Any, analysis: Any, out: Path) -> None:

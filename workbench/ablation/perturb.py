@@ -331,7 +331,7 @@ def perturbation_test(
     usage = "pass e.g. perturbation_test(model, [trace], [analysis])"
     traces = check_traces(traces, caller="perturbation_test", usage=usage, allow_empty=True)
     analyses = analysis_list(analyses, "perturbation_test", usage)
-    check_pairs(traces, analyses)
+    check_pairs(traces, analyses, model)
     if traces:  # None (or a model name) met a raw AttributeError further on
         check_model(model)
     for trace in traces:

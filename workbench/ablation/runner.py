@@ -252,7 +252,7 @@ def run_ablations(
             f"callback must be callable, got {callback!r}", "pass a function (done, total)"
         )
     if analyses is not None:
-        check_pairs(traces, analyses)
+        check_pairs(traces, analyses, model)
     if problems is not None and len(problems) != len(traces):
         raise WorkbenchError(
             f"{len(traces)} traces but {len(problems)} problems",

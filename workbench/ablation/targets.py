@@ -54,6 +54,8 @@ from .. import _validate
 from ..attention.analysis import Analysis
 from ..attention.rhythm import top_q
 from ..errors import WorkbenchError
+from ..models.bridge import check_same_model, model_name
+from ..trace.tokens import check_trace_tokens
 from .interventions import _refuse_mapping
 
 __all__ = [
@@ -295,9 +297,10 @@ def analysis_list(analyses: Any, caller: str, usage: str) -> list[Analysis]:
     return list(analyses)
 
 
-def check_pairs(traces: Sequence[Any], analyses: Sequence[Analysis]) -> None:
+def check_pairs(traces: Sequence[Any], analyses: Sequence[Analysis], model: Any = None) -> None:
     """Each analysis must be of the trace at the same index (same token ids), so targets
-    are never positions of another trace's prompt or response."""
+    are never positions of another trace's prompt or response, and (given `model`) of
+    that model, so they are never another model's anchors."""
     if len(traces) != len(analyses):
         raise WorkbenchError(
             f"{len(traces)} traces but {len(analyses)} analyses",
@@ -315,4 +318,15 @@ def check_pairs(traces: Sequence[Any], analyses: Sequence[Analysis]) -> None:
                 "prompt length)",
                 "pass the analyses in the same order as the traces, e.g. "
                 "analyses=wb.analyze_many(model, traces)",
+            )
+        if model is not None:
+            # a trace of another model's tokens first: its analysis follows from it
+            check_trace_tokens(model, trace)
+            check_same_model(
+                analysis.meta.get("model"),
+                model_name(model),
+                f"analyses[{i}]",
+                "analyse the traces with this model: analyses=wb.analyze_many(model, traces); "
+                "to ablate another model's positions on purpose, pass them to "
+                "wb.measure(model, trace, wb.Knockout(positions))",
             )

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from .. import _validate
 from ..errors import WorkbenchError
+from ..models.bridge import model_name
 from ..trace import Trace, check_trace, check_traces
 from ..trace.tokens import check_context, check_trace_tokens
 from . import engine
@@ -251,7 +252,14 @@ def _analyze_batch(
             n_heads=n_heads,
             params=params,
             classes=classes,
-            meta={"trace": dict(trace.meta), "layers": layer_list, "sink": sink},
+            # the model's name: another model's analysis (same tokenizer and shape) is
+            # refused where it meets a model (`check_same_model`)
+            meta={
+                "trace": dict(trace.meta),
+                "layers": layer_list,
+                "sink": sink,
+                "model": model_name(model),
+            },
         )
         for trace, (stats, ent) in zip(traces, results, strict=True)
     ]

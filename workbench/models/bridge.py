@@ -16,7 +16,15 @@ from ..errors import WorkbenchError
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["bridge_model", "context_of", "eval_mode", "live_hooks", "model_name", "sampler"]
+__all__ = [
+    "bridge_model",
+    "check_same_model",
+    "context_of",
+    "eval_mode",
+    "live_hooks",
+    "model_name",
+    "sampler",
+]
 
 # bridge -> the plain Hugging Face model that samples for it (see `bridge_model`).
 _SAMPLERS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
@@ -283,6 +291,26 @@ def model_name(model: Any) -> str | None:
         return _NAMES.get(model)
     except TypeError:  # not weak-referenceable, so not a bridge
         return None
+
+
+def check_same_model(recorded: str | None, current: str | None, what: str, fix: str) -> None:
+    """Refuse `what` (an analysis, maps), computed by the model named `recorded`, for use
+    with the model named `current`.
+
+    Two models of one tokenizer and shape (the tiny reasoner and searcher; a base model and
+    its fine-tune) take each other's analyses without an error in any shape, so their
+    positions and head classes would be used as this model's without a word. Either name
+    None (a model the workbench did not load, an object from before names were recorded)
+    passes: there is nothing to compare.
+
+    Args:
+        recorded: the name `what` records (`model_name` of the model that computed it).
+        current: `model_name` of the model it is used with.
+        what: how the error names it, e.g. ``"analyses[0]"``.
+        fix: the error's fix.
+    """
+    if recorded is not None and current is not None and recorded != current:
+        raise WorkbenchError(f"{what} was computed by {recorded!r}, not by {current!r}", fix)
 
 
 def live_hooks(model: Any) -> list[str]:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from .. import _validate
 from ..errors import WorkbenchError
+from ..models.bridge import check_same_model
 from . import style
 from .frame import check_analysis, display_token
 from .maps import MAX_CELLS, AttentionMaps, head_list, head_pair, pool_bin
@@ -39,6 +40,13 @@ def _check_same_trace(maps: AttentionMaps, analysis: Any) -> None:
             "record the maps of the same trace: "
             "attention_map(wb.viz.attention_maps(model, trace), ..., analysis=wb.analyze(model, trace))",
         )
+    check_same_model(
+        analysis.meta.get("model"),
+        maps.model,
+        "the analysis",
+        f"the maps are of {maps.model!r}: draw them with its analysis, "
+        "attention_map(maps, ..., analysis=wb.analyze(model, trace))",
+    )
 
 
 def _resolve_group(heads: Any, analysis: Any | None, maps: AttentionMaps) -> tuple[list[Head], str]:

@@ -28,6 +28,7 @@ from ..attention.engine import attention_layers, check_layers, check_pattern_mem
 from ..attention.reductions import check_sink, sink_scale
 from ..errors import WorkbenchError
 from ..models import eval_mode
+from ..models.bridge import model_name
 from ..trace.tokens import check_context, check_trace_tokens
 
 __all__ = ["AttentionMaps", "attention_maps", "pool", "pool_bin"]
@@ -79,6 +80,8 @@ class AttentionMaps:
             can tell whether an `Analysis` is of the same trace.
         sink: ``"keep"`` (the attention as the model computed it) or ``"exclude"`` (key 0
             zeroed and each row renormalised before pooling, see `attention_maps`).
+        model: the name of the model whose attention this is (`wb.models.model_name`;
+            None if unknown), so a chart can tell whether an `Analysis` is of that model.
     """
 
     heads: list[Head]
@@ -90,6 +93,7 @@ class AttentionMaps:
     tokens: list[str] = field(repr=False)
     ids: list[int] | None = field(default=None, repr=False)
     sink: str = "keep"
+    model: str | None = None
 
     def group(self, heads: Any) -> np.ndarray:
         """``[row_bin col_bin]``: the mean map of `heads` (a head group, or one head)."""
@@ -262,4 +266,5 @@ def attention_maps(
         tokens=list(trace.tokens),
         ids=[int(i) for i in ids],
         sink=sink,
+        model=model_name(model),
     )
