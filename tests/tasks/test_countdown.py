@@ -16,6 +16,7 @@ from workbench.tasks import (
     Countdown,
     CountdownSearch,
     Problem,
+    UnreadablePromptWarning,
     evaluate_expression,
     get_task,
     parse_expression,
@@ -160,7 +161,11 @@ def test_reward_falls_back_to_dataset_columns(task: Countdown) -> None:
         target=[72, 72],
     )
     assert rewards == [1.0, 0.0]
-    assert task.reward(["no problem here"], ["Answer: (50+25)-3"]) == [0.0]
+    # without the columns the prompt is unreadable: 0, and a warning that says so (another
+    # task's dataset gave no learning signal without a word)
+    with pytest.warns(UnreadablePromptWarning, match="1 of 2 prompts are not countdown") as w:
+        assert task.reward(["no problem here", PROMPT], ["Answer: (50+25)-3"] * 2)[0] == 0.0
+    assert "generate(n)" in str(w[0].message)
 
 
 def test_reward_length_mismatch_raises(task: Countdown) -> None:

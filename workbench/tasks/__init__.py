@@ -26,7 +26,14 @@ from typing import Any, no_type_check
 
 from workbench.errors import WorkbenchError
 from workbench.tasks.arithmetic import Arithmetic, addition_scratchpad
-from workbench.tasks.base import ANSWER_PREFIX, Problem, Split, Task, completion_text
+from workbench.tasks.base import (
+    ANSWER_PREFIX,
+    Problem,
+    Split,
+    Task,
+    UnreadablePromptWarning,
+    completion_text,
+)
 from workbench.tasks.countdown import (
     Countdown,
     CountdownSearch,
@@ -44,6 +51,7 @@ __all__ = [
     "Problem",
     "Split",
     "Task",
+    "UnreadablePromptWarning",
     "addition_scratchpad",
     "completion_text",
     "evaluate_expression",

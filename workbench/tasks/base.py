@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,12 @@ from typing import Any, Literal, no_type_check
 from workbench.errors import WorkbenchError
 
 from .. import _validate
+
+
+class UnreadablePromptWarning(UserWarning):
+    """`Task.reward` read no problem from some prompts (not this task's format, and no
+    ``numbers``/``target`` columns): their completions get 0."""
+
 
 __all__ = [
     "ANSWER_PREFIX",
@@ -325,7 +332,9 @@ class Task(ABC):
             **kwargs: extra dataset columns from TRL; ``numbers``/``target`` are used.
 
         Returns:
-            One float per completion: 1.0 correct, 0.0 otherwise (also for unreadable input).
+            One float per completion: 1.0 correct, 0.0 otherwise (also for unreadable input,
+            with an `UnreadablePromptWarning`: a dataset of another task's prompts gave
+            zero rewards, so no learning signal, without a word).
         """
         _check_columns(prompts, completions)
         if len(prompts) != len(completions):
@@ -335,7 +344,7 @@ class Task(ABC):
             )
         col_numbers = kwargs.get("numbers")
         col_target = kwargs.get("target")
-        rewards = []
+        rewards, unreadable = [], 0
         for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
             problem = self.parse_prompt(prompt)
             if problem is None and col_numbers is not None and col_target is not None:
@@ -346,8 +355,19 @@ class Task(ABC):
                     problem = None
             if problem is None:
                 rewards.append(0.0)
+                unreadable += 1
                 continue
             rewards.append(self._score(problem[0], problem[1], completion))
+        if unreadable:
+            warnings.warn(
+                UnreadablePromptWarning(
+                    f"{unreadable} of {len(prompts)} prompts are not {self.name} problems, so "
+                    "their completions were rewarded 0. Fix: build the prompts with this "
+                    f"task ([p.prompt for p in get_task({self.name!r}).generate(n)]), or "
+                    "give the dataset numbers and target columns"
+                ),
+                stacklevel=2,
+            )
         return rewards
 
     @no_type_check  # checks its arguments itself, with messages that name the fix
