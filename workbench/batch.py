@@ -241,10 +241,27 @@ def parse_grid(specs: Iterable[str]) -> list[dict[str, Any]]:
                 "separate the values with single commas (or semicolons), none empty",
             )
         axes[key] = [_coerce(v) for v in parts]
+        _refuse_repeats(key, axes[key], spec)
     if not axes:
         raise WorkbenchError("the grid is empty: there is no run to make", _EMPTY_GRID_FIX)
     keys = list(axes)
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*axes.values())]
+
+
+def _refuse_repeats(key: str, values: list[Any], spec: str) -> None:
+    """Refuse a value given twice for `key`: its grid points had the same run id, so two
+    workers wrote the same notebook and the index held the row twice, the batch reporting
+    both runs as successes. Values count as the same when their JSON is (as the run id's
+    digest reads them): ``1`` and ``1.0`` reach the notebook as different values."""
+    seen: set[str] = set()
+    for value in values:
+        text = json.dumps(value, sort_keys=True)
+        if text in seen:
+            raise WorkbenchError(
+                f"bad grid spec {spec!r}: the value {value!r} of {key!r} is given twice",
+                "give each value of a key once",
+            )
+        seen.add(text)
 
 
 def _split_commas(values: str) -> list[str]:
@@ -615,6 +632,16 @@ def run_batch(
                 "pass plain Python values (int(v), float(v), lists, strings), as papermill "
                 "writes them into the notebook's code",
             ) from None
+    seen: set[str] = set()
+    for p in points:
+        # a point given twice (parse_grid refuses a repeated value; a list of dicts can
+        # still repeat one) ran twice under one run id, into one notebook and two rows
+        run_id = _run_id(p)
+        if run_id in seen:
+            raise WorkbenchError(
+                f"grid point {p!r} is given twice", "give each parameter dict once"
+            )
+        seen.add(run_id)
     _validate.integer("workers", workers, minimum=1, example=2)
     # papermill (nbclient) takes whole seconds: 2.5, NaN or a string failed every run, each
     # with the same traitlets error, while the batch itself "succeeded".

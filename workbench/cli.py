@@ -21,14 +21,10 @@ from pathlib import Path
 from . import _validate
 from .errors import WorkbenchError
 from .tasks import TASKS
+from .trace.sampling import DEMO_PROBLEM
 
 __all__ = ["main"]
 
-DEMO_PROBLEM = (
-    "A baker makes 12 trays of muffins with 8 muffins on each tray. She sells 30 muffins "
-    "in the morning and 25 in the afternoon. How many muffins are left? "
-    "Think step by step, then give the final answer."
-)
 DEMO_ANSWER = 41  # 12 * 8 - 30 - 25
 
 
@@ -72,8 +68,16 @@ def _layers_arg(text: str) -> str | list[int]:
     if text in ("all", "middle"):
         return text
     fix = "pass e.g. --layers middle or --layers 0,5,10"
+    parts = text.split(",")
+    if any(x.strip() for x in parts) and any(not x.strip() for x in parts):
+        # '0,,1' was read as [0, 1] (a layer number lost between the commas) while batch's
+        # --grid refuses the same empty value
+        raise WorkbenchError(
+            f"--layers {text!r} has an empty item in its comma-separated list",
+            "separate the layer numbers with single commas, none empty: e.g. --layers 0,5,10",
+        )
     try:
-        layers = [int(x) for x in text.split(",") if x.strip()]
+        layers = [int(x) for x in parts]
     except ValueError:
         layers = None
     if not layers:  # "" or "," named no layer, and was found out only after generating

@@ -79,6 +79,27 @@ class TestGrid:
         with pytest.raises(WorkbenchError, match="given twice"):
             parse_grid(["a=1", "a=2"])
 
+    @pytest.mark.parametrize(
+        ("spec", "value"),
+        [("x=1,1", "1"), ("x=2,1,2", "2"), ("x=[1,2];[1,2]", "[1, 2]"), ("x=a,b,a", "'a'")],
+    )
+    def test_a_repeated_value_is_refused_naming_it(self, spec, value):
+        """``x=1,1`` gave two grid points with one run id: two workers wrote one notebook,
+        the index held the row twice and the batch reported 2/2 runs succeeded."""
+        with pytest.raises(WorkbenchError) as e:
+            parse_grid([spec])
+        assert f"the value {value} of 'x' is given twice" in e.value.problem
+        assert "each value of a key once" in e.value.fix
+
+    def test_values_that_reach_the_notebook_differently_are_not_repeats(self):
+        # 1 and 1.0 are two notebooks (x = 1, x = 1.0) with two run ids
+        assert parse_grid(["x=1,1.0", "b=true,1"]) == [
+            {"x": 1, "b": True},
+            {"x": 1, "b": 1},
+            {"x": 1.0, "b": True},
+            {"x": 1.0, "b": 1},
+        ]
+
 
 def test_notebook_without_parameters_cell_is_refused(tmp_path):
     nb = _notebook(tmp_path / "nb.ipynb", tag=False)
@@ -407,6 +428,18 @@ def test_an_empty_grid_is_refused_not_run_as_nothing(tmp_path, monkeypatch, grid
     monkeypatch.setattr(workbench.batch, "_execute", _record_params(calls))
     result = run_batch(_notebook(tmp_path / "nb.ipynb"), [{}], tmp_path / "o", progress=False)
     assert calls == [{}] and result.ok and len(result.rows) == 1, "[{}]: one run, the defaults"
+
+
+def test_a_grid_point_given_twice_as_dicts_is_refused_before_any_run(tmp_path, monkeypatch):
+    """A list of dicts can repeat a point that parse_grid would refuse: it ran twice under
+    one run id, into one notebook and two index rows."""
+    calls = []
+    monkeypatch.setattr(workbench.batch, "_execute", _record_params(calls))
+    nb = _notebook(tmp_path / "nb.ipynb")
+    with pytest.raises(WorkbenchError, match=r"grid point \{'x': 1\} is given twice") as e:
+        run_batch(nb, [{"x": 1}, {"x": 2}, {"x": 1}], tmp_path / "o", progress=False)
+    assert "once" in e.value.fix
+    assert calls == [] and not (tmp_path / "o").exists()
 
 
 def _record_params(calls):

@@ -169,6 +169,9 @@ def test_bad_model_name_is_one_line_not_a_traceback(tmp_path):
     [
         (["--layers", "foo"], "--layers 'foo' is not"),
         (["--layers", ","], "--layers ',' is not"),  # no layer: found out after generating
+        # read as [0, 1] without a word, while batch's --grid refuses an empty value
+        (["--layers", "0,,1"], "--layers '0,,1' has an empty item"),
+        (["--layers", "0,1,"], "--layers '0,1,' has an empty item"),
         (["--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),
         (["--temperature", "-1"], "--temperature"),
     ],
@@ -184,6 +187,30 @@ def test_a_bad_demo_flag_fails_before_the_model_loads(tmp_path, flags, words):
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     assert words in proc.stderr and "loading" not in proc.stdout
+
+
+@pytest.mark.parametrize("text", ["0,,1", "0,1,", ",3", "0, ,1"])
+def test_an_empty_layer_between_commas_is_refused_with_the_fix(text):
+    from workbench.cli import _layers_arg
+    from workbench.errors import WorkbenchError
+
+    with pytest.raises(WorkbenchError, match="has an empty item") as e:
+        _layers_arg(text)
+    assert repr(text) in e.value.problem and "single commas, none empty" in e.value.fix
+    assert _layers_arg("0, 1") == [0, 1]
+
+
+@pytest.mark.slow
+def test_a_degenerate_answer_of_another_model_is_not_blamed_on_the_install(tmp_path):
+    """`demo --model tiny-reasoner` (a tiny model on a word problem it never saw) was told
+    that the sampler was broken and to reinstall the locked environment."""
+    proc = _workbench("demo", "--model", "tiny-reasoner", "--max-new-tokens", "20",
+                      "--out", str(tmp_path / "d"))  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "the model's answer is degenerate" in proc.stderr
+    assert "reinstall" not in proc.stderr and "Traceback" not in proc.stderr
+    assert "prompt of the model's own kind" in proc.stderr
+    assert not (tmp_path / "d").exists()
 
 
 def test_a_demo_output_path_that_is_a_file_fails_before_the_model_loads(tmp_path):

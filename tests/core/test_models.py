@@ -231,6 +231,56 @@ class TestFolders:
             wb.load_model(folder, device="cpu")
         assert fix in e.value.fix
 
+    def test_a_config_that_fails_its_own_checks_is_named_not_the_tokenizer(
+        self, tmp_path, monkeypatch
+    ):
+        """transformers' check that the hidden size splits into the heads ran while the
+        tokenizer loaded, and was reported as "could not load the tokenizer", with a fix
+        about tokenizer files."""
+        import transformers
+
+        folder = tmp_path / "edited"
+        shutil.copytree(model_path("tiny-reasoner"), folder)
+        config = json.loads((folder / "config.json").read_text())
+        config["num_attention_heads"] = 7  # hidden size 128
+        (folder / "config.json").write_text(json.dumps(config))
+        for cls in (transformers.AutoTokenizer, transformers.AutoModelForCausalLM):
+            monkeypatch.setattr(
+                cls, "from_pretrained", lambda *a, **k: pytest.fail("loaded past the config")
+            )
+        with pytest.raises(WorkbenchError, match=r"config \(config\.json\) of .* invalid") as e:
+            wb.load_model(folder, device="cpu")
+        assert "not a multiple of the number of attention heads (7)" in e.value.problem
+        assert "tokenizer" not in str(e.value)
+        assert "correct config.json" in e.value.fix
+
+    def test_a_vocab_size_that_does_not_fit_the_embedding_names_both(self, tmp_path):
+        """transformers said only "You set `ignore_mismatched_sizes` to `False`, thus
+        raising an error", with a fix to check that the folder holds its files."""
+        folder = tmp_path / "edited"
+        shutil.copytree(model_path("tiny-reasoner"), folder)
+        config = json.loads((folder / "config.json").read_text())
+        rows = config["vocab_size"]
+        for vocab in (10, rows + 50):
+            config["vocab_size"] = vocab
+            (folder / "config.json").write_text(json.dumps(config))
+            with pytest.raises(WorkbenchError, match=f"gives vocab_size {vocab}, but") as e:
+                wb.load_model(folder, device="cpu")
+            assert f"has shape [{rows}, {config['hidden_size']}]" in e.value.problem
+            assert "ignore_mismatched_sizes" not in str(e.value)
+            assert f"set vocab_size to {rows} in config.json" in e.value.fix
+
+    def test_weights_of_other_shapes_than_the_config_gives_are_named(self, tmp_path):
+        folder = tmp_path / "edited"
+        shutil.copytree(model_path("tiny-reasoner"), folder)
+        config = json.loads((folder / "config.json").read_text())
+        real, config["intermediate_size"] = config["intermediate_size"], 100
+        (folder / "config.json").write_text(json.dumps(config))
+        with pytest.raises(WorkbenchError, match=r"do not have the shapes its config\.json") as e:
+            wb.load_model(folder, device="cpu")
+        assert f"[{real}, {config['hidden_size']}] in the weights" in e.value.problem
+        assert "intermediate_size" in e.value.fix
+
     def test_a_folder_without_tokenizer_files_says_so_before_the_weights(
         self, tmp_path, monkeypatch
     ):

@@ -110,6 +110,54 @@ def test_demo_answer_is_coherent(smol):
     wb.trace.check_not_degenerate(trace)  # raises on a degenerate answer
 
 
+def _degenerate_trace(**meta):
+    ids = torch.tensor([1, 2, 16, *([17] * 40)])  # "1-----...", a broken sampler's answer
+    prompt = meta.pop("prompt", DEMO_PROBLEM)
+    return wb.Trace(ids=ids, tokens=["x"] * len(ids), prompt_len=2, text="1-----",
+                    prompt=prompt, meta=meta)  # fmt: skip
+
+
+REFERENCE = {"model": "smollm2-135m", "source": "generate", "temperature": 0, "chat": True}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"model": "tiny-reasoner"},  # `workbench demo --model tiny-reasoner`
+        {"prompt": "Tom has 3 boxes with 12 pens each."},
+        {"temperature": 0.7},
+        {"source": "from_text"},
+    ],
+)
+def test_a_degenerate_answer_blames_the_install_only_for_the_reference_answer(change):
+    """The default model's greedy answer to the demo's problem is tested coherent with the
+    lock (`test_demo_answer_is_coherent`), so there a degenerate one means a broken sampler.
+    Any other (`demo --model tiny-reasoner`: a tiny model on a word problem it never saw)
+    was told to reinstall the environment too."""
+    with pytest.raises(wb.WorkbenchError, match="answer is degenerate") as e:
+        wb.trace.check_not_degenerate(_degenerate_trace(**REFERENCE))
+    assert "reinstall the locked environment" in e.value.fix
+    with pytest.raises(wb.WorkbenchError, match="answer is degenerate") as e:
+        wb.trace.check_not_degenerate(_degenerate_trace(**{**REFERENCE, **change}))
+    assert "reinstall" not in e.value.fix and "broken" not in e.value.fix
+    assert "prompt of the model's own kind" in e.value.fix
+    assert "`workbench demo` with its defaults checks the installation" in e.value.fix
+
+
+def test_on_token_that_is_not_a_function_is_named_before_sampling(tiny, monkeypatch):
+    """It failed with a raw "'int' object is not callable" from inside the decoder, after
+    the prefill and the first draw."""
+    from workbench.trace import sampling
+
+    monkeypatch.setattr(sampling, "sampler", lambda m: pytest.fail("sampled"))
+    ids = encode_prompt(tiny, "12+7=", chat=False)
+    for bad in (5, "bar.update"):
+        with pytest.raises(wb.WorkbenchError, match="on_token must be a function") as e:
+            sample_completions(tiny, [ids], max_new_tokens=4, on_token=bad)
+        assert repr(bad) in e.value.problem
+        assert "a function of no arguments" in e.value.fix
+
+
 def test_a_bridge_the_workbench_did_not_build_is_refused_for_sampling(tiny):
     from transformer_lens.model_bridge import TransformerBridge
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 import pytest
+import torch
 
 import workbench as wb
 from workbench import ui as panels
@@ -117,3 +118,23 @@ def test_a_panel_is_added_once():
     with pytest.raises(WorkbenchError, match="already a tab"):
         app.add_tab("RL again", rl)
     assert app.tabs.titles == ("Rhythm", "RL")
+
+
+def test_a_tab_title_without_a_panel_and_classes_of_a_non_analysis_are_named():
+    """``add_tab("panel")`` said only "got NoneType" (the title was taken, the panel was
+    missing); ``show_classes("x")`` failed with a raw AttributeError."""
+    app = wb.workbench()
+    with pytest.raises(WorkbenchError, match="got the title 'panel' but no panel") as e:
+        app.add_tab("panel")
+    assert "app.add_tab(AblationPanel(model), 'panel')" in e.value.fix
+    assert app.tabs.titles == ("Rhythm",) and len(app.panels) == 1
+    picker = panels.HeadPicker(4, 8)
+    for bad in (
+        "x",
+        None,
+        wb.Trace(ids=torch.tensor([1, 2]), tokens=["a", "b"], prompt_len=1, text="b"),
+    ):
+        with pytest.raises(WorkbenchError, match="show_classes needs an analysis") as e:
+            picker.show_classes(bad)
+        assert "wb.analyze(model, trace)" in e.value.fix
+    assert picker.classes.value == ""

@@ -335,10 +335,25 @@ def _check_config(folder: Path) -> None:
 
 def _load_hf(source: str | Path, device: str, *, local: bool, fix: str | None = None):
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     kwargs = {"local_files_only": True} if local else {}
-    try:  # first: it takes a moment, where the weights may take a minute
+    try:
+        # First, as the tokenizer reads it too: a config that fails its own checks (hidden
+        # size not a multiple of the heads) was reported as a tokenizer that could not load,
+        # with a fix about tokenizer files.
+        AutoConfig.from_pretrained(source, trust_remote_code=False, **kwargs)
+    except Exception as e:
+        if local and _custom_code(source):
+            raise _custom_code_error(source, e) from e
+        raise WorkbenchError(
+            f"the model config (config.json) of {source} is invalid: {type(e).__name__}: "
+            + " ".join(str(e).split())[:300],
+            fix
+            or "correct config.json, or restore the one saved with these weights: its "
+            "values must fit together and fit the weights",
+        ) from e
+    try:  # next: it takes a moment, where the weights may take a minute
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False, **kwargs)
     except Exception as e:
         raise WorkbenchError(
@@ -355,24 +370,34 @@ def _load_hf(source: str | Path, device: str, *, local: bool, fix: str | None = 
             use_safetensors=True,
             trust_remote_code=False,
             output_loading_info=True,
+            # Weights of another shape than config.json gives (vocab_size edited) are then
+            # listed in the loading info, which `_check_loaded` refuses naming both shapes,
+            # instead of transformers' "You set `ignore_mismatched_sizes` to `False`".
+            ignore_mismatched_sizes=True,
             **kwargs,
         )
     except Exception as e:  # safetensors, JSON and config errors all mean "unreadable"
         first = (str(e).splitlines() or [type(e).__name__])[0]
         if local and _custom_code(source):
-            raise WorkbenchError(
-                f"could not load a model from {source}: its config.json names custom code "
-                "(auto_map) for an architecture transformers does not ship, and the workbench "
-                f"never runs code from a checkpoint ({type(e).__name__}: {first})",
-                "use a checkpoint of an architecture transformers ships (see the README's "
-                "'Architectures'), or one converted to such an architecture",
-            ) from e
+            raise _custom_code_error(source, e) from e
         raise WorkbenchError(
             f"could not load a model from {source}: {type(e).__name__}: {first}",
             fix or "check that the folder holds config.json, *.safetensors and tokenizer files",
         ) from e
     _check_loaded(hf_model, tokenizer, info, source)
     return hf_model.to(device).eval(), tokenizer
+
+
+def _custom_code_error(source: str | Path, e: Exception) -> WorkbenchError:
+    """The error for a checkpoint only its own code (``auto_map``) could load."""
+    first = (str(e).splitlines() or [type(e).__name__])[0]
+    return WorkbenchError(
+        f"could not load a model from {source}: its config.json names custom code "
+        "(auto_map) for an architecture transformers does not ship, and the workbench "
+        f"never runs code from a checkpoint ({type(e).__name__}: {first})",
+        "use a checkpoint of an architecture transformers ships (see the README's "
+        "'Architectures'), or one converted to such an architecture",
+    )
 
 
 def _custom_code(folder: str | Path) -> bool:
@@ -427,9 +452,24 @@ def _check_loaded(hf_model: Any, tokenizer: Any, info: dict[str, Any], source: A
             "use the model's unquantized (bf16 or fp32) checkpoint",
         )
     missing = sorted(info.get("missing_keys") or [])
-    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get(
-        "mismatched_keys"
-    ) or [])  # fmt: skip
+    shapes = {
+        str(k[0]): tuple(k[1:3]) if len(k) >= 3 else None
+        for k in (k if isinstance(k, tuple) else (k,) for k in info.get("mismatched_keys") or [])
+    }
+    mismatched = sorted(shapes)
+    _check_vocab_size(hf_model, shapes, source)
+    if mismatched and not missing and all(shapes.values()):
+        shown = "; ".join(
+            f"{k}: {list(shapes[k][0])} in the weights, {list(shapes[k][1])} from config.json"
+            for k in mismatched[:4]
+        )
+        raise WorkbenchError(
+            f"the weights in {source} do not have the shapes its config.json gives "
+            f"({len(mismatched)} of them; {shown})",
+            "use the config.json saved with these weights (its sizes: hidden_size, "
+            "intermediate_size, the number of heads), or save the model again with "
+            "model.save_pretrained(folder)",
+        )
     if missing or mismatched:
         names = (missing or mismatched)[:4]
         raise WorkbenchError(
@@ -469,6 +509,35 @@ def _check_loaded(hf_model: Any, tokenizer: Any, info: dict[str, Any], source: A
             f"holds {n_embed}: they do not belong together",
             "save the tokenizer the model was trained with into the same folder",
         )
+
+
+def _check_vocab_size(hf_model: Any, shapes: dict[str, Any], source: Any) -> None:
+    """Refuse an embedding (input or output) whose rows in the weights differ from the
+    config's vocab_size, naming both: the vocabulary is the one config value a user edits
+    by hand (to fit a tokenizer), and the generic "wrong shape" message hid which it was.
+
+    Args:
+        shapes: mismatched weight name -> (shape in the weights, shape the config gives).
+    """
+    embeddings = [hf_model.get_input_embeddings(), hf_model.get_output_embeddings()]
+    ids = {id(getattr(m, "weight", None)) for m in embeddings if m is not None}
+    names = [n for n, p in hf_model.named_parameters(remove_duplicate=False) if id(p) in ids]
+
+    def embedding(key: str) -> bool:
+        # the loading info may name a weight with or without the base model's prefix
+        return any(n == key or n.endswith("." + key) or key.endswith("." + n) for n in names)
+
+    for key, pair in shapes.items():
+        if pair is None or not embedding(key):
+            continue
+        saved, configured = pair
+        if len(saved) and len(configured) and saved[0] != configured[0]:
+            raise WorkbenchError(
+                f"config.json in {source} gives vocab_size {configured[0]}, but the weights' "
+                f"embedding {key} has shape {list(saved)}: {saved[0]} tokens",
+                f"set vocab_size to {saved[0]} in config.json (the value saved with these "
+                "weights), or use the config.json the model was saved with",
+            )
 
 
 def _check_name(name_or_path: Any) -> None:

@@ -16,7 +16,7 @@ import torch
 from .. import _validate
 from .._progress import progress_bar
 from ..errors import WorkbenchError
-from ..models import context_of, live_hooks, model_device, model_name, sampler
+from ..models import DEFAULT_MODEL, context_of, live_hooks, model_device, model_name, sampler
 from .decoder import (
     LeanDecoder,
     check_cache_fits,
@@ -41,6 +41,14 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 __all__ = ["check_not_degenerate", "degeneracy", "generate", "sample_completions"]
+
+#: The demo's built-in problem (`workbench demo`): the default model's greedy answer to it
+#: is tested to be coherent under the lock (see `check_not_degenerate`).
+DEMO_PROBLEM = (
+    "A baker makes 12 trays of muffins with 8 muffins on each tray. She sells 30 muffins "
+    "in the morning and 25 in the afternoon. How many muffins are left? "
+    "Think step by step, then give the final answer."
+)
 
 #: The smallest positive temperature `generate` samples with: logits divided by a smaller
 #: one can exceed float32's range (3.4e38; a logit of 14 at temperature 1e-45 does), and
@@ -139,6 +147,14 @@ def sample_completions(
     max_new_tokens = _validate.integer("max_new_tokens", max_new_tokens, minimum=1, example=96)
     batch_limit = _validate.integer("batch_limit", batch_limit, minimum=1, example=64)
     greedy = _validate.flag("greedy", greedy)
+    if on_token is not None and not callable(on_token):
+        # it was first called after the prompts' prefill and the first draw, as a raw
+        # "'int' object is not callable" from inside the decoder
+        raise WorkbenchError(
+            f"on_token must be a function called after each decoding step, or None, got "
+            f"{type(on_token).__name__} {on_token!r}"[:200],
+            "pass a function of no arguments (e.g. a progress bar's update), or leave it out",
+        )
     if not greedy:
         temperature = _validate.number("temperature", temperature, low=0, example=1.0)
         if temperature == 0:  # what generate's temperature=0 means, asked of the sampler
@@ -585,6 +601,11 @@ def check_not_degenerate(
     `min_distinct` of its tokens are distinct, or one token repeats more than `max_run`
     times in a row (see `degeneracy`). The demo and the notebooks call this so that a
     broken sampler fails loudly instead of being analysed as if it were reasoning.
+
+    The error blames the installation only for a trace known to come out coherent with
+    the locked environment (`_known_coherent`: the default model's greedy answer to the
+    demo's problem). Any other degenerate answer may be the model's own (a small model
+    off its training distribution repeats itself), and the error says what to try.
     """
     check_trace(trace)
     # A NaN min_distinct never compared true (the check was silently off), a string failed
@@ -596,10 +617,37 @@ def check_not_degenerate(
     if stats["n"] < min_tokens:
         return
     if stats["distinct_share"] < min_distinct or stats["longest_run"] > max_run:
-        raise WorkbenchError(
+        problem = (
             f"the model's answer is degenerate ({stats['n']} tokens, "
             f"{stats['distinct_share']:.0%} distinct, a token repeated "
-            f"{stats['longest_run']} times in a row): {trace.text[:60]!r}",
-            "the sampler is probably broken by an untested dependency version: reinstall "
-            "the locked environment (`make clean-venv && make demo`)",
+            f"{stats['longest_run']} times in a row): {trace.text[:60]!r}"
         )
+        if _known_coherent(trace):
+            raise WorkbenchError(
+                problem,
+                "the sampler is probably broken by an untested dependency version: reinstall "
+                "the locked environment (`make clean-venv && make demo`)",
+            )
+        raise WorkbenchError(
+            problem,
+            "small models repeat themselves on prompts unlike those they were trained on: "
+            "try a prompt of the model's own kind (the tiny models: a task from wb.tasks, "
+            "with chat=False), sampling (temperature=0.7) or a larger model; `workbench demo` "
+            "with its defaults checks the installation itself",
+        )
+
+
+def _known_coherent(trace: Trace) -> bool:
+    """Whether `trace` is the demo's reference answer: the default model, greedy, on the
+    demo's problem in its chat template. The lock is tested to answer it coherently
+    (tests/core/test_sampling.py), so there a degenerate answer means a broken sampler.
+    Elsewhere nothing is known: `workbench demo --model tiny-reasoner` was told to
+    reinstall for a tiny model's answer to a word problem it was never trained on."""
+    meta = trace.meta or {}
+    return (
+        meta.get("model") == DEFAULT_MODEL
+        and meta.get("source") == "generate"
+        and meta.get("temperature") == 0
+        and meta.get("chat") is True
+        and trace.prompt == DEMO_PROBLEM
+    )

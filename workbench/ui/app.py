@@ -71,6 +71,11 @@ class Workbench(widgets.VBox):
         """
         if isinstance(panel, str):
             panel, title = title, panel
+            if panel is None:  # add_tab("Title") alone was refused as "got NoneType"
+                raise WorkbenchError(
+                    f"add_tab got the title {title!r} but no panel to show in the tab",
+                    f"pass the panel too, e.g. app.add_tab(AblationPanel(model), {title!r})",
+                )
         if not isinstance(panel, widgets.Widget):
             raise WorkbenchError(
                 f"a tab must be an ipywidgets widget, got {type(panel).__name__}",

@@ -11,6 +11,7 @@ import ipywidgets as widgets
 from .. import _validate
 from ..attention.engine import attention_layers
 from ..attention.layers import resolve_layers
+from ..errors import WorkbenchError
 from ..viz import style
 from . import layout
 from .panel import Panel
@@ -116,7 +117,19 @@ class HeadPicker(Panel):
         )
 
     def show_classes(self, analysis: Any) -> None:
-        """List the local and global heads of `analysis` (compactly)."""
+        """List the local and global heads of `analysis` (compactly).
+
+        Args:
+            analysis: a `wb.Analysis` (or anything with ``local_heads`` and
+                ``global_heads``, such as its head classes).
+        """
+        if not all(hasattr(analysis, a) for a in ("local_heads", "global_heads")):
+            # a trace or a name failed with a raw AttributeError from the formatting below
+            raise WorkbenchError(
+                f"show_classes needs an analysis, which lists the local and global heads; "
+                f"got {type(analysis).__name__} {analysis!r}"[:200],
+                "pass the result of wb.analyze(model, trace)",
+            )
 
         def fmt(heads: list[Head]) -> str:
             s = " ".join(f"L{a}H{b}" for a, b in heads[:24])
