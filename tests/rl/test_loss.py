@@ -176,3 +176,26 @@ def test_token_ids_outside_the_vocabulary_are_named():
         token_logps(logits, torch.full((2, 3), 7))
     with pytest.raises(WorkbenchError, match="target_ids has shape"):
         token_logps(logits, torch.zeros(2, 2, dtype=torch.long))
+
+
+@pytest.mark.parametrize("name", ["logps", "old_logps", "ref_logps", "entropies"])
+@pytest.mark.parametrize("bad", [float("nan"), -float("inf")])
+def test_non_finite_log_probs_on_completion_tokens_are_named(name, bad):
+    """A NaN in the log-probs on a completion token returned a NaN loss without a word (a
+    NaN gamma or advantage was refused); off the mask (padding) anything still passes."""
+    (logps, old, adv, gamma), mask = _loss_args()
+    tensors = dict(logps=logps, old_logps=old, advantages=adv, gamma=gamma, mask=mask,
+                   ref_logps=logps.clone(), entropies=torch.ones(2, 3))  # fmt: skip
+    settings = dict(beta=0.1, entropy_coef=0.01)
+    assert torch.isfinite(grpo_loss(**tensors, **settings))
+    mask[1, 2] = False
+    tensors[name] = tensors[name].clone()
+    tensors[name][1, 2] = bad  # padding: left out
+    assert torch.isfinite(grpo_loss(**tensors, **settings))
+    tensors[name][0, 1] = bad
+    with pytest.raises(WorkbenchError, match=f"^{name} holds NaN or infinite values on completion"
+                       ) as e:  # fmt: skip
+        grpo_loss(**tensors, **settings)
+    assert "finite logits" in e.value.fix
+    if name in ("ref_logps", "entropies"):  # not read where their coefficient is 0
+        assert torch.isfinite(grpo_loss(**tensors, beta=0.0, entropy_coef=0.0))

@@ -604,3 +604,65 @@ def test_resuming_the_same_trainer_after_an_interrupt_draws_the_steps_seeds_anew
     seeds.clear()
     trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
     assert seeds == [200_000, 200_004]
+
+
+def test_a_bridge_from_load_model_trains_the_plain_model_it_shares_parameters_with(tmp_path):
+    """TRL sampled on the bridge `wb.load_model` returns and failed deep inside
+    TransformerLens (a raw ValueError about the attention mask) once `train` ran. The
+    trainer takes the plain model the bridge was built over: the same parameter objects,
+    so the step TRL takes moves the bridge the user holds."""
+    from datasets import Dataset
+    from trl import GRPOConfig as TRLConfig
+
+    import workbench as wb
+    from workbench.attention import CreditParams
+    from workbench.models import sampler
+    from workbench.rl import RhythmGRPOTrainer
+
+    bridge = wb.load_model("tiny-reasoner", device="cpu")  # its own: TRL sets the model up
+    plain = sampler(bridge)
+    assert {id(p) for p in bridge.parameters()} == {id(p) for p in plain.parameters()}
+    before = {k: v.clone() for k, v in plain.state_dict().items()}
+    trainer = RhythmGRPOTrainer(
+        bridge,  # positional, as TRL's signature allows
+        processing_class=bridge.tokenizer,
+        # distinct rewards within each group: non-zero advantages, so the weights move
+        reward_funcs=lambda completions, **kw: [float(i) for i in range(len(completions))],
+        args=TRLConfig(
+            **{**TRL_ARGS, "max_completion_length": 8},
+            output_dir=str(tmp_path),
+            max_steps=1,
+            save_strategy="no",
+            learning_rate=1e-3,
+        ),
+        train_dataset=Dataset.from_list([{"prompt": "1 2 3"}] * 8),
+        credit=CreditParams(strategy="coupled"),
+    )
+    assert trainer.model is plain
+    trainer.train()
+    assert trainer.state.global_step == 1
+    moved = [k for k, v in plain.state_dict().items() if not torch.equal(before[k], v)]
+    assert moved, "the step moved the plain model's weights"
+    assert {id(p) for p in bridge.parameters()} == {id(p) for p in plain.parameters()}
+
+
+def test_a_task_object_as_reward_funcs_is_refused_naming_its_reward_method(tmp_path, tiny):
+    """``reward_funcs=task`` (for ``task.reward``) failed inside TRL with a raw
+    AttributeError; it is refused before TRL builds anything, naming ``task.reward``."""
+    from transformers import AutoModelForCausalLM
+
+    from workbench.errors import WorkbenchError
+    from workbench.models import model_path
+    from workbench.rl import RhythmGRPOTrainer
+    from workbench.tasks import get_task
+
+    policy = AutoModelForCausalLM.from_pretrained(model_path("tiny-reasoner"))
+    task = get_task("countdown")
+    for reward_funcs in (task, [task.reward, task]):
+        with pytest.raises(WorkbenchError, match="holds a Countdown object, not its reward") as e:
+            RhythmGRPOTrainer(model=policy, processing_class=tiny.tokenizer,
+                              reward_funcs=reward_funcs)  # fmt: skip
+        assert "reward_funcs=task.reward" in e.value.fix
+    with pytest.raises(WorkbenchError, match="holds a int, which TRL cannot call") as e:
+        RhythmGRPOTrainer(policy, 3, processing_class=tiny.tokenizer)
+    assert "task.reward" in e.value.fix

@@ -259,7 +259,8 @@ def append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
 
 
 def read_metrics(run_dir: str | Path, *, up_to_step: int | None = None) -> list[dict[str, Any]]:
-    """The rows of ``metrics.jsonl`` (a torn last line, from a crash, is skipped).
+    """The rows of ``metrics.jsonl`` (a torn last line, from a crash, is skipped; a line
+    that is not JSON anywhere else is refused).
 
     Args:
         run_dir: the run directory.
@@ -270,7 +271,8 @@ def read_metrics(run_dir: str | Path, *, up_to_step: int | None = None) -> list[
 
     Raises:
         WorkbenchError: `run_dir` is not a folder (a mistyped path read as a run with no
-            rows, and charted as an empty one).
+            rows, and charted as an empty one), or a line before the last is not a
+            metrics row; the message names the file and the line.
     """
     run_dir = _run_dir(run_dir)
     if not run_dir.is_dir():
@@ -285,11 +287,24 @@ def read_metrics(run_dir: str | Path, *, up_to_step: int | None = None) -> list[
     rows: list[dict[str, Any]] = []
     if not path.is_file():
         return rows
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    lines = path.read_text().splitlines()
+    # The last line holding text: the only one a crash (or a read while the trainer
+    # appends) can leave torn, since every row is written whole with its newline.
+    last = max((i for i, line in enumerate(lines, 1) if line.strip()), default=0)
+    for number, line in enumerate(lines, 1):
+        if not line.strip():  # holds no row (a hand-edited file's blank line)
+            continue
         try:
             row = json.loads(line)
-        except ValueError:
-            continue
+        except ValueError as e:
+            if number == last:
+                continue
+            # A bad line elsewhere was skipped without a word: its step was missing from
+            # every table and chart, and a resume rewrote the file without it.
+            raise WorkbenchError(
+                f"line {number} of {path} is not JSON ({e}): {line[:80]!r}",
+                "restore the file from a copy, or correct or delete that line",
+            ) from None
         if not isinstance(row, dict) or type(row.get("step")) is not int:
             raise WorkbenchError(
                 f"line {number} of {path} is not a metrics row (a JSON object with an "

@@ -234,18 +234,47 @@ class GRPOConfig:
 
         Besides the fields, takes the credit's by name: ``strategy``, ``gamma_amp``,
         ``credit_layers`` (the credit's ``layers``) and any `RhythmParams` field; ``credit``
-        may be a `CreditParams` or its ``to_dict`` form.
+        may be a `CreditParams` or its ``to_dict`` form. A field given both ways must have
+        one value (``strategy="coupled"`` beside ``credit={"strategy": "global"}`` is
+        refused).
         """
         changes = dict(changes)
+        given = "credit" in changes
         credit = changes.pop("credit", self.credit)
+        explicit = None  # the credit fields `credit` gives: a record's all, a dict's own keys
         if isinstance(credit, dict):
+            rhythm = credit.get("rhythm")
+            explicit = {*credit, *(rhythm if isinstance(rhythm, dict) else ())}
             credit = CreditParams.from_dict(credit)
         flat = {k: changes.pop(k) for k in list(changes) if k in _CREDIT_KEYS}
         if "credit_layers" in flat:
             flat["layers"] = flat.pop("credit_layers")
         if flat:
             credit = check_credit(credit, 'pass credit=wb.CreditParams(strategy="coupled")')
-            credit = credit.replace(**flat)
+            changed = credit.replace(**flat)
+            # A field given both in `credit` and by name (a config.json holding "strategy"
+            # and "credit") took the name's value without a word: which one was meant cannot
+            # be told, so differing values are refused (equal ones, or a field the credit
+            # dict leaves to its default, are fine).
+            clash = [
+                k
+                for k in flat
+                if given
+                and (explicit is None or k in explicit)
+                and _credit_field(changed, k) != _credit_field(credit, k)
+            ]
+            if clash:
+                both = ", ".join(
+                    f"{'credit_layers' if k == 'layers' else k}={flat[k]!r} but credit has "
+                    f"{_credit_field(credit, k)!r}"
+                    for k in clash
+                )
+                raise WorkbenchError(
+                    f"conflicting credit settings: {both}",
+                    "give each credit setting once: inside credit (its to_dict form in a "
+                    "config.json) or by name beside it, not both with different values",
+                )
+            credit = changed
         known = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - known)
         if unknown:
@@ -254,6 +283,11 @@ class GRPOConfig:
                 f"check the spelling; known settings are {sorted(known | _CREDIT_KEYS)}",
             )
         return dataclasses.replace(self, credit=credit, **changes)
+
+
+def _credit_field(credit: CreditParams, key: str) -> Any:
+    """The value of `credit`'s field `key` (a `RhythmParams` field's inside ``rhythm``)."""
+    return getattr(credit if hasattr(credit, key) else credit.rhythm, key)
 
 
 _CREDIT_KEYS = {

@@ -25,7 +25,7 @@ from ..errors import WorkbenchError
 from ..intervals import check_level, level_label
 from .checkpoint import read_metrics, run_lock
 from .config import EVAL_METRICS, GRPOConfig
-from .runs import read_json, resume, train
+from .runs import check_config, read_json, resume, train
 
 __all__ = ["METRICS", "Experiment", "run_experiment"]
 
@@ -96,9 +96,21 @@ class Experiment:
         where there is none, ``<name>/<strategy>/seed-<k>`` of every subfolder, as a batch
         of an RL notebook writes them (``wb.run_batch`` over seeds: one experiment folder
         per grid point, pooled here into one comparison)."""
-        runs = sorted(p.parent for p in self.out.glob("*/seed-*/config.json"))
-        if not runs:
-            runs = sorted(p.parent for p in self.out.glob("*/*/seed-*/config.json"))
+        return self._chosen([d for d in self._seed_folders() if (d / "config.json").is_file()])
+
+    def _seed_folders(self) -> list[Path]:
+        """Every ``seed-*`` folder of the layout in use (`run_dirs`), a run or not: the
+        layout whose folders hold a config.json, else the one with any folders at all."""
+        layouts = [
+            sorted(p for p in self.out.glob(f"{g}/seed-*") if p.is_dir()) for g in ("*", "*/*")
+        ]
+        for folders in layouts:
+            if any((d / "config.json").is_file() for d in folders):
+                return folders
+        return next((folders for folders in layouts if folders), [])
+
+    def _chosen(self, runs: list[Path]) -> list[Path]:
+        """`runs` of the strategies and seeds asked for (all when none were)."""
         if self.strategies is not None:
             runs = [d for d in runs if d.parent.name in self.strategies]
         if self.seeds is not None:
@@ -113,7 +125,8 @@ class Experiment:
 
         Raises:
             WorkbenchError: the experiment folder does not exist, or holds no run
-                directory (a mistyped path read as an experiment with no results).
+                directory (a mistyped path read as an experiment with no results), or a
+                ``seed-*`` folder in it holds no config.json (a run left out silently).
         """
         return self._frame(self._configs())
 
@@ -198,17 +211,40 @@ class Experiment:
         if not self.out.is_dir():
             what = "is not a folder" if self.out.exists() else "does not exist"
             raise WorkbenchError(f"no experiment in {self.out}: it {what}", fix)
-        if not self.run_dirs():
+        # A run folder without config.json was left out of every table without a word (a
+        # seed fewer). `train` writes config.json (atomically) only once the model has
+        # loaded, and run_experiment restarting a run that never checkpointed removes it
+        # first: such a folder is a run being started, or one whose start failed.
+        folders = self._seed_folders()
+        bare = [d for d in self._chosen(folders) if not (d / "config.json").is_file()]
+        if bare:
+            names = ", ".join(str(d.relative_to(self.out)) for d in bare)
+            raise WorkbenchError(
+                f"{len(bare)} run folder(s) in {self.out} hold no config.json, so they cannot "
+                f"be read as runs: {names}",
+                "if a run is being started there, wait until it has begun training; "
+                "otherwise run the same wb.rl.run_experiment call again (it starts them "
+                "anew), or move those folders out of the experiment",
+            )
+        # Judged before the strategies and seeds asked for are picked: a folder of runs
+        # none of which was asked for is named by `_configs` ("holds no runs of the
+        # strategies ['coupld']"), not as a folder without runs.
+        if not any((d / "config.json").is_file() for d in folders):
             raise WorkbenchError(
                 f"no experiment in {self.out}: it holds no run directory "
                 "(<strategy>/seed-<seed>/config.json)",
                 fix,
             )
 
-    def _metric_frame(self, metric: str, configs: list[tuple[Path, GRPOConfig]] | None = None):
+    def _metric_frame(
+        self, metric: str, configs: list[tuple[Path, GRPOConfig]] | None = None, frame: Any = None
+    ):
+        """The rows of `frame` (default: `frame` of `configs`) that hold a `metric` value."""
         if metric not in METRICS:
             raise WorkbenchError(f"unknown metric {metric!r}", f"use one of {list(METRICS)}")
-        f = self._frame(self._configs() if configs is None else configs).dropna(subset=[metric])
+        if frame is None:
+            frame = self._frame(self._configs() if configs is None else configs)
+        f = frame.dropna(subset=[metric])
         if f.empty:
             raise WorkbenchError(
                 f"no run in {self.out} has {metric!r} evaluations",
@@ -224,7 +260,8 @@ class Experiment:
                 earlier evaluation), or the runs' lengths differ.
         """
         configs = self._configs()  # read once: the frame and the check below share them
-        f = self._metric_frame(metric, configs).sort_values("step", kind="stable")
+        full = self._frame(configs)
+        f = self._metric_frame(metric, frame=full).sort_values("step", kind="stable")
         have = set(zip(f["strategy"], f["seed"], strict=True))
         missing = [f"{c.strategy}/seed-{c.seed}" for _, c in configs
                    if (c.strategy, c.seed) not in have]  # fmt: skip
@@ -237,6 +274,19 @@ class Experiment:
             )
         per_run = f.groupby(["strategy", "seed"])
         last = per_run["step"].max()
+        # A last evaluation without a value (NaN, null in metrics.jsonl) was dropped above,
+        # and the run was then said not to have finished, at its evaluation before.
+        evaluated = full.groupby(["strategy", "seed"])["step"].max()
+        blank = [f"{s}/seed-{k} (step {evaluated[s, k]})" for s, k in last.index
+                 if last[s, k] < evaluated[s, k]]  # fmt: skip
+        if blank:
+            raise WorkbenchError(
+                f"{len(blank)} run(s) in {self.out} have no {metric!r} value at their last "
+                f"evaluation: {', '.join(blank)} (NaN or null in their metrics.jsonl)",
+                "restore those metrics.jsonl files from a copy, or move the folders out of "
+                "the experiment and run the same wb.rl.run_experiment call again (it trains "
+                "them anew)",
+            )
         ends = per_run["max_steps"].first()
         short = [f"{s}/seed-{k} (step {last[s, k]} of {ends[s, k]})" for s, k in last.index
                  if last[s, k] < ends[s, k]]  # fmt: skip
@@ -564,6 +614,7 @@ def run_experiment(
         other runs in `out` are left out of it.
     """
     progress = _validate.flag("progress", progress)  # "no" is truthy: bars would show
+    check_config("run_experiment", config)
     base = (config or GRPOConfig()).replace(**overrides)
     _a_list("strategies", strategies)
     _a_list("seeds", seeds)

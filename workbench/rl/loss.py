@@ -190,8 +190,9 @@ def grpo_loss(
         WorkbenchError: a tensor's shape differs from `logps` (``[batch pos]``;
             `advantages` ``[batch]``), `mask` is not boolean, a setting is out of range,
             or a penalty coefficient is set without its tensor (``beta`` without
-            `ref_logps`, ``entropy_coef`` without `entropies`), or `gamma` (on the mask)
-            or `advantages` hold NaN or infinite values.
+            `ref_logps`, ``entropy_coef`` without `entropies`), or `advantages`, or on the
+            mask `gamma`, the log-probs (and `ref_logps` and `entropies` where their
+            coefficient is not 0) hold NaN or infinite values.
     """
     logps = _tensor("logps", logps, ndim=2)
     shape = tuple(logps.shape)
@@ -233,6 +234,21 @@ def grpo_loss(
                 "the loss NaN",
                 "build the credit weights with wb.gamma_many or analysis.gamma(...) (finite, 1 "
                 "where no token is credited), or replace the NaN: torch.nan_to_num(gamma, 1.0)",
+            )
+    # The log-probs (and the entropies, where used) made the loss NaN without a word, as a
+    # NaN gamma did; padding may hold anything (`real` below), so only the mask is read.
+    inputs = [("logps", logps), ("old_logps", old_logps)]
+    if beta != 0.0:
+        inputs.append(("ref_logps", ref_logps))
+    if entropy_coef != 0.0:
+        inputs.append(("entropies", entropies))
+    for name, value in inputs:
+        if not bool(torch.isfinite(value.detach()[mask]).all()):
+            raise WorkbenchError(
+                f"{name} holds NaN or infinite values on completion tokens, which would make "
+                "the loss NaN or infinite",
+                f"compute {name} from finite logits (token_logps; NaN logits mean the model "
+                "has diverged), and set mask False where a row has no completion token",
             )
     eps_high = epsilon if epsilon_high is None else epsilon_high
     m = mask.float()

@@ -8,12 +8,14 @@ written.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, no_type_check
 
+from .. import _validate
 from .._io import as_path, atomic_write_json, atomic_write_text, check_folder, make_folder
-from .._validate import integer
+from .._validate import as_index, integer, is_index
 from ..errors import WorkbenchError
 from ..provenance import provenance
 from .checkpoint import (
@@ -53,13 +55,8 @@ def train(
     Returns:
         The finished (or interrupted) `GRPORun`.
     """
-    if config is not None and not isinstance(config, GRPOConfig):
-        # A dict read from a run's config.json failed as a raw AttributeError in the trainer.
-        raise WorkbenchError(
-            f"train's config must be a wb.rl.GRPOConfig, got a {type(config).__name__}",
-            "pass GRPOConfig.from_dict(d) for a dict d (a run's config.json), or its "
-            "fields as keywords: train(out=..., max_steps=10)",
-        )
+    check_config("train", config)
+    progress = _validate.flag("progress", progress)  # "no" is truthy: bars would show
     config = (
         (config or GRPOConfig()).replace(**overrides) if overrides else (config or GRPOConfig())
     )
@@ -92,11 +89,22 @@ def train(
         return run.train()
 
 
+def check_config(caller: str, config: Any) -> None:
+    """Refuse a `caller`'s config that is neither None nor a `GRPOConfig`: a dict read from
+    a run's config.json failed as a raw AttributeError in the trainer."""
+    if config is not None and not isinstance(config, GRPOConfig):
+        raise WorkbenchError(
+            f"{caller}'s config must be a wb.rl.GRPOConfig, got a {type(config).__name__}",
+            "pass GRPOConfig.from_dict(d) for a dict d (a run's config.json), or its "
+            f"fields as keywords: {caller}(..., max_steps=10)",
+        )
+
+
 @no_type_check  # validates its arguments itself, with messages that name the fix
 def resume(
     run_dir: str | Path,
     *,
-    checkpoint: str | None = None,
+    checkpoint: str | int | None = None,
     max_steps: int | None = None,
     callbacks: list[Callable[[GRPORun, dict[str, Any]], None]] | None = None,
     progress: bool = True,
@@ -112,7 +120,8 @@ def resume(
 
     Args:
         run_dir: the run directory.
-        checkpoint: a checkpoint folder name (``"step-000010"``); default LATEST.
+        checkpoint: a checkpoint folder name (``"step-000010"``) or its step (``10``);
+            default LATEST.
         max_steps: train to this many steps (default: the config's). A larger value extends
             the run, and ``config.json`` then records the new length, so the folder still
             describes the run it holds. The learning rate is constant after warm-up, so an
@@ -121,6 +130,8 @@ def resume(
     """
 
     run_dir = as_path(run_dir, "resume's run_dir", "folder", "runs/coupled")
+    checkpoint = _checkpoint_name(checkpoint)
+    progress = _validate.flag("progress", progress)  # "no" is truthy: bars would show
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
         raise WorkbenchError(
@@ -133,7 +144,7 @@ def resume(
 
 def _resume(
     run_dir: Path,
-    checkpoint: str | None,
+    checkpoint: str | os.PathLike | None,
     max_steps: int | None,
     callbacks: list[Callable[[GRPORun, dict[str, Any]], None]] | None,
     progress: bool,
@@ -203,6 +214,20 @@ def _resume(
     return run.train(max_steps)
 
 
+def _checkpoint_name(checkpoint: Any) -> str | None:
+    """`checkpoint` as a checkpoint folder name: a step is ``step-NNNNNN``, the one name
+    `save_checkpoint` gives it (an int failed as a raw TypeError joining it to a path)."""
+    if checkpoint is None or isinstance(checkpoint, str | os.PathLike):
+        return checkpoint  # a path: joined to the checkpoints folder, as before
+    if is_index(checkpoint) and as_index(checkpoint) >= 0:
+        return f"step-{as_index(checkpoint):06d}"
+    raise WorkbenchError(
+        f"checkpoint must be a checkpoint folder name or a step, got {checkpoint!r}",
+        'pass e.g. checkpoint="step-000010" or checkpoint=10 (one of '
+        "wb.rl.list_checkpoints(run_dir)), or omit it for the latest",
+    )
+
+
 def read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
     """The JSON object in `path`, or a `WorkbenchError` naming the file (a torn or hand-edited
     file failed with a raw JSONDecodeError)."""
@@ -239,8 +264,6 @@ def _abandon_later(run_dir: Path, chosen: Path) -> None:
     """Point LATEST at `chosen` and rename the later checkpoints ``abandoned-step-N`` (kept,
     but out of `list_checkpoints`, so pruning and a corrupt-checkpoint fallback never mix a
     discarded future into the resumed run)."""
-    import os
-
     later = [p for p in list_checkpoints(run_dir) if p.name > chosen.name]
     atomic_write_text(chosen.parent / "LATEST", chosen.name + "\n")
     for p in later:

@@ -441,6 +441,18 @@ class GRPORun:
                 if cfg.entropy_coef != 0.0:
                     logp_all = torch.log_softmax(logits.float(), -1)
                     entropies = -(logp_all.exp() * logp_all).sum(-1)
+                # A diverged policy's NaN log-probs are refused here, with the step and the
+                # remedy, rather than by `grpo_loss`, which names its inputs.
+                outputs = (logps, old[j], refs[j] if cfg.beta else None,
+                           entropies if cfg.entropy_coef else None)  # fmt: skip
+                if any(t is not None and not bool(torch.isfinite(t.detach()[mask]).all())
+                       for t in outputs):  # fmt: skip
+                    raise WorkbenchError(
+                        f"the GRPO loss is not finite at step {self.step + 1} (rows "
+                        f"{rows.start}-{rows.stop - 1}): the model's log-probabilities are NaN "
+                        "or infinite",
+                        DIVERGED_FIX,
+                    )
                 loss = grpo_loss(
                     logps,
                     old[j] if old[j] is not None else logps.detach(),

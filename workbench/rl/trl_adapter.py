@@ -63,7 +63,7 @@ from .._io import atomic_write_json
 from ..attention.layers import resolve_layers
 from ..attention.params import CreditParams, as_credit
 from ..errors import WorkbenchError
-from ..models import bridge_model
+from ..models import bridge_model, sampler
 from .credit import FusedCredit, attention_dropout, rollout_gammas, routing
 from .forward import CACHED_LAYER_TYPES
 
@@ -94,11 +94,63 @@ def unpad_rollouts(
     return prompts, completions
 
 
+def _plain_model(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple, dict]:
+    """TRL's arguments with a bridge from `wb.load_model` as `model` replaced by the plain
+    Hugging Face model it was built over (`workbench.models.sampler`).
+
+    TRL sampled on the bridge, and its generate failed deep inside TransformerLens (a raw
+    ValueError about the attention mask) after the trainer was built. The plain model is
+    the one to train: the bridge runs over a structural copy that shares its parameters
+    (`workbench._compat.structural_copy`), so the steps TRL takes move the bridge the
+    user holds too. A bridge the workbench did not build wraps its model in place and is
+    refused.
+    """
+    positional = "model" not in kwargs and len(args) > 0
+    model = args[0] if positional else kwargs.get("model")
+    if not hasattr(model, "original_model"):  # not a TransformerBridge (`sampler`'s test)
+        return args, kwargs
+    try:
+        plain = sampler(model)
+    except WorkbenchError:
+        raise WorkbenchError(
+            "model is a TransformerBridge the workbench did not build: it wraps its Hugging "
+            "Face model in place, so TRL can neither sample nor train it as a plain model",
+            "pass the plain Hugging Face model (AutoModelForCausalLM.from_pretrained(...)), "
+            "or a bridge from wb.load_model(...)",
+        ) from None
+    if positional:
+        return (plain, *args[1:]), kwargs
+    return args, {**kwargs, "model": plain}
+
+
+def _check_reward_funcs(reward_funcs: Any) -> None:
+    """Refuse what TRL cannot call as a reward (a task object for its ``reward`` method
+    failed inside TRL with a raw AttributeError): each must be a function, a reward model
+    (a torch module) or a model name."""
+    funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
+    for func in funcs:
+        if func is None or isinstance(func, str | torch.nn.Module) or callable(func):
+            continue  # None: TRL's own message (it needs at least one)
+        name = type(func).__name__
+        if callable(getattr(func, "reward", None)):
+            raise WorkbenchError(
+                f"reward_funcs holds a {name} object, not its reward function",
+                "pass the task's reward method: reward_funcs=task.reward",
+            )
+        raise WorkbenchError(
+            f"reward_funcs holds a {name}, which TRL cannot call as a reward",
+            "pass a function completions -> rewards (e.g. reward_funcs=task.reward for a "
+            "wb.tasks task), a reward model, or a list of those",
+        )
+
+
 class RhythmGRPOTrainer(_GRPOTrainer):
     """`trl.GRPOTrainer` with the paper's per-token credit ``gamma[t] * A_i``.
 
     Args:
-        *args, **kwargs: as for `trl.GRPOTrainer`.
+        *args, **kwargs: as for `trl.GRPOTrainer`; ``model`` may also be a bridge from
+            `wb.load_model`, whose plain Hugging Face model (`workbench.models.sampler`)
+            is then trained: it shares its parameters with the bridge.
         credit: the `CreditParams` (strategy ``"coupled"``, ``"global"``, ``"local"``,
             ``"random"``, ``"entropy"``, ``"bottom-*"`` or ``"none"``, amplification,
             layers, rhythm settings), or a strategy name for that record's defaults;
@@ -132,6 +184,8 @@ class RhythmGRPOTrainer(_GRPOTrainer):
         _validate.flag(
             "fused_credit", fused_credit, "pass fused_credit=True (the default) or False"
         )
+        args, kwargs = _plain_model(args, kwargs)
+        _check_reward_funcs(args[1] if len(args) > 1 else kwargs.get("reward_funcs"))
         super().__init__(*args, **kwargs)
         self.credit = credit
         # TRL's seed unless given: a fixed 0 drew the same random tokens in every run of a
