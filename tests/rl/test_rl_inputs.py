@@ -117,6 +117,22 @@ def test_resume_takes_a_checkpoint_step_and_names_the_accepted_forms(tmp_path):
     assert not (run / "checkpoints").exists()
 
 
+def test_another_runs_checkpoint_is_refused(tmp_path):
+    """An absolute path or "../" reached another run's checkpoint: this run would have
+    continued from another run's weights under its own config and history."""
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    run, other = _fake_run(tmp_path / "a"), _fake_run(tmp_path / "b")
+    elsewhere = other / "checkpoints" / "step-000001"
+    elsewhere.mkdir(parents=True)
+    # from a/r/checkpoints: up to a/r, a, the root, then into b's run
+    relative = "../../../b/r/checkpoints/step-000001"
+    assert (run / "checkpoints" / relative).resolve() == elsewhere.resolve()
+    for checkpoint in (elsewhere, str(elsewhere), relative):
+        with pytest.raises(WorkbenchError, match="is not one of") as e:
+            resume(run, checkpoint=checkpoint, progress=False)
+        assert "list_checkpoints" in e.value.fix
+
+
 @pytest.mark.slow
 def test_a_checkpoint_step_resumes_from_that_checkpoint(tmp_path):
     """The step reaches the checkpoint folder itself (here an empty one, named corrupt)."""

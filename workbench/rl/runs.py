@@ -157,6 +157,14 @@ def _resume(
     )
     config = GRPOConfig.from_dict(saved)
     path = run_dir / "checkpoints" / checkpoint if checkpoint else latest_checkpoint(run_dir)
+    if checkpoint and path.resolve().parent != (run_dir / "checkpoints").resolve():
+        # An absolute path or "../" reached another run's checkpoint: this run's config,
+        # history and metrics would have continued from another run's weights.
+        raise WorkbenchError(
+            f"checkpoint {str(checkpoint)!r} is not one of {run_dir}'s checkpoints",
+            f"pick one of wb.rl.list_checkpoints({str(run_dir)!r}) (a name such as "
+            "'step-000010', or a step), or resume the other run from its own folder",
+        )
     if checkpoint and (path is None or not path.is_dir()):
         raise WorkbenchError(
             f"{run_dir} has no checkpoint {checkpoint!r}",
@@ -214,7 +222,7 @@ def _resume(
     return run.train(max_steps)
 
 
-def _checkpoint_name(checkpoint: Any) -> str | None:
+def _checkpoint_name(checkpoint: Any) -> str | os.PathLike | None:
     """`checkpoint` as a checkpoint folder name: a step is ``step-NNNNNN``, the one name
     `save_checkpoint` gives it (an int failed as a raw TypeError joining it to a path)."""
     if checkpoint is None or isinstance(checkpoint, str | os.PathLike):
