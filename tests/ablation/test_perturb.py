@@ -67,7 +67,7 @@ def _naive(model, traces, analyses, n_pairs, top_k, max_new_tokens, min_after):
 
         def mean_jaccard(p, ids=tr.ids, lg=lg):
             orig = int(ids[p])
-            order = torch.argsort(lg[p - 1], descending=True).tolist()
+            order = sorted(range(len(lg[p - 1])), key=lambda t: (-float(lg[p - 1, t]), t))
             alts = [t for t in order if t != orig and t not in special][:top_k]
             base = greedy([*ids[:p].tolist(), orig])
             return np.mean([jac(base, greedy([*ids[:p].tolist(), a])) for a in alts])
@@ -117,6 +117,24 @@ def test_logits_as_an_array_are_read_like_the_tensor(tiny, setup):
     want = perturb_position(tiny, tr, p, logits=lg, max_new_tokens=4)
     got = perturb_position(tiny, tr, p, logits=lg.numpy(), max_new_tokens=4)
     assert got["alternatives"] == want["alternatives"] and got["jaccards"] == want["jaccards"]
+
+
+def test_tied_logits_force_the_lower_token_ids(tiny, setup):
+    """Integer logits tie as a bf16 model's often do: argsort is not stable, and picked
+    ids [17, 10, 47] where the lower ids among the tied are [17, 10, 18]."""
+    tr = setup[0][0]
+    p = tr.prompt_len + 2
+    lg = logits_of(tiny, tr.ids)
+    lg[p - 1] = torch.round(lg[p - 1] / 4)
+    row = lg[p - 1]
+    skip = {int(tr.ids[p]), *tiny.tokenizer.all_special_ids}
+    ids = [t for t in range(len(row)) if t not in skip]
+    want = sorted(ids, key=lambda t: (-float(row[t]), t))[:3]
+    assert len({float(row[t]) for t in want}) < 3 or float(row[want[2]]) == float(
+        row[sorted(ids, key=lambda t: (-float(row[t]), t))[3]]
+    )  # the case holds a tie among (or at the edge of) the three
+    got = perturb_position(tiny, tr, p, top_k=3, max_new_tokens=2, logits=lg)
+    assert got["alternatives"] == [tiny.tokenizer.decode([t]) for t in want]
 
 
 def test_nan_logits_are_refused_not_ranked(tiny, setup):
