@@ -20,8 +20,8 @@ from pathlib import Path
 
 from . import _validate
 from .errors import WorkbenchError
+from .models import DEMO_PROBLEM
 from .tasks import TASKS
-from .trace.sampling import DEMO_PROBLEM
 
 __all__ = ["main"]
 

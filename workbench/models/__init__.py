@@ -69,6 +69,15 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "smollm2-135m"
+#: The demo's built-in problem (`workbench demo`): the default model's greedy answer to it
+#: is tested to be coherent under the lock (`wb.trace.check_not_degenerate` blames the
+#: install only there). Here, beside the model, so that the command line reads it without
+#: importing torch.
+DEMO_PROBLEM = (
+    "A baker makes 12 trays of muffins with 8 muffins on each tray. She sells 30 muffins "
+    "in the morning and 25 in the afternoon. How many muffins are left? "
+    "Think step by step, then give the final answer."
+)
 
 
 @dataclass(frozen=True)

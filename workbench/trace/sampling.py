@@ -16,7 +16,15 @@ import torch
 from .. import _validate
 from .._progress import progress_bar
 from ..errors import WorkbenchError
-from ..models import DEFAULT_MODEL, context_of, live_hooks, model_device, model_name, sampler
+from ..models import (
+    DEFAULT_MODEL,
+    DEMO_PROBLEM,
+    context_of,
+    live_hooks,
+    model_device,
+    model_name,
+    sampler,
+)
 from .decoder import (
     LeanDecoder,
     check_cache_fits,
@@ -41,14 +49,6 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 __all__ = ["check_not_degenerate", "degeneracy", "generate", "sample_completions"]
-
-#: The demo's built-in problem (`workbench demo`): the default model's greedy answer to it
-#: is tested to be coherent under the lock (see `check_not_degenerate`).
-DEMO_PROBLEM = (
-    "A baker makes 12 trays of muffins with 8 muffins on each tray. She sells 30 muffins "
-    "in the morning and 25 in the afternoon. How many muffins are left? "
-    "Think step by step, then give the final answer."
-)
 
 #: The smallest positive temperature `generate` samples with: logits divided by a smaller
 #: one can exceed float32's range (3.4e38; a logit of 14 at temperature 1e-45 does), and
