@@ -183,6 +183,10 @@ def check_fai(my_fai: Callable[[torch.Tensor, int, int, int | None], Any]) -> No
         ("random map, horizon (0, end)", random_pattern(16, 3), 4, 0, None),
         ("random map, horizon (2, 6)", random_pattern(20, 4), 3, 2, 6),
         ("random map, RL horizon (10, 100)", random_pattern(40, 5), 6, 10, 100),
+        # H_lo also counts with no H_hi: a solution that ignored it passed every case
+        ("random map, horizon (3, end)", random_pattern(16, 6), 4, 3, None),
+        # H_hi = 0 is a horizon, not "no H_hi" (`if h_hi:` read it as to the end)
+        ("random map, horizon (0, 0): each token's own row", random_pattern(12, 7), 3, 0, 0),
     ]
     for case, A, pl, lo, hi in cases:
         got = _as_vector(_call(my_fai, "my_fai", A.clone(), pl, lo, hi), A.shape[0], "my_fai")
@@ -212,6 +216,8 @@ def check_anchors(my_anchors: Callable[[torch.Tensor, float], Any]) -> None:
         ("round, not truncate", torch.tensor([nan, 0.6, 0.1, 0.5, 0.2, 0.3, 0.4]), 0.3),
         # 0.5 * 5 = 2.5 rounds to 2 (Python's round, half to even); half up would choose 3.
         ("halves round to even", torch.tensor([nan, 0.9, 0.1, 0.5, 0.3, 0.7]), 0.5),
+        # a defined 0 is a value: NaN read as 0 tied with it, and took its place
+        ("a defined FAI of 0 is a value", torch.tensor([nan, 0.0, 0.3]), 1.0),
     ]
     for case, fai, q in cases:
         got = _call(my_anchors, "my_anchors", fai.clone(), q)
@@ -228,6 +234,12 @@ def check_anchors(my_anchors: Callable[[torch.Tensor, float], Any]) -> None:
             raise AssertionError(
                 f"my_anchors must return a list of positions, got {type(got).__name__}"
             ) from None
+        if len(values) == len(fai) and set(values) <= {0.0, 1.0}:
+            # a 0/1 mask read as positions 0 and 1 ("you chose position 0, where FAI is NaN")
+            raise AssertionError(
+                "my_anchors must return the chosen positions (e.g. [2, 4]), not a mask of "
+                "0/1 per position"
+            )
         if not all(math.isfinite(v) for v in values):
             raise AssertionError(f"my_anchors must return a list of positions, got {values}")
         if not all(v.is_integer() for v in values):
@@ -456,5 +468,57 @@ def check_dominated(my_dominated: Callable[..., Any]) -> None:
                 raise AssertionError(
                     f"{where}: {name} = {g} repeats a position: {each}, each position once"
                 )
-            raise AssertionError(f"{where}: {name} should be {w}, you returned {g}. Hint: {hint}")
+            # the intros are judged against D's anchors, the dominated set against all
+            why = _dominated_diagnosis(
+                name, g, w, want_d if name == "intro" else anc, waad, d, k, tw, td
+            )
+            raise AssertionError(
+                f"{where}: {name} should be {w}, you returned {g}. {why} This case is about: {hint}"
+            )
     print(f"check_dominated: all {len(_DOMINATED_CASES)} cases pass")
+
+
+def _dominated_diagnosis(
+    name: str,
+    got: list[int],
+    want: list[int],
+    anchors: list[int],
+    waad: torch.Tensor,
+    delta: torch.Tensor,
+    k: int,
+    tau_waad: float,
+    tau_delta: float,
+) -> str:
+    """`anchors`: all of them for ``name="dominated"``, D for ``"intro"``.
+
+    The rule at the first position the learner's set gets wrong, with its values: one
+    fixed hint per case named the mistake that case was built for, and misled a learner
+    who made another (``WAAD >= tau_waad`` was told "D is a subset of the anchors")."""
+    t = min(set(got) ^ set(want))
+    if name == "intro":
+        owners = [a for a in anchors if a - k <= t < a]
+        return (
+            f"Position {t} {'is' if t in want else 'is not'} the introduction of an anchor in "
+            f"D; the Delta values near it: "
+            + ", ".join(
+                f"Delta[{u}] = {_fmt(delta[u])}"
+                for u in range(max(0, t - k), min(len(delta), t + k))
+            )
+            + (f" (the anchors of D whose window holds it: {owners})." if owners else ".")
+        )
+    if t not in anchors:
+        return f"Position {t} is not an anchor."
+    window = [u for u in range(max(0, t - k), t) if not math.isnan(delta[u])]
+    top = max((float(delta[u]) for u in window), default=math.nan)
+    w_ok = float(waad[t]) <= tau_waad
+    d_ok = bool(window) and top >= tau_delta
+    return (
+        f"Anchor {t}: WAAD[{t}] = {_fmt(waad[t])} <= tau_waad ({'holds' if w_ok else 'fails'}); "
+        f"the defined Delta in its window t-k..t-1 are at {window} with max {_fmt(top)} "
+        f">= tau_delta ({'holds' if d_ok else 'fails'}), so it "
+        f"{'is' if t in want else 'is not'} dominated."
+    )
+
+
+def _fmt(x: Any) -> str:
+    return f"{float(x):.6g}"

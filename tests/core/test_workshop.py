@@ -4,6 +4,7 @@ a right answer passes, a wrong answer fails with a message that says why."""
 from __future__ import annotations
 
 import math
+import re
 import statistics
 
 import pytest
@@ -410,3 +411,64 @@ def test_random_pattern_refuses_arguments_that_make_no_attention_map(kwargs, mes
     with pytest.raises(WorkbenchError, match=message) as e:
         random_pattern(**kwargs)
     assert e.value.fix.startswith("pass e.g.")
+
+
+def _fai_loop(A, prompt_len, rows):
+    """FAI[s] as the mean of A[rows(s, T), s] over response positions (NaN elsewhere)."""
+    T = A.shape[0]
+    out = torch.full((T,), float("nan"), dtype=torch.float64)
+    for s in range(prompt_len, T):
+        r = rows(s, T)
+        out[s] = A[r, s].mean() if len(r) else float("nan")
+    return out
+
+
+@pytest.mark.parametrize(
+    ("mistake", "message"),
+    [
+        # H_lo ignored when there is no H_hi: every case with H_hi = None had H_lo = 0
+        (
+            lambda A, pl, lo, hi: _fai_loop(
+                A, pl, lambda s, T: range(s, T) if hi is None else range(s + lo, min(T, s + hi + 1))
+            ),
+            r"horizon \(3, end\)",
+        ),
+        # `if h_hi:` read H_hi = 0 as "to the end"
+        (
+            lambda A, pl, lo, hi: _fai_loop(
+                A, pl, lambda s, T: range(s + lo, min(T, s + hi + 1) if hi else T)
+            ),
+            r"horizon \(0, 0\)",
+        ),
+    ],
+)
+def test_fai_horizons_that_passed_every_case_now_fail(mistake, message):
+    with pytest.raises(AssertionError, match=message):
+        check_fai(mistake)
+
+
+def test_anchor_answers_that_passed_or_misled_now_fail_with_what_to_change():
+    def nan_as_zero(fai, q):  # a NaN read as 0 tied with a defined 0 and took its place
+        m = max(1, round(q * int((~fai.isnan()).sum())))
+        v = fai.nan_to_num(0.0)
+        return sorted(sorted(range(len(v)), key=lambda i: (-v[i].item(), i))[:m])
+
+    with pytest.raises(AssertionError, match=r"a defined FAI of 0 is a value.*position 0"):
+        check_anchors(nan_as_zero)
+
+    def zero_one_mask(fai, q):  # read as positions 0 and 1: "you chose position 0 ..."
+        chosen = RIGHT(fai, q)
+        return [int(i in chosen) for i in range(len(fai))]
+
+    with pytest.raises(AssertionError, match="not a mask of 0/1 per position"):
+        check_anchors(zero_one_mask)
+
+
+def test_a_dominated_mistake_no_case_was_built_for_is_told_the_rule_it_broke():
+    """WAAD[t] >= tau_waad was told "D is a subset of the anchors" (it returned a subset):
+    each case had one fixed hint, for the mistake it was built for."""
+    with pytest.raises(AssertionError) as e:
+        check_dominated(dominated(waad_ok=lambda w, tau: w >= tau))
+    text = str(e.value)
+    assert re.search(r"Anchor \d+: WAAD\[\d+\] = [\d.]+ <= tau_waad \((holds|fails)\)", text)
+    assert "so it is" in text and "This case is about:" in text
