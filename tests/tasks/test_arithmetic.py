@@ -7,7 +7,7 @@ import time
 import pytest
 
 from workbench.errors import WorkbenchError
-from workbench.tasks import Arithmetic, addition_scratchpad, get_task
+from workbench.tasks import Arithmetic, UnreadablePromptWarning, addition_scratchpad, get_task
 
 PROMPT = "Add: 457+68\n"
 
@@ -134,7 +134,8 @@ def test_an_operand_is_never_read_as_the_first_digits_of_a_longer_one(task: Arit
     b = 10**30 + 7
     prompt = f"Add: 5+{b}\n"
     assert task.parse_prompt(prompt) is None
-    assert task.reward([prompt], [f"Answer: {5 + b // 10}"]) == [0.0]
+    with pytest.warns(UnreadablePromptWarning):
+        assert task.reward([prompt], [f"Answer: {5 + b // 10}"]) == [0.0]
 
 
 @pytest.mark.parametrize(

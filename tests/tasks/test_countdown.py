@@ -357,7 +357,8 @@ def test_a_prompt_is_never_read_as_the_first_digits_of_a_longer_number(task: Cou
     """'-> 10000000' was read as the target 1000000: a wrong answer to it scored 1."""
     prompt = "Countdown: 1000 1000 10 -> 10000000\n"
     assert task.parse_prompt(prompt) is None
-    assert task.reward([prompt], ["Answer: 1000*1000"]) == [0.0]
+    with pytest.warns(UnreadablePromptWarning):
+        assert task.reward([prompt], ["Answer: 1000*1000"]) == [0.0]
     cols = {"numbers": [[1000, 1000, 10]], "target": [10000000]}
     assert task.reward([prompt], ["Answer: 1000*1000*10"], **cols) == [1.0]
 
@@ -391,7 +392,9 @@ def test_a_problem_is_scored_only_by_its_own_task(task: Countdown) -> None:
 def test_reward_columns_must_be_whole_numbers(task: Countdown) -> None:
     """int(82.7) read the target 82, and a float number 3.9 the number 3."""
     for numbers, target in (([3, 7, 25], 82.7), ([3.9, 7, 25], 82)):
-        assert task.reward(["?"], ["Answer: (25*3)+7"], numbers=[numbers], target=[target]) == [0.0]
+        with pytest.warns(UnreadablePromptWarning):
+            got = task.reward(["?"], ["Answer: (25*3)+7"], numbers=[numbers], target=[target])
+        assert got == [0.0]
 
 
 @pytest.mark.parametrize("newline", ["\r\n", "\r"])
