@@ -332,7 +332,8 @@ class ResidAblation(Intervention):
 
     Attributes:
         positions: absolute positions to ablate (position 0 refused unless `allow_sink`).
-        layers: layer index (or list); None = `default_resid_layer` (``floor(L/3)``).
+        layers: layer index, list, ``"all"`` or ``"middle"``; None = `default_resid_layer`
+            (``floor(L/3)``).
         mode: ``"zero"``, ``"mean"`` or ``"resample"``.
         reference: for ``"mean"``: ``{layer: [d_model]}`` (from `resid_mean`); for
             ``"resample"``: ``{layer: [pos d_model]}`` of another trace (from

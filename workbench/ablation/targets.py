@@ -67,7 +67,11 @@ __all__ = [
     "target_sets",
 ]
 
+#: The rhythm's target sets: anchors (top-q FAI), preplan (top-q Delta), the locally
+#: dominated anchors D and their introductions I(D).
 FAMILIES = ("anchors", "preplan", "dominated", "intro")
+#: Their matched controls (the module docstring gives the rules): random positions of the
+#: family's pool, nearby positions, and the lowest-FAI positions outside the set.
 CONTROLS = ("random", "nearby", "low_fai")
 #: Half-width of the ``"nearby"`` control's window (tokens).
 NEARBY_WINDOW = 5
@@ -83,7 +87,7 @@ class TargetSet:
         family: the rhythm set it belongs to or is matched to (``"anchors"``...).
         kind: ``"target"``, ``"random"``, ``"nearby"`` or ``"low_fai"``.
         positions: sorted absolute positions.
-        seed: the RNG seed for ``"random"`` controls, else None.
+        seed: the RNG seed for ``"random"`` and ``"nearby"`` controls, else None.
     """
 
     name: str
@@ -182,8 +186,9 @@ def target_sets(
 
     Returns:
         For each non-empty family: the family's set, then its controls, in that order.
-        Every control has the family set's size (when the pool is large enough: a
-        `WorkbenchError` says so otherwise).
+        Every control has the family set's size: a random control whose pool is too
+        small is a `WorkbenchError`; the nearby and low_fai controls are left out where
+        too few free positions remain.
 
     Raises:
         WorkbenchError: when `size` is not below the size of a family's non-empty pool (the

@@ -86,7 +86,8 @@ class Analysis:
         dominated / intro: ``D`` and ``I(D)``.
         tau_waad / tau_delta: the thresholds used (defaults resolved to the medians).
         receiver_kurtosis: ``[layer head_index]`` receiver score (NaN where not analysed).
-        receiver_heads: the same number of heads as `global_heads`, highest kurtosis.
+        receiver_heads: at most as many heads as `global_heads` (fewer where heads have
+            no receiver score), highest kurtosis.
         receiver_fai: FAI over the receiver heads.
         stats: the per-head reductions (`HeadStats`) everything is computed from.
         params: the `RhythmParams` in effect.

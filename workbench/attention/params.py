@@ -123,7 +123,8 @@ class RhythmParams:
         fai_horizon: ``(H_lo, H_hi)`` for FAI (Eq. 10); ``(0, None)`` runs to the end of
             the response, ``(10, 100)`` is the paper's RL setting.
         head_quantiles: ``(q_local, q_global)`` fractions of heads by span (Eq. 8).
-        top_q: fraction ``q`` of response tokens in the preplan and anchor sets.
+        top_q: fraction ``q`` of the response tokens where the metric is defined (Delta
+            for preplan, FAI for anchors) in the preplan and anchor sets.
         k: look-back of locally dominated anchors.
         alpha: coupled split between a dominated anchor and its introduction.
         tau_waad / tau_delta: thresholds of ``D``; None = the response's medians.

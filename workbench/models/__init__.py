@@ -68,6 +68,7 @@ __all__ = [
     "sampler",
 ]
 
+#: The embedded model `load_model` and the demo use by default.
 DEFAULT_MODEL = "smollm2-135m"
 #: The demo's built-in problem (`workbench demo`): the default model's greedy answer to it
 #: is tested to be coherent under the lock (`wb.trace.check_not_degenerate` blames the

@@ -1,7 +1,7 @@
 """Reinforcement learning with rhythm credit: GRPO whose per-token advantage is ``gamma * A``.
 
     import workbench as wb
-    run = wb.rl.train(wb.rl.GRPOConfig(max_steps=20).replace(strategy="coupled"), out="runs/c")
+    run = wb.rl.train(wb.rl.GRPOConfig(max_steps=20).replace(strategy="coupled"), out="runs/coupled")
     run = wb.rl.resume("runs/coupled")                 # after an interruption
 
 The credit (`rollout_gammas`) is shared with `RhythmGRPOTrainer`, the TRL subclass that runs

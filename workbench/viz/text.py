@@ -65,7 +65,8 @@ def text_view(
 
     Preplan tokens are outlined in orange, anchor tokens in blue (an anchor's outline is
     drawn slightly outside a preplan outline, so a token in both shows both). Tokens with
-    an undefined metric (e.g. FAI of the last ``H_lo`` tokens) are grey.
+    an undefined metric (e.g. FAI of the last tokens, whose horizon holds fewer than
+    ``fai_min_rows`` rows) are grey.
 
     Args:
         analysis: a `wb.Analysis`.
