@@ -114,8 +114,10 @@ def crop_positions(analysis: Any, positions: Any) -> range:
 @no_type_check  # validates its arguments itself, with messages that name the fix
 def response_frame(analysis: Any, positions: Sequence[int] | range | None = None) -> pd.DataFrame:
     """One row per response token: ``t`` (index in the response), ``pos``, ``token``,
-    ``label`` (display text), the metrics of `METRICS` and the flags ``preplan``,
-    ``anchor``, ``dominated``, ``intro``. NaN metrics stay NaN (null in the chart).
+    ``label`` (display text), ``response`` (True on every row here), the columns of
+    `METRICS` (``waad``, ``delta``, ``fai``, ``receiver_fai``, ``entropy``,
+    ``gamma_coupled``) and the flags ``preplan``, ``anchor``, ``dominated``, ``intro``.
+    NaN metrics stay NaN (null in the chart).
 
     Args:
         analysis: an `Analysis`.
