@@ -88,7 +88,7 @@ def _layers_arg(text: str) -> str | list[int]:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ._io import as_path, check_folder, make_folder
+    from ._io import as_path, check_folder
     from .models import load_model
     from .trace import check_not_degenerate, generate
 
@@ -137,11 +137,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .report import _settings_text
 
     print(f"settings: {_settings_text({'sink': args.sink, **analysis.params.to_dict()})}")
-    # Written once the analysis has run: a failure before leaves an earlier run's outputs
-    # as they were, never a new trace beside an old report.
-    make_folder(out, "the demo's output folder")
-    trace_path = trace.save(out / "trace.json")
-    report = write_report(model, trace, analysis, out)
+    # Written once the analysis has run, the trace with the report in one step: a failure
+    # or a kill leaves an earlier run's outputs as they were (or no folder), never a new
+    # trace beside an old report.
+    report = write_report(model, trace, analysis, out, trace_file="trace.json")
+    trace_path = out / "trace.json"
     print(f"\noutputs: {out.resolve()}")
     print(f"  report: {report.resolve()}  (self-contained HTML, opens offline)")
     print(f"  charts: {', '.join(sorted(p.name for p in out.glob('*.png')))}")

@@ -102,17 +102,28 @@ def _into_body(page: str, html_text: str) -> str:
     )
 
 
+#: The prefix of the staging folders `write_report` draws into.
+STAGE_PREFIX = ".report-"
+
+
 @no_type_check  # checks its arguments itself, with messages that name the fix
-def write_report(model: Any, trace: Any, analysis: Any, out: str | Path) -> Path:
+def write_report(
+    model: Any, trace: Any, analysis: Any, out: str | Path, *, trace_file: str | None = None
+) -> Path:
     """Write ``report.html``, PNG charts and ``summary.json`` for one analysed trace.
 
     Args:
         model: the bridge the trace was analysed with (for the attention maps).
         trace: the `Trace`.
         analysis: its `Analysis`.
-        out: output folder (created). Every file is written first into a temporary
-            folder inside it, then moved into place, ``report.html`` last: a run that
-            fails or is interrupted while drawing leaves an earlier report whole.
+        out: output folder (created). Every file is drawn first into a staging folder.
+            A new folder is then renamed into place whole, so a run killed at any moment
+            leaves no folder or a complete one. Into an existing folder the files are
+            moved one by one, ``report.html`` last: a run that fails or is interrupted
+            while drawing leaves the earlier report whole. Staging folders of killed
+            runs (``.report-*``) are removed.
+        trace_file: also save the trace under this name, in the same step (the demo's
+            ``trace.json``): a new trace never stands beside an earlier report.
 
     Returns:
         The path of ``report.html``.
@@ -125,13 +136,32 @@ def write_report(model: Any, trace: Any, analysis: Any, out: str | Path) -> Path
     out = as_path(out, "write_report's out", "folder", "report")
     check_folder(out, "the report folder")
     _check_inputs(model, trace, analysis)
-    out = make_folder(out, "the report folder")
-    stage = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+    if trace_file is not None and (
+        not isinstance(trace_file, str) or Path(trace_file).name != trace_file
+    ):
+        raise WorkbenchError(
+            f"trace_file must be a file name, got {trace_file!r}", 'pass e.g. "trace.json"'
+        )
+    new = not out.exists()
+    parent = make_folder(out.parent, "the report folder's parent") if new else None
+    home = make_folder(out, "the report folder") if not new else parent
+    # A killed run's stage (SIGKILL skips the cleanup below) is stale; concurrent reports
+    # into one folder are not supported.
+    for old in home.glob(f"{STAGE_PREFIX}*" if not new else f".{out.name}{STAGE_PREFIX}*"):
+        shutil.rmtree(old, ignore_errors=True)
+    prefix = STAGE_PREFIX if not new else f".{out.name}{STAGE_PREFIX}"
+    stage = Path(tempfile.mkdtemp(prefix=prefix, dir=home))
     try:
         _draw(model, trace, analysis, stage)
-        for name in sorted(p.name for p in stage.iterdir() if p.name != "report.html"):
-            os.replace(stage / name, out / name)
-        os.replace(stage / "report.html", out / "report.html")
+        if trace_file is not None:
+            trace.save(stage / trace_file)
+        if new and not out.exists():
+            os.rename(stage, out)  # the whole folder at once
+        else:
+            out = make_folder(out, "the report folder")
+            for name in sorted(p.name for p in stage.iterdir() if p.name != "report.html"):
+                os.replace(stage / name, out / name)
+            os.replace(stage / "report.html", out / "report.html")
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return out / "report.html"

@@ -144,6 +144,48 @@ def test_a_report_that_fails_while_drawing_leaves_the_earlier_one_whole(
     assert page == tmp_path / "report.html"
 
 
+def test_a_new_report_folder_appears_whole_or_not_at_all(tmp_path, toy_llama, monkeypatch):
+    """A killed demo left its folder holding trace.json and a half-drawn staging folder
+    (the trace was saved first, and the stage sat inside the folder); a rerun then left the
+    stage there for good. A new folder is now staged beside it and renamed whole, the trace
+    with it, and stale stages are removed."""
+    import workbench as wb
+    from workbench import viz
+    from workbench.report import write_report
+
+    trace = wb.Trace.from_text(toy_llama, "What is 3 + 4?", " 3 plus 4 is 7.")
+    analysis = wb.analyze(toy_llama, trace)
+    out = tmp_path / "demo"
+    real = viz.to_html
+
+    def broken(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C while drawing: SIGKILL leaves the stage, below
+
+    monkeypatch.setattr(viz, "to_html", broken)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(toy_llama, trace, analysis, out, trace_file="trace.json")
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    # a stage a SIGKILL left behind, beside a new folder and inside an existing one
+    (tmp_path / ".demo.report-killed").mkdir()
+    monkeypatch.setattr(viz, "to_html", real)
+    page = write_report(toy_llama, trace, analysis, out, trace_file="trace.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]
+    assert wb.Trace.load(out / "trace.json").ids.tolist() == trace.ids.tolist()
+    assert page.is_file() and (out / "summary.json").is_file()
+    (out / ".report-killed").mkdir()
+    write_report(toy_llama, trace, analysis, out, trace_file="trace.json")
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    # a trace of another run is written with its report, never before it
+    other = wb.Trace.from_text(toy_llama, "What is 5 + 1?", " 5 plus 1 is 6.")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    monkeypatch.setattr(viz, "to_html", broken)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(toy_llama, other, wb.analyze(toy_llama, other), out, trace_file="trace.json")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    with pytest.raises(wb.WorkbenchError, match="trace_file must be a file name"):
+        write_report(toy_llama, trace, analysis, out, trace_file="../trace.json")
+
+
 def test_bad_model_name_is_one_line_not_a_traceback(tmp_path):
     proc = subprocess.run(
         [
