@@ -16,6 +16,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from . import _validate
@@ -126,14 +127,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .report import write_report
 
     t2 = time.time()
-    analysis = analyze(model, trace, layers=layers, sink=args.sink)
+    # The analysis's warnings (no FAI on a short answer) were printed with the console
+    # script as their source line: a command prints them as its own lines.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        analysis = analyze(model, trace, layers=layers, sink=args.sink)
+    for w in caught:
+        print(f"workbench: warning: {w.message}", file=sys.stderr)
     print(
         f"\nanalysed {len(analysis.local_heads) + len(analysis.global_heads)} classified heads "
         f"in {time.time() - t2:.1f} s: {len(analysis.preplan)} preplan tokens, "
         f"{len(analysis.anchors)} anchors, {len(analysis.dominated)} locally dominated"
     )
     top = sorted(analysis.anchors, key=lambda p: -float(analysis.fai[p]))[:8]
-    print("strongest anchors: " + ", ".join(repr(analysis.tokens[p]) for p in top))
+    print("strongest anchors: " + (", ".join(repr(analysis.tokens[p]) for p in top) or "none"))
     from .report import _settings_text
 
     print(f"settings: {_settings_text({'sink': args.sink, **analysis.params.to_dict()})}")

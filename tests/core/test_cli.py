@@ -144,6 +144,21 @@ def test_a_report_that_fails_while_drawing_leaves_the_earlier_one_whole(
     assert page == tmp_path / "report.html"
 
 
+@pytest.mark.slow
+def test_a_short_answer_without_anchors_is_said_in_the_commands_own_words(tmp_path):
+    """Five tokens leave FAI undefined everywhere: the warning was printed with the console
+    script as its source line, and "strongest anchors: " ended empty."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "workbench", "demo", "--model", "tiny-reasoner",
+         "--max-new-tokens", "5", "--out", str(tmp_path / "d")],
+        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "strongest anchors: none" in proc.stdout
+    assert "workbench: warning: FAI is undefined" in proc.stderr, proc.stderr[-1000:]
+    assert "sys.exit" not in proc.stderr and "warnings.warn" not in proc.stderr
+
+
 def test_a_new_report_folder_appears_whole_or_not_at_all(tmp_path, toy_llama, monkeypatch):
     """A killed demo left its folder holding trace.json and a half-drawn staging folder
     (the trace was saved first, and the stage sat inside the folder); a rerun then left the
