@@ -142,14 +142,17 @@ def write_report(
         raise WorkbenchError(
             f"trace_file must be a file name, got {trace_file!r}", 'pass e.g. "trace.json"'
         )
+    # A new folder is staged beside it (renamed whole), an existing one inside it.
     new = not out.exists()
-    parent = make_folder(out.parent, "the report folder's parent") if new else None
-    home = make_folder(out, "the report folder") if not new else parent
+    if new:
+        home, prefix = make_folder(out.parent, "the report folder's parent"), f".{out.name}"
+    else:
+        home, prefix = make_folder(out, "the report folder"), ""
+    prefix += STAGE_PREFIX
     # A killed run's stage (SIGKILL skips the cleanup below) is stale; concurrent reports
     # into one folder are not supported.
-    for old in home.glob(f"{STAGE_PREFIX}*" if not new else f".{out.name}{STAGE_PREFIX}*"):
+    for old in home.glob(f"{prefix}*"):
         shutil.rmtree(old, ignore_errors=True)
-    prefix = STAGE_PREFIX if not new else f".{out.name}{STAGE_PREFIX}"
     stage = Path(tempfile.mkdtemp(prefix=prefix, dir=home))
     try:
         _draw(model, trace, analysis, stage)

@@ -24,6 +24,7 @@ from .attention import delta as _delta
 from .attention import fai as _fai
 from .attention import waad as _waad
 from .attention.credit import coupled_gamma
+from .attention.rhythm import _lookback
 from .attention.rhythm import coupled_sets as _coupled_sets
 from .attention.rhythm import default_taus as _default_taus
 from .attention.rhythm import top_q as _top_q
@@ -508,7 +509,7 @@ def _dominated_diagnosis(
         )
     if t not in anchors:
         return f"Position {t} is not an anchor."
-    window = [u for u in range(max(0, t - k), t) if not math.isnan(delta[u])]
+    window = _lookback(delta.numpy(), t, k)
     top = max((float(delta[u]) for u in window), default=math.nan)
     w_ok = float(waad[t]) <= tau_waad
     d_ok = bool(window) and top >= tau_delta
