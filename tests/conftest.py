@@ -10,6 +10,10 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One OpenMP thread in every process the tests start too (notebook kernels, RL panel runs,
+# batch workers), not only in this one (`one_thread`): on two cores a notebook training RL
+# beside the RL panel's run took 172 s and 168 s with two threads each, 18 s each with one.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 import torch
