@@ -473,6 +473,9 @@ class _Flight:
         class BatchKernelManager(AsyncKernelManager):
             def __init__(self, *args: Any, **kwargs: Any) -> None:
                 super().__init__(*args, **kwargs)
+                ipc = _ipc_prefix()
+                if ipc is not None:
+                    self.transport, self.ip = "ipc", ipc
                 kernels.append(self)
 
             async def _async_pre_start_kernel(self, **kw: Any) -> Any:
@@ -518,6 +521,29 @@ _INTERRUPTED = "interrupted"
 #: Seconds a run stopped by Ctrl-C has to end after its kernel's own Ctrl-C (an RL run
 #: saves its checkpoint) before the kernel is killed.
 _STOP_GRACE_S = 20.0
+
+
+def _ipc_prefix() -> str | None:
+    """Where a batch kernel's sockets go when they are local socket files (POSIX): an
+    absolute path in Jupyter's runtime folder, or None for TCP on localhost.
+
+    Over TCP, every kernel printed ipykernel's warning that its traffic was unencrypted,
+    once per run, into the batch's terminal. The path is absolute because the kernel runs
+    in the notebook's folder and the client here. TCP stays where socket files cannot be
+    made: another OS, an unwritable runtime folder, or a path beyond a socket name's
+    length (about 107 bytes).
+    """
+    if os.name != "posix":
+        return None
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    prefix = os.path.join(jupyter_runtime_dir(), f"wb-batch-{os.urandom(4).hex()}-ipc")
+    try:
+        os.makedirs(os.path.dirname(prefix), exist_ok=True)
+    except OSError:
+        return None
+    # "-N" follows (a socket number, 1 to 5); a socket name holds 107 bytes
+    return prefix if len(prefix.encode()) <= 100 else None
 
 
 def _kernel_env(workers: int) -> dict[str, str]:

@@ -302,7 +302,14 @@ def test_grid_with_a_failing_run_then_resume(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_cli_exit_code_and_index(tmp_path):
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
     nb = _notebook(tmp_path / "nb.ipynb")
+    # short, as a socket file's name is at most 107 bytes (a longer one falls back to TCP)
+    runtime = Path(tempfile.mkdtemp(prefix="rt-"))
     proc = subprocess.run(
         [
             sys.executable,
@@ -317,9 +324,15 @@ def test_cli_exit_code_and_index(tmp_path):
         ],
         capture_output=True,
         text=True,
+        env={**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime)},
     )
     assert proc.returncode == 0, proc.stderr[-1500:]
     assert "1/1 runs succeeded" in proc.stdout and (tmp_path / "o" / "index.csv").is_file()
+    # Each kernel on TCP printed ipykernel's warning that its traffic was unencrypted;
+    # batch kernels talk over socket files, removed when the kernel ends.
+    assert "without encryption" not in proc.stderr, proc.stderr
+    assert not list(runtime.glob("wb-batch-*")), list(runtime.iterdir())
+    shutil.rmtree(runtime)
 
 
 @pytest.mark.slow
