@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import pytest
 
@@ -66,7 +67,10 @@ def test_the_start_is_the_evaluation_before_training(tmp_path):
     start and gain of its strategy mixed two steps."""
     _run(tmp_path, "none", 0, [None, 0.9, 0.9])
     _run(tmp_path, "none", 1, [0.5, 0.6, 0.7])
-    row = Experiment(tmp_path).summary().iloc[0]
+    from workbench.rl import MissingEvaluationWarning
+
+    with pytest.warns(MissingEvaluationWarning, match=r"none/seed-0 \(step 0\)"):
+        row = Experiment(tmp_path).summary().iloc[0]
     assert row["start"] == pytest.approx(0.5) and row["gain"] == pytest.approx(0.2)
 
 
@@ -89,3 +93,86 @@ def test_strategies_or_seeds_asked_for_but_absent_are_named(tmp_path):
         Experiment(tmp_path, seeds=[0, 1, 2, 3]).summary()
     with pytest.raises(WorkbenchError, match=r"no runs of the strategies \['coupled'\]"):
         Experiment(tmp_path, strategies=["none", "coupled"]).summary()
+
+
+@pytest.mark.parametrize("blank", [None, math.nan])
+def test_an_evaluation_without_a_value_before_the_last_is_named(tmp_path, blank):
+    """An evaluation without a value before a run's last (null or NaN in metrics.jsonl)
+    was left out without a word: the peak was taken over the other evaluations, and the
+    chart put the seed missing at that step down to "runs that stopped early". The last
+    evaluation without a value is refused by the tables (see test_rl_inputs)."""
+    from workbench.rl import MissingEvaluationWarning
+
+    for seed in (0, 1):
+        _run(tmp_path, "none", seed, [0.1, 0.2, 0.3])
+        _run(tmp_path, "coupled", seed, [0.1, blank if seed == 0 else 0.5, 0.3])
+    exp = Experiment(tmp_path)
+    named = r"1 evaluation\(s\) in .* have no 'eval_accuracy' value: coupled/seed-0 \(step 5\)"
+    for table in (exp.summary, exp.paired, exp.chart):
+        with pytest.warns(MissingEvaluationWarning, match=named) as seen:
+            table()
+        assert seen[0].filename == __file__, "the warning names the caller's line"
+        assert "NaN or null in their metrics.jsonl" in str(seen[0].message)
+    with pytest.warns(MissingEvaluationWarning):
+        subtitle = exp.chart().to_dict()["title"]["subtitle"]
+    assert "evaluations without a value" in subtitle and "stopped early" not in subtitle
+    # the values that are there are read as before
+    with pytest.warns(MissingEvaluationWarning):
+        summary = exp.summary().set_index("strategy")
+    assert summary.loc["coupled", "peak"] == pytest.approx(0.4)
+    # every seed without a value at a step: the step left the line with no seed fewer
+    _run(tmp_path, "random", 0, [0.1, blank, 0.3])
+    with pytest.warns(MissingEvaluationWarning, match=r"2 evaluation\(s\)") as seen:
+        subtitle = exp.chart().to_dict()["title"]["subtitle"]
+    assert "random/seed-0 (step 5)" in str(seen[0].message)
+    assert "evaluations without a value left out: 2" in subtitle
+    # a run's last evaluation without a value: the chart names it (the tables refuse it)
+    final = tmp_path / "final"
+    _run(final, "none", 0, [0.1, 0.2, 0.3])
+    _run(final, "none", 1, [0.1, 0.2, blank])
+    with pytest.warns(MissingEvaluationWarning, match=r"none/seed-1 \(step 10\)"):
+        subtitle = Experiment(final).chart().to_dict()["title"]["subtitle"]
+    assert "stopped early" not in subtitle and "evaluations without a value" in subtitle
+    # no warning where every evaluation has its value
+    clean = tmp_path / "clean"
+    _run(clean, "none", 0, [0.1, 0.2, 0.3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Experiment(clean).summary()
+        Experiment(clean).chart()
+
+
+def test_the_run_folders_are_read_once_per_table(tmp_path, monkeypatch):
+    """The seed folders were globbed twice per table (once to check them, once to list
+    the runs): a run restarted in between (run_experiment removes the config.json of a run
+    that never checkpointed) passed the check and was then left out of the table without a
+    word, its strategy summarised over a seed fewer."""
+    for seed in (0, 1):
+        _run(tmp_path, "none", seed, [0.1, 0.2])
+        _run(tmp_path, "coupled", seed, [0.1, 0.3])
+    scans = []
+    original = Experiment._seed_folders
+
+    def scan(self):
+        scans.append(self)
+        if len(scans) == 2:  # the run is restarted between two reads
+            (tmp_path / "coupled" / "seed-1" / "config.json").unlink()
+        return original(self)
+
+    monkeypatch.setattr(Experiment, "_seed_folders", scan)
+    exp = Experiment(tmp_path)
+    try:
+        summary = exp.summary().set_index("strategy")
+    except WorkbenchError as e:  # named, where the run lost its config.json
+        assert "coupled/seed-1" in e.problem
+    else:
+        assert summary.loc["coupled", "n_seeds"] == 2, "a seed was left out silently"
+    assert len(scans) == 1, f"{len(scans)} reads of the folders for one table"
+    # A later table reads the folders again: a run started since is seen.
+    _run(tmp_path, "random", 0, [0.1, 0.2])
+    (tmp_path / "coupled" / "seed-1" / "config.json").write_text(
+        json.dumps(GRPOConfig().replace(strategy="coupled", seed=1, max_steps=5).to_dict())
+    )
+    scans.clear()
+    assert set(exp.summary()["strategy"]) == {"none", "coupled", "random"}
+    assert len(scans) == 1

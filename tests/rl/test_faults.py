@@ -25,6 +25,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+import torch
 
 from workbench.errors import WorkbenchError
 from workbench.rl import GRPOConfig, latest_checkpoint, read_metrics, resume, train
@@ -114,6 +115,16 @@ def test_sigkill_at_ten_moments_then_resume_equals_an_uninterrupted_run(tmp_path
 
     final = resume(run_dir, progress=False)
     assert final.status == "finished" and final.step == CONFIG["max_steps"]
+    # The weights and the optimiser's state too, not only the metrics: the last update
+    # shows in no row but the final evaluation's (a coarse accuracy of 4 problems).
+    mine, theirs = final.policy.state_dict(), reference.policy.state_dict()
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k], theirs[k]) for k in mine), "final weights differ"
+    moments = [final.optimizer.state_dict()["state"], reference.optimizer.state_dict()["state"]]
+    assert moments[0].keys() == moments[1].keys()
+    for pid, state in moments[0].items():
+        for key, value in state.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(moments[1][pid][key]))
     assert _without_timing(read_metrics(run_dir)) == _without_timing(
         read_metrics(tmp_path / "reference")
     )

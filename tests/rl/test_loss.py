@@ -199,3 +199,31 @@ def test_non_finite_log_probs_on_completion_tokens_are_named(name, bad):
     assert "finite logits" in e.value.fix
     if name in ("ref_logps", "entropies"):  # not read where their coefficient is 0
         assert torch.isfinite(grpo_loss(**tensors, beta=0.0, entropy_coef=0.0))
+
+
+def test_the_loss_and_the_trainer_share_one_finite_check():
+    """The trainer checked its log-probs for finite values in a loop of its own (its
+    message named no tensor: NaN entropies read as "log-probabilities"), beside two loops
+    in `grpo_loss`; and a NaN advantage was told to rebuild the credit weights. One check
+    now serves all three, the trainer passing its step and remedy as context."""
+    from workbench.rl.loss import check_finite
+
+    (logps, old, _, gamma), mask = _loss_args()
+    with pytest.raises(WorkbenchError, match=r"^advantages holds NaN or infinite values, which"
+                       ) as e:  # fmt: skip
+        grpo_loss(logps, old, torch.tensor([math.nan, 1.0]), gamma, mask)
+    assert "grpo_advantages" in e.value.fix and "gamma" not in e.value.fix
+    entropies = torch.ones(2, 3)
+    entropies[1, 1] = math.inf
+    tensors = [("logps", logps), ("old_logps", None), ("entropies", entropies)]
+    with pytest.raises(WorkbenchError) as e:
+        check_finite(
+            tensors, mask, "lower learning_rate", context="the loss is not finite at step 3"
+        )
+    assert e.value.problem == (
+        "the loss is not finite at step 3: entropies holds NaN or infinite values on "
+        "completion tokens"
+    )
+    assert e.value.fix == "lower learning_rate"
+    mask[1, 1] = False  # padding may hold anything
+    check_finite(tensors, mask, "unused")

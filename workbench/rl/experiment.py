@@ -15,6 +15,8 @@ interrupted ones. Every run evaluates on the same held-out problems.
 from __future__ import annotations
 
 import math
+import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, no_type_check
@@ -27,10 +29,32 @@ from .checkpoint import read_metrics, run_lock
 from .config import EVAL_METRICS, GRPOConfig
 from .runs import check_config, read_json, resume, train
 
-__all__ = ["METRICS", "Experiment", "run_experiment"]
+__all__ = ["METRICS", "Experiment", "MissingEvaluationWarning", "run_experiment"]
 
 #: Evaluation metrics of a run (see `GRPORun.evaluate`): greedy and sampled accuracy.
 METRICS = EVAL_METRICS
+
+
+class MissingEvaluationWarning(UserWarning):
+    """An evaluation of a run has no value of the metric a table or chart reads (NaN or
+    null in its metrics.jsonl, or absent): the evaluation is left out, and named.
+
+    A run's last evaluation without a value is refused by the tables instead (its final
+    accuracy is unknown); one before it leaves the table or chart over the others: the
+    peak over the evaluations that have a value, no start where it is the step-0 one, a
+    point of the chart over fewer seeds (or none)."""
+
+
+def _warn(message: str) -> None:
+    """Warn with `MissingEvaluationWarning`, naming the first frame outside the workbench
+    (and the runtime type checker's wrappers): the user's line, which the project's filter
+    that makes the workbench's own warnings errors in its tests does not reach (as
+    `workbench.attention.metrics` does for its FAI warning)."""
+    inside = ("workbench", "jaxtyping", "beartype")
+    frame, level = sys._getframe(0), 1  # this frame is warnings.warn's stacklevel 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in inside:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, MissingEvaluationWarning, stacklevel=level)
 
 
 def _accuracy_scale(values: Any) -> Any:
@@ -95,8 +119,16 @@ class Experiment:
         """Every run directory under the experiment folder: ``<strategy>/seed-<k>``, or,
         where there is none, ``<name>/<strategy>/seed-<k>`` of every subfolder, as a batch
         of an RL notebook writes them (``wb.run_batch`` over seeds: one experiment folder
-        per grid point, pooled here into one comparison)."""
-        return self._chosen([d for d in self._seed_folders() if (d / "config.json").is_file()])
+        per grid point, pooled here into one comparison).
+
+        The folder is read anew at each call (and once per table, `_configs`): runs
+        started after the `Experiment` was made are seen by its next table."""
+        return self._runs(self._seed_folders())
+
+    def _runs(self, folders: list[Path]) -> list[Path]:
+        """The run directories among `folders` (`_seed_folders`): those holding a
+        config.json, of the strategies and seeds asked for."""
+        return self._chosen([d for d in folders if (d / "config.json").is_file()])
 
     def _seed_folders(self) -> list[Path]:
         """Every ``seed-*`` folder of the layout in use (`run_dirs`), a run or not: the
@@ -119,7 +151,9 @@ class Experiment:
 
     def frame(self):
         """Long table of evaluations (pandas): strategy, seed, step, the run's
-        ``max_steps`` and each of `METRICS` (NaN where a run did not compute it).
+        ``max_steps`` and each of `METRICS` (NaN where a run did not compute it, or logged
+        no value: NaN or null in its metrics.jsonl; `summary`, `paired` and `chart` name
+        the latter with a `MissingEvaluationWarning`).
 
         Empty while the runs have not evaluated yet.
 
@@ -131,34 +165,68 @@ class Experiment:
         return self._frame(self._configs())
 
     def _frame(self, configs: list[tuple[Path, GRPOConfig]]):
-        """`frame` of the runs `_configs` gave."""
+        """`frame` of the runs `_configs` gave. Its ``attrs["blank"]`` holds, per metric,
+        the evaluations of runs that compute it (``eval_keys`` of their config) but hold no
+        value of it (NaN or null in metrics.jsonl), as ``"<strategy>/seed-<k> (step N)"``:
+        the tables and charts that leave them out name them (`_warn_blank`)."""
         import pandas as pd
 
         rows = []
+        blank: dict[str, list[str]] = {m: [] for m in METRICS}
         for d, cfg in configs:
             for r in read_metrics(d):
                 if "eval_accuracy" in r:
+                    values = {m: r.get(m) for m in METRICS}
+                    for m in cfg.eval_keys:
+                        v = values[m]
+                        if v is None or (isinstance(v, float) and math.isnan(v)):
+                            blank[m].append(f"{cfg.strategy}/seed-{cfg.seed} (step {r['step']})")
                     rows.append(
                         {
                             "strategy": cfg.strategy,
                             "seed": cfg.seed,
                             "step": r["step"],
                             "max_steps": cfg.max_steps,
-                            **{m: r.get(m, float("nan")) for m in METRICS},
+                            **{m: math.nan if v is None else v for m, v in values.items()},
                         }
                     )
-        return pd.DataFrame(rows, columns=["strategy", "seed", "step", "max_steps", *METRICS])
+        frame = pd.DataFrame(rows, columns=["strategy", "seed", "step", "max_steps", *METRICS])
+        frame.attrs["blank"] = blank
+        return frame
+
+    def _warn_blank(self, frame: Any, metric: str, what: str, effect: str) -> list[str]:
+        """Name the evaluations of `frame` without a `metric` value (its ``attrs``, see
+        `_frame`), left out of `what` (a table or the chart) with `effect`, with a
+        `MissingEvaluationWarning`; return them. They were left out without a word: the
+        peak of a run was taken over its other evaluations, and the chart put the seed
+        missing at that step down to runs that stopped early."""
+        blank = frame.attrs.get("blank", {}).get(metric, [])
+        if blank:
+            _warn(
+                f"{len(blank)} evaluation(s) in {self.out} have no {metric!r} value: "
+                f"{', '.join(blank)} (NaN or null in their metrics.jsonl), so {what} leaves "
+                f"them out ({effect}). Restore those metrics.jsonl files from a copy, or move the "
+                "folders out of the experiment and run the same wb.rl.run_experiment call "
+                "again (it trains them anew)"
+            )
+        return blank
 
     def _configs(self) -> list[tuple[Path, GRPOConfig]]:
         """Each run directory with its config, checked: the folder is the config's
         ``<strategy>/seed-<seed>`` (a copy such as ``coupled-old/seed-0`` was read as a second
         coupled run of seed 0), and every run has the settings of the others but its
         strategy, seed and length (a run of another model or task was compared as if it
-        were the same experiment)."""
-        self._check_runs()
+        were the same experiment).
+
+        The seed folders are read once, for the check and the runs alike: read twice, a
+        run restarted in between (`run_experiment` removes the config.json of a run that
+        never checkpointed) passed the check and was then left out without a word. Each
+        call reads them anew, so a table made later sees the runs started since."""
+        folders = self._seed_folders()
+        self._check_runs(folders)
         fix = "read the experiment's own folder; move other runs out of it"
         out: list[tuple[Path, GRPOConfig]] = []
-        for d in self.run_dirs():
+        for d in self._runs(folders):
             saved = read_json(d / "config.json", "a readable JSON config", fix)
             cfg = GRPOConfig.from_dict(saved)
             if (d.parent.name, d.name) != (cfg.strategy, f"seed-{cfg.seed}"):
@@ -203,7 +271,10 @@ class Experiment:
                     )
         return out
 
-    def _check_runs(self) -> None:
+    def _check_runs(self, folders: list[Path]) -> None:
+        """Refuse an experiment folder that is missing, holds no run, or holds a seed
+        folder without config.json among the runs asked for; `folders` are its
+        `_seed_folders`, read once by `_configs`."""
         fix = (
             "run the experiment first (wb.rl.run_experiment(strategies, seeds, out=...)), "
             "or pass the folder it wrote"
@@ -215,7 +286,6 @@ class Experiment:
         # seed fewer). `train` writes config.json (atomically) only once the model has
         # loaded, and run_experiment restarting a run that never checkpointed removes it
         # first: such a folder is a run being started, or one whose start failed.
-        folders = self._seed_folders()
         bare = [d for d in self._chosen(folders) if not (d / "config.json").is_file()]
         if bare:
             names = ", ".join(str(d.relative_to(self.out)) for d in bare)
@@ -257,7 +327,12 @@ class Experiment:
 
         Raises:
             WorkbenchError: a run has not reached its last step (its "final" would be an
-                earlier evaluation), or the runs' lengths differ.
+                earlier evaluation), its last evaluation has no value, or the runs'
+                lengths differ.
+
+        Warns:
+            MissingEvaluationWarning: an evaluation before a run's last has no value
+                (it is left out of the peak, and of the start at step 0).
         """
         configs = self._configs()  # read once: the frame and the check below share them
         full = self._frame(configs)
@@ -303,6 +378,14 @@ class Experiment:
                 f"({sorted(set(ends.tolist()))}), so their final accuracies do not compare",
                 "extend the shorter runs to the same max_steps (run_experiment with it)",
             )
+        # Only evaluations before the last are left without a value here (a last one was
+        # refused above): named, where the peak and start were taken without a word.
+        self._warn_blank(
+            full,
+            metric,
+            "this table",
+            "a peak is over the run's other evaluations; a run without a step-0 value has no start",
+        )
         out = per_run[metric].agg(final="last", peak="max")
         # The start is the evaluation before training (step 0): a run whose step-0
         # evaluation is missing has none, rather than a later one read as its start.
@@ -332,6 +415,9 @@ class Experiment:
         A t-interval assumes roughly normal values over seeds: for accuracies piled near
         0 or 1 (skewed) it covers less than its level, about 85-89% for a nominal 95% at
         2-10 seeds of a Beta(0.5, 4)-distributed accuracy (simulated).
+
+        An evaluation without a value (NaN or null in metrics.jsonl) is refused at a run's
+        end and named in a `MissingEvaluationWarning` before it (see `_per_run`).
         """
         import pandas as pd
 
@@ -467,12 +553,19 @@ class Experiment:
         Args:
             metric: ``"eval_accuracy"`` (greedy) or ``"eval_sampled_accuracy"``.
             ci: interval level of the band (over seeds).
+
+        Evaluations without a value (NaN or null in metrics.jsonl) are left out, named in
+        a `MissingEvaluationWarning` and counted in the subtitle.
         """
         import altair as alt
 
         from ..intervals import t_ci
 
-        f = self._metric_frame(metric)
+        full = self._frame(self._configs())
+        f = self._metric_frame(metric, frame=full)
+        blank = self._warn_blank(
+            full, metric, "the chart", "a point is the mean of the other seeds at its step"
+        )
         rows = []
         for (strategy, step), g in f.groupby(["strategy", "step"]):
             m, lo, hi = _clipped(t_ci(g[metric].tolist(), ci=ci), 0.0)
@@ -485,8 +578,12 @@ class Experiment:
         data = pd.DataFrame(rows)
         seeds = f.groupby("strategy")["seed"].nunique()
         # Runs that stopped early (or an evaluation missing) leave later steps to fewer
-        # seeds: a jump there was the seed mix changing, under a title of every seed.
+        # seeds: a jump there was the seed mix changing, under a title of every seed. An
+        # evaluation without a value was put down to a run that stopped early (or, missing
+        # from every seed, left its step out of the line without a word): each is named.
         fewer = bool((data["seeds"] < data["strategy"].map(seeds)).any())
+        ends = full.groupby(["strategy", "seed"])["step"].max()
+        early = bool((ends < ends.groupby(level="strategy").transform("max")).any())
         n = f"{seeds.min()}" if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}"
         base = alt.Chart(data).encode(
             x=alt.X("step:Q", title="step"), color=alt.Color("strategy:N", title="strategy")
@@ -502,7 +599,10 @@ class Experiment:
         elif seeds.min() == 1:
             subtitle += " (none where a strategy has one seed)"
         if fewer:
-            subtitle += "; some steps average fewer seeds (runs that stopped early): see seeds"
+            subtitle += "; some steps average fewer seeds"
+            subtitle += " (runs that stopped early): see seeds" if early else ": see seeds"
+        if blank:
+            subtitle += f"; evaluations without a value left out: {len(blank)}"
         line = base.mark_line(point=True).encode(
             y=alt.Y(
                 "mean:Q",

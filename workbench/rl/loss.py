@@ -7,6 +7,7 @@ exactly TRL's GRPO loss (same clipping, same aggregation for ``"dapo"`` and ``"g
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, no_type_check
 
 import torch
@@ -43,6 +44,47 @@ def _same_shape(name: str, value: Tensor, shape: tuple[int, ...], like: str) -> 
             f"{name} has shape {tuple(value.shape)} but {like} has {shape}",
             f"pass {name} for the same completions and positions as {like} (no broadcasting)",
         )
+
+
+def check_finite(
+    tensors: Iterable[tuple[str, Tensor | None]], mask: Tensor, fix: str, *, context: str = ""
+) -> None:
+    """Refuse the first of `tensors` (``(name, tensor)`` pairs; None is skipped) that holds
+    a NaN or infinite value where the loss reads it: on `mask` for a ``[batch pos]``
+    tensor, everywhere for a ``[batch]`` one (the advantages). Padding may hold anything.
+
+    The one finite check of the loss's inputs: `grpo_loss` runs it on the credit, the
+    advantages and the log-probs; the trainer runs it on its own log-probs before the
+    loss, with `context` (the step and rows) in front and its remedy as `fix`, so that a
+    diverged policy is named with its step. The two had their own loops, with messages
+    that differed (the trainer's named no tensor: the entropies read as log-probs).
+
+    Args:
+        tensors: the named tensors, checked in order.
+        mask: ``[batch pos]`` True on completion tokens.
+        fix: the remedy; ``{name}`` in it is the tensor's name.
+        context: where, e.g. ``"the GRPO loss is not finite at step 3 (rows 0-7)"``;
+            without it the message says what the value would do to the loss.
+
+    Raises:
+        WorkbenchError: ``"[context: ]<name> holds NaN or infinite values on completion
+            tokens[, which would make the loss NaN or infinite]"``.
+    """
+    for name, value in tensors:
+        if value is None:
+            continue
+        on_tokens = value.ndim == mask.ndim
+        read = value.detach()[mask] if on_tokens else value.detach()
+        if not bool(torch.isfinite(read).all()):
+            problem = f"{name} holds NaN or infinite values" + (
+                " on completion tokens" if on_tokens else ""
+            )
+            problem = (
+                f"{context}: {problem}"
+                if context
+                else f"{problem}, which would make the loss NaN or infinite"
+            )
+            raise WorkbenchError(problem, fix.replace("{name}", name))
 
 
 @no_type_check  # validates its arguments itself, with messages that name the fix
@@ -225,31 +267,32 @@ def grpo_loss(
                     f"pass {tensor_name}=..., or {name}=0",
                 )
             _same_shape(tensor_name, _tensor(tensor_name, tensor, ndim=2), shape, "logps")
-    for name, value in (("gamma", gamma[mask]), ("advantages", advantages)):
-        # A credit built from a metric curve (FAI is NaN where undefined) made the loss NaN
-        # without a word, where NaN rewards are refused (`grpo_advantages`).
-        if not bool(torch.isfinite(value.detach()).all()):
-            raise WorkbenchError(
-                f"{name} holds NaN or infinite values on completion tokens, which would make "
-                "the loss NaN",
-                "build the credit weights with wb.gamma_many or analysis.gamma(...) (finite, 1 "
-                "where no token is credited), or replace the NaN: torch.nan_to_num(gamma, 1.0)",
-            )
+    # A credit built from a metric curve (FAI is NaN where undefined) made the loss NaN
+    # without a word, where NaN rewards are refused (`grpo_advantages`).
+    check_finite(
+        [("gamma", gamma)],
+        mask,
+        "build the credit weights with wb.gamma_many or analysis.gamma(...) (finite, 1 "
+        "where no token is credited), or replace the NaN: torch.nan_to_num(gamma, 1.0)",
+    )
+    check_finite(
+        [("advantages", advantages)],
+        mask,
+        "compute the advantages with grpo_advantages from finite rewards",
+    )
     # The log-probs (and the entropies, where used) made the loss NaN without a word, as a
     # NaN gamma did; padding may hold anything (`real` below), so only the mask is read.
-    inputs = [("logps", logps), ("old_logps", old_logps)]
-    if beta != 0.0:
-        inputs.append(("ref_logps", ref_logps))
-    if entropy_coef != 0.0:
-        inputs.append(("entropies", entropies))
-    for name, value in inputs:
-        if not bool(torch.isfinite(value.detach()[mask]).all()):
-            raise WorkbenchError(
-                f"{name} holds NaN or infinite values on completion tokens, which would make "
-                "the loss NaN or infinite",
-                f"compute {name} from finite logits (token_logps; NaN logits mean the model "
-                "has diverged), and set mask False where a row has no completion token",
-            )
+    check_finite(
+        [
+            ("logps", logps),
+            ("old_logps", old_logps),
+            ("ref_logps", ref_logps if beta != 0.0 else None),
+            ("entropies", entropies if entropy_coef != 0.0 else None),
+        ],
+        mask,
+        "compute {name} from finite logits (token_logps; NaN logits mean the model has "
+        "diverged), and set mask False where a row has no completion token",
+    )
     eps_high = epsilon if epsilon_high is None else epsilon_high
     m = mask.float()
 

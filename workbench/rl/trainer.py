@@ -57,7 +57,7 @@ from .config import GRPOConfig
 from .credit import FusedCredit, attention_dropout, rollout_gammas
 from .forward import RolloutBatch, check_update_forward, completion_logits, rollout_batch
 from .interrupts import defer_sigint, phase
-from .loss import grpo_advantages, grpo_loss, token_logps
+from .loss import check_finite, grpo_advantages, grpo_loss, token_logps
 
 __all__ = ["GRPORun"]
 
@@ -442,17 +442,19 @@ class GRPORun:
                     logp_all = torch.log_softmax(logits.float(), -1)
                     entropies = -(logp_all.exp() * logp_all).sum(-1)
                 # A diverged policy's NaN log-probs are refused here, with the step and the
-                # remedy, rather than by `grpo_loss`, which names its inputs.
-                outputs = (logps, old[j], refs[j] if cfg.beta else None,
-                           entropies if cfg.entropy_coef else None)  # fmt: skip
-                if any(t is not None and not bool(torch.isfinite(t.detach()[mask]).all())
-                       for t in outputs):  # fmt: skip
-                    raise WorkbenchError(
-                        f"the GRPO loss is not finite at step {self.step + 1} (rows "
-                        f"{rows.start}-{rows.stop - 1}): the model's log-probabilities are NaN "
-                        "or infinite",
-                        DIVERGED_FIX,
-                    )
+                # remedy, by the check `grpo_loss` runs on them (which knows neither).
+                check_finite(
+                    [
+                        ("logps", logps),
+                        ("old_logps", old[j]),
+                        ("ref_logps", refs[j] if cfg.beta else None),
+                        ("entropies", entropies if cfg.entropy_coef else None),
+                    ],
+                    mask,
+                    DIVERGED_FIX,
+                    context=f"the GRPO loss is not finite at step {self.step + 1} (rows "
+                    f"{rows.start}-{rows.stop - 1})",
+                )
                 loss = grpo_loss(
                     logps,
                     old[j] if old[j] is not None else logps.detach(),
