@@ -299,6 +299,6 @@ def test_a_failed_run_index_row_names_the_problem(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pm, "execute_notebook", execute_notebook)
     nbformat.write(nbformat.v4.new_notebook(), tmp_path / "nb.ipynb")
-    row = _execute(tmp_path / "nb.ipynb", tmp_path / "run.ipynb", {}, None)
+    row = _execute(tmp_path / "nb.ipynb", tmp_path / "run.ipynb", {}, None, {})
     assert row["status"] == "failed" and row["x2"] == 2
     assert row["error"] == "WorkbenchError: window must be at least 1 Fix: pass 10"

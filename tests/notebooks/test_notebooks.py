@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import nbformat
@@ -212,9 +213,43 @@ def test_every_notebook_run_has_its_checks():
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_notebook_runs(name, tmp_path, request):
     out = _execute(name, SMALL[name], tmp_path)
+    _assert_no_bars_or_widgets(out)
+    if name == "01_quickstart.ipynb":  # one execution serves both checks
+        _assert_html_draws_charts_offline(out, charts=3)  # rhythm curves, text view, maps
     values = recorded(out)
     params = {**_parameters(name), **SMALL[name]}
     CHECKS[name](values, params, tmp_path / "out", request)
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def _assert_no_bars_or_widgets(out: Path) -> None:
+    """The saved notebook keeps no progress bar and shows no widget: tqdm's bars (widgets
+    under papermill, their text stuck at the first update, "Loading weights: 0%") were left
+    in the outputs, and charts were ``JupyterChart`` widgets that nbconvert's page drew
+    only with the widget manager from unpkg."""
+    nb = nbformat.read(str(out), as_version=4)
+    for i, cell in enumerate(nb.cells):
+        for o in cell.get("outputs", []):
+            assert WIDGET_VIEW not in o.get("data", {}), (i, o["data"].get("text/plain"))
+            text = o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+            assert not re.search(r"\d+%\|", text), (i, text[:200])
+
+
+def _assert_html_draws_charts_offline(out: Path, charts: int) -> None:
+    """``jupyter nbconvert --to html`` of an executed notebook: each chart is in the page
+    with Vega inlined, none is a widget (drawn with the widget manager from unpkg)."""
+    from nbconvert import HTMLExporter
+
+    page, _ = HTMLExporter().from_filename(str(out))
+    assert page.count('class="workbench-chart"') == charts
+    assert "window.vegaEmbed=" in page.replace(" ", "")
+    assert '<script type="application/vnd.jupyter.widget-view+json">' not in page
+    sources = re.findall(r"<script[^>]*\bsrc=\"([^\"]*)\"", page)
+    # nbconvert's own template loads require.js and MathJax: nothing that draws a chart
+    assert all("cdnjs.cloudflare.com/ajax/libs/" in s for s in sources), sources
+    assert not re.search(r"(unpkg\.com|jsdelivr\.net)/(vega|anywidget)", page)
 
 
 @pytest.mark.slow

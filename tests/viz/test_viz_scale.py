@@ -157,15 +157,13 @@ def test_real_length_trace_charts_fit_and_name_the_real_positions(smol, tmp_path
     )
 
 
-def test_offline_charts_are_drawn_as_altairs_widget_validated_once(altair_globals, monkeypatch):
-    """`enable_offline` shows a chart as altair's offline ``JupyterChart`` widget with the
-    same spec, but validates the spec and its data once, not once per top-level chart kind
-    that altair's renderer tried (Chart, RepeatChart, ConcatChart...): a 2,000-token
-    `rhythm_curves` took 6-10 s to appear, about 2 s now."""
+def test_offline_charts_are_validated_once(altair_globals, monkeypatch):
+    """`enable_offline` shows a chart with the spec altair validated, not validated again
+    once per top-level chart kind (Chart, RepeatChart, ConcatChart...) as altair's
+    ``jupyter`` renderer did: a 2,000-token `rhythm_curves` took 6-10 s to appear."""
     import altair as alt
     import altair.utils.schemapi as schemapi
     import pandas as pd
-    from ipywidgets.widgets.widget import _instances
 
     df = pd.DataFrame({"x": range(300), "y": range(300), "t": ["a <b> & \x0c"] * 300})
     line = alt.Chart(df).mark_line().encode(x="x:Q", y="y:Q", tooltip="t:N")
@@ -179,17 +177,11 @@ def test_offline_charts_are_drawn_as_altairs_widget_validated_once(altair_global
         return validate(cls, instance, schema)
 
     monkeypatch.setattr(schemapi.SchemaBase, "validate", classmethod(counting))
-
-    def widget_spec() -> dict:
-        bundle = chart._repr_mimebundle_()[0]
-        return _instances[bundle["application/vnd.jupyter.widget-view+json"]["model_id"]].spec
-
     wb.viz.enable_offline()
     assert alt.renderers.active == "workbench"
-    ours = widget_spec()
-    assert len(validated) <= 1
-    alt.renderers.enable("jupyter", offline=True)
-    assert ours == widget_spec()
+    bundle = chart._repr_mimebundle_()
+    bundle = bundle[0] if isinstance(bundle, tuple) else bundle
+    assert "text/html" in bundle and len(validated) <= 1
 
 
 def test_a_long_runs_progress_averages_the_reward_and_says_so():

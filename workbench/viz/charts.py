@@ -10,8 +10,9 @@
 
 Every chart embeds its data (altair's 5,000-row limit holds: maps are pooled, curves and
 text views raise a `WorkbenchError` naming the ``positions=`` crop above 5,000 tokens).
-Render them offline in JupyterLab with `workbench.viz.enable_offline` (altair 6's default
-renderer needs a CDN), or put them in panels as ``alt.JupyterChart`` widgets.
+Render them offline in JupyterLab, and in the HTML nbconvert makes of a saved notebook, with
+`workbench.viz.enable_offline` (altair 6's default renderer needs a CDN), or put them in
+panels as ``alt.JupyterChart`` widgets.
 
 The builders live in one module per concept (`frame`, `heads`, `curves`, `text`); this
 module gathers them under their historical import path.

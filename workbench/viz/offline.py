@@ -1,66 +1,106 @@
-"""Draw altair charts in a notebook with no network: an explicit, session-wide switch."""
+"""Draw altair charts in a notebook with no network: an explicit, session-wide switch.
+
+A chart shown in a notebook cell is a ``text/html`` output that carries Vega, Vega-Lite
+and vega-embed inlined (vl-convert's bundle) and its spec: it draws, with its tooltips and
+selections, in JupyterLab and in the page ``jupyter nbconvert --to html`` writes from the
+saved notebook, with no network either way. altair's ``JupyterChart`` widget did not
+survive the saved notebook: nbconvert drew it with the widget manager from unpkg, so the
+exported page showed no chart offline. The panels (`workbench.ui`) keep their widgets:
+their selections talk to Python.
+"""
 
 from __future__ import annotations
 
+import functools
+import html
+import json
+import uuid
 from typing import Any
 
 import altair as alt
 
 from . import style
 
-__all__ = ["RENDERER", "enable_offline"]
+__all__ = ["RENDERER", "chart_html", "enable_offline"]
 
 #: The altair renderer `enable_offline` turns on.
 RENDERER = "workbench"
 
-#: Top-level chart kinds by the key that marks their spec (a unit ``Chart`` has none).
-_KINDS = (
-    ("vconcat", alt.VConcatChart),
-    ("hconcat", alt.HConcatChart),
-    ("concat", alt.ConcatChart),
-    ("layer", alt.LayerChart),
-    ("facet", alt.FacetChart),
-    ("repeat", alt.RepeatChart),
-)
+#: What a notebook shows where it runs no script: nbconvert's text output, or JupyterLab's
+#: view of a saved notebook it does not trust (scripts stripped until the cells run again).
+PLACEHOLDER = "altair chart: run the cell (or trust the notebook) to draw it"
+
+#: vega-embed's menu without the entries that open a web page (the Vega editor).
+_EMBED_OPTIONS = {"mode": "vega-lite", "actions": {"export": True, "source": False,
+                  "compiled": False, "editor": False}}  # fmt: skip
 
 
-def _widget_renderer(spec: dict, **metadata: Any) -> Any:
-    """altair's ``jupyter`` renderer (an offline ``alt.JupyterChart`` widget) without its
-    second schema validation.
+@functools.lru_cache(maxsize=1)
+def _bundle() -> str:
+    """vl-convert's vega-embed bundle (Vega, Vega-Lite, vega-embed) for altair's Vega-Lite
+    version, wrapped to run once per page: a second copy in a later output neither runs
+    again nor redeclares the bundle's top-level ``const``s (a SyntaxError in a page that
+    holds two of them as plain scripts)."""
+    from altair.utils._importers import import_vl_convert, vl_version_for_vl_convert
 
-    altair's renderer rebuilds the chart from the spec that ``_repr_mimebundle_`` has just
-    validated with ``Chart.from_dict``, which validates the whole spec, data included,
-    against each top-level chart kind until one fits (five times for a ``vconcat``): a
-    2,000-token `rhythm_curves` took 6-10 s to appear, `text_view` 5-8 s (a 5,000-token
-    one 11 s and 16 s). Here the chart is rebuilt unvalidated as the kind its spec names
-    (its data set back as the plain lists they are) and the widget validates it once
-    when it serialises it, as before: the widget's spec is the same, shown in about 2 s.
-    Anything unexpected falls back to altair's own renderer."""
-    try:
-        kind = next((cls for key, cls in _KINDS if key in spec), alt.Chart)
-        chart = kind.from_dict({k: v for k, v in spec.items() if k != "datasets"}, validate=False)
-        if "datasets" in spec:
-            chart.datasets = spec["datasets"]
-        alt.JupyterChart.enable_offline(offline=True)
-        widget = alt.JupyterChart(chart=chart, embed_options=metadata.get("embed_options"))
-    except Exception:
-        from altair.vegalite.v6.display import jupyter_renderer
+    code = import_vl_convert().javascript_bundle(vl_version=vl_version_for_vl_convert())
+    if "</script" in code.lower():  # would end the <script> element early
+        raise RuntimeError("vl-convert's JavaScript bundle holds '</script'")
+    return (
+        "if (!window.__workbenchVegaEmbed) {\n(function () {\n"
+        + code
+        + ("\nwindow.__workbenchVegaEmbed = window.vegaEmbed;\n})();\n}")
+    )
 
-        return jupyter_renderer(spec, **{**metadata, "offline": True})
-    return widget._repr_mimebundle_()
+
+def chart_html(spec: dict[str, Any], embed_options: dict[str, Any] | None = None) -> str:
+    """An HTML fragment that draws the Vega-Lite `spec` with no network: a ``<div>`` and
+    a ``<script>`` holding the libraries inlined and the spec, written script-safe (text
+    from a model, such as ``</script>``, cannot end the element)."""
+    from .export import _ScriptSafe
+
+    div = f"wb-chart-{uuid.uuid4().hex}"
+    options = {**_EMBED_OPTIONS, **(embed_options or {})}
+    spec_js = json.dumps(spec, cls=_ScriptSafe)
+    options_js = json.dumps(options, cls=_ScriptSafe)
+    return (
+        f'<div id="{div}" class="workbench-chart">{html.escape(PLACEHOLDER)}</div>\n'
+        f'<script type="text/javascript">\n{_bundle()}\n'
+        f"(function () {{\n"
+        f'  var el = document.getElementById("{div}");\n'
+        f'  el.textContent = "";\n'
+        f"  window.__workbenchVegaEmbed(el, {spec_js}, {options_js}).catch(function (err) {{\n"
+        f'    el.textContent = "Chart error: " + err;\n'
+        f"    throw err;\n"
+        f"  }});\n"
+        f"}})();\n</script>"
+    )
+
+
+def _html_renderer(spec: dict, **metadata: Any) -> dict[str, str]:
+    """The chart as a self-contained ``text/html`` output (`chart_html`) and a line of text.
+
+    altair validated `spec` (once) before calling here; nothing here validates it again
+    (altair's ``jupyter`` renderer rebuilt and re-validated the chart, 6-10 s for a
+    2,000-token `rhythm_curves`)."""
+    return {
+        "text/html": chart_html(spec, metadata.get("embed_options")),
+        "text/plain": f"<{PLACEHOLDER}>",
+    }
 
 
 def enable_offline() -> None:
     """Draw this notebook's altair charts without a network, in the workbench look.
 
-    Inlines Vega into ``alt.JupyterChart`` widgets, enables the ``"workbench"`` renderer
-    (altair's ``jupyter`` renderer offline, without its second validation of the data, so
-    a chart of a 2,000-token trace appears in about 2 s instead of 7-10 s; altair 6's
-    default renderer loads Vega from a CDN) and turns on the workbench theme, for the whole
-    session: call it once at the top of a notebook. The panels do not need it (they theme
-    their own charts). Idempotent.
+    Enables the ``"workbench"`` renderer: each chart is shown as HTML with Vega inlined
+    (`chart_html`), so it draws in JupyterLab and in ``jupyter nbconvert --to html`` of the
+    executed notebook, offline (altair 6's default renderer loads Vega from a CDN, and its
+    ``JupyterChart`` widget, saved, needs unpkg in nbconvert's page). Also inlines Vega into
+    any ``alt.JupyterChart`` widget and turns on the workbench theme, for the whole session:
+    call it once at the top of a notebook. The panels do not need it (they theme their own
+    charts). Idempotent.
     """
     alt.JupyterChart.enable_offline()
-    alt.renderers.register(RENDERER, _widget_renderer)
+    alt.renderers.register(RENDERER, _html_renderer)
     alt.renderers.enable(RENDERER)
     style.enable_theme()
