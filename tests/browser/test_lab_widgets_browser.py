@@ -4,8 +4,9 @@ Recipe (design.md): Debian's Chromium driven by Python Playwright; JupyterLab on
 loopback port with a token and throw-away config/data/runtime dirs; the notebook is
 written here with nbformat, run with ``notebook:run-all-cells``; every request that is
 not loopback, ``data:`` or ``blob:`` is aborted and recorded. The test asserts that the
-ipywidgets rendered (sliders, dropdowns, buttons), that the altair charts drew SVG marks
-through the offline ``JupyterChart`` widget, and that the kernel printed the analysis.
+ipywidgets rendered (sliders, dropdowns, buttons), that the panels' altair charts drew SVG
+marks through the offline ``JupyterChart`` widget, that a plain ``wb.viz`` chart in a cell drew
+through the ``"workbench"`` renderer's HTML, and that the kernel printed the analysis.
 Install Chromium with ``.ci/browser-deps``.
 """
 
@@ -57,6 +58,8 @@ app""",
 r = app.rhythm
 r.window.value = 5  # post-processing only: redrawn from the kept statistics
 print("WB-DONE", type(r.last_error).__name__, r.forward_passes, len(r.analysis.anchors))""",
+    # a plain wb.viz chart, shown by the "workbench" renderer as HTML with Vega inlined
+    "wb.viz.rhythm_curves(r.analysis)",
 ]
 
 
@@ -196,10 +199,13 @@ def test_workbench_app_renders_widgets_and_charts_offline(lab):
             done = page.locator(".jp-OutputArea-output", has_text="WB-DONE")
             done.wait_for(timeout=300_000)
             page.wait_for_function(
-                "() => document.querySelectorAll('.vega-embed svg.marks').length >= 4",
+                "() => document.querySelectorAll('.vega-embed svg.marks').length >= 4 && "
+                "document.querySelectorAll('.workbench-chart .marks').length >= 1",
                 timeout=60_000,
             )
-            text = done.inner_text()
+            # vega-embed's own renderer (canvas) in a cell; the panels draw SVG
+            n_cell_charts = page.locator(".workbench-chart .marks").count()
+            text = done.text_content()  # innerText is empty once Lab windows the cell away
             n_sliders = page.locator(".widget-slider").count()
             n_dropdowns = page.locator(".widget-dropdown").count()
             n_buttons = page.locator(".widget-button").count()
@@ -227,7 +233,7 @@ def test_workbench_app_renders_widgets_and_charts_offline(lab):
             page.wait_for_function(TOOLTIP_SHOWN_JS, timeout=10_000)
             tooltip = page.evaluate(TOOLTIP_ROWS_JS)
             # the Python-side window change reached the drawn chart
-            redrawn = page.locator(".vega-embed", has_text="W = 5").count()
+            redrawn = page.locator(".vega-embed:not(.workbench-chart)", has_text="W = 5").count()
             shot = os.environ.get("WB_BROWSER_SCREENSHOT")
             if shot:  # for a person to look at: the page, then each chart
                 page.screenshot(path=f"{shot}-page.png")
@@ -251,6 +257,7 @@ def test_workbench_app_renders_widgets_and_charts_offline(lab):
     assert n_sliders >= 7, diag
     assert n_dropdowns >= 3 and n_buttons >= 2, diag
     assert n_svg >= 4, diag  # curves, text view, attention map, head map
+    assert n_cell_charts == 1, diag  # drawn in Lab from the cell's own HTML, offline
     assert n_marks > 100, diag
     assert redrawn == 1, diag
     assert hover_rules >= 1, diag
