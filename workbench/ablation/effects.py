@@ -12,12 +12,19 @@ Definitions (this project's, documented so numbers are comparable):
   strictly after it (a knocked-out position still attends to itself and earlier keys, so
   its own row is unchanged). ``kl_max``: the largest of those rows. ``kl_after_last``:
   the mean over rows strictly after the *last* ablated position, for both (purely
-  downstream; NaN when the last ablated position is the last row).
+  downstream). Row ``N - 2`` is the last row measured (row ``N - 1`` predicts past the
+  trace), so an intervention that reaches no row (a knockout of positions from ``N - 2``
+  on only, a residual ablation of position ``N - 1`` only) is refused by `measure`: every
+  KL would be NaN and ``delta_logp`` 0 by construction. ``kl_after_last`` is NaN, with a
+  warning, when the last ablated position is ``N - 2`` or ``N - 1`` (nothing after it is
+  measured); `run_ablations` keeps both out of every set.
 - Answer span (`answer_span`): the tokens after the last ``Answer:`` of the response (the
   tasks' format), without surrounding whitespace-only and special tokens and ending at the
   answer line's newline; without an ``Answer:`` line, the last ``n_last`` (default 5)
   response tokens that are not special tokens. ``logp_*`` is the summed log-probability of
   the span's tokens under teacher forcing; ``delta_logp = logp_ablated - logp_clean``.
+  An empty span (a response that ends at its ``Answer:`` marker) leaves the three NaN,
+  with a warning.
 - Greedy continuation (`greedy_continue`, one full hooked pass per token): from the cut
   ``last ablated position + 1`` (the original tokens up to and including the last
   ablated one are kept), ``max_new_tokens`` greedy tokens with and without the
@@ -27,11 +34,16 @@ Definitions (this project's, documented so numbers are comparable):
   ablated answer with the clean one from its own cut: sets and controls end at different
   positions, and the clean greedy answer from an early cut can be wrong where a later
   cut's is right, so ``correct_ablated`` alone, compared across them, measured where the
-  continuation started as much as the ablation.
+  continuation started as much as the ablation. Where nothing of the trace follows the
+  cut (the last ablated position is its last token, or an end-of-sequence token of the
+  response) nothing is regenerated, so ``correct_ablated`` and ``delta_correct`` are NaN,
+  with a warning, not ``correct_clean`` and 0 by construction.
 """
 
 from __future__ import annotations
 
+import sys
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, no_type_check
 
@@ -278,6 +290,18 @@ def greedy_continue(
     return seq[len(prefix) :]
 
 
+def _warn_user(message: str) -> None:
+    """Warn, naming the first frame outside the workbench (and the runtime type checker's
+    wrappers): the user's line, also when a panel called the function, and one the
+    project's filter that makes the workbench's own warnings errors in its tests does not
+    reach (as `workbench.attention.metrics` does for its FAI warning)."""
+    inside = ("workbench", "jaxtyping", "beartype")
+    frame, level = sys._getframe(0), 1  # this frame is warnings.warn's stacklevel 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in inside:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
+
+
 def _after(kl: Tensor, pos: int) -> Tensor:
     v = kl[pos + 1 :]
     return v[~torch.isnan(v)]
@@ -314,8 +338,51 @@ def measure(
         A dict: ``n``, ``first``, ``last``, ``kl`` (``[pos]`` numpy), ``kl_mean``,
         ``kl_after_last``, ``kl_max``, ``logp_clean``, ``logp_ablated``, ``delta_logp``,
         ``answer_len``, ``answer_kind``, and with a continuation ``cut``,
-        ``correct_clean``, ``correct_ablated``, ``delta_correct``.
+        ``correct_clean``, ``correct_ablated``, ``delta_correct``. A metric with nothing
+        to measure is NaN and a warning says why: ``kl_after_last`` when the last ablated
+        position is one of the trace's last two (no prediction row after it), the
+        log-probs when the answer span is empty, ``correct_ablated`` and
+        ``delta_correct`` when nothing of the trace follows the cut.
+
+    Raises:
+        WorkbenchError: besides bad arguments, an intervention that can change no
+            measured prediction: row ``N - 2`` of an ``N``-token trace is the last one
+            measured, and a knockout changes only rows after its first position (so
+            positions ``N - 2`` and ``N - 1`` alone reach none), a residual ablation rows
+            from its first position on (``N - 1`` alone reaches none).
     """
+    row, notes = _measure(
+        model,
+        trace,
+        intervention,
+        clean_logits=clean_logits,
+        span=span,
+        task=task,
+        problem=problem,
+        max_new_tokens=max_new_tokens,
+        clean_correct=clean_correct,
+    )
+    for note in notes.values():
+        _warn_user(note)
+    return row
+
+
+@no_type_check
+def _measure(
+    model: Any,
+    trace: Trace,
+    intervention: Intervention,
+    *,
+    clean_logits: Tensor | None = None,
+    span: tuple[list[int], str] | None = None,
+    task: Any = None,
+    problem: Any = None,
+    max_new_tokens: int = 0,
+    clean_correct: dict[int, float] | None = None,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """`measure`'s row, and ``{what: message}`` for each metric left NaN because there was
+    nothing to measure (``"after_last"``, ``"answer"``, ``"continuation"``): `measure`
+    warns with them, `run_ablations` counts them into one warning per call."""
     if not isinstance(intervention, Intervention):
         raise WorkbenchError(
             f"measure needs an intervention, got {intervention!r}",
@@ -339,6 +406,26 @@ def measure(
             f"position {max(pos)} is beyond the trace ({len(trace)} tokens)",
             "use positions of this trace",
         )
+    first, last = min(pos), max(pos)
+    n = len(trace)
+    # A knockout leaves the first ablated position's own row unchanged; a residual
+    # ablation changes it (see the module docstring).
+    resid = isinstance(intervention, ResidAblation)
+    reach_from = first if resid else first + 1
+    if reach_from > n - 2:  # row n - 2 predicts the last token; row n - 1 predicts nothing
+        how = (
+            "a residual ablation changes the rows from its first position on"
+            if resid
+            else "a knockout changes only the rows of later queries"
+        )
+        raise WorkbenchError(
+            f"{intervention.label} of position(s) {pos} can change no measured prediction: "
+            f"{how}, and row {n - 2} is the last row of this {n}-token trace that predicts "
+            "one of its tokens (row t predicts token t + 1), so every KL would read NaN "
+            "and delta_logp 0 by construction",
+            f"ablate a position up to {n - 2 if resid else n - 3} "
+            "(run_ablations keeps the last two positions out of every set)",
+        )
     if clean_logits is None:
         clean_logits = logits_of(model, trace.ids)
     else:
@@ -351,10 +438,6 @@ def measure(
             "pass clean_logits=logits_of(model, trace.ids) of the same trace, or leave it out",
         )
     kl = kl_per_position(clean_logits, ablated, trace.prompt_len)
-    first, last = min(pos), max(pos)
-    # A knockout leaves the first ablated position's own row unchanged; a residual
-    # ablation changes it (see the module docstring).
-    reach_from = first if isinstance(intervention, ResidAblation) else first + 1
     after_first, after_last = _after(kl, reach_from - 1), _after(kl, last)
     if span is None:
         tok = getattr(model, "tokenizer", None)
@@ -367,6 +450,19 @@ def measure(
     positions, kind = span
     lp_c = answer_logprob(clean_logits, trace.ids, positions)
     lp_a = answer_logprob(ablated, trace.ids, positions)
+    notes: dict[str, str] = {}
+    if not len(after_last):
+        notes["after_last"] = (
+            f"kl_after_last is NaN: the last ablated position {last} is one of the trace's "
+            f"last two ({n - 2}, {n - 1}), so no prediction row after it is measured; leave "
+            "them out of the set to read it (kl_mean and kl_max are measured)"
+        )
+    if not len(positions):
+        notes["answer"] = (
+            "logp_clean, logp_ablated and delta_logp are NaN: the answer span is empty (the "
+            "response ends at its answer marker, or an empty span was passed); read the KL "
+            "metrics, or pass span=(positions, kind) of the answer's tokens"
+        )
     row: dict[str, Any] = {
         "n": len(pos),
         "first": first,
@@ -388,11 +484,20 @@ def measure(
             cache[cut] = _score_continuation(model, trace, cut, (), max_new_tokens, task, problem)
         row["cut"] = cut
         row["correct_clean"] = cache[cut]
-        row["correct_ablated"] = _score_continuation(
-            model, trace, cut, (intervention,), max_new_tokens, task, problem
-        )
-        row["delta_correct"] = row["correct_ablated"] - row["correct_clean"]
-    return row
+        if _continues(model, trace, cut):
+            row["correct_ablated"] = _score_continuation(
+                model, trace, cut, (intervention,), max_new_tokens, task, problem
+            )
+            row["delta_correct"] = row["correct_ablated"] - row["correct_clean"]
+        else:  # nothing is regenerated: the ablated answer is the clean one by construction
+            row["correct_ablated"] = row["delta_correct"] = float("nan")
+            notes["continuation"] = (
+                f"correct_ablated and delta_correct are NaN: the last ablated position "
+                f"{last} ends the trace (its last token, or an end-of-sequence token), so "
+                "no continuation follows it and the ablated answer would equal the clean "
+                "one by construction; ablate earlier positions for the continuation test"
+            )
+    return row, notes
 
 
 def _clean_logits(values: Any) -> Tensor:
@@ -418,6 +523,14 @@ def _clean_logits(values: Any) -> Tensor:
     return v
 
 
+def _continues(model: Any, trace: Trace, cut: int) -> bool:
+    """Whether a continuation from `cut` regenerates anything: some of the trace follows
+    the cut, and the token before it is no end-of-sequence token of the response."""
+    if cut >= len(trace):
+        return False
+    return not (int(trace.ids[cut - 1]) in _eos(model) and cut > trace.prompt_len)
+
+
 def _score_continuation(
     model: Any,
     trace: Trace,
@@ -428,8 +541,7 @@ def _score_continuation(
     problem: Any,
 ) -> float:
     prefix = trace.ids[:cut]
-    eos = _eos(model)
-    if cut < len(trace) and not (int(trace.ids[cut - 1]) in eos and cut > trace.prompt_len):
+    if _continues(model, trace, cut):
         # Clean and ablated continuations come from the same (hooked) computation.
         new = greedy_continue(
             model, prefix, interventions=interventions, max_new_tokens=max_new_tokens, hooked=True

@@ -53,6 +53,7 @@ from ..attention.layers import resolve_layers
 from ..attention.params import check_layers as layer_selection
 from ..errors import WorkbenchError
 from ..models import eval_mode, model_device
+from ..models.bridge import check_same_model, model_name
 from ..trace import Trace, check_traces
 from ..trace.tokens import check_context, check_ids
 
@@ -337,7 +338,9 @@ class ResidAblation(Intervention):
         mode: ``"zero"``, ``"mean"`` or ``"resample"``.
         reference: for ``"mean"``: ``{layer: [d_model]}`` (from `resid_mean`); for
             ``"resample"``: ``{layer: [pos d_model]}`` of another trace (from
-            `resid_cache`). A single tensor is used for every layer.
+            `resid_cache`). A single tensor is used for every layer. One that another
+            model computed (the `Reference` of `resid_mean` / `resid_cache` records it)
+            is refused by `fwd_hooks`, with any model of the same shape.
         source_positions: for ``"resample"``, the source trace's positions to copy from
             (same length as `positions`); None copies from the same positions.
         allow_sink: allow position 0.
@@ -455,6 +458,13 @@ class ResidAblation(Intervention):
         hooks = []
         pos = torch.tensor(self.positions, dtype=torch.long)
         d_model = model.cfg.d_model
+        check_same_model(
+            getattr(self.reference, "model", None),
+            model_name(model),
+            f"the {self.mode} reference",
+            f"compute it with this model: reference="
+            f"{'resid_mean(model, traces)' if self.mode == 'mean' else 'resid_cache(model, t)'}",
+        )
         for layer in self._layers(model):
             if self.mode == "zero":
                 values = None
@@ -508,6 +518,22 @@ def _resid_hook(pos: Tensor, values: Tensor | None) -> Callable[..., Tensor]:
         return out
 
     return hook
+
+
+class Reference(dict):
+    """``{layer: tensor}`` activations from `resid_cache` or `resid_mean`, with the name of
+    the model that computed them (`model_name`, None for a model the workbench did not
+    load), so that `ResidAblation` refuses them on another model of the same shape (the
+    tiny reasoner and searcher take each other's activations in every shape). A plain
+    dict (or a tensor) records no model and is used as it is."""
+
+    model: str | None = None
+
+
+def _reference(values: dict[int, Tensor], model: Any) -> Reference:
+    ref = Reference(values)
+    ref.model = model_name(model)
+    return ref
 
 
 def fwd_hooks(model: Any, *interventions: Intervention) -> list[Hook]:
@@ -584,7 +610,8 @@ def resid_cache(
 ) -> dict[int, Float[Tensor, "pos d_model"]]:
     """``{layer: [pos d_model]}`` residual stream (``hook_resid_pre``) of one trace.
 
-    The reference for ``ResidAblation(mode="resample")``: run it on another trace.
+    The reference for ``ResidAblation(mode="resample")``: run it on another trace. A
+    `Reference` (a dict) that records the model, so it is refused on another model.
     """
     n = model.cfg.n_layers
     layer_list = resolve_layers(default_resid_layer(n) if layers is None else layers, n)
@@ -601,7 +628,7 @@ def resid_cache(
             _ids(model, trace, "the trace").to(model_device(model)),
             fwd_hooks=[(f"blocks.{lay}.hook_resid_pre", make(lay)) for lay in layer_list],
         )
-    return store
+    return _reference(store, model)
 
 
 @torch.no_grad()
@@ -621,6 +648,9 @@ def resid_mean(
         layers: layer(s); None = `default_resid_layer`.
         where: ``"response"`` (response positions only) or ``"all"`` (every position but
             0, the sink, whose residual norm is atypical).
+
+    Returns:
+        A `Reference` (a dict) that records the model, so it is refused on another model.
     """
     if where not in ("response", "all"):
         raise WorkbenchError(f"where={where!r} is unknown", 'use "response" or "all"')
@@ -638,4 +668,4 @@ def resid_mean(
         count += len(t) - start
     if count == 0:
         raise WorkbenchError("the reference traces have no positions to average", "pass longer")
-    return {layer: (s / count).float() for layer, s in sums.items()}
+    return _reference({layer: (s / count).float() for layer, s in sums.items()}, model)

@@ -23,7 +23,6 @@ more skewed, the less). 0/1 outcomes get Wilson's interval (`summarize`).
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, no_type_check
 
@@ -37,7 +36,7 @@ from ..errors import WorkbenchError
 from ..intervals import bootstrap_ci, check_level, t_ci, wilson_ci
 from ..trace import Trace, check_traces
 from ..trace.tokens import check_trace_tokens
-from .effects import answer_span, logits_of, measure
+from .effects import _measure, _warn_user, answer_span, logits_of
 from .interventions import Knockout, ResidAblation, resid_cache, resid_mean
 from .targets import (
     CONTROLS,
@@ -121,6 +120,13 @@ def _check_kinds(kinds: Any) -> list[str]:
         raise WorkbenchError(
             f"unknown interventions {bad or kinds}", f"use some of {INTERVENTIONS}"
         )
+    twice = sorted({k for k in kinds if kinds.count(k) > 1})
+    if twice:  # each set would be ablated twice, its rows counted twice
+        raise WorkbenchError(
+            f"interventions {kinds} name {twice} more than once, so every set would be "
+            "ablated twice and its rows counted twice",
+            f"name each once, e.g. interventions={list(dict.fromkeys(kinds))}",
+        )
     return kinds
 
 
@@ -170,7 +176,8 @@ def run_ablations(
         model: the bridge.
         traces: the traces.
         analyses: their analyses (None: ``wb.analyze(model, trace, **analyze_kwargs)``).
-        interventions: kinds from `INTERVENTIONS`. ``"resid-mean"`` uses the mean residual
+        interventions: kinds from `INTERVENTIONS`, each at most once (as are the names of
+            `families` and `controls`). ``"resid-mean"`` uses the mean residual
             over the response positions of all `traces`; ``"resid-resample"`` copies from
             the next trace in the list (cyclically), so it needs at least two traces, and
             no trace may have the same token ids as the next (copying a trace's own
@@ -190,7 +197,12 @@ def run_ablations(
             the ``seed`` column holds the seed each control used.
         exclude_answer: keep the answer span (`answer_span`) out of every target set and
             control, so the answer log-prob measures influence, not direct damage.
-            Special tokens (eos) and the last token are always kept out.
+            Special tokens (eos) and the last two tokens are always kept out: the last
+            has no later query, and after the one before it no prediction of the trace
+            is measured (`kl_after_last` and a knockout's every KL would be NaN). A trace
+            whose answer span is empty (its response ends at the ``Answer:`` marker) has
+            NaN ``logp_*`` and ``delta_logp`` rows; one warning per call names such
+            traces.
         knockout_layers: layers for ``"knockout"``.
         resid_layers: layer(s) for residual ablations (None: ``floor(L/3)``).
         task / problems: a `workbench.tasks.Task` and one `Problem` per trace, to test
@@ -295,6 +307,8 @@ def run_ablations(
     special = getattr(model.tokenizer, "all_special_ids", []) or []
     rows: list[dict[str, Any]] = []
     skipped_families = skipped_controls = 0
+    nan_notes: dict[str, set[int]] = {}  # what is NaN -> the traces where it is
+    no_random: list[tuple[int, str]] = []  # (trace, family) whose set is its whole pool
     for i, tr in enumerate(progress_bar(traces, desc="ablate", progress=progress)):
         an = analyses[i] if analyses is not None else analyze(model, tr, **(analyze_kwargs or {}))
         span = answer_span(tr, special_ids=special)
@@ -310,6 +324,11 @@ def run_ablations(
             )
         except WorkbenchError as e:
             raise WorkbenchError(f"traces[{i}]: {e.problem}", e.fix) from None
+        if "random" in controls and n_random:  # a set that is its whole pool has none
+            drawn = {ts.family for ts in sets if ts.kind == "random"}
+            no_random += [
+                (i, ts.family) for ts in sets if ts.kind == "target" and ts.family not in drawn
+            ]
         clean = logits_of(model, tr.ids)
         other = None
         resampled: dict[str, bool] = {}  # set name -> it is resampled on this trace
@@ -343,7 +362,7 @@ def run_ablations(
                         continue  # counted above; warned once below
                     sources = [p + shift for p in ts.positions]
                     iv = ResidAblation(ts.positions, resid_layers, "resample", other, sources)
-                m = measure(
+                m, notes = _measure(
                     model,
                     tr,
                     iv,
@@ -354,6 +373,8 @@ def run_ablations(
                     max_new_tokens=max_new_tokens,
                     clean_correct=clean_correct,
                 )
+                for what in notes:
+                    nan_notes.setdefault(what, set()).add(i)
                 kl_curve = m.pop("kl")
                 rows.append(
                     {
@@ -372,24 +393,51 @@ def run_ablations(
         if callback is not None:
             callback(i + 1, len(traces))
     if skipped_families or skipped_controls:
-        warnings.warn(
+        _warn_user(
             f"resid-resample skipped {skipped_families} (trace, family) pair(s) whose set "
             "reaches beyond the next trace's response (set and controls both left out, so set and "
             f"control means come from the same traces) and {skipped_controls} further "
             "control(s) that reach beyond it; pass traces whose responses are at least as "
-            "long as those of the traces they follow to resample every set",
-            stacklevel=2,
+            "long as those of the traces they follow to resample every set"
         )
+    if no_random:
+        listed = ", ".join(f"traces[{i}] {fam}" for i, fam in no_random[:10])
+        _warn_user(
+            f"{len(no_random)} (trace, family) pair(s) got no random control ({listed}"
+            f"{', ...' if len(no_random) > 10 else ''}): the set is its family's whole "
+            "eligible pool, so every draw would be the set itself; summarize's 'set - "
+            "random' leaves those traces out (pass a smaller size, or longer traces)"
+        )
+    for what, where in nan_notes.items():
+        _warn_user(_NAN_NOTES[what].format(sorted(where)))
     return pd.DataFrame(rows, columns=_COLUMNS)
 
 
-def _exclusions(trace: Trace, answer: Sequence[int], special: Sequence[int]) -> list[int]:
-    """Positions no target set may use: the answer span, special tokens, the last token.
+#: What `run_ablations` says, once per call, about metrics left NaN in some traces' rows
+#: (`measure` warns per call; its own sets never end at the last two positions, so only
+#: the answer span can be empty here).
+_NAN_NOTES = {
+    "answer": "logp_clean, logp_ablated and delta_logp are NaN in every row of traces {} "
+    "(by index): their answer span is empty (the response ends at its answer marker), "
+    "so summarize(frame, 'delta_logp') leaves them out; read the KL metrics for them",
+    "after_last": "kl_after_last is NaN in some rows of traces {} (by index): an ablated "
+    "set ends at one of the trace's last two positions",
+    "continuation": "correct_ablated and delta_correct are NaN in some rows of traces {} "
+    "(by index): an ablated set ends the trace, so no continuation follows it",
+}
 
-    The last token has no later query, so ablating it changes nothing by construction.
+
+def _exclusions(trace: Trace, answer: Sequence[int], special: Sequence[int]) -> list[int]:
+    """Positions no target set may use: the answer span, special tokens, the last two tokens.
+
+    The last token has no later query, so ablating it changes nothing by construction; the
+    one before it only changes row ``N - 1``, which predicts past the trace, so nothing
+    after it is measured (a set ending there had a NaN ``kl_after_last``, and a knockout
+    of it alone NaN for every KL). `measure` refuses an intervention that reaches no
+    measured row.
     """
     sp = {int(i) for i in special}
-    out = set(answer) | {len(trace) - 1}
+    out = set(answer) | {len(trace) - 1, len(trace) - 2}
     out |= {p for p in trace.response if int(trace.ids[p]) in sp}
     return sorted(out)
 
@@ -495,7 +543,10 @@ def summarize(
         ``intervention, family, comparison, metric, estimate, lo, hi, n_traces, interval,
         ci``. ``comparison`` is ``"set"``, a control (``"random"``, ``"nearby"``,
         ``"low_fai"``) or ``"set - <control>"``; per trace the seeded controls are first
-        averaged over seeds. With one trace the bounds are NaN (no interval).
+        averaged over seeds. With one trace the bounds are NaN (no interval). Rows whose
+        `metric` is NaN (nothing to measure, e.g. ``delta_logp`` of a trace whose answer
+        span is empty) are left out, with a warning that counts them and names their
+        traces, so ``n_traces`` can differ between the rows of the table.
 
     Compare answers between a set and its controls with ``delta_correct``, not
     ``correct_ablated``: each continuation starts after its own last ablated position, so
@@ -526,6 +577,16 @@ def summarize(
             f"the frame has no values of {metric!r} (every row is NaN), so there is nothing "
             "to summarise",
             how,
+        )
+    missing = frame[metric].isna()
+    if missing.any():  # pandas' means skip NaN: say so rather than average over fewer
+        where = sorted({int(t) for t in frame.loc[missing, "trace"]})
+        listed = ", ".join(map(str, where[:10])) + (", ..." if len(where) > 10 else "")
+        _warn_user(
+            f"{int(missing.sum())} of {len(frame)} rows have no {metric} (NaN, in traces "
+            f"{listed}): summarize leaves them out, so a comparison rests on the traces "
+            "that have it (its n_traces) and a trace's seeded controls on the seeds that "
+            "have it; run_ablations' warnings said why they are NaN"
         )
     rows = []
     for (iv, fam), g in frame.groupby(["intervention", "family"], sort=False):

@@ -15,6 +15,8 @@ How controls are matched (this project's rules):
   never position 0, and, when ``exclude`` is given (e.g. the answer span), without those.
 - ``"random"``: a uniform draw without replacement from the pool, one per seed
   (``seed, seed + 1, ...``). It may overlap the family set: it is chance, not a complement.
+  Where the set is the whole pool (a short response) every draw would be the set itself,
+  so the family gets no random control (`run_ablations` warns).
 - ``"low_fai"``: the lowest-FAI positions of the FAI pool minus the family set (disjoint
   from the set, so a preplan or intro token, or an anchor whose FAI ties the lowest, is
   never its own control), counted and tie-broken by the project's rule
@@ -156,6 +158,13 @@ def _check_names(names: Iterable[str], allowed: Sequence[str], what: str) -> lis
     bad = [n for n in out if n not in allowed]
     if bad:
         raise WorkbenchError(f"unknown {what} {bad}", f"use some of {list(allowed)}")
+    twice = sorted({n for n in out if out.count(n) > 1})
+    if twice:  # every set (or control) of a repeated name would be ablated, and counted, twice
+        raise WorkbenchError(
+            f"{what} {out} name {twice} more than once: a slip, not a setting (a repeated "
+            "family's sets were built, ablated and counted twice)",
+            f"name each once, e.g. {list(dict.fromkeys(out))}",
+        )
     return out
 
 
@@ -182,13 +191,17 @@ def target_sets(
             tokens instead (dominated and intro sets are unchanged; a family with an empty
             pool is skipped).
         exclude: positions never to target, in targets or controls (e.g. the answer span);
-            a list, not a mapping (a dict would be read as its keys).
+            a list, not a mapping (a dict would be read as its keys), of positions of the
+            trace (a negative one, or one beyond it, is refused: it would exclude nothing).
+        families / controls: each name at most once (a repeated name is refused: its sets
+            would be ablated and counted twice).
 
     Returns:
         For each non-empty family: the family's set, then its controls, in that order.
         Every control has the family set's size: a random control whose pool is too
-        small is a `WorkbenchError`; the nearby and low_fai controls are left out where
-        too few free positions remain.
+        small is a `WorkbenchError`, and it is left out where the set is its whole pool
+        (every draw would be the set itself); the nearby and low_fai controls are left
+        out where too few free positions remain.
 
     Raises:
         WorkbenchError: when `size` is not below the size of a family's non-empty pool (the
@@ -207,6 +220,13 @@ def target_sets(
     if size is not None:
         _validate.integer("size", size, minimum=1, example=4)
     excl = _exclusions(exclude)
+    beyond = sorted(p for p in excl if p >= len(analysis.ids))
+    if beyond:  # it excluded nothing, as a negative position would not (refused too)
+        raise WorkbenchError(
+            f"exclude holds position(s) {beyond[:5]}, beyond the {len(analysis.ids)} tokens "
+            "of the analysed trace, so it would exclude nothing there",
+            "pass positions of this trace (0-based, below its length), e.g. its answer span",
+        )
     metric = {"anchors": analysis.fai, "dominated": analysis.fai}
     metric |= {"preplan": analysis.delta, "intro": analysis.delta}
     fai_pool = _pool(analysis.fai, excl)
@@ -229,12 +249,14 @@ def target_sets(
         if m == 0:
             continue
         out.append(TargetSet(fam, fam, "target", tuple(sorted(positions))))
-        if "random" in ctrls:
-            if m > len(pool):
-                raise WorkbenchError(
-                    f"{fam}: {m} positions but only {len(pool)} eligible for a random control",
-                    "use a smaller size or fewer exclusions",
-                )
+        if "random" in ctrls and m > len(pool):
+            raise WorkbenchError(
+                f"{fam}: {m} positions but only {len(pool)} eligible for a random control",
+                "use a smaller size or fewer exclusions",
+            )
+        # A set that is its whole pool: every draw would be the set itself, and "set -
+        # random" 0 by construction (a one-token preplan set of a six-token response).
+        if "random" in ctrls and not set(pool.tolist()) <= set(positions):
             for i in range(n_random):
                 rng = np.random.default_rng(seed + i)
                 picks = rng.choice(pool, size=m, replace=False)
