@@ -199,15 +199,16 @@ def test_rhythm_panel_updates_without_a_new_forward_pass(smol, passes, tmp_path)
     assert r.last_error is None
     assert passes.n == 2 and r.forward_passes == 2
 
-    # a bad choice is reported in the status line; the last good state stays on screen
-    shown = r.analysis
+    # a bad choice is reported in the status line; the charts, drawn for other heads, are
+    # hidden (not left beside the error as if they were its) until the choice is valid
     r.picker.head_index.value = ()
     assert isinstance(r.last_error, WorkbenchError)
     assert "no heads are selected" in r.status.value
-    assert r.analysis is shown
+    assert r.analysis is None and r.charts_box.layout.display == "none"
     r.picker.mode.value = "all"
     r.picker.head_index.value = (4,)
     assert r.last_error is None and len(r.analysis.heads) == 30
+    assert r.charts_box.layout.display is None
 
     # a saved trace is analysed as saved (a new trace: two passes), the view range resets
     path = r.trace.save(tmp_path / "trace.json")
@@ -335,8 +336,9 @@ def test_a_run_with_no_heads_selected_is_refused_before_any_forward_pass(toy_lla
     r.picker.head_index.value = ()
     r.response.value = "2 + 3 = 5."
     assert r.run() is None and "no heads are selected" in r.status.value
-    # nothing was analysed: the trace, analysis and charts on screen still agree
-    assert r.forward_passes == 2 and r.analysis is first and r.trace.text != "2 + 3 = 5."
+    # nothing was analysed; the first trace's charts, drawn for other heads, are hidden
+    assert r.forward_passes == 2 and r.trace.text != "2 + 3 = 5." and first is not None
+    assert r.analysis is None and r.charts_box.layout.display == "none"
 
 
 def test_the_head_map_subtitle_follows_the_quantiles_when_the_classes_stay(toy_llama):

@@ -1,4 +1,11 @@
-"""`ModelPanel`: pick an embedded model or a local checkpoint folder and load it."""
+"""`ModelPanel`: pick an embedded model, a local checkpoint folder or a hub name and load it.
+
+Hub names (``"org/model"``, typed in the folder box) load only when asked, as in
+`wb.load_model`: tick "allow hub downloads" in the panel (the default loader then passes
+``allow_hub=True``), or set ``os.environ["WORKBENCH_ALLOW_HUB"] = "1"`` in the kernel; in
+code, ``wb.load_model("org/model", allow_hub=True)``. A hub name refused for want of that
+says so, naming these ways (`wb.load_model`'s own message names only the code's).
+"""
 
 from __future__ import annotations
 
@@ -18,15 +25,19 @@ _FOLDER = "__folder__"
 
 
 class ModelPanel(Panel):
-    """Pick an embedded model or a local checkpoint folder and load it with progress.
+    """Pick an embedded model, a local checkpoint folder or a hub name and load it with
+    progress.
 
     Args:
         model: an already loaded bridge to start with (optional).
-        loader: the function that loads a name or folder (default `wb.load_model`).
+        loader: the function that loads a name or folder (default `wb.load_model`); it
+            decides about hub names itself (the "allow hub downloads" box is not shown).
 
     Attributes:
-        source: the model dropdown (embedded names, then ``"local folder..."``).
-        folder: the folder path box (shown for ``"local folder..."``).
+        source: the model dropdown (embedded names, then ``"local folder or hub name..."``).
+        folder: the folder path (or ``org/model`` hub name) box, shown for the last choice.
+        allow_hub: the "allow hub downloads" checkbox (``allow_hub=True`` for
+            `wb.load_model`), shown with `folder` when the default loader is used.
         load_button / progress / status: the controls.
         model: the loaded bridge (or None).
     """
@@ -51,15 +62,22 @@ class ModelPanel(Panel):
         for info in list_models():
             label = info.name + ("" if info.available else " (not available)")
             options.append((label, info.name))
-        options.append(("local folder…", _FOLDER))
+        options.append(("local folder or hub name…", _FOLDER))
         self.source = widgets.Dropdown(
             options=options, description="model", style=layout.DESCRIPTION
         )
         self.folder = widgets.Text(
-            placeholder="/path/to/checkpoint (config.json + *.safetensors)",
+            placeholder="/path/to/checkpoint (config.json + *.safetensors), or org/model",
             description="folder",
             style=layout.DESCRIPTION,
             layout=widgets.Layout(width="480px", display="none"),
+        )
+        self.allow_hub = widgets.Checkbox(
+            value=False,
+            description="allow hub downloads",
+            indent=False,
+            tooltip="load an org/model name from the Hugging Face hub (needs a network)",
+            layout=widgets.Layout(width="auto", display="none"),
         )
         self.load_button = widgets.Button(
             description="Load", button_style="primary", icon="download"
@@ -70,7 +88,9 @@ class ModelPanel(Panel):
         self.children = [
             layout.card(
                 "Model",
-                layout.row(self.source, self.folder, self.load_button, self.progress),
+                layout.row(
+                    self.source, self.folder, self.allow_hub, self.load_button, self.progress
+                ),
                 self.status,
             )
         ]
@@ -89,7 +109,10 @@ class ModelPanel(Panel):
             self._say(f"ready: {describe(model)}", "ok")
 
     def _on_source(self, change: dict) -> None:
-        self.folder.layout.display = "" if change["new"] == _FOLDER else "none"
+        shown = "" if change["new"] == _FOLDER else "none"
+        self.folder.layout.display = shown
+        # A loader of one's own takes only the name: the box would change nothing.
+        self.allow_hub.layout.display = shown if self._loader is None else "none"
 
     def on_load(self, callback: Callable[[Any], None]) -> None:
         """Call ``callback(model)`` after every successful load."""
@@ -121,9 +144,7 @@ class ModelPanel(Panel):
                 if self._loader is not None:
                     model = self._loader(target)
                 else:
-                    from ..models import load_model
-
-                    model = load_model(target)
+                    model = self._load_default(target)
                 try:
                     check_model(model)
                 except WorkbenchError:
@@ -144,6 +165,33 @@ class ModelPanel(Panel):
             return model
 
         return self._guard(go)
+
+    def _load_default(self, target: str) -> Any:
+        """`wb.load_model(target)`, with ``allow_hub`` from the checkbox; a hub name it
+        refuses is refused with the fix the panel offers (its own message names only
+        ``load_model(..., allow_hub=True)``, which the panel never calls)."""
+        from ..models import load_model
+
+        hub = bool(self.allow_hub.value)
+        try:
+            return load_model(target, allow_hub=hub)
+        except WorkbenchError as e:
+            if hub or "allow_hub" not in (e.fix or ""):
+                raise
+            if e.problem.startswith("unknown model"):
+                fix = (
+                    "pick an embedded model in the model list, or choose 'local folder or "
+                    "hub name…' and type a checkpoint folder (with config.json), or a hub "
+                    "name 'org/model' with 'allow hub downloads' ticked"
+                )
+            else:
+                fix = (
+                    "pick an embedded model in the model list or type a local folder; to "
+                    f"download {target} instead, tick 'allow hub downloads' and press Load "
+                    f"again (in code: wb.load_model({target!r}, allow_hub=True); or run "
+                    "os.environ['WORKBENCH_ALLOW_HUB'] = '1' in the notebook before loading)"
+                )
+            raise WorkbenchError(e.problem, fix) from None
 
     def _notify(self, model: Any, target: str) -> None:
         """Make `model` the model and hand it to every listener; if one refuses it, hand

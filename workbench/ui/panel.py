@@ -23,7 +23,7 @@ from ..errors import WorkbenchError
 from ..viz import style
 from . import layout
 
-__all__ = ["Panel", "chart_widget", "check_model", "check_text", "initial"]
+__all__ = ["Panel", "chart_widget", "check_model", "check_text", "error_text", "initial"]
 
 
 def check_model(model: Any) -> Any:
@@ -146,16 +146,22 @@ class Panel(widgets.VBox):
                 out, failed = None, e
         notes = _pass_on(caught)
         self.last_error = failed
-        if isinstance(failed, WorkbenchError):
-            self._say(f"{failed.problem}" + (f"\nFix: {failed.fix}" if failed.fix else ""), "error")
-        elif failed is not None:
-            self._say(f"{type(failed).__name__}: {failed}", "error")
+        if failed is not None:
+            self._say(error_text(failed), "error")
         elif notes:
             self._say(
                 "\n".join([m for m in [getattr(self, "_message", "")] if m] + notes), "warning"
             )
             self._warned = True
         return out
+
+
+def error_text(error: BaseException) -> str:
+    """How a panel's status line shows `error`: a `WorkbenchError`'s problem and
+    ``Fix: ...``, any other error as ``Type: message``."""
+    if isinstance(error, WorkbenchError):
+        return f"{error.problem}" + (f"\nFix: {error.fix}" if error.fix else "")
+    return f"{type(error).__name__}: {error}"
 
 
 def _pass_on(caught: list[warnings.WarningMessage]) -> list[str]:

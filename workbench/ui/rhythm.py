@@ -14,11 +14,18 @@ The ``sink`` choice ("keep", the paper's attention, or "exclude": the first toke
 column zeroed and each row renormalised, `wb.analyze(..., sink=)`) changes the attention
 every statistic is computed from (and the attention map shows it too), so changing it
 analyses the current trace again (two forward passes).
+
+Charts never stand for settings they were not drawn with: heads or parameters that are
+refused (no heads selected) hide the charts, the summary says why, and `analysis` is None
+until the settings are valid again (the kept charts then come back, redrawn for them); a
+Run that fails keeps the previous trace's charts on screen, and the summary above them says
+that they are the previous trace's. See `RhythmPanel.stale`.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any, no_type_check
 
 import altair as alt
@@ -34,10 +41,16 @@ from .heads import HeadPicker
 from .model import describe
 from .panel import Panel, chart_widget, check_model, check_text, initial
 
-__all__ = ["FAI_HI_CHOICES", "RhythmPanel"]
+__all__ = ["FAI_HI_CHOICES", "RhythmPanel", "UnknownTokensWarning"]
 
 #: H_hi choices of the rhythm panel (None = to the end of the response).
 FAI_HI_CHOICES: tuple[int | None, ...] = (None, 25, 50, 100, 200, 400, 1000)
+
+
+class UnknownTokensWarning(UserWarning):
+    """Typed text held characters the tokenizer cannot encode: the charts show them as its
+    unknown token. A workbench warning, so the panel shows it in its status line (the
+    tokenizer's own warning reached only the log console)."""
 
 
 class RhythmPanel(Panel):
@@ -58,6 +71,10 @@ class RhythmPanel(Panel):
         maps: the pooled `AttentionMaps` of every head.
         charts: ``{"curves", "text", "map", "heads"}`` -> ``alt.JupyterChart`` widgets.
         forward_passes: forward passes this panel has run.
+        stale: ``""`` while the charts on screen match the widgets; otherwise why they do
+            not: ``"settings refused"`` (the charts are hidden; `analysis` is None when
+            the heads or parameters were refused) or
+            ``"run failed"`` (the charts, still shown, are of the previous trace).
     """
 
     title = "Rhythm"
@@ -83,6 +100,7 @@ class RhythmPanel(Panel):
         self.analysis = None
         self.maps = None
         self.forward_passes = 0
+        self.stale = ""
         self.charts: dict[str, alt.JupyterChart] = {}
         self._keys: dict[str, Any] = {}
 
@@ -280,6 +298,7 @@ class RhythmPanel(Panel):
         self.charts_box.children = []
         self.charts = {}
         self.summary.value = ""
+        self.stale, self.charts_box.layout.display = "", None
         self.picker.set_model(model)
         # Only the heads of attention layers have a map (`attention_maps` records no other
         # in a hybrid model): a state-space or linear-attention layer is not offered.
@@ -312,8 +331,10 @@ class RhythmPanel(Panel):
     def run(self) -> Any:
         """Analyse one new trace and draw it: the saved trace in `trace_file` if given,
         else the pasted `response` (with `prompt`), else a response generated from
-        `prompt`. Two forward passes (see the module docstring)."""
-        return self._guard(self._run)
+        `prompt`. Two forward passes (see the module docstring).
+
+        If it fails, the previous trace's charts stay, marked as such (`stale`)."""
+        return self._guard(lambda: self._new_trace(self._run))
 
     def _run(self) -> Any:
         if self.model is None:
@@ -327,9 +348,17 @@ class RhythmPanel(Panel):
                 source = f"the trace file {self.trace_file.value.strip()}"
                 trace = Trace.load(self.trace_file.value.strip())  # "~/..." expands
             elif self.response.value.strip():
+                if not self.prompt.value.strip():  # its fix named an argument, not the box
+                    raise WorkbenchError(
+                        "the prompt is empty, and a pasted response is analysed with the "
+                        "prompt it answers",
+                        "type that prompt in the prompt box (or clear the response to "
+                        "generate one from a prompt)",
+                    )
                 self._say("tokenising the pasted response …", "busy")
                 source = "the pasted response"
                 trace = Trace.from_text(self.model, self.prompt.value, self.response.value)
+                self._warn_unknown(trace, self.prompt.value + self.response.value)
             else:
                 source = "a generated response"
                 if not self.prompt.value.strip():
@@ -345,6 +374,7 @@ class RhythmPanel(Panel):
                     seed=int(self.seed.value),
                     progress=False,  # the status line says it is generating
                 )
+                self._warn_unknown(trace, self.prompt.value, prompt_only=True)
             out = self._set_trace(trace)
             # The trace file wins over a pasted response (the docstring's order): say which.
             self._say(f"{self._message} (from {source})", "ok")
@@ -352,9 +382,47 @@ class RhythmPanel(Panel):
         finally:
             self.run_button.disabled = False
 
+    def _warn_unknown(self, trace: Any, typed: str, *, prompt_only: bool = False) -> None:
+        """Warn (in the status line) when the typed text became the tokenizer's unknown
+        token: the analysis then runs on tokens that are not what was typed."""
+        tokenizer = getattr(self.model, "tokenizer", None)
+        unk, name = getattr(tokenizer, "unk_token_id", None), getattr(tokenizer, "unk_token", None)
+        if unk is None:
+            return
+        ids = trace.ids.tolist()[: trace.prompt_len] if prompt_only else trace.ids.tolist()
+        n = ids.count(unk) - (typed.count(name) if isinstance(name, str) else 0)
+        if n > 0:
+            warnings.warn(
+                UnknownTokensWarning(
+                    f"{n} token(s) of the typed text are the unknown token {name!r}: "
+                    "characters the tokenizer cannot encode (a tab or an accented letter for "
+                    "the tiny models), so the charts show that token, not what was typed; "
+                    "rewrite them with characters it knows and press Run again"
+                ),
+                stacklevel=2,
+            )
+
     def set_trace(self, trace: Any) -> Any:
-        """Analyse an existing `wb.Trace` (two forward passes) and draw it."""
-        return self._guard(lambda: self._set_trace(trace))
+        """Analyse an existing `wb.Trace` (two forward passes) and draw it (if it fails,
+        the previous trace's charts stay, marked as such)."""
+        return self._guard(lambda: self._new_trace(lambda: self._set_trace(trace)))
+
+    def _new_trace(self, fn: Any) -> Any:
+        """Run `fn` (which sets a new trace); if it fails while the previous trace's charts
+        are shown, say above them that they are the previous trace's, not the refused
+        input's (they stood beside the error as if they were its results)."""
+        try:
+            return fn()
+        except Exception:
+            if self.analysis is not None and not self.stale and self.trace is not None:
+                self.stale = "run failed"
+                self.summary.value = layout.status_html(
+                    f"The charts below are still those of the previous trace "
+                    f"({self.trace.response_len} response tokens): the new one was refused "
+                    f"(the status line says why).\n{self._summary_text(self.analysis)}",
+                    "warning",
+                )
+            raise
 
     def _set_trace(self, trace: Any, *, keep_shown: bool = False) -> Any:
         from ..attention import analyze
@@ -432,25 +500,68 @@ class RhythmPanel(Panel):
             raise
 
     def update(self) -> Any:
-        """Re-derive the analysis for the chosen heads and parameters (no forward pass)."""
+        """Re-derive the analysis for the chosen heads and parameters (no forward pass).
+
+        Settings it refuses (no heads selected) hide the charts and set `analysis` to
+        None (see `stale`) before the error is raised: they were drawn for other heads."""
         if self.base is None:
             return None
-        heads = self.picker.heads
-        if not heads:
-            raise WorkbenchError("no heads are selected", "pick at least one layer and one head")
-        analysis = self.base.with_params(self.params)
-        if heads != list(self.base.heads):
-            analysis = analysis.select_heads(heads)
+        try:
+            heads = self.picker.heads
+            if not heads:
+                raise WorkbenchError(
+                    "no heads are selected", "pick at least one layer and one head"
+                )
+            analysis = self.base.with_params(self.params)
+            if heads != list(self.base.heads):
+                analysis = analysis.select_heads(heads)
+        except Exception:
+            self._hide_charts()
+            raise
         self.analysis = analysis
         self.picker.show_classes(analysis)
         self.render()
         return analysis
 
+    def _hide_charts(self, *, forget: bool = True) -> None:
+        """The settings were refused: no chart on screen matches them. Hide the charts
+        (kept, to be redrawn once the settings are valid) and say why; `forget` drops the
+        analysis too (it was of other heads or parameters)."""
+        if forget:
+            self.analysis = None
+        self.stale = "settings refused"
+        self.charts_box.layout.display = "none"
+        self.picker.classes.value = ""
+        self.summary.value = layout.status_html(
+            "No charts: the settings above were refused (the status line says why and how "
+            "to fix them); the charts come back once they are valid.",
+            "error",
+        )
+
     def render(self) -> None:
-        """Redraw the charts from the current analysis (no forward pass)."""
+        """Redraw the charts from the current analysis (no forward pass); if that fails,
+        the charts are hidden (some may have been redrawn, some not)."""
         a = self.analysis
         if a is None:
             return
+        try:
+            self._render(a)
+        except Exception:
+            self._hide_charts(forget=False)  # a view change: the analysis still holds
+            raise
+        self.stale = ""
+        self.charts_box.layout.display = None
+        self.summary.value = layout.status_html(self._summary_text(a))
+
+    @staticmethod
+    def _summary_text(a: Any) -> str:
+        return (
+            f"preplan {len(a.preplan)}, anchors {len(a.anchors)}, "
+            f"locally dominated {len(a.dominated)} of {len(a.response)} response tokens; "
+            f"{len(a.local_heads)} local / {len(a.global_heads)} global of {len(a.heads)} heads"
+        )
+
+    def _render(self, a: Any) -> None:
         lo, hi = self.shown.value
         positions = range(a.prompt_len + lo, a.prompt_len + hi + 1)
         group = self.map_heads.value
@@ -487,10 +598,6 @@ class RhythmPanel(Panel):
         else:
             for k, (key, build) in builders.items():
                 if self._keys.get(k) != key:
+                    self._keys.pop(k, None)  # a failed build leaves it to be rebuilt
                     self.charts[k].chart = build()
                     self._keys[k] = key
-        self.summary.value = layout.status_html(
-            f"preplan {len(a.preplan)}, anchors {len(a.anchors)}, "
-            f"locally dominated {len(a.dominated)} of {len(a.response)} response tokens; "
-            f"{len(a.local_heads)} local / {len(a.global_heads)} global of {len(a.heads)} heads"
-        )

@@ -13,6 +13,11 @@ Stop sends the run's process SIGINT, at any moment: the trainer finishes the opt
 it is in, checkpoints, and marks the run ``"interrupted"``; `wb.rl.resume(run_dir)`
 continues it. A kernel interrupt reaches the child the same way (same process group).
 Stop acts on the run that is going, never on a finished one.
+
+``last_error`` follows the run: a Start that is refused sets it (a refusal while a run is
+going stays under that run's progress in the status line); a Start that launches a run, a
+Stop that stops one and the end of a run clear it; a run whose process fails sets it to a
+`WorkbenchError` quoting the end of the run's log.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from ..rl.config import GRPOConfig
 from ..tasks import TASKS
 from ..viz.training import progress_chart
 from . import layout
-from .panel import Panel, chart_widget, check_text
+from .panel import Panel, chart_widget, check_text, error_text
 
 __all__ = ["RLPanel", "RunJob"]
 
@@ -125,6 +130,7 @@ class RLPanel(Panel):
         job: the current `RunJob` (None before the first start).
         rows: the metric rows of the current job read so far.
         chart: the live ``alt.JupyterChart``.
+        last_error: the error the panel reports now (see the module docstring), or None.
     """
 
     title = "RL"
@@ -163,7 +169,7 @@ class RLPanel(Panel):
         self.start_button = widgets.Button(description="Start", button_style="primary", icon="play")
         self.stop_button = widgets.Button(description="Stop", icon="stop", disabled=True)
         self.start_button.on_click(lambda _: self._guard(self.start))
-        self.stop_button.on_click(lambda _: self.stop())
+        self.stop_button.on_click(lambda _: self._guard(self.stop))
         self.progress = widgets.IntProgress(value=0, min=0, max=1)
         self.job: RunJob | None = None
         self.rows: list[dict[str, Any]] = []
@@ -198,9 +204,13 @@ class RLPanel(Panel):
         self.model_name.value = name
 
     def config(self) -> GRPOConfig:
-        """The settings the widgets describe (validated)."""
+        """The settings the widgets describe (validated).
+
+        The model field is read without surrounding spaces, and a name that is neither an
+        embedded model, a folder here nor a hub name ``org/model`` is refused at once (the
+        run's process failed with it seconds later)."""
         return GRPOConfig(
-            model=self.model_name.value,
+            model=self._model_field(),
             task=self.task.value,
             credit=CreditParams(strategy=self.strategy.value),
             max_steps=self.steps.value,
@@ -214,8 +224,32 @@ class RLPanel(Panel):
             save_every=max(1, self.eval_every.value or self.steps.value),
         )
 
+    def _model_field(self) -> str:
+        from ..models import list_models
+
+        name = self.model_name.value.strip()
+        embedded = [m.name for m in list_models()]
+        org, _, repo = name.partition("/")
+        hub = name.count("/") == 1 and bool(org) and bool(repo) and not name.startswith((".", "~"))
+        if name in embedded or hub or (name and Path(name).expanduser().is_dir()):
+            return name
+        raise WorkbenchError(
+            "the model field is empty"
+            if not name
+            else f"model {name!r} is not an embedded model, a folder here, or a hub name "
+            "'org/model'",
+            f"type one of {embedded} or a checkpoint folder's path in the model field (a "
+            "model loaded in the Model panel fills it in)",
+        )
+
     def start(self) -> RunJob:
-        """Start a new run in a child process (returns its `RunJob`)."""
+        """Start a new run in a child process (returns its `RunJob`); an error from an
+        earlier Start is cleared once it has started.
+
+        Raises:
+            WorkbenchError: a run is already going, or the settings are refused (the Start
+                button shows it in the status line instead).
+        """
         if self.job is not None and self.job.running:
             raise WorkbenchError(
                 f"a run is already going in {self.job.run_dir}",
@@ -233,14 +267,17 @@ class RLPanel(Panel):
         self.chart.chart = progress_chart([])
         self.job = RunJob(cfg, self.out / name, self.out / f"{name}.log")
         self.start_button.disabled, self.stop_button.disabled = True, False
+        self.last_error = None  # an earlier refusal no longer describes the panel
         self._say(f"starting {cfg.strategy} in {self.job.run_dir} ...")
         self._schedule(self.job)
         return self.job
 
     def stop(self) -> None:
-        """Stop the run that is going (it checkpoints); nothing when none is."""
+        """Stop the run that is going (it checkpoints) and clear an earlier error; nothing
+        when none is going."""
         if self.job is not None and self.job.running:
             self.job.stop()
+            self.last_error = None
             self._say("stopping: the run checkpoints after the step it is in ...")
 
     def poll(self) -> bool:
@@ -255,11 +292,15 @@ class RLPanel(Panel):
             self.progress.value = rows[-1]["step"]
             self.chart.chart = progress_chart(self.rows)
             acc = [r["eval_accuracy"] for r in self.rows if "eval_accuracy" in r]
-            self._say(
+            message = (
                 f"step {rows[-1]['step']}/{self.progress.max}"
                 + (f", reward {rows[-1]['reward']:.2f}" if "reward" in rows[-1] else "")
                 + (f", held-out accuracy {acc[-1]:.2f}" if acc else "")
             )
+            if self.last_error is not None:  # a Start refused during the run: still shown
+                self._say(f"{message}\n{error_text(self.last_error)}", "error")
+            else:
+                self._say(message)
         if not running:
             self._finish(job)
         return running
@@ -279,8 +320,15 @@ class RLPanel(Panel):
     def _finish(self, job: RunJob) -> None:
         status = job.status()
         step = self.rows[-1]["step"] if self.rows else 0
+        # What the panel reports now is the run's end: an error of a Start refused while it
+        # ran (or of an earlier run) no longer holds.
+        self.last_error = None
         if status == "failed":
-            self._say(f"the run failed; its output ends with:\n{job.tail(600)}", "error")
+            self.last_error = WorkbenchError(
+                f"the run failed; its output ends with:\n{job.tail(600)}",
+                f"read the whole output in {job.log}, correct the settings and press Start",
+            )
+            self._say(error_text(self.last_error), "error")
         elif status == "not started":
             self._say("stopped before the run's first step", "ok")
         else:
