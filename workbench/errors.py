@@ -7,7 +7,7 @@ message instead of a stack trace from deep inside torch. `WorkbenchError` subcla
 
 from __future__ import annotations
 
-__all__ = ["WorkbenchError"]
+__all__ = ["WorkbenchError", "warn_user"]
 
 
 class WorkbenchError(ValueError):
@@ -51,3 +51,19 @@ class WorkbenchError(ValueError):
             return body
         head = formatter.get_exception_only(etype, self)  # its last line ends in a newline
         return [*head, *body]
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn(message, category)`` at the first frame outside the workbench (and
+    outside the runtime type checker's wrappers around its functions, where one is
+    installed): the user's line, also when a panel made the call. The project's test
+    filter that makes the workbench's own warnings errors does not apply there, and the
+    default filter shows a message once per user line."""
+    import sys
+    import warnings
+
+    inside = ("workbench", "jaxtyping", "beartype")
+    frame, level = sys._getframe(0), 1  # this frame is warnings.warn's stacklevel 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in inside:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

@@ -42,8 +42,6 @@ Definitions (this project's, documented so numbers are comparable):
 
 from __future__ import annotations
 
-import sys
-import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, no_type_check
 
@@ -55,7 +53,7 @@ from torch import Tensor
 from .. import _validate
 from ..attention.engine import check_pattern_memory
 from ..attention.run import check_analysable
-from ..errors import WorkbenchError
+from ..errors import WorkbenchError, warn_user
 from ..models import eval_mode, live_hooks, model_device, sampler
 from ..trace import Trace, check_trace, eos_token_ids, sample_completions
 from .interventions import Intervention, ResidAblation, _ids, fwd_hooks
@@ -290,18 +288,6 @@ def greedy_continue(
     return seq[len(prefix) :]
 
 
-def _warn_user(message: str) -> None:
-    """Warn, naming the first frame outside the workbench (and the runtime type checker's
-    wrappers): the user's line, also when a panel called the function, and one the
-    project's filter that makes the workbench's own warnings errors in its tests does not
-    reach (as `workbench.attention.metrics` does for its FAI warning)."""
-    inside = ("workbench", "jaxtyping", "beartype")
-    frame, level = sys._getframe(0), 1  # this frame is warnings.warn's stacklevel 1
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in inside:
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, UserWarning, stacklevel=level)
-
-
 def _after(kl: Tensor, pos: int) -> Tensor:
     v = kl[pos + 1 :]
     return v[~torch.isnan(v)]
@@ -363,7 +349,7 @@ def measure(
         clean_correct=clean_correct,
     )
     for note in notes.values():
-        _warn_user(note)
+        warn_user(note)
     return row
 
 

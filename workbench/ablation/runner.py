@@ -32,11 +32,11 @@ import torch
 from .. import _validate
 from ..attention.analysis import Analysis
 from ..attention.run import analyze
-from ..errors import WorkbenchError
+from ..errors import WorkbenchError, warn_user
 from ..intervals import bootstrap_ci, check_level, t_ci, wilson_ci
 from ..trace import Trace, check_traces
 from ..trace.tokens import check_trace_tokens
-from .effects import _measure, _warn_user, answer_span, logits_of
+from .effects import _measure, answer_span, logits_of
 from .interventions import Knockout, ResidAblation, resid_cache, resid_mean
 from .targets import (
     CONTROLS,
@@ -393,7 +393,7 @@ def run_ablations(
         if callback is not None:
             callback(i + 1, len(traces))
     if skipped_families or skipped_controls:
-        _warn_user(
+        warn_user(
             f"resid-resample skipped {skipped_families} (trace, family) pair(s) whose set "
             "reaches beyond the next trace's response (set and controls both left out, so set and "
             f"control means come from the same traces) and {skipped_controls} further "
@@ -402,14 +402,14 @@ def run_ablations(
         )
     if no_random:
         listed = ", ".join(f"traces[{i}] {fam}" for i, fam in no_random[:10])
-        _warn_user(
+        warn_user(
             f"{len(no_random)} (trace, family) pair(s) got no random control ({listed}"
             f"{', ...' if len(no_random) > 10 else ''}): the set is its family's whole "
             "eligible pool, so every draw would be the set itself; summarize's 'set - "
             "random' leaves those traces out (pass a smaller size, or longer traces)"
         )
     for what, where in nan_notes.items():
-        _warn_user(_NAN_NOTES[what].format(sorted(where)))
+        warn_user(_NAN_NOTES[what].format(sorted(where)))
     return pd.DataFrame(rows, columns=_COLUMNS)
 
 
@@ -582,7 +582,7 @@ def summarize(
     if missing.any():  # pandas' means skip NaN: say so rather than average over fewer
         where = sorted({int(t) for t in frame.loc[missing, "trace"]})
         listed = ", ".join(map(str, where[:10])) + (", ..." if len(where) > 10 else "")
-        _warn_user(
+        warn_user(
             f"{int(missing.sum())} of {len(frame)} rows have no {metric} (NaN, in traces "
             f"{listed}): summarize leaves them out, so a comparison rests on the traces "
             "that have it (its n_traces) and a trace's seeded controls on the seeds that "

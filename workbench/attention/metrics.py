@@ -13,8 +13,6 @@ instead.
 
 from __future__ import annotations
 
-import sys
-import warnings
 from collections.abc import Sequence
 from typing import Any, no_type_check
 
@@ -24,7 +22,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from .. import _validate
-from ..errors import WorkbenchError
+from ..errors import WorkbenchError, warn_user
 from .params import check_horizon
 from .reductions import (
     DEFAULT_FAI_CUTS,
@@ -198,11 +196,7 @@ def _warn_no_fai(count: Tensor, ok: Tensor, horizon: tuple[int, int | None], min
     does not apply."""
     if min_rows <= 1 or not bool(((count >= 1).any(-1) & ~ok.any(-1)).any()):
         return
-    inside = ("workbench", "jaxtyping", "beartype")
-    frame, level = sys._getframe(0), 1  # this frame is warnings.warn's stacklevel 1
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in inside:
-        frame, level = frame.f_back, level + 1
-    warnings.warn(
+    warn_user(
         f"FAI is undefined for every token of a response: with fai_horizon={horizon}, no "
         f"token's horizon holds fai_min_rows={min_rows} response rows (the response is "
         "shorter, or the horizon narrower), so it has no anchor tokens and the "
@@ -210,7 +204,6 @@ def _warn_no_fai(count: Tensor, ok: Tensor, horizon: tuple[int, int | None], min
         "RhythmParams(fai_min_rows=1) (the paper's definition: FAI wherever the horizon "
         "holds a row), e.g. analysis.with_params(fai_min_rows=1), to rank its tokens",
         FaiRowsWarning,
-        stacklevel=level,
     )
 
 

@@ -15,15 +15,13 @@ interrupted ones. Every run evaluates on the same held-out problems.
 from __future__ import annotations
 
 import math
-import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, no_type_check
 
 from .. import _validate
 from .._io import as_path
-from ..errors import WorkbenchError
+from ..errors import WorkbenchError, warn_user
 from ..intervals import check_level, level_label
 from .checkpoint import read_metrics, run_lock
 from .config import EVAL_METRICS, GRPOConfig
@@ -43,18 +41,6 @@ class MissingEvaluationWarning(UserWarning):
     accuracy is unknown); one before it leaves the table or chart over the others: the
     peak over the evaluations that have a value, no start where it is the step-0 one, a
     point of the chart over fewer seeds (or none)."""
-
-
-def _warn(message: str) -> None:
-    """Warn with `MissingEvaluationWarning`, naming the first frame outside the workbench
-    (and the runtime type checker's wrappers): the user's line, which the project's filter
-    that makes the workbench's own warnings errors in its tests does not reach (as
-    `workbench.attention.metrics` does for its FAI warning)."""
-    inside = ("workbench", "jaxtyping", "beartype")
-    frame, level = sys._getframe(0), 1  # this frame is warnings.warn's stacklevel 1
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in inside:
-        frame, level = frame.f_back, level + 1
-    warnings.warn(message, MissingEvaluationWarning, stacklevel=level)
 
 
 def _accuracy_scale(values: Any) -> Any:
@@ -202,12 +188,13 @@ class Experiment:
         missing at that step down to runs that stopped early."""
         blank = frame.attrs.get("blank", {}).get(metric, [])
         if blank:
-            _warn(
+            warn_user(
                 f"{len(blank)} evaluation(s) in {self.out} have no {metric!r} value: "
                 f"{', '.join(blank)} (NaN or null in their metrics.jsonl), so {what} leaves "
                 f"them out ({effect}). Restore those metrics.jsonl files from a copy, or move the "
                 "folders out of the experiment and run the same wb.rl.run_experiment call "
-                "again (it trains them anew)"
+                "again (it trains them anew)",
+                MissingEvaluationWarning,
             )
         return blank
 
