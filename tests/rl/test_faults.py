@@ -247,3 +247,35 @@ def test_a_batch_killed_mid_grid_keeps_a_valid_index_and_reruns_only_the_missing
     assert all(r["status"] == "ok" and int(r["double"]) == 2 * int(r["x"]) for r in rows)
     for rid, mtime in finished.items():  # what was finished was not run again
         assert (out / f"{rid}.ipynb").stat().st_mtime_ns == mtime
+
+
+def test_a_prune_killed_midway_leaves_no_half_deleted_checkpoint_listed(tmp_path, monkeypatch):
+    """A process killed while it deleted an old checkpoint left a half-deleted step folder
+    that list_checkpoints offered (and resume(checkpoint=) then called corrupt)."""
+    import workbench.rl.checkpoint as ckpt
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    for step in (1, 2):
+        ckpt.save_checkpoint(tmp_path, step, model, optimizer, {})
+
+    def killed_midway(path, ignore_errors=False):
+        (Path(path) / "model.safetensors").unlink()  # one file gone, then the kill
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ckpt.shutil, "rmtree", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save_checkpoint(tmp_path, 3, model, optimizer, {})
+    monkeypatch.undo()
+    names = [p.name for p in ckpt.list_checkpoints(tmp_path)]
+    assert names == ["step-000002", "step-000003"]
+    for p in ckpt.list_checkpoints(tmp_path):
+        ckpt.load_checkpoint(p, torch.nn.Linear(3, 2))  # each one listed is whole
+    with ckpt.run_lock(tmp_path):  # the next holder removes the killed prune's leftover
+        assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
+            "LATEST",
+            "step-000002",
+            "step-000003",
+        ]

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -159,7 +160,12 @@ def save_checkpoint(
         atomic_write_json(tmp / "state.json", {**state, "step": step})
     atomic_write_text(root / "LATEST", name + "\n")
     for old in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        # Out of the listing first, in one rename: a process killed while deleting left a
+        # half-deleted step folder that list_checkpoints offered (and resume(checkpoint=)
+        # called corrupt). `run_lock`'s first holder removes a killed prune's `.old-*`.
+        gone = old.with_name(f".old-{old.name}-{os.getpid()}")
+        os.replace(old, gone)
+        shutil.rmtree(gone, ignore_errors=True)
     return root / name
 
 
