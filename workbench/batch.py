@@ -547,16 +547,22 @@ def _ipc_prefix() -> str | None:
 
 
 def _kernel_env(workers: int) -> dict[str, str]:
-    """What each kernel of a batch adds to its environment: ``OMP_NUM_THREADS``, this
-    machine's cores shared out among the `workers` kernels, unless it is set already.
+    """What each kernel of a batch adds to its environment, where it is not set already:
+    ``WORKBENCH_PROGRESS=off`` (no progress bars in the saved notebooks), and with more
+    than one worker ``OMP_NUM_THREADS``, this machine's cores shared out among them.
 
     Every kernel's torch would otherwise start one OpenMP thread per core. On two cores,
     two quickstart runs took 130 s with ``workers=2`` against 58 s one after the other.
     """
+    from ._progress import ENV
+
+    # Nobody watches a batch's kernels (the batch shows its own bar): their bars were
+    # saved in the notebooks frozen at their first update.
+    env = {} if ENV in os.environ else {ENV: "off"}
     if workers == 1 or "OMP_NUM_THREADS" in os.environ:
-        return {}
+        return env
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"OMP_NUM_THREADS": str(max(1, (cores or 1) // workers))}
+    return {**env, "OMP_NUM_THREADS": str(max(1, (cores or 1) // workers))}
 
 
 def _execute(

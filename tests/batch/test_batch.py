@@ -347,6 +347,7 @@ def test_parallel_kernels_share_the_cores_unless_the_environment_says(
     took 130 s, against 58 s in turn and 33 s with a thread each."""
     import os
 
+    monkeypatch.delenv("WORKBENCH_PROGRESS", raising=False)
     if outside is None:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     else:
@@ -355,7 +356,8 @@ def test_parallel_kernels_share_the_cores_unless_the_environment_says(
         tmp_path / "nb.ipynb",
         "x = 1",
         "import os, torch, workbench as wb\n"
-        "wb.record(omp=os.environ.get('OMP_NUM_THREADS', 'unset'), torch=torch.get_num_threads())",
+        "wb.record(omp=os.environ.get('OMP_NUM_THREADS', 'unset'), torch=torch.get_num_threads(),\n"
+        "          bars=os.environ.get('WORKBENCH_PROGRESS', 'unset'))",
     )
     result = run_batch(nb, ["x=1,2"], tmp_path / "o", workers=workers, progress=False)
     assert [r["status"] for r in result.rows] == ["ok", "ok"], result.rows
@@ -365,6 +367,7 @@ def test_parallel_kernels_share_the_cores_unless_the_environment_says(
     for row in result.rows:
         assert row["omp"] == (expected or "unset")
         assert row["torch"] == min(int(expected or cores), cores)
+        assert row["bars"] == "off"  # nobody watches a batch's kernel: no bars saved
 
 
 def test_recorded_numpy_and_torch_values_keep_their_types():

@@ -138,6 +138,18 @@ def test_every_long_loop_shows_its_bar_on_a_terminal_only(tiny, tiny_trace, monk
         for _ in progress_bar(range(3), desc="work", progress=progress):
             pass
         assert ("work: 100%" in stream.getvalue()) is shown, (progress, shown)
+    # WORKBENCH_PROGRESS=off (a kernel nobody watches: `workbench batch` sets it) hides
+    # every bar, the libraries' too (bars_shown)
+    from workbench._progress import ENV, bars_shown
+
+    for value, shown in [("off", False), ("0", False), ("on", True)]:
+        monkeypatch.setenv(ENV, value)
+        monkeypatch.setattr(sys, "stderr", _Terminal())
+        for _ in progress_bar(range(3), desc="work", progress=True):
+            pass
+        assert ("work: 100%" in sys.stderr.getvalue()) is shown, value
+        assert bars_shown() is shown, value
+    monkeypatch.delenv(ENV)
     log = io.StringIO()
     monkeypatch.setattr(sys, "stderr", log)
     wb.analyze_many(tiny, [tiny_trace, tiny_trace], progress=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pandas as pd
 import pytest
 
 import workbench as wb
+from workbench._progress import ENV as PROGRESS_ENV
 from workbench.batch import recorded
 
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
@@ -51,14 +53,23 @@ def _execute(name: str, params: dict, tmp_path: Path):
     if "out_dir" in _parameter_names(NOTEBOOKS / name):
         params["out_dir"] = str(tmp_path / "out")
     out = tmp_path / name
-    pm.execute_notebook(
-        str(NOTEBOOKS / name),
-        str(out),
-        parameters=params,
-        cwd=str(tmp_path),
-        progress_bar=False,
-        kernel_name="python3",
-    )
+    # as `workbench batch` runs them: nobody watches the kernel, so it shows no bars
+    before = os.environ.get(PROGRESS_ENV)
+    os.environ[PROGRESS_ENV] = "off"
+    try:
+        pm.execute_notebook(
+            str(NOTEBOOKS / name),
+            str(out),
+            parameters=params,
+            cwd=str(tmp_path),
+            progress_bar=False,
+            kernel_name="python3",
+        )
+    finally:
+        if before is None:
+            del os.environ[PROGRESS_ENV]
+        else:
+            os.environ[PROGRESS_ENV] = before
     return out
 
 
@@ -227,7 +238,7 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 def _assert_no_bars_or_widgets(out: Path) -> None:
     """The saved notebook keeps no progress bar and shows no widget: tqdm's bars (widgets
     under papermill, their text stuck at the first update, "Loading weights: 0%") were left
-    in the outputs, and charts were ``JupyterChart`` widgets that nbconvert's page drew
+    in the outputs (``WORKBENCH_PROGRESS=off``, as `workbench batch` sets it, now hides them), and charts were ``JupyterChart`` widgets that nbconvert's page drew
     only with the widget manager from unpkg."""
     nb = nbformat.read(str(out), as_version=4)
     for i, cell in enumerate(nb.cells):
