@@ -301,33 +301,46 @@ def read_metrics(run_dir: str | Path, *, up_to_step: int | None = None) -> list[
         if not line.strip():  # holds no row (a hand-edited file's blank line)
             continue
         try:
-            row = json.loads(line)
+            row = metrics_row(line)
         except ValueError as e:
-            if number == last:
+            if number == last and isinstance(e, NotJsonError):
                 continue
             # A bad line elsewhere was skipped without a word: its step was missing from
             # every table and chart, and a resume rewrote the file without it.
             raise WorkbenchError(
-                f"line {number} of {path} is not JSON ({e}): {line[:80]!r}",
+                f"line {number} of {path} {e}: {line[:80]!r}",
                 "restore the file from a copy, or correct or delete that line",
             ) from None
-        if not isinstance(row, dict) or type(row.get("step")) is not int:
-            raise WorkbenchError(
-                f"line {number} of {path} is not a metrics row (a JSON object with an "
-                f"integer step): {line[:80]!r}",
-                "restore the file from a copy, or delete that line",
-            )
-        # Every value the trainer logs is a number (None for NaN): a hand-edited text value
-        # failed later, deep inside pandas, in the tables and charts that read it.
-        odd = next(((k, v) for k, v in row.items() if not _numeric(v)), None)
-        if odd is not None:
-            raise WorkbenchError(
-                f"line {number} of {path} holds {odd[0]!r} = {odd[1]!r}, not a number",
-                "restore the file from a copy, or correct or delete that line",
-            )
         if up_to_step is None or row["step"] <= up_to_step:
             rows.append(row)
     return rows
+
+
+class NotJsonError(ValueError):
+    """A line of ``metrics.jsonl`` that is not JSON (`metrics_row`): a torn last line."""
+
+
+def metrics_row(line: str) -> dict[str, Any]:
+    """One line of ``metrics.jsonl`` as its row: a JSON object with an integer ``step``
+    whose values are numbers (None for NaN) or lists of them, as the trainer logs them.
+
+    Raises:
+        ValueError: saying what the line is instead: ``"is not JSON (...)"`` (a
+            `NotJsonError`, as a torn line is), ``"is not a metrics row (...)"`` or
+            ``"holds 'key' = value, not a number"``.
+    """
+    try:
+        row = json.loads(line)
+    except ValueError as e:
+        raise NotJsonError(f"is not JSON ({e})") from None
+    if not isinstance(row, dict) or type(row.get("step")) is not int:
+        raise ValueError("is not a metrics row (a JSON object with an integer step)")
+    # Every value the trainer logs is a number (None for NaN): a hand-edited text value
+    # failed later, deep inside pandas, in the tables and charts that read it.
+    odd = next(((k, v) for k, v in row.items() if not _numeric(v)), None)
+    if odd is not None:
+        raise ValueError(f"holds {odd[0]!r} = {odd[1]!r}, not a number")
+    return row
 
 
 def _numeric(value: Any) -> bool:

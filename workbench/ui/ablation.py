@@ -4,8 +4,15 @@ The panel takes problems from a verifiable task, builds one trace per problem (t
 reference solution as the response, or the model's own greedy answer), analyses each
 trace, ablates the chosen rhythm sets and their matched controls (`run_ablations`) and
 shows the summary, with Student-t intervals over traces (`summarize` + `effect_chart`), and
-the per-position KL of one trace (`kl_curve_chart`). Changing the metric, the trace or the family shown costs no
-forward pass; Run recomputes.
+the per-position KL of one trace (`kl_curve_chart`). Changing the metric, the trace or the
+family shown costs no forward pass; Run recomputes.
+
+The table and charts never stand for settings they were not made with (the policy of
+`workbench.ui.panel`, shared with the rhythm panel): a Run that fails (refused settings, or
+an error mid-run) leaves the previous Run's table and charts on screen, and the note above
+them says that they are the previous Run's, with the settings it ran with, until a Run
+succeeds (they can still be viewed by metric, trace and set meanwhile); a view that cannot
+be drawn hides them, and the note says why. See `AblationPanel.stale`.
 
 Cost: per trace, one analysis pass, one clean pass and one pass per (set, intervention);
 with a continuation test, two greedy continuations per set as well. It is a panel in the
@@ -49,6 +56,12 @@ class AblationPanel(Panel):
         summary: the last `summarize` DataFrame (or None).
         traces: the traces of the last run.
         charts: ``{"effect", "kl"}`` -> ``alt.JupyterChart`` widgets.
+        note: the line above the table: empty while the table and charts match the
+            widgets, else why not (see `stale`).
+        stale: ``""`` while the table and charts on screen are of the last Run and the
+            view chosen; ``"run failed"`` when the last Run failed and they are still the
+            previous Run's (until a Run succeeds); ``"settings refused"`` when the view
+            chosen could not be drawn (they are hidden).
     """
 
     title = "Ablation"
@@ -62,6 +75,7 @@ class AblationPanel(Panel):
         self.charts: dict[str, Any] = {}
         d = layout.DESCRIPTION
         self._ran_intervention = "knockout"
+        self._ran_settings = ""  # the settings of the Run whose results are shown
         self.task = widgets.Dropdown(options=list(TASKS), description="task", style=d)
         self.n_problems = widgets.IntSlider(value=4, min=1, max=64, description="problems", style=d)
         initial(self.task, "task", task)
@@ -106,8 +120,10 @@ class AblationPanel(Panel):
         )
         for w in (self.metric, self.trace_index, self.family_shown):
             w.observe(lambda _: self._guard(self.render), names="value")
+        self.note = widgets.HTML()
         self.table = widgets.HTML()
         self.charts_box = widgets.VBox([])
+        self.results_box = widgets.VBox([self.table, self.charts_box])
         self.children = [
             layout.card(
                 "Problems",
@@ -122,8 +138,8 @@ class AblationPanel(Panel):
             layout.card(
                 "Effect against matched controls",
                 layout.row(self.metric, self.trace_index, self.family_shown),
-                self.table,
-                self.charts_box,
+                self.note,
+                self.results_box,
             ),
         ]
 
@@ -137,6 +153,7 @@ class AblationPanel(Panel):
         self.table.value = ""
         self.progress.value, self.progress.bar_style = 0, ""  # the last run's bar went too
         self.last_error = None
+        self._reset_results()
         self._say("model set: press Run", "info")
 
     def _traces(self, task: Any, problems: list[Any]) -> list[Any]:
@@ -151,8 +168,43 @@ class AblationPanel(Panel):
             for p in problems
         ]
 
+    def _settings_text(self) -> str:
+        """The Run settings the widgets hold, in words (what a marked table was run with)."""
+        n, seeds = int(self.n_problems.value), int(self.n_random.value)
+        size = int(self.size.value)
+        return (
+            f"{self.intervention.value} of {', '.join(self.families.value) or 'no sets'} "
+            f"({'top q' if not size else f'size {size}'}, {self.layers.value} layers, "
+            f"{seeds} random seed{'s' * (seeds != 1)}), {n} {self.task.value} "
+            f"problem{'s' * (n != 1)} with {self.source.value} responses, answer test "
+            f"{int(self.max_new_tokens.value)}"
+        )
+
+    def _show_state(self) -> None:
+        """The note above the table: nothing while it and the charts match the widgets,
+        else that they are hidden (a view that could not be drawn) or the previous Run's
+        (a failed Run), with the settings that Run had."""
+        if self._refused:
+            self.note.value = layout.status_html(
+                "No table or charts: this view could not be drawn (the status line says "
+                "why); they come back once a view that can be drawn is chosen.",
+                "error",
+            )
+        elif self._previous and self.frame is not None:
+            self.note.value = layout.status_html(
+                "The table and charts below are still those of the previous Run "
+                f"({self._ran_settings}): the last Run failed (the status line says why); "
+                "press Run again once it is fixed.",
+                "warning",
+            )
+        else:
+            self.note.value = ""
+
     def run(self) -> Any:
-        """Build the traces, run the ablations, summarise and draw."""
+        """Build the traces, run the ablations, summarise and draw.
+
+        If it fails, the previous Run's table and charts stay, marked as such (`stale`),
+        until a Run succeeds."""
 
         def go() -> Any:
             from ..attention.run import analyze
@@ -180,7 +232,8 @@ class AblationPanel(Panel):
 
                 intervention = self.intervention.value
                 n_new = int(self.max_new_tokens.value)
-                self.frame = run_ablations(
+                settings = self._settings_text()
+                frame = run_ablations(
                     self.model,
                     traces,
                     analyses=analyses,
@@ -198,7 +251,8 @@ class AblationPanel(Panel):
                 )
                 # Only once it ran: after a failed Run the charts still draw the last
                 # frame, whose rows are of the intervention that made it.
-                self._ran_intervention = intervention
+                self.frame = frame
+                self._ran_intervention, self._ran_settings = intervention, settings
                 self.progress.bar_style = "success"
             except BaseException:
                 self.progress.bar_style = "danger"  # where it stopped, marked as failed
@@ -226,10 +280,14 @@ class AblationPanel(Panel):
             self._say(f"{len(self.frame)} ablations over {n} trace{'s' * (n != 1)}{note}", "ok")
             return self.frame
 
-        return self._guard(go)
+        return self._guard(lambda: self._new_results(go, lambda: self.frame))
 
     def render(self) -> None:
-        """Redraw the summary table and the charts from the last run (no forward pass)."""
+        """Redraw the summary table and the charts from the last run (no forward pass).
+
+        A metric the run did not compute is refused with the dropdown put back (the table
+        and charts stay, and match it); any other failure to draw hides the table and
+        charts (some may have been redrawn, some not) until a view is drawn."""
         if self.frame is None or self.frame.empty:
             return
         metric = self.metric.value
@@ -242,6 +300,14 @@ class AblationPanel(Panel):
             raise WorkbenchError(
                 "no greedy answers were computed", "set 'answer test' above 0 and Run again"
             )
+        try:
+            self._draw(metric)
+        except Exception:
+            self._refuse_results()
+            raise
+        self._results_drawn()
+
+    def _draw(self, metric: str) -> None:
         self.summary = summarize(self.frame, metric)
         self.table.value = self.summary.drop(columns=["metric"]).to_html(
             index=False, float_format=lambda x: f"{x:.4g}", border=0

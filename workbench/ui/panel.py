@@ -3,6 +3,12 @@
 Widget callbacks never raise: a `WorkbenchError` (or any other error) is shown in the
 panel's status line and kept in ``panel.last_error``.
 
+Results on screen never stand for settings they were not made with (``panel.stale``): a
+panel whose view settings are refused hides its results (`Panel._refuse_results`) until
+they are valid again, and a Run that fails (`Panel._new_results`) leaves the previous
+results on screen marked as the previous run's until a Run succeeds. Each panel says so
+in its own words (`Panel._show_state`); the rhythm and ablation panels use this.
+
 Charts are shown in ``alt.JupyterChart`` widgets with the Vega bundle inlined (no network)
 and the workbench look applied to each chart (`workbench.viz.style.themed`); building a
 panel changes neither altair's active theme nor its renderer.
@@ -112,6 +118,69 @@ class Panel(widgets.VBox):
         self.add_class("wb-panel")
         self.status = widgets.HTML(layout.status_html("", "info"))
         self.last_error: BaseException | None = None
+        #: The widget holding the results, hidden while the settings are refused (a panel
+        #: with results sets it).
+        self.results_box: widgets.Box | None = None
+        self._refused = False  # the view settings were refused: the results are hidden
+        self._previous = False  # a Run failed: the results shown are of the run before it
+
+    @property
+    def stale(self) -> str:
+        """``""`` while the results on screen match the widgets; otherwise why they do not:
+        ``"settings refused"`` (the results are hidden until the settings are valid) or
+        ``"run failed"`` (the results, still shown, are those of the Run before the one
+        that failed, until a Run succeeds)."""
+        if self._refused:
+            return "settings refused"
+        return "run failed" if self._previous else ""
+
+    def _show_state(self) -> None:
+        """Say (in the panel's own place for it) what the results on screen are, after
+        `stale` changed or the results were redrawn. The default says nothing."""
+
+    def _reset_results(self) -> None:
+        """No results any more (a new model): nothing is stale or hidden."""
+        self._refused = self._previous = False
+        if self.results_box is not None:
+            self.results_box.layout.display = None
+        self._show_state()
+
+    def _refuse_results(self) -> None:
+        """The view settings were refused: no result on screen matches them. Hide the
+        results (kept, to be shown again by `_results_drawn` once the settings are
+        valid)."""
+        self._refused = True
+        if self.results_box is not None:
+            self.results_box.layout.display = "none"
+        self._show_state()
+
+    def _results_drawn(self) -> None:
+        """The results were drawn for the settings the widgets hold: show them (marked
+        as the previous run's while `stale` is ``"run failed"``)."""
+        self._refused = False
+        if self.results_box is not None:
+            self.results_box.layout.display = None
+        self._show_state()
+
+    def _new_results(self, fn: Callable[[], Any], current: Callable[[], Any]) -> Any:
+        """Run `fn`, a Run that replaces the results on screen; `current` returns what
+        the results are of (a trace, a table), None when there are none.
+
+        If `fn` fails while `current` is unchanged and not None, the results stay on
+        screen (or hidden, if the settings are refused), marked as the previous run's
+        (`stale` is ``"run failed"``): they stood beside the error as if they were the
+        new settings' results. A Run that succeeds clears the mark."""
+        before = current()
+        try:
+            out = fn()
+        except Exception:
+            after = current()
+            self._previous = after is not None and after is before
+            self._show_state()
+            raise
+        self._previous = False
+        self._show_state()
+        return out
 
     def set_model(self, model: Any) -> None:
         """Receive a newly loaded model (the default ignores it)."""

@@ -15,11 +15,18 @@ column zeroed and each row renormalised, `wb.analyze(..., sink=)`) changes the a
 every statistic is computed from (and the attention map shows it too), so changing it
 analyses the current trace again (two forward passes).
 
-Charts never stand for settings they were not drawn with: heads or parameters that are
+Charts never stand for settings they were not drawn with (the policy of
+`workbench.ui.panel`, shared with the ablation panel): heads or parameters that are
 refused (no heads selected) hide the charts, the summary says why, and `analysis` is None
 until the settings are valid again (the kept charts then come back, redrawn for them); a
 Run that fails keeps the previous trace's charts on screen, and the summary above them says
-that they are the previous trace's. See `RhythmPanel.stale`.
+that they are the previous trace's until a Run succeeds (changing heads, parameters or the
+view redraws that trace, still marked). See `RhythmPanel.stale`.
+
+The max-tokens slider reaches only as far as the loaded model can generate after the
+prompt (its context less the prompt's tokens, at most 1024): it is set when a model is
+loaded and follows the prompt as it is typed. A prompt that leaves no room is still
+refused at Run, with the error that names the context.
 """
 
 from __future__ import annotations
@@ -46,6 +53,9 @@ __all__ = ["FAI_HI_CHOICES", "RhythmPanel", "UnknownTokensWarning"]
 #: H_hi choices of the rhythm panel (None = to the end of the response).
 FAI_HI_CHOICES: tuple[int | None, ...] = (None, 25, 50, 100, 200, 400, 1000)
 
+#: The max-tokens slider's top for a model that states no context (or a larger one).
+MAX_NEW_TOKENS = 1024
+
 
 class UnknownTokensWarning(UserWarning):
     """Typed text held characters the tokenizer cannot encode: the charts show them as its
@@ -60,7 +70,9 @@ class RhythmPanel(Panel):
         model: the bridge to analyse with (or set later with `set_model`).
         prompt / response: initial text; a non-empty response is analysed as given
             (`wb.Trace.from_text`) instead of generating.
-        max_new_tokens / temperature / seed: generation settings.
+        max_new_tokens / temperature / seed: generation settings. `max_new_tokens` is
+            at most what the model's context leaves after the prompt, and 1024; None (the
+            default) is 96, or that room if it is smaller.
 
     Attributes:
         trace: the current `wb.Trace`.
@@ -74,7 +86,8 @@ class RhythmPanel(Panel):
         stale: ``""`` while the charts on screen match the widgets; otherwise why they do
             not: ``"settings refused"`` (the charts are hidden; `analysis` is None when
             the heads or parameters were refused) or
-            ``"run failed"`` (the charts, still shown, are of the previous trace).
+            ``"run failed"`` (the charts, still shown, are of the previous trace, until a
+            Run succeeds).
     """
 
     title = "Rhythm"
@@ -86,7 +99,7 @@ class RhythmPanel(Panel):
         *,
         prompt: str = "",
         response: str = "",
-        max_new_tokens: int = 96,
+        max_new_tokens: int | None = None,
         temperature: float = 0.7,
         seed: int = 0,
     ):
@@ -100,7 +113,6 @@ class RhythmPanel(Panel):
         self.analysis = None
         self.maps = None
         self.forward_passes = 0
-        self.stale = ""
         self.charts: dict[str, alt.JupyterChart] = {}
         self._keys: dict[str, Any] = {}
 
@@ -125,7 +137,7 @@ class RhythmPanel(Panel):
         self.max_new_tokens = widgets.IntSlider(
             value=96,
             min=8,
-            max=1024,
+            max=MAX_NEW_TOKENS,
             step=8,
             description="max tokens",
             style=layout.DESCRIPTION,
@@ -144,7 +156,17 @@ class RhythmPanel(Panel):
             style=layout.DESCRIPTION,
             layout=widgets.Layout(width="160px"),
         )
+        top = self._fit_max_tokens(model)
+        if max_new_tokens is None:  # the default: never refused for a long prompt
+            max_new_tokens = min(96, top)
+        elif type(max_new_tokens) is int and top < max_new_tokens <= MAX_NEW_TOKENS:
+            # `initial` would name the range only: say why it is this short.
+            raise WorkbenchError(
+                f"max_new_tokens={max_new_tokens} does not fit: {self._room_text(model)}",
+                f"pass max_new_tokens from {self.max_new_tokens.min} to {top}",
+            )
         initial(self.max_new_tokens, "max_new_tokens", max_new_tokens)
+        self.prompt.observe(lambda _: self._fit_max_tokens(self.model), names="value")
         initial(self.temperature, "temperature", temperature)
         initial(self.seed, "seed", seed)
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
@@ -264,6 +286,7 @@ class RhythmPanel(Panel):
         )
 
         self.charts_box = widgets.VBox([])
+        self.results_box = self.charts_box  # hidden while the settings are refused
         self.children = [
             layout.card(
                 "Input",
@@ -292,13 +315,15 @@ class RhythmPanel(Panel):
     # -- state --------------------------------------------------------------------------
 
     def set_model(self, model: Any) -> None:
-        """Use `model` from now on (clears the current trace and charts)."""
+        """Use `model` from now on (clears the current trace and charts; the max-tokens
+        slider then goes as far as `model` can generate after the prompt)."""
         self.model = check_model(model)
         self.trace = self.base = self.analysis = self.maps = None
         self.charts_box.children = []
         self.charts = {}
         self.summary.value = ""
-        self.stale, self.charts_box.layout.display = "", None
+        self._reset_results()
+        self._fit_max_tokens(self.model)
         self.picker.set_model(model)
         # Only the heads of attention layers have a map (`attention_maps` records no other
         # in a hybrid model): a state-space or linear-attention layer is not offered.
@@ -313,6 +338,39 @@ class RhythmPanel(Panel):
         ]
         self.map_heads.value = "local"
         self._say(f"model: {describe(model)}", "info")
+
+    def _room(self, model: Any) -> tuple[int | None, int]:
+        """The model's context (None when it states none) and the prompt's tokens as
+        `generate` encodes it (0 for an empty prompt or one that cannot be encoded: Run
+        refuses it with its own error)."""
+        from ..trace.tokens import context_length, encode_prompt
+
+        n_ctx = None if model is None else context_length(model)
+        if n_ctx is None or not self.prompt.value.strip():
+            return n_ctx, 0
+        try:
+            with warnings.catch_warnings():  # unknown characters: Run warns of them
+                warnings.simplefilter("ignore")
+                return n_ctx, len(encode_prompt(model, self.prompt.value))
+        except Exception:  # typing must never fail; Run names the problem
+            return n_ctx, 0
+
+    def _room_text(self, model: Any) -> str:
+        n_ctx, n = self._room(model)
+        return f"the model's context holds {n_ctx} tokens and the prompt takes {n}"
+
+    def _fit_max_tokens(self, model: Any) -> int:
+        """Set the max-tokens slider's top to what `model` can generate after the prompt
+        (on the slider's steps, at least its minimum, at most `MAX_NEW_TOKENS`): it went to
+        1024 whatever the model's context (the tiny models hold 256 tokens). A value
+        above the new top comes down to it. Returns the top."""
+        n_ctx, n = self._room(model)
+        slider = self.max_new_tokens
+        top = MAX_NEW_TOKENS if n_ctx is None else min(MAX_NEW_TOKENS, n_ctx - n)
+        top = max(slider.min, slider.min + (top - slider.min) // slider.step * slider.step)
+        if top != slider.max:
+            slider.max = top
+        return top
 
     @property
     def params(self) -> RhythmParams:
@@ -334,7 +392,7 @@ class RhythmPanel(Panel):
         `prompt`. Two forward passes (see the module docstring).
 
         If it fails, the previous trace's charts stay, marked as such (`stale`)."""
-        return self._guard(lambda: self._new_trace(self._run))
+        return self._guard(lambda: self._new_results(self._run, lambda: self.trace))
 
     def _run(self) -> Any:
         if self.model is None:
@@ -405,24 +463,9 @@ class RhythmPanel(Panel):
     def set_trace(self, trace: Any) -> Any:
         """Analyse an existing `wb.Trace` (two forward passes) and draw it (if it fails,
         the previous trace's charts stay, marked as such)."""
-        return self._guard(lambda: self._new_trace(lambda: self._set_trace(trace)))
-
-    def _new_trace(self, fn: Any) -> Any:
-        """Run `fn` (which sets a new trace); if it fails while the previous trace's charts
-        are shown, say above them that they are the previous trace's, not the refused
-        input's (they stood beside the error as if they were its results)."""
-        try:
-            return fn()
-        except Exception:
-            if self.analysis is not None and not self.stale and self.trace is not None:
-                self.stale = "run failed"
-                self.summary.value = layout.status_html(
-                    f"The charts below are still those of the previous trace "
-                    f"({self.trace.response_len} response tokens): the new one was refused "
-                    f"(the status line says why).\n{self._summary_text(self.analysis)}",
-                    "warning",
-                )
-            raise
+        return self._guard(
+            lambda: self._new_results(lambda: self._set_trace(trace), lambda: self.trace)
+        )
 
     def _set_trace(self, trace: Any, *, keep_shown: bool = False) -> Any:
         from ..attention import analyze
@@ -529,14 +572,30 @@ class RhythmPanel(Panel):
         analysis too (it was of other heads or parameters)."""
         if forget:
             self.analysis = None
-        self.stale = "settings refused"
-        self.charts_box.layout.display = "none"
         self.picker.classes.value = ""
-        self.summary.value = layout.status_html(
-            "No charts: the settings above were refused (the status line says why and how "
-            "to fix them); the charts come back once they are valid.",
-            "error",
-        )
+        self._refuse_results()
+
+    def _show_state(self) -> None:
+        """The summary above the charts: what they show, that they are hidden (refused
+        settings), or that they are the previous trace's (a failed Run)."""
+        a = self.analysis
+        if self._refused:
+            self.summary.value = layout.status_html(
+                "No charts: the settings above were refused (the status line says why and "
+                "how to fix them); the charts come back once they are valid.",
+                "error",
+            )
+        elif a is None:
+            self.summary.value = ""
+        elif self._previous and self.trace is not None:
+            self.summary.value = layout.status_html(
+                f"The charts below are still those of the previous trace "
+                f"({self.trace.response_len} response tokens): the new one was refused "
+                f"(the status line says why).\n{self._summary_text(a)}",
+                "warning",
+            )
+        else:
+            self.summary.value = layout.status_html(self._summary_text(a))
 
     def render(self) -> None:
         """Redraw the charts from the current analysis (no forward pass); if that fails,
@@ -549,9 +608,7 @@ class RhythmPanel(Panel):
         except Exception:
             self._hide_charts(forget=False)  # a view change: the analysis still holds
             raise
-        self.stale = ""
-        self.charts_box.layout.display = None
-        self.summary.value = layout.status_html(self._summary_text(a))
+        self._results_drawn()
 
     @staticmethod
     def _summary_text(a: Any) -> str:

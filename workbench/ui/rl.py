@@ -18,6 +18,14 @@ Stop acts on the run that is going, never on a finished one.
 going stays under that run's progress in the status line); a Start that launches a run, a
 Stop that stops one and the end of a run clear it; a run whose process fails sets it to a
 `WorkbenchError` quoting the end of the run's log.
+
+Reading the metrics never stops the polling: a line of ``metrics.jsonl`` that is not a
+metrics row (a corrupt line in the middle of the file) is skipped and named in the status
+line (``metrics_error``, also ``last_error`` while nothing else is), and the run's later
+rows are still read and drawn; any other error while polling is shown in the status line,
+and the polling goes on while the run's process runs. When it has ended, Start is enabled
+again, whatever happened while reading (it stayed disabled once an error had stopped the
+polling in JupyterLab).
 """
 
 from __future__ import annotations
@@ -72,6 +80,9 @@ class RunJob:
         self.settings = self.log.with_suffix(".config.json")
         self.settings.write_text(json.dumps(config.to_dict(), indent=1))
         self._offset = 0
+        self._lines = 0  # lines of metrics.jsonl read so far
+        #: ``"line N: 'text'"`` for each line read that was not a metrics row (skipped).
+        self.skipped: list[str] = []
         self.stop_requested = False
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
@@ -88,9 +99,20 @@ class RunJob:
         """The child process has not exited."""
         return self.process.poll() is None
 
+    @property
+    def metrics(self) -> Path:
+        """The run's ``metrics.jsonl``."""
+        return self.run_dir / "metrics.jsonl"
+
     def new_rows(self) -> list[dict[str, Any]]:
-        """Metric rows logged since the last call (complete lines only)."""
-        path = self.run_dir / "metrics.jsonl"
+        """Metric rows logged since the last call (complete lines only).
+
+        A line that is not a metrics row (not JSON, not an object with an integer step,
+        a value that is not a number, as `wb.rl.read_metrics` checks) is skipped and
+        named in `skipped`: it raised here, which stopped the panel's polling."""
+        from ..rl.checkpoint import metrics_row
+
+        path = self.metrics
         if not path.is_file():
             return []
         with path.open("rb") as f:
@@ -98,7 +120,17 @@ class RunJob:
             data = f.read()
         end = data.rfind(b"\n") + 1  # a line still being written is read next time
         self._offset += end
-        return [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+        rows: list[dict[str, Any]] = []
+        for raw in data[:end].split(b"\n")[:-1]:
+            self._lines += 1
+            line = raw.decode(errors="replace")
+            if not line.strip():
+                continue
+            try:
+                rows.append(metrics_row(line))
+            except ValueError:
+                self.skipped.append(f"line {self._lines}: {line[:80]!r}")
+        return rows
 
     def stop(self) -> None:
         """Ask the child to stop (SIGINT): it checkpoints after the current step."""
@@ -131,6 +163,9 @@ class RLPanel(Panel):
         rows: the metric rows of the current job read so far.
         chart: the live ``alt.JupyterChart``.
         last_error: the error the panel reports now (see the module docstring), or None.
+        metrics_error: what went wrong reading the current job's metrics (skipped lines,
+            or the last error while reading or drawing them), or None; shown in the status
+            line to the run's end.
     """
 
     title = "RL"
@@ -173,6 +208,7 @@ class RLPanel(Panel):
         self.progress = widgets.IntProgress(value=0, min=0, max=1)
         self.job: RunJob | None = None
         self.rows: list[dict[str, Any]] = []
+        self.metrics_error: WorkbenchError | None = None
         self.chart = chart_widget(progress_chart([]))
         self.children = [
             layout.card(
@@ -262,7 +298,7 @@ class RLPanel(Panel):
         while (self.out / name).exists() or (self.out / f"{name}.log").exists():
             k += 1  # two starts in one second shared a folder and overwrote the first log
             name = f"{stem}-{k}"
-        self.rows = []
+        self.rows, self.metrics_error = [], None
         self.progress.max, self.progress.value = cfg.max_steps, 0
         self.chart.chart = progress_chart([])
         self.job = RunJob(cfg, self.out / name, self.out / f"{name}.log")
@@ -281,29 +317,75 @@ class RLPanel(Panel):
             self._say("stopping: the run checkpoints after the step it is in ...")
 
     def poll(self) -> bool:
-        """Read the current job's new rows into the chart; True while it runs."""
+        """Read the current job's new rows into the chart; True while it runs.
+
+        What goes wrong while reading or drawing the rows is shown in the status line
+        (`metrics_error`), not raised: the next poll reads on, and a run that has ended
+        is finished as usual (Start enabled again)."""
         job = self.job
         if job is None:
             return False
         running = job.running  # read before the rows, so none logged at the end is missed
-        rows = job.new_rows()
-        if rows:
-            self.rows.extend(rows)
-            self.progress.value = rows[-1]["step"]
-            self.chart.chart = progress_chart(self.rows)
-            acc = [r["eval_accuracy"] for r in self.rows if "eval_accuracy" in r]
-            message = (
-                f"step {rows[-1]['step']}/{self.progress.max}"
-                + (f", reward {rows[-1]['reward']:.2f}" if "reward" in rows[-1] else "")
-                + (f", held-out accuracy {acc[-1]:.2f}" if acc else "")
-            )
-            if self.last_error is not None:  # a Start refused during the run: still shown
-                self._say(f"{message}\n{error_text(self.last_error)}", "error")
-            else:
-                self._say(message)
+        skipped, failure = len(job.skipped), None
+        rows: list[dict[str, Any]] = []
+        try:
+            rows = job.new_rows()
+            if rows:
+                self.rows.extend(rows)
+                self.progress.value = rows[-1]["step"]
+                self.chart.chart = progress_chart(self.rows)
+        except Exception as e:  # an unreadable file, a chart that cannot be drawn
+            failure = e
+        if failure is not None or len(job.skipped) > skipped:
+            self.metrics_error = self._metrics_error(job, failure)
+        if rows or failure is not None or len(job.skipped) > skipped:
+            self._report(self._progress_text(job))
         if not running:
             self._finish(job)
         return running
+
+    def _metrics_error(self, job: RunJob, failure: BaseException | None) -> WorkbenchError:
+        """What went wrong reading `job`'s metrics: the lines skipped, and `failure`."""
+        parts = []
+        if job.skipped:
+            parts.append(
+                f"{len(job.skipped)} line(s) of {job.metrics} are not metrics rows and are "
+                f"left out of the chart ({'; '.join(job.skipped[:3])}"
+                + (" ..." if len(job.skipped) > 3 else "")
+                + ")"
+            )
+        if failure is not None:
+            parts.append(f"reading the run's metrics failed: {error_text(failure)}")
+        return WorkbenchError(
+            "\n".join(parts),
+            "the run goes on and the panel reads on; before reading or resuming the run "
+            "(wb.rl.read_metrics and wb.rl.resume refuse such a line), delete those lines "
+            "from the file or restore it from a copy",
+        )
+
+    def _progress_text(self, job: RunJob) -> str:
+        if not self.rows:
+            return f"starting {job.config.strategy} in {job.run_dir} ..."
+        last = self.rows[-1]
+        acc = [r["eval_accuracy"] for r in self.rows if r.get("eval_accuracy") is not None]
+        reward = last.get("reward")
+        return (
+            f"step {last['step']}/{self.progress.max}"
+            + (f", reward {reward:.2f}" if isinstance(reward, int | float) else "")
+            + (f", held-out accuracy {acc[-1]:.2f}" if acc else "")
+        )
+
+    def _report(self, message: str, kind: str = "info") -> None:
+        """`message` in the status line, with the metrics' problem and a Start refused
+        during the run (still shown) under it; `last_error` is the refusal, else the
+        metrics' problem."""
+        if self.last_error is None:
+            self.last_error = self.metrics_error
+        errors = [e for e in (self.metrics_error, self.last_error) if e is not None]
+        errors = [e for i, e in enumerate(errors) if e not in errors[:i]]
+        if errors:
+            message, kind = "\n".join([message, *map(error_text, errors)]), "error"
+        self._say(message, kind)
 
     @no_type_check  # checks its arguments itself, with messages that name the fix
     def wait(self, timeout: float = 600.0) -> str:
@@ -318,24 +400,29 @@ class RLPanel(Panel):
         return self.job.status() if self.job is not None else "none"
 
     def _finish(self, job: RunJob) -> None:
-        status = job.status()
-        step = self.rows[-1]["step"] if self.rows else 0
-        # What the panel reports now is the run's end: an error of a Start refused while it
-        # ran (or of an earlier run) no longer holds.
-        self.last_error = None
-        if status == "failed":
-            self.last_error = WorkbenchError(
-                f"the run failed; its output ends with:\n{job.tail(600)}",
-                f"read the whole output in {job.log}, correct the settings and press Start",
-            )
-            self._say(error_text(self.last_error), "error")
-        elif status == "not started":
-            self._say("stopped before the run's first step", "ok")
-        else:
-            self._say(f"{status} at step {step}; run directory {job.run_dir}", "ok")
-        self.start_button.disabled, self.stop_button.disabled = False, True
-        if getattr(self, "_next_model", None):
-            self.model_name.value, self._next_model = self._next_model, None
+        """The run's process has ended: report how, and enable Start again (even if
+        reading its status fails)."""
+        try:
+            status = job.status()
+            step = self.rows[-1]["step"] if self.rows else 0
+            # What the panel reports now is the run's end: an error of a Start refused
+            # while it ran (or of an earlier run) no longer holds; a problem reading its
+            # metrics does (the chart lacks those rows).
+            self.last_error = None
+            if status == "failed":
+                self.last_error = WorkbenchError(
+                    f"the run failed; its output ends with:\n{job.tail(600)}",
+                    f"read the whole output in {job.log}, correct the settings and press Start",
+                )
+                self._say(error_text(self.last_error), "error")
+            elif status == "not started":
+                self._report("stopped before the run's first step", "ok")
+            else:
+                self._report(f"{status} at step {step}; run directory {job.run_dir}", "ok")
+        finally:
+            self.start_button.disabled, self.stop_button.disabled = False, True
+            if getattr(self, "_next_model", None):
+                self.model_name.value, self._next_model = self._next_model, None
 
     def _schedule(self, job: RunJob) -> None:
         # In a kernel the event loop is running: poll on it, so widgets are only ever
@@ -346,7 +433,17 @@ class RLPanel(Panel):
             return
 
         def tick() -> None:
-            if self.job is job and self.poll():
+            if self.job is not job:
+                return
+            try:
+                going = self.poll()
+            except Exception as e:  # the poller must outlive it: Start stayed disabled
+                self.last_error = e
+                self._say(error_text(e), "error")
+                going = job.running
+                if not going:
+                    self.start_button.disabled, self.stop_button.disabled = False, True
+            if going:
                 loop.call_later(POLL_SECONDS, tick)
 
         loop.call_later(POLL_SECONDS, tick)
