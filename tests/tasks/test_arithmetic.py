@@ -101,10 +101,10 @@ def test_bad_config() -> None:
     ("answer", "reward"),
     [("525999", 0.0), ("525", 1.0)],  # cut inside the line / the line ends at the cap
 )
-def test_an_answer_line_cut_by_the_length_cap_is_not_read(task: Arithmetic, answer, reward):
-    """Only the first MAX_COMPLETION_CHARS characters are parsed. A last Answer line that
-    the cap cuts through must not score by its first part: 'Answer: 525' of 'Answer:
-    525999' would be right; a line that ends exactly at the cap is whole, and counts."""
+def test_an_answer_line_past_4096_characters_is_read_whole(task: Arithmetic, answer, reward):
+    """The whole completion is read. When only the first MAX_COMPLETION_CHARS characters
+    were, a last Answer line that the cap cut through must not score by its first part:
+    'Answer: 525' of 'Answer: 525999' would be right."""
     from workbench.tasks.base import MAX_COMPLETION_CHARS
 
     line = "\nAnswer: 525"
@@ -159,3 +159,11 @@ def test_the_answer_is_plain_ascii_digits_as_documented(task: Arithmetic):
     assert task.reward([PROMPT], ["Answer: \uff15\uff12\uff15"]) == [0.0]  # fullwidth 525
     assert task.reward([PROMPT], ["Answer: \u0665\u0662\u0665"]) == [0.0]  # Arabic-Indic 525
     assert task.reward([PROMPT], ["Answer: 525"]) == [1.0]
+
+
+def test_an_answer_in_the_reasoning_is_not_the_final_answer(task: Arithmetic) -> None:
+    """Past 4096 characters the final Answer line was not read, and an earlier one was."""
+    think = "Let me add the columns again. " * 200
+    assert task.reward([PROMPT], [f"Answer: 525\n{think}\nAnswer: 524\n"]) == [0.0]
+    assert task.reward([PROMPT], [f"Answer: 524\n{think}\nAnswer: 525\n"]) == [1.0]
+    assert task.reward([PROMPT], [f"{think}\nAnswer: 525"]) == [1.0]

@@ -100,8 +100,9 @@ def test_enormous_inputs_are_fast_and_never_raise(task: Countdown, completion: s
     result = score(task, completion)
     assert time.perf_counter() - start < 2.0
     assert result in (0.0, 1.0)
-    # Only the suffix case has its answer line within the parsed window.
-    assert result == (1.0 if completion.startswith("Answer: 50+25-3") else 0.0)
+    # The whole completion is read: the huge prefix's last line and the huge suffix's only
+    # Answer line are right, the other answers are not.
+    assert result == (1.0 if "Answer: 50+25-3" in completion else 0.0)
 
 
 def test_long_literal_is_capped() -> None:
@@ -414,3 +415,62 @@ def test_the_expression_helpers_name_a_mistake() -> None:
         solve_countdown("3 7 25", 82)
     with pytest.raises(WorkbenchError, match="at most 6"):
         solve_countdown((1, 2, 3, 4, 5, 6, 7), 5000)
+
+
+THINK = "I try 50+25 and then something else. " * 150  # about 5,500 characters
+
+
+@pytest.mark.parametrize(
+    ("completion", "expected"),
+    [
+        # the right answer inside the reasoning, a wrong final one: scored 1.0 (the first
+        # 4096 characters were read, and only they)
+        (f"<think>\nAnswer: 50+25-3\n{THINK}</think>\nAnswer: 50+25\n", 0.0),
+        # a wrong answer inside the reasoning, a right final one: scored 0.0
+        (f"<think>\nAnswer: 50+25\n{THINK}</think>\nAnswer: 50+25-3\n", 1.0),
+        # a long reasoning trace and its right final answer: scored 0.0 (nothing was read)
+        (f"<think>\n{THINK}</think>\nAnswer: 50+25-3\n", 1.0),
+        (f"{THINK}\n  \tAnswer:  50+25-3  ", 1.0),  # indented, no final newline
+        (f"Answer: 50+25-3\n{THINK}\nThe Answer: 50+25\n", 1.0),  # not a line start
+        (f"Answer: 50+25-3\n{THINK}\nAnswer:\n", 0.0),  # the last Answer line is empty
+    ],
+    ids=[
+        "right_in_reasoning",
+        "wrong_in_reasoning",
+        "long_reasoning",
+        "indented",
+        "midline_prefix",
+        "empty_last",
+    ],
+)
+def test_the_last_answer_line_counts_however_long_the_completion(
+    task: Countdown, completion: str, expected: float
+) -> None:
+    """A reasoning model's completion runs past 4096 characters; its final answer comes
+    last. Reading only the first 4096 characters scored an answer inside the reasoning."""
+    assert len(completion) > 4096
+    assert score(task, completion) == expected
+    chat = [{"role": "assistant", "content": completion}]
+    assert task.reward([[{"role": "user", "content": PROMPT}]], [chat]) == [expected]
+
+
+@pytest.mark.parametrize(
+    "completion",
+    [
+        "Answer: 50+25-3\n" + "xAnswer:" * 125_000,  # a million characters of mid-line hits
+        "Answer: 50+25-3\n" + ("x" + " " * 60 + "Answer:") * 15_000,
+        "\r\n" * 500_000 + "Answer: 50+25-3\r\n",
+    ],
+    ids=["midline_hits", "indented_midline_hits", "many_crlf_lines"],
+)
+def test_finding_the_last_answer_line_is_linear(task: Countdown, completion: str) -> None:
+    start = time.perf_counter()
+    assert score(task, completion) == 1.0
+    assert time.perf_counter() - start < 2.0
+
+
+def test_reward_columns_of_another_shape_score_zero_without_raising(task: Countdown) -> None:
+    """A mapping column without the completion's index raised a raw KeyError."""
+    with pytest.warns(UnreadablePromptWarning):
+        got = task.reward(["?"], ["Answer: 3+7"], numbers={5: [3, 7]}, target={5: 10})
+    assert got == [0.0]

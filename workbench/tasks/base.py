@@ -11,7 +11,9 @@ Text format (the same for every consumer: SFT, evaluation, RL, the attention vie
     prompt     "<Task header>: <problem>\\n"
     completion "<scratchpad step>\\n" ... "Answer: <final answer>\\n"
 
-The final answer is the text after the *last* line starting with ``Answer:``.
+The final answer is the text after the *last* line starting with ``Answer:`` (after optional
+spaces or tabs) anywhere in the completion, however long: an ``Answer:`` line written
+earlier, inside the reasoning, never counts once another follows it. Nothing else is read.
 
 Caveats:
     - The train/test split is a pure function of the canonical problem (a SHA-256 hash), so it
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -45,6 +46,7 @@ class UnreadablePromptWarning(UserWarning):
 
 __all__ = [
     "ANSWER_PREFIX",
+    "MAX_ANSWER_CHARS",
     "MAX_COMPLETION_CHARS",
     "MAX_CONSECUTIVE_MISSES",
     "Problem",
@@ -65,10 +67,14 @@ ANSWER_PREFIX = "Answer:"
 #: `Task.generate` gives up after this many draws in a row without a new problem.
 MAX_CONSECUTIVE_MISSES = 20000
 
-#: Completions longer than this are cut before parsing (a cap so parsing never hangs).
-MAX_COMPLETION_CHARS = 4096
+#: The longest final answer line read (after ``Answer:``); a longer one is no answer.
+#: The completion itself is not cut: its last ``Answer:`` line is found in linear time
+#: however long it is (a cut at the first 4096 characters read an answer written inside a
+#: long reasoning trace as the final one, and never the final one after it).
+MAX_ANSWER_CHARS = 4096
 
-_ANSWER_LINE = re.compile(r"^[ \t]*Answer:[ \t]*(.*?)[ \t\r]*$", re.MULTILINE)
+#: The former name of `MAX_ANSWER_CHARS`, kept for imports.
+MAX_COMPLETION_CHARS = MAX_ANSWER_CHARS
 
 
 @dataclass(frozen=True)
@@ -116,7 +122,7 @@ def completion_text(completion: Any) -> str | None:
 
     Returns:
         The text, or None for anything else (None, numbers, bytes, malformed messages).
-        Parsers later look only at its first `MAX_COMPLETION_CHARS` characters.
+        Parsers read its last ``Answer:`` line (`last_answer_line`), however long it is.
     """
     if isinstance(completion, str):
         text = completion
@@ -139,23 +145,32 @@ def last_answer_line(text: str) -> str | None:
     """The text after the last ``Answer:`` line of `text`, stripped, or None if there is none.
 
     Args:
-        text: a completion. Only its first `MAX_COMPLETION_CHARS` characters are searched,
-            and of those only whole lines: a line the cut runs through is not read (its
-            first part, ``Answer: 52`` of ``Answer: 52599``, could score as right).
+        text: a completion. The whole text is searched, from its end, in linear time (the
+            final answer of a long reasoning trace comes last; reading only a first window
+            scored an ``Answer:`` line inside the reasoning instead, or nothing at all).
+            ``\\r\\n``, ``\\r`` and ``\\n`` end a line. An ``Answer:`` line counts when
+            only spaces and tabs come before it on its line.
 
     Returns:
-        The final answer text (may be empty string when the line is just ``Answer:``).
+        The final answer text (may be empty string when the line is just ``Answer:``), or
+        None when there is no ``Answer:`` line or the last one is longer than
+        `MAX_ANSWER_CHARS` (no task's answer is that long).
     """
-    # One line break for the cut and the pattern alike: a lone "\r" ended a line for the
-    # cut but not for the pattern, so "Answer: 525\r99" read as 525 only when cut there.
+    # One line break for every consumer: "Answer: 525\r99" is the line "Answer: 525".
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if len(text) > MAX_COMPLETION_CHARS:
-        cut = MAX_COMPLETION_CHARS
-        if text[cut] != "\n":  # the cut falls inside a line: drop that line
-            cut = text.rfind("\n", 0, cut) + 1
-        text = text[:cut]
-    matches = _ANSWER_LINE.findall(text)
-    return matches[-1].strip() if matches else None
+    end = len(text)
+    while True:  # str.rfind scans from the right, each stretch of text once: linear time
+        hit = text.rfind(ANSWER_PREFIX, 0, end)
+        if hit < 0:
+            return None
+        start = hit
+        while start > 0 and text[start - 1] in " \t":
+            start -= 1
+        if start == 0 or text[start - 1] == "\n":  # the prefix starts its line
+            stop = text.find("\n", hit)
+            line = text[hit + len(ANSWER_PREFIX) : len(text) if stop < 0 else stop]
+            return None if len(line) > MAX_ANSWER_CHARS else line.strip()
+        end = start  # "Answer:" inside a line: look further back
 
 
 def _same_problems(task: Task) -> set[str]:
@@ -324,7 +339,11 @@ class Task(ABC):
 
         The problem is read back from each prompt (this task's prompt format); when a prompt
         cannot be read, the dataset columns ``numbers`` and ``target`` in `kwargs` (one entry
-        per completion, as TRL passes them) are used instead.
+        per completion, as TRL passes them) are used instead; a column entry that is missing
+        or not whole numbers reads as no problem (0.0), never an error.
+
+        The final answer is the completion's last ``Answer:`` line, however long the
+        completion (`last_answer_line`): one written earlier, in the reasoning, never counts.
 
         Args:
             prompts: one prompt per completion (string or conversational list).
@@ -351,7 +370,7 @@ class Task(ABC):
                 try:  # whole numbers only: int(82.7) would read another target
                     numbers = tuple(_validate.as_index(x) for x in col_numbers[i])
                     problem = (numbers, _validate.as_index(col_target[i]))
-                except (TypeError, ValueError, IndexError):
+                except (TypeError, ValueError, LookupError):  # a column of another shape
                     problem = None
             if problem is None:
                 rewards.append(0.0)
