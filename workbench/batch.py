@@ -30,7 +30,11 @@ the next batch into the folder removes. One batch at a time writes into a folder
 A notebook that takes an ``out_dir`` parameter gets ``DIR/<run-id>/`` in it (unless the grid
 sets it), so the files each run writes stay with that run. Notebooks run with their own
 folder as the working directory, in the kernel only: the batch process never changes its
-own, so relative paths given to `run_batch` mean what they meant when it was called.
+own, so relative paths given to `run_batch` mean what they meant when it was called. That
+holds for an ``out_dir`` the grid sets too (``--grid out_dir=runs/exp``): like ``DIR``, it
+is a folder the batch writes to, so a relative one is made absolute from where the batch
+runs, not from the notebook's folder (other parameters, such as a ``prompts_file`` the
+notebook reads, reach it as they are).
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, no_type_check
 
@@ -297,10 +301,13 @@ def _run_id(params: Mapping[str, Any]) -> str:
 
 @dataclass
 class BatchResult:
-    """The outcome of `run_batch`: this grid's rows of the index, and where it was written."""
+    """The outcome of `run_batch`: this grid's rows of the index, where it was written, and
+    the run ids of the rows read back from an earlier batch rather than run now
+    (``skipped``: runs that had succeeded, and with ``rerun_failed=False`` failed ones)."""
 
     rows: list[dict[str, Any]]
     index_path: Path
+    skipped: list[str] = field(default_factory=list)
 
     def __repr__(self) -> str:
         """A summary (runs, how many succeeded and failed, the index): the dataclass's own
@@ -650,8 +657,11 @@ def run_batch(
         parameters, ``notebook`` (the output), ``status`` (``ok`` / ``failed``), ``error``,
         ``seconds``, the recorded values and ``provenance`` (the `workbench.provenance` dict
         of the batch process that ran it; a JSON column in the index). Rows of skipped runs
-        are read back from the index with the same types. The index holds these rows, then
-        the rows of earlier runs into `out` that this grid does not include.
+        are read back from the index with the same types (their ids are in ``skipped``).
+        The index holds these rows, then the rows of earlier runs into `out` that this grid
+        does not include. An ``out_dir`` the grid sets to a relative path is passed to the
+        notebook made absolute from the current directory (as `out` is), not left to be
+        read from the notebook's folder; its row keeps the value as given.
 
     Raises:
         KeyboardInterrupt: Ctrl-C, once the running notebooks are stopped (their kernels
@@ -660,6 +670,7 @@ def run_batch(
     """
     from ._progress import progress_bar
 
+    here = Path.cwd()  # relative paths of this call mean what they do now
     notebook = as_path(
         notebook, "run_batch's notebook", "file", "notebooks/05_batch.ipynb"
     ).absolute()
@@ -752,8 +763,17 @@ def run_batch(
         def injected(run_id: str, params: dict[str, Any]) -> dict[str, Any]:
             # Each run's own files go to its folder under `out`, not to one shared default
             # beside the notebook that every grid point overwrote.
-            if RUN_FOLDER_PARAMETER in known and RUN_FOLDER_PARAMETER not in params:
+            if RUN_FOLDER_PARAMETER not in known:
+                return params
+            if RUN_FOLDER_PARAMETER not in params:
                 return {RUN_FOLDER_PARAMETER: str(out / run_id), **params}
+            given = params[RUN_FOLDER_PARAMETER]
+            if isinstance(given, str) and given.strip():
+                # A relative out_dir from the grid was read by the kernel from the
+                # notebook's folder: `--grid out_dir=runs/exp` from the repository wrote
+                # the runs into notebooks/runs/exp, where Experiment("runs/exp") found none.
+                folder = here / Path(given).expanduser()
+                return {**params, RUN_FOLDER_PARAMETER: str(folder)}
             return params
 
         env = _kernel_env(workers)
@@ -801,11 +821,30 @@ def run_batch(
                         index(fut)  # ended before it could be stopped: it counts
                 if index_rows():  # an index of no rows has no run_id column to read back
                     _write_index(index_path, index_rows())
+                _say_stopped([r for r in grid_ids if r not in rows], len(grid_ids), index_path)
                 raise
             finally:
                 bar.close()
         _write_index(index_path, index_rows())
-        return BatchResult(rows=ordered(), index_path=index_path)
+        skipped = [r for r in grid_ids if r not in {run_id for run_id, _ in todo}]
+        return BatchResult(rows=ordered(), index_path=index_path, skipped=skipped)
+
+
+def _say_stopped(left: list[str], total: int, index_path: Path) -> None:
+    """Say, after a Ctrl-C, which runs the batch has not done and how to do them: it only
+    said it was interrupted, and an experiment read from the folder then held the runs
+    done so far as if they were the whole grid."""
+    import sys
+
+    if not left:
+        return
+    names = ", ".join(left[:3]) + (f" and {len(left) - 3} more" if len(left) > 3 else "")
+    print(
+        f"batch: stopped with {len(left)} of {total} run(s) not done ({names}): run the same "
+        f"batch again to run them (index: {index_path})",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _stop_runs(running: list[Any], outs: list[Path]) -> None:

@@ -168,7 +168,14 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         rerun_failed=not args.keep_failed,
     )
     n_ok = sum(r["status"] == "ok" for r in result.rows)
-    print(f"{n_ok}/{len(result.rows)} runs succeeded; index: {result.index_path.resolve()}")
+    # A rerun that ran nothing said "2/2 runs succeeded" as a fresh batch did.
+    n_skipped = len(result.skipped)
+    ran = (
+        f" ({len(result.rows) - n_skipped} run now, {n_skipped} done before and skipped)"
+        if n_skipped
+        else ""
+    )
+    print(f"{n_ok}/{len(result.rows)} runs succeeded{ran}; index: {result.index_path.resolve()}")
     for r in result.rows:
         if r["status"] != "ok":
             print(f"  failed: {r['notebook']}: {r['error']}")

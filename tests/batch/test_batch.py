@@ -691,3 +691,74 @@ def test_a_second_batch_into_a_running_batchs_folder_is_refused_then_cleans_up_a
     result = run_batch(nb, [{"x": 8}], out, progress=False)  # another grid point
     assert result.ok and [r["done"] for r in result.rows] == [8]
     assert not [p.name for p in out.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_a_relative_out_dir_from_the_grid_is_read_from_where_the_batch_runs(tmp_path, monkeypatch):
+    """A grid's relative ``out_dir`` reached the kernel as it was, and the kernel runs in
+    the notebook's folder: ``workbench batch notebooks/04_credit_rl.ipynb --grid
+    out_dir=runs/exp`` wrote the runs into ``notebooks/runs/exp``, where the README's
+    ``wb.rl.Experiment("runs/exp")``, from the same directory as the batch, found nothing.
+    Now it is made absolute from the batch's directory, as ``--out`` is; the index keeps
+    the value as given, and other parameters reach the notebook as they are."""
+    calls: list[dict] = []
+    monkeypatch.setattr(workbench.batch, "_execute", _record_params(calls))
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    nb = _two_cell_notebook(nbs / "nb.ipynb", 'x = 1\nout_dir = "out"\nlabel = "a"', "pass")
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    result = run_batch(
+        "../nbs/nb.ipynb", ["x=1,2", "out_dir=runs/exp", "label=data/p.txt"], "g", progress=False
+    )
+    assert [c["out_dir"] for c in calls] == [str(here / "runs" / "exp")] * 2
+    assert [c["label"] for c in calls] == ["data/p.txt"] * 2  # not a folder the batch writes
+    assert [r["out_dir"] for r in result.rows] == ["runs/exp"] * 2
+    calls.clear()
+    absolute = str(tmp_path / "abs")
+    run_batch(nb, [{"x": 3, "out_dir": absolute}, {"x": 4}], "g", progress=False)
+    assert [c["out_dir"] for c in calls] == [absolute, str(here / "g" / _run_id_of(x=4))]
+
+
+def _run_id_of(**params):
+    return workbench.batch._run_id(params)
+
+
+def test_a_rerun_says_which_runs_it_skipped(stubbed, monkeypatch, capsys):
+    """Run again, a finished batch ran nothing and printed "2/2 runs succeeded", as a
+    fresh one did; the result now lists the runs it read back, and the command says so."""
+    from workbench.cli import main
+
+    calls, nb, out = stubbed
+    first = run_batch(nb, ["x=1,2"], out, progress=False)
+    assert first.skipped == []
+    again = run_batch(nb, ["x=1,2,3"], out, progress=False)
+    assert again.skipped == [r["run_id"] for r in first.rows] and calls == [1, 2, 3]
+    capsys.readouterr()
+    assert main(["batch", str(nb), "--grid", "x=1,2,3", "--out", str(out)]) == 0
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line.startswith("3/3 runs succeeded (0 run now, 3 done before and skipped); ")
+    assert main(["batch", str(nb), "--grid", "x=4", "--out", str(out)]) == 0
+    assert capsys.readouterr().out.startswith("1/1 runs succeeded; index: ")
+
+
+def test_ctrl_c_says_which_runs_are_left_and_how_to_run_them(tmp_path, monkeypatch, capsys):
+    """After a Ctrl-C the batch said only that it was interrupted: the runs it had not done
+    left no row, and an experiment read from the folder held the runs done so far as if
+    they were the whole grid. It now names them and how to run them."""
+    calls: list[int] = []
+    done = _fake_execute(calls)
+
+    def execute(notebook, out, params, timeout, env):
+        if params["x"] == 2:
+            raise KeyboardInterrupt
+        return done(notebook, out, params, timeout, env)
+
+    monkeypatch.setattr(workbench.batch, "_execute", execute)
+    nb, out = _notebook(tmp_path / "nb.ipynb"), tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(nb, ["x=1,2"], out, progress=False)
+    err = capsys.readouterr().err
+    assert f"stopped with 1 of 2 run(s) not done ({_run_id_of(x=2)})" in err
+    assert "run the same batch again" in err
+    assert _index_x(out) == [1] and calls == [1]
