@@ -14,10 +14,13 @@ import argparse
 import contextlib
 import os
 import re
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 from . import _validate
 from .errors import WorkbenchError
@@ -337,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `workbench` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    terminate = _terminate_as_ctrl_c()
     try:
         return args.func(args)
     except WorkbenchError as e:
@@ -349,6 +353,32 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(OSError):  # no second traceback when Python flushes stdout
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    finally:
+        if terminate is not None:
+            signal.signal(signal.SIGTERM, terminate)
+
+
+def _terminate_as_ctrl_c() -> Any:
+    """Make SIGTERM (``kill``, ``timeout``, a scheduler's stop) act as Ctrl-C for the
+    command; return the handler it replaced (None where none was replaced).
+
+    SIGTERM killed the command where it stood: a batch left its kernels' RL runs marked
+    running and its temporary notebooks behind, where Ctrl-C stops the kernels, checkpoints
+    and says what is left. The SIGINT handler in place then runs (`wb.rl.train` holds Ctrl-C
+    over a step or a checkpoint write and stops after it); where SIGINT is ignored (a
+    background job inherits that) SIGTERM still stops the command, as KeyboardInterrupt.
+    """
+    if not hasattr(signal, "SIGTERM") or threading.current_thread() is not threading.main_thread():
+        return None
+
+    def terminate(signum: int, frame: Any) -> None:
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler):
+            handler(signal.SIGINT, frame)
+        else:
+            raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, terminate)
 
 
 if __name__ == "__main__":

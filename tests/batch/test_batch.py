@@ -762,3 +762,41 @@ def test_ctrl_c_says_which_runs_are_left_and_how_to_run_them(tmp_path, monkeypat
     assert f"stopped with 1 of 2 run(s) not done ({_run_id_of(x=2)})" in err
     assert "run the same batch again" in err
     assert _index_x(out) == [1] and calls == [1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_sigterm_stops_a_cli_batch_as_ctrl_c_does(tmp_path, sigint):
+    """SIGTERM (kill, timeout, a scheduler) killed the batch where it stood: its kernels'
+    runs were left unfinished and its temporary notebooks behind, with no word. It now acts
+    as Ctrl-C, also where the batch was started with SIGINT ignored (a background job)."""
+    import os
+    import signal
+    import time
+
+    nbs = tmp_path / "nbs"
+    nbs.mkdir()
+    nb = _sleeping_notebook(nbs / "nb.ipynb")
+    (nbs / "hold").write_text("")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "workbench", "batch", str(nb), "--grid", "x=1", "--out", str(out)]
+    preexec = (
+        (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint == "ignored" else None
+    )
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec
+    )
+    try:
+        t0 = time.monotonic()
+        while not (nbs / "started-1").exists() and time.monotonic() - t0 < 60:
+            time.sleep(0.05)
+        assert (nbs / "started-1").exists(), proc.stderr.read() if proc.poll() is not None else ""
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "stopped with 1 of 1 run(s) not done" in err, err
+    assert "workbench: interrupted" in err, err
+    assert not list(out.glob(".tmp-*")) and not list(out.glob("*.ipynb")), list(out.iterdir())

@@ -395,3 +395,36 @@ def test_a_closed_pipe_ends_the_listing_quietly():
         shell=True, executable="/bin/bash", capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "Traceback" not in proc.stderr and proc.stdout.split() == ["141"], proc.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_stops_an_rl_run_at_a_checkpoint_it_resumes_from(tmp_path):
+    """SIGTERM (kill, timeout, a scheduler) killed `workbench rl` where it stood, its run
+    left marked running; it now stops as Ctrl-C does: after the step, checkpointed."""
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workbench", "rl", "--out", str(run), "--steps", "400",
+         "--eval-every", "1000", "--eval-size", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    try:
+        metrics = run / "metrics.jsonl"
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 120 and not (
+            metrics.is_file() and metrics.read_text().count("\n") >= 3
+        ):
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    status = json.loads((run / "status.json").read_text())
+    assert status["status"] == "interrupted" and 1 <= status["step"] < 400, status
+    assert (run / "checkpoints" / f"step-{status['step']:06d}").is_dir()
+    assert f"resume it with: workbench rl --resume {run}" in out
