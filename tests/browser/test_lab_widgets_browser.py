@@ -40,6 +40,38 @@ CHROMIUM_ARGS = [
 ]
 ALLOWED_PREFIXES = ("http://127.0.0.1", "http://localhost", "ws://127.0.0.1", "data:", "blob:")
 
+
+def require_chromium():
+    """Skip unless Debian's Chromium and Playwright are installed; return ``sync_api``."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: run .ci/browser-deps (apt-get install chromium)")
+    return pytest.importorskip("playwright.sync_api", reason="install the dev extras")
+
+
+def open_offline(path: Path, ready_js: str, timeout_ms: int) -> tuple[str, list[str], list[str]]:
+    """Open the local page `path` in headless Chromium and wait until `ready_js` holds.
+
+    Returns the body's text, the page's errors and every URL it requested (for the
+    callers' no-network checks)."""
+    sync_api = require_chromium()
+    errors: list[str] = []
+    requests: list[str] = []
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(path.resolve().as_uri())
+            page.wait_for_function(ready_js, timeout=timeout_ms)
+            text = page.inner_text("body")
+        finally:
+            browser.close()
+    return text, errors, requests
+
+
 CELLS = [
     """\
 import os

@@ -4,7 +4,7 @@ page and its charts draw."""
 from __future__ import annotations
 
 import pytest
-from test_lab_widgets_browser import CHROMIUM, CHROMIUM_ARGS  # tests/browser/
+from test_lab_widgets_browser import open_offline, require_chromium  # tests/browser/
 
 import workbench as wb
 from workbench.report import write_report
@@ -15,29 +15,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.browser]
 def test_the_report_shows_its_text_and_draws_its_charts_offline(tiny, tmp_path):
     """The prompt, response and settings were put into a string of the inlined vega-embed
     script: the page never showed them, and a backtick in the response broke the script."""
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: run .ci/browser-deps (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="install the dev extras")
+    require_chromium()  # before the model work
     trace = wb.Trace.from_text(tiny, "Add: 12+34 `now`", "2+4=6\n1+3=4\nAnswer: 46 `done`")
     analysis = wb.analyze(tiny, trace, fai_min_rows=1)
     page_path = write_report(tiny, trace, analysis, tmp_path / "report")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            page = browser.new_page()
-            errors: list[str] = []
-            requests: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto(page_path.resolve().as_uri())
-            page.wait_for_function(
-                "document.querySelectorAll('canvas, svg.marks').length >= 1", timeout=30_000
-            )
-            text = page.inner_text("body")
-        finally:
-            browser.close()
+    text, errors, requests = open_offline(
+        page_path, "document.querySelectorAll('canvas, svg.marks').length >= 1", 30_000
+    )
     assert not errors, errors
     assert "Prompt" in text and "Add: 12+34 `now`" in text and "Answer: 46 `done`" in text
     assert "Settings" in text

@@ -63,32 +63,18 @@ def test_two_chart_outputs_on_one_page_both_draw_offline(altair_globals, tmp_pat
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "browser"))
-    from test_lab_widgets_browser import CHROMIUM, CHROMIUM_ARGS
+    from test_lab_widgets_browser import open_offline, require_chromium
 
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is missing: run .ci/browser-deps (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="install the dev extras")
+    require_chromium()
     wb.viz.enable_offline()
     body = "<p>between</p>".join(_bundle(c)["text/html"] for c in [_chart(), _chart("x")])
     page_path = tmp_path / "page.html"
     page_path.write_text(f"<!DOCTYPE html><html><body>{body}</body></html>", encoding="utf-8")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            page = browser.new_page()
-            errors: list[str] = []
-            requests: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto(page_path.resolve().as_uri())
-            page.wait_for_function(
-                "document.querySelectorAll('.workbench-chart svg.marks,"
-                " .workbench-chart canvas').length >= 2",
-                timeout=60_000,
-            )
-        finally:
-            browser.close()
+    _, errors, requests = open_offline(
+        page_path,
+        "document.querySelectorAll('.workbench-chart svg.marks,"
+        " .workbench-chart canvas').length >= 2",
+        60_000,
+    )
     assert not errors, errors
     assert all(url.startswith(("file:", "data:", "blob:")) for url in requests), requests

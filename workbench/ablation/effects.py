@@ -305,6 +305,7 @@ def measure(
     problem: Any = None,
     max_new_tokens: int = 0,
     clean_correct: dict[int, float] | None = None,
+    notes: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Every effect of one intervention on one trace (see the module docstring).
 
@@ -319,6 +320,10 @@ def measure(
             continuations (only with ``max_new_tokens > 0``).
         max_new_tokens: continuation length; 0 skips the continuation test.
         clean_correct: a cache ``{cut: score}`` of clean continuations, filled as it goes.
+        notes: where given, ``{what: message}`` for each metric left NaN because there was
+            nothing to measure (``"after_last"``, ``"answer"``, ``"continuation"``) is
+            added to it instead of warned (`run_ablations` counts them into one warning
+            per call).
 
     Returns:
         A dict: ``n``, ``first``, ``last``, ``kl`` (``[pos]`` numpy), ``kl_mean``,
@@ -337,38 +342,6 @@ def measure(
             positions ``N - 2`` and ``N - 1`` alone reach none), a residual ablation rows
             from its first position on (``N - 1`` alone reaches none).
     """
-    row, notes = _measure(
-        model,
-        trace,
-        intervention,
-        clean_logits=clean_logits,
-        span=span,
-        task=task,
-        problem=problem,
-        max_new_tokens=max_new_tokens,
-        clean_correct=clean_correct,
-    )
-    for note in notes.values():
-        warn_user(note)
-    return row
-
-
-@no_type_check
-def _measure(
-    model: Any,
-    trace: Trace,
-    intervention: Intervention,
-    *,
-    clean_logits: Tensor | None = None,
-    span: tuple[list[int], str] | None = None,
-    task: Any = None,
-    problem: Any = None,
-    max_new_tokens: int = 0,
-    clean_correct: dict[int, float] | None = None,
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """`measure`'s row, and ``{what: message}`` for each metric left NaN because there was
-    nothing to measure (``"after_last"``, ``"answer"``, ``"continuation"``): `measure`
-    warns with them, `run_ablations` counts them into one warning per call."""
     if not isinstance(intervention, Intervention):
         raise WorkbenchError(
             f"measure needs an intervention, got {intervention!r}",
@@ -436,15 +409,15 @@ def _measure(
     positions, kind = span
     lp_c = answer_logprob(clean_logits, trace.ids, positions)
     lp_a = answer_logprob(ablated, trace.ids, positions)
-    notes: dict[str, str] = {}
+    found: dict[str, str] = {}
     if not len(after_last):
-        notes["after_last"] = (
+        found["after_last"] = (
             f"kl_after_last is NaN: the last ablated position {last} is one of the trace's "
             f"last two ({n - 2}, {n - 1}), so no prediction row after it is measured; leave "
             "them out of the set to read it (kl_mean and kl_max are measured)"
         )
     if not len(positions):
-        notes["answer"] = (
+        found["answer"] = (
             "logp_clean, logp_ablated and delta_logp are NaN: the answer span is empty (the "
             "response ends at its answer marker, or an empty span was passed); read the KL "
             "metrics, or pass span=(positions, kind) of the answer's tokens"
@@ -477,13 +450,18 @@ def _measure(
             row["delta_correct"] = row["correct_ablated"] - row["correct_clean"]
         else:  # nothing is regenerated: the ablated answer is the clean one by construction
             row["correct_ablated"] = row["delta_correct"] = float("nan")
-            notes["continuation"] = (
+            found["continuation"] = (
                 f"correct_ablated and delta_correct are NaN: the last ablated position "
                 f"{last} ends the trace (its last token, or an end-of-sequence token), so "
                 "no continuation follows it and the ablated answer would equal the clean "
                 "one by construction; ablate earlier positions for the continuation test"
             )
-    return row, notes
+    if notes is None:
+        for note in found.values():
+            warn_user(note)
+    else:
+        notes.update(found)
+    return row
 
 
 def _clean_logits(values: Any) -> Tensor:

@@ -36,7 +36,7 @@ from ..errors import WorkbenchError, warn_user
 from ..intervals import bootstrap_ci, check_level, t_ci, wilson_ci
 from ..trace import Trace, check_traces
 from ..trace.tokens import check_trace_tokens
-from .effects import _measure, answer_span, logits_of
+from .effects import answer_span, logits_of, measure
 from .interventions import Knockout, ResidAblation, resid_cache, resid_mean
 from .targets import (
     CONTROLS,
@@ -362,7 +362,8 @@ def run_ablations(
                         continue  # counted above; warned once below
                     sources = [p + shift for p in ts.positions]
                     iv = ResidAblation(ts.positions, resid_layers, "resample", other, sources)
-                m, notes = _measure(
+                notes: dict[str, str] = {}
+                m = measure(
                     model,
                     tr,
                     iv,
@@ -372,6 +373,7 @@ def run_ablations(
                     problem=problem,
                     max_new_tokens=max_new_tokens,
                     clean_correct=clean_correct,
+                    notes=notes,
                 )
                 for what in notes:
                     nan_notes.setdefault(what, set()).add(i)
