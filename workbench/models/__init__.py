@@ -58,6 +58,7 @@ __all__ = [
     "cache_dir",
     "context_of",
     "eval_mode",
+    "is_hub_name",
     "list_models",
     "live_hooks",
     "load_hf",
@@ -176,6 +177,13 @@ def _unknown_name(name: Any) -> WorkbenchError:
         f"use one of the embedded models {_embedded_names()}, a path to a Hugging Face "
         "checkpoint folder (with config.json), or a hub name with allow_hub=True",
     )
+
+
+def is_hub_name(name: str) -> bool:
+    """Whether `name` reads as a hub repository, ``org/model``: both parts, one slash, and
+    not a relative path (``./x``, ``~/x``). ``"tiny-reasoner/"`` is a mistyped name."""
+    org, _, repo = name.partition("/")
+    return name.count("/") == 1 and bool(org) and bool(repo) and not name.startswith((".", "~"))
 
 
 def _hub_allowed(allow_hub: bool) -> bool:
@@ -600,12 +608,7 @@ def _resolve(
         # record the name, and must not pass for the embedded model's.
         label = str(path) if str(path) not in _embedded_names() else os.path.join(".", path)
         return path, True, None, label
-    org, _, repo = name.partition("/")
-    # "org/model" needs both parts: "tiny-reasoner/" is a mistyped name, not a hub repo.
-    looks_like_hub = (
-        name.count("/") == 1 and bool(org) and bool(repo) and not name.startswith((".", "~"))
-    )
-    if not looks_like_hub:
+    if not is_hub_name(name):
         raise _unknown_name(name)
     if not _hub_allowed(allow_hub):
         raise WorkbenchError(

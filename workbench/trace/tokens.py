@@ -20,6 +20,7 @@ __all__ = [
     "check_ids",
     "check_trace_tokens",
     "context_length",
+    "count_unknown",
     "encode_prompt",
     "eos_token_ids",
     "model_tokenizer",
@@ -205,15 +206,24 @@ def encode_prompt(
     return ids
 
 
+def count_unknown(tokenizer: Any, text: str, ids: Sequence[int]) -> tuple[int, Any]:
+    """How many of `ids`, the encoding of `text`, are the tokenizer's unknown token for
+    characters it cannot encode (the unknown token written out in `text` is not counted),
+    and that token's text; ``(0, None)`` for a tokenizer without one."""
+    unk, name = getattr(tokenizer, "unk_token_id", None), getattr(tokenizer, "unk_token", None)
+    if unk is None:
+        return 0, None
+    return sum(1 for i in ids if i == unk) - (
+        text.count(name) if isinstance(name, str) else 0
+    ), name
+
+
 def warn_unknown(tokenizer: Any, text: str, ids: Sequence[int], what: str) -> None:
     """Warn when `ids`, the encoding of `text`, hold the tokenizer's unknown token for
     characters it cannot encode (a tab or an accented letter for the tiny models'
     character tokenizer): they became ``<unk>`` without a word and decode to nothing. The
     unknown token written out in `text` itself is not counted."""
-    unk, name = getattr(tokenizer, "unk_token_id", None), getattr(tokenizer, "unk_token", None)
-    if unk is None:
-        return
-    n = sum(1 for i in ids if i == unk) - (text.count(name) if isinstance(name, str) else 0)
+    n, name = count_unknown(tokenizer, text, ids)
     if n > 0:
         warnings.warn(
             f"{n} token(s) of the {what} are the tokenizer's unknown token {name!r}: "

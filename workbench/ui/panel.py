@@ -140,26 +140,26 @@ class Panel(widgets.VBox):
 
     def _reset_results(self) -> None:
         """No results any more (a new model): nothing is stale or hidden."""
-        self._refused = self._previous = False
-        if self.results_box is not None:
-            self.results_box.layout.display = None
-        self._show_state()
+        self._previous = False
+        self._set_refused(False)
 
     def _refuse_results(self) -> None:
         """The view settings were refused: no result on screen matches them. Hide the
         results (kept, to be shown again by `_results_drawn` once the settings are
         valid)."""
-        self._refused = True
-        if self.results_box is not None:
-            self.results_box.layout.display = "none"
-        self._show_state()
+        self._set_refused(True)
 
     def _results_drawn(self) -> None:
         """The results were drawn for the settings the widgets hold: show them (marked
         as the previous run's while `stale` is ``"run failed"``)."""
-        self._refused = False
+        self._set_refused(False)
+
+    def _set_refused(self, refused: bool) -> None:
+        """Hide `results_box` while the settings are refused, show it otherwise, and say
+        the state (`_show_state`)."""
+        self._refused = refused
         if self.results_box is not None:
-            self.results_box.layout.display = None
+            self.results_box.layout.display = "none" if refused else None
         self._show_state()
 
     def _new_results(self, fn: Callable[[], Any], current: Callable[[], Any]) -> Any:

@@ -443,12 +443,10 @@ class RhythmPanel(Panel):
     def _warn_unknown(self, trace: Any, typed: str, *, prompt_only: bool = False) -> None:
         """Warn (in the status line) when the typed text became the tokenizer's unknown
         token: the analysis then runs on tokens that are not what was typed."""
-        tokenizer = getattr(self.model, "tokenizer", None)
-        unk, name = getattr(tokenizer, "unk_token_id", None), getattr(tokenizer, "unk_token", None)
-        if unk is None:
-            return
+        from ..trace.tokens import count_unknown
+
         ids = trace.ids.tolist()[: trace.prompt_len] if prompt_only else trace.ids.tolist()
-        n = ids.count(unk) - (typed.count(name) if isinstance(name, str) else 0)
+        n, name = count_unknown(getattr(self.model, "tokenizer", None), typed, ids)
         if n > 0:
             warnings.warn(
                 UnknownTokensWarning(

@@ -261,13 +261,11 @@ class RLPanel(Panel):
         )
 
     def _model_field(self) -> str:
-        from ..models import list_models
+        from ..models import is_hub_name, list_models
 
         name = self.model_name.value.strip()
         embedded = [m.name for m in list_models()]
-        org, _, repo = name.partition("/")
-        hub = name.count("/") == 1 and bool(org) and bool(repo) and not name.startswith((".", "~"))
-        if name in embedded or hub or (name and Path(name).expanduser().is_dir()):
+        if name in embedded or is_hub_name(name) or (name and Path(name).expanduser().is_dir()):
             return name
         raise WorkbenchError(
             "the model field is empty"
@@ -336,9 +334,10 @@ class RLPanel(Panel):
                 self.chart.chart = progress_chart(self.rows)
         except Exception as e:  # an unreadable file, a chart that cannot be drawn
             failure = e
-        if failure is not None or len(job.skipped) > skipped:
+        wrong = failure is not None or len(job.skipped) > skipped
+        if wrong:
             self.metrics_error = self._metrics_error(job, failure)
-        if rows or failure is not None or len(job.skipped) > skipped:
+        if rows or wrong:
             self._report(self._progress_text(job))
         if not running:
             self._finish(job)
