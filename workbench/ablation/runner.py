@@ -109,24 +109,11 @@ _COLUMNS = [
 
 
 def _check_kinds(kinds: Any) -> list[str]:
-    if not isinstance(kinds, str | Iterable):
-        raise WorkbenchError(
-            f"interventions must be a list of names, got {kinds!r}",
-            f"pass some of {INTERVENTIONS}, e.g. interventions=['knockout']",
-        )
-    kinds = [kinds] if isinstance(kinds, str) else list(kinds)
-    bad = [k for k in kinds if k not in INTERVENTIONS]
-    if bad or not kinds:
-        raise WorkbenchError(
-            f"unknown interventions {bad or kinds}", f"use some of {INTERVENTIONS}"
-        )
-    twice = sorted({k for k in kinds if kinds.count(k) > 1})
-    if twice:  # each set would be ablated twice, its rows counted twice
-        raise WorkbenchError(
-            f"interventions {kinds} name {twice} more than once, so every set would be "
-            "ablated twice and its rows counted twice",
-            f"name each once, e.g. interventions={list(dict.fromkeys(kinds))}",
-        )
+    """The intervention names, checked as the family and control names are
+    (`_check_names`), and at least one."""
+    kinds = _check_names(kinds, INTERVENTIONS, "interventions")
+    if not kinds:
+        raise WorkbenchError("unknown interventions []", f"use some of {list(INTERVENTIONS)}")
     return kinds
 
 

@@ -147,7 +147,8 @@ def _nearby(positions: Sequence[int], pool: np.ndarray, rng: np.random.Generator
     return picks
 
 
-def _check_names(names: Iterable[str], allowed: Sequence[str], what: str) -> list[str]:
+def _check_names(names: Any, allowed: Sequence[str], what: str) -> list[str]:
+    """`names` (one name or a list) as a list: each of `allowed`, none twice."""
     if isinstance(names, str):
         names = [names]
     if not isinstance(names, Iterable):
@@ -162,7 +163,7 @@ def _check_names(names: Iterable[str], allowed: Sequence[str], what: str) -> lis
     if twice:  # every set (or control) of a repeated name would be ablated, and counted, twice
         raise WorkbenchError(
             f"{what} {out} name {twice} more than once: a slip, not a setting (a repeated "
-            "family's sets were built, ablated and counted twice)",
+            "name's sets were built or ablated, and counted, twice)",
             f"name each once, e.g. {list(dict.fromkeys(out))}",
         )
     return out
