@@ -9,7 +9,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers
 from transformers import PreTrainedTokenizerFast
 
 import workbench as wb
-from workbench.trace.tokens import UTF8_MAX_BYTES, token_strings
+from workbench.trace.tokens import UTF8_MAX_BYTES, UnknownTokensWarning, token_strings
 
 REPLACEMENT = "\ufffd"
 
@@ -113,9 +113,9 @@ def test_text_the_tokenizer_cannot_encode_is_named_not_dropped(tiny, smol):
     """The tiny models' character tokenizer turned a tab or an accented letter into <unk>
     without a word (it decodes to nothing); the unknown token written out is not counted,
     nor a GPT-2-style tokenizer's special token typed into the text."""
-    with pytest.warns(UserWarning, match=r"2 token\(s\) of the prompt are the tokenizer's unk"):
+    with pytest.warns(UnknownTokensWarning, match=r"2 token\(s\) of the prompt are the tokeni"):
         wb.Trace.from_text(tiny, "12+7=\tcafé", "19", chat=False)
-    with pytest.warns(UserWarning, match=r"1 token\(s\) of the response"):
+    with pytest.warns(UnknownTokensWarning, match=r"1 token\(s\) of the response"):
         wb.Trace.from_text(tiny, "12+7=", "19 <unk>\r", chat=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import warnings
 
 import pytest
 
@@ -171,11 +172,12 @@ def test_text_typed_into_the_panels_is_refused_or_flagged_in_the_status_line(tin
     r.run_button.click()
     assert "type that prompt in the prompt box" in r.last_error.fix and r.trace is None
     r.prompt.value, r.response.value = PROMPT, "3\t5=15 \u00e9"
-    with pytest.warns(UserWarning, match="unknown token"):  # the tokenizer's, passed on
+    with warnings.catch_warnings():  # said once, in the status line, not again in the log
+        warnings.simplefilter("error")
         r.run_button.click()
     assert r.last_error is None and r.analysis is not None
     assert "wb-status-warning" in r.status.value
-    assert "2 token(s) of the typed text are the unknown token" in r.status.value
+    assert "2 token(s) of the response are the tokenizer&#x27;s unknown token" in r.status.value
 
 
 def _text(html: str) -> str:

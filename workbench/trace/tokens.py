@@ -3,19 +3,19 @@ template (`encode_prompt`), the ids that end a response (`eos_token_ids`), the c
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, no_type_check
 
 import torch
 
 from .. import _validate
-from ..errors import WorkbenchError
+from ..errors import WorkbenchError, warn_user
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 __all__ = [
+    "UnknownTokensWarning",
     "check_context",
     "check_ids",
     "check_trace_tokens",
@@ -27,6 +27,12 @@ __all__ = [
     "token_strings",
     "warn_unknown",
 ]
+
+
+class UnknownTokensWarning(UserWarning):
+    """Text held characters the tokenizer cannot encode: they became its unknown token,
+    which the model and the metrics see and which decodes to nothing (`warn_unknown`). A
+    workbench warning, so a panel shows it in its status line."""
 
 
 def model_tokenizer(model: TransformerBridge):
@@ -219,19 +225,20 @@ def count_unknown(tokenizer: Any, text: str, ids: Sequence[int]) -> tuple[int, A
 
 
 def warn_unknown(tokenizer: Any, text: str, ids: Sequence[int], what: str) -> None:
-    """Warn when `ids`, the encoding of `text`, hold the tokenizer's unknown token for
-    characters it cannot encode (a tab or an accented letter for the tiny models'
-    character tokenizer): they became ``<unk>`` without a word and decode to nothing. The
-    unknown token written out in `text` itself is not counted."""
+    """Warn (`UnknownTokensWarning`, at the user's line) when `ids`, the encoding of
+    `text`, hold the tokenizer's unknown token for characters it cannot encode (a tab or an
+    accented letter for the tiny models' character tokenizer): they became ``<unk>``
+    without a word and decode to nothing. The unknown token written out in `text` itself
+    is not counted."""
     n, name = count_unknown(tokenizer, text, ids)
     if n > 0:
-        warnings.warn(
+        warn_user(
             f"{n} token(s) of the {what} are the tokenizer's unknown token {name!r}: "
             "characters it cannot encode, which the model and the metrics see as that one "
             "token and which decode to nothing; rewrite them with characters the tokenizer "
             "knows (the tiny models know ASCII letters, digits, space, newline and "
             "+ - * / ( ) = > : . , ? !)",
-            stacklevel=3,
+            UnknownTokensWarning,
         )
 
 

@@ -48,19 +48,13 @@ from .heads import HeadPicker
 from .model import describe
 from .panel import Panel, chart_widget, check_model, check_text, initial
 
-__all__ = ["FAI_HI_CHOICES", "RhythmPanel", "UnknownTokensWarning"]
+__all__ = ["FAI_HI_CHOICES", "RhythmPanel"]
 
 #: H_hi choices of the rhythm panel (None = to the end of the response).
 FAI_HI_CHOICES: tuple[int | None, ...] = (None, 25, 50, 100, 200, 400, 1000)
 
 #: The max-tokens slider's top for a model that states no context (or a larger one).
 MAX_NEW_TOKENS = 1024
-
-
-class UnknownTokensWarning(UserWarning):
-    """Typed text held characters the tokenizer cannot encode: the charts show them as its
-    unknown token. A workbench warning, so the panel shows it in its status line (the
-    tokenizer's own warning reached only the log console)."""
 
 
 class RhythmPanel(Panel):
@@ -415,8 +409,9 @@ class RhythmPanel(Panel):
                     )
                 self._say("tokenising the pasted response …", "busy")
                 source = "the pasted response"
+                # Characters the tokenizer cannot encode are named in the status line (a
+                # workbench warning, trace.tokens.UnknownTokensWarning).
                 trace = Trace.from_text(self.model, self.prompt.value, self.response.value)
-                self._warn_unknown(trace, self.prompt.value + self.response.value)
             else:
                 source = "a generated response"
                 if not self.prompt.value.strip():
@@ -432,31 +427,12 @@ class RhythmPanel(Panel):
                     seed=int(self.seed.value),
                     progress=False,  # the status line says it is generating
                 )
-                self._warn_unknown(trace, self.prompt.value, prompt_only=True)
             out = self._set_trace(trace)
             # The trace file wins over a pasted response (the docstring's order): say which.
             self._say(f"{self._message} (from {source})", "ok")
             return out
         finally:
             self.run_button.disabled = False
-
-    def _warn_unknown(self, trace: Any, typed: str, *, prompt_only: bool = False) -> None:
-        """Warn (in the status line) when the typed text became the tokenizer's unknown
-        token: the analysis then runs on tokens that are not what was typed."""
-        from ..trace.tokens import count_unknown
-
-        ids = trace.ids.tolist()[: trace.prompt_len] if prompt_only else trace.ids.tolist()
-        n, name = count_unknown(getattr(self.model, "tokenizer", None), typed, ids)
-        if n > 0:
-            warnings.warn(
-                UnknownTokensWarning(
-                    f"{n} token(s) of the typed text are the unknown token {name!r}: "
-                    "characters the tokenizer cannot encode (a tab or an accented letter for "
-                    "the tiny models), so the charts show that token, not what was typed; "
-                    "rewrite them with characters it knows and press Run again"
-                ),
-                stacklevel=2,
-            )
 
     def set_trace(self, trace: Any) -> Any:
         """Analyse an existing `wb.Trace` (two forward passes) and draw it (if it fails,
