@@ -11,7 +11,7 @@ import warnings
 import pytest
 
 from workbench.errors import WorkbenchError
-from workbench.rl import Experiment, GRPOConfig
+from workbench.rl import Experiment, GRPOConfig, UnmatchedSeedsWarning
 
 
 def _run(root, strategy, seed, accuracies, *, max_steps=None, steps=None):
@@ -35,17 +35,21 @@ def test_labels_say_where_no_test_or_interval_could_be_given(tmp_path):
         _run(tmp_path, "coupled", seed, [0.5, 0.5])  # the same accuracies: differences 0
     _run(tmp_path, "random", 0, [0.5, 0.6])  # one seed paired
     exp = Experiment(tmp_path)
-    paired = exp.paired().set_index("strategy")
+    unmatched = r"random/seed-1, random/seed-2 are missing"
+    with pytest.warns(UnmatchedSeedsWarning, match=unmatched):
+        paired = exp.paired().set_index("strategy")
     assert math.isnan(paired.loc["coupled", "diff_lo"])
     assert paired.loc["coupled", "test"] == (
         "paired sign-flip test; no interval (every difference is +0), Holm over 1"
     )
     assert paired.loc["random", "test"] == "no test or interval (fewer than two paired seeds)"
-    layers = exp.paired_chart().to_dict()
+    with pytest.warns(UnmatchedSeedsWarning, match=unmatched):
+        layers = exp.paired_chart().to_dict()
     table = layers["datasets"][layers["data"]["name"]]
     assert all(row["label_x"] is not None for row in table)
     assert "fewer than two seeds: no test" in {row["label"] for row in table}
-    summary = exp.summary().set_index("strategy")
+    with pytest.warns(UnmatchedSeedsWarning, match=unmatched):
+        summary = exp.summary().set_index("strategy")
     assert summary.loc["none", "interval"] == (
         "95% t, 2 df; none for final and peak (every seed scores the same)"
     )
@@ -122,7 +126,10 @@ def test_an_evaluation_without_a_value_before_the_last_is_named(tmp_path, blank)
     assert summary.loc["coupled", "peak"] == pytest.approx(0.4)
     # every seed without a value at a step: the step left the line with no seed fewer
     _run(tmp_path, "random", 0, [0.1, blank, 0.3])
-    with pytest.warns(MissingEvaluationWarning, match=r"2 evaluation\(s\)") as seen:
+    with (
+        pytest.warns(UnmatchedSeedsWarning, match="random/seed-1 is missing"),
+        pytest.warns(MissingEvaluationWarning, match=r"2 evaluation\(s\)") as seen,
+    ):
         subtitle = exp.chart().to_dict()["title"]["subtitle"]
     assert "random/seed-0 (step 5)" in str(seen[0].message)
     assert "evaluations without a value left out: 2" in subtitle
@@ -174,5 +181,32 @@ def test_the_run_folders_are_read_once_per_table(tmp_path, monkeypatch):
         json.dumps(GRPOConfig().replace(strategy="coupled", seed=1, max_steps=5).to_dict())
     )
     scans.clear()
-    assert set(exp.summary()["strategy"]) == {"none", "coupled", "random"}
+    with pytest.warns(UnmatchedSeedsWarning, match="random/seed-1 is missing"):
+        assert set(exp.summary()["strategy"]) == {"none", "coupled", "random"}
     assert len(scans) == 1
+
+
+def test_strategies_run_on_other_seeds_are_named(tmp_path):
+    """An experiment interrupted before a strategy's last seed (or a batch over seeds
+    not run again to its end) was summarised without a word: each strategy's mean over
+    its own seeds, the missing run visible only as a smaller n_seeds. A seed fixes the
+    training problems, so the missing runs are named, with the fix."""
+    for seed in (0, 1, 2):
+        _run(tmp_path, "none", seed, [0.2, 0.3 + 0.1 * seed])
+    for seed in (0, 1):
+        _run(tmp_path, "coupled", seed, [0.2, 0.5 + 0.1 * seed])
+    exp = Experiment(tmp_path)
+    for table in (exp.summary, exp.paired, exp.chart):
+        with pytest.warns(UnmatchedSeedsWarning, match="coupled/seed-2 is missing") as seen:
+            table()
+        assert len(seen) == 1 and seen[0].filename == __file__
+        assert "run_experiment call again" in str(seen[0].message)
+    # read on the seeds both strategies have, nothing is left to say
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        summary = Experiment(tmp_path, seeds=[0, 1]).summary().set_index("strategy")
+    assert summary["n_seeds"].tolist() == [2, 2]
+    # one strategy alone has no partner to be matched with
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Experiment(tmp_path, strategies=["none"]).summary()

@@ -12,7 +12,7 @@ from ..trace import sample_completions
 from .checkpoint import latest_checkpoint, list_checkpoints, read_metrics
 from .config import GRPOConfig
 from .credit import rollout_gammas
-from .experiment import Experiment, MissingEvaluationWarning, run_experiment
+from .experiment import Experiment, MissingEvaluationWarning, UnmatchedSeedsWarning, run_experiment
 from .loss import grpo_advantages, grpo_loss, token_logps
 from .runs import resume, train
 from .trainer import GRPORun
@@ -23,6 +23,7 @@ __all__ = [
     "GRPORun",
     "MissingEvaluationWarning",
     "RhythmGRPOTrainer",
+    "UnmatchedSeedsWarning",
     "grpo_advantages",
     "grpo_loss",
     "latest_checkpoint",

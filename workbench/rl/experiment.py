@@ -27,7 +27,13 @@ from .checkpoint import read_metrics, run_lock
 from .config import EVAL_METRICS, GRPOConfig
 from .runs import check_config, read_json, resume, train
 
-__all__ = ["METRICS", "Experiment", "MissingEvaluationWarning", "run_experiment"]
+__all__ = [
+    "METRICS",
+    "Experiment",
+    "MissingEvaluationWarning",
+    "UnmatchedSeedsWarning",
+    "run_experiment",
+]
 
 #: Evaluation metrics of a run (see `GRPORun.evaluate`): greedy and sampled accuracy.
 METRICS = EVAL_METRICS
@@ -41,6 +47,14 @@ class MissingEvaluationWarning(UserWarning):
     accuracy is unknown); one before it leaves the table or chart over the others: the
     peak over the evaluations that have a value, no start where it is the step-0 one, a
     point of the chart over fewer seeds (or none)."""
+
+
+class UnmatchedSeedsWarning(UserWarning):
+    """The strategies of an experiment were not all run on the same seeds (an interrupted
+    `run_experiment`, or a batch over seeds not run again to its end): a seed fixes the
+    training problems and the initial sampling, so means over different seeds do not
+    compare as well as the table suggests, and `Experiment.paired` leaves the seeds
+    without a partner out. The runs missing are named."""
 
 
 def _accuracy_scale(values: Any) -> Any:
@@ -197,6 +211,26 @@ class Experiment:
                 MissingEvaluationWarning,
             )
         return blank
+
+    def _warn_unmatched(self, runs: Any, what: str, effect: str) -> None:
+        """Name the (strategy, seed) runs missing from `runs` (pairs of the runs that have
+        values: an iterable of ``(strategy, seed)``) for `what`, with `effect`, in an
+        `UnmatchedSeedsWarning`, when the strategies were not all run on the same seeds:
+        a strategy interrupted before its last seed showed as fewer seeds only in a
+        count column."""
+        runs = set(runs)
+        strategies = sorted({s for s, _ in runs})
+        seeds = sorted({k for _, k in runs})
+        missing = [f"{s}/seed-{k}" for s in strategies for k in seeds if (s, k) not in runs]
+        if len(strategies) > 1 and missing:
+            warn_user(
+                f"the strategies in {self.out} were not all run on the same seeds: "
+                f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing, so "
+                f"{what} {effect}. Run the same wb.rl.run_experiment call again (it runs only "
+                "what is missing; a batch over seeds: the same workbench batch command), "
+                "or read the seeds every strategy has (Experiment(..., seeds=[...]))",
+                UnmatchedSeedsWarning,
+            )
 
     def _configs(self) -> list[tuple[Path, GRPOConfig]]:
         """Each run directory with its config, checked: the folder is the config's
@@ -411,8 +445,12 @@ class Experiment:
         from ..intervals import t_ci
 
         check_level(ci)
+        per_run = self._per_run(metric)
+        self._warn_unmatched(
+            per_run.index, "this table", "averages each strategy over other seeds (n_seeds)"
+        )
         rows = []
-        for strategy, runs in self._per_run(metric).groupby(level="strategy"):
+        for strategy, runs in per_run.groupby(level="strategy"):
             start, final, peak = runs["start"], runs["final"], runs["peak"]
             fm, flo, fhi = _clipped(t_ci(final.tolist(), ci=ci), 0.0)
             pm, plo, phi = _clipped(t_ci(peak.tolist(), ci=ci), 0.0)
@@ -481,7 +519,13 @@ class Experiment:
         if at not in ("final", "peak"):
             raise WorkbenchError(f"at={at!r}", 'use at="final" or at="peak"')
         check_level(ci)
-        value = self._per_run(metric)[at].unstack("strategy")
+        per_run = self._per_run(metric)
+        self._warn_unmatched(
+            per_run.index,
+            "this table",
+            "pairs each strategy with the baseline on the seeds both have (n_pairs)",
+        )
+        value = per_run[at].unstack("strategy")
         if baseline not in value.columns:
             raise WorkbenchError(
                 f"the experiment has no {baseline!r} runs",
@@ -552,6 +596,11 @@ class Experiment:
         f = self._metric_frame(metric, frame=full)
         blank = self._warn_blank(
             full, metric, "the chart", "a point is the mean of the other seeds at its step"
+        )
+        self._warn_unmatched(
+            zip(f["strategy"], f["seed"], strict=True),
+            "the chart",
+            "draws each strategy's mean over other seeds",
         )
         rows = []
         for (strategy, step), g in f.groupby(["strategy", "step"]):
