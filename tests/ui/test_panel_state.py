@@ -248,13 +248,19 @@ def test_the_max_tokens_slider_stops_at_what_the_model_can_generate(tiny):
     s.value = s.max  # the top generates
     r.run_button.click()
     assert r.last_error is None and r.trace.response_len <= s.max
-    # A longer prompt lowers it (and the value with it); a shorter one raises it again.
+    # A longer prompt lowers it (and the value with it); a shorter one raises it again,
+    # and the value back to the one chosen (it stayed at the lowered value).
+    chosen = s.value = s.max - 2 * s.step
     r.prompt.value = PROMPT * 20
     assert s.max == s.value == s.min
     r.run_button.click()  # no room at all: still the error that names the context
     assert f"the model's context holds {n_ctx}" in r.last_error.problem
     r.prompt.value = PROMPT
-    assert s.max == room - (room - s.min) % s.step
+    assert s.max == room - (room - s.min) % s.step and s.value == chosen
+    s.value = s.min + s.step  # a value chosen under a short top is kept as chosen
+    r.prompt.value = PROMPT * 20
+    r.prompt.value = PROMPT
+    assert s.value == s.min + s.step
     # Set when a model is loaded.
     later = panels.RhythmPanel(prompt=PROMPT)
     assert later.max_new_tokens.max == 1024

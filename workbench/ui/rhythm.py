@@ -160,6 +160,10 @@ class RhythmPanel(Panel):
                 f"pass max_new_tokens from {self.max_new_tokens.min} to {top}",
             )
         initial(self.max_new_tokens, "max_new_tokens", max_new_tokens)
+        # The value the user chose, which a long prompt lowers and a shorter one restores
+        # (it stayed at the lowered value: a prompt pasted and cut again lost the choice).
+        self._asked_tokens, self._fitting = int(self.max_new_tokens.value), False
+        self.max_new_tokens.observe(self._note_asked_tokens, names="value")
         self.prompt.observe(lambda _: self._fit_max_tokens(self.model), names="value")
         initial(self.temperature, "temperature", temperature)
         initial(self.seed, "seed", seed)
@@ -357,14 +361,26 @@ class RhythmPanel(Panel):
         """Set the max-tokens slider's top to what `model` can generate after the prompt
         (on the slider's steps, at least its minimum, at most `MAX_NEW_TOKENS`): it went to
         1024 whatever the model's context (the tiny models hold 256 tokens). A value
-        above the new top comes down to it. Returns the top."""
+        above the new top comes down to it, and goes back up to the value the user chose
+        (`_asked_tokens`) as far as a later top allows. Returns the top."""
         n_ctx, n = self._room(model)
         slider = self.max_new_tokens
         top = MAX_NEW_TOKENS if n_ctx is None else min(MAX_NEW_TOKENS, n_ctx - n)
         top = max(slider.min, slider.min + (top - slider.min) // slider.step * slider.step)
-        if top != slider.max:
-            slider.max = top
+        asked = getattr(self, "_asked_tokens", None)  # None while __init__ sets the slider
+        self._fitting = True
+        try:
+            if top != slider.max:
+                slider.max = top  # the slider clamps its value to the new top
+            if asked is not None and slider.value != min(asked, top):
+                slider.value = min(asked, top)
+        finally:
+            self._fitting = False
         return top
+
+    def _note_asked_tokens(self, change: Any) -> None:
+        if not self._fitting:
+            self._asked_tokens = int(change["new"])
 
     @property
     def params(self) -> RhythmParams:
