@@ -55,7 +55,15 @@ from pathlib import Path
 from typing import Any, no_type_check
 
 from . import _validate
-from ._io import as_path, atomic_write_text, exclusive, make_folder, non_finite, remove_leftovers
+from ._io import (
+    as_path,
+    atomic_write_text,
+    check_folder,
+    exclusive,
+    make_folder,
+    non_finite,
+    remove_leftovers,
+)
 from .errors import WorkbenchError
 from .provenance import provenance
 
@@ -180,8 +188,13 @@ def recorded(notebook: str | os.PathLike | Any) -> dict[str, Any]:
     return values
 
 
-def _coerce(text: str) -> Any:
-    """'10' -> 10, '0.5' -> 0.5, 'true' -> True, 'none' -> None, '[1,2]' -> [1, 2]."""
+def _coerce(text: str, spec: str) -> Any:
+    """'10' -> 10, '0.5' -> 0.5, 'true' -> True, 'none' -> None, '[1,2]' -> [1, 2],
+    '"10"' -> '10' (a JSON string: text that would otherwise read as something else).
+
+    A value that starts as JSON (``[``, ``{`` or ``"``) must be JSON: one that was not
+    (``['none','coupled']``, with Python's quotes, or ``[1,2`` unclosed) reached the
+    notebook as the text itself, whose loop then ran over its characters."""
     low = text.strip().lower()
     if low in {"true", "false"}:
         return low == "true"
@@ -192,11 +205,15 @@ def _coerce(text: str) -> Any:
             return cast(text)
         except ValueError:
             pass
-    if text.strip().startswith(("[", "{")):
+    if text.strip().startswith(("[", "{", '"')):
         try:
             return json.loads(text)
-        except ValueError:
-            pass
+        except ValueError as e:
+            raise WorkbenchError(
+                f"bad grid spec {spec!r}: the value {text.strip()!r} is not JSON ({e})",
+                "write lists, objects and quoted text as JSON, strings in double quotes: "
+                'e.g. \'strategies=["none","coupled"]\' (quoted for the shell)',
+            ) from None
     return text
 
 
@@ -204,10 +221,14 @@ def _coerce(text: str) -> Any:
 def parse_grid(specs: Iterable[str]) -> list[dict[str, Any]]:
     """Expand ``key=v1,v2`` specs into the list of parameter dicts of their product.
 
-    Values are coerced (ints, floats, booleans, ``none``, JSON lists in brackets). Commas
-    inside brackets belong to the value: ``seeds=[0,1],[2,3]`` is two values and
+    Values are coerced (ints, floats, booleans, ``none``, JSON lists in brackets, JSON
+    strings in double quotes: ``"10"`` is the text 10). Commas inside brackets and JSON
+    strings belong to the value: ``seeds=[0,1],[2,3]`` is two values and
     ``strategies=["none","coupled"]`` one. Use ``;`` instead of ``,`` to separate values
-    that themselves hold commas outside brackets (``label=a,b;c``).
+    that themselves hold commas outside brackets (``label=a,b;c``). A value that starts
+    with ``[``, ``{`` or ``"`` must be JSON, and brackets must pair up (``x=[1,2`` and
+    ``x=1]`` are refused, not run with that text). Spaces around each value are dropped
+    (``x=a, b`` is ``a`` and ``b``; a JSON string keeps them: ``x=" a"``).
 
     An empty list of specs is refused, as `run_batch` refuses an empty grid: it is most
     likely a mistake (a list filtered to nothing, a command line without ``--grid``),
@@ -237,14 +258,16 @@ def parse_grid(specs: Iterable[str]) -> list[dict[str, Any]]:
             )
         if key in axes:
             raise WorkbenchError(f"grid key {key!r} is given twice", "give each key once")
-        parts = values.split(";") if ";" in values else _split_commas(values)
+        parts = values.split(";") if ";" in values else _split_commas(values, spec)
         if any(not part.strip() for part in parts):
             # 'x=1,,2' or a trailing ';' ran a grid point with the empty string
             raise WorkbenchError(
                 f"bad grid spec {spec!r}: it has an empty value",
                 "separate the values with single commas (or semicolons), none empty",
             )
-        axes[key] = [_coerce(v) for v in parts]
+        # Spaces around a value are the command line's, not the value's: 'model=a, b' ran
+        # the model ' b' (numbers were read without them already); "' b'" keeps them.
+        axes[key] = [_coerce(v.strip(), spec) for v in parts]
         _refuse_repeats(key, axes[key], spec)
     if not axes:
         raise WorkbenchError("the grid is empty: there is no run to make", _EMPTY_GRID_FIX)
@@ -268,21 +291,50 @@ def _refuse_repeats(key: str, values: list[Any], spec: str) -> None:
         seen.add(text)
 
 
-def _split_commas(values: str) -> list[str]:
-    """`values` split at the commas outside brackets: ``[1,2],[3]`` is two values, and
-    ``["none","coupled"]`` one (split at every comma, it was the two values ``["none"``
-    and ``"coupled"]``, and a list could not be given as one value)."""
-    parts, depth, start = [], 0, 0
+def _split_commas(values: str, spec: str) -> list[str]:
+    """`values` split at the commas outside brackets and JSON strings: ``[1,2],[3]`` is two
+    values, and ``["none","coupled"]`` one (split at every comma, it was the two values
+    ``["none"`` and ``"coupled"]``, and a list could not be given as one value).
+
+    A bracket left open or closed without opening it is refused: ``x=1],[2]`` ran a run
+    with the text ``1]``, and ``x=a[1,2`` one with ``a[1,2``. A ``"`` counts as a quote
+    inside brackets and at the start of a value (the text ``5"`` is as it is)."""
+    parts, depth, start, quoted, escaped = [], 0, 0, False, False
     for i, c in enumerate(values):
-        if c in "[{":
+        if quoted:  # inside a JSON string: up to its closing quote, \" escaped
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                quoted = False
+        elif c == '"' and (depth or not values[start:i].strip()):
+            quoted = True
+        elif c in "[{":
             depth += 1
+        elif c in "]}" and depth == 0:
+            raise WorkbenchError(
+                f"bad grid spec {spec!r}: {c!r} closes a bracket that was not opened",
+                _UNBALANCED_FIX,
+            )
         elif c in "]}":
-            depth = max(depth - 1, 0)
+            depth -= 1
         elif c == "," and depth == 0:
             parts.append(values[start:i])
             start = i + 1
+    if depth or quoted:
+        raise WorkbenchError(
+            f"bad grid spec {spec!r}: a {'quote' if quoted else 'bracket'} is not closed",
+            _UNBALANCED_FIX,
+        )
     return [*parts, values[start:]]
 
+
+_UNBALANCED_FIX = (
+    "close each bracket and quote (a list is one value: x=[1,2],[3]), or give text that "
+    "holds them as a JSON string: label=\"a]\" (or separate the values with ';', each "
+    "taken as it is)"
+)
 
 _EMPTY_GRID_FIX = (
     "give at least one grid point: a spec such as 'window=5,10' (--grid on the command "
@@ -290,11 +342,19 @@ _EMPTY_GRID_FIX = (
 )
 
 
+_RUN_ID_BYTES = 255 - len(".tmp-_12345678.ipynb")
+
+
 def _run_id(params: Mapping[str, Any]) -> str:
     if not params:
         return "run"
     readable = "_".join(f"{k}-{v}" for k, v in params.items())
     readable = "".join(c if c.isalnum() or c in "-_." else "-" for c in readable)[:80]
+    # 80 letters of 4 bytes each (𠀀) made a file name over the 255 bytes a file system
+    # takes: the run failed with a traceback. 235 leaves room for ".tmp-", "_<digest>"
+    # and ".ipynb", and keeps every id that fitted before as it was (a rerun finds it).
+    while len(readable.encode()) > _RUN_ID_BYTES:
+        readable = readable[:-1]
     digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
     return f"{readable}_{digest}"
 
@@ -641,7 +701,9 @@ def run_batch(
             land beside its notebook. Notebooks run with their own folder as the working
             directory (relative paths in parameters are read from there). One batch at a
             time writes into a folder: another batch into it is refused while this one
-            runs (its ``.batch.lock``).
+            runs (its ``.batch.lock``). A folder holds one notebook's runs: a batch of
+            another notebook is refused where a grid point is one of those runs (run ids
+            are made of the parameters alone).
         workers: runs executed in parallel (each in its own kernel). With more than one,
             each kernel gets ``OMP_NUM_THREADS`` = cores // workers (at least 1) unless
             the environment sets it: torch's default of a thread per core in every kernel
@@ -698,6 +760,18 @@ def run_batch(
                 "pass plain Python values (int(v), float(v), lists, strings), as papermill "
                 "writes them into the notebook's code",
             ) from None
+        try:
+            json.dumps(p, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            # A byte the terminal could not decode (a Latin-1 'é' on the command line)
+            # came as a lone surrogate: papermill wrote an empty notebook and the index
+            # write failed with a traceback, after the run.
+            raise WorkbenchError(
+                f"grid point {p!r} holds text that is not valid Unicode (a byte that is "
+                "not UTF-8, as a terminal in another encoding passes it)",
+                "type the value in UTF-8 (set the terminal's encoding to UTF-8), or write "
+                "it with plain ASCII letters",
+            ) from None
     seen: set[str] = set()
     for p in points:
         # a point given twice (parse_grid refuses a repeated value; a list of dicts can
@@ -708,6 +782,13 @@ def run_batch(
                 f"grid point {p!r} is given twice", "give each parameter dict once"
             )
         seen.add(run_id)
+    if RUN_FOLDER_PARAMETER in known:
+        for p in points:
+            folder = _grid_folder(here, p.get(RUN_FOLDER_PARAMETER))
+            if folder is not None:
+                # A file there (or an unwritable folder) failed every run at its end, after
+                # all its work: 05_batch writes its tables last.
+                check_folder(folder, f"the grid's {RUN_FOLDER_PARAMETER} folder")
     _validate.integer("workers", workers, minimum=1, example=2)
     # papermill (nbclient) takes whole seconds: 2.5, NaN or a string failed every run, each
     # with the same traitlets error, while the batch itself "succeeded".
@@ -733,6 +814,8 @@ def run_batch(
             run_id = _run_id(params)
             nb_out = out / f"{run_id}.ipynb"
             old = previous.get(run_id)
+            if old and nb_out.is_file():
+                _refuse_another_notebooks_run(nb_out, notebook)
             if old and nb_out.is_file() and (old["status"] == "ok" or not rerun_failed):
                 rows[run_id] = old
             else:
@@ -767,12 +850,8 @@ def run_batch(
                 return params
             if RUN_FOLDER_PARAMETER not in params:
                 return {RUN_FOLDER_PARAMETER: str(out / run_id), **params}
-            given = params[RUN_FOLDER_PARAMETER]
-            if isinstance(given, str) and given.strip():
-                # A relative out_dir from the grid was read by the kernel from the
-                # notebook's folder: `--grid out_dir=runs/exp` from the repository wrote
-                # the runs into notebooks/runs/exp, where Experiment("runs/exp") found none.
-                folder = here / Path(given).expanduser()
+            folder = _grid_folder(here, params[RUN_FOLDER_PARAMETER])
+            if folder is not None:
                 return {**params, RUN_FOLDER_PARAMETER: str(folder)}
             return params
 
@@ -828,6 +907,36 @@ def run_batch(
         _write_index(index_path, index_rows())
         skipped = [r for r in grid_ids if r not in {run_id for run_id, _ in todo}]
         return BatchResult(rows=ordered(), index_path=index_path, skipped=skipped)
+
+
+def _refuse_another_notebooks_run(nb_out: Path, notebook: Path) -> None:
+    """Refuse a run in the folder with this run's id that another notebook made (as its
+    papermill metadata says; by file name, so that a moved notebook still resumes).
+
+    Run ids are made of the parameters alone: `workbench batch 01.ipynb --grid seed=0,1`
+    and then `03.ipynb` with the same grid into the same folder skipped every run as done
+    and returned the first notebook's results as the second's."""
+    try:
+        with open(nb_out, encoding="utf-8") as f:
+            source = json.load(f)["metadata"]["papermill"]["input_path"]
+    except Exception:  # not papermill's (written by hand, or cut short): nothing to say
+        return
+    if isinstance(source, str) and Path(source).name != notebook.name:
+        raise WorkbenchError(
+            f"{nb_out.parent} holds the run {nb_out.stem} of another notebook, "
+            f"{Path(source).name}: this batch of {notebook.name} would take it for its own",
+            "write this batch into another --out folder: one folder per notebook",
+        )
+
+
+def _grid_folder(here: Path, given: Any) -> Path | None:
+    """The folder an ``out_dir`` the grid sets means (None where it is no path): absolute
+    from `here`, where the batch runs. A relative one was read by the kernel from the
+    notebook's folder: `--grid out_dir=runs/exp` from the repository wrote the runs into
+    notebooks/runs/exp, where Experiment("runs/exp") found none."""
+    if not isinstance(given, str) or not given.strip():
+        return None
+    return here / Path(given).expanduser()
 
 
 def _say_stopped(left: list[str], total: int, index_path: Path) -> None:

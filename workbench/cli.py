@@ -52,7 +52,7 @@ def _demo_verdict(text: str) -> str:
 def _cmd_models(args: argparse.Namespace) -> int:
     from .models import cache_dir, list_models, model_path
 
-    if args.rebuild:
+    if args.rebuild is not None:  # `--rebuild ""` (an unset variable) rebuilt nothing, silently
         model_path(args.rebuild, rebuild=True)
     print(f"{'name':<16}{'available':<11}{'cached':<8}description")
     for m in list_models():
@@ -102,6 +102,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     check_folder(out, "the demo's output folder")
     _validate.integer("--max-new-tokens", args.max_new_tokens, minimum=1, example=128)
     _validate.number("--temperature", args.temperature, low=0, example=0.7)
+    # found out only after loading the model (a minute for the default one from cold)
+    _validate.seed("--seed", args.seed)
+    if not args.prompt.strip():
+        raise WorkbenchError("--prompt is empty", "pass the question to answer, or leave it out")
     t0 = time.time()
     print(f"loading {args.model} ...", flush=True)
     model = load_model(args.model, device=args.device)
@@ -205,7 +209,12 @@ def _cmd_rl(args: argparse.Namespace) -> int:
         "warmup_steps": ("--warmup-steps", args.warmup_steps),
     }
     overrides = {k: v for k, (_, v) in flags.items() if v is not None}
-    if args.resume:
+    if args.resume is not None:  # `--resume ""` was told to add --out for a new run
+        if not args.resume.strip():
+            raise WorkbenchError(
+                "--resume names no folder (it is empty)",
+                "pass the folder of the run to continue: --resume runs/NAME",
+            )
         ignored = sorted(flags[k][0] for k in set(overrides) - {"max_steps"})
         ignored += ["--config"] * bool(args.config) + ["--out"] * bool(args.out)
         if ignored:
@@ -241,7 +250,11 @@ def _cmd_rl(args: argparse.Namespace) -> int:
                     fix,
                 )
             base = GRPOConfig.from_dict(saved)
-        run = train(base.replace(**overrides), out=args.out)
+        try:
+            config = base.replace(**overrides)
+        except WorkbenchError as e:
+            raise _as_flags(e, {k: flags[k][0] for k in overrides}) from None
+        run = train(config, out=args.out)
     print(f"run {run.run_dir}: {run.status} at step {run.step}")
     for key, name in (("eval_accuracy", "greedy"), ("eval_sampled_accuracy", "sampled")):
         accs = [r[key] for r in run.metrics if key in r]
@@ -256,6 +269,22 @@ def _cmd_rl(args: argparse.Namespace) -> int:
         print(f"resume it with: workbench rl --resume {run.run_dir}")
         return 130
     return 0 if run.status == "finished" else 1
+
+
+def _as_flags(error: WorkbenchError, names: dict[str, str]) -> WorkbenchError:
+    """`error` with the config fields in `names` said as the flags that set them: `rl
+    --steps 0` was told "max_steps must be at least 1 ... pass e.g. max_steps=50", names a
+    command line does not take. Only where the field starts the message or has ``=``
+    after it, so that the word "model" in a message stays a word."""
+
+    def flagged(text: str | None) -> str | None:
+        if text is None:
+            return None
+        for field, flag in names.items():
+            text = re.sub(rf"^{field}(?=\s)|(?<![\w-]){field}(?==)", flag, text)
+        return text
+
+    return WorkbenchError(flagged(error.problem) or "", flagged(error.fix))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -299,7 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         metavar="KEY=V1,V2",
-        help="a parameter and its values; repeat for a product grid (at least one)",
+        help="a parameter and its values; repeat for a product grid (at least one). A list "
+        "in brackets is one value (seeds=[0,1],[2]); text in double quotes stays text "
+        "(label='\"10\"'); separate values that hold commas with ';'",
     )
     p.add_argument("--out", required=True, help="output folder (index.csv + notebooks)")
     p.add_argument("--workers", type=int, default=1, help="runs in parallel (default 1)")

@@ -100,6 +100,39 @@ class TestGrid:
             {"x": 1.0, "b": 1},
         ]
 
+    @pytest.mark.parametrize("spec", ["s=['none','coupled']", 'm={"a":1,}', "s=[1,2,]", 'x="a"b'])
+    def test_a_value_that_starts_as_json_must_be_json(self, spec):
+        """``strategies=['none','coupled']`` (Python's quotes) reached the notebook as that
+        text, whose loop over the strategies then ran over its characters."""
+        with pytest.raises(WorkbenchError, match="is not JSON") as e:
+            parse_grid([spec])
+        assert "strings in double quotes" in e.value.fix
+
+    @pytest.mark.parametrize(
+        ("spec", "words"),
+        [("x=[1,2", "bracket is not closed"), ("x=a[1,2", "bracket is not closed"),
+         ("x=1]", "closes a bracket"), ("x=1],[2]", "closes a bracket"),
+         ('x={"a":1', "bracket is not closed"), ('x="abc', "quote is not closed")],
+    )  # fmt: skip
+    def test_unbalanced_brackets_and_quotes_are_refused(self, spec, words):
+        """``x=1],[2]`` ran a run with the text ``1]`` and ``x=[1,2`` one with ``[1,2``,
+        both reported as successes."""
+        with pytest.raises(WorkbenchError, match=words) as e:
+            parse_grid([spec])
+        assert "close each bracket and quote" in e.value.fix
+
+    def test_a_json_string_is_text_with_its_commas_and_brackets(self):
+        """A value in double quotes is a JSON string: the only way to pass the text
+        ``none`` or ``10``, or text holding a comma or a bracket, as one value."""
+        assert [p["x"] for p in parse_grid(['x="none","10","a,b","a]",none,5"'])] == [
+            "none", "10", "a,b", "a]", None, '5"']  # fmt: skip
+        assert parse_grid(['s=["a]","b\\"]"]']) == [{"s": ["a]", 'b"]']}]
+
+    def test_spaces_around_values_are_the_command_lines(self):
+        """``model=tiny-reasoner, smollm2-135m`` ran the model ``' smollm2-135m'``."""
+        assert [p["m"] for p in parse_grid(["m=a, b , c d"])] == ["a", "b", "c d"]
+        assert [p["m"] for p in parse_grid(['m= a b ; " c"'])] == ["a b", " c"]
+
 
 def test_notebook_without_parameters_cell_is_refused(tmp_path):
     nb = _notebook(tmp_path / "nb.ipynb", tag=False)
@@ -404,6 +437,8 @@ def test_recorded_of_what_is_not_a_notebook_is_named(tmp_path):
         ({"timeout": 2.5}, "whole seconds"),  # every run failed in traitlets
         ({"timeout": "10"}, "timeout must be a finite number"),
         ({"timeout": -1}, "timeout must be in"),
+        # a byte not UTF-8 on the command line: an empty notebook, then a traceback
+        ({"grid": ["x=a\udcffb"]}, "not valid Unicode"),
     ],
 )
 def test_bad_run_batch_arguments_are_named_before_any_run(tmp_path, monkeypatch, changes, words):
@@ -718,6 +753,64 @@ def test_a_relative_out_dir_from_the_grid_is_read_from_where_the_batch_runs(tmp_
     absolute = str(tmp_path / "abs")
     run_batch(nb, [{"x": 3, "out_dir": absolute}, {"x": 4}], "g", progress=False)
     assert [c["out_dir"] for c in calls] == [absolute, str(here / "g" / _run_id_of(x=4))]
+
+
+@pytest.mark.parametrize(
+    ("given", "words"),
+    [("taken", "is a file, not the grid's out_dir folder"), ("taken/sub", "is a file")],
+)
+def test_a_grid_out_dir_that_is_a_file_is_refused_before_any_run(
+    tmp_path, monkeypatch, given, words
+):
+    """``--grid out_dir=FILE`` ran every run and failed each at its end, where 05_batch
+    writes its tables, after all its work; it is refused first, as ``--out`` is."""
+    calls: list[dict] = []
+    monkeypatch.setattr(workbench.batch, "_execute", _record_params(calls))
+    nb = _two_cell_notebook(tmp_path / "nb.ipynb", 'x = 1\nout_dir = "out"', "pass")
+    (tmp_path / "taken").write_text("a file")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(WorkbenchError, match=words):
+        run_batch(nb, ["x=1,2", f"out_dir=free,{given}"], "g", progress=False)
+    assert calls == [] and not (tmp_path / "g").exists()
+
+
+def test_a_batch_of_another_notebook_does_not_take_the_folders_runs_for_its_own(
+    tmp_path, monkeypatch
+):
+    """Run ids are made of the parameters: a batch of ``b.ipynb`` into the folder of a
+    batch of ``a.ipynb`` with the same grid skipped every run as done and returned
+    ``a``'s results as ``b``'s ("2/2 runs succeeded (0 run now)")."""
+    calls: list[int] = []
+
+    def execute(notebook, out, params, timeout, env):  # papermill's metadata, as it writes
+        calls.append(params["x"])
+        nb = nbformat.read(str(notebook), as_version=4)
+        nb.metadata["papermill"] = {"input_path": str(notebook), "parameters": params}
+        nbformat.write(nb, str(out))
+        return {"status": "ok", "error": "", "seconds": 0.1}
+
+    monkeypatch.setattr(workbench.batch, "_execute", execute)
+    a, b = _notebook(tmp_path / "a.ipynb"), _notebook(tmp_path / "b.ipynb")
+    out = tmp_path / "out"
+    run_batch(a, ["x=1,2"], out, progress=False)
+    with pytest.raises(WorkbenchError, match=r"the run x-2_\w+ of another notebook, a\.ipynb"):
+        run_batch(b, ["x=2,1,3"], out, progress=False)
+    assert calls == [1, 2]
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    a.rename(moved / "a.ipynb")  # the same notebook elsewhere still resumes its batch
+    assert run_batch(moved / "a.ipynb", ["x=1,2"], out, progress=False).skipped
+    assert calls == [1, 2]
+
+
+def test_a_run_id_fits_a_file_name_with_its_temporary_prefix():
+    """80 letters of 4 bytes each made a notebook name over a file system's 255 bytes:
+    the batch ended in an OSError traceback. Ids that fitted are as they were."""
+    long = workbench.batch._run_id({"label": "\U00020000" * 90})
+    assert len(f".tmp-{long}.ipynb".encode()) <= 255 and long.startswith("label-\U00020000")
+    ascii_id = workbench.batch._run_id({"label": "a" * 100})
+    assert ascii_id.split("_")[0] == "label-" + "a" * 74  # the 80 characters as before
+    assert workbench.batch._run_id({"x": "日本" * 30}).startswith("x-" + "日本" * 30 + "_")
 
 
 def _run_id_of(**params):

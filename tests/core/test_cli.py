@@ -231,6 +231,10 @@ def test_bad_model_name_is_one_line_not_a_traceback(tmp_path):
         (["--layers", "0,1,"], "--layers '0,1,' has an empty item"),
         (["--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),
         (["--temperature", "-1"], "--temperature"),
+        # refused by the model's generate, after loading it
+        (["--seed", "-1"], "--seed must be at least 0"),
+        (["--seed", str(2**64)], "--seed=18446744073709551616 is too large"),
+        (["--prompt", " "], "--prompt is empty"),
     ],
 )
 def test_a_bad_demo_flag_fails_before_the_model_loads(tmp_path, flags, words):
@@ -354,6 +358,45 @@ def test_rl_without_out_is_a_clear_error():
     proc = _workbench("rl", "--strategy", "coupled")
     assert proc.returncode == 2
     assert "needs --out DIR" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "problem", "fix"),
+    [
+        (["--steps", "0"], "--steps must be at least 1, got 0", "--steps=50"),
+        (["--num-generations", "3", "--batch-size", "8"],
+         "--batch-size=8 must be a multiple of --num-generations=3", "--batch-size=12"),
+        (["--learning-rate", "nan"], "--learning-rate must be a finite number", "--learning-rate="),
+    ],
+)  # fmt: skip
+def test_a_bad_rl_flag_is_named_as_the_flag(tmp_path, capsys, flags, problem, fix):
+    """`rl --steps 0` was told "max_steps must be at least 1 ... pass e.g. max_steps=50",
+    the name of a config field that no flag of the command takes."""
+    from workbench.cli import main
+
+    assert main(["rl", "--out", str(tmp_path / "r"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert problem in err and f"e.g. {fix}" in err
+    assert "max_steps" not in err and "per_device" not in err and "learning_rate" not in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        # told to add --out for a new run; with --out, a new run started
+        (["rl", "--resume", ""], "--resume names no folder"),
+        (["rl", "--resume", "", "--steps", "3"], "--resume names no folder"),
+        # rebuilt nothing and listed the models, as if it had
+        (["models", "--rebuild", ""], "unknown model ''"),
+    ],
+)
+def test_an_empty_value_of_a_flag_is_not_read_as_no_flag(capsys, argv, words):
+    from workbench.cli import main
+
+    assert main(argv) == 2
+    out = capsys.readouterr()
+    assert words in out.err and "cache:" not in out.out
 
 
 @pytest.mark.parametrize(
