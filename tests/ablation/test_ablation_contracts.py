@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -790,3 +792,89 @@ def test_a_perturbation_pair_never_pairs_a_position_with_itself(toy_llama, trace
     )
     assert len(trials) == 2
     assert not set(trials["high_pos"]) & set(trials["low_pos"])
+
+
+def test_residual_references_of_another_tokenizers_trace_are_refused(toy_llama, smol, trace):
+    """The toy's ids fit SmolLM2's vocabulary: resid_cache and resid_mean ran them as
+    SmolLM2's tokens (another text) and returned its activations as a reference without a
+    word, while measure and run_ablations refused the same trace."""
+    calls = [lambda: resid_cache(smol, trace), lambda: resid_mean(smol, [trace])]
+    for call in calls:
+        with pytest.raises(wb.WorkbenchError, match="tokenized for") as e:
+            call()
+        assert "Trace.from_text" in e.value.fix
+    assert resid_cache(toy_llama, trace)  # its own model takes it
+
+
+def test_greedy_continue_refuses_interventions_it_would_not_apply(toy_llama, trace):
+    """hooked=False with interventions decoded on the plain model and returned the clean
+    continuation: the knockout silently reached nothing."""
+    prefix = trace.ids[: trace.prompt_len + 4]
+    ko = Knockout([trace.prompt_len + 1])
+    with pytest.raises(wb.WorkbenchError, match="hooked=False decodes on the plain model") as e:
+        wb.ablation.greedy_continue(
+            toy_llama, prefix, interventions=[ko], max_new_tokens=3, hooked=False
+        )
+    assert "hooked=True" in e.value.fix
+    clean = wb.ablation.greedy_continue(toy_llama, prefix, max_new_tokens=3, hooked=False)
+    assert torch.equal(
+        clean, wb.ablation.greedy_continue(toy_llama, prefix, max_new_tokens=3, hooked=True)
+    )
+
+
+def test_answer_logprob_takes_arrays_and_refuses_what_it_would_misread(toy_llama, trace):
+    """NumPy or list logits were a raw AttributeError, float ids a raw IndexError; a
+    position listed twice counted twice, a [2 pos] batch of ids was read as one sequence,
+    and NaN logits gave a NaN log-probability without a word."""
+    logprob = wb.ablation.answer_logprob
+    clean = logits_of(toy_llama, trace.ids)
+    span = [len(trace) - 2, len(trace) - 1]
+    want = logprob(clean, trace.ids, span)
+    lp = torch.log_softmax(clean.double(), -1)
+    assert want == pytest.approx(sum(float(lp[p - 1, trace.ids[p]]) for p in span))
+    assert logprob(clean.numpy(), trace.ids.tolist(), span) == pytest.approx(want)
+    assert logprob(clean.tolist(), trace.ids[None], span) == pytest.approx(want)
+    cases = [
+        ((clean, trace.ids.float(), span), "integer token ids"),
+        ((clean, trace.ids, [span[0], span[0]]), "more than once"),
+        ((clean, torch.stack([trace.ids, trace.ids])[:, ::2], [3]), "one sequence"),
+        ((clean * float("nan"), trace.ids, span), "hold NaN"),
+        (("logits", trace.ids, span), "arrays of numbers"),
+        ((clean[:, :2], trace.ids, span), "vocabulary"),
+    ]
+    for args, match in cases:
+        with pytest.raises(wb.WorkbenchError, match=match):
+            logprob(*args)
+
+
+def test_kl_per_position_reads_zero_probabilities_and_refuses_nan(toy_llama, trace):
+    """A token both logits rule out (-inf) made every KL NaN (0 * (-inf + inf)), NaN
+    logits gave NaN KL without a word, and a string was a raw TypeError from torch."""
+    kl = wb.ablation.kl_per_position
+    clean = logits_of(toy_llama, trace.ids)
+    ablated = logits_of(toy_llama, trace.ids, [Knockout([trace.prompt_len])])
+    pl, n = trace.prompt_len, len(trace)
+    lp, lq = torch.log_softmax(clean.double(), -1), torch.log_softmax(ablated.double(), -1)
+    want = (lp.exp() * (lp - lq)).sum(-1)[pl - 1 : n - 1]
+    torch.testing.assert_close(kl(clean, ablated, pl)[pl - 1 : n - 1], want)
+    # a token ruled out by both: the KL over the others, as if it had no entry at all
+    out = torch.zeros(clean.shape[1], dtype=torch.bool)
+    out[3] = True
+    masked = kl(clean.masked_fill(out, -math.inf), ablated.masked_fill(out, -math.inf), pl)
+    keep = ~out
+    others = kl(clean[:, keep], ablated[:, keep], pl)
+    torch.testing.assert_close(masked[pl - 1 : n - 1], others[pl - 1 : n - 1])
+    # ruled out by the ablation alone: infinite, as KL is
+    assert torch.isinf(kl(clean, ablated.masked_fill(out, -math.inf), pl)[pl - 1 : n - 1]).all()
+    bad = ablated.clone()
+    bad[pl + 1, 0] = float("nan")
+    with pytest.raises(wb.WorkbenchError, match="ablated logits hold NaN in 1 response row"):
+        kl(clean, bad, pl)
+    with pytest.raises(wb.WorkbenchError, match="arrays of numbers"):
+        kl("clean", "ablated", pl)
+
+
+def test_perturb_position_refuses_logits_that_are_no_array(toy_llama, trace):
+    """A string as logits was a raw TypeError from torch.as_tensor."""
+    with pytest.raises(wb.WorkbenchError, match="logits must be an array of numbers"):
+        perturb_position(toy_llama, trace, trace.prompt_len + 1, logits="x", max_new_tokens=1)

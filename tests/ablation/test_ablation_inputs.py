@@ -263,3 +263,44 @@ def test_a_set_that_is_its_whole_pool_gets_no_random_control_and_a_warning(tiny)
     with pytest.warns(UserWarning, match=r"got no random control \(traces\[0\] preplan\)"):
         df = run_ablations(tiny, [tr], families=["preplan"], progress=False)
     assert "random" not in set(df["kind"])
+
+
+def test_measure_refuses_a_task_it_would_not_score(tiny, trace, clean):
+    """A task and problem with max_new_tokens=0 (the default) skipped the continuation test
+    without a word: the result had no correct_* keys (run_ablations refuses the same)."""
+    task = get_task("countdown")
+    problem = task.generate(1, split="test", seed=0)[0]
+    iv = Knockout([trace.prompt_len + 2])
+    for kwargs in ({"task": task, "problem": problem}, {"task": task}, {"problem": problem}):
+        with pytest.raises(wb.WorkbenchError, match="max_new_tokens=0 runs none") as e:
+            measure(tiny, trace, iv, clean_logits=clean, **kwargs)
+        assert "max_new_tokens > 0" in e.value.fix
+
+
+def test_measure_checks_its_collectors_and_reads_a_span_once(tiny, trace, clean):
+    """notes=[] was a raw AttributeError after the work; a span's positions given as a
+    generator were consumed by the clean log-prob and then a raw TypeError (len())."""
+    iv = Knockout([trace.prompt_len + 2])
+    for name in ("notes", "clean_correct"):
+        with pytest.raises(wb.WorkbenchError, match=f"{name} must be a dict") as e:
+            measure(tiny, trace, iv, clean_logits=clean, **{name: []})
+        assert f"{name}={{}}" in e.value.fix
+    span = ([len(trace) - 3, len(trace) - 2], "answer")
+    want = measure(tiny, trace, iv, clean_logits=clean, span=span)
+    got = measure(tiny, trace, iv, clean_logits=clean, span=(iter(span[0]), "answer"))
+    assert got["delta_logp"] == pytest.approx(want["delta_logp"])
+    assert got["answer_len"] == 2
+
+
+@pytest.mark.filterwarnings("ignore:FAI is undefined")
+def test_traces_with_no_target_set_are_named_and_none_at_all_is_refused(tiny, trace):
+    """A trace whose response is too short for any set gave no row without a word (its
+    analysis, given or computed, was the only hint); with no other trace run_ablations
+    returned an empty frame, and summarize an empty table."""
+    short = wb.Trace.from_text(tiny, "Countdown: 3 7 25 -> 72", "25*3", chat=False)
+    with pytest.raises(wb.WorkbenchError, match="no target set to ablate in any of the 1") as e:
+        run_ablations(tiny, [short], progress=False)
+    assert "longer traces" in e.value.fix
+    with pytest.warns(UserWarning, match=r"1 of 2 trace\(s\) gave no row \(traces 0, by index\)"):
+        df = run_ablations(tiny, [short, trace], families=["anchors"], n_random=1, progress=False)
+    assert set(df["trace"]) == {1}

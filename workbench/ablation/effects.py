@@ -105,14 +105,26 @@ def kl_per_position(
     prompt_len: int,
     chunk: int = 128,
 ) -> Float[Tensor, " pos"]:
-    """``[pos]`` KL(clean || ablated) in nats on response rows, NaN elsewhere (float64)."""
-    clean, ablated = torch.as_tensor(clean), torch.as_tensor(ablated)
+    """``[pos]`` KL(clean || ablated) in nats on response rows, NaN elsewhere (float64).
+
+    A token with ``-inf`` clean logit (probability 0) adds nothing (``0 log 0 = 0``); one
+    with probability under the clean logits and ``-inf`` under the ablated ones makes the
+    row's KL infinite. NaN logits in a response row are a `WorkbenchError` (the KL would
+    read NaN).
+    """
+    fix = "pass logits_of(model, ids) and logits_of(model, ids, interventions) of one trace"
+    try:  # a string or a ragged list was a raw TypeError / ValueError from torch
+        clean, ablated = torch.as_tensor(clean), torch.as_tensor(ablated)
+    except (TypeError, ValueError, RuntimeError):
+        raise WorkbenchError("clean and ablated logits must be arrays of numbers", fix) from None
     if clean.ndim != 2 or clean.shape != ablated.shape:
         raise WorkbenchError(
             f"clean and ablated logits must both be [pos d_vocab] of one shape, got "
             f"{tuple(clean.shape)} and {tuple(ablated.shape)}",
-            "pass logits_of(model, ids) and logits_of(model, ids, interventions) of one trace",
+            fix,
         )
+    if clean.dtype == torch.bool or ablated.dtype == torch.bool:
+        raise WorkbenchError("clean and ablated logits must be numbers, got booleans", fix)
     n = clean.shape[0]
     prompt_len = _validate.integer("prompt_len", prompt_len, minimum=0, example=n // 2)
     if prompt_len > n:
@@ -123,11 +135,22 @@ def kl_per_position(
     chunk = _validate.integer("chunk", chunk, minimum=1, example=128)
     out = torch.full((n,), float("nan"), dtype=torch.float64)
     lo = max(prompt_len - 1, 0)
+    for name, values in (("clean", clean), ("ablated", ablated)):
+        nan = torch.isnan(values[lo : n - 1]).any(-1) if values.is_floating_point() else None
+        if nan is not None and bool(nan.any()):
+            raise WorkbenchError(
+                f"the {name} logits hold NaN in {int(nan.sum())} response row(s) (first: row "
+                f"{lo + int(nan.nonzero()[0])}), so their KL would read NaN",
+                "pass the logits of finite forward passes (logits_of(model, ids, ...)); a "
+                "residual reference or model that overflows gives NaN there",
+            )
     for a in range(lo, n - 1, chunk):
         b = min(a + chunk, n - 1)
         lp = torch.log_softmax(clean[a:b].double(), -1)
         lq = torch.log_softmax(ablated[a:b].double(), -1)
-        out[a:b] = (lp.exp() * (lp - lq)).sum(-1).clamp_min(0.0)
+        # 0 log 0 = 0: a token both logits rule out (-inf) was NaN (0 * (-inf + inf))
+        terms = torch.where(lp == float("-inf"), 0.0, lp.exp() * (lp - lq))
+        out[a:b] = terms.sum(-1).clamp_min(0.0)
     return out
 
 
@@ -197,19 +220,41 @@ def _index_list(values: Any, name: str) -> list[int]:
     return out
 
 
+@no_type_check  # validates its arguments itself (logits may be any array of numbers)
 def answer_logprob(logits: Float[Tensor, "pos d_vocab"], ids: Tensor, span: Sequence[int]) -> float:
     """Summed log-probability of the tokens at `span` (row ``p - 1`` predicts ``p``).
 
     Raises:
-        WorkbenchError: the logits and ids are of different lengths, or a span position is
-            not in ``1 .. len(ids) - 1`` (position 0 has no row that predicts it).
+        WorkbenchError: the logits are not an array of float numbers, or hold NaN in a
+            row the span reads; the ids are not one sequence of integer ids of the logits'
+            length and vocabulary; a span position is not in ``1 .. len(ids) - 1``
+            (position 0 has no row that predicts it) or is listed twice (its log-probability
+            would count twice).
     """
     span = _index_list(span, "span")
-    ids = torch.as_tensor(ids).reshape(-1)
+    fix = "pass the [pos d_vocab] logits of these ids (logits_of(model, ids))"
+    try:  # a NumPy array or a list reached `.double()` / `.ndim` as a raw AttributeError
+        logits = torch.as_tensor(logits)
+        ids = torch.as_tensor(ids)
+    except (TypeError, ValueError, RuntimeError):
+        raise WorkbenchError("logits and ids must be arrays of numbers", fix) from None
+    if not logits.is_floating_point():
+        raise WorkbenchError(f"logits must be float numbers, got dtype {logits.dtype}", fix)
+    if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
+        raise WorkbenchError(
+            f"ids must be integer token ids, got dtype {ids.dtype}", "pass trace.ids"
+        )
+    if ids.ndim == 2 and ids.shape[0] == 1:
+        ids = ids[0]
+    if ids.ndim != 1:  # a batch was read as one long sequence
+        raise WorkbenchError(
+            f"ids must be one sequence of token ids, got shape {tuple(ids.shape)}",
+            "pass one sequence at a time (trace.ids)",
+        )
     if logits.ndim != 2 or logits.shape[0] != len(ids):
         raise WorkbenchError(
             f"logits of shape {tuple(logits.shape)} are not [pos d_vocab] of the {len(ids)} ids",
-            "pass the [pos d_vocab] logits of these ids (logits_of(model, ids))",
+            fix,
         )
     bad = [p for p in span if not 1 <= p < len(ids)]
     if bad:
@@ -218,11 +263,31 @@ def answer_logprob(logits: Float[Tensor, "pos d_vocab"], ids: Tensor, span: Sequ
             "prediction; the ids end before the others)",
             "pass positions of this sequence's tokens, e.g. answer_span(trace)[0]",
         )
+    twice = sorted({p for p in span if span.count(p) > 1})
+    if twice:
+        raise WorkbenchError(
+            f"span lists position(s) {twice} more than once, so their log-probability "
+            "would be counted twice",
+            "pass each position once, e.g. answer_span(trace)[0]",
+        )
     if not span:
         return float("nan")
     rows = torch.tensor([p - 1 for p in span])
+    tokens = ids[span].long()
+    if bool(((tokens < 0) | (tokens >= logits.shape[1])).any()):
+        raise WorkbenchError(
+            f"the span's token ids {tokens.tolist()} are not all in the logits' vocabulary "
+            f"(0..{logits.shape[1] - 1})",
+            fix,
+        )
+    if bool(torch.isnan(logits[rows]).any()):
+        raise WorkbenchError(
+            "the logits hold NaN in a row that predicts the span, so its log-probability "
+            "would read NaN",
+            "pass logits of a finite forward pass (logits_of(model, ids))",
+        )
     lp = torch.log_softmax(logits[rows].double(), -1)
-    return float(lp[torch.arange(len(span)), ids[span]].sum())
+    return float(lp[torch.arange(len(span)), tokens].sum())
 
 
 def _eos(model: Any) -> set[int]:
@@ -254,7 +319,8 @@ def greedy_continue(
       at the cost of one full pass per token (O(new tokens x length)).
 
     Use ``hooked=True`` for a clean continuation that is compared with hooked ones, so
-    both come from the same computation.
+    both come from the same computation. ``hooked=False`` with interventions is refused:
+    the plain model would decode without them.
 
     Returns:
         ``[new_pos]`` int64 ids (at most `max_new_tokens`); stops after an
@@ -266,6 +332,13 @@ def greedy_continue(
     for name, flag in (("stop_at_eos", stop_at_eos), ("hooked", hooked)):
         if not isinstance(flag, bool) and not (name == "hooked" and flag is None):
             raise WorkbenchError(f"{name} must be True or False, got {flag!r}", f"pass {name}=True")
+    if hooked is False and interventions:  # the plain model would decode without them
+        raise WorkbenchError(
+            f"hooked=False decodes on the plain model, which would ignore the "
+            f"{len(interventions)} intervention(s) given (a clean continuation, silently)",
+            "leave hooked out (or pass hooked=True) to decode under the interventions, or "
+            "pass no interventions for a clean continuation",
+        )
     n_ctx = getattr(model.cfg, "n_ctx", None)
     if n_ctx is not None:
         max_new_tokens = min(max_new_tokens, n_ctx - len(prefix))
@@ -317,7 +390,8 @@ def measure(
             array of finite numbers (computed when None).
         span: a precomputed `answer_span` result.
         task / problem: a `workbench.tasks.Task` and its `Problem`, to score greedy
-            continuations (only with ``max_new_tokens > 0``).
+            continuations (only with ``max_new_tokens > 0``, which needs them; with 0 they
+            are refused, as `run_ablations` refuses them).
         max_new_tokens: continuation length; 0 skips the continuation test.
         clean_correct: a cache ``{cut: score}`` of clean continuations, filled as it goes.
         notes: where given, ``{what: message}`` for each metric left NaN because there was
@@ -357,6 +431,19 @@ def measure(
             "max_new_tokens > 0 scores greedy continuations, which needs a task and its problem",
             "pass task=get_task(...) and problem=..., or max_new_tokens=0",
         )
+    if not max_new_tokens and (task is not None or problem is not None):
+        # the continuation test was skipped without a word: no correct_* in the result
+        raise WorkbenchError(
+            "a task and problem score greedy continuations, but max_new_tokens=0 runs none",
+            "pass max_new_tokens > 0 (e.g. 32) for the continuation test, or leave task and "
+            "problem out",
+        )
+    for name, value in (("clean_correct", clean_correct), ("notes", notes)):
+        if value is not None and not isinstance(value, dict):
+            raise WorkbenchError(
+                f"{name} must be a dict (or None), got a {type(value).__name__}",
+                f"pass {name}={{}} to collect it, or leave it out",
+            )
     pos = list(intervention.positions)
     if not pos:
         raise WorkbenchError("the intervention has no positions", "pass a non-empty target set")
@@ -407,6 +494,7 @@ def measure(
             "pass span=answer_span(trace), or leave it out",
         )
     positions, kind = span
+    positions = _index_list(positions, "span")  # a generator was consumed before len()
     lp_c = answer_logprob(clean_logits, trace.ids, positions)
     lp_a = answer_logprob(ablated, trace.ids, positions)
     found: dict[str, str] = {}

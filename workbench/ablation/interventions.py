@@ -55,7 +55,7 @@ from ..errors import WorkbenchError
 from ..models import eval_mode, model_device
 from ..models.bridge import check_same_model, model_name
 from ..trace import Trace, check_traces
-from ..trace.tokens import check_context, check_ids
+from ..trace.tokens import check_context, check_ids, check_trace_tokens
 
 __all__ = [
     "Intervention",
@@ -577,9 +577,12 @@ def _ids(model: Any, trace_or_ids: Trace | Tensor, what: str = "the sequence") -
     """``[1 pos]`` int64 ids of one sequence (a `Trace` or 1-D token ids), checked: integer
     ids the model's vocabulary holds, at least one, within its context. A batch, float ids
     or another model's ids are a `WorkbenchError` (a batch would be read as one long
-    sequence, a float id truncated to another token)."""
+    sequence, a float id truncated to another token). A `Trace` recorded under another
+    model must read as the same tokens under this model's tokenizer (`check_trace_tokens`):
+    the tiny reasoner's ids fit SmolLM2's vocabulary and were run as other tokens."""
     fix = "pass a wb.Trace or one sequence of this model's token ids (1-D integers)"
     if isinstance(trace_or_ids, Trace):
+        check_trace_tokens(model, trace_or_ids)
         ids = trace_or_ids.ids
     else:
         try:

@@ -235,7 +235,13 @@ def perturb_position(
     if logits is None:
         logits = logits_of(model, trace.ids[: position + 1])
     else:  # one row per token of the trace: fewer or more rows are another sequence's
-        logits = torch.as_tensor(logits)  # a NumPy array reached torch.argsort raw
+        try:  # a NumPy array reached torch.argsort raw; a string torch.as_tensor
+            logits = torch.as_tensor(logits)
+        except (TypeError, ValueError, RuntimeError):
+            raise WorkbenchError(
+                f"logits must be an array of numbers, got a {type(logits).__name__}",
+                "pass logits=logits_of(model, trace.ids), or leave it out",
+            ) from None
         shape = tuple(logits.shape)
         if shape != (len(trace), d_vocab):
             raise WorkbenchError(

@@ -207,7 +207,9 @@ def run_ablations(
         logp_ablated, delta_logp, answer_len, answer_kind, cut, correct_clean,
         correct_ablated, delta_correct, prompt_len, positions, kl_curve`` (``positions``: the ablated
         positions; ``kl_curve``: the ``[pos]`` KL array of `measure`, for `per_position`
-        and the charts).
+        and the charts). A trace that gives no target set of any family (too short, or
+        every eligible position excluded) has no rows, and one warning per call names
+        such traces; when none gives one, a `WorkbenchError` (not an empty frame).
     """
     import pandas as pd
 
@@ -296,6 +298,7 @@ def run_ablations(
     skipped_families = skipped_controls = 0
     nan_notes: dict[str, set[int]] = {}  # what is NaN -> the traces where it is
     no_random: list[tuple[int, str]] = []  # (trace, family) whose set is its whole pool
+    no_sets: list[int] = []  # traces that gave no target set of any family
     for i, tr in enumerate(progress_bar(traces, desc="ablate", progress=progress)):
         an = analyses[i] if analyses is not None else analyze(model, tr, **(analyze_kwargs or {}))
         span = answer_span(tr, special_ids=special)
@@ -311,6 +314,8 @@ def run_ablations(
             )
         except WorkbenchError as e:
             raise WorkbenchError(f"traces[{i}]: {e.problem}", e.fix) from None
+        if not sets:  # its rows were missing from the frame without a word
+            no_sets.append(i)
         if "random" in controls and n_random:  # a set that is its whole pool has none
             drawn = {ts.family for ts in sets if ts.kind == "random"}
             no_random += [
@@ -381,6 +386,24 @@ def run_ablations(
                 )
         if callback is not None:
             callback(i + 1, len(traces))
+    why = (
+        "no family has a set there: the response is too short for FAI or Delta, every "
+        "eligible position is excluded (the answer span, special tokens and the last two "
+        "tokens always are), or the family is empty (no dominated anchors)"
+    )
+    if traces and len(no_sets) == len(traces):  # an empty frame: an empty summary
+        raise WorkbenchError(
+            f"run_ablations found no target set to ablate in any of the {len(traces)} "
+            f"trace(s) for families {families}: {why}",
+            "pass longer traces, other families (e.g. families=['anchors', 'preplan']), "
+            "or exclude_answer=False",
+        )
+    elif no_sets:
+        listed = ", ".join(map(str, no_sets[:10])) + (", ..." if len(no_sets) > 10 else "")
+        warn_user(
+            f"{len(no_sets)} of {len(traces)} trace(s) gave no row (traces {listed}, by "
+            f"index): {why}; summarize's n_traces counts only the others"
+        )
     if skipped_families or skipped_controls:
         warn_user(
             f"resid-resample skipped {skipped_families} (trace, family) pair(s) whose set "
