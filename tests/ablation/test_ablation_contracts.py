@@ -342,6 +342,17 @@ WRONG_TYPES.update(
 )
 
 
+def test_a_trace_is_taken_where_ids_are(toy_llama, trace):
+    """logits_of and greedy_continue read a `wb.Trace` as its ids (their docstrings and
+    `_ids` said so), but were annotated to take a tensor, so the runtime type checks
+    refused what the code accepted."""
+    torch.testing.assert_close(logits_of(toy_llama, trace), logits_of(toy_llama, trace.ids))
+    assert torch.equal(
+        wb.ablation.greedy_continue(toy_llama, trace, max_new_tokens=2),
+        wb.ablation.greedy_continue(toy_llama, trace.ids, max_new_tokens=2),
+    )
+
+
 def test_a_batch_or_float_ids_are_refused_not_flattened_or_truncated(toy_llama, trace):
     """A [2 pos] batch was read as one sequence twice as long; float ids were truncated."""
     with pytest.raises(wb.WorkbenchError, match="one sequence"):

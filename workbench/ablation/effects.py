@@ -70,9 +70,10 @@ __all__ = [
 
 @torch.no_grad()
 def logits_of(
-    model: Any, ids: Tensor, interventions: Sequence[Intervention] = ()
+    model: Any, ids: Trace | Tensor, interventions: Sequence[Intervention] = ()
 ) -> Float[Tensor, "pos d_vocab"]:
-    """``[pos d_vocab]`` float32 logits of one sequence, under the interventions (if any)."""
+    """``[pos d_vocab]`` float32 logits of one sequence (a `wb.Trace` or 1-D token ids),
+    under the interventions (if any)."""
     ids = _ids(model, ids, "the sequence").to(model_device(model))
     hooks = fwd_hooks(model, *_intervention_list(interventions))
     check_pattern_memory(
@@ -298,14 +299,15 @@ def _eos(model: Any) -> set[int]:
 @torch.no_grad()
 def greedy_continue(
     model: Any,
-    prefix: Tensor,
+    prefix: Trace | Tensor,
     *,
     interventions: Sequence[Intervention] = (),
     max_new_tokens: int = 32,
     stop_at_eos: bool = True,
     hooked: bool | None = None,
 ) -> Tensor:
-    """Greedy tokens after `prefix` (1-D ids), with the interventions' hooks live.
+    """Greedy tokens after `prefix` (1-D ids, or a `wb.Trace`), with the interventions' hooks
+    live.
 
     Two paths, each exact for what it computes:
 
