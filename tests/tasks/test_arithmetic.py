@@ -167,3 +167,30 @@ def test_an_answer_in_the_reasoning_is_not_the_final_answer(task: Arithmetic) ->
     assert task.reward([PROMPT], [f"Answer: 525\n{think}\nAnswer: 524\n"]) == [0.0]
     assert task.reward([PROMPT], [f"Answer: 524\n{think}\nAnswer: 525\n"]) == [1.0]
     assert task.reward([PROMPT], [f"{think}\nAnswer: 525"]) == [1.0]
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: addition_scratchpad("457", 68),  # was a raw TypeError
+        lambda: addition_scratchpad(457.5, 68),  # was a raw ValueError (int('.'))
+        lambda: addition_scratchpad(None, 68),
+        lambda: addition_scratchpad(True, 68),  # was int('e'): ValueError
+        lambda: Arithmetic().format_prompt((457,)),  # was a raw IndexError
+        lambda: Arithmetic().format_prompt((1.5, 2)),  # wrote "Add: 1.5+2", read back as None
+        lambda: Arithmetic().format_prompt(None),
+        lambda: Arithmetic().split_of(None, 3),  # was a raw TypeError
+        lambda: Arithmetic().split_of((457.0, 68), 525),  # hashed as another problem
+    ],
+)
+def test_helpers_name_bad_operands(call) -> None:
+    """The public helpers raised raw TypeError/ValueError/IndexError on bad operands, or
+    wrote a prompt that parse_prompt does not read back."""
+    import numpy as np
+
+    with pytest.raises(WorkbenchError, match="integer"):
+        call()
+    assert addition_scratchpad(np.int64(457), 68) == ["7+8+0=15", "5+6+1=12", "4+0+1=5"]
+    task = Arithmetic()
+    assert task.format_prompt([np.int64(457), 68]) == PROMPT
+    assert task.split_of((68, 457), 525) == task.split_of(np.array([457, 68]), np.int64(525))

@@ -474,3 +474,30 @@ def test_reward_columns_of_another_shape_score_zero_without_raising(task: Countd
     with pytest.warns(UnreadablePromptWarning):
         got = task.reward(["?"], ["Answer: 3+7"], numbers={5: [3, 7]}, target={5: 10})
     assert got == [0.0]
+
+
+@pytest.mark.parametrize(
+    ("call", "words"),
+    [
+        # "-> 82.5" was written and read back as the target 82
+        (lambda t: t.format_prompt((3, 7, 25), 82.5), "target must be an integer"),
+        (lambda t: t.format_prompt((3, 7.5, 25), 82), "positive integers"),  # read as None
+        (lambda t: t.format_prompt(None, 82), "positive integers"),  # was a raw TypeError
+        (lambda t: t.format_prompt((3, 7, 25), 10**7), "more than 7 digits"),  # read as None
+        (lambda t: t.format_prompt((3,), 82), "one number"),  # read back as None
+        (lambda t: t.make_problem((3,), 82), "one number"),
+        (lambda t: t.split_of(None, 82), "split_of needs integer"),  # was a raw TypeError
+        # the float 3.0 hashed as another problem: a split claimed for the wrong problem
+        (lambda t: t.split_of((3.0, 7, 25), 82), "split_of needs integer"),
+        (lambda t: t.split_of((3, 7, 25), 82.0), "split_of needs integer"),
+        (lambda t: t.split_of("3725", 82), "split_of needs integer"),  # read as characters
+    ],
+)
+def test_prompts_and_splits_are_only_made_for_problems_they_state(task: Countdown, call, words):
+    """format_prompt wrote whatever it was given, so a prompt could read back as another
+    problem ('-> 82.5' as 82) or none; split_of hashed floats and text as other problems."""
+    with pytest.raises(WorkbenchError, match=re.escape(words)):
+        call(task)
+    prompt = task.format_prompt([3, 7, 25], 7)  # a target among the numbers can be stated
+    assert task.parse_prompt(prompt) == ((3, 7, 25), 7)
+    assert task.split_of([25, 3, 7], 82) == task.split_of((3, 7, 25), 82)

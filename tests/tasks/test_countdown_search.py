@@ -121,3 +121,24 @@ def test_attempts_that_are_not_an_integer_pair_are_named(attempts) -> None:
     # 3 and (3, 4, 5) failed unpacking, "35" in a comparison; (3.5, 5) was accepted
     with pytest.raises(WorkbenchError, match="not a pair of integers"):
         CountdownSearch(attempts=attempts)
+
+
+@pytest.mark.parametrize(
+    ("numbers", "target", "words"),
+    [
+        ("3 7 25", 32, "positive integers"),  # was a raw TypeError
+        (None, 32, "positive integers"),  # was a raw TypeError
+        ((3.5, 7, 25), 32, "positive integers"),  # searched the float without a word
+        ((-3, 7, 25), 32, "positive integers"),
+        ((3, 7, 25, 4), 32, "three numbers, got 4"),  # a partial search of another problem
+        ((3, 7), 10, "three numbers, got 2"),
+        ((3, 7, 25), "32", "target must be an integer"),  # was None: "no search reaches"
+        ((3, 7, 25), 32.0, "target must be an integer"),
+    ],
+)
+def test_search_lines_names_bad_arguments(numbers, target, words) -> None:
+    """search_lines took anything: text or None failed with a raw TypeError, and four
+    numbers, a float number or a text target gave a search (or None) without a word."""
+    with pytest.raises(WorkbenchError, match=re.escape(words)):
+        search_lines(numbers, target)
+    assert search_lines([9, 7, 5], 10) == search_lines((9, 7, 5), 10)

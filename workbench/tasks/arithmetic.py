@@ -40,6 +40,7 @@ _PROMPT = re.compile(
 _ANSWER = re.compile(rf"[0-9]{{1,{MAX_ANSWER_DIGITS}}}")
 
 
+@no_type_check  # checks its arguments itself, with messages that name the fix
 def addition_scratchpad(a: int, b: int) -> list[str]:
     """The column steps of ``a + b``, ones column first.
 
@@ -49,7 +50,16 @@ def addition_scratchpad(a: int, b: int) -> list[str]:
 
     Returns:
         One line per column, ``"<digit a>+<digit b>+<carry in>=<column sum>"``.
+
+    Raises:
+        WorkbenchError: an operand is negative or no integer (a float, a string or None
+            failed with a raw ValueError or TypeError).
     """
+    if not (_validate.is_index(a) and _validate.is_index(b)):
+        raise WorkbenchError(
+            f"Operands {a!r}, {b!r} must be integers.", "Pass two ints, e.g. (457, 68)."
+        )
+    a, b = _validate.as_index(a), _validate.as_index(b)
     if a < 0 or b < 0:
         raise WorkbenchError(f"Operands {a}, {b} must be non-negative.", "Use a, b >= 0.")
     da, db = str(a)[::-1], str(b)[::-1]
@@ -62,6 +72,26 @@ def addition_scratchpad(a: int, b: int) -> list[str]:
         lines.append(f"{x}+{y}+{carry}={s}")
         carry = s // 10
     return lines
+
+
+def _operands(numbers: Any) -> tuple[int, int]:
+    """Two operands as ints that a prompt states and `Arithmetic.parse_prompt` reads back, or
+    a `WorkbenchError`."""
+    pair = tuple(numbers) if isinstance(numbers, list | tuple) else ()
+    if len(pair) != 2 or not all(_validate.is_index(x) for x in pair):
+        raise WorkbenchError(
+            f"Need two integer operands, got {numbers!r}.", "Pass (a, b), e.g. (457, 68)."
+        )
+    a, b = (_validate.as_index(x) for x in pair)
+    if min(a, b) < 0 or max(a, b) >= 10**MAX_OPERAND_DIGITS:
+        # the prompt format reads non-negative operands of at most 30 digits back: the
+        # reward would read another problem (or none) from this one's prompt
+        raise WorkbenchError(
+            f"Operands must be non-negative with at most {MAX_OPERAND_DIGITS} digits, got "
+            f"({a}, {b}).",
+            f"Pass operands in 0..{10**MAX_OPERAND_DIGITS - 1}.",
+        )
+    return a, b
 
 
 class Arithmetic(Task):
@@ -99,6 +129,7 @@ class Arithmetic(Task):
     def __repr__(self) -> str:
         return f"Arithmetic(min_digits={self.min_digits}, max_digits={self.max_digits})"
 
+    @no_type_check  # checks its arguments itself, with messages that name the fix
     def format_prompt(self, numbers: tuple[int, ...], target: int | None = None) -> str:
         """The prompt text for ``numbers[0] + numbers[1]``.
 
@@ -108,8 +139,13 @@ class Arithmetic(Task):
 
         Returns:
             e.g. ``"Add: 457+68\\n"``.
+
+        Raises:
+            WorkbenchError: operands that `parse_prompt` would not read back (one operand
+                raised an IndexError; ``(1.5, 2)`` wrote ``"Add: 1.5+2"``).
         """
-        return f"{self.prompt_header}: {numbers[0]}+{numbers[1]}\n"
+        a, b = _operands(numbers)
+        return f"{self.prompt_header}: {a}+{b}\n"
 
     @no_type_check  # checks its arguments itself, with messages that name the fix
     def make_problem(self, numbers: tuple[int, ...], target: int | None = None) -> Problem:
@@ -122,20 +158,7 @@ class Arithmetic(Task):
         Returns:
             The problem, with the column-by-column scratchpad as its solution.
         """
-        pair = tuple(numbers) if isinstance(numbers, list | tuple) else ()
-        if len(pair) != 2 or not all(_validate.is_index(x) for x in pair):
-            raise WorkbenchError(
-                f"Need two integer operands, got {numbers!r}.", "Pass (a, b), e.g. (457, 68)."
-            )
-        a, b = (_validate.as_index(x) for x in pair)
-        if min(a, b) < 0 or max(a, b) >= 10**MAX_OPERAND_DIGITS:
-            # the prompt format reads non-negative operands of at most 30 digits back: the
-            # reward would read another problem (or none) from this one's prompt
-            raise WorkbenchError(
-                f"Operands must be non-negative with at most {MAX_OPERAND_DIGITS} digits, got "
-                f"({a}, {b}).",
-                f"Pass operands in 0..{10**MAX_OPERAND_DIGITS - 1}.",
-            )
+        a, b = _operands(numbers)
         total = a + b
         if target is not None and target != total:
             raise WorkbenchError(

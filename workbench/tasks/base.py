@@ -236,6 +236,7 @@ class Task(ABC):
         """``(numbers, target)`` read back from a prompt in this task's format, or None."""
 
     # ----------------------------------------------------------------- split and generation
+    @no_type_check  # checks its arguments itself, with messages that name the fix
     def split_of(self, numbers: Sequence[int], target: int) -> Split:
         """The split a problem belongs to: a hash of its canonical form.
 
@@ -245,8 +246,23 @@ class Task(ABC):
 
         Returns:
             ``"test"`` for a `test_fraction` share of the problem space, else ``"train"``.
+
+        Raises:
+            WorkbenchError: `numbers` are not integers or `target` is no integer (the float
+                3.0 hashed as another problem than 3, so a split was claimed for a problem
+                that is not the one asked about; None raised a raw TypeError).
         """
-        key = f"{self.problem_family or self.name}|{self._canonical(tuple(numbers), target)}"
+        try:
+            if isinstance(numbers, str | bytes):  # iterates as characters or bytes
+                raise TypeError("text")
+            given = tuple(_validate.as_index(n) for n in numbers)
+            target = _validate.as_index(target)
+        except TypeError:
+            raise WorkbenchError(
+                f"split_of needs integer numbers and target, got {numbers!r}, {target!r}"[:200],
+                "pass a problem's numbers and target, e.g. split_of(p.numbers, p.target)",
+            ) from None
+        key = f"{self.problem_family or self.name}|{self._canonical(given, target)}"
         h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
         return "test" if h / 2**64 < self.test_fraction else "train"
 

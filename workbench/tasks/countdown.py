@@ -184,6 +184,7 @@ def _search(
     return None
 
 
+@no_type_check  # checks its arguments itself, with messages that name the fix
 def search_lines(numbers: tuple[int, ...], target: int) -> list[str] | None:
     """The written search of a 3-number Countdown problem, one line per first step.
 
@@ -201,7 +202,19 @@ def search_lines(numbers: tuple[int, ...], target: int) -> list[str] | None:
     Returns:
         The lines, the last one ending in ``yes``; None if no two-step search reaches the
         target.
+
+    Raises:
+        WorkbenchError: `numbers` are not three positive integers, or `target` is no integer
+            (a string of digits failed with a raw TypeError, and a float target or four
+            numbers gave a search of another problem without a word).
     """
+    numbers = _checked_numbers(numbers)
+    if len(numbers) != 3:
+        raise WorkbenchError(
+            f"search_lines writes the search of three numbers, got {len(numbers)}: {numbers}.",
+            "Pass three numbers, e.g. search_lines((3, 7, 25), 32).",
+        )
+    target = _validate.integer("target", target, example=32)
     found = _written_search(numbers, target)
     return None if found is None else found[0]
 
@@ -250,7 +263,26 @@ def _checked_numbers(numbers: Any) -> tuple[int, ...]:
 def _checked_problem(numbers: Any, target: Any) -> tuple[tuple[int, ...], int]:
     """`make_problem`'s arguments as ``(numbers, target)`` of ints, or a `WorkbenchError`
     (None failed with a raw TypeError; a float target was searched for and never found)."""
+    numbers, target = _statable(numbers, target)
+    if target in numbers:
+        raise WorkbenchError(
+            f"Countdown {numbers} -> {target}: the target is one of the numbers, so "
+            f"'Answer: {target}' solves it without a step.",
+            "Pick a target that needs at least one step.",
+        )
+    return numbers, target
+
+
+def _statable(numbers: Any, target: Any) -> tuple[tuple[int, ...], int]:
+    """``(numbers, target)`` as ints that a prompt states and `parse_prompt` reads back, or a
+    `WorkbenchError`."""
     given = _checked_numbers(numbers)
+    if len(given) < 2:  # the prompt format reads two or more (one number reaches no target)
+        raise WorkbenchError(
+            f"Countdown with one number {given}: no step can be taken, and the prompt format "
+            "states at least two.",
+            "Pass two to six numbers, e.g. (3, 7, 25).",
+        )
     big = [n for n in given if n >= 10**MAX_LITERAL_DIGITS]
     if big:  # the verifier reads numbers of at most MAX_LITERAL_DIGITS digits
         raise WorkbenchError(
@@ -265,14 +297,7 @@ def _checked_problem(numbers: Any, target: Any) -> tuple[tuple[int, ...], int]:
             "the prompt format reads back (the reward would read another target).",
             f"Pass a target below {10**MAX_TARGET_DIGITS}.",
         )
-    numbers = given
-    if target in numbers:
-        raise WorkbenchError(
-            f"Countdown {numbers} -> {target}: the target is one of the numbers, so "
-            f"'Answer: {target}' solves it without a step.",
-            "Pick a target that needs at least one step.",
-        )
-    return numbers, target
+    return given, target
 
 
 class Countdown(Task):
@@ -329,6 +354,7 @@ class Countdown(Task):
             f"max_target={self.max_target})"
         )
 
+    @no_type_check  # checks its arguments itself, with messages that name the fix
     def format_prompt(self, numbers: tuple[int, ...], target: int) -> str:
         """The prompt text for a problem.
 
@@ -338,7 +364,12 @@ class Countdown(Task):
 
         Returns:
             e.g. ``"Countdown: 3 7 25 -> 82\\n"``.
+
+        Raises:
+            WorkbenchError: a prompt that `parse_prompt` would not read back as this problem
+                (the target 82.5 was written and read back as 82; None raised a TypeError).
         """
+        numbers, target = _statable(numbers, target)
         return f"{self.prompt_header}: {' '.join(map(str, numbers))} -> {target}\n"
 
     @no_type_check  # checks its arguments itself, with messages that name the fix
