@@ -120,8 +120,20 @@ def test_long_literal_is_capped() -> None:
         ["Answer: (50+25)-3"],
         {"no": "content"},
         [{"role": "x"}],
+        [{"role": "assistant", "content": [{"type": "image"}]}],
+        [{"role": "assistant", "content": []}],
     ],
-    ids=["none", "int", "float", "bytes", "list_of_str", "bad_dict", "msg_without_content"],
+    ids=[
+        "none",
+        "int",
+        "float",
+        "bytes",
+        "list_of_str",
+        "bad_dict",
+        "msg_without_content",
+        "image_part",
+        "no_parts",
+    ],
 )
 def test_non_string_input_scores_zero(task: Countdown, completion: object) -> None:
     assert task.parse(completion) is None
@@ -152,6 +164,23 @@ def test_reward_plain_and_conversational(task: Countdown) -> None:
     )
     assert rewards == [1.0, 0.0, 1.0, 0.0]
     assert all(isinstance(r, float) for r in rewards)
+
+
+def test_content_given_as_text_parts_is_read(task: Countdown) -> None:
+    """A message whose content is a list of parts (``{"type": "text", "text": ...}``, the
+    chat templates' multimodal form) read as no text: every such completion scored 0, and
+    so did its prompt's problem."""
+    parts = lambda text: [{"type": "text", "text": t} for t in (text[:9], text[9:])]  # noqa: E731
+    good, bad = "Answer: (50+25)-3\n", "Answer: 50+25\n"
+    prompt = [{"role": "user", "content": parts(PROMPT)}]
+    rewards = task.reward(
+        [prompt, prompt],
+        [
+            [{"role": "assistant", "content": parts(good)}],
+            [{"role": "assistant", "content": parts(bad)}],
+        ],
+    )
+    assert rewards == [1.0, 0.0]
 
 
 def test_reward_falls_back_to_dataset_columns(task: Countdown) -> None:

@@ -118,7 +118,8 @@ def completion_text(completion: Any) -> str | None:
     Args:
         completion: a string, or a conversational list of ``{"role", "content"}`` dicts (the
             contents of all messages are joined; for a completion that is the assistant turn),
-            or a single such dict.
+            or a single such dict. A content may be a string or a list of text parts
+            (``{"type": "text", "text": ...}``, joined).
 
     Returns:
         The text, or None for anything else (None, numbers, bytes, malformed messages).
@@ -127,18 +128,37 @@ def completion_text(completion: Any) -> str | None:
     if isinstance(completion, str):
         text = completion
     elif isinstance(completion, dict):
-        content = completion.get("content")
-        text = content if isinstance(content, str) else None
+        text = _content_text(completion.get("content"))
     elif isinstance(completion, list | tuple):
         parts = []
         for message in completion:
-            if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+            content = _content_text(message.get("content")) if isinstance(message, dict) else None
+            if content is None:
                 return None
-            parts.append(message["content"])
+            parts.append(content)
         text = "\n".join(parts)
     else:
         text = None
     return text
+
+
+def _content_text(content: Any) -> str | None:
+    """A message's content as text: a string, or a list of content parts (the chat
+    templates' ``[{"type": "text", "text": ...}]``), whose text parts are joined; None for
+    anything else, or parts that are not text (an image: no answer to read). Content given
+    as parts read as no text, so every such completion scored 0."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list | tuple) or not content:
+        return None
+    texts = []
+    for part in content:
+        if not (isinstance(part, dict) and part.get("type") == "text"):
+            return None
+        if not isinstance(part.get("text"), str):
+            return None
+        texts.append(part["text"])
+    return "".join(texts)
 
 
 def last_answer_line(text: str) -> str | None:
