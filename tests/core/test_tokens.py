@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import pytest
+import torch
 from tokenizers import Tokenizer, decoders, models, normalizers
 from transformers import PreTrainedTokenizerFast
 
@@ -121,3 +122,21 @@ def test_text_the_tokenizer_cannot_encode_is_named_not_dropped(tiny, smol):
         warnings.simplefilter("error")
         wb.Trace.from_text(tiny, "12+7=", "19 <unk>", chat=False)
         wb.Trace.from_text(smol, "What is café? \t", "It is a café <|endoftext|>")
+
+
+@pytest.mark.parametrize(
+    "ids, words",
+    [
+        ([1.7], "integer token ids"),  # was truncated to 1, another token's text
+        ([-1], "negative token id"),  # a raw OverflowError
+        ("abc", "integer token ids"),  # a raw ValueError
+        ([[1, 2]], "integer token ids"),
+    ],
+)
+def test_ids_that_are_not_token_ids_are_named(sentencepiece, ids, words):
+    """`token_strings` (public, `wb.trace.token_strings`) read anything `int()` takes."""
+    with pytest.raises(wb.WorkbenchError, match=words):
+        token_strings(sentencepiece, ids)
+    with pytest.raises(wb.WorkbenchError, match="1-D"):
+        token_strings(sentencepiece, torch.tensor([[1, 2]]))  # a raw ValueError
+    assert token_strings(sentencepiece, torch.tensor([1, 2])) == ["<s>", "</s>"]

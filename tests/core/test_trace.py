@@ -187,6 +187,31 @@ class TestTraceObject:
         with pytest.raises(WorkbenchError, match=r"Trace\.load\'s path must be a file path"):
             wb.Trace.load(path)
 
+    def test_a_file_nested_too_deeply_is_a_clear_error(self, tmp_path):
+        """JSON nested deeper than Python's stack (a damaged file) failed with a raw
+        RecursionError from json.loads instead of naming the file."""
+        path = tmp_path / "deep.json"
+        path.write_text("[" * 100_000 + "]" * 100_000)
+        with pytest.raises(WorkbenchError, match=r"cannot read a trace from .*deep\.json"):
+            wb.Trace.load(path)
+
+    def test_complex_ids_are_refused(self):
+        """Complex ids were accepted, their imaginary part dropped with only torch's warning."""
+        ids = torch.tensor([5, 6], dtype=torch.complex64)
+        with pytest.raises(WorkbenchError, match=r"complex64"):
+            wb.Trace(ids=ids, tokens=["a", "b"], prompt_len=1, text="")
+
+    def test_a_path_under_a_file_or_ending_in_a_slash_is_named(self, tmp_path):
+        """A path under a file failed with the bare "File exists" (which file?), and
+        ``"out/"`` wrote a file named ``out``."""
+        t = wb.Trace(ids=torch.tensor([5, 6]), tokens=["a", "b"], prompt_len=1, text="b")
+        (tmp_path / "a-file").write_text("x")
+        with pytest.raises(WorkbenchError, match=r"a-file is a file, not a folder"):
+            t.save(tmp_path / "a-file" / "sub" / "t.json")
+        with pytest.raises(WorkbenchError, match="the trailing slash names a folder"):
+            t.save(f"{tmp_path}/out/")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
 
 class TestGenerateArguments:
     """On the tiny reasoner (fast): arguments are normalised and checked before sampling."""
@@ -209,6 +234,16 @@ class TestGenerateArguments:
         assert len(t.ids) <= tiny.cfg.n_ctx
         with pytest.raises(WorkbenchError, match="context holds 256"):
             wb.generate(tiny, "1 " * 300, chat=False)  # a prompt that fills the context
+
+    @pytest.mark.parametrize("max_new_tokens", [None, 3])
+    def test_a_prompt_that_fills_the_context_is_named_as_such(self, tiny, max_new_tokens):
+        """The fix said "lower max_new_tokens", which cannot help a prompt that fills the
+        context by itself; without max_new_tokens the message named max_new_tokens=1, a
+        value the caller never gave."""
+        with pytest.raises(WorkbenchError, match="context holds 256") as e:
+            wb.generate(tiny, "1" * 300, chat=False, max_new_tokens=max_new_tokens)
+        assert "shorten the prompt: its 301 tokens leave no room" in e.value.fix
+        assert "max_new_tokens=1 " not in str(e.value)
 
     @pytest.mark.parametrize("temperature", [1e-45, 1e-300])
     def test_a_temperature_that_overflows_the_logits_is_a_clear_error(self, tiny, temperature):
@@ -287,6 +322,13 @@ class TestGenerateArguments:
         for bad, words in (([1], "must be a dict"), ({"f": print}, r"\['f'\] is a")):
             with pytest.raises(WorkbenchError, match=words):
                 wb.generate(tiny, "12+7=", max_new_tokens=2, chat_template_kwargs=bad)
+
+    @pytest.mark.parametrize("value", [float("nan"), float("inf")])
+    def test_a_non_finite_template_variable_is_named_before_sampling(self, tiny, value):
+        """A NaN in chat_template_kwargs was refused only after the whole generation, as
+        "Trace.meta['chat_template_kwargs'] ... is a NaN", a field the caller never set."""
+        with pytest.raises(WorkbenchError, match=r"chat_template_kwargs\['x'\] is (nan|inf)"):
+            wb.generate(tiny, "12+7=", max_new_tokens=2, chat_template_kwargs={"x": value})
 
     def test_a_pasted_trace_too_long_for_the_model_names_what_to_shorten(self, tiny):
         # it said "lower max_new_tokens", an argument from_text does not have

@@ -158,7 +158,12 @@ class Trace:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.ids, torch.Tensor) or self.ids.is_floating_point():
+        # complex ids lost their imaginary part with only torch's warning
+        if (
+            not isinstance(self.ids, torch.Tensor)
+            or self.ids.is_floating_point()
+            or self.ids.is_complex()
+        ):
             raise WorkbenchError(
                 f"Trace.ids must be a 1-D integer torch.Tensor, got {type(self.ids).__name__}"
                 + (f" of {self.ids.dtype}" if isinstance(self.ids, torch.Tensor) else ""),
@@ -339,10 +344,21 @@ class Trace:
         """
         target = as_path(path, "Trace.save's path", "file", "trace.json")
         _check_meta(self.meta)  # meta is a dict: it may have changed since __init__
-        if target.is_dir():
+        # "out/" names a folder, but Path drops the slash: a file named "out" was written
+        if target.is_dir() or os.fspath(path).endswith(("/", os.sep)):
             raise WorkbenchError(
-                f"cannot save the trace to {target}: it is a folder",
+                f"cannot save the trace to {os.fspath(path)}: "
+                + ("it is a folder" if target.is_dir() else "the trailing slash names a folder"),
                 f"pass a file path, e.g. {target / 'trace.json'}",
+            )
+        # a path under a file failed with the bare "File exists" of the folder's creation
+        base = target.parent.absolute()
+        while not base.exists() and base != base.parent:
+            base = base.parent
+        if base.exists() and not base.is_dir():
+            raise WorkbenchError(
+                f"cannot save the trace to {target}: {base} is a file, not a folder",
+                "pass a file path in a folder (not under a file)",
             )
         try:
             return atomic_write_json(target, self.to_dict())
@@ -378,6 +394,12 @@ class Trace:
             raise WorkbenchError(
                 f"cannot read a trace from {source}: {e.problem}",
                 "pass a file written by Trace.save (this one was changed or cut short)",
+            ) from None
+        except RecursionError:  # JSON nested deeper than Python's stack (a damaged file)
+            raise WorkbenchError(
+                f"cannot read a trace from {source}: its JSON is nested too deeply to be a "
+                "saved trace",
+                "pass a file written by Trace.save (this one was changed or damaged)",
             ) from None
         except (OSError, ValueError) as e:
             raise WorkbenchError(

@@ -283,7 +283,7 @@ def _check_room(model: Any, prompt_len: int, max_new_tokens: int, hf: Any = None
     a RoPE model sampled past its context without a word)."""
     n = prompt_len + max_new_tokens
     what = f"a {prompt_len}-token prompt plus max_new_tokens={max_new_tokens}"
-    check_context(model, n, what=what)
+    check_context(model, n, what=what, fix=_room_fix(prompt_len, context_length(model)))
     if n > MAX_SEQUENCE:
         raise WorkbenchError(
             f"{what} needs {n} tokens, more than the {MAX_SEQUENCE} this workbench samples "
@@ -301,8 +301,19 @@ def _check_room(model: Any, prompt_len: int, max_new_tokens: int, hf: Any = None
             raise WorkbenchError(
                 f"{what} needs {n} tokens but the model's context holds {limit} (its "
                 f"config's {source})",
-                "shorten the prompt or lower max_new_tokens",
+                _room_fix(prompt_len, limit),
             )
+
+
+def _room_fix(prompt_len: int, n_ctx: int | None) -> str:
+    """The fix for a prompt plus new tokens beyond a context of `n_ctx` tokens: lowering
+    max_new_tokens cannot help a prompt that fills the context by itself (it was named)."""
+    if n_ctx is not None and prompt_len >= n_ctx:
+        return (
+            f"shorten the prompt: its {prompt_len} tokens leave no room for a response in the "
+            f"model's {n_ctx}-token context"
+        )
+    return "shorten the prompt or lower max_new_tokens"
 
 
 def _check_hf_memory(hf: Any, rows: int, total: int, max_new_tokens: int) -> None:
@@ -503,10 +514,16 @@ def generate(
     prompt_ids = encode_prompt(model, prompt, chat=chat, chat_template_kwargs=template_kwargs)
     if max_new_tokens is None:
         # The default fits the context (256 new tokens failed on the tiny models for any
-        # prompt); a prompt that fills it is still refused by `sample_completions`.
+        # prompt); a prompt that fills it is refused here, naming the prompt.
         n_ctx = context_length(model)
         room = DEFAULT_NEW_TOKENS if n_ctx is None else n_ctx - len(prompt_ids)
-        max_new_tokens = max(1, min(DEFAULT_NEW_TOKENS, room))
+        if room < 1:  # named as "plus max_new_tokens=1", a value the caller never gave
+            raise WorkbenchError(
+                f"the prompt is {len(prompt_ids)} tokens long and the model's context holds "
+                f"{n_ctx}: no room is left for a response",
+                _room_fix(len(prompt_ids), n_ctx),
+            )
+        max_new_tokens = min(DEFAULT_NEW_TOKENS, room)
     # delay: a quick answer shows no bar at all
     bar = progress_bar(
         total=max_new_tokens, desc="generate", unit="tok", progress=progress, leave=False, delay=1.0

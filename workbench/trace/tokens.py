@@ -3,6 +3,7 @@ template (`encode_prompt`), the ids that end a response (`eos_token_ids`), the c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, no_type_check
 
@@ -99,6 +100,7 @@ def check_ids(model: TransformerBridge, ids: torch.Tensor, *, what: str = "the t
 UTF8_MAX_BYTES = 4
 
 
+@no_type_check  # checks its ids itself, with a message that names the fix
 def token_strings(tokenizer: Any, ids: torch.Tensor | Sequence[int]) -> list[str]:
     """The text each token adds to the decoded sequence, so that ``"".join(strings)``
     is ``tokenizer.decode(ids)`` (incremental detokenization, as in transformers'
@@ -116,8 +118,11 @@ def token_strings(tokenizer: Any, ids: torch.Tensor | Sequence[int]) -> list[str
     `UTF8_MAX_BYTES` pieces (a longer run of bytes that never completes one, from a broken
     sampler, would make the windows grow with the length); such bytes, and pieces still
     incomplete at the end, keep what the tokenizer gives them (``"\ufffd"``).
+
+    Raises:
+        WorkbenchError: `ids` is not one sequence of token ids (0 or more).
     """
-    ids = [int(i) for i in ids]
+    ids = _id_list(ids)
     out: list[str] = []
     start = done = 0  # window start; end of the tokens whose text is settled
     for i in range(len(ids)):
@@ -131,6 +136,35 @@ def token_strings(tokenizer: Any, ids: torch.Tensor | Sequence[int]) -> list[str
         else:  # the window's text changed behind it (a cleanup rule): fall back
             out.append(tokenizer.decode(ids[done : i + 1]))
             start = done = i + 1
+    return out
+
+
+def _id_list(ids: Any) -> list[int]:
+    """`ids` as a list of ints for `token_strings`, or a `WorkbenchError`: ``1.5`` was
+    truncated to 1 (another token's text), a negative id failed with a raw OverflowError,
+    a string or a batch with a raw ValueError."""
+    fix = "pass one sequence of token ids, e.g. trace.ids or tokenizer(text)['input_ids']"
+    if getattr(ids, "ndim", 1) != 1:
+        raise WorkbenchError(
+            f"token_strings needs a 1-D sequence of token ids, got shape {tuple(ids.shape)}", fix
+        )
+    try:
+        if isinstance(ids, str | bytes):
+            raise TypeError
+        if isinstance(ids, torch.Tensor):
+            if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+                raise TypeError
+            ids = ids.tolist()
+        out = [_validate.as_index(i) for i in ids]
+    except TypeError:
+        raise WorkbenchError(
+            f"token_strings needs integer token ids, got {type(ids).__name__}"
+            + (f" {ids!r}"[:60] if isinstance(ids, list | tuple | str) else ""),
+            fix,
+        ) from None
+    bad = next((i for i in out if i < 0), None)
+    if bad is not None:
+        raise WorkbenchError(f"token_strings got a negative token id ({bad})", fix)
     return out
 
 
@@ -150,6 +184,14 @@ def check_template_kwargs(value: Any) -> dict[str, Any] | None:
         raise WorkbenchError(
             f"chat_template_kwargs[{odd[0]!r}] is a {type(value[odd[0]]).__name__}: the "
             "trace records these settings, so they must be strings, numbers, booleans or None",
+            fix,
+        )
+    # refused only by the trace's meta, after a whole generation, as a NaN in Trace.meta
+    odd = [k for k, v in value.items() if isinstance(v, float) and not math.isfinite(v)]
+    if odd:
+        raise WorkbenchError(
+            f"chat_template_kwargs[{odd[0]!r}] is {value[odd[0]]!r}: the trace records these "
+            "settings as JSON, which has no NaN or infinity",
             fix,
         )
     return dict(value)
