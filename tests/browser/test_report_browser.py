@@ -16,7 +16,8 @@ def test_the_report_shows_its_text_and_draws_its_charts_offline(tiny, tmp_path):
     """The prompt, response and settings were put into a string of the inlined vega-embed
     script: the page never showed them, and a backtick in the response broke the script."""
     require_chromium()  # before the model work
-    trace = wb.Trace.from_text(tiny, "Add: 12+34 `now`", "2+4=6\n1+3=4\nAnswer: 46 `done`")
+    with pytest.warns(wb.trace.UnknownTokensWarning):  # the tiny models know no backtick
+        trace = wb.Trace.from_text(tiny, "Add: 12+34 `now`", "2+4=6\n1+3=4\nAnswer: 46 `done`")
     analysis = wb.analyze(tiny, trace, fai_min_rows=1)
     page_path = write_report(tiny, trace, analysis, tmp_path / "report")
     text, errors, requests = open_offline(

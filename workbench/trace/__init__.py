@@ -15,10 +15,11 @@ The package holds the record (`record`), prompt encoding (`tokens`) and sampling
 
 from .record import Trace, check_trace, check_traces
 from .sampling import check_not_degenerate, degeneracy, generate, sample_completions
-from .tokens import encode_prompt, eos_token_ids, token_strings
+from .tokens import UnknownTokensWarning, encode_prompt, eos_token_ids, token_strings
 
 __all__ = [
     "Trace",
+    "UnknownTokensWarning",
     "check_not_degenerate",
     "check_trace",
     "check_traces",
