@@ -184,3 +184,153 @@ def test_a_credit_setting_given_twice_with_two_values_is_refused():
     assert (cfg.strategy, cfg.credit.rhythm.top_q) == ("global", 0.3)
     # a field by name changes the config's own credit, as before
     assert GRPOConfig.from_dict(saved).replace(strategy="global").strategy == "global"
+
+
+def test_bool_settings_take_numpy_bools_and_no_count_exceeds_one_sampling_call():
+    """``fused_credit=np.True_`` (as a NumPy mask gives it) was refused as "must be True or
+    False"; a batch or evaluation larger than one sampling call passed, then hung drawing
+    its prompts or failed once the run folder was written; an int key failed as a raw
+    TypeError."""
+    import numpy as np
+
+    cfg = GRPOConfig(fused_credit=np.True_, chat=np.False_)
+    assert (cfg.fused_credit, cfg.chat) == (True, False) and type(cfg.fused_credit) is bool
+    json.dumps(cfg.to_dict())
+    with pytest.raises(WorkbenchError, match="more than the 1000000 completions one step"):
+        GRPOConfig(per_device_train_batch_size=2**40)
+    with pytest.raises(WorkbenchError, match=r"eval_size=64 x eval_samples=1000000000 is more"):
+        GRPOConfig(eval_samples=10**9)
+    with pytest.raises(WorkbenchError, match=r"eval_size=10000000 is more than"):
+        GRPOConfig(eval_size=10**7, eval_samples=0)
+    with pytest.raises(WorkbenchError, match="needs setting names as keys, got 1"):
+        GRPOConfig.from_dict({1: 2})
+
+
+def test_train_refuses_a_folder_holding_an_earlier_runs_rows_or_checkpoints(tmp_path):
+    """A run folder whose config.json was deleted took a new run: its rows were appended
+    to the old run's (steps 0, 1, 2, 0, 1) and pruning kept the old run's later checkpoint
+    over the new run's own."""
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    (rows / "metrics.jsonl").write_text('{"step": 0}\n{"step": 1}\n')
+    ckpts = tmp_path / "ckpts"
+    (ckpts / "checkpoints" / "step-000002").mkdir(parents=True)
+    for run, what in ((rows, "metrics.jsonl"), (ckpts, "checkpoints")):
+        with pytest.raises(WorkbenchError, match=f"holds the {what} of an earlier run") as e:
+            train(GRPOConfig(max_steps=1), out=run, progress=False)
+        assert "another out folder" in e.value.fix
+        assert not (run / "config.json").exists()
+    assert (rows / "metrics.jsonl").read_text() == '{"step": 0}\n{"step": 1}\n'
+
+
+def test_callbacks_that_are_not_a_list_of_functions_are_refused(tmp_path):
+    """``callbacks=print`` or ``callbacks=3`` failed as a raw TypeError; ``[3]`` only after
+    the first evaluation, with the run folder written and "failed"."""
+    for bad, words in ((print, "must be a list of functions"), (3, "must be a list"),
+                       ([3], "holds 3, which is not a function")):  # fmt: skip
+        with pytest.raises(WorkbenchError, match=words) as e:
+            train(GRPOConfig(max_steps=1), out=tmp_path / "a", callbacks=bad, progress=False)
+        assert "callbacks=[on_row]" in e.value.fix
+    assert not (tmp_path / "a").exists()
+    run = _fake_run(tmp_path)
+    with pytest.raises(WorkbenchError, match="callbacks must be a list of functions"):
+        resume(run, callbacks=print, progress=False)
+
+
+def test_a_run_whose_checkpoints_are_gone_is_not_said_never_to_have_checkpointed(tmp_path):
+    """A finished run whose checkpoint folders were deleted was said to have "never reached
+    its first checkpoint", with the fix to delete the folder (and its metrics with it)."""
+    run = _fake_run(tmp_path)
+    (run / "metrics.jsonl").write_text("".join(f'{{"step": {s}}}\n' for s in range(3)))
+    (run / "status.json").write_text('{"status": "finished", "step": 2}')
+    for call in (lambda: resume(run, progress=False),
+                 lambda: train(GRPOConfig(max_steps=2), out=run, progress=False)):  # fmt: skip
+        with pytest.raises(WorkbenchError, match="whose checkpoints are gone") as e:
+            call()
+        assert "metrics up to step 2" in e.value.problem and "finished" in e.value.problem
+        assert "rmtree" not in e.value.fix and "restore its checkpoints" in e.value.fix
+
+
+def test_an_empty_or_set_aside_checkpoint_name_is_refused(tmp_path):
+    """``checkpoint=""`` resumed from LATEST without a word; ``"abandoned-step-N"`` (set
+    aside by an earlier resume, its rows dropped) was loaded, and every real checkpoint,
+    sorting after its name, was set aside as "later"."""
+    run = _fake_run(tmp_path)
+    for name in ("step-000001", "abandoned-step-000002", ".tmp-step-000002-x"):
+        (run / "checkpoints" / name).mkdir(parents=True)
+    with pytest.raises(WorkbenchError, match="checkpoint must be a checkpoint folder name"):
+        resume(run, checkpoint="", progress=False)
+    for name in ("abandoned-step-000002", ".tmp-step-000002-x"):
+        with pytest.raises(WorkbenchError, match=f"has no checkpoint '{re.escape(name)}'"):
+            resume(run, checkpoint=name, progress=False)
+    # (the lock's holder removed the killed write's leftover, as it always does)
+    left = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert left == ["abandoned-step-000002", "step-000001"]
+
+
+def test_a_damaged_latest_pointer_or_step_is_named_or_not_followed(tmp_path):
+    """A LATEST holding bytes that are not text failed as a raw UnicodeDecodeError; a
+    state.json naming another step than its folder's resumed the run at that step (past
+    its length: "finished" at once, with no step trained); a negative step was a row."""
+    import torch
+
+    from workbench.rl import latest_checkpoint
+    from workbench.rl.checkpoint import load_checkpoint
+
+    root = tmp_path / "checkpoints"
+    (root / "step-000002").mkdir(parents=True)
+    (root / "LATEST").write_bytes(b"\xff\xfe")
+    assert latest_checkpoint(tmp_path) == root / "step-000002"
+    (root / "step-000002" / "state.json").write_text('{"step": 5, "seed": 0}')
+    with pytest.raises(WorkbenchError, match=r"state\.json names step 5, not the folder.s"):
+        load_checkpoint(root / "step-000002", torch.nn.Linear(1, 1))
+    (tmp_path / "metrics.jsonl").write_text('{"step": -1}\n{"step": 0}\n')
+    with pytest.raises(WorkbenchError, match=r"line 1 of .* is not a metrics row"):
+        read_metrics(tmp_path)
+
+
+def test_rollout_gammas_refuses_a_seed_that_is_not_one():
+    """``seed=None`` reached the analysis as "unseeded": the "random" control's draws
+    changed from call to call."""
+    from workbench.rl.credit import rollout_gammas
+
+    credit = CreditParams(strategy="random")
+    for bad, words in ((None, "seed must be an integer"), (-1, "seed must be at least 0")):
+        with pytest.raises(WorkbenchError, match=words):
+            rollout_gammas(object(), [[1, 2]], [[3]], credit, seed=bad)
+
+
+@pytest.mark.slow
+def test_resume_refuses_rows_or_a_seed_that_do_not_match_the_checkpoint(tmp_path):
+    """A deleted or emptied metrics.jsonl resumed with no rows before the next step (steps
+    0 to N lost from every table), a missing or repeated row was carried on, and a seed
+    edited in config.json continued the run drawing another seed's problems."""
+    import shutil
+
+    small = dict(per_device_train_batch_size=8, num_generations=4, max_completion_length=16,
+                 eval_size=4, eval_every=0, eval_samples=0, save_every=1)  # fmt: skip
+    full = tmp_path / "full"
+    train(GRPOConfig(max_steps=2, **small), out=full, progress=False)
+    lines = (full / "metrics.jsonl").read_text().splitlines(keepends=True)
+    config = json.loads((full / "config.json").read_text())
+    damages = {
+        "lacks the row of steps 0, 1, 2": lambda r: (r / "metrics.jsonl").unlink(),
+        "lacks the row of step 1": lambda r: (r / "metrics.jsonl").write_text(lines[0] + lines[2]),
+        "repeats the row of step 0": lambda r: (r / "metrics.jsonl").write_text(
+            lines[0] + "".join(lines)
+        ),
+        "saved by a run with seed 0, but .* says seed=3": lambda r: (r / "config.json").write_text(
+            json.dumps({**config, "seed": 3})
+        ),
+    }
+    for i, (problem, damage) in enumerate(damages.items()):
+        run = tmp_path / f"run{i}"
+        shutil.copytree(full, run)
+        damage(run)
+        before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+        with pytest.raises(WorkbenchError, match=problem):
+            resume(run, max_steps=3, progress=False)
+        after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+        assert {k: v for k, v in after.items() if k != ".lock"} == {
+            k: v for k, v in before.items() if k != ".lock"
+        }, "refused before any change"

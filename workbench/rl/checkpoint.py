@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -205,7 +206,10 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     root = _run_dir(run_dir) / "checkpoints"
     pointer = root / "LATEST"
     if pointer.is_file():
-        p = root / pointer.read_text().strip()
+        try:
+            p = root / pointer.read_text().strip()
+        except (OSError, UnicodeDecodeError):  # a damaged pointer names no folder
+            p = None
         if p in found:
             return p
     return found[-1] if found else None
@@ -225,6 +229,11 @@ def load_checkpoint(
         state = json.loads((path / "state.json").read_text())
         if not isinstance(state, dict) or type(state.get("step")) is not int:
             raise ValueError("state.json names no integer step")
+        named = re.fullmatch(r"step-(\d+)", path.name)
+        if named and int(named[1]) != state["step"]:
+            # a step other than the folder's (hand-edited, or copied from another folder)
+            # resumed the run at that step: past its length, it "finished" at once
+            raise ValueError(f"state.json names step {state['step']}, not the folder's")
         missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
         if unexpected or missing:
             raise ValueError(f"weights do not match the model (missing {missing[:3]})")
@@ -333,8 +342,8 @@ def metrics_row(line: str) -> dict[str, Any]:
         row = json.loads(line)
     except ValueError as e:
         raise NotJsonError(f"is not JSON ({e})") from None
-    if not isinstance(row, dict) or type(row.get("step")) is not int:
-        raise ValueError("is not a metrics row (a JSON object with an integer step)")
+    if not isinstance(row, dict) or type(row.get("step")) is not int or row["step"] < 0:
+        raise ValueError("is not a metrics row (a JSON object with an integer step >= 0)")
     # Every value the trainer logs is a number (None for NaN): a hand-edited text value
     # failed later, deep inside pandas, in the tables and charts that read it.
     odd = next(((k, v) for k, v in row.items() if not _numeric(v)), None)

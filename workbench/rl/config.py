@@ -43,6 +43,7 @@ from .. import _validate as v
 from ..attention.params import CreditParams, RhythmParams, check_credit
 from ..errors import WorkbenchError
 from ..tasks import TASKS
+from ..trace.sampling import MAX_COMPLETIONS
 
 __all__ = ["GRPOConfig"]
 
@@ -181,12 +182,9 @@ class GRPOConfig:
         if self.epsilon_high is not None:
             value = v.number("epsilon_high", self.epsilon_high, low=0, low_open=True, example=0.28)
             object.__setattr__(self, "epsilon_high", value)
-        for name in ("chat", "fused_credit"):
-            if not isinstance(getattr(self, name), bool):
-                bad(
-                    f"{name} must be True or False, got {getattr(self, name)!r}",
-                    f"pass {name}={_DEFAULTS[name]}",
-                )
+        for name in ("chat", "fused_credit"):  # a NumPy bool is stored as a plain bool
+            value = v.flag(name, getattr(self, name), f"pass {name}={_DEFAULTS[name]}")
+            object.__setattr__(self, name, value)
         if self.device not in (None, "cpu", "cuda") and not (
             isinstance(self.device, str) and re.fullmatch(r"cuda:\d+", self.device)
         ):
@@ -197,6 +195,22 @@ class GRPOConfig:
                 f"multiple of num_generations={self.num_generations} (it counts completions, "
                 "as in TRL)",
                 f"use e.g. per_device_train_batch_size={4 * self.num_generations}",
+            )
+        # A step samples its completions in one call, and an evaluation its eval_size x
+        # eval_samples: more than one call samples was refused only once the run folder
+        # was written (or, for a step, hung drawing its prompts).
+        if self.per_device_train_batch_size > MAX_COMPLETIONS:
+            bad(
+                f"per_device_train_batch_size={self.per_device_train_batch_size} is more "
+                f"than the {MAX_COMPLETIONS} completions one step can sample",
+                f"pass per_device_train_batch_size of at most {MAX_COMPLETIONS}",
+            )
+        if self.eval_size * max(self.eval_samples, 1) > MAX_COMPLETIONS:
+            times = f" x eval_samples={self.eval_samples}" if self.eval_samples else ""
+            bad(
+                f"eval_size={self.eval_size}{times} is more than the {MAX_COMPLETIONS} "
+                "completions one evaluation can sample",
+                "lower eval_size or eval_samples (eval_samples=0 skips the sampled accuracy)",
             )
         if self.loss_type not in ("dapo", "grpo"):
             bad(f"loss_type {self.loss_type!r} is not implemented", "use 'dapo' or 'grpo'")
@@ -223,6 +237,12 @@ class GRPOConfig:
         if not isinstance(d, dict):
             raise WorkbenchError(
                 f"GRPOConfig.from_dict needs a dict of settings, got a {type(d).__name__}",
+                "pass the dict of a run's config.json (GRPOConfig.to_dict())",
+            )
+        odd = [k for k in d if not isinstance(k, str)]
+        if odd:  # failed as a raw "keywords must be strings"
+            raise WorkbenchError(
+                f"GRPOConfig.from_dict needs setting names as keys, got {odd[0]!r}",
                 "pass the dict of a run's config.json (GRPOConfig.to_dict())",
             )
         if d.get("extra") == {}:  # written by runs from before the credit record: empty

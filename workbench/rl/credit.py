@@ -153,6 +153,8 @@ def rollout_gammas(
         ``[batch, pad_to]`` float32 weights; 1.0 past each completion's end.
     """
     check_credit(credit)
+    # None reached `gamma_many` as "unseeded": the "random" draws changed from call to call
+    seed = _validate.seed("seed", seed)
     fix = "pass one list of token ids per rollout in prompt_ids and in completion_ids"
     try:
         prompt_ids, completion_ids = list(prompt_ids), list(completion_ids)

@@ -57,6 +57,7 @@ def train(
     """
     check_config("train", config)
     progress = _validate.flag("progress", progress)  # "no" is truthy: bars would show
+    callbacks = _check_callbacks(callbacks)
     config = (
         (config or GRPOConfig()).replace(**overrides) if overrides else (config or GRPOConfig())
     )
@@ -64,15 +65,27 @@ def train(
     check_folder(run_dir, "a run directory")
     if (run_dir / "config.json").exists():
         if latest_checkpoint(run_dir) is None:
-            raise WorkbenchError(
-                f"{run_dir} holds a run that never reached its first checkpoint (status: "
-                f"{_status(run_dir)}), so there is nothing to continue",
+            _no_checkpoint(
+                run_dir,
                 f"delete the folder (shutil.rmtree({str(run_dir)!r})) and start again, or "
                 "pick another out folder",
             )
         raise WorkbenchError(
             f"{run_dir} already holds a run",
             f"continue it with wb.rl.resume({str(run_dir)!r}), or pick another out folder",
+        )
+    left = [
+        *(["metrics.jsonl"] if (run_dir / "metrics.jsonl").exists() else []),
+        *(["checkpoints"] if list_checkpoints(run_dir) else []),
+    ]
+    if left:
+        # Its config.json deleted, a run's folder took a new run: the new rows were appended
+        # to the old ones, and pruning kept the old run's later checkpoints over the new.
+        raise WorkbenchError(
+            f"{run_dir} holds the {' and '.join(left)} of an earlier run but no config.json: "
+            "a new run there would mix its rows and checkpoints with that run's",
+            "pick another out folder, or move those aside (or restore the earlier run's "
+            "config.json and continue it with wb.rl.resume)",
         )
     # Everything that can be refused (settings, model, task, credit layers) is, before
     # the folder exists.
@@ -132,6 +145,7 @@ def resume(
     run_dir = as_path(run_dir, "resume's run_dir", "folder", "runs/coupled")
     checkpoint = _checkpoint_name(checkpoint)
     progress = _validate.flag("progress", progress)  # "no" is truthy: bars would show
+    callbacks = _check_callbacks(callbacks)
     cfg_path = run_dir / "config.json"
     if not cfg_path.is_file():
         raise WorkbenchError(
@@ -165,15 +179,16 @@ def _resume(
             f"pick one of wb.rl.list_checkpoints({str(run_dir)!r}) (a name such as "
             "'step-000010', or a step), or resume the other run from its own folder",
         )
-    if checkpoint and (path is None or not path.is_dir()):
+    # Only a listed checkpoint: an "abandoned-step-N" one resumed from a step whose rows
+    # had been dropped, and set every real checkpoint aside as "later" than it.
+    if checkpoint and path.name not in {p.name for p in list_checkpoints(run_dir)}:
         raise WorkbenchError(
-            f"{run_dir} has no checkpoint {checkpoint!r}",
+            f"{run_dir} has no checkpoint {str(checkpoint)!r}",
             f"pick one of wb.rl.list_checkpoints({str(run_dir)!r}), or omit checkpoint=",
         )
     if path is None:
-        raise WorkbenchError(
-            f"{run_dir} holds a run that never reached its first checkpoint (status: "
-            f"{_status(run_dir)}), so there is nothing to continue",
+        _no_checkpoint(
+            run_dir,
             f"delete the folder (shutil.rmtree({str(run_dir)!r})) and start it again with "
             "wb.rl.train",
         )
@@ -197,7 +212,16 @@ def _resume(
     run = GRPORun(config, run_dir, callbacks=callbacks, progress=progress)
     state = load_checkpoint(path, run.policy, run.optimizer)
     run.step = state["step"]
+    if "seed" in state and state["seed"] != config.seed:
+        # config.json's seed edited: the run went on drawing another seed's problems
+        raise WorkbenchError(
+            f"checkpoint {path.name} was saved by a run with seed {state['seed']!r}, but "
+            f"{cfg_path} says seed={config.seed}",
+            f"restore the seed in config.json, or start a run with seed={config.seed} in a "
+            "new folder",
+        )
     rows = read_metrics(run_dir, up_to_step=run.step)
+    _check_rows(run_dir, rows, run.step, path.name)
     # Everything that can be refused has been: from here the folder changes.
     if checkpoint:
         _abandon_later(run_dir, path)
@@ -225,8 +249,10 @@ def _resume(
 def _checkpoint_name(checkpoint: Any) -> str | os.PathLike | None:
     """`checkpoint` as a checkpoint folder name: a step is ``step-NNNNNN``, the one name
     `save_checkpoint` gives it (an int failed as a raw TypeError joining it to a path)."""
-    if checkpoint is None or isinstance(checkpoint, str | os.PathLike):
+    if checkpoint is None or isinstance(checkpoint, os.PathLike):
         return checkpoint  # a path: joined to the checkpoints folder, as before
+    if isinstance(checkpoint, str) and checkpoint.strip():  # "" resumed from LATEST
+        return checkpoint
     if is_index(checkpoint) and as_index(checkpoint) >= 0:
         return f"step-{as_index(checkpoint):06d}"
     raise WorkbenchError(
@@ -289,3 +315,82 @@ def _status(run_dir: Path) -> str:
         return str(json.loads((run_dir / "status.json").read_text()).get("status"))
     except (OSError, ValueError, AttributeError):
         return "unknown"
+
+
+def _no_checkpoint(run_dir: Path, fix: str) -> None:
+    """Refuse to continue `run_dir`, which has no checkpoint: it never reached its first,
+    or (its LATEST pointer or a logged step says it did) its checkpoints are gone, where
+    deleting the folder would lose its metrics without a word."""
+    steps = [r["step"] for r in _readable_rows(run_dir)]
+    if (run_dir / "checkpoints" / "LATEST").is_file() or any(s > 0 for s in steps):
+        raise WorkbenchError(
+            f"{run_dir} holds a run whose checkpoints are gone (status: {_status(run_dir)}; "
+            f"metrics up to step {max(steps, default=0)}), so there is nothing to continue "
+            "from",
+            "restore its checkpoints folder from a copy, or start the run again in another "
+            "out folder (this one's metrics stay readable with wb.rl.read_metrics)",
+        )
+    raise WorkbenchError(
+        f"{run_dir} holds a run that never reached its first checkpoint (status: "
+        f"{_status(run_dir)}), so there is nothing to continue",
+        fix,
+    )
+
+
+def _readable_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """`read_metrics`, or none where it refuses the file (only for a message)."""
+    try:
+        return read_metrics(run_dir)
+    except WorkbenchError:
+        return []
+
+
+def _check_rows(run_dir: Path, rows: list[dict[str, Any]], step: int, name: str) -> None:
+    """Refuse a ``metrics.jsonl`` that lacks, repeats or reorders a row of the steps 0 to
+    `step` that checkpoint `name` completed (an uninterrupted run logs each once, in order):
+    resuming carried the gap into every table and chart, and a deleted file restarted the
+    record at the next step."""
+    steps = [r["step"] for r in rows]
+    if steps == list(range(step + 1)):
+        return
+    missing = sorted(set(range(step + 1)) - set(steps))
+    repeated = sorted({s for s in steps if steps.count(s) > 1})
+    if missing:
+        what, fix = f"lacks the row of {_few(missing)}", "restore metrics.jsonl from a copy"
+    elif repeated:
+        what, fix = f"repeats the row of {_few(repeated)}", "delete the repeated lines"
+    else:
+        what, fix = "holds its rows out of order", "put its lines in the order of their steps"
+    raise WorkbenchError(
+        f"{run_dir / 'metrics.jsonl'} {what}, though checkpoint {name} completed steps 0 "
+        f"to {step}: resuming would carry that into every table and chart",
+        f"{fix}, resume from an earlier checkpoint whose rows it holds (checkpoint=N), or "
+        "start the run again in a new folder",
+    )
+
+
+def _few(steps: list[int]) -> str:
+    """``step 3`` or ``steps 1, 2, 4`` (the first five, and how many more)."""
+    more = f" (and {len(steps) - 5} more)" if steps[5:] else ""
+    return f"step{'s' if steps[1:] else ''} {', '.join(map(str, steps[:5]))}{more}"
+
+
+def _check_callbacks(callbacks: Any) -> list[Callable[..., Any]] | None:
+    """`callbacks` as a list of functions, or a `WorkbenchError`: a single function or a
+    number failed as a raw TypeError, and an entry that is not a function only after the
+    first evaluation, with the run folder written."""
+    fix = "pass a list of functions, each called as cb(run, row): callbacks=[on_row]"
+    if callbacks is None:
+        return None
+    if callable(callbacks) or isinstance(callbacks, str | bytes | dict):
+        raise WorkbenchError(f"callbacks must be a list of functions, got {callbacks!r:.80}", fix)
+    try:
+        callbacks = list(callbacks)
+    except TypeError:
+        raise WorkbenchError(
+            f"callbacks must be a list of functions, got {callbacks!r:.80}", fix
+        ) from None
+    odd = next((cb for cb in callbacks if not callable(cb)), None)
+    if odd is not None:
+        raise WorkbenchError(f"callbacks holds {odd!r:.80}, which is not a function", fix)
+    return callbacks
