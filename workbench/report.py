@@ -67,6 +67,16 @@ def _settings_text(settings: dict[str, Any]) -> str:
     )
 
 
+#: Bidirectional controls (embeddings, overrides, isolates): one in a response turned the
+#: rest of its line around on the page ("reversed" read "desrever"). Shown as their code.
+_BIDI = {c: f"<U+{c:04X}>" for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]}
+
+
+def _text_html(text: str) -> str:
+    """Text from the model as HTML: escaped, its bidirectional controls shown as codes."""
+    return html.escape(text.translate(_BIDI))
+
+
 def _provenance_html(prov: dict[str, Any]) -> str:
     """One small line: ``name version`` for each package, then the commit."""
     parts = [
@@ -201,34 +211,41 @@ def _check_inputs(model: Any, trace: Any, analysis: Any) -> None:
 def _draw(model: Any, trace: Any, analysis: Any, out: Path) -> None:
     """The report's files, written into `out` (`write_report`'s staging folder)."""
     import altair as alt
+    import torch
 
     from . import viz
 
     maps = viz.attention_maps(model, trace, heads=analysis.local_heads + analysis.global_heads)
+    # An analysis made with entropy=False has no entropy curve to draw (it failed the report).
+    entropy = not bool(torch.isnan(torch.as_tensor(analysis.entropy[analysis.prompt_len :])).all())
     charts = {
         "text_fai": viz.text_view(analysis, "fai"),
-        "rhythm": viz.rhythm_curves(analysis, entropy=True),
+        "rhythm": viz.rhythm_curves(analysis, entropy=entropy),
         "local_map": viz.attention_map(maps, "local", analysis=analysis, size=320),
         "global_map": viz.attention_map(maps, "global", analysis=analysis, size=320),
         "heads": viz.head_map(analysis),
     }
     for name, chart in charts.items():
         viz.save(chart, out / f"{name}.png", scale=1.5)
+    # Each chart keeps its own colour scale and legend: concatenated charts share them by
+    # default, and the page drew FAI, attention and span on one merged yellow-red scale.
     combined = alt.vconcat(
         charts["text_fai"],
         charts["rhythm"],
-        alt.hconcat(charts["local_map"], charts["global_map"]),
+        alt.hconcat(charts["local_map"], charts["global_map"]).resolve_scale(color="independent"),
         charts["heads"],
-    )
+    ).resolve_scale(color="independent", stroke="independent")
     summary = _summary(trace, analysis)
     atomic_write_text(out / "summary.json", json_text(summary, indent=2) + "\n")
     page = viz.to_html(combined)
     intro = (
         "<div style='font-family: sans-serif; max-width: 900px; margin: 16px'>"
         "<h1>Preplan-and-anchor rhythm</h1>"
-        f"<p><b>Prompt</b>: {html.escape(trace.prompt)}</p>"
+        f"<p><b>Prompt</b>: {_text_html(trace.prompt)}</p>"
         f"<p><b>Response</b> ({trace.response_len} tokens):</p>"
-        f"<pre style='white-space: pre-wrap'>{html.escape(trace.text)}</pre>"
+        # A long word (a URL, a run of digits) ran past the page's width unbroken.
+        "<pre style='white-space: pre-wrap; overflow-wrap: anywhere'>"
+        f"{_text_html(trace.text)}</pre>"
         f"<p>{summary['local_heads']} local and {summary['global_heads']} global heads; "
         f"{len(summary['preplan'])} preplan tokens (orange), {len(summary['anchors'])} anchor "
         f"tokens (blue), {len(summary['dominated'])} locally dominated anchors.</p>"

@@ -293,7 +293,7 @@ def test_curve_tooltip_shows_the_token_response_position_value_and_flags(analysi
             assert r["t"] == r["pos"] - analysis.prompt_len and r["t1"] - r["t0"] == 1
             assert r["tip_token"] == r["label"].replace(" ", "␣") and r["tip_token"].strip()
             v = getattr(analysis, metric)[r["pos"]].item()
-            assert r["value_text"] == ("n/a" if math.isnan(v) else f"{v:.4f}")
+            assert r["value_text"] == ("n/a" if math.isnan(v) else f"{v:.4g}")
     # FAI is NaN at the end of the response: the tooltip says n/a, not a number
     fai_rows = _rows(d["vconcat"][1]["layer"][-1], d)
     assert any(r["value_text"] == "n/a" for r in fai_rows)

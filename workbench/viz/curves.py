@@ -43,7 +43,8 @@ def _curve(
     x = alt.X(
         "t:Q",
         title="response position" if show_x else None,
-        axis=alt.Axis(labels=show_x, ticks=show_x),
+        # Positions are whole: a short response had ticks at 0.1, 0.2, ... (no token there).
+        axis=alt.Axis(labels=show_x, ticks=show_x, tickMinStep=1, format="d"),
         scale=scale,
     )
     base = alt.Chart(data)

@@ -78,6 +78,7 @@ def save(
     Args:
         chart: any altair chart (``Chart``, ``LayerChart``, ``VConcatChart``...).
         path: the file to write; its suffix picks the format unless `format` is given.
+            A folder (an existing one, or a path ending in ``/``) is refused.
         format: ``"png"``, ``"svg"``, ``"html"`` (self-contained) or ``"json"`` (the spec).
             PNG and SVG are drawn by vl-convert, which cannot draw control characters
             (``\\x00``..``\\x1f`` but tab, newline and carriage return): any in the chart's
@@ -88,7 +89,13 @@ def save(
     Returns:
         The path written.
     """
+    folder = isinstance(path, str) and path.endswith(("/", os.sep))
     path = as_path(path, "viz.save's path", "file", "rhythm.png")
+    if folder or path.is_dir():  # "charts/" was saved as the file "charts", or refused
+        raise WorkbenchError(  # for its suffix; an existing folder failed at the write
+            f"viz.save's path {str(path)!r} is a folder, not a file",
+            f"name the file to write in it, e.g. {str(path / 'rhythm.png')!r}",
+        )
     if format is not None and not isinstance(format, str):
         raise WorkbenchError(
             f"format must be a string, got {type(format).__name__}",

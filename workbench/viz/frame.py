@@ -136,8 +136,9 @@ def response_frame(analysis: Any, positions: Sequence[int] | range | None = None
 
 
 def value_text(values: Any) -> list[str]:
-    """Metric values as tooltip text: four decimals, ``n/a`` where the value is NaN."""
-    return [f"{v:.4f}" if pd.notna(v) and abs(v) != float("inf") else "n/a" for v in values]
+    """Metric values as tooltip text: four significant digits (four decimals showed the
+    FAI of a long trace, around 1e-4, as 0.0001 or 0.0000), ``n/a`` where it is NaN."""
+    return [f"{v:.4g}" if pd.notna(v) and abs(v) != float("inf") else "n/a" for v in values]
 
 
 def token_tooltip(metric: str, value: str = "value:Q", token: str = "label:N") -> list[alt.Tooltip]:
@@ -147,7 +148,7 @@ def token_tooltip(metric: str, value: str = "value:Q", token: str = "label:N") -
     ``n/a`` where it is NaN) and the preplan / anchor flags; `token` names the token
     field (e.g. ``"tip_token:N"``, spaces as ``␣``, which a tooltip would not show). Every field must be a column
     of the data of the layer that carries it (tests check this on ``to_dict()``)."""
-    fmt = {"format": ".4f"} if value.endswith(":Q") else {}
+    fmt = {"format": ".4~g"} if value.endswith(":Q") else {}
     return [
         alt.Tooltip(token, title="token"),
         alt.Tooltip("t:Q", title="response position"),

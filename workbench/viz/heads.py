@@ -5,6 +5,7 @@ sawtooth of local heads and the stripes of global heads, Eq. 9-10) and `head_map
 from __future__ import annotations
 
 import json
+import numbers
 from collections.abc import Sequence
 from typing import Any, no_type_check
 
@@ -64,10 +65,15 @@ def _resolve_group(heads: Any, analysis: Any | None, maps: AttentionMaps) -> tup
         _check_same_trace(maps, analysis)
         group = list(analysis.local_heads if heads == "local" else analysis.global_heads)
         return group, f"mean of {len(group)} {heads} heads"
-    if isinstance(heads, tuple) and len(heads) == 2 and all(_validate.is_index(v) for v in heads):
+    # One head: a pair of indices, or of numbers (a float is refused with its pair, not as "0").
+    if (
+        isinstance(heads, tuple)
+        and len(heads) == 2
+        and all(_validate.is_index(v) or isinstance(v, numbers.Number) for v in heads)
+    ):
         layer, head = head_pair(heads)
         return [(layer, head)], f"layer {layer} head {head}"
-    group = head_list(heads)
+    group = list(dict.fromkeys(head_list(heads)))  # a repeated head is one head of the mean
     if len(group) == 1:
         return group, f"layer {group[0][0]} head {group[0][1]}"
     return group, f"mean of {len(group)} heads"
@@ -157,7 +163,8 @@ def attention_map(
     Args:
         maps: pooled per-head maps from `workbench.viz.attention_maps`.
         heads: ``"local"`` / ``"global"`` (the analysis's head classes; needs
-            `analysis`), one ``(layer, head)``, or a list of heads (their mean).
+            `analysis`), one ``(layer, head)``, or a list of heads (their mean; a head
+            listed twice counts once).
         analysis: the `Analysis` whose head classes ``"local"``/``"global"`` refer to;
             it must be of the trace the maps were recorded from.
         title: chart title (default: which heads).
@@ -246,7 +253,7 @@ def attention_map(
     ) + [
         alt.Tooltip(
             "attention:Q",
-            format=".4f",
+            format=".4~g",  # significant digits: a long trace's mean attention is ~1e-4
             title="attention" if b == 1 else "mean attention",
         )
     ]

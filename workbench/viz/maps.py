@@ -96,8 +96,9 @@ class AttentionMaps:
     model: str | None = None
 
     def group(self, heads: Any) -> np.ndarray:
-        """``[row_bin col_bin]``: the mean map of `heads` (a head group, or one head)."""
-        heads = head_list(heads)
+        """``[row_bin col_bin]``: the mean map of `heads` (a head group, or one head); a head
+        listed twice counts once (it weighed twice in the mean)."""
+        heads = list(dict.fromkeys(head_list(heads)))
         if not heads:
             raise WorkbenchError("the head group is empty", "pick at least one head")
         index = {h: i for i, h in enumerate(self.heads)}

@@ -9,12 +9,13 @@ from collections.abc import Sequence
 from typing import Any, no_type_check
 
 import altair as alt
+import numpy as np
 
 from .. import _validate
 from ..attention.rhythm import check_entropy
 from ..errors import WorkbenchError
 from . import style
-from .frame import METRICS, check_metric, response_frame, token_tooltip
+from .frame import METRICS, check_metric, response_frame, token_tooltip, value_text
 
 __all__ = ["cells", "text_view", "wrap_tokens"]
 
@@ -97,6 +98,9 @@ def text_view(
     df["y0"] = df["line"] + 0.06
     df["y1"] = df["line"] + 0.94
     df["value"] = df[col]
+    df["value_text"] = value_text(df["value"])  # "n/a" where undefined (a tooltip said null)
+    df["tip_token"] = df["label"].str.replace(" ", "␣")
+    finite = np.isfinite(df["value"].to_numpy(dtype=float))
     n_lines = int(df["line"].max()) + 1
     width = math.ceil(line_chars * char_px)
     height = n_lines * line_px
@@ -104,9 +108,10 @@ def text_view(
     y_scale = alt.Scale(domain=[0, n_lines], range=[0, height], nice=False, zero=True)
     x = alt.X("x0:Q", scale=x_scale, axis=None)
     y = alt.Y("y0:Q", scale=y_scale, axis=None)
-    keep = ["t", "pos", "label", "value", "line", "x0", "x1", "y0", "y1", "preplan", "anchor"]
+    keep = ["t", "pos", "label", "value", "value_text", "tip_token", "line", "x0", "x1", "y0",
+            "y1", "preplan", "anchor"]  # fmt: skip
     data = df[keep]
-    tooltip = token_tooltip(metric)
+    tooltip = token_tooltip(metric, "value_text:N", "tip_token:N")
     base = alt.Chart(data)
     background = base.mark_rect().encode(
         x=x,
@@ -118,7 +123,10 @@ def text_view(
             alt.Color(
                 "value:Q",
                 scale=alt.Scale(scheme=style.METRIC_SCHEME),
-                legend=alt.Legend(title=metric, orient="bottom", gradientLength=160),
+                # No value to show: the legend's gradient was labelled "NaN".
+                legend=alt.Legend(title=metric, orient="bottom", gradientLength=160)
+                if finite.any()
+                else None,
             ),
             alt.value(style.MISSING),
         ),
@@ -159,9 +167,12 @@ def text_view(
                     tooltip=[alt.Tooltip("set:N"), alt.Tooltip("pos:Q"), alt.Tooltip("label:N")],
                 )
             )
-    subtitle = f"colour: {mtitle}" + (
-        "; outline: orange = preplan, dashed blue = anchor" if outline else ""
-    )
+    subtitle = f"colour: {mtitle}"
+    if not finite.any():
+        subtitle += ", undefined for every token (grey)"
+    elif not finite.all():
+        subtitle += f"; grey: undefined ({int((~finite).sum())} tokens)"
+    subtitle += "; outline: orange = preplan, dashed blue = anchor" if outline else ""
     return alt.layer(*layers, title=alt.Title("Response", subtitle=subtitle)).properties(
         width=width, height=height
     )
