@@ -533,10 +533,13 @@ def test_experiment_called_again_with_more_steps_extends_its_runs(tmp_path):
 
     small = {**SMALL, "max_steps": 1, "eval_samples": 0}
     run_experiment(["none"], [0], tmp_path / "short", progress=False, **small)
+    run_dir = tmp_path / "short" / "none" / "seed-0"
+    # A checkpointed run without its status.json is continued: it was restarted, its
+    # config.json and metrics.jsonl deleted first.
+    (run_dir / "status.json").unlink()
     exp = run_experiment(
         ["none"], [0], tmp_path / "short", progress=False, **{**small, "max_steps": 2}
     )
-    run_dir = tmp_path / "short" / "none" / "seed-0"
     assert json.loads((run_dir / "config.json").read_text())["max_steps"] == 2
     assert json.loads((run_dir / "status.json").read_text()) == {"status": "finished", "step": 2}
     # The old end (step 1) is not on the new schedule (eval_every=0): only 0 and 2 are.

@@ -23,7 +23,7 @@ from .. import _validate
 from .._io import as_path
 from ..errors import WorkbenchError, warn_user
 from ..intervals import check_level, level_label
-from .checkpoint import read_metrics, run_lock
+from .checkpoint import latest_checkpoint, read_metrics, run_lock
 from .config import EVAL_METRICS, GRPOConfig
 from .runs import check_config, read_json, resume, train
 
@@ -770,9 +770,15 @@ def run_experiment(
         status_file = run_dir / "status.json"
         # Only a checkpointed run has something to keep (the last step is always saved,
         # so a finished run has one); anything else is restarted, whatever its settings.
-        if status_file.is_file() and (run_dir / "checkpoints" / "LATEST").is_file():
+        # A checkpoint without status.json (deleted by hand) is one too: the run was
+        # restarted, its config and metrics deleted, and its checkpoints then in the way.
+        if latest_checkpoint(run_dir) is not None:
             _check_same_run(run_dir, cfg)
-            done = read_json(status_file, "a run status", "start the run again")
+            done = (
+                read_json(status_file, "a run status", "start the run again")
+                if status_file.is_file()
+                else {}
+            )
             if done.get("status") == "finished" and done.get("step") == cfg.max_steps:
                 continue
             run = resume(run_dir, max_steps=cfg.max_steps, progress=progress)
