@@ -206,6 +206,29 @@ def test_bool_settings_take_numpy_bools_and_no_count_exceeds_one_sampling_call()
         GRPOConfig.from_dict({1: 2})
 
 
+def test_grpo_config_names_credit_settings_and_misspellings_given_to_its_constructor():
+    """``GRPOConfig(strategy="coupled")`` (TRL's flat settings) and ``GRPOConfig(lr=...)``
+    failed as the dataclass's raw "unexpected keyword argument"."""
+    with pytest.raises(WorkbenchError, match="takes the credit whole") as e:
+        GRPOConfig(strategy="coupled", max_steps=3)
+    assert "CreditParams(strategy=" in e.value.fix and ".replace(strategy=" in e.value.fix
+    with pytest.raises(WorkbenchError, match=r"unknown GRPO settings \['lr'\]") as e:
+        GRPOConfig(lr=1e-3)
+    assert "learning_rate" in e.value.fix
+    assert GRPOConfig(max_steps=3).replace(strategy="coupled").strategy == "coupled"
+
+
+def test_an_experiment_refuses_a_run_whose_config_lacks_the_settings_every_run_writes(
+    tmp_path,
+):
+    """A config.json emptied or cut down to a few keys was read with the defaults for the
+    rest: the run was tabled as a default run of another length, model or task."""
+    run = _run(tmp_path, "none", 0, [0.1, 0.2])
+    (run / "config.json").write_text(json.dumps({"credit": {"strategy": "none"}, "seed": 0}))
+    with pytest.raises(WorkbenchError, match=r"lacks the settings \['model', 'task', 'max_steps'"):
+        Experiment(tmp_path).summary()
+
+
 def test_train_refuses_a_folder_holding_an_earlier_runs_rows_or_checkpoints(tmp_path):
     """A run folder whose config.json was deleted took a new run: its rows were appended
     to the old run's (steps 0, 1, 2, 0, 1) and pruning kept the old run's later checkpoint
@@ -322,6 +345,10 @@ def test_resume_refuses_rows_or_a_seed_that_do_not_match_the_checkpoint(tmp_path
         "saved by a run with seed 0, but .* says seed=3": lambda r: (r / "config.json").write_text(
             json.dumps({**config, "seed": 3})
         ),
+        # read with defaults, an emptied config.json resumed as a default run
+        r"lacks the settings \['model', 'task', 'max_steps'": lambda r: (
+            r / "config.json"
+        ).write_text("{}"),
     }
     for i, (problem, damage) in enumerate(damages.items()):
         run = tmp_path / f"run{i}"

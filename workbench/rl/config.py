@@ -35,6 +35,7 @@ folders written before the record existed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any, no_type_check
@@ -348,3 +349,29 @@ _NUMBERS: dict[str, dict[str, Any]] = {
     "temperature": {"low": 0, "low_open": True},
     "top_p": {"low": 0, "high": 1, "low_open": True},
 }
+
+_generated_init = GRPOConfig.__init__
+
+
+@functools.wraps(_generated_init)
+def _init(self: GRPOConfig, *args: Any, **kwargs: Any) -> None:
+    # The dataclass's own __init__ answered GRPOConfig(strategy="coupled") (TRL's habit of
+    # flat settings) and a misspelt name with a raw "unexpected keyword argument".
+    flat = sorted(set(kwargs) & _CREDIT_KEYS - _DEFAULTS.keys())
+    if flat:
+        name = flat[0]
+        raise WorkbenchError(
+            f"GRPOConfig takes the credit whole, as credit=: got {', '.join(flat)} by name",
+            f"pass credit=wb.CreditParams({name}=...), or GRPOConfig(...).replace({name}=...)"
+            " (replace and from_dict take the credit's fields by name)",
+        )
+    unknown = sorted(set(kwargs) - _DEFAULTS.keys())
+    if unknown:
+        raise WorkbenchError(
+            f"unknown GRPO settings {unknown}",
+            f"check the spelling; known settings are {sorted(_DEFAULTS)}",
+        )
+    _generated_init(self, *args, **kwargs)
+
+
+GRPOConfig.__init__ = _init  # type: ignore[method-assign]

@@ -25,7 +25,7 @@ from ..errors import WorkbenchError, warn_user
 from ..intervals import check_level, level_label
 from .checkpoint import latest_checkpoint, read_metrics, run_lock
 from .config import EVAL_METRICS, GRPOConfig
-from .runs import check_config, read_json, resume, train
+from .runs import check_config, read_config, read_json, resume, train
 
 __all__ = [
     "METRICS",
@@ -248,8 +248,7 @@ class Experiment:
         fix = "read the experiment's own folder; move other runs out of it"
         out: list[tuple[Path, GRPOConfig]] = []
         for d in self._runs(folders):
-            saved = read_json(d / "config.json", "a readable JSON config", fix)
-            cfg = GRPOConfig.from_dict(saved)
+            _, cfg = read_config(d, fix)
             if (d.parent.name, d.name) != (cfg.strategy, f"seed-{cfg.seed}"):
                 raise WorkbenchError(
                     f"{d} holds a {cfg.strategy!r} run of seed {cfg.seed}, which belongs in "

@@ -164,12 +164,9 @@ def _resume(
     progress: bool,
 ) -> GRPORun:
     cfg_path = run_dir / "config.json"
-    saved = read_json(
-        cfg_path,
-        "a readable JSON config",
-        "restore it from a copy, or start the run again in a new folder",
+    saved, config = read_config(
+        run_dir, "restore it from a copy, or start the run again in a new folder"
     )
-    config = GRPOConfig.from_dict(saved)
     path = run_dir / "checkpoints" / checkpoint if checkpoint else latest_checkpoint(run_dir)
     if checkpoint and path.resolve().parent != (run_dir / "checkpoints").resolve():
         # An absolute path or "../" reached another run's checkpoint: this run's config,
@@ -274,6 +271,39 @@ def read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise WorkbenchError(f"{path} holds {type(value).__name__}, not {what}", fix)
     return value
+
+
+#: Settings every version of the workbench wrote to a run's config.json.
+_ALWAYS_SAVED = (
+    "model",
+    "task",
+    "max_steps",
+    "seed",
+    "num_generations",
+    "per_device_train_batch_size",
+    "learning_rate",
+    "max_completion_length",
+)
+
+
+def read_config(run_dir: Path, fix: str) -> tuple[dict[str, Any], GRPOConfig]:
+    """A run's ``config.json``, as saved and as a `GRPOConfig`.
+
+    Refuses one that lacks a setting every version wrote: read with the defaults for what
+    is missing, a config.json emptied to ``{}`` resumed as a default run (another model,
+    task or length) on this run's checkpoint."""
+    path = run_dir / "config.json"
+    saved = read_json(path, "a readable JSON config", fix)
+    lost = [k for k in _ALWAYS_SAVED if k not in saved]
+    if not {"credit", "strategy"} & saved.keys():  # "strategy": runs before the record
+        lost.append("credit")
+    if lost:
+        raise WorkbenchError(
+            f"{path} lacks the settings {lost} that every run writes: it was edited or "
+            "damaged, and read with defaults it would describe another run",
+            fix,
+        )
+    return saved, GRPOConfig.from_dict(saved)
 
 
 def _read_history(path: Path) -> list[Any]:
