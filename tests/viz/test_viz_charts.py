@@ -332,6 +332,16 @@ def test_curves_crop_to_positions(analysis):
             charts.rhythm_curves(analysis, positions=scattered)
 
 
+def test_curves_say_when_fai_is_undefined_at_every_position_shown(analysis):
+    """The FAI panel of a response's last few tokens (no later rows within the horizon)
+    was drawn empty, without a word."""
+    end = analysis.prompt_len + len(analysis.response)
+    d = charts.rhythm_curves(analysis, positions=range(end - 3, end)).to_dict()
+    assert all(r["value"] is None for r in _rows(d["vconcat"][1]["layer"][1], d))
+    assert "FAI is undefined at every position shown" in d["title"]["subtitle"][1]
+    assert isinstance(charts.rhythm_curves(analysis).to_dict()["title"]["subtitle"], str)
+
+
 # -- text view -------------------------------------------------------------------------------
 
 

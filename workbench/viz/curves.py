@@ -138,6 +138,14 @@ def rhythm_curves(
         f"W = {w}, FAI horizon ({lo}, {'end' if hi is None else hi}), "
         f"top q = {analysis.params.top_q}; ▲ orange = preplan, ▲ blue = anchor"
     )
+    if len(df) and df["fai"].isna().all():
+        # the FAI panel was drawn empty without a word
+        subtitle = [
+            subtitle,
+            f"FAI is undefined at every position shown: no token has "
+            f"{analysis.params.fai_min_rows} later row(s) at least {lo} tokens on (a longer "
+            "response, or a smaller fai_horizon, gives it one)",
+        ]
     return alt.vconcat(
         *parts, title=alt.Title("Preplan-and-anchor rhythm", subtitle=subtitle), spacing=6
     ).resolve_scale(x="shared")
