@@ -11,6 +11,7 @@ and a hint. An exercise left as ``raise NotImplementedError`` fails with a remin
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from functools import partial
@@ -66,6 +67,16 @@ def random_pattern(n: int, seed: int = 0, *, sharp: float = 2.0) -> torch.Tensor
     return torch.softmax(scores, dim=-1)
 
 
+#: The arguments each exercise's function takes, as the notebook defines it.
+_PARAMS = {
+    "my_waad": "A, prompt_len, window",
+    "my_fai": "A, prompt_len, h_lo, h_hi",
+    "my_anchors": "fai, q",
+    "my_gamma": "n_pos, anchors, dominated, intro, gamma_amp, alpha",
+    "my_dominated": "waad, prompt_len, anchors, k",
+}
+
+
 @no_type_check  # a learner's mistake (not a function) is its AssertionError, not beartype's
 def _call(fn: Callable, name: str, *args: Any) -> Any:
     if not callable(fn):
@@ -73,6 +84,15 @@ def _call(fn: Callable, name: str, *args: Any) -> Any:
             f"{name} must be your function, got a value of type {type(fn).__name__}. Hint: "
             f"pass your function itself, {name}, not {name}(...)"
         )
+    try:  # a function of other arguments failed with a raw TypeError from inside the check
+        inspect.signature(fn).bind(*args)
+    except TypeError as e:
+        raise AssertionError(
+            f"{name} must take the arguments ({_PARAMS[name]}): {e}. Hint: define it as "
+            f"def {name}({_PARAMS[name]}):"
+        ) from None
+    except ValueError:  # no signature to read: call it as it is
+        pass
     try:
         return fn(*args)
     except NotImplementedError:
@@ -83,9 +103,12 @@ def _call(fn: Callable, name: str, *args: Any) -> Any:
 
 def _as_vector(x: Any, n: int, name: str) -> torch.Tensor:
     try:
-        v = torch.as_tensor(x, dtype=torch.float64).flatten()
-    except (TypeError, ValueError) as e:
+        v = torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError) as e:
         raise AssertionError(f"{name} must return a [pos] tensor, got {type(x).__name__}") from e
+    if v.is_complex():  # as float64, its imaginary part was dropped with only a warning
+        raise AssertionError(f"{name} must return real numbers, got a {v.dtype} {type(x).__name__}")
+    v = v.double().flatten()
     if v.numel() != n:
         raise AssertionError(f"{name} must return one value per position ({n}), got {v.numel()}")
     return v
@@ -222,9 +245,7 @@ def check_anchors(my_anchors: Callable[[torch.Tensor, float], Any]) -> None:
     ]
     for case, fai, q in cases:
         got = _call(my_anchors, "my_anchors", fai.clone(), q)
-        if getattr(got, "dtype", None) in (torch.bool, np.bool_) or (
-            isinstance(got, list | tuple) and any(isinstance(x, bool) for x in got)
-        ):
+        if _is_mask(got):
             raise AssertionError(
                 "my_anchors must return the chosen positions (e.g. [2, 4]), not a mask of "
                 "True/False per position"
@@ -313,6 +334,16 @@ def check_gamma(my_gamma: Callable[..., Any]) -> None:
     print(f"check_gamma: all {len(cases)} cases pass")
 
 
+def _is_mask(got: Any) -> bool:
+    """Whether `got` is True/False values (a tensor or array of bools, or a list of them),
+    which would be read as positions 0 and 1."""
+    bools = (torch.bool, np.bool_)
+    return getattr(got, "dtype", None) in bools or (
+        isinstance(got, list | tuple)
+        and any(isinstance(x, bool | np.bool_) or getattr(x, "dtype", None) in bools for x in got)
+    )
+
+
 def _pair_of_positions(got: Any) -> tuple[list[int], list[int]]:
     """`got` as ``(D, intro)``: two lists of whole-number positions, or an AssertionError."""
     what = "my_dominated must return two lists of positions, (dominated, intro)"
@@ -320,7 +351,7 @@ def _pair_of_positions(got: Any) -> tuple[list[int], list[int]]:
         raise AssertionError(f"{what}, got {type(got).__name__}")
     out = []
     for part, name in zip(got, ("dominated", "intro"), strict=True):
-        if getattr(part, "dtype", None) in (torch.bool, np.bool_):
+        if _is_mask(part):  # a list of them was read as positions 0 and 1
             raise AssertionError(f"{what}: {name} is a True/False mask, not positions")
         try:
             values = [float(x) for x in part]

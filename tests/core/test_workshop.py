@@ -338,6 +338,8 @@ def test_dominated_mistakes_fail_with_a_hint(mistake, message):
         (([2], [1], [0]), "must return two lists of positions"),
         (([0.5], []), "not positions"),
         ((torch.tensor([True, False]), []), "mask"),
+        # a list of True/False per anchor was read as positions 0 and 1
+        (([False, True, False, True], []), "dominated is a True/False mask"),
     ],
 )
 def test_a_dominated_answer_of_the_wrong_shape_fails_with_a_message(returned, message):
@@ -472,3 +474,37 @@ def test_a_dominated_mistake_no_case_was_built_for_is_told_the_rule_it_broke():
     text = str(e.value)
     assert re.search(r"Anchor \d+: WAAD\[\d+\] = [\d.]+ <= tau_waad \((holds|fails)\)", text)
     assert "so it is" in text and "This case is about:" in text
+
+
+@pytest.mark.parametrize(
+    ("check", "name", "params"),
+    [
+        (check_waad, "my_waad", "A, prompt_len, window"),
+        (check_fai, "my_fai", "A, prompt_len, h_lo, h_hi"),
+        (check_anchors, "my_anchors", "fai, q"),
+        (check_gamma, "my_gamma", "n_pos, anchors, dominated, intro, gamma_amp, alpha"),
+        (check_dominated, "my_dominated", "waad, prompt_len, anchors, k"),
+    ],
+)
+def test_a_function_of_other_arguments_is_told_the_arguments_to_take(check, name, params):
+    """``def my_waad(A, prompt_len)`` (a forgotten argument) was a raw TypeError from
+    inside the check."""
+
+    def wrong(x):
+        return x
+
+    with pytest.raises(AssertionError) as e:
+        check(wrong)
+    assert f"{name} must take the arguments ({params})" in str(e.value)
+    assert f"def {name}({params}):" in str(e.value)
+
+
+def test_an_answer_of_complex_numbers_is_refused():
+    """A complex answer passed with only torch's warning: its imaginary part was dropped."""
+    from workbench.attention import waad as waad_of
+
+    def my_waad(A, prompt_len, window):
+        return waad_of(A, prompt_len, window=window) + 1j
+
+    with pytest.raises(AssertionError, match="my_waad must return real numbers"):
+        check_waad(my_waad)

@@ -203,3 +203,25 @@ def test_a_failed_run_leaves_the_last_results_drawable(toy_model):
     panel.families.value = ()  # no sets: refused, not silently "anchors"
     assert panel.run() is None and "no target sets are selected" in panel.status.value
     assert panel.frame is frame
+
+
+def test_results_of_other_run_settings_are_marked_until_run(toy_model):
+    """After a Run, changing a Run setting (the size, the sets, the task ...) left the
+    table and charts on screen unmarked, as if made with the new settings."""
+    panel = AblationPanel(toy_model, n_problems=2)
+    panel.size.value, panel.n_random.value, panel.families.value = 2, 1, ("anchors",)
+    panel.run()
+    assert panel.last_error is None and panel.stale == "" and panel.note.value == ""
+    panel.size.value = 3
+    assert panel.stale == "settings changed" and "wb-status-warning" in panel.note.value
+    assert "of the last Run (knockout of anchors (size 2" in panel.note.value
+    assert "press Run" in panel.note.value
+    panel.size.value = 2  # back to the settings of the Run shown
+    assert panel.stale == "" and panel.note.value == ""
+    panel.intervention.value = "resid-zero"
+    assert panel.stale == "settings changed"
+    panel.metric.value = "delta_logp"  # a view change redraws the same Run: still marked
+    assert panel.last_error is None and panel.stale == "settings changed"
+    panel.run_button.click()
+    assert panel.last_error is None and panel.stale == "" and panel.note.value == ""
+    assert set(panel.frame["intervention"]) == {"resid-zero"}

@@ -138,3 +138,57 @@ def test_a_tab_title_without_a_panel_and_classes_of_a_non_analysis_are_named():
             picker.show_classes(bad)
         assert "wb.analyze(model, trace)" in e.value.fix
     assert picker.classes.value == ""
+
+
+def test_a_loader_that_returns_nothing_is_named_and_no_panel_gets_none():
+    """A loader without ``return`` made None the model and handed it to every panel; the
+    status showed a raw AttributeError beside a green bar."""
+    mp = panels.ModelPanel(loader=lambda name: None)
+    handed = []
+    mp.on_load(handed.append)
+    mp.load_button.click()
+    err = mp.last_error
+    assert isinstance(err, WorkbenchError) and "gave a NoneType, not a loaded model" in err.problem
+    assert "return a model" in err.fix and "not a loaded model" in mp.status.value
+    assert handed == [] and mp.model is None and mp.progress.bar_style == "danger"
+
+
+def test_an_interrupted_call_says_so_in_the_status_line():
+    """An interrupt (KeyboardInterrupt) in a callback reached only the kernel's log: the
+    status said "loading ..." for good, and a Run's old results stood unmarked."""
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    mp = panels.ModelPanel(loader=interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        mp.load_button.click()
+    assert "interrupted (KeyboardInterrupt)" in mp.status.value and "loading" not in mp.status.value
+    assert "wb-status-error" in mp.status.value and isinstance(mp.last_error, KeyboardInterrupt)
+    assert not mp.load_button.disabled and mp.progress.bar_style == "danger"
+
+    p, shown = panels.Panel(), object()
+    with pytest.raises(KeyboardInterrupt):
+        p._guard(lambda: p._new_results(interrupted, lambda: shown))
+    assert p.stale == "run failed" and "interrupted" in p.status.value
+
+
+def test_a_tab_whose_panel_refuses_the_model_is_not_added(toy_llama):
+    """It was added without the model, and adding it again was refused as a duplicate."""
+
+    class Refuses(panels.Panel):
+        refuse = True
+
+        def set_model(self, model):
+            if self.refuse:
+                raise WorkbenchError("this panel takes no Llama", "load another model")
+            self.model = model
+
+    app = wb.workbench(toy_llama)
+    panel = Refuses()
+    with pytest.raises(WorkbenchError, match="takes no Llama"):
+        app.add_tab(panel, "R")
+    assert app.tabs.titles == ("Rhythm",) and len(app.panels) == 1
+    panel.refuse = False
+    assert app.add_tab(panel, "R") is panel and panel.model is toy_llama
+    assert app.tabs.titles == ("Rhythm", "R")

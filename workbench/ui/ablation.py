@@ -12,7 +12,8 @@ The table and charts never stand for settings they were not made with (the polic
 an error mid-run) leaves the previous Run's table and charts on screen, and the note above
 them says that they are the previous Run's, with the settings it ran with, until a Run
 succeeds (they can still be viewed by metric, trace and set meanwhile); a view that cannot
-be drawn hides them, and the note says why. See `AblationPanel.stale`.
+be drawn hides them, and the note says why; Run settings changed since the Run they are of
+are noted too, with that Run's settings. See `AblationPanel.stale`.
 
 Cost: per trace, one analysis pass, one clean pass and one pass per (set, intervention);
 with a continuation test, two greedy continuations per set as well. It is a panel in the
@@ -61,7 +62,8 @@ class AblationPanel(Panel):
         stale: ``""`` while the table and charts on screen are of the last Run and the
             view chosen; ``"run failed"`` when the last Run failed and they are still the
             previous Run's (until a Run succeeds); ``"settings refused"`` when the view
-            chosen could not be drawn (they are hidden).
+            chosen could not be drawn (they are hidden); ``"settings changed"`` when the
+            Run settings were changed since the Run they are of (until a Run).
     """
 
     title = "Ablation"
@@ -121,6 +123,11 @@ class AblationPanel(Panel):
         for w in (self.metric, self.trace_index, self.family_shown):
             w.observe(lambda _: self._guard(self.render), names="value")
         self.note = widgets.HTML()
+        for w in (
+            self.task, self.n_problems, self.source, self.intervention, self.layers,
+            self.families, self.size, self.n_random, self.max_new_tokens,
+        ):  # fmt: skip
+            w.observe(lambda _: self._show_state(), names="value")
         self.table = widgets.HTML()
         self.charts_box = widgets.VBox([])
         self.results_box = widgets.VBox([self.table, self.charts_box])
@@ -180,10 +187,19 @@ class AblationPanel(Panel):
             f"{int(self.max_new_tokens.value)}"
         )
 
+    @property
+    def stale(self) -> str:
+        """As `Panel.stale`, and ``"settings changed"`` while the Run settings differ from
+        those of the Run whose table and charts are shown (press Run to update them)."""
+        if super().stale or self.frame is None:
+            return super().stale
+        return "settings changed" if self._settings_text() != self._ran_settings else ""
+
     def _show_state(self) -> None:
         """The note above the table: nothing while it and the charts match the widgets,
-        else that they are hidden (a view that could not be drawn) or the previous Run's
-        (a failed Run), with the settings that Run had."""
+        else that they are hidden (a view that could not be drawn), the previous Run's (a
+        failed Run) or of other settings (changed since the Run), with the settings that
+        Run had."""
         if self._refused:
             self.note.value = layout.status_html(
                 "No table or charts: this view could not be drawn (the status line says "
@@ -195,6 +211,13 @@ class AblationPanel(Panel):
                 "The table and charts below are still those of the previous Run "
                 f"({self._ran_settings}): the last Run failed (the status line says why); "
                 "press Run again once it is fixed.",
+                "warning",
+            )
+        elif self.frame is not None and self._settings_text() != self._ran_settings:
+            # they stood under the new settings, unmarked, as if made with them
+            self.note.value = layout.status_html(
+                f"The table and charts below are of the last Run ({self._ran_settings}): "
+                "the settings above have changed since; press Run to see theirs.",
                 "warning",
             )
         else:

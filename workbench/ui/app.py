@@ -87,13 +87,15 @@ class Workbench(widgets.VBox):
                 "add each panel once (make another panel for a second tab)",
             )
         title = str(title or getattr(panel, "title", None) or type(panel).__name__)
+        model = self.model_panel.model
+        if _pass_model and model is not None and hasattr(panel, "set_model"):
+            # before the tab is added: a panel that refuses the model is not added (it was,
+            # without the model, and adding it again was refused as "already a tab")
+            panel.set_model(model)
         self.panels.append(panel)
         titles = (*self.tabs.titles, title)  # setting children resets the titles
         self.tabs.children = [*self.tabs.children, panel]
         self.tabs.titles = titles
-        model = self.model_panel.model
-        if _pass_model and model is not None and hasattr(panel, "set_model"):
-            panel.set_model(model)
         return panel
 
     def _set_model(self, model: Any) -> None:

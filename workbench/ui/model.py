@@ -146,7 +146,9 @@ class ModelPanel(Panel):
                 else:
                     model = self._load_default(target)
                 try:
-                    check_model(model)
+                    # None (a loader without `return`) was handed to every panel as the model
+                    if check_model(model) is None:
+                        raise WorkbenchError("no model")
                 except WorkbenchError:
                     raise WorkbenchError(
                         f"loading {target} gave a {type(model).__name__}, not a loaded model",

@@ -173,7 +173,7 @@ class Panel(widgets.VBox):
         before = current()
         try:
             out = fn()
-        except Exception:
+        except BaseException:  # an interrupted Run (KeyboardInterrupt) failed too
             after = current()
             self._previous = after is not None and after is before
             self._show_state()
@@ -192,7 +192,8 @@ class Panel(widgets.VBox):
         self.status.value = layout.status_html(message, kind)
 
     def _guard(self, fn: Callable[[], Any]) -> Any:
-        """Run `fn`; show an error in the status line instead of raising from a callback.
+        """Run `fn`; show an error in the status line instead of raising from a callback
+        (an interruption, ``KeyboardInterrupt``, is shown there too, and raised on).
 
         An error still shown from an earlier call is cleared first, so that it never
         stands beside the results of a call that succeeded. Warnings of the workbench's
@@ -213,6 +214,12 @@ class Panel(widgets.VBox):
                 out = fn()
             except Exception as e:  # a callback must not die silently in the log console
                 out, failed = None, e
+            except BaseException as e:
+                # KeyboardInterrupt (the kernel's interrupt button) goes on, but from a
+                # callback the kernel only logs it: the status said "loading …" for good.
+                self.last_error = e
+                self._say(f"interrupted ({type(e).__name__}) before it finished", "error")
+                raise
         notes = _pass_on(caught)
         self.last_error = failed
         if failed is not None:
