@@ -387,3 +387,25 @@ def test_a_warning_goes_when_the_settings_that_caused_it_are_undone(toy_llama):
     r.h_lo.value, r.h_hi.value, r.fai_min_rows.value = 0, "end", 1
     assert r.analysis.anchors and "undefined" not in r.status.value
     assert "wb-status-warning" not in r.status.value
+
+
+def test_charts_are_marked_once_the_input_that_made_their_trace_is_edited(toy_llama):
+    """Editing the prompt or the response after a Run left the old trace's charts on
+    screen, unmarked, as if they were of the new text."""
+    r = panels.RhythmPanel(toy_llama, prompt=PROMPT, response=RESPONSE)
+    r.run()
+    assert r.stale == "" and "wb-status-warning" not in r.summary.value
+    r.temperature.value = 0.2  # a pasted response: sampling settings make no trace
+    assert r.stale == ""
+    r.response.value = "2 + 3 = 5."
+    assert r.stale == "input changed" and "the input above has changed" in r.summary.value
+    assert r.charts_box.layout.display is None  # still shown, marked
+    r.response.value = RESPONSE  # undone: the charts are of it again
+    assert r.stale == "" and "has changed" not in r.summary.value
+    r.prompt.value = "What is 2 + 3?"
+    assert r.stale == "input changed"
+    r.run()
+    assert r.last_error is None and r.stale == "" and "has changed" not in r.summary.value
+    r.set_trace(wb.Trace.from_text(toy_llama, PROMPT, RESPONSE))  # from code: same rule
+    r.trace_file.value = "elsewhere.json"
+    assert r.stale == "input changed"

@@ -21,7 +21,10 @@ refused (no heads selected) hide the charts, the summary says why, and `analysis
 until the settings are valid again (the kept charts then come back, redrawn for them); a
 Run that fails keeps the previous trace's charts on screen, and the summary above them says
 that they are the previous trace's until a Run succeeds (changing heads, parameters or the
-view redraws that trace, still marked). See `RhythmPanel.stale`.
+view redraws that trace, still marked). Input edited since the trace was analysed (the
+prompt, the pasted response, the trace file, or a generated trace's max tokens,
+temperature or seed) marks the charts as that trace's until a Run. See
+`RhythmPanel.stale`.
 
 The max-tokens slider reaches only as far as the loaded model can generate after the
 prompt (its context less the prompt's tokens, at most 1024): it is set when a model is
@@ -81,7 +84,8 @@ class RhythmPanel(Panel):
             not: ``"settings refused"`` (the charts are hidden; `analysis` is None when
             the heads or parameters were refused) or
             ``"run failed"`` (the charts, still shown, are of the previous trace, until a
-            Run succeeds).
+            Run succeeds) or ``"input changed"`` (the input that makes a trace was edited
+            since the trace shown was analysed, until a Run).
     """
 
     title = "Rhythm"
@@ -109,6 +113,7 @@ class RhythmPanel(Panel):
         self.forward_passes = 0
         self.charts: dict[str, alt.JupyterChart] = {}
         self._keys: dict[str, Any] = {}
+        self._analysed_input: tuple[Any, ...] | None = None  # the input of the trace shown
 
         wide = widgets.Layout(width="98%")
         self.prompt = widgets.Textarea(
@@ -269,6 +274,11 @@ class RhythmPanel(Panel):
             layout=widgets.Layout(width="420px"),
         )
         self.summary = widgets.HTML()
+        for w in (
+            self.prompt, self.response, self.trace_file,
+            self.max_new_tokens, self.temperature, self.seed,
+        ):  # fmt: skip
+            w.observe(lambda _: self._show_state(), names="value")
 
         for w in (
             self.window, self.h_lo, self.h_hi, self.q_local, self.q_global, self.top_q,
@@ -321,6 +331,7 @@ class RhythmPanel(Panel):
         self.charts = {}
         self.summary.value = ""
         self._reset_results()
+        self._analysed_input = None
         self._fit_max_tokens(self.model)
         self.picker.set_model(model)
         # Only the heads of attention layers have a map (`attention_maps` records no other
@@ -396,6 +407,25 @@ class RhythmPanel(Panel):
             fai_min_rows=int(self.fai_min_rows.value),
         )
 
+    def _input(self) -> tuple[Any, ...]:
+        """What the next Run makes its trace from: only the widgets that source reads."""
+        if self.trace_file.value.strip():
+            return ("file", self.trace_file.value.strip())
+        if self.response.value.strip():
+            return ("pasted", self.prompt.value, self.response.value)
+        return (
+            "generated", self.prompt.value, int(self.max_new_tokens.value),
+            float(self.temperature.value), int(self.seed.value),
+        )  # fmt: skip
+
+    @property
+    def stale(self) -> str:
+        """As `Panel.stale`, and ``"input changed"`` while the input that makes a trace
+        differs from the one the trace shown was made from (press Run to analyse it)."""
+        if super().stale or self.analysis is None or self._analysed_input is None:
+            return super().stale
+        return "input changed" if self._input() != self._analysed_input else ""
+
     def run(self) -> Any:
         """Analyse one new trace and draw it: the saved trace in `trace_file` if given,
         else the pasted `response` (with `prompt`), else a response generated from
@@ -410,6 +440,7 @@ class RhythmPanel(Panel):
         from ..trace import Trace, generate
 
         self.run_button.disabled = True
+        asked = self._input()
         try:
             if self.trace_file.value.strip():
                 self._say("reading the saved trace …", "busy")
@@ -444,6 +475,8 @@ class RhythmPanel(Panel):
                     progress=False,  # the status line says it is generating
                 )
             out = self._set_trace(trace)
+            self._analysed_input = asked
+            self._show_state()
             # The trace file wins over a pasted response (the docstring's order): say which.
             self._say(f"{self._message} (from {source})", "ok")
             return out
@@ -454,8 +487,15 @@ class RhythmPanel(Panel):
         """Analyse an existing `wb.Trace` (two forward passes) and draw it (if it fails,
         the previous trace's charts stay, marked as such)."""
         return self._guard(
-            lambda: self._new_results(lambda: self._set_trace(trace), lambda: self.trace)
+            lambda: self._new_results(lambda: self._given(trace), lambda: self.trace)
         )
+
+    def _given(self, trace: Any) -> Any:
+        out = self._set_trace(trace)
+        # made in code, not from the input boxes: edits to them after it are still marked
+        self._analysed_input = self._input()
+        self._show_state()
+        return out
 
     def _set_trace(self, trace: Any, *, keep_shown: bool = False) -> Any:
         from ..attention import analyze
@@ -582,6 +622,14 @@ class RhythmPanel(Panel):
                 f"The charts below are still those of the previous trace "
                 f"({self.trace.response_len} response tokens): the new one was refused "
                 f"(the status line says why).\n{self._summary_text(a)}",
+                "warning",
+            )
+        elif self.stale == "input changed":
+            # they stood under the edited prompt or response, unmarked, as if of it
+            self.summary.value = layout.status_html(
+                f"The charts below are of the trace analysed last ({self.trace.response_len} "
+                "response tokens): the input above has changed since; press Run to analyse "
+                f"it.\n{self._summary_text(a)}",
                 "warning",
             )
         else:
