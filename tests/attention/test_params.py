@@ -352,3 +352,36 @@ def test_head_classes_from_span_refuses_bad_spans(span, match):
     with pytest.raises(wb.WorkbenchError, match=match) as e:
         wb.HeadClasses.from_span(span)
     assert e.value.fix
+
+
+def test_a_strategy_that_is_no_string_is_refused_by_name():
+    """An array of names reached ``in STRATEGIES``: a raw ValueError from NumPy (an
+    array's truth value), in `CreditParams` and `Analysis.gamma` alike."""
+    names = np.array(["coupled", "local"])
+    with pytest.raises(wb.WorkbenchError, match="unknown credit strategy") as e:
+        CreditParams(strategy=names)
+    assert "'coupled'" in e.value.fix
+    with pytest.raises(wb.WorkbenchError, match="unknown credit strategy"):
+        toy_analysis(1).gamma(names)
+    assert CreditParams(strategy=np.str_("local")).strategy == "local"  # a NumPy str is one
+
+
+@pytest.mark.parametrize("rhythm", [{"window": 3}, None])
+def test_replacing_the_rhythm_with_no_record_is_refused_by_name(rhythm):
+    """``replace(rhythm=..., top_q=...)`` applied the rhythm fields to what was given: a raw
+    AttributeError (``'dict' object has no attribute 'replace'``)."""
+    with pytest.raises(wb.WorkbenchError, match="rhythm must be a RhythmParams"):
+        CreditParams().replace(rhythm=rhythm, top_q=0.3)
+    got = CreditParams().replace(rhythm=RhythmParams(window=4), top_q=0.3).rhythm
+    assert (got.window, got.top_q) == (4, 0.3)
+
+
+def test_with_params_refuses_another_models_classes():
+    """`wb.analyze` refused classes over another (layer, head) grid; `with_params` used them
+    wherever their heads happened to exist in this analysis."""
+    a = toy_analysis(1)  # 1 layer x 6 heads
+    other = wb.HeadClasses([(0, 0)], [(0, 3)], torch.arange(12.0).view(2, 6))
+    with pytest.raises(wb.WorkbenchError, match="1 layers x 6 heads: they are another model's"):
+        a.with_params(classes=other)
+    mine = wb.HeadClasses([(0, 0)], [(0, 3)], a.head_span)
+    assert a.with_params(classes=mine).global_heads == [(0, 3)]

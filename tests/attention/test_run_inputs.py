@@ -301,3 +301,38 @@ def test_the_tiled_path_asked_for_a_bypassing_layer_it_cannot_hold_is_refused_fi
     with pytest.raises(wb.WorkbenchError, match="the tiled path cannot analyse") as err:
         wb.analyze(model, _long_trace(1 << 17), path="tiled")
     assert "a layer of it bypasses" in str(err.value) and 'path="auto"' in err.value.fix
+
+
+def test_head_quantiles_that_are_no_pair_are_refused_beside_fixed_classes(
+    toy_llama, trace, no_pass
+):
+    """With fixed classes, ``head_quantiles=0.3`` met ``tuple(0.3)``: a raw TypeError."""
+    span = torch.arange(toy_llama.cfg.n_layers * toy_llama.cfg.n_heads, dtype=torch.float64)
+    fixed = wb.HeadClasses.from_span(span.view(toy_llama.cfg.n_layers, -1))
+    with pytest.raises(wb.WorkbenchError, match="head_quantiles must be a pair"):
+        wb.analyze(toy_llama, trace, classes=fixed, head_quantiles=0.3)
+    with pytest.raises(wb.WorkbenchError, match="head_quantiles must be a pair"):
+        wb.analyze_many(toy_llama, [trace], heads_from=fixed, head_quantiles=0.3)
+
+
+def test_fixed_classes_of_heads_outside_the_selection_are_refused_before_the_pass(
+    toy_llama, trace, no_pass
+):
+    """Classes computed over every layer, with ``layers=[1]``: refused only after the
+    forward pass, which the entry points promise to validate everything before."""
+    span = torch.arange(toy_llama.cfg.n_layers * toy_llama.cfg.n_heads, dtype=torch.float64)
+    fixed = wb.HeadClasses.from_span(span.view(toy_llama.cfg.n_layers, -1))
+    assert fixed.local_heads[0][0] == 0  # the lowest spans are in layer 0
+    with pytest.raises(wb.WorkbenchError, match="use heads that were not analysed: \\[\\(0, 0\\)"):
+        wb.analyze(toy_llama, trace, layers=[1], classes=fixed)
+    with pytest.raises(wb.WorkbenchError, match="use heads that were not analysed"):
+        wb.analyze_many(toy_llama, [trace], heads_from=fixed, heads=[(1, 0), (1, 1)])
+
+
+def test_gamma_many_takes_a_window_wider_than_the_band(toy_llama, trace):
+    """A window over 256 diagonals (the band of a pass without column sums) was refused
+    with a fix naming ``columns=True``, an option gamma_many does not take."""
+    credit = wb.CreditParams(strategy="local").replace(window=300)
+    (g,) = wb.gamma_many(toy_llama, [trace], credit)
+    a = wb.analyze(toy_llama, trace, credit.rhythm, layers="middle", max_window=300)
+    assert torch.equal(g, a.gamma("local"))

@@ -53,14 +53,34 @@ __all__ = ["Analysis"]
 _KEEP: Any = object()  # with_params: keep the classes in effect
 
 
-def check_classes(classes: Any) -> None:
-    """Refuse anything but a `HeadClasses` or None (a raw AttributeError in `_compute`)."""
+def check_classes(
+    classes: Any, grid: tuple[int, int] | None = None, heads: Sequence[Head] | None = None
+) -> None:
+    """Refuse anything but a `HeadClasses` or None (a raw AttributeError in `_compute`);
+    given the model's ``(n_layers, n_heads)`` `grid`, classes over another grid; given the
+    analysed `heads`, classes that use other heads (checked before a forward pass too)."""
     if classes is not None and not isinstance(classes, HeadClasses):
         raise WorkbenchError(
             f"classes must be a wb.HeadClasses or None, got {type(classes).__name__}",
             "pass e.g. analysis.classes, wb.HeadClasses.from_span(span), or None to "
             "classify the heads per sequence",
         )
+    if classes is not None and grid is not None and tuple(classes.span.shape) != grid:
+        # another model's classes: heads that happen to exist here would be read as them
+        raise WorkbenchError(
+            f"the fixed classes span a {tuple(classes.span.shape)} (layer, head) grid, but "
+            f"this model has {grid[0]} layers x {grid[1]} heads: they are another model's",
+            "classify this model's heads (classes=None, or heads_from='batch'), or pass "
+            "classes computed on it",
+        )
+    if classes is not None and heads is not None:
+        missing = sorted(set(classes.local_heads + classes.global_heads) - set(heads))
+        if missing:
+            raise WorkbenchError(
+                f"the fixed head classes use heads that were not analysed: {missing[:5]}",
+                "analyse the same layers/heads the classes were computed on, or pass "
+                "classes=None (with_params) to classify these heads per sequence",
+            )
 
 
 class Analysis:
@@ -113,7 +133,7 @@ class Analysis:
                 f"params must be a RhythmParams, got {type(params).__name__}",
                 "pass wb.RhythmParams(...) or keyword settings",
             )
-        check_classes(classes)
+        check_classes(classes, (n_layers, n_heads))
         self.stats = stats
         self.tokens = list(tokens)
         self.ids = ids
@@ -165,13 +185,7 @@ class Analysis:
                 self.heads, span.tolist(), p.head_quantiles
             )
         else:
-            missing = sorted(set(classes.local_heads + classes.global_heads) - set(self.heads))
-            if missing:
-                raise WorkbenchError(
-                    f"the fixed head classes use heads that were not analysed: {missing[:5]}",
-                    "analyse the same layers/heads the classes were computed on, or pass "
-                    "classes=None (with_params) to classify these heads per sequence",
-                )
+            check_classes(classes, heads=self.heads)
             self.local_heads, self.global_heads = (
                 list(classes.local_heads),
                 list(classes.global_heads),

@@ -43,8 +43,11 @@ class HeadClasses:
     (pairs read back from JSON are lists); an empty list is refused, since WAAD or FAI
     would then be a mean over no heads (NaN everywhere, no preplan or anchor tokens), so
     is a head in both lists, and so is a head outside the span's grid (a negative index
-    included). The span must be a ``[layer, head]`` grid without infinite values (it is
-    kept as float64 on the CPU).
+    included). A head is in both lists only where the counting rule puts it there
+    (`classify_heads` of the span with these quantiles: one head, or counts that add up
+    to more than the heads, as README "The method" says), as in `from_span` and
+    `Analysis.classes` of such an analysis. The span must be a ``[layer, head]`` grid
+    without infinite values (it is kept as float64 on the CPU).
     """
 
     local_heads: list[Head]
@@ -57,19 +60,26 @@ class HeadClasses:
         object.__setattr__(self, "span", span)
         for name in ("local_heads", "global_heads"):
             object.__setattr__(self, name, _head_list(name, getattr(self, name), span.shape))
+        quantiles = check_quantiles(self.quantiles)
+        object.__setattr__(self, "quantiles", quantiles)
         both = sorted(set(self.local_heads) & set(self.global_heads))
-        if both:  # WAAD and FAI would read the same heads
+        # WAAD and FAI would read the same heads: by hand, a mistake; by the counting rule
+        # (one head: `Analysis.classes` of `a.select_heads([(10, 0)])`), what it says
+        rule = _by_rule(span, quantiles) if both and bool((~span.isnan()).any()) else None
+        if both and rule != (self.local_heads, self.global_heads):
             raise WorkbenchError(
                 f"heads {both[:4]} are both local and global",
                 "pass disjoint lists, or classes=wb.HeadClasses.from_span(span)",
             )
-        object.__setattr__(self, "quantiles", check_quantiles(self.quantiles))
 
     def check_quantiles(self, head_quantiles: Any, name: str = "head_quantiles") -> None:
         """Refuse `head_quantiles` (None: none asked for; `name` says where they came from)
         other than those these fixed classes were computed with: they would be ignored
-        while the analysis claimed them."""
-        if head_quantiles is not None and tuple(head_quantiles) != self.quantiles:
+        while the analysis claimed them. Checked as a pair first (``0.3`` alone is none)."""
+        if head_quantiles is None:
+            return
+        asked = check_quantiles(head_quantiles)
+        if asked != self.quantiles:
             also = (
                 f", or a record with head_quantiles={self.quantiles} "
                 "(e.g. analysis.params.replace(...))"
@@ -77,7 +87,7 @@ class HeadClasses:
                 else ""
             )
             raise WorkbenchError(
-                f"{name}={tuple(head_quantiles)} cannot apply to the fixed head "
+                f"{name}={asked} cannot apply to the fixed head "
                 f"classification computed with quantiles {self.quantiles}",
                 "pass classes=None to classify per sequence with these quantiles, or "
                 f"classes=wb.HeadClasses.from_span(span, head_quantiles){also}",
@@ -100,14 +110,17 @@ class HeadClasses:
         Returns:
             The `HeadClasses`, keeping `span` (as float64) and the quantiles.
         """
-        ql, qg = check_quantiles(head_quantiles)
+        quantiles = check_quantiles(head_quantiles)
         span = _span_grid(span, "the span")
-        heads = [(int(a), int(b)) for a, b in (~torch.isnan(span)).nonzero().tolist()]
-        if not heads:
+        if not bool((~span.isnan()).any()):
             raise WorkbenchError("the span has no defined entries", "analyse at least one head")
-        vals = [float(span[h]) for h in heads]
-        loc, glob = classify_heads(heads, vals, (ql, qg))
-        return cls(loc, glob, span, (ql, qg))
+        return cls(*_by_rule(span, quantiles), span, quantiles)
+
+
+def _by_rule(span: Tensor, quantiles: tuple[float, float]) -> tuple[list[Head], list[Head]]:
+    """`classify_heads` of the heads with a defined span in a checked `span` grid."""
+    heads = [(int(a), int(b)) for a, b in (~torch.isnan(span)).nonzero().tolist()]
+    return classify_heads(heads, [float(span[h]) for h in heads], quantiles)
 
 
 def _span_grid(span: Any, name: str) -> Tensor:

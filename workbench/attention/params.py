@@ -208,7 +208,8 @@ class CreditParams:
     rhythm: RhythmParams = field(default=RL_RHYTHM)
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
+        # A str first: an array's ``in`` compares element-wise (a raw ValueError).
+        if not isinstance(self.strategy, str) or self.strategy not in STRATEGIES:
             raise WorkbenchError(
                 f"unknown credit strategy {self.strategy!r}", f"use one of {list(STRATEGIES)}"
             )
@@ -231,8 +232,9 @@ class CreditParams:
         """A validated copy; `RhythmParams` field names change `rhythm`."""
         rhythm_keys = {f.name for f in dataclasses.fields(RhythmParams)}
         inner = {k: changes.pop(k) for k in list(changes) if k in rhythm_keys}
-        if inner:
-            changes["rhythm"] = changes.get("rhythm", self.rhythm).replace(**inner)
+        rhythm = changes.get("rhythm", self.rhythm)
+        if inner and isinstance(rhythm, RhythmParams):  # anything else: refused by name below
+            changes["rhythm"] = rhythm.replace(**inner)
         return _replace(self, changes)
 
     def to_dict(self) -> dict[str, Any]:

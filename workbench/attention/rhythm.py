@@ -78,12 +78,13 @@ def top_q(values: Curve, q: float, *, bottom: bool = False) -> list[int]:
     Args:
         values: ``[pos]``, NaN where the token is not eligible.
         q: fraction in ``(0, 1]``.
-        bottom: select the smallest instead of the largest.
+        bottom: select the smallest instead of the largest (True or False).
 
     Returns:
         Sorted positions; ties are broken by the lower position.
     """
     q = _validate.number("q", q, low=0, high=1, low_open=True, example=0.4)
+    bottom = _validate.flag("bottom", bottom)  # "no" or "top" is truthy: the bottom silently
     v = _validate.curve(
         "top_q",
         values,

@@ -199,16 +199,7 @@ def _analyze_batch(
     if path not in PATHS:
         raise WorkbenchError(f"path={path!r} is not a path", f"pass one of {list(PATHS)}")
     check_sink(sink)
-    check_classes(classes)
-    grid = (int(model.cfg.n_layers), int(model.cfg.n_heads))
-    if classes is not None and tuple(classes.span.shape) != grid:
-        # another model's classes: heads that happen to exist here would be read as them
-        raise WorkbenchError(
-            f"the fixed classes span a {tuple(classes.span.shape)} (layer, head) grid, but "
-            f"this model has {grid[0]} layers x {grid[1]} heads: they are another model's",
-            "classify this model's heads (classes=None, or heads_from='batch'), or pass "
-            "classes computed on it",
-        )
+    check_classes(classes, (int(n_layers), int(n_heads)), head_list)
     lo, hi = params.fai_horizon
     cuts = [
         *(DEFAULT_FAI_CUTS if default_cuts else ()),
@@ -455,8 +446,9 @@ def gamma_many(
         fast_other_layers=True,
         sdpa_outputs=True,
         # A finite horizon's cuts are read off a band H_hi + 1 wide, so on the CPU the
-        # credit layers need no tiles of probabilities (`interface.Banded`).
-        columns=not banded_horizon(credit.rhythm.fai_horizon),
+        # credit layers need no tiles of probabilities (`interface.Banded`); a band also
+        # holds the WAAD window only up to MAX_BAND diagonals.
+        columns=not banded_horizon(credit.rhythm.fai_horizon) or credit.rhythm.window > MAX_BAND,
     )
     return [
         a.gamma(
