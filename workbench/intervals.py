@@ -83,9 +83,14 @@ def _values(values: Any) -> tuple[np.ndarray, tuple[float, float, float] | None]
     fix = "pass a list or 1-D array of numbers, e.g. t_ci([0.1, 0.3, 0.2])"
     if values is None or isinstance(values, (str, bytes)):
         raise WorkbenchError(f"the values must be a 1-D list of numbers, got {values!r}", fix)
+    if callable(getattr(values, "detach", None)):
+        # A torch tensor: NumPy refuses one that requires grad (a raw RuntimeError), sits
+        # on a GPU or holds bfloat16 (refused above as "no list of numbers").
+        values = values.detach().cpu()
+        values = values.double() if values.is_floating_point() else values
     try:
         v = np.asarray(values)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RuntimeError):  # RuntimeError: [tensor(1., grad_fn=...)]
         v = None
     if v is not None and v.ndim == 1 and v.dtype == object:  # numbers with None as missing
         ok = all(x is None or isinstance(x, numbers.Real) for x in v)
@@ -117,8 +122,9 @@ def bootstrap_ci(
     `values` must be a 1-D list or array of numbers (a `WorkbenchError` otherwise). NaN
     values count as missing and are dropped before anything is computed. With one value,
     or values that do not vary, the bounds are NaN (no interval); with none, all three are
-    NaN. `n_boot` is a positive integer, `seed` a valid seed (`WorkbenchError` otherwise).
-    None entries count as NaN. It under-covers below about 30 values (see the module
+    NaN. Infinite values are kept (the mean is then infinite, the bounds NaN). `n_boot` is
+    a positive integer, `seed` a valid seed (`WorkbenchError` otherwise). None entries
+    count as NaN. It under-covers below about 30 values (see the module
     docstring).
     """
     check_level(ci)
@@ -128,7 +134,7 @@ def bootstrap_ci(
     if trivial is not None:
         return trivial
     est = float(v.mean())
-    if _no_spread(v):
+    if _no_spread(v) or not np.isfinite(v).all():  # an infinite one: [1.0, nan] before
         return est, math.nan, math.nan
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(v), size=(n_boot, len(v)))
@@ -167,17 +173,33 @@ def _betainc(a: float, b: float, x: float) -> float:
     return math.exp(log_front) * f
 
 
+def _check_df(df: float) -> None:
+    # df = 0, a negative or NaN df gave a number without a word (t_quantile's 4.5e-13)
+    if not 0.0 < df < math.inf:
+        raise ValueError(f"df must be a positive finite number, got {df}")
+
+
 def t_cdf(t: float, df: float) -> float:
     """``P(T <= t)`` for Student's t with `df` degrees of freedom:
-    ``1 - I_x(df/2, 1/2) / 2`` with ``x = df / (df + t^2)`` for ``t >= 0`` (symmetric)."""
+    ``1 - I_x(df/2, 1/2) / 2`` with ``x = df / (df + t^2)`` for ``t >= 0`` (symmetric).
+
+    Raises:
+        ValueError: `df` is not a positive finite number.
+    """
+    _check_df(df)
     tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
     return 1.0 - tail if t >= 0 else tail
 
 
 def t_quantile(p: float, df: float) -> float:
-    """The `p` quantile of Student's t with `df` degrees of freedom (bisection on `t_cdf`)."""
+    """The `p` quantile of Student's t with `df` degrees of freedom (bisection on `t_cdf`).
+
+    Raises:
+        ValueError: `p` is not in (0, 1), or `df` is not a positive finite number.
+    """
     if not 0.0 < p < 1.0:
         raise ValueError(f"p must be in (0, 1), got {p}")
+    _check_df(df)
     if p < 0.5:
         return -t_quantile(1.0 - p, df)
     lo, hi = 0.0, 1.0
@@ -280,12 +302,12 @@ def paired_p(differences: Any) -> tuple[float, str]:
     such rounding never decides. Above that, the paired t-test (`paired_t`).
 
     Returns:
-        ``(p, test)``: NaN with fewer than two differences; `test` is ``"sign-flip"``
-        or ``"t"``.
+        ``(p, test)``: NaN with fewer than two differences or an infinite one (as
+        `t_ci`'s bounds); `test` is ``"sign-flip"`` or ``"t"``.
     """
     d, _ = _values(differences)
-    if len(d) < 2:
-        return float("nan"), "sign-flip"
+    if len(d) < 2 or not np.isfinite(d).all():  # an infinite one gave p = 0 without a word
+        return float("nan"), "sign-flip" if len(d) <= SIGN_FLIP_MAX else "t"
     if len(d) > SIGN_FLIP_MAX:
         return paired_t(d), "t"
     signs = 1 - 2 * ((np.arange(2 ** len(d))[:, None] >> np.arange(len(d))) & 1)
@@ -303,7 +325,7 @@ def _rounding(d: np.ndarray) -> float:
 
 def paired_t(differences: Any) -> float:
     """Two-sided p-value of the paired t-test that the mean difference is 0 (NaNs dropped;
-    NaN with fewer than two differences).
+    NaN with fewer than two differences or an infinite one).
 
     When the differences do not vary the t statistic is undefined (0/0 or x/0). Accuracies
     move in steps, so this happens at small n (two seeds that both lose 0.04), and the
@@ -311,7 +333,7 @@ def paired_t(differences: Any) -> float:
     two-sided sign-flip (randomisation) test's instead: 1 for all-zero differences, and
     ``2 / 2**n`` for n equal non-zero ones (0.5 at n = 2, 0.002 at n = 10)."""
     d, _ = _values(differences)
-    if len(d) < 2:
+    if len(d) < 2 or not np.isfinite(d).all():
         return float("nan")
     # Equal up to rounding, not only as floats: 0.7 - 0.5 and 0.5 - 0.3 differ in the last
     # bit, which left the t statistic a near-zero spread and p = 0.

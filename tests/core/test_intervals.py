@@ -170,3 +170,35 @@ def test_wilson_covers_proportions_where_the_t_interval_did_not():
     t = np.array([t_ci(d)[1:] for d in draws])
     assert np.mean((wilson[:, 0] <= 0.95) & (wilson[:, 1] >= 0.95)) > 0.9
     assert np.mean((t[:, 0] <= 0.95) & (t[:, 1] >= 0.95)) < 0.3  # NaN bounds never cover
+
+
+@pytest.mark.parametrize("d", [[math.inf, 1.0], [math.inf, math.inf], [-math.inf, 0.2, 0.3]])
+def test_an_infinite_difference_has_no_p_value(d):
+    """paired_p gave p = 0 ("significant") for any infinite difference; t_ci already gives
+    such values NaN bounds, and bootstrap_ci gave a finite bound beside a NaN one."""
+    p, _ = paired_p(d)
+    assert math.isnan(p) and math.isnan(paired_t(d))
+    assert math.isnan(paired_p(d * 9)[0])  # the t-test's branch too
+    for est, lo, hi in (t_ci(d), bootstrap_ci(d, n_boot=50)):
+        assert math.isinf(est) and math.isnan(lo) and math.isnan(hi)
+
+
+def test_tensors_count_as_numbers_whatever_their_dtype_or_grad():
+    """A tensor that requires grad failed with NumPy's raw RuntimeError; a bfloat16 one
+    was refused as "no 1-D list of numbers"."""
+    torch = pytest.importorskip("torch")
+    want = t_ci([1.0, 2.0, 4.0])
+    assert t_ci(torch.tensor([1.0, 2.0, 4.0], requires_grad=True)) == pytest.approx(want)
+    assert t_ci(torch.tensor([1.0, 2.0, 4.0], dtype=torch.bfloat16)) == pytest.approx(want)
+    assert wilson_ci(torch.tensor([True, False, True])) == pytest.approx(wilson_ci([1, 0, 1]))
+    with pytest.raises(WorkbenchError, match="1-D list of numbers"):  # a list of such tensors
+        t_ci(list(torch.tensor([1.0, 2.0], requires_grad=True)))
+
+
+@pytest.mark.parametrize("df", [0, -1.0, float("nan"), math.inf])
+def test_the_t_distribution_refuses_a_degrees_of_freedom_it_has_no_value_for(df):
+    """t_quantile(0.975, 0) and t_quantile(0.975, nan) returned 4.5e-13 without a word."""
+    with pytest.raises(ValueError, match="df must be a positive finite number"):
+        t_quantile(0.975, df)
+    with pytest.raises(ValueError, match="df must be a positive finite number"):
+        t_cdf(1.0, df)

@@ -83,6 +83,23 @@ class TestNames:
         with pytest.raises(WorkbenchError, match="hub is not reachable"):
             wb.load_model("HuggingFaceTB/SmolLM2-135M", allow_hub=True)
 
+    def test_a_hub_name_that_cannot_be_fetched_is_not_called_an_invalid_config(self, monkeypatch):
+        """A mistyped, gated or unreachable hub name was reported as "the model config
+        (config.json) of org/model is invalid", with a fix to correct config.json."""
+        import socket
+
+        from workbench import models
+
+        def resolver(*args, **kwargs):  # HF_HUB_OFFLINE (conftest) already keeps it offline
+            raise OSError("no network in the tests")
+
+        monkeypatch.setattr(socket, "getaddrinfo", resolver)
+        monkeypatch.setattr(models, "_hub_reachable", lambda timeout=1.5: True)
+        with pytest.raises(WorkbenchError, match="could not get 'nobody/no-such-model'") as e:
+            wb.load_model("nobody/no-such-model", allow_hub=True)
+        assert "is invalid" not in e.value.problem and "config.json" not in e.value.fix
+        assert "check the name" in e.value.fix
+
     def test_env_variable_allows_the_hub(self, monkeypatch):
         monkeypatch.setenv("WORKBENCH_ALLOW_HUB", "1")
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -300,6 +317,36 @@ class TestFolders:
             wb.load_model(folder, device="cpu")
         assert "tokenizer.save_pretrained(folder)" in e.value.fix
 
+    @pytest.mark.parametrize("kind", ["encoder-decoder", "reward-model"])
+    def test_a_checkpoint_without_a_language_model_head_says_so(self, tmp_path, kind):
+        """A BART checkpoint loaded as BartForCausalLM (its decoder alone) and a reward
+        model (LlamaForSequenceClassification) were called "incomplete", with a fix to save
+        the model again, or said to hold weights their config has no place for."""
+        import transformers
+
+        from workbench.tiny.tokenizer import build_tokenizer
+
+        tok = build_tokenizer()
+        size = dict(vocab_size=len(tok), pad_token_id=0, bos_token_id=1, eos_token_id=2)
+        if kind == "encoder-decoder":
+            config = transformers.BartConfig(
+                **size, d_model=32, encoder_layers=1, decoder_layers=1, encoder_ffn_dim=64,
+                decoder_ffn_dim=64, encoder_attention_heads=4, decoder_attention_heads=4,
+            )  # fmt: skip
+            model, problem = transformers.BartForConditionalGeneration, "an encoder-decoder model"
+        else:
+            config = transformers.LlamaConfig(
+                **size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=4, num_labels=1,
+            )  # fmt: skip
+            model, problem = transformers.LlamaForSequenceClassification, "no language model head"
+        torch.manual_seed(0)
+        model(config).save_pretrained(tmp_path)
+        tok.save_pretrained(tmp_path)
+        with pytest.raises(WorkbenchError, match=problem) as e:
+            wb.load_model(tmp_path, device="cpu")
+        assert "save the model again" not in e.value.fix and "causal LM" in e.value.fix
+
     @pytest.mark.slow
     def test_local_folder_loads_like_the_embedded_model(self, smol):
         folder = model_path("smollm2-135m")
@@ -348,6 +395,32 @@ class TestCache:
             model_path("smollm2-135m")
         assert "WORKBENCH_CACHE" in e.value.fix
         assert in_the_way.read_text() == "a file, not a folder"
+
+    def test_a_cache_that_cannot_be_read_fails_no_other_model(self, tmp_path, monkeypatch):
+        """An unreadable cache folder (another user's, mode 700) failed every load, of the
+        tiny models and local folders too, with a raw PermissionError from listing the
+        embedded models; the default model's load names the cache and the fix."""
+        import errno
+
+        from workbench.models import cache
+
+        locked = tmp_path / "locked"
+        real_stat = os.stat
+
+        def stat(path, *args, **kwargs):  # what a folder without read permission answers
+            if str(path).startswith(str(locked)):
+                raise PermissionError(errno.EACCES, "Permission denied", str(path))
+            return real_stat(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "stat", stat)
+        monkeypatch.setenv("WORKBENCH_CACHE", str(locked / "cache"))
+        monkeypatch.setattr(cache, "smollm_source", lambda: tmp_path / "fake.gguf")
+        monkeypatch.setattr(cache, "convert_smollm", lambda dest, gguf: pytest.fail("converted"))
+        assert not {m.name: m.cached for m in list_models()}["smollm2-135m"]
+        assert model_name(wb.load_model("tiny-reasoner", device="cpu")) == "tiny-reasoner"
+        with pytest.raises(WorkbenchError, match=r"model cache folder .* Permission denied") as e:
+            model_path("smollm2-135m")
+        assert "WORKBENCH_CACHE" in e.value.fix
 
     def test_missing_manifest_means_incomplete(self, tmp_path):
         with pytest.raises(WorkbenchError, match="incomplete"):
@@ -505,6 +578,14 @@ class TestTokenizer:
         trace = wb.generate(bridge, "12+7=", max_new_tokens=12, seed=3, chat=False)
         assert trace.response_len == 12
 
+    def test_a_bridge_is_not_bridged_again(self, tiny):
+        """It failed with a raw AttributeError (no .logits) in the load-time probe."""
+        from workbench.models import bridge_model
+
+        with pytest.raises(WorkbenchError, match="bridged already") as e:
+            bridge_model(tiny, tiny.tokenizer)
+        assert "sampler(bridge)" in e.value.fix
+
     def test_sampling_under_live_hooks_is_refused(self, tiny):
         from workbench.models import live_hooks
 
@@ -567,6 +648,8 @@ class TestParity:
         (lambda: wb.models.model_device(None), "expected a model with weights"),
         (lambda: wb.models.model_device(torch.nn.ReLU()), "expected a model with weights"),
         (lambda: wb.models.bridge_model(None, None), "needs a Hugging Face causal LM"),
+        # a path where the tokenizer goes: "TransformerLens cannot wrap" the architecture
+        (lambda: wb.models.bridge_model(torch.nn.Linear(2, 2), "tok/"), "LM and its tokenizer"),
     ],
 )
 def test_flags_and_models_of_the_wrong_type_are_named_before_loading(call, words):

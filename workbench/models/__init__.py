@@ -349,6 +349,26 @@ def _check_config(folder: Path) -> None:
             f"{version} (an encoder-decoder, encoder or vision-language model)",
             "load a decoder-only causal LM (the README's 'Architectures' lists them)",
         )
+    # What else loads into the causal LM class only in part, and was then refused as an
+    # "incomplete" checkpoint to save again (or one whose config and weights disagree).
+    heads = [a for a in config.get("architectures") or [] if isinstance(a, str)]
+    if config.get("is_encoder_decoder") is True:  # BART, Marian, Pegasus: the decoder alone
+        raise WorkbenchError(
+            f"the {model_type!r} checkpoint in {folder} is an encoder-decoder model "
+            "(is_encoder_decoder in config.json); its causal LM class would be its decoder "
+            "alone, without the encoder it reads",
+            "load a decoder-only causal LM (the README's 'Architectures' lists them)",
+        )
+    if heads and all(a.endswith(_NOT_LM_HEADS) for a in heads):  # a reward model, say
+        raise WorkbenchError(
+            f"the checkpoint in {folder} is a {heads[0]}: its head classifies or extracts "
+            "answers, and it has no language model head to generate tokens with",
+            "load the causal LM it was fine-tuned from (a ...ForCausalLM checkpoint)",
+        )
+
+
+#: The `architectures` of config.json that hold no language model head.
+_NOT_LM_HEADS = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering")
 
 
 def _load_hf(source: str | Path, device: str, *, local: bool, fix: str | None = None):
@@ -364,6 +384,13 @@ def _load_hf(source: str | Path, device: str, *, local: bool, fix: str | None = 
     except Exception as e:
         if local and _custom_code(source):
             raise _custom_code_error(source, e) from e
+        if not local:  # a mistyped or gated name, a dropped connection: no config to correct
+            raise WorkbenchError(
+                f"could not get {source!r} from the hub: {type(e).__name__}: "
+                + " ".join(str(e).split())[:300],
+                "check the name (org/model, as on huggingface.co) and the connection; a "
+                "gated model needs its terms accepted on huggingface.co and `hf auth login`",
+            ) from e
         raise WorkbenchError(
             f"the model config (config.json) of {source} is invalid: {type(e).__name__}: "
             + " ".join(str(e).split())[:300],

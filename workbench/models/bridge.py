@@ -54,7 +54,16 @@ def bridge_model(hf_model: Any, tokenizer: Any, *, name: str | None = None) -> T
     from transformer_lens.model_bridge import TransformerBridge
 
     check_versions()
-    if not callable(getattr(hf_model, "parameters", None)) or tokenizer is None:
+    if hasattr(hf_model, "original_model"):  # failed on the probe's missing .logits
+        raise WorkbenchError(
+            f"bridge_model needs a Hugging Face causal LM, got a {type(hf_model).__name__}, "
+            "which is bridged already",
+            "use that bridge as it is, or bridge its Hugging Face model: "
+            "bridge_model(workbench.models.sampler(bridge), tokenizer)",
+        )
+    if not callable(getattr(hf_model, "parameters", None)) or not callable(
+        getattr(tokenizer, "decode", None)  # a path: "TransformerLens cannot wrap" it
+    ):
         # an AttributeError deep inside the bridge before
         raise WorkbenchError(
             f"bridge_model needs a Hugging Face causal LM and its tokenizer, got "

@@ -152,12 +152,16 @@ def convert_smollm(dest: Path, gguf: Path) -> None:
 
 def _cache_folder(folder: Path) -> None:
     """Create the cache folder the conversion writes into, or say why it cannot be."""
-    make_folder(
-        folder,
-        "the model cache folder",
+    fix = (
         "set WORKBENCH_CACHE to a folder you can write to (default ~/.cache/workbench), "
-        "or remove the file in the way",
+        "or remove the file in the way"
     )
+    try:
+        make_folder(folder, "the model cache folder", fix)
+    except OSError as e:  # a folder on the way that cannot be read (PermissionError)
+        raise WorkbenchError(
+            f"cannot use the model cache folder {folder}: {e.strerror or e}", fix
+        ) from None
 
 
 def _source_version() -> str | None:
@@ -192,6 +196,8 @@ def _why_unusable(folder: Path, gguf: Path | None) -> str | None:
             check_source(folder, gguf)
     except WorkbenchError as e:
         return e.problem
+    except OSError as e:  # a cache folder that cannot be read: every load failed on it
+        return f"the model cache {folder} cannot be read ({e.strerror or e})"
     return None
 
 
@@ -211,7 +217,7 @@ def ensure_smollm(rebuild: bool = False) -> Path:
     try:
         _cache_folder(dest.parent)
     except WorkbenchError as e:
-        if rebuild or not dest.exists():
+        if rebuild or not os.path.exists(dest):  # False, not an error, when unreadable
             raise
         why = _why_unusable(dest, gguf)
         raise WorkbenchError(f"{why}, and it cannot be rebuilt: {e.problem}", e.fix) from None
