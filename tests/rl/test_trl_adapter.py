@@ -229,7 +229,7 @@ def _tiny_rows(tok, widths, seed=0):
     return [prompts[i % 2] for i in range(len(widths))], completions
 
 
-@pytest.mark.parametrize("arch", ["qwen3-next", "bloom", "llama-dropout"])
+@pytest.mark.parametrize("arch", ["qwen3-next", "bloom", "llama-dropout", "gpt2-no-dropout"])
 def test_models_the_fused_pass_cannot_see_fall_back_to_the_standalone_pass(
     tmp_path, hybrid_toy, make_toy, arch
 ):
@@ -237,7 +237,10 @@ def test_models_the_fused_pass_cannot_see_fall_back_to_the_standalone_pass(
     attention itself (BLOOM) never reach the fused pass, and attention dropout in the loss
     forward cannot be reproduced by it (a Llama with ``attention_dropout=0.1``): the
     trainer falls back to the standalone pass, with the same weights as `rollout_gammas`,
-    instead of failing after the first rollouts (``NotRouted``, or the dropout refusal)."""
+    instead of failing after the first rollouts (``NotRouted``, or the dropout refusal).
+    Nor can it see a left-padded rollout at its own positions where the model's position
+    embeddings are absolute (GPT-2's learned ``wpe``, read at the batch column): its
+    weights differed from `rollout_gammas`'s on every left-padded row, without a word."""
     import copy
 
     import transformers
@@ -250,6 +253,14 @@ def test_models_the_fused_pass_cannot_see_fall_back_to_the_standalone_pass(
     elif arch == "llama-dropout":
         bridge = make_toy(
             transformers.LlamaConfig, transformers.LlamaForCausalLM, attention_dropout=0.1
+        )
+    elif arch == "gpt2-no-dropout":  # dropout off, as GRPO fine-tuning sets it
+        no_dropout = dict(attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0)
+        bridge = make_toy(
+            transformers.GPT2Config,
+            transformers.GPT2LMHeadModel,
+            num_key_value_heads=None,
+            **no_dropout,
         )
     else:
         bridge = make_toy(
@@ -666,3 +677,99 @@ def test_a_task_object_as_reward_funcs_is_refused_naming_its_reward_method(tmp_p
     with pytest.raises(WorkbenchError, match="holds a int, which TRL cannot call") as e:
         RhythmGRPOTrainer(policy, 3, processing_class=tiny.tokenizer)
     assert "task.reward" in e.value.fix
+
+
+def test_args_other_than_trls_grpo_config_are_refused_when_the_trainer_is_built(tiny):
+    """The workbench's own ``wb.rl.GRPOConfig`` (the native loop's, same names) or a dict
+    as ``args`` failed inside TRL's set-up with a raw AttributeError."""
+    from transformers import AutoModelForCausalLM
+
+    import workbench as wb
+    from workbench.errors import WorkbenchError
+    from workbench.models import model_path
+    from workbench.rl import RhythmGRPOTrainer
+
+    policy = AutoModelForCausalLM.from_pretrained(model_path("tiny-reasoner"))
+    common = dict(model=policy, processing_class=tiny.tokenizer,
+                  reward_funcs=lambda completions, **kw: [0.0] * len(completions))  # fmt: skip
+    with pytest.raises(WorkbenchError, match="workbench's own GRPOConfig") as e:
+        RhythmGRPOTrainer(**common, args=wb.rl.GRPOConfig())
+    assert "trl.GRPOConfig(" in e.value.fix and "credit=config.credit" in e.value.fix
+    with pytest.raises(WorkbenchError, match=r"args must be a trl\.GRPOConfig, got dict"):
+        RhythmGRPOTrainer(**common, args={"output_dir": "out"})
+
+
+def test_a_reward_function_without_trls_keywords_is_refused_when_the_trainer_is_built(tiny):
+    """TRL calls each reward function with ``prompts=``, ``completions=``,
+    ``completion_ids=`` and more by name: ``lambda completions: ...`` built, then failed
+    with a raw TypeError inside TRL once the first rollouts were sampled."""
+    from transformers import AutoModelForCausalLM
+
+    from workbench.errors import WorkbenchError
+    from workbench.models import model_path
+    from workbench.rl import RhythmGRPOTrainer
+
+    policy = AutoModelForCausalLM.from_pretrained(model_path("tiny-reasoner"))
+
+    def short(prompts, completions):
+        return [0.0] * len(completions)
+
+    for reward_funcs in (lambda completions: [0.0] * len(completions), [short]):
+        with pytest.raises(WorkbenchError, match="cannot take the keywords TRL calls it") as e:
+            RhythmGRPOTrainer(model=policy, processing_class=tiny.tokenizer,
+                              reward_funcs=reward_funcs)  # fmt: skip
+        assert "**kwargs" in e.value.fix
+
+
+def test_a_tokenizer_without_pad_or_eos_token_is_refused_when_the_trainer_is_built(tmp_path, tiny):
+    """TRL pads its batches with the pad token (the EOS token when there is none): with
+    neither, the trainer built and TRL's padding failed with a raw TypeError after the
+    first rollouts were sampled."""
+    import copy
+
+    from transformers import AutoModelForCausalLM
+
+    from workbench.errors import WorkbenchError
+    from workbench.models import model_path
+
+    policy = AutoModelForCausalLM.from_pretrained(model_path("tiny-reasoner"))
+    tok = copy.deepcopy(tiny.tokenizer)
+    tok.pad_token, tok.eos_token = None, None
+    with pytest.raises(WorkbenchError, match="neither a pad token nor an EOS token") as e:
+        _trainer(tmp_path, policy, tok, "coupled")
+    assert "pad_token" in e.value.fix
+
+
+def test_a_model_that_cannot_sample_is_refused_when_the_trainer_is_built(tiny):
+    """``model=None`` or a bare torch module failed inside TRL with a raw AttributeError
+    about ``config``."""
+    from workbench.errors import WorkbenchError
+    from workbench.rl import RhythmGRPOTrainer
+
+    reward = lambda completions, **kw: [0.0] * len(completions)  # noqa: E731
+    for model in (None, torch.nn.Linear(2, 2)):
+        with pytest.raises(WorkbenchError, match="cannot sample from a") as e:
+            RhythmGRPOTrainer(model, reward, processing_class=tiny.tokenizer)
+        assert "Hugging Face causal LM" in e.value.fix
+
+
+def test_no_gamma_statistics_are_logged_when_no_completion_token_was_credited(tmp_path, tiny):
+    """With ``mask_truncated_completions`` every completion of a window can be masked out
+    (all cut at ``max_completion_length``, common early in training): no token is
+    credited, and the row has no ``credit/*`` entries (it logged ``gamma_mean`` 0.0, a
+    value no gamma takes)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from workbench.attention import CreditParams
+    from workbench.models import model_path
+
+    folder = model_path("tiny-reasoner")
+    tok = AutoTokenizer.from_pretrained(folder)
+    policy = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
+    trainer = _trainer(tmp_path, policy, tok, CreditParams(strategy="coupled"))
+    trainer.fused_credit = False
+    inputs = _fixed_batch(tok, *_tiny_rows(tok, [36, 34, 30, 36]))
+    inputs["completion_mask"][:] = 0  # TRL's mask of truncated completions
+    trainer.after_scoring(inputs)
+    trainer.log({})
+    assert not [k for k in trainer.state.log_history[-1] if k.startswith("credit/")]

@@ -8,7 +8,9 @@ TRL's loss accepts as they are. Where the gamma comes from:
 - **fused** (default, when TRL's batch is trained on with the weights that sampled it:
   ``num_iterations == 1``, ``steps_per_generation == gradient_accumulation_steps``,
   strategy other than ``"entropy"``, a model whose every layer computes its attention
-  through transformers' attention interface, and no dropout reaching the attention): `compute_loss`
+  through transformers' attention interface, no learned absolute position embeddings
+  (GPT-2's ``wpe``: TRL's left padding moves a rollout's positions, see the caveats), and
+  no dropout reaching the attention): `compute_loss`
   (TRL's public hook) runs TRL's own loss with the workbench's attention function
   collecting the credit layers' statistics inside TRL's forward (`FusedCredit`); a
   forward hook on the policy sets the advantages when the forward returns, before TRL
@@ -41,11 +43,14 @@ Caveats:
     - TRL left-pads prompts. Rotary attention depends only on relative positions, so the
       fused statistics of a left-padded rollout equal its unpadded ones up to float
       rounding; the ``"random"`` control's draws depend on the micro-batch a rollout is in.
+      Learned absolute positions (GPT-2, GPT-BigCode) are read at the batch column in TRL's
+      forward, so such a model takes the standalone pass, which reads each rollout unpadded.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import os
 import time
@@ -103,34 +108,74 @@ def _plain_model(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple, 
     the one to train: the bridge runs over a structural copy that shares its parameters
     (`workbench._compat.structural_copy`), so the steps TRL takes move the bridge the
     user holds too. A bridge the workbench did not build wraps its model in place and is
-    refused.
+    refused, and so is what cannot sample (None, a bare torch module: a raw AttributeError
+    about ``config`` inside TRL). A string is TRL's: a model folder or hub id it loads.
     """
     positional = "model" not in kwargs and len(args) > 0
-    model = args[0] if positional else kwargs.get("model")
-    if not hasattr(model, "original_model"):  # not a TransformerBridge (`sampler`'s test)
+    if not positional and "model" not in kwargs:
+        return args, kwargs  # Python's own message for the missing argument
+    model = args[0] if positional else kwargs["model"]
+    if isinstance(model, str):
         return args, kwargs
     try:
         plain = sampler(model)
     except WorkbenchError:
+        if not hasattr(model, "original_model"):  # not a TransformerBridge (`sampler`'s test)
+            raise
         raise WorkbenchError(
             "model is a TransformerBridge the workbench did not build: it wraps its Hugging "
             "Face model in place, so TRL can neither sample nor train it as a plain model",
             "pass the plain Hugging Face model (AutoModelForCausalLM.from_pretrained(...)), "
             "or a bridge from wb.load_model(...)",
         ) from None
+    if plain is model:
+        return args, kwargs
     if positional:
         return (plain, *args[1:]), kwargs
     return args, {**kwargs, "model": plain}
 
 
+#: Names of learned absolute position-embedding tables (GPT-2 and GPT-BigCode's ``wpe``,
+#: BERT-style ``position_embeddings``): transformers reads them at the batch column, so a
+#: left-padded row of TRL's loss forward sits at other positions than it was sampled at.
+_ABSOLUTE_POSITIONS = ("wpe", "position_embeddings")
+
+
+def _absolute_positions(policy: Any) -> str | None:
+    """The name of `policy`'s learned absolute position table (`_ABSOLUTE_POSITIONS`), or
+    None: the fused pass then sees each left-padded rollout at its own positions (rotary
+    embeddings, and OPT's positions counted from the attention mask)."""
+    modules = getattr(policy, "named_modules", None)
+    for name, module in modules() if callable(modules) else ():
+        if isinstance(module, torch.nn.Embedding) and name.split(".")[-1] in _ABSOLUTE_POSITIONS:
+            return name
+    return None
+
+
+#: The keywords TRL passes every reward function, besides the dataset's other columns.
+_REWARD_KEYWORDS = (
+    "prompts",
+    "completions",
+    "completion_ids",
+    "trainer_state",
+    "log_extra",
+    "log_metric",
+)
+
+
 def _check_reward_funcs(reward_funcs: Any) -> None:
     """Refuse what TRL cannot call as a reward (a task object for its ``reward`` method
     failed inside TRL with a raw AttributeError): each must be a function, a reward model
-    (a torch module) or a model name."""
+    (a torch module) or a model name. A function must take TRL's keywords
+    (`_REWARD_KEYWORDS`): ``def reward(completions)`` failed with a raw TypeError inside
+    TRL once the first rollouts were sampled."""
     funcs = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs]
     for func in funcs:
-        if func is None or isinstance(func, str | torch.nn.Module) or callable(func):
+        if func is None or isinstance(func, str | torch.nn.Module):
             continue  # None: TRL's own message (it needs at least one)
+        if callable(func):
+            _check_reward_signature(func)
+            continue
         name = type(func).__name__
         if callable(getattr(func, "reward", None)):
             raise WorkbenchError(
@@ -142,6 +187,44 @@ def _check_reward_funcs(reward_funcs: Any) -> None:
             "pass a function completions -> rewards (e.g. reward_funcs=task.reward for a "
             "wb.tasks task), a reward model, or a list of those",
         )
+
+
+def _check_reward_signature(func: Any) -> None:
+    """Refuse a reward function that cannot take the keywords TRL calls it with."""
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):  # a builtin without a signature: left to TRL
+        return
+    try:
+        signature.bind(**dict.fromkeys(_REWARD_KEYWORDS))
+    except TypeError as e:
+        name = getattr(func, "__name__", type(func).__name__)
+        raise WorkbenchError(
+            f"the reward function {name} cannot take the keywords TRL calls it with ({e})",
+            "give it **kwargs: def reward(completions, **kwargs) -> list[float] (TRL passes "
+            f"{', '.join(_REWARD_KEYWORDS)} and every other dataset column by name)",
+        ) from None
+
+
+def _check_args(config: Any) -> None:
+    """Refuse `args` that is not TRL's `GRPOConfig` (the workbench's own `GRPOConfig`, a dict):
+    TRL failed with a raw AttributeError (``model_init_kwargs``, ``seed``) while building."""
+    from trl import GRPOConfig as TRLConfig
+
+    from .config import GRPOConfig
+
+    if config is None or isinstance(config, TRLConfig):
+        return
+    if isinstance(config, GRPOConfig):
+        raise WorkbenchError(
+            "args is the workbench's own GRPOConfig (for wb.rl.train), not TRL's",
+            "pass args=trl.GRPOConfig(output_dir=..., ...): its settings have the same names; "
+            "pass the credit as credit=config.credit",
+        )
+    raise WorkbenchError(
+        f"args must be a trl.GRPOConfig, got {type(config).__name__}",
+        "pass args=trl.GRPOConfig(output_dir=..., ...), or leave it out for TRL's defaults",
+    )
 
 
 class RhythmGRPOTrainer(_GRPOTrainer):
@@ -186,6 +269,7 @@ class RhythmGRPOTrainer(_GRPOTrainer):
         )
         args, kwargs = _plain_model(args, kwargs)
         _check_reward_funcs(args[1] if len(args) > 1 else kwargs.get("reward_funcs"))
+        _check_args(args[2] if len(args) > 2 else kwargs.get("args"))
         super().__init__(*args, **kwargs)
         self.credit = credit
         # TRL's seed unless given: a fixed 0 drew the same random tokens in every run of a
@@ -213,6 +297,16 @@ class RhythmGRPOTrainer(_GRPOTrainer):
                 "pass the tokenizer saved with the model: "
                 "AutoTokenizer.from_pretrained(<the model's folder>)",
             )
+        # TRL pads with the EOS token when the tokenizer has no pad token; with neither, its
+        # padding failed with a raw TypeError after the first rollouts were sampled.
+        if getattr(tokenizer, "pad_token_id", 0) is None:
+            raise WorkbenchError(
+                "the processing_class has neither a pad token nor an EOS token: TRL pads "
+                "every batch of rollouts with the pad token",
+                "give the tokenizer a pad token of its vocabulary before building the "
+                "trainer (e.g. tokenizer.pad_token = tokenizer.unk_token), or pass the "
+                "tokenizer saved with the model",
+            )
         # The credit layers are checked now, not after the first rollouts are sampled.
         if not isinstance(credit.layers, str):
             n = getattr(getattr(self._policy(), "config", None), "num_hidden_layers", None)
@@ -237,6 +331,7 @@ class RhythmGRPOTrainer(_GRPOTrainer):
             and self.num_iterations == 1
             and args.steps_per_generation == args.gradient_accumulation_steps
             and self._routes_attention()
+            and _absolute_positions(self._policy()) is None
             # TRL's loss forward applies dropout (`attention_dropout`), which the fused pass cannot
             # reproduce: the credit then comes from the standalone (eval-mode) pass.
             and attention_dropout(self._policy()) is None
@@ -306,12 +401,13 @@ class RhythmGRPOTrainer(_GRPOTrainer):
         """TRL's log, with ``credit/gamma_mean`` and ``credit/amplified_frac`` over every
         completion token credited since the last log. (TRL's own metric log averages one
         value per call: with gradient accumulation the fused path's per-micro-batch means
-        would log another number than the standalone path for the same gammas.)"""
+        would log another number than the standalone path for the same gammas.) No token
+        credited (every completion masked out: ``mask_truncated_completions``), no entry."""
         mode = "train" if self.model.training else "eval"
         totals = self._credit_totals.pop(mode, None)
-        if totals is not None:
+        if totals is not None and float(totals[2]) > 0:
             prefix = "eval_" if mode == "eval" else ""
-            count = float(totals[2].clamp(min=1.0))
+            count = float(totals[2])
             logs[f"{prefix}credit/gamma_mean"] = float(totals[0]) / count
             logs[f"{prefix}credit/amplified_frac"] = float(totals[1]) / count
         super().log(logs, start_time)
