@@ -404,6 +404,10 @@ def test_hybrid_models_analyse_their_attention_layers(hybrid_toy, traces, case, 
     with pytest.raises(WorkbenchError, match=r"layer\(s\) \[0\] .* no softmax attention") as info:
         wb.analyze(model, trace, layers=[0, attention[-1]])
     assert f"layers={attention}" in info.value.fix
+    # a head of a layer without attention, under layers="all": it was "not among the
+    # selected layers", with the fix to use layers="all"
+    with pytest.raises(WorkbenchError, match=r"head \(0, 0\) is in layer 0, which computes no"):
+        wb.analyze(model, trace, heads=[(0, 0)])
     patterns, _ = eager_run(model, trace)
     assert {layer for layer, _ in patterns} == set(attention)
     ref = reference_from_patterns(

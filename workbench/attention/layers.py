@@ -155,6 +155,7 @@ def resolve_heads(
     heads: Sequence[tuple[int, int]] | None,
     n_layers: int,
     n_heads: int,
+    attention: Sequence[int] | None = None,
 ) -> list[tuple[int, int]]:
     """The analysed heads as sorted ``(layer, head)`` pairs.
 
@@ -164,6 +165,8 @@ def resolve_heads(
             among `layers` unless `layers` was ``"all"``. None keeps every head of `layers`.
         n_layers: the model's number of layers.
         n_heads: query heads per layer.
+        attention: the layers that compute attention (`engine.attention_layers`), so that
+            a head of a hybrid model's other layers is named as such; None: every layer.
 
     Returns:
         Sorted distinct ``(layer, head)`` pairs.
@@ -195,6 +198,13 @@ def resolve_heads(
                 f"head {item} is out of range for a model with {n_layers} layers x {n_heads} heads"
                 + (" (head pairs count from 0, not from the end)" if min(layer, h) < 0 else ""),
                 f"pick layers in 0..{n_layers - 1} and heads in 0..{n_heads - 1}",
+            )
+        if attention is not None and layer not in attention:
+            # it was "not among the selected layers; use layers='all'", under layers="all"
+            raise WorkbenchError(
+                f"head {item} is in layer {layer}, which computes no attention (a "
+                "state-space, linear-attention or convolution layer of this hybrid model)",
+                f"pick heads of the attention layers {sorted(attention)}",
             )
         if layer not in allowed:
             raise WorkbenchError(

@@ -191,8 +191,9 @@ def _analyze_batch(
     (the RL credit pass never changes its horizon afterwards).
     """
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    layer_list = resolve_layers(layers, n_layers, engine.attention_layers(model))
-    head_list = resolve_heads(layer_list, heads, n_layers, n_heads)
+    attention = engine.attention_layers(model)
+    layer_list = resolve_layers(layers, n_layers, attention)
+    head_list = resolve_heads(layer_list, heads, n_layers, n_heads, attention)
     window = params.window
     mw = max(window, DEFAULT_MAX_WINDOW) if max_window is None else max_window
     _validate.integer("max_window", mw, minimum=window, example=max(window, DEFAULT_MAX_WINDOW))
