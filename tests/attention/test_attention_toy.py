@@ -514,3 +514,65 @@ def test_classify_heads_refuses_bad_arguments(heads, span, quantiles, match):
     with pytest.raises(wb.WorkbenchError, match=match) as e:
         classify_heads(heads, span, quantiles)
     assert e.value.fix
+
+
+# One head, four tokens, prompt = token 0, response R = {1, 2, 3}.
+TOY4 = np.array(
+    [
+        [1.0, 0.0, 0.0, 0.0],
+        [0.6, 0.4, 0.0, 0.0],
+        [0.2, 0.3, 0.5, 0.0],
+        [0.1, 0.2, 0.3, 0.4],
+    ]
+)
+
+
+def test_the_reference_itself_on_a_4x4_pattern_by_hand():
+    """`reference_from_patterns` (the tests' oracle) against numbers worked out by hand
+    from README "The method", then the engine against both."""
+
+    def ref(**kw):
+        kw = {"fai_min_rows": 1, "head_quantiles": (0.5, 0.5), **kw}
+        return reference_from_patterns({(0, 0): TOY4}, 1, n_layers=1, n_heads=1, **kw)
+
+    # Eq. 7: rows 1..3: 0.6*1 = 0.6; 0.2*2 + 0.3*1 = 0.7; 0.1*3 + 0.2*2 + 0.3*1 = 1.0.
+    r = ref()
+    close(r["head_span"], [[2.3 / 3]])
+    # Eq. 9: W = 10 clips nothing; W = 1: 0.6, 0.2 + 0.3, 0.1 + 0.2 + 0.3; W = 2: 0.6, 0.7,
+    # 0.1*2 + 0.2*2 + 0.3.
+    close(r["waad"], [NAN, 0.6, 0.7, 1.0])
+    close(ref(window=1)["waad"], [NAN, 0.6, 0.5, 0.6])
+    close(ref(window=2)["waad"], [NAN, 0.6, 0.7, 0.9])
+    # Eq. 10 (0, None): s=1: (0.4 + 0.3 + 0.2) / 3; s=2: (0.5 + 0.3) / 2; s=3: 0.4.
+    close(r["fai"], [NAN, 0.3, 0.4, 0.4])
+    close(ref(fai_horizon=(0, 100))["fai"], [NAN, 0.3, 0.4, 0.4])  # H_hi past the end
+    close(ref(fai_horizon=(1, 1))["fai"], [NAN, 0.3, 0.3, NAN])  # T(3) is empty
+    close(ref(fai_horizon=(1, None))["fai"], [NAN, 0.25, 0.3, NAN])
+    close(ref(fai_horizon=(2, 5))["fai"], [NAN, 0.2, NAN, NAN])
+    close(ref(fai_min_rows=2)["fai"], [NAN, 0.3, 0.4, NAN])  # T(3) holds one row
+    # Sec. 5.2: Delta = |0.6 - 0.7|, |0.7 - 1.0|; top 40% of 2 -> 1: position 2. FAI ties
+    # (0.4 at 2 and 3) go to the lower position. tau_waad = 0.7, tau_delta = 0.2: anchor 2
+    # has WAAD 0.7 <= 0.7 but its look-back holds Delta 0.1 < 0.2: not dominated.
+    close(r["delta"], [NAN, 0.1, 0.3, NAN])
+    assert (r["preplan"], r["anchors"], r["dominated"], r["intro"]) == ([2], [2], [], [])
+    assert (r["tau_waad"], r["tau_delta"]) == pytest.approx((0.7, 0.2))
+    np.testing.assert_array_equal(r["gamma_coupled"], [1.0, 1.0, 1.5, 1.0])
+    # sink="exclude": A' rows 1..3 = [0, 1], [0, 3/8, 5/8], [0, 2/9, 3/9, 4/9].
+    x = ref(sink="exclude")
+    close(x["head_span"], [[(0 + 3 / 8 + 7 / 9) / 3]])
+    close(x["waad"], [NAN, 0.0, 3 / 8, 7 / 9])
+    close(x["fai"], [NAN, (1 + 3 / 8 + 2 / 9) / 3, (5 / 8 + 3 / 9) / 2, 4 / 9])
+    # Two heads, quantiles (0.5, 0.5): the identity (span 0) is local, TOY4 global.
+    two = reference_from_patterns(
+        {(0, 0): TOY4, (0, 1): np.eye(4)}, 1, n_layers=1, n_heads=2,
+        head_quantiles=(0.5, 0.5), fai_min_rows=1,
+    )  # fmt: skip
+    assert (two["local_heads"], two["global_heads"]) == ([(0, 1)], [(0, 0)])
+    close(two["waad"], [NAN, 0.0, 0.0, 0.0])
+    close(two["fai"], [NAN, 0.3, 0.4, 0.4])
+    # The engine on the same pattern.
+    p = torch.tensor(TOY4)
+    close(wb.head_span(p, 1), [2.3 / 3], 1e-6)
+    close(wb.waad(p, 1, window=2), [NAN, 0.6, 0.7, 0.9], 1e-6)
+    close(wb.fai(p, 1, horizon=(1, None)), [NAN, 0.25, 0.3, NAN], 1e-6)
+    close(wb.fai(p, 1, min_rows=2), [NAN, 0.3, 0.4, NAN], 1e-6)

@@ -238,3 +238,20 @@ def test_flexattention_is_checked_before_its_first_use(monkeypatch):
         )
     finally:
         flex.ready.cache_clear()
+
+
+def test_a_short_response_after_a_long_prompt_keeps_its_distances_exact(kernel):
+    """The last rows of a 3000-token pass through a local head (a sliding window of 3
+    keys: distances up to 2): ``sum_s A[t, s] s`` from the flash call's position channel
+    is about t, and ``t`` minus it lost float32's rounding of t (up to 2e-4, 1e-4
+    relative). The channel now counts positions back from the last key, so the rows near
+    the end (a response) keep their distances' own precision."""
+    n, w = 3000, 3
+    keep = causal(n, n) & ~torch.ones(n, n, dtype=torch.bool).tril(-w)[None, None]
+    q, k, v = inputs(n, n)
+    spy = Spy()
+    interface._banded(q, k, v, keep.expand(B, 1, -1, -1), 0.3, spy.reducer())
+    ((_, dist, _),) = spy.bands
+    _, p = eager(q[:, :, -3:], k, v, keep[:, :, -3:].expand(B, 1, -1, -1), 0.3)
+    want = (p * (torch.arange(n - 3, n)[:, None] - torch.arange(n)).double()).sum(-1)
+    torch.testing.assert_close(dist[:, :, -3:].double(), want, atol=1e-6, rtol=1e-5)

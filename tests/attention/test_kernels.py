@@ -1,7 +1,8 @@
 """The compiled tile kernel (`workbench.attention.kernels`) against its definitions.
 
 `softmax_stats` turns each row of a tile of scores into its softmax over the row's causal
-limit, in place, and returns the row sums, ``sum_j P[i, j] j`` and the column sums. It must
+limit, in place, and returns the row sums, the row distances ``sum_j P[i, j] (diag0 + i -
+j)`` and the column sums. It must
 equal the float64 definitions for every causal offset; leave rows that see nothing uniform,
 as PyTorch's softmax does; give the same numbers on any number of threads; and leave the
 process's floating-point mode alone. The tiled attention hands the sums to the reducers,
@@ -27,7 +28,7 @@ LOW = torch.finfo(torch.float32).min
 
 
 def definitions(scores: torch.Tensor, lim0: int, diag0: int, band: int, offsets):
-    """float64 ``(P, rowsum, weighted, colsum, band, tri)`` of `softmax_stats`, by its
+    """float64 ``(P, rowsum, dist, colsum, band, tri)`` of `softmax_stats`, by its
     docstring."""
     _, n, width = scores.shape
     j = torch.arange(width)
@@ -44,7 +45,8 @@ def definitions(scores: torch.Tensor, lim0: int, diag0: int, band: int, offsets)
             for k in range(n):
                 if o + k >= 0:
                     tri[:, c, k] = p[:, : k + 1, o + k].sum(-1)
-    return p, p.sum(-1), p @ j.double(), p.sum(1), diagonals, tri
+    dist = (p * (diag0 + torch.arange(n)[:, None] - j).double()).sum(-1)
+    return p, p.sum(-1), dist, p.sum(1), diagonals, tri
 
 
 @pytest.mark.parametrize("rows", [24, 70])  # one work item per group; three, the last short
@@ -60,11 +62,16 @@ def test_softmax_and_sums_equal_their_definitions(lim0, diag0, rows):
     want = definitions(scores, lim0, diag0, 7, offsets)
     tile = scores.clone()
     got = kernels.softmax_stats(tile, lim0, diag0, 7, offsets)
-    names = ("P", "rowsum", "weighted", "colsum", "band", "tri")
-    values = (tile, got.rowsum, got.weighted, got.colsum, got.band, got.tri)
+    names = ("P", "rowsum", "dist", "colsum", "band", "tri")
+    values = (tile, got.rowsum, got.dist, got.colsum, got.band, got.tri)
     for name, a, b in zip(names, values, want, strict=True):
         if b.numel() == 0:
             assert a is None, name
+            continue
+        if name == "dist":  # float precision of the sum of |distance| (signs mix past lim0)
+            back = diag0 + torch.arange(rows)[:, None] - torch.arange(width)
+            spread = (want[0] * back.abs()).sum(-1)
+            assert ((a.double() - b).abs() <= 2e-6 + 1e-6 * spread).all(), name
             continue
         torch.testing.assert_close(a.double(), b, atol=2e-6, rtol=1e-6, msg=name)
     assert (tile == 0).sum() == (want[0] == 0).sum()  # past each row's limit: exactly 0
@@ -196,14 +203,14 @@ def window(tq: int, w: int) -> torch.Tensor:
     ids=["causal", "sliding-window", "softcap"],
 )
 def test_the_tiled_path_hands_each_tile_its_own_sums(mask, softcap):
-    """The sums handed with each tile are that tile's: its row sums, its rows' ``sum_j
-    P[t, key0 + j] j`` and its column sums."""
+    """The sums handed with each tile are that tile's: its row sums, its rows' distances
+    ``sum_j P[t, key0 + j] (t - key0 - j)`` and its column sums."""
     seen = tiles_with_sums(mask, softcap)
     assert len(seen) == 3 and any(k0 > 0 for *_, k0, _ in seen) == (mask is not None)
-    for _, p, _, sums in seen:
-        j = torch.arange(p.shape[-1], dtype=torch.float32)
+    for rows, p, k0, sums in seen:
+        back = torch.arange(rows.start, rows.stop)[:, None] - k0 - torch.arange(p.shape[-1])
         torch.testing.assert_close(sums.rowsum, p.sum(-1))
-        torch.testing.assert_close(sums.weighted, p @ j, atol=1e-4, rtol=1e-6)
+        torch.testing.assert_close(sums.dist, (p * back).sum(-1), atol=1e-5, rtol=1e-6)
         torch.testing.assert_close(sums.colsum, p.sum(-2))
 
 
@@ -269,3 +276,30 @@ def test_statistics_do_not_depend_on_the_kernel(monkeypatch, padded):
             torch.testing.assert_close(
                 getattr(a, name), getattr(b, name), atol=2e-6, rtol=1e-5, msg=name
             )
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["kernel", "pytorch"])
+def test_a_short_response_after_a_long_prompt_keeps_its_distances_exact(monkeypatch, kernel):
+    """A local head's rows at t ~ 3000 (a 3-token response after a long prompt): the
+    kernel returned ``sum_j P[i, j] j`` (about t) in float32, and the reducer subtracted
+    it from ``t * rowsum``, so each row distance (about 0.3) was off by up to 3e-4 and the
+    span by 1e-4 relative. The kernel now sums each row's distance from its own key (and
+    PyTorch's reductions count positions from the tile's last row)."""
+    monkeypatch.setenv("WORKBENCH_KERNELS", "1" if kernel else "0")
+    n, pl = 3000, 2997
+    g = torch.Generator().manual_seed(0)
+    t = torch.arange(n)
+    back = (t[:, None] - t[None, :]).float()
+    scores = -2.0 * back + torch.randn(n, n, generator=g)  # a local head, through the mask
+    mask = scores.masked_fill(back < 0, LOW)[None, None]
+    q = k = v = torch.zeros(1, 1, n, D)
+    collector = engine.Collector([(0, n, pl)], [(0, 0)], 1, max_window=4, cuts=(n,))
+    with torch.no_grad():
+        interface._tiled(
+            q, k, v, mask, 1.0, None, None, collector.reducers()[0],
+            interface._Pass({}, None, None, False),
+        )  # fmt: skip
+    (got,) = collector.finish()
+    p = torch.softmax(mask[0, 0, pl:].double().masked_fill(back[pl:] < 0, float("-inf")), -1)
+    want = (p * back[pl:].double().clamp(min=0)).sum(-1)
+    np.testing.assert_allclose(got.dist[0, pl:].double().numpy(), want.numpy(), rtol=1e-5)

@@ -222,3 +222,39 @@ def test_excluding_the_sink_of_a_head_that_gives_it_almost_everything_stays_exac
     acc.add(slice(0, n), p.float())
     got = acc.finish()
     assert_definitions(got, by_definition(p, pl, w, got.cuts, "exclude"), n)
+
+
+def local_pattern(n: int, seed: int = 0) -> torch.Tensor:
+    """``[1, n, n]`` float64: a local head, each row's mass within a few keys of it (row
+    distances about 0.05-0.5, as the local heads of real models)."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.arange(n)
+    back = (t[:, None] - t[None, :]).double()
+    scores = (-2.0 * back + torch.randn(n, n, generator=g, dtype=torch.float64)).masked_fill(
+        back < 0, float("-inf")
+    )
+    return torch.softmax(scores, -1)[None]
+
+
+@pytest.mark.parametrize("sink", ["keep", "exclude"])
+@pytest.mark.parametrize("tile", [3000, 200], ids=["whole-pattern", "tiles"])
+def test_a_short_response_after_a_long_prompt_keeps_its_distances_exact(tile, sink):
+    """A 3-token response at t ~ 3000 (a few-shot prompt, a short answer): each row
+    distance ``sum_s A[t,s] (t-s)`` was the float32 difference of two numbers about t (key
+    positions counted from key 0), so a local head's distances (about 0.3) were off by up
+    to 6e-4, its span by 2e-4 (1e-3 relative), against the reference's 1e-7. Positions are
+    now counted back from the rows themselves."""
+    n, pl = 3000, 2997
+    p = local_pattern(n)
+    acc = StatsAccumulator([(0, 0)], n, pl, 4, (n,), sink=sink)
+    for a in range(0, n, tile):
+        e = min(n, a + tile)
+        acc.add(slice(a, e), p[:, a:e, :e].float())
+    got = acc.finish()
+    t = torch.arange(pl, n)  # the response rows' distances, by definition
+    a = p[0, pl:] if sink == "keep" else p[0, pl:, 1:] / p[0, pl:, 1:].sum(-1, keepdim=True)
+    s = torch.arange(n) if sink == "keep" else torch.arange(1, n)
+    want = (a * (t[:, None] - s[None, :])).sum(-1)
+    np.testing.assert_allclose(got.dist[0, pl:].double().numpy(), want.numpy(), rtol=1e-5)
+    span = float(got.dist[0, pl:].double().mean())
+    assert abs(span - float(want.mean())) <= 1e-5 * float(want.mean())

@@ -1,7 +1,8 @@
 """The band path's flash call off the CPU: FlexAttention with its row log-sum-exp.
 
 `interface._banded` needs, per layer, the attention output, each row's log-sum-exp and
-``sum_s A[t, s] s`` (through an extra value channel holding the key positions). On the CPU
+``sum_s A[t, s] s`` (through an extra value channel holding the key positions, counted
+back from the last key: `values_with_positions`). On the CPU
 one call of PyTorch's CPU flash kernel gives them (`interface._flash`). On CUDA this module
 gives the same from ``torch.nn.attention.flex_attention`` compiled with ``torch.compile``
 (a fused Triton kernel that never forms the ``T x T`` map), asked for its log-sum-exp
@@ -58,11 +59,14 @@ def serves(query: Tensor) -> bool:
 def values_with_positions(
     value: Float[Tensor, "batch kv_head key_pos d_value"], width: int
 ) -> Float[Tensor, "batch kv_head key_pos width"]:
-    """`value`, then a channel holding each key's position ``s``, then zeros up to
-    `width`: attention over it gives ``A v`` and ``sum_s A[t, s] s`` in one call (the band
-    path's flash call on every device, `interface._flash`)."""
+    """`value`, then a channel holding each key's position counted from the last key,
+    ``s - (key_pos - 1)``, then zeros up to `width`: attention over it gives ``A v`` and
+    ``sum_s A[t, s] (s - (key_pos - 1))`` in one call (the band path's flash call on every
+    device, `interface._flash`). Counted from the last key, the moment of a row near the end
+    (a response's) keeps the precision of its own distance; from key 0 it was about ``t``,
+    and its float32 rounding (``t * 6e-8``) swamped a local head's distance at long T."""
     b, kv, tk, dv = value.shape
-    pos = torch.arange(tk, dtype=value.dtype, device=value.device).view(1, 1, tk, 1)
+    pos = torch.arange(1 - tk, 1, dtype=value.dtype, device=value.device).view(1, 1, tk, 1)
     zeros = value.new_zeros(b, kv, tk, width - dv - 1)
     return torch.cat([value, pos.expand(b, kv, tk, 1), zeros], -1)
 
@@ -122,7 +126,8 @@ def attention_with_moment(
 ]:
     """``(out, lse)`` as `interface._flash` returns them, from FlexAttention.
 
-    ``out[..., :d_value]`` is ``A v``, ``out[..., d_value]`` is ``sum_s A[t, s] s``, and
+    ``out[..., :d_value]`` is ``A v``, ``out[..., d_value]`` is ``sum_s A[t, s] (s -
+    (key_pos - 1))`` (`values_with_positions`), and
     ``lse[t] = log sum_s exp(q_t k_s scale)`` over the keys row ``t`` may attend (0, with a
     zero output, for a row with none), where ``A = softmax(q k^T scale + mask)``; queries
     are the last ``query_pos`` positions and a boolean `mask` ``[batch, 1, query_pos,
@@ -153,7 +158,7 @@ def _dense(query: Tensor, key: Tensor, value: Tensor, mask: Tensor, scale: float
     scores = (q @ k.transpose(-1, -2) * scale).masked_fill(~mask, -math.inf)
     lse = scores.logsumexp(-1)
     probs = torch.exp(scores - lse[..., None])
-    pos = torch.arange(key.shape[2], dtype=torch.float64, device=query.device)
+    pos = torch.arange(1 - key.shape[2], 1, dtype=torch.float64, device=query.device)
     return probs @ v, probs @ pos, lse
 
 

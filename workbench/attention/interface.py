@@ -538,7 +538,8 @@ def _flash(
     """Flash attention with the key positions as an extra value channel.
 
     Returns ``(out [batch head_index query_pos d_head + 1], lse [batch head_index
-    query_pos])``: the attention output, then ``sum_s A[t, s] s``; and each row's
+    query_pos])``: the attention output, then ``sum_s A[t, s] (s - (key_pos - 1))`` (the
+    positions counted back from the last key, `flex.values_with_positions`); and each row's
     log-sum-exp of ``q k^T * scale`` over its unmasked keys (0, with a zero output, for a
     row with none). q and k get zero columns up to the value width (a multiple of 8; the
     scale is explicit, so the scores are unchanged). A boolean `mask` becomes the kernel's
@@ -631,7 +632,8 @@ def _banded(
     tq, tk = query.shape[2], key.shape[2]
     scale = d**-0.5 if scaling is None else scaling
     out, lse = _flash(query, key, value, mask, scale)
-    t = torch.arange(tk - tq, tk, dtype=out.dtype, device=out.device)
-    dist = t - out[..., d]  # sum_s A[t,s] (t-s) = t - sum_s A[t,s] s, the rows summing to 1
+    t = torch.arange(tk - tq, tk, dtype=out.dtype, device=out.device) - (tk - 1)
+    # sum_s A[t,s] (t-s) = (t - c) - sum_s A[t,s] (s - c), c = tk - 1, the rows summing to 1
+    dist = t - out[..., d]
     reduce.band(slice(tk - tq, tk), dist, _band(query, key, lse, mask, scale, reduce.width))
     return out[..., :d].transpose(1, 2).contiguous()

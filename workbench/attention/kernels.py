@@ -3,7 +3,7 @@ sums in one pass.
 
 The tiled path (`workbench.attention.interface`) materialises every tile of scores
 ``[batch x head_index, query_tile, key_tile]``. In PyTorch its softmax and the analysis
-reductions (row sums, ``sum_s A[t, s] s``, column sums) are separate passes over a tile of
+reductions (row sums, row distances ``sum_s A[t, s] (t - s)``, column sums) are separate passes over a tile of
 up to 28 MB, which leaves the cache between them. `softmax_stats` does all of them while
 each row is in the cache: the row's maximum, ``exp(s - max)`` and its sum, then
 ``p = exp(s - max) / sum`` written in place with the row's sums and the tile's column sums
@@ -89,13 +89,16 @@ static inline float exp_neg(float x)
 
 /* Rows i0..i1-1 of group r of s [g, n, width]: row i becomes its softmax over its first
    len = min(width, max(1, lim0 + i + 1)) entries, and 0 after them. Writes
-   rowsum[r, i] = sum_j p_j and weighted[r, i] = sum_j p_j j; adds sum_i p_ij to cs[j].
+   rowsum[r, i] = sum_j p_j and dist[r, i] = sum_j p_j (diag0 + i - j), the row distance
+   (weights measured back from the row's own key, so that a row whose mass is near it keeps
+   float precision: measured from key 0, the sum was about t and its float32 rounding, t * 6e-8,
+   swamped a local head's distance at long T); adds sum_i p_ij to cs[j].
    With bw > 0, band[r, i, d] = p[i, diag0 + i - d] (0 where that is < 0), for d < bw.
    With ncut > 0, adds to tr[c, k] the rows' share of sum_{i <= k} p[i, offs[c] + k] (0
    where offs[c] + k < 0), for k < n. */
 static void rows(float *restrict s, int64_t r, int64_t i0, int64_t i1, int64_t n,
                  int64_t width, int64_t lim0, float *restrict rowsum,
-                 float *restrict weighted, float *restrict cs, int64_t diag0, int64_t bw,
+                 float *restrict dist, float *restrict cs, int64_t diag0, int64_t bw,
                  float *restrict band, int64_t ncut, const int64_t *restrict offs,
                  float *restrict tr)
 {
@@ -121,6 +124,7 @@ static void rows(float *restrict s, int64_t r, int64_t i0, int64_t i1, int64_t n
         }
         float inv = (float)(1.0 / z);
         double rs = 0.0, w = 0.0;
+        int64_t key = diag0 + i;
         for (int64_t a = 0; a < len; a += BLOCK) {
             int64_t e = a + BLOCK < len ? a + BLOCK : len;
             float part = 0.0f, moment = 0.0f;
@@ -129,15 +133,15 @@ static void rows(float *restrict s, int64_t r, int64_t i0, int64_t i1, int64_t n
                 float p = row[j] * inv;
                 row[j] = p;
                 part += p;
-                moment += p * (float)(int32_t)(j - a);  /* int32: AVX2 converts it */
+                moment += p * (float)(int32_t)(key - j);  /* int32: AVX2 converts it */
                 cs[j] += p;
             }
             rs += part;
-            w += moment + (double)a * part;
+            w += moment;
         }
         if (len < width) memset(row + len, 0, (size_t)(width - len) * sizeof(float));
         rowsum[r * n + i] = (float)rs;
-        weighted[r * n + i] = (float)w;
+        dist[r * n + i] = (float)w;
         if (bw > 0) {
             float *restrict b = band + (r * n + i) * bw;
             for (int64_t d = 0; d < bw; d++) {
@@ -169,7 +173,7 @@ int kernel_openmp(void)
    tri[part, r]; both are then summed into part 0 in the order of the parts, so the
    results do not depend on the number of threads. */
 void softmax_stats(float *restrict s, int64_t g, int64_t n, int64_t width, int64_t lim0,
-                   float *restrict rowsum, float *restrict weighted,
+                   float *restrict rowsum, float *restrict dist,
                    float *restrict colsum, int64_t diag0, int64_t bw, float *restrict band,
                    int64_t ncut, const int64_t *restrict offs, float *restrict tri,
                    int64_t parts, int64_t threads)
@@ -179,7 +183,7 @@ void softmax_stats(float *restrict s, int64_t g, int64_t n, int64_t width, int64
     for (int64_t item = 0; item < g * parts; item++) {
         int64_t r = item / parts, part = item % parts;
         int64_t i0 = part * step, i1 = i0 + step < n ? i0 + step : n;
-        rows(s, r, i0, i1, n, width, lim0, rowsum, weighted,
+        rows(s, r, i0, i1, n, width, lim0, rowsum, dist,
              colsum + (part * g + r) * width, diag0, bw, band, ncut, offs,
              ncut ? tri + (part * g + r) * ncut * n : tri);
     }
@@ -224,7 +228,9 @@ class TileSums:
 
     Attributes:
         rowsum: ``[... query_pos]`` ``sum_j P[i, j]``.
-        weighted: ``[... query_pos]`` ``sum_j P[i, j] j``.
+        dist: ``[... query_pos]`` ``sum_j P[i, j] (diag0 + i - j)``: the row distance
+            ``sum_s A[t, s] (t - s)``, summed from the row's own key back (float precision of
+            the distance itself, not of ``t``).
         colsum: ``[... key_pos]`` ``sum_i P[i, j]`` over the tile's rows.
         band: ``[... query_pos band]`` ``P[i, diag0 + i - d]`` (0 before the tile's first
             key), when asked for.
@@ -234,7 +240,7 @@ class TileSums:
     """
 
     rowsum: Float[Tensor, "*tile query_pos"]
-    weighted: Float[Tensor, "*tile query_pos"]
+    dist: Float[Tensor, "*tile query_pos"]
     colsum: Float[Tensor, "*tile key_pos"]
     band: Float[Tensor, "*tile query_pos band"] | None = None
     tri: Float[Tensor, "*tile cut query_pos"] | None = None
@@ -250,7 +256,7 @@ class TileSums:
         return TileSums(*(None if x is None else x[index] for x in self._fields()))
 
     def _fields(self) -> tuple[Tensor | None, ...]:
-        return (self.rowsum, self.weighted, self.colsum, self.band, self.tri)
+        return (self.rowsum, self.dist, self.colsum, self.band, self.tri)
 
 
 def _disabled() -> bool:
@@ -391,7 +397,7 @@ def softmax_stats(
         scores: ``[group query_pos key_pos]`` contiguous float32 on the CPU; overwritten by
             ``P``.
         lim0: the causal limit of query row 0 (see above).
-        diag0: key index of query row 0, for the band.
+        diag0: key index of query row 0, for the row distances and the band.
         band: diagonals of `TileSums.band` (0: none).
         offsets: first columns of the square blocks of `TileSums.tri`, each at most
             ``key_pos - query_pos`` (empty: none).
@@ -410,7 +416,7 @@ def softmax_stats(
     tri = scores.new_zeros(parts, g, len(offsets), n) if len(offsets) else None
     out = TileSums(
         rowsum=scores.new_empty(g, n),
-        weighted=scores.new_empty(g, n),
+        dist=scores.new_empty(g, n),
         colsum=colsum[0],
         band=scores.new_empty(g, n, band) if band else None,
         tri=None if tri is None else tri[0],
@@ -418,7 +424,7 @@ def softmax_stats(
     offs = torch.tensor(list(offsets) or [0], dtype=torch.int64)
     _kernel(
         lib, scores.data_ptr(), g, n, width, lim0, out.rowsum.data_ptr(),
-        out.weighted.data_ptr(), colsum.data_ptr(), diag0, band,
+        out.dist.data_ptr(), colsum.data_ptr(), diag0, band,
         0 if out.band is None else out.band.data_ptr(), len(offsets), offs.data_ptr(),
         0 if tri is None else tri.data_ptr(), parts, torch.get_num_threads(),
     )  # fmt: skip

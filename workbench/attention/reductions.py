@@ -323,7 +323,7 @@ class StatsAccumulator:
                 reductions then cost ``O(k_tile)`` per row, not ``O(row0 + q_tile)``.
             sums: `pattern`'s sums as the kernel computed them with its softmax
                 (`workbench.attention.kernels.TileSums` with leading dimension ``head``:
-                the row sums, ``sum_j pattern[h, t, j] j``, the column sums and, where
+                the row sums, the row distances, the column sums and, where
                 given, the band of `max_window` diagonals and the triangles of
                 `long_cuts`), used in place of the same reductions of `pattern`
                 (``sink="keep"``, at most ``ROWS`` rows).
@@ -394,26 +394,35 @@ class StatsAccumulator:
         pl = self.prompt_len
         pos = self._positions(tk, dev)
         # rowsum[t] = sum_s A[t,s]; dist[t] = sum_s A[t,s] (t-s)
-        #   = (t - key0) rowsum[t] - sum_s A[t,s] (s - key0)
-        # (the subtraction loses about (t - key0) * 1e-7 in float32, far below 1e-5 * span).
+        #   = (t - c) rowsum[t] - sum_s A[t,s] (s - c), with c = row1 - 1, these rows' last.
+        # Measured from c, a row near it keeps the precision of its own distance: measured
+        # from key0, both terms were about t, and their float32 rounding (t * 6e-8, 2e-4 at
+        # T = 4096) swamped a local head's distance, so the span of a short response after
+        # a long prompt was off by 1e-3 relative. The kernel's `sums.dist` is summed from
+        # each row's own key.
+        scale = None
         if sums is None:
             rowsum = p.sum(-1)
-            weighted = torch.matmul(p, pos[: tk - key0])  # a GEMV
+            c = row1 - 1
+            # A'[t,s] = A[t,s] * scale[t] for s >= 1 (and 0 at s = 0) with `sink="exclude"`:
+            # the sink column is left out of the distances.
+            j0 = 1 if self.sink == "exclude" and key0 == 0 else 0
+            back = torch.matmul(p[..., j0:], pos[j0 : tk - key0] - (c - key0))  # a GEMV
         else:
-            rowsum, weighted = sums.rowsum.to(self.dtype), sums.weighted.to(self.dtype)
-        scale = None
+            rowsum, dist = sums.rowsum.to(self.dtype), sums.dist.to(self.dtype)
         if self.sink == "exclude":
-            # A'[t,s] = A[t,s] * scale[t] for s >= 1 (and 0 at s = 0), with `sink_scale`;
-            # the sink column adds 0 to `weighted`. With key0 > 0 these rows give the first
-            # token nothing, and their rest is the whole row: 1, or less where a learned sink
-            # logit (gpt-oss) takes a share (taken as 1, such rows were left unscaled, so a
-            # row's value depended on where its tile started).
+            # A'[t,s] = A[t,s] * scale[t] for s >= 1, with `sink_scale`. With key0 > 0 these
+            # rows give the first token nothing, and their rest is the whole row: 1, or less
+            # where a learned sink logit (gpt-oss) takes a share (taken as 1, such rows were
+            # left unscaled, so a row's value depended on where its tile started).
             rest = p[..., 1:].sum(-1) if key0 == 0 else rowsum
             scale = sink_scale(rest)
             rowsum = rest * scale
-            weighted = weighted * scale
+            back = back * scale
+        if sums is None:
+            dist = (pos[row0:row1] - c) * rowsum - back
         self.rowsum[hr, row0:row1] = rowsum.to(self.device)
-        self.dist[hr, row0:row1] = ((pos[row0:row1] - key0) * rowsum - weighted).to(self.device)
+        self.dist[hr, row0:row1] = dist.to(self.device)
         # Diagonal band: A[t, t-d].
         w = self.max_window
         if sums is not None and sums.band is not None:
