@@ -151,6 +151,7 @@ def _loss_args():
         (dict(beta=0.1), "no ref_logps"),  # the KL term was left out silently
         (dict(entropy_coef=0.1), "no entropies"),
         (dict(normalizer=0), "normalizer"),  # was NaN
+        (dict(token_normalizer=0.0), "token_normalizer"),
         (dict(epsilon=-0.1), "epsilon"),
         (dict(loss_type="bnpo"), "loss_type"),  # was a plain ValueError
         # a credit built from an FAI curve (NaN where undefined): the loss was NaN

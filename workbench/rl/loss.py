@@ -199,6 +199,7 @@ def grpo_loss(
     epsilon_high: float | None = None,
     loss_type: str = "dapo",
     normalizer: float | None = None,
+    token_normalizer: float | None = None,
     ref_logps: Float[Tensor, "batch pos"] | None = None,
     beta: float = 0.0,
     entropies: Float[Tensor, "batch pos"] | None = None,
@@ -207,8 +208,10 @@ def grpo_loss(
     """The clipped surrogate with per-token advantage ``gamma[t] * A_i`` (Eq. 12).
 
     ``loss_t = -min(r_t * g_t A_i, clip(r_t, 1-eps, 1+eps_high) * g_t A_i)`` with
-    ``r_t = exp(logp_t - old_logp_t)``, plus ``beta * KL_t`` (TRL's k3 estimator against
-    `ref_logps`) and minus ``entropy_coef * H_t``.
+    ``r_t = exp(logp_t - old_logp_t)``, plus ``beta * r_t * KL_t`` (TRL's k3 estimator
+    against `ref_logps`, weighed by the ratio as TRL's default ``use_bias_correction_kl``),
+    aggregated by `loss_type`; minus ``entropy_coef`` times the mean entropy
+    per completion token, whatever the loss type (as TRL's entropy bonus).
 
     Args:
         logps: log-probs of the completion tokens under the current policy (with grad).
@@ -222,6 +225,9 @@ def grpo_loss(
             tokens); ``"grpo"``: mean over each sequence's tokens, then sum / `normalizer`
             (default: the number of sequences). Pass a normalizer to split one batch into
             micro-batches with the same total gradient.
+        token_normalizer: what the entropy bonus's sum over tokens is divided by (default:
+            `normalizer` for ``"dapo"``, the tokens of `mask` for ``"grpo"``): pass the
+            batch's number of completion tokens with micro-batches.
         ref_logps, beta: KL penalty (skipped when beta is 0).
         entropies, entropy_coef: entropy bonus (skipped when the coefficient is 0).
 
@@ -254,8 +260,9 @@ def grpo_loss(
         _validate.number("epsilon_high", epsilon_high, low=0, low_open=True, example=0.28)
     if loss_type not in LOSS_TYPES:
         raise WorkbenchError(f"unknown loss_type {loss_type!r}", f"use one of {LOSS_TYPES}")
-    if normalizer is not None:
-        _validate.number("normalizer", normalizer, low=0, low_open=True, example=1.0)
+    for name, value in (("normalizer", normalizer), ("token_normalizer", token_normalizer)):
+        if value is not None:
+            _validate.number(name, value, low=0, low_open=True, example=1.0)
     for name, coef, tensor, tensor_name in (
         ("beta", beta, ref_logps, "ref_logps"),
         ("entropy_coef", entropy_coef, entropies, "entropies"),
@@ -309,14 +316,24 @@ def grpo_loss(
     per_token = -torch.min(ratio * adv, clipped * adv)
     if beta != 0.0 and ref_logps is not None:
         diff = real(ref_logps.detach()) - logps
-        per_token = per_token + beta * (torch.exp(diff) - diff - 1)
-    if entropy_coef != 0.0 and entropies is not None:
-        per_token = per_token - entropy_coef * real(entropies)
+        # Weighed by the importance ratio (TRL's default, ``use_bias_correction_kl``): its
+        # gradient is then the reverse KL's, ``r * (logp - ref_logp)``; the plain k3's,
+        # ``1 - exp(ref_logp - logp)``, is the forward KL's.
+        per_token = per_token + beta * ratio * (torch.exp(diff) - diff - 1)
+    tokens = m.sum().clamp(min=1.0)
     if loss_type == "dapo":
-        norm = m.sum().clamp(min=1.0) if normalizer is None else normalizer
-        return (per_token * m).sum() / norm
-    if loss_type == "grpo":
+        norm = tokens if normalizer is None else normalizer
+        loss = (per_token * m).sum() / norm
+        tokens = norm
+    elif loss_type == "grpo":
         per_seq = (per_token * m).sum(-1) / m.sum(-1).clamp(min=1.0)
         norm = per_seq.numel() if normalizer is None else normalizer
-        return per_seq.sum() / norm
-    raise AssertionError(loss_type)  # checked above
+        loss = per_seq.sum() / norm
+    else:
+        raise AssertionError(loss_type)  # checked above
+    if entropy_coef != 0.0 and entropies is not None:
+        # TRL: the bonus is the mean entropy per completion token, not normalised as the
+        # policy term is (``"grpo"`` took the mean of each sequence's mean before).
+        tokens = tokens if token_normalizer is None else token_normalizer
+        loss = loss - entropy_coef * (real(entropies) * m).sum() / tokens
+    return loss

@@ -403,10 +403,17 @@ class GRPORun:
             )
             start = stop
 
+        def tempered(logits: torch.Tensor) -> torch.Tensor:
+            """The logits of the distribution the completions were sampled from (TRL's
+            ``logits / temperature``), for the log-probs and the entropies of the loss."""
+            return logits if cfg.temperature == 1.0 else logits.float() / cfg.temperature
+
         def logps_of(model: torch.nn.Module, chunk: RolloutBatch, credit: Any = None):
-            """Per-token log-probs ``[rows, width]`` of the completions, and their logits."""
+            """Per-token log-probs ``[rows, width]`` of the completions at the sampling
+            temperature, and the model's logits (the credit's entropies read those, as
+            the standalone pass does)."""
             logits = completion_logits(model, chunk, credit)
-            return token_logps(logits, chunk.targets), logits
+            return token_logps(tempered(logits), chunk.targets), logits
 
         old: list[torch.Tensor | None] = [None] * len(chunks)
         refs: list[torch.Tensor | None] = [None] * len(chunks)
@@ -439,7 +446,7 @@ class GRPORun:
                     logps, logits = logps_of(self.policy, chunk)
                 entropies = None
                 if cfg.entropy_coef != 0.0:
-                    logp_all = torch.log_softmax(logits.float(), -1)
+                    logp_all = torch.log_softmax(tempered(logits).float(), -1)
                     entropies = -(logp_all.exp() * logp_all).sum(-1)
                 # A diverged policy's NaN log-probs are refused here, with the step and the
                 # remedy, by the check `grpo_loss` runs on them (which knows neither).
@@ -465,6 +472,7 @@ class GRPORun:
                     epsilon_high=cfg.epsilon_high,
                     loss_type=cfg.loss_type,
                     normalizer=normalizer,
+                    token_normalizer=max(n_tokens, 1.0),
                     ref_logps=refs[j],
                     beta=cfg.beta,
                     entropies=entropies,
