@@ -208,7 +208,7 @@ def _check_reward_signature(func: Any) -> None:
 
 def _check_args(config: Any) -> None:
     """Refuse `args` that is not TRL's `GRPOConfig` (the workbench's own `GRPOConfig`, a dict):
-    TRL failed with a raw AttributeError (``model_init_kwargs``, ``seed``) while building."""
+    TRL failed with a raw AttributeError (its model arguments, ``seed``) while building."""
     from trl import GRPOConfig as TRLConfig
 
     from .config import GRPOConfig
