@@ -229,6 +229,22 @@ def _tiny_rows(tok, widths, seed=0):
     return [prompts[i % 2] for i in range(len(widths))], completions
 
 
+def _standalone_coupled(tmp_path):
+    """A tiny-reasoner trainer with the coupled credit on the standalone pass, and a fixed
+    batch of four rollouts (two prompt lengths)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from workbench.attention import CreditParams
+    from workbench.models import model_path
+
+    folder = model_path("tiny-reasoner")
+    tok = AutoTokenizer.from_pretrained(folder)
+    policy = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
+    trainer = _trainer(tmp_path, policy, tok, CreditParams(strategy="coupled"))
+    trainer.fused_credit = False
+    return trainer, _fixed_batch(tok, *_tiny_rows(tok, [36, 34, 30, 36]))
+
+
 @pytest.mark.parametrize("arch", ["qwen3-next", "bloom", "llama-dropout", "gpt2-no-dropout"])
 def test_models_the_fused_pass_cannot_see_fall_back_to_the_standalone_pass(
     tmp_path, hybrid_toy, make_toy, arch
@@ -426,17 +442,7 @@ def test_logged_gamma_statistics_pool_the_micro_batches(tmp_path, tiny, fused):
 def test_gamma_statistics_leave_out_tool_results(tmp_path, tiny):
     """Tokens a tool inserted into a completion (TRL's ``tool_mask`` 0) are outside TRL's
     loss; the logged credit statistics leave them out too."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from workbench.attention import CreditParams
-    from workbench.models import model_path
-
-    folder = model_path("tiny-reasoner")
-    tok = AutoTokenizer.from_pretrained(folder)
-    policy = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
-    trainer = _trainer(tmp_path, policy, tok, CreditParams(strategy="coupled"))
-    trainer.fused_credit = False
-    inputs = _fixed_batch(tok, *_tiny_rows(tok, [36, 34, 30, 36]))
+    trainer, inputs = _standalone_coupled(tmp_path)
     inputs["tool_mask"] = torch.ones_like(inputs["completion_mask"])
     inputs["tool_mask"][:, 10:20] = 0  # a tool's answer in the middle of each completion
     inputs = trainer.after_scoring(inputs)
@@ -758,17 +764,7 @@ def test_no_gamma_statistics_are_logged_when_no_completion_token_was_credited(tm
     (all cut at ``max_completion_length``, common early in training): no token is
     credited, and the row has no ``credit/*`` entries (it logged ``gamma_mean`` 0.0, a
     value no gamma takes)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from workbench.attention import CreditParams
-    from workbench.models import model_path
-
-    folder = model_path("tiny-reasoner")
-    tok = AutoTokenizer.from_pretrained(folder)
-    policy = AutoModelForCausalLM.from_pretrained(folder, use_safetensors=True)
-    trainer = _trainer(tmp_path, policy, tok, CreditParams(strategy="coupled"))
-    trainer.fused_credit = False
-    inputs = _fixed_batch(tok, *_tiny_rows(tok, [36, 34, 30, 36]))
+    trainer, inputs = _standalone_coupled(tmp_path)
     inputs["completion_mask"][:] = 0  # TRL's mask of truncated completions
     trainer.after_scoring(inputs)
     trainer.log({})
