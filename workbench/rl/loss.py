@@ -324,7 +324,6 @@ def grpo_loss(
     if loss_type == "dapo":
         norm = tokens if normalizer is None else normalizer
         loss = (per_token * m).sum() / norm
-        tokens = norm
     elif loss_type == "grpo":
         per_seq = (per_token * m).sum(-1) / m.sum(-1).clamp(min=1.0)
         norm = per_seq.numel() if normalizer is None else normalizer
@@ -334,6 +333,7 @@ def grpo_loss(
     if entropy_coef != 0.0 and entropies is not None:
         # TRL: the bonus is the mean entropy per completion token, not normalised as the
         # policy term is (``"grpo"`` took the mean of each sequence's mean before).
-        tokens = tokens if token_normalizer is None else token_normalizer
-        loss = loss - entropy_coef * (real(entropies) * m).sum() / tokens
+        if token_normalizer is None:  # dapo's normalizer counts the batch's tokens
+            token_normalizer = norm if loss_type == "dapo" else tokens
+        loss = loss - entropy_coef * (real(entropies) * m).sum() / token_normalizer
     return loss
