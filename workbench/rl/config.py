@@ -296,13 +296,7 @@ class GRPOConfig:
                     "config.json) or by name beside it, not both with different values",
                 )
             credit = changed
-        known = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - known)
-        if unknown:
-            raise WorkbenchError(
-                f"unknown GRPO settings {unknown}",
-                f"check the spelling; known settings are {sorted(known | _CREDIT_KEYS)}",
-            )
+        _refuse_unknown(changes, listed=_DEFAULTS.keys() | _CREDIT_KEYS)
         return dataclasses.replace(self, credit=credit, **changes)
 
 
@@ -350,6 +344,18 @@ _NUMBERS: dict[str, dict[str, Any]] = {
     "top_p": {"low": 0, "high": 1, "low_open": True},
 }
 
+
+def _refuse_unknown(given: Any, listed: Any) -> None:
+    """Refuse names in `given` that are no field of `GRPOConfig`; the fix lists `listed`
+    (what the caller takes: `replace` also takes the credit's fields by name)."""
+    unknown = sorted(set(given) - _DEFAULTS.keys())
+    if unknown:
+        raise WorkbenchError(
+            f"unknown GRPO settings {unknown}",
+            f"check the spelling; known settings are {sorted(listed)}",
+        )
+
+
 _generated_init = GRPOConfig.__init__
 
 
@@ -365,12 +371,7 @@ def _init(self: GRPOConfig, *args: Any, **kwargs: Any) -> None:
             f"pass credit=wb.CreditParams({name}=...), or GRPOConfig(...).replace({name}=...)"
             " (replace and from_dict take the credit's fields by name)",
         )
-    unknown = sorted(set(kwargs) - _DEFAULTS.keys())
-    if unknown:
-        raise WorkbenchError(
-            f"unknown GRPO settings {unknown}",
-            f"check the spelling; known settings are {sorted(_DEFAULTS)}",
-        )
+    _refuse_unknown(kwargs, listed=_DEFAULTS.keys())
     _generated_init(self, *args, **kwargs)
 
 
