@@ -192,3 +192,52 @@ def test_a_tab_whose_panel_refuses_the_model_is_not_added(toy_llama):
     panel.refuse = False
     assert app.add_tab(panel, "R") is panel and panel.model is toy_llama
     assert app.tabs.titles == ("Rhythm", "R")
+
+
+def test_results_made_from_other_input_than_the_widgets_hold_are_marked_until_a_run():
+    """One mechanism for every panel: `stale` names the panel's own `changed_label` while
+    `_current_input` differs from what the results were made from, and a failed Run or
+    refused settings outrank it."""
+
+    class Sums(panels.Panel):
+        changed_label = "numbers changed"
+
+        def __init__(self):
+            super().__init__()
+            self.numbers, self.shown = [1, 2], None
+
+        def _current_input(self):
+            return tuple(self.numbers)
+
+        def run(self, fail=False):
+            def go():
+                if fail:
+                    raise ValueError("no")
+                self.shown = sum(self.numbers)
+                self._made(self._current_input())
+
+            return self._new_results(go, lambda: self.shown)
+
+    p = Sums()
+    assert p.stale == "" and p._made_from is None  # nothing on screen: nothing to mark
+    p.numbers.append(3)
+    assert p.stale == ""
+    p.run()
+    assert p.shown == 6 and p.stale == ""
+    p.numbers.append(4)
+    assert p.stale == "numbers changed"
+    p.numbers.pop()
+    assert p.stale == ""  # back to what the results were made from
+    p.numbers.append(5)
+    with pytest.raises(ValueError):
+        p.run(fail=True)
+    assert p.stale == "run failed" and p.shown == 6
+    p._refuse_results()
+    assert p.stale == "settings refused"
+    p._set_refused(False)
+    p.run()
+    assert p.shown == 11 and p.stale == ""
+    p._reset_results()
+    p.numbers.append(6)
+    assert p.stale == ""  # a new model: no results, so nothing is stale
+    assert panels.Panel().stale == "" and panels.Panel.changed_label == "input changed"

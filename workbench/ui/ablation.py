@@ -77,7 +77,6 @@ class AblationPanel(Panel):
         self.charts: dict[str, Any] = {}
         d = layout.DESCRIPTION
         self._ran_intervention = "knockout"
-        self._ran_settings = ""  # the settings of the Run whose results are shown
         self.task = widgets.Dropdown(options=list(TASKS), description="task", style=d)
         self.n_problems = widgets.IntSlider(value=4, min=1, max=64, description="problems", style=d)
         initial(self.task, "task", task)
@@ -187,13 +186,10 @@ class AblationPanel(Panel):
             f"{int(self.max_new_tokens.value)}"
         )
 
-    @property
-    def stale(self) -> str:
-        """As `Panel.stale`, and ``"settings changed"`` while the Run settings differ from
-        those of the Run whose table and charts are shown (press Run to update them)."""
-        if super().stale or self.frame is None:
-            return super().stale
-        return "settings changed" if self._settings_text() != self._ran_settings else ""
+    changed_label = "settings changed"
+
+    def _current_input(self) -> str:
+        return self._settings_text()
 
     def _show_state(self) -> None:
         """The note above the table: nothing while it and the charts match the widgets,
@@ -209,14 +205,14 @@ class AblationPanel(Panel):
         elif self._previous and self.frame is not None:
             self.note.value = layout.status_html(
                 "The table and charts below are still those of the previous Run "
-                f"({self._ran_settings}): the last Run failed (the status line says why); "
+                f"({self._made_from}): the last Run failed (the status line says why); "
                 "press Run again once it is fixed.",
                 "warning",
             )
-        elif self.frame is not None and self._settings_text() != self._ran_settings:
+        elif self.stale == self.changed_label:
             # they stood under the new settings, unmarked, as if made with them
             self.note.value = layout.status_html(
-                f"The table and charts below are of the last Run ({self._ran_settings}): "
+                f"The table and charts below are of the last Run ({self._made_from}): "
                 "the settings above have changed since; press Run to see theirs.",
                 "warning",
             )
@@ -275,7 +271,8 @@ class AblationPanel(Panel):
                 # Only once it ran: after a failed Run the charts still draw the last
                 # frame, whose rows are of the intervention that made it.
                 self.frame = frame
-                self._ran_intervention, self._ran_settings = intervention, settings
+                self._ran_intervention = intervention
+                self._made(settings)
                 self.progress.bar_style = "success"
             except BaseException:
                 self.progress.bar_style = "danger"  # where it stopped, marked as failed

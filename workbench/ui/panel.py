@@ -6,8 +6,10 @@ panel's status line and kept in ``panel.last_error``.
 Results on screen never stand for settings they were not made with (``panel.stale``): a
 panel whose view settings are refused hides its results (`Panel._refuse_results`) until
 they are valid again, and a Run that fails (`Panel._new_results`) leaves the previous
-results on screen marked as the previous run's until a Run succeeds. Each panel says so
-in its own words (`Panel._show_state`); the rhythm and ablation panels use this.
+results on screen marked as the previous run's until a Run succeeds, and results made
+from other input than the widgets now hold are marked until the next Run
+(`Panel._current_input`, `Panel._made_from`). Each panel says so in its own words
+(`Panel._show_state`); the rhythm and ablation panels use this.
 
 Charts are shown in ``alt.JupyterChart`` widgets with the Vega bundle inlined (no network)
 and the workbench look applied to each chart (`workbench.viz.style.themed`); building a
@@ -112,6 +114,9 @@ class Panel(widgets.VBox):
     """
 
     title = "Panel"
+    #: What `stale` says while the input the widgets hold is not what the results on screen
+    #: were made from (see `_current_input`).
+    changed_label = "input changed"
 
     def __init__(self, children: Sequence[widgets.Widget] = (), **kwargs: Any):
         super().__init__(list(children), **kwargs)
@@ -123,16 +128,35 @@ class Panel(widgets.VBox):
         self.results_box: widgets.Box | None = None
         self._refused = False  # the view settings were refused: the results are hidden
         self._previous = False  # a Run failed: the results shown are of the run before it
+        #: The input (`_current_input`) the results on screen were made from; None while
+        #: there are none.
+        self._made_from: Any = None
 
     @property
     def stale(self) -> str:
         """``""`` while the results on screen match the widgets; otherwise why they do not:
         ``"settings refused"`` (the results are hidden until the settings are valid) or
         ``"run failed"`` (the results, still shown, are those of the Run before the one
-        that failed, until a Run succeeds)."""
+        that failed, until a Run succeeds) or `changed_label` (the input the widgets hold
+        is not what the results were made from, until a Run)."""
         if self._refused:
             return "settings refused"
-        return "run failed" if self._previous else ""
+        if self._previous:
+            return "run failed"
+        if self._made_from is not None and self._current_input() != self._made_from:
+            return self.changed_label
+        return ""
+
+    def _current_input(self) -> Any:
+        """What the next Run would make its results from, as a comparable value (the
+        settings a Run reads, not the view's). The default, None, never differs."""
+        return None
+
+    def _made(self, made_from: Any) -> None:
+        """The results on screen were just made from `made_from` (what `_current_input`
+        returned when the Run began): they are marked once the widgets hold other input."""
+        self._made_from = made_from
+        self._show_state()
 
     def _show_state(self) -> None:
         """Say (in the panel's own place for it) what the results on screen are, after
@@ -141,6 +165,7 @@ class Panel(widgets.VBox):
     def _reset_results(self) -> None:
         """No results any more (a new model): nothing is stale or hidden."""
         self._previous = False
+        self._made_from = None
         self._set_refused(False)
 
     def _refuse_results(self) -> None:

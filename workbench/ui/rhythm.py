@@ -113,7 +113,6 @@ class RhythmPanel(Panel):
         self.forward_passes = 0
         self.charts: dict[str, alt.JupyterChart] = {}
         self._keys: dict[str, Any] = {}
-        self._analysed_input: tuple[Any, ...] | None = None  # the input of the trace shown
 
         wide = widgets.Layout(width="98%")
         self.prompt = widgets.Textarea(
@@ -331,7 +330,6 @@ class RhythmPanel(Panel):
         self.charts = {}
         self.summary.value = ""
         self._reset_results()
-        self._analysed_input = None
         self._fit_max_tokens(self.model)
         self.picker.set_model(model)
         # Only the heads of attention layers have a map (`attention_maps` records no other
@@ -407,7 +405,7 @@ class RhythmPanel(Panel):
             fai_min_rows=int(self.fai_min_rows.value),
         )
 
-    def _input(self) -> tuple[Any, ...]:
+    def _current_input(self) -> tuple[Any, ...]:
         """What the next Run makes its trace from: only the widgets that source reads."""
         if self.trace_file.value.strip():
             return ("file", self.trace_file.value.strip())
@@ -417,14 +415,6 @@ class RhythmPanel(Panel):
             "generated", self.prompt.value, int(self.max_new_tokens.value),
             float(self.temperature.value), int(self.seed.value),
         )  # fmt: skip
-
-    @property
-    def stale(self) -> str:
-        """As `Panel.stale`, and ``"input changed"`` while the input that makes a trace
-        differs from the one the trace shown was made from (press Run to analyse it)."""
-        if super().stale or self.analysis is None or self._analysed_input is None:
-            return super().stale
-        return "input changed" if self._input() != self._analysed_input else ""
 
     def run(self) -> Any:
         """Analyse one new trace and draw it: the saved trace in `trace_file` if given,
@@ -440,7 +430,7 @@ class RhythmPanel(Panel):
         from ..trace import Trace, generate
 
         self.run_button.disabled = True
-        asked = self._input()
+        asked = self._current_input()
         try:
             if self.trace_file.value.strip():
                 self._say("reading the saved trace …", "busy")
@@ -475,8 +465,7 @@ class RhythmPanel(Panel):
                     progress=False,  # the status line says it is generating
                 )
             out = self._set_trace(trace)
-            self._analysed_input = asked
-            self._show_state()
+            self._made(asked)
             # The trace file wins over a pasted response (the docstring's order): say which.
             self._say(f"{self._message} (from {source})", "ok")
             return out
@@ -493,8 +482,7 @@ class RhythmPanel(Panel):
     def _given(self, trace: Any) -> Any:
         out = self._set_trace(trace)
         # made in code, not from the input boxes: edits to them after it are still marked
-        self._analysed_input = self._input()
-        self._show_state()
+        self._made(self._current_input())
         return out
 
     def _set_trace(self, trace: Any, *, keep_shown: bool = False) -> Any:
@@ -624,7 +612,7 @@ class RhythmPanel(Panel):
                 f"(the status line says why).\n{self._summary_text(a)}",
                 "warning",
             )
-        elif self.stale == "input changed":
+        elif self.stale == self.changed_label:
             # they stood under the edited prompt or response, unmarked, as if of it
             self.summary.value = layout.status_html(
                 f"The charts below are of the trace analysed last ({self.trace.response_len} "
