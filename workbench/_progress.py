@@ -21,9 +21,9 @@ ENV = "WORKBENCH_PROGRESS"
 
 
 def _switched_off() -> bool:
-    import os
+    from ._validate import env_flag
 
-    return os.environ.get(ENV, "").strip().lower() in ("off", "0", "false", "no")
+    return not env_flag(ENV, True)
 
 
 def progress_bar(iterable: Iterable[Any] | None = None, *, progress: bool, **kwargs: Any) -> Any:

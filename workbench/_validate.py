@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import WorkbenchError
 
-__all__ = ["SEED_MAX", "integer", "number", "optional_number", "seed"]
+__all__ = ["SEED_MAX", "env_flag", "integer", "number", "optional_number", "seed"]
 
 #: The largest seed every generator here accepts (`torch.manual_seed` takes 64 bits).
 SEED_MAX = 2**63 - 1
@@ -146,4 +146,28 @@ def flag(name: str, value: Any, fix: str | None = None) -> bool:
         return bool(value)
     raise WorkbenchError(
         f"{name} must be True or False, got {value!r}", fix or f"pass {name}=True or {name}=False"
+    )
+
+
+#: How the workbench's environment switches read (any case, spaces ignored).
+YES = frozenset({"1", "true", "yes", "on"})
+NO = frozenset({"0", "false", "no", "off"})
+
+
+def env_flag(name: str, default: bool) -> bool:
+    """The environment variable `name` as a switch: True for ``1``/``true``/``yes``/``on``,
+    False for ``0``/``false``/``no``/``off`` (any case), `default` when it is unset or
+    empty, and a `WorkbenchError` naming it for anything else: ``WORKBENCH_ALLOW_HUB=y``
+    must not quietly read as "no"."""
+    import os
+
+    raw = os.environ.get(name, "")
+    value = raw.strip().lower()
+    if not value:
+        return default
+    if value in YES or value in NO:
+        return value in YES
+    raise WorkbenchError(
+        f"the environment variable {name}={raw!r} is neither on nor off",
+        f"set {name} to 1 (on) or 0 (off), or unset it (default: {int(default)})",
     )

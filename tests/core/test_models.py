@@ -100,10 +100,21 @@ class TestNames:
         assert "is invalid" not in e.value.problem and "config.json" not in e.value.fix
         assert "check the name" in e.value.fix
 
-    def test_env_variable_allows_the_hub(self, monkeypatch):
-        monkeypatch.setenv("WORKBENCH_ALLOW_HUB", "1")
+    @pytest.mark.parametrize("value", ["1", "on", " TRUE ", "yes"])
+    def test_env_variable_allows_the_hub(self, monkeypatch, value):
+        # "on" read as "no" (only 1/true/yes did), while HF_HUB_OFFLINE=on read as yes.
+        monkeypatch.setenv("WORKBENCH_ALLOW_HUB", value)
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
         with pytest.raises(WorkbenchError, match="not reachable"):
+            wb.load_model("HuggingFaceTB/SmolLM2-135M")
+
+    def test_an_env_switch_that_is_neither_on_nor_off_is_named(self, monkeypatch):
+        monkeypatch.setenv("WORKBENCH_ALLOW_HUB", "y")
+        with pytest.raises(WorkbenchError, match="WORKBENCH_ALLOW_HUB='y' is neither") as e:
+            wb.load_model("HuggingFaceTB/SmolLM2-135M")
+        assert "set WORKBENCH_ALLOW_HUB to 1 (on) or 0 (off)" in e.value.fix
+        monkeypatch.setenv("WORKBENCH_ALLOW_HUB", "off")
+        with pytest.raises(WorkbenchError, match="allow_hub=True"):
             wb.load_model("HuggingFaceTB/SmolLM2-135M")
 
     @pytest.mark.parametrize("name", ["x" * 300, "~no-such-user-xyz/model"])

@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from workbench._validate import SEED_MAX, as_index, curve, integer, is_index, number, seed
+from workbench._validate import (
+    SEED_MAX,
+    as_index,
+    curve,
+    env_flag,
+    integer,
+    is_index,
+    number,
+    seed,
+)
 from workbench.errors import WorkbenchError
 
 
@@ -105,3 +114,26 @@ def test_complex_values_are_not_a_curve():
     """They were cast to their real part with only torch's warning."""
     with pytest.raises(WorkbenchError, match="waad holds complex numbers"):
         curve("waad", torch.tensor([1 + 2j, 3 + 0j]), "fix it")
+
+
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [
+        *[("1", True), ("on", True), (" Yes ", True), ("TRUE", True)],
+        *[("0", False), ("off", False), ("No", False), ("false", False)],
+        *[("", "default"), ("  ", "default")],
+    ],
+)
+def test_an_environment_switch_reads_every_usual_spelling(monkeypatch, raw, want):
+    monkeypatch.setenv("WB_TEST_SWITCH", raw)
+    for default in (False, True):
+        assert env_flag("WB_TEST_SWITCH", default) is (default if want == "default" else want)
+    monkeypatch.delenv("WB_TEST_SWITCH")
+    assert env_flag("WB_TEST_SWITCH", True) is True
+
+
+@pytest.mark.parametrize("raw", ["y", "2", "enable", "of"])
+def test_an_environment_switch_that_is_neither_is_refused_by_name(monkeypatch, raw):
+    monkeypatch.setenv("WB_TEST_SWITCH", raw)
+    with pytest.raises(WorkbenchError, match=f"WB_TEST_SWITCH={raw!r} is neither on nor off"):
+        env_flag("WB_TEST_SWITCH", False)

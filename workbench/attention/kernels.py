@@ -52,6 +52,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .._validate import env_flag
 from ..models.cache import cache_dir
 
 __all__ = ["TileSums", "available", "softmax_stats"]
@@ -260,7 +261,7 @@ class TileSums:
 
 
 def _disabled() -> bool:
-    return os.environ.get("WORKBENCH_KERNELS", "1").strip().lower() in ("0", "off", "false", "no")
+    return not env_flag("WORKBENCH_KERNELS", True)
 
 
 def _cpu_id() -> str:

@@ -187,15 +187,16 @@ def is_hub_name(name: str) -> bool:
 
 
 def _hub_allowed(allow_hub: bool) -> bool:
-    env = os.environ.get("WORKBENCH_ALLOW_HUB", "").strip().lower()
-    return allow_hub or env in {"1", "true", "yes"}
+    return allow_hub or _validate.env_flag("WORKBENCH_ALLOW_HUB", False)
 
 
 def _hub_reachable(timeout: float = 1.5) -> bool:
     """Whether the hub endpoint answers a TCP connect within `timeout` seconds, name
     lookup included (``create_connection``'s timeout does not cover the lookup, which a
     slow resolver can hold for half a minute)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
+    if (
+        os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _validate.YES
+    ):  # huggingface_hub's own words
         return False
     try:
         from huggingface_hub import constants
