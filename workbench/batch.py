@@ -202,9 +202,16 @@ def _coerce(text: str, spec: str) -> Any:
         return None
     for cast in (int, float):
         try:
-            return cast(text)
+            number = cast(text)
         except ValueError:
-            pass
+            continue
+        if not math.isfinite(number):  # 'nan', 'inf', '1e999'
+            raise WorkbenchError(
+                f"bad grid spec {spec!r}: the value {text.strip()!r} is not a finite number, "
+                "which the batch's index (JSON) cannot store",
+                f'give a finite number, or the text in double quotes: "{text.strip()}"',
+            )
+        return number
     if text.strip().startswith(("[", "{", '"')):
         try:
             return json.loads(text)
@@ -228,7 +235,8 @@ def parse_grid(specs: Iterable[str]) -> list[dict[str, Any]]:
     that themselves hold commas outside brackets (``label=a,b;c``). A value that starts
     with ``[``, ``{`` or ``"`` must be JSON, and brackets must pair up (``x=[1,2`` and
     ``x=1]`` are refused, not run with that text). Spaces around each value are dropped
-    (``x=a, b`` is ``a`` and ``b``; a JSON string keeps them: ``x=" a"``).
+    (``x=a, b`` is ``a`` and ``b``; a JSON string keeps them: ``x=" a"``). ``nan`` and
+    ``inf`` are refused (the index is JSON); ``"nan"`` is the text.
 
     An empty list of specs is refused, as `run_batch` refuses an empty grid: it is most
     likely a mistake (a list filtered to nothing, a command line without ``--grid``),
@@ -258,7 +266,10 @@ def parse_grid(specs: Iterable[str]) -> list[dict[str, Any]]:
             )
         if key in axes:
             raise WorkbenchError(f"grid key {key!r} is given twice", "give each key once")
-        parts = values.split(";") if ";" in values else _split_commas(values, spec)
+        # ';' separates when there is one outside JSON strings and JSON values, else ','
+        parts = _split_values(values, spec, ";")
+        if len(parts) == 1:
+            parts = _split_values(values, spec, ",")
         if any(not part.strip() for part in parts):
             # 'x=1,,2' or a trailing ';' ran a grid point with the empty string
             raise WorkbenchError(
@@ -291,16 +302,21 @@ def _refuse_repeats(key: str, values: list[Any], spec: str) -> None:
         seen.add(text)
 
 
-def _split_commas(values: str, spec: str) -> list[str]:
-    """`values` split at the commas outside brackets and JSON strings: ``[1,2],[3]`` is two
+def _split_values(values: str, spec: str, sep: str) -> list[str]:
+    """`values` split at each `sep` outside brackets and JSON strings: ``[1,2],[3]`` is two
     values, and ``["none","coupled"]`` one (split at every comma, it was the two values
-    ``["none"`` and ``"coupled"]``, and a list could not be given as one value).
+    ``["none"`` and ``"coupled"]``, and a list could not be given as one value); with
+    ``;``, ``label="a;b";c`` is two (it was split inside the quotes).
 
     A bracket left open or closed without opening it is refused: ``x=1],[2]`` ran a run
     with the text ``1]``, and ``x=a[1,2`` one with ``a[1,2``. A ``"`` counts as a quote
-    inside brackets and at the start of a value (the text ``5"`` is as it is)."""
+    inside brackets and at the start of a value (the text ``5"`` is as it is). With
+    ``;`` a value that does not start as JSON is taken as it is, brackets and all
+    (``label=a],b;c``)."""
+    whole = sep == ","  # every bracket counts, not only those of values that start as JSON
     parts, depth, start, quoted, escaped = [], 0, 0, False, False
     for i, c in enumerate(values):
+        head = not values[start:i].strip()  # nothing but spaces before c in this value
         if quoted:  # inside a JSON string: up to its closing quote, \" escaped
             if escaped:
                 escaped = False
@@ -308,18 +324,18 @@ def _split_commas(values: str, spec: str) -> list[str]:
                 escaped = True
             elif c == '"':
                 quoted = False
-        elif c == '"' and (depth or not values[start:i].strip()):
+        elif c == '"' and (depth or head):
             quoted = True
-        elif c in "[{":
+        elif c in "[{" and (whole or depth or head):
             depth += 1
-        elif c in "]}" and depth == 0:
+        elif c in "]}" and depth == 0 and whole:
             raise WorkbenchError(
                 f"bad grid spec {spec!r}: {c!r} closes a bracket that was not opened",
                 _UNBALANCED_FIX,
             )
-        elif c in "]}":
+        elif c in "]}" and depth:
             depth -= 1
-        elif c == "," and depth == 0:
+        elif c == sep and depth == 0:
             parts.append(values[start:i])
             start = i + 1
     if depth or quoted:

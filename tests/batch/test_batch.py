@@ -128,6 +128,23 @@ class TestGrid:
             "none", "10", "a,b", "a]", None, '5"']  # fmt: skip
         assert parse_grid(['s=["a]","b\\"]"]']) == [{"s": ["a]", 'b"]']}]
 
+    def test_a_semicolon_inside_a_json_string_or_list_belongs_to_the_value(self):
+        """``label="a;b",c`` was split at the ``;`` inside the quotes (then refused as not
+        JSON), so text holding a semicolon could not be given."""
+        assert [p["x"] for p in parse_grid(['x="a;b",c'])] == ["a;b", "c"]
+        assert [p["x"] for p in parse_grid(['x="a;b";c,d'])] == ["a;b", "c,d"]
+        assert [p["x"] for p in parse_grid(['x=["a;b"];[1]'])] == [["a;b"], [1]]
+        assert [p["x"] for p in parse_grid(["x=a],b;c[", "y=[1,2];[3]"])][::2] == ["a],b", "c["]
+
+    @pytest.mark.parametrize("text", ["nan", "NaN", "inf", "-inf", "Infinity", "1e999"])
+    def test_a_value_that_is_not_a_finite_number_is_refused(self, text):
+        """``x=nan`` reached the notebook as a float NaN, and the batch's index and run id
+        as JSON's non-standard ``NaN``."""
+        with pytest.raises(WorkbenchError, match="is not a finite number") as e:
+            parse_grid([f"x=1,{text}"])
+        assert f'the text in double quotes: "{text}"' in e.value.fix
+        assert parse_grid([f'x="{text}"']) == [{"x": text}]
+
     def test_spaces_around_values_are_the_command_lines(self):
         """``model=tiny-reasoner, smollm2-135m`` ran the model ``' smollm2-135m'``."""
         assert [p["m"] for p in parse_grid(["m=a, b , c d"])] == ["a", "b", "c d"]
