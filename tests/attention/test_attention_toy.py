@@ -356,6 +356,9 @@ def test_frames():
     assert len(df) == a.n_pos and df["anchor"].sum() == len(a.anchors)
     hf = a.heads_frame()
     assert len(hf) == 6 and set(hf["cls"]) <= {"local", "global", "middle"}
+    assert [tuple(r) for r in hf.loc[hf["cls"] == "local", ["layer", "head"]].values] == (
+        a.local_heads
+    )
     assert math.isclose(df["waad"].iloc[-1], float(a.waad[-1]))
 
 

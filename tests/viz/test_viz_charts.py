@@ -404,7 +404,23 @@ def test_head_map_has_every_head_and_outlines_the_classes(smol, analysis):
         **{h: "global" for h in analysis.global_heads},
     }
     assert outline["encoding"]["stroke"]["field"] == "cls"
-    assert outline["encoding"]["stroke"]["scale"]["domain"] == ["local", "global"]
+    assert outline["encoding"]["stroke"]["scale"]["domain"] == [
+        "local", "global", "local and global"]  # fmt: skip
+
+
+def test_a_head_in_both_classes_is_outlined_as_both_not_as_local(analysis):
+    """One head analysed is local and global at once (the counting rule); `heads_frame`
+    called it "local" and the head map outlined it in the local colour only."""
+    head = analysis.heads[0]
+    one = analysis.select_heads([head])
+    assert one.local_heads == one.global_heads == [head]
+    hf = one.heads_frame()
+    assert hf.loc[hf["analysed"], "cls"].tolist() == ["local and global"]
+    d = charts.head_map(one).to_dict()
+    outlined = {(r["layer"], r["head"]): r["cls"] for r in _rows(d["layer"][1], d)}
+    assert outlined == {head: "local and global"}
+    scale = d["layer"][1]["encoding"]["stroke"]["scale"]
+    assert scale["range"][scale["domain"].index("local and global")] == wb.viz.style.BOTH
 
 
 def test_head_map_greys_heads_that_were_not_analysed(smol, trace):

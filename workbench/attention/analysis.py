@@ -400,7 +400,10 @@ class Analysis:
         )
 
     def heads_frame(self):
-        """One row per head of the model (pandas): span, class, receiver score."""
+        """One row per head of the model (pandas): ``layer head analysed span cls
+        receiver_kurtosis receiver``, where ``cls`` is ``"local"``, ``"global"``,
+        ``"local and global"`` (the counting rule put the head in both: one head analysed,
+        or quantiles adding up to more than 1), ``"middle"``, or None where not analysed."""
         import pandas as pd
 
         loc, glob, rec = set(self.local_heads), set(self.global_heads), set(self.receiver_heads)
@@ -409,7 +412,8 @@ class Analysis:
         for layer in range(self.n_layers):
             for h in range(self.n_heads):
                 key = (layer, h)
-                cls = "local" if key in loc else "global" if key in glob else "middle"
+                named = [c for c, heads in (("local", loc), ("global", glob)) if key in heads]
+                cls = " and ".join(named) or "middle"
                 rows.append(
                     {
                         "layer": layer,

@@ -352,7 +352,8 @@ def head_map(analysis: Any, *, cell_px: int = 18) -> alt.LayerChart:
     """Every (layer, head) of the model coloured by span (Eq. 7), classes outlined.
 
     Local heads (bottom span quantile) are outlined in orange, global heads (top quantile)
-    in blue; heads that were not analysed are grey.
+    in blue, a head in both classes (one head analysed) in purple; heads that were not
+    analysed are grey.
 
     Args:
         analysis: a `wb.Analysis`.
@@ -393,7 +394,8 @@ def head_map(analysis: Any, *, cell_px: int = 18) -> alt.LayerChart:
             tooltip=tooltip,
         )
     )
-    classes = hf[hf["cls"].isin(["local", "global"])].reset_index(drop=True)
+    named = ["local", "global", "local and global"]
+    classes = hf[hf["cls"].isin(named)].reset_index(drop=True)
     outline = (
         alt.Chart(classes)
         .mark_rect(filled=False, strokeWidth=2.5)
@@ -402,7 +404,7 @@ def head_map(analysis: Any, *, cell_px: int = 18) -> alt.LayerChart:
             y=y,
             stroke=alt.Stroke(
                 "cls:N",
-                scale=alt.Scale(domain=["local", "global"], range=[style.LOCAL, style.GLOBAL]),
+                scale=alt.Scale(domain=named, range=[style.COLORS[c] for c in named]),
                 legend=alt.Legend(title="class"),
             ),
             tooltip=tooltip,

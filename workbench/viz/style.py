@@ -24,6 +24,7 @@ import altair as alt
 
 __all__ = [
     "ANCHOR",
+    "BOTH",
     "COLORS",
     "FONT",
     "GLOBAL",
@@ -42,6 +43,8 @@ _Chart = TypeVar("_Chart", bound=alt.TopLevelMixin)
 #: Local heads, WAAD and everything "preplan" side: warm; global heads, FAI, anchors: cool.
 LOCAL = "#d95f02"
 GLOBAL = "#1b6ca8"
+#: A head in both classes (one head analysed, or quantiles that add up to more than 1).
+BOTH = "#7b3294"
 PREPLAN = "#e6550d"
 ANCHOR = "#08519c"
 ENTROPY = "#6a51a3"
@@ -50,6 +53,7 @@ MISSING = "#eeeeee"
 COLORS = {
     "local": LOCAL,
     "global": GLOBAL,
+    "local and global": BOTH,
     "preplan": PREPLAN,
     "anchor": ANCHOR,
     "waad": LOCAL,
