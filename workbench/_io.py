@@ -109,13 +109,19 @@ def check_folder(path: Path, what: str, fix: str | None = None) -> None:
     would otherwise be lost. `fix`: the remedy to name (by default one for each case)."""
     from .errors import WorkbenchError
 
-    if path.exists() and not path.is_dir():
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+        base = path.absolute()
+        while not base.exists() and base != base.parent:
+            base = base.parent
+    except OSError as e:  # a folder above it that may not be looked into (EACCES)
+        raise WorkbenchError(
+            f"cannot look for {what} {path}: {e.strerror or e}", fix or WRITABLE_FIX
+        ) from None
+    if exists and not is_dir:
         raise WorkbenchError(
             f"{str(path)!r} is a file, not {what}", fix or f"pass a folder path for {what}"
         )
-    base = path.absolute()
-    while not base.exists() and base != base.parent:
-        base = base.parent
     if base.exists() and not base.is_dir():
         raise WorkbenchError(
             f"cannot create {what} {path}: {base} is a file",
@@ -259,7 +265,17 @@ def exclusive(
     except ImportError:  # pragma: no cover - not POSIX
         yield False
         return
-    with open(lock, "a+") as f:
+    try:
+        f = open(lock, "a+")  # noqa: SIM115 - closed by the with below
+    except OSError as e:  # another user's lock file, a read-only file system, a folder
+        from .errors import WorkbenchError
+
+        raise WorkbenchError(
+            f"cannot open the lock file {lock}: {e.strerror or e}",
+            f"make {lock} a file you can write (or remove it: it holds no data), or write "
+            "somewhere you can",
+        ) from None
+    with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -15,6 +15,7 @@ from workbench._io import (
     atomic_dir,
     atomic_write_json,
     atomic_write_text,
+    check_folder,
     exclusive,
     make_folder,
     remove_leftovers,
@@ -351,3 +352,24 @@ def test_leftovers_of_killed_writes_are_removed_and_nothing_else(tmp_path):
     (tmp_path / ".tmp-b.ipynb").write_text("{}")
     assert remove_leftovers(tmp_path, ".tmp-a-*", ".tmp-x-*") == [tmp_path / ".tmp-a-1"]
     assert (tmp_path / ".tmp-b.ipynb").is_file()
+
+
+def test_a_folder_that_cannot_be_looked_for_is_named_not_a_raw_oserror(tmp_path):
+    """``Path.exists`` raises for a folder above it that may not be searched (EACCES) or a
+    name too long for the file system; both reached the user as a raw OSError."""
+    with pytest.raises(WorkbenchError, match=r"cannot look for the run folder .*too long") as e:
+        check_folder(tmp_path / ("x" * 300) / "run", "the run folder")
+    assert "a place you can write to" in e.value.fix
+
+
+def test_a_lock_file_that_cannot_be_opened_is_named_not_a_raw_oserror(tmp_path):
+    """Another user's read-only lock file (or a folder in its place) was a raw
+    PermissionError from inside the lock."""
+    lock = tmp_path / ".lock"
+    lock.mkdir()
+    with (
+        pytest.raises(WorkbenchError, match=r"cannot open the lock file .*\.lock: Is a dir") as e,
+        exclusive(lock),
+    ):
+        pytest.fail("the block ran without its lock")
+    assert "remove it: it holds no data" in e.value.fix
