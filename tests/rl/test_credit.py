@@ -257,3 +257,42 @@ def test_any_dropout_that_reaches_the_attention_keeps_the_credit_standalone(
     assert "standalone pass" in e.value.fix
     with FusedCredit(policy.eval(), CreditParams(layers=[0]), spans, ids):
         policy(torch.arange(8)[None])
+
+
+def test_a_multimodal_policy_gets_the_credit_of_its_language_model():
+    """A multimodal policy (Gemma 3 with its vision tower) nests ``num_hidden_layers`` in its
+    text config: `FusedCredit` failed with a raw AttributeError. Its credit and logits on
+    text rollouts must be those of its language model alone (a `Gemma3ForCausalLM` with the
+    same weights), sliding layers included."""
+    from transformers import Gemma3Config, Gemma3ForCausalLM, Gemma3ForConditionalGeneration
+
+    text = dict(
+        vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=16,
+    )  # fmt: skip
+    vision = dict(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        image_size=28, patch_size=14,
+    )  # fmt: skip
+    cfg = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4)
+    torch.manual_seed(0)
+    multimodal = Gemma3ForConditionalGeneration(cfg).eval()
+    language = Gemma3ForCausalLM(cfg.text_config).eval()
+    language.model.load_state_dict(multimodal.model.language_model.state_dict())
+    language.lm_head.load_state_dict(multimodal.lm_head.state_dict())
+    gen = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(4, 300, (40,), generator=gen).tolist()]
+    completions = [torch.randint(4, 300, (n,), generator=gen).tolist() for n in (60, 35)]
+    batch = rollout_batch(prompts, completions, 2, slice(0, 2))
+    credit = CreditParams(strategy="coupled", layers="all")
+
+    def credited(policy):
+        fused = FusedCredit(policy, credit, batch.spans, batch.seqs)
+        with torch.no_grad():
+            return completion_logits(policy, batch, fused), fused.gammas(batch.width, seed=0)
+
+    (logits, gamma), (want_logits, want_gamma) = credited(multimodal), credited(language)
+    assert FusedCredit(multimodal, credit, batch.spans, batch.seqs).n_layers == 3
+    torch.testing.assert_close(logits, want_logits)
+    torch.testing.assert_close(gamma, want_gamma)
+    assert (gamma > 1).any(), "the rollouts are long enough for some tokens to be credited"

@@ -45,7 +45,15 @@ from .. import _validate
 from .._compat import check_versions, loading_bars
 from ..errors import WorkbenchError
 from ..tiny import CHECKPOINTS as _TINY_DIRS
-from .bridge import bridge_model, context_of, eval_mode, live_hooks, model_name, sampler
+from .bridge import (
+    bridge_model,
+    context_of,
+    eval_mode,
+    live_hooks,
+    model_name,
+    sampler,
+    text_config,
+)
 from .cache import cache_dir, ensure_smollm, manifest_ok, smollm_dir, smollm_source
 
 if TYPE_CHECKING:
@@ -67,6 +75,7 @@ __all__ = [
     "model_name",
     "model_path",
     "sampler",
+    "text_config",
 ]
 
 #: The embedded model `load_model` and the demo use by default.

@@ -24,6 +24,7 @@ __all__ = [
     "live_hooks",
     "model_name",
     "sampler",
+    "text_config",
 ]
 
 # bridge -> the plain Hugging Face model that samples for it (see `bridge_model`).
@@ -102,6 +103,14 @@ def bridge_model(hf_model: Any, tokenizer: Any, *, name: str | None = None) -> T
 _STRETCHING_ROPE = ("yarn", "dynamic")
 
 
+def text_config(config: Any) -> Any:
+    """The part of a Hugging Face `config` that describes the language model: its text
+    config in a multimodal model (Gemma 3, Llava: ``num_hidden_layers`` and the rest are
+    nested there), else `config` itself."""
+    get = getattr(config, "get_text_config", None)
+    return get() if callable(get) else config
+
+
 def context_of(config: Any) -> int | None:
     """The most positions a Hugging Face model with `config` takes, or None when its config
     states none: ``max_position_embeddings``, or, for a RoPE scaled by YaRN or dynamic
@@ -113,8 +122,7 @@ def context_of(config: Any) -> int | None:
     Args:
         config: the model's config (a multimodal one is read through its text config).
     """
-    if hasattr(config, "get_text_config"):
-        config = config.get_text_config()
+    config = text_config(config)
     base = getattr(config, "max_position_embeddings", None)
     if not isinstance(base, int) or isinstance(base, bool) or base < 1:
         return None

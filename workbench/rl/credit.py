@@ -37,7 +37,7 @@ from ..attention.layers import resolve_heads, resolve_layers
 from ..attention.params import CreditParams, check_credit
 from ..attention.run import gamma_many
 from ..errors import WorkbenchError
-from ..models import model_device
+from ..models import model_device, text_config
 from ..trace import Trace
 
 __all__ = [
@@ -260,7 +260,7 @@ class FusedCredit:
         ids: Sequence[Tensor],
     ):
         check_credit(credit)
-        cfg = policy.config
+        cfg = text_config(policy.config)
         self.n_layers = int(cfg.num_hidden_layers)
         self.n_heads = int(cfg.num_attention_heads)
         self.policy, self.credit, self.spans, self.ids = policy, credit, list(spans), list(ids)

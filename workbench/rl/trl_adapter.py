@@ -68,7 +68,7 @@ from .._io import atomic_write_json
 from ..attention.layers import resolve_layers
 from ..attention.params import CreditParams, as_credit
 from ..errors import WorkbenchError
-from ..models import bridge_model, sampler
+from ..models import bridge_model, sampler, text_config
 from .credit import FusedCredit, attention_dropout, rollout_gammas, routing
 from .forward import CACHED_LAYER_TYPES
 
@@ -309,7 +309,9 @@ class RhythmGRPOTrainer(_GRPOTrainer):
             )
         # The credit layers are checked now, not after the first rollouts are sampled.
         if not isinstance(credit.layers, str):
-            n = getattr(getattr(self._policy(), "config", None), "num_hidden_layers", None)
+            n = getattr(
+                text_config(getattr(self._policy(), "config", None)), "num_hidden_layers", None
+            )
             if n is not None:
                 resolve_layers(list(credit.layers), int(n))
 

@@ -24,6 +24,7 @@ from ..models import (
     model_device,
     model_name,
     sampler,
+    text_config,
 )
 from .decoder import (
     LeanDecoder,
@@ -294,7 +295,7 @@ def _check_room(model: Any, prompt_len: int, max_new_tokens: int, hf: Any = None
     if context_length(model) is None and config is not None:
         limit = context_of(config)
         if limit is not None and n > limit:
-            text = config.get_text_config() if hasattr(config, "get_text_config") else config
+            text = text_config(config)
             source = "max_position_embeddings"
             if limit != text.max_position_embeddings:
                 source += " stretched by its RoPE scaling"
@@ -325,7 +326,7 @@ def _check_hf_memory(hf: Any, rows: int, total: int, max_new_tokens: int) -> Non
     layer ``min(total, window)``, and a layer of another kind (a state-space mixer) none.
     A lower bound, so nothing that might fit is refused; a config that does not say its
     shapes is not checked."""
-    cfg = hf.config.get_text_config() if hasattr(hf.config, "get_text_config") else hf.config
+    cfg = text_config(hf.config)
     heads = getattr(cfg, "num_attention_heads", None)
     kv = getattr(cfg, "num_key_value_heads", None) or heads
     layers = getattr(cfg, "num_hidden_layers", None)
