@@ -350,3 +350,20 @@ def test_ctrl_c_inside_a_deferred_block_only_sets_the_flag():
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.skipif(threading.current_thread() is not threading.main_thread(), reason="signals")
+def test_an_ignored_ctrl_c_stays_ignored_and_is_not_turned_into_an_interrupt():
+    """A process that ignores SIGINT (a worker meant to outlive a Ctrl-C in its terminal)
+    had it set the flag inside a step, which the loop then raised as KeyboardInterrupt."""
+    from workbench.rl.interrupts import defer_sigint
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        flag = threading.Event()
+        with defer_sigint(flag):
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+        assert not flag.is_set() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -24,9 +24,17 @@ def defer_sigint(flag: threading.Event) -> Iterator[None]:
     """Hold Ctrl-C during the block (an optimiser step, a checkpoint) and set `flag` instead.
 
     The loop turns the flag into a KeyboardInterrupt once the step's bookkeeping is done,
-    so the weights, the step counter and the checkpoint always agree.
+    so the weights, the step counter and the checkpoint always agree. Where Ctrl-C is
+    ignored (``SIG_IGN``: a worker started to outlive it) it stays ignored, not turned into
+    an interrupt after the step; where its handler was not installed from Python (None:
+    an embedding application's), it is left alone, as it could not be put back. Off the
+    main thread signals cannot be handled, and the block runs as it is.
     """
     if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    current = signal.getsignal(signal.SIGINT)
+    if current is None or current == signal.SIG_IGN:
         yield
         return
     previous = signal.signal(signal.SIGINT, lambda *a: flag.set())
