@@ -71,6 +71,25 @@ def test_the_model_panel_shows_the_model_it_was_given(toy_llama):
     assert "ready" in m.status.value
 
 
+def test_the_model_panel_given_a_model_built_in_code_offers_no_other_to_reload(toy_llama):
+    """A bridge built in code has no name: the dropdown showed the first embedded model,
+    and Load loaded that one in place of the model shown as ready."""
+    from transformers import LlamaForCausalLM
+
+    from workbench.models import bridge_model, model_name, sampler
+
+    hf = LlamaForCausalLM(sampler(toy_llama).config)
+    hf.config._name_or_path = ""  # made here, not read from a folder
+    built = bridge_model(hf, toy_llama.tokenizer)
+    assert model_name(built) is None
+    loaded = []
+    m = panels.ModelPanel(built, loader=loaded.append)
+    assert (m.target, m.folder.layout.display) == ("", "")
+    assert "ready" in m.status.value and "built in code" in m.status.value
+    m.load()
+    assert loaded == [] and "no folder given" in m.status.value and m.model is built
+
+
 def test_panels_refuse_bad_settings_by_name():
     bad = [
         # a bare TraitError from ipywidgets, or None kept to fail at the first Run

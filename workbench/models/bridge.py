@@ -47,7 +47,8 @@ def bridge_model(hf_model: Any, tokenizer: Any, *, name: str | None = None) -> T
     Args:
         hf_model: a Hugging Face causal LM (``AutoModelForCausalLM``).
         tokenizer: its tokenizer.
-        name: the model's name in listings (default: the folder it was loaded from).
+        name: the model's name in listings (default: the folder it was loaded from; none
+            for a model built in code, whose `model_name` is then None).
 
     Returns:
         The bridge, in eval mode.
@@ -71,13 +72,16 @@ def bridge_model(hf_model: Any, tokenizer: Any, *, name: str | None = None) -> T
             f"{type(hf_model).__name__} and {type(tokenizer).__name__}",
             "pass the pair workbench.models.load_hf(...) returns, or use wb.load_model",
         )
-    name = name or _compat.model_name(hf_model)
+    # A model built in code (no name, no folder it was read from) gets no name: "model"
+    # passed for one, so two such models passed for the same and a panel offered to reload
+    # "model".
+    name = name or _compat.model_name(hf_model, default="") or None
     device = str(next(hf_model.parameters()).device)
     arch = type(hf_model).__name__
     try:
         with _compat.quiet_boot():  # no processor: it could pip-install torchvision
             bridge = TransformerBridge.boot_transformers(
-                name,
+                name or "model",
                 hf_model=structural_copy(hf_model),
                 tokenizer=_compat.bridge_tokenizer(tokenizer),
                 device=device,
@@ -92,7 +96,8 @@ def bridge_model(hf_model: Any, tokenizer: Any, *, name: str | None = None) -> T
         bridge.cfg.n_ctx = context
     bridge.eval()
     _check_bridge(bridge, hf_model, arch)
-    _NAMES[bridge] = name
+    if name is not None:
+        _NAMES[bridge] = name
     _SAMPLERS[bridge] = hf_model
     return bridge
 
@@ -299,7 +304,8 @@ def _check_causal(want: Any, later: Any, arch: str) -> None:
 
 def model_name(model: Any) -> str | None:
     """The name a bridge was loaded under (`load_model`'s name or folder, or `bridge_model`'s
-    `name`), or None for a model the workbench did not build.
+    `name`), or None for a model the workbench did not build or one built in code without
+    a name (then no check can tell it from another model by name).
 
     Args:
         model: any object; a bridge from `load_model` / `bridge_model` has a name.

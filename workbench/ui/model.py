@@ -101,12 +101,15 @@ class ModelPanel(Panel):
             name = model_name(model)
             if name in [value for _, value in options]:
                 self.source.value = name
-            elif name is not None:
+            else:
+                # A model built in code has no name to reload: the folder box stays empty
+                # (the dropdown showed the first embedded model, which Load then loaded).
                 self.source.value = _FOLDER
-                self.folder.value = name
+                self.folder.value = name or ""
             self.progress.value = 3
             self.progress.bar_style = "success"
-            self._say(f"ready: {describe(model)}", "ok")
+            made = "" if name else " (built in code: type a folder or pick a model to load one)"
+            self._say(f"ready: {describe(model)}{made}", "ok")
 
     def _on_source(self, change: dict) -> None:
         shown = "" if change["new"] == _FOLDER else "none"
