@@ -108,6 +108,13 @@ def _as_vector(x: Any, n: int, name: str) -> torch.Tensor:
         raise AssertionError(f"{name} must return a [pos] tensor, got {type(x).__name__}") from e
     if v.is_complex():  # as float64, its imaginary part was dropped with only a warning
         raise AssertionError(f"{name} must return real numbers, got a {v.dtype} {type(x).__name__}")
+    if v.dtype in (torch.float16, torch.bfloat16):
+        # its rounding (about 3 digits) failed the comparison with a hint about the equation
+        raise AssertionError(
+            f"{name} returned {v.dtype}, which keeps about three significant digits: the "
+            "check compares to 1e-6. Hint: compute in the float64 the map is given in "
+            "(no .half() or .to(torch.bfloat16))"
+        )
     v = v.double().flatten()
     if v.numel() != n:
         raise AssertionError(f"{name} must return one value per position ({n}), got {v.numel()}")

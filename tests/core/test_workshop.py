@@ -508,3 +508,18 @@ def test_an_answer_of_complex_numbers_is_refused():
 
     with pytest.raises(AssertionError, match="my_waad must return real numbers"):
         check_waad(my_waad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_an_answer_in_half_precision_is_told_to_keep_float64(dtype):
+    """A right equation computed in float16 failed at the third digit, with the hint of a
+    wrong equation ("the window counts ..."): the learner hunted a bug that was rounding."""
+    from workbench.attention import waad as waad_of
+
+    def my_waad(A, prompt_len, window):
+        return waad_of(A, prompt_len, window=window).to(dtype)
+
+    with pytest.raises(AssertionError, match=f"my_waad returned {dtype}") as e:
+        check_waad(my_waad)
+    assert "compute in the float64 the map is given in" in str(e.value)
+    check_waad(lambda A, prompt_len, window: waad_of(A, prompt_len, window=window).float())
