@@ -210,3 +210,36 @@ def test_strategies_run_on_other_seeds_are_named(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Experiment(tmp_path, strategies=["none"]).summary()
+
+
+@pytest.mark.parametrize("baseline", [["none"], {"none": 1}])
+def test_a_baseline_that_is_no_name_is_refused_with_the_fix(tmp_path, baseline):
+    """``paired(baseline=["none"])`` (a list, as `strategies` is) raised pandas' raw
+    ``TypeError: unhashable type: 'list'`` from deep inside the column lookup."""
+    for seed in (0, 1):
+        _run(tmp_path, "none", seed, [0.2, 0.3])
+        _run(tmp_path, "coupled", seed, [0.2, 0.4])
+    exp = Experiment(tmp_path)
+    for table in (exp.paired, exp.paired_chart):
+        with pytest.raises(WorkbenchError, match=r"no \[?\{?'none'") as e:
+            table(baseline=baseline)
+        assert "'coupled'" in e.value.fix and "'none'" in e.value.fix
+
+
+def test_a_strategy_without_a_seed_in_common_keeps_its_row_in_the_forest_plot(tmp_path):
+    """A strategy run on none of the baseline's seeds (0 pairs) had a NaN difference, so
+    its point, its bar and its "no test" label all sat at NaN: Vega-Lite drops such marks,
+    and the strategy vanished from the plot without a word. Its label now sits at 0."""
+    for seed in (0, 1, 2):
+        _run(tmp_path, "none", seed, [0.2, 0.3 + 0.1 * seed])
+        _run(tmp_path, "coupled", seed, [0.2, 0.5])
+    _run(tmp_path, "random", 7, [0.2, 0.6])  # no seed in common with the baseline
+    exp = Experiment(tmp_path)
+    with pytest.warns(UnmatchedSeedsWarning):
+        paired = exp.paired().set_index("strategy")
+    assert paired.loc["random", "n_pairs"] == 0 and math.isnan(paired.loc["random", "p"])
+    with pytest.warns(UnmatchedSeedsWarning):
+        layers = exp.paired_chart().to_dict()
+    table = {row["strategy"]: row for row in layers["datasets"][layers["data"]["name"]]}
+    assert table["random"]["label_x"] == 0.0
+    assert table["random"]["label"] == "fewer than two seeds: no test"

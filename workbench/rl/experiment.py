@@ -477,6 +477,7 @@ class Experiment:
             )
         return pd.DataFrame(rows).sort_values("final", ascending=False, ignore_index=True)
 
+    @no_type_check  # validates its arguments itself, with messages that name the fix
     def paired(
         self,
         metric: str = "eval_accuracy",
@@ -525,7 +526,8 @@ class Experiment:
             "pairs each strategy with the baseline on the seeds both have (n_pairs)",
         )
         value = per_run[at].unstack("strategy")
-        if baseline not in value.columns:
+        # A list or dict (unhashable) failed inside pandas with a raw TypeError.
+        if not isinstance(baseline, str) or baseline not in value.columns:
             raise WorkbenchError(
                 f"the experiment has no {baseline!r} runs",
                 f"pass baseline= one of {sorted(value.columns)}",
@@ -655,6 +657,7 @@ class Experiment:
             height=260,
         )
 
+    @no_type_check  # validates its arguments itself, with messages that name the fix
     def paired_chart(
         self,
         metric: str = "eval_accuracy",
@@ -677,8 +680,9 @@ class Experiment:
         family = int(paired["p_holm"].notna().sum())
         table = paired.drop(columns="test")
         # A row without an interval put its label at a NaN position: dropped, and its
-        # "no test" note with it.
-        table["label_x"] = table["diff_hi"].fillna(table["diff"])
+        # "no test" note with it; a row without a pair has no diff either, and its label
+        # sits at 0 (the strategy vanished from the plot).
+        table["label_x"] = table["diff_hi"].fillna(table["diff"]).fillna(0.0)
         # One pair has no test (`paired_p` gives NaN) and no interval.
         table["label"] = [
             "fewer than two seeds: no test" if math.isnan(p) else f"p_Holm {p:.2f}"
