@@ -39,7 +39,11 @@ def _curve(
     # Each token owns the band [t - 0.5, t + 0.5] over the whole height: hovering it
     # selects the token and shows its tooltip.
     data["t0"], data["t1"] = data["t"] - 0.5, data["t"] + 0.5
-    scale = alt.Scale(domain=[int(df["t"].min()), int(df["t"].max())], nice=False)
+    lo, hi = int(df["t"].min()), int(df["t"].max())
+    # One token: the domain [t, t] drew its hover band zero pixels wide (no tooltip, no
+    # hover), so the lone token gets its band's half-width on either side.
+    domain = [lo, hi] if lo < hi else [lo - 0.5, hi + 0.5]
+    scale = alt.Scale(domain=domain, nice=False)
     x = alt.X(
         "t:Q",
         title="response position" if show_x else None,

@@ -98,6 +98,8 @@ class AttentionMaps:
     def group(self, heads: Any) -> np.ndarray:
         """``[row_bin col_bin]``: the mean map of `heads` (a head group, or one head); a head
         listed twice counts once (it weighed twice in the mean)."""
+        if isinstance(heads, tuple) and len(heads) == 2 and all(map(_validate.is_index, heads)):
+            heads = [heads]  # one head: read as a list, it failed with "0 is not a pair"
         heads = list(dict.fromkeys(head_list(heads)))
         if not heads:
             raise WorkbenchError("the head group is empty", "pick at least one head")

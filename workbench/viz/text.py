@@ -164,7 +164,12 @@ def text_view(
                     x2="ox1:Q",
                     y=alt.Y("oy0:Q", scale=y_scale, axis=None),
                     y2="oy1:Q",
-                    tooltip=[alt.Tooltip("set:N"), alt.Tooltip("pos:Q"), alt.Tooltip("label:N")],
+                    # spaces as ␣: a whitespace token's label read as nothing
+                    tooltip=[
+                        alt.Tooltip("set:N"),
+                        alt.Tooltip("pos:Q"),
+                        alt.Tooltip("tip_token:N", title="label"),
+                    ],
                 )
             )
     subtitle = f"colour: {mtitle}"
