@@ -59,13 +59,18 @@ def level_label(ci: float) -> str:
     return f"{100 * ci:.10g}%"
 
 
-def check_level(ci: Any) -> None:
-    """Raise a `WorkbenchError` unless `ci` is an interval level strictly between 0 and 1."""
-    if isinstance(ci, bool) or not isinstance(ci, (int, float)) or not 0 < ci < 1:
+def check_level(ci: Any) -> float:
+    """`ci` as a ``float``: an interval level strictly between 0 and 1 (a NumPy number too:
+    ``np.float32(0.95)`` was refused as if out of range), far enough from 1 that its upper
+    tail ``(1 - ci) / 2`` is a float above 0; a `WorkbenchError` otherwise."""
+    real = not isinstance(ci, bool) and isinstance(ci, numbers.Real)
+    if not real or not 0 < ci < 1 or 1 - (1 - float(ci)) / 2 >= 1:
         raise WorkbenchError(
-            f"ci must be an interval level between 0 and 1, got {ci!r}",
+            f"ci must be an interval level between 0 and 1, got {ci!r}"
+            + (" (too close to 1 for floating point)" if real and 0 < ci < 1 else ""),
             "pass e.g. ci=0.95 for a 95% interval",
         )
+    return float(ci)
 
 
 def _values(values: Any) -> tuple[np.ndarray, tuple[float, float, float] | None]:
@@ -127,7 +132,7 @@ def bootstrap_ci(
     count as NaN. It under-covers below about 30 values (see the module
     docstring).
     """
-    check_level(ci)
+    ci = check_level(ci)
     _validate.integer("n_boot", n_boot, minimum=1, example=2000)
     _validate.seed("seed", seed)
     v, trivial = _values(values)
@@ -226,7 +231,7 @@ def t_ci(values: Any, *, ci: float = 0.95) -> tuple[float, float, float]:
     not vary (equal up to rounding) give NaN bounds: the t-interval's own answer there,
     zero width, would claim certainty from a few runs; read such a mean beside
     `paired_p`, whose exact test still says what the runs can show."""
-    check_level(ci)
+    ci = check_level(ci)
     v, trivial = _values(values)
     if trivial is not None:
         return trivial
@@ -255,7 +260,7 @@ def wilson_ci(values: Any, *, ci: float = 0.95) -> tuple[float, float, float]:
     Raises:
         WorkbenchError: a value other than 0, 1 or NaN.
     """
-    check_level(ci)
+    ci = check_level(ci)
     v, _ = _values(values)
     if len(v) == 0:
         return math.nan, math.nan, math.nan

@@ -202,3 +202,17 @@ def test_the_t_distribution_refuses_a_degrees_of_freedom_it_has_no_value_for(df)
         t_quantile(0.975, df)
     with pytest.raises(ValueError, match="df must be a positive finite number"):
         t_cdf(1.0, df)
+
+
+def test_an_interval_level_may_be_a_numpy_number_but_not_one_float_cannot_split():
+    """``ci=np.float32(0.95)`` (a level read from an array) was refused as "not between 0
+    and 1", and ``ci=0.9999999999999999`` reached a raw ValueError from `t_quantile`."""
+    values = [0.1, 0.3, 0.2]
+    assert t_ci(values, ci=np.float32(0.95)) == pytest.approx(t_ci(values, ci=0.95), rel=1e-6)
+    assert wilson_ci([1, 0, 0, 1], ci=np.float64(0.9)) == wilson_ci([1, 0, 0, 1], ci=0.9)
+    with pytest.raises(WorkbenchError, match="too close to 1 for floating point") as e:
+        t_ci(values, ci=0.9999999999999999)
+    assert "ci=0.95" in e.value.fix
+    for bad in (1.0, 0, np.nan, True, "0.95"):
+        with pytest.raises(WorkbenchError, match="ci must be an interval level between 0 and 1"):
+            t_ci(values, ci=bad)

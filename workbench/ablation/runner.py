@@ -576,7 +576,7 @@ def summarize(
         raise WorkbenchError(f"interval={interval!r} is unknown", f"use one of {INTERVALS}")
     _validate.integer("n_boot", n_boot, minimum=1, example=2000)
     _validate.seed("seed", seed)
-    check_level(ci)  # even with no rows to summarise
+    ci = check_level(ci)  # even with no rows to summarise
     _check_frame(frame, ["intervention", "family", "trace", "kind", metric], "summarize")
     if len(frame) and not frame[metric].notna().any():
         how = (

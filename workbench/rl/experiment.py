@@ -443,7 +443,7 @@ class Experiment:
 
         from ..intervals import t_ci
 
-        check_level(ci)
+        ci = check_level(ci)
         per_run = self._per_run(metric)
         self._warn_unmatched(
             per_run.index, "this table", "averages each strategy over other seeds (n_seeds)"
@@ -518,7 +518,7 @@ class Experiment:
 
         if at not in ("final", "peak"):
             raise WorkbenchError(f"at={at!r}", 'use at="final" or at="peak"')
-        check_level(ci)
+        ci = check_level(ci)
         per_run = self._per_run(metric)
         self._warn_unmatched(
             per_run.index,
