@@ -243,3 +243,16 @@ def test_a_strategy_without_a_seed_in_common_keeps_its_row_in_the_forest_plot(tm
     table = {row["strategy"]: row for row in layers["datasets"][layers["data"]["name"]]}
     assert table["random"]["label_x"] == 0.0
     assert table["random"]["label"] == "fewer than two seeds: no test"
+
+
+def test_p_min_counts_only_the_seeds_whose_difference_is_not_zero(tmp_path):
+    """A tie (the same accuracy for both strategies) flips to itself, so the sign-flip test
+    cannot go below ``2 / 2**(seeds that differ)``: with two ties in five seeds ``p_min``
+    said 0.0625 while no p-value below 0.25 was possible."""
+    finals = {"none": [0.3, 0.3, 0.3, 0.4, 0.5], "coupled": [0.5, 0.6, 0.7, 0.4, 0.5]}
+    for strategy, values in finals.items():
+        for seed, value in enumerate(values):
+            _run(tmp_path, strategy, seed, [0.2, value])
+    (row,) = Experiment(tmp_path).paired().to_dict("records")
+    assert row["n_pairs"] == 5 and row["p"] == pytest.approx(0.25)
+    assert row["p_min"] == pytest.approx(0.25) and row["p"] >= row["p_min"]

@@ -496,10 +496,11 @@ class Experiment:
         so "the difference is not 0" can be claimed for every strategy with ``p_holm <
         0.05`` at a family-wise error of 5%. The interval itself is not adjusted, and is
         clipped to [-1, 1]. ``p_min`` is the smallest p-value the test can give at that
-        number of seeds (``2 / 2**n`` for the sign-flip test: 0.25 at 3 seeds, 0.0625 at
-        5), so no ``p_holm`` can go below ``p_min`` times the number of strategies: a
-        grid whose ``p_min`` is that large cannot show a difference at 5%, whatever the
-        effect (8 strategies need at least 9 seeds).
+        number of seeds (``2 / 2**n`` for the sign-flip test, ``n`` the seeds whose
+        difference is not 0, which flipping leaves as they are: 0.25 at 3 seeds, 0.0625 at
+        5), so no ``p_holm`` can go below the smallest ``p_min`` times the number of
+        strategies tested: a grid whose ``p_min`` is that large cannot show a difference
+        at 5%, whatever the effect (8 strategies need at least 9 seeds).
 
         Args:
             metric: ``"eval_accuracy"`` (greedy) or ``"eval_sampled_accuracy"``.
@@ -556,7 +557,10 @@ class Experiment:
                     "diff_lo": lo,
                     "diff_hi": hi,
                     "p": p,
-                    "p_min": (2.0 ** (1 - len(d)) if test == "sign-flip" else 0.0)
+                    # ties (a difference of 0) flip to themselves: only the others count
+                    "p_min": (
+                        min(1.0, 2.0 ** (1 - int((d != 0).sum()))) if test == "sign-flip" else 0.0
+                    )
                     if len(d) >= 2
                     else math.nan,
                     "wins": int((d > 0).sum()),
