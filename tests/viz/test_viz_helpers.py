@@ -213,6 +213,7 @@ def test_progress_chart_refuses_rows_it_cannot_chart():
         ([1, 2], "not a metric row"),
         ([{"reward": 0.5}], "no step"),  # KeyError
         ([{"step": 0, "reward": "x"}], "not a number"),  # charted as nothing
+        ([{"step": float("nan"), "reward": 0.5}], "step=nan, not a finite number"),  # dropped
     ]:
         with pytest.raises(WorkbenchError, match=match) as e:
             progress_chart(rows)

@@ -41,6 +41,8 @@ def _check_rows(rows: Any) -> list[Mapping[str, Any]]:
                 continue  # missing (JSON null): not charted
             if isinstance(r[k], bool) or not isinstance(r[k], numbers.Real):
                 raise WorkbenchError(f"row {i} has {k}={r[k]!r}, not a number", fix)
+            if k == "step" and not math.isfinite(r[k]):  # its point was dropped unseen
+                raise WorkbenchError(f"row {i} has step={r[k]!r}, not a finite number", fix)
     return rows
 
 
