@@ -198,6 +198,27 @@ def test_reward_falls_back_to_dataset_columns(task: Countdown) -> None:
     assert "generate(n)" in str(w[0].message)
 
 
+def test_reward_columns_of_another_task_are_no_problem_of_this_one(task: Countdown) -> None:
+    """The column fallback read another task's rows as this task's problems, without a word:
+    on an addition dataset (``Problem.to_dict`` rows) the Countdown reward scored the
+    unsolved 'Answer: 457+68' 1.0, and the arithmetic reward scored a Countdown row's
+    sum of its numbers 1.0 (`score` already refused another task's problem)."""
+    rows = [get_task("arithmetic").make_problem((457, 68)).to_dict()]
+    columns = {k: [r[k] for r in rows] for k in ("task", "numbers", "target")}
+    with pytest.warns(UnreadablePromptWarning, match="not countdown problems"):
+        assert task.reward([rows[0]["prompt"]], ["Answer: 457+68"], **columns) == [0.0]
+    rows = [task.make_problem((3, 7, 25), 82).to_dict()]
+    columns = {k: [r[k] for r in rows] for k in ("task", "numbers", "target")}
+    with pytest.warns(UnreadablePromptWarning, match="not arithmetic problems"):
+        got = get_task("arithmetic").reward([rows[0]["prompt"]], ["Answer: 35"], **columns)
+    assert got == [0.0]
+    # rows of the same problems under another scratchpad still count, prompt or not
+    got = task.reward(
+        ["?"], ["Answer: (25*3)+7"], numbers=[[3, 7, 25]], target=[82], task=["countdown-search"]
+    )
+    assert got == [1.0]
+
+
 def test_reward_length_mismatch_raises(task: Countdown) -> None:
     with pytest.raises(WorkbenchError, match="2 prompts but 1 completions"):
         task.reward([PROMPT, PROMPT], ["Answer: 1"])

@@ -376,7 +376,8 @@ class Task(ABC):
         The problem is read back from each prompt (this task's prompt format); when a prompt
         cannot be read, the dataset columns ``numbers`` and ``target`` in `kwargs` (one entry
         per completion, as TRL passes them) are used instead; a column entry that is missing
-        or not whole numbers reads as no problem (0.0), never an error.
+        or not whole numbers, or a row whose ``task`` column names another task's problems,
+        reads as no problem (0.0), never an error.
 
         The final answer is the completion's last ``Answer:`` line, however long the
         completion (`last_answer_line`): one written earlier, in the reasoning, never counts.
@@ -399,6 +400,7 @@ class Task(ABC):
             )
         col_numbers = kwargs.get("numbers")
         col_target = kwargs.get("target")
+        col_task = kwargs.get("task")
         rewards, unreadable = [], 0
         for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
             problem = self.parse_prompt(prompt)
@@ -406,6 +408,11 @@ class Task(ABC):
                 try:  # whole numbers only: int(82.7) would read another target
                     numbers = tuple(_validate.as_index(x) for x in col_numbers[i])
                     problem = (numbers, _validate.as_index(col_target[i]))
+                    # another task's row (`Problem.to_dict` writes the task column): its
+                    # numbers mean something else, as `score` refuses (an addition's
+                    # 'Answer: 457+68' scored 1 as Countdown, without a word)
+                    if col_task is not None and col_task[i] not in _same_problems(self):
+                        problem = None
                 except (TypeError, ValueError, LookupError):  # a column of another shape
                     problem = None
             if problem is None:
