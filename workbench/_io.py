@@ -200,6 +200,15 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json_text(obj, indent=2, sort_keys=True) + "\n")
 
 
+def stage_folder(parent: Path, prefix: str) -> Path:
+    """A new empty folder in `parent` named `prefix` plus a random tail, with the
+    permissions ``mkdir`` would give (``mkdtemp`` makes 0700, and a staged folder renamed
+    into place stayed private to its owner)."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Build a folder in a temporary sibling and move it to `path` only on success.
@@ -210,8 +219,7 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}-", dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give what mkdir would
+    tmp = stage_folder(path.parent, f".tmp-{path.name}-")
     try:
         yield tmp
         if path.exists():

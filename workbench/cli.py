@@ -166,14 +166,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_batch(args: argparse.Namespace) -> int:
     from .batch import run_batch
 
-    result = run_batch(
-        args.notebook,
-        args.grid,
-        args.out,
-        workers=args.workers,
-        timeout=args.timeout,
-        rerun_failed=not args.keep_failed,
-    )
+    try:
+        result = run_batch(
+            args.notebook,
+            args.grid,
+            args.out,
+            workers=args.workers,
+            timeout=args.timeout,
+            rerun_failed=not args.keep_failed,
+        )
+    except WorkbenchError as e:  # `--workers 0` was told "pass e.g. workers=2"
+        raise _as_flags(e, {"workers": "--workers", "timeout": "--timeout"}) from None
     n_ok = sum(r["status"] == "ok" for r in result.rows)
     # A rerun that ran nothing said "2/2 runs succeeded" as a fresh batch did.
     n_skipped = len(result.skipped)
@@ -209,6 +212,11 @@ def _cmd_rl(args: argparse.Namespace) -> int:
         "warmup_steps": ("--warmup-steps", args.warmup_steps),
     }
     overrides = {k: v for k, (_, v) in flags.items() if v is not None}
+    if args.config is not None and not args.config.strip():  # was ignored: a default run
+        raise WorkbenchError(
+            "--config names no file (it is empty)",
+            "pass a config.json written by a run, or leave --config out",
+        )
     if args.resume is not None:  # `--resume ""` was told to add --out for a new run
         if not args.resume.strip():
             raise WorkbenchError(

@@ -12,11 +12,18 @@ from __future__ import annotations
 import html
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, no_type_check
 
-from ._io import as_path, atomic_write_text, check_folder, json_text, make_folder
+from ._io import (
+    WRITABLE_FIX,
+    as_path,
+    atomic_write_text,
+    check_folder,
+    json_text,
+    make_folder,
+    stage_folder,
+)
 from .errors import WorkbenchError
 from .provenance import provenance
 
@@ -163,7 +170,12 @@ def write_report(
     # into one folder are not supported.
     for old in home.glob(f"{prefix}*"):
         shutil.rmtree(old, ignore_errors=True)
-    stage = Path(tempfile.mkdtemp(prefix=prefix, dir=home))
+    try:
+        stage = stage_folder(home, prefix)  # a new report folder is this one renamed
+    except OSError as e:  # a place check_folder passes (root in /proc) gave a traceback
+        raise WorkbenchError(
+            f"cannot create the report folder {out}: {e.strerror or e}", WRITABLE_FIX
+        ) from None
     try:
         _draw(model, trace, analysis, stage)
         if trace_file is not None:
