@@ -324,8 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--out",
-        default=os.environ.get("WORKBENCH_DEMO_OUT", "demo-output"),
-        help="folder for the outputs (default: ./demo-output)",
+        # an empty WORKBENCH_DEMO_OUT (unset in a script) was refused as an empty --out
+        default=os.environ.get("WORKBENCH_DEMO_OUT", "").strip() or "demo-output",
+        help="folder for the outputs (default: $WORKBENCH_DEMO_OUT, else ./demo-output)",
     )
     p.set_defaults(func=_cmd_demo)
 

@@ -91,3 +91,13 @@ def test_a_new_report_folder_has_the_permissions_mkdir_gives(tmp_path, toy_llama
         os.umask(old)
     assert stat.S_IMODE(page.parent.stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o755
+
+
+@pytest.mark.parametrize(("env", "want"), [("", "demo-output"), ("  ", "demo-output"), ("o", "o")])
+def test_an_empty_demo_out_variable_means_the_default_folder(monkeypatch, env, want):
+    """``WORKBENCH_DEMO_OUT=""`` (a variable cleared in a script) was read as ``--out ""``
+    and refused, naming a flag the user never passed."""
+    from workbench.cli import build_parser
+
+    monkeypatch.setenv("WORKBENCH_DEMO_OUT", env)
+    assert build_parser().parse_args(["demo"]).out == want
