@@ -131,7 +131,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     # A broken sampler must fail here, loudly, not be analysed as if it were reasoning.
     check_not_degenerate(trace)
     from .attention import analyze
-    from .report import write_report
+    from .report import CHARTS, write_report
 
     t2 = time.time()
     # The analysis's warnings (no FAI on a short answer) were printed with the console
@@ -158,7 +158,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     trace_path = out / "trace.json"
     print(f"\noutputs: {out.resolve()}")
     print(f"  report: {report.resolve()}  (self-contained HTML, opens offline)")
-    print(f"  charts: {', '.join(sorted(p.name for p in out.glob('*.png')))}")
+    # its own charts: an existing --out folder may hold other PNGs, which were listed too
+    print(f"  charts: {', '.join(f'{name}.png' for name in CHARTS)}")
     print(f"  trace:  {trace_path.resolve()}")
     return 0
 

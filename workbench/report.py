@@ -220,6 +220,10 @@ def _check_inputs(model: Any, trace: Any, analysis: Any) -> None:
     )
 
 
+#: The charts a report writes as ``<name>.png`` beside its page.
+CHARTS = ("text_fai", "rhythm", "local_map", "global_map", "heads")
+
+
 def _draw(model: Any, trace: Any, analysis: Any, out: Path) -> None:
     """The report's files, written into `out` (`write_report`'s staging folder)."""
     import altair as alt

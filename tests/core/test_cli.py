@@ -15,6 +15,8 @@ from workbench.provenance import provenance
 @pytest.mark.slow
 def test_demo_answers_and_says_where_its_output_went(tmp_path):
     out = tmp_path / "demo"
+    out.mkdir()
+    (out / "mine.png").write_bytes(b"not the demo's")  # listed as a chart of the demo
     proc = subprocess.run(
         [sys.executable, "-m", "workbench", "demo", "--max-new-tokens", "24", "--out", str(out)],
         capture_output=True,
@@ -41,8 +43,11 @@ def test_demo_answers_and_says_where_its_output_went(tmp_path):
     scripts = [m.span() for m in re.finditer(r"<script\b.*?</script\s*>", page, re.S | re.I)]
     intro = page.index("<b>Prompt</b>")
     assert not any(a <= intro < b for a, b in scripts)
-    for png in ("rhythm.png", "text_fai.png", "local_map.png", "global_map.png", "heads.png"):
+    pngs = ["text_fai.png", "rhythm.png", "local_map.png", "global_map.png", "heads.png"]
+    for png in pngs:
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    assert f"  charts: {', '.join(pngs)}\n" in proc.stdout
+    assert (out / "mine.png").read_bytes() == b"not the demo's"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["anchors"] and summary["preplan"] and summary["response_tokens"] <= 24
     # Same checkout, same environment ("dirty" may flip if files are edited meanwhile).
