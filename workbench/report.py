@@ -58,7 +58,10 @@ def _summary(trace: Any, analysis: Any) -> dict[str, Any]:
 
 
 def _settings_text(settings: dict[str, Any]) -> str:
-    """The analysis settings in words (what the charts above were computed with)."""
+    """The analysis settings in words (what the charts above were computed with); shares
+    as precise as they were set (``top_q=0.004`` is 0.4%, where ``:.0%`` wrote 0%)."""
+    from .intervals import level_label as pct
+
     sink = (
         "the first token's attention (the sink) removed and each row renormalised"
         if settings["sink"] == "exclude"
@@ -68,9 +71,9 @@ def _settings_text(settings: dict[str, Any]) -> str:
     horizon = f"rows {lo} to {'the end' if hi is None else hi} after the token"
     return (
         f"{sink}; WAAD window {settings['window']}; FAI over {horizon}, defined where at "
-        f"least {settings['fai_min_rows']} rows follow; top {settings['top_q']:.0%} of "
-        f"tokens as preplan and anchor sets; heads {settings['head_quantiles'][0]:.0%} local / "
-        f"{settings['head_quantiles'][1]:.0%} global by span."
+        f"least {settings['fai_min_rows']} rows follow; top {pct(settings['top_q'])} of "
+        f"tokens as preplan and anchor sets; heads {pct(settings['head_quantiles'][0])} local / "
+        f"{pct(settings['head_quantiles'][1])} global by span."
     )
 
 

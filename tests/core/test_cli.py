@@ -102,6 +102,12 @@ def test_report_summary_and_page_line_record_the_provenance_and_settings():
     assert summary["settings"]["fai_min_rows"] == 1
     text = _settings_text(summary["settings"])
     assert "sink) removed" in text and "at least 1 rows" in text and "window 10" in text
+    assert "top 40% of tokens" in text and "heads 30% local / 30% global" in text
+    # as precise as set: top_q=0.004 was "top 0%", quantiles of 0.125 "12%"
+    precise = {**summary["settings"], "top_q": 0.004, "head_quantiles": [0.125, 0.3]}
+    assert "top 0.4% of" in _settings_text(precise) and "heads 12.5% local" in _settings_text(
+        precise
+    )
     assert _summary(trace, analysis)["provenance"] == provenance()
     line = _provenance_html({**provenance(), "trl": None, "commit": "c" * 40, "dirty": True})
     assert f"torch {provenance()['torch']}" in line and "trl not installed" in line

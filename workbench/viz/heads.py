@@ -15,6 +15,7 @@ import pandas as pd
 
 from .. import _validate
 from ..errors import WorkbenchError
+from ..intervals import level_label
 from ..models.bridge import check_same_model
 from . import style
 from .frame import check_analysis, display_token
@@ -410,10 +411,10 @@ def head_map(analysis: Any, *, cell_px: int = 18) -> alt.LayerChart:
             tooltip=tooltip,
         )
     )
-    ql, qg = analysis.params.head_quantiles
+    ql, qg = map(level_label, analysis.params.head_quantiles)  # 0.125 is 12.5%, not 12%
     subtitle = (
-        f"{len(analysis.local_heads)} local (bottom {ql:.0%} by span), "
-        f"{len(analysis.global_heads)} global (top {qg:.0%})"
+        f"{len(analysis.local_heads)} local (bottom {ql} by span), "
+        f"{len(analysis.global_heads)} global (top {qg})"
     )
     return alt.layer(
         cells, outline, title=alt.Title("Heads by span", subtitle=subtitle)
