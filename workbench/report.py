@@ -190,6 +190,11 @@ def write_report(
             for name in sorted(p.name for p in stage.iterdir() if p.name != "report.html"):
                 os.replace(stage / name, out / name)
             os.replace(stage / "report.html", out / "report.html")
+    except OSError as e:  # a full disk or a quota while drawing: a raw traceback, after all
+        raise WorkbenchError(  # the work; nothing of this report is left behind
+            f"cannot write the report into {out}: {e.strerror or e}",
+            "free space there (or pass another folder: --out for the demo) and run it again",
+        ) from e
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return out / "report.html"

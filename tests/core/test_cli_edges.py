@@ -101,3 +101,24 @@ def test_an_empty_demo_out_variable_means_the_default_folder(monkeypatch, env, w
 
     monkeypatch.setenv("WORKBENCH_DEMO_OUT", env)
     assert build_parser().parse_args(["demo"]).out == want
+
+
+def test_a_report_that_cannot_be_written_is_one_clear_error(tmp_path, toy_llama, monkeypatch):
+    """A full disk while the charts were saved ended the demo with a raw OSError traceback;
+    the folder is left as it was."""
+    import workbench as wb
+    from workbench import viz
+    from workbench.report import write_report
+
+    trace = wb.Trace.from_text(toy_llama, "What is 3 + 4?", " 3 plus 4 is 7.")
+    analysis = wb.analyze(toy_llama, trace)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(viz, "save", full)
+    out = tmp_path / "report"
+    with pytest.raises(wb.WorkbenchError, match=r"cannot write the report into .*No space") as e:
+        write_report(toy_llama, trace, analysis, out)
+    assert "free space there" in e.value.fix
+    assert not out.exists() and not list(tmp_path.iterdir())
