@@ -249,7 +249,12 @@ def main() -> int:
         "--repeats", type=_args.positive_int, default=1, help="rounds of every case (see above)"
     )
     ap.add_argument("--device", default="cpu", help='"cpu" or "cuda" (see above)')
-    ap.add_argument("--model", default=None, help="a checkpoint folder (default: the embedded)")
+    ap.add_argument(
+        "--model",
+        type=_args.existing_dir,
+        default=None,
+        help="a checkpoint folder (default: the embedded)",
+    )
     ap.add_argument(
         "--random-weights", action="store_true", help="the model's shapes, random weights"
     )

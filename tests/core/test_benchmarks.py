@@ -36,6 +36,7 @@ def test_every_benchmark_script_explains_itself(script, tmp_path):
     [
         (["attention_tiles.py", "--lengths", "0"], "must be at least 1, got 0"),
         (["metrics.py", "--repeats", "-2"], "must be at least 1, got -2"),
+        (["metrics.py", "--random-weights", "--model", "no-such-folder"], "does not exist"),
         (["rl.py", "--steps", "0"], "must be at least 1, got 0"),
         (["rl_experiment.py", "--steps", "0"], "must be at least 1, got 0"),
         (["update_forward.py", "--repeats", "1"], "must be at least 2, got 1"),
@@ -100,3 +101,23 @@ def test_a_type_gets_one_result_from_its_runs(monkeypatch):
     assert result("UNJUDGED", "UNJUDGED") == "CANNOT-JUDGE"
     assert result("WRONG", "MATCH") == "WRONG"
     assert result("WRONG", "RAW") == "RAW"
+
+
+def test_a_few_traces_get_a_sawtooth_interval_that_holds(monkeypatch):
+    """`searcher_rhythm.py --n 3` printed the percentile bootstrap as its 95% interval at
+    any number of traces; below about 30 it under-covers (75% at 3 traces, 90% at 10,
+    `workbench.intervals`), so a few traces gave a too narrow interval. Below 30 traces it
+    is now the Student-t interval of the mean, named in the output; from 30, the
+    bootstrap as before."""
+    from workbench.intervals import bootstrap_ci, t_ci
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    interval = __import__("searcher_rhythm").sawtooth_interval
+
+    few = [1.2, 1.3, 1.45]
+    name, lo, hi = interval(few)
+    assert name == "Student-t" and (lo, hi) == t_ci(few)[1:]
+    _, b_lo, b_hi = bootstrap_ci(few)
+    assert hi - lo > 2 * (b_hi - b_lo)  # the bootstrap's was far narrower
+    many = [1.2 + 0.01 * i for i in range(30)]
+    assert interval(many) == ("percentile bootstrap", *bootstrap_ci(many)[1:])
