@@ -19,6 +19,7 @@
 #      SmolLM2-shaped model with random weights (benchmarks/metrics.py --device cuda
 #      --random-weights; the embedded weights are too large to carry, and the cost
 #      depends on the shapes alone).
+# `matrix` and `ratios` run steps 1 and 2 of `run` alone.
 # `smoke` runs the user-facing paths on the GPU against the same calls on the CPU with the
 # embedded tiny reasoner (benchmarks/cuda_smoke.py: analysis, credit, a knockout, a
 # residual ablation, one native GRPO step); cuda_check.sh's matrix covers none of them.
@@ -42,7 +43,9 @@ bundle() {
         --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
         --platform manylinux2014_x86_64 -d .whl \
         "$(pin transformers)" "$(pin transformer-lens)" "$(pin datasets)" "$(pin dill)" \
-        "$(pin multiprocess)" "$(pin beartype)" "$(pin typeguard)" "$(pin fancy-einsum)"
+        "$(pin multiprocess)" "$(pin beartype)" "$(pin typeguard)" "$(pin fancy-einsum)" \
+        "$(pin altair)" "$(pin jsonschema)" "$(pin jsonschema-specifications)" \
+        "$(pin referencing)" "$(pin rpds-py)"
     model=$(.venv/bin/python -c "import workbench as wb; print(wb.models.model_path())")
     cp "$model"/config.json "$model"/tokenizer.json "$model"/tokenizer_config.json .gpu/smollm2/
     du -sh .whl .gpu
@@ -52,7 +55,8 @@ setup() {
     out=${OUT:-/tmp/cuda-check}
     device=${DEVICE:-cuda}       # DEVICE=cpu LENGTHS=256 NO_WHEELS=1: a dry run here
     mkdir -p "$out"
-    exec > >(tee -a "$out/log.txt") 2>&1
+    [ -n "${LOGGING:-}" ] || exec > >(tee -a "$out/log.txt") 2>&1  # once (`run` sets up twice)
+    LOGGING=1
     if [ -z "${NO_WHEELS:-}" ] && [ ! -d /tmp/site/transformers ]; then
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
             --target /tmp/site .whl/*.whl
@@ -67,9 +71,8 @@ smoke() {
     timeout 280 python3 benchmarks/cuda_smoke.py --device "$device" --json "$out/smoke.json" || true
 }
 
-run() {
+matrix() {
     setup
-    lengths=${LENGTHS:-8192 32768}
     echo "== 0. the machine"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
     # Each import on its own, reported and not fatal: a missing or too old package (pyarrow
@@ -92,6 +95,11 @@ print('flex.ready:', flex.ready(torch.device('$device'), torch.float32),
     WORKBENCH_TEST_DEVICE=$device timeout 210 python3 -m pytest -p no:cacheprovider -q \
         --maxfail=5 --durations=5 tests/attention/test_architectures.py \
         -k "match_hf_eager or portable or credit_band" || true
+}
+
+ratios() {
+    setup
+    lengths=${LENGTHS:-8192 32768}
     echo "== 2. ratios at 8K and 32K"
     # shellcheck disable=SC2086
     timeout 260 python3 benchmarks/metrics.py --device "$device" --random-weights \
@@ -101,10 +109,12 @@ print('flex.ready:', flex.ready(torch.device('$device'), torch.float32),
 
 case "${1:-}" in
 bundle) bundle ;;
-run) run ;;
+run) matrix && ratios ;;
+matrix) matrix ;;
+ratios) ratios ;;
 smoke) smoke ;;
 *)
-    echo "usage: bash benchmarks/cuda_check.sh bundle|run|smoke (see the top of this file)" >&2
+    echo "usage: bash benchmarks/cuda_check.sh bundle|run|matrix|ratios|smoke (see the top of this file)" >&2
     exit 2
     ;;
 esac

@@ -590,12 +590,14 @@ def test_the_portable_path_matches_hf_eager(
     (`interface._cpu_fast` is False). Forced here on the CPU, it must match Hugging Face's
     eager attention as the CPU paths do, both for `wb.analyze` and for the RL credit's
     options (sdpa outputs, no column sums), on the trace longer than 512 tokens."""
-    from workbench.attention import interface, kernels
+    from workbench.attention import flex, interface, kernels
 
     def refused(*args, **kwargs):
         raise AssertionError("a CPU-only path ran")
 
     monkeypatch.setattr(interface, "_cpu_fast", lambda *tensors: False)
+    # on CUDA (WORKBENCH_TEST_DEVICE=cuda) the band path's FlexAttention would serve it
+    monkeypatch.setattr(flex, "DEVICES", ())
     monkeypatch.setattr(interface, "_banded", refused)
     monkeypatch.setattr(kernels, "softmax_stats", refused)
     model = _bridge(toys, arch_id)

@@ -46,6 +46,10 @@ __all__ = ["DEVICES", "attention_with_moment", "ready", "serves", "values_with_p
 
 #: Device types the band path sends to FlexAttention (the tests add ``"cpu"``).
 DEVICES: tuple[str, ...] = ("cuda",)
+
+#: The narrowest query/key head compiled FlexAttention takes (torch 2.11 on CUDA); a
+#: narrower one is padded with zero columns.
+MIN_QK_DIM = 16
 #: The probe's tolerance against float64: far above float32 rounding (about 1e-6 here),
 #: far below any wiring error (a log-sum-exp in the wrong base, a mask off by one).
 PROBE_TOLERANCE = 1e-4
@@ -137,6 +141,11 @@ def attention_with_moment(
     _, _, aux = _flex()
     h, tq = query.shape[1], query.shape[2]
     kv, tk, dv = key.shape[1], key.shape[2], value.shape[-1]
+    if query.shape[-1] < MIN_QK_DIM:
+        # Compiled on CUDA it refused (NotImplementedError, "at least 16") a head of 8;
+        # zero columns leave q k^T as it is (the scale is explicit).
+        pad = (0, MIN_QK_DIM - query.shape[-1])
+        query, key = torch.nn.functional.pad(query, pad), torch.nn.functional.pad(key, pad)
     v = values_with_positions(value, -(-(dv + 1) // 16) * 16)
     blocks = _block_mask(mask, tq, tk, query.device)
     run = _compiled(query.device.type)
