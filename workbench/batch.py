@@ -316,7 +316,6 @@ def _split_values(values: str, spec: str, sep: str) -> list[str]:
     whole = sep == ","  # every bracket counts, not only those of values that start as JSON
     parts, depth, start, quoted, escaped = [], 0, 0, False, False
     for i, c in enumerate(values):
-        head = not values[start:i].strip()  # nothing but spaces before c in this value
         if quoted:  # inside a JSON string: up to its closing quote, \" escaped
             if escaped:
                 escaped = False
@@ -324,9 +323,9 @@ def _split_values(values: str, spec: str, sep: str) -> list[str]:
                 escaped = True
             elif c == '"':
                 quoted = False
-        elif c == '"' and (depth or head):
+        elif c == '"' and (depth or not values[start:i].strip()):  # at the value's head
             quoted = True
-        elif c in "[{" and (whole or depth or head):
+        elif c in "[{" and (whole or depth or not values[start:i].strip()):
             depth += 1
         elif c in "]}" and depth == 0 and whole:
             raise WorkbenchError(

@@ -249,8 +249,8 @@ def _draw(model: Any, trace: Any, analysis: Any, out: Path) -> None:
         "global_map": viz.attention_map(maps, "global", analysis=analysis, size=320),
         "heads": viz.head_map(analysis),
     }
-    for name, chart in charts.items():
-        viz.save(chart, out / f"{name}.png", scale=1.5)
+    for name in CHARTS:  # the files the demo lists
+        viz.save(charts[name], out / f"{name}.png", scale=1.5)
     # Each chart keeps its own colour scale and legend: concatenated charts share them by
     # default, and the page drew FAI, attention and span on one merged yellow-red scale.
     combined = alt.vconcat(

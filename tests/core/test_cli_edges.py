@@ -23,6 +23,19 @@ def _notebook(path):
     return path
 
 
+@pytest.fixture
+def report_input(toy_llama):
+    """``(model, trace, analysis)``: a short trace of the toy Llama and its analysis."""
+    import workbench as wb
+
+    trace = wb.Trace.from_text(toy_llama, "What is 3 + 4?", " 3 plus 4 is 7.")
+    return toy_llama, trace, wb.analyze(toy_llama, trace)
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
 @pytest.mark.parametrize(
     ("flags", "problem", "fix"),
     [
@@ -54,39 +67,32 @@ def test_an_empty_rl_config_is_refused_not_ignored(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-def test_a_report_folder_that_cannot_be_made_is_one_clear_error(tmp_path, toy_llama, monkeypatch):
+def test_a_report_folder_that_cannot_be_made_is_one_clear_error(
+    tmp_path, report_input, monkeypatch
+):
     """Where the folder checks pass but the staging folder cannot be made (root writing
     under /proc, a full disk), the demo ended, after all its work, with a raw
     FileNotFoundError traceback from tempfile.mkdtemp."""
     import workbench as wb
     from workbench.report import write_report
 
-    trace = wb.Trace.from_text(toy_llama, "What is 3 + 4?", " 3 plus 4 is 7.")
-    analysis = wb.analyze(toy_llama, trace)
-
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(tempfile, "mkdtemp", full)
+    monkeypatch.setattr(tempfile, "mkdtemp", _disk_full)
     out = tmp_path / "report"
     with pytest.raises(wb.WorkbenchError, match="cannot create the report folder") as e:
-        write_report(toy_llama, trace, analysis, out)
+        write_report(*report_input, out)
     assert "No space left on device" in e.value.problem and e.value.fix
     assert not out.exists()
 
 
-def test_a_new_report_folder_has_the_permissions_mkdir_gives(tmp_path, toy_llama):
+def test_a_new_report_folder_has_the_permissions_mkdir_gives(tmp_path, report_input):
     """A new report folder is its staging folder renamed, and tempfile.mkdtemp makes it
     0700: `workbench demo`'s output folder could not be read by anyone else (a web server,
     a colleague), unlike every other folder the workbench makes."""
-    import workbench as wb
     from workbench.report import write_report
 
-    trace = wb.Trace.from_text(toy_llama, "What is 3 + 4?", " 3 plus 4 is 7.")
-    analysis = wb.analyze(toy_llama, trace)
     old = os.umask(0o022)
     try:
-        page = write_report(toy_llama, trace, analysis, tmp_path / "new" / "report")
+        page = write_report(*report_input, tmp_path / "new" / "report")
     finally:
         os.umask(old)
     assert stat.S_IMODE(page.parent.stat().st_mode) == 0o755
@@ -103,22 +109,16 @@ def test_an_empty_demo_out_variable_means_the_default_folder(monkeypatch, env, w
     assert build_parser().parse_args(["demo"]).out == want
 
 
-def test_a_report_that_cannot_be_written_is_one_clear_error(tmp_path, toy_llama, monkeypatch):
+def test_a_report_that_cannot_be_written_is_one_clear_error(tmp_path, report_input, monkeypatch):
     """A full disk while the charts were saved ended the demo with a raw OSError traceback;
     the folder is left as it was."""
     import workbench as wb
     from workbench import viz
     from workbench.report import write_report
 
-    trace = wb.Trace.from_text(toy_llama, "What is 3 + 4?", " 3 plus 4 is 7.")
-    analysis = wb.analyze(toy_llama, trace)
-
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(viz, "save", full)
+    monkeypatch.setattr(viz, "save", _disk_full)
     out = tmp_path / "report"
     with pytest.raises(wb.WorkbenchError, match=r"cannot write the report into .*No space") as e:
-        write_report(toy_llama, trace, analysis, out)
+        write_report(*report_input, out)
     assert "free space there" in e.value.fix
     assert not out.exists() and not list(tmp_path.iterdir())

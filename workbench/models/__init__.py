@@ -203,9 +203,8 @@ def _hub_reachable(timeout: float = 1.5) -> bool:
     """Whether the hub endpoint answers a TCP connect within `timeout` seconds, name
     lookup included (``create_connection``'s timeout does not cover the lookup, which a
     slow resolver can hold for half a minute)."""
-    if (
-        os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _validate.YES
-    ):  # huggingface_hub's own words
+    # huggingface_hub's variable, read as it reads it (no error for other values)
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _validate.YES:
         return False
     try:
         from huggingface_hub import constants

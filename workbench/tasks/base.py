@@ -401,6 +401,7 @@ class Task(ABC):
         col_numbers = kwargs.get("numbers")
         col_target = kwargs.get("target")
         col_task = kwargs.get("task")
+        same = _same_problems(self) if col_task is not None else None
         rewards, unreadable = [], 0
         for i, (prompt, completion) in enumerate(zip(prompts, completions, strict=True)):
             problem = self.parse_prompt(prompt)
@@ -411,7 +412,7 @@ class Task(ABC):
                     # another task's row (`Problem.to_dict` writes the task column): its
                     # numbers mean something else, as `score` refuses (an addition's
                     # 'Answer: 457+68' scored 1 as Countdown, without a word)
-                    if col_task is not None and col_task[i] not in _same_problems(self):
+                    if same is not None and col_task[i] not in same:
                         problem = None
                 except (TypeError, ValueError, LookupError):  # a column of another shape
                     problem = None
