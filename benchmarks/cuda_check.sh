@@ -5,8 +5,9 @@
 #   bash benchmarks/cuda_check.sh bundle   # here: what the GPU machine lacks, into two
 #                                          # ignored folders (.whl: wheels, .gpu: the
 #                                          # default model's config and tokenizer)
-#   then, with the device tool: run(command="bash benchmarks/cuda_check.sh run",
-#                                   carry=[".whl", ".gpu"], timeout_s=590)
+#   then, with the device tool (one call is at most 600 s, so the steps go apart):
+#     run(command="bash benchmarks/cuda_check.sh ratios", carry=[".whl", ".gpu"], timeout_s=480)
+#     run(command="bash benchmarks/cuda_check.sh matrix", carry=[".whl", ".gpu"], timeout_s=330)
 #   and, if device time is left: run(command="bash benchmarks/cuda_check.sh smoke",
 #                                    carry=[".whl"], timeout_s=300)
 #
@@ -15,11 +16,12 @@
 #      the architecture matrix with the toys on the GPU (WORKBENCH_TEST_DEVICE=cuda;
 #      Hugging Face's eager references stay on the CPU): both analysis paths, the credit
 #      band pass (FlexAttention there), the credit options and the portable path;
-#   2. times sdpa against wb.analyze and the credit pass at T = 8192 and 32768 on a
+#   2. times sdpa against wb.analyze (in the GPU's block sizes and in the CPU's: what
+#      `workbench.attention.tiling` saves) and the credit pass at T = 8192 and 32768 on a
 #      SmolLM2-shaped model with random weights (benchmarks/metrics.py --device cuda
 #      --random-weights; the embedded weights are too large to carry, and the cost
 #      depends on the shapes alone).
-# `matrix` and `ratios` run steps 1 and 2 of `run` alone.
+# `matrix` and `ratios` run steps 1 and 2 of `run` alone (`run` needs up to 12 minutes).
 # `smoke` runs the user-facing paths on the GPU against the same calls on the CPU with the
 # embedded tiny reasoner (benchmarks/cuda_smoke.py: analysis, credit, a knockout, a
 # residual ablation, one native GRPO step); cuda_check.sh's matrix covers none of them.
@@ -102,9 +104,10 @@ ratios() {
     lengths=${LENGTHS:-8192 32768}
     echo "== 2. ratios at 8K and 32K"
     # shellcheck disable=SC2086
-    timeout 260 python3 benchmarks/metrics.py --device "$device" --random-weights \
+    timeout 420 python3 benchmarks/metrics.py --device "$device" --random-weights \
         --model .gpu/smollm2 --lengths $lengths --timeout 120 \
-        --configs sdpa analyze sdpa-middle credit --json "$out/metrics.json" || true
+        --configs sdpa analyze analyze-small-tiles sdpa-middle credit \
+        --json "$out/metrics.json" || true
 }
 
 case "${1:-}" in

@@ -13,6 +13,8 @@ sequence lengths T:
 - ``analyze-torch``: the same with ``WORKBENCH_KERNELS=0``: the tiles' softmax and row
                and column sums in PyTorch instead of the compiled kernel
                (`workbench.attention.kernels`);
+- ``analyze-small-tiles``: ``analyze`` with the CPU's block sizes on any device
+               (`workbench.attention.tiling`): on a GPU, what its larger blocks save;
 - ``sdpa-middle``: the sdpa forward pass through the RL credit layers only (it stops after
                the last of the five middle layers, layer 20 of 30);
 - ``credit``:  the RL credit pass, ``wb.gamma_many(model, [trace], "coupled",
@@ -68,7 +70,10 @@ import _args
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-CONFIGS = ("sdpa", "bridge", "naive", "analyze", "analyze-torch", "sdpa-middle", "credit")
+CONFIGS = (
+    "sdpa", "bridge", "naive", "analyze", "analyze-torch", "analyze-small-tiles", "sdpa-middle",
+    "credit",
+)  # fmt: skip
 #: Largest T for the naive way (at 2048 it needs ~16.5 GB; at 4096 it cannot run in 24 GB).
 NAIVE_MAX = 1024
 #: Largest T for the plain eager bridge forward (its [9, T, T] scores and softmax copies
@@ -84,6 +89,11 @@ def _child(config: str, n: int, threads: int | None, device: str, folder: str | 
     import torch
 
     import workbench as wb
+
+    if config == "analyze-small-tiles":
+        from workbench.attention import tiling
+
+        tiling.CACHE_SIZED = (torch.device(device).type,)
 
     if threads:
         torch.set_num_threads(threads)

@@ -553,9 +553,10 @@ def test_credit_band_pass_matches_hf_eager(
     and soft-capped layers from tiles. Either way every metric of the RL horizon equals the
     Hugging Face eager reference. FAI to the end of the response is refused with a clear
     error where the band (101 diagonals) does not span the trace, and exact where it does.
-    The flash call is the CPU kernel's, or FlexAttention's (CUDA's, here uncompiled), with
-    the mask transformers built for each layer (sliding windows included)."""
-    from workbench.attention import flex, interface
+    The flash call is the CPU kernel's, or FlexAttention's (CUDA's, here uncompiled, with
+    a GPU's block sizes: `tiling`), with the mask transformers built for each layer
+    (sliding windows included)."""
+    from workbench.attention import flex, interface, tiling
 
     model = _bridge(toys, arch_id)
     banded, flexed = [], []
@@ -564,6 +565,7 @@ def test_credit_band_pass_matches_hf_eager(
     monkeypatch.setattr(flex, "attention_with_moment", lambda *a: flexed.append(1) or real_flex(*a))
     if kernel == "flex":
         monkeypatch.setattr(flex, "DEVICES", ("cuda", "cpu"))
+        monkeypatch.setattr(tiling, "CACHE_SIZED", ())
         assert flex.ready(torch.device("cpu"), torch.float32)  # its probe, once, uncounted
         flexed.clear()
     a = credit_pass(model, traces[length])
@@ -587,10 +589,11 @@ def test_the_portable_path_matches_hf_eager(
 ):
     """Off the CPU (CUDA, MPS) the attention function takes its portable path: tiles with
     PyTorch's softmax and reductions, no reused buffer, no compiled kernel and no band path
-    (`interface._cpu_fast` is False). Forced here on the CPU, it must match Hugging Face's
-    eager attention as the CPU paths do, both for `wb.analyze` and for the RL credit's
-    options (sdpa outputs, no column sums), on the trace longer than 512 tokens."""
-    from workbench.attention import flex, interface, kernels
+    (`interface._cpu_fast` is False), in a GPU's larger blocks (`tiling`). Forced here on
+    the CPU, it must match Hugging Face's eager attention as the CPU paths do, both for
+    `wb.analyze` and for the RL credit's options (sdpa outputs, no column sums), on the
+    trace longer than 512 tokens."""
+    from workbench.attention import flex, interface, kernels, tiling
 
     def refused(*args, **kwargs):
         raise AssertionError("a CPU-only path ran")
@@ -600,6 +603,7 @@ def test_the_portable_path_matches_hf_eager(
     monkeypatch.setattr(flex, "DEVICES", ())
     monkeypatch.setattr(interface, "_banded", refused)
     monkeypatch.setattr(kernels, "softmax_stats", refused)
+    monkeypatch.setattr(tiling, "CACHE_SIZED", ())
     model = _bridge(toys, arch_id)
     trace, fai_horizon = traces["long"], HORIZONS[horizon]
     ref = references(arch_id, "long", horizon)

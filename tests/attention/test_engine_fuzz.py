@@ -6,8 +6,8 @@ each case from its own seed: 1- and 2-token responses, 1-token prompts, response
 than the window or than ``H_lo``, windows of 1 and longer than the trace, horizons ``(0,
 None)``, ``(H, H)`` and ``(lo, hi)`` past the response, ``fai_min_rows``, ``sink`` kept or
 excluded, subsets of layers and heads, batches of traces of different lengths
-(``analyze_many``), tiles of 1-5 rows, the portable path, the RL credit's band pass (CPU
-flash and FlexAttention), grouped-query heads, sliding windows (3 and 5) narrower than W,
+(``analyze_many``), tiles of 1-5 rows, the portable path (in the CPU's block sizes or a
+GPU's), the RL credit's band pass (CPU flash and FlexAttention), grouped-query heads, sliding windows (3 and 5) narrower than W,
 soft-capping and float64 weights. The reference is `reference_from_patterns` of the
 patterns of the same checkpoint loaded again with ``attn_implementation="eager"``.
 """
@@ -22,7 +22,7 @@ import torch
 import transformers
 
 import workbench as wb
-from workbench.attention import engine, flex, interface
+from workbench.attention import engine, flex, interface, tiling
 from workbench.attention.analysis import Analysis
 from workbench.attention.metrics import DEFAULT_FAI_CUTS, FaiRowsWarning
 from workbench.attention.params import RhythmParams
@@ -122,6 +122,8 @@ def run(bridge, traces, case, monkeypatch) -> list[Analysis]:
     layers = sorted({ly for ly, _ in heads})
     if mode == "portable":
         monkeypatch.setattr(interface, "_cpu_fast", lambda *tensors: False)
+        if case["seed"] % 2:  # a GPU's block sizes (`tiling`)
+            monkeypatch.setattr(tiling, "CACHE_SIZED", ())
     if mode == "credit-flex":
         monkeypatch.setattr(flex, "DEVICES", ("cuda", "cpu"))
     if mode == "tiles":

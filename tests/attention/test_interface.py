@@ -161,6 +161,24 @@ def test_single_and_odd_query_rows(kernel, tq):
     check_band(q, k, v, None, causal(tq, 33))
 
 
+@pytest.mark.parametrize("gpu_sizes", [False, True])
+def test_the_band_is_the_same_in_blocks_of_any_size(kernel, monkeypatch, gpu_sizes):
+    """`_band` computes its diagonals in blocks of query rows (`tiling.band_rows`: 128 on
+    the CPU, more on a GPU); a block of 1, 7 or all rows, against the keys its band
+    reaches, gives the same band."""
+    from workbench.attention import tiling
+
+    if gpu_sizes:
+        monkeypatch.setattr(tiling, "CACHE_SIZED", ())
+    keep = causal(45, 60) & ~torch.ones(45, 60, dtype=torch.bool).tril(15 - 9)[None, None]
+    q, k, v = inputs(45, 60)
+    check_band(q, k, v, keep.expand(B, 1, -1, -1), keep)
+    _, lse = interface._flash(q, k, v, None, 0.3)
+    bands = [interface._band(q, k, lse, None, 0.3, WIDTH, rows) for rows in (1, 7, 45)]
+    for band in bands[1:]:
+        torch.testing.assert_close(band, bands[0], atol=1e-6, rtol=1e-6)
+
+
 @pytest.mark.parametrize("tile", [8, 64])
 def test_tiles_skip_the_keys_a_window_hides_from_every_row(tile):
     """The tiled path runs each tile over the keys from the first its mask allows; every

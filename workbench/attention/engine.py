@@ -587,7 +587,8 @@ def collect(
         path: ``"tiled"`` (the registered attention function, query tiles, no full
             pattern), ``"exact"`` (TransformerLens pattern hooks) or ``"auto"`` (tiled
             when the model supports it).
-        tile_rows: query rows per tile on the tiled path (default: about 4M scores, 96 to 224 rows).
+        tile_rows: query rows per tile on the tiled path (default: `tiling.tile_rows`,
+            about 4M scores and 96 to 224 rows on the CPU, more on a GPU).
         fast_other_layers: on the tiled path, run layers that are not analysed with
             ``scaled_dot_product_attention`` (faster; the residual stream then differs
             from eager attention by float rounding, about 1e-5 relative in later metrics)

@@ -19,8 +19,9 @@ computed). On the CPU without gradients the softmax is the compiled kernel's
 within 1.5e-6 of float64, as close as PyTorch's), which hands the reducers the tile's
 row and column sums with it (`kernels.TileSums`); elsewhere, or where no C compiler is
 found, it is PyTorch's. Memory beyond the model: one tile of scores and
-probabilities (about ``4M`` elements) and the mask transformers builds (None for plain
-causal attention; a ``[batch, 1, T, T]`` boolean mask for sliding windows).
+probabilities (about ``4M`` elements on the CPU, up to ``64M`` on a GPU: `tiling`) and
+the mask transformers builds (None for plain causal attention; a ``[batch, 1, T, T]``
+boolean mask for sliding windows).
 
 Layers that are not analysed use the same computation, or transformers' sdpa with
 ``fast_other_layers=True`` (faster; float rounding then differs from eager).
@@ -60,21 +61,12 @@ from .._compat import (
     sdpa_attention,
 )
 from ..errors import WorkbenchError
-from . import flex, kernels
+from . import flex, kernels, tiling
 
 __all__ = ["NAME", "Banded", "Fused", "NotRouted", "StopPass", "analysis_pass", "attention"]
 
 #: The name the function is registered under.
 NAME = "workbench"
-#: Target size (elements) of one tile of scores, ``batch x heads x tile_rows x T``, and the
-#: bounds on its rows. Measured on one CPU thread (SmolLM2, a whole `wb.analyze`): 96 to 224
-#: rows were fastest at T = 1024 and 4096; 32-row tiles cost 10% more at T = 4096 (per-tile
-#: overhead) and 448-row tiles 15% more at T = 1024 (the tile leaves the cache).
-TILE_ELEMENTS = 1 << 22
-TILE_ROWS = (96, 224)
-#: Tile rows are a multiple of this.
-TILE_MULTIPLE = 32
-
 #: ``reduce(rows, probs, key0, sums)``: the probabilities of query positions ``rows`` to the
 #: keys ``key0 .. key0 + key_pos - 1`` (the keys before `key0` are masked for every row: a
 #: sliding window), and their row and column sums when the compiled kernel computed them
@@ -185,7 +177,8 @@ def analysis_pass(
             ``sums`` its `kernels.TileSums` or None.
         stop_after: raise `StopPass` when a later layer's attention is reached (the caller
             catches it): the rest of the model never runs.
-        tile_rows: query rows per tile (default: about `TILE_ELEMENTS` scores per tile).
+        tile_rows: query rows per tile (default: `tiling.tile_rows`, sized for the
+            device).
         fast_other_layers: layers without a reducer use sdpa.
         train: leave the model's mode alone (a training forward; gradients flow through
             `attention`, and the reducers see detached probabilities). Default: eval mode
@@ -408,8 +401,7 @@ def _tiled(
     out = None
     if output:
         out = torch.empty(b, h, tq, value.shape[-1], dtype=value.dtype, device=value.device)
-    fit = TILE_ELEMENTS // max(1, b * h * tk) // TILE_MULTIPLE * TILE_MULTIPLE
-    rows = run.tile_rows or min(max(fit, TILE_ROWS[0]), TILE_ROWS[1])
+    rows = run.tile_rows or tiling.tile_rows(query.device, b * h, tk)
     low = torch.finfo(torch.float32).min
     # On the CPU without autograd, every tile's scores become its probabilities in one
     # reused buffer: the same operations in place (the CPU softmax kernel reads each row
@@ -589,7 +581,7 @@ def _band(
     mask: Tensor | None,
     scale: float,
     width: int,
-    rows: int = 128,
+    rows: int = tiling.CPU_BAND,
 ) -> Float[Tensor, "batch head_index query_pos band"]:
     """``A[t, t-d] = exp(q_t k_{t-d} scale - LSE_t)`` for ``d < width`` (0 where ``t - d <
     0`` or masked), in blocks of query rows against the keys their band reaches."""
@@ -635,5 +627,7 @@ def _banded(
     t = torch.arange(tk - tq, tk, dtype=out.dtype, device=out.device) - (tk - 1)
     # sum_s A[t,s] (t-s) = (t - c) - sum_s A[t,s] (s - c), c = tk - 1, the rows summing to 1
     dist = t - out[..., d]
-    reduce.band(slice(tk - tq, tk), dist, _band(query, key, lse, mask, scale, reduce.width))
+    rows = tiling.band_rows(query.device, query.shape[0] * query.shape[1], reduce.width)
+    band = _band(query, key, lse, mask, scale, reduce.width, rows)
+    reduce.band(slice(tk - tq, tk), dist, band)
     return out[..., :d].transpose(1, 2).contiguous()

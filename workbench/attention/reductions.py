@@ -41,6 +41,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..errors import WorkbenchError
+from . import tiling
 from .kernels import TileSums
 
 __all__ = [
@@ -234,8 +235,9 @@ class StatsAccumulator:
             `workbench.attention.interface.Banded`).
     """
 
-    #: Query rows reduced at a time (a long cut's triangle is ``ROWS x ROWS`` per head).
-    ROWS = 256
+    #: Query rows reduced at a time on the CPU (a long cut's triangle is ``ROWS x ROWS``
+    #: per head); a GPU takes more (`tiling.chunk_rows`).
+    ROWS = tiling.CPU_CHUNK
 
     def __init__(
         self,
@@ -341,8 +343,10 @@ class StatsAccumulator:
         if sums is not None and self.sink == "keep" and tq <= self.ROWS:
             self._add(row0, row1, pattern[:, :, : row1 - key0], hr, key0, sums)
             return
-        for a in range(0, tq, self.ROWS):  # bounds the temporaries of a whole pattern
-            e = min(tq, a + self.ROWS)
+        # Bounds the temporaries of a whole pattern; on a GPU in larger chunks (`tiling`).
+        chunk = tiling.chunk_rows(pattern.device, pattern.shape[0], cpu=self.ROWS)
+        for a in range(0, tq, chunk):
+            e = min(tq, a + chunk)
             self._add(row0 + a, row0 + e, pattern[:, a:e, : row0 + e - key0], hr, key0)
 
     def add_band(
