@@ -5,8 +5,9 @@
 #   bash benchmarks/cuda_check.sh bundle   # here: what the GPU machine lacks, into two
 #                                          # ignored folders (.whl: wheels, .gpu: the
 #                                          # default model's config and tokenizer)
-#   then, with the device tool (one call is at most 600 s, so the steps go apart):
-#     run(command="bash benchmarks/cuda_check.sh ratios", carry=[".whl", ".gpu"], timeout_s=480)
+#   then, with the device tool (one call is at most 600 s, so the steps go apart; a
+#   session has 15 minutes of device time, so `ratios` first, `matrix` with what is left):
+#     run(command="bash benchmarks/cuda_check.sh ratios", carry=[".whl", ".gpu"], timeout_s=590)
 #     run(command="bash benchmarks/cuda_check.sh matrix", carry=[".whl", ".gpu"], timeout_s=330)
 #   and, if device time is left: run(command="bash benchmarks/cuda_check.sh smoke",
 #                                    carry=[".whl"], timeout_s=300)
@@ -16,8 +17,10 @@
 #      the architecture matrix with the toys on the GPU (WORKBENCH_TEST_DEVICE=cuda;
 #      Hugging Face's eager references stay on the CPU): both analysis paths, the credit
 #      band pass (FlexAttention there), the credit options and the portable path;
-#   2. times sdpa against wb.analyze (in the GPU's block sizes and in the CPU's: what
-#      `workbench.attention.tiling` saves) and the credit pass at T = 8192 and 32768 on a
+#   2. times sdpa against wb.analyze (FlexAttention's column path; without it, the
+#      portable tiles in the GPU's block sizes and in the CPU's: what `flex.column_sums`
+#      and `workbench.attention.tiling` each save) and the credit pass at T = 8192 and
+#      32768 (LENGTHS="8192" for one) on a
 #      SmolLM2-shaped model with random weights (benchmarks/metrics.py --device cuda
 #      --random-weights; the embedded weights are too large to carry, and the cost
 #      depends on the shapes alone).
@@ -96,7 +99,7 @@ print('flex.ready:', flex.ready(torch.device('$device'), torch.float32),
       f'({time.perf_counter() - t:.1f} s, compilation included)')" || true
     WORKBENCH_TEST_DEVICE=$device timeout 210 python3 -m pytest -p no:cacheprovider -q \
         --maxfail=5 --durations=5 tests/attention/test_architectures.py \
-        -k "match_hf_eager or portable or credit_band" || true
+        -k "match_hf_eager or flexattention_analysis or portable or credit_band" || true
 }
 
 ratios() {
@@ -104,9 +107,9 @@ ratios() {
     lengths=${LENGTHS:-8192 32768}
     echo "== 2. ratios at 8K and 32K"
     # shellcheck disable=SC2086
-    timeout 420 python3 benchmarks/metrics.py --device "$device" --random-weights \
-        --model .gpu/smollm2 --lengths $lengths --timeout 120 \
-        --configs sdpa analyze analyze-small-tiles sdpa-middle credit \
+    timeout 570 python3 benchmarks/metrics.py --device "$device" --random-weights \
+        --model .gpu/smollm2 --lengths $lengths --timeout 240 \
+        --configs sdpa analyze analyze-tiles analyze-small-tiles sdpa-middle credit \
         --json "$out/metrics.json" || true
 }
 

@@ -13,8 +13,11 @@ sequence lengths T:
 - ``analyze-torch``: the same with ``WORKBENCH_KERNELS=0``: the tiles' softmax and row
                and column sums in PyTorch instead of the compiled kernel
                (`workbench.attention.kernels`);
-- ``analyze-small-tiles``: ``analyze`` with the CPU's block sizes on any device
-               (`workbench.attention.tiling`): on a GPU, what its larger blocks save;
+- ``analyze-tiles``: ``analyze`` without FlexAttention (`workbench.attention.flex`),
+               which on CUDA computes a plain layer without tiles: the portable tiles,
+               in the device's block sizes (the same as ``analyze`` on the CPU);
+- ``analyze-small-tiles``: the same in the CPU's block sizes on any device
+               (`workbench.attention.tiling`; on a GPU, what ran before either change);
 - ``sdpa-middle``: the sdpa forward pass through the RL credit layers only (it stops after
                the last of the five middle layers, layer 20 of 30);
 - ``credit``:  the RL credit pass, ``wb.gamma_many(model, [trace], "coupled",
@@ -71,8 +74,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 CONFIGS = (
-    "sdpa", "bridge", "naive", "analyze", "analyze-torch", "analyze-small-tiles", "sdpa-middle",
-    "credit",
+    "sdpa", "bridge", "naive", "analyze", "analyze-torch", "analyze-tiles", "analyze-small-tiles",
+    "sdpa-middle", "credit",
 )  # fmt: skip
 #: Largest T for the naive way (at 2048 it needs ~16.5 GB; at 4096 it cannot run in 24 GB).
 NAIVE_MAX = 1024
@@ -90,10 +93,12 @@ def _child(config: str, n: int, threads: int | None, device: str, folder: str | 
 
     import workbench as wb
 
-    if config == "analyze-small-tiles":
-        from workbench.attention import tiling
+    if config in ("analyze-tiles", "analyze-small-tiles"):
+        from workbench.attention import flex, tiling
 
-        tiling.CACHE_SIZED = (torch.device(device).type,)
+        flex.DEVICES = ()
+        if config == "analyze-small-tiles":
+            tiling.CACHE_SIZED = (torch.device(device).type,)
 
     if threads:
         torch.set_num_threads(threads)

@@ -273,3 +273,41 @@ def test_a_short_response_after_a_long_prompt_keeps_its_distances_exact(kernel):
     _, p = eager(q[:, :, -3:], k, v, keep[:, :, -3:].expand(B, 1, -1, -1), 0.3)
     want = (p * (torch.arange(n - 3, n)[:, None] - torch.arange(n)).double()).sum(-1)
     torch.testing.assert_close(dist[:, :, -3:].double(), want, atol=1e-6, rtol=1e-5)
+
+
+def test_the_check_covers_the_column_sums(monkeypatch):
+    """The analysis on CUDA reads its column sums off FlexAttention too
+    (`flex.column_sums`), so the check compares them as well: a call that summed every row
+    instead of the response rows only (a wiring error) fails it, by name."""
+    monkeypatch.setattr(flex, "DEVICES", ("cuda", "cpu"))
+    real = flex.column_sums
+
+    def every_row(query, key, lse, mask, scale, first_row, cuts):
+        return real(query, key, lse, mask, scale, 0, cuts)
+
+    monkeypatch.setattr(flex, "column_sums", every_row)
+    flex.ready.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="column sum differs .* portable tiles"):
+            assert not flex.ready(torch.device("cpu"), torch.float32)
+    finally:
+        flex.ready.cache_clear()
+
+
+def test_column_sums_by_definition():
+    """`flex.column_sums` against its float64 definition, with a KV cache (the queries the
+    last 30 of 45 positions), grouped-query heads and a sliding window: for each cut and
+    the whole column, the sum over the rows from 20 of ``A[t, s]``."""
+    q, k, v = inputs(30, 45)
+    keep = causal(30, 45) & ~torch.ones(30, 45, dtype=torch.bool).tril(15 - 12)[None, None]
+    for mask, allowed in [(None, causal(30, 45)), (keep.expand(B, 1, -1, -1), keep)]:
+        _, p = eager(q, k, v, allowed.expand(B, 1, -1, -1), 0.3)
+        _, lse = flex.attention_with_moment(q, k, v, mask, 0.3)
+        got = flex.column_sums(q, k, lse, mask, 0.3, 20, (1, 4, 9))
+        t = torch.arange(15, 45)[:, None]
+        after = t - torch.arange(45)
+        rows = (t >= 20) & (after >= 0)
+        for i, cut in enumerate((1, 4, 9, None)):
+            sel = rows if cut is None else rows & (after < cut)
+            want = (p * sel).sum(-2)
+            torch.testing.assert_close(got[:, :, i].double(), want, atol=1e-6, rtol=1e-5)

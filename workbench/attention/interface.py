@@ -36,10 +36,17 @@ one thread: 1.16-1.37x sdpa (q and k padded with zeros to the value width costs 
 10% of that; the band about 7%), against 1.85-2.15x for sdpa plus tiles. It applies to
 plain attention (no soft-cap, no sinks, no mask or a boolean one) in float32 without
 gradients, on the CPU, and on CUDA where compiled FlexAttention passed its check
-(`workbench.attention.flex`: the same output, log-sum-exp and position channel; not yet
-run on a GPU in this project); anywhere else the same reducer gets tiles. Memory: the
-kernel's own blocks, the padded q, k and v (``batch x heads x T x (d_head + 8)`` each),
-and a float copy of the mask in chunks of query rows where one is given.
+(`workbench.attention.flex`: the same output, log-sum-exp and position channel; on an
+H200, 1.71x sdpa through the middle layers at T = 8192 and 1.17x at 32768); anywhere else
+the same reducer gets tiles. Memory: the kernel's own blocks, the padded q, k and v
+(``batch x heads x T x (d_head + 8)`` each), and a float copy of the mask in chunks of
+query rows where one is given.
+
+The column path (CUDA only): the analysis of a single sequence (`Fused`) gets a plain
+layer's row distances and band as the band path does, and its column sums (FAI, whole
+and within each long cut) from FlexAttention's transposed calls (`flex.column_sums`),
+again without any tile. Not yet timed on a GPU; the CPU keeps its compiled kernel's
+tiles, which cost 1.03-1.11x sdpa on one thread.
 """
 
 from __future__ import annotations
@@ -118,16 +125,40 @@ class Banded(_Asking):
     band: BandReduce
 
 
+ColumnReduce = Callable[
+    [
+        slice,
+        Float[Tensor, "batch head_index query_pos"],
+        Float[Tensor, "batch head_index query_pos band"],
+        Float[Tensor, "batch head_index cut_plus_one key_pos"],
+    ],
+    None,
+]
+
+
 @dataclass(frozen=True)
 class Fused(_Asking):
-    """A reducer that also takes, from the compiled kernel (`kernels`), each tile's first
-    `width` diagonals and, for each of `cuts`, the column sums of the upper triangle of the
-    square block of columns ``rows.start - cut + 1 ..`` (`kernels.TileSums.band` and
-    ``.tri``): what `StatsAccumulator` reads off every tile of a single sequence. Where
-    the kernel does not run, the tiles go to `tiles` without them."""
+    """A reducer of a single sequence from position 0 that can take more than tiles.
+
+    On the CPU, from the compiled kernel (`kernels`): each tile's first `width` diagonals
+    and, for each of `cuts`, the column sums of the upper triangle of the square block of
+    columns ``rows.start - cut + 1 ..`` (`kernels.TileSums.band` and ``.tri``), what
+    `StatsAccumulator` reads off every tile.
+
+    On CUDA, where FlexAttention passed its check (`flex`) and the attention is plain
+    (float32, no soft-cap, no sinks, no gradients), no tile at all: one FlexAttention call
+    gives the output, the row log-sum-exp and the row distances (as `Banded`), `width`
+    dot products per row the band, and one transposed call per cut and one for the whole
+    column the column sums over the response rows (`flex.column_sums`, from row
+    `prompt_len`); `columns` then receives ``(rows, dist, band, column_sums)``.
+
+    Anywhere else the tiles go to `tiles` without them.
+    """
 
     width: int
     cuts: tuple[int, ...]
+    prompt_len: int = 0
+    columns: ColumnReduce | None = None
 
 
 class StopPass(Exception):
@@ -372,6 +403,15 @@ def attention(
     if isinstance(reduce, Banded) and plain and _can_band(query, key, value, attention_mask):
         with torch.no_grad():
             return _banded(query, key, value, attention_mask, scaling, reduce), None
+    if (
+        isinstance(reduce, Fused)
+        and reduce.columns is not None
+        and plain
+        and flex.serves(query)
+        and _can_band(query, key, value, attention_mask)
+    ):
+        with torch.no_grad():
+            return _columns(query, key, value, attention_mask, scaling, reduce), None
     if plain and (run.sdpa_outputs or (reduce is None and run.fast_other_layers)):
         if reduce is not None:
             with torch.no_grad():
@@ -512,10 +552,11 @@ def _float32_no_grad(query: Tensor, key: Tensor, value: Tensor) -> bool:
 
 
 def _can_band(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> bool:
-    """Whether `_banded` computes this layer: float32 without gradients, ``d_value ==
-    d_head``, no mask or a boolean one, and a flash kernel with the row log-sum-exp for
-    the device: the CPU's (`_cpu_fast`), or FlexAttention where `flex.serves` the device
-    and passed its check there (`flex.ready`)."""
+    """Whether `_banded` (and, with FlexAttention, `_columns`) computes this layer:
+    float32 without gradients, ``d_value == d_head``, no mask or a boolean one, and a
+    flash kernel with the row log-sum-exp for the device: the CPU's (`_cpu_fast`), or
+    FlexAttention where `flex.serves` the device and passed its check there
+    (`flex.ready`)."""
     shapes = query.shape[-1] == key.shape[-1] == value.shape[-1] and query.shape[2] > 0
     if not shapes or not (mask is None or mask.dtype == torch.bool):
         return False
@@ -610,6 +651,28 @@ def _band(
     return out
 
 
+def _rows(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    mask: Tensor | None,
+    scaling: float | None,
+    width: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, float]:
+    """``(output [batch query_pos head_index d_value], dist, band, lse, scale)`` of a layer
+    from one flash call and a band of `width` diagonals (`Banded`)."""
+    d = query.shape[-1]
+    tq, tk = query.shape[2], key.shape[2]
+    scale = d**-0.5 if scaling is None else scaling
+    out, lse = _flash(query, key, value, mask, scale)
+    t = torch.arange(tk - tq, tk, dtype=out.dtype, device=out.device) - (tk - 1)
+    # sum_s A[t,s] (t-s) = (t - c) - sum_s A[t,s] (s - c), c = tk - 1, the rows summing to 1
+    dist = t - out[..., d]
+    rows = tiling.band_rows(query.device, query.shape[0] * query.shape[1], width)
+    band = _band(query, key, lse, mask, scale, width, rows)
+    return out[..., :d].transpose(1, 2).contiguous(), dist, band, lse, scale
+
+
 def _banded(
     query: Tensor,
     key: Tensor,
@@ -620,14 +683,25 @@ def _banded(
 ) -> Float[Tensor, "batch query_pos head_index d_value"]:
     """The layer's output, its row distances and band handed to ``reduce.band`` (see
     `Banded`)."""
-    d = query.shape[-1]
+    out, dist, band, _, _ = _rows(query, key, value, mask, scaling, reduce.width)
     tq, tk = query.shape[2], key.shape[2]
-    scale = d**-0.5 if scaling is None else scaling
-    out, lse = _flash(query, key, value, mask, scale)
-    t = torch.arange(tk - tq, tk, dtype=out.dtype, device=out.device) - (tk - 1)
-    # sum_s A[t,s] (t-s) = (t - c) - sum_s A[t,s] (s - c), c = tk - 1, the rows summing to 1
-    dist = t - out[..., d]
-    rows = tiling.band_rows(query.device, query.shape[0] * query.shape[1], reduce.width)
-    band = _band(query, key, lse, mask, scale, reduce.width, rows)
     reduce.band(slice(tk - tq, tk), dist, band)
-    return out[..., :d].transpose(1, 2).contiguous()
+    return out
+
+
+def _columns(
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    mask: Tensor | None,
+    scaling: float | None,
+    reduce: Fused,
+) -> Float[Tensor, "batch query_pos head_index d_value"]:
+    """The layer's output, its row distances, band and column sums handed to
+    ``reduce.columns`` (see `Fused`)."""
+    out, dist, band, lse, scale = _rows(query, key, value, mask, scaling, reduce.width)
+    tq, tk = query.shape[2], key.shape[2]
+    cols = flex.column_sums(query, key, lse, mask, scale, reduce.prompt_len, reduce.cuts)
+    assert reduce.columns is not None
+    reduce.columns(slice(tk - tq, tk), dist, band, cols)
+    return out

@@ -20,7 +20,9 @@ device:
   last keys, ``n / T`` more work in all. The accumulator's chunks and the band's blocks
   stay within ``2^26`` elements. These sizes follow from that measurement, not from a
   GPU timing of their own; `benchmarks/cuda_check.sh` measures them
-  (``analyze-small-tiles`` against ``analyze``).
+  (``analyze-small-tiles`` against ``analyze-tiles``). A plain layer of `wb.analyze`
+  on CUDA takes no tiles at all (`flex.column_sums`); the tiles serve the rest
+  (soft-capping, sinks, batches, gradients, 16-bit weights).
 
 Block sizes change which numbers are summed together (the column sums run over tiles),
 so results differ between devices by float rounding only, never more; the tests run

@@ -1,0 +1,47 @@
+"""FlexAttention's block masks, built from the blocks' corners (`flex._diagonal_blocks`).
+
+`create_block_mask` evaluates a mask at all ``T^2`` pairs (12 GB of temporaries at T =
+32768); the engine builds its causal and column masks from ``(T / 128)^2`` block corners
+instead. For every shape (lengths that are and are not multiples of the block, a KV cache
+offset, a single row), first response row and cut, both must list the same partial and
+full blocks and mean the same mask.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch.nn.attention.flex_attention import create_block_mask
+
+from workbench.attention import flex
+
+CPU = torch.device("cpu")
+SHAPES = [(1, 1), (5, 5), (128, 128), (129, 300), (300, 300), (200, 517), (1, 400)]
+
+
+def assert_same(got, want) -> None:
+    for field in ("kv_num_blocks", "full_kv_num_blocks"):
+        assert torch.equal(getattr(got, field), getattr(want, field)), field
+    assert torch.equal(got.to_dense(), want.to_dense())
+
+
+@pytest.mark.parametrize(("tq", "tk"), SHAPES)
+def test_the_causal_block_mask_is_create_block_masks(tq, tk):
+    offset = tk - tq
+    want = create_block_mask(lambda b, h, q, k: q + offset >= k, None, None, tq, tk, CPU)
+    assert_same(flex._causal_blocks(tq, tk, CPU), want)
+
+
+@pytest.mark.parametrize(("tq", "tk"), SHAPES)
+def test_the_column_block_masks_are_create_block_masks(tq, tk):
+    offset = tk - tq
+    for first, cut in itertools.product([0, 1, 37, tk - 1, tk + 5], [None, 1, 5, 129, 1000]):
+        limit = tk if cut is None else cut
+
+        def keep(b, h, s, t, first=first, limit=limit):
+            return (t + offset >= s) & (t + offset >= first) & (t + offset - s < limit)
+
+        want = create_block_mask(keep, None, None, tk, tq, CPU)
+        assert_same(flex._column_blocks(tq, tk, first, cut, CPU), want)
