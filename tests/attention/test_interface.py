@@ -233,14 +233,14 @@ def test_flexattention_is_checked_before_its_first_use(monkeypatch):
 
     flex.ready.cache_clear()
     try:
-        assert flex.ready(torch.device("cpu"), torch.float32)
+        assert flex.ready(torch.device("cpu"), torch.float32, D)
         flex.ready.cache_clear()
         monkeypatch.setattr(flex, "attention_with_moment", base_two)
         with pytest.warns(RuntimeWarning, match="log-sum-exp differs .* portable tiles"):
-            assert not flex.ready(torch.device("cpu"), torch.float32)
+            assert not flex.ready(torch.device("cpu"), torch.float32, D)
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # once only
-            assert not flex.ready(torch.device("cpu"), torch.float32)
+            assert not flex.ready(torch.device("cpu"), torch.float32, D)
 
         class Layer(torch.nn.Module):
             layer_idx = 0

@@ -21,13 +21,13 @@ the cuts' block-sparse), with no ``T x T`` map and no tile.
 
 Trust: FlexAttention is a prototype feature of PyTorch and its compiled kernel has never
 run in this project's CI (it has no GPU; compiled FlexAttention on the CPU refuses the
-log-sum-exp). So before its first use on a device and dtype, `ready` runs it on a small
-random layer (grouped-query heads, a sliding-window mask and plain causal attention,
-lengths that are not multiples of the kernel's blocks) and compares the output, the
-log-sum-exp, the position moment and the column sums with a dense float64 computation.
-If that fails or raises, `ready` warns once, names the reason, and stays False for that
-device: the attention function then uses its portable tiles there, which are exact but
-slower. Never wrong numbers, at worst the old speed.
+log-sum-exp). So before its first use on a device, dtype and head width, `ready` runs
+it on a small random layer (grouped-query heads, a sliding-window mask and plain causal
+attention, lengths that are not multiples of the kernel's blocks, the model's head width)
+and compares the output, the log-sum-exp, the position moment and the column sums with a
+dense float64 computation. If that fails or raises, `ready` warns once, names the reason,
+and stays False there: the attention function then uses its portable tiles, which are
+exact but slower. Never wrong numbers, at worst the old speed.
 
 On the CPU, the tests run this module's code uncompiled (FlexAttention's reference
 implementation, which forms the scores densely) against Hugging Face's eager attentions
@@ -330,10 +330,11 @@ def _dense_columns(probs: Tensor, first_row: int, cuts: tuple[int, ...]) -> Tens
     return torch.stack([(probs * k).sum(-2) for k in keep], 2)
 
 
-def _probe(device: torch.device, dtype: torch.dtype) -> str | None:
-    """None if FlexAttention matches the dense reference on `device`, else the reason."""
+def _probe(device: torch.device, dtype: torch.dtype, d: int) -> str | None:
+    """None if FlexAttention matches the dense reference on `device` for heads of `d`
+    channels, else the reason."""
     gen = torch.Generator().manual_seed(0)
-    b, h, kv, t, d = 2, 4, 2, 200, 64
+    b, h, kv, t = 2, 4, 2, 200
 
     def draw(*shape: int) -> Tensor:
         return torch.randn(*shape, generator=gen).to(device=device, dtype=dtype)
@@ -360,17 +361,20 @@ def _probe(device: torch.device, dtype: torch.dtype) -> str | None:
 
 
 @functools.cache
-def ready(device: torch.device, dtype: torch.dtype) -> bool:
+def ready(device: torch.device, dtype: torch.dtype, head_dim: int = 64) -> bool:
     """Whether FlexAttention computes exact attention with its log-sum-exp on `device` in
-    `dtype` (probed once per process; see the module docstring). False after one warning
-    naming the reason where it does not."""
+    `dtype` for heads of `head_dim` channels (probed once per process for each; see the
+    module docstring: its kernels' shared memory grows with the head, so a head of 256
+    in float32 may not compile where one of 64 does). False after one warning naming the
+    reason where it does not."""
     try:
-        reason = _probe(device, dtype)
+        reason = _probe(device, dtype, head_dim)
     except Exception as e:  # a missing compiler, Triton, or an unsupported shape
         reason = f"it raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     if reason is not None:
         warnings.warn(
-            f"FlexAttention on {device} ({dtype}) failed the workbench's check: {reason}. "
+            f"FlexAttention on {device} ({dtype}, heads of {head_dim}) failed the "
+            f"workbench's check: {reason}. "
             "The analysis and the RL credit pass use the exact portable tiles there "
             "instead (slower).",
             RuntimeWarning,

@@ -561,7 +561,9 @@ def _can_band(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) ->
     if not shapes or not (mask is None or mask.dtype == torch.bool):
         return False
     if flex.serves(query):
-        return _float32_no_grad(query, key, value) and flex.ready(query.device, query.dtype)
+        return _float32_no_grad(query, key, value) and flex.ready(
+            query.device, query.dtype, query.shape[-1]
+        )
     return _cpu_fast(query, key, value)
 
 
