@@ -104,7 +104,12 @@ def _child(config: str, n: int, threads: int | None, device: str, folder: str | 
         torch.set_num_threads(threads)
     torch.manual_seed(0)
     cuda = device.startswith("cuda")
-    ids = torch.randint(100, 40000, (n,))
+    from transformers import AutoConfig
+
+    # Token ids inside the vocabulary (SmolLM2's 49,152 take [100, 40000), as before).
+    vocab = AutoConfig.from_pretrained(folder or wb.models.model_path()).get_text_config()
+    high = min(40000, vocab.vocab_size)
+    ids = torch.randint(min(100, high - 1), high, (n,))
     prompt_len = max(1, n // 8)
     if config in ("sdpa", "sdpa-middle"):
         from transformers import AutoModelForCausalLM
@@ -127,7 +132,8 @@ def _child(config: str, n: int, threads: int | None, device: str, folder: str | 
             def stop(module, args):
                 raise Stop
 
-            model.model.layers[after].register_forward_pre_hook(stop)
+            if after < model.config.num_hidden_layers:  # else the credit pass runs them all
+                model.model.layers[after].register_forward_pre_hook(stop)
 
             def run(x):
                 with torch.no_grad(), contextlib.suppress(Stop):
@@ -296,7 +302,10 @@ def main() -> int:
 
     prov = provenance()
     print("provenance " + json.dumps(prov), flush=True)
-    lengths = [256] if args.quick else args.lengths
+    # Each case once per round, in the order given (a repeated length or config was run,
+    # and printed, twice).
+    lengths = [256] if args.quick else list(dict.fromkeys(args.lengths))
+    args.configs = list(dict.fromkeys(args.configs))
     results: list[dict] = []
     failures: list[dict] = []
     cases = []
