@@ -45,3 +45,24 @@ def test_the_column_block_masks_are_create_block_masks(tq, tk):
 
         want = create_block_mask(keep, None, None, tk, tq, CPU)
         assert_same(flex._column_blocks(tq, tk, first, cut, CPU), want)
+
+
+def test_the_compiled_kernel_may_keep_more_graphs_than_dynamos_default(monkeypatch):
+    """Off the CPU each variant of the call (causal or masked, output or column sums, each
+    head width, static then dynamic shapes) is a graph of the one compiled flex_attention;
+    past Dynamo's default cap of 8 it would run uncompiled, dense in T^2 memory. The
+    compiled call runs with the cap raised to `flex.RECOMPILES`, and only during it."""
+    import torch._dynamo.config as dynamo
+
+    seen = []
+    monkeypatch.setattr(
+        torch, "compile", lambda fn: lambda *a, **k: seen.append(dynamo.recompile_limit)
+    )
+    flex._compiled.cache_clear()
+    try:
+        run = flex._compiled("cuda")
+        before = dynamo.recompile_limit
+        run()
+        assert seen == [flex.RECOMPILES] and dynamo.recompile_limit == before
+    finally:
+        flex._compiled.cache_clear()

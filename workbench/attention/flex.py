@@ -65,6 +65,12 @@ __all__ = [
 #: Device types the band path sends to FlexAttention (the tests add ``"cpu"``).
 DEVICES: tuple[str, ...] = ("cuda",)
 
+#: Graphs Dynamo may keep for FlexAttention (`_compiled`), and the name of its setting.
+RECOMPILES = 64
+_RECOMPILE_LIMIT = (
+    "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+)
+
 #: The narrowest query/key head compiled FlexAttention takes (torch 2.11 on CUDA); a
 #: narrower one is padded with zero columns.
 MIN_QK_DIM = 16
@@ -104,7 +110,17 @@ def _flex() -> tuple[Any, Any, Any]:
 def _compiled(device_type: str) -> Any:
     flex, _, _ = _flex()
     if device_type != "cpu":
-        return torch.compile(flex)
+        compiled = torch.compile(flex)
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            # Every variant (causal or masked, output or column sums, each head width, the
+            # probe's shapes and then dynamic ones) compiles the one flex_attention, whose
+            # cache Dynamo caps at 8 graphs by default; past that it ran uncompiled, which
+            # is dense: T^2 memory at the lengths this path exists for.
+            with torch._dynamo.config.patch(**{_RECOMPILE_LIMIT: RECOMPILES}):
+                return compiled(*args, **kwargs)
+
+        return run
 
     # Compiled FlexAttention on the CPU refuses the log-sum-exp; uncompiled it is exact
     # (and dense), which is what the CPU tests want, without its advice to compile.
