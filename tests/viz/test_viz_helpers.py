@@ -232,3 +232,17 @@ def test_export_refuses_bad_paths_formats_and_charts(tmp_path):
         assert e.value.fix
     with pytest.raises(WorkbenchError, match="expected an altair chart"):
         export.to_html(None)  # AttributeError
+
+
+def test_progress_chart_spans_0_to_1_or_the_rewards_beyond():
+    """A verifiable reward and an accuracy lie in 0..1, so the axis does; a task whose
+    reward leaves that range (a format penalty) widens it, since points outside a fixed
+    0..1 were drawn past the axis, over the title and legend."""
+    from workbench.viz import progress_chart
+
+    def domain(rows):
+        return progress_chart(rows).to_dict()["layer"][0]["encoding"]["y"]["scale"]["domain"]
+
+    assert domain([]) == [0.0, 1.0]
+    assert domain([{"step": 0, "reward": 0.25}, {"step": 1, "eval_accuracy": 0.5}]) == [0.0, 1.0]
+    assert domain([{"step": 0, "reward": -0.5}, {"step": 1, "reward": 1.5}]) == [-0.5, 1.5]

@@ -67,9 +67,16 @@ def progress_chart(rows: list[dict[str, Any]]) -> alt.LayerChart:
         columns=["step", "value", "series"],
     )
     data, title = _fit(data)
+    # 0 to 1, the range of a verifiable reward and of an accuracy, or wider where a task's
+    # reward leaves it (a format penalty below 0): points outside a fixed 0-1 were drawn
+    # past the axis, over the title and the legend.
+    values = pd.to_numeric(data["value"], errors="coerce").to_numpy(dtype=float)
+    values = values[np.isfinite(values)]
+    low = min(0.0, float(values.min())) if len(values) else 0.0
+    high = max(1.0, float(values.max())) if len(values) else 1.0
     base = alt.Chart(data).encode(
         x=alt.X("step:Q", title="step"),
-        y=alt.Y("value:Q", title="reward / accuracy", scale=alt.Scale(domain=[0, 1])),
+        y=alt.Y("value:Q", title="reward / accuracy", scale=alt.Scale(domain=[low, high])),
         # A fixed domain: the same colour per series in every run, and an empty chart (a
         # run not yet logged) drew an invalid SVG (an empty legend sized 1.8e308).
         color=alt.Color("series:N", title=None, scale=alt.Scale(domain=list(SERIES.values()))),
