@@ -311,3 +311,38 @@ def test_column_sums_by_definition():
             sel = rows if cut is None else rows & (after < cut)
             want = (p * sel).sum(-2)
             torch.testing.assert_close(got[:, :, i].double(), want, atol=1e-6, rtol=1e-5)
+
+
+def test_a_kernel_that_raises_in_a_pass_gives_way_to_tiles(toy_llama, monkeypatch):
+    """A FlexAttention call can raise in a real pass although the check passed (a shape it
+    did not compile, Triton's shared memory, GPU memory). The analysis then warns once,
+    naming the error, and takes exact tiles for that layer and every later one: the same
+    numbers as the CPU's path, no traceback from inside the compiler."""
+    import workbench as wb
+
+    monkeypatch.setattr(flex, "DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(flex, "_GAVE_UP", set())
+    d_head = toy_llama.cfg.d_head
+    assert flex.ready(torch.device("cpu"), torch.float32, d_head)  # checked, then:
+    real, raised = flex._compiled("cpu"), []
+
+    def out_of_resources(*args, **kwargs):
+        if "score_mod" in kwargs:  # the column sums
+            raised.append(1)
+            raise RuntimeError("out of resource: shared memory, Required: 262144\nmore")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(flex, "_compiled", lambda device_type: out_of_resources)
+    ids = torch.arange(3, 60) % 50 + 3
+    trace = wb.Trace(ids=ids, tokens=["x"] * len(ids), prompt_len=20, text="")
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"raised RuntimeError: out of resource: shared memory, Required: 262144 in a pass.* tiles",
+    ):
+        got = wb.analyze(toy_llama, trace, layers="all")
+    assert raised == [1]  # once: the later layers never tried
+    assert not flex.usable(torch.device("cpu"), torch.float32, d_head)
+    monkeypatch.setattr(flex, "DEVICES", ("cuda",))
+    want = wb.analyze(toy_llama, trace, layers="all")
+    for field in ("head_span", "waad", "fai"):
+        torch.testing.assert_close(getattr(got, field), getattr(want, field), equal_nan=True)

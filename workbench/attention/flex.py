@@ -27,7 +27,10 @@ attention, lengths that are not multiples of the kernel's blocks, the model's he
 and compares the output, the log-sum-exp, the position moment and the column sums with a
 dense float64 computation. If that fails or raises, `ready` warns once, names the reason,
 and stays False there: the attention function then uses its portable tiles, which are
-exact but slower. Never wrong numbers, at worst the old speed.
+exact but slower. A call that raises later, in a pass (a shape the check did not
+compile, Triton's shared memory, GPU memory), does the same from that layer on
+(`give_up`: one warning naming the error). Never wrong numbers, and no traceback from
+inside the compiler; at worst the old speed.
 
 On the CPU, the tests run this module's code uncompiled (FlexAttention's reference
 implementation, which forms the scores densely) against Hugging Face's eager attentions
@@ -55,10 +58,13 @@ from torch import Tensor
 
 __all__ = [
     "DEVICES",
+    "Failed",
     "attention_with_moment",
     "column_sums",
+    "give_up",
     "ready",
     "serves",
+    "usable",
     "values_with_positions",
 ]
 
@@ -249,7 +255,10 @@ def _call(
         query, key = torch.nn.functional.pad(query, pad), torch.nn.functional.pad(key, pad)
     run = _compiled(query.device.type)
     extra = {"return_aux": aux(lse=True)} if aux is not None else {"return_lse": True}
-    out, got = run(query, key, value, block_mask=blocks, scale=scale, **kwargs, **extra)
+    try:
+        out, got = run(query, key, value, block_mask=blocks, scale=scale, **kwargs, **extra)
+    except Exception as e:  # compiling a new shape, Triton's resources, memory
+        raise Failed(_why(e)) from e
     return out, got.lse if aux is not None else got
 
 
@@ -376,6 +385,42 @@ def _probe(device: torch.device, dtype: torch.dtype, d: int) -> str | None:
     return None
 
 
+class Failed(RuntimeError):
+    """A FlexAttention call raised (`_call`); the attention function then gives up on it
+    there (`give_up`) and takes its tiles."""
+
+
+def _why(error: BaseException) -> str:
+    first = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {first}"[:300]
+
+
+#: ``(device, dtype, head_dim)`` where a call raised in a pass after the check passed.
+_GAVE_UP: set[tuple[torch.device, torch.dtype, int]] = set()
+
+
+def usable(device: torch.device, dtype: torch.dtype, head_dim: int) -> bool:
+    """`ready`, and no call has raised there since (`give_up`)."""
+    return (device, dtype, head_dim) not in _GAVE_UP and ready(device, dtype, head_dim)
+
+
+def give_up(query: Tensor, error: Failed) -> None:
+    """Stop using FlexAttention for `query`'s device, dtype and head width in this process,
+    after a call raised in a pass although the check had passed (a shape the check did not
+    compile, Triton's shared memory, GPU memory), with one warning naming the error."""
+    key = (query.device, query.dtype, query.shape[-1])
+    if key in _GAVE_UP:
+        return
+    _GAVE_UP.add(key)
+    warnings.warn(
+        f"FlexAttention on {query.device} ({query.dtype}, heads of {query.shape[-1]}) raised "
+        f"{error} in a pass. This layer and every later one use the exact portable tiles "
+        "there instead (slower).",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
 @functools.cache
 def ready(device: torch.device, dtype: torch.dtype, head_dim: int = 64) -> bool:
     """Whether FlexAttention computes exact attention with its log-sum-exp on `device` in
@@ -385,8 +430,10 @@ def ready(device: torch.device, dtype: torch.dtype, head_dim: int = 64) -> bool:
     reason where it does not."""
     try:
         reason = _probe(device, dtype, head_dim)
-    except Exception as e:  # a missing compiler, Triton, or an unsupported shape
-        reason = f"it raised {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    except Failed as e:  # a missing compiler, Triton, or an unsupported shape
+        reason = f"it raised {e}"
+    except Exception as e:  # the same, outside the kernel's call
+        reason = f"it raised {_why(e)}"
     if reason is not None:
         warnings.warn(
             f"FlexAttention on {device} ({dtype}, heads of {head_dim}) failed the "

@@ -400,18 +400,21 @@ def attention(
     run.seen.add(layer)
     reduce = run.reducers.get(layer)
     plain = softcap is None and s_aux is None  # what sdpa can compute
-    if isinstance(reduce, Banded) and plain and _can_band(query, key, value, attention_mask):
-        with torch.no_grad():
-            return _banded(query, key, value, attention_mask, scaling, reduce), None
-    if (
-        isinstance(reduce, Fused)
-        and reduce.columns is not None
-        and plain
-        and flex.serves(query)
-        and _can_band(query, key, value, attention_mask)
-    ):
-        with torch.no_grad():
-            return _columns(query, key, value, attention_mask, scaling, reduce), None
+    try:
+        if isinstance(reduce, Banded) and plain and _can_band(query, key, value, attention_mask):
+            with torch.no_grad():
+                return _banded(query, key, value, attention_mask, scaling, reduce), None
+        if (
+            isinstance(reduce, Fused)
+            and reduce.columns is not None
+            and plain
+            and flex.serves(query)
+            and _can_band(query, key, value, attention_mask)
+        ):
+            with torch.no_grad():
+                return _columns(query, key, value, attention_mask, scaling, reduce), None
+    except flex.Failed as e:  # the reducer has been handed nothing yet: tiles instead
+        flex.give_up(query, e)
     if plain and (run.sdpa_outputs or (reduce is None and run.fast_other_layers)):
         if reduce is not None:
             with torch.no_grad():
@@ -555,13 +558,13 @@ def _can_band(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) ->
     """Whether `_banded` (and, with FlexAttention, `_columns`) computes this layer:
     float32 without gradients, ``d_value == d_head``, no mask or a boolean one, and a
     flash kernel with the row log-sum-exp for the device: the CPU's (`_cpu_fast`), or
-    FlexAttention where `flex.serves` the device and passed its check there
-    (`flex.ready`)."""
+    FlexAttention where `flex.serves` the device, passed its check there and has not
+    raised since (`flex.usable`)."""
     shapes = query.shape[-1] == key.shape[-1] == value.shape[-1] and query.shape[2] > 0
     if not shapes or not (mask is None or mask.dtype == torch.bool):
         return False
     if flex.serves(query):
-        return _float32_no_grad(query, key, value) and flex.ready(
+        return _float32_no_grad(query, key, value) and flex.usable(
             query.device, query.dtype, query.shape[-1]
         )
     return _cpu_fast(query, key, value)
