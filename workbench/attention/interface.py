@@ -19,7 +19,7 @@ computed). On the CPU without gradients the softmax is the compiled kernel's
 within 1.5e-6 of float64, as close as PyTorch's), which hands the reducers the tile's
 row and column sums with it (`kernels.TileSums`); elsewhere, or where no C compiler is
 found, it is PyTorch's. Memory beyond the model: one tile of scores and
-probabilities (about ``4M`` elements on the CPU, up to ``64M`` on a GPU: `tiling`) and
+probabilities (about ``4M`` elements on the CPU, up to ``2^28`` on a GPU: `tiling`) and
 the mask transformers builds (None for plain causal attention; a ``[batch, 1, T, T]``
 boolean mask for sliding windows).
 
@@ -46,7 +46,7 @@ The column path (CUDA only): the analysis of a single sequence (`Fused`) gets a 
 layer's row distances and band as the band path does, and its column sums (FAI, whole
 and within each long cut) from FlexAttention's transposed calls (`flex.column_sums`),
 again without any tile. Not yet timed on a GPU; the CPU keeps its compiled kernel's
-tiles, which cost 1.03-1.11x sdpa on one thread.
+tiles, which cost 1.0-1.25x sdpa on one thread (benchmarks/README.md).
 """
 
 from __future__ import annotations
