@@ -66,3 +66,22 @@ def test_the_compiled_kernel_may_keep_more_graphs_than_dynamos_default(monkeypat
         assert seen == [flex.RECOMPILES] and dynamo.recompile_limit == before
     finally:
         flex._compiled.cache_clear()
+
+
+def test_compiling_says_so_where_progress_shows(monkeypatch, capsys):
+    """The first compiled call takes a minute or more with nothing to show for it, so in a
+    notebook or a terminal one line says what is happening; in a log (papermill, CI,
+    ``WORKBENCH_PROGRESS=off``) nothing is written."""
+    from workbench import _progress
+
+    monkeypatch.setattr(torch, "compile", lambda fn: fn)
+    for shown in (True, False):
+        monkeypatch.setattr(_progress, "bars_shown", lambda shown=shown: shown)
+        flex._compiled.cache_clear()
+        try:
+            flex._compiled("cuda")
+            flex._compiled("cuda")  # once per device type
+        finally:
+            flex._compiled.cache_clear()
+        said = capsys.readouterr().err.count("FlexAttention: compiling its kernels for cuda")
+        assert said == (1 if shown else 0)

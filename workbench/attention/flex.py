@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 import warnings
 from typing import Any
 
@@ -116,6 +117,15 @@ def _flex() -> tuple[Any, Any, Any]:
 def _compiled(device_type: str) -> Any:
     flex, _, _ = _flex()
     if device_type != "cpu":
+        from .._progress import bars_shown
+
+        if bars_shown():  # a notebook or a terminal: the first call is silent for minutes
+            print(
+                f"FlexAttention: compiling its kernels for {device_type} (once per process, "
+                "a minute or more the first time; later lengths recompile once)",
+                file=sys.stderr,
+                flush=True,
+            )
         compiled = torch.compile(flex)
 
         def run(*args: Any, **kwargs: Any) -> Any:
