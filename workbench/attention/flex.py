@@ -36,10 +36,10 @@ On the CPU, the tests run this module's code uncompiled (FlexAttention's referen
 implementation, which forms the scores densely) against Hugging Face's eager attentions
 on every architecture of the matrix, by adding ``"cpu"`` to `DEVICES`.
 
-Memory: the block mask of a plain causal layer is built from a ``query_pos x key_pos``
-boolean grid (cached per shape and device, ``T^2`` bytes: 1 GiB at T = 32768), as for a
-masked layer from the mask transformers built, and so is each of `column_sums`' (one per
-cut, cached for a plain causal layer); the value gets ``16 - d_head % 16`` extra
+Memory: the block masks of a plain causal layer and of `column_sums`' calls (one per
+cut) are built from the blocks' corners (`_diagonal_blocks`, cached per shape and
+device: ``(T / 128)^2`` entries); a masked layer's are evaluated at every pair of the
+mask transformers built (``T^2`` temporaries). The value gets ``16 - d_head % 16`` extra
 channels, and `column_sums` copies the keys once per query head and adds a 16-wide zero
 value. Compiled, each distinct shape (and mask or no mask) compiles its kernels once in
 a process: tens of seconds on first use.
@@ -207,9 +207,15 @@ def _causal_blocks(tq: int, tk: int, device: torch.device) -> Any:
 def _block_mask(mask: Tensor | None, tq: int, tk: int, device: torch.device) -> Any:
     if mask is None:
         return _causal_blocks(tq, tk, device)
-    if mask.shape[1] == 1:  # transformers builds one mask for every head
-        return _given(lambda b, h, q, k: mask[b, 0, q, k], mask, tq, tk, device)
-    return _given(lambda b, h, q, k: mask[b, h, q, k], mask, tq, tk, device)
+    return _given(_reads(mask), mask, tq, tk, device)
+
+
+def _reads(mask: Tensor) -> Any:
+    """The mask function that reads a boolean ``[batch, 1 or head_index, query_pos,
+    key_pos]`` `mask` (transformers builds one for every head, or one per head)."""
+    if mask.shape[1] == 1:
+        return lambda b, h, q, k: mask[b, 0, q, k]
+    return lambda b, h, q, k: mask[b, h, q, k]
 
 
 def _given(keep: Any, mask: Tensor, q_len: int, kv_len: int, device: torch.device) -> Any:
@@ -280,19 +286,20 @@ def _column_keep(
     (``[batch, 1 or head_index, query_pos, key_pos]``) read transposed. Its numbers are
     0-d tensors, not constants: compiled, one kernel then serves every cut."""
     offset, first, limit = (
-        torch.tensor(x, device=device) for x in (tk - tq, first_row, tk if cut is None else cut)
+        torch.tensor(x, device=device) for x in (tk - tq, first_row, _limit(tk, cut))
+    )
+    band = lambda b, h, s, t: (  # noqa: E731
+        (t + offset >= s) & (t + offset >= first) & (t + offset - s < limit)
     )
     if mask is None:
-        return lambda b, h, s, t: (
-            (t + offset >= s) & (t + offset >= first) & (t + offset - s < limit)
-        )
-    if mask.shape[1] == 1:
-        return lambda b, h, s, t: (
-            (t + offset >= s) & (t + offset >= first) & (t + offset - s < limit) & mask[b, 0, t, s]
-        )
-    return lambda b, h, s, t: (
-        (t + offset >= s) & (t + offset >= first) & (t + offset - s < limit) & mask[b, h, t, s]
-    )
+        return band
+    given = _reads(mask)
+    return lambda b, h, s, t: band(b, h, s, t) & given(b, h, t, s)
+
+
+def _limit(tk: int, cut: int | None) -> int:
+    """The rows after a key a column sum reads: `cut`, or all (no row is `tk` after)."""
+    return tk if cut is None else cut
 
 
 @functools.lru_cache(maxsize=16)
@@ -300,8 +307,7 @@ def _column_blocks(tq: int, tk: int, first_row: int, cut: int | None, device: to
     """`_column_keep`'s block mask without a given mask (cached per shape, first response
     row and cut: every layer of a pass uses the same)."""
     keep = _column_keep(tq, tk, first_row, cut, None, device)
-    limit = tk + 1 if cut is None else cut
-    return _diagonal_blocks(keep, tk, tq, True, tk - tq, first_row, limit, device)
+    return _diagonal_blocks(keep, tk, tq, True, tk - tq, first_row, _limit(tk, cut), device)
 
 
 def column_sums(
@@ -440,10 +446,8 @@ def ready(device: torch.device, dtype: torch.dtype, head_dim: int = 64) -> bool:
     reason where it does not."""
     try:
         reason = _probe(device, dtype, head_dim)
-    except Failed as e:  # a missing compiler, Triton, or an unsupported shape
-        reason = f"it raised {e}"
-    except Exception as e:  # the same, outside the kernel's call
-        reason = f"it raised {_why(e)}"
+    except Exception as e:  # a missing compiler, Triton, or an unsupported shape
+        reason = f"it raised {e if isinstance(e, Failed) else _why(e)}"
     if reason is not None:
         warnings.warn(
             f"FlexAttention on {device} ({dtype}, heads of {head_dim}) failed the "
