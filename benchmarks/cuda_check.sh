@@ -9,7 +9,9 @@
 #   session has 15 minutes of device time, so `ratios` first, `matrix` with what is left):
 #     run(command="bash benchmarks/cuda_check.sh ratios", carry=[".whl", ".gpu"], timeout_s=590)
 #     run(command="bash benchmarks/cuda_check.sh matrix", carry=[".whl", ".gpu"], timeout_s=330)
-#   and, if device time is left: run(command="bash benchmarks/cuda_check.sh smoke",
+#   and, if device time is left: run(command="bash benchmarks/cuda_check.sh profile",
+#                                    carry=[".whl", ".gpu"], timeout_s=150)
+#                            or run(command="bash benchmarks/cuda_check.sh smoke",
 #                                    carry=[".whl"], timeout_s=300)
 #
 # `run` (there) installs the carried wheels beside the image's PyTorch, then
@@ -17,14 +19,16 @@
 #      the architecture matrix with the toys on the GPU (WORKBENCH_TEST_DEVICE=cuda;
 #      Hugging Face's eager references stay on the CPU): both analysis paths, the credit
 #      band pass (FlexAttention there), the credit options and the portable path;
-#   2. times sdpa against wb.analyze (FlexAttention's column path; without it, the
-#      portable tiles in the GPU's block sizes and in the CPU's: what `flex.column_sums`
-#      and `workbench.attention.tiling` each save) and the credit pass at T = 8192 and
-#      32768 (LENGTHS="8192" for one) on a
+#   2. times sdpa against wb.analyze (its tiles in the GPU's block sizes and in the CPU's:
+#      what `workbench.attention.tiling` saves) and the credit pass (FlexAttention's band
+#      path, and the tiles beside sdpa instead) at T = 8192 and 32768 (LENGTHS="8192" for
+#      one) on a
 #      SmolLM2-shaped model with random weights (benchmarks/metrics.py --device cuda
 #      --random-weights; the embedded weights are too large to carry, and the cost
 #      depends on the shapes alone).
 # `matrix` and `ratios` run steps 1 and 2 of `run` alone (`run` needs up to 12 minutes).
+# `profile` runs the credit cases at T = 8192 once more under torch.profiler and prints
+# their costliest CUDA kernels (metrics.py --profile): where the credit's excess goes.
 # `smoke` runs the user-facing paths on the GPU against the same calls on the CPU with the
 # embedded tiny reasoner (benchmarks/cuda_smoke.py: analysis, credit, a knockout, a
 # residual ablation, one native GRPO step); cuda_check.sh's matrix covers none of them.
@@ -99,7 +103,7 @@ print('flex.ready:', flex.ready(torch.device('$device'), torch.float32),
       f'({time.perf_counter() - t:.1f} s, compilation included)')" || true
     WORKBENCH_TEST_DEVICE=$device timeout 210 python3 -m pytest -p no:cacheprovider -q \
         --maxfail=5 --durations=5 tests/attention/test_architectures.py \
-        -k "match_hf_eager or flexattention_analysis or portable or credit_band" || true
+        -k "match_hf_eager or portable or credit_band" || true
 }
 
 ratios() {
@@ -109,8 +113,16 @@ ratios() {
     # shellcheck disable=SC2086
     timeout 570 python3 benchmarks/metrics.py --device "$device" --random-weights \
         --model .gpu/smollm2 --lengths $lengths --timeout 240 \
-        --configs sdpa analyze analyze-tiles analyze-small-tiles sdpa-middle credit \
+        --configs sdpa analyze analyze-small-tiles sdpa-middle credit credit-tiles \
         --json "$out/metrics.json" || true
+}
+
+profile() {
+    setup
+    echo "== 4. where the credit pass's time goes at 8K"
+    timeout 140 python3 benchmarks/metrics.py --device "$device" --random-weights \
+        --model .gpu/smollm2 --lengths "${LENGTHS:-8192}" --timeout 120 --profile 15 \
+        --configs sdpa-middle credit credit-tiles --json "$out/profile.json" || true
 }
 
 case "${1:-}" in
@@ -118,9 +130,10 @@ bundle) bundle ;;
 run) matrix && ratios ;;
 matrix) matrix ;;
 ratios) ratios ;;
+profile) profile ;;
 smoke) smoke ;;
 *)
-    echo "usage: bash benchmarks/cuda_check.sh bundle|run|matrix|ratios|smoke (see the top of this file)" >&2
+    echo "usage: bash benchmarks/cuda_check.sh bundle|run|matrix|ratios|profile|smoke (see the top of this file)" >&2
     exit 2
     ;;
 esac

@@ -13,16 +13,16 @@ sequence lengths T:
 - ``analyze-torch``: the same with ``WORKBENCH_KERNELS=0``: the tiles' softmax and row
                and column sums in PyTorch instead of the compiled kernel
                (`workbench.attention.kernels`);
-- ``analyze-tiles``: ``analyze`` without FlexAttention (`workbench.attention.flex`),
-               which on CUDA computes a plain layer without tiles: the portable tiles,
-               in the device's block sizes (the same as ``analyze`` on the CPU);
-- ``analyze-small-tiles``: the same in the CPU's block sizes on any device
-               (`workbench.attention.tiling`; on a GPU, what ran before either change);
+- ``analyze-small-tiles``: ``analyze`` in the CPU's block sizes on any device
+               (`workbench.attention.tiling`; on a GPU, what its larger blocks save);
 - ``sdpa-middle``: the sdpa forward pass through the RL credit layers only (it stops after
                the last of the five middle layers, layer 20 of 30);
 - ``credit``:  the RL credit pass, ``wb.gamma_many(model, [trace], "coupled",
                layers="middle")`` (FAI horizon (10, 100), no entropy, so it stops after
                layer 20 too). Compare it with ``sdpa-middle``.
+- ``credit-tiles``: ``credit`` without FlexAttention (`workbench.attention.flex`): on a
+               GPU the portable tiles beside sdpa outputs instead of the band path (on the
+               CPU the same as ``credit``, whose band path is the CPU's flash kernel).
 
 Each (configuration, T) runs in its own subprocess, so its peak resident memory
 (``ru_maxrss``, which includes the loaded model) is its own. Times exclude model loading
@@ -50,7 +50,12 @@ With ``--repeats N`` the whole set of cases runs N times, each round in the same
 the runs a ratio compares are adjacent in time. The table then gives each configuration's
 median seconds, and each ratio as the median of the N per-round ratios with their range:
 on a shared machine one run's ratio moves by 10% or more. The ``x bridge`` ratio is given
-for whole-model passes only (``-`` for ``sdpa-middle`` and ``credit``, which stop at layer 20).
+for whole-model passes only (``-`` for ``sdpa-middle``, ``credit`` and ``credit-tiles``,
+which stop at layer 20).
+
+``--profile N`` runs each case once more under ``torch.profiler`` after its timed pass and
+prints its N costliest operators (by self time on the device: CUDA kernels on a GPU),
+to see where a ratio's excess goes.
 
 ``--json`` is checked before any work and rewritten (atomically) after each case, so a run
 cut short keeps the cases done; it lists the failed cases under ``failed``. The exit status
@@ -74,9 +79,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 CONFIGS = (
-    "sdpa", "bridge", "naive", "analyze", "analyze-torch", "analyze-tiles", "analyze-small-tiles",
-    "sdpa-middle", "credit",
+    "sdpa", "bridge", "naive", "analyze", "analyze-torch", "analyze-small-tiles", "sdpa-middle",
+    "credit", "credit-tiles",
 )  # fmt: skip
+#: The configurations that stop after the last middle layer (no "x bridge" ratio).
+MIDDLE = ("sdpa-middle", "credit", "credit-tiles")
 #: Largest T for the naive way (at 2048 it needs ~16.5 GB; at 4096 it cannot run in 24 GB).
 NAIVE_MAX = 1024
 #: Largest T for the plain eager bridge forward (its [9, T, T] scores and softmax copies
@@ -84,7 +91,9 @@ NAIVE_MAX = 1024
 BRIDGE_MAX = 4096
 
 
-def _child(config: str, n: int, threads: int | None, device: str, folder: str | None) -> dict:
+def _child(
+    config: str, n: int, threads: int | None, device: str, folder: str | None, profile: int = 0
+) -> dict:
     import resource
 
     if config == "analyze-torch":
@@ -93,12 +102,14 @@ def _child(config: str, n: int, threads: int | None, device: str, folder: str | 
 
     import workbench as wb
 
-    if config in ("analyze-tiles", "analyze-small-tiles"):
-        from workbench.attention import flex, tiling
+    if config == "analyze-small-tiles":
+        from workbench.attention import tiling
+
+        tiling.CACHE_SIZED = (torch.device(device).type,)
+    if config == "credit-tiles":
+        from workbench.attention import flex
 
         flex.DEVICES = ()
-        if config == "analyze-small-tiles":
-            tiling.CACHE_SIZED = (torch.device(device).type,)
 
     if threads:
         torch.set_num_threads(threads)
@@ -160,7 +171,7 @@ def _child(config: str, n: int, threads: int | None, device: str, folder: str | 
                     return model(x[None].to(device))
         elif config == "naive":
             run = _naive_runner(model)
-        elif config == "credit":
+        elif config in ("credit", "credit-tiles"):
 
             def run(x):
                 tr = wb.Trace(ids=x, tokens=["x"] * len(x), prompt_len=max(1, len(x) // 8), text="")
@@ -199,7 +210,24 @@ def _child(config: str, n: int, threads: int | None, device: str, folder: str | 
         result["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 1024**3
         result["first_seconds"] = first
         result["gpu"] = torch.cuda.get_device_name()
+    if profile:
+        result["profile"] = _profile(run, ids, cuda, profile)
     return result
+
+
+def _profile(run, ids, cuda: bool, rows: int) -> str:
+    """The table of the `rows` costliest operators of one more ``run(ids)`` (by self time
+    on the GPU where there is one, else on the CPU), with their call counts."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        run(ids)
+        if cuda:
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=60)
 
 
 def _random_checkpoint(source: str | None, dest: str) -> str:
@@ -284,10 +312,18 @@ def main() -> int:
         default=None,
         help='also write {"provenance": ..., "results": [...]} here (rewritten after each case)',
     )
+    ap.add_argument(
+        "--profile",
+        type=_args.positive_int,
+        default=0,
+        metavar="N",
+        help="print each case's N costliest operators (one more pass, profiled)",
+    )
     ap.add_argument("--child", nargs=2, metavar=("CONFIG", "T"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        got = _child(args.child[0], int(args.child[1]), args.threads, args.device, args.model)
+        config, n = args.child[0], int(args.child[1])
+        got = _child(config, n, args.threads, args.device, args.model, args.profile)
         print("RESULT " + json.dumps(got))
         return 0
     from workbench._io import atomic_write_json
@@ -334,6 +370,8 @@ def main() -> int:
                 cmd += ["--model", args.model]
             if args.threads:
                 cmd += ["--threads", str(args.threads)]
+            if args.profile:
+                cmd += ["--profile", str(args.profile)]
             try:
                 proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
             except subprocess.TimeoutExpired:
@@ -361,6 +399,8 @@ def main() -> int:
                 f"peak RSS {r['peak_rss_gb']:5.2f} GB{gpu}",
                 flush=True,
             )
+            if "profile" in r:
+                print(r["profile"], flush=True)
     print()
     _table(results, lengths, args.configs)
     write()
@@ -400,7 +440,7 @@ def _table(results: list[dict], lengths: list[int], configs: list[str]) -> None:
             rss = max(r["peak_rss_gb"] for r in runs)
             peak = f" {max(r.get('peak_gpu_gb', 0.0) for r in runs):.2f} |" if gpu else ""
             # The bridge is a whole-model forward: no ratio for the middle-layer passes.
-            middle = config in ("credit", "sdpa-middle")
+            middle = config in MIDDLE
             xb = "-" if middle else _ratio(results, n, config, "bridge")
             xs = _ratio(results, n, config, "sdpa-middle" if middle else "sdpa")
             print(f"| {n} | {config} | {seconds:.2f} | {xb} | {xs} | {rss:.2f} |{peak}")

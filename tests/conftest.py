@@ -38,6 +38,17 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture(autouse=True)
+def flexattention_afresh(monkeypatch):
+    """Each test starts with FlexAttention not given up anywhere: a test whose kernel
+    raised (`flex.give_up`, on a GPU a shape it could not compile) would otherwise send
+    every later test of the process to the tiles, and their path checks would fail for
+    that reason instead of their own."""
+    from workbench.attention import flex
+
+    monkeypatch.setattr(flex, "_GAVE_UP", set())
+
+
 @pytest.fixture(scope="session")
 def smol():
     """The default embedded model (SmolLM2-135M-Instruct) as a TransformerBridge."""

@@ -585,34 +585,6 @@ def test_credit_band_pass_matches_hf_eager(
 
 
 @pytest.mark.parametrize("horizon", list(HORIZONS))
-@pytest.mark.parametrize("length", list(LENGTHS))
-@pytest.mark.parametrize("arch_id", ARCH_IDS)
-def test_the_flexattention_analysis_matches_hf_eager(
-    toys, traces, references, monkeypatch, arch_id, length, horizon
-):
-    """On CUDA `wb.analyze` of one trace takes no tile for a plain layer: FlexAttention
-    gives its output, row distances and band, and its column sums through transposed
-    calls (`interface.Fused`, `flex.column_sums`); a soft-capped layer takes tiles. Run
-    here uncompiled on the CPU, with a GPU's block sizes, every metric, head class and
-    token set must equal the Hugging Face eager reference."""
-    from workbench.attention import flex, interface, tiling
-
-    monkeypatch.setattr(flex, "DEVICES", ("cuda", "cpu"))
-    monkeypatch.setattr(tiling, "CACHE_SIZED", ())
-    fused = []
-    real = interface._columns
-    monkeypatch.setattr(interface, "_columns", lambda *a: fused.append(1) or real(*a))
-    model = _bridge(toys, arch_id)
-    a = wb.analyze(
-        model, traces[length], layers="all", path="tiled", window=10,
-        fai_horizon=HORIZONS[horizon],
-    )  # fmt: skip
-    capped = getattr(sampler(model).config, "attn_logit_softcapping", None) is not None
-    assert len(fused) == (0 if capped else model.cfg.n_layers)
-    assert_matches_reference(a, references(arch_id, length, horizon))
-
-
-@pytest.mark.parametrize("horizon", list(HORIZONS))
 @pytest.mark.parametrize("arch_id", ARCH_IDS)
 def test_the_portable_path_matches_hf_eager(
     toys, traces, references, monkeypatch, arch_id, horizon

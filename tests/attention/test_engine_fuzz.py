@@ -7,9 +7,8 @@ than the window or than ``H_lo``, windows of 1 and longer than the trace, horizo
 None)``, ``(H, H)`` and ``(lo, hi)`` past the response, ``fai_min_rows``, ``sink`` kept or
 excluded, subsets of layers and heads, batches of traces of different lengths
 (``analyze_many``), tiles of 1-5 rows, the portable path (in the CPU's block sizes or a
-GPU's), the analysis through FlexAttention (as on CUDA), the RL credit's band pass (CPU
-flash and FlexAttention), grouped-query heads, sliding windows (3 and 5) narrower than W,
-soft-capping and float64 weights. The reference is `reference_from_patterns` of the
+GPU's), the RL credit's band pass (CPU flash and FlexAttention), grouped-query heads,
+sliding windows (3 and 5) narrower than W, soft-capping and float64 weights. The reference is `reference_from_patterns` of the
 patterns of the same checkpoint loaded again with ``attn_implementation="eager"``.
 """
 
@@ -42,9 +41,7 @@ TOYS = {
         dict(head_dim=8, sliding_window=5, query_pre_attn_scalar=16, attn_logit_softcapping=5.0),
     ),
 }  # fmt: skip
-MODES = (
-    "analyze", "analyze-flex", "tiles", "portable", "many", "credit", "credit-flex", "float64",
-)  # fmt: skip
+MODES = ("analyze", "tiles", "portable", "many", "credit", "credit-flex", "float64")
 CASES = 48
 
 
@@ -112,9 +109,7 @@ def draw(rng: np.random.Generator) -> dict:
         window=int(rng.choice([1, 2, 10, 50])),
         fai_horizon=(lo, hi),
         fai_min_rows=int(rng.choice([1, 2, 10])),
-        sink="keep"
-        if mode.startswith("credit") or mode == "analyze-flex"
-        else str(rng.choice(["keep", "exclude"])),
+        sink="keep" if mode.startswith("credit") else str(rng.choice(["keep", "exclude"])),
         tile_rows=int(rng.choice([1, 2, 5])),
         seed=int(rng.integers(2**31)),
     )
@@ -129,9 +124,7 @@ def run(bridge, traces, case, monkeypatch) -> list[Analysis]:
         monkeypatch.setattr(interface, "_cpu_fast", lambda *tensors: False)
         if case["seed"] % 2:  # a GPU's block sizes (`tiling`)
             monkeypatch.setattr(tiling, "CACHE_SIZED", ())
-    if mode in ("credit-flex", "analyze-flex"):
-        # CUDA's FlexAttention (uncompiled here): the credit's band, or the analysis's
-        # column sums (`interface.Fused`; a soft-capped layer still takes tiles)
+    if mode == "credit-flex":  # CUDA's FlexAttention for the band (uncompiled here)
         monkeypatch.setattr(flex, "DEVICES", ("cuda", "cpu"))
     if mode == "tiles":
         lo, hi = case["fai_horizon"]

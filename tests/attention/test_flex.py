@@ -1,15 +1,13 @@
-"""FlexAttention's block masks, built from the blocks' corners (`flex._diagonal_blocks`).
+"""FlexAttention's causal block mask, built from the blocks' corners (`flex._causal_blocks`),
+and how its compiled kernel is called.
 
 `create_block_mask` evaluates a mask at all ``T^2`` pairs (12 GB of temporaries at T =
-32768); the engine builds its causal and column masks from ``(T / 128)^2`` block corners
-instead. For every shape (lengths that are and are not multiples of the block, a KV cache
-offset, a single row), first response row and cut, both must list the same partial and
-full blocks and mean the same mask.
+32768); the engine builds the causal mask from ``(T / 128)^2`` block corners instead. For
+every shape (lengths that are and are not multiples of the block, a KV cache offset, a
+single row), both must list the same partial and full blocks and mean the same mask.
 """
 
 from __future__ import annotations
-
-import itertools
 
 import pytest
 import torch
@@ -34,24 +32,11 @@ def test_the_causal_block_mask_is_create_block_masks(tq, tk):
     assert_same(flex._causal_blocks(tq, tk, CPU), want)
 
 
-@pytest.mark.parametrize(("tq", "tk"), SHAPES)
-def test_the_column_block_masks_are_create_block_masks(tq, tk):
-    offset = tk - tq
-    for first, cut in itertools.product([0, 1, 37, tk - 1, tk + 5], [None, 1, 5, 129, 1000]):
-        limit = tk if cut is None else cut
-
-        def keep(b, h, s, t, first=first, limit=limit):
-            return (t + offset >= s) & (t + offset >= first) & (t + offset - s < limit)
-
-        want = create_block_mask(keep, None, None, tk, tq, CPU)
-        assert_same(flex._column_blocks(tq, tk, first, cut, CPU), want)
-
-
 def test_the_compiled_kernel_may_keep_more_graphs_than_dynamos_default(monkeypatch):
-    """Off the CPU each variant of the call (causal or masked, output or column sums, each
-    head width, static then dynamic shapes) is a graph of the one compiled flex_attention;
-    past Dynamo's default cap of 8 it would run uncompiled, dense in T^2 memory. The
-    compiled call runs with the cap raised to `flex.RECOMPILES`, and only during it."""
+    """Off the CPU each variant of the call (causal or masked, each head width, static
+    then dynamic shapes) is a graph of the one compiled flex_attention; past Dynamo's
+    default cap of 8 it would run uncompiled, dense in T^2 memory. The compiled call runs
+    with the cap raised to `flex.RECOMPILES`, and only during it."""
     import torch._dynamo.config as dynamo
 
     seen = []

@@ -158,28 +158,6 @@ def test_an_accumulator_without_columns_reads_every_cut_off_its_band(n, feed):
     np.testing.assert_allclose(got.rowsum.double().numpy(), want[0].numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("pl", [0, 9, 69])
-def test_a_whole_layer_given_as_its_sums_equals_its_tiles(pl):
-    """On CUDA the analysis hands the accumulator a whole layer at once (`add_columns`): row
-    distances, band, and the column sums of each long cut and of the whole column, from
-    FlexAttention. Every statistic equals its definition, as from tiles; the short cuts
-    are read off the band."""
-    n, w = 70, 6
-    p = random_pattern(3, n, seed=pl)
-    cuts = normalise_cuts((0, 2, 6, 11, 30, 200), n)
-    acc = StatsAccumulator([(0, 0), (0, 1), (0, 2)], n, pl, w, cuts)
-    rowsum, dist, band, cut_sums = by_definition(p, pl, w, acc.cuts, "keep")
-    assert acc.long_cuts == (11, 30)
-    long = [acc.cuts.index(c) for c in acc.long_cuts] + [len(acc.cuts) - 1]
-    acc.add_columns(dist.float(), band.float(), cut_sums[:, long].float())
-    assert_definitions(acc.finish(), (rowsum, dist, band, cut_sums), n)
-    with pytest.raises(AssertionError, match="every row"):
-        acc.add_columns(dist.float(), band.float(), cut_sums[:, long].float())
-    banded = StatsAccumulator([(0, 0)], n, pl, w, cuts, columns=False)
-    with pytest.raises(ValueError, match="columns and sink='keep'"):
-        banded.add_columns(dist[:1].float(), band[:1].float(), cut_sums[:1, long].float())
-
-
 def test_only_an_accumulator_without_columns_takes_bands():
     acc = StatsAccumulator([(0, 0)], 20, 5, 4, (3, 9))
     with pytest.raises(ValueError, match="columns=False"):

@@ -12,9 +12,7 @@ Two paths compute the same `HeadStats` (see `workbench.attention.metrics`):
   2/3, Phi-3, GPT-2, GPT-NeoX, OLMo 2, ...), and so is one whose class does not declare
   the interface but uses it (Qwen3.5, OLMo-hybrid, Bamba, Falcon-H1, StableLM), once a
   check on 64 tokens finds that the tiled pass reproduces its eager attention; a layer
-  whose attention does not come through raises a clear error, never numbers. On CUDA a
-  plain layer of a single sequence takes no tiles: FlexAttention computes what the
-  statistics need (`interface.Fused`, `workbench.attention.flex`).
+  whose attention does not come through raises a clear error, never numbers.
 - ``"exact"``: the bridge's own eager forward, with a forward hook on each chosen layer's
   ``blocks.{l}.attn.hook_pattern``. The hook reduces the ``[head_index query_pos key_pos]``
   pattern to per-head vectors and drops it. Memory beyond the model: one layer's pattern
@@ -337,18 +335,6 @@ class Collector:
                     slice(lo - start, hi - start), dist[i, :, part], band[i, :, part], rows
                 )
 
-    def feed_columns(
-        self, r: slice, dist: Tensor, band: Tensor, cols: Tensor, rows: slice, idx: list[int]
-    ) -> None:
-        """`feed` for a whole layer of the single sequence from position 0 given as row
-        distances ``[batch, head, pos]``, diagonal band ``[batch, head, pos, width]`` and
-        column sums ``[batch, head, cut, key_pos]`` (`interface.Fused`, `_fused`)."""
-        ((acc, (start, n, pl)),) = zip(self.accs, self.spans, strict=True)
-        assert (start, r.start, r.stop) == (0, 0, n), (self.spans, r)
-        dist, band = _select(dist, idx, self.n_heads), _select(band, idx, self.n_heads)
-        cols = _select(cols, idx, self.n_heads)[..., pl:n]
-        acc.add_columns(dist[0, :, :n], band[0, :, :n], cols[0], rows)
-
     def reducers(self) -> dict[int, interface.Reducer]:
         """``{layer: reduce(rows, probs, key0, sums)}`` for `interface.analysis_pass`
         (`interface.Banded` ones when the accumulators keep no column sums beyond the band)."""
@@ -364,23 +350,18 @@ class Collector:
             def reduce_band(r: slice, dist: Tensor, band: Tensor, rows=rows, idx=idx) -> None:
                 self.feed_band(r, dist, band, rows, idx)
 
-            def reduce_columns(r, dist, band, cols, rows=rows, idx=idx) -> None:
-                self.feed_columns(r, dist, band, cols, rows, idx)
-
             if banded:
                 out[layer] = interface.Banded(reduce, width, reduce_band)
             elif fused is not None:
-                prompt_len = self.spans[0][2]
-                out[layer] = interface.Fused(reduce, *fused, prompt_len, reduce_columns)
+                out[layer] = interface.Fused(reduce, *fused)
             else:
                 out[layer] = reduce
         return out
 
     def _fused(self) -> tuple[int, tuple[int, ...]] | None:
-        """What the kernel can compute for the accumulator with each tile, or FlexAttention
-        for a whole layer (the band's width and the long cuts, `interface.Fused`): for one
-        sequence from position 0, whose tiles are all its own (`feed` uses them only
-        then)."""
+        """What the kernel can compute for the accumulator with each tile (the band's width
+        and the long cuts, `interface.Fused`): for one sequence from position 0, whose
+        tiles are all its own (`feed` uses them only then)."""
         if len(self.spans) != 1 or self.spans[0][0] != 0 or self.accs[0].sink != "keep":
             return None
         return self.accs[0].max_window, self.accs[0].long_cuts

@@ -11,21 +11,13 @@ function becomes the kernel's block mask exactly: a boolean ``[batch, 1, query_p
 key_pos]`` mask (sliding windows, padding) is read element by element by the mask
 function, and no mask means causal attention of the last ``query_pos`` positions.
 
-The analysis of a single sequence (`interface.Fused`) needs column sums too, ``sum_t
-A[t, s]`` over the response rows, whole and within each long FAI cut. `column_sums`
-gets each from one more call, of the transposed problem (the keys as queries) with each
-row's log-sum-exp subtracted from its scores: that call's log-sum-exp is the log of the
-column sum. So a layer of `wb.analyze` on CUDA is a causal attention, a band of dot
-products and about two attentions' worth of column calls (the whole column one dense,
-the cuts' block-sparse), with no ``T x T`` map and no tile.
-
 Trust: FlexAttention is a prototype feature of PyTorch and its compiled kernel has never
 run in this project's CI (it has no GPU; compiled FlexAttention on the CPU refuses the
 log-sum-exp). So before its first use on a device, dtype and head width, `ready` runs
 it on a small random layer (grouped-query heads, a sliding-window mask and plain causal
 attention, lengths that are not multiples of the kernel's blocks, the model's head width)
-and compares the output, the log-sum-exp, the position moment and the column sums with a
-dense float64 computation. If that fails or raises, `ready` warns once, names the reason,
+and compares the output, the log-sum-exp and the position moment with a dense float64
+computation. If that fails or raises, `ready` warns once, names the reason,
 and stays False there: the attention function then uses its portable tiles, which are
 exact but slower. A call that raises later, in a pass (a shape the check did not
 compile, Triton's shared memory, GPU memory), does the same from that layer on
@@ -36,12 +28,10 @@ On the CPU, the tests run this module's code uncompiled (FlexAttention's referen
 implementation, which forms the scores densely) against Hugging Face's eager attentions
 on every architecture of the matrix, by adding ``"cpu"`` to `DEVICES`.
 
-Memory: the block masks of a plain causal layer and of `column_sums`' calls (one per
-cut) are built from the blocks' corners (`_diagonal_blocks`, cached per shape and
-device: ``(T / 128)^2`` entries); a masked layer's are evaluated at every pair of the
-mask transformers built (``T^2`` temporaries). The value gets ``16 - d_head % 16`` extra
-channels, and `column_sums` copies the keys once per query head and adds a 16-wide zero
-value. Compiled, each distinct shape (and mask or no mask) compiles its kernels once in
+Memory: the block mask of a plain causal layer is built from the blocks' corners
+(`_causal_blocks`, cached per shape and device: ``(T / 128)^2`` entries); a masked
+layer's is evaluated at every pair of the mask transformers built (``T^2``
+temporaries). The value gets ``16 - d_head % 16`` extra channels. Compiled, each distinct shape (and mask or no mask) compiles its kernels once in
 a process: tens of seconds on first use.
 """
 
@@ -61,7 +51,6 @@ __all__ = [
     "DEVICES",
     "Failed",
     "attention_with_moment",
-    "column_sums",
     "give_up",
     "ready",
     "serves",
@@ -129,8 +118,8 @@ def _compiled(device_type: str) -> Any:
         compiled = torch.compile(flex)
 
         def run(*args: Any, **kwargs: Any) -> Any:
-            # Every variant (causal or masked, output or column sums, each head width, the
-            # probe's shapes and then dynamic ones) compiles the one flex_attention, whose
+            # Every variant (causal or masked, each head width, the probe's shapes and then
+            # dynamic ones) compiles the one flex_attention, whose
             # cache Dynamo caps at 8 graphs by default; past that it ran uncompiled, which
             # is dense: T^2 memory at the lengths this path exists for.
             with torch._dynamo.config.patch(**{_RECOMPILE_LIMIT: RECOMPILES}):
@@ -152,38 +141,26 @@ def _compiled(device_type: str) -> Any:
 BLOCK = 128
 
 
-def _diagonal_blocks(
-    keep: Any,
-    q_len: int,
-    kv_len: int,
-    transposed: bool,
-    offset: int,
-    first: int,
-    limit: int,
-    device: torch.device,
-) -> Any:
-    """The block mask of `keep`, a mask of the form ``0 <= t - s < limit`` and ``t >=
-    first`` (``t`` a query row's absolute position, ``s`` a key's), built from the blocks'
-    corners: ``(T / 128)^2`` entries, where ``create_block_mask`` evaluated `keep` at every
-    one of the ``T^2`` pairs (12 GB of temporaries at T = 32768). The kernel's queries are
-    the rows (``t = i + offset``, ``s = j``), or with `transposed` the keys (``s = i``,
-    ``t = j + offset``). A block is full where every pair is kept, partial (`keep` is
-    evaluated there) where some are."""
+@functools.lru_cache(maxsize=4)
+def _causal_blocks(tq: int, tk: int, device: torch.device) -> Any:
+    """The block mask of causal attention for the last `tq` of `tk` positions, built from
+    the blocks' corners: ``(T / 128)^2`` entries, where ``create_block_mask`` evaluated
+    the mask at every one of the ``T^2`` pairs (718 MB of temporaries at T = 8192, 12 GB
+    at 32768). A block is full where every pair is kept, partial (the mask function is
+    evaluated there) where some are; as ``create_block_mask``, a block past the end of
+    the queries or keys is never full (`tests/attention/test_flex.py` compares them)."""
     from torch.nn.attention.flex_attention import BlockMask
 
-    nq, nk = -(-q_len // BLOCK), -(-kv_len // BLOCK)
-    i0 = torch.arange(nq, device=device)[:, None] * BLOCK
-    j0 = torch.arange(nk, device=device)[None, :] * BLOCK
-    i1, j1 = (i0 + BLOCK).clamp(max=q_len) - 1, (j0 + BLOCK).clamp(max=kv_len) - 1
-    if transposed:
-        (s0, s1), (t0, t1) = (i0, i1), (j0 + offset, j1 + offset)
-    else:
-        (t0, t1), (s0, s1) = (i0 + offset, i1 + offset), (j0, j1)
-    seen = torch.maximum(t0, torch.tensor(first, device=device))  # the first kept row
-    some = (seen <= t1) & (t1 - s0 >= 0) & (seen - s1 < limit)
-    full = (t0 >= first) & (t0 - s1 >= 0) & (t1 - s0 < limit)
-    # As create_block_mask: a block past the end of the queries or keys is never full.
-    full &= (i0 + BLOCK <= q_len) & (j0 + BLOCK <= kv_len)
+    offset = tk - tq
+    # A lambda: FlexAttention reads a mask function's signature, which the typechecking
+    # wrappers that decorate the package's functions under pytest would hide.
+    keep = lambda b, h, q, k: q + offset >= k  # noqa: E731
+    nq, nk = -(-tq // BLOCK), -(-tk // BLOCK)
+    q0 = torch.arange(nq, device=device)[:, None] * BLOCK
+    k0 = torch.arange(nk, device=device)[None, :] * BLOCK
+    q1, k1 = (q0 + BLOCK).clamp(max=tq) - 1, (k0 + BLOCK).clamp(max=tk) - 1
+    some = q1 + offset >= k0
+    full = (q0 + offset >= k1) & (q0 + BLOCK <= tq) & (k0 + BLOCK <= tk)
     partial = some & ~full
 
     def listed(blocks: Tensor) -> tuple[Tensor, Tensor]:
@@ -191,40 +168,23 @@ def _diagonal_blocks(
         return blocks.sum(-1).to(torch.int32)[None, None], order.to(torch.int32)[None, None]
 
     return BlockMask.from_kv_blocks(
-        *listed(partial), *listed(full), BLOCK, keep, seq_lengths=(q_len, kv_len)
+        *listed(partial), *listed(full), BLOCK, keep, seq_lengths=(tq, tk)
     )
 
 
-@functools.lru_cache(maxsize=4)
-def _causal_blocks(tq: int, tk: int, device: torch.device) -> Any:
-    offset = tk - tq
-    # Lambdas: FlexAttention reads a mask function's signature, which the typechecking
-    # wrappers that decorate the package's functions under pytest would hide.
-    keep = lambda b, h, q, k: q + offset >= k  # noqa: E731
-    return _diagonal_blocks(keep, tq, tk, False, offset, 0, tk + 1, device)
-
-
 def _block_mask(mask: Tensor | None, tq: int, tk: int, device: torch.device) -> Any:
+    """FlexAttention's block mask for the mask transformers handed the attention function:
+    causal where it is None, else the boolean ``[batch, 1 or head_index, query_pos,
+    key_pos]`` `mask` read element by element (``create_block_mask`` evaluates it at
+    every pair: ``T^2`` temporaries, as large as the mask itself)."""
     if mask is None:
         return _causal_blocks(tq, tk, device)
-    return _given(_reads(mask), mask, tq, tk, device)
-
-
-def _reads(mask: Tensor) -> Any:
-    """The mask function that reads a boolean ``[batch, 1 or head_index, query_pos,
-    key_pos]`` `mask` (transformers builds one for every head, or one per head)."""
-    if mask.shape[1] == 1:
-        return lambda b, h, q, k: mask[b, 0, q, k]
-    return lambda b, h, q, k: mask[b, h, q, k]
-
-
-def _given(keep: Any, mask: Tensor, q_len: int, kv_len: int, device: torch.device) -> Any:
-    """The block mask of `keep`, which reads a given boolean ``[batch, 1 or head_index,
-    query_pos, key_pos]`` `mask` (evaluated at every pair: ``T^2`` temporaries, as large
-    as the mask transformers built)."""
     _, create_block_mask, _ = _flex()
-    heads = None if mask.shape[1] == 1 else mask.shape[1]
-    return create_block_mask(keep, mask.shape[0], heads, q_len, kv_len, device)
+    if mask.shape[1] == 1:  # transformers builds one mask for every head
+        keep = lambda b, h, q, k: mask[b, 0, q, k]  # noqa: E731
+        return create_block_mask(keep, mask.shape[0], None, tq, tk, device)
+    keep = lambda b, h, q, k: mask[b, h, q, k]  # noqa: E731
+    return create_block_mask(keep, *mask.shape[:2], tq, tk, device)
 
 
 def attention_with_moment(
@@ -278,77 +238,6 @@ def _call(
     return out, got.lse if aux is not None else got
 
 
-def _column_keep(
-    tq: int, tk: int, first_row: int, cut: int | None, mask: Tensor | None, device: torch.device
-) -> Any:
-    """The mask function of `column_sums`' transposed call (``s`` a key, ``t`` a query
-    row): causal, rows from `first_row`, fewer than `cut` rows after the key, and `mask`
-    (``[batch, 1 or head_index, query_pos, key_pos]``) read transposed. Its numbers are
-    0-d tensors, not constants: compiled, one kernel then serves every cut."""
-    offset, first, limit = (
-        torch.tensor(x, device=device) for x in (tk - tq, first_row, _limit(tk, cut))
-    )
-    band = lambda b, h, s, t: (  # noqa: E731
-        (t + offset >= s) & (t + offset >= first) & (t + offset - s < limit)
-    )
-    if mask is None:
-        return band
-    given = _reads(mask)
-    return lambda b, h, s, t: band(b, h, s, t) & given(b, h, t, s)
-
-
-def _limit(tk: int, cut: int | None) -> int:
-    """The rows after a key a column sum reads: `cut`, or all (no row is `tk` after)."""
-    return tk if cut is None else cut
-
-
-@functools.lru_cache(maxsize=16)
-def _column_blocks(tq: int, tk: int, first_row: int, cut: int | None, device: torch.device) -> Any:
-    """`_column_keep`'s block mask without a given mask (cached per shape, first response
-    row and cut: every layer of a pass uses the same)."""
-    keep = _column_keep(tq, tk, first_row, cut, None, device)
-    return _diagonal_blocks(keep, tk, tq, True, tk - tq, first_row, _limit(tk, cut), device)
-
-
-def column_sums(
-    query: Float[Tensor, "batch head_index query_pos d_head"],
-    key: Float[Tensor, "batch kv_head key_pos d_head"],
-    lse: Float[Tensor, "batch head_index query_pos"],
-    mask: Tensor | None,
-    scale: float,
-    first_row: int,
-    cuts: tuple[int, ...],
-) -> Float[Tensor, "batch head_index cut_plus_one key_pos"]:
-    """Column sums of the attention over the rows from `first_row`, for each of `cuts`
-    and then for every row: ``out[..., i, s] = sum_{t >= first_row, 0 <= t - s <
-    cuts[i]} A[t, s]`` and ``out[..., -1, s] = sum_{t >= first_row, t >= s} A[t, s]``,
-    where ``A[t, s] = exp(q_t k_s scale - lse_t)`` (0 where `mask` hides ``s`` from
-    ``t``) and ``t`` counts absolute positions (the queries are the last ``query_pos``).
-
-    No ``T x T`` map: each is one FlexAttention call of the transposed problem, the keys
-    as queries and the queries as keys, with ``lse_t`` subtracted from each score
-    (``score_mod``): its log-sum-exp over ``t`` is then ``log sum_t A[t, s]``. A cut's
-    call is block-sparse (``O(T x cut)``); the last is as costly as a causal attention
-    with a 16-wide value.
-    """
-    b, h, tq, _ = query.shape
-    kv, tk = key.shape[1], key.shape[2]
-    keys = key.repeat_interleave(h // kv, 1)  # the transposed call's queries, per head
-    value = query.new_zeros(b, h, tq, 16)
-    lse = lse.contiguous()
-    out = []
-    for cut in (*cuts, None):
-        if mask is None:
-            blocks = _column_blocks(tq, tk, first_row, cut, query.device)
-        else:
-            keep = _column_keep(tq, tk, first_row, cut, mask, query.device)
-            blocks = _given(keep, mask, tk, tq, query.device)
-        minus = lambda score, b, h, s, t: score - lse[b, h, t]  # noqa: E731
-        _, got = _call(keys, query, value, blocks, scale, score_mod=minus)
-        out.append(torch.exp(got.to(query.dtype)))  # a column no row reaches: exp(-inf) = 0
-    return torch.stack(out, 2)
-
-
 def _dense(query: Tensor, key: Tensor, value: Tensor, mask: Tensor, scale: float):
     """The float64 reference of `attention_with_moment` for the probe."""
     groups = query.shape[1] // key.shape[1]
@@ -359,16 +248,7 @@ def _dense(query: Tensor, key: Tensor, value: Tensor, mask: Tensor, scale: float
     lse = scores.logsumexp(-1)
     probs = torch.exp(scores - lse[..., None])
     pos = torch.arange(1 - key.shape[2], 1, dtype=torch.float64, device=query.device)
-    return probs @ v, probs @ pos, lse, probs
-
-
-def _dense_columns(probs: Tensor, first_row: int, cuts: tuple[int, ...]) -> Tensor:
-    """The float64 reference of `column_sums` (queries and keys the same positions)."""
-    t = torch.arange(probs.shape[-1], device=probs.device)
-    after = t[:, None] - t  # [t, s]: rows after the key
-    rows = (t[:, None] >= first_row) & (after >= 0)
-    keep = [rows & (after < c) for c in cuts] + [rows]
-    return torch.stack([(probs * k).sum(-2) for k in keep], 2)
+    return probs @ v, probs @ pos, lse
 
 
 def _probe(device: torch.device, dtype: torch.dtype, d: int) -> str | None:
@@ -387,13 +267,11 @@ def _probe(device: torch.device, dtype: torch.dtype, d: int) -> str | None:
     for name, mask, full in [("causal", None, causal), ("sliding-window", window, window)]:
         given = None if mask is None else mask.expand(b, 1, t, t)
         out, lse = attention_with_moment(q, k, v, given, d**-0.5)
-        want, moment, want_lse, probs = _dense(q, k, v, full.expand(b, 1, t, t), d**-0.5)
-        cols = column_sums(q, k, lse, given, d**-0.5, 60, (5, 50))
+        want, moment, want_lse = _dense(q, k, v, full.expand(b, 1, t, t), d**-0.5)
         for what, x, y in [
             ("output", out[..., :d], want),
             ("position moment", out[..., d] / t, moment / t),
             ("log-sum-exp", lse, want_lse),
-            ("column sum", cols / t, _dense_columns(probs, 60, (5, 50)) / t),
         ]:
             err = float((x.double() - y).abs().max())
             if not err <= PROBE_TOLERANCE:

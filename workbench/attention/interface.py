@@ -37,16 +37,16 @@ one thread: 1.16-1.37x sdpa (q and k padded with zeros to the value width costs 
 plain attention (no soft-cap, no sinks, no mask or a boolean one) in float32 without
 gradients, on the CPU, and on CUDA where compiled FlexAttention passed its check
 (`workbench.attention.flex`: the same output, log-sum-exp and position channel; on an
-H200, 1.71x sdpa through the middle layers at T = 8192 and 1.17x at 32768); anywhere else
-the same reducer gets tiles. Memory: the kernel's own blocks, the padded q, k and v
-(``batch x heads x T x (d_head + 8)`` each), and a float copy of the mask in chunks of
-query rows where one is given.
+H200, 2.5x sdpa through the middle layers at T = 8192 and 1.19x at 32768, session 35);
+anywhere else the same reducer gets tiles. Memory: the kernel's own blocks, the padded
+q, k and v (``batch x heads x T x (d_head + 8)`` each), and a float copy of the mask in
+chunks of query rows where one is given.
 
-The column path (CUDA only): the analysis of a single sequence (`Fused`) gets a plain
-layer's row distances and band as the band path does, and its column sums (FAI, whole
-and within each long cut) from FlexAttention's transposed calls (`flex.column_sums`),
-again without any tile. Not yet timed on a GPU; the CPU keeps its compiled kernel's
-tiles, which cost 1.0-1.25x sdpa on one thread (benchmarks/README.md).
+The analysis (column sums kept) takes tiles on every device, in the device's block sizes
+(`workbench.attention.tiling`). On an H200 they cost 1.87x sdpa over all layers at
+T = 8192 and 0.92x at 32768 (sdpa there is not flash). A FlexAttention path that read
+the column sums off transposed calls, without tiles, measured 2.86x and 1.84x in the same
+run, with 88 s of compilation, and was removed (commit 5ed891b has it).
 """
 
 from __future__ import annotations
@@ -125,40 +125,16 @@ class Banded(_Asking):
     band: BandReduce
 
 
-ColumnReduce = Callable[
-    [
-        slice,
-        Float[Tensor, "batch head_index query_pos"],
-        Float[Tensor, "batch head_index query_pos band"],
-        Float[Tensor, "batch head_index cut_plus_one key_pos"],
-    ],
-    None,
-]
-
-
 @dataclass(frozen=True)
 class Fused(_Asking):
-    """A reducer of a single sequence from position 0 that can take more than tiles.
-
-    On the CPU, from the compiled kernel (`kernels`): each tile's first `width` diagonals
-    and, for each of `cuts`, the column sums of the upper triangle of the square block of
-    columns ``rows.start - cut + 1 ..`` (`kernels.TileSums.band` and ``.tri``), what
-    `StatsAccumulator` reads off every tile.
-
-    On CUDA, where FlexAttention passed its check (`flex`) and the attention is plain
-    (float32, no soft-cap, no sinks, no gradients), no tile at all: one FlexAttention call
-    gives the output, the row log-sum-exp and the row distances (as `Banded`), `width`
-    dot products per row the band, and one transposed call per cut and one for the whole
-    column the column sums over the response rows (`flex.column_sums`, from row
-    `prompt_len`); `columns` then receives ``(rows, dist, band, column_sums)``.
-
-    Anywhere else the tiles go to `tiles` without them.
-    """
+    """A reducer that also takes, from the compiled kernel (`kernels`), each tile's first
+    `width` diagonals and, for each of `cuts`, the column sums of the upper triangle of the
+    square block of columns ``rows.start - cut + 1 ..`` (`kernels.TileSums.band` and
+    ``.tri``): what `StatsAccumulator` reads off every tile of a single sequence. Where
+    the kernel does not run, the tiles go to `tiles` without them."""
 
     width: int
     cuts: tuple[int, ...]
-    prompt_len: int = 0
-    columns: ColumnReduce | None = None
 
 
 class StopPass(Exception):
@@ -404,15 +380,6 @@ def attention(
         if isinstance(reduce, Banded) and plain and _can_band(query, key, value, attention_mask):
             with torch.no_grad():
                 return _banded(query, key, value, attention_mask, scaling, reduce), None
-        if (
-            isinstance(reduce, Fused)
-            and reduce.columns is not None
-            and plain
-            and flex.serves(query)
-            and _can_band(query, key, value, attention_mask)
-        ):
-            with torch.no_grad():
-                return _columns(query, key, value, attention_mask, scaling, reduce), None
     except flex.Failed as e:  # the reducer has been handed nothing yet: tiles instead
         flex.give_up(query, e)
     if plain and (run.sdpa_outputs or (reduce is None and run.fast_other_layers)):
@@ -555,8 +522,7 @@ def _float32_no_grad(query: Tensor, key: Tensor, value: Tensor) -> bool:
 
 
 def _can_band(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> bool:
-    """Whether `_banded` (and, with FlexAttention, `_columns`) computes this layer:
-    float32 without gradients, ``d_value == d_head``, no mask or a boolean one, and a
+    """Whether `_banded` computes this layer: float32 without gradients, ``d_value == d_head``, no mask or a boolean one, and a
     flash kernel with the row log-sum-exp for the device: the CPU's (`_cpu_fast`), or
     FlexAttention where `flex.serves` the device, passed its check there and has not
     raised since (`flex.usable`)."""
@@ -656,28 +622,6 @@ def _band(
     return out
 
 
-def _rows(
-    query: Tensor,
-    key: Tensor,
-    value: Tensor,
-    mask: Tensor | None,
-    scaling: float | None,
-    width: int,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, float]:
-    """``(output [batch query_pos head_index d_value], dist, band, lse, scale)`` of a layer
-    from one flash call and a band of `width` diagonals (`Banded`)."""
-    d = query.shape[-1]
-    tq, tk = query.shape[2], key.shape[2]
-    scale = d**-0.5 if scaling is None else scaling
-    out, lse = _flash(query, key, value, mask, scale)
-    t = torch.arange(tk - tq, tk, dtype=out.dtype, device=out.device) - (tk - 1)
-    # sum_s A[t,s] (t-s) = (t - c) - sum_s A[t,s] (s - c), c = tk - 1, the rows summing to 1
-    dist = t - out[..., d]
-    rows = tiling.band_rows(query.device, query.shape[0] * query.shape[1], width)
-    band = _band(query, key, lse, mask, scale, width, rows)
-    return out[..., :d].transpose(1, 2).contiguous(), dist, band, lse, scale
-
-
 def _banded(
     query: Tensor,
     key: Tensor,
@@ -688,25 +632,14 @@ def _banded(
 ) -> Float[Tensor, "batch query_pos head_index d_value"]:
     """The layer's output, its row distances and band handed to ``reduce.band`` (see
     `Banded`)."""
-    out, dist, band, _, _ = _rows(query, key, value, mask, scaling, reduce.width)
+    d = query.shape[-1]
     tq, tk = query.shape[2], key.shape[2]
+    scale = d**-0.5 if scaling is None else scaling
+    out, lse = _flash(query, key, value, mask, scale)
+    t = torch.arange(tk - tq, tk, dtype=out.dtype, device=out.device) - (tk - 1)
+    # sum_s A[t,s] (t-s) = (t - c) - sum_s A[t,s] (s - c), c = tk - 1, the rows summing to 1
+    dist = t - out[..., d]
+    rows = tiling.band_rows(query.device, query.shape[0] * query.shape[1], reduce.width)
+    band = _band(query, key, lse, mask, scale, reduce.width, rows)
     reduce.band(slice(tk - tq, tk), dist, band)
-    return out
-
-
-def _columns(
-    query: Tensor,
-    key: Tensor,
-    value: Tensor,
-    mask: Tensor | None,
-    scaling: float | None,
-    reduce: Fused,
-) -> Float[Tensor, "batch query_pos head_index d_value"]:
-    """The layer's output, its row distances, band and column sums handed to
-    ``reduce.columns`` (see `Fused`)."""
-    out, dist, band, lse, scale = _rows(query, key, value, mask, scaling, reduce.width)
-    tq, tk = query.shape[2], key.shape[2]
-    cols = flex.column_sums(query, key, lse, mask, scale, reduce.prompt_len, reduce.cuts)
-    assert reduce.columns is not None
-    reduce.columns(slice(tk - tq, tk), dist, band, cols)
-    return out
+    return out[..., :d].transpose(1, 2).contiguous()

@@ -380,44 +380,6 @@ class StatsAccumulator:
         self.dist[hr, rows] = dist.to(self.device, self.dtype)
         self.band[hr, rows] = band[..., : self.max_window].to(self.device, self.dtype)
 
-    def add_columns(
-        self,
-        dist: Float[Tensor, "head pos"],
-        band: Float[Tensor, "head pos band"],
-        columns: Float[Tensor, "head long_cut_plus_one response_pos"],
-        head_rows: slice | None = None,
-    ) -> None:
-        """Accumulate every row of these heads at once, given as their row distances,
-        diagonal band and column sums (``sink="keep"``, from row 0; on CUDA, FlexAttention
-        computes them: `workbench.attention.interface.Fused`).
-
-        Args:
-            dist: ``[head pos]`` ``sum_s A[t, s] (t - s)``.
-            band: ``[head pos w]`` ``A[t, t-d]`` for ``d < w``, ``w >= max_window``.
-            columns: ``[head, len(long_cuts) + 1, response_pos]``: for each of
-                `long_cuts`, then for the whole column, the sums over the response rows
-                ``t`` with ``0 <= t - s < cut`` (``t >= s``) of ``A[t, s]``, for the
-                response columns ``s``.
-            head_rows: which rows of the accumulators the heads fill (default: all).
-
-        Rows sum to 1 (normalised by construction); the cuts up to the band's width are
-        read off the band in `finish`, as for tiles.
-        """
-        hr = head_rows if head_rows is not None else slice(None)
-        if not self.columns or self.sink != "keep":
-            raise ValueError("add_columns needs an accumulator with columns and sink='keep'")
-        assert band.shape[-1] >= self.max_window, (band.shape, self.max_window)
-        assert columns.shape[-2] == len(self.long_cuts) + 1, (columns.shape, self.long_cuts)
-        assert set(self._next[hr]) == {0}, "add_columns takes every row, from row 0"
-        self._next[hr] = [self.n_pos] * len(self._next[hr])
-        self.rowsum[hr] = 1.0
-        self.dist[hr] = dist.to(self.device, self.dtype)
-        self.band[hr] = band[..., : self.max_window].to(self.device, self.dtype)
-        got = columns.to(self.device, self.dtype)
-        for j, i in enumerate(self._long_idx):
-            self.cut_sums[hr, i] = got[:, j]
-        self.cut_sums[hr, -1] = got[:, -1]
-
     def _add(
         self,
         row0: int,
