@@ -226,7 +226,7 @@ def _profile(run, ids, cuda: bool, rows: int) -> str:
         run(ids)
         if cuda:
             torch.cuda.synchronize()
-    key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=60)
 
 

@@ -5,6 +5,7 @@ died of SIGFPE; --steps 0 ran the default 60 steps; most others were tracebacks)
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +61,26 @@ def test_an_unwritable_json_is_refused_before_any_work(tmp_path):
     proc = _run("metrics.py", "--lengths", "16", "--json", "a-file/m.json", cwd=tmp_path)
     assert proc.returncode == 2 and "error:" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "sdpa" not in proc.stdout  # no case ran
+
+
+@pytest.mark.slow
+def test_the_credit_pass_is_timed_both_ways_and_profiled_on_request(tmp_path):
+    """`metrics.py` times the credit pass with its band path (`credit`) and without
+    (`credit-tiles`), each against the sdpa forward through the same layers (no ratio
+    to the whole-model bridge), and with ``--profile N`` prints, and records, each case's
+    N costliest operators from one more pass."""
+    args = ("--lengths", "16", "--configs", "credit", "credit-tiles", "--profile", "3")
+    proc = _run("metrics.py", *args, "--json", "m.json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    got = json.loads((tmp_path / "m.json").read_text())
+    assert [r["config"] for r in got["results"]] == ["credit", "credit-tiles"]
+    for r in got["results"]:
+        table = r["profile"]
+        assert "Self CPU" in table and table in proc.stdout
+        rows = [line for line in table.splitlines() if line.strip().startswith("aten::")]
+        assert 1 <= len(rows) <= 3, table
+    # no x bridge (it stops at the middle layers), no x sdpa (sdpa-middle did not run)
+    assert re.search(r"^\| 16 \| credit-tiles \| [0-9.]+ \| - \| - \|", proc.stdout, re.M)
 
 
 @pytest.mark.slow
