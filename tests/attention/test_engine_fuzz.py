@@ -8,8 +8,9 @@ None)``, ``(H, H)`` and ``(lo, hi)`` past the response, ``fai_min_rows``, ``sink
 excluded, subsets of layers and heads, batches of traces of different lengths
 (``analyze_many``), tiles of 1-5 rows, the portable path (in the CPU's block sizes or a
 GPU's), the RL credit's band pass (CPU flash and FlexAttention), grouped-query heads,
-sliding windows (3 and 5) narrower than W, soft-capping and float64 weights. The reference is `reference_from_patterns` of the
-patterns of the same checkpoint loaded again with ``attn_implementation="eager"``.
+sliding windows (3 and 5) narrower than W, soft-capping and float64 weights. The
+reference is `reference_from_patterns` of the patterns of the same checkpoint loaded
+again with ``attn_implementation="eager"``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The engine's fused kernels off the CPU: FlexAttention with its row log-sum-exp.
+"""The band path's flash call off the CPU: FlexAttention with its row log-sum-exp.
 
 `interface._banded` needs, per layer, the attention output, each row's log-sum-exp and
 ``sum_s A[t, s] s`` (through an extra value channel holding the key positions, counted
@@ -17,9 +17,9 @@ log-sum-exp). So before its first use on a device, dtype and head width, `ready`
 it on a small random layer (grouped-query heads, a sliding-window mask and plain causal
 attention, lengths that are not multiples of the kernel's blocks, the model's head width)
 and compares the output, the log-sum-exp and the position moment with a dense float64
-computation. If that fails or raises, `ready` warns once, names the reason,
-and stays False there: the attention function then uses its portable tiles, which are
-exact but slower. A call that raises later, in a pass (a shape the check did not
+computation. If that fails or raises, `ready` warns once, names the reason, and stays
+False there: the attention function then uses its portable tiles, which are exact but
+slower. A call that raises later, in a pass (a shape the check did not
 compile, Triton's shared memory, GPU memory), does the same from that layer on
 (`give_up`: one warning naming the error). Never wrong numbers, and no traceback from
 inside the compiler; at worst the old speed.
@@ -31,8 +31,9 @@ on every architecture of the matrix, by adding ``"cpu"`` to `DEVICES`.
 Memory: the block mask of a plain causal layer is built from the blocks' corners
 (`_causal_blocks`, cached per shape and device: ``(T / 128)^2`` entries); a masked
 layer's is evaluated at every pair of the mask transformers built (``T^2``
-temporaries). The value gets ``16 - d_head % 16`` extra channels. Compiled, each distinct shape (and mask or no mask) compiles its kernels once in
-a process: tens of seconds on first use.
+temporaries). The value gets ``16 - d_head % 16`` extra channels. Compiled, each
+distinct shape (and mask or no mask) compiles its kernels once in a process: tens of
+seconds on first use.
 """
 
 from __future__ import annotations
@@ -119,9 +120,9 @@ def _compiled(device_type: str) -> Any:
 
         def run(*args: Any, **kwargs: Any) -> Any:
             # Every variant (causal or masked, each head width, the probe's shapes and then
-            # dynamic ones) compiles the one flex_attention, whose
-            # cache Dynamo caps at 8 graphs by default; past that it ran uncompiled, which
-            # is dense: T^2 memory at the lengths this path exists for.
+            # dynamic ones) compiles the one flex_attention, whose cache Dynamo caps at 8
+            # graphs by default; past that it ran uncompiled, which is dense: T^2 memory at
+            # the lengths this path exists for.
             with torch._dynamo.config.patch(**{_RECOMPILE_LIMIT: RECOMPILES}):
                 return compiled(*args, **kwargs)
 
@@ -207,35 +208,27 @@ def attention_with_moment(
     key_pos]`` (True: attend) replaces the causal one. Key/value heads are shared by
     ``head_index // (heads / kv_heads)``.
     """
+    _, _, aux = _flex()
     h, tq = query.shape[1], query.shape[2]
     kv, tk, dv = key.shape[1], key.shape[2], value.shape[-1]
-    v = values_with_positions(value, -(-(dv + 1) // 16) * 16)
-    blocks = _block_mask(mask, tq, tk, query.device)
-    out, lse = _call(query, key, v, blocks, scale, enable_gqa=h != kv)
-    # A row that sees no key (left padding) has LSE -inf; the CPU kernel's convention is 0
-    # with a zero output, which `_band` and the distances rely on.
-    lse = torch.where(torch.isfinite(lse), lse, 0.0).to(query.dtype)
-    return out[..., : dv + 1], lse
-
-
-def _call(
-    query: Tensor, key: Tensor, value: Tensor, blocks: Any, scale: float, **kwargs: Any
-) -> tuple[Tensor, Tensor]:
-    """``(out, lse)`` of one FlexAttention call (compiled off the CPU), its log-sum-exp
-    natural, for any PyTorch that has one (``return_aux`` or the older ``return_lse``)."""
-    _, _, aux = _flex()
     if query.shape[-1] < MIN_QK_DIM:
         # Compiled on CUDA it refused (NotImplementedError, "at least 16") a head of 8;
         # zero columns leave q k^T as it is (the scale is explicit).
         pad = (0, MIN_QK_DIM - query.shape[-1])
         query, key = torch.nn.functional.pad(query, pad), torch.nn.functional.pad(key, pad)
+    v = values_with_positions(value, -(-(dv + 1) // 16) * 16)
+    blocks = _block_mask(mask, tq, tk, query.device)
     run = _compiled(query.device.type)
     extra = {"return_aux": aux(lse=True)} if aux is not None else {"return_lse": True}
     try:
-        out, got = run(query, key, value, block_mask=blocks, scale=scale, **kwargs, **extra)
+        out, got = run(query, key, v, block_mask=blocks, scale=scale, enable_gqa=h != kv, **extra)
     except Exception as e:  # compiling a new shape, Triton's resources, memory
         raise Failed(_why(e)) from e
-    return out, got.lse if aux is not None else got
+    lse = got.lse if aux is not None else got
+    # A row that sees no key (left padding) has LSE -inf; the CPU kernel's convention is 0
+    # with a zero output, which `_band` and the distances rely on.
+    lse = torch.where(torch.isfinite(lse), lse, 0.0).to(query.dtype)
+    return out[..., : dv + 1], lse
 
 
 def _dense(query: Tensor, key: Tensor, value: Tensor, mask: Tensor, scale: float):
@@ -280,7 +273,7 @@ def _probe(device: torch.device, dtype: torch.dtype, d: int) -> str | None:
 
 
 class Failed(RuntimeError):
-    """A FlexAttention call raised (`_call`); the attention function then gives up on it
+    """A FlexAttention call raised (`attention_with_moment`); the attention function then gives up on it
     there (`give_up`) and takes its tiles."""
 
 
@@ -330,8 +323,7 @@ def ready(device: torch.device, dtype: torch.dtype, head_dim: int = 64) -> bool:
         warnings.warn(
             f"FlexAttention on {device} ({dtype}, heads of {head_dim}) failed the "
             f"workbench's check: {reason}. "
-            "The analysis and the RL credit pass use the exact portable tiles there "
-            "instead (slower).",
+            "The RL credit pass uses the exact portable tiles there instead (slower).",
             RuntimeWarning,
             stacklevel=2,
         )

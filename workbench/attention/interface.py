@@ -522,10 +522,10 @@ def _float32_no_grad(query: Tensor, key: Tensor, value: Tensor) -> bool:
 
 
 def _can_band(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None) -> bool:
-    """Whether `_banded` computes this layer: float32 without gradients, ``d_value == d_head``, no mask or a boolean one, and a
-    flash kernel with the row log-sum-exp for the device: the CPU's (`_cpu_fast`), or
-    FlexAttention where `flex.serves` the device, passed its check there and has not
-    raised since (`flex.usable`)."""
+    """Whether `_banded` computes this layer: float32 without gradients, ``d_value ==
+    d_head``, no mask or a boolean one, and a flash kernel with the row log-sum-exp for
+    the device: the CPU's (`_cpu_fast`), or FlexAttention where `flex.serves` the device,
+    passed its check there and has not raised since (`flex.usable`)."""
     shapes = query.shape[-1] == key.shape[-1] == value.shape[-1] and query.shape[2] > 0
     if not shapes or not (mask is None or mask.dtype == torch.bool):
         return False
