@@ -70,3 +70,23 @@ def test_compiling_says_so_where_progress_shows(monkeypatch, capsys):
             flex._compiled.cache_clear()
         said = capsys.readouterr().err.count("FlexAttention: compiling its kernels for cuda")
         assert said == (1 if shown else 0)
+
+
+def test_short_traces_keep_the_flex_attention_kernel(monkeypatch):
+    """Under 128 queries Inductor would lower the call to its flex-decoding kernel, which
+    had no valid configuration on an H200 for the toys' shapes (every short trace gave up
+    and took tiles; session 36). Every call forces the flex-attention kernel, and the
+    probe runs a length under one block, so a device where even that fails is caught
+    before a pass rather than in one. The results stay FlexAttention's own (uncompiled
+    here) and equal the dense reference."""
+    calls = []
+    real = flex._compiled("cpu")
+
+    def recording(*args, **kwargs):
+        calls.append((args[0].shape[2], kwargs.get("kernel_options")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(flex, "_compiled", lambda device_type: recording)
+    assert flex._probe(CPU, torch.float32, 8) is None
+    assert {n for n, _ in calls} >= {200, 60}
+    assert all(options == {"FORCE_USE_FLEX_ATTENTION": True} for _, options in calls)

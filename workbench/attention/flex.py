@@ -15,12 +15,12 @@ Trust: FlexAttention is a prototype feature of PyTorch and its compiled kernel h
 run in this project's CI (it has no GPU; compiled FlexAttention on the CPU refuses the
 log-sum-exp). So before its first use on a device, dtype and head width, `ready` runs
 it on a small random layer (grouped-query heads, a sliding-window mask and plain causal
-attention, lengths that are not multiples of the kernel's blocks, the model's head width)
-and compares the output, the log-sum-exp and the position moment with a dense float64
-computation. If that fails or raises, `ready` warns once, names the reason, and stays
-False there: the attention function then uses its portable tiles, which are exact but
-slower. A call that raises later, in a pass (a shape the check did not
-compile, Triton's shared memory, GPU memory), does the same from that layer on
+attention, lengths that are not multiples of the kernel's blocks and one shorter than a
+block, the model's head width) and compares the output, the log-sum-exp and the position
+moment with a dense float64 computation. If that fails or raises, `ready` warns once,
+names the reason, and stays False there: the attention function then uses its portable
+tiles, which are exact but slower. A call that raises later, in a pass (a shape the check
+did not compile, Triton's shared memory, GPU memory), does the same from that layer on
 (`give_up`: one warning naming the error). Never wrong numbers, and no traceback from
 inside the compiler; at worst the old speed.
 
@@ -220,8 +220,21 @@ def attention_with_moment(
     blocks = _block_mask(mask, tq, tk, query.device)
     run = _compiled(query.device.type)
     extra = {"return_aux": aux(lse=True)} if aux is not None else {"return_lse": True}
+    # Under 128 queries Inductor picks its flex-decoding kernel, which had no valid
+    # configuration for these shapes on an H200 (NoValidChoicesError, heads of 8 padded
+    # to 16, float32, T = 100): every short trace gave up and took tiles.
+    options = {"FORCE_USE_FLEX_ATTENTION": True}
     try:
-        out, got = run(query, key, v, block_mask=blocks, scale=scale, enable_gqa=h != kv, **extra)
+        out, got = run(
+            query,
+            key,
+            v,
+            block_mask=blocks,
+            scale=scale,
+            enable_gqa=h != kv,
+            kernel_options=options,
+            **extra,
+        )
     except Exception as e:  # compiling a new shape, Triton's resources, memory
         raise Failed(_why(e)) from e
     lse = got.lse if aux is not None else got
@@ -257,13 +270,17 @@ def _probe(device: torch.device, dtype: torch.dtype, d: int) -> str | None:
     rows = torch.arange(t, device=device)[:, None]
     causal = rows >= torch.arange(t, device=device)
     window = causal & (rows - torch.arange(t, device=device) < 37)
-    for name, mask, full in [("causal", None, causal), ("sliding-window", window, window)]:
+    # The third is shorter than one block (128), where Inductor would otherwise pick its
+    # flex-decoding kernel, and is a second length (Dynamo recompiles with dynamic shapes).
+    for name, mask, n in [("causal", None, t), ("sliding-window", window, t), ("short", None, 60)]:
         given = None if mask is None else mask.expand(b, 1, t, t)
-        out, lse = attention_with_moment(q, k, v, given, d**-0.5)
-        want, moment, want_lse = _dense(q, k, v, full.expand(b, 1, t, t), d**-0.5)
+        part = [x[:, :, :n] for x in (q, k, v)]
+        full = causal[:n, :n] if mask is None else mask
+        out, lse = attention_with_moment(*part, given, d**-0.5)
+        want, moment, want_lse = _dense(*part, full.expand(b, 1, n, n), d**-0.5)
         for what, x, y in [
             ("output", out[..., :d], want),
-            ("position moment", out[..., d] / t, moment / t),
+            ("position moment", out[..., d] / n, moment / n),
             ("log-sum-exp", lse, want_lse),
         ]:
             err = float((x.double() - y).abs().max())
