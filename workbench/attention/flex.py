@@ -71,6 +71,11 @@ _RECOMPILE_LIMIT = (
 #: The narrowest query/key head compiled FlexAttention takes (torch 2.11 on CUDA); a
 #: narrower one is padded with zero columns.
 MIN_QK_DIM = 16
+#: Every call's kernel options. Under 128 queries Inductor would pick its flex-decoding
+#: kernel, which had no valid configuration for the toys' shapes on an H200
+#: (NoValidChoicesError; heads of 8 padded to 16, float32, T = 100): every short trace
+#: gave up and took tiles.
+KERNEL_OPTIONS = {"FORCE_USE_FLEX_ATTENTION": True}
 #: The probe's tolerance against float64: far above float32 rounding (about 1e-6 here),
 #: far below any wiring error (a log-sum-exp in the wrong base, a mask off by one).
 PROBE_TOLERANCE = 1e-4
@@ -220,10 +225,6 @@ def attention_with_moment(
     blocks = _block_mask(mask, tq, tk, query.device)
     run = _compiled(query.device.type)
     extra = {"return_aux": aux(lse=True)} if aux is not None else {"return_lse": True}
-    # Under 128 queries Inductor picks its flex-decoding kernel, which had no valid
-    # configuration for these shapes on an H200 (NoValidChoicesError, heads of 8 padded
-    # to 16, float32, T = 100): every short trace gave up and took tiles.
-    options = {"FORCE_USE_FLEX_ATTENTION": True}
     try:
         out, got = run(
             query,
@@ -232,7 +233,7 @@ def attention_with_moment(
             block_mask=blocks,
             scale=scale,
             enable_gqa=h != kv,
-            kernel_options=options,
+            kernel_options=KERNEL_OPTIONS,
             **extra,
         )
     except Exception as e:  # compiling a new shape, Triton's resources, memory
@@ -290,8 +291,8 @@ def _probe(device: torch.device, dtype: torch.dtype, d: int) -> str | None:
 
 
 class Failed(RuntimeError):
-    """A FlexAttention call raised (`attention_with_moment`); the attention function then gives up on it
-    there (`give_up`) and takes its tiles."""
+    """A FlexAttention call raised (`attention_with_moment`); the attention function then
+    gives up on it there (`give_up`) and takes its tiles."""
 
 
 def _why(error: BaseException) -> str:

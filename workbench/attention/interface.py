@@ -38,16 +38,17 @@ plain attention (no soft-cap, no sinks, no mask or a boolean one) in float32 wit
 gradients, on the CPU, and on CUDA where compiled FlexAttention passed its check
 (`workbench.attention.flex`: the same output, log-sum-exp and position channel; on an
 H200, 1.58-2.44x sdpa through the middle layers at T = 8192 and 1.25x at 32768, session
-36, where 22% of the pass was copying the statistics to the CPU);
-anywhere else the same reducer gets tiles. Memory: the kernel's own blocks, the padded
-q, k and v (``batch x heads x T x (d_head + 8)`` each), and a float copy of the mask in
-chunks of query rows where one is given.
+36, where 22% of the pass was copying the statistics to the CPU); anywhere else the same
+reducer gets tiles. Memory: the kernel's own blocks, the padded q, k and v (``batch x
+heads x T x (d_head + 8)`` each), and a float copy of the mask in chunks of query rows
+where one is given.
 
 The analysis (column sums kept) takes tiles on every device, in the device's block sizes
 (`workbench.attention.tiling`). On an H200 they cost 1.87-1.88x sdpa over all layers at
-T = 8192 and 0.92-0.93x at 32768 (sessions 35 and 36; sdpa there is not flash). A FlexAttention path that read
-the column sums off transposed calls, without tiles, measured 2.86x and 1.84x in the same
-run, with 88 s of compilation, and was removed (commit 5ed891b has it).
+T = 8192 and 0.92-0.93x at 32768 (sessions 35 and 36; sdpa there is not flash). A
+FlexAttention path that read the column sums off transposed calls, without tiles,
+measured 2.86x and 1.84x in the same run, with 88 s of compilation, and was removed
+(commit 5ed891b has it).
 """
 
 from __future__ import annotations
